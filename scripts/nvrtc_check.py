@@ -40,7 +40,12 @@ def load_nvrtc(root):
             "(or point FLASHDMOE_NVRTC_ROOT / --root at another nvidia/cu13 directory)\n"
         )
         sys.exit(3)
-    # libnvrtc dlopens libnvrtc-builtins from the same directory; RTLD_GLOBAL keeps it simple.
+    # libnvrtc dlopens libnvrtc-builtins by bare soname at compile time. Loading it first by
+    # full path makes the dynamic loader find it already resident (no LD_LIBRARY_PATH needed).
+    libdir = os.path.dirname(lib)
+    for name in sorted(os.listdir(libdir)):
+        if name.startswith("libnvrtc-builtins.so"):
+            ctypes.CDLL(os.path.join(libdir, name), mode=ctypes.RTLD_GLOBAL)
     return ctypes.CDLL(lib, mode=ctypes.RTLD_GLOBAL)
 
 

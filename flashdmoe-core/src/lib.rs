@@ -1,1 +1,38 @@
-//! placeholder
+//! # flashdmoe-core: what an MoE layer is, what the right answer is, and how ranks cooperate
+//!
+//! * [`config`]: [`MoeConfig`] (shapes, dtype, activation, capacity, placement), validation,
+//!   presets, file and Hugging Face `config.json` loading.
+//! * [`routing`]: the router (gate GEMM, f32 softmax, top-k, renormalisation) and the per-rank
+//!   routing plan (per-expert token lists in token order, capacity drops).
+//! * [`oracle`]: the CPU reference forward in f64 accumulation, sampled-row verification and the
+//!   comparison report.
+//! * [`weights`]: seeded input/weight generators and safetensors load/save.
+//! * [`backend`]: the [`Backend`] trait every backend implements, and its output types.
+//! * [`runtime`]: the scheduler / subscriber / processor state machines shared by the
+//!   simulator (threads) and mirrored by the CUDA kernel, over the [`sync`] facade.
+//!
+//! ## Invariants
+//!
+//! * Architecture invariant: core knows nothing of CUDA, and nothing of how a backend moves
+//!   bytes; it sees the symmetric heap only through `flashdmoe-proto` offsets.
+//! * Everything is deterministic: routing, tie-breaking (lower expert index), dropping (lower
+//!   token index wins), and the combine order (slot order).
+//! * Host tensors are `f32` slices whose values are exactly representable in the configured
+//!   [`DType`] (generators and loaders round them), so every backend and the oracle see the
+//!   same numbers.
+#![warn(missing_docs)]
+
+pub mod backend;
+pub mod config;
+pub mod routing;
+pub mod trace;
+pub mod weights;
+
+pub use backend::{
+    Backend, BackendError, ForwardOptions, ForwardOutput, Layer, RankOutput, RankStats,
+    TimeoutReport,
+};
+pub use config::{Activation, CapacityPolicy, ConfigError, DType, MoeConfig, Placement};
+pub use routing::RankRouting;
+pub use trace::TraceEvent;
+pub use weights::LayerWeights;

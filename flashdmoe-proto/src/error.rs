@@ -59,7 +59,9 @@ pub enum ProtoError {
 impl fmt::Display for ProtoError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::InvalidGeometry { field, reason } => write!(f, "invalid geometry: {field} {reason}"),
+            Self::InvalidGeometry { field, reason } => {
+                write!(f, "invalid geometry: {field} {reason}")
+            }
             Self::Overflow { what } => write!(f, "arithmetic overflow computing {what}"),
             Self::OutOfRange { what, value, limit } => {
                 write!(f, "{what} = {value} is out of range (must be < {limit})")
@@ -82,7 +84,11 @@ impl core::error::Error for ProtoError {}
 pub type Result<T> = core::result::Result<T, ProtoError>;
 
 /// `value < limit`, else [`ProtoError::OutOfRange`].
-pub(crate) fn check_range(what: &'static str, value: impl Into<u64>, limit: impl Into<u64>) -> Result<()> {
+pub(crate) fn check_range(
+    what: &'static str,
+    value: impl Into<u64>,
+    limit: impl Into<u64>,
+) -> Result<()> {
     let (value, limit) = (value.into(), limit.into());
     if value < limit { Ok(()) } else { Err(ProtoError::OutOfRange { what, value, limit }) }
 }

@@ -45,7 +45,9 @@ impl SourcePlan {
     pub fn new(layout: &HeapLayout, packets: Vec<Vec<u32>>) -> Result<SourcePlan> {
         let g = layout.geometry();
         if packets.len() as u64 != g.world as u64 * g.local_experts as u64 {
-            return Err(ProtoError::BadPlan { reason: "packet count is not world * local_experts" });
+            return Err(ProtoError::BadPlan {
+                reason: "packet count is not world * local_experts",
+            });
         }
         for list in &packets {
             if list.len() as u64 > g.capacity as u64 {
@@ -164,7 +166,10 @@ impl TaskCounts {
 
     /// The exact tasks of one rank, from the row counts it received (`[source][local expert]`,
     /// as carried by its dispatch signals; any order) and its own token count (the layout's).
-    pub fn for_rank(layout: &HeapLayout, received_rows: impl IntoIterator<Item = u32>) -> TaskCounts {
+    pub fn for_rank(
+        layout: &HeapLayout,
+        received_rows: impl IntoIterator<Item = u32>,
+    ) -> TaskCounts {
         let g = layout.geometry();
         let row_tiles: u64 = received_rows.into_iter().map(|n| div_ceil(n, g.tile.bm) as u64).sum();
         TaskCounts {
@@ -199,7 +204,17 @@ pub fn gemm0_tasks(
     (0..div_ceil(rows, bm)).flat_map(move |rt| {
         (0..cols).map(move |c| {
             let valid = tile_rows(rows, rt, bm);
-            TaskDescriptor::new(layout, TaskKind::Gemm0, epoch, source, owner, local_expert, rt, c, valid)
+            TaskDescriptor::new(
+                layout,
+                TaskKind::Gemm0,
+                epoch,
+                source,
+                owner,
+                local_expert,
+                rt,
+                c,
+                valid,
+            )
         })
     })
 }
@@ -216,7 +231,17 @@ pub fn gemm1_tasks(
     valid_rows: u32,
 ) -> impl Iterator<Item = Result<TaskDescriptor>> + '_ {
     (0..layout.geometry().col_tiles_hidden()).map(move |c| {
-        TaskDescriptor::new(layout, TaskKind::Gemm1, epoch, source, owner, local_expert, row_tile, c, valid_rows)
+        TaskDescriptor::new(
+            layout,
+            TaskKind::Gemm1,
+            epoch,
+            source,
+            owner,
+            local_expert,
+            row_tile,
+            c,
+            valid_rows,
+        )
     })
 }
 
@@ -236,7 +261,17 @@ pub fn combine_task(
     let g = layout.geometry();
     check_range("token tile", token_tile, layout.token_tiles())?;
     let valid = tile_rows(g.tokens, token_tile, g.tile.bm);
-    TaskDescriptor::new(layout, TaskKind::Combine, epoch, rank, rank, 0, token_tile, col_tile, valid)
+    TaskDescriptor::new(
+        layout,
+        TaskKind::Combine,
+        epoch,
+        rank,
+        rank,
+        0,
+        token_tile,
+        col_tile,
+        valid,
+    )
 }
 
 /// Identity of a task, independent of epoch and offsets: `(kind, source, owner, local expert,
@@ -259,19 +294,29 @@ impl TaskDescriptor {
 
 /// The tasks that must finish before `task` can start (GEMM0 tasks wait only for their
 /// packet's dispatch signal, so they have none).
-pub fn prerequisites(layout: &HeapLayout, plan: &RoutingPlan, task: &TaskDescriptor) -> Result<Vec<TaskKey>> {
+pub fn prerequisites(
+    layout: &HeapLayout,
+    plan: &RoutingPlan,
+    task: &TaskDescriptor,
+) -> Result<Vec<TaskKey>> {
     let g = layout.geometry();
-    let (s, o, e, rt, c) = (task.source_rank, task.owner_rank, task.local_expert, task.row_tile, task.col_tile);
+    let (s, o, e, rt, c) =
+        (task.source_rank, task.owner_rank, task.local_expert, task.row_tile, task.col_tile);
     Ok(match task.task_kind()? {
         TaskKind::Gemm0 => Vec::new(),
-        TaskKind::Gemm1 => (0..g.col_tiles_inter()).map(|c0| (TaskKind::Gemm0, s, o, e, rt, c0)).collect(),
+        TaskKind::Gemm1 => {
+            (0..g.col_tiles_inter()).map(|c0| (TaskKind::Gemm0, s, o, e, rt, c0)).collect()
+        }
         TaskKind::Combine => {
             let src = plan.source(s);
             let mut keys = Vec::new();
             for owner in 0..g.world {
                 for le in 0..g.local_experts {
                     for prt in 0..div_ceil(src.rows(owner, le), g.tile.bm) {
-                        if src.token_tiles_of_return_tile(owner, le, prt, g.tile.bm).any(|tt| tt == rt) {
+                        if src
+                            .token_tiles_of_return_tile(owner, le, prt, g.tile.bm)
+                            .any(|tt| tt == rt)
+                        {
                             keys.push((TaskKind::Gemm1, s, owner, le, prt, c));
                         }
                     }
@@ -295,7 +340,15 @@ pub fn graph_tasks<'a>(
             (0..g.local_experts).flat_map(move |le| {
                 let rows = plan.source(source).rows(owner, le);
                 let g1 = (0..div_ceil(rows, g.tile.bm)).flat_map(move |rt| {
-                    gemm1_tasks(layout, epoch, source, owner, le, rt, tile_rows(rows, rt, g.tile.bm))
+                    gemm1_tasks(
+                        layout,
+                        epoch,
+                        source,
+                        owner,
+                        le,
+                        rt,
+                        tile_rows(rows, rt, g.tile.bm),
+                    )
                 });
                 gemm0_tasks(layout, epoch, source, owner, le, rows).chain(g1)
             })
@@ -354,9 +407,16 @@ mod tests {
 
         let tasks: Vec<_> = graph_tasks(&l, &plan, Epoch::FIRST).collect::<Result<_>>().unwrap();
         assert_eq!(tasks.len(), 16);
-        let gemm1_last = tasks.iter().find(|t| t.kind == TaskKind::Gemm1 as u32 && t.row_tile == 1).unwrap();
-        assert_eq!((gemm1_last.source_rank, gemm1_last.owner_rank, gemm1_last.valid_rows), (1, 1, 2));
-        let combine = tasks.iter().find(|t| t.kind == TaskKind::Combine as u32 && t.source_rank == 0).unwrap();
+        let gemm1_last =
+            tasks.iter().find(|t| t.kind == TaskKind::Gemm1 as u32 && t.row_tile == 1).unwrap();
+        assert_eq!(
+            (gemm1_last.source_rank, gemm1_last.owner_rank, gemm1_last.valid_rows),
+            (1, 1, 2)
+        );
+        let combine = tasks
+            .iter()
+            .find(|t| t.kind == TaskKind::Combine as u32 && t.source_rank == 0)
+            .unwrap();
         assert_eq!(
             prerequisites(&l, &plan, combine).unwrap(),
             vec![(TaskKind::Gemm1, 0, 0, 0, 0, 0), (TaskKind::Gemm1, 0, 1, 0, 0, 0)]

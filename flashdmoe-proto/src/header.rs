@@ -53,14 +53,26 @@ const LAYOUT_FIELDS: [(&str, &str, usize); 20] = [
     ("total", "unsigned long long", offset_of!(LayoutParams, total)),
 ];
 
-fn emit_struct(out: &mut String, name: &str, fields: &[(&str, &str, usize)], size: usize, align: usize) {
+fn emit_struct(
+    out: &mut String,
+    name: &str,
+    fields: &[(&str, &str, usize)],
+    size: usize,
+    align: usize,
+) {
     let _ = writeln!(out, "typedef struct {name} {{");
     for (field, ty, _) in fields {
         let _ = writeln!(out, "    {ty} {field};");
     }
     let _ = writeln!(out, "}} {name};");
-    let _ = writeln!(out, "static_assert(sizeof({name}) == {size}, \"{name} size drifted from Rust\");");
-    let _ = writeln!(out, "static_assert(alignof({name}) == {align}, \"{name} alignment drifted from Rust\");");
+    let _ = writeln!(
+        out,
+        "static_assert(sizeof({name}) == {size}, \"{name} size drifted from Rust\");"
+    );
+    let _ = writeln!(
+        out,
+        "static_assert(alignof({name}) == {align}, \"{name} alignment drifted from Rust\");"
+    );
     for (field, _, offset) in fields {
         let _ = writeln!(
             out,
@@ -103,8 +115,20 @@ pub fn c_header() -> String {
         let _ = writeln!(out, "#define FDM_TASK_{} {}", kind.name().to_uppercase(), kind as u32);
     }
     out.push('\n');
-    emit_struct(&mut out, "fdm_task", &TASK_FIELDS, size_of::<TaskDescriptor>(), align_of::<TaskDescriptor>());
-    emit_struct(&mut out, "fdm_layout", &LAYOUT_FIELDS, size_of::<LayoutParams>(), align_of::<LayoutParams>());
+    emit_struct(
+        &mut out,
+        "fdm_task",
+        &TASK_FIELDS,
+        size_of::<TaskDescriptor>(),
+        align_of::<TaskDescriptor>(),
+    );
+    emit_struct(
+        &mut out,
+        "fdm_layout",
+        &LAYOUT_FIELDS,
+        size_of::<LayoutParams>(),
+        align_of::<LayoutParams>(),
+    );
     out.push_str(LAYOUT_FUNCTIONS);
     out
 }

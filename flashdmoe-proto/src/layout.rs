@@ -196,7 +196,10 @@ impl Geometry {
         if (self.hidden as u64 * self.elem_bytes as u64) % 16 != 0
             || (self.inter as u64 * self.elem_bytes as u64) % 16 != 0
         {
-            return Err(invalid("hidden", "rows of hidden and inter must be multiples of 16 bytes"));
+            return Err(invalid(
+                "hidden",
+                "rows of hidden and inter must be multiples of 16 bytes",
+            ));
         }
         Ok(())
     }
@@ -240,7 +243,10 @@ impl HeapLayout {
                 "combine counters",
                 mul("combine counters", &[token_tiles as u64, cth, COUNTER_BYTES])?,
             ),
-            ("dispatch rows", mul("dispatch rows", &[p, le, g.capacity as u64, g.hidden as u64, eb])?),
+            (
+                "dispatch rows",
+                mul("dispatch rows", &[p, le, g.capacity as u64, g.hidden as u64, eb])?,
+            ),
             ("return rows", mul("return rows", &[p, le, g.capacity as u64, g.hidden as u64, eb])?),
             (
                 "intermediate rows",
@@ -317,11 +323,18 @@ impl HeapLayout {
     }
 
     /// Offset of the signal raised in the source's heap when `owner` returns one output tile.
-    pub fn return_signal(&self, owner: u32, local_expert: u32, row_tile: u32, col_tile: u32) -> Result<u64> {
+    pub fn return_signal(
+        &self,
+        owner: u32,
+        local_expert: u32,
+        row_tile: u32,
+        col_tile: u32,
+    ) -> Result<u64> {
         self.check_peer_expert(owner, local_expert)?;
         let tile = self.return_tile_id(row_tile, col_tile)? as u64;
         let per_packet = self.row_tiles as u64 * self.geometry.col_tiles_hidden() as u64;
-        Ok(self.return_signals + (self.packet_index(owner, local_expert) * per_packet + tile) * SIGNAL_BYTES)
+        Ok(self.return_signals
+            + (self.packet_index(owner, local_expert) * per_packet + tile) * SIGNAL_BYTES)
     }
 
     /// Offset of the GEMM0-completion counter of one row tile of a received packet.
@@ -337,11 +350,19 @@ impl HeapLayout {
         check_range("token tile", token_tile, self.token_tiles)?;
         let cth = self.geometry.col_tiles_hidden();
         check_range("column tile", col_tile, cth)?;
-        Ok(self.combine_counters + (token_tile as u64 * cth as u64 + col_tile as u64) * COUNTER_BYTES)
+        Ok(self.combine_counters
+            + (token_tile as u64 * cth as u64 + col_tile as u64) * COUNTER_BYTES)
     }
 
     /// Offset of element `col` of row `row` of the `stage` region of `(peer, local_expert)`.
-    pub fn row(&self, stage: Stage, peer: u32, local_expert: u32, row: u32, col: u32) -> Result<u64> {
+    pub fn row(
+        &self,
+        stage: Stage,
+        peer: u32,
+        local_expert: u32,
+        row: u32,
+        col: u32,
+    ) -> Result<u64> {
         self.check_peer_expert(peer, local_expert)?;
         check_range("row", row, self.geometry.capacity)?;
         check_range("column", col, self.geometry.hidden)?;
@@ -353,11 +374,18 @@ impl HeapLayout {
     }
 
     /// Offset of element `col` of row `row` of the GEMM0 output of packet `(source, local_expert)`.
-    pub fn intermediate_row(&self, source: u32, local_expert: u32, row: u32, col: u32) -> Result<u64> {
+    pub fn intermediate_row(
+        &self,
+        source: u32,
+        local_expert: u32,
+        row: u32,
+        col: u32,
+    ) -> Result<u64> {
         self.check_peer_expert(source, local_expert)?;
         check_range("row", row, self.geometry.capacity)?;
         check_range("column", col, self.geometry.inter)?;
-        Ok(self.intermediate_rows + self.element_index(source, local_expert, row, col, self.geometry.inter))
+        Ok(self.intermediate_rows
+            + self.element_index(source, local_expert, row, col, self.geometry.inter))
     }
 
     /// Byte offset of an element within a `[world][local_experts][capacity][width]` section.
@@ -405,9 +433,21 @@ impl HeapLayout {
         let cth = g.col_tiles_hidden() as u64;
         [
             ("dispatch_signals", self.dispatch_signals, p * le * SIGNAL_BYTES),
-            ("return_signals", self.return_signals, p * le * self.row_tiles as u64 * cth * SIGNAL_BYTES),
-            ("row_tile_counters", self.row_tile_counters, p * le * self.row_tiles as u64 * COUNTER_BYTES),
-            ("combine_counters", self.combine_counters, self.token_tiles as u64 * cth * COUNTER_BYTES),
+            (
+                "return_signals",
+                self.return_signals,
+                p * le * self.row_tiles as u64 * cth * SIGNAL_BYTES,
+            ),
+            (
+                "row_tile_counters",
+                self.row_tile_counters,
+                p * le * self.row_tiles as u64 * COUNTER_BYTES,
+            ),
+            (
+                "combine_counters",
+                self.combine_counters,
+                self.token_tiles as u64 * cth * COUNTER_BYTES,
+            ),
             ("dispatch_rows", self.dispatch_rows, rows * g.hidden as u64 * eb),
             ("return_rows", self.return_rows, rows * g.hidden as u64 * eb),
             ("intermediate_rows", self.intermediate_rows, rows * g.inter as u64 * eb),
@@ -462,7 +502,10 @@ mod tests {
     #[test]
     fn out_of_range_indices_are_errors() {
         let l = HeapLayout::new(small()).unwrap();
-        assert!(matches!(l.dispatch_signal(2, 0), Err(ProtoError::OutOfRange { what: "peer rank", .. })));
+        assert!(matches!(
+            l.dispatch_signal(2, 0),
+            Err(ProtoError::OutOfRange { what: "peer rank", .. })
+        ));
         assert!(l.return_signal(0, 3, 0, 0).is_err());
         assert!(l.return_signal(0, 0, 2, 0).is_err());
         assert!(l.row(Stage::Return, 0, 0, 5, 0).is_err());
@@ -477,10 +520,16 @@ mod tests {
         assert_eq!(HeapLayout::new(g), Err(invalid("tile.bn", "must divide hidden and inter")));
         let mut g = small();
         g.world = 0;
-        assert!(matches!(HeapLayout::new(g), Err(ProtoError::InvalidGeometry { field: "world", .. })));
+        assert!(matches!(
+            HeapLayout::new(g),
+            Err(ProtoError::InvalidGeometry { field: "world", .. })
+        ));
         let mut g = small();
         g.elem_bytes = 3;
-        assert!(matches!(HeapLayout::new(g), Err(ProtoError::InvalidGeometry { field: "elem_bytes", .. })));
+        assert!(matches!(
+            HeapLayout::new(g),
+            Err(ProtoError::InvalidGeometry { field: "elem_bytes", .. })
+        ));
     }
 
     #[test]

@@ -40,6 +40,7 @@ pub use error::{ProtoError, Result};
 pub use graph::{RoutingPlan, SourcePlan, TaskCounts, TaskKey};
 pub use header::c_header;
 pub use layout::{
-    ALIGN, COUNTER_BYTES, Geometry, HeapLayout, LayoutParams, SIGNAL_BYTES, Stage, TileShape, div_ceil,
+    ALIGN, COUNTER_BYTES, Geometry, HeapLayout, LayoutParams, SIGNAL_BYTES, Stage, TileShape,
+    div_ceil,
 };
 pub use task::{NO_OFFSET, TASK_BYTES, TaskDescriptor, TaskKind};

@@ -107,6 +107,9 @@ mod tests {
     fn return_tile_mismatch_is_an_error() {
         let e = Epoch::FIRST;
         assert_eq!(decode_return(encode_return(e, 7), e, 7), Ok(SignalState::Ready(7)));
-        assert!(matches!(decode_return(encode_return(e, 6), e, 7), Err(ProtoError::Inconsistent { .. })));
+        assert!(matches!(
+            decode_return(encode_return(e, 6), e, 7),
+            Err(ProtoError::Inconsistent { .. })
+        ));
     }
 }

@@ -126,7 +126,12 @@ impl TaskDescriptor {
                 check_range("column tile", col_tile, g.col_tiles_inter())?;
                 (
                     layout.row(Stage::Dispatch, source, local_expert, first_row, 0)?,
-                    layout.intermediate_row(source, local_expert, first_row, col_tile * g.tile.bn)?,
+                    layout.intermediate_row(
+                        source,
+                        local_expert,
+                        first_row,
+                        col_tile * g.tile.bn,
+                    )?,
                     NO_OFFSET,
                     layout.row_tile_counter(source, local_expert, row_tile)?,
                 )
@@ -194,7 +199,8 @@ impl TaskDescriptor {
         for (chunk, w) in out[..32].chunks_exact_mut(4).zip(words32) {
             chunk.copy_from_slice(&w.to_le_bytes());
         }
-        let words64 = [self.input_offset, self.output_offset, self.signal_offset, self.counter_offset];
+        let words64 =
+            [self.input_offset, self.output_offset, self.signal_offset, self.counter_offset];
         for (chunk, w) in out[32..].chunks_exact_mut(8).zip(words64) {
             chunk.copy_from_slice(&w.to_le_bytes());
         }
@@ -212,7 +218,8 @@ impl TaskDescriptor {
                 actual: bytes.len(),
             });
         }
-        let u32_at = |i: usize| u32::from_le_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
+        let u32_at =
+            |i: usize| u32::from_le_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
         let u64_at = |i: usize| {
             let mut b = [0u8; 8];
             b.copy_from_slice(&bytes[i..i + 8]);

@@ -1,0 +1,198 @@
+//! The [`Backend`] trait: what every backend (the CPU simulator, the CUDA kernel) provides.
+//!
+//! A backend [`Backend::build`]s a [`Layer`] for a whole world of ranks from a config and the
+//! layer's weights. A layer runs forwards two ways:
+//!
+//! * [`Layer::forward_rank`] is the per-rank entry point that a one-process-(or thread)-per-GPU
+//!   deployment uses: every rank calls it concurrently with its own tokens, and each call
+//!   returns once that rank's output is complete. Ranks keep their own epoch.
+//! * [`Layer::forward`] runs all ranks from one caller (one scoped thread per rank by default;
+//!   a backend may override it, e.g. to launch all devices from one thread).
+//!
+//! Outputs are host `f32` values (exactly representable in the config's dtype), together with
+//! the routing the backend computed (so the oracle can check it), statistics and an optional
+//! trace.
+
+use std::time::Duration;
+
+use flashdmoe_proto::{ProtoError, TaskCounts};
+use thiserror::Error;
+
+use crate::config::{ConfigError, MoeConfig};
+use crate::routing::RankRouting;
+use crate::trace::TraceEvent;
+use crate::weights::LayerWeights;
+
+/// A backend: builds layers.
+pub trait Backend {
+    /// The layer type this backend builds.
+    type Layer: Layer;
+
+    /// Short name for reports (`"sim"`, `"cuda"`).
+    fn name(&self) -> &'static str;
+
+    /// Validates `config` and builds the layer for all its ranks.
+    fn build(
+        &self,
+        config: &MoeConfig,
+        weights: &LayerWeights,
+    ) -> Result<Self::Layer, BackendError>;
+}
+
+/// Options of one forward call.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ForwardOptions {
+    /// Record per-task trace events.
+    pub trace: bool,
+    /// Deadline for every wait inside the forward; on expiry the forward fails with
+    /// [`BackendError::Timeout`] instead of hanging.
+    pub timeout: Duration,
+}
+
+impl Default for ForwardOptions {
+    fn default() -> Self {
+        ForwardOptions { trace: false, timeout: Duration::from_secs(10) }
+    }
+}
+
+/// A built layer for a world of ranks.
+pub trait Layer: Send + Sync {
+    /// The configuration the layer was built for.
+    fn config(&self) -> &MoeConfig;
+
+    /// Per-rank entry point: rank `rank`'s forward on its `input` (`[tokens_per_rank][hidden]`,
+    /// row-major). Every rank of the world must call this concurrently for the same forward.
+    fn forward_rank(
+        &self,
+        rank: u32,
+        input: &[f32],
+        options: &ForwardOptions,
+    ) -> Result<RankOutput, BackendError>;
+
+    /// All ranks' forward from one caller: `inputs[rank]` is that rank's input.
+    fn forward(
+        &self,
+        inputs: &[Vec<f32>],
+        options: &ForwardOptions,
+    ) -> Result<ForwardOutput, BackendError> {
+        let world = self.config().world as usize;
+        if inputs.len() != world {
+            return Err(BackendError::InvalidInput {
+                what: "inputs",
+                reason: format!("expected one input per rank ({world}), got {}", inputs.len()),
+            });
+        }
+        let start = std::time::Instant::now();
+        let results: Vec<_> = std::thread::scope(|s| {
+            let handles: Vec<_> = inputs
+                .iter()
+                .enumerate()
+                .map(|(rank, input)| {
+                    s.spawn(move || self.forward_rank(rank as u32, input, options))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|_| Err(BackendError::RankPanicked)))
+                .collect()
+        });
+        let ranks = results.into_iter().collect::<Result<Vec<_>, _>>()?;
+        Ok(ForwardOutput { ranks, elapsed: start.elapsed() })
+    }
+}
+
+/// One rank's result of a forward.
+#[derive(Clone, Debug)]
+pub struct RankOutput {
+    /// `[tokens_per_rank][hidden]` output rows.
+    pub output: Vec<f32>,
+    /// The routing this rank computed for its tokens.
+    pub routing: RankRouting,
+    /// Statistics.
+    pub stats: RankStats,
+    /// Trace events, when requested.
+    pub trace: Option<Vec<TraceEvent>>,
+}
+
+/// All ranks' results of one forward.
+#[derive(Clone, Debug)]
+pub struct ForwardOutput {
+    /// Indexed by rank.
+    pub ranks: Vec<RankOutput>,
+    /// Wall time of the whole forward as seen by the caller.
+    pub elapsed: Duration,
+}
+
+/// Per-rank statistics of one forward.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RankStats {
+    /// Time of this rank's forward (device time on GPU).
+    pub elapsed: Duration,
+    /// Tasks this rank executed, per kind.
+    pub tasks: TaskCounts,
+    /// Token rows this rank dispatched (to itself and peers).
+    pub rows_sent: u64,
+    /// Bytes this rank put into peers' heaps (dispatched and returned rows).
+    pub bytes_sent: u64,
+    /// Bytes a capacity-padded protocol would have sent for the same forward.
+    pub padded_bytes: u64,
+    /// `(token, slot)` pairs this rank dropped for capacity.
+    pub dropped: u64,
+}
+
+/// A timeout diagnosis: who waited for what.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TimeoutReport {
+    /// Rank that gave up.
+    pub rank: u32,
+    /// Role that waited (`"scheduler"`, `"subscriber"`, `"processor 3"`, ...).
+    pub role: String,
+    /// The signal or condition awaited (e.g. `"dispatch signal from rank 1 for local expert 0"`).
+    pub awaited: String,
+    /// Epoch expected.
+    pub expected_epoch: u32,
+    /// Epoch (or value) last seen.
+    pub seen: u64,
+}
+
+impl std::fmt::Display for TimeoutReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "rank {} {} timed out waiting for {} (expected epoch {}, last seen {:#x})",
+            self.rank, self.role, self.awaited, self.expected_epoch, self.seen
+        )
+    }
+}
+
+/// Everything a backend can fail with.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum BackendError {
+    /// The configuration is invalid for this backend.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A protocol computation failed (e.g. layout overflow).
+    #[error("protocol: {0}")]
+    Proto(#[from] ProtoError),
+    /// A wait exceeded its deadline.
+    #[error("timeout: {0}")]
+    Timeout(TimeoutReport),
+    /// The backend cannot run here (no GPU, no driver, no NVRTC, ...).
+    #[error("backend unavailable: {0}")]
+    Unavailable(String),
+    /// An input has the wrong shape or content.
+    #[error("invalid input {what}: {reason}")]
+    InvalidInput {
+        /// Which input.
+        what: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A device call failed.
+    #[error("device error: {0}")]
+    Device(String),
+    /// A rank's worker thread panicked (a bug; reported rather than propagated).
+    #[error("a rank's worker thread panicked")]
+    RankPanicked,
+}
