@@ -81,27 +81,32 @@ template <> __device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(flo
 }
 template <> __device__ __forceinline__ __half from_f32<__half>(float x) { return __float2half_rn(x); }
 
-// Two adjacent output elements packed the way they sit in memory.
-template <typename T> struct Pair2;
-template <> struct Pair2<float> {
-  using Type = float2;
-  static __device__ __forceinline__ float2 make(float a, float b) { return make_float2(a, b); }
-};
-template <> struct Pair2<__nv_bfloat16> {
-  using Type = __nv_bfloat162;
-  static __device__ __forceinline__ __nv_bfloat162 make(float a, float b) {
-    return __floats2bfloat162_rn(a, b);
-  }
-};
-template <> struct Pair2<__half> {
-  using Type = __half2;
-  static __device__ __forceinline__ __half2 make(float a, float b) { return __floats2half2_rn(a, b); }
-};
+// Activations (also usable directly inside custom epilogue ops).
+enum class Act : int { None = 0, Relu = 1, Gelu = 2 };
+
+__device__ __forceinline__ float relu_f(float x) { return fmaxf(x, 0.f); }
+/// Exact (erf) GELU, matching the CPU oracle: 0.5 x (1 + erf(x / sqrt 2)).
+__device__ __forceinline__ float gelu_f(float x) { return 0.5f * x * (1.f + erff(x * 0.70710678118654752440f)); }
+/// SiLU x * sigmoid(x) = x / (1 + exp(-x)).
+__device__ __forceinline__ float silu_f(float x) { return x / (1.f + expf(-x)); }
+
+template <Act ACT> __device__ __forceinline__ float activate(float x) {
+  if constexpr (ACT == Act::Relu) return relu_f(x);
+  else if constexpr (ACT == Act::Gelu) return gelu_f(x);
+  else return x;
+}
 
 // ═════════════════════════════════════════════════════════════════════════════════════
 // PTX wrappers (sm_80+)
 // ═════════════════════════════════════════════════════════════════════════════════════
 namespace ptx {
+
+// threadIdx.x, opaque to loop-invariant code motion (see TileGemm::tid()).
+__device__ __forceinline__ int tid_x() {
+  int r;
+  asm volatile("mov.u32 %0, %%tid.x;\n" : "=r"(r));
+  return r;
+}
 
 __device__ __forceinline__ unsigned int smem_addr(const void* p) {
   return static_cast<unsigned int>(__cvta_generic_to_shared(p));
@@ -241,9 +246,13 @@ struct TileGemm {
   };
 
   // ─── small helpers ────────────────────────────────────────────────────────────────
-  static __device__ __forceinline__ int lane_id() { return (int)(threadIdx.x & 31); }
-  static __device__ __forceinline__ int warp_m() { return (int)(threadIdx.x >> 5) / WARPS_N; }
-  static __device__ __forceinline__ int warp_n() { return (int)(threadIdx.x >> 5) % WARPS_N; }
+  // The thread index is read through ptx::tid() (a volatile asm), so the compiler cannot
+  // hoist the many per-thread addresses derived from it out of the caller's persistent
+  // tile loop, where they would stay live across the register-hungry main loop.
+  static __device__ __forceinline__ int tid() { return ptx::tid_x(); }
+  static __device__ __forceinline__ int lane_id() { return tid() & 31; }
+  static __device__ __forceinline__ int warp_m() { return (tid() >> 5) / WARPS_N; }
+  static __device__ __forceinline__ int warp_n() { return (tid() >> 5) % WARPS_N; }
 
   /// Tile-local row of acc.v[mi][*][e] for this thread.
   static __device__ __forceinline__ int frag_row(int mi, int e) {
@@ -270,10 +279,9 @@ struct TileGemm {
   static constexpr int ROWS_PER_SWEEP = kThreads / CPR;
 
   template <int ROWS>
-  static __device__ __forceinline__ void load_tile(unsigned int s_tile, const Elem* g, long long ld, int valid,
-                                                   int k0) {
+  static __device__ __forceinline__ void load_tile(int tid, unsigned int s_tile, const Elem* g, long long ld,
+                                                   int valid, int k0) {
     constexpr int ITERS = ROWS * CPR / kThreads;
-    const int tid = (int)threadIdx.x;
     const int chunk = tid % CPR;
     const int row0 = tid / CPR;
     const unsigned int s0 = s_tile + (unsigned int)(row0 * RB + ((chunk ^ (row0 & 7)) << 4));
@@ -292,13 +300,13 @@ struct TileGemm {
 
   // ─── math on one smem stage ───────────────────────────────────────────────────────
   template <int NBU>
-  static __device__ __forceinline__ void mma_stage(Accum& acc0, Accum& acc1, unsigned int sA, unsigned int sB0,
-                                                   unsigned int sB1) {
-    const int lane = lane_id();
+  static __device__ __forceinline__ void mma_stage(int tid, Accum& acc0, Accum& acc1, unsigned int sA,
+                                                   unsigned int sB0, unsigned int sB1) {
+    const int lane = tid & 31, wm = (tid >> 5) / WARPS_N, wn = (tid >> 5) % WARPS_N;
     // Per-lane ldmatrix row offsets and chunk XOR terms (see the layout comment above).
-    const unsigned int a_row = (unsigned int)((warp_m() * WTM + (lane & 15)) * RB);
+    const unsigned int a_row = (unsigned int)((wm * WTM + (lane & 15)) * RB);
     const int a_x = (lane >> 4) ^ (lane & 7);
-    const unsigned int b_row = (unsigned int)((warp_n() * WTN + (lane & 7) + ((lane >> 4) << 3)) * RB);
+    const unsigned int b_row = (unsigned int)((wn * WTN + (lane & 7) + ((lane >> 4) << 3)) * RB);
     const int b_x = ((lane >> 3) & 1) ^ (lane & 7);
 
 #pragma unroll
@@ -354,9 +362,9 @@ struct TileGemm {
   // F32Exact: the same accumulator layout computed with FFMA. For each 16-byte chunk
   // (4 consecutive k) the thread reads float4s of its 2*MI A rows and 2*NI B rows.
   template <int NBU>
-  static __device__ __forceinline__ void ffma_stage(Accum& acc0, Accum& acc1, const char* sA, const char* sB0,
-                                                    const char* sB1) {
-    const int lane = lane_id();
+  static __device__ __forceinline__ void ffma_stage(int tid, Accum& acc0, Accum& acc1, const char* sA,
+                                                    const char* sB0, const char* sB1) {
+    const int lane = tid & 31, wm = (tid >> 5) / WARPS_N, wn = (tid >> 5) % WARPS_N;
     const int g = lane >> 2, t = lane & 3;
 #pragma unroll 1
     for (int c = 0; c < CPR; ++c) {
@@ -365,7 +373,7 @@ struct TileGemm {
       for (int mi = 0; mi < MI; ++mi)
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
-          const int r = warp_m() * WTM + mi * 16 + g + 8 * h;
+          const int r = wm * WTM + mi * 16 + g + 8 * h;
           a[mi][h] = *reinterpret_cast<const float4*>(sA + r * RB + ((c ^ (r & 7)) << 4));
         }
 #pragma unroll
@@ -376,7 +384,7 @@ struct TileGemm {
         for (int ni = 0; ni < NI; ++ni)
 #pragma unroll
           for (int j = 0; j < 2; ++j) {
-            const int n = warp_n() * WTN + ni * 8 + 2 * t + j;
+            const int n = wn * WTN + ni * 8 + 2 * t + j;
             const float4 b = *reinterpret_cast<const float4*>(sB + n * RB + ((c ^ (n & 7)) << 4));
 #pragma unroll
             for (int mi = 0; mi < MI; ++mi)
@@ -406,15 +414,16 @@ struct TileGemm {
     zero(acc0);
     if constexpr (NBU == 2) zero(acc1);
 
+    const int tid = TileGemm::tid();  // once per call; see tid()
     const unsigned int s_base = ptx::smem_addr(smem);
     const int KT = K / BK;
 
     auto load_stage = [&](int slot, int kt) {
       const unsigned int s = s_base + (unsigned int)(slot * kStageBytes);
       const int k0 = kt * BK;
-      load_tile<BM>(s, A, lda, valid_rows, k0);
-      load_tile<BN>(s + kATileBytes, B0, ldb, valid_cols, k0);
-      if constexpr (NBU == 2) load_tile<BN>(s + kATileBytes + kBTileBytes, B1, ldb, valid_cols, k0);
+      load_tile<BM>(tid, s, A, lda, valid_rows, k0);
+      load_tile<BN>(tid, s + kATileBytes, B0, ldb, valid_cols, k0);
+      if constexpr (NBU == 2) load_tile<BN>(tid, s + kATileBytes + kBTileBytes, B1, ldb, valid_cols, k0);
     };
 
     // Prologue: prefetch k-tiles 0 .. STAGES-2 (always STAGES-1 commit groups).
@@ -437,9 +446,9 @@ struct TileGemm {
       const unsigned int s = s_base + (unsigned int)(read_slot * kStageBytes);
       if constexpr (MODE == Mode::F32Exact) {
         const char* p = smem + read_slot * kStageBytes;
-        ffma_stage<NBU>(acc0, acc1, p, p + kATileBytes, p + kATileBytes + kBTileBytes);
+        ffma_stage<NBU>(tid, acc0, acc1, p, p + kATileBytes, p + kATileBytes + kBTileBytes);
       } else {
-        mma_stage<NBU>(acc0, acc1, s, s + kATileBytes, s + kATileBytes + kBTileBytes);
+        mma_stage<NBU>(tid, acc0, acc1, s, s + kATileBytes, s + kATileBytes + kBTileBytes);
       }
 
       read_slot = read_slot + 1 == STAGES ? 0 : read_slot + 1;
@@ -517,14 +526,6 @@ struct TileGemm {
       }
   }
 
-  static __device__ __forceinline__ float relu_f(float x) { return fmaxf(x, 0.f); }
-  /// Exact (erf) GELU, matching the CPU oracle: 0.5 x (1 + erf(x / sqrt 2)).
-  static __device__ __forceinline__ float gelu_f(float x) {
-    return 0.5f * x * (1.f + erff(x * 0.70710678118654752440f));
-  }
-  /// SiLU x * sigmoid(x) = x / (1 + exp(-x)).
-  static __device__ __forceinline__ float silu_f(float x) { return x / (1.f + expf(-x)); }
-
   static __device__ __forceinline__ void relu(Accum& acc) {
     for_each(acc, [](int, int, float& v) { v = relu_f(v); });
   }
@@ -543,30 +544,35 @@ struct TileGemm {
 
   // ─── store (uses smem; contains __syncthreads) ────────────────────────────────────
 
-  /// Writes the tile to C (row-major, leading dimension ldc, pointer at the tile's
-  /// (row 0, col 0)) as OutT (bf16, f16 or f32): rows < valid_rows, cols < valid_cols only.
-  /// If row_index != nullptr, tile row r goes to C row row_index[r] (scatter, e.g. back to
-  /// token order); rows >= valid_rows are not looked up.
+  /// Writes C[r][c] = op(r, c, acc[r][c]) for r < valid_rows, c < valid_cols as OutT
+  /// (bf16, f16 or f32). C is row-major with leading dimension ldc and points at the
+  /// tile's (row 0, col 0); r, c are tile-local. `op` is any callable
+  /// float(int row, int col, float v) — e.g. EpilogueOp below (bias, activation, row
+  /// scale) or a lambda; it is called only for valid (r, c), so it may read bias[c] /
+  /// scale[r] unguarded. If row_index != nullptr, tile row r goes to C row row_index[r]
+  /// (scatter, e.g. back to token order); it is read only for valid rows.
   ///
-  /// The fragments are first staged in smem (rows padded by 8 elements: the 8 lane groups
-  /// g of a warp then hit distinct banks), then each thread writes 16-byte chunks, which
-  /// makes full 128-byte row segments per 8 consecutive threads. Chunks that straddle
-  /// valid_cols, or a C/ldc that is not 16-byte aligned, fall back to element stores.
-  template <typename OutT>
+  /// Two phases through smem: (1) each thread writes its f32 fragments to a staging tile
+  /// (f32 rows padded by 8 floats, so the 8 lane groups of a warp hit distinct banks);
+  /// (2) each thread takes 16 output bytes of one row (8 bf16/f16 or 4 f32 values), applies
+  /// `op`, converts, and does one 16-byte global store (8 consecutive threads = 128
+  /// contiguous bytes). Chunks straddling valid_cols, or a C/ldc that is not 16-byte
+  /// aligned, fall back to element stores. Applying `op` in phase 2, when the accumulators
+  /// are dead, keeps the register peak low even for erff-based GELU on the 128x256 tile.
+  template <typename OutT, class Op>
   static __device__ __forceinline__ void store(const Accum& acc, OutT* C, long long ldc, int valid_rows,
-                                               int valid_cols, char* smem, const int* row_index = nullptr) {
+                                               int valid_cols, char* smem, const int* row_index, Op&& op) {
     constexpr int OB = (int)sizeof(OutT);
-    constexpr int SROW = BN * OB + 8 * OB;  // staging row stride in bytes
-    constexpr int EPC = 16 / OB;            // elements per 16-byte chunk
-    constexpr int CPRO = BN / EPC;          // chunks per output row
+    constexpr int SROW = (BN + 8) * 4;  // f32 staging row stride in bytes
+    constexpr int EPC = 16 / OB;        // output elements per 16-byte chunk
+    constexpr int CPRO = BN / EPC;      // chunks per output row
     constexpr int TOTAL = BM * CPRO;
-    static_assert(staging_bytes(OB) <= kSmemBytes, "staging must fit in kSmemBytes");
+    static_assert(staging_bytes(4) <= kSmemBytes, "staging must fit in kSmemBytes");
     static_assert(TOTAL % kThreads == 0, "output chunk count must be a multiple of the thread count");
-    using P2 = Pair2<OutT>;
     valid_rows = valid_rows < BM ? valid_rows : BM;
     valid_cols = valid_cols < BN ? valid_cols : BN;
 
-    __syncthreads();  // smem may still be read by other warps (e.g. a caller's own use)
+    __syncthreads();  // smem may still be in use by other warps (caller's own use)
 #pragma unroll
     for (int mi = 0; mi < MI; ++mi)
 #pragma unroll
@@ -574,30 +580,64 @@ struct TileGemm {
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
           const int r = frag_row(mi, 2 * h), c = frag_col(ni, 0);
-          *reinterpret_cast<typename P2::Type*>(smem + r * SROW + c * OB) =
-              P2::make(acc.v[mi][ni][2 * h], acc.v[mi][ni][2 * h + 1]);
+          *reinterpret_cast<float2*>(smem + r * SROW + c * 4) =
+              make_float2(acc.v[mi][ni][2 * h], acc.v[mi][ni][2 * h + 1]);
         }
     __syncthreads();
 
     const bool vec_ok = ((ldc * OB) & 15) == 0 && (reinterpret_cast<unsigned long long>(C) & 15) == 0;
-#pragma unroll
+#pragma unroll 2
     for (int i = 0; i < TOTAL / kThreads; ++i) {
-      const int idx = (int)threadIdx.x + i * kThreads;
+      const int idx = tid() + i * kThreads;
       const int r = idx / CPRO, ch = idx % CPRO;
       const int c0 = ch * EPC;
       if (r < valid_rows && c0 < valid_cols) {
+        const float* src = reinterpret_cast<const float*>(smem + r * SROW) + c0;
+        float f[EPC];
+#pragma unroll
+        for (int j = 0; j < EPC; j += 4) {
+          const float4 q = *reinterpret_cast<const float4*>(src + j);
+          f[j] = q.x, f[j + 1] = q.y, f[j + 2] = q.z, f[j + 3] = q.w;
+        }
         const long long gr = row_index ? (long long)row_index[r] : (long long)r;
         OutT* dst = C + gr * ldc + c0;
-        const char* src = smem + r * SROW + ch * 16;
         if (vec_ok && c0 + EPC <= valid_cols) {
-          *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(src);
+          OutT o[EPC];
+#pragma unroll
+          for (int j = 0; j < EPC; ++j) o[j] = from_f32<OutT>(op(r, c0 + j, f[j]));
+          *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(o);
         } else {
-          const OutT* s = reinterpret_cast<const OutT*>(src);
-          for (int j = 0; j < EPC && c0 + j < valid_cols; ++j) dst[j] = s[j];
+#pragma unroll
+          for (int j = 0; j < EPC; ++j)
+            if (c0 + j < valid_cols) dst[j] = from_f32<OutT>(op(r, c0 + j, f[j]));
         }
       }
     }
     __syncthreads();  // staging smem is free again (re-entrancy)
+  }
+
+  /// Plain store: C[r][c] = acc[r][c].
+  template <typename OutT>
+  static __device__ __forceinline__ void store(const Accum& acc, OutT* C, long long ldc, int valid_rows,
+                                               int valid_cols, char* smem, const int* row_index = nullptr) {
+    store(acc, C, ldc, valid_rows, valid_cols, smem, row_index, [](int, int, float v) { return v; });
+  }
+};
+
+// ═════════════════════════════════════════════════════════════════════════════════════
+// Canned element-wise epilogue for TileGemm::store(): v -> act(v + bias[col]) * scale[row]
+// ═════════════════════════════════════════════════════════════════════════════════════
+/// bias: per-column (tile col 0 based), may be nullptr; row_scale: per-row f32 (tile row 0
+/// based), may be nullptr. Order: bias, then activation, then row scale.
+template <Act ACT, typename BiasT = float>
+struct EpilogueOp {
+  const BiasT* bias;
+  const float* row_scale;
+  __device__ __forceinline__ float operator()(int r, int c, float v) const {
+    if (bias) v += to_f32(bias[c]);
+    v = activate<ACT>(v);
+    if (row_scale) v *= row_scale[r];
+    return v;
   }
 };
 
@@ -655,6 +695,22 @@ __device__ __forceinline__ void plain(const Args& p) {
     typename T::Accum acc;
     T::gemm(acc, (const E*)p.A + (long long)m0 * p.K, p.K, p.M - m0, (const E*)p.B0 + (long long)n0 * p.K, p.K,
             p.N - n0, p.K, smem);
+    T::store(acc, (E*)p.C + (long long)m0 * p.N + n0, p.N, p.M - m0, p.N - n0, smem, nullptr,
+             EpilogueOp<Act::Gelu, float>{p.bias + n0, p.scale + m0});
+  }
+}
+
+// Same with the register-level helpers (bias, GELU, row scale on the fragments).
+template <class T>
+__device__ __forceinline__ void plain_reg(const Args& p) {
+  extern __shared__ __align__(128) char smem[];
+  using E = typename T::Elem;
+  const int tm = (p.M + T::BM - 1) / T::BM, tn = (p.N + T::BN - 1) / T::BN;
+  for (int t = blockIdx.x; t < tm * tn; t += gridDim.x) {
+    const int m0 = (t / tn) * T::BM, n0 = (t % tn) * T::BN;
+    typename T::Accum acc;
+    T::gemm(acc, (const E*)p.A + (long long)m0 * p.K, p.K, p.M - m0, (const E*)p.B0 + (long long)n0 * p.K, p.K,
+            p.N - n0, p.K, smem);
     T::add_bias(acc, p.bias + n0, p.N - n0);
     T::gelu(acc);
     T::scale_rows(acc, p.scale + m0, p.M - m0);
@@ -699,7 +755,9 @@ __device__ __forceinline__ void router(const Args& p) {
 #define FLASHDMOE_SELFTEST_MODE(tag, mode)                                              \
   FLASHDMOE_SELFTEST_KERNEL(large_##tag, plain, TileLarge<mode>)                        \
   FLASHDMOE_SELFTEST_KERNEL(medium_##tag, plain, TileMedium<mode>)                      \
+  FLASHDMOE_SELFTEST_KERNEL(medium_reg_##tag, plain_reg, TileMedium<mode>)              \
   FLASHDMOE_SELFTEST_KERNEL(small_##tag, plain, TileSmall<mode>)                        \
+  FLASHDMOE_SELFTEST_KERNEL(small_reg_##tag, plain_reg, TileSmall<mode>)                \
   FLASHDMOE_SELFTEST_KERNEL(tiny_##tag, plain, TileTiny<mode>)                          \
   FLASHDMOE_SELFTEST_KERNEL(router_##tag, router, TileTiny<mode>)                       \
   FLASHDMOE_SELFTEST_KERNEL(dual_##tag, dual, TileDual<mode>)                           \
