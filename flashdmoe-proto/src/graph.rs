@@ -7,10 +7,17 @@
 //!   the row tile's `hidden / bn` **GEMM1** tasks become ready;
 //! * each GEMM1 task writes its output tile into `s`'s return region and raises one return
 //!   signal there;
-//! * on `s`, each `(token tile, column tile)` of the output is one **Combine** task, ready when
-//!   every returned tile covering that token tile in that column has arrived. The number of
-//!   arrivals it waits for ([`SourcePlan::combine_expected`]) is the number of distinct
-//!   `(owner, expert, row tile)` triples whose rows hold one of the tile's tokens.
+//! * on `s`, each `(token tile, column tile)` of the output is one **Combine** task. The
+//!   combine counts arrivals per **column tile**: column `c` is complete when all returned tiles
+//!   of column `c` have arrived, i.e. [`SourcePlan::combine_expected`] = the total row tiles `s`
+//!   sent; then every token tile's combine task of column `c` is ready.
+//!
+//! Why per column and not per `(token tile, column)`: with any realistic routing, a returned
+//! row tile holds tokens of most token tiles (a 128-row tile of an expert picks tokens from all
+//! over the batch), so exact per-token-tile readiness would cost one counter update per
+//! (returned tile, distinct token tile) -- hundreds of thousands of atomics per forward -- to
+//! release combines only marginally earlier. Per-column readiness costs one update per
+//! returned tile, and still lets column tiles finish and combine independently.
 //!
 //! The exact number of tasks a rank executes ([`TaskCounts::for_rank`]) follows from the row
 //! counts carried by the dispatch signals it receives plus its own token count, so a rank knows
@@ -64,51 +71,25 @@ impl SourcePlan {
     }
 
     /// Tokens of the packet for `(owner, local_expert)`, ascending.
+    ///
+    /// Panics if `owner` or `local_expert` is outside the layout the plan was built for (an
+    /// index, like a slice's).
     pub fn packet(&self, owner: u32, local_expert: u32) -> &[u32] {
-        &self.packets[(owner * self.local_experts + local_expert) as usize]
+        assert!(local_expert < self.local_experts, "local expert out of range");
+        &self.packets[owner as usize * self.local_experts as usize + local_expert as usize]
     }
 
-    /// Rows sent to `(owner, local_expert)`.
+    /// Rows sent to `(owner, local_expert)` (panics like [`SourcePlan::packet`]).
     pub fn rows(&self, owner: u32, local_expert: u32) -> u32 {
         self.packet(owner, local_expert).len() as u32
     }
 
-    /// Distinct token tiles (ascending) holding the tokens of row tile `row_tile` of the packet
-    /// for `(owner, local_expert)`: the combine units one returned tile contributes to.
-    pub fn token_tiles_of_return_tile(
-        &self,
-        owner: u32,
-        local_expert: u32,
-        row_tile: u32,
-        bm: u32,
-    ) -> impl Iterator<Item = u32> + '_ {
-        let packet = self.packet(owner, local_expert);
-        let start = (row_tile as usize).saturating_mul(bm as usize).min(packet.len());
-        let end = start.saturating_add(bm as usize).min(packet.len());
-        let mut last = None;
-        packet[start..end].iter().filter_map(move |&t| {
-            let tile = t / bm;
-            (last.replace(tile) != Some(tile)).then_some(tile)
-        })
-    }
-
-    /// For each token tile, how many returned tiles (per column) it waits for: the number of
-    /// distinct `(owner, expert, row tile)` triples holding one of its tokens.
-    pub fn combine_expected(&self, bm: u32) -> Vec<u32> {
-        let mut expected = alloc::vec![0u32; div_ceil(self.tokens, bm) as usize];
-        for packet in &self.packets {
-            for row_tile in 0..div_ceil(packet.len() as u32, bm) {
-                let start = (row_tile * bm) as usize;
-                let end = (start + bm as usize).min(packet.len());
-                let mut last = None;
-                for &t in &packet[start..end] {
-                    if last.replace(t / bm) != Some(t / bm) {
-                        expected[(t / bm) as usize] += 1;
-                    }
-                }
-            }
-        }
-        expected
+    /// Returned tiles each column tile of this source's output waits for: the row tiles of all
+    /// its packets, `sum(ceil(rows / bm))`. Once a column's combine counter reaches this, the
+    /// combine tasks of every token tile in that column are ready (immediately when it is 0).
+    /// `bm` is the layout's `tile.bm` (never 0 in a valid layout).
+    pub fn combine_expected(&self, bm: u32) -> u32 {
+        self.packets.iter().map(|p| div_ceil(p.len() as u32, bm)).sum()
     }
 }
 
@@ -119,15 +100,36 @@ pub struct RoutingPlan {
 }
 
 impl RoutingPlan {
-    /// Wraps one plan per rank; their number must equal the layout's world size.
+    /// Wraps one plan per rank; their number must equal the layout's world size, and each
+    /// must have been built for `layout`'s geometry.
     pub fn new(layout: &HeapLayout, sources: Vec<SourcePlan>) -> Result<RoutingPlan> {
         if sources.len() as u64 != layout.geometry().world as u64 {
             return Err(ProtoError::BadPlan { reason: "one source plan per rank is required" });
         }
-        Ok(RoutingPlan { sources })
+        let plan = RoutingPlan { sources };
+        plan.check_layout(layout)?;
+        Ok(plan)
     }
 
-    /// Rank `source`'s plan.
+    /// Errors unless this plan has the shape of `layout` (one source plan per rank, each with
+    /// the layout's token count and `world * local_experts` packets).
+    fn check_layout(&self, layout: &HeapLayout) -> Result<()> {
+        let g = layout.geometry();
+        let packets = g.world as usize * g.local_experts as usize;
+        let fits = self.sources.len() == g.world as usize
+            && self.sources.iter().all(|s| {
+                s.tokens == g.tokens
+                    && s.local_experts == g.local_experts
+                    && s.packets.len() == packets
+            });
+        if fits {
+            Ok(())
+        } else {
+            Err(ProtoError::BadPlan { reason: "plan was built for a different layout" })
+        }
+    }
+
+    /// Rank `source`'s plan (panics if `source` is not a rank, like a slice index).
     pub fn source(&self, source: u32) -> &SourcePlan {
         &self.sources[source as usize]
     }
@@ -138,7 +140,7 @@ impl RoutingPlan {
     }
 
     /// Rows `owner` receives, as `[source][local expert]` flattened: what its dispatch signals
-    /// carry.
+    /// carry (panics if `owner` is not a rank).
     pub fn received_rows(&self, owner: u32) -> Vec<u32> {
         self.sources
             .iter()
@@ -300,8 +302,10 @@ pub fn prerequisites(
     task: &TaskDescriptor,
 ) -> Result<Vec<TaskKey>> {
     let g = layout.geometry();
+    plan.check_layout(layout)?;
     let (s, o, e, rt, c) =
         (task.source_rank, task.owner_rank, task.local_expert, task.row_tile, task.col_tile);
+    check_range("source rank", s, g.world)?;
     Ok(match task.task_kind()? {
         TaskKind::Gemm0 => Vec::new(),
         TaskKind::Gemm1 => {
@@ -313,12 +317,7 @@ pub fn prerequisites(
             for owner in 0..g.world {
                 for le in 0..g.local_experts {
                     for prt in 0..div_ceil(src.rows(owner, le), g.tile.bm) {
-                        if src
-                            .token_tiles_of_return_tile(owner, le, prt, g.tile.bm)
-                            .any(|tt| tt == rt)
-                        {
-                            keys.push((TaskKind::Gemm1, s, owner, le, prt, c));
-                        }
+                        keys.push((TaskKind::Gemm1, s, owner, le, prt, c));
                     }
                 }
             }
@@ -328,15 +327,18 @@ pub fn prerequisites(
 }
 
 /// Every task of a forward, all ranks: per owner, per source, per local expert its GEMM0 then
-/// GEMM1 tasks; then per rank its combine tasks.
+/// GEMM1 tasks; then per rank its combine tasks. This order is a topological order of the
+/// graph. A plan built for another layout yields a single error.
 pub fn graph_tasks<'a>(
     layout: &'a HeapLayout,
     plan: &'a RoutingPlan,
     epoch: Epoch,
 ) -> impl Iterator<Item = Result<TaskDescriptor>> + 'a {
     let g = *layout.geometry();
-    let gemms = (0..g.world).flat_map(move |owner| {
-        (0..g.world).flat_map(move |source| {
+    let shape = plan.check_layout(layout);
+    let world = if shape.is_ok() { g.world } else { 0 };
+    let gemms = (0..world).flat_map(move |owner| {
+        (0..world).flat_map(move |source| {
             (0..g.local_experts).flat_map(move |le| {
                 let rows = plan.source(source).rows(owner, le);
                 let g1 = (0..div_ceil(rows, g.tile.bm)).flat_map(move |rt| {
@@ -354,12 +356,12 @@ pub fn graph_tasks<'a>(
             })
         })
     });
-    let combines = (0..g.world).flat_map(move |rank| {
+    let combines = (0..world).flat_map(move |rank| {
         (0..layout.token_tiles()).flat_map(move |tt| {
             (0..g.col_tiles_hidden()).map(move |c| combine_task(layout, epoch, rank, tt, c))
         })
     });
-    gemms.chain(combines)
+    shape.err().map(Err).into_iter().chain(gemms).chain(combines)
 }
 
 #[cfg(test)]
@@ -389,12 +391,10 @@ mod tests {
         // rank 0 and 0..=5 to (1,0).
         let p0 = SourcePlan::new(&l, vec![vec![0, 1, 2, 5], vec![1, 3]]).unwrap();
         let p1 = SourcePlan::new(&l, vec![vec![], vec![0, 1, 2, 3, 4, 5]]).unwrap();
-        // Rank 0's combine: token tile 0 (tokens 0..4) gets (0,0,rt0) and (1,0,rt0) = 2;
-        // token tile 1 (tokens 4,5) gets (0,0,rt0) = 1.
-        assert_eq!(p0.combine_expected(4), vec![2, 1]);
-        // Rank 1: token tile 0 from (1,0,rt0); token tile 1 from (1,0,rt1).
-        assert_eq!(p1.combine_expected(4), vec![1, 1]);
-        assert_eq!(p0.token_tiles_of_return_tile(0, 0, 0, 4).collect::<Vec<_>>(), vec![0, 1]);
+        // Rank 0 sent one row tile to (0,0) and one to (1,0): each column waits for 2 tiles.
+        assert_eq!(p0.combine_expected(4), 2);
+        // Rank 1 sent two row tiles to (1,0).
+        assert_eq!(p1.combine_expected(4), 2);
 
         let plan = RoutingPlan::new(&l, vec![p0, p1]).unwrap();
         assert_eq!(plan.received_rows(0), vec![4, 0]);

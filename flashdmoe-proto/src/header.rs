@@ -144,7 +144,7 @@ FDM_FN unsigned int fdm_signal_payload(unsigned long long word) { return (unsign
 FDM_FN unsigned int fdm_epoch_next(unsigned int epoch) { return epoch == 0xFFFFFFFFu ? 1u : epoch + 1u; }
 
 // ---- tiles ----
-FDM_FN unsigned int fdm_div_ceil(unsigned int n, unsigned int d) { return (n + d - 1u) / d; }
+FDM_FN unsigned int fdm_div_ceil(unsigned int n, unsigned int d) { return n / d + (n % d != 0u ? 1u : 0u); }
 FDM_FN unsigned int fdm_tile_rows(unsigned int rows, unsigned int row_tile, unsigned int bm) {
     unsigned long long start = (unsigned long long)row_tile * bm;
     if (start >= rows) return 0u;
@@ -174,9 +174,8 @@ FDM_FN unsigned long long fdm_row_tile_counter(const fdm_layout* l, unsigned int
                                                unsigned int row_tile) {
     return l->row_tile_counters + (fdm_packet_index(l, source, le) * l->row_tiles + row_tile) * FDM_COUNTER_BYTES;
 }
-FDM_FN unsigned long long fdm_combine_counter(const fdm_layout* l, unsigned int token_tile, unsigned int col_tile) {
-    return l->combine_counters
-        + ((unsigned long long)token_tile * fdm_col_tiles_hidden(l) + col_tile) * FDM_COUNTER_BYTES;
+FDM_FN unsigned long long fdm_combine_counter(const fdm_layout* l, unsigned int col_tile) {
+    return l->combine_counters + (unsigned long long)col_tile * FDM_COUNTER_BYTES;
 }
 FDM_FN unsigned long long fdm_element(const fdm_layout* l, unsigned long long base, unsigned int peer,
                                       unsigned int le, unsigned int row, unsigned int col, unsigned int width) {
@@ -193,3 +192,259 @@ FDM_FN unsigned long long fdm_intermediate_row(const fdm_layout* l, unsigned int
     return fdm_element(l, l->intermediate_rows, source, le, row, col, l->inter);
 }
 "#;
+
+#[cfg(test)]
+mod tests {
+    //! Compiles the header as host C++17 and checks every helper against the Rust layout.
+    //! The `static_assert`s inside the header check sizes and field offsets at compile time;
+    //! the program's printed offsets check the helper functions' arithmetic at run time. The
+    //! NVRTC compile of the same header is a `flashdmoe-cuda` test.
+
+    extern crate std;
+
+    use alloc::string::String;
+    use alloc::vec::Vec;
+    use core::fmt::Write;
+    use std::path::{Path, PathBuf};
+    use std::process::Command;
+
+    use super::c_header;
+    use crate::graph::tile_rows;
+    use crate::layout::{Geometry, HeapLayout, LayoutParams, Stage, TileShape, div_ceil};
+    use crate::{Epoch, signal};
+
+    fn geometries() -> [Geometry; 4] {
+        let g = |world, local_experts, tokens, capacity, hidden, inter, elem_bytes, bm, bn, bk| {
+            Geometry {
+                world,
+                local_experts,
+                tokens,
+                capacity,
+                hidden,
+                inter,
+                elem_bytes,
+                tile: TileShape { bm, bn, bk },
+            }
+        };
+        [
+            g(2, 3, 10, 5, 16, 32, 2, 4, 8, 8),
+            g(1, 1, 1, 1, 64, 64, 4, 16, 32, 32),
+            g(8, 8, 4096, 1280, 4096, 14336, 2, 128, 128, 64),
+            // Large enough that 32-bit intermediate products would overflow.
+            g(64, 32, 65536, 65536, 8192, 28672, 4, 128, 64, 32),
+        ]
+    }
+
+    /// `fdm_layout` aggregate initializer for `p`, fields in declaration order.
+    fn initializer(p: &LayoutParams) -> String {
+        let u32s = [
+            p.world,
+            p.local_experts,
+            p.tokens,
+            p.capacity,
+            p.hidden,
+            p.inter,
+            p.elem_bytes,
+            p.bm,
+            p.bn,
+            p.bk,
+            p.row_tiles,
+            p.token_tiles,
+        ];
+        let u64s = [
+            p.dispatch_signals,
+            p.return_signals,
+            p.row_tile_counters,
+            p.combine_counters,
+            p.dispatch_rows,
+            p.return_rows,
+            p.intermediate_rows,
+            p.total,
+        ];
+        let mut fields: Vec<String> = u32s.iter().map(|v| alloc::format!("{v}u")).collect();
+        fields.extend(u64s.iter().map(|v| alloc::format!("{v}ull")));
+        fields.join(", ")
+    }
+
+    /// Appends one query: a C expression printed by the program, and the Rust value it must
+    /// equal.
+    struct Queries {
+        program: String,
+        expected: String,
+    }
+
+    impl Queries {
+        fn push(&mut self, c_expr: &str, rust_value: u64) {
+            let _ = writeln!(
+                self.program,
+                "    std::printf(\"%s = %llu\\n\", \"{c_expr}\", (unsigned long long)({c_expr}));"
+            );
+            let _ = writeln!(self.expected, "{c_expr} = {rust_value}");
+        }
+    }
+
+    /// Indices to probe along an axis of `n` entries: both ends and the middle.
+    fn probes(n: u32) -> Vec<u32> {
+        let mut v = alloc::vec![0, n / 2, n.saturating_sub(1)];
+        v.dedup();
+        v
+    }
+
+    fn build_queries() -> Queries {
+        let mut q = Queries { program: String::new(), expected: String::new() };
+        // Signal and tile helpers, independent of any layout.
+        for (epoch, payload) in [(1u32, 0u32), (7, 12345), (u32::MAX, u32::MAX)] {
+            let e = Epoch::new(epoch).unwrap();
+            q.push(&alloc::format!("fdm_signal({epoch}u, {payload}u)"), signal::encode(e, payload));
+            let word = signal::encode(e, payload);
+            q.push(&alloc::format!("fdm_signal_epoch({word}ull)"), epoch.into());
+            q.push(&alloc::format!("fdm_signal_payload({word}ull)"), payload.into());
+            q.push(&alloc::format!("fdm_epoch_next({epoch}u)"), e.next().get().into());
+        }
+        for (n, d) in [(0u32, 1u32), (5, 4), (8, 4), (u32::MAX, 128), (u32::MAX - 1, u32::MAX)] {
+            q.push(&alloc::format!("fdm_div_ceil({n}u, {d}u)"), div_ceil(n, d).into());
+        }
+        for (rows, rt, bm) in
+            [(0u32, 0u32, 4u32), (5, 1, 4), (8, 1, 4), (9, 3, 4), (u32::MAX, 1, 128)]
+        {
+            q.push(
+                &alloc::format!("fdm_tile_rows({rows}u, {rt}u, {bm}u)"),
+                tile_rows(rows, rt, bm).into(),
+            );
+        }
+        for (i, geometry) in geometries().into_iter().enumerate() {
+            let l = HeapLayout::new(geometry).unwrap();
+            let g = *l.geometry();
+            let _ = writeln!(
+                q.program,
+                "    const fdm_layout l{i} = {{ {} }};",
+                initializer(&l.params())
+            );
+            let lp = alloc::format!("&l{i}");
+            q.push(&alloc::format!("fdm_col_tiles_hidden({lp})"), g.col_tiles_hidden().into());
+            q.push(&alloc::format!("fdm_col_tiles_inter({lp})"), g.col_tiles_inter().into());
+            for peer in probes(g.world) {
+                for le in probes(g.local_experts) {
+                    q.push(
+                        &alloc::format!("fdm_dispatch_signal({lp}, {peer}u, {le}u)"),
+                        l.dispatch_signal(peer, le).unwrap(),
+                    );
+                    for rt in probes(l.max_row_tiles()) {
+                        q.push(
+                            &alloc::format!("fdm_row_tile_counter({lp}, {peer}u, {le}u, {rt}u)"),
+                            l.row_tile_counter(peer, le, rt).unwrap(),
+                        );
+                        for ct in probes(g.col_tiles_hidden()) {
+                            q.push(
+                                &alloc::format!("fdm_return_tile_id({lp}, {rt}u, {ct}u)"),
+                                l.return_tile_id(rt, ct).unwrap().into(),
+                            );
+                            q.push(
+                                &alloc::format!(
+                                    "fdm_return_signal({lp}, {peer}u, {le}u, {rt}u, {ct}u)"
+                                ),
+                                l.return_signal(peer, le, rt, ct).unwrap(),
+                            );
+                        }
+                    }
+                    for row in probes(g.capacity) {
+                        for col in probes(g.hidden) {
+                            for (stage, c_stage) in [
+                                (Stage::Dispatch, "FDM_STAGE_DISPATCH"),
+                                (Stage::Return, "FDM_STAGE_RETURN"),
+                            ] {
+                                q.push(
+                                    &alloc::format!(
+                                        "fdm_row({lp}, {c_stage}, {peer}u, {le}u, {row}u, {col}u)"
+                                    ),
+                                    l.row(stage, peer, le, row, col).unwrap(),
+                                );
+                            }
+                        }
+                        for col in probes(g.inter) {
+                            q.push(
+                                &alloc::format!(
+                                    "fdm_intermediate_row({lp}, {peer}u, {le}u, {row}u, {col}u)"
+                                ),
+                                l.intermediate_row(peer, le, row, col).unwrap(),
+                            );
+                        }
+                    }
+                }
+            }
+            for ct in probes(g.col_tiles_hidden()) {
+                q.push(
+                    &alloc::format!("fdm_combine_counter({lp}, {ct}u)"),
+                    l.combine_counter(ct).unwrap(),
+                );
+            }
+        }
+        q
+    }
+
+    /// The host C++ compiler, if any.
+    fn cxx() -> Option<&'static str> {
+        ["c++", "g++", "clang++"]
+            .into_iter()
+            .find(|cc| Command::new(cc).arg("--version").output().is_ok_and(|o| o.status.success()))
+    }
+
+    fn scratch_dir() -> PathBuf {
+        let dir = std::env::temp_dir()
+            .join(alloc::format!("flashdmoe-proto-header-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn compile_and_run(cc: &str, dir: &Path, program: &str) -> String {
+        std::fs::write(dir.join("fdm_proto.h"), c_header()).unwrap();
+        let main = alloc::format!(
+            "#include \"fdm_proto.h\"\n#include \"fdm_proto.h\"\n#include <cstdio>\n\
+             int main() {{\n{program}    return 0;\n}}\n"
+        );
+        std::fs::write(dir.join("main.cpp"), main).unwrap();
+        let exe = dir.join("fdm_header_check");
+        let out = Command::new(cc)
+            .args(["-std=c++17", "-Wall", "-Wextra", "-Werror", "-o"])
+            .arg(&exe)
+            .arg(dir.join("main.cpp"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "the generated header does not compile:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let run = Command::new(&exe).output().unwrap();
+        assert!(run.status.success());
+        String::from_utf8(run.stdout).unwrap()
+    }
+
+    #[test]
+    fn header_compiles_and_agrees_with_rust_layout() {
+        let Some(cc) = cxx() else {
+            std::println!("skipped: no C++ compiler");
+            return;
+        };
+        let q = build_queries();
+        let dir = scratch_dir();
+        let printed = compile_and_run(cc, &dir, &q.program);
+        let _ = std::fs::remove_dir_all(&dir);
+        for (c_line, rust_line) in printed.lines().zip(q.expected.lines()) {
+            assert_eq!(c_line, rust_line, "C helper disagrees with Rust");
+        }
+        assert_eq!(printed.lines().count(), q.expected.lines().count());
+    }
+
+    #[test]
+    fn header_is_deterministic_and_asserts_every_field() {
+        let h = c_header();
+        assert_eq!(h, c_header());
+        // One offset assertion per field of both structs, plus size and alignment of each.
+        assert_eq!(h.matches("static_assert(offsetof(fdm_task,").count(), 12);
+        assert_eq!(h.matches("static_assert(offsetof(fdm_layout,").count(), 20);
+        assert_eq!(h.matches("static_assert(sizeof(").count(), 2);
+        assert!(h.contains("#define FDM_TASK_GEMM0 0"));
+        assert!(h.contains("#define FDM_TASK_COMBINE 2"));
+    }
+}

@@ -14,7 +14,7 @@
 //! | dispatch signals | `[world][local_experts]` | `u64` | source ranks (remote) |
 //! | return signals | `[world][local_experts][row_tiles][col_tiles_h]` | `u64` | owner ranks (remote) |
 //! | row-tile counters | `[world][local_experts][row_tiles]` | `u32` | this rank |
-//! | combine counters | `[token_tiles][col_tiles_h]` | `u32` | this rank |
+//! | combine counters | `[col_tiles_h]` | `u32` | this rank |
 //! | dispatch rows | `[world][local_experts][capacity][hidden]` | element | source ranks (remote) |
 //! | return rows | `[world][local_experts][capacity][hidden]` | element | owner ranks (remote) |
 //! | intermediate rows | `[world][local_experts][capacity][inter]` | element | this rank |
@@ -60,7 +60,7 @@ pub struct Geometry {
     pub world: u32,
     /// Expert slots per rank (the largest number of experts any rank owns).
     pub local_experts: u32,
-    /// Tokens per rank T (sizes the combine counters).
+    /// Tokens per rank T (sizes the combine token tiles).
     pub tokens: u32,
     /// Row capacity of one `(source, local expert)` packet.
     pub capacity: u32,
@@ -193,6 +193,13 @@ impl Geometry {
         if self.hidden % t.bk != 0 || self.inter % t.bk != 0 {
             return Err(invalid("tile.bk", "must divide hidden and inter"));
         }
+        // A return signal's payload is the tile id within its packet, a `u32`.
+        if self.max_row_tiles() as u64 * self.col_tiles_hidden() as u64 > u32::MAX as u64 {
+            return Err(invalid(
+                "capacity",
+                "return tiles per packet (row tiles x hidden column tiles) must fit in 32 bits",
+            ));
+        }
         if (self.hidden as u64 * self.elem_bytes as u64) % 16 != 0
             || (self.inter as u64 * self.elem_bytes as u64) % 16 != 0
         {
@@ -239,10 +246,7 @@ impl HeapLayout {
             ("dispatch signals", mul("dispatch signals", &[p, le, SIGNAL_BYTES])?),
             ("return signals", mul("return signals", &[p, le, rt, cth, SIGNAL_BYTES])?),
             ("row-tile counters", mul("row-tile counters", &[p, le, rt, COUNTER_BYTES])?),
-            (
-                "combine counters",
-                mul("combine counters", &[token_tiles as u64, cth, COUNTER_BYTES])?,
-            ),
+            ("combine counters", mul("combine counters", &[cth, COUNTER_BYTES])?),
             (
                 "dispatch rows",
                 mul("dispatch rows", &[p, le, g.capacity as u64, g.hidden as u64, eb])?,
@@ -253,6 +257,8 @@ impl HeapLayout {
                 mul("intermediate rows", &[p, le, g.capacity as u64, g.inter as u64, eb])?,
             ),
         ];
+        // Combine tasks address the `[tokens][hidden]` output tensor by byte offset.
+        mul("output tensor", &[g.tokens as u64, g.hidden as u64, eb])?;
         let mut starts = [0u64; 7];
         let mut cursor = 0u64;
         for (i, (what, size)) in sizes.iter().enumerate() {
@@ -345,13 +351,11 @@ impl HeapLayout {
         Ok(self.row_tile_counters + idx * COUNTER_BYTES)
     }
 
-    /// Offset of the arrival counter of one `(token tile, column tile)` combine unit.
-    pub fn combine_counter(&self, token_tile: u32, col_tile: u32) -> Result<u64> {
-        check_range("token tile", token_tile, self.token_tiles)?;
-        let cth = self.geometry.col_tiles_hidden();
-        check_range("column tile", col_tile, cth)?;
-        Ok(self.combine_counters
-            + (token_tile as u64 * cth as u64 + col_tile as u64) * COUNTER_BYTES)
+    /// Offset of the arrival counter of output column tile `col_tile` (counts the returned
+    /// tiles of that column; see [`crate::graph`]).
+    pub fn combine_counter(&self, col_tile: u32) -> Result<u64> {
+        check_range("column tile", col_tile, self.geometry.col_tiles_hidden())?;
+        Ok(self.combine_counters + col_tile as u64 * COUNTER_BYTES)
     }
 
     /// Offset of element `col` of row `row` of the `stage` region of `(peer, local_expert)`.
@@ -443,11 +447,7 @@ impl HeapLayout {
                 self.row_tile_counters,
                 p * le * self.row_tiles as u64 * COUNTER_BYTES,
             ),
-            (
-                "combine_counters",
-                self.combine_counters,
-                self.token_tiles as u64 * cth * COUNTER_BYTES,
-            ),
+            ("combine_counters", self.combine_counters, cth * COUNTER_BYTES),
             ("dispatch_rows", self.dispatch_rows, rows * g.hidden as u64 * eb),
             ("return_rows", self.return_rows, rows * g.hidden as u64 * eb),
             ("intermediate_rows", self.intermediate_rows, rows * g.inter as u64 * eb),
@@ -487,8 +487,8 @@ mod tests {
         assert_eq!(l.return_signal(1, 2, 1, 1).unwrap(), 256 + 192 - 8);
         // row-tile counters: 2*3*2*4 = 48 B at 512.
         assert_eq!(l.row_tile_counter(1, 0, 1).unwrap(), 512 + (3 * 2 + 1) * 4);
-        // combine counters: 3*2*4 = 24 B at 768.
-        assert_eq!(l.combine_counter(2, 1).unwrap(), 768 + 5 * 4);
+        // combine counters: 2*4 = 8 B at 768.
+        assert_eq!(l.combine_counter(1).unwrap(), 768 + 4);
         // dispatch rows: 2*3*5*16*2 = 960 B at 1024; return rows at 1024 + 1024 = 2048.
         assert_eq!(l.row(Stage::Dispatch, 0, 0, 0, 0).unwrap(), 1024);
         assert_eq!(l.row(Stage::Dispatch, 1, 1, 2, 3).unwrap(), 1024 + ((4 * 5 + 2) * 16 + 3) * 2);
@@ -510,7 +510,7 @@ mod tests {
         assert!(l.return_signal(0, 0, 2, 0).is_err());
         assert!(l.row(Stage::Return, 0, 0, 5, 0).is_err());
         assert!(l.row(Stage::Return, 0, 0, 0, 16).is_err());
-        assert!(l.combine_counter(3, 0).is_err());
+        assert!(l.combine_counter(2).is_err());
     }
 
     #[test]

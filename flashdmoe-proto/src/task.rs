@@ -136,12 +136,21 @@ impl TaskDescriptor {
                     layout.row_tile_counter(source, local_expert, row_tile)?,
                 )
             }
-            TaskKind::Gemm1 => (
-                layout.intermediate_row(source, local_expert, first_row, 0)?,
-                layout.row(Stage::Return, owner, local_expert, first_row, col_tile * g.tile.bn)?,
-                layout.return_signal(owner, local_expert, row_tile, col_tile)?,
-                NO_OFFSET,
-            ),
+            TaskKind::Gemm1 => {
+                check_range("column tile", col_tile, g.col_tiles_hidden())?;
+                (
+                    layout.intermediate_row(source, local_expert, first_row, 0)?,
+                    layout.row(
+                        Stage::Return,
+                        owner,
+                        local_expert,
+                        first_row,
+                        col_tile * g.tile.bn,
+                    )?,
+                    layout.return_signal(owner, local_expert, row_tile, col_tile)?,
+                    NO_OFFSET,
+                )
+            }
             TaskKind::Combine => {
                 if owner != source || local_expert != 0 {
                     return Err(ProtoError::Inconsistent {
@@ -150,8 +159,9 @@ impl TaskDescriptor {
                         found: owner as u64,
                     });
                 }
-                // Also range-checks the token tile and column tile.
-                layout.combine_counter(row_tile, col_tile)?;
+                check_range("token tile", row_tile, layout.token_tiles())?;
+                // Also range-checks the column tile.
+                layout.combine_counter(col_tile)?;
                 let elem = first_row as u64 * g.hidden as u64 + (col_tile * g.tile.bn) as u64;
                 (NO_OFFSET, elem * g.elem_bytes as u64, NO_OFFSET, NO_OFFSET)
             }
