@@ -223,11 +223,10 @@ struct TileGemm {
   static constexpr int kBTileBytes = BN * RB;
   static constexpr int kStageBytes = kATileBytes + NB * kBTileBytes;
   static constexpr int kPipeBytes = STAGES * kStageBytes;
-  // store() stages the output tile through smem, rows padded by 8 elements (see store()).
-  static constexpr int staging_bytes(int out_bytes) { return BM * (BN * out_bytes + 8 * out_bytes); }
-  static constexpr int kStoreBytesMax = staging_bytes(4);  // f32 output is the largest
-  /// Dynamic shared memory the caller must provide (covers mainloop and any store()).
-  static constexpr int kSmemBytes = kPipeBytes > kStoreBytesMax ? kPipeBytes : kStoreBytesMax;
+  // store() stages the f32 tile through smem, rows padded by 8 floats (see store()).
+  static constexpr int kStagingBytes = BM * (BN + 8) * 4;
+  /// Dynamic shared memory the caller must provide (covers mainloop and store()).
+  static constexpr int kSmemBytes = kPipeBytes > kStagingBytes ? kPipeBytes : kStagingBytes;
 
   static_assert(RB % 128 == 0, "BK * sizeof(Elem) must be a multiple of 128 bytes (swizzle)");
   static_assert(BK == ModeTraits<MODE>::kBK, "use ModeTraits<MODE>::kBK as BK");
@@ -567,7 +566,7 @@ struct TileGemm {
     constexpr int EPC = 16 / OB;        // output elements per 16-byte chunk
     constexpr int CPRO = BN / EPC;      // chunks per output row
     constexpr int TOTAL = BM * CPRO;
-    static_assert(staging_bytes(4) <= kSmemBytes, "staging must fit in kSmemBytes");
+    static_assert(kStagingBytes <= kSmemBytes, "staging must fit in kSmemBytes");
     static_assert(TOTAL % kThreads == 0, "output chunk count must be a multiple of the thread count");
     valid_rows = valid_rows < BM ? valid_rows : BM;
     valid_cols = valid_cols < BN ? valid_cols : BN;
@@ -602,10 +601,13 @@ struct TileGemm {
         const long long gr = row_index ? (long long)row_index[r] : (long long)r;
         OutT* dst = C + gr * ldc + c0;
         if (vec_ok && c0 + EPC <= valid_cols) {
-          OutT o[EPC];
+          union {
+            uint4 u;
+            OutT e[EPC];
+          } o;  // 16-byte aligned pack of the converted outputs
 #pragma unroll
-          for (int j = 0; j < EPC; ++j) o[j] = from_f32<OutT>(op(r, c0 + j, f[j]));
-          *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(o);
+          for (int j = 0; j < EPC; ++j) o.e[j] = from_f32<OutT>(op(r, c0 + j, f[j]));
+          *reinterpret_cast<uint4*>(dst) = o.u;
         } else {
 #pragma unroll
           for (int j = 0; j < EPC; ++j)
@@ -754,6 +756,7 @@ __device__ __forceinline__ void router(const Args& p) {
 
 #define FLASHDMOE_SELFTEST_MODE(tag, mode)                                              \
   FLASHDMOE_SELFTEST_KERNEL(large_##tag, plain, TileLarge<mode>)                        \
+  FLASHDMOE_SELFTEST_KERNEL(large_reg_##tag, plain_reg, TileLarge<mode>)                \
   FLASHDMOE_SELFTEST_KERNEL(medium_##tag, plain, TileMedium<mode>)                      \
   FLASHDMOE_SELFTEST_KERNEL(medium_reg_##tag, plain_reg, TileMedium<mode>)              \
   FLASHDMOE_SELFTEST_KERNEL(small_##tag, plain, TileSmall<mode>)                        \
