@@ -1,19 +1,31 @@
-//! MoE layer configuration.
+//! MoE layer configuration: the shapes and policies of one layer, their validation, expert
+//! placement, packet capacity, and the protocol [`Geometry`] they induce.
+//!
+//! Invariants:
+//!
+//! * A config that passes [`MoeConfig::validate`] can be run by every backend: every size is
+//!   non-zero (except the token count, which may be 0), `1 <= top_k <= experts`, hidden and
+//!   intermediate sizes are multiples of [`SIZE_MULTIPLE`] (so every backend's tile divides
+//!   them), the placement is well formed, and the per-rank memory estimate is under
+//!   [`MoeConfig::memory_limit`].
+//! * Every derived quantity (capacity, placement, geometry) is a pure function of the config,
+//!   so all ranks and all backends derive the same values.
 
+use flashdmoe_proto::{Geometry, HeapLayout, ProtoError, TileShape};
 use thiserror::Error;
 
-/// Element type of activations and weights.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum DType {
-    /// bfloat16 storage, f32 accumulation (bf16 tensor cores on GPU).
-    Bf16,
-    /// IEEE half storage, f32 accumulation (f16 tensor cores on GPU).
-    F16,
-    /// f32 storage; TF32 tensor cores on GPU.
-    F32,
-    /// f32 storage and arithmetic without tensor cores (for verification).
-    F32Exact,
-}
+pub use crate::dtype::DType;
+
+/// Hidden and intermediate sizes must be multiples of this (every backend's `bn` and `bk`
+/// divide it).
+pub const SIZE_MULTIPLE: u32 = 64;
+
+/// Default [`MoeConfig::memory_limit`]: 120 GiB, what fits on one H200 with headroom.
+pub const DEFAULT_MEMORY_LIMIT: u64 = 120 << 30;
+
+/// The tile used by [`MoeConfig::memory_estimate`]: `bm` 128 as on the GPU, `bn` = `bk` = 64,
+/// which divides every valid config (and over-counts signals compared to `bn` 128).
+pub const NOMINAL_TILE: TileShape = TileShape { bm: 128, bn: 64, bk: 64 };
 
 /// Expert activation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -24,6 +36,13 @@ pub enum Activation {
     Gelu,
     /// SwiGLU: `silu(x W_gate^T) * (x W_up^T)` (two up-projection matrices).
     SiluGated,
+}
+
+impl Activation {
+    /// Whether the experts have a gate projection (SwiGLU).
+    pub const fn is_gated(self) -> bool {
+        matches!(self, Activation::SiluGated)
+    }
 }
 
 /// How many rows a `(source rank, expert)` packet may hold.
@@ -72,6 +91,30 @@ pub struct MoeConfig {
     pub renormalize: bool,
     /// Expert placement.
     pub placement: Placement,
+    /// Largest accepted [`MoeConfig::memory_estimate`] total per rank, in bytes.
+    pub memory_limit: u64,
+}
+
+impl Default for MoeConfig {
+    /// A small layer that runs in well under a second on the CPU simulator: 2 ranks, 64 tokens
+    /// each, H 256, I 512, 8 experts, top-2, ReLU, bf16, capacity factor 1, contiguous.
+    fn default() -> Self {
+        MoeConfig {
+            world: 2,
+            tokens_per_rank: 64,
+            hidden: 256,
+            inter: 512,
+            experts: 8,
+            top_k: 2,
+            activation: Activation::Relu,
+            bias: false,
+            dtype: DType::Bf16,
+            capacity: CapacityPolicy::Factor(1.0),
+            renormalize: true,
+            placement: Placement::Contiguous,
+            memory_limit: DEFAULT_MEMORY_LIMIT,
+        }
+    }
 }
 
 /// A configuration problem, naming the offending field.
@@ -86,4 +129,395 @@ pub enum ConfigError {
         /// Why.
         reason: String,
     },
+}
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { field, reason: reason.into() }
+}
+
+impl From<ProtoError> for ConfigError {
+    /// A protocol geometry error for this config (a tile that does not fit, a layout that
+    /// overflows), reported under the geometry field it names.
+    fn from(e: ProtoError) -> ConfigError {
+        match e {
+            ProtoError::InvalidGeometry { field, reason } => invalid(field, reason),
+            other => invalid("geometry", other.to_string()),
+        }
+    }
+}
+
+/// Which rank owns each expert, and each expert's local index there.
+///
+/// The local index of an expert is its position among its owner's experts in ascending
+/// global order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExpertMap {
+    owners: Vec<(u32, u32)>,
+    by_rank: Vec<Vec<u32>>,
+}
+
+impl ExpertMap {
+    /// `(owner rank, local index)` of global expert `expert` (`< experts`).
+    pub fn owner(&self, expert: u32) -> (u32, u32) {
+        self.owners[expert as usize]
+    }
+
+    /// The global experts `rank` owns, ascending (empty when it owns none).
+    pub fn experts_of(&self, rank: u32) -> &[u32] {
+        &self.by_rank[rank as usize]
+    }
+
+    /// The global expert at `(rank, local)`, if that rank has that many experts.
+    pub fn global(&self, rank: u32, local: u32) -> Option<u32> {
+        self.by_rank.get(rank as usize)?.get(local as usize).copied()
+    }
+
+    /// Expert slots per rank: the most experts any rank owns.
+    pub fn local_experts(&self) -> u32 {
+        self.by_rank.iter().map(|e| e.len() as u32).max().unwrap_or(0)
+    }
+}
+
+/// Per-rank device memory a config needs, in bytes (see [`MoeConfig::memory_estimate`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemoryEstimate {
+    /// The symmetric heap at [`NOMINAL_TILE`].
+    pub heap: u64,
+    /// The router and the rank's expert slots (`local_experts` full experts, with biases).
+    pub weights: u64,
+    /// One rank's input and output rows plus its `[T][E]` f32 router probabilities.
+    pub activations: u64,
+}
+
+impl MemoryEstimate {
+    /// `heap + weights + activations`.
+    pub fn total(&self) -> u64 {
+        self.heap.saturating_add(self.weights).saturating_add(self.activations)
+    }
+}
+
+impl MoeConfig {
+    /// Checks every field; the error names the first offending one.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let nonzero = [
+            ("world", self.world),
+            ("hidden", self.hidden),
+            ("inter", self.inter),
+            ("experts", self.experts),
+            ("top_k", self.top_k),
+        ];
+        for (field, v) in nonzero {
+            if v == 0 {
+                return Err(invalid(field, "must be > 0"));
+            }
+        }
+        if self.world > u16::MAX as u32 {
+            return Err(invalid("world", format!("{} exceeds the 65535 ranks", self.world)));
+        }
+        if self.top_k > self.experts {
+            return Err(invalid(
+                "top_k",
+                format!("{} exceeds the number of experts ({})", self.top_k, self.experts),
+            ));
+        }
+        for (field, v) in [("hidden", self.hidden), ("inter", self.inter)] {
+            if v % SIZE_MULTIPLE != 0 {
+                return Err(invalid(field, format!("{v} is not a multiple of {SIZE_MULTIPLE}")));
+            }
+        }
+        match self.capacity {
+            CapacityPolicy::Factor(f) if !(f.is_finite() && f > 0.0) => {
+                return Err(invalid("capacity", format!("factor {f} must be finite and > 0")));
+            }
+            CapacityPolicy::Factor(_) | CapacityPolicy::Dropless => {}
+        }
+        self.check_placement()?;
+        let memory = self.memory_estimate()?;
+        if memory.total() > self.memory_limit {
+            return Err(invalid(
+                "memory_limit",
+                format!(
+                    "needs {} per rank (heap {}, weights {}, activations {}), limit is {}",
+                    gib(memory.total()),
+                    gib(memory.heap),
+                    gib(memory.weights),
+                    gib(memory.activations),
+                    gib(self.memory_limit)
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Which rank owns each expert. Errors only for a malformed placement table (checked
+    /// again by [`MoeConfig::validate`]).
+    pub fn expert_map(&self) -> Result<ExpertMap, ConfigError> {
+        self.check_placement()?;
+        let per_rank = self.experts.div_ceil(self.world);
+        let mut by_rank = vec![Vec::new(); self.world as usize];
+        let mut owners = Vec::with_capacity(self.experts as usize);
+        for e in 0..self.experts {
+            let r = match &self.placement {
+                Placement::Contiguous => e / per_rank,
+                Placement::Table(table) => table[e as usize],
+            };
+            let list: &mut Vec<u32> = &mut by_rank[r as usize];
+            owners.push((r, list.len() as u32));
+            list.push(e);
+        }
+        Ok(ExpertMap { owners, by_rank })
+    }
+
+    /// A non-empty world, and a placement table with one in-range rank per expert.
+    fn check_placement(&self) -> Result<(), ConfigError> {
+        if self.world == 0 {
+            return Err(invalid("world", "must be > 0"));
+        }
+        let Placement::Table(table) = &self.placement else { return Ok(()) };
+        if table.len() != self.experts as usize {
+            return Err(invalid(
+                "placement",
+                format!(
+                    "table has {} entries but there are {} experts (one owner per expert)",
+                    table.len(),
+                    self.experts
+                ),
+            ));
+        }
+        match table.iter().enumerate().find(|&(_, &r)| r >= self.world) {
+            Some((e, r)) => Err(invalid(
+                "placement",
+                format!("expert {e} is placed on rank {r}, but world is {}", self.world),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// Row capacity of one `(source rank, expert)` packet: `Factor(f)` gives
+    /// `ceil(f * (T * k) / E)` evaluated in `f64` in that order, clamped to `T`; `Dropless`
+    /// gives `T`.
+    pub fn capacity_rows(&self) -> u32 {
+        let t = self.tokens_per_rank;
+        match self.capacity {
+            CapacityPolicy::Dropless => t,
+            CapacityPolicy::Factor(f) => {
+                let rows = (f * (t as f64 * self.top_k as f64) / self.experts as f64).ceil();
+                // A float-to-int `as` saturates (NaN -> 0); validate() rejects such factors.
+                (rows as u32).min(t)
+            }
+        }
+    }
+
+    /// The protocol geometry of this config for `tile`: validates the config, then checks
+    /// that the tile fits it (errors name the tile field, e.g. `tile.bn`).
+    pub fn geometry(&self, tile: TileShape) -> Result<Geometry, ConfigError> {
+        self.validate()?;
+        let g = self.geometry_unchecked(tile)?;
+        g.validate()?;
+        Ok(g)
+    }
+
+    fn geometry_unchecked(&self, tile: TileShape) -> Result<Geometry, ConfigError> {
+        Ok(Geometry {
+            world: self.world,
+            local_experts: self.expert_map()?.local_experts(),
+            tokens: self.tokens_per_rank,
+            capacity: self.capacity_rows(),
+            hidden: self.hidden,
+            inter: self.inter,
+            elem_bytes: self.dtype.elem_bytes(),
+            tile,
+        })
+    }
+
+    /// Per-rank device memory: the heap from the proto layout at [`NOMINAL_TILE`], the router
+    /// plus `local_experts` experts' weights, and one rank's activations. Errors for a config
+    /// whose shapes or placement are malformed or whose sizes overflow `u64`.
+    pub fn memory_estimate(&self) -> Result<MemoryEstimate, ConfigError> {
+        let g = self.geometry_unchecked(NOMINAL_TILE)?;
+        let heap = HeapLayout::new(g)?.total_bytes();
+        let overflow = || invalid("memory_limit", "the memory estimate overflows u64");
+        let mul =
+            |xs: &[u64]| xs.iter().try_fold(1u64, |a, &x| a.checked_mul(x)).ok_or_else(overflow);
+        let (h, i, e, t) = (
+            self.hidden as u64,
+            self.inter as u64,
+            self.experts as u64,
+            self.tokens_per_rank as u64,
+        );
+        let eb = self.dtype.elem_bytes() as u64;
+        let matrices = if self.activation.is_gated() { 3 } else { 2 };
+        let biases = match (self.bias, self.activation.is_gated()) {
+            (false, _) => 0,
+            (true, false) => i + h,
+            (true, true) => 2 * i + h,
+        };
+        let per_expert = mul(&[matrices, h, i])?.checked_add(biases).ok_or_else(overflow)?;
+        let weights = mul(&[g.local_experts as u64, per_expert, eb])?
+            .checked_add(mul(&[e, h, eb])?)
+            .ok_or_else(overflow)?;
+        let activations =
+            mul(&[2, t, h, eb])?.checked_add(mul(&[t, e, 4])?).ok_or_else(overflow)?;
+        Ok(MemoryEstimate { heap, weights, activations })
+    }
+}
+
+fn gib(bytes: u64) -> String {
+    format!("{:.2} GiB", bytes as f64 / (1u64 << 30) as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field_of(c: &MoeConfig) -> &'static str {
+        match c.validate() {
+            Err(ConfigError::Invalid { field, .. }) => field,
+            Ok(()) => "ok",
+        }
+    }
+
+    #[test]
+    fn default_is_valid() {
+        assert_eq!(MoeConfig::default().validate(), Ok(()));
+    }
+
+    #[test]
+    fn each_invalid_field_is_named() {
+        let base = MoeConfig::default();
+        let cases: Vec<(MoeConfig, &str)> = vec![
+            (MoeConfig { world: 0, ..base.clone() }, "world"),
+            (MoeConfig { world: 70_000, ..base.clone() }, "world"),
+            (MoeConfig { hidden: 0, ..base.clone() }, "hidden"),
+            (MoeConfig { inter: 0, ..base.clone() }, "inter"),
+            (MoeConfig { experts: 0, ..base.clone() }, "experts"),
+            (MoeConfig { top_k: 0, ..base.clone() }, "top_k"),
+            (MoeConfig { top_k: 9, ..base.clone() }, "top_k"),
+            (MoeConfig { hidden: 96, ..base.clone() }, "hidden"),
+            (MoeConfig { inter: 200, ..base.clone() }, "inter"),
+            (MoeConfig { capacity: CapacityPolicy::Factor(0.0), ..base.clone() }, "capacity"),
+            (MoeConfig { capacity: CapacityPolicy::Factor(-1.0), ..base.clone() }, "capacity"),
+            (MoeConfig { capacity: CapacityPolicy::Factor(f64::NAN), ..base.clone() }, "capacity"),
+            (
+                MoeConfig { capacity: CapacityPolicy::Factor(f64::INFINITY), ..base.clone() },
+                "capacity",
+            ),
+            (MoeConfig { placement: Placement::Table(vec![0; 7]), ..base.clone() }, "placement"),
+            (MoeConfig { placement: Placement::Table(vec![0; 9]), ..base.clone() }, "placement"),
+            (
+                MoeConfig {
+                    placement: Placement::Table(vec![0, 1, 2, 0, 1, 0, 1, 0]),
+                    ..base.clone()
+                },
+                "placement",
+            ),
+            (MoeConfig { memory_limit: 1 << 20, ..base.clone() }, "memory_limit"),
+        ];
+        for (c, field) in cases {
+            assert_eq!(field_of(&c), field, "{c:?}");
+        }
+        // Zero tokens is a valid (idle) rank.
+        assert_eq!(field_of(&MoeConfig { tokens_per_rank: 0, ..base }), "ok");
+    }
+
+    #[test]
+    fn huge_shapes_exceed_the_memory_limit_without_overflowing() {
+        let c = MoeConfig {
+            world: 1,
+            tokens_per_rank: u32::MAX,
+            hidden: 1 << 30,
+            inter: 1 << 30,
+            experts: 1 << 20,
+            ..MoeConfig::default()
+        };
+        assert!(matches!(c.validate(), Err(ConfigError::Invalid { field, .. })
+            if field == "memory_limit" || field == "geometry"));
+    }
+
+    #[test]
+    fn contiguous_placement() {
+        // E = 10, P = 4: ceil(10/4) = 3 per rank -> [0,1,2] [3,4,5] [6,7,8] [9].
+        let c = MoeConfig { world: 4, experts: 10, ..MoeConfig::default() };
+        let m = c.expert_map().unwrap();
+        assert_eq!(m.experts_of(0), &[0, 1, 2]);
+        assert_eq!(m.experts_of(3), &[9]);
+        assert_eq!(m.owner(7), (2, 1));
+        assert_eq!(m.local_experts(), 3);
+        assert_eq!(m.global(3, 0), Some(9));
+        assert_eq!(m.global(3, 1), None);
+        // E = 9, P = 4: c = 3 -> rank 3 owns nothing.
+        let c = MoeConfig { world: 4, experts: 9, ..MoeConfig::default() };
+        assert!(c.expert_map().unwrap().experts_of(3).is_empty());
+    }
+
+    #[test]
+    fn table_placement_uses_ascending_local_order() {
+        let c = MoeConfig {
+            world: 2,
+            experts: 5,
+            placement: Placement::Table(vec![1, 0, 1, 1, 0]),
+            ..MoeConfig::default()
+        };
+        let m = c.expert_map().unwrap();
+        assert_eq!(m.experts_of(0), &[1, 4]);
+        assert_eq!(m.experts_of(1), &[0, 2, 3]);
+        assert_eq!(m.owner(3), (1, 2));
+        assert_eq!(m.owner(4), (0, 1));
+        assert_eq!(m.local_experts(), 3);
+    }
+
+    #[test]
+    fn capacity_rows() {
+        let c = |t, k, e, f| MoeConfig {
+            tokens_per_rank: t,
+            top_k: k,
+            experts: e,
+            capacity: CapacityPolicy::Factor(f),
+            ..MoeConfig::default()
+        };
+        assert_eq!(c(64, 2, 8, 1.0).capacity_rows(), 16);
+        assert_eq!(c(10, 2, 8, 1.0).capacity_rows(), 3); // ceil(2.5)
+        assert_eq!(c(10, 1, 8, 1.25).capacity_rows(), 2); // ceil(1.5625)
+        assert_eq!(c(10, 2, 8, 100.0).capacity_rows(), 10); // clamped to T
+        assert_eq!(c(0, 2, 8, 1.0).capacity_rows(), 0);
+        let d = MoeConfig { capacity: CapacityPolicy::Dropless, ..c(37, 2, 8, 1.0) };
+        assert_eq!(d.capacity_rows(), 37);
+    }
+
+    #[test]
+    fn geometry_follows_the_config() {
+        let c = MoeConfig { world: 3, experts: 8, ..MoeConfig::default() };
+        let tile = TileShape { bm: 16, bn: 32, bk: 32 };
+        let g = c.geometry(tile).unwrap();
+        assert_eq!(
+            g,
+            Geometry {
+                world: 3,
+                local_experts: 3,
+                tokens: 64,
+                capacity: 16,
+                hidden: 256,
+                inter: 512,
+                elem_bytes: 2,
+                tile
+            }
+        );
+        let bad = c.geometry(TileShape { bm: 16, bn: 48, bk: 32 });
+        assert!(matches!(bad, Err(ConfigError::Invalid { field: "tile.bn", .. })));
+        let invalid_config = MoeConfig { top_k: 0, ..c };
+        assert!(matches!(
+            invalid_config.geometry(tile),
+            Err(ConfigError::Invalid { field: "top_k", .. })
+        ));
+    }
+
+    #[test]
+    fn memory_estimate_counts_local_experts_only() {
+        let c = MoeConfig { world: 4, experts: 8, bias: true, ..MoeConfig::default() };
+        let m = c.memory_estimate().unwrap();
+        // 2 local experts * (2 * 256 * 512 + 512 + 256) * 2 B + router 8 * 256 * 2 B.
+        assert_eq!(m.weights, 2 * (2 * 256 * 512 + 768) * 2 + 8 * 256 * 2);
+        assert_eq!(m.activations, 2 * 64 * 256 * 2 + 64 * 8 * 4);
+        assert!(m.heap > 0 && m.total() == m.heap + m.weights + m.activations);
+    }
 }

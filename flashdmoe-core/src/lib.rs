@@ -7,6 +7,9 @@
 //! * [`oracle`]: the CPU reference forward in f64 accumulation, sampled-row verification and the
 //!   comparison report.
 //! * [`weights`]: seeded input/weight generators and safetensors load/save.
+//! * [`dtype`]: element types, rounding to them, verification tolerances.
+//! * [`rng`]: the splitmix64 streams behind the seeded generators (shared with the PyTorch
+//!   baselines).
 //! * [`backend`]: the [`Backend`] trait every backend implements, and its output types.
 //! * [`runtime`]: the scheduler / subscriber / processor state machines shared by the
 //!   simulator (threads) and mirrored by the CUDA kernel, over the [`sync`] facade.
@@ -24,6 +27,9 @@
 
 pub mod backend;
 pub mod config;
+pub mod dtype;
+mod parallel;
+pub mod rng;
 pub mod routing;
 pub mod trace;
 pub mod weights;
@@ -32,7 +38,9 @@ pub use backend::{
     Backend, BackendError, ForwardOptions, ForwardOutput, Layer, RankOutput, RankStats,
     TimeoutReport,
 };
-pub use config::{Activation, CapacityPolicy, ConfigError, DType, MoeConfig, Placement};
-pub use routing::RankRouting;
+pub use config::{
+    Activation, CapacityPolicy, ConfigError, DType, ExpertMap, MemoryEstimate, MoeConfig, Placement,
+};
+pub use routing::{RankRouting, RoutingError, route};
 pub use trace::TraceEvent;
-pub use weights::LayerWeights;
+pub use weights::{LayerWeights, WeightsError, generate_input};

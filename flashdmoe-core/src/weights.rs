@@ -1,4 +1,42 @@
-//! Layer weights and inputs: seeded generators and safetensors I/O.
+//! Layer weights and inputs: seeded generators, shape checks and safetensors I/O.
+//!
+//! Invariant: a [`LayerWeights`] accepted by [`LayerWeights::check`] for a config has exactly
+//! the tensors that config needs (gate only for SwiGLU, biases only with `bias`), each of the
+//! documented shape, holding finite values exactly representable in the config's dtype.
+//!
+//! The generators follow the team's seeded scheme (see [`crate::rng`]), so the PyTorch
+//! baselines regenerate the same numbers: tensor ids [`ids`], scales `1/sqrt(H)` for the router
+//! and the up/gate projections, `1/sqrt(I)` for the down projection, `0.1` for biases, `1` for
+//! inputs.
+
+use thiserror::Error;
+
+use crate::backend::BackendError;
+use crate::config::{ConfigError, MoeConfig};
+use crate::rng;
+
+/// Tensor ids of the seeded generator.
+pub mod ids {
+    /// Router `[E][H]`.
+    pub const ROUTER: u64 = 1;
+    /// Up projection `[E][I][H]`.
+    pub const UP: u64 = 2;
+    /// Gate projection `[E][I][H]`.
+    pub const GATE: u64 = 3;
+    /// Down projection `[E][H][I]`.
+    pub const DOWN: u64 = 4;
+    /// Up bias `[E][I]`.
+    pub const UP_BIAS: u64 = 5;
+    /// Gate bias `[E][I]`.
+    pub const GATE_BIAS: u64 = 6;
+    /// Down bias `[E][H]`.
+    pub const DOWN_BIAS: u64 = 7;
+    /// Input of rank `r` is `INPUT + r`.
+    pub const INPUT: u64 = 1000;
+}
+
+/// Scale of generated biases.
+pub const BIAS_SCALE: f32 = 0.1;
 
 /// All weights of one MoE layer, host `f32` values exactly representable in the config dtype.
 /// Matrices are row-major in PyTorch `nn.Linear` layout (`[out_features][in_features]`).
@@ -18,4 +56,270 @@ pub struct LayerWeights {
     pub gate_bias: Option<Vec<f32>>,
     /// Down bias `[experts][hidden]`, when the config has biases.
     pub down_bias: Option<Vec<f32>>,
+}
+
+/// Why weights do not fit a config, or could not be read or written.
+#[derive(Clone, Debug, PartialEq, Error)]
+#[non_exhaustive]
+pub enum WeightsError {
+    /// The config is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A tensor the config needs is absent.
+    #[error("missing tensor {tensor}")]
+    Missing {
+        /// The tensor's name.
+        tensor: String,
+    },
+    /// A tensor is present that the config does not use.
+    #[error("unexpected tensor {tensor}: {reason}")]
+    Unexpected {
+        /// The tensor's name.
+        tensor: String,
+        /// Why it does not belong.
+        reason: String,
+    },
+    /// A tensor has the wrong shape.
+    #[error("tensor {tensor} has shape {found:?}, expected {expected:?}")]
+    Shape {
+        /// The tensor's name.
+        tensor: String,
+        /// The shape the config dictates.
+        expected: Vec<usize>,
+        /// The shape found.
+        found: Vec<usize>,
+    },
+    /// A value is not finite or not representable in the config's dtype.
+    #[error("tensor {tensor}[{index}] = {value} is not a finite {dtype} value")]
+    Value {
+        /// The tensor's name.
+        tensor: String,
+        /// Flat element index.
+        index: usize,
+        /// The offending value.
+        value: f32,
+        /// The config's dtype name.
+        dtype: &'static str,
+    },
+}
+
+impl From<WeightsError> for BackendError {
+    fn from(e: WeightsError) -> BackendError {
+        match e {
+            WeightsError::Config(c) => BackendError::Config(c),
+            other => BackendError::InvalidInput { what: "weights", reason: other.to_string() },
+        }
+    }
+}
+
+/// One tensor a config needs: name (as in [`LayerWeights`]), generator id, shape, scale.
+struct Spec {
+    name: &'static str,
+    id: u64,
+    shape: Vec<usize>,
+    scale: f32,
+}
+
+/// The tensors `config` needs, in field order of [`LayerWeights`].
+fn specs(config: &MoeConfig) -> Vec<Spec> {
+    let (h, i, e) = (config.hidden as usize, config.inter as usize, config.experts as usize);
+    let (sh, si) = (1.0 / (h as f32).sqrt(), 1.0 / (i as f32).sqrt());
+    let (gated, bias) = (config.activation.is_gated(), config.bias);
+    let spec = |name, id, shape, scale| Spec { name, id, shape, scale };
+    let mut out =
+        vec![spec("router", ids::ROUTER, vec![e, h], sh), spec("up", ids::UP, vec![e, i, h], sh)];
+    if gated {
+        out.push(spec("gate", ids::GATE, vec![e, i, h], sh));
+    }
+    out.push(spec("down", ids::DOWN, vec![e, h, i], si));
+    if bias {
+        out.push(spec("up_bias", ids::UP_BIAS, vec![e, i], BIAS_SCALE));
+        if gated {
+            out.push(spec("gate_bias", ids::GATE_BIAS, vec![e, i], BIAS_SCALE));
+        }
+        out.push(spec("down_bias", ids::DOWN_BIAS, vec![e, h], BIAS_SCALE));
+    }
+    out
+}
+
+impl LayerWeights {
+    /// The seeded weights of `config` under `seed` (module doc; shared with the baselines).
+    pub fn generate(config: &MoeConfig, seed: u64) -> Result<LayerWeights, ConfigError> {
+        config.validate()?;
+        let mut w = LayerWeights {
+            router: Vec::new(),
+            up: Vec::new(),
+            gate: None,
+            down: Vec::new(),
+            up_bias: None,
+            gate_bias: None,
+            down_bias: None,
+        };
+        for s in specs(config) {
+            let len = s.shape.iter().product();
+            let values = rng::tensor(seed, s.id, len, s.scale, config.dtype);
+            w.set(s.name, values);
+        }
+        Ok(w)
+    }
+
+    /// The tensor named `name` (a [`LayerWeights`] field name), if present.
+    pub fn tensor(&self, name: &str) -> Option<&[f32]> {
+        match name {
+            "router" => Some(&self.router),
+            "up" => Some(&self.up),
+            "gate" => self.gate.as_deref(),
+            "down" => Some(&self.down),
+            "up_bias" => self.up_bias.as_deref(),
+            "gate_bias" => self.gate_bias.as_deref(),
+            "down_bias" => self.down_bias.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// Stores `values` as the tensor `name` (one of [`specs`]' names).
+    fn set(&mut self, name: &str, values: Vec<f32>) {
+        match name {
+            "router" => self.router = values,
+            "up" => self.up = values,
+            "gate" => self.gate = Some(values),
+            "down" => self.down = values,
+            "up_bias" => self.up_bias = Some(values),
+            "gate_bias" => self.gate_bias = Some(values),
+            "down_bias" => self.down_bias = Some(values),
+            _ => unreachable!("specs() only names LayerWeights fields"),
+        }
+    }
+
+    /// Checks that these weights fit `config` (module invariant): the right tensors, shapes,
+    /// and finite values representable in the dtype.
+    pub fn check(&self, config: &MoeConfig) -> Result<(), WeightsError> {
+        config.validate()?;
+        let needed = specs(config);
+        for name in ["gate", "up_bias", "gate_bias", "down_bias"] {
+            if self.tensor(name).is_some() && !needed.iter().any(|s| s.name == name) {
+                let reason = if name == "gate" {
+                    format!("the {:?} activation has no gate projection", config.activation)
+                } else if name == "gate_bias" && config.bias {
+                    "only SwiGLU experts have a gate bias".to_owned()
+                } else {
+                    "the config has no biases".to_owned()
+                };
+                return Err(WeightsError::Unexpected { tensor: name.to_owned(), reason });
+            }
+        }
+        for s in &needed {
+            let values = self
+                .tensor(s.name)
+                .ok_or_else(|| WeightsError::Missing { tensor: s.name.to_owned() })?;
+            let len: usize = s.shape.iter().product();
+            if values.len() != len {
+                return Err(WeightsError::Shape {
+                    tensor: s.name.to_owned(),
+                    expected: s.shape.clone(),
+                    found: vec![values.len()],
+                });
+            }
+            check_values(s.name, values, config)?;
+        }
+        Ok(())
+    }
+}
+
+/// Every value of tensor `name` is finite and representable in the config's dtype.
+fn check_values(name: &str, values: &[f32], config: &MoeConfig) -> Result<(), WeightsError> {
+    let dtype = config.dtype;
+    match values.iter().position(|&v| !(v.is_finite() && dtype.is_representable(v))) {
+        None => Ok(()),
+        Some(index) => Err(WeightsError::Value {
+            tensor: name.to_owned(),
+            index,
+            value: values[index],
+            dtype: dtype.name(),
+        }),
+    }
+}
+
+/// The seeded input of `rank` (`[tokens_per_rank][hidden]`, scale 1) under `seed`.
+pub fn generate_input(config: &MoeConfig, rank: u32, seed: u64) -> Result<Vec<f32>, ConfigError> {
+    config.validate()?;
+    if rank >= config.world {
+        return Err(ConfigError::Invalid {
+            field: "world",
+            reason: format!("rank {rank} does not exist in a world of {}", config.world),
+        });
+    }
+    let len = config.tokens_per_rank as usize * config.hidden as usize;
+    Ok(rng::tensor(seed, ids::INPUT + rank as u64, len, 1.0, config.dtype))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Activation;
+    use crate::dtype::DType;
+    use crate::rng::SplitMix64;
+
+    fn swiglu_bias() -> MoeConfig {
+        MoeConfig {
+            hidden: 64,
+            inter: 128,
+            experts: 3,
+            activation: Activation::SiluGated,
+            bias: true,
+            ..MoeConfig::default()
+        }
+    }
+
+    #[test]
+    fn generated_tensors_follow_the_shared_scheme() {
+        let c = swiglu_bias();
+        let w = LayerWeights::generate(&c, 9).unwrap();
+        assert_eq!(w.check(&c), Ok(()));
+        // The first down weight: seed 9, id 4, scale 1/sqrt(128), rounded to bf16.
+        let mut r = SplitMix64::for_tensor(9, ids::DOWN);
+        let expect = DType::Bf16.round((2.0 * r.next_unit() - 1.0) / 128f32.sqrt());
+        assert_eq!(w.down[0], expect);
+        assert_eq!(w.gate.as_ref().unwrap().len(), 3 * 128 * 64);
+        assert_eq!(w.gate_bias.as_ref().unwrap().len(), 3 * 128);
+        assert_eq!(w.down_bias.as_ref().unwrap().len(), 3 * 64);
+        assert!(w.up_bias.as_ref().unwrap().iter().all(|v| v.abs() <= 0.1));
+        // Inputs: id 1000 + rank.
+        let x = generate_input(&c, 1, 9).unwrap();
+        let mut r = SplitMix64::for_tensor(9, 1001);
+        assert_eq!(x[0], DType::Bf16.round(2.0 * r.next_unit() - 1.0));
+        assert_eq!(x.len(), 64 * 64);
+        assert!(generate_input(&c, 2, 9).is_err());
+        // Relu without biases has only router, up and down.
+        let plain = MoeConfig { activation: Activation::Relu, bias: false, ..c };
+        let w = LayerWeights::generate(&plain, 9).unwrap();
+        assert!(w.gate.is_none() && w.up_bias.is_none() && w.down_bias.is_none());
+    }
+
+    #[test]
+    fn check_rejects_what_does_not_fit() {
+        let c = swiglu_bias();
+        let good = LayerWeights::generate(&c, 1).unwrap();
+        let relu = MoeConfig { activation: Activation::Relu, ..c.clone() };
+        assert!(
+            matches!(good.check(&relu), Err(WeightsError::Unexpected { tensor, .. }) if tensor == "gate")
+        );
+        let no_bias = MoeConfig { bias: false, ..c.clone() };
+        assert!(
+            matches!(good.check(&no_bias), Err(WeightsError::Unexpected { tensor, .. }) if tensor == "up_bias")
+        );
+
+        let mut w = good.clone();
+        w.gate = None;
+        assert_eq!(w.check(&c), Err(WeightsError::Missing { tensor: "gate".into() }));
+        let mut w = good.clone();
+        w.down.pop();
+        assert!(matches!(w.check(&c), Err(WeightsError::Shape { tensor, .. }) if tensor == "down"));
+        let mut w = good.clone();
+        w.router[5] = 0.1; // not a bf16 value
+        assert!(matches!(w.check(&c), Err(WeightsError::Value { index: 5, .. })));
+        let mut w = good;
+        w.up[0] = f32::NAN;
+        assert!(matches!(w.check(&c), Err(WeightsError::Value { index: 0, .. })));
+    }
 }
