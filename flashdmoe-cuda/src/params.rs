@@ -1,0 +1,270 @@
+//! The persistent kernel's launch parameters, diagnostics and trace records, as `#[repr(C)]`
+//! Rust structs, plus the generated C header (`fdm_params.h`) that mirrors them.
+//!
+//! Invariant: the C side is *generated* from the field tables below and carries a
+//! `static_assert` on every size and field offset, so a drift between Rust and CUDA is a JIT
+//! compile error, never a silent misread.
+
+use std::fmt::Write;
+use std::mem::{offset_of, size_of};
+
+use flashdmoe_proto::LayoutParams;
+
+/// Most ranks a world may have (size of the peer heap table in the parameters).
+pub const MAX_RANKS: usize = 64;
+
+/// Roles named in the kernel's diagnostics (`fdm_diag::role`).
+pub const ROLES: [(&str, &str); 4] = [
+    ("FDM_ROLE_SCHEDULER", "scheduler"),
+    ("FDM_ROLE_DISPATCH_SUBSCRIBER", "dispatch subscriber"),
+    ("FDM_ROLE_RETURN_SUBSCRIBER", "return subscriber"),
+    ("FDM_ROLE_PROCESSOR", "processor"),
+];
+
+/// What a role waited for (`fdm_diag::what`).
+pub const WAITS: [(&str, &str); 7] = [
+    ("FDM_WAIT_DISPATCH_SIGNAL", "dispatch signal"),
+    ("FDM_WAIT_RETURN_SIGNAL", "return signal"),
+    ("FDM_WAIT_TASK_READY", "task ready flag"),
+    ("FDM_WAIT_PROCESSOR", "a free processor"),
+    ("FDM_WAIT_COMPLETION", "task completions"),
+    ("FDM_WAIT_DOORBELL", "doorbell"),
+    ("FDM_WAIT_CORRUPT_SIGNAL", "a valid signal (corrupt payload seen)"),
+];
+
+/// Index of `FDM_WAIT_CORRUPT_SIGNAL` in [`WAITS`].
+pub const WAIT_CORRUPT_SIGNAL: u32 = 6;
+
+/// The kernel's first-failure record (`fdm_diag`); all zero when the forward succeeded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct Diag {
+    /// 0 = ok, 1 = a role gave up.
+    pub status: u32,
+    /// Raised by the first failure; every spin-wait checks it and exits.
+    pub abort: u32,
+    /// Global rank of the role that gave up.
+    pub rank: u32,
+    /// Index into [`ROLES`].
+    pub role: u32,
+    /// Index into [`WAITS`].
+    pub what: u32,
+    /// Which signal / task / processor (meaning depends on `what`).
+    pub index: u32,
+    /// The epoch the role expected.
+    pub expected_epoch: u32,
+    /// Padding.
+    pub pad: u32,
+    /// The value last seen.
+    pub seen: u64,
+}
+
+/// One executed task (`fdm_trace_record`), indexed by task slot.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct TraceRecord {
+    /// `%globaltimer` at task start, ns.
+    pub start_ns: u64,
+    /// `%globaltimer` at task end, ns.
+    pub end_ns: u64,
+    /// Processor index within the rank.
+    pub processor: u32,
+    /// Task slot.
+    pub task: u32,
+}
+
+/// Byte offsets of the per-rank scratch arrays (`fdm_scratch_layout`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct ScratchLayout {
+    /// `f32 [T][E]` router logits.
+    pub logits: u64,
+    /// `u32 [T][k]` chosen experts.
+    pub topk_expert: u64,
+    /// `f32 [T][k]` combine weights.
+    pub topk_weight: u64,
+    /// `u32 [T][k]` row of each slot in its packet, or `u32::MAX` if dropped.
+    pub slot_row: u64,
+    /// `u32 [chunks][E]` routed pairs per 256-token chunk and expert.
+    pub chunk_counts: u64,
+    /// `u32 [E][capacity]` kept tokens per expert, ascending.
+    pub expert_tokens: u64,
+    /// `u32 [E]` rows sent to each expert.
+    pub packet_rows: u64,
+    /// `fdm_task [max_tasks]` the task queue.
+    pub tasks: u64,
+    /// `u32 [max_tasks]` ready flags (= epoch when published).
+    pub task_ready: u64,
+    /// `fdm_trace_record [max_tasks]`.
+    pub trace: u64,
+    /// `u32 [processors][2]` doorbell slots.
+    pub mailbox: u64,
+    /// `u32 [processors]` tasks assigned per processor.
+    pub assigned: u64,
+    /// `u32 [processors]` tasks completed per processor.
+    pub completed: u64,
+    /// `u32 [16]` control words (task tail, kernel start time).
+    pub control: u64,
+}
+
+/// The kernel's single by-value parameter (`fdm_params`), passed as `__grid_constant__`.
+#[derive(Clone, Copy, Debug)]
+#[repr(C)]
+pub struct KernelParams {
+    /// The symmetric heap layout.
+    pub layout: LayoutParams,
+    /// Per-rank scratch layout.
+    pub scratch_layout: ScratchLayout,
+    /// Device address of every rank's heap (peer table), indexed by global rank.
+    pub heaps: [u64; MAX_RANKS],
+    /// `[local ranks][T][H]` inputs.
+    pub x: u64,
+    /// `[local ranks][T][H]` outputs.
+    pub y: u64,
+    /// `[E][H]` router.
+    pub router: u64,
+    /// `[E][I][H]` up projections.
+    pub w_up: u64,
+    /// `[E][I][H]` gate projections (SwiGLU) or 0.
+    pub w_gate: u64,
+    /// `[E][H][I]` down projections.
+    pub w_down: u64,
+    /// `[E][I]` up bias or 0.
+    pub b_up: u64,
+    /// `[E][I]` gate bias or 0.
+    pub b_gate: u64,
+    /// `[E][H]` down bias or 0.
+    pub b_down: u64,
+    /// `u32 [E]` owner rank of each expert.
+    pub expert_owner: u64,
+    /// `u32 [E]` local index of each expert on its owner.
+    pub expert_local: u64,
+    /// `u32 [world][local_experts]` global expert of each slot.
+    pub local_to_global: u64,
+    /// `u32 [world]` experts owned by each rank.
+    pub local_experts_of: u64,
+    /// Scratch of local rank 0; rank `i`'s is at `scratch + i * scratch_bytes`.
+    pub scratch: u64,
+    /// Bytes of one rank's scratch.
+    pub scratch_bytes: u64,
+    /// `fdm_diag` of this device.
+    pub diag: u64,
+    /// Deadline of every spin-wait, ns without progress.
+    pub timeout_ns: u64,
+    /// Epoch of this forward.
+    pub epoch: u32,
+    /// Global rank of this device's first rank.
+    pub first_rank: u32,
+    /// Ranks on this device (virtual ranks).
+    pub local_ranks: u32,
+    /// Blocks per rank partition (1 OS block + processors).
+    pub blocks_per_rank: u32,
+    /// Record per-task trace records.
+    pub trace: u32,
+    /// Padding.
+    pub pad: u32,
+}
+
+// SAFETY: every field is a plain integer (or an array/struct of them) with no padding bytes
+// beyond the explicit `pad` fields, so any bit pattern is valid and the bytes can be copied.
+unsafe impl cudarc::driver::DeviceRepr for KernelParams {}
+
+macro_rules! fields {
+    ($ty:ty: $($field:ident: $cty:expr),* $(,)?) => {
+        &[$((stringify!($field), $cty, offset_of!($ty, $field))),*]
+    };
+}
+
+type Field = (&'static str, &'static str, usize);
+
+const DIAG_FIELDS: &[Field] = fields!(Diag:
+    status: "unsigned int", abort: "unsigned int", rank: "unsigned int", role: "unsigned int",
+    what: "unsigned int", index: "unsigned int", expected_epoch: "unsigned int", pad: "unsigned int",
+    seen: "unsigned long long");
+
+const TRACE_FIELDS: &[Field] = fields!(TraceRecord:
+    start_ns: "unsigned long long", end_ns: "unsigned long long", processor: "unsigned int",
+    task: "unsigned int");
+
+const SCRATCH_FIELDS: &[Field] = fields!(ScratchLayout:
+    logits: "unsigned long long", topk_expert: "unsigned long long", topk_weight: "unsigned long long",
+    slot_row: "unsigned long long", chunk_counts: "unsigned long long", expert_tokens: "unsigned long long",
+    packet_rows: "unsigned long long", tasks: "unsigned long long", task_ready: "unsigned long long",
+    trace: "unsigned long long", mailbox: "unsigned long long", assigned: "unsigned long long",
+    completed: "unsigned long long", control: "unsigned long long");
+
+const PARAM_FIELDS: &[Field] = fields!(KernelParams:
+    layout: "fdm_layout", scratch_layout: "fdm_scratch_layout", heaps: "unsigned long long@[FDM_MAX_RANKS]",
+    x: "const void*", y: "void*", router: "const void*", w_up: "const void*", w_gate: "const void*",
+    w_down: "const void*", b_up: "const void*", b_gate: "const void*", b_down: "const void*",
+    expert_owner: "const unsigned int*", expert_local: "const unsigned int*",
+    local_to_global: "const unsigned int*", local_experts_of: "const unsigned int*",
+    scratch: "char*", scratch_bytes: "unsigned long long", diag: "fdm_diag*",
+    timeout_ns: "unsigned long long", epoch: "unsigned int", first_rank: "unsigned int",
+    local_ranks: "unsigned int", blocks_per_rank: "unsigned int", trace: "unsigned int",
+    pad: "unsigned int");
+
+fn emit_struct(out: &mut String, name: &str, fields: &[Field], size: usize) {
+    let _ = writeln!(out, "typedef struct {name} {{");
+    for (field, cty, _) in fields {
+        // "T@[N]" declares an array member `T field[N]`.
+        match cty.split_once('@') {
+            Some((ty, dims)) => {
+                let _ = writeln!(out, "    {ty} {field}{dims};");
+            }
+            None => {
+                let _ = writeln!(out, "    {cty} {field};");
+            }
+        }
+    }
+    let _ = writeln!(out, "}} {name};");
+    let _ = writeln!(out, "static_assert(sizeof({name}) == {size}, \"{name} size drifted from Rust\");");
+    for (field, _, offset) in fields {
+        let _ = writeln!(
+            out,
+            "FDM_ASSERT_OFFSET({name}, {field}, {offset});"
+        );
+    }
+    out.push('\n');
+}
+
+/// The text of `fdm_params.h` (needs `fdm_proto.h` included first).
+pub fn params_header() -> String {
+    let mut out = String::from(
+        "// fdm_params.h -- GENERATED by flashdmoe_cuda::params::params_header() at JIT time.\n\
+         #pragma once\n\n",
+    );
+    let _ = writeln!(out, "#define FDM_MAX_RANKS {MAX_RANKS}");
+    for (i, (name, _)) in ROLES.iter().enumerate() {
+        let _ = writeln!(out, "#define {name} {i}u");
+    }
+    for (i, (name, _)) in WAITS.iter().enumerate() {
+        let _ = writeln!(out, "#define {name} {i}u");
+    }
+    out.push('\n');
+    emit_struct(&mut out, "fdm_diag", DIAG_FIELDS, size_of::<Diag>());
+    emit_struct(&mut out, "fdm_trace_record", TRACE_FIELDS, size_of::<TraceRecord>());
+    emit_struct(&mut out, "fdm_scratch_layout", SCRATCH_FIELDS, size_of::<ScratchLayout>());
+    emit_struct(&mut out, "fdm_params", PARAM_FIELDS, size_of::<KernelParams>());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_declares_every_field_in_order() {
+        let h = params_header();
+        let params = h.split("typedef struct fdm_params {").nth(1).unwrap();
+        let mut last = 0;
+        for (field, _, _) in PARAM_FIELDS {
+            let pos = params.find(&format!(" {field}")).unwrap_or_else(|| panic!("{field} missing"));
+            assert!(pos >= last, "{field} out of order");
+            last = pos;
+        }
+        assert!(h.contains("unsigned long long heaps[FDM_MAX_RANKS];"));
+        assert_eq!(size_of::<Diag>(), 40);
+        assert_eq!(size_of::<TraceRecord>(), 24);
+    }
+}
