@@ -43,6 +43,18 @@ impl Activation {
     pub const fn is_gated(self) -> bool {
         matches!(self, Activation::SiluGated)
     }
+
+    /// The activated value `h` of one intermediate element, in `f64`, from its up-projection
+    /// `up` (bias included) and, for SwiGLU, its gate projection `gate` (ignored otherwise):
+    /// relu `max(up, 0)`; gelu `up * (1 + erf(up / sqrt 2)) / 2`; SwiGLU
+    /// `silu(gate) * up` with `silu(g) = g / (1 + exp(-g))`.
+    pub fn eval(self, up: f64, gate: f64) -> f64 {
+        match self {
+            Activation::Relu => up.max(0.0),
+            Activation::Gelu => 0.5 * up * (1.0 + libm::erf(up * std::f64::consts::FRAC_1_SQRT_2)),
+            Activation::SiluGated => gate / (1.0 + (-gate).exp()) * up,
+        }
+    }
 }
 
 /// How many rows a `(source rank, expert)` packet may hold.
@@ -375,6 +387,18 @@ mod tests {
             Err(ConfigError::Invalid { field, .. }) => field,
             Ok(()) => "ok",
         }
+    }
+
+    #[test]
+    fn activations_by_hand() {
+        assert_eq!(Activation::Relu.eval(-2.0, 9.0), 0.0);
+        assert_eq!(Activation::Relu.eval(1.5, 9.0), 1.5);
+        // Phi(1) = 0.841344746068543 -> gelu(1) = 0.841344746068543, gelu(-1) = -0.158655...
+        assert!((Activation::Gelu.eval(1.0, 0.0) - 0.841_344_746_068_543).abs() < 1e-15);
+        assert!((Activation::Gelu.eval(-1.0, 0.0) + 0.158_655_253_931_457).abs() < 1e-15);
+        // silu(1) = 1 / (1 + e^-1) = 0.731058578630005; times up = 2.
+        assert!((Activation::SiluGated.eval(2.0, 1.0) - 1.462_117_157_260_01).abs() < 1e-14);
+        assert_eq!(Activation::SiluGated.eval(2.0, 0.0), 0.0);
     }
 
     #[test]

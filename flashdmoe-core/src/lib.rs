@@ -28,6 +28,7 @@
 pub mod backend;
 pub mod config;
 pub mod dtype;
+pub mod oracle;
 mod parallel;
 pub mod rng;
 pub mod routing;
@@ -41,6 +42,7 @@ pub use backend::{
 pub use config::{
     Activation, CapacityPolicy, ConfigError, DType, ExpertMap, MemoryEstimate, MoeConfig, Placement,
 };
+pub use oracle::{VerifyOptions, VerifyReport, verify};
 pub use routing::{RankRouting, RoutingError, route};
 pub use trace::TraceEvent;
 pub use weights::{LayerWeights, WeightsError, generate_input};

@@ -194,6 +194,17 @@ impl LayerWeights {
     /// Checks that these weights fit `config` (module invariant): the right tensors, shapes,
     /// and finite values representable in the dtype.
     pub fn check(&self, config: &MoeConfig) -> Result<(), WeightsError> {
+        self.check_shapes(config)?;
+        for s in specs(config) {
+            let values = self.tensor(s.name).unwrap_or_default();
+            check_values(s.name, values, config)?;
+        }
+        Ok(())
+    }
+
+    /// The cheap part of [`LayerWeights::check`]: the right tensors with the right shapes
+    /// (values not inspected).
+    pub fn check_shapes(&self, config: &MoeConfig) -> Result<(), WeightsError> {
         config.validate()?;
         let needed = specs(config);
         for name in ["gate", "up_bias", "gate_bias", "down_bias"] {
@@ -208,19 +219,17 @@ impl LayerWeights {
                 return Err(WeightsError::Unexpected { tensor: name.to_owned(), reason });
             }
         }
-        for s in &needed {
+        for s in needed {
             let values = self
                 .tensor(s.name)
                 .ok_or_else(|| WeightsError::Missing { tensor: s.name.to_owned() })?;
-            let len: usize = s.shape.iter().product();
-            if values.len() != len {
+            if values.len() != s.shape.iter().product::<usize>() {
                 return Err(WeightsError::Shape {
                     tensor: s.name.to_owned(),
-                    expected: s.shape.clone(),
+                    expected: s.shape,
                     found: vec![values.len()],
                 });
             }
-            check_values(s.name, values, config)?;
         }
         Ok(())
     }
