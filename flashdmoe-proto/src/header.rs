@@ -74,10 +74,7 @@ fn emit_struct(
         "static_assert(alignof({name}) == {align}, \"{name} alignment drifted from Rust\");"
     );
     for (field, _, offset) in fields {
-        let _ = writeln!(
-            out,
-            "FDM_ASSERT_OFFSET({name}, {field}, {offset});"
-        );
+        let _ = writeln!(out, "FDM_ASSERT_OFFSET({name}, {field}, {offset});");
     }
     out.push('\n');
 }
