@@ -203,13 +203,19 @@ __device__ __forceinline__ unsigned int f32_to_tf32(unsigned int x) {
 // float (g, t) — exactly the m16n8k8 tf32 A/B fragment element. So the *same* chunk
 // addressing serves TF32 with one mma K step = 8 floats = 2 chunks; each loaded register
 // then goes through cvt.rna.tf32.f32.
-template <Mode MODE, int BM_, int BN_, int BK_, int STAGES_, int WARPS_M_, int WARPS_N_, int NB_ = 1>
+template <Mode MODE, int BM_, int BN_, int BK_, int STAGES_, int WARPS_M_, int WARPS_N_, int NB_ = 1,
+          bool FRAG_PIPE_ = (MODE == Mode::BF16 || MODE == Mode::F16)>
 struct TileGemm {
   using Elem = typename ModeTraits<MODE>::Elem;
 
   static constexpr Mode kMode = MODE;
   static constexpr int BM = BM_, BN = BN_, BK = BK_, STAGES = STAGES_;
   static constexpr int WARPS_M = WARPS_M_, WARPS_N = WARPS_N_, NB = NB_;
+  /// true: register double-buffered fragments across k-steps and k-tiles (default for
+  /// bf16/f16; faster); false: the simple loop (a k-step's fragments loaded, then its mma).
+  /// TF32 defaults to false: its cvt'd fragments make the pipelined 128x256 / dual tiles
+  /// spill. Ignored by F32Exact.
+  static constexpr bool FRAG_PIPE = FRAG_PIPE_;
   static constexpr int kThreads = WARPS_M * WARPS_N * 32;
   static constexpr int WTM = BM / WARPS_M;  // warp tile rows
   static constexpr int WTN = BN / WARPS_N;  // warp tile cols
@@ -294,6 +300,65 @@ struct TileGemm {
       // is pointed at row 0 anyway so it never leaves the caller's allocation.
       const char* src = ok ? g0 + i * step : gbase;
       ptx::cp_async_16(s0 + (unsigned int)(i * ROWS_PER_SWEEP * RB), src, ok ? 16 : 0);
+    }
+  }
+
+  // ─── fragments of one k-step (tensor-core modes) ──────────────────────────────────
+  struct Frags {
+    unsigned int a[MI][4];
+    unsigned int b[NB][NI][2];
+  };
+
+  // ldmatrix the A and B fragments of k-step ks from the stage at smem address s.
+  template <int NBU>
+  static __device__ __forceinline__ void load_frags(int tid, Frags& f, unsigned int s, int ks) {
+    const int lane = tid & 31, wm = (tid >> 5) / WARPS_N, wn = (tid >> 5) % WARPS_N;
+    const unsigned int a_off = (unsigned int)((wm * WTM + (lane & 15)) * RB) +
+                               (unsigned int)(((2 * ks) ^ ((lane >> 4) ^ (lane & 7))) << 4);
+    const unsigned int b_off = (unsigned int)((wn * WTN + (lane & 7) + ((lane >> 4) << 3)) * RB) +
+                               (unsigned int)(((2 * ks) ^ (((lane >> 3) & 1) ^ (lane & 7))) << 4);
+#pragma unroll
+    for (int mi = 0; mi < MI; ++mi) {
+      ptx::ldmatrix_x4(f.a[mi], s + a_off + mi * 16 * RB);
+      if constexpr (MODE == Mode::TF32) {
+#pragma unroll
+        for (int j = 0; j < 4; ++j) f.a[mi][j] = ptx::f32_to_tf32(f.a[mi][j]);
+      }
+    }
+#pragma unroll
+    for (int nb = 0; nb < NBU; ++nb)
+#pragma unroll
+      for (int np = 0; np < NI / 2; ++np) {
+        unsigned int r[4];
+        ptx::ldmatrix_x4(r, s + kATileBytes + nb * kBTileBytes + b_off + np * 16 * RB);
+        if constexpr (MODE == Mode::TF32) {
+#pragma unroll
+          for (int j = 0; j < 4; ++j) r[j] = ptx::f32_to_tf32(r[j]);
+        }
+        f.b[nb][2 * np][0] = r[0];
+        f.b[nb][2 * np][1] = r[1];
+        f.b[nb][2 * np + 1][0] = r[2];
+        f.b[nb][2 * np + 1][1] = r[3];
+      }
+  }
+
+  template <int NBU>
+  static __device__ __forceinline__ void mma_frags(const Frags& f, Accum& acc0, Accum& acc1) {
+#pragma unroll
+    for (int nb = 0; nb < NBU; ++nb) {
+      Accum& acc = nb == 0 ? acc0 : acc1;
+#pragma unroll
+      for (int mi = 0; mi < MI; ++mi)
+#pragma unroll
+        for (int ni = 0; ni < NI; ++ni) {
+          const int n = (mi & 1) ? (NI - 1 - ni) : ni;  // serpentine: reuse B regs across mi
+          if constexpr (MODE == Mode::BF16)
+            ptx::mma_bf16_16816(acc.v[mi][n], f.a[mi], f.b[nb][n][0], f.b[nb][n][1]);
+          else if constexpr (MODE == Mode::F16)
+            ptx::mma_f16_16816(acc.v[mi][n], f.a[mi], f.b[nb][n][0], f.b[nb][n][1]);
+          else
+            ptx::mma_tf32_1688(acc.v[mi][n], f.a[mi], f.b[nb][n][0], f.b[nb][n][1]);
+        }
     }
   }
 
@@ -434,24 +499,60 @@ struct TileGemm {
 
     int read_slot = 0;             // slot holding k-tile kt
     int write_slot = STAGES - 1;   // slot that receives k-tile kt + STAGES - 1
+
+    if constexpr (MODE != Mode::F32Exact && FRAG_PIPE) {
+      // Fragment-pipelined loop (the default for tensor-core modes). The fragments of
+      // k-step ks+1 are ldmatrix'ed into the other register buffer before the mma of k-step
+      // ks are issued, and the barrier that opens k-tile kt+1 sits *before* the mma of the
+      // last k-step of kt, so k-tile kt+1's first fragments also load under tensor-core work.
+      // Hazards: RAW — wait_group(STAGES-2) + barrier before any read of a new k-tile;
+      // WAR — k-tile kt+STAGES-1 goes into the slot of k-tile kt-1, whose last ldmatrix
+      // happened before the barrier that ended k-tile kt-1 (all later reads are kt's).
+      static_assert(KSTEPS % 2 == 0, "buffer parity must repeat every k-tile");
+      ptx::cp_async_wait<STAGES - 2>();
+      __syncthreads();
+      Frags fr[2];
+      load_frags<NBU>(tid, fr[0], s_base, 0);
 #pragma unroll 1
-    for (int kt = 0; kt < KT; ++kt) {
-      ptx::cp_async_wait<STAGES - 2>();  // k-tile kt has landed (this thread's copies)
-      __syncthreads();                   // ... everyone's copies; slot kt-1 fully consumed
-
-      if (kt + STAGES - 1 < KT) load_stage(write_slot, kt + STAGES - 1);
-      ptx::cp_async_commit();
-
-      const unsigned int s = s_base + (unsigned int)(read_slot * kStageBytes);
-      if constexpr (MODE == Mode::F32Exact) {
-        const char* p = smem + read_slot * kStageBytes;
-        ffma_stage<NBU>(tid, acc0, acc1, p, p + kATileBytes, p + kATileBytes + kBTileBytes);
-      } else {
-        mma_stage<NBU>(tid, acc0, acc1, s, s + kATileBytes, s + kATileBytes + kBTileBytes);
+      for (int kt = 0; kt < KT; ++kt) {
+        if (kt + STAGES - 1 < KT) load_stage(write_slot, kt + STAGES - 1);
+        ptx::cp_async_commit();
+        unsigned int s_rd = s_base + (unsigned int)(read_slot * kStageBytes);
+#pragma unroll
+        for (int ks = 0; ks < KSTEPS; ++ks) {
+          if (ks == KSTEPS - 1) {
+            ptx::cp_async_wait<STAGES - 2>();  // k-tile kt+1 has landed ...
+            __syncthreads();                   // ... for everyone; kt's smem reads are done
+            read_slot = read_slot + 1 == STAGES ? 0 : read_slot + 1;
+            write_slot = write_slot + 1 == STAGES ? 0 : write_slot + 1;
+            s_rd = s_base + (unsigned int)(read_slot * kStageBytes);
+          }
+          if (ks < KSTEPS - 1 || kt + 1 < KT) load_frags<NBU>(tid, fr[(ks + 1) & 1], s_rd, (ks + 1) % KSTEPS);
+          mma_frags<NBU>(fr[ks & 1], acc0, acc1);
+        }
       }
+    } else {
+      // Simple loop (TF32 by default, F32Exact always): one barrier per k-tile, then the
+      // whole k-tile's math.
+#pragma unroll 1
+      for (int kt = 0; kt < KT; ++kt) {
+        ptx::cp_async_wait<STAGES - 2>();  // k-tile kt has landed (this thread's copies)
+        __syncthreads();                   // ... everyone's copies; slot kt-1 fully consumed
 
-      read_slot = read_slot + 1 == STAGES ? 0 : read_slot + 1;
-      write_slot = write_slot + 1 == STAGES ? 0 : write_slot + 1;
+        if (kt + STAGES - 1 < KT) load_stage(write_slot, kt + STAGES - 1);
+        ptx::cp_async_commit();
+
+        const unsigned int s = s_base + (unsigned int)(read_slot * kStageBytes);
+        if constexpr (MODE == Mode::F32Exact) {
+          const char* p = smem + read_slot * kStageBytes;
+          ffma_stage<NBU>(tid, acc0, acc1, p, p + kATileBytes, p + kATileBytes + kBTileBytes);
+        } else {
+          mma_stage<NBU>(tid, acc0, acc1, s, s + kATileBytes, s + kATileBytes + kBTileBytes);
+        }
+
+        read_slot = read_slot + 1 == STAGES ? 0 : read_slot + 1;
+        write_slot = write_slot + 1 == STAGES ? 0 : write_slot + 1;
+      }
     }
 
     ptx::cp_async_wait<0>();  // exit: no copy may still be in flight into smem

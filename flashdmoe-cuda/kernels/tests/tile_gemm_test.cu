@@ -421,7 +421,7 @@ struct PerfRow {
 std::vector<PerfRow> g_perf;
 
 template <class T, int EPI, typename OutT = typename T::Elem>
-void perf_case(const char* cfg_name, int M, int N, int K, int sms, int iters = 30) {
+void perf_case(const char* cfg_name, int M, int N, int K, int sms, int iters = 30, int group_m = 8) {
   using E = typename T::Elem;
   const long long lda = K, ldb = K, ldc = N;
   E *dA, *dB0, *dB1 = nullptr;
@@ -441,7 +441,7 @@ void perf_case(const char* cfg_name, int M, int N, int K, int sms, int iters = 3
   CK(cudaMemset(dC, 0xFF, (size_t)M * ldc * sizeof(OutT)));
   CK(cudaDeviceSynchronize());
 
-  Params p{dA, dB0, dB1, dbias, dscale, nullptr, dC, lda, ldb, ldc, M, N, K, 8};
+  Params p{dA, dB0, dB1, dbias, dscale, nullptr, dC, lda, ldb, ldc, M, N, K, group_m};
   for (int i = 0; i < 5; ++i) launch<T, EPI, OutT>(p, sms);  // warm-up
   CK(cudaDeviceSynchronize());
   std::vector<cudaEvent_t> ev(2 * iters);
@@ -484,6 +484,7 @@ void perf_case(const char* cfg_name, int M, int N, int K, int sms, int iters = 3
     double ref = x;
     if (EPI == EPI_SWIGLU) ref = silu_d(x) * y;
     if (EPI == EPI_BIAS_GELU_SCALE) ref = gelu_d(x + bias[n]) * scale[m];
+    if (EPI == EPI_BIAS_RELU) ref = std::max(0.0, x + bias[n]);
     const double out = host_to_f32<OutT>(Ch[(size_t)m * ldc + n]);
     if (std::isnan(out)) nan_seen = true;
     num += (out - ref) * (out - ref);
@@ -493,7 +494,8 @@ void perf_case(const char* cfg_name, int M, int N, int K, int sms, int iters = 3
   const bool ok = !nan_seen && rel <= mode_tol(T::kMode);
 
   char name[200];
-  std::snprintf(name, sizeof name, "%s %s %s %dx%dx%d", mode_name(T::kMode), cfg_name, epi_name(EPI), M, N, K);
+  std::snprintf(name, sizeof name, "%s %s %s %dx%dx%d%s", mode_name(T::kMode), cfg_name, epi_name(EPI), M, N, K,
+                group_m == 8 ? "" : " g16");
   PerfRow row{name, med, ms.front(), ms.back(), flops / (med * 1e-3) / 1e12, rel, ok, kernel_regs<T, EPI, OutT>()};
   std::printf("[perf] %-52s median %.3f ms (min %.3f, max %.3f) %7.1f TFLOP/s  sample rel=%.2e %s  [%s]\n",
               name, med, row.min_ms, row.max_ms, row.tflops, rel, ok ? "ok" : "FAIL", row.regs.c_str());
@@ -503,7 +505,11 @@ void perf_case(const char* cfg_name, int M, int N, int K, int sms, int iters = 3
 }
 
 // Extra configs only for the timing comparison.
-using Large3 = TileGemm<Mode::BF16, 128, 256, 64, 3, 2, 4, 1>;  // 3 stages (144 KiB)
+using LargeNoPipe = TileGemm<Mode::BF16, 128, 256, 64, 4, 2, 4, 1, false>;  // simple k-step loop
+using Large3 = TileGemm<Mode::BF16, 128, 256, 64, 3, 2, 4, 1>;               // 3 stages (144 KiB)
+using Tall = TileGemm<Mode::BF16, 256, 128, 64, 4, 4, 2, 1>;                 // 256x128, warps 4x2
+using MediumNoPipe = TileGemm<Mode::BF16, 128, 128, 64, 4, 2, 4, 1, false>;
+using Tf32MediumPipe = TileGemm<Mode::TF32, 128, 128, 32, 4, 2, 4, 1, true>;
 
 int main(int argc, char** argv) {
   bool perf = true, check = true;
@@ -527,18 +533,27 @@ int main(int argc, char** argv) {
   }
 
   if (perf) {
-    perf_case<TileLarge<Mode::BF16>, EPI_NONE>("128x256x64/4st", 8192, 8192, 8192, sms);
-    perf_case<Large3, EPI_NONE>("128x256x64/3st", 8192, 8192, 8192, sms);
-    perf_case<TileMedium<Mode::BF16>, EPI_NONE>("128x128x64/4st", 8192, 8192, 8192, sms);
-    perf_case<TileLarge<Mode::F16>, EPI_NONE>("128x256x64/4st", 8192, 8192, 8192, sms);
-    perf_case<TileLarge<Mode::BF16>, EPI_NONE>("128x256x64/4st", 32768, 2048, 2048, sms);
-    perf_case<Large3, EPI_NONE>("128x256x64/3st", 32768, 2048, 2048, sms);
-    perf_case<TileMedium<Mode::BF16>, EPI_NONE>("128x128x64/4st", 32768, 2048, 2048, sms);
-    perf_case<TileLarge<Mode::BF16>, EPI_BIAS_GELU_SCALE>("128x256x64/4st", 32768, 2048, 2048, sms);
-    perf_case<TileDual<Mode::BF16>, EPI_SWIGLU>("dual128x128x64/4st", 32768, 2048, 2048, sms);
-    perf_case<TileSmall<Mode::BF16>, EPI_NONE>("64x128x64/4st", 32768, 2048, 2048, sms);
-    perf_case<TileLarge<Mode::TF32>, EPI_NONE>("128x256x32/4st", 8192, 8192, 8192, sms, 20);
-    perf_case<TileMedium<Mode::TF32>, EPI_NONE>("128x128x32/4st", 8192, 8192, 8192, sms, 20);
+    const int S = 8192, T = 32768, H = 2048;
+    perf_case<TileLarge<Mode::BF16>, EPI_NONE>("128x256x64/4st", S, S, S, sms);
+    perf_case<LargeNoPipe, EPI_NONE>("128x256x64/4st-nopipe", S, S, S, sms);
+    perf_case<Large3, EPI_NONE>("128x256x64/3st", S, S, S, sms);
+    perf_case<Tall, EPI_NONE>("256x128x64/4st", S, S, S, sms);
+    perf_case<TileLarge<Mode::BF16>, EPI_NONE>("128x256x64/4st", S, S, S, sms, 30, 16);
+    perf_case<TileMedium<Mode::BF16>, EPI_NONE>("128x128x64/4st", S, S, S, sms);
+    perf_case<MediumNoPipe, EPI_NONE>("128x128x64/4st-nopipe", S, S, S, sms);
+    perf_case<TileLarge<Mode::F16>, EPI_NONE>("128x256x64/4st", S, S, S, sms);
+    perf_case<TileLarge<Mode::BF16>, EPI_NONE>("128x256x64/4st", T, H, H, sms);
+    perf_case<LargeNoPipe, EPI_NONE>("128x256x64/4st-nopipe", T, H, H, sms);
+    perf_case<Large3, EPI_NONE>("128x256x64/3st", T, H, H, sms);
+    perf_case<Tall, EPI_NONE>("256x128x64/4st", T, H, H, sms);
+    perf_case<TileMedium<Mode::BF16>, EPI_NONE>("128x128x64/4st", T, H, H, sms);
+    perf_case<TileLarge<Mode::BF16>, EPI_BIAS_RELU>("128x256x64/4st", T, H, H, sms);
+    perf_case<TileLarge<Mode::BF16>, EPI_BIAS_GELU_SCALE>("128x256x64/4st", T, H, H, sms);
+    perf_case<TileDual<Mode::BF16>, EPI_SWIGLU>("dual128x128x64/4st", T, H, H, sms);
+    perf_case<TileSmall<Mode::BF16>, EPI_NONE>("64x128x64/4st", T, H, H, sms);
+    perf_case<TileLarge<Mode::TF32>, EPI_NONE>("128x256x32/4st", S, S, S, sms, 20);
+    perf_case<TileMedium<Mode::TF32>, EPI_NONE>("128x128x32/4st", S, S, S, sms, 20);
+    perf_case<Tf32MediumPipe, EPI_NONE>("128x128x32/4st-pipe", S, S, S, sms, 20);
   }
 
   int fails = 0;
