@@ -10,11 +10,20 @@
 //!   [`MoeConfig::memory_limit`].
 //! * Every derived quantity (capacity, placement, geometry) is a pure function of the config,
 //!   so all ranks and all backends derive the same values.
+//!
+//! Configs are built with [`MoeConfig::builder`] (or struct syntax over [`MoeConfig::default`]),
+//! taken from [`presets`], or loaded from files: our TOML/JSON schema and Hugging Face
+//! `config.json` ([`MoeConfig::load`]; the schema is documented in `config/file.rs`).
 
 use flashdmoe_proto::{Geometry, HeapLayout, ProtoError, TileShape};
 use thiserror::Error;
 
 pub use crate::dtype::DType;
+
+mod file;
+pub mod presets;
+
+pub use presets::preset;
 
 /// Hidden and intermediate sizes must be multiples of this (every backend's `bn` and `bk`
 /// divide it).
@@ -140,6 +149,30 @@ pub enum ConfigError {
         field: &'static str,
         /// Why.
         reason: String,
+    },
+    /// No preset has this name.
+    #[error("unknown preset {name:?} (known: {known})")]
+    UnknownPreset {
+        /// The name asked for.
+        name: String,
+        /// The known names, comma-separated.
+        known: String,
+    },
+    /// A config file is not valid TOML/JSON or does not follow the schema.
+    #[error("cannot parse {format} config: {message}")]
+    Parse {
+        /// `"TOML"` or `"JSON"`.
+        format: &'static str,
+        /// The parser's message (with line and column where known).
+        message: String,
+    },
+    /// A config file cannot be read.
+    #[error("cannot read config {path}: {message}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The OS error.
+        message: String,
     },
 }
 
@@ -374,6 +407,61 @@ impl MoeConfig {
     }
 }
 
+/// Builds a [`MoeConfig`] field by field from [`MoeConfig::default`] (or from a preset via
+/// [`MoeConfig::into_builder`]); [`MoeConfigBuilder::build`] validates.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MoeConfigBuilder {
+    config: MoeConfig,
+}
+
+macro_rules! setters {
+    ($($field:ident: $ty:ty),* $(,)?) => {
+        $(
+            #[doc = concat!("Sets [`MoeConfig::", stringify!($field), "`].")]
+            pub fn $field(mut self, value: $ty) -> Self {
+                self.config.$field = value;
+                self
+            }
+        )*
+    };
+}
+
+impl MoeConfigBuilder {
+    setters! {
+        world: u32,
+        tokens_per_rank: u32,
+        hidden: u32,
+        inter: u32,
+        experts: u32,
+        top_k: u32,
+        activation: Activation,
+        bias: bool,
+        dtype: DType,
+        capacity: CapacityPolicy,
+        renormalize: bool,
+        placement: Placement,
+        memory_limit: u64,
+    }
+
+    /// The config, if valid.
+    pub fn build(self) -> Result<MoeConfig, ConfigError> {
+        self.config.validate()?;
+        Ok(self.config)
+    }
+}
+
+impl MoeConfig {
+    /// A builder starting from [`MoeConfig::default`].
+    pub fn builder() -> MoeConfigBuilder {
+        MoeConfig::default().into_builder()
+    }
+
+    /// A builder starting from this config (e.g. a preset).
+    pub fn into_builder(self) -> MoeConfigBuilder {
+        MoeConfigBuilder { config: self }
+    }
+}
+
 fn gib(bytes: u64) -> String {
     format!("{:.2} GiB", bytes as f64 / (1u64 << 30) as f64)
 }
@@ -386,6 +474,7 @@ mod tests {
         match c.validate() {
             Err(ConfigError::Invalid { field, .. }) => field,
             Ok(()) => "ok",
+            Err(other) => panic!("validate gave {other:?}"),
         }
     }
 
@@ -404,6 +493,28 @@ mod tests {
     #[test]
     fn default_is_valid() {
         assert_eq!(MoeConfig::default().validate(), Ok(()));
+    }
+
+    #[test]
+    fn builder_sets_fields_and_validates() {
+        let c = MoeConfig::builder()
+            .world(4)
+            .tokens_per_rank(32)
+            .experts(16)
+            .top_k(4)
+            .activation(Activation::SiluGated)
+            .dtype(DType::F16)
+            .capacity(CapacityPolicy::Dropless)
+            .build()
+            .unwrap();
+        assert_eq!((c.world, c.tokens_per_rank, c.experts, c.top_k), (4, 32, 16, 4));
+        assert_eq!((c.activation, c.dtype), (Activation::SiluGated, DType::F16));
+        let from_preset = preset("olmoe-1b-7b").unwrap().into_builder().world(8).build().unwrap();
+        assert_eq!((from_preset.world, from_preset.experts), (8, 64));
+        assert!(matches!(
+            MoeConfig::builder().top_k(0).build(),
+            Err(ConfigError::Invalid { field: "top_k", .. })
+        ));
     }
 
     #[test]

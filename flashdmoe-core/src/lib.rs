@@ -40,7 +40,8 @@ pub use backend::{
     TimeoutReport,
 };
 pub use config::{
-    Activation, CapacityPolicy, ConfigError, DType, ExpertMap, MemoryEstimate, MoeConfig, Placement,
+    Activation, CapacityPolicy, ConfigError, DType, ExpertMap, MemoryEstimate, MoeConfig,
+    MoeConfigBuilder, Placement, preset,
 };
 pub use oracle::{VerifyOptions, VerifyReport, verify};
 pub use routing::{RankRouting, RoutingError, route};

@@ -1,0 +1,472 @@
+//! Config files: our TOML/JSON schema and Hugging Face `config.json`.
+//!
+//! ## Our schema (TOML or JSON, same keys)
+//!
+//! Every key is optional; absent keys come from `preset` when given, else from
+//! [`MoeConfig::default`]. Unknown keys are errors (a typo must not silently fall back).
+//!
+//! ```toml
+//! preset = "mixtral-8x7b"   # optional base: a name from config::presets
+//! world = 2                 # ranks P
+//! tokens_per_rank = 4096    # T
+//! hidden = 4096             # H, multiple of 64
+//! inter = 14336             # I, multiple of 64
+//! experts = 8               # E
+//! top_k = 2                 # k
+//! activation = "swiglu"     # "relu" | "gelu" | "swiglu"
+//! bias = false
+//! dtype = "bf16"            # "bf16" | "f16" | "f32" (TF32 on GPU) | "f32-exact"
+//! capacity = 1.25           # a capacity factor, or "dropless"
+//! renormalize = true        # renormalise the top-k weights
+//! placement = "contiguous"  # or a table: [0, 0, 1, 1, ...] (rank of each expert)
+//! memory_limit_gib = 120    # per-rank memory limit
+//! ```
+//!
+//! ## Hugging Face `config.json`
+//!
+//! Read keys: `hidden_size`; `moe_intermediate_size`, else `intermediate_size`;
+//! `num_local_experts` (Mixtral, gpt-oss), `num_experts` (Qwen-MoE, OLMoE) or
+//! `n_routed_experts` (DeepSeek); `num_experts_per_tok` or `experts_per_token`;
+//! `norm_topk_prob` (absent: renormalise, as Mixtral does); `hidden_act` (must be `silu`:
+//! these experts are gated, i.e. SwiGLU); `mlp_bias` (absent: biases only for
+//! `model_type = "gpt_oss"`); `torch_dtype` or `dtype` (bf16, f16, f32; absent: bf16).
+//! DeepSeek's `scoring_func` must be `softmax`, `topk_method` `greedy` and
+//! `routed_scaling_factor` 1: other routers are not ours. Run parameters are those of the model presets: one rank, 4096 tokens, dropless.
+
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::presets::{MODEL_TOKENS, preset};
+use super::{Activation, CapacityPolicy, ConfigError, DType, MoeConfig, Placement, invalid};
+
+impl Activation {
+    /// The name used in config files and on the command line.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Activation::Relu => "relu",
+            Activation::Gelu => "gelu",
+            Activation::SiluGated => "swiglu",
+        }
+    }
+}
+
+impl fmt::Display for Activation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Activation {
+    type Err = ConfigError;
+
+    /// `relu`, `gelu`, `swiglu` (also `silu-gated`, `silu_gated`), case-insensitive.
+    fn from_str(s: &str) -> Result<Activation, ConfigError> {
+        match s.to_ascii_lowercase().as_str() {
+            "relu" => Ok(Activation::Relu),
+            "gelu" => Ok(Activation::Gelu),
+            "swiglu" | "silu-gated" | "silu_gated" => Ok(Activation::SiluGated),
+            _ => Err(invalid("activation", format!("{s:?} is not relu, gelu or swiglu"))),
+        }
+    }
+}
+
+impl fmt::Display for CapacityPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CapacityPolicy::Factor(x) => write!(f, "{x}"),
+            CapacityPolicy::Dropless => f.write_str("dropless"),
+        }
+    }
+}
+
+impl FromStr for CapacityPolicy {
+    type Err = ConfigError;
+
+    /// `dropless` or a capacity factor (e.g. `1.25`); the factor's range is checked by
+    /// [`MoeConfig::validate`].
+    fn from_str(s: &str) -> Result<CapacityPolicy, ConfigError> {
+        if s.eq_ignore_ascii_case("dropless") {
+            return Ok(CapacityPolicy::Dropless);
+        }
+        s.trim().parse().map(CapacityPolicy::Factor).map_err(|_| {
+            invalid("capacity", format!("{s:?} is neither a capacity factor nor \"dropless\""))
+        })
+    }
+}
+
+impl fmt::Display for Placement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Placement::Contiguous => f.write_str("contiguous"),
+            Placement::Table(t) => {
+                let ranks: Vec<String> = t.iter().map(u32::to_string).collect();
+                f.write_str(&ranks.join(","))
+            }
+        }
+    }
+}
+
+impl FromStr for Placement {
+    type Err = ConfigError;
+
+    /// `contiguous` or a comma-separated table of ranks, one per expert (`0,0,1,1`).
+    fn from_str(s: &str) -> Result<Placement, ConfigError> {
+        if s.eq_ignore_ascii_case("contiguous") {
+            return Ok(Placement::Contiguous);
+        }
+        s.split(',')
+            .map(|r| r.trim().parse::<u32>())
+            .collect::<Result<Vec<_>, _>>()
+            .map(Placement::Table)
+            .map_err(|_| {
+                invalid("placement", format!("{s:?} is neither \"contiguous\" nor a rank table"))
+            })
+    }
+}
+
+/// Our file schema (module doc).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    preset: Option<String>,
+    world: Option<u32>,
+    tokens_per_rank: Option<u32>,
+    hidden: Option<u32>,
+    inter: Option<u32>,
+    experts: Option<u32>,
+    top_k: Option<u32>,
+    activation: Option<String>,
+    bias: Option<bool>,
+    dtype: Option<String>,
+    capacity: Option<CapacityValue>,
+    renormalize: Option<bool>,
+    placement: Option<PlacementValue>,
+    memory_limit_gib: Option<f64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum CapacityValue {
+    Factor(f64),
+    Name(String),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum PlacementValue {
+    Name(String),
+    Table(Vec<u32>),
+}
+
+impl ConfigFile {
+    fn into_config(self) -> Result<MoeConfig, ConfigError> {
+        let mut c = match &self.preset {
+            Some(name) => preset(name)?,
+            None => MoeConfig::default(),
+        };
+        let set = |dst: &mut u32, v: Option<u32>| {
+            if let Some(v) = v {
+                *dst = v;
+            }
+        };
+        set(&mut c.world, self.world);
+        set(&mut c.tokens_per_rank, self.tokens_per_rank);
+        set(&mut c.hidden, self.hidden);
+        set(&mut c.inter, self.inter);
+        set(&mut c.experts, self.experts);
+        set(&mut c.top_k, self.top_k);
+        if let Some(a) = self.activation {
+            c.activation = a.parse()?;
+        }
+        if let Some(b) = self.bias {
+            c.bias = b;
+        }
+        if let Some(d) = self.dtype {
+            c.dtype = d.parse().map_err(|e| invalid("dtype", format!("{e}")))?;
+        }
+        match self.capacity {
+            Some(CapacityValue::Factor(f)) => c.capacity = CapacityPolicy::Factor(f),
+            Some(CapacityValue::Name(n)) => c.capacity = n.parse()?,
+            None => {}
+        }
+        if let Some(r) = self.renormalize {
+            c.renormalize = r;
+        }
+        match self.placement {
+            Some(PlacementValue::Name(n)) => c.placement = n.parse()?,
+            Some(PlacementValue::Table(t)) => c.placement = Placement::Table(t),
+            None => {}
+        }
+        if let Some(gib) = self.memory_limit_gib {
+            if !(gib.is_finite() && gib > 0.0) {
+                return Err(invalid("memory_limit_gib", format!("{gib} must be finite and > 0")));
+            }
+            c.memory_limit = (gib * (1u64 << 30) as f64) as u64;
+        }
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+fn parse_error(format: &'static str, e: impl fmt::Display) -> ConfigError {
+    ConfigError::Parse { format, message: e.to_string() }
+}
+
+impl MoeConfig {
+    /// A config from our TOML schema (module doc), validated.
+    pub fn from_toml_str(text: &str) -> Result<MoeConfig, ConfigError> {
+        toml::from_str::<ConfigFile>(text).map_err(|e| parse_error("TOML", e))?.into_config()
+    }
+
+    /// A config from our JSON schema (module doc), validated.
+    pub fn from_json_str(text: &str) -> Result<MoeConfig, ConfigError> {
+        serde_json::from_str::<ConfigFile>(text).map_err(|e| parse_error("JSON", e))?.into_config()
+    }
+
+    /// A config from a Hugging Face `config.json` (module doc), validated.
+    pub fn from_hf_config_str(text: &str) -> Result<MoeConfig, ConfigError> {
+        let v: Value = serde_json::from_str(text).map_err(|e| parse_error("JSON", e))?;
+        from_hf(&v)
+    }
+
+    /// A config from a file: `.toml` is our TOML schema; `.json` is a Hugging Face config when
+    /// it has a `hidden_size` key, else our JSON schema.
+    pub fn load(path: &Path) -> Result<MoeConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Io {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
+            Some("toml") => MoeConfig::from_toml_str(&text),
+            Some("json") => {
+                let v: Value = serde_json::from_str(&text).map_err(|e| parse_error("JSON", e))?;
+                if v.get("hidden_size").is_some() {
+                    from_hf(&v)
+                } else {
+                    MoeConfig::from_json_str(&text)
+                }
+            }
+            _ => Err(ConfigError::Io {
+                path: path.display().to_string(),
+                message: "unknown extension (expected .toml or .json)".to_owned(),
+            }),
+        }
+    }
+}
+
+/// The first of `keys` present in `v`, with the key found.
+fn first<'a>(v: &'a Value, keys: &[&'static str]) -> Option<(&'static str, &'a Value)> {
+    keys.iter().find_map(|&k| v.get(k).filter(|x| !x.is_null()).map(|x| (k, x)))
+}
+
+fn hf_u32(v: &Value, keys: &[&'static str]) -> Result<u32, ConfigError> {
+    let (key, x) = first(v, keys)
+        .ok_or_else(|| invalid(keys[0], format!("config.json has none of {}", keys.join(", "))))?;
+    x.as_u64()
+        .and_then(|n| u32::try_from(n).ok())
+        .ok_or_else(|| invalid(key, format!("{x} is not a 32-bit unsigned integer")))
+}
+
+fn hf_bool(v: &Value, key: &'static str) -> Result<Option<bool>, ConfigError> {
+    match first(v, &[key]) {
+        None => Ok(None),
+        Some((_, x)) => {
+            x.as_bool().map(Some).ok_or_else(|| invalid(key, format!("{x} is not a bool")))
+        }
+    }
+}
+
+fn hf_str<'a>(
+    v: &'a Value,
+    keys: &[&'static str],
+) -> Result<Option<(&'static str, &'a str)>, ConfigError> {
+    match first(v, keys) {
+        None => Ok(None),
+        Some((key, x)) => x
+            .as_str()
+            .map(|s| Some((key, s)))
+            .ok_or_else(|| invalid(key, format!("{x} is not a string"))),
+    }
+}
+
+fn from_hf(v: &Value) -> Result<MoeConfig, ConfigError> {
+    let supported = [
+        ("hidden_act", "silu", "only silu-gated (SwiGLU) experts are supported"),
+        ("scoring_func", "softmax", "only the softmax router is supported"),
+        ("topk_method", "greedy", "only greedy top-k is supported"),
+    ];
+    for (key, want, why) in supported {
+        if let Some((key, got)) = hf_str(v, &[key])?
+            && got != want
+        {
+            return Err(invalid(key, format!("{got:?}: {why}")));
+        }
+    }
+    if let Some(x) = v.get("routed_scaling_factor").filter(|x| !x.is_null())
+        && x.as_f64() != Some(1.0)
+    {
+        let why = "only unscaled combine weights (1.0) are supported";
+        return Err(invalid("routed_scaling_factor", format!("{x}: {why}")));
+    }
+    let dtype = match hf_str(v, &["torch_dtype", "dtype"])? {
+        None => DType::Bf16,
+        Some((key, d)) => d.parse().map_err(|e| invalid(key, format!("{e}")))?,
+    };
+    let gpt_oss = v.get("model_type").and_then(Value::as_str) == Some("gpt_oss");
+    let c = MoeConfig {
+        world: 1,
+        tokens_per_rank: MODEL_TOKENS,
+        hidden: hf_u32(v, &["hidden_size"])?,
+        inter: hf_u32(v, &["moe_intermediate_size", "intermediate_size"])?,
+        experts: hf_u32(v, &["num_local_experts", "num_experts", "n_routed_experts"])?,
+        top_k: hf_u32(v, &["num_experts_per_tok", "experts_per_token"])?,
+        activation: Activation::SiluGated,
+        bias: hf_bool(v, "mlp_bias")?.unwrap_or(gpt_oss),
+        dtype,
+        capacity: CapacityPolicy::Dropless,
+        renormalize: hf_bool(v, "norm_topk_prob")?.unwrap_or(true),
+        ..MoeConfig::default()
+    };
+    c.validate()?;
+    Ok(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(rel: &str) -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data").join(rel)
+    }
+
+    #[test]
+    fn sample_toml_and_json_files() {
+        let t = MoeConfig::load(&data("moe.toml")).unwrap();
+        assert_eq!((t.world, t.tokens_per_rank, t.hidden, t.inter), (4, 256, 512, 1024));
+        assert_eq!((t.experts, t.top_k, t.activation, t.bias), (16, 2, Activation::Gelu, true));
+        assert_eq!((t.dtype, t.capacity), (DType::F16, CapacityPolicy::Factor(1.25)));
+        assert_eq!(t.placement, Placement::Contiguous);
+        assert_eq!(t.memory_limit, 8 << 30);
+
+        let j = MoeConfig::load(&data("moe.json")).unwrap();
+        // A preset base with overrides.
+        assert_eq!((j.hidden, j.inter, j.experts, j.top_k), (4096, 14336, 8, 2));
+        assert_eq!((j.world, j.tokens_per_rank, j.capacity), (2, 128, CapacityPolicy::Dropless));
+        assert_eq!(j.placement, Placement::Table(vec![0, 1, 0, 1, 0, 1, 0, 1]));
+        assert_eq!(j.dtype, DType::F32);
+    }
+
+    #[test]
+    fn hugging_face_configs() {
+        let cases = [
+            ("mixtral-8x7b", 4096, 14336, 8, 2, true),
+            ("qwen1.5-moe-a2.7b", 2048, 1408, 60, 4, false),
+            ("deepseek-v2-lite", 2048, 1408, 64, 6, false),
+            ("olmoe-1b-7b", 2048, 1024, 64, 8, false),
+        ];
+        for (name, h, i, e, k, renorm) in cases {
+            let c = MoeConfig::load(&data(&format!("hf/{name}/config.json"))).unwrap();
+            assert_eq!((c.hidden, c.inter, c.experts, c.top_k), (h, i, e, k), "{name}");
+            assert_eq!(
+                (c.renormalize, c.activation, c.bias),
+                (renorm, Activation::SiluGated, false)
+            );
+            assert_eq!(c.dtype, DType::Bf16, "{name}");
+            // The matching preset has the same layer.
+            let p = preset(name).unwrap();
+            assert_eq!(c, p, "{name}");
+        }
+    }
+
+    #[test]
+    fn hugging_face_errors_name_the_key() {
+        let field = |text: &str| match MoeConfig::from_hf_config_str(text) {
+            Err(ConfigError::Invalid { field, .. }) => field,
+            other => panic!("{other:?}"),
+        };
+        let base = r#""hidden_size": 2048, "intermediate_size": 1024, "num_experts": 8,
+                      "num_experts_per_tok": 2"#;
+        assert_eq!(field(r#"{"num_experts": 8}"#), "hidden_size");
+        assert_eq!(
+            field(r#"{"hidden_size": 2048, "num_experts": 8, "num_experts_per_tok": 2}"#),
+            "moe_intermediate_size"
+        );
+        assert_eq!(field(&format!(r#"{{{base}, "hidden_act": "gelu"}}"#)), "hidden_act");
+        assert_eq!(field(&format!(r#"{{{base}, "scoring_func": "sigmoid"}}"#)), "scoring_func");
+        assert_eq!(
+            field(&format!(r#"{{{base}, "topk_method": "group_limited_greedy"}}"#)),
+            "topk_method"
+        );
+        assert_eq!(field(&format!(r#"{{{base}, "norm_topk_prob": "yes"}}"#)), "norm_topk_prob");
+        assert_eq!(field(&format!(r#"{{{base}, "torch_dtype": "int8"}}"#)), "torch_dtype");
+        assert_eq!(
+            field(&format!(r#"{{{base}, "routed_scaling_factor": 16.0}}"#)),
+            "routed_scaling_factor"
+        );
+        assert_eq!(field(r#"{"hidden_size": -1}"#), "hidden_size");
+        // Semantic validation still applies: k > E.
+        let k_too_big = r#"{"hidden_size": 2048, "intermediate_size": 1024, "num_experts": 8,
+                           "num_experts_per_tok": 9}"#;
+        assert_eq!(field(k_too_big), "top_k");
+        let gpt = MoeConfig::from_hf_config_str(&format!(r#"{{{base}, "model_type": "gpt_oss"}}"#))
+            .unwrap();
+        assert!(gpt.bias);
+        assert!(matches!(MoeConfig::from_hf_config_str("{"), Err(ConfigError::Parse { .. })));
+    }
+
+    #[test]
+    fn schema_errors() {
+        let field = |text: &str| match MoeConfig::from_toml_str(text) {
+            Err(ConfigError::Invalid { field, .. }) => field,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(field("top_k = 0"), "top_k");
+        assert_eq!(field("hidden = 100"), "hidden");
+        assert_eq!(field("capacity = -1"), "capacity");
+        assert_eq!(field("capacity = \"lots\""), "capacity");
+        assert_eq!(field("activation = \"tanh\""), "activation");
+        assert_eq!(field("dtype = \"int8\""), "dtype");
+        assert_eq!(field("placement = [0, 1]"), "placement");
+        assert_eq!(field("placement = \"round-robin\""), "placement");
+        assert_eq!(field("memory_limit_gib = 0"), "memory_limit_gib");
+        assert!(matches!(
+            MoeConfig::from_toml_str("preset = \"nope\""),
+            Err(ConfigError::UnknownPreset { .. })
+        ));
+        let unknown = MoeConfig::from_toml_str("hiden = 64").unwrap_err();
+        assert!(
+            matches!(&unknown, ConfigError::Parse { format: "TOML", message } if message.contains("hiden")),
+            "{unknown}"
+        );
+        assert!(matches!(
+            MoeConfig::from_json_str("{\"world\": \"two\"}"),
+            Err(ConfigError::Parse { .. })
+        ));
+        assert!(matches!(
+            MoeConfig::load(Path::new("/nonexistent/x.toml")),
+            Err(ConfigError::Io { .. })
+        ));
+        // capacity as an integer is a factor.
+        assert_eq!(
+            MoeConfig::from_toml_str("capacity = 2").unwrap().capacity,
+            CapacityPolicy::Factor(2.0)
+        );
+    }
+
+    #[test]
+    fn display_and_parse_round_trip() {
+        for a in [Activation::Relu, Activation::Gelu, Activation::SiluGated] {
+            assert_eq!(a.to_string().parse::<Activation>(), Ok(a));
+        }
+        for c in [CapacityPolicy::Dropless, CapacityPolicy::Factor(1.25)] {
+            assert_eq!(c.to_string().parse::<CapacityPolicy>(), Ok(c));
+        }
+        for p in [Placement::Contiguous, Placement::Table(vec![1, 0, 2])] {
+            assert_eq!(p.to_string().parse::<Placement>(), Ok(p));
+        }
+    }
+}
