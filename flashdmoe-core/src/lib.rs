@@ -32,6 +32,8 @@ pub mod oracle;
 mod parallel;
 pub mod rng;
 pub mod routing;
+pub mod runtime;
+pub mod sync;
 pub mod trace;
 pub mod weights;
 

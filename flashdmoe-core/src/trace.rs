@@ -1,6 +1,18 @@
 //! Task traces: per-task start/end events, Chrome/Perfetto JSON, utilisation.
+//!
+//! Every backend records the same [`TraceEvent`]s (the simulator from its processor threads, the
+//! CUDA kernel from `%globaltimer`), so the JSON writer ([`chrome_json`]), the utilisation
+//! summary ([`utilisation`]) and trace conformance ([`crate::runtime::conformance`]) serve all.
+//!
+//! ## Invariants
+//!
+//! * Times of all ranks of one forward share one clock origin, so cross-rank order means
+//!   something; writers shift them so the earliest event starts at 0.
+//! * The JSON is the Chrome trace-event format (`"X"` complete events, microseconds), which
+//!   both `chrome://tracing` and Perfetto open: one process per rank, one thread per processor.
 
 use flashdmoe_proto::TaskKind;
+use serde_json::{Value, json};
 
 /// One executed task.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -21,8 +33,161 @@ pub struct TraceEvent {
     pub row_tile: u32,
     /// Column tile.
     pub col_tile: u32,
-    /// Start, nanoseconds from the rank's forward start.
+    /// Start, nanoseconds from the trace origin, an instant shared by every rank of the forward.
     pub start_ns: u64,
-    /// End, nanoseconds from the rank's forward start.
+    /// End, nanoseconds from the same origin.
     pub end_ns: u64,
+}
+
+/// The events as a Chrome/Perfetto trace (JSON text): a `"X"` event per task named after its
+/// kind and tile, on process `rank` and thread `processor`, with metadata naming them
+/// `"rank R"` and `"processor P"`. Times are shifted so the earliest start is 0.
+pub fn chrome_json(events: &[TraceEvent]) -> String {
+    let origin = events.iter().map(|e| e.start_ns).min().unwrap_or(0);
+    let us = |ns: u64| ns as f64 / 1000.0;
+    let mut out: Vec<Value> = Vec::with_capacity(events.len() + 8);
+    let mut ranks: Vec<u32> = events.iter().map(|e| e.rank).collect();
+    ranks.sort_unstable();
+    ranks.dedup();
+    for &rank in &ranks {
+        out.push(json!({"name": "process_name", "ph": "M", "pid": rank, "tid": 0,
+                        "args": {"name": format!("rank {rank}")}}));
+        out.push(json!({"name": "process_sort_index", "ph": "M", "pid": rank, "tid": 0,
+                        "args": {"sort_index": rank}}));
+    }
+    let mut threads: Vec<(u32, u32)> = events.iter().map(|e| (e.rank, e.processor)).collect();
+    threads.sort_unstable();
+    threads.dedup();
+    for (rank, processor) in threads {
+        out.push(json!({"name": "thread_name", "ph": "M", "pid": rank, "tid": processor,
+                        "args": {"name": format!("processor {processor}")}}));
+    }
+    for e in events {
+        out.push(json!({
+            "name": format!("{} r{} c{}", e.kind.name(), e.row_tile, e.col_tile),
+            "cat": e.kind.name(),
+            "ph": "X",
+            "pid": e.rank,
+            "tid": e.processor,
+            "ts": us(e.start_ns - origin),
+            "dur": us(e.end_ns.saturating_sub(e.start_ns)),
+            "args": {"source": e.source, "owner": e.owner, "local_expert": e.local_expert,
+                     "row_tile": e.row_tile, "col_tile": e.col_tile},
+        }));
+    }
+    json!({"traceEvents": out, "displayTimeUnit": "ns"}).to_string()
+}
+
+/// Busy time of one processor.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ProcessorBusy {
+    /// Rank.
+    pub rank: u32,
+    /// Processor within the rank.
+    pub processor: u32,
+    /// Sum of its task durations.
+    pub busy_ns: u64,
+    /// Tasks it ran.
+    pub tasks: u64,
+    /// `busy_ns / wall_ns` of the trace (0 for an empty trace).
+    pub utilisation: f64,
+}
+
+/// Utilisation of a trace: how much of the wall time processors spent in tasks.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Utilisation {
+    /// From the earliest start to the latest end of any event.
+    pub wall_ns: u64,
+    /// One entry per processor of every rank, `[rank][processor]` order; processors that ran
+    /// nothing are included with 0.
+    pub processors: Vec<ProcessorBusy>,
+    /// Total busy time over `processors.len() * wall_ns` (0 for an empty trace).
+    pub overall: f64,
+}
+
+/// Utilisation of `events` for a world of `world` ranks with `processors_per_rank` processors
+/// each (events outside that grid enlarge it, so nothing is lost).
+pub fn utilisation(events: &[TraceEvent], world: u32, processors_per_rank: u32) -> Utilisation {
+    let start = events.iter().map(|e| e.start_ns).min().unwrap_or(0);
+    let end = events.iter().map(|e| e.end_ns).max().unwrap_or(0);
+    let wall_ns = end.saturating_sub(start);
+    let world = events.iter().map(|e| e.rank + 1).max().unwrap_or(0).max(world);
+    let per_rank =
+        events.iter().map(|e| e.processor + 1).max().unwrap_or(0).max(processors_per_rank);
+    let ratio = |busy: u64, slots: u64| {
+        if wall_ns == 0 || slots == 0 { 0.0 } else { busy as f64 / (wall_ns as f64 * slots as f64) }
+    };
+    let mut processors: Vec<ProcessorBusy> = (0..world)
+        .flat_map(|rank| {
+            (0..per_rank).map(move |processor| ProcessorBusy {
+                rank,
+                processor,
+                busy_ns: 0,
+                tasks: 0,
+                utilisation: 0.0,
+            })
+        })
+        .collect();
+    for e in events {
+        let p = &mut processors[(e.rank * per_rank + e.processor) as usize];
+        p.busy_ns += e.end_ns.saturating_sub(e.start_ns);
+        p.tasks += 1;
+    }
+    for p in &mut processors {
+        p.utilisation = ratio(p.busy_ns, 1);
+    }
+    let total: u64 = processors.iter().map(|p| p.busy_ns).sum();
+    let overall = ratio(total, processors.len() as u64);
+    Utilisation { wall_ns, processors, overall }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(rank: u32, processor: u32, start_ns: u64, end_ns: u64) -> TraceEvent {
+        TraceEvent {
+            rank,
+            processor,
+            kind: TaskKind::Gemm1,
+            source: 1,
+            owner: rank,
+            local_expert: 0,
+            row_tile: 2,
+            col_tile: 3,
+            start_ns,
+            end_ns,
+        }
+    }
+
+    #[test]
+    fn utilisation_by_hand() {
+        // Wall 1000..2000; rank 0 proc 0 busy 500, rank 1 proc 1 busy 1000, two idle processors.
+        let events = [ev(0, 0, 1000, 1500), ev(1, 1, 1000, 2000)];
+        let u = utilisation(&events, 2, 2);
+        assert_eq!(u.wall_ns, 1000);
+        assert_eq!(u.processors.len(), 4);
+        assert_eq!((u.processors[0].busy_ns, u.processors[0].utilisation), (500, 0.5));
+        assert_eq!((u.processors[3].busy_ns, u.processors[3].tasks), (1000, 1));
+        assert_eq!(u.processors[1].utilisation, 0.0);
+        assert_eq!(u.overall, 1500.0 / 4000.0);
+        assert_eq!(utilisation(&[], 1, 1).overall, 0.0);
+    }
+
+    #[test]
+    fn chrome_json_shape() {
+        let text = chrome_json(&[ev(1, 0, 5000, 7500)]);
+        let v: Value = serde_json::from_str(&text).unwrap();
+        let events = v["traceEvents"].as_array().unwrap();
+        let x = events.iter().find(|e| e["ph"] == "X").unwrap();
+        assert_eq!(x["name"], "gemm1 r2 c3");
+        assert_eq!((x["pid"].as_u64(), x["tid"].as_u64()), (Some(1), Some(0)));
+        assert_eq!((x["ts"].as_f64(), x["dur"].as_f64()), (Some(0.0), Some(2.5)));
+        assert!(
+            events.iter().any(|e| e["name"] == "process_name" && e["args"]["name"] == "rank 1")
+        );
+        assert!(
+            events.iter().any(|e| e["name"] == "thread_name" && e["args"]["name"] == "processor 0")
+        );
+    }
 }

@@ -1,0 +1,308 @@
+//! The per-rank runtime: dispatch, scheduler, subscribers and processors, written once.
+//!
+//! A rank's forward, in the order every backend follows (the simulator runs it on CPU threads,
+//! the CUDA kernel mirrors it with the same `flashdmoe-proto` constants):
+//!
+//! 1. [`dispatch`]: reset this rank's counters, then for every `(owner, local expert)` copy the
+//!    routed rows (only those) into the owner's dispatch region and release-store the
+//!    epoch-stamped dispatch signal, also for zero-row packets.
+//! 2. The roles run until the rank's exact task bound is met:
+//!    * [`Subscriber`]s watch this rank's dispatch signals and turn each arrived packet into its
+//!      GEMM0 tasks (reporting the row count for the bound), and watch the return signals of
+//!      every tile this rank is owed, counting arrivals per output column tile and emitting that
+//!      column's Combine tasks when it is complete;
+//!    * the [`Scheduler`] hands queued tasks to idle processors through their doorbells, counts
+//!      completions, and once completions reach the bound ([`TaskCounts::for_rank`], known when
+//!      every dispatch signal has arrived) rings every doorbell with a stop;
+//!    * [`Processor`]s run one task at a time through a [`TileExecutor`]; a GEMM0 bumps its row
+//!      tile's counter and the one completing the row tile queues its GEMM1 tasks; a GEMM1's
+//!      output is followed by a release-store of its return signal in the source's heap.
+//!
+//! Roles are non-blocking state machines ([`Role::poll`]); [`drive`] runs one or several of
+//! them on the calling thread with backoff and a deadline. The simulator gives each role its
+//! own thread; the loom tests fold several roles onto one thread to stay within loom's thread
+//! limit. Every wait ends, at the latest at the forward's deadline, with a
+//! [`TimeoutReport`] naming the rank, the role, what it waited for and what it saw.
+//!
+//! ## Invariants
+//!
+//! * Memory ordering: data is written before the signal announcing it is release-stored, and
+//!   read only after that signal is acquire-loaded; row-tile and combine counters are
+//!   `AcqRel` read-modify-writes, so the role that completes a counter sees every write the
+//!   other contributors made. Queue pushes are release, pops acquire; a doorbell is rung with a
+//!   release store and polled with acquire loads. The chain "GEMM0 writes -> counter -> task
+//!   queue -> doorbell -> GEMM1 reads" is therefore ordered, and so is "GEMM1 put -> return
+//!   signal -> subscriber -> combine counter -> queue -> doorbell -> Combine reads" (checked
+//!   with loom).
+//! * Signals are never cleared: a signal counts only when its epoch is the current one.
+//!   Counters are local and reset by [`dispatch`] before this rank publishes anything, i.e.
+//!   before any task of the new epoch can touch them.
+//! * Exactly-once: each task is created once (a packet's GEMM0s when its signal is first seen,
+//!   a row tile's GEMM1s by the single GEMM0 completing its counter, a column's Combines by the
+//!   single arrival completing its counter), queued once and handed to one processor once.
+//! * The runtime knows nothing of how bytes move or how tiles are computed: that is the
+//!   [`SymmetricHeap`] and the [`TileExecutor`] of the backend.
+
+use std::fmt;
+
+use flashdmoe_proto::{Epoch, HeapLayout, ProtoError, TaskCounts, TaskDescriptor};
+
+use crate::backend::{BackendError, TimeoutReport};
+use crate::sync::{AtomicBool, AtomicU32, Backoff, Deadline, Ordering};
+
+pub mod conformance;
+mod dispatch;
+mod doorbell;
+mod heap;
+mod processor;
+mod queue;
+mod scheduler;
+mod subscriber;
+
+pub use dispatch::{DispatchStats, dispatch};
+pub use doorbell::{Bell, Doorbell};
+pub use heap::SymmetricHeap;
+pub use processor::{Processor, TileExecutor};
+pub use queue::Log;
+pub use scheduler::Scheduler;
+pub use subscriber::Subscriber;
+
+/// Why a role (and so the rank's forward) stopped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RuntimeError {
+    /// A wait passed the forward's deadline.
+    Timeout(TimeoutReport),
+    /// A protocol computation or decode failed (e.g. a signal announcing more rows than the
+    /// packet capacity).
+    Proto(ProtoError),
+    /// More entries were pushed into a queue than the protocol bound allows (a corrupt signal or
+    /// a bug; never a legal forward).
+    QueueFull {
+        /// Which queue.
+        queue: &'static str,
+        /// Its capacity.
+        capacity: usize,
+    },
+    /// The tile executor failed.
+    Executor(String),
+    /// Another role of this rank failed first, so this one stopped.
+    Aborted,
+}
+
+impl fmt::Display for RuntimeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Timeout(report) => write!(f, "timeout: {report}"),
+            Self::Proto(e) => write!(f, "protocol: {e}"),
+            Self::QueueFull { queue, capacity } => {
+                write!(f, "{queue} overflowed its capacity of {capacity} entries")
+            }
+            Self::Executor(e) => write!(f, "tile executor: {e}"),
+            Self::Aborted => write!(f, "aborted after another role of the rank failed"),
+        }
+    }
+}
+
+impl std::error::Error for RuntimeError {}
+
+impl From<ProtoError> for RuntimeError {
+    fn from(e: ProtoError) -> Self {
+        RuntimeError::Proto(e)
+    }
+}
+
+impl From<RuntimeError> for BackendError {
+    fn from(e: RuntimeError) -> Self {
+        match e {
+            RuntimeError::Timeout(report) => BackendError::Timeout(report),
+            RuntimeError::Proto(e) => BackendError::Proto(e),
+            other => BackendError::Device(other.to_string()),
+        }
+    }
+}
+
+/// What one [`Role::poll`] achieved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Poll {
+    /// Something changed; poll again soon.
+    Progress,
+    /// Nothing to do yet (waiting on a signal, a task or a doorbell).
+    Idle,
+    /// The role has finished this forward.
+    Done,
+}
+
+/// What an idle role is waiting for, for the [`TimeoutReport`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Awaiting {
+    /// The signal or condition (e.g. `"dispatch signal from rank 1 for local expert 0"`).
+    pub awaited: String,
+    /// The epoch the awaited signal must carry.
+    pub expected_epoch: u32,
+    /// The value last seen (a raw signal word, or a count; documented by each role).
+    pub seen: u64,
+}
+
+/// A runtime role: a non-blocking state machine polled by [`drive`].
+pub trait Role {
+    /// Name for diagnostics (`"scheduler"`, `"subscriber 0"`, `"processor 3"`).
+    fn name(&self) -> String;
+    /// Does whatever can be done now without waiting.
+    fn poll(&mut self) -> Result<Poll, RuntimeError>;
+    /// What the role is waiting for (meaningful while it is not done).
+    fn awaiting(&self) -> Awaiting;
+}
+
+/// Per-rank, per-forward shared state of the roles: the task queue, the ready queue of idle
+/// processors, the processors' doorbells, the row counts learned from dispatch signals and the
+/// abort flag. Created fresh for every forward (nothing in it carries over).
+#[derive(Debug)]
+pub struct RankState {
+    tasks: Log<TaskDescriptor>,
+    ready: Log<u32>,
+    doorbells: Box<[Doorbell]>,
+    received_rows: Box<[AtomicU32]>,
+    packets_seen: AtomicU32,
+    abort: AtomicBool,
+}
+
+impl RankState {
+    /// State for a rank with `processors` processors (at least 1) under `layout`. The task
+    /// queue is sized to the most tasks any forward can give one rank (full packets from every
+    /// source), so a legal forward never overflows it.
+    pub fn new(layout: &HeapLayout, processors: u32) -> Result<RankState, RuntimeError> {
+        if processors == 0 {
+            return Err(RuntimeError::Proto(ProtoError::InvalidGeometry {
+                field: "processors",
+                reason: "must be > 0",
+            }));
+        }
+        let g = layout.geometry();
+        let packets = g.world as u64 * g.local_experts as u64;
+        let full = TaskCounts::for_rank(layout, (0..packets).map(|_| g.capacity)).total();
+        let overflow = ProtoError::Overflow { what: "task queue capacity" };
+        let tasks = usize::try_from(full).map_err(|_| overflow.clone())?;
+        let ready = tasks.checked_add(processors as usize).ok_or(overflow)?;
+        Ok(RankState {
+            tasks: Log::with_capacity(tasks, doorbell::EMPTY),
+            ready: Log::with_capacity(ready, 0),
+            doorbells: (0..processors).map(|_| Doorbell::new()).collect(),
+            received_rows: (0..packets).map(|_| AtomicU32::new(0)).collect(),
+            packets_seen: AtomicU32::new(0),
+            abort: AtomicBool::new(false),
+        })
+    }
+
+    /// Number of processors.
+    pub fn processors(&self) -> u32 {
+        self.doorbells.len() as u32
+    }
+
+    /// Tasks queued so far in this forward.
+    pub fn tasks_queued(&self) -> usize {
+        self.tasks.len()
+    }
+
+    /// Tells every role of the rank to stop (another role failed).
+    pub fn abort(&self) {
+        self.abort.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether [`RankState::abort`] was called.
+    pub fn aborted(&self) -> bool {
+        self.abort.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn push_task(&self, task: TaskDescriptor) -> Result<(), RuntimeError> {
+        self.tasks
+            .push(task)
+            .map_err(|capacity| RuntimeError::QueueFull { queue: "task queue", capacity })
+    }
+
+    pub(crate) fn push_ready(&self, processor: u32) -> Result<(), RuntimeError> {
+        self.ready
+            .push(processor)
+            .map_err(|capacity| RuntimeError::QueueFull { queue: "ready queue", capacity })
+    }
+}
+
+/// The references every role of one rank shares during one forward.
+#[derive(Debug)]
+pub struct RankContext<'a, H> {
+    /// This rank.
+    pub rank: u32,
+    /// This forward's epoch.
+    pub epoch: Epoch,
+    /// The heap layout (identical on every rank).
+    pub layout: &'a HeapLayout,
+    /// The world's symmetric heap as this rank sees it.
+    pub heap: &'a H,
+    /// This forward's shared role state.
+    pub state: &'a RankState,
+}
+
+impl<H> Clone for RankContext<'_, H> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<H> Copy for RankContext<'_, H> {}
+
+/// Polls `roles` (all of one rank) on the calling thread until every one is done, backing off
+/// while none makes progress.
+///
+/// Returns the first error of any role (after raising the rank's abort flag so the rank's other
+/// threads stop too), [`RuntimeError::Aborted`] if another thread aborted the rank, or a
+/// [`RuntimeError::Timeout`] naming the first unfinished role once `deadline` passes.
+pub fn drive(
+    rank: u32,
+    state: &RankState,
+    deadline: Deadline,
+    roles: &mut [&mut dyn Role],
+) -> Result<(), RuntimeError> {
+    let mut done = vec![false; roles.len()];
+    let mut backoff = Backoff::new();
+    loop {
+        let mut progress = false;
+        for (role, done) in roles.iter_mut().zip(done.iter_mut()).filter(|(_, d)| !**d) {
+            match role.poll() {
+                Ok(Poll::Progress) => progress = true,
+                Ok(Poll::Idle) => {}
+                Ok(Poll::Done) => {
+                    *done = true;
+                    progress = true;
+                }
+                Err(e) => {
+                    state.abort();
+                    return Err(e);
+                }
+            }
+        }
+        if done.iter().all(|&d| d) {
+            return Ok(());
+        }
+        if progress {
+            backoff.reset();
+            continue;
+        }
+        if state.aborted() {
+            return Err(RuntimeError::Aborted);
+        }
+        if deadline.expired() {
+            let waiting = roles.iter().zip(&done).find(|(_, d)| !**d).map(|(r, _)| r);
+            let role = waiting.expect("an unfinished role exists");
+            let Awaiting { awaited, expected_epoch, seen } = role.awaiting();
+            state.abort();
+            return Err(RuntimeError::Timeout(TimeoutReport {
+                rank,
+                role: role.name(),
+                awaited,
+                expected_epoch,
+                seen,
+            }));
+        }
+        backoff.snooze();
+    }
+}

@@ -1,0 +1,249 @@
+//! [`Subscriber`]: turns arrived signals into tasks.
+
+use flashdmoe_proto::graph::{combine_task, gemm0_tasks};
+use flashdmoe_proto::signal::{self, SignalState};
+use flashdmoe_proto::{ProtoError, SourcePlan, div_ceil};
+
+use super::{Awaiting, Poll, RankContext, Role, RuntimeError, SymmetricHeap};
+use crate::sync::Ordering;
+
+#[derive(Clone, Copy, Debug)]
+struct DispatchWatch {
+    source: u32,
+    local_expert: u32,
+    offset: u64,
+    seen: u64,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct ReturnWatch {
+    owner: u32,
+    local_expert: u32,
+    row_tile: u32,
+    col_tile: u32,
+    tile_id: u32,
+    offset: u64,
+    seen: u64,
+}
+
+/// One of a rank's subscribers for one forward (a warp on the GPU).
+///
+/// The rank's signals are dealt round-robin over its `count` subscribers (this is number
+/// `index`): the dispatch signal of packet `i = source * local_experts + local_expert` and the
+/// `j`-th return signal the rank is owed (in `(owner, local expert, row tile, column tile)`
+/// order) belong to subscriber `i % count` and `j % count`.
+///
+/// * A dispatch signal of the current epoch announcing `n` rows: queue the packet's GEMM0 tasks,
+///   then report `n` to the scheduler (row count, then a release increment of the packets seen).
+/// * A return signal of the current epoch for column tile `c`: increment `c`'s combine counter;
+///   the arrival that brings it to [`SourcePlan::combine_expected`] queues the Combine task of
+///   every token tile of column `c`. Columns expecting no arrival at all (this rank sent no
+///   rows) are queued at the first poll by the subscriber the column index deals them to.
+///
+/// Done once every watched signal has arrived.
+#[derive(Debug)]
+pub struct Subscriber<'a, H> {
+    ctx: RankContext<'a, H>,
+    index: u32,
+    count: u32,
+    dispatches: Vec<DispatchWatch>,
+    returns: Vec<ReturnWatch>,
+    expected: u32,
+    started: bool,
+}
+
+impl<'a, H: SymmetricHeap> Subscriber<'a, H> {
+    /// Subscriber `index` of `count` (`index < count`) of the rank in `ctx`, whose own routing
+    /// (what it is owed) is `plan`, built for `ctx.layout`.
+    pub fn new(
+        ctx: RankContext<'a, H>,
+        plan: &'a SourcePlan,
+        index: u32,
+        count: u32,
+    ) -> Result<Self, RuntimeError> {
+        if index >= count {
+            return Err(ProtoError::OutOfRange {
+                what: "subscriber",
+                value: index as u64,
+                limit: count as u64,
+            }
+            .into());
+        }
+        let layout = ctx.layout;
+        let g = layout.geometry();
+        let mine = |i: usize| i % count as usize == index as usize;
+        let mut dispatches = Vec::new();
+        for source in 0..g.world {
+            for local_expert in 0..g.local_experts {
+                if mine((source * g.local_experts + local_expert) as usize) {
+                    let offset = layout.dispatch_signal(source, local_expert)?;
+                    dispatches.push(DispatchWatch { source, local_expert, offset, seen: 0 });
+                }
+            }
+        }
+        let mut returns = Vec::new();
+        let mut j = 0usize;
+        for owner in 0..g.world {
+            for local_expert in 0..g.local_experts {
+                for row_tile in 0..div_ceil(plan.rows(owner, local_expert), g.tile.bm) {
+                    for col_tile in 0..g.col_tiles_hidden() {
+                        if mine(j) {
+                            returns.push(ReturnWatch {
+                                owner,
+                                local_expert,
+                                row_tile,
+                                col_tile,
+                                tile_id: layout.return_tile_id(row_tile, col_tile)?,
+                                offset: layout.return_signal(
+                                    owner,
+                                    local_expert,
+                                    row_tile,
+                                    col_tile,
+                                )?,
+                                seen: 0,
+                            });
+                        }
+                        j += 1;
+                    }
+                }
+            }
+        }
+        Ok(Subscriber {
+            ctx,
+            index,
+            count,
+            dispatches,
+            returns,
+            expected: plan.combine_expected(g.tile.bm),
+            started: false,
+        })
+    }
+
+    fn queue_combines(&self, col_tile: u32) -> Result<(), RuntimeError> {
+        let ctx = &self.ctx;
+        for token_tile in 0..ctx.layout.token_tiles() {
+            ctx.state
+                .push_task(combine_task(ctx.layout, ctx.epoch, ctx.rank, token_tile, col_tile)?)?;
+        }
+        Ok(())
+    }
+
+    fn poll_dispatches(&mut self) -> Result<bool, RuntimeError> {
+        let ctx = self.ctx;
+        let g = ctx.layout.geometry();
+        let mut progress = false;
+        let mut kept = 0;
+        for i in 0..self.dispatches.len() {
+            let mut w = self.dispatches[i];
+            w.seen = ctx.heap.load_signal(ctx.rank, w.offset);
+            match signal::decode_dispatch(w.seen, ctx.epoch, g.capacity)? {
+                SignalState::Pending { .. } => {
+                    self.dispatches[kept] = w;
+                    kept += 1;
+                }
+                SignalState::Ready(rows) => {
+                    let (source, le) = (w.source, w.local_expert);
+                    for task in gemm0_tasks(ctx.layout, ctx.epoch, source, ctx.rank, le, rows) {
+                        ctx.state.push_task(task?)?;
+                    }
+                    let packet = (source * g.local_experts + le) as usize;
+                    ctx.state.received_rows[packet].store(rows, Ordering::Relaxed);
+                    ctx.state.packets_seen.fetch_add(1, Ordering::Release);
+                    progress = true;
+                }
+            }
+        }
+        self.dispatches.truncate(kept);
+        Ok(progress)
+    }
+
+    fn poll_returns(&mut self) -> Result<bool, RuntimeError> {
+        let ctx = self.ctx;
+        let mut progress = false;
+        let mut kept = 0;
+        for i in 0..self.returns.len() {
+            let mut w = self.returns[i];
+            w.seen = ctx.heap.load_signal(ctx.rank, w.offset);
+            match signal::decode_return(w.seen, ctx.epoch, w.tile_id)? {
+                SignalState::Pending { .. } => {
+                    self.returns[kept] = w;
+                    kept += 1;
+                }
+                SignalState::Ready(_) => {
+                    let col_tile = w.col_tile;
+                    let counter = ctx.layout.combine_counter(col_tile)?;
+                    let arrived = ctx.heap.add_counter(ctx.rank, counter);
+                    if arrived == self.expected {
+                        self.queue_combines(col_tile)?;
+                    } else if arrived > self.expected {
+                        return Err(ProtoError::Inconsistent {
+                            field: "combine counter",
+                            expected: self.expected as u64,
+                            found: arrived as u64,
+                        }
+                        .into());
+                    }
+                    progress = true;
+                }
+            }
+        }
+        self.returns.truncate(kept);
+        Ok(progress)
+    }
+}
+
+impl<H: SymmetricHeap> Role for Subscriber<'_, H> {
+    fn name(&self) -> String {
+        format!("subscriber {}", self.index)
+    }
+
+    fn poll(&mut self) -> Result<Poll, RuntimeError> {
+        let mut progress = false;
+        if !self.started {
+            self.started = true;
+            progress = true;
+            if self.expected == 0 {
+                let columns = self.ctx.layout.geometry().col_tiles_hidden();
+                for col_tile in (self.index..columns).step_by(self.count as usize) {
+                    self.queue_combines(col_tile)?;
+                }
+            }
+        }
+        progress |= self.poll_dispatches()?;
+        progress |= self.poll_returns()?;
+        Ok(if self.dispatches.is_empty() && self.returns.is_empty() {
+            Poll::Done
+        } else if progress {
+            Poll::Progress
+        } else {
+            Poll::Idle
+        })
+    }
+
+    /// The first signal still missing; `seen` is the raw word last read from it (its epoch in
+    /// the high 32 bits: 0 if never written, the previous epoch if stale).
+    fn awaiting(&self) -> Awaiting {
+        let expected_epoch = self.ctx.epoch.get();
+        if let Some(w) = self.dispatches.first() {
+            return Awaiting {
+                awaited: format!(
+                    "dispatch signal from rank {} for local expert {}",
+                    w.source, w.local_expert
+                ),
+                expected_epoch,
+                seen: w.seen,
+            };
+        }
+        match self.returns.first() {
+            Some(w) => Awaiting {
+                awaited: format!(
+                    "return signal from rank {} for local expert {}, row tile {}, column tile {}",
+                    w.owner, w.local_expert, w.row_tile, w.col_tile
+                ),
+                expected_epoch,
+                seen: w.seen,
+            },
+            None => Awaiting { awaited: "nothing".into(), expected_epoch, seen: 0 },
+        }
+    }
+}
