@@ -1,0 +1,836 @@
+"""Shared pieces of the PyTorch MoE baselines (``torch_single.py``, ``torch_ep.py``).
+
+Layers, from the bottom:
+
+* **Config** (:class:`MoeConfig`, :data:`PRESETS`, :func:`paper_grid`, :func:`add_config_args`,
+  :func:`configs_from_args`): the MoE layer shape and its validation, with the same rules and
+  names as flashdmoe-core's ``MoeConfig`` (dtype names ``bf16 f16 f32 f32-exact``).
+* **Seeded data** (:func:`generate`, :func:`generate_layer`, :func:`generate_input`,
+  :func:`reference_values`): the team's splitmix64 scheme, vectorised in torch ``int64``
+  arithmetic (any element is computable directly, so a slice of a tensor -- one expert's
+  weights, say -- is generated without the rest), plus a scalar pure-Python version used as the
+  ground truth by the tests and by the scripts' start-up self-check.
+* **Routing** (:func:`route`, :func:`capacity_keep`, :func:`plan_dispatch`): router, top-k,
+  capacity and the permutation that groups token rows by expert.
+* **Expert math** (:class:`GroupedWeights`, :func:`grouped_ffn`, :func:`combine`,
+  :func:`activate`).
+* **Verification** (:func:`check_rows`): a float64 reference for a sample of token rows.
+* **Floors, timing, results** (:func:`flops`, :func:`floor_ms`, :func:`time_fn`,
+  :func:`summarize`, :func:`make_record`, :func:`write_jsonl`, :func:`print_table`).
+
+Invariants:
+
+* The generator defines the same numbers as ``flashdmoe-core/src/rng.rs`` and
+  ``weights.rs``: tensor ``id`` under ``seed`` starts its stream at ``seed + id * GAMMA``
+  (wrapping), element ``n`` (row-major) is ``mix(start + (n + 1) * GAMMA)`` mapped to
+  ``(2u - 1) * scale`` in f32 with ``u = (x >> 40) * 2^-24``, then rounded to the dtype
+  (round to nearest, ties to even). Scales are f32: ``1/sqrt(H)`` for router, up and gate,
+  ``1/sqrt(I)`` for down, 0.1 for biases, 1 for inputs. Change both or neither.
+* Routing equals ``flashdmoe-core/src/routing.rs``: f32 logits, f32 softmax over E, top-k by
+  descending probability with ties to the lower expert index (a *stable* descending sort keeps
+  equal probabilities in index order), weights renormalised over the chosen k (sum in slot
+  order). Capacity is per ``(source rank, expert)`` packet: ``ceil(f * (T * k) / E)`` rows
+  evaluated in f64 in that order, clamped to T (dropless: T); within a packet the lowest token
+  indices are kept.
+* Nothing in :func:`route`, :func:`plan_dispatch`, :func:`grouped_ffn` or :func:`combine`
+  synchronises the host with the device or has a data-dependent shape, so the single-GPU
+  grouped forward can be captured in a CUDA graph and replayed for any routing.
+
+Rounding points differ from ours where PyTorch offers no choice (documented per function); the
+verification tolerance (:data:`TOLERANCE`, flashdmoe-core's ``DType::tolerance``) covers them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import math
+import os
+import struct
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterable, Optional
+
+import torch
+import torch.nn.functional as F
+
+# --------------------------------------------------------------------------------------------
+# Config
+# --------------------------------------------------------------------------------------------
+
+SCHEMA = "flashdmoe-bench/1"
+
+#: Element types: torch storage dtype and whether f32 matrix products may use TF32.
+DTYPES = {
+    "bf16": torch.bfloat16,
+    "f16": torch.float16,
+    "f32": torch.float32,
+    "f32-exact": torch.float32,
+}
+ACTIVATIONS = ("relu", "gelu", "swiglu")
+
+#: Verification tolerance per dtype: the largest accepted ``|out - ref|`` relative to the largest
+#: ``|ref|`` of the same output row (flashdmoe-core ``DType::tolerance``).
+TOLERANCE = {"bf16": 1 / 32, "f16": 1 / 256, "f32": 1 / 256, "f32-exact": 1 / 8192}
+
+#: hidden and inter must be multiples of this (flashdmoe-core's tile rule; also satisfies the
+#: 16-byte alignment ``torch._grouped_mm`` needs).
+SIZE_MULTIPLE = 64
+
+
+class ConfigError(ValueError):
+    """A configuration problem, naming the offending field."""
+
+    def __init__(self, field: str, reason: str):
+        super().__init__(f"invalid config: {field}: {reason}")
+        self.field = field
+
+
+@dataclass(frozen=True)
+class MoeConfig:
+    """One MoE layer, per rank. ``capacity`` is a capacity factor, or ``None`` for dropless."""
+
+    tokens: int
+    hidden: int
+    inter: int
+    experts: int
+    top_k: int
+    activation: str = "relu"
+    dtype: str = "bf16"
+    capacity: Optional[float] = None
+    bias: bool = False
+
+    def validate(self) -> "MoeConfig":
+        """Returns ``self`` if valid, else raises :class:`ConfigError`."""
+        for field in ("tokens", "hidden", "inter", "experts", "top_k"):
+            v = getattr(self, field)
+            if not isinstance(v, int) or v <= 0:
+                raise ConfigError(field, f"{v!r} must be an integer > 0")
+        if self.top_k > self.experts:
+            raise ConfigError("top_k", f"{self.top_k} exceeds the number of experts ({self.experts})")
+        for field in ("hidden", "inter"):
+            if getattr(self, field) % SIZE_MULTIPLE:
+                raise ConfigError(field, f"{getattr(self, field)} is not a multiple of {SIZE_MULTIPLE}")
+        if self.activation not in ACTIVATIONS:
+            raise ConfigError("activation", f"{self.activation!r} is not one of {', '.join(ACTIVATIONS)}")
+        if self.dtype not in DTYPES:
+            raise ConfigError("dtype", f"{self.dtype!r} is not one of {', '.join(DTYPES)}")
+        if self.capacity is not None and not (math.isfinite(self.capacity) and self.capacity > 0):
+            raise ConfigError("capacity", f"factor {self.capacity} must be finite and > 0")
+        return self
+
+    @property
+    def gated(self) -> bool:
+        """Whether the experts are SwiGLU (a gate projection beside the up projection)."""
+        return self.activation == "swiglu"
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return DTYPES[self.dtype]
+
+    @property
+    def elem_bytes(self) -> int:
+        return self.torch_dtype.itemsize
+
+    def capacity_rows(self) -> int:
+        """Rows of one ``(source rank, expert)`` packet (module invariant)."""
+        if self.capacity is None:
+            return self.tokens
+        rows = math.ceil(self.capacity * float(self.tokens * self.top_k) / float(self.experts))
+        return min(rows, self.tokens)
+
+    def to_json(self) -> dict:
+        """The ``config`` object of the result schema."""
+        return {
+            "tokens_per_rank": self.tokens,
+            "hidden": self.hidden,
+            "inter": self.inter,
+            "experts": self.experts,
+            "top_k": self.top_k,
+            "activation": self.activation,
+            "dtype": self.dtype,
+            "capacity": "dropless" if self.capacity is None else self.capacity,
+            "bias": self.bias,
+        }
+
+    @staticmethod
+    def from_json(c: dict) -> "MoeConfig":
+        """The inverse of :meth:`to_json`."""
+        cap = c["capacity"]
+        return MoeConfig(c["tokens_per_rank"], c["hidden"], c["inter"], c["experts"], c["top_k"],
+                         c["activation"], c["dtype"], None if cap == "dropless" else float(cap), c["bias"])
+
+    def label(self) -> str:
+        cap = "dropless" if self.capacity is None else f"cf{self.capacity:g}"
+        bias = "+bias" if self.bias else ""
+        return (
+            f"T{self.tokens} H{self.hidden} I{self.inter} E{self.experts} k{self.top_k} "
+            f"{self.activation}{bias} {self.dtype} {cap}"
+        )
+
+
+def _paper(tokens: int, experts: int, capacity: Optional[float]) -> MoeConfig:
+    return MoeConfig(tokens, 2048, 2048, experts, 2, "relu", "bf16", capacity, False)
+
+
+PAPER_TOKENS = (128, 4096, 8192, 16384)
+PAPER_EXPERTS = (8, 16, 32, 64, 128)
+PAPER_CAPACITIES = (1.0, None)
+
+
+def paper_grid() -> list[MoeConfig]:
+    """The reference paper's grid (PERF.md): H = I = 2048, top-2, ReLU, bf16."""
+    return [_paper(t, e, c) for t in PAPER_TOKENS for e in PAPER_EXPERTS for c in PAPER_CAPACITIES]
+
+
+def _paper_name(c: MoeConfig) -> str:
+    return f"paper-t{c.tokens}-e{c.experts}-" + ("dropless" if c.capacity is None else "cf1")
+
+
+#: Model presets (dropless, bf16) for a default of 8192 tokens; CLI flags override any field.
+MODEL_PRESETS = {
+    "mixtral-8x7b": MoeConfig(8192, 4096, 14336, 8, 2, "swiglu"),
+    "qwen1.5-moe-a2.7b": MoeConfig(8192, 2048, 1408, 60, 4, "swiglu"),
+    "deepseek-v2-lite": MoeConfig(8192, 2048, 1408, 64, 6, "swiglu"),
+    "olmoe-1b-7b": MoeConfig(8192, 2048, 1024, 64, 8, "swiglu"),
+    "gpt-oss-20b": MoeConfig(8192, 2880, 2880, 32, 4, "swiglu", bias=True),
+}
+
+#: Every preset: the paper grid entries (``paper-t16384-e32-cf1`` ...) and the model presets.
+PRESETS = {**{_paper_name(c): c for c in paper_grid()}, **MODEL_PRESETS}
+
+DEFAULT = _paper(4096, 8, None)
+
+
+def _capacity_arg(text: str) -> Optional[float]:
+    if text == "dropless":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a capacity factor nor 'dropless'") from None
+
+
+def add_config_args(p: argparse.ArgumentParser) -> None:
+    """The shared CLI: layer shape, preset/grid, seed, timing, verification, output."""
+    g = p.add_argument_group("layer (flags override --preset; default: paper T4096 E8 dropless)")
+    g.add_argument("--preset", nargs="+", choices=sorted(PRESETS), metavar="NAME",
+                   help="presets run in turn: paper grid entries paper-t{128,4096,8192,16384}-"
+                        "e{8,16,32,64,128}-{cf1,dropless}, or models: " + ", ".join(MODEL_PRESETS))
+    g.add_argument("--grid", choices=["paper"], help="run the whole paper grid (40 configs)")
+    g.add_argument("--tokens", type=int, help="tokens per rank T")
+    g.add_argument("--hidden", type=int, help="hidden size H")
+    g.add_argument("--inter", type=int, help="expert intermediate size I")
+    g.add_argument("--experts", type=int, help="experts E")
+    g.add_argument("--top-k", type=int, dest="top_k", help="experts per token k")
+    g.add_argument("--activation", choices=ACTIVATIONS)
+    g.add_argument("--dtype", choices=sorted(DTYPES))
+    g.add_argument("--capacity", type=_capacity_arg, default=argparse.SUPPRESS,
+                   help="capacity factor, or 'dropless'")
+    g.add_argument("--bias", action=argparse.BooleanOptionalAction, default=None,
+                   help="biases on the expert projections")
+    r = p.add_argument_group("run")
+    r.add_argument("--seed", type=int, default=0, help="seed of the shared generator (u64)")
+    r.add_argument("--iters", type=int, default=100, help="timed iterations")
+    r.add_argument("--warmup", type=int, default=10, help="untimed iterations first")
+    r.add_argument("--verify-rows", type=int, default=64, dest="verify_rows",
+                   help="token rows (per rank) checked against the float64 reference")
+    r.add_argument("--device", choices=["cuda", "cpu"], default="cuda",
+                   help="cpu: functional check only (times are host wall clock)")
+    r.add_argument("--out", help="append one JSON object per result to this file (JSONL)")
+
+
+def configs_from_args(args: argparse.Namespace) -> list[MoeConfig]:
+    """The configs a command line asks for: ``--grid``, else ``--preset`` or the default, with
+    each given flag overriding the field. Raises :class:`ConfigError`."""
+    if args.grid and args.preset:
+        raise ConfigError("grid", "--grid and --preset exclude each other")
+    if not 0 <= args.seed < 1 << 64:
+        raise ConfigError("seed", f"{args.seed} is not a u64")
+    if args.iters <= 0 or args.warmup < 0 or args.verify_rows < 0:
+        raise ConfigError("iters", "--iters must be > 0, --warmup and --verify-rows >= 0")
+    bases = paper_grid() if args.grid else [PRESETS[n] for n in args.preset] if args.preset else [DEFAULT]
+    overrides = {
+        f: getattr(args, f)
+        for f in ("tokens", "hidden", "inter", "experts", "top_k", "activation", "dtype", "bias")
+        if getattr(args, f, None) is not None
+    }
+    if hasattr(args, "capacity"):
+        overrides["capacity"] = args.capacity
+    return [dataclasses.replace(b, **overrides).validate() for b in bases]
+
+
+# --------------------------------------------------------------------------------------------
+# Seeded data
+# --------------------------------------------------------------------------------------------
+
+GAMMA = 0x9E3779B97F4A7C15
+_MIX1 = 0xBF58476D1CE4E5B9
+_MIX2 = 0x94D049BB133111EB
+_MASK64 = (1 << 64) - 1
+
+#: Tensor ids of the generator (flashdmoe-core ``weights::ids``); the input of rank r is
+#: ``INPUT + r``.
+ID_ROUTER, ID_UP, ID_GATE, ID_DOWN, ID_UP_BIAS, ID_GATE_BIAS, ID_DOWN_BIAS = 1, 2, 3, 4, 5, 6, 7
+ID_INPUT = 1000
+BIAS_SCALE = 0.1
+
+#: Elements generated per device chunk (bounds the int64 temporaries to a few hundred MB).
+_CHUNK = 1 << 25
+
+
+def f32(v: float) -> float:
+    """``v`` rounded to the nearest f32 (ties to even), as a Python float."""
+    return struct.unpack("<f", struct.pack("<f", v))[0]
+
+
+def inv_sqrt_f32(n: int) -> float:
+    """``1 / sqrt(n)`` as Rust's ``1.0 / (n as f32).sqrt()`` computes it. Computing each
+    correctly rounded f64 operation and rounding to f32 gives the correctly rounded f32 result
+    for sqrt and division (53 >= 2 * 24 + 2)."""
+    return f32(1.0 / f32(math.sqrt(f32(float(n)))))
+
+
+def splitmix64_stream(seed: int, tensor_id: int, count: int) -> list[int]:
+    """The first ``count`` outputs of tensor ``tensor_id``'s stream, sequentially, in pure
+    Python: the ground truth the vectorised generator is checked against."""
+    state = (seed + tensor_id * GAMMA) & _MASK64
+    out = []
+    for _ in range(count):
+        state = (state + GAMMA) & _MASK64
+        z = state
+        z = ((z ^ (z >> 30)) * _MIX1) & _MASK64
+        z = ((z ^ (z >> 27)) * _MIX2) & _MASK64
+        out.append(z ^ (z >> 31))
+    return out
+
+
+def round_scalar(v: float, dtype: str) -> float:
+    """``v`` (an f32 value) rounded to ``dtype``, ties to even, in pure Python."""
+    if dtype == "bf16":
+        bits = struct.unpack("<I", struct.pack("<f", v))[0]
+        bits = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16) << 16
+        return struct.unpack("<f", struct.pack("<I", bits & 0xFFFFFFFF))[0]
+    if dtype == "f16":
+        return struct.unpack("<e", struct.pack("<e", v))[0]
+    return v
+
+
+def reference_values(seed: int, tensor_id: int, count: int, scale: float, dtype: str) -> list[float]:
+    """The first ``count`` values of a tensor, sequentially, in pure Python (module invariant)."""
+    out = []
+    for x in splitmix64_stream(seed, tensor_id, count):
+        u = f32((x >> 40) * 2.0**-24)
+        out.append(round_scalar(f32((2.0 * u - 1.0) * scale), dtype))
+    return out
+
+
+def _i64(v: int) -> int:
+    """The int64 with the bits of the u64 ``v``."""
+    v &= _MASK64
+    return v - (1 << 64) if v >= 1 << 63 else v
+
+
+def _srl(z: torch.Tensor, s: int) -> torch.Tensor:
+    """Logical right shift of the u64 bits held in an int64 tensor."""
+    return (z >> s) & ((1 << (64 - s)) - 1)
+
+
+def generate(seed: int, tensor_id: int, shape: Iterable[int], scale: float, dtype: str,
+             device: torch.device, start: int = 0) -> torch.Tensor:
+    """Elements ``start .. start + prod(shape)`` of a seeded tensor (module invariant), as a
+    tensor of ``shape`` and the dtype's storage type on ``device``.
+
+    int64 products wrap in two's complement on every torch backend (checked against the
+    pure-Python stream by the tests and by :func:`self_check_generator`). ``(2u - 1) * scale``
+    is computed exactly in f64 (a 25-bit by 24-bit product) and rounded once to f32, which is
+    Rust's f32 product; the f32 value is then rounded to the dtype."""
+    shape = tuple(shape)
+    count = math.prod(shape)
+    out = torch.empty(count, dtype=DTYPES[dtype], device=device)
+    base = _i64(seed + tensor_id * GAMMA)
+    step = scale * 2.0**-24
+    for lo in range(0, count, _CHUNK):
+        n = torch.arange(start + lo + 1, start + min(lo + _CHUNK, count) + 1, dtype=torch.int64, device=device)
+        z = n * _i64(GAMMA) + base
+        z = (z ^ _srl(z, 30)) * _i64(_MIX1)
+        z = (z ^ _srl(z, 27)) * _i64(_MIX2)
+        z = z ^ _srl(z, 31)
+        a = 2 * _srl(z, 40) - (1 << 24)  # (2u - 1) * 2^24, exact
+        out[lo:lo + n.numel()] = (a.to(torch.float64) * step).to(torch.float32).to(out.dtype)
+    return out.view(shape)
+
+
+@dataclass
+class LayerWeights:
+    """Weights of a contiguous range of experts ``[first, first + count)`` in ``nn.Linear``
+    layout, in the config's storage dtype, plus the full router ``[E][H]``."""
+
+    first: int
+    router: torch.Tensor
+    up: torch.Tensor  # [n][I][H]
+    gate: Optional[torch.Tensor]  # [n][I][H], SwiGLU only
+    down: torch.Tensor  # [n][H][I]
+    up_bias: Optional[torch.Tensor]  # [n][I]
+    gate_bias: Optional[torch.Tensor]  # [n][I], SwiGLU with biases only
+    down_bias: Optional[torch.Tensor]  # [n][H]
+
+    @property
+    def count(self) -> int:
+        return self.up.shape[0]
+
+    def expert(self, e: int) -> "LayerWeights":
+        """The weights of global expert ``e`` alone (views); ``e`` must lie in this range."""
+        i = e - self.first
+        if not 0 <= i < self.count:
+            raise IndexError(f"expert {e} is not in [{self.first}, {self.first + self.count})")
+
+        def one(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+            return None if t is None else t[i:i + 1]
+
+        return LayerWeights(e, self.router, one(self.up), one(self.gate), one(self.down),
+                            one(self.up_bias), one(self.gate_bias), one(self.down_bias))
+
+
+def generate_layer(cfg: MoeConfig, seed: int, device: torch.device,
+                   first: int = 0, count: Optional[int] = None) -> LayerWeights:
+    """The seeded weights of experts ``[first, first + count)`` (default: all) and the router."""
+    e, h, i = cfg.experts, cfg.hidden, cfg.inter
+    count = e - first if count is None else count
+    if not (0 <= first and count >= 0 and first + count <= e):
+        raise ConfigError("experts", f"range [{first}, {first + count}) is not within [0, {e})")
+    sh, si = inv_sqrt_f32(h), inv_sqrt_f32(i)
+
+    def part(tid: int, per_expert: tuple[int, ...], scale: float) -> torch.Tensor:
+        size = math.prod(per_expert)
+        return generate(seed, tid, (count, *per_expert), scale, cfg.dtype, device, start=first * size)
+
+    gated, bias = cfg.gated, cfg.bias
+    return LayerWeights(
+        first=first,
+        router=generate(seed, ID_ROUTER, (e, h), sh, cfg.dtype, device),
+        up=part(ID_UP, (i, h), sh),
+        gate=part(ID_GATE, (i, h), sh) if gated else None,
+        down=part(ID_DOWN, (h, i), si),
+        up_bias=part(ID_UP_BIAS, (i,), BIAS_SCALE) if bias else None,
+        gate_bias=part(ID_GATE_BIAS, (i,), BIAS_SCALE) if bias and gated else None,
+        down_bias=part(ID_DOWN_BIAS, (h,), BIAS_SCALE) if bias else None,
+    )
+
+
+def generate_input(cfg: MoeConfig, rank: int, seed: int, device: torch.device) -> torch.Tensor:
+    """The seeded input ``[T][H]`` of ``rank`` (tensor id ``1000 + rank``, scale 1)."""
+    return generate(seed, ID_INPUT + rank, (cfg.tokens, cfg.hidden), 1.0, cfg.dtype, device)
+
+
+def self_check_generator(seed: int, dtype: str, device: torch.device, count: int = 4096) -> None:
+    """Raises ``RuntimeError`` unless the vectorised generator on ``device`` equals the
+    pure-Python stream (run once at start-up: guards int64 wrap-around on that backend)."""
+    for tid, scale, start in ((ID_ROUTER, inv_sqrt_f32(2048), 0), (ID_INPUT, 1.0, 3)):
+        got = generate(seed, tid, (count,), scale, dtype, device, start=start).float().cpu().tolist()
+        want = reference_values(seed, tid, start + count, scale, dtype)[start:]
+        if got != want:
+            bad = next(n for n, (a, b) in enumerate(zip(got, want)) if a != b)
+            raise RuntimeError(f"seeded generator mismatch on {device} (id {tid}, element {start + bad}): "
+                               f"{got[bad]} != {want[bad]}")
+
+
+# --------------------------------------------------------------------------------------------
+# Routing
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Routing:
+    """Each token's chosen experts ``[T][k]`` (int64, slot order) and combine weights (f32)."""
+
+    experts: torch.Tensor
+    weights: torch.Tensor
+
+
+_MM_F32_OUT: dict[torch.device, bool] = {}
+
+
+def router_logits(x: torch.Tensor, router: torch.Tensor) -> torch.Tensor:
+    """``x @ router^T`` ``[T][E]`` in f32 with f32 accumulation: bf16/f16 through the CUDA
+    ``mm`` with ``out_dtype=float32`` where available (else upcast operands); f32 as f32 (TF32
+    when the dtype allows it, which may break near-ties differently from the f64 oracle)."""
+    if x.dtype == torch.float32:
+        return x @ router.t()
+    if x.is_cuda:
+        ok = _MM_F32_OUT.get(x.device)
+        if ok is None:
+            try:
+                torch.mm(x[:1], router.t(), out_dtype=torch.float32)
+                ok = True
+            except (RuntimeError, TypeError):
+                ok = False
+            _MM_F32_OUT[x.device] = ok
+        if ok:
+            return torch.mm(x, router.t(), out_dtype=torch.float32)
+    return x.float() @ router.float().t()
+
+
+def route(x: torch.Tensor, router: torch.Tensor, top_k: int) -> Routing:
+    """The router of the module invariant. Ties: ``torch.sort(stable=True, descending=True)``
+    keeps equal probabilities in ascending expert order, so the lower index wins."""
+    probs = torch.softmax(router_logits(x, router), dim=-1)
+    top_p, experts = torch.sort(probs, dim=-1, descending=True, stable=True)
+    top_p, experts = top_p[:, :top_k], experts[:, :top_k]
+    total = top_p[:, 0]
+    for j in range(1, top_k):  # slot order, as the Rust router sums
+        total = total + top_p[:, j]
+    return Routing(experts=experts, weights=top_p / total[:, None])
+
+
+def capacity_keep(experts: torch.Tensor, num_experts: int, capacity: int) -> torch.Tensor:
+    """Which ``[T][k]`` slots survive capacity: slot ``(t, j)`` is kept iff fewer than
+    ``capacity`` earlier tokens chose the same expert. (A direct count; :func:`plan_dispatch`
+    reaches the same mask through a sort, and the scripts cross-check the two.)"""
+    chose = F.one_hot(experts, num_experts).sum(dim=1)  # [T][E], 0/1: tokens pick distinct experts
+    earlier = chose.cumsum(dim=0) - chose
+    return earlier.gather(1, experts) < capacity
+
+
+@dataclass
+class Dispatch:
+    """Permutation of a rank's ``N = T * k`` slots into rows grouped by expert.
+
+    Rows ``[0, kept)`` hold the kept slots, grouped by ascending expert, ascending token order
+    within an expert (the packet order of the protocol); rows ``[kept, N)`` hold the dropped
+    slots and are never computed. ``offs`` are the cumulative kept rows per expert (the ``offs``
+    of ``torch._grouped_mm``); every shape is static (``N``, ``E``)."""
+
+    src_token: torch.Tensor  # [N] token of each row
+    row_expert: torch.Tensor  # [N] expert of each row
+    slot_row: torch.Tensor  # [N] row of each slot t * k + j
+    keep: torch.Tensor  # [T][k] bool
+    counts: torch.Tensor  # [E] kept rows per expert (int64)
+    offs: torch.Tensor  # [E] int32 cumulative counts
+
+
+def plan_dispatch(experts: torch.Tensor, num_experts: int, capacity: int) -> Dispatch:
+    """The :class:`Dispatch` of ``experts`` ``[T][k]`` under ``capacity`` rows per expert."""
+    t, k = experts.shape
+    n = t * k
+    dev = experts.device
+    flat = experts.reshape(n)
+    order = torch.argsort(flat, stable=True)  # slots grouped by expert, slot (= token) order inside
+    sorted_e = flat.index_select(0, order)
+    routed = torch.zeros(num_experts, dtype=torch.int64, device=dev).scatter_add_(
+        0, flat, torch.ones(n, dtype=torch.int64, device=dev))
+    rank = torch.arange(n, device=dev)
+    pos = rank - (routed.cumsum(0) - routed).index_select(0, sorted_e)  # position within the expert
+    keep_sorted = pos < capacity
+    counts = routed.clamp(max=capacity)
+    ends = counts.cumsum(0)
+    dropped_before = (~keep_sorted).cumsum(0) - (~keep_sorted).long()
+    dest = torch.where(keep_sorted, (ends - counts).index_select(0, sorted_e) + pos, ends[-1] + dropped_before)
+    slot_row = torch.empty_like(dest).scatter_(0, order, dest)
+    return Dispatch(
+        src_token=torch.empty_like(dest).scatter_(0, dest, order // k),
+        row_expert=torch.empty_like(dest).scatter_(0, dest, sorted_e),
+        slot_row=slot_row,
+        keep=torch.empty(n, dtype=torch.bool, device=dev).scatter_(0, order, keep_sorted).view(t, k),
+        counts=counts,
+        offs=ends.to(torch.int32),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Expert math
+# --------------------------------------------------------------------------------------------
+
+
+def activate(h: torch.Tensor, activation: str, inter: int) -> torch.Tensor:
+    """relu / exact-erf gelu of ``h``; SwiGLU of ``h = [gate | up]`` (``[rows][2I]``):
+    ``silu(gate) * up``, each op rounded to the storage dtype (PyTorch's elementwise rule; we
+    round once)."""
+    if activation == "relu":
+        return F.relu(h)
+    if activation == "gelu":
+        return F.gelu(h)
+    return F.silu(h[:, :inter]) * h[:, inter:]
+
+
+@dataclass
+class GroupedWeights:
+    """Expert weights laid out for ``torch._grouped_mm``: ``w1t`` ``[n][H][I or 2I]`` (gate and
+    up concatenated for SwiGLU, so one GEMM computes both), ``w2t`` ``[n][I][H]``, as transposed
+    (column-major) views of ``nn.Linear`` weights; biases ``[n][I or 2I]`` and ``[n][H]``."""
+
+    w1t: torch.Tensor
+    w2t: torch.Tensor
+    b1: Optional[torch.Tensor]
+    b2: Optional[torch.Tensor]
+
+    @staticmethod
+    def of(w: LayerWeights) -> "GroupedWeights":
+        w1 = torch.cat([w.gate, w.up], dim=1) if w.gate is not None else w.up
+        b1 = w.up_bias
+        if w.gate_bias is not None:
+            b1 = torch.cat([w.gate_bias, w.up_bias], dim=1)
+        return GroupedWeights(w1t=w1.transpose(1, 2), w2t=w.down.transpose(1, 2), b1=b1, b2=w.down_bias)
+
+
+def grouped_ffn(rows: torch.Tensor, offs: torch.Tensor, row_expert: torch.Tensor,
+                gw: GroupedWeights, cfg: MoeConfig) -> torch.Tensor:
+    """Expert FFN of rows grouped by expert (``offs``: cumulative ends, ``row_expert``: local
+    expert of each row). Rows past ``offs[-1]`` of the result are unspecified. GEMM outputs are
+    rounded to the dtype before the bias is added (``_grouped_mm`` takes no bias)."""
+    h = torch._grouped_mm(rows, gw.w1t, offs=offs)
+    if gw.b1 is not None:
+        h = h + gw.b1.index_select(0, row_expert)
+    h = activate(h, cfg.activation, cfg.inter)
+    y = torch._grouped_mm(h, gw.w2t, offs=offs)
+    if gw.b2 is not None:
+        y = y + gw.b2.index_select(0, row_expert)
+    return y
+
+
+def combine(y: torch.Tensor, plan: Dispatch, weights: torch.Tensor) -> torch.Tensor:
+    """``out[t] = sum_j w[t][j] * y[row of (t, j)]`` over kept slots, as one batched product
+    (f32 accumulation; the weights are rounded to the dtype first, a relative change of at most
+    one storage ulp). Dropped slots read row 0 (always computed) with weight 0, so the
+    unspecified rows past the kept ones are never read."""
+    t, k = plan.keep.shape
+    rows = torch.where(plan.keep.reshape(-1), plan.slot_row, 0)
+    w = torch.where(plan.keep, weights, 0.0).to(y.dtype)
+    return torch.bmm(w.view(t, 1, k), y.index_select(0, rows).view(t, k, -1)).view(t, -1)
+
+
+# --------------------------------------------------------------------------------------------
+# Verification
+# --------------------------------------------------------------------------------------------
+
+#: Largest accepted gap (in probability) by which a chosen expert may trail an unchosen one,
+#: per dtype: f32 logits from bf16/f16 operands differ from the f64 oracle's by ~1e-6; TF32
+#: logits by ~1e-3.
+_ROUTER_SLACK = {"bf16": 1e-5, "f16": 1e-5, "f32": 4e-3, "f32-exact": 1e-5}
+
+
+def sample_rows(tokens: int, count: int, device: torch.device) -> torch.Tensor:
+    """``min(count, tokens)`` distinct token rows, chosen fresh each run (OS entropy)."""
+    gen = torch.Generator().manual_seed(int.from_bytes(os.urandom(8), "little"))
+    return torch.randperm(tokens, generator=gen)[:count].sort().values.to(device)
+
+
+def _to_dtype64(v: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A float64 value stored as ``dtype`` (through f32, as an f32 accumulator is stored)."""
+    return v.float().to(dtype).double()
+
+
+def check_rows(cfg: MoeConfig, x_rows: torch.Tensor, router: torch.Tensor, experts: torch.Tensor,
+               keep: torch.Tensor, out_rows: torch.Tensor,
+               expert_weights: Callable[[int], LayerWeights]) -> tuple[bool, float, str]:
+    """Checks output rows against a float64 reference of the same tokens.
+
+    ``experts``/``keep`` ``[R][k]`` are the baseline's routing of those rows: the routing is
+    checked first (every chosen expert within :data:`_ROUTER_SLACK` of the f64 top-k), then the
+    reference follows the baseline's choice (so a legitimate near-tie flip is not an error) with
+    f64 router weights, h and y rounded to the dtype as ours are. ``expert_weights(e)`` returns
+    a :class:`LayerWeights` whose range starts at expert ``e``. Returns ``(verified,
+    max_rel_err, message)`` where the error is ``max |out - ref| / max |ref|`` per row."""
+    dt = cfg.torch_dtype
+    x = x_rows.double()
+    probs = torch.softmax(x @ router.double().t(), dim=-1)
+    chosen = probs.gather(1, experts)
+    kth = probs.topk(cfg.top_k, dim=-1).values[:, -1:]
+    routing_ok = bool((chosen >= kth - _ROUTER_SLACK[cfg.dtype]).all())
+    w = chosen / chosen.sum(dim=1, keepdim=True)
+    acc = torch.zeros_like(x)
+    for e in torch.unique(experts).tolist():
+        sel = (experts == e) & keep
+        tok, slot = sel.nonzero(as_tuple=True)
+        if tok.numel() == 0:
+            continue
+        lw = expert_weights(e)
+        xe = x.index_select(0, tok)
+        h = xe @ lw.up[0].double().t()
+        if lw.up_bias is not None:
+            h = h + lw.up_bias[0].double()
+        if cfg.gated:
+            g = xe @ lw.gate[0].double().t()
+            if lw.gate_bias is not None:
+                g = g + lw.gate_bias[0].double()
+            h = F.silu(g) * h
+        elif cfg.activation == "relu":
+            h = F.relu(h)
+        else:
+            h = F.gelu(h)
+        y = _to_dtype64(h, dt) @ lw.down[0].double().t()
+        if lw.down_bias is not None:
+            y = y + lw.down_bias[0].double()
+        acc.index_add_(0, tok, w[tok, slot, None] * _to_dtype64(y, dt))
+    ref = _to_dtype64(acc, dt)
+    diff = (out_rows.double() - ref).abs().amax(dim=1)
+    scale = ref.abs().amax(dim=1).clamp_min(torch.finfo(torch.float64).tiny)
+    err = float((diff / scale).max()) if len(diff) else 0.0
+    if not math.isfinite(err):
+        err = math.inf
+    ok = routing_ok and err <= TOLERANCE[cfg.dtype]
+    msg = "" if routing_ok else "routing differs from the f64 router beyond a near-tie"
+    return ok, err, msg
+
+
+def rel_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    """``max |a - b| / max |b|`` per row, maximised over rows (two outputs compared)."""
+    a, b = a.double(), b.double()
+    scale = b.abs().amax(dim=1).clamp_min(torch.finfo(torch.float64).tiny)
+    v = float(((a - b).abs().amax(dim=1) / scale).max())
+    return v if math.isfinite(v) else math.inf
+
+
+# --------------------------------------------------------------------------------------------
+# Floors (PERF.md)
+# --------------------------------------------------------------------------------------------
+
+#: H200 ceilings measured here (PERF.md): matrix rate per dtype (FLOP/s) and device bandwidth.
+RATE = {"bf16": 790e12, "f16": 790e12, "f32": 395e12, "f32-exact": 67e12}
+BANDWIDTH = 4.3e12
+
+
+def flops(cfg: MoeConfig) -> float:
+    """Nominal FLOPs of one layer forward per rank: ``4 T k H I`` (``6`` for SwiGLU) expert
+    GEMMs plus ``2 T H E`` for the router (PERF.md; dropped slots are still counted)."""
+    per = 6 if cfg.gated else 4
+    return float(per * cfg.tokens * cfg.top_k * cfg.hidden * cfg.inter + 2 * cfg.tokens * cfg.hidden * cfg.experts)
+
+
+def floor_ms(cfg: MoeConfig, experts_touched: int) -> float:
+    """``max(FLOPs / rate, bytes / bandwidth)`` in ms: bytes are every touched expert's weights
+    read once (2 matrices of ``H x I``, 3 for SwiGLU) plus the input read and output written."""
+    mats = 3 if cfg.gated else 2
+    nbytes = (experts_touched * mats * cfg.hidden * cfg.inter + 2 * cfg.tokens * cfg.hidden) * cfg.elem_bytes
+    return 1e3 * max(flops(cfg) / RATE[cfg.dtype], nbytes / BANDWIDTH)
+
+
+# --------------------------------------------------------------------------------------------
+# Timing and results
+# --------------------------------------------------------------------------------------------
+
+
+def configure_torch(cfg: MoeConfig) -> None:
+    """Numerics switches for ``cfg``: TF32 for ``f32`` only, and no reduced-precision
+    (bf16/f16) reductions inside cuBLAS: we accumulate in f32."""
+    tf32 = cfg.dtype == "f32"
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32
+    torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction = False
+    torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction = False
+
+
+def time_fn(fn: Callable[[], object], iters: int, warmup: int, device: torch.device,
+            before: Optional[Callable[[], None]] = None) -> list[float]:
+    """Per-iteration times (ms) of ``fn`` after ``warmup`` untimed calls: CUDA events around
+    each call on CUDA (``before``, e.g. a barrier, runs outside the timed region), host wall
+    clock on CPU."""
+    for _ in range(warmup):
+        fn()
+    if device.type != "cuda":
+        times = []
+        for _ in range(iters):
+            if before:
+                before()
+            t0 = time.perf_counter()
+            fn()
+            times.append(1e3 * (time.perf_counter() - t0))
+        return times
+    torch.cuda.synchronize(device)
+    events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(iters)]
+    for start, end in events:
+        if before:
+            before()
+        start.record()
+        fn()
+        end.record()
+    torch.cuda.synchronize(device)
+    return [s.elapsed_time(e) for s, e in events]
+
+
+def _quantile(sorted_v: list[float], q: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default)."""
+    pos = q * (len(sorted_v) - 1)
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(sorted_v) - 1)
+    return sorted_v[lo] + (sorted_v[hi] - sorted_v[lo]) * (pos - lo)
+
+
+def summarize(times: list[float]) -> dict:
+    """``median_ms, p10_ms, p90_ms, min_ms, max_ms`` of a non-empty list of times."""
+    if not times:
+        raise ValueError("no times to summarize")
+    s = sorted(times)
+    return {
+        "median_ms": _quantile(s, 0.5),
+        "p10_ms": _quantile(s, 0.1),
+        "p90_ms": _quantile(s, 0.9),
+        "min_ms": s[0],
+        "max_ms": s[-1],
+    }
+
+
+#: Fields of a result object, in order; the last three are extensions beyond the brief's list.
+RECORD_FIELDS = (
+    "schema", "impl", "backend", "device", "world", "config", "iterations", "median_ms", "p10_ms",
+    "p90_ms", "min_ms", "max_ms", "verified", "max_rel_err", "flops", "tflops", "timestamp",
+    "seed", "floor_ms", "notes",
+)
+
+
+def device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+
+
+def make_record(impl: str, device: torch.device, world: int, cfg: MoeConfig, times: list[float],
+                verified: bool, max_rel_err: float, seed: int, experts_touched: int,
+                notes: str = "") -> dict:
+    """One result object of schema ``flashdmoe-bench/1`` (``flops``/``tflops`` per rank)."""
+    stats = summarize(times)
+    fl = flops(cfg)
+    rec = {
+        "schema": SCHEMA,
+        "impl": impl,
+        "backend": "torch",
+        "device": device_name(device),
+        "world": world,
+        "config": cfg.to_json(),
+        "iterations": len(times),
+        **stats,
+        "verified": bool(verified),
+        "max_rel_err": max_rel_err if math.isfinite(max_rel_err) else None,
+        "flops": fl,
+        "tflops": fl / (stats["median_ms"] * 1e-3) / 1e12,
+        "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "seed": seed,
+        "floor_ms": floor_ms(cfg, experts_touched),
+        "notes": notes,
+    }
+    return {f: rec[f] for f in RECORD_FIELDS}
+
+
+def write_jsonl(path: Optional[str], records: list[dict]) -> None:
+    """Appends ``records`` to ``path``, one JSON object per line (no-op without a path)."""
+    if not path:
+        return
+    with open(path, "a", encoding="utf-8") as f:
+        for r in records:
+            f.write(json.dumps(r, sort_keys=False) + "\n")
+
+
+def print_table(records: list[dict]) -> None:
+    """A short human-readable table of results."""
+    head = f"{'config':<44} {'impl':<22} {'median':>9} {'p10':>9} {'p90':>9} {'TFLOP/s':>8} " \
+           f"{'floor':>8} {'%floor':>6} {'ok':>3} {'rel.err':>8}"
+    print(head)
+    print("-" * len(head))
+    for r in records:
+        cfg = MoeConfig.from_json(r["config"])
+        err = "inf" if r["max_rel_err"] is None else f"{r['max_rel_err']:.1e}"
+        print(f"{cfg.label():<44} {r['impl']:<22} {r['median_ms']:>8.3f}m {r['p10_ms']:>8.3f}m "
+              f"{r['p90_ms']:>8.3f}m {r['tflops']:>8.1f} {r['floor_ms']:>7.3f}m "
+              f"{100 * r['floor_ms'] / r['median_ms']:>5.0f}% {'yes' if r['verified'] else 'NO':>3} {err:>8}")
+        if r["notes"]:
+            print(f"    note: {r['notes']}")

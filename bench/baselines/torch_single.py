@@ -1,0 +1,205 @@
+"""Single-GPU PyTorch MoE layer forward: the baselines FlashDMoE's single-GPU targets compare to.
+
+Variants (``--variants``, default all three), each timed and verified in the same run:
+
+``loop`` -> impl ``torch-loop-eager``
+    Router, capacity mask, then a Python loop over experts (the Hugging Face Mixtral pattern):
+    gather the expert's kept tokens (``nonzero``: a host sync per expert), up (+gate) GEMM,
+    activation, down GEMM, weighted ``index_add_`` into an f32 accumulator.
+``grouped`` -> impl ``torch-grouped-eager``
+    Router, stable argsort of the slots by expert (static shapes, see ``common.plan_dispatch``),
+    gather, ``torch._grouped_mm`` for gate+up (one GEMM over the concatenated weights),
+    activation, ``torch._grouped_mm`` for down, gather back and one batched weighted combine.
+    No host sync anywhere.
+``graph`` -> impl ``torch-grouped-graph``
+    The grouped forward captured once in a CUDA graph and replayed. Because the grouped forward
+    has static shapes and the per-expert row counts stay on the device (the ``offs`` of
+    ``_grouped_mm``), the captured graph is valid for *any* routing: it does not freeze the
+    timed input's routing (checked: the graph is replayed on a second input and compared with
+    the eager result). Only bf16 on sm90+ has a sync-free ``_grouped_mm`` kernel; other dtypes
+    fall back to a per-group loop that reads ``offs`` on the host and cannot be captured, so
+    the variant is skipped there with a note.
+
+Every variant's output is checked against a float64 reference on ``--verify-rows`` token rows
+sampled fresh each run, and against the ``grouped`` variant's full output; ``verified`` in the
+result requires both (and a consistent routing/capacity plan).
+
+Example::
+
+    python3 torch_single.py --preset paper-t16384-e32-dropless --out single.jsonl
+    python3 torch_single.py --grid paper --iters 50 --out grid.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable
+
+import torch
+
+import common as C
+
+VARIANTS = ("loop", "grouped", "graph")
+IMPL = {"loop": "torch-loop-eager", "grouped": "torch-grouped-eager", "graph": "torch-grouped-graph"}
+
+
+class Unsupported(Exception):
+    """A variant that cannot run for this config/device (reported, not fatal)."""
+
+
+def forward_loop(x: torch.Tensor, layer: C.LayerWeights, gw: C.GroupedWeights, cfg: C.MoeConfig) -> torch.Tensor:
+    """Per-expert loop forward (``loop`` variant)."""
+    r = C.route(x, layer.router, cfg.top_k)
+    keep = C.capacity_keep(r.experts, cfg.experts, cfg.capacity_rows())
+    out = torch.zeros(x.shape[0], cfg.hidden, dtype=torch.float32, device=x.device)
+    for e in range(cfg.experts):
+        tok, slot = ((r.experts == e) & keep).nonzero(as_tuple=True)
+        if tok.numel() == 0:
+            continue
+        h = x.index_select(0, tok) @ gw.w1t[e]
+        if gw.b1 is not None:
+            h = h + gw.b1[e]
+        y = C.activate(h, cfg.activation, cfg.inter) @ gw.w2t[e]
+        if gw.b2 is not None:
+            y = y + gw.b2[e]
+        out.index_add_(0, tok, y.float() * r.weights[tok, slot, None])
+    return out.to(x.dtype)
+
+
+def forward_grouped(x: torch.Tensor, layer: C.LayerWeights, gw: C.GroupedWeights, cfg: C.MoeConfig) -> torch.Tensor:
+    """Router + permute + grouped GEMMs + unpermute + combine (``grouped`` variant)."""
+    r = C.route(x, layer.router, cfg.top_k)
+    plan = C.plan_dispatch(r.experts, cfg.experts, cfg.capacity_rows())
+    y = C.grouped_ffn(x.index_select(0, plan.src_token), plan.offs, plan.row_expert, gw, cfg)
+    return C.combine(y, plan, r.weights)
+
+
+def capture_graph(x: torch.Tensor, layer: C.LayerWeights, gw: C.GroupedWeights,
+                  cfg: C.MoeConfig) -> tuple[Callable[[], torch.Tensor], torch.Tensor]:
+    """The grouped forward captured in a CUDA graph: ``(replay, static_input)``; ``replay()``
+    runs the graph on the current contents of ``static_input`` and returns the static output."""
+    if x.device.type != "cuda":
+        raise Unsupported("CUDA graphs need a CUDA device")
+    if cfg.dtype != "bf16" or torch.cuda.get_device_capability(x.device) < (9, 0):
+        raise Unsupported("torch._grouped_mm is capturable only for bf16 on sm90+ "
+                          "(its other paths read the group offsets on the host)")
+    static_x = x.clone()
+    side = torch.cuda.Stream(x.device)
+    side.wait_stream(torch.cuda.current_stream(x.device))
+    with torch.cuda.stream(side):
+        for _ in range(3):  # allocator pools, cuBLAS/CUTLASS workspaces, lazy init
+            forward_grouped(static_x, layer, gw, cfg)
+    torch.cuda.current_stream(x.device).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    try:
+        with torch.cuda.graph(graph):
+            static_out = forward_grouped(static_x, layer, gw, cfg)
+    except RuntimeError as e:
+        raise Unsupported(f"graph capture failed: {e}".splitlines()[0]) from None
+
+    def replay() -> torch.Tensor:
+        graph.replay()
+        return static_out
+
+    return replay, static_x
+
+
+def run_config(cfg: C.MoeConfig, args: argparse.Namespace, device: torch.device) -> list[dict]:
+    """Generates the layer, runs, verifies and times each requested variant of ``cfg``."""
+    C.configure_torch(cfg)
+    layer = C.generate_layer(cfg, args.seed, device)
+    gw = C.GroupedWeights.of(layer)
+    x = C.generate_input(cfg, 0, args.seed, device)
+    cap = cfg.capacity_rows()
+
+    # The routing every variant computes (deterministic), its two capacity masks, the sample.
+    r = C.route(x, layer.router, cfg.top_k)
+    plan = C.plan_dispatch(r.experts, cfg.experts, cap)
+    plan_ok = torch.equal(plan.keep, C.capacity_keep(r.experts, cfg.experts, cap))
+    touched = int((plan.counts > 0).sum())
+    rows = C.sample_rows(cfg.tokens, args.verify_rows, device)
+    tol = C.TOLERANCE[cfg.dtype]
+
+    def verify(out: torch.Tensor) -> tuple[bool, float, list[str]]:
+        ok, err, msg = C.check_rows(cfg, x.index_select(0, rows), layer.router, r.experts.index_select(0, rows),
+                                    plan.keep.index_select(0, rows), out.index_select(0, rows), layer.expert)
+        notes = [msg] if msg else []
+        if not plan_ok:
+            ok = False
+            notes.append("sort-based and count-based capacity masks differ")
+        return ok, err, notes
+
+    records, reference, reference_name = [], None, ""
+    for name in args.variants:
+        notes: list[str] = []
+        try:
+            if name == "graph":
+                replay, static_x = capture_graph(x, layer, gw, cfg)
+                # Routing-independence: replay on another input, compare with eager.
+                other = C.generate_input(cfg, 1, args.seed, device)
+                static_x.copy_(other)
+                d = C.rel_diff(replay(), forward_grouped(other, layer, gw, cfg))
+                static_x.copy_(x)
+                fn: Callable[[], torch.Tensor] = replay
+                if d > tol:
+                    notes.append(f"graph replay on a second input differs from eager by {d:.2e}")
+            elif name == "loop":
+                fn = lambda: forward_loop(x, layer, gw, cfg)  # noqa: E731
+            else:
+                fn = lambda: forward_grouped(x, layer, gw, cfg)  # noqa: E731
+            out = fn().clone()
+        except Unsupported as e:
+            print(f"  skip {IMPL[name]}: {e}", flush=True)
+            continue
+        ok, err, more = verify(out)
+        notes += more
+        if reference is None:
+            reference, reference_name = out, IMPL[name]
+        else:
+            d = C.rel_diff(out, reference)
+            if d > tol:
+                notes.append(f"differs from {reference_name} by {d:.2e}")
+        ok = ok and not notes
+        times = C.time_fn(fn, args.iters, args.warmup, device)
+        rec = C.make_record(IMPL[name], device, 1, cfg, times, ok, err, args.seed, touched, "; ".join(notes))
+        C.print_table([rec])
+        records.append(rec)
+        del fn
+    return records
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    C.add_config_args(p)
+    p.add_argument("--variants", default=",".join(VARIANTS),
+                   help=f"comma-separated subset of {','.join(VARIANTS)} (the first is the cross-check reference)")
+    args = p.parse_args(argv)
+    args.variants = [v for v in args.variants.split(",") if v]
+    if not args.variants or any(v not in VARIANTS for v in args.variants):
+        p.error(f"--variants must name some of {', '.join(VARIANTS)}")
+    try:
+        configs = C.configs_from_args(args)
+    except C.ConfigError as e:
+        p.error(str(e))
+    if args.device == "cuda" and not torch.cuda.is_available():
+        p.error("no CUDA device visible (use --device cpu for a functional check)")
+    device = torch.device(args.device)
+    C.self_check_generator(args.seed, configs[0].dtype, device)
+
+    records = []
+    for cfg in configs:
+        print(f"== {cfg.label()}", flush=True)
+        recs = run_config(cfg, args, device)
+        C.write_jsonl(args.out, recs)
+        records += recs
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    if len(configs) > 1:
+        print()
+        C.print_table(records)
+    return 0 if all(r["verified"] for r in records) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
