@@ -187,10 +187,10 @@ impl Geometry {
         if self.world > u16::MAX as u32 {
             return Err(invalid("world", "must be at most 65535"));
         }
-        if self.hidden % t.bn != 0 || self.inter % t.bn != 0 {
+        if !self.hidden.is_multiple_of(t.bn) || !self.inter.is_multiple_of(t.bn) {
             return Err(invalid("tile.bn", "must divide hidden and inter"));
         }
-        if self.hidden % t.bk != 0 || self.inter % t.bk != 0 {
+        if !self.hidden.is_multiple_of(t.bk) || !self.inter.is_multiple_of(t.bk) {
             return Err(invalid("tile.bk", "must divide hidden and inter"));
         }
         // A return signal's payload is the tile id within its packet, a `u32`.
@@ -200,8 +200,8 @@ impl Geometry {
                 "return tiles per packet (row tiles x hidden column tiles) must fit in 32 bits",
             ));
         }
-        if (self.hidden as u64 * self.elem_bytes as u64) % 16 != 0
-            || (self.inter as u64 * self.elem_bytes as u64) % 16 != 0
+        if !(self.hidden as u64 * self.elem_bytes as u64).is_multiple_of(16)
+            || !(self.inter as u64 * self.elem_bytes as u64).is_multiple_of(16)
         {
             return Err(invalid(
                 "hidden",

@@ -76,14 +76,15 @@ fn model_sections(g: &Geometry) -> Option<[(u128, u128); 7]> {
     if nonzero.contains(&0) || !matches!(g.elem_bytes, 2 | 4) || g.world > 65535 {
         return None;
     }
-    if g.hidden % t.bn != 0 || g.inter % t.bn != 0 || g.hidden % t.bk != 0 || g.inter % t.bk != 0 {
+    let divides = |d: u32| g.hidden.is_multiple_of(d) && g.inter.is_multiple_of(d);
+    if !divides(t.bn) || !divides(t.bk) {
         return None;
     }
     let (p, le, cap) = (g.world as u128, g.local_experts as u128, g.capacity as u128);
     let (h, i, eb) = (g.hidden as u128, g.inter as u128, g.elem_bytes as u128);
     let rt = cap.div_ceil(t.bm as u128);
     let cth = h / t.bn as u128;
-    if rt * cth > u32::MAX as u128 || (h * eb) % 16 != 0 || (i * eb) % 16 != 0 {
+    if rt * cth > u32::MAX as u128 || !(h * eb).is_multiple_of(16) || !(i * eb).is_multiple_of(16) {
         return None;
     }
     let fits = |v: u128| v <= u64::MAX as u128;
