@@ -1,4 +1,6 @@
-//! Layer weights and inputs: seeded generators, shape checks and safetensors I/O.
+//! Layer weights and inputs: seeded generators, shape checks and safetensors I/O (tensor names
+//! documented in `weights/checkpoint.rs`: stacked `router.weight`, `experts.{up,gate,down}.weight`
+//! and `.bias`; Mixtral and Hugging Face per-expert names accepted on load).
 //!
 //! Invariant: a [`LayerWeights`] accepted by [`LayerWeights::check`] for a config has exactly
 //! the tensors that config needs (gate only for SwiGLU, biases only with `bias`), each of the
@@ -14,6 +16,8 @@ use thiserror::Error;
 use crate::backend::BackendError;
 use crate::config::{ConfigError, MoeConfig};
 use crate::rng;
+
+mod checkpoint;
 
 /// Tensor ids of the seeded generator.
 pub mod ids {
@@ -101,6 +105,36 @@ pub enum WeightsError {
         /// The config's dtype name.
         dtype: &'static str,
     },
+    /// A checkpoint tensor has an element type other than BF16, F16 or F32.
+    #[error("tensor {tensor} has unsupported element type {dtype} (expected BF16, F16 or F32)")]
+    DType {
+        /// The tensor's name.
+        tensor: String,
+        /// The element type found.
+        dtype: String,
+    },
+    /// Several layers of a checkpoint qualify; a layer prefix must choose one.
+    #[error("the checkpoint holds several MoE layers; choose one by prefix: {}", candidates.join(", "))]
+    Ambiguous {
+        /// The layer prefixes found.
+        candidates: Vec<String>,
+    },
+    /// A file is not a valid safetensors file.
+    #[error("{file}: not a valid safetensors file: {message}")]
+    Format {
+        /// The file (or `<memory>`).
+        file: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A file cannot be read or written.
+    #[error("{path}: {message}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The OS error.
+        message: String,
+    },
 }
 
 impl From<WeightsError> for BackendError {
@@ -146,7 +180,18 @@ impl LayerWeights {
     /// The seeded weights of `config` under `seed` (module doc; shared with the baselines).
     pub fn generate(config: &MoeConfig, seed: u64) -> Result<LayerWeights, ConfigError> {
         config.validate()?;
-        let mut w = LayerWeights {
+        let mut w = LayerWeights::empty();
+        for s in specs(config) {
+            let len = s.shape.iter().product();
+            let values = rng::tensor(seed, s.id, len, s.scale, config.dtype);
+            w.set(s.name, values);
+        }
+        Ok(w)
+    }
+
+    /// No tensors (to be filled by [`LayerWeights::set`]).
+    fn empty() -> LayerWeights {
+        LayerWeights {
             router: Vec::new(),
             up: Vec::new(),
             gate: None,
@@ -154,13 +199,7 @@ impl LayerWeights {
             up_bias: None,
             gate_bias: None,
             down_bias: None,
-        };
-        for s in specs(config) {
-            let len = s.shape.iter().product();
-            let values = rng::tensor(seed, s.id, len, s.scale, config.dtype);
-            w.set(s.name, values);
         }
-        Ok(w)
     }
 
     /// The tensor named `name` (a [`LayerWeights`] field name), if present.

@@ -1,0 +1,592 @@
+//! safetensors load/save of [`LayerWeights`].
+//!
+//! ## Tensor names
+//!
+//! Our own files hold the layer stacked over experts (`E` experts, hidden `H`, intermediate
+//! `I`, PyTorch `nn.Linear` layout):
+//!
+//! | name | shape | field |
+//! |---|---|---|
+//! | `router.weight` | `[E, H]` | [`LayerWeights::router`] |
+//! | `experts.up.weight` | `[E, I, H]` | [`LayerWeights::up`] |
+//! | `experts.gate.weight` | `[E, I, H]` | [`LayerWeights::gate`] (SwiGLU) |
+//! | `experts.down.weight` | `[E, H, I]` | [`LayerWeights::down`] |
+//! | `experts.up.bias` | `[E, I]` | [`LayerWeights::up_bias`] |
+//! | `experts.gate.bias` | `[E, I]` | [`LayerWeights::gate_bias`] (SwiGLU) |
+//! | `experts.down.bias` | `[E, H]` | [`LayerWeights::down_bias`] |
+//!
+//! On load, two per-expert namings of Hugging Face checkpoints are also accepted, so real
+//! models' expert weights can be used (biases, when the config has them, are the same names
+//! with `.bias`):
+//!
+//! * Mixtral: `block_sparse_moe.gate.weight` (router), `block_sparse_moe.experts.{e}.w1.weight`
+//!   (gate), `.w3.weight` (up), `.w2.weight` (down);
+//! * Qwen-MoE / OLMoE / DeepSeek: `mlp.gate.weight` (router), `mlp.experts.{e}.gate_proj.weight`,
+//!   `.up_proj.weight`, `.down_proj.weight`.
+//!
+//! Every name may carry a layer prefix (e.g. `model.layers.3.`). Without an explicit prefix,
+//! the loader uses unprefixed stacked names if present, else the one layer whose router it
+//! finds; several layers are an [`WeightsError::Ambiguous`] error listing their prefixes. A
+//! layer may be spread over several files (sharded checkpoints); files are read header-first and
+//! only the layer's tensors are read.
+//!
+//! BF16, F16 and F32 tensors are accepted and rounded to the config's dtype; files are written
+//! in the config's dtype (F32 for both f32 dtypes).
+
+use std::fs::File;
+use std::io::{Cursor, Read, Seek, SeekFrom};
+use std::path::Path;
+
+use half::{bf16, f16};
+use safetensors::tensor::{Metadata, TensorInfo};
+use safetensors::{Dtype, View};
+
+use super::{LayerWeights, WeightsError, specs};
+use crate::config::MoeConfig;
+use crate::dtype::DType;
+
+/// Largest safetensors header accepted (the format's own limit).
+const MAX_HEADER: u64 = 100_000_000;
+
+/// The stacked file name of a [`LayerWeights`] field.
+fn stacked_name(field: &str) -> &'static str {
+    match field {
+        "router" => "router.weight",
+        "up" => "experts.up.weight",
+        "gate" => "experts.gate.weight",
+        "down" => "experts.down.weight",
+        "up_bias" => "experts.up.bias",
+        "gate_bias" => "experts.gate.bias",
+        "down_bias" => "experts.down.bias",
+        _ => unreachable!("specs() only names LayerWeights fields"),
+    }
+}
+
+/// A per-expert naming scheme of a Hugging Face checkpoint.
+struct PerExpert {
+    router: &'static str,
+    experts: &'static str,
+    gate: &'static str,
+    up: &'static str,
+    down: &'static str,
+}
+
+const MIXTRAL: PerExpert = PerExpert {
+    router: "block_sparse_moe.gate.weight",
+    experts: "block_sparse_moe.experts.",
+    gate: "w1",
+    up: "w3",
+    down: "w2",
+};
+
+const HF_MLP: PerExpert = PerExpert {
+    router: "mlp.gate.weight",
+    experts: "mlp.experts.",
+    gate: "gate_proj",
+    up: "up_proj",
+    down: "down_proj",
+};
+
+/// How a layer's tensors are named in a checkpoint.
+enum Naming {
+    Stacked,
+    PerExpert(&'static PerExpert),
+}
+
+impl Naming {
+    const ALL: [(&'static str, Naming); 3] = [
+        ("router.weight", Naming::Stacked),
+        (MIXTRAL.router, Naming::PerExpert(&MIXTRAL)),
+        (HF_MLP.router, Naming::PerExpert(&HF_MLP)),
+    ];
+}
+
+fn io_error(path: &Path, e: std::io::Error) -> WeightsError {
+    WeightsError::Io { path: path.display().to_string(), message: e.to_string() }
+}
+
+/// One safetensors file: its parsed header and a reader positioned anywhere.
+struct Shard<R> {
+    label: String,
+    reader: R,
+    data_start: u64,
+    meta: Metadata,
+}
+
+impl<R: Read + Seek> Shard<R> {
+    fn open(label: String, mut reader: R) -> Result<Shard<R>, WeightsError> {
+        let format = |message: String| WeightsError::Format { file: label.clone(), message };
+        let io = |e: std::io::Error| format(format!("read failed: {e}"));
+        let len = reader.seek(SeekFrom::End(0)).map_err(io)?;
+        reader.seek(SeekFrom::Start(0)).map_err(io)?;
+        let mut n = [0u8; 8];
+        if len < 8 {
+            return Err(format(format!("{len} bytes is too short for a safetensors file")));
+        }
+        reader.read_exact(&mut n).map_err(io)?;
+        let n = u64::from_le_bytes(n);
+        if n > MAX_HEADER || n > len - 8 {
+            return Err(format(format!("header length {n} is invalid for a {len}-byte file")));
+        }
+        let mut header = vec![0u8; n as usize];
+        reader.read_exact(&mut header).map_err(io)?;
+        let meta: Metadata =
+            serde_json::from_slice(&header).map_err(|e| format(format!("invalid header: {e}")))?;
+        let data_start = 8 + n;
+        if data_start.checked_add(meta.data_len() as u64) != Some(len) {
+            return Err(format(format!(
+                "the header describes {} data bytes but the file has {}",
+                meta.data_len(),
+                len - data_start
+            )));
+        }
+        Ok(Shard { label, reader, data_start, meta })
+    }
+}
+
+/// The tensors of one or more shards, looked up by name.
+struct Checkpoint<R> {
+    shards: Vec<Shard<R>>,
+}
+
+impl<R: Read + Seek> Checkpoint<R> {
+    fn names(&self) -> impl Iterator<Item = String> + '_ {
+        self.shards.iter().flat_map(|s| s.meta.tensors().into_keys())
+    }
+
+    fn find(&self, name: &str) -> Option<(usize, TensorInfo)> {
+        self.shards.iter().enumerate().find_map(|(i, s)| s.meta.info(name).map(|t| (i, t.clone())))
+    }
+
+    /// Reads tensor `name`, which must have `shape`, into `out` as `dtype`-rounded `f32`.
+    fn read_into(
+        &mut self,
+        name: &str,
+        shape: &[usize],
+        dtype: DType,
+        out: &mut [f32],
+    ) -> Result<(), WeightsError> {
+        let (i, info) =
+            self.find(name).ok_or_else(|| WeightsError::Missing { tensor: name.to_owned() })?;
+        if info.shape != shape {
+            return Err(WeightsError::Shape {
+                tensor: name.to_owned(),
+                expected: shape.to_vec(),
+                found: info.shape,
+            });
+        }
+        let elem = match info.dtype {
+            Dtype::BF16 | Dtype::F16 => 2,
+            Dtype::F32 => 4,
+            other => {
+                return Err(WeightsError::DType {
+                    tensor: name.to_owned(),
+                    dtype: format!("{other:?}"),
+                });
+            }
+        };
+        debug_assert_eq!(out.len(), shape.iter().product::<usize>());
+        let shard = &mut self.shards[i];
+        let (start, end) = info.data_offsets;
+        let mut bytes = vec![0u8; end - start];
+        let io = |e: std::io::Error| WeightsError::Format {
+            file: shard.label.clone(),
+            message: format!("reading {name}: {e}"),
+        };
+        shard.reader.seek(SeekFrom::Start(shard.data_start + start as u64)).map_err(io)?;
+        shard.reader.read_exact(&mut bytes).map_err(io)?;
+        for (v, b) in out.iter_mut().zip(bytes.chunks_exact(elem)) {
+            let raw = match info.dtype {
+                Dtype::BF16 => bf16::from_le_bytes([b[0], b[1]]).to_f32(),
+                Dtype::F16 => f16::from_le_bytes([b[0], b[1]]).to_f32(),
+                _ => f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+            };
+            *v = dtype.round(raw);
+        }
+        Ok(())
+    }
+
+    /// Reads tensor `name` of `shape`.
+    fn read(
+        &mut self,
+        name: &str,
+        shape: &[usize],
+        dtype: DType,
+    ) -> Result<Vec<f32>, WeightsError> {
+        let mut out = vec![0.0; shape.iter().product()];
+        self.read_into(name, shape, dtype, &mut out)?;
+        Ok(out)
+    }
+
+    /// The prefix and naming of the layer to load (module doc).
+    fn resolve(&self, prefix: Option<&str>) -> Result<(String, Naming), WeightsError> {
+        if let Some(p) = prefix {
+            for (router, naming) in Naming::ALL {
+                if self.find(&format!("{p}{router}")).is_some() {
+                    return Ok((p.to_owned(), naming));
+                }
+            }
+            let tried: Vec<String> = Naming::ALL.iter().map(|(r, _)| format!("{p}{r}")).collect();
+            return Err(WeightsError::Missing { tensor: tried.join(" or ") });
+        }
+        if self.find("router.weight").is_some() {
+            return Ok((String::new(), Naming::Stacked));
+        }
+        let mut found: Vec<(String, Naming)> = Vec::new();
+        for name in self.names() {
+            for (router, naming) in Naming::ALL {
+                if let Some(p) = name.strip_suffix(router)
+                    && (p.is_empty() || p.ends_with('.'))
+                {
+                    found.push((p.to_owned(), naming));
+                }
+            }
+        }
+        found.sort_by(|a, b| a.0.cmp(&b.0));
+        match found.len() {
+            0 => Err(WeightsError::Missing {
+                tensor: "router.weight (or a Mixtral / Hugging Face layer router)".to_owned(),
+            }),
+            1 => Ok(found.remove(0)),
+            _ => Err(WeightsError::Ambiguous {
+                candidates: found.into_iter().map(|(p, _)| p).collect(),
+            }),
+        }
+    }
+
+    fn load(
+        &mut self,
+        config: &MoeConfig,
+        prefix: Option<&str>,
+    ) -> Result<LayerWeights, WeightsError> {
+        config.validate()?;
+        let (prefix, naming) = self.resolve(prefix)?;
+        let dtype = config.dtype;
+        let mut w = LayerWeights::empty();
+        match naming {
+            Naming::Stacked => {
+                for s in specs(config) {
+                    let values =
+                        self.read(&format!("{prefix}{}", stacked_name(s.name)), &s.shape, dtype)?;
+                    w.set(s.name, values);
+                }
+            }
+            Naming::PerExpert(n) => {
+                for s in specs(config) {
+                    let name = |e: usize| {
+                        let (proj, kind) = match s.name {
+                            "up" => (n.up, "weight"),
+                            "gate" => (n.gate, "weight"),
+                            "down" => (n.down, "weight"),
+                            "up_bias" => (n.up, "bias"),
+                            "gate_bias" => (n.gate, "bias"),
+                            _ => (n.down, "bias"),
+                        };
+                        format!("{prefix}{}{e}.{proj}.{kind}", n.experts)
+                    };
+                    let values = if s.name == "router" {
+                        self.read(&format!("{prefix}{}", n.router), &s.shape, dtype)?
+                    } else {
+                        let per_expert = &s.shape[1..];
+                        let len: usize = per_expert.iter().product();
+                        let mut values = vec![0.0; s.shape[0] * len];
+                        for (e, chunk) in values.chunks_exact_mut(len.max(1)).enumerate() {
+                            self.read_into(&name(e), per_expert, dtype, chunk)?;
+                        }
+                        values
+                    };
+                    w.set(s.name, values);
+                }
+            }
+        }
+        w.check(config)?;
+        Ok(w)
+    }
+}
+
+/// A tensor to write: safetensors dtype, shape, little-endian bytes.
+struct Bytes {
+    dtype: Dtype,
+    shape: Vec<usize>,
+    data: Vec<u8>,
+}
+
+impl View for &Bytes {
+    fn dtype(&self) -> Dtype {
+        self.dtype
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn data(&self) -> std::borrow::Cow<'_, [u8]> {
+        (&self.data[..]).into()
+    }
+    fn data_len(&self) -> usize {
+        self.data.len()
+    }
+}
+
+impl LayerWeights {
+    /// The layer in a safetensors file held in memory (`bytes`), see the module doc for names
+    /// and `prefix`.
+    pub fn from_safetensors(
+        config: &MoeConfig,
+        bytes: &[u8],
+        prefix: Option<&str>,
+    ) -> Result<LayerWeights, WeightsError> {
+        let shard = Shard::open("<memory>".to_owned(), Cursor::new(bytes))?;
+        Checkpoint { shards: vec![shard] }.load(config, prefix)
+    }
+
+    /// The layer in one or more safetensors files (the shards of a checkpoint), see the module
+    /// doc for names and `prefix`. Only headers and the layer's tensors are read.
+    pub fn load_safetensors(
+        config: &MoeConfig,
+        paths: &[impl AsRef<Path>],
+        prefix: Option<&str>,
+    ) -> Result<LayerWeights, WeightsError> {
+        let shards = paths
+            .iter()
+            .map(|p| {
+                let p = p.as_ref();
+                let file = File::open(p).map_err(|e| io_error(p, e))?;
+                Shard::open(p.display().to_string(), file)
+            })
+            .collect::<Result<_, _>>()?;
+        Checkpoint { shards }.load(config, prefix)
+    }
+
+    fn to_bytes(&self, config: &MoeConfig) -> Result<Vec<(&'static str, Bytes)>, WeightsError> {
+        self.check_shapes(config)?;
+        let dtype = match config.dtype {
+            DType::Bf16 => Dtype::BF16,
+            DType::F16 => Dtype::F16,
+            DType::F32 | DType::F32Exact => Dtype::F32,
+        };
+        Ok(specs(config)
+            .into_iter()
+            .map(|s| {
+                let values = self.tensor(s.name).unwrap_or_default();
+                let data: Vec<u8> = match config.dtype {
+                    DType::Bf16 => {
+                        values.iter().flat_map(|&v| bf16::from_f32(v).to_le_bytes()).collect()
+                    }
+                    DType::F16 => {
+                        values.iter().flat_map(|&v| f16::from_f32(v).to_le_bytes()).collect()
+                    }
+                    DType::F32 | DType::F32Exact => {
+                        values.iter().flat_map(|v| v.to_le_bytes()).collect()
+                    }
+                };
+                (stacked_name(s.name), Bytes { dtype, shape: s.shape, data })
+            })
+            .collect())
+    }
+
+    /// The layer as a safetensors file in memory, with the stacked names of the module doc, in
+    /// the config's dtype.
+    pub fn to_safetensors(&self, config: &MoeConfig) -> Result<Vec<u8>, WeightsError> {
+        let tensors = self.to_bytes(config)?;
+        safetensors::serialize(tensors.iter().map(|(n, b)| (*n, b)), None).map_err(|e| {
+            WeightsError::Format { file: "<memory>".to_owned(), message: e.to_string() }
+        })
+    }
+
+    /// Writes [`LayerWeights::to_safetensors`] to `path`.
+    pub fn save_safetensors(&self, config: &MoeConfig, path: &Path) -> Result<(), WeightsError> {
+        let tensors = self.to_bytes(config)?;
+        safetensors::serialize_to_file(tensors.iter().map(|(n, b)| (*n, b)), None, path)
+            .map_err(|e| io_error(path, std::io::Error::other(e.to_string())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Activation;
+
+    fn cfg(dtype: DType, activation: Activation, bias: bool) -> MoeConfig {
+        MoeConfig {
+            hidden: 64,
+            inter: 128,
+            experts: 3,
+            activation,
+            bias,
+            dtype,
+            ..MoeConfig::default()
+        }
+    }
+
+    fn f32_bytes(values: &[f32]) -> Vec<u8> {
+        values.iter().flat_map(|v| v.to_le_bytes()).collect()
+    }
+
+    fn serialize(tensors: Vec<(String, Bytes)>) -> Vec<u8> {
+        safetensors::serialize(tensors.iter().map(|(n, b)| (n.as_str(), b)), None).unwrap()
+    }
+
+    /// `w` (generated for `c`) written with a per-expert naming under `prefix`, as F32.
+    fn per_expert(
+        c: &MoeConfig,
+        w: &LayerWeights,
+        n: &PerExpert,
+        prefix: &str,
+    ) -> Vec<(String, Bytes)> {
+        let (h, i) = (c.hidden as usize, c.inter as usize);
+        let f32t =
+            |shape: Vec<usize>, v: &[f32]| Bytes { dtype: Dtype::F32, shape, data: f32_bytes(v) };
+        let mut out =
+            vec![(format!("{prefix}{}", n.router), f32t(vec![c.experts as usize, h], &w.router))];
+        for e in 0..c.experts as usize {
+            let name = |proj: &str, kind: &str| format!("{prefix}{}{e}.{proj}.{kind}", n.experts);
+            out.push((name(n.up, "weight"), f32t(vec![i, h], &w.up[e * i * h..][..i * h])));
+            if let Some(g) = &w.gate {
+                out.push((name(n.gate, "weight"), f32t(vec![i, h], &g[e * i * h..][..i * h])));
+            }
+            out.push((name(n.down, "weight"), f32t(vec![h, i], &w.down[e * h * i..][..h * i])));
+            if let Some(b) = &w.up_bias {
+                out.push((name(n.up, "bias"), f32t(vec![i], &b[e * i..][..i])));
+            }
+            if let Some(b) = &w.gate_bias {
+                out.push((name(n.gate, "bias"), f32t(vec![i], &b[e * i..][..i])));
+            }
+            if let Some(b) = &w.down_bias {
+                out.push((name(n.down, "bias"), f32t(vec![h], &b[e * h..][..h])));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn stacked_round_trip_in_every_dtype() {
+        for dtype in DType::ALL {
+            for (activation, bias) in [(Activation::SiluGated, true), (Activation::Relu, false)] {
+                let c = cfg(dtype, activation, bias);
+                let w = LayerWeights::generate(&c, 4).unwrap();
+                let bytes = w.to_safetensors(&c).unwrap();
+                assert_eq!(LayerWeights::from_safetensors(&c, &bytes, None).unwrap(), w);
+                let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+                let up = st.tensor("experts.up.weight").unwrap();
+                assert_eq!(up.shape(), &[3, 128, 64]);
+                assert_eq!(up.dtype().bitsize(), 8 * dtype.elem_bytes() as usize);
+            }
+        }
+    }
+
+    #[test]
+    fn file_round_trip() {
+        let c = cfg(DType::Bf16, Activation::Gelu, true);
+        let w = LayerWeights::generate(&c, 8).unwrap();
+        let path =
+            std::env::temp_dir().join(format!("fdm-weights-{}.safetensors", std::process::id()));
+        w.save_safetensors(&c, &path).unwrap();
+        let loaded = LayerWeights::load_safetensors(&c, &[&path], None);
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(loaded.unwrap(), w);
+        let missing = LayerWeights::load_safetensors(&c, &[&path], None);
+        assert!(matches!(missing, Err(WeightsError::Io { .. })));
+    }
+
+    #[test]
+    fn mixtral_naming_with_prefix_detection_and_rounding() {
+        // Written in F32 from f32 weights; loading into a bf16 config rounds them, which gives
+        // exactly the bf16 generator's values.
+        let c32 = cfg(DType::F32, Activation::SiluGated, false);
+        let w32 = LayerWeights::generate(&c32, 6).unwrap();
+        let c16 = MoeConfig { dtype: DType::Bf16, ..c32.clone() };
+        let bytes = serialize(per_expert(&c32, &w32, &MIXTRAL, "model.layers.5."));
+        let loaded = LayerWeights::from_safetensors(&c16, &bytes, None).unwrap();
+        assert_eq!(loaded, LayerWeights::generate(&c16, 6).unwrap());
+        let explicit =
+            LayerWeights::from_safetensors(&c32, &bytes, Some("model.layers.5.")).unwrap();
+        assert_eq!(explicit, w32);
+        assert!(matches!(
+            LayerWeights::from_safetensors(&c32, &bytes, Some("model.layers.4.")),
+            Err(WeightsError::Missing { .. })
+        ));
+    }
+
+    #[test]
+    fn two_layers_need_a_prefix_and_shards_combine() {
+        let c = cfg(DType::F32, Activation::SiluGated, true);
+        let w = LayerWeights::generate(&c, 1).unwrap();
+        let mut layer0 = per_expert(&c, &w, &HF_MLP, "model.layers.0.");
+        let layer1 =
+            per_expert(&c, &LayerWeights::generate(&c, 2).unwrap(), &HF_MLP, "model.layers.1.");
+        let both = serialize(layer0.drain(..).chain(layer1).collect());
+        match LayerWeights::from_safetensors(&c, &both, None) {
+            Err(WeightsError::Ambiguous { candidates }) => {
+                assert_eq!(candidates, vec!["model.layers.0.", "model.layers.1."]);
+            }
+            other => panic!("{other:?}"),
+        }
+        let one = LayerWeights::from_safetensors(&c, &both, Some("model.layers.0.")).unwrap();
+        assert_eq!(one, w);
+
+        // The same layer split over two shard files.
+        let mut tensors = per_expert(&c, &w, &HF_MLP, "");
+        let second = tensors.split_off(tensors.len() / 2);
+        let dir = std::env::temp_dir();
+        let paths: Vec<_> = (0..2)
+            .map(|i| dir.join(format!("fdm-shard-{}-{i}.safetensors", std::process::id())))
+            .collect();
+        std::fs::write(&paths[0], serialize(tensors)).unwrap();
+        std::fs::write(&paths[1], serialize(second)).unwrap();
+        let loaded = LayerWeights::load_safetensors(&c, &paths, None);
+        let only_first = LayerWeights::load_safetensors(&c, &paths[..1], None);
+        paths.iter().for_each(|p| std::fs::remove_file(p).unwrap());
+        assert_eq!(loaded.unwrap(), w);
+        assert!(matches!(only_first, Err(WeightsError::Missing { .. })));
+    }
+
+    #[test]
+    fn bad_checkpoints_are_typed_errors() {
+        let c = cfg(DType::F32, Activation::SiluGated, false);
+        let w = LayerWeights::generate(&c, 3).unwrap();
+        let load = |tensors: Vec<(String, Bytes)>| {
+            LayerWeights::from_safetensors(&c, &serialize(tensors), None)
+        };
+
+        let mut t = per_expert(&c, &w, &MIXTRAL, "");
+        t.retain(|(n, _)| n != "block_sparse_moe.experts.2.w2.weight");
+        assert_eq!(
+            load(t),
+            Err(WeightsError::Missing { tensor: "block_sparse_moe.experts.2.w2.weight".into() })
+        );
+
+        let mut t = per_expert(&c, &w, &MIXTRAL, "");
+        let (_, b) =
+            t.iter_mut().find(|(n, _)| n == "block_sparse_moe.experts.1.w1.weight").unwrap();
+        b.shape = vec![64, 128]; // transposed
+        assert!(matches!(load(t), Err(WeightsError::Shape { tensor, found, .. })
+            if tensor == "block_sparse_moe.experts.1.w1.weight" && found == vec![64, 128]));
+
+        let mut t = per_expert(&c, &w, &MIXTRAL, "");
+        let (_, b) = t.iter_mut().find(|(n, _)| n == "block_sparse_moe.gate.weight").unwrap();
+        b.dtype = Dtype::I32;
+        assert!(matches!(load(t), Err(WeightsError::DType { dtype, .. }) if dtype == "I32"));
+
+        let mut t = per_expert(&c, &w, &MIXTRAL, "");
+        t[0].1.data[..4].copy_from_slice(&f32::NAN.to_le_bytes());
+        assert!(matches!(load(t), Err(WeightsError::Value { index: 0, .. })));
+
+        // A stacked file for another activation lacks the gate.
+        let relu = cfg(DType::F32, Activation::Relu, false);
+        let bytes = LayerWeights::generate(&relu, 3).unwrap().to_safetensors(&relu).unwrap();
+        assert_eq!(
+            LayerWeights::from_safetensors(&c, &bytes, None),
+            Err(WeightsError::Missing { tensor: "experts.gate.weight".into() })
+        );
+
+        // Not safetensors at all, truncated, or empty: Format errors, never panics.
+        let good = w.to_safetensors(&c).unwrap();
+        for bad in [&b"hello world, not a file"[..], &good[..good.len() - 1], &[], &good[..8]] {
+            assert!(matches!(
+                LayerWeights::from_safetensors(&c, bad, None),
+                Err(WeightsError::Format { .. })
+            ));
+        }
+        // A weights/config mismatch on save is a typed error too.
+        assert!(matches!(w.to_safetensors(&relu), Err(WeightsError::Unexpected { .. })));
+    }
+}
