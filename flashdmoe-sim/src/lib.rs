@@ -1,1 +1,199 @@
-//! placeholder
+//! # flashdmoe-sim: the CPU simulator backend
+//!
+//! Every rank is a set of threads running `flashdmoe-core`'s runtime unchanged -- one
+//! scheduler, [`SimOptions::subscribers_per_rank`] subscribers and
+//! [`SimOptions::processors_per_rank`] processors -- over a simulated symmetric heap: one byte
+//! buffer per rank in the exact `flashdmoe-proto` layout, with atomics for signals and
+//! counters. It is how the protocol is developed and proven without GPUs, and the default
+//! backend of the `flashdmoe` command.
+//!
+//! ```no_run
+//! use flashdmoe_core::{Backend, ForwardOptions, Layer, LayerWeights, MoeConfig, generate_input};
+//! use flashdmoe_sim::{SimBackend, SimOptions};
+//!
+//! let config = MoeConfig::default();
+//! let weights = LayerWeights::generate(&config, 7)?;
+//! let inputs: Vec<Vec<f32>> =
+//!     (0..config.world).map(|r| generate_input(&config, r, 7)).collect::<Result<_, _>>()?;
+//! let layer = SimBackend::new(SimOptions::default()).build(&config, &weights)?;
+//! let out = layer.forward(&inputs, &ForwardOptions::default())?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! ## Invariants
+//!
+//! * Architecture invariant: the simulator adds no protocol logic of its own. Dispatch, the
+//!   roles and their memory orderings are core's; the simulator provides the heap
+//!   ([`flashdmoe_core::runtime::SymmetricHeap`]), the tile math
+//!   ([`flashdmoe_core::runtime::TileExecutor`]) and threads.
+//! * Outputs are bitwise deterministic across runs and processor/subscriber counts: each output
+//!   element is computed by one task in a fixed order (see the `exec` module), whatever
+//!   thread runs it, whenever.
+//! * Numerics follow the agreed rounding points: `f32` accumulation; the intermediate rows,
+//!   the returned rows and the output rounded to the dtype when stored.
+//! * Faults ([`FaultPlan`]) touch signal words only; delays, reordering and duplicates leave the
+//!   output unchanged, a lost or stale signal ends in a typed timeout.
+
+mod exec;
+mod fault;
+mod heap;
+mod layer;
+
+use std::time::Instant;
+
+use flashdmoe_core::sync::{Mutex, Ordering};
+use flashdmoe_core::{Backend, BackendError, LayerWeights, MoeConfig};
+use flashdmoe_proto::{HeapLayout, TileShape};
+
+pub use fault::{FaultPlan, SignalId};
+pub use layer::SimLayer;
+
+use heap::World;
+
+/// Options of the simulator.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SimOptions {
+    /// Processor threads per rank (1 to [`SimOptions::MAX_THREADS`]).
+    pub processors_per_rank: usize,
+    /// Subscriber threads per rank (1 to [`SimOptions::MAX_THREADS`]).
+    pub subscribers_per_rank: usize,
+    /// Faults to inject into signal deliveries.
+    pub faults: FaultPlan,
+}
+
+impl SimOptions {
+    /// Most processor or subscriber threads per rank.
+    pub const MAX_THREADS: usize = 256;
+}
+
+impl Default for SimOptions {
+    /// 2 processors and 1 subscriber per rank, no faults.
+    fn default() -> Self {
+        SimOptions { processors_per_rank: 2, subscribers_per_rank: 1, faults: FaultPlan::none() }
+    }
+}
+
+/// Largest total size of the simulated heaps of one layer.
+pub const MEMORY_LIMIT: u64 = 16 << 30;
+
+/// The simulator backend: builds [`SimLayer`]s.
+#[derive(Clone, Debug)]
+pub struct SimBackend {
+    options: SimOptions,
+    tile: TileShape,
+    #[cfg(flashdmoe_loom)]
+    weak_signal_stores: bool,
+}
+
+impl SimBackend {
+    /// The default tile: small, so even small shapes give many tasks (`bn`, `bk` divide every
+    /// valid hidden and intermediate size, which are multiples of 64).
+    pub const DEFAULT_TILE: TileShape = TileShape { bm: 16, bn: 32, bk: 32 };
+
+    /// A simulator with `options` and [`SimBackend::DEFAULT_TILE`].
+    pub fn new(options: SimOptions) -> Self {
+        SimBackend {
+            options,
+            tile: Self::DEFAULT_TILE,
+            #[cfg(flashdmoe_loom)]
+            weak_signal_stores: false,
+        }
+    }
+
+    /// The same simulator with another tile shape (validated against each config at build).
+    pub fn with_tile(mut self, tile: TileShape) -> Self {
+        self.tile = tile;
+        self
+    }
+
+    /// The options.
+    pub fn options(&self) -> &SimOptions {
+        &self.options
+    }
+
+    /// The tile shape.
+    pub fn tile(&self) -> TileShape {
+        self.tile
+    }
+
+    /// Test switch, loom builds only: signal stores become `Relaxed` instead of `Release`, a
+    /// protocol bug the loom model must catch.
+    #[cfg(flashdmoe_loom)]
+    pub fn weaken_signal_stores(mut self) -> Self {
+        self.weak_signal_stores = true;
+        self
+    }
+
+    fn signal_order(&self) -> Ordering {
+        #[cfg(flashdmoe_loom)]
+        if self.weak_signal_stores {
+            return Ordering::Relaxed;
+        }
+        Ordering::Release
+    }
+
+    fn check_options(&self) -> Result<(u32, u32), BackendError> {
+        let o = &self.options;
+        let count = |what, n: usize| {
+            if (1..=SimOptions::MAX_THREADS).contains(&n) {
+                Ok(n as u32)
+            } else {
+                Err(BackendError::InvalidInput {
+                    what,
+                    reason: format!("must be 1 to {}, got {n}", SimOptions::MAX_THREADS),
+                })
+            }
+        };
+        let counts = (
+            count("SimOptions::processors_per_rank", o.processors_per_rank)?,
+            count("SimOptions::subscribers_per_rank", o.subscribers_per_rank)?,
+        );
+        #[cfg(flashdmoe_loom)]
+        if o.faults.needs_courier() {
+            return Err(BackendError::Unavailable(
+                "delayed or duplicated deliveries are not modelled under loom".into(),
+            ));
+        }
+        Ok(counts)
+    }
+}
+
+impl Default for SimBackend {
+    fn default() -> Self {
+        Self::new(SimOptions::default())
+    }
+}
+
+impl Backend for SimBackend {
+    type Layer = SimLayer;
+
+    fn name(&self) -> &'static str {
+        "sim"
+    }
+
+    fn build(&self, config: &MoeConfig, weights: &LayerWeights) -> Result<SimLayer, BackendError> {
+        let (processors, subscribers) = self.check_options()?;
+        weights.check_shapes(config)?;
+        let layout = HeapLayout::new(config.geometry(self.tile)?)?;
+        let heaps = layout.total_bytes().saturating_mul(config.world as u64);
+        if heaps > MEMORY_LIMIT {
+            return Err(BackendError::Unavailable(format!(
+                "the simulated heaps would need {:.1} GiB, over the simulator's limit of {} GiB",
+                heaps as f64 / (1u64 << 30) as f64,
+                MEMORY_LIMIT >> 30
+            )));
+        }
+        Ok(SimLayer {
+            config: config.clone(),
+            weights: weights.clone(),
+            map: config.expert_map()?,
+            world: World::new(layout),
+            processors,
+            subscribers,
+            faults: self.options.faults.clone(),
+            epochs: (0..config.world).map(|_| Mutex::new(None)).collect(),
+            origin: Instant::now(),
+            signal_order: self.signal_order(),
+        })
+    }
+}

@@ -1,0 +1,257 @@
+//! The simulator's tile math ([`SimExecutor`]) and the heap element format ([`Codec`]).
+//!
+//! Numerics, identical for every run and every processor count because each output element is
+//! computed by one task in one fixed order:
+//!
+//! * dot products accumulate in `f32` over `k` ascending in [`LANES`] interleaved partial sums
+//!   (lane `l` takes every `k` with `k % LANES == l`), added in a fixed tree at the end;
+//! * GEMM0: `u = x . up + ub` (and `g = x . gate + gb` for SwiGLU), `h = act(u, g)` through
+//!   core's [`Activation::eval`](flashdmoe_core::Activation::eval), rounded to the dtype when
+//!   stored into the intermediate rows;
+//! * GEMM1: `y = h . down + db`, rounded to the dtype when put into the source's return rows;
+//! * Combine: `out = sum_j w_j * y_j` over the token's kept slots in slot order, in `f32`
+//!   (each product rounded to `f32`, then added), rounded to the dtype.
+
+use std::sync::atomic::{AtomicU64 as StatCounter, Ordering as StatOrdering};
+
+use flashdmoe_core::routing::DROPPED;
+use flashdmoe_core::runtime::{RuntimeError, SymmetricHeap, TileExecutor};
+use flashdmoe_core::sync::SharedBytes;
+use flashdmoe_core::{DType, ExpertMap, LayerWeights, MoeConfig, RankRouting};
+use flashdmoe_proto::{HeapLayout, Stage, TaskDescriptor, TaskKind};
+use half::{bf16, f16};
+
+/// Independent partial sums of a dot product (hidden and inter sizes are multiples of 64).
+pub(crate) const LANES: usize = 8;
+
+/// Converts between host `f32` values and the heap's element bytes (little-endian).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Codec(pub(crate) DType);
+
+impl Codec {
+    /// Bytes per element.
+    pub(crate) fn width(self) -> usize {
+        self.0.elem_bytes() as usize
+    }
+
+    /// Appends `values`, each rounded to the dtype (round to nearest even).
+    pub(crate) fn encode(self, values: &[f32], out: &mut Vec<u8>) {
+        match self.0 {
+            DType::Bf16 => values.iter().for_each(|&v| out.extend(bf16::from_f32(v).to_le_bytes())),
+            DType::F16 => values.iter().for_each(|&v| out.extend(f16::from_f32(v).to_le_bytes())),
+            DType::F32 | DType::F32Exact => {
+                values.iter().for_each(|&v| out.extend(v.to_le_bytes()))
+            }
+        }
+    }
+
+    /// Decodes `bytes` into `out` (cleared first).
+    pub(crate) fn decode(self, bytes: &[u8], out: &mut Vec<f32>) {
+        out.clear();
+        match self.0 {
+            DType::Bf16 => out
+                .extend(bytes.chunks_exact(2).map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32())),
+            DType::F16 => {
+                out.extend(bytes.chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32()))
+            }
+            DType::F32 | DType::F32Exact => out.extend(
+                bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+            ),
+        }
+    }
+}
+
+/// `a . b` in the fixed order of the module doc; `a.len() == b.len()`, a multiple of [`LANES`].
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; LANES];
+    for (x, y) in a.chunks_exact(LANES).zip(b.chunks_exact(LANES)) {
+        for l in 0..LANES {
+            lanes[l] += x[l] * y[l];
+        }
+    }
+    let [l0, l1, l2, l3, l4, l5, l6, l7] = lanes;
+    ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7))
+}
+
+/// Executes one rank's tile tasks against the simulated heap.
+#[derive(Debug)]
+pub(crate) struct SimExecutor<'a, H> {
+    pub(crate) rank: u32,
+    pub(crate) config: &'a MoeConfig,
+    pub(crate) weights: &'a LayerWeights,
+    pub(crate) map: &'a ExpertMap,
+    pub(crate) layout: &'a HeapLayout,
+    pub(crate) heap: &'a H,
+    /// This rank's routing (for the combine).
+    pub(crate) routing: &'a RankRouting,
+    /// This rank's `[tokens][hidden]` output in element format.
+    pub(crate) output: &'a SharedBytes,
+    /// Bytes GEMM1 tasks put into sources' return regions.
+    pub(crate) returned_bytes: StatCounter,
+}
+
+impl<H: SymmetricHeap> SimExecutor<'_, H> {
+    fn codec(&self) -> Codec {
+        Codec(self.config.dtype)
+    }
+
+    /// Reads `rows` consecutive rows of `width` elements at `offset` of this rank's heap.
+    fn read_rows(&self, offset: u64, rows: u32, width: usize, out: &mut Vec<f32>) {
+        let w = self.codec().width();
+        let mut bytes = vec![0u8; width * w];
+        let mut row = Vec::with_capacity(width);
+        out.clear();
+        for r in 0..rows as u64 {
+            // SAFETY: the runtime hands this task over only after everything it reads was
+            // published to this thread, and nobody writes these rows while the task runs.
+            unsafe { self.heap.get(self.rank, offset + r * (width * w) as u64, &mut bytes) };
+            self.codec().decode(&bytes, &mut row);
+            out.extend_from_slice(&row);
+        }
+    }
+
+    fn expert(&self, task: &TaskDescriptor) -> Result<usize, RuntimeError> {
+        self.map.global(self.rank, task.local_expert).map(|e| e as usize).ok_or_else(|| {
+            RuntimeError::Executor(format!(
+                "rank {} has no local expert {}",
+                self.rank, task.local_expert
+            ))
+        })
+    }
+
+    /// Encodes one output row segment and puts it at `offset` of `rank`'s heap.
+    fn put_row(&self, rank: u32, offset: u64, values: &[f32], bytes: &mut Vec<u8>) {
+        bytes.clear();
+        self.codec().encode(values, bytes);
+        // SAFETY: the task is the only writer of its output tile, and every reader of the tile
+        // starts only after the task's completion is published (row-tile counter or return
+        // signal, then the queue and a doorbell).
+        unsafe { self.heap.put(rank, offset, bytes) };
+    }
+
+    fn gemm0(&self, task: &TaskDescriptor) -> Result<(), RuntimeError> {
+        let (h, i) = (self.config.hidden as usize, self.config.inter as usize);
+        let bn = self.layout.geometry().tile.bn as usize;
+        let e = self.expert(task)?;
+        let w = self.weights;
+        let bias = |b: &Option<Vec<f32>>, row: usize| b.as_ref().map_or(0.0, |b| b[row]);
+        let mut x = Vec::new();
+        self.read_rows(task.input_offset, task.valid_rows, h, &mut x);
+        let (mut tile, mut bytes) = (Vec::with_capacity(bn), Vec::new());
+        for (r, x) in x.chunks_exact(h).enumerate() {
+            tile.clear();
+            for col in task.col_tile as usize * bn..(task.col_tile as usize + 1) * bn {
+                let row = e * i + col;
+                let up = dot(x, &w.up[row * h..][..h]) + bias(&w.up_bias, row);
+                let gate = match &w.gate {
+                    Some(gate) => dot(x, &gate[row * h..][..h]) + bias(&w.gate_bias, row),
+                    None => 0.0,
+                };
+                tile.push(self.config.activation.eval(up as f64, gate as f64) as f32);
+            }
+            let offset = task.output_offset + (r * i * self.codec().width()) as u64;
+            self.put_row(self.rank, offset, &tile, &mut bytes);
+        }
+        Ok(())
+    }
+
+    fn gemm1(&self, task: &TaskDescriptor) -> Result<(), RuntimeError> {
+        let (h, i) = (self.config.hidden as usize, self.config.inter as usize);
+        let bn = self.layout.geometry().tile.bn as usize;
+        let e = self.expert(task)?;
+        let w = self.weights;
+        let mut hid = Vec::new();
+        self.read_rows(task.input_offset, task.valid_rows, i, &mut hid);
+        let (mut tile, mut bytes) = (Vec::with_capacity(bn), Vec::new());
+        for (r, hrow) in hid.chunks_exact(i).enumerate() {
+            tile.clear();
+            for col in task.col_tile as usize * bn..(task.col_tile as usize + 1) * bn {
+                let row = e * h + col;
+                let bias = w.down_bias.as_ref().map_or(0.0, |b| b[row]);
+                tile.push(dot(hrow, &w.down[row * i..][..i]) + bias);
+            }
+            let offset = task.output_offset + (r * h * self.codec().width()) as u64;
+            self.put_row(task.source_rank, offset, &tile, &mut bytes);
+        }
+        let put = task.valid_rows as u64 * bn as u64 * self.codec().width() as u64;
+        self.returned_bytes.fetch_add(put, StatOrdering::Relaxed);
+        Ok(())
+    }
+
+    fn combine(&self, task: &TaskDescriptor) -> Result<(), RuntimeError> {
+        let (h, k) = (self.config.hidden as usize, self.config.top_k as usize);
+        let g = self.layout.geometry();
+        let bn = g.tile.bn as usize;
+        let width = self.codec().width();
+        let first_col = task.col_tile * g.tile.bn;
+        let (mut acc, mut y, mut bytes) = (vec![0.0f32; bn], Vec::new(), vec![0u8; bn * width]);
+        for r in 0..task.valid_rows as usize {
+            let token = (task.row_tile * g.tile.bm) as usize + r;
+            acc.fill(0.0);
+            for slot in token * k..(token + 1) * k {
+                let row = self.routing.rows[slot];
+                if row == DROPPED {
+                    continue;
+                }
+                let (owner, le) = self.map.owner(self.routing.experts[slot]);
+                let offset = self.layout.row(Stage::Return, owner, le, row, first_col)?;
+                // SAFETY: the returned tile was published by its return signal, observed
+                // before this task was queued; nobody writes it during this forward again.
+                unsafe { self.heap.get(self.rank, offset, &mut bytes) };
+                self.codec().decode(&bytes, &mut y);
+                let weight = self.routing.weights[slot];
+                acc.iter_mut().zip(&y).for_each(|(a, &v)| *a += weight * v);
+            }
+            let mut out = Vec::with_capacity(bn * width);
+            self.codec().encode(&acc, &mut out);
+            let offset = task.output_offset as usize + r * h * width;
+            // SAFETY: this task is the only writer of its output tile; the output is read only
+            // after every role of the rank has finished.
+            unsafe { self.output.write(offset, &out) };
+        }
+        Ok(())
+    }
+}
+
+impl<H: SymmetricHeap> TileExecutor for SimExecutor<'_, H> {
+    fn execute(&self, task: &TaskDescriptor) -> Result<(), RuntimeError> {
+        match task.task_kind()? {
+            TaskKind::Gemm0 => self.gemm0(task),
+            TaskKind::Gemm1 => self.gemm1(task),
+            TaskKind::Combine => self.combine(task),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codec_round_trips_and_rounds() {
+        for dtype in DType::ALL {
+            let c = Codec(dtype);
+            let values = [1.0f32, -2.5, 0.1, 3.0e-3];
+            let mut bytes = Vec::new();
+            c.encode(&values, &mut bytes);
+            assert_eq!(bytes.len(), values.len() * c.width());
+            let mut back = Vec::new();
+            c.decode(&bytes, &mut back);
+            let rounded: Vec<f32> = values.iter().map(|&v| dtype.round(v)).collect();
+            assert_eq!(back, rounded, "{dtype}");
+        }
+    }
+
+    #[test]
+    fn dot_is_the_lane_order() {
+        let a: Vec<f32> = (0..16).map(|i| i as f32 * 0.5).collect();
+        let b: Vec<f32> = (0..16).map(|i| 1.0 - i as f32 * 0.25).collect();
+        let mut lanes = [0.0f32; LANES];
+        for k in 0..16 {
+            lanes[k % LANES] += a[k] * b[k];
+        }
+        let want = ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3]))
+            + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]));
+        assert_eq!(dot(&a, &b).to_bits(), want.to_bits());
+    }
+}

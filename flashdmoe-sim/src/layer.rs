@@ -1,0 +1,302 @@
+//! [`SimLayer`]: one MoE layer over a simulated world, and the per-rank forward.
+
+use std::sync::atomic::{AtomicU64 as StatCounter, Ordering as StatOrdering};
+use std::time::Instant;
+
+use flashdmoe_core::routing::route;
+use flashdmoe_core::runtime::{
+    Processor, RankContext, RankState, Role, RuntimeError, Scheduler, Subscriber, dispatch, drive,
+};
+use flashdmoe_core::sync::{Deadline, Mutex, Ordering, SharedBytes};
+use flashdmoe_core::{
+    BackendError, ExpertMap, ForwardOptions, Layer, LayerWeights, MoeConfig, RankOutput, RankStats,
+    TraceEvent,
+};
+use flashdmoe_proto::{Epoch, HeapLayout, RoutingPlan, TaskCounts};
+
+use crate::exec::{Codec, SimExecutor};
+use crate::fault::{Courier, FaultPlan};
+use crate::heap::{HeapView, World};
+
+/// A layer built by [`crate::SimBackend`]: the config, the weights, and one simulated heap per
+/// rank. Each rank's forward ([`Layer::forward_rank`]) runs its own scheduler, subscribers and
+/// processors on threads of its own and talks to the other ranks only through the heaps.
+#[derive(Debug)]
+pub struct SimLayer {
+    pub(crate) config: MoeConfig,
+    pub(crate) weights: LayerWeights,
+    pub(crate) map: ExpertMap,
+    pub(crate) world: World,
+    pub(crate) processors: u32,
+    pub(crate) subscribers: u32,
+    pub(crate) faults: FaultPlan,
+    /// Per rank: the epoch of its last forward (`None` before the first), locked while the
+    /// rank's forward runs.
+    pub(crate) epochs: Box<[Mutex<Option<Epoch>>]>,
+    /// The trace origin, shared by all ranks.
+    pub(crate) origin: Instant,
+    pub(crate) signal_order: Ordering,
+}
+
+/// What one rank's roles produced.
+struct Outcome {
+    tasks: TaskCounts,
+    rows_sent: u64,
+    bytes_sent: u64,
+    trace: Vec<TraceEvent>,
+}
+
+impl SimLayer {
+    /// The heap layout (the simulator's tile shape applied to the config).
+    pub fn layout(&self) -> &HeapLayout {
+        self.world.layout()
+    }
+
+    /// Processors per rank.
+    pub fn processors_per_rank(&self) -> u32 {
+        self.processors
+    }
+
+    /// The protocol's routing plan of a forward, from every rank's output (`ranks[r]` is rank
+    /// `r`'s): what [`flashdmoe_core::runtime::conformance::check`] judges a trace against.
+    pub fn routing_plan(&self, ranks: &[RankOutput]) -> Result<RoutingPlan, BackendError> {
+        let sources = ranks
+            .iter()
+            .map(|r| r.routing.source_plan(&self.config, self.layout()))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(RoutingPlan::new(self.layout(), sources)?)
+    }
+
+    fn check_input(&self, rank: u32, input: &[f32]) -> Result<(), BackendError> {
+        let c = &self.config;
+        if rank >= c.world {
+            return Err(BackendError::InvalidInput {
+                what: "rank",
+                reason: format!("rank {rank} does not exist in a world of {}", c.world),
+            });
+        }
+        let expected = c.tokens_per_rank as usize * c.hidden as usize;
+        if input.len() != expected {
+            return Err(BackendError::InvalidInput {
+                what: "input",
+                reason: format!(
+                    "expected {expected} values ([{}][{}]), got {}",
+                    c.tokens_per_rank,
+                    c.hidden,
+                    input.len()
+                ),
+            });
+        }
+        if let Some((i, v)) = input.iter().enumerate().find(|(_, v)| !c.dtype.is_representable(**v))
+        {
+            return Err(BackendError::InvalidInput {
+                what: "input",
+                reason: format!(
+                    "value {v} at index {i} is not exactly representable in {}",
+                    c.dtype
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Dispatches, then runs the roles of `rank` until its forward is complete.
+    #[allow(clippy::too_many_arguments)]
+    fn run_rank(
+        &self,
+        rank: u32,
+        epoch: Epoch,
+        routing: &flashdmoe_core::RankRouting,
+        plan: &flashdmoe_proto::SourcePlan,
+        input: &[u8],
+        output: &SharedBytes,
+        options: &ForwardOptions,
+        courier: Option<&Courier>,
+    ) -> Result<Outcome, BackendError> {
+        let layout = self.layout();
+        let deadline = Deadline::after(options.timeout);
+        let view = HeapView {
+            world: &self.world,
+            faults: &self.faults,
+            courier,
+            signal_order: self.signal_order,
+        };
+        let sent = dispatch(&view, layout, epoch, rank, plan, input)?;
+        let state = RankState::new(layout, self.processors)?;
+        let ctx = RankContext { rank, epoch, layout, heap: &view, state: &state };
+        let executor = SimExecutor {
+            rank,
+            config: &self.config,
+            weights: &self.weights,
+            map: &self.map,
+            layout,
+            heap: &view,
+            routing,
+            output,
+            returned_bytes: StatCounter::new(0),
+        };
+        let mut subscribers = (0..self.subscribers)
+            .map(|i| Subscriber::new(ctx, plan, i, self.subscribers))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut scheduler = Scheduler::new(layout, &state, epoch.get());
+        let origin = options.trace.then_some(self.origin);
+        let mut processors = (0..self.processors)
+            .map(|i| Processor::new(ctx, i, &executor, origin))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut roles: Vec<&mut (dyn Role + Send)> = Vec::new();
+        roles.extend(subscribers.iter_mut().map(|r| r as &mut (dyn Role + Send)));
+        roles.push(&mut scheduler);
+        roles.extend(processors.iter_mut().map(|r| r as &mut (dyn Role + Send)));
+        run_roles(rank, &state, deadline, roles)?;
+        let mut trace: Vec<TraceEvent> =
+            processors.into_iter().flat_map(|p| p.into_trace()).collect();
+        trace.sort_unstable_by_key(|e| (e.start_ns, e.processor));
+        Ok(Outcome {
+            tasks: scheduler.completed(),
+            rows_sent: sent.rows,
+            bytes_sent: sent.bytes + executor.returned_bytes.load(StatOrdering::Relaxed),
+            trace,
+        })
+    }
+}
+
+/// Why a role thread ended without finishing.
+#[cfg(not(flashdmoe_loom))]
+enum RoleFailure {
+    /// The role returned an error.
+    Runtime(RuntimeError),
+    /// The role panicked (a bug).
+    Panicked,
+    /// The thread could not be started.
+    Spawn(std::io::Error),
+}
+
+/// Runs the roles of one rank: each on its own thread (the simulator).
+///
+/// Reports the root cause: the first failure in role order (subscribers, scheduler,
+/// processors) other than a role that stopped because another one failed.
+#[cfg(not(flashdmoe_loom))]
+fn run_roles(
+    rank: u32,
+    state: &RankState,
+    deadline: Deadline,
+    roles: Vec<&mut (dyn Role + Send)>,
+) -> Result<(), BackendError> {
+    let failures: Vec<RoleFailure> = std::thread::scope(|s| {
+        let handles: Vec<_> = roles
+            .into_iter()
+            .map(|role| {
+                let name = format!("rank{rank}-{}", role.name().replace(' ', ""));
+                std::thread::Builder::new().name(name).spawn_scoped(s, move || {
+                    let run = || drive(rank, state, deadline, &mut [role as &mut dyn Role]);
+                    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(run));
+                    if !matches!(result, Ok(Ok(()))) {
+                        state.abort();
+                    }
+                    result
+                })
+            })
+            .collect();
+        if handles.iter().any(|h| h.is_err()) {
+            state.abort();
+        }
+        handles
+            .into_iter()
+            .filter_map(|handle| match handle.map(|h| h.join()) {
+                Ok(Ok(Ok(Ok(())))) => None,
+                Ok(Ok(Ok(Err(e)))) => Some(RoleFailure::Runtime(e)),
+                Ok(Ok(Err(_)) | Err(_)) => Some(RoleFailure::Panicked),
+                Err(e) => Some(RoleFailure::Spawn(e)),
+            })
+            .collect()
+    });
+    let root = failures
+        .iter()
+        .position(|f| !matches!(f, RoleFailure::Runtime(RuntimeError::Aborted)))
+        .unwrap_or(0);
+    match failures.into_iter().nth(root) {
+        None => Ok(()),
+        Some(RoleFailure::Runtime(e)) => Err(e.into()),
+        Some(RoleFailure::Panicked) => Err(BackendError::RankPanicked),
+        Some(RoleFailure::Spawn(e)) => {
+            Err(BackendError::Unavailable(format!("cannot start a role thread: {e}")))
+        }
+    }
+}
+
+/// Runs the roles of one rank folded onto the calling thread (loom: one thread per rank).
+#[cfg(flashdmoe_loom)]
+fn run_roles(
+    rank: u32,
+    state: &RankState,
+    deadline: Deadline,
+    roles: Vec<&mut (dyn Role + Send)>,
+) -> Result<(), BackendError> {
+    let mut roles: Vec<&mut dyn Role> = roles.into_iter().map(|r| r as &mut dyn Role).collect();
+    Ok(drive(rank, state, deadline, &mut roles)?)
+}
+
+impl Layer for SimLayer {
+    fn config(&self) -> &MoeConfig {
+        &self.config
+    }
+
+    fn forward_rank(
+        &self,
+        rank: u32,
+        input: &[f32],
+        options: &ForwardOptions,
+    ) -> Result<RankOutput, BackendError> {
+        self.check_input(rank, input)?;
+        let c = &self.config;
+        let mut last =
+            self.epochs[rank as usize].try_lock().map_err(|_| BackendError::InvalidInput {
+                what: "rank",
+                reason: format!("a forward of rank {rank} is already running"),
+            })?;
+        // The epoch advances even if this forward fails: its signals may already be out.
+        let epoch = last.map_or(Epoch::FIRST, Epoch::next);
+        *last = Some(epoch);
+        let start = Instant::now();
+        let routing = route(c, input, &self.weights.router)?;
+        let plan = routing.source_plan(c, self.layout())?;
+        let codec = Codec(c.dtype);
+        let mut input_bytes = Vec::with_capacity(input.len() * codec.width());
+        codec.encode(input, &mut input_bytes);
+        let output = SharedBytes::zeroed(input_bytes.len(), codec.width());
+        let run = |courier: Option<&Courier>| {
+            self.run_rank(rank, epoch, &routing, &plan, &input_bytes, &output, options, courier)
+        };
+        let outcome = if self.faults.needs_courier() {
+            let (courier, deliver) = Courier::new();
+            std::thread::scope(|s| {
+                let (world, order) = (&self.world, self.signal_order);
+                s.spawn(move || deliver(&|d| world.deliver(d.target, d.offset, d.word, order)));
+                // Dropping the courier lets the delivery loop drain and end before the scope
+                // (and so this forward) does.
+                let outcome = run(Some(&courier));
+                drop(courier);
+                outcome
+            })
+        } else {
+            run(None)
+        }?;
+        let mut bytes = vec![0u8; output.len()];
+        // SAFETY: every role of this rank has finished; nothing writes the output any more.
+        unsafe { output.read(0, &mut bytes) };
+        let mut values = Vec::with_capacity(input.len());
+        codec.decode(&bytes, &mut values);
+        let g = self.layout().geometry();
+        let padded_rows = 2 * g.world as u64 * g.local_experts as u64 * g.capacity as u64;
+        let stats = RankStats {
+            elapsed: start.elapsed(),
+            tasks: outcome.tasks,
+            rows_sent: outcome.rows_sent,
+            bytes_sent: outcome.bytes_sent,
+            padded_bytes: padded_rows * g.hidden as u64 * g.elem_bytes as u64,
+            dropped: routing.dropped(),
+        };
+        let trace = options.trace.then_some(outcome.trace);
+        Ok(RankOutput { output: values, routing, stats, trace })
+    }
+}

@@ -1,0 +1,58 @@
+//! Helpers shared by the simulator's integration tests.
+#![allow(dead_code)]
+
+use flashdmoe_core::oracle::{VerifyOptions, verify};
+use flashdmoe_core::runtime::conformance;
+use flashdmoe_core::{
+    Backend, ForwardOptions, ForwardOutput, Layer, LayerWeights, MoeConfig, generate_input,
+};
+use flashdmoe_proto::TaskCounts;
+use flashdmoe_sim::{SimBackend, SimLayer, SimOptions};
+
+/// Everything a test needs about one forward.
+pub struct Run {
+    pub layer: SimLayer,
+    pub weights: LayerWeights,
+    pub inputs: Vec<Vec<f32>>,
+    pub out: ForwardOutput,
+}
+
+/// Seeded weights and inputs for `config`.
+pub fn data(config: &MoeConfig, seed: u64) -> (LayerWeights, Vec<Vec<f32>>) {
+    let weights = LayerWeights::generate(config, seed).expect("weights");
+    let inputs =
+        (0..config.world).map(|r| generate_input(config, r, seed).expect("input")).collect();
+    (weights, inputs)
+}
+
+/// Builds the layer and runs one traced forward.
+pub fn run(config: &MoeConfig, options: SimOptions, seed: u64) -> Run {
+    let (weights, inputs) = data(config, seed);
+    let layer = SimBackend::new(options).build(config, &weights).expect("build");
+    let out = layer.forward(&inputs, &traced()).expect("forward");
+    Run { layer, weights, inputs, out }
+}
+
+/// Forward options with the trace on and a deadline that fails a hung test quickly.
+pub fn traced() -> ForwardOptions {
+    ForwardOptions { trace: true, timeout: std::time::Duration::from_secs(20) }
+}
+
+/// Asserts the forward is correct: oracle within tolerance, every task exactly once in a legal
+/// order (when traced), and each rank's task count equal to the protocol bound.
+pub fn check(layer: &SimLayer, weights: &LayerWeights, inputs: &[Vec<f32>], out: &ForwardOutput) {
+    let config = layer.config();
+    let report =
+        verify(config, weights, inputs, &out.ranks, &VerifyOptions::default()).expect("verify");
+    assert!(report.passed(), "{config:?}\n{report}");
+    let plan = layer.routing_plan(&out.ranks).expect("plan");
+    for (rank, r) in out.ranks.iter().enumerate() {
+        let bound = TaskCounts::for_rank(layer.layout(), plan.received_rows(rank as u32));
+        assert_eq!(r.stats.tasks, bound, "rank {rank} task counts vs bound");
+    }
+    if out.ranks.iter().all(|r| r.trace.is_some()) {
+        let events: Vec<_> =
+            out.ranks.iter().flat_map(|r| r.trace.clone().unwrap_or_default()).collect();
+        conformance::check(layer.layout(), &plan, &events).expect("trace conformance");
+    }
+}
