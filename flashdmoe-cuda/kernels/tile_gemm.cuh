@@ -29,8 +29,17 @@
 //   (they contain __syncthreads()).
 //
 // Compile-time knobs: Mode (BF16 | F16 | TF32 | F32Exact), BM, BN, BK, STAGES, WARPS_M,
-// WARPS_N, NB (1 = plain, 2 = dual-B for SwiGLU). Ready-made configs at the bottom
+// WARPS_N, NB (1 = plain, 2 = dual-B for SwiGLU), FRAG_PIPE (register-pipelined fragments;
+// default on for bf16/f16). Ready-made configs at the bottom
 // (TileLarge / TileMedium / TileSmall / TileTiny / TileDual / TileDualSmall).
+//
+// Epilogue: register helpers on Accum (add_bias, scale_rows, relu, gelu, swiglu, for_each)
+// and store<OutT>(acc, C, ldc, valid_rows, valid_cols, smem[, row_index[, op]]) which writes
+// bf16/f16/f32 with 16-byte stores and applies op(row, col, v) (e.g. EpilogueOp: bias,
+// activation, row scale) on the way out.
+//
+// Check registers/spills without a GPU:
+//   python3 scripts/nvrtc_check.py flashdmoe-cuda/kernels/tile_gemm.cuh -DFLASHDMOE_TILE_GEMM_SELFTEST
 // ─────────────────────────────────────────────────────────────────────────────────────
 #pragma once
 
