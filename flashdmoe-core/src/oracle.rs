@@ -4,8 +4,8 @@
 //! exactly the agreed points:
 //!
 //! 1. GEMM0: `u_i = x . up[e][i] (+ ub[e][i])` and, for SwiGLU, `g_i = x . gate[e][i]
-//!    (+ gb[e][i])`, accumulated in `f64`; `h_i = act(u_i, g_i)` ([`Activation::eval`]) is
-//!    rounded to the dtype (the intermediate rows);
+//!    (+ gb[e][i])`, accumulated in `f64`; `h_i = act(u_i, g_i)`
+//!    ([`crate::config::Activation::eval`]) is rounded to the dtype (the intermediate rows);
 //! 2. GEMM1: `y_o = h . down[e][o] (+ db[e][o])` in `f64`, rounded to the dtype (the return
 //!    rows);
 //! 3. combine: `out_o = sum_j w_j * y_j,o` over the token's kept slots in slot order, in `f64`,

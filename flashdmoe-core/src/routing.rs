@@ -435,7 +435,8 @@ mod tests {
             for (i, &row) in r.rows.iter().enumerate() {
                 if row == DROPPED {
                     let list = &r.expert_tokens[r.experts[i] as usize];
-                    prop_assert!(list.len() == cap && list.iter().all(|&tok| (tok as usize) < i / k));
+                    let full_of_lower = list.iter().all(|&tok| (tok as usize) < i / k);
+                    prop_assert!(list.len() == cap && full_of_lower);
                 }
             }
             // Slots are in descending probability, ties to the lower index.

@@ -114,7 +114,8 @@ pub enum WeightsError {
         dtype: String,
     },
     /// Several layers of a checkpoint qualify; a layer prefix must choose one.
-    #[error("the checkpoint holds several MoE layers; choose one by prefix: {}", candidates.join(", "))]
+    #[error("the checkpoint holds several MoE layers; choose one by prefix: {}",
+        candidates.join(", "))]
     Ambiguous {
         /// The layer prefixes found.
         candidates: Vec<String>,
@@ -349,13 +350,11 @@ mod tests {
         let c = swiglu_bias();
         let good = LayerWeights::generate(&c, 1).unwrap();
         let relu = MoeConfig { activation: Activation::Relu, ..c.clone() };
-        assert!(
-            matches!(good.check(&relu), Err(WeightsError::Unexpected { tensor, .. }) if tensor == "gate")
-        );
+        assert!(matches!(good.check(&relu), Err(WeightsError::Unexpected { tensor, .. })
+                if tensor == "gate"));
         let no_bias = MoeConfig { bias: false, ..c.clone() };
-        assert!(
-            matches!(good.check(&no_bias), Err(WeightsError::Unexpected { tensor, .. }) if tensor == "up_bias")
-        );
+        assert!(matches!(good.check(&no_bias), Err(WeightsError::Unexpected { tensor, .. })
+                if tensor == "up_bias"));
 
         let mut w = good.clone();
         w.gate = None;

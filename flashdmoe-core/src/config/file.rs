@@ -31,7 +31,8 @@
 //! these experts are gated, i.e. SwiGLU); `mlp_bias` (absent: biases only for
 //! `model_type = "gpt_oss"`); `torch_dtype` or `dtype` (bf16, f16, f32; absent: bf16).
 //! DeepSeek's `scoring_func` must be `softmax`, `topk_method` `greedy` and
-//! `routed_scaling_factor` 1: other routers are not ours. Run parameters are those of the model presets: one rank, 4096 tokens, dropless.
+//! `routed_scaling_factor` 1: other routers are not ours. Run parameters are those of the model
+//! presets: one rank, 4096 tokens, dropless.
 
 use std::fmt;
 use std::path::Path;
@@ -439,7 +440,8 @@ mod tests {
         ));
         let unknown = MoeConfig::from_toml_str("hiden = 64").unwrap_err();
         assert!(
-            matches!(&unknown, ConfigError::Parse { format: "TOML", message } if message.contains("hiden")),
+            matches!(&unknown, ConfigError::Parse { format: "TOML", message }
+                if message.contains("hiden")),
             "{unknown}"
         );
         assert!(matches!(
