@@ -93,7 +93,7 @@ pub trait Layer: Send + Sync {
                 .collect();
             handles
                 .into_iter()
-                .map(|h| h.join().unwrap_or_else(|_| Err(BackendError::RankPanicked)))
+                .map(|h| h.join().unwrap_or(Err(BackendError::RankPanicked)))
                 .collect()
         });
         let ranks = results.into_iter().collect::<Result<Vec<_>, _>>()?;
