@@ -106,12 +106,13 @@ pub(crate) fn check_len(
 }
 
 /// Router probabilities `[tokens][experts]` of one rank's `input` (`[tokens_per_rank][hidden]`)
-/// under `router` (`[experts][hidden]`): steps 1-2 of the module doc.
+/// under `router` (`[experts][hidden]`): steps 1-2 of the module doc. Validates the config.
 pub fn router_probabilities(
     config: &MoeConfig,
     input: &[f32],
     router: &[f32],
 ) -> Result<Vec<f32>, RoutingError> {
+    config.validate()?;
     let (t, h, e) =
         (config.tokens_per_rank as usize, config.hidden as usize, config.experts as usize);
     check_len("input", input, t * h)?;
@@ -167,7 +168,6 @@ pub fn route(
     input: &[f32],
     router: &[f32],
 ) -> Result<RankRouting, RoutingError> {
-    config.validate()?;
     let probs = router_probabilities(config, input, router)?;
     let (e, k) = (config.experts as usize, config.top_k as usize);
     let mut experts = Vec::with_capacity(config.tokens_per_rank as usize * k);
@@ -184,13 +184,14 @@ pub fn route(
 impl RankRouting {
     /// Builds the routing of one rank from each token's chosen experts and weights
     /// (`[tokens_per_rank][top_k]`, slot order), assigning packet rows and capacity drops
-    /// (step 5 of the module doc). Errors for wrong lengths, an expert out of range or chosen
-    /// twice by one token.
+    /// (step 5 of the module doc). Errors for an invalid config, wrong lengths, an expert out of
+    /// range or chosen twice by one token.
     pub fn from_choices(
         config: &MoeConfig,
         experts: Vec<u32>,
         weights: Vec<f32>,
     ) -> Result<RankRouting, RoutingError> {
+        config.validate()?;
         let (k, ne) = (config.top_k as usize, config.experts);
         let pairs = config.tokens_per_rank as usize * k;
         if experts.len() != pairs {
@@ -204,7 +205,7 @@ impl RankRouting {
         let capacity = config.capacity_rows() as usize;
         let mut expert_tokens = vec![Vec::new(); ne as usize];
         let mut rows = vec![DROPPED; pairs];
-        for (t, chosen) in experts.chunks_exact(k.max(1)).enumerate() {
+        for (t, chosen) in experts.chunks_exact(k).enumerate() {
             for (j, &x) in chosen.iter().enumerate() {
                 let token = t as u32;
                 if x >= ne {
@@ -359,6 +360,12 @@ mod tests {
         assert_eq!(route(&c, &nan, &one_hot_router(4)), Err(RoutingError::NonFinite { token: 1 }));
         let bad = MoeConfig { top_k: 5, ..c.clone() };
         assert!(matches!(route(&bad, &x, &one_hot_router(4)), Err(RoutingError::Config(_))));
+        let no_experts = MoeConfig { experts: 0, ..c.clone() };
+        assert!(matches!(router_probabilities(&no_experts, &x, &[]), Err(RoutingError::Config(_))));
+        assert!(matches!(
+            RankRouting::from_choices(&no_experts, vec![], vec![]),
+            Err(RoutingError::Config(_))
+        ));
         assert!(matches!(
             RankRouting::from_choices(&c, vec![0, 0, 1, 2], vec![0.5; 4]),
             Err(RoutingError::BadChoice { token: 0, .. })
