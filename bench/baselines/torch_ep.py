@@ -1,7 +1,8 @@
 """Expert-parallel PyTorch MoE layer over NCCL all-to-all: the multi-GPU baseline.
 
 One process per rank (``torch.multiprocessing`` spawn, no torchrun), world size = visible GPUs
-or ``--world``; rank ``r`` uses GPU ``r % device_count``. Experts are placed contiguously:
+or ``--world`` (at most the visible GPUs: NCCL refuses two ranks on one GPU); rank ``r`` uses
+GPU ``r``. Experts are placed contiguously:
 ``ceil(E / P)`` per rank, rank ``r`` owning ``[r * c, min((r + 1) * c, E))`` (flashdmoe-core's
 ``Placement::Contiguous``). Every rank routes its own ``T`` tokens (input tensor id
 ``1000 + r``) and holds only its own experts' weights. One forward:
@@ -39,23 +40,24 @@ Example::
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import os
 import socket
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional
 
 # Multicast off before torch or NCCL read the environment (see the module doc).
 for _name, _value in (("NCCL_NVLS_ENABLE", "0"), ("TORCH_SYMM_MEM_DISABLE_MULTICAST", "1"),
                       ("NVSHMEM_DISABLE_NVLS", "1")):
     os.environ[_name] = _value
 
-import torch  # noqa: E402
-import torch.distributed as dist  # noqa: E402
-import torch.multiprocessing as mp  # noqa: E402
+import torch  # noqa: E402 - after the environment is set
+import torch.distributed as dist  # noqa: E402 - after the environment is set
+import torch.multiprocessing as mp  # noqa: E402 - after the environment is set
 
-import common as C  # noqa: E402
+import common as C  # noqa: E402 - after the environment is set
 
 VARIANTS = ("eager", "graph")
 IMPL = {"eager": "torch-ep-a2a-eager", "graph": "torch-ep-a2a-graph"}
@@ -73,14 +75,14 @@ class Rank:
     owned: int  # owned experts (<= c; 0 for trailing ranks when E < P * c leaves none)
 
     @staticmethod
-    def of(rank: int, world: int, device: torch.device, experts: int) -> "Rank":
+    def of(rank: int, world: int, device: torch.device, experts: int) -> Rank:
         c = math.ceil(experts / world)
         first = min(rank * c, experts)
         return Rank(rank, world, device, c, first, min(c, experts - first))
 
 
 def forward_ep(x: torch.Tensor, layer: C.LayerWeights, gw: C.GroupedWeights, cfg: C.MoeConfig,
-               me: Rank, splits: Optional[tuple[list[int], list[int]]] = None) -> torch.Tensor:
+               me: Rank, splits: tuple[list[int], list[int]] | None = None) -> torch.Tensor:
     """One expert-parallel forward of this rank's tokens (module doc). ``splits`` = frozen
     ``(send, recv)`` row counts per rank (graph capture); ``None`` reads them from the count
     exchange (a host sync)."""
@@ -223,7 +225,7 @@ def run_config(cfg: C.MoeConfig, args: argparse.Namespace, me: Rank) -> list[dic
                         records[-1]["notes"] = "; ".join(filter(None, [records[-1]["notes"], reason]))
                 continue
         else:
-            fn = lambda: forward_ep(x, layer, gw, cfg, me)  # noqa: E731
+            fn = functools.partial(forward_ep, x, layer, gw, cfg, me)
         out = fn().clone()
         if eager_out is None:
             eager_out = out
@@ -242,11 +244,11 @@ def run_config(cfg: C.MoeConfig, args: argparse.Namespace, me: Rank) -> list[dic
 
 
 def worker(rank: int, world: int, port: int, args: argparse.Namespace, configs: list[C.MoeConfig],
-           status: "mp.SimpleQueue") -> None:
+           status: mp.SimpleQueue) -> None:
     """One rank: joins the process group, runs every config, rank 0 writes the results and puts
     ``all verified`` on ``status``."""
     if args.device == "cuda":
-        dev = torch.device("cuda", rank % torch.cuda.device_count())
+        dev = torch.device("cuda", rank)
         torch.cuda.set_device(dev)
         dist.init_process_group("nccl", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
                                 world_size=world, device_id=dev)
@@ -300,7 +302,8 @@ def main(argv: list[str] | None = None) -> int:
     if world <= 0:
         p.error("--world must be > 0")
     if args.device == "cuda" and world > gpus:
-        print(f"warning: {world} ranks on {gpus} GPU(s): ranks share GPUs, which NCCL may refuse", flush=True)
+        # NCCL 2.28 answers "Duplicate GPU detected" at communicator creation (seen on an H200).
+        p.error(f"--world {world} needs {world} GPUs, {gpus} visible: NCCL refuses two ranks on one GPU")
     ctx = mp.get_context("spawn")
     status = ctx.SimpleQueue()
     mp.start_processes(worker, args=(world, _free_port(), args, configs, status), nprocs=world,

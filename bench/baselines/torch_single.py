@@ -33,8 +33,9 @@ Example::
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -145,9 +146,9 @@ def run_config(cfg: C.MoeConfig, args: argparse.Namespace, device: torch.device)
                 if d > tol:
                     notes.append(f"graph replay on a second input differs from eager by {d:.2e}")
             elif name == "loop":
-                fn = lambda: forward_loop(x, layer, gw, cfg)  # noqa: E731
+                fn = functools.partial(forward_loop, x, layer, gw, cfg)
             else:
-                fn = lambda: forward_grouped(x, layer, gw, cfg)  # noqa: E731
+                fn = functools.partial(forward_grouped, x, layer, gw, cfg)
             out = fn().clone()
         except Unsupported as e:
             print(f"  skip {IMPL[name]}: {e}", flush=True)
