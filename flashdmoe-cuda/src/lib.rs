@@ -1,1 +1,67 @@
-//! placeholder
+//! # flashdmoe-cuda: the GPU backend
+//!
+//! Runs the FlashDMoE layer as one persistent CUDA kernel per GPU. This part of the crate is
+//! the host plumbing the kernel stands on:
+//!
+//! * [`device`]: typed discovery ([`Gpu`], [`cuda_available`], [`nvrtc_version`]), opened
+//!   devices ([`Device`]: context + stream) and all-pairs peer access;
+//! * [`jit`]: NVRTC compilation of the kernels in `kernels/` for the device's own architecture,
+//!   specialised by `-D` defines, with a ptxas report ([`CompileReport`]) that must show zero
+//!   spills, cached in memory and on disk ([`Jit`]);
+//! * [`launch`]: loading a [`Cubin`] on a device, the dynamic shared-memory opt-in, occupancy,
+//!   and the cooperative launch of a persistent grid ([`Kernel`]);
+//! * [`kernels`]: the embedded CUDA sources and headers, and [`kernel_variants`], the list CI
+//!   compile-checks;
+//! * [`selftest`]: a device self-test of all of the above.
+//!
+//! ## Layering
+//!
+//! * **Thin unsafe bottom** (`ffi`, private): one-call wrappers of the raw driver and NVRTC
+//!   functions cudarc's safe layer lacks, plus cudarc itself.
+//! * **Validated middle** ([`device`], [`jit`], [`launch`]): every request is checked against
+//!   what the host knows (device limits, compatibility, parameter size, co-residency, spills)
+//!   and every failure is a typed [`CudaError`].
+//! * **Safe top**: the backend (layer execution) built on these; the only `unsafe` left to it
+//!   is [`Kernel::launch_cooperative`], whose contract (what the parameter block's device
+//!   addresses point to) only the caller can uphold.
+//!
+//! ## Invariants
+//!
+//! * No panic on a machine without a GPU, driver or NVRTC: cudarc panics when a library is
+//!   missing, so no cudarc call is reachable before the library was found; absence is
+//!   [`CudaError::DriverMissing`], [`CudaError::NoDevice`] or [`CudaError::NvrtcMissing`].
+//! * Every `unsafe` block carries a `// SAFETY:` comment (workspace lint).
+//! * The backend never inlines CUDA text: sources and headers live in `kernels/`, embedded
+//!   with `include_str!`; `kernels/fdm_proto.h` is generated from [`flashdmoe_proto`].
+//! * A kernel that spills registers is a compile error, in CI and at run time.
+//!
+//! ## Environment
+//!
+//! * `LD_LIBRARY_PATH`: must reach `libcuda.so.1` (the driver) and `libnvrtc.so.13` (with its
+//!   `libnvrtc-builtins`).
+//! * `FLASHDMOE_CUDA_HOME`: directory with `include/` and `include/cccl` (default
+//!   `/usr/local/cuda`).
+//! * `FLASHDMOE_CACHE_DIR` (else `$XDG_CACHE_HOME/flashdmoe`, else `~/.cache/flashdmoe`): root
+//!   of the on-disk JIT cache.
+#![warn(missing_docs)]
+
+mod cache;
+pub mod device;
+mod error;
+mod ffi;
+pub mod jit;
+pub mod kernels;
+pub mod launch;
+mod report;
+pub mod selftest;
+
+pub use device::{
+    ComputeCapability, CudaVersion, Device, Gpu, cuda_available, driver_version,
+    enable_peer_access, gpus, nvrtc_version,
+};
+pub use error::{CudaError, Result};
+pub use jit::{Arch, Compiled, Cubin, Defines, Jit, JitConfig, Origin};
+pub use kernels::{KernelSource, KernelVariant, kernel_variants};
+pub use launch::{Kernel, LaunchShape};
+pub use report::{CompileReport, FunctionReport};
+pub use selftest::{SelftestReport, run_selftest};

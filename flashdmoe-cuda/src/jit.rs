@@ -1,0 +1,552 @@
+//! NVRTC just-in-time compilation of the crate's kernels, with an in-memory and an on-disk
+//! cache.
+//!
+//! [`Jit::compile`] turns a [`KernelSource`] plus [`Defines`] into a [`Cubin`] for one
+//! [`Arch`]:
+//!
+//! 1. the request is validated (source and entry names, define names and values);
+//! 2. the options are fixed: `-arch=sm_XX[a] -std=c++17 -default-device -lineinfo
+//!    --ptxas-options=-v`, the CUDA include directories of `FLASHDMOE_CUDA_HOME`
+//!    (`include/` and `include/cccl`) and the `-D` defines;
+//! 3. the cache key is the SHA-256 of the NVRTC version, source, project headers and options;
+//!    the in-memory map, then the disk directory are consulted;
+//! 4. on a miss NVRTC compiles with the project headers passed as named headers, the cubin is
+//!    fetched with `nvrtcGetCUBIN`, and the ptxas report is parsed ([`CompileReport`]);
+//! 5. the result is accepted only if the entry point exists and **no function spills**; it is
+//!    then stored in both caches.
+//!
+//! ## Invariants
+//!
+//! * A [`Cubin`] always carries an intact image, a report naming its entry point, and zero
+//!   spills, whether it was compiled now or read from a cache (a cache hit re-parses and
+//!   re-checks the stored log, and corrupt entries are recompiled, see [`crate::cache`]).
+//! * Equal keys mean interchangeable images: everything that influences NVRTC's output is
+//!   part of the key.
+//! * No NVRTC call happens unless the library was found (a [`Jit`] holds the proof).
+
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::{CString, OsString};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use cudarc::nvrtc::sys::nvrtcResult;
+
+use crate::cache::{CacheKey, DiskCache, Entry};
+use crate::device::{ComputeCapability, CudaVersion, nvrtc_api};
+use crate::error::{CudaError, Result};
+use crate::ffi::{NvrtcApi, NvrtcStatus, Program};
+use crate::kernels::{HEADERS, KernelSource, KernelVariant};
+use crate::report::CompileReport;
+
+/// A real GPU architecture to compile for (`sm_XX`), optionally its architecture-specific
+/// `sm_XXa` variant (needed for wgmma/TMA; such code runs only on exactly that architecture).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Arch {
+    /// Compute capability major.
+    pub major: u32,
+    /// Compute capability minor.
+    pub minor: u32,
+    /// The `a` (architecture-specific features) variant.
+    pub accelerated: bool,
+}
+
+impl Arch {
+    /// Ampere A100 (the oldest supported; mma.sync path).
+    pub const SM80: Arch = Arch::new(8, 0);
+    /// Hopper H100/H200 (mma.sync path).
+    pub const SM90: Arch = Arch::new(9, 0);
+    /// Hopper with architecture-specific instructions (wgmma, TMA).
+    pub const SM90A: Arch = Arch::new(9, 0).accelerated();
+    /// The architectures CI compile-checks every kernel variant for.
+    pub const SUPPORTED: [Arch; 2] = [Arch::SM90, Arch::SM80];
+
+    /// `sm_{major}{minor}`.
+    pub const fn new(major: u32, minor: u32) -> Arch {
+        Arch { major, minor, accelerated: false }
+    }
+
+    /// The `sm_XXa` variant of this architecture.
+    pub const fn accelerated(self) -> Arch {
+        Arch { accelerated: true, ..self }
+    }
+
+    /// The architecture of a device's own compute capability (the portable variant).
+    pub const fn for_device(cc: ComputeCapability) -> Arch {
+        Arch::new(cc.major, cc.minor)
+    }
+
+    /// Whether a cubin for this architecture runs on a device of capability `cc`: same major
+    /// and no newer minor (SASS compatibility), exactly equal for an `a` variant.
+    pub fn can_run_on(self, cc: ComputeCapability) -> bool {
+        self.major == cc.major
+            && if self.accelerated { self.minor == cc.minor } else { self.minor <= cc.minor }
+    }
+}
+
+impl fmt::Display for Arch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let suffix = if self.accelerated { "a" } else { "" };
+        write!(f, "sm_{}{}{suffix}", self.major, self.minor)
+    }
+}
+
+/// Preprocessor defines (`-DNAME` / `-DNAME=VALUE`) specialising a kernel. Kept sorted by name
+/// so equal sets give equal options (and cache keys) whatever the insertion order.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Defines(BTreeMap<String, Option<String>>);
+
+impl Defines {
+    /// No defines.
+    pub fn new() -> Defines {
+        Defines::default()
+    }
+
+    /// Adds (or replaces) `-DNAME=VALUE`.
+    pub fn set(mut self, name: impl Into<String>, value: impl fmt::Display) -> Defines {
+        self.0.insert(name.into(), Some(value.to_string()));
+        self
+    }
+
+    /// Adds (or replaces) `-DNAME` (defined as 1).
+    pub fn flag(mut self, name: impl Into<String>) -> Defines {
+        self.0.insert(name.into(), None);
+        self
+    }
+
+    /// `(name, value)` pairs in name order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, Option<&str>)> {
+        self.0.iter().map(|(name, value)| (name.as_str(), value.as_deref()))
+    }
+
+    /// Checks every name is a C identifier and no value holds a control character.
+    pub fn validate(&self) -> Result<()> {
+        for (name, value) in self.iter() {
+            let invalid = |reason| Err(CudaError::InvalidDefine { name: name.to_owned(), reason });
+            if !is_identifier(name) {
+                return invalid("the name must be a C identifier");
+            }
+            if value.is_some_and(|v| v.chars().any(char::is_control)) {
+                return invalid("the value must not contain control characters");
+            }
+        }
+        Ok(())
+    }
+
+    fn options(&self) -> impl Iterator<Item = String> + '_ {
+        self.iter().map(|(name, value)| match value {
+            Some(value) => format!("-D{name}={value}"),
+            None => format!("-D{name}"),
+        })
+    }
+}
+
+fn is_identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Where compiled kernels are kept between processes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CacheMode {
+    /// Entries live in this directory (created if needed).
+    Disk(PathBuf),
+    /// Only the in-process cache.
+    MemoryOnly,
+}
+
+/// How to build a [`Jit`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JitConfig {
+    /// A directory with `include/` (CUDA headers) and optionally `include/cccl`.
+    pub cuda_home: PathBuf,
+    /// The disk cache.
+    pub cache: CacheMode,
+}
+
+impl JitConfig {
+    /// From the environment: `FLASHDMOE_CUDA_HOME` (default `/usr/local/cuda`), and the disk
+    /// cache at [`default_cache_dir`] (memory only if no directory can be derived).
+    pub fn from_env() -> JitConfig {
+        let var = |name: &str| std::env::var_os(name);
+        JitConfig {
+            cuda_home: non_empty(var("FLASHDMOE_CUDA_HOME"))
+                .map_or_else(|| PathBuf::from("/usr/local/cuda"), PathBuf::from),
+            cache: cache_dir_from(var).map_or(CacheMode::MemoryOnly, CacheMode::Disk),
+        }
+    }
+}
+
+/// The default disk cache directory: `$FLASHDMOE_CACHE_DIR/jit`, else
+/// `$XDG_CACHE_HOME/flashdmoe/jit`, else `$HOME/.cache/flashdmoe/jit` (empty variables count
+/// as unset); `None` if none is set.
+pub fn default_cache_dir() -> Option<PathBuf> {
+    cache_dir_from(|name| std::env::var_os(name))
+}
+
+fn cache_dir_from(var: impl Fn(&str) -> Option<OsString>) -> Option<PathBuf> {
+    let root = if let Some(dir) = non_empty(var("FLASHDMOE_CACHE_DIR")) {
+        PathBuf::from(dir)
+    } else if let Some(dir) = non_empty(var("XDG_CACHE_HOME")) {
+        PathBuf::from(dir).join("flashdmoe")
+    } else {
+        PathBuf::from(non_empty(var("HOME"))?).join(".cache").join("flashdmoe")
+    };
+    Some(root.join("jit"))
+}
+
+fn non_empty(value: Option<OsString>) -> Option<OsString> {
+    value.filter(|v| !v.is_empty())
+}
+
+/// A compiled kernel image for one architecture, with its ptxas report. Always has its entry
+/// point and no spills.
+#[derive(PartialEq, Eq)]
+pub struct Cubin {
+    kernel: String,
+    entry: String,
+    nvrtc: CudaVersion,
+    image: Vec<u8>,
+    report: CompileReport,
+}
+
+impl Cubin {
+    /// Accepts a compiled image only if the report names the entry and shows no spills.
+    fn accept(
+        source: &KernelSource,
+        nvrtc: CudaVersion,
+        arch: Arch,
+        entry: Entry,
+    ) -> Result<Cubin> {
+        let report = CompileReport::parse(arch, &entry.log);
+        if report.entry(source.entry).is_none() {
+            return Err(CudaError::EntryMissing {
+                kernel: source.file.to_owned(),
+                entry: source.entry.to_owned(),
+            });
+        }
+        if report.spilling().next().is_some() {
+            return Err(CudaError::Spills {
+                kernel: source.file.to_owned(),
+                arch,
+                summary: report.spill_summary(),
+                log: entry.log,
+            });
+        }
+        Ok(Cubin {
+            kernel: source.file.to_owned(),
+            entry: source.entry.to_owned(),
+            nvrtc,
+            image: entry.image,
+            report,
+        })
+    }
+
+    /// The source file it was compiled from.
+    pub fn kernel(&self) -> &str {
+        &self.kernel
+    }
+
+    /// The entry point's name.
+    pub fn entry(&self) -> &str {
+        &self.entry
+    }
+
+    /// The architecture it was compiled for.
+    pub fn arch(&self) -> Arch {
+        self.report.arch
+    }
+
+    /// The NVRTC that compiled it.
+    pub fn nvrtc(&self) -> CudaVersion {
+        self.nvrtc
+    }
+
+    /// The ELF image.
+    pub fn image(&self) -> &[u8] {
+        &self.image
+    }
+
+    /// The ptxas report.
+    pub fn report(&self) -> &CompileReport {
+        &self.report
+    }
+}
+
+impl fmt::Debug for Cubin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cubin")
+            .field("kernel", &self.kernel)
+            .field("entry", &self.entry)
+            .field("nvrtc", &self.nvrtc)
+            .field("image_bytes", &self.image.len())
+            .field("report", &self.report)
+            .finish()
+    }
+}
+
+/// Where a [`Compiled`] result came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Origin {
+    /// This process compiled it before.
+    Memory,
+    /// Read from the disk cache.
+    Disk,
+    /// NVRTC compiled it just now.
+    Compiled,
+}
+
+/// The result of [`Jit::compile`].
+#[derive(Clone, Debug)]
+pub struct Compiled {
+    /// The image (shared with the in-memory cache).
+    pub cubin: Arc<Cubin>,
+    /// Which cache level answered, if any.
+    pub origin: Origin,
+}
+
+/// The JIT compiler: NVRTC plus the CUDA include directories plus the caches.
+///
+/// Shareable between threads; concurrent compilations of one key may both run NVRTC (the
+/// results are interchangeable), no lock is held while compiling.
+#[derive(Debug)]
+pub struct Jit {
+    api: NvrtcApi,
+    nvrtc: CudaVersion,
+    include_dirs: Vec<PathBuf>,
+    disk: Option<DiskCache>,
+    memory: Mutex<HashMap<CacheKey, Arc<Cubin>>>,
+}
+
+impl Jit {
+    /// A JIT configured from the environment ([`JitConfig::from_env`]).
+    pub fn from_env() -> Result<Jit> {
+        Jit::new(JitConfig::from_env())
+    }
+
+    /// A JIT for `config`: [`CudaError::NvrtcMissing`] without NVRTC,
+    /// [`CudaError::CudaHeadersMissing`] without `cuda_home/include`, [`CudaError::Cache`] if
+    /// the disk cache directory cannot be created.
+    pub fn new(config: JitConfig) -> Result<Jit> {
+        let (api, nvrtc) = nvrtc_api()?;
+        let include = config.cuda_home.join("include");
+        if !include.is_dir() {
+            return Err(CudaError::CudaHeadersMissing { path: include });
+        }
+        let cccl = include.join("cccl");
+        let include_dirs = if cccl.is_dir() { vec![include, cccl] } else { vec![include] };
+        let disk = match config.cache {
+            CacheMode::Disk(dir) => Some(DiskCache::open(dir)?),
+            CacheMode::MemoryOnly => None,
+        };
+        Ok(Jit { api, nvrtc, include_dirs, disk, memory: Mutex::default() })
+    }
+
+    /// The loaded NVRTC's version.
+    pub fn nvrtc_version(&self) -> CudaVersion {
+        self.nvrtc
+    }
+
+    /// The disk cache directory, if any.
+    pub fn cache_dir(&self) -> Option<&Path> {
+        self.disk.as_ref().map(DiskCache::dir)
+    }
+
+    /// The CUDA include directories passed to NVRTC.
+    pub fn include_dirs(&self) -> &[PathBuf] {
+        &self.include_dirs
+    }
+
+    /// [`Jit::compile`] of a listed variant.
+    pub fn compile_variant(&self, variant: &KernelVariant, arch: Arch) -> Result<Compiled> {
+        self.compile(&variant.source, arch, &variant.defines)
+    }
+
+    /// Compiles `source` with `defines` for `arch`, or returns the cached result.
+    ///
+    /// Errors: [`CudaError::InvalidSource`] / [`CudaError::InvalidDefine`] for a malformed
+    /// request, [`CudaError::Compile`] with the log for compiler errors,
+    /// [`CudaError::EntryMissing`], [`CudaError::Spills`] for any register spill,
+    /// [`CudaError::Nvrtc`] for NVRTC failures, [`CudaError::Cache`] if the entry cannot be
+    /// written to the disk cache.
+    pub fn compile(
+        &self,
+        source: &KernelSource,
+        arch: Arch,
+        defines: &Defines,
+    ) -> Result<Compiled> {
+        let _range = nvtx::LocalRange::new(c"flashdmoe::jit::compile");
+        validate_source(source)?;
+        defines.validate()?;
+        let options = self.options(arch, defines);
+        let key = self.key(source, &options);
+
+        let memory = |cubin: &Arc<Cubin>| {
+            let mut map = self.memory.lock().unwrap_or_else(PoisonError::into_inner);
+            Arc::clone(map.entry(key).or_insert_with(|| Arc::clone(cubin)))
+        };
+        if let Some(cubin) = self.memory.lock().unwrap_or_else(PoisonError::into_inner).get(&key) {
+            return Ok(Compiled { cubin: Arc::clone(cubin), origin: Origin::Memory });
+        }
+        if let Some(disk) = &self.disk {
+            let cached = {
+                let _range = nvtx::LocalRange::new(c"flashdmoe::jit::disk_cache");
+                disk.load(&key)
+            };
+            // An entry that fails the acceptance checks is treated like a corrupt one.
+            if let Some(cubin) =
+                cached.and_then(|e| Cubin::accept(source, self.nvrtc, arch, e).ok())
+            {
+                return Ok(Compiled { cubin: memory(&Arc::new(cubin)), origin: Origin::Disk });
+            }
+        }
+        let entry = self.run_nvrtc(source, arch, &options)?;
+        let cubin = Cubin::accept(source, self.nvrtc, arch, entry.clone())?;
+        if let Some(disk) = &self.disk {
+            disk.store(&key, &entry)?;
+        }
+        Ok(Compiled { cubin: memory(&Arc::new(cubin)), origin: Origin::Compiled })
+    }
+
+    fn options(&self, arch: Arch, defines: &Defines) -> Vec<String> {
+        let fixed = [
+            format!("-arch={arch}"),
+            "-std=c++17".to_owned(),
+            "-default-device".to_owned(),
+            "-lineinfo".to_owned(),
+            "--ptxas-options=-v".to_owned(),
+        ];
+        let includes = self.include_dirs.iter().map(|dir| format!("-I{}", dir.display()));
+        fixed.into_iter().chain(includes).chain(defines.options()).collect()
+    }
+
+    fn key(&self, source: &KernelSource, options: &[String]) -> CacheKey {
+        let version = [self.nvrtc.major.to_le_bytes(), self.nvrtc.minor.to_le_bytes()].concat();
+        let count = |n: usize| (n as u64).to_le_bytes();
+        let (header_count, option_count) = (count(HEADERS.len()), count(options.len()));
+        let parts = [version.as_slice(), source.file.as_bytes(), source.text.as_bytes()]
+            .into_iter()
+            .chain([header_count.as_slice()])
+            .chain(HEADERS.iter().flat_map(|h| [h.name.as_bytes(), h.text.as_bytes()]))
+            .chain([option_count.as_slice()])
+            .chain(options.iter().map(|o| o.as_bytes()));
+        CacheKey::of(parts)
+    }
+
+    fn run_nvrtc(&self, source: &KernelSource, arch: Arch, options: &[String]) -> Result<Entry> {
+        let _range = nvtx::LocalRange::new(c"flashdmoe::jit::nvrtc");
+        let nvrtc_error = |op, status: NvrtcStatus, detail: &str| CudaError::Nvrtc {
+            op,
+            message: format!("{}{detail}", status.describe(self.api)),
+        };
+        let c = |s: &str| {
+            CString::new(s).map_err(|_| CudaError::InvalidSource {
+                kernel: source.file.to_owned(),
+                reason: "a source, header or option contains a NUL byte",
+            })
+        };
+        let headers =
+            HEADERS.iter().map(|h| Ok((c(h.name)?, c(h.text)?))).collect::<Result<Vec<_>>>()?;
+        let c_options = options.iter().map(|o| c(o)).collect::<Result<Vec<_>>>()?;
+        let program = Program::create(self.api, c(source.text)?, c(source.file)?, headers)
+            .map_err(|status| nvrtc_error("nvrtcCreateProgram", status, ""))?;
+        let compiled = program.compile(&c_options);
+        let log = program.log().map_err(|status| nvrtc_error("nvrtcGetProgramLog", status, ""))?;
+        match compiled {
+            Ok(()) => {}
+            Err(NvrtcStatus(nvrtcResult::NVRTC_ERROR_COMPILATION)) => {
+                return Err(CudaError::Compile { kernel: source.file.to_owned(), arch, log });
+            }
+            Err(status) => {
+                let hint = if status.0 == nvrtcResult::NVRTC_ERROR_BUILTIN_OPERATION_FAILURE {
+                    " (libnvrtc-builtins.so must be on LD_LIBRARY_PATH next to libnvrtc)"
+                } else {
+                    ""
+                };
+                return Err(nvrtc_error("nvrtcCompileProgram", status, &format!("{hint}\n{log}")));
+            }
+        }
+        let image = program.cubin().map_err(|status| nvrtc_error("nvrtcGetCUBIN", status, ""))?;
+        Ok(Entry { log, image })
+    }
+}
+
+fn validate_source(source: &KernelSource) -> Result<()> {
+    let invalid = |reason| Err(CudaError::InvalidSource { kernel: source.file.to_owned(), reason });
+    if source.file.is_empty() {
+        return invalid("the file name is empty");
+    }
+    if !is_identifier(source.entry) {
+        return invalid("the entry point must be a C identifier");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cc(major: u32, minor: u32) -> ComputeCapability {
+        ComputeCapability { major, minor }
+    }
+
+    #[test]
+    fn arch_names_and_compatibility() {
+        assert_eq!(Arch::SM90.to_string(), "sm_90");
+        assert_eq!(Arch::SM90A.to_string(), "sm_90a");
+        assert_eq!(Arch::for_device(cc(8, 6)).to_string(), "sm_86");
+        assert!(Arch::SM90.can_run_on(cc(9, 0)));
+        assert!(Arch::SM80.can_run_on(cc(8, 9)));
+        assert!(!Arch::SM80.can_run_on(cc(9, 0)), "SASS does not cross majors");
+        assert!(!Arch::new(8, 6).can_run_on(cc(8, 0)), "no newer minor");
+        assert!(Arch::SM90A.can_run_on(cc(9, 0)));
+        assert!(!Arch::new(10, 0).accelerated().can_run_on(cc(10, 3)), "`a` needs exact match");
+    }
+
+    #[test]
+    fn defines_are_sorted_and_validated() {
+        let d = Defines::new().set("FDM_BN", 128).flag("FDM_GATED").set("FDM_BM", 64);
+        let options: Vec<String> = d.options().collect();
+        assert_eq!(options, ["-DFDM_BM=64", "-DFDM_BN=128", "-DFDM_GATED"]);
+        assert_eq!(d, Defines::new().set("FDM_BM", 64).flag("FDM_GATED").set("FDM_BN", 128));
+        assert!(d.validate().is_ok());
+        assert!(Defines::new().set("X", "a b(c)").validate().is_ok(), "spaces are fine");
+
+        for (name, value) in [("1X", "1"), ("", "1"), ("A-B", "1"), ("A B", "1"), ("OK", "x\ny")] {
+            match Defines::new().set(name, value).validate() {
+                Err(CudaError::InvalidDefine { name: n, .. }) => assert_eq!(n, name),
+                other => panic!("{name:?}={value:?} accepted: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn cache_dir_precedence() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| OsString::from(*v))
+            }
+        };
+        let all = env(&[("FLASHDMOE_CACHE_DIR", "/f"), ("XDG_CACHE_HOME", "/x"), ("HOME", "/h")]);
+        assert_eq!(cache_dir_from(all), Some(PathBuf::from("/f/jit")));
+        let xdg = env(&[("FLASHDMOE_CACHE_DIR", ""), ("XDG_CACHE_HOME", "/x"), ("HOME", "/h")]);
+        assert_eq!(cache_dir_from(xdg), Some(PathBuf::from("/x/flashdmoe/jit")));
+        let home = env(&[("HOME", "/h")]);
+        assert_eq!(cache_dir_from(home), Some(PathBuf::from("/h/.cache/flashdmoe/jit")));
+        assert_eq!(cache_dir_from(env(&[])), None);
+    }
+
+    #[test]
+    fn malformed_sources_are_rejected_before_nvrtc() {
+        let ok = KernelSource { file: "k.cu", text: "", entry: "k" };
+        assert!(validate_source(&ok).is_ok());
+        for bad in [
+            KernelSource { file: "", ..ok },
+            KernelSource { entry: "not an identifier", ..ok },
+            KernelSource { entry: "", ..ok },
+        ] {
+            assert!(matches!(validate_source(&bad), Err(CudaError::InvalidSource { .. })));
+        }
+    }
+}
