@@ -52,7 +52,7 @@ impl SignalId {
     pub(crate) fn locate(layout: &HeapLayout, target: u32, offset: u64) -> Option<Self> {
         let p = layout.params();
         let word = |start: u64, end: u64| {
-            (offset >= start && offset < end && (offset - start) % 8 == 0)
+            (offset >= start && offset < end && (offset - start).is_multiple_of(8))
                 .then(|| (offset - start) / 8)
         };
         let le = p.local_experts as u64;
@@ -155,12 +155,17 @@ pub(crate) struct Courier {
     tx: mpsc::Sender<Delivery>,
 }
 
+/// The receiving side of a courier: the delivery loop.
+#[derive(Debug)]
+pub(crate) struct Deliveries {
+    rx: mpsc::Receiver<Delivery>,
+}
+
 impl Courier {
-    /// A courier and the loop that delivers (run it on its own thread with a `deliver`
-    /// function storing the word; it returns once the courier is dropped and all is delivered).
-    pub(crate) fn new() -> (Courier, impl FnOnce(&dyn Fn(&Delivery)) + Send) {
+    /// A courier and its delivery loop (run [`Deliveries::run`] on its own thread).
+    pub(crate) fn new() -> (Courier, Deliveries) {
         let (tx, rx) = mpsc::channel::<Delivery>();
-        (Courier { tx }, move |deliver: &dyn Fn(&Delivery)| run(rx, deliver))
+        (Courier { tx }, Deliveries { rx })
     }
 
     /// Schedules `word` (and its duplicate, if planned) for `(target, offset)`.
@@ -172,36 +177,42 @@ impl Courier {
             if copy > 0 {
                 due += plan.delay(target, offset, word, 0);
             }
-            // The receiving loop outlives every sender (it ends when they are all dropped).
+            // The delivery loop outlives every courier (it ends when the courier is dropped).
             let _ = self.tx.send(Delivery { due, target, offset, word });
         }
     }
 }
 
-fn run(rx: mpsc::Receiver<Delivery>, deliver: &dyn Fn(&Delivery)) {
-    let mut pending: BinaryHeap<Reverse<Delivery>> = BinaryHeap::new();
-    let mut open = true;
-    while open || !pending.is_empty() {
-        let now = Instant::now();
-        while pending.peek().is_some_and(|d| d.0.due <= now) {
-            deliver(&pending.pop().expect("peeked").0);
-        }
-        let wait = pending.peek().map(|d| d.0.due.saturating_duration_since(now));
-        if !open {
-            std::thread::sleep(wait.unwrap_or(Duration::ZERO));
-            continue;
-        }
-        let received = match wait {
-            None => rx.recv().map_err(|_| ()),
-            Some(wait) => match rx.recv_timeout(wait) {
-                Ok(d) => Ok(d),
-                Err(mpsc::RecvTimeoutError::Timeout) => continue,
-                Err(mpsc::RecvTimeoutError::Disconnected) => Err(()),
-            },
-        };
-        match received {
-            Ok(d) => pending.push(Reverse(d)),
-            Err(()) => open = false,
+impl Deliveries {
+    /// Delivers every scheduled word with `deliver` once its time has come, in due order, until
+    /// the courier is dropped and everything is delivered.
+    pub(crate) fn run(self, deliver: impl Fn(&Delivery)) {
+        let mut pending: BinaryHeap<Reverse<Delivery>> = BinaryHeap::new();
+        let mut open = true;
+        while open || !pending.is_empty() {
+            let now = Instant::now();
+            while pending.peek().is_some_and(|d| d.0.due <= now) {
+                if let Some(Reverse(d)) = pending.pop() {
+                    deliver(&d);
+                }
+            }
+            let wait = pending.peek().map(|d| d.0.due.saturating_duration_since(now));
+            if !open {
+                std::thread::sleep(wait.unwrap_or(Duration::ZERO));
+                continue;
+            }
+            let received = match wait {
+                None => self.rx.recv().ok(),
+                Some(wait) => match self.rx.recv_timeout(wait) {
+                    Ok(d) => Some(d),
+                    Err(mpsc::RecvTimeoutError::Timeout) => continue,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => None,
+                },
+            };
+            match received {
+                Some(d) => pending.push(Reverse(d)),
+                None => open = false,
+            }
         }
     }
 }
@@ -255,11 +266,11 @@ mod tests {
     fn courier_delivers_everything_in_due_order() {
         let plan =
             FaultPlan { max_delay: Duration::from_millis(2), duplicate: true, ..FaultPlan::none() };
-        let (courier, deliver_loop) = Courier::new();
+        let (courier, deliveries) = Courier::new();
         let delivered = std::sync::Mutex::new(Vec::new());
         std::thread::scope(|s| {
             s.spawn(|| {
-                deliver_loop(&|d: &Delivery| delivered.lock().unwrap().push((d.offset, d.word)))
+                deliveries.run(|d: &Delivery| delivered.lock().unwrap().push((d.offset, d.word)))
             });
             for i in 0..20 {
                 courier.send(&plan, 0, i * 8, i);

@@ -21,7 +21,6 @@ use flashdmoe_proto::HeapLayout;
 use crate::fault::{Courier, FaultPlan, SignalId};
 
 /// One rank's heap.
-#[derive(Debug)]
 pub(crate) struct RankHeap {
     signals: Box<[AtomicU64]>,
     counters: Box<[AtomicU32]>,
@@ -29,12 +28,20 @@ pub(crate) struct RankHeap {
 }
 
 /// Every rank's heap under one layout.
-#[derive(Debug)]
 pub(crate) struct World {
     layout: HeapLayout,
     heaps: Box<[RankHeap]>,
     counters_start: u64,
     data_start: u64,
+}
+
+impl std::fmt::Debug for World {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("World")
+            .field("ranks", &self.heaps.len())
+            .field("layout", &self.layout)
+            .finish_non_exhaustive()
+    }
 }
 
 impl World {
@@ -63,13 +70,16 @@ impl World {
     }
 
     fn signal(&self, rank: u32, offset: u64) -> &AtomicU64 {
-        assert!(offset < self.counters_start && offset % 8 == 0, "bad signal offset {offset}");
+        assert!(
+            offset < self.counters_start && offset.is_multiple_of(8),
+            "bad signal offset {offset}"
+        );
         &self.heaps[rank as usize].signals[(offset / 8) as usize]
     }
 
     fn counter(&self, rank: u32, offset: u64) -> &AtomicU32 {
         assert!(
-            (self.counters_start..self.data_start).contains(&offset) && offset % 4 == 0,
+            (self.counters_start..self.data_start).contains(&offset) && offset.is_multiple_of(4),
             "bad counter offset {offset}"
         );
         &self.heaps[rank as usize].counters[((offset - self.counters_start) / 4) as usize]

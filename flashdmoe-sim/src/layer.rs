@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use flashdmoe_core::routing::route;
 use flashdmoe_core::runtime::{
-    Processor, RankContext, RankState, Role, RuntimeError, Scheduler, Subscriber, dispatch, drive,
+    Processor, RankContext, RankState, Role, Scheduler, Subscriber, dispatch, drive,
 };
 use flashdmoe_core::sync::{Deadline, Mutex, Ordering, SharedBytes};
 use flashdmoe_core::{
@@ -21,7 +21,6 @@ use crate::heap::{HeapView, World};
 /// A layer built by [`crate::SimBackend`]: the config, the weights, and one simulated heap per
 /// rank. Each rank's forward ([`Layer::forward_rank`]) runs its own scheduler, subscribers and
 /// processors on threads of its own and talks to the other ranks only through the heaps.
-#[derive(Debug)]
 pub struct SimLayer {
     pub(crate) config: MoeConfig,
     pub(crate) weights: LayerWeights,
@@ -36,6 +35,18 @@ pub struct SimLayer {
     /// The trace origin, shared by all ranks.
     pub(crate) origin: Instant,
     pub(crate) signal_order: Ordering,
+}
+
+impl std::fmt::Debug for SimLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimLayer")
+            .field("config", &self.config)
+            .field("tile", &self.layout().geometry().tile)
+            .field("processors", &self.processors)
+            .field("subscribers", &self.subscribers)
+            .field("faults", &self.faults)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What one rank's roles produced.
@@ -164,7 +175,7 @@ impl SimLayer {
 #[cfg(not(flashdmoe_loom))]
 enum RoleFailure {
     /// The role returned an error.
-    Runtime(RuntimeError),
+    Runtime(flashdmoe_core::runtime::RuntimeError),
     /// The role panicked (a bug).
     Panicked,
     /// The thread could not be started.
@@ -190,7 +201,7 @@ fn run_roles(
                 std::thread::Builder::new().name(name).spawn_scoped(s, move || {
                     let run = || drive(rank, state, deadline, &mut [role as &mut dyn Role]);
                     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(run));
-                    if !matches!(result, Ok(Ok(()))) {
+                    if result.is_err() {
                         state.abort();
                     }
                     result
@@ -212,7 +223,9 @@ fn run_roles(
     });
     let root = failures
         .iter()
-        .position(|f| !matches!(f, RoleFailure::Runtime(RuntimeError::Aborted)))
+        .position(|f| {
+            !matches!(f, RoleFailure::Runtime(flashdmoe_core::runtime::RuntimeError::Aborted))
+        })
         .unwrap_or(0);
     match failures.into_iter().nth(root) {
         None => Ok(()),
@@ -268,10 +281,12 @@ impl Layer for SimLayer {
             self.run_rank(rank, epoch, &routing, &plan, &input_bytes, &output, options, courier)
         };
         let outcome = if self.faults.needs_courier() {
-            let (courier, deliver) = Courier::new();
+            let (courier, deliveries) = Courier::new();
             std::thread::scope(|s| {
                 let (world, order) = (&self.world, self.signal_order);
-                s.spawn(move || deliver(&|d| world.deliver(d.target, d.offset, d.word, order)));
+                s.spawn(move || {
+                    deliveries.run(|d| world.deliver(d.target, d.offset, d.word, order))
+                });
                 // Dropping the courier lets the delivery loop drain and end before the scope
                 // (and so this forward) does.
                 let outcome = run(Some(&courier));

@@ -255,7 +255,9 @@ impl<H> Copy for RankContext<'_, H> {}
 ///
 /// Returns the first error of any role (after raising the rank's abort flag so the rank's other
 /// threads stop too), [`RuntimeError::Aborted`] if another thread aborted the rank, or a
-/// [`RuntimeError::Timeout`] naming the first unfinished role once `deadline` passes.
+/// [`RuntimeError::Timeout`] naming the first unfinished role once `deadline` passes (without
+/// aborting: the rank's other roles time out at the same deadline with their own reports;
+/// subscribers, which wait on other ranks, give the most telling ones).
 pub fn drive(
     rank: u32,
     state: &RankState,
@@ -294,7 +296,8 @@ pub fn drive(
             let waiting = roles.iter().zip(&done).find(|(_, d)| !**d).map(|(r, _)| r);
             let role = waiting.expect("an unfinished role exists");
             let Awaiting { awaited, expected_epoch, seen } = role.awaiting();
-            state.abort();
+            // No abort: every role of the rank shares the deadline and reports what it waits
+            // for itself, so the caller can pick the most telling report.
             return Err(RuntimeError::Timeout(TimeoutReport {
                 rank,
                 role: role.name(),

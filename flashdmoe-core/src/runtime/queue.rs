@@ -16,17 +16,24 @@
 
 use crate::sync::{AtomicBool, AtomicUsize, Ordering, UnsafeCell};
 
-#[derive(Debug)]
 struct Slot<T> {
     value: UnsafeCell<T>,
     ready: AtomicBool,
 }
 
 /// An append-only log of `Copy` values with many producers and an in-order reader.
-#[derive(Debug)]
 pub struct Log<T> {
     slots: Box<[Slot<T>]>,
     tail: AtomicUsize,
+}
+
+impl<T> std::fmt::Debug for Log<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Log")
+            .field("capacity", &self.slots.len())
+            .field("tail", &self.tail)
+            .finish_non_exhaustive()
+    }
 }
 
 // SAFETY: a slot's value is written once, by the one producer that claimed its index, before the

@@ -1,0 +1,93 @@
+//! Property tests: random configs and routings (hot experts, empty ranks, zero-row packets),
+//! each forward checked against the oracle, for trace conformance (every task exactly once, in
+//! dependency order) and for the exact task bound, under a deadline that turns a deadlock into
+//! a failure.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{check, data};
+use flashdmoe_core::{
+    Activation, Backend, CapacityPolicy, DType, ForwardOptions, Layer, MoeConfig, Placement,
+};
+use flashdmoe_sim::{SimBackend, SimOptions};
+use proptest::prelude::*;
+
+/// A random case: the config, whether the router is zeroed (every token picks experts
+/// `0..k`: hot experts), and the thread counts.
+fn case() -> impl Strategy<Value = (MoeConfig, bool, SimOptions)> {
+    let shape = (1u32..=8, 1u32..=64, 1u32..=4, 0u32..=512, 1u32..=2, 1u32..=2);
+    let numerics = (
+        prop::sample::select(DType::ALL.to_vec()),
+        prop::sample::select(vec![Activation::Relu, Activation::Gelu, Activation::SiluGated]),
+        prop::sample::select(vec![
+            CapacityPolicy::Factor(0.5),
+            CapacityPolicy::Factor(1.0),
+            CapacityPolicy::Factor(2.0),
+            CapacityPolicy::Dropless,
+        ]),
+        any::<bool>(),
+        any::<bool>(),
+    );
+    let threads = (1usize..=3, 1usize..=2);
+    (shape, numerics, threads, any::<bool>(), any::<u64>()).prop_map(
+        |(
+            (world, experts, k, tokens, h, i),
+            (dtype, activation, capacity, bias, renormalize),
+            (p, s),
+            table,
+            seed,
+        )| {
+            // Keep each case small enough for a 2-core machine: at most ~1.5k tokens in all.
+            let tokens = tokens.min(1536 / world);
+            let placement = if table {
+                // Seeded random owners: some ranks may own nothing.
+                Placement::Table(
+                    (0..experts)
+                        .map(|e| (flashdmoe_core::rng::mix(seed ^ e as u64) % world as u64) as u32)
+                        .collect(),
+                )
+            } else {
+                Placement::Contiguous
+            };
+            let config = MoeConfig {
+                world,
+                tokens_per_rank: tokens,
+                hidden: 64 * h,
+                inter: 64 * i,
+                experts,
+                top_k: k.min(experts),
+                activation,
+                bias,
+                dtype,
+                capacity,
+                renormalize,
+                placement,
+                ..MoeConfig::default()
+            };
+            let options = SimOptions {
+                processors_per_rank: p,
+                subscribers_per_rank: s,
+                ..SimOptions::default()
+            };
+            (config, seed % 3 == 0, options)
+        },
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_forwards_match_the_oracle_and_the_graph((config, hot, options) in case(), seed in any::<u64>()) {
+        let (mut weights, inputs) = data(&config, seed);
+        if hot {
+            weights.router.iter_mut().for_each(|w| *w = 0.0);
+        }
+        let layer = SimBackend::new(options).build(&config, &weights).expect("build");
+        let opts = ForwardOptions { trace: true, timeout: Duration::from_secs(60) };
+        let out = layer.forward(&inputs, &opts).expect("forward (a timeout here is a deadlock)");
+        check(&layer, &weights, &inputs, &out);
+    }
+}
