@@ -1,0 +1,218 @@
+//! The `flashdmoe` command line: argument definitions, dispatch, errors and exit codes.
+//!
+//! * `run`: build a layer config (defaults, a preset or a file, then flag overrides), run one or
+//!   more forwards on a backend and verify the output against the CPU oracle ([`run`]).
+//! * `info`: presets, backends, CUDA/NVRTC availability ([`info`]).
+//!
+//! Exit codes are part of the interface (see [`ExitStatus`]). Every error is a [`CliError`]
+//! printed as one `error: ...` line; nothing here panics on bad input.
+
+mod config;
+mod info;
+mod report;
+mod run;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use flashdmoe::core::oracle::OracleError;
+use flashdmoe::core::{BackendError, ConfigError};
+
+/// Distributed Mixture-of-Experts forward as one persistent kernel per GPU, with a CPU
+/// simulator of the same protocol.
+#[derive(Debug, Parser)]
+#[command(name = "flashdmoe", version, propagate_version = true)]
+#[command(after_help = "Exit codes: 0 success (and verified), 1 the forward failed, \
+    2 bad command line or configuration, 3 the output does not match the oracle.")]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run forwards of one MoE layer on a backend and verify them against the CPU oracle.
+    ///
+    /// The layer config starts from the built-in default (2 ranks x 64 tokens, H 256, I 512,
+    /// 8 experts, top-2, ReLU, bf16), a --preset or a --config file, and any shape or policy
+    /// flag then overrides it. Weights and inputs are generated from --seed (the same
+    /// generator the PyTorch baselines use).
+    Run(RunArgs),
+    /// Show presets, backends, and whether CUDA and NVRTC are usable on this machine.
+    Info,
+}
+
+/// Where the layer config comes from, and what to override.
+#[derive(Debug, Args)]
+struct ConfigArgs {
+    /// Start from a named preset (see `flashdmoe info`).
+    #[arg(long, value_name = "NAME", conflicts_with = "config")]
+    preset: Option<String>,
+    /// Start from a config file: TOML or JSON in flashdmoe's schema, or a Hugging Face
+    /// `config.json` (detected by its field names).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Number of ranks P.
+    #[arg(long, value_name = "P")]
+    world: Option<u32>,
+    /// Tokens per rank T.
+    #[arg(long, value_name = "T")]
+    tokens: Option<u32>,
+    /// Hidden size H (a multiple of 64).
+    #[arg(long, value_name = "H")]
+    hidden: Option<u32>,
+    /// Expert intermediate size I (a multiple of 64).
+    #[arg(long, value_name = "I")]
+    inter: Option<u32>,
+    /// Number of experts E.
+    #[arg(long, value_name = "E")]
+    experts: Option<u32>,
+    /// Experts per token k.
+    #[arg(long, value_name = "K")]
+    top_k: Option<u32>,
+    /// Expert activation.
+    #[arg(long, value_enum)]
+    activation: Option<ActivationArg>,
+    /// Give the expert projections biases.
+    #[arg(long, overrides_with = "no_bias")]
+    bias: bool,
+    /// No biases.
+    #[arg(long)]
+    no_bias: bool,
+    /// Element type of weights and activations.
+    #[arg(long, value_enum)]
+    dtype: Option<DTypeArg>,
+    /// Capacity factor f: each (rank, expert) packet holds ceil(f * T * k / E) rows, later
+    /// tokens are dropped (lowest token index kept).
+    #[arg(long, value_name = "F", conflicts_with = "dropless")]
+    capacity_factor: Option<f64>,
+    /// Never drop a token (capacity = T).
+    #[arg(long)]
+    dropless: bool,
+    /// Use the raw router probabilities as combine weights instead of renormalising them over
+    /// the chosen k.
+    #[arg(long)]
+    no_renormalize: bool,
+    /// Expert placement: `contiguous`, or a comma-separated table giving each expert's rank
+    /// (e.g. `0,1,0,1`).
+    #[arg(long, value_name = "contiguous|R,R,...")]
+    placement: Option<String>,
+}
+
+/// Which backend runs the forward.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum BackendArg {
+    /// The CPU simulator (runs everywhere).
+    Sim,
+    /// The GPU backend.
+    Cuda,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum ActivationArg {
+    Relu,
+    Gelu,
+    /// SwiGLU (silu-gated; two up projections).
+    #[value(alias = "silu-gated")]
+    Swiglu,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum DTypeArg {
+    Bf16,
+    F16,
+    /// f32 storage (TF32 tensor cores on GPU).
+    F32,
+    /// f32 without tensor cores.
+    F32Exact,
+}
+
+/// Arguments of `flashdmoe run`.
+#[derive(Debug, Args)]
+struct RunArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Backend.
+    #[arg(long, value_enum, default_value = "sim")]
+    backend: BackendArg,
+    /// Seed of the generated weights and inputs.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Forwards to run; every one is verified, and all outputs must be bitwise identical.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    iterations: u32,
+    /// Seconds any wait inside a forward may take before the forward fails with a timeout
+    /// report instead of hanging.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]
+    timeout: f64,
+    /// Simulator: processor threads per rank.
+    #[arg(long, value_name = "N")]
+    processors: Option<usize>,
+    /// Simulator: subscriber threads per rank.
+    #[arg(long, value_name = "N")]
+    subscribers: Option<usize>,
+    /// Print the layer config and exit without running.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+/// Process exit status of the CLI.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExitStatus {
+    /// Everything ran, and every output matched the oracle.
+    Success = 0,
+    /// The forward failed (backend error, timeout, backend unavailable).
+    Failed = 1,
+    /// Bad command line or configuration (clap uses 2 for usage errors too).
+    Usage = 2,
+    /// The forward ran, but its output does not match the oracle.
+    Mismatch = 3,
+}
+
+/// Everything the CLI can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// A flag, preset or config file is wrong.
+    #[error("{0}")]
+    Usage(String),
+    /// The resulting config is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The backend failed.
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    /// The oracle could not check the output (malformed shapes: a bug, not a mismatch).
+    #[error("cannot verify: {0}")]
+    Oracle(#[from] OracleError),
+    /// The output does not match the oracle, or differs between iterations.
+    #[error("verification failed: {0}")]
+    Mismatch(String),
+}
+
+impl CliError {
+    /// The exit status this error maps to.
+    pub fn status(&self) -> ExitStatus {
+        match self {
+            CliError::Usage(_) | CliError::Config(_) => ExitStatus::Usage,
+            CliError::Backend(_) | CliError::Oracle(_) => ExitStatus::Failed,
+            CliError::Mismatch(_) => ExitStatus::Mismatch,
+        }
+    }
+}
+
+/// Parses the command line, runs the command, prints any error, and returns the exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => run::run(&args),
+        Command::Info => info::info(),
+    };
+    match result {
+        Ok(()) => ExitCode::from(ExitStatus::Success as u8),
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.status() as u8)
+        }
+    }
+}

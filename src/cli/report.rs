@@ -1,0 +1,186 @@
+//! What `flashdmoe run` prints: pure functions from configs and forward outputs to text.
+
+use std::fmt::Write;
+use std::time::Duration;
+
+use flashdmoe::core::routing::DROPPED;
+use flashdmoe::core::{Activation, CapacityPolicy, MoeConfig, Placement, RankOutput};
+use flashdmoe::proto::TaskCounts;
+
+fn activation(c: &MoeConfig) -> &'static str {
+    match c.activation {
+        Activation::Relu => "relu",
+        Activation::Gelu => "gelu",
+        Activation::SiluGated => "swiglu",
+    }
+}
+
+/// The shapes of a config on one line (for preset lists).
+pub(super) fn shape(c: &MoeConfig) -> String {
+    format!(
+        "H {}, I {}, {} experts, top-{}, {}{}, {}, world {} x {} tokens",
+        c.hidden,
+        c.inter,
+        c.experts,
+        c.top_k,
+        activation(c),
+        if c.bias { " + bias" } else { "" },
+        c.dtype.name(),
+        c.world,
+        c.tokens_per_rank
+    )
+}
+
+/// The layer config, on a few lines.
+pub(super) fn config(c: &MoeConfig) -> String {
+    let capacity = match c.capacity {
+        CapacityPolicy::Factor(f) => format!("factor {f} ({} rows/packet)", c.capacity_rows()),
+        CapacityPolicy::Dropless => format!("dropless ({} rows/packet)", c.capacity_rows()),
+    };
+    let placement = match &c.placement {
+        Placement::Contiguous => "contiguous".to_string(),
+        Placement::Table(t) => format!("table {t:?}"),
+    };
+    format!(
+        "config: world {} x {} tokens, hidden {}, inter {}, {} experts, top-{}, {}{}, {}\n\
+         \x20       capacity {}, {}, placement {}",
+        c.world,
+        c.tokens_per_rank,
+        c.hidden,
+        c.inter,
+        c.experts,
+        c.top_k,
+        activation(c),
+        if c.bias { " + bias" } else { "" },
+        c.dtype.name(),
+        capacity,
+        if c.renormalize { "renormalized weights" } else { "raw router weights" },
+        placement,
+    )
+}
+
+/// Rows per expert over all ranks: kept rows (with a bar) and dropped `(token, slot)` pairs.
+pub(super) fn routing_histogram(c: &MoeConfig, ranks: &[RankOutput]) -> String {
+    let e = c.experts as usize;
+    let mut kept = vec![0u64; e];
+    let mut dropped = vec![0u64; e];
+    for r in ranks {
+        for (x, tokens) in r.routing.expert_tokens.iter().enumerate().take(e) {
+            kept[x] += tokens.len() as u64;
+        }
+        for (&x, &row) in r.routing.experts.iter().zip(&r.routing.rows) {
+            if row == DROPPED && (x as usize) < e {
+                dropped[x as usize] += 1;
+            }
+        }
+    }
+    let owners = c.expert_map().ok();
+    let widest = kept.iter().copied().max().unwrap_or(0).max(1);
+    let mut out =
+        String::from("routing: rows per expert (all ranks)\n  expert  rank   rows  dropped\n");
+    for x in 0..e {
+        let rank = owners.as_ref().map_or(String::from("?"), |m| m.owner(x as u32).0.to_string());
+        let bar = "#".repeat((kept[x] * 40).div_ceil(widest) as usize);
+        let _ = writeln!(out, "  {x:>6}  {rank:>4}  {:>5}  {:>7}  {bar}", kept[x], dropped[x]);
+    }
+    let (k, d): (u64, u64) = (kept.iter().sum(), dropped.iter().sum());
+    let _ = write!(out, "  total         {k:>5}  {d:>7}");
+    out
+}
+
+/// Tasks per kind, summed over ranks.
+pub(super) fn tasks(ranks: &[RankOutput]) -> String {
+    let mut t = TaskCounts::default();
+    for r in ranks {
+        t.gemm0 += r.stats.tasks.gemm0;
+        t.gemm1 += r.stats.tasks.gemm1;
+        t.combine += r.stats.tasks.combine;
+    }
+    format!(
+        "tasks: gemm0 {}, gemm1 {}, combine {}, total {}",
+        t.gemm0,
+        t.gemm1,
+        t.combine,
+        t.total()
+    )
+}
+
+/// Rows and bytes sent, against what a capacity-padded protocol would send.
+pub(super) fn traffic(ranks: &[RankOutput]) -> String {
+    let rows: u64 = ranks.iter().map(|r| r.stats.rows_sent).sum();
+    let sent: u64 = ranks.iter().map(|r| r.stats.bytes_sent).sum();
+    let padded: u64 = ranks.iter().map(|r| r.stats.padded_bytes).sum();
+    let share = if padded == 0 {
+        String::from("nothing to pad")
+    } else {
+        format!("{:.1}% of it", 100.0 * sent as f64 / padded as f64)
+    };
+    format!(
+        "traffic: {rows} rows dispatched; {} sent (dispatched + returned rows) vs {} capacity-padded ({share})",
+        bytes(sent),
+        bytes(padded)
+    )
+}
+
+/// Forward times: the caller's wall time and the slowest rank's own time.
+pub(super) fn time(elapsed: &[Duration], ranks: &[RankOutput]) -> String {
+    let slowest = ranks.iter().map(|r| r.stats.elapsed).max().unwrap_or_default();
+    let mut sorted = elapsed.to_vec();
+    sorted.sort();
+    let median = sorted.get(sorted.len() / 2).copied().unwrap_or_default();
+    let min = sorted.first().copied().unwrap_or_default();
+    if sorted.len() > 1 {
+        format!(
+            "time: {} forwards, median {}, min {} (last: slowest rank {})",
+            sorted.len(),
+            ms(median),
+            ms(min),
+            ms(slowest)
+        )
+    } else {
+        format!("time: forward {} (slowest rank {})", ms(median), ms(slowest))
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.3} ms", d.as_secs_f64() * 1e3)
+}
+
+/// `n` bytes in B, KiB, MiB or GiB.
+pub(super) fn bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[unit]) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_pick_a_unit() {
+        assert_eq!(bytes(0), "0 B");
+        assert_eq!(bytes(1023), "1023 B");
+        assert_eq!(bytes(1536), "1.5 KiB");
+        assert_eq!(bytes(3 << 30), "3.0 GiB");
+    }
+
+    #[test]
+    fn config_names_every_policy() {
+        let c = MoeConfig {
+            capacity: CapacityPolicy::Dropless,
+            activation: Activation::SiluGated,
+            bias: true,
+            ..MoeConfig::default()
+        };
+        let s = config(&c);
+        assert!(s.contains("swiglu + bias"), "{s}");
+        assert!(s.contains("dropless (64 rows/packet)"), "{s}");
+        assert!(s.contains("placement contiguous"), "{s}");
+    }
+}

@@ -1,0 +1,143 @@
+//! `flashdmoe run`: generate a layer, run forwards on a backend, report, verify.
+
+use std::time::Duration;
+
+use flashdmoe::core::oracle::{self, Sample, VerifyOptions};
+use flashdmoe::core::{
+    Backend, BackendError, ForwardOptions, ForwardOutput, Layer, LayerWeights, MoeConfig,
+    generate_input,
+};
+use flashdmoe::sim::{SimBackend, SimOptions};
+
+use super::{BackendArg, CliError, RunArgs, config, report};
+
+/// Above this many output rows (all ranks), `run` checks a fresh random sample of
+/// [`SAMPLED_ROWS_PER_RANK`] rows per rank against the oracle instead of every row.
+const FULL_CHECK_ROWS: u64 = 8192;
+/// Rows per rank checked when sampling.
+const SAMPLED_ROWS_PER_RANK: u32 = 64;
+
+/// Runs the command; `Err` carries the exit status.
+pub(super) fn run(args: &RunArgs) -> Result<(), CliError> {
+    let config = config::build(&args.config)?;
+    println!("{}", report::config(&config));
+    if args.dry_run {
+        return Ok(());
+    }
+    if !(args.timeout.is_finite() && args.timeout > 0.0) {
+        return Err(CliError::Usage(format!("--timeout {} must be > 0 seconds", args.timeout)));
+    }
+    let options = ForwardOptions {
+        trace: false,
+        timeout: Duration::try_from_secs_f64(args.timeout)
+            .map_err(|e| CliError::Usage(format!("--timeout {}: {e}", args.timeout)))?,
+    };
+
+    let (weights, inputs) = {
+        let _range = nvtx::LocalRange::new(c"flashdmoe: generate weights and inputs");
+        let weights = LayerWeights::generate(&config, args.seed)?;
+        let inputs = (0..config.world)
+            .map(|rank| generate_input(&config, rank, args.seed))
+            .collect::<Result<Vec<_>, _>>()?;
+        (weights, inputs)
+    };
+
+    match args.backend {
+        BackendArg::Sim => {
+            let mut sim = SimOptions::default();
+            if let Some(n) = args.processors {
+                sim.processors_per_rank = n;
+            }
+            if let Some(n) = args.subscribers {
+                sim.subscribers_per_rank = n;
+            }
+            println!(
+                "backend: sim ({} processor and {} subscriber threads per rank)",
+                sim.processors_per_rank, sim.subscribers_per_rank
+            );
+            run_on(&SimBackend::new(sim), &config, &weights, &inputs, &options, args.iterations)
+        }
+        BackendArg::Cuda if args.processors.is_some() || args.subscribers.is_some() => Err(
+            CliError::Usage("--processors and --subscribers apply to --backend sim only".into()),
+        ),
+        BackendArg::Cuda => Err(BackendError::Unavailable(
+            "the CUDA backend cannot run layers yet (its kernel host side is still being built); \
+             use --backend sim"
+                .into(),
+        )
+        .into()),
+    }
+}
+
+/// Builds the layer on `backend`, runs `iterations` forwards, prints the report of the last
+/// one and verifies every one.
+fn run_on<B: Backend>(
+    backend: &B,
+    config: &MoeConfig,
+    weights: &LayerWeights,
+    inputs: &[Vec<f32>],
+    options: &ForwardOptions,
+    iterations: u32,
+) -> Result<(), CliError> {
+    let layer = {
+        let _range = nvtx::LocalRange::new(c"flashdmoe: build layer");
+        backend.build(config, weights)?
+    };
+    let mut elapsed = Vec::new();
+    let mut first: Option<ForwardOutput> = None;
+    let mut last = None;
+    for i in 0..iterations {
+        let out = {
+            let _range = nvtx::LocalRange::new(c"flashdmoe: forward");
+            layer.forward(inputs, options)?
+        };
+        elapsed.push(out.elapsed);
+        match &first {
+            None => first = Some(out.clone()),
+            Some(f) => check_identical(f, &out, i)?,
+        }
+        last = Some(out);
+    }
+    let out = last.expect("iterations >= 1 (clap enforces it)");
+    println!("{}", report::routing_histogram(config, &out.ranks));
+    println!("{}", report::tasks(&out.ranks));
+    println!("{}", report::traffic(&out.ranks));
+    println!("{}", report::time(&elapsed, &out.ranks));
+
+    let rows = config.world as u64 * config.tokens_per_rank as u64;
+    let sample = if rows <= FULL_CHECK_ROWS {
+        Sample::All
+    } else {
+        Sample::Rows { per_rank: SAMPLED_ROWS_PER_RANK, seed: None }
+    };
+    let verdict = {
+        let _range = nvtx::LocalRange::new(c"flashdmoe: verify");
+        oracle::verify(
+            config,
+            weights,
+            inputs,
+            &out.ranks,
+            &VerifyOptions { sample, tolerance: None },
+        )?
+    };
+    println!("verify: {verdict}");
+    if verdict.passed() {
+        Ok(())
+    } else {
+        Err(CliError::Mismatch(format!("{} failures against the oracle", verdict.failure_count)))
+    }
+}
+
+/// Every forward of the same inputs must give bitwise the same output.
+fn check_identical(first: &ForwardOutput, out: &ForwardOutput, i: u32) -> Result<(), CliError> {
+    for (rank, (a, b)) in first.ranks.iter().zip(&out.ranks).enumerate() {
+        let same = a.output.len() == b.output.len()
+            && a.output.iter().zip(&b.output).all(|(x, y)| x.to_bits() == y.to_bits());
+        if !same {
+            return Err(CliError::Mismatch(format!(
+                "forward {i} of rank {rank} differs bitwise from forward 0 (non-deterministic)"
+            )));
+        }
+    }
+    Ok(())
+}

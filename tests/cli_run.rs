@@ -1,0 +1,223 @@
+//! `flashdmoe run`, driven through the built binary: results, exit codes, error messages.
+
+use std::process::{Command, Output};
+
+fn flashdmoe(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_flashdmoe")).args(args).output().expect("binary runs")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Asserts the exit code, showing both streams on failure.
+fn assert_exit(o: &Output, code: i32) {
+    assert_eq!(o.status.code(), Some(code), "stdout:\n{}\nstderr:\n{}", stdout(o), stderr(o));
+}
+
+#[test]
+fn default_run_is_verified_and_reports_everything() {
+    let o = flashdmoe(&["run"]);
+    assert_exit(&o, 0);
+    let out = stdout(&o);
+    for needle in [
+        "config: world 2 x 64 tokens, hidden 256, inter 512, 8 experts, top-2, relu, bf16",
+        "backend: sim",
+        "routing: rows per expert",
+        "tasks: gemm0 ",
+        "traffic: ",
+        "capacity-padded",
+        "time: forward ",
+        "verify: PASS: 128/128 rows checked",
+    ] {
+        assert!(out.contains(needle), "missing {needle:?} in:\n{out}");
+    }
+}
+
+#[test]
+fn every_policy_combination_verifies_and_repeats_bitwise() {
+    let o = flashdmoe(&[
+        "run",
+        "--world",
+        "3",
+        "--tokens",
+        "37",
+        "--hidden",
+        "128",
+        "--inter",
+        "192",
+        "--experts",
+        "5",
+        "--top-k",
+        "3",
+        "--activation",
+        "swiglu",
+        "--bias",
+        "--dtype",
+        "f16",
+        "--dropless",
+        "--no-renormalize",
+        "--placement",
+        "2,0,1,1,0",
+        "--iterations",
+        "2",
+        "--seed",
+        "7",
+    ]);
+    assert_exit(&o, 0);
+    let out = stdout(&o);
+    assert!(out.contains("swiglu + bias, f16"), "{out}");
+    assert!(out.contains("time: 2 forwards"), "{out}");
+    assert!(out.contains("verify: PASS: 111/111 rows checked"), "{out}");
+}
+
+#[test]
+fn capacity_drops_are_counted() {
+    // 1 expert, top-1, capacity factor 0.5: half of each rank's 16 tokens are dropped.
+    let o = flashdmoe(&[
+        "run",
+        "--world",
+        "1",
+        "--tokens",
+        "16",
+        "--experts",
+        "1",
+        "--top-k",
+        "1",
+        "--capacity-factor",
+        "0.5",
+    ]);
+    assert_exit(&o, 0);
+    let out = stdout(&o);
+    assert!(out.contains("capacity factor 0.5 (8 rows/packet)"), "{out}");
+    assert!(out.contains("  total             8        8"), "{out}");
+    assert!(out.contains("verify: PASS"), "{out}");
+}
+
+#[test]
+fn zero_tokens_is_a_valid_idle_layer() {
+    let o = flashdmoe(&["run", "--tokens", "0"]);
+    assert_exit(&o, 0);
+    assert!(stdout(&o).contains("verify: PASS: 0/0 rows checked"), "{}", stdout(&o));
+}
+
+#[test]
+fn dry_run_prints_the_config_only() {
+    let o = flashdmoe(&["run", "--dry-run", "--experts", "16", "--top-k", "4"]);
+    assert_exit(&o, 0);
+    let out = stdout(&o);
+    assert!(out.contains("16 experts, top-4"), "{out}");
+    assert!(!out.contains("verify:"), "{out}");
+}
+
+#[test]
+fn bad_flags_are_usage_errors() {
+    let o = flashdmoe(&["run", "--no-such-flag"]);
+    assert_exit(&o, 2);
+    assert!(stderr(&o).contains("--no-such-flag"), "{}", stderr(&o));
+
+    let o = flashdmoe(&["run", "--tokens", "many"]);
+    assert_exit(&o, 2);
+    assert!(stderr(&o).contains("invalid value 'many'"), "{}", stderr(&o));
+
+    let o = flashdmoe(&["run", "--activation", "tanh"]);
+    assert_exit(&o, 2);
+    assert!(stderr(&o).contains("possible values: relu, gelu, swiglu"), "{}", stderr(&o));
+
+    let o = flashdmoe(&["run", "--dropless", "--capacity-factor", "2"]);
+    assert_exit(&o, 2);
+    assert!(stderr(&o).contains("cannot be used with"), "{}", stderr(&o));
+
+    let o = flashdmoe(&["run", "--iterations", "0"]);
+    assert_exit(&o, 2);
+
+    let o = flashdmoe(&["run", "--timeout=-1"]);
+    assert_exit(&o, 2);
+    assert!(stderr(&o).contains("--timeout"), "{}", stderr(&o));
+}
+
+#[test]
+fn invalid_configs_name_the_field() {
+    for (args, field) in [
+        (&["run", "--hidden", "100"][..], "hidden"),
+        (&["run", "--top-k", "9"][..], "top_k"),
+        (&["run", "--world", "0"][..], "world"),
+        (&["run", "--capacity-factor", "0"][..], "capacity"),
+        (&["run", "--placement", "0,1"][..], "placement"),
+        (&["run", "--placement", "0,1,x"][..], "--placement"),
+    ] {
+        let o = flashdmoe(args);
+        assert_exit(&o, 2);
+        let err = stderr(&o);
+        assert!(err.starts_with("error: ") && err.contains(field), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn configs_come_from_presets_and_files_with_flag_overrides() {
+    let data = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data");
+    // Our TOML schema, run as is (4 ranks x 256 tokens, gelu + bias, f16).
+    let o = flashdmoe(&["run", "--config", &format!("{data}/moe.toml")]);
+    assert_exit(&o, 0);
+    let out = stdout(&o);
+    assert!(out.contains("world 4 x 256 tokens, hidden 512, inter 1024, 16 experts"), "{out}");
+    assert!(out.contains("gelu + bias, f16"), "{out}");
+    assert!(out.contains("verify: PASS: 1024/1024 rows checked"), "{out}");
+    // A Hugging Face config.json, shrunk by flags to run on the simulator.
+    let hf = format!("{data}/hf/mixtral-8x7b/config.json");
+    let o =
+        flashdmoe(&["run", "--config", &hf, "--tokens", "16", "--hidden", "128", "--inter", "64"]);
+    assert_exit(&o, 0);
+    let out = stdout(&o);
+    assert!(out.contains("hidden 128, inter 64, 8 experts, top-2, swiglu"), "{out}");
+    assert!(out.contains("verify: PASS"), "{out}");
+    // A preset, likewise.
+    let o = flashdmoe(&[
+        "run",
+        "--preset",
+        "olmoe-1b-7b",
+        "--world",
+        "2",
+        "--tokens",
+        "8",
+        "--hidden",
+        "128",
+        "--inter",
+        "64",
+    ]);
+    assert_exit(&o, 0);
+    let out = stdout(&o);
+    assert!(out.contains("64 experts, top-8, swiglu"), "{out}");
+    assert!(out.contains("verify: PASS: 16/16 rows checked"), "{out}");
+}
+
+#[test]
+fn unknown_preset_and_missing_file_are_usage_errors() {
+    let o = flashdmoe(&["run", "--preset", "no-such-model"]);
+    assert_exit(&o, 2);
+    assert!(
+        stderr(&o).contains("unknown preset \"no-such-model\" (known: mixtral-8x7b"),
+        "{}",
+        stderr(&o)
+    );
+
+    let o = flashdmoe(&["run", "--config", "/nonexistent/flashdmoe.toml"]);
+    assert_exit(&o, 2);
+    assert!(stderr(&o).contains("/nonexistent/flashdmoe.toml"), "{}", stderr(&o));
+
+    let o = flashdmoe(&["run", "--preset", "mixtral-8x7b", "--config", "x.toml"]);
+    assert_exit(&o, 2);
+    assert!(stderr(&o).contains("cannot be used with"), "{}", stderr(&o));
+}
+
+#[test]
+fn cuda_backend_without_a_gpu_fails_cleanly() {
+    // CI and development machines have no GPU: the CUDA backend must say so, not crash.
+    let o = flashdmoe(&["run", "--backend", "cuda", "--tokens", "8"]);
+    assert_exit(&o, 1);
+    assert!(stderr(&o).contains("unavailable"), "{}", stderr(&o));
+}
