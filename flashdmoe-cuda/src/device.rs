@@ -10,7 +10,7 @@
 //! ## Invariants
 //!
 //! * Nothing here panics when a library or device is missing: every path into cudarc first
-//!   obtains the library proof of [`crate::ffi`], and its absence is a typed error.
+//!   obtains the library proof of the private `ffi` module, and its absence is a typed error.
 //! * A [`Device`] exists only for a supported GPU ([`Gpu::check_supported`]): compute
 //!   capability 8.0 or newer, with cooperative launch.
 //! * Peer access is all-or-nothing: [`enable_peer_access`] checks every pair before enabling any.

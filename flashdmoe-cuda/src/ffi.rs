@@ -73,8 +73,8 @@ impl DriverApi {
         Ok(version.max(0) as u32)
     }
 
-    /// `cuFuncGetParamInfo`: the size in bytes of parameter `index` of `func`, or `None` if
-    /// the function has no such parameter (requires a CUDA 12.4+ driver).
+    /// `cuFuncGetParamInfo`: the size in bytes of parameter `index` of `func`; an error for an
+    /// index past the last parameter (requires a CUDA 12.4+ driver).
     ///
     /// # Safety
     ///
@@ -83,15 +83,12 @@ impl DriverApi {
         self,
         func: cu::CUfunction,
         index: usize,
-    ) -> Result<Option<usize>, DriverError> {
+    ) -> Result<usize, DriverError> {
         let (mut offset, mut size) = (0usize, 0usize);
         // SAFETY: the library is loaded (`self`); the caller guarantees `func` is live; both
         // are valid out-pointers; an index past the last parameter is an error code.
-        match unsafe { cu::cuFuncGetParamInfo(func, index, &mut offset, &mut size) } {
-            cu::CUresult::CUDA_SUCCESS => Ok(Some(size)),
-            cu::CUresult::CUDA_ERROR_INVALID_VALUE => Ok(None),
-            status => status.result().map(|()| None),
-        }
+        unsafe { cu::cuFuncGetParamInfo(func, index, &mut offset, &mut size) }.result()?;
+        Ok(size)
     }
 
     /// `cuLaunchCooperativeKernel` with a single by-value kernel parameter.

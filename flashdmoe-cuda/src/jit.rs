@@ -6,8 +6,10 @@
 //!
 //! 1. the request is validated (source and entry names, define names and values);
 //! 2. the options are fixed: `-arch=sm_XX[a] -std=c++17 -default-device -lineinfo
-//!    --ptxas-options=-v`, the CUDA include directories of `FLASHDMOE_CUDA_HOME`
-//!    (`include/` and `include/cccl`) and the `-D` defines;
+//!    --ptxas-options=-v`, `--no-cache` (NVRTC 12.9+ otherwise answers a repeated compile
+//!    from the driver's compute cache without running ptxas, so without the report), the CUDA
+//!    include directories of `FLASHDMOE_CUDA_HOME` (`include/` and `include/cccl`) and the
+//!    `-D` defines;
 //! 3. the cache key is the SHA-256 of the NVRTC version, source, project headers and options;
 //!    the in-memory map, then the disk directory are consulted;
 //! 4. on a miss NVRTC compiles with the project headers passed as named headers, the cubin is
@@ -19,7 +21,7 @@
 //!
 //! * A [`Cubin`] always carries an intact image, a report naming its entry point, and zero
 //!   spills, whether it was compiled now or read from a cache (a cache hit re-parses and
-//!   re-checks the stored log, and corrupt entries are recompiled, see [`crate::cache`]).
+//!   re-checks the stored log, and corrupt entries are recompiled: see the private `cache` module).
 //! * Equal keys mean interchangeable images: everything that influences NVRTC's output is
 //!   part of the key.
 //! * No NVRTC call happens unless the library was found (a [`Jit`] holds the proof).
@@ -379,7 +381,7 @@ impl Jit {
         let _range = nvtx::LocalRange::new(c"flashdmoe::jit::compile");
         validate_source(source)?;
         defines.validate()?;
-        let options = self.options(arch, defines);
+        let options = options(self.nvrtc, arch, &self.include_dirs, defines);
         let key = self.key(source, &options);
 
         let memory = |cubin: &Arc<Cubin>| {
@@ -407,18 +409,6 @@ impl Jit {
             disk.store(&key, &entry)?;
         }
         Ok(Compiled { cubin: memory(&Arc::new(cubin)), origin: Origin::Compiled })
-    }
-
-    fn options(&self, arch: Arch, defines: &Defines) -> Vec<String> {
-        let fixed = [
-            format!("-arch={arch}"),
-            "-std=c++17".to_owned(),
-            "-default-device".to_owned(),
-            "-lineinfo".to_owned(),
-            "--ptxas-options=-v".to_owned(),
-        ];
-        let includes = self.include_dirs.iter().map(|dir| format!("-I{}", dir.display()));
-        fixed.into_iter().chain(includes).chain(defines.options()).collect()
     }
 
     fn key(&self, source: &KernelSource, options: &[String]) -> CacheKey {
@@ -472,6 +462,29 @@ impl Jit {
     }
 }
 
+/// The first NVRTC with its own compilation cache (on when a driver is present), which must be
+/// turned off: a cache hit skips ptxas and so the resource report.
+const NVRTC_CACHING: CudaVersion = CudaVersion { major: 12, minor: 9 };
+
+/// The complete NVRTC option list of one compilation.
+fn options(
+    nvrtc: CudaVersion,
+    arch: Arch,
+    include_dirs: &[PathBuf],
+    defines: &Defines,
+) -> Vec<String> {
+    let fixed = [
+        format!("-arch={arch}"),
+        "-std=c++17".to_owned(),
+        "-default-device".to_owned(),
+        "-lineinfo".to_owned(),
+        "--ptxas-options=-v".to_owned(),
+    ];
+    let no_cache = (nvrtc >= NVRTC_CACHING).then(|| "--no-cache".to_owned());
+    let includes = include_dirs.iter().map(|dir| format!("-I{}", dir.display()));
+    fixed.into_iter().chain(no_cache).chain(includes).chain(defines.options()).collect()
+}
+
 fn validate_source(source: &KernelSource) -> Result<()> {
     let invalid = |reason| Err(CudaError::InvalidSource { kernel: source.file.to_owned(), reason });
     if source.file.is_empty() {
@@ -519,6 +532,35 @@ mod tests {
                 other => panic!("{name:?}={value:?} accepted: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn options_fix_the_report_and_disable_nvrtcs_own_cache() {
+        let includes = [PathBuf::from("/cuda/include"), PathBuf::from("/cuda/include/cccl")];
+        let defines = Defines::new().set("FDM_BM", 64).flag("FDM_GATED");
+        let v13 = CudaVersion { major: 13, minor: 0 };
+        assert_eq!(
+            options(v13, Arch::SM90A, &includes, &defines),
+            [
+                "-arch=sm_90a",
+                "-std=c++17",
+                "-default-device",
+                "-lineinfo",
+                "--ptxas-options=-v",
+                "--no-cache",
+                "-I/cuda/include",
+                "-I/cuda/include/cccl",
+                "-DFDM_BM=64",
+                "-DFDM_GATED",
+            ]
+        );
+        // NVRTC before 12.9 has no cache and would reject the option.
+        let v12_8 = CudaVersion { major: 12, minor: 8 };
+        assert!(!options(v12_8, Arch::SM80, &includes, &defines).contains(&"--no-cache".into()));
+        assert!(
+            options(CudaVersion { major: 12, minor: 9 }, Arch::SM80, &[], &Defines::new())
+                .contains(&"--no-cache".into())
+        );
     }
 
     #[test]

@@ -130,16 +130,17 @@ impl Kernel {
             .map_err(driver("cuFuncSetAttribute"))?;
 
         let raw = function.cu_function();
-        let param_size = |index| {
-            // SAFETY: `raw` belongs to `module`, which `function` keeps loaded.
-            unsafe { api.param_size(raw, index) }.map_err(driver("cuFuncGetParamInfo"))
-        };
-        let param_bytes = match (param_size(0)?, param_size(1)?) {
-            (Some(bytes), None) => bytes,
-            _ => {
-                return Err(invalid(
-                    "the entry point must take exactly one (by-value struct) parameter".into(),
-                ));
+        // SAFETY: `raw` belongs to `module`, which `function` keeps loaded.
+        let param_size = |index| unsafe { api.param_size(raw, index) };
+        // The driver reports an index past the last parameter as an error (its exact code is
+        // not documented), so "exactly one" is: index 0 answers and index 1 does not.
+        let param_bytes = match (param_size(0), param_size(1)) {
+            (Ok(bytes), Err(_)) => bytes,
+            (first, second) => {
+                return Err(invalid(format!(
+                    "the entry point must take exactly one (by-value struct) parameter \
+                     (cuFuncGetParamInfo: parameter 0 {first:?}, parameter 1 {second:?})"
+                )));
             }
         };
         Ok(Kernel {

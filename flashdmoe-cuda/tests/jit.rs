@@ -121,6 +121,20 @@ fn report_describes_the_entry_point() {
 }
 
 #[test]
+fn the_architecture_specific_variant_compiles() {
+    if !nvrtc_present() {
+        return;
+    }
+    let compiled = jit(CacheMode::MemoryOnly).compile(&TINY, Arch::SM90A, &Defines::new()).unwrap();
+    assert_eq!(compiled.cubin.arch(), Arch::SM90A);
+    assert!(
+        compiled.cubin.report().log.contains("for 'sm_90a'"),
+        "{}",
+        compiled.cubin.report().log
+    );
+}
+
+#[test]
 fn memory_and_disk_caches_answer_repeated_compiles() {
     if !nvrtc_present() {
         return;
