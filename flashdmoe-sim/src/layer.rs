@@ -1,13 +1,13 @@
 //! [`SimLayer`]: one MoE layer over a simulated world, and the per-rank forward.
 
 use std::sync::atomic::{AtomicU64 as StatCounter, Ordering as StatOrdering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use flashdmoe_core::routing::route;
 use flashdmoe_core::runtime::{
     Processor, RankContext, RankState, Role, Scheduler, Subscriber, dispatch, drive,
 };
-use flashdmoe_core::sync::{Deadline, Mutex, Ordering, SharedBytes};
+use flashdmoe_core::sync::{Mutex, Ordering, SharedBytes};
 use flashdmoe_core::{
     BackendError, ExpertMap, ForwardOptions, Layer, LayerWeights, MoeConfig, RankOutput, RankStats,
     TraceEvent,
@@ -125,7 +125,6 @@ impl SimLayer {
         courier: Option<&Courier>,
     ) -> Result<Outcome, BackendError> {
         let layout = self.layout();
-        let deadline = Deadline::after(options.timeout);
         let view = HeapView {
             world: &self.world,
             faults: &self.faults,
@@ -158,7 +157,7 @@ impl SimLayer {
         roles.extend(subscribers.iter_mut().map(|r| r as &mut (dyn Role + Send)));
         roles.push(&mut scheduler);
         roles.extend(processors.iter_mut().map(|r| r as &mut (dyn Role + Send)));
-        run_roles(rank, &state, deadline, roles)?;
+        run_roles(rank, &state, options.timeout, roles)?;
         let mut trace: Vec<TraceEvent> =
             processors.into_iter().flat_map(|p| p.into_trace()).collect();
         trace.sort_unstable_by_key(|e| (e.start_ns, e.processor));
@@ -190,7 +189,7 @@ enum RoleFailure {
 fn run_roles(
     rank: u32,
     state: &RankState,
-    deadline: Deadline,
+    timeout: Duration,
     roles: Vec<&mut (dyn Role + Send)>,
 ) -> Result<(), BackendError> {
     let failures: Vec<RoleFailure> = std::thread::scope(|s| {
@@ -199,7 +198,7 @@ fn run_roles(
             .map(|role| {
                 let name = format!("rank{rank}-{}", role.name().replace(' ', ""));
                 std::thread::Builder::new().name(name).spawn_scoped(s, move || {
-                    let run = || drive(rank, state, deadline, &mut [role as &mut dyn Role]);
+                    let run = || drive(rank, state, timeout, &mut [role as &mut dyn Role]);
                     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(run));
                     if result.is_err() {
                         state.abort();
@@ -242,11 +241,11 @@ fn run_roles(
 fn run_roles(
     rank: u32,
     state: &RankState,
-    deadline: Deadline,
+    timeout: Duration,
     roles: Vec<&mut (dyn Role + Send)>,
 ) -> Result<(), BackendError> {
     let mut roles: Vec<&mut dyn Role> = roles.into_iter().map(|r| r as &mut dyn Role).collect();
-    Ok(drive(rank, state, deadline, &mut roles)?)
+    Ok(drive(rank, state, timeout, &mut roles)?)
 }
 
 impl Layer for SimLayer {

@@ -57,7 +57,7 @@ fn forward_all(faults: FaultPlan) -> Vec<Result<(), BackendError>> {
     let config = config();
     let (weights, inputs) = data(&config, 9);
     let layer = SimBackend::new(with_faults(faults)).build(&config, &weights).unwrap();
-    let options = ForwardOptions { trace: false, timeout: Duration::from_millis(300) };
+    let options = ForwardOptions { trace: false, timeout: Duration::from_secs(1) };
     std::thread::scope(|s| {
         let handles: Vec<_> = inputs
             .iter()

@@ -21,8 +21,8 @@
 //! Roles are non-blocking state machines ([`Role::poll`]); [`drive`] runs one or several of
 //! them on the calling thread with backoff and a deadline. The simulator gives each role its
 //! own thread; the loom tests fold several roles onto one thread to stay within loom's thread
-//! limit. Every wait ends, at the latest at the forward's deadline, with a
-//! [`TimeoutReport`] naming the rank, the role, what it waited for and what it saw.
+//! limit. Every wait has a deadline: a role that makes no progress for the forward's timeout
+//! stops with a [`TimeoutReport`] naming the rank, the role, what it waited for and what it saw.
 //!
 //! ## Invariants
 //!
@@ -44,6 +44,7 @@
 //!   [`SymmetricHeap`] and the [`TileExecutor`] of the backend.
 
 use std::fmt;
+use std::time::Duration;
 
 use flashdmoe_proto::{Epoch, HeapLayout, ProtoError, TaskCounts, TaskDescriptor};
 
@@ -71,7 +72,7 @@ pub use subscriber::Subscriber;
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum RuntimeError {
-    /// A wait passed the forward's deadline.
+    /// A role made no progress for the forward's timeout.
     Timeout(TimeoutReport),
     /// A protocol computation or decode failed (e.g. a signal announcing more rows than the
     /// packet capacity).
@@ -255,17 +256,19 @@ impl<H> Copy for RankContext<'_, H> {}
 ///
 /// Returns the first error of any role (after raising the rank's abort flag so the rank's other
 /// threads stop too), [`RuntimeError::Aborted`] if another thread aborted the rank, or a
-/// [`RuntimeError::Timeout`] naming the first unfinished role once `deadline` passes (without
-/// aborting: the rank's other roles time out at the same deadline with their own reports;
-/// subscribers, which wait on other ranks, give the most telling ones).
+/// [`RuntimeError::Timeout`] naming the first unfinished role once none has made progress for
+/// `timeout`. A timeout does not abort the rank: its other roles time out in turn with their
+/// own reports, and the caller picks the most telling one (subscribers, which wait on other
+/// ranks, name the missing signal).
 pub fn drive(
     rank: u32,
     state: &RankState,
-    deadline: Deadline,
+    timeout: Duration,
     roles: &mut [&mut dyn Role],
 ) -> Result<(), RuntimeError> {
     let mut done = vec![false; roles.len()];
     let mut backoff = Backoff::new();
+    let mut deadline = Deadline::after(timeout);
     loop {
         let mut progress = false;
         for (role, done) in roles.iter_mut().zip(done.iter_mut()).filter(|(_, d)| !**d) {
@@ -287,6 +290,7 @@ pub fn drive(
         }
         if progress {
             backoff.reset();
+            deadline = Deadline::after(timeout);
             continue;
         }
         if state.aborted() {
@@ -296,8 +300,6 @@ pub fn drive(
             let waiting = roles.iter().zip(&done).find(|(_, d)| !**d).map(|(r, _)| r);
             let role = waiting.expect("an unfinished role exists");
             let Awaiting { awaited, expected_epoch, seen } = role.awaiting();
-            // No abort: every role of the rank shares the deadline and reports what it waits
-            // for itself, so the caller can pick the most telling report.
             return Err(RuntimeError::Timeout(TimeoutReport {
                 rank,
                 role: role.name(),
