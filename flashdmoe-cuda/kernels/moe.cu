@@ -64,7 +64,10 @@ constexpr unsigned kDropped = 0xFFFFFFFFu;
 
 using Gemm0 = TileGemm<kMode, kBM, kBN, ModeTraits<kMode>::kBK, 4, 2, 4, kGated ? 2 : 1>;
 using Gemm1 = TileGemm<kMode, kBM, kBN, ModeTraits<kMode>::kBK, 4, 2, 4, 1>;
-using Router = TileGemm<kMode, 64, 64, ModeTraits<kMode>::kBK, 4, 2, 4, 1>;
+// The router runs in exact f32 when the experts run on TF32: routing decisions and combine
+// weights must not depend on TF32's 10-bit mantissa (its FLOPs are a small share).
+constexpr Mode kRouterMode = kMode == Mode::TF32 ? Mode::F32Exact : kMode;
+using Router = TileGemm<kRouterMode, 64, 64, ModeTraits<kRouterMode>::kBK, 4, 2, 4, 1>;
 static_assert(Gemm0::kThreads == kThreads && Gemm1::kThreads == kThreads && Router::kThreads == kThreads,
               "every tile config must use the block's 256 threads");
 static_assert(kH % kBN == 0 && kI % kBN == 0, "the JIT only specialises shapes the tiles cover");
@@ -74,7 +77,7 @@ constexpr int cmax(int a, int b) { return a > b ? a : b; }
 /// Dynamic shared memory every block gets (the largest tile config's need).
 constexpr int kSmemBytes = cmax(cmax(Gemm0::kSmemBytes, Gemm1::kSmemBytes), Router::kSmemBytes);
 
-extern "C" __constant__ unsigned int fdm_smem_bytes = kSmemBytes;  // read by the host
+static_assert(kSmemBytes <= FDM_SMEM_BYTES, "the host's MoeSpec::smem_bytes must cover every tile config");
 
 // ─── memory-model helpers ─────────────────────────────────────────────────────────────
 __device__ __forceinline__ unsigned long long ld_acquire_sys(const unsigned long long* p) {
@@ -383,6 +386,7 @@ struct OsShared {
   unsigned assigned[1024];       // scheduler's doorbell counts per processor
   unsigned handled[(FDM_MAX_RANKS * kE + 31) / 32];  // dispatch slots already turned into tasks
 };
+static_assert(sizeof(OsShared) <= FDM_SMEM_BYTES, "the OS block's state lives in dynamic shared memory");
 
 /// The OS block's first act: raise this rank's dispatch signals (one per expert, zero-row
 /// packets included) and remember the packet sizes.

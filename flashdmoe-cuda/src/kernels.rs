@@ -39,10 +39,15 @@ pub struct Header {
 pub const PROTO_HEADER: Header =
     Header { name: "fdm_proto.h", text: include_str!("../kernels/fdm_proto.h") };
 
+/// The generated launch-parameter header of the MoE kernel (see [`crate::params`]).
+pub const PARAMS_HEADER: Header =
+    Header { name: "fdm_params.h", text: include_str!("../kernels/fdm_params.h") };
+
 /// Every project header, in the order given to NVRTC.
 pub const HEADERS: &[Header] = &[
     PROTO_HEADER,
     Header { name: "tile_gemm.cuh", text: include_str!("../kernels/tile_gemm.cuh") },
+    PARAMS_HEADER,
 ];
 
 /// The device self-test: cooperative grid arrival, dynamic shared memory, a by-value
@@ -68,7 +73,8 @@ pub struct KernelVariant {
 /// every architecture in [`crate::jit::Arch::SUPPORTED`]; a new kernel family joins by
 /// extending this list.
 pub fn kernel_variants() -> Vec<KernelVariant> {
-    let variants = vec![crate::selftest::variant()];
+    let mut variants = vec![crate::selftest::variant()];
+    variants.extend(crate::moe::variants());
     variants
 }
 
@@ -81,6 +87,15 @@ mod tests {
         assert!(
             PROTO_HEADER.text == flashdmoe_proto::c_header(),
             "flashdmoe-cuda/kernels/fdm_proto.h is stale: regenerate it with \
+             `cargo run -p flashdmoe-cuda --example gen-header` and commit the result"
+        );
+    }
+
+    #[test]
+    fn params_header_is_current() {
+        assert!(
+            PARAMS_HEADER.text == crate::params::params_header(),
+            "flashdmoe-cuda/kernels/fdm_params.h is stale: regenerate it with \
              `cargo run -p flashdmoe-cuda --example gen-header` and commit the result"
         );
     }

@@ -52,6 +52,9 @@ mod ffi;
 pub mod jit;
 pub mod kernels;
 pub mod launch;
+pub mod layer;
+pub mod moe;
+pub mod params;
 mod report;
 pub mod selftest;
 
@@ -63,5 +66,6 @@ pub use error::{CudaError, Result};
 pub use jit::{Arch, Compiled, Cubin, Defines, Jit, JitConfig, Origin};
 pub use kernels::{KernelSource, KernelVariant, kernel_variants};
 pub use launch::{Kernel, LaunchShape};
+pub use layer::{CudaBackend, CudaLayer, CudaOptions};
 pub use report::{CompileReport, FunctionReport};
 pub use selftest::{SelftestReport, run_selftest};

@@ -165,9 +165,16 @@ pub struct KernelParams {
     pub pad: u32,
 }
 
-// SAFETY: every field is a plain integer (or an array/struct of them) with no padding bytes
-// beyond the explicit `pad` fields, so any bit pattern is valid and the bytes can be copied.
-unsafe impl cudarc::driver::DeviceRepr for KernelParams {}
+// SAFETY: every field is a plain integer (or an array / `#[repr(C)]` struct of them), so
+// all-zero bytes are a valid value.
+unsafe impl bytemuck::Zeroable for KernelParams {}
+// SAFETY: `#[repr(C)]`, `Copy`, no references, and no padding: every field is 8-byte sized and
+// aligned except the six trailing `u32`s (24 bytes, ending on an 8-byte boundary), and the
+// nested `LayoutParams` (12 u32 then 8 u64) and `ScratchLayout` (14 u64) have none either;
+// the size assertion below pins it.
+unsafe impl bytemuck::Pod for KernelParams {}
+
+const _: () = assert!(size_of::<KernelParams>() == 896);
 
 macro_rules! fields {
     ($ty:ty: $($field:ident: $cty:expr),* $(,)?) => {
@@ -218,12 +225,12 @@ fn emit_struct(out: &mut String, name: &str, fields: &[Field], size: usize) {
         }
     }
     let _ = writeln!(out, "}} {name};");
-    let _ = writeln!(out, "static_assert(sizeof({name}) == {size}, \"{name} size drifted from Rust\");");
+    let _ = writeln!(
+        out,
+        "static_assert(sizeof({name}) == {size}, \"{name} size drifted from Rust\");"
+    );
     for (field, _, offset) in fields {
-        let _ = writeln!(
-            out,
-            "FDM_ASSERT_OFFSET({name}, {field}, {offset});"
-        );
+        let _ = writeln!(out, "FDM_ASSERT_OFFSET({name}, {field}, {offset});");
     }
     out.push('\n');
 }
@@ -259,7 +266,10 @@ mod tests {
         let params = h.split("typedef struct fdm_params {").nth(1).unwrap();
         let mut last = 0;
         for (field, _, _) in PARAM_FIELDS {
-            let pos = params.find(&format!(" {field}")).unwrap_or_else(|| panic!("{field} missing"));
+            let pos = params
+                .find(&format!(" {field};"))
+                .or_else(|| params.find(&format!(" {field}[")))
+                .unwrap_or_else(|| panic!("{field} missing"));
             assert!(pos >= last, "{field} out of order");
             last = pos;
         }

@@ -1,0 +1,427 @@
+//! The GPU check: correctness of the CUDA backend against the CPU oracle over dtypes,
+//! activations, capacity modes, skewed routing, virtual ranks and the model presets, then
+//! timings of the paper grid, all in one process (run by `scripts/gpu-check.sh` on the GPU
+//! machine). Every timed configuration is verified in the same run.
+//!
+//! Usage: `gpu-check [--quick] [--json PATH] [--only SUBSTRING] [--iters N]`
+//!
+//! Prints one line per check and a summary table last; exits non-zero if any check failed.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use flashdmoe_core::config::presets;
+use flashdmoe_core::oracle::{Sample, VerifyOptions, verify};
+use flashdmoe_core::weights::generate_input;
+use flashdmoe_core::{
+    Activation, Backend, BackendError, CapacityPolicy, DType, ForwardOptions, Layer, LayerWeights,
+    MoeConfig,
+};
+use flashdmoe_cuda::{CudaBackend, CudaOptions, cuda_available};
+
+struct Args {
+    quick: bool,
+    json: Option<String>,
+    only: Option<String>,
+    iters: usize,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args { quick: false, json: None, only: None, iters: 20 };
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--quick" => args.quick = true,
+            "--json" => args.json = Some(it.next().ok_or("--json needs a path")?),
+            "--only" => args.only = Some(it.next().ok_or("--only needs a substring")?),
+            "--iters" => {
+                args.iters =
+                    it.next().and_then(|v| v.parse().ok()).ok_or("--iters needs a number")?
+            }
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    Ok(args)
+}
+
+/// One line of the final table.
+struct Row {
+    name: String,
+    ok: bool,
+    detail: String,
+    median_ms: Option<f64>,
+    p10_ms: Option<f64>,
+    p90_ms: Option<f64>,
+    floor_ms: Option<f64>,
+}
+
+fn small(dtype: DType, activation: Activation, bias: bool) -> MoeConfig {
+    MoeConfig {
+        world: 1,
+        tokens_per_rank: 384,
+        hidden: 512,
+        inter: 1024,
+        experts: 8,
+        top_k: 2,
+        activation,
+        bias,
+        dtype,
+        capacity: CapacityPolicy::Dropless,
+        ..MoeConfig::default()
+    }
+}
+
+/// FLOP floor (bf16 ~790 TFLOP/s, TF32 half, f32 exact 67) and weight-read floor (4.3 TB/s)
+/// of one rank's forward, in ms (PERF.md).
+fn floor_ms(c: &MoeConfig, touched_experts: u64) -> f64 {
+    let (t, h, i, e, k) = (
+        c.tokens_per_rank as f64,
+        c.hidden as f64,
+        c.inter as f64,
+        c.experts as f64,
+        c.top_k as f64,
+    );
+    let mats = if c.activation == Activation::SiluGated { 3.0 } else { 2.0 };
+    let flops = 2.0 * mats * t * k * h * i + 2.0 * t * h * e;
+    let rate = match c.dtype {
+        DType::Bf16 | DType::F16 => 790e12,
+        DType::F32 => 395e12,
+        DType::F32Exact => 67e12,
+    };
+    let bytes = touched_experts as f64 * mats * h * i * c.dtype.elem_bytes() as f64
+        + 2.0 * t * h * c.dtype.elem_bytes() as f64;
+    (flops / rate).max(bytes / 4.3e12) * 1e3
+}
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}
+
+struct Case {
+    name: String,
+    config: MoeConfig,
+    ranks_per_gpu: Option<u32>,
+    /// Rows checked per rank (None = all).
+    sample: Option<u32>,
+    skew: bool,
+    timed: bool,
+}
+
+fn run_case(case: &Case, iters: usize) -> Result<Row, String> {
+    let c = &case.config;
+    let mut weights = LayerWeights::generate(c, 7).map_err(|e| e.to_string())?;
+    if case.skew {
+        // Identical router rows: every token ties, so every token picks experts 0..k-1
+        // (ties go to the lower index): the hottest routing there is.
+        let h = c.hidden as usize;
+        let first = weights.router[..h].to_vec();
+        for row in weights.router.chunks_mut(h) {
+            row.copy_from_slice(&first);
+        }
+    }
+    let inputs: Vec<Vec<f32>> = (0..c.world)
+        .map(|r| generate_input(c, r, 11))
+        .collect::<Result<_, _>>()
+        .map_err(|e| e.to_string())?;
+    let backend = CudaBackend::new(CudaOptions { ranks_per_gpu: case.ranks_per_gpu });
+    let layer = backend.build(c, &weights).map_err(|e| format!("build: {e}"))?;
+    let options = ForwardOptions { trace: false, timeout: Duration::from_secs(5) };
+    let first = layer.forward(&inputs, &options).map_err(|e| format!("forward: {e}"))?;
+    let verify_options = VerifyOptions {
+        sample: match case.sample {
+            None => Sample::All,
+            Some(per_rank) => Sample::Rows { per_rank, seed: None },
+        },
+        tolerance: None,
+    };
+    let report = verify(c, &weights, &inputs, &first.ranks, &verify_options)
+        .map_err(|e| format!("verify: {e}"))?;
+    let mut detail = report.to_string();
+    let mut ok = report.passed();
+    // Determinism: a second forward (next epoch, no clearing) must be bitwise identical.
+    let second = layer.forward(&inputs, &options).map_err(|e| format!("second forward: {e}"))?;
+    let same = first
+        .ranks
+        .iter()
+        .zip(&second.ranks)
+        .all(|(a, b)| a.output.iter().zip(&b.output).all(|(x, y)| x.to_bits() == y.to_bits()));
+    if !same {
+        ok = false;
+        detail.push_str("; NOT DETERMINISTIC across forwards");
+    }
+    let dropped: u64 = first.ranks.iter().map(|r| r.stats.dropped).sum();
+    let sent: u64 = first.ranks.iter().map(|r| r.stats.bytes_sent).sum();
+    let padded: u64 = first.ranks.iter().map(|r| r.stats.padded_bytes).sum();
+    detail.push_str(&format!(
+        "; bytes sent {:.1} MiB vs padded {:.1} MiB; dropped {dropped}; tasks {}",
+        sent as f64 / 1048576.0,
+        padded as f64 / 1048576.0,
+        first.ranks[0].stats.tasks.total()
+    ));
+    let (mut median, mut p10, mut p90, mut floor) = (None, None, None, None);
+    if case.timed && ok {
+        let mut times = Vec::with_capacity(iters);
+        for _ in 0..3 {
+            layer.forward(&inputs, &options).map_err(|e| format!("warm-up: {e}"))?;
+        }
+        for _ in 0..iters {
+            let out =
+                layer.forward(&inputs, &options).map_err(|e| format!("timed forward: {e}"))?;
+            // Device time of the slowest rank's launch.
+            let ms =
+                out.ranks.iter().map(|r| r.stats.elapsed.as_secs_f64() * 1e3).fold(0.0, f64::max);
+            times.push(ms);
+        }
+        // The timed forwards must still be right (epochs advanced many times).
+        let last = layer.forward(&inputs, &options).map_err(|e| format!("final forward: {e}"))?;
+        let again = verify(c, &weights, &inputs, &last.ranks, &verify_options)
+            .map_err(|e| format!("verify: {e}"))?;
+        if !again.passed() {
+            ok = false;
+            detail.push_str(&format!("; after timing: {again}"));
+        }
+        times.sort_by(f64::total_cmp);
+        median = Some(percentile(&times, 0.5));
+        p10 = Some(percentile(&times, 0.1));
+        p90 = Some(percentile(&times, 0.9));
+        let touched =
+            first.ranks[0].routing.expert_tokens.iter().filter(|t| !t.is_empty()).count() as u64;
+        floor = Some(floor_ms(c, touched));
+    }
+    Ok(Row {
+        name: case.name.clone(),
+        ok,
+        detail,
+        median_ms: median,
+        p10_ms: p10,
+        p90_ms: p90,
+        floor_ms: floor,
+    })
+}
+
+fn cases(quick: bool) -> Vec<Case> {
+    let mut out = Vec::new();
+    let case = |name: String, config: MoeConfig| Case {
+        name,
+        config,
+        ranks_per_gpu: None,
+        sample: None,
+        skew: false,
+        timed: false,
+    };
+    // Every dtype x activation, biases on the gated ones.
+    for dtype in [DType::Bf16, DType::F16, DType::F32, DType::F32Exact] {
+        for act in [Activation::Relu, Activation::Gelu, Activation::SiluGated] {
+            let bias = act == Activation::SiluGated;
+            out.push(case(
+                format!("small {dtype:?} {act:?}{}", if bias { " bias" } else { "" }),
+                small(dtype, act, bias),
+            ));
+        }
+    }
+    // Capacity mode with drops, and the hottest routing in both modes.
+    let mut cap = small(DType::Bf16, Activation::Relu, false);
+    cap.capacity = CapacityPolicy::Factor(1.0);
+    out.push(case("small capacity-1.0".into(), cap.clone()));
+    out.push(Case { skew: true, ..case("skewed capacity-1.0 (drops)".into(), cap.clone()) });
+    out.push(Case {
+        skew: true,
+        ..case("skewed dropless".into(), small(DType::Bf16, Activation::Relu, false))
+    });
+    // Virtual ranks: the whole multi-rank protocol on one GPU.
+    for world in [2u32, 4] {
+        for skew in [false, true] {
+            let mut c = small(DType::Bf16, Activation::SiluGated, false);
+            c.world = world;
+            c.experts = 16;
+            out.push(Case {
+                ranks_per_gpu: Some(world),
+                skew,
+                ..case(format!("virtual P={world}{}", if skew { " skewed" } else { "" }), c)
+            });
+        }
+        let mut c = cap.clone();
+        c.world = world;
+        c.experts = 16;
+        out.push(Case {
+            ranks_per_gpu: Some(world),
+            ..case(format!("virtual P={world} capacity-1.0"), c)
+        });
+    }
+    if quick {
+        return out;
+    }
+    // Model presets at their preset token counts, sampled rows.
+    for name in
+        ["mixtral-8x7b", "qwen1.5-moe-a2.7b", "deepseek-v2-lite", "olmoe-1b-7b", "gpt-oss-20b"]
+    {
+        if let Ok(c) = presets::preset(name) {
+            out.push(Case { sample: Some(32), timed: true, ..case(format!("preset {name}"), c) });
+        }
+    }
+    // Paper grid (bf16 relu, capacity 1.0), timed; and dropless at T=16384.
+    for (name, c) in presets::paper_grid() {
+        if c.experts == 16 || c.experts == 64 {
+            continue; // keep the run inside the device budget: E in {8, 32, 128}
+        }
+        out.push(Case { sample: Some(64), timed: true, ..case(name, c) });
+    }
+    for e in [8, 32] {
+        let mut c = presets::paper(16384, e);
+        c.capacity = CapacityPolicy::Dropless;
+        out.push(Case {
+            sample: Some(64),
+            timed: true,
+            ..case(format!("paper-t16384-e{e} dropless"), c)
+        });
+    }
+    out
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("gpu-check: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = cuda_available() {
+        println!("skipped: no GPU ({e})");
+        return ExitCode::SUCCESS;
+    }
+    let mut rows = Vec::new();
+    // A forced timeout must come back as a typed report, never a hang.
+    {
+        let c = small(DType::Bf16, Activation::Relu, false);
+        let weights = LayerWeights::generate(&c, 1).expect("valid config");
+        let input = vec![generate_input(&c, 0, 1).expect("valid config")];
+        let row = match CudaBackend::default().build(&c, &weights) {
+            Ok(layer) => {
+                let opts = ForwardOptions { trace: false, timeout: Duration::from_nanos(1) };
+                match layer.forward(&input, &opts) {
+                    Err(BackendError::Timeout(report)) => {
+                        // And the layer recovers: the next forward with a sane deadline is right.
+                        let ok_opts =
+                            ForwardOptions { trace: true, timeout: Duration::from_secs(5) };
+                        let detail = match layer.forward(&input, &ok_opts) {
+                            Ok(out) => {
+                                let v = verify(
+                                    &c,
+                                    &weights,
+                                    &input,
+                                    &out.ranks,
+                                    &VerifyOptions::default(),
+                                );
+                                let trace_len = out.ranks[0].trace.as_ref().map_or(0, Vec::len);
+                                format!(
+                                    "timeout report: {report}; recovery: {}; trace events {trace_len}",
+                                    v.map_or_else(|e| e.to_string(), |v| v.to_string())
+                                )
+                            }
+                            Err(e) => format!("timeout report: {report}; recovery FAILED: {e}"),
+                        };
+                        Row {
+                            name: "forced timeout + recovery".into(),
+                            ok: !detail.contains("FAIL"),
+                            detail,
+                            median_ms: None,
+                            p10_ms: None,
+                            p90_ms: None,
+                            floor_ms: None,
+                        }
+                    }
+                    other => Row {
+                        name: "forced timeout + recovery".into(),
+                        ok: false,
+                        detail: format!("expected a timeout, got {:?}", other.map(|_| "success")),
+                        median_ms: None,
+                        p10_ms: None,
+                        p90_ms: None,
+                        floor_ms: None,
+                    },
+                }
+            }
+            Err(e) => Row {
+                name: "forced timeout + recovery".into(),
+                ok: false,
+                detail: format!("build: {e}"),
+                median_ms: None,
+                p10_ms: None,
+                p90_ms: None,
+                floor_ms: None,
+            },
+        };
+        println!("[{}] {}: {}", if row.ok { "ok" } else { "FAIL" }, row.name, row.detail);
+        rows.push(row);
+    }
+    for case in cases(args.quick) {
+        if args.only.as_ref().is_some_and(|s| !case.name.contains(s.as_str())) {
+            continue;
+        }
+        let t0 = std::time::Instant::now();
+        let row = run_case(&case, args.iters).unwrap_or_else(|e| Row {
+            name: case.name.clone(),
+            ok: false,
+            detail: e,
+            median_ms: None,
+            p10_ms: None,
+            p90_ms: None,
+            floor_ms: None,
+        });
+        println!(
+            "[{}] {} ({:.1}s): {}",
+            if row.ok { "ok" } else { "FAIL" },
+            row.name,
+            t0.elapsed().as_secs_f64(),
+            row.detail
+        );
+        let _ = std::io::stdout().flush();
+        rows.push(row);
+    }
+    println!(
+        "\n{:<40} {:>6} {:>10} {:>10} {:>10} {:>9} {:>7}",
+        "check", "result", "median ms", "p10", "p90", "floor ms", "%floor"
+    );
+    let fmt = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.3}"));
+    for r in &rows {
+        let pct = match (r.median_ms, r.floor_ms) {
+            (Some(m), Some(f)) => format!("{:.0}%", f / m * 100.0),
+            _ => "-".into(),
+        };
+        println!(
+            "{:<40} {:>6} {:>10} {:>10} {:>10} {:>9} {:>7}",
+            r.name,
+            if r.ok { "ok" } else { "FAIL" },
+            fmt(r.median_ms),
+            fmt(r.p10_ms),
+            fmt(r.p90_ms),
+            fmt(r.floor_ms),
+            pct
+        );
+    }
+    if let Some(path) = &args.json {
+        let lines: Vec<String> = rows
+            .iter()
+            .map(|r| {
+                format!(
+                    "{{\"check\":{:?},\"ok\":{},\"median_ms\":{},\"p10_ms\":{},\"p90_ms\":{},\"floor_ms\":{},\"detail\":{:?}}}",
+                    r.name,
+                    r.ok,
+                    r.median_ms.map_or("null".into(), |v| v.to_string()),
+                    r.p10_ms.map_or("null".into(), |v| v.to_string()),
+                    r.p90_ms.map_or("null".into(), |v| v.to_string()),
+                    r.floor_ms.map_or("null".into(), |v| v.to_string()),
+                    r.detail
+                )
+            })
+            .collect();
+        if let Err(e) = std::fs::write(path, lines.join("\n") + "\n") {
+            eprintln!("gpu-check: cannot write {path}: {e}");
+        }
+    }
+    let failed = rows.iter().filter(|r| !r.ok).count();
+    println!("{} passed, {} failed", rows.len() - failed, failed);
+    if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}

@@ -1,0 +1,734 @@
+//! The CUDA backend: a [`flashdmoe_core::Backend`] whose layer runs every forward as one
+//! cooperative launch of the persistent MoE kernel per GPU.
+//!
+//! ## How ranks map onto GPUs
+//!
+//! A world of `P` ranks runs on `D` GPUs with `R = P / D` ranks per GPU (*virtual ranks*
+//! when `R > 1`): the GPU's cooperative grid is split into `R` partitions of
+//! `blocks_per_rank` blocks (one OS block + processors), each rank has its own heap and
+//! scratch in that GPU's memory, and peers' heaps are reached through the same peer table
+//! whether they live on this GPU or another. The protocol is identical either way, so the
+//! whole multi-rank path runs and is tested on one GPU.
+//!
+//! ## Invariants
+//!
+//! * One forward = one kernel launch per GPU; nothing else runs on the device in between
+//!   except the input upload before and the result download after.
+//! * Every rank's epoch advances once per forward; signals are never cleared, diagnostics
+//!   and local counters are reset at the start of every forward, so a forward after a failed
+//!   one starts clean.
+//! * Weights are uploaded once at build time; every GPU holds the whole layer's weights (the
+//!   kernel reads only its ranks' experts).
+//! * A kernel timeout is reported as [`BackendError::Timeout`] with who waited for what.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use cudarc::driver::{CudaSlice, CudaStream, DevicePtr};
+use flashdmoe_core::backend::RankStats;
+use flashdmoe_core::config::ExpertMap;
+use flashdmoe_core::routing::{DROPPED, RankRouting};
+use flashdmoe_core::{
+    Backend, BackendError, DType, ForwardOptions, ForwardOutput, Layer, LayerWeights, MoeConfig,
+    RankOutput, TimeoutReport, TraceEvent,
+};
+use flashdmoe_proto::{Epoch, HeapLayout, TaskCounts, div_ceil, signal};
+
+use crate::device::{Device, enable_peer_access, gpus};
+use crate::error::CudaError;
+use crate::jit::{Arch, Jit};
+use crate::launch::{Kernel, LaunchShape};
+use crate::moe::{BLOCK_THREADS, MOE, MoeSpec};
+use crate::params::{Diag, KernelParams, MAX_RANKS, ROLES, ScratchLayout, TraceRecord, WAITS};
+
+/// Options of the CUDA backend.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CudaOptions {
+    /// Ranks per GPU; `None` spreads the world over as many GPUs as divide it evenly.
+    pub ranks_per_gpu: Option<u32>,
+}
+
+/// The CUDA backend.
+#[derive(Clone, Debug, Default)]
+pub struct CudaBackend {
+    options: CudaOptions,
+}
+
+impl CudaBackend {
+    /// A backend with these options.
+    pub fn new(options: CudaOptions) -> CudaBackend {
+        CudaBackend { options }
+    }
+}
+
+impl From<CudaError> for BackendError {
+    fn from(e: CudaError) -> BackendError {
+        match e {
+            CudaError::DriverMissing
+            | CudaError::NoDevice { .. }
+            | CudaError::NvrtcMissing
+            | CudaError::NvrtcTooOld { .. }
+            | CudaError::CudaHeadersMissing { .. } => BackendError::Unavailable(e.to_string()),
+            other => BackendError::Device(other.to_string()),
+        }
+    }
+}
+
+fn invalid(what: &'static str, reason: String) -> BackendError {
+    BackendError::InvalidInput { what, reason }
+}
+
+/// Converts host values (already representable in `dtype`) to the device element bytes.
+pub fn encode(dtype: DType, values: &[f32]) -> Vec<u8> {
+    match dtype {
+        DType::Bf16 => values.iter().flat_map(|&v| half::bf16::from_f32(v).to_le_bytes()).collect(),
+        DType::F16 => values.iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()).collect(),
+        DType::F32 | DType::F32Exact => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+    }
+}
+
+/// Converts device element bytes back to `f32`.
+pub fn decode(dtype: DType, bytes: &[u8]) -> Vec<f32> {
+    match dtype {
+        DType::Bf16 => bytes
+            .chunks_exact(2)
+            .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        DType::F16 => {
+            bytes.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect()
+        }
+        DType::F32 | DType::F32Exact => {
+            bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+        }
+    }
+}
+
+fn u32s(bytes: &[u8]) -> Vec<u32> {
+    bytes.chunks_exact(4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+}
+
+/// Host-side plan shared by every GPU of a layer.
+#[derive(Debug)]
+struct Plan {
+    config: MoeConfig,
+    spec: MoeSpec,
+    layout: HeapLayout,
+    map: ExpertMap,
+    scratch: ScratchLayout,
+    scratch_bytes: u64,
+    ranks_per_gpu: u32,
+    blocks_per_rank: u32,
+}
+
+/// Lays the per-rank scratch arrays out back to back, 256-byte aligned.
+fn scratch_layout(
+    config: &MoeConfig,
+    capacity: u32,
+    max_tasks: u32,
+    processors: u32,
+) -> (ScratchLayout, u64) {
+    let (t, e, k) = (config.tokens_per_rank as u64, config.experts as u64, config.top_k as u64);
+    let chunks = div_ceil(config.tokens_per_rank, BLOCK_THREADS) as u64;
+    let tasks = max_tasks as u64;
+    let sizes = [
+        t * e * 4,
+        t * k * 4,
+        t * k * 4,
+        t * k * 4,
+        chunks * e * 4,
+        e * capacity as u64 * 4,
+        e * 4,
+        tasks * 64,
+        tasks * 4,
+        tasks * std::mem::size_of::<TraceRecord>() as u64,
+        processors as u64 * 2 * 4,
+        processors as u64 * 4,
+        processors as u64 * 4,
+        16 * 4,
+    ];
+    let mut offsets = [0u64; 14];
+    let mut cursor = 0u64;
+    for (o, s) in offsets.iter_mut().zip(sizes) {
+        *o = cursor;
+        cursor = (cursor + s).div_ceil(256) * 256;
+    }
+    let [
+        logits,
+        topk_expert,
+        topk_weight,
+        slot_row,
+        chunk_counts,
+        expert_tokens,
+        packet_rows,
+        tasks,
+        task_ready,
+        trace,
+        mailbox,
+        assigned,
+        completed,
+        control,
+    ] = offsets;
+    let layout = ScratchLayout {
+        logits,
+        topk_expert,
+        topk_weight,
+        slot_row,
+        chunk_counts,
+        expert_tokens,
+        packet_rows,
+        tasks,
+        task_ready,
+        trace,
+        mailbox,
+        assigned,
+        completed,
+        control,
+    };
+    (layout, cursor.max(256))
+}
+
+/// Device buffers and the loaded kernel of one GPU.
+#[derive(Debug)]
+struct Gpu {
+    device: Device,
+    kernel: Kernel,
+    shape: LaunchShape,
+    first_rank: u32,
+    heaps: CudaSlice<u8>,
+    scratch: CudaSlice<u8>,
+    x: CudaSlice<u8>,
+    y: CudaSlice<u8>,
+    diag: CudaSlice<u8>,
+    weights: Vec<Option<CudaSlice<u8>>>,
+    tables: [CudaSlice<u32>; 4],
+    epoch: Epoch,
+}
+
+/// A layer built by [`CudaBackend`].
+#[derive(Debug)]
+pub struct CudaLayer {
+    plan: Plan,
+    gpus: Vec<Mutex<Gpu>>,
+    heap_table: [u64; MAX_RANKS],
+}
+
+fn device_ptr<T>(slice: &CudaSlice<T>, stream: &CudaStream) -> u64 {
+    let (ptr, _sync) = slice.device_ptr(stream);
+    ptr
+}
+
+impl Backend for CudaBackend {
+    type Layer = CudaLayer;
+
+    fn name(&self) -> &'static str {
+        "cuda"
+    }
+
+    fn build(&self, config: &MoeConfig, weights: &LayerWeights) -> Result<CudaLayer, BackendError> {
+        let _range = nvtx::LocalRange::new(c"flashdmoe::cuda::build");
+        config.validate()?;
+        weights.check(config).map_err(|e| invalid("weights", e.to_string()))?;
+        let world = config.world;
+        if world as usize > MAX_RANKS {
+            return Err(invalid(
+                "config",
+                format!("world {world} exceeds the {MAX_RANKS} ranks the CUDA backend supports"),
+            ));
+        }
+        let available = gpus()?;
+        let ranks_per_gpu = match self.options.ranks_per_gpu {
+            Some(r) if r == 0 || !world.is_multiple_of(r) => {
+                return Err(invalid(
+                    "ranks_per_gpu",
+                    format!("{r} must be > 0 and divide the world size {world}"),
+                ));
+            }
+            Some(r) => r,
+            // As many GPUs as divide the world evenly.
+            None => (1..=world)
+                .find(|&r| world.is_multiple_of(r) && (world / r) as usize <= available.len())
+                .unwrap_or(world),
+        };
+        let ngpus = (world / ranks_per_gpu) as usize;
+        if ngpus > available.len() {
+            return Err(BackendError::Unavailable(format!(
+                "{world} ranks at {ranks_per_gpu} per GPU need {ngpus} GPUs, {} found",
+                available.len()
+            )));
+        }
+        let spec = MoeSpec::for_config(config);
+        let layout = HeapLayout::new(config.geometry(spec.tile)?)?;
+        let map = config.expert_map()?;
+        let jit = Jit::from_env()?;
+        let mut devices = (0..ngpus).map(Device::open).collect::<Result<Vec<_>, _>>()?;
+        if ngpus > 1 {
+            enable_peer_access(&devices)?;
+        }
+        // Compile once per architecture (all GPUs of a node are normally the same).
+        let mut kernels = Vec::with_capacity(ngpus);
+        for device in &devices {
+            let arch = Arch::for_device(device.gpu().cc);
+            let compiled = jit.compile(&MOE, arch, &spec.defines())?;
+            let kernel = Kernel::load(device, &compiled.cubin, spec.smem_bytes())?;
+            let shape = kernel.cooperative_shape(BLOCK_THREADS)?;
+            kernels.push((kernel, shape));
+        }
+        let grid = kernels.iter().map(|(_, s)| s.grid).min().unwrap_or(0);
+        let blocks_per_rank = grid / ranks_per_gpu;
+        if !(2..=1024).contains(&blocks_per_rank) {
+            return Err(invalid(
+                "ranks_per_gpu",
+                format!(
+                    "{ranks_per_gpu} ranks on a {grid}-block grid leave {blocks_per_rank} blocks per rank (need 2..=1024)"
+                ),
+            ));
+        }
+        let g = layout.geometry();
+        let (bm, cti, cth) =
+            (g.tile.bm as u64, g.col_tiles_inter() as u64, g.col_tiles_hidden() as u64);
+        // Row tiles a rank can receive: every source sends at most T*k rows over its packets.
+        let row_tiles = (world as u64 * config.tokens_per_rank as u64 * config.top_k as u64)
+            .div_ceil(bm)
+            + world as u64 * g.local_experts as u64;
+        let max_tasks = row_tiles * (cti + cth) + layout.token_tiles() as u64 * cth;
+        let max_tasks = u32::try_from(max_tasks).map_err(|_| {
+            invalid("config", format!("{max_tasks} tasks per rank exceed the u32 task index"))
+        })?;
+        let (scratch, scratch_bytes) =
+            scratch_layout(config, g.capacity, max_tasks, blocks_per_rank - 1);
+        let plan = Plan {
+            config: config.clone(),
+            spec,
+            layout,
+            map,
+            scratch,
+            scratch_bytes,
+            ranks_per_gpu,
+            blocks_per_rank,
+        };
+
+        let mut built = Vec::with_capacity(ngpus);
+        let mut heap_table = [0u64; MAX_RANKS];
+        for (d, (device, (kernel, shape))) in devices.drain(..).zip(kernels).enumerate() {
+            let gpu = upload(&plan, device, kernel, shape, d as u32 * ranks_per_gpu, weights)?;
+            let stream = gpu.device.stream().clone();
+            let base = device_ptr(&gpu.heaps, &stream);
+            for r in 0..ranks_per_gpu {
+                heap_table[(gpu.first_rank + r) as usize] =
+                    base + r as u64 * plan.layout.total_bytes();
+            }
+            built.push(Mutex::new(gpu));
+        }
+        Ok(CudaLayer { plan, gpus: built, heap_table })
+    }
+}
+
+/// Allocates one GPU's buffers and uploads the weights and tables.
+fn upload(
+    plan: &Plan,
+    device: Device,
+    kernel: Kernel,
+    shape: LaunchShape,
+    first_rank: u32,
+    weights: &LayerWeights,
+) -> Result<Gpu, BackendError> {
+    let _range = nvtx::LocalRange::new(c"flashdmoe::cuda::upload");
+    let stream = device.stream().clone();
+    let cfg = &plan.config;
+    let r = plan.ranks_per_gpu as usize;
+    let d = |e: cudarc::driver::DriverError| BackendError::Device(e.to_string());
+    let rows =
+        r * cfg.tokens_per_rank as usize * cfg.hidden as usize * cfg.dtype.elem_bytes() as usize;
+    let heaps = stream.alloc_zeros::<u8>(r * plan.layout.total_bytes() as usize).map_err(d)?;
+    let scratch = stream.alloc_zeros::<u8>(r * plan.scratch_bytes as usize).map_err(d)?;
+    let x = stream.alloc_zeros::<u8>(rows.max(16)).map_err(d)?;
+    let y = stream.alloc_zeros::<u8>(rows.max(16)).map_err(d)?;
+    let diag = stream.alloc_zeros::<u8>(std::mem::size_of::<Diag>()).map_err(d)?;
+    let tensors = [
+        Some(&weights.router),
+        Some(&weights.up),
+        weights.gate.as_ref(),
+        Some(&weights.down),
+        weights.up_bias.as_ref(),
+        weights.gate_bias.as_ref(),
+        weights.down_bias.as_ref(),
+    ];
+    let weights = tensors
+        .into_iter()
+        .map(|t| t.map(|v| stream.clone_htod(&encode(cfg.dtype, v)).map_err(d)).transpose())
+        .collect::<Result<Vec<_>, _>>()?;
+    let map = &plan.map;
+    let owners: Vec<u32> = (0..cfg.experts).map(|e| map.owner(e).0).collect();
+    let locals: Vec<u32> = (0..cfg.experts).map(|e| map.owner(e).1).collect();
+    let le = plan.layout.geometry().local_experts;
+    let l2g: Vec<u32> = (0..cfg.world)
+        .flat_map(|r| (0..le).map(move |l| map.global(r, l).unwrap_or(u32::MAX)))
+        .collect();
+    let counts: Vec<u32> = (0..cfg.world).map(|r| map.experts_of(r).len() as u32).collect();
+    let tables = [
+        stream.clone_htod(&owners).map_err(d)?,
+        stream.clone_htod(&locals).map_err(d)?,
+        stream.clone_htod(&l2g).map_err(d)?,
+        stream.clone_htod(&counts).map_err(d)?,
+    ];
+    Ok(Gpu {
+        device,
+        kernel,
+        shape,
+        first_rank,
+        heaps,
+        scratch,
+        x,
+        y,
+        diag,
+        weights,
+        tables,
+        epoch: Epoch::FIRST.prev(),
+    })
+}
+
+/// What one GPU's launch left behind, before it is read back.
+struct Launched {
+    start: cudarc::driver::CudaEvent,
+    end: cudarc::driver::CudaEvent,
+    epoch: Epoch,
+}
+
+impl CudaLayer {
+    /// Ranks per GPU of this layer.
+    pub fn ranks_per_gpu(&self) -> u32 {
+        self.plan.ranks_per_gpu
+    }
+
+    /// Blocks per rank partition (1 OS block + processors).
+    pub fn blocks_per_rank(&self) -> u32 {
+        self.plan.blocks_per_rank
+    }
+
+    /// The task tile the kernel was specialised for.
+    pub fn spec(&self) -> &MoeSpec {
+        &self.plan.spec
+    }
+
+    fn check_input(&self, rank: u32, input: &[f32]) -> Result<(), BackendError> {
+        let c = &self.plan.config;
+        let want = c.tokens_per_rank as usize * c.hidden as usize;
+        if input.len() != want {
+            return Err(invalid(
+                "input",
+                format!("rank {rank}: {} values, expected T*H = {want}", input.len()),
+            ));
+        }
+        if let Some(i) = input.iter().position(|v| !v.is_finite()) {
+            return Err(invalid("input", format!("rank {rank}: value {i} is not finite")));
+        }
+        Ok(())
+    }
+
+    /// Uploads the inputs of GPU `gpu`'s ranks and launches its kernel.
+    fn launch(
+        &self,
+        gpu: &mut Gpu,
+        inputs: &[&[f32]],
+        options: &ForwardOptions,
+    ) -> Result<Launched, BackendError> {
+        let _range = nvtx::LocalRange::new(c"flashdmoe::cuda::launch");
+        let plan = &self.plan;
+        let stream = gpu.device.stream().clone();
+        let d = |e: cudarc::driver::DriverError| BackendError::Device(e.to_string());
+        let host: Vec<u8> = inputs.iter().flat_map(|x| encode(plan.config.dtype, x)).collect();
+        stream.memcpy_htod(&host, &mut gpu.x.slice_mut(..host.len())).map_err(d)?;
+        stream.memset_zeros(&mut gpu.diag).map_err(d)?;
+        gpu.epoch = gpu.epoch.next();
+        let w = |i: usize| gpu.weights[i].as_ref().map_or(0, |s| device_ptr(s, &stream));
+        let params = KernelParams {
+            layout: plan.layout.params(),
+            scratch_layout: plan.scratch,
+            heaps: self.heap_table,
+            x: device_ptr(&gpu.x, &stream),
+            y: device_ptr(&gpu.y, &stream),
+            router: w(0),
+            w_up: w(1),
+            w_gate: w(2),
+            w_down: w(3),
+            b_up: w(4),
+            b_gate: w(5),
+            b_down: w(6),
+            expert_owner: device_ptr(&gpu.tables[0], &stream),
+            expert_local: device_ptr(&gpu.tables[1], &stream),
+            local_to_global: device_ptr(&gpu.tables[2], &stream),
+            local_experts_of: device_ptr(&gpu.tables[3], &stream),
+            scratch: device_ptr(&gpu.scratch, &stream),
+            scratch_bytes: plan.scratch_bytes,
+            diag: device_ptr(&gpu.diag, &stream),
+            timeout_ns: options.timeout.as_nanos().min(u64::MAX as u128) as u64,
+            epoch: gpu.epoch.get(),
+            first_rank: gpu.first_rank,
+            local_ranks: plan.ranks_per_gpu,
+            blocks_per_rank: plan.blocks_per_rank,
+            trace: u32::from(options.trace),
+            pad: 0,
+        };
+        let flags = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
+        let start = stream.record_event(flags).map_err(d)?;
+        let shape =
+            LaunchShape { grid: plan.blocks_per_rank * plan.ranks_per_gpu, block: BLOCK_THREADS };
+        debug_assert!(shape.grid <= gpu.shape.grid);
+        // SAFETY: every address in `params` names a live allocation of this layer on this
+        // GPU or, for `heaps`, a rank's heap of `layout.total_bytes()` bytes on this or a
+        // peer-enabled GPU; the scratch/heap layouts were computed for exactly these sizes,
+        // and the kernel was compiled for this config's shapes (MoeSpec::defines).
+        unsafe { gpu.kernel.launch_cooperative(&stream, shape, &params)? };
+        let end = stream.record_event(flags).map_err(d)?;
+        Ok(Launched { start, end, epoch: gpu.epoch })
+    }
+
+    /// Waits for GPU `gpu`'s forward and reads its ranks' results.
+    fn collect(
+        &self,
+        gpu: &Gpu,
+        launched: Launched,
+        options: &ForwardOptions,
+    ) -> Result<Vec<RankOutput>, BackendError> {
+        let _range = nvtx::LocalRange::new(c"flashdmoe::cuda::collect");
+        let plan = &self.plan;
+        let (cfg, g) = (&plan.config, plan.layout.geometry());
+        let stream = gpu.device.stream().clone();
+        let d = |e: cudarc::driver::DriverError| BackendError::Device(e.to_string());
+        launched.end.synchronize().map_err(d)?;
+        let elapsed = Duration::from_secs_f64(
+            launched.start.elapsed_ms(&launched.end).map_err(d)? as f64 / 1e3,
+        );
+        let diag_bytes = stream.clone_dtoh(&gpu.diag).map_err(d)?;
+        let diag = bytemuck_diag(&diag_bytes);
+        if diag.status != 0 {
+            return Err(BackendError::Timeout(timeout_report(&diag, plan)));
+        }
+        let (t, k, e) = (cfg.tokens_per_rank as usize, cfg.top_k as usize, cfg.experts as usize);
+        let eb = cfg.dtype.elem_bytes() as u64;
+        let row_bytes = cfg.hidden as u64 * eb;
+        let mut outs = Vec::with_capacity(plan.ranks_per_gpu as usize);
+        for local in 0..plan.ranks_per_gpu {
+            let rank = gpu.first_rank + local;
+            let read =
+                |slice: &CudaSlice<u8>, offset: u64, len: u64| -> Result<Vec<u8>, BackendError> {
+                    let view = slice.slice(offset as usize..(offset + len) as usize);
+                    stream.clone_dtoh(&view).map_err(d)
+                };
+            let s0 = local as u64 * plan.scratch_bytes;
+            let sl = &plan.scratch;
+            let y = read(&gpu.y, local as u64 * t as u64 * row_bytes, t as u64 * row_bytes)?;
+            let experts = u32s(&read(&gpu.scratch, s0 + sl.topk_expert, (t * k * 4) as u64)?);
+            let weights = u32s(&read(&gpu.scratch, s0 + sl.topk_weight, (t * k * 4) as u64)?)
+                .into_iter()
+                .map(f32::from_bits)
+                .collect();
+            let rows = u32s(&read(&gpu.scratch, s0 + sl.slot_row, (t * k * 4) as u64)?);
+            let packet_rows = u32s(&read(&gpu.scratch, s0 + sl.packet_rows, (e * 4) as u64)?);
+            let tokens = u32s(&read(
+                &gpu.scratch,
+                s0 + sl.expert_tokens,
+                (e as u64) * g.capacity as u64 * 4,
+            )?);
+            let expert_tokens = packet_rows
+                .iter()
+                .enumerate()
+                .map(|(ex, &n)| tokens[ex * g.capacity as usize..][..n as usize].to_vec())
+                .collect();
+            let routing = RankRouting { top_k: cfg.top_k, experts, weights, rows, expert_tokens };
+            // Rows received, from this rank's own dispatch signals (what its bound came from).
+            let h0 = local as u64 * plan.layout.total_bytes();
+            let nle = plan.map.experts_of(rank).len() as u32;
+            let signals = read(
+                &gpu.heaps,
+                h0 + plan.layout.dispatch_signal(0, 0)?,
+                g.world as u64 * g.local_experts as u64 * 8,
+            )?;
+            let mut received = Vec::new();
+            for src in 0..g.world {
+                for le in 0..nle {
+                    let i = (src * g.local_experts + le) as usize * 8;
+                    let word = u64::from_le_bytes(signals[i..i + 8].try_into().expect("8 bytes"));
+                    match signal::decode_dispatch(word, launched.epoch, g.capacity)? {
+                        signal::SignalState::Ready(n) => received.push(n),
+                        signal::SignalState::Pending { seen_epoch } => {
+                            return Err(BackendError::Device(format!(
+                                "rank {rank}: dispatch signal from rank {src} for local expert {le} still at epoch {seen_epoch} after a successful forward"
+                            )));
+                        }
+                    }
+                }
+            }
+            let tasks = TaskCounts::for_rank(&plan.layout, received.iter().copied());
+            let sent: u64 = packet_rows.iter().map(|&n| n as u64).sum();
+            let returned: u64 = received.iter().map(|&n| n as u64).sum();
+            let dropped = routing.rows.iter().filter(|&&r| r == DROPPED).count() as u64;
+            let padded_rows = cfg.experts as u64 * g.capacity as u64
+                + g.world as u64 * nle as u64 * g.capacity as u64;
+            let stats = RankStats {
+                elapsed,
+                tasks,
+                rows_sent: sent,
+                bytes_sent: (sent + returned) * row_bytes,
+                padded_bytes: padded_rows * row_bytes,
+                dropped,
+            };
+            let trace = if options.trace {
+                Some(self.read_trace(gpu, &stream, local, tasks.total())?)
+            } else {
+                None
+            };
+            outs.push(RankOutput { output: decode(cfg.dtype, &y), routing, stats, trace });
+        }
+        Ok(outs)
+    }
+
+    fn read_trace(
+        &self,
+        gpu: &Gpu,
+        stream: &Arc<CudaStream>,
+        local: u32,
+        count: u64,
+    ) -> Result<Vec<TraceEvent>, BackendError> {
+        let plan = &self.plan;
+        let d = |e: cudarc::driver::DriverError| BackendError::Device(e.to_string());
+        let s0 = local as u64 * plan.scratch_bytes;
+        let read = |offset: u64, len: u64| -> Result<Vec<u8>, BackendError> {
+            stream
+                .clone_dtoh(
+                    &gpu.scratch.slice((s0 + offset) as usize..(s0 + offset + len) as usize),
+                )
+                .map_err(d)
+        };
+        let control = u32s(&read(plan.scratch.control, 64)?);
+        let kernel_start = control[1] as u64 | (control[2] as u64) << 32;
+        let tasks = read(plan.scratch.tasks, count * 64)?;
+        let records = read(plan.scratch.trace, count * std::mem::size_of::<TraceRecord>() as u64)?;
+        let rank = gpu.first_rank + local;
+        let mut events = Vec::with_capacity(count as usize);
+        for i in 0..count as usize {
+            let t = flashdmoe_proto::TaskDescriptor::decode(&tasks[i * 64..][..64], &plan.layout)?;
+            let rec = &records[i * 24..][..24];
+            let word = |o: usize| u64::from_le_bytes(rec[o..o + 8].try_into().expect("8 bytes"));
+            let processor = u32::from_le_bytes(rec[16..20].try_into().expect("4 bytes"));
+            events.push(TraceEvent {
+                rank,
+                processor,
+                kind: t.task_kind()?,
+                source: t.source_rank,
+                owner: t.owner_rank,
+                local_expert: t.local_expert,
+                row_tile: t.row_tile,
+                col_tile: t.col_tile,
+                start_ns: word(0).saturating_sub(kernel_start),
+                end_ns: word(8).saturating_sub(kernel_start),
+            });
+        }
+        Ok(events)
+    }
+}
+
+fn bytemuck_diag(bytes: &[u8]) -> Diag {
+    let w = |i: usize| u32::from_le_bytes(bytes[i * 4..i * 4 + 4].try_into().expect("4 bytes"));
+    Diag {
+        status: w(0),
+        abort: w(1),
+        rank: w(2),
+        role: w(3),
+        what: w(4),
+        index: w(5),
+        expected_epoch: w(6),
+        pad: w(7),
+        seen: u64::from_le_bytes(bytes[32..40].try_into().expect("8 bytes")),
+    }
+}
+
+fn timeout_report(diag: &Diag, plan: &Plan) -> TimeoutReport {
+    let role = ROLES.get(diag.role as usize).map_or("unknown role", |r| r.1);
+    let what = WAITS.get(diag.what as usize).map_or("unknown condition", |w| w.1);
+    let g = plan.layout.geometry();
+    let detail = match diag.what {
+        0 => format!(
+            "{what} from rank {} for local expert {}",
+            diag.index / g.local_experts.max(1),
+            diag.index % g.local_experts.max(1)
+        ),
+        _ => format!("{what} #{}", diag.index),
+    };
+    TimeoutReport {
+        rank: diag.rank,
+        role: role.to_owned(),
+        awaited: detail,
+        expected_epoch: diag.expected_epoch,
+        seen: diag.seen,
+    }
+}
+
+impl Layer for CudaLayer {
+    fn config(&self) -> &MoeConfig {
+        &self.plan.config
+    }
+
+    /// The per-rank entry point: with one rank per GPU, rank `r`'s caller launches GPU `r`'s
+    /// kernel and waits for it; the GPUs meet through their signals. With virtual ranks the
+    /// ranks of a GPU share one launch, so use [`Layer::forward`].
+    fn forward_rank(
+        &self,
+        rank: u32,
+        input: &[f32],
+        options: &ForwardOptions,
+    ) -> Result<RankOutput, BackendError> {
+        if self.plan.ranks_per_gpu != 1 {
+            return Err(invalid(
+                "rank",
+                format!(
+                    "forward_rank needs one rank per GPU; this layer runs {} ranks per GPU (use forward)",
+                    self.plan.ranks_per_gpu
+                ),
+            ));
+        }
+        if rank >= self.plan.config.world {
+            return Err(invalid(
+                "rank",
+                format!("{rank} is not a rank of a world of {}", self.plan.config.world),
+            ));
+        }
+        self.check_input(rank, input)?;
+        let mut gpu = self.gpus[rank as usize].lock().unwrap_or_else(PoisonError::into_inner);
+        let launched = self.launch(&mut gpu, &[input], options)?;
+        Ok(self.collect(&gpu, launched, options)?.remove(0))
+    }
+
+    fn forward(
+        &self,
+        inputs: &[Vec<f32>],
+        options: &ForwardOptions,
+    ) -> Result<ForwardOutput, BackendError> {
+        let _range = nvtx::LocalRange::new(c"flashdmoe::cuda::forward");
+        let world = self.plan.config.world as usize;
+        if inputs.len() != world {
+            return Err(invalid(
+                "inputs",
+                format!("expected one input per rank ({world}), got {}", inputs.len()),
+            ));
+        }
+        for (rank, input) in inputs.iter().enumerate() {
+            self.check_input(rank as u32, input)?;
+        }
+        let start = std::time::Instant::now();
+        let r = self.plan.ranks_per_gpu as usize;
+        let mut guards: Vec<_> =
+            self.gpus.iter().map(|g| g.lock().unwrap_or_else(PoisonError::into_inner)).collect();
+        // Launch every GPU before waiting on any: their kernels meet through signals.
+        let mut launched = Vec::with_capacity(guards.len());
+        for (d, gpu) in guards.iter_mut().enumerate() {
+            let mine: Vec<&[f32]> = inputs[d * r..(d + 1) * r].iter().map(Vec::as_slice).collect();
+            launched.push(self.launch(gpu, &mine, options)?);
+        }
+        let mut ranks = Vec::with_capacity(world);
+        for (gpu, l) in guards.iter().zip(launched) {
+            ranks.extend(self.collect(gpu, l, options)?);
+        }
+        Ok(ForwardOutput { ranks, elapsed: start.elapsed() })
+    }
+}

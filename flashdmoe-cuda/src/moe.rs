@@ -1,0 +1,244 @@
+//! The MoE kernel's specialisation: which `-D` defines a config compiles to, the tile the
+//! kernel uses for it, and the representative variants CI compile-checks.
+//!
+//! Invariants:
+//! * Shapes (H, I, E, k), dtype, activation, bias, renormalisation and the task tile are
+//!   compile-time in the kernel (`FDM_*` defines); tokens per rank, capacity, world size and
+//!   placement stay run-time, so one compilation serves every batch size of a model.
+//! * [`MoeSpec::smem_bytes`] is the dynamic shared memory the kernel needs; the kernel
+//!   `static_assert`s that `FDM_SMEM_BYTES` (passed from here) covers its tile configs, so the
+//!   host and device cannot disagree.
+
+use flashdmoe_core::{Activation, DType, MoeConfig};
+use flashdmoe_proto::TileShape;
+
+use crate::jit::Defines;
+use crate::kernels::{KernelSource, KernelVariant};
+
+/// The persistent MoE kernel.
+pub const MOE: KernelSource = KernelSource {
+    file: "moe.cu",
+    text: include_str!("../kernels/moe.cu"),
+    entry: "fdm_moe_forward",
+};
+
+/// Threads per block of the MoE kernel (the tile library's 8 warps).
+pub const BLOCK_THREADS: u32 = 256;
+
+/// Pipeline stages of every tile config the kernel instantiates.
+const STAGES: u32 = 4;
+
+/// One specialisation of the MoE kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct MoeSpec {
+    /// Element type.
+    pub dtype: DType,
+    /// Activation.
+    pub activation: Activation,
+    /// Expert biases.
+    pub bias: bool,
+    /// Renormalised combine weights.
+    pub renormalize: bool,
+    /// Hidden size H.
+    pub hidden: u32,
+    /// Intermediate size I.
+    pub inter: u32,
+    /// Experts E.
+    pub experts: u32,
+    /// Experts per token k.
+    pub top_k: u32,
+    /// Task tile.
+    pub tile: TileShape,
+}
+
+/// The widest output tile dividing H and I: 256 (the tile library's fastest, 128x256) unless
+/// the experts are gated (two B tiles of 256 would not fit in shared memory), else 128, else 64.
+fn widest_bn(activation: Activation, hidden: u32, inter: u32) -> u32 {
+    let fits = |bn: u32| hidden.is_multiple_of(bn) && inter.is_multiple_of(bn);
+    if activation != Activation::SiluGated && fits(256) {
+        256
+    } else if fits(128) {
+        128
+    } else {
+        64
+    }
+}
+
+/// K step of the tile library for a dtype: one 128-byte shared-memory row.
+pub fn bk(dtype: DType) -> u32 {
+    128 / dtype.elem_bytes()
+}
+
+impl MoeSpec {
+    /// The specialisation for `config`: `bm` = 64 when the average packet is under 128 rows
+    /// (small batches waste less of a tile), else 128; `bn` the widest that divides H and I
+    /// (H and I are multiples of 64 by config validation).
+    pub fn for_config(config: &MoeConfig) -> MoeSpec {
+        let avg_rows =
+            config.tokens_per_rank as u64 * config.top_k as u64 / config.experts.max(1) as u64;
+        let bm = if avg_rows < 128 { 64 } else { 128 };
+        let bn = widest_bn(config.activation, config.hidden, config.inter);
+        MoeSpec {
+            dtype: config.dtype,
+            activation: config.activation,
+            bias: config.bias,
+            renormalize: config.renormalize,
+            hidden: config.hidden,
+            inter: config.inter,
+            experts: config.experts,
+            top_k: config.top_k,
+            tile: TileShape { bm, bn, bk: bk(config.dtype) },
+        }
+    }
+
+    fn mode(&self) -> u32 {
+        match self.dtype {
+            DType::Bf16 => 0,
+            DType::F16 => 1,
+            DType::F32 => 2,
+            DType::F32Exact => 3,
+        }
+    }
+
+    /// Dynamic shared memory per block: the largest of the kernel's tile configs (GEMM0, dual
+    /// for SwiGLU; GEMM1; the 64x64 router tile), each `max(pipeline, f32 store staging)`, and
+    /// at least the OS block's state.
+    pub fn smem_bytes(&self) -> u32 {
+        let row_bytes = 128; // BK * element size, by construction of `bk`
+        let tile = |bm: u32, bn: u32, nb: u32| {
+            let pipe = STAGES * (bm * row_bytes + nb * bn * row_bytes);
+            let staging = bm * (bn + 8) * 4;
+            pipe.max(staging)
+        };
+        let gated = if self.activation == Activation::SiluGated { 2 } else { 1 };
+        let (bm, bn) = (self.tile.bm, self.tile.bn);
+        tile(bm, bn, gated).max(tile(bm, bn, 1)).max(tile(64, 64, 1))
+    }
+
+    /// The `-D` defines of this specialisation.
+    pub fn defines(&self) -> Defines {
+        let act = match self.activation {
+            Activation::Relu => 0,
+            Activation::Gelu => 1,
+            Activation::SiluGated => 2,
+        };
+        Defines::new()
+            .set("FDM_MODE", self.mode())
+            .set("FDM_ACT", act)
+            .set("FDM_BIAS", u32::from(self.bias))
+            .set("FDM_RENORM", u32::from(self.renormalize))
+            .set("FDM_H", self.hidden)
+            .set("FDM_I", self.inter)
+            .set("FDM_E", self.experts)
+            .set("FDM_TOPK", self.top_k)
+            .set("FDM_BM", self.tile.bm)
+            .set("FDM_BN", self.tile.bn)
+            .set("FDM_SMEM_BYTES", self.smem_bytes())
+    }
+
+    /// A short label, e.g. `bf16-swiglu-bias-H4096-I14336-E8-k2-128x128`.
+    pub fn label(&self) -> String {
+        let dtype = match self.dtype {
+            DType::Bf16 => "bf16",
+            DType::F16 => "f16",
+            DType::F32 => "tf32",
+            DType::F32Exact => "f32exact",
+        };
+        let act = match self.activation {
+            Activation::Relu => "relu",
+            Activation::Gelu => "gelu",
+            Activation::SiluGated => "swiglu",
+        };
+        format!(
+            "{dtype}-{act}{}-H{}-I{}-E{}-k{}-{}x{}",
+            if self.bias { "-bias" } else { "" },
+            self.hidden,
+            self.inter,
+            self.experts,
+            self.top_k,
+            self.tile.bm,
+            self.tile.bn
+        )
+    }
+
+    /// This specialisation as a compile-checkable variant.
+    pub fn variant(&self) -> KernelVariant {
+        KernelVariant { label: self.label(), source: MOE, defines: self.defines() }
+    }
+}
+
+/// The MoE variants CI compile-checks: every dtype x activation x row tile on a paper-grid
+/// shape, with and without biases, plus the model presets' shapes (H, I not multiples of 128
+/// included, which select `bn` = 64).
+pub fn variants() -> Vec<KernelVariant> {
+    let mut out = Vec::new();
+    let base =
+        |dtype, activation, bias, bm, (hidden, inter, experts, top_k): (u32, u32, u32, u32)| {
+            let bn = widest_bn(activation, hidden, inter);
+            MoeSpec {
+                dtype,
+                activation,
+                bias,
+                renormalize: true,
+                hidden,
+                inter,
+                experts,
+                top_k,
+                tile: TileShape { bm, bn, bk: bk(dtype) },
+            }
+        };
+    for dtype in [DType::Bf16, DType::F16, DType::F32, DType::F32Exact] {
+        for activation in [Activation::Relu, Activation::Gelu, Activation::SiluGated] {
+            for bm in [64, 128] {
+                out.push(base(dtype, activation, bm == 64, bm, (2048, 2048, 32, 2)).variant());
+            }
+        }
+    }
+    // Model presets (bf16 SwiGLU): Mixtral-8x7B, Qwen1.5-MoE, DeepSeek-V2-Lite, OLMoE,
+    // gpt-oss-20b (with biases, H = I = 2880 -> bn 64).
+    for (shape, bias) in [
+        ((4096, 14336, 8, 2), false),
+        ((2048, 1408, 60, 4), false),
+        ((2048, 1408, 64, 6), false),
+        ((2048, 1024, 64, 8), false),
+        ((2880, 2880, 32, 4), true),
+    ] {
+        for bm in [64, 128] {
+            out.push(base(DType::Bf16, Activation::SiluGated, bias, bm, shape).variant());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn smem_fits_an_h200_block_for_every_variant_tile() {
+        for dtype in [DType::Bf16, DType::F32] {
+            let spec = MoeSpec {
+                dtype,
+                activation: Activation::SiluGated,
+                bias: true,
+                renormalize: true,
+                hidden: 2048,
+                inter: 2048,
+                experts: 8,
+                top_k: 2,
+                tile: TileShape { bm: 128, bn: 128, bk: bk(dtype) },
+            };
+            // 4 stages x (128 + 2 x 128) rows x 128 B = 192 KiB, within the 227 KiB opt-in.
+            assert_eq!(spec.smem_bytes(), 196_608);
+        }
+    }
+
+    #[test]
+    fn labels_are_unique() {
+        let v = variants();
+        let mut labels: Vec<_> = v.iter().map(|v| v.label.clone()).collect();
+        labels.sort();
+        labels.dedup();
+        assert_eq!(labels.len(), v.len());
+    }
+}

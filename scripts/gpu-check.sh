@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Runs on the GPU machine (no Rust there): the CUDA backend's correctness checks against the
+# CPU oracle and the timings, in one process, plus the GPU-side unit tests when their binaries
+# were carried along. Build here first:
+#   cargo build --release -p flashdmoe-cuda --example gpu-check
+#   mkdir -p .carry && cp target/release/examples/gpu-check .carry/
+# then run `bash scripts/gpu-check.sh [gpu-check args]` there with `.carry` carried.
+# Logs and JSON land in $OUT (or ./gpu-check-out when OUT is unset).
+set -u -o pipefail
+out=${OUT:-gpu-check-out}
+mkdir -p "$out"
+export LD_LIBRARY_PATH=/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+export FLASHDMOE_CUDA_HOME=${FLASHDMOE_CUDA_HOME:-/usr/local/cuda}
+export FLASHDMOE_CACHE_DIR=${FLASHDMOE_CACHE_DIR:-/tmp/flashdmoe-cache}
+bin=${GPU_CHECK_BIN:-.carry/gpu-check}
+nvidia-smi --query-gpu=index,name,driver_version,clocks.sm,clocks.mem,temperature.gpu --format=csv | tee "$out/gpu.txt"
+status=0
+for t in .carry/tests/*; do
+  [ -x "$t" ] || continue
+  echo "== $(basename "$t")"
+  "$t" --test-threads=1 2>&1 | tee -a "$out/gpu-tests.log" || status=1
+done
+"$bin" --json "$out/gpu-check.jsonl" "$@" 2>&1 | tee "$out/gpu-check.log" || status=1
+exit $status
