@@ -21,4 +21,11 @@ for t in .carry/tests/*; do
   "$t" --test-threads=1 2>&1 | tee -a "$out/gpu-tests.log" || status=1
 done
 "$bin" --json "$out/gpu-check.jsonl" "$@" 2>&1 | tee "$out/gpu-check.log" || status=1
+# The PyTorch single-GPU baseline (router + permute + torch._grouped_mm + unpermute, eager and
+# CUDA-graph replayed) on the same machine in the same run, for the ratios.
+if [ "${SKIP_TORCH:-0}" != 1 ]; then
+  PYTHONUNBUFFERED=1 python3 bench/baselines/torch_single.py --variants grouped,graph --iters 20 --warmup 5 \
+    --preset ${TORCH_PRESETS:-paper-t128-e8-cf1 paper-t4096-e8-cf1 paper-t16384-e8-cf1 paper-t16384-e32-cf1 paper-t16384-e8-dropless mixtral-8x7b} \
+    --out "$out/torch-single.jsonl" 2>&1 | tail -n 30 | tee "$out/torch-single.log" || status=1
+fi
 exit $status

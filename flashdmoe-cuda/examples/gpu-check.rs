@@ -3,7 +3,7 @@
 //! timings of the paper grid, all in one process (run by `scripts/gpu-check.sh` on the GPU
 //! machine). Every timed configuration is verified in the same run.
 //!
-//! Usage: `gpu-check [--quick] [--json PATH] [--only SUBSTRING] [--iters N]`
+//! Usage: `gpu-check [--quick] [--json PATH] [--only SUBSTRING[,SUBSTRING...]] [--iters N]`
 //!
 //! Prints one line per check and a summary table last; exits non-zero if any check failed.
 
@@ -159,6 +159,21 @@ fn run_case(case: &Case, iters: usize) -> Result<Row, String> {
         padded as f64 / 1048576.0,
         first.ranks[0].stats.tasks.total()
     ));
+    // One traced forward: conformance of the GPU task trace against core's model, and
+    // where the time goes.
+    let traced_opts = ForwardOptions { trace: true, ..options.clone() };
+    let traced =
+        layer.forward(&inputs, &traced_opts).map_err(|e| format!("traced forward: {e}"))?;
+    match layer.check_trace(&traced) {
+        Ok(()) => detail.push_str("; trace conforms"),
+        Err(e) => {
+            ok = false;
+            detail.push_str(&format!("; {e}"));
+        }
+    }
+    if case.timed {
+        detail.push_str(&trace_summary(&traced, layer.blocks_per_rank() - 1));
+    }
     let (mut median, mut p10, mut p90, mut floor) = (None, None, None, None);
     if case.timed && ok {
         let mut times = Vec::with_capacity(iters);
@@ -198,6 +213,39 @@ fn run_case(case: &Case, iters: usize) -> Result<Row, String> {
         p90_ms: p90,
         floor_ms: floor,
     })
+}
+
+/// Where a traced forward's time went: routing/dispatch before the first task, the task
+/// phase by kind, and processor utilisation over the whole launch.
+fn trace_summary(out: &flashdmoe_core::ForwardOutput, processors: u32) -> String {
+    use flashdmoe_proto::TaskKind;
+    let mut text = String::new();
+    for r in &out.ranks {
+        let Some(events) = &r.trace else { continue };
+        let kernel_ns = r.stats.elapsed.as_nanos() as f64;
+        let first = events.iter().map(|e| e.start_ns).min().unwrap_or(0);
+        let last = events.iter().map(|e| e.end_ns).max().unwrap_or(0);
+        let busy: u64 = events.iter().map(|e| e.end_ns - e.start_ns).sum();
+        let kinds = [TaskKind::Gemm0, TaskKind::Gemm1, TaskKind::Combine].map(|k| {
+            let ev: Vec<_> = events.iter().filter(|e| e.kind == k).collect();
+            let n = ev.len().max(1) as f64;
+            let mean = ev.iter().map(|e| (e.end_ns - e.start_ns) as f64).sum::<f64>() / n / 1e3;
+            let lo = ev.iter().map(|e| e.start_ns).min().unwrap_or(0) as f64 / 1e3;
+            let hi = ev.iter().map(|e| e.end_ns).max().unwrap_or(0) as f64 / 1e3;
+            format!("{} n={} mean {mean:.1}us span {lo:.0}-{hi:.0}us", k.name(), ev.len())
+        });
+        text.push_str(&format!(
+            "; rank {}: kernel {:.0}us, first task at {:.0}us, last end {:.0}us, busy {:.0}% of launch x {processors} processors; {}",
+            events.first().map_or(0, |e| e.rank),
+            kernel_ns / 1e3,
+            first as f64 / 1e3,
+            last as f64 / 1e3,
+            busy as f64 / (kernel_ns * processors as f64) * 100.0,
+            kinds.join(", ")
+        ));
+        break; // rank 0 speaks for all in single-rank timings
+    }
+    text
 }
 
 fn cases(quick: bool) -> Vec<Case> {
@@ -357,7 +405,7 @@ fn main() -> ExitCode {
         rows.push(row);
     }
     for case in cases(args.quick) {
-        if args.only.as_ref().is_some_and(|s| !case.name.contains(s.as_str())) {
+        if args.only.as_ref().is_some_and(|s| !s.split(',').any(|p| case.name.contains(p))) {
             continue;
         }
         let t0 = std::time::Instant::now();

@@ -695,13 +695,12 @@ __device__ void run_gemm1(const Rank& r, const fdm_task& t, char* smem) {
   Gemm1::gemm(acc, A, kI, (int)t.valid_rows, down, kI, kBN, kI, smem);
   const Elem* bias = kBias ? reinterpret_cast<const Elem*>(r.p->b_down) + (unsigned long long)e * kH + col0 : nullptr;
   Gemm1::store<Elem>(acc, out, kH, (int)t.valid_rows, kBN, smem, nullptr, EpilogueOp<Act::None, Elem>{bias, nullptr});
-  // Returned rows, then the epoch-stamped return signal in the source's heap.
-  __threadfence_system();
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    st_release_sys(reinterpret_cast<unsigned long long*>(dest + t.signal_offset),
-                   fdm_signal(t.epoch, fdm_return_tile_id(&r.p->layout, t.row_tile, t.col_tile)));
-  }
+}
+
+/// After a GEMM1 tile's rows are stored: the epoch-stamped return signal in the source's heap.
+__device__ void raise_return_signal(const Rank& r, const fdm_task& t) {
+  st_release_sys(reinterpret_cast<unsigned long long*>(r.heap_of(t.source_rank) + t.signal_offset),
+                 fdm_signal(t.epoch, fdm_return_tile_id(&r.p->layout, t.row_tile, t.col_tile)));
 }
 
 /// out[t][cols] = sum over the token's kept slots, in slot order, of weight * returned row.
@@ -766,11 +765,16 @@ __device__ void processor(const Rank& r, unsigned pid, char* smem) {
     if (ti == kStop) return;
     const fdm_task t = r.tasks()[ti];
     const unsigned long long start = now_ns();
+    // The trace's end time is taken once the tile's results are stored and fenced but before
+    // anything that depends on them is published, so a dependent task never appears to start
+    // before its prerequisite ended (trace conformance).
+    unsigned long long end = 0;
     if (t.kind == FDM_TASK_GEMM0) {
       run_gemm0<kGated>(r, t, smem);
       // Row-tile counter: the processor completing it publishes the row tile's GEMM1 tasks.
       __threadfence();
       __syncthreads();
+      end = now_ns();
       if (threadIdx.x == 0) {
         unsigned* counter = reinterpret_cast<unsigned*>(r.heap + t.counter_offset);
         const bool last = atomicAdd(counter, 1u) + 1u == col_tiles_i();
@@ -786,15 +790,21 @@ __device__ void processor(const Rank& r, unsigned pid, char* smem) {
       }
     } else if (t.kind == FDM_TASK_GEMM1) {
       run_gemm1(r, t, smem);
+      __threadfence_system();  // returned rows before the signal
+      __syncthreads();
+      end = now_ns();
+      if (threadIdx.x == 0) raise_return_signal(r, t);
     } else {
       run_combine(r, t);
+      __syncthreads();
+      end = now_ns();
     }
     __syncthreads();
     if (threadIdx.x == 0) {
       if (r.p->trace) {
         fdm_trace_record rec;
         rec.start_ns = start;
-        rec.end_ns = now_ns();
+        rec.end_ns = end;
         rec.processor = pid;
         rec.task = ti;
         r.trace()[ti] = rec;

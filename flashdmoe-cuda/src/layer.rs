@@ -28,11 +28,12 @@ use cudarc::driver::{CudaSlice, CudaStream, DevicePtr};
 use flashdmoe_core::backend::RankStats;
 use flashdmoe_core::config::ExpertMap;
 use flashdmoe_core::routing::{DROPPED, RankRouting};
+use flashdmoe_core::runtime::conformance;
 use flashdmoe_core::{
     Backend, BackendError, DType, ForwardOptions, ForwardOutput, Layer, LayerWeights, MoeConfig,
     RankOutput, TimeoutReport, TraceEvent,
 };
-use flashdmoe_proto::{Epoch, HeapLayout, TaskCounts, div_ceil, signal};
+use flashdmoe_proto::{Epoch, HeapLayout, RoutingPlan, TaskCounts, div_ceil, signal};
 
 use crate::device::{Device, enable_peer_access, gpus};
 use crate::error::CudaError;
@@ -408,6 +409,30 @@ impl CudaLayer {
     /// The task tile the kernel was specialised for.
     pub fn spec(&self) -> &MoeSpec {
         &self.plan.spec
+    }
+
+    /// The symmetric heap layout every rank uses.
+    pub fn layout(&self) -> &HeapLayout {
+        &self.plan.layout
+    }
+
+    /// Trace conformance: replays a traced forward's GPU task trace against core's model of
+    /// the task graph for the routing that forward computed (every task exactly once, on the
+    /// right rank, after its prerequisites ended).
+    pub fn check_trace(&self, out: &ForwardOutput) -> Result<(), BackendError> {
+        let mut events = Vec::new();
+        let mut sources = Vec::with_capacity(out.ranks.len());
+        for (rank, r) in out.ranks.iter().enumerate() {
+            let trace = r.trace.as_ref().ok_or_else(|| {
+                invalid("trace", format!("rank {rank} has no trace: run the forward with trace on"))
+            })?;
+            events.extend_from_slice(trace);
+            sources.push(r.routing.source_plan(&self.plan.config, &self.plan.layout)?);
+        }
+        let plan = RoutingPlan::new(&self.plan.layout, sources)?;
+        conformance::check(&self.plan.layout, &plan, &events).map_err(|e| {
+            BackendError::Device(format!("GPU trace does not conform to the task graph: {e}"))
+        })
     }
 
     fn check_input(&self, rank: u32, input: &[f32]) -> Result<(), BackendError> {
