@@ -55,6 +55,8 @@ pub mod conformance;
 mod dispatch;
 mod doorbell;
 mod heap;
+#[cfg(all(test, flashdmoe_loom))]
+mod loom_tests;
 mod processor;
 mod queue;
 mod scheduler;

@@ -1,0 +1,250 @@
+//! loom models of the runtime's cross-thread protocol, over a minimal in-test heap and a
+//! byte-copying executor (the simulator's loom suite runs whole two-rank forwards with the real
+//! tile math). Each model also runs with one ordering weakened, which loom must catch.
+
+use flashdmoe_proto::{
+    Epoch, Geometry, HeapLayout, SourcePlan, Stage, TaskDescriptor, TaskKind, TileShape,
+};
+
+use super::{
+    Poll, Processor, RankContext, RankState, Role, RuntimeError, Scheduler, Subscriber,
+    SymmetricHeap, TileExecutor, dispatch, drive,
+};
+use std::time::Duration;
+
+use crate::sync::{Arc, AtomicU32, AtomicU64, Ordering, SharedBytes, thread};
+
+/// A heap over the proto layout whose signal-store and counter orderings are switchable.
+struct TestHeap {
+    layout: HeapLayout,
+    signals: Vec<Vec<AtomicU64>>,
+    counters: Vec<Vec<AtomicU32>>,
+    data: Vec<SharedBytes>,
+    signal_store: Ordering,
+    counter_add: Ordering,
+}
+
+impl TestHeap {
+    fn new(layout: HeapLayout, signal_store: Ordering, counter_add: Ordering) -> Self {
+        let p = layout.params();
+        let world = p.world as usize;
+        let counters = (p.dispatch_rows - p.row_tile_counters) / 4;
+        TestHeap {
+            layout,
+            signals: (0..world)
+                .map(|_| (0..p.row_tile_counters / 8).map(|_| AtomicU64::new(0)).collect())
+                .collect(),
+            counters: (0..world)
+                .map(|_| (0..counters).map(|_| AtomicU32::new(0)).collect())
+                .collect(),
+            data: (0..world)
+                .map(|_| SharedBytes::zeroed((p.total - p.dispatch_rows) as usize, 16))
+                .collect(),
+            signal_store,
+            counter_add,
+        }
+    }
+
+    fn data_at(&self, offset: u64) -> usize {
+        (offset - self.layout.params().dispatch_rows) as usize
+    }
+}
+
+impl SymmetricHeap for TestHeap {
+    fn load_signal(&self, rank: u32, offset: u64) -> u64 {
+        self.signals[rank as usize][(offset / 8) as usize].load(Ordering::Acquire)
+    }
+    fn store_signal(&self, rank: u32, offset: u64, word: u64) {
+        self.signals[rank as usize][(offset / 8) as usize].store(word, self.signal_store);
+    }
+    fn add_counter(&self, rank: u32, offset: u64) -> u32 {
+        let index = ((offset - self.layout.params().row_tile_counters) / 4) as usize;
+        self.counters[rank as usize][index].fetch_add(1, self.counter_add) + 1
+    }
+    fn reset_counters(&self, rank: u32) {
+        self.counters[rank as usize].iter().for_each(|c| c.store(0, Ordering::Relaxed));
+    }
+    unsafe fn put(&self, rank: u32, offset: u64, bytes: &[u8]) {
+        // SAFETY: forwarded from the caller.
+        unsafe { self.data[rank as usize].write(self.data_at(offset), bytes) }
+    }
+    unsafe fn get(&self, rank: u32, offset: u64, out: &mut [u8]) {
+        // SAFETY: forwarded from the caller.
+        unsafe { self.data[rank as usize].read(self.data_at(offset), out) }
+    }
+}
+
+/// f32 elements, 4 per row of hidden, `4 * inter_tiles` per intermediate row: one 16-byte
+/// loom chunk per column tile.
+fn layout(world: u32, inter_tiles: u32) -> HeapLayout {
+    HeapLayout::new(Geometry {
+        world,
+        local_experts: 1,
+        tokens: 1,
+        capacity: 1,
+        hidden: 4,
+        inter: 4 * inter_tiles,
+        elem_bytes: 4,
+        tile: TileShape { bm: 1, bn: 4, bk: 4 },
+    })
+    .unwrap()
+}
+
+/// Rank 0 dispatches its one token to rank 1 with the real [`dispatch`]; rank 1's real
+/// [`Subscriber`] turns the signal into a GEMM0 task, after which rank 1 reads the row as an
+/// executor would. Every interleaving must read the dispatched bytes, race-free.
+fn publish_observe(signal_store: Ordering) {
+    loom::model(move || {
+        let layout = layout(2, 1);
+        let heap = Arc::new(TestHeap::new(layout, signal_store, Ordering::AcqRel));
+        let epoch = Epoch::FIRST;
+        let sender = {
+            let heap = heap.clone();
+            thread::spawn(move || {
+                let plan = SourcePlan::new(&layout, vec![vec![], vec![0]]).unwrap();
+                dispatch(&*heap, &layout, epoch, 0, &plan, &[7u8; 16]).unwrap();
+            })
+        };
+        // Rank 1 sends its own zero-row packets.
+        let own = SourcePlan::new(&layout, vec![vec![], vec![]]).unwrap();
+        dispatch(&*heap, &layout, epoch, 1, &own, &[0u8; 16]).unwrap();
+        let state = RankState::new(&layout, 1).unwrap();
+        let ctx = RankContext { rank: 1, epoch, layout: &layout, heap: &*heap, state: &state };
+        let mut subscriber = Subscriber::new(ctx, &own, 0, 1).unwrap();
+        while subscriber.poll().unwrap() != Poll::Done {
+            thread::yield_now();
+        }
+        let task = (0..state.tasks_queued())
+            .filter_map(|i| state.tasks.get(i))
+            .find(|t| t.kind == TaskKind::Gemm0 as u32)
+            .expect("the GEMM0 task of the packet from rank 0");
+        assert_eq!((task.source_rank, task.valid_rows), (0, 1));
+        assert_eq!(task.input_offset, layout.row(Stage::Dispatch, 0, 0, 0, 0).unwrap());
+        let mut row = [0u8; 16];
+        // SAFETY: the row was published by the dispatch signal the subscriber acquired (loom
+        // reports it otherwise).
+        unsafe { heap.get(1, task.input_offset, &mut row) };
+        assert_eq!(row, [7u8; 16]);
+        sender.join().unwrap();
+    });
+}
+
+#[test]
+fn loom_signal_publish_observe() {
+    publish_observe(Ordering::Release);
+}
+
+/// The model bites: a `Relaxed` signal store lets the read race the put.
+#[test]
+#[should_panic(expected = "Causality violation")]
+fn loom_relaxed_signal_store_is_caught() {
+    publish_observe(Ordering::Relaxed);
+}
+
+/// Moves bytes instead of multiplying: GEMM0 copies the token row into its column tile of the
+/// intermediate row; GEMM1 reads the whole intermediate row (every GEMM0's tile) and returns
+/// its last column tile; Combine copies the returned row to the output. The output equals the
+/// input only if every hand-over was ordered.
+struct CopyExecutor<'a> {
+    rank: u32,
+    layout: &'a HeapLayout,
+    heap: &'a TestHeap,
+    output: &'a SharedBytes,
+}
+
+impl CopyExecutor<'_> {
+    fn get(&self, offset: u64, out: &mut [u8]) {
+        // SAFETY: the runtime orders every task's reads after the writes they depend on; loom
+        // reports any access it did not order.
+        unsafe { self.heap.get(self.rank, offset, out) }
+    }
+
+    fn put(&self, rank: u32, offset: u64, bytes: &[u8]) {
+        // SAFETY: as in `get`: each tile has one writer, ordered before its readers.
+        unsafe { self.heap.put(rank, offset, bytes) }
+    }
+}
+
+impl TileExecutor for CopyExecutor<'_> {
+    fn execute(&self, task: &TaskDescriptor) -> Result<(), RuntimeError> {
+        let inter = self.layout.geometry().inter as usize * 4;
+        match task.task_kind()? {
+            TaskKind::Gemm0 => {
+                let mut row = [0u8; 16];
+                self.get(task.input_offset, &mut row);
+                self.put(self.rank, task.output_offset, &row);
+            }
+            TaskKind::Gemm1 => {
+                let mut row = vec![0u8; inter];
+                self.get(task.input_offset, &mut row);
+                self.put(task.source_rank, task.output_offset, &row[inter - 16..]);
+            }
+            TaskKind::Combine => {
+                let mut row = [0u8; 16];
+                self.get(self.layout.row(Stage::Return, self.rank, 0, 0, 0)?, &mut row);
+                // SAFETY: one Combine task writes the output, after its inputs arrived.
+                unsafe { self.output.write(task.output_offset as usize, &row) };
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One rank routing its token to its own expert, with two GEMM0 column tiles and two
+/// processors. Processor 1 has a thread of its own; dispatch, the subscriber, the scheduler and
+/// processor 0 share the main thread (more spinning threads make loom's exploration explode).
+/// So the two GEMM0s race for the row-tile counter across threads, and the GEMM1 and the
+/// Combine go to whichever processor the scheduler finds idle. Three preemptions: the
+/// interleaving that exposes a weak counter (processor 1 runs a GEMM0 and is preempted between
+/// its counter increment and its ready report) needs them.
+fn one_rank_two_processors(counter_add: Ordering) {
+    let mut model = loom::model::Builder::new();
+    model.preemption_bound = Some(3);
+    model.check(move || {
+        let layout = layout(1, 2);
+        let heap = Arc::new(TestHeap::new(layout, Ordering::Release, counter_add));
+        let state = Arc::new(RankState::new(&layout, 2).unwrap());
+        let output = Arc::new(SharedBytes::zeroed(16, 16));
+        let epoch = Epoch::FIRST;
+        let plan = SourcePlan::new(&layout, vec![vec![0]]).unwrap();
+        dispatch(&*heap, &layout, epoch, 0, &plan, &[3u8; 16]).unwrap();
+        let peer = {
+            let (heap, state, output) = (heap.clone(), state.clone(), output.clone());
+            thread::spawn(move || {
+                let ctx =
+                    RankContext { rank: 0, epoch, layout: &layout, heap: &*heap, state: &state };
+                let executor =
+                    CopyExecutor { rank: 0, layout: &layout, heap: &heap, output: &output };
+                let mut processor = Processor::new(ctx, 1, &executor, None).unwrap();
+                drive(0, &state, Duration::MAX, &mut [&mut processor]).unwrap();
+            })
+        };
+        let ctx = RankContext { rank: 0, epoch, layout: &layout, heap: &*heap, state: &state };
+        let executor = CopyExecutor { rank: 0, layout: &layout, heap: &heap, output: &output };
+        let mut subscriber = Subscriber::new(ctx, &plan, 0, 1).unwrap();
+        let mut scheduler = Scheduler::new(&layout, &state, epoch.get());
+        let mut processor = Processor::new(ctx, 0, &executor, None).unwrap();
+        let mut roles: [&mut dyn Role; 3] = [&mut subscriber, &mut scheduler, &mut processor];
+        drive(0, &state, Duration::MAX, &mut roles).unwrap();
+        peer.join().unwrap();
+        let counts = scheduler.completed();
+        assert_eq!((counts.gemm0, counts.gemm1, counts.combine), (2, 1, 1));
+        let mut out = [0u8; 16];
+        // SAFETY: both processors are done.
+        unsafe { output.read(0, &mut out) };
+        assert_eq!(out, [3u8; 16]);
+    });
+}
+
+#[test]
+fn loom_one_rank_two_processors() {
+    one_rank_two_processors(Ordering::AcqRel);
+}
+
+/// The model bites: with a `Relaxed` row-tile counter, the GEMM0 completing the row tile does
+/// not acquire the other GEMM0's write, so the GEMM1 that follows reads it unordered.
+#[test]
+#[should_panic(expected = "Causality violation")]
+fn loom_relaxed_row_tile_counter_is_caught() {
+    one_rank_two_processors(Ordering::Relaxed);
+}
