@@ -98,12 +98,12 @@ impl SimLayer {
                 ),
             });
         }
-        if let Some((i, v)) = input.iter().enumerate().find(|(_, v)| !c.dtype.is_representable(**v))
-        {
+        let bad = |v: f32| !(v.is_finite() && c.dtype.is_representable(v));
+        if let Some((i, v)) = input.iter().enumerate().find(|(_, v)| bad(**v)) {
             return Err(BackendError::InvalidInput {
                 what: "input",
                 reason: format!(
-                    "value {v} at index {i} is not exactly representable in {}",
+                    "value {v} at index {i} is not a finite value exactly representable in {}",
                     c.dtype
                 ),
             });

@@ -33,6 +33,15 @@
 //!   the returned rows and the output rounded to the dtype when stored.
 //! * Faults ([`FaultPlan`]) touch signal words only; delays, reordering and duplicates leave the
 //!   output unchanged, a lost or stale signal ends in a typed timeout.
+//!
+//! ## Statistics
+//!
+//! [`RankStats`](flashdmoe_core::RankStats) of a simulated rank: `rows_sent` counts the routed
+//! rows it dispatched (its own experts included); `bytes_sent` the bytes it put into heaps,
+//! dispatched rows plus the rows its GEMM1 tasks returned, again counting its own heap, so it
+//! compares like for like with `padded_bytes`, what a capacity-padded protocol would move:
+//! `2 * world * local_experts * capacity` rows (every packet and its return full). Signal words
+//! are not counted.
 
 mod exec;
 mod fault;
@@ -173,7 +182,7 @@ impl Backend for SimBackend {
 
     fn build(&self, config: &MoeConfig, weights: &LayerWeights) -> Result<SimLayer, BackendError> {
         let (processors, subscribers) = self.check_options()?;
-        weights.check_shapes(config)?;
+        weights.check(config)?;
         let layout = HeapLayout::new(config.geometry(self.tile)?)?;
         let heaps = layout.total_bytes().saturating_mul(config.world as u64);
         if heaps > MEMORY_LIMIT {

@@ -140,6 +140,8 @@ fn bad_input_is_a_typed_error() {
     let mut odd = inputs[0].clone();
     odd[5] = 1.0 + f32::EPSILON;
     invalid(layer.forward_rank(0, &odd, &opts).map(|_| ()), "input");
+    odd[5] = f32::NAN;
+    invalid(layer.forward_rank(0, &odd, &opts).map(|_| ()), "input");
     invalid(layer.forward(&inputs[..2], &opts).map(|_| ()), "inputs");
     let bad = SimOptions { processors_per_rank: 0, ..SimOptions::default() };
     invalid(
