@@ -131,7 +131,7 @@ impl SimLayer {
             courier,
             signal_order: self.signal_order,
         };
-        let sent = dispatch(&view, layout, epoch, rank, plan, input)?;
+        // Everything that can fail is set up before this rank publishes anything.
         let state = RankState::new(layout, self.processors)?;
         let ctx = RankContext { rank, epoch, layout, heap: &view, state: &state };
         let executor = SimExecutor {
@@ -153,6 +153,7 @@ impl SimLayer {
         let mut processors = (0..self.processors)
             .map(|i| Processor::new(ctx, i, &executor, origin))
             .collect::<Result<Vec<_>, _>>()?;
+        let sent = dispatch(&view, layout, epoch, rank, plan, input)?;
         let mut roles: Vec<&mut (dyn Role + Send)> = Vec::new();
         roles.extend(subscribers.iter_mut().map(|r| r as &mut (dyn Role + Send)));
         roles.push(&mut scheduler);

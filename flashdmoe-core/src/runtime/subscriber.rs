@@ -57,7 +57,7 @@ impl<'a, H: SymmetricHeap> Subscriber<'a, H> {
     /// (what it is owed) is `plan`, built for `ctx.layout`.
     pub fn new(
         ctx: RankContext<'a, H>,
-        plan: &'a SourcePlan,
+        plan: &SourcePlan,
         index: u32,
         count: u32,
     ) -> Result<Self, RuntimeError> {
@@ -75,7 +75,7 @@ impl<'a, H: SymmetricHeap> Subscriber<'a, H> {
         let mut dispatches = Vec::new();
         for source in 0..g.world {
             for local_expert in 0..g.local_experts {
-                if mine((source * g.local_experts + local_expert) as usize) {
+                if mine(source as usize * g.local_experts as usize + local_expert as usize) {
                     let offset = layout.dispatch_signal(source, local_expert)?;
                     dispatches.push(DispatchWatch { source, local_expert, offset, seen: 0 });
                 }
@@ -146,7 +146,7 @@ impl<'a, H: SymmetricHeap> Subscriber<'a, H> {
                     for task in gemm0_tasks(ctx.layout, ctx.epoch, source, ctx.rank, le, rows) {
                         ctx.state.push_task(task?)?;
                     }
-                    let packet = (source * g.local_experts + le) as usize;
+                    let packet = source as usize * g.local_experts as usize + le as usize;
                     ctx.state.received_rows[packet].store(rows, Ordering::Relaxed);
                     ctx.state.packets_seen.fetch_add(1, Ordering::Release);
                     progress = true;
