@@ -21,8 +21,9 @@ Layers, from the bottom:
 Invariants:
 
 * The generator defines the same numbers as ``flashdmoe-core/src/rng.rs`` and
-  ``weights.rs``: tensor ``id`` under ``seed`` starts its stream at ``seed + id * GAMMA``
-  (wrapping), element ``n`` (row-major) is ``mix(start + (n + 1) * GAMMA)`` mapped to
+  ``weights.rs``: tensor ``id`` under ``seed`` starts its stream at
+  ``start = mix(seed ^ mix(id))`` (:func:`tensor_start`; ``mix`` is the splitmix64 finaliser),
+  element ``n`` (row-major) is ``mix(start + (n + 1) * GAMMA)`` (wrapping) mapped to
   ``(2u - 1) * scale`` in f32 with ``u = (x >> 40) * 2^-24``, then rounded to the dtype
   (round to nearest, ties to even). Scales are f32: ``1/sqrt(H)`` for router, up and gate,
   ``1/sqrt(I)`` for down, 0.1 for biases, 1 for inputs. Change both or neither.
@@ -293,17 +294,29 @@ def inv_sqrt_f32(n: int) -> float:
     return f32(1.0 / f32(math.sqrt(f32(float(n)))))
 
 
+def splitmix64_mix(z: int) -> int:
+    """The splitmix64 finaliser of the u64 ``z``, in pure Python (Rust's ``rng::mix``)."""
+    z &= _MASK64
+    z = ((z ^ (z >> 30)) * _MIX1) & _MASK64
+    z = ((z ^ (z >> 27)) * _MIX2) & _MASK64
+    return z ^ (z >> 31)
+
+
+def tensor_start(seed: int, tensor_id: int) -> int:
+    """The start state of tensor ``tensor_id``'s stream under ``seed``: ``mix(seed ^ mix(id))``.
+    Hashing the id keeps the streams of different tensors from overlapping (a start of
+    ``seed + id * GAMMA`` made tensor ``id + 1`` tensor ``id`` shifted by one element)."""
+    return splitmix64_mix((seed & _MASK64) ^ splitmix64_mix(tensor_id))
+
+
 def splitmix64_stream(seed: int, tensor_id: int, count: int) -> list[int]:
     """The first ``count`` outputs of tensor ``tensor_id``'s stream, sequentially, in pure
     Python: the ground truth the vectorised generator is checked against."""
-    state = (seed + tensor_id * GAMMA) & _MASK64
+    state = tensor_start(seed, tensor_id)
     out = []
     for _ in range(count):
         state = (state + GAMMA) & _MASK64
-        z = state
-        z = ((z ^ (z >> 30)) * _MIX1) & _MASK64
-        z = ((z ^ (z >> 27)) * _MIX2) & _MASK64
-        out.append(z ^ (z >> 31))
+        out.append(splitmix64_mix(state))
     return out
 
 
@@ -350,7 +363,7 @@ def generate(seed: int, tensor_id: int, shape: Iterable[int], scale: float, dtyp
     shape = tuple(shape)
     count = math.prod(shape)
     out = torch.empty(count, dtype=DTYPES[dtype], device=device)
-    base = _i64(seed + tensor_id * GAMMA)
+    base = _i64(tensor_start(seed, tensor_id))
     step = scale * 2.0**-24
     for lo in range(0, count, _CHUNK):
         n = torch.arange(start + lo + 1, start + min(lo + _CHUNK, count) + 1, dtype=torch.int64, device=device)

@@ -29,8 +29,34 @@ HERE = pathlib.Path(__file__).resolve().parent
 
 
 def test_splitmix64_matches_vignas_reference_outputs():
-    # splitmix64 seeded with 0 (Vigna's splitmix64.c): tensor id 0 under seed 0 is that stream.
+    # splitmix64 seeded with 0 (Vigna's splitmix64.c): tensor id 0 under seed 0 starts at
+    # mix(0 ^ mix(0)) = 0 (the finaliser maps 0 to 0), so it is that stream.
+    assert C.tensor_start(0, 0) == 0
     assert C.splitmix64_stream(0, 0, 3) == [0xE220A8397B1DCDAF, 0x6E789E6AA1B965F4, 0x06C45D188009454F]
+
+
+def test_tensor_start_by_hand():
+    # The same numbers as flashdmoe-core's rng::tests::tensor_start_by_hand (seed 42, id 3).
+    assert C.splitmix64_mix(3) == 0x1E535EEDE31428F0
+    assert C.tensor_start(42, 3) == C.splitmix64_mix(42 ^ 0x1E535EEDE31428F0) == 0xC7519020FA2E3192
+    assert C.splitmix64_stream(42, 3, 2) == [0x1EC45C3B4F129A97, 0x6B2CAD7974EFDD1F]
+    # x >> 40 = 2016348 and 7023789: 2u - 1 = -12744520 / 2^24 and -2729638 / 2^24.
+    assert C.reference_values(42, 3, 2, 1.0, "f32") == [-12744520 / 2**24, -2729638 / 2**24]
+    # bf16: 12744520 / 2^16 = 194.47 -> 194 (step 2^-8); 2729638 / 2^14 = 166.60 -> 167 (2^-10).
+    assert C.reference_values(42, 3, 2, 1.0, "bf16") == [-194 / 2**8, -167 / 2**10]
+    got = C.generate(42, 3, (2,), 1.0, "bf16", CPU)
+    assert got.float().tolist() == [-194 / 2**8, -167 / 2**10]
+
+
+def test_streams_of_different_ids_do_not_overlap():
+    # The output is a bijection of the state, so disjoint outputs over the first 1000 elements
+    # rule out any shifted alignment below 1000 (the old start seed + id * GAMMA made id + 1's
+    # output n equal id's output n + 1).
+    ids = [C.ID_ROUTER, C.ID_UP, C.ID_GATE, C.ID_DOWN, C.ID_UP_BIAS, C.ID_GATE_BIAS, C.ID_DOWN_BIAS,
+           C.ID_INPUT, C.ID_INPUT + 1, C.ID_INPUT + 2]
+    for seed in (0, 7, 2**64 - 1):
+        outputs = [x for tid in ids for x in C.splitmix64_stream(seed, tid, 1000)]
+        assert len(set(outputs)) == len(outputs), seed
 
 
 def test_first_value_by_hand():

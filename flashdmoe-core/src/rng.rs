@@ -1,11 +1,17 @@
 //! The seeded generator shared with the PyTorch baselines: splitmix64 streams per tensor.
 //!
 //! Tensor `id` under seed `s` is the splitmix64 stream whose state starts at
-//! `s + id * 0x9E3779B97F4A7C15` (wrapping). Element `n` (row-major) takes the stream's
-//! `(n + 1)`-th output `x` and becomes `(2u - 1) * scale` with `u = (x >> 40) * 2^-24`, rounded
-//! to the dtype. Because splitmix64's state only advances by a constant, element `n` is
-//! `mix(start + (n + 1) * GAMMA)`: any element can be computed directly, which lets large
-//! tensors be generated in parallel with identical results.
+//! [`tensor_start`]`(s, id) = mix(s ^ mix(id))` ([`mix`] is the splitmix64 finaliser). Element
+//! `n` (row-major) takes the stream's `(n + 1)`-th output `x` and becomes `(2u - 1) * scale`
+//! with `u = (x >> 40) * 2^-24`, rounded to the dtype. Because splitmix64's state only advances
+//! by a constant, element `n` is `mix(start + (n + 1) * GAMMA)`: any element can be computed
+//! directly, which lets large tensors be generated in parallel with identical results.
+//!
+//! Hashing the id into the start keeps the tensors' streams apart: with a start of
+//! `s + id * GAMMA` (the rule before), tensor `id`'s element `n` was tensor `id + 1`'s element
+//! `n - 1`. The states of all streams lie on one cycle of 2^64 steps of `GAMMA` (odd); hashed
+//! starts land on it at unrelated places, so two streams of `n` elements overlap only when their
+//! starts happen to lie within `n` steps of each other, a chance of about `2n / 2^64`.
 //!
 //! Invariant: this file and `bench/baselines/common.py` define the same numbers; change both or
 //! neither.
@@ -37,9 +43,9 @@ impl SplitMix64 {
         SplitMix64 { state }
     }
 
-    /// The stream of tensor `id` under `seed`.
+    /// The stream of tensor `id` under `seed` (starting at [`tensor_start`]).
     pub const fn for_tensor(seed: u64, id: u64) -> SplitMix64 {
-        SplitMix64::new(seed.wrapping_add(id.wrapping_mul(GAMMA)))
+        SplitMix64::new(tensor_start(seed, id))
     }
 
     /// The next output.
@@ -55,6 +61,12 @@ impl SplitMix64 {
     }
 }
 
+/// The start state of tensor `id`'s stream under `seed`: `mix(seed ^ mix(id))`.
+#[inline]
+pub const fn tensor_start(seed: u64, id: u64) -> u64 {
+    mix(seed ^ mix(id))
+}
+
 /// `(x >> 40) * 2^-24`: a splitmix64 output as an `f32` in `[0, 1)` (exact).
 #[inline]
 pub fn unit(x: u64) -> f32 {
@@ -63,7 +75,7 @@ pub fn unit(x: u64) -> f32 {
 
 /// `len` elements of tensor `id` under `seed`: `dtype.round((2u - 1) * scale)` (module doc).
 pub fn tensor(seed: u64, id: u64, len: usize, scale: f32, dtype: DType) -> Vec<f32> {
-    let start = seed.wrapping_add(id.wrapping_mul(GAMMA));
+    let start = tensor_start(seed, id);
     let mut out = vec![0.0f32; len];
     fill_rows(&mut out, 1, 1, |first, block| {
         let mut state = start.wrapping_add((first as u64).wrapping_mul(GAMMA));
@@ -86,6 +98,47 @@ mod tests {
         assert_eq!(r.next(), 0xE220_A839_7B1D_CDAF);
         assert_eq!(r.next(), 0x6E78_9E6A_A1B9_65F4);
         assert_eq!(r.next(), 0x06C4_5D18_8009_454F);
+    }
+
+    #[test]
+    fn tensor_start_by_hand() {
+        // Seed 42, id 3, computed with Python integers outside this code:
+        // mix(3) = 0x1E535EEDE31428F0; 42 ^ that = 0x1E535EEDE31428DA; mix of that is the start.
+        assert_eq!(mix(3), 0x1E53_5EED_E314_28F0);
+        assert_eq!(tensor_start(42, 3), 0xC751_9020_FA2E_3192);
+        let mut r = SplitMix64::for_tensor(42, 3);
+        assert_eq!(r.next(), 0x1EC4_5C3B_4F12_9A97);
+        assert_eq!(r.next(), 0x6B2C_AD79_74EF_DD1F);
+        // Values: x >> 40 = 0x1EC45C = 2016348, so 2u - 1 = (2 * 2016348 - 2^24) / 2^24 =
+        // -12744520 / 2^24; then 0x6B2CAD = 7023789 gives -2729638 / 2^24.
+        let t = tensor(42, 3, 2, 1.0, DType::F32);
+        assert_eq!(t, [-12_744_520.0 / 16_777_216.0, -2_729_638.0 / 16_777_216.0]);
+        // bf16, 8 significant bits: 12744520 / 2^16 = 194.47 -> 194 (step 2^-8 in [0.5, 1));
+        // 2729638 / 2^14 = 166.60 -> 167 (step 2^-10 in [0.125, 0.25)).
+        assert_eq!(tensor(42, 3, 2, 1.0, DType::Bf16), [-194.0 / 256.0, -167.0 / 1024.0]);
+        // Seed 0, id 0 starts at mix(0) = 0: Vigna's reference stream.
+        assert_eq!(tensor_start(0, 0), 0);
+    }
+
+    #[test]
+    fn streams_of_different_ids_do_not_overlap() {
+        // splitmix64's output is a bijection of its state, so two streams share an output only
+        // where they share a state, i.e. where one is the other shifted. Disjoint output sets
+        // over the first 1000 elements therefore rule out every alignment with shift below
+        // 1000. (The old start `seed + id * GAMMA` failed this: id's output n + 1 was id + 1's
+        // output n.)
+        let ids = [0, 1, 2, 3, 4, 5, 6, 7, 1000, 1001, 1002, 1003];
+        for seed in [0, 7, 42, u64::MAX] {
+            let mut seen = std::collections::HashMap::new();
+            for id in ids {
+                let mut r = SplitMix64::for_tensor(seed, id);
+                for n in 0..1000 {
+                    if let Some(other) = seen.insert(r.next(), (id, n)) {
+                        panic!("seed {seed}: id {id} element {n} repeats {other:?}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]
