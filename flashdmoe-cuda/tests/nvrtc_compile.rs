@@ -6,8 +6,13 @@
 //! `LD_LIBRARY_PATH=$DIR/nvidia/cu13/lib FLASHDMOE_CUDA_HOME=$DIR/nvidia/cu13 cargo test -p
 //! flashdmoe-cuda --test nvrtc_compile -- --nocapture`.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread;
+
 use flashdmoe_cuda::jit::CacheMode;
-use flashdmoe_cuda::{Arch, CudaError, Jit, JitConfig, kernel_variants, nvrtc_version};
+use flashdmoe_cuda::{
+    Arch, CudaError, Jit, JitConfig, KernelVariant, kernel_variants, nvrtc_version,
+};
 
 /// A JIT without disk cache (CI must really compile), or `None` when NVRTC is not installed.
 fn jit() -> Option<Jit> {
@@ -28,32 +33,57 @@ fn jit() -> Option<Jit> {
 #[test]
 fn every_kernel_variant_compiles_without_spills() {
     let Some(jit) = jit() else { return };
+    let jobs: Vec<(Arch, KernelVariant)> = Arch::SUPPORTED
+        .into_iter()
+        .flat_map(|arch| kernel_variants().into_iter().map(move |v| (arch, v)))
+        .collect();
+    // NVRTC compiles independent programs concurrently; one worker per core.
+    let next = AtomicUsize::new(0);
+    let workers = thread::available_parallelism().map_or(1, |n| n.get()).min(jobs.len());
+    let mut outcomes: Vec<(usize, Result<String, String>)> = thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut done = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some((arch, variant)) = jobs.get(i) else { break done };
+                        done.push((i, check(&jit, *arch, variant)));
+                    }
+                })
+            })
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().expect("compile worker panicked")).collect()
+    });
+    outcomes.sort_by_key(|(i, _)| *i);
+    assert_eq!(outcomes.len(), jobs.len(), "every job ran once");
     let mut failures = Vec::new();
-    let mut compiled = 0;
-    for arch in Arch::SUPPORTED {
-        for variant in kernel_variants() {
-            match jit.compile_variant(&variant, arch) {
-                Ok(result) => {
-                    compiled += 1;
-                    let report = result.cubin.report();
-                    let entry = report.entry(variant.source.entry).expect("checked by the JIT");
-                    println!(
-                        "ok  {arch} {:<40} {:>3} registers, {:>6} B smem, {:>4} B stack",
-                        variant.label,
-                        entry.registers.unwrap_or(0),
-                        entry.smem_bytes,
-                        entry.stack_frame_bytes,
-                    );
-                }
-                Err(e) => failures.push(format!("{arch} {}: {e}", variant.label)),
-            }
+    for (_, outcome) in outcomes {
+        match outcome {
+            Ok(line) => println!("{line}"),
+            Err(failure) => failures.push(failure),
         }
     }
     assert!(
         failures.is_empty(),
-        "{} variant(s) failed:\n{}",
+        "{} of {} variant(s) failed:\n{}",
         failures.len(),
+        jobs.len(),
         failures.join("\n\n")
     );
-    assert_eq!(compiled, kernel_variants().len() * Arch::SUPPORTED.len());
+}
+
+/// Compiles one variant: its summary line, or why it failed.
+fn check(jit: &Jit, arch: Arch, variant: &KernelVariant) -> Result<String, String> {
+    let result =
+        jit.compile_variant(variant, arch).map_err(|e| format!("{arch} {}: {e}", variant.label))?;
+    let report = result.cubin.report();
+    let entry = report.entry(variant.source.entry).expect("checked by the JIT");
+    Ok(format!(
+        "ok  {arch} {:<44} {:>3} registers, {:>6} B smem, {:>4} B stack",
+        variant.label,
+        entry.registers.unwrap_or(0),
+        entry.smem_bytes,
+        entry.stack_frame_bytes,
+    ))
 }
