@@ -54,6 +54,7 @@ fn help_documents_commands_flags_and_exit_codes() {
         "--timeout",
         "--processors",
         "--subscribers",
+        "--ranks-per-gpu",
         "--dry-run",
     ] {
         assert!(out.contains(flag), "run --help lacks {flag}:\n{out}");

@@ -132,6 +132,14 @@ fn bad_flags_are_usage_errors() {
     assert_exit(&o, 2);
     assert!(stderr(&o).contains("cannot be used with"), "{}", stderr(&o));
 
+    let o = flashdmoe(&["run", "--ranks-per-gpu", "2"]);
+    assert_exit(&o, 2);
+    assert!(stderr(&o).contains("--backend cuda only"), "{}", stderr(&o));
+
+    let o = flashdmoe(&["run", "--backend", "cuda", "--processors", "2"]);
+    assert_exit(&o, 2);
+    assert!(stderr(&o).contains("--backend sim only"), "{}", stderr(&o));
+
     let o = flashdmoe(&["run", "--iterations", "0"]);
     assert_exit(&o, 2);
 

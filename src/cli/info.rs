@@ -19,7 +19,7 @@ pub(super) fn info() -> Result<(), CliError> {
     let cuda = match flashdmoe::cuda::cuda_available() {
         Ok(()) => match flashdmoe::cuda::gpus() {
             Ok(gpus) => format!(
-                "GPU driver found, {} device(s): {}; running layers is not built yet",
+                "available: {} GPU(s): {}",
                 gpus.len(),
                 gpus.iter().map(|g| g.name.clone()).collect::<Vec<_>>().join(", ")
             ),

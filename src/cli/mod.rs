@@ -38,7 +38,7 @@ enum Command {
     /// 8 experts, top-2, ReLU, bf16), a --preset or a --config file, and any shape or policy
     /// flag then overrides it. Weights and inputs are generated from --seed (the same
     /// generator the PyTorch baselines use).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Show presets, backends, and whether CUDA and NVRTC are usable on this machine.
     Info,
 }
@@ -105,7 +105,7 @@ struct ConfigArgs {
 enum BackendArg {
     /// The CPU simulator (runs everywhere).
     Sim,
-    /// The GPU backend.
+    /// The GPU backend (NVIDIA GPUs of compute capability 8.0 or newer, driver for CUDA 13).
     Cuda,
 }
 
@@ -152,6 +152,10 @@ struct RunArgs {
     /// Simulator: subscriber threads per rank.
     #[arg(long, value_name = "N")]
     subscribers: Option<usize>,
+    /// CUDA: ranks per GPU (several are "virtual ranks" sharing one GPU); by default the
+    /// world is spread over as many GPUs as divide it evenly.
+    #[arg(long, value_name = "R", value_parser = clap::value_parser!(u32).range(1..))]
+    ranks_per_gpu: Option<u32>,
     /// Print the layer config and exit without running.
     #[arg(long)]
     dry_run: bool,

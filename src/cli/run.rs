@@ -4,9 +4,9 @@ use std::time::Duration;
 
 use flashdmoe::core::oracle::{self, Sample, VerifyOptions};
 use flashdmoe::core::{
-    Backend, BackendError, ForwardOptions, ForwardOutput, Layer, LayerWeights, MoeConfig,
-    generate_input,
+    Backend, ForwardOptions, ForwardOutput, Layer, LayerWeights, MoeConfig, generate_input,
 };
+use flashdmoe::cuda::{CudaBackend, CudaOptions};
 use flashdmoe::sim::{SimBackend, SimOptions};
 
 use super::{BackendArg, CliError, RunArgs, config, report};
@@ -44,6 +44,11 @@ pub(super) fn run(args: &RunArgs) -> Result<(), CliError> {
 
     match args.backend {
         BackendArg::Sim => {
+            if args.ranks_per_gpu.is_some() {
+                return Err(CliError::Usage(
+                    "--ranks-per-gpu applies to --backend cuda only".into(),
+                ));
+            }
             let mut sim = SimOptions::default();
             if let Some(n) = args.processors {
                 sim.processors_per_rank = n;
@@ -57,15 +62,19 @@ pub(super) fn run(args: &RunArgs) -> Result<(), CliError> {
             );
             run_on(&SimBackend::new(sim), &config, &weights, &inputs, &options, args.iterations)
         }
-        BackendArg::Cuda if args.processors.is_some() || args.subscribers.is_some() => Err(
-            CliError::Usage("--processors and --subscribers apply to --backend sim only".into()),
-        ),
-        BackendArg::Cuda => Err(BackendError::Unavailable(
-            "the CUDA backend cannot run layers yet (its kernel host side is still being built); \
-             use --backend sim"
-                .into(),
-        )
-        .into()),
+        BackendArg::Cuda => {
+            if args.processors.is_some() || args.subscribers.is_some() {
+                return Err(CliError::Usage(
+                    "--processors and --subscribers apply to --backend sim only".into(),
+                ));
+            }
+            let cuda = CudaOptions { ranks_per_gpu: args.ranks_per_gpu };
+            match cuda.ranks_per_gpu {
+                Some(r) => println!("backend: cuda ({r} ranks per GPU)"),
+                None => println!("backend: cuda (ranks spread over the GPUs)"),
+            }
+            run_on(&CudaBackend::new(cuda), &config, &weights, &inputs, &options, args.iterations)
+        }
     }
 }
 
