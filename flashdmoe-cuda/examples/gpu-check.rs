@@ -324,6 +324,24 @@ fn cases(quick: bool) -> Vec<Case> {
             ..case(format!("paper-t16384-e{e} dropless"), c)
         });
     }
+    // TF32 (the reference paper's precision).
+    let mut c = presets::paper(16384, 32);
+    c.dtype = DType::F32;
+    out.push(Case { sample: Some(64), timed: true, ..case("paper-t16384-e32 tf32".into(), c) });
+    // Weak scaling at T = 8192 per rank, E = 32: one rank, two ranks on as many GPUs as
+    // there are (real peers when the machine has two), and two virtual ranks on one GPU.
+    for (world, ranks_per_gpu, label) in
+        [(1, None, "weak P=1"), (2, None, "weak P=2"), (2, Some(2), "weak P=2 virtual")]
+    {
+        let mut c = presets::paper(8192, 32);
+        c.world = world;
+        out.push(Case {
+            ranks_per_gpu,
+            sample: Some(64),
+            timed: true,
+            ..case(format!("{label} t8192-e32"), c)
+        });
+    }
     out
 }
 

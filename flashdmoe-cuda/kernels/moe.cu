@@ -11,14 +11,15 @@
 //   FDM_RENORM 0 | 1                renormalise the combine weights over the chosen k
 //
 // Structure (docs/kernel.md has the full story):
-//   Phase A (all blocks of the device, three grid-wide barriers; nothing here waits on
+//   Phase A (all blocks of the device, four grid-wide barriers; nothing here waits on
 //   another device, so the barriers are local):
 //     A1  reset this forward's local counters; router GEMM on tensor cores -> f32 logits.
-//     A2  per chunk of 256 tokens: softmax + top-k per token; per expert, the within-chunk
+//     A2  per chunk of FDM_CHUNK tokens: softmax + top-k per token; per expert, the within-chunk
 //         position of each routed (token, slot) in token order (deterministic counting).
 //     A3  per chunk: global position = prefix over earlier chunks + within-chunk position;
-//         kept iff position < capacity (lowest token index wins); copy only the kept rows
-//         into the owner's heap dispatch region (proto offsets), fence.
+//         kept iff position < capacity (lowest token index wins).
+//     A4  every warp of the grid: copy only the kept rows into the owner's heap dispatch
+//         region (proto offsets), fence.
 //   Phase B (per rank: a partition of blocks_per_rank blocks):
 //     block 0 = the OS block. It first raises this rank's dispatch signals (epoch-stamped,
 //     zero-row packets included), then: warp 0 = scheduler, warp 1 = dispatch subscriber,
@@ -58,7 +59,8 @@ constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
 constexpr bool kGated = FDM_ACT == 2;
 constexpr bool kBias = FDM_BIAS != 0;
-constexpr int kChunk = kThreads;  // tokens per routing chunk (one token per thread in A2)
+constexpr int kChunk = FDM_CHUNK;  // tokens per routing chunk (one token per thread in A2)
+static_assert(kChunk <= kThreads, "one thread per token of a chunk");
 constexpr unsigned kStop = 0xFFFFFFFFu;
 constexpr unsigned kDropped = 0xFFFFFFFFu;
 
@@ -288,7 +290,7 @@ __device__ void route_chunks(const fdm_params* p, unsigned* s_topk) {
     Rank r = make_rank(p, job / chunks);
     const unsigned chunk = job % chunks;
     const unsigned t = chunk * kChunk + threadIdx.x;
-    if (t < T) {
+    if (threadIdx.x < (unsigned)kChunk && t < T) {
       const float* lg = r.logits() + (unsigned long long)t * kE;
       float m = -__int_as_float(0x7f800000);  // -inf
       for (int e = 0; e < kE; ++e) m = fmaxf(m, lg[e]);
@@ -336,12 +338,12 @@ __device__ void route_chunks(const fdm_params* p, unsigned* s_topk) {
   }
 }
 
-/// A3: global positions, capacity drops, and the dispatch copies (only kept rows travel).
-__device__ void dispatch_chunks(const fdm_params* p, unsigned* s_offset) {
+/// A3: global positions (prefix over earlier chunks + within-chunk position) and capacity
+/// drops (kept iff position < capacity: the lowest token indices win).
+__device__ void place_chunks(const fdm_params* p, unsigned* s_offset) {
   const fdm_layout& l = p->layout;
   const unsigned T = l.tokens;
   const unsigned chunks = fdm_div_ceil(T, kChunk);
-  const unsigned warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   for (unsigned job = blockIdx.x; job < chunks * p->local_ranks; job += gridDim.x) {
     Rank r = make_rank(p, job / chunks);
     const unsigned chunk = job % chunks;
@@ -352,26 +354,38 @@ __device__ void dispatch_chunks(const fdm_params* p, unsigned* s_offset) {
     }
     __syncthreads();
     const unsigned n = min((unsigned)kChunk, T - chunk * kChunk);
-    // One warp per (token, slot) pair.
-    for (unsigned i = warp; i < n * kTopK; i += kWarps) {
-      const unsigned t = chunk * kChunk + i / kTopK;
-      const unsigned slot = t * kTopK + i % kTopK;
+    for (unsigned i = threadIdx.x; i < n * kTopK; i += kThreads) {
+      const unsigned slot = chunk * kChunk * kTopK + i;
       const unsigned e = r.topk_expert()[slot];
       const unsigned pos = s_offset[e] + r.slot_row()[slot];
-      __syncwarp();
       const bool kept = pos < l.capacity;
-      if (lane == 0) {
-        r.slot_row()[slot] = kept ? pos : kDropped;
-        if (kept) r.expert_tokens()[(unsigned long long)e * l.capacity + pos] = t;
-      }
-      if (!kept) continue;
-      const unsigned owner = p->expert_owner[e], le = p->expert_local[e];
-      const uint4* src = reinterpret_cast<const uint4*>(r.x() + (unsigned long long)t * kH);
-      uint4* dst = reinterpret_cast<uint4*>(r.heap_of(owner) + fdm_row(&l, FDM_STAGE_DISPATCH, r.global, le, pos, 0));
-      constexpr unsigned kVecs = kH * sizeof(Elem) / 16;
-      for (unsigned v = lane; v < kVecs; v += 32) dst[v] = src[v];
+      r.slot_row()[slot] = kept ? pos : kDropped;
+      if (kept) r.expert_tokens()[(unsigned long long)e * l.capacity + pos] = slot / kTopK;
     }
     __syncthreads();
+  }
+}
+
+/// A4: the dispatch copies, spread over every warp of the grid: only kept rows travel, each
+/// straight into its owner's heap dispatch region (proto offsets).
+__device__ void dispatch_rows(const fdm_params* p) {
+  const fdm_layout& l = p->layout;
+  const unsigned long long pairs = (unsigned long long)l.tokens * kTopK;
+  const unsigned lane = threadIdx.x % 32;
+  const unsigned long long warps = (unsigned long long)gridDim.x * kWarps;
+  constexpr unsigned kVecs = kH * sizeof(Elem) / 16;
+  for (unsigned long long w = (unsigned long long)blockIdx.x * kWarps + threadIdx.x / 32;
+       w < pairs * p->local_ranks; w += warps) {
+    const Rank r = make_rank(p, (unsigned)(w / pairs));
+    const unsigned slot = (unsigned)(w % pairs);
+    const unsigned pos = r.slot_row()[slot];
+    if (pos == kDropped) continue;
+    const unsigned e = r.topk_expert()[slot];
+    const unsigned owner = p->expert_owner[e], le = p->expert_local[e];
+    const uint4* src = reinterpret_cast<const uint4*>(r.x() + (unsigned long long)(slot / kTopK) * kH);
+    uint4* dst = reinterpret_cast<uint4*>(r.heap_of(owner) + fdm_row(&l, FDM_STAGE_DISPATCH, r.global, le, pos, 0));
+#pragma unroll 4
+    for (unsigned v = lane; v < kVecs; v += 32) dst[v] = src[v];
   }
   __threadfence_system();  // dispatched rows before any signal (raised after the barrier)
 }
@@ -704,36 +718,55 @@ __device__ void raise_return_signal(const Rank& r, const fdm_task& t) {
 }
 
 /// out[t][cols] = sum over the token's kept slots, in slot order, of weight * returned row.
+/// Memory-bound: each thread owns 16 bytes of a row and keeps kIlp rows x k slots of loads in
+/// flight before accumulating.
 __device__ void run_combine(const Rank& r, const fdm_task& t) {
   const fdm_layout& l = r.p->layout;
   constexpr int kVec = 16 / sizeof(Elem);
   constexpr int kThreadsPerRow = kBN / kVec;
   constexpr int kRowsPerPass = kThreads / kThreadsPerRow;
+  constexpr int kIlp = kTopK >= 8 ? 1 : 8 / kTopK;  // rows per thread in flight
   static_assert(kThreads % kThreadsPerRow == 0, "combine thread mapping");
   const unsigned col = t.col_tile * kBN + (threadIdx.x % kThreadsPerRow) * kVec;
-  for (unsigned row = threadIdx.x / kThreadsPerRow; row < t.valid_rows; row += kRowsPerPass) {
-    const unsigned token = t.row_tile * kBM + row;
-    float acc[kVec];
+  for (unsigned row0 = threadIdx.x / kThreadsPerRow; row0 < t.valid_rows; row0 += kIlp * kRowsPerPass) {
+    uint4 raw[kIlp][kTopK];
+    float w[kIlp][kTopK];
 #pragma unroll
-    for (int v = 0; v < kVec; ++v) acc[v] = 0.f;
+    for (int q = 0; q < kIlp; ++q) {
+      const unsigned row = row0 + q * kRowsPerPass;
 #pragma unroll
-    for (int j = 0; j < kTopK; ++j) {
-      const unsigned slot = token * kTopK + j;
-      const unsigned pos = r.slot_row()[slot];
-      if (pos == kDropped) continue;
-      const unsigned e = r.topk_expert()[slot];
-      const float w = r.topk_weight()[slot];
-      const unsigned owner = r.p->expert_owner[e], le = r.p->expert_local[e];
-      const uint4 raw = *reinterpret_cast<const uint4*>(r.heap + fdm_row(&l, FDM_STAGE_RETURN, owner, le, pos, col));
-      const Elem* vals = reinterpret_cast<const Elem*>(&raw);
-#pragma unroll
-      for (int v = 0; v < kVec; ++v) acc[v] += w * to_f32(vals[v]);
+      for (int j = 0; j < kTopK; ++j) {
+        w[q][j] = 0.f;
+        raw[q][j] = make_uint4(0u, 0u, 0u, 0u);
+        if (row >= t.valid_rows) continue;
+        const unsigned slot = (t.row_tile * kBM + row) * kTopK + j;
+        const unsigned pos = r.slot_row()[slot];
+        if (pos == kDropped) continue;
+        const unsigned e = r.topk_expert()[slot];
+        w[q][j] = r.topk_weight()[slot];
+        raw[q][j] = *reinterpret_cast<const uint4*>(
+            r.heap + fdm_row(&l, FDM_STAGE_RETURN, r.p->expert_owner[e], r.p->expert_local[e], pos, col));
+      }
     }
-    uint4 packed;
-    Elem* out = reinterpret_cast<Elem*>(&packed);
 #pragma unroll
-    for (int v = 0; v < kVec; ++v) out[v] = from_f32<Elem>(acc[v]);
-    *reinterpret_cast<uint4*>(r.y() + (unsigned long long)token * kH + col) = packed;
+    for (int q = 0; q < kIlp; ++q) {
+      const unsigned row = row0 + q * kRowsPerPass;
+      if (row >= t.valid_rows) continue;
+      float acc[kVec];
+#pragma unroll
+      for (int v = 0; v < kVec; ++v) acc[v] = 0.f;
+#pragma unroll
+      for (int j = 0; j < kTopK; ++j) {  // slot order: deterministic
+        const Elem* vals = reinterpret_cast<const Elem*>(&raw[q][j]);
+#pragma unroll
+        for (int v = 0; v < kVec; ++v) acc[v] += w[q][j] * to_f32(vals[v]);
+      }
+      uint4 packed;
+      Elem* out = reinterpret_cast<Elem*>(&packed);
+#pragma unroll
+      for (int v = 0; v < kVec; ++v) out[v] = from_f32<Elem>(acc[v]);
+      *reinterpret_cast<uint4*>(r.y() + (unsigned long long)(t.row_tile * kBM + row) * kH + col) = packed;
+    }
   }
 }
 
@@ -837,7 +870,9 @@ extern "C" __global__ void __launch_bounds__(kThreads, 1) fdm_moe_forward(const 
   grid.sync();
   route_chunks(p, reinterpret_cast<unsigned*>(smem));
   grid.sync();
-  dispatch_chunks(p, reinterpret_cast<unsigned*>(smem));
+  place_chunks(p, reinterpret_cast<unsigned*>(smem));
+  grid.sync();
+  dispatch_rows(p);
   grid.sync();
 
   const unsigned local = blockIdx.x / p->blocks_per_rank;

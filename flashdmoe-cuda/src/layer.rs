@@ -39,7 +39,7 @@ use crate::device::{Device, enable_peer_access, gpus};
 use crate::error::CudaError;
 use crate::jit::{Arch, Jit};
 use crate::launch::{Kernel, LaunchShape};
-use crate::moe::{BLOCK_THREADS, MOE, MoeSpec};
+use crate::moe::{BLOCK_THREADS, MOE, MoeSpec, ROUTING_CHUNK};
 use crate::params::{Diag, KernelParams, MAX_RANKS, ROLES, ScratchLayout, TraceRecord, WAITS};
 
 /// Options of the CUDA backend.
@@ -129,7 +129,7 @@ fn scratch_layout(
     processors: u32,
 ) -> (ScratchLayout, u64) {
     let (t, e, k) = (config.tokens_per_rank as u64, config.experts as u64, config.top_k as u64);
-    let chunks = div_ceil(config.tokens_per_rank, BLOCK_THREADS) as u64;
+    let chunks = div_ceil(config.tokens_per_rank, ROUTING_CHUNK) as u64;
     let tasks = max_tasks as u64;
     let sizes = [
         t * e * 4,
@@ -257,11 +257,13 @@ impl Backend for CudaBackend {
                 available.len()
             )));
         }
-        let spec = MoeSpec::for_config(config);
-        let layout = HeapLayout::new(config.geometry(spec.tile)?)?;
-        let map = config.expert_map()?;
         let jit = Jit::from_env()?;
         let mut devices = (0..ngpus).map(Device::open).collect::<Result<Vec<_>, _>>()?;
+        // One block per SM (the tile configs' shared memory); one OS block per rank.
+        let sms = devices.iter().map(|d| d.gpu().sm_count).min().unwrap_or(0);
+        let spec = MoeSpec::for_config(config, (sms / ranks_per_gpu).saturating_sub(1).max(1));
+        let layout = HeapLayout::new(config.geometry(spec.tile)?)?;
+        let map = config.expert_map()?;
         if ngpus > 1 {
             enable_peer_access(&devices)?;
         }
@@ -608,6 +610,17 @@ impl CudaLayer {
         Ok(outs)
     }
 
+    /// `%globaltimer` at the launch of GPU `gpu`'s last forward.
+    fn kernel_start(&self, gpu: &Gpu) -> Result<u64, BackendError> {
+        let stream = gpu.device.stream().clone();
+        let at = self.plan.scratch.control as usize;
+        let bytes = stream
+            .clone_dtoh(&gpu.scratch.slice(at..at + 16))
+            .map_err(|e| BackendError::Device(e.to_string()))?;
+        let control = u32s(&bytes);
+        Ok(control[1] as u64 | (control[2] as u64) << 32)
+    }
+
     fn read_trace(
         &self,
         gpu: &Gpu,
@@ -625,8 +638,10 @@ impl CudaLayer {
                 )
                 .map_err(d)
         };
-        let control = u32s(&read(plan.scratch.control, 64)?);
-        let kernel_start = control[1] as u64 | (control[2] as u64) << 32;
+        // Times count from the launch of this GPU's kernel (`%globaltimer`, which the driver
+        // keeps in step across the GPUs of a node); `forward` re-bases every GPU's events on
+        // the earliest launch so all ranks share one origin.
+        let origin = self.kernel_start(gpu)?;
         let tasks = read(plan.scratch.tasks, count * 64)?;
         let records = read(plan.scratch.trace, count * std::mem::size_of::<TraceRecord>() as u64)?;
         let rank = gpu.first_rank + local;
@@ -645,8 +660,8 @@ impl CudaLayer {
                 local_expert: t.local_expert,
                 row_tile: t.row_tile,
                 col_tile: t.col_tile,
-                start_ns: word(0).saturating_sub(kernel_start),
-                end_ns: word(8).saturating_sub(kernel_start),
+                start_ns: word(0).saturating_sub(origin),
+                end_ns: word(8).saturating_sub(origin),
             });
         }
         Ok(events)
@@ -751,8 +766,23 @@ impl Layer for CudaLayer {
             launched.push(self.launch(gpu, &mine, options)?);
         }
         let mut ranks = Vec::with_capacity(world);
+        let mut origins = Vec::with_capacity(guards.len());
         for (gpu, l) in guards.iter().zip(launched) {
-            ranks.extend(self.collect(gpu, l, options)?);
+            let outs = self.collect(gpu, l, options)?;
+            origins.push((outs.len(), self.kernel_start(gpu)?));
+            ranks.extend(outs);
+        }
+        // One time origin for every rank's trace: the earliest GPU's launch.
+        if options.trace && origins.len() > 1 {
+            let first = origins.iter().map(|o| o.1).min().unwrap_or(0);
+            let shifts =
+                origins.iter().flat_map(|&(n, start)| std::iter::repeat_n(start - first, n));
+            for (rank, shift) in ranks.iter_mut().zip(shifts) {
+                for e in rank.trace.iter_mut().flatten() {
+                    e.start_ns += shift;
+                    e.end_ns += shift;
+                }
+            }
         }
         Ok(ForwardOutput { ranks, elapsed: start.elapsed() })
     }

@@ -25,6 +25,9 @@ pub const MOE: KernelSource = KernelSource {
 /// Threads per block of the MoE kernel (the tile library's 8 warps).
 pub const BLOCK_THREADS: u32 = 256;
 
+/// Tokens per routing chunk (`FDM_CHUNK`): the unit of the deterministic position count.
+pub const ROUTING_CHUNK: u32 = 128;
+
 /// Pipeline stages of every tile config the kernel instantiates.
 const STAGES: u32 = 4;
 
@@ -52,16 +55,18 @@ pub struct MoeSpec {
 }
 
 /// The widest output tile dividing H and I: 256 (the tile library's fastest, 128x256) unless
-/// the experts are gated (two B tiles of 256 would not fit in shared memory), else 128, else 64.
-fn widest_bn(activation: Activation, hidden: u32, inter: u32) -> u32 {
+/// the experts are gated (two B tiles of 256 would not fit in shared memory), else 128, else
+/// 64. Gated f32 experts stop at 64: their dual 128x128 accumulators need more than the 255
+/// registers a thread has (ptxas spills).
+fn widest_bn(activation: Activation, dtype: DType, hidden: u32, inter: u32) -> u32 {
     let fits = |bn: u32| hidden.is_multiple_of(bn) && inter.is_multiple_of(bn);
-    if activation != Activation::SiluGated && fits(256) {
-        256
-    } else if fits(128) {
-        128
-    } else {
-        64
-    }
+    let gated = activation == Activation::SiluGated;
+    let widest = match (gated, dtype.elem_bytes()) {
+        (false, _) => 256,
+        (true, 2) => 128,
+        (true, _) => 64,
+    };
+    [256, 128].into_iter().find(|&bn| bn <= widest && fits(bn)).unwrap_or(64)
 }
 
 /// K step of the tile library for a dtype: one 128-byte shared-memory row.
@@ -70,14 +75,21 @@ pub fn bk(dtype: DType) -> u32 {
 }
 
 impl MoeSpec {
-    /// The specialisation for `config`: `bm` = 64 when the average packet is under 128 rows
-    /// (small batches waste less of a tile), else 128; `bn` the widest that divides H and I
-    /// (H and I are multiples of 64 by config validation).
-    pub fn for_config(config: &MoeConfig) -> MoeSpec {
+    /// The specialisation for `config` on a GPU with `processors` processor blocks: `bm` = 64
+    /// when the average packet is under 128 rows (small batches waste less of a tile), else
+    /// 128; `bn` the widest that divides H and I (multiples of 64 by config validation), halved
+    /// while the GEMM0 tasks would not fill two waves of processors.
+    pub fn for_config(config: &MoeConfig, processors: u32) -> MoeSpec {
         let avg_rows =
             config.tokens_per_rank as u64 * config.top_k as u64 / config.experts.max(1) as u64;
         let bm = if avg_rows < 128 { 64 } else { 128 };
-        let bn = widest_bn(config.activation, config.hidden, config.inter);
+        // Small batches are weight-bandwidth bound: more, narrower tasks read the weights with
+        // more SMs at once.
+        let mut bn = widest_bn(config.activation, config.dtype, config.hidden, config.inter);
+        let row_tiles = config.experts as u64 * avg_rows.div_ceil(bm as u64).max(1);
+        while bn > 64 && row_tiles * u64::from(config.inter / bn) < 2 * u64::from(processors) {
+            bn /= 2;
+        }
         MoeSpec {
             dtype: config.dtype,
             activation: config.activation,
@@ -134,6 +146,7 @@ impl MoeSpec {
             .set("FDM_BM", self.tile.bm)
             .set("FDM_BN", self.tile.bn)
             .set("FDM_SMEM_BYTES", self.smem_bytes())
+            .set("FDM_CHUNK", ROUTING_CHUNK)
     }
 
     /// A short label, e.g. `bf16-swiglu-bias-H4096-I14336-E8-k2-128x128`.
@@ -174,7 +187,7 @@ pub fn variants() -> Vec<KernelVariant> {
     let mut out = Vec::new();
     let base =
         |dtype, activation, bias, bm, (hidden, inter, experts, top_k): (u32, u32, u32, u32)| {
-            let bn = widest_bn(activation, hidden, inter);
+            let bn = widest_bn(activation, dtype, hidden, inter);
             MoeSpec {
                 dtype,
                 activation,
