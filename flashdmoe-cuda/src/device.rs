@@ -300,6 +300,10 @@ pub fn enable_peer_access(devices: &[Device]) -> Result<()> {
         // the borrowed `Device`s.
         unsafe { from.api().enable_peer_access(to.ctx.cu_ctx()) }
             .map_err(driver("cuCtxEnablePeerAccess"))?;
+        // And `from` may touch `to`'s pool allocations (all of cudarc's device memory).
+        from.api()
+            .grant_pool_access(to.ctx.cu_device(), from.ctx.cu_device())
+            .map_err(driver("cuMemPoolSetAccess"))?;
     }
     Ok(())
 }

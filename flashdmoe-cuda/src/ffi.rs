@@ -65,6 +65,32 @@ impl DriverApi {
         }
     }
 
+    /// Grants device `peer` read/write access to every allocation of `dev`'s default memory
+    /// pool (`cuDeviceGetDefaultMemPool` + `cuMemPoolSetAccess`). cudarc allocates from that
+    /// pool (stream-ordered `cuMemAllocAsync`), and peer access enabled between contexts does
+    /// not cover pool memory: without this, a peer's loads and stores fault.
+    pub(crate) fn grant_pool_access(
+        self,
+        dev: cu::CUdevice,
+        peer: cu::CUdevice,
+    ) -> Result<(), DriverError> {
+        let mut pool = std::mem::MaybeUninit::<cu::CUmemoryPool>::uninit();
+        // SAFETY: the library is loaded (`self`); `pool` is a valid out-pointer; an invalid
+        // device handle is reported as an error code.
+        unsafe { cu::cuDeviceGetDefaultMemPool(pool.as_mut_ptr(), dev) }.result()?;
+        // SAFETY: the call above succeeded, so it initialised `pool`.
+        let pool = unsafe { pool.assume_init() };
+        let desc = cu::CUmemAccessDesc {
+            location: cu::CUmemLocation {
+                type_: cu::CUmemLocationType::CU_MEM_LOCATION_TYPE_DEVICE,
+                id: peer,
+            },
+            flags: cu::CUmemAccess_flags::CU_MEM_ACCESS_FLAGS_PROT_READWRITE,
+        };
+        // SAFETY: `pool` is a live default pool, `desc` points to one valid descriptor.
+        unsafe { cu::cuMemPoolSetAccess(pool, &desc, 1) }.result()
+    }
+
     /// `cuDriverGetVersion`: the CUDA version the driver supports, as `1000 * major + 10 * minor`.
     pub(crate) fn driver_version(self) -> Result<u32, DriverError> {
         let mut version: c_int = 0;
