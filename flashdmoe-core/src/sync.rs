@@ -230,21 +230,21 @@ impl Deadline {
     }
 }
 
-/// Exponential backoff for spin-waits, modelled on crossbeam's `Backoff`: spin `2^step` times
-/// for the first [`Backoff::SPIN_STEPS`] snoozes, then yield to the OS scheduler, and after
-/// [`Backoff::YIELD_STEPS`] sleep with a period doubling up to [`Backoff::MAX_SLEEP`], so many
-/// simulated ranks on a few cores still make progress. Under loom every snooze is a `yield_now`
-/// (the hint loom needs to schedule another thread).
-#[derive(Debug, Default)]
+/// Backoff for spin-waits: crossbeam's [`Backoff`](crossbeam_utils::Backoff) (spin `2^step`
+/// times, then yield to the OS scheduler) until it reports completion, then sleeps starting at
+/// [`Backoff::MIN_SLEEP`] and doubling up to [`Backoff::MAX_SLEEP`], so many simulated ranks on
+/// a few cores still make progress. Under loom every snooze is a `yield_now` (the hint loom
+/// needs to schedule another thread).
+#[derive(Debug)]
 pub struct Backoff {
-    step: u32,
+    #[cfg(not(flashdmoe_loom))]
+    spin: crossbeam_utils::Backoff,
+    /// The next sleep, once `spin` has completed.
+    #[cfg(not(flashdmoe_loom))]
+    sleep: Duration,
 }
 
 impl Backoff {
-    /// Snoozes that spin.
-    pub const SPIN_STEPS: u32 = 6;
-    /// Snoozes (spinning ones included) before sleeping starts.
-    pub const YIELD_STEPS: u32 = 10;
     /// Shortest sleep.
     pub const MIN_SLEEP: Duration = Duration::from_micros(10);
     /// Longest sleep between two polls.
@@ -252,28 +252,36 @@ impl Backoff {
 
     /// A fresh backoff (spins first).
     pub fn new() -> Self {
-        Backoff { step: 0 }
+        Backoff {
+            #[cfg(not(flashdmoe_loom))]
+            spin: crossbeam_utils::Backoff::new(),
+            #[cfg(not(flashdmoe_loom))]
+            sleep: Self::MIN_SLEEP,
+        }
     }
 
     /// Back to spinning: call after progress.
     pub fn reset(&mut self) {
-        self.step = 0;
+        *self = Self::new();
     }
 
     /// Waits a little, longer each call.
     pub fn snooze(&mut self) {
         #[cfg(not(flashdmoe_loom))]
-        if self.step < Self::SPIN_STEPS {
-            (0..1u32 << self.step).for_each(|_| std::hint::spin_loop());
-        } else if self.step < Self::YIELD_STEPS {
-            std::thread::yield_now();
+        if self.spin.is_completed() {
+            std::thread::sleep(self.sleep);
+            self.sleep = (self.sleep * 2).min(Self::MAX_SLEEP);
         } else {
-            let doublings = (self.step - Self::YIELD_STEPS).min(16);
-            std::thread::sleep((Self::MIN_SLEEP * (1 << doublings)).min(Self::MAX_SLEEP));
+            self.spin.snooze();
         }
         #[cfg(flashdmoe_loom)]
         loom::thread::yield_now();
-        self.step = self.step.saturating_add(1);
+    }
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
@@ -296,6 +304,26 @@ mod tests {
             unsafe { b.read(31, &mut out) }
         }));
         assert!(oob.is_err());
+    }
+
+    #[test]
+    fn backoff_spins_then_sleeps_doubling_to_the_cap() {
+        let mut b = Backoff::new();
+        for spins in 0.. {
+            if b.spin.is_completed() {
+                break;
+            }
+            assert!(spins < 64, "crossbeam's backoff never completed");
+            b.snooze();
+        }
+        assert_eq!(b.sleep, Backoff::MIN_SLEEP);
+        b.snooze();
+        assert_eq!(b.sleep, Backoff::MIN_SLEEP * 2);
+        (0..8).for_each(|_| b.snooze());
+        assert_eq!(b.sleep, Backoff::MAX_SLEEP);
+        b.reset();
+        assert!(!b.spin.is_completed());
+        assert_eq!(b.sleep, Backoff::MIN_SLEEP);
     }
 
     #[test]

@@ -6,16 +6,17 @@
 //! correct), while a lost signal or a stale epoch must end in a typed timeout naming the rank,
 //! the role and the signal awaited.
 //!
-//! Delayed and duplicated signals travel through a [`Courier`]: one thread per rank and forward
-//! that stores each word when its (pseudo-random, seeded) delay has passed. The courier is
-//! drained before the rank's forward returns, so no signal of one epoch can land after the next
-//! epoch's signal in the same word.
+//! Delayed and duplicated signals travel through a [`Courier`]: a crossbeam channel into one
+//! thread per rank and forward ([`Deliveries::run`]) that keeps the words in a due-time heap and
+//! stores each when its (pseudo-random, seeded) delay has passed. The courier is drained before
+//! the rank's forward returns, so no signal of one epoch can land after the next epoch's signal
+//! in the same word.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use crossbeam::channel::{self, Receiver, Sender};
 use flashdmoe_core::rng::mix;
 use flashdmoe_proto::{Epoch, HeapLayout, signal};
 
@@ -152,19 +153,19 @@ pub(crate) struct Delivery {
 /// The sending side of a courier: schedules deliveries.
 #[derive(Debug)]
 pub(crate) struct Courier {
-    tx: mpsc::Sender<Delivery>,
+    tx: Sender<Delivery>,
 }
 
 /// The receiving side of a courier: the delivery loop.
 #[derive(Debug)]
 pub(crate) struct Deliveries {
-    rx: mpsc::Receiver<Delivery>,
+    rx: Receiver<Delivery>,
 }
 
 impl Courier {
     /// A courier and its delivery loop (run [`Deliveries::run`] on its own thread).
     pub(crate) fn new() -> (Courier, Deliveries) {
-        let (tx, rx) = mpsc::channel::<Delivery>();
+        let (tx, rx) = channel::unbounded();
         (Courier { tx }, Deliveries { rx })
     }
 
@@ -188,31 +189,27 @@ impl Deliveries {
     /// the courier is dropped and everything is delivered.
     pub(crate) fn run(self, deliver: impl Fn(&Delivery)) {
         let mut pending: BinaryHeap<Reverse<Delivery>> = BinaryHeap::new();
-        let mut open = true;
-        while open || !pending.is_empty() {
+        // While the courier lives: wait for a new delivery or the next one's due time.
+        loop {
             let now = Instant::now();
             while pending.peek().is_some_and(|d| d.0.due <= now) {
                 if let Some(Reverse(d)) = pending.pop() {
                     deliver(&d);
                 }
             }
-            let wait = pending.peek().map(|d| d.0.due.saturating_duration_since(now));
-            if !open {
-                std::thread::sleep(wait.unwrap_or(Duration::ZERO));
-                continue;
-            }
-            let received = match wait {
-                None => self.rx.recv().ok(),
-                Some(wait) => match self.rx.recv_timeout(wait) {
-                    Ok(d) => Some(d),
-                    Err(mpsc::RecvTimeoutError::Timeout) => continue,
-                    Err(mpsc::RecvTimeoutError::Disconnected) => None,
+            let next_due = pending.peek().map_or_else(channel::never, |d| channel::at(d.0.due));
+            crossbeam::select! {
+                recv(self.rx) -> d => match d {
+                    Ok(d) => pending.push(Reverse(d)),
+                    Err(_) => break,
                 },
-            };
-            match received {
-                Some(d) => pending.push(Reverse(d)),
-                None => open = false,
+                recv(next_due) -> _ => {}
             }
+        }
+        // The courier is gone: deliver the rest on time.
+        while let Some(Reverse(d)) = pending.pop() {
+            std::thread::sleep(d.due.saturating_duration_since(Instant::now()));
+            deliver(&d);
         }
     }
 }
