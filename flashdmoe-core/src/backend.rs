@@ -101,6 +101,42 @@ pub trait Layer: Send + Sync {
     }
 }
 
+/// Checks one rank's input for `config`: the rank exists, the input holds
+/// `[tokens_per_rank][hidden]` values, and each is finite and exactly representable in the
+/// config's dtype. Every backend's [`Layer::forward_rank`] starts with it.
+pub fn check_rank_input(config: &MoeConfig, rank: u32, input: &[f32]) -> Result<(), BackendError> {
+    let c = config;
+    if rank >= c.world {
+        return Err(BackendError::InvalidInput {
+            what: "rank",
+            reason: format!("rank {rank} does not exist in a world of {}", c.world),
+        });
+    }
+    let expected = c.tokens_per_rank as usize * c.hidden as usize;
+    if input.len() != expected {
+        return Err(BackendError::InvalidInput {
+            what: "input",
+            reason: format!(
+                "expected {expected} values ([{}][{}]), got {}",
+                c.tokens_per_rank,
+                c.hidden,
+                input.len()
+            ),
+        });
+    }
+    let bad = |v: f32| !(v.is_finite() && c.dtype.is_representable(v));
+    if let Some((i, v)) = input.iter().enumerate().find(|(_, v)| bad(**v)) {
+        return Err(BackendError::InvalidInput {
+            what: "input",
+            reason: format!(
+                "value {v} at index {i} is not a finite value exactly representable in {}",
+                c.dtype
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// One rank's result of a forward.
 #[derive(Clone, Debug)]
 pub struct RankOutput {

@@ -59,6 +59,35 @@ impl DType {
         r.to_bits() == v.to_bits() || (r.is_nan() && v.is_nan())
     }
 
+    /// Appends the little-endian storage bytes of `values` to `out`, each rounded to this
+    /// dtype (see [`DType::round`]): the layout backends keep tensors in, in device memory and
+    /// in the simulated heaps.
+    pub fn encode_into(self, values: &[f32], out: &mut Vec<u8>) {
+        out.reserve(values.len() * self.elem_bytes() as usize);
+        match self {
+            DType::Bf16 => values.iter().for_each(|&v| out.extend(bf16::from_f32(v).to_le_bytes())),
+            DType::F16 => values.iter().for_each(|&v| out.extend(f16::from_f32(v).to_le_bytes())),
+            DType::F32 | DType::F32Exact => {
+                values.iter().for_each(|&v| out.extend(v.to_le_bytes()))
+            }
+        }
+    }
+
+    /// Appends the `f32` values of little-endian storage bytes to `out` (a trailing partial
+    /// element is ignored); the inverse of [`DType::encode_into`] for representable values.
+    pub fn decode_into(self, bytes: &[u8], out: &mut Vec<f32>) {
+        match self {
+            DType::Bf16 => out
+                .extend(bytes.chunks_exact(2).map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32())),
+            DType::F16 => {
+                out.extend(bytes.chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32()))
+            }
+            DType::F32 | DType::F32Exact => out.extend(
+                bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+            ),
+        }
+    }
+
     /// Verification tolerance: the largest accepted `|output - reference|`, relative to the
     /// largest reference magnitude of the same output row (see `oracle`).
     ///
@@ -117,6 +146,24 @@ impl FromStr for DType {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn encode_decode_round_trip_and_byte_layout() {
+        let values = [1.0f32, -2.5, 0.1, 65504.0];
+        for dtype in DType::ALL {
+            let mut bytes = Vec::new();
+            dtype.encode_into(&values, &mut bytes);
+            assert_eq!(bytes.len(), values.len() * dtype.elem_bytes() as usize);
+            let mut back = Vec::new();
+            dtype.decode_into(&bytes, &mut back);
+            let rounded: Vec<f32> = values.iter().map(|&v| dtype.round(v)).collect();
+            assert_eq!(back, rounded, "{dtype:?}");
+        }
+        // bf16 1.0 is 0x3F80, little-endian.
+        let mut bytes = Vec::new();
+        DType::Bf16.encode_into(&[1.0], &mut bytes);
+        assert_eq!(bytes, [0x80, 0x3F]);
+    }
 
     #[test]
     fn rounding_is_nearest_even_and_idempotent() {

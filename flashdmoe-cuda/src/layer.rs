@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use cudarc::driver::{CudaSlice, CudaStream, DevicePtr};
-use flashdmoe_core::backend::RankStats;
+use flashdmoe_core::backend::{RankStats, check_rank_input};
 use flashdmoe_core::config::ExpertMap;
 use flashdmoe_core::routing::{DROPPED, RankRouting};
 use flashdmoe_core::runtime::conformance;
@@ -79,29 +79,11 @@ fn invalid(what: &'static str, reason: String) -> BackendError {
     BackendError::InvalidInput { what, reason }
 }
 
-/// Converts host values (already representable in `dtype`) to the device element bytes.
-pub fn encode(dtype: DType, values: &[f32]) -> Vec<u8> {
-    match dtype {
-        DType::Bf16 => values.iter().flat_map(|&v| half::bf16::from_f32(v).to_le_bytes()).collect(),
-        DType::F16 => values.iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()).collect(),
-        DType::F32 | DType::F32Exact => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-    }
-}
-
-/// Converts device element bytes back to `f32`.
-pub fn decode(dtype: DType, bytes: &[u8]) -> Vec<f32> {
-    match dtype {
-        DType::Bf16 => bytes
-            .chunks_exact(2)
-            .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
-            .collect(),
-        DType::F16 => {
-            bytes.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect()
-        }
-        DType::F32 | DType::F32Exact => {
-            bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
-        }
-    }
+/// The device element bytes of host values (already representable in `dtype`).
+fn encode(dtype: DType, values: &[f32]) -> Vec<u8> {
+    let mut out = Vec::new();
+    dtype.encode_into(values, &mut out);
+    out
 }
 
 fn u32s(bytes: &[u8]) -> Vec<u32> {
@@ -437,21 +419,6 @@ impl CudaLayer {
         })
     }
 
-    fn check_input(&self, rank: u32, input: &[f32]) -> Result<(), BackendError> {
-        let c = &self.plan.config;
-        let want = c.tokens_per_rank as usize * c.hidden as usize;
-        if input.len() != want {
-            return Err(invalid(
-                "input",
-                format!("rank {rank}: {} values, expected T*H = {want}", input.len()),
-            ));
-        }
-        if let Some(i) = input.iter().position(|v| !v.is_finite()) {
-            return Err(invalid("input", format!("rank {rank}: value {i} is not finite")));
-        }
-        Ok(())
-    }
-
     /// Uploads the inputs of GPU `gpu`'s ranks and launches its kernel.
     fn launch(
         &self,
@@ -605,7 +572,9 @@ impl CudaLayer {
             } else {
                 None
             };
-            outs.push(RankOutput { output: decode(cfg.dtype, &y), routing, stats, trace });
+            let mut output = Vec::with_capacity(t * cfg.hidden as usize);
+            cfg.dtype.decode_into(&y, &mut output);
+            outs.push(RankOutput { output, routing, stats, trace });
         }
         Ok(outs)
     }
@@ -727,13 +696,7 @@ impl Layer for CudaLayer {
                 ),
             ));
         }
-        if rank >= self.plan.config.world {
-            return Err(invalid(
-                "rank",
-                format!("{rank} is not a rank of a world of {}", self.plan.config.world),
-            ));
-        }
-        self.check_input(rank, input)?;
+        check_rank_input(&self.plan.config, rank, input)?;
         let mut gpu = self.gpus[rank as usize].lock().unwrap_or_else(PoisonError::into_inner);
         let launched = self.launch(&mut gpu, &[input], options)?;
         Ok(self.collect(&gpu, launched, options)?.remove(0))
@@ -753,7 +716,7 @@ impl Layer for CudaLayer {
             ));
         }
         for (rank, input) in inputs.iter().enumerate() {
-            self.check_input(rank as u32, input)?;
+            check_rank_input(&self.plan.config, rank as u32, input)?;
         }
         let start = std::time::Instant::now();
         let r = self.plan.ranks_per_gpu as usize;

@@ -19,7 +19,6 @@ use flashdmoe_core::runtime::{RuntimeError, SymmetricHeap, TileExecutor};
 use flashdmoe_core::sync::SharedBytes;
 use flashdmoe_core::{DType, ExpertMap, LayerWeights, MoeConfig, RankRouting};
 use flashdmoe_proto::{HeapLayout, Stage, TaskDescriptor, TaskKind};
-use half::{bf16, f16};
 
 /// Independent partial sums of a dot product (hidden and inter sizes are multiples of 64).
 pub(crate) const LANES: usize = 8;
@@ -36,28 +35,13 @@ impl Codec {
 
     /// Appends `values`, each rounded to the dtype (round to nearest even).
     pub(crate) fn encode(self, values: &[f32], out: &mut Vec<u8>) {
-        match self.0 {
-            DType::Bf16 => values.iter().for_each(|&v| out.extend(bf16::from_f32(v).to_le_bytes())),
-            DType::F16 => values.iter().for_each(|&v| out.extend(f16::from_f32(v).to_le_bytes())),
-            DType::F32 | DType::F32Exact => {
-                values.iter().for_each(|&v| out.extend(v.to_le_bytes()))
-            }
-        }
+        self.0.encode_into(values, out);
     }
 
     /// Decodes `bytes` into `out` (cleared first).
     pub(crate) fn decode(self, bytes: &[u8], out: &mut Vec<f32>) {
         out.clear();
-        match self.0 {
-            DType::Bf16 => out
-                .extend(bytes.chunks_exact(2).map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32())),
-            DType::F16 => {
-                out.extend(bytes.chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32()))
-            }
-            DType::F32 | DType::F32Exact => out.extend(
-                bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
-            ),
-        }
+        self.0.decode_into(bytes, out);
     }
 }
 

@@ -3,6 +3,7 @@
 use std::sync::atomic::{AtomicU64 as StatCounter, Ordering as StatOrdering};
 use std::time::{Duration, Instant};
 
+use flashdmoe_core::backend::check_rank_input;
 use flashdmoe_core::routing::route;
 use flashdmoe_core::runtime::{
     Processor, RankContext, RankState, Role, Scheduler, Subscriber, dispatch, drive,
@@ -79,36 +80,7 @@ impl SimLayer {
     }
 
     fn check_input(&self, rank: u32, input: &[f32]) -> Result<(), BackendError> {
-        let c = &self.config;
-        if rank >= c.world {
-            return Err(BackendError::InvalidInput {
-                what: "rank",
-                reason: format!("rank {rank} does not exist in a world of {}", c.world),
-            });
-        }
-        let expected = c.tokens_per_rank as usize * c.hidden as usize;
-        if input.len() != expected {
-            return Err(BackendError::InvalidInput {
-                what: "input",
-                reason: format!(
-                    "expected {expected} values ([{}][{}]), got {}",
-                    c.tokens_per_rank,
-                    c.hidden,
-                    input.len()
-                ),
-            });
-        }
-        let bad = |v: f32| !(v.is_finite() && c.dtype.is_representable(v));
-        if let Some((i, v)) = input.iter().enumerate().find(|(_, v)| bad(**v)) {
-            return Err(BackendError::InvalidInput {
-                what: "input",
-                reason: format!(
-                    "value {v} at index {i} is not a finite value exactly representable in {}",
-                    c.dtype
-                ),
-            });
-        }
-        Ok(())
+        check_rank_input(&self.config, rank, input)
     }
 
     /// Dispatches, then runs the roles of `rank` until its forward is complete.
