@@ -3,7 +3,7 @@
 //! A rank's forward, in the order every backend follows (the simulator runs it on CPU threads,
 //! the CUDA kernel mirrors it with the same `flashdmoe-proto` constants):
 //!
-//! 1. [`dispatch`]: reset this rank's counters, then for every `(owner, local expert)` copy the
+//! 1. [`dispatch()`]: reset this rank's counters, then for every `(owner, local expert)` copy the
 //!    routed rows (only those) into the owner's dispatch region and release-store the
 //!    epoch-stamped dispatch signal, also for zero-row packets.
 //! 2. The roles run until the rank's exact task bound is met:
@@ -35,7 +35,7 @@
 //!   signal -> subscriber -> combine counter -> queue -> doorbell -> Combine reads" (checked
 //!   with loom).
 //! * Signals are never cleared: a signal counts only when its epoch is the current one.
-//!   Counters are local and reset by [`dispatch`] before this rank publishes anything, i.e.
+//!   Counters are local and reset by [`dispatch()`] before this rank publishes anything, i.e.
 //!   before any task of the new epoch can touch them.
 //! * Exactly-once: each task is created once (a packet's GEMM0s when its signal is first seen,
 //!   a row tile's GEMM1s by the single GEMM0 completing its counter, a column's Combines by the
