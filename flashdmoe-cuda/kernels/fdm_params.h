@@ -26,6 +26,7 @@ typedef struct fdm_diag {
     unsigned long long seen;
 } fdm_diag;
 static_assert(sizeof(fdm_diag) == 40, "fdm_diag size drifted from Rust");
+static_assert(alignof(fdm_diag) == 8, "fdm_diag alignment drifted from Rust");
 FDM_ASSERT_OFFSET(fdm_diag, status, 0);
 FDM_ASSERT_OFFSET(fdm_diag, abort, 4);
 FDM_ASSERT_OFFSET(fdm_diag, rank, 8);
@@ -43,6 +44,7 @@ typedef struct fdm_trace_record {
     unsigned int task;
 } fdm_trace_record;
 static_assert(sizeof(fdm_trace_record) == 24, "fdm_trace_record size drifted from Rust");
+static_assert(alignof(fdm_trace_record) == 8, "fdm_trace_record alignment drifted from Rust");
 FDM_ASSERT_OFFSET(fdm_trace_record, start_ns, 0);
 FDM_ASSERT_OFFSET(fdm_trace_record, end_ns, 8);
 FDM_ASSERT_OFFSET(fdm_trace_record, processor, 16);
@@ -65,6 +67,7 @@ typedef struct fdm_scratch_layout {
     unsigned long long control;
 } fdm_scratch_layout;
 static_assert(sizeof(fdm_scratch_layout) == 112, "fdm_scratch_layout size drifted from Rust");
+static_assert(alignof(fdm_scratch_layout) == 8, "fdm_scratch_layout alignment drifted from Rust");
 FDM_ASSERT_OFFSET(fdm_scratch_layout, logits, 0);
 FDM_ASSERT_OFFSET(fdm_scratch_layout, topk_expert, 8);
 FDM_ASSERT_OFFSET(fdm_scratch_layout, topk_weight, 16);
@@ -109,6 +112,7 @@ typedef struct fdm_params {
     unsigned int pad;
 } fdm_params;
 static_assert(sizeof(fdm_params) == 896, "fdm_params size drifted from Rust");
+static_assert(alignof(fdm_params) == 8, "fdm_params alignment drifted from Rust");
 FDM_ASSERT_OFFSET(fdm_params, layout, 0);
 FDM_ASSERT_OFFSET(fdm_params, scratch_layout, 112);
 FDM_ASSERT_OFFSET(fdm_params, heaps, 224);

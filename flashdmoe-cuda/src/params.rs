@@ -6,9 +6,9 @@
 //! compile error, never a silent misread.
 
 use std::fmt::Write;
-use std::mem::{offset_of, size_of};
+use std::mem::{align_of, offset_of, size_of};
 
-use flashdmoe_proto::LayoutParams;
+use flashdmoe_proto::{CField, LayoutParams, c_struct};
 
 /// Most ranks a world may have (size of the peer heap table in the parameters).
 pub const MAX_RANKS: usize = 64;
@@ -182,25 +182,23 @@ macro_rules! fields {
     };
 }
 
-type Field = (&'static str, &'static str, usize);
-
-const DIAG_FIELDS: &[Field] = fields!(Diag:
+const DIAG_FIELDS: &[CField] = fields!(Diag:
     status: "unsigned int", abort: "unsigned int", rank: "unsigned int", role: "unsigned int",
     what: "unsigned int", index: "unsigned int", expected_epoch: "unsigned int", pad: "unsigned int",
     seen: "unsigned long long");
 
-const TRACE_FIELDS: &[Field] = fields!(TraceRecord:
+const TRACE_FIELDS: &[CField] = fields!(TraceRecord:
     start_ns: "unsigned long long", end_ns: "unsigned long long", processor: "unsigned int",
     task: "unsigned int");
 
-const SCRATCH_FIELDS: &[Field] = fields!(ScratchLayout:
+const SCRATCH_FIELDS: &[CField] = fields!(ScratchLayout:
     logits: "unsigned long long", topk_expert: "unsigned long long", topk_weight: "unsigned long long",
     slot_row: "unsigned long long", chunk_counts: "unsigned long long", expert_tokens: "unsigned long long",
     packet_rows: "unsigned long long", tasks: "unsigned long long", task_ready: "unsigned long long",
     trace: "unsigned long long", mailbox: "unsigned long long", assigned: "unsigned long long",
     completed: "unsigned long long", control: "unsigned long long");
 
-const PARAM_FIELDS: &[Field] = fields!(KernelParams:
+const PARAM_FIELDS: &[CField] = fields!(KernelParams:
     layout: "fdm_layout", scratch_layout: "fdm_scratch_layout", heaps: "unsigned long long@[FDM_MAX_RANKS]",
     x: "const void*", y: "void*", router: "const void*", w_up: "const void*", w_gate: "const void*",
     w_down: "const void*", b_up: "const void*", b_gate: "const void*", b_down: "const void*",
@@ -210,30 +208,6 @@ const PARAM_FIELDS: &[Field] = fields!(KernelParams:
     timeout_ns: "unsigned long long", epoch: "unsigned int", first_rank: "unsigned int",
     local_ranks: "unsigned int", blocks_per_rank: "unsigned int", trace: "unsigned int",
     pad: "unsigned int");
-
-fn emit_struct(out: &mut String, name: &str, fields: &[Field], size: usize) {
-    let _ = writeln!(out, "typedef struct {name} {{");
-    for (field, cty, _) in fields {
-        // "T@[N]" declares an array member `T field[N]`.
-        match cty.split_once('@') {
-            Some((ty, dims)) => {
-                let _ = writeln!(out, "    {ty} {field}{dims};");
-            }
-            None => {
-                let _ = writeln!(out, "    {cty} {field};");
-            }
-        }
-    }
-    let _ = writeln!(out, "}} {name};");
-    let _ = writeln!(
-        out,
-        "static_assert(sizeof({name}) == {size}, \"{name} size drifted from Rust\");"
-    );
-    for (field, _, offset) in fields {
-        let _ = writeln!(out, "FDM_ASSERT_OFFSET({name}, {field}, {offset});");
-    }
-    out.push('\n');
-}
 
 /// The text of `fdm_params.h` (needs `fdm_proto.h` included first).
 pub fn params_header() -> String {
@@ -249,10 +223,28 @@ pub fn params_header() -> String {
         let _ = writeln!(out, "#define {name} {i}u");
     }
     out.push('\n');
-    emit_struct(&mut out, "fdm_diag", DIAG_FIELDS, size_of::<Diag>());
-    emit_struct(&mut out, "fdm_trace_record", TRACE_FIELDS, size_of::<TraceRecord>());
-    emit_struct(&mut out, "fdm_scratch_layout", SCRATCH_FIELDS, size_of::<ScratchLayout>());
-    emit_struct(&mut out, "fdm_params", PARAM_FIELDS, size_of::<KernelParams>());
+    c_struct(&mut out, "fdm_diag", DIAG_FIELDS, size_of::<Diag>(), align_of::<Diag>());
+    c_struct(
+        &mut out,
+        "fdm_trace_record",
+        TRACE_FIELDS,
+        size_of::<TraceRecord>(),
+        align_of::<TraceRecord>(),
+    );
+    c_struct(
+        &mut out,
+        "fdm_scratch_layout",
+        SCRATCH_FIELDS,
+        size_of::<ScratchLayout>(),
+        align_of::<ScratchLayout>(),
+    );
+    c_struct(
+        &mut out,
+        "fdm_params",
+        PARAM_FIELDS,
+        size_of::<KernelParams>(),
+        align_of::<KernelParams>(),
+    );
     out
 }
 

@@ -53,16 +53,25 @@ const LAYOUT_FIELDS: [(&str, &str, usize); 20] = [
     ("total", "unsigned long long", offset_of!(LayoutParams, total)),
 ];
 
-fn emit_struct(
-    out: &mut String,
-    name: &str,
-    fields: &[(&str, &str, usize)],
-    size: usize,
-    align: usize,
-) {
+/// One field of a C struct mirrored from a `#[repr(C)]` Rust struct: `(name, C type, byte
+/// offset)`. An array member is written `"T@[N]"` (declared `T name[N];`).
+pub type CField = (&'static str, &'static str, usize);
+
+/// Appends `typedef struct name { ... } name;` for `fields`, followed by `static_assert`s on
+/// its size and alignment and an `FDM_ASSERT_OFFSET` per field (defined by [`c_header`], so
+/// headers built with this include `fdm_proto.h` first). Used for the protocol's own structs
+/// and by other crates that pass their own `#[repr(C)]` structs to the same kernels.
+pub fn c_struct(out: &mut String, name: &str, fields: &[CField], size: usize, align: usize) {
     let _ = writeln!(out, "typedef struct {name} {{");
     for (field, ty, _) in fields {
-        let _ = writeln!(out, "    {ty} {field};");
+        match ty.split_once('@') {
+            Some((ty, dims)) => {
+                let _ = writeln!(out, "    {ty} {field}{dims};");
+            }
+            None => {
+                let _ = writeln!(out, "    {ty} {field};");
+            }
+        }
     }
     let _ = writeln!(out, "}} {name};");
     let _ = writeln!(
@@ -120,14 +129,14 @@ pub fn c_header() -> String {
         let _ = writeln!(out, "#define FDM_TASK_{} {}", kind.name().to_uppercase(), kind as u32);
     }
     out.push('\n');
-    emit_struct(
+    c_struct(
         &mut out,
         "fdm_task",
         &TASK_FIELDS,
         size_of::<TaskDescriptor>(),
         align_of::<TaskDescriptor>(),
     );
-    emit_struct(
+    c_struct(
         &mut out,
         "fdm_layout",
         &LAYOUT_FIELDS,

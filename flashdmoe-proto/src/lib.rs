@@ -38,7 +38,7 @@ mod task;
 pub use epoch::Epoch;
 pub use error::{ProtoError, Result};
 pub use graph::{RoutingPlan, SourcePlan, TaskCounts, TaskKey};
-pub use header::c_header;
+pub use header::{CField, c_header, c_struct};
 pub use layout::{
     ALIGN, COUNTER_BYTES, Geometry, HeapLayout, LayoutParams, SIGNAL_BYTES, Stage, TileShape,
     div_ceil,
