@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use flashdmoe_core::config::presets;
 use flashdmoe_core::oracle::{Sample, VerifyOptions, verify};
+use flashdmoe_core::perf::{self, TimeSummary};
 use flashdmoe_core::weights::generate_input;
 use flashdmoe_core::{
     Activation, Backend, BackendError, CapacityPolicy, DType, ForwardOptions, Layer, LayerWeights,
@@ -70,32 +71,6 @@ fn small(dtype: DType, activation: Activation, bias: bool) -> MoeConfig {
         capacity: CapacityPolicy::Dropless,
         ..MoeConfig::default()
     }
-}
-
-/// FLOP floor (bf16 ~790 TFLOP/s, TF32 half, f32 exact 67) and weight-read floor (4.3 TB/s)
-/// of one rank's forward, in ms (PERF.md).
-fn floor_ms(c: &MoeConfig, touched_experts: u64) -> f64 {
-    let (t, h, i, e, k) = (
-        c.tokens_per_rank as f64,
-        c.hidden as f64,
-        c.inter as f64,
-        c.experts as f64,
-        c.top_k as f64,
-    );
-    let mats = if c.activation == Activation::SiluGated { 3.0 } else { 2.0 };
-    let flops = 2.0 * mats * t * k * h * i + 2.0 * t * h * e;
-    let rate = match c.dtype {
-        DType::Bf16 | DType::F16 => 790e12,
-        DType::F32 => 395e12,
-        DType::F32Exact => 67e12,
-    };
-    let bytes = touched_experts as f64 * mats * h * i * c.dtype.elem_bytes() as f64
-        + 2.0 * t * h * c.dtype.elem_bytes() as f64;
-    (flops / rate).max(bytes / 4.3e12) * 1e3
-}
-
-fn percentile(sorted: &[f64], q: f64) -> f64 {
-    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
 }
 
 struct Case {
@@ -196,13 +171,15 @@ fn run_case(case: &Case, iters: usize) -> Result<Row, String> {
             ok = false;
             detail.push_str(&format!("; after timing: {again}"));
         }
-        times.sort_by(f64::total_cmp);
-        median = Some(percentile(&times, 0.5));
-        p10 = Some(percentile(&times, 0.1));
-        p90 = Some(percentile(&times, 0.9));
-        let touched =
-            first.ranks[0].routing.expert_tokens.iter().filter(|t| !t.is_empty()).count() as u64;
-        floor = Some(floor_ms(c, touched));
+        // Median and spread as the benchmark harness and the baselines compute them; the
+        // floor from the experts this forward touched (PERF.md, core's `perf`).
+        let summary = TimeSummary::of(&times).ok_or("no valid timed forwards")?;
+        median = Some(summary.median_ms);
+        p10 = Some(summary.p10_ms);
+        p90 = Some(summary.p90_ms);
+        let touched = perf::experts_touched(c, first.ranks.iter().map(|r| &r.routing))
+            .map_err(|e| e.to_string())?;
+        floor = Some(perf::floor_ms(c, touched));
     }
     Ok(Row {
         name: case.name.clone(),
