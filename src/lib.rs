@@ -11,9 +11,12 @@
 //!   `::core`.
 //! * [`sim`]: the CPU simulator backend, which runs everywhere.
 //! * [`cuda`]: the GPU backend.
+//! * [`bench`](mod@bench): the benchmark harness behind `flashdmoe bench` and `flashdmoe report` (grids,
+//!   timing, result records shared with the PyTorch baselines, comparison table, SVG report).
 //!
 //! Architecture invariant: the facade holds no MoE logic of its own; everything it exports is
-//! defined in the crates below it.
+//! defined in the crates below it, except [`bench`](mod@bench), which measures and reports layers but
+//! computes nothing of one (verification is core's oracle, floors are core's `perf`).
 //!
 //! ```
 //! use flashdmoe::core::MoeConfig;
@@ -24,6 +27,8 @@
 //! let layout = flashdmoe::proto::HeapLayout::new(geometry).unwrap();
 //! assert!(layout.total_bytes() > 0);
 //! ```
+
+pub mod bench;
 
 pub use flashdmoe_core as core;
 pub use flashdmoe_cuda as cuda;

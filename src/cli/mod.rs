@@ -3,10 +3,12 @@
 //! * `run`: build a layer config (defaults, a preset or a file, then flag overrides), run one or
 //!   more forwards on a backend and verify the output against the CPU oracle ([`run`]).
 //! * `info`: presets, backends, CUDA/NVRTC availability ([`info`]).
+//! * `bench` and `report`: the benchmark harness and its plots ([`bench`](mod@bench)).
 //!
 //! Exit codes are part of the interface (see [`ExitStatus`]). Every error is a [`CliError`]
 //! printed as one `error: ...` line; nothing here panics on bad input.
 
+mod bench;
 mod config;
 mod info;
 mod report;
@@ -41,6 +43,16 @@ enum Command {
     Run(Box<RunArgs>),
     /// Show presets, backends, and whether CUDA and NVRTC are usable on this machine.
     Info,
+    /// Benchmark a grid of layers on a backend, verified in the same run, optionally with the
+    /// PyTorch baselines; writes results.jsonl and results.csv and prints the comparison.
+    ///
+    /// Each case: one forward checked against the CPU oracle (sampled rows for large outputs),
+    /// warm-up forwards, timed forwards (median, p10, p90; device-event time on GPUs), the last
+    /// output checked again, one traced forward for tasks, bytes and utilisation. Simulator
+    /// times are labelled simulation and never compared with GPU times.
+    Bench(Box<bench::BenchArgs>),
+    /// Render SVG plots and a markdown page from recorded results (JSONL).
+    Report(bench::ReportArgs),
 }
 
 /// Where the layer config comes from, and what to override.
@@ -192,6 +204,9 @@ pub enum CliError {
     /// The output does not match the oracle, or differs between iterations.
     #[error("verification failed: {0}")]
     Mismatch(String),
+    /// Something other than a backend failed (a baseline, writing results).
+    #[error("{0}")]
+    Failed(String),
 }
 
 impl CliError {
@@ -199,7 +214,7 @@ impl CliError {
     pub fn status(&self) -> ExitStatus {
         match self {
             CliError::Usage(_) | CliError::Config(_) => ExitStatus::Usage,
-            CliError::Backend(_) | CliError::Oracle(_) => ExitStatus::Failed,
+            CliError::Backend(_) | CliError::Oracle(_) | CliError::Failed(_) => ExitStatus::Failed,
             CliError::Mismatch(_) => ExitStatus::Mismatch,
         }
     }
@@ -211,6 +226,8 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run::run(&args),
         Command::Info => info::info(),
+        Command::Bench(args) => bench::bench(&args),
+        Command::Report(args) => bench::report(&args),
     };
     match result {
         Ok(()) => ExitCode::from(ExitStatus::Success as u8),

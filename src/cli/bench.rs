@@ -1,0 +1,367 @@
+//! `flashdmoe bench`: sweep a grid on a backend (and optionally the PyTorch baselines), write
+//! `results.jsonl` and `results.csv`, print the comparison table. `flashdmoe report`: plots
+//! and a markdown page from recorded results. The logic lives in [`flashdmoe::bench`]; this
+//! module parses, drives the progress bar, and writes files.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use flashdmoe::bench::baseline::{Baseline, BaselineOptions};
+use flashdmoe::bench::grid::{self, Case};
+use flashdmoe::bench::record::{Record, to_jsonl};
+use flashdmoe::bench::report::{self, Loaded};
+use flashdmoe::bench::runner::{self, BenchBackend, Progress, RunOptions};
+use flashdmoe::bench::{BenchError, csv, table};
+use flashdmoe::core::BackendError;
+use flashdmoe::cuda::{CudaBackend, CudaOptions};
+use flashdmoe::sim::{SimBackend, SimOptions};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::{BackendArg, CliError};
+
+/// Arguments of `flashdmoe bench`.
+#[derive(Debug, Args)]
+pub(super) struct BenchArgs {
+    /// A built-in grid: `paper` (PERF.md's 40 configs: T x E x {cf1, dropless}; the default
+    /// with --backend cuda) or `small` (layers the simulator runs in milliseconds; the default
+    /// with --backend sim).
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["preset", "config"])]
+    grid: Option<String>,
+    /// Presets to run instead (see `flashdmoe info`); a name may end in `-dropless` or
+    /// `-cf<F>` to set the capacity, e.g. `paper-t16384-e8-dropless`.
+    #[arg(long, value_name = "NAME", num_args = 1.., conflicts_with = "config")]
+    preset: Vec<String>,
+    /// A grid file instead: TOML or JSON, `[[case]]` tables in the config file schema plus an
+    /// optional `[sweep]` table of lists.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Backend. Simulator results are labelled simulation and never compared with GPU times.
+    #[arg(long, value_enum, default_value = "sim")]
+    backend: BackendArg,
+    /// Timed forwards per case.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    iters: u32,
+    /// Untimed forwards before them.
+    #[arg(long, default_value_t = 10)]
+    warmup: u32,
+    /// Seed of the generated weights and inputs (the baselines get the same).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Rows per rank checked against the oracle when an output has more than 8192 rows.
+    #[arg(long, value_name = "N", default_value_t = 64,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    verify_rows: u32,
+    /// Seconds any wait inside a forward may take before the case fails with a timeout.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]
+    timeout: f64,
+    /// PyTorch baselines to run on the same cases, comma-separated: torch-single, torch-ep.
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    baselines: Vec<String>,
+    /// Python interpreter of the baselines (needs PyTorch).
+    #[arg(long, value_name = "PATH", default_value = "python3")]
+    python: PathBuf,
+    /// Directory of the baseline scripts.
+    #[arg(long, value_name = "DIR", default_value = "bench/baselines")]
+    baseline_dir: PathBuf,
+    /// Device the baselines run on (default: cuda with --backend cuda, cpu with sim; CPU
+    /// times are functional checks, never compared).
+    #[arg(long, value_enum)]
+    baseline_device: Option<DeviceArg>,
+    /// Directory for results.jsonl and results.csv (created if needed).
+    #[arg(long, value_name = "DIR", default_value = "bench-out")]
+    out: PathBuf,
+    /// Simulator: processor threads per rank.
+    #[arg(long, value_name = "N")]
+    processors: Option<usize>,
+    /// Simulator: subscriber threads per rank.
+    #[arg(long, value_name = "N")]
+    subscribers: Option<usize>,
+    /// CUDA: ranks per GPU.
+    #[arg(long, value_name = "R", value_parser = clap::value_parser!(u32).range(1..))]
+    ranks_per_gpu: Option<u32>,
+}
+
+/// Where the baselines run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum DeviceArg {
+    Cuda,
+    Cpu,
+}
+
+/// Arguments of `flashdmoe report`.
+#[derive(Debug, Args)]
+pub(super) struct ReportArgs {
+    /// Result files (JSONL of `flashdmoe bench` / baseline records, or `gpu-check --json`
+    /// rows) or directories (their `*.jsonl` files, by name). When a result appears twice
+    /// the later one counts.
+    #[arg(required = true, value_name = "FILE_OR_DIR")]
+    inputs: Vec<PathBuf>,
+    /// Directory for the SVG plots and report.md (created if needed).
+    #[arg(long, value_name = "DIR", default_value = "bench-report")]
+    out: PathBuf,
+}
+
+impl From<BenchError> for CliError {
+    fn from(e: BenchError) -> CliError {
+        match e {
+            BenchError::Config(e) => CliError::Config(e),
+            BenchError::Backend(e) => CliError::Backend(e),
+            BenchError::Oracle(e) => CliError::Oracle(e),
+            e @ (BenchError::Grid(_) | BenchError::Options(_) | BenchError::Record { .. }) => {
+                CliError::Usage(e.to_string())
+            }
+            e => CliError::Failed(e.to_string()),
+        }
+    }
+}
+
+/// Runs `flashdmoe bench`.
+pub(super) fn bench(args: &BenchArgs) -> Result<(), CliError> {
+    let cases = cases(args)?;
+    if !(args.timeout.is_finite() && args.timeout > 0.0) {
+        return Err(CliError::Usage(format!("--timeout {} must be > 0 seconds", args.timeout)));
+    }
+    let baselines =
+        args.baselines.iter().map(|b| Baseline::parse(b)).collect::<Result<Vec<_>, _>>()?;
+    let options = RunOptions {
+        iterations: args.iters,
+        warmup: args.warmup,
+        seed: args.seed,
+        timeout: Duration::try_from_secs_f64(args.timeout)
+            .map_err(|e| CliError::Usage(format!("--timeout {}: {e}", args.timeout)))?,
+        verify_rows: args.verify_rows,
+    };
+    let device = match (args.baseline_device, args.backend) {
+        (Some(DeviceArg::Cuda), _) | (None, BackendArg::Cuda) => "cuda",
+        (Some(DeviceArg::Cpu), _) | (None, BackendArg::Sim) => "cpu",
+    };
+    let baseline_options = BaselineOptions {
+        python: args.python.clone(),
+        dir: args.baseline_dir.clone(),
+        device: device.into(),
+        iterations: args.iters,
+        warmup: args.warmup,
+        seed: args.seed,
+        verify_rows: args.verify_rows,
+    };
+    std::fs::create_dir_all(&args.out).map_err(|e| BenchError::io(&args.out, e))?;
+    let sweep = Sweep { cases: &cases, options: &options, baselines: &baselines, baseline_options };
+    let summary = match args.backend {
+        BackendArg::Sim => {
+            if args.ranks_per_gpu.is_some() {
+                return Err(CliError::Usage(
+                    "--ranks-per-gpu applies to --backend cuda only".into(),
+                ));
+            }
+            let mut sim = SimOptions::default();
+            sim.processors_per_rank = args.processors.unwrap_or(sim.processors_per_rank);
+            sim.subscribers_per_rank = args.subscribers.unwrap_or(sim.subscribers_per_rank);
+            println!(
+                "backend: sim (SIMULATION: the CPU simulator, {} processor and {} subscriber \
+                 threads per rank; times are CPU times, never GPU times)",
+                sim.processors_per_rank, sim.subscribers_per_rank
+            );
+            sweep.run(&SimBackend::new(sim), &args.out)?
+        }
+        BackendArg::Cuda => {
+            if args.processors.is_some() || args.subscribers.is_some() {
+                return Err(CliError::Usage(
+                    "--processors and --subscribers apply to --backend sim only".into(),
+                ));
+            }
+            // Fail before generating any weights when there is no GPU to run on.
+            flashdmoe::cuda::cuda_available()
+                .map_err(|e| CliError::Backend(BackendError::Unavailable(e.to_string())))?;
+            let cuda = CudaBackend::new(CudaOptions { ranks_per_gpu: args.ranks_per_gpu });
+            println!("backend: cuda on {} (device-event times)", cuda.device());
+            sweep.run(&cuda, &args.out)?
+        }
+    };
+    summary.status()
+}
+
+/// The cases the flags ask for (an unreadable grid file is a usage error, like a bad one).
+fn cases(args: &BenchArgs) -> Result<Vec<Case>, CliError> {
+    let cases = if let Some(path) = &args.config {
+        grid::from_file(path)
+    } else if !args.preset.is_empty() {
+        grid::presets(&args.preset)
+    } else {
+        let default = match args.backend {
+            BackendArg::Cuda => "paper",
+            BackendArg::Sim => "small",
+        };
+        grid::builtin(args.grid.as_deref().unwrap_or(default))
+    };
+    cases.map_err(|e| match e {
+        BenchError::Io { path, message } => CliError::Usage(format!("{path}: {message}")),
+        e => e.into(),
+    })
+}
+
+/// One sweep's inputs.
+struct Sweep<'a> {
+    cases: &'a [Case],
+    options: &'a RunOptions,
+    baselines: &'a [Baseline],
+    baseline_options: BaselineOptions,
+}
+
+/// How a sweep went.
+#[derive(Debug, Default)]
+struct Summary {
+    /// Cases or baseline runs that produced no result.
+    failed: Vec<String>,
+    /// Results that did not verify.
+    unverified: Vec<String>,
+}
+
+impl Summary {
+    /// Exit status: any failure -> 1, else any unverified result -> 3, else success.
+    fn status(self) -> Result<(), CliError> {
+        if !self.failed.is_empty() {
+            Err(CliError::Failed(format!(
+                "{} run(s) failed: {}",
+                self.failed.len(),
+                self.failed.join("; ")
+            )))
+        } else if !self.unverified.is_empty() {
+            Err(CliError::Mismatch(format!("not verified: {}", self.unverified.join(", "))))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl Sweep<'_> {
+    /// Runs every case (ours, then each applicable baseline), writes the results into `out`
+    /// and prints the table.
+    fn run<B: BenchBackend>(&self, backend: &B, out: &Path) -> Result<Summary, CliError> {
+        let per_case = (self.options.warmup + self.options.iterations) as u64;
+        let bar = ProgressBar::new(per_case * self.cases.len() as u64).with_style(
+            ProgressStyle::with_template("{spinner} [{bar:32}] {pos}/{len} forwards  {msg}")
+                .expect("the template is valid")
+                .progress_chars("=> "),
+        );
+        bar.enable_steady_tick(Duration::from_millis(200));
+        let mut records: Vec<Record> = Vec::new();
+        let mut summary = Summary::default();
+        let scratch = out.join(".baseline.jsonl");
+        for (i, case) in self.cases.iter().enumerate() {
+            let tag = format!("[{}/{}] {}", i + 1, self.cases.len(), case.name);
+            let result = runner::run_case(backend, case, self.options, &mut |p| match p {
+                Progress::Forward => bar.inc(1),
+                Progress::Build => bar.set_message(format!("{tag}: build")),
+                Progress::Verify => bar.set_message(format!("{tag}: verify")),
+                Progress::Finish => bar.set_message(format!("{tag}: verify again, trace")),
+            });
+            bar.set_position(per_case * (i as u64 + 1));
+            match result {
+                Ok(r) => {
+                    bar.suspend(|| println!("{tag}: {}", one_line(&r)));
+                    note(&mut summary, &r);
+                    records.push(r);
+                }
+                Err(e) => {
+                    bar.suspend(|| println!("{tag}: FAILED: {e}"));
+                    summary.failed.push(format!("{}: {e}", case.name));
+                }
+            }
+            for &b in self.baselines {
+                if let Err(why) = b.applies_to(&case.config) {
+                    bar.suspend(|| println!("{tag}: {} skipped: {why}", b.name()));
+                    continue;
+                }
+                bar.set_message(format!("{tag}: {}", b.name()));
+                match b.run(&case.config, &self.baseline_options, &scratch) {
+                    Ok(rs) => {
+                        for r in rs {
+                            bar.suspend(|| println!("{tag}: {}", one_line(&r)));
+                            note(&mut summary, &r);
+                            records.push(r);
+                        }
+                    }
+                    Err(e) => {
+                        bar.suspend(|| println!("{tag}: FAILED: {e}"));
+                        summary.failed.push(format!("{}: {e}", case.name));
+                    }
+                }
+            }
+        }
+        bar.finish_and_clear();
+        let jsonl = out.join("results.jsonl");
+        let csv_path = out.join("results.csv");
+        write(&jsonl, &to_jsonl(&records))?;
+        write(&csv_path, &csv::to_csv(&records))?;
+        println!("\n{}", table::render(&records));
+        println!("wrote {} and {}", jsonl.display(), csv_path.display());
+        Ok(summary)
+    }
+}
+
+/// Records an unverified result.
+fn note(summary: &mut Summary, r: &Record) {
+    if !r.verified {
+        let name = r.name.clone().unwrap_or_else(|| r.config.label());
+        summary.unverified.push(format!("{name} {}", r.implementation));
+    }
+}
+
+/// `impl: median X ms (p10 .. p90), verified`.
+fn one_line(r: &Record) -> String {
+    format!(
+        "{} median {:.3} ms (p10 {:.3}, p90 {:.3}), {}",
+        r.implementation,
+        r.median_ms,
+        r.p10_ms,
+        r.p90_ms,
+        if r.verified { "verified".to_owned() } else { format!("NOT VERIFIED: {}", r.notes) }
+    )
+}
+
+fn write(path: &Path, text: &str) -> Result<(), CliError> {
+    std::fs::write(path, text).map_err(|e| CliError::Failed(format!("{}: {e}", path.display())))
+}
+
+/// Runs `flashdmoe report`.
+pub(super) fn report(args: &ReportArgs) -> Result<(), CliError> {
+    let mut files = Vec::new();
+    for input in &args.inputs {
+        if input.is_dir() {
+            let mut inside: Vec<PathBuf> = std::fs::read_dir(input)
+                .map_err(|e| BenchError::io(input, e))?
+                .filter_map(|entry| entry.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+                .collect();
+            inside.sort();
+            if inside.is_empty() {
+                return Err(CliError::Usage(format!("{}: no *.jsonl files", input.display())));
+            }
+            files.extend(inside);
+        } else {
+            files.push(input.clone());
+        }
+    }
+    let mut loaded = Loaded::default();
+    for f in &files {
+        report::import::load(f, &mut loaded).map_err(|e| match e {
+            BenchError::Io { path, message } => CliError::Usage(format!("{path}: {message}")),
+            e => e.into(),
+        })?;
+    }
+    let sources: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+    std::fs::create_dir_all(&args.out).map_err(|e| BenchError::io(&args.out, e))?;
+    for (name, text) in report::render(&loaded, &sources) {
+        let path = args.out.join(name);
+        write(&path, &text)?;
+        println!("wrote {}", path.display());
+    }
+    println!(
+        "{} results from {} file(s); {} row(s) not plotted (listed in report.md)",
+        loaded.measurements.len(),
+        files.len(),
+        loaded.skipped.len()
+    );
+    Ok(())
+}

@@ -1,0 +1,237 @@
+//! `flashdmoe bench` and `flashdmoe report`, driven through the built binary: a tiny sweep on
+//! the simulator, the baselines as subprocesses (a stand-in interpreter), the report's files,
+//! exit codes and error messages.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use flashdmoe::bench::record::parse_jsonl;
+
+fn flashdmoe(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_flashdmoe")).args(args).output().expect("binary runs")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Asserts the exit code, showing both streams on failure.
+fn assert_exit(o: &Output, code: i32) {
+    assert_eq!(o.status.code(), Some(code), "stdout:\n{}\nstderr:\n{}", stdout(o), stderr(o));
+}
+
+/// A fresh directory for one test.
+fn scratch(name: &str) -> PathBuf {
+    let dir =
+        std::env::temp_dir().join(format!("flashdmoe-cli-bench-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A grid of two tiny layers (one and two ranks) that the simulator runs in milliseconds.
+const TINY_GRID: &str = "[[case]]\nname = \"tiny\"\ntokens_per_rank = 32\nhidden = 64\n\
+                         inter = 128\nexperts = 4\n[sweep]\nworld = [1, 2]\n";
+
+fn tiny_grid(dir: &Path) -> String {
+    let path = dir.join("grid.toml");
+    std::fs::write(&path, TINY_GRID).unwrap();
+    path.display().to_string()
+}
+
+fn s(p: &Path) -> String {
+    p.display().to_string()
+}
+
+#[test]
+fn a_tiny_sim_sweep_writes_verified_simulation_records() {
+    let dir = scratch("sweep");
+    let out = dir.join("out");
+    let o = flashdmoe(&[
+        "bench",
+        "--config",
+        &tiny_grid(&dir),
+        "--iters",
+        "3",
+        "--warmup",
+        "1",
+        "--out",
+        &s(&out),
+    ]);
+    assert_exit(&o, 0);
+    let text = stdout(&o);
+    for needle in ["SIMULATION", "tiny world=1", "tiny world=2", "flashdmoe-sim", "results.jsonl"] {
+        assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+    }
+    let records =
+        parse_jsonl(&std::fs::read_to_string(out.join("results.jsonl")).unwrap(), "results")
+            .unwrap();
+    assert_eq!(records.len(), 2);
+    for (r, world) in records.iter().zip([1, 2]) {
+        assert_eq!((r.backend.as_str(), r.device.as_str(), r.world), ("sim", "cpu", world));
+        assert_eq!((r.iterations, r.config.tokens_per_rank, r.config.hidden), (3, 32, 64));
+        assert!(r.verified && r.floor_ms.is_none() && r.median_ms > 0.0, "{r:?}");
+        let p = r.protocol.as_ref().unwrap();
+        assert!(p.gemm0_tasks > 0 && p.rows_sent > 0 && p.utilisation.is_some());
+    }
+    let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 3);
+    assert!(csv.starts_with("schema,impl,backend,device,world,name,"));
+
+    // The report of simulator results: tables only, no plot.
+    let report = dir.join("report");
+    let o = flashdmoe(&["report", &s(&out), "--out", &s(&report)]);
+    assert_exit(&o, 0);
+    let md = std::fs::read_to_string(report.join("report.md")).unwrap();
+    assert!(md.contains("## Simulation (CPU simulator)") && md.contains("No GPU results."));
+    assert_eq!(std::fs::read_dir(&report).unwrap().count(), 1);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A stand-in for `python3`: logs its arguments, then writes one baseline record of the tiny
+/// one-rank layer (on the CPU) to the `--out` file and exits with `code`.
+#[cfg(unix)]
+fn fake_python(dir: &Path, code: i32) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let record = r#"{"schema": "flashdmoe-bench/1", "impl": "torch-grouped-eager", "backend": "torch", "device": "cpu", "world": 1, "config": {"tokens_per_rank": 32, "hidden": 64, "inter": 128, "experts": 4, "top_k": 2, "activation": "relu", "dtype": "bf16", "capacity": 1.0, "bias": false}, "iterations": 3, "median_ms": 2.0, "p10_ms": 1.5, "p90_ms": 2.5, "min_ms": 1.0, "max_ms": 3.0, "verified": true, "max_rel_err": 0.01, "flops": 2113536.0, "tflops": 0.001056768, "timestamp": "2026-11-28T10:00:00+00:00", "seed": 0, "floor_ms": 0.001, "notes": ""}"#;
+    let log = dir.join("args.log");
+    let script = format!(
+        "#!/bin/sh\necho \"$@\" >> '{}'\nwhile [ $# -gt 0 ]; do\n  if [ \"$1\" = --out ]; then \
+         out=$2; fi\n  shift\ndone\necho '{record}' >> \"$out\"\nexit {code}\n",
+        log.display()
+    );
+    let path = dir.join("python");
+    std::fs::write(&path, script).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(dir.join("torch_single.py"), "").unwrap();
+    std::fs::write(dir.join("torch_ep.py"), "").unwrap();
+    s(&path)
+}
+
+#[cfg(unix)]
+#[test]
+fn baselines_run_on_the_same_layers_and_are_never_compared_with_the_simulator() {
+    let dir = scratch("baselines");
+    let out = dir.join("out");
+    let python = fake_python(&dir, 0);
+    let args = [
+        "bench",
+        "--config",
+        &tiny_grid(&dir),
+        "--iters",
+        "2",
+        "--warmup",
+        "0",
+        "--seed",
+        "5",
+        "--baselines",
+        "torch-single",
+        "--python",
+        &python,
+        "--baseline-dir",
+        &s(&dir),
+        "--out",
+        &s(&out),
+    ];
+    let o = flashdmoe(&args);
+    assert_exit(&o, 0);
+    let text = stdout(&o);
+    assert!(text.contains("torch-single skipped: torch-single is one GPU; the layer has world 2"));
+    // Ran once (world 1 only), with our layer as explicit flags, our seed and iterations.
+    let log = std::fs::read_to_string(dir.join("args.log")).unwrap();
+    assert_eq!(log.lines().count(), 1, "{log}");
+    for flag in [
+        "torch_single.py --tokens 32 --hidden 64 --inter 128 --experts 4 --top-k 2",
+        "--capacity 1 --seed 5 --iters 2 --warmup 0",
+        "--device cpu --no-bias --out",
+    ] {
+        assert!(log.contains(flag), "missing {flag:?} in {log}");
+    }
+    let records =
+        parse_jsonl(&std::fs::read_to_string(out.join("results.jsonl")).unwrap(), "r").unwrap();
+    let impls: Vec<&str> = records.iter().map(|r| r.implementation.as_str()).collect();
+    assert_eq!(impls, ["flashdmoe-sim", "torch-grouped-eager", "flashdmoe-sim"]);
+    // In the table the baseline sits under our case, without a speedup.
+    let line = text.lines().find(|l| l.starts_with(' ') && l.contains("torch-grouped-eager"));
+    assert!(line.unwrap().trim_end().ends_with(" - yes"), "{text}");
+    assert!(!text.contains("x yes"), "{text}");
+
+    // A baseline that fails: the sweep goes on, and the exit status says so.
+    let python = fake_python(&dir, 2);
+    let mut failing = args;
+    failing[12] = python.as_str();
+    let o = flashdmoe(&failing);
+    assert_exit(&o, 1);
+    assert!(stdout(&o).contains("FAILED: baseline torch-single: exit status: 2"), "{}", stdout(&o));
+    assert!(stderr(&o).contains("error: 1 run(s) failed"), "{}", stderr(&o));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn bad_command_lines_exit_2_with_a_message() {
+    let dir = scratch("usage");
+    let cases: [(&[&str], &str); 6] = [
+        (&["bench", "--grid", "huge"], "unknown grid \"huge\""),
+        (&["bench", "--preset", "llama"], "llama"),
+        (&["bench", "--baselines", "megatron"], "unknown baseline \"megatron\""),
+        (&["bench", "--timeout", "0"], "--timeout"),
+        (&["bench", "--grid", "small", "--preset", "paper-t128-e8"], "cannot be used with"),
+        (&["bench", "--config", "/nonexistent/grid.toml"], "/nonexistent/grid.toml"),
+    ];
+    for (args, needle) in cases {
+        let o = flashdmoe(args);
+        assert_exit(&o, 2);
+        assert!(stderr(&o).contains(needle), "{args:?}: {}", stderr(&o));
+    }
+    let bad = dir.join("bad.jsonl");
+    std::fs::write(&bad, "{\"schema\": \"flashdmoe-bench/1\"}\n").unwrap();
+    let o = flashdmoe(&["report", &s(&bad), "--out", &s(&dir.join("r"))]);
+    assert_exit(&o, 2);
+    assert!(stderr(&o).contains("bad.jsonl:1:"), "{}", stderr(&o));
+    let o = flashdmoe(&["report", &s(&dir.join("missing.jsonl"))]);
+    assert_exit(&o, 2);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn cuda_without_a_gpu_fails_before_generating_anything() {
+    if flashdmoe::cuda::cuda_available().is_ok() {
+        println!("skipped: a GPU is present (this checks the no-GPU path)");
+        return;
+    }
+    let dir = scratch("cuda");
+    let o = flashdmoe(&["bench", "--backend", "cuda", "--out", &s(&dir)]);
+    assert_exit(&o, 1);
+    assert!(stderr(&o).contains("backend unavailable"), "{}", stderr(&o));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn the_report_of_recorded_gpu_results_has_every_plot() {
+    let dir = scratch("report");
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/bench/run5-sample.jsonl");
+    let o = flashdmoe(&["report", fixture, "--out", &s(&dir)]);
+    assert_exit(&o, 0);
+    for name in [
+        "latency-vs-tokens.svg",
+        "latency-vs-experts.svg",
+        "speedup.svg",
+        "percent-of-floor.svg",
+        "weak-scaling.svg",
+    ] {
+        let svg = std::fs::read_to_string(dir.join(name)).unwrap();
+        assert!(svg.starts_with("<?xml") && svg.trim_end().ends_with("</svg>"), "{name}");
+        assert_eq!(svg.matches("<svg").count(), 1, "{name}");
+        assert_eq!(svg.matches('<').count(), svg.matches('>').count(), "{name}");
+    }
+    let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    // Ours at T16384 E8 against the recorded PyTorch graph replay: 1.475168 / 1.954368.
+    assert!(md.contains("| T16384 H2048 I2048 E8 k2 relu bf16 cf1 | 1 | flashdmoe-cuda | 1.954 |"));
+    assert!(md.contains("| torch-grouped-graph | 1.475 |") && md.contains("| 0.75x |"), "{md}");
+    assert!(md.contains("run5-sample.jsonl:1: \"small Bf16 Relu\": not timed"), "{md}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
