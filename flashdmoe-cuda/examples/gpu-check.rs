@@ -301,6 +301,17 @@ fn cases(quick: bool) -> Vec<Case> {
             ..case(format!("paper-t16384-e{e} dropless"), c)
         });
     }
+    // Every dtype and activation at a paper shape too (sampled rows, not timed).
+    for dtype in [DType::F16, DType::F32, DType::F32Exact] {
+        let mut c = presets::paper(4096, 32);
+        c.dtype = dtype;
+        out.push(Case { sample: Some(64), ..case(format!("paper-t4096-e32 {dtype:?}"), c) });
+    }
+    for act in [Activation::Gelu, Activation::SiluGated] {
+        let mut c = presets::paper(4096, 8);
+        c.activation = act;
+        out.push(Case { sample: Some(64), ..case(format!("paper-t4096-e8 {act:?}"), c) });
+    }
     // TF32 (the reference paper's precision).
     let mut c = presets::paper(16384, 32);
     c.dtype = DType::F32;
