@@ -190,13 +190,14 @@ def _paper_name(c: MoeConfig) -> str:
     return f"paper-t{c.tokens}-e{c.experts}-" + ("dropless" if c.capacity is None else "cf1")
 
 
-#: Model presets (dropless, bf16) for a default of 8192 tokens; CLI flags override any field.
+#: Model presets (dropless, bf16) at 4096 tokens per rank, like flashdmoe-core's presets
+#: (`MODEL_TOKENS`); CLI flags override any field.
 MODEL_PRESETS = {
-    "mixtral-8x7b": MoeConfig(8192, 4096, 14336, 8, 2, "swiglu"),
-    "qwen1.5-moe-a2.7b": MoeConfig(8192, 2048, 1408, 60, 4, "swiglu"),
-    "deepseek-v2-lite": MoeConfig(8192, 2048, 1408, 64, 6, "swiglu"),
-    "olmoe-1b-7b": MoeConfig(8192, 2048, 1024, 64, 8, "swiglu"),
-    "gpt-oss-20b": MoeConfig(8192, 2880, 2880, 32, 4, "swiglu", bias=True),
+    "mixtral-8x7b": MoeConfig(4096, 4096, 14336, 8, 2, "swiglu"),
+    "qwen1.5-moe-a2.7b": MoeConfig(4096, 2048, 1408, 60, 4, "swiglu"),
+    "deepseek-v2-lite": MoeConfig(4096, 2048, 1408, 64, 6, "swiglu"),
+    "olmoe-1b-7b": MoeConfig(4096, 2048, 1024, 64, 8, "swiglu"),
+    "gpt-oss-20b": MoeConfig(4096, 2880, 2880, 32, 4, "swiglu", bias=True),
 }
 
 #: Every preset: the paper grid entries (``paper-t16384-e32-cf1`` ...) and the model presets.

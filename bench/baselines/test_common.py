@@ -398,7 +398,7 @@ def test_floor_of_the_paper_config():
     weights = 128 * 2 * 2048 * 2048 * 2
     assert math.isclose(C.floor_ms(small, 128), 1e3 * (weights + 2 * 128 * 2048 * 2) / C.BANDWIDTH)
     swiglu = C.PRESETS["mixtral-8x7b"]
-    assert C.flops(swiglu) == 6 * 8192 * 2 * 4096 * 14336 + 2 * 8192 * 4096 * 8
+    assert C.flops(swiglu) == 6 * 4096 * 2 * 4096 * 14336 + 2 * 4096 * 4096 * 8
 
 
 def test_summarize():
