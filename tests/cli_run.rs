@@ -229,3 +229,27 @@ fn cuda_backend_without_a_gpu_fails_cleanly() {
     assert_exit(&o, 1);
     assert!(stderr(&o).contains("unavailable"), "{}", stderr(&o));
 }
+
+#[test]
+fn trace_is_written_as_chrome_json_and_conforms() {
+    let path =
+        std::env::temp_dir().join(format!("flashdmoe-cli-trace-{}.json", std::process::id()));
+    let o = flashdmoe(&["run", "--trace", path.to_str().expect("utf-8 temp path")]);
+    assert_exit(&o, 0);
+    let out = stdout(&o);
+    assert!(out.contains("task events written to"), "{out}");
+    assert!(out.contains("conforms to the task graph"), "{out}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("trace file")).expect("JSON");
+    let events = json["traceEvents"].as_array().expect("traceEvents array");
+    // 448 tasks of the default layer (gemm0 256, gemm1 128, combine 64) as complete events.
+    assert_eq!(events.iter().filter(|e| e["ph"] == "X").count(), 448);
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn trace_to_an_unwritable_path_fails_cleanly() {
+    let o = flashdmoe(&["run", "--trace", "/nonexistent-dir/trace.json"]);
+    assert_exit(&o, 1);
+    assert!(stderr(&o).contains("cannot write /nonexistent-dir/trace.json"), "{}", stderr(&o));
+}

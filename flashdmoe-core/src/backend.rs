@@ -15,7 +15,7 @@
 
 use std::time::Duration;
 
-use flashdmoe_proto::{ProtoError, TaskCounts};
+use flashdmoe_proto::{HeapLayout, ProtoError, TaskCounts};
 use thiserror::Error;
 
 use crate::config::{ConfigError, MoeConfig};
@@ -59,6 +59,10 @@ impl Default for ForwardOptions {
 pub trait Layer: Send + Sync {
     /// The configuration the layer was built for.
     fn config(&self) -> &MoeConfig;
+
+    /// The symmetric-heap layout (and so the task tile) every rank of this layer uses: what a
+    /// trace of it is checked against (`runtime::conformance`).
+    fn layout(&self) -> &HeapLayout;
 
     /// Per-rank entry point: rank `rank`'s forward on its `input` (`[tokens_per_rank][hidden]`,
     /// row-major). Every rank of the world must call this concurrently for the same forward.

@@ -395,11 +395,6 @@ impl CudaLayer {
         &self.plan.spec
     }
 
-    /// The symmetric heap layout every rank uses.
-    pub fn layout(&self) -> &HeapLayout {
-        &self.plan.layout
-    }
-
     /// Trace conformance: replays a traced forward's GPU task trace against core's model of
     /// the task graph for the routing that forward computed (every task exactly once, on the
     /// right rank, after its prerequisites ended).
@@ -676,6 +671,10 @@ fn timeout_report(diag: &Diag, plan: &Plan) -> TimeoutReport {
 impl Layer for CudaLayer {
     fn config(&self) -> &MoeConfig {
         &self.plan.config
+    }
+
+    fn layout(&self) -> &HeapLayout {
+        &self.plan.layout
     }
 
     /// The per-rank entry point: with one rank per GPU, rank `r`'s caller launches GPU `r`'s

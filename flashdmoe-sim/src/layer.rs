@@ -59,11 +59,6 @@ struct Outcome {
 }
 
 impl SimLayer {
-    /// The heap layout (the simulator's tile shape applied to the config).
-    pub fn layout(&self) -> &HeapLayout {
-        self.world.layout()
-    }
-
     /// Processors per rank.
     pub fn processors_per_rank(&self) -> u32 {
         self.processors
@@ -224,6 +219,10 @@ fn run_roles(
 impl Layer for SimLayer {
     fn config(&self) -> &MoeConfig {
         &self.config
+    }
+
+    fn layout(&self) -> &HeapLayout {
+        self.world.layout()
     }
 
     fn forward_rank(

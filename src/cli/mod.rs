@@ -154,6 +154,12 @@ struct RunArgs {
     /// Forwards to run; every one is verified, and all outputs must be bitwise identical.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     iterations: u32,
+    /// Run one more forward with a per-task trace: write it to PATH as Chrome/Perfetto JSON
+    /// (open it in ui.perfetto.dev or chrome://tracing), print the processors' utilisation,
+    /// and check the trace against the task graph (every task exactly once, after its
+    /// prerequisites).
+    #[arg(long, value_name = "PATH")]
+    trace: Option<std::path::PathBuf>,
     /// Seconds any wait inside a forward may take before the forward fails with a timeout
     /// report instead of hanging.
     #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]

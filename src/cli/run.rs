@@ -3,10 +3,13 @@
 use std::time::Duration;
 
 use flashdmoe::core::oracle::{self, Sample, VerifyOptions};
+use flashdmoe::core::runtime::conformance;
 use flashdmoe::core::{
-    Backend, ForwardOptions, ForwardOutput, Layer, LayerWeights, MoeConfig, generate_input,
+    Backend, BackendError, ForwardOptions, ForwardOutput, Layer, LayerWeights, MoeConfig,
+    TraceEvent, generate_input, trace,
 };
 use flashdmoe::cuda::{CudaBackend, CudaOptions};
+use flashdmoe::proto::RoutingPlan;
 use flashdmoe::sim::{SimBackend, SimOptions};
 
 use super::{BackendArg, CliError, RunArgs, config, report};
@@ -60,7 +63,7 @@ pub(super) fn run(args: &RunArgs) -> Result<(), CliError> {
                 "backend: sim ({} processor and {} subscriber threads per rank)",
                 sim.processors_per_rank, sim.subscribers_per_rank
             );
-            run_on(&SimBackend::new(sim), &config, &weights, &inputs, &options, args.iterations)
+            run_on(&SimBackend::new(sim), &config, &weights, &inputs, &options, args)
         }
         BackendArg::Cuda => {
             if args.processors.is_some() || args.subscribers.is_some() {
@@ -73,21 +76,22 @@ pub(super) fn run(args: &RunArgs) -> Result<(), CliError> {
                 Some(r) => println!("backend: cuda ({r} ranks per GPU)"),
                 None => println!("backend: cuda (ranks spread over the GPUs)"),
             }
-            run_on(&CudaBackend::new(cuda), &config, &weights, &inputs, &options, args.iterations)
+            run_on(&CudaBackend::new(cuda), &config, &weights, &inputs, &options, args)
         }
     }
 }
 
-/// Builds the layer on `backend`, runs `iterations` forwards, prints the report of the last
-/// one and verifies every one.
+/// Builds the layer on `backend`, runs `args.iterations` forwards (and a traced one with
+/// `--trace`), prints the report of the last one and verifies every one.
 fn run_on<B: Backend>(
     backend: &B,
     config: &MoeConfig,
     weights: &LayerWeights,
     inputs: &[Vec<f32>],
     options: &ForwardOptions,
-    iterations: u32,
+    args: &RunArgs,
 ) -> Result<(), CliError> {
+    let iterations = args.iterations;
     let layer = {
         let _range = nvtx::LocalRange::new(c"flashdmoe: build layer");
         backend.build(config, weights)?
@@ -108,6 +112,14 @@ fn run_on<B: Backend>(
         last = Some(out);
     }
     let out = last.expect("iterations >= 1 (clap enforces it)");
+    if let (Some(path), Some(first)) = (&args.trace, &first) {
+        let traced = {
+            let _range = nvtx::LocalRange::new(c"flashdmoe: traced forward");
+            layer.forward(inputs, &ForwardOptions { trace: true, ..options.clone() })?
+        };
+        check_identical(first, &traced, iterations)?;
+        println!("{}", write_trace(config, &layer, &traced, path)?);
+    }
     println!("{}", report::routing_histogram(config, &out.ranks));
     println!("{}", report::tasks(&out.ranks));
     println!("{}", report::traffic(&out.ranks));
@@ -135,6 +147,39 @@ fn run_on<B: Backend>(
     } else {
         Err(CliError::Mismatch(format!("{} failures against the oracle", verdict.failure_count)))
     }
+}
+
+/// Checks a traced forward against the task graph (trace conformance), writes it to `path` as
+/// Chrome/Perfetto JSON and returns the report line (events, utilisation).
+fn write_trace<L: Layer>(
+    config: &MoeConfig,
+    layer: &L,
+    out: &ForwardOutput,
+    path: &std::path::Path,
+) -> Result<String, CliError> {
+    let events: Vec<TraceEvent> =
+        out.ranks.iter().flat_map(|r| r.trace.iter().flatten().copied()).collect();
+    let sources = out
+        .ranks
+        .iter()
+        .map(|r| r.routing.source_plan(config, layer.layout()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(BackendError::from)?;
+    let plan = RoutingPlan::new(layer.layout(), sources).map_err(BackendError::from)?;
+    conformance::check(layer.layout(), &plan, &events)
+        .map_err(|e| CliError::Mismatch(format!("the trace does not conform: {e}")))?;
+    std::fs::write(path, trace::chrome_json(&events))
+        .map_err(|e| CliError::Failed(format!("cannot write {}: {e}", path.display())))?;
+    // Processors that ran at least one task; the wall is the task phase (first start to last end).
+    let u = trace::utilisation(&events, config.world, 0);
+    Ok(format!(
+        "trace: {} task events written to {} (conforms to the task graph); {} processors busy {:.1}% of the {:.3} ms task phase",
+        events.len(),
+        path.display(),
+        u.processors.len(),
+        u.overall * 100.0,
+        u.wall_ns as f64 / 1e6
+    ))
 }
 
 /// Every forward of the same inputs must give bitwise the same output.
