@@ -112,60 +112,29 @@ fn scratch_layout(
 ) -> (ScratchLayout, u64) {
     let (t, e, k) = (config.tokens_per_rank as u64, config.experts as u64, config.top_k as u64);
     let chunks = div_ceil(config.tokens_per_rank, ROUTING_CHUNK) as u64;
-    let tasks = max_tasks as u64;
-    let sizes = [
-        t * e * 4,
-        t * k * 4,
-        t * k * 4,
-        t * k * 4,
-        chunks * e * 4,
-        e * capacity as u64 * 4,
-        e * 4,
-        tasks * 64,
-        tasks * 4,
-        tasks * std::mem::size_of::<TraceRecord>() as u64,
-        processors as u64 * 2 * 4,
-        processors as u64 * 4,
-        processors as u64 * 4,
-        16 * 4,
-    ];
-    let mut offsets = [0u64; 14];
+    let (tasks, processors) = (max_tasks as u64, processors as u64);
     let mut cursor = 0u64;
-    for (o, s) in offsets.iter_mut().zip(sizes) {
-        *o = cursor;
-        cursor = (cursor + s).div_ceil(256) * 256;
-    }
-    let [
-        logits,
-        topk_expert,
-        topk_weight,
-        slot_row,
-        chunk_counts,
-        expert_tokens,
-        packet_rows,
-        tasks,
-        task_ready,
-        trace,
-        mailbox,
-        assigned,
-        completed,
-        control,
-    ] = offsets;
+    // Each array starts where the previous one ends, rounded up to 256 bytes.
+    let mut next = |bytes: u64| {
+        let at = cursor;
+        cursor = (cursor + bytes).div_ceil(256) * 256;
+        at
+    };
     let layout = ScratchLayout {
-        logits,
-        topk_expert,
-        topk_weight,
-        slot_row,
-        chunk_counts,
-        expert_tokens,
-        packet_rows,
-        tasks,
-        task_ready,
-        trace,
-        mailbox,
-        assigned,
-        completed,
-        control,
+        logits: next(t * e * 4),
+        topk_expert: next(t * k * 4),
+        topk_weight: next(t * k * 4),
+        slot_row: next(t * k * 4),
+        chunk_counts: next(chunks * e * 4),
+        expert_tokens: next(e * capacity as u64 * 4),
+        packet_rows: next(e * 4),
+        tasks: next(tasks * 64),
+        task_ready: next(tasks * 4),
+        trace: next(tasks * std::mem::size_of::<TraceRecord>() as u64),
+        mailbox: next(processors * 2 * 4),
+        assigned: next(processors * 4),
+        completed: next(processors * 4),
+        control: next(16 * 4),
     };
     (layout, cursor.max(256))
 }
@@ -747,5 +716,46 @@ impl Layer for CudaLayer {
             }
         }
         Ok(ForwardOutput { ranks, elapsed: start.elapsed() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scratch_arrays_are_aligned_disjoint_and_in_order() {
+        let config =
+            MoeConfig { tokens_per_rank: 300, experts: 10, top_k: 3, ..MoeConfig::default() };
+        let (l, total) = scratch_layout(&config, 300, 1000, 131);
+        let starts = [
+            l.logits,
+            l.topk_expert,
+            l.topk_weight,
+            l.slot_row,
+            l.chunk_counts,
+            l.expert_tokens,
+            l.packet_rows,
+            l.tasks,
+            l.task_ready,
+            l.trace,
+            l.mailbox,
+            l.assigned,
+            l.completed,
+            l.control,
+        ];
+        assert_eq!(l.logits, 0);
+        assert!(starts.iter().all(|s| s % 256 == 0));
+        // logits [300][10] f32 = 12000 B -> next array at 12032; tasks hold 64 B each.
+        assert_eq!(l.topk_expert, 12_032);
+        assert_eq!(l.task_ready - l.tasks, 64_000);
+        assert!(starts.windows(2).all(|w| w[0] <= w[1]));
+        assert!(total >= l.control + 64 && total % 256 == 0);
+    }
+
+    #[test]
+    fn encode_is_the_dtype_layout() {
+        assert_eq!(encode(DType::Bf16, &[1.0, -2.0]), [0x80, 0x3F, 0x00, 0xC0]);
+        assert_eq!(encode(DType::F32, &[1.0]), 1.0f32.to_le_bytes());
     }
 }
