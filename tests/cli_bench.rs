@@ -2,27 +2,12 @@
 //! the simulator, the baselines as subprocesses (a stand-in interpreter), the report's files,
 //! exit codes and error messages.
 
+mod common;
+
+use common::{assert_exit, flashdmoe, stderr, stdout};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use flashdmoe::bench::record::parse_jsonl;
-
-fn flashdmoe(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_flashdmoe")).args(args).output().expect("binary runs")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// Asserts the exit code, showing both streams on failure.
-fn assert_exit(o: &Output, code: i32) {
-    assert_eq!(o.status.code(), Some(code), "stdout:\n{}\nstderr:\n{}", stdout(o), stderr(o));
-}
 
 /// A fresh directory for one test.
 fn scratch(name: &str) -> PathBuf {

@@ -1,14 +1,8 @@
 //! `flashdmoe info` and `--help`, driven through the built binary.
 
-use std::process::{Command, Output};
+mod common;
 
-fn flashdmoe(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_flashdmoe")).args(args).output().expect("binary runs")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
+use common::{flashdmoe, stdout};
 
 #[test]
 fn info_lists_presets_and_backends() {

@@ -1,23 +1,8 @@
 //! `flashdmoe run`, driven through the built binary: results, exit codes, error messages.
 
-use std::process::{Command, Output};
+mod common;
 
-fn flashdmoe(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_flashdmoe")).args(args).output().expect("binary runs")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// Asserts the exit code, showing both streams on failure.
-fn assert_exit(o: &Output, code: i32) {
-    assert_eq!(o.status.code(), Some(code), "stdout:\n{}\nstderr:\n{}", stdout(o), stderr(o));
-}
+use common::{assert_exit, flashdmoe, stderr, stdout};
 
 #[test]
 fn default_run_is_verified_and_reports_everything() {
