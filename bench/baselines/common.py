@@ -244,6 +244,18 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
     r.add_argument("--out", help="append one JSON object per result to this file (JSONL)")
 
 
+def parse_variants_and_configs(parser, args, variants):
+    """Validates the ``--variants`` list (stored back as a list) and the layer flags every
+    baseline script shares; returns the configs. Errors exit through ``parser.error``."""
+    args.variants = [v for v in args.variants.split(",") if v]
+    if not args.variants or any(v not in variants for v in args.variants):
+        parser.error(f"--variants must name some of {', '.join(variants)}")
+    try:
+        return configs_from_args(args)
+    except ConfigError as e:
+        parser.error(str(e))
+
+
 def configs_from_args(args: argparse.Namespace) -> list[MoeConfig]:
     """The configs a command line asks for: ``--grid``, else ``--preset`` or the default, with
     each given flag overriding the field. Raises :class:`ConfigError`."""

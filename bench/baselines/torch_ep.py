@@ -288,13 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--world", type=int, help="ranks (default: visible GPUs; 1 on --device cpu)")
     p.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated subset of {','.join(VARIANTS)}")
     args = p.parse_args(argv)
-    args.variants = [v for v in args.variants.split(",") if v]
-    if not args.variants or any(v not in VARIANTS for v in args.variants):
-        p.error(f"--variants must name some of {', '.join(VARIANTS)}")
-    try:
-        configs = C.configs_from_args(args)
-    except C.ConfigError as e:
-        p.error(str(e))
+    configs = C.parse_variants_and_configs(p, args, VARIANTS)
     if args.device == "cuda" and not torch.cuda.is_available():
         p.error("no CUDA device visible (use --device cpu for a functional check over gloo)")
     gpus = torch.cuda.device_count() if args.device == "cuda" else 1
