@@ -2,13 +2,15 @@
 // forward (gate, routing, dispatch, GEMM0 + activation, GEMM1, combine) for every rank that
 // lives on this device, scheduling its own tile tasks.
 //
-// Specialised per shape by NVRTC defines (set by flashdmoe-cuda/src/kernel.rs):
+// Specialised per shape by NVRTC defines (set by flashdmoe-cuda/src/moe.rs, MoeSpec::defines):
 //   FDM_MODE   0 bf16 | 1 f16 | 2 f32 on TF32 tensor cores | 3 f32 exact (FFMA)
 //   FDM_ACT    0 relu | 1 gelu | 2 SwiGLU (silu-gated, two up matrices)
 //   FDM_BIAS   0 | 1
 //   FDM_H, FDM_I, FDM_E, FDM_TOPK   hidden, intermediate, experts, experts per token
 //   FDM_BM, FDM_BN                  task tile (rows x output columns); BK is the mode's
 //   FDM_RENORM 0 | 1                renormalise the combine weights over the chosen k
+//   FDM_SMEM_BYTES                  dynamic shared memory the host gives every block
+//   FDM_CHUNK                       tokens per routing chunk
 //
 // Structure (docs/kernel.md has the full story):
 //   Phase A (all blocks of the device, four grid-wide barriers; nothing here waits on
