@@ -326,24 +326,30 @@ pub fn tflops(flops: f64, median_ms: f64) -> f64 {
     flops / median_ms / 1e9
 }
 
+/// The non-blank lines of JSONL text, with their 1-based line numbers.
+pub fn jsonl_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
+    text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()).map(|(i, l)| (i + 1, l))
+}
+
+/// One JSON line as a [`Record::check`]ed record.
+pub fn parse_record(line: &str) -> Result<Record, String> {
+    let record: Record = serde_json::from_str(line).map_err(|e| e.to_string())?;
+    record.check()?;
+    Ok(record)
+}
+
 /// Parses JSONL text (blank lines skipped); each record is [`Record::check`]ed. `source`
 /// names the text in errors.
 pub fn parse_jsonl(text: &str, source: &str) -> Result<Vec<Record>, BenchError> {
-    let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let error = |message: String| BenchError::Record {
-            source_name: source.to_owned(),
-            line: i + 1,
-            message,
-        };
-        let record: Record = serde_json::from_str(line).map_err(|e| error(e.to_string()))?;
-        record.check().map_err(error)?;
-        out.push(record);
-    }
-    Ok(out)
+    jsonl_lines(text)
+        .map(|(line, json)| {
+            parse_record(json).map_err(|message| BenchError::Record {
+                source_name: source.to_owned(),
+                line,
+                message,
+            })
+        })
+        .collect()
 }
 
 /// `records` as JSONL text, one line each, newline-terminated.

@@ -20,7 +20,7 @@ use std::path::Path;
 use serde_json::Value;
 
 use super::super::BenchError;
-use super::super::record::{IMPL_CUDA, LayerKey, ProtocolStats, Record, parse_jsonl};
+use super::super::record::{IMPL_CUDA, LayerKey, ProtocolStats, Record, jsonl_lines, parse_record};
 use crate::core::config::presets;
 use crate::core::perf;
 use crate::core::{CapacityPolicy, DType, MoeConfig};
@@ -114,28 +114,17 @@ pub fn load(path: &Path, into: &mut Loaded) -> Result<(), BenchError> {
 
 /// Parses one file's text; `source` names it.
 pub fn parse(text: &str, source: &str, into: &mut Loaded) -> Result<(), BenchError> {
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let error = |message: String| BenchError::Record {
-            source_name: source.to_owned(),
-            line: i + 1,
-            message,
-        };
-        let value: Value = serde_json::from_str(line).map_err(|e| error(e.to_string()))?;
+    for (line, json) in jsonl_lines(text) {
+        let error =
+            |message: String| BenchError::Record { source_name: source.to_owned(), line, message };
+        let value: Value = serde_json::from_str(json).map_err(|e| error(e.to_string()))?;
         if value.get("schema").is_some() {
-            let record = parse_jsonl(line, source)
-                .map_err(|e| match e {
-                    BenchError::Record { message, .. } => error(message),
-                    other => other,
-                })?
-                .remove(0);
+            let record = parse_record(json).map_err(error)?;
             into.measurements.push(Measurement::of_record(record, source));
         } else if value.get("check").is_some() {
             match gpu_check_row(&value, source).map_err(error)? {
                 Ok(m) => into.measurements.push(m),
-                Err(why) => into.skipped.push(format!("{source}:{}: {why}", i + 1)),
+                Err(why) => into.skipped.push(format!("{source}:{line}: {why}")),
             }
         } else {
             return Err(error("neither a flashdmoe-bench record nor a gpu-check row".into()));
