@@ -20,6 +20,7 @@ use thiserror::Error;
 
 use crate::config::{ConfigError, MoeConfig};
 use crate::routing::RankRouting;
+use crate::runtime::conformance::Clocks;
 use crate::trace::TraceEvent;
 use crate::weights::LayerWeights;
 
@@ -63,6 +64,13 @@ pub trait Layer: Send + Sync {
     /// The symmetric-heap layout (and so the task tile) every rank of this layer uses: what a
     /// trace of it is checked against (`runtime::conformance`).
     fn layout(&self) -> &HeapLayout;
+
+    /// Which clock each rank's trace times come from (see `runtime::conformance`): by
+    /// default one clock for every rank; a backend whose ranks time themselves on different
+    /// devices names a clock per device.
+    fn trace_clocks(&self) -> Clocks {
+        Clocks::shared(self.config().world)
+    }
 
     /// Per-rank entry point: rank `rank`'s forward on its `input` (`[tokens_per_rank][hidden]`,
     /// row-major). Every rank of the world must call this concurrently for the same forward.

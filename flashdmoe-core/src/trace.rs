@@ -6,8 +6,10 @@
 //!
 //! ## Invariants
 //!
-//! * Times of all ranks of one forward share one clock origin, so cross-rank order means
-//!   something; writers shift them so the earliest event starts at 0.
+//! * Times of ranks on one clock ([`crate::Layer::trace_clocks`]) share one origin, so their
+//!   order means something. Ranks on different clocks (GPUs) are offset by an unknown amount
+//!   until `runtime::conformance::check_forward` aligns them; writers take aligned events and
+//!   shift them so the earliest event starts at 0.
 //! * The JSON is the Chrome trace-event format (`"X"` complete events, microseconds), which
 //!   both `chrome://tracing` and Perfetto open: one process per rank, one thread per processor.
 
@@ -33,7 +35,8 @@ pub struct TraceEvent {
     pub row_tile: u32,
     /// Column tile.
     pub col_tile: u32,
-    /// Start, nanoseconds from the trace origin, an instant shared by every rank of the forward.
+    /// Start, nanoseconds from the trace origin of this rank's clock (shared by every rank
+    /// on that clock).
     pub start_ns: u64,
     /// End, nanoseconds from the same origin.
     pub end_ns: u64,

@@ -81,6 +81,8 @@ struct Case {
     sample: Option<u32>,
     skew: bool,
     timed: bool,
+    /// A forced-timeout check instead of a forward check.
+    timeout: bool,
 }
 
 fn run_case(case: &Case, iters: usize) -> Result<Row, String> {
@@ -140,7 +142,7 @@ fn run_case(case: &Case, iters: usize) -> Result<Row, String> {
     let traced =
         layer.forward(&inputs, &traced_opts).map_err(|e| format!("traced forward: {e}"))?;
     match layer.check_trace(&traced) {
-        Ok(()) => detail.push_str("; trace conforms"),
+        Ok(_) => detail.push_str("; trace conforms"),
         Err(e) => {
             ok = false;
             detail.push_str(&format!("; {e}"));
@@ -192,17 +194,65 @@ fn run_case(case: &Case, iters: usize) -> Result<Row, String> {
     })
 }
 
+/// A forced timeout (1 ns deadline) must come back as a typed report naming who waited for
+/// what, never a hang; and the layer recovers: the next forward with a sane deadline is right
+/// and its trace conforms.
+fn timeout_case(case: &Case, _iters: usize) -> Result<Row, String> {
+    let c = &case.config;
+    let weights = LayerWeights::generate(c, 1).map_err(|e| e.to_string())?;
+    let inputs: Vec<Vec<f32>> = (0..c.world)
+        .map(|r| generate_input(c, r, 1))
+        .collect::<Result<_, _>>()
+        .map_err(|e| e.to_string())?;
+    let backend = CudaBackend::new(CudaOptions { ranks_per_gpu: case.ranks_per_gpu });
+    let layer = backend.build(c, &weights).map_err(|e| format!("build: {e}"))?;
+    let forced = ForwardOptions { trace: false, timeout: Duration::from_nanos(1) };
+    let report = match layer.forward(&inputs, &forced) {
+        Err(BackendError::Timeout(report)) => report,
+        other => {
+            return Err(format!("expected a timeout, got {:?}", other.map(|_| "success")));
+        }
+    };
+    let sane = ForwardOptions { trace: true, timeout: Duration::from_secs(5) };
+    let out = layer
+        .forward(&inputs, &sane)
+        .map_err(|e| format!("timeout report: {report}; recovery FAILED: {e}"))?;
+    let v = verify(c, &weights, &inputs, &out.ranks, &VerifyOptions::default())
+        .map_err(|e| format!("verify: {e}"))?;
+    let conforms = layer.check_trace(&out);
+    let events: usize = out.ranks.iter().map(|r| r.trace.as_ref().map_or(0, Vec::len)).sum();
+    Ok(Row {
+        name: case.name.clone(),
+        ok: v.passed() && conforms.is_ok(),
+        detail: format!(
+            "timeout report: {report}; recovery: {v}; trace events {events}, {}",
+            conforms.map_or_else(|e| e.to_string(), |_| "conforms".into())
+        ),
+        median_ms: None,
+        p10_ms: None,
+        p90_ms: None,
+        floor_ms: None,
+    })
+}
+
 /// Where a traced forward's time went: routing/dispatch before the first task, the task
-/// phase by kind, and processor utilisation over the whole launch.
+/// phase by kind, and processor utilisation over the whole launch (rank 0 in detail, then the
+/// utilisation of every rank).
 fn trace_summary(out: &flashdmoe_core::ForwardOutput, processors: u32) -> String {
     use flashdmoe_proto::TaskKind;
     let mut text = String::new();
+    let mut busy_by_rank = Vec::new();
     for r in &out.ranks {
         let Some(events) = &r.trace else { continue };
         let kernel_ns = r.stats.elapsed.as_nanos() as f64;
+        let busy: u64 = events.iter().map(|e| e.end_ns - e.start_ns).sum();
+        let busy_pct = busy as f64 / (kernel_ns * processors as f64) * 100.0;
+        busy_by_rank.push(format!("{busy_pct:.0}%"));
+        if busy_by_rank.len() > 1 {
+            continue;
+        }
         let first = events.iter().map(|e| e.start_ns).min().unwrap_or(0);
         let last = events.iter().map(|e| e.end_ns).max().unwrap_or(0);
-        let busy: u64 = events.iter().map(|e| e.end_ns - e.start_ns).sum();
         let kinds = [TaskKind::Gemm0, TaskKind::Gemm1, TaskKind::Combine].map(|k| {
             let ev: Vec<_> = events.iter().filter(|e| e.kind == k).collect();
             let n = ev.len().max(1) as f64;
@@ -212,15 +262,16 @@ fn trace_summary(out: &flashdmoe_core::ForwardOutput, processors: u32) -> String
             format!("{} n={} mean {mean:.1}us span {lo:.0}-{hi:.0}us", k.name(), ev.len())
         });
         text.push_str(&format!(
-            "; rank {}: kernel {:.0}us, first task at {:.0}us, last end {:.0}us, busy {:.0}% of launch x {processors} processors; {}",
+            "; rank {}: kernel {:.0}us, first task at {:.0}us, last end {:.0}us, busy {busy_pct:.0}% of launch x {processors} processors; {}",
             events.first().map_or(0, |e| e.rank),
             kernel_ns / 1e3,
             first as f64 / 1e3,
             last as f64 / 1e3,
-            busy as f64 / (kernel_ns * processors as f64) * 100.0,
             kinds.join(", ")
         ));
-        break; // rank 0 speaks for all in single-rank timings
+    }
+    if busy_by_rank.len() > 1 {
+        text.push_str(&format!("; busy by rank [{}]", busy_by_rank.join(", ")));
     }
     text
 }
@@ -234,6 +285,7 @@ fn cases(quick: bool) -> Vec<Case> {
         sample: None,
         skew: false,
         timed: false,
+        timeout: false,
     };
     // Every dtype x activation, biases on the gated ones.
     for dtype in [DType::Bf16, DType::F16, DType::F32, DType::F32Exact] {
@@ -254,24 +306,45 @@ fn cases(quick: bool) -> Vec<Case> {
         skew: true,
         ..case("skewed dropless".into(), small(DType::Bf16, Activation::Relu, false))
     });
-    // Virtual ranks: the whole multi-rank protocol on one GPU.
-    for world in [2u32, 4] {
+    // The multi-rank protocol: virtual ranks on one GPU (P up to 8), and one rank per GPU
+    // where the machine has the GPUs (skipped otherwise). Skewed routing sends every token to
+    // rank 0's experts, so the other ranks' experts are empty.
+    let multi: [(u32, u32, &str); 5] = [
+        (2, 2, "virtual"),
+        (4, 4, "virtual"),
+        (8, 8, "virtual"),
+        (2, 1, "multi-GPU"),
+        (4, 1, "multi-GPU"),
+    ];
+    for (world, ranks_per_gpu, label) in multi {
         for skew in [false, true] {
             let mut c = small(DType::Bf16, Activation::SiluGated, false);
             c.world = world;
             c.experts = 16;
             out.push(Case {
-                ranks_per_gpu: Some(world),
+                ranks_per_gpu: Some(ranks_per_gpu),
                 skew,
-                ..case(format!("virtual P={world}{}", if skew { " skewed" } else { "" }), c)
+                ..case(format!("{label} P={world}{}", if skew { " skewed" } else { "" }), c)
             });
         }
         let mut c = cap.clone();
         c.world = world;
         c.experts = 16;
         out.push(Case {
-            ranks_per_gpu: Some(world),
-            ..case(format!("virtual P={world} capacity-1.0"), c)
+            ranks_per_gpu: Some(ranks_per_gpu),
+            ..case(format!("{label} P={world} capacity-1.0"), c)
+        });
+    }
+    // Forced timeouts: one rank, then every multi-rank arrangement above.
+    let timeouts = std::iter::once((1, 1, "single")).chain(multi.into_iter().filter(|m| m.0 < 8));
+    for (world, ranks_per_gpu, label) in timeouts {
+        let mut c = small(DType::Bf16, Activation::Relu, false);
+        c.world = world;
+        c.experts = 16;
+        out.push(Case {
+            ranks_per_gpu: Some(ranks_per_gpu),
+            timeout: true,
+            ..case(format!("forced timeout + recovery {label} P={world}"), c)
         });
     }
     if quick {
@@ -316,18 +389,41 @@ fn cases(quick: bool) -> Vec<Case> {
     let mut c = presets::paper(16384, 32);
     c.dtype = DType::F32;
     out.push(Case { sample: Some(64), timed: true, ..case("paper-t16384-e32 tf32".into(), c) });
-    // Weak scaling at T = 8192 per rank, E = 32: one rank, two ranks on as many GPUs as
-    // there are (real peers when the machine has two), and two virtual ranks on one GPU.
+    // Weak scaling at T = 8192 per rank, E = 32: one rank per GPU over 1, 2 and 4 GPUs (as
+    // many as the machine has), and two virtual ranks on one GPU.
     for (world, ranks_per_gpu, label) in
-        [(1, None, "weak P=1"), (2, None, "weak P=2"), (2, Some(2), "weak P=2 virtual")]
+        [(1, 1, "weak P=1"), (2, 1, "weak P=2"), (4, 1, "weak P=4"), (2, 2, "weak P=2 virtual")]
     {
         let mut c = presets::paper(8192, 32);
         c.world = world;
         out.push(Case {
-            ranks_per_gpu,
+            ranks_per_gpu: Some(ranks_per_gpu),
             sample: Some(64),
             timed: true,
             ..case(format!("{label} t8192-e32"), c)
+        });
+    }
+    // The paper grid on two GPUs (the PyTorch expert-parallel baseline runs the same), and
+    // TF32 at the reference paper's token counts (PERF.md target 4).
+    for (t, e) in [(128, 8), (4096, 8), (4096, 32), (16384, 8), (16384, 32)] {
+        let mut c = presets::paper(t, e);
+        c.world = 2;
+        out.push(Case {
+            ranks_per_gpu: Some(1),
+            sample: Some(64),
+            timed: true,
+            ..case(format!("multi-GPU P=2 paper-t{t}-e{e}-cf1"), c)
+        });
+    }
+    for t in [4096, 8192, 16384] {
+        let mut c = presets::paper(t, 32);
+        c.world = 2;
+        c.dtype = DType::F32;
+        out.push(Case {
+            ranks_per_gpu: Some(1),
+            sample: Some(64),
+            timed: true,
+            ..case(format!("multi-GPU P=2 paper-t{t}-e32-cf1 tf32"), c)
         });
     }
     out
@@ -345,77 +441,26 @@ fn main() -> ExitCode {
         println!("skipped: no GPU ({e})");
         return ExitCode::SUCCESS;
     }
+    let available = match flashdmoe_cuda::gpus() {
+        Ok(g) => g.len() as u32,
+        Err(e) => {
+            eprintln!("gpu-check: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let mut rows = Vec::new();
-    // A forced timeout must come back as a typed report, never a hang.
-    {
-        let c = small(DType::Bf16, Activation::Relu, false);
-        let weights = LayerWeights::generate(&c, 1).expect("valid config");
-        let input = vec![generate_input(&c, 0, 1).expect("valid config")];
-        let row = match CudaBackend::default().build(&c, &weights) {
-            Ok(layer) => {
-                let opts = ForwardOptions { trace: false, timeout: Duration::from_nanos(1) };
-                match layer.forward(&input, &opts) {
-                    Err(BackendError::Timeout(report)) => {
-                        // And the layer recovers: the next forward with a sane deadline is right.
-                        let ok_opts =
-                            ForwardOptions { trace: true, timeout: Duration::from_secs(5) };
-                        let detail = match layer.forward(&input, &ok_opts) {
-                            Ok(out) => {
-                                let v = verify(
-                                    &c,
-                                    &weights,
-                                    &input,
-                                    &out.ranks,
-                                    &VerifyOptions::default(),
-                                );
-                                let trace_len = out.ranks[0].trace.as_ref().map_or(0, Vec::len);
-                                format!(
-                                    "timeout report: {report}; recovery: {}; trace events {trace_len}",
-                                    v.map_or_else(|e| e.to_string(), |v| v.to_string())
-                                )
-                            }
-                            Err(e) => format!("timeout report: {report}; recovery FAILED: {e}"),
-                        };
-                        Row {
-                            name: "forced timeout + recovery".into(),
-                            ok: !detail.contains("FAIL"),
-                            detail,
-                            median_ms: None,
-                            p10_ms: None,
-                            p90_ms: None,
-                            floor_ms: None,
-                        }
-                    }
-                    other => Row {
-                        name: "forced timeout + recovery".into(),
-                        ok: false,
-                        detail: format!("expected a timeout, got {:?}", other.map(|_| "success")),
-                        median_ms: None,
-                        p10_ms: None,
-                        p90_ms: None,
-                        floor_ms: None,
-                    },
-                }
-            }
-            Err(e) => Row {
-                name: "forced timeout + recovery".into(),
-                ok: false,
-                detail: format!("build: {e}"),
-                median_ms: None,
-                p10_ms: None,
-                p90_ms: None,
-                floor_ms: None,
-            },
-        };
-        println!("[{}] {}: {}", if row.ok { "ok" } else { "FAIL" }, row.name, row.detail);
-        rows.push(row);
-    }
     for case in cases(args.quick) {
         if args.only.as_ref().is_some_and(|s| !s.split(',').any(|p| case.name.contains(p))) {
             continue;
         }
+        let needed = case.config.world / case.ranks_per_gpu.unwrap_or(case.config.world);
+        if needed > available {
+            println!("[skip] {}: skipped: needs {needed} GPUs, {available} found", case.name);
+            continue;
+        }
         let t0 = std::time::Instant::now();
-        let row = run_case(&case, args.iters).unwrap_or_else(|e| Row {
+        let run = if case.timeout { timeout_case } else { run_case };
+        let row = run(&case, args.iters).unwrap_or_else(|e| Row {
             name: case.name.clone(),
             ok: false,
             detail: e,

@@ -28,12 +28,12 @@ use cudarc::driver::{CudaSlice, CudaStream, DevicePtr};
 use flashdmoe_core::backend::{RankStats, check_rank_input};
 use flashdmoe_core::config::ExpertMap;
 use flashdmoe_core::routing::{DROPPED, RankRouting};
-use flashdmoe_core::runtime::conformance;
+use flashdmoe_core::runtime::conformance::{self, Clocks};
 use flashdmoe_core::{
     Backend, BackendError, DType, ForwardOptions, ForwardOutput, Layer, LayerWeights, MoeConfig,
     RankOutput, TimeoutReport, TraceEvent,
 };
-use flashdmoe_proto::{Epoch, HeapLayout, RoutingPlan, TaskCounts, div_ceil, signal};
+use flashdmoe_proto::{Epoch, HeapLayout, TaskCounts, div_ceil, signal};
 
 use crate::device::{Device, enable_peer_access, gpus};
 use crate::error::CudaError;
@@ -366,38 +366,38 @@ impl CudaLayer {
 
     /// Trace conformance: replays a traced forward's GPU task trace against core's model of
     /// the task graph for the routing that forward computed (every task exactly once, on the
-    /// right rank, after its prerequisites ended).
-    pub fn check_trace(&self, out: &ForwardOutput) -> Result<(), BackendError> {
-        let mut events = Vec::new();
-        let mut sources = Vec::with_capacity(out.ranks.len());
-        for (rank, r) in out.ranks.iter().enumerate() {
-            let trace = r.trace.as_ref().ok_or_else(|| {
-                invalid("trace", format!("rank {rank} has no trace: run the forward with trace on"))
-            })?;
-            events.extend_from_slice(trace);
-            sources.push(r.routing.source_plan(&self.plan.config, &self.plan.layout)?);
-        }
-        let plan = RoutingPlan::new(&self.plan.layout, sources)?;
-        conformance::check(&self.plan.layout, &plan, &events).map_err(|e| {
+    /// right rank, after its prerequisites ended; across GPUs, whose clocks differ, under one
+    /// consistent offset per GPU). Returns the events on one time base.
+    pub fn check_trace(&self, out: &ForwardOutput) -> Result<Vec<TraceEvent>, BackendError> {
+        conformance::check_forward(self, out).map_err(|e| {
             BackendError::Device(format!("GPU trace does not conform to the task graph: {e}"))
         })
     }
 
-    /// Uploads the inputs of GPU `gpu`'s ranks and launches its kernel.
-    fn launch(
-        &self,
-        gpu: &mut Gpu,
-        inputs: &[&[f32]],
-        options: &ForwardOptions,
-    ) -> Result<Launched, BackendError> {
+    /// Uploads the inputs of GPU `gpu`'s ranks and readies its next forward (diagnostics
+    /// cleared, epoch advanced): all the host work, so that [`Self::launch`] only launches.
+    /// Every GPU of a forward is staged before any is launched: the kernels meet through
+    /// their signals, so one GPU's staging must not delay another's start.
+    fn stage(&self, gpu: &mut Gpu, inputs: &[&[f32]]) -> Result<(), BackendError> {
+        let _range = nvtx::LocalRange::new(c"flashdmoe::cuda::stage");
+        let stream = gpu.device.stream().clone();
+        let d = |e: cudarc::driver::DriverError| BackendError::Device(e.to_string());
+        let mut host = Vec::new();
+        for x in inputs {
+            self.plan.config.dtype.encode_into(x, &mut host);
+        }
+        stream.memcpy_htod(&host, &mut gpu.x.slice_mut(..host.len())).map_err(d)?;
+        stream.memset_zeros(&mut gpu.diag).map_err(d)?;
+        gpu.epoch = gpu.epoch.next();
+        Ok(())
+    }
+
+    /// Launches GPU `gpu`'s kernel for the forward [`Self::stage`] readied.
+    fn launch(&self, gpu: &mut Gpu, options: &ForwardOptions) -> Result<Launched, BackendError> {
         let _range = nvtx::LocalRange::new(c"flashdmoe::cuda::launch");
         let plan = &self.plan;
         let stream = gpu.device.stream().clone();
         let d = |e: cudarc::driver::DriverError| BackendError::Device(e.to_string());
-        let host: Vec<u8> = inputs.iter().flat_map(|x| encode(plan.config.dtype, x)).collect();
-        stream.memcpy_htod(&host, &mut gpu.x.slice_mut(..host.len())).map_err(d)?;
-        stream.memset_zeros(&mut gpu.diag).map_err(d)?;
-        gpu.epoch = gpu.epoch.next();
         let w = |i: usize| gpu.weights[i].as_ref().map_or(0, |s| device_ptr(s, &stream));
         let params = KernelParams {
             layout: plan.layout.params(),
@@ -646,6 +646,12 @@ impl Layer for CudaLayer {
         &self.plan.layout
     }
 
+    /// Each GPU's `%globaltimer` is its own clock (measured 0.7 ms apart on two H200s of one
+    /// node): the ranks of one GPU share it.
+    fn trace_clocks(&self) -> Clocks {
+        Clocks::per_rank((0..self.plan.config.world).map(|r| r / self.plan.ranks_per_gpu).collect())
+    }
+
     /// The per-rank entry point: with one rank per GPU, rank `r`'s caller launches GPU `r`'s
     /// kernel and waits for it; the GPUs meet through their signals. With virtual ranks the
     /// ranks of a GPU share one launch, so use [`Layer::forward`].
@@ -666,7 +672,8 @@ impl Layer for CudaLayer {
         }
         check_rank_input(&self.plan.config, rank, input)?;
         let mut gpu = self.gpus[rank as usize].lock().unwrap_or_else(PoisonError::into_inner);
-        let launched = self.launch(&mut gpu, &[input], options)?;
+        self.stage(&mut gpu, &[input])?;
+        let launched = self.launch(&mut gpu, options)?;
         Ok(self.collect(&gpu, launched, options)?.remove(0))
     }
 
@@ -690,11 +697,15 @@ impl Layer for CudaLayer {
         let r = self.plan.ranks_per_gpu as usize;
         let mut guards: Vec<_> =
             self.gpus.iter().map(|g| g.lock().unwrap_or_else(PoisonError::into_inner)).collect();
-        // Launch every GPU before waiting on any: their kernels meet through signals.
-        let mut launched = Vec::with_capacity(guards.len());
+        // Stage every GPU, then launch every GPU before waiting on any: their kernels meet
+        // through signals, so they should start together.
         for (d, gpu) in guards.iter_mut().enumerate() {
             let mine: Vec<&[f32]> = inputs[d * r..(d + 1) * r].iter().map(Vec::as_slice).collect();
-            launched.push(self.launch(gpu, &mine, options)?);
+            self.stage(gpu, &mine)?;
+        }
+        let mut launched = Vec::with_capacity(guards.len());
+        for gpu in guards.iter_mut() {
+            launched.push(self.launch(gpu, options)?);
         }
         let mut ranks = Vec::with_capacity(world);
         let mut origins = Vec::with_capacity(guards.len());

@@ -24,8 +24,10 @@ use super::grid::Case;
 use super::record::{IMPL_CUDA, IMPL_SIM, LayerKey, ProtocolStats, Record, SCHEMA};
 use crate::core::oracle::{self, Sample, VerifyOptions, VerifyReport};
 use crate::core::perf::{self, TimeSummary};
+use crate::core::runtime::conformance;
+use crate::core::trace::{self, TraceEvent};
 use crate::core::{
-    Backend, ForwardOptions, ForwardOutput, Layer, LayerWeights, MoeConfig, generate_input, trace,
+    Backend, ForwardOptions, ForwardOutput, Layer, LayerWeights, MoeConfig, generate_input,
 };
 use crate::cuda::{CudaBackend, CudaLayer};
 use crate::sim::{SimBackend, SimLayer};
@@ -163,7 +165,11 @@ pub fn run_case<B: BenchBackend>(
         }
     }
     let traced = layer.forward(&inputs, &ForwardOptions { trace: true, ..forward })?;
-    let protocol = protocol_stats(config, &traced, B::processors_per_rank(&layer));
+    let events = conformance::check_forward(&layer, &traced).unwrap_or_else(|e| {
+        notes.push(format!("the trace does not conform to the task graph: {e}"));
+        Vec::new()
+    });
+    let protocol = protocol_stats(config, &traced, &events, B::processors_per_rank(&layer));
     let floor_ms = if B::ON_GPU {
         Some(perf::floor_ms(
             config,
@@ -234,8 +240,14 @@ fn differing_rank(a: &ForwardOutput, b: &ForwardOutput) -> Option<usize> {
     })
 }
 
-/// The protocol statistics of a (traced) forward, summed over its ranks.
-fn protocol_stats(config: &MoeConfig, out: &ForwardOutput, processors: u32) -> ProtocolStats {
+/// The protocol statistics of a forward, summed over its ranks; utilisation from its checked,
+/// clock-aligned trace `events` (none when the trace did not conform).
+fn protocol_stats(
+    config: &MoeConfig,
+    out: &ForwardOutput,
+    events: &[TraceEvent],
+    processors: u32,
+) -> ProtocolStats {
     let mut s = ProtocolStats::default();
     for r in &out.ranks {
         s.gemm0_tasks += r.stats.tasks.gemm0;
@@ -246,10 +258,8 @@ fn protocol_stats(config: &MoeConfig, out: &ForwardOutput, processors: u32) -> P
         s.padded_bytes += r.stats.padded_bytes;
         s.dropped += r.stats.dropped;
     }
-    let events: Vec<_> =
-        out.ranks.iter().filter_map(|r| r.trace.as_deref()).flatten().copied().collect();
     if !events.is_empty() {
-        s.utilisation = Some(trace::utilisation(&events, config.world, processors).overall);
+        s.utilisation = Some(trace::utilisation(events, config.world, processors).overall);
     }
     s
 }

@@ -5,11 +5,9 @@ use std::time::Duration;
 use flashdmoe::core::oracle::{self, Sample, VerifyOptions};
 use flashdmoe::core::runtime::conformance;
 use flashdmoe::core::{
-    Backend, BackendError, ForwardOptions, ForwardOutput, Layer, LayerWeights, MoeConfig,
-    TraceEvent, generate_input, trace,
+    Backend, ForwardOptions, ForwardOutput, Layer, LayerWeights, MoeConfig, generate_input, trace,
 };
 use flashdmoe::cuda::{CudaBackend, CudaOptions};
-use flashdmoe::proto::RoutingPlan;
 use flashdmoe::sim::{SimBackend, SimOptions};
 
 use super::{BackendArg, CliError, RunArgs, config, report};
@@ -150,23 +148,15 @@ fn run_on<B: Backend>(
 }
 
 /// Checks a traced forward against the task graph (trace conformance), writes it to `path` as
-/// Chrome/Perfetto JSON and returns the report line (events, utilisation).
+/// Chrome/Perfetto JSON (every rank on one time base) and returns the report line (events,
+/// utilisation).
 fn write_trace<L: Layer>(
     config: &MoeConfig,
     layer: &L,
     out: &ForwardOutput,
     path: &std::path::Path,
 ) -> Result<String, CliError> {
-    let events: Vec<TraceEvent> =
-        out.ranks.iter().flat_map(|r| r.trace.iter().flatten().copied()).collect();
-    let sources = out
-        .ranks
-        .iter()
-        .map(|r| r.routing.source_plan(config, layer.layout()))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(BackendError::from)?;
-    let plan = RoutingPlan::new(layer.layout(), sources).map_err(BackendError::from)?;
-    conformance::check(layer.layout(), &plan, &events)
+    let events = conformance::check_forward(layer, out)
         .map_err(|e| CliError::Mismatch(format!("the trace does not conform: {e}")))?;
     std::fs::write(path, trace::chrome_json(&events))
         .map_err(|e| CliError::Failed(format!("cannot write {}: {e}", path.display())))?;

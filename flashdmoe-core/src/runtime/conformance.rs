@@ -6,7 +6,17 @@
 //! * every task of [`graph_tasks`] ran exactly once, on its executor rank, and nothing else ran;
 //! * every task started no earlier than each of its [`prerequisites`] ended.
 //!
-//! Timestamps of all ranks must share one clock origin (see [`TraceEvent`]).
+//! ## Clocks
+//!
+//! Ranks may read their times from different clocks ([`Clocks`]): the GPUs of a node each have
+//! their own `%globaltimer`, offset from the others by an unknown amount (measured: about
+//! 0.7 ms between two H200s of one node). Dependencies between ranks of one clock are checked
+//! directly. Dependencies across clocks are checked the only way unsynchronised clocks allow:
+//! there must be one offset per clock that orders every one of them (a system of difference
+//! constraints, solved exactly; with traffic both ways between two clocks this bounds the
+//! offset from both sides, so a task that started before its cross-clock prerequisite ended
+//! shows up as a cycle no offset can satisfy). [`check`] returns such offsets
+//! ([`ClockAlignment`]) so a trace can be put on one time base for display.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -15,6 +25,8 @@ use flashdmoe_proto::graph::{graph_tasks, prerequisites};
 use flashdmoe_proto::{Epoch, HeapLayout, ProtoError, RoutingPlan, TaskKey};
 use thiserror::Error;
 
+use crate::backend::{ForwardOutput, Layer};
+use crate::routing::RoutingError;
 use crate::trace::TraceEvent;
 
 /// A task identity in errors, printed readably.
@@ -34,12 +46,21 @@ impl fmt::Display for Task {
 }
 
 /// How a trace departs from the task graph.
-#[derive(Clone, Debug, PartialEq, Eq, Error)]
+#[derive(Clone, Debug, PartialEq, Error)]
 #[non_exhaustive]
 pub enum ConformanceError {
     /// The graph could not be computed (layout and plan disagree).
     #[error("protocol: {0}")]
     Proto(#[from] ProtoError),
+    /// A rank's routing does not give a plan for the layout.
+    #[error("routing: {0}")]
+    Routing(#[from] RoutingError),
+    /// A rank of the forward carries no trace (the forward ran without `trace`).
+    #[error("rank {rank} has no trace: run the forward with trace on")]
+    NoTrace {
+        /// The rank.
+        rank: u32,
+    },
     /// A task of the graph never ran.
     #[error("{0} never ran")]
     Missing(Task),
@@ -74,6 +95,23 @@ pub enum ConformanceError {
         /// Its end.
         end_ns: u64,
     },
+    /// `clocks` does not name a clock for every rank of the plan.
+    #[error("clocks: {clocks} ranks named, but the plan has {world} ranks")]
+    Clocks {
+        /// Ranks `clocks` names.
+        clocks: usize,
+        /// Ranks of the plan.
+        world: u32,
+    },
+    /// Dependencies across clocks that no choice of clock offsets orders: a cycle of them whose
+    /// slacks sum to less than zero, so at least one task started before its prerequisite
+    /// ended, whatever the clocks' offsets.
+    #[error("no offsets between the ranks' clocks order these cross-clock dependencies: {}",
+        cycle.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Acausal {
+        /// The cycle, each dependency with its times on its own clocks.
+        cycle: Vec<CrossClock>,
+    },
     /// A task started before one of its prerequisites ended.
     #[error(
         "{task} started at {start_ns} ns, before its prerequisite {prerequisite} ended at {end_ns} ns"
@@ -90,17 +128,121 @@ pub enum ConformanceError {
     },
 }
 
+/// A dependency between tasks of ranks on different clocks, with each time on its own clock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CrossClock {
+    /// The dependent task and its start on clock `task_clock`.
+    pub task: Task,
+    /// Its start.
+    pub start_ns: u64,
+    /// Its rank's clock.
+    pub task_clock: u32,
+    /// The prerequisite and its end on clock `prerequisite_clock`.
+    pub prerequisite: Task,
+    /// The prerequisite's end.
+    pub end_ns: u64,
+    /// The prerequisite's rank's clock.
+    pub prerequisite_clock: u32,
+}
+
+impl fmt::Display for CrossClock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} started at {} ns on clock {} after {} ended at {} ns on clock {}",
+            self.task,
+            self.start_ns,
+            self.task_clock,
+            self.prerequisite,
+            self.end_ns,
+            self.prerequisite_clock
+        )
+    }
+}
+
+/// Which clock each rank's trace times come from. Ranks of one clock share a time base; the
+/// offsets between clocks are unknown.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Clocks(Vec<u32>);
+
+impl Clocks {
+    /// Every one of `world` ranks reads one clock (the simulator; virtual ranks of one GPU).
+    pub fn shared(world: u32) -> Clocks {
+        Clocks(vec![0; world as usize])
+    }
+
+    /// Rank `r` reads clock `of_rank[r]` (e.g. its GPU's ordinal).
+    pub fn per_rank(of_rank: Vec<u32>) -> Clocks {
+        Clocks(of_rank)
+    }
+
+    /// The clock of each rank.
+    pub fn of_rank(&self) -> &[u32] {
+        &self.0
+    }
+}
+
+/// Offsets that put every rank's times on one time base, consistent with every dependency:
+/// what [`check`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClockAlignment {
+    /// Nanoseconds to add to rank `r`'s times (0 for every rank when all share one clock).
+    pub offset_ns: Vec<i64>,
+}
+
+impl ClockAlignment {
+    /// Shifts each event by its rank's offset, then all of them so the earliest starts at 0.
+    pub fn apply(&self, events: &mut [TraceEvent]) {
+        let shifted = |e: &TraceEvent, t: u64| {
+            t as i128 + self.offset_ns.get(e.rank as usize).copied().unwrap_or(0) as i128
+        };
+        let origin = events.iter().map(|e| shifted(e, e.start_ns)).min().unwrap_or(0);
+        for e in events {
+            e.start_ns = (shifted(e, e.start_ns) - origin) as u64;
+            e.end_ns = (shifted(e, e.end_ns) - origin) as u64;
+        }
+    }
+}
+
 fn key(e: &TraceEvent) -> TaskKey {
     (e.kind, e.source, e.owner, e.local_expert, e.row_tile, e.col_tile)
 }
 
-/// Checks that `events` (all ranks' trace of one forward) executed exactly the task graph of
-/// `plan` under `layout`, respecting every dependency. Reports the first departure found.
+/// Checks a traced forward of `layer`: the task graph comes from the routing each rank
+/// reported, the clocks from [`Layer::trace_clocks`]. Returns every rank's events on one time
+/// base (aligned with the offsets [`check`] found, the earliest start at 0), ready for
+/// [`crate::trace::chrome_json`] and [`crate::trace::utilisation`].
+pub fn check_forward<L: Layer + ?Sized>(
+    layer: &L,
+    out: &ForwardOutput,
+) -> Result<Vec<TraceEvent>, ConformanceError> {
+    let (config, layout) = (layer.config(), layer.layout());
+    let mut events = Vec::new();
+    let mut sources = Vec::with_capacity(out.ranks.len());
+    for (rank, r) in out.ranks.iter().enumerate() {
+        let trace = r.trace.as_ref().ok_or(ConformanceError::NoTrace { rank: rank as u32 })?;
+        events.extend_from_slice(trace);
+        sources.push(r.routing.source_plan(config, layout)?);
+    }
+    let plan = RoutingPlan::new(layout, sources)?;
+    check(layout, &plan, &events, &layer.trace_clocks())?.apply(&mut events);
+    Ok(events)
+}
+
+/// Checks that `events` (all ranks' trace of one forward, each rank's times on its clock in
+/// `clocks`) executed exactly the task graph of `plan` under `layout`, respecting every
+/// dependency. Reports the first departure found; on success returns clock offsets under
+/// which every dependency holds.
 pub fn check(
     layout: &HeapLayout,
     plan: &RoutingPlan,
     events: &[TraceEvent],
-) -> Result<(), ConformanceError> {
+    clocks: &Clocks,
+) -> Result<ClockAlignment, ConformanceError> {
+    let world = layout.geometry().world;
+    if clocks.0.len() != world as usize {
+        return Err(ConformanceError::Clocks { clocks: clocks.0.len(), world });
+    }
     let mut ran: HashMap<TaskKey, (usize, &TraceEvent)> = HashMap::with_capacity(events.len());
     for e in events {
         if e.end_ns < e.start_ns {
@@ -136,12 +278,24 @@ pub fn check(
         let extra = events.iter().map(key).find(|k| !graph.contains(k));
         return Err(ConformanceError::Unexpected(Task(extra.expect("an event outside the graph"))));
     }
+    let mut cross = CrossConstraints::new(&clocks.0);
     for task in &tasks {
         let k = task.key()?;
         let event = ran[&k].1;
         for p in prerequisites(layout, plan, task)? {
             let before = ran[&p].1;
-            if event.start_ns < before.end_ns {
+            let (clock, pre_clock) =
+                (clocks.0[event.rank as usize], clocks.0[before.rank as usize]);
+            if clock != pre_clock {
+                cross.add(CrossClock {
+                    task: Task(k),
+                    start_ns: event.start_ns,
+                    task_clock: clock,
+                    prerequisite: Task(p),
+                    end_ns: before.end_ns,
+                    prerequisite_clock: pre_clock,
+                });
+            } else if event.start_ns < before.end_ns {
                 return Err(ConformanceError::EarlyStart {
                     task: Task(k),
                     start_ns: event.start_ns,
@@ -151,7 +305,132 @@ pub fn check(
             }
         }
     }
-    Ok(())
+    let offsets = cross.solve()?;
+    Ok(ClockAlignment { offset_ns: clocks.0.iter().map(|c| offsets[cross.index(*c)]).collect() })
+}
+
+/// Cross-clock dependencies as difference constraints on the clocks' offsets `x`: a task on
+/// clock `b` that depends on a task on clock `a` needs `start + x_b >= end + x_a`, that is
+/// `x_a - x_b <= start - end`. Only the tightest constraint per ordered pair of clocks matters.
+struct CrossConstraints {
+    /// Distinct clocks, in first-seen order; `x` is indexed like this.
+    clocks: Vec<u32>,
+    /// `tightest[a][b]`: the smallest `start - end` of a dependency from clock `a` to `b`.
+    tightest: Vec<Vec<Option<(i128, CrossClock)>>>,
+}
+
+impl CrossConstraints {
+    fn new(of_rank: &[u32]) -> CrossConstraints {
+        let mut clocks: Vec<u32> = Vec::new();
+        for &c in of_rank {
+            if !clocks.contains(&c) {
+                clocks.push(c);
+            }
+        }
+        let n = clocks.len();
+        CrossConstraints { clocks, tightest: vec![vec![None; n]; n] }
+    }
+
+    fn index(&self, clock: u32) -> usize {
+        self.clocks.iter().position(|&c| c == clock).expect("a clock of some rank")
+    }
+
+    fn add(&mut self, dep: CrossClock) {
+        let (a, b) = (self.index(dep.prerequisite_clock), self.index(dep.task_clock));
+        let slack = dep.start_ns as i128 - dep.end_ns as i128;
+        let slot = &mut self.tightest[a][b];
+        if slot.as_ref().is_none_or(|(s, _)| slack < *s) {
+            *slot = Some((slack, dep));
+        }
+    }
+
+    /// Offsets satisfying every constraint (each clock centred in the interval the
+    /// constraints allow relative to the first clock, when that is consistent), or the
+    /// negative cycle that proves none exist. Floyd-Warshall over the clocks: `dist[u][v]`
+    /// bounds `x_v - x_u` from above.
+    fn solve(&self) -> Result<Vec<i64>, ConformanceError> {
+        let n = self.clocks.len();
+        let mut dist = vec![vec![None::<i128>; n]; n];
+        let mut next = vec![vec![usize::MAX; n]; n];
+        for (u, row) in dist.iter_mut().enumerate() {
+            row[u] = Some(0);
+            next[u][u] = u;
+        }
+        // x_a - x_b <= w is an edge b -> a of weight w.
+        for (a, row) in self.tightest.iter().enumerate() {
+            for (b, c) in row.iter().enumerate() {
+                if let Some((w, _)) = c {
+                    dist[b][a] = Some(dist[b][a].map_or(*w, |d| d.min(*w)));
+                    next[b][a] = a;
+                }
+            }
+        }
+        for k in 0..n {
+            for u in 0..n {
+                for v in 0..n {
+                    if let (Some(uk), Some(kv)) = (dist[u][k], dist[k][v])
+                        && dist[u][v].is_none_or(|d| uk + kv < d)
+                    {
+                        dist[u][v] = Some(uk + kv);
+                        next[u][v] = next[u][k];
+                    }
+                }
+            }
+        }
+        if let Some(start) = (0..n).find(|&u| dist[u][u].is_some_and(|d| d < 0)) {
+            return Err(ConformanceError::Acausal { cycle: self.cycle(start, &next) });
+        }
+        // Centre each clock relative to clock 0 where both bounds exist; keep the centred
+        // choice only if it satisfies every constraint jointly, else take the shortest-path
+        // solution x_v = dist[0][v] (always feasible once clock 0 reaches v) filled in with 0.
+        let centred: Vec<i128> = (0..n)
+            .map(|v| match (dist[0][v], dist[v][0]) {
+                (Some(hi), Some(lo)) => (hi - lo) / 2,
+                (Some(hi), None) => hi.min(0),
+                (None, Some(lo)) => (-lo).max(0),
+                (None, None) => 0,
+            })
+            .collect();
+        let feasible = |x: &[i128]| {
+            self.tightest.iter().enumerate().all(|(a, row)| {
+                row.iter()
+                    .enumerate()
+                    .all(|(b, c)| c.as_ref().is_none_or(|(w, _)| x[a] - x[b] <= *w))
+            })
+        };
+        let x = if feasible(&centred) {
+            centred
+        } else {
+            // A virtual source with 0-weight edges to every clock: x_v = min_u dist[u][v].
+            (0..n).map(|v| (0..n).filter_map(|u| dist[u][v]).min().unwrap_or(0).min(0)).collect()
+        };
+        Ok(x.into_iter().map(|v| v.clamp(i64::MIN as i128, i64::MAX as i128) as i64).collect())
+    }
+
+    /// The dependencies on a negative cycle through clock `start` (following `next` hops).
+    fn cycle(&self, start: usize, next: &[Vec<usize>]) -> Vec<CrossClock> {
+        let n = self.clocks.len();
+        // Walk the successor chain from `start` until a clock repeats: the repeat closes a
+        // cycle of edges u -> v, each the constraint x_v - x_u <= w of a dependency v -> u.
+        let mut path = vec![start];
+        let mut u = start;
+        for _ in 0..=n {
+            let v = next[u][start];
+            if v == usize::MAX {
+                break;
+            }
+            if let Some(i) = path.iter().position(|&p| p == v) {
+                path.push(v);
+                path.drain(..i);
+                break;
+            }
+            path.push(v);
+            u = v;
+        }
+        path.windows(2)
+            .filter_map(|w| self.tightest[w[1]][w[0]].as_ref().map(|(_, dep)| *dep))
+            .collect()
+    }
 }
 
 #[cfg(all(test, not(flashdmoe_loom)))]
@@ -205,10 +484,17 @@ mod tests {
         ]
     }
 
+    fn shared() -> Clocks {
+        Clocks::shared(2)
+    }
+
     #[test]
     fn accepts_a_legal_trace() {
         let (layout, plan) = setup();
-        assert_eq!(check(&layout, &plan, &good()), Ok(()));
+        assert_eq!(
+            check(&layout, &plan, &good(), &shared()),
+            Ok(ClockAlignment { offset_ns: vec![0, 0] })
+        );
     }
 
     #[test]
@@ -216,29 +502,146 @@ mod tests {
         let (layout, plan) = setup();
         let mut t = good();
         t.pop();
-        assert!(matches!(check(&layout, &plan, &t), Err(ConformanceError::Missing(_))));
+        assert!(matches!(check(&layout, &plan, &t, &shared()), Err(ConformanceError::Missing(_))));
         let mut t = good();
         t.push(t[0]);
         assert!(matches!(
-            check(&layout, &plan, &t),
+            check(&layout, &plan, &t, &shared()),
             Err(ConformanceError::Repeated { count: 2, .. })
         ));
         let mut t = good();
         t.push(ev(0, TaskKind::Gemm0, 1, 0, (0, 1)));
-        assert!(matches!(check(&layout, &plan, &t), Err(ConformanceError::Unexpected(_))));
+        assert!(matches!(
+            check(&layout, &plan, &t, &shared()),
+            Err(ConformanceError::Unexpected(_))
+        ));
         let mut t = good();
         t[0].rank = 0;
         assert!(matches!(
-            check(&layout, &plan, &t),
+            check(&layout, &plan, &t, &shared()),
             Err(ConformanceError::WrongRank { expected: 1, found: 0, .. })
         ));
         let mut t = good();
         t[2].start_ns = 19;
-        let err = check(&layout, &plan, &t).unwrap_err();
+        let err = check(&layout, &plan, &t, &shared()).unwrap_err();
         assert!(matches!(err, ConformanceError::EarlyStart { start_ns: 19, end_ns: 20, .. }));
         assert!(err.to_string().contains("gemm1 (source 0, owner 1"), "{err}");
         let mut t = good();
         t[1].end_ns = 5;
-        assert!(matches!(check(&layout, &plan, &t), Err(ConformanceError::BadInterval { .. })));
+        assert!(matches!(
+            check(&layout, &plan, &t, &shared()),
+            Err(ConformanceError::BadInterval { .. })
+        ));
+    }
+
+    /// Both ranks send one row tile to the other: each combine waits for the other rank's
+    /// GEMM1, so dependencies cross the two clocks in both directions.
+    fn exchange() -> (HeapLayout, RoutingPlan) {
+        let (layout, _) = setup();
+        let p0 = SourcePlan::new(&layout, vec![vec![], vec![0]]).unwrap();
+        let p1 = SourcePlan::new(&layout, vec![vec![1], vec![]]).unwrap();
+        let plan = RoutingPlan::new(&layout, vec![p0, p1]).unwrap();
+        (layout, plan)
+    }
+
+    /// The exchange on one true time line (rank 0 -> 1 tile done at 20, 1 -> 0 at 40), then
+    /// each rank's times read on its own clock: rank `r`'s clock is `skew[r]` ahead.
+    fn exchange_trace(skew: [u64; 2], combines_at: [u64; 2]) -> Vec<TraceEvent> {
+        let mut t = vec![
+            ev(1, TaskKind::Gemm0, 0, 1, (0, 10)),
+            ev(1, TaskKind::Gemm1, 0, 1, (10, 20)),
+            ev(0, TaskKind::Gemm0, 1, 0, (20, 30)),
+            ev(0, TaskKind::Gemm1, 1, 0, (30, 40)),
+            ev(0, TaskKind::Combine, 0, 0, (combines_at[0], combines_at[0] + 5)),
+            ev(1, TaskKind::Combine, 1, 1, (combines_at[1], combines_at[1] + 5)),
+        ];
+        for e in &mut t {
+            e.start_ns += skew[e.rank as usize];
+            e.end_ns += skew[e.rank as usize];
+        }
+        t
+    }
+
+    #[test]
+    fn cross_clock_dependencies_need_one_consistent_offset() {
+        let (layout, plan) = exchange();
+        let two = Clocks::per_rank(vec![0, 1]);
+        // Rank 1's clock reads 700 us ahead: directly compared, rank 0's combine would look
+        // early, but an offset orders everything and the alignment recovers it (within the
+        // slack the dependencies leave: combine 0 at 25 >= 20, combine 1 at 45 >= 40).
+        let t = exchange_trace([0, 700_000], [25, 45]);
+        assert!(matches!(
+            check(&layout, &plan, &t, &shared()),
+            Err(ConformanceError::EarlyStart { .. })
+        ));
+        let align = check(&layout, &plan, &t, &two).unwrap();
+        let x = align.offset_ns[1] - align.offset_ns[0];
+        assert!((-700_005..=-699_995).contains(&x), "offset {x}");
+        let mut aligned = t.clone();
+        align.apply(&mut aligned);
+        assert_eq!(check(&layout, &plan, &aligned, &shared()).map(|_| ()), Ok(()));
+        assert_eq!(aligned.iter().map(|e| e.start_ns).min(), Some(0));
+        // Ranks on one clock are compared directly, whatever the other clocks do.
+        let one = Clocks::per_rank(vec![5, 5]);
+        assert!(matches!(
+            check(&layout, &plan, &t, &one),
+            Err(ConformanceError::EarlyStart { .. })
+        ));
+        // A combine that starts 10 ns before the other rank's GEMM1 ended, while the other
+        // combine waited only 5 ns: the two slacks sum below zero, so no offset orders both.
+        let t = exchange_trace([0, 700_000], [10, 45]);
+        match check(&layout, &plan, &t, &two) {
+            Err(e @ ConformanceError::Acausal { .. }) => {
+                let ConformanceError::Acausal { cycle } = &e else { unreachable!() };
+                assert_eq!(cycle.len(), 2, "{e}");
+                assert!(e.to_string().contains("on clock 1"), "{e}");
+            }
+            other => panic!("expected an acausal cycle, got {other:?}"),
+        }
+        // Clocks for the wrong number of ranks are an error, not a panic.
+        assert!(matches!(
+            check(&layout, &plan, &t, &Clocks::shared(3)),
+            Err(ConformanceError::Clocks { clocks: 3, world: 2 })
+        ));
+    }
+
+    #[test]
+    fn one_way_dependencies_always_find_an_offset() {
+        // Only rank 0 -> rank 1 traffic: any reading of rank 1's clock is explainable.
+        let (layout, plan) = setup();
+        let mut t = good();
+        t[2].start_ns = 0;
+        t[2].end_ns = 1;
+        let align = check(&layout, &plan, &t, &Clocks::per_rank(vec![0, 1])).unwrap();
+        align.apply(&mut t);
+        assert_eq!(check(&layout, &plan, &t, &shared()).map(|_| ()), Ok(()));
+    }
+
+    proptest::proptest! {
+        /// Any causal exchange read on clocks with arbitrary offsets conforms, and aligning it
+        /// gives a trace that conforms on one clock; moving a combine before its cross-clock
+        /// prerequisite (by more than the other direction's slack) is caught.
+        #[test]
+        fn offsets_are_found_exactly_when_causal(
+            skew in proptest::array::uniform2(0u64..1 << 40),
+            gap in proptest::array::uniform2(0u64..1000),
+            early in 1u64..20,
+        ) {
+            let (layout, plan) = exchange();
+            let two = Clocks::per_rank(vec![0, 1]);
+            let t = exchange_trace(skew, [20 + gap[0], 40 + gap[1]]);
+            let align = check(&layout, &plan, &t, &two).unwrap();
+            let mut aligned = t.clone();
+            align.apply(&mut aligned);
+            proptest::prop_assert!(check(&layout, &plan, &aligned, &shared()).is_ok());
+            // Rank 1's combine `early` ns before rank 0's GEMM1 ended while rank 0's combine
+            // waits the least it can: no offset explains both.
+            let t = exchange_trace(skew, [20, 40 - early]);
+            let acausal = matches!(
+                check(&layout, &plan, &t, &two),
+                Err(ConformanceError::Acausal { .. })
+            );
+            proptest::prop_assert!(acausal);
+        }
     }
 }

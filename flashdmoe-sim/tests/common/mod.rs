@@ -51,8 +51,6 @@ pub fn check(layer: &SimLayer, weights: &LayerWeights, inputs: &[Vec<f32>], out:
         assert_eq!(r.stats.tasks, bound, "rank {rank} task counts vs bound");
     }
     if out.ranks.iter().all(|r| r.trace.is_some()) {
-        let events: Vec<_> =
-            out.ranks.iter().flat_map(|r| r.trace.clone().unwrap_or_default()).collect();
-        conformance::check(layer.layout(), &plan, &events).expect("trace conformance");
+        conformance::check_forward(layer, out).expect("trace conformance");
     }
 }
