@@ -150,6 +150,17 @@ fn run_case(case: &Case, iters: usize) -> Result<Row, String> {
     }
     if case.timed {
         detail.push_str(&trace_summary(&traced, layer.blocks_per_rank() - 1));
+        let phases = layer.phase_times().map_err(|e| format!("phase times: {e}"))?;
+        let us = |ns: u32| ns as f64 / 1e3;
+        for (rank, t) in phases.iter().enumerate() {
+            detail.push_str(&format!(
+                "; rank {rank} phase A: routed {:.0}us, top-k {:.0}us, placed {:.0}us, dispatched {:.0}us",
+                us(t.routed_ns),
+                us(t.chosen_ns),
+                us(t.placed_ns),
+                us(t.dispatched_ns)
+            ));
+        }
     }
     let (mut median, mut p10, mut p90, mut floor) = (None, None, None, None);
     if case.timed && ok {

@@ -13,19 +13,21 @@
 //   FDM_CHUNK                       tokens per routing chunk
 //
 // Structure (docs/kernel.md has the full story):
-//   Phase A (all blocks of the device, four grid-wide barriers; nothing here waits on
+//   Phase A (all blocks of the device, three grid-wide barriers; nothing here waits on
 //   another device, so the barriers are local):
 //     A1  reset this forward's local counters; router GEMM on tensor cores -> f32 logits.
 //     A2  per chunk of FDM_CHUNK tokens: softmax + top-k per token; per expert, the within-chunk
 //         position of each routed (token, slot) in token order (deterministic counting).
 //     A3  per chunk: global position = prefix over earlier chunks + within-chunk position;
-//         kept iff position < capacity (lowest token index wins).
-//     A4  every warp of the grid: copy only the kept rows into the owner's heap dispatch
-//         region (proto offsets), fence.
+//         kept iff position < capacity (lowest token index wins); the last chunk's block
+//         records the packet sizes.
+//     A4  (no barrier after it) processor warps copy only the kept rows into the owners'
+//         heap dispatch regions, packet by packet; the warp that completes a packet fences
+//         and raises its epoch-stamped signal. Rows for other GPUs are copied by a quarter
+//         of the processors, so the rest start computing on local packets meanwhile.
 //   Phase B (per rank: a partition of blocks_per_rank blocks):
-//     block 0 = the OS block. It first raises this rank's dispatch signals (epoch-stamped,
-//     zero-row packets included), then: warp 0 = scheduler, warp 1 = dispatch subscriber,
-//     warps 2.. = return subscribers.
+//     block 0 = the OS block. It first raises this rank's zero-row dispatch signals, then:
+//     warp 0 = scheduler, warp 1 = dispatch subscriber, warps 2.. = return subscribers.
 //     blocks 1.. = processors: take tasks from a two-slot doorbell, run one tile, report.
 //
 // Memory-ordering contract (mirrors flashdmoe-core's runtime and the proto docs):
@@ -130,6 +132,7 @@ struct Rank {
   __device__ unsigned* chunk_counts() const { return at<unsigned>(p->scratch_layout.chunk_counts); }
   __device__ unsigned* expert_tokens() const { return at<unsigned>(p->scratch_layout.expert_tokens); }
   __device__ unsigned* packet_rows() const { return at<unsigned>(p->scratch_layout.packet_rows); }
+  __device__ unsigned* packet_copied() const { return at<unsigned>(p->scratch_layout.packet_copied); }
   __device__ fdm_task* tasks() const { return at<fdm_task>(p->scratch_layout.tasks); }
   __device__ unsigned* task_ready() const { return at<unsigned>(p->scratch_layout.task_ready); }
   __device__ fdm_trace_record* trace() const { return at<fdm_trace_record>(p->scratch_layout.trace); }
@@ -157,7 +160,17 @@ __device__ __forceinline__ Rank make_rank(const fdm_params* p, unsigned local) {
 }
 
 // Control words in scratch (reset at the start of every forward).
-enum Control : unsigned { kTaskTail = 0, kKernelStartLo = 1, kKernelStartHi = 2 };
+// Phase marks are nanoseconds since the kernel start (CudaLayer::phase_times reads them):
+// A1 (router) done, A2 (top-k) done, A3 (placement) done, last dispatch signal raised.
+enum Control : unsigned {
+  kTaskTail = 0,
+  kKernelStartLo = 1,
+  kKernelStartHi = 2,
+  kRoutedNs = 3,
+  kChosenNs = 4,
+  kPlacedNs = 5,
+  kDispatchedNs = 6,
+};
 
 // ─── deadlines and diagnostics ────────────────────────────────────────────────────────
 struct Deadline {
@@ -260,7 +273,11 @@ __device__ void reset_counters(const fdm_params* p) {
       r.assigned()[i] = 0u;
       r.completed()[i] = 0u;
     }
-    if (gtid == 0) r.control()[kTaskTail] = 0u;
+    for (unsigned long long i = gtid; i < (unsigned long long)kE; i += gthreads) r.packet_copied()[i] = 0u;
+    if (gtid == 0) {
+      r.control()[kTaskTail] = 0u;
+      r.control()[kDispatchedNs] = 0u;
+    }
   }
 }
 
@@ -364,32 +381,95 @@ __device__ void place_chunks(const fdm_params* p, unsigned* s_offset) {
       r.slot_row()[slot] = kept ? pos : kDropped;
       if (kept) r.expert_tokens()[(unsigned long long)e * l.capacity + pos] = slot / kTopK;
     }
+    // The last chunk's block knows every expert's total: the packet sizes A4 and the OS
+    // block work from.
+    if (chunk + 1 == chunks) {
+      for (unsigned e = threadIdx.x; e < (unsigned)kE; e += kThreads) {
+        r.packet_rows()[e] = min(s_offset[e] + r.chunk_counts()[chunk * kE + e], l.capacity);
+      }
+    }
     __syncthreads();
   }
 }
 
-/// A4: the dispatch copies, spread over every warp of the grid: only kept rows travel, each
-/// straight into its owner's heap dispatch region (proto offsets).
-__device__ void dispatch_rows(const fdm_params* p) {
+/// Raises a dispatch signal: the packet's rows are in the owner's heap (the caller fenced
+/// them), stamped with this forward's epoch; and marks the time of the latest one raised.
+__device__ void raise_dispatch_signal(const Rank& r, unsigned e, unsigned rows) {
+  const fdm_layout& l = r.p->layout;
+  const unsigned owner = r.p->expert_owner[e], le = r.p->expert_local[e];
+  unsigned long long* sig =
+      reinterpret_cast<unsigned long long*>(r.heap_of(owner) + fdm_dispatch_signal(&l, r.global, le));
+  __threadfence_system();
+  st_release_sys(sig, fdm_signal(r.p->epoch, rows));
+  const unsigned long long t0 =
+      (unsigned long long)r.control()[kKernelStartLo] | (unsigned long long)r.control()[kKernelStartHi] << 32;
+  atomicMax(&r.control()[kDispatchedNs], (unsigned)min(now_ns() - t0, 0xFFFFFFFFull));
+}
+
+/// Rows one warp copies before it publishes them (one fence, one counter update).
+constexpr unsigned kDispatchRows = 8;
+
+/// Which copies a block makes in A4. Rows bound for another GPU cross NVLink at a fraction
+/// of local bandwidth, so when there are such rows (`split`) a quarter of each rank's
+/// processors (the highest roles, which the scheduler reaches last) copies only those, while
+/// the other processors and the leftover blocks copy the rows that stay on this GPU and then
+/// start computing on them. OS blocks copy nothing. `index` numbers the block within its
+/// group of `count` blocks; `count` 0 means the block copies nothing.
+struct CopyGroup {
+  bool split, remote;
+  unsigned index, count;
+};
+
+__device__ CopyGroup copy_group(const fdm_params* p) {
+  const unsigned bpr = p->blocks_per_rank, ranks = p->local_ranks;
+  const unsigned used = bpr * ranks, leftover = gridDim.x - used;
+  unsigned remote = p->layout.world > ranks ? max(1u, (bpr - 1) / 4) : 0u;
+  if (remote != 0 && bpr - 1 - remote == 0 && leftover == 0) remote = 0;  // too few blocks to split
+  const bool split = remote != 0;
+  const unsigned local_per_rank = bpr - 1 - remote, local_count = ranks * local_per_rank + leftover;
+  if (blockIdx.x >= used) return {split, false, ranks * local_per_rank + blockIdx.x - used, local_count};
+  const unsigned rank = blockIdx.x / bpr, role = blockIdx.x % bpr;
+  if (role == 0) return {split, false, 0, 0};
+  if (role > local_per_rank) return {split, true, rank * remote + role - 1 - local_per_rank, ranks * remote};
+  return {split, false, rank * local_per_rank + role - 1, local_count};
+}
+
+/// A4: copy only the kept rows, each straight into its owner's heap dispatch region (proto
+/// offsets), in items of kDispatchRows rows of one packet taken in packet order; the warp
+/// completing a packet raises its signal, so owners start on early packets while later
+/// ones are still in flight (no grid barrier follows). Zero-row packets are signalled by
+/// the OS block.
+__device__ void dispatch_packets(const fdm_params* p) {
   const fdm_layout& l = p->layout;
-  const unsigned long long pairs = (unsigned long long)l.tokens * kTopK;
+  const CopyGroup g = copy_group(p);
+  if (g.count == 0) return;
   const unsigned lane = threadIdx.x % 32;
-  const unsigned long long warps = (unsigned long long)gridDim.x * kWarps;
+  const unsigned items_per_packet = fdm_div_ceil(l.capacity, kDispatchRows);
+  const unsigned long long items = (unsigned long long)p->local_ranks * kE * items_per_packet;
   constexpr unsigned kVecs = kH * sizeof(Elem) / 16;
-  for (unsigned long long w = (unsigned long long)blockIdx.x * kWarps + threadIdx.x / 32;
-       w < pairs * p->local_ranks; w += warps) {
-    const Rank r = make_rank(p, (unsigned)(w / pairs));
-    const unsigned slot = (unsigned)(w % pairs);
-    const unsigned pos = r.slot_row()[slot];
-    if (pos == kDropped) continue;
-    const unsigned e = r.topk_expert()[slot];
+  for (unsigned long long w = (unsigned long long)g.index * kWarps + threadIdx.x / 32; w < items;
+       w += (unsigned long long)g.count * kWarps) {
+    const unsigned local = (unsigned)(w / ((unsigned long long)kE * items_per_packet));
+    const unsigned e = (unsigned)(w / items_per_packet % kE);
+    const unsigned first = (unsigned)(w % items_per_packet) * kDispatchRows;
+    const Rank r = make_rank(p, local);
+    const unsigned rows = r.packet_rows()[e];
+    if (first >= rows) continue;
     const unsigned owner = p->expert_owner[e], le = p->expert_local[e];
-    const uint4* src = reinterpret_cast<const uint4*>(r.x() + (unsigned long long)(slot / kTopK) * kH);
-    uint4* dst = reinterpret_cast<uint4*>(r.heap_of(owner) + fdm_row(&l, FDM_STAGE_DISPATCH, r.global, le, pos, 0));
+    const bool remote = owner < p->first_rank || owner >= p->first_rank + p->local_ranks;
+    if (g.split && remote != g.remote) continue;
+    const unsigned n = min(kDispatchRows, rows - first);
+    for (unsigned pos = first; pos < first + n; ++pos) {
+      const unsigned token = r.expert_tokens()[(unsigned long long)e * l.capacity + pos];
+      const uint4* src = reinterpret_cast<const uint4*>(r.x() + (unsigned long long)token * kH);
+      uint4* dst = reinterpret_cast<uint4*>(r.heap_of(owner) + fdm_row(&l, FDM_STAGE_DISPATCH, r.global, le, pos, 0));
 #pragma unroll 4
-    for (unsigned v = lane; v < kVecs; v += 32) dst[v] = src[v];
+      for (unsigned v = lane; v < kVecs; v += 32) dst[v] = src[v];
+    }
+    __threadfence_system();  // this lane's stores of the item, before the count
+    __syncwarp();
+    if (lane == 0 && atomicAdd(&r.packet_copied()[e], n) + n == rows) raise_dispatch_signal(r, e, rows);
   }
-  __threadfence_system();  // dispatched rows before any signal (raised after the barrier)
 }
 
 // ═════════════════════════════════════════════════════════════════════════════════════
@@ -404,22 +484,13 @@ struct OsShared {
 };
 static_assert(sizeof(OsShared) <= FDM_SMEM_BYTES, "the OS block's state lives in dynamic shared memory");
 
-/// The OS block's first act: raise this rank's dispatch signals (one per expert, zero-row
-/// packets included) and remember the packet sizes.
+/// The OS block's first act: raise this rank's zero-row dispatch signals (A4's copiers raise
+/// the others as their packets complete) and remember the packet sizes.
 __device__ void raise_dispatch_signals(const Rank& r, OsShared& s) {
-  const fdm_layout& l = r.p->layout;
-  const unsigned chunks = fdm_div_ceil(l.tokens, kChunk);
   for (unsigned e = threadIdx.x; e < (unsigned)kE; e += kThreads) {
-    unsigned total = 0;
-    for (unsigned c = 0; c < chunks; ++c) total += r.chunk_counts()[c * kE + e];
-    const unsigned rows = min(total, l.capacity);
+    const unsigned rows = r.packet_rows()[e];
     s.packet_rows[e] = rows;
-    r.packet_rows()[e] = rows;
-    const unsigned owner = r.p->expert_owner[e], le = r.p->expert_local[e];
-    unsigned long long* sig =
-        reinterpret_cast<unsigned long long*>(r.heap_of(owner) + fdm_dispatch_signal(&l, r.global, le));
-    __threadfence_system();
-    st_release_sys(sig, fdm_signal(r.p->epoch, rows));
+    if (rows == 0) raise_dispatch_signal(r, e, 0);
   }
   for (unsigned w = threadIdx.x; w < (FDM_MAX_RANKS * kE + 31) / 32; w += kThreads) s.handled[w] = 0u;
   if (threadIdx.x == 0) s.bound = kStop;
@@ -867,15 +938,27 @@ extern "C" __global__ void __launch_bounds__(kThreads, 1) fdm_moe_forward(const 
       r.control()[kKernelStartHi] = (unsigned)(t0 >> 32);
     }
   }
+  // Block 0 marks the phases for CudaLayer::phase_times (ns since the kernel start).
+  const auto mark = [&](Control word) {
+    if (blockIdx.x == 0 && threadIdx.x == 0) {
+      const Rank r0 = make_rank(p, 0);
+      const unsigned long long t0 = (unsigned long long)r0.control()[kKernelStartLo] |
+                                    (unsigned long long)r0.control()[kKernelStartHi] << 32;
+      const unsigned ns = (unsigned)min(now_ns() - t0, 0xFFFFFFFFull);
+      for (unsigned local = 0; local < p->local_ranks; ++local) make_rank(p, local).control()[word] = ns;
+    }
+  };
   reset_counters(p);
   router_gemm(p, smem);
   grid.sync();
+  mark(kRoutedNs);
   route_chunks(p, reinterpret_cast<unsigned*>(smem));
   grid.sync();
+  mark(kChosenNs);
   place_chunks(p, reinterpret_cast<unsigned*>(smem));
   grid.sync();
-  dispatch_rows(p);
-  grid.sync();
+  mark(kPlacedNs);
+  dispatch_packets(p);
 
   const unsigned local = blockIdx.x / p->blocks_per_rank;
   if (local >= p->local_ranks) return;  // leftover blocks of an uneven partition

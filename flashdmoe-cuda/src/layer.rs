@@ -128,6 +128,7 @@ fn scratch_layout(
         chunk_counts: next(chunks * e * 4),
         expert_tokens: next(e * capacity as u64 * 4),
         packet_rows: next(e * 4),
+        packet_copied: next(e * 4),
         tasks: next(tasks * 64),
         task_ready: next(tasks * 4),
         trace: next(tasks * std::mem::size_of::<TraceRecord>() as u64),
@@ -137,6 +138,20 @@ fn scratch_layout(
         control: next(16 * 4),
     };
     (layout, cursor.max(256))
+}
+
+/// Phase A of one rank's forward, in nanoseconds since its GPU's kernel started: marks the
+/// kernel records as it goes (`kernels/moe.cu`, `Control`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PhaseTimes {
+    /// Router GEMM done (A1, after the grid barrier).
+    pub routed_ns: u32,
+    /// Top-k and within-chunk positions done (A2).
+    pub chosen_ns: u32,
+    /// Placement and capacity drops done (A3).
+    pub placed_ns: u32,
+    /// The last of this rank's dispatch signals raised (A4 done for this rank's packets).
+    pub dispatched_ns: u32,
 }
 
 /// Device buffers and the loaded kernel of one GPU.
@@ -543,15 +558,38 @@ impl CudaLayer {
         Ok(outs)
     }
 
+    /// Control words of local rank `local` of GPU `gpu` after its last forward.
+    fn control(&self, gpu: &Gpu, local: u32) -> Result<Vec<u32>, BackendError> {
+        let stream = gpu.device.stream().clone();
+        let at = (local as u64 * self.plan.scratch_bytes + self.plan.scratch.control) as usize;
+        let bytes = stream
+            .clone_dtoh(&gpu.scratch.slice(at..at + 64))
+            .map_err(|e| BackendError::Device(e.to_string()))?;
+        Ok(u32s(&bytes))
+    }
+
     /// `%globaltimer` at the launch of GPU `gpu`'s last forward.
     fn kernel_start(&self, gpu: &Gpu) -> Result<u64, BackendError> {
-        let stream = gpu.device.stream().clone();
-        let at = self.plan.scratch.control as usize;
-        let bytes = stream
-            .clone_dtoh(&gpu.scratch.slice(at..at + 16))
-            .map_err(|e| BackendError::Device(e.to_string()))?;
-        let control = u32s(&bytes);
+        let control = self.control(gpu, 0)?;
         Ok(control[1] as u64 | (control[2] as u64) << 32)
+    }
+
+    /// Where the last forward's phase A time went, per rank (see [`PhaseTimes`]).
+    pub fn phase_times(&self) -> Result<Vec<PhaseTimes>, BackendError> {
+        let mut out = Vec::with_capacity(self.plan.config.world as usize);
+        for gpu in &self.gpus {
+            let gpu = gpu.lock().unwrap_or_else(PoisonError::into_inner);
+            for local in 0..self.plan.ranks_per_gpu {
+                let c = self.control(&gpu, local)?;
+                out.push(PhaseTimes {
+                    routed_ns: c[3],
+                    chosen_ns: c[4],
+                    placed_ns: c[5],
+                    dispatched_ns: c[6],
+                });
+            }
+        }
+        Ok(out)
     }
 
     fn read_trace(
@@ -571,9 +609,8 @@ impl CudaLayer {
                 )
                 .map_err(d)
         };
-        // Times count from the launch of this GPU's kernel (`%globaltimer`, which the driver
-        // keeps in step across the GPUs of a node); `forward` re-bases every GPU's events on
-        // the earliest launch so all ranks share one origin.
+        // Times count from the launch of this GPU's kernel on this GPU's `%globaltimer`, a
+        // clock of its own (`trace_clocks`): conformance aligns the GPUs' clocks.
         let origin = self.kernel_start(gpu)?;
         let tasks = read(plan.scratch.tasks, count * 64)?;
         let records = read(plan.scratch.trace, count * std::mem::size_of::<TraceRecord>() as u64)?;
@@ -708,23 +745,10 @@ impl Layer for CudaLayer {
             launched.push(self.launch(gpu, options)?);
         }
         let mut ranks = Vec::with_capacity(world);
-        let mut origins = Vec::with_capacity(guards.len());
+        // Each GPU's trace times count from its own launch on its own clock
+        // (`trace_clocks`): conformance aligns them.
         for (gpu, l) in guards.iter().zip(launched) {
-            let outs = self.collect(gpu, l, options)?;
-            origins.push((outs.len(), self.kernel_start(gpu)?));
-            ranks.extend(outs);
-        }
-        // One time origin for every rank's trace: the earliest GPU's launch.
-        if options.trace && origins.len() > 1 {
-            let first = origins.iter().map(|o| o.1).min().unwrap_or(0);
-            let shifts =
-                origins.iter().flat_map(|&(n, start)| std::iter::repeat_n(start - first, n));
-            for (rank, shift) in ranks.iter_mut().zip(shifts) {
-                for e in rank.trace.iter_mut().flatten() {
-                    e.start_ns += shift;
-                    e.end_ns += shift;
-                }
-            }
+            ranks.extend(self.collect(gpu, l, options)?);
         }
         Ok(ForwardOutput { ranks, elapsed: start.elapsed() })
     }
@@ -747,6 +771,7 @@ mod tests {
             l.chunk_counts,
             l.expert_tokens,
             l.packet_rows,
+            l.packet_copied,
             l.tasks,
             l.task_ready,
             l.trace,

@@ -66,6 +66,6 @@ pub use error::{CudaError, Result};
 pub use jit::{Arch, Compiled, Cubin, Defines, Jit, JitConfig, Origin};
 pub use kernels::{KernelSource, KernelVariant, kernel_variants};
 pub use launch::{Kernel, LaunchShape};
-pub use layer::{CudaBackend, CudaLayer, CudaOptions};
+pub use layer::{CudaBackend, CudaLayer, CudaOptions, PhaseTimes};
 pub use report::{CompileReport, FunctionReport};
 pub use selftest::{SelftestReport, run_selftest};

@@ -91,6 +91,9 @@ pub struct ScratchLayout {
     pub expert_tokens: u64,
     /// `u32 [E]` rows sent to each expert.
     pub packet_rows: u64,
+    /// `u32 [E]` rows of each packet copied so far (reset every forward; the copy that
+    /// completes a packet raises its dispatch signal).
+    pub packet_copied: u64,
     /// `fdm_task [max_tasks]` the task queue.
     pub tasks: u64,
     /// `u32 [max_tasks]` ready flags (= epoch when published).
@@ -103,7 +106,7 @@ pub struct ScratchLayout {
     pub assigned: u64,
     /// `u32 [processors]` tasks completed per processor.
     pub completed: u64,
-    /// `u32 [16]` control words (task tail, kernel start time).
+    /// `u32 [16]` control words (task tail, kernel start time, phase marks).
     pub control: u64,
 }
 
@@ -174,7 +177,7 @@ unsafe impl bytemuck::Zeroable for KernelParams {}
 // the size assertion below pins it.
 unsafe impl bytemuck::Pod for KernelParams {}
 
-const _: () = assert!(size_of::<KernelParams>() == 896);
+const _: () = assert!(size_of::<KernelParams>() == 904);
 
 macro_rules! fields {
     ($ty:ty: $($field:ident: $cty:expr),* $(,)?) => {
@@ -194,7 +197,7 @@ const TRACE_FIELDS: &[CField] = fields!(TraceRecord:
 const SCRATCH_FIELDS: &[CField] = fields!(ScratchLayout:
     logits: "unsigned long long", topk_expert: "unsigned long long", topk_weight: "unsigned long long",
     slot_row: "unsigned long long", chunk_counts: "unsigned long long", expert_tokens: "unsigned long long",
-    packet_rows: "unsigned long long", tasks: "unsigned long long", task_ready: "unsigned long long",
+    packet_rows: "unsigned long long", packet_copied: "unsigned long long", tasks: "unsigned long long", task_ready: "unsigned long long",
     trace: "unsigned long long", mailbox: "unsigned long long", assigned: "unsigned long long",
     completed: "unsigned long long", control: "unsigned long long");
 
