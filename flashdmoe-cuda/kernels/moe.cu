@@ -11,6 +11,7 @@
 //   FDM_RENORM 0 | 1                renormalise the combine weights over the chosen k
 //   FDM_SMEM_BYTES                  dynamic shared memory the host gives every block
 //   FDM_CHUNK                       tokens per routing chunk
+//   FDM_FRAG_PIPE   0 | 1 (default)   register-pipelined GEMM0 fragments (0: the spill fallback)
 //
 // Structure (docs/kernel.md has the full story):
 //   Phase A (all blocks of the device, three grid-wide barriers; nothing here waits on
@@ -68,7 +69,13 @@ static_assert(kChunk <= kThreads, "one thread per token of a chunk");
 constexpr unsigned kStop = 0xFFFFFFFFu;
 constexpr unsigned kDropped = 0xFFFFFFFFu;
 
-using Gemm0 = TileGemm<kMode, kBM, kBN, ModeTraits<kMode>::kBK, 4, 2, 4, kGated ? 2 : 1>;
+// FDM_FRAG_PIPE=0 (the JIT's fallback when the default spills): GEMM0 without
+// register-pipelined fragments, which frees the registers the SwiGLU dual-B tile needs.
+#ifndef FDM_FRAG_PIPE
+#define FDM_FRAG_PIPE 1
+#endif
+using Gemm0 = TileGemm<kMode, kBM, kBN, ModeTraits<kMode>::kBK, 4, 2, 4, kGated ? 2 : 1,
+                       FDM_FRAG_PIPE != 0 && (kMode == Mode::BF16 || kMode == Mode::F16)>;
 using Gemm1 = TileGemm<kMode, kBM, kBN, ModeTraits<kMode>::kBK, 4, 2, 4, 1>;
 // The router runs in exact f32 when the experts run on TF32: routing decisions and combine
 // weights must not depend on TF32's 10-bit mantissa (its FLOPs are a small share).
@@ -315,32 +322,35 @@ __device__ void route_chunks(const fdm_params* p, unsigned* s_topk) {
       for (int e = 0; e < kE; ++e) m = fmaxf(m, lg[e]);
       float sum = 0.f;
       for (int e = 0; e < kE; ++e) sum += expf(lg[e] - m);
-      unsigned chosen[kTopK];
-      float prob[kTopK];
-      float chosen_sum = 0.f;
-#pragma unroll
+      // The k best in (logit descending, expert ascending) order, each pick the best expert
+      // strictly after the previous one in that order: O(1) registers whatever k is (arrays
+      // of k picks made the whole kernel spill at k = 6).
+      unsigned prev_e = 0;
+      float prev_v = 0.f, chosen_sum = 0.f;
+#pragma unroll 1
       for (int j = 0; j < kTopK; ++j) {
         int best = -1;
         float best_v = 0.f;
         for (int e = 0; e < kE; ++e) {
-          bool taken = false;
-#pragma unroll
-          for (int q = 0; q < j; ++q) taken |= chosen[q] == (unsigned)e;
+          const float v = lg[e];
+          const bool after = j == 0 || v < prev_v || (v == prev_v && (unsigned)e > prev_e);
           // Strict '>' keeps the lower expert index on ties (experts visited in order).
-          if (!taken && (best < 0 || lg[e] > best_v)) {
+          if (after && (best < 0 || v > best_v)) {
             best = e;
-            best_v = lg[e];
+            best_v = v;
           }
         }
-        chosen[j] = (unsigned)best;
-        prob[j] = expf(best_v - m) / sum;
-        chosen_sum += prob[j];
+        prev_e = (unsigned)best;
+        prev_v = best_v;
+        const float prob = expf(best_v - m) / sum;
+        chosen_sum += prob;
+        r.topk_expert()[t * kTopK + j] = prev_e;
+        r.topk_weight()[t * kTopK + j] = prob;
+        s_topk[threadIdx.x * kTopK + j] = prev_e;
       }
-#pragma unroll
-      for (int j = 0; j < kTopK; ++j) {
-        r.topk_expert()[t * kTopK + j] = chosen[j];
-        r.topk_weight()[t * kTopK + j] = FDM_RENORM ? prob[j] / chosen_sum : prob[j];
-        s_topk[threadIdx.x * kTopK + j] = chosen[j];
+      if (FDM_RENORM) {
+#pragma unroll 1
+        for (int j = 0; j < kTopK; ++j) r.topk_weight()[t * kTopK + j] /= chosen_sum;
       }
     }
     __syncthreads();

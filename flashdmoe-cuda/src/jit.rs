@@ -361,8 +361,17 @@ impl Jit {
     }
 
     /// [`Jit::compile`] of a listed variant.
+    ///
+    /// When the variant's defines make ptxas spill and it names a fallback, the fallback is
+    /// compiled instead (and must not spill). A spill is only known after ptxas ran, so a
+    /// fresh process pays the failed compile again before the cached fallback.
     pub fn compile_variant(&self, variant: &KernelVariant, arch: Arch) -> Result<Compiled> {
-        self.compile(&variant.source, arch, &variant.defines)
+        match (self.compile(&variant.source, arch, &variant.defines), &variant.fallback) {
+            (Err(CudaError::Spills { .. }), Some(fallback)) => {
+                self.compile(&variant.source, arch, fallback)
+            }
+            (result, _) => result,
+        }
     }
 
     /// Compiles `source` with `defines` for `arch`, or returns the cached result.

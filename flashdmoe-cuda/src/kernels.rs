@@ -67,6 +67,10 @@ pub struct KernelVariant {
     pub source: KernelSource,
     /// The specialisation.
     pub defines: Defines,
+    /// A more conservative specialisation to compile instead when `defines` makes ptxas
+    /// spill registers (its heuristics sit at the 255-register edge for the widest tiles and
+    /// flip with unrelated code changes): [`crate::Jit::compile_variant`] falls back to it.
+    pub fallback: Option<Defines>,
 }
 
 /// Every kernel variant the crate exposes. The CI compile check compiles each of them for

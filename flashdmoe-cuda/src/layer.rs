@@ -39,7 +39,7 @@ use crate::device::{Device, enable_peer_access, gpus};
 use crate::error::CudaError;
 use crate::jit::{Arch, Jit};
 use crate::launch::{Kernel, LaunchShape};
-use crate::moe::{BLOCK_THREADS, MOE, MoeSpec, ROUTING_CHUNK};
+use crate::moe::{self, BLOCK_THREADS, MoeSpec, ROUTING_CHUNK};
 use crate::params::{Diag, KernelParams, MAX_RANKS, ROLES, ScratchLayout, TraceRecord, WAITS};
 
 /// Options of the CUDA backend.
@@ -227,17 +227,20 @@ impl Backend for CudaBackend {
         let mut devices = (0..ngpus).map(Device::open).collect::<Result<Vec<_>, _>>()?;
         // One block per SM (the tile configs' shared memory); one OS block per rank.
         let sms = devices.iter().map(|d| d.gpu().sm_count).min().unwrap_or(0);
-        let spec = MoeSpec::for_config(config, (sms / ranks_per_gpu).saturating_sub(1).max(1));
+        let processors = (sms / ranks_per_gpu).saturating_sub(1).max(1);
+        // The first specialisation that compiles without spills, on the first GPU's
+        // architecture; the others compile that one (all GPUs of a node are normally alike).
+        let arch0 = Arch::for_device(devices[0].gpu().cc);
+        let (spec, _) = moe::compile_first(&jit, arch0, &MoeSpec::candidates(config, processors))?;
         let layout = HeapLayout::new(config.geometry(spec.tile)?)?;
         let map = config.expert_map()?;
         if ngpus > 1 {
             enable_peer_access(&devices)?;
         }
-        // Compile once per architecture (all GPUs of a node are normally the same).
         let mut kernels = Vec::with_capacity(ngpus);
         for device in &devices {
             let arch = Arch::for_device(device.gpu().cc);
-            let compiled = jit.compile(&MOE, arch, &spec.defines())?;
+            let compiled = jit.compile_variant(&spec.variant(), arch)?;
             let kernel = Kernel::load(device, &compiled.cubin, spec.smem_bytes())?;
             let shape = kernel.cooperative_shape(BLOCK_THREADS)?;
             kernels.push((kernel, shape));

@@ -9,10 +9,12 @@
 //!   `static_assert`s that `FDM_SMEM_BYTES` (passed from here) covers its tile configs, so the
 //!   host and device cannot disagree.
 
+use flashdmoe_core::config::presets;
 use flashdmoe_core::{Activation, DType, MoeConfig};
 use flashdmoe_proto::TileShape;
 
-use crate::jit::Defines;
+use crate::error::CudaError;
+use crate::jit::{Arch, Compiled, Defines, Jit};
 use crate::kernels::{KernelSource, KernelVariant};
 
 /// The persistent MoE kernel.
@@ -103,6 +105,18 @@ impl MoeSpec {
         }
     }
 
+    /// The specialisations to try for `config`, in order of preference: [`Self::for_config`],
+    /// then (when that has 128-row tiles) the same with 64-row tiles, whose smaller
+    /// accumulators leave ptxas room when the wide tile spills (see [`compile_first`]).
+    pub fn candidates(config: &MoeConfig, processors: u32) -> Vec<MoeSpec> {
+        let first = MoeSpec::for_config(config, processors);
+        let mut out = vec![first];
+        if first.tile.bm == 128 {
+            out.push(MoeSpec { tile: TileShape { bm: 64, ..first.tile }, ..first });
+        }
+        out
+    }
+
     fn mode(&self) -> u32 {
         match self.dtype {
             DType::Bf16 => 0,
@@ -176,13 +190,41 @@ impl MoeSpec {
 
     /// This specialisation as a compile-checkable variant.
     pub fn variant(&self) -> KernelVariant {
-        KernelVariant { label: self.label(), source: MOE, defines: self.defines() }
+        // Without register-pipelined GEMM0 fragments, the fallback for specs whose widest
+        // (SwiGLU dual-B) tile spills.
+        let fallback = Some(self.defines().set("FDM_FRAG_PIPE", 0));
+        KernelVariant { label: self.label(), source: MOE, defines: self.defines(), fallback }
     }
 }
 
+/// Compiles the first of `candidates` (each through [`Jit::compile_variant`], so with its
+/// fallback defines) that compiles without register spills, for `arch`; any other error
+/// stops the search. Errors with the last spill when every candidate spills.
+pub fn compile_first(
+    jit: &Jit,
+    arch: Arch,
+    candidates: &[MoeSpec],
+) -> Result<(MoeSpec, Compiled), CudaError> {
+    let mut last = None;
+    for spec in candidates {
+        match jit.compile_variant(&spec.variant(), arch) {
+            Ok(compiled) => return Ok((*spec, compiled)),
+            Err(e @ CudaError::Spills { .. }) => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| CudaError::InvalidDefine {
+        name: "candidates".into(),
+        reason: "no kernel specialisation to compile",
+    }))
+}
+
+/// Processor blocks of an H200 (132 SMs, one OS block): the specialisation CI checks presets at.
+pub const H200_PROCESSORS: u32 = 131;
+
 /// The MoE variants CI compile-checks: every dtype x activation x row tile on a paper-grid
-/// shape, with and without biases, plus the model presets' shapes (H, I not multiples of 128
-/// included, which select `bn` = 64).
+/// shape, with and without biases, plus each model preset's last-resort specialisation (H, I
+/// not multiples of 128 included, which select `bn` = 64).
 pub fn variants() -> Vec<KernelVariant> {
     let mut out = Vec::new();
     let base =
@@ -207,18 +249,11 @@ pub fn variants() -> Vec<KernelVariant> {
             }
         }
     }
-    // Model presets (bf16 SwiGLU): Mixtral-8x7B, Qwen1.5-MoE, DeepSeek-V2-Lite, OLMoE,
-    // gpt-oss-20b (with biases, H = I = 2880 -> bn 64).
-    for (shape, bias) in [
-        ((4096, 14336, 8, 2), false),
-        ((2048, 1408, 60, 4), false),
-        ((2048, 1408, 64, 6), false),
-        ((2048, 1024, 64, 8), false),
-        ((2880, 2880, 32, 4), true),
-    ] {
-        for bm in [64, 128] {
-            out.push(base(DType::Bf16, Activation::SiluGated, bias, bm, shape).variant());
-        }
+    // The model presets' last-resort specialisation on an H200 (131 processors): it must
+    // compile (`tests/nvrtc_compile.rs` also runs each preset's whole candidate list).
+    for model in presets::MODELS {
+        let candidates = MoeSpec::candidates(&model.config(), H200_PROCESSORS);
+        out.extend(candidates.last().map(MoeSpec::variant));
     }
     out
 }

@@ -35,6 +35,7 @@ const HOST_EPOCH: Epoch = Epoch::FIRST.prev();
 /// The self-test's compile variant.
 pub(crate) fn variant() -> KernelVariant {
     KernelVariant {
+        fallback: None,
         label: "selftest".into(),
         source: SELFTEST,
         defines: Defines::new().set("FDM_SELFTEST_THREADS", SELFTEST_THREADS),

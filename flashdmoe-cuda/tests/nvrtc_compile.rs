@@ -9,7 +9,9 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 
+use flashdmoe_core::config::presets;
 use flashdmoe_cuda::jit::CacheMode;
+use flashdmoe_cuda::moe::{self, MoeSpec};
 use flashdmoe_cuda::{
     Arch, CudaError, Jit, JitConfig, KernelVariant, kernel_variants, nvrtc_version,
 };
@@ -71,6 +73,24 @@ fn every_kernel_variant_compiles_without_spills() {
         jobs.len(),
         failures.join("\n\n")
     );
+}
+
+/// Each model preset compiles the way a layer build compiles it on an H200: the first of its
+/// candidate specialisations (with their fallbacks) that does not spill.
+#[test]
+fn every_model_preset_compiles_through_its_candidates() {
+    let Some(jit) = jit() else { return };
+    for arch in Arch::SUPPORTED {
+        for model in presets::MODELS {
+            let candidates = MoeSpec::candidates(&model.config(), moe::H200_PROCESSORS);
+            let (spec, compiled) = moe::compile_first(&jit, arch, &candidates)
+                .unwrap_or_else(|e| panic!("{arch} {}: {e}", model.name));
+            let report = compiled.cubin.report();
+            let entry = report.entry("fdm_moe_forward").expect("checked by the JIT");
+            let registers = entry.registers.unwrap_or(0);
+            println!("ok  {arch} {}: {} ({registers} registers)", model.name, spec.label());
+        }
+    }
 }
 
 /// Compiles one variant: its summary line, or why it failed.
