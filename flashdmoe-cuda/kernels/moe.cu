@@ -32,8 +32,9 @@
 //     blocks 1.. = processors: take tasks from a two-slot doorbell, run one tile, report.
 //
 // Memory-ordering contract (mirrors flashdmoe-core's runtime and the proto docs):
-//   * data stores, then __threadfence_system(), then st.release.sys of the signal;
-//     receivers ld.acquire.sys the signal before reading data;
+//   * data stores, then a fence, then a release store of the signal, both at system scope
+//     when the receiver is on another GPU and at GPU scope when it is on this one
+//     (fence_for, signal_to); receivers ld.acquire.sys the signal before reading data;
 //   * task descriptors: written, then the task's ready flag st.release.gpu = epoch;
 //   * doorbells: the scheduler writes the mailbox slot then st.release.gpu the assigned
 //     count; processors ld.acquire.gpu it; completion counts likewise in the other direction;
@@ -101,6 +102,9 @@ __device__ __forceinline__ unsigned long long ld_acquire_sys(const unsigned long
 __device__ __forceinline__ void st_release_sys(unsigned long long* p, unsigned long long v) {
   asm volatile("st.release.sys.global.u64 [%0], %1;" ::"l"(p), "l"(v) : "memory");
 }
+__device__ __forceinline__ void st_release_gpu(unsigned long long* p, unsigned long long v) {
+  asm volatile("st.release.gpu.global.u64 [%0], %1;" ::"l"(p), "l"(v) : "memory");
+}
 __device__ __forceinline__ unsigned ld_acquire_gpu(const unsigned* p) {
   unsigned v;
   asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
@@ -108,6 +112,24 @@ __device__ __forceinline__ unsigned ld_acquire_gpu(const unsigned* p) {
 }
 __device__ __forceinline__ void st_release_gpu(unsigned* p, unsigned v) {
   asm volatile("st.release.gpu.global.u32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
+}
+/// Whether global rank `rank` lives on this GPU (the launch's ranks are consecutive).
+__device__ __forceinline__ bool on_this_gpu(const fdm_params* p, unsigned rank) {
+  return rank >= p->first_rank && rank < p->first_rank + p->local_ranks;
+}
+/// Orders this thread's earlier stores before its later ones for an observer on rank `rank`'s
+/// GPU: a GPU-scope fence when that is this GPU (a system-scope fence costs more, and more
+/// still while NVLink traffic is in flight), else a system-scope one.
+__device__ __forceinline__ void fence_for(const fdm_params* p, unsigned rank) {
+  if (on_this_gpu(p, rank)) __threadfence();
+  else __threadfence_system();
+}
+/// Publishes signal word `v` at `sig` in rank `rank`'s heap with release semantics at the
+/// narrowest scope that includes its readers (see fence_for).
+__device__ __forceinline__ void signal_to(const fdm_params* p, unsigned rank, unsigned long long* sig,
+                                          unsigned long long v) {
+  if (on_this_gpu(p, rank)) st_release_gpu(sig, v);
+  else st_release_sys(sig, v);
 }
 __device__ __forceinline__ unsigned ld_volatile(const unsigned* p) {
   return *reinterpret_cast<const volatile unsigned*>(p);
@@ -409,8 +431,8 @@ __device__ void raise_dispatch_signal(const Rank& r, unsigned e, unsigned rows) 
   const unsigned owner = r.p->expert_owner[e], le = r.p->expert_local[e];
   unsigned long long* sig =
       reinterpret_cast<unsigned long long*>(r.heap_of(owner) + fdm_dispatch_signal(&l, r.global, le));
-  __threadfence_system();
-  st_release_sys(sig, fdm_signal(r.p->epoch, rows));
+  fence_for(r.p, owner);
+  signal_to(r.p, owner, sig, fdm_signal(r.p->epoch, rows));
   const unsigned long long t0 =
       (unsigned long long)r.control()[kKernelStartLo] | (unsigned long long)r.control()[kKernelStartHi] << 32;
   atomicMax(&r.control()[kDispatchedNs], (unsigned)min(now_ns() - t0, 0xFFFFFFFFull));
@@ -476,7 +498,7 @@ __device__ void dispatch_packets(const fdm_params* p) {
 #pragma unroll 4
       for (unsigned v = lane; v < kVecs; v += 32) dst[v] = src[v];
     }
-    __threadfence_system();  // this lane's stores of the item, before the count
+    fence_for(p, owner);  // this lane's stores of the item, before the count
     __syncwarp();
     if (lane == 0 && atomicAdd(&r.packet_copied()[e], n) + n == rows) raise_dispatch_signal(r, e, rows);
   }
@@ -796,8 +818,8 @@ __device__ void run_gemm1(const Rank& r, const fdm_task& t, char* smem) {
 
 /// After a GEMM1 tile's rows are stored: the epoch-stamped return signal in the source's heap.
 __device__ void raise_return_signal(const Rank& r, const fdm_task& t) {
-  st_release_sys(reinterpret_cast<unsigned long long*>(r.heap_of(t.source_rank) + t.signal_offset),
-                 fdm_signal(t.epoch, fdm_return_tile_id(&r.p->layout, t.row_tile, t.col_tile)));
+  signal_to(r.p, t.source_rank, reinterpret_cast<unsigned long long*>(r.heap_of(t.source_rank) + t.signal_offset),
+            fdm_signal(t.epoch, fdm_return_tile_id(&r.p->layout, t.row_tile, t.col_tile)));
 }
 
 /// out[t][cols] = sum over the token's kept slots, in slot order, of weight * returned row.
@@ -906,7 +928,7 @@ __device__ void processor(const Rank& r, unsigned pid, char* smem) {
       }
     } else if (t.kind == FDM_TASK_GEMM1) {
       run_gemm1(r, t, smem);
-      __threadfence_system();  // returned rows before the signal
+      fence_for(r.p, t.source_rank);  // returned rows before the signal
       __syncthreads();
       end = now_ns();
       if (threadIdx.x == 0) raise_return_signal(r, t);
