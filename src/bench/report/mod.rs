@@ -313,10 +313,12 @@ fn short_label(m: &Measurement) -> String {
     if extra.is_empty() { first } else { format!("{first}\n{}", extra.join(" ")) }
 }
 
-/// Our GPU measurements, each with the GPU baselines of its world and layer.
+/// Our GPU measurements, each with the GPU baselines of its world and layer. Virtual-rank
+/// results get none: they run P ranks on one GPU, a baseline of world P runs on P GPUs.
 fn pairs<'a>(gpu: &[&'a Measurement]) -> Vec<(&'a Measurement, Vec<&'a Measurement>)> {
-    let same =
-        |a: &Measurement, b: &Measurement| a.world == b.world && a.layer.label() == b.layer.label();
+    let same = |a: &Measurement, b: &Measurement| {
+        a.implementation == IMPL_CUDA && a.world == b.world && a.layer.label() == b.layer.label()
+    };
     gpu.iter()
         .filter(|m| m.is_ours())
         .map(|&o| (o, gpu.iter().copied().filter(|b| !b.is_ours() && same(o, b)).collect()))
@@ -533,6 +535,15 @@ mod tests {
         assert!(md.contains("| 0.75x |"), "{md}");
         assert!(md.contains("| 36% |") && md.contains("| 47% |"), "{md}");
         assert!(file(&files, "speedup.svg").unwrap().contains(">0.75x<"));
+    }
+
+    #[test]
+    fn virtual_ranks_are_never_compared_with_multi_gpu_baselines() {
+        let mut loaded = fixture();
+        let ours = loaded.measurements.iter().position(|m| m.is_ours()).unwrap();
+        loaded.measurements[ours].implementation = "flashdmoe-cuda-virtual".into();
+        let md = file(&render(&loaded, &[]), "report.md").unwrap().to_owned();
+        assert!(md.contains("flashdmoe-cuda-virtual") && !md.contains("| 0.75x |"), "{md}");
     }
 
     #[test]
