@@ -19,6 +19,8 @@
 //!
 //! * An entry is never trusted blindly: [`decode`] checks the magic, key, lengths, digest,
 //!   UTF-8 log and ELF magic, and anything else is a miss (the caller recompiles and rewrites).
+//! * Every image NVRTC produced is stored, spilling ones included: acceptance (entry point,
+//!   zero spills) is the JIT's decision on load, so a spill is answered from the cache too.
 //! * Writes are atomic: the entry is written to a unique temporary file in the same directory,
 //!   flushed, then renamed over the final name, so readers see either no entry or a whole one.
 

@@ -363,8 +363,8 @@ impl Jit {
     /// [`Jit::compile`] of a listed variant.
     ///
     /// When the variant's defines make ptxas spill and it names a fallback, the fallback is
-    /// compiled instead (and must not spill). A spill is only known after ptxas ran, so a
-    /// fresh process pays the failed compile again before the cached fallback.
+    /// compiled instead (and must not spill). With a disk cache the spill itself is cached,
+    /// so only the first process ever pays the failed compile.
     pub fn compile_variant(&self, variant: &KernelVariant, arch: Arch) -> Result<Compiled> {
         match (self.compile(&variant.source, arch, &variant.defines), &variant.fallback) {
             (Err(CudaError::Spills { .. }), Some(fallback)) => {
@@ -405,18 +405,23 @@ impl Jit {
                 let _range = nvtx::LocalRange::new(c"flashdmoe::jit::disk_cache");
                 disk.load(&key)
             };
-            // An entry that fails the acceptance checks is treated like a corrupt one.
-            if let Some(cubin) =
-                cached.and_then(|e| Cubin::accept(source, self.nvrtc, arch, e).ok())
-            {
-                return Ok(Compiled { cubin: memory(&Arc::new(cubin)), origin: Origin::Disk });
+            // A stored spill is the answer for these inputs (compiling again would spill
+            // again: the fallback chain skips straight on); an entry that fails any other
+            // acceptance check is treated like a corrupt one.
+            match cached.map(|e| Cubin::accept(source, self.nvrtc, arch, e)) {
+                Some(Ok(cubin)) => {
+                    return Ok(Compiled { cubin: memory(&Arc::new(cubin)), origin: Origin::Disk });
+                }
+                Some(Err(e @ CudaError::Spills { .. })) => return Err(e),
+                Some(Err(_)) | None => {}
             }
         }
         let entry = self.run_nvrtc(source, arch, &options)?;
-        let cubin = Cubin::accept(source, self.nvrtc, arch, entry.clone())?;
+        // Stored before the acceptance checks, so a spilling image is remembered too.
         if let Some(disk) = &self.disk {
             disk.store(&key, &entry)?;
         }
+        let cubin = Cubin::accept(source, self.nvrtc, arch, entry)?;
         Ok(Compiled { cubin: memory(&Arc::new(cubin)), origin: Origin::Compiled })
     }
 

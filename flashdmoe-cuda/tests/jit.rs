@@ -76,6 +76,31 @@ fn any_spill_is_an_error() {
 }
 
 #[test]
+fn a_spill_is_cached_on_disk_too() {
+    if !nvrtc_present() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let disk = || jit(CacheMode::Disk(dir.path().to_owned()));
+    let first = disk().compile(&SPILLS, Arch::SM90, &Defines::new());
+    assert!(matches!(first, Err(CudaError::Spills { .. })), "{first:?}");
+    let [name] = entries(dir.path()).try_into().expect("the spilling image is stored");
+    let inode =
+        || std::os::unix::fs::MetadataExt::ino(&fs::metadata(dir.path().join(&name)).unwrap());
+    let before = inode();
+    // A fresh process (a new Jit) gets the same error from the entry: NVRTC would have
+    // rewritten it (a new file renamed over the old one).
+    let again = disk().compile(&SPILLS, Arch::SM90, &Defines::new());
+    assert_eq!(inode(), before, "the entry was not rewritten");
+    match (first, again) {
+        (Err(CudaError::Spills { log: a, .. }), Err(CudaError::Spills { log: b, .. })) => {
+            assert_eq!(a, b)
+        }
+        other => panic!("expected the same spill twice, got {other:?}"),
+    }
+}
+
+#[test]
 fn a_missing_entry_point_is_an_error() {
     if !nvrtc_present() {
         return;
