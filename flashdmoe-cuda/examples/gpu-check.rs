@@ -19,7 +19,7 @@ use flashdmoe_core::{
     Activation, Backend, BackendError, CapacityPolicy, DType, ForwardOptions, Layer, LayerWeights,
     MoeConfig,
 };
-use flashdmoe_cuda::{CudaBackend, CudaOptions, cuda_available};
+use flashdmoe_cuda::{CudaBackend, CudaLayer, CudaOptions, cuda_available};
 
 struct Args {
     quick: bool,
@@ -85,6 +85,21 @@ struct Case {
     timeout: bool,
 }
 
+/// Every rank's generated input.
+fn inputs(c: &MoeConfig, seed: u64) -> Result<Vec<Vec<f32>>, String> {
+    (0..c.world)
+        .map(|r| generate_input(c, r, seed))
+        .collect::<Result<_, _>>()
+        .map_err(|e| e.to_string())
+}
+
+/// The case's layer on the CUDA backend.
+fn build(case: &Case, weights: &LayerWeights) -> Result<CudaLayer, String> {
+    CudaBackend::new(CudaOptions { ranks_per_gpu: case.ranks_per_gpu })
+        .build(&case.config, weights)
+        .map_err(|e| format!("build: {e}"))
+}
+
 fn run_case(case: &Case, iters: usize) -> Result<Row, String> {
     let c = &case.config;
     let mut weights = LayerWeights::generate(c, 7).map_err(|e| e.to_string())?;
@@ -97,12 +112,8 @@ fn run_case(case: &Case, iters: usize) -> Result<Row, String> {
             row.copy_from_slice(&first);
         }
     }
-    let inputs: Vec<Vec<f32>> = (0..c.world)
-        .map(|r| generate_input(c, r, 11))
-        .collect::<Result<_, _>>()
-        .map_err(|e| e.to_string())?;
-    let backend = CudaBackend::new(CudaOptions { ranks_per_gpu: case.ranks_per_gpu });
-    let layer = backend.build(c, &weights).map_err(|e| format!("build: {e}"))?;
+    let inputs = inputs(c, 11)?;
+    let layer = build(case, &weights)?;
     let options = ForwardOptions { trace: false, timeout: Duration::from_secs(5) };
     let first = layer.forward(&inputs, &options).map_err(|e| format!("forward: {e}"))?;
     let verify_options = VerifyOptions {
@@ -211,12 +222,8 @@ fn run_case(case: &Case, iters: usize) -> Result<Row, String> {
 fn timeout_case(case: &Case, _iters: usize) -> Result<Row, String> {
     let c = &case.config;
     let weights = LayerWeights::generate(c, 1).map_err(|e| e.to_string())?;
-    let inputs: Vec<Vec<f32>> = (0..c.world)
-        .map(|r| generate_input(c, r, 1))
-        .collect::<Result<_, _>>()
-        .map_err(|e| e.to_string())?;
-    let backend = CudaBackend::new(CudaOptions { ranks_per_gpu: case.ranks_per_gpu });
-    let layer = backend.build(c, &weights).map_err(|e| format!("build: {e}"))?;
+    let inputs = inputs(c, 1)?;
+    let layer = build(case, &weights)?;
     let forced = ForwardOptions { trace: false, timeout: Duration::from_nanos(1) };
     let report = match layer.forward(&inputs, &forced) {
         Err(BackendError::Timeout(report)) => report,
