@@ -617,6 +617,69 @@ mod tests {
         assert_eq!(check(&layout, &plan, &t, &shared()).map(|_| ()), Ok(()));
     }
 
+    /// Three ranks on three clocks, each sending one row tile to the next (0 -> 1 -> 2 -> 0):
+    /// each combine depends on the previous rank's GEMM1, so the dependencies form one cycle
+    /// through all three clocks. `wait[r]` is how long rank r's combine waits after its
+    /// prerequisite ends (negative: it starts early), on one true time line.
+    fn ring(wait: [i64; 3]) -> (HeapLayout, RoutingPlan, Vec<TraceEvent>) {
+        let layout = HeapLayout::new(Geometry {
+            world: 3,
+            local_experts: 1,
+            tokens: 1,
+            capacity: 1,
+            hidden: 8,
+            inter: 8,
+            elem_bytes: 4,
+            tile: TileShape { bm: 2, bn: 8, bk: 8 },
+        })
+        .unwrap();
+        let to = |next: usize| {
+            let mut packets = vec![vec![]; 3];
+            packets[next] = vec![0];
+            SourcePlan::new(&layout, packets).unwrap()
+        };
+        let plan = RoutingPlan::new(&layout, vec![to(1), to(2), to(0)]).unwrap();
+        let mut t = Vec::new();
+        for src in 0..3u32 {
+            let owner = (src + 1) % 3;
+            let base = 100 * src as u64;
+            t.push(ev(owner, TaskKind::Gemm0, src, owner, (base, base + 10)));
+            t.push(ev(owner, TaskKind::Gemm1, src, owner, (base + 10, base + 20)));
+            let start = (base as i64 + 20 + wait[src as usize]) as u64;
+            t.push(ev(src, TaskKind::Combine, src, src, (start, start + 5)));
+        }
+        // Rank r's clock reads r milliseconds ahead.
+        for e in &mut t {
+            e.start_ns += e.rank as u64 * 1_000_000;
+            e.end_ns += e.rank as u64 * 1_000_000;
+        }
+        (layout, plan, t)
+    }
+
+    #[test]
+    fn a_cycle_through_three_clocks_is_found_whole() {
+        let clocks = Clocks::per_rank(vec![0, 1, 2]);
+        // Causal: every combine waits; the alignment puts the trace on one time base.
+        let (layout, plan, t) = ring([5, 0, 7]);
+        let align = check(&layout, &plan, &t, &clocks).unwrap();
+        let mut aligned = t.clone();
+        align.apply(&mut aligned);
+        assert!(check(&layout, &plan, &aligned, &Clocks::shared(3)).is_ok());
+        // One combine starts 9 ns early while the others wait 5 and 3: the slacks around the
+        // cycle sum to -1, and the error names the whole cycle, one dependency per clock pair.
+        let (layout, plan, t) = ring([5, -9, 3]);
+        match check(&layout, &plan, &t, &clocks) {
+            Err(ConformanceError::Acausal { cycle }) => {
+                assert_eq!(cycle.len(), 3, "{cycle:?}");
+                let mut pairs: Vec<_> =
+                    cycle.iter().map(|d| (d.prerequisite_clock, d.task_clock)).collect();
+                pairs.sort();
+                assert_eq!(pairs, [(0, 2), (1, 0), (2, 1)]);
+            }
+            other => panic!("expected an acausal cycle, got {other:?}"),
+        }
+    }
+
     proptest::proptest! {
         /// Any causal exchange read on clocks with arbitrary offsets conforms, and aligning it
         /// gives a trace that conforms on one clock; moving a combine before its cross-clock
