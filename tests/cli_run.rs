@@ -17,6 +17,7 @@ fn default_run_is_verified_and_reports_everything() {
         "traffic: ",
         "capacity-padded",
         "time: forward ",
+        "(slowest rank); host call ",
         "verify: PASS: 128/128 rows checked",
     ] {
         assert!(out.contains(needle), "missing {needle:?} in:\n{out}");
@@ -56,7 +57,7 @@ fn every_policy_combination_verifies_and_repeats_bitwise() {
     assert_exit(&o, 0);
     let out = stdout(&o);
     assert!(out.contains("swiglu + bias, f16"), "{out}");
-    assert!(out.contains("time: 2 forwards"), "{out}");
+    assert!(out.contains("time: 2 forwards, slowest rank median "), "{out}");
     assert!(out.contains("verify: PASS: 111/111 rows checked"), "{out}");
 }
 

@@ -122,23 +122,38 @@ pub(super) fn traffic(ranks: &[RankOutput]) -> String {
     )
 }
 
-/// Forward times: the caller's wall time and the slowest rank's own time.
-pub(super) fn time(elapsed: &[Duration], ranks: &[RankOutput]) -> String {
-    let slowest = ranks.iter().map(|r| r.stats.elapsed).max().unwrap_or_default();
-    let mut sorted = elapsed.to_vec();
-    sorted.sort();
-    let median = sorted.get(sorted.len() / 2).copied().unwrap_or_default();
-    let min = sorted.first().copied().unwrap_or_default();
-    if sorted.len() > 1 {
+/// The slowest rank's own time of a forward: what the forward costs on the backend (device
+/// time on GPUs), without the caller's uploads, readback and output decoding.
+pub(super) fn slowest_rank(ranks: &[RankOutput]) -> Duration {
+    ranks.iter().map(|r| r.stats.elapsed).max().unwrap_or_default()
+}
+
+/// Forward times: each forward's slowest rank (`rank_times`), and the caller's wall time of
+/// the whole call (`calls`), which adds staging, readback and decoding on the host.
+pub(super) fn time(rank_times: &[Duration], calls: &[Duration]) -> String {
+    let median_min = |times: &[Duration]| {
+        let mut sorted = times.to_vec();
+        sorted.sort();
+        (
+            sorted.get(sorted.len() / 2).copied().unwrap_or_default(),
+            sorted.first().copied().unwrap_or_default(),
+        )
+    };
+    let ((rank, rank_min), (call, _)) = (median_min(rank_times), median_min(calls));
+    if rank_times.len() > 1 {
         format!(
-            "time: {} forwards, median {}, min {} (last: slowest rank {})",
-            sorted.len(),
-            ms(median),
-            ms(min),
-            ms(slowest)
+            "time: {} forwards, slowest rank median {}, min {}; host call median {} (with staging, readback and decoding)",
+            rank_times.len(),
+            ms(rank),
+            ms(rank_min),
+            ms(call)
         )
     } else {
-        format!("time: forward {} (slowest rank {})", ms(median), ms(slowest))
+        format!(
+            "time: forward {} (slowest rank); host call {} (with staging, readback and decoding)",
+            ms(rank),
+            ms(call)
+        )
     }
 }
 
