@@ -28,12 +28,16 @@ if [ "${SKIP_TORCH:-0}" != 1 ]; then
     --preset ${TORCH_PRESETS:-paper-t128-e8-cf1 paper-t4096-e8-cf1 paper-t16384-e8-cf1 paper-t16384-e32-cf1 paper-t16384-e8-dropless mixtral-8x7b} \
     --out "$out/torch-single.jsonl" 2>&1 | tail -n 30 | tee "$out/torch-single.log" || status=1
   ngpu=$(nvidia-smi -L | wc -l)
-  # Expert-parallel PyTorch over NCCL on 2 and 4 GPUs (as many as there are): the weak-scaling
-  # and multi-GPU paper-grid comparisons.
-  for world in 2 4; do
+  # Expert-parallel PyTorch over NCCL on 2, 4 and 8 GPUs (as many as there are): the
+  # weak-scaling and multi-GPU paper-grid comparisons.
+  grid="paper-t8192-e32-cf1 paper-t128-e8-cf1 paper-t4096-e8-cf1 paper-t4096-e32-cf1 paper-t16384-e8-cf1 paper-t16384-e32-cf1"
+  for world in 2 4 8; do
     [ "$ngpu" -ge "$world" ] || continue
-    presets=${EP_PRESETS:-paper-t8192-e32-cf1 paper-t128-e8-cf1 paper-t4096-e8-cf1 paper-t4096-e32-cf1 paper-t16384-e8-cf1 paper-t16384-e32-cf1}
-    [ "$world" = 4 ] && presets=${EP4_PRESETS:-paper-t8192-e32-cf1}
+    case $world in
+      2) presets=${EP_PRESETS:-$grid} ;;
+      4) presets=${EP4_PRESETS:-paper-t8192-e32-cf1} ;;
+      8) presets=${EP8_PRESETS:-$grid} ;;
+    esac
     PYTHONUNBUFFERED=1 python3 bench/baselines/torch_ep.py --world "$world" --iters 20 --warmup 5 \
       --preset $presets --out "$out/torch-ep$world.jsonl" 2>&1 | tail -n 40 | tee "$out/torch-ep$world.log" || status=1
   done

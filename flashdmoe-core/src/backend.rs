@@ -229,6 +229,18 @@ pub enum BackendError {
     /// The backend cannot run here (no GPU, no driver, no NVRTC, ...).
     #[error("backend unavailable: {0}")]
     Unavailable(String),
+    /// This layer needs more devices than the machine has (other layers may run).
+    #[error("{ranks} ranks at {per_device} per device need {needed} devices, {found} found")]
+    TooFewDevices {
+        /// Ranks of the layer.
+        ranks: u32,
+        /// Ranks per device asked for.
+        per_device: u32,
+        /// Devices needed.
+        needed: u32,
+        /// Devices present.
+        found: u32,
+    },
     /// An input has the wrong shape or content.
     #[error("invalid input {what}: {reason}")]
     InvalidInput {

@@ -327,12 +327,13 @@ fn cases(quick: bool) -> Vec<Case> {
     // The multi-rank protocol: virtual ranks on one GPU (P up to 8), and one rank per GPU
     // where the machine has the GPUs (skipped otherwise). Skewed routing sends every token to
     // rank 0's experts, so the other ranks' experts are empty.
-    let multi: [(u32, u32, &str); 5] = [
+    let multi: [(u32, u32, &str); 6] = [
         (2, 2, "virtual"),
         (4, 4, "virtual"),
         (8, 8, "virtual"),
         (2, 1, "multi-GPU"),
         (4, 1, "multi-GPU"),
+        (8, 1, "multi-GPU"),
     ];
     for (world, ranks_per_gpu, label) in multi {
         for skew in [false, true] {
@@ -354,7 +355,7 @@ fn cases(quick: bool) -> Vec<Case> {
         });
     }
     // Forced timeouts: one rank, then every multi-rank arrangement above.
-    let timeouts = std::iter::once((1, 1, "single")).chain(multi.into_iter().filter(|m| m.0 < 8));
+    let timeouts = std::iter::once((1, 1, "single")).chain(multi);
     for (world, ranks_per_gpu, label) in timeouts {
         let mut c = small(DType::Bf16, Activation::Relu, false);
         c.world = world;
@@ -409,9 +410,13 @@ fn cases(quick: bool) -> Vec<Case> {
     out.push(Case { sample: Some(64), timed: true, ..case("paper-t16384-e32 tf32".into(), c) });
     // Weak scaling at T = 8192 per rank, E = 32: one rank per GPU over 1, 2 and 4 GPUs (as
     // many as the machine has), and two virtual ranks on one GPU.
-    for (world, ranks_per_gpu, label) in
-        [(1, 1, "weak P=1"), (2, 1, "weak P=2"), (4, 1, "weak P=4"), (2, 2, "weak P=2 virtual")]
-    {
+    for (world, ranks_per_gpu, label) in [
+        (1, 1, "weak P=1"),
+        (2, 1, "weak P=2"),
+        (4, 1, "weak P=4"),
+        (8, 1, "weak P=8"),
+        (2, 2, "weak P=2 virtual"),
+    ] {
         let mut c = presets::paper(8192, 32);
         c.world = world;
         out.push(Case {
@@ -433,16 +438,40 @@ fn cases(quick: bool) -> Vec<Case> {
             ..case(format!("multi-GPU P=2 paper-t{t}-e{e}-cf1"), c)
         });
     }
-    for t in [4096, 8192, 16384] {
-        let mut c = presets::paper(t, 32);
-        c.world = 2;
-        c.dtype = DType::F32;
+    // Eight GPUs (the product's home; skipped on smaller machines): the paper grid, the
+    // model presets (sampled rows) and TF32, one rank per GPU.
+    for (t, e) in [(128, 8), (4096, 8), (4096, 32), (16384, 8), (16384, 32)] {
+        let mut c = presets::paper(t, e);
+        c.world = 8;
         out.push(Case {
             ranks_per_gpu: Some(1),
-            sample: Some(64),
+            sample: Some(32),
             timed: true,
-            ..case(format!("multi-GPU P=2 paper-t{t}-e32-cf1 tf32"), c)
+            ..case(format!("multi-GPU P=8 paper-t{t}-e{e}-cf1"), c)
         });
+    }
+    for model in presets::MODELS {
+        let mut c = model.config();
+        c.world = 8;
+        out.push(Case {
+            ranks_per_gpu: Some(1),
+            sample: Some(16),
+            timed: true,
+            ..case(format!("multi-GPU P=8 preset {}", model.name), c)
+        });
+    }
+    for world in [2, 8] {
+        for t in [4096, 8192, 16384] {
+            let mut c = presets::paper(t, 32);
+            c.world = world;
+            c.dtype = DType::F32;
+            out.push(Case {
+                ranks_per_gpu: Some(1),
+                sample: Some(64),
+                timed: true,
+                ..case(format!("multi-GPU P={world} paper-t{t}-e32-cf1 tf32"), c)
+            });
+        }
     }
     out
 }

@@ -218,10 +218,12 @@ impl Backend for CudaBackend {
         };
         let ngpus = (world / ranks_per_gpu) as usize;
         if ngpus > available.len() {
-            return Err(BackendError::Unavailable(format!(
-                "{world} ranks at {ranks_per_gpu} per GPU need {ngpus} GPUs, {} found",
-                available.len()
-            )));
+            return Err(BackendError::TooFewDevices {
+                ranks: world,
+                per_device: ranks_per_gpu,
+                needed: ngpus as u32,
+                found: available.len() as u32,
+            });
         }
         let jit = Jit::from_env()?;
         let mut devices = (0..ngpus).map(Device::open).collect::<Result<Vec<_>, _>>()?;

@@ -32,6 +32,9 @@ pub const SCHEMA: &str = "flashdmoe-bench/1";
 pub const IMPL_CUDA: &str = "flashdmoe-cuda";
 /// See [`IMPL_CUDA`].
 pub const IMPL_SIM: &str = "flashdmoe-sim";
+/// Ours on the GPU with several ranks per GPU (virtual ranks): never compared with a
+/// baseline, whose ranks each have a GPU of their own.
+pub const IMPL_CUDA_VIRTUAL: &str = "flashdmoe-cuda-virtual";
 
 /// The `config` object of a record: the layer shape and policies a comparison must agree on.
 /// The world size is the record's `world`; renormalisation and placement are not part of the
@@ -264,7 +267,7 @@ pub struct Record {
 impl Record {
     /// Whether this is one of ours (as opposed to a baseline's).
     pub fn is_ours(&self) -> bool {
-        self.implementation == IMPL_CUDA || self.implementation == IMPL_SIM
+        [IMPL_CUDA, IMPL_SIM, IMPL_CUDA_VIRTUAL].contains(&self.implementation.as_str())
     }
 
     /// Whether the time was measured on a GPU (not the simulator, not a CPU baseline): only

@@ -21,7 +21,9 @@ use std::time::{Duration, SystemTime};
 
 use super::BenchError;
 use super::grid::Case;
-use super::record::{IMPL_CUDA, IMPL_SIM, LayerKey, ProtocolStats, Record, SCHEMA};
+use super::record::{
+    IMPL_CUDA, IMPL_CUDA_VIRTUAL, IMPL_SIM, LayerKey, ProtocolStats, Record, SCHEMA,
+};
 use crate::core::oracle::{self, Sample, VerifyOptions, VerifyReport};
 use crate::core::perf::{self, TimeSummary};
 use crate::core::runtime::conformance;
@@ -65,8 +67,8 @@ pub enum Progress {
 
 /// What the harness needs from a backend beyond [`Backend`].
 pub trait BenchBackend: Backend {
-    /// The `impl` of our records from this backend.
-    const IMPL: &'static str;
+    /// The `impl` of our records from `layer` of this backend.
+    fn implementation(layer: &Self::Layer) -> &'static str;
     /// Whether its times are GPU device times (so floors apply and baselines compare).
     const ON_GPU: bool;
     /// The `device` of the records: the GPU's name, or `cpu`.
@@ -76,7 +78,9 @@ pub trait BenchBackend: Backend {
 }
 
 impl BenchBackend for SimBackend {
-    const IMPL: &'static str = IMPL_SIM;
+    fn implementation(_: &SimLayer) -> &'static str {
+        IMPL_SIM
+    }
     const ON_GPU: bool = false;
 
     fn device(&self) -> String {
@@ -89,7 +93,10 @@ impl BenchBackend for SimBackend {
 }
 
 impl BenchBackend for CudaBackend {
-    const IMPL: &'static str = IMPL_CUDA;
+    /// Virtual ranks (several per GPU) are labelled apart: they share a GPU's SMs.
+    fn implementation(layer: &CudaLayer) -> &'static str {
+        if layer.ranks_per_gpu() > 1 { IMPL_CUDA_VIRTUAL } else { IMPL_CUDA }
+    }
     const ON_GPU: bool = true;
 
     /// The first GPU's name (the layer's ranks start on it).
@@ -181,7 +188,7 @@ pub fn run_case<B: BenchBackend>(
     let flops = perf::layer_flops(config);
     Ok(Record {
         schema: SCHEMA.into(),
-        implementation: B::IMPL.into(),
+        implementation: B::implementation(&layer).into(),
         backend: backend.name().into(),
         device: backend.device(),
         world: config.world,

@@ -5,7 +5,7 @@
 //! (above 1: ours is faster), and exists only when both were timed on a GPU
 //! ([`Record::on_gpu`]): a simulator time or a CPU baseline's is never compared.
 
-use super::record::Record;
+use super::record::{IMPL_CUDA_VIRTUAL, Record};
 
 /// One of our results and the baseline results of its layer.
 #[derive(Clone, Debug, PartialEq)]
@@ -37,9 +37,10 @@ pub fn join(records: &[Record]) -> (Vec<Comparison<'_>>, Vec<&Record>) {
     (comparisons, unmatched)
 }
 
-/// `baseline median / our median` when both were timed on a GPU.
+/// `baseline median / our median` when both were timed on a GPU, ours one rank per GPU.
 pub fn speedup(ours: &Record, baseline: &Record) -> Option<f64> {
-    (ours.on_gpu() && baseline.on_gpu()).then(|| baseline.median_ms / ours.median_ms)
+    (ours.on_gpu() && baseline.on_gpu() && ours.implementation != IMPL_CUDA_VIRTUAL)
+        .then(|| baseline.median_ms / ours.median_ms)
 }
 
 /// The table as text: per case our line, then one line per matching baseline; notes of
@@ -125,6 +126,11 @@ mod tests {
         let mut cpu = torch();
         cpu.device = "cpu".into();
         assert_eq!(speedup(&cuda, &cpu), None);
+        // Virtual ranks share one GPU: never compared with a baseline's own GPUs.
+        let mut virtual_ranks = ours(1.954, "cuda");
+        virtual_ranks.implementation = IMPL_CUDA_VIRTUAL.into();
+        assert!(virtual_ranks.is_ours());
+        assert_eq!(speedup(&virtual_ranks, &t), None);
     }
 
     #[test]

@@ -77,7 +77,9 @@ pub(super) struct BenchArgs {
     /// Simulator: subscriber threads per rank.
     #[arg(long, value_name = "N")]
     subscribers: Option<usize>,
-    /// CUDA: ranks per GPU.
+    /// CUDA: ranks per GPU (default 1: a case of more ranks than GPUs is skipped with a
+    /// line). Above 1 the ranks are virtual, sharing a GPU, and are recorded as
+    /// `flashdmoe-cuda-virtual`, never compared with a baseline.
     #[arg(long, value_name = "R", value_parser = clap::value_parser!(u32).range(1..))]
     ranks_per_gpu: Option<u32>,
 }
@@ -173,7 +175,10 @@ pub(super) fn bench(args: &BenchArgs) -> Result<(), CliError> {
             // Fail before generating any weights when there is no GPU to run on.
             flashdmoe::cuda::cuda_available()
                 .map_err(|e| CliError::Backend(BackendError::Unavailable(e.to_string())))?;
-            let cuda = CudaBackend::new(CudaOptions { ranks_per_gpu: args.ranks_per_gpu });
+            // One rank per GPU unless asked otherwise: a layer of more ranks than GPUs is
+            // skipped rather than silently run as virtual ranks.
+            let ranks_per_gpu = Some(args.ranks_per_gpu.unwrap_or(1));
+            let cuda = CudaBackend::new(CudaOptions { ranks_per_gpu });
             println!("backend: cuda on {} (device-event times)", cuda.device());
             sweep.run(&cuda, &args.out)?
         }
@@ -211,16 +216,26 @@ struct Sweep<'a> {
 /// How a sweep went.
 #[derive(Debug, Default)]
 struct Summary {
+    /// Results recorded (ours and baselines).
+    ran: usize,
     /// Cases or baseline runs that produced no result.
     failed: Vec<String>,
     /// Results that did not verify.
     unverified: Vec<String>,
+    /// Cases this machine has too few GPUs for.
+    skipped: Vec<String>,
 }
 
 impl Summary {
-    /// Exit status: any failure -> 1, else any unverified result -> 3, else success.
+    /// Exit status: any failure, or nothing run because every case was skipped -> 1, else any
+    /// unverified result -> 3, else success (skipped cases alone do not fail a sweep).
     fn status(self) -> Result<(), CliError> {
-        if !self.failed.is_empty() {
+        if self.ran == 0 && self.failed.is_empty() && !self.skipped.is_empty() {
+            Err(CliError::Failed(format!(
+                "no case could run on this machine (too few GPUs): {}",
+                self.skipped.join(", ")
+            )))
+        } else if !self.failed.is_empty() {
             Err(CliError::Failed(format!(
                 "{} run(s) failed: {}",
                 self.failed.len(),
@@ -263,6 +278,13 @@ impl Sweep<'_> {
                     note(&mut summary, &r);
                     records.push(r);
                 }
+                Err(BenchError::Backend(e @ BackendError::TooFewDevices { .. })) => {
+                    // Not a failure of the case: this machine is too small for it (and for its
+                    // baselines, which need as many GPUs).
+                    bar.suspend(|| println!("{tag}: skipped: {e}"));
+                    summary.skipped.push(case.name.clone());
+                    continue;
+                }
                 Err(e) => {
                     bar.suspend(|| println!("{tag}: FAILED: {e}"));
                     summary.failed.push(format!("{}: {e}", case.name));
@@ -296,6 +318,10 @@ impl Sweep<'_> {
         write(&csv_path, &csv::to_csv(&records))?;
         println!("\n{}", table::render(&records));
         println!("wrote {} and {}", jsonl.display(), csv_path.display());
+        if !summary.skipped.is_empty() {
+            println!("skipped (too few GPUs on this machine): {}", summary.skipped.join(", "));
+        }
+        summary.ran = records.len();
         Ok(summary)
     }
 }
@@ -364,4 +390,19 @@ pub(super) fn report(args: &ReportArgs) -> Result<(), CliError> {
         loaded.skipped.len()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn skipped_cases_alone_do_not_fail_a_sweep_unless_nothing_ran() {
+        let skipped = |ran| Summary { ran, skipped: vec!["weak P8".into()], ..Summary::default() };
+        assert!(skipped(3).status().is_ok());
+        let err = skipped(0).status().unwrap_err();
+        assert!(matches!(err, CliError::Failed(ref m) if m.contains("too few GPUs")), "{err:?}");
+        let failed = Summary { ran: 3, failed: vec!["x: boom".into()], ..Summary::default() };
+        assert!(matches!(failed.status(), Err(CliError::Failed(_))));
+    }
 }

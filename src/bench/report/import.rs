@@ -20,7 +20,9 @@ use std::path::Path;
 use serde_json::Value;
 
 use super::super::BenchError;
-use super::super::record::{IMPL_CUDA, LayerKey, ProtocolStats, Record, jsonl_lines, parse_record};
+use super::super::record::{
+    IMPL_CUDA, IMPL_CUDA_VIRTUAL, LayerKey, ProtocolStats, Record, jsonl_lines, parse_record,
+};
 use crate::core::config::presets;
 use crate::core::perf;
 use crate::core::{CapacityPolicy, DType, MoeConfig};
@@ -206,7 +208,7 @@ fn layer_of_check(check: &str) -> Option<(u32, MoeConfig, &'static str)> {
         let (t, e) = paper_shape(shape)?;
         let world: u32 = p.parse().ok().filter(|&p| p > 0)?;
         let config = MoeConfig { world, ..presets::paper(t, e) };
-        let implementation = if virtual_ranks { "flashdmoe-cuda-virtual" } else { IMPL_CUDA };
+        let implementation = if virtual_ranks { IMPL_CUDA_VIRTUAL } else { IMPL_CUDA };
         return Some((world, config, implementation));
     }
     let mut words = check.split(' ');
