@@ -426,29 +426,20 @@ fn cases(quick: bool) -> Vec<Case> {
             ..case(format!("{label} t8192-e32"), c)
         });
     }
-    // The paper grid on two GPUs (the PyTorch expert-parallel baseline runs the same), and
+    // The paper grid on two and on eight GPUs (the PyTorch expert-parallel baseline runs the
+    // same; skipped on smaller machines), then the model presets on eight (sampled rows) and
     // TF32 at the reference paper's token counts (PERF.md target 4).
-    for (t, e) in [(128, 8), (4096, 8), (4096, 32), (16384, 8), (16384, 32)] {
-        let mut c = presets::paper(t, e);
-        c.world = 2;
-        out.push(Case {
-            ranks_per_gpu: Some(1),
-            sample: Some(64),
-            timed: true,
-            ..case(format!("multi-GPU P=2 paper-t{t}-e{e}-cf1"), c)
-        });
-    }
-    // Eight GPUs (the product's home; skipped on smaller machines): the paper grid, the
-    // model presets (sampled rows) and TF32, one rank per GPU.
-    for (t, e) in [(128, 8), (4096, 8), (4096, 32), (16384, 8), (16384, 32)] {
-        let mut c = presets::paper(t, e);
-        c.world = 8;
-        out.push(Case {
-            ranks_per_gpu: Some(1),
-            sample: Some(32),
-            timed: true,
-            ..case(format!("multi-GPU P=8 paper-t{t}-e{e}-cf1"), c)
-        });
+    for (world, sample) in [(2, 64), (8, 32)] {
+        for (t, e) in [(128, 8), (4096, 8), (4096, 32), (16384, 8), (16384, 32)] {
+            let mut c = presets::paper(t, e);
+            c.world = world;
+            out.push(Case {
+                ranks_per_gpu: Some(1),
+                sample: Some(sample),
+                timed: true,
+                ..case(format!("multi-GPU P={world} paper-t{t}-e{e}-cf1"), c)
+            });
+        }
     }
     for model in presets::MODELS {
         let mut c = model.config();
