@@ -248,3 +248,55 @@ fn loom_one_rank_two_processors() {
 fn loom_relaxed_row_tile_counter_is_caught() {
     one_rank_two_processors(Ordering::Relaxed);
 }
+
+/// The CUDA kernel's dispatch (A4, `dispatch_packets` in `kernels/moe.cu`): several copiers
+/// each put part of one packet's rows into the owner's region, then count them on the
+/// packet's counter; the copier whose count completes the packet stores the epoch-stamped
+/// signal. The owner acquires the signal and reads every row. On the GPU each copier fences
+/// before its `atomicAdd` and the completer fences again before the release store: an
+/// `AcqRel` read-modify-write here.
+fn split_packet_copy(counter_add: Ordering) {
+    loom::model(move || {
+        const ROWS: u32 = 2;
+        let rows = Arc::new(SharedBytes::zeroed(16 * ROWS as usize, 16));
+        let copied = Arc::new(AtomicU32::new(0));
+        let signal = Arc::new(AtomicU64::new(0));
+        let word = flashdmoe_proto::signal::encode_dispatch(Epoch::FIRST, ROWS);
+        let copiers: Vec<_> = (0..ROWS)
+            .map(|row| {
+                let (rows, copied, signal) = (rows.clone(), copied.clone(), signal.clone());
+                thread::spawn(move || {
+                    // SAFETY: each copier writes its own row; the owner reads only after the
+                    // signal (loom reports it otherwise).
+                    unsafe { rows.write(16 * row as usize, &[row as u8 + 1; 16]) };
+                    if copied.fetch_add(1, counter_add) + 1 == ROWS {
+                        signal.store(word, Ordering::Release);
+                    }
+                })
+            })
+            .collect();
+        while signal.load(Ordering::Acquire) != word {
+            thread::yield_now();
+        }
+        let mut out = [0u8; 16];
+        for row in 0..ROWS {
+            // SAFETY: published by the signal acquired above.
+            unsafe { rows.read(16 * row as usize, &mut out) };
+            assert_eq!(out, [row as u8 + 1; 16]);
+        }
+        copiers.into_iter().for_each(|c| c.join().unwrap());
+    });
+}
+
+#[test]
+fn loom_split_packet_copy() {
+    split_packet_copy(Ordering::AcqRel);
+}
+
+/// The model bites: with a `Relaxed` packet counter, the completer's signal does not carry the
+/// other copier's row, so the owner's read of it races the write.
+#[test]
+#[should_panic(expected = "Causality violation")]
+fn loom_relaxed_packet_counter_is_caught() {
+    split_packet_copy(Ordering::Relaxed);
+}
