@@ -15,10 +15,10 @@ use flashdmoe::bench::runner::{self, BenchBackend, Progress, RunOptions};
 use flashdmoe::bench::{BenchError, csv, table};
 use flashdmoe::core::BackendError;
 use flashdmoe::cuda::{CudaBackend, CudaOptions};
-use flashdmoe::sim::{SimBackend, SimOptions};
+use flashdmoe::sim::SimBackend;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::{BackendArg, CliError};
+use super::{BackendArg, CliError, SimThreads};
 
 /// Arguments of `flashdmoe bench`.
 #[derive(Debug, Args)]
@@ -71,12 +71,8 @@ pub(super) struct BenchArgs {
     /// Directory for results.jsonl and results.csv (created if needed).
     #[arg(long, value_name = "DIR", default_value = "bench-out")]
     out: PathBuf,
-    /// Simulator: processor threads per rank.
-    #[arg(long, value_name = "N")]
-    processors: Option<usize>,
-    /// Simulator: subscriber threads per rank.
-    #[arg(long, value_name = "N")]
-    subscribers: Option<usize>,
+    #[command(flatten)]
+    sim: SimThreads,
     /// CUDA: ranks per GPU (default 1: a case of more ranks than GPUs is skipped with a
     /// line). Above 1 the ranks are virtual, sharing a GPU, and are recorded as
     /// `flashdmoe-cuda-virtual`, never compared with a baseline.
@@ -151,14 +147,7 @@ pub(super) fn bench(args: &BenchArgs) -> Result<(), CliError> {
     let sweep = Sweep { cases: &cases, options: &options, baselines: &baselines, baseline_options };
     let summary = match args.backend {
         BackendArg::Sim => {
-            if args.ranks_per_gpu.is_some() {
-                return Err(CliError::Usage(
-                    "--ranks-per-gpu applies to --backend cuda only".into(),
-                ));
-            }
-            let mut sim = SimOptions::default();
-            sim.processors_per_rank = args.processors.unwrap_or(sim.processors_per_rank);
-            sim.subscribers_per_rank = args.subscribers.unwrap_or(sim.subscribers_per_rank);
+            let sim = args.sim.sim_options(args.ranks_per_gpu)?;
             println!(
                 "backend: sim (SIMULATION: the CPU simulator, {} processor and {} subscriber \
                  threads per rank; times are CPU times, never GPU times)",
@@ -167,11 +156,7 @@ pub(super) fn bench(args: &BenchArgs) -> Result<(), CliError> {
             sweep.run(&SimBackend::new(sim), &args.out)?
         }
         BackendArg::Cuda => {
-            if args.processors.is_some() || args.subscribers.is_some() {
-                return Err(CliError::Usage(
-                    "--processors and --subscribers apply to --backend sim only".into(),
-                ));
-            }
+            args.sim.reject_for_cuda()?;
             // Fail before generating any weights when there is no GPU to run on.
             flashdmoe::cuda::cuda_available()
                 .map_err(|e| CliError::Backend(BackendError::Unavailable(e.to_string())))?;

@@ -20,6 +20,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use flashdmoe::core::oracle::OracleError;
 use flashdmoe::core::{BackendError, ConfigError};
+use flashdmoe::sim::SimOptions;
 
 /// Distributed Mixture-of-Experts forward as one persistent kernel per GPU, with a CPU
 /// simulator of the same protocol.
@@ -164,12 +165,8 @@ struct RunArgs {
     /// report instead of hanging.
     #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]
     timeout: f64,
-    /// Simulator: processor threads per rank.
-    #[arg(long, value_name = "N")]
-    processors: Option<usize>,
-    /// Simulator: subscriber threads per rank.
-    #[arg(long, value_name = "N")]
-    subscribers: Option<usize>,
+    #[command(flatten)]
+    sim: SimThreads,
     /// CUDA: ranks per GPU (several are "virtual ranks" sharing one GPU); by default the
     /// world is spread over as many GPUs as divide it evenly.
     #[arg(long, value_name = "R", value_parser = clap::value_parser!(u32).range(1..))]
@@ -177,6 +174,41 @@ struct RunArgs {
     /// Print the layer config and exit without running.
     #[arg(long)]
     dry_run: bool,
+}
+
+/// The simulator's thread counts (`run` and `bench`).
+#[derive(Debug, Args)]
+struct SimThreads {
+    /// Simulator: processor threads per rank.
+    #[arg(long, value_name = "N")]
+    processors: Option<usize>,
+    /// Simulator: subscriber threads per rank.
+    #[arg(long, value_name = "N")]
+    subscribers: Option<usize>,
+}
+
+impl SimThreads {
+    /// The simulator's options with these counts, after checking that the CUDA-only
+    /// `ranks_per_gpu` was not given.
+    fn sim_options(&self, ranks_per_gpu: Option<u32>) -> Result<SimOptions, CliError> {
+        if ranks_per_gpu.is_some() {
+            return Err(CliError::Usage("--ranks-per-gpu applies to --backend cuda only".into()));
+        }
+        let mut sim = SimOptions::default();
+        sim.processors_per_rank = self.processors.unwrap_or(sim.processors_per_rank);
+        sim.subscribers_per_rank = self.subscribers.unwrap_or(sim.subscribers_per_rank);
+        Ok(sim)
+    }
+
+    /// A usage error when any count was given for the CUDA backend.
+    fn reject_for_cuda(&self) -> Result<(), CliError> {
+        if self.processors.is_some() || self.subscribers.is_some() {
+            return Err(CliError::Usage(
+                "--processors and --subscribers apply to --backend sim only".into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Process exit status of the CLI.

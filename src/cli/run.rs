@@ -8,7 +8,7 @@ use flashdmoe::core::{
     Backend, ForwardOptions, ForwardOutput, Layer, LayerWeights, MoeConfig, generate_input, trace,
 };
 use flashdmoe::cuda::{CudaBackend, CudaOptions};
-use flashdmoe::sim::{SimBackend, SimOptions};
+use flashdmoe::sim::SimBackend;
 
 use super::{BackendArg, CliError, RunArgs, config, report};
 
@@ -45,18 +45,7 @@ pub(super) fn run(args: &RunArgs) -> Result<(), CliError> {
 
     match args.backend {
         BackendArg::Sim => {
-            if args.ranks_per_gpu.is_some() {
-                return Err(CliError::Usage(
-                    "--ranks-per-gpu applies to --backend cuda only".into(),
-                ));
-            }
-            let mut sim = SimOptions::default();
-            if let Some(n) = args.processors {
-                sim.processors_per_rank = n;
-            }
-            if let Some(n) = args.subscribers {
-                sim.subscribers_per_rank = n;
-            }
+            let sim = args.sim.sim_options(args.ranks_per_gpu)?;
             println!(
                 "backend: sim ({} processor and {} subscriber threads per rank)",
                 sim.processors_per_rank, sim.subscribers_per_rank
@@ -64,11 +53,7 @@ pub(super) fn run(args: &RunArgs) -> Result<(), CliError> {
             run_on(&SimBackend::new(sim), &config, &weights, &inputs, &options, args)
         }
         BackendArg::Cuda => {
-            if args.processors.is_some() || args.subscribers.is_some() {
-                return Err(CliError::Usage(
-                    "--processors and --subscribers apply to --backend sim only".into(),
-                ));
-            }
+            args.sim.reject_for_cuda()?;
             let cuda = CudaOptions { ranks_per_gpu: args.ranks_per_gpu };
             match cuda.ranks_per_gpu {
                 Some(r) => println!("backend: cuda ({r} ranks per GPU)"),
