@@ -233,7 +233,8 @@ impl Backend for CudaBackend {
         // The first specialisation that compiles without spills, on the first GPU's
         // architecture; the others compile that one (all GPUs of a node are normally alike).
         let arch0 = Arch::for_device(devices[0].gpu().cc);
-        let (spec, _) = moe::compile_first(&jit, arch0, &MoeSpec::candidates(config, processors))?;
+        let (spec, compiled0) =
+            moe::compile_first(&jit, arch0, &MoeSpec::candidates(config, processors))?;
         let layout = HeapLayout::new(config.geometry(spec.tile)?)?;
         let map = config.expert_map()?;
         if ngpus > 1 {
@@ -242,7 +243,13 @@ impl Backend for CudaBackend {
         let mut kernels = Vec::with_capacity(ngpus);
         for device in &devices {
             let arch = Arch::for_device(device.gpu().cc);
-            let compiled = jit.compile_variant(&spec.variant(), arch)?;
+            // The first architecture's image is already here (a spilling candidate is not
+            // compiled again); another architecture compiles the chosen spec.
+            let compiled = if arch == arch0 {
+                compiled0.clone()
+            } else {
+                jit.compile_variant(&spec.variant(), arch)?
+            };
             let kernel = Kernel::load(device, &compiled.cubin, spec.smem_bytes())?;
             let shape = kernel.cooperative_shape(BLOCK_THREADS)?;
             kernels.push((kernel, shape));
