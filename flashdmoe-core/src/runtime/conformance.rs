@@ -175,11 +175,6 @@ impl Clocks {
     pub fn per_rank(of_rank: Vec<u32>) -> Clocks {
         Clocks(of_rank)
     }
-
-    /// The clock of each rank.
-    pub fn of_rank(&self) -> &[u32] {
-        &self.0
-    }
 }
 
 /// Offsets that put every rank's times on one time base, consistent with every dependency:
