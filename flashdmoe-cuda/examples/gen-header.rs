@@ -14,6 +14,7 @@ fn main() -> ExitCode {
     let headers = [
         ("fdm_proto.h", flashdmoe_proto::c_header()),
         ("fdm_params.h", flashdmoe_cuda::params::params_header()),
+        ("fdm_wgmma_ops.h", flashdmoe_cuda::wgmma::ops_header()),
     ];
     for (name, text) in headers {
         let path = dir.join(name);

@@ -14,6 +14,12 @@
 #define FDM_WAIT_DOORBELL 5u
 #define FDM_WAIT_CORRUPT_SIGNAL 6u
 
+typedef struct alignas(128) fdm_tensor_map {
+    unsigned long long opaque[16];
+} fdm_tensor_map;
+static_assert(sizeof(fdm_tensor_map) == 128, "fdm_tensor_map size drifted from Rust");
+static_assert(alignof(fdm_tensor_map) == 128, "fdm_tensor_map alignment drifted from Rust");
+
 typedef struct fdm_diag {
     unsigned int status;
     unsigned int abort;

@@ -117,6 +117,47 @@ impl DriverApi {
         Ok(size)
     }
 
+    /// `cuTensorMapEncodeTiled` for a 2-D tensor: `dims` = (inner, outer) elements,
+    /// `row_stride` bytes between outer indices, `boxes` = (inner, outer) box elements, no
+    /// interleave, 128-byte swizzle, 256-byte L2 promotion, out-of-bounds elements read as 0.
+    ///
+    /// # Safety
+    ///
+    /// `map` points to a writable, 64-byte aligned 128-byte tensor map.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) unsafe fn encode_tiled_2d(
+        self,
+        map: *mut cu::CUtensorMap,
+        data_type: cu::CUtensorMapDataType,
+        address: u64,
+        dims: [u64; 2],
+        row_stride: u64,
+        boxes: [u32; 2],
+    ) -> Result<(), DriverError> {
+        let strides = [row_stride];
+        let element_strides = [1u32, 1u32];
+        // SAFETY: the library is loaded (`self`); the caller guarantees `map`; every array
+        // argument has the rank (2) or rank - 1 (strides) entries the call reads; the driver
+        // validates the values and reports bad ones as an error code.
+        unsafe {
+            cu::cuTensorMapEncodeTiled(
+                map,
+                data_type,
+                2,
+                address as *mut c_void,
+                dims.as_ptr(),
+                strides.as_ptr(),
+                boxes.as_ptr(),
+                element_strides.as_ptr(),
+                cu::CUtensorMapInterleave::CU_TENSOR_MAP_INTERLEAVE_NONE,
+                cu::CUtensorMapSwizzle::CU_TENSOR_MAP_SWIZZLE_128B,
+                cu::CUtensorMapL2promotion::CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                cu::CUtensorMapFloatOOBfill::CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE,
+            )
+        }
+        .result()
+    }
+
     /// `cuLaunchCooperativeKernel` with a single by-value kernel parameter.
     ///
     /// # Safety

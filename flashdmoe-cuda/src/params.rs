@@ -226,6 +226,15 @@ pub fn params_header() -> String {
         let _ = writeln!(out, "#define {name} {i}u");
     }
     out.push('\n');
+    // The TMA descriptor (crate::tma::TensorMap): opaque to the kernel, 128-byte aligned.
+    let _ = writeln!(
+        out,
+        "typedef struct alignas({align}) fdm_tensor_map {{\n    unsigned long long opaque[16];\n}} fdm_tensor_map;\n\
+         static_assert(sizeof(fdm_tensor_map) == {size}, \"fdm_tensor_map size drifted from Rust\");\n\
+         static_assert(alignof(fdm_tensor_map) == {align}, \"fdm_tensor_map alignment drifted from Rust\");\n",
+        size = size_of::<crate::tma::TensorMap>(),
+        align = align_of::<crate::tma::TensorMap>(),
+    );
     c_struct(&mut out, "fdm_diag", DIAG_FIELDS, size_of::<Diag>(), align_of::<Diag>());
     c_struct(
         &mut out,

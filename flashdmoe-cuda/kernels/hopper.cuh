@@ -1,0 +1,113 @@
+// hopper.cuh -- PTX wrappers for the Hopper (sm_90a) tile engine: mbarriers, the tensor
+// memory accelerator (TMA), cp.async completing on an mbarrier, wgmma fences and
+// descriptors, register reallocation and named barriers.
+//
+// Only compiled for sm_90a (`__CUDA_ARCH_FEAT_SM90_ALL`); kernels/tile_wgmma.cuh builds the
+// engine on these, and kernels/fdm_wgmma_ops.h (generated) holds the wgmma instructions.
+// Every wrapper is one instruction; the ordering rules they rely on are written next to the
+// users in tile_wgmma.cuh.
+#pragma once
+
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define FDM_HOPPER 1
+#else
+#define FDM_HOPPER 0
+#endif
+
+#if FDM_HOPPER
+namespace flashdmoe {
+namespace hopper {
+
+__device__ __forceinline__ unsigned smem_u32(const void* p) {
+  return static_cast<unsigned>(__cvta_generic_to_shared(p));
+}
+
+// ─── mbarriers (64-bit shared-memory barriers with a phase bit and a transaction count) ───
+__device__ __forceinline__ void mbar_init(unsigned bar, unsigned count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(bar), "r"(count) : "memory");
+}
+/// Makes initialised barriers visible to the async proxy (TMA) before anyone uses them.
+__device__ __forceinline__ void mbar_fence_init() {
+  asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+}
+__device__ __forceinline__ void mbar_arrive(unsigned bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(bar) : "memory");
+}
+/// Arrives and announces `bytes` more bytes the async proxy will deliver to this phase.
+__device__ __forceinline__ void mbar_arrive_expect_tx(unsigned bar, unsigned bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(bar), "r"(bytes) : "memory");
+}
+/// Whether the phase of parity `parity` has completed (acquire at CTA scope).
+__device__ __forceinline__ bool mbar_try_wait(unsigned bar, unsigned parity) {
+  unsigned ok;
+  asm volatile(
+      "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}"
+      : "=r"(ok)
+      : "r"(bar), "r"(parity)
+      : "memory");
+  return ok != 0;
+}
+/// Waits for the phase of parity `parity`. Never needs a deadline: every phase it waits for
+/// completes by construction (a load or a consumer release that is already on its way).
+__device__ __forceinline__ void mbar_wait(unsigned bar, unsigned parity) {
+  while (!mbar_try_wait(bar, parity)) {
+  }
+}
+
+// ─── cp.async (16 bytes, L2 only) completing on an mbarrier ──────────────────────────────
+__device__ __forceinline__ void cp_async_16(unsigned dst, const void* src) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(dst), "l"(src) : "memory");
+}
+/// The barrier's pending count drops by one once every earlier cp.async of this thread has
+/// landed (`.noinc`: the arrival is one of the barrier's expected arrivals).
+__device__ __forceinline__ void cp_async_arrive_noinc(unsigned bar) {
+  asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];" ::"r"(bar) : "memory");
+}
+
+// ─── TMA ─────────────────────────────────────────────────────────────────────────────────
+__device__ __forceinline__ void prefetch_tensormap(const void* map) {
+  asm volatile("prefetch.tensormap [%0];" ::"l"(map) : "memory");
+}
+/// Loads the box at (c0 innermost, c1) of the 2-D tensor `map` into shared memory at `dst`;
+/// its bytes complete the current phase of `bar`.
+__device__ __forceinline__ void tma_load_2d(unsigned dst, const void* map, int c0, int c1, unsigned bar) {
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%3, %4}], [%2];" ::"r"(
+          dst),
+      "l"(map), "r"(bar), "r"(c0), "r"(c1)
+      : "memory");
+}
+
+// ─── wgmma ───────────────────────────────────────────────────────────────────────────────
+/// Orders this warpgroup's register and shared-memory accesses before the wgmmas that follow.
+__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;" ::: "memory"); }
+__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory"); }
+template <int N> __device__ __forceinline__ void wgmma_wait() {
+  asm volatile("wgmma.wait_group.sync.aligned %0;" ::"n"(N) : "memory");
+}
+/// Keeps the compiler from moving accumulator accesses across a wgmma fence/wait.
+__device__ __forceinline__ void fence_operand(float& r) { asm volatile("" : "+f"(r)::"memory"); }
+
+/// Shared-memory matrix descriptor of a K-major operand laid out in 128-byte rows with the
+/// 128-byte swizzle (chunk c of row r at chunk c ^ (r % 8), 1024-byte atoms of 8 rows):
+/// start address >> 4 (bits 0-13), leading offset unused for this layout (0), stride offset
+/// 1024 >> 4 between 8-row atoms (bits 32-45), layout type 1 = 128-byte swizzle (bits 62-63).
+__device__ __forceinline__ unsigned long long smem_desc(unsigned addr) {
+  return (unsigned long long)((addr & 0x3FFFFu) >> 4) | ((unsigned long long)(1024 >> 4) << 32) | (1ull << 62);
+}
+
+// ─── registers and barriers ──────────────────────────────────────────────────────────────
+template <int N> __device__ __forceinline__ void regs_increase() {
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;" ::"n"(N));
+}
+template <int N> __device__ __forceinline__ void regs_decrease() {
+  asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;" ::"n"(N));
+}
+/// Named barrier `id` (1..15; 0 is __syncthreads) among `count` threads (a multiple of 32).
+__device__ __forceinline__ void named_sync(unsigned id, unsigned count) {
+  asm volatile("bar.sync %0, %1;" ::"r"(id), "r"(count) : "memory");
+}
+
+}  // namespace hopper
+}  // namespace flashdmoe
+#endif  // FDM_HOPPER
