@@ -13,7 +13,7 @@
 //!   (`tests/nvrtc_compile.rs`) compiles each for every supported architecture, so a variant
 //!   that fails to compile or spills cannot land.
 
-use crate::jit::Defines;
+use crate::jit::{Arch, Defines};
 
 /// A `.cu` translation unit with one `extern "C" __global__` entry point.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,11 +43,18 @@ pub const PROTO_HEADER: Header =
 pub const PARAMS_HEADER: Header =
     Header { name: "fdm_params.h", text: include_str!("../kernels/fdm_params.h") };
 
+/// The generated wgmma instruction wrappers of the Hopper engine (see [`crate::wgmma`]).
+pub const WGMMA_OPS_HEADER: Header =
+    Header { name: "fdm_wgmma_ops.h", text: include_str!("../kernels/fdm_wgmma_ops.h") };
+
 /// Every project header, in the order given to NVRTC.
 pub const HEADERS: &[Header] = &[
     PROTO_HEADER,
     Header { name: "tile_gemm.cuh", text: include_str!("../kernels/tile_gemm.cuh") },
     PARAMS_HEADER,
+    Header { name: "hopper.cuh", text: include_str!("../kernels/hopper.cuh") },
+    WGMMA_OPS_HEADER,
+    Header { name: "tile_wgmma.cuh", text: include_str!("../kernels/tile_wgmma.cuh") },
 ];
 
 /// The device self-test: cooperative grid arrival, dynamic shared memory, a by-value
@@ -71,6 +78,27 @@ pub struct KernelVariant {
     /// spill registers (its heuristics sit at the 255-register edge for the widest tiles and
     /// flip with unrelated code changes): [`crate::Jit::compile_variant`] falls back to it.
     pub fallback: Option<Defines>,
+    /// The architectures it is meant for.
+    pub targets: Targets,
+}
+
+/// Which architectures a variant compiles for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Targets {
+    /// Every architecture of [`Arch::SUPPORTED`] (portable code: mma.sync, cp.async).
+    Portable,
+    /// Hopper's architecture-specific `sm_90a` only (wgmma, TMA, setmaxnreg).
+    Hopper,
+}
+
+impl KernelVariant {
+    /// The architectures the CI compile check compiles this variant for.
+    pub fn archs(&self) -> &'static [Arch] {
+        match self.targets {
+            Targets::Portable => &Arch::SUPPORTED,
+            Targets::Hopper => &[Arch::SM90A],
+        }
+    }
 }
 
 /// Every kernel variant the crate exposes. The CI compile check compiles each of them for
@@ -79,6 +107,7 @@ pub struct KernelVariant {
 pub fn kernel_variants() -> Vec<KernelVariant> {
     let mut variants = vec![crate::selftest::variant()];
     variants.extend(crate::moe::variants());
+    variants.extend(crate::tile_bench::suite().iter().map(|c| c.variant()));
     variants
 }
 
@@ -91,6 +120,15 @@ mod tests {
         assert!(
             PROTO_HEADER.text == flashdmoe_proto::c_header(),
             "flashdmoe-cuda/kernels/fdm_proto.h is stale: regenerate it with \
+             `cargo run -p flashdmoe-cuda --example gen-header` and commit the result"
+        );
+    }
+
+    #[test]
+    fn wgmma_ops_header_is_current() {
+        assert!(
+            WGMMA_OPS_HEADER.text == crate::wgmma::ops_header(),
+            "flashdmoe-cuda/kernels/fdm_wgmma_ops.h is stale: regenerate it with \
              `cargo run -p flashdmoe-cuda --example gen-header` and commit the result"
         );
     }

@@ -57,6 +57,9 @@ pub mod moe;
 pub mod params;
 mod report;
 pub mod selftest;
+pub mod tile_bench;
+pub mod tma;
+pub mod wgmma;
 
 pub use device::{
     ComputeCapability, CudaVersion, Device, Gpu, cuda_available, driver_version,
@@ -64,7 +67,7 @@ pub use device::{
 };
 pub use error::{CudaError, Result};
 pub use jit::{Arch, Compiled, Cubin, Defines, Jit, JitConfig, Origin};
-pub use kernels::{KernelSource, KernelVariant, kernel_variants};
+pub use kernels::{KernelSource, KernelVariant, Targets, kernel_variants};
 pub use launch::{Kernel, LaunchShape};
 pub use layer::{CudaBackend, CudaLayer, CudaOptions, PhaseTimes};
 pub use report::{CompileReport, FunctionReport};

@@ -15,7 +15,7 @@ use flashdmoe_proto::TileShape;
 
 use crate::error::CudaError;
 use crate::jit::{Arch, Compiled, Defines, Jit};
-use crate::kernels::{KernelSource, KernelVariant};
+use crate::kernels::{KernelSource, KernelVariant, Targets};
 
 /// The persistent MoE kernel.
 pub const MOE: KernelSource = KernelSource {
@@ -193,7 +193,13 @@ impl MoeSpec {
         // Without register-pipelined GEMM0 fragments, the fallback for specs whose widest
         // (SwiGLU dual-B) tile spills.
         let fallback = Some(self.defines().set("FDM_FRAG_PIPE", 0));
-        KernelVariant { label: self.label(), source: MOE, defines: self.defines(), fallback }
+        KernelVariant {
+            label: self.label(),
+            source: MOE,
+            defines: self.defines(),
+            fallback,
+            targets: Targets::Portable,
+        }
     }
 }
 

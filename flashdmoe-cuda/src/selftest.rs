@@ -16,7 +16,7 @@ use flashdmoe_proto::signal;
 use crate::device::Device;
 use crate::error::{CudaError, Result, driver};
 use crate::jit::{Arch, Defines, Jit, Origin};
-use crate::kernels::{KernelVariant, SELFTEST};
+use crate::kernels::{KernelVariant, SELFTEST, Targets};
 use crate::launch::{Kernel, LaunchShape};
 
 /// Threads per self-test block (compiled in as `FDM_SELFTEST_THREADS`).
@@ -36,6 +36,7 @@ const HOST_EPOCH: Epoch = Epoch::FIRST.prev();
 pub(crate) fn variant() -> KernelVariant {
     KernelVariant {
         fallback: None,
+        targets: Targets::Portable,
         label: "selftest".into(),
         source: SELFTEST,
         defines: Defines::new().set("FDM_SELFTEST_THREADS", SELFTEST_THREADS),

@@ -1,0 +1,119 @@
+// tile_bench.cu -- the Hopper tile engine on its own (flashdmoe_cuda::tile_bench): a
+// persistent grouped GEMM  C[M x N] = epilogue(A[index[m]] * B^T)  built exactly the way the
+// MoE kernel's processors use the engine: one block per SM, a producer warpgroup that claims
+// tiles (a global counter) and hands them to the consumer warpgroups through the task ring,
+// gathered A rows (an optional row index), B through TMA, fused epilogue, staged stores.
+//
+// Defines (set by the host): FDM_MODE (0 bf16, 1 f16, 2 tf32), FDM_BM, FDM_BN, FDM_NB (2 =
+// SwiGLU dual-B), FDM_STAGES.
+//
+// Epilogues (params.epilogue): 0 plain; 1 relu(acc + bias[col]); 2 silu(acc0) * acc1 (NB = 2).
+#include "fdm_proto.h"
+#include "fdm_params.h"
+#include "tile_wgmma.cuh"
+
+#if !FDM_HOPPER
+#error "tile_bench.cu is the sm_90a engine's bench: compile it for sm_90a"
+#endif
+
+using namespace flashdmoe;
+using flashdmoe::tile::Mode;
+
+constexpr Mode kMode = static_cast<Mode>(FDM_MODE);
+using Engine = hopper::Engine<kMode, FDM_BM, FDM_BN, FDM_NB, FDM_STAGES>;
+using Elem = Engine::Elem;
+constexpr unsigned kStop = 0xFFFFFFFFu;
+
+// Mirrors flashdmoe_cuda::tile_bench::BenchParams (sizes and offsets asserted on both sides).
+struct fdm_tile_bench_params {
+  fdm_tensor_map b0;
+  fdm_tensor_map b1;
+  const void* a;
+  const unsigned* a_index;
+  void* c;
+  const void* bias;
+  unsigned long long lda;
+  unsigned long long ldc;
+  unsigned* tile_counter;
+  unsigned m, n, k;
+  unsigned epilogue;
+  unsigned group_m;
+  unsigned pad[13];
+};
+static_assert(sizeof(fdm_tile_bench_params) == 384, "BenchParams size");
+FDM_ASSERT_OFFSET(fdm_tile_bench_params, a, 256);
+FDM_ASSERT_OFFSET(fdm_tile_bench_params, tile_counter, 304);
+FDM_ASSERT_OFFSET(fdm_tile_bench_params, group_m, 328);
+
+/// Tile t of a grid walked in groups of `group_m` row tiles (all column tiles of a group
+/// before the next group), so the tiles in flight share their A rows and B columns in L2.
+__device__ void raster(unsigned t, unsigned tiles_m, unsigned tiles_n, unsigned group_m, unsigned& mt, unsigned& nt) {
+  const unsigned per_group = group_m * tiles_n;
+  const unsigned g = t / per_group, first = g * group_m;
+  const unsigned size = min(tiles_m - first, group_m);
+  const unsigned r = t % per_group;
+  mt = first + r % size;
+  nt = r / size;
+}
+
+extern "C" __global__ void __launch_bounds__(hopper::kEngineThreads, 1)
+    fdm_tile_bench(const __grid_constant__ fdm_tile_bench_params p) {
+  extern __shared__ __align__(1024) char smem[];
+  const Engine::Smem s = Engine::carve(smem);
+  if (threadIdx.x == 0) {
+    Engine::init(s);
+    hopper::prefetch_tensormap(&p.b0);
+    if (FDM_NB == 2) hopper::prefetch_tensormap(&p.b1);
+  }
+  __syncthreads();
+  const unsigned tiles_m = fdm_div_ceil(p.m, FDM_BM), tiles_n = p.n / FDM_BN;
+  const unsigned tiles = tiles_m * tiles_n;
+  const int ktiles = (int)(p.k / Engine::kBK);
+  hopper::Ring<2> ring;
+  hopper::Ring<FDM_STAGES> pipe;
+  if (threadIdx.x < hopper::kProducerThreads) {
+    hopper::regs_decrease<hopper::kProducerRegs>();
+    const unsigned pt = threadIdx.x;
+    for (;;) {
+      if (pt == 0) {
+        const unsigned t = atomicAdd(p.tile_counter, 1u);
+        Engine::ring_put(s, ring, t < tiles ? t : kStop);
+      }
+      const unsigned t = Engine::ring_get<unsigned>(s, ring);
+      ring.advance();
+      if (t == kStop) break;
+      unsigned mt, nt;
+      raster(t, tiles_m, tiles_n, p.group_m, mt, nt);
+      const Engine::ARows rows = Engine::a_rows(pt, [&](unsigned r) -> const char* {
+        const unsigned row = mt * FDM_BM + r;
+        if (row >= p.m) return nullptr;
+        const unsigned src = p.a_index ? p.a_index[row] : row;
+        return reinterpret_cast<const char*>(p.a) + (unsigned long long)src * p.lda * sizeof(Elem);
+      });
+      Engine::produce(s, pipe, pt, rows, ktiles, &p.b0, &p.b1, (int)(nt * FDM_BN));
+    }
+  } else {
+    hopper::regs_increase<hopper::kConsumerRegs>();
+    const unsigned c = threadIdx.x - hopper::kProducerThreads;  // 0..255
+    const unsigned cw = c / 128, ct = c % 128;
+    for (;;) {
+      const unsigned t = Engine::ring_get<unsigned>(s, ring);
+      Engine::ring_release(s, ring);
+      ring.advance();
+      if (t == kStop) break;
+      unsigned mt, nt;
+      raster(t, tiles_m, tiles_n, p.group_m, mt, nt);
+      Engine::Accum acc;
+      Engine::consume(s, pipe, acc, cw, ktiles);
+      const Elem* bias = reinterpret_cast<const Elem*>(p.bias);
+      const unsigned col0 = nt * FDM_BN;
+      const unsigned rows = min((unsigned)FDM_BM, p.m - mt * FDM_BM);
+      Elem* out = reinterpret_cast<Elem*>(p.c) + (unsigned long long)mt * FDM_BM * p.ldc + col0;
+      Engine::store(s, acc, cw, ct, c, rows, out, p.ldc, [&](unsigned, unsigned col, float v0, float v1) {
+        if (p.epilogue == 1) return tile::relu_f(v0 + tile::to_f32(bias[col0 + col]));
+        if (p.epilogue == 2) return tile::silu_f(v0) * v1;
+        return v0;
+      });
+    }
+  }
+}

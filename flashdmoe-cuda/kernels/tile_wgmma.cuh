@@ -1,0 +1,362 @@
+// tile_wgmma.cuh -- the Hopper (sm_90a) tile engine: warp-specialised wgmma tiles fed by the
+// tensor memory accelerator, for the persistent processors of the MoE kernel (and the
+// standalone bench, kernels/tests/tile_wgmma_bench.cu).
+//
+// ─────────────────────────────────────────────────────────────────────────────────────────
+// CONTRACT
+//
+//   acc[BM x BN] (f32) = A[rows of the task x K] * B[BN rows x K]^T   (NB = 2: two B's)
+//
+//   A rows are loaded with cp.async by the PRODUCER warpgroup, one row pointer per row, so
+//   they may be gathered from anywhere (dispatched rows, or a rank's own tokens through its
+//   token list: no self-copy); rows past the task's valid rows are not loaded (their
+//   accumulator rows hold garbage and are never stored: output row i depends on A row i
+//   only). B is a 2-D tensor (rows = output columns, K innermost: nn.Linear's [out][in]) read
+//   by TMA, box {BK, BN} with the 128-byte swizzle.
+//
+//   Block = 384 threads: warpgroup 0 = producer (128 threads, setmaxnreg.dec to kProducerRegs),
+//   warpgroups 1-2 = consumers (256 threads, setmaxnreg.inc to kConsumerRegs). The kernel must
+//   be compiled with __launch_bounds__(384, 1) (a register cap at entry, which setmaxnreg needs).
+//   Consumer warpgroup cw owns a 64 x kN quarter/half of the tile: rows (cw % kWgM) * 64,
+//   columns (cw / kWgM) * kN, where kWgM = BM / 64 and kN = BN * kWgM / 2.
+//
+// PIPELINE (STAGES deep; one stage = one BK slice of A and of every B)
+//   full[s]  expected arrivals: 128 producer threads (cp.async .noinc) + 1 (TMA expect_tx)
+//            and the B bytes of the stage: complete when the stage's data has landed.
+//   empty[s] expected arrivals: 8 (lane 0 of every consumer warp, after its wgmmas on the
+//            stage retired): complete when the stage may be overwritten.
+//   The producer waits empty[s] with the opposite parity first (a fresh barrier counts as
+//   released), so the first STAGES loads never wait. Both sides advance one PipeState per
+//   k-tile, over every task in the same order, so they agree on stage and parity forever.
+//   Shared memory written by cp.async or TMA and read by wgmma needs no proxy fence: the
+//   mbarrier completion orders it (the arrangement CUTLASS and DeepGEMM ship).
+//
+// TASK RING (two slots of a 64-byte payload): the producer's thread 0 writes a slot and
+//   arrives on ring_full[slot] (count 1); every thread of both sides waits on it and reads
+//   the payload; consumer warps release it on ring_empty[slot] (count 8). So the producer is
+//   one task ahead: it loads task n+1 while the consumers finish task n's epilogue.
+//
+// EPILOGUE: store() converts the accumulators through an op, column chunk by column chunk,
+//   into a staging buffer in shared memory (16-byte chunks swizzled: conflict-free) and
+//   copies the valid rows out with 16-byte stores by all 256 consumers.
+// ─────────────────────────────────────────────────────────────────────────────────────────
+#pragma once
+
+#include "fdm_wgmma_ops.h"
+#include "hopper.cuh"
+#include "tile_gemm.cuh"
+
+#if FDM_HOPPER
+namespace flashdmoe {
+namespace hopper {
+
+using tile::Mode;
+
+/// One wgmma of the mode's element type: d[64 x N] (+)= A * B^T.
+template <Mode M, int N>
+__device__ __forceinline__ void wgmma(float (&d)[N / 2], unsigned long long da, unsigned long long db, int acc) {
+#define FDM_WGMMA_CASE(TYPE)                                            \
+  if constexpr (N == 32) fdm_wgmma_##TYPE##_n32(d, da, db, acc);        \
+  else if constexpr (N == 64) fdm_wgmma_##TYPE##_n64(d, da, db, acc);   \
+  else if constexpr (N == 128) fdm_wgmma_##TYPE##_n128(d, da, db, acc); \
+  else fdm_wgmma_##TYPE##_n256(d, da, db, acc);
+  static_assert(N == 32 || N == 64 || N == 128 || N == 256, "generated wgmma shapes");
+  if constexpr (M == Mode::BF16) {
+    FDM_WGMMA_CASE(bf16)
+  } else if constexpr (M == Mode::F16) {
+    FDM_WGMMA_CASE(f16)
+  } else {
+    static_assert(M == Mode::TF32, "the wgmma engine runs bf16, f16 and tf32");
+    FDM_WGMMA_CASE(tf32)
+  }
+#undef FDM_WGMMA_CASE
+}
+
+/// A position in a ring of `Slots` barrier-guarded slots: slot index and its phase parity.
+template <unsigned Slots> struct Ring {
+  unsigned slot = 0, phase = 0;
+  __device__ void advance() {
+    if (++slot == Slots) {
+      slot = 0;
+      phase ^= 1u;
+    }
+  }
+};
+
+constexpr int kProducerThreads = 128;
+constexpr int kConsumerThreads = 256;
+constexpr int kEngineThreads = kProducerThreads + kConsumerThreads;
+constexpr int kConsumerWarps = kConsumerThreads / 32;
+/// Registers after reallocation: 128 x 56 + 256 x 224 = 64512 = 384 x 168, the entry budget
+/// of a __launch_bounds__(384, 1) kernel.
+constexpr int kProducerRegs = 56;
+constexpr int kConsumerRegs = 224;
+/// Named barrier of the 256 consumer threads (0 is __syncthreads).
+constexpr unsigned kConsumerBarrier = 1;
+
+__device__ __forceinline__ void consumer_sync() { named_sync(kConsumerBarrier, kConsumerThreads); }
+
+constexpr int round_up(int x, int a) { return (x + a - 1) / a * a; }
+
+template <Mode M, int BM, int BN, int NB, int STAGES> struct Engine {
+  using Elem = typename tile::ModeTraits<M>::Elem;
+  static constexpr int kElemBytes = sizeof(Elem);
+  static constexpr int kBK = 128 / kElemBytes;          // K elements per stage: one 128-byte row
+  static constexpr int kInstK = M == Mode::TF32 ? 8 : 16;  // K per wgmma
+  static constexpr int kWgM = BM / 64;                   // consumer warpgroups along M
+  static constexpr int kN = BN * kWgM / 2;               // columns per consumer warpgroup
+  static constexpr int kAcc = kN / 2;                    // f32 registers per thread per B
+  static_assert(BM == 64 || BM == 128, "one or two 64-row warpgroup tiles");
+  static_assert(NB == 1 || NB == 2, "plain or dual-B (SwiGLU)");
+  static_assert(STAGES >= 2, "at least double buffering");
+
+  // Shared memory, from a 1024-byte-aligned base (the 128-byte swizzle repeats every 1024).
+  static constexpr int kABytes = BM * 128;
+  static constexpr int kBBytes = BN * 128;
+  static constexpr int kStageBytes = kABytes + NB * kBBytes;
+  /// Columns the epilogue stages at a time (a 128-byte row of Elem at most): a small staging
+  /// buffer leaves room for a fourth pipeline stage.
+#ifndef FDM_STAGE_COLS
+#define FDM_STAGE_COLS 128
+#endif
+  static constexpr int kChunkCols = BN < FDM_STAGE_COLS / kElemBytes ? BN : FDM_STAGE_COLS / kElemBytes;
+  static_assert(BN % kChunkCols == 0 && kChunkCols % 8 == 0, "FDM_STAGE_COLS: bytes of a staged chunk row");
+  /// Staging rows are unpadded and 16-byte chunk c of row r sits at chunk c ^ (r % 8): the
+  /// fragment writes (8 rows per warp) and the 16-byte row reads are both conflict-free.
+  static constexpr int kStagingStride = kChunkCols * kElemBytes;
+  static_assert(kStagingStride % 128 == 0, "whole 128-byte swizzle segments per staged row");
+  static constexpr int kStagingOffset = STAGES * kStageBytes;
+  static constexpr int kBarrierOffset = round_up(kStagingOffset + BM * kStagingStride, 16);
+  static constexpr int kBarriers = 2 * STAGES + 4;  // full, empty, ring_full[2], ring_empty[2]
+  static constexpr int kRingOffset = round_up(kBarrierOffset + 8 * kBarriers, 64);
+  static constexpr int kRingPayload = 64;
+  /// Dynamic shared memory a block needs (1024 bytes of slack for the alignment).
+  static constexpr int kSmemBytes = kRingOffset + 2 * kRingPayload + 1024;
+
+  struct Accum {
+    float v[NB][kAcc];
+  };
+
+  struct Smem {
+    unsigned base;  // shared address of stage 0 (1024-aligned)
+    char* ptr;      // the same, generic
+    __device__ unsigned a(unsigned s) const { return base + s * kStageBytes; }
+    __device__ unsigned b(unsigned s, int which) const { return base + s * kStageBytes + kABytes + which * kBBytes; }
+    __device__ char* staging() const { return ptr + kStagingOffset; }
+    __device__ unsigned full(unsigned s) const { return base + kBarrierOffset + 8 * s; }
+    __device__ unsigned empty(unsigned s) const { return base + kBarrierOffset + 8 * (STAGES + s); }
+    __device__ unsigned ring_full(unsigned i) const { return base + kBarrierOffset + 8 * (2 * STAGES + i); }
+    __device__ unsigned ring_empty(unsigned i) const { return base + kBarrierOffset + 8 * (2 * STAGES + 2 + i); }
+    template <class T> __device__ T* ring_payload(unsigned i) const {
+      static_assert(sizeof(T) <= kRingPayload, "ring payload");
+      return reinterpret_cast<T*>(ptr + kRingOffset + i * kRingPayload);
+    }
+  };
+
+  __device__ static Smem carve(char* smem) {
+    const unsigned raw = smem_u32(smem);
+    const unsigned aligned = (raw + 1023u) & ~1023u;
+    return Smem{aligned, smem + (aligned - raw)};
+  }
+
+  /// One thread initialises every barrier; the block syncs before anyone uses them.
+  __device__ static void init(const Smem& s) {
+    for (unsigned i = 0; i < STAGES; ++i) {
+      mbar_init(s.full(i), kProducerThreads + 1);
+      mbar_init(s.empty(i), kConsumerWarps);
+    }
+    for (unsigned i = 0; i < 2; ++i) {
+      mbar_init(s.ring_full(i), 1);
+      mbar_init(s.ring_empty(i), kConsumerWarps);
+    }
+    mbar_fence_init();
+  }
+
+  /// wgmma groups (k-tiles) a consumer keeps in flight while issuing the next (0 or 1).
+#ifndef FDM_WGMMA_IN_FLIGHT
+#define FDM_WGMMA_IN_FLIGHT 1
+#endif
+  static constexpr int kInFlight = FDM_WGMMA_IN_FLIGHT;
+  static_assert(kInFlight == 0 || kInFlight == 1, "FDM_WGMMA_IN_FLIGHT is 0 or 1");
+
+  __device__ static void fence_accum(Accum& acc) {
+#pragma unroll
+    for (int b = 0; b < NB; ++b) {
+#pragma unroll
+      for (int i = 0; i < kAcc; ++i) fence_operand(acc.v[b][i]);
+    }
+  }
+  /// Lane 0 of each consumer warp releases stage `slot` to the producer.
+  __device__ static void release(const Smem& s, unsigned slot) {
+    __syncwarp();
+    if (threadIdx.x % 32 == 0) mbar_arrive(s.empty(slot));
+  }
+
+  // ─── task ring ────────────────────────────────────────────────────────────────────────
+  /// Producer thread 0: publishes `payload` in the next slot (waits until it is free).
+  template <class T> __device__ static void ring_put(const Smem& s, Ring<2>& r, const T& payload) {
+    mbar_wait(s.ring_empty(r.slot), r.phase ^ 1u);
+    *s.template ring_payload<T>(r.slot) = payload;
+    mbar_arrive(s.ring_full(r.slot));
+  }
+  /// Any thread: the payload of the next slot, once published.
+  template <class T> __device__ static T ring_get(const Smem& s, const Ring<2>& r) {
+    mbar_wait(s.ring_full(r.slot), r.phase);
+    return *s.template ring_payload<T>(r.slot);
+  }
+  /// Consumer threads, after ring_get: lane 0 of each warp releases the slot.
+  __device__ static void ring_release(const Smem& s, const Ring<2>& r) {
+    __syncwarp();
+    if (threadIdx.x % 32 == 0) mbar_arrive(s.ring_empty(r.slot));
+  }
+
+  // ─── producer ─────────────────────────────────────────────────────────────────────────
+  /// A rows a producer thread loads: thread pt copies 16-byte chunk pt % 8 of rows
+  /// pt / 8 + 16 i (i < kRowsPerThread), so 8 consecutive lanes read one row's 128 contiguous
+  /// bytes of each k-tile (whole L2 sectors; a thread-per-row mapping reads every sector
+  /// twice, and the engine is L2-bandwidth bound).
+  static constexpr int kRowsPerThread = BM / 16;
+  struct ARows {
+    const char* p[kRowsPerThread];  // K-contiguous row, 16-byte aligned; nullptr: not loaded
+  };
+  /// The rows of producer thread `pt`: row_ptr(r) for each of its tile rows r (nullptr past
+  /// the task's valid rows).
+  template <class RowPtr> __device__ static ARows a_rows(unsigned pt, RowPtr row_ptr) {
+    ARows rows;
+#pragma unroll
+    for (int i = 0; i < kRowsPerThread; ++i) rows.p[i] = row_ptr(pt / 8 + 16 * i);
+    return rows;
+  }
+
+  /// Producer thread `pt` (0..127) loads `ktiles` k-tiles of one task: its A chunks (`rows`,
+  /// from a_rows) with cp.async, and thread 0 the B tiles with TMA: rows [b_row, b_row + BN)
+  /// of the tensor maps `b0` (and `b1` when NB == 2).
+  __device__ static void produce(const Smem& s, Ring<STAGES>& ps, unsigned pt, const ARows& rows, int ktiles,
+                                 const void* b0, const void* b1, int b_row) {
+    const unsigned chunk = pt % 8;
+    const unsigned swizzled = (chunk ^ ((pt / 8) & 7u)) * 16;  // rows pt/8 + 16i share r % 8
+    for (int kt = 0; kt < ktiles; ++kt) {
+      mbar_wait(s.empty(ps.slot), ps.phase ^ 1u);
+      if (pt == 0) {
+        mbar_arrive_expect_tx(s.full(ps.slot), NB * kBBytes);
+        tma_load_2d(s.b(ps.slot, 0), b0, kt * kBK, b_row, s.full(ps.slot));
+        if constexpr (NB == 2) tma_load_2d(s.b(ps.slot, 1), b1, kt * kBK, b_row, s.full(ps.slot));
+      }
+      const unsigned a = s.a(ps.slot);
+#pragma unroll
+      for (int i = 0; i < kRowsPerThread; ++i) {
+        if (rows.p[i] != nullptr) {
+          const unsigned r = pt / 8 + 16 * i;
+          cp_async_16(a + r * 128 + swizzled, rows.p[i] + kt * 128 + chunk * 16);
+        }
+      }
+      cp_async_arrive_noinc(s.full(ps.slot));
+      ps.advance();
+    }
+  }
+
+  // ─── consumers ────────────────────────────────────────────────────────────────────────
+  /// Consumer warpgroup `cw` (0 or 1) accumulates `ktiles` k-tiles (ktiles >= 1) of the task
+  /// the producer is loading. One k-tile's wgmmas stay in flight while the next k-tile's are
+  /// issued (kInFlight = 1); a stage is released as soon as the wgmmas reading it retired.
+  __device__ static void consume(const Smem& s, Ring<STAGES>& ps, Accum& acc, unsigned cw, int ktiles) {
+    const unsigned a_off = (cw % kWgM) * 64 * 128;
+    const unsigned b_off = (cw / kWgM) * kN * 128;
+    unsigned pending = 0;  // the stage whose wgmmas may still be running
+    for (int kt = 0; kt < ktiles; ++kt) {
+      mbar_wait(s.full(ps.slot), ps.phase);
+      fence_accum(acc);
+      wgmma_fence();
+      const unsigned long long da = smem_desc(s.a(ps.slot) + a_off);
+#pragma unroll
+      for (int k = 0; k < kBK / kInstK; ++k) {
+        // One instruction's K slice is 32 bytes further along the swizzled row: +2 in the
+        // descriptor's address field (the hardware applies the swizzle to the address).
+#pragma unroll
+        for (int b = 0; b < NB; ++b) {
+          const unsigned long long db = smem_desc(s.b(ps.slot, b) + b_off);
+          wgmma<M, kN>(acc.v[b], da + 2 * k, db + 2 * k, (kt | k) != 0);
+        }
+      }
+      wgmma_commit();
+      fence_accum(acc);
+      if (kInFlight == 0 || kt > 0) {
+        wgmma_wait<kInFlight>();  // the previous k-tile's group (this one's with kInFlight 0)
+        release(s, kInFlight == 0 ? ps.slot : pending);
+      }
+      pending = ps.slot;
+      ps.advance();
+    }
+    if (kInFlight != 0) {
+      wgmma_wait<0>();
+      fence_accum(acc);
+      release(s, pending);
+    }
+  }
+
+  // ─── epilogue ─────────────────────────────────────────────────────────────────────────
+  /// Calls f(i, row, col) for the accumulator pair (i, i + 1) of consumer thread `ct`
+  /// (0..127) of warpgroup `cw` whose columns lie in [col_lo, col_lo + kChunkCols):
+  /// registers i and i + 1 hold (row, col) and (row, col + 1) of the tile. Fragment layout of
+  /// wgmma m64nN: warp w of the group owns rows 16w..16w+15; lane l = 4g + t holds, for each
+  /// 8-column block j, columns 8j + 2t (+1) of rows g and g + 8 (registers 4j, 4j+1 and
+  /// 4j+2, 4j+3).
+  template <class F> __device__ static void for_each_pair(unsigned cw, unsigned ct, unsigned col_lo, F f) {
+    const unsigned w = ct / 32, lane = ct % 32;
+    const unsigned row0 = (cw % kWgM) * 64 + 16 * w + lane / 4;
+    const unsigned group_col = (cw / kWgM) * kN;
+#pragma unroll
+    for (int j = 0; j < kN / 8; ++j) {
+      const unsigned col = group_col + 8 * j + 2 * (lane % 4);
+      if (col < col_lo || col >= col_lo + kChunkCols) continue;  // resolved at compile time per chunk
+#pragma unroll
+      for (int h = 0; h < 2; ++h) f(4 * j + 2 * h, row0 + 8 * h, col);
+    }
+  }
+
+  /// Byte offset of byte `offset` of staged row `row` (16-byte chunks XOR-swizzled by row).
+  __device__ static unsigned staged(unsigned row, unsigned offset) {
+    return row * kStagingStride + (((offset / 16) ^ (row & 7u)) * 16) + offset % 16;
+  }
+
+  /// The epilogue of a task, by all 256 consumer threads (`cw`, `ct` as in consume; `c` =
+  /// 0..255): out[r][col] = op(r, col, acc0, acc1 or 0) as Elem for rows r < valid_rows,
+  /// row r at out + r * ldo elements. Column chunks of kChunkCols go through the staging
+  /// buffer (swizzled: conflict-free) and leave it in 16-byte stores,
+  /// whole rows of a chunk by consecutive threads. Starts and ends with a consumer barrier,
+  /// so back-to-back tasks never race on the staging buffer.
+  template <class Op>
+  __device__ static void store(const Smem& s, const Accum& acc, unsigned cw, unsigned ct, unsigned c,
+                               unsigned valid_rows, Elem* out, unsigned long long ldo, Op op) {
+    char* staging = s.staging();
+    constexpr unsigned kVecs = kChunkCols * kElemBytes / 16;  // 16-byte vectors per chunk row
+#pragma unroll
+    for (int chunk = 0; chunk < BN / kChunkCols; ++chunk) {
+      const unsigned col_lo = chunk * kChunkCols;
+      consumer_sync();  // the previous chunk (or task) has left the staging buffer
+      for_each_pair(cw, ct, col_lo, [&](int i, unsigned row, unsigned col) {
+        Elem v[2];
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const float v1 = NB == 2 ? acc.v[NB - 1][i + e] : 0.f;
+          v[e] = tile::from_f32<Elem>(op(row, col + e, acc.v[0][i + e], v1));
+        }
+        // One 2-element store (col is even, rows are 16-byte aligned).
+        struct alignas(2 * sizeof(Elem)) Pair {
+          Elem x, y;
+        };
+        *reinterpret_cast<Pair*>(staging + staged(row, (col - col_lo) * kElemBytes)) = Pair{v[0], v[1]};
+      });
+      consumer_sync();
+      for (unsigned v = c; v < valid_rows * kVecs; v += kConsumerThreads) {
+        const unsigned r = v / kVecs, q = v % kVecs;
+        const uint4 val = *reinterpret_cast<const uint4*>(staging + staged(r, q * 16));
+        *reinterpret_cast<uint4*>(reinterpret_cast<char*>(out + r * ldo + col_lo) + q * 16) = val;
+      }
+    }
+  }
+};
+
+}  // namespace hopper
+}  // namespace flashdmoe
+#endif  // FDM_HOPPER

@@ -1,0 +1,491 @@
+//! The Hopper tile engine on its own: `kernels/tile_bench.cu`, a persistent GEMM built the
+//! way the MoE kernel's processors use the engine (producer warpgroup + task ring + consumer
+//! warpgroups, gathered A rows, B through TMA, fused epilogue, staged stores), checked against
+//! an f64 reference and timed. `examples/tile-bench.rs` is its command line; the GPU check
+//! runs it too.
+//!
+//! Every run checks before it times: fresh random inputs (never zeros), the output poisoned
+//! first (all bytes 0xFF, a NaN in every dtype), every valid element written, the rows past
+//! `m` untouched, sampled rows against the f64 reference (relative Frobenius error).
+
+use std::time::Duration;
+
+use bytemuck::{Pod, Zeroable};
+use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut};
+use flashdmoe_core::DType;
+use flashdmoe_core::rng::SplitMix64;
+
+use crate::device::Device;
+use crate::error::{CudaError, Result, driver};
+use crate::jit::{Arch, Defines, Jit};
+use crate::kernels::{KernelSource, KernelVariant, Targets};
+use crate::launch::{Kernel, LaunchShape};
+use crate::tma::TensorMap;
+
+/// The bench kernel.
+pub const TILE_BENCH: KernelSource = KernelSource {
+    file: "tile_bench.cu",
+    text: include_str!("../kernels/tile_bench.cu"),
+    entry: "fdm_tile_bench",
+};
+
+/// Minimum wall time of warm-up launches before timing.
+const WARMUP: Duration = Duration::from_millis(300);
+
+/// Threads of an engine block: one producer and two consumer warpgroups.
+pub const ENGINE_THREADS: u32 = 384;
+
+/// The fused epilogue of a bench run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Epilogue {
+    /// `acc`.
+    Plain,
+    /// `relu(acc + bias[col])`.
+    BiasRelu,
+    /// `silu(acc_gate) * acc_up` (two B operands).
+    SwiGlu,
+}
+
+/// One bench configuration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BenchConfig {
+    /// Bf16, F16, or F32 (tf32 tensor cores).
+    pub dtype: DType,
+    /// Tile rows (64 or 128).
+    pub bm: u32,
+    /// Tile columns per B operand.
+    pub bn: u32,
+    /// Pipeline stages.
+    pub stages: u32,
+    /// Output rows.
+    pub m: u32,
+    /// Output columns.
+    pub n: u32,
+    /// Reduction length.
+    pub k: u32,
+    /// Epilogue (SwiGLU uses two B operands).
+    pub epilogue: Epilogue,
+    /// A rows gathered through a random permutation (the MoE's no-self-copy path).
+    pub gather: bool,
+    /// wgmma k-tiles a consumer keeps in flight while issuing the next (0 or 1).
+    pub in_flight: u32,
+    /// Bytes of a row the epilogue stages at a time (`FDM_STAGE_COLS`: 128 = one
+    /// 128-byte chunk; the whole row of the tile leaves no room for a fourth stage).
+    pub stage_bytes: u32,
+}
+
+impl BenchConfig {
+    fn nb(&self) -> u32 {
+        if self.epilogue == Epilogue::SwiGlu { 2 } else { 1 }
+    }
+
+    fn mode(&self) -> u32 {
+        match self.dtype {
+            DType::Bf16 => 0,
+            DType::F16 => 1,
+            _ => 2,
+        }
+    }
+
+    /// A short label, e.g. `bf16 128x256 s3 m16384 n2048 k2048 plain`.
+    pub fn label(&self) -> String {
+        let epi = match self.epilogue {
+            Epilogue::Plain => "plain",
+            Epilogue::BiasRelu => "bias-relu",
+            Epilogue::SwiGlu => "swiglu",
+        };
+        let dtype = if self.dtype == DType::F32 { "tf32" } else { self.dtype.name() };
+        format!(
+            "{dtype} {}x{}{} s{}{} m{} n{} k{} {epi}",
+            self.bm,
+            self.bn,
+            if self.gather { " gather" } else { "" },
+            self.stages,
+            if self.in_flight == 0 { " w0".to_string() } else { String::new() }
+                + &if self.stage_bytes == 128 {
+                    String::new()
+                } else {
+                    format!(" e{}", self.stage_bytes)
+                },
+            self.m,
+            self.n,
+            self.k
+        )
+    }
+
+    /// The compile variant (CI compile-checks these for sm_90a).
+    pub fn variant(&self) -> KernelVariant {
+        KernelVariant {
+            label: format!("tile-bench-{}", self.label().replace(' ', "-")),
+            source: TILE_BENCH,
+            defines: Defines::new()
+                .set("FDM_MODE", self.mode())
+                .set("FDM_BM", self.bm)
+                .set("FDM_BN", self.bn)
+                .set("FDM_NB", self.nb())
+                .set("FDM_STAGES", self.stages)
+                .set("FDM_WGMMA_IN_FLIGHT", self.in_flight)
+                .set("FDM_STAGE_COLS", self.stage_bytes),
+            fallback: None,
+            targets: Targets::Hopper,
+        }
+    }
+
+    /// Dynamic shared memory of a block (mirrors `Engine::kSmemBytes`).
+    pub fn smem_bytes(&self) -> u32 {
+        let round = |x: u32, a: u32| x.div_ceil(a) * a;
+        let elem = self.dtype.elem_bytes();
+        let stage = self.bm * 128 + self.nb() * self.bn * 128;
+        let chunk_cols = self.bn.min(self.stage_bytes / elem);
+        let staging = self.bm * chunk_cols * elem;
+        let barriers = round(self.stages * stage + staging, 16);
+        let ring = round(barriers + 8 * (2 * self.stages + 4), 64);
+        ring + 2 * 64 + 1024
+    }
+
+    fn check(&self) -> Result<()> {
+        let bad = |reason: String| {
+            Err(CudaError::InvalidLaunch { entry: TILE_BENCH.entry.into(), reason })
+        };
+        let kbk = 128 / self.dtype.elem_bytes();
+        if !matches!(self.dtype, DType::Bf16 | DType::F16 | DType::F32) {
+            return bad(format!("dtype {} has no tensor-core engine", self.dtype.name()));
+        }
+        if !matches!(self.bm, 64 | 128) {
+            return bad(format!("bm {} (64 or 128)", self.bm));
+        }
+        let per_group = self.bn * self.bm / 64 / 2;
+        if ![32, 64, 128, 256].contains(&per_group) {
+            return bad(format!("bn {} gives {per_group} columns per warpgroup", self.bn));
+        }
+        if self.m == 0 || self.n == 0 || !self.n.is_multiple_of(self.bn) {
+            return bad(format!("n {} must be a positive multiple of bn {}", self.n, self.bn));
+        }
+        if self.k == 0 || !self.k.is_multiple_of(kbk) {
+            return bad(format!("k {} must be a positive multiple of {kbk}", self.k));
+        }
+        if !matches!(self.stage_bytes, 128 | 256 | 512)
+            || self.bn * self.dtype.elem_bytes() < self.stage_bytes
+        {
+            return bad(format!(
+                "stage_bytes {} (128, 256 or 512, at most a tile row)",
+                self.stage_bytes
+            ));
+        }
+        if self.in_flight > 1 {
+            return bad(format!("in_flight {} (0 or 1)", self.in_flight));
+        }
+        if !(2..=8).contains(&self.stages) {
+            return bad(format!("stages {} (2..=8)", self.stages));
+        }
+        Ok(())
+    }
+}
+
+/// Mirrors `fdm_tile_bench_params` in `kernels/tile_bench.cu`.
+#[derive(Clone, Copy, Debug)]
+#[repr(C, align(128))]
+struct BenchParams {
+    b0: TensorMap,
+    b1: TensorMap,
+    a: u64,
+    a_index: u64,
+    c: u64,
+    bias: u64,
+    lda: u64,
+    ldc: u64,
+    tile_counter: u64,
+    m: u32,
+    n: u32,
+    k: u32,
+    epilogue: u32,
+    group_m: u32,
+    pad: [u32; 13],
+}
+
+// SAFETY: integers and tensor maps only; the layout has no padding (asserted below: every
+// field ends where the next begins and the size is a multiple of the alignment).
+unsafe impl Zeroable for BenchParams {}
+// SAFETY: as above.
+unsafe impl Pod for BenchParams {}
+
+const _: () = assert!(size_of::<BenchParams>() == 384);
+const _: () = assert!(std::mem::offset_of!(BenchParams, a) == 256);
+const _: () = assert!(std::mem::offset_of!(BenchParams, tile_counter) == 304);
+const _: () = assert!(std::mem::offset_of!(BenchParams, group_m) == 328);
+
+/// What a bench run measured.
+#[derive(Clone, Debug)]
+pub struct BenchResult {
+    /// The configuration.
+    pub config: BenchConfig,
+    /// Median time of one GEMM.
+    pub median: Duration,
+    /// Fastest and slowest timed GEMM.
+    pub min: Duration,
+    /// Slowest timed GEMM.
+    pub max: Duration,
+    /// Achieved rate (2 m n k per B operand over the median), TFLOP/s.
+    pub tflops: f64,
+    /// Relative Frobenius error of the sampled rows against the f64 reference.
+    pub rel_err: f64,
+    /// Rows checked against the reference.
+    pub rows_checked: usize,
+    /// Registers per thread at entry (ptxas).
+    pub registers: Option<u32>,
+}
+
+/// The error allowed on the sampled rows: output rounding of the dtype plus the reduction.
+fn threshold(dtype: DType) -> f64 {
+    match dtype {
+        DType::Bf16 => 8e-3,
+        DType::F16 => 2e-3,
+        _ => 4e-3,
+    }
+}
+
+fn random(rng: &mut SplitMix64, len: usize, dtype: DType) -> Vec<f32> {
+    (0..len).map(|_| dtype.round(2.0 * rng.next_unit() - 1.0)).collect()
+}
+
+fn silu(x: f64) -> f64 {
+    x / (1.0 + (-x).exp())
+}
+
+/// Compiles, checks and times one configuration on `device` (sm_90a only).
+pub fn run(
+    jit: &Jit,
+    device: &Device,
+    config: &BenchConfig,
+    iters: u32,
+    seed: u64,
+) -> Result<BenchResult> {
+    config.check()?;
+    let _range = nvtx::LocalRange::new(c"flashdmoe::tile_bench");
+    let compiled = jit.compile_variant(&config.variant(), Arch::SM90A)?;
+    let kernel = Kernel::load(device, &compiled.cubin, config.smem_bytes())?;
+    let shape = kernel.cooperative_shape(ENGINE_THREADS)?;
+    let (m, n, k) = (config.m as usize, config.n as usize, config.k as usize);
+    let dtype = config.dtype;
+    let elem = dtype.elem_bytes() as usize;
+    let mut rng = SplitMix64::for_tensor(seed, 0xB0);
+    let a = random(&mut rng, m * k, dtype);
+    let b: Vec<Vec<f32>> = (0..config.nb()).map(|_| random(&mut rng, n * k, dtype)).collect();
+    let bias = random(&mut rng, n, dtype);
+    // A gathered through a random permutation of its rows (Fisher-Yates).
+    let mut index: Vec<u32> = (0..m as u32).collect();
+    if config.gather {
+        for i in (1..m).rev() {
+            index.swap(i, (rng.next() % (i as u64 + 1)) as usize);
+        }
+    }
+
+    let stream = device.stream();
+    let enc = |v: &[f32]| {
+        let mut out = Vec::new();
+        dtype.encode_into(v, &mut out);
+        out
+    };
+    let up = |bytes: &[u8]| stream.clone_htod(bytes).map_err(driver("cuMemcpyHtoDAsync"));
+    let a_dev = up(&enc(&a))?;
+    let b_dev = b.iter().map(|b| up(&enc(b))).collect::<Result<Vec<_>>>()?;
+    let bias_dev = up(&enc(&bias))?;
+    let index_dev = stream.clone_htod(&index).map_err(driver("cuMemcpyHtoDAsync"))?;
+    // Output with BM rows of slack after m, all poisoned.
+    let c_rows = m + config.bm as usize;
+    let c_dev = up(&vec![0xFFu8; c_rows * n * elem])?;
+    // Counter i belongs to launch i; launch 1 (the warm-ups) reuses its counter, reset before
+    // each.
+    let counters = iters as usize + 2;
+    let mut counter_dev: CudaSlice<u32> =
+        stream.alloc_zeros(counters).map_err(driver("cuMemAllocAsync"))?;
+
+    let ptr = |s: &CudaSlice<u8>| s.device_ptr(stream).0;
+    let map = |s: &CudaSlice<u8>| {
+        TensorMap::tiled_2d(device, dtype, ptr(s), n as u64, k as u64, (k * elem) as u64, config.bn)
+    };
+    let b0 = map(&b_dev[0])?;
+    let b1 = if config.nb() == 2 { map(&b_dev[1])? } else { b0 };
+    let counter_base = counter_dev.device_ptr_mut(stream).0;
+    let params = |i: usize| BenchParams {
+        b0,
+        b1,
+        a: ptr(&a_dev),
+        a_index: if config.gather { index_dev.device_ptr(stream).0 } else { 0 },
+        c: ptr(&c_dev),
+        bias: ptr(&bias_dev),
+        lda: k as u64,
+        ldc: n as u64,
+        tile_counter: counter_base + 4 * i as u64,
+        m: config.m,
+        n: config.n,
+        k: config.k,
+        epilogue: config.epilogue as u32,
+        group_m: 16,
+        pad: [0; 13],
+    };
+    let launch = |i: usize| {
+        // SAFETY: `BenchParams` mirrors the kernel's parameter block (asserted on both
+        // sides); every address names a live allocation of this function sized for the
+        // config (A m x k, B n x k each, bias n, C (m + bm) x n, the counters), all alive
+        // until the stream is synchronised below.
+        unsafe {
+            kernel.launch_cooperative(
+                stream,
+                LaunchShape { grid: shape.grid, block: ENGINE_THREADS },
+                &params(i),
+            )
+        }
+    };
+
+    // Correctness: one launch on the poisoned output.
+    launch(0)?;
+    device.synchronize()?;
+    let out_bytes = stream.clone_dtoh(&c_dev).map_err(driver("cuMemcpyDtoHAsync"))?;
+    let fail =
+        |reason: String| Err(CudaError::SelftestFailed { ordinal: device.ordinal(), reason });
+    let row_bytes = n * elem;
+    if let Some(r) = (0..m).find(|&r| {
+        out_bytes[r * row_bytes..(r + 1) * row_bytes]
+            .chunks_exact(elem)
+            .any(|e| e.iter().all(|&x| x == 0xFF))
+    }) {
+        return fail(format!("{}: row {r} has unwritten (poisoned) elements", config.label()));
+    }
+    if out_bytes[m * row_bytes..].iter().any(|&x| x != 0xFF) {
+        return fail(format!("{}: the kernel wrote past row {m}", config.label()));
+    }
+    let mut out = Vec::new();
+    dtype.decode_into(&out_bytes[..m * row_bytes], &mut out);
+    // Sampled rows: the first, the last, and random ones.
+    let mut rows: Vec<usize> = vec![0, m - 1];
+    rows.extend((0..62).map(|_| (rng.next() % m as u64) as usize));
+    let (mut err2, mut ref2) = (0.0f64, 0.0f64);
+    for &r in &rows {
+        let arow = &a[index[r] as usize * k..][..k];
+        for col in 0..n {
+            let dot = |b: &[f32]| -> f64 {
+                b[col * k..][..k].iter().zip(arow).map(|(&x, &y)| f64::from(x) * f64::from(y)).sum()
+            };
+            let v0 = dot(&b[0]);
+            let want = match config.epilogue {
+                Epilogue::Plain => v0,
+                Epilogue::BiasRelu => (v0 + f64::from(bias[col])).max(0.0),
+                Epilogue::SwiGlu => silu(v0) * dot(&b[1]),
+            };
+            let got = f64::from(out[r * n + col]);
+            if !got.is_finite() {
+                return fail(format!("{}: row {r} col {col} is {got}", config.label()));
+            }
+            err2 += (got - want) * (got - want);
+            ref2 += want * want;
+        }
+    }
+    let rel_err = (err2 / ref2.max(f64::MIN_POSITIVE)).sqrt();
+    if rel_err > threshold(dtype) {
+        return fail(format!(
+            "{}: relative error {rel_err:.3e} over {} sampled rows exceeds {:.1e}",
+            config.label(),
+            rows.len(),
+            threshold(dtype)
+        ));
+    }
+
+    // Timing: warm-up launches for at least WARMUP of wall time (the clocks ramp up from
+    // idle), then `iters` launches between events, one event pair each.
+    let warm = std::time::Instant::now();
+    while warm.elapsed() < WARMUP {
+        for _ in 0..10 {
+            stream
+                .memset_zeros(&mut counter_dev.slice_mut(1..2))
+                .map_err(driver("cuMemsetD8Async"))?;
+            launch(1)?;
+        }
+        device.synchronize()?;
+    }
+    let flags = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
+    let mut times = Vec::with_capacity(iters as usize);
+    for i in 0..iters as usize {
+        let start = stream.record_event(flags).map_err(driver("cuEventRecord"))?;
+        launch(2 + i)?;
+        let end = stream.record_event(flags).map_err(driver("cuEventRecord"))?;
+        end.synchronize().map_err(driver("cuEventSynchronize"))?;
+        let ms = start.elapsed_ms(&end).map_err(driver("cuEventElapsedTime"))?;
+        times.push(Duration::from_secs_f64(f64::from(ms) / 1e3));
+    }
+    times.sort();
+    let median = times[times.len() / 2];
+    let flops = 2.0 * m as f64 * n as f64 * k as f64 * f64::from(config.nb());
+    Ok(BenchResult {
+        config: *config,
+        median,
+        min: times[0],
+        max: times[times.len() - 1],
+        tflops: flops / median.as_secs_f64() / 1e12,
+        rel_err,
+        rows_checked: rows.len(),
+        registers: compiled.cubin.report().entry(TILE_BENCH.entry).and_then(|f| f.registers),
+    })
+}
+
+/// The configurations CI compile-checks and the GPU check runs: the engine's tiles as the
+/// MoE kernel uses them, plus f16 and tf32.
+pub fn suite() -> Vec<BenchConfig> {
+    let c = |dtype, bm, bn, stages, epilogue, gather, m| BenchConfig {
+        dtype,
+        bm,
+        bn,
+        stages,
+        m,
+        n: 2048,
+        k: 2048,
+        epilogue,
+        gather,
+        in_flight: 1,
+        stage_bytes: 128,
+    };
+    use Epilogue::*;
+    let staged = |stage_bytes, stages| BenchConfig {
+        stage_bytes,
+        ..c(DType::Bf16, 128, 256, stages, Plain, false, 16384)
+    };
+    vec![
+        c(DType::Bf16, 128, 256, 4, Plain, false, 16384),
+        staged(256, 4),
+        staged(512, 3),
+        BenchConfig { in_flight: 0, ..staged(256, 4) },
+        c(DType::Bf16, 128, 256, 4, BiasRelu, true, 16384 - 37),
+        c(DType::Bf16, 128, 128, 4, SwiGlu, true, 8192 - 5),
+        c(DType::Bf16, 128, 128, 4, Plain, false, 16384),
+        c(DType::Bf16, 64, 256, 4, BiasRelu, true, 1000),
+        c(DType::Bf16, 64, 128, 4, SwiGlu, false, 300),
+        c(DType::F16, 128, 256, 4, Plain, true, 4096 + 3),
+        c(DType::F32, 128, 128, 4, Plain, false, 4096 - 1),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suite_configs_are_valid_and_fit_an_h200_block() {
+        for c in suite() {
+            c.check().unwrap();
+            assert!(c.smem_bytes() <= 232_448, "{} needs {} bytes", c.label(), c.smem_bytes());
+        }
+    }
+
+    #[test]
+    fn bad_shapes_are_typed_errors() {
+        let mut c = suite()[0];
+        c.n = 100;
+        assert!(matches!(c.check(), Err(CudaError::InvalidLaunch { .. })));
+        c = suite()[0];
+        c.dtype = DType::F32Exact;
+        assert!(c.check().is_err());
+        c = suite()[0];
+        c.bn = 96;
+        assert!(c.check().is_err());
+    }
+}
