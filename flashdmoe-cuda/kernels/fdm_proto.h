@@ -159,3 +159,48 @@ FDM_FN unsigned long long fdm_intermediate_row(const fdm_layout* l, unsigned int
                                                unsigned int row, unsigned int col) {
     return fdm_element(l, l->intermediate_rows, source, le, row, col, l->inter);
 }
+// The counters a forward resets (row-tile then combine counters, contiguous u32s):
+// HeapLayout::counters.
+FDM_FN unsigned long long fdm_counters_start(const fdm_layout* l) { return l->row_tile_counters; }
+FDM_FN unsigned long long fdm_counters_bytes(const fdm_layout* l) {
+    return l->combine_counters + (unsigned long long)fdm_col_tiles_hidden(l) * FDM_COUNTER_BYTES - l->row_tile_counters;
+}
+
+// ---- the task graph ----
+// Tasks of a rank that received `row_tiles` row tiles in all: TaskCounts::bound.
+FDM_FN unsigned long long fdm_task_bound(const fdm_layout* l, unsigned long long row_tiles) {
+    return row_tiles * (fdm_col_tiles_inter(l) + fdm_col_tiles_hidden(l))
+        + (unsigned long long)l->token_tiles * fdm_col_tiles_hidden(l);
+}
+// The descriptor TaskDescriptor::new builds, for arguments it accepts (the kernel forms them
+// from validated counts; the Rust constructor is the one that checks them).
+FDM_FN fdm_task fdm_task_init(const fdm_layout* l, unsigned int kind, unsigned int epoch, unsigned int source,
+                              unsigned int owner, unsigned int le, unsigned int row_tile, unsigned int col_tile,
+                              unsigned int valid_rows) {
+    fdm_task t;
+    t.kind = kind;
+    t.source_rank = source;
+    t.owner_rank = owner;
+    t.local_expert = le;
+    t.row_tile = row_tile;
+    t.col_tile = col_tile;
+    t.valid_rows = valid_rows;
+    t.epoch = epoch;
+    t.input_offset = FDM_NO_OFFSET;
+    t.output_offset = FDM_NO_OFFSET;
+    t.signal_offset = FDM_NO_OFFSET;
+    t.counter_offset = FDM_NO_OFFSET;
+    const unsigned int row = row_tile * l->bm;
+    if (kind == FDM_TASK_GEMM0) {
+        t.input_offset = fdm_row(l, FDM_STAGE_DISPATCH, source, le, row, 0u);
+        t.output_offset = fdm_intermediate_row(l, source, le, row, col_tile * l->bn);
+        t.counter_offset = fdm_row_tile_counter(l, source, le, row_tile);
+    } else if (kind == FDM_TASK_GEMM1) {
+        t.input_offset = fdm_intermediate_row(l, source, le, row, 0u);
+        t.output_offset = fdm_row(l, FDM_STAGE_RETURN, owner, le, row, col_tile * l->bn);
+        t.signal_offset = fdm_return_signal(l, owner, le, row_tile, col_tile);
+    } else {
+        t.output_offset = ((unsigned long long)row * l->hidden + (unsigned long long)col_tile * l->bn) * l->elem_bytes;
+    }
+    return t;
+}

@@ -205,6 +205,51 @@ FDM_FN unsigned long long fdm_intermediate_row(const fdm_layout* l, unsigned int
                                                unsigned int row, unsigned int col) {
     return fdm_element(l, l->intermediate_rows, source, le, row, col, l->inter);
 }
+// The counters a forward resets (row-tile then combine counters, contiguous u32s):
+// HeapLayout::counters.
+FDM_FN unsigned long long fdm_counters_start(const fdm_layout* l) { return l->row_tile_counters; }
+FDM_FN unsigned long long fdm_counters_bytes(const fdm_layout* l) {
+    return l->combine_counters + (unsigned long long)fdm_col_tiles_hidden(l) * FDM_COUNTER_BYTES - l->row_tile_counters;
+}
+
+// ---- the task graph ----
+// Tasks of a rank that received `row_tiles` row tiles in all: TaskCounts::bound.
+FDM_FN unsigned long long fdm_task_bound(const fdm_layout* l, unsigned long long row_tiles) {
+    return row_tiles * (fdm_col_tiles_inter(l) + fdm_col_tiles_hidden(l))
+        + (unsigned long long)l->token_tiles * fdm_col_tiles_hidden(l);
+}
+// The descriptor TaskDescriptor::new builds, for arguments it accepts (the kernel forms them
+// from validated counts; the Rust constructor is the one that checks them).
+FDM_FN fdm_task fdm_task_init(const fdm_layout* l, unsigned int kind, unsigned int epoch, unsigned int source,
+                              unsigned int owner, unsigned int le, unsigned int row_tile, unsigned int col_tile,
+                              unsigned int valid_rows) {
+    fdm_task t;
+    t.kind = kind;
+    t.source_rank = source;
+    t.owner_rank = owner;
+    t.local_expert = le;
+    t.row_tile = row_tile;
+    t.col_tile = col_tile;
+    t.valid_rows = valid_rows;
+    t.epoch = epoch;
+    t.input_offset = FDM_NO_OFFSET;
+    t.output_offset = FDM_NO_OFFSET;
+    t.signal_offset = FDM_NO_OFFSET;
+    t.counter_offset = FDM_NO_OFFSET;
+    const unsigned int row = row_tile * l->bm;
+    if (kind == FDM_TASK_GEMM0) {
+        t.input_offset = fdm_row(l, FDM_STAGE_DISPATCH, source, le, row, 0u);
+        t.output_offset = fdm_intermediate_row(l, source, le, row, col_tile * l->bn);
+        t.counter_offset = fdm_row_tile_counter(l, source, le, row_tile);
+    } else if (kind == FDM_TASK_GEMM1) {
+        t.input_offset = fdm_intermediate_row(l, source, le, row, 0u);
+        t.output_offset = fdm_row(l, FDM_STAGE_RETURN, owner, le, row, col_tile * l->bn);
+        t.signal_offset = fdm_return_signal(l, owner, le, row_tile, col_tile);
+    } else {
+        t.output_offset = ((unsigned long long)row * l->hidden + (unsigned long long)col_tile * l->bn) * l->elem_bytes;
+    }
+    return t;
+}
 "#;
 
 #[cfg(test)]
@@ -223,8 +268,9 @@ mod tests {
     use std::process::Command;
 
     use super::c_header;
-    use crate::graph::tile_rows;
+    use crate::graph::{TaskCounts, tile_rows};
     use crate::layout::{Geometry, HeapLayout, LayoutParams, Stage, TileShape, div_ceil};
+    use crate::task::{TaskDescriptor, TaskKind};
     use crate::{Epoch, signal};
 
     fn geometries() -> [Geometry; 4] {
@@ -391,6 +437,61 @@ mod tests {
                     &alloc::format!("fdm_combine_counter({lp}, {ct}u)"),
                     l.combine_counter(ct).unwrap(),
                 );
+            }
+            let (start, bytes) = l.counters();
+            q.push(&alloc::format!("fdm_counters_start({lp})"), start);
+            q.push(&alloc::format!("fdm_counters_bytes({lp})"), bytes);
+            for row_tiles in [0u64, 1, 7, 1 << 20] {
+                q.push(
+                    &alloc::format!("fdm_task_bound({lp}, {row_tiles}ull)"),
+                    TaskCounts::bound(&l, row_tiles),
+                );
+            }
+            // Every field of fdm_task_init against TaskDescriptor::new, per kind, at both
+            // ends of the ranges.
+            let epoch = Epoch::new(9).unwrap();
+            let last = |n: u32| n.saturating_sub(1);
+            let (src, own) = (last(g.world), 0);
+            let le = last(g.local_experts);
+            let mut cases = alloc::vec![];
+            for rt in probes(l.max_row_tiles()) {
+                let valid = tile_rows(g.capacity, rt, g.tile.bm);
+                for ct in probes(g.col_tiles_inter()) {
+                    cases.push((TaskKind::Gemm0, src, own, le, rt, ct, valid));
+                }
+                for ct in probes(g.col_tiles_hidden()) {
+                    cases.push((TaskKind::Gemm1, src, own, le, rt, ct, valid));
+                }
+            }
+            for tt in probes(l.token_tiles()) {
+                for ct in probes(g.col_tiles_hidden()) {
+                    let valid = tile_rows(g.tokens, tt, g.tile.bm);
+                    cases.push((TaskKind::Combine, src, src, 0, tt, ct, valid));
+                }
+            }
+            for (kind, s, o, e, rt, ct, valid) in cases {
+                let t = TaskDescriptor::new(&l, kind, epoch, s, o, e, rt, ct, valid).unwrap();
+                let call = alloc::format!(
+                    "fdm_task_init({lp}, {}u, 9u, {s}u, {o}u, {e}u, {rt}u, {ct}u, {valid}u)",
+                    kind as u32
+                );
+                let fields: [(&str, u64); 12] = [
+                    ("kind", t.kind.into()),
+                    ("source_rank", t.source_rank.into()),
+                    ("owner_rank", t.owner_rank.into()),
+                    ("local_expert", t.local_expert.into()),
+                    ("row_tile", t.row_tile.into()),
+                    ("col_tile", t.col_tile.into()),
+                    ("valid_rows", t.valid_rows.into()),
+                    ("epoch", t.epoch.into()),
+                    ("input_offset", t.input_offset),
+                    ("output_offset", t.output_offset),
+                    ("signal_offset", t.signal_offset),
+                    ("counter_offset", t.counter_offset),
+                ];
+                for (field, value) in fields {
+                    q.push(&alloc::format!("{call}.{field}"), value);
+                }
             }
         }
         q

@@ -306,6 +306,13 @@ impl HeapLayout {
         self.dispatch_rows
     }
 
+    /// The counters a forward resets: the row-tile counters and the combine counters, as
+    /// `(start, bytes)` (one contiguous run of `u32`s; `fdm_counters` in the C header).
+    pub fn counters(&self) -> (u64, u64) {
+        let end = self.combine_counters + self.geometry.col_tiles_hidden() as u64 * COUNTER_BYTES;
+        (self.row_tile_counters, end - self.row_tile_counters)
+    }
+
     fn check_peer_expert(&self, peer: u32, local_expert: u32) -> Result<()> {
         check_range("peer rank", peer, self.geometry.world)?;
         check_range("local expert", local_expert, self.geometry.local_experts)
@@ -497,6 +504,12 @@ mod tests {
         assert_eq!(l.intermediate_row(0, 1, 1, 31).unwrap(), 3072 + ((5 + 1) * 32 + 31) * 2);
         assert_eq!(l.total_bytes(), 5120);
         assert_eq!(l.control_bytes(), 1024);
+        let (start, bytes) = l.counters();
+        assert_eq!(start, l.params().row_tile_counters);
+        assert_eq!(
+            start + bytes,
+            l.params().combine_counters + 4 * l.geometry().col_tiles_hidden() as u64
+        );
     }
 
     #[test]
