@@ -84,12 +84,12 @@ extern "C" __global__ void __launch_bounds__(hopper::kEngineThreads, 1)
       if (t == kStop) break;
       unsigned mt, nt;
       raster(t, tiles_m, tiles_n, p.group_m, mt, nt);
-      const Engine::ARows rows = Engine::a_rows(pt, [&](unsigned r) -> const char* {
-        const unsigned row = mt * FDM_BM + r;
-        if (row >= p.m) return nullptr;
-        const unsigned src = p.a_index ? p.a_index[row] : row;
-        return reinterpret_cast<const char*>(p.a) + (unsigned long long)src * p.lda * sizeof(Elem);
-      });
+      const Engine::ARows rows = Engine::a_rows(pt, reinterpret_cast<const char*>(p.a),
+                                                (unsigned)(p.lda * sizeof(Elem)), [&](unsigned r) {
+                                                  const unsigned row = mt * FDM_BM + r;
+                                                  if (row >= p.m) return Engine::kNoRow;
+                                                  return p.a_index ? p.a_index[row] : row;
+                                                });
       Engine::produce(s, pipe, pt, rows, ktiles, &p.b0, &p.b1, (int)(nt * FDM_BN));
     }
   } else {

@@ -22,11 +22,12 @@
 //   Shared memory: the caller passes `char* smem` (>= kSmemBytes bytes, 128-byte aligned),
 //   usually its dynamic shared memory; it sets the launch's dynamic smem from kSmemBytes.
 //
-//   Re-entrancy: gemm()/gemm_dual() start with __syncthreads() and end with all cp.async
-//   groups drained + __syncthreads(); store() also syncs before and after touching smem.
+//   Re-entrancy: gemm()/gemm_dual() start with a block barrier (sync(): __syncthreads(), or
+//   the named barrier FDM_TILE_BARRIER_ID of kThreads threads) and end with all cp.async
+//   groups drained + sync(); store() also syncs before and after touching smem.
 //   So a persistent block may call gemm -> epilogue -> store -> gemm ... back to back on the
 //   same smem for different tiles. All threads of the block must make the same calls
-//   (they contain __syncthreads()).
+//   (they contain sync()).
 //
 // Compile-time knobs: Mode (BF16 | F16 | TF32 | F32Exact), BM, BN, BK, STAGES, WARPS_M,
 // WARPS_N, NB (1 = plain, 2 = dual-B for SwiGLU), FRAG_PIPE (register-pipelined fragments;
@@ -264,6 +265,17 @@ struct TileGemm {
   // hoist the many per-thread addresses derived from it out of the caller's persistent
   // tile loop, where they would stay live across the register-hungry main loop.
   static __device__ __forceinline__ int tid() { return ptx::tid_x(); }
+  /// The tile's barrier: __syncthreads(), or with FDM_TILE_BARRIER_ID defined the named
+  /// barrier of that id over the tile's kThreads threads, so a block with more threads (the
+  /// Hopper kernel's 384) can run a tile on its first kThreads while the others do not take
+  /// part.
+  static __device__ __forceinline__ void sync() {
+#ifdef FDM_TILE_BARRIER_ID
+    asm volatile("bar.sync %0, %1;" ::"n"(FDM_TILE_BARRIER_ID), "n"(kThreads) : "memory");
+#else
+    __syncthreads();
+#endif
+  }
   static __device__ __forceinline__ int lane_id() { return tid() & 31; }
   static __device__ __forceinline__ int warp_m() { return (tid() >> 5) / WARPS_N; }
   static __device__ __forceinline__ int warp_n() { return (tid() >> 5) % WARPS_N; }
@@ -483,7 +495,7 @@ struct TileGemm {
     valid_rows = valid_rows < BM ? valid_rows : BM;
     valid_cols = valid_cols < BN ? valid_cols : BN;
 
-    __syncthreads();  // entry: smem may still be in use by the previous tile's epilogue
+    sync();  // entry: smem may still be in use by the previous tile's epilogue
     zero(acc0);
     if constexpr (NBU == 2) zero(acc1);
 
@@ -519,7 +531,7 @@ struct TileGemm {
       // happened before the barrier that ended k-tile kt-1 (all later reads are kt's).
       static_assert(KSTEPS % 2 == 0, "buffer parity must repeat every k-tile");
       ptx::cp_async_wait<STAGES - 2>();
-      __syncthreads();
+      sync();
       Frags fr[2];
       load_frags<NBU>(tid, fr[0], s_base, 0);
 #pragma unroll 1
@@ -531,7 +543,7 @@ struct TileGemm {
         for (int ks = 0; ks < KSTEPS; ++ks) {
           if (ks == KSTEPS - 1) {
             ptx::cp_async_wait<STAGES - 2>();  // k-tile kt+1 has landed ...
-            __syncthreads();                   // ... for everyone; kt's smem reads are done
+            sync();                   // ... for everyone; kt's smem reads are done
             read_slot = read_slot + 1 == STAGES ? 0 : read_slot + 1;
             write_slot = write_slot + 1 == STAGES ? 0 : write_slot + 1;
             s_rd = s_base + (unsigned int)(read_slot * kStageBytes);
@@ -546,7 +558,7 @@ struct TileGemm {
 #pragma unroll 1
       for (int kt = 0; kt < KT; ++kt) {
         ptx::cp_async_wait<STAGES - 2>();  // k-tile kt has landed (this thread's copies)
-        __syncthreads();                   // ... everyone's copies; slot kt-1 fully consumed
+        sync();                   // ... everyone's copies; slot kt-1 fully consumed
 
         if (kt + STAGES - 1 < KT) load_stage(write_slot, kt + STAGES - 1);
         ptx::cp_async_commit();
@@ -565,7 +577,7 @@ struct TileGemm {
     }
 
     ptx::cp_async_wait<0>();  // exit: no copy may still be in flight into smem
-    __syncthreads();          // everyone is done reading smem
+    sync();          // everyone is done reading smem
   }
 
   // ═══════════════════════════════════════════════════════════════════════════════════
@@ -681,7 +693,7 @@ struct TileGemm {
     valid_rows = valid_rows < BM ? valid_rows : BM;
     valid_cols = valid_cols < BN ? valid_cols : BN;
 
-    __syncthreads();  // smem may still be in use by other warps (caller's own use)
+    sync();  // smem may still be in use by other warps (caller's own use)
 #pragma unroll
     for (int mi = 0; mi < MI; ++mi)
 #pragma unroll
@@ -692,7 +704,7 @@ struct TileGemm {
           *reinterpret_cast<float2*>(smem + r * SROW + c * 4) =
               make_float2(acc.v[mi][ni][2 * h], acc.v[mi][ni][2 * h + 1]);
         }
-    __syncthreads();
+    sync();
 
     const bool vec_ok = ((ldc * OB) & 15) == 0 && (reinterpret_cast<unsigned long long>(C) & 15) == 0;
 #pragma unroll 2
@@ -725,7 +737,7 @@ struct TileGemm {
         }
       }
     }
-    __syncthreads();  // staging smem is free again (re-entrancy)
+    sync();  // staging smem is free again (re-entrancy)
   }
 
   /// Plain store: C[r][c] = acc[r][c].

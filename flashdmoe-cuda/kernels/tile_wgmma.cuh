@@ -31,7 +31,7 @@
 //   Shared memory written by cp.async or TMA and read by wgmma needs no proxy fence: the
 //   mbarrier completion orders it (the arrangement CUTLASS and DeepGEMM ship).
 //
-// TASK RING (two slots of a 64-byte payload): the producer's thread 0 writes a slot and
+// TASK RING (two slots of a 128-byte payload): the producer's thread 0 writes a slot and
 //   arrives on ring_full[slot] (count 1); every thread of both sides waits on it and reads
 //   the payload; consumer warps release it on ring_empty[slot] (count 8). So the producer is
 //   one task ahead: it loads task n+1 while the consumers finish task n's epilogue.
@@ -87,10 +87,12 @@ constexpr int kProducerThreads = 128;
 constexpr int kConsumerThreads = 256;
 constexpr int kEngineThreads = kProducerThreads + kConsumerThreads;
 constexpr int kConsumerWarps = kConsumerThreads / 32;
-/// Registers after reallocation: 128 x 56 + 256 x 224 = 64512 = 384 x 168, the entry budget
-/// of a __launch_bounds__(384, 1) kernel.
-constexpr int kProducerRegs = 56;
-constexpr int kConsumerRegs = 224;
+/// Registers after reallocation: 128 x 88 + 256 x 208 = 64512 = 384 x 168, the entry budget
+/// of a __launch_bounds__(384, 1) kernel. The MoE kernel's producer (task rows, mailbox) needs
+/// more than a plain GEMM's 56, and 216 leave the consumers' 128 accumulators room: with
+/// 56/224 (and 72/216 once H != I) ptxas spilled in the producer region.
+constexpr int kProducerRegs = 88;
+constexpr int kConsumerRegs = 208;
 /// Named barrier of the 256 consumer threads (0 is __syncthreads).
 constexpr unsigned kConsumerBarrier = 1;
 
@@ -129,7 +131,7 @@ template <Mode M, int BM, int BN, int NB, int STAGES> struct Engine {
   static constexpr int kBarrierOffset = round_up(kStagingOffset + BM * kStagingStride, 16);
   static constexpr int kBarriers = 2 * STAGES + 4;  // full, empty, ring_full[2], ring_empty[2]
   static constexpr int kRingOffset = round_up(kBarrierOffset + 8 * kBarriers, 64);
-  static constexpr int kRingPayload = 64;
+  static constexpr int kRingPayload = 128;
   /// Dynamic shared memory a block needs (1024 bytes of slack for the alignment).
   static constexpr int kSmemBytes = kRingOffset + 2 * kRingPayload + 1024;
 
@@ -201,8 +203,13 @@ template <Mode M, int BM, int BN, int NB, int STAGES> struct Engine {
   }
   /// Any thread: the payload of the next slot, once published.
   template <class T> __device__ static T ring_get(const Smem& s, const Ring<2>& r) {
+    return *ring_wait<T>(s, r);
+  }
+  /// Any thread: the next slot's payload in place, once published (valid until the slot is
+  /// released: fields can be read when needed instead of living in registers).
+  template <class T> __device__ static const T* ring_wait(const Smem& s, const Ring<2>& r) {
     mbar_wait(s.ring_full(r.slot), r.phase);
-    return *s.template ring_payload<T>(r.slot);
+    return s.template ring_payload<T>(r.slot);
   }
   /// Consumer threads, after ring_get: lane 0 of each warp releases the slot.
   __device__ static void ring_release(const Smem& s, const Ring<2>& r) {
@@ -214,40 +221,50 @@ template <Mode M, int BM, int BN, int NB, int STAGES> struct Engine {
   /// A rows a producer thread loads: thread pt copies 16-byte chunk pt % 8 of rows
   /// pt / 8 + 16 i (i < kRowsPerThread), so 8 consecutive lanes read one row's 128 contiguous
   /// bytes of each k-tile (whole L2 sectors; a thread-per-row mapping reads every sector
-  /// twice, and the engine is L2-bandwidth bound).
+  /// twice, and the engine is L2-bandwidth bound). Row r of the task is at base + index(r) *
+  /// stride bytes (K contiguous, 16-byte aligned): rows may be gathered (a token list) or
+  /// consecutive. Indices, not pointers, keep the producer inside its few registers.
   static constexpr int kRowsPerThread = BM / 16;
+  static constexpr unsigned kNoRow = 0xFFFFFFFFu;
   struct ARows {
-    const char* p[kRowsPerThread];  // K-contiguous row, 16-byte aligned; nullptr: not loaded
+    const char* base;
+    unsigned stride;                // bytes between index steps
+    unsigned idx[kRowsPerThread];   // kNoRow: not loaded (past the task's valid rows)
   };
-  /// The rows of producer thread `pt`: row_ptr(r) for each of its tile rows r (nullptr past
-  /// the task's valid rows).
-  template <class RowPtr> __device__ static ARows a_rows(unsigned pt, RowPtr row_ptr) {
+  /// The rows of producer thread `pt`: index(r) (or kNoRow) for each of its tile rows r.
+  template <class Index>
+  __device__ static ARows a_rows(unsigned pt, const char* base, unsigned stride, Index index) {
     ARows rows;
+    rows.base = base;
+    rows.stride = stride;
 #pragma unroll
-    for (int i = 0; i < kRowsPerThread; ++i) rows.p[i] = row_ptr(pt / 8 + 16 * i);
+    for (int i = 0; i < kRowsPerThread; ++i) rows.idx[i] = index(pt / 8 + 16 * i);
     return rows;
   }
 
   /// Producer thread `pt` (0..127) loads `ktiles` k-tiles of one task: its A chunks (`rows`,
   /// from a_rows) with cp.async, and thread 0 the B tiles with TMA: rows [b_row, b_row + BN)
-  /// of the tensor maps `b0` (and `b1` when NB == 2).
+  /// of the tensor maps `b0` (and `b1` when the task uses nbu == 2 of the layout's NB B
+  /// operands). The task's shape is run-time data, so a kernel calls this from one site for
+  /// every kind of task (two inlined copies of the engine's loops make ptxas spill).
   __device__ static void produce(const Smem& s, Ring<STAGES>& ps, unsigned pt, const ARows& rows, int ktiles,
-                                 const void* b0, const void* b1, int b_row) {
+                                 const void* b0, const void* b1, int b_row, int nbu = NB) {
     const unsigned chunk = pt % 8;
     const unsigned swizzled = (chunk ^ ((pt / 8) & 7u)) * 16;  // rows pt/8 + 16i share r % 8
     for (int kt = 0; kt < ktiles; ++kt) {
       mbar_wait(s.empty(ps.slot), ps.phase ^ 1u);
       if (pt == 0) {
-        mbar_arrive_expect_tx(s.full(ps.slot), NB * kBBytes);
+        mbar_arrive_expect_tx(s.full(ps.slot), nbu * kBBytes);
         tma_load_2d(s.b(ps.slot, 0), b0, kt * kBK, b_row, s.full(ps.slot));
-        if constexpr (NB == 2) tma_load_2d(s.b(ps.slot, 1), b1, kt * kBK, b_row, s.full(ps.slot));
+        if (NB == 2 && nbu == 2) tma_load_2d(s.b(ps.slot, 1), b1, kt * kBK, b_row, s.full(ps.slot));
       }
       const unsigned a = s.a(ps.slot);
 #pragma unroll
       for (int i = 0; i < kRowsPerThread; ++i) {
-        if (rows.p[i] != nullptr) {
+        if (rows.idx[i] != kNoRow) {
           const unsigned r = pt / 8 + 16 * i;
-          cp_async_16(a + r * 128 + swizzled, rows.p[i] + kt * 128 + chunk * 16);
+          const char* src = rows.base + (unsigned long long)rows.idx[i] * rows.stride + kt * 128 + chunk * 16;
+          cp_async_16(a + r * 128 + swizzled, src);
         }
       }
       cp_async_arrive_noinc(s.full(ps.slot));
@@ -257,9 +274,12 @@ template <Mode M, int BM, int BN, int NB, int STAGES> struct Engine {
 
   // ─── consumers ────────────────────────────────────────────────────────────────────────
   /// Consumer warpgroup `cw` (0 or 1) accumulates `ktiles` k-tiles (ktiles >= 1) of the task
-  /// the producer is loading. One k-tile's wgmmas stay in flight while the next k-tile's are
-  /// issued (kInFlight = 1); a stage is released as soon as the wgmmas reading it retired.
-  __device__ static void consume(const Smem& s, Ring<STAGES>& ps, Accum& acc, unsigned cw, int ktiles) {
+  /// the producer is loading, into acc.v[0] (and acc.v[1] when the task uses nbu == 2 B
+  /// operands). One k-tile's wgmmas stay in flight while the next k-tile's are issued
+  /// (kInFlight = 1); a stage is released as soon as the wgmmas reading it retired. Like
+  /// produce(), meant to be called from one site for every kind of task.
+  __device__ static void consume(const Smem& s, Ring<STAGES>& ps, Accum& acc, unsigned cw, int ktiles,
+                                 int nbu = NB) {
     const unsigned a_off = (cw % kWgM) * 64 * 128;
     const unsigned b_off = (cw / kWgM) * kN * 128;
     unsigned pending = 0;  // the stage whose wgmmas may still be running
@@ -274,6 +294,7 @@ template <Mode M, int BM, int BN, int NB, int STAGES> struct Engine {
         // descriptor's address field (the hardware applies the swizzle to the address).
 #pragma unroll
         for (int b = 0; b < NB; ++b) {
+          if (b > 0 && nbu < 2) break;
           const unsigned long long db = smem_desc(s.b(ps.slot, b) + b_off);
           wgmma<M, kN>(acc.v[b], da + 2 * k, db + 2 * k, (kt | k) != 0);
         }
@@ -320,7 +341,7 @@ template <Mode M, int BM, int BN, int NB, int STAGES> struct Engine {
   }
 
   /// The epilogue of a task, by all 256 consumer threads (`cw`, `ct` as in consume; `c` =
-  /// 0..255): out[r][col] = op(r, col, acc0, acc1 or 0) as Elem for rows r < valid_rows,
+  /// 0..255): out[r][col] = op(r, col, acc0, acc1 (NB == 2) or 0) as Elem for rows r < valid_rows,
   /// row r at out + r * ldo elements. Column chunks of kChunkCols go through the staging
   /// buffer (swizzled: conflict-free) and leave it in 16-byte stores,
   /// whole rows of a chunk by consecutive threads. Starts and ends with a consumer barrier,

@@ -55,6 +55,20 @@ pub const HEADERS: &[Header] = &[
     Header { name: "hopper.cuh", text: include_str!("../kernels/hopper.cuh") },
     WGMMA_OPS_HEADER,
     Header { name: "tile_wgmma.cuh", text: include_str!("../kernels/tile_wgmma.cuh") },
+    // The MoE kernel's roles (kernels/moe.cu lists them).
+    Header { name: "config.cuh", text: include_str!("../kernels/config.cuh") },
+    Header { name: "sync.cuh", text: include_str!("../kernels/sync.cuh") },
+    Header { name: "heap.cuh", text: include_str!("../kernels/heap.cuh") },
+    Header { name: "route.cuh", text: include_str!("../kernels/route.cuh") },
+    Header { name: "dispatch.cuh", text: include_str!("../kernels/dispatch.cuh") },
+    Header { name: "queue.cuh", text: include_str!("../kernels/queue.cuh") },
+    Header { name: "mailbox.cuh", text: include_str!("../kernels/mailbox.cuh") },
+    Header { name: "subscriber.cuh", text: include_str!("../kernels/subscriber.cuh") },
+    Header { name: "scheduler.cuh", text: include_str!("../kernels/scheduler.cuh") },
+    Header { name: "combine.cuh", text: include_str!("../kernels/combine.cuh") },
+    Header { name: "completion.cuh", text: include_str!("../kernels/completion.cuh") },
+    Header { name: "processor.cuh", text: include_str!("../kernels/processor.cuh") },
+    Header { name: "processor_wgmma.cuh", text: include_str!("../kernels/processor_wgmma.cuh") },
 ];
 
 /// The device self-test: cooperative grid arrival, dynamic shared memory, a by-value
@@ -106,7 +120,7 @@ impl KernelVariant {
 /// extending this list.
 pub fn kernel_variants() -> Vec<KernelVariant> {
     let mut variants = vec![crate::selftest::variant()];
-    variants.extend(crate::moe::variants());
+    variants.extend(crate::spec::variants());
     variants.extend(crate::tile_bench::suite().iter().map(|c| c.variant()));
     variants
 }

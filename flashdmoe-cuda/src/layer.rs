@@ -24,6 +24,7 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use bytemuck::Zeroable;
 use cudarc::driver::{CudaSlice, CudaStream, DevicePtr};
 use flashdmoe_core::backend::{RankStats, check_rank_input};
 use flashdmoe_core::config::ExpertMap;
@@ -39,8 +40,9 @@ use crate::device::{Device, enable_peer_access, gpus};
 use crate::error::CudaError;
 use crate::jit::{Arch, Jit};
 use crate::launch::{Kernel, LaunchShape};
-use crate::moe::{self, BLOCK_THREADS, MoeSpec, ROUTING_CHUNK};
 use crate::params::{Diag, KernelParams, MAX_RANKS, ROLES, ScratchLayout, TraceRecord, WAITS};
+use crate::spec::{self, MoeSpec, ROUTING_CHUNK, TileEngine};
+use crate::tma::TensorMap;
 
 /// Options of the CUDA backend.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -103,45 +105,54 @@ struct Plan {
     blocks_per_rank: u32,
 }
 
-/// Lays the per-rank scratch arrays out back to back, 256-byte aligned.
+/// Lays the per-rank scratch arrays out back to back, 256-byte aligned, with checked
+/// arithmetic like the heap layout's: a size that overflows is an error naming the array.
 fn scratch_layout(
     config: &MoeConfig,
     capacity: u32,
     max_tasks: u32,
     processors: u32,
-) -> (ScratchLayout, u64) {
+) -> Result<(ScratchLayout, u64), BackendError> {
     let (t, e, k) = (config.tokens_per_rank as u64, config.experts as u64, config.top_k as u64);
     let chunks = div_ceil(config.tokens_per_rank, ROUTING_CHUNK) as u64;
     let (tasks, processors) = (max_tasks as u64, processors as u64);
     let mut cursor = 0u64;
     // Each array starts where the previous one ends, rounded up to 256 bytes.
-    let mut next = |bytes: u64| {
+    let mut next = |what: &'static str, dims: &[u64]| -> Result<u64, BackendError> {
+        let overflow =
+            || invalid("config", format!("the scratch array {what} overflows 64-bit offsets"));
+        let bytes =
+            dims.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d)).ok_or_else(overflow)?;
         let at = cursor;
-        cursor = (cursor + bytes).div_ceil(256) * 256;
-        at
+        cursor = cursor
+            .checked_add(bytes)
+            .and_then(|end| end.checked_next_multiple_of(256))
+            .ok_or_else(overflow)?;
+        Ok(at)
     };
+    let trace_bytes = std::mem::size_of::<TraceRecord>() as u64;
     let layout = ScratchLayout {
-        logits: next(t * e * 4),
-        topk_expert: next(t * k * 4),
-        topk_weight: next(t * k * 4),
-        slot_row: next(t * k * 4),
-        chunk_counts: next(chunks * e * 4),
-        expert_tokens: next(e * capacity as u64 * 4),
-        packet_rows: next(e * 4),
-        packet_copied: next(e * 4),
-        tasks: next(tasks * 64),
-        task_ready: next(tasks * 4),
-        trace: next(tasks * std::mem::size_of::<TraceRecord>() as u64),
-        mailbox: next(processors * 2 * 4),
-        assigned: next(processors * 4),
-        completed: next(processors * 4),
-        control: next(16 * 4),
+        logits: next("logits", &[t, e, 4])?,
+        topk_expert: next("topk_expert", &[t, k, 4])?,
+        topk_weight: next("topk_weight", &[t, k, 4])?,
+        slot_row: next("slot_row", &[t, k, 4])?,
+        chunk_counts: next("chunk_counts", &[chunks, e, 4])?,
+        expert_tokens: next("expert_tokens", &[e, capacity as u64, 4])?,
+        packet_rows: next("packet_rows", &[e, 4])?,
+        packet_copied: next("packet_copied", &[e, 4])?,
+        tasks: next("tasks", &[tasks, 64])?,
+        task_ready: next("task_ready", &[tasks, 4])?,
+        trace: next("trace", &[tasks, trace_bytes])?,
+        mailbox: next("mailbox", &[processors, 2, 4])?,
+        assigned: next("assigned", &[processors, 4])?,
+        completed: next("completed", &[processors, 4])?,
+        control: next("control", &[16, 4])?,
     };
-    (layout, cursor.max(256))
+    Ok((layout, cursor.max(256)))
 }
 
 /// Phase A of one rank's forward, in nanoseconds since its GPU's kernel started: marks the
-/// kernel records as it goes (`kernels/moe.cu`, `Control`).
+/// kernel records as it goes (`kernels/heap.cuh`, `Control`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PhaseTimes {
     /// Router GEMM done (A1, after the grid barrier).
@@ -168,6 +179,8 @@ struct Gpu {
     diag: CudaSlice<u8>,
     weights: Vec<Option<CudaSlice<u8>>>,
     tables: [CudaSlice<u32>; 4],
+    /// TMA maps of the up, gate and down projections (Hopper engine; zero otherwise).
+    tmaps: [TensorMap; 3],
     epoch: Epoch,
 }
 
@@ -234,7 +247,7 @@ impl Backend for CudaBackend {
         // architecture; the others compile that one (all GPUs of a node are normally alike).
         let arch0 = Arch::for_device(devices[0].gpu().cc);
         let (spec, compiled0) =
-            moe::compile_first(&jit, arch0, &MoeSpec::candidates(config, processors))?;
+            spec::compile_first(&jit, arch0, &MoeSpec::candidates(config, processors, arch0))?;
         let layout = HeapLayout::new(config.geometry(spec.tile)?)?;
         let map = config.expert_map()?;
         if ngpus > 1 {
@@ -248,10 +261,10 @@ impl Backend for CudaBackend {
             let compiled = if arch == arch0 {
                 compiled0.clone()
             } else {
-                jit.compile_variant(&spec.variant(), arch)?
+                jit.compile_variant(&spec.variant(), spec.arch_for(arch))?
             };
             let kernel = Kernel::load(device, &compiled.cubin, spec.smem_bytes())?;
-            let shape = kernel.cooperative_shape(BLOCK_THREADS)?;
+            let shape = kernel.cooperative_shape(spec.block_threads())?;
             kernels.push((kernel, shape));
         }
         let grid = kernels.iter().map(|(_, s)| s.grid).min().unwrap_or(0);
@@ -265,18 +278,17 @@ impl Backend for CudaBackend {
             ));
         }
         let g = layout.geometry();
-        let (bm, cti, cth) =
-            (g.tile.bm as u64, g.col_tiles_inter() as u64, g.col_tiles_hidden() as u64);
-        // Row tiles a rank can receive: every source sends at most T*k rows over its packets.
+        // Row tiles a rank can receive: every source sends at most T*k rows over its packets,
+        // each packet's last tile possibly partial.
         let row_tiles = (world as u64 * config.tokens_per_rank as u64 * config.top_k as u64)
-            .div_ceil(bm)
+            .div_ceil(g.tile.bm as u64)
             + world as u64 * g.local_experts as u64;
-        let max_tasks = row_tiles * (cti + cth) + layout.token_tiles() as u64 * cth;
+        let max_tasks = TaskCounts::bound(&layout, row_tiles);
         let max_tasks = u32::try_from(max_tasks).map_err(|_| {
             invalid("config", format!("{max_tasks} tasks per rank exceed the u32 task index"))
         })?;
         let (scratch, scratch_bytes) =
-            scratch_layout(config, g.capacity, max_tasks, blocks_per_rank - 1);
+            scratch_layout(config, g.capacity, max_tasks, blocks_per_rank - 1)?;
         let plan = Plan {
             config: config.clone(),
             spec,
@@ -352,6 +364,29 @@ fn upload(
         stream.clone_htod(&l2g).map_err(d)?,
         stream.clone_htod(&counts).map_err(d)?,
     ];
+    // The Hopper engine reads each expert matrix in boxes of bn rows x 128 bytes of K:
+    // up and gate as [E * I][H], down as [E * H][I].
+    let mut tmaps = [TensorMap::zeroed(); 3];
+    if let TileEngine::Wgmma(_) = plan.spec.engine {
+        let (e, h, i) = (cfg.experts as u64, cfg.hidden as u64, cfg.inter as u64);
+        let eb = cfg.dtype.elem_bytes() as u64;
+        let bn = plan.spec.tile.bn;
+        let map = |slot: usize, rows: u64, cols: u64| -> Result<TensorMap, BackendError> {
+            match &weights[slot] {
+                Some(w) => Ok(TensorMap::tiled_2d(
+                    &device,
+                    cfg.dtype,
+                    device_ptr(w, &stream),
+                    rows,
+                    cols,
+                    cols * eb,
+                    bn,
+                )?),
+                None => Ok(TensorMap::zeroed()),
+            }
+        };
+        tmaps = [map(1, e * i, h)?, map(2, e * i, h)?, map(3, e * h, i)?];
+    }
     Ok(Gpu {
         device,
         kernel,
@@ -364,6 +399,7 @@ fn upload(
         diag,
         weights,
         tables,
+        tmaps,
         epoch: Epoch::FIRST.prev(),
     })
 }
@@ -427,6 +463,9 @@ impl CudaLayer {
         let d = |e: cudarc::driver::DriverError| BackendError::Device(e.to_string());
         let w = |i: usize| gpu.weights[i].as_ref().map_or(0, |s| device_ptr(s, &stream));
         let params = KernelParams {
+            tmap_up: gpu.tmaps[0],
+            tmap_gate: gpu.tmaps[1],
+            tmap_down: gpu.tmaps[2],
             layout: plan.layout.params(),
             scratch_layout: plan.scratch,
             heaps: self.heap_table,
@@ -453,11 +492,14 @@ impl CudaLayer {
             blocks_per_rank: plan.blocks_per_rank,
             trace: u32::from(options.trace),
             pad: 0,
+            tail: [0; 30],
         };
         let flags = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
         let start = stream.record_event(flags).map_err(d)?;
-        let shape =
-            LaunchShape { grid: plan.blocks_per_rank * plan.ranks_per_gpu, block: BLOCK_THREADS };
+        let shape = LaunchShape {
+            grid: plan.blocks_per_rank * plan.ranks_per_gpu,
+            block: plan.spec.block_threads(),
+        };
         debug_assert!(shape.grid <= gpu.shape.grid);
         // SAFETY: every address in `params` names a live allocation of this layer on this
         // GPU or, for `heaps`, a rank's heap of `layout.total_bytes()` bytes on this or a
@@ -771,10 +813,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn scratch_sizes_that_overflow_are_errors_naming_the_array() {
+        let config = MoeConfig {
+            tokens_per_rank: u32::MAX,
+            experts: u32::MAX,
+            top_k: 3,
+            ..MoeConfig::default()
+        };
+        let err = scratch_layout(&config, 300, 1000, 131).unwrap_err();
+        assert!(err.to_string().contains("logits"), "{err}");
+    }
+
+    #[test]
     fn scratch_arrays_are_aligned_disjoint_and_in_order() {
         let config =
             MoeConfig { tokens_per_rank: 300, experts: 10, top_k: 3, ..MoeConfig::default() };
-        let (l, total) = scratch_layout(&config, 300, 1000, 131);
+        let (l, total) = scratch_layout(&config, 300, 1000, 131).unwrap();
         let starts = [
             l.logits,
             l.topk_expert,

@@ -47,16 +47,17 @@
 
 mod cache;
 pub mod device;
+pub mod engine;
 mod error;
 mod ffi;
 pub mod jit;
 pub mod kernels;
 pub mod launch;
 pub mod layer;
-pub mod moe;
 pub mod params;
 mod report;
 pub mod selftest;
+pub mod spec;
 pub mod tile_bench;
 pub mod tma;
 pub mod wgmma;

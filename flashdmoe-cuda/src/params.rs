@@ -10,6 +10,8 @@ use std::mem::{align_of, offset_of, size_of};
 
 use flashdmoe_proto::{CField, LayoutParams, c_struct};
 
+use crate::tma::TensorMap;
+
 /// Most ranks a world may have (size of the peer heap table in the parameters).
 pub const MAX_RANKS: usize = 64;
 
@@ -112,8 +114,14 @@ pub struct ScratchLayout {
 
 /// The kernel's single by-value parameter (`fdm_params`), passed as `__grid_constant__`.
 #[derive(Clone, Copy, Debug)]
-#[repr(C)]
+#[repr(C, align(128))]
 pub struct KernelParams {
+    /// TMA map of the up projections `[E * I][H]` (Hopper engine; zero otherwise).
+    pub tmap_up: TensorMap,
+    /// TMA map of the gate projections `[E * I][H]` (Hopper engine, SwiGLU; zero otherwise).
+    pub tmap_gate: TensorMap,
+    /// TMA map of the down projections `[E * H][I]` (Hopper engine; zero otherwise).
+    pub tmap_down: TensorMap,
     /// The symmetric heap layout.
     pub layout: LayoutParams,
     /// Per-rank scratch layout.
@@ -166,18 +174,23 @@ pub struct KernelParams {
     pub trace: u32,
     /// Padding.
     pub pad: u32,
+    /// Padding to the 128-byte alignment the tensor maps give the struct.
+    pub tail: [u32; 30],
 }
 
 // SAFETY: every field is a plain integer (or an array / `#[repr(C)]` struct of them), so
 // all-zero bytes are a valid value.
 unsafe impl bytemuck::Zeroable for KernelParams {}
-// SAFETY: `#[repr(C)]`, `Copy`, no references, and no padding: every field is 8-byte sized and
-// aligned except the six trailing `u32`s (24 bytes, ending on an 8-byte boundary), and the
-// nested `LayoutParams` (12 u32 then 8 u64) and `ScratchLayout` (14 u64) have none either;
-// the size assertion below pins it.
+// SAFETY: `#[repr(C)]`, `Copy`, no references, and no padding: the three 128-byte tensor maps
+// come first (each 128-aligned), then every field is 8-byte sized and aligned except the six
+// `u32`s (24 bytes, ending on an 8-byte boundary) and the explicit `tail` that ends the struct
+// on its 128-byte alignment; the nested `LayoutParams` (12 u32 then 8 u64) and `ScratchLayout`
+// (15 u64) have none either; the size and offset assertions below pin it.
 unsafe impl bytemuck::Pod for KernelParams {}
 
-const _: () = assert!(size_of::<KernelParams>() == 904);
+const _: () = assert!(size_of::<KernelParams>() == 1408);
+const _: () = assert!(offset_of!(KernelParams, layout) == 384);
+const _: () = assert!(offset_of!(KernelParams, tail) == 384 + 904);
 
 macro_rules! fields {
     ($ty:ty: $($field:ident: $cty:expr),* $(,)?) => {
@@ -202,6 +215,7 @@ const SCRATCH_FIELDS: &[CField] = fields!(ScratchLayout:
     completed: "unsigned long long", control: "unsigned long long");
 
 const PARAM_FIELDS: &[CField] = fields!(KernelParams:
+    tmap_up: "fdm_tensor_map", tmap_gate: "fdm_tensor_map", tmap_down: "fdm_tensor_map",
     layout: "fdm_layout", scratch_layout: "fdm_scratch_layout", heaps: "unsigned long long@[FDM_MAX_RANKS]",
     x: "const void*", y: "void*", router: "const void*", w_up: "const void*", w_gate: "const void*",
     w_down: "const void*", b_up: "const void*", b_gate: "const void*", b_down: "const void*",
@@ -210,7 +224,7 @@ const PARAM_FIELDS: &[CField] = fields!(KernelParams:
     scratch: "char*", scratch_bytes: "unsigned long long", diag: "fdm_diag*",
     timeout_ns: "unsigned long long", epoch: "unsigned int", first_rank: "unsigned int",
     local_ranks: "unsigned int", blocks_per_rank: "unsigned int", trace: "unsigned int",
-    pad: "unsigned int");
+    pad: "unsigned int", tail: "unsigned int@[30]");
 
 /// The text of `fdm_params.h` (needs `fdm_proto.h` included first).
 pub fn params_header() -> String {

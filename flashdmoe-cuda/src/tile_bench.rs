@@ -16,6 +16,7 @@ use flashdmoe_core::DType;
 use flashdmoe_core::rng::SplitMix64;
 
 use crate::device::Device;
+use crate::engine::{ENGINE_THREADS, WgmmaTile};
 use crate::error::{CudaError, Result, driver};
 use crate::jit::{Arch, Defines, Jit};
 use crate::kernels::{KernelSource, KernelVariant, Targets};
@@ -31,9 +32,6 @@ pub const TILE_BENCH: KernelSource = KernelSource {
 
 /// Minimum wall time of warm-up launches before timing.
 const WARMUP: Duration = Duration::from_millis(300);
-
-/// Threads of an engine block: one producer and two consumer warpgroups.
-pub const ENGINE_THREADS: u32 = 384;
 
 /// The fused epilogue of a bench run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -113,34 +111,38 @@ impl BenchConfig {
         )
     }
 
+    /// The engine tile of this configuration.
+    pub fn tile(&self) -> WgmmaTile {
+        WgmmaTile {
+            elem_bytes: self.dtype.elem_bytes(),
+            bm: self.bm,
+            bn: self.bn,
+            nb: self.nb(),
+            stages: self.stages,
+            stage_bytes: self.stage_bytes,
+        }
+    }
+
     /// The compile variant (CI compile-checks these for sm_90a).
     pub fn variant(&self) -> KernelVariant {
+        let defines = Defines::new()
+            .set("FDM_MODE", self.mode())
+            .set("FDM_BM", self.bm)
+            .set("FDM_BN", self.bn)
+            .set("FDM_NB", self.nb())
+            .set("FDM_WGMMA_IN_FLIGHT", self.in_flight);
         KernelVariant {
             label: format!("tile-bench-{}", self.label().replace(' ', "-")),
             source: TILE_BENCH,
-            defines: Defines::new()
-                .set("FDM_MODE", self.mode())
-                .set("FDM_BM", self.bm)
-                .set("FDM_BN", self.bn)
-                .set("FDM_NB", self.nb())
-                .set("FDM_STAGES", self.stages)
-                .set("FDM_WGMMA_IN_FLIGHT", self.in_flight)
-                .set("FDM_STAGE_COLS", self.stage_bytes),
+            defines: self.tile().defines(defines),
             fallback: None,
             targets: Targets::Hopper,
         }
     }
 
-    /// Dynamic shared memory of a block (mirrors `Engine::kSmemBytes`).
+    /// Dynamic shared memory of a block.
     pub fn smem_bytes(&self) -> u32 {
-        let round = |x: u32, a: u32| x.div_ceil(a) * a;
-        let elem = self.dtype.elem_bytes();
-        let stage = self.bm * 128 + self.nb() * self.bn * 128;
-        let chunk_cols = self.bn.min(self.stage_bytes / elem);
-        let staging = self.bm * chunk_cols * elem;
-        let barriers = round(self.stages * stage + staging, 16);
-        let ring = round(barriers + 8 * (2 * self.stages + 4), 64);
-        ring + 2 * 64 + 1024
+        self.tile().smem_bytes()
     }
 
     fn check(&self) -> Result<()> {
@@ -151,12 +153,8 @@ impl BenchConfig {
         if !matches!(self.dtype, DType::Bf16 | DType::F16 | DType::F32) {
             return bad(format!("dtype {} has no tensor-core engine", self.dtype.name()));
         }
-        if !matches!(self.bm, 64 | 128) {
-            return bad(format!("bm {} (64 or 128)", self.bm));
-        }
-        let per_group = self.bn * self.bm / 64 / 2;
-        if ![32, 64, 128, 256].contains(&per_group) {
-            return bad(format!("bn {} gives {per_group} columns per warpgroup", self.bn));
+        if let Some(why) = self.tile().unsupported() {
+            return bad(why);
         }
         if self.m == 0 || self.n == 0 || !self.n.is_multiple_of(self.bn) {
             return bad(format!("n {} must be a positive multiple of bn {}", self.n, self.bn));
@@ -164,19 +162,8 @@ impl BenchConfig {
         if self.k == 0 || !self.k.is_multiple_of(kbk) {
             return bad(format!("k {} must be a positive multiple of {kbk}", self.k));
         }
-        if !matches!(self.stage_bytes, 128 | 256 | 512)
-            || self.bn * self.dtype.elem_bytes() < self.stage_bytes
-        {
-            return bad(format!(
-                "stage_bytes {} (128, 256 or 512, at most a tile row)",
-                self.stage_bytes
-            ));
-        }
         if self.in_flight > 1 {
             return bad(format!("in_flight {} (0 or 1)", self.in_flight));
-        }
-        if !(2..=8).contains(&self.stages) {
-            return bad(format!("stages {} (2..=8)", self.stages));
         }
         Ok(())
     }
@@ -467,12 +454,13 @@ pub fn suite() -> Vec<BenchConfig> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::SMEM_LIMIT;
 
     #[test]
     fn suite_configs_are_valid_and_fit_an_h200_block() {
         for c in suite() {
             c.check().unwrap();
-            assert!(c.smem_bytes() <= 232_448, "{} needs {} bytes", c.label(), c.smem_bytes());
+            assert!(c.smem_bytes() <= SMEM_LIMIT, "{} needs {} bytes", c.label(), c.smem_bytes());
         }
     }
 

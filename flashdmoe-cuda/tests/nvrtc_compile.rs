@@ -2,6 +2,9 @@
 //! architecture in [`Arch::SUPPORTED`] through the real JIT (NVRTC needs no GPU), failing on
 //! any compile error or register spill. Passes with a `skipped:` line when NVRTC is absent.
 //!
+//! `FLASHDMOE_VARIANTS=SUBSTRING` restricts the first test to the variants whose label
+//! contains it (a development shortcut; CI compiles them all).
+//!
 //! Run with the pinned NVRTC on the loader path, e.g.
 //! `LD_LIBRARY_PATH=$DIR/nvidia/cu13/lib FLASHDMOE_CUDA_HOME=$DIR/nvidia/cu13 cargo test -p
 //! flashdmoe-cuda --test nvrtc_compile -- --nocapture`.
@@ -11,7 +14,7 @@ use std::thread;
 
 use flashdmoe_core::config::presets;
 use flashdmoe_cuda::jit::CacheMode;
-use flashdmoe_cuda::moe::{self, MoeSpec};
+use flashdmoe_cuda::spec::{self, MoeSpec};
 use flashdmoe_cuda::{
     Arch, CudaError, Jit, JitConfig, KernelVariant, kernel_variants, nvrtc_version,
 };
@@ -35,8 +38,10 @@ fn jit() -> Option<Jit> {
 #[test]
 fn every_kernel_variant_compiles_without_spills() {
     let Some(jit) = jit() else { return };
+    let only = std::env::var("FLASHDMOE_VARIANTS").ok();
     let jobs: Vec<(Arch, KernelVariant)> = kernel_variants()
         .into_iter()
+        .filter(|v| only.as_ref().is_none_or(|o| v.label.contains(o.as_str())))
         .flat_map(|v| v.archs().iter().map(move |&arch| (arch, v.clone())))
         .collect();
     // NVRTC compiles independent programs concurrently; one worker per core.
@@ -82,8 +87,8 @@ fn every_model_preset_compiles_through_its_candidates() {
     let Some(jit) = jit() else { return };
     for arch in Arch::SUPPORTED {
         for model in presets::MODELS {
-            let candidates = MoeSpec::candidates(&model.config(), moe::H200_PROCESSORS);
-            let (spec, compiled) = moe::compile_first(&jit, arch, &candidates)
+            let candidates = MoeSpec::candidates(&model.config(), spec::H200_PROCESSORS, arch);
+            let (spec, compiled) = spec::compile_first(&jit, arch, &candidates)
                 .unwrap_or_else(|e| panic!("{arch} {}: {e}", model.name));
             let report = compiled.cubin.report();
             let entry = report.entry("fdm_moe_forward").expect("checked by the JIT");

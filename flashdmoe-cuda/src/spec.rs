@@ -1,5 +1,10 @@
-//! The MoE kernel's specialisation: which `-D` defines a config compiles to, the tile the
-//! kernel uses for it, and the representative variants CI compile-checks.
+//! The MoE kernel's specialisation: which `-D` defines a config compiles to, the tile and the
+//! tile engine the kernel uses for it, and the representative variants CI compile-checks.
+//!
+//! Two engines run the expert GEMMs ([`TileEngine`]): the Hopper engine (wgmma fed by TMA,
+//! producer/consumer warpgroups, 384 threads a block; `sm_90a` only), which a layer on an
+//! H100/H200 tries first, and the portable mma.sync tiles (256 threads a block; sm_80 and
+//! newer), which every other GPU runs and which back the Hopper engine up.
 //!
 //! Invariants:
 //! * Shapes (H, I, E, k), dtype, activation, bias, renormalisation and the task tile are
@@ -13,6 +18,7 @@ use flashdmoe_core::config::presets;
 use flashdmoe_core::{Activation, DType, MoeConfig};
 use flashdmoe_proto::TileShape;
 
+use crate::engine::{ENGINE_THREADS, SMEM_LIMIT, WgmmaTile};
 use crate::error::CudaError;
 use crate::jit::{Arch, Compiled, Defines, Jit};
 use crate::kernels::{KernelSource, KernelVariant, Targets};
@@ -24,14 +30,23 @@ pub const MOE: KernelSource = KernelSource {
     entry: "fdm_moe_forward",
 };
 
-/// Threads per block of the MoE kernel (the tile library's 8 warps).
-pub const BLOCK_THREADS: u32 = 256;
+/// Threads per block of the MoE kernel on the mma.sync engine (the tile library's 8 warps).
+pub const MMA_SYNC_THREADS: u32 = 256;
 
 /// Tokens per routing chunk (`FDM_CHUNK`): the unit of the deterministic position count.
 pub const ROUTING_CHUNK: u32 = 128;
 
-/// Pipeline stages of every tile config the kernel instantiates.
+/// Pipeline stages of every mma.sync tile config the kernel instantiates.
 const STAGES: u32 = 4;
+
+/// The engine that runs a specialisation's GEMM tiles.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TileEngine {
+    /// mma.sync tiles with a cp.async pipeline (sm_80 and newer; `FDM_ENGINE=0`).
+    MmaSync,
+    /// The Hopper engine (`sm_90a`; `FDM_ENGINE=1`) with this pipeline and staging.
+    Wgmma(WgmmaTile),
+}
 
 /// One specialisation of the MoE kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -54,6 +69,8 @@ pub struct MoeSpec {
     pub top_k: u32,
     /// Task tile.
     pub tile: TileShape,
+    /// The engine that runs the tiles.
+    pub engine: TileEngine,
 }
 
 /// The widest output tile dividing H and I: 256 (the tile library's fastest, 128x256) unless
@@ -102,19 +119,60 @@ impl MoeSpec {
             experts: config.experts,
             top_k: config.top_k,
             tile: TileShape { bm, bn, bk: bk(config.dtype) },
+            engine: TileEngine::MmaSync,
         }
     }
 
-    /// The specialisations to try for `config`, in order of preference: [`Self::for_config`],
-    /// then (when that has 128-row tiles) the same with 64-row tiles, whose smaller
-    /// accumulators leave ptxas room when the wide tile spills (see [`compile_first`]).
-    pub fn candidates(config: &MoeConfig, processors: u32) -> Vec<MoeSpec> {
+    /// The same tile on the Hopper engine, with the deepest pipeline that fits; `None` for
+    /// exact f32 (no tensor cores) or a tile the engine does not support.
+    pub fn on_hopper(&self) -> Option<MoeSpec> {
+        if self.dtype == DType::F32Exact {
+            return None;
+        }
+        let nb = if self.activation == Activation::SiluGated { 2 } else { 1 };
+        let tile = WgmmaTile::deepest(
+            self.dtype.elem_bytes(),
+            self.tile.bm,
+            self.tile.bn,
+            nb,
+            SMEM_LIMIT,
+        )?;
+        Some(MoeSpec { engine: TileEngine::Wgmma(tile), ..*self })
+    }
+
+    /// The specialisations to try for `config` on a GPU of architecture `arch` with
+    /// `processors` processor blocks, in order of preference: on Hopper (sm_90) the Hopper
+    /// engine's ([`Self::on_hopper`]); then [`Self::for_config`]; then (when that has 128-row
+    /// tiles) the same with 64-row tiles, whose smaller accumulators leave ptxas room when the
+    /// wide tile spills (see [`compile_first`]).
+    pub fn candidates(config: &MoeConfig, processors: u32, arch: Arch) -> Vec<MoeSpec> {
         let first = MoeSpec::for_config(config, processors);
-        let mut out = vec![first];
+        let mut out = Vec::new();
+        if arch.major == 9 {
+            out.extend(first.on_hopper());
+        }
+        out.push(first);
         if first.tile.bm == 128 {
             out.push(MoeSpec { tile: TileShape { bm: 64, ..first.tile }, ..first });
         }
         out
+    }
+
+    /// The architecture to compile this specialisation for on a device of architecture
+    /// `device` (the Hopper engine needs the `sm_90a` features).
+    pub fn arch_for(&self, device: Arch) -> Arch {
+        match self.engine {
+            TileEngine::Wgmma(_) => Arch::SM90A,
+            TileEngine::MmaSync => device,
+        }
+    }
+
+    /// Threads per block.
+    pub fn block_threads(&self) -> u32 {
+        match self.engine {
+            TileEngine::Wgmma(_) => ENGINE_THREADS,
+            TileEngine::MmaSync => MMA_SYNC_THREADS,
+        }
     }
 
     fn mode(&self) -> u32 {
@@ -126,9 +184,10 @@ impl MoeSpec {
         }
     }
 
-    /// Dynamic shared memory per block: the largest of the kernel's tile configs (GEMM0, dual
-    /// for SwiGLU; GEMM1; the 64x64 router tile), each `max(pipeline, f32 store staging)`, and
-    /// at least the OS block's state.
+    /// Dynamic shared memory per block: the largest of the kernel's tile configs (the 64x64
+    /// router tile; on mma.sync GEMM0, dual for SwiGLU, and GEMM1, each `max(pipeline, f32
+    /// store staging)`; on the Hopper engine its whole block), and at least the OS block's
+    /// state.
     pub fn smem_bytes(&self) -> u32 {
         let row_bytes = 128; // BK * element size, by construction of `bk`
         let tile = |bm: u32, bn: u32, nb: u32| {
@@ -138,7 +197,11 @@ impl MoeSpec {
         };
         let gated = if self.activation == Activation::SiluGated { 2 } else { 1 };
         let (bm, bn) = (self.tile.bm, self.tile.bn);
-        tile(bm, bn, gated).max(tile(bm, bn, 1)).max(tile(64, 64, 1))
+        let router = tile(64, 64, 1);
+        match self.engine {
+            TileEngine::Wgmma(engine) => engine.smem_bytes().max(router),
+            TileEngine::MmaSync => tile(bm, bn, gated).max(tile(bm, bn, 1)).max(router),
+        }
     }
 
     /// The `-D` defines of this specialisation.
@@ -148,7 +211,7 @@ impl MoeSpec {
             Activation::Gelu => 1,
             Activation::SiluGated => 2,
         };
-        Defines::new()
+        let defines = Defines::new()
             .set("FDM_MODE", self.mode())
             .set("FDM_ACT", act)
             .set("FDM_BIAS", u32::from(self.bias))
@@ -160,7 +223,11 @@ impl MoeSpec {
             .set("FDM_BM", self.tile.bm)
             .set("FDM_BN", self.tile.bn)
             .set("FDM_SMEM_BYTES", self.smem_bytes())
-            .set("FDM_CHUNK", ROUTING_CHUNK)
+            .set("FDM_CHUNK", ROUTING_CHUNK);
+        match self.engine {
+            TileEngine::Wgmma(engine) => engine.defines(defines.set("FDM_ENGINE", 1)),
+            TileEngine::MmaSync => defines.set("FDM_ENGINE", 0),
+        }
     }
 
     /// A short label, e.g. `bf16-swiglu-bias-H4096-I14336-E8-k2-128x128`.
@@ -176,8 +243,12 @@ impl MoeSpec {
             Activation::Gelu => "gelu",
             Activation::SiluGated => "swiglu",
         };
+        let engine = match self.engine {
+            TileEngine::Wgmma(t) => format!("-wgmma-s{}", t.stages),
+            TileEngine::MmaSync => String::new(),
+        };
         format!(
-            "{dtype}-{act}{}-H{}-I{}-E{}-k{}-{}x{}",
+            "{dtype}-{act}{}-H{}-I{}-E{}-k{}-{}x{}{engine}",
             if self.bias { "-bias" } else { "" },
             self.hidden,
             self.inter,
@@ -190,22 +261,31 @@ impl MoeSpec {
 
     /// This specialisation as a compile-checkable variant.
     pub fn variant(&self) -> KernelVariant {
-        // Without register-pipelined GEMM0 fragments, the fallback for specs whose widest
-        // (SwiGLU dual-B) tile spills.
-        let fallback = Some(self.defines().set("FDM_FRAG_PIPE", 0));
-        KernelVariant {
-            label: self.label(),
-            source: MOE,
-            defines: self.defines(),
-            fallback,
-            targets: Targets::Portable,
+        match self.engine {
+            TileEngine::Wgmma(_) => KernelVariant {
+                label: self.label(),
+                source: MOE,
+                defines: self.defines(),
+                fallback: None,
+                targets: Targets::Hopper,
+            },
+            // Without register-pipelined GEMM0 fragments, the fallback for specs whose widest
+            // (SwiGLU dual-B) tile spills.
+            TileEngine::MmaSync => KernelVariant {
+                label: self.label(),
+                source: MOE,
+                defines: self.defines(),
+                fallback: Some(self.defines().set("FDM_FRAG_PIPE", 0)),
+                targets: Targets::Portable,
+            },
         }
     }
 }
 
 /// Compiles the first of `candidates` (each through [`Jit::compile_variant`], so with its
-/// fallback defines) that compiles without register spills, for `arch`; any other error
-/// stops the search. Errors with the last spill when every candidate spills.
+/// fallback defines) that compiles without register spills, for a device of architecture
+/// `arch` (each candidate for [`MoeSpec::arch_for`] it); any other error stops the search.
+/// Errors with the last spill when every candidate spills.
 pub fn compile_first(
     jit: &Jit,
     arch: Arch,
@@ -213,7 +293,7 @@ pub fn compile_first(
 ) -> Result<(MoeSpec, Compiled), CudaError> {
     let mut last = None;
     for spec in candidates {
-        match jit.compile_variant(&spec.variant(), arch) {
+        match jit.compile_variant(&spec.variant(), spec.arch_for(arch)) {
             Ok(compiled) => return Ok((*spec, compiled)),
             Err(e @ CudaError::Spills { .. }) => last = Some(e),
             Err(e) => return Err(e),
@@ -246,19 +326,27 @@ pub fn variants() -> Vec<KernelVariant> {
                 experts,
                 top_k,
                 tile: TileShape { bm, bn, bk: bk(dtype) },
+                engine: TileEngine::MmaSync,
             }
         };
     for dtype in [DType::Bf16, DType::F16, DType::F32, DType::F32Exact] {
         for activation in [Activation::Relu, Activation::Gelu, Activation::SiluGated] {
             for bm in [64, 128] {
-                out.push(base(dtype, activation, bm == 64, bm, (2048, 2048, 32, 2)).variant());
+                let spec = base(dtype, activation, bm == 64, bm, (2048, 2048, 32, 2));
+                out.push(spec.variant());
+                // The same specialisation on the Hopper engine (every tensor-core dtype).
+                out.extend(spec.on_hopper().map(|s| s.variant()));
             }
         }
     }
-    // The model presets' last-resort specialisation on an H200 (131 processors): it must
-    // compile (`tests/nvrtc_compile.rs` also runs each preset's whole candidate list).
+    // The model presets' first and last-resort specialisations on an H200 (131 processors):
+    // they must compile (`tests/nvrtc_compile.rs` also runs each preset's whole candidate
+    // list).
     for model in presets::MODELS {
-        let candidates = MoeSpec::candidates(&model.config(), H200_PROCESSORS);
+        let candidates = MoeSpec::candidates(&model.config(), H200_PROCESSORS, Arch::SM90);
+        out.extend(
+            candidates.first().filter(|s| s.engine != TileEngine::MmaSync).map(MoeSpec::variant),
+        );
         out.extend(candidates.last().map(MoeSpec::variant));
     }
     out
@@ -281,10 +369,33 @@ mod tests {
                 experts: 8,
                 top_k: 2,
                 tile: TileShape { bm: 128, bn: 128, bk: bk(dtype) },
+                engine: TileEngine::MmaSync,
             };
             // 4 stages x (128 + 2 x 128) rows x 128 B = 192 KiB, within the 227 KiB opt-in.
             assert_eq!(spec.smem_bytes(), 196_608);
+            // The Hopper engine's: 4 stages x 48 KiB + 32 KiB of staging + barriers, ring and
+            // alignment slack.
+            let hopper = spec.on_hopper().unwrap();
+            assert!(hopper.smem_bytes() <= SMEM_LIMIT, "{}", hopper.smem_bytes());
+            assert_eq!(hopper.block_threads(), 384);
+            assert_eq!(hopper.arch_for(Arch::SM90), Arch::SM90A);
         }
+    }
+
+    #[test]
+    fn hopper_is_tried_first_on_sm90_only() {
+        let config = presets::preset("paper-t16384-e8").unwrap();
+        let on_h200 = MoeSpec::candidates(&config, H200_PROCESSORS, Arch::SM90);
+        assert!(matches!(on_h200[0].engine, TileEngine::Wgmma(_)));
+        assert!(on_h200[1..].iter().all(|s| s.engine == TileEngine::MmaSync));
+        let on_a100 = MoeSpec::candidates(&config, 107, Arch::SM80);
+        assert!(on_a100.iter().all(|s| s.engine == TileEngine::MmaSync));
+        let exact = MoeConfig { dtype: DType::F32Exact, ..config };
+        assert!(
+            MoeSpec::candidates(&exact, H200_PROCESSORS, Arch::SM90)
+                .iter()
+                .all(|s| s.engine == TileEngine::MmaSync)
+        );
     }
 
     #[test]

@@ -1,0 +1,45 @@
+// completion.cuh -- what a processor publishes when a task ends, shared by both engines
+// (core's `runtime::Processor` after `TileExecutor::run`): the row-tile counter whose last
+// GEMM0 unlocks the row tile's GEMM1 tasks, the return signal of a GEMM1 tile, and the trace
+// record.
+#pragma once
+
+#include "queue.cuh"
+
+/// After a GEMM0's intermediate rows are stored and fenced, by one thread: counts the tile on
+/// its row-tile counter; the GEMM0 completing the row tile claims the log slots of the row
+/// tile's GEMM1 tasks and returns the first (kStop otherwise).
+__device__ unsigned complete_row_tile(const Rank& r, const fdm_task& t) {
+  const fdm_layout& l = r.p->layout;
+  unsigned* counter = reinterpret_cast<unsigned*>(r.heap + t.counter_offset);
+  const bool last = atomicAdd(counter, 1u) + 1u == fdm_col_tiles_inter(&l);
+  if (!last) return kStop;
+  __threadfence();  // every GEMM0 of the row tile counted before its GEMM1s are published
+  return claim(r, fdm_col_tiles_hidden(&l));
+}
+
+/// Publishes the GEMM1 tasks of GEMM0 task t's row tile at log slots base.. (from
+/// complete_row_tile), by `lanes` threads.
+__device__ void publish_gemm1(const Rank& r, const fdm_task& t, unsigned base, unsigned lane, unsigned lanes) {
+  publish(r, base, fdm_col_tiles_hidden(&r.p->layout), lane, lanes, [&](unsigned c) {
+    return make_task(r, FDM_TASK_GEMM1, t.source_rank, t.owner_rank, t.local_expert, t.row_tile, c, t.valid_rows);
+  });
+}
+
+/// After a GEMM1 tile's rows are stored: the epoch-stamped return signal in the source's heap.
+__device__ void raise_return_signal(const Rank& r, const fdm_task& t) {
+  signal_to(r.p, t.source_rank, reinterpret_cast<unsigned long long*>(r.heap_of(t.source_rank) + t.signal_offset),
+            fdm_signal(t.epoch, fdm_return_tile_id(&r.p->layout, t.row_tile, t.col_tile)));
+}
+
+/// The task's trace record (when the forward is traced), by one thread.
+__device__ __forceinline__ void record_trace(const Rank& r, unsigned pid, unsigned ti, unsigned long long start,
+                                             unsigned long long end) {
+  if (!r.p->trace) return;
+  fdm_trace_record rec;
+  rec.start_ns = start;
+  rec.end_ns = end;
+  rec.processor = pid;
+  rec.task = ti;
+  r.trace()[ti] = rec;
+}

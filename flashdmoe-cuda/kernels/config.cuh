@@ -1,0 +1,88 @@
+// config.cuh -- the MoE kernel's specialisation: the FDM_* defines the host sets
+// (flashdmoe-cuda/src/spec.rs, MoeSpec::defines) turned into constants, the tile engine they
+// select, and the shared-memory budget every role must fit.
+//
+//   FDM_MODE     0 bf16 | 1 f16 | 2 f32 on TF32 tensor cores | 3 f32 exact (FFMA)
+//   FDM_ACT      0 relu | 1 gelu | 2 SwiGLU (silu-gated, two up matrices)
+//   FDM_BIAS     0 | 1
+//   FDM_H, FDM_I, FDM_E, FDM_TOPK   hidden, intermediate, experts, experts per token
+//   FDM_BM, FDM_BN                  task tile (rows x output columns); BK is the mode's
+//   FDM_RENORM   0 | 1              renormalise the combine weights over the chosen k
+//   FDM_SMEM_BYTES                  dynamic shared memory the host gives every block
+//   FDM_CHUNK                       tokens per routing chunk
+//   FDM_ENGINE   0 mma.sync tiles (sm_80+, 256 threads) | 1 the Hopper wgmma engine (sm_90a,
+//                384 threads: a producer warpgroup and two consumer warpgroups)
+//   FDM_STAGES                      pipeline stages of the Hopper engine
+//   FDM_FRAG_PIPE   0 | 1 (default)   register-pipelined GEMM0 fragments of the mma.sync
+//                                     engine (0: the spill fallback)
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#ifndef FDM_MODE
+#error "FDM_MODE must be defined by the JIT"
+#endif
+#ifndef FDM_ENGINE
+#define FDM_ENGINE 0
+#endif
+#ifndef FDM_FRAG_PIPE
+#define FDM_FRAG_PIPE 1
+#endif
+#if FDM_ENGINE == 1
+// The mma.sync tiles (router) run on the first 256 threads of the 384-thread block.
+#define FDM_TILE_BARRIER_ID 2
+#endif
+
+#include "fdm_proto.h"
+#include "fdm_params.h"
+#include "tile_gemm.cuh"
+#include "tile_wgmma.cuh"
+
+using namespace flashdmoe::tile;
+
+constexpr Mode kMode = static_cast<Mode>(FDM_MODE);
+using Elem = typename ModeTraits<kMode>::Elem;
+constexpr int kH = FDM_H, kI = FDM_I, kE = FDM_E, kTopK = FDM_TOPK;
+constexpr int kBM = FDM_BM, kBN = FDM_BN;
+constexpr bool kHopper = FDM_ENGINE == 1;
+constexpr int kThreads = kHopper ? 384 : 256;
+constexpr int kWarps = kThreads / 32;
+constexpr bool kGated = FDM_ACT == 2;
+constexpr bool kBias = FDM_BIAS != 0;
+constexpr int kChunk = FDM_CHUNK;  // tokens per routing chunk (one token per thread in A2)
+static_assert(kChunk <= kThreads, "one thread per token of a chunk");
+constexpr unsigned kStop = 0xFFFFFFFFu;
+constexpr unsigned kDropped = 0xFFFFFFFFu;
+static_assert(kH % kBN == 0 && kI % kBN == 0, "the JIT only specialises shapes the tiles cover");
+static_assert(kTopK >= 1 && kTopK <= kE, "1 <= top_k <= experts");
+#if FDM_ENGINE == 1 && !FDM_HOPPER
+#error "FDM_ENGINE=1 (wgmma) needs sm_90a"
+#endif
+
+// The router runs in exact f32 when the experts run on TF32: routing decisions and combine
+// weights must not depend on TF32's 10-bit mantissa (its FLOPs are a small share).
+constexpr Mode kRouterMode = kMode == Mode::TF32 ? Mode::F32Exact : kMode;
+// On the Hopper engine the router runs without register-pipelined fragments: with them, ptxas
+// spills in the processors' register-reallocated regions (their allocation interacts).
+using Router = TileGemm<kRouterMode, 64, 64, ModeTraits<kRouterMode>::kBK, 4, 2, 4, 1,
+                        !kHopper && (kRouterMode == Mode::BF16 || kRouterMode == Mode::F16)>;
+static_assert(Router::kThreads == 256, "the router tile runs on 256 threads");
+
+constexpr int cmax(int a, int b) { return a > b ? a : b; }
+
+#if FDM_ENGINE == 1
+using Engine = flashdmoe::hopper::Engine<kMode, kBM, kBN, kGated ? 2 : 1, FDM_STAGES>;
+static_assert(kThreads == flashdmoe::hopper::kEngineThreads, "the engine's block");
+constexpr int kTileSmemBytes = Engine::kSmemBytes;
+#else
+using Gemm0 = TileGemm<kMode, kBM, kBN, ModeTraits<kMode>::kBK, 4, 2, 4, kGated ? 2 : 1,
+                       FDM_FRAG_PIPE != 0 && (kMode == Mode::BF16 || kMode == Mode::F16)>;
+using Gemm1 = TileGemm<kMode, kBM, kBN, ModeTraits<kMode>::kBK, 4, 2, 4, 1>;
+static_assert(Gemm0::kThreads == kThreads && Gemm1::kThreads == kThreads, "every tile config uses the block's threads");
+constexpr int kTileSmemBytes = cmax(Gemm0::kSmemBytes, Gemm1::kSmemBytes);
+#endif
+
+/// Dynamic shared memory every block gets (the largest tile config's need).
+constexpr int kSmemBytes = cmax(kTileSmemBytes, Router::kSmemBytes);
+static_assert(kSmemBytes <= FDM_SMEM_BYTES, "the host's MoeSpec::smem_bytes must cover every tile config");

@@ -1,0 +1,94 @@
+// dispatch.cuh -- phase A4 (core's `runtime::dispatch`): the kept rows of every packet go to
+// their owner's heap dispatch region (proto offsets), and the epoch-stamped dispatch signal
+// announces each packet once its rows are there. Zero-row packets are signalled by the OS
+// block (subscriber.cuh), and so are the packets for experts on this same GPU when the
+// engine reads rows in place (kReadsInPlace): those rows never move.
+#pragma once
+
+#include "heap.cuh"
+
+/// Whether GEMM0 reads the rows of packets from this GPU's own ranks in place (gathered from
+/// the source's input through its token list) instead of from a dispatched copy: the Hopper
+/// engine's producer loads A rows by pointer, so it can; the mma.sync tiles read a strided
+/// matrix and need the copy.
+constexpr bool kReadsInPlace = kHopper;
+
+/// Raises a dispatch signal: the packet's rows are in the owner's heap (the caller fenced
+/// them), stamped with this forward's epoch; and marks the time of the latest one raised.
+__device__ void raise_dispatch_signal(const Rank& r, unsigned e, unsigned rows) {
+  const fdm_layout& l = r.p->layout;
+  const unsigned owner = r.p->expert_owner[e], le = r.p->expert_local[e];
+  unsigned long long* sig =
+      reinterpret_cast<unsigned long long*>(r.heap_of(owner) + fdm_dispatch_signal(&l, r.global, le));
+  fence_for(r.p, owner);
+  signal_to(r.p, owner, sig, fdm_signal(r.p->epoch, rows));
+  atomicMax(&r.control()[kDispatchedNs], (unsigned)min(now_ns() - kernel_start(r), 0xFFFFFFFFull));
+}
+
+/// Rows one warp copies before it publishes them (one fence, one counter update).
+constexpr unsigned kDispatchRows = 8;
+
+/// Which copies a block makes in A4. Rows bound for another GPU cross NVLink at a fraction
+/// of local bandwidth, so when there are such rows (`split`) a quarter of each rank's
+/// processors (the highest roles, which the scheduler reaches last) copies only those, while
+/// the other processors and the leftover blocks copy the rows that stay on this GPU and then
+/// start computing on them. OS blocks copy nothing. `index` numbers the block within its
+/// group of `count` blocks; `count` 0 means the block copies nothing.
+struct CopyGroup {
+  bool split, remote;
+  unsigned index, count;
+};
+
+__device__ CopyGroup copy_group(const fdm_params* p) {
+  const unsigned bpr = p->blocks_per_rank, ranks = p->local_ranks;
+  const unsigned used = bpr * ranks, leftover = gridDim.x - used;
+  unsigned remote = p->layout.world > ranks ? max(1u, (bpr - 1) / 4) : 0u;
+  if (remote != 0 && bpr - 1 - remote == 0 && leftover == 0) remote = 0;  // too few blocks to split
+  const bool split = remote != 0;
+  const unsigned local_per_rank = bpr - 1 - remote, local_count = ranks * local_per_rank + leftover;
+  if (blockIdx.x >= used) return {split, false, ranks * local_per_rank + blockIdx.x - used, local_count};
+  const unsigned rank = blockIdx.x / bpr, role = blockIdx.x % bpr;
+  if (role == 0) return {split, false, 0, 0};
+  if (role > local_per_rank) return {split, true, rank * remote + role - 1 - local_per_rank, ranks * remote};
+  return {split, false, rank * local_per_rank + role - 1, local_count};
+}
+
+/// A4: copy only the kept rows, each straight into its owner's heap dispatch region (proto
+/// offsets), in items of kDispatchRows rows of one packet taken in packet order; the warp
+/// completing a packet raises its signal, so owners start on early packets while later
+/// ones are still in flight (no grid barrier follows). Zero-row packets are signalled by
+/// the OS block.
+__device__ void dispatch_packets(const fdm_params* p) {
+  const fdm_layout& l = p->layout;
+  if (kReadsInPlace && p->layout.world == p->local_ranks) return;  // every packet stays on this GPU
+  const CopyGroup g = copy_group(p);
+  if (g.count == 0) return;
+  const unsigned lane = threadIdx.x % 32;
+  const unsigned items_per_packet = fdm_div_ceil(l.capacity, kDispatchRows);
+  const unsigned long long items = (unsigned long long)p->local_ranks * kE * items_per_packet;
+  constexpr unsigned kVecs = kH * sizeof(Elem) / 16;
+  for (unsigned long long w = (unsigned long long)g.index * kWarps + threadIdx.x / 32; w < items;
+       w += (unsigned long long)g.count * kWarps) {
+    const unsigned local = (unsigned)(w / ((unsigned long long)kE * items_per_packet));
+    const unsigned e = (unsigned)(w / items_per_packet % kE);
+    const unsigned first = (unsigned)(w % items_per_packet) * kDispatchRows;
+    const Rank r = make_rank(p, local);
+    const unsigned rows = r.packet_rows()[e];
+    if (first >= rows) continue;
+    const unsigned owner = p->expert_owner[e], le = p->expert_local[e];
+    const bool remote = !on_this_gpu(p, owner);
+    if (kReadsInPlace && !remote) continue;  // read in place; the OS block signals it
+    if (g.split && remote != g.remote) continue;
+    const unsigned n = min(kDispatchRows, rows - first);
+    for (unsigned pos = first; pos < first + n; ++pos) {
+      const unsigned token = r.expert_tokens()[(unsigned long long)e * l.capacity + pos];
+      const uint4* src = reinterpret_cast<const uint4*>(r.x() + (unsigned long long)token * kH);
+      uint4* dst = reinterpret_cast<uint4*>(r.heap_of(owner) + fdm_row(&l, FDM_STAGE_DISPATCH, r.global, le, pos, 0));
+#pragma unroll 4
+      for (unsigned v = lane; v < kVecs; v += 32) dst[v] = src[v];
+    }
+    fence_for(p, owner);  // this lane's stores of the item, before the count
+    __syncwarp();
+    if (lane == 0 && atomicAdd(&r.packet_copied()[e], n) + n == rows) raise_dispatch_signal(r, e, rows);
+  }
+}

@@ -1,0 +1,97 @@
+// heap.cuh -- one rank's view of its memory (core's `runtime::SymmetricHeap` plus the
+// backend's scratch): its heap and its peers' through the peer table, its scratch arrays
+// (routing, task queue, mailboxes, trace) at the offsets the host laid out
+// (fdm_scratch_layout), its input and output rows, the control words, and the first-failure
+// diagnostics record.
+#pragma once
+
+#include "sync.cuh"
+
+/// Everything one rank's code needs, derived from the launch parameters.
+struct Rank {
+  const fdm_params* p;
+  unsigned local;   // index among this device's ranks
+  unsigned global;  // global rank
+  char* heap;       // this rank's heap
+  char* scratch;    // this rank's scratch
+  unsigned nproc;   // processors of this rank
+
+  __device__ char* heap_of(unsigned rank) const { return reinterpret_cast<char*>(p->heaps[rank]); }
+  template <class T> __device__ T* at(unsigned long long offset) const {
+    return reinterpret_cast<T*>(scratch + offset);
+  }
+  __device__ float* logits() const { return at<float>(p->scratch_layout.logits); }
+  __device__ unsigned* topk_expert() const { return at<unsigned>(p->scratch_layout.topk_expert); }
+  __device__ float* topk_weight() const { return at<float>(p->scratch_layout.topk_weight); }
+  __device__ unsigned* slot_row() const { return at<unsigned>(p->scratch_layout.slot_row); }
+  __device__ unsigned* chunk_counts() const { return at<unsigned>(p->scratch_layout.chunk_counts); }
+  __device__ unsigned* expert_tokens() const { return at<unsigned>(p->scratch_layout.expert_tokens); }
+  __device__ unsigned* packet_rows() const { return at<unsigned>(p->scratch_layout.packet_rows); }
+  __device__ unsigned* packet_copied() const { return at<unsigned>(p->scratch_layout.packet_copied); }
+  __device__ fdm_task* tasks() const { return at<fdm_task>(p->scratch_layout.tasks); }
+  __device__ unsigned* task_ready() const { return at<unsigned>(p->scratch_layout.task_ready); }
+  __device__ fdm_trace_record* trace() const { return at<fdm_trace_record>(p->scratch_layout.trace); }
+  __device__ unsigned* mailbox() const { return at<unsigned>(p->scratch_layout.mailbox); }
+  __device__ unsigned* assigned() const { return at<unsigned>(p->scratch_layout.assigned); }
+  __device__ unsigned* completed() const { return at<unsigned>(p->scratch_layout.completed); }
+  __device__ unsigned* control() const { return at<unsigned>(p->scratch_layout.control); }
+  __device__ const Elem* x() const {
+    return reinterpret_cast<const Elem*>(p->x) + (unsigned long long)local * p->layout.tokens * kH;
+  }
+  __device__ Elem* y() const {
+    return reinterpret_cast<Elem*>(p->y) + (unsigned long long)local * p->layout.tokens * kH;
+  }
+  /// Global expert of this rank's local expert `le` of owner `owner`.
+  __device__ unsigned expert_of(unsigned owner, unsigned le) const {
+    return p->local_to_global[owner * p->layout.local_experts + le];
+  }
+};
+
+__device__ __forceinline__ Rank make_rank(const fdm_params* p, unsigned local) {
+  Rank r;
+  r.p = p;
+  r.local = local;
+  r.global = p->first_rank + local;
+  r.heap = reinterpret_cast<char*>(p->heaps[r.global]);
+  r.scratch = reinterpret_cast<char*>(p->scratch) + (unsigned long long)local * p->scratch_bytes;
+  r.nproc = p->blocks_per_rank - 1;
+  return r;
+}
+
+// Control words in scratch (reset at the start of every forward).
+// Phase marks are nanoseconds since the kernel start (CudaLayer::phase_times reads them):
+// A1 (router) done, A2 (top-k) done, A3 (placement) done, last dispatch signal raised.
+enum Control : unsigned {
+  kTaskTail = 0,
+  kKernelStartLo = 1,
+  kKernelStartHi = 2,
+  kRoutedNs = 3,
+  kChosenNs = 4,
+  kPlacedNs = 5,
+  kDispatchedNs = 6,
+};
+
+__device__ __forceinline__ unsigned long long kernel_start(const Rank& r) {
+  return (unsigned long long)r.control()[kKernelStartLo] | (unsigned long long)r.control()[kKernelStartHi] << 32;
+}
+
+// ─── diagnostics ──────────────────────────────────────────────────────────────────────
+__device__ __forceinline__ bool aborted(const fdm_params* p) {
+  return ld_volatile(&p->diag->abort) != 0u;
+}
+
+/// Records the first timeout of the launch (later ones only see the abort flag).
+__device__ void report_timeout(const Rank& r, unsigned role, unsigned what, unsigned index,
+                               unsigned long long seen) {
+  fdm_diag* d = r.p->diag;
+  if (atomicCAS(&d->status, 0u, 1u) == 0u) {
+    d->rank = r.global;
+    d->role = role;
+    d->what = what;
+    d->index = index;
+    d->expected_epoch = r.p->epoch;
+    d->seen = seen;
+    __threadfence_system();
+  }
+  atomicExch(&d->abort, 1u);
+}

@@ -1,0 +1,59 @@
+// mailbox.cuh -- the scheduler -> processor handoff (core's `runtime::Mailbox`): per processor
+// q, two task slots mailbox[2q], mailbox[2q + 1] and two counters, assigned[q] (written by the
+// scheduler) and completed[q] (written by the processor). Task number a of a processor goes in
+// slot a % 2, so a processor finds its next task the moment it finishes one; the scheduler
+// writes a slot only while the processor has at most one task outstanding (assigned -
+// completed <= 1), so an unread slot is never overwritten. The stop word kStop, written the
+// same way once every task of the rank completed, ends the processor's loop.
+//
+// Ordering: slot store, then st.release.gpu of assigned; the processor's ld.acquire.gpu of
+// assigned > taken makes the slot visible. Completion: st.release.gpu of completed after the
+// task's results are published. loom checks this protocol in flashdmoe-core
+// (runtime/mailbox.rs).
+#pragma once
+
+#include "heap.cuh"
+
+/// Scheduler side: tasks outstanding at processor q, given the scheduler's own count of
+/// tasks it assigned there.
+__device__ __forceinline__ unsigned mailbox_outstanding(const Rank& r, unsigned q, unsigned assigned) {
+  return assigned - ld_acquire_gpu(&r.completed()[q]);
+}
+
+/// Scheduler side: puts `task` (or kStop) in processor q's next slot; `assigned` is the
+/// scheduler's count for q before this one.
+__device__ __forceinline__ void mailbox_give(const Rank& r, unsigned q, unsigned assigned, unsigned task) {
+  r.mailbox()[2 * q + (assigned & 1u)] = task;
+  st_release_gpu(&r.assigned()[q], assigned + 1);
+}
+
+/// Processor side: whether task number `taken` (0-based) has been given to processor q.
+__device__ __forceinline__ bool mailbox_ready(const Rank& r, unsigned q, unsigned taken) {
+  return ld_acquire_gpu(&r.assigned()[q]) > taken;
+}
+
+/// Processor side: task number `taken` of processor q (after mailbox_ready).
+__device__ __forceinline__ unsigned mailbox_take(const Rank& r, unsigned q, unsigned taken) {
+  return r.mailbox()[2 * q + (taken & 1u)];
+}
+
+/// Processor side: `done` tasks of processor q have completed (their results published).
+__device__ __forceinline__ void mailbox_complete(const Rank& r, unsigned q, unsigned done) {
+  st_release_gpu(&r.completed()[q], done);
+}
+
+/// Processor side: waits for task number `taken` of processor q: its task index, or kStop
+/// when the scheduler stopped it, the launch aborted, or the wait timed out (recorded).
+__device__ unsigned mailbox_wait(const Rank& r, unsigned q, unsigned taken, Deadline& deadline) {
+  for (;;) {
+    if (mailbox_ready(r, q, taken)) {
+      deadline.progress();
+      return mailbox_take(r, q, taken);
+    }
+    if (aborted(r.p)) return kStop;
+    if (deadline.expired()) {
+      report_timeout(r, FDM_ROLE_PROCESSOR, FDM_WAIT_DOORBELL, q, taken);
+      return kStop;
+    }
+  }
+}

@@ -1,0 +1,184 @@
+// processor_wgmma.cuh -- a processor block on the Hopper tile engine (sm_90a; core's
+// `runtime::Processor`; kernels/tile_wgmma.cuh has the engine's contract). The block's 384
+// threads split by role once, after phase A:
+//   producer warpgroup (128 threads): its thread 0 takes the next task from the mailbox and
+//     hands it on through the engine's task ring; all 128 then load the task's A rows (cp.async,
+//     gathered by pointer: rows of a packet from this GPU come straight from the source's input
+//     through its token list, never copied) while thread 0 streams the weights' B tiles (TMA);
+//   consumer warpgroups (256 threads): run the task's wgmmas, the fused epilogue (bias,
+//     activation, SwiGLU) and the stores, then publish what the task unlocks (a completed row
+//     tile's GEMM1 tasks, a return signal) and report completion; combine tasks run here too.
+// The producer is one task ahead: it loads task n+1 while the consumers finish task n.
+#pragma once
+
+#include "combine.cuh"
+#include "completion.cuh"
+#include "dispatch.cuh"
+#include "mailbox.cuh"
+
+#if FDM_ENGINE == 1
+namespace hw = flashdmoe::hopper;
+
+constexpr int kNB0 = kGated ? 2 : 1;  // B operands of GEMM0 (gate, up) or (up)
+
+/// The A rows of GEMM task t (expert e) for producer thread pt: a GEMM0 packet from this GPU
+/// is read in place from the source's own input through its token list (kReadsInPlace:
+/// dispatch.cuh never copied it); any other packet from its dispatched rows; a GEMM1's from
+/// the intermediate rows.
+__device__ __forceinline__ Engine::ARows task_rows(const Rank& r, const fdm_task& t, unsigned e, unsigned pt) {
+  const bool gemm0 = t.kind == FDM_TASK_GEMM0;
+  if (gemm0 && kReadsInPlace && on_this_gpu(r.p, t.source_rank)) {
+    const Rank src = make_rank(r.p, t.source_rank - r.p->first_rank);
+    const unsigned* tokens = src.expert_tokens() + (unsigned long long)e * r.p->layout.capacity + t.row_tile * kBM;
+    const unsigned valid = t.valid_rows;
+    return Engine::a_rows(pt, reinterpret_cast<const char*>(src.x()), kH * sizeof(Elem),
+                          [&](unsigned i) { return i < valid ? tokens[i] : Engine::kNoRow; });
+  }
+  const unsigned valid = t.valid_rows;
+  return Engine::a_rows(pt, r.heap + t.input_offset, (gemm0 ? kH : kI) * sizeof(Elem),
+                        [&](unsigned i) { return i < valid ? i : Engine::kNoRow; });
+}
+
+/// What the producer hands the consumers for each task: the descriptor and its log index
+/// (kStop: stop). Consumers read the fields from shared memory when they need them, so
+/// nothing of the task lives in registers across the main loop (the accumulators need them).
+struct RingTask {
+  fdm_task t;
+  unsigned index;
+};
+
+__device__ void wgmma_producer(const Rank& r, unsigned pid, const Engine::Smem& s, hw::Ring<2>& ring,
+                               hw::Ring<FDM_STAGES>& pipe) {
+  const unsigned pt = threadIdx.x;
+  const fdm_params* p = r.p;
+  unsigned taken = 0;
+  Deadline deadline(p->timeout_ns + p->timeout_ns / 2);
+  for (;;) {
+    // Thread 0 waits for the mailbox (a timeout or abort yields kStop, which ends every role)
+    // and hands the task on.
+    if (pt == 0) {
+      RingTask next;
+      next.index = mailbox_wait(r, pid, taken, deadline);
+      if (next.index != kStop) next.t = r.tasks()[next.index];
+      Engine::ring_put(s, ring, next);
+    }
+    const RingTask* task = Engine::ring_wait<RingTask>(s, ring);
+    ring.advance();
+    if (task->index == kStop) return;
+    ++taken;
+    const fdm_task& t = task->t;  // read in place (shared memory), not copied to registers
+    if (t.kind == FDM_TASK_COMBINE) continue;
+    // One produce() site for both GEMMs: their differences are data (two inlined copies of
+    // the engine's loop make ptxas spill).
+    const bool gemm0 = t.kind == FDM_TASK_GEMM0;
+    const unsigned e = r.expert_of(t.owner_rank, t.local_expert);
+    const Engine::ARows rows = task_rows(r, t, e, pt);
+    const void* b0 = !gemm0 ? &p->tmap_down : kGated ? &p->tmap_gate : &p->tmap_up;
+    const int b_row = (int)(e * (gemm0 ? kI : kH) + t.col_tile * kBN);
+    Engine::produce(s, pipe, pt, rows, (gemm0 ? kH : kI) / Engine::kBK, b0, &p->tmap_up, b_row,
+                    gemm0 ? kNB0 : 1);
+  }
+}
+
+__device__ __forceinline__ float bias_of(const void* bias, unsigned long long i) {
+  return kBias ? to_f32(reinterpret_cast<const Elem*>(bias)[i]) : 0.f;
+}
+
+/// The consumers' part of a GEMM task: the main loop, then the epilogue into the
+/// intermediate rows (GEMM0: bias, activation or SwiGLU) or the source's return rows (GEMM1:
+/// bias), stored and fenced for their observers. Returns the end time for the trace. One
+/// consume() and one store() site for both kinds, like the producer's.
+__device__ __forceinline__ unsigned long long gemm_consume(const Rank& r, const Engine::Smem& s,
+                                                           hw::Ring<FDM_STAGES>& pipe, const fdm_task& t,
+                                                           unsigned c) {
+  const unsigned cw = c / 128, ct = c % 128;
+  const bool gemm0 = t.kind == FDM_TASK_GEMM0;
+  const fdm_params* p = r.p;
+  const unsigned e = r.expert_of(t.owner_rank, t.local_expert);
+  Engine::Accum acc;
+  Engine::consume(s, pipe, acc, cw, (gemm0 ? kH : kI) / Engine::kBK, gemm0 ? kNB0 : 1);
+  const unsigned long long b0 = (unsigned long long)e * (gemm0 ? kI : kH) + t.col_tile * kBN;
+  Elem* out = reinterpret_cast<Elem*>((gemm0 ? r.heap : r.heap_of(t.source_rank)) + t.output_offset);
+  Engine::store(s, acc, cw, ct, c, t.valid_rows, out, gemm0 ? kI : kH, [&](unsigned, unsigned col, float v0, float v1) {
+    if (!gemm0) return v0 + bias_of(p->b_down, b0 + col);
+    if constexpr (kGated) {
+      return silu_f(v0 + bias_of(p->b_gate, b0 + col)) * (v1 + bias_of(p->b_up, b0 + col));
+    } else {
+      constexpr Act act = FDM_ACT == 1 ? Act::Gelu : Act::Relu;
+      return activate<act>(v0 + bias_of(p->b_up, b0 + col));
+    }
+  });
+  fence_for(p, gemm0 ? r.global : t.source_rank);  // results before what announces them
+  hw::consumer_sync();
+  return now_ns();
+}
+
+__device__ void wgmma_consumer(const Rank& r, unsigned pid, const Engine::Smem& s, hw::Ring<2>& ring,
+                               hw::Ring<FDM_STAGES>& pipe) {
+  __shared__ unsigned s_base;
+  const unsigned c = threadIdx.x - hw::kProducerThreads;  // 0..255
+  unsigned done = 0;
+  for (;;) {
+    // The task stays in its ring slot (read in place) until the consumers release it at the
+    // end of the task.
+    const RingTask* task = Engine::ring_wait<RingTask>(s, ring);
+    const unsigned index = task->index;
+    if (index == kStop) return;
+    const unsigned long long start = now_ns();
+    // The trace's end time is taken once the tile's results are stored and fenced but before
+    // anything that depends on them is published (trace conformance).
+    unsigned long long end;
+    if (task->t.kind == FDM_TASK_COMBINE) {
+      run_combine<hw::kConsumerThreads>(r, task->t, c);
+      hw::consumer_sync();
+      end = now_ns();
+    } else {
+      end = gemm_consume(r, s, pipe, task->t, c);
+      if (task->t.kind == FDM_TASK_GEMM0) {
+        // Row-tile counter: the GEMM0 completing it publishes the row tile's GEMM1 tasks.
+        if (c == 0) s_base = complete_row_tile(r, task->t);
+        hw::consumer_sync();
+        if (s_base != kStop) publish_gemm1(r, task->t, s_base, c, hw::kConsumerThreads);
+      } else if (c == 0) {
+        raise_return_signal(r, task->t);
+      }
+    }
+    hw::consumer_sync();
+    if (c == 0) {
+      record_trace(r, pid, index, start, end);
+      mailbox_complete(r, pid, ++done);
+    }
+    Engine::ring_release(s, ring);
+    ring.advance();
+  }
+}
+
+/// Engine set-up of a processor block, by all its threads, before they split by role.
+__device__ Engine::Smem processor_init(const Rank& r, char* smem) {
+  const Engine::Smem s = Engine::carve(smem);
+  if (threadIdx.x == 0) {
+    Engine::init(s);
+    hw::prefetch_tensormap(&r.p->tmap_up);
+    hw::prefetch_tensormap(&r.p->tmap_down);
+    if (kGated) hw::prefetch_tensormap(&r.p->tmap_gate);
+  }
+  __syncthreads();
+  return s;
+}
+
+/// Processor `pid` of rank r: initialises the engine, splits into producer and consumers
+/// (each warpgroup's role one branch of a single if/else, which setmaxnreg needs), and runs
+/// the tasks its mailbox gives it until the stop word.
+__device__ void processor(const Rank& r, unsigned pid, char* smem) {
+  const Engine::Smem s = processor_init(r, smem);
+  hw::Ring<2> ring;
+  hw::Ring<FDM_STAGES> pipe;
+  if (threadIdx.x < hw::kProducerThreads) {
+    hw::regs_decrease<hw::kProducerRegs>();
+    wgmma_producer(r, pid, s, ring, pipe);
+  } else {
+    hw::regs_increase<hw::kConsumerRegs>();
+    wgmma_consumer(r, pid, s, ring, pipe);
+  }
+}
+#endif  // FDM_ENGINE == 1

@@ -1,0 +1,33 @@
+// queue.cuh -- the rank's task log (core's `runtime::Log` / `queue.rs`): an append-only array
+// sized for the whole forward; a producer claims `count` slots with one atomicAdd on the task
+// tail and publishes each descriptor by a release store of its ready flag = epoch. The
+// scheduler hands out the ready prefix in order (scheduler.cuh).
+#pragma once
+
+#include "heap.cuh"
+
+/// The descriptor of a task, from the generated protocol helper (TaskDescriptor::new in
+/// Rust): the kernel never computes a task's offsets itself.
+__device__ __forceinline__ fdm_task make_task(const Rank& r, unsigned kind, unsigned source, unsigned owner,
+                                              unsigned le, unsigned row_tile, unsigned col_tile,
+                                              unsigned valid_rows) {
+  return fdm_task_init(&r.p->layout, kind, r.p->epoch, source, owner, le, row_tile, col_tile, valid_rows);
+}
+
+/// Claims `count` slots of the log (one atomicAdd, by the caller's leader thread).
+__device__ __forceinline__ unsigned claim(const Rank& r, unsigned count) {
+  return atomicAdd(&r.control()[kTaskTail], count);
+}
+
+/// Writes and publishes tasks base..base+count, task i = make(i), cooperatively by the
+/// `lanes` threads calling it (lane = 0..lanes-1; all must pass the same arguments). `base`
+/// comes from claim(), broadcast by the caller.
+template <class Make>
+__device__ void publish(const Rank& r, unsigned base, unsigned count, unsigned lane, unsigned lanes, Make make) {
+  fdm_task* tasks = r.tasks();
+  unsigned* ready = r.task_ready();
+  for (unsigned i = lane; i < count; i += lanes) {
+    tasks[base + i] = make(i);
+    st_release_gpu(&ready[base + i], r.p->epoch);
+  }
+}

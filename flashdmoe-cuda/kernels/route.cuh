@@ -1,0 +1,148 @@
+// route.cuh -- phase A1-A3 of a forward (core's `routing`, run on the GPU by every block of
+// the device, separated by grid barriers in moe.cu): the router GEMM, softmax + top-k per
+// token, and the deterministic placement of each routed (token, slot) in its expert's packet
+// with capacity drops (lowest token index wins). The per-forward counter reset runs first.
+#pragma once
+
+#include "heap.cuh"
+
+/// Resets this forward's local counters: the row-tile and combine counters of every local
+/// rank (signals are never cleared: epochs tell forwards apart), the mailboxes' counters, the
+/// packet copy counts and the task tail.
+__device__ void reset_counters(const fdm_params* p) {
+  const unsigned long long gtid = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x;
+  const unsigned long long gthreads = (unsigned long long)gridDim.x * blockDim.x;
+  const fdm_layout& l = p->layout;
+  for (unsigned local = 0; local < p->local_ranks; ++local) {
+    Rank r = make_rank(p, local);
+    unsigned* counters = reinterpret_cast<unsigned*>(r.heap + fdm_counters_start(&l));
+    const unsigned long long ncounters = fdm_counters_bytes(&l) / FDM_COUNTER_BYTES;
+    for (unsigned long long i = gtid; i < ncounters; i += gthreads) counters[i] = 0u;
+    for (unsigned long long i = gtid; i < r.nproc; i += gthreads) {
+      r.assigned()[i] = 0u;
+      r.completed()[i] = 0u;
+    }
+    for (unsigned long long i = gtid; i < (unsigned long long)kE; i += gthreads) r.packet_copied()[i] = 0u;
+    if (gtid == 0) {
+      r.control()[kTaskTail] = 0u;
+      r.control()[kDispatchedNs] = 0u;
+    }
+  }
+}
+
+/// A1: logits[t][e] = x[t] . router[e] in f32, on tensor cores.
+__device__ void router_gemm(const fdm_params* p, char* smem) {
+  // The tile runs on the block's first Router::kThreads threads (its barrier is named when
+  // the block is larger: config.cuh).
+  if (threadIdx.x >= (unsigned)Router::kThreads) return;
+  const unsigned T = p->layout.tokens;
+  const unsigned row_tiles = fdm_div_ceil(T, Router::BM);
+  const unsigned col_tiles = fdm_div_ceil(kE, Router::BN);
+  const unsigned per_rank = row_tiles * col_tiles;
+  const Elem* router = reinterpret_cast<const Elem*>(p->router);
+  for (unsigned job = blockIdx.x; job < per_rank * p->local_ranks; job += gridDim.x) {
+    Rank r = make_rank(p, job / per_rank);
+    const unsigned rt = (job % per_rank) / col_tiles, ct = job % col_tiles;
+    const int rows = (int)fdm_tile_rows(T, rt, Router::BM);
+    const int cols = (int)min((unsigned)Router::BN, kE - ct * Router::BN);
+    typename Router::Accum acc;
+    Router::gemm(acc, r.x() + (unsigned long long)rt * Router::BM * kH, kH, rows,
+                 router + (unsigned long long)ct * Router::BN * kH, kH, cols, kH, smem);
+    Router::store<float>(acc, r.logits() + (unsigned long long)rt * Router::BM * kE + ct * Router::BN, kE, rows,
+                         cols, smem);
+  }
+}
+
+/// A2: top-k per token and within-chunk positions per expert.
+__device__ void route_chunks(const fdm_params* p, unsigned* s_topk) {
+  const unsigned T = p->layout.tokens;
+  const unsigned chunks = fdm_div_ceil(T, kChunk);
+  for (unsigned job = blockIdx.x; job < chunks * p->local_ranks; job += gridDim.x) {
+    Rank r = make_rank(p, job / chunks);
+    const unsigned chunk = job % chunks;
+    const unsigned t = chunk * kChunk + threadIdx.x;
+    if (threadIdx.x < (unsigned)kChunk && t < T) {
+      const float* lg = r.logits() + (unsigned long long)t * kE;
+      float m = -__int_as_float(0x7f800000);  // -inf
+      for (int e = 0; e < kE; ++e) m = fmaxf(m, lg[e]);
+      float sum = 0.f;
+      for (int e = 0; e < kE; ++e) sum += expf(lg[e] - m);
+      // The k best in (logit descending, expert ascending) order, each pick the best expert
+      // strictly after the previous one in that order: O(1) registers whatever k is (arrays
+      // of k picks made the whole kernel spill at k = 6).
+      unsigned prev_e = 0;
+      float prev_v = 0.f, chosen_sum = 0.f;
+#pragma unroll 1
+      for (int j = 0; j < kTopK; ++j) {
+        int best = -1;
+        float best_v = 0.f;
+        for (int e = 0; e < kE; ++e) {
+          const float v = lg[e];
+          const bool after = j == 0 || v < prev_v || (v == prev_v && (unsigned)e > prev_e);
+          // Strict '>' keeps the lower expert index on ties (experts visited in order).
+          if (after && (best < 0 || v > best_v)) {
+            best = e;
+            best_v = v;
+          }
+        }
+        prev_e = (unsigned)best;
+        prev_v = best_v;
+        const float prob = expf(best_v - m) / sum;
+        chosen_sum += prob;
+        r.topk_expert()[t * kTopK + j] = prev_e;
+        r.topk_weight()[t * kTopK + j] = prob;
+        s_topk[threadIdx.x * kTopK + j] = prev_e;
+      }
+      if (FDM_RENORM) {
+#pragma unroll 1
+        for (int j = 0; j < kTopK; ++j) r.topk_weight()[t * kTopK + j] /= chosen_sum;
+      }
+    }
+    __syncthreads();
+    // One thread per expert walks the chunk's (token, slot) pairs in token order.
+    const unsigned n = min((unsigned)kChunk, T - chunk * kChunk);
+    for (unsigned e = threadIdx.x; e < (unsigned)kE; e += kThreads) {
+      unsigned count = 0;
+      for (unsigned i = 0; i < n * kTopK; ++i) {
+        if (s_topk[i] == e) r.slot_row()[(chunk * kChunk) * kTopK + i] = count++;
+      }
+      r.chunk_counts()[chunk * kE + e] = count;
+    }
+    __syncthreads();
+  }
+}
+
+/// A3: global positions (prefix over earlier chunks + within-chunk position) and capacity
+/// drops (kept iff position < capacity: the lowest token indices win).
+__device__ void place_chunks(const fdm_params* p, unsigned* s_offset) {
+  const fdm_layout& l = p->layout;
+  const unsigned T = l.tokens;
+  const unsigned chunks = fdm_div_ceil(T, kChunk);
+  for (unsigned job = blockIdx.x; job < chunks * p->local_ranks; job += gridDim.x) {
+    Rank r = make_rank(p, job / chunks);
+    const unsigned chunk = job % chunks;
+    for (unsigned e = threadIdx.x; e < (unsigned)kE; e += kThreads) {
+      unsigned off = 0;
+      for (unsigned c = 0; c < chunk; ++c) off += r.chunk_counts()[c * kE + e];
+      s_offset[e] = off;
+    }
+    __syncthreads();
+    const unsigned n = min((unsigned)kChunk, T - chunk * kChunk);
+    for (unsigned i = threadIdx.x; i < n * kTopK; i += kThreads) {
+      const unsigned slot = chunk * kChunk * kTopK + i;
+      const unsigned e = r.topk_expert()[slot];
+      const unsigned pos = s_offset[e] + r.slot_row()[slot];
+      const bool kept = pos < l.capacity;
+      r.slot_row()[slot] = kept ? pos : kDropped;
+      if (kept) r.expert_tokens()[(unsigned long long)e * l.capacity + pos] = slot / kTopK;
+    }
+    // The last chunk's block knows every expert's total: the packet sizes A4 and the OS
+    // block work from.
+    if (chunk + 1 == chunks) {
+      for (unsigned e = threadIdx.x; e < (unsigned)kE; e += kThreads) {
+        r.packet_rows()[e] = min(s_offset[e] + r.chunk_counts()[chunk * kE + e], l.capacity);
+      }
+    }
+    __syncthreads();
+  }
+}

@@ -1,0 +1,73 @@
+// sync.cuh -- the memory-model vocabulary of the kernel (flashdmoe-core's `sync` facade on
+// the GPU): acquire loads, release stores, the fences that order data before a signal, the
+// clock and per-wait deadlines.
+//
+// Memory-ordering contract (docs/protocol.md; core's runtime follows the same):
+//   * data stores, then a fence, then a release store of the signal, both at system scope
+//     when the receiver is on another GPU and at GPU scope when it is on this one
+//     (fence_for, signal_to); receivers ld.acquire.sys the signal before reading data;
+//   * task descriptors: written, then the task's ready flag st.release.gpu = epoch;
+//   * mailboxes: the scheduler writes the slot then st.release.gpu the assigned count;
+//     processors ld.acquire.gpu it; completion counts likewise in the other direction;
+//   * row-tile and combine counters: __threadfence() then atomicAdd; the thread that
+//     completes a counter fences again before publishing the follow-up tasks.
+#pragma once
+
+#include "config.cuh"
+
+__device__ __forceinline__ unsigned long long ld_acquire_sys(const unsigned long long* p) {
+  unsigned long long v;
+  asm volatile("ld.acquire.sys.global.u64 %0, [%1];" : "=l"(v) : "l"(p) : "memory");
+  return v;
+}
+__device__ __forceinline__ void st_release_sys(unsigned long long* p, unsigned long long v) {
+  asm volatile("st.release.sys.global.u64 [%0], %1;" ::"l"(p), "l"(v) : "memory");
+}
+__device__ __forceinline__ void st_release_gpu(unsigned long long* p, unsigned long long v) {
+  asm volatile("st.release.gpu.global.u64 [%0], %1;" ::"l"(p), "l"(v) : "memory");
+}
+__device__ __forceinline__ unsigned ld_acquire_gpu(const unsigned* p) {
+  unsigned v;
+  asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+  return v;
+}
+__device__ __forceinline__ void st_release_gpu(unsigned* p, unsigned v) {
+  asm volatile("st.release.gpu.global.u32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
+}
+__device__ __forceinline__ unsigned ld_volatile(const unsigned* p) {
+  return *reinterpret_cast<const volatile unsigned*>(p);
+}
+
+/// Whether global rank `rank` lives on this GPU (the launch's ranks are consecutive).
+__device__ __forceinline__ bool on_this_gpu(const fdm_params* p, unsigned rank) {
+  return rank >= p->first_rank && rank < p->first_rank + p->local_ranks;
+}
+/// Orders this thread's earlier stores before its later ones for an observer on rank `rank`'s
+/// GPU: a GPU-scope fence when that is this GPU (a system-scope fence costs more, and more
+/// still while NVLink traffic is in flight), else a system-scope one.
+__device__ __forceinline__ void fence_for(const fdm_params* p, unsigned rank) {
+  if (on_this_gpu(p, rank)) __threadfence();
+  else __threadfence_system();
+}
+/// Publishes signal word `v` at `sig` in rank `rank`'s heap with release semantics at the
+/// narrowest scope that includes its readers (see fence_for).
+__device__ __forceinline__ void signal_to(const fdm_params* p, unsigned rank, unsigned long long* sig,
+                                          unsigned long long v) {
+  if (on_this_gpu(p, rank)) st_release_gpu(sig, v);
+  else st_release_sys(sig, v);
+}
+
+__device__ __forceinline__ unsigned long long now_ns() {
+  unsigned long long t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+
+/// A per-wait deadline: expires when no progress was made for `timeout` ns.
+struct Deadline {
+  unsigned long long limit;
+  unsigned long long last;
+  __device__ explicit Deadline(unsigned long long timeout) : limit(timeout), last(now_ns()) {}
+  __device__ void progress() { last = now_ns(); }
+  __device__ bool expired() const { return now_ns() - last > limit; }
+};

@@ -1,0 +1,130 @@
+//! The Hopper tile engine (`kernels/tile_wgmma.cuh`) as the host sees it: which tiles it
+//! supports, the shared memory a block needs for one, and how deep its pipeline can be.
+//!
+//! Invariant: [`WgmmaTile::smem_bytes`] mirrors `Engine::kSmemBytes`; kernels built on the
+//! engine `static_assert` that the host's `FDM_SMEM_BYTES` covers it, so an under-estimate is a
+//! compile error, never an out-of-bounds shared-memory access.
+
+use crate::jit::Defines;
+
+/// Threads of an engine block: one producer and two consumer warpgroups.
+pub const ENGINE_THREADS: u32 = 384;
+
+/// Dynamic shared memory a block may use on an H100/H200 (227 KiB opt-in), less 1 KiB for the
+/// kernels' static shared variables.
+pub const SMEM_LIMIT: u32 = 232_448 - 1024;
+
+/// Bytes of one task-ring slot (`Engine::kRingPayload`).
+const RING_PAYLOAD: u32 = 128;
+
+/// One configuration of the engine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct WgmmaTile {
+    /// Element bytes (2: bf16/f16; 4: f32 on tf32 tensor cores).
+    pub elem_bytes: u32,
+    /// Tile rows: 64 or 128.
+    pub bm: u32,
+    /// Tile columns per B operand.
+    pub bn: u32,
+    /// B operands: 1, or 2 for SwiGLU's gate and up.
+    pub nb: u32,
+    /// Pipeline stages.
+    pub stages: u32,
+    /// Bytes of a row the epilogue stages at a time (128, 256 or 512; `FDM_STAGE_COLS`).
+    pub stage_bytes: u32,
+}
+
+impl WgmmaTile {
+    /// Why the engine cannot run this tile, if it cannot.
+    pub fn unsupported(&self) -> Option<String> {
+        if !matches!(self.elem_bytes, 2 | 4) {
+            return Some(format!("{}-byte elements (2 or 4)", self.elem_bytes));
+        }
+        if !matches!(self.bm, 64 | 128) {
+            return Some(format!("bm {} (64 or 128)", self.bm));
+        }
+        if !matches!(self.nb, 1 | 2) {
+            return Some(format!("{} B operands (1 or 2)", self.nb));
+        }
+        let per_group = self.bn * self.bm / 128;
+        if ![32, 64, 128, 256].contains(&per_group) {
+            return Some(format!(
+                "bn {} gives {per_group} columns per warpgroup (32..256)",
+                self.bn
+            ));
+        }
+        if !matches!(self.stage_bytes, 128 | 256 | 512)
+            || self.bn * self.elem_bytes < self.stage_bytes
+        {
+            return Some(format!(
+                "stage_bytes {} (128, 256 or 512, at most a tile row)",
+                self.stage_bytes
+            ));
+        }
+        if !(2..=8).contains(&self.stages) {
+            return Some(format!("{} stages (2..=8)", self.stages));
+        }
+        None
+    }
+
+    /// Dynamic shared memory of a block (mirrors `Engine::kSmemBytes`).
+    pub fn smem_bytes(&self) -> u32 {
+        let round = |x: u32, a: u32| x.div_ceil(a) * a;
+        let stage = self.bm * 128 + self.nb * self.bn * 128;
+        let chunk_cols = self.bn.min(self.stage_bytes / self.elem_bytes);
+        let staging = self.bm * chunk_cols * self.elem_bytes;
+        let barriers = round(self.stages * stage + staging, 16);
+        let ring = round(barriers + 8 * (2 * self.stages + 4), 64);
+        ring + 2 * RING_PAYLOAD + 1024
+    }
+
+    /// The deepest pipeline with the widest staged epilogue that fits in `limit` bytes:
+    /// staged bytes 512, 256, 128 (as wide as a tile row allows) first, then 4, 3, 2 stages.
+    /// On an H200 a 128x256 bf16 tile gets 3 stages and whole-row staging, which the tile
+    /// bench measured faster than 4 stages with 128-byte staging (docs/dev/perf-notes.md).
+    pub fn deepest(elem_bytes: u32, bm: u32, bn: u32, nb: u32, limit: u32) -> Option<WgmmaTile> {
+        for stage_bytes in [512, 256, 128] {
+            for stages in [4, 3, 2] {
+                let t = WgmmaTile { elem_bytes, bm, bn, nb, stages, stage_bytes };
+                if t.unsupported().is_none() && t.smem_bytes() <= limit {
+                    return Some(t);
+                }
+            }
+        }
+        None
+    }
+
+    /// The engine's `-D` defines of this tile (the caller sets the shape's own).
+    pub fn defines(&self, defines: Defines) -> Defines {
+        defines.set("FDM_STAGES", self.stages).set("FDM_STAGE_COLS", self.stage_bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deepest_tiles_fit_and_prefer_wide_staging() {
+        let t = WgmmaTile::deepest(2, 128, 256, 1, SMEM_LIMIT).unwrap();
+        assert_eq!((t.stages, t.stage_bytes), (3, 512));
+        let swiglu = WgmmaTile::deepest(2, 128, 128, 2, SMEM_LIMIT).unwrap();
+        assert_eq!((swiglu.stages, swiglu.stage_bytes), (4, 256));
+        for (eb, bm, bn, nb) in
+            [(2, 64, 64, 1), (2, 64, 256, 2), (4, 128, 256, 1), (4, 128, 128, 2)]
+        {
+            let t = WgmmaTile::deepest(eb, bm, bn, nb, SMEM_LIMIT).unwrap();
+            assert!(t.smem_bytes() <= SMEM_LIMIT && t.stages >= 2, "{t:?}");
+        }
+    }
+
+    #[test]
+    fn unsupported_tiles_say_why() {
+        let ok = WgmmaTile { elem_bytes: 2, bm: 128, bn: 256, nb: 1, stages: 3, stage_bytes: 512 };
+        assert_eq!(ok.unsupported(), None);
+        assert!(WgmmaTile { bm: 96, ..ok }.unsupported().unwrap().contains("bm 96"));
+        assert!(WgmmaTile { bn: 96, ..ok }.unsupported().unwrap().contains("bn 96"));
+        assert!(WgmmaTile { bn: 32, stage_bytes: 128, ..ok }.unsupported().is_some());
+        assert!(WgmmaTile { stages: 1, ..ok }.unsupported().is_some());
+    }
+}
