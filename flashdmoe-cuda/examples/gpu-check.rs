@@ -3,7 +3,8 @@
 //! timings of the paper grid, all in one process (run by `scripts/gpu-check.sh` on the GPU
 //! machine). Every timed configuration is verified in the same run.
 //!
-//! Usage: `gpu-check [--quick] [--json PATH] [--only SUBSTRING[,SUBSTRING...]] [--iters N]`
+//! Usage: `gpu-check [--quick] [--json PATH] [--only SUBSTRING[,SUBSTRING...]] [--iters N]
+//! [--engine auto|mma-sync|wgmma]`
 //!
 //! Prints one line per check and a summary table last; exits non-zero if any check failed.
 
@@ -19,17 +20,19 @@ use flashdmoe_core::{
     Activation, Backend, BackendError, CapacityPolicy, DType, ForwardOptions, Layer, LayerWeights,
     MoeConfig,
 };
-use flashdmoe_cuda::{CudaBackend, CudaLayer, CudaOptions, cuda_available};
+use flashdmoe_cuda::{CudaBackend, CudaLayer, CudaOptions, EngineChoice, cuda_available};
 
 struct Args {
     quick: bool,
     json: Option<String>,
     only: Option<String>,
     iters: usize,
+    engine: EngineChoice,
 }
 
 fn parse_args() -> Result<Args, String> {
-    let mut args = Args { quick: false, json: None, only: None, iters: 20 };
+    let mut args =
+        Args { quick: false, json: None, only: None, iters: 20, engine: EngineChoice::Auto };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -39,6 +42,11 @@ fn parse_args() -> Result<Args, String> {
             "--iters" => {
                 args.iters =
                     it.next().and_then(|v| v.parse().ok()).ok_or("--iters needs a number")?
+            }
+            "--engine" => {
+                let v = it.next().ok_or("--engine needs auto, mma-sync or wgmma")?;
+                args.engine = EngineChoice::parse(&v)
+                    .ok_or(format!("--engine {v:?}: expected auto, mma-sync or wgmma"))?;
             }
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -93,9 +101,13 @@ fn inputs(c: &MoeConfig, seed: u64) -> Result<Vec<Vec<f32>>, String> {
         .map_err(|e| e.to_string())
 }
 
+/// The `--engine` flag, set once by `main` (every case's layer uses it).
+static ENGINE: std::sync::OnceLock<EngineChoice> = std::sync::OnceLock::new();
+
 /// The case's layer on the CUDA backend.
 fn build(case: &Case, weights: &LayerWeights) -> Result<CudaLayer, String> {
-    CudaBackend::new(CudaOptions { ranks_per_gpu: case.ranks_per_gpu })
+    let engine = ENGINE.get().copied().unwrap_or_default();
+    CudaBackend::new(CudaOptions { ranks_per_gpu: case.ranks_per_gpu, engine })
         .build(&case.config, weights)
         .map_err(|e| format!("build: {e}"))
 }
@@ -125,7 +137,7 @@ fn run_case(case: &Case, iters: usize) -> Result<Row, String> {
     };
     let report = verify(c, &weights, &inputs, &first.ranks, &verify_options)
         .map_err(|e| format!("verify: {e}"))?;
-    let mut detail = report.to_string();
+    let mut detail = format!("[{}] {report}", layer.spec().label());
     let mut ok = report.passed();
     // Determinism: a second forward (next epoch, no clearing) must be bitwise identical.
     let second = layer.forward(&inputs, &options).map_err(|e| format!("second forward: {e}"))?;
@@ -479,6 +491,7 @@ fn main() -> ExitCode {
         println!("skipped: no GPU ({e})");
         return ExitCode::SUCCESS;
     }
+    let _ = ENGINE.set(args.engine);
     let available = match flashdmoe_cuda::gpus() {
         Ok(g) => g.len() as u32,
         Err(e) => {

@@ -41,7 +41,7 @@ use crate::error::CudaError;
 use crate::jit::{Arch, Jit};
 use crate::launch::{Kernel, LaunchShape};
 use crate::params::{Diag, KernelParams, MAX_RANKS, ROLES, ScratchLayout, TraceRecord, WAITS};
-use crate::spec::{self, MoeSpec, ROUTING_CHUNK, TileEngine};
+use crate::spec::{self, EngineChoice, MoeSpec, ROUTING_CHUNK, TileEngine};
 use crate::tma::TensorMap;
 
 /// Options of the CUDA backend.
@@ -49,6 +49,8 @@ use crate::tma::TensorMap;
 pub struct CudaOptions {
     /// Ranks per GPU; `None` spreads the world over as many GPUs as divide it evenly.
     pub ranks_per_gpu: Option<u32>,
+    /// The tile engines the layer may use (default: the Hopper engine where it runs).
+    pub engine: EngineChoice,
 }
 
 /// The CUDA backend.
@@ -247,7 +249,21 @@ impl Backend for CudaBackend {
         // architecture; the others compile that one (all GPUs of a node are normally alike).
         let arch0 = Arch::for_device(devices[0].gpu().cc);
         let (spec, compiled0) =
-            spec::compile_first(&jit, arch0, &MoeSpec::candidates(config, processors, arch0))?;
+        {
+            let candidates =
+                self.options.engine.filter(MoeSpec::candidates(config, processors, arch0));
+            if candidates.is_empty() {
+                return Err(invalid(
+                    "engine",
+                    format!(
+                        "the Hopper (wgmma) engine cannot run a {} layer on {arch0}: it needs an \
+                         sm_90 GPU and bf16, f16 or f32 (tf32 tensor cores)",
+                        config.dtype.name()
+                    ),
+                ));
+            }
+            spec::compile_first(&jit, arch0, &candidates)?
+        };
         let layout = HeapLayout::new(config.geometry(spec.tile)?)?;
         let map = config.expert_map()?;
         if ngpus > 1 {

@@ -48,6 +48,43 @@ pub enum TileEngine {
     Wgmma(WgmmaTile),
 }
 
+/// Which tile engine a layer may use.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum EngineChoice {
+    /// The Hopper engine where the GPU has it (sm_90) and the tile compiles, else mma.sync.
+    #[default]
+    Auto,
+    /// The portable mma.sync tiles only.
+    MmaSync,
+    /// The Hopper engine only: a layer on another GPU, or whose tile the engine cannot run,
+    /// fails to build ([`crate::CudaError::InvalidLaunch`]) instead of falling back.
+    Wgmma,
+}
+
+impl EngineChoice {
+    /// Parses `auto`, `mma-sync` or `wgmma`.
+    pub fn parse(s: &str) -> Option<EngineChoice> {
+        match s {
+            "auto" => Some(EngineChoice::Auto),
+            "mma-sync" => Some(EngineChoice::MmaSync),
+            "wgmma" => Some(EngineChoice::Wgmma),
+            _ => None,
+        }
+    }
+
+    /// The candidates of [`MoeSpec::candidates`] this choice allows.
+    pub fn filter(self, candidates: Vec<MoeSpec>) -> Vec<MoeSpec> {
+        candidates
+            .into_iter()
+            .filter(|s| match self {
+                EngineChoice::Auto => true,
+                EngineChoice::MmaSync => s.engine == TileEngine::MmaSync,
+                EngineChoice::Wgmma => s.engine != TileEngine::MmaSync,
+            })
+            .collect()
+    }
+}
+
 /// One specialisation of the MoE kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct MoeSpec {

@@ -163,7 +163,7 @@ pub(super) fn bench(args: &BenchArgs) -> Result<(), CliError> {
             // One rank per GPU unless asked otherwise: a layer of more ranks than GPUs is
             // skipped rather than silently run as virtual ranks.
             let ranks_per_gpu = Some(args.ranks_per_gpu.unwrap_or(1));
-            let cuda = CudaBackend::new(CudaOptions { ranks_per_gpu });
+            let cuda = CudaBackend::new(CudaOptions { ranks_per_gpu, ..CudaOptions::default() });
             println!("backend: cuda on {} (device-event times)", cuda.device());
             sweep.run(&cuda, &args.out)?
         }

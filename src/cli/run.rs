@@ -54,7 +54,7 @@ pub(super) fn run(args: &RunArgs) -> Result<(), CliError> {
         }
         BackendArg::Cuda => {
             args.sim.reject_for_cuda()?;
-            let cuda = CudaOptions { ranks_per_gpu: args.ranks_per_gpu };
+            let cuda = CudaOptions { ranks_per_gpu: args.ranks_per_gpu, ..CudaOptions::default() };
             match cuda.ranks_per_gpu {
                 Some(r) => println!("backend: cuda ({r} ranks per GPU)"),
                 None => println!("backend: cuda (ranks spread over the GPUs)"),
