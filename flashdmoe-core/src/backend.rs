@@ -19,10 +19,9 @@ use flashdmoe_proto::{HeapLayout, ProtoError, TaskCounts};
 use thiserror::Error;
 
 use crate::config::{ConfigError, MoeConfig};
-use crate::routing::RankRouting;
-use crate::runtime::conformance::Clocks;
-use crate::trace::TraceEvent;
-use crate::weights::LayerWeights;
+use crate::routing::{RankRouting, RoutingError};
+use crate::trace::{Clocks, TraceEvent};
+use crate::weights::{LayerWeights, WeightsError};
 
 /// A backend: builds layers.
 pub trait Backend {
@@ -62,10 +61,10 @@ pub trait Layer: Send + Sync {
     fn config(&self) -> &MoeConfig;
 
     /// The symmetric-heap layout (and so the task tile) every rank of this layer uses: what a
-    /// trace of it is checked against (`runtime::conformance`).
+    /// trace of it is checked against (`conformance`).
     fn layout(&self) -> &HeapLayout;
 
-    /// Which clock each rank's trace times come from (see `runtime::conformance`): by
+    /// Which clock each rank's trace times come from (see `conformance`): by
     /// default one clock for every rank; a backend whose ranks time themselves on different
     /// devices names a clock per device.
     fn trace_clocks(&self) -> Clocks {
@@ -255,4 +254,23 @@ pub enum BackendError {
     /// A rank's worker thread panicked (a bug; reported rather than propagated).
     #[error("a rank's worker thread panicked")]
     RankPanicked,
+}
+
+impl From<RoutingError> for BackendError {
+    fn from(e: RoutingError) -> BackendError {
+        match e {
+            RoutingError::Config(c) => BackendError::Config(c),
+            RoutingError::Proto(p) => BackendError::Proto(p),
+            other => BackendError::InvalidInput { what: "routing", reason: other.to_string() },
+        }
+    }
+}
+
+impl From<WeightsError> for BackendError {
+    fn from(e: WeightsError) -> BackendError {
+        match e {
+            WeightsError::Config(c) => BackendError::Config(c),
+            other => BackendError::InvalidInput { what: "weights", reason: other.to_string() },
+        }
+    }
 }

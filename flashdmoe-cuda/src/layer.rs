@@ -27,8 +27,9 @@ use std::time::Duration;
 use cudarc::driver::{CudaSlice, CudaStream, DevicePtr};
 use flashdmoe_core::backend::{RankStats, check_rank_input};
 use flashdmoe_core::config::ExpertMap;
+use flashdmoe_core::conformance;
 use flashdmoe_core::routing::{DROPPED, RankRouting};
-use flashdmoe_core::runtime::conformance::{self, Clocks};
+use flashdmoe_core::trace::Clocks;
 use flashdmoe_core::{
     Backend, BackendError, DType, ForwardOptions, ForwardOutput, Layer, LayerWeights, MoeConfig,
     RankOutput, TimeoutReport, TraceEvent,

@@ -65,7 +65,7 @@ impl SimLayer {
     }
 
     /// The protocol's routing plan of a forward, from every rank's output (`ranks[r]` is rank
-    /// `r`'s): what [`flashdmoe_core::runtime::conformance::check`] judges a trace against.
+    /// `r`'s): what [`flashdmoe_core::conformance::check`] judges a trace against.
     pub fn routing_plan(&self, ranks: &[RankOutput]) -> Result<RoutingPlan, BackendError> {
         let sources = ranks
             .iter()

@@ -51,7 +51,6 @@ use flashdmoe_proto::{Epoch, HeapLayout, ProtoError, TaskCounts, TaskDescriptor}
 use crate::backend::{BackendError, TimeoutReport};
 use crate::sync::{AtomicBool, AtomicU32, Backoff, Deadline, Ordering};
 
-pub mod conformance;
 mod dispatch;
 mod doorbell;
 mod heap;

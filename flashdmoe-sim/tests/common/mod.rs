@@ -1,8 +1,8 @@
 //! Helpers shared by the simulator's integration tests.
 #![allow(dead_code)]
 
+use flashdmoe_core::conformance;
 use flashdmoe_core::oracle::{VerifyOptions, verify};
-use flashdmoe_core::runtime::conformance;
 use flashdmoe_core::{
     Backend, ForwardOptions, ForwardOutput, Layer, LayerWeights, MoeConfig, generate_input,
 };
