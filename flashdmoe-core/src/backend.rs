@@ -19,10 +19,9 @@ use flashdmoe_proto::{HeapLayout, ProtoError, TaskCounts};
 use thiserror::Error;
 
 use crate::config::{ConfigError, MoeConfig};
-use crate::routing::RankRouting;
-use crate::runtime::conformance::Clocks;
-use crate::trace::TraceEvent;
-use crate::weights::LayerWeights;
+use crate::routing::{RankRouting, RoutingError};
+use crate::trace::{Clocks, TraceEvent};
+use crate::weights::{LayerWeights, WeightsError};
 
 /// A backend: builds layers.
 pub trait Backend {
@@ -62,10 +61,10 @@ pub trait Layer: Send + Sync {
     fn config(&self) -> &MoeConfig;
 
     /// The symmetric-heap layout (and so the task tile) every rank of this layer uses: what a
-    /// trace of it is checked against (`runtime::conformance`).
+    /// trace of it is checked against (`conformance`).
     fn layout(&self) -> &HeapLayout;
 
-    /// Which clock each rank's trace times come from (see `runtime::conformance`): by
+    /// Which clock each rank's trace times come from (see `conformance`): by
     /// default one clock for every rank; a backend whose ranks time themselves on different
     /// devices names a clock per device.
     fn trace_clocks(&self) -> Clocks {
@@ -172,6 +171,10 @@ pub struct ForwardOutput {
 }
 
 /// Per-rank statistics of one forward.
+///
+/// Every backend reports the same numbers for the same routing: [`RankStats::from_packets`]
+/// defines them (the CUDA backend computes its statistics with it; the simulator measures its
+/// own, and its tests check they equal it).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct RankStats {
     /// Time of this rank's forward (device time on GPU).
@@ -180,12 +183,69 @@ pub struct RankStats {
     pub tasks: TaskCounts,
     /// Token rows this rank dispatched (to itself and peers).
     pub rows_sent: u64,
-    /// Bytes this rank put into peers' heaps (dispatched and returned rows).
+    /// Bytes of the rows this rank put into heaps, its own included: the rows it dispatched and
+    /// the rows its experts returned. Signal words are not counted.
     pub bytes_sent: u64,
-    /// Bytes a capacity-padded protocol would have sent for the same forward.
+    /// Bytes a capacity-padded protocol would have sent for the same forward, counted the same
+    /// way ([`RankStats::padded_bytes`]).
     pub padded_bytes: u64,
     /// `(token, slot)` pairs this rank dropped for capacity.
     pub dropped: u64,
+}
+
+impl RankStats {
+    /// The statistics of rank `rank`'s forward (with `elapsed` zero), from the row counts of the
+    /// packets it sent (its routing: one count per expert, or per `(owner, local expert)` slot;
+    /// only the sum matters), the row counts of the packets it received (one per dispatch
+    /// signal; they fix its tasks, [`TaskCounts::for_rank`]) and the pairs it dropped:
+    ///
+    /// * `rows_sent` = rows sent;
+    /// * `bytes_sent` = (rows sent + rows received, which its GEMM1 tasks return) × `H` ×
+    ///   element bytes;
+    /// * `padded_bytes` = [`RankStats::padded_bytes`].
+    pub fn from_packets(
+        config: &MoeConfig,
+        layout: &HeapLayout,
+        rank: u32,
+        sent: impl IntoIterator<Item = u32>,
+        received: impl IntoIterator<Item = u32>,
+        dropped: u64,
+    ) -> Result<RankStats, ConfigError> {
+        let received: Vec<u32> = received.into_iter().collect();
+        let rows_sent: u64 = sent.into_iter().map(u64::from).sum();
+        let rows_returned: u64 = received.iter().copied().map(u64::from).sum();
+        Ok(RankStats {
+            elapsed: Duration::ZERO,
+            tasks: TaskCounts::for_rank(layout, received),
+            rows_sent,
+            bytes_sent: rows_sent.saturating_add(rows_returned).saturating_mul(row_bytes(config)),
+            padded_bytes: RankStats::padded_bytes(config, rank)?,
+            dropped,
+        })
+    }
+
+    /// Bytes a capacity-padded protocol -- the classic all-to-all of fixed
+    /// `[E][capacity][H]` buffers -- moves for rank `rank` in one forward, whatever the routing:
+    /// every `(source, expert)` packet at full `capacity` rows, in both directions. Rank `r`
+    /// dispatches one full packet to each of the `E` experts and returns one full packet to
+    /// each of the `P` sources for each of the `E_r` experts it owns:
+    ///
+    /// `padded_bytes(r) = (E + P × E_r) × capacity × H × element bytes`.
+    ///
+    /// Like [`RankStats::bytes_sent`], packets between a rank and itself are counted (so the
+    /// two compare like for like) and signal words are not. `E_r` is what the rank owns, not
+    /// the layout's `local_experts` (the most any rank owns): under uneven placement a rank
+    /// with fewer experts returns fewer packets. Summed over the ranks, each direction carries
+    /// `P × E × capacity` rows.
+    pub fn padded_bytes(config: &MoeConfig, rank: u32) -> Result<u64, ConfigError> {
+        let owned = config.expert_map()?.experts_of(rank).len() as u64;
+        let packets = (config.experts as u64).saturating_add((config.world as u64) * owned);
+        Ok(packets.saturating_mul(config.capacity_rows() as u64).saturating_mul(row_bytes(config)))
+    }
+}
+
+fn row_bytes(config: &MoeConfig) -> u64 {
+    config.hidden as u64 * config.dtype.elem_bytes() as u64
 }
 
 /// A timeout diagnosis: who waited for what.
@@ -255,4 +315,87 @@ pub enum BackendError {
     /// A rank's worker thread panicked (a bug; reported rather than propagated).
     #[error("a rank's worker thread panicked")]
     RankPanicked,
+}
+
+impl From<RoutingError> for BackendError {
+    fn from(e: RoutingError) -> BackendError {
+        match e {
+            RoutingError::Config(c) => BackendError::Config(c),
+            RoutingError::Proto(p) => BackendError::Proto(p),
+            other => BackendError::InvalidInput { what: "routing", reason: other.to_string() },
+        }
+    }
+}
+
+impl From<WeightsError> for BackendError {
+    fn from(e: WeightsError) -> BackendError {
+        match e {
+            WeightsError::Config(c) => BackendError::Config(c),
+            other => BackendError::InvalidInput { what: "weights", reason: other.to_string() },
+        }
+    }
+}
+
+#[cfg(all(test, not(flashdmoe_loom)))]
+mod tests {
+    use flashdmoe_proto::TileShape;
+
+    use super::*;
+    use crate::config::{DType, Placement};
+
+    /// Three experts on two ranks, two on rank 0 and one on rank 1: the formulas the two
+    /// backends used before disagreed here (the simulator's `2 × P × local_experts × capacity`
+    /// rows gave 8 packets for each rank; the CUDA backend's gave 7 and 5).
+    fn uneven() -> MoeConfig {
+        MoeConfig {
+            world: 2,
+            experts: 3,
+            top_k: 1,
+            tokens_per_rank: 8,
+            hidden: 64,
+            inter: 64,
+            dtype: DType::Bf16,
+            placement: Placement::Table(vec![0, 0, 1]),
+            ..MoeConfig::default()
+        }
+    }
+
+    #[test]
+    fn padded_bytes_count_the_packets_each_rank_really_has() {
+        let config = uneven();
+        config.validate().unwrap();
+        let capacity = config.capacity_rows() as u64;
+        assert_eq!(capacity, 3, "ceil(1.0 * 8 * 1 / 3)");
+        let row = 64 * 2;
+        // Rank 0: 3 dispatched packets + 2 sources x 2 experts returned; rank 1: 3 + 2 x 1.
+        assert_eq!(RankStats::padded_bytes(&config, 0).unwrap(), 7 * capacity * row);
+        assert_eq!(RankStats::padded_bytes(&config, 1).unwrap(), 5 * capacity * row);
+        // Both directions of the all-to-all: 2 x P x E x capacity rows in all.
+        let total: u64 = (0..2).map(|r| RankStats::padded_bytes(&config, r).unwrap()).sum();
+        assert_eq!(total, 2 * 2 * 3 * capacity * row);
+        // Even placement: every rank 2 x E x capacity rows.
+        let even = MoeConfig { experts: 4, placement: Placement::Contiguous, ..uneven() };
+        let capacity = even.capacity_rows() as u64;
+        assert_eq!(RankStats::padded_bytes(&even, 1).unwrap(), 8 * capacity * row);
+    }
+
+    #[test]
+    fn from_packets_by_hand() {
+        let config = uneven();
+        let layout =
+            HeapLayout::new(config.geometry(TileShape { bm: 2, bn: 32, bk: 32 }).unwrap()).unwrap();
+        // Rank 1 sent 3 + 0 + 2 rows and received 1 row from each rank for its one expert (its
+        // phantom second slot carries nothing).
+        let stats =
+            RankStats::from_packets(&config, &layout, 1, [3, 0, 2], [1, 0, 1, 0], 3).unwrap();
+        assert_eq!(stats.rows_sent, 5);
+        assert_eq!(stats.bytes_sent, (5 + 2) * 128);
+        assert_eq!(stats.padded_bytes, 5 * 3 * 128);
+        assert_eq!(stats.dropped, 3);
+        assert_eq!(stats.elapsed, Duration::ZERO);
+        // Two one-row packets: one row tile each, 64/32 = 2 GEMM0 and 2 GEMM1 tasks per row
+        // tile; combine: ceil(8/2) token tiles x 2 columns.
+        let (g0, g1, c) = (stats.tasks.gemm0, stats.tasks.gemm1, stats.tasks.combine);
+        assert_eq!((g0, g1, c), (4, 4, 8));
+    }
 }

@@ -11,6 +11,9 @@
 //! * [`rng`]: the splitmix64 streams behind the seeded generators (shared with the PyTorch
 //!   baselines).
 //! * [`backend`]: the [`Backend`] trait every backend implements, and its output types.
+//! * [`trace`]: per-task trace events, their clocks, Chrome/Perfetto JSON and utilisation.
+//! * [`conformance`]: the trace checker: did a forward run exactly the protocol's task graph,
+//!   in a legal order, whatever backend ran it.
 //! * [`runtime`]: the scheduler / subscriber / processor state machines shared by the
 //!   simulator (threads) and mirrored by the CUDA kernel, over the [`sync`] facade.
 //! * [`perf`]: the PERF.md floors (FLOPs, bytes, H200 ceilings) and timing statistics shared
@@ -29,6 +32,7 @@
 
 pub mod backend;
 pub mod config;
+pub mod conformance;
 pub mod dtype;
 pub mod oracle;
 mod parallel;

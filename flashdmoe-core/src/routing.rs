@@ -21,7 +21,6 @@
 use flashdmoe_proto::{HeapLayout, ProtoError, SourcePlan};
 use thiserror::Error;
 
-use crate::backend::BackendError;
 use crate::config::{ConfigError, MoeConfig};
 use crate::parallel::fill_rows;
 
@@ -81,16 +80,6 @@ pub enum RoutingError {
     /// The layout does not belong to this config, or the plan is malformed.
     #[error("protocol: {0}")]
     Proto(#[from] ProtoError),
-}
-
-impl From<RoutingError> for BackendError {
-    fn from(e: RoutingError) -> BackendError {
-        match e {
-            RoutingError::Config(c) => BackendError::Config(c),
-            RoutingError::Proto(p) => BackendError::Proto(p),
-            other => BackendError::InvalidInput { what: "routing", reason: other.to_string() },
-        }
-    }
 }
 
 pub(crate) fn check_len(

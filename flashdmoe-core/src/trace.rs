@@ -2,19 +2,41 @@
 //!
 //! Every backend records the same [`TraceEvent`]s (the simulator from its processor threads, the
 //! CUDA kernel from `%globaltimer`), so the JSON writer ([`chrome_json`]), the utilisation
-//! summary ([`utilisation`]) and trace conformance ([`crate::runtime::conformance`]) serve all.
+//! summary ([`utilisation`]) and trace conformance ([`crate::conformance`]) serve all.
 //!
 //! ## Invariants
 //!
 //! * Times of ranks on one clock ([`crate::Layer::trace_clocks`]) share one origin, so their
 //!   order means something. Ranks on different clocks (GPUs) are offset by an unknown amount
-//!   until `runtime::conformance::check_forward` aligns them; writers take aligned events and
+//!   until `conformance::check_forward` aligns them; writers take aligned events and
 //!   shift them so the earliest event starts at 0.
 //! * The JSON is the Chrome trace-event format (`"X"` complete events, microseconds), which
 //!   both `chrome://tracing` and Perfetto open: one process per rank, one thread per processor.
 
 use flashdmoe_proto::TaskKind;
 use serde_json::{Value, json};
+
+/// Which clock each rank's trace times come from. Ranks of one clock share a time base; the
+/// offsets between clocks are unknown.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Clocks(Vec<u32>);
+
+impl Clocks {
+    /// Every one of `world` ranks reads one clock (the simulator; virtual ranks of one GPU).
+    pub fn shared(world: u32) -> Clocks {
+        Clocks(vec![0; world as usize])
+    }
+
+    /// Rank `r` reads clock `of_rank[r]` (e.g. its GPU's ordinal).
+    pub fn per_rank(of_rank: Vec<u32>) -> Clocks {
+        Clocks(of_rank)
+    }
+
+    /// The clock of every rank, indexed by rank.
+    pub fn of_rank(&self) -> &[u32] {
+        &self.0
+    }
+}
 
 /// One executed task.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -13,7 +13,6 @@
 
 use thiserror::Error;
 
-use crate::backend::BackendError;
 use crate::config::{ConfigError, MoeConfig};
 use crate::rng;
 
@@ -136,15 +135,6 @@ pub enum WeightsError {
         /// The OS error.
         message: String,
     },
-}
-
-impl From<WeightsError> for BackendError {
-    fn from(e: WeightsError) -> BackendError {
-        match e {
-            WeightsError::Config(c) => BackendError::Config(c),
-            other => BackendError::InvalidInput { what: "weights", reason: other.to_string() },
-        }
-    }
 }
 
 /// One tensor a config needs: name (as in [`LayerWeights`]), generator id, shape, scale.

@@ -28,13 +28,14 @@ use bytemuck::Zeroable;
 use cudarc::driver::{CudaSlice, CudaStream, DevicePtr};
 use flashdmoe_core::backend::{RankStats, check_rank_input};
 use flashdmoe_core::config::ExpertMap;
+use flashdmoe_core::conformance;
 use flashdmoe_core::routing::{DROPPED, RankRouting};
-use flashdmoe_core::runtime::conformance::{self, Clocks};
+use flashdmoe_core::trace::Clocks;
 use flashdmoe_core::{
     Backend, BackendError, DType, ForwardOptions, ForwardOutput, Layer, LayerWeights, MoeConfig,
     RankOutput, TimeoutReport, TraceEvent,
 };
-use flashdmoe_proto::{Epoch, HeapLayout, TaskCounts, div_ceil, signal};
+use flashdmoe_proto::{Epoch, HeapLayout, div_ceil, signal};
 
 use crate::device::{Device, enable_peer_access, gpus};
 use crate::error::CudaError;
@@ -602,22 +603,13 @@ impl CudaLayer {
                     }
                 }
             }
-            let tasks = TaskCounts::for_rank(&plan.layout, received.iter().copied());
-            let sent: u64 = packet_rows.iter().map(|&n| n as u64).sum();
-            let returned: u64 = received.iter().map(|&n| n as u64).sum();
             let dropped = routing.rows.iter().filter(|&&r| r == DROPPED).count() as u64;
-            let padded_rows = cfg.experts as u64 * g.capacity as u64
-                + g.world as u64 * nle as u64 * g.capacity as u64;
             let stats = RankStats {
                 elapsed,
-                tasks,
-                rows_sent: sent,
-                bytes_sent: (sent + returned) * row_bytes,
-                padded_bytes: padded_rows * row_bytes,
-                dropped,
+                ..RankStats::from_packets(cfg, &plan.layout, rank, packet_rows, received, dropped)?
             };
             let trace = if options.trace {
-                Some(self.read_trace(gpu, &stream, local, tasks.total())?)
+                Some(self.read_trace(gpu, &stream, local, stats.tasks.total())?)
             } else {
                 None
             };

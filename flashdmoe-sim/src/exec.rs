@@ -109,7 +109,7 @@ impl<H: SymmetricHeap> SimExecutor<'_, H> {
         self.codec().encode(values, bytes);
         // SAFETY: the task is the only writer of its output tile, and every reader of the tile
         // starts only after the task's completion is published (row-tile counter or return
-        // signal, then the queue and a doorbell).
+        // signal, then the queue and a mailbox).
         unsafe { self.heap.put(rank, offset, bytes) };
     }
 

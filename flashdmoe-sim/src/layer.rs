@@ -65,7 +65,7 @@ impl SimLayer {
     }
 
     /// The protocol's routing plan of a forward, from every rank's output (`ranks[r]` is rank
-    /// `r`'s): what [`flashdmoe_core::runtime::conformance::check`] judges a trace against.
+    /// `r`'s): what [`flashdmoe_core::conformance::check`] judges a trace against.
     pub fn routing_plan(&self, ranks: &[RankOutput]) -> Result<RoutingPlan, BackendError> {
         let sources = ranks
             .iter()
@@ -272,14 +272,12 @@ impl Layer for SimLayer {
         unsafe { output.read(0, &mut bytes) };
         let mut values = Vec::with_capacity(input.len());
         codec.decode(&bytes, &mut values);
-        let g = self.layout().geometry();
-        let padded_rows = 2 * g.world as u64 * g.local_experts as u64 * g.capacity as u64;
         let stats = RankStats {
             elapsed: start.elapsed(),
             tasks: outcome.tasks,
             rows_sent: outcome.rows_sent,
             bytes_sent: outcome.bytes_sent,
-            padded_bytes: padded_rows * g.hidden as u64 * g.elem_bytes as u64,
+            padded_bytes: RankStats::padded_bytes(c, rank)?,
             dropped: routing.dropped(),
         };
         let trace = options.trace.then_some(outcome.trace);

@@ -36,12 +36,13 @@
 //!
 //! ## Statistics
 //!
-//! [`RankStats`](flashdmoe_core::RankStats) of a simulated rank: `rows_sent` counts the routed
-//! rows it dispatched (its own experts included); `bytes_sent` the bytes it put into heaps,
-//! dispatched rows plus the rows its GEMM1 tasks returned, again counting its own heap, so it
-//! compares like for like with `padded_bytes`, what a capacity-padded protocol would move:
-//! `2 * world * local_experts * capacity` rows (every packet and its return full). Signal words
-//! are not counted.
+//! [`RankStats`](flashdmoe_core::RankStats) of a simulated rank are measured: `rows_sent` counts
+//! the routed rows its dispatch put (its own experts included), `bytes_sent` the bytes of the
+//! rows it put into heaps (dispatched rows plus the rows its GEMM1 tasks returned, its own heap
+//! included), `tasks` the completions its scheduler counted. `padded_bytes` is
+//! [`RankStats::padded_bytes`](flashdmoe_core::RankStats::padded_bytes). The tests check that
+//! every figure equals [`RankStats::from_packets`](flashdmoe_core::RankStats::from_packets) of
+//! the forward's routing, the definition the CUDA backend reports.
 
 mod exec;
 mod fault;

@@ -92,7 +92,11 @@ fn statistics_count_routed_rows_only() {
         let received: u64 = plan.received_rows(rank as u32).iter().map(|&n| n as u64).sum();
         assert_eq!(out.stats.rows_sent, kept);
         assert_eq!(out.stats.bytes_sent, (kept + received) * row_bytes);
-        let padded = 2 * (g.world * g.local_experts * g.capacity) as u64 * row_bytes;
+        // Every (source, expert) packet full, both ways: E dispatched, P x (experts owned)
+        // returned.
+        let owned = config.expert_map().unwrap().experts_of(rank as u32).len() as u64;
+        let padded = (config.experts as u64 + g.world as u64 * owned) * g.capacity as u64;
+        let padded = padded * row_bytes;
         assert_eq!(out.stats.padded_bytes, padded);
         assert_eq!(out.stats.dropped, config.tokens_per_rank as u64 * 2 - kept);
         dropped += out.stats.dropped;

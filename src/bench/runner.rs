@@ -24,9 +24,9 @@ use super::grid::Case;
 use super::record::{
     IMPL_CUDA, IMPL_CUDA_VIRTUAL, IMPL_SIM, LayerKey, ProtocolStats, Record, SCHEMA,
 };
+use crate::core::conformance;
 use crate::core::oracle::{self, Sample, VerifyOptions, VerifyReport};
 use crate::core::perf::{self, TimeSummary};
-use crate::core::runtime::conformance;
 use crate::core::trace::{self, TraceEvent};
 use crate::core::{
     Backend, ForwardOptions, ForwardOutput, Layer, LayerWeights, MoeConfig, generate_input,

@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
+use flashdmoe::core::conformance;
 use flashdmoe::core::oracle::{self, Sample, VerifyOptions};
-use flashdmoe::core::runtime::conformance;
 use flashdmoe::core::{
     Backend, ForwardOptions, ForwardOutput, Layer, LayerWeights, MoeConfig, generate_input, trace,
 };

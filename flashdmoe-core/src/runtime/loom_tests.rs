@@ -196,7 +196,7 @@ impl TileExecutor for CopyExecutor<'_> {
 /// So the two GEMM0s race for the row-tile counter across threads, and the GEMM1 and the
 /// Combine go to whichever processor the scheduler finds idle. Three preemptions: the
 /// interleaving that exposes a weak counter (processor 1 runs a GEMM0 and is preempted between
-/// its counter increment and its ready report) needs them.
+/// its counter increment and its completion report) needs them.
 fn one_rank_two_processors(counter_add: Ordering) {
     let mut model = loom::model::Builder::new();
     model.preemption_bound = Some(3);

@@ -11,10 +11,12 @@
 //!      GEMM0 tasks (reporting the row count for the bound), and watch the return signals of
 //!      every tile this rank is owed, counting arrivals per output column tile and emitting that
 //!      column's Combine tasks when it is complete;
-//!    * the [`Scheduler`] hands queued tasks to idle processors through their doorbells, counts
-//!      completions, and once completions reach the bound ([`TaskCounts::for_rank`], known when
-//!      every dispatch signal has arrived) rings every doorbell with a stop;
-//!    * [`Processor`]s run one task at a time through a [`TileExecutor`]; a GEMM0 bumps its row
+//!    * the [`Scheduler`] posts queued tasks' indices to processors with room in their two-slot
+//!      [`Mailbox`]es (idle ones first), counts completions, and once completions reach the
+//!      bound ([`TaskCounts::for_rank`], known when every dispatch signal has arrived) posts a
+//!      [`STOP`] to every mailbox;
+//!    * [`Processor`]s take one task at a time from their mailbox and run it through a
+//!      [`TileExecutor`]; a GEMM0 bumps its row
 //!      tile's counter and the one completing the row tile queues its GEMM1 tasks; a GEMM1's
 //!      output is followed by a release-store of its return signal in the source's heap.
 //!
@@ -29,42 +31,42 @@
 //! * Memory ordering: data is written before the signal announcing it is release-stored, and
 //!   read only after that signal is acquire-loaded; row-tile and combine counters are
 //!   `AcqRel` read-modify-writes, so the role that completes a counter sees every write the
-//!   other contributors made. Queue pushes are release, pops acquire; a doorbell is rung with a
-//!   release store and polled with acquire loads. The chain "GEMM0 writes -> counter -> task
-//!   queue -> doorbell -> GEMM1 reads" is therefore ordered, and so is "GEMM1 put -> return
-//!   signal -> subscriber -> combine counter -> queue -> doorbell -> Combine reads" (checked
-//!   with loom).
+//!   other contributors made. Queue pushes are release, pops acquire; a mailbox post is a
+//!   release store of `assigned` taken with an acquire load, a completion a release store of
+//!   `completed` the scheduler acquires before reusing the slot. The chain "GEMM0 writes ->
+//!   counter -> task queue -> mailbox -> GEMM1 reads" is therefore ordered, and so is "GEMM1
+//!   put -> return signal -> subscriber -> combine counter -> queue -> mailbox -> Combine
+//!   reads" (checked with loom).
 //! * Signals are never cleared: a signal counts only when its epoch is the current one.
 //!   Counters are local and reset by [`dispatch()`] before this rank publishes anything, i.e.
 //!   before any task of the new epoch can touch them.
 //! * Exactly-once: each task is created once (a packet's GEMM0s when its signal is first seen,
 //!   a row tile's GEMM1s by the single GEMM0 completing its counter, a column's Combines by the
-//!   single arrival completing its counter), queued once and handed to one processor once.
+//!   single arrival completing its counter), queued once and posted to one processor once.
 //! * The runtime knows nothing of how bytes move or how tiles are computed: that is the
 //!   [`SymmetricHeap`] and the [`TileExecutor`] of the backend.
 
 use std::fmt;
 use std::time::Duration;
 
-use flashdmoe_proto::{Epoch, HeapLayout, ProtoError, TaskCounts, TaskDescriptor};
+use flashdmoe_proto::{Epoch, HeapLayout, NO_OFFSET, ProtoError, TaskCounts, TaskDescriptor};
 
 use crate::backend::{BackendError, TimeoutReport};
 use crate::sync::{AtomicBool, AtomicU32, Backoff, Deadline, Ordering};
 
-pub mod conformance;
 mod dispatch;
-mod doorbell;
 mod heap;
 #[cfg(all(test, flashdmoe_loom))]
 mod loom_tests;
+mod mailbox;
 mod processor;
 mod queue;
 mod scheduler;
 mod subscriber;
 
 pub use dispatch::{DispatchStats, dispatch};
-pub use doorbell::{Bell, Doorbell};
 pub use heap::SymmetricHeap;
+pub use mailbox::{Mail, Mailbox, STOP};
 pub use processor::{Processor, TileExecutor};
 pub use queue::Log;
 pub use scheduler::Scheduler;
@@ -130,7 +132,7 @@ impl From<RuntimeError> for BackendError {
 pub enum Poll {
     /// Something changed; poll again soon.
     Progress,
-    /// Nothing to do yet (waiting on a signal, a task or a doorbell).
+    /// Nothing to do yet (waiting on a signal, a task or a mailbox).
     Idle,
     /// The role has finished this forward.
     Done,
@@ -157,14 +159,29 @@ pub trait Role {
     fn awaiting(&self) -> Awaiting;
 }
 
-/// Per-rank, per-forward shared state of the roles: the task queue, the ready queue of idle
-/// processors, the processors' doorbells, the row counts learned from dispatch signals and the
-/// abort flag. Created fresh for every forward (nothing in it carries over).
+/// A placeholder descriptor for task-queue slots that hold no task yet (never handed out).
+pub(crate) const NO_TASK: TaskDescriptor = TaskDescriptor {
+    kind: 0,
+    source_rank: 0,
+    owner_rank: 0,
+    local_expert: 0,
+    row_tile: 0,
+    col_tile: 0,
+    valid_rows: 0,
+    epoch: 0,
+    input_offset: NO_OFFSET,
+    output_offset: NO_OFFSET,
+    signal_offset: NO_OFFSET,
+    counter_offset: NO_OFFSET,
+};
+
+/// Per-rank, per-forward shared state of the roles: the task queue, the processors' mailboxes,
+/// the row counts learned from dispatch signals and the abort flag. Created fresh for every
+/// forward (nothing in it carries over).
 #[derive(Debug)]
 pub struct RankState {
     tasks: Log<TaskDescriptor>,
-    ready: Log<u32>,
-    doorbells: Box<[Doorbell]>,
+    mailboxes: Box<[Mailbox]>,
     received_rows: Box<[AtomicU32]>,
     packets_seen: AtomicU32,
     abort: AtomicBool,
@@ -173,7 +190,8 @@ pub struct RankState {
 impl RankState {
     /// State for a rank with `processors` processors (at least 1) under `layout`. The task
     /// queue is sized to the most tasks any forward can give one rank (full packets from every
-    /// source), so a legal forward never overflows it.
+    /// source), so a legal forward never overflows it; its indices, which the mailboxes carry,
+    /// must fit below [`STOP`].
     pub fn new(layout: &HeapLayout, processors: u32) -> Result<RankState, RuntimeError> {
         if processors == 0 {
             return Err(RuntimeError::Proto(ProtoError::InvalidGeometry {
@@ -184,13 +202,13 @@ impl RankState {
         let g = layout.geometry();
         let packets = g.world as u64 * g.local_experts as u64;
         let full = TaskCounts::for_rank(layout, (0..packets).map(|_| g.capacity)).total();
-        let overflow = ProtoError::Overflow { what: "task queue capacity" };
-        let tasks = usize::try_from(full).map_err(|_| overflow.clone())?;
-        let ready = tasks.checked_add(processors as usize).ok_or(overflow)?;
+        let tasks = u32::try_from(full)
+            .ok()
+            .filter(|&n| n < STOP)
+            .ok_or(ProtoError::Overflow { what: "task queue capacity" })?;
         Ok(RankState {
-            tasks: Log::with_capacity(tasks, doorbell::EMPTY),
-            ready: Log::with_capacity(ready, 0),
-            doorbells: (0..processors).map(|_| Doorbell::new()).collect(),
+            tasks: Log::with_capacity(tasks as usize, NO_TASK),
+            mailboxes: (0..processors).map(|_| Mailbox::new()).collect(),
             received_rows: (0..packets).map(|_| AtomicU32::new(0)).collect(),
             packets_seen: AtomicU32::new(0),
             abort: AtomicBool::new(false),
@@ -199,7 +217,7 @@ impl RankState {
 
     /// Number of processors.
     pub fn processors(&self) -> u32 {
-        self.doorbells.len() as u32
+        self.mailboxes.len() as u32
     }
 
     /// Tasks queued so far in this forward.
@@ -221,12 +239,6 @@ impl RankState {
         self.tasks
             .push(task)
             .map_err(|capacity| RuntimeError::QueueFull { queue: "task queue", capacity })
-    }
-
-    pub(crate) fn push_ready(&self, processor: u32) -> Result<(), RuntimeError> {
-        self.ready
-            .push(processor)
-            .map_err(|capacity| RuntimeError::QueueFull { queue: "ready queue", capacity })
     }
 }
 

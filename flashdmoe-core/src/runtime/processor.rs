@@ -5,7 +5,7 @@ use std::time::Instant;
 use flashdmoe_proto::graph::{gemm0_per_row_tile, gemm1_tasks};
 use flashdmoe_proto::{ProtoError, TaskDescriptor, TaskKind, signal};
 
-use super::{Awaiting, Bell, Poll, RankContext, Role, RuntimeError, SymmetricHeap};
+use super::{Awaiting, Mail, Poll, RankContext, Role, RuntimeError, SymmetricHeap};
 use crate::trace::TraceEvent;
 
 /// The math of one tile task, provided by the backend.
@@ -29,17 +29,17 @@ pub trait TileExecutor: Sync {
 
 /// One processor of a rank for one forward (a thread block on the GPU).
 ///
-/// Reports ready, then loops: wait for its doorbell; on a task, execute it, then for GEMM0
-/// increment the row tile's counter and, if this completed the row tile
-/// ([`gemm0_per_row_tile`]), queue the row tile's GEMM1 tasks; for GEMM1 release-store the
-/// return signal into the source's heap; then report ready again. Done at the stop bell.
+/// Loops: wait for the next word in its [`Mailbox`](super::Mailbox); on a task index, read the
+/// task from the rank's queue and execute it, then for GEMM0 increment the row tile's counter
+/// and, if this completed the row tile ([`gemm0_per_row_tile`]), queue the row tile's GEMM1
+/// tasks; for GEMM1 release-store the return signal into the source's heap; then report the
+/// task complete. Done at the [`STOP`](super::STOP) word.
 #[derive(Debug)]
 pub struct Processor<'a, H, E> {
     ctx: RankContext<'a, H>,
     index: u32,
     executor: &'a E,
-    seen: u64,
-    announced: bool,
+    taken: u32,
     clock: Option<Instant>,
     trace: Vec<TraceEvent>,
 }
@@ -65,15 +65,7 @@ impl<'a, H: SymmetricHeap, E: TileExecutor> Processor<'a, H, E> {
             }
             .into());
         }
-        Ok(Processor {
-            ctx,
-            index,
-            executor,
-            seen: 0,
-            announced: false,
-            clock: trace_origin,
-            trace: Vec::new(),
-        })
+        Ok(Processor { ctx, index, executor, taken: 0, clock: trace_origin, trace: Vec::new() })
     }
 
     /// The trace events recorded (empty without a clock).
@@ -143,28 +135,36 @@ impl<H: SymmetricHeap, E: TileExecutor> Role for Processor<'_, H, E> {
     }
 
     fn poll(&mut self) -> Result<Poll, RuntimeError> {
-        if !self.announced {
-            self.announced = true;
-            self.ctx.state.push_ready(self.index)?;
-            return Ok(Poll::Progress);
-        }
-        match self.ctx.state.doorbells[self.index as usize].poll(&mut self.seen) {
+        let state = self.ctx.state;
+        let mailbox = &state.mailboxes[self.index as usize];
+        match mailbox.take(self.taken) {
             None => Ok(Poll::Idle),
-            Some(Bell::Stop) => Ok(Poll::Done),
-            Some(Bell::Task(task)) => {
+            Some(Mail::Stop) => Ok(Poll::Done),
+            Some(Mail::Task(index)) => {
+                // SAFETY: the scheduler acquired the task's publication before posting its index,
+                // and `take` acquired the post.
+                let task = unsafe { state.tasks.read_handed(index as usize) }.ok_or(
+                    ProtoError::OutOfRange {
+                        what: "posted task index",
+                        value: index as u64,
+                        limit: state.tasks.capacity() as u64,
+                    },
+                )?;
                 self.run(&task)?;
-                self.ctx.state.push_ready(self.index)?;
+                self.taken += 1;
+                // SAFETY: this is the mailbox's processor, and it is done with the word.
+                unsafe { mailbox.complete(self.taken) };
                 Ok(Poll::Progress)
             }
         }
     }
 
-    /// The doorbell; `seen` is the doorbell word last seen (`2 * tasks received`).
+    /// The mailbox; `seen` is the number of words taken from it so far.
     fn awaiting(&self) -> Awaiting {
         Awaiting {
-            awaited: "a task or the stop at its doorbell".into(),
+            awaited: "a task or the stop in its mailbox".into(),
             expected_epoch: self.ctx.epoch.get(),
-            seen: self.seen,
+            seen: self.taken as u64,
         }
     }
 }

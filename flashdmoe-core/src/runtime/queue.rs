@@ -1,7 +1,7 @@
-//! [`Log`]: the append-only, multi-producer queue behind the task queue and the ready queue.
+//! [`Log`]: the append-only, multi-producer queue behind the rank's task queue.
 //!
-//! A forward pushes a bounded number of entries into each queue (the task bound; the bound plus
-//! one "ready" per processor), so each queue is a log sized for the whole forward: a producer
+//! A forward pushes a bounded number of tasks into the rank's task queue (at most the bound of
+//! full packets from every source), so the queue is a log sized for the whole forward: a producer
 //! claims index `i` with one `fetch_add` on the tail, writes slot `i`, then release-stores the
 //! slot's ready flag; the consumer reads indices in order, each once its flag is acquire-loaded.
 //! No slot is reused within a forward, so there is no wrap-around, no ABA and no
@@ -10,8 +10,9 @@
 //! ## Invariants
 //!
 //! * Slot `i` is written exactly once, by the producer that claimed `i`, before its flag is
-//!   raised; it is read only after the flag is seen, so reads never race writes (checked by
-//!   loom).
+//!   raised; it is read only after the flag is seen, by the reader or by a thread that handed
+//!   the index on with a release/acquire pair ([`Log::read_handed`]), so reads never race
+//!   writes (checked by loom).
 //! * A push beyond the capacity fails with the capacity and leaves every slot untouched.
 
 use crate::sync::{AtomicBool, AtomicUsize, Ordering, UnsafeCell};
@@ -90,6 +91,22 @@ impl<T: Copy> Log<T> {
         }
         // SAFETY: the flag was set after the slot's only write (acquire pairs with its release),
         // and the slot is never written again.
+        Some(slot.value.with(|p| unsafe { *p }))
+    }
+
+    /// Entry `index` without looking at its flag, for a reader to whom the entry was handed
+    /// on: the processor reading the task whose index the scheduler posted in its mailbox, as
+    /// the kernel reads `tasks[index]`. `None` if `index` is beyond the capacity.
+    ///
+    /// # Safety
+    ///
+    /// Entry `index` was published, and its publication happens-before this call: some thread
+    /// acquired its flag ([`Log::get`]) and then release-stored something this thread acquired
+    /// (the mailbox's `assigned`), or this thread acquired the flag itself.
+    pub unsafe fn read_handed(&self, index: usize) -> Option<T> {
+        let slot = self.slots.get(index)?;
+        // SAFETY: the slot's only write happens-before this read (the caller's contract), and
+        // it is never written again.
         Some(slot.value.with(|p| unsafe { *p }))
     }
 }

@@ -1,19 +1,27 @@
-//! [`Scheduler`]: hands queued tasks to idle processors and decides when the rank is done.
-
-use std::collections::VecDeque;
+//! [`Scheduler`]: hands queued tasks to processors and decides when the rank is done.
 
 use flashdmoe_proto::{HeapLayout, ProtoError, TaskCounts, TaskKind};
 
-use super::{Awaiting, Poll, RankState, Role, RuntimeError};
+use super::{Awaiting, Mailbox, Poll, RankState, Role, RuntimeError, STOP};
 use crate::sync::Ordering;
+
+/// What the scheduler remembers of one processor: the completions it has counted, and the kind
+/// of each outstanding task by its word number modulo 2 (its mailbox slot).
+#[derive(Clone, Copy, Debug, Default)]
+struct Track {
+    completed: u32,
+    kinds: [Option<TaskKind>; 2],
+}
 
 /// The scheduler of one rank for one forward (one per rank; a warp on the GPU).
 ///
 /// Each poll: learns the task bound once every dispatch signal has been seen
-/// ([`TaskCounts::for_rank`] over the reported row counts), takes "ready" reports from the
-/// ready queue (each one after the first from a processor completes that processor's task),
-/// stops when completions reach the bound (ringing every doorbell with a stop), and otherwise
-/// rings idle processors' doorbells with queued tasks, in queue order.
+/// ([`TaskCounts::for_rank`] over the reported row counts); counts the completions each
+/// processor reported in its [`Mailbox`]; stops when completions reach the bound (posting
+/// [`STOP`] to every mailbox); and otherwise posts queued tasks, in queue order, to processors
+/// with room -- the kernel's two passes: first processors with nothing outstanding, then those
+/// with one task outstanding, each pass round-robin from where the last poll's handing-out
+/// ended.
 #[derive(Debug)]
 pub struct Scheduler<'a> {
     layout: &'a HeapLayout,
@@ -22,9 +30,8 @@ pub struct Scheduler<'a> {
     bound: Option<u64>,
     completed: TaskCounts,
     next_task: usize,
-    next_ready: usize,
-    idle: VecDeque<u32>,
-    busy: Vec<Option<TaskKind>>,
+    cursor: usize,
+    tracks: Vec<Track>,
 }
 
 impl<'a> Scheduler<'a> {
@@ -37,9 +44,8 @@ impl<'a> Scheduler<'a> {
             bound: None,
             completed: TaskCounts::default(),
             next_task: 0,
-            next_ready: 0,
-            idle: VecDeque::new(),
-            busy: vec![None; state.processors() as usize],
+            cursor: 0,
+            tracks: vec![Track::default(); state.processors() as usize],
         }
     }
 
@@ -55,6 +61,60 @@ impl<'a> Scheduler<'a> {
             self.bound = Some(TaskCounts::for_rank(self.layout, rows).total());
         }
     }
+
+    /// Counts the completions reported since the last poll; whether there were any.
+    fn count_completions(&mut self) -> Result<bool, RuntimeError> {
+        let mut any = false;
+        for (mailbox, track) in self.state.mailboxes.iter().zip(&mut self.tracks) {
+            let done = mailbox.completed();
+            while track.completed != done {
+                let slot = (track.completed % 2) as usize;
+                let kind = track.kinds[slot].take().ok_or(ProtoError::Inconsistent {
+                    field: "mailbox completions",
+                    expected: mailbox.assigned() as u64,
+                    found: done as u64,
+                })?;
+                self.completed.add(kind);
+                track.completed += 1;
+                any = true;
+            }
+        }
+        Ok(any)
+    }
+
+    /// Posts queued tasks to processors with room; whether any was posted.
+    fn hand_out(&mut self) -> Result<bool, RuntimeError> {
+        let processors = self.tracks.len();
+        let mut given = 0;
+        'passes: for pass in 0..Mailbox::DEPTH {
+            for i in 0..processors {
+                let q = (self.cursor + i) % processors;
+                let mailbox = &self.state.mailboxes[q];
+                let track = &mut self.tracks[q];
+                if mailbox.assigned() - track.completed > pass {
+                    continue;
+                }
+                let Some(task) = self.state.tasks.get(self.next_task) else { break 'passes };
+                let kind = task.task_kind()?;
+                let word = mailbox.assigned();
+                // SAFETY: this scheduler is the rank's only one, so the only poster.
+                if !unsafe { mailbox.post(self.next_task as u32) } {
+                    // Only counted completions make room, so a mailbox with room has room.
+                    return Err(ProtoError::Inconsistent {
+                        field: "mailbox room",
+                        expected: pass as u64,
+                        found: (word - mailbox.completed()) as u64,
+                    }
+                    .into());
+                }
+                track.kinds[(word % 2) as usize] = Some(kind);
+                self.next_task += 1;
+                given += 1;
+            }
+        }
+        self.cursor = (self.cursor + given) % processors;
+        Ok(given > 0)
+    }
 }
 
 impl Role for Scheduler<'_> {
@@ -63,23 +123,9 @@ impl Role for Scheduler<'_> {
     }
 
     fn poll(&mut self) -> Result<Poll, RuntimeError> {
-        let mut progress = false;
         self.learn_bound();
-        while let Some(processor) = self.state.ready.get(self.next_ready) {
-            self.next_ready += 1;
-            let busy = self.busy.get_mut(processor as usize).ok_or(ProtoError::OutOfRange {
-                what: "ready processor",
-                value: processor as u64,
-                limit: self.state.processors() as u64,
-            })?;
-            if let Some(kind) = busy.take() {
-                self.completed.add(kind);
-            }
-            self.idle.push_back(processor);
-            progress = true;
-        }
+        let progress = self.count_completions()?;
         if self.bound == Some(self.completed.total()) {
-            // Every task is complete, so every processor is idle: none is reading its slot.
             let queued = self.state.tasks_queued() as u64;
             if queued != self.completed.total() {
                 return Err(ProtoError::Inconsistent {
@@ -89,20 +135,22 @@ impl Role for Scheduler<'_> {
                 }
                 .into());
             }
-            self.state.doorbells.iter().for_each(|d| d.stop());
+            // Every task is complete, so every mailbox has room for the stop.
+            for mailbox in self.state.mailboxes.iter() {
+                // SAFETY: this scheduler is the rank's only poster.
+                if !unsafe { mailbox.post(STOP) } {
+                    return Err(ProtoError::Inconsistent {
+                        field: "mailbox words outstanding at the stop",
+                        expected: 0,
+                        found: (mailbox.assigned() - mailbox.completed()) as u64,
+                    }
+                    .into());
+                }
+            }
             return Ok(Poll::Done);
         }
-        while let Some(&processor) = self.idle.front() {
-            let Some(task) = self.state.tasks.get(self.next_task) else { break };
-            self.next_task += 1;
-            self.idle.pop_front();
-            self.busy[processor as usize] = Some(task.task_kind()?);
-            // SAFETY: `processor` came from the ready queue (acquired above or in an earlier
-            // poll) and has not been rung since, so it is idle.
-            unsafe { self.state.doorbells[processor as usize].ring(task) };
-            progress = true;
-        }
-        Ok(if progress { Poll::Progress } else { Poll::Idle })
+        let posted = self.hand_out()?;
+        Ok(if progress || posted { Poll::Progress } else { Poll::Idle })
     }
 
     /// While the bound is unknown: the dispatch signals, `seen` = packets seen so far. Then:

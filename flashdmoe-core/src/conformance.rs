@@ -27,7 +27,7 @@ use thiserror::Error;
 
 use crate::backend::{ForwardOutput, Layer};
 use crate::routing::RoutingError;
-use crate::trace::TraceEvent;
+use crate::trace::{Clocks, TraceEvent};
 
 /// A task identity in errors, printed readably.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -160,23 +160,6 @@ impl fmt::Display for CrossClock {
     }
 }
 
-/// Which clock each rank's trace times come from. Ranks of one clock share a time base; the
-/// offsets between clocks are unknown.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Clocks(Vec<u32>);
-
-impl Clocks {
-    /// Every one of `world` ranks reads one clock (the simulator; virtual ranks of one GPU).
-    pub fn shared(world: u32) -> Clocks {
-        Clocks(vec![0; world as usize])
-    }
-
-    /// Rank `r` reads clock `of_rank[r]` (e.g. its GPU's ordinal).
-    pub fn per_rank(of_rank: Vec<u32>) -> Clocks {
-        Clocks(of_rank)
-    }
-}
-
 /// Offsets that put every rank's times on one time base, consistent with every dependency:
 /// what [`check`] found.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -235,8 +218,9 @@ pub fn check(
     clocks: &Clocks,
 ) -> Result<ClockAlignment, ConformanceError> {
     let world = layout.geometry().world;
-    if clocks.0.len() != world as usize {
-        return Err(ConformanceError::Clocks { clocks: clocks.0.len(), world });
+    let clocks = clocks.of_rank();
+    if clocks.len() != world as usize {
+        return Err(ConformanceError::Clocks { clocks: clocks.len(), world });
     }
     let mut ran: HashMap<TaskKey, (usize, &TraceEvent)> = HashMap::with_capacity(events.len());
     for e in events {
@@ -273,14 +257,13 @@ pub fn check(
         let extra = events.iter().map(key).find(|k| !graph.contains(k));
         return Err(ConformanceError::Unexpected(Task(extra.expect("an event outside the graph"))));
     }
-    let mut cross = CrossConstraints::new(&clocks.0);
+    let mut cross = CrossConstraints::new(clocks);
     for task in &tasks {
         let k = task.key()?;
         let event = ran[&k].1;
         for p in prerequisites(layout, plan, task)? {
             let before = ran[&p].1;
-            let (clock, pre_clock) =
-                (clocks.0[event.rank as usize], clocks.0[before.rank as usize]);
+            let (clock, pre_clock) = (clocks[event.rank as usize], clocks[before.rank as usize]);
             if clock != pre_clock {
                 cross.add(CrossClock {
                     task: Task(k),
@@ -301,7 +284,7 @@ pub fn check(
         }
     }
     let offsets = cross.solve()?;
-    Ok(ClockAlignment { offset_ns: clocks.0.iter().map(|c| offsets[cross.index(*c)]).collect() })
+    Ok(ClockAlignment { offset_ns: clocks.iter().map(|c| offsets[cross.index(*c)]).collect() })
 }
 
 /// Cross-clock dependencies as difference constraints on the clocks' offsets `x`: a task on

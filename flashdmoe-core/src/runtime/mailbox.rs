@@ -1,0 +1,328 @@
+//! [`Mailbox`]: how the scheduler hands tasks to one processor -- the CUDA kernel's protocol
+//! (`mailbox`, `assigned`, `completed` in `flashdmoe-cuda/kernels`), written once.
+//!
+//! A processor's mailbox is two word slots and two counts: `assigned`, the words the scheduler
+//! posted (it is the only writer), and `completed`, the tasks the processor finished (it is the
+//! only writer). Word number `a` (0, 1, 2, ...) goes into slot `a % 2`. A word is the index of
+//! a task in the rank's task queue, or [`STOP`].
+//!
+//! * Scheduler, [`Mailbox::post`]: only while fewer than [`Mailbox::DEPTH`] (2) words are
+//!   outstanding, `assigned - completed < 2` with `completed` acquire-loaded: write slot
+//!   `assigned % 2`, then release-store `assigned + 1`. Two slots let a processor find its next
+//!   task the moment it finishes one.
+//! * Processor, [`Mailbox::take`]: once `assigned` (acquire-loaded) exceeds the words it took,
+//!   `c`, read slot `c % 2`; after running the task, [`Mailbox::complete`] release-stores
+//!   `completed = c + 1`.
+//! * The end: once every task of the rank's bound is complete, the scheduler posts [`STOP`] to
+//!   every mailbox, like a task; a processor that takes it is done.
+//!
+//! ## Invariants
+//!
+//! * A slot is never overwritten while unread: slot `a % 2` last held word `a - 2`, and the
+//!   scheduler writes it only after acquiring `completed >= a - 1`, which the processor
+//!   release-stored after it had read word `a - 2`.
+//! * Every word is read after it was written and before it is overwritten, so the processor
+//!   takes every posted word exactly once, in posting order; and since the scheduler acquired
+//!   each task's publication in the queue before posting its index, the processor may read the
+//!   task by index without acquiring it again ([`Log::read_handed`](super::Log::read_handed)).
+//! * [`STOP`] is posted only after every completion was acquired, so everything the tasks wrote
+//!   happens-before the stop, and nothing is posted after it.
+//!
+//! All of this is model-checked with loom below, and each ordering (and the depth) is shown to
+//! matter by a weakened variant that loom must catch.
+
+use crate::sync::{AtomicU32, Ordering, UnsafeCell};
+
+/// The word that tells a processor to stop (the kernel's `kStop`).
+pub const STOP: u32 = u32::MAX;
+
+/// What a processor finds in its mailbox.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mail {
+    /// Run the task at this index of the rank's task queue.
+    Task(u32),
+    /// The rank's forward is complete: stop.
+    Stop,
+}
+
+/// The memory orderings and depth the protocol runs with: always [`KERNEL`] outside the loom
+/// tests, which weaken one at a time to show each matters.
+#[derive(Clone, Copy, Debug)]
+struct Rules {
+    /// Words outstanding at most.
+    depth: u32,
+    /// The store of `assigned` that publishes a slot.
+    post: Ordering,
+    /// The store of `completed` that releases a slot (and publishes the task's results).
+    complete: Ordering,
+}
+
+const KERNEL: Rules =
+    Rules { depth: Mailbox::DEPTH, post: Ordering::Release, complete: Ordering::Release };
+
+/// One processor's mailbox (the kernel's `mailbox[2q..2q+2]`, `assigned[q]`, `completed[q]`).
+#[derive(Debug)]
+pub struct Mailbox {
+    slots: [UnsafeCell<u32>; 2],
+    assigned: AtomicU32,
+    completed: AtomicU32,
+    rules: Rules,
+}
+
+// SAFETY: a slot is written only by the scheduler (`post`'s contract) while the processor does
+// not read it -- its previous word was completed, and the completion acquired -- and read by the
+// processor only after acquiring the `assigned` store that follows the write (`complete`'s
+// contract keeps the processor's side honest). The counts are atomics.
+unsafe impl Sync for Mailbox {}
+
+impl Default for Mailbox {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Mailbox {
+    /// Words a mailbox holds: the scheduler may be at most this far ahead of the processor.
+    pub const DEPTH: u32 = 2;
+
+    /// An empty mailbox (`assigned = completed = 0`).
+    pub fn new() -> Self {
+        Self::with_rules(KERNEL)
+    }
+
+    fn with_rules(rules: Rules) -> Self {
+        Mailbox {
+            slots: [UnsafeCell::new(STOP), UnsafeCell::new(STOP)],
+            assigned: AtomicU32::new(0),
+            completed: AtomicU32::new(0),
+            rules,
+        }
+    }
+
+    /// Scheduler: words posted so far.
+    pub fn assigned(&self) -> u32 {
+        // Relaxed: the scheduler is the only writer, so it reads its own last store.
+        self.assigned.load(Ordering::Relaxed)
+    }
+
+    /// Scheduler: tasks the processor has completed; everything it did for them (its reads of
+    /// their slots, the tasks' writes) happens-before this load's caller continues.
+    pub fn completed(&self) -> u32 {
+        self.completed.load(Ordering::Acquire)
+    }
+
+    /// Scheduler: posts `word` (a task index, or [`STOP`]) if fewer than [`Mailbox::DEPTH`]
+    /// words are outstanding; `false` (and nothing written) otherwise.
+    ///
+    /// # Safety
+    ///
+    /// Only one thread, the rank's scheduler, posts to a mailbox.
+    pub unsafe fn post(&self, word: u32) -> bool {
+        let a = self.assigned.load(Ordering::Relaxed);
+        let done = self.completed.load(Ordering::Acquire);
+        if a.wrapping_sub(done) >= self.rules.depth {
+            return false;
+        }
+        // SAFETY: slot `a % 2` last held word `a - 2`; the processor read it before completing
+        // it (`complete`'s contract), and that completion (`done >= a - 1`) was acquired above.
+        // The processor reads the slot again only after acquiring the store below, and no other
+        // thread posts (this function's contract).
+        self.slots[(a % 2) as usize].with_mut(|slot| unsafe { slot.write(word) });
+        self.assigned.store(a + 1, self.rules.post);
+        true
+    }
+
+    /// Processor: word number `taken` (the words it took before this one), once posted.
+    pub fn take(&self, taken: u32) -> Option<Mail> {
+        if self.assigned.load(Ordering::Acquire) <= taken {
+            return None;
+        }
+        // SAFETY: the acquire load saw the release store that followed the slot's write, and the
+        // scheduler does not write the slot again before this processor completes word `taken`.
+        let word = self.slots[(taken % 2) as usize].with(|slot| unsafe { *slot });
+        Some(if word == STOP { Mail::Stop } else { Mail::Task(word) })
+    }
+
+    /// Processor: reports the tasks of the first `taken` words complete.
+    ///
+    /// # Safety
+    ///
+    /// Only the mailbox's processor calls this, after it finished reading word `taken - 1` (and
+    /// every earlier one): the scheduler may overwrite its slot as soon as it sees this store.
+    pub unsafe fn complete(&self, taken: u32) {
+        self.completed.store(taken, self.rules.complete);
+    }
+}
+
+#[cfg(all(test, not(flashdmoe_loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn two_words_outstanding_at_most_each_taken_once_in_order() {
+        let mailbox = Mailbox::new();
+        assert_eq!(mailbox.take(0), None);
+        // SAFETY: one thread plays both roles in turn (every `post` and `complete` here).
+        unsafe {
+            assert!(mailbox.post(7));
+            assert!(mailbox.post(8));
+            assert!(!mailbox.post(9), "a third word must wait for a completion");
+            assert_eq!((mailbox.assigned(), mailbox.completed()), (2, 0));
+            assert_eq!(
+                (mailbox.take(0), mailbox.take(1), mailbox.take(2)),
+                (Some(Mail::Task(7)), Some(Mail::Task(8)), None)
+            );
+            mailbox.complete(1);
+            assert!(mailbox.post(9), "slot 0 is free once word 0 is complete");
+            assert!(!mailbox.post(10));
+            assert_eq!(mailbox.take(2), Some(Mail::Task(9)));
+            mailbox.complete(3);
+            assert!(mailbox.post(STOP));
+            assert_eq!(mailbox.take(3), Some(Mail::Stop));
+        }
+    }
+
+    /// A scheduler thread and a processor thread pass 10 000 words through one mailbox: every
+    /// word arrives once, in order.
+    #[test]
+    fn threads_pass_every_word_once_in_order() {
+        const WORDS: u32 = 10_000;
+        let mailbox = Mailbox::new();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let mut taken = 0;
+                loop {
+                    match mailbox.take(taken) {
+                        None => std::hint::spin_loop(),
+                        Some(Mail::Stop) => break,
+                        Some(Mail::Task(word)) => {
+                            assert_eq!(word, taken, "word {taken} out of order");
+                            taken += 1;
+                            // SAFETY: this thread is the processor, done with the word.
+                            unsafe { mailbox.complete(taken) };
+                        }
+                    }
+                }
+                assert_eq!(taken, WORDS);
+            });
+            for word in (0..WORDS).chain([STOP]) {
+                // SAFETY: this thread is the only scheduler.
+                while !unsafe { mailbox.post(word) } {
+                    std::hint::spin_loop();
+                }
+            }
+        });
+        assert_eq!((mailbox.assigned(), mailbox.completed()), (WORDS + 1, WORDS));
+    }
+}
+
+#[cfg(all(test, flashdmoe_loom))]
+mod loom_tests {
+    use flashdmoe_proto::TaskDescriptor;
+
+    use super::*;
+    use crate::runtime::{Log, NO_TASK};
+    use crate::sync::{Arc, SharedBytes, thread};
+
+    const TASKS: u32 = 3;
+
+    /// The kernel's handoff, three tasks then the stop (so both slots are reused): the
+    /// scheduler (this thread) publishes each task in a [`Log`], acquires it, posts its index;
+    /// the processor takes the index, reads the task by index without acquiring it, "runs" it
+    /// (writes its result), completes it. The scheduler posts the stop once it has acquired all
+    /// completions, and then reads every result. Explored exhaustively (no preemption bound:
+    /// about 35 s on two cores; the weakened variants fail within a second).
+    fn handoff(rules: Rules) {
+        loom::model(move || {
+            let mailbox = Arc::new(Mailbox::with_rules(rules));
+            let tasks = Arc::new(Log::with_capacity(TASKS as usize, NO_TASK));
+            let results = Arc::new(SharedBytes::zeroed(TASKS as usize, 1));
+            let processor = {
+                let (mailbox, tasks, results) = (mailbox.clone(), tasks.clone(), results.clone());
+                thread::spawn(move || {
+                    let mut ran = Vec::new();
+                    let mut taken = 0;
+                    loop {
+                        match mailbox.take(taken) {
+                            None => thread::yield_now(),
+                            Some(Mail::Stop) => return ran,
+                            Some(Mail::Task(index)) => {
+                                // SAFETY: the scheduler acquired the task's publication before
+                                // posting its index, and this thread acquired the post.
+                                let task = unsafe { tasks.read_handed(index as usize) }.unwrap();
+                                ran.push(task.row_tile);
+                                // SAFETY: one task writes each result byte; the scheduler reads
+                                // them after acquiring every completion (loom checks it).
+                                unsafe { results.write(index as usize, &[task.row_tile as u8]) };
+                                taken += 1;
+                                // SAFETY: this is the mailbox's processor, done with the word.
+                                unsafe { mailbox.complete(taken) };
+                            }
+                        }
+                    }
+                })
+            };
+            for index in 0..TASKS {
+                tasks.push(TaskDescriptor { row_tile: 10 + index, ..NO_TASK }).unwrap();
+                assert!(tasks.get(index as usize).is_some(), "published by this thread");
+                // SAFETY: this thread is the only scheduler.
+                while !unsafe { mailbox.post(index) } {
+                    thread::yield_now();
+                }
+            }
+            while mailbox.completed() != TASKS {
+                thread::yield_now();
+            }
+            let mut out = [0u8; TASKS as usize];
+            // SAFETY: every completion was acquired just above (loom checks it).
+            unsafe { results.read(0, &mut out) };
+            assert_eq!(out, [10, 11, 12], "every task's result is in before the stop");
+            // SAFETY: as above; with nothing outstanding the stop always fits.
+            assert!(unsafe { mailbox.post(STOP) }, "the stop fits once all tasks are complete");
+            let ran = processor.join().unwrap();
+            assert_eq!(ran, [10, 11, 12], "each task delivered exactly once, in order");
+        });
+    }
+
+    #[test]
+    fn loom_mailbox_handoff() {
+        handoff(KERNEL);
+    }
+
+    /// The model bites: with a `Relaxed` store of `assigned`, the processor's read of the slot
+    /// (and of the task behind the index) is not ordered after the scheduler's write.
+    #[test]
+    #[should_panic(expected = "Causality violation")]
+    fn loom_relaxed_assigned_is_caught() {
+        handoff(Rules { post: Ordering::Relaxed, ..KERNEL });
+    }
+
+    /// The model bites: with a `Relaxed` store of `completed`, the scheduler's reuse of a slot
+    /// is not ordered after the processor's read of it, nor its read of the results after the
+    /// tasks' writes.
+    #[test]
+    #[should_panic(expected = "Causality violation")]
+    fn loom_relaxed_completed_is_caught() {
+        handoff(Rules { complete: Ordering::Relaxed, ..KERNEL });
+    }
+
+    /// The model bites: with three words outstanding in two slots, the third overwrites the
+    /// first before it is read -- loom sees the write race the read, or the processor runs the
+    /// third task in place of the first.
+    #[test]
+    fn loom_three_outstanding_is_caught() {
+        let caught = std::panic::catch_unwind(|| handoff(Rules { depth: 3, ..KERNEL }))
+            .expect_err("loom must catch a slot overwritten while unread");
+        let message = caught
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| caught.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default();
+        assert!(
+            ["Causality violation", "exactly once, in order", "before the stop"]
+                .iter()
+                .any(|m| message.contains(m)),
+            "unexpected failure: {message}"
+        );
+    }
+}
