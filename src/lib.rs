@@ -28,7 +28,7 @@
 //! assert!(layout.total_bytes() > 0);
 //! ```
 
-pub mod bench;
+pub use flashdmoe_bench as bench;
 
 pub use flashdmoe_core as core;
 pub use flashdmoe_cuda as cuda;

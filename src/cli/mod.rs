@@ -11,7 +11,7 @@
 mod bench;
 mod config;
 mod info;
-mod report;
+mod run_summary;
 mod run;
 
 use std::path::PathBuf;

@@ -1,10 +1,10 @@
-//! Line and bar charts drawn with the [`svg`](super::svg) writer.
+//! Line and bar charts drawn with the [`svg`](crate::svg) writer.
 //!
 //! Invariants: a chart maps only finite, positive-where-logarithmic values (others are left
 //! out, never drawn at a bogus place); axes always have at least one tick; the output is the
 //! writer's well-formed SVG whatever the data (empty series included).
 
-use super::svg::{Anchor, Svg};
+use crate::svg::{Anchor, Svg};
 
 /// An axis scale.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -325,7 +325,7 @@ impl BarChart {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::svg::tests::well_formed;
+    use crate::svg::tests::well_formed;
 
     fn series(name: &str, points: Vec<(f64, f64)>) -> Series {
         Series { name: name.into(), points, color: "#1f77b4".into(), stroke: Stroke::Solid }

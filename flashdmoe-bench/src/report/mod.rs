@@ -26,9 +26,9 @@ use std::fmt::Write;
 
 pub use import::{Loaded, Measurement};
 
-use super::plot::{BarChart, Bars, LineChart, Scale, Series, Stroke};
-use super::record::IMPL_CUDA;
-use crate::core::{Activation, CapacityPolicy, DType};
+use crate::plot::{BarChart, Bars, LineChart, Scale, Series, Stroke};
+use crate::record::IMPL_CUDA;
+use flashdmoe_core::{Activation, CapacityPolicy, DType};
 
 /// A generated file: name (no directory) and contents.
 pub type File = (String, String);
@@ -488,16 +488,16 @@ fn sim_table(sim: &[&Measurement]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::record::tests::{TORCH_LINE, ours};
-    use crate::bench::record::to_jsonl;
-    use crate::bench::svg::tests::well_formed;
+    use crate::record::tests::{TORCH_LINE, ours};
+    use crate::record::to_jsonl;
+    use crate::svg::tests::well_formed;
 
     /// Ours and the PyTorch graph variant at T16384 E8, ours at T128 E8, a simulator record.
     fn fixture() -> Loaded {
         let mut small = ours(0.137, "cuda");
         small.config.tokens_per_rank = 128;
         small.floor_ms = Some(0.03145728);
-        small.tflops = crate::bench::record::tflops(small.flops, 0.137);
+        small.tflops = crate::record::tflops(small.flops, 0.137);
         let text = to_jsonl(&[ours(1.954, "cuda"), small, ours(15.0, "sim")]);
         let mut loaded = Loaded::default();
         import::parse(&text, "ours.jsonl", &mut loaded).unwrap();

@@ -20,7 +20,7 @@
 //! Invariants:
 //!
 //! * Every time is in milliseconds (`_ms`); FLOPs and floors come from core's
-//!   [`perf`](crate::core::perf), the formulas the baselines use too.
+//!   [`perf`](flashdmoe_core::perf), the formulas the baselines use too.
 //! * Simulator results are labelled `backend: "sim"`, carry no floor (the floor is a GPU's),
 //!   and are never put side by side with a GPU time: no speedup, no % of floor, no plot shared
 //!   with GPU results. Baselines run on the CPU (`device: "cpu"`) are functional checks and are
@@ -38,8 +38,8 @@ pub mod runner;
 pub mod svg;
 pub mod table;
 
-use crate::core::oracle::OracleError;
-use crate::core::{BackendError, ConfigError};
+use flashdmoe_core::oracle::OracleError;
+use flashdmoe_core::{BackendError, ConfigError};
 
 /// Everything the harness can fail with.
 #[derive(Debug, thiserror::Error)]

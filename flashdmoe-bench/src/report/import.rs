@@ -19,13 +19,13 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use super::super::BenchError;
-use super::super::record::{
+use crate::BenchError;
+use crate::record::{
     IMPL_CUDA, IMPL_CUDA_VIRTUAL, LayerKey, ProtocolStats, Record, jsonl_lines, parse_record,
 };
-use crate::core::config::presets;
-use crate::core::perf;
-use crate::core::{CapacityPolicy, DType, MoeConfig};
+use flashdmoe_core::config::presets;
+use flashdmoe_core::perf;
+use flashdmoe_core::{CapacityPolicy, DType, MoeConfig};
 
 /// One timed result, from either format: what the report draws.
 #[derive(Clone, Debug, PartialEq)]
@@ -233,7 +233,7 @@ fn paper_shape(s: &str) -> Option<(u32, u32)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::record::tests::TORCH_LINE;
+    use crate::record::tests::TORCH_LINE;
 
     /// Rows exactly as the GPU check wrote them in the recorded run 5
     /// (`docs/dev/gpu-runs/2026-11-28-run5-gpu-check.jsonl`; details shortened).
