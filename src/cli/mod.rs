@@ -11,8 +11,8 @@
 mod bench;
 mod config;
 mod info;
-mod run_summary;
 mod run;
+mod run_summary;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
