@@ -13,7 +13,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::BenchError;
+use crate::error::BenchError;
 use crate::record::{Record, parse_jsonl};
 use flashdmoe_core::{CapacityPolicy, MoeConfig, Placement};
 

@@ -32,7 +32,7 @@ use std::path::Path;
 
 use serde_json::{Map, Value};
 
-use crate::BenchError;
+use crate::error::BenchError;
 use crate::record::LayerKey;
 use flashdmoe_core::config::presets as core_presets;
 use flashdmoe_core::{Activation, CapacityPolicy, MoeConfig};

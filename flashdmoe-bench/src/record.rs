@@ -22,7 +22,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::BenchError;
+use crate::error::BenchError;
 use flashdmoe_core::{Activation, CapacityPolicy, DType, MoeConfig};
 
 /// The schema tag of every record.

@@ -19,7 +19,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use crate::BenchError;
+use crate::error::BenchError;
 use crate::grid::Case;
 use crate::record::{
     IMPL_CUDA, IMPL_CUDA_VIRTUAL, IMPL_SIM, LayerKey, ProtocolStats, Record, SCHEMA,
@@ -249,7 +249,7 @@ fn differing_rank(a: &ForwardOutput, b: &ForwardOutput) -> Option<usize> {
 
 /// The protocol statistics of a forward, summed over its ranks; utilisation from its checked,
 /// clock-aligned trace `events` (none when the trace did not conform).
-fn protocol_stats(
+pub fn protocol_stats(
     config: &MoeConfig,
     out: &ForwardOutput,
     events: &[TraceEvent],
