@@ -298,7 +298,7 @@ fn weak_scaling(gpu: &[&Measured]) -> Result<Figure, BenchError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chart::tests::parse;
+    use crate::chart::svg_text::parse;
     use crate::record::tests::ours;
     use crate::record::tflops;
     use crate::results::Sourced;

@@ -127,7 +127,7 @@ fn utilisation(cases: &[(String, &ProtocolStats)]) -> Result<Figure, BenchError>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chart::tests::parse;
+    use crate::chart::svg_text::parse;
     use crate::record::tests::ours;
     use crate::results::Sourced;
 
