@@ -5,10 +5,10 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use super::axis::{self, Axis, Scale};
-use super::frame::{Sample, Ticked, canvas, draw_legend, legend_width};
+use super::frame::{Sample, Ticked, axes_style, canvas, draw_legend, legend_width};
 use super::style::{
-    DESC_SIZE, DrawResult, FONT, LABEL_SIZE, REFERENCE, Rgb, Stroke, VALUE_SIZE, WIDTH, err,
-    line_style, text_width,
+    DrawResult, FONT, LABEL_SIZE, REFERENCE, Rgb, Stroke, VALUE_SIZE, WIDTH, err, line_style,
+    text_width,
 };
 
 /// One bar's row and the gap between categories (px).
@@ -100,18 +100,13 @@ impl BarChart {
                 let nearest = centers.iter().position(|c| (c - u).abs() < 1e-6);
                 nearest.map_or_else(String::new, |i| self.categories[i].clone())
             };
-            chart
-                .configure_mesh()
-                .disable_y_mesh()
+            let mut mesh = chart.configure_mesh();
+            mesh.disable_y_mesh()
                 .x_desc(self.value_label.as_str())
                 .x_label_formatter(&x_fmt)
-                .y_label_formatter(&y_fmt)
-                .label_style((FONT, LABEL_SIZE))
-                .axis_desc_style((FONT, DESC_SIZE))
-                .bold_line_style(RGBColor(228, 228, 228))
-                .axis_style(RGBColor(90, 90, 90))
-                .draw()
-                .map_err(err)?;
+                .y_label_formatter(&y_fmt);
+            axes_style(&mut mesh);
+            mesh.draw().map_err(err)?;
             // Reference lines first: bars and value texts (on a white ground) go over them.
             for &(v, _) in &self.references {
                 let Some(at) = x.units(v) else { continue };

@@ -3,6 +3,7 @@
 
 use std::ops::Range;
 
+use plotters::chart::MeshStyle;
 use plotters::coord::Shift;
 use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint, Ranged};
 use plotters::prelude::*;
@@ -10,7 +11,7 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use super::axis::Axis;
 use super::style::{
-    DrawResult, FONT, LABEL_SIZE, Rgb, Stroke, TITLE_SIZE, err, line_style, text_width,
+    DESC_SIZE, DrawResult, FONT, LABEL_SIZE, Rgb, Stroke, TITLE_SIZE, err, line_style, text_width,
 };
 
 /// An axis as plotters sees it: linear in axis units from `lo` to `hi`, with a tick (a grid
@@ -116,4 +117,14 @@ pub(crate) fn canvas<'a>(
     root.fill(&WHITE).map_err(err)?;
     let body = root.titled(title, (FONT, TITLE_SIZE)).map_err(err)?;
     Ok(body.split_horizontally(width - legend))
+}
+
+/// The look every chart's axes share: label fonts, light grid lines, grey axes.
+pub(crate) fn axes_style<X: Ranged, Y: Ranged, DB: DrawingBackend>(
+    mesh: &mut MeshStyle<'_, '_, X, Y, DB>,
+) {
+    mesh.label_style((FONT, LABEL_SIZE))
+        .axis_desc_style((FONT, DESC_SIZE))
+        .bold_line_style(RGBColor(228, 228, 228))
+        .axis_style(RGBColor(90, 90, 90));
 }

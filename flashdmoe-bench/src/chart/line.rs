@@ -4,10 +4,8 @@
 use plotters::prelude::*;
 
 use super::axis::{self, Axis, Scale};
-use super::frame::{Sample, Ticked, canvas, draw_legend, legend_width};
-use super::style::{
-    DESC_SIZE, DrawResult, FONT, LABEL_SIZE, Rgb, Stroke, WIDTH, err, line_style, text_width,
-};
+use super::frame::{Sample, Ticked, axes_style, canvas, draw_legend, legend_width};
+use super::style::{DrawResult, LABEL_SIZE, Rgb, Stroke, WIDTH, err, line_style, text_width};
 
 const HEIGHT: u32 = 500;
 
@@ -73,18 +71,13 @@ impl LineChart {
                 .map_err(err)?;
             let x_fmt = |u: &f64| axis::tick_label(x.value(*u));
             let y_fmt = |u: &f64| axis::tick_label(y.value(*u));
-            chart
-                .configure_mesh()
-                .x_desc(self.x_label.as_str())
+            let mut mesh = chart.configure_mesh();
+            mesh.x_desc(self.x_label.as_str())
                 .y_desc(self.y_label.as_str())
                 .x_label_formatter(&x_fmt)
-                .y_label_formatter(&y_fmt)
-                .label_style((FONT, LABEL_SIZE))
-                .axis_desc_style((FONT, DESC_SIZE))
-                .bold_line_style(RGBColor(228, 228, 228))
-                .axis_style(RGBColor(90, 90, 90))
-                .draw()
-                .map_err(err)?;
+                .y_label_formatter(&y_fmt);
+            axes_style(&mut mesh);
+            mesh.draw().map_err(err)?;
             for s in &self.series {
                 // The points in axis units, in x order.
                 let mut at: Vec<Point> = s

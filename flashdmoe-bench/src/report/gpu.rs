@@ -79,6 +79,18 @@ fn floor(chosen: &[&Measured], x: impl Fn(&Record) -> f64, name: String) -> Opti
     })
 }
 
+/// A chart of median latencies (log scale) over a power-of-two x axis.
+fn latency_chart(title: String, x_label: &str, series: Vec<Series>) -> LineChart {
+    LineChart {
+        title,
+        x_label: x_label.into(),
+        y_label: "median latency per forward (ms)".into(),
+        x_scale: Scale::Log2,
+        y_scale: Scale::Log10,
+        series,
+    }
+}
+
 /// Whether some measured series has two or more distinct x values.
 fn has_a_line(series: &[Series]) -> bool {
     series.iter().filter(|s| s.stroke != Stroke::Reference).any(|s| {
@@ -113,14 +125,8 @@ fn latency_vs_tokens(gpu: &[&Measured]) -> Result<Figure, BenchError> {
         ));
     }
     series.extend(floors);
-    let chart = LineChart {
-        title: format!("Latency vs tokens, one GPU ({PAPER})"),
-        x_label: "tokens per GPU".into(),
-        y_label: "median latency per forward (ms)".into(),
-        x_scale: Scale::Log2,
-        y_scale: Scale::Log10,
-        series,
-    };
+    let chart =
+        latency_chart(format!("Latency vs tokens, one GPU ({PAPER})"), "tokens per GPU", series);
     Figure::drawn(FILE, TITLE, chart.render())
 }
 
@@ -163,14 +169,11 @@ fn latency_vs_experts(gpu: &[&Measured]) -> Result<Figure, BenchError> {
         ));
     }
     series.sort_by_key(|s| s.stroke == Stroke::Reference);
-    let chart = LineChart {
-        title: format!("Latency vs experts at T = {t} per GPU, one GPU (paper layer, cf1)"),
-        x_label: "experts E".into(),
-        y_label: "median latency per forward (ms)".into(),
-        x_scale: Scale::Log2,
-        y_scale: Scale::Log10,
+    let chart = latency_chart(
+        format!("Latency vs experts at T = {t} per GPU, one GPU (paper layer, cf1)"),
+        "experts E",
         series,
-    };
+    );
     Figure::drawn(FILE, TITLE, chart.render())
 }
 
@@ -284,14 +287,11 @@ fn weak_scaling(gpu: &[&Measured]) -> Result<Figure, BenchError> {
             stroke: Stroke::Reference,
         });
     }
-    let chart = LineChart {
-        title: "Weak scaling: T = 8192 tokens per GPU, E = 32 (paper layer, cf1)".into(),
-        x_label: "GPUs (one rank each)".into(),
-        y_label: "median latency per forward (ms)".into(),
-        x_scale: Scale::Log2,
-        y_scale: Scale::Log10,
+    let chart = latency_chart(
+        "Weak scaling: T = 8192 tokens per GPU, E = 32 (paper layer, cf1)".into(),
+        "GPUs (one rank each)",
         series,
-    };
+    );
     Figure::drawn(FILE, TITLE, chart.render())
 }
 
