@@ -2,8 +2,8 @@
 # Runs on the GPU machine (no Rust there): the CUDA backend's correctness checks against the
 # CPU oracle and the timings, in one process, plus the GPU-side unit tests when their binaries
 # were carried along. Build here first:
-#   cargo build --release -p flashdmoe-cuda --example gpu-check
-#   mkdir -p .carry && cp target/release/examples/gpu-check .carry/
+#   cargo build --release -p flashdmoe-bench --bin gpu-check
+#   mkdir -p .carry && cp target/release/gpu-check .carry/
 # then run `bash scripts/gpu-check.sh [gpu-check args]` there with `.carry` carried.
 # Logs and JSON land in $OUT (or ./gpu-check-out when OUT is unset).
 set -u -o pipefail

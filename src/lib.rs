@@ -11,12 +11,12 @@
 //!   `::core`.
 //! * [`sim`]: the CPU simulator backend, which runs everywhere.
 //! * [`cuda`]: the GPU backend.
-//! * [`bench`](mod@bench): the benchmark harness behind `flashdmoe bench` and `flashdmoe report` (grids,
-//!   timing, result records shared with the PyTorch baselines, comparison table, SVG report).
+//! * [`bench`](mod@bench): the benchmark harness (`flashdmoe-bench`) behind `flashdmoe bench`
+//!   and `flashdmoe report`: grids, oracle-verified timing, result records shared with the
+//!   PyTorch baselines and the GPU check, comparison table, SVG figures.
 //!
 //! Architecture invariant: the facade holds no MoE logic of its own; everything it exports is
-//! defined in the crates below it, except [`bench`](mod@bench), which measures and reports layers but
-//! computes nothing of one (verification is core's oracle, floors are core's `perf`).
+//! defined in the crates below it.
 //!
 //! ```
 //! use flashdmoe::core::MoeConfig;
@@ -28,7 +28,7 @@
 //! assert!(layout.total_bytes() > 0);
 //! ```
 
-pub mod bench;
+pub use flashdmoe_bench as bench;
 
 pub use flashdmoe_core as core;
 pub use flashdmoe_cuda as cuda;

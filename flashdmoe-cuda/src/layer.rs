@@ -35,7 +35,7 @@ use flashdmoe_core::{
     Backend, BackendError, DType, ForwardOptions, ForwardOutput, Layer, LayerWeights, MoeConfig,
     RankOutput, TimeoutReport, TraceEvent,
 };
-use flashdmoe_proto::{Epoch, HeapLayout, div_ceil, signal};
+use flashdmoe_proto::{Epoch, HeapLayout, TaskCounts, div_ceil, signal};
 
 use crate::device::{Device, enable_peer_access, gpus};
 use crate::error::CudaError;

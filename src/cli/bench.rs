@@ -10,7 +10,8 @@ use clap::{Args, ValueEnum};
 use flashdmoe::bench::baseline::{Baseline, BaselineOptions};
 use flashdmoe::bench::grid::{self, Case};
 use flashdmoe::bench::record::{Record, to_jsonl};
-use flashdmoe::bench::report::{self, Loaded};
+use flashdmoe::bench::report;
+use flashdmoe::bench::results::Results;
 use flashdmoe::bench::runner::{self, BenchBackend, Progress, RunOptions};
 use flashdmoe::bench::{BenchError, csv, table};
 use flashdmoe::core::BackendError;
@@ -90,12 +91,12 @@ enum DeviceArg {
 /// Arguments of `flashdmoe report`.
 #[derive(Debug, Args)]
 pub(super) struct ReportArgs {
-    /// Result files (JSONL of `flashdmoe bench` / baseline records, or `gpu-check --json`
-    /// rows) or directories (their `*.jsonl` files, by name). When a result appears twice
-    /// the later one counts.
+    /// Results files (JSONL: `flashdmoe bench`'s results.jsonl, the PyTorch baselines'
+    /// records, `gpu-check --json` output) or directories (their `*.jsonl` files, by name).
+    /// When a result appears twice the later one counts.
     #[arg(required = true, value_name = "FILE_OR_DIR")]
     inputs: Vec<PathBuf>,
-    /// Directory for the SVG plots and report.md (created if needed).
+    /// Directory for the SVG figures and report.md (created if needed).
     #[arg(long, value_name = "DIR", default_value = "bench-report")]
     out: PathBuf,
 }
@@ -354,25 +355,39 @@ pub(super) fn report(args: &ReportArgs) -> Result<(), CliError> {
             files.push(input.clone());
         }
     }
-    let mut loaded = Loaded::default();
+    let mut results = Results::default();
     for f in &files {
-        report::import::load(f, &mut loaded).map_err(|e| match e {
+        results.load(f).map_err(|e| match e {
             BenchError::Io { path, message } => CliError::Usage(format!("{path}: {message}")),
             e => e.into(),
         })?;
     }
     let sources: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+    let report = report::render(&results, &sources)?;
     std::fs::create_dir_all(&args.out).map_err(|e| BenchError::io(&args.out, e))?;
-    for (name, text) in report::render(&loaded, &sources) {
-        let path = args.out.join(name);
-        write(&path, &text)?;
-        println!("wrote {}", path.display());
+    for (name, text) in report.files() {
+        write(&args.out.join(name), &text)?;
     }
+    for f in &report.figures {
+        match &f.svg {
+            Ok(_) => println!("wrote {}: {}", args.out.join(f.file).display(), f.title),
+            Err(why) => println!("not drawn: {}: {why}", f.title),
+        }
+    }
+    if let Some(why) = report.nothing_drawn() {
+        println!("no figure drawn: {why}");
+    }
+    println!("wrote {}", args.out.join("report.md").display());
+    let c = report.counts;
     println!(
-        "{} results from {} file(s); {} row(s) not plotted (listed in report.md)",
-        loaded.measurements.len(),
+        "from {} file(s): {} GPU and {} simulator measurement(s), {} CPU baseline result(s), {} \
+         untimed check(s); {} repeated result(s) replaced by later ones",
         files.len(),
-        loaded.skipped.len()
+        c.gpu,
+        c.sim,
+        c.cpu,
+        c.checks,
+        c.replaced
     );
     Ok(())
 }

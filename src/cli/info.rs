@@ -2,7 +2,7 @@
 
 use flashdmoe::core::config::presets;
 
-use super::{CliError, report};
+use super::{CliError, run_summary};
 
 /// Prints the presets and the backends' availability. Never fails: an unavailable backend is
 /// information, not an error.
@@ -11,7 +11,7 @@ pub(super) fn info() -> Result<(), CliError> {
     println!("\npresets (flashdmoe run --preset NAME):");
     for name in presets::names() {
         if let Ok(c) = presets::preset(&name) {
-            println!("  {name:<20} {}", report::shape(&c));
+            println!("  {name:<20} {}", run_summary::shape(&c));
         }
     }
     println!("\nbackends (flashdmoe run --backend NAME):");

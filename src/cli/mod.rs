@@ -11,8 +11,8 @@
 mod bench;
 mod config;
 mod info;
-mod report;
 mod run;
+mod run_summary;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -52,7 +52,15 @@ enum Command {
     /// output checked again, one traced forward for tasks, bytes and utilisation. Simulator
     /// times are labelled simulation and never compared with GPU times.
     Bench(Box<bench::BenchArgs>),
-    /// Render SVG plots and a markdown page from recorded results (JSONL).
+    /// Draw SVG figures and a markdown page from recorded results (JSONL).
+    ///
+    /// GPU measurements: latency vs tokens per GPU and vs experts (the paper layer on one GPU,
+    /// with its floor), speedup over each baseline on the same layer, percent of the floor, and
+    /// weak scaling over GPUs; each is drawn when the results have the data for a line or a
+    /// bar, and otherwise named with the reason. Simulator measurements: its protocol figures
+    /// (tile tasks per kind, bytes sent vs a capacity-padded exchange, processor utilisation),
+    /// never its times. The GPU check's untimed checks and CPU baselines are tabled, not
+    /// plotted. Prints each figure written or why it was not drawn.
     Report(bench::ReportArgs),
 }
 

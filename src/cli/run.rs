@@ -10,7 +10,7 @@ use flashdmoe::core::{
 use flashdmoe::cuda::{CudaBackend, CudaOptions};
 use flashdmoe::sim::SimBackend;
 
-use super::{BackendArg, CliError, RunArgs, config, report};
+use super::{BackendArg, CliError, RunArgs, config, run_summary};
 
 /// Above this many output rows (all ranks), `run` checks a fresh random sample of
 /// [`SAMPLED_ROWS_PER_RANK`] rows per rank against the oracle instead of every row.
@@ -21,7 +21,7 @@ const SAMPLED_ROWS_PER_RANK: u32 = 64;
 /// Runs the command; `Err` carries the exit status.
 pub(super) fn run(args: &RunArgs) -> Result<(), CliError> {
     let config = config::build(&args.config)?;
-    println!("{}", report::config(&config));
+    println!("{}", run_summary::config(&config));
     if args.dry_run {
         return Ok(());
     }
@@ -87,7 +87,7 @@ fn run_on<B: Backend>(
             let _range = nvtx::LocalRange::new(c"flashdmoe: forward");
             layer.forward(inputs, options)?
         };
-        rank_times.push(report::slowest_rank(&out.ranks));
+        rank_times.push(run_summary::slowest_rank(&out.ranks));
         calls.push(out.elapsed);
         match &first {
             None => first = Some(out.clone()),
@@ -104,10 +104,10 @@ fn run_on<B: Backend>(
         check_identical(first, &traced, iterations)?;
         println!("{}", write_trace(config, &layer, &traced, path)?);
     }
-    println!("{}", report::routing_histogram(config, &out.ranks));
-    println!("{}", report::tasks(&out.ranks));
-    println!("{}", report::traffic(&out.ranks));
-    println!("{}", report::time(&rank_times, &calls));
+    println!("{}", run_summary::routing_histogram(config, &out.ranks));
+    println!("{}", run_summary::tasks(&out.ranks));
+    println!("{}", run_summary::traffic(&out.ranks));
+    println!("{}", run_summary::time(&rank_times, &calls));
 
     let rows = config.world as u64 * config.tokens_per_rank as u64;
     let sample = if rows <= FULL_CHECK_ROWS {

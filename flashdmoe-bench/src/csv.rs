@@ -3,7 +3,7 @@
 //! baselines), numbers as Rust prints them (shortest round-trip form), units in the column
 //! names as in the records.
 
-use super::record::Record;
+use crate::record::Record;
 
 /// The header, in column order.
 pub const COLUMNS: [&str; 38] = [
@@ -54,7 +54,7 @@ pub fn to_csv(records: &[Record]) -> String {
         let c = &r.config;
         let opt = |v: Option<f64>| v.map_or(String::new(), |v| v.to_string());
         let p = r.protocol.as_ref();
-        let stat = |f: fn(&super::record::ProtocolStats) -> u64| {
+        let stat = |f: fn(&crate::record::ProtocolStats) -> u64| {
             p.map_or(String::new(), |p| f(p).to_string())
         };
         let fields = [
@@ -116,8 +116,8 @@ fn escape(field: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::record::parse_jsonl;
-    use crate::bench::record::tests::{TORCH_LINE, ours};
+    use crate::record::parse_jsonl;
+    use crate::record::tests::{TORCH_LINE, ours};
 
     /// Splits one CSV line (no embedded line breaks) into fields, undoing [`escape`].
     fn split(line: &str) -> Vec<String> {

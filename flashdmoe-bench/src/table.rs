@@ -1,11 +1,11 @@
 //! The comparison table: each of our results with the baseline results of the same layer.
 //!
 //! A baseline record matches one of ours when both have the same world size and the same
-//! [`LayerKey`](super::record::LayerKey) label. The speedup is `baseline median / our median`
+//! [`LayerKey`](crate::record::LayerKey) label. The speedup is `baseline median / our median`
 //! (above 1: ours is faster), and exists only when both were timed on a GPU
 //! ([`Record::on_gpu`]): a simulator time or a CPU baseline's is never compared.
 
-use super::record::{IMPL_CUDA_VIRTUAL, Record};
+use crate::record::{IMPL_CUDA_VIRTUAL, Record};
 
 /// One of our results and the baseline results of its layer.
 #[derive(Clone, Debug, PartialEq)]
@@ -97,8 +97,8 @@ pub fn render(records: &[Record]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::record::parse_jsonl;
-    use crate::bench::record::tests::{TORCH_LINE, ours};
+    use crate::record::parse_jsonl;
+    use crate::record::tests::{TORCH_LINE, ours};
 
     fn torch() -> Record {
         parse_jsonl(TORCH_LINE, "run5").unwrap().remove(0)

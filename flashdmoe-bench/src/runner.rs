@@ -19,20 +19,20 @@
 
 use std::time::{Duration, SystemTime};
 
-use super::BenchError;
-use super::grid::Case;
-use super::record::{
+use crate::error::BenchError;
+use crate::grid::Case;
+use crate::record::{
     IMPL_CUDA, IMPL_CUDA_VIRTUAL, IMPL_SIM, LayerKey, ProtocolStats, Record, SCHEMA,
 };
-use crate::core::conformance;
-use crate::core::oracle::{self, Sample, VerifyOptions, VerifyReport};
-use crate::core::perf::{self, TimeSummary};
-use crate::core::trace::{self, TraceEvent};
-use crate::core::{
+use flashdmoe_core::conformance;
+use flashdmoe_core::oracle::{self, Sample, VerifyOptions, VerifyReport};
+use flashdmoe_core::perf::{self, TimeSummary};
+use flashdmoe_core::trace::{self, TraceEvent};
+use flashdmoe_core::{
     Backend, ForwardOptions, ForwardOutput, Layer, LayerWeights, MoeConfig, generate_input,
 };
-use crate::cuda::{CudaBackend, CudaLayer};
-use crate::sim::{SimBackend, SimLayer};
+use flashdmoe_cuda::{CudaBackend, CudaLayer};
+use flashdmoe_sim::{SimBackend, SimLayer};
 
 /// Above this many output rows (all ranks) the oracle checks a sample instead of every row.
 pub const FULL_CHECK_ROWS: u64 = 8192;
@@ -101,7 +101,7 @@ impl BenchBackend for CudaBackend {
 
     /// The first GPU's name (the layer's ranks start on it).
     fn device(&self) -> String {
-        crate::cuda::gpus()
+        flashdmoe_cuda::gpus()
             .ok()
             .and_then(|g| g.into_iter().next())
             .map_or_else(|| "unknown GPU".into(), |g| g.name)
@@ -202,8 +202,8 @@ pub fn run_case<B: BenchBackend>(
         verified: notes.is_empty(),
         max_rel_err: max_rel.is_finite().then_some(max_rel),
         flops,
-        tflops: super::record::tflops(flops, summary.median_ms),
-        timestamp: super::record::timestamp(SystemTime::now()),
+        tflops: crate::record::tflops(flops, summary.median_ms),
+        timestamp: crate::record::timestamp(SystemTime::now()),
         seed: options.seed,
         floor_ms,
         notes: notes.join("; "),
@@ -249,7 +249,7 @@ fn differing_rank(a: &ForwardOutput, b: &ForwardOutput) -> Option<usize> {
 
 /// The protocol statistics of a forward, summed over its ranks; utilisation from its checked,
 /// clock-aligned trace `events` (none when the trace did not conform).
-fn protocol_stats(
+pub fn protocol_stats(
     config: &MoeConfig,
     out: &ForwardOutput,
     events: &[TraceEvent],
@@ -274,8 +274,8 @@ fn protocol_stats(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::{CapacityPolicy, MoeConfig};
-    use crate::sim::SimOptions;
+    use flashdmoe_core::{CapacityPolicy, MoeConfig};
+    use flashdmoe_sim::SimOptions;
 
     fn tiny(world: u32) -> Case {
         let config = MoeConfig {

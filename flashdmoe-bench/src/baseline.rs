@@ -13,9 +13,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::BenchError;
-use super::record::{Record, parse_jsonl};
-use crate::core::{CapacityPolicy, MoeConfig, Placement};
+use crate::error::BenchError;
+use crate::record::{Record, parse_jsonl};
+use flashdmoe_core::{CapacityPolicy, MoeConfig, Placement};
 
 /// A baseline script.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -169,7 +169,7 @@ impl Baseline {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::config::presets;
+    use flashdmoe_core::config::presets;
 
     fn options() -> BaselineOptions {
         BaselineOptions {

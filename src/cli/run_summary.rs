@@ -1,4 +1,5 @@
-//! What `flashdmoe run` prints: pure functions from configs and forward outputs to text.
+//! What `flashdmoe run` prints (and `flashdmoe info` for its preset list): pure functions from
+//! configs and forward outputs to text.
 
 use std::fmt::Write;
 use std::time::Duration;

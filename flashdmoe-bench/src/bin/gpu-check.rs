@@ -7,11 +7,18 @@
 //! [--engine auto|mma-sync|wgmma]`
 //!
 //! Prints one line per check and a summary table last; exits non-zero if any check failed.
+//! `--json PATH` writes one results line per check, as the harness writes them
+//! ([`flashdmoe_bench::gpu_check`]): a `flashdmoe-bench/1` measurement record per timed check,
+//! a `flashdmoe-check/1` check record per other check; `flashdmoe report` reads the file.
 
 use std::io::Write;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
+use flashdmoe_bench::gpu_check::{Outcome, Timing};
+use flashdmoe_bench::record::{IMPL_CUDA, IMPL_CUDA_VIRTUAL, timestamp};
+use flashdmoe_bench::results::to_jsonl;
+use flashdmoe_bench::runner::protocol_stats;
 use flashdmoe_core::config::presets;
 use flashdmoe_core::oracle::{Sample, VerifyOptions, verify};
 use flashdmoe_core::perf::{self, TimeSummary};
@@ -54,17 +61,6 @@ fn parse_args() -> Result<Args, String> {
     Ok(args)
 }
 
-/// One line of the final table.
-struct Row {
-    name: String,
-    ok: bool,
-    detail: String,
-    median_ms: Option<f64>,
-    p10_ms: Option<f64>,
-    p90_ms: Option<f64>,
-    floor_ms: Option<f64>,
-}
-
 fn small(dtype: DType, activation: Activation, bias: bool) -> MoeConfig {
     MoeConfig {
         world: 1,
@@ -104,6 +100,25 @@ fn inputs(c: &MoeConfig, seed: u64) -> Result<Vec<Vec<f32>>, String> {
 /// The `--engine` flag, set once by `main` (every case's layer uses it).
 static ENGINE: std::sync::OnceLock<EngineChoice> = std::sync::OnceLock::new();
 
+/// What a check of `case` found: `passed`, `detail`, and nothing measured yet; `seed` is the
+/// weights' (the inputs are drawn from seed 11, or 1 in the timeout checks).
+fn outcome(case: &Case, device: &str, seed: u64, passed: bool, detail: String) -> Outcome {
+    let virtual_ranks = case.ranks_per_gpu.is_some_and(|r| r > 1);
+    Outcome {
+        name: case.name.clone(),
+        config: case.config.clone(),
+        implementation: if virtual_ranks { IMPL_CUDA_VIRTUAL } else { IMPL_CUDA },
+        device: device.to_owned(),
+        passed,
+        detail,
+        max_rel_err: None,
+        protocol: None,
+        timing: None,
+        seed,
+        timestamp: timestamp(SystemTime::now()),
+    }
+}
+
 /// The case's layer on the CUDA backend.
 fn build(case: &Case, weights: &LayerWeights) -> Result<CudaLayer, String> {
     let engine = ENGINE.get().copied().unwrap_or_default();
@@ -112,7 +127,7 @@ fn build(case: &Case, weights: &LayerWeights) -> Result<CudaLayer, String> {
         .map_err(|e| format!("build: {e}"))
 }
 
-fn run_case(case: &Case, iters: usize) -> Result<Row, String> {
+fn run_case(case: &Case, iters: usize, device: &str) -> Result<Outcome, String> {
     let c = &case.config;
     let mut weights = LayerWeights::generate(c, 7).map_err(|e| e.to_string())?;
     if case.skew {
@@ -139,6 +154,7 @@ fn run_case(case: &Case, iters: usize) -> Result<Row, String> {
         .map_err(|e| format!("verify: {e}"))?;
     let mut detail = format!("[{}] {report}", layer.spec().label());
     let mut ok = report.passed();
+    let mut max_rel = report.max_rel;
     // Determinism: a second forward (next epoch, no clearing) must be bitwise identical.
     let second = layer.forward(&inputs, &options).map_err(|e| format!("second forward: {e}"))?;
     let same = first
@@ -164,13 +180,18 @@ fn run_case(case: &Case, iters: usize) -> Result<Row, String> {
     let traced_opts = ForwardOptions { trace: true, ..options.clone() };
     let traced =
         layer.forward(&inputs, &traced_opts).map_err(|e| format!("traced forward: {e}"))?;
-    match layer.check_trace(&traced) {
-        Ok(_) => detail.push_str("; trace conforms"),
+    let events = match layer.check_trace(&traced) {
+        Ok(events) => {
+            detail.push_str("; trace conforms");
+            events
+        }
         Err(e) => {
             ok = false;
             detail.push_str(&format!("; {e}"));
+            Vec::new()
         }
-    }
+    };
+    let protocol = protocol_stats(c, &traced, &events, layer.blocks_per_rank() - 1);
     if case.timed {
         detail.push_str(&trace_summary(&traced, layer.blocks_per_rank() - 1));
         let phases = layer.phase_times().map_err(|e| format!("phase times: {e}"))?;
@@ -185,7 +206,7 @@ fn run_case(case: &Case, iters: usize) -> Result<Row, String> {
             ));
         }
     }
-    let (mut median, mut p10, mut p90, mut floor) = (None, None, None, None);
+    let mut timing = None;
     if case.timed && ok {
         let mut times = Vec::with_capacity(iters);
         for _ in 0..3 {
@@ -203,6 +224,7 @@ fn run_case(case: &Case, iters: usize) -> Result<Row, String> {
         let last = layer.forward(&inputs, &options).map_err(|e| format!("final forward: {e}"))?;
         let again = verify(c, &weights, &inputs, &last.ranks, &verify_options)
             .map_err(|e| format!("verify: {e}"))?;
+        max_rel = max_rel.max(again.max_rel);
         if !again.passed() {
             ok = false;
             detail.push_str(&format!("; after timing: {again}"));
@@ -210,28 +232,26 @@ fn run_case(case: &Case, iters: usize) -> Result<Row, String> {
         // Median and spread as the benchmark harness and the baselines compute them; the
         // floor from the experts this forward touched (PERF.md, core's `perf`).
         let summary = TimeSummary::of(&times).ok_or("no valid timed forwards")?;
-        median = Some(summary.median_ms);
-        p10 = Some(summary.p10_ms);
-        p90 = Some(summary.p90_ms);
         let touched = perf::experts_touched(c, first.ranks.iter().map(|r| &r.routing))
             .map_err(|e| e.to_string())?;
-        floor = Some(perf::floor_ms(c, touched));
+        timing = Some(Timing {
+            iterations: u32::try_from(iters).map_err(|_| "--iters is too large")?,
+            times: summary,
+            floor_ms: perf::floor_ms(c, touched),
+        });
     }
-    Ok(Row {
-        name: case.name.clone(),
-        ok,
-        detail,
-        median_ms: median,
-        p10_ms: p10,
-        p90_ms: p90,
-        floor_ms: floor,
+    Ok(Outcome {
+        max_rel_err: Some(max_rel),
+        protocol: Some(protocol),
+        timing,
+        ..outcome(case, device, 7, ok, detail)
     })
 }
 
 /// A forced timeout (1 ns deadline) must come back as a typed report naming who waited for
 /// what, never a hang; and the layer recovers: the next forward with a sane deadline is right
 /// and its trace conforms.
-fn timeout_case(case: &Case, _iters: usize) -> Result<Row, String> {
+fn timeout_case(case: &Case, _iters: usize, device: &str) -> Result<Outcome, String> {
     let c = &case.config;
     let weights = LayerWeights::generate(c, 1).map_err(|e| e.to_string())?;
     let inputs = inputs(c, 1)?;
@@ -251,18 +271,12 @@ fn timeout_case(case: &Case, _iters: usize) -> Result<Row, String> {
         .map_err(|e| format!("verify: {e}"))?;
     let conforms = layer.check_trace(&out);
     let events: usize = out.ranks.iter().map(|r| r.trace.as_ref().map_or(0, Vec::len)).sum();
-    Ok(Row {
-        name: case.name.clone(),
-        ok: v.passed() && conforms.is_ok(),
-        detail: format!(
-            "timeout report: {report}; recovery: {v}; trace events {events}, {}",
-            conforms.map_or_else(|e| e.to_string(), |_| "conforms".into())
-        ),
-        median_ms: None,
-        p10_ms: None,
-        p90_ms: None,
-        floor_ms: None,
-    })
+    let passed = v.passed() && conforms.is_ok();
+    let detail = format!(
+        "timeout report: {report}; recovery: {v}; trace events {events}, {}",
+        conforms.map_or_else(|e| e.to_string(), |_| "conforms".into())
+    );
+    Ok(Outcome { max_rel_err: Some(v.max_rel), ..outcome(case, device, 1, passed, detail) })
 }
 
 /// Where a traced forward's time went: routing/dispatch before the first task, the task
@@ -492,8 +506,10 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let _ = ENGINE.set(args.engine);
-    let available = match flashdmoe_cuda::gpus() {
-        Ok(g) => g.len() as u32,
+    let (available, device) = match flashdmoe_cuda::gpus() {
+        Ok(g) => {
+            (g.len() as u32, g.first().map_or_else(|| "unknown GPU".into(), |g| g.name.clone()))
+        }
         Err(e) => {
             eprintln!("gpu-check: {e}");
             return ExitCode::FAILURE;
@@ -511,18 +527,11 @@ fn main() -> ExitCode {
         }
         let t0 = std::time::Instant::now();
         let run = if case.timeout { timeout_case } else { run_case };
-        let row = run(&case, args.iters).unwrap_or_else(|e| Row {
-            name: case.name.clone(),
-            ok: false,
-            detail: e,
-            median_ms: None,
-            p10_ms: None,
-            p90_ms: None,
-            floor_ms: None,
-        });
+        let row = run(&case, args.iters, &device)
+            .unwrap_or_else(|e| outcome(&case, &device, 7, false, e));
         println!(
             "[{}] {} ({:.1}s): {}",
-            if row.ok { "ok" } else { "FAIL" },
+            if row.passed { "ok" } else { "FAIL" },
             row.name,
             t0.elapsed().as_secs_f64(),
             row.detail
@@ -530,48 +539,45 @@ fn main() -> ExitCode {
         let _ = std::io::stdout().flush();
         rows.push(row);
     }
+    // Every check as a results line; one the schema cannot hold fails the check.
+    let mut lines = Vec::with_capacity(rows.len());
+    for r in &mut rows {
+        match r.clone().into_line() {
+            Ok(line) => lines.push(line),
+            Err(e) => {
+                eprintln!("gpu-check: cannot record {e}");
+                r.passed = false;
+            }
+        }
+    }
     println!(
         "\n{:<40} {:>6} {:>10} {:>10} {:>10} {:>9} {:>7}",
         "check", "result", "median ms", "p10", "p90", "floor ms", "%floor"
     );
     let fmt = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.3}"));
     for r in &rows {
-        let pct = match (r.median_ms, r.floor_ms) {
-            (Some(m), Some(f)) => format!("{:.0}%", f / m * 100.0),
-            _ => "-".into(),
+        let t = r.timing.map(|t| t.times);
+        let pct = match r.timing {
+            Some(t) => format!("{:.0}%", t.floor_ms / t.times.median_ms * 100.0),
+            None => "-".into(),
         };
         println!(
             "{:<40} {:>6} {:>10} {:>10} {:>10} {:>9} {:>7}",
             r.name,
-            if r.ok { "ok" } else { "FAIL" },
-            fmt(r.median_ms),
-            fmt(r.p10_ms),
-            fmt(r.p90_ms),
-            fmt(r.floor_ms),
+            if r.passed { "ok" } else { "FAIL" },
+            fmt(t.map(|t| t.median_ms)),
+            fmt(t.map(|t| t.p10_ms)),
+            fmt(t.map(|t| t.p90_ms)),
+            fmt(r.timing.map(|t| t.floor_ms)),
             pct
         );
     }
-    if let Some(path) = &args.json {
-        let lines: Vec<String> = rows
-            .iter()
-            .map(|r| {
-                format!(
-                    "{{\"check\":{:?},\"ok\":{},\"median_ms\":{},\"p10_ms\":{},\"p90_ms\":{},\"floor_ms\":{},\"detail\":{:?}}}",
-                    r.name,
-                    r.ok,
-                    r.median_ms.map_or("null".into(), |v| v.to_string()),
-                    r.p10_ms.map_or("null".into(), |v| v.to_string()),
-                    r.p90_ms.map_or("null".into(), |v| v.to_string()),
-                    r.floor_ms.map_or("null".into(), |v| v.to_string()),
-                    r.detail
-                )
-            })
-            .collect();
-        if let Err(e) = std::fs::write(path, lines.join("\n") + "\n") {
-            eprintln!("gpu-check: cannot write {path}: {e}");
-        }
+    if let Some(path) = &args.json
+        && let Err(e) = std::fs::write(path, to_jsonl(&lines))
+    {
+        eprintln!("gpu-check: cannot write {path}: {e}");
     }
-    let failed = rows.iter().filter(|r| !r.ok).count();
+    let failed = rows.iter().filter(|r| !r.passed).count();
     println!("{} passed, {} failed", rows.len() - failed, failed);
     if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }

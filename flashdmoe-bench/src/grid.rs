@@ -32,10 +32,10 @@ use std::path::Path;
 
 use serde_json::{Map, Value};
 
-use super::BenchError;
-use super::record::LayerKey;
-use crate::core::config::presets as core_presets;
-use crate::core::{Activation, CapacityPolicy, MoeConfig};
+use crate::error::BenchError;
+use crate::record::LayerKey;
+use flashdmoe_core::config::presets as core_presets;
+use flashdmoe_core::{Activation, CapacityPolicy, MoeConfig};
 
 /// One configuration of a sweep.
 #[derive(Clone, Debug, PartialEq)]
@@ -262,7 +262,7 @@ fn check_unique(cases: Vec<Case>) -> Result<Vec<Case>, BenchError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::DType;
+    use flashdmoe_core::DType;
 
     #[test]
     fn paper_grid_has_the_40_configs_in_the_baselines_order() {

@@ -22,8 +22,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use super::BenchError;
-use crate::core::{Activation, CapacityPolicy, DType, MoeConfig};
+use crate::error::BenchError;
+use flashdmoe_core::{Activation, CapacityPolicy, DType, MoeConfig};
 
 /// The schema tag of every record.
 pub const SCHEMA: &str = "flashdmoe-bench/1";
@@ -389,7 +389,7 @@ pub(crate) mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::core::config::presets;
+    use flashdmoe_core::config::presets;
 
     /// A baseline record exactly as `common.py` wrote it in the recorded run 5
     /// (`docs/dev/gpu-runs/2026-11-28-run5-torch-single.jsonl`, T16384 E8 graph).
@@ -398,7 +398,7 @@ pub(crate) mod tests {
     /// A record of ours for tests: `median_ms` on the paper T16384 E8 layer.
     pub(crate) fn ours(median_ms: f64, backend: &str) -> Record {
         let config = presets::paper(16384, 8);
-        let flops = crate::core::perf::layer_flops(&config);
+        let flops = flashdmoe_core::perf::layer_flops(&config);
         Record {
             schema: SCHEMA.into(),
             implementation: if backend == "sim" { IMPL_SIM } else { IMPL_CUDA }.into(),
@@ -418,7 +418,7 @@ pub(crate) mod tests {
             tflops: tflops(flops, median_ms),
             timestamp: "2026-11-28T10:00:00+00:00".into(),
             seed: 0,
-            floor_ms: (backend != "sim").then(|| crate::core::perf::floor_ms(&config, 8)),
+            floor_ms: (backend != "sim").then(|| flashdmoe_core::perf::floor_ms(&config, 8)),
             notes: String::new(),
             name: Some("paper-t16384-e8-cf1".into()),
             protocol: Some(ProtocolStats { gemm0_tasks: 4, ..ProtocolStats::default() }),
@@ -433,7 +433,7 @@ pub(crate) mod tests {
         assert_eq!(r.config, LayerKey::of(&presets::paper(16384, 8)));
         assert_eq!(r.config.label(), "T16384 H2048 I2048 E8 k2 relu bf16 cf1");
         // The floor the baseline recorded is core's.
-        let floor = crate::core::perf::floor_ms(&r.config.config(1), 8);
+        let floor = flashdmoe_core::perf::floor_ms(&r.config.config(1), 8);
         assert!((r.floor_ms.unwrap() - floor).abs() < 1e-12);
         assert!((r.percent_of_floor().unwrap() - 47.22).abs() < 0.01);
         assert_eq!(r.name, None);
