@@ -202,6 +202,7 @@ impl Backend for SimBackend {
             faults: self.options.faults.clone(),
             epochs: (0..config.world).map(|_| Mutex::new(None)).collect(),
             origin: Instant::now(),
+            heartbeat: std::sync::Arc::new(flashdmoe_core::sync::Heartbeat::new()),
             signal_order: self.signal_order(),
         })
     }
