@@ -43,6 +43,7 @@
 //! `2 * world * local_experts * capacity` rows (every packet and its return full). Signal words
 //! are not counted.
 
+mod cost;
 mod exec;
 mod fault;
 mod heap;
@@ -54,6 +55,7 @@ use flashdmoe_core::sync::{Mutex, Ordering};
 use flashdmoe_core::{Backend, BackendError, LayerWeights, MoeConfig};
 use flashdmoe_proto::{HeapLayout, TileShape};
 
+pub use cost::SimCost;
 pub use fault::{FaultPlan, SignalId};
 pub use layer::SimLayer;
 
