@@ -3,8 +3,8 @@
 Run with ``python3 -m pytest bench/baselines`` or, without pytest, ``python3 test_common.py``.
 Needs torch (CPU is enough); numpy is used where present to cross-check f32 arithmetic.
 
-The fixture ``testdata/rust_reference.json`` was written by flashdmoe-core itself (the program
-in ``testdata/README.md``): generated tensors, routing, capacity and the oracle's output for a
+The fixture ``testdata/rust_reference.json`` is written by flashdmoe-core itself
+(``flashdmoe-core/examples/python_fixture.rs``, see ``testdata/README.md``): generated tensors, routing, capacity and the oracle's output for a
 small SwiGLU+bias bf16 layer with capacity factor 1, so these tests hold the Python side to the
 Rust definitions, not just to our reading of them.
 """
