@@ -392,7 +392,7 @@ def test_presets_grid_and_overrides():
 def test_floor_of_the_paper_config():
     cfg = C.PRESETS["paper-t16384-e8-dropless"]
     assert C.flops(cfg) == 4 * 16384 * 2 * 2048 * 2048 + 2 * 16384 * 2048 * 8
-    # PERF.md: about 0.70 ms on an H200 (compute bound).
+    # docs/performance.md: about 0.70 ms on an H200 (compute bound).
     assert 0.69 < C.floor_ms(cfg, 8) < 0.71
     small = C.PRESETS["paper-t128-e128-dropless"]
     weights = 128 * 2 * 2048 * 2048 * 2
