@@ -7,16 +7,23 @@
 #   4. cargo test --workspace                 unit, property, integration and CLI tests, and the
 #                                             CUDA kernels' NVRTC compile checks when NVRTC is
 #                                             found (scripts/install-nvrtc.sh)
-#   5. the loom model-checking suites         core and sim under --cfg flashdmoe_loom, in their
+#   5. pytest bench/baselines                 the PyTorch baselines' CPU tests, held to the
+#                                             Rust fixture (skipped when torch or pytest cannot
+#                                             be imported; scripts/install-torch.sh installs them)
+#   6. the loom model-checking suites         core and sim under --cfg flashdmoe_loom, in their
 #                                             own target dir so the main build is not redone
 #
 # Step 4 uses the `test` profile (opt-level 1, dependencies at 3; see Cargo.toml): fast enough
 # for the property tests while keeping overflow checks and debug assertions on, which is what
 # makes "arbitrary input never panics" a real check.
 #
-# Set FLASHDMOE_REQUIRE_NVRTC=1 to fail instead of skipping when NVRTC is not found (CI does).
+# Set FLASHDMOE_REQUIRE_NVRTC=1 to fail instead of skipping when NVRTC is not found, and
+# FLASHDMOE_REQUIRE_TORCH=1 to fail instead of skipping the baselines' tests when torch is not
+# importable (CI sets both). FLASHDMOE_PYTHON is the interpreter of step 5 (default python3;
+# scripts/install-torch.sh prints the export of its own).
 # Ends with one summary line: "summary: N passed, N failed, N skipped", where skipped counts
-# #[ignore]d tests and tests that printed a "skipped: <why>" line (no GPU here, ...).
+# #[ignore]d tests, pytest's skips, and tests or steps that printed a "skipped: <why>" line (no
+# GPU here, ...).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -66,21 +73,40 @@ if [[ "${FLASHDMOE_REQUIRE_NVRTC:-0}" == 1 ]] && grep -q '^skipped: NVRTC' "$log
     exit 1
 fi
 
+step "pytest bench/baselines (the PyTorch baselines' CPU tests)"
+python="${FLASHDMOE_PYTHON:-python3}"
+if "$python" -c 'import torch, pytest' >/dev/null 2>&1; then
+    start=$SECONDS
+    PYTHONDONTWRITEBYTECODE=1 "$python" -m pytest -q -p no:cacheprovider bench/baselines 2>&1 |
+        tee -a "$log"
+    echo "test.sh: the baselines' tests took $((SECONDS - start)) s"
+elif [[ "${FLASHDMOE_REQUIRE_TORCH:-0}" == 1 ]]; then
+    echo "test.sh: torch and pytest are required but $python cannot import them: run" \
+        "'eval \"\$(scripts/install-torch.sh)\"'" >&2
+    exit 1
+else
+    echo "skipped: pytest bench/baselines: $python cannot import torch and pytest" \
+        "(eval \"\$(scripts/install-torch.sh)\" installs them)" | tee -a "$log"
+fi
+
 step "loom: cargo test -p flashdmoe-core -p flashdmoe-sim --release loom (--cfg flashdmoe_loom)"
 RUSTFLAGS="--cfg flashdmoe_loom" CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}/loom" \
     cargo test -p flashdmoe-core -p flashdmoe-sim --release loom 2>&1 | tee -a "$log"
 
-# Sum the counts of every "test result:" line of both runs; a test that printed "skipped:"
-# counts as skipped, not passed.
+# Sum the counts of every "test result:" line of the cargo runs and pytest's closing line
+# ("28 passed, 2 skipped in 24.1s"); a test that printed "skipped:" counts as skipped, not
+# passed. The skipped pytest step counts as one skipped test too (its line is not a passed test,
+# hence the p += 1 that undoes its subtraction).
 read -r passed failed skipped < <(awk '
-    /^test result:/ {
-        for (i = 1; i <= NF; i++) {
+    /^test result:/ || /^(=+ )?[0-9]+ (passed|failed|skipped).* in [0-9.]+s/ {
+        for (i = 1; i < NF; i++) {
             if ($(i + 1) ~ /^passed/) p += $i
             if ($(i + 1) ~ /^failed/) f += $i
-            if ($(i + 1) ~ /^ignored/) g += $i
+            if ($(i + 1) ~ /^(ignored|skipped)/) g += $i
         }
     }
     /^skipped:/ { s += 1 }
+    /^skipped: pytest / { p += 1 }
     END { print p - s, f + 0, g + s }' "$log")
 if grep -q '^skipped:' "$log"; then
     echo
@@ -88,5 +114,5 @@ if grep -q '^skipped:' "$log"; then
     grep '^skipped:' "$log" | sort | uniq -c
 fi
 echo
-echo "test.sh: fmt, clippy, no_std build, tests and loom suites all passed; $nvrtc"
+echo "test.sh: fmt, clippy, no_std build, tests, the baselines' tests and loom suites all passed; $nvrtc"
 echo "summary: $passed passed, $failed failed, $skipped skipped"

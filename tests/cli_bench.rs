@@ -218,7 +218,7 @@ fn cuda_without_a_gpu_fails_before_generating_anything() {
     }
     let dir = scratch("cuda");
     let o = flashdmoe(&["bench", "--backend", "cuda", "--out", &s(&dir)]);
-    assert_exit(&o, 1);
+    assert_exit(&o, 4);
     assert!(stderr(&o).contains("backend unavailable"), "{}", stderr(&o));
     std::fs::remove_dir_all(&dir).unwrap();
 }

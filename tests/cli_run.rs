@@ -2,6 +2,8 @@
 
 mod common;
 
+use std::time::{Duration, Instant};
+
 use common::{assert_exit, flashdmoe, stderr, stdout};
 
 #[test]
@@ -19,6 +21,11 @@ fn default_run_is_verified_and_reports_everything() {
         "time: forward ",
         "(slowest rank); host call ",
         "verify: PASS: 128/128 rows checked",
+        "estimate: about ",
+        "phases: weights ",
+        ", build ",
+        ", forwards ",
+        ", verify ",
     ] {
         assert!(out.contains(needle), "missing {needle:?} in:\n{out}");
     }
@@ -209,11 +216,121 @@ fn unknown_preset_and_missing_file_are_usage_errors() {
 }
 
 #[test]
-fn cuda_backend_without_a_gpu_fails_cleanly() {
-    // CI and development machines have no GPU: the CUDA backend must say so, not crash.
+fn cuda_backend_without_a_gpu_is_unavailable_exit_4() {
+    // CI and development machines have no GPU: the CUDA backend must say so, not crash, and
+    // with its own exit code (1 means a forward ran and failed), before generating anything.
+    if flashdmoe::cuda::cuda_available().is_ok() {
+        println!("skipped: a GPU is present (this checks the no-GPU path)");
+        return;
+    }
     let o = flashdmoe(&["run", "--backend", "cuda", "--tokens", "8"]);
+    assert_exit(&o, 4);
+    assert!(stderr(&o).starts_with("error: backend unavailable: "), "{}", stderr(&o));
+    assert!(!stdout(&o).contains("phases:"), "{}", stdout(&o));
+    let help = stdout(&flashdmoe(&["--help"]));
+    assert!(help.contains("4 the backend is unavailable here"), "{help}");
+}
+
+#[test]
+fn a_layer_too_slow_for_the_simulator_is_refused_naming_the_flags() {
+    // The Mixtral preset on the CPU simulator: about 3 TFLOP twice (forward and oracle) and
+    // 12 GiB; refused before any weight is generated, so at once.
+    let start = Instant::now();
+    let o = flashdmoe(&["run", "--preset", "mixtral-8x7b"]);
+    assert_exit(&o, 2);
+    assert!(start.elapsed() < Duration::from_secs(10), "took {:?}", start.elapsed());
+    let (out, err) = (stdout(&o), stderr(&o));
+    assert!(out.contains("estimate: about ") && out.contains("host memory about "), "{out}");
+    assert!(!out.contains("phases:"), "nothing may run: {out}");
+    assert!(err.starts_with("error: refusing to run: the simulator would need about "), "{err}");
+    assert!(err.contains("over --max-sim-seconds 300"), "{err}");
+    assert!(err.contains("--allow-slow"), "{err}");
+    // The limit is a flag; a small layer under a tiny limit is refused too.
+    let o = flashdmoe(&["run", "--max-sim-seconds", "0.000001"]);
+    assert_exit(&o, 2);
+    assert!(stderr(&o).contains("over --max-sim-seconds 0.000001"), "{}", stderr(&o));
+    let o = flashdmoe(&["run", "--max-sim-seconds", "0"]);
+    assert_exit(&o, 2);
+    assert!(stderr(&o).contains("--max-sim-seconds 0 must be > 0"), "{}", stderr(&o));
+    // The simulator's limits are the simulator's.
+    let o = flashdmoe(&["run", "--backend", "cuda", "--allow-slow"]);
+    assert_exit(&o, 2);
+    assert!(stderr(&o).contains("apply to --backend sim only"), "{}", stderr(&o));
+}
+
+#[test]
+fn a_tiny_timeout_fails_fast_naming_the_simulators_deadline() {
+    // A forward of seconds (2 x 1024 tokens, H = I = 2048) with a 1 us deadline: the first
+    // microsecond without progress anywhere (any tile takes longer) ends the forward. Before,
+    // a timed-out role left the others running, so it failed only after most of the forward.
+    let o = flashdmoe(&[
+        "run",
+        "--tokens",
+        "1024",
+        "--hidden",
+        "2048",
+        "--inter",
+        "2048",
+        "--timeout",
+        "0.000001",
+    ]);
     assert_exit(&o, 1);
-    assert!(stderr(&o).contains("unavailable"), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.starts_with(
+            "error: timeout: the simulator's deadline expired (--timeout 0.000001 s without progress): rank "
+        ),
+        "{err}"
+    );
+    assert!(err.contains("timed out waiting for"), "{err}");
+    assert!(err.contains("raise --timeout if the layer is merely slow"), "{err}");
+    let out = stdout(&o);
+    let estimated = seconds_after(line(&out, "estimate:"), "1 forward ")
+        .expect("the estimate names the forward's time");
+    let ran = seconds_after(line(&out, "phases:"), "forwards ")
+        .expect("the phases line names the forwards' time");
+    assert!(estimated >= 5.0, "the layer must be slow enough to tell: {out}");
+    assert!(ran < 3.0, "a 1 us deadline took {ran} s to fire:\n{out}");
+}
+
+#[test]
+fn a_slow_forward_is_not_a_timeout() {
+    // One rank: its subscriber waits for the first return signal while the processors compute
+    // every GEMM0 tile first (half a second or more), over the 0.25 s timeout. Progress of any
+    // role counts.
+    let o = flashdmoe(&[
+        "run",
+        "--world",
+        "1",
+        "--tokens",
+        "256",
+        "--hidden",
+        "2048",
+        "--inter",
+        "1024",
+        "--timeout",
+        "0.25",
+    ]);
+    assert_exit(&o, 0);
+    assert!(stdout(&o).contains("verify: PASS: 256/256 rows checked"), "{}", stdout(&o));
+}
+
+/// The first line of `text` starting with `prefix` (empty if none).
+fn line<'a>(text: &'a str, prefix: &str) -> &'a str {
+    text.lines().find(|l| l.starts_with(prefix)).unwrap_or("")
+}
+
+/// The seconds printed right after `label` (`1.234 s`, or `2.5 min`).
+fn seconds_after(text: &str, label: &str) -> Option<f64> {
+    let rest = &text[text.find(label)? + label.len()..];
+    let mut words = rest.split_whitespace();
+    let value: f64 = words.next()?.parse().ok()?;
+    match words.next()?.trim_end_matches([',', ';', ')']) {
+        "s" => Some(value),
+        "min" => Some(value * 60.0),
+        "h" => Some(value * 3600.0),
+        _ => None,
+    }
 }
 
 #[test]

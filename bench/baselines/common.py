@@ -182,7 +182,7 @@ PAPER_CAPACITIES = (1.0, None)
 
 
 def paper_grid() -> list[MoeConfig]:
-    """The reference paper's grid (PERF.md): H = I = 2048, top-2, ReLU, bf16."""
+    """The reference paper's grid (docs/performance.md): H = I = 2048, top-2, ReLU, bf16."""
     return [_paper(t, e, c) for t in PAPER_TOKENS for e in PAPER_EXPERTS for c in PAPER_CAPACITIES]
 
 
@@ -714,17 +714,18 @@ def rel_diff(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 # --------------------------------------------------------------------------------------------
-# Floors (PERF.md)
+# Floors (docs/performance.md)
 # --------------------------------------------------------------------------------------------
 
-#: H200 ceilings measured here (PERF.md): matrix rate per dtype (FLOP/s) and device bandwidth.
+#: H200 ceilings (docs/performance.md): matrix rate per dtype (FLOP/s) and device bandwidth.
 RATE = {"bf16": 790e12, "f16": 790e12, "f32": 395e12, "f32-exact": 67e12}
 BANDWIDTH = 4.3e12
 
 
 def flops(cfg: MoeConfig) -> float:
     """Nominal FLOPs of one layer forward per rank: ``4 T k H I`` (``6`` for SwiGLU) expert
-    GEMMs plus ``2 T H E`` for the router (PERF.md; dropped slots are still counted)."""
+    GEMMs plus ``2 T H E`` for the router (docs/performance.md; dropped slots are still
+    counted)."""
     per = 6 if cfg.gated else 4
     return float(per * cfg.tokens * cfg.top_k * cfg.hidden * cfg.inter + 2 * cfg.tokens * cfg.hidden * cfg.experts)
 

@@ -3,8 +3,8 @@
 Run with ``python3 -m pytest bench/baselines`` or, without pytest, ``python3 test_common.py``.
 Needs torch (CPU is enough); numpy is used where present to cross-check f32 arithmetic.
 
-The fixture ``testdata/rust_reference.json`` was written by flashdmoe-core itself (the program
-in ``testdata/README.md``): generated tensors, routing, capacity and the oracle's output for a
+The fixture ``testdata/rust_reference.json`` is written by flashdmoe-core itself
+(``flashdmoe-core/examples/python_fixture.rs``, see ``testdata/README.md``): generated tensors, routing, capacity and the oracle's output for a
 small SwiGLU+bias bf16 layer with capacity factor 1, so these tests hold the Python side to the
 Rust definitions, not just to our reading of them.
 """
@@ -392,7 +392,7 @@ def test_presets_grid_and_overrides():
 def test_floor_of_the_paper_config():
     cfg = C.PRESETS["paper-t16384-e8-dropless"]
     assert C.flops(cfg) == 4 * 16384 * 2 * 2048 * 2048 + 2 * 16384 * 2048 * 8
-    # PERF.md: about 0.70 ms on an H200 (compute bound).
+    # docs/performance.md: about 0.70 ms on an H200 (compute bound).
     assert 0.69 < C.floor_ms(cfg, 8) < 0.71
     small = C.PRESETS["paper-t128-e128-dropless"]
     weights = 128 * 2 * 2048 * 2048 * 2

@@ -2,7 +2,7 @@
 //!
 //! Sources:
 //!
-//! * [`builtin`] grids: `paper` (PERF.md's 40 configs: H = I = 2048, top-2, ReLU, bf16,
+//! * [`builtin`] grids: `paper` (docs/performance.md's 40 configs: H = I = 2048, top-2, ReLU, bf16,
 //!   T in {128, 4096, 8192, 16384} x E in {8, 16, 32, 64, 128} x {capacity factor 1,
 //!   dropless}, one rank, named like the baselines' presets `paper-t<T>-e<E>-{cf1,dropless}`)
 //!   and `small` (layers the CPU simulator runs in milliseconds, for protocol regressions).
@@ -61,7 +61,7 @@ pub fn builtin(name: &str) -> Result<Vec<Case>, BenchError> {
     }
 }
 
-/// PERF.md's paper grid, T-major, then E, then capacity factor 1 before dropless (the order of
+/// docs/performance.md's paper grid, T-major, then E, then capacity factor 1 before dropless (the order of
 /// the baselines' `--grid paper`).
 fn paper() -> Vec<Case> {
     let mut cases = Vec::new();

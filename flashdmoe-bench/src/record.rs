@@ -252,7 +252,7 @@ pub struct Record {
     pub timestamp: String,
     /// Seed of the generated weights and inputs.
     pub seed: u64,
-    /// The floor of PERF.md (ms); `null` for the simulator.
+    /// The floor of docs/performance.md (ms); `null` for the simulator.
     pub floor_ms: Option<f64>,
     /// Why a result is not verified, or anything else a reader must know.
     pub notes: String,

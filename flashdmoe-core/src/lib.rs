@@ -16,8 +16,8 @@
 //!   in a legal order, whatever backend ran it.
 //! * [`runtime`]: the scheduler / subscriber / processor state machines shared by the
 //!   simulator (threads) and mirrored by the CUDA kernel, over the [`sync`] facade.
-//! * [`perf`]: the PERF.md floors (FLOPs, bytes, H200 ceilings) and timing statistics shared
-//!   by the benchmark harness and the GPU check.
+//! * [`perf`]: the floors of `docs/performance.md` (FLOPs, bytes, H200 ceilings) and timing
+//!   statistics shared by the benchmark harness and the GPU check.
 //!
 //! ## Invariants
 //!

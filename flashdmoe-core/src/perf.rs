@@ -1,10 +1,10 @@
-//! Performance floors and timing statistics (the measurement rules of PERF.md).
+//! Performance floors and timing statistics (the measurement rules of `docs/performance.md`).
 //!
 //! * Floors: the physical lower bound of one layer forward on one GPU,
 //!   `max(FLOPs / rate, bytes / bandwidth)` ([`floor_ms`]), with [`layer_flops`] =
 //!   `4 T k H I` (`6` for SwiGLU) expert GEMMs + `2 T H E` router, and [`floor_bytes`] = every
 //!   touched expert's weights read once (2 matrices of `H x I`, 3 for SwiGLU) + the input read
-//!   and the output written. Rates and bandwidth are the H200 ceilings of PERF.md
+//!   and the output written. Rates and bandwidth are the H200 ceilings of `docs/performance.md`
 //!   ([`matmul_rate`], [`DEVICE_BANDWIDTH`]).
 //! * Timing statistics: [`TimeSummary`] (median, p10, p90, min, max) with quantiles by linear
 //!   interpolation between closest ranks (numpy's default).
@@ -14,8 +14,9 @@
 //! * The formulas, ceilings and quantile rule are those of the PyTorch baselines'
 //!   `bench/baselines/common.py` (`flops`, `floor_ms`, `summarize`), so a floor or a median
 //!   means the same number on both sides of a comparison: change both or neither.
-//! * FLOPs are nominal per rank: dropped slots are still counted (PERF.md), so the floor does
-//!   not depend on routing; only the weight bytes do, through the touched-expert count.
+//! * FLOPs are nominal per rank: dropped slots are still counted (`docs/performance.md`), so
+//!   the floor does not depend on routing; only the weight bytes do, through the touched-expert
+//!   count.
 //! * Every quantity is in the unit its name says (`_ms` milliseconds, FLOPs, bytes,
 //!   FLOP/s, bytes/s); nothing here reads a clock.
 
@@ -23,11 +24,11 @@ use crate::config::{Activation, ConfigError, MoeConfig};
 use crate::dtype::DType;
 use crate::routing::RankRouting;
 
-/// Device memory bandwidth of an H200 (bytes/s, measured device copy, PERF.md).
+/// Device memory bandwidth of an H200 (bytes/s, measured device copy, `docs/performance.md`).
 pub const DEVICE_BANDWIDTH: f64 = 4.3e12;
 
-/// Dense matrix-multiply rate of an H200 for `dtype` (FLOP/s, PERF.md): bf16/f16 tensor cores
-/// 790 T, TF32 (our `f32`) half of it, f32 without tensor cores 67 T.
+/// Dense matrix-multiply rate of an H200 for `dtype` (FLOP/s, `docs/performance.md`): bf16/f16
+/// tensor cores 790 T, TF32 (our `f32`) half of it, f32 without tensor cores 67 T.
 pub const fn matmul_rate(dtype: DType) -> f64 {
     match dtype {
         DType::Bf16 | DType::F16 => 790e12,

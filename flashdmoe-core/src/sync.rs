@@ -13,8 +13,8 @@
 //!   promise (and loom checks) that conflicting accesses are ordered by the protocol's
 //!   release/acquire edges.
 //! * Under loom there is no time: a [`Deadline`] never expires (loom itself reports a model that
-//!   spins forever) and [`Backoff::snooze`] is a plain `yield_now`, which loom needs to schedule
-//!   another thread.
+//!   spins forever), a [`Heartbeat`] is inert, and [`Backoff::snooze`] is a plain `yield_now`,
+//!   which loom needs to schedule another thread.
 
 #[cfg(not(flashdmoe_loom))]
 pub use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -230,6 +230,41 @@ impl Deadline {
     }
 }
 
+/// A liveness count for deadlines: roles [`beat`](Heartbeat::beat) it when they make progress,
+/// and a waiting role restarts its [`Deadline`] whenever the count moved, so "no progress for
+/// the timeout" means no progress by anyone sharing the heartbeat (every rank of a world), not
+/// just by the waiting role: a subscriber waiting for a return signal while processors grind
+/// through long tiles is not stuck.
+///
+/// It orders nothing (relaxed, a hint for deadlines only) and is inert under loom, where
+/// deadlines never expire.
+#[derive(Debug, Default)]
+pub struct Heartbeat {
+    #[cfg(not(flashdmoe_loom))]
+    beats: std::sync::atomic::AtomicU64,
+}
+
+impl Heartbeat {
+    /// A heartbeat that has not beaten.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records progress.
+    pub fn beat(&self) {
+        #[cfg(not(flashdmoe_loom))]
+        self.beats.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Beats so far (only its changes mean anything).
+    pub fn count(&self) -> u64 {
+        #[cfg(not(flashdmoe_loom))]
+        return self.beats.load(std::sync::atomic::Ordering::Relaxed);
+        #[cfg(flashdmoe_loom)]
+        0
+    }
+}
+
 /// Backoff for spin-waits: crossbeam's [`Backoff`](crossbeam_utils::Backoff) (spin `2^step`
 /// times, then yield to the OS scheduler) until it reports completion, then sleeps starting at
 /// [`Backoff::MIN_SLEEP`] and doubling up to [`Backoff::MAX_SLEEP`], so many simulated ranks on
@@ -324,6 +359,15 @@ mod tests {
         b.reset();
         assert!(!b.spin.is_completed());
         assert_eq!(b.sleep, Backoff::MIN_SLEEP);
+    }
+
+    #[test]
+    fn heartbeat_counts_beats() {
+        let h = Heartbeat::new();
+        let before = h.count();
+        h.beat();
+        h.beat();
+        assert_eq!(h.count(), before + 2);
     }
 
     #[test]

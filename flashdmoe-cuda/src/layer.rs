@@ -249,8 +249,7 @@ impl Backend for CudaBackend {
         // The first specialisation that compiles without spills, on the first GPU's
         // architecture; the others compile that one (all GPUs of a node are normally alike).
         let arch0 = Arch::for_device(devices[0].gpu().cc);
-        let (spec, compiled0) =
-        {
+        let (spec, compiled0) = {
             let candidates =
                 self.options.engine.filter(MoeSpec::candidates(config, processors, arch0));
             if candidates.is_empty() {

@@ -71,6 +71,6 @@ pub use jit::{Arch, Compiled, Cubin, Defines, Jit, JitConfig, Origin};
 pub use kernels::{KernelSource, KernelVariant, Targets, kernel_variants};
 pub use launch::{Kernel, LaunchShape};
 pub use layer::{CudaBackend, CudaLayer, CudaOptions, PhaseTimes};
-pub use spec::{EngineChoice, MoeSpec, TileEngine};
 pub use report::{CompileReport, FunctionReport};
 pub use selftest::{SelftestReport, run_selftest};
+pub use spec::{EngineChoice, MoeSpec, TileEngine};

@@ -23,6 +23,19 @@ use flashdmoe_proto::{
     div_ceil,
 };
 use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
+
+/// `cases` per property; failures are persisted in `proptest-regressions/tests/props.txt` of
+/// this crate (proptest's default location, which it cannot find by itself for a file under
+/// `tests/`: it would warn on every test and fall back to a path it cannot write).
+fn config(cases: u32) -> ProptestConfig {
+    let regressions = concat!(env!("CARGO_MANIFEST_DIR"), "/proptest-regressions/tests/props.txt");
+    ProptestConfig {
+        cases,
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(regressions))),
+        ..ProptestConfig::default()
+    }
+}
 
 // ---------------------------------------------------------------------------------------------
 // Layout
@@ -134,7 +147,7 @@ fn assert_out_of_range<T: std::fmt::Debug>(what: &str, r: Result<T, ProtoError>)
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(1024))]
+    #![proptest_config(config(1024))]
 
     #[test]
     fn layout_matches_model_and_sections_are_disjoint_aligned_in_bounds(g in any_geometry()) {
@@ -253,7 +266,7 @@ fn any_epoch() -> impl Strategy<Value = Epoch> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(1024))]
+    #![proptest_config(config(1024))]
 
     #[test]
     fn signals_round_trip_across_epoch_wrap(start in any_epoch(), steps in 0u32..20,
@@ -390,7 +403,7 @@ fn check_decode(bytes: &[u8], layout: &HeapLayout) -> Result<(), TestCaseError> 
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(1024))]
+    #![proptest_config(config(1024))]
 
     #[test]
     fn decoding_arbitrary_bytes_never_panics(g in small_geometry(),
@@ -489,7 +502,7 @@ fn model_tasks(g: &Geometry, plan: &RoutingPlan) -> HashSet<TaskKey> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
+    #![proptest_config(config(256))]
 
     #[test]
     fn every_task_once_bound_exact_prerequisites_precede(

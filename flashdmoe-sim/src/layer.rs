@@ -8,7 +8,7 @@ use flashdmoe_core::routing::route;
 use flashdmoe_core::runtime::{
     Processor, RankContext, RankState, Role, Scheduler, Subscriber, dispatch, drive,
 };
-use flashdmoe_core::sync::{Mutex, Ordering, SharedBytes};
+use flashdmoe_core::sync::{Heartbeat, Mutex, Ordering, SharedBytes};
 use flashdmoe_core::{
     BackendError, ExpertMap, ForwardOptions, Layer, LayerWeights, MoeConfig, RankOutput, RankStats,
     TraceEvent,
@@ -35,6 +35,9 @@ pub struct SimLayer {
     pub(crate) epochs: Box<[Mutex<Option<Epoch>>]>,
     /// The trace origin, shared by all ranks.
     pub(crate) origin: Instant,
+    /// Beaten by every role of every rank on progress: a wait times out only when the whole
+    /// world has made no progress for the forward's timeout.
+    pub(crate) heartbeat: std::sync::Arc<Heartbeat>,
     pub(crate) signal_order: Ordering,
 }
 
@@ -99,7 +102,7 @@ impl SimLayer {
             signal_order: self.signal_order,
         };
         // Everything that can fail is set up before this rank publishes anything.
-        let state = RankState::new(layout, self.processors)?;
+        let state = RankState::new(layout, self.processors)?.with_heartbeat(self.heartbeat.clone());
         let ctx = RankContext { rank, epoch, layout, heap: &view, state: &state };
         let executor = SimExecutor {
             rank,

@@ -44,6 +44,7 @@
 //! every figure equals [`RankStats::from_packets`](flashdmoe_core::RankStats::from_packets) of
 //! the forward's routing, the definition the CUDA backend reports.
 
+mod cost;
 mod exec;
 mod fault;
 mod heap;
@@ -55,6 +56,7 @@ use flashdmoe_core::sync::{Mutex, Ordering};
 use flashdmoe_core::{Backend, BackendError, LayerWeights, MoeConfig};
 use flashdmoe_proto::{HeapLayout, TileShape};
 
+pub use cost::SimCost;
 pub use fault::{FaultPlan, SignalId};
 pub use layer::SimLayer;
 
@@ -203,6 +205,7 @@ impl Backend for SimBackend {
             faults: self.options.faults.clone(),
             epochs: (0..config.world).map(|_| Mutex::new(None)).collect(),
             origin: Instant::now(),
+            heartbeat: std::sync::Arc::new(flashdmoe_core::sync::Heartbeat::new()),
             signal_order: self.signal_order(),
         })
     }

@@ -13,6 +13,13 @@ use flashdmoe_core::{
 };
 use flashdmoe_sim::{SimBackend, SimOptions};
 use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
+
+/// Failures are persisted in `proptest-regressions/tests/props.txt` of this crate (proptest's
+/// default location, which it cannot find by itself for a file under `tests/`: it would warn
+/// and fall back to a path it cannot write).
+const REGRESSIONS: &str =
+    concat!(env!("CARGO_MANIFEST_DIR"), "/proptest-regressions/tests/props.txt");
 
 /// A random case: the config, whether the router is zeroed (every token picks experts
 /// `0..k`: hot experts), and the thread counts.
@@ -77,7 +84,11 @@ fn case() -> impl Strategy<Value = (MoeConfig, bool, SimOptions)> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig {
+        cases: 64,
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(REGRESSIONS))),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn random_forwards_match_the_oracle_and_the_graph((config, hot, options) in case(), seed in any::<u64>()) {

@@ -24,7 +24,7 @@ use super::{BackendArg, CliError, SimThreads};
 /// Arguments of `flashdmoe bench`.
 #[derive(Debug, Args)]
 pub(super) struct BenchArgs {
-    /// A built-in grid: `paper` (PERF.md's 40 configs: T x E x {cf1, dropless}; the default
+    /// A built-in grid: `paper` (docs/performance.md's 40 configs: T x E x {cf1, dropless}; the default
     /// with --backend cuda) or `small` (layers the simulator runs in milliseconds; the default
     /// with --backend sim).
     #[arg(long, value_name = "NAME", conflicts_with_all = ["preset", "config"])]

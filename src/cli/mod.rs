@@ -10,7 +10,9 @@
 
 mod bench;
 mod config;
+mod estimate;
 mod info;
+mod phases;
 mod run;
 mod run_summary;
 
@@ -19,7 +21,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use flashdmoe::core::oracle::OracleError;
-use flashdmoe::core::{BackendError, ConfigError};
+use flashdmoe::core::{BackendError, ConfigError, TimeoutReport};
 use flashdmoe::sim::SimOptions;
 
 /// Distributed Mixture-of-Experts forward as one persistent kernel per GPU, with a CPU
@@ -27,7 +29,8 @@ use flashdmoe::sim::SimOptions;
 #[derive(Debug, Parser)]
 #[command(name = "flashdmoe", version, propagate_version = true)]
 #[command(after_help = "Exit codes: 0 success (and verified), 1 the forward failed, \
-    2 bad command line or configuration, 3 the output does not match the oracle.")]
+    2 bad command line or configuration, 3 the output does not match the oracle, \
+    4 the backend is unavailable here (no GPU, driver or NVRTC; too few GPUs).")]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -169,12 +172,21 @@ struct RunArgs {
     /// prerequisites).
     #[arg(long, value_name = "PATH")]
     trace: Option<std::path::PathBuf>,
-    /// Seconds any wait inside a forward may take before the forward fails with a timeout
-    /// report instead of hanging.
+    /// Seconds a forward may go without progress (no task finished and no signal arrived on
+    /// any rank; on GPUs: any wait inside the kernel) before it fails with a timeout report
+    /// naming who waited for what, instead of hanging.
     #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]
     timeout: f64,
     #[command(flatten)]
     sim: SimThreads,
+    /// Simulator: refuse a layer whose estimated run time (printed before anything runs; it
+    /// errs on the slow side) exceeds this many seconds [default: 300].
+    #[arg(long, value_name = "SECONDS")]
+    max_sim_seconds: Option<f64>,
+    /// Simulator: run even when the estimate exceeds --max-sim-seconds or the host memory
+    /// available.
+    #[arg(long)]
+    allow_slow: bool,
     /// CUDA: ranks per GPU (several are "virtual ranks" sharing one GPU); by default the
     /// world is spread over as many GPUs as divide it evenly.
     #[arg(long, value_name = "R", value_parser = clap::value_parser!(u32).range(1..))]
@@ -224,12 +236,15 @@ impl SimThreads {
 pub enum ExitStatus {
     /// Everything ran, and every output matched the oracle.
     Success = 0,
-    /// The forward failed (backend error, timeout, backend unavailable).
+    /// The forward failed (backend error, timeout).
     Failed = 1,
     /// Bad command line or configuration (clap uses 2 for usage errors too).
     Usage = 2,
     /// The forward ran, but its output does not match the oracle.
     Mismatch = 3,
+    /// The backend cannot run here: no GPU, driver or NVRTC, or fewer GPUs than the layer
+    /// needs. Nothing ran; another machine (or `--backend sim`) may run the same command.
+    Unavailable = 4,
 }
 
 /// Everything the CLI can fail with.
@@ -241,9 +256,26 @@ pub enum CliError {
     /// The resulting config is invalid.
     #[error(transparent)]
     Config(#[from] ConfigError),
-    /// The backend failed.
+    /// The backend failed, or cannot run here.
     #[error(transparent)]
     Backend(#[from] BackendError),
+    /// The simulator's estimate for the layer is over a limit.
+    #[error(transparent)]
+    Refused(#[from] estimate::Refusal),
+    /// A forward made no progress for `--timeout` seconds.
+    #[error(
+        "timeout: the {}'s deadline expired (--timeout {timeout} s without progress): {report}; \
+         raise --timeout if the layer is merely slow on this machine",
+        deadline_owner(backend)
+    )]
+    Timeout {
+        /// The backend's name (`sim`, `cuda`).
+        backend: String,
+        /// The `--timeout` in seconds.
+        timeout: f64,
+        /// Who waited for what.
+        report: TimeoutReport,
+    },
     /// The oracle could not check the output (malformed shapes: a bug, not a mismatch).
     #[error("cannot verify: {0}")]
     Oracle(#[from] OracleError),
@@ -259,10 +291,25 @@ impl CliError {
     /// The exit status this error maps to.
     pub fn status(&self) -> ExitStatus {
         match self {
-            CliError::Usage(_) | CliError::Config(_) => ExitStatus::Usage,
-            CliError::Backend(_) | CliError::Oracle(_) | CliError::Failed(_) => ExitStatus::Failed,
+            CliError::Usage(_) | CliError::Config(_) | CliError::Refused(_) => ExitStatus::Usage,
+            CliError::Backend(
+                BackendError::Unavailable(_) | BackendError::TooFewDevices { .. },
+            ) => ExitStatus::Unavailable,
+            CliError::Backend(_)
+            | CliError::Timeout { .. }
+            | CliError::Oracle(_)
+            | CliError::Failed(_) => ExitStatus::Failed,
             CliError::Mismatch(_) => ExitStatus::Mismatch,
         }
+    }
+}
+
+/// Whose deadline a backend's timeout is, in words.
+fn deadline_owner(backend: &str) -> &str {
+    match backend {
+        "sim" => "simulator",
+        "cuda" => "GPU kernel",
+        other => other,
     }
 }
 

@@ -5,11 +5,14 @@ use std::time::Duration;
 use flashdmoe::core::conformance;
 use flashdmoe::core::oracle::{self, Sample, VerifyOptions};
 use flashdmoe::core::{
-    Backend, ForwardOptions, ForwardOutput, Layer, LayerWeights, MoeConfig, generate_input, trace,
+    Backend, BackendError, ForwardOptions, ForwardOutput, Layer, LayerWeights, MoeConfig,
+    generate_input, trace,
 };
 use flashdmoe::cuda::{CudaBackend, CudaOptions};
 use flashdmoe::sim::SimBackend;
 
+use super::estimate::{self, Estimate};
+use super::phases::Phases;
 use super::{BackendArg, CliError, RunArgs, config, run_summary};
 
 /// Above this many output rows (all ranks), `run` checks a fresh random sample of
@@ -33,60 +36,71 @@ pub(super) fn run(args: &RunArgs) -> Result<(), CliError> {
         timeout: Duration::try_from_secs_f64(args.timeout)
             .map_err(|e| CliError::Usage(format!("--timeout {}: {e}", args.timeout)))?,
     };
-
-    let (weights, inputs) = {
-        let _range = nvtx::LocalRange::new(c"flashdmoe: generate weights and inputs");
-        let weights = LayerWeights::generate(&config, args.seed)?;
-        let inputs = (0..config.world)
-            .map(|rank| generate_input(&config, rank, args.seed))
-            .collect::<Result<Vec<_>, _>>()?;
-        (weights, inputs)
-    };
-
-    match args.backend {
+    let mut phases = Phases::start();
+    let result = match args.backend {
         BackendArg::Sim => {
             let sim = args.sim.sim_options(args.ranks_per_gpu)?;
             println!(
                 "backend: sim ({} processor and {} subscriber threads per rank)",
                 sim.processors_per_rank, sim.subscribers_per_rank
             );
-            run_on(&SimBackend::new(sim), &config, &weights, &inputs, &options, args)
+            let backend = SimBackend::new(sim);
+            check_estimate(&config, &backend, args)?;
+            run_on(&backend, &config, &options, args, &mut phases)
         }
         BackendArg::Cuda => {
             args.sim.reject_for_cuda()?;
+            if args.max_sim_seconds.is_some() || args.allow_slow {
+                return Err(CliError::Usage(
+                    "--max-sim-seconds and --allow-slow apply to --backend sim only".into(),
+                ));
+            }
+            // Before generating anything: without a GPU there is nothing to run on.
+            flashdmoe::cuda::cuda_available()
+                .map_err(|e| CliError::Backend(BackendError::Unavailable(e.to_string())))?;
             let cuda = CudaOptions { ranks_per_gpu: args.ranks_per_gpu, ..CudaOptions::default() };
             match cuda.ranks_per_gpu {
                 Some(r) => println!("backend: cuda ({r} ranks per GPU)"),
                 None => println!("backend: cuda (ranks spread over the GPUs)"),
             }
-            run_on(&CudaBackend::new(cuda), &config, &weights, &inputs, &options, args)
+            run_on(&CudaBackend::new(cuda), &config, &options, args, &mut phases)
         }
-    }
+    };
+    println!("{}", phases.line());
+    result
 }
 
-/// Builds the layer on `backend`, runs `args.iterations` forwards (and a traced one with
-/// `--trace`), prints the report of the last one and verifies every one.
+/// Generates the weights and inputs, builds the layer on `backend`, runs `args.iterations`
+/// forwards (and a traced one with `--trace`), prints the report of the last one and verifies
+/// every one, each step a phase of `phases`.
 fn run_on<B: Backend>(
     backend: &B,
     config: &MoeConfig,
-    weights: &LayerWeights,
-    inputs: &[Vec<f32>],
     options: &ForwardOptions,
     args: &RunArgs,
+    phases: &mut Phases,
 ) -> Result<(), CliError> {
     let iterations = args.iterations;
-    let layer = {
-        let _range = nvtx::LocalRange::new(c"flashdmoe: build layer");
-        backend.build(config, weights)?
+    let weights = phases.run(c"weights", |_| LayerWeights::generate(config, args.seed))?;
+    let inputs = phases.run(c"inputs", |_| {
+        (0..config.world)
+            .map(|rank| generate_input(config, rank, args.seed))
+            .collect::<Result<Vec<_>, _>>()
+    })?;
+    let layer = phases.run(c"build", |_| backend.build(config, &weights))?;
+    let forward = |options: &ForwardOptions| {
+        layer.forward(&inputs, options).map_err(|e| timeout_named(e, backend.name(), args.timeout))
     };
     let (mut rank_times, mut calls) = (Vec::new(), Vec::new());
     let mut first: Option<ForwardOutput> = None;
     let mut last = None;
     for i in 0..iterations {
-        let out = {
-            let _range = nvtx::LocalRange::new(c"flashdmoe: forward");
-            layer.forward(inputs, options)?
-        };
+        let out = phases.run(c"forwards", |bar| {
+            if iterations > 1 {
+                bar.set_message(format!("forward {}/{iterations}", i + 1));
+            }
+            forward(options)
+        })?;
         rank_times.push(run_summary::slowest_rank(&out.ranks));
         calls.push(out.elapsed);
         match &first {
@@ -97,10 +111,9 @@ fn run_on<B: Backend>(
     }
     let out = last.expect("iterations >= 1 (clap enforces it)");
     if let (Some(path), Some(first)) = (&args.trace, &first) {
-        let traced = {
-            let _range = nvtx::LocalRange::new(c"flashdmoe: traced forward");
-            layer.forward(inputs, &ForwardOptions { trace: true, ..options.clone() })?
-        };
+        let traced = phases.run(c"traced forward", |_| {
+            forward(&ForwardOptions { trace: true, ..options.clone() })
+        })?;
         check_identical(first, &traced, iterations)?;
         println!("{}", write_trace(config, &layer, &traced, path)?);
     }
@@ -109,27 +122,63 @@ fn run_on<B: Backend>(
     println!("{}", run_summary::traffic(&out.ranks));
     println!("{}", run_summary::time(&rank_times, &calls));
 
-    let rows = config.world as u64 * config.tokens_per_rank as u64;
-    let sample = if rows <= FULL_CHECK_ROWS {
-        Sample::All
-    } else {
-        Sample::Rows { per_rank: SAMPLED_ROWS_PER_RANK, seed: None }
-    };
-    let verdict = {
-        let _range = nvtx::LocalRange::new(c"flashdmoe: verify");
+    let verdict = phases.run(c"verify", |_| {
+        let sample = sample(config);
         oracle::verify(
             config,
-            weights,
-            inputs,
+            &weights,
+            &inputs,
             &out.ranks,
             &VerifyOptions { sample, tolerance: None },
-        )?
-    };
+        )
+    })?;
     println!("verify: {verdict}");
     if verdict.passed() {
         Ok(())
     } else {
         Err(CliError::Mismatch(format!("{} failures against the oracle", verdict.failure_count)))
+    }
+}
+
+/// Prints the simulator's estimate for this run and refuses it above `--max-sim-seconds` or
+/// the host memory available, unless `--allow-slow`.
+fn check_estimate(
+    config: &MoeConfig,
+    backend: &SimBackend,
+    args: &RunArgs,
+) -> Result<(), CliError> {
+    let max_seconds = args.max_sim_seconds.unwrap_or(estimate::DEFAULT_MAX_SECONDS);
+    if max_seconds.is_nan() || max_seconds <= 0.0 {
+        return Err(CliError::Usage(format!("--max-sim-seconds {max_seconds} must be > 0")));
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+    let forwards = args.iterations.saturating_add(u32::from(args.trace.is_some()));
+    let estimate = Estimate::new(config, backend, forwards, &sample(config), cores)?;
+    println!("{estimate}");
+    if !args.allow_slow {
+        estimate.check(max_seconds, estimate::available_memory())?;
+    }
+    Ok(())
+}
+
+/// The rows `run` checks against the oracle: all of them up to [`FULL_CHECK_ROWS`] output rows,
+/// else a fresh sample of [`SAMPLED_ROWS_PER_RANK`] per rank.
+pub(super) fn sample(config: &MoeConfig) -> Sample {
+    let rows = config.world as u64 * config.tokens_per_rank as u64;
+    if rows <= FULL_CHECK_ROWS {
+        Sample::All
+    } else {
+        Sample::Rows { per_rank: SAMPLED_ROWS_PER_RANK, seed: None }
+    }
+}
+
+/// A backend timeout as the CLI reports it: whose deadline it was and the flag that sets it.
+fn timeout_named(e: BackendError, backend: &str, timeout: f64) -> CliError {
+    match e {
+        BackendError::Timeout(report) => {
+            CliError::Timeout { backend: backend.to_string(), timeout, report }
+        }
+        e => CliError::Backend(e),
     }
 }
 

@@ -230,7 +230,7 @@ fn run_case(case: &Case, iters: usize, device: &str) -> Result<Outcome, String> 
             detail.push_str(&format!("; after timing: {again}"));
         }
         // Median and spread as the benchmark harness and the baselines compute them; the
-        // floor from the experts this forward touched (PERF.md, core's `perf`).
+        // floor from the experts this forward touched (docs/performance.md, core's `perf`).
         let summary = TimeSummary::of(&times).ok_or("no valid timed forwards")?;
         let touched = perf::experts_touched(c, first.ranks.iter().map(|r| &r.routing))
             .map_err(|e| e.to_string())?;
@@ -454,7 +454,7 @@ fn cases(quick: bool) -> Vec<Case> {
     }
     // The paper grid on two and on eight GPUs (the PyTorch expert-parallel baseline runs the
     // same; skipped on smaller machines), then the model presets on eight (sampled rows) and
-    // TF32 at the reference paper's token counts (PERF.md target 4).
+    // TF32 at the reference paper's token counts (docs/performance.md, target 8).
     for (world, sample) in [(2, 64), (8, 32)] {
         for (t, e) in [(128, 8), (4096, 8), (4096, 32), (16384, 8), (16384, 32)] {
             let mut c = presets::paper(t, e);

@@ -23,8 +23,10 @@
 //! Roles are non-blocking state machines ([`Role::poll`]); [`drive`] runs one or several of
 //! them on the calling thread with backoff and a deadline. The simulator gives each role its
 //! own thread; the loom tests fold several roles onto one thread to stay within loom's thread
-//! limit. Every wait has a deadline: a role that makes no progress for the forward's timeout
-//! stops with a [`TimeoutReport`] naming the rank, the role, what it waited for and what it saw.
+//! limit. Every wait has a deadline: once nobody sharing the rank's [`Heartbeat`] (every rank
+//! of the world, in the simulator) has made progress for the forward's timeout, the waiting
+//! role stops with a [`TimeoutReport`] naming the rank, the role, what it waited for and what
+//! it saw, and the rank's other roles stop at once with theirs.
 //!
 //! ## Invariants
 //!
@@ -52,7 +54,7 @@ use std::time::Duration;
 use flashdmoe_proto::{Epoch, HeapLayout, NO_OFFSET, ProtoError, TaskCounts, TaskDescriptor};
 
 use crate::backend::{BackendError, TimeoutReport};
-use crate::sync::{AtomicBool, AtomicU32, Backoff, Deadline, Ordering};
+use crate::sync::{AtomicU32, Backoff, Deadline, Heartbeat, Ordering};
 
 mod dispatch;
 mod heap;
@@ -184,14 +186,24 @@ pub struct RankState {
     mailboxes: Box<[Mailbox]>,
     received_rows: Box<[AtomicU32]>,
     packets_seen: AtomicU32,
-    abort: AtomicBool,
+    /// [`RUNNING`], [`ABORTED`] or [`EXPIRED`]: whether the rank's roles must stop.
+    stop: AtomicU32,
+    heartbeat: std::sync::Arc<Heartbeat>,
 }
 
+/// [`RankState`]'s stop word: the roles run.
+const RUNNING: u32 = 0;
+/// A role failed; the others stop with [`RuntimeError::Aborted`].
+const ABORTED: u32 = 1;
+/// A role timed out; the others stop with their own timeout reports.
+const EXPIRED: u32 = 2;
+
 impl RankState {
-    /// State for a rank with `processors` processors (at least 1) under `layout`. The task
-    /// queue is sized to the most tasks any forward can give one rank (full packets from every
-    /// source), so a legal forward never overflows it; its indices, which the mailboxes carry,
-    /// must fit below [`STOP`].
+    /// State for a rank with `processors` processors (at least 1) under `layout`, with a
+    /// heartbeat of its own (see [`RankState::with_heartbeat`]). The task queue is sized to the
+    /// most tasks any forward can give one rank (full packets from every source), so a legal
+    /// forward never overflows it; its indices, which the mailboxes carry, must fit below
+    /// [`STOP`].
     pub fn new(layout: &HeapLayout, processors: u32) -> Result<RankState, RuntimeError> {
         if processors == 0 {
             return Err(RuntimeError::Proto(ProtoError::InvalidGeometry {
@@ -211,8 +223,17 @@ impl RankState {
             mailboxes: (0..processors).map(|_| Mailbox::new()).collect(),
             received_rows: (0..packets).map(|_| AtomicU32::new(0)).collect(),
             packets_seen: AtomicU32::new(0),
-            abort: AtomicBool::new(false),
+            stop: AtomicU32::new(RUNNING),
+            heartbeat: std::sync::Arc::new(Heartbeat::new()),
         })
+    }
+
+    /// The same state beating `heartbeat`, which the backend shares between all the ranks of a
+    /// world: a role then times out only when no role of any rank has made progress for the
+    /// timeout (a rank waiting for a peer that is busy computing is not stuck).
+    pub fn with_heartbeat(mut self, heartbeat: std::sync::Arc<Heartbeat>) -> RankState {
+        self.heartbeat = heartbeat;
+        self
     }
 
     /// Number of processors.
@@ -227,12 +248,18 @@ impl RankState {
 
     /// Tells every role of the rank to stop (another role failed).
     pub fn abort(&self) {
-        self.abort.store(true, Ordering::Relaxed);
+        self.stop.store(ABORTED, Ordering::Relaxed);
     }
 
     /// Whether [`RankState::abort`] was called.
     pub fn aborted(&self) -> bool {
-        self.abort.load(Ordering::Relaxed)
+        self.stop.load(Ordering::Relaxed) == ABORTED
+    }
+
+    /// Tells every role of the rank to stop with its own timeout report (a role timed out),
+    /// unless the rank was aborted.
+    fn expire(&self) {
+        let _ = self.stop.compare_exchange(RUNNING, EXPIRED, Ordering::Relaxed, Ordering::Relaxed);
     }
 
     pub(crate) fn push_task(&self, task: TaskDescriptor) -> Result<(), RuntimeError> {
@@ -268,12 +295,14 @@ impl<H> Copy for RankContext<'_, H> {}
 /// Polls `roles` (all of one rank) on the calling thread until every one is done, backing off
 /// while none makes progress.
 ///
-/// Returns the first error of any role (after raising the rank's abort flag so the rank's other
-/// threads stop too), [`RuntimeError::Aborted`] if another thread aborted the rank, or a
-/// [`RuntimeError::Timeout`] naming the first unfinished role once none has made progress for
-/// `timeout`. A timeout does not abort the rank: its other roles time out in turn with their
-/// own reports, and the caller picks the most telling one (subscribers, which wait on other
-/// ranks, name the missing signal).
+/// Progress of any of them beats the rank's [`Heartbeat`]; the deadline restarts whenever the
+/// heartbeat moved (this thread's roles or anyone else sharing it made progress). Returns the
+/// first error of any role (after raising the rank's abort flag so the rank's other threads
+/// stop too), [`RuntimeError::Aborted`] if another thread aborted the rank, or a
+/// [`RuntimeError::Timeout`] naming the first unfinished role once the heartbeat has not moved
+/// for `timeout`. A timeout does not abort the rank, it expires it: the rank's other roles stop
+/// at their next idle poll with their own timeout reports, and the caller picks the most
+/// telling one (subscribers, which wait on other ranks, name the missing signal).
 pub fn drive(
     rank: u32,
     state: &RankState,
@@ -282,6 +311,8 @@ pub fn drive(
 ) -> Result<(), RuntimeError> {
     let mut done = vec![false; roles.len()];
     let mut backoff = Backoff::new();
+    let heartbeat = &*state.heartbeat;
+    let mut beats = heartbeat.count();
     let mut deadline = Deadline::after(timeout);
     loop {
         let mut progress = false;
@@ -303,25 +334,174 @@ pub fn drive(
             return Ok(());
         }
         if progress {
+            heartbeat.beat();
+            beats = heartbeat.count();
             backoff.reset();
             deadline = Deadline::after(timeout);
             continue;
         }
-        if state.aborted() {
-            return Err(RuntimeError::Aborted);
+        match state.stop.load(Ordering::Relaxed) {
+            ABORTED => return Err(RuntimeError::Aborted),
+            EXPIRED => return Err(timeout_report(rank, roles, &done)),
+            _ => {}
         }
-        if deadline.expired() {
-            let waiting = roles.iter().zip(&done).find(|(_, d)| !**d).map(|(r, _)| r);
-            let role = waiting.expect("an unfinished role exists");
-            let Awaiting { awaited, expected_epoch, seen } = role.awaiting();
-            return Err(RuntimeError::Timeout(TimeoutReport {
-                rank,
-                role: role.name(),
-                awaited,
-                expected_epoch,
-                seen,
-            }));
+        let now = heartbeat.count();
+        if now != beats {
+            beats = now;
+            deadline = Deadline::after(timeout);
+        } else if deadline.expired() {
+            state.expire();
+            return Err(timeout_report(rank, roles, &done));
         }
         backoff.snooze();
+    }
+}
+
+/// The timeout report of the first unfinished role of `roles`.
+fn timeout_report(rank: u32, roles: &[&mut dyn Role], done: &[bool]) -> RuntimeError {
+    let waiting = roles.iter().zip(done).find(|(_, d)| !**d).map(|(r, _)| r);
+    let role = waiting.expect("an unfinished role exists");
+    let Awaiting { awaited, expected_epoch, seen } = role.awaiting();
+    RuntimeError::Timeout(TimeoutReport { rank, role: role.name(), awaited, expected_epoch, seen })
+}
+
+#[cfg(all(test, not(flashdmoe_loom)))]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    use flashdmoe_proto::{Geometry, TileShape};
+
+    use super::*;
+
+    /// A role that makes progress (about a millisecond of "work" per poll) until `busy_until`,
+    /// then waits forever.
+    struct Scripted {
+        name: &'static str,
+        busy_until: Instant,
+    }
+
+    impl Role for Scripted {
+        fn name(&self) -> String {
+            self.name.into()
+        }
+
+        fn poll(&mut self) -> Result<Poll, RuntimeError> {
+            if Instant::now() < self.busy_until {
+                std::thread::sleep(Duration::from_millis(1));
+                return Ok(Poll::Progress);
+            }
+            Ok(Poll::Idle)
+        }
+
+        fn awaiting(&self) -> Awaiting {
+            Awaiting {
+                awaited: format!("what {} waits for", self.name),
+                expected_epoch: 1,
+                seen: 0,
+            }
+        }
+    }
+
+    fn state() -> RankState {
+        let layout = HeapLayout::new(Geometry {
+            world: 1,
+            local_experts: 1,
+            tokens: 1,
+            capacity: 1,
+            hidden: 8,
+            inter: 8,
+            elem_bytes: 4,
+            tile: TileShape { bm: 2, bn: 8, bk: 8 },
+        })
+        .unwrap();
+        RankState::new(&layout, 1).unwrap()
+    }
+
+    /// Drives `role` on its own thread; returns its result and when it ended.
+    fn spawn<'a>(
+        s: &'a std::thread::Scope<'a, '_>,
+        state: &'a RankState,
+        timeout: Duration,
+        mut role: Scripted,
+    ) -> std::thread::ScopedJoinHandle<'a, (Result<(), RuntimeError>, Instant)> {
+        s.spawn(move || (drive(0, state, timeout, &mut [&mut role]), Instant::now()))
+    }
+
+    fn timed_out_role(result: &Result<(), RuntimeError>) -> &str {
+        match result {
+            Err(RuntimeError::Timeout(report)) => &report.role,
+            other => panic!("expected a timeout, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_wait_does_not_time_out_while_a_rank_sharing_the_heartbeat_progresses() {
+        let heartbeat = Arc::new(Heartbeat::new());
+        let (a, b) = (state().with_heartbeat(heartbeat.clone()), state().with_heartbeat(heartbeat));
+        let start = Instant::now();
+        let busy_until = start + Duration::from_millis(400);
+        let timeout = Duration::from_millis(100);
+        let ((waited, waiter_end), (_, worker_end)) = std::thread::scope(|s| {
+            let waiter = spawn(s, &a, timeout, Scripted { name: "waiter", busy_until: start });
+            let worker = spawn(s, &b, timeout, Scripted { name: "worker", busy_until });
+            (waiter.join().unwrap(), worker.join().unwrap())
+        });
+        assert_eq!(timed_out_role(&waited), "waiter");
+        // Not before the other rank stopped making progress, and then about `timeout` later.
+        assert!(waiter_end >= busy_until, "timed out {:?} early", busy_until - waiter_end);
+        assert!(waiter_end < worker_end + Duration::from_secs(2));
+    }
+
+    #[test]
+    fn without_a_shared_heartbeat_ranks_time_out_on_their_own() {
+        let (a, b) = (state(), state());
+        let start = Instant::now();
+        let busy_until = start + Duration::from_millis(1500);
+        let timeout = Duration::from_millis(50);
+        let (waited, waiter_end) = std::thread::scope(|s| {
+            let waiter = spawn(s, &a, timeout, Scripted { name: "waiter", busy_until: start });
+            let _worker = spawn(s, &b, timeout, Scripted { name: "worker", busy_until });
+            waiter.join().unwrap()
+        });
+        assert_eq!(timed_out_role(&waited), "waiter");
+        assert!(waiter_end < busy_until, "the waiter waited for another rank's progress");
+    }
+
+    #[test]
+    fn a_timeout_stops_the_ranks_other_roles_at_once_with_their_own_reports() {
+        // The patient role would wait 60 s on its own; the impatient one's timeout expires the
+        // rank, and the patient one stops at its next poll, reporting what it waited for.
+        let state = state();
+        let start = Instant::now();
+        let (impatient, patient) = std::thread::scope(|s| {
+            let patient = spawn(
+                s,
+                &state,
+                Duration::from_secs(60),
+                Scripted { name: "patient", busy_until: start },
+            );
+            let impatient = spawn(
+                s,
+                &state,
+                Duration::from_millis(50),
+                Scripted { name: "impatient", busy_until: start },
+            );
+            (impatient.join().unwrap(), patient.join().unwrap())
+        });
+        assert_eq!(timed_out_role(&impatient.0), "impatient");
+        assert_eq!(timed_out_role(&patient.0), "patient");
+        assert!(patient.1 - start < Duration::from_secs(5), "took {:?}", patient.1 - start);
+        assert!(!state.aborted(), "a timeout is not an abort");
+    }
+
+    #[test]
+    fn an_abort_wins_over_an_expiry() {
+        let state = state();
+        state.abort();
+        state.expire();
+        let mut role = Scripted { name: "r", busy_until: Instant::now() };
+        let r = drive(0, &state, Duration::from_secs(60), &mut [&mut role]);
+        assert!(matches!(r, Err(RuntimeError::Aborted)), "{r:?}");
     }
 }

@@ -1,0 +1,264 @@
+//! What `flashdmoe run` on the simulator will cost this machine, printed before anything runs,
+//! and the limits above which it refuses (`--max-sim-seconds`, the host memory available;
+//! `--allow-slow` lifts both).
+//!
+//! Time: generating the weights (and the layer's own copy of them), the forwards at the
+//! simulator's conservative rate ([`SimBackend::cost`]), and the verification against core's
+//! f64 oracle, whose rate is measured below. Memory: the weights the CLI generates, the built
+//! layer (heaps and its copy of the weights) and the inputs and outputs.
+
+use std::fmt;
+
+use flashdmoe::core::MoeConfig;
+use flashdmoe::core::oracle::Sample;
+use flashdmoe::sim::SimBackend;
+
+use super::run_summary::bytes;
+
+/// Weight elements generated (in parallel) and copied into the layer (on one thread) per
+/// second: about a third of what one core of a busy 2-core development machine reached for
+/// each (130 to 230 million generated, 150 to 200 million checked and copied, 2026-11-29).
+const WEIGHT_ELEMENTS_PER_SECOND: f64 = 50e6;
+
+/// FLOP rate of the f64 oracle on one core: about half of what it reached on one core of a busy
+/// 2-core development machine (1.2 to 1.9 GFLOP/s, memory bound: every checked row reads its
+/// experts' weights, 2026-11-29).
+const ORACLE_FLOPS_PER_CORE: f64 = 0.75e9;
+
+/// Default of `--max-sim-seconds`.
+pub(super) const DEFAULT_MAX_SECONDS: f64 = 300.0;
+
+/// The estimated cost of one `flashdmoe run` on the simulator.
+#[derive(Clone, Debug, PartialEq)]
+pub(super) struct Estimate {
+    /// Cores the estimate assumes (this machine's available parallelism).
+    pub cores: u32,
+    /// Generating the weights and copying them into the layer.
+    pub weights_seconds: f64,
+    /// One forward.
+    pub forward_seconds: f64,
+    /// Forwards run (`--iterations`, plus one with `--trace`).
+    pub forwards: u32,
+    /// Checking the output rows against the oracle.
+    pub verify_seconds: f64,
+    /// Host memory of the whole run.
+    pub host_bytes: u64,
+}
+
+/// Why `run` refuses a layer on the simulator (exit status 2).
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub(crate) enum Refusal {
+    /// The estimated time exceeds `--max-sim-seconds`.
+    #[error(
+        "refusing to run: the simulator would need about {} for this layer (the estimate \
+         above, which errs on the slow side), over --max-sim-seconds {limit}; shrink the layer \
+         (--tokens, --hidden, --inter, --experts, --world), raise --max-sim-seconds, or pass \
+         --allow-slow to run it anyway",
+        duration(*seconds)
+    )]
+    Time {
+        /// Estimated seconds.
+        seconds: f64,
+        /// `--max-sim-seconds`.
+        limit: f64,
+    },
+    /// The estimated host memory exceeds what the machine has available.
+    #[error(
+        "refusing to run: the simulator would need about {} of host memory for this layer, \
+         more than the {} available; shrink the layer (--tokens, --hidden, --inter, --experts, \
+         --world) or pass --allow-slow to run it anyway",
+        bytes(*needed),
+        bytes(*available)
+    )]
+    Memory {
+        /// Estimated bytes.
+        needed: u64,
+        /// `MemAvailable` of the host.
+        available: u64,
+    },
+}
+
+impl Estimate {
+    /// The estimate of `forwards` forwards of `config` on `backend`, verified with `sample`,
+    /// with `cores` cores.
+    pub(super) fn new(
+        config: &MoeConfig,
+        backend: &SimBackend,
+        forwards: u32,
+        sample: &Sample,
+        cores: u32,
+    ) -> Result<Estimate, flashdmoe::core::BackendError> {
+        let cost = backend.cost(config, cores)?;
+        let cores = cores.max(1);
+        let (h, i) = (config.hidden as f64, config.inter as f64);
+        let matrices = if config.activation.is_gated() { 3.0 } else { 2.0 };
+        let weight_elements = cost.weight_bytes as f64 / 4.0;
+        let weights_seconds = weight_elements / (WEIGHT_ELEMENTS_PER_SECOND * cores as f64)
+            + weight_elements / WEIGHT_ELEMENTS_PER_SECOND;
+        let tokens = config.tokens_per_rank as f64;
+        let checked_per_rank = match sample {
+            Sample::All => tokens,
+            Sample::Rows { per_rank, .. } => tokens.min(*per_rank as f64),
+        };
+        let rows = checked_per_rank * config.world as f64;
+        let oracle_flops = rows * config.top_k as f64 * 2.0 * matrices * h * i;
+        let activations = config.world as f64 * tokens * h * 4.0;
+        // The CLI's weights, the layer (heaps and its copy of the weights), an input and up to
+        // three outputs (first, last, traced) per rank, plus their dtype-encoded copies inside
+        // the simulator.
+        let host_bytes = (2 * cost.weight_bytes)
+            .saturating_add(cost.heap_bytes)
+            .saturating_add((6.0 * activations) as u64);
+        Ok(Estimate {
+            cores,
+            weights_seconds,
+            forward_seconds: cost.forward_seconds,
+            forwards,
+            verify_seconds: oracle_flops / (ORACLE_FLOPS_PER_CORE * cores as f64),
+            host_bytes,
+        })
+    }
+
+    /// Everything together.
+    pub(super) fn total_seconds(&self) -> f64 {
+        self.weights_seconds + self.forward_seconds * self.forwards as f64 + self.verify_seconds
+    }
+
+    /// Refuses the run when the estimate exceeds `max_seconds` or the `available` host memory
+    /// (when known).
+    pub(super) fn check(&self, max_seconds: f64, available: Option<u64>) -> Result<(), Refusal> {
+        let seconds = self.total_seconds();
+        if seconds > max_seconds {
+            return Err(Refusal::Time { seconds, limit: max_seconds });
+        }
+        match available {
+            Some(available) if self.host_bytes > available => {
+                Err(Refusal::Memory { needed: self.host_bytes, available })
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+impl fmt::Display for Estimate {
+    /// `estimate: about 1.2 s on 2 cores (weights 0.1 s, 1 forward 0.3 s, verify 0.8 s);
+    /// host memory about 12.0 MiB`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let forwards = match self.forwards {
+            1 => format!("1 forward {}", duration(self.forward_seconds)),
+            n => format!("{n} forwards {} each", duration(self.forward_seconds)),
+        };
+        write!(
+            f,
+            "estimate: about {} on {} cores (weights {}, {forwards}, verify {}); host memory about {}",
+            duration(self.total_seconds()),
+            self.cores,
+            duration(self.weights_seconds),
+            duration(self.verify_seconds),
+            bytes(self.host_bytes)
+        )
+    }
+}
+
+/// Seconds in s, min or h.
+fn duration(seconds: f64) -> String {
+    match seconds {
+        s if s < 99.5 => format!("{s:.1} s"),
+        s if s < 5940.0 => format!("{:.1} min", s / 60.0),
+        s => format!("{:.1} h", s / 3600.0),
+    }
+}
+
+/// The host memory available to a new process (`MemAvailable` of `/proc/meminfo`), where the
+/// system says.
+pub(super) fn available_memory() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    mem_available(&meminfo)
+}
+
+fn mem_available(meminfo: &str) -> Option<u64> {
+    let line = meminfo.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use flashdmoe::core::config::presets;
+    use flashdmoe::sim::SimOptions;
+
+    use super::*;
+
+    fn estimate(config: &MoeConfig, forwards: u32, cores: u32) -> Estimate {
+        let backend = SimBackend::new(SimOptions::default());
+        Estimate::new(config, &backend, forwards, &super::super::run::sample(config), cores)
+            .unwrap()
+    }
+
+    #[test]
+    fn the_default_layer_is_well_under_a_second_and_small() {
+        let e = estimate(&MoeConfig::default(), 1, 2);
+        assert!(e.total_seconds() < 1.0, "{e}");
+        assert!(e.host_bytes < 64 << 20, "{e}");
+        assert_eq!(e.check(DEFAULT_MAX_SECONDS, Some(1 << 30)), Ok(()));
+    }
+
+    #[test]
+    fn parts_add_up_and_forwards_multiply() {
+        let c = MoeConfig::default();
+        let one = estimate(&c, 1, 2);
+        let three = estimate(&c, 3, 2);
+        assert_eq!(three.forward_seconds, one.forward_seconds);
+        let sum = one.weights_seconds + 3.0 * one.forward_seconds + one.verify_seconds;
+        assert!((three.total_seconds() - sum).abs() < 1e-12);
+        assert!(three.to_string().contains("3 forwards "), "{three}");
+        // More cores, less time; the memory does not change.
+        let wide = estimate(&c, 1, 16);
+        assert!(wide.total_seconds() < one.total_seconds());
+        assert_eq!(wide.host_bytes, one.host_bytes);
+    }
+
+    #[test]
+    fn the_mixtral_preset_is_refused_naming_the_flags() {
+        let c = presets::preset("mixtral-8x7b").unwrap();
+        let e = estimate(&c, 1, 2);
+        // 2.9 TFLOP of expert GEMMs in the forward and again (f64) in the full check.
+        assert!(e.total_seconds() > 1800.0, "{e}");
+        assert!(e.host_bytes > 11_000_000_000, "{e}");
+        let err = e.check(DEFAULT_MAX_SECONDS, None).unwrap_err();
+        assert!(matches!(err, Refusal::Time { limit: 300.0, .. }), "{err:?}");
+        let msg = err.to_string();
+        assert!(msg.contains("--max-sim-seconds 300") && msg.contains("--allow-slow"), "{msg}");
+        assert!(msg.contains(" min for this layer"), "{msg}");
+        let err = e.check(f64::INFINITY, Some(8 << 30)).unwrap_err();
+        assert!(matches!(err, Refusal::Memory { available, .. } if available == 8 << 30));
+        assert!(err.to_string().contains("8.0 GiB available"), "{err}");
+        assert_eq!(e.check(f64::INFINITY, None), Ok(()));
+    }
+
+    #[test]
+    fn sampled_verification_costs_less() {
+        // 2 x 8192 rows: above the full-check limit, 64 sampled rows per rank.
+        let c = MoeConfig { tokens_per_rank: 8192, ..MoeConfig::default() };
+        assert!(matches!(super::super::run::sample(&c), Sample::Rows { per_rank: 64, .. }));
+        let all = Estimate::new(&c, &SimBackend::default(), 1, &Sample::All, 2).unwrap();
+        let sampled = estimate(&c, 1, 2);
+        assert!((all.verify_seconds / sampled.verify_seconds - 128.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn durations_pick_a_unit() {
+        assert_eq!(duration(0.04), "0.0 s");
+        assert_eq!(duration(12.34), "12.3 s");
+        assert_eq!(duration(150.0), "2.5 min");
+        assert_eq!(duration(7200.0), "2.0 h");
+    }
+
+    #[test]
+    fn meminfo_is_parsed() {
+        let info = "MemTotal:       24000000 kB\nMemFree:  1 kB\nMemAvailable:   12345 kB\n";
+        assert_eq!(mem_available(info), Some(12345 * 1024));
+        assert_eq!(mem_available("MemTotal: 1 kB\n"), None);
+        assert_eq!(mem_available("MemAvailable: lots kB\n"), None);
+    }
+}
