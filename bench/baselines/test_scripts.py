@@ -37,6 +37,20 @@ def test_single_cli_runs_verifies_and_writes_jsonl(tmp_path: pathlib.Path):
     assert recs[0]["config"]["capacity"] == 1.0 and recs[2]["config"]["capacity"] == "dropless"
 
 
+def test_dense_ceiling_pair_and_cpu_skip(tmp_path: pathlib.Path):
+    g = torch.Generator().manual_seed(3)
+    x, wg, wu, w2 = (torch.rand(s, generator=g, dtype=torch.float64) - 0.5 for s in ((5, 8), (4, 8), (4, 8), (8, 4)))
+    cfg = C.MoeConfig(5, 8, 4, 2, 1, "swiglu", "f32")
+    want = (torch.nn.functional.silu(x @ wg.t()) * (x @ wu.t())) @ w2.t()
+    assert torch.allclose(S.dense_pair(cfg, x, torch.cat([wg, wu]), w2), want)
+    relu = C.MoeConfig(5, 8, 4, 2, 1, "relu", "f32")
+    assert torch.allclose(S.dense_pair(relu, x, wu, w2), torch.relu(x @ wu.t()) @ w2.t())
+    # The ceiling is a GPU measurement: on CPU it is skipped and writes nothing.
+    out = tmp_path / "dense.jsonl"
+    assert S.main(SMALL + ["--variants", "dense", "--out", str(out)]) == 0
+    assert not out.exists() or out.read_text() == ""
+
+
 def test_single_cli_refuses_bad_input():
     for bad in (["--hidden", "100"], ["--variants", "loop,nope"], ["--capacity", "lots"], ["--top-k", "9"]):
         try:

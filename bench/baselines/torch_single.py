@@ -1,6 +1,6 @@
 """Single-GPU PyTorch MoE layer forward: the baselines FlashDMoE's single-GPU targets compare to.
 
-Variants (``--variants``, default all three), each timed and verified in the same run:
+Variants (``--variants``, default all four), each timed and verified in the same run:
 
 ``loop`` -> impl ``torch-loop-eager``
     Router, capacity mask, then a Python loop over experts (the Hugging Face Mixtral pattern):
@@ -20,7 +20,13 @@ Variants (``--variants``, default all three), each timed and verified in the sam
     fall back to a per-group loop that reads ``offs`` on the host and cannot be captured, so
     the variant is skipped there with a note.
 
-Every variant's output is checked against a float64 reference on ``--verify-rows`` token rows
+``dense`` -> impl ``cublas-dense``
+    The practical ceiling, not an MoE layer: the same expert GEMM FLOPs as one dense cuBLAS
+    pair (``act([T*k, H] x [H, I]) x [I, H]``, ``torch.mm``, graph-replayed), so a table shows
+    ours, PyTorch's MoE and what plain GEMMs of that work cost side by side. It is checked
+    against a float64 computation of its own pair on sampled rows and noted as a ceiling.
+
+Every MoE variant's output is checked against a float64 reference on ``--verify-rows`` token rows
 sampled fresh each run, and against the ``grouped`` variant's full output; ``verified`` in the
 result requires both (and a consistent routing/capacity plan).
 
@@ -34,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import math
 import sys
 from collections.abc import Callable
 
@@ -41,8 +48,11 @@ import torch
 
 import common as C
 
-VARIANTS = ("loop", "grouped", "graph")
-IMPL = {"loop": "torch-loop-eager", "grouped": "torch-grouped-eager", "graph": "torch-grouped-graph"}
+VARIANTS = ("loop", "grouped", "graph", "dense")
+IMPL = {"loop": "torch-loop-eager", "grouped": "torch-grouped-eager", "graph": "torch-grouped-graph",
+        "dense": "cublas-dense"}
+#: The ceiling's note in its records: it is not an MoE layer.
+DENSE_NOTE = "ceiling: the layer's GEMM FLOPs as one dense cuBLAS pair (torch.mm, graph), not an MoE layer"
 
 
 class Unsupported(Exception):
@@ -106,6 +116,53 @@ def capture_graph(x: torch.Tensor, layer: C.LayerWeights, gw: C.GroupedWeights,
     return replay, static_x
 
 
+def dense_pair(cfg: C.MoeConfig, x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor) -> torch.Tensor:
+    """``act(x w1^T) w2^T``; SwiGLU: ``w1`` stacks gate over up (``[2I, H]``)."""
+    h = x @ w1.t()
+    if cfg.gated:
+        gate, up = h[:, : cfg.inter], h[:, cfg.inter:]
+        h = torch.nn.functional.silu(gate) * up
+    elif cfg.activation == "gelu":
+        h = torch.nn.functional.gelu(h)
+    else:
+        h = torch.relu(h)
+    return h @ w2.t()
+
+
+def dense_ceiling(cfg: C.MoeConfig, args: argparse.Namespace, device: torch.device) -> dict:
+    """The practical ceiling (``dense`` variant): the layer's expert GEMM FLOPs as one dense
+    pair, ``act([T*k, H] x [H, I]) x [I, H]`` (SwiGLU: ``[H, 2I]`` then ``silu(gate) * up``),
+    through cuBLAS (``torch.mm``), graph-replayed. Not an MoE layer: its record is verified
+    against a float64 computation of the same pair on sampled rows, and noted as a ceiling."""
+    if device.type != "cuda":
+        raise Unsupported("the ceiling is a GPU measurement")
+    g = torch.Generator(device="cpu").manual_seed(args.seed)
+    dt = cfg.torch_dtype
+    rows = cfg.tokens * cfg.top_k
+    width = 2 * cfg.inter if cfg.gated else cfg.inter
+    a = (torch.rand(rows, cfg.hidden, generator=g) * 2 - 1).to(device, dt)
+    w1 = ((torch.rand(width, cfg.hidden, generator=g) * 2 - 1) / math.sqrt(cfg.hidden)).to(device, dt)
+    w2 = ((torch.rand(cfg.hidden, cfg.inter, generator=g) * 2 - 1) / math.sqrt(cfg.inter)).to(device, dt)
+
+    pair = functools.partial(dense_pair, cfg)
+    graph = torch.cuda.CUDAGraph()
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        pair(a, w1, w2)  # warm-up outside the capture (cuBLAS workspace)
+    torch.cuda.current_stream().wait_stream(stream)
+    with torch.cuda.graph(graph):
+        out = pair(a, w1, w2)
+    graph.replay()
+    sample = C.sample_rows(rows, args.verify_rows, device)
+    want = pair(a.index_select(0, sample).double(), w1.double(), w2.double())
+    err = C.rel_diff(out.index_select(0, sample), want)
+    ok = err <= C.TOLERANCE[cfg.dtype]
+    times = C.time_fn(graph.replay, args.iters, args.warmup, device)
+    notes = DENSE_NOTE if ok else f"{DENSE_NOTE}; GEMM pair differs from float64 by {err:.2e}"
+    return C.make_record(IMPL["dense"], device, 1, cfg, times, ok, err, args.seed, cfg.experts, notes)
+
+
 def run_config(cfg: C.MoeConfig, args: argparse.Namespace, device: torch.device) -> list[dict]:
     """Generates the layer, runs, verifies and times each requested variant of ``cfg``."""
     C.configure_torch(cfg)
@@ -134,6 +191,15 @@ def run_config(cfg: C.MoeConfig, args: argparse.Namespace, device: torch.device)
     records, reference, reference_name = [], None, ""
     for name in args.variants:
         notes: list[str] = []
+        if name == "dense":
+            try:
+                rec = dense_ceiling(cfg, args, device)
+            except Unsupported as e:
+                print(f"  skip {IMPL[name]}: {e}", flush=True)
+                continue
+            C.print_table([rec])
+            records.append(rec)
+            continue
         try:
             if name == "graph":
                 replay, static_x = capture_graph(x, layer, gw, cfg)

@@ -5,17 +5,47 @@
 
 #include "heap.cuh"
 
+/// Where a slot's returned row is: its byte offset in the rank's heap (kNoSlot: dropped) and
+/// its combine weight.
+struct CombineSlot {
+  unsigned long long offset;
+  float weight;
+  unsigned pad;
+};
+constexpr unsigned long long kNoSlot = ~0ull;
+
+/// Slot `i` of token tile t (row i / k, slot i % k of the tile), looked up in the rank's
+/// routing: three dependent loads (the slot's packet row, its expert, the expert's owner).
+__device__ __forceinline__ CombineSlot combine_slot(const Rank& r, const fdm_task& t, unsigned i) {
+  const unsigned slot = t.row_tile * kBM * kTopK + i;
+  const unsigned pos = r.slot_row()[slot];
+  if (pos == kDropped) return CombineSlot{kNoSlot, 0.f, 0u};
+  const unsigned e = r.topk_expert()[slot];
+  const unsigned long long offset =
+      fdm_row(&r.p->layout, FDM_STAGE_RETURN, r.p->expert_owner[e], r.p->expert_local[e], pos, 0);
+  return CombineSlot{offset, r.topk_weight()[slot], 0u};
+}
+
+static_assert(sizeof(CombineSlot) * kBM * kTopK == kCombineSlotBytes, "config.cuh's kCombineSlotBytes");
+
 /// out[t][cols] = sum over the token's kept slots, in slot order, of weight * returned row.
-/// Run by `kLanes` threads (lane = 0..kLanes-1). Memory-bound: each thread owns 16 bytes of a row and keeps kIlp rows x k slots of loads in
-/// flight before accumulating.
-template <int kLanes> __device__ void run_combine(const Rank& r, const fdm_task& t, unsigned lane) {
-  const fdm_layout& l = r.p->layout;
+/// Run by `kLanes` threads (lane = 0..kLanes-1) that `sync()` synchronises. Memory-bound:
+/// first every slot of the tile is looked up once (a thread per slot) into shared memory
+/// `slots` (kCombineSlotBytes, free for the task's duration), so the row loads that follow
+/// depend on one shared-memory read instead of a chain of global ones; then each thread owns
+/// 16 bytes of a row and keeps kIlp rows x k slots of loads in flight before accumulating.
+/// The caller syncs again before reusing `slots`.
+template <int kLanes, class Sync>
+__device__ void run_combine(const Rank& r, const fdm_task& t, unsigned lane, CombineSlot* slots, Sync sync) {
   constexpr int kVec = 16 / sizeof(Elem);
   constexpr int kThreadsPerRow = kBN / kVec;
   constexpr int kRowsPerPass = kLanes / kThreadsPerRow;
   constexpr int kIlp = kTopK >= 8 ? 1 : 8 / kTopK;  // rows per thread in flight
   static_assert(kLanes % kThreadsPerRow == 0, "combine thread mapping");
+  for (unsigned i = lane; i < t.valid_rows * kTopK; i += kLanes) slots[i] = combine_slot(r, t, i);
+  sync();
   const unsigned col = t.col_tile * kBN + (lane % kThreadsPerRow) * kVec;
+  const unsigned long long col_bytes = (unsigned long long)col * sizeof(Elem);
   for (unsigned row0 = lane / kThreadsPerRow; row0 < t.valid_rows; row0 += kIlp * kRowsPerPass) {
     uint4 raw[kIlp][kTopK];
     float w[kIlp][kTopK];
@@ -27,13 +57,10 @@ template <int kLanes> __device__ void run_combine(const Rank& r, const fdm_task&
         w[q][j] = 0.f;
         raw[q][j] = make_uint4(0u, 0u, 0u, 0u);
         if (row >= t.valid_rows) continue;
-        const unsigned slot = (t.row_tile * kBM + row) * kTopK + j;
-        const unsigned pos = r.slot_row()[slot];
-        if (pos == kDropped) continue;
-        const unsigned e = r.topk_expert()[slot];
-        w[q][j] = r.topk_weight()[slot];
-        raw[q][j] = *reinterpret_cast<const uint4*>(
-            r.heap + fdm_row(&l, FDM_STAGE_RETURN, r.p->expert_owner[e], r.p->expert_local[e], pos, col));
+        const CombineSlot s = slots[row * kTopK + j];
+        if (s.offset == kNoSlot) continue;
+        w[q][j] = s.weight;
+        raw[q][j] = *reinterpret_cast<const uint4*>(r.heap + s.offset + col_bytes);
       }
     }
 #pragma unroll

@@ -71,10 +71,16 @@ static_assert(Router::kThreads == 256, "the router tile runs on 256 threads");
 
 constexpr int cmax(int a, int b) { return a > b ? a : b; }
 
+/// Bytes of the slots a combine task stages (combine.cuh: CombineSlot is 16 bytes).
+constexpr int kCombineSlotBytes = kBM * kTopK * 16;
+
 #if FDM_ENGINE == 1
 using Engine = flashdmoe::hopper::Engine<kMode, kBM, kBN, kGated ? 2 : 1, FDM_STAGES>;
 static_assert(kThreads == flashdmoe::hopper::kEngineThreads, "the engine's block");
-constexpr int kTileSmemBytes = Engine::kSmemBytes;
+// The combine stages its slots in the epilogue's staging buffer, or past the engine's shared
+// memory when they do not fit there (top-k above staging-row bytes / 16).
+constexpr int kTileSmemBytes =
+    Engine::kSmemBytes + (kCombineSlotBytes <= kBM * Engine::kStagingStride ? 0 : kCombineSlotBytes);
 #else
 using Gemm0 = TileGemm<kMode, kBM, kBN, ModeTraits<kMode>::kBK, 4, 2, 4, kGated ? 2 : 1,
                        FDM_FRAG_PIPE != 0 && (kMode == Mode::BF16 || kMode == Mode::F16)>;

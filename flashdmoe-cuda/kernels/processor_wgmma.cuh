@@ -80,6 +80,16 @@ __device__ void wgmma_producer(const Rank& r, unsigned pid, const Engine::Smem& 
   }
 }
 
+/// Where the consumers stage a combine task's slots: the epilogue's staging buffer (free
+/// during a combine) when they fit, else the region config.cuh reserves after the engine's.
+__device__ __forceinline__ CombineSlot* combine_slots(const Engine::Smem& s) {
+  if constexpr (kCombineSlotBytes <= kBM * Engine::kStagingStride) {
+    return reinterpret_cast<CombineSlot*>(s.staging());
+  } else {
+    return reinterpret_cast<CombineSlot*>(s.ptr + Engine::kUsedBytes);
+  }
+}
+
 __device__ __forceinline__ float bias_of(const void* bias, unsigned long long i) {
   return kBias ? to_f32(reinterpret_cast<const Elem*>(bias)[i]) : 0.f;
 }
@@ -129,7 +139,7 @@ __device__ void wgmma_consumer(const Rank& r, unsigned pid, const Engine::Smem& 
     // anything that depends on them is published (trace conformance).
     unsigned long long end;
     if (task->t.kind == FDM_TASK_COMBINE) {
-      run_combine<hw::kConsumerThreads>(r, task->t, c);
+      run_combine<hw::kConsumerThreads>(r, task->t, c, combine_slots(s), [] { hw::consumer_sync(); });
       hw::consumer_sync();
       end = now_ns();
     } else {

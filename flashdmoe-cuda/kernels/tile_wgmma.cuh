@@ -132,8 +132,10 @@ template <Mode M, int BM, int BN, int NB, int STAGES> struct Engine {
   static constexpr int kBarriers = 2 * STAGES + 4;  // full, empty, ring_full[2], ring_empty[2]
   static constexpr int kRingOffset = round_up(kBarrierOffset + 8 * kBarriers, 64);
   static constexpr int kRingPayload = 128;
+  /// Bytes the engine uses from its aligned base; a kernel may put its own data there.
+  static constexpr int kUsedBytes = kRingOffset + 2 * kRingPayload;
   /// Dynamic shared memory a block needs (1024 bytes of slack for the alignment).
-  static constexpr int kSmemBytes = kRingOffset + 2 * kRingPayload + 1024;
+  static constexpr int kSmemBytes = kUsedBytes + 1024;
 
   struct Accum {
     float v[NB][kAcc];

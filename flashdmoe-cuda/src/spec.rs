@@ -167,14 +167,18 @@ impl MoeSpec {
             return None;
         }
         let nb = if self.activation == Activation::SiluGated { 2 } else { 1 };
-        let tile = WgmmaTile::deepest(
-            self.dtype.elem_bytes(),
-            self.tile.bm,
-            self.tile.bn,
-            nb,
-            SMEM_LIMIT,
-        )?;
-        Some(MoeSpec { engine: TileEngine::Wgmma(tile), ..*self })
+        let (eb, bm, bn) = (self.dtype.elem_bytes(), self.tile.bm, self.tile.bn);
+        let with = |limit| {
+            let tile = WgmmaTile::deepest(eb, bm, bn, nb, limit)?;
+            Some(MoeSpec { engine: TileEngine::Wgmma(tile), ..*self })
+        };
+        // A large top-k's combine slots may not fit in the staging buffer and need room of
+        // their own: then a shallower pipeline.
+        let spec = with(SMEM_LIMIT)?;
+        if spec.smem_bytes() <= SMEM_LIMIT {
+            return Some(spec);
+        }
+        with(SMEM_LIMIT.checked_sub(bm * self.top_k * 16)?).filter(|s| s.smem_bytes() <= SMEM_LIMIT)
     }
 
     /// The specialisations to try for `config` on a GPU of architecture `arch` with
@@ -235,9 +239,16 @@ impl MoeSpec {
         let gated = if self.activation == Activation::SiluGated { 2 } else { 1 };
         let (bm, bn) = (self.tile.bm, self.tile.bn);
         let router = tile(64, 64, 1);
+        // A combine task stages its slots (16 bytes per row and expert of the token tile).
+        let slots = bm * self.top_k * 16;
         match self.engine {
-            TileEngine::Wgmma(engine) => engine.smem_bytes().max(router),
-            TileEngine::MmaSync => tile(bm, bn, gated).max(tile(bm, bn, 1)).max(router),
+            // In the epilogue's staging buffer when they fit, else past the engine's memory.
+            TileEngine::Wgmma(engine) => {
+                let staged = bm * engine.stage_bytes.min(bn * self.dtype.elem_bytes());
+                let extra = if slots <= staged { 0 } else { slots };
+                (engine.smem_bytes() + extra).max(router)
+            }
+            TileEngine::MmaSync => tile(bm, bn, gated).max(tile(bm, bn, 1)).max(router).max(slots),
         }
     }
 
