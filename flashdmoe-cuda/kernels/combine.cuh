@@ -30,20 +30,26 @@ static_assert(sizeof(CombineSlot) * kBM * kTopK == kCombineSlotBytes, "config.cu
 
 /// out[t][cols] = sum over the token's kept slots, in slot order, of weight * returned row.
 /// Run by `kLanes` threads (lane = 0..kLanes-1) that `sync()` synchronises. Memory-bound:
-/// first every slot of the tile is looked up once (a thread per slot) into shared memory
-/// `slots` (kCombineSlotBytes, free for the task's duration), so the row loads that follow
-/// depend on one shared-memory read instead of a chain of global ones; then each thread owns
-/// 16 bytes of a row and keeps kIlp rows x k slots of loads in flight before accumulating.
-/// The caller syncs again before reusing `slots`.
-template <int kLanes, class Sync>
+/// each thread owns 16 bytes of a row and keeps kIlp rows x k slots of loads in flight before
+/// accumulating. With kStaged, every slot of the tile is first looked up once (a thread per
+/// slot) into shared memory `slots` (kCombineSlotBytes, free for the task's duration), so the
+/// row loads depend on one shared-memory read instead of a chain of global ones (the caller
+/// syncs again before reusing `slots`); without it each thread looks its slots up itself and
+/// `slots`/`sync` are unused. Only the Hopper engine stages, and only 2-byte elements: on the
+/// mma.sync engine the staged form timed out intermittently on an H200 (docs/dev/perf-notes.md,
+/// 2026-11-29), cause not yet found, and the TF32 64x256 Hopper images spill with it; those keep
+/// the form they were verified with.
+template <int kLanes, bool kStaged, class Sync>
 __device__ void run_combine(const Rank& r, const fdm_task& t, unsigned lane, CombineSlot* slots, Sync sync) {
   constexpr int kVec = 16 / sizeof(Elem);
   constexpr int kThreadsPerRow = kBN / kVec;
   constexpr int kRowsPerPass = kLanes / kThreadsPerRow;
   constexpr int kIlp = kTopK >= 8 ? 1 : 8 / kTopK;  // rows per thread in flight
   static_assert(kLanes % kThreadsPerRow == 0, "combine thread mapping");
-  for (unsigned i = lane; i < t.valid_rows * kTopK; i += kLanes) slots[i] = combine_slot(r, t, i);
-  sync();
+  if constexpr (kStaged) {
+    for (unsigned i = lane; i < t.valid_rows * kTopK; i += kLanes) slots[i] = combine_slot(r, t, i);
+    sync();
+  }
   const unsigned col = t.col_tile * kBN + (lane % kThreadsPerRow) * kVec;
   const unsigned long long col_bytes = (unsigned long long)col * sizeof(Elem);
   for (unsigned row0 = lane / kThreadsPerRow; row0 < t.valid_rows; row0 += kIlp * kRowsPerPass) {
@@ -57,7 +63,7 @@ __device__ void run_combine(const Rank& r, const fdm_task& t, unsigned lane, Com
         w[q][j] = 0.f;
         raw[q][j] = make_uint4(0u, 0u, 0u, 0u);
         if (row >= t.valid_rows) continue;
-        const CombineSlot s = slots[row * kTopK + j];
+        const CombineSlot s = kStaged ? slots[row * kTopK + j] : combine_slot(r, t, row * kTopK + j);
         if (s.offset == kNoSlot) continue;
         w[q][j] = s.weight;
         raw[q][j] = *reinterpret_cast<const uint4*>(r.heap + s.offset + col_bytes);

@@ -80,6 +80,10 @@ __device__ void wgmma_producer(const Rank& r, unsigned pid, const Engine::Smem& 
   }
 }
 
+/// Whether a combine task stages its slots (combine.cuh): 2-byte elements only (with 4-byte
+/// elements the TF32 64x256 images spill).
+constexpr bool kStagedCombine = sizeof(Elem) == 2;
+
 /// Where the consumers stage a combine task's slots: the epilogue's staging buffer (free
 /// during a combine) when they fit, else the region config.cuh reserves after the engine's.
 __device__ __forceinline__ CombineSlot* combine_slots(const Engine::Smem& s) {
@@ -139,7 +143,7 @@ __device__ void wgmma_consumer(const Rank& r, unsigned pid, const Engine::Smem& 
     // anything that depends on them is published (trace conformance).
     unsigned long long end;
     if (task->t.kind == FDM_TASK_COMBINE) {
-      run_combine<hw::kConsumerThreads>(r, task->t, c, combine_slots(s), [] { hw::consumer_sync(); });
+      run_combine<hw::kConsumerThreads, kStagedCombine>(r, task->t, c, combine_slots(s), [] { hw::consumer_sync(); });
       hw::consumer_sync();
       end = now_ns();
     } else {

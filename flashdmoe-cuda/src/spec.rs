@@ -239,7 +239,8 @@ impl MoeSpec {
         let gated = if self.activation == Activation::SiluGated { 2 } else { 1 };
         let (bm, bn) = (self.tile.bm, self.tile.bn);
         let router = tile(64, 64, 1);
-        // A combine task stages its slots (16 bytes per row and expert of the token tile).
+        // A combine task on the Hopper engine stages its slots (16 bytes per row and expert of
+        // the token tile; combine.cuh).
         let slots = bm * self.top_k * 16;
         match self.engine {
             // In the epilogue's staging buffer when they fit, else past the engine's memory.
@@ -248,7 +249,7 @@ impl MoeSpec {
                 let extra = if slots <= staged { 0 } else { slots };
                 (engine.smem_bytes() + extra).max(router)
             }
-            TileEngine::MmaSync => tile(bm, bn, gated).max(tile(bm, bn, 1)).max(router).max(slots),
+            TileEngine::MmaSync => tile(bm, bn, gated).max(tile(bm, bn, 1)).max(router),
         }
     }
 
