@@ -52,7 +52,8 @@ VARIANTS = ("loop", "grouped", "graph", "dense")
 IMPL = {"loop": "torch-loop-eager", "grouped": "torch-grouped-eager", "graph": "torch-grouped-graph",
         "dense": "cublas-dense"}
 #: The ceiling's note in its records: it is not an MoE layer.
-DENSE_NOTE = "ceiling: the layer's GEMM FLOPs as one dense cuBLAS pair (torch.mm, graph), not an MoE layer"
+DENSE_NOTE = ("ceiling: the layer's GEMM FLOPs as one dense cuBLAS pair (torch.mm, graph), not an MoE layer; "
+              "its floor reads one weight set")
 
 
 class Unsupported(Exception):
@@ -133,7 +134,9 @@ def dense_ceiling(cfg: C.MoeConfig, args: argparse.Namespace, device: torch.devi
     """The practical ceiling (``dense`` variant): the layer's expert GEMM FLOPs as one dense
     pair, ``act([T*k, H] x [H, I]) x [I, H]`` (SwiGLU: ``[H, 2I]`` then ``silu(gate) * up``),
     through cuBLAS (``torch.mm``), graph-replayed. Not an MoE layer: its record is verified
-    against a float64 computation of the same pair on sampled rows, and noted as a ceiling."""
+    against a float64 computation of the same pair on sampled rows, and noted as a ceiling.
+    Its floor is its own: one weight set, not E (a ceiling for compute-bound layers only; where
+    the layer is weight-read bound -- small T, large E -- the layer's floor is the bound)."""
     if device.type != "cuda":
         raise Unsupported("the ceiling is a GPU measurement")
     g = torch.Generator(device="cpu").manual_seed(args.seed)
@@ -160,7 +163,7 @@ def dense_ceiling(cfg: C.MoeConfig, args: argparse.Namespace, device: torch.devi
     ok = err <= C.TOLERANCE[cfg.dtype]
     times = C.time_fn(graph.replay, args.iters, args.warmup, device)
     notes = DENSE_NOTE if ok else f"{DENSE_NOTE}; GEMM pair differs from float64 by {err:.2e}"
-    return C.make_record(IMPL["dense"], device, 1, cfg, times, ok, err, args.seed, cfg.experts, notes)
+    return C.make_record(IMPL["dense"], device, 1, cfg, times, ok, err, args.seed, 1, notes)
 
 
 def run_config(cfg: C.MoeConfig, args: argparse.Namespace, device: torch.device) -> list[dict]:
