@@ -11,7 +11,7 @@
 struct OsShared {
   unsigned packet_rows[kE];      // rows this rank sent to each expert
   unsigned bound;                // tasks this rank runs; kStop until known
-  unsigned enqueue_base[kWarps]; // per-warp scratch for enqueue()
+  unsigned enqueue_base[kWarps]; // per-warp base of the log slots claim() took
   unsigned assigned[1024];       // scheduler's copy of each processor's mailbox `assigned` count
   unsigned handled[(FDM_MAX_RANKS * kE + 31) / 32];  // dispatch slots already turned into tasks
 };
