@@ -20,7 +20,7 @@ echo "== build ($NVCC, sm_$ARCH)"
 "$NVCC" --version | tail -2
 t0=$(date +%s)
 "$NVCC" -std=c++17 -O3 -gencode=arch=compute_${ARCH},code=sm_${ARCH} -Xptxas -v \
-  -I flashdmoe-cuda/kernels flashdmoe-cuda/kernels/tests/tile_gemm_test.cu \
+  -I flashdmoe-cuda/kernels flashdmoe-cuda/kernels/nvcc_tests/tile_gemm_test.cu \
   -o "$BUILD/tile_gemm_test" 2> "$OUT/ptxas.log" || { tail -50 "$OUT/ptxas.log"; exit 2; }
 echo "built in $(( $(date +%s) - t0 )) s"
 spills=$(grep -c "bytes spill stores" "$OUT/ptxas.log" || true)

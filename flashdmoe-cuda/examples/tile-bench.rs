@@ -88,7 +88,7 @@ fn main() -> ExitCode {
                         }
                     }
                     let report = compiled.cubin.report();
-                    let entry = report.entry(tile_bench::TILE_BENCH.entry);
+                    let entry = report.entry(flashdmoe_cuda::kernels::TILE_BENCH.entry);
                     println!(
                         "ok   {:<44} {:>3} registers, {:>6} B dynamic smem",
                         c.label(),

@@ -11,7 +11,7 @@
 #define FDM_WAIT_TASK_READY 2u
 #define FDM_WAIT_PROCESSOR 3u
 #define FDM_WAIT_COMPLETION 4u
-#define FDM_WAIT_DOORBELL 5u
+#define FDM_WAIT_MAILBOX 5u
 #define FDM_WAIT_CORRUPT_SIGNAL 6u
 
 typedef struct alignas(128) fdm_tensor_map {

@@ -52,7 +52,7 @@ __device__ unsigned mailbox_wait(const Rank& r, unsigned q, unsigned taken, Dead
     }
     if (aborted(r.p)) return kStop;
     if (deadline.expired()) {
-      report_timeout(r, FDM_ROLE_PROCESSOR, FDM_WAIT_DOORBELL, q, taken);
+      report_timeout(r, FDM_ROLE_PROCESSOR, FDM_WAIT_MAILBOX, q, taken);
       return kStop;
     }
   }

@@ -11,8 +11,8 @@
 struct OsShared {
   unsigned packet_rows[kE];      // rows this rank sent to each expert
   unsigned bound;                // tasks this rank runs; kStop until known
-  unsigned enqueue_base[kWarps]; // per-warp scratch for enqueue()
-  unsigned assigned[1024];       // scheduler's doorbell counts per processor
+  unsigned enqueue_base[kWarps]; // per-warp base of the log slots claim() took
+  unsigned assigned[1024];       // scheduler's copy of each processor's mailbox `assigned` count
   unsigned handled[(FDM_MAX_RANKS * kE + 31) / 32];  // dispatch slots already turned into tasks
 };
 static_assert(sizeof(OsShared) <= FDM_SMEM_BYTES, "the OS block's state lives in dynamic shared memory");

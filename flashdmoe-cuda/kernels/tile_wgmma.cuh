@@ -1,6 +1,6 @@
 // tile_wgmma.cuh -- the Hopper (sm_90a) tile engine: warp-specialised wgmma tiles fed by the
 // tensor memory accelerator, for the persistent processors of the MoE kernel (and the
-// standalone bench, kernels/tests/tile_wgmma_bench.cu).
+// standalone bench, kernels/tile_bench.cu).
 //
 // ─────────────────────────────────────────────────────────────────────────────────────────
 // CONTRACT

@@ -23,23 +23,9 @@ use cudarc::driver::result as cu_result;
 use cudarc::driver::sys::{CUdevice, CUdevice_attribute, CUresult};
 use cudarc::driver::{CudaContext, CudaStream};
 
+use crate::arch::ComputeCapability;
 use crate::error::{CudaError, Result, driver};
 use crate::ffi::{DriverApi, NvrtcApi};
-
-/// A CUDA compute capability, e.g. 9.0 for Hopper.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ComputeCapability {
-    /// Major version.
-    pub major: u32,
-    /// Minor version.
-    pub minor: u32,
-}
-
-impl fmt::Display for ComputeCapability {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}", self.major, self.minor)
-    }
-}
 
 /// A CUDA release number, e.g. 13.0: the version of NVRTC, or the newest CUDA a driver supports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -5,7 +5,7 @@
 //! engine `static_assert` that the host's `FDM_SMEM_BYTES` covers it, so an under-estimate is a
 //! compile error, never an out-of-bounds shared-memory access.
 
-use crate::jit::Defines;
+use crate::kernels::Defines;
 
 /// Threads of an engine block: one producer and two consumer warpgroups.
 pub const ENGINE_THREADS: u32 = 384;

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use cudarc::driver::DriverError;
 
-use crate::jit::Arch;
+use crate::arch::Arch;
 
 /// Everything that can go wrong in device discovery, JIT compilation, module loading and
 /// kernel launch.

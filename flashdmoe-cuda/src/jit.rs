@@ -26,7 +26,7 @@
 //!   part of the key.
 //! * No NVRTC call happens unless the library was found (a [`Jit`] holds the proof).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::ffi::{CString, OsString};
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -34,120 +34,13 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use cudarc::nvrtc::sys::nvrtcResult;
 
+use crate::arch::Arch;
 use crate::cache::{CacheKey, DiskCache, Entry};
-use crate::device::{ComputeCapability, CudaVersion, nvrtc_api};
+use crate::device::{CudaVersion, nvrtc_api};
 use crate::error::{CudaError, Result};
 use crate::ffi::{NvrtcApi, NvrtcStatus, Program};
-use crate::kernels::{HEADERS, KernelSource, KernelVariant};
-use crate::report::CompileReport;
-
-/// A real GPU architecture to compile for (`sm_XX`), optionally its architecture-specific
-/// `sm_XXa` variant (needed for wgmma/TMA; such code runs only on exactly that architecture).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Arch {
-    /// Compute capability major.
-    pub major: u32,
-    /// Compute capability minor.
-    pub minor: u32,
-    /// The `a` (architecture-specific features) variant.
-    pub accelerated: bool,
-}
-
-impl Arch {
-    /// Ampere A100 (the oldest supported; mma.sync path).
-    pub const SM80: Arch = Arch::new(8, 0);
-    /// Hopper H100/H200 (mma.sync path).
-    pub const SM90: Arch = Arch::new(9, 0);
-    /// Hopper with architecture-specific instructions (wgmma, TMA).
-    pub const SM90A: Arch = Arch::new(9, 0).accelerated();
-    /// The architectures CI compile-checks every kernel variant for.
-    pub const SUPPORTED: [Arch; 2] = [Arch::SM90, Arch::SM80];
-
-    /// `sm_{major}{minor}`.
-    pub const fn new(major: u32, minor: u32) -> Arch {
-        Arch { major, minor, accelerated: false }
-    }
-
-    /// The `sm_XXa` variant of this architecture.
-    pub const fn accelerated(self) -> Arch {
-        Arch { accelerated: true, ..self }
-    }
-
-    /// The architecture of a device's own compute capability (the portable variant).
-    pub const fn for_device(cc: ComputeCapability) -> Arch {
-        Arch::new(cc.major, cc.minor)
-    }
-
-    /// Whether a cubin for this architecture runs on a device of capability `cc`: same major
-    /// and no newer minor (SASS compatibility), exactly equal for an `a` variant.
-    pub fn can_run_on(self, cc: ComputeCapability) -> bool {
-        self.major == cc.major
-            && if self.accelerated { self.minor == cc.minor } else { self.minor <= cc.minor }
-    }
-}
-
-impl fmt::Display for Arch {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let suffix = if self.accelerated { "a" } else { "" };
-        write!(f, "sm_{}{}{suffix}", self.major, self.minor)
-    }
-}
-
-/// Preprocessor defines (`-DNAME` / `-DNAME=VALUE`) specialising a kernel. Kept sorted by name
-/// so equal sets give equal options (and cache keys) whatever the insertion order.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
-pub struct Defines(BTreeMap<String, Option<String>>);
-
-impl Defines {
-    /// No defines.
-    pub fn new() -> Defines {
-        Defines::default()
-    }
-
-    /// Adds (or replaces) `-DNAME=VALUE`.
-    pub fn set(mut self, name: impl Into<String>, value: impl fmt::Display) -> Defines {
-        self.0.insert(name.into(), Some(value.to_string()));
-        self
-    }
-
-    /// Adds (or replaces) `-DNAME` (defined as 1).
-    pub fn flag(mut self, name: impl Into<String>) -> Defines {
-        self.0.insert(name.into(), None);
-        self
-    }
-
-    /// `(name, value)` pairs in name order.
-    pub fn iter(&self) -> impl Iterator<Item = (&str, Option<&str>)> {
-        self.0.iter().map(|(name, value)| (name.as_str(), value.as_deref()))
-    }
-
-    /// Checks every name is a C identifier and no value holds a control character.
-    pub fn validate(&self) -> Result<()> {
-        for (name, value) in self.iter() {
-            let invalid = |reason| Err(CudaError::InvalidDefine { name: name.to_owned(), reason });
-            if !is_identifier(name) {
-                return invalid("the name must be a C identifier");
-            }
-            if value.is_some_and(|v| v.chars().any(char::is_control)) {
-                return invalid("the value must not contain control characters");
-            }
-        }
-        Ok(())
-    }
-
-    fn options(&self) -> impl Iterator<Item = String> + '_ {
-        self.iter().map(|(name, value)| match value {
-            Some(value) => format!("-D{name}={value}"),
-            None => format!("-D{name}"),
-        })
-    }
-}
-
-fn is_identifier(s: &str) -> bool {
-    let mut chars = s.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
+use crate::kernels::{Defines, HEADERS, KernelSource, KernelVariant};
+use crate::ptxas::CompileReport;
 
 /// Where compiled kernels are kept between processes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -388,7 +281,7 @@ impl Jit {
         defines: &Defines,
     ) -> Result<Compiled> {
         let _range = nvtx::LocalRange::new(c"flashdmoe::jit::compile");
-        validate_source(source)?;
+        source.validate()?;
         defines.validate()?;
         let options = options(self.nvrtc, arch, &self.include_dirs, defines);
         let key = self.key(source, &options);
@@ -499,54 +392,9 @@ fn options(
     fixed.into_iter().chain(no_cache).chain(includes).chain(defines.options()).collect()
 }
 
-fn validate_source(source: &KernelSource) -> Result<()> {
-    let invalid = |reason| Err(CudaError::InvalidSource { kernel: source.file.to_owned(), reason });
-    if source.file.is_empty() {
-        return invalid("the file name is empty");
-    }
-    if !is_identifier(source.entry) {
-        return invalid("the entry point must be a C identifier");
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn cc(major: u32, minor: u32) -> ComputeCapability {
-        ComputeCapability { major, minor }
-    }
-
-    #[test]
-    fn arch_names_and_compatibility() {
-        assert_eq!(Arch::SM90.to_string(), "sm_90");
-        assert_eq!(Arch::SM90A.to_string(), "sm_90a");
-        assert_eq!(Arch::for_device(cc(8, 6)).to_string(), "sm_86");
-        assert!(Arch::SM90.can_run_on(cc(9, 0)));
-        assert!(Arch::SM80.can_run_on(cc(8, 9)));
-        assert!(!Arch::SM80.can_run_on(cc(9, 0)), "SASS does not cross majors");
-        assert!(!Arch::new(8, 6).can_run_on(cc(8, 0)), "no newer minor");
-        assert!(Arch::SM90A.can_run_on(cc(9, 0)));
-        assert!(!Arch::new(10, 0).accelerated().can_run_on(cc(10, 3)), "`a` needs exact match");
-    }
-
-    #[test]
-    fn defines_are_sorted_and_validated() {
-        let d = Defines::new().set("FDM_BN", 128).flag("FDM_GATED").set("FDM_BM", 64);
-        let options: Vec<String> = d.options().collect();
-        assert_eq!(options, ["-DFDM_BM=64", "-DFDM_BN=128", "-DFDM_GATED"]);
-        assert_eq!(d, Defines::new().set("FDM_BM", 64).flag("FDM_GATED").set("FDM_BN", 128));
-        assert!(d.validate().is_ok());
-        assert!(Defines::new().set("X", "a b(c)").validate().is_ok(), "spaces are fine");
-
-        for (name, value) in [("1X", "1"), ("", "1"), ("A-B", "1"), ("A B", "1"), ("OK", "x\ny")] {
-            match Defines::new().set(name, value).validate() {
-                Err(CudaError::InvalidDefine { name: n, .. }) => assert_eq!(n, name),
-                other => panic!("{name:?}={value:?} accepted: {other:?}"),
-            }
-        }
-    }
 
     #[test]
     fn options_fix_the_report_and_disable_nvrtcs_own_cache() {
@@ -591,18 +439,5 @@ mod tests {
         let home = env(&[("HOME", "/h")]);
         assert_eq!(cache_dir_from(home), Some(PathBuf::from("/h/.cache/flashdmoe/jit")));
         assert_eq!(cache_dir_from(env(&[])), None);
-    }
-
-    #[test]
-    fn malformed_sources_are_rejected_before_nvrtc() {
-        let ok = KernelSource { file: "k.cu", text: "", entry: "k" };
-        assert!(validate_source(&ok).is_ok());
-        for bad in [
-            KernelSource { file: "", ..ok },
-            KernelSource { entry: "not an identifier", ..ok },
-            KernelSource { entry: "", ..ok },
-        ] {
-            assert!(matches!(validate_source(&bad), Err(CudaError::InvalidSource { .. })));
-        }
     }
 }

@@ -1,5 +1,9 @@
-//! The CUDA sources of the crate, embedded from `flashdmoe-cuda/kernels/`, and the list of
-//! kernel variants CI compile-checks.
+//! The CUDA sources of the crate, embedded from `flashdmoe-cuda/kernels/`, and the types that
+//! name one compilation: a [`KernelSource`], its [`Defines`], a [`KernelVariant`] and the
+//! [`Targets`] it is meant for.
+//!
+//! A registry only: it compiles nothing ([`crate::jit`] does) and does not know which variants
+//! exist ([`crate::variants`] lists them, each family's module builds its own).
 //!
 //! ## Invariants
 //!
@@ -9,11 +13,14 @@
 //!   kernel includes them as `#include "fdm_proto.h"`; the cache key covers all of them.
 //! * `fdm_proto.h` is generated: it equals [`flashdmoe_proto::c_header`] byte for byte
 //!   (tested; regenerate with `cargo run -p flashdmoe-cuda --example gen-header`).
-//! * [`kernel_variants`] lists every variant the crate can compile; the CI compile check
-//!   (`tests/nvrtc_compile.rs`) compiles each for every supported architecture, so a variant
-//!   that fails to compile or spills cannot land.
+//! * Every translation unit the crate compiles is a constant here ([`MOE`], [`TILE_BENCH`],
+//!   [`SELFTEST`]).
 
-use crate::jit::{Arch, Defines};
+use std::collections::BTreeMap;
+use std::fmt;
+
+use crate::arch::Arch;
+use crate::error::{CudaError, Result};
 
 /// A `.cu` translation unit with one `extern "C" __global__` entry point.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,6 +31,22 @@ pub struct KernelSource {
     pub text: &'static str,
     /// The unmangled name of the entry point.
     pub entry: &'static str,
+}
+
+impl KernelSource {
+    /// Checks what NVRTC would otherwise reject late or obscurely: a non-empty file name and an
+    /// entry point that is a C identifier ([`CudaError::InvalidSource`]).
+    pub fn validate(&self) -> Result<()> {
+        let invalid =
+            |reason| Err(CudaError::InvalidSource { kernel: self.file.to_owned(), reason });
+        if self.file.is_empty() {
+            return invalid("the file name is empty");
+        }
+        if !is_identifier(self.entry) {
+            return invalid("the entry point must be a C identifier");
+        }
+        Ok(())
+    }
 }
 
 /// A project header, visible to every kernel under `name`.
@@ -71,6 +94,20 @@ pub const HEADERS: &[Header] = &[
     Header { name: "processor_wgmma.cuh", text: include_str!("../kernels/processor_wgmma.cuh") },
 ];
 
+/// The persistent MoE kernel (specialised by [`crate::spec::MoeSpec`]).
+pub const MOE: KernelSource = KernelSource {
+    file: "moe.cu",
+    text: include_str!("../kernels/moe.cu"),
+    entry: "fdm_moe_forward",
+};
+
+/// The standalone tile-engine benchmark (see [`crate::tile_bench`]).
+pub const TILE_BENCH: KernelSource = KernelSource {
+    file: "tile_bench.cu",
+    text: include_str!("../kernels/tile_bench.cu"),
+    entry: "fdm_tile_bench",
+};
+
 /// The device self-test: cooperative grid arrival, dynamic shared memory, a by-value
 /// parameter block and the protocol header's signal helpers (see [`crate::selftest`]).
 pub const SELFTEST: KernelSource = KernelSource {
@@ -78,6 +115,63 @@ pub const SELFTEST: KernelSource = KernelSource {
     text: include_str!("../kernels/selftest.cu"),
     entry: "fdm_selftest",
 };
+
+/// Preprocessor defines (`-DNAME` / `-DNAME=VALUE`) specialising a kernel. Kept sorted by name
+/// so equal sets give equal options (and cache keys) whatever the insertion order.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Defines(BTreeMap<String, Option<String>>);
+
+impl Defines {
+    /// No defines.
+    pub fn new() -> Defines {
+        Defines::default()
+    }
+
+    /// Adds (or replaces) `-DNAME=VALUE`.
+    pub fn set(mut self, name: impl Into<String>, value: impl fmt::Display) -> Defines {
+        self.0.insert(name.into(), Some(value.to_string()));
+        self
+    }
+
+    /// Adds (or replaces) `-DNAME` (defined as 1).
+    pub fn flag(mut self, name: impl Into<String>) -> Defines {
+        self.0.insert(name.into(), None);
+        self
+    }
+
+    /// `(name, value)` pairs in name order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, Option<&str>)> {
+        self.0.iter().map(|(name, value)| (name.as_str(), value.as_deref()))
+    }
+
+    /// Checks every name is a C identifier and no value holds a control character.
+    pub fn validate(&self) -> Result<()> {
+        for (name, value) in self.iter() {
+            let invalid = |reason| Err(CudaError::InvalidDefine { name: name.to_owned(), reason });
+            if !is_identifier(name) {
+                return invalid("the name must be a C identifier");
+            }
+            if value.is_some_and(|v| v.chars().any(char::is_control)) {
+                return invalid("the value must not contain control characters");
+            }
+        }
+        Ok(())
+    }
+
+    /// The NVRTC options: `-DNAME=VALUE` or `-DNAME`, in name order.
+    pub(crate) fn options(&self) -> impl Iterator<Item = String> + '_ {
+        self.iter().map(|(name, value)| match value {
+            Some(value) => format!("-D{name}={value}"),
+            None => format!("-D{name}"),
+        })
+    }
+}
+
+fn is_identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
 
 /// One compilable specialisation: a source plus its `-D` defines.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -115,16 +209,6 @@ impl KernelVariant {
     }
 }
 
-/// Every kernel variant the crate exposes. The CI compile check compiles each of them for
-/// every architecture in [`crate::jit::Arch::SUPPORTED`]; a new kernel family joins by
-/// extending this list.
-pub fn kernel_variants() -> Vec<KernelVariant> {
-    let mut variants = vec![crate::selftest::variant()];
-    variants.extend(crate::spec::variants());
-    variants.extend(crate::tile_bench::suite().iter().map(|c| c.variant()));
-    variants
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -157,19 +241,39 @@ mod tests {
     }
 
     #[test]
-    fn variant_labels_are_unique() {
-        let variants = kernel_variants();
-        assert!(!variants.is_empty());
-        let mut labels: Vec<&str> = variants.iter().map(|v| v.label.as_str()).collect();
-        labels.sort_unstable();
-        labels.dedup();
-        assert_eq!(labels.len(), variants.len(), "variant labels must be unique");
-    }
-
-    #[test]
     fn header_names_are_unique() {
         for (i, a) in HEADERS.iter().enumerate() {
             assert!(HEADERS[i + 1..].iter().all(|b| b.name != a.name), "{} twice", a.name);
+        }
+    }
+
+    #[test]
+    fn defines_are_sorted_and_validated() {
+        let d = Defines::new().set("FDM_BN", 128).flag("FDM_GATED").set("FDM_BM", 64);
+        let options: Vec<String> = d.options().collect();
+        assert_eq!(options, ["-DFDM_BM=64", "-DFDM_BN=128", "-DFDM_GATED"]);
+        assert_eq!(d, Defines::new().set("FDM_BM", 64).flag("FDM_GATED").set("FDM_BN", 128));
+        assert!(d.validate().is_ok());
+        assert!(Defines::new().set("X", "a b(c)").validate().is_ok(), "spaces are fine");
+
+        for (name, value) in [("1X", "1"), ("", "1"), ("A-B", "1"), ("A B", "1"), ("OK", "x\ny")] {
+            match Defines::new().set(name, value).validate() {
+                Err(CudaError::InvalidDefine { name: n, .. }) => assert_eq!(n, name),
+                other => panic!("{name:?}={value:?} accepted: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn malformed_sources_are_rejected_before_nvrtc() {
+        let ok = KernelSource { file: "k.cu", text: "", entry: "k" };
+        assert!(ok.validate().is_ok());
+        for bad in [
+            KernelSource { file: "", ..ok },
+            KernelSource { entry: "not an identifier", ..ok },
+            KernelSource { entry: "", ..ok },
+        ] {
+            assert!(matches!(bad.validate(), Err(CudaError::InvalidSource { .. })));
         }
     }
 }

@@ -18,7 +18,7 @@
 //!   cannot check (the parameter's meaning, the memory its pointers name) is its safety
 //!   contract.
 //!
-//! [`Arch::can_run_on`]: crate::jit::Arch::can_run_on
+//! [`Arch::can_run_on`]: crate::arch::Arch::can_run_on
 
 use std::ffi::c_void;
 use std::sync::Arc;

@@ -37,9 +37,10 @@ use flashdmoe_core::{
 };
 use flashdmoe_proto::{Epoch, HeapLayout, TaskCounts, div_ceil, signal};
 
+use crate::arch::Arch;
 use crate::device::{Device, enable_peer_access, gpus};
 use crate::error::CudaError;
-use crate::jit::{Arch, Jit};
+use crate::jit::Jit;
 use crate::launch::{Kernel, LaunchShape};
 use crate::params::{Diag, KernelParams, MAX_RANKS, ROLES, ScratchLayout, TraceRecord, WAITS};
 use crate::spec::{self, EngineChoice, MoeSpec, ROUTING_CHUNK, TileEngine};

@@ -1,18 +1,29 @@
 //! # flashdmoe-cuda: the GPU backend
 //!
-//! Runs the FlashDMoE layer as one persistent CUDA kernel per GPU. This part of the crate is
-//! the host plumbing the kernel stands on:
+//! Runs the FlashDMoE layer as one persistent CUDA kernel per GPU ([`CudaBackend`], in
+//! [`layer`]). The modules, leaves first (each imports only modules earlier in this list;
+//! `tests/modules.rs` checks there is no cycle):
 //!
+//! * [`arch`]: what is compiled for ([`Arch`], [`ComputeCapability`]);
+//! * `error` ([`CudaError`]), `ffi` (private raw calls), `cache` (private JIT disk cache),
+//!   `ptxas` (the ptxas resource report, [`CompileReport`]);
+//! * [`kernels`]: the embedded CUDA sources and headers and the types naming one compilation
+//!   ([`KernelSource`], [`Defines`], [`KernelVariant`], [`Targets`]);
 //! * [`device`]: typed discovery ([`Gpu`], [`cuda_available`], [`nvrtc_version`]), opened
 //!   devices ([`Device`]: context + stream) and all-pairs peer access;
-//! * [`jit`]: NVRTC compilation of the kernels in `kernels/` for the device's own architecture,
-//!   specialised by `-D` defines, with a ptxas report ([`CompileReport`]) that must show zero
-//!   spills, cached in memory and on disk ([`Jit`]);
+//! * [`jit`]: NVRTC compilation of the kernels for a device's architecture, specialised by
+//!   `-D` defines, whose ptxas report must show zero spills, cached in memory and on disk
+//!   ([`Jit`]);
 //! * [`launch`]: loading a [`Cubin`] on a device, the dynamic shared-memory opt-in, occupancy,
 //!   and the cooperative launch of a persistent grid ([`Kernel`]);
-//! * [`kernels`]: the embedded CUDA sources and headers, and [`kernel_variants`], the list CI
+//! * [`wgmma`], [`tma`], [`engine`], [`params`]: the generated wgmma wrappers, TMA tensor
+//!   maps, the Hopper tile engine's host-side sizes, and the MoE kernel's launch parameters
+//!   (with their generated C header);
+//! * [`selftest`], [`spec`], [`tile_bench`]: the kernel families: the device self-test, the
+//!   MoE kernel's specialisation ([`MoeSpec`]), the tile-engine benchmark;
+//! * [`variants`]: [`kernel_variants`], every variant of every family, the list CI
 //!   compile-checks;
-//! * [`selftest`]: a device self-test of all of the above.
+//! * [`layer`]: the backend.
 //!
 //! ## Layering
 //!
@@ -45,6 +56,7 @@
 //!   of the on-disk JIT cache.
 #![warn(missing_docs)]
 
+pub mod arch;
 mod cache;
 pub mod device;
 pub mod engine;
@@ -55,22 +67,25 @@ pub mod kernels;
 pub mod launch;
 pub mod layer;
 pub mod params;
-mod report;
+mod ptxas;
 pub mod selftest;
 pub mod spec;
 pub mod tile_bench;
 pub mod tma;
+pub mod variants;
 pub mod wgmma;
 
+pub use arch::{Arch, ComputeCapability};
 pub use device::{
-    ComputeCapability, CudaVersion, Device, Gpu, cuda_available, driver_version,
-    enable_peer_access, gpus, nvrtc_version,
+    CudaVersion, Device, Gpu, cuda_available, driver_version, enable_peer_access, gpus,
+    nvrtc_version,
 };
 pub use error::{CudaError, Result};
-pub use jit::{Arch, Compiled, Cubin, Defines, Jit, JitConfig, Origin};
-pub use kernels::{KernelSource, KernelVariant, Targets, kernel_variants};
+pub use jit::{Compiled, Cubin, Jit, JitConfig, Origin};
+pub use kernels::{Defines, KernelSource, KernelVariant, Targets};
 pub use launch::{Kernel, LaunchShape};
 pub use layer::{CudaBackend, CudaLayer, CudaOptions, PhaseTimes};
-pub use report::{CompileReport, FunctionReport};
+pub use ptxas::{CompileReport, FunctionReport};
 pub use selftest::{SelftestReport, run_selftest};
 pub use spec::{EngineChoice, MoeSpec, TileEngine};
+pub use variants::kernel_variants;

@@ -30,7 +30,7 @@ pub const WAITS: [(&str, &str); 7] = [
     ("FDM_WAIT_TASK_READY", "task ready flag"),
     ("FDM_WAIT_PROCESSOR", "a free processor"),
     ("FDM_WAIT_COMPLETION", "task completions"),
-    ("FDM_WAIT_DOORBELL", "doorbell"),
+    ("FDM_WAIT_MAILBOX", "a task or the stop in mailbox"),
     ("FDM_WAIT_CORRUPT_SIGNAL", "a valid signal (corrupt payload seen)"),
 ];
 
@@ -102,7 +102,7 @@ pub struct ScratchLayout {
     pub task_ready: u64,
     /// `fdm_trace_record [max_tasks]`.
     pub trace: u64,
-    /// `u32 [processors][2]` doorbell slots.
+    /// `u32 [processors][2]` mailbox slots (the two-slot handshake, core's `runtime::Mailbox`).
     pub mailbox: u64,
     /// `u32 [processors]` tasks assigned per processor.
     pub assigned: u64,

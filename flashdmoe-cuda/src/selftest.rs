@@ -13,10 +13,11 @@ use cudarc::driver::DevicePtrMut;
 use flashdmoe_proto::Epoch;
 use flashdmoe_proto::signal;
 
+use crate::arch::Arch;
 use crate::device::Device;
 use crate::error::{CudaError, Result, driver};
-use crate::jit::{Arch, Defines, Jit, Origin};
-use crate::kernels::{KernelVariant, SELFTEST, Targets};
+use crate::jit::{Jit, Origin};
+use crate::kernels::{Defines, KernelVariant, SELFTEST, Targets};
 use crate::launch::{Kernel, LaunchShape};
 
 /// Threads per self-test block (compiled in as `FDM_SELFTEST_THREADS`).

@@ -18,17 +18,11 @@ use flashdmoe_core::config::presets;
 use flashdmoe_core::{Activation, DType, MoeConfig};
 use flashdmoe_proto::TileShape;
 
+use crate::arch::Arch;
 use crate::engine::{ENGINE_THREADS, SMEM_LIMIT, WgmmaTile};
 use crate::error::CudaError;
-use crate::jit::{Arch, Compiled, Defines, Jit};
-use crate::kernels::{KernelSource, KernelVariant, Targets};
-
-/// The persistent MoE kernel.
-pub const MOE: KernelSource = KernelSource {
-    file: "moe.cu",
-    text: include_str!("../kernels/moe.cu"),
-    entry: "fdm_moe_forward",
-};
+use crate::jit::{Compiled, Jit};
+use crate::kernels::{Defines, KernelVariant, MOE, Targets};
 
 /// Threads per block of the MoE kernel on the mma.sync engine (the tile library's 8 warps).
 pub const MMA_SYNC_THREADS: u32 = 256;

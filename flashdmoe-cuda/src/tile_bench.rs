@@ -15,20 +15,14 @@ use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut};
 use flashdmoe_core::DType;
 use flashdmoe_core::rng::SplitMix64;
 
+use crate::arch::Arch;
 use crate::device::Device;
 use crate::engine::{ENGINE_THREADS, WgmmaTile};
 use crate::error::{CudaError, Result, driver};
-use crate::jit::{Arch, Defines, Jit};
-use crate::kernels::{KernelSource, KernelVariant, Targets};
+use crate::jit::Jit;
+use crate::kernels::{Defines, KernelVariant, TILE_BENCH, Targets};
 use crate::launch::{Kernel, LaunchShape};
 use crate::tma::TensorMap;
-
-/// The bench kernel.
-pub const TILE_BENCH: KernelSource = KernelSource {
-    file: "tile_bench.cu",
-    text: include_str!("../kernels/tile_bench.cu"),
-    entry: "fdm_tile_bench",
-};
 
 /// Minimum wall time of warm-up launches before timing.
 const WARMUP: Duration = Duration::from_millis(300);

@@ -15,7 +15,7 @@ use flashdmoe_cuda::{
 const TINY: KernelSource =
     KernelSource { file: "tiny.cu", text: include_str!("kernels/tiny.cu"), entry: "fdm_tiny" };
 
-/// Mirrors `fdm_tiny_params` in `kernels/tiny.cu`.
+/// Mirrors `fdm_tiny_params` in `tests/kernels/tiny.cu`.
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 #[repr(C)]
 struct TinyParams {

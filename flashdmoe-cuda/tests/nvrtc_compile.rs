@@ -44,6 +44,7 @@ fn every_kernel_variant_compiles_without_spills() {
         .filter(|v| only.as_ref().is_none_or(|o| v.label.contains(o.as_str())))
         .flat_map(|v| v.archs().iter().map(move |&arch| (arch, v.clone())))
         .collect();
+    assert!(!jobs.is_empty(), "no variant to compile (FLASHDMOE_VARIANTS filter: {only:?})");
     // NVRTC compiles independent programs concurrently; one worker per core.
     let next = AtomicUsize::new(0);
     let workers = thread::available_parallelism().map_or(1, |n| n.get()).min(jobs.len());

@@ -2,7 +2,7 @@
 //
 // Build and run (on a GPU machine; scripts/gpu-tile-gemm.sh does exactly this):
 //   nvcc -std=c++17 -O3 -gencode=arch=compute_90,code=sm_90 -Xptxas -v \
-//        -I flashdmoe-cuda/kernels flashdmoe-cuda/kernels/tests/tile_gemm_test.cu -o tile_gemm_test
+//        -I flashdmoe-cuda/kernels flashdmoe-cuda/kernels/nvcc_tests/tile_gemm_test.cu -o tile_gemm_test
 //   ./tile_gemm_test            # all correctness checks, then timings, then a summary table
 //   ./tile_gemm_test --no-perf  # correctness only
 //

@@ -18,7 +18,7 @@
 
 use std::fmt::Write as _;
 
-use crate::jit::Arch;
+use crate::arch::Arch;
 
 /// Name under which spill lines without a preceding function header are recorded.
 pub const UNATTRIBUTED: &str = "<unattributed>";
