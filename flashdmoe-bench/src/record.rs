@@ -35,6 +35,10 @@ pub const IMPL_SIM: &str = "flashdmoe-sim";
 /// Ours on the GPU with several ranks per GPU (virtual ranks): never compared with a
 /// baseline, whose ranks each have a GPU of their own.
 pub const IMPL_CUDA_VIRTUAL: &str = "flashdmoe-cuda-virtual";
+/// The practical ceiling `torch_single.py --variants dense` records: the layer's GEMM FLOPs as
+/// one dense cuBLAS pair. Not an MoE layer (it reads one weight set, not E), so it has no
+/// percent of the layer's floor; its time is compared as a ceiling.
+pub const IMPL_DENSE_CEILING: &str = "cublas-dense";
 
 /// The `config` object of a record: the layer shape and policies a comparison must agree on.
 /// The world size is the record's `world`; renormalisation and placement are not part of the
@@ -276,9 +280,17 @@ impl Record {
         self.backend != "sim" && self.device != "cpu"
     }
 
-    /// `floor / median` as a percentage, for GPU records with a floor.
+    /// Whether this is the dense-pair ceiling ([`IMPL_DENSE_CEILING`]), not a layer.
+    pub fn is_ceiling(&self) -> bool {
+        self.implementation == IMPL_DENSE_CEILING
+    }
+
+    /// `floor / median` as a percentage, for GPU records of a layer with a floor (not the
+    /// ceiling: its work is not the layer's).
     pub fn percent_of_floor(&self) -> Option<f64> {
-        self.floor_ms.filter(|_| self.on_gpu()).map(|f| 100.0 * f / self.median_ms)
+        self.floor_ms
+            .filter(|_| self.on_gpu() && !self.is_ceiling())
+            .map(|f| 100.0 * f / self.median_ms)
     }
 
     /// Checks the module's invariants.
@@ -547,5 +559,14 @@ pub(crate) mod tests {
         assert_eq!(timestamp(t), "2026-11-28T10:24:41+00:00");
         let leap = UNIX_EPOCH + Duration::from_secs(951_782_400);
         assert_eq!(timestamp(leap), "2000-02-29T00:00:00+00:00");
+    }
+
+    #[test]
+    fn the_dense_ceiling_has_no_percent_of_the_layer_floor() {
+        let mut r = parse_jsonl(TORCH_LINE, "run5").unwrap().remove(0);
+        assert!(r.percent_of_floor().is_some());
+        r.implementation = IMPL_DENSE_CEILING.into();
+        assert!(r.is_ceiling());
+        assert_eq!(r.percent_of_floor(), None);
     }
 }

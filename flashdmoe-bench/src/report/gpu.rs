@@ -241,6 +241,7 @@ fn percent_of_floor(gpu: &[&Measured]) -> Result<Figure, BenchError> {
                 .collect(),
             color: color(imp),
         })
+        .filter(|b: &Bars| b.values.iter().any(Option::is_some)) // the ceiling has none
         .collect();
     let chart = BarChart {
         title: "Percent of the floor: floor / median (100% = at the floor)".into(),
