@@ -197,6 +197,52 @@ fn configs_come_from_presets_and_files_with_flag_overrides() {
 }
 
 #[test]
+fn models_needing_unimplemented_features_are_refused_naming_them() {
+    let data = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/hf");
+    let cases = [
+        (
+            vec!["--config", "qwen2-57b-a14b"],
+            "config.json: shared_expert_intermediate_size = 20480: shared experts are not \
+             implemented yet",
+        ),
+        (vec!["--config", "deepseek-v3"], "scoring_func = \"sigmoid\": router scores other"),
+        (vec!["--config", "gpt-oss-20b"], "swiglu_limit = 7.0: SwiGLU clamped"),
+        (vec!["--config", "llama-4-scout-17b-16e"], "text_config.intermediate_size = 8192"),
+        (vec!["--preset", "gpt-oss-20b"], "preset gpt-oss-20b: swiglu_limit = 7.0"),
+        (
+            vec!["--preset", "deepseek-v2-lite"],
+            "(issue 16); preset deepseek-v2-lite-routed is its routed experts alone",
+        ),
+    ];
+    for (args, needle) in cases {
+        let path;
+        let mut argv = vec!["run", args[0]];
+        if args[0] == "--config" {
+            path = format!("{data}/{}/config.json", args[1]);
+            argv.push(&path);
+        } else {
+            argv.push(args[1]);
+        }
+        let o = flashdmoe(&argv);
+        assert_exit(&o, 2);
+        let err = stderr(&o);
+        assert!(err.starts_with("error: ") && err.contains(needle), "{argv:?}: {err}");
+        assert!(err.contains("(issue 16)"), "{err}");
+        assert!(!stdout(&o).contains("config:"), "nothing may run: {}", stdout(&o));
+    }
+    // DBRX's nested ffn_config is read (and runs, shrunk by flags); the routed part of a model
+    // runs under its own name.
+    let dbrx = format!("{data}/dbrx-instruct/config.json");
+    let shrink = ["--tokens", "8", "--hidden", "128", "--inter", "64"];
+    let o = flashdmoe(&[&["run", "--config", &dbrx][..], &shrink].concat());
+    assert_exit(&o, 0);
+    assert!(stdout(&o).contains("16 experts, top-4, swiglu"), "{}", stdout(&o));
+    let o = flashdmoe(&[&["run", "--preset", "deepseek-v2-lite-routed"][..], &shrink].concat());
+    assert_exit(&o, 0);
+    assert!(stdout(&o).contains("64 experts, top-6, swiglu"), "{}", stdout(&o));
+}
+
+#[test]
 fn unknown_preset_and_missing_file_are_usage_errors() {
     let o = flashdmoe(&["run", "--preset", "no-such-model"]);
     assert_exit(&o, 2);
