@@ -82,6 +82,35 @@ pub enum WeightsError {
         /// Why it does not belong.
         reason: String,
     },
+    /// A tensor name is listed twice: in one file's header (where a reader would silently
+    /// take one of them) or in two shards of one checkpoint.
+    #[error("{file}: tensor {tensor} is listed twice")]
+    Duplicate {
+        /// The tensor's name.
+        tensor: String,
+        /// The file, or the two shards.
+        file: String,
+    },
+    /// The checkpoint is in a layout flashdmoe recognises but cannot load yet.
+    #[error("tensor {tensor}: the {layout} checkpoint layout is not supported yet (issue 16)")]
+    Layout {
+        /// A tensor of that layout.
+        tensor: String,
+        /// The layout, in words.
+        layout: &'static str,
+    },
+    /// The layer asked for is a dense MLP layer, not an MoE layer.
+    #[error(
+        "layer {prefix} is a dense MLP layer ({tensor}, no router), not an MoE layer: it has no \
+         experts to load (the model's config makes it dense, e.g. by first_k_dense_replace or \
+         mlp_only_layers)"
+    )]
+    DenseLayer {
+        /// The layer prefix asked for.
+        prefix: String,
+        /// Its dense MLP tensor.
+        tensor: String,
+    },
     /// A tensor has the wrong shape.
     #[error("tensor {tensor} has shape {found:?}, expected {expected:?}")]
     Shape {
