@@ -304,6 +304,53 @@ fn a_layer_too_slow_for_the_simulator_is_refused_naming_the_flags() {
     assert!(stderr(&o).contains("apply to --backend sim only"), "{}", stderr(&o));
 }
 
+/// `flashdmoe ARGS` under a 4 GiB address-space limit (`ulimit -v`), so that every machine
+/// has the same small memory whatever it has installed.
+fn flashdmoe_in_4_gib(args: &[&str]) -> std::process::Output {
+    std::process::Command::new("sh")
+        .args(["-c", "ulimit -v 4194304 && exec \"$0\" \"$@\"", env!("CARGO_BIN_EXE_flashdmoe")])
+        .args(args)
+        .output()
+        .expect("sh runs")
+}
+
+#[test]
+fn a_layer_too_large_for_host_memory_is_refused_never_aborted() {
+    // Issue 16's command line: a million experts pass the per-rank device limit, but their f32
+    // weights alone are 32.8 GB on the host. Refused from the estimate, at once, exit 2.
+    let issue = ["run", "--experts", "1000000", "--tokens", "8", "--hidden", "64", "--inter", "64"];
+    let start = Instant::now();
+    let o = flashdmoe_in_4_gib(&issue);
+    assert_exit(&o, 2);
+    assert!(start.elapsed() < Duration::from_secs(10), "took {:?}", start.elapsed());
+    let (out, err) = (stdout(&o), stderr(&o));
+    assert!(out.contains("1000000 experts") && out.contains("host memory about "), "{out}");
+    assert!(!out.contains("phases:"), "nothing may run: {out}");
+    assert!(
+        err.starts_with("error: refusing to run: the simulator would need about ")
+            && err.contains(" GiB of host memory for this layer, more than the ")
+            && err.contains(" available"),
+        "{err}"
+    );
+    // Forced past the estimate, the allocation itself is refused: a typed error naming the
+    // tensor and its size, the same exit status, no abort (SIGABRT would have no code).
+    let forced = [&issue[..], &["--allow-slow"]].concat();
+    let start = Instant::now();
+    let o = flashdmoe_in_4_gib(&forced);
+    assert_exit(&o, 2);
+    assert!(start.elapsed() < Duration::from_secs(20), "took {:?}", start.elapsed());
+    let err = stderr(&o);
+    assert!(
+        err.starts_with(
+            "error: cannot allocate 15.26 GiB of host memory for the up projection weights"
+        ),
+        "{err}"
+    );
+    // The exit status is documented.
+    let help = stdout(&flashdmoe(&["--help"]));
+    assert!(help.contains("a layer too large for this machine's memory"), "{help}");
+}
+
 #[test]
 fn a_tiny_timeout_fails_fast_naming_the_simulators_deadline() {
     // A forward of seconds (2 x 1024 tokens, H = I = 2048) with a 1 us deadline: the first
