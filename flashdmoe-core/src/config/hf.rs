@@ -479,9 +479,11 @@ impl Reader<'_> {
             0 => Err(l.err(key, "0 is not a layer period")),
             n => Ok(n),
         };
-        let (field, moe): (&str, Box<dyn Fn(u32) -> bool>) = match self.family {
+        // Whether some layer below `layers` is an MoE layer, without walking every index (a
+        // config may say any number of layers).
+        let (field, any_moe): (&str, Box<dyn Fn(u64) -> bool>) = match self.family {
             Qwen2Moe | Qwen3Moe => {
-                let step = nonzero("decoder_sparse_step", 1)?;
+                let step = nonzero("decoder_sparse_step", 1)? as u64;
                 let dense: Vec<u64> = match l.get("mlp_only_layers") {
                     None => Vec::new(),
                     Some(x) => x
@@ -491,23 +493,34 @@ impl Reader<'_> {
                             l.err("mlp_only_layers", format!("{x} is not a list of layer indices"))
                         })?,
                 };
-                let moe = move |i: u32| !dense.contains(&(i as u64)) && (i + 1) % step == 0;
-                ("decoder_sparse_step", Box::new(moe))
+                // Sparse layers are step - 1, 2 step - 1, ...: one of the first dense.len() + 1
+                // is not listed dense.
+                let any = move |layers: u64| {
+                    (1..=dense.len() as u64 + 1)
+                        .map(|k| k * step - 1)
+                        .take_while(|&i| i < layers)
+                        .any(|i| !dense.contains(&i))
+                };
+                ("decoder_sparse_step", Box::new(any))
             }
             DeepseekV2 | DeepseekV3 => {
-                let first = l.u32("first_k_dense_replace")?.unwrap_or(0);
-                let freq = nonzero("moe_layer_freq", 1)?;
-                ("first_k_dense_replace", Box::new(move |i| i >= first && i % freq == 0))
+                let first = l.u32("first_k_dense_replace")?.unwrap_or(0) as u64;
+                let freq = nonzero("moe_layer_freq", 1)? as u64;
+                (
+                    "first_k_dense_replace",
+                    Box::new(move |layers| first.div_ceil(freq) * freq < layers),
+                )
             }
             Jamba => {
                 let period = nonzero("expert_layer_period", 2)?;
                 let offset = l.u32("expert_layer_offset")?.unwrap_or(1);
-                ("expert_layer_offset", Box::new(move |i| i % period == offset))
+                let any = move |layers: u64| offset < period && (offset as u64) < layers;
+                ("expert_layer_offset", Box::new(any))
             }
             _ => return Ok(()),
         };
         let Some(layers) = l.u32("num_hidden_layers")? else { return Ok(()) };
-        if (0..layers).any(moe) {
+        if any_moe(layers as u64) {
             Ok(())
         } else {
             Err(l.err(
@@ -804,6 +817,21 @@ mod tests {
         assert_eq!(field(small("qwen3_moe", r#""decoder_sparse_step": 0"#)), "decoder_sparse_step");
         let jamba = r#""num_hidden_layers": 2, "expert_layer_period": 2, "expert_layer_offset": 5"#;
         assert_eq!(field(small("jamba", jamba)), "expert_layer_offset");
+        assert!(small("jamba", r#""num_hidden_layers": 2"#).is_ok());
+        let qwen = |extra: &str| small("qwen3_moe", &format!(r#""num_hidden_layers": 6, {extra}"#));
+        assert!(qwen(r#""decoder_sparse_step": 3, "mlp_only_layers": [2]"#).is_ok()); // layer 5
+        let none = r#""decoder_sparse_step": 3, "mlp_only_layers": [2, 5]"#;
+        assert_eq!(field(qwen(none)), "decoder_sparse_step");
+        assert_eq!(field(qwen(r#""decoder_sparse_step": 7"#)), "decoder_sparse_step");
+        let ds = |extra: &str| small("deepseek_v2", &format!(r#""num_hidden_layers": 6, {extra}"#));
+        assert!(ds(r#""first_k_dense_replace": 1, "moe_layer_freq": 5"#).is_ok()); // layer 5
+        assert_eq!(
+            field(ds(r#""first_k_dense_replace": 1, "moe_layer_freq": 6"#)),
+            "first_k_dense_replace"
+        );
+        // Any number of layers is answered at once.
+        let many = r#""num_hidden_layers": 4294967295, "first_k_dense_replace": 4294967295"#;
+        assert_eq!(field(small("deepseek_v2", many)), "first_k_dense_replace");
     }
 
     #[test]

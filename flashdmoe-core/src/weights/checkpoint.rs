@@ -494,7 +494,7 @@ fn why_unexpected(name: &str, field: Option<&str>, config: &MoeConfig) -> (u8, S
         (0, format!("a router bias: {}", lacking(Feature::RouterBias)))
     } else if matches!(field, Some("gate" | "gate_bias")) && !config.activation.is_gated() {
         (1, format!("the {} layer has no gate projection (only swiglu has one)", config.activation))
-    } else if matches!(field, Some(_)) && !config.bias {
+    } else if field.is_some() && !config.bias {
         (1, "the config has no biases (bias = false)".into())
     } else {
         let (e, a, b) = (config.experts, config.activation, config.bias);
