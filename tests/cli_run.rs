@@ -197,6 +197,52 @@ fn configs_come_from_presets_and_files_with_flag_overrides() {
 }
 
 #[test]
+fn models_needing_unimplemented_features_are_refused_naming_them() {
+    let data = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/hf");
+    let cases = [
+        (
+            vec!["--config", "qwen2-57b-a14b"],
+            "config.json: shared_expert_intermediate_size = 20480: shared experts are not \
+             implemented yet",
+        ),
+        (vec!["--config", "deepseek-v3"], "scoring_func = \"sigmoid\": router scores other"),
+        (vec!["--config", "gpt-oss-20b"], "swiglu_limit = 7.0: SwiGLU clamped"),
+        (vec!["--config", "llama-4-scout-17b-16e"], "text_config.intermediate_size = 8192"),
+        (vec!["--preset", "gpt-oss-20b"], "preset gpt-oss-20b: swiglu_limit = 7.0"),
+        (
+            vec!["--preset", "deepseek-v2-lite"],
+            "(issue 16); preset deepseek-v2-lite-routed is its routed experts alone",
+        ),
+    ];
+    for (args, needle) in cases {
+        let path;
+        let mut argv = vec!["run", args[0]];
+        if args[0] == "--config" {
+            path = format!("{data}/{}/config.json", args[1]);
+            argv.push(&path);
+        } else {
+            argv.push(args[1]);
+        }
+        let o = flashdmoe(&argv);
+        assert_exit(&o, 2);
+        let err = stderr(&o);
+        assert!(err.starts_with("error: ") && err.contains(needle), "{argv:?}: {err}");
+        assert!(err.contains("(issue 16)"), "{err}");
+        assert!(!stdout(&o).contains("config:"), "nothing may run: {}", stdout(&o));
+    }
+    // DBRX's nested ffn_config is read (and runs, shrunk by flags); the routed part of a model
+    // runs under its own name.
+    let dbrx = format!("{data}/dbrx-instruct/config.json");
+    let shrink = ["--tokens", "8", "--hidden", "128", "--inter", "64"];
+    let o = flashdmoe(&[&["run", "--config", &dbrx][..], &shrink].concat());
+    assert_exit(&o, 0);
+    assert!(stdout(&o).contains("16 experts, top-4, swiglu"), "{}", stdout(&o));
+    let o = flashdmoe(&[&["run", "--preset", "deepseek-v2-lite-routed"][..], &shrink].concat());
+    assert_exit(&o, 0);
+    assert!(stdout(&o).contains("64 experts, top-6, swiglu"), "{}", stdout(&o));
+}
+
+#[test]
 fn unknown_preset_and_missing_file_are_usage_errors() {
     let o = flashdmoe(&["run", "--preset", "no-such-model"]);
     assert_exit(&o, 2);
@@ -256,6 +302,53 @@ fn a_layer_too_slow_for_the_simulator_is_refused_naming_the_flags() {
     let o = flashdmoe(&["run", "--backend", "cuda", "--allow-slow"]);
     assert_exit(&o, 2);
     assert!(stderr(&o).contains("apply to --backend sim only"), "{}", stderr(&o));
+}
+
+/// `flashdmoe ARGS` under a 4 GiB address-space limit (`ulimit -v`), so that every machine
+/// has the same small memory whatever it has installed.
+fn flashdmoe_in_4_gib(args: &[&str]) -> std::process::Output {
+    std::process::Command::new("sh")
+        .args(["-c", "ulimit -v 4194304 && exec \"$0\" \"$@\"", env!("CARGO_BIN_EXE_flashdmoe")])
+        .args(args)
+        .output()
+        .expect("sh runs")
+}
+
+#[test]
+fn a_layer_too_large_for_host_memory_is_refused_never_aborted() {
+    // Issue 16's command line: a million experts pass the per-rank device limit, but their f32
+    // weights alone are 32.8 GB on the host. Refused from the estimate, at once, exit 2.
+    let issue = ["run", "--experts", "1000000", "--tokens", "8", "--hidden", "64", "--inter", "64"];
+    let start = Instant::now();
+    let o = flashdmoe_in_4_gib(&issue);
+    assert_exit(&o, 2);
+    assert!(start.elapsed() < Duration::from_secs(10), "took {:?}", start.elapsed());
+    let (out, err) = (stdout(&o), stderr(&o));
+    assert!(out.contains("1000000 experts") && out.contains("host memory about "), "{out}");
+    assert!(!out.contains("phases:"), "nothing may run: {out}");
+    assert!(
+        err.starts_with("error: refusing to run: the simulator would need about ")
+            && err.contains(" GiB of host memory for this layer, more than the ")
+            && err.contains(" available"),
+        "{err}"
+    );
+    // Forced past the estimate, the allocation itself is refused: a typed error naming the
+    // tensor and its size, the same exit status, no abort (SIGABRT would have no code).
+    let forced = [&issue[..], &["--allow-slow"]].concat();
+    let start = Instant::now();
+    let o = flashdmoe_in_4_gib(&forced);
+    assert_exit(&o, 2);
+    assert!(start.elapsed() < Duration::from_secs(20), "took {:?}", start.elapsed());
+    let err = stderr(&o);
+    assert!(
+        err.starts_with(
+            "error: cannot allocate 15.26 GiB of host memory for the up projection weights"
+        ),
+        "{err}"
+    );
+    // The exit status is documented.
+    let help = stdout(&flashdmoe(&["--help"]));
+    assert!(help.contains("a layer too large for this machine's memory"), "{help}");
 }
 
 #[test]

@@ -191,13 +191,15 @@ def _paper_name(c: MoeConfig) -> str:
 
 
 #: Model presets (dropless, bf16) at 4096 tokens per rank, like flashdmoe-core's presets
-#: (`MODEL_TOKENS`); CLI flags override any field.
+#: (`MODEL_TOKENS`, same names: ``-routed`` is a model's routed experts without its shared
+#: experts, ``-shape`` gpt-oss's expert shapes with the standard SwiGLU and router); CLI flags
+#: override any field.
 MODEL_PRESETS = {
     "mixtral-8x7b": MoeConfig(4096, 4096, 14336, 8, 2, "swiglu"),
-    "qwen1.5-moe-a2.7b": MoeConfig(4096, 2048, 1408, 60, 4, "swiglu"),
-    "deepseek-v2-lite": MoeConfig(4096, 2048, 1408, 64, 6, "swiglu"),
+    "qwen1.5-moe-a2.7b-routed": MoeConfig(4096, 2048, 1408, 60, 4, "swiglu"),
+    "deepseek-v2-lite-routed": MoeConfig(4096, 2048, 1408, 64, 6, "swiglu"),
     "olmoe-1b-7b": MoeConfig(4096, 2048, 1024, 64, 8, "swiglu"),
-    "gpt-oss-20b": MoeConfig(4096, 2880, 2880, 32, 4, "swiglu", bias=True),
+    "gpt-oss-20b-shape": MoeConfig(4096, 2880, 2880, 32, 4, "swiglu", bias=True),
 }
 
 #: Every preset: the paper grid entries (``paper-t16384-e32-cf1`` ...) and the model presets.

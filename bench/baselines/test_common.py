@@ -363,9 +363,9 @@ def test_presets_grid_and_overrides():
     assert C.PRESETS["paper-t16384-e32-cf1"] == C.MoeConfig(16384, 2048, 2048, 32, 2, "relu", "bf16", 1.0, False)
     m = C.PRESETS["mixtral-8x7b"]
     assert (m.hidden, m.inter, m.experts, m.top_k, m.activation) == (4096, 14336, 8, 2, "swiglu")
-    g = C.PRESETS["gpt-oss-20b"]
+    g = C.PRESETS["gpt-oss-20b-shape"]
     assert (g.hidden, g.inter, g.experts, g.top_k, g.bias) == (2880, 2880, 32, 4, True)
-    for name in ("qwen1.5-moe-a2.7b", "deepseek-v2-lite", "olmoe-1b-7b"):
+    for name in ("qwen1.5-moe-a2.7b-routed", "deepseek-v2-lite-routed", "olmoe-1b-7b"):
         C.PRESETS[name].validate()
     [c] = C.configs_from_args(_parse(["--preset", "mixtral-8x7b", "--tokens", "128", "--capacity", "1.5"]))
     assert (c.tokens, c.capacity, c.hidden) == (128, 1.5, 4096)

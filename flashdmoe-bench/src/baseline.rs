@@ -199,7 +199,7 @@ mod tests {
              --experts 8 --top-k 2 --activation relu --dtype bf16 --capacity 1 --seed 0 \
              --iters 20 --warmup 5 --verify-rows 64 --device cuda --no-bias --out out.jsonl"
         );
-        let mut m = presets::preset("gpt-oss-20b").unwrap(); // SwiGLU with biases, dropless
+        let mut m = presets::preset("gpt-oss-20b-shape").unwrap(); // SwiGLU with biases, dropless
         m.world = 2;
         let a = args(&Baseline::TorchEp.command(&m, &options(), Path::new("o"))).join(" ");
         assert!(a.starts_with("bench/baselines/torch_ep.py "), "{a}");

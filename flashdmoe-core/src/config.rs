@@ -21,6 +21,7 @@ use thiserror::Error;
 pub use crate::dtype::DType;
 
 mod file;
+mod hf;
 pub mod presets;
 
 pub use presets::preset;
@@ -174,6 +175,137 @@ pub enum ConfigError {
         /// The OS error.
         message: String,
     },
+    /// A Hugging Face `config.json` field is absent, malformed, or contradicts its model
+    /// family's reference (the field is named as in the file, nested ones with their parent:
+    /// `ffn_config.moe_top_k`).
+    #[error("Hugging Face config.json: {field}: {reason}")]
+    HfField {
+        /// The field.
+        field: String,
+        /// Why.
+        reason: String,
+    },
+    /// The model needs features that change the layer's math and are not implemented yet: a
+    /// config, a preset or a checkpoint that would otherwise compute a different layer than
+    /// the model's.
+    #[error("{origin}: {} (issue 16){note}", list(unsupported))]
+    NotImplemented {
+        /// What asked for them: `config.json`, `preset gpt-oss-20b`.
+        origin: String,
+        /// Each field and the feature it needs.
+        unsupported: Vec<Unsupported>,
+        /// Appended to the message (empty, or `; ...` pointing to what can run instead).
+        note: String,
+    },
+    /// The layer does not fit in host memory: an allocation of `bytes` was refused.
+    #[error(
+        "cannot allocate {} of host memory for the {what} (the layer is too large for this \
+         machine; shrink it)",
+        gib(*bytes)
+    )]
+    HostMemory {
+        /// What was being allocated, e.g. `up projection`.
+        what: &'static str,
+        /// The size asked for.
+        bytes: u64,
+    },
+}
+
+/// A model feature that changes a MoE layer's math and that flashdmoe does not compute yet
+/// (issue 16): configs, presets and checkpoints that need one are refused naming it, never
+/// run as a different layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Feature {
+    /// Experts every token visits besides its routed ones (`n_shared_experts`,
+    /// `shared_expert_intermediate_size`, Llama-4's shared expert).
+    SharedExperts,
+    /// Qwen2-MoE's sigmoid `shared_expert_gate` scaling the shared expert.
+    SharedExpertGate,
+    /// Router scores other than a softmax (`scoring_func = sigmoid`).
+    RouterScoring,
+    /// A bias added to the scores for expert selection only (`e_score_correction_bias`,
+    /// `topk_method = noaux_tc`).
+    SelectionBias,
+    /// Top-k within the best expert groups (`n_group`, `topk_group`).
+    GroupedTopK,
+    /// Combine weights scaled by `routed_scaling_factor`.
+    RoutedScaling,
+    /// Top-k weights divided by a p-norm other than p = 1 (DBRX `moe_normalize_expert_weights`).
+    TopKNorm,
+    /// A bias on the router's logits (gpt-oss).
+    RouterBias,
+    /// SwiGLU with its inputs clamped to `swiglu_limit` (gpt-oss).
+    SwigluClamp,
+    /// gpt-oss's SwiGLU variant: `gate * sigmoid(1.702 gate) * (up + 1)`.
+    GptOssSwiglu,
+    /// Llama-4's router: the sigmoid of the chosen logit scales the expert's input.
+    Llama4Router,
+    /// Gated experts with an activation other than SiLU.
+    GatedActivation,
+    /// Quantized expert weights (`quantization_config`: MXFP4, FP8 blocks, ...).
+    QuantizedWeights,
+}
+
+impl std::fmt::Display for Feature {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Feature::SharedExperts => "shared experts are not implemented yet",
+            Feature::SharedExpertGate => "the sigmoid shared_expert_gate is not implemented yet",
+            Feature::RouterScoring => "router scores other than softmax are not implemented yet",
+            Feature::SelectionBias => {
+                "the selection bias (e_score_correction_bias, noaux_tc) is not implemented yet"
+            }
+            Feature::GroupedTopK => "grouped top-k (n_group, topk_group) is not implemented yet",
+            Feature::RoutedScaling => {
+                "combine weights scaled by routed_scaling_factor are not implemented yet"
+            }
+            Feature::TopKNorm => {
+                "normalising the top-k weights by a p-norm other than p = 1 is not implemented yet"
+            }
+            Feature::RouterBias => "a router bias is not implemented yet",
+            Feature::SwigluClamp => "SwiGLU clamped to swiglu_limit is not implemented yet",
+            Feature::GptOssSwiglu => {
+                "gpt-oss's SwiGLU (gate * sigmoid(1.702 * gate) * (up + 1)) is not implemented yet"
+            }
+            Feature::Llama4Router => {
+                "Llama-4's router (the sigmoid of the chosen logit scales the expert's input) is \
+                 not implemented yet"
+            }
+            Feature::GatedActivation => {
+                "gated experts with an activation other than silu are not implemented yet"
+            }
+            Feature::QuantizedWeights => "quantized expert weights are not implemented yet",
+        })
+    }
+}
+
+/// One field of a model that needs a [`Feature`] flashdmoe lacks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unsupported {
+    /// The field, as the model's config names it (`shared_expert_intermediate_size`).
+    pub field: String,
+    /// Its value (for an absent field, the model family's default, said so).
+    pub value: String,
+    /// The feature it needs.
+    pub feature: Feature,
+}
+
+impl Unsupported {
+    /// `field = value` needs `feature`.
+    pub fn new(field: impl Into<String>, value: impl Into<String>, feature: Feature) -> Self {
+        Unsupported { field: field.into(), value: value.into(), feature }
+    }
+}
+
+impl std::fmt::Display for Unsupported {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} = {}: {}", self.field, self.value, self.feature)
+    }
+}
+
+fn list(unsupported: &[Unsupported]) -> String {
+    unsupported.iter().map(Unsupported::to_string).collect::<Vec<_>>().join("; ")
 }
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> ConfigError {
@@ -223,7 +355,8 @@ impl ExpertMap {
     }
 }
 
-/// Per-rank device memory a config needs, in bytes (see [`MoeConfig::memory_estimate`]).
+/// Memory a config needs, in bytes (see [`MoeConfig::memory_estimate`]): per-rank device
+/// memory (`heap`, `weights`, `activations`) and the host memory of the whole layer (`host`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MemoryEstimate {
     /// The symmetric heap at [`NOMINAL_TILE`].
@@ -232,10 +365,16 @@ pub struct MemoryEstimate {
     pub weights: u64,
     /// One rank's input and output rows plus its `[T][E]` f32 router probabilities.
     pub activations: u64,
+    /// Host memory, all ranks together: the layer's weights as [`crate::LayerWeights`] holds
+    /// them (host `f32`, router and every expert, with biases), every rank's input and one
+    /// output (`f32`), and the routing of every rank as the oracle computes it (`[T][E]` f32
+    /// probabilities, per-expert token lists, the chosen pairs). What a backend or a caller
+    /// holds besides (a backend's copy of the weights, more outputs) comes on top.
+    pub host: u64,
 }
 
 impl MemoryEstimate {
-    /// `heap + weights + activations`.
+    /// The device part: `heap + weights + activations` (one rank).
     pub fn total(&self) -> u64 {
         self.heap.saturating_add(self.weights).saturating_add(self.activations)
     }
@@ -362,10 +501,26 @@ impl MoeConfig {
         Ok(g)
     }
 
+    /// [`ExpertMap::local_experts`] without building the map (whose size grows with the
+    /// experts: validating a config of 2^32 experts must not allocate for each).
+    fn local_experts(&self) -> Result<u32, ConfigError> {
+        self.check_placement()?;
+        match &self.placement {
+            Placement::Contiguous => Ok(self.experts.div_ceil(self.world).min(self.experts)),
+            Placement::Table(table) => {
+                let mut counts = vec![0u32; self.world as usize];
+                for &r in table {
+                    counts[r as usize] += 1;
+                }
+                Ok(counts.into_iter().max().unwrap_or(0))
+            }
+        }
+    }
+
     fn geometry_unchecked(&self, tile: TileShape) -> Result<Geometry, ConfigError> {
         Ok(Geometry {
             world: self.world,
-            local_experts: self.expert_map()?.local_experts(),
+            local_experts: self.local_experts()?,
             tokens: self.tokens_per_rank,
             capacity: self.capacity_rows(),
             hidden: self.hidden,
@@ -376,8 +531,9 @@ impl MoeConfig {
     }
 
     /// Per-rank device memory: the heap from the proto layout at [`NOMINAL_TILE`], the router
-    /// plus `local_experts` experts' weights, and one rank's activations. Errors for a config
-    /// whose shapes or placement are malformed or whose sizes overflow `u64`.
+    /// plus `local_experts` experts' weights, and one rank's activations; and the host memory
+    /// of the whole layer ([`MemoryEstimate::host`]). Errors for a config whose shapes or
+    /// placement are malformed or whose sizes overflow `u64`.
     pub fn memory_estimate(&self) -> Result<MemoryEstimate, ConfigError> {
         let g = self.geometry_unchecked(NOMINAL_TILE)?;
         let heap = HeapLayout::new(g)?.total_bytes();
@@ -403,7 +559,19 @@ impl MoeConfig {
             .ok_or_else(overflow)?;
         let activations =
             mul(&[2, t, h, eb])?.checked_add(mul(&[t, e, 4])?).ok_or_else(overflow)?;
-        Ok(MemoryEstimate { heap, weights, activations })
+        let (p, k) = (self.world as u64, self.top_k as u64);
+        let host = [
+            mul(&[e, per_expert, 4])?, // experts, f32
+            mul(&[e, h, 4])?,          // router, f32
+            mul(&[2, p, t, h, 4])?,    // inputs and one output, f32
+            mul(&[p, t, e, 4])?,       // router probabilities, f32
+            mul(&[p, e, 24])?,         // per-expert token lists (a Vec each)
+            mul(&[p, t, k, 12])?,      // chosen (expert, weight, row) pairs
+        ]
+        .into_iter()
+        .try_fold(0u64, u64::checked_add)
+        .ok_or_else(overflow)?;
+        Ok(MemoryEstimate { heap, weights, activations, host })
     }
 }
 
@@ -654,5 +822,53 @@ mod tests {
         assert_eq!(m.weights, 2 * (2 * 256 * 512 + 768) * 2 + 8 * 256 * 2);
         assert_eq!(m.activations, 2 * 64 * 256 * 2 + 64 * 8 * 4);
         assert!(m.heap > 0 && m.total() == m.heap + m.weights + m.activations);
+        // Host: all 8 experts and the router in f32, 4 ranks' inputs and outputs, routing.
+        let experts = 8 * (2 * 256 * 512 + 768) * 4 + 8 * 256 * 4;
+        let rows = 2 * 4 * 64 * 256 * 4;
+        let routing = 4 * 64 * 8 * 4 + 4 * 8 * 24 + 4 * 64 * 2 * 12;
+        assert_eq!(m.host, experts + rows + routing);
+    }
+
+    #[test]
+    fn host_memory_counts_every_expert_and_never_overflows() {
+        // The issue's layer: a million experts of H = I = 64 on 2 ranks of 8 tokens passes
+        // the per-rank device limit, but its f32 weights alone are 32.8 GB on the host.
+        let c = MoeConfig {
+            tokens_per_rank: 8,
+            hidden: 64,
+            inter: 64,
+            experts: 1_000_000,
+            ..MoeConfig::default()
+        };
+        assert_eq!(c.validate(), Ok(()));
+        let m = c.memory_estimate().unwrap();
+        assert!(m.host > 32_800_000_000 && m.host < 33_200_000_000, "{}", m.host);
+        // 65535 ranks of a billion-row-ish layer: the host sum would overflow u64; an error,
+        // never a wrapped number.
+        let huge = MoeConfig {
+            world: 65_535,
+            tokens_per_rank: u32::MAX,
+            hidden: 1 << 16,
+            inter: 64,
+            experts: u32::MAX,
+            top_k: 1,
+            ..MoeConfig::default()
+        };
+        assert!(matches!(huge.memory_estimate(), Err(ConfigError::Invalid { .. })));
+        assert!(matches!(huge.validate(), Err(ConfigError::Invalid { .. })));
+    }
+
+    #[test]
+    fn local_experts_without_the_map_match_the_map() {
+        for (world, experts) in [(1, 8), (4, 10), (4, 9), (3, 2), (7, 64)] {
+            let c = MoeConfig { world, experts, top_k: 1, ..MoeConfig::default() };
+            assert_eq!(c.local_experts(), Ok(c.expert_map().unwrap().local_experts()));
+        }
+        let t = MoeConfig {
+            experts: 5,
+            placement: Placement::Table(vec![1, 0, 1, 1, 0]),
+            ..MoeConfig::default()
+        };
+        assert_eq!(t.local_experts(), Ok(3));
     }
 }

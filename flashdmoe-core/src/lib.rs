@@ -49,8 +49,8 @@ pub use backend::{
     TimeoutReport,
 };
 pub use config::{
-    Activation, CapacityPolicy, ConfigError, DType, ExpertMap, MemoryEstimate, MoeConfig,
-    MoeConfigBuilder, Placement, preset,
+    Activation, CapacityPolicy, ConfigError, DType, ExpertMap, Feature, MemoryEstimate, MoeConfig,
+    MoeConfigBuilder, Placement, Unsupported, preset,
 };
 pub use oracle::{VerifyOptions, VerifyReport, verify};
 pub use routing::{RankRouting, RoutingError, route};

@@ -75,16 +75,22 @@ pub fn unit(x: u64) -> f32 {
 
 /// `len` elements of tensor `id` under `seed`: `dtype.round((2u - 1) * scale)` (module doc).
 pub fn tensor(seed: u64, id: u64, len: usize, scale: f32, dtype: DType) -> Vec<f32> {
-    let start = tensor_start(seed, id);
     let mut out = vec![0.0f32; len];
-    fill_rows(&mut out, 1, 1, |first, block| {
+    fill(&mut out, seed, id, scale, dtype);
+    out
+}
+
+/// Fills `out` with the first `out.len()` elements of [`tensor`] (for buffers the caller
+/// allocated, e.g. fallibly).
+pub fn fill(out: &mut [f32], seed: u64, id: u64, scale: f32, dtype: DType) {
+    let start = tensor_start(seed, id);
+    fill_rows(out, 1, 1, |first, block| {
         let mut state = start.wrapping_add((first as u64).wrapping_mul(GAMMA));
         for v in block.iter_mut() {
             state = state.wrapping_add(GAMMA);
             *v = dtype.round((2.0 * unit(mix(state)) - 1.0) * scale);
         }
     });
-    out
 }
 
 #[cfg(test)]

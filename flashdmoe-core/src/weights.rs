@@ -82,6 +82,35 @@ pub enum WeightsError {
         /// Why it does not belong.
         reason: String,
     },
+    /// A tensor name is listed twice: in one file's header (where a reader would silently
+    /// take one of them) or in two shards of one checkpoint.
+    #[error("{file}: tensor {tensor} is listed twice")]
+    Duplicate {
+        /// The tensor's name.
+        tensor: String,
+        /// The file, or the two shards.
+        file: String,
+    },
+    /// The checkpoint is in a layout flashdmoe recognises but cannot load yet.
+    #[error("tensor {tensor}: the {layout} checkpoint layout is not supported yet (issue 16)")]
+    Layout {
+        /// A tensor of that layout.
+        tensor: String,
+        /// The layout, in words.
+        layout: &'static str,
+    },
+    /// The layer asked for is a dense MLP layer, not an MoE layer.
+    #[error(
+        "layer {prefix} is a dense MLP layer ({tensor}, no router), not an MoE layer: it has no \
+         experts to load (the model's config makes it dense, e.g. by first_k_dense_replace or \
+         mlp_only_layers)"
+    )]
+    DenseLayer {
+        /// The layer prefix asked for.
+        prefix: String,
+        /// Its dense MLP tensor.
+        tensor: String,
+    },
     /// A tensor has the wrong shape.
     #[error("tensor {tensor} has shape {found:?}, expected {expected:?}")]
     Shape {
@@ -169,12 +198,20 @@ fn specs(config: &MoeConfig) -> Vec<Spec> {
 
 impl LayerWeights {
     /// The seeded weights of `config` under `seed` (module doc; shared with the baselines).
+    ///
+    /// Every tensor is allocated before any is filled, each fallibly: a layer too large for
+    /// this host is a [`ConfigError::HostMemory`] naming the tensor and its size, at once,
+    /// never an aborted process.
     pub fn generate(config: &MoeConfig, seed: u64) -> Result<LayerWeights, ConfigError> {
         config.validate()?;
+        let specs = specs(config);
+        let buffers = specs
+            .iter()
+            .map(|s| try_zeroed(s.shape.iter().product(), describe(s.name)))
+            .collect::<Result<Vec<_>, _>>()?;
         let mut w = LayerWeights::empty();
-        for s in specs(config) {
-            let len = s.shape.iter().product();
-            let values = rng::tensor(seed, s.id, len, s.scale, config.dtype);
+        for (s, mut values) in specs.into_iter().zip(buffers) {
+            rng::fill(&mut values, seed, s.id, s.scale, config.dtype);
             w.set(s.name, values);
         }
         Ok(w)
@@ -279,6 +316,29 @@ fn check_values(name: &str, values: &[f32], config: &MoeConfig) -> Result<(), We
     }
 }
 
+/// A zeroed `f32` buffer of `len` elements, or [`ConfigError::HostMemory`] naming `what` and
+/// the size when the allocator refuses it.
+fn try_zeroed(len: usize, what: &'static str) -> Result<Vec<f32>, ConfigError> {
+    let bytes = (len as u64).saturating_mul(4);
+    let mut v = Vec::new();
+    v.try_reserve_exact(len).map_err(|_| ConfigError::HostMemory { what, bytes })?;
+    v.resize(len, 0.0);
+    Ok(v)
+}
+
+/// A [`specs`] name in words.
+fn describe(name: &str) -> &'static str {
+    match name {
+        "router" => "router weights",
+        "up" => "up projection weights",
+        "gate" => "gate projection weights",
+        "down" => "down projection weights",
+        "up_bias" => "up projection biases",
+        "gate_bias" => "gate projection biases",
+        _ => "down projection biases",
+    }
+}
+
 /// The seeded input of `rank` (`[tokens_per_rank][hidden]`, scale 1) under `seed`.
 pub fn generate_input(config: &MoeConfig, rank: u32, seed: u64) -> Result<Vec<f32>, ConfigError> {
     config.validate()?;
@@ -289,7 +349,9 @@ pub fn generate_input(config: &MoeConfig, rank: u32, seed: u64) -> Result<Vec<f3
         });
     }
     let len = config.tokens_per_rank as usize * config.hidden as usize;
-    Ok(rng::tensor(seed, ids::INPUT + rank as u64, len, 1.0, config.dtype))
+    let mut x = try_zeroed(len, "input rows")?;
+    rng::fill(&mut x, seed, ids::INPUT + rank as u64, 1.0, config.dtype);
+    Ok(x)
 }
 
 #[cfg(test)]
@@ -335,6 +397,23 @@ mod tests {
         let plain = MoeConfig { activation: Activation::Relu, bias: false, ..c };
         let w = LayerWeights::generate(&plain, 9).unwrap();
         assert!(w.gate.is_none() && w.up_bias.is_none() && w.down_bias.is_none());
+    }
+
+    #[test]
+    fn generated_tensors_equal_the_generator_and_a_refused_allocation_is_typed() {
+        let c = swiglu_bias();
+        let w = LayerWeights::generate(&c, 3).unwrap();
+        let len = w.up.len();
+        assert_eq!(w.up, rng::tensor(3, ids::UP, len, 1.0 / 64f32.sqrt(), c.dtype));
+        // No allocator grants isize::MAX bytes: the size is named, nothing aborts.
+        let err = try_zeroed(usize::MAX / 4, describe("up")).unwrap_err();
+        assert!(matches!(err, ConfigError::HostMemory { what: "up projection weights", .. }));
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with("cannot allocate ")
+                && msg.contains(" GiB of host memory for the up projection weights"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -13,6 +13,7 @@ use flashdmoe::core::MoeConfig;
 use flashdmoe::core::oracle::Sample;
 use flashdmoe::sim::SimBackend;
 
+use super::CliError;
 use super::run_summary::bytes;
 
 /// Weight elements generated (in parallel) and copied into the layer (on one thread) per
@@ -73,9 +74,46 @@ pub(crate) enum Refusal {
     Memory {
         /// Estimated bytes.
         needed: u64,
-        /// `MemAvailable` of the host.
+        /// What this process may still allocate ([`available_memory`]).
         available: u64,
     },
+    /// The host part of a GPU run (the f32 weights and rows generated and checked on the
+    /// host) exceeds what the machine has available.
+    #[error(
+        "refusing to run: this layer needs about {} of host memory (its f32 weights, inputs, \
+         outputs and routing are generated and checked on the host), more than the {} \
+         available; shrink the layer (--tokens, --hidden, --inter, --experts, --world)",
+        bytes(*needed),
+        bytes(*available)
+    )]
+    HostMemory {
+        /// Estimated bytes.
+        needed: u64,
+        /// What this process may still allocate ([`available_memory`]).
+        available: u64,
+    },
+}
+
+/// Core's estimate of the layer's host memory ([`flashdmoe::core::MemoryEstimate::host`]).
+fn host_memory(config: &MoeConfig) -> Result<u64, flashdmoe::core::BackendError> {
+    Ok(config.memory_estimate()?.host)
+}
+
+/// Refuses a GPU run whose host part does not fit in the `available` host memory (when
+/// known): core's estimate, two more outputs per rank, and the largest tensor's staging copy
+/// in the layer's dtype.
+pub(super) fn check_gpu_host(config: &MoeConfig, available: Option<u64>) -> Result<(), CliError> {
+    let m = config.memory_estimate()?;
+    let (e, h, i) = (config.experts as u64, config.hidden as u64, config.inter as u64);
+    let rows = 2 * config.world as u64 * config.tokens_per_rank as u64 * h * 4;
+    let staging = e * h * i * config.dtype.elem_bytes() as u64;
+    let needed = m.host.saturating_add(rows).saturating_add(staging);
+    match available {
+        Some(available) if needed > available => {
+            Err(Refusal::HostMemory { needed, available }.into())
+        }
+        _ => Ok(()),
+    }
 }
 
 impl Estimate {
@@ -103,12 +141,14 @@ impl Estimate {
         let rows = checked_per_rank * config.world as f64;
         let oracle_flops = rows * config.top_k as f64 * 2.0 * matrices * h * i;
         let activations = config.world as f64 * tokens * h * 4.0;
-        // The CLI's weights, the layer (heaps and its copy of the weights), an input and up to
-        // three outputs (first, last, traced) per rank, plus their dtype-encoded copies inside
-        // the simulator.
-        let host_bytes = (2 * cost.weight_bytes)
+        // Core's host estimate (the CLI's f32 weights, an input and an output per rank, the
+        // oracle's routing), plus the layer (heaps and its copy of the weights), two more
+        // outputs per rank (first and traced) and the rows' dtype-encoded copies inside the
+        // simulator.
+        let host_bytes = host_memory(config)?
+            .saturating_add(cost.weight_bytes)
             .saturating_add(cost.heap_bytes)
-            .saturating_add((6.0 * activations) as u64);
+            .saturating_add((4.0 * activations) as u64);
         Ok(Estimate {
             cores,
             weights_seconds,
@@ -169,17 +209,49 @@ fn duration(seconds: f64) -> String {
     }
 }
 
-/// The host memory available to a new process (`MemAvailable` of `/proc/meminfo`), where the
-/// system says.
+/// The host memory this process may still allocate, where the system says: the least of the
+/// machine's `MemAvailable` (`/proc/meminfo`), what its address-space and data limits
+/// (`ulimit -v`, `ulimit -d`: `/proc/self/limits`) leave over what it already maps
+/// (`/proc/self/status`), and what its cgroup's `memory.max` leaves over `memory.current`.
 pub(super) fn available_memory() -> Option<u64> {
-    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
-    mem_available(&meminfo)
+    let read = |path: &str| std::fs::read_to_string(path).ok();
+    let status = read("/proc/self/status").unwrap_or_default();
+    let mut bounds = vec![read("/proc/meminfo").and_then(|m| kib_field(&m, "MemAvailable:"))];
+    if let Some(limits) = read("/proc/self/limits") {
+        for (limit, used) in [("Max address space", "VmSize:"), ("Max data size", "VmData:")] {
+            bounds.push(
+                soft_limit(&limits, limit)
+                    .map(|l| l.saturating_sub(kib_field(&status, used).unwrap_or(0))),
+            );
+        }
+    }
+    if let Some(dir) = read("/proc/self/cgroup").and_then(|c| cgroup_dir(&c)) {
+        let max = read(&format!("{dir}/memory.max")).and_then(|m| m.trim().parse::<u64>().ok());
+        let current = read(&format!("{dir}/memory.current"))
+            .and_then(|c| c.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        bounds.push(max.map(|m| m.saturating_sub(current)));
+    }
+    bounds.into_iter().flatten().min()
 }
 
-fn mem_available(meminfo: &str) -> Option<u64> {
-    let line = meminfo.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+/// A `Name:   123 kB` field of `/proc/meminfo` or `/proc/self/status`, in bytes.
+fn kib_field(text: &str, name: &str) -> Option<u64> {
+    let line = text.lines().find(|l| l.starts_with(name))?;
+    let kib: u64 = line[name.len()..].split_whitespace().next()?.parse().ok()?;
     kib.checked_mul(1024)
+}
+
+/// The soft limit of `/proc/self/limits` line `name`, in bytes (`None` when unlimited).
+fn soft_limit(limits: &str, name: &str) -> Option<u64> {
+    let line = limits.lines().find(|l| l.starts_with(name))?;
+    line[name.len()..].split_whitespace().next()?.parse().ok()
+}
+
+/// The cgroup v2 directory of this process (`0::/path` of `/proc/self/cgroup`).
+fn cgroup_dir(cgroup: &str) -> Option<String> {
+    let path = cgroup.lines().find_map(|l| l.strip_prefix("0::"))?;
+    Some(format!("/sys/fs/cgroup{}", path.trim_end_matches('/')))
 }
 
 #[cfg(test)]
@@ -255,10 +327,48 @@ mod tests {
     }
 
     #[test]
-    fn meminfo_is_parsed() {
+    fn meminfo_limits_and_cgroups_are_parsed() {
         let info = "MemTotal:       24000000 kB\nMemFree:  1 kB\nMemAvailable:   12345 kB\n";
-        assert_eq!(mem_available(info), Some(12345 * 1024));
-        assert_eq!(mem_available("MemTotal: 1 kB\n"), None);
-        assert_eq!(mem_available("MemAvailable: lots kB\n"), None);
+        assert_eq!(kib_field(info, "MemAvailable:"), Some(12345 * 1024));
+        assert_eq!(kib_field("MemTotal: 1 kB\n", "MemAvailable:"), None);
+        assert_eq!(kib_field("MemAvailable: lots kB\n", "MemAvailable:"), None);
+        let limits = "Limit                     Soft Limit           Hard Limit           Units\n\
+                      Max data size             unlimited            unlimited            bytes\n\
+                      Max address space         4294967296           unlimited            bytes\n";
+        assert_eq!(soft_limit(limits, "Max address space"), Some(4 << 30));
+        assert_eq!(soft_limit(limits, "Max data size"), None);
+        assert_eq!(
+            cgroup_dir("0::/user.slice/x.scope\n").as_deref(),
+            Some("/sys/fs/cgroup/user.slice/x.scope")
+        );
+        assert_eq!(cgroup_dir("0::/\n").as_deref(), Some("/sys/fs/cgroup"));
+        assert_eq!(cgroup_dir("1:memory:/x\n"), None);
+        // On this machine: something is known, and it is less than the memory in it.
+        let total =
+            std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| kib_field(&m, "MemTotal:"));
+        if let (Some(total), Some(available)) = (total, available_memory()) {
+            assert!(available <= total, "{available} > {total}");
+        }
+    }
+
+    #[test]
+    fn gpu_runs_check_the_host_part() {
+        let c = MoeConfig {
+            tokens_per_rank: 8,
+            hidden: 64,
+            inter: 64,
+            experts: 1_000_000,
+            ..MoeConfig::default()
+        };
+        let err = check_gpu_host(&c, Some(8 << 30)).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with("refusing to run: this layer needs about ")
+                && msg.contains("8.0 GiB available"),
+            "{msg}"
+        );
+        assert!(matches!(err.status(), super::super::ExitStatus::Usage));
+        assert!(check_gpu_host(&c, None).is_ok());
+        assert!(check_gpu_host(&MoeConfig::default(), Some(1 << 30)).is_ok());
     }
 }

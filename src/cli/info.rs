@@ -11,8 +11,20 @@ pub(super) fn info() -> Result<(), CliError> {
     println!("\npresets (flashdmoe run --preset NAME):");
     for name in presets::names() {
         if let Ok(c) = presets::preset(&name) {
-            println!("  {name:<20} {}", run_summary::shape(&c));
+            println!("  {name:<24} {}", run_summary::shape(&c));
         }
+    }
+    println!("\nrefused model names (their layers need what is not implemented yet, issue 16):");
+    for m in presets::REFUSED {
+        let mut fields: Vec<&str> = m.needs.iter().map(|(field, _, _)| *field).collect();
+        fields.dedup();
+        println!(
+            "  {:<24} needs {}; --preset {} is {}",
+            m.name,
+            fields.join(", "),
+            m.instead,
+            m.part
+        );
     }
     println!("\nbackends (flashdmoe run --backend NAME):");
     println!("  sim   available: the CPU simulator (default)");

@@ -29,8 +29,10 @@ use flashdmoe::sim::SimOptions;
 #[derive(Debug, Parser)]
 #[command(name = "flashdmoe", version, propagate_version = true)]
 #[command(after_help = "Exit codes: 0 success (and verified), 1 the forward failed, \
-    2 bad command line or configuration, 3 the output does not match the oracle, \
-    4 the backend is unavailable here (no GPU, driver or NVRTC; too few GPUs).")]
+    2 bad command line or configuration (including a model feature not implemented yet and a \
+    layer too large for this machine's memory, refused before anything runs), 3 the output \
+    does not match the oracle, 4 the backend is unavailable here (no GPU, driver or NVRTC; too \
+    few GPUs).")]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -55,9 +55,11 @@ pub(super) fn run(args: &RunArgs) -> Result<(), CliError> {
                     "--max-sim-seconds and --allow-slow apply to --backend sim only".into(),
                 ));
             }
-            // Before generating anything: without a GPU there is nothing to run on.
+            // Before generating anything: without a GPU there is nothing to run on, and the
+            // host must hold what is generated and checked there.
             flashdmoe::cuda::cuda_available()
                 .map_err(|e| CliError::Backend(BackendError::Unavailable(e.to_string())))?;
+            estimate::check_gpu_host(&config, estimate::available_memory())?;
             let cuda = CudaOptions { ranks_per_gpu: args.ranks_per_gpu, ..CudaOptions::default() };
             match cuda.ranks_per_gpu {
                 Some(r) => println!("backend: cuda ({r} ranks per GPU)"),

@@ -396,12 +396,13 @@ fn cases(quick: bool) -> Vec<Case> {
         return out;
     }
     // Model presets at their preset token counts, sampled rows.
-    for name in
-        ["mixtral-8x7b", "qwen1.5-moe-a2.7b", "deepseek-v2-lite", "olmoe-1b-7b", "gpt-oss-20b"]
-    {
-        if let Ok(c) = presets::preset(name) {
-            out.push(Case { sample: Some(32), timed: true, ..case(format!("preset {name}"), c) });
-        }
+    for model in presets::MODELS {
+        let name = model.name;
+        out.push(Case {
+            sample: Some(32),
+            timed: true,
+            ..case(format!("preset {name}"), model.config())
+        });
     }
     // Paper grid (bf16 relu, capacity 1.0), timed; and dropless at T=16384.
     for (name, c) in presets::paper_grid() {

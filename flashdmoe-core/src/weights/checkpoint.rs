@@ -22,7 +22,25 @@
 //! * Mixtral: `block_sparse_moe.gate.weight` (router), `block_sparse_moe.experts.{e}.w1.weight`
 //!   (gate), `.w3.weight` (up), `.w2.weight` (down);
 //! * Qwen-MoE / OLMoE / DeepSeek: `mlp.gate.weight` (router), `mlp.experts.{e}.gate_proj.weight`,
+//!   `.up_proj.weight`, `.down_proj.weight`;
+//! * Jamba: `feed_forward.router.weight` (router), `feed_forward.experts.{e}.gate_proj.weight`,
 //!   `.up_proj.weight`, `.down_proj.weight`.
+//!
+//! ## Strict
+//!
+//! Every tensor in the layer's scope (the whole prefixed file for stacked names, the layer's
+//! MoE block, e.g. `model.layers.3.mlp.`, for per-expert names) must be one the config reads;
+//! any other is a [`WeightsError::Unexpected`] naming it: a gate in a relu/gelu layer, biases
+//! in a layer without them, a shared expert (`mlp.shared_expert.*`, `mlp.shared_experts.*`,
+//! `mlp.shared_expert_gate.weight`), DeepSeek-V3's `e_score_correction_bias`, a router bias,
+//! an expert beyond the config's count. Tensors outside the scope (attention, norms, other
+//! layers) are not the layer's and are left alone. A name listed twice in one header (which
+//! a JSON map would silently resolve to the last) or in two shards is a
+//! [`WeightsError::Duplicate`]. Layouts recognised but not supported yet are a
+//! [`WeightsError::Layout`] naming a tensor: gpt-oss (`mlp.router.weight` with its bias,
+//! `mlp.experts.gate_up_proj`, MXFP4 `_blocks` / `_scales`), Llama-4
+//! (`feed_forward.experts.gate_up_proj`), DBRX (`ffn.router.layer.weight`). A prefix naming a
+//! dense MLP layer (`mlp.up_proj.weight`, no router) is a [`WeightsError::DenseLayer`].
 //!
 //! Every name may carry a layer prefix (e.g. `model.layers.3.`). Without an explicit prefix,
 //! the loader uses unprefixed stacked names if present, else the one layer whose router it
@@ -33,6 +51,8 @@
 //! BF16, F16 and F32 tensors are accepted and rounded to the config's dtype; files are written
 //! in the config's dtype (F32 for both f32 dtypes).
 
+use std::collections::{HashMap, HashSet};
+use std::fmt;
 use std::fs::File;
 use std::io::{Cursor, Read, Seek, SeekFrom};
 use std::path::Path;
@@ -40,9 +60,10 @@ use std::path::Path;
 use half::{bf16, f16};
 use safetensors::tensor::{Metadata, TensorInfo};
 use safetensors::{Dtype, View};
+use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
 
 use super::{LayerWeights, WeightsError, specs};
-use crate::config::MoeConfig;
+use crate::config::{Activation, Feature, MoeConfig};
 use crate::dtype::DType;
 
 /// Largest safetensors header accepted (the format's own limit).
@@ -64,6 +85,8 @@ fn stacked_name(field: &str) -> &'static str {
 
 /// A per-expert naming scheme of a Hugging Face checkpoint.
 struct PerExpert {
+    /// The MoE block, under which every tensor of the layer's MoE lives.
+    block: &'static str,
     router: &'static str,
     experts: &'static str,
     gate: &'static str,
@@ -72,6 +95,7 @@ struct PerExpert {
 }
 
 const MIXTRAL: PerExpert = PerExpert {
+    block: "block_sparse_moe.",
     router: "block_sparse_moe.gate.weight",
     experts: "block_sparse_moe.experts.",
     gate: "w1",
@@ -80,6 +104,7 @@ const MIXTRAL: PerExpert = PerExpert {
 };
 
 const HF_MLP: PerExpert = PerExpert {
+    block: "mlp.",
     router: "mlp.gate.weight",
     experts: "mlp.experts.",
     gate: "gate_proj",
@@ -87,19 +112,87 @@ const HF_MLP: PerExpert = PerExpert {
     down: "down_proj",
 };
 
+const JAMBA: PerExpert = PerExpert {
+    block: "feed_forward.",
+    router: "feed_forward.router.weight",
+    experts: "feed_forward.experts.",
+    gate: "gate_proj",
+    up: "up_proj",
+    down: "down_proj",
+};
+
 /// How a layer's tensors are named in a checkpoint.
+#[derive(Clone, Copy)]
 enum Naming {
     Stacked,
     PerExpert(&'static PerExpert),
 }
 
 impl Naming {
-    const ALL: [(&'static str, Naming); 3] = [
+    const ALL: [(&'static str, Naming); 4] = [
         ("router.weight", Naming::Stacked),
         (MIXTRAL.router, Naming::PerExpert(&MIXTRAL)),
         (HF_MLP.router, Naming::PerExpert(&HF_MLP)),
+        (JAMBA.router, Naming::PerExpert(&JAMBA)),
     ];
+
+    /// Where every tensor of the layer lives: the whole (prefixed) file for our stacked
+    /// files, the MoE block of a model's layer.
+    fn scope(&self, prefix: &str) -> String {
+        match self {
+            Naming::Stacked => prefix.to_owned(),
+            Naming::PerExpert(n) => format!("{prefix}{}", n.block),
+        }
+    }
+
+    /// The checkpoint names of tensor `field` (a [`specs`] name) of `experts` experts: one
+    /// stacked name, or one per expert (the router is always one).
+    fn names(&self, prefix: &str, field: &str, experts: usize) -> Vec<String> {
+        let n = match self {
+            Naming::Stacked => return vec![format!("{prefix}{}", stacked_name(field))],
+            Naming::PerExpert(n) => n,
+        };
+        if field == "router" {
+            return vec![format!("{prefix}{}", n.router)];
+        }
+        let (proj, kind) = match field {
+            "up" => (n.up, "weight"),
+            "gate" => (n.gate, "weight"),
+            "down" => (n.down, "weight"),
+            "up_bias" => (n.up, "bias"),
+            "gate_bias" => (n.gate, "bias"),
+            _ => (n.down, "bias"),
+        };
+        (0..experts).map(|e| format!("{prefix}{}{e}.{proj}.{kind}", n.experts)).collect()
+    }
 }
+
+/// Checkpoint layouts recognised but not supported yet: a name suffix, and the layout.
+const UNSUPPORTED_LAYOUTS: [(&str, &str); 5] = [
+    (
+        "mlp.experts.gate_up_proj_blocks",
+        "gpt-oss (MXFP4 _blocks/_scales experts with an interleaved gate_up_proj, a router with a \
+         bias)",
+    ),
+    (
+        "mlp.experts.gate_up_proj",
+        "gpt-oss (experts with an interleaved gate_up_proj, a router with a bias)",
+    ),
+    (
+        "mlp.router.weight",
+        "gpt-oss (a router with a bias, experts with an interleaved gate_up_proj)",
+    ),
+    ("feed_forward.experts.gate_up_proj", "Llama-4 (a fused gate_up_proj, a shared expert)"),
+    ("ffn.router.layer.weight", "DBRX (experts stacked as ffn.experts.mlp.w1 / v1 / w2)"),
+];
+
+/// Dense MLP tensors: a layer with one of these and no router is not an MoE layer.
+const DENSE_MLP: [&str; 4] = [
+    "mlp.up_proj.weight",
+    "mlp.gate_up_proj.weight",
+    "feed_forward.up_proj.weight",
+    "mlp.w3.weight",
+];
 
 fn io_error(path: &Path, e: std::io::Error) -> WeightsError {
     WeightsError::Io { path: path.display().to_string(), message: e.to_string() }
@@ -132,6 +225,12 @@ impl<R: Read + Seek> Shard<R> {
         reader.read_exact(&mut header).map_err(io)?;
         let meta: Metadata =
             serde_json::from_slice(&header).map_err(|e| format(format!("invalid header: {e}")))?;
+        // serde_json keeps the last of repeated keys: find them first.
+        let keys: UniqueKeys =
+            serde_json::from_slice(&header).map_err(|e| format(format!("invalid header: {e}")))?;
+        if let Some(tensor) = keys.0 {
+            return Err(WeightsError::Duplicate { tensor, file: label });
+        }
         let data_start = 8 + n;
         if data_start.checked_add(meta.data_len() as u64) != Some(len) {
             return Err(format(format!(
@@ -144,12 +243,53 @@ impl<R: Read + Seek> Shard<R> {
     }
 }
 
+/// The first key a JSON object repeats, if any (the header's tensor names must be unique).
+struct UniqueKeys(Option<String>);
+
+impl<'de> Deserialize<'de> for UniqueKeys {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<UniqueKeys, D::Error> {
+        struct Keys;
+        impl<'de> Visitor<'de> for Keys {
+            type Value = UniqueKeys;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<UniqueKeys, A::Error> {
+                let (mut seen, mut repeated) = (HashSet::new(), None);
+                while let Some(key) = map.next_key::<String>()? {
+                    map.next_value::<IgnoredAny>()?;
+                    if !seen.insert(key.clone()) && repeated.is_none() {
+                        repeated = Some(key);
+                    }
+                }
+                Ok(UniqueKeys(repeated))
+            }
+        }
+        d.deserialize_map(Keys)
+    }
+}
+
 /// The tensors of one or more shards, looked up by name.
 struct Checkpoint<R> {
     shards: Vec<Shard<R>>,
 }
 
 impl<R: Read + Seek> Checkpoint<R> {
+    /// The shards of one checkpoint: no tensor name in two of them.
+    fn new(shards: Vec<Shard<R>>) -> Result<Checkpoint<R>, WeightsError> {
+        let mut owner: HashMap<String, usize> = HashMap::new();
+        for (i, shard) in shards.iter().enumerate() {
+            for name in shard.meta.tensors().into_keys() {
+                if let Some(&j) = owner.get(&name) {
+                    let file = format!("{} and {}", shards[j].label, shard.label);
+                    return Err(WeightsError::Duplicate { tensor: name, file });
+                }
+                owner.insert(name, i);
+            }
+        }
+        Ok(Checkpoint { shards })
+    }
+
     fn names(&self) -> impl Iterator<Item = String> + '_ {
         self.shards.iter().flat_map(|s| s.meta.tensors().into_keys())
     }
@@ -220,11 +360,17 @@ impl<R: Read + Seek> Checkpoint<R> {
 
     /// The prefix and naming of the layer to load (module doc).
     fn resolve(&self, prefix: Option<&str>) -> Result<(String, Naming), WeightsError> {
+        self.unsupported_layout(prefix.unwrap_or(""))?;
         if let Some(p) = prefix {
             for (router, naming) in Naming::ALL {
                 if self.find(&format!("{p}{router}")).is_some() {
                     return Ok((p.to_owned(), naming));
                 }
+            }
+            if let Some(tensor) =
+                DENSE_MLP.iter().map(|d| format!("{p}{d}")).find(|n| self.find(n).is_some())
+            {
+                return Err(WeightsError::DenseLayer { prefix: p.to_owned(), tensor });
             }
             let tried: Vec<String> = Naming::ALL.iter().map(|(r, _)| format!("{p}{r}")).collect();
             return Err(WeightsError::Missing { tensor: tried.join(" or ") });
@@ -234,13 +380,16 @@ impl<R: Read + Seek> Checkpoint<R> {
         }
         let mut found: Vec<(String, Naming)> = Vec::new();
         for name in self.names() {
-            for (router, naming) in Naming::ALL {
-                if let Some(p) = name.strip_suffix(router)
-                    && (p.is_empty() || p.ends_with('.'))
-                {
-                    found.push((p.to_owned(), naming));
-                }
-            }
+            // The longest router name that fits: `feed_forward.router.weight` is Jamba's
+            // router, not a stacked `router.weight` under `feed_forward.`.
+            let best = Naming::ALL
+                .iter()
+                .filter_map(|&(router, naming)| {
+                    let p = name.strip_suffix(router)?;
+                    (p.is_empty() || p.ends_with('.')).then(|| (p.to_owned(), naming))
+                })
+                .min_by_key(|(p, _)| p.len());
+            found.extend(best);
         }
         found.sort_by(|a, b| a.0.cmp(&b.0));
         match found.len() {
@@ -254,6 +403,53 @@ impl<R: Read + Seek> Checkpoint<R> {
         }
     }
 
+    /// A [`WeightsError::Layout`] when a tensor under `prefix` belongs to a layout flashdmoe
+    /// recognises but cannot load yet.
+    fn unsupported_layout(&self, prefix: &str) -> Result<(), WeightsError> {
+        let mut names: Vec<String> = self.names().filter(|n| n.starts_with(prefix)).collect();
+        names.sort();
+        for (suffix, layout) in UNSUPPORTED_LAYOUTS {
+            if let Some(tensor) = names.iter().find(|n| n.ends_with(suffix)) {
+                return Err(WeightsError::Layout { tensor: tensor.clone(), layout });
+            }
+        }
+        Ok(())
+    }
+
+    /// Every tensor in the layer's scope must be one the config reads (module doc): the
+    /// first one that is not, most telling first (a feature flashdmoe lacks before a plain
+    /// extra tensor).
+    fn check_unexpected(
+        &self,
+        config: &MoeConfig,
+        naming: Naming,
+        prefix: &str,
+    ) -> Result<(), WeightsError> {
+        let e = config.experts as usize;
+        let read: HashSet<String> =
+            specs(config).iter().flat_map(|s| naming.names(prefix, s.name, e)).collect();
+        // Every tensor a gated layer with biases would have, by field.
+        let full = MoeConfig { activation: Activation::SiluGated, bias: true, ..config.clone() };
+        let field_of: HashMap<String, &'static str> = specs(&full)
+            .iter()
+            .flat_map(|s| naming.names(prefix, s.name, e).into_iter().map(|n| (n, s.name)))
+            .collect();
+        let scope = naming.scope(prefix);
+        let mut extra: Vec<(u8, String, String)> = self
+            .names()
+            .filter(|n| n.starts_with(&scope) && !read.contains(n))
+            .map(|n| {
+                let (rank, reason) = why_unexpected(&n, field_of.get(&n).copied(), config);
+                (rank, n, reason)
+            })
+            .collect();
+        extra.sort();
+        match extra.into_iter().next() {
+            None => Ok(()),
+            Some((_, tensor, reason)) => Err(WeightsError::Unexpected { tensor, reason }),
+        }
+    }
+
     fn load(
         &mut self,
         config: &MoeConfig,
@@ -261,46 +457,48 @@ impl<R: Read + Seek> Checkpoint<R> {
     ) -> Result<LayerWeights, WeightsError> {
         config.validate()?;
         let (prefix, naming) = self.resolve(prefix)?;
+        self.check_unexpected(config, naming, &prefix)?;
         let dtype = config.dtype;
         let mut w = LayerWeights::empty();
-        match naming {
-            Naming::Stacked => {
-                for s in specs(config) {
-                    let values =
-                        self.read(&format!("{prefix}{}", stacked_name(s.name)), &s.shape, dtype)?;
-                    w.set(s.name, values);
+        for s in specs(config) {
+            let names = naming.names(&prefix, s.name, config.experts as usize);
+            let values = if let [name] = &names[..] {
+                self.read(name, &s.shape, dtype)?
+            } else {
+                let per_expert = &s.shape[1..];
+                let len: usize = per_expert.iter().product();
+                let mut values = vec![0.0; s.shape[0] * len];
+                for (name, chunk) in names.iter().zip(values.chunks_exact_mut(len.max(1))) {
+                    self.read_into(name, per_expert, dtype, chunk)?;
                 }
-            }
-            Naming::PerExpert(n) => {
-                for s in specs(config) {
-                    let name = |e: usize| {
-                        let (proj, kind) = match s.name {
-                            "up" => (n.up, "weight"),
-                            "gate" => (n.gate, "weight"),
-                            "down" => (n.down, "weight"),
-                            "up_bias" => (n.up, "bias"),
-                            "gate_bias" => (n.gate, "bias"),
-                            _ => (n.down, "bias"),
-                        };
-                        format!("{prefix}{}{e}.{proj}.{kind}", n.experts)
-                    };
-                    let values = if s.name == "router" {
-                        self.read(&format!("{prefix}{}", n.router), &s.shape, dtype)?
-                    } else {
-                        let per_expert = &s.shape[1..];
-                        let len: usize = per_expert.iter().product();
-                        let mut values = vec![0.0; s.shape[0] * len];
-                        for (e, chunk) in values.chunks_exact_mut(len.max(1)).enumerate() {
-                            self.read_into(&name(e), per_expert, dtype, chunk)?;
-                        }
-                        values
-                    };
-                    w.set(s.name, values);
-                }
-            }
+                values
+            };
+            w.set(s.name, values);
         }
         w.check(config)?;
         Ok(w)
+    }
+}
+
+/// Why tensor `name` of the layer's scope is not read, and how telling that is (lower first):
+/// `field` is the tensor it would be in a gated layer with biases.
+fn why_unexpected(name: &str, field: Option<&str>, config: &MoeConfig) -> (u8, String) {
+    let lacking = |f: Feature| format!("{f} (issue 16)");
+    if name.contains("shared_expert") {
+        (0, format!("a shared expert's tensor: {}", lacking(Feature::SharedExperts)))
+    } else if name.ends_with("e_score_correction_bias") {
+        (0, format!("DeepSeek-V3's selection bias: {}", lacking(Feature::SelectionBias)))
+    } else if name.contains("gate_up_proj") {
+        (0, "a fused gate/up projection (gpt-oss, Llama-4): not supported yet (issue 16)".into())
+    } else if name.ends_with("router.bias") || name.ends_with("gate.bias") && field.is_none() {
+        (0, format!("a router bias: {}", lacking(Feature::RouterBias)))
+    } else if matches!(field, Some("gate" | "gate_bias")) && !config.activation.is_gated() {
+        (1, format!("the {} layer has no gate projection (only swiglu has one)", config.activation))
+    } else if field.is_some() && !config.bias {
+        (1, "the config has no biases (bias = false)".into())
+    } else {
+        let (e, a, b) = (config.experts, config.activation, config.bias);
+        (2, format!("no tensor of this layer ({e} experts, {a}, bias = {b}) has this name"))
     }
 }
 
@@ -335,7 +533,7 @@ impl LayerWeights {
         prefix: Option<&str>,
     ) -> Result<LayerWeights, WeightsError> {
         let shard = Shard::open("<memory>".to_owned(), Cursor::new(bytes))?;
-        Checkpoint { shards: vec![shard] }.load(config, prefix)
+        Checkpoint::new(vec![shard])?.load(config, prefix)
     }
 
     /// The layer in one or more safetensors files (the shards of a checkpoint), see the module
@@ -353,7 +551,7 @@ impl LayerWeights {
                 Shard::open(p.display().to_string(), file)
             })
             .collect::<Result<_, _>>()?;
-        Checkpoint { shards }.load(config, prefix)
+        Checkpoint::new(shards)?.load(config, prefix)
     }
 
     fn to_bytes(&self, config: &MoeConfig) -> Result<Vec<(&'static str, Bytes)>, WeightsError> {
@@ -401,11 +599,10 @@ impl LayerWeights {
 }
 
 #[cfg(test)]
-mod tests {
+mod tests_support {
     use super::*;
-    use crate::config::Activation;
 
-    fn cfg(dtype: DType, activation: Activation, bias: bool) -> MoeConfig {
+    pub(super) fn cfg(dtype: DType, activation: Activation, bias: bool) -> MoeConfig {
         MoeConfig {
             hidden: 64,
             inter: 128,
@@ -417,24 +614,34 @@ mod tests {
         }
     }
 
-    fn f32_bytes(values: &[f32]) -> Vec<u8> {
+    pub(super) fn f32_bytes(values: &[f32]) -> Vec<u8> {
         values.iter().flat_map(|v| v.to_le_bytes()).collect()
     }
 
-    fn serialize(tensors: Vec<(String, Bytes)>) -> Vec<u8> {
+    /// An F32 tensor.
+    pub(super) fn f32_tensor(shape: Vec<usize>, values: &[f32]) -> Bytes {
+        Bytes { dtype: Dtype::F32, shape, data: f32_bytes(values) }
+    }
+
+    impl Bytes {
+        pub(super) fn copy(&self) -> Bytes {
+            Bytes { dtype: self.dtype, shape: self.shape.clone(), data: self.data.clone() }
+        }
+    }
+
+    pub(super) fn serialize(tensors: Vec<(String, Bytes)>) -> Vec<u8> {
         safetensors::serialize(tensors.iter().map(|(n, b)| (n.as_str(), b)), None).unwrap()
     }
 
     /// `w` (generated for `c`) written with a per-expert naming under `prefix`, as F32.
-    fn per_expert(
+    pub(super) fn per_expert(
         c: &MoeConfig,
         w: &LayerWeights,
         n: &PerExpert,
         prefix: &str,
     ) -> Vec<(String, Bytes)> {
         let (h, i) = (c.hidden as usize, c.inter as usize);
-        let f32t =
-            |shape: Vec<usize>, v: &[f32]| Bytes { dtype: Dtype::F32, shape, data: f32_bytes(v) };
+        let f32t = f32_tensor;
         let mut out =
             vec![(format!("{prefix}{}", n.router), f32t(vec![c.experts as usize, h], &w.router))];
         for e in 0..c.experts as usize {
@@ -456,6 +663,12 @@ mod tests {
         }
         out
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tests_support::*;
+    use super::*;
 
     #[test]
     fn stacked_round_trip_in_every_dtype() {
@@ -588,6 +801,186 @@ mod tests {
         }
         // A weights/config mismatch on save is a typed error too.
         assert!(matches!(w.to_safetensors(&relu), Err(WeightsError::Unexpected { .. })));
+    }
+}
+
+#[cfg(test)]
+mod strict {
+    use super::tests_support::*;
+    use super::*;
+
+    fn unexpected(r: Result<LayerWeights, WeightsError>) -> (String, String) {
+        match r {
+            Err(WeightsError::Unexpected { tensor, reason }) => (tensor, reason),
+            other => panic!("expected Unexpected, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_gate_in_a_relu_layer_and_biases_in_a_bias_free_one_are_unexpected() {
+        let gated = cfg(DType::F32, Activation::SiluGated, true);
+        let bytes = LayerWeights::generate(&gated, 1).unwrap().to_safetensors(&gated).unwrap();
+        let relu = MoeConfig { activation: Activation::Relu, ..gated.clone() };
+        let (tensor, reason) = unexpected(LayerWeights::from_safetensors(&relu, &bytes, None));
+        assert_eq!(tensor, "experts.gate.bias");
+        assert!(reason.contains("relu layer has no gate projection"), "{reason}");
+        let no_bias = MoeConfig { bias: false, ..gated.clone() };
+        let (tensor, reason) = unexpected(LayerWeights::from_safetensors(&no_bias, &bytes, None));
+        assert_eq!(tensor, "experts.down.bias");
+        assert!(reason.contains("no biases"), "{reason}");
+        // Per-expert names too.
+        let w = LayerWeights::generate(&gated, 1).unwrap();
+        let t = per_expert(&gated, &w, &HF_MLP, "model.layers.2.");
+        let (tensor, _) = unexpected(LayerWeights::from_safetensors(&no_bias, &serialize(t), None));
+        assert_eq!(tensor, "model.layers.2.mlp.experts.0.down_proj.bias");
+        // And a tensor nothing names.
+        let mut t = per_expert(&gated, &w, &HF_MLP, "");
+        t.push(("mlp.experts.0.extra.weight".into(), f32_tensor(vec![2], &[1.0, 2.0])));
+        let (tensor, reason) =
+            unexpected(LayerWeights::from_safetensors(&gated, &serialize(t), None));
+        assert_eq!(tensor, "mlp.experts.0.extra.weight");
+        assert!(reason.starts_with("no tensor of this layer (3 experts, swiglu, bias = true)"));
+    }
+
+    #[test]
+    fn shared_experts_selection_and_router_biases_name_the_missing_feature() {
+        let c = cfg(DType::F32, Activation::SiluGated, false);
+        let w = LayerWeights::generate(&c, 2).unwrap();
+        let (h, e) = (c.hidden as usize, c.experts as usize);
+        let cases = [
+            ("model.layers.1.mlp.shared_expert.up_proj.weight", vec![128, h], "shared experts"),
+            ("model.layers.1.mlp.shared_expert_gate.weight", vec![1, h], "shared experts"),
+            ("model.layers.1.mlp.shared_experts.down_proj.weight", vec![h, 128], "shared experts"),
+            ("model.layers.1.mlp.gate.e_score_correction_bias", vec![e], "selection bias"),
+            ("model.layers.1.mlp.gate.bias", vec![e], "a router bias"),
+        ];
+        for (name, shape, feature) in cases {
+            let mut t = per_expert(&c, &w, &HF_MLP, "model.layers.1.");
+            let len = shape.iter().product::<usize>();
+            t.push((name.into(), f32_tensor(shape, &vec![0.5; len])));
+            // A tensor outside the MoE block is none of the loader's business.
+            t.push(("model.layers.1.self_attn.q_proj.weight".into(), f32_tensor(vec![1], &[1.0])));
+            let (tensor, reason) =
+                unexpected(LayerWeights::from_safetensors(&c, &serialize(t), None));
+            assert_eq!(tensor, name);
+            assert!(reason.contains(feature) && reason.ends_with("(issue 16)"), "{reason}");
+        }
+    }
+
+    /// A header with tensor `a` listed twice, and its 4 data bytes.
+    fn repeated_header() -> Vec<u8> {
+        let entry = r#"{"dtype":"F32","shape":[1],"data_offsets":[0,4]}"#;
+        let header = format!(r#"{{"router.weight":{entry},"router.weight":{entry}}}"#);
+        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+        bytes.extend_from_slice(header.as_bytes());
+        bytes.extend_from_slice(&1.0f32.to_le_bytes());
+        bytes
+    }
+
+    #[test]
+    fn a_tensor_listed_twice_is_an_error_in_a_file_and_across_shards() {
+        let c = cfg(DType::F32, Activation::Relu, false);
+        assert_eq!(
+            LayerWeights::from_safetensors(&c, &repeated_header(), None),
+            Err(WeightsError::Duplicate {
+                tensor: "router.weight".into(),
+                file: "<memory>".into()
+            })
+        );
+        let w = LayerWeights::generate(&c, 3).unwrap();
+        let t = per_expert(&c, &w, &MIXTRAL, "");
+        let dir = std::env::temp_dir();
+        let paths: Vec<_> = (0..2)
+            .map(|i| dir.join(format!("fdm-dup-{}-{i}.safetensors", std::process::id())))
+            .collect();
+        std::fs::write(&paths[0], serialize(per_expert(&c, &w, &MIXTRAL, ""))).unwrap();
+        std::fs::write(
+            &paths[1],
+            serialize(t[..1].iter().map(|(n, b)| (n.clone(), b.copy())).collect()),
+        )
+        .unwrap();
+        let loaded = LayerWeights::load_safetensors(&c, &paths, None);
+        paths.iter().for_each(|p| std::fs::remove_file(p).unwrap());
+        assert!(
+            matches!(&loaded, Err(WeightsError::Duplicate { tensor, file })
+                if tensor == "block_sparse_moe.gate.weight" && file.contains(" and ")),
+            "{loaded:?}"
+        );
+    }
+
+    #[test]
+    fn gpt_oss_hub_names_are_refused_as_its_layout_not_as_missing_tensors() {
+        let c = cfg(DType::Bf16, Activation::SiluGated, true);
+        let u8t = |shape: Vec<usize>| {
+            let len = shape.iter().product();
+            Bytes { dtype: Dtype::U8, shape, data: vec![0; len] }
+        };
+        let p = "model.layers.0.";
+        let mxfp4 = vec![
+            (format!("{p}mlp.router.weight"), f32_tensor(vec![3, 64], &[0.0; 192])),
+            (format!("{p}mlp.router.bias"), f32_tensor(vec![3], &[0.0; 3])),
+            (format!("{p}mlp.experts.gate_up_proj_blocks"), u8t(vec![3, 256, 2, 16])),
+            (format!("{p}mlp.experts.gate_up_proj_scales"), u8t(vec![3, 256, 2])),
+            (format!("{p}mlp.experts.down_proj_blocks"), u8t(vec![3, 64, 4, 16])),
+            (format!("{p}mlp.experts.down_proj_scales"), u8t(vec![3, 64, 4])),
+        ];
+        let bytes = serialize(mxfp4);
+        for prefix in [None, Some(p)] {
+            match LayerWeights::from_safetensors(&c, &bytes, prefix) {
+                Err(e @ WeightsError::Layout { .. }) => {
+                    let msg = e.to_string();
+                    assert!(
+                        msg.starts_with(
+                            "tensor model.layers.0.mlp.experts.gate_up_proj_blocks: the gpt-oss"
+                        ),
+                        "{msg}"
+                    );
+                    assert!(msg.ends_with("not supported yet (issue 16)"), "{msg}");
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        // The bf16 release layout (gate_up_proj with its bias) likewise.
+        let bf16 = vec![
+            (format!("{p}mlp.router.weight"), f32_tensor(vec![3, 64], &[0.0; 192])),
+            (
+                format!("{p}mlp.experts.gate_up_proj"),
+                f32_tensor(vec![3, 64, 256], &vec![0.0; 3 * 64 * 256]),
+            ),
+        ];
+        assert!(matches!(
+            LayerWeights::from_safetensors(&c, &serialize(bf16), None),
+            Err(WeightsError::Layout { tensor, .. }) if tensor.ends_with("mlp.experts.gate_up_proj")
+        ));
+    }
+
+    #[test]
+    fn a_dense_layer_is_not_an_moe_layer() {
+        let c = cfg(DType::F32, Activation::SiluGated, false);
+        let w = LayerWeights::generate(&c, 4).unwrap();
+        let mut t = per_expert(&c, &w, &HF_MLP, "model.layers.1.");
+        for proj in ["gate_proj", "up_proj", "down_proj"] {
+            t.push((format!("model.layers.0.mlp.{proj}.weight"), f32_tensor(vec![1], &[1.0])));
+        }
+        let bytes = serialize(t);
+        assert_eq!(LayerWeights::from_safetensors(&c, &bytes, None).unwrap(), w);
+        let dense = LayerWeights::from_safetensors(&c, &bytes, Some("model.layers.0."));
+        assert_eq!(
+            dense,
+            Err(WeightsError::DenseLayer {
+                prefix: "model.layers.0.".into(),
+                tensor: "model.layers.0.mlp.up_proj.weight".into()
+            })
+        );
+        assert!(dense.unwrap_err().to_string().contains("not an MoE layer"));
+    }
+
+    #[test]
+    fn jamba_names_load() {
+        let c = cfg(DType::F32, Activation::SiluGated, false);
+        let w = LayerWeights::generate(&c, 5).unwrap();
+        let bytes = serialize(per_expert(&c, &w, &JAMBA, "model.layers.3."));
+        assert_eq!(LayerWeights::from_safetensors(&c, &bytes, None).unwrap(), w);
     }
 }
 

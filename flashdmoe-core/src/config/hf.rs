@@ -1,0 +1,859 @@
+//! Hugging Face `config.json`: a model's MoE layer, read by its model family.
+//!
+//! A config is read by its `model_type` (from `text_config` first for multimodal wrappers such
+//! as Llama-4's): the family says which fields its reference MoE block reads and what an absent
+//! one defaults to. Every such field that changes the layer's math is either mapped or refused
+//! with [`ConfigError::NotImplemented`] naming it; nothing is dropped. A `model_type` outside
+//! the table is refused ([`ConfigError::HfField`]): its router or experts may differ.
+//!
+//! | `model_type` | H, I, E, k | top-k weights renormalised | refused (issue 16) |
+//! |---|---|---|---|
+//! | `mixtral` | `hidden_size`, `intermediate_size`, `num_local_experts`, `num_experts_per_tok` | always | |
+//! | `qwen2_moe` | `hidden_size`, `moe_intermediate_size`, `num_experts`, `num_experts_per_tok` | `norm_topk_prob` (absent: no) | shared expert and its sigmoid gate (`shared_expert_intermediate_size`, absent: 5632) |
+//! | `qwen3_moe` | as `qwen2_moe` | `norm_topk_prob` (absent: no) | |
+//! | `olmoe` | `hidden_size`, `intermediate_size`, `num_experts`, `num_experts_per_tok` | `norm_topk_prob` (absent: no) | |
+//! | `deepseek_v2` | `hidden_size`, `moe_intermediate_size`, `n_routed_experts`, `num_experts_per_tok` | `norm_topk_prob` (absent: no) | `n_shared_experts`; `scoring_func` other than softmax; `topk_method` `noaux_tc`; grouped top-k; `routed_scaling_factor` != 1 |
+//! | `deepseek_v3`, `kimi_k2` | as `deepseek_v2` | `norm_topk_prob` (absent: yes) | as `deepseek_v2`, with the family's defaults: sigmoid scores, `noaux_tc` selection bias, 8 groups of which 4, scaling 2.5, one shared expert |
+//! | `gpt_oss` | `hidden_size`, `intermediate_size`, `num_local_experts`, `num_experts_per_tok` / `experts_per_token` (biases) | always | `swiglu_limit` clamp, its SwiGLU (alpha 1.702, `up + 1`), router bias |
+//! | `dbrx` | `d_model`, `ffn_config.ffn_hidden_size`, `ffn_config.moe_num_experts`, `ffn_config.moe_top_k` | `ffn_config.moe_normalize_expert_weights` 1 (absent: 1; null: no) | other p-norms |
+//! | `llama4` / `llama4_text` | in `text_config` | | its shared expert and its router (sigmoid scaling the expert input) |
+//! | `jamba` | `hidden_size`, `intermediate_size`, `num_experts`, `num_experts_per_tok` | never | |
+//!
+//! In every family: `hidden_act` must be `silu` (the experts are SwiGLU); `mlp_bias` true is
+//! refused where the reference's experts have no biases; a `quantization_config` is refused;
+//! any of the refused fields above is refused wherever it appears (`swiglu_limit` in a Mixtral
+//! config, say), and `norm_topk_prob` must agree with a family that does not read it.
+//!
+//! Layers: the config describes the model's MoE layers, which all share this shape. A layer the
+//! placement fields make dense (`first_k_dense_replace`, `moe_layer_freq`,
+//! `decoder_sparse_step`, `mlp_only_layers`, `expert_layer_period` / `_offset`) is not an MoE
+//! layer: a config in which every layer is dense is refused naming the field, and the
+//! safetensors loader refuses a dense layer's prefix.
+//!
+//! Every other field (attention, positions, vocabulary, tokenizer ids, `architectures`,
+//! dropouts, auxiliary-loss and jitter coefficients used only in training, ...) does not enter
+//! these families' MoE forward and is ignored. `torch_dtype` / `dtype` gives the element type
+//! (absent: bf16). Run parameters are those of the model presets: one rank, 4096 tokens,
+//! dropless.
+
+use serde_json::{Map, Value};
+
+use super::presets::MODEL_TOKENS;
+use super::{Activation, CapacityPolicy, ConfigError, DType, Feature, MoeConfig, Unsupported};
+
+/// A model family whose MoE block flashdmoe knows (module doc).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Family {
+    Mixtral,
+    Qwen2Moe,
+    Qwen3Moe,
+    Olmoe,
+    DeepseekV2,
+    DeepseekV3,
+    GptOss,
+    Dbrx,
+    Llama4,
+    Jamba,
+}
+
+/// `model_type` values and their families.
+const FAMILIES: [(&str, Family); 12] = [
+    ("mixtral", Family::Mixtral),
+    ("qwen2_moe", Family::Qwen2Moe),
+    ("qwen3_moe", Family::Qwen3Moe),
+    ("olmoe", Family::Olmoe),
+    ("deepseek_v2", Family::DeepseekV2),
+    ("deepseek_v3", Family::DeepseekV3),
+    ("kimi_k2", Family::DeepseekV3),
+    ("gpt_oss", Family::GptOss),
+    ("dbrx", Family::Dbrx),
+    ("llama4", Family::Llama4),
+    ("llama4_text", Family::Llama4),
+    ("jamba", Family::Jamba),
+];
+
+/// One JSON object of the config, with the path that names its fields in errors.
+#[derive(Clone)]
+struct Obj<'a> {
+    map: &'a Map<String, Value>,
+    path: String,
+}
+
+impl<'a> Obj<'a> {
+    fn name(&self, key: &str) -> String {
+        format!("{}{key}", self.path)
+    }
+
+    fn err(&self, key: &str, reason: impl Into<String>) -> ConfigError {
+        ConfigError::HfField { field: self.name(key), reason: reason.into() }
+    }
+
+    /// The field, `None` when absent or null.
+    fn get(&self, key: &str) -> Option<&'a Value> {
+        self.map.get(key).filter(|v| !v.is_null())
+    }
+
+    fn u32(&self, key: &str) -> Result<Option<u32>, ConfigError> {
+        self.get(key)
+            .map(|x| {
+                x.as_u64()
+                    .and_then(|n| u32::try_from(n).ok())
+                    .ok_or_else(|| self.err(key, format!("{x} is not a 32-bit unsigned integer")))
+            })
+            .transpose()
+    }
+
+    /// A size the layer's shape comes from.
+    fn size(&self, key: &str) -> Result<u32, ConfigError> {
+        self.u32(key)?.ok_or_else(|| self.err(key, "absent (the layer's shape comes from it)"))
+    }
+
+    fn f64(&self, key: &str) -> Result<Option<f64>, ConfigError> {
+        self.get(key)
+            .map(|x| x.as_f64().ok_or_else(|| self.err(key, format!("{x} is not a number"))))
+            .transpose()
+    }
+
+    fn bool(&self, key: &str) -> Result<Option<bool>, ConfigError> {
+        self.get(key)
+            .map(|x| x.as_bool().ok_or_else(|| self.err(key, format!("{x} is not a bool"))))
+            .transpose()
+    }
+
+    fn str(&self, key: &str) -> Result<Option<&'a str>, ConfigError> {
+        self.get(key)
+            .map(|x| x.as_str().ok_or_else(|| self.err(key, format!("{x} is not a string"))))
+            .transpose()
+    }
+
+    fn obj(&self, key: &str) -> Result<Option<Obj<'a>>, ConfigError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::Object(map)) => Ok(Some(Obj { map, path: format!("{}.", self.name(key)) })),
+            Some(x) => Err(self.err(key, format!("{x} is not an object"))),
+        }
+    }
+}
+
+/// A field's value as written, or the family's default for an absent one, said so.
+fn shown(value: Option<&Value>, default: &str, model_type: &str) -> String {
+    match value {
+        Some(v) => v.to_string(),
+        None => format!("{default} (the {model_type} default)"),
+    }
+}
+
+/// The reading of one config: its objects, family, and the unsupported fields found so far.
+struct Reader<'a> {
+    top: Obj<'a>,
+    /// The language model's fields: `text_config` when there is one, else `top`.
+    layer: Obj<'a>,
+    family: Family,
+    model_type: &'a str,
+    unsupported: Vec<Unsupported>,
+}
+
+/// The layer's shape and the fields it came from (named in validation errors).
+struct Shape {
+    sizes: [(u32, String); 4],
+}
+
+pub(super) fn from_hf(v: &Value) -> Result<MoeConfig, ConfigError> {
+    let Value::Object(map) = v else {
+        return Err(ConfigError::HfField {
+            field: "config.json".into(),
+            reason: "is not a JSON object".into(),
+        });
+    };
+    let top = Obj { map, path: String::new() };
+    let layer = top.obj("text_config")?.unwrap_or_else(|| top.clone());
+    let typed = if layer.get("model_type").is_some() { &layer } else { &top };
+    let known = || FAMILIES.iter().map(|(t, _)| *t).collect::<Vec<_>>().join(", ");
+    let model_type = typed.str("model_type")?.ok_or_else(|| {
+        typed.err(
+            "model_type",
+            format!(
+                "absent: the model family decides how the MoE layer computes (known: {})",
+                known()
+            ),
+        )
+    })?;
+    let family =
+        FAMILIES.iter().find(|(t, _)| *t == model_type).map(|&(_, f)| f).ok_or_else(|| {
+            typed.err(
+            "model_type",
+            format!(
+                "{model_type:?} is not a model family flashdmoe knows (known: {}): its router or \
+                 experts may compute a different layer, so it is refused",
+                known()
+            ),
+        )
+        })?;
+    let mut r = Reader { top, layer, family, model_type, unsupported: Vec::new() };
+    r.features()?;
+    let renormalize = r.renormalize()?;
+    if !r.unsupported.is_empty() {
+        return Err(ConfigError::NotImplemented {
+            origin: "config.json".into(),
+            unsupported: r.unsupported,
+            note: String::new(),
+        });
+    }
+    r.check_moe_layers()?;
+    let shape = r.shape()?;
+    let dtype = r.dtype()?;
+    let [(hidden, _), (inter, _), (experts, _), (top_k, _)] = &shape.sizes;
+    let c = MoeConfig {
+        world: 1,
+        tokens_per_rank: MODEL_TOKENS,
+        hidden: *hidden,
+        inter: *inter,
+        experts: *experts,
+        top_k: *top_k,
+        activation: Activation::SiluGated,
+        bias: family == Family::GptOss,
+        dtype,
+        capacity: CapacityPolicy::Dropless,
+        renormalize,
+        ..MoeConfig::default()
+    };
+    c.validate().map_err(|e| shape.rename(e))?;
+    Ok(c)
+}
+
+impl Shape {
+    /// A validation error about H, I, E or k, named by the config.json field it came from.
+    fn rename(&self, e: ConfigError) -> ConfigError {
+        let ConfigError::Invalid { field, reason } = &e else { return e };
+        let ours = ["hidden", "inter", "experts", "top_k"];
+        match ours.iter().position(|f| f == field) {
+            Some(i) => {
+                ConfigError::HfField { field: self.sizes[i].1.clone(), reason: reason.clone() }
+            }
+            None => e,
+        }
+    }
+}
+
+impl Reader<'_> {
+    fn not_implemented(&mut self, field: String, value: String, feature: Feature) {
+        self.unsupported.push(Unsupported { field, value, feature });
+    }
+
+    /// `torch_dtype` or `dtype`, of the language model first (absent: bf16).
+    fn dtype(&self) -> Result<DType, ConfigError> {
+        for obj in [&self.layer, &self.top] {
+            for key in ["torch_dtype", "dtype"] {
+                if let Some(d) = obj.str(key)? {
+                    return d.parse().map_err(|e| obj.err(key, format!("{e}")));
+                }
+            }
+        }
+        Ok(DType::Bf16)
+    }
+
+    /// H, I, E and k.
+    fn shape(&self) -> Result<Shape, ConfigError> {
+        use Family::*;
+        let l = &self.layer;
+        let sized = |o: &Obj, key: &str| Ok::<_, ConfigError>((o.size(key)?, o.name(key)));
+        if self.family == Dbrx {
+            let ffn = self.top.obj("ffn_config")?.ok_or_else(|| {
+                self.top.err("ffn_config", "absent (DBRX keeps its MoE layer's shape there)")
+            })?;
+            return Ok(Shape {
+                sizes: [
+                    sized(&self.top, "d_model")?,
+                    sized(&ffn, "ffn_hidden_size")?,
+                    sized(&ffn, "moe_num_experts")?,
+                    sized(&ffn, "moe_top_k")?,
+                ],
+            });
+        }
+        let inter = match self.family {
+            Qwen2Moe | Qwen3Moe | DeepseekV2 | DeepseekV3 => "moe_intermediate_size",
+            _ => "intermediate_size",
+        };
+        let experts = match self.family {
+            Mixtral | GptOss | Llama4 => "num_local_experts",
+            DeepseekV2 | DeepseekV3 => "n_routed_experts",
+            _ => "num_experts",
+        };
+        let hidden = sized(l, "hidden_size")?;
+        let (inter, experts) = (sized(l, inter)?, sized(l, experts)?);
+        // gpt-oss writes both names; its own code reads num_experts_per_tok.
+        let top_k = match l.get("num_experts_per_tok") {
+            None if l.get("experts_per_token").is_some() => sized(l, "experts_per_token")?,
+            _ => sized(l, "num_experts_per_tok")?,
+        };
+        Ok(Shape { sizes: [hidden, inter, experts, top_k] })
+    }
+
+    /// Whether the reference renormalises the top-k weights (module doc).
+    fn renormalize(&self) -> Result<bool, ConfigError> {
+        use Family::*;
+        let l = &self.layer;
+        let fixed = |always: bool| match l.bool("norm_topk_prob")? {
+            Some(b) if b != always => Err(l.err(
+                "norm_topk_prob",
+                format!(
+                    "{b}: the {} reference {} the top-k weights and does not read this field",
+                    self.model_type,
+                    if always { "always renormalises" } else { "never renormalises" }
+                ),
+            )),
+            _ => Ok(always),
+        };
+        match self.family {
+            Mixtral | GptOss => fixed(true),
+            Jamba | Llama4 => fixed(false),
+            Qwen2Moe | Qwen3Moe | Olmoe | DeepseekV2 => {
+                Ok(l.bool("norm_topk_prob")?.unwrap_or(false))
+            }
+            DeepseekV3 => Ok(l.bool("norm_topk_prob")?.unwrap_or(true)),
+            Dbrx => {
+                let Some(ffn) = self.top.obj("ffn_config")? else { return Ok(true) };
+                // transformers' default is 1; an explicit null means no normalisation.
+                match ffn.map.get("moe_normalize_expert_weights") {
+                    None => Ok(true),
+                    Some(Value::Null) => Ok(false),
+                    Some(p) if p.as_f64() == Some(1.0) => Ok(true),
+                    Some(p) if p.is_number() => Ok(true), // refused in features()
+                    Some(p) => {
+                        Err(ffn.err("moe_normalize_expert_weights", format!("{p} is not a number")))
+                    }
+                }
+            }
+        }
+    }
+
+    /// Collects every field whose feature flashdmoe lacks (module doc).
+    fn features(&mut self) -> Result<(), ConfigError> {
+        use Family::*;
+        let (l, mt, family) = (self.layer.clone(), self.model_type, self.family);
+        let v3 = family == DeepseekV3;
+
+        // Shared experts.
+        let shared_defaults = [
+            ("n_shared_experts", if v3 { 1 } else { 0 }),
+            ("shared_expert_intermediate_size", if family == Qwen2Moe { 5632 } else { 0 }),
+            ("moe_shared_expert_intermediate_size", 0),
+        ];
+        for (key, default) in shared_defaults {
+            let n = l.u32(key)?.unwrap_or(default);
+            if n > 0 {
+                let value = shown(l.get(key), &default.to_string(), mt);
+                self.not_implemented(l.name(key), value, Feature::SharedExperts);
+                if family == Qwen2Moe && key == "shared_expert_intermediate_size" {
+                    let gate =
+                        "a sigmoid gate on the shared expert (every qwen2_moe layer has one)";
+                    self.not_implemented(
+                        l.name("shared_expert_gate"),
+                        gate.into(),
+                        Feature::SharedExpertGate,
+                    );
+                }
+            }
+        }
+        if family == Llama4 {
+            let value = shown(l.get("intermediate_size"), "8192", mt);
+            let value =
+                format!("{value} (every llama4 MoE layer has a shared expert of this size)");
+            self.not_implemented(l.name("intermediate_size"), value, Feature::SharedExperts);
+            self.not_implemented(l.name("model_type"), format!("{mt:?}"), Feature::Llama4Router);
+        }
+
+        // The router.
+        let scoring = l.str("scoring_func")?.unwrap_or(if v3 { "sigmoid" } else { "softmax" });
+        if scoring != "softmax" {
+            let value = shown(l.get("scoring_func"), "\"sigmoid\"", mt);
+            self.not_implemented(l.name("scoring_func"), value, Feature::RouterScoring);
+        }
+        let method = l.str("topk_method")?.unwrap_or(if v3 { "noaux_tc" } else { "greedy" });
+        match method {
+            "greedy" | "group_limited_greedy" => {}
+            "noaux_tc" => {
+                let value = shown(l.get("topk_method"), "\"noaux_tc\"", mt);
+                self.not_implemented(l.name("topk_method"), value, Feature::SelectionBias);
+            }
+            other => {
+                return Err(l.err(
+                    "topk_method",
+                    format!("{other:?} is not a top-k method flashdmoe knows"),
+                ));
+            }
+        }
+        let n_group = l.u32("n_group")?.unwrap_or(if v3 { 8 } else { 1 });
+        let topk_group = l.u32("topk_group")?.unwrap_or(if v3 { 4 } else { n_group });
+        // DeepSeek-V2's greedy top-k ignores the groups (and is its default); otherwise they
+        // restrict the choice unless every group may be chosen. Other families do not read
+        // them: groups there are refused unless the method says greedy.
+        let greedy = match family {
+            DeepseekV2 => method == "greedy",
+            _ => l.get("topk_method").is_some() && method == "greedy",
+        };
+        if !greedy && n_group > 1 && topk_group < n_group {
+            let value = format!(
+                "{} (topk_group {})",
+                shown(l.get("n_group"), "8", mt),
+                shown(l.get("topk_group"), "4", mt)
+            );
+            self.not_implemented(l.name("n_group"), value, Feature::GroupedTopK);
+        }
+        let scaling = l.f64("routed_scaling_factor")?.unwrap_or(if v3 { 2.5 } else { 1.0 });
+        if scaling != 1.0 {
+            let value = shown(l.get("routed_scaling_factor"), "2.5", mt);
+            self.not_implemented(l.name("routed_scaling_factor"), value, Feature::RoutedScaling);
+        }
+
+        // The experts.
+        if l.get("swiglu_limit").is_some() || family == GptOss {
+            let value = shown(l.get("swiglu_limit"), "7.0", mt);
+            self.not_implemented(l.name("swiglu_limit"), value, Feature::SwigluClamp);
+        }
+        if family == GptOss {
+            self.not_implemented(l.name("model_type"), format!("{mt:?}"), Feature::GptOssSwiglu);
+            let value = format!("{mt:?} (its router has a bias)");
+            self.not_implemented(l.name("model_type"), value, Feature::RouterBias);
+        }
+        if family == Dbrx {
+            self.dbrx_features()?;
+        } else if let Some(act) = l.str("hidden_act")?
+            && act != "silu"
+        {
+            self.not_implemented(
+                l.name("hidden_act"),
+                format!("{act:?}"),
+                Feature::GatedActivation,
+            );
+        }
+        if family != GptOss && l.bool("mlp_bias")? == Some(true) {
+            return Err(
+                l.err("mlp_bias", format!("true: the {mt} reference's experts have no biases"))
+            );
+        }
+        for obj in [&self.top.clone(), &l] {
+            if let Some(q) = obj.obj("quantization_config")? {
+                let method = q.get("quant_method").map_or("?".to_owned(), Value::to_string);
+                let value = format!("{{quant_method: {method}}}");
+                self.not_implemented(
+                    obj.name("quantization_config"),
+                    value,
+                    Feature::QuantizedWeights,
+                );
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// DBRX's `ffn_config`: activation, p-norm, uniform assignment.
+    fn dbrx_features(&mut self) -> Result<(), ConfigError> {
+        let Some(ffn) = self.top.obj("ffn_config")? else { return Ok(()) };
+        if let Some(p) = ffn.f64("moe_normalize_expert_weights")?
+            && p != 1.0
+        {
+            let key = "moe_normalize_expert_weights";
+            self.not_implemented(ffn.name(key), p.to_string(), Feature::TopKNorm);
+        }
+        if let Some(act) = ffn.obj("ffn_act_fn")?
+            && let Some(name) = act.str("name")?
+            && name != "silu"
+        {
+            self.not_implemented(act.name("name"), format!("{name:?}"), Feature::GatedActivation);
+        }
+        if ffn.bool("uniform_expert_assignment")? == Some(true) {
+            return Err(ffn.err(
+                "uniform_expert_assignment",
+                "true: DBRX's benchmarking mode that ignores the router is not a layer flashdmoe computes",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Refuses a config in which no layer is an MoE layer (module doc).
+    fn check_moe_layers(&self) -> Result<(), ConfigError> {
+        use Family::*;
+        let l = &self.layer;
+        let nonzero = |key: &str, default: u32| match l.u32(key)?.unwrap_or(default) {
+            0 => Err(l.err(key, "0 is not a layer period")),
+            n => Ok(n),
+        };
+        // Whether some layer below `layers` is an MoE layer, without walking every index (a
+        // config may say any number of layers).
+        let (field, any_moe): (&str, Box<dyn Fn(u64) -> bool>) = match self.family {
+            Qwen2Moe | Qwen3Moe => {
+                let step = nonzero("decoder_sparse_step", 1)? as u64;
+                let dense: Vec<u64> = match l.get("mlp_only_layers") {
+                    None => Vec::new(),
+                    Some(x) => x
+                        .as_array()
+                        .and_then(|a| a.iter().map(Value::as_u64).collect())
+                        .ok_or_else(|| {
+                            l.err("mlp_only_layers", format!("{x} is not a list of layer indices"))
+                        })?,
+                };
+                // Sparse layers are step - 1, 2 step - 1, ...: one of the first dense.len() + 1
+                // is not listed dense.
+                let any = move |layers: u64| {
+                    (1..=dense.len() as u64 + 1)
+                        .map(|k| k * step - 1)
+                        .take_while(|&i| i < layers)
+                        .any(|i| !dense.contains(&i))
+                };
+                ("decoder_sparse_step", Box::new(any))
+            }
+            DeepseekV2 | DeepseekV3 => {
+                let first = l.u32("first_k_dense_replace")?.unwrap_or(0) as u64;
+                let freq = nonzero("moe_layer_freq", 1)? as u64;
+                (
+                    "first_k_dense_replace",
+                    Box::new(move |layers| first.div_ceil(freq) * freq < layers),
+                )
+            }
+            Jamba => {
+                let period = nonzero("expert_layer_period", 2)?;
+                let offset = l.u32("expert_layer_offset")?.unwrap_or(1);
+                let any = move |layers: u64| offset < period && (offset as u64) < layers;
+                ("expert_layer_offset", Box::new(any))
+            }
+            _ => return Ok(()),
+        };
+        let Some(layers) = l.u32("num_hidden_layers")? else { return Ok(()) };
+        if any_moe(layers as u64) {
+            Ok(())
+        } else {
+            Err(l.err(
+                field,
+                format!(
+                    "every one of the {layers} layers (num_hidden_layers) is dense by the layer \
+                     placement fields: the model has no MoE layer"
+                ),
+            ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::presets::preset;
+
+    fn sample(name: &str) -> Result<MoeConfig, ConfigError> {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/hf");
+        MoeConfig::load(&dir.join(name).join("config.json"))
+    }
+
+    /// A small config of `model_type` with every family's size keys, plus `extra` fields.
+    fn small(model_type: &str, extra: &str) -> Result<MoeConfig, ConfigError> {
+        let sep = if extra.is_empty() { "" } else { "," };
+        MoeConfig::from_hf_config_str(&format!(
+            r#"{{"model_type": "{model_type}", "hidden_size": 2048, "intermediate_size": 1024,
+                "moe_intermediate_size": 512, "num_experts": 8, "num_local_experts": 8,
+                "n_routed_experts": 8, "num_experts_per_tok": 2{sep} {extra}}}"#
+        ))
+    }
+
+    /// The `(field, feature)` pairs of a refusal.
+    fn refused(r: Result<MoeConfig, ConfigError>) -> Vec<(String, Feature)> {
+        match r {
+            Err(ConfigError::NotImplemented { origin, unsupported, .. }) => {
+                assert_eq!(origin, "config.json");
+                unsupported.into_iter().map(|u| (u.field, u.feature)).collect()
+            }
+            other => panic!("expected NotImplemented, got {other:?}"),
+        }
+    }
+
+    /// The field of a HfField error.
+    fn field(r: Result<MoeConfig, ConfigError>) -> String {
+        match r {
+            Err(ConfigError::HfField { field, .. }) => field,
+            other => panic!("expected HfField, got {other:?}"),
+        }
+    }
+
+    fn pairs(list: &[(&str, Feature)]) -> Vec<(String, Feature)> {
+        list.iter().map(|&(f, x)| (f.to_owned(), x)).collect()
+    }
+
+    #[test]
+    fn supported_samples_load_with_their_references_routing() {
+        let cases = [
+            ("mixtral-8x7b", 4096, 14336, 8, 2, true),
+            ("olmoe-1b-7b", 2048, 1024, 64, 8, false),
+            ("qwen3-30b-a3b", 2048, 768, 128, 8, true),
+            ("dbrx-instruct", 6144, 10752, 16, 4, true),
+            ("jamba-v0.1", 4096, 14336, 16, 2, false),
+        ];
+        for (name, h, i, e, k, renorm) in cases {
+            let c = sample(name).unwrap_or_else(|err| panic!("{name}: {err}"));
+            assert_eq!((c.hidden, c.inter, c.experts, c.top_k), (h, i, e, k), "{name}");
+            assert_eq!(
+                (c.renormalize, c.activation, c.bias),
+                (renorm, Activation::SiluGated, false)
+            );
+            assert_eq!((c.dtype, c.world, c.capacity), (DType::Bf16, 1, CapacityPolicy::Dropless));
+        }
+        // The presets of the same models are the same layers.
+        for name in ["mixtral-8x7b", "olmoe-1b-7b"] {
+            assert_eq!(sample(name).unwrap(), preset(name).unwrap(), "{name}");
+        }
+    }
+
+    #[test]
+    fn samples_needing_missing_features_are_refused_naming_each_field() {
+        use Feature::*;
+        let qwen = pairs(&[
+            ("shared_expert_intermediate_size", SharedExperts),
+            ("shared_expert_gate", SharedExpertGate),
+        ]);
+        assert_eq!(refused(sample("qwen2-57b-a14b")), qwen);
+        assert_eq!(refused(sample("qwen1.5-moe-a2.7b")), qwen);
+        assert_eq!(
+            refused(sample("deepseek-v2-lite")),
+            pairs(&[("n_shared_experts", SharedExperts)])
+        );
+        assert_eq!(
+            refused(sample("deepseek-v3")),
+            pairs(&[
+                ("n_shared_experts", SharedExperts),
+                ("scoring_func", RouterScoring),
+                ("topk_method", SelectionBias),
+                ("n_group", GroupedTopK),
+                ("routed_scaling_factor", RoutedScaling),
+                ("quantization_config", QuantizedWeights),
+            ])
+        );
+        assert_eq!(
+            refused(sample("gpt-oss-20b")),
+            pairs(&[
+                ("swiglu_limit", SwigluClamp),
+                ("model_type", GptOssSwiglu),
+                ("model_type", RouterBias),
+                ("quantization_config", QuantizedWeights),
+            ])
+        );
+        assert_eq!(
+            refused(sample("llama-4-scout-17b-16e")),
+            pairs(&[
+                ("text_config.intermediate_size", SharedExperts),
+                ("text_config.model_type", Llama4Router),
+            ])
+        );
+        // The message names field, value and feature, and the issue.
+        let msg = sample("qwen2-57b-a14b").unwrap_err().to_string();
+        assert!(
+            msg.starts_with(
+                "config.json: shared_expert_intermediate_size = 20480: shared experts are not \
+                 implemented yet; shared_expert_gate = "
+            ) && msg.ends_with("(issue 16)"),
+            "{msg}"
+        );
+        let msg = sample("deepseek-v3").unwrap_err().to_string();
+        assert!(msg.contains("n_group = 8 (topk_group 4): grouped top-k"), "{msg}");
+        assert!(msg.contains("routed_scaling_factor = 2.5: combine weights scaled"), "{msg}");
+    }
+
+    #[test]
+    fn refused_presets_name_what_their_config_json_needs_and_the_rest_is_the_part_that_runs() {
+        use crate::config::presets::REFUSED;
+        for m in REFUSED {
+            let mut from_file = refused(sample(m.name));
+            from_file.retain(|(f, _)| f != "quantization_config");
+            let needs: Vec<_> = m.needs.iter().map(|&(f, _, x)| (f.to_owned(), x)).collect();
+            assert_eq!(from_file, needs, "{}", m.name);
+        }
+        // Without their shared experts, the configs are the `-routed` presets.
+        for (name, shared, none) in [
+            ("qwen1.5-moe-a2.7b", "shared_expert_intermediate_size", 0),
+            ("deepseek-v2-lite", "n_shared_experts", 0),
+        ] {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../tests/data/hf")
+                .join(name)
+                .join("config.json");
+            let mut v: Value =
+                serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+            v[shared] = none.into();
+            let routed = from_hf(&v).unwrap();
+            assert_eq!(routed, preset(&format!("{name}-routed")).unwrap(), "{name}");
+        }
+    }
+
+    #[test]
+    fn an_absent_norm_topk_prob_follows_the_familys_reference() {
+        let renorm = |mt: &str, extra: &str| small(mt, extra).unwrap().renormalize;
+        let no_shared = r#""shared_expert_intermediate_size": 0"#;
+        assert!(!renorm("qwen2_moe", no_shared));
+        assert!(!renorm("qwen3_moe", ""));
+        assert!(!renorm("olmoe", ""));
+        assert!(!renorm("deepseek_v2", ""));
+        assert!(!renorm("jamba", ""));
+        assert!(renorm("mixtral", ""));
+        assert!(renorm("qwen3_moe", r#""norm_topk_prob": true"#));
+        // A family that does not read the field must not be told otherwise.
+        assert_eq!(field(small("mixtral", r#""norm_topk_prob": false"#)), "norm_topk_prob");
+        assert_eq!(field(small("jamba", r#""norm_topk_prob": true"#)), "norm_topk_prob");
+        assert!(renorm("mixtral", r#""norm_topk_prob": true"#));
+        // Qwen2-MoE without the field has transformers' default shared expert (5632).
+        assert_eq!(
+            refused(small("qwen2_moe", "")),
+            pairs(&[
+                ("shared_expert_intermediate_size", Feature::SharedExperts),
+                ("shared_expert_gate", Feature::SharedExpertGate),
+            ])
+        );
+    }
+
+    #[test]
+    fn math_changing_fields_are_refused_in_any_family() {
+        use Feature::*;
+        let cases = [
+            (r#""n_shared_experts": 2"#, "n_shared_experts", SharedExperts),
+            (
+                r#""shared_expert_intermediate_size": 128"#,
+                "shared_expert_intermediate_size",
+                SharedExperts,
+            ),
+            (r#""scoring_func": "sigmoid""#, "scoring_func", RouterScoring),
+            (r#""topk_method": "noaux_tc""#, "topk_method", SelectionBias),
+            (r#""n_group": 4, "topk_group": 2"#, "n_group", GroupedTopK),
+            (r#""routed_scaling_factor": 2.0"#, "routed_scaling_factor", RoutedScaling),
+            (r#""swiglu_limit": 7.0"#, "swiglu_limit", SwigluClamp),
+            (r#""hidden_act": "gelu""#, "hidden_act", GatedActivation),
+            (
+                r#""quantization_config": {"quant_method": "fp8"}"#,
+                "quantization_config",
+                QuantizedWeights,
+            ),
+        ];
+        for (extra, name, feature) in cases {
+            assert_eq!(refused(small("qwen3_moe", extra)), pairs(&[(name, feature)]), "{extra}");
+        }
+        // The same fields at values that leave the math alone are accepted.
+        for extra in [
+            r#""n_shared_experts": 0"#,
+            r#""scoring_func": "softmax""#,
+            r#""topk_method": "greedy", "n_group": 8, "topk_group": 3"#,
+            r#""n_group": 4, "topk_group": 4"#,
+            r#""routed_scaling_factor": 1.0"#,
+            r#""hidden_act": "silu", "mlp_bias": false"#,
+        ] {
+            assert!(small("deepseek_v2", extra).is_ok(), "{extra}");
+        }
+        // DeepSeek-V2's grouped greedy top-k with real groups.
+        let grouped = r#""topk_method": "group_limited_greedy", "n_group": 8, "topk_group": 3"#;
+        assert_eq!(refused(small("deepseek_v2", grouped)), pairs(&[("n_group", GroupedTopK)]));
+        assert_eq!(field(small("deepseek_v2", r#""topk_method": "best""#)), "topk_method");
+        assert_eq!(field(small("mixtral", r#""mlp_bias": true"#)), "mlp_bias");
+        // gpt-oss's experts have biases; its config is refused for the rest.
+        assert!(refused(small("gpt_oss", "")).iter().any(|(_, f)| *f == RouterBias));
+    }
+
+    #[test]
+    fn unknown_or_absent_model_types_are_refused() {
+        let err = small("phimoe", "").unwrap_err();
+        assert!(matches!(&err, ConfigError::HfField { field, .. } if field == "model_type"));
+        assert!(err.to_string().contains("\"phimoe\" is not a model family flashdmoe knows"));
+        let none = r#"{"hidden_size": 2048, "intermediate_size": 1024, "num_experts": 8,
+                       "num_experts_per_tok": 2}"#;
+        assert_eq!(field(MoeConfig::from_hf_config_str(none)), "model_type");
+    }
+
+    #[test]
+    fn nested_configs_are_read_by_their_family() {
+        let dbrx = |ffn: &str| {
+            MoeConfig::from_hf_config_str(&format!(
+                r#"{{"model_type": "dbrx", "d_model": 512, "attn_config": {{"clip_qkv": 8}},
+                    "ffn_config": {{"ffn_hidden_size": 256, "moe_num_experts": 4,
+                                    "moe_top_k": 2 {ffn}}}}}"#
+            ))
+        };
+        let c = dbrx("").unwrap();
+        assert_eq!((c.hidden, c.inter, c.experts, c.top_k, c.renormalize), (512, 256, 4, 2, true));
+        assert!(!dbrx(r#", "moe_normalize_expert_weights": null"#).unwrap().renormalize);
+        assert!(dbrx(r#", "moe_normalize_expert_weights": 1"#).unwrap().renormalize);
+        assert_eq!(
+            refused(dbrx(r#", "moe_normalize_expert_weights": 2"#)),
+            pairs(&[("ffn_config.moe_normalize_expert_weights", Feature::TopKNorm)])
+        );
+        assert_eq!(
+            refused(dbrx(r#", "ffn_act_fn": {"name": "gelu"}"#)),
+            pairs(&[("ffn_config.ffn_act_fn.name", Feature::GatedActivation)])
+        );
+        assert_eq!(
+            field(dbrx(r#", "uniform_expert_assignment": true"#)),
+            "ffn_config.uniform_expert_assignment"
+        );
+        assert_eq!(field(dbrx(r#", "moe_top_k": 5"#)), "ffn_config.moe_top_k");
+        // A multimodal wrapper: the language model's text_config is read, errors say so.
+        let wrapped = |text: &str| {
+            MoeConfig::from_hf_config_str(&format!(
+                r#"{{"model_type": "some_vlm", "architectures": ["X"], "vision_config": {{}},
+                    "text_config": {{"model_type": "mixtral", "num_local_experts": 8,
+                                     "num_experts_per_tok": 2 {text}}}}}"#
+            ))
+        };
+        let c = wrapped(r#", "hidden_size": 1024, "intermediate_size": 2048"#).unwrap();
+        assert_eq!((c.hidden, c.inter, c.experts), (1024, 2048, 8));
+        assert_eq!(field(wrapped(r#", "intermediate_size": 2048"#)), "text_config.hidden_size");
+        // Our schema's message never appears for theirs.
+        let err = sample("dbrx-instruct").map(|_| ()).and_then(|()| wrapped("")).unwrap_err();
+        assert!(!err.to_string().contains("unknown field"), "{err}");
+    }
+
+    #[test]
+    fn a_model_whose_layers_are_all_dense_has_no_moe_layer() {
+        let dense = r#""num_hidden_layers": 4, "first_k_dense_replace": 4"#;
+        assert_eq!(field(small("deepseek_v2", dense)), "first_k_dense_replace");
+        assert!(
+            small("deepseek_v2", r#""num_hidden_layers": 4, "first_k_dense_replace": 3"#).is_ok()
+        );
+        let only = r#""num_hidden_layers": 2, "mlp_only_layers": [0, 1]"#;
+        assert_eq!(field(small("qwen3_moe", only)), "decoder_sparse_step");
+        assert_eq!(field(small("qwen3_moe", r#""decoder_sparse_step": 0"#)), "decoder_sparse_step");
+        let jamba = r#""num_hidden_layers": 2, "expert_layer_period": 2, "expert_layer_offset": 5"#;
+        assert_eq!(field(small("jamba", jamba)), "expert_layer_offset");
+        assert!(small("jamba", r#""num_hidden_layers": 2"#).is_ok());
+        let qwen = |extra: &str| small("qwen3_moe", &format!(r#""num_hidden_layers": 6, {extra}"#));
+        assert!(qwen(r#""decoder_sparse_step": 3, "mlp_only_layers": [2]"#).is_ok()); // layer 5
+        let none = r#""decoder_sparse_step": 3, "mlp_only_layers": [2, 5]"#;
+        assert_eq!(field(qwen(none)), "decoder_sparse_step");
+        assert_eq!(field(qwen(r#""decoder_sparse_step": 7"#)), "decoder_sparse_step");
+        let ds = |extra: &str| small("deepseek_v2", &format!(r#""num_hidden_layers": 6, {extra}"#));
+        assert!(ds(r#""first_k_dense_replace": 1, "moe_layer_freq": 5"#).is_ok()); // layer 5
+        assert_eq!(
+            field(ds(r#""first_k_dense_replace": 1, "moe_layer_freq": 6"#)),
+            "first_k_dense_replace"
+        );
+        // Any number of layers is answered at once.
+        let many = r#""num_hidden_layers": 4294967295, "first_k_dense_replace": 4294967295"#;
+        assert_eq!(field(small("deepseek_v2", many)), "first_k_dense_replace");
+    }
+
+    #[test]
+    fn malformed_fields_are_named() {
+        assert_eq!(
+            field(MoeConfig::from_hf_config_str(r#"{"model_type": "olmoe"}"#)),
+            "hidden_size"
+        );
+        let no_inter = r#"{"model_type": "qwen3_moe", "hidden_size": 2048, "num_experts": 8,
+                           "num_experts_per_tok": 2, "intermediate_size": 64}"#;
+        assert_eq!(field(MoeConfig::from_hf_config_str(no_inter)), "moe_intermediate_size");
+        assert_eq!(field(small("qwen3_moe", r#""norm_topk_prob": "yes""#)), "norm_topk_prob");
+        assert_eq!(field(small("qwen3_moe", r#""torch_dtype": "int8""#)), "torch_dtype");
+        assert_eq!(field(small("qwen3_moe", r#""hidden_size": -1"#)), "hidden_size");
+        // Semantic validation names the config.json field: k > E, H not a multiple of 64.
+        assert_eq!(field(small("qwen3_moe", r#""num_experts_per_tok": 9"#)), "num_experts_per_tok");
+        assert_eq!(field(small("mixtral", r#""hidden_size": 100"#)), "hidden_size");
+        assert_eq!(small("qwen3_moe", r#""torch_dtype": "float16""#).unwrap().dtype, DType::F16);
+        assert!(matches!(
+            MoeConfig::from_hf_config_str("{"),
+            Err(ConfigError::Parse { format: "Hugging Face config.json", .. })
+        ));
+        assert_eq!(field(MoeConfig::from_hf_config_str("[1]")), "config.json");
+    }
+}
