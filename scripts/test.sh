@@ -10,7 +10,10 @@
 #   5. pytest bench/baselines                 the PyTorch baselines' CPU tests, held to the
 #                                             Rust fixture (skipped when torch or pytest cannot
 #                                             be imported; scripts/install-torch.sh installs them)
-#   6. the loom model-checking suites         core and sim under --cfg flashdmoe_loom, in their
+#   6. the Python package (flashdmoe-py)      its wheel built by maturin (profile `wheel`),
+#                                             installed into the torch environment, and
+#                                             pytest flashdmoe-py/tests (skipped like step 5)
+#   7. the loom model-checking suites         core and sim under --cfg flashdmoe_loom, in their
 #                                             own target dir so the main build is not redone
 #
 # Step 4 uses the `test` profile (opt-level 1, dependencies at 3; see Cargo.toml): fast enough
@@ -18,9 +21,9 @@
 # makes "arbitrary input never panics" a real check.
 #
 # Set FLASHDMOE_REQUIRE_NVRTC=1 to fail instead of skipping when NVRTC is not found, and
-# FLASHDMOE_REQUIRE_TORCH=1 to fail instead of skipping the baselines' tests when torch is not
-# importable (CI sets both). FLASHDMOE_PYTHON is the interpreter of step 5 (default python3;
-# scripts/install-torch.sh prints the export of its own).
+# FLASHDMOE_REQUIRE_TORCH=1 to fail instead of skipping steps 5 and 6 when torch (or, for step
+# 6, maturin) is not importable (CI sets both). FLASHDMOE_PYTHON is the interpreter of steps 5
+# and 6 (default python3; scripts/install-torch.sh prints the export of its own).
 # Ends with one summary line: "summary: N passed, N failed, N skipped", where skipped counts
 # #[ignore]d tests, pytest's skips, and tests or steps that printed a "skipped: <why>" line (no
 # GPU here, ...).
@@ -89,13 +92,34 @@ else
         "(eval \"\$(scripts/install-torch.sh)\" installs them)" | tee -a "$log"
 fi
 
+step "the Python package: maturin build, pip install, pytest flashdmoe-py/tests"
+if "$python" -c 'import torch, pytest, maturin' >/dev/null 2>&1; then
+    start=$SECONDS
+    wheels="$(mktemp -d)"
+    "$python" -m maturin build --quiet -m flashdmoe-py/Cargo.toml --profile wheel -i "$python" \
+        -o "$wheels"
+    "$python" -m pip install --disable-pip-version-check --no-input --quiet --force-reinstall \
+        --no-deps "$wheels"/flashdmoe-*.whl
+    rm -rf "$wheels"
+    PYTHONDONTWRITEBYTECODE=1 "$python" -m pytest -q -p no:cacheprovider flashdmoe-py/tests 2>&1 |
+        tee -a "$log"
+    echo "test.sh: the Python package took $((SECONDS - start)) s (wheel build, install, tests)"
+elif [[ "${FLASHDMOE_REQUIRE_TORCH:-0}" == 1 ]]; then
+    echo "test.sh: torch, pytest and maturin are required but $python cannot import them: run" \
+        "'eval \"\$(scripts/install-torch.sh)\"'" >&2
+    exit 1
+else
+    echo "skipped: pytest flashdmoe-py/tests: $python cannot import torch, pytest and maturin" \
+        "(eval \"\$(scripts/install-torch.sh)\" installs them)" | tee -a "$log"
+fi
+
 step "loom: cargo test -p flashdmoe-core -p flashdmoe-sim --release loom (--cfg flashdmoe_loom)"
 RUSTFLAGS="--cfg flashdmoe_loom" CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}/loom" \
     cargo test -p flashdmoe-core -p flashdmoe-sim --release loom 2>&1 | tee -a "$log"
 
 # Sum the counts of every "test result:" line of the cargo runs and pytest's closing line
 # ("28 passed, 2 skipped in 24.1s"); a test that printed "skipped:" counts as skipped, not
-# passed. The skipped pytest step counts as one skipped test too (its line is not a passed test,
+# passed. A skipped pytest step counts as one skipped test too (its line is not a passed test,
 # hence the p += 1 that undoes its subtraction).
 read -r passed failed skipped < <(awk '
     /^test result:/ || /^(=+ )?[0-9]+ (passed|failed|skipped).* in [0-9.]+s/ {
@@ -114,5 +138,6 @@ if grep -q '^skipped:' "$log"; then
     grep '^skipped:' "$log" | sort | uniq -c
 fi
 echo
-echo "test.sh: fmt, clippy, no_std build, tests, the baselines' tests and loom suites all passed; $nvrtc"
+echo "test.sh: fmt, clippy, no_std build, tests, the baselines' and the Python package's tests and" \
+    "loom suites all passed; $nvrtc"
 echo "summary: $passed passed, $failed failed, $skipped skipped"
