@@ -76,42 +76,52 @@ if [[ "${FLASHDMOE_REQUIRE_NVRTC:-0}" == 1 ]] && grep -q '^skipped: NVRTC' "$log
     exit 1
 fi
 
-step "pytest bench/baselines (the PyTorch baselines' CPU tests)"
 python="${FLASHDMOE_PYTHON:-python3}"
-if "$python" -c 'import torch, pytest' >/dev/null 2>&1; then
-    start=$SECONDS
-    PYTHONDONTWRITEBYTECODE=1 "$python" -m pytest -q -p no:cacheprovider bench/baselines 2>&1 |
-        tee -a "$log"
-    echo "test.sh: the baselines' tests took $((SECONDS - start)) s"
-elif [[ "${FLASHDMOE_REQUIRE_TORCH:-0}" == 1 ]]; then
-    echo "test.sh: torch and pytest are required but $python cannot import them: run" \
-        "'eval \"\$(scripts/install-torch.sh)\"'" >&2
-    exit 1
-else
-    echo "skipped: pytest bench/baselines: $python cannot import torch and pytest" \
-        "(eval \"\$(scripts/install-torch.sh)\" installs them)" | tee -a "$log"
-fi
 
-step "the Python package: maturin build, pip install, pytest flashdmoe-py/tests"
-if "$python" -c 'import torch, pytest, maturin' >/dev/null 2>&1; then
-    start=$SECONDS
+# Runs "$@" when $python can import the modules $1 lists; otherwise fails when
+# FLASHDMOE_REQUIRE_TORCH=1, else prints a "skipped: <what>" line ($2).
+python_step() {
+    local modules="$1" what="$2"
+    shift 2
+    if "$python" -c "import $modules" >/dev/null 2>&1; then
+        "$@"
+    elif [[ "${FLASHDMOE_REQUIRE_TORCH:-0}" == 1 ]]; then
+        echo "test.sh: $python cannot import $modules, which are required here: run" \
+            "'eval \"\$(scripts/install-torch.sh)\"'" >&2
+        exit 1
+    else
+        echo "skipped: $what: $python cannot import $modules" \
+            "(eval \"\$(scripts/install-torch.sh)\" installs them)" | tee -a "$log"
+    fi
+}
+
+run_pytest() {
+    PYTHONDONTWRITEBYTECODE=1 "$python" -m pytest -q -p no:cacheprovider "$@" 2>&1 | tee -a "$log"
+}
+
+baselines() {
+    local start=$SECONDS
+    run_pytest bench/baselines
+    echo "test.sh: the baselines' tests took $((SECONDS - start)) s"
+}
+
+python_package() {
+    local start=$SECONDS wheels
     wheels="$(mktemp -d)"
     "$python" -m maturin build --quiet -m flashdmoe-py/Cargo.toml --profile wheel -i "$python" \
         -o "$wheels"
     "$python" -m pip install --disable-pip-version-check --no-input --quiet --force-reinstall \
         --no-deps "$wheels"/flashdmoe-*.whl
     rm -rf "$wheels"
-    PYTHONDONTWRITEBYTECODE=1 "$python" -m pytest -q -p no:cacheprovider flashdmoe-py/tests 2>&1 |
-        tee -a "$log"
+    run_pytest flashdmoe-py/tests
     echo "test.sh: the Python package took $((SECONDS - start)) s (wheel build, install, tests)"
-elif [[ "${FLASHDMOE_REQUIRE_TORCH:-0}" == 1 ]]; then
-    echo "test.sh: torch, pytest and maturin are required but $python cannot import them: run" \
-        "'eval \"\$(scripts/install-torch.sh)\"'" >&2
-    exit 1
-else
-    echo "skipped: pytest flashdmoe-py/tests: $python cannot import torch, pytest and maturin" \
-        "(eval \"\$(scripts/install-torch.sh)\" installs them)" | tee -a "$log"
-fi
+}
+
+step "pytest bench/baselines (the PyTorch baselines' CPU tests)"
+python_step "torch, pytest" "pytest bench/baselines" baselines
+
+step "the Python package: maturin build, pip install, pytest flashdmoe-py/tests"
+python_step "torch, pytest, maturin" "pytest flashdmoe-py/tests" python_package
 
 step "loom: cargo test -p flashdmoe-core -p flashdmoe-sim --release loom (--cfg flashdmoe_loom)"
 RUSTFLAGS="--cfg flashdmoe_loom" CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}/loom" \

@@ -303,7 +303,8 @@ mod tests {
     use crate::dtype::DType;
     use crate::rng::SplitMix64;
 
-    fn swiglu_bias() -> MoeConfig {
+    /// A small bf16 SwiGLU layer with biases (also the in-memory loader's tests' layer).
+    pub(super) fn swiglu_bias() -> MoeConfig {
         MoeConfig {
             hidden: 64,
             inter: 128,

@@ -140,19 +140,7 @@ impl Seek for Slices<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Activation, DType};
-
-    fn cfg() -> MoeConfig {
-        MoeConfig {
-            hidden: 64,
-            inter: 128,
-            experts: 3,
-            activation: Activation::SiluGated,
-            bias: true,
-            dtype: DType::Bf16,
-            ..MoeConfig::default()
-        }
-    }
+    use crate::weights::tests::swiglu_bias as cfg;
 
     #[test]
     fn slices_read_across_parts_and_seek() {
