@@ -111,3 +111,11 @@ def test_bad_given_routing(layer):
 def test_bad_layer_arguments(small, change, error, match):
     with pytest.raises(error, match=match):
         flashdmoe.MoE(**{**small, **change})
+
+
+def test_a_group_of_several_ranks_names_issue_14(small, monkeypatch):
+    monkeypatch.setattr(torch.distributed, "get_world_size", lambda group: 2)
+    with pytest.raises(NotImplementedError, match=r"group has 2 ranks.*issue 14"):
+        flashdmoe.MoE(**small, group=object())
+    monkeypatch.setattr(torch.distributed, "get_world_size", lambda group: 1)
+    assert flashdmoe.MoE(**small, group=object())(inputs(2, 64, torch.bfloat16)).shape == (2, 64)
