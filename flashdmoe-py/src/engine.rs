@@ -149,8 +149,9 @@ impl Engine {
 
     /// Loads the layer from `tensors` (name -> tensor) through core's checkpoint loader.
     /// `module_tensors`: the module's own tensors, which must be exactly the layer's dtype;
-    /// otherwise any BF16/F16/F32 tensor is accepted (and rounded), tensors of other types
-    /// are skipped, and tensors off the CPU or not contiguous are copied to it first.
+    /// otherwise any BF16/F16/F32 tensor is accepted (and rounded), int32/int64/float64 ones
+    /// are an error only if the layer needs them, tensors of other types and non-tensors are
+    /// skipped, and tensors off the CPU or not contiguous are copied to it first.
     fn load(
         &self,
         tensors: &Bound<'_, PyDict>,
@@ -162,23 +163,23 @@ impl Engine {
             let name: String = key.extract()?;
             let tensor = if module_tensors {
                 value
-            } else if crate::tensor::is_tensor(&value)? {
+            } else if !crate::tensor::is_tensor(&value)? {
+                continue; // a state dict's non-tensor entry (e.g. `_extra_state`)
+            } else if crate::tensor::view(&name, &value)?.dtype.safetensors_name().is_none() {
+                continue; // bool, int8, complex, ...: never a weight core reads
+            } else {
                 // Core reads host bytes: a CPU, contiguous tensor is borrowed as it is (both
                 // calls return it unchanged), any other is copied to the CPU first.
                 value
                     .call_method0("detach")?
                     .call_method1("to", ("cpu",))?
                     .call_method0("contiguous")?
-            } else {
-                continue; // a state dict's non-tensor entry (e.g. `_extra_state`)
             };
             let host = HostTensor::new(&name, &tensor)?;
             if module_tensors {
                 host.view().check_dtype(&[self.torch_dtype()])?;
             }
-            if host.view().dtype.safetensors_name().is_some() {
-                held.push((name, host));
-            }
+            held.push((name, host));
         }
         let bytes: Vec<TensorBytes<'_>> = held
             .iter()

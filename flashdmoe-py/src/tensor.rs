@@ -329,10 +329,17 @@ impl<'py> HostTensor<'py> {
                 .chunks_exact(4)
                 .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as i64)
                 .collect(),
-            _ => bytes
+            TorchDType::I64 => bytes
                 .chunks_exact(8)
                 .map(|b| i64::from_le_bytes(b.try_into().unwrap_or_default()))
                 .collect(),
+            _ => {
+                return Err(BindError::DType {
+                    what: self.view.what.clone(),
+                    found: self.view.dtype.to_string(),
+                    expected: "torch.int64 or torch.int32".to_owned(),
+                });
+            }
         };
         values
             .iter()

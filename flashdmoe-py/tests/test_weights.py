@@ -89,7 +89,9 @@ def test_own_state_dict_round_trips_through_torch(small):
 def test_mixtral_names_are_rounded_to_the_layer_dtype():
     sd = mixtral("model.layers.7.")
     sd["model.layers.7.input_layernorm.weight"] = torch.ones(H)
-    sd["step"] = torch.tensor(3)  # non-float entries are skipped
+    sd["step"] = torch.tensor(3)  # an integer tensor the layer does not need
+    sd["mask"] = torch.ones(3, dtype=torch.bool)  # a type core never reads: skipped
+    sd["_extra_state"] = "not a tensor"
     layer = swiglu().load_weights(sd)
     assert_weights(layer, stacked(sd, "model.layers.7."))
     x = inputs(32, H, torch.bfloat16)
@@ -127,6 +129,8 @@ def test_bad_state_dicts_name_the_tensor():
         swiglu().load_weights(sd)
     with pytest.raises(ValueError, match="missing tensor router.weight"):
         swiglu().load_weights({})
+    with pytest.raises(ValueError, match="gate.weight has unsupported element type F64"):
+        swiglu().load_weights({k: v.double() for k, v in mixtral().items()})
 
 
 def test_safetensors_save_and_load(tmp_path):
