@@ -10,7 +10,10 @@
 #   5. pytest bench/baselines                 the PyTorch baselines' CPU tests, held to the
 #                                             Rust fixture (skipped when torch or pytest cannot
 #                                             be imported; scripts/install-torch.sh installs them)
-#   6. the loom model-checking suites         core and sim under --cfg flashdmoe_loom, in their
+#   6. the Python package (flashdmoe-py)      its wheel built by maturin (profile `wheel`),
+#                                             installed into the torch environment, and
+#                                             pytest flashdmoe-py/tests (skipped like step 5)
+#   7. the loom model-checking suites         core and sim under --cfg flashdmoe_loom, in their
 #                                             own target dir so the main build is not redone
 #
 # Step 4 uses the `test` profile (opt-level 1, dependencies at 3; see Cargo.toml): fast enough
@@ -18,9 +21,9 @@
 # makes "arbitrary input never panics" a real check.
 #
 # Set FLASHDMOE_REQUIRE_NVRTC=1 to fail instead of skipping when NVRTC is not found, and
-# FLASHDMOE_REQUIRE_TORCH=1 to fail instead of skipping the baselines' tests when torch is not
-# importable (CI sets both). FLASHDMOE_PYTHON is the interpreter of step 5 (default python3;
-# scripts/install-torch.sh prints the export of its own).
+# FLASHDMOE_REQUIRE_TORCH=1 to fail instead of skipping steps 5 and 6 when torch (or, for step
+# 6, maturin) is not importable (CI sets both). FLASHDMOE_PYTHON is the interpreter of steps 5
+# and 6 (default python3; scripts/install-torch.sh prints the export of its own).
 # Ends with one summary line: "summary: N passed, N failed, N skipped", where skipped counts
 # #[ignore]d tests, pytest's skips, and tests or steps that printed a "skipped: <why>" line (no
 # GPU here, ...).
@@ -73,21 +76,52 @@ if [[ "${FLASHDMOE_REQUIRE_NVRTC:-0}" == 1 ]] && grep -q '^skipped: NVRTC' "$log
     exit 1
 fi
 
-step "pytest bench/baselines (the PyTorch baselines' CPU tests)"
 python="${FLASHDMOE_PYTHON:-python3}"
-if "$python" -c 'import torch, pytest' >/dev/null 2>&1; then
-    start=$SECONDS
-    PYTHONDONTWRITEBYTECODE=1 "$python" -m pytest -q -p no:cacheprovider bench/baselines 2>&1 |
-        tee -a "$log"
+
+# Runs "$@" when $python can import the modules $1 lists; otherwise fails when
+# FLASHDMOE_REQUIRE_TORCH=1, else prints a "skipped: <what>" line ($2).
+python_step() {
+    local modules="$1" what="$2"
+    shift 2
+    if "$python" -c "import $modules" >/dev/null 2>&1; then
+        "$@"
+    elif [[ "${FLASHDMOE_REQUIRE_TORCH:-0}" == 1 ]]; then
+        echo "test.sh: $python cannot import $modules, which are required here: run" \
+            "'eval \"\$(scripts/install-torch.sh)\"'" >&2
+        exit 1
+    else
+        echo "skipped: $what: $python cannot import $modules" \
+            "(eval \"\$(scripts/install-torch.sh)\" installs them)" | tee -a "$log"
+    fi
+}
+
+run_pytest() {
+    PYTHONDONTWRITEBYTECODE=1 "$python" -m pytest -q -p no:cacheprovider "$@" 2>&1 | tee -a "$log"
+}
+
+baselines() {
+    local start=$SECONDS
+    run_pytest bench/baselines
     echo "test.sh: the baselines' tests took $((SECONDS - start)) s"
-elif [[ "${FLASHDMOE_REQUIRE_TORCH:-0}" == 1 ]]; then
-    echo "test.sh: torch and pytest are required but $python cannot import them: run" \
-        "'eval \"\$(scripts/install-torch.sh)\"'" >&2
-    exit 1
-else
-    echo "skipped: pytest bench/baselines: $python cannot import torch and pytest" \
-        "(eval \"\$(scripts/install-torch.sh)\" installs them)" | tee -a "$log"
-fi
+}
+
+python_package() {
+    local start=$SECONDS wheels
+    wheels="$(mktemp -d)"
+    "$python" -m maturin build --quiet -m flashdmoe-py/Cargo.toml --profile wheel -i "$python" \
+        -o "$wheels"
+    "$python" -m pip install --disable-pip-version-check --no-input --quiet --force-reinstall \
+        --no-deps "$wheels"/flashdmoe-*.whl
+    rm -rf "$wheels"
+    run_pytest flashdmoe-py/tests
+    echo "test.sh: the Python package took $((SECONDS - start)) s (wheel build, install, tests)"
+}
+
+step "pytest bench/baselines (the PyTorch baselines' CPU tests)"
+python_step "torch, pytest" "pytest bench/baselines" baselines
+
+step "the Python package: maturin build, pip install, pytest flashdmoe-py/tests"
+python_step "torch, pytest, maturin" "pytest flashdmoe-py/tests" python_package
 
 step "loom: cargo test -p flashdmoe-core -p flashdmoe-sim --release loom (--cfg flashdmoe_loom)"
 RUSTFLAGS="--cfg flashdmoe_loom" CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}/loom" \
@@ -95,7 +129,7 @@ RUSTFLAGS="--cfg flashdmoe_loom" CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}/l
 
 # Sum the counts of every "test result:" line of the cargo runs and pytest's closing line
 # ("28 passed, 2 skipped in 24.1s"); a test that printed "skipped:" counts as skipped, not
-# passed. The skipped pytest step counts as one skipped test too (its line is not a passed test,
+# passed. A skipped pytest step counts as one skipped test too (its line is not a passed test,
 # hence the p += 1 that undoes its subtraction).
 read -r passed failed skipped < <(awk '
     /^test result:/ || /^(=+ )?[0-9]+ (passed|failed|skipped).* in [0-9.]+s/ {
@@ -114,5 +148,6 @@ if grep -q '^skipped:' "$log"; then
     grep '^skipped:' "$log" | sort | uniq -c
 fi
 echo
-echo "test.sh: fmt, clippy, no_std build, tests, the baselines' tests and loom suites all passed; $nvrtc"
+echo "test.sh: fmt, clippy, no_std build, tests, the baselines' and the Python package's tests and" \
+    "loom suites all passed; $nvrtc"
 echo "summary: $passed passed, $failed failed, $skipped skipped"

@@ -80,6 +80,27 @@ pub trait Layer: Send + Sync {
         options: &ForwardOptions,
     ) -> Result<RankOutput, BackendError>;
 
+    /// Per-rank entry point with the routing given: like [`Layer::forward_rank`], but the
+    /// router is skipped and `routing` (built by [`RankRouting::from_choices`] from each
+    /// token's top-k experts and combine weights, which are used as given) decides where the
+    /// tokens go. Engines that route outside the MoE block call this. A backend checks the
+    /// routing with [`RankRouting::check`] first.
+    ///
+    /// The default is [`BackendError::Unavailable`]: a backend that cannot skip its router
+    /// says so rather than silently routing itself.
+    fn forward_rank_routed(
+        &self,
+        rank: u32,
+        input: &[f32],
+        routing: &RankRouting,
+        options: &ForwardOptions,
+    ) -> Result<RankOutput, BackendError> {
+        let _ = (rank, input, routing, options);
+        Err(BackendError::Unavailable(
+            "this backend does not take a given routing yet (issue 14, routing given)".into(),
+        ))
+    }
+
     /// All ranks' forward from one caller: `inputs[rank]` is that rank's input.
     fn forward(
         &self,

@@ -77,6 +77,13 @@ pub enum RoutingError {
         /// What is wrong.
         reason: String,
     },
+    /// A routing's derived fields disagree with its own expert choice (see
+    /// [`RankRouting::check`]).
+    #[error("{what} does not follow from the routing's expert choice")]
+    Inconsistent {
+        /// The field that disagrees.
+        what: &'static str,
+    },
     /// The layout does not belong to this config, or the plan is malformed.
     #[error("protocol: {0}")]
     Proto(#[from] ProtoError),
@@ -205,6 +212,11 @@ impl RankRouting {
                     let reason = format!("expert {x} is chosen twice");
                     return Err(RoutingError::BadChoice { token, reason });
                 }
+                let w = weights[t * k + j];
+                if !w.is_finite() {
+                    let reason = format!("slot {j} has the non-finite combine weight {w}");
+                    return Err(RoutingError::BadChoice { token, reason });
+                }
                 let list = &mut expert_tokens[x as usize];
                 if list.len() < capacity {
                     rows[t * k + j] = list.len() as u32;
@@ -213,6 +225,24 @@ impl RankRouting {
             }
         }
         Ok(RankRouting { top_k: config.top_k, experts, weights, rows, expert_tokens })
+    }
+
+    /// Checks that this routing is what [`RankRouting::from_choices`] makes of its own expert
+    /// choice and weights for `config`: the check a backend runs on a routing it is given
+    /// ([`crate::Layer::forward_rank_routed`]), so a hand-built routing with inconsistent rows
+    /// or token lists is an error rather than a wrong forward.
+    pub fn check(&self, config: &MoeConfig) -> Result<(), RoutingError> {
+        let expected =
+            RankRouting::from_choices(config, self.experts.clone(), self.weights.clone())?;
+        let fields = [
+            ("routing.top_k", self.top_k == expected.top_k),
+            ("routing.rows", self.rows == expected.rows),
+            ("routing.expert_tokens", self.expert_tokens == expected.expert_tokens),
+        ];
+        match fields.iter().find(|(_, same)| !same) {
+            None => Ok(()),
+            Some(&(what, _)) => Err(RoutingError::Inconsistent { what }),
+        }
     }
 
     /// Number of tokens routed.
@@ -363,6 +393,27 @@ mod tests {
             RankRouting::from_choices(&c, vec![0, 4, 1, 2], vec![0.5; 4]),
             Err(RoutingError::BadChoice { token: 0, .. })
         ));
+    }
+
+    #[test]
+    fn given_routing_is_checked() {
+        let c = cfg(2, 4, 2, CapacityPolicy::Factor(0.5));
+        let nan = RankRouting::from_choices(&c, vec![0, 1, 2, 3], vec![0.5, f32::NAN, 1.0, 0.0]);
+        assert!(matches!(nan, Err(RoutingError::BadChoice { token: 0, .. })), "{nan:?}");
+        // Capacity ceil(0.5 * 2 * 2 / 4) = 1: token 1's expert 0 is dropped.
+        let r = RankRouting::from_choices(&c, vec![0, 1, 0, 3], vec![0.5; 4]).unwrap();
+        assert_eq!(r.rows, vec![0, 0, DROPPED, 0]);
+        r.check(&c).unwrap();
+        let mut bad = r.clone();
+        bad.rows[2] = 1;
+        assert_eq!(bad.check(&c), Err(RoutingError::Inconsistent { what: "routing.rows" }));
+        let mut bad = r.clone();
+        bad.expert_tokens[0].push(1);
+        let e = bad.check(&c);
+        assert_eq!(e, Err(RoutingError::Inconsistent { what: "routing.expert_tokens" }));
+        let mut short = r.clone();
+        short.weights.pop();
+        assert!(matches!(short.check(&c), Err(RoutingError::Shape { what: "weights", .. })));
     }
 
     #[test]

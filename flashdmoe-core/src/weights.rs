@@ -1,6 +1,7 @@
 //! Layer weights and inputs: seeded generators, shape checks and safetensors I/O (tensor names
 //! documented in `weights/checkpoint.rs`: stacked `router.weight`, `experts.{up,gate,down}.weight`
-//! and `.bias`; Mixtral and Hugging Face per-expert names accepted on load).
+//! and `.bias`; Mixtral and Hugging Face per-expert names accepted on load), and the same loader
+//! over tensors held in memory (`weights/memory.rs`: a PyTorch state dict).
 //!
 //! Invariant: a [`LayerWeights`] accepted by [`LayerWeights::check`] for a config has exactly
 //! the tensors that config needs (gate only for SwiGLU, biases only with `bias`), each of the
@@ -17,6 +18,9 @@ use crate::config::{ConfigError, MoeConfig};
 use crate::rng;
 
 mod checkpoint;
+mod memory;
+
+pub use memory::{TensorBytes, WeightTensor};
 
 /// Tensor ids of the seeded generator.
 pub mod ids {
@@ -361,7 +365,8 @@ mod tests {
     use crate::dtype::DType;
     use crate::rng::SplitMix64;
 
-    fn swiglu_bias() -> MoeConfig {
+    /// A small bf16 SwiGLU layer with biases (also the in-memory loader's tests' layer).
+    pub(super) fn swiglu_bias() -> MoeConfig {
         MoeConfig {
             hidden: 64,
             inter: 128,

@@ -10,8 +10,8 @@ use flashdmoe_core::runtime::{
 };
 use flashdmoe_core::sync::{Heartbeat, Mutex, Ordering, SharedBytes};
 use flashdmoe_core::{
-    BackendError, ExpertMap, ForwardOptions, Layer, LayerWeights, MoeConfig, RankOutput, RankStats,
-    TraceEvent,
+    BackendError, ExpertMap, ForwardOptions, Layer, LayerWeights, MoeConfig, RankOutput,
+    RankRouting, RankStats, TraceEvent,
 };
 use flashdmoe_proto::{Epoch, HeapLayout, RoutingPlan, TaskCounts};
 
@@ -87,7 +87,7 @@ impl SimLayer {
         &self,
         rank: u32,
         epoch: Epoch,
-        routing: &flashdmoe_core::RankRouting,
+        routing: &RankRouting,
         plan: &flashdmoe_proto::SourcePlan,
         input: &[u8],
         output: &SharedBytes,
@@ -235,6 +235,32 @@ impl Layer for SimLayer {
         options: &ForwardOptions,
     ) -> Result<RankOutput, BackendError> {
         self.check_input(rank, input)?;
+        self.forward_checked(rank, input, None, options)
+    }
+
+    fn forward_rank_routed(
+        &self,
+        rank: u32,
+        input: &[f32],
+        routing: &RankRouting,
+        options: &ForwardOptions,
+    ) -> Result<RankOutput, BackendError> {
+        self.check_input(rank, input)?;
+        routing.check(&self.config)?;
+        self.forward_checked(rank, input, Some(routing), options)
+    }
+}
+
+impl SimLayer {
+    /// Rank `rank`'s forward on a checked `input`, routed by `given` or, without it, by the
+    /// CPU router.
+    fn forward_checked(
+        &self,
+        rank: u32,
+        input: &[f32],
+        given: Option<&RankRouting>,
+        options: &ForwardOptions,
+    ) -> Result<RankOutput, BackendError> {
         let c = &self.config;
         let mut last =
             self.epochs[rank as usize].try_lock().map_err(|_| BackendError::InvalidInput {
@@ -245,7 +271,10 @@ impl Layer for SimLayer {
         let epoch = last.map_or(Epoch::FIRST, Epoch::next);
         *last = Some(epoch);
         let start = Instant::now();
-        let routing = route(c, input, &self.weights.router)?;
+        let routing = match given {
+            Some(routing) => routing.clone(),
+            None => route(c, input, &self.weights.router)?,
+        };
         let plan = routing.source_plan(c, self.layout())?;
         let codec = Codec(c.dtype);
         let mut input_bytes = Vec::with_capacity(input.len() * codec.width());

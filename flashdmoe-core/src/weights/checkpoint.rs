@@ -70,7 +70,7 @@ use crate::dtype::DType;
 const MAX_HEADER: u64 = 100_000_000;
 
 /// The stacked file name of a [`LayerWeights`] field.
-fn stacked_name(field: &str) -> &'static str {
+pub(super) fn stacked_name(field: &str) -> &'static str {
     match field {
         "router" => "router.weight",
         "up" => "experts.up.weight",
@@ -199,11 +199,11 @@ fn io_error(path: &Path, e: std::io::Error) -> WeightsError {
 }
 
 /// One safetensors file: its parsed header and a reader positioned anywhere.
-struct Shard<R> {
-    label: String,
-    reader: R,
-    data_start: u64,
-    meta: Metadata,
+pub(super) struct Shard<R> {
+    pub(super) label: String,
+    pub(super) reader: R,
+    pub(super) data_start: u64,
+    pub(super) meta: Metadata,
 }
 
 impl<R: Read + Seek> Shard<R> {
@@ -270,8 +270,8 @@ impl<'de> Deserialize<'de> for UniqueKeys {
 }
 
 /// The tensors of one or more shards, looked up by name.
-struct Checkpoint<R> {
-    shards: Vec<Shard<R>>,
+pub(super) struct Checkpoint<R> {
+    pub(super) shards: Vec<Shard<R>>,
 }
 
 impl<R: Read + Seek> Checkpoint<R> {
@@ -450,7 +450,7 @@ impl<R: Read + Seek> Checkpoint<R> {
         }
     }
 
-    fn load(
+    pub(super) fn load(
         &mut self,
         config: &MoeConfig,
         prefix: Option<&str>,

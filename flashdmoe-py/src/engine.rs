@@ -1,0 +1,358 @@
+//! [`Engine`]: one rank's MoE layer behind a `flashdmoe.MoE` module.
+//!
+//! The module owns the weights as torch tensors; the engine keeps core's copy of them
+//! ([`Engine::set_weights`], called again whenever the module's tensors change) and runs the
+//! forward on the backend the input's device selects: a CPU tensor runs on the simulator
+//! (`flashdmoe-sim`) through core's [`Layer`] API, a CUDA tensor is refused until issue 14's
+//! device-resident forward is wired in here (the same call, with the current stream).
+//!
+//! Simulator layers are built per token count (their symmetric heaps are sized by it), on first
+//! use, and the last [`LAYER_CACHE`] are kept; each holds its own copy of the weights.
+
+use std::sync::{Mutex, PoisonError};
+
+use flashdmoe_core::routing::RankRouting;
+use flashdmoe_core::weights::TensorBytes;
+use flashdmoe_core::{Backend, BackendError, ForwardOptions, Layer, LayerWeights};
+use flashdmoe_sim::{SimBackend, SimLayer};
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use crate::errors;
+use crate::spec::{LayerSpec, SpecArgs};
+use crate::tensor::{BindError, HostTensor, TorchDType};
+
+/// Simulator layers kept built (one per recent token count).
+pub const LAYER_CACHE: usize = 4;
+
+/// One rank's layer: its spec, core's copy of its weights, and the built backend layers.
+#[pyclass(frozen, module = "flashdmoe._native")]
+#[derive(Debug)]
+pub struct Engine {
+    spec: LayerSpec,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    weights: Option<LayerWeights>,
+    /// Most recently used last.
+    layers: Vec<SimLayer>,
+}
+
+impl State {
+    /// The simulator layer for `tokens`, built on first use.
+    fn layer(&mut self, spec: &LayerSpec, tokens: u32) -> Result<&SimLayer, BackendError> {
+        let cached = self.layers.iter().position(|l| l.config().tokens_per_rank == tokens);
+        let layer = match cached {
+            Some(i) => self.layers.remove(i),
+            None => {
+                let weights = self.weights.as_ref().ok_or_else(|| {
+                    BackendError::Unavailable("the layer has no weights (set_weights)".into())
+                })?;
+                if self.layers.len() == LAYER_CACHE {
+                    self.layers.remove(0);
+                }
+                SimBackend::default().build(&spec.config(tokens), weights)?
+            }
+        };
+        self.layers.push(layer);
+        Ok(&self.layers[self.layers.len() - 1])
+    }
+}
+
+/// A routing given by the caller: `[tokens][top_k]` experts and combine weights.
+type Given = (Vec<u32>, Vec<f32>);
+
+impl Engine {
+    fn torch_dtype(&self) -> TorchDType {
+        TorchDType::of_layer(self.spec.base().dtype)
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic cannot leave the state half-updated (it is replaced whole), so a poisoned
+        // lock is still usable.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The forward of `tokens` checked input rows on the simulator.
+    fn run(
+        &self,
+        tokens: u32,
+        input: &[f32],
+        given: Option<Given>,
+    ) -> Result<Vec<f32>, BackendError> {
+        if tokens == 0 {
+            return Ok(Vec::new());
+        }
+        let config = self.spec.config(tokens);
+        let mut state = self.state();
+        let layer = state.layer(&self.spec, tokens)?;
+        let options = ForwardOptions::default();
+        let out = match given {
+            None => layer.forward_rank(0, input, &options)?,
+            Some((experts, weights)) => {
+                let routing = RankRouting::from_choices(&config, experts, weights)?;
+                layer.forward_rank_routed(0, input, &routing, &options)?
+            }
+        };
+        Ok(out.output)
+    }
+
+    /// The given routing of a call with `tokens` tokens, checked.
+    fn given(
+        &self,
+        tokens: usize,
+        ids: Option<&Bound<'_, PyAny>>,
+        weights: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Option<Given>> {
+        let (ids, weights) = match (ids, weights) {
+            (None, None) => return Ok(None),
+            (Some(i), Some(w)) => (i, w),
+            _ => {
+                let reason = "give both topk_ids and topk_weights, or neither".to_owned();
+                return Err(BindError::Value { what: "routing".into(), reason }.into());
+            }
+        };
+        let c = self.spec.base();
+        let shape = [tokens, c.top_k as usize];
+        let ids = HostTensor::new("topk_ids", ids)?;
+        ids.view().check_dtype(&[TorchDType::I64, TorchDType::I32])?;
+        ids.view().check_shape(&shape, "[tokens, top_k]")?;
+        let weights = HostTensor::new("topk_weights", weights)?;
+        let mut accepted = vec![TorchDType::F32];
+        if self.torch_dtype() != TorchDType::F32 {
+            accepted.push(self.torch_dtype());
+        }
+        weights.view().check_dtype(&accepted)?;
+        weights.view().check_shape(&shape, "[tokens, top_k]")?;
+        Ok(Some((ids.to_indices(c.experts)?, weights.to_f32()?)))
+    }
+
+    /// Writes `w` into `out` (stacked name -> CPU tensor of the layer's dtype and shape).
+    fn write_weights(&self, w: &LayerWeights, out: &Bound<'_, PyDict>) -> PyResult<()> {
+        for t in LayerWeights::tensor_names(self.spec.base()).map_err(errors::config)? {
+            let target = out.get_item(t.name)?.ok_or_else(|| {
+                PyValueError::new_err(format!(
+                    "out has no tensor {} for the loaded weights",
+                    t.name
+                ))
+            })?;
+            let target = HostTensor::new(t.name, &target)?;
+            target.view().check_dtype(&[self.torch_dtype()])?;
+            target.view().check_shape(&t.shape, "the layer's")?;
+            target.write_f32(w.tensor(t.field).unwrap_or_default())?;
+        }
+        Ok(())
+    }
+
+    /// Loads the layer from `tensors` (name -> tensor) through core's checkpoint loader.
+    /// `module_tensors`: the module's own tensors, which must be exactly the layer's dtype;
+    /// otherwise any BF16/F16/F32 tensor is accepted (and rounded), int32/int64/float64 ones
+    /// are an error only if the layer needs them, tensors of other types and non-tensors are
+    /// skipped, and tensors off the CPU or not contiguous are copied to it first.
+    fn load(
+        &self,
+        tensors: &Bound<'_, PyDict>,
+        prefix: Option<&str>,
+        module_tensors: bool,
+    ) -> PyResult<LayerWeights> {
+        let mut held = Vec::new();
+        for (key, value) in tensors.iter() {
+            let name: String = key.extract()?;
+            let tensor = if module_tensors {
+                value
+            } else if !crate::tensor::is_tensor(&value)? {
+                continue; // a state dict's non-tensor entry (e.g. `_extra_state`)
+            } else if crate::tensor::view(&name, &value)?.dtype.safetensors_name().is_none() {
+                continue; // bool, int8, complex, ...: never a weight core reads
+            } else {
+                // Core reads host bytes: a CPU, contiguous tensor is borrowed as it is (both
+                // calls return it unchanged), any other is copied to the CPU first.
+                value
+                    .call_method0("detach")?
+                    .call_method1("to", ("cpu",))?
+                    .call_method0("contiguous")?
+            };
+            let host = HostTensor::new(&name, &tensor)?;
+            if module_tensors {
+                host.view().check_dtype(&[self.torch_dtype()])?;
+            }
+            held.push((name, host));
+        }
+        let bytes: Vec<TensorBytes<'_>> = held
+            .iter()
+            .map(|(name, t)| TensorBytes {
+                name,
+                dtype: t.view().dtype.safetensors_name().unwrap_or_default(),
+                shape: t.view().shape.clone(),
+                data: t.bytes(),
+            })
+            .collect();
+        LayerWeights::from_tensors(self.spec.base(), &bytes, prefix).map_err(errors::weights)
+    }
+}
+
+#[pymethods]
+impl Engine {
+    #[new]
+    #[pyo3(signature = (hidden, inter, experts, top_k, activation="relu", dtype="bf16",
+        capacity_factor=None, renormalize=true, bias=false, max_tokens=4096))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        hidden: u32,
+        inter: u32,
+        experts: u32,
+        top_k: u32,
+        activation: &str,
+        dtype: &str,
+        capacity_factor: Option<f64>,
+        renormalize: bool,
+        bias: bool,
+        max_tokens: u32,
+    ) -> PyResult<Engine> {
+        let args = SpecArgs {
+            hidden,
+            inter,
+            experts,
+            top_k,
+            activation,
+            dtype,
+            capacity_factor,
+            renormalize,
+            bias,
+            max_tokens,
+        };
+        let spec = LayerSpec::new(&args).map_err(errors::config)?;
+        Ok(Engine { spec, state: Mutex::new(State::default()) })
+    }
+
+    /// Core's dtype name (`bf16`, `f16`, `f32`, `f32-exact`).
+    #[getter]
+    fn dtype(&self) -> &'static str {
+        self.spec.base().dtype.name()
+    }
+
+    /// The `torch` attribute of the dtype the layer's tensors have (`bfloat16`, ...).
+    #[getter]
+    fn torch_dtype_name(&self) -> String {
+        self.torch_dtype().torch_name().to_owned()
+    }
+
+    /// Core's verification tolerance for the dtype (relative to a row's largest value).
+    #[getter]
+    fn tolerance(&self) -> f64 {
+        self.spec.base().dtype.tolerance()
+    }
+
+    #[getter]
+    fn max_tokens(&self) -> u32 {
+        self.spec.max_tokens()
+    }
+
+    fn __repr__(&self) -> String {
+        let c = self.spec.base();
+        format!(
+            "Engine(hidden={}, inter={}, experts={}, top_k={}, activation={}, dtype={}, \
+             capacity={}, renormalize={}, bias={}, max_tokens={})",
+            c.hidden,
+            c.inter,
+            c.experts,
+            c.top_k,
+            c.activation,
+            c.dtype,
+            c.capacity,
+            c.renormalize,
+            c.bias,
+            c.tokens_per_rank
+        )
+    }
+
+    /// The layer's tensors: `(field, stacked name, shape)` in field order.
+    fn tensor_names(&self) -> PyResult<Vec<(&'static str, &'static str, Vec<usize>)>> {
+        let names = LayerWeights::tensor_names(self.spec.base()).map_err(errors::config)?;
+        Ok(names.into_iter().map(|t| (t.field, t.name, t.shape)).collect())
+    }
+
+    /// Sets core's copy of the weights from the module's tensors (stacked name -> CPU tensor
+    /// of the layer's dtype); drops the layers built with the previous weights.
+    fn set_weights(&self, tensors: &Bound<'_, PyDict>) -> PyResult<()> {
+        let weights = self.load(tensors, None, true)?;
+        let mut state = self.state();
+        state.layers.clear();
+        state.weights = Some(weights);
+        Ok(())
+    }
+
+    /// Core's seeded weights for `seed`, written into `out` (stacked name -> tensor).
+    fn generate_weights(&self, seed: u64, out: &Bound<'_, PyDict>) -> PyResult<()> {
+        let w = LayerWeights::generate(self.spec.base(), seed).map_err(errors::config)?;
+        self.write_weights(&w, out)
+    }
+
+    /// Loads the layer from a state dict (stacked, Mixtral or Hugging Face names, optional
+    /// layer `prefix`) into `out`.
+    #[pyo3(signature = (state_dict, out, prefix=None))]
+    fn load_state_dict(
+        &self,
+        state_dict: &Bound<'_, PyDict>,
+        out: &Bound<'_, PyDict>,
+        prefix: Option<&str>,
+    ) -> PyResult<()> {
+        let w = self.load(state_dict, prefix, false)?;
+        self.write_weights(&w, out)
+    }
+
+    /// Loads the layer from safetensors files (the shards of one checkpoint) into `out`.
+    #[pyo3(signature = (paths, out, prefix=None))]
+    fn load_safetensors(
+        &self,
+        paths: Vec<std::path::PathBuf>,
+        out: &Bound<'_, PyDict>,
+        prefix: Option<&str>,
+    ) -> PyResult<()> {
+        let w = LayerWeights::load_safetensors(self.spec.base(), &paths, prefix)
+            .map_err(errors::weights)?;
+        self.write_weights(&w, out)
+    }
+
+    /// Saves core's copy of the weights as a safetensors file with the stacked names.
+    fn save_safetensors(&self, path: std::path::PathBuf) -> PyResult<()> {
+        let state = self.state();
+        let w = state.weights.as_ref().ok_or_else(|| {
+            PyRuntimeError::new_err("the layer has no weights (set_weights) to save")
+        })?;
+        w.save_safetensors(self.spec.base(), &path).map_err(errors::weights)
+    }
+
+    /// The forward of `x` (`[tokens, hidden]`) into `out` (the same shape and dtype), routed
+    /// by the layer's router or by `topk_ids` / `topk_weights` (`[tokens, top_k]`).
+    #[pyo3(signature = (x, out, topk_ids=None, topk_weights=None))]
+    fn forward(
+        &self,
+        py: Python<'_>,
+        x: &Bound<'_, PyAny>,
+        out: &Bound<'_, PyAny>,
+        topk_ids: Option<&Bound<'_, PyAny>>,
+        topk_weights: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let hidden = self.spec.base().hidden as usize;
+        let x = HostTensor::new("x", x)?;
+        x.view().check_dtype(&[self.torch_dtype()])?;
+        let tokens = x.view().check_rows(hidden, "[tokens, hidden]")?;
+        let max = self.spec.max_tokens();
+        let tokens = u32::try_from(tokens)
+            .ok()
+            .filter(|&t| t <= max)
+            .ok_or(BindError::TooManyTokens { tokens, max })?;
+        let out = HostTensor::new("out", out)?;
+        out.view().check_dtype(&[self.torch_dtype()])?;
+        out.view().check_shape(&x.view().shape, "x's shape")?;
+        let given = self.given(tokens as usize, topk_ids, topk_weights)?;
+        let input = x.to_f32()?;
+        let output = py.detach(|| self.run(tokens, &input, given)).map_err(errors::backend)?;
+        out.write_f32(&output)?;
+        Ok(())
+    }
+}
