@@ -5,10 +5,15 @@
 #   cargo build --release -p flashdmoe-bench --bin gpu-check
 #   mkdir -p .carry && cp target/release/gpu-check .carry/
 # then run `bash scripts/gpu-check.sh [gpu-check args]` there with `.carry` carried.
-# Logs and JSON land in $OUT (or ./gpu-check-out when OUT is unset).
+# Logs and JSON are written to a work folder and packed into $OUT/gpu-check-logs.tgz (the
+# device tool returns at most 8 files, and a run writes up to 12), with gpu-check.log
+# beside it; OUT defaults to ./gpu-check-out.
 set -u -o pipefail
-out=${OUT:-gpu-check-out}
-mkdir -p "$out"
+final=${OUT:-gpu-check-out}
+out=$(mktemp -d)
+mkdir -p "$final"
+pack() { tar czf "$final/gpu-check-logs.tgz" -C "$out" . && cp "$out/gpu-check.log" "$final/" 2>/dev/null; }
+trap pack EXIT
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 export FLASHDMOE_CUDA_HOME=${FLASHDMOE_CUDA_HOME:-/usr/local/cuda}
 export FLASHDMOE_CACHE_DIR=${FLASHDMOE_CACHE_DIR:-/tmp/flashdmoe-cache}
