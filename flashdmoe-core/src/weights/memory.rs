@@ -198,11 +198,18 @@ mod tests {
                 data: v.data(),
             })
             .collect();
-        // An unrelated integer tensor, and an empty one, are carried along unread.
-        let steps = 7i64.to_le_bytes();
-        tensors.insert(1, TensorBytes { name: "step", dtype: "I64", shape: vec![1], data: &steps });
-        tensors.push(TensorBytes { name: "empty", dtype: "F32", shape: vec![0], data: &[] });
         assert_eq!(LayerWeights::from_tensors(&c, &tensors, None).unwrap(), w);
+        // Strict loading: without a prefix every tensor is in the layer's scope, so an
+        // unrelated one (here an integer and an empty tensor) is refused by name.
+        let steps = 7i64.to_le_bytes();
+        let mut extra = tensors.clone();
+        extra.insert(1, TensorBytes { name: "step", dtype: "I64", shape: vec![1], data: &steps });
+        extra.push(TensorBytes { name: "empty", dtype: "F32", shape: vec![0], data: &[] });
+        let e = LayerWeights::from_tensors(&c, &extra, None).unwrap_err();
+        assert!(
+            matches!(&e, WeightsError::Unexpected { tensor, .. } if tensor == "empty" || tensor == "step"),
+            "{e}"
+        );
 
         // Bytes that do not match the shape, and unknown element types, are typed errors.
         let mut short = tensors.clone();
