@@ -44,7 +44,7 @@ use serde_json::Value;
 
 use super::hf::from_hf;
 use super::presets::preset;
-use super::{Activation, CapacityPolicy, ConfigError, MoeConfig, Placement, invalid};
+use super::{Activation, CapacityPolicy, ConfigError, MoeConfig, Placement, SwigluOss, invalid};
 
 impl Activation {
     /// The name used in config files and on the command line.
@@ -53,26 +53,37 @@ impl Activation {
             Activation::Relu => "relu",
             Activation::Gelu => "gelu",
             Activation::SiluGated => "swiglu",
+            Activation::SwigluOss(_) => "swiglu-oss",
         }
     }
 }
 
 impl fmt::Display for Activation {
+    /// The name; gpt-oss's SwiGLU with other than its own alpha and limit shows them.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+        match self {
+            Activation::SwigluOss(p) if *p != SwigluOss::GPT_OSS => {
+                write!(f, "swiglu-oss(alpha {}, limit {})", p.alpha, p.limit)
+            }
+            _ => f.write_str(self.name()),
+        }
     }
 }
 
 impl FromStr for Activation {
     type Err = ConfigError;
 
-    /// `relu`, `gelu`, `swiglu` (also `silu-gated`, `silu_gated`), case-insensitive.
+    /// `relu`, `gelu`, `swiglu` (also `silu-gated`, `silu_gated`), `swiglu-oss` (gpt-oss's
+    /// alpha 1.702 and limit 7; also `swiglu_oss`), case-insensitive.
     fn from_str(s: &str) -> Result<Activation, ConfigError> {
         match s.to_ascii_lowercase().as_str() {
             "relu" => Ok(Activation::Relu),
             "gelu" => Ok(Activation::Gelu),
             "swiglu" | "silu-gated" | "silu_gated" => Ok(Activation::SiluGated),
-            _ => Err(invalid("activation", format!("{s:?} is not relu, gelu or swiglu"))),
+            "swiglu-oss" | "swiglu_oss" => Ok(Activation::SwigluOss(SwigluOss::GPT_OSS)),
+            _ => {
+                Err(invalid("activation", format!("{s:?} is not relu, gelu, swiglu or swiglu-oss")))
+            }
         }
     }
 }
@@ -349,7 +360,12 @@ mod tests {
 
     #[test]
     fn display_and_parse_round_trip() {
-        for a in [Activation::Relu, Activation::Gelu, Activation::SiluGated] {
+        for a in [
+            Activation::Relu,
+            Activation::Gelu,
+            Activation::SiluGated,
+            Activation::SwigluOss(SwigluOss::GPT_OSS),
+        ] {
             assert_eq!(a.to_string().parse::<Activation>(), Ok(a));
         }
         for c in [CapacityPolicy::Dropless, CapacityPolicy::Factor(1.25)] {
