@@ -411,7 +411,7 @@ def reference_values(seed: int, tensor_id: int, count: int, scale: float, dtype:
     out = []
     for x in splitmix64_stream(seed, tensor_id, count):
         u = f32((x >> 40) * 2.0**-24)
-        out.append(round_scalar(f32((2.0 * u - 1.0) * scale), dtype))
+        out.append(round_scalar(f32((2.0 * u - 1.0) * f32(scale)), dtype))
     return out
 
 
@@ -439,7 +439,7 @@ def generate(seed: int, tensor_id: int, shape: Iterable[int], scale: float, dtyp
     count = math.prod(shape)
     out = torch.empty(count, dtype=DTYPES[dtype], device=device)
     base = _i64(tensor_start(seed, tensor_id))
-    step = scale * 2.0**-24
+    step = f32(scale) * 2.0**-24  # the f32 scale Rust multiplies by (0.1 is not exact)
     for lo in range(0, count, _CHUNK):
         n = torch.arange(start + lo + 1, start + min(lo + _CHUNK, count) + 1, dtype=torch.int64, device=device)
         z = n * _i64(GAMMA) + base

@@ -10,11 +10,12 @@
 //! seed 7): per generated tensor its length, first four values and a checksum
 //! (`sum((n + 1) * f32_bits(v_n))` mod 2^64), then the router's experts and weights, which
 //! slots survive capacity, and the oracle's output (`reference_rank`). Then `models`: small
-//! layers of each real-model kind (issue 16: Qwen2-MoE's gated shared expert, DeepSeek-V2's
-//! grouped softmax router with shared experts, DeepSeek-V3's sigmoid router with selection
-//! bias, groups and scaling, gpt-oss's router and experts), each with its config in the
-//! baselines' field names, the checksums of its model tensors (router biases, shared
-//! experts), its routing and the oracle's output. The test `tests/python_fixture.rs` fails when
+//! layers of each real-model kind (Mixtral's and Qwen3-MoE's routers; issue 16: Qwen2-MoE's
+//! gated shared expert, DeepSeek-V2's grouped softmax router with shared experts,
+//! DeepSeek-V3's sigmoid router with selection bias, groups and scaling, gpt-oss's router and
+//! experts), in bf16 and f32-exact, each with its config in the baselines' field names, the
+//! checksums of its model tensors (router biases, shared experts), its routing and the
+//! oracle's output (what `test_transformers.py` compares transformers' own MoE blocks with). The test `tests/python_fixture.rs` fails when
 //! the committed file differs from what this prints.
 
 use flashdmoe_core::config::{
@@ -83,13 +84,14 @@ pub fn fixture_json() -> String {
     let kept: Vec<bool> = r.rows.iter().map(|&v| v != DROPPED).collect();
     s += &format!("  \"kept\": {kept:?},\n");
     s += &format!("  \"output\": {out:?},\n");
-    let models: Vec<String> = models().into_iter().map(|(name, c)| model_json(name, &c)).collect();
+    let models: Vec<String> = models().into_iter().map(|(name, c)| model_json(&name, &c)).collect();
     s += &format!("  \"models\": [\n{}\n  ]\n}}\n", models.join(",\n"));
     s
 }
 
-/// The small layers of each real-model kind: T 16, H 64, I 64, E 8, top-2, bf16, dropless.
-fn models() -> Vec<(&'static str, MoeConfig)> {
+/// The small layers of each real-model kind (T 16, H 64, I 64, E 8, top-2, dropless), in
+/// bf16 and in f32-exact (named `<kind>-f32`).
+fn models() -> Vec<(String, MoeConfig)> {
     let base = MoeConfig {
         world: 1,
         tokens_per_rank: 16,
@@ -103,7 +105,9 @@ fn models() -> Vec<(&'static str, MoeConfig)> {
         ..MoeConfig::default()
     };
     let shared = |count, inter, gate| Some(SharedExperts { count, inter, gate });
-    vec![
+    let kinds = [
+        ("mixtral", base.clone()),
+        ("qwen3-moe", MoeConfig { renormalize: false, ..base.clone() }),
         (
             "qwen2-moe",
             MoeConfig {
@@ -142,7 +146,11 @@ fn models() -> Vec<(&'static str, MoeConfig)> {
                 ..base
             },
         ),
-    ]
+    ];
+    let f32s = kinds
+        .clone()
+        .map(|(name, c)| (format!("{name}-f32"), MoeConfig { dtype: DType::F32Exact, ..c }));
+    kinds.into_iter().map(|(name, c)| (name.to_owned(), c)).chain(f32s).collect()
 }
 
 /// One entry of `models` (module doc), seed 9.
