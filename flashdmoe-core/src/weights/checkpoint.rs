@@ -30,7 +30,12 @@
 //! * Qwen-MoE / OLMoE / DeepSeek: `mlp.gate.weight` (router), `mlp.experts.{e}.gate_proj.weight`,
 //!   `.up_proj.weight`, `.down_proj.weight`;
 //! * Jamba: `feed_forward.router.weight` (router), `feed_forward.experts.{e}.gate_proj.weight`,
-//!   `.up_proj.weight`, `.down_proj.weight`.
+//!   `.up_proj.weight`, `.down_proj.weight`;
+//! * gpt-oss in bf16 (transformers' layout, e.g. a dequantized checkpoint):
+//!   `mlp.router.weight` `[E, H]` and `mlp.router.bias` `[E]`, the experts stacked and
+//!   transposed: `mlp.experts.gate_up_proj` `[E, H, 2I]` with the gate projection in the even
+//!   columns and the up projection in the odd ones (and `gate_up_proj_bias` `[E, 2I]`
+//!   interleaved alike), `mlp.experts.down_proj` `[E, I, H]` and `down_proj_bias` `[E, H]`.
 //!
 //! Beside the experts, in the same MoE block (`mlp.` for the Hugging Face names): DeepSeek's
 //! shared experts `mlp.shared_experts.{gate,up,down}_proj.weight` (`[S, H]`, `[S, H]`, `[H,
@@ -52,9 +57,9 @@
 //! layers) are not the layer's and are left alone. A name listed twice in one header (which
 //! a JSON map would silently resolve to the last) or in two shards is a
 //! [`WeightsError::Duplicate`]. Layouts recognised but not supported yet are a
-//! [`WeightsError::Layout`] naming a tensor: gpt-oss (`mlp.router.weight` with its bias,
-//! `mlp.experts.gate_up_proj`, MXFP4 `_blocks` / `_scales`), Llama-4
-//! (`feed_forward.experts.gate_up_proj`), DBRX (`ffn.router.layer.weight`). A prefix naming a
+//! [`WeightsError::Layout`] naming a tensor: gpt-oss's MXFP4 release (`_blocks` / `_scales`:
+//! 4-bit values with shared exponents, which would need dequantizing; its bf16 layout loads),
+//! Llama-4 (`feed_forward.experts.gate_up_proj`), DBRX (`ffn.router.layer.weight`). A prefix naming a
 //! dense MLP layer (`mlp.up_proj.weight`, no router) is a [`WeightsError::DenseLayer`].
 //!
 //! Every name may carry a layer prefix (e.g. `model.layers.3.`). Without an explicit prefix,
@@ -168,14 +173,17 @@ const JAMBA: PerExpert = PerExpert {
 enum Naming {
     Stacked,
     PerExpert(&'static PerExpert),
+    /// gpt-oss's bf16 layout (module doc).
+    GptOss,
 }
 
 impl Naming {
-    const ALL: [(&'static str, Naming); 4] = [
+    const ALL: [(&'static str, Naming); 5] = [
         ("router.weight", Naming::Stacked),
         (MIXTRAL.router, Naming::PerExpert(&MIXTRAL)),
         (HF_MLP.router, Naming::PerExpert(&HF_MLP)),
         (JAMBA.router, Naming::PerExpert(&JAMBA)),
+        ("mlp.router.weight", Naming::GptOss),
     ];
 
     /// Where every tensor of the layer lives: the whole (prefixed) file for our stacked
@@ -184,6 +192,7 @@ impl Naming {
         match self {
             Naming::Stacked => prefix.to_owned(),
             Naming::PerExpert(n) => format!("{prefix}{}", n.block),
+            Naming::GptOss => format!("{prefix}mlp."),
         }
     }
 
@@ -192,6 +201,7 @@ impl Naming {
     fn names(&self, prefix: &str, field: &str, config: &MoeConfig) -> Vec<String> {
         let n = match self {
             Naming::Stacked => return vec![format!("{prefix}{}", stacked_name(field))],
+            Naming::GptOss => return vec![format!("{prefix}{}", gpt_oss_name(field))],
             Naming::PerExpert(n) => n,
         };
         if let Some(name) = hf_layer_name(n, field, config) {
@@ -210,20 +220,31 @@ impl Naming {
     }
 }
 
+/// gpt-oss's bf16 name of a [`specs`] field (module doc): the gate and up projections (and
+/// their biases) share one interleaved tensor.
+fn gpt_oss_name(field: &str) -> &'static str {
+    match field {
+        "router" => "mlp.router.weight",
+        "router_bias" => "mlp.router.bias",
+        "up" | "gate" => "mlp.experts.gate_up_proj",
+        "up_bias" | "gate_bias" => "mlp.experts.gate_up_proj_bias",
+        "down" => "mlp.experts.down_proj",
+        "down_bias" => "mlp.experts.down_proj_bias",
+        // Not in gpt-oss: a name no checkpoint has, so the tensor is reported missing.
+        "selection_bias" => "mlp.router.selection_bias",
+        "shared_up" => "mlp.shared_experts.up_proj.weight",
+        "shared_gate" => "mlp.shared_experts.gate_proj.weight",
+        "shared_down" => "mlp.shared_experts.down_proj.weight",
+        _ => "mlp.shared_expert_gate.weight",
+    }
+}
+
 /// Checkpoint layouts recognised but not supported yet: a name suffix, and the layout.
-const UNSUPPORTED_LAYOUTS: [(&str, &str); 5] = [
+const UNSUPPORTED_LAYOUTS: [(&str, &str); 3] = [
     (
         "mlp.experts.gate_up_proj_blocks",
-        "gpt-oss (MXFP4 _blocks/_scales experts with an interleaved gate_up_proj, a router with a \
-         bias)",
-    ),
-    (
-        "mlp.experts.gate_up_proj",
-        "gpt-oss (experts with an interleaved gate_up_proj, a router with a bias)",
-    ),
-    (
-        "mlp.router.weight",
-        "gpt-oss (a router with a bias, experts with an interleaved gate_up_proj)",
+        "gpt-oss MXFP4 (_blocks/_scales experts; its bf16 layout, mlp.experts.gate_up_proj, \
+         loads)",
     ),
     ("feed_forward.experts.gate_up_proj", "Llama-4 (a fused gate_up_proj, a shared expert)"),
     ("ffn.router.layer.weight", "DBRX (experts stacked as ffn.experts.mlp.w1 / v1 / w2)"),
@@ -506,6 +527,11 @@ impl<R: Read + Seek> Checkpoint<R> {
         let (prefix, naming) = self.resolve(prefix)?;
         self.check_unexpected(config, naming, &prefix)?;
         let dtype = config.dtype;
+        if let Naming::GptOss = naming {
+            let w = self.load_gpt_oss(config, &prefix)?;
+            w.check(config)?;
+            return Ok(w);
+        }
         let mut w = LayerWeights::empty();
         for s in specs(config) {
             let names = naming.names(&prefix, s.name, config);
@@ -528,6 +554,53 @@ impl<R: Read + Seek> Checkpoint<R> {
             w.set(s.name, values);
         }
         w.check(config)?;
+        Ok(w)
+    }
+}
+
+impl<R: Read + Seek> Checkpoint<R> {
+    /// A layer in gpt-oss's bf16 layout (module doc): `gate_up_proj` `[E, H, 2I]` holds gate
+    /// (even columns) and up (odd columns) transposed, its bias `[E, 2I]` likewise interleaved,
+    /// `down_proj` `[E, I, H]` transposed.
+    fn load_gpt_oss(
+        &mut self,
+        config: &MoeConfig,
+        prefix: &str,
+    ) -> Result<LayerWeights, WeightsError> {
+        let (h, i, e) = (config.hidden as usize, config.inter as usize, config.experts as usize);
+        let dtype = config.dtype;
+        let name = |field| format!("{prefix}{}", gpt_oss_name(field));
+        let mut w = LayerWeights::empty();
+        for s in specs(config) {
+            let values = match s.name {
+                "up" | "gate" => {
+                    let fused = self.read(&name(s.name), &[e, h, 2 * i], dtype)?;
+                    let odd = usize::from(s.name == "up");
+                    let mut v = vec![0.0; e * i * h];
+                    for (x, row) in v.iter_mut().enumerate() {
+                        let (ex, n, col) = (x / (i * h), x / h % i, x % h);
+                        *row = fused[(ex * h + col) * 2 * i + 2 * n + odd];
+                    }
+                    v
+                }
+                "up_bias" | "gate_bias" => {
+                    let fused = self.read(&name(s.name), &[e, 2 * i], dtype)?;
+                    let odd = usize::from(s.name == "up_bias");
+                    fused.iter().skip(odd).step_by(2).copied().collect()
+                }
+                "down" => {
+                    let t = self.read(&name("down"), &[e, i, h], dtype)?;
+                    let mut v = vec![0.0; e * h * i];
+                    for (x, out) in v.iter_mut().enumerate() {
+                        let (ex, o, n) = (x / (h * i), x / i % h, x % i);
+                        *out = t[(ex * i + n) * h + o];
+                    }
+                    v
+                }
+                field => self.read(&name(field), &s.shape, dtype)?,
+            };
+            w.set(s.name, values);
+        }
         Ok(w)
     }
 }
@@ -555,8 +628,8 @@ fn why_unexpected(name: &str, field: Option<&str>, config: &MoeConfig) -> (u8, S
         let why = "DeepSeek-V3's selection bias, but the config's router has none \
                    (routing.selection_bias; topk_method noaux_tc in config.json)";
         (0, why.into())
-    } else if name.contains("gate_up_proj") {
-        (0, "a fused gate/up projection (gpt-oss, Llama-4): not supported yet (issue 16)".into())
+    } else if name.contains("gate_up_proj") && field.is_none() {
+        (0, "a fused gate/up projection of another layout: not supported yet (issue 16)".into())
     } else if name.ends_with("router.bias")
         || field == Some("router_bias")
         || name.ends_with("gate.bias") && field.is_none()
@@ -894,7 +967,6 @@ mod tests {
 mod strict {
     use super::tests_support::*;
     use super::*;
-    use crate::config::SharedGate;
 
     fn unexpected(r: Result<LayerWeights, WeightsError>) -> (String, String) {
         match r {
@@ -1087,18 +1159,65 @@ mod strict {
                 other => panic!("{other:?}"),
             }
         }
-        // The bf16 release layout (gate_up_proj with its bias) likewise.
-        let bf16 = vec![
-            (format!("{p}mlp.router.weight"), f32_tensor(vec![3, 64], &[0.0; 192])),
-            (
-                format!("{p}mlp.experts.gate_up_proj"),
-                f32_tensor(vec![3, 64, 256], &vec![0.0; 3 * 64 * 256]),
-            ),
-        ];
-        assert!(matches!(
-            LayerWeights::from_safetensors(&c, &serialize(bf16), None),
-            Err(WeightsError::Layout { tensor, .. }) if tensor.ends_with("mlp.experts.gate_up_proj")
-        ));
+    }
+
+    /// `w` of gpt-oss config `c` in gpt-oss's bf16 layout under `prefix`, as F32.
+    fn gpt_oss_layout(c: &MoeConfig, w: &LayerWeights, prefix: &str) -> Vec<(String, Bytes)> {
+        let (h, i, e) = (c.hidden as usize, c.inter as usize, c.experts as usize);
+        let (gate, gb, up_b) =
+            (w.gate.as_ref().unwrap(), w.gate_bias.as_ref().unwrap(), w.up_bias.as_ref().unwrap());
+        let mut gate_up = vec![0.0; e * h * 2 * i];
+        let mut gate_up_bias = vec![0.0; e * 2 * i];
+        let mut down = vec![0.0; e * i * h];
+        for ex in 0..e {
+            for n in 0..i {
+                for col in 0..h {
+                    let at = (ex * h + col) * 2 * i + 2 * n;
+                    gate_up[at] = gate[(ex * i + n) * h + col];
+                    gate_up[at + 1] = w.up[(ex * i + n) * h + col];
+                    down[(ex * i + n) * h + col] = w.down[(ex * h + col) * i + n];
+                }
+                gate_up_bias[ex * 2 * i + 2 * n] = gb[ex * i + n];
+                gate_up_bias[ex * 2 * i + 2 * n + 1] = up_b[ex * i + n];
+            }
+        }
+        let t = |name: &str, shape: Vec<usize>, v: &[f32]| {
+            (format!("{prefix}{name}"), f32_tensor(shape, v))
+        };
+        vec![
+            t("mlp.router.weight", vec![e, h], &w.router),
+            t("mlp.router.bias", vec![e], w.router_bias.as_ref().unwrap()),
+            t("mlp.experts.gate_up_proj", vec![e, h, 2 * i], &gate_up),
+            t("mlp.experts.gate_up_proj_bias", vec![e, 2 * i], &gate_up_bias),
+            t("mlp.experts.down_proj", vec![e, i, h], &down),
+            t("mlp.experts.down_proj_bias", vec![e, h], w.down_bias.as_ref().unwrap()),
+        ]
+    }
+
+    #[test]
+    fn gpt_oss_bf16_layout_loads_deinterleaved_and_transposed() {
+        let c = MoeConfig {
+            activation: Activation::SwigluOss(crate::config::SwigluOss::GPT_OSS),
+            routing: Routing::GPT_OSS,
+            ..cfg(DType::F32, Activation::SiluGated, true)
+        };
+        let w = LayerWeights::generate(&c, 6).unwrap();
+        let mut t = gpt_oss_layout(&c, &w, "model.layers.7.");
+        t.push(("model.layers.7.self_attn.sinks".into(), f32_tensor(vec![1], &[1.0])));
+        let bytes = serialize(t);
+        assert_eq!(LayerWeights::from_safetensors(&c, &bytes, None).unwrap(), w);
+        assert_eq!(LayerWeights::from_safetensors(&c, &bytes, Some("model.layers.7.")).unwrap(), w);
+        // The standard SwiGLU shape preset's config has no router bias: refused, not misread.
+        let shape =
+            MoeConfig { routing: Routing::SOFTMAX, activation: Activation::SiluGated, ..c.clone() };
+        let (tensor, reason) = unexpected(LayerWeights::from_safetensors(&shape, &bytes, None));
+        assert_eq!(tensor, "model.layers.7.mlp.router.bias");
+        assert!(reason.contains("router has none"), "{reason}");
+        // A transposed tensor is a shape error naming it.
+        let mut t = gpt_oss_layout(&c, &w, "");
+        t[4].1.shape = vec![3, 64, 128];
+        assert!(matches!(LayerWeights::from_safetensors(&c, &serialize(t), None),
+            Err(WeightsError::Shape { tensor, .. }) if tensor == "mlp.experts.down_proj"));
     }
 
     #[test]
