@@ -196,6 +196,20 @@ fn configs_come_from_presets_and_files_with_flag_overrides() {
     assert!(out.contains("verify: PASS: 16/16 rows checked"), "{out}");
 }
 
+/// `run` with `args` (`--config NAME` meaning `tests/data/hf/NAME/config.json`), then `more`.
+fn run_argv(args: &[&str], more: &[&str]) -> Vec<String> {
+    let data = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/hf");
+    let mut argv = vec!["run".to_owned()];
+    for (i, a) in args.iter().enumerate() {
+        match i.checked_sub(1).map(|j| args[j]) {
+            Some("--config") => argv.push(format!("{data}/{a}/config.json")),
+            _ => argv.push((*a).to_owned()),
+        }
+    }
+    argv.extend(more.iter().map(|m| (*m).to_owned()));
+    argv
+}
+
 #[test]
 fn models_needing_unimplemented_features_are_refused_naming_them() {
     let data = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/hf");
@@ -219,14 +233,8 @@ fn models_needing_unimplemented_features_are_refused_naming_them() {
         ),
     ];
     for (args, needle) in cases {
-        let path;
-        let mut argv = vec!["run", args[0]];
-        if args[0] == "--config" {
-            path = format!("{data}/{}/config.json", args[1]);
-            argv.push(&path);
-        } else {
-            argv.extend(&args[1..]);
-        }
+        let argv = run_argv(&args, &[]);
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
         let o = flashdmoe(&argv);
         assert_exit(&o, 2);
         let err = stderr(&o);
@@ -250,7 +258,6 @@ fn models_needing_unimplemented_features_are_refused_naming_them() {
 fn real_model_layers_run_on_the_sim_and_verify() {
     // Shrunk by flags (H 128, I 64, 8 tokens); the routing, shared experts (their own size)
     // and activation are the model's.
-    let data = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/hf");
     let shrink = ["--world", "2", "--tokens", "8", "--hidden", "128", "--inter", "64"];
     let cases: [(&[&str], &str); 4] = [
         (
@@ -263,15 +270,8 @@ fn real_model_layers_run_on_the_sim_and_verify() {
         (&["--config", "qwen1.5-moe-a2.7b"], "shared 1 x 5632 with a sigmoid gate"),
     ];
     for (args, needle) in cases {
-        let path;
-        let mut argv = vec!["run", args[0]];
-        if args[0] == "--config" {
-            path = format!("{data}/{}/config.json", args[1]);
-            argv.push(&path);
-        } else {
-            argv.push(args[1]);
-        }
-        argv.extend(shrink);
+        let argv = run_argv(args, &shrink);
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
         let o = flashdmoe(&argv);
         assert_exit(&o, 0);
         let out = stdout(&o);

@@ -221,6 +221,17 @@ class MoeConfig:
         return MoeConfig(c["tokens_per_rank"], c["hidden"], c["inter"], c["experts"], c["top_k"],
                          c["activation"], c["dtype"], None if cap == "dropless" else float(cap), c["bias"])
 
+    @staticmethod
+    def from_fixture(c: dict) -> MoeConfig:
+        """A ``models`` entry's ``config`` of ``testdata/rust_reference.json`` (every field by
+        name, ``tokens`` for the tokens per rank, lists for the tuples), validated."""
+        c = dict(c)
+        tokens = c.pop("tokens")
+        for key in ("groups", "shared"):
+            if c[key] is not None:
+                c[key] = tuple(c[key])
+        return MoeConfig(tokens, **c).validate()
+
     def label(self) -> str:
         cap = "dropless" if self.capacity is None else f"cf{self.capacity:g}"
         bias = "+bias" if self.bias else ""

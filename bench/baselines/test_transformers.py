@@ -39,15 +39,7 @@ KINDS = {"mixtral": "mixtral", "qwen3-moe": "qwen3_moe", "qwen2-moe": "qwen2_moe
 
 def _models() -> list[tuple[dict, C.MoeConfig]]:
     data = json.loads((HERE / "testdata" / "rust_reference.json").read_text())
-    out = []
-    for m in data["models"]:
-        c = dict(m["config"])
-        tokens = c.pop("tokens")
-        for key in ("groups", "shared"):
-            if c[key] is not None:
-                c[key] = tuple(c[key])
-        out.append((m, C.MoeConfig(tokens, **c).validate()))
-    return out
+    return [(m, C.MoeConfig.from_fixture(m["config"])) for m in data["models"]]
 
 
 def _block(kind: str, cfg: C.MoeConfig, w: C.LayerWeights) -> torch.nn.Module:

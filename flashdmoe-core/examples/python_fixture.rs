@@ -18,9 +18,9 @@
 //! oracle's output (what `test_transformers.py` compares transformers' own MoE blocks with). The test `tests/python_fixture.rs` fails when
 //! the committed file differs from what this prints.
 
+use flashdmoe_core::config::presets::small_model_kinds;
 use flashdmoe_core::config::{
-    Activation, CapacityPolicy, GroupScore, Groups, MoeConfig, Placement, Routing, SharedExperts,
-    SharedGate, SwigluOss,
+    Activation, CapacityPolicy, GroupScore, MoeConfig, Placement, SharedGate, SwigluOss,
 };
 use flashdmoe_core::dtype::DType;
 use flashdmoe_core::oracle::reference_rank;
@@ -89,68 +89,11 @@ pub fn fixture_json() -> String {
     s
 }
 
-/// The small layers of each real-model kind (T 16, H 64, I 64, E 8, top-2, dropless), in
-/// bf16 and in f32-exact (named `<kind>-f32`).
+/// `presets::small_model_kinds` in bf16, then in f32-exact (named `<kind>-f32`).
 fn models() -> Vec<(String, MoeConfig)> {
-    let base = MoeConfig {
-        world: 1,
-        tokens_per_rank: 16,
-        hidden: 64,
-        inter: 64,
-        experts: 8,
-        top_k: 2,
-        activation: Activation::SiluGated,
-        dtype: DType::Bf16,
-        capacity: CapacityPolicy::Dropless,
-        ..MoeConfig::default()
-    };
-    let shared = |count, inter, gate| Some(SharedExperts { count, inter, gate });
-    let kinds = [
-        ("mixtral", base.clone()),
-        ("qwen3-moe", MoeConfig { renormalize: false, ..base.clone() }),
-        (
-            "qwen2-moe",
-            MoeConfig {
-                shared: shared(1, 128, SharedGate::Sigmoid),
-                renormalize: false,
-                ..base.clone()
-            },
-        ),
-        (
-            "deepseek-v2",
-            MoeConfig {
-                shared: shared(2, 64, SharedGate::None),
-                routing: Routing {
-                    groups: Some(Groups { count: 4, keep: 2, score: GroupScore::Max }),
-                    scaling: 16.0,
-                    ..Routing::SOFTMAX
-                },
-                renormalize: false,
-                ..base.clone()
-            },
-        ),
-        (
-            "deepseek-v3",
-            MoeConfig {
-                shared: shared(1, 64, SharedGate::None),
-                routing: Routing::deepseek_v3(Some((4, 2)), 2.5),
-                ..base.clone()
-            },
-        ),
-        (
-            "gpt-oss",
-            MoeConfig {
-                activation: Activation::SwigluOss(SwigluOss::GPT_OSS),
-                bias: true,
-                routing: Routing::GPT_OSS,
-                ..base
-            },
-        ),
-    ];
-    let f32s = kinds
-        .clone()
-        .map(|(name, c)| (format!("{name}-f32"), MoeConfig { dtype: DType::F32Exact, ..c }));
-    kinds.into_iter().map(|(name, c)| (name.to_owned(), c)).chain(f32s).collect()
+    let bf16 = small_model_kinds(DType::Bf16).into_iter().map(|(n, c)| (n.to_owned(), c));
+    let f32s = small_model_kinds(DType::F32Exact).into_iter().map(|(n, c)| (format!("{n}-f32"), c));
+    bf16.chain(f32s).collect()
 }
 
 /// One entry of `models` (module doc), seed 9.

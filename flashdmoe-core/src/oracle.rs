@@ -628,8 +628,7 @@ mod tests {
     use super::*;
     use crate::backend::RankStats;
     use crate::config::{
-        Activation, CapacityPolicy, GroupScore, Groups, Routing, SharedExperts, SharedGate,
-        SwigluOss,
+        Activation, CapacityPolicy, Routing, SharedExperts, SharedGate, SwigluOss,
     };
     use crate::routing::route;
     use crate::weights::generate_input;
@@ -843,59 +842,10 @@ mod tests {
         }
     }
 
-    /// Small layers of each real-model kind (issue 16), in `dtype`.
+    /// Small layers of each real-model kind (issue 16), in `dtype`, with the shared ones'
+    /// kinds first.
     fn model_kinds(dtype: DType) -> Vec<(&'static str, MoeConfig)> {
-        let base = MoeConfig {
-            tokens_per_rank: 16,
-            hidden: 128,
-            inter: 64,
-            experts: 8,
-            top_k: 2,
-            activation: Activation::SiluGated,
-            dtype,
-            ..MoeConfig::default()
-        };
-        let shared = |count, inter, gate| Some(SharedExperts { count, inter, gate });
-        vec![
-            (
-                "qwen2-moe",
-                MoeConfig {
-                    shared: shared(1, 192, SharedGate::Sigmoid),
-                    renormalize: false,
-                    ..base.clone()
-                },
-            ),
-            (
-                "deepseek-v2",
-                MoeConfig {
-                    shared: shared(2, 64, SharedGate::None),
-                    routing: Routing {
-                        groups: Some(Groups { count: 4, keep: 2, score: GroupScore::Max }),
-                        scaling: 16.0,
-                        ..Routing::SOFTMAX
-                    },
-                    renormalize: false,
-                    ..base.clone()
-                },
-            ),
-            (
-                "deepseek-v3",
-                MoeConfig {
-                    shared: shared(1, 64, SharedGate::None),
-                    routing: Routing::deepseek_v3(Some((4, 2)), 2.5),
-                    ..base.clone()
-                },
-            ),
-            (
-                "gpt-oss",
-                MoeConfig {
-                    activation: Activation::SwigluOss(SwigluOss::GPT_OSS),
-                    bias: true,
-                    routing: Routing::GPT_OSS,
-                    ..base
-                },
-            ),
-        ]
+        crate::config::presets::small_model_kinds(dtype).into_iter().skip(2).collect()
     }
 
     #[test]

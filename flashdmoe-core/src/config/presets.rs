@@ -22,8 +22,8 @@
 //! factor 1, for T in [`PAPER_TOKENS`] and E in [`PAPER_EXPERTS`].
 
 use super::{
-    Activation, CapacityPolicy, ConfigError, MoeConfig, Routing, SharedExperts, SharedGate,
-    SwigluOss,
+    Activation, CapacityPolicy, ConfigError, DType, GroupScore, Groups, MoeConfig, Routing,
+    SharedExperts, SharedGate, SwigluOss,
 };
 
 /// Tokens per rank of the paper grid.
@@ -156,6 +156,70 @@ impl ModelShape {
             ..MoeConfig::default()
         }
     }
+}
+
+/// Small layers of each real-model kind, for tests and fixtures (the simulator's, the
+/// oracle's, the PyTorch baselines' fixture): one rank, T 16, H 64, I 64, E 8, top-2,
+/// dropless, in `dtype`: `mixtral`, `qwen3-moe` (not renormalised), `qwen2-moe` (a shared
+/// expert of 128 with its sigmoid gate), `deepseek-v2` (2 shared experts of 64, 2 of 4 groups
+/// by their best score, x16), `deepseek-v3` (a shared expert of 64, sigmoid scores, selection
+/// bias, 2 of 4 groups by their top-two sum, x2.5) and `gpt-oss`.
+pub fn small_model_kinds(dtype: DType) -> Vec<(&'static str, MoeConfig)> {
+    let base = MoeConfig {
+        world: 1,
+        tokens_per_rank: 16,
+        hidden: 64,
+        inter: 64,
+        experts: 8,
+        top_k: 2,
+        activation: Activation::SiluGated,
+        dtype,
+        capacity: CapacityPolicy::Dropless,
+        ..MoeConfig::default()
+    };
+    let shared = |count, inter, gate| Some(SharedExperts { count, inter, gate });
+    vec![
+        ("mixtral", base.clone()),
+        ("qwen3-moe", MoeConfig { renormalize: false, ..base.clone() }),
+        (
+            "qwen2-moe",
+            MoeConfig {
+                shared: shared(1, 128, SharedGate::Sigmoid),
+                renormalize: false,
+                ..base.clone()
+            },
+        ),
+        (
+            "deepseek-v2",
+            MoeConfig {
+                shared: shared(2, 64, SharedGate::None),
+                routing: Routing {
+                    groups: Some(Groups { count: 4, keep: 2, score: GroupScore::Max }),
+                    scaling: 16.0,
+                    ..Routing::SOFTMAX
+                },
+                renormalize: false,
+                ..base.clone()
+            },
+        ),
+        (
+            "deepseek-v3",
+            MoeConfig {
+                shared: shared(1, 64, SharedGate::None),
+                routing: Routing::deepseek_v3(Some((4, 2)), 2.5),
+                ..base.clone()
+            },
+        ),
+        (
+            "gpt-oss",
+            MoeConfig {
+                activation: Activation::SwigluOss(SwigluOss::GPT_OSS),
+                bias: true,
+                routing: Routing::GPT_OSS,
+                ..base
+            },
+        ),
+    ]
 }
 
 /// The paper's layer with `tokens` per rank and `experts` experts, on one rank.
