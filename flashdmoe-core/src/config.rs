@@ -197,8 +197,7 @@ pub enum ConfigError {
         reason: String,
     },
     /// The model needs features that change the layer's math and are not implemented yet: a
-    /// config, a preset or a checkpoint that would otherwise compute a different layer than
-    /// the model's.
+    /// config or a checkpoint that would otherwise compute a different layer than the model's.
     #[error("{origin}: {} (issue 16){note}", list(unsupported))]
     NotImplemented {
         /// What asked for them: `config.json`, `preset gpt-oss-20b`.
@@ -222,9 +221,13 @@ pub enum ConfigError {
     },
 }
 
-/// A model feature that changes a MoE layer's math and that flashdmoe does not compute yet
-/// (issue 16): configs, presets and checkpoints that need one are refused naming it, never
-/// run as a different layer.
+/// A model feature that changes a MoE layer's math beyond the paper's layer (issue 16). Those
+/// flashdmoe does not compute at all (Llama-4's router, other gated activations, p-norms,
+/// quantized weights) refuse the configs and checkpoints that need them
+/// ([`ConfigError::NotImplemented`]); the others (shared experts, DeepSeek's and gpt-oss's
+/// routing, gpt-oss's SwiGLU) are computed by the oracle and the simulator and listed by
+/// [`MoeConfig::features`] for a backend that lacks them to refuse (the CUDA kernel:
+/// `BackendError::NotSupported`). Never run as a different layer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Feature {
