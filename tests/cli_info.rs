@@ -11,14 +11,14 @@ fn info_lists_presets_and_backends() {
     let out = stdout(&o);
     assert!(out.contains("presets"), "{out}");
     assert!(out.contains("mixtral-8x7b"), "{out}");
-    // Models whose layers need what is not implemented are listed as refused, with the part
-    // that runs.
+    // The real models with their features, and the parts the CUDA kernel runs.
     assert!(out.contains("qwen1.5-moe-a2.7b-routed"), "{out}");
     assert!(
         out.contains("  gpt-oss-20b  ")
-            && out.contains("needs swiglu_limit, model_type; --preset gpt-oss-20b-shape is "),
+            && out.contains("swiglu-oss + bias, topk-softmax router + bias, bf16"),
         "{out}"
     );
+    assert!(out.contains("the cuda backend refuses them until its kernel has them"), "{out}");
     assert!(out.contains("sim   available"), "{out}");
     assert!(out.contains("cuda  "), "{out}");
 }

@@ -27,12 +27,23 @@ Invariants:
   ``(2u - 1) * scale`` in f32 with ``u = (x >> 40) * 2^-24``, then rounded to the dtype
   (round to nearest, ties to even). Scales are f32: ``1/sqrt(H)`` for router, up and gate,
   ``1/sqrt(I)`` for down, 0.1 for biases, 1 for inputs. Change both or neither.
-* Routing equals ``flashdmoe-core/src/routing.rs``: f32 logits, f32 softmax over E, top-k by
-  descending probability with ties to the lower expert index (a *stable* descending sort keeps
-  equal probabilities in index order), weights renormalised over the chosen k (sum in slot
-  order). Capacity is per ``(source rank, expert)`` packet: ``ceil(f * (T * k) / E)`` rows
-  evaluated in f64 in that order, clamped to T (dropless: T); within a packet the lowest token
-  indices are kept.
+* Routing equals ``flashdmoe-core/src/routing.rs``: f32 logits (plus gpt-oss's router bias),
+  f32 scores (softmax over E; or sigmoid, DeepSeek-V3; or the logits themselves for gpt-oss's
+  softmax over the top-k), choice scores (plus DeepSeek-V3's selection bias; with grouped
+  top-k the best groups by their best score or their top-two sum are kept and the others'
+  experts set to 0.0, as transformers masks them), top-k by descending choice score with ties
+  to the lower expert index (a *stable* descending sort keeps equal scores in index order),
+  weights the unbiased scores of the chosen (a softmax over them for gpt-oss), renormalised
+  over the chosen k when the config says so (sum in slot order, plus 1e-20 for sigmoid
+  scores), times the routed scaling factor. Capacity is per ``(source rank, expert)`` packet:
+  ``ceil(f * (T * k) / E)`` rows evaluated in f64 in that order, clamped to T (dropless: T);
+  within a packet the lowest token indices are kept.
+* Shared experts (Qwen2-MoE, DeepSeek) are one SwiGLU of ``count * inter`` every token visits,
+  scaled by ``sigmoid(x . gate_row)`` with Qwen's gate, added after the routed sum; gpt-oss's
+  experts are ``(clamp(up, -l, l) + 1) * g * sigmoid(1.702 g)``, ``g = min(gate, l)``. These
+  model features (:attr:`MoeConfig.features`) are set programmatically (the tests, the Rust
+  fixture); the command line and the result records describe the paper's layer only, as the
+  bench's records do.
 * Nothing in :func:`route`, :func:`plan_dispatch`, :func:`grouped_ffn` or :func:`combine`
   synchronises the host with the device or has a data-dependent shape, so the single-GPU
   grouped forward can be captured in a CUDA graph and replayed for any routing.
@@ -70,7 +81,8 @@ DTYPES = {
     "f32": torch.float32,
     "f32-exact": torch.float32,
 }
-ACTIVATIONS = ("relu", "gelu", "swiglu")
+ACTIVATIONS = ("relu", "gelu", "swiglu", "swiglu-oss")
+SCORINGS = ("softmax", "sigmoid", "topk-softmax")
 
 #: Verification tolerance per dtype: the largest accepted ``|out - ref|`` relative to the largest
 #: ``|ref|`` of the same output row (flashdmoe-core ``DType::tolerance``).
@@ -102,6 +114,30 @@ class MoeConfig:
     dtype: str = "bf16"
     capacity: float | None = None
     bias: bool = False
+    # The model features (module doc; flashdmoe-core's Routing, SharedExperts, SwigluOss).
+    renormalize: bool = True
+    scoring: str = "softmax"
+    router_bias: bool = False
+    selection_bias: bool = False
+    #: ``(count, keep, "max" | "top2")``: grouped top-k.
+    groups: tuple[int, int, str] | None = None
+    scaling: float = 1.0
+    #: ``(count, inter, "none" | "sigmoid")``: shared experts and their gate.
+    shared: tuple[int, int, str] | None = None
+    swiglu_alpha: float = 1.702
+    swiglu_limit: float = 7.0
+
+    @property
+    def features(self) -> bool:
+        """Whether the layer has any model feature beyond the paper's (module doc)."""
+        return (not self.renormalize or self.scoring != "softmax" or self.router_bias or self.selection_bias
+                or self.groups is not None or self.scaling != 1.0 or self.shared is not None
+                or self.activation == "swiglu-oss")
+
+    @property
+    def shared_inter(self) -> int:
+        """The shared SwiGLU's intermediate size ``count * inter`` (0 without shared experts)."""
+        return 0 if self.shared is None else self.shared[0] * self.shared[1]
 
     def validate(self) -> MoeConfig:
         """Returns ``self`` if valid, else raises :class:`ConfigError`."""
@@ -120,12 +156,32 @@ class MoeConfig:
             raise ConfigError("dtype", f"{self.dtype!r} is not one of {', '.join(DTYPES)}")
         if self.capacity is not None and not (math.isfinite(self.capacity) and self.capacity > 0):
             raise ConfigError("capacity", f"factor {self.capacity} must be finite and > 0")
+        if self.scoring not in SCORINGS:
+            raise ConfigError("scoring", f"{self.scoring!r} is not one of {', '.join(SCORINGS)}")
+        if self.scoring == "topk-softmax" and not self.renormalize:
+            raise ConfigError("renormalize", "a softmax over the chosen k always sums to one")
+        if not (math.isfinite(self.scaling) and self.scaling > 0):
+            raise ConfigError("scaling", f"{self.scaling} must be finite and > 0")
+        if self.groups is not None:
+            count, keep, score = self.groups
+            per = self.experts // count if count > 0 and self.experts % count == 0 else 0
+            if per == 0 or not 1 <= keep <= count or score not in ("max", "top2") \
+                    or (score == "top2" and per < 2) or keep * per < self.top_k:
+                raise ConfigError("groups", f"{self.groups} does not fit {self.experts} experts, top-{self.top_k}")
+        if self.shared is not None:
+            count, inter, gate = self.shared
+            if count <= 0 or inter <= 0 or (count * inter) % SIZE_MULTIPLE or gate not in ("none", "sigmoid"):
+                raise ConfigError("shared", f"{self.shared}: count x inter a multiple of {SIZE_MULTIPLE}, "
+                                            "gate none or sigmoid")
+        if not (math.isfinite(self.swiglu_limit) and self.swiglu_limit > 0):
+            raise ConfigError("swiglu_limit", f"{self.swiglu_limit} must be finite and > 0")
         return self
 
     @property
     def gated(self) -> bool:
-        """Whether the experts are SwiGLU (a gate projection beside the up projection)."""
-        return self.activation == "swiglu"
+        """Whether the experts have a gate projection beside the up projection (SwiGLU,
+        gpt-oss's SwiGLU)."""
+        return self.activation in ("swiglu", "swiglu-oss")
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -143,7 +199,9 @@ class MoeConfig:
         return min(rows, self.tokens)
 
     def to_json(self) -> dict:
-        """The ``config`` object of the result schema."""
+        """The ``config`` object of the result schema (the paper's layer only: module doc)."""
+        if self.features:
+            raise ConfigError("config", "result records describe the paper's layer only (issue 16)")
         return {
             "tokens_per_rank": self.tokens,
             "hidden": self.hidden,
@@ -162,6 +220,17 @@ class MoeConfig:
         cap = c["capacity"]
         return MoeConfig(c["tokens_per_rank"], c["hidden"], c["inter"], c["experts"], c["top_k"],
                          c["activation"], c["dtype"], None if cap == "dropless" else float(cap), c["bias"])
+
+    @staticmethod
+    def from_fixture(c: dict) -> MoeConfig:
+        """A ``models`` entry's ``config`` of ``testdata/rust_reference.json`` (every field by
+        name, ``tokens`` for the tokens per rank, lists for the tuples), validated."""
+        c = dict(c)
+        tokens = c.pop("tokens")
+        for key in ("groups", "shared"):
+            if c[key] is not None:
+                c[key] = tuple(c[key])
+        return MoeConfig(tokens, **c).validate()
 
     def label(self) -> str:
         cap = "dropless" if self.capacity is None else f"cf{self.capacity:g}"
@@ -290,6 +359,8 @@ _MASK64 = (1 << 64) - 1
 #: Tensor ids of the generator (flashdmoe-core ``weights::ids``); the input of rank r is
 #: ``INPUT + r``.
 ID_ROUTER, ID_UP, ID_GATE, ID_DOWN, ID_UP_BIAS, ID_GATE_BIAS, ID_DOWN_BIAS = 1, 2, 3, 4, 5, 6, 7
+ID_ROUTER_BIAS, ID_SELECTION_BIAS = 8, 9
+ID_SHARED_UP, ID_SHARED_GATE, ID_SHARED_DOWN, ID_SHARED_GATE_ROW = 10, 11, 12, 13
 ID_INPUT = 1000
 BIAS_SCALE = 0.1
 
@@ -351,7 +422,7 @@ def reference_values(seed: int, tensor_id: int, count: int, scale: float, dtype:
     out = []
     for x in splitmix64_stream(seed, tensor_id, count):
         u = f32((x >> 40) * 2.0**-24)
-        out.append(round_scalar(f32((2.0 * u - 1.0) * scale), dtype))
+        out.append(round_scalar(f32((2.0 * u - 1.0) * f32(scale)), dtype))
     return out
 
 
@@ -379,7 +450,7 @@ def generate(seed: int, tensor_id: int, shape: Iterable[int], scale: float, dtyp
     count = math.prod(shape)
     out = torch.empty(count, dtype=DTYPES[dtype], device=device)
     base = _i64(tensor_start(seed, tensor_id))
-    step = scale * 2.0**-24
+    step = f32(scale) * 2.0**-24  # the f32 scale Rust multiplies by (0.1 is not exact)
     for lo in range(0, count, _CHUNK):
         n = torch.arange(start + lo + 1, start + min(lo + _CHUNK, count) + 1, dtype=torch.int64, device=device)
         z = n * _i64(GAMMA) + base
@@ -404,6 +475,13 @@ class LayerWeights:
     up_bias: torch.Tensor | None  # [n][I]
     gate_bias: torch.Tensor | None  # [n][I], SwiGLU with biases only
     down_bias: torch.Tensor | None  # [n][H]
+    # Layer-level tensors of the model features (module doc), whole in every range.
+    router_bias: torch.Tensor | None = None  # [E]
+    selection_bias: torch.Tensor | None = None  # [E]
+    shared_up: torch.Tensor | None = None  # [S][H]
+    shared_gate: torch.Tensor | None = None  # [S][H]
+    shared_down: torch.Tensor | None = None  # [H][S]
+    shared_gate_row: torch.Tensor | None = None  # [H]
 
     @property
     def count(self) -> int:
@@ -418,8 +496,9 @@ class LayerWeights:
         def one(t: torch.Tensor | None) -> torch.Tensor | None:
             return None if t is None else t[i:i + 1]
 
-        return LayerWeights(e, self.router, one(self.up), one(self.gate), one(self.down),
-                            one(self.up_bias), one(self.gate_bias), one(self.down_bias))
+        return dataclasses.replace(self, first=e, up=one(self.up), gate=one(self.gate), down=one(self.down),
+                                   up_bias=one(self.up_bias), gate_bias=one(self.gate_bias),
+                                   down_bias=one(self.down_bias))
 
 
 def generate_layer(cfg: MoeConfig, seed: int, device: torch.device,
@@ -436,6 +515,11 @@ def generate_layer(cfg: MoeConfig, seed: int, device: torch.device,
         return generate(seed, tid, (count, *per_expert), scale, cfg.dtype, device, start=first * size)
 
     gated, bias = cfg.gated, cfg.bias
+    s = cfg.shared_inter
+
+    def whole(tid: int, shape: tuple[int, ...], scale: float, present: bool) -> torch.Tensor | None:
+        return generate(seed, tid, shape, scale, cfg.dtype, device) if present else None
+
     return LayerWeights(
         first=first,
         router=generate(seed, ID_ROUTER, (e, h), sh, cfg.dtype, device),
@@ -445,6 +529,12 @@ def generate_layer(cfg: MoeConfig, seed: int, device: torch.device,
         up_bias=part(ID_UP_BIAS, (i,), BIAS_SCALE) if bias else None,
         gate_bias=part(ID_GATE_BIAS, (i,), BIAS_SCALE) if bias and gated else None,
         down_bias=part(ID_DOWN_BIAS, (h,), BIAS_SCALE) if bias else None,
+        router_bias=whole(ID_ROUTER_BIAS, (e,), BIAS_SCALE, cfg.router_bias),
+        selection_bias=whole(ID_SELECTION_BIAS, (e,), BIAS_SCALE, cfg.selection_bias),
+        shared_up=whole(ID_SHARED_UP, (s, h), sh, s > 0),
+        shared_gate=whole(ID_SHARED_GATE, (s, h), sh, s > 0),
+        shared_down=whole(ID_SHARED_DOWN, (h, s), inv_sqrt_f32(max(s, 1)), s > 0),
+        shared_gate_row=whole(ID_SHARED_GATE_ROW, (h,), sh, cfg.shared is not None and cfg.shared[2] == "sigmoid"),
     )
 
 
@@ -501,16 +591,64 @@ def router_logits(x: torch.Tensor, router: torch.Tensor) -> torch.Tensor:
     return x.float() @ router.float().t()
 
 
-def route(x: torch.Tensor, router: torch.Tensor, top_k: int) -> Routing:
-    """The router of the module invariant. Ties: ``torch.sort(stable=True, descending=True)``
-    keeps equal probabilities in ascending expert order, so the lower index wins."""
-    probs = torch.softmax(router_logits(x, router), dim=-1)
-    top_p, experts = torch.sort(probs, dim=-1, descending=True, stable=True)
-    top_p, experts = top_p[:, :top_k], experts[:, :top_k]
-    total = top_p[:, 0]
-    for j in range(1, top_k):  # slot order, as the Rust router sums
-        total = total + top_p[:, j]
-    return Routing(experts=experts, weights=top_p / total[:, None])
+def _top(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """The indices of the ``k`` largest of each row, ties to the lower index (a stable sort)."""
+    return torch.sort(scores, dim=-1, descending=True, stable=True).indices[:, :k]
+
+
+def mask_groups(choice: torch.Tensor, groups: tuple[int, int, str]) -> torch.Tensor:
+    """Grouped top-k's mask (module invariant): the experts of all but the ``keep`` best of
+    ``count`` groups get 0.0 (transformers' ``masked_fill(~mask, 0.0)``)."""
+    count, keep, score = groups
+    g = choice.view(choice.shape[0], count, -1)
+    if score == "max":
+        group_scores = g.amax(dim=-1)
+    else:
+        best = torch.sort(g, dim=-1, descending=True, stable=True).values
+        group_scores = best[..., 0] + best[..., 1]
+    kept = torch.zeros_like(group_scores, dtype=torch.bool).scatter_(1, _top(group_scores, keep), True)
+    return g.masked_fill(~kept.unsqueeze(-1), 0.0).view_as(choice)
+
+
+def route(x: torch.Tensor, router: torch.Tensor, top_k: int, cfg: MoeConfig | None = None, *,
+          router_bias: torch.Tensor | None = None, selection_bias: torch.Tensor | None = None) -> Routing:
+    """The router of the module invariant (the paper's without ``cfg``). Ties:
+    ``torch.sort(stable=True, descending=True)`` keeps equal scores in ascending expert order,
+    so the lower index wins."""
+    logits = router_logits(x, router)
+    if router_bias is not None:
+        logits = logits + router_bias.float()
+    scoring = "softmax" if cfg is None else cfg.scoring
+    if scoring == "softmax":
+        scores = torch.softmax(logits, dim=-1)
+    elif scoring == "sigmoid":
+        scores = torch.sigmoid(logits)
+    else:
+        scores = logits
+    choice = scores if selection_bias is None else scores + selection_bias.float()
+    if cfg is not None and cfg.groups is not None:
+        choice = mask_groups(choice, cfg.groups)
+    experts = _top(choice, top_k)
+    top_p = scores.gather(1, experts)
+    if scoring == "topk-softmax":
+        weights = torch.softmax(top_p, dim=-1)
+    elif cfg is None or cfg.renormalize:
+        total = top_p[:, 0]
+        for j in range(1, top_k):  # slot order, as the Rust router sums
+            total = total + top_p[:, j]
+        if scoring == "sigmoid":
+            total = total + 1e-20
+        weights = top_p / total[:, None]
+    else:
+        weights = top_p
+    if cfg is not None and cfg.scaling != 1.0:
+        weights = weights * f32(cfg.scaling)
+    return Routing(experts=experts, weights=weights)
+
+
+def route_layer(x: torch.Tensor, layer: LayerWeights, cfg: MoeConfig) -> Routing:
+    """:func:`route` with the layer's router and biases."""
+    return route(x, layer.router, cfg.top_k, cfg, router_bias=layer.router_bias, selection_bias=layer.selection_bias)
 
 
 def capacity_keep(experts: torch.Tensor, num_experts: int, capacity: int) -> torch.Tensor:
@@ -572,15 +710,33 @@ def plan_dispatch(experts: torch.Tensor, num_experts: int, capacity: int) -> Dis
 # --------------------------------------------------------------------------------------------
 
 
-def activate(h: torch.Tensor, activation: str, inter: int) -> torch.Tensor:
+def activate(h: torch.Tensor, activation: str, inter: int, limit: float = 7.0, alpha: float = 1.702) -> torch.Tensor:
     """relu / exact-erf gelu of ``h``; SwiGLU of ``h = [gate | up]`` (``[rows][2I]``):
-    ``silu(gate) * up``, each op rounded to the storage dtype (PyTorch's elementwise rule; we
-    round once)."""
+    ``silu(gate) * up``, or gpt-oss's ``(clamp(up, -limit, limit) + 1) * g * sigmoid(alpha g)``
+    with ``g = min(gate, limit)``; each op rounded to the storage dtype (PyTorch's elementwise
+    rule; we round once)."""
     if activation == "relu":
         return F.relu(h)
     if activation == "gelu":
         return F.gelu(h)
-    return F.silu(h[:, :inter]) * h[:, inter:]
+    gate, up = h[:, :inter], h[:, inter:]
+    if activation == "swiglu-oss":
+        gate = gate.clamp(max=limit)
+        return (up.clamp(-limit, limit) + 1) * gate * torch.sigmoid(alpha * gate)
+    return F.silu(gate) * up
+
+
+def shared_ffn(x: torch.Tensor, layer: LayerWeights, cfg: MoeConfig) -> torch.Tensor | None:
+    """The shared experts' output ``gs * ys`` ``[T][H]`` (f32), or ``None`` without them:
+    ``ys = (silu(x g^T) * (x u^T)) d^T`` in the dtype, ``gs = sigmoid(x . gate_row)`` with
+    Qwen's gate, else 1."""
+    if cfg.shared is None:
+        return None
+    h = F.silu(x @ layer.shared_gate.t()) * (x @ layer.shared_up.t())
+    y = (h @ layer.shared_down.t()).float()
+    if layer.shared_gate_row is not None:
+        y = torch.sigmoid(router_logits(x, layer.shared_gate_row[None, :])) * y
+    return y
 
 
 @dataclass
@@ -611,7 +767,7 @@ def grouped_ffn(rows: torch.Tensor, offs: torch.Tensor, row_expert: torch.Tensor
     h = torch._grouped_mm(rows, gw.w1t, offs=offs)
     if gw.b1 is not None:
         h = h + gw.b1.index_select(0, row_expert)
-    h = activate(h, cfg.activation, cfg.inter)
+    h = activate(h, cfg.activation, cfg.inter, cfg.swiglu_limit, cfg.swiglu_alpha)
     y = torch._grouped_mm(h, gw.w2t, offs=offs)
     if gw.b2 is not None:
         y = y + gw.b2.index_select(0, row_expert)
@@ -654,24 +810,58 @@ def _to_dtype64(v: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return v.float().to(dtype).double()
 
 
+def _reference_weights(cfg: MoeConfig, x: torch.Tensor, router: torch.Tensor, experts: torch.Tensor,
+                       extras: LayerWeights | None) -> tuple[torch.Tensor, bool]:
+    """The f64 router of the module invariant on rows ``x``: the combine weights of the
+    baseline's choice ``experts`` and whether that choice is within :data:`_ROUTER_SLACK` of
+    the f64 top-k (in choice scores)."""
+    logits = x @ router.double().t()
+    if extras is not None and extras.router_bias is not None:
+        logits = logits + extras.router_bias.double()
+    if cfg.scoring == "softmax":
+        scores = torch.softmax(logits, dim=-1)
+    elif cfg.scoring == "sigmoid":
+        scores = torch.sigmoid(logits)
+    else:
+        scores = logits
+    choice = scores
+    if extras is not None and extras.selection_bias is not None:
+        choice = choice + extras.selection_bias.double()
+    if cfg.groups is not None:
+        choice = mask_groups(choice, cfg.groups)
+    chosen = choice.gather(1, experts)
+    kth = choice.topk(cfg.top_k, dim=-1).values[:, -1:]
+    # Probabilities compare as they are; logits and biased scores relative to at least 1.
+    slack = _ROUTER_SLACK[cfg.dtype] * (1.0 if cfg.scoring == "softmax" and not cfg.selection_bias
+                                        else kth.abs().clamp_min(1.0))
+    routing_ok = bool((chosen >= kth - slack).all())
+    p = scores.gather(1, experts)
+    if cfg.scoring == "topk-softmax":
+        w = torch.softmax(p, dim=-1)
+    elif cfg.renormalize:
+        w = p / p.sum(dim=1, keepdim=True)
+    else:
+        w = p
+    return w * cfg.scaling, routing_ok
+
+
 def check_rows(cfg: MoeConfig, x_rows: torch.Tensor, router: torch.Tensor, experts: torch.Tensor,
                keep: torch.Tensor, out_rows: torch.Tensor,
-               expert_weights: Callable[[int], LayerWeights]) -> tuple[bool, float, str]:
+               expert_weights: Callable[[int], LayerWeights],
+               extras: LayerWeights | None = None) -> tuple[bool, float, str]:
     """Checks output rows against a float64 reference of the same tokens.
 
     ``experts``/``keep`` ``[R][k]`` are the baseline's routing of those rows: the routing is
     checked first (every chosen expert within :data:`_ROUTER_SLACK` of the f64 top-k), then the
     reference follows the baseline's choice (so a legitimate near-tie flip is not an error) with
-    f64 router weights, h and y rounded to the dtype as ours are. ``expert_weights(e)`` returns
-    a :class:`LayerWeights` whose range starts at expert ``e``. Returns ``(verified,
-    max_rel_err, message)`` where the error is ``max |out - ref| / max |ref|`` per row."""
+    f64 router weights, h and y rounded to the dtype as ours are, and the shared experts' term
+    after the routed sum. ``expert_weights(e)`` returns a :class:`LayerWeights` whose range
+    starts at expert ``e``; ``extras`` holds the layer-level tensors of the model features
+    (router biases, shared experts; module doc). Returns ``(verified, max_rel_err, message)``
+    where the error is ``max |out - ref| / max |ref|`` per row."""
     dt = cfg.torch_dtype
     x = x_rows.double()
-    probs = torch.softmax(x @ router.double().t(), dim=-1)
-    chosen = probs.gather(1, experts)
-    kth = probs.topk(cfg.top_k, dim=-1).values[:, -1:]
-    routing_ok = bool((chosen >= kth - _ROUTER_SLACK[cfg.dtype]).all())
-    w = chosen / chosen.sum(dim=1, keepdim=True)
+    w, routing_ok = _reference_weights(cfg, x, router, experts, extras)
     acc = torch.zeros_like(x)
     for e in torch.unique(experts).tolist():
         sel = (experts == e) & keep
@@ -687,7 +877,7 @@ def check_rows(cfg: MoeConfig, x_rows: torch.Tensor, router: torch.Tensor, exper
             g = xe @ lw.gate[0].double().t()
             if lw.gate_bias is not None:
                 g = g + lw.gate_bias[0].double()
-            h = F.silu(g) * h
+            h = activate(torch.cat([g, h], dim=1), cfg.activation, cfg.inter, cfg.swiglu_limit, cfg.swiglu_alpha)
         elif cfg.activation == "relu":
             h = F.relu(h)
         else:
@@ -696,6 +886,14 @@ def check_rows(cfg: MoeConfig, x_rows: torch.Tensor, router: torch.Tensor, exper
         if lw.down_bias is not None:
             y = y + lw.down_bias[0].double()
         acc.index_add_(0, tok, w[tok, slot, None] * _to_dtype64(y, dt))
+    if cfg.shared is not None:
+        if extras is None or extras.shared_up is None:
+            raise ValueError("a layer with shared experts needs their weights (extras)")
+        hs = F.silu(x @ extras.shared_gate.double().t()) * (x @ extras.shared_up.double().t())
+        ys = _to_dtype64(_to_dtype64(hs, dt) @ extras.shared_down.double().t(), dt)
+        if extras.shared_gate_row is not None:
+            ys = torch.sigmoid(x @ extras.shared_gate_row.double())[:, None] * ys
+        acc = acc + ys
     ref = _to_dtype64(acc, dt)
     diff = (out_rows.double() - ref).abs().amax(dim=1)
     scale = ref.abs().amax(dim=1).clamp_min(torch.finfo(torch.float64).tiny)
@@ -724,19 +922,30 @@ RATE = {"bf16": 790e12, "f16": 790e12, "f32": 395e12, "f32-exact": 67e12}
 BANDWIDTH = 4.3e12
 
 
+def _shared_elements(cfg: MoeConfig) -> int:
+    """The shared experts' weights as elements: ``3 H S`` (+ ``H`` for Qwen's gate row)."""
+    if cfg.shared is None:
+        return 0
+    return 3 * cfg.hidden * cfg.shared_inter + (cfg.hidden if cfg.shared[2] == "sigmoid" else 0)
+
+
 def flops(cfg: MoeConfig) -> float:
-    """Nominal FLOPs of one layer forward per rank: ``4 T k H I`` (``6`` for SwiGLU) expert
-    GEMMs plus ``2 T H E`` for the router (docs/performance.md; dropped slots are still
+    """Nominal FLOPs of one layer forward per rank: ``4 T k H I`` (``6`` for gated experts)
+    expert GEMMs plus ``2 T H E`` for the router plus ``2 T`` per shared-expert weight
+    (docs/performance.md, flashdmoe-core's ``perf::layer_flops``; dropped slots are still
     counted)."""
     per = 6 if cfg.gated else 4
-    return float(per * cfg.tokens * cfg.top_k * cfg.hidden * cfg.inter + 2 * cfg.tokens * cfg.hidden * cfg.experts)
+    return float(per * cfg.tokens * cfg.top_k * cfg.hidden * cfg.inter + 2 * cfg.tokens * cfg.hidden * cfg.experts
+                 + 2 * cfg.tokens * _shared_elements(cfg))
 
 
 def floor_ms(cfg: MoeConfig, experts_touched: int) -> float:
     """``max(FLOPs / rate, bytes / bandwidth)`` in ms: bytes are every touched expert's weights
-    read once (2 matrices of ``H x I``, 3 for SwiGLU) plus the input read and output written."""
+    read once (2 matrices of ``H x I``, 3 for gated experts), the shared experts' weights, plus
+    the input read and output written."""
     mats = 3 if cfg.gated else 2
-    nbytes = (experts_touched * mats * cfg.hidden * cfg.inter + 2 * cfg.tokens * cfg.hidden) * cfg.elem_bytes
+    nbytes = (experts_touched * mats * cfg.hidden * cfg.inter + _shared_elements(cfg)
+              + 2 * cfg.tokens * cfg.hidden) * cfg.elem_bytes
     return 1e3 * max(flops(cfg) / RATE[cfg.dtype], nbytes / BANDWIDTH)
 
 

@@ -196,6 +196,117 @@ def test_reference_and_baselines_match_the_rust_oracle():
         assert C.rel_diff(out, oracle) <= C.TOLERANCE["bf16"]
 
 
+# --- the Rust fixture's real-model layers (issue 16) ----------------------------------------
+
+
+def _models():
+    data = json.loads((HERE / "testdata" / "rust_reference.json").read_text())
+    for m in data["models"]:
+        yield m, C.MoeConfig.from_fixture(m["config"])
+
+
+def test_model_tensors_equal_rusts():
+    names = set()
+    for m, cfg in _models():
+        layer = C.generate_layer(cfg, m["seed"], CPU)
+        for name, want in m["tensors"].items():
+            t = getattr(layer, name)
+            assert t is not None and t.numel() == want["len"], (m["name"], name)
+            assert t.float().flatten()[:4].tolist() == [C.f32(v) for v in want["first"]], (m["name"], name)
+            assert _checksum(t) == want["checksum"], (m["name"], name)
+            names.add(name)
+        # Nothing the config does not read.
+        for name in ("router_bias", "selection_bias", "shared_up", "shared_gate_row"):
+            assert (getattr(layer, name) is None) == (name not in m["tensors"]), (m["name"], name)
+    assert names == {"router_bias", "selection_bias", "shared_up", "shared_gate", "shared_down", "shared_gate_row"}
+
+
+def test_model_routing_equals_rusts():
+    for m, cfg in _models():
+        layer = C.generate_layer(cfg, m["seed"], CPU)
+        x = C.generate_input(cfg, 0, m["seed"], CPU)
+        r = C.route_layer(x, layer, cfg)
+        assert r.experts.flatten().tolist() == m["experts"], m["name"]
+        want = torch.tensor(m["weights"])
+        assert ((r.weights.flatten() - want).abs() <= 1e-5 * want.abs().clamp_min(1.0)).all(), m["name"]
+
+
+def test_model_reference_and_baselines_match_the_rust_oracle():
+    import torch_single as S
+
+    for m, cfg in _models():
+        layer = C.generate_layer(cfg, m["seed"], CPU)
+        x = C.generate_input(cfg, 0, m["seed"], CPU)
+        oracle = torch.tensor(m["output"]).view(cfg.tokens, cfg.hidden)
+        r = C.route_layer(x, layer, cfg)
+        keep = torch.ones_like(r.experts, dtype=torch.bool)  # dropless
+        ok, err, msg = C.check_rows(cfg, x, layer.router, r.experts, keep, oracle.to(cfg.torch_dtype), layer.expert,
+                                    extras=layer)
+        # Our f64 reference: one ulp of the row maximum apart in bf16; f64 summation orders in f32.
+        assert ok and err <= (2**-7 if cfg.dtype == "bf16" else 1e-6), (m["name"], err, msg)
+        gw = C.GroupedWeights.of(layer)
+        for out in (S.forward_loop(x, layer, gw, cfg), S.forward_grouped(x, layer, gw, cfg)):
+            assert C.rel_diff(out, oracle) <= C.TOLERANCE[cfg.dtype], m["name"]
+        # Without what the model adds (its shared experts, its selection bias), another layer.
+        plain = dataclass_replace(cfg, shared=None) if cfg.shared else cfg
+        if cfg.selection_bias:
+            plain = dataclass_replace(plain, selection_bias=False)
+        if plain != cfg:
+            bare = dataclass_replace(layer, shared_up=None, shared_gate=None, shared_down=None,
+                                     shared_gate_row=None, selection_bias=None)
+            assert C.rel_diff(S.forward_loop(x, bare, gw, plain), oracle) > 4 * C.TOLERANCE[cfg.dtype], m["name"]
+
+
+def test_model_routers_by_hand():
+    # DeepSeek-V3 (routing.rs's hand case): 4 groups of 2, keep 2, x2.5, renormalised; the
+    # selection bias lifts experts 2 and 3, whose group wins; weights from the unbiased 0.5s.
+    h = 64
+    router = torch.zeros(8, h)
+    router[:, :8] = torch.eye(8)
+    x = torch.zeros(2, h)
+    x[0, :8] = torch.tensor([2.0, -1.0, 0.0, 0.0, 1.0, 1.0, 3.0, -3.0])
+    v3 = C.MoeConfig(2, h, 64, 8, 2, "swiglu", "f32", None, scoring="sigmoid", selection_bias=True,
+                     groups=(4, 2, "top2"), scaling=2.5).validate()
+    bias = torch.tensor([0.0, 0.0, 0.5, 0.5, 0.0, 0.0, 0.0, 0.0])
+    r = C.route(x, router, 2, v3, selection_bias=bias)
+    assert r.experts[0].tolist() == [2, 3]
+    assert torch.allclose(r.weights[0], torch.tensor([1.25, 1.25]))
+    # Negative biased scores: the dropped groups' zeros win, as in transformers.
+    r = C.route(torch.zeros(1, h), router, 2, v3, selection_bias=torch.full((8,), -1.0))
+    assert r.experts[0].tolist() == [4, 5]
+    # gpt-oss: logits [1, 3, 2, 0] + bias [0, 0, 2, 0]: experts 2, 1, softmax of [4, 3].
+    oss = C.MoeConfig(1, h, 64, 4, 2, "swiglu-oss", "f32", None, True, scoring="topk-softmax",
+                      router_bias=True).validate()
+    xo = torch.zeros(1, h)
+    xo[0, :4] = torch.tensor([1.0, 3.0, 2.0, 0.0])
+    r = C.route(xo, router[:4], 2, oss, router_bias=torch.tensor([0.0, 0.0, 2.0, 0.0]))
+    e = math.e
+    assert r.experts[0].tolist() == [2, 1]
+    assert torch.allclose(r.weights[0], torch.tensor([e / (e + 1), 1 / (e + 1)]))
+    # gpt-oss's SwiGLU: gate 1, up 2 -> 3 sigmoid(1.702); gate 9 -> 7, up -10 -> -7: -6 * 7 * sigmoid(11.914).
+    act = C.activate(torch.tensor([[1.0, 9.0, 2.0, -10.0]], dtype=torch.float64), "swiglu-oss", 2)
+    sig = 1 / (1 + math.exp(-1.702))
+    assert torch.allclose(act, torch.tensor([[3 * sig, -42 / (1 + math.exp(-1.702 * 7))]], dtype=torch.float64))
+
+
+def test_model_configs_are_validated_and_kept_out_of_records():
+    base = C.MoeConfig(16, 64, 64, 8, 2, "swiglu")
+    _assert_refused(base, (({"groups": (3, 1, "max")}, "groups"), ({"groups": (8, 2, "top2")}, "groups"),
+                           ({"scoring": "topk-softmax", "renormalize": False}, "renormalize"),
+                           ({"shared": (1, 100, "none")}, "shared"), ({"scaling": 0.0}, "scaling"),
+                           ({"scoring": "tanh"}, "scoring")))
+    shared = dataclass_replace(base, shared=(2, 64, "sigmoid")).validate()
+    assert shared.features and not base.features
+    try:
+        shared.to_json()
+    except C.ConfigError:
+        pass
+    else:
+        raise AssertionError("records describe the paper's layer only")
+    # The floor counts the shared experts (flashdmoe-core's perf::layer_flops).
+    assert C.flops(shared) - C.flops(base) == 2 * 16 * (3 * 64 * 128 + 64)
+
+
 # --- router ---------------------------------------------------------------------------------
 
 
@@ -339,10 +450,15 @@ def dataclass_replace(cfg: C.MoeConfig, **kw) -> C.MoeConfig:
 
 def test_config_validation_names_the_field():
     base = C.MoeConfig(16, 64, 64, 8, 2)
-    for change, field in (({"tokens": 0}, "tokens"), ({"hidden": 96}, "hidden"), ({"inter": 0}, "inter"),
-                          ({"top_k": 9}, "top_k"), ({"experts": -1}, "experts"), ({"activation": "tanh"}, "activation"),
-                          ({"dtype": "fp8"}, "dtype"), ({"capacity": 0.0}, "capacity"),
-                          ({"capacity": float("nan")}, "capacity")):
+    _assert_refused(base, (({"tokens": 0}, "tokens"), ({"hidden": 96}, "hidden"), ({"inter": 0}, "inter"),
+                           ({"top_k": 9}, "top_k"), ({"experts": -1}, "experts"), ({"activation": "tanh"}, "activation"),
+                           ({"dtype": "fp8"}, "dtype"), ({"capacity": 0.0}, "capacity"),
+                           ({"capacity": float("nan")}, "capacity")))
+
+
+def _assert_refused(base: C.MoeConfig, cases) -> None:
+    """Each ``(change, field)``: ``base`` with ``change`` fails validation naming ``field``."""
+    for change, field in cases:
         try:
             dataclass_replace(base, **change).validate()
         except C.ConfigError as e:

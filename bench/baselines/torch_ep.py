@@ -86,6 +86,9 @@ def forward_ep(x: torch.Tensor, layer: C.LayerWeights, gw: C.GroupedWeights, cfg
     """One expert-parallel forward of this rank's tokens (module doc). ``splits`` = frozen
     ``(send, recv)`` row counts per rank (graph capture); ``None`` reads them from the count
     exchange (a host sync)."""
+    if cfg.features:
+        raise ValueError("torch_ep computes the paper's layer only: shared experts and other routers are "
+                         "common.py's and torch_single's (issue 16)")
     p, c = me.world, me.per_rank
     r = C.route(x, layer.router, cfg.top_k)
     plan = C.plan_dispatch(r.experts, cfg.experts, cfg.capacity_rows())

@@ -61,8 +61,8 @@ class Unsupported(Exception):
 
 
 def forward_loop(x: torch.Tensor, layer: C.LayerWeights, gw: C.GroupedWeights, cfg: C.MoeConfig) -> torch.Tensor:
-    """Per-expert loop forward (``loop`` variant)."""
-    r = C.route(x, layer.router, cfg.top_k)
+    """Per-expert loop forward (``loop`` variant), plus the shared experts (``common.shared_ffn``)."""
+    r = C.route_layer(x, layer, cfg)
     keep = C.capacity_keep(r.experts, cfg.experts, cfg.capacity_rows())
     out = torch.zeros(x.shape[0], cfg.hidden, dtype=torch.float32, device=x.device)
     for e in range(cfg.experts):
@@ -72,19 +72,25 @@ def forward_loop(x: torch.Tensor, layer: C.LayerWeights, gw: C.GroupedWeights, c
         h = x.index_select(0, tok) @ gw.w1t[e]
         if gw.b1 is not None:
             h = h + gw.b1[e]
-        y = C.activate(h, cfg.activation, cfg.inter) @ gw.w2t[e]
+        y = C.activate(h, cfg.activation, cfg.inter, cfg.swiglu_limit, cfg.swiglu_alpha) @ gw.w2t[e]
         if gw.b2 is not None:
             y = y + gw.b2[e]
         out.index_add_(0, tok, y.float() * r.weights[tok, slot, None])
+    shared = C.shared_ffn(x, layer, cfg)
+    if shared is not None:
+        out = out + shared
     return out.to(x.dtype)
 
 
 def forward_grouped(x: torch.Tensor, layer: C.LayerWeights, gw: C.GroupedWeights, cfg: C.MoeConfig) -> torch.Tensor:
-    """Router + permute + grouped GEMMs + unpermute + combine (``grouped`` variant)."""
-    r = C.route(x, layer.router, cfg.top_k)
+    """Router + permute + grouped GEMMs + unpermute + combine (``grouped`` variant), plus the
+    shared experts (``common.shared_ffn``)."""
+    r = C.route_layer(x, layer, cfg)
     plan = C.plan_dispatch(r.experts, cfg.experts, cfg.capacity_rows())
     y = C.grouped_ffn(x.index_select(0, plan.src_token), plan.offs, plan.row_expert, gw, cfg)
-    return C.combine(y, plan, r.weights)
+    out = C.combine(y, plan, r.weights)
+    shared = C.shared_ffn(x, layer, cfg)
+    return out if shared is None else (out.float() + shared).to(x.dtype)
 
 
 def capture_graph(x: torch.Tensor, layer: C.LayerWeights, gw: C.GroupedWeights,
@@ -175,7 +181,7 @@ def run_config(cfg: C.MoeConfig, args: argparse.Namespace, device: torch.device)
     cap = cfg.capacity_rows()
 
     # The routing every variant computes (deterministic), its two capacity masks, the sample.
-    r = C.route(x, layer.router, cfg.top_k)
+    r = C.route_layer(x, layer, cfg)
     plan = C.plan_dispatch(r.experts, cfg.experts, cap)
     plan_ok = torch.equal(plan.keep, C.capacity_keep(r.experts, cfg.experts, cap))
     touched = int((plan.counts > 0).sum())
@@ -184,7 +190,8 @@ def run_config(cfg: C.MoeConfig, args: argparse.Namespace, device: torch.device)
 
     def verify(out: torch.Tensor) -> tuple[bool, float, list[str]]:
         ok, err, msg = C.check_rows(cfg, x.index_select(0, rows), layer.router, r.experts.index_select(0, rows),
-                                    plan.keep.index_select(0, rows), out.index_select(0, rows), layer.expert)
+                                    plan.keep.index_select(0, rows), out.index_select(0, rows), layer.expert,
+                                    extras=layer)
         notes = [msg] if msg else []
         if not plan_ok:
             ok = False

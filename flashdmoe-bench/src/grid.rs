@@ -245,6 +245,18 @@ fn check_unique(cases: Vec<Case>) -> Result<Vec<Case>, BenchError> {
     let mut names = BTreeSet::new();
     let mut layers = BTreeSet::new();
     for c in &cases {
+        // A record's layer key holds the paper's layer only: shared experts, another router or
+        // gpt-oss's experts would be recorded as a different layer (issue 16).
+        let features = c.config.features();
+        if !features.is_empty() {
+            let fields: Vec<String> = features.iter().map(|u| u.field.clone()).collect();
+            return Err(BenchError::Grid(format!(
+                "case {:?}: its layer sets {}, which bench records do not describe yet (issue \
+                 16); `flashdmoe run` computes and verifies it on the sim backend",
+                c.name,
+                fields.join(", ")
+            )));
+        }
         if !names.insert(c.name.as_str()) {
             return Err(BenchError::Grid(format!("case {:?} appears twice", c.name)));
         }
@@ -263,6 +275,14 @@ fn check_unique(cases: Vec<Case>) -> Result<Vec<Case>, BenchError> {
 mod tests {
     use super::*;
     use flashdmoe_core::DType;
+
+    #[test]
+    fn layers_the_records_cannot_describe_are_refused_naming_their_features() {
+        let err = presets(&["deepseek-v3".to_owned()]).unwrap_err().to_string();
+        assert!(err.contains("shared, routing.scoring"), "{err}");
+        assert!(err.contains("(issue 16)"), "{err}");
+        assert!(presets(&["deepseek-v2-lite-routed".to_owned()]).is_ok());
+    }
 
     #[test]
     fn paper_grid_has_the_40_configs_in_the_baselines_order() {

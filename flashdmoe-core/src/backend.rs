@@ -18,7 +18,7 @@ use std::time::Duration;
 use flashdmoe_proto::{HeapLayout, ProtoError, TaskCounts};
 use thiserror::Error;
 
-use crate::config::{ConfigError, MoeConfig};
+use crate::config::{ConfigError, MoeConfig, Unsupported};
 use crate::routing::{RankRouting, RoutingError};
 use crate::trace::{Clocks, TraceEvent};
 use crate::weights::{LayerWeights, WeightsError};
@@ -336,6 +336,47 @@ pub enum BackendError {
     /// A rank's worker thread panicked (a bug; reported rather than propagated).
     #[error("a rank's worker thread panicked")]
     RankPanicked,
+    /// The layer needs model features this backend does not compute yet (issue 16): the
+    /// layer is refused before anything runs, never computed as another layer.
+    #[error(
+        "{}: {} (issue 16); --backend sim computes this layer",
+        backend,
+        not_in(engine, unsupported)
+    )]
+    NotSupported {
+        /// The backend (`cuda`).
+        backend: &'static str,
+        /// What lacks the features, e.g. `the CUDA kernel`.
+        engine: &'static str,
+        /// Each config field and the feature it needs ([`MoeConfig::features`]).
+        unsupported: Vec<Unsupported>,
+    },
+}
+
+/// `field = value: <feature> not in <engine> yet; ...`.
+fn not_in(engine: &str, unsupported: &[Unsupported]) -> String {
+    unsupported
+        .iter()
+        .map(|u| format!("{} = {}: {} not in {engine} yet", u.field, u.value, u.feature.subject()))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl BackendError {
+    /// [`BackendError::NotSupported`] for every feature of `config` ([`MoeConfig::features`]),
+    /// or `Ok` when it has none: for a backend that computes only the paper's layer.
+    pub fn check_features(
+        config: &MoeConfig,
+        backend: &'static str,
+        engine: &'static str,
+    ) -> Result<(), BackendError> {
+        let unsupported = config.features();
+        if unsupported.is_empty() {
+            Ok(())
+        } else {
+            Err(BackendError::NotSupported { backend, engine, unsupported })
+        }
+    }
 }
 
 impl From<RoutingError> for BackendError {

@@ -22,8 +22,10 @@ pub use crate::dtype::DType;
 
 mod file;
 mod hf;
+mod model;
 pub mod presets;
 
+pub use model::{GroupScore, Groups, Routing, Scoring, SharedExperts, SharedGate, SwigluOss};
 pub use presets::preset;
 
 /// Hidden and intermediate sizes must be multiples of this (every backend's `bn` and `bk`
@@ -46,23 +48,26 @@ pub enum Activation {
     Gelu,
     /// SwiGLU: `silu(x W_gate^T) * (x W_up^T)` (two up-projection matrices).
     SiluGated,
+    /// gpt-oss's clamped SwiGLU ([`SwigluOss`]), gate and up projections like SwiGLU's.
+    SwigluOss(SwigluOss),
 }
 
 impl Activation {
-    /// Whether the experts have a gate projection (SwiGLU).
+    /// Whether the experts have a gate projection (SwiGLU, gpt-oss's SwiGLU).
     pub const fn is_gated(self) -> bool {
-        matches!(self, Activation::SiluGated)
+        matches!(self, Activation::SiluGated | Activation::SwigluOss(_))
     }
 
     /// The activated value `h` of one intermediate element, in `f64`, from its up-projection
     /// `up` (bias included) and, for SwiGLU, its gate projection `gate` (ignored otherwise):
     /// relu `max(up, 0)`; gelu `up * (1 + erf(up / sqrt 2)) / 2`; SwiGLU
-    /// `silu(gate) * up` with `silu(g) = g / (1 + exp(-g))`.
+    /// `silu(gate) * up` with `silu(g) = g / (1 + exp(-g))`; gpt-oss's [`SwigluOss::eval`].
     pub fn eval(self, up: f64, gate: f64) -> f64 {
         match self {
             Activation::Relu => up.max(0.0),
             Activation::Gelu => 0.5 * up * (1.0 + libm::erf(up * std::f64::consts::FRAC_1_SQRT_2)),
             Activation::SiluGated => gate / (1.0 + (-gate).exp()) * up,
+            Activation::SwigluOss(p) => p.eval(up, gate),
         }
     }
 }
@@ -109,8 +114,12 @@ pub struct MoeConfig {
     pub dtype: DType,
     /// Capacity policy.
     pub capacity: CapacityPolicy,
-    /// Renormalise the combine weights over the chosen k (Mixtral style).
+    /// Renormalise the combine weights over the chosen k (Mixtral style; `norm_topk_prob`).
     pub renormalize: bool,
+    /// The router's scoring, biases, groups and scaling (the paper's: [`Routing::SOFTMAX`]).
+    pub routing: Routing,
+    /// Shared experts every token visits, if any.
+    pub shared: Option<SharedExperts>,
     /// Expert placement.
     pub placement: Placement,
     /// Largest accepted [`MoeConfig::memory_estimate`] total per rank, in bytes.
@@ -133,6 +142,8 @@ impl Default for MoeConfig {
             dtype: DType::Bf16,
             capacity: CapacityPolicy::Factor(1.0),
             renormalize: true,
+            routing: Routing::SOFTMAX,
+            shared: None,
             placement: Placement::Contiguous,
             memory_limit: DEFAULT_MEMORY_LIMIT,
         }
@@ -186,8 +197,7 @@ pub enum ConfigError {
         reason: String,
     },
     /// The model needs features that change the layer's math and are not implemented yet: a
-    /// config, a preset or a checkpoint that would otherwise compute a different layer than
-    /// the model's.
+    /// config or a checkpoint that would otherwise compute a different layer than the model's.
     #[error("{origin}: {} (issue 16){note}", list(unsupported))]
     NotImplemented {
         /// What asked for them: `config.json`, `preset gpt-oss-20b`.
@@ -211,9 +221,13 @@ pub enum ConfigError {
     },
 }
 
-/// A model feature that changes a MoE layer's math and that flashdmoe does not compute yet
-/// (issue 16): configs, presets and checkpoints that need one are refused naming it, never
-/// run as a different layer.
+/// A model feature that changes a MoE layer's math beyond the paper's layer (issue 16). Those
+/// flashdmoe does not compute at all (Llama-4's router, other gated activations, p-norms,
+/// quantized weights) refuse the configs and checkpoints that need them
+/// ([`ConfigError::NotImplemented`]); the others (shared experts, DeepSeek's and gpt-oss's
+/// routing, gpt-oss's SwiGLU) are computed by the oracle and the simulator and listed by
+/// [`MoeConfig::features`] for a backend that lacks them to refuse (the CUDA kernel:
+/// `BackendError::NotSupported`). Never run as a different layer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Feature {
@@ -247,36 +261,35 @@ pub enum Feature {
     QuantizedWeights,
 }
 
-impl std::fmt::Display for Feature {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Feature::SharedExperts => "shared experts are not implemented yet",
-            Feature::SharedExpertGate => "the sigmoid shared_expert_gate is not implemented yet",
-            Feature::RouterScoring => "router scores other than softmax are not implemented yet",
-            Feature::SelectionBias => {
-                "the selection bias (e_score_correction_bias, noaux_tc) is not implemented yet"
-            }
-            Feature::GroupedTopK => "grouped top-k (n_group, topk_group) is not implemented yet",
-            Feature::RoutedScaling => {
-                "combine weights scaled by routed_scaling_factor are not implemented yet"
-            }
-            Feature::TopKNorm => {
-                "normalising the top-k weights by a p-norm other than p = 1 is not implemented yet"
-            }
-            Feature::RouterBias => "a router bias is not implemented yet",
-            Feature::SwigluClamp => "SwiGLU clamped to swiglu_limit is not implemented yet",
+impl Feature {
+    /// The feature as the subject of a sentence, with its verb: `shared experts are`.
+    pub const fn subject(self) -> &'static str {
+        match self {
+            Feature::SharedExperts => "shared experts are",
+            Feature::SharedExpertGate => "the sigmoid shared_expert_gate is",
+            Feature::RouterScoring => "router scores other than softmax are",
+            Feature::SelectionBias => "the selection bias (e_score_correction_bias, noaux_tc) is",
+            Feature::GroupedTopK => "grouped top-k (n_group, topk_group) is",
+            Feature::RoutedScaling => "combine weights scaled by routed_scaling_factor are",
+            Feature::TopKNorm => "normalising the top-k weights by a p-norm other than p = 1 is",
+            Feature::RouterBias => "a router bias is",
+            Feature::SwigluClamp => "SwiGLU clamped to swiglu_limit is",
             Feature::GptOssSwiglu => {
-                "gpt-oss's SwiGLU (gate * sigmoid(1.702 * gate) * (up + 1)) is not implemented yet"
+                "gpt-oss's SwiGLU (gate * sigmoid(1.702 * gate) * (up + 1)) is"
             }
             Feature::Llama4Router => {
-                "Llama-4's router (the sigmoid of the chosen logit scales the expert's input) is \
-                 not implemented yet"
+                "Llama-4's router (the sigmoid of the chosen logit scales the expert's input) is"
             }
-            Feature::GatedActivation => {
-                "gated experts with an activation other than silu are not implemented yet"
-            }
-            Feature::QuantizedWeights => "quantized expert weights are not implemented yet",
-        })
+            Feature::GatedActivation => "gated experts with an activation other than silu are",
+            Feature::QuantizedWeights => "quantized expert weights are",
+        }
+    }
+}
+
+impl std::fmt::Display for Feature {
+    /// `{subject} not implemented yet`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} not implemented yet", self.subject())
     }
 }
 
@@ -361,15 +374,17 @@ impl ExpertMap {
 pub struct MemoryEstimate {
     /// The symmetric heap at [`NOMINAL_TILE`].
     pub heap: u64,
-    /// The router and the rank's expert slots (`local_experts` full experts, with biases).
+    /// The router (with its biases), the shared experts and the rank's expert slots
+    /// (`local_experts` full experts, with biases).
     pub weights: u64,
     /// One rank's input and output rows plus its `[T][E]` f32 router probabilities.
     pub activations: u64,
     /// Host memory, all ranks together: the layer's weights as [`crate::LayerWeights`] holds
-    /// them (host `f32`, router and every expert, with biases), every rank's input and one
-    /// output (`f32`), and the routing of every rank as the oracle computes it (`[T][E]` f32
-    /// probabilities, per-expert token lists, the chosen pairs). What a backend or a caller
-    /// holds besides (a backend's copy of the weights, more outputs) comes on top.
+    /// them (host `f32`, router, shared experts and every expert, with biases), every rank's
+    /// input and one output (`f32`), the routing of every rank as the oracle computes it
+    /// (`[T][E]` f32 scores, and choice scores where they differ, per-expert token lists, the
+    /// chosen pairs) and every rank's shared-expert intermediate rows. What a backend or a
+    /// caller holds besides (a backend's copy of the weights, more outputs) comes on top.
     pub host: u64,
 }
 
@@ -415,6 +430,7 @@ impl MoeConfig {
             }
             CapacityPolicy::Factor(_) | CapacityPolicy::Dropless => {}
         }
+        self.validate_model()?;
         self.check_placement()?;
         let memory = self.memory_estimate()?;
         if memory.total() > self.memory_limit {
@@ -554,19 +570,30 @@ impl MoeConfig {
             (true, true) => 2 * i + h,
         };
         let per_expert = mul(&[matrices, h, i])?.checked_add(biases).ok_or_else(overflow)?;
+        let r = &self.routing;
+        let router_biases = e * (r.router_bias as u64 + r.selection_bias as u64);
+        let router = mul(&[e, h])?.checked_add(router_biases).ok_or_else(overflow)?;
+        // Every rank holds the shared experts (a SwiGLU of count * inter, and Qwen's gate row).
+        let s = self.shared.map_or(0, |s| s.total_inter() as u64);
+        let gate_row = self.shared.map_or(0, |s| h * (s.gate == SharedGate::Sigmoid) as u64);
+        let shared = mul(&[3, h, s])?.checked_add(gate_row).ok_or_else(overflow)?;
         let weights = mul(&[g.local_experts as u64, per_expert, eb])?
-            .checked_add(mul(&[e, h, eb])?)
+            .checked_add(mul(&[router.checked_add(shared).ok_or_else(overflow)?, eb])?)
             .ok_or_else(overflow)?;
         let activations =
             mul(&[2, t, h, eb])?.checked_add(mul(&[t, e, 4])?).ok_or_else(overflow)?;
         let (p, k) = (self.world as u64, self.top_k as u64);
+        // The router keeps the choice scores apart from the scores when they differ.
+        let score_arrays = if r.selection_bias || r.groups.is_some() { 2 } else { 1 };
         let host = [
-            mul(&[e, per_expert, 4])?, // experts, f32
-            mul(&[e, h, 4])?,          // router, f32
-            mul(&[2, p, t, h, 4])?,    // inputs and one output, f32
-            mul(&[p, t, e, 4])?,       // router probabilities, f32
-            mul(&[p, e, 24])?,         // per-expert token lists (a Vec each)
-            mul(&[p, t, k, 12])?,      // chosen (expert, weight, row) pairs
+            mul(&[e, per_expert, 4])?,         // experts, f32
+            mul(&[router, 4])?,                // router and its biases, f32
+            mul(&[shared, 4])?,                // shared experts, f32
+            mul(&[2, p, t, h, 4])?,            // inputs and one output, f32
+            mul(&[score_arrays, p, t, e, 4])?, // router scores, f32
+            mul(&[p, t, s, 4])?,               // shared experts' intermediate rows, f32
+            mul(&[p, e, 24])?,                 // per-expert token lists (a Vec each)
+            mul(&[p, t, k, 12])?,              // chosen (expert, weight, row) pairs
         ]
         .into_iter()
         .try_fold(0u64, u64::checked_add)
@@ -607,6 +634,8 @@ impl MoeConfigBuilder {
         dtype: DType,
         capacity: CapacityPolicy,
         renormalize: bool,
+        routing: Routing,
+        shared: Option<SharedExperts>,
         placement: Placement,
         memory_limit: u64,
     }

@@ -2,10 +2,11 @@
 //!
 //! * [`config`]: [`MoeConfig`] (shapes, dtype, activation, capacity, placement), validation,
 //!   presets, file and Hugging Face `config.json` loading.
-//! * [`routing`]: the router (gate GEMM, f32 softmax, top-k, renormalisation) and the per-rank
-//!   routing plan (per-expert token lists in token order, capacity drops).
-//! * [`oracle`]: the CPU reference forward in f64 accumulation, sampled-row verification and the
-//!   comparison report.
+//! * [`routing`]: the router (gate GEMM; softmax, sigmoid or top-k softmax scores; selection
+//!   bias and grouped top-k; renormalisation and scaling) and the per-rank routing plan
+//!   (per-expert token lists in token order, capacity drops).
+//! * [`oracle`]: the CPU reference forward in f64 accumulation (routed and shared experts),
+//!   sampled-row verification and the comparison report.
 //! * [`weights`]: seeded input/weight generators and safetensors load/save.
 //! * [`dtype`]: element types, rounding to them, verification tolerances.
 //! * [`rng`]: the splitmix64 streams behind the seeded generators (shared with the PyTorch
@@ -49,10 +50,11 @@ pub use backend::{
     TimeoutReport,
 };
 pub use config::{
-    Activation, CapacityPolicy, ConfigError, DType, ExpertMap, Feature, MemoryEstimate, MoeConfig,
-    MoeConfigBuilder, Placement, Unsupported, preset,
+    Activation, CapacityPolicy, ConfigError, DType, ExpertMap, Feature, GroupScore, Groups,
+    MemoryEstimate, MoeConfig, MoeConfigBuilder, Placement, Routing, Scoring, SharedExperts,
+    SharedGate, SwigluOss, Unsupported, preset,
 };
 pub use oracle::{VerifyOptions, VerifyReport, verify};
-pub use routing::{RankRouting, RoutingError, route};
+pub use routing::{RankRouting, Router, RoutingError, route};
 pub use trace::TraceEvent;
 pub use weights::{LayerWeights, WeightsError, generate_input};

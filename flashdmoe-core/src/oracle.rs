@@ -8,9 +8,14 @@
 //!    ([`crate::config::Activation::eval`]) is rounded to the dtype (the intermediate rows);
 //! 2. GEMM1: `y_o = h . down[e][o] (+ db[e][o])` in `f64`, rounded to the dtype (the return
 //!    rows);
-//! 3. combine: `out_o = sum_j w_j * y_j,o` over the token's kept slots in slot order, in `f64`,
-//!    rounded to the dtype. Dropped slots contribute nothing; a token whose slots are all
-//!    dropped outputs zeros.
+//! 3. shared experts (when the config has them): steps 1-2 for the token with the shared
+//!    SwiGLU (silu, no biases, intermediate size `S = count * inter`), `ys_o` rounded to the
+//!    dtype; its scale `gs` is 1, or with Qwen's gate `gs = sigmoid(x . gate_row)`, the dot in
+//!    `f64` rounded to `f32`, the sigmoid in `f32`;
+//! 4. combine: `out_o = sum_j w_j * y_j,o (+ gs * ys_o)` over the token's kept slots in slot
+//!    order, then the shared term, in `f64`, rounded to the dtype. Dropped slots contribute
+//!    nothing; a token whose slots are all dropped outputs its shared term alone (zeros
+//!    without shared experts).
 //!
 //! (Rounding from `f64` goes through `f32`, as a stored `f32` accumulator would.)
 //!
@@ -22,9 +27,11 @@
 //!
 //! * Routing: the backend's expert choice must equal the CPU router's ([`crate::routing`]),
 //!   except near ties: slot `j` may hold expert `b` instead of the CPU's `c` when their CPU
-//!   probabilities differ by at most [`ROUTING_TIE_TOLERANCE`] relative to the larger (for a
-//!   softmax, about that much difference in logits), which covers `f32` versus `f64` logit
-//!   accumulation. The backend's combine weights must be within [`WEIGHT_TOLERANCE`] of the
+//!   choice scores (the probabilities of a softmax router) differ by at most
+//!   [`ROUTING_TIE_TOLERANCE`] relative to the larger (for a softmax, about that much difference
+//!   in logits; relative to at least 1 where choice scores are logits or biased), which covers
+//!   `f32` versus `f64` logit accumulation. With grouped top-k a near tie between groups is not
+//!   accepted. The backend's combine weights must be within [`WEIGHT_TOLERANCE`] of the
 //!   weights the CPU computes for the backend's choice, and its packet rows (capacity drops)
 //!   must be exactly those that choice implies. The reference output is then computed with the
 //!   backend's choice and the CPU's weights for it.
@@ -41,12 +48,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use thiserror::Error;
 
 use crate::backend::RankOutput;
-use crate::config::{ConfigError, MoeConfig};
+use crate::config::{Activation, ConfigError, MoeConfig, Scoring};
 use crate::dtype::DType;
 use crate::parallel::fill_rows;
 use crate::rng::{SplitMix64, mix};
 use crate::routing::{
-    DROPPED, RankRouting, RoutingError, check_len, combine_weights, router_probabilities, top_k,
+    DROPPED, RankRouting, Router, RoutingError, check_len, combine_weights, router_scores, sigmoid,
+    top_k,
 };
 use crate::weights::{LayerWeights, WeightsError};
 
@@ -102,9 +110,11 @@ pub fn reference_rows(
     }
     let k = config.top_k as usize;
     let gemms = if config.activation.is_gated() { 3 } else { 2 };
+    let shared = shared_mlp(config, weights);
+    let shared_cost = shared.as_ref().map_or(0, |m| 3 * h * m.inter);
     let mut out = vec![0.0f32; tokens.len() * h];
-    fill_rows(&mut out, h, k * gemms * h * i, |first, block| {
-        let mut expert = ExpertScratch::new(config);
+    fill_rows(&mut out, h, k * gemms * h * i + shared_cost, |first, block| {
+        let mut scratch = ExpertScratch::new(config);
         let mut acc = vec![0.0f64; h];
         for (row, out_row) in block.chunks_exact_mut(h).enumerate() {
             let token = tokens[first + row] as usize;
@@ -115,9 +125,15 @@ pub fn reference_rows(
                 if routing.rows[slot] == DROPPED {
                     continue;
                 }
-                let y = expert.forward(config, weights, routing.experts[slot] as usize, x);
+                let mlp = expert_mlp(config, weights, routing.experts[slot] as usize);
+                let y = scratch.forward(config, &mlp, x);
                 let w = routing.weights[slot] as f64;
                 acc.iter_mut().zip(y).for_each(|(a, &v)| *a += w * v as f64);
+            }
+            if let Some(mlp) = &shared {
+                let gs = shared_scale(weights, x) as f64;
+                let y = scratch.forward(config, mlp, x);
+                acc.iter_mut().zip(y).for_each(|(a, &v)| *a += gs * v as f64);
             }
             for (o, &a) in out_row.iter_mut().zip(&acc) {
                 *o = config.dtype.round(a as f32);
@@ -165,7 +181,65 @@ fn check_routing_shape(config: &MoeConfig, routing: &RankRouting) -> Result<(), 
     }
 }
 
-/// Buffers for one expert's forward on one row.
+/// One SwiGLU/relu/gelu MLP's tensors: a routed expert or the shared experts.
+struct Mlp<'a> {
+    /// Intermediate size.
+    inter: usize,
+    activation: Activation,
+    /// `[inter][hidden]`.
+    up: &'a [f32],
+    /// `[inter][hidden]`, gated activations only.
+    gate: Option<&'a [f32]>,
+    /// `[hidden][inter]`.
+    down: &'a [f32],
+    up_bias: Option<&'a [f32]>,
+    gate_bias: Option<&'a [f32]>,
+    down_bias: Option<&'a [f32]>,
+}
+
+/// Routed expert `e`'s MLP.
+fn expert_mlp<'a>(config: &MoeConfig, w: &'a LayerWeights, e: usize) -> Mlp<'a> {
+    let (h, i) = (config.hidden as usize, config.inter as usize);
+    let part = |t: &'a Option<Vec<f32>>, len: usize| t.as_deref().map(|t| &t[e * len..][..len]);
+    Mlp {
+        inter: i,
+        activation: config.activation,
+        up: &w.up[e * i * h..][..i * h],
+        gate: part(&w.gate, i * h),
+        down: &w.down[e * h * i..][..h * i],
+        up_bias: part(&w.up_bias, i),
+        gate_bias: part(&w.gate_bias, i),
+        down_bias: part(&w.down_bias, h),
+    }
+}
+
+/// The shared experts' MLP (a SwiGLU without biases), if the config has them.
+fn shared_mlp<'a>(config: &MoeConfig, w: &'a LayerWeights) -> Option<Mlp<'a>> {
+    let s = config.shared?;
+    Some(Mlp {
+        inter: s.total_inter() as usize,
+        activation: Activation::SiluGated,
+        up: w.shared_up.as_deref()?,
+        gate: w.shared_gate.as_deref(),
+        down: w.shared_down.as_deref()?,
+        up_bias: None,
+        gate_bias: None,
+        down_bias: None,
+    })
+}
+
+/// The scale `gs` of the shared experts' output for row `x` (step 3 of the module doc): 1, or
+/// `sigmoid(x . gate_row)` with [`crate::config::SharedGate::Sigmoid`].
+fn shared_scale(w: &LayerWeights, x: &[f32]) -> f32 {
+    match &w.shared_gate_row {
+        Some(row) => {
+            sigmoid(x.iter().zip(row).map(|(&a, &b)| a as f64 * b as f64).sum::<f64>() as f32)
+        }
+        None => 1.0,
+    }
+}
+
+/// Buffers for one MLP's forward on one row.
 struct ExpertScratch {
     h: Vec<f32>,
     y: Vec<f32>,
@@ -173,30 +247,30 @@ struct ExpertScratch {
 
 impl ExpertScratch {
     fn new(config: &MoeConfig) -> ExpertScratch {
-        ExpertScratch { h: vec![0.0; config.inter as usize], y: vec![0.0; config.hidden as usize] }
+        let shared = config.shared.map_or(0, |s| s.total_inter() as usize);
+        ExpertScratch {
+            h: vec![0.0; (config.inter as usize).max(shared)],
+            y: vec![0.0; config.hidden as usize],
+        }
     }
 
-    /// `y` (dtype-rounded, `[hidden]`) of expert `e` on row `x`: steps 1-2 of the module doc.
-    fn forward(&mut self, config: &MoeConfig, w: &LayerWeights, e: usize, x: &[f32]) -> &[f32] {
-        let (hd, id) = (config.hidden as usize, config.inter as usize);
+    /// `y` (dtype-rounded, `[hidden]`) of `mlp` on row `x`: steps 1-2 of the module doc.
+    fn forward(&mut self, config: &MoeConfig, mlp: &Mlp, x: &[f32]) -> &[f32] {
+        let (hd, id) = (config.hidden as usize, mlp.inter);
         let dot = |a: &[f32], b: &[f32]| -> f64 {
             a.iter().zip(b).map(|(&p, &q)| p as f64 * q as f64).sum()
         };
-        let bias = |b: &Option<Vec<f32>>, n: usize, idx: usize| {
-            b.as_ref().map_or(0.0, |b| b[e * n + idx] as f64)
-        };
-        let up = &w.up[e * id * hd..][..id * hd];
-        for (i, h) in self.h.iter_mut().enumerate() {
-            let u = dot(x, &up[i * hd..][..hd]) + bias(&w.up_bias, id, i);
-            let g = match &w.gate {
-                Some(gate) => dot(x, &gate[(e * id + i) * hd..][..hd]) + bias(&w.gate_bias, id, i),
+        let bias = |b: Option<&[f32]>, idx: usize| b.map_or(0.0, |b| b[idx] as f64);
+        for (i, h) in self.h[..id].iter_mut().enumerate() {
+            let u = dot(x, &mlp.up[i * hd..][..hd]) + bias(mlp.up_bias, i);
+            let g = match mlp.gate {
+                Some(gate) => dot(x, &gate[i * hd..][..hd]) + bias(mlp.gate_bias, i),
                 None => 0.0,
             };
-            *h = config.dtype.round(config.activation.eval(u, g) as f32);
+            *h = config.dtype.round(mlp.activation.eval(u, g) as f32);
         }
-        let down = &w.down[e * hd * id..][..hd * id];
         for (o, y) in self.y.iter_mut().enumerate() {
-            let v = dot(&self.h, &down[o * id..][..id]) + bias(&w.down_bias, hd, o);
+            let v = dot(&self.h[..id], &mlp.down[o * id..][..id]) + bias(mlp.down_bias, o);
             *y = config.dtype.round(v as f32);
         }
         &self.y
@@ -398,7 +472,7 @@ pub fn verify(
     for (rank, (input, output)) in inputs.iter().zip(outputs).enumerate() {
         let rank = rank as u32;
         check_len("input", input, t as usize * h)?;
-        let routing = match check_routing(config, &weights.router, input, &output.routing) {
+        let routing = match check_routing(config, weights, input, &output.routing) {
             Ok(checked) => {
                 report.near_ties += checked.near_ties;
                 checked.routing
@@ -479,37 +553,40 @@ pub struct CheckedRouting {
 }
 
 /// Compares a backend's routing of one rank's `input` with the CPU router under `router`
-/// weights (module doc). `Err` describes the first disagreement beyond tolerance.
-pub fn check_routing(
+/// (module doc). `Err` describes the first disagreement beyond tolerance.
+pub fn check_routing<'a>(
     config: &MoeConfig,
-    router: &[f32],
+    router: impl Into<Router<'a>>,
     input: &[f32],
     backend: &RankRouting,
 ) -> Result<CheckedRouting, String> {
-    let probs = router_probabilities(config, input, router)
-        .map_err(|e| format!("the CPU router failed: {e}"))?;
+    let scores =
+        router_scores(config, input, router).map_err(|e| format!("the CPU router failed: {e}"))?;
     check_routing_shape(config, backend).map_err(|e| e.to_string())?;
-    let (e, k) = (config.experts as usize, config.top_k as usize);
+    let k = config.top_k as usize;
+    let r = &config.routing;
+    // Probabilities and sigmoids compare relative to the larger; logits and biased scores
+    // relative to at least 1.
+    let floor = if r.scoring == Scoring::TopKSoftmax || r.selection_bias { 1.0 } else { 0.0 };
     let mut near_ties = 0;
     let mut weights = Vec::with_capacity(backend.weights.len());
     for (t, b) in backend.experts.chunks_exact(k).enumerate() {
-        let p = &probs[t * e..][..e];
+        let p = scores.choice(t);
         let c = top_k(p, k);
         if b != c {
             for (j, (&bj, &cj)) in b.iter().zip(&c).enumerate() {
                 let (pb, pc) = (p[bj as usize], p[cj as usize]);
-                if (pb - pc).abs() > ROUTING_TIE_TOLERANCE * pb.max(pc) {
+                if (pb - pc).abs() > ROUTING_TIE_TOLERANCE * pb.abs().max(pc.abs()).max(floor) {
                     return Err(format!(
-                        "token {t} slot {j}: backend chose expert {bj} (p = {pb}), the CPU \
-                         router expert {cj} (p = {pc}); not a near tie (relative tolerance \
+                        "token {t} slot {j}: backend chose expert {bj} (score {pb}), the CPU \
+                         router expert {cj} (score {pc}); not a near tie (relative tolerance \
                          {ROUTING_TIE_TOLERANCE})"
                     ));
                 }
             }
             near_ties += 1;
         }
-        let chosen: Vec<f32> = b.iter().map(|&x| p[x as usize]).collect();
-        let expect = combine_weights(&chosen, config.renormalize);
+        let expect = combine_weights(config, scores.scores(t), b);
         let got = &backend.weights[t * k..][..k];
         let off = |j: usize| {
             let d = (got[j] - expect[j]).abs();
@@ -550,7 +627,9 @@ fn show_row(row: u32) -> String {
 mod tests {
     use super::*;
     use crate::backend::RankStats;
-    use crate::config::{Activation, CapacityPolicy};
+    use crate::config::{
+        Activation, CapacityPolicy, Routing, SharedExperts, SharedGate, SwigluOss,
+    };
     use crate::routing::route;
     use crate::weights::generate_input;
 
@@ -571,17 +650,7 @@ mod tests {
     }
 
     fn zeros(c: &MoeConfig) -> LayerWeights {
-        let (h, i, e) = (c.hidden as usize, c.inter as usize, c.experts as usize);
-        let bias = |n| c.bias.then(|| vec![0.0; e * n]);
-        LayerWeights {
-            router: vec![0.0; e * h],
-            up: vec![0.0; e * i * h],
-            gate: c.activation.is_gated().then(|| vec![0.0; e * i * h]),
-            down: vec![0.0; e * h * i],
-            up_bias: bias(i),
-            gate_bias: (c.bias && c.activation.is_gated()).then(|| vec![0.0; e * i]),
-            down_bias: bias(h),
-        }
+        LayerWeights::zeros(c)
     }
 
     fn row(values: &[f32]) -> Vec<f32> {
@@ -709,6 +778,21 @@ mod tests {
                     *a += r.weights[t * k + j] * y;
                 }
             }
+            if let Some(shared) = c.shared {
+                let si = shared.total_inter() as usize;
+                let (up, gate) = (w.shared_up.as_ref().unwrap(), w.shared_gate.as_ref().unwrap());
+                let hv: Vec<f32> = (0..si)
+                    .map(|n| {
+                        let (u, g) = (dot(xt, &up[n * h..][..h]), dot(xt, &gate[n * h..][..h]));
+                        c.dtype.round(Activation::SiluGated.eval(u as f64, g as f64) as f32)
+                    })
+                    .collect();
+                let gs = w.shared_gate_row.as_ref().map_or(1.0, |row| sigmoid(dot(xt, row)));
+                let down = w.shared_down.as_ref().unwrap();
+                for (o, a) in acc.iter_mut().enumerate() {
+                    *a += gs * c.dtype.round(dot(&hv, &down[o * si..][..si]));
+                }
+            }
             for (o, a) in out[t * h..][..h].iter_mut().zip(acc) {
                 *o = c.dtype.round(a);
             }
@@ -722,7 +806,7 @@ mod tests {
         let outputs = inputs
             .iter()
             .map(|x| {
-                let routing = route(c, x, &w.router).unwrap();
+                let routing = route(c, x, w).unwrap();
                 RankOutput {
                     output: f32_backend(c, w, x, &routing),
                     routing,
@@ -756,6 +840,120 @@ mod tests {
                 assert!(report.max_rel < dtype.tolerance() / 2.0, "{dtype}: {report}");
             }
         }
+    }
+
+    /// Small layers of each real-model kind (issue 16), in `dtype`, with the shared ones'
+    /// kinds first.
+    fn model_kinds(dtype: DType) -> Vec<(&'static str, MoeConfig)> {
+        crate::config::presets::small_model_kinds(dtype).into_iter().skip(2).collect()
+    }
+
+    #[test]
+    fn an_f32_backend_passes_for_every_model_kind() {
+        for dtype in DType::ALL {
+            for (name, c) in model_kinds(dtype) {
+                let w = LayerWeights::generate(&c, 12).unwrap();
+                let (inputs, outputs) = forward(&c, &w, 12);
+                let report = verify(&c, &w, &inputs, &outputs, &VerifyOptions::default()).unwrap();
+                assert!(report.passed(), "{dtype} {name}: {report}");
+                assert!(report.max_rel < dtype.tolerance() / 2.0, "{dtype} {name}: {report}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_missing_shared_expert_or_selection_bias_is_caught() {
+        for (name, c) in model_kinds(DType::F32Exact).into_iter().take(3) {
+            let w = LayerWeights::generate(&c, 13).unwrap();
+            let (inputs, mut outputs) = forward(&c, &w, 13);
+            // The layer without its shared experts: every row is off.
+            let routed = MoeConfig { shared: None, ..c.clone() };
+            let mut routed_w = w.clone();
+            routed_w.shared_up = None;
+            routed_w.shared_gate = None;
+            routed_w.shared_down = None;
+            routed_w.shared_gate_row = None;
+            outputs[0].output = f32_backend(&routed, &routed_w, &inputs[0], &outputs[0].routing);
+            let report = verify(&c, &w, &inputs, &outputs, &VerifyOptions::default()).unwrap();
+            assert_eq!(report.failure_count, 16, "{name}: {report}");
+        }
+        // DeepSeek-V3 routed without its selection bias chooses other experts.
+        let (_, c) = model_kinds(DType::F32Exact).swap_remove(2);
+        let w = LayerWeights::generate(&c, 13).unwrap();
+        let (inputs, outputs) = forward(&c, &w, 13);
+        let mut unbiased = w.clone();
+        unbiased.selection_bias.as_mut().unwrap().fill(0.0);
+        let other = route(&c, &inputs[0], &unbiased).unwrap();
+        assert_ne!(other.experts, outputs[0].routing.experts);
+        let err = check_routing(&c, &w, &inputs[0], &other).unwrap_err();
+        assert!(err.contains("not a near tie"), "{err}");
+    }
+
+    #[test]
+    fn shared_expert_with_its_gate_by_hand() {
+        // One routed expert (k = 1, weight 1) that outputs zero, and a shared expert of 64:
+        // x = [1, 0, ...]; shared up[0][0] = 2, gate[0][0] = 1 -> h0 = silu(1) * 2;
+        // down[0][0] = 1 -> ys0 = h0; gate row [ln 3, 0, ...] -> gs = sigmoid(ln 3) = 3/4.
+        let c = MoeConfig {
+            shared: Some(SharedExperts { count: 1, inter: 64, gate: SharedGate::Sigmoid }),
+            activation: Activation::SiluGated,
+            ..tiny(1, 1, Activation::SiluGated, false)
+        };
+        let mut w = zeros(&c);
+        w.shared_up.as_mut().unwrap()[0] = 2.0;
+        w.shared_gate.as_mut().unwrap()[0] = 1.0;
+        w.shared_down.as_mut().unwrap()[0] = 1.0;
+        w.shared_gate_row.as_mut().unwrap()[0] = 3f32.ln();
+        let x = row(&[1.0]);
+        let r = route(&c, &x, &w).unwrap();
+        let out = reference_rank(&c, &w, &x, &r).unwrap();
+        let h0 = 2.0 / (1.0 + (-1f64).exp());
+        assert!((out[0] as f64 - 0.75 * h0).abs() < 1e-6, "{}", out[0]);
+        assert!(out[1..].iter().all(|&v| v == 0.0));
+        // Without the gate: the shared expert's output itself, added to the routed sum.
+        let plain = MoeConfig {
+            shared: Some(SharedExperts { count: 1, inter: 64, gate: SharedGate::None }),
+            ..c.clone()
+        };
+        let mut w2 = zeros(&plain);
+        w2.shared_up = w.shared_up.clone();
+        w2.shared_gate = w.shared_gate.clone();
+        w2.shared_down = w.shared_down.clone();
+        w2.up[0] = 1.0; // routed expert: u0 = 1, g0 = 0 -> h0 = 0: contributes 0
+        let out = reference_rank(&plain, &w2, &x, &route(&plain, &x, &w2).unwrap()).unwrap();
+        assert!((out[0] as f64 - h0).abs() < 1e-6, "{}", out[0]);
+        // A token whose slots are all dropped keeps its shared term.
+        let dropped = RankRouting { rows: vec![DROPPED], ..r.clone() };
+        let out = reference_rank(&c, &w, &x, &dropped).unwrap();
+        assert!((out[0] as f64 - 0.75 * h0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn gpt_oss_expert_by_hand() {
+        // One expert with biases: x = [1, 0, ...]; u0 = up 9 + ub 0.5 = 9.5 -> clamped to 7;
+        // g0 = gate 1 + gb 0.25 = 1.25 -> h0 = (7 + 1) * 1.25 * sigmoid(1.702 * 1.25);
+        // u1 = -9 -> -7, g1 = 8 -> 7: h1 = (-7 + 1) * 7 * sigmoid(11.914).
+        // y0 = h0 + h1 + db0 (down[0][0] = down[0][1] = 1, db0 = 0.125).
+        let c = tiny(1, 1, Activation::SwigluOss(SwigluOss::GPT_OSS), true);
+        let c = MoeConfig { routing: Routing::GPT_OSS, ..c };
+        let mut w = zeros(&c);
+        w.up[0] = 9.0;
+        w.up[64] = -9.0; // up[0][1][0]
+        w.up_bias.as_mut().unwrap()[0] = 0.5;
+        w.gate.as_mut().unwrap()[0] = 1.0;
+        w.gate.as_mut().unwrap()[64] = 8.0;
+        w.gate_bias.as_mut().unwrap()[0] = 0.25;
+        w.down[0] = 1.0;
+        w.down[1] = 1.0;
+        w.down_bias.as_mut().unwrap()[0] = 0.125;
+        let x = row(&[1.0]);
+        let r = route(&c, &x, &w).unwrap();
+        assert_eq!(r.weights, vec![1.0]);
+        let out = reference_rank(&c, &w, &x, &r).unwrap();
+        let sig = |v: f64| 1.0 / (1.0 + (-v).exp());
+        let h0 = 8.0 * 1.25 * sig(1.702 * 1.25);
+        let h1 = -6.0 * 7.0 * sig(1.702 * 7.0);
+        assert!((out[0] as f64 - (h0 + h1 + 0.125)).abs() < 1e-5, "{}", out[0]);
     }
 
     #[test]

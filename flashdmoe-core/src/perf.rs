@@ -2,9 +2,11 @@
 //!
 //! * Floors: the physical lower bound of one layer forward on one GPU,
 //!   `max(FLOPs / rate, bytes / bandwidth)` ([`floor_ms`]), with [`layer_flops`] =
-//!   `4 T k H I` (`6` for SwiGLU) expert GEMMs + `2 T H E` router, and [`floor_bytes`] = every
-//!   touched expert's weights read once (2 matrices of `H x I`, 3 for SwiGLU) + the input read
-//!   and the output written. Rates and bandwidth are the H200 ceilings of `docs/performance.md`
+//!   `4 T k H I` (`6` for gated experts) expert GEMMs + `2 T H E` router (+ `6 T H S` for shared
+//!   experts of total intermediate size `S`, + `2 T H` for their sigmoid gate), and
+//!   [`floor_bytes`] = every touched expert's weights read once (2 matrices of `H x I`, 3 for
+//!   gated experts) + the shared experts' `3 H S` (+ `H`) + the input read and the output
+//!   written. Rates and bandwidth are the H200 ceilings of `docs/performance.md`
 //!   ([`matmul_rate`], [`DEVICE_BANDWIDTH`]).
 //! * Timing statistics: [`TimeSummary`] (median, p10, p90, min, max) with quantiles by linear
 //!   interpolation between closest ranks (numpy's default).
@@ -20,7 +22,7 @@
 //! * Every quantity is in the unit its name says (`_ms` milliseconds, FLOPs, bytes,
 //!   FLOP/s, bytes/s); nothing here reads a clock.
 
-use crate::config::{Activation, ConfigError, MoeConfig};
+use crate::config::{ConfigError, MoeConfig, SharedGate};
 use crate::dtype::DType;
 use crate::routing::RankRouting;
 
@@ -37,25 +39,35 @@ pub const fn matmul_rate(dtype: DType) -> f64 {
     }
 }
 
-/// Weight matrices of one expert: 3 for SwiGLU (gate, up, down), else 2.
+/// Weight matrices of one expert: 3 for gated experts (gate, up, down), else 2.
 fn matrices(config: &MoeConfig) -> f64 {
-    if config.activation == Activation::SiluGated { 3.0 } else { 2.0 }
+    if config.activation.is_gated() { 3.0 } else { 2.0 }
+}
+
+/// The shared experts' weights, as elements: `3 H S` (+ `H` for the sigmoid gate's row).
+fn shared_elements(config: &MoeConfig) -> f64 {
+    config.shared.map_or(0.0, |s| {
+        let h = config.hidden as f64;
+        3.0 * h * s.total_inter() as f64 + if s.gate == SharedGate::Sigmoid { h } else { 0.0 }
+    })
 }
 
 /// Nominal FLOPs of one rank's forward: `2 * matrices * T k H I` for the experts plus
-/// `2 T H E` for the router (module doc).
+/// `2 T H E` for the router plus `2 T` per shared-expert weight (module doc).
 pub fn layer_flops(config: &MoeConfig) -> f64 {
     let (t, h, i) = (config.tokens_per_rank as f64, config.hidden as f64, config.inter as f64);
     let (e, k) = (config.experts as f64, config.top_k as f64);
-    2.0 * matrices(config) * t * k * h * i + 2.0 * t * h * e
+    2.0 * matrices(config) * t * k * h * i + 2.0 * t * h * e + 2.0 * t * shared_elements(config)
 }
 
-/// Bytes one rank's forward must move at least: the weights of `experts_touched` experts read
-/// once plus its input read and output written (`T x H` each), in the config's dtype.
+/// Bytes one rank's forward must move at least: the weights of `experts_touched` experts and
+/// of the shared experts read once plus its input read and output written (`T x H` each), in
+/// the config's dtype.
 pub fn floor_bytes(config: &MoeConfig, experts_touched: u32) -> f64 {
     let (t, h, i) = (config.tokens_per_rank as f64, config.hidden as f64, config.inter as f64);
     let elem = config.dtype.elem_bytes() as f64;
-    (experts_touched as f64 * matrices(config) * h * i + 2.0 * t * h) * elem
+    let experts = experts_touched as f64 * matrices(config) * h * i;
+    (experts + shared_elements(config) + 2.0 * t * h) * elem
 }
 
 /// The floor of one rank's forward in milliseconds:
@@ -177,6 +189,25 @@ mod tests {
         tf32.dtype = DType::F32Exact;
         assert!(close(floor_ms(&tf32, 32), layer_flops(&tf32) / 67e12 * 1e3));
         assert_eq!(matmul_rate(DType::F16), matmul_rate(DType::Bf16));
+    }
+
+    #[test]
+    fn shared_experts_and_gpt_oss_experts_count() {
+        let v3 = presets::preset("deepseek-v3").unwrap(); // T 4096, H 7168, I 2048, 1 x 2048
+        let (t, h) = (4096.0, 7168.0);
+        let routed = 6.0 * t * 8.0 * h * 2048.0 + 2.0 * t * h * 256.0;
+        assert_eq!(layer_flops(&v3), routed + 6.0 * t * h * 2048.0);
+        let bytes = (8.0 * 3.0 * h * 2048.0 + 3.0 * h * 2048.0 + 2.0 * t * h) * 2.0;
+        assert_eq!(floor_bytes(&v3, 8), bytes);
+        // Qwen's gate row: 2 T H more FLOPs, H more weights.
+        let q = presets::preset("qwen1.5-moe-a2.7b").unwrap();
+        let r = presets::preset("qwen1.5-moe-a2.7b-routed").unwrap();
+        assert_eq!(layer_flops(&q) - layer_flops(&r), 2.0 * 4096.0 * 2048.0 * (3.0 * 5632.0 + 1.0));
+        // gpt-oss's experts are gated: three matrices, as the -shape preset's.
+        let oss = presets::preset("gpt-oss-20b").unwrap();
+        let shape = presets::preset("gpt-oss-20b-shape").unwrap();
+        assert_eq!(layer_flops(&oss), layer_flops(&shape));
+        assert_eq!(floor_bytes(&oss, 32), floor_bytes(&shape, 32));
     }
 
     #[test]

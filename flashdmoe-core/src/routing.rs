@@ -1,17 +1,31 @@
 //! The router and the per-rank routing plan.
 //!
-//! [`route`] is the CPU router every backend is checked against:
+//! [`route`] is the CPU router every backend is checked against. Per token, in `f32` unless
+//! said otherwise, following each model's Hugging Face reference ([`Routing`]):
 //!
-//! 1. logits `l[t][e] = sum_h x[t][h] * router[e][h]`, accumulated in `f64` in ascending `h`,
-//!    then rounded to `f32`;
-//! 2. softmax over the experts in `f32`: `m = max_e l`, `z_e = exp(l_e - m)`,
-//!    `s = z_0 + z_1 + ...` (ascending `e`), `p_e = z_e / s`;
-//! 3. top-k by descending probability, ties to the lower expert index; slot `j` holds the
-//!    `j`-th largest;
-//! 4. combine weights `w_j = p_j / (p_0 + ... + p_{k-1})` (sum in slot order, `f32`) when
-//!    `renormalize`, else `w_j = p_j`;
-//! 5. capacity ([`RankRouting::from_choices`]): within each `(this rank, expert)` packet tokens
+//! 1. logits `l[e] = sum_h x[h] * router[e][h] (+ bias[e])`, accumulated in `f64` in ascending
+//!    `h` (the router bias, gpt-oss's, added in `f64`), then rounded to `f32`;
+//! 2. scores `s[e]` ([`Scoring`]): softmax over the experts (`m = max_e l`, `z_e = exp(l_e -
+//!    m)`, `sum = z_0 + z_1 + ...` ascending `e`, `s_e = z_e / sum`); or `sigmoid(l_e) = 1 / (1 +
+//!    exp(-l_e))`; or, for top-k softmax (gpt-oss), the logits themselves;
+//! 3. choice scores `c[e] = s[e] (+ selection_bias[e])` (DeepSeek-V3's
+//!    `e_score_correction_bias`: for the choice only); with grouped top-k ([`Groups`]), the
+//!    experts form `n` contiguous groups, each scored by its best `c` ([`GroupScore::Max`]) or
+//!    its two best added ([`GroupScore::Top2Sum`], largest first), the `keep` best groups are
+//!    kept (ties to the lower group) and the other groups' experts get `c = 0.0` -- zero, not
+//!    minus infinity, exactly as the references mask them (so an expert of a dropped group can
+//!    still be chosen over kept ones whose biased scores are negative);
+//! 4. top-k by descending `c`, ties to the lower expert index; slot `j` holds the `j`-th;
+//! 5. combine weights from the unbiased scores of the chosen experts `p_j = s[e_j]`: for top-k
+//!    softmax `w_j = exp(p_j - max p) / sum` (sum in slot order); otherwise `w_j = p_j`,
+//!    divided by `p_0 + ... + p_{k-1}` (slot order; plus `1e-20` for sigmoid scores, as
+//!    DeepSeek-V3's reference adds) when `renormalize`; then every `w_j` times the routed
+//!    scaling factor (as `f32`) when it is not 1;
+//! 6. capacity ([`RankRouting::from_choices`]): within each `(this rank, expert)` packet tokens
 //!    take rows in ascending token order; those past [`MoeConfig::capacity_rows`] are dropped.
+//!
+//! The paper's router (softmax, no biases, groups or scaling) is steps 1, 2, 4, 5 and 6 with
+//! `c = s`.
 //!
 //! Invariants of a [`RankRouting`] (checked by [`RankRouting::from_choices`] and the property
 //! tests): each token's experts are distinct and in range; every `(token, slot)` pair is
@@ -21,16 +35,17 @@
 use flashdmoe_proto::{HeapLayout, ProtoError, SourcePlan};
 use thiserror::Error;
 
-use crate::config::{ConfigError, MoeConfig};
+use crate::config::{ConfigError, GroupScore, Groups, MoeConfig, Routing, Scoring};
 use crate::parallel::fill_rows;
+use crate::weights::LayerWeights;
 
 /// Marks a `(token, slot)` pair dropped for capacity in [`RankRouting::rows`].
 pub const DROPPED: u32 = u32::MAX;
 
 /// One rank's routing of its tokens.
 ///
-/// Slot `j` of token `t` is index `t * top_k + j`; slots are ordered by descending router
-/// probability, ties to the lower expert index.
+/// Slot `j` of token `t` is index `t * top_k + j`; slots are ordered by descending choice
+/// score, ties to the lower expert index.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RankRouting {
     /// Experts per token k.
@@ -101,32 +116,153 @@ pub(crate) fn check_len(
     }
 }
 
-/// Router probabilities `[tokens][experts]` of one rank's `input` (`[tokens_per_rank][hidden]`)
-/// under `router` (`[experts][hidden]`): steps 1-2 of the module doc. Validates the config.
-pub fn router_probabilities(
+/// The router's tensors: its weight `[E][H]` and the biases the config's [`Routing`] reads.
+/// Built from a [`LayerWeights`], or from a bare weight for the paper's router.
+#[derive(Clone, Copy, Debug)]
+pub struct Router<'a> {
+    /// `[experts][hidden]`.
+    pub weight: &'a [f32],
+    /// `[experts]` added to the logits ([`Routing::router_bias`]).
+    pub bias: Option<&'a [f32]>,
+    /// `[experts]` added to the scores for the choice ([`Routing::selection_bias`]).
+    pub selection_bias: Option<&'a [f32]>,
+}
+
+impl<'a> From<&'a [f32]> for Router<'a> {
+    fn from(weight: &'a [f32]) -> Self {
+        Router { weight, bias: None, selection_bias: None }
+    }
+}
+
+impl<'a> From<&'a Vec<f32>> for Router<'a> {
+    fn from(weight: &'a Vec<f32>) -> Self {
+        Router::from(&weight[..])
+    }
+}
+
+impl<'a, const N: usize> From<&'a [f32; N]> for Router<'a> {
+    fn from(weight: &'a [f32; N]) -> Self {
+        Router::from(&weight[..])
+    }
+}
+
+impl<'a> From<&'a LayerWeights> for Router<'a> {
+    fn from(w: &'a LayerWeights) -> Self {
+        Router {
+            weight: &w.router,
+            bias: w.router_bias.as_deref(),
+            selection_bias: w.selection_bias.as_deref(),
+        }
+    }
+}
+
+impl Router<'_> {
+    /// Every tensor has the length the config needs (a bias the routing does not read is an
+    /// error too).
+    fn check(&self, config: &MoeConfig) -> Result<(), RoutingError> {
+        let (e, h) = (config.experts as usize, config.hidden as usize);
+        check_len("router weights", self.weight, e * h)?;
+        let r = &config.routing;
+        for (what, v, needed) in [
+            ("router bias", self.bias, r.router_bias),
+            ("router selection bias", self.selection_bias, r.selection_bias),
+        ] {
+            check_len(what, v.unwrap_or_default(), if needed { e } else { 0 })?;
+        }
+        Ok(())
+    }
+}
+
+/// The router's scores of one rank's tokens (steps 1-3 of the module doc).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RouterScores {
+    experts: usize,
+    /// `[tokens][experts]` scores `s` (probabilities, sigmoids, or logits for top-k softmax).
+    scores: Vec<f32>,
+    /// `[tokens][experts]` choice scores `c`, empty when they equal the scores (no selection
+    /// bias, no groups).
+    choice: Vec<f32>,
+}
+
+impl RouterScores {
+    /// Token `t`'s scores `s` (step 2): what the combine weights come from.
+    pub fn scores(&self, t: usize) -> &[f32] {
+        &self.scores[t * self.experts..][..self.experts]
+    }
+
+    /// Token `t`'s choice scores `c` (step 3): what top-k ranks.
+    pub fn choice(&self, t: usize) -> &[f32] {
+        let c = if self.choice.is_empty() { &self.scores } else { &self.choice };
+        &c[t * self.experts..][..self.experts]
+    }
+
+    /// Tokens scored.
+    pub fn tokens(&self) -> usize {
+        self.scores.len().checked_div(self.experts).unwrap_or(0)
+    }
+}
+
+/// Scores and choice scores of one rank's `input` (`[tokens_per_rank][hidden]`) under `router`:
+/// steps 1-3 of the module doc. Validates the config.
+pub fn router_scores<'a>(
     config: &MoeConfig,
     input: &[f32],
-    router: &[f32],
-) -> Result<Vec<f32>, RoutingError> {
+    router: impl Into<Router<'a>>,
+) -> Result<RouterScores, RoutingError> {
+    let router = router.into();
     config.validate()?;
+    router.check(config)?;
     let (t, h, e) =
         (config.tokens_per_rank as usize, config.hidden as usize, config.experts as usize);
     check_len("input", input, t * h)?;
-    check_len("router weights", router, e * h)?;
-    let mut probs = vec![0.0f32; t * e];
-    fill_rows(&mut probs, e, e * h, |first, block| {
-        for (i, p) in block.chunks_exact_mut(e).enumerate() {
+    let r = &config.routing;
+    let mut scores = vec![0.0f32; t * e];
+    fill_rows(&mut scores, e, e * h, |first, block| {
+        for (i, s) in block.chunks_exact_mut(e).enumerate() {
             let x = &input[(first + i) * h..][..h];
-            for (pe, w) in p.iter_mut().zip(router.chunks_exact(h)) {
-                *pe = x.iter().zip(w).map(|(&a, &b)| a as f64 * b as f64).sum::<f64>() as f32;
+            for (n, (se, w)) in s.iter_mut().zip(router.weight.chunks_exact(h)).enumerate() {
+                let dot = x.iter().zip(w).map(|(&a, &b)| a as f64 * b as f64).sum::<f64>();
+                *se = (dot + router.bias.map_or(0.0, |b| b[n] as f64)) as f32;
             }
-            softmax_in_place(p);
+            score_in_place(r.scoring, s);
         }
     });
-    match probs.chunks_exact(e).position(|p| !p.iter().all(|v| v.is_finite())) {
+    let choice = if r.selection_bias || r.groups.is_some() {
+        let mut c = scores.clone();
+        for row in c.chunks_exact_mut(e) {
+            if let Some(bias) = router.selection_bias {
+                row.iter_mut().zip(bias).for_each(|(c, &b)| *c += b);
+            }
+            if let Some(g) = r.groups {
+                mask_groups(g, row);
+            }
+        }
+        c
+    } else {
+        Vec::new()
+    };
+    let finite = |v: &[f32]| v.iter().all(|x| x.is_finite());
+    let bad = (0..t).find(|&tok| {
+        !finite(&scores[tok * e..][..e]) || !choice.is_empty() && !finite(&choice[tok * e..][..e])
+    });
+    match bad {
         Some(token) => Err(RoutingError::NonFinite { token: token as u32 }),
-        None => Ok(probs),
+        None => Ok(RouterScores { experts: e, scores, choice }),
     }
+}
+
+/// Step 2 of the module doc on one token's logits, in place.
+fn score_in_place(scoring: Scoring, logits: &mut [f32]) {
+    match scoring {
+        Scoring::Softmax => softmax_in_place(logits),
+        Scoring::Sigmoid => logits.iter_mut().for_each(|l| *l = sigmoid(*l)),
+        Scoring::TopKSoftmax => {}
+    }
+}
+
+/// `1 / (1 + exp(-x))` in `f32`.
+pub fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
 }
 
 /// Softmax of `logits` in place, in `f32`, in the exact order of the module doc.
@@ -137,41 +273,77 @@ fn softmax_in_place(logits: &mut [f32]) {
     logits.iter_mut().for_each(|z| *z /= s);
 }
 
-/// The `k` experts of one token's probabilities, by descending probability, ties to the lower
-/// index. Probabilities must be finite.
-pub fn top_k(probs: &[f32], k: usize) -> Vec<u32> {
-    let mut idx: Vec<u32> = (0..probs.len() as u32).collect();
-    idx.sort_by(|&a, &b| probs[b as usize].total_cmp(&probs[a as usize]).then(a.cmp(&b)));
+/// Grouped top-k's mask (step 3 of the module doc) on one token's choice scores, in place:
+/// experts outside the `keep` best groups get 0.0.
+pub fn mask_groups(groups: Groups, choice: &mut [f32]) {
+    let per = choice.len() / groups.count as usize;
+    let group_scores: Vec<f32> = choice
+        .chunks_exact(per)
+        .map(|g| match groups.score {
+            GroupScore::Max => g.iter().copied().fold(f32::NEG_INFINITY, f32::max),
+            GroupScore::Top2Sum => {
+                let best = top_k(g, 2);
+                g[best[0] as usize] + g[best[1] as usize]
+            }
+        })
+        .collect();
+    let kept = top_k(&group_scores, groups.keep as usize);
+    for (i, g) in choice.chunks_exact_mut(per).enumerate() {
+        if !kept.contains(&(i as u32)) {
+            g.fill(0.0);
+        }
+    }
+}
+
+/// The `k` experts of one token's (choice) scores, by descending score, ties to the lower
+/// index. Scores must be finite.
+pub fn top_k(scores: &[f32], k: usize) -> Vec<u32> {
+    let mut idx: Vec<u32> = (0..scores.len() as u32).collect();
+    idx.sort_by(|&a, &b| scores[b as usize].total_cmp(&scores[a as usize]).then(a.cmp(&b)));
     idx.truncate(k);
     idx
 }
 
-/// Combine weights of the chosen experts' probabilities `p` (slot order): step 4 of the
-/// module doc.
-pub fn combine_weights(p: &[f32], renormalize: bool) -> Vec<f32> {
-    if renormalize {
-        let s: f32 = p.iter().sum();
-        p.iter().map(|&v| v / s).collect()
+/// Combine weights of one token's `chosen` experts (slot order) from its scores `s` (`[E]`):
+/// step 5 of the module doc.
+pub fn combine_weights(config: &MoeConfig, scores: &[f32], chosen: &[u32]) -> Vec<f32> {
+    let r: &Routing = &config.routing;
+    let p: Vec<f32> = chosen.iter().map(|&e| scores[e as usize]).collect();
+    let mut w = if r.scoring == Scoring::TopKSoftmax {
+        let mut z = p;
+        softmax_in_place(&mut z);
+        z
+    } else if config.renormalize {
+        let mut sum: f32 = p.iter().sum();
+        if r.scoring == Scoring::Sigmoid {
+            sum += 1e-20;
+        }
+        p.iter().map(|&v| v / sum).collect()
     } else {
-        p.to_vec()
+        p
+    };
+    if r.scaling != 1.0 {
+        let scale = r.scaling as f32;
+        w.iter_mut().for_each(|v| *v *= scale);
     }
+    w
 }
 
-/// Routes one rank's `input` (`[tokens_per_rank][hidden]`) with `router` weights
-/// (`[experts][hidden]`): the reference router of the module doc.
-pub fn route(
+/// Routes one rank's `input` (`[tokens_per_rank][hidden]`) with `router` (a
+/// [`LayerWeights`], or the bare `[experts][hidden]` weight of a router without biases): the
+/// reference router of the module doc.
+pub fn route<'a>(
     config: &MoeConfig,
     input: &[f32],
-    router: &[f32],
+    router: impl Into<Router<'a>>,
 ) -> Result<RankRouting, RoutingError> {
-    let probs = router_probabilities(config, input, router)?;
-    let (e, k) = (config.experts as usize, config.top_k as usize);
+    let scores = router_scores(config, input, router)?;
+    let k = config.top_k as usize;
     let mut experts = Vec::with_capacity(config.tokens_per_rank as usize * k);
     let mut weights = Vec::with_capacity(experts.capacity());
-    for p in probs.chunks_exact(e) {
-        let chosen = top_k(p, k);
-        let chosen_p: Vec<f32> = chosen.iter().map(|&x| p[x as usize]).collect();
-        weights.extend(combine_weights(&chosen_p, config.renormalize));
+    for t in 0..scores.tokens() {
+        let chosen = top_k(scores.choice(t), k);
+        weights.extend(combine_weights(config, scores.scores(t), &chosen));
         experts.extend(chosen);
     }
     RankRouting::from_choices(config, experts, weights)
@@ -380,7 +552,7 @@ mod tests {
         let bad = MoeConfig { top_k: 5, ..c.clone() };
         assert!(matches!(route(&bad, &x, &one_hot_router(4)), Err(RoutingError::Config(_))));
         let no_experts = MoeConfig { experts: 0, ..c.clone() };
-        assert!(matches!(router_probabilities(&no_experts, &x, &[]), Err(RoutingError::Config(_))));
+        assert!(matches!(router_scores(&no_experts, &x, &[]), Err(RoutingError::Config(_))));
         assert!(matches!(
             RankRouting::from_choices(&no_experts, vec![], vec![]),
             Err(RoutingError::Config(_))
@@ -439,6 +611,141 @@ mod tests {
         assert!(matches!(r.source_plan(&c, &other_layout), Err(RoutingError::Proto(_))));
     }
 
+    /// A one-hot-router config (module tests' `cfg`) of 8 experts, top-2, with `routing`.
+    fn routed(routing: Routing, renormalize: bool) -> MoeConfig {
+        MoeConfig { routing, renormalize, ..cfg(2, 8, 2, CapacityPolicy::Dropless) }
+    }
+
+    fn close(got: &[f32], want: &[f64]) -> bool {
+        got.len() == want.len() && got.iter().zip(want).all(|(&g, &w)| (g as f64 - w).abs() < 1e-6)
+    }
+
+    fn sig(x: f64) -> f64 {
+        1.0 / (1.0 + (-x).exp())
+    }
+
+    #[test]
+    fn deepseek_v3_routing_by_hand() {
+        // 4 groups of 2, keep 2, scaling 2.5, renormalised. Token 0: logits
+        // [2, -1, 0, 0, 1, 1, 3, -3], selection bias +0.5 on experts 2 and 3. Choice scores
+        // [.881, .269, 1, 1, .731, .731, .953, .047]: group sums 1.150, 2, 1.462, 1.0 keep
+        // groups 1 and 2; the best experts overall (6, then 0) are in dropped groups. Top-2 of
+        // the kept: 2 and 3 (a tie, lower first), weighted by their unbiased scores 0.5 and
+        // 0.5: 0.5 / 1 * 2.5 each.
+        let c = routed(Routing::deepseek_v3(Some((4, 2)), 2.5), true);
+        let x = input(&[&[2.0, -1.0, 0.0, 0.0, 1.0, 1.0, 3.0, -3.0], &[0.0; 8]]);
+        let bias = [0.0, 0.0, 0.5, 0.5, 0.0, 0.0, 0.0, 0.0];
+        let w = one_hot_router(8);
+        let router = Router { weight: &w, bias: None, selection_bias: Some(&bias) };
+        let r = route(&c, &x, router).unwrap();
+        assert_eq!(&r.experts[..2], &[2, 3]);
+        assert!(close(&r.weights[..2], &[1.25, 1.25]), "{:?}", r.weights);
+        // Token 1: all scores 0.5; the bias lifts group 1 to 2.0 and ties keep group 0 beside
+        // it; experts 2 and 3 (biased to 1.0) win.
+        assert_eq!(&r.experts[2..], &[2, 3]);
+        // Without renormalisation the weights are the unbiased sigmoids, scaled.
+        let raw = routed(Routing::deepseek_v3(Some((4, 2)), 2.5), false);
+        let r = route(&raw, &x, router).unwrap();
+        assert!(close(&r.weights[..2], &[1.25, 1.25]), "{:?}", r.weights);
+        // Another choice: bias +0.5 on expert 4 only. Choice [.881, .269, .5, .5, 1.231, .731,
+        // .953, .047]: groups 1.150, 1.0, 1.962, 1.0 keep 2 and 0: top-2 experts 4 and 0, weights
+        // sig(1) / (sig(1) + sig(2)) * 2.5 and sig(2) / (...) * 2.5.
+        let bias4 = [0.0, 0.0, 0.0, 0.0, 0.5, 0.0, 0.0, 0.0];
+        let router = Router { weight: &w, bias: None, selection_bias: Some(&bias4) };
+        let r = route(&c, &x, router).unwrap();
+        assert_eq!(&r.experts[..2], &[4, 0]);
+        let (s1, s2) = (sig(1.0), sig(2.0));
+        assert!(close(&r.weights[..2], &[2.5 * s1 / (s1 + s2), 2.5 * s2 / (s1 + s2)]));
+    }
+
+    #[test]
+    fn grouped_top_k_masks_dropped_groups_with_zero_as_the_reference_does() {
+        // All logits 0 (scores 0.5), selection bias -1: every choice score is -0.5, every
+        // group's top-two sum -1.0, groups 0 and 1 are kept (ties to the lower), and the
+        // dropped groups' experts get 0.0 > -0.5: transformers' masked_fill(..., 0.0) chooses
+        // experts 4 and 5 of a dropped group. Ours does the same.
+        let c = routed(Routing::deepseek_v3(Some((4, 2)), 1.0), true);
+        let x = input(&[&[0.0; 8], &[0.0; 8]]);
+        let bias = [-1.0f32; 8];
+        let w = one_hot_router(8);
+        let router = Router { weight: &w, bias: None, selection_bias: Some(&bias) };
+        let r = route(&c, &x, router).unwrap();
+        assert_eq!(&r.experts[..2], &[4, 5]);
+        assert!(close(&r.weights[..2], &[0.5, 0.5]));
+        // The mask by itself.
+        let mut choice = [-0.5f32; 8];
+        mask_groups(Groups { count: 4, keep: 2, score: GroupScore::Top2Sum }, &mut choice);
+        assert_eq!(choice, [-0.5, -0.5, -0.5, -0.5, 0.0, 0.0, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn deepseek_v2_group_limited_greedy_by_hand() {
+        // Softmax scores, 4 groups of 2 ranked by their best, keep 1, scaling 16, no
+        // renormalisation. Logits [0, 3, 2.9, 2.9, 0, 0, 1, 0]: group 0's best (3) wins though
+        // group 1 has the larger sum; top-2 within it: experts 1, 0.
+        let routing = Routing {
+            groups: Some(Groups { count: 4, keep: 1, score: GroupScore::Max }),
+            scaling: 16.0,
+            ..Routing::SOFTMAX
+        };
+        let c = routed(routing, false);
+        let l = [0.0, 3.0, 2.9, 2.9, 0.0, 0.0, 1.0, 0.0f64];
+        let x = input(&[&l.map(|v| v as f32), &[0.0; 8]]);
+        let r = route(&c, &x, &one_hot_router(8)).unwrap();
+        assert_eq!(&r.experts[..2], &[1, 0]);
+        let z: f64 = l.iter().map(|&v| (v - 3.0).exp()).sum();
+        let p = |v: f64| (v - 3.0).exp() / z;
+        assert!(close(&r.weights[..2], &[16.0 * p(3.0), 16.0 * p(0.0)]), "{:?}", r.weights);
+    }
+
+    #[test]
+    fn gpt_oss_routing_by_hand() {
+        // Logits [1, 3, 2, 0] + router bias [0, 0, 2, 0] = [1, 3, 4, 0]: top-2 on the logits
+        // is experts 2, 1, weighted by a softmax over the two: e / (e + 1), 1 / (e + 1).
+        let c = MoeConfig { routing: Routing::GPT_OSS, ..cfg(1, 4, 2, CapacityPolicy::Dropless) };
+        let x = input(&[&[1.0, 3.0, 2.0, 0.0]]);
+        let w = one_hot_router(4);
+        let bias = [0.0, 0.0, 2.0, 0.0];
+        let r =
+            route(&c, &x, Router { weight: &w, bias: Some(&bias), selection_bias: None }).unwrap();
+        assert_eq!(r.experts, vec![2, 1]);
+        let e = std::f64::consts::E;
+        assert!(close(&r.weights, &[e / (e + 1.0), 1.0 / (e + 1.0)]), "{:?}", r.weights);
+        // The same weights as the softmax over all four renormalised over the chosen.
+        let soft =
+            route(&cfg(1, 4, 2, CapacityPolicy::Dropless), &input(&[&[1.0, 3.0, 4.0, 0.0]]), &w)
+                .unwrap();
+        assert_eq!(soft.experts, r.experts);
+        assert!(close(&soft.weights, &[e / (e + 1.0), 1.0 / (e + 1.0)]));
+        // The router's tensors must be the ones the routing reads.
+        assert!(matches!(
+            route(&c, &x, &w),
+            Err(RoutingError::Shape { what: "router bias", expected: 4, actual: 0 })
+        ));
+        let plain = cfg(1, 4, 2, CapacityPolicy::Dropless);
+        let router = Router { weight: &w, bias: Some(&bias), selection_bias: None };
+        assert!(matches!(
+            route(&plain, &x, router),
+            Err(RoutingError::Shape { what: "router bias", expected: 0, actual: 4 })
+        ));
+    }
+
+    #[test]
+    fn sigmoid_scores_without_groups_by_hand() {
+        // Kimi-K2's router (one group): sigmoid, selection bias, renormalise, scale 2.827.
+        let c = routed(Routing::deepseek_v3(None, 2.827), true);
+        let x = input(&[&[0.0, 1.0, -1.0, 2.0, 0.0, 0.0, 0.0, 0.0], &[0.0; 8]]);
+        let bias = [0.0, 0.0, 3.0, 0.0, 0.0, 0.0, 0.0, 0.0];
+        let w = one_hot_router(8);
+        let r =
+            route(&c, &x, Router { weight: &w, bias: None, selection_bias: Some(&bias) }).unwrap();
+        // Choice: expert 2 (sig(-1) + 3), then 3 (sig(2)).
+        assert_eq!(&r.experts[..2], &[2, 3]);
+        let (a, b) = (sig(-1.0), sig(2.0));
+        assert!(close(&r.weights[..2], &[2.827 * a / (a + b), 2.827 * b / (a + b)]));
+        assert_eq!(sigmoid(0.0), 0.5);
+    }
+
     fn arb_case() -> impl Strategy<Value = (MoeConfig, Vec<f32>, Vec<f32>)> {
         (0u32..40, 1u32..12, any::<bool>(), 0.1f64..2.0, any::<u64>()).prop_flat_map(
             |(t, e, dropless, f, seed)| {
@@ -487,9 +794,9 @@ mod tests {
                 }
             }
             // Slots are in descending probability, ties to the lower index.
-            let probs = router_probabilities(&c, &x, &w).unwrap();
+            let scores = router_scores(&c, &x, &w).unwrap();
             for (tok, chosen) in r.experts.chunks_exact(k).enumerate() {
-                let p = &probs[tok * c.experts as usize..][..c.experts as usize];
+                let p = scores.choice(tok);
                 for pair in chosen.windows(2) {
                     let (a, b) = (pair[0] as usize, pair[1] as usize);
                     prop_assert!(p[a] > p[b] || (p[a] == p[b] && a < b));

@@ -1,20 +1,24 @@
 //! Layer weights and inputs: seeded generators, shape checks and safetensors I/O (tensor names
 //! documented in `weights/checkpoint.rs`: stacked `router.weight`, `experts.{up,gate,down}.weight`
-//! and `.bias`; Mixtral and Hugging Face per-expert names accepted on load), and the same loader
-//! over tensors held in memory (`weights/memory.rs`: a PyTorch state dict).
+//! and `.bias`, `router.bias`, `router.selection_bias`, `shared.{up,gate,down}.weight`,
+//! `shared.gate_row.weight`; Mixtral, Hugging Face, DeepSeek and Qwen per-expert names accepted
+//! on load), and the same loader over tensors held in memory (`weights/memory.rs`: a PyTorch
+//! state dict).
 //!
 //! Invariant: a [`LayerWeights`] accepted by [`LayerWeights::check`] for a config has exactly
-//! the tensors that config needs (gate only for SwiGLU, biases only with `bias`), each of the
+//! the tensors that config needs (gate only for gated experts, biases only with `bias`, router
+//! biases only when the routing reads them, shared experts only with `shared`), each of the
 //! documented shape, holding finite values exactly representable in the config's dtype.
 //!
 //! The generators follow the team's seeded scheme (see [`crate::rng`]), so the PyTorch
-//! baselines regenerate the same numbers: tensor ids [`ids`], scales `1/sqrt(H)` for the router
-//! and the up/gate projections, `1/sqrt(I)` for the down projection, `0.1` for biases, `1` for
-//! inputs.
+//! baselines regenerate the same numbers: tensor ids [`ids`], scales `1/sqrt(H)` for the router,
+//! the up/gate projections (routed and shared) and the shared-expert gate row, `1/sqrt(I)` for
+//! the down projection (`1/sqrt(S)` for the shared one, `S` the shared intermediate size),
+//! `0.1` for biases (the router's and the selection bias included), `1` for inputs.
 
 use thiserror::Error;
 
-use crate::config::{ConfigError, MoeConfig};
+use crate::config::{ConfigError, MoeConfig, SharedGate};
 use crate::rng;
 
 mod checkpoint;
@@ -38,6 +42,18 @@ pub mod ids {
     pub const GATE_BIAS: u64 = 6;
     /// Down bias `[E][H]`.
     pub const DOWN_BIAS: u64 = 7;
+    /// Router bias `[E]`.
+    pub const ROUTER_BIAS: u64 = 8;
+    /// Selection bias `[E]`.
+    pub const SELECTION_BIAS: u64 = 9;
+    /// Shared experts' up projection `[S][H]`.
+    pub const SHARED_UP: u64 = 10;
+    /// Shared experts' gate projection `[S][H]`.
+    pub const SHARED_GATE: u64 = 11;
+    /// Shared experts' down projection `[H][S]`.
+    pub const SHARED_DOWN: u64 = 12;
+    /// The shared experts' sigmoid gate row `[H]`.
+    pub const SHARED_GATE_ROW: u64 = 13;
     /// Input of rank `r` is `INPUT + r`.
     pub const INPUT: u64 = 1000;
 }
@@ -63,6 +79,20 @@ pub struct LayerWeights {
     pub gate_bias: Option<Vec<f32>>,
     /// Down bias `[experts][hidden]`, when the config has biases.
     pub down_bias: Option<Vec<f32>>,
+    /// Router bias `[experts]`, added to the logits ([`crate::Routing::router_bias`]).
+    pub router_bias: Option<Vec<f32>>,
+    /// Selection bias `[experts]` ([`crate::Routing::selection_bias`]).
+    pub selection_bias: Option<Vec<f32>>,
+    /// The shared experts' up projection `[S][hidden]`, `S` =
+    /// [`crate::config::SharedExperts::total_inter`]
+    /// (the shared experts side by side).
+    pub shared_up: Option<Vec<f32>>,
+    /// The shared experts' gate projection `[S][hidden]`.
+    pub shared_gate: Option<Vec<f32>>,
+    /// The shared experts' down projection `[hidden][S]`.
+    pub shared_down: Option<Vec<f32>>,
+    /// The gate row `[hidden]` of [`SharedGate::Sigmoid`] (Qwen's `shared_expert_gate`).
+    pub shared_gate_row: Option<Vec<f32>>,
 }
 
 /// Why weights do not fit a config, or could not be read or written.
@@ -197,8 +227,56 @@ fn specs(config: &MoeConfig) -> Vec<Spec> {
         }
         out.push(spec("down_bias", ids::DOWN_BIAS, vec![e, h], BIAS_SCALE));
     }
+    let r = &config.routing;
+    if r.router_bias {
+        out.push(spec("router_bias", ids::ROUTER_BIAS, vec![e], BIAS_SCALE));
+    }
+    if r.selection_bias {
+        out.push(spec("selection_bias", ids::SELECTION_BIAS, vec![e], BIAS_SCALE));
+    }
+    if let Some(shared) = config.shared {
+        let s = shared.total_inter() as usize;
+        let ss = 1.0 / (s as f32).sqrt();
+        out.push(spec("shared_up", ids::SHARED_UP, vec![s, h], sh));
+        out.push(spec("shared_gate", ids::SHARED_GATE, vec![s, h], sh));
+        out.push(spec("shared_down", ids::SHARED_DOWN, vec![h, s], ss));
+        if shared.gate == SharedGate::Sigmoid {
+            out.push(spec("shared_gate_row", ids::SHARED_GATE_ROW, vec![h], sh));
+        }
+    }
     out
 }
+
+/// Every [`LayerWeights`] tensor that is optional, and why a config may not have it.
+fn why_absent(name: &str, config: &MoeConfig) -> String {
+    match name {
+        "gate" => format!("the {:?} activation has no gate projection", config.activation),
+        "gate_bias" if config.bias => "only gated experts have a gate bias".to_owned(),
+        "up_bias" | "gate_bias" | "down_bias" => "the config has no biases".to_owned(),
+        "router_bias" => "the config's router has no bias (routing.router_bias)".to_owned(),
+        "selection_bias" => {
+            "the config's router has no selection bias (routing.selection_bias)".to_owned()
+        }
+        "shared_gate_row" if config.shared.is_some() => {
+            "the config's shared experts have no sigmoid gate".to_owned()
+        }
+        _ => "the config has no shared experts".to_owned(),
+    }
+}
+
+/// The optional tensors of [`LayerWeights`].
+const OPTIONAL: [&str; 10] = [
+    "gate",
+    "up_bias",
+    "gate_bias",
+    "down_bias",
+    "router_bias",
+    "selection_bias",
+    "shared_up",
+    "shared_gate",
+    "shared_down",
+    "shared_gate_row",
+];
 
 impl LayerWeights {
     /// The seeded weights of `config` under `seed` (module doc; shared with the baselines).
@@ -221,6 +299,16 @@ impl LayerWeights {
         Ok(w)
     }
 
+    /// Every tensor `config` needs, all zeros (tests build layers by hand from it).
+    #[cfg(test)]
+    pub(crate) fn zeros(config: &MoeConfig) -> LayerWeights {
+        let mut w = LayerWeights::empty();
+        for s in specs(config) {
+            w.set(s.name, vec![0.0; s.shape.iter().product()]);
+        }
+        w
+    }
+
     /// No tensors (to be filled by [`LayerWeights::set`]).
     fn empty() -> LayerWeights {
         LayerWeights {
@@ -231,6 +319,12 @@ impl LayerWeights {
             up_bias: None,
             gate_bias: None,
             down_bias: None,
+            router_bias: None,
+            selection_bias: None,
+            shared_up: None,
+            shared_gate: None,
+            shared_down: None,
+            shared_gate_row: None,
         }
     }
 
@@ -244,6 +338,12 @@ impl LayerWeights {
             "up_bias" => self.up_bias.as_deref(),
             "gate_bias" => self.gate_bias.as_deref(),
             "down_bias" => self.down_bias.as_deref(),
+            "router_bias" => self.router_bias.as_deref(),
+            "selection_bias" => self.selection_bias.as_deref(),
+            "shared_up" => self.shared_up.as_deref(),
+            "shared_gate" => self.shared_gate.as_deref(),
+            "shared_down" => self.shared_down.as_deref(),
+            "shared_gate_row" => self.shared_gate_row.as_deref(),
             _ => None,
         }
     }
@@ -258,6 +358,12 @@ impl LayerWeights {
             "up_bias" => self.up_bias = Some(values),
             "gate_bias" => self.gate_bias = Some(values),
             "down_bias" => self.down_bias = Some(values),
+            "router_bias" => self.router_bias = Some(values),
+            "selection_bias" => self.selection_bias = Some(values),
+            "shared_up" => self.shared_up = Some(values),
+            "shared_gate" => self.shared_gate = Some(values),
+            "shared_down" => self.shared_down = Some(values),
+            "shared_gate_row" => self.shared_gate_row = Some(values),
             _ => unreachable!("specs() only names LayerWeights fields"),
         }
     }
@@ -278,15 +384,9 @@ impl LayerWeights {
     pub fn check_shapes(&self, config: &MoeConfig) -> Result<(), WeightsError> {
         config.validate()?;
         let needed = specs(config);
-        for name in ["gate", "up_bias", "gate_bias", "down_bias"] {
+        for name in OPTIONAL {
             if self.tensor(name).is_some() && !needed.iter().any(|s| s.name == name) {
-                let reason = if name == "gate" {
-                    format!("the {:?} activation has no gate projection", config.activation)
-                } else if name == "gate_bias" && config.bias {
-                    "only SwiGLU experts have a gate bias".to_owned()
-                } else {
-                    "the config has no biases".to_owned()
-                };
+                let reason = why_absent(name, config);
                 return Err(WeightsError::Unexpected { tensor: name.to_owned(), reason });
             }
         }
@@ -339,7 +439,13 @@ fn describe(name: &str) -> &'static str {
         "down" => "down projection weights",
         "up_bias" => "up projection biases",
         "gate_bias" => "gate projection biases",
-        _ => "down projection biases",
+        "down_bias" => "down projection biases",
+        "router_bias" => "router bias",
+        "selection_bias" => "router selection bias",
+        "shared_up" => "shared experts' up projection",
+        "shared_gate" => "shared experts' gate projection",
+        "shared_down" => "shared experts' down projection",
+        _ => "shared experts' gate row",
     }
 }
 

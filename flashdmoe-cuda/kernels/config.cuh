@@ -49,6 +49,8 @@ constexpr bool kHopper = FDM_ENGINE == 1;
 constexpr int kThreads = kHopper ? 384 : 256;
 constexpr int kWarps = kThreads / 32;
 constexpr bool kGated = FDM_ACT == 2;
+static_assert(FDM_ACT >= 0 && FDM_ACT <= 2,
+              "FDM_ACT: 0 relu, 1 gelu, 2 SwiGLU; gpt-oss's SwiGLU is not in the kernel yet (issue 16)");
 constexpr bool kBias = FDM_BIAS != 0;
 constexpr int kChunk = FDM_CHUNK;  // tokens per routing chunk (one token per thread in A2)
 static_assert(kChunk <= kThreads, "one thread per token of a chunk");

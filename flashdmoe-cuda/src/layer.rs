@@ -20,6 +20,10 @@
 //! * Weights are uploaded once at build time; every GPU holds the whole layer's weights (the
 //!   kernel reads only its ranks' experts).
 //! * A kernel timeout is reported as [`BackendError::Timeout`] with who waited for what.
+//! * The kernel computes the paper's layer (softmax router, relu / gelu / SwiGLU experts): a
+//!   config with shared experts, another router or gpt-oss's experts ([`MoeConfig::features`],
+//!   issue 16) is refused at build with [`BackendError::NotSupported`] naming each feature,
+//!   before any device is touched.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -211,6 +215,9 @@ impl Backend for CudaBackend {
     fn build(&self, config: &MoeConfig, weights: &LayerWeights) -> Result<CudaLayer, BackendError> {
         let _range = nvtx::LocalRange::new(c"flashdmoe::cuda::build");
         config.validate()?;
+        // Shared experts, DeepSeek-V3 / gpt-oss routing and gpt-oss's experts are not in the
+        // kernel yet (issue 16): refused, never run as the paper's layer.
+        BackendError::check_features(config, "cuda", "the CUDA kernel")?;
         weights.check(config).map_err(|e| invalid("weights", e.to_string()))?;
         let world = config.world;
         if world as usize > MAX_RANKS {
@@ -819,6 +826,51 @@ impl Layer for CudaLayer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn model_features_the_kernel_lacks_are_refused_naming_them_before_any_device() {
+        use flashdmoe_core::config::presets::preset;
+        // No GPU is needed: the refusal comes first.
+        for (name, needles) in [
+            (
+                "deepseek-v3",
+                &[
+                    "shared = 1 x 2048: shared experts are not in the CUDA kernel yet",
+                    "routing.scoring = sigmoid",
+                    "routing.groups = 4 of 8 groups",
+                    "routing.scaling = 2.5",
+                ][..],
+            ),
+            (
+                "qwen1.5-moe-a2.7b",
+                &["shared.gate = sigmoid: the sigmoid shared_expert_gate is \
+                not in the CUDA kernel yet"][..],
+            ),
+            (
+                "gpt-oss-20b",
+                &[
+                    "routing.router_bias = true: a router bias is not in the CUDA \
+                kernel yet",
+                    "gpt-oss's SwiGLU",
+                    "clamped to swiglu_limit",
+                ][..],
+            ),
+        ] {
+            let c = MoeConfig { tokens_per_rank: 8, ..preset(name).unwrap() };
+            // The weights do not matter (nor fit): the config is refused first.
+            let w = LayerWeights::generate(&MoeConfig::default(), 1).unwrap();
+            let err = CudaBackend::new(CudaOptions::default()).build(&c, &w).unwrap_err();
+            assert!(matches!(&err, BackendError::NotSupported { backend: "cuda", .. }), "{err}");
+            let msg = err.to_string();
+            assert!(msg.starts_with("cuda: ") && msg.contains("(issue 16)"), "{msg}");
+            for needle in needles {
+                assert!(msg.contains(needle), "{name}: {needle:?} not in {msg}");
+            }
+        }
+        // Their parts the kernel runs are not refused for features.
+        let c = MoeConfig { tokens_per_rank: 8, ..preset("gpt-oss-20b-shape").unwrap() };
+        assert!(BackendError::check_features(&c, "cuda", "the CUDA kernel").is_ok());
+    }
 
     #[test]
     fn scratch_sizes_that_overflow_are_errors_naming_the_array() {

@@ -24,8 +24,8 @@ pub struct SimCost {
     /// Bytes of every rank's simulated heap.
     pub heap_bytes: u64,
     /// Bytes of the layer's own copy of the weights (host `f32`, as a
-    /// [`LayerWeights`](flashdmoe_core::LayerWeights) holds them: router, every expert,
-    /// biases).
+    /// [`LayerWeights`](flashdmoe_core::LayerWeights) holds them: router and its biases, every
+    /// expert, biases, shared experts).
     pub weight_bytes: u64,
 }
 
@@ -43,12 +43,17 @@ impl SimBackend {
         let matrices = if config.activation.is_gated() { 3.0 } else { 2.0 };
         // Rows a rank sends to experts: every (token, slot) pair, at most a full packet each.
         let rows = (t * k).min(e * config.capacity_rows() as f64);
-        let per_rank = rows * 2.0 * matrices * h * i + 2.0 * t * h * e + 2.0 * t * k * h;
+        // Shared experts: every token, one SwiGLU of S = count x inter (and Qwen's gate row).
+        let shared = config.shared.map_or(0.0, |s| 3.0 * h * s.total_inter() as f64 + h);
+        let per_rank =
+            rows * 2.0 * matrices * h * i + 2.0 * t * h * e + 2.0 * t * k * h + 2.0 * t * shared;
         let flops = per_rank * config.world as f64;
         let processors = config.world as u64 * self.options().processors_per_rank as u64;
         let threads = processors.clamp(1, cores.max(1) as u64) as u32;
         let biases = if config.bias { e * (i * (matrices - 1.0) + h) } else { 0.0 };
-        let weights = (e * matrices * h * i + e * h + biases) * 4.0;
+        let router_biases =
+            e * (config.routing.router_bias as u8 + config.routing.selection_bias as u8) as f64;
+        let weights = (e * matrices * h * i + e * h + biases + router_biases + shared) * 4.0;
         Ok(SimCost {
             flops,
             threads,

@@ -10,14 +10,15 @@
 //!   stored into the intermediate rows;
 //! * GEMM1: `y = h . down + db`, rounded to the dtype when put into the source's return rows;
 //! * Combine: `out = sum_j w_j * y_j` over the token's kept slots in slot order, in `f32`
-//!   (each product rounded to `f32`, then added), rounded to the dtype.
+//!   (each product rounded to `f32`, then added), plus the shared experts' `gs * ys` of the
+//!   tile's columns when the config has them ([`SharedRows`]), rounded to the dtype.
 
 use std::sync::atomic::{AtomicU64 as StatCounter, Ordering as StatOrdering};
 
-use flashdmoe_core::routing::DROPPED;
+use flashdmoe_core::routing::{DROPPED, sigmoid};
 use flashdmoe_core::runtime::{RuntimeError, SymmetricHeap, TileExecutor};
-use flashdmoe_core::sync::SharedBytes;
-use flashdmoe_core::{DType, ExpertMap, LayerWeights, MoeConfig, RankRouting};
+use flashdmoe_core::sync::{Heartbeat, SharedBytes};
+use flashdmoe_core::{Activation, DType, ExpertMap, LayerWeights, MoeConfig, RankRouting};
 use flashdmoe_proto::{HeapLayout, Stage, TaskDescriptor, TaskKind};
 
 /// Independent partial sums of a dot product (hidden and inter sizes are multiples of 64).
@@ -70,6 +71,9 @@ pub(crate) struct SimExecutor<'a, H> {
     pub(crate) routing: &'a RankRouting,
     /// This rank's `[tokens][hidden]` output in element format.
     pub(crate) output: &'a SharedBytes,
+    /// This rank's shared-expert rows, set before the roles start (empty without shared
+    /// experts).
+    pub(crate) shared: &'a std::sync::OnceLock<SharedRows>,
     /// Bytes GEMM1 tasks put into sources' return regions.
     pub(crate) returned_bytes: StatCounter,
 }
@@ -186,6 +190,9 @@ impl<H: SymmetricHeap> SimExecutor<'_, H> {
                 let weight = self.routing.weights[slot];
                 acc.iter_mut().zip(&y).for_each(|(a, &v)| *a += weight * v);
             }
+            if let Some(shared) = self.shared.get() {
+                shared.add_tile(self.config, self.weights, token, first_col as usize, &mut acc);
+            }
             let mut out = Vec::with_capacity(bn * width);
             self.codec().encode(&acc, &mut out);
             let offset = task.output_offset as usize + r * h * width;
@@ -203,6 +210,79 @@ impl<H: SymmetricHeap> TileExecutor for SimExecutor<'_, H> {
             TaskKind::Gemm0 => self.gemm0(task),
             TaskKind::Gemm1 => self.gemm1(task),
             TaskKind::Combine => self.combine(task),
+        }
+    }
+}
+
+/// One rank's shared-expert intermediate rows and scales.
+///
+/// Shared experts on the simulator: local work on every token of the rank, no dispatch.
+///
+/// A rank computes its shared experts' intermediate rows ([`SharedRows::compute`]: the shared
+/// GEMM0 of every token) after its dispatch is out, while the routed rows travel, before its
+/// roles start; each combine task then computes the shared GEMM1 of its own tile's columns
+/// ([`SharedRows::add_tile`]) and adds it to the routed sum. So the shared work is done once
+/// per token and column, and no task, signal or byte of the protocol changes.
+///
+/// Numerics (the oracle's rounding points, `f32` accumulation in the simulator's lane order,
+/// [`dot`]): `h = silu(x . gate_s) * (x . up_s)` rounded to the dtype; `ys = h .
+/// down_s` rounded to the dtype; the scale `gs` is 1 or `sigmoid(x . gate_row)` in `f32`; the
+/// combine adds `gs * ys` after the routed slots.
+#[derive(Debug)]
+pub(crate) struct SharedRows {
+    /// Intermediate size `S` of the shared SwiGLU.
+    inter: usize,
+    /// `[tokens][S]`, dtype-rounded.
+    h: Vec<f32>,
+    /// `[tokens]`: `gs` of each token.
+    scale: Vec<f32>,
+}
+
+impl SharedRows {
+    /// The rows of `input` (`[tokens][hidden]`), or `None` when the config has no shared
+    /// experts. Beats `heartbeat` after every token: the rank's peers may be waiting for it.
+    pub(crate) fn compute(
+        config: &MoeConfig,
+        weights: &LayerWeights,
+        input: &[f32],
+        heartbeat: &Heartbeat,
+    ) -> Option<SharedRows> {
+        let inter = config.shared?.total_inter() as usize;
+        let h = config.hidden as usize;
+        let (up, gate) = (weights.shared_up.as_deref()?, weights.shared_gate.as_deref()?);
+        let tokens = input.len() / h;
+        let mut rows = SharedRows { inter, h: Vec::with_capacity(tokens * inter), scale: vec![] };
+        for x in input.chunks_exact(h) {
+            for n in 0..inter {
+                let u = dot(x, &up[n * h..][..h]);
+                let g = dot(x, &gate[n * h..][..h]);
+                let v = Activation::SiluGated.eval(u as f64, g as f64) as f32;
+                rows.h.push(config.dtype.round(v));
+            }
+            let gs = weights.shared_gate_row.as_deref().map_or(1.0, |row| sigmoid(dot(x, row)));
+            rows.scale.push(gs);
+            heartbeat.beat();
+        }
+        Some(rows)
+    }
+
+    /// `acc[c] += gs * ys[first_col + c]` for token `token`'s shared output columns
+    /// `first_col ..` (as many as `acc` holds).
+    pub(crate) fn add_tile(
+        &self,
+        config: &MoeConfig,
+        weights: &LayerWeights,
+        token: usize,
+        first_col: usize,
+        acc: &mut [f32],
+    ) {
+        let Some(down) = weights.shared_down.as_deref() else { return };
+        let s = self.inter;
+        let h = &self.h[token * s..][..s];
+        let gs = self.scale[token];
+        for (c, a) in acc.iter_mut().enumerate() {
+            let ys = config.dtype.round(dot(h, &down[(first_col + c) * s..][..s]));
+            *a += gs * ys;
         }
     }
 }

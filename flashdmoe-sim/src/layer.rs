@@ -15,7 +15,7 @@ use flashdmoe_core::{
 };
 use flashdmoe_proto::{Epoch, HeapLayout, RoutingPlan, TaskCounts};
 
-use crate::exec::{Codec, SimExecutor};
+use crate::exec::{Codec, SharedRows, SimExecutor};
 use crate::fault::{Courier, FaultPlan};
 use crate::heap::{HeapView, World};
 
@@ -81,7 +81,8 @@ impl SimLayer {
         check_rank_input(&self.config, rank, input)
     }
 
-    /// Dispatches, then runs the roles of `rank` until its forward is complete.
+    /// Dispatches, computes the shared experts' rows (local work while the routed rows
+    /// travel), then runs the roles of `rank` until its forward is complete.
     #[allow(clippy::too_many_arguments)]
     fn run_rank(
         &self,
@@ -89,6 +90,7 @@ impl SimLayer {
         epoch: Epoch,
         routing: &RankRouting,
         plan: &flashdmoe_proto::SourcePlan,
+        rows: &[f32],
         input: &[u8],
         output: &SharedBytes,
         options: &ForwardOptions,
@@ -104,6 +106,7 @@ impl SimLayer {
         // Everything that can fail is set up before this rank publishes anything.
         let state = RankState::new(layout, self.processors)?.with_heartbeat(self.heartbeat.clone());
         let ctx = RankContext { rank, epoch, layout, heap: &view, state: &state };
+        let shared = std::sync::OnceLock::new();
         let executor = SimExecutor {
             rank,
             config: &self.config,
@@ -113,6 +116,7 @@ impl SimLayer {
             heap: &view,
             routing,
             output,
+            shared: &shared,
             returned_bytes: StatCounter::new(0),
         };
         let mut subscribers = (0..self.subscribers)
@@ -124,6 +128,9 @@ impl SimLayer {
             .map(|i| Processor::new(ctx, i, &executor, origin))
             .collect::<Result<Vec<_>, _>>()?;
         let sent = dispatch(&view, layout, epoch, rank, plan, input)?;
+        if let Some(s) = SharedRows::compute(&self.config, &self.weights, rows, &self.heartbeat) {
+            let _ = shared.set(s);
+        }
         let mut roles: Vec<&mut (dyn Role + Send)> = Vec::new();
         roles.extend(subscribers.iter_mut().map(|r| r as &mut (dyn Role + Send)));
         roles.push(&mut scheduler);
@@ -273,7 +280,7 @@ impl SimLayer {
         let start = Instant::now();
         let routing = match given {
             Some(routing) => routing.clone(),
-            None => route(c, input, &self.weights.router)?,
+            None => route(c, input, &self.weights)?,
         };
         let plan = routing.source_plan(c, self.layout())?;
         let codec = Codec(c.dtype);
@@ -281,7 +288,17 @@ impl SimLayer {
         codec.encode(input, &mut input_bytes);
         let output = SharedBytes::zeroed(input_bytes.len(), codec.width());
         let run = |courier: Option<&Courier>| {
-            self.run_rank(rank, epoch, &routing, &plan, &input_bytes, &output, options, courier)
+            self.run_rank(
+                rank,
+                epoch,
+                &routing,
+                &plan,
+                input,
+                &input_bytes,
+                &output,
+                options,
+                courier,
+            )
         };
         let outcome = if self.faults.needs_courier() {
             let (courier, deliveries) = Courier::new();

@@ -33,6 +33,10 @@
 //!   the returned rows and the output rounded to the dtype when stored.
 //! * Faults ([`FaultPlan`]) touch signal words only; delays, reordering and duplicates leave the
 //!   output unchanged, a lost or stale signal ends in a typed timeout.
+//! * Every layer core's oracle computes runs: the router's scoring, selection bias, groups and
+//!   scaling come from core's router; gpt-oss's SwiGLU from core's activation; shared experts
+//!   are local work of each rank on its own tokens (no dispatch, no extra task), added in the
+//!   combine (`exec`'s shared experts).
 //!
 //! ## Statistics
 //!

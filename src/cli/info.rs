@@ -14,18 +14,10 @@ pub(super) fn info() -> Result<(), CliError> {
             println!("  {name:<24} {}", run_summary::shape(&c));
         }
     }
-    println!("\nrefused model names (their layers need what is not implemented yet, issue 16):");
-    for m in presets::REFUSED {
-        let mut fields: Vec<&str> = m.needs.iter().map(|(field, _, _)| *field).collect();
-        fields.dedup();
-        println!(
-            "  {:<24} needs {}; --preset {} is {}",
-            m.name,
-            fields.join(", "),
-            m.instead,
-            m.part
-        );
-    }
+    println!(
+        "\n(shared experts, sigmoid / grouped / gpt-oss routing and gpt-oss's SwiGLU run on the \
+         sim backend; the cuda backend refuses them until its kernel has them, issue 16)"
+    );
     println!("\nbackends (flashdmoe run --backend NAME):");
     println!("  sim   available: the CPU simulator (default)");
     let cuda = match flashdmoe::cuda::cuda_available() {

@@ -29,8 +29,9 @@ use flashdmoe::sim::SimOptions;
 #[derive(Debug, Parser)]
 #[command(name = "flashdmoe", version, propagate_version = true)]
 #[command(after_help = "Exit codes: 0 success (and verified), 1 the forward failed, \
-    2 bad command line or configuration (including a model feature not implemented yet and a \
-    layer too large for this machine's memory, refused before anything runs), 3 the output \
+    2 bad command line or configuration (including a model feature not implemented yet, or not \
+    in the chosen backend, and a layer too large for this machine's memory, refused before \
+    anything runs), 3 the output \
     does not match the oracle, 4 the backend is unavailable here (no GPU, driver or NVRTC; too \
     few GPUs).")]
 pub struct Cli {
@@ -293,7 +294,10 @@ impl CliError {
     /// The exit status this error maps to.
     pub fn status(&self) -> ExitStatus {
         match self {
-            CliError::Usage(_) | CliError::Config(_) | CliError::Refused(_) => ExitStatus::Usage,
+            CliError::Usage(_)
+            | CliError::Config(_)
+            | CliError::Refused(_)
+            | CliError::Backend(BackendError::NotSupported { .. }) => ExitStatus::Usage,
             CliError::Backend(
                 BackendError::Unavailable(_) | BackendError::TooFewDevices { .. },
             ) => ExitStatus::Unavailable,

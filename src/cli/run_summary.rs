@@ -5,27 +5,57 @@ use std::fmt::Write;
 use std::time::Duration;
 
 use flashdmoe::core::routing::DROPPED;
-use flashdmoe::core::{Activation, CapacityPolicy, MoeConfig, Placement, RankOutput};
+use flashdmoe::core::{
+    CapacityPolicy, GroupScore, MoeConfig, Placement, RankOutput, Routing, SharedGate,
+};
 use flashdmoe::proto::TaskCounts;
 
-fn activation(c: &MoeConfig) -> &'static str {
-    match c.activation {
-        Activation::Relu => "relu",
-        Activation::Gelu => "gelu",
-        Activation::SiluGated => "swiglu",
+fn activation(c: &MoeConfig) -> String {
+    c.activation.to_string()
+}
+
+/// The router and shared experts where they are not the paper's: `, shared 2 x 1408`, `,
+/// sigmoid router + selection bias, 4 of 8 groups (top-2 sums), x2.5`; empty otherwise.
+pub(super) fn model(c: &MoeConfig) -> String {
+    let mut out = String::new();
+    if let Some(s) = c.shared {
+        let gate = if s.gate == SharedGate::Sigmoid { " with a sigmoid gate" } else { "" };
+        let _ = write!(out, ", shared {} x {}{gate}", s.count, s.inter);
     }
+    let r = &c.routing;
+    if *r != Routing::SOFTMAX {
+        let _ = write!(out, ", {} router", r.scoring.name());
+        if r.router_bias {
+            out.push_str(" + bias");
+        }
+        if r.selection_bias {
+            out.push_str(" + selection bias");
+        }
+        if let Some(g) = r.groups {
+            let by = match g.score {
+                GroupScore::Max => "best score",
+                GroupScore::Top2Sum => "top-2 sums",
+            };
+            let _ = write!(out, ", {} of {} groups (by {by})", g.keep, g.count);
+        }
+        if r.scaling != 1.0 {
+            let _ = write!(out, ", weights x{}", r.scaling);
+        }
+    }
+    out
 }
 
 /// The shapes of a config on one line (for preset lists).
 pub(super) fn shape(c: &MoeConfig) -> String {
     format!(
-        "H {}, I {}, {} experts, top-{}, {}{}, {}, world {} x {} tokens",
+        "H {}, I {}, {} experts, top-{}, {}{}{}, {}, world {} x {} tokens",
         c.hidden,
         c.inter,
         c.experts,
         c.top_k,
         activation(c),
         if c.bias { " + bias" } else { "" },
+        model(c),
         c.dtype.name(),
         c.world,
         c.tokens_per_rank
@@ -43,7 +73,7 @@ pub(super) fn config(c: &MoeConfig) -> String {
         Placement::Table(t) => format!("table {t:?}"),
     };
     format!(
-        "config: world {} x {} tokens, hidden {}, inter {}, {} experts, top-{}, {}{}, {}\n\
+        "config: world {} x {} tokens, hidden {}, inter {}, {} experts, top-{}, {}{}{}, {}\n\
          \x20       capacity {}, {}, placement {}",
         c.world,
         c.tokens_per_rank,
@@ -53,6 +83,7 @@ pub(super) fn config(c: &MoeConfig) -> String {
         c.top_k,
         activation(c),
         if c.bias { " + bias" } else { "" },
+        model(c),
         c.dtype.name(),
         capacity,
         if c.renormalize { "renormalized weights" } else { "raw router weights" },
@@ -176,6 +207,8 @@ pub(super) fn bytes(n: u64) -> String {
 
 #[cfg(test)]
 mod tests {
+    use flashdmoe::core::Activation;
+
     use super::*;
 
     #[test]
@@ -198,5 +231,23 @@ mod tests {
         assert!(s.contains("swiglu + bias"), "{s}");
         assert!(s.contains("dropless (64 rows/packet)"), "{s}");
         assert!(s.contains("placement contiguous"), "{s}");
+        assert_eq!(model(&c), "");
+    }
+
+    #[test]
+    fn model_features_are_named() {
+        use flashdmoe::core::config::presets::preset;
+        let v3 = shape(&preset("deepseek-v3").unwrap());
+        assert!(
+            v3.contains(
+                "swiglu, shared 1 x 2048, sigmoid router + selection bias, 4 of 8 groups (by \
+                 top-2 sums), weights x2.5, bf16"
+            ),
+            "{v3}"
+        );
+        let q = shape(&preset("qwen1.5-moe-a2.7b").unwrap());
+        assert!(q.contains("swiglu, shared 1 x 5632 with a sigmoid gate, bf16"), "{q}");
+        let oss = shape(&preset("gpt-oss-20b").unwrap());
+        assert!(oss.contains("swiglu-oss + bias, topk-softmax router + bias, bf16"), "{oss}");
     }
 }

@@ -20,6 +20,18 @@
 //! renormalize = true        # renormalise the top-k weights
 //! placement = "contiguous"  # or a table: [0, 0, 1, 1, ...] (rank of each expert)
 //! memory_limit_gib = 120    # per-rank memory limit
+//!
+//! # Real models' features (issue 16; the CUDA kernel refuses them, the simulator computes them)
+//! activation = "swiglu-oss" # gpt-oss's clamped SwiGLU (alpha 1.702)
+//! swiglu_limit = 7.0        # its clamp
+//! scoring = "sigmoid"       # "softmax" | "sigmoid" | "topk-softmax" (gpt-oss)
+//! router_bias = false       # a bias on the router's logits (gpt-oss)
+//! selection_bias = true     # a bias on the scores for the choice only (DeepSeek-V3)
+//! groups = [8, 4]           # grouped top-k: n_group, topk_group ([] for none)
+//! group_score = "top2-sum"  # "top2-sum" (DeepSeek-V3) or "max" (DeepSeek-V2)
+//! routed_scaling = 2.5      # the combine weights' scale
+//! shared_experts = [1, 2048] # count, intermediate size ([] for none)
+//! shared_gate = "none"      # "none" | "sigmoid" (Qwen's shared_expert_gate)
 //! ```
 //!
 //! ## Hugging Face `config.json`
@@ -44,7 +56,10 @@ use serde_json::Value;
 
 use super::hf::from_hf;
 use super::presets::preset;
-use super::{Activation, CapacityPolicy, ConfigError, MoeConfig, Placement, invalid};
+use super::{
+    Activation, CapacityPolicy, ConfigError, GroupScore, Groups, MoeConfig, Placement, Scoring,
+    SharedExperts, SharedGate, SwigluOss, invalid,
+};
 
 impl Activation {
     /// The name used in config files and on the command line.
@@ -53,26 +68,37 @@ impl Activation {
             Activation::Relu => "relu",
             Activation::Gelu => "gelu",
             Activation::SiluGated => "swiglu",
+            Activation::SwigluOss(_) => "swiglu-oss",
         }
     }
 }
 
 impl fmt::Display for Activation {
+    /// The name; gpt-oss's SwiGLU with other than its own alpha and limit shows them.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+        match self {
+            Activation::SwigluOss(p) if *p != SwigluOss::GPT_OSS => {
+                write!(f, "swiglu-oss(alpha {}, limit {})", p.alpha, p.limit)
+            }
+            _ => f.write_str(self.name()),
+        }
     }
 }
 
 impl FromStr for Activation {
     type Err = ConfigError;
 
-    /// `relu`, `gelu`, `swiglu` (also `silu-gated`, `silu_gated`), case-insensitive.
+    /// `relu`, `gelu`, `swiglu` (also `silu-gated`, `silu_gated`), `swiglu-oss` (gpt-oss's
+    /// alpha 1.702 and limit 7; also `swiglu_oss`), case-insensitive.
     fn from_str(s: &str) -> Result<Activation, ConfigError> {
         match s.to_ascii_lowercase().as_str() {
             "relu" => Ok(Activation::Relu),
             "gelu" => Ok(Activation::Gelu),
             "swiglu" | "silu-gated" | "silu_gated" => Ok(Activation::SiluGated),
-            _ => Err(invalid("activation", format!("{s:?} is not relu, gelu or swiglu"))),
+            "swiglu-oss" | "swiglu_oss" => Ok(Activation::SwigluOss(SwigluOss::GPT_OSS)),
+            _ => {
+                Err(invalid("activation", format!("{s:?} is not relu, gelu, swiglu or swiglu-oss")))
+            }
         }
     }
 }
@@ -149,6 +175,15 @@ struct ConfigFile {
     renormalize: Option<bool>,
     placement: Option<PlacementValue>,
     memory_limit_gib: Option<f64>,
+    swiglu_limit: Option<f64>,
+    scoring: Option<String>,
+    router_bias: Option<bool>,
+    selection_bias: Option<bool>,
+    groups: Option<Vec<u32>>,
+    group_score: Option<String>,
+    routed_scaling: Option<f64>,
+    shared_experts: Option<Vec<u32>>,
+    shared_gate: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -182,28 +217,29 @@ impl ConfigFile {
         set(&mut c.inter, self.inter);
         set(&mut c.experts, self.experts);
         set(&mut c.top_k, self.top_k);
-        if let Some(a) = self.activation {
+        if let Some(a) = &self.activation {
             c.activation = a.parse()?;
         }
         if let Some(b) = self.bias {
             c.bias = b;
         }
-        if let Some(d) = self.dtype {
+        if let Some(d) = &self.dtype {
             c.dtype = d.parse().map_err(|e| invalid("dtype", format!("{e}")))?;
         }
-        match self.capacity {
-            Some(CapacityValue::Factor(f)) => c.capacity = CapacityPolicy::Factor(f),
+        match &self.capacity {
+            Some(CapacityValue::Factor(f)) => c.capacity = CapacityPolicy::Factor(*f),
             Some(CapacityValue::Name(n)) => c.capacity = n.parse()?,
             None => {}
         }
         if let Some(r) = self.renormalize {
             c.renormalize = r;
         }
-        match self.placement {
+        match &self.placement {
             Some(PlacementValue::Name(n)) => c.placement = n.parse()?,
-            Some(PlacementValue::Table(t)) => c.placement = Placement::Table(t),
+            Some(PlacementValue::Table(t)) => c.placement = Placement::Table(t.clone()),
             None => {}
         }
+        self.model_features(&mut c)?;
         if let Some(gib) = self.memory_limit_gib {
             if !(gib.is_finite() && gib > 0.0) {
                 return Err(invalid("memory_limit_gib", format!("{gib} must be finite and > 0")));
@@ -212,6 +248,77 @@ impl ConfigFile {
         }
         c.validate()?;
         Ok(c)
+    }
+}
+
+impl ConfigFile {
+    /// The real models' keys (module doc) over `c`'s routing, shared experts and activation.
+    fn model_features(&self, c: &mut MoeConfig) -> Result<(), ConfigError> {
+        if let Some(limit) = self.swiglu_limit {
+            let Activation::SwigluOss(p) = &mut c.activation else {
+                return Err(invalid("swiglu_limit", "only the swiglu-oss activation is clamped"));
+            };
+            p.limit = limit;
+        }
+        let r = &mut c.routing;
+        if let Some(s) = &self.scoring {
+            r.scoring = match s.as_str() {
+                "softmax" => Scoring::Softmax,
+                "sigmoid" => Scoring::Sigmoid,
+                "topk-softmax" => Scoring::TopKSoftmax,
+                _ => {
+                    return Err(invalid(
+                        "scoring",
+                        format!("{s:?} is not softmax, sigmoid or topk-softmax"),
+                    ));
+                }
+            };
+        }
+        if let Some(b) = self.router_bias {
+            r.router_bias = b;
+        }
+        if let Some(b) = self.selection_bias {
+            r.selection_bias = b;
+        }
+        let score = match self.group_score.as_deref() {
+            None => r.groups.map_or(GroupScore::Top2Sum, |g| g.score),
+            Some("top2-sum") => GroupScore::Top2Sum,
+            Some("max") => GroupScore::Max,
+            Some(other) => {
+                return Err(invalid("group_score", format!("{other:?} is not top2-sum or max")));
+            }
+        };
+        match self.groups.as_deref() {
+            None => r.groups = r.groups.map(|g| Groups { score, ..g }),
+            Some([]) => r.groups = None,
+            Some(&[count, keep]) => r.groups = Some(Groups { count, keep, score }),
+            Some(other) => {
+                return Err(invalid("groups", format!("{other:?} is not [n_group, keep] or []")));
+            }
+        }
+        if let Some(scaling) = self.routed_scaling {
+            r.scaling = scaling;
+        }
+        let gate = match self.shared_gate.as_deref() {
+            None => c.shared.map_or(SharedGate::None, |s| s.gate),
+            Some("none") => SharedGate::None,
+            Some("sigmoid") => SharedGate::Sigmoid,
+            Some(other) => {
+                return Err(invalid("shared_gate", format!("{other:?} is not none or sigmoid")));
+            }
+        };
+        match self.shared_experts.as_deref() {
+            None => c.shared = c.shared.map(|s| SharedExperts { gate, ..s }),
+            Some([]) => c.shared = None,
+            Some(&[count, inter]) => c.shared = Some(SharedExperts { count, inter, gate }),
+            Some(other) => {
+                return Err(invalid(
+                    "shared_experts",
+                    format!("{other:?} is not [count, inter] or []"),
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -348,8 +455,49 @@ mod tests {
     }
 
     #[test]
+    fn real_model_features_in_our_schema() {
+        let c = MoeConfig::from_toml_str(
+            "hidden = 128\ninter = 64\nexperts = 16\ntop_k = 4\nactivation = \"swiglu\"\n\
+             scoring = \"sigmoid\"\nselection_bias = true\ngroups = [4, 2]\n\
+             routed_scaling = 2.5\nshared_experts = [1, 128]",
+        )
+        .unwrap();
+        assert_eq!(c.routing, crate::config::Routing::deepseek_v3(Some((4, 2)), 2.5));
+        assert_eq!(c.shared, Some(SharedExperts { count: 1, inter: 128, gate: SharedGate::None }));
+        // Over a preset: gpt-oss with another clamp; DeepSeek-V3 without its groups, or as
+        // DeepSeek-V2's groups; Qwen's shared expert without its gate.
+        let oss = MoeConfig::from_toml_str("preset = \"gpt-oss-20b\"\nswiglu_limit = 5.0").unwrap();
+        assert_eq!(oss.activation, Activation::SwigluOss(SwigluOss { alpha: 1.702, limit: 5.0 }));
+        let v3 =
+            |extra: &str| MoeConfig::from_toml_str(&format!("preset = \"deepseek-v3\"\n{extra}"));
+        assert_eq!(v3("groups = []").unwrap().routing.groups, None);
+        assert_eq!(
+            v3("group_score = \"max\"").unwrap().routing.groups.unwrap().score,
+            GroupScore::Max
+        );
+        let q = MoeConfig::from_json_str(r#"{"preset": "qwen2-57b-a14b", "shared_gate": "none"}"#)
+            .unwrap();
+        assert_eq!(q.shared.unwrap().gate, SharedGate::None);
+        let field = |text: &str| match MoeConfig::from_toml_str(text) {
+            Err(ConfigError::Invalid { field, .. }) => field,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(field("swiglu_limit = 7.0"), "swiglu_limit");
+        assert_eq!(field("scoring = \"tanh\""), "scoring");
+        assert_eq!(field("groups = [3]"), "groups");
+        assert_eq!(field("groups = [3, 1]"), "routing.groups"); // 3 groups do not divide 8
+        assert_eq!(field("shared_experts = [1, 100]"), "shared.inter");
+        assert_eq!(field("shared_gate = \"relu\""), "shared_gate");
+    }
+
+    #[test]
     fn display_and_parse_round_trip() {
-        for a in [Activation::Relu, Activation::Gelu, Activation::SiluGated] {
+        for a in [
+            Activation::Relu,
+            Activation::Gelu,
+            Activation::SiluGated,
+            Activation::SwigluOss(SwigluOss::GPT_OSS),
+        ] {
             assert_eq!(a.to_string().parse::<Activation>(), Ok(a));
         }
         for c in [CapacityPolicy::Dropless, CapacityPolicy::Factor(1.25)] {

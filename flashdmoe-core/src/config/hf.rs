@@ -2,27 +2,31 @@
 //!
 //! A config is read by its `model_type` (from `text_config` first for multimodal wrappers such
 //! as Llama-4's): the family says which fields its reference MoE block reads and what an absent
-//! one defaults to. Every such field that changes the layer's math is either mapped or refused
-//! with [`ConfigError::NotImplemented`] naming it; nothing is dropped. A `model_type` outside
-//! the table is refused ([`ConfigError::HfField`]): its router or experts may differ.
+//! one defaults to. Every such field that changes the layer's math is mapped, or refused with
+//! [`ConfigError::NotImplemented`] naming it; nothing is dropped. A `model_type` outside the
+//! table is refused ([`ConfigError::HfField`]): its router or experts may differ.
 //!
-//! | `model_type` | H, I, E, k | top-k weights renormalised | refused (issue 16) |
-//! |---|---|---|---|
-//! | `mixtral` | `hidden_size`, `intermediate_size`, `num_local_experts`, `num_experts_per_tok` | always | |
-//! | `qwen2_moe` | `hidden_size`, `moe_intermediate_size`, `num_experts`, `num_experts_per_tok` | `norm_topk_prob` (absent: no) | shared expert and its sigmoid gate (`shared_expert_intermediate_size`, absent: 5632) |
-//! | `qwen3_moe` | as `qwen2_moe` | `norm_topk_prob` (absent: no) | |
-//! | `olmoe` | `hidden_size`, `intermediate_size`, `num_experts`, `num_experts_per_tok` | `norm_topk_prob` (absent: no) | |
-//! | `deepseek_v2` | `hidden_size`, `moe_intermediate_size`, `n_routed_experts`, `num_experts_per_tok` | `norm_topk_prob` (absent: no) | `n_shared_experts`; `scoring_func` other than softmax; `topk_method` `noaux_tc`; grouped top-k; `routed_scaling_factor` != 1 |
-//! | `deepseek_v3`, `kimi_k2` | as `deepseek_v2` | `norm_topk_prob` (absent: yes) | as `deepseek_v2`, with the family's defaults: sigmoid scores, `noaux_tc` selection bias, 8 groups of which 4, scaling 2.5, one shared expert |
-//! | `gpt_oss` | `hidden_size`, `intermediate_size`, `num_local_experts`, `num_experts_per_tok` / `experts_per_token` (biases) | always | `swiglu_limit` clamp, its SwiGLU (alpha 1.702, `up + 1`), router bias |
-//! | `dbrx` | `d_model`, `ffn_config.ffn_hidden_size`, `ffn_config.moe_num_experts`, `ffn_config.moe_top_k` | `ffn_config.moe_normalize_expert_weights` 1 (absent: 1; null: no) | other p-norms |
-//! | `llama4` / `llama4_text` | in `text_config` | | its shared expert and its router (sigmoid scaling the expert input) |
-//! | `jamba` | `hidden_size`, `intermediate_size`, `num_experts`, `num_experts_per_tok` | never | |
+//! | `model_type` | H, I, E, k | top-k weights renormalised | also read | refused (issue 16) |
+//! |---|---|---|---|---|
+//! | `mixtral` | `hidden_size`, `intermediate_size`, `num_local_experts`, `num_experts_per_tok` | always | | |
+//! | `qwen2_moe` | `hidden_size`, `moe_intermediate_size`, `num_experts`, `num_experts_per_tok` | `norm_topk_prob` (absent: no) | a shared expert of `shared_expert_intermediate_size` (absent: 5632; 0: none) with its sigmoid `shared_expert_gate` | |
+//! | `qwen3_moe` | as `qwen2_moe` | `norm_topk_prob` (absent: no) | | |
+//! | `olmoe` | `hidden_size`, `intermediate_size`, `num_experts`, `num_experts_per_tok` | `norm_topk_prob` (absent: no) | | |
+//! | `deepseek_v2` | `hidden_size`, `moe_intermediate_size`, `n_routed_experts`, `num_experts_per_tok` | never (`norm_topk_prob` true is refused: its references disagree) | softmax scores; `n_shared_experts` (absent: 0) shared experts of `moe_intermediate_size`; `topk_method` `greedy` (absent) or `group_limited_greedy` with `n_group` / `topk_group` (groups ranked by their best score); `routed_scaling_factor` (absent: 1) | |
+//! | `deepseek_v3`, `kimi_k2` | as `deepseek_v2` | `norm_topk_prob` (absent: yes) | sigmoid scores (`scoring_func` must say so if present), the `noaux_tc` selection bias (`topk_method` likewise), groups `n_group` / `topk_group` (absent: 8 / 4) ranked by their top-two sum, `routed_scaling_factor` (absent: 2.5), `n_shared_experts` (absent: 1) | |
+//! | `gpt_oss` | `hidden_size`, `intermediate_size`, `num_local_experts`, `num_experts_per_tok` / `experts_per_token` (biases) | always (a softmax over the top-k logits) | a router bias; SwiGLU with alpha 1.702, `up + 1` and `swiglu_limit` (absent: 7) | |
+//! | `dbrx` | `d_model`, `ffn_config.ffn_hidden_size`, `ffn_config.moe_num_experts`, `ffn_config.moe_top_k` | `ffn_config.moe_normalize_expert_weights` 1 (absent: 1; null: no) | | other p-norms |
+//! | `llama4` / `llama4_text` | in `text_config` | | its shared expert (`intermediate_size`) | its router (sigmoid scaling the expert input) |
+//! | `jamba` | `hidden_size`, `intermediate_size`, `num_experts`, `num_experts_per_tok` | never | | |
 //!
 //! In every family: `hidden_act` must be `silu` (the experts are SwiGLU); `mlp_bias` true is
-//! refused where the reference's experts have no biases; a `quantization_config` is refused;
-//! any of the refused fields above is refused wherever it appears (`swiglu_limit` in a Mixtral
-//! config, say), and `norm_topk_prob` must agree with a family that does not read it.
+//! refused where the reference's experts have no biases; a `quantization_config` is refused
+//! (the layer's math is that of the dequantized weights; the presets of those models compute
+//! it). A field of the table that the family's reference does not read (`swiglu_limit` in a
+//! Mixtral config, `n_shared_experts` in a Qwen3-MoE one, a `scoring_func` other than the
+//! family's) is an [`ConfigError::HfField`] error unless its value leaves the layer alone: the
+//! config contradicts its `model_type`. `norm_topk_prob` must agree with a family that does not
+//! read it.
 //!
 //! Layers: the config describes the model's MoE layers, which all share this shape. A layer the
 //! placement fields make dense (`first_k_dense_replace`, `moe_layer_freq`,
@@ -39,7 +43,10 @@
 use serde_json::{Map, Value};
 
 use super::presets::MODEL_TOKENS;
-use super::{Activation, CapacityPolicy, ConfigError, DType, Feature, MoeConfig, Unsupported};
+use super::{
+    Activation, CapacityPolicy, ConfigError, DType, Feature, GroupScore, Groups, MoeConfig,
+    Routing, SharedExperts, SharedGate, SwigluOss, Unsupported,
+};
 
 /// A model family whose MoE block flashdmoe knows (module doc).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -135,14 +142,6 @@ impl<'a> Obj<'a> {
     }
 }
 
-/// A field's value as written, or the family's default for an absent one, said so.
-fn shown(value: Option<&Value>, default: &str, model_type: &str) -> String {
-    match value {
-        Some(v) => v.to_string(),
-        None => format!("{default} (the {model_type} default)"),
-    }
-}
-
 /// The reading of one config: its objects, family, and the unsupported fields found so far.
 struct Reader<'a> {
     top: Obj<'a>,
@@ -190,7 +189,7 @@ pub(super) fn from_hf(v: &Value) -> Result<MoeConfig, ConfigError> {
         )
         })?;
     let mut r = Reader { top, layer, family, model_type, unsupported: Vec::new() };
-    r.features()?;
+    let model = r.model()?;
     let renormalize = r.renormalize()?;
     if !r.unsupported.is_empty() {
         return Err(ConfigError::NotImplemented {
@@ -210,15 +209,51 @@ pub(super) fn from_hf(v: &Value) -> Result<MoeConfig, ConfigError> {
         inter: *inter,
         experts: *experts,
         top_k: *top_k,
-        activation: Activation::SiluGated,
+        activation: model.activation,
         bias: family == Family::GptOss,
         dtype,
         capacity: CapacityPolicy::Dropless,
         renormalize,
+        routing: model.routing,
+        shared: model.shared.map(|(count, inter_override, gate)| SharedExperts {
+            count,
+            inter: inter_override.unwrap_or(*inter),
+            gate,
+        }),
         ..MoeConfig::default()
     };
-    c.validate().map_err(|e| shape.rename(e))?;
+    // Our fields of the routing and the shared experts, by the config.json field they came from.
+    let shared_key = if family == Family::Qwen2Moe {
+        "shared_expert_intermediate_size"
+    } else {
+        "n_shared_experts"
+    };
+    let model_fields = [
+        ("routing.groups", r.layer.name("n_group")),
+        ("routing.scaling", r.layer.name("routed_scaling_factor")),
+        ("shared", r.layer.name(shared_key)),
+        ("shared.inter", r.layer.name(shared_key)),
+        ("activation", r.layer.name("swiglu_limit")),
+    ];
+    c.validate().map_err(|e| match &e {
+        ConfigError::Invalid { field, reason } => match model_fields
+            .iter()
+            .find(|(f, _)| f == field)
+        {
+            Some((_, name)) => ConfigError::HfField { field: name.clone(), reason: reason.clone() },
+            None => shape.rename(e),
+        },
+        _ => e,
+    })?;
     Ok(c)
+}
+
+/// What the family's reference computes beside the layer's shape.
+struct Model {
+    routing: Routing,
+    /// `(count, intermediate size if not the routed experts', gate)`.
+    shared: Option<(u32, Option<u32>, SharedGate)>,
+    activation: Activation,
 }
 
 impl Shape {
@@ -307,9 +342,17 @@ impl Reader<'_> {
         match self.family {
             Mixtral | GptOss => fixed(true),
             Jamba | Llama4 => fixed(false),
-            Qwen2Moe | Qwen3Moe | Olmoe | DeepseekV2 => {
-                Ok(l.bool("norm_topk_prob")?.unwrap_or(false))
-            }
+            Qwen2Moe | Qwen3Moe | Olmoe => Ok(l.bool("norm_topk_prob")?.unwrap_or(false)),
+            DeepseekV2 => match l.bool("norm_topk_prob")? {
+                Some(true) => Err(l.err(
+                    "norm_topk_prob",
+                    "true: the deepseek_v2 references disagree on it (transformers' never \
+                     renormalises and always applies routed_scaling_factor; DeepSeek's own code \
+                     renormalises and then leaves the scaling out), so it is refused rather \
+                     than guessed",
+                )),
+                _ => Ok(false),
+            },
             DeepseekV3 => Ok(l.bool("norm_topk_prob")?.unwrap_or(true)),
             Dbrx => {
                 let Some(ffn) = self.top.obj("ffn_config")? else { return Ok(true) };
@@ -318,7 +361,7 @@ impl Reader<'_> {
                     None => Ok(true),
                     Some(Value::Null) => Ok(false),
                     Some(p) if p.as_f64() == Some(1.0) => Ok(true),
-                    Some(p) if p.is_number() => Ok(true), // refused in features()
+                    Some(p) if p.is_number() => Ok(true), // refused in dbrx_features()
                     Some(p) => {
                         Err(ffn.err("moe_normalize_expert_weights", format!("{p} is not a number")))
                     }
@@ -327,95 +370,126 @@ impl Reader<'_> {
         }
     }
 
-    /// Collects every field whose feature flashdmoe lacks (module doc).
-    fn features(&mut self) -> Result<(), ConfigError> {
+    /// A field the family's reference does not read, set to a value that would change the
+    /// layer if it did: the config describes another layer than the one its model_type runs.
+    fn not_read(&self, key: &str, value: &Value, what: &str) -> ConfigError {
+        self.layer.err(
+            key,
+            format!(
+                "{value}: the {} reference {what} and does not read this field, so the config \
+                 contradicts its model_type",
+                self.model_type
+            ),
+        )
+    }
+
+    /// The layer's routing, shared experts and activation as the family's reference computes
+    /// them (module doc); collects the fields whose feature flashdmoe lacks.
+    fn model(&mut self) -> Result<Model, ConfigError> {
         use Family::*;
         let (l, mt, family) = (self.layer.clone(), self.model_type, self.family);
+        let deepseek = matches!(family, DeepseekV2 | DeepseekV3);
         let v3 = family == DeepseekV3;
 
         // Shared experts.
-        let shared_defaults = [
-            ("n_shared_experts", if v3 { 1 } else { 0 }),
-            ("shared_expert_intermediate_size", if family == Qwen2Moe { 5632 } else { 0 }),
-            ("moe_shared_expert_intermediate_size", 0),
-        ];
-        for (key, default) in shared_defaults {
-            let n = l.u32(key)?.unwrap_or(default);
-            if n > 0 {
-                let value = shown(l.get(key), &default.to_string(), mt);
-                self.not_implemented(l.name(key), value, Feature::SharedExperts);
-                if family == Qwen2Moe && key == "shared_expert_intermediate_size" {
-                    let gate =
-                        "a sigmoid gate on the shared expert (every qwen2_moe layer has one)";
-                    self.not_implemented(
-                        l.name("shared_expert_gate"),
-                        gate.into(),
-                        Feature::SharedExpertGate,
-                    );
+        let shared = match family {
+            Qwen2Moe => match l.u32("shared_expert_intermediate_size")?.unwrap_or(5632) {
+                0 => None,
+                inter => Some((1, Some(inter), SharedGate::Sigmoid)),
+            },
+            DeepseekV2 | DeepseekV3 => {
+                match l.u32("n_shared_experts")?.unwrap_or(if v3 { 1 } else { 0 }) {
+                    0 => None,
+                    n => Some((n, None, SharedGate::None)),
                 }
             }
-        }
-        if family == Llama4 {
-            let value = shown(l.get("intermediate_size"), "8192", mt);
-            let value =
-                format!("{value} (every llama4 MoE layer has a shared expert of this size)");
-            self.not_implemented(l.name("intermediate_size"), value, Feature::SharedExperts);
-            self.not_implemented(l.name("model_type"), format!("{mt:?}"), Feature::Llama4Router);
+            Llama4 => {
+                let inter = l.u32("intermediate_size")?.unwrap_or(8192);
+                self.not_implemented(
+                    l.name("model_type"),
+                    format!("{mt:?}"),
+                    Feature::Llama4Router,
+                );
+                Some((1, Some(inter), SharedGate::None))
+            }
+            _ => None,
+        };
+        let shared_keys: &[&str] = match family {
+            Qwen2Moe => &["n_shared_experts", "moe_shared_expert_intermediate_size"],
+            DeepseekV2 | DeepseekV3 => {
+                &["shared_expert_intermediate_size", "moe_shared_expert_intermediate_size"]
+            }
+            _ => &[
+                "n_shared_experts",
+                "shared_expert_intermediate_size",
+                "moe_shared_expert_intermediate_size",
+            ],
+        };
+        for &key in shared_keys {
+            if l.u32(key)?.unwrap_or(0) > 0 {
+                return Err(self.not_read(key, &l.map[key], "has no shared experts of this kind"));
+            }
         }
 
         // The router.
-        let scoring = l.str("scoring_func")?.unwrap_or(if v3 { "sigmoid" } else { "softmax" });
-        if scoring != "softmax" {
-            let value = shown(l.get("scoring_func"), "\"sigmoid\"", mt);
-            self.not_implemented(l.name("scoring_func"), value, Feature::RouterScoring);
-        }
-        let method = l.str("topk_method")?.unwrap_or(if v3 { "noaux_tc" } else { "greedy" });
-        match method {
-            "greedy" | "group_limited_greedy" => {}
-            "noaux_tc" => {
-                let value = shown(l.get("topk_method"), "\"noaux_tc\"", mt);
-                self.not_implemented(l.name("topk_method"), value, Feature::SelectionBias);
-            }
-            other => {
-                return Err(l.err(
-                    "topk_method",
-                    format!("{other:?} is not a top-k method flashdmoe knows"),
-                ));
+        let scoring = l.str("scoring_func")?;
+        match (v3, scoring) {
+            (_, None) | (true, Some("sigmoid")) | (false, Some("softmax")) => {}
+            (_, Some(_)) => {
+                let how = if v3 { "scores with a sigmoid" } else { "scores with a softmax" };
+                return Err(self.not_read("scoring_func", &l.map["scoring_func"], how));
             }
         }
+        let method = l.str("topk_method")?;
+        let grouped = match (family, method) {
+            (DeepseekV3, None | Some("noaux_tc")) => true,
+            (DeepseekV2, Some("group_limited_greedy")) => true,
+            (_, None | Some("greedy")) if family != DeepseekV3 => false,
+            (_, Some(m)) if deepseek => {
+                let what = if v3 {
+                    "always chooses by noaux_tc (sigmoid scores, a selection bias, groups)"
+                } else {
+                    "chooses by greedy or group_limited_greedy only"
+                };
+                return Err(l.err("topk_method", format!("{m:?}: the {mt} reference {what}")));
+            }
+            (_, _) => {
+                return Err(self.not_read("topk_method", &l.map["topk_method"], "has no groups"));
+            }
+        };
         let n_group = l.u32("n_group")?.unwrap_or(if v3 { 8 } else { 1 });
         let topk_group = l.u32("topk_group")?.unwrap_or(if v3 { 4 } else { n_group });
-        // DeepSeek-V2's greedy top-k ignores the groups (and is its default); otherwise they
-        // restrict the choice unless every group may be chosen. Other families do not read
-        // them: groups there are refused unless the method says greedy.
-        let greedy = match family {
-            DeepseekV2 => method == "greedy",
-            _ => l.get("topk_method").is_some() && method == "greedy",
+        let groups = if grouped && n_group > 1 && topk_group < n_group {
+            let score = if v3 { GroupScore::Top2Sum } else { GroupScore::Max };
+            Some(Groups { count: n_group, keep: topk_group, score })
+        } else {
+            None
         };
-        if !greedy && n_group > 1 && topk_group < n_group {
-            let value = format!(
-                "{} (topk_group {})",
-                shown(l.get("n_group"), "8", mt),
-                shown(l.get("topk_group"), "4", mt)
-            );
-            self.not_implemented(l.name("n_group"), value, Feature::GroupedTopK);
+        if !deepseek && n_group > 1 && topk_group < n_group && method.is_none() {
+            return Err(self.not_read("n_group", &l.map["n_group"], "has no expert groups"));
         }
         let scaling = l.f64("routed_scaling_factor")?.unwrap_or(if v3 { 2.5 } else { 1.0 });
-        if scaling != 1.0 {
-            let value = shown(l.get("routed_scaling_factor"), "2.5", mt);
-            self.not_implemented(l.name("routed_scaling_factor"), value, Feature::RoutedScaling);
+        if !deepseek && scaling != 1.0 {
+            let v = &l.map["routed_scaling_factor"];
+            return Err(self.not_read("routed_scaling_factor", v, "does not scale the weights"));
         }
+        let routing = match family {
+            DeepseekV3 => Routing { groups, scaling, ..Routing::deepseek_v3(None, 1.0) },
+            DeepseekV2 => Routing { groups, scaling, ..Routing::SOFTMAX },
+            GptOss => Routing::GPT_OSS,
+            _ => Routing::SOFTMAX,
+        };
 
         // The experts.
-        if l.get("swiglu_limit").is_some() || family == GptOss {
-            let value = shown(l.get("swiglu_limit"), "7.0", mt);
-            self.not_implemented(l.name("swiglu_limit"), value, Feature::SwigluClamp);
-        }
-        if family == GptOss {
-            self.not_implemented(l.name("model_type"), format!("{mt:?}"), Feature::GptOssSwiglu);
-            let value = format!("{mt:?} (its router has a bias)");
-            self.not_implemented(l.name("model_type"), value, Feature::RouterBias);
-        }
+        let activation = if family == GptOss {
+            let limit = l.f64("swiglu_limit")?.unwrap_or(7.0);
+            Activation::SwigluOss(SwigluOss { limit, ..SwigluOss::GPT_OSS })
+        } else {
+            if let Some(v) = l.get("swiglu_limit") {
+                return Err(self.not_read("swiglu_limit", v, "does not clamp its SwiGLU"));
+            }
+            Activation::SiluGated
+        };
         if family == Dbrx {
             self.dbrx_features()?;
         } else if let Some(act) = l.str("hidden_act")?
@@ -444,7 +518,7 @@ impl Reader<'_> {
                 break;
             }
         }
-        Ok(())
+        Ok(Model { routing, shared, activation })
     }
 
     /// DBRX's `ffn_config`: activation, p-norm, uniform assignment.
@@ -540,6 +614,7 @@ mod tests {
 
     use super::*;
     use crate::config::presets::preset;
+    use crate::config::{GroupScore, Groups};
 
     fn sample(name: &str) -> Result<MoeConfig, ConfigError> {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/hf");
@@ -579,6 +654,18 @@ mod tests {
         list.iter().map(|&(f, x)| (f.to_owned(), x)).collect()
     }
 
+    /// A sample config.json without its `quantization_config` (the presets compute the
+    /// dequantized layer).
+    fn dequantized(name: &str) -> Result<MoeConfig, ConfigError> {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/data/hf")
+            .join(name)
+            .join("config.json");
+        let mut v: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        v.as_object_mut().unwrap().remove("quantization_config");
+        from_hf(&v)
+    }
+
     #[test]
     fn supported_samples_load_with_their_references_routing() {
         let cases = [
@@ -596,77 +683,96 @@ mod tests {
                 (renorm, Activation::SiluGated, false)
             );
             assert_eq!((c.dtype, c.world, c.capacity), (DType::Bf16, 1, CapacityPolicy::Dropless));
-        }
-        // The presets of the same models are the same layers.
-        for name in ["mixtral-8x7b", "olmoe-1b-7b"] {
-            assert_eq!(sample(name).unwrap(), preset(name).unwrap(), "{name}");
+            assert_eq!((c.routing, c.shared), (Routing::SOFTMAX, None), "{name}");
         }
     }
 
     #[test]
-    fn samples_needing_missing_features_are_refused_naming_each_field() {
+    fn every_model_preset_is_its_config_json() {
+        use crate::config::presets::MODELS;
+        let mut checked = 0;
+        for m in MODELS {
+            let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/hf").join(m.name);
+            if !dir.exists() {
+                // The parts of models (-routed, -shape) have no config.json of their own.
+                assert!(m.name.ends_with("-routed") || m.name.ends_with("-shape"), "{}", m.name);
+                continue;
+            }
+            let c = dequantized(m.name).unwrap_or_else(|e| panic!("{}: {e}", m.name));
+            assert_eq!(c, m.config(), "{}", m.name);
+            checked += 1;
+        }
+        assert_eq!(checked, 10);
+    }
+
+    #[test]
+    fn shared_experts_routing_and_gpt_oss_experts_are_read() {
+        let q = sample("qwen2-57b-a14b").unwrap();
+        assert_eq!(
+            q.shared,
+            Some(SharedExperts { count: 1, inter: 20480, gate: SharedGate::Sigmoid })
+        );
+        assert_eq!((q.inter, q.renormalize, q.routing), (2560, false, Routing::SOFTMAX));
+        let lite = sample("deepseek-v2-lite").unwrap();
+        assert_eq!(
+            lite.shared,
+            Some(SharedExperts { count: 2, inter: 1408, gate: SharedGate::None })
+        );
+        assert_eq!(lite.routing, Routing::SOFTMAX);
+        let v3 = dequantized("deepseek-v3").unwrap();
+        assert_eq!(v3.routing, Routing::deepseek_v3(Some((8, 4)), 2.5));
+        let kimi = dequantized("kimi-k2").unwrap();
+        // n_group 1: no groups.
+        assert_eq!((kimi.experts, kimi.routing), (384, Routing::deepseek_v3(None, 2.827)));
+        let oss = dequantized("gpt-oss-120b").unwrap();
+        assert_eq!((oss.experts, oss.top_k, oss.bias), (128, 4, true));
+        assert_eq!(
+            (oss.activation, oss.routing),
+            (Activation::SwigluOss(SwigluOss::GPT_OSS), Routing::GPT_OSS)
+        );
+        // DeepSeek-V2's group_limited_greedy: groups ranked by their best score.
+        let grouped = r#""topk_method": "group_limited_greedy", "n_group": 4, "topk_group": 2,
+                        "routed_scaling_factor": 16.0"#;
+        let c = small("deepseek_v2", grouped).unwrap();
+        assert_eq!(c.routing.groups, Some(Groups { count: 4, keep: 2, score: GroupScore::Max }));
+        assert_eq!(c.routing.scaling, 16.0);
+        // The family defaults of an absent field: 8 groups of 8 experts / 8 = 1 have no top two.
+        assert_eq!(field(small("deepseek_v3", "")), "n_group");
+        let v3 = small("deepseek_v3", r#""n_group": 4"#).unwrap();
+        assert_eq!(v3.routing, Routing::deepseek_v3(None, 2.5)); // keeps 4 of 4 groups
+        assert_eq!(v3.shared.map(|s| (s.count, s.inter)), Some((1, 512)));
+        let v3 = small("deepseek_v3", r#""n_group": 4, "topk_group": 1"#).unwrap();
+        assert_eq!(v3.routing, Routing::deepseek_v3(Some((4, 1)), 2.5));
+        assert!(v3.renormalize);
+        let oss = small("gpt_oss", r#""swiglu_limit": 5.5"#).unwrap();
+        assert_eq!(oss.activation, Activation::SwigluOss(SwigluOss { alpha: 1.702, limit: 5.5 }));
+    }
+
+    #[test]
+    fn quantized_and_llama4_samples_are_refused_naming_each_field() {
         use Feature::*;
-        let qwen = pairs(&[
-            ("shared_expert_intermediate_size", SharedExperts),
-            ("shared_expert_gate", SharedExpertGate),
-        ]);
-        assert_eq!(refused(sample("qwen2-57b-a14b")), qwen);
-        assert_eq!(refused(sample("qwen1.5-moe-a2.7b")), qwen);
-        assert_eq!(
-            refused(sample("deepseek-v2-lite")),
-            pairs(&[("n_shared_experts", SharedExperts)])
-        );
-        assert_eq!(
-            refused(sample("deepseek-v3")),
-            pairs(&[
-                ("n_shared_experts", SharedExperts),
-                ("scoring_func", RouterScoring),
-                ("topk_method", SelectionBias),
-                ("n_group", GroupedTopK),
-                ("routed_scaling_factor", RoutedScaling),
-                ("quantization_config", QuantizedWeights),
-            ])
-        );
-        assert_eq!(
-            refused(sample("gpt-oss-20b")),
-            pairs(&[
-                ("swiglu_limit", SwigluClamp),
-                ("model_type", GptOssSwiglu),
-                ("model_type", RouterBias),
-                ("quantization_config", QuantizedWeights),
-            ])
-        );
+        for name in ["deepseek-v3", "kimi-k2", "gpt-oss-20b", "gpt-oss-120b"] {
+            assert_eq!(
+                refused(sample(name)),
+                pairs(&[("quantization_config", QuantizedWeights)]),
+                "{name}"
+            );
+        }
         assert_eq!(
             refused(sample("llama-4-scout-17b-16e")),
-            pairs(&[
-                ("text_config.intermediate_size", SharedExperts),
-                ("text_config.model_type", Llama4Router),
-            ])
+            pairs(&[("text_config.model_type", Llama4Router)])
         );
         // The message names field, value and feature, and the issue.
-        let msg = sample("qwen2-57b-a14b").unwrap_err().to_string();
-        assert!(
-            msg.starts_with(
-                "config.json: shared_expert_intermediate_size = 20480: shared experts are not \
-                 implemented yet; shared_expert_gate = "
-            ) && msg.ends_with("(issue 16)"),
-            "{msg}"
+        let msg = sample("gpt-oss-20b").unwrap_err().to_string();
+        assert_eq!(
+            msg,
+            "config.json: quantization_config = {quant_method: \"mxfp4\"}: quantized expert \
+             weights are not implemented yet (issue 16)"
         );
-        let msg = sample("deepseek-v3").unwrap_err().to_string();
-        assert!(msg.contains("n_group = 8 (topk_group 4): grouped top-k"), "{msg}");
-        assert!(msg.contains("routed_scaling_factor = 2.5: combine weights scaled"), "{msg}");
     }
 
     #[test]
-    fn refused_presets_name_what_their_config_json_needs_and_the_rest_is_the_part_that_runs() {
-        use crate::config::presets::REFUSED;
-        for m in REFUSED {
-            let mut from_file = refused(sample(m.name));
-            from_file.retain(|(f, _)| f != "quantization_config");
-            let needs: Vec<_> = m.needs.iter().map(|&(f, _, x)| (f.to_owned(), x)).collect();
-            assert_eq!(from_file, needs, "{}", m.name);
-        }
-        // Without their shared experts, the configs are the `-routed` presets.
+    fn without_their_shared_experts_the_configs_are_the_routed_presets() {
         for (name, shared, none) in [
             ("qwen1.5-moe-a2.7b", "shared_expert_intermediate_size", 0),
             ("deepseek-v2-lite", "n_shared_experts", 0),
@@ -686,52 +792,47 @@ mod tests {
     #[test]
     fn an_absent_norm_topk_prob_follows_the_familys_reference() {
         let renorm = |mt: &str, extra: &str| small(mt, extra).unwrap().renormalize;
-        let no_shared = r#""shared_expert_intermediate_size": 0"#;
-        assert!(!renorm("qwen2_moe", no_shared));
+        assert!(!renorm("qwen2_moe", ""));
         assert!(!renorm("qwen3_moe", ""));
         assert!(!renorm("olmoe", ""));
         assert!(!renorm("deepseek_v2", ""));
+        assert!(renorm("deepseek_v3", r#""n_group": 1"#));
         assert!(!renorm("jamba", ""));
         assert!(renorm("mixtral", ""));
         assert!(renorm("qwen3_moe", r#""norm_topk_prob": true"#));
         // A family that does not read the field must not be told otherwise.
         assert_eq!(field(small("mixtral", r#""norm_topk_prob": false"#)), "norm_topk_prob");
         assert_eq!(field(small("jamba", r#""norm_topk_prob": true"#)), "norm_topk_prob");
+        assert_eq!(field(small("gpt_oss", r#""norm_topk_prob": false"#)), "norm_topk_prob");
         assert!(renorm("mixtral", r#""norm_topk_prob": true"#));
+        // DeepSeek-V2's references disagree on it.
+        assert_eq!(field(small("deepseek_v2", r#""norm_topk_prob": true"#)), "norm_topk_prob");
         // Qwen2-MoE without the field has transformers' default shared expert (5632).
+        let q = small("qwen2_moe", "").unwrap();
         assert_eq!(
-            refused(small("qwen2_moe", "")),
-            pairs(&[
-                ("shared_expert_intermediate_size", Feature::SharedExperts),
-                ("shared_expert_gate", Feature::SharedExpertGate),
-            ])
+            q.shared,
+            Some(SharedExperts { count: 1, inter: 5632, gate: SharedGate::Sigmoid })
         );
     }
 
     #[test]
-    fn math_changing_fields_are_refused_in_any_family() {
-        use Feature::*;
+    fn fields_a_family_does_not_read_are_contradictions_unless_they_change_nothing() {
         let cases = [
-            (r#""n_shared_experts": 2"#, "n_shared_experts", SharedExperts),
-            (
-                r#""shared_expert_intermediate_size": 128"#,
-                "shared_expert_intermediate_size",
-                SharedExperts,
-            ),
-            (r#""scoring_func": "sigmoid""#, "scoring_func", RouterScoring),
-            (r#""topk_method": "noaux_tc""#, "topk_method", SelectionBias),
-            (r#""n_group": 4, "topk_group": 2"#, "n_group", GroupedTopK),
-            (r#""routed_scaling_factor": 2.0"#, "routed_scaling_factor", RoutedScaling),
-            (r#""swiglu_limit": 7.0"#, "swiglu_limit", SwigluClamp),
-            (r#""hidden_act": "gelu""#, "hidden_act", GatedActivation),
-            (
-                r#""quantization_config": {"quant_method": "fp8"}"#,
-                "quantization_config",
-                QuantizedWeights,
-            ),
+            (r#""n_shared_experts": 2"#, "n_shared_experts"),
+            (r#""shared_expert_intermediate_size": 128"#, "shared_expert_intermediate_size"),
+            (r#""scoring_func": "sigmoid""#, "scoring_func"),
+            (r#""topk_method": "noaux_tc""#, "topk_method"),
+            (r#""n_group": 4, "topk_group": 2"#, "n_group"),
+            (r#""routed_scaling_factor": 2.0"#, "routed_scaling_factor"),
+            (r#""swiglu_limit": 7.0"#, "swiglu_limit"),
         ];
-        for (extra, name, feature) in cases {
-            assert_eq!(refused(small("qwen3_moe", extra)), pairs(&[(name, feature)]), "{extra}");
+        for (extra, name) in cases {
+            let err = small("qwen3_moe", extra).unwrap_err();
+            assert!(
+                matches!(&err, ConfigError::HfField { field, reason }
+                    if field == name && reason.contains("the qwen3_moe reference")),
+                "{extra}: {err}"
+            );
         }
         // The same fields at values that leave the math alone are accepted.
         for extra in [
@@ -742,15 +843,26 @@ mod tests {
             r#""routed_scaling_factor": 1.0"#,
             r#""hidden_act": "silu", "mlp_bias": false"#,
         ] {
-            assert!(small("deepseek_v2", extra).is_ok(), "{extra}");
+            assert!(small("qwen3_moe", extra).is_ok(), "{extra}");
         }
-        // DeepSeek-V2's grouped greedy top-k with real groups.
-        let grouped = r#""topk_method": "group_limited_greedy", "n_group": 8, "topk_group": 3"#;
-        assert_eq!(refused(small("deepseek_v2", grouped)), pairs(&[("n_group", GroupedTopK)]));
+        // The DeepSeek families' own fields must agree with their references.
+        assert_eq!(field(small("deepseek_v3", r#""scoring_func": "softmax""#)), "scoring_func");
+        assert_eq!(field(small("deepseek_v3", r#""topk_method": "greedy""#)), "topk_method");
+        assert_eq!(field(small("deepseek_v2", r#""scoring_func": "sigmoid""#)), "scoring_func");
+        assert_eq!(field(small("deepseek_v2", r#""topk_method": "noaux_tc""#)), "topk_method");
         assert_eq!(field(small("deepseek_v2", r#""topk_method": "best""#)), "topk_method");
+        assert_eq!(field(small("qwen2_moe", r#""n_shared_experts": 1"#)), "n_shared_experts");
         assert_eq!(field(small("mixtral", r#""mlp_bias": true"#)), "mlp_bias");
-        // gpt-oss's experts have biases; its config is refused for the rest.
-        assert!(refused(small("gpt_oss", "")).iter().any(|(_, f)| *f == RouterBias));
+        // Still refused in any family: other activations, quantized weights.
+        use Feature::*;
+        assert_eq!(
+            refused(small("qwen3_moe", r#""hidden_act": "gelu""#)),
+            pairs(&[("hidden_act", GatedActivation)])
+        );
+        assert_eq!(
+            refused(small("qwen3_moe", r#""quantization_config": {"quant_method": "fp8"}"#)),
+            pairs(&[("quantization_config", QuantizedWeights)])
+        );
     }
 
     #[test]

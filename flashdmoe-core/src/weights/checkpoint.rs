@@ -14,6 +14,12 @@
 //! | `experts.up.bias` | `[E, I]` | [`LayerWeights::up_bias`] |
 //! | `experts.gate.bias` | `[E, I]` | [`LayerWeights::gate_bias`] (SwiGLU) |
 //! | `experts.down.bias` | `[E, H]` | [`LayerWeights::down_bias`] |
+//! | `router.bias` | `[E]` | [`LayerWeights::router_bias`] |
+//! | `router.selection_bias` | `[E]` | [`LayerWeights::selection_bias`] |
+//! | `shared.up.weight` | `[S, H]` | [`LayerWeights::shared_up`] (`S` = shared experts x their size) |
+//! | `shared.gate.weight` | `[S, H]` | [`LayerWeights::shared_gate`] |
+//! | `shared.down.weight` | `[H, S]` | [`LayerWeights::shared_down`] |
+//! | `shared.gate_row.weight` | `[H]` | [`LayerWeights::shared_gate_row`] |
 //!
 //! On load, two per-expert namings of Hugging Face checkpoints are also accepted, so real
 //! models' expert weights can be used (biases, when the config has them, are the same names
@@ -24,7 +30,20 @@
 //! * Qwen-MoE / OLMoE / DeepSeek: `mlp.gate.weight` (router), `mlp.experts.{e}.gate_proj.weight`,
 //!   `.up_proj.weight`, `.down_proj.weight`;
 //! * Jamba: `feed_forward.router.weight` (router), `feed_forward.experts.{e}.gate_proj.weight`,
-//!   `.up_proj.weight`, `.down_proj.weight`.
+//!   `.up_proj.weight`, `.down_proj.weight`;
+//! * gpt-oss in bf16 (transformers' layout, e.g. a dequantized checkpoint):
+//!   `mlp.router.weight` `[E, H]` and `mlp.router.bias` `[E]`, the experts stacked and
+//!   transposed: `mlp.experts.gate_up_proj` `[E, H, 2I]` with the gate projection in the even
+//!   columns and the up projection in the odd ones (and `gate_up_proj_bias` `[E, 2I]`
+//!   interleaved alike), `mlp.experts.down_proj` `[E, I, H]` and `down_proj_bias` `[E, H]`.
+//!
+//! Beside the experts, in the same MoE block (`mlp.` for the Hugging Face names): DeepSeek's
+//! shared experts `mlp.shared_experts.{gate,up,down}_proj.weight` (`[S, H]`, `[S, H]`, `[H,
+//! S]`: the `n_shared_experts` experts as one SwiGLU), Qwen's shared expert
+//! `mlp.shared_expert.{gate,up,down}_proj.weight` with its gate `mlp.shared_expert_gate.weight`
+//! (`[1, H]`) -- which of the two the config's shared experts read follows their gate (none:
+//! DeepSeek's, sigmoid: Qwen's) --, DeepSeek-V3's selection bias
+//! `mlp.gate.e_score_correction_bias` (`[E]`), and a router bias `mlp.gate.bias`.
 //!
 //! ## Strict
 //!
@@ -32,14 +51,15 @@
 //! MoE block, e.g. `model.layers.3.mlp.`, for per-expert names) must be one the config reads;
 //! any other is a [`WeightsError::Unexpected`] naming it: a gate in a relu/gelu layer, biases
 //! in a layer without them, a shared expert (`mlp.shared_expert.*`, `mlp.shared_experts.*`,
-//! `mlp.shared_expert_gate.weight`), DeepSeek-V3's `e_score_correction_bias`, a router bias,
+//! `mlp.shared_expert_gate.weight`) in a layer without shared experts (or of the other naming),
+//! DeepSeek-V3's `e_score_correction_bias` or a router bias where the config's router has none,
 //! an expert beyond the config's count. Tensors outside the scope (attention, norms, other
 //! layers) are not the layer's and are left alone. A name listed twice in one header (which
 //! a JSON map would silently resolve to the last) or in two shards is a
 //! [`WeightsError::Duplicate`]. Layouts recognised but not supported yet are a
-//! [`WeightsError::Layout`] naming a tensor: gpt-oss (`mlp.router.weight` with its bias,
-//! `mlp.experts.gate_up_proj`, MXFP4 `_blocks` / `_scales`), Llama-4
-//! (`feed_forward.experts.gate_up_proj`), DBRX (`ffn.router.layer.weight`). A prefix naming a
+//! [`WeightsError::Layout`] naming a tensor: gpt-oss's MXFP4 release (`_blocks` / `_scales`:
+//! 4-bit values with shared exponents, which would need dequantizing; its bf16 layout loads),
+//! Llama-4 (`feed_forward.experts.gate_up_proj`), DBRX (`ffn.router.layer.weight`). A prefix naming a
 //! dense MLP layer (`mlp.up_proj.weight`, no router) is a [`WeightsError::DenseLayer`].
 //!
 //! Every name may carry a layer prefix (e.g. `model.layers.3.`). Without an explicit prefix,
@@ -63,7 +83,7 @@ use safetensors::{Dtype, View};
 use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
 
 use super::{LayerWeights, WeightsError, specs};
-use crate::config::{Activation, Feature, MoeConfig};
+use crate::config::{Activation, MoeConfig, Routing, SharedGate};
 use crate::dtype::DType;
 
 /// Largest safetensors header accepted (the format's own limit).
@@ -79,8 +99,35 @@ pub(super) fn stacked_name(field: &str) -> &'static str {
         "up_bias" => "experts.up.bias",
         "gate_bias" => "experts.gate.bias",
         "down_bias" => "experts.down.bias",
+        "router_bias" => "router.bias",
+        "selection_bias" => "router.selection_bias",
+        "shared_up" => "shared.up.weight",
+        "shared_gate" => "shared.gate.weight",
+        "shared_down" => "shared.down.weight",
+        "shared_gate_row" => "shared.gate_row.weight",
         _ => unreachable!("specs() only names LayerWeights fields"),
     }
+}
+
+/// The Hugging Face name of a layer-level tensor (not one per expert) of `field` under a
+/// per-expert naming's MoE block (module doc), or `None` for an expert tensor.
+fn hf_layer_name(n: &PerExpert, field: &str, config: &MoeConfig) -> Option<String> {
+    let router_stem = n.router.strip_suffix(".weight").unwrap_or(n.router);
+    // Qwen's shared expert has the sigmoid gate; DeepSeek's shared experts have none.
+    let shared = match config.shared.map(|s| s.gate) {
+        Some(SharedGate::Sigmoid) => "shared_expert",
+        _ => "shared_experts",
+    };
+    Some(match field {
+        "router" => n.router.to_owned(),
+        "router_bias" => format!("{router_stem}.bias"),
+        "selection_bias" => format!("{router_stem}.e_score_correction_bias"),
+        "shared_up" => format!("{}{shared}.up_proj.weight", n.block),
+        "shared_gate" => format!("{}{shared}.gate_proj.weight", n.block),
+        "shared_down" => format!("{}{shared}.down_proj.weight", n.block),
+        "shared_gate_row" => format!("{}shared_expert_gate.weight", n.block),
+        _ => return None,
+    })
 }
 
 /// A per-expert naming scheme of a Hugging Face checkpoint.
@@ -126,14 +173,17 @@ const JAMBA: PerExpert = PerExpert {
 enum Naming {
     Stacked,
     PerExpert(&'static PerExpert),
+    /// gpt-oss's bf16 layout (module doc).
+    GptOss,
 }
 
 impl Naming {
-    const ALL: [(&'static str, Naming); 4] = [
+    const ALL: [(&'static str, Naming); 5] = [
         ("router.weight", Naming::Stacked),
         (MIXTRAL.router, Naming::PerExpert(&MIXTRAL)),
         (HF_MLP.router, Naming::PerExpert(&HF_MLP)),
         (JAMBA.router, Naming::PerExpert(&JAMBA)),
+        ("mlp.router.weight", Naming::GptOss),
     ];
 
     /// Where every tensor of the layer lives: the whole (prefixed) file for our stacked
@@ -142,19 +192,22 @@ impl Naming {
         match self {
             Naming::Stacked => prefix.to_owned(),
             Naming::PerExpert(n) => format!("{prefix}{}", n.block),
+            Naming::GptOss => format!("{prefix}mlp."),
         }
     }
 
-    /// The checkpoint names of tensor `field` (a [`specs`] name) of `experts` experts: one
-    /// stacked name, or one per expert (the router is always one).
-    fn names(&self, prefix: &str, field: &str, experts: usize) -> Vec<String> {
+    /// The checkpoint names of tensor `field` (a [`specs`] name) of `config`: one stacked
+    /// name, or one per expert (the router, its biases and the shared experts are always one).
+    fn names(&self, prefix: &str, field: &str, config: &MoeConfig) -> Vec<String> {
         let n = match self {
             Naming::Stacked => return vec![format!("{prefix}{}", stacked_name(field))],
+            Naming::GptOss => return vec![format!("{prefix}{}", gpt_oss_name(field))],
             Naming::PerExpert(n) => n,
         };
-        if field == "router" {
-            return vec![format!("{prefix}{}", n.router)];
+        if let Some(name) = hf_layer_name(n, field, config) {
+            return vec![format!("{prefix}{name}")];
         }
+        let experts = config.experts as usize;
         let (proj, kind) = match field {
             "up" => (n.up, "weight"),
             "gate" => (n.gate, "weight"),
@@ -167,20 +220,31 @@ impl Naming {
     }
 }
 
+/// gpt-oss's bf16 name of a [`specs`] field (module doc): the gate and up projections (and
+/// their biases) share one interleaved tensor.
+fn gpt_oss_name(field: &str) -> &'static str {
+    match field {
+        "router" => "mlp.router.weight",
+        "router_bias" => "mlp.router.bias",
+        "up" | "gate" => "mlp.experts.gate_up_proj",
+        "up_bias" | "gate_bias" => "mlp.experts.gate_up_proj_bias",
+        "down" => "mlp.experts.down_proj",
+        "down_bias" => "mlp.experts.down_proj_bias",
+        // Not in gpt-oss: a name no checkpoint has, so the tensor is reported missing.
+        "selection_bias" => "mlp.router.selection_bias",
+        "shared_up" => "mlp.shared_experts.up_proj.weight",
+        "shared_gate" => "mlp.shared_experts.gate_proj.weight",
+        "shared_down" => "mlp.shared_experts.down_proj.weight",
+        _ => "mlp.shared_expert_gate.weight",
+    }
+}
+
 /// Checkpoint layouts recognised but not supported yet: a name suffix, and the layout.
-const UNSUPPORTED_LAYOUTS: [(&str, &str); 5] = [
+const UNSUPPORTED_LAYOUTS: [(&str, &str); 3] = [
     (
         "mlp.experts.gate_up_proj_blocks",
-        "gpt-oss (MXFP4 _blocks/_scales experts with an interleaved gate_up_proj, a router with a \
-         bias)",
-    ),
-    (
-        "mlp.experts.gate_up_proj",
-        "gpt-oss (experts with an interleaved gate_up_proj, a router with a bias)",
-    ),
-    (
-        "mlp.router.weight",
-        "gpt-oss (a router with a bias, experts with an interleaved gate_up_proj)",
+        "gpt-oss MXFP4 (_blocks/_scales experts; its bf16 layout, mlp.experts.gate_up_proj, \
+         loads)",
     ),
     ("feed_forward.experts.gate_up_proj", "Llama-4 (a fused gate_up_proj, a shared expert)"),
     ("ffn.router.layer.weight", "DBRX (experts stacked as ffn.experts.mlp.w1 / v1 / w2)"),
@@ -425,14 +489,18 @@ impl<R: Read + Seek> Checkpoint<R> {
         naming: Naming,
         prefix: &str,
     ) -> Result<(), WeightsError> {
-        let e = config.experts as usize;
         let read: HashSet<String> =
-            specs(config).iter().flat_map(|s| naming.names(prefix, s.name, e)).collect();
-        // Every tensor a gated layer with biases would have, by field.
-        let full = MoeConfig { activation: Activation::SiluGated, bias: true, ..config.clone() };
+            specs(config).iter().flat_map(|s| naming.names(prefix, s.name, config)).collect();
+        // Every tensor a gated layer with biases and both router biases would have, by field.
+        let full = MoeConfig {
+            activation: Activation::SiluGated,
+            bias: true,
+            routing: Routing { router_bias: true, selection_bias: true, ..config.routing },
+            ..config.clone()
+        };
         let field_of: HashMap<String, &'static str> = specs(&full)
             .iter()
-            .flat_map(|s| naming.names(prefix, s.name, e).into_iter().map(|n| (n, s.name)))
+            .flat_map(|s| naming.names(prefix, s.name, &full).into_iter().map(|n| (n, s.name)))
             .collect();
         let scope = naming.scope(prefix);
         let mut extra: Vec<(u8, String, String)> = self
@@ -459,11 +527,21 @@ impl<R: Read + Seek> Checkpoint<R> {
         let (prefix, naming) = self.resolve(prefix)?;
         self.check_unexpected(config, naming, &prefix)?;
         let dtype = config.dtype;
+        if let Naming::GptOss = naming {
+            let w = self.load_gpt_oss(config, &prefix)?;
+            w.check(config)?;
+            return Ok(w);
+        }
         let mut w = LayerWeights::empty();
         for s in specs(config) {
-            let names = naming.names(&prefix, s.name, config.experts as usize);
+            let names = naming.names(&prefix, s.name, config);
             let values = if let [name] = &names[..] {
-                self.read(name, &s.shape, dtype)?
+                // Hugging Face's shared_expert_gate is a Linear(H, 1): [1, H].
+                let shape = match (naming, s.name) {
+                    (Naming::PerExpert(_), "shared_gate_row") => vec![1, s.shape[0]],
+                    _ => s.shape.clone(),
+                };
+                self.read(name, &shape, dtype)?
             } else {
                 let per_expert = &s.shape[1..];
                 let len: usize = per_expert.iter().product();
@@ -480,18 +558,83 @@ impl<R: Read + Seek> Checkpoint<R> {
     }
 }
 
+impl<R: Read + Seek> Checkpoint<R> {
+    /// A layer in gpt-oss's bf16 layout (module doc): `gate_up_proj` `[E, H, 2I]` holds gate
+    /// (even columns) and up (odd columns) transposed, its bias `[E, 2I]` likewise interleaved,
+    /// `down_proj` `[E, I, H]` transposed.
+    fn load_gpt_oss(
+        &mut self,
+        config: &MoeConfig,
+        prefix: &str,
+    ) -> Result<LayerWeights, WeightsError> {
+        let (h, i, e) = (config.hidden as usize, config.inter as usize, config.experts as usize);
+        let dtype = config.dtype;
+        let name = |field| format!("{prefix}{}", gpt_oss_name(field));
+        let mut w = LayerWeights::empty();
+        for s in specs(config) {
+            let values = match s.name {
+                "up" | "gate" => {
+                    let fused = self.read(&name(s.name), &[e, h, 2 * i], dtype)?;
+                    let odd = usize::from(s.name == "up");
+                    let mut v = vec![0.0; e * i * h];
+                    for (x, row) in v.iter_mut().enumerate() {
+                        let (ex, n, col) = (x / (i * h), x / h % i, x % h);
+                        *row = fused[(ex * h + col) * 2 * i + 2 * n + odd];
+                    }
+                    v
+                }
+                "up_bias" | "gate_bias" => {
+                    let fused = self.read(&name(s.name), &[e, 2 * i], dtype)?;
+                    let odd = usize::from(s.name == "up_bias");
+                    fused.iter().skip(odd).step_by(2).copied().collect()
+                }
+                "down" => {
+                    let t = self.read(&name("down"), &[e, i, h], dtype)?;
+                    let mut v = vec![0.0; e * h * i];
+                    for (x, out) in v.iter_mut().enumerate() {
+                        let (ex, o, n) = (x / (h * i), x / i % h, x % i);
+                        *out = t[(ex * i + n) * h + o];
+                    }
+                    v
+                }
+                field => self.read(&name(field), &s.shape, dtype)?,
+            };
+            w.set(s.name, values);
+        }
+        Ok(w)
+    }
+}
+
 /// Why tensor `name` of the layer's scope is not read, and how telling that is (lower first):
-/// `field` is the tensor it would be in a gated layer with biases.
+/// `field` is the tensor it would be in a gated layer with biases and router biases.
 fn why_unexpected(name: &str, field: Option<&str>, config: &MoeConfig) -> (u8, String) {
-    let lacking = |f: Feature| format!("{f} (issue 16)");
     if name.contains("shared_expert") {
-        (0, format!("a shared expert's tensor: {}", lacking(Feature::SharedExperts)))
-    } else if name.ends_with("e_score_correction_bias") {
-        (0, format!("DeepSeek-V3's selection bias: {}", lacking(Feature::SelectionBias)))
-    } else if name.contains("gate_up_proj") {
-        (0, "a fused gate/up projection (gpt-oss, Llama-4): not supported yet (issue 16)".into())
-    } else if name.ends_with("router.bias") || name.ends_with("gate.bias") && field.is_none() {
-        (0, format!("a router bias: {}", lacking(Feature::RouterBias)))
+        let reason = match config.shared {
+            None => "a shared expert's tensor, but the config has no shared experts (shared; \
+                     n_shared_experts or shared_expert_intermediate_size in config.json)"
+                .to_owned(),
+            Some(s) if name.contains("shared_expert_gate") && s.gate == SharedGate::None => {
+                "Qwen's shared_expert_gate, but the config's shared experts have no sigmoid gate \
+                 (shared.gate)"
+                    .to_owned()
+            }
+            Some(_) => "a shared expert's tensor of the other naming: shared experts without a \
+                        gate are read as mlp.shared_experts.* (DeepSeek), with a sigmoid gate as \
+                        mlp.shared_expert.* and mlp.shared_expert_gate.weight (Qwen)"
+                .to_owned(),
+        };
+        (0, reason)
+    } else if name.ends_with("e_score_correction_bias") || field == Some("selection_bias") {
+        let why = "DeepSeek-V3's selection bias, but the config's router has none \
+                   (routing.selection_bias; topk_method noaux_tc in config.json)";
+        (0, why.into())
+    } else if name.contains("gate_up_proj") && field.is_none() {
+        (0, "a fused gate/up projection of another layout: not supported yet (issue 16)".into())
+    } else if name.ends_with("router.bias")
+        || field == Some("router_bias")
+        || name.ends_with("gate.bias") && field.is_none()
+    {
+        (0, "a router bias, but the config's router has none (routing.router_bias)".into())
     } else if matches!(field, Some("gate" | "gate_bias")) && !config.activation.is_gated() {
         (1, format!("the {} layer has no gate projection (only swiglu has one)", config.activation))
     } else if field.is_some() && !config.bias {
@@ -660,6 +803,22 @@ mod tests_support {
             if let Some(b) = &w.down_bias {
                 out.push((name(n.down, "bias"), f32t(vec![h], &b[e * h..][..h])));
             }
+        }
+        // The layer-level tensors beside the experts.
+        for field in ["router_bias", "selection_bias", "shared_up", "shared_gate", "shared_down"] {
+            if let (Some(v), Some(name)) = (w.tensor(field), hf_layer_name(n, field, c)) {
+                let s = c.shared.map_or(0, |s| s.total_inter() as usize);
+                let shape = match field {
+                    "router_bias" | "selection_bias" => vec![c.experts as usize],
+                    "shared_down" => vec![h, s],
+                    _ => vec![s, h],
+                };
+                out.push((format!("{prefix}{name}"), f32t(shape, v)));
+            }
+        }
+        if let Some(row) = &w.shared_gate_row {
+            let name = hf_layer_name(n, "shared_gate_row", c).unwrap();
+            out.push((format!("{prefix}{name}"), f32t(vec![1, h], row)));
         }
         out
     }
@@ -843,18 +1002,18 @@ mod strict {
     }
 
     #[test]
-    fn shared_experts_selection_and_router_biases_name_the_missing_feature() {
+    fn shared_experts_selection_and_router_biases_of_a_layer_without_them_are_unexpected() {
         let c = cfg(DType::F32, Activation::SiluGated, false);
         let w = LayerWeights::generate(&c, 2).unwrap();
         let (h, e) = (c.hidden as usize, c.experts as usize);
         let cases = [
-            ("model.layers.1.mlp.shared_expert.up_proj.weight", vec![128, h], "shared experts"),
-            ("model.layers.1.mlp.shared_expert_gate.weight", vec![1, h], "shared experts"),
-            ("model.layers.1.mlp.shared_experts.down_proj.weight", vec![h, 128], "shared experts"),
+            ("model.layers.1.mlp.shared_expert.up_proj.weight", vec![128, h], "no shared experts"),
+            ("model.layers.1.mlp.shared_expert_gate.weight", vec![1, h], "no shared experts"),
+            ("model.layers.1.mlp.shared_experts.down_proj.weight", vec![h, 128], "no shared"),
             ("model.layers.1.mlp.gate.e_score_correction_bias", vec![e], "selection bias"),
             ("model.layers.1.mlp.gate.bias", vec![e], "a router bias"),
         ];
-        for (name, shape, feature) in cases {
+        for (name, shape, needle) in cases {
             let mut t = per_expert(&c, &w, &HF_MLP, "model.layers.1.");
             let len = shape.iter().product::<usize>();
             t.push((name.into(), f32_tensor(shape, &vec![0.5; len])));
@@ -863,8 +1022,68 @@ mod strict {
             let (tensor, reason) =
                 unexpected(LayerWeights::from_safetensors(&c, &serialize(t), None));
             assert_eq!(tensor, name);
-            assert!(reason.contains(feature) && reason.ends_with("(issue 16)"), "{reason}");
+            assert!(reason.contains(needle), "{reason}");
         }
+    }
+
+    /// A small layer with shared experts (`gate`) and DeepSeek-V3's routing.
+    fn with_shared(gate: SharedGate) -> MoeConfig {
+        MoeConfig {
+            experts: 4,
+            top_k: 2,
+            shared: Some(crate::config::SharedExperts { count: 2, inter: 64, gate }),
+            routing: Routing::deepseek_v3(Some((2, 1)), 2.5),
+            ..cfg(DType::F32, Activation::SiluGated, false)
+        }
+    }
+
+    #[test]
+    fn deepseek_and_qwen_shared_expert_names_load_and_round_trip() {
+        for gate in [SharedGate::None, SharedGate::Sigmoid] {
+            let c = with_shared(gate);
+            let w = LayerWeights::generate(&c, 8).unwrap();
+            assert!(w.shared_up.is_some() && w.selection_bias.is_some());
+            assert_eq!(w.shared_gate_row.is_some(), gate == SharedGate::Sigmoid);
+            // Our stacked names.
+            let bytes = w.to_safetensors(&c).unwrap();
+            assert_eq!(LayerWeights::from_safetensors(&c, &bytes, None).unwrap(), w);
+            // Hugging Face's: DeepSeek's shared_experts, or Qwen's shared_expert with its gate.
+            let t = per_expert(&c, &w, &HF_MLP, "model.layers.4.");
+            let names: Vec<&str> = t.iter().map(|(n, _)| n.as_str()).collect();
+            let (shared, other) = match gate {
+                SharedGate::None => ("mlp.shared_experts.", "mlp.shared_expert."),
+                SharedGate::Sigmoid => ("mlp.shared_expert.", "mlp.shared_experts."),
+            };
+            assert!(names.contains(&&*format!("model.layers.4.{shared}down_proj.weight")));
+            assert!(names.contains(&"model.layers.4.mlp.gate.e_score_correction_bias"));
+            let bytes = serialize(t);
+            assert_eq!(LayerWeights::from_safetensors(&c, &bytes, None).unwrap(), w);
+            // The other family's naming is not read as this one's.
+            let renamed: Vec<(String, Bytes)> = per_expert(&c, &w, &HF_MLP, "")
+                .into_iter()
+                .map(|(n, b)| (n.replace(shared, other), b))
+                .collect();
+            let (tensor, reason) =
+                unexpected(LayerWeights::from_safetensors(&c, &serialize(renamed), None));
+            assert!(tensor.starts_with(other), "{tensor}");
+            assert!(reason.contains("other naming"), "{reason}");
+        }
+        // A Qwen gate in a layer whose shared experts have none.
+        let c = with_shared(SharedGate::None);
+        let w = LayerWeights::generate(&c, 8).unwrap();
+        let mut t = per_expert(&c, &w, &HF_MLP, "");
+        let h = c.hidden as usize;
+        t.push(("mlp.shared_expert_gate.weight".into(), f32_tensor(vec![1, h], &vec![0.0; h])));
+        let (tensor, reason) = unexpected(LayerWeights::from_safetensors(&c, &serialize(t), None));
+        assert_eq!(tensor, "mlp.shared_expert_gate.weight");
+        assert!(reason.contains("no sigmoid gate"), "{reason}");
+        // A layer that needs its selection bias and lacks it.
+        let mut t = per_expert(&c, &w, &HF_MLP, "");
+        t.retain(|(n, _)| !n.ends_with("e_score_correction_bias"));
+        assert_eq!(
+            LayerWeights::from_safetensors(&c, &serialize(t), None),
+            Err(WeightsError::Missing { tensor: "mlp.gate.e_score_correction_bias".into() })
+        );
     }
 
     /// A header with tensor `a` listed twice, and its 4 data bytes.
@@ -940,18 +1159,65 @@ mod strict {
                 other => panic!("{other:?}"),
             }
         }
-        // The bf16 release layout (gate_up_proj with its bias) likewise.
-        let bf16 = vec![
-            (format!("{p}mlp.router.weight"), f32_tensor(vec![3, 64], &[0.0; 192])),
-            (
-                format!("{p}mlp.experts.gate_up_proj"),
-                f32_tensor(vec![3, 64, 256], &vec![0.0; 3 * 64 * 256]),
-            ),
-        ];
-        assert!(matches!(
-            LayerWeights::from_safetensors(&c, &serialize(bf16), None),
-            Err(WeightsError::Layout { tensor, .. }) if tensor.ends_with("mlp.experts.gate_up_proj")
-        ));
+    }
+
+    /// `w` of gpt-oss config `c` in gpt-oss's bf16 layout under `prefix`, as F32.
+    fn gpt_oss_layout(c: &MoeConfig, w: &LayerWeights, prefix: &str) -> Vec<(String, Bytes)> {
+        let (h, i, e) = (c.hidden as usize, c.inter as usize, c.experts as usize);
+        let (gate, gb, up_b) =
+            (w.gate.as_ref().unwrap(), w.gate_bias.as_ref().unwrap(), w.up_bias.as_ref().unwrap());
+        let mut gate_up = vec![0.0; e * h * 2 * i];
+        let mut gate_up_bias = vec![0.0; e * 2 * i];
+        let mut down = vec![0.0; e * i * h];
+        for ex in 0..e {
+            for n in 0..i {
+                for col in 0..h {
+                    let at = (ex * h + col) * 2 * i + 2 * n;
+                    gate_up[at] = gate[(ex * i + n) * h + col];
+                    gate_up[at + 1] = w.up[(ex * i + n) * h + col];
+                    down[(ex * i + n) * h + col] = w.down[(ex * h + col) * i + n];
+                }
+                gate_up_bias[ex * 2 * i + 2 * n] = gb[ex * i + n];
+                gate_up_bias[ex * 2 * i + 2 * n + 1] = up_b[ex * i + n];
+            }
+        }
+        let t = |name: &str, shape: Vec<usize>, v: &[f32]| {
+            (format!("{prefix}{name}"), f32_tensor(shape, v))
+        };
+        vec![
+            t("mlp.router.weight", vec![e, h], &w.router),
+            t("mlp.router.bias", vec![e], w.router_bias.as_ref().unwrap()),
+            t("mlp.experts.gate_up_proj", vec![e, h, 2 * i], &gate_up),
+            t("mlp.experts.gate_up_proj_bias", vec![e, 2 * i], &gate_up_bias),
+            t("mlp.experts.down_proj", vec![e, i, h], &down),
+            t("mlp.experts.down_proj_bias", vec![e, h], w.down_bias.as_ref().unwrap()),
+        ]
+    }
+
+    #[test]
+    fn gpt_oss_bf16_layout_loads_deinterleaved_and_transposed() {
+        let c = MoeConfig {
+            activation: Activation::SwigluOss(crate::config::SwigluOss::GPT_OSS),
+            routing: Routing::GPT_OSS,
+            ..cfg(DType::F32, Activation::SiluGated, true)
+        };
+        let w = LayerWeights::generate(&c, 6).unwrap();
+        let mut t = gpt_oss_layout(&c, &w, "model.layers.7.");
+        t.push(("model.layers.7.self_attn.sinks".into(), f32_tensor(vec![1], &[1.0])));
+        let bytes = serialize(t);
+        assert_eq!(LayerWeights::from_safetensors(&c, &bytes, None).unwrap(), w);
+        assert_eq!(LayerWeights::from_safetensors(&c, &bytes, Some("model.layers.7.")).unwrap(), w);
+        // The standard SwiGLU shape preset's config has no router bias: refused, not misread.
+        let shape =
+            MoeConfig { routing: Routing::SOFTMAX, activation: Activation::SiluGated, ..c.clone() };
+        let (tensor, reason) = unexpected(LayerWeights::from_safetensors(&shape, &bytes, None));
+        assert_eq!(tensor, "model.layers.7.mlp.router.bias");
+        assert!(reason.contains("router has none"), "{reason}");
+        // A transposed tensor is a shape error naming it.
+        let mut t = gpt_oss_layout(&c, &w, "");
+        t[4].1.shape = vec![3, 64, 128];
+        assert!(matches!(LayerWeights::from_safetensors(&c, &serialize(t), None),
+            Err(WeightsError::Shape { tensor, .. }) if tensor == "mlp.experts.down_proj"));
     }
 
     #[test]
