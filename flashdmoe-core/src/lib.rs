@@ -16,6 +16,7 @@
 //!   in a legal order, whatever backend ran it.
 //! * [`runtime`]: the scheduler / subscriber / processor state machines shared by the
 //!   simulator (threads) and mirrored by the CUDA kernel, over the [`sync`] facade.
+//! * [`rendezvous`]: one process per GPU, host side: the launcher environment.
 //! * [`perf`]: the floors of `docs/performance.md` (FLOPs, bytes, H200 ceilings) and timing
 //!   statistics shared by the benchmark harness and the GPU check.
 //!
@@ -37,6 +38,7 @@ pub mod dtype;
 pub mod oracle;
 mod parallel;
 pub mod perf;
+pub mod rendezvous;
 pub mod rng;
 pub mod routing;
 pub mod runtime;
