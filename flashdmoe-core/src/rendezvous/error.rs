@@ -1,4 +1,4 @@
-//! The rendezvous error.
+//! The rendezvous error, and what a liveness check reports.
 
 use std::fmt;
 use std::time::Duration;
@@ -154,6 +154,45 @@ pub enum RendezvousError {
     },
 }
 
+/// A peer process that is gone: what [`Liveness::check`](super::Liveness::check) returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Error)]
+#[error("peer rank {rank} is gone: {how}")]
+pub struct PeerGone {
+    /// The lowest rank that is gone.
+    pub rank: usize,
+    /// How it was noticed.
+    pub how: Gone,
+}
+
+/// How a peer's death was noticed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Gone {
+    /// Its connection closed without a goodbye (a killed process: the kernel closes sockets).
+    Closed,
+    /// Its connection failed (reset, or a write failed).
+    Reset,
+    /// Nothing arrived from it for the heartbeat timeout (a hung or unreachable host).
+    Silent,
+    /// It sent bytes the liveness protocol does not know.
+    Garbled,
+}
+
+impl Gone {
+    pub(super) const ALL: [Gone; 4] = [Gone::Closed, Gone::Reset, Gone::Silent, Gone::Garbled];
+}
+
+impl fmt::Display for Gone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Gone::Closed => "its connection closed without a goodbye",
+            Gone::Reset => "its connection failed",
+            Gone::Silent => "it missed its heartbeats",
+            Gone::Garbled => "it sent bytes outside the liveness protocol",
+        })
+    }
+}
+
 /// `1, 3, 4`.
 fn ranks(ranks: &[usize]) -> String {
     ranks.iter().map(usize::to_string).collect::<Vec<_>>().join(", ")
@@ -199,6 +238,11 @@ mod tests {
         let err =
             RendezvousError::Timeout { op: Op::Connect, missing: vec![0], waited: Duration::ZERO };
         assert!(err.to_string().contains("FLASHDMOE_MASTER_PORT"), "{err}");
+        let gone = PeerGone { rank: 2, how: Gone::Closed };
+        assert_eq!(
+            gone.to_string(),
+            "peer rank 2 is gone: its connection closed without a goodbye"
+        );
         assert_eq!(hex(&[0xab, 1]), "ab01");
         assert_eq!(hex(&[7; 17]), "07070707070707070707070707070707...(17 bytes)");
         for op in [Op::Connect, Op::AllGather, Op::Broadcast, Op::Mesh] {

@@ -199,6 +199,16 @@ impl Store {
         self.fail(Op::Connect, err);
     }
 
+    /// The local address this rank talks to the store from (routable by the other ranks, where
+    /// the store is); `None` in a world of one.
+    pub(super) fn local_ip(&self) -> Option<IpAddr> {
+        match &self.links {
+            Links::Single => None,
+            Links::Root(peers) => peers.first().and_then(|p| p.local_addr().ok()).map(|a| a.ip()),
+            Links::Leaf(stream) => stream.local_addr().ok().map(|a| a.ip()),
+        }
+    }
+
     fn collective(&mut self, op: Op, blob: &[u8]) -> Result<Vec<Vec<u8>>, RendezvousError> {
         if let Some(err) = &self.failed {
             return Err(err.clone());

@@ -24,6 +24,18 @@ pub(super) fn opts(timeout: Duration) -> StoreOptions {
     StoreOptions { timeout }
 }
 
+/// Polls `done` every 2 ms until it holds or `timeout` passes; whether it held.
+pub(super) fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while !done() {
+        if start.elapsed() > timeout {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(2));
+    }
+    true
+}
+
 /// Runs `body(rank, store result)` for each rank in `ranks` on its own thread, rank 0 hosting
 /// on a fresh listener; returns the results by position in `ranks`.
 pub(super) fn world<T: Send + 'static>(
