@@ -17,6 +17,8 @@
 //!   in a legal order, whatever backend ran it.
 //! * [`runtime`]: the scheduler / subscriber / processor state machines shared by the
 //!   simulator (threads) and mirrored by the CUDA kernel, over the [`sync`] facade.
+//! * [`rendezvous`]: one process per GPU, host side: the launcher environment, the rendezvous
+//!   store and the liveness mesh that turns a dead peer into an error instead of a hang.
 //! * [`perf`]: the floors of `docs/performance.md` (FLOPs, bytes, H200 ceilings) and timing
 //!   statistics shared by the benchmark harness and the GPU check.
 //!
@@ -38,6 +40,7 @@ pub mod dtype;
 pub mod oracle;
 mod parallel;
 pub mod perf;
+pub mod rendezvous;
 pub mod rng;
 pub mod routing;
 pub mod runtime;

@@ -189,7 +189,7 @@ mod tests {
         let mut names: Vec<String> = st.names().into_iter().map(str::to_owned).collect();
         names.sort();
         let views: Vec<_> = names.iter().map(|n| (n, st.tensor(n).unwrap())).collect();
-        let mut tensors: Vec<TensorBytes<'_>> = views
+        let tensors: Vec<TensorBytes<'_>> = views
             .iter()
             .map(|(n, v)| TensorBytes {
                 name: n.as_str(),
