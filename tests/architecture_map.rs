@@ -53,10 +53,10 @@ fn modules(dir: &Path, kernels: bool, out: &mut Vec<String>) {
             if [".cuh", ".cu", ".h"].iter().any(|x| name.ends_with(x)) {
                 out.push(name);
             }
-        } else if let Some(stem) = name.strip_suffix(".rs") {
-            if !["lib", "main", "mod"].contains(&stem) {
-                out.push(stem.to_owned());
-            }
+        } else if let Some(stem) = name.strip_suffix(".rs")
+            && !["lib", "main", "mod"].contains(&stem)
+        {
+            out.push(stem.to_owned());
         }
     }
 }
