@@ -18,7 +18,7 @@ use std::time::Duration;
 use flashdmoe_proto::{HeapLayout, ProtoError, TaskCounts};
 use thiserror::Error;
 
-use crate::config::{ConfigError, MoeConfig, Unsupported};
+use crate::config::{ConfigError, Feature, MoeConfig, Unsupported};
 use crate::routing::{RankRouting, RoutingError};
 use crate::trace::{Clocks, TraceEvent};
 use crate::weights::{LayerWeights, WeightsError};
@@ -363,14 +363,16 @@ fn not_in(engine: &str, unsupported: &[Unsupported]) -> String {
 }
 
 impl BackendError {
-    /// [`BackendError::NotSupported`] for every feature of `config` ([`MoeConfig::features`]),
-    /// or `Ok` when it has none: for a backend that computes only the paper's layer.
+    /// [`BackendError::NotSupported`] for every feature of `config` ([`MoeConfig::features`])
+    /// that is not in `computed` (what the backend computes), or `Ok` when there is none.
     pub fn check_features(
         config: &MoeConfig,
         backend: &'static str,
         engine: &'static str,
+        computed: &[Feature],
     ) -> Result<(), BackendError> {
-        let unsupported = config.features();
+        let unsupported: Vec<Unsupported> =
+            config.features().into_iter().filter(|u| !computed.contains(&u.feature)).collect();
         if unsupported.is_empty() {
             Ok(())
         } else {

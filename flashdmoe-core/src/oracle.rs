@@ -30,10 +30,11 @@
 //!   choice scores (the probabilities of a softmax router) differ by at most
 //!   [`ROUTING_TIE_TOLERANCE`] relative to the larger (for a softmax, about that much difference
 //!   in logits; relative to at least 1 where choice scores are logits or biased), which covers
-//!   `f32` versus `f64` logit accumulation. With grouped top-k a near tie between groups is not
-//!   accepted. The backend's combine weights must be within [`WEIGHT_TOLERANCE`] of the
-//!   weights the CPU computes for the backend's choice, and its packet rows (capacity drops)
-//!   must be exactly those that choice implies. The reference output is then computed with the
+//!   `f32` versus `f64` logit accumulation. With grouped top-k the backend may also have kept
+//!   other groups than the CPU when their group scores tie within the same tolerance: its
+//!   choice is then compared within the groups it kept. The backend's combine weights must be
+//!   within [`WEIGHT_TOLERANCE`] of the weights the CPU computes for the backend's choice, and
+//!   its packet rows (capacity drops) must be exactly those that choice implies. The reference output is then computed with the
 //!   backend's choice and the CPU's weights for it.
 //! * Output: every checked row must satisfy `max_o |out_o - ref_o| <= tol * max_o |ref_o|`,
 //!   with `tol` the dtype's [`DType::tolerance`] unless overridden; an all-zero reference row
@@ -48,13 +49,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use thiserror::Error;
 
 use crate::backend::RankOutput;
-use crate::config::{Activation, ConfigError, MoeConfig, Scoring};
+use crate::config::{Activation, ConfigError, Groups, MoeConfig, Scoring};
 use crate::dtype::DType;
 use crate::parallel::fill_rows;
 use crate::rng::{SplitMix64, mix};
 use crate::routing::{
-    DROPPED, RankRouting, Router, RoutingError, check_len, combine_weights, router_scores, sigmoid,
-    top_k,
+    DROPPED, RankRouting, Router, RoutingError, check_len, combine_weights, group_scores,
+    router_scores, sigmoid, top_k,
 };
 use crate::weights::{LayerWeights, WeightsError};
 
@@ -560,6 +561,7 @@ pub fn check_routing<'a>(
     input: &[f32],
     backend: &RankRouting,
 ) -> Result<CheckedRouting, String> {
+    let router: Router<'a> = router.into();
     let scores =
         router_scores(config, input, router).map_err(|e| format!("the CPU router failed: {e}"))?;
     check_routing_shape(config, backend).map_err(|e| e.to_string())?;
@@ -568,22 +570,35 @@ pub fn check_routing<'a>(
     // Probabilities and sigmoids compare relative to the larger; logits and biased scores
     // relative to at least 1.
     let floor = if r.scoring == Scoring::TopKSoftmax || r.selection_bias { 1.0 } else { 0.0 };
+    let near = |a: f32, b: f32| (a - b).abs() <= ROUTING_TIE_TOLERANCE * a.abs().max(b.abs()).max(floor);
+    // Slot by slot, the backend's choice b against the top-k of choice scores p.
+    let slots_near = |t: usize, p: &[f32], b: &[u32]| -> Result<(), String> {
+        for (j, (&bj, cj)) in b.iter().zip(top_k(p, k)).enumerate() {
+            let (pb, pc) = (p[bj as usize], p[cj as usize]);
+            if !near(pb, pc) {
+                return Err(format!(
+                    "token {t} slot {j}: backend chose expert {bj} (score {pb}), the CPU \
+                     router expert {cj} (score {pc}); not a near tie (relative tolerance \
+                     {ROUTING_TIE_TOLERANCE})"
+                ));
+            }
+        }
+        Ok(())
+    };
     let mut near_ties = 0;
     let mut weights = Vec::with_capacity(backend.weights.len());
     for (t, b) in backend.experts.chunks_exact(k).enumerate() {
         let p = scores.choice(t);
-        let c = top_k(p, k);
-        if b != c {
-            for (j, (&bj, &cj)) in b.iter().zip(&c).enumerate() {
-                let (pb, pc) = (p[bj as usize], p[cj as usize]);
-                if (pb - pc).abs() > ROUTING_TIE_TOLERANCE * pb.abs().max(pc.abs()).max(floor) {
-                    return Err(format!(
-                        "token {t} slot {j}: backend chose expert {bj} (score {pb}), the CPU \
-                         router expert {cj} (score {pc}); not a near tie (relative tolerance \
-                         {ROUTING_TIE_TOLERANCE})"
-                    ));
-                }
-            }
+        if b != top_k(p, k) {
+            // With grouped top-k the backend may have kept other groups whose scores tie the
+            // CPU's last kept one: its choice is then checked within the groups it kept.
+            slots_near(t, p, b).or_else(|e| {
+                let regrouped = r.groups.and_then(|g| {
+                    let unmasked = unmasked_choice(scores.scores(t), router.selection_bias);
+                    regroup(g, &unmasked, b, near)
+                });
+                regrouped.map_or(Err(e), |p2| slots_near(t, &p2, b))
+            })?;
             near_ties += 1;
         }
         let expect = combine_weights(config, scores.scores(t), b);
@@ -619,6 +634,58 @@ pub fn check_routing<'a>(
     Ok(CheckedRouting { routing, near_ties })
 }
 
+/// One token's choice scores before the group mask: its scores plus the selection bias.
+fn unmasked_choice(scores: &[f32], selection_bias: Option<&[f32]>) -> Vec<f32> {
+    match selection_bias {
+        Some(bias) => scores.iter().zip(bias).map(|(&s, &b)| s + b).collect(),
+        None => scores.to_vec(),
+    }
+}
+
+/// The choice scores masked to the groups a backend's choice `b` implies, when those groups
+/// are a top-`keep` set of group scores up to near ties (`near`): the groups `b` draws from,
+/// filled up with the best others. `None` when `b` draws from more than `keep` groups or its
+/// groups do not tie the CPU's.
+fn regroup(
+    groups: Groups,
+    unmasked: &[f32],
+    b: &[u32],
+    near: impl Fn(f32, f32) -> bool,
+) -> Option<Vec<f32>> {
+    let per = unmasked.len() / groups.count as usize;
+    let scores = group_scores(groups, unmasked);
+    let mut kept: Vec<u32> = b.iter().map(|&e| e / per as u32).collect();
+    kept.sort_unstable();
+    kept.dedup();
+    if kept.len() > groups.keep as usize {
+        return None;
+    }
+    for g in top_k(&scores, scores.len()) {
+        if kept.len() == groups.keep as usize {
+            break;
+        }
+        if !kept.contains(&g) {
+            kept.push(g);
+        }
+    }
+    let score = |g: &u32| scores[*g as usize];
+    let weakest_kept = kept.iter().map(score).fold(f32::INFINITY, f32::min);
+    let best_dropped = (0..groups.count)
+        .filter(|g| !kept.contains(g))
+        .map(|g| scores[g as usize])
+        .fold(f32::NEG_INFINITY, f32::max);
+    if weakest_kept < best_dropped && !near(weakest_kept, best_dropped) {
+        return None;
+    }
+    let mut p = unmasked.to_vec();
+    for (g, chunk) in p.chunks_exact_mut(per).enumerate() {
+        if !kept.contains(&(g as u32)) {
+            chunk.fill(0.0);
+        }
+    }
+    Some(p)
+}
+
 fn show_row(row: u32) -> String {
     if row == DROPPED { "dropped".to_owned() } else { row.to_string() }
 }
@@ -628,7 +695,7 @@ mod tests {
     use super::*;
     use crate::backend::RankStats;
     use crate::config::{
-        Activation, CapacityPolicy, Routing, SharedExperts, SharedGate, SwigluOss,
+        Activation, CapacityPolicy, GroupScore, Routing, SharedExperts, SharedGate, SwigluOss,
     };
     use crate::routing::route;
     use crate::weights::generate_input;
@@ -1053,6 +1120,66 @@ mod tests {
         let report = verify(&c, &w, &inputs, &outputs, &VerifyOptions::default()).unwrap();
         assert!(report.passed(), "{report}");
         assert_eq!(report.near_ties, ties);
+    }
+
+    /// Grouped top-k over 4 experts in 2 groups (1 kept, top-1); with `tied_groups` group 1's
+    /// router rows repeat group 0's, so the two groups' scores tie exactly for every token.
+    fn grouped(tied_groups: bool) -> (MoeConfig, LayerWeights, Vec<f32>) {
+        let c = MoeConfig {
+            world: 1,
+            tokens_per_rank: 8,
+            hidden: 64,
+            inter: 64,
+            experts: 4,
+            top_k: 1,
+            routing: Routing {
+                groups: Some(Groups { count: 2, keep: 1, score: GroupScore::Max }),
+                ..Routing::SOFTMAX
+            },
+            ..MoeConfig::default()
+        };
+        let mut w = LayerWeights::generate(&c, 3).unwrap();
+        if tied_groups {
+            let (first, rest) = w.router.split_at_mut(128);
+            rest.copy_from_slice(first);
+        }
+        let x = generate_input(&c, 0, 3).unwrap();
+        (c, w, x)
+    }
+
+    #[test]
+    fn near_ties_between_groups_are_accepted_within_the_groups_the_backend_kept() {
+        let (c, w, x) = grouped(true);
+        let cpu = route(&c, &x, &w).unwrap();
+        assert!(cpu.experts.iter().all(|&e| e < 2), "ties go to group 0: {:?}", cpu.experts);
+        // The backend kept group 1 instead: the same choice there.
+        let moved: Vec<u32> = cpu.experts.iter().map(|&e| e + 2).collect();
+        let r = RankRouting::from_choices(&c, moved, cpu.weights.clone()).unwrap();
+        let checked = check_routing(&c, &w, &x, &r).unwrap();
+        assert_eq!(checked.near_ties, 8);
+        // Within the kept group the choice must still be the top one (no tie there).
+        let wrong: Vec<u32> = cpu.experts.iter().map(|&e| 3 - e).collect();
+        let r = RankRouting::from_choices(&c, wrong, cpu.weights.clone()).unwrap();
+        let err = check_routing(&c, &w, &x, &r).unwrap_err();
+        assert!(err.contains("not a near tie"), "{err}");
+    }
+
+    #[test]
+    fn a_group_that_does_not_tie_the_kept_ones_is_refused() {
+        let (c, w, x) = grouped(false);
+        let cpu = route(&c, &x, &w).unwrap();
+        // Each token's best expert of the group the CPU dropped.
+        let scores = router_scores(&c, &x, &w).unwrap();
+        let other: Vec<u32> = (0..8)
+            .map(|t| {
+                let dropped = if cpu.experts[t] < 2 { 2 } else { 0 };
+                let s = scores.scores(t);
+                (if s[dropped] >= s[dropped + 1] { dropped } else { dropped + 1 }) as u32
+            })
+            .collect();
+        let r = RankRouting::from_choices(&c, other, cpu.weights.clone()).unwrap();
+        let err = check_routing(&c, &w, &x, &r).unwrap_err();
+        assert!(err.contains("not a near tie"), "{err}");
     }
 
     #[test]

@@ -277,7 +277,19 @@ fn softmax_in_place(logits: &mut [f32]) {
 /// experts outside the `keep` best groups get 0.0.
 pub fn mask_groups(groups: Groups, choice: &mut [f32]) {
     let per = choice.len() / groups.count as usize;
-    let group_scores: Vec<f32> = choice
+    let kept = top_k(&group_scores(groups, choice), groups.keep as usize);
+    for (i, g) in choice.chunks_exact_mut(per).enumerate() {
+        if !kept.contains(&(i as u32)) {
+            g.fill(0.0);
+        }
+    }
+}
+
+/// Each group's score (step 3 of the module doc) from one token's unmasked choice scores: its
+/// best, or its two best added (largest first).
+pub fn group_scores(groups: Groups, choice: &[f32]) -> Vec<f32> {
+    let per = choice.len() / groups.count as usize;
+    choice
         .chunks_exact(per)
         .map(|g| match groups.score {
             GroupScore::Max => g.iter().copied().fold(f32::NEG_INFINITY, f32::max),
@@ -286,13 +298,7 @@ pub fn mask_groups(groups: Groups, choice: &mut [f32]) {
                 g[best[0] as usize] + g[best[1] as usize]
             }
         })
-        .collect();
-    let kept = top_k(&group_scores, groups.keep as usize);
-    for (i, g) in choice.chunks_exact_mut(per).enumerate() {
-        if !kept.contains(&(i as u32)) {
-            g.fill(0.0);
-        }
-    }
+        .collect()
 }
 
 /// The `k` experts of one token's (choice) scores, by descending score, ties to the lower
