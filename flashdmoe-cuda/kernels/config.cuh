@@ -3,11 +3,17 @@
 // select, and the shared-memory budget every role must fit.
 //
 //   FDM_MODE     0 bf16 | 1 f16 | 2 f32 on TF32 tensor cores | 3 f32 exact (FFMA)
-//   FDM_ACT      0 relu | 1 gelu | 2 SwiGLU (silu-gated, two up matrices)
+//   FDM_ACT      0 relu | 1 gelu | 2 SwiGLU (silu-gated, two up matrices) | 3 gpt-oss's
+//                clamped SwiGLU (FDM_OSS_ALPHA_BITS, FDM_OSS_LIMIT_BITS: f32 bit patterns)
 //   FDM_BIAS     0 | 1
 //   FDM_H, FDM_I, FDM_E, FDM_TOPK   hidden, intermediate, experts, experts per token
 //   FDM_BM, FDM_BN                  task tile (rows x output columns); BK is the mode's
 //   FDM_RENORM   0 | 1              renormalise the combine weights over the chosen k
+//   FDM_SCORING  0 softmax | 1 sigmoid | 2 top-k softmax (core's routing::Scoring)
+//   FDM_ROUTER_BIAS, FDM_SEL_BIAS   0 | 1: a bias on the logits / on the choice scores
+//   FDM_GROUPS   0 (none) | n groups of grouped top-k, FDM_GROUP_KEEP of them kept, scored by
+//                FDM_GROUP_SCORE 0 max | 1 sum of the top two
+//   FDM_SCALING_BITS                f32 bit pattern of the routed scaling factor
 //   FDM_SMEM_BYTES                  dynamic shared memory the host gives every block
 //   FDM_CHUNK                       tokens per routing chunk
 //   FDM_ENGINE   0 mma.sync tiles (sm_80+, 256 threads) | 1 the Hopper wgmma engine (sm_90a,
@@ -29,6 +35,35 @@
 #ifndef FDM_FRAG_PIPE
 #define FDM_FRAG_PIPE 1
 #endif
+// The router's math beyond the paper's softmax (spec.rs sets all of them; these defaults are
+// the paper's router).
+#ifndef FDM_SCORING
+#define FDM_SCORING 0
+#endif
+#ifndef FDM_ROUTER_BIAS
+#define FDM_ROUTER_BIAS 0
+#endif
+#ifndef FDM_SEL_BIAS
+#define FDM_SEL_BIAS 0
+#endif
+#ifndef FDM_GROUPS
+#define FDM_GROUPS 0
+#endif
+#ifndef FDM_GROUP_KEEP
+#define FDM_GROUP_KEEP 0
+#endif
+#ifndef FDM_GROUP_SCORE
+#define FDM_GROUP_SCORE 0
+#endif
+#ifndef FDM_SCALING_BITS
+#define FDM_SCALING_BITS 0x3f800000u
+#endif
+#ifndef FDM_OSS_ALPHA_BITS
+#define FDM_OSS_ALPHA_BITS 0u
+#endif
+#ifndef FDM_OSS_LIMIT_BITS
+#define FDM_OSS_LIMIT_BITS 0u
+#endif
 #if FDM_ENGINE == 1
 // The mma.sync tiles (router) run on the first 256 threads of the 384-thread block.
 #define FDM_TILE_BARRIER_ID 2
@@ -48,9 +83,8 @@ constexpr int kBM = FDM_BM, kBN = FDM_BN;
 constexpr bool kHopper = FDM_ENGINE == 1;
 constexpr int kThreads = kHopper ? 384 : 256;
 constexpr int kWarps = kThreads / 32;
-constexpr bool kGated = FDM_ACT == 2;
-static_assert(FDM_ACT >= 0 && FDM_ACT <= 2,
-              "FDM_ACT: 0 relu, 1 gelu, 2 SwiGLU; gpt-oss's SwiGLU is not in the kernel yet (issue 16)");
+constexpr bool kGated = FDM_ACT >= 2;
+static_assert(FDM_ACT >= 0 && FDM_ACT <= 3, "FDM_ACT: 0 relu, 1 gelu, 2 SwiGLU, 3 gpt-oss's SwiGLU");
 constexpr bool kBias = FDM_BIAS != 0;
 constexpr int kChunk = FDM_CHUNK;  // tokens per routing chunk (one token per thread in A2)
 static_assert(kChunk <= kThreads, "one thread per token of a chunk");
@@ -58,6 +92,38 @@ constexpr unsigned kStop = 0xFFFFFFFFu;
 constexpr unsigned kDropped = 0xFFFFFFFFu;
 static_assert(kH % kBN == 0 && kI % kBN == 0, "the JIT only specialises shapes the tiles cover");
 static_assert(kTopK >= 1 && kTopK <= kE, "1 <= top_k <= experts");
+
+// The router (route.cuh; core's routing module doc, steps 1-5).
+enum class Scoring : int { Softmax = 0, Sigmoid = 1, TopKSoftmax = 2 };
+constexpr Scoring kScoring = static_cast<Scoring>(FDM_SCORING);
+static_assert(FDM_SCORING >= 0 && FDM_SCORING <= 2, "FDM_SCORING: 0 softmax, 1 sigmoid, 2 top-k softmax");
+constexpr bool kRouterBias = FDM_ROUTER_BIAS != 0;
+constexpr bool kSelBias = FDM_SEL_BIAS != 0;
+constexpr int kGroups = FDM_GROUPS;
+constexpr int kGroupKeep = FDM_GROUP_KEEP;
+constexpr bool kGroupTop2 = FDM_GROUP_SCORE == 1;
+constexpr int kPerGroup = kGroups > 0 ? kE / kGroups : kE;  // experts a group
+static_assert(kGroups == 0 || (kGroups <= 64 && kE % kGroups == 0 && kGroupKeep >= 1 && kGroupKeep <= kGroups),
+              "grouped top-k: at most 64 groups dividing the experts, 1 <= keep <= groups");
+static_assert(!kGroupTop2 || kGroups == 0 || kPerGroup >= 2, "a top-2 group score needs 2 experts a group");
+constexpr bool kScaled = FDM_SCALING_BITS != 0x3f800000u;
+/// The paper's router (softmax, no biases, groups or scaling): route.cuh keeps its one-pass
+/// form for it.
+constexpr bool kPaperRouter = kScoring == Scoring::Softmax && !kRouterBias && !kSelBias && kGroups == 0 && !kScaled;
+
+/// The gated experts' activation of one element from its gate and up projections (biases
+/// included): SwiGLU silu(gate) * up, or gpt-oss's (min(gate, limit) sigmoid(alpha min(gate,
+/// limit)) (clamp(up, -limit, limit) + 1)) -- core's Activation::eval. Both engines' GEMM0
+/// epilogues call it.
+__device__ __forceinline__ float gated_act(float gate, float up) {
+  if constexpr (FDM_ACT == 3) {
+    const float alpha = __uint_as_float(FDM_OSS_ALPHA_BITS), limit = __uint_as_float(FDM_OSS_LIMIT_BITS);
+    const float g = fminf(gate, limit), u = fminf(fmaxf(up, -limit), limit);
+    return (u + 1.f) * g / (1.f + expf(-alpha * g));
+  } else {
+    return flashdmoe::tile::silu_f(gate) * up;
+  }
+}
 #if FDM_ENGINE == 1 && !FDM_HOPPER
 #error "FDM_ENGINE=1 (wgmma) needs sm_90a"
 #endif

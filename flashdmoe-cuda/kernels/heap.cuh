@@ -45,6 +45,12 @@ struct Rank {
   __device__ unsigned expert_of(unsigned owner, unsigned le) const {
     return p->local_to_global[owner * p->layout.local_experts + le];
   }
+  /// Slot of owner `owner`'s local expert `le` in this GPU's weight arrays, which hold only
+  /// the experts of this GPU's ranks, rank-major, `local_experts` slots a rank (layer.rs,
+  /// `weight_slots`): `owner` is one of this GPU's ranks (tasks run where their expert lives).
+  __device__ unsigned weight_slot(unsigned owner, unsigned le) const {
+    return (owner - p->first_rank) * p->layout.local_experts + le;
+  }
 };
 
 __device__ __forceinline__ Rank make_rank(const fdm_params* p, unsigned local) {

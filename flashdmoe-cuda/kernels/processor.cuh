@@ -15,7 +15,7 @@
 template <bool kGatedT>
 __device__ void run_gemm0(const Rank& r, const fdm_task& t, char* smem) {
   using Gemm0 = TileGemm<kMode, kBM, kBN, ModeTraits<kMode>::kBK, 4, 2, 4, kGatedT ? 2 : 1>;
-  const unsigned e = r.expert_of(t.owner_rank, t.local_expert);
+  const unsigned e = r.weight_slot(t.owner_rank, t.local_expert);  // weights of this GPU
   const Elem* A = reinterpret_cast<const Elem*>(r.heap + t.input_offset);
   const unsigned long long col0 = (unsigned long long)t.col_tile * kBN;
   const Elem* up = reinterpret_cast<const Elem*>(r.p->w_up) + ((unsigned long long)e * kI + col0) * kH;
@@ -29,7 +29,7 @@ __device__ void run_gemm0(const Rank& r, const fdm_task& t, char* smem) {
       Gemm0::add_bias(acc, reinterpret_cast<const Elem*>(r.p->b_gate) + (unsigned long long)e * kI + col0, kBN);
       Gemm0::add_bias(acc_up, reinterpret_cast<const Elem*>(r.p->b_up) + (unsigned long long)e * kI + col0, kBN);
     }
-    Gemm0::swiglu(acc, acc_up);
+    Gemm0::gated(acc, acc_up, [](float g, float u) { return gated_act(g, u); });
     Gemm0::template store<Elem>(acc, out, kI, (int)t.valid_rows, kBN, smem);
   } else {
     Gemm0::gemm(acc, A, kH, (int)t.valid_rows, up, kH, kBN, kH, smem);
@@ -40,7 +40,7 @@ __device__ void run_gemm0(const Rank& r, const fdm_task& t, char* smem) {
 }
 
 __device__ void run_gemm1(const Rank& r, const fdm_task& t, char* smem) {
-  const unsigned e = r.expert_of(t.owner_rank, t.local_expert);
+  const unsigned e = r.weight_slot(t.owner_rank, t.local_expert);  // weights of this GPU
   const Elem* A = reinterpret_cast<const Elem*>(r.heap + t.input_offset);
   const unsigned long long col0 = (unsigned long long)t.col_tile * kBN;
   const Elem* down = reinterpret_cast<const Elem*>(r.p->w_down) + ((unsigned long long)e * kH + col0) * kI;

@@ -74,7 +74,8 @@ __device__ void wgmma_producer(const Rank& r, unsigned pid, const Engine::Smem& 
     const unsigned e = r.expert_of(t.owner_rank, t.local_expert);
     const Engine::ARows rows = task_rows(r, t, e, pt);
     const void* b0 = !gemm0 ? &p->tmap_down : kGated ? &p->tmap_gate : &p->tmap_up;
-    const int b_row = (int)(e * (gemm0 ? kI : kH) + t.col_tile * kBN);
+    const unsigned slot = r.weight_slot(t.owner_rank, t.local_expert);  // weights of this GPU
+    const int b_row = (int)(slot * (gemm0 ? kI : kH) + t.col_tile * kBN);
     Engine::produce(s, pipe, pt, rows, (gemm0 ? kH : kI) / Engine::kBK, b0, &p->tmap_up, b_row,
                     gemm0 ? kNB0 : 1);
   }
@@ -108,7 +109,7 @@ __device__ __forceinline__ unsigned long long gemm_consume(const Rank& r, const 
   const unsigned cw = c / 128, ct = c % 128;
   const bool gemm0 = t.kind == FDM_TASK_GEMM0;
   const fdm_params* p = r.p;
-  const unsigned e = r.expert_of(t.owner_rank, t.local_expert);
+  const unsigned e = r.weight_slot(t.owner_rank, t.local_expert);  // weights of this GPU
   Engine::Accum acc;
   Engine::consume(s, pipe, acc, cw, (gemm0 ? kH : kI) / Engine::kBK, gemm0 ? kNB0 : 1);
   const unsigned long long b0 = (unsigned long long)e * (gemm0 ? kI : kH) + t.col_tile * kBN;
@@ -116,7 +117,7 @@ __device__ __forceinline__ unsigned long long gemm_consume(const Rank& r, const 
   Engine::store(s, acc, cw, ct, c, t.valid_rows, out, gemm0 ? kI : kH, [&](unsigned, unsigned col, float v0, float v1) {
     if (!gemm0) return v0 + bias_of(p->b_down, b0 + col);
     if constexpr (kGated) {
-      return silu_f(v0 + bias_of(p->b_gate, b0 + col)) * (v1 + bias_of(p->b_up, b0 + col));
+      return gated_act(v0 + bias_of(p->b_gate, b0 + col), v1 + bias_of(p->b_up, b0 + col));
     } else {
       constexpr Act act = FDM_ACT == 1 ? Act::Gelu : Act::Relu;
       return activate<act>(v0 + bias_of(p->b_up, b0 + col));

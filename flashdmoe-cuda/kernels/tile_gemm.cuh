@@ -34,7 +34,7 @@
 // default on for bf16/f16). Ready-made configs at the bottom
 // (TileLarge / TileMedium / TileSmall / TileTiny / TileDual / TileDualSmall).
 //
-// Epilogue: register helpers on Accum (add_bias, scale_rows, relu, gelu, swiglu, for_each)
+// Epilogue: register helpers on Accum (add_bias, scale_rows, relu, gelu, swiglu, gated, for_each)
 // and store<OutT>(acc, C, ldc, valid_rows, valid_cols, smem[, row_index[, op]]) which writes
 // bf16/f16/f32 with 16-byte stores and applies op(row, col, v) (e.g. EpilogueOp: bias,
 // activation, row scale) on the way out.
@@ -655,12 +655,17 @@ struct TileGemm {
   }
   /// gate = silu(gate) * up  (result in `gate`).
   static __device__ __forceinline__ void swiglu(Accum& gate, const Accum& up) {
+    gated(gate, up, [](float g, float u) { return silu_f(g) * u; });
+  }
+  /// gate = f(gate, up) element by element (result in `gate`): a gated activation.
+  template <class F>
+  static __device__ __forceinline__ void gated(Accum& gate, const Accum& up, F f) {
 #pragma unroll
     for (int mi = 0; mi < MI; ++mi)
 #pragma unroll
       for (int ni = 0; ni < NI; ++ni)
 #pragma unroll
-        for (int e = 0; e < 4; ++e) gate.v[mi][ni][e] = silu_f(gate.v[mi][ni][e]) * up.v[mi][ni][e];
+        for (int e = 0; e < 4; ++e) gate.v[mi][ni][e] = f(gate.v[mi][ni][e], up.v[mi][ni][e]);
   }
 
   // ─── store (uses smem; contains __syncthreads) ────────────────────────────────────

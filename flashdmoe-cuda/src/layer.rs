@@ -17,13 +17,15 @@
 //! * Every rank's epoch advances once per forward; signals are never cleared, diagnostics
 //!   and local counters are reset at the start of every forward, so a forward after a failed
 //!   one starts clean.
-//! * Weights are uploaded once at build time; every GPU holds the whole layer's weights (the
-//!   kernel reads only its ranks' experts).
+//! * Weights are uploaded once at build time; a GPU holds the router and the experts of its
+//!   own ranks only (`weight_slots`), so per-GPU expert memory is the layer's / GPUs (plus
+//!   empty slots where a placement table gives ranks unequal expert counts).
 //! * A kernel timeout is reported as [`BackendError::Timeout`] with who waited for what.
-//! * The kernel computes the paper's layer (softmax router, relu / gelu / SwiGLU experts): a
-//!   config with shared experts, another router or gpt-oss's experts ([`MoeConfig::features`],
-//!   issue 16) is refused at build with [`BackendError::NotSupported`] naming each feature,
-//!   before any device is touched.
+//! * The kernel computes every router of core's `routing` (softmax, sigmoid and top-k softmax
+//!   scores, router and selection biases, grouped top-k, routed scaling) and relu / gelu /
+//!   SwiGLU / gpt-oss's clamped SwiGLU experts ([`spec::COMPUTED_FEATURES`]); a config with
+//!   shared experts (issue 16) is refused at build with [`BackendError::NotSupported`] naming
+//!   each field, before any device is touched.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -215,9 +217,9 @@ impl Backend for CudaBackend {
     fn build(&self, config: &MoeConfig, weights: &LayerWeights) -> Result<CudaLayer, BackendError> {
         let _range = nvtx::LocalRange::new(c"flashdmoe::cuda::build");
         config.validate()?;
-        // Shared experts, DeepSeek-V3 / gpt-oss routing and gpt-oss's experts are not in the
-        // kernel yet (issue 16): refused, never run as the paper's layer.
-        BackendError::check_features(config, "cuda", "the CUDA kernel")?;
+        // Shared experts are not in the kernel yet (issue 16): refused, never run as another
+        // layer.
+        spec::check_computed(config)?;
         weights.check(config).map_err(|e| invalid("weights", e.to_string()))?;
         let world = config.world;
         if world as usize > MAX_RANKS {
@@ -361,18 +363,24 @@ fn upload(
     let x = stream.alloc_zeros::<u8>(rows.max(16)).map_err(d)?;
     let y = stream.alloc_zeros::<u8>(rows.max(16)).map_err(d)?;
     let diag = stream.alloc_zeros::<u8>(std::mem::size_of::<Diag>()).map_err(d)?;
+    // The router and its biases whole; of the experts' tensors only this GPU's ranks' experts,
+    // in weight-slot order (`weight_slots`).
+    let slots = weight_slots(plan, first_rank);
+    let experts = |v: &Vec<f32>| gather(v, cfg.experts as usize, &slots);
     let tensors = [
-        Some(&weights.router),
-        Some(&weights.up),
-        weights.gate.as_ref(),
-        Some(&weights.down),
-        weights.up_bias.as_ref(),
-        weights.gate_bias.as_ref(),
-        weights.down_bias.as_ref(),
+        Some(weights.router.clone()),
+        Some(experts(&weights.up)),
+        weights.gate.as_ref().map(experts),
+        Some(experts(&weights.down)),
+        weights.up_bias.as_ref().map(experts),
+        weights.gate_bias.as_ref().map(experts),
+        weights.down_bias.as_ref().map(experts),
+        weights.router_bias.clone(),
+        weights.selection_bias.clone(),
     ];
     let weights = tensors
         .into_iter()
-        .map(|t| t.map(|v| stream.clone_htod(&encode(cfg.dtype, v)).map_err(d)).transpose())
+        .map(|t| t.map(|v| stream.clone_htod(&encode(cfg.dtype, &v)).map_err(d)).transpose())
         .collect::<Result<Vec<_>, _>>()?;
     let map = &plan.map;
     let owners: Vec<u32> = (0..cfg.experts).map(|e| map.owner(e).0).collect();
@@ -389,10 +397,10 @@ fn upload(
         stream.clone_htod(&counts).map_err(d)?,
     ];
     // The Hopper engine reads each expert matrix in boxes of bn rows x 128 bytes of K:
-    // up and gate as [E * I][H], down as [E * H][I].
+    // up and gate as [slots * I][H], down as [slots * H][I].
     let mut tmaps = [TensorMap::zeroed(); 3];
     if let TileEngine::Wgmma(_) = plan.spec.engine {
-        let (e, h, i) = (cfg.experts as u64, cfg.hidden as u64, cfg.inter as u64);
+        let (e, h, i) = (slots.len() as u64, cfg.hidden as u64, cfg.inter as u64);
         let eb = cfg.dtype.elem_bytes() as u64;
         let bn = plan.spec.tile.bn;
         let map = |slot: usize, rows: u64, cols: u64| -> Result<TensorMap, BackendError> {
@@ -426,6 +434,34 @@ fn upload(
         tmaps,
         epoch: Epoch::FIRST.prev(),
     })
+}
+
+/// The global expert in each weight slot of the GPU whose first rank is `first_rank`: its
+/// ranks' experts, rank-major, [`ExpertMap::local_experts`] slots a rank (`None` past the
+/// experts a rank owns). The kernel finds an expert's weights at `heap.cuh`'s `weight_slot`.
+fn weight_slots(plan: &Plan, first_rank: u32) -> Vec<Option<u32>> {
+    slots_of(&plan.map, first_rank, plan.ranks_per_gpu)
+}
+
+fn slots_of(map: &ExpertMap, first_rank: u32, ranks: u32) -> Vec<Option<u32>> {
+    let le = map.local_experts();
+    (first_rank..first_rank + ranks)
+        .flat_map(|rank| (0..le).map(move |l| map.global(rank, l)))
+        .collect()
+}
+
+/// The experts of `slots` from a `[experts][...]` tensor, slot after slot (zeros for an empty
+/// slot).
+fn gather(values: &[f32], experts: usize, slots: &[Option<u32>]) -> Vec<f32> {
+    let per = values.len() / experts.max(1);
+    let mut out = Vec::with_capacity(per * slots.len());
+    for slot in slots {
+        match slot {
+            Some(e) => out.extend_from_slice(&values[*e as usize * per..][..per]),
+            None => out.resize(out.len() + per, 0.0),
+        }
+    }
+    out
 }
 
 /// What one GPU's launch left behind, before it is read back.
@@ -502,6 +538,8 @@ impl CudaLayer {
             b_up: w(4),
             b_gate: w(5),
             b_down: w(6),
+            router_bias: w(7),
+            selection_bias: w(8),
             expert_owner: device_ptr(&gpu.tables[0], &stream),
             expert_local: device_ptr(&gpu.tables[1], &stream),
             local_to_global: device_ptr(&gpu.tables[2], &stream),
@@ -516,7 +554,7 @@ impl CudaLayer {
             blocks_per_rank: plan.blocks_per_rank,
             trace: u32::from(options.trace),
             pad: 0,
-            tail: [0; 30],
+            tail: [0; 26],
         };
         let flags = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
         let start = stream.record_event(flags).map_err(d)?;
@@ -828,31 +866,44 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_gpu_holds_the_experts_of_its_ranks_in_slot_order() {
+        use flashdmoe_core::config::Placement;
+        // 3 ranks with 2, 1 and 1 experts (a table); 2 slots a rank.
+        let c = MoeConfig {
+            world: 3,
+            experts: 4,
+            top_k: 1,
+            placement: Placement::Table(vec![2, 0, 1, 0]),
+            ..MoeConfig::default()
+        };
+        let map = c.expert_map().unwrap();
+        assert_eq!(slots_of(&map, 0, 3), [Some(1), Some(3), Some(2), None, Some(0), None]);
+        // Two GPUs of virtual ranks: the second holds rank 2's expert only.
+        assert_eq!(slots_of(&map, 2, 1), [Some(0), None]);
+        // Expert e's values are [e * 10, e * 10 + 1]: slot order, zeros for empty slots.
+        let values: Vec<f32> =
+            (0..4).flat_map(|e| [e as f32 * 10.0, e as f32 * 10.0 + 1.0]).collect();
+        assert_eq!(
+            gather(&values, 4, &slots_of(&map, 1, 2)),
+            [20.0, 21.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0]
+        );
+    }
+
+    #[test]
     fn model_features_the_kernel_lacks_are_refused_naming_them_before_any_device() {
         use flashdmoe_core::config::presets::preset;
         // No GPU is needed: the refusal comes first.
         for (name, needles) in [
             (
                 "deepseek-v3",
-                &[
-                    "shared = 1 x 2048: shared experts are not in the CUDA kernel yet",
-                    "routing.scoring = sigmoid",
-                    "routing.groups = 4 of 8 groups",
-                    "routing.scaling = 2.5",
-                ][..],
+                &["shared = 1 x 2048: shared experts are not in the CUDA kernel yet"][..],
             ),
             (
                 "qwen1.5-moe-a2.7b",
-                &["shared.gate = sigmoid: the sigmoid shared_expert_gate is \
-                not in the CUDA kernel yet"][..],
-            ),
-            (
-                "gpt-oss-20b",
                 &[
-                    "routing.router_bias = true: a router bias is not in the CUDA \
-                kernel yet",
-                    "gpt-oss's SwiGLU",
-                    "clamped to swiglu_limit",
+                    "shared = 1 x 5632: shared experts are not in the CUDA kernel yet",
+                    "shared.gate = sigmoid: the sigmoid shared_expert_gate is not in the CUDA \
+                     kernel yet",
                 ][..],
             ),
         ] {
@@ -867,9 +918,11 @@ mod tests {
                 assert!(msg.contains(needle), "{name}: {needle:?} not in {msg}");
             }
         }
-        // Their parts the kernel runs are not refused for features.
-        let c = MoeConfig { tokens_per_rank: 8, ..preset("gpt-oss-20b-shape").unwrap() };
-        assert!(BackendError::check_features(&c, "cuda", "the CUDA kernel").is_ok());
+        // The routers and experts the kernel computes are not refused, nor named in a refusal.
+        for name in ["gpt-oss-20b", "gpt-oss-120b", "deepseek-v3", "kimi-k2"] {
+            let c = MoeConfig { tokens_per_rank: 8, shared: None, ..preset(name).unwrap() };
+            assert!(spec::check_computed(&c).is_ok(), "{name}");
+        }
     }
 
     #[test]

@@ -146,6 +146,10 @@ pub struct KernelParams {
     pub b_gate: u64,
     /// `[E][H]` down bias or 0.
     pub b_down: u64,
+    /// `[E]` router bias added to the logits (`FDM_ROUTER_BIAS`) or 0.
+    pub router_bias: u64,
+    /// `[E]` selection bias added to the scores for the choice only (`FDM_SEL_BIAS`) or 0.
+    pub selection_bias: u64,
     /// `u32 [E]` owner rank of each expert.
     pub expert_owner: u64,
     /// `u32 [E]` local index of each expert on its owner.
@@ -175,7 +179,7 @@ pub struct KernelParams {
     /// Padding.
     pub pad: u32,
     /// Padding to the 128-byte alignment the tensor maps give the struct.
-    pub tail: [u32; 30],
+    pub tail: [u32; 26],
 }
 
 // SAFETY: every field is a plain integer (or an array / `#[repr(C)]` struct of them), so
@@ -190,7 +194,7 @@ unsafe impl bytemuck::Pod for KernelParams {}
 
 const _: () = assert!(size_of::<KernelParams>() == 1408);
 const _: () = assert!(offset_of!(KernelParams, layout) == 384);
-const _: () = assert!(offset_of!(KernelParams, tail) == 384 + 904);
+const _: () = assert!(offset_of!(KernelParams, tail) == 384 + 920);
 
 macro_rules! fields {
     ($ty:ty: $($field:ident: $cty:expr),* $(,)?) => {
@@ -219,12 +223,12 @@ const PARAM_FIELDS: &[CField] = fields!(KernelParams:
     layout: "fdm_layout", scratch_layout: "fdm_scratch_layout", heaps: "unsigned long long@[FDM_MAX_RANKS]",
     x: "const void*", y: "void*", router: "const void*", w_up: "const void*", w_gate: "const void*",
     w_down: "const void*", b_up: "const void*", b_gate: "const void*", b_down: "const void*",
-    expert_owner: "const unsigned int*", expert_local: "const unsigned int*",
+    router_bias: "const void*", selection_bias: "const void*", expert_owner: "const unsigned int*", expert_local: "const unsigned int*",
     local_to_global: "const unsigned int*", local_experts_of: "const unsigned int*",
     scratch: "char*", scratch_bytes: "unsigned long long", diag: "fdm_diag*",
     timeout_ns: "unsigned long long", epoch: "unsigned int", first_rank: "unsigned int",
     local_ranks: "unsigned int", blocks_per_rank: "unsigned int", trace: "unsigned int",
-    pad: "unsigned int", tail: "unsigned int@[30]");
+    pad: "unsigned int", tail: "unsigned int@[26]");
 
 /// The text of `fdm_params.h` (needs `fdm_proto.h` included first).
 pub fn params_header() -> String {

@@ -14,8 +14,8 @@
 //!   `static_assert`s that `FDM_SMEM_BYTES` (passed from here) covers its tile configs, so the
 //!   host and device cannot disagree.
 
-use flashdmoe_core::config::presets;
-use flashdmoe_core::{Activation, DType, MoeConfig};
+use flashdmoe_core::config::{Feature, GroupScore, Groups, Routing, Scoring, presets};
+use flashdmoe_core::{Activation, BackendError, DType, MoeConfig};
 use flashdmoe_proto::TileShape;
 
 use crate::arch::Arch;
@@ -79,6 +79,119 @@ impl EngineChoice {
     }
 }
 
+/// The features beyond the paper's layer ([`MoeConfig::features`]) the kernel computes: every
+/// router of core's `routing` (DeepSeek-V3 / Kimi-K2 / gpt-oss scores, biases, groups,
+/// scaling) and gpt-oss's clamped SwiGLU. Shared experts are not in the kernel yet (issue 16).
+pub const COMPUTED_FEATURES: &[Feature] = &[
+    Feature::RouterScoring,
+    Feature::RouterBias,
+    Feature::SelectionBias,
+    Feature::GroupedTopK,
+    Feature::RoutedScaling,
+    Feature::GptOssSwiglu,
+    Feature::SwigluClamp,
+];
+
+/// Most expert groups the kernel's grouped top-k takes (its kept groups are a 64-bit mask).
+pub const MAX_GROUPS: u32 = 64;
+
+/// Refuses a layer the kernel does not compute, before any device work: a feature it lacks
+/// ([`BackendError::NotSupported`], naming each) or more than [`MAX_GROUPS`] expert groups.
+pub fn check_computed(config: &MoeConfig) -> Result<(), BackendError> {
+    BackendError::check_features(config, "cuda", "the CUDA kernel", COMPUTED_FEATURES)?;
+    match config.routing.groups {
+        Some(g) if g.count > MAX_GROUPS => Err(BackendError::InvalidInput {
+            what: "routing.groups",
+            reason: format!("{} groups: the CUDA kernel takes at most {MAX_GROUPS}", g.count),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Whether the kernel computes `config`'s layer ([`check_computed`]).
+pub fn computes(config: &MoeConfig) -> bool {
+    check_computed(config).is_ok()
+}
+
+/// The router's math a specialisation compiles in (core's [`Routing`], with the scaling factor
+/// as the `f32` the kernel multiplies by, so the spec stays `Eq` and `Hash`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RouterSpec {
+    /// How logits become scores.
+    pub scoring: Scoring,
+    /// A bias on the logits.
+    pub router_bias: bool,
+    /// A bias on the choice scores.
+    pub selection_bias: bool,
+    /// Grouped top-k.
+    pub groups: Option<Groups>,
+    /// Bits of the `f32` routed scaling factor (`1.0f32.to_bits()` for none).
+    pub scaling_bits: u32,
+}
+
+impl RouterSpec {
+    /// The paper's router: softmax, no biases, groups or scaling.
+    pub const PAPER: RouterSpec = RouterSpec::of(&Routing::SOFTMAX);
+
+    /// The specialisation of `routing` (its scaling rounded to `f32`, as the oracle applies it).
+    pub const fn of(routing: &Routing) -> RouterSpec {
+        RouterSpec {
+            scoring: routing.scoring,
+            router_bias: routing.router_bias,
+            selection_bias: routing.selection_bias,
+            groups: routing.groups,
+            scaling_bits: (routing.scaling as f32).to_bits(),
+        }
+    }
+
+    /// The router's `FDM_*` defines (config.cuh).
+    fn defines(&self, defines: Defines) -> Defines {
+        let scoring = match self.scoring {
+            Scoring::Softmax => 0,
+            Scoring::Sigmoid => 1,
+            Scoring::TopKSoftmax => 2,
+        };
+        let (count, keep, top2) = match self.groups {
+            Some(g) => (g.count, g.keep, u32::from(g.score == GroupScore::Top2Sum)),
+            None => (0, 0, 0),
+        };
+        defines
+            .set("FDM_SCORING", scoring)
+            .set("FDM_ROUTER_BIAS", u32::from(self.router_bias))
+            .set("FDM_SEL_BIAS", u32::from(self.selection_bias))
+            .set("FDM_GROUPS", count)
+            .set("FDM_GROUP_KEEP", keep)
+            .set("FDM_GROUP_SCORE", top2)
+            .set("FDM_SCALING_BITS", format!("{:#010x}u", self.scaling_bits))
+    }
+
+    /// A label part, empty for the paper's router: e.g. `-sigmoid-rb-sb-g8k4t2-x2.5`.
+    fn label(&self) -> String {
+        let mut out = String::new();
+        if self.scoring != Scoring::Softmax {
+            out.push('-');
+            out.push_str(self.scoring.name());
+        }
+        if self.router_bias {
+            out.push_str("-rb");
+        }
+        if self.selection_bias {
+            out.push_str("-sb");
+        }
+        if let Some(g) = self.groups {
+            let score = match g.score {
+                GroupScore::Max => "max",
+                GroupScore::Top2Sum => "t2",
+            };
+            out.push_str(&format!("-g{}k{}{score}", g.count, g.keep));
+        }
+        if self.scaling_bits != 1.0f32.to_bits() {
+            out.push_str(&format!("-x{}", f32::from_bits(self.scaling_bits)));
+        }
+        out
+    }
+}
+
 /// One specialisation of the MoE kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct MoeSpec {
@@ -90,6 +203,8 @@ pub struct MoeSpec {
     pub bias: bool,
     /// Renormalised combine weights.
     pub renormalize: bool,
+    /// The router's scoring, biases, groups and scaling.
+    pub router: RouterSpec,
     /// Hidden size H.
     pub hidden: u32,
     /// Intermediate size I.
@@ -110,7 +225,7 @@ pub struct MoeSpec {
 /// registers a thread has (ptxas spills).
 fn widest_bn(activation: Activation, dtype: DType, hidden: u32, inter: u32) -> u32 {
     let fits = |bn: u32| hidden.is_multiple_of(bn) && inter.is_multiple_of(bn);
-    let gated = activation == Activation::SiluGated;
+    let gated = activation.is_gated();
     let widest = match (gated, dtype.elem_bytes()) {
         (false, _) => 256,
         (true, 2) => 128,
@@ -145,6 +260,7 @@ impl MoeSpec {
             activation: config.activation,
             bias: config.bias,
             renormalize: config.renormalize,
+            router: RouterSpec::of(&config.routing),
             hidden: config.hidden,
             inter: config.inter,
             experts: config.experts,
@@ -160,7 +276,7 @@ impl MoeSpec {
         if self.dtype == DType::F32Exact {
             return None;
         }
-        let nb = if self.activation == Activation::SiluGated { 2 } else { 1 };
+        let nb = if self.activation.is_gated() { 2 } else { 1 };
         let (eb, bm, bn) = (self.dtype.elem_bytes(), self.tile.bm, self.tile.bn);
         let with = |limit| {
             let tile = WgmmaTile::deepest(eb, bm, bn, nb, limit)?;
@@ -230,7 +346,7 @@ impl MoeSpec {
             let staging = bm * (bn + 8) * 4;
             pipe.max(staging)
         };
-        let gated = if self.activation == Activation::SiluGated { 2 } else { 1 };
+        let gated = if self.activation.is_gated() { 2 } else { 1 };
         let (bm, bn) = (self.tile.bm, self.tile.bn);
         let router = tile(64, 64, 1);
         // A combine task on the Hopper engine stages its slots (16 bytes per row and expert of
@@ -253,11 +369,18 @@ impl MoeSpec {
             Activation::Relu => 0,
             Activation::Gelu => 1,
             Activation::SiluGated => 2,
-            // Not in the kernel (issue 16): the layer refuses such configs before any spec is
-            // made, and config.cuh static_asserts FDM_ACT <= 2.
             Activation::SwigluOss(_) => 3,
         };
-        let defines = Defines::new()
+        let mut defines = Defines::new();
+        if let Activation::SwigluOss(p) = self.activation {
+            // The kernel computes in f32: alpha and the limit as the f32 nearest core's f64.
+            defines = defines
+                .set("FDM_OSS_ALPHA_BITS", format!("{:#010x}u", (p.alpha as f32).to_bits()))
+                .set("FDM_OSS_LIMIT_BITS", format!("{:#010x}u", (p.limit as f32).to_bits()));
+        }
+        let defines = self
+            .router
+            .defines(defines)
             .set("FDM_MODE", self.mode())
             .set("FDM_ACT", act)
             .set("FDM_BIAS", u32::from(self.bias))
@@ -295,8 +418,9 @@ impl MoeSpec {
             TileEngine::MmaSync => String::new(),
         };
         format!(
-            "{dtype}-{act}{}-H{}-I{}-E{}-k{}-{}x{}{engine}",
+            "{dtype}-{act}{}{}-H{}-I{}-E{}-k{}-{}x{}{engine}",
             if self.bias { "-bias" } else { "" },
+            self.router.label(),
             self.hidden,
             self.inter,
             self.experts,
@@ -368,6 +492,7 @@ pub fn variants() -> Vec<KernelVariant> {
                 activation,
                 bias,
                 renormalize: true,
+                router: RouterSpec::PAPER,
                 hidden,
                 inter,
                 experts,
@@ -386,11 +511,38 @@ pub fn variants() -> Vec<KernelVariant> {
             }
         }
     }
+    // Every real model's router (and gpt-oss's experts) on the paper-grid shape, both
+    // engines (core's small model kinds, without their shared experts).
+    for (_, model) in presets::small_model_kinds(DType::Bf16) {
+        let router = RouterSpec::of(&model.routing);
+        if router == RouterSpec::PAPER && !matches!(model.activation, Activation::SwigluOss(_)) {
+            continue;
+        }
+        let spec = MoeSpec {
+            router,
+            renormalize: model.renormalize,
+            ..base(DType::Bf16, model.activation, model.bias, 128, (2048, 2048, 32, 2))
+        };
+        out.push(spec.variant());
+        out.extend(spec.on_hopper().map(|s| s.variant()));
+    }
+    // The routed parts of the presets with shared experts, whose routers the kernel computes
+    // (DeepSeek-V3's, Kimi-K2's): their first and last-resort specialisations.
+    for model in presets::MODELS.iter().filter(|m| m.shared.is_some()) {
+        let config = MoeConfig { shared: None, ..model.config() };
+        if !computes(&config) || config.routing == Routing::SOFTMAX {
+            continue;
+        }
+        let candidates = MoeSpec::candidates(&config, H200_PROCESSORS, Arch::SM90);
+        out.extend(candidates.first().map(MoeSpec::variant));
+        out.extend(candidates.last().map(MoeSpec::variant));
+    }
     // The model presets' first and last-resort specialisations on an H200 (131 processors):
     // they must compile (`tests/nvrtc_compile.rs` also runs each preset's whole candidate
     // list).
-    // Presets with features the kernel lacks (issue 16) are refused, never compiled.
-    for model in presets::MODELS.iter().filter(|m| m.config().features().is_empty()) {
+    // Presets with features the kernel lacks (shared experts, issue 16) are refused, never
+    // compiled.
+    for model in presets::MODELS.iter().filter(|m| computes(&m.config())) {
         let candidates = MoeSpec::candidates(&model.config(), H200_PROCESSORS, Arch::SM90);
         out.extend(
             candidates.first().filter(|s| s.engine != TileEngine::MmaSync).map(MoeSpec::variant),
@@ -412,6 +564,7 @@ mod tests {
                 activation: Activation::SiluGated,
                 bias: true,
                 renormalize: true,
+                router: RouterSpec::PAPER,
                 hidden: 2048,
                 inter: 2048,
                 experts: 8,
@@ -444,6 +597,63 @@ mod tests {
                 .iter()
                 .all(|s| s.engine == TileEngine::MmaSync)
         );
+    }
+
+    #[test]
+    fn routers_and_gpt_oss_experts_compile_to_their_defines() {
+        let define = |spec: &MoeSpec, name: &str| {
+            spec.defines().iter().find(|(n, _)| *n == name).and_then(|(_, v)| v.map(str::to_owned))
+        };
+        let v3 = MoeConfig { shared: None, ..presets::preset("deepseek-v3").unwrap() };
+        let spec = MoeSpec::for_config(&v3, H200_PROCESSORS);
+        for (name, value) in [
+            ("FDM_SCORING", "1"),
+            ("FDM_ROUTER_BIAS", "0"),
+            ("FDM_SEL_BIAS", "1"),
+            ("FDM_GROUPS", "8"),
+            ("FDM_GROUP_KEEP", "4"),
+            ("FDM_GROUP_SCORE", "1"),
+            ("FDM_SCALING_BITS", "0x40200000u"), // 2.5f
+            ("FDM_ACT", "2"),
+        ] {
+            assert_eq!(define(&spec, name).as_deref(), Some(value), "{name}");
+        }
+        assert!(spec.label().contains("-sigmoid-sb-g8k4t2-x2.5"), "{}", spec.label());
+        let oss = MoeSpec::for_config(&presets::preset("gpt-oss-20b").unwrap(), H200_PROCESSORS);
+        for (name, value) in [
+            ("FDM_ACT", "3"),
+            ("FDM_OSS_ALPHA_BITS", "0x3fd9db23u"), // 1.702f
+            ("FDM_OSS_LIMIT_BITS", "0x40e00000u"), // 7.0f
+            ("FDM_SCORING", "2"),
+            ("FDM_ROUTER_BIAS", "1"),
+            ("FDM_SCALING_BITS", "0x3f800000u"),
+        ] {
+            assert_eq!(define(&oss, name).as_deref(), Some(value), "{name}");
+        }
+        // gpt-oss's experts are gated: two B tiles, so at most 128 columns of bf16.
+        assert!(oss.tile.bn <= 128, "{:?}", oss.tile);
+        // The paper's router sets the defaults config.cuh assumes without them.
+        let paper = MoeSpec::for_config(&presets::paper(128, 8), H200_PROCESSORS);
+        assert_eq!(paper.router, RouterSpec::PAPER);
+        assert_eq!(define(&paper, "FDM_GROUPS").as_deref(), Some("0"));
+        assert!(!paper.label().contains("softmax"), "{}", paper.label());
+    }
+
+    #[test]
+    fn layers_the_kernel_lacks_are_refused_before_any_device() {
+        let v3 = presets::preset("deepseek-v3").unwrap();
+        let err = check_computed(&v3).unwrap_err().to_string();
+        assert!(err.contains("shared = 1 x 2048") && !err.contains("routing."), "{err}");
+        assert!(computes(&MoeConfig { shared: None, ..v3.clone() }));
+        assert!(computes(&presets::preset("gpt-oss-120b").unwrap()));
+        let groups = Groups { count: 128, keep: 4, score: GroupScore::Max };
+        let many = MoeConfig {
+            shared: None,
+            routing: Routing { groups: Some(groups), ..v3.routing },
+            ..v3
+        };
+        let err = check_computed(&many).unwrap_err().to_string();
+        assert!(err.contains("routing.groups") && err.contains("at most 64"), "{err}");
     }
 
     #[test]

@@ -15,8 +15,8 @@ pub(super) fn info() -> Result<(), CliError> {
         }
     }
     println!(
-        "\n(shared experts, sigmoid / grouped / gpt-oss routing and gpt-oss's SwiGLU run on the \
-         sim backend; the cuda backend refuses them until its kernel has them, issue 16)"
+        "\n(shared experts run on the sim backend; the cuda backend refuses them until its \
+         kernel has them, issue 16)"
     );
     println!("\nbackends (flashdmoe run --backend NAME):");
     println!("  sim   available: the CPU simulator (default)");

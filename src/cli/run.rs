@@ -57,7 +57,7 @@ pub(super) fn run(args: &RunArgs) -> Result<(), CliError> {
             }
             // Before generating anything: a layer the kernel does not compute yet, or no GPU,
             // leaves nothing to run, and the host must hold what is generated and checked there.
-            BackendError::check_features(&config, "cuda", "the CUDA kernel")?;
+            flashdmoe::cuda::spec::check_computed(&config)?;
             flashdmoe::cuda::cuda_available()
                 .map_err(|e| CliError::Backend(BackendError::Unavailable(e.to_string())))?;
             estimate::check_gpu_host(&config, estimate::available_memory())?;
