@@ -570,7 +570,8 @@ pub fn check_routing<'a>(
     // Probabilities and sigmoids compare relative to the larger; logits and biased scores
     // relative to at least 1.
     let floor = if r.scoring == Scoring::TopKSoftmax || r.selection_bias { 1.0 } else { 0.0 };
-    let near = |a: f32, b: f32| (a - b).abs() <= ROUTING_TIE_TOLERANCE * a.abs().max(b.abs()).max(floor);
+    let near =
+        |a: f32, b: f32| (a - b).abs() <= ROUTING_TIE_TOLERANCE * a.abs().max(b.abs()).max(floor);
     // Slot by slot, the backend's choice b against the top-k of choice scores p.
     let slots_near = |t: usize, p: &[f32], b: &[u32]| -> Result<(), String> {
         for (j, (&bj, cj)) in b.iter().zip(top_k(p, k)).enumerate() {
