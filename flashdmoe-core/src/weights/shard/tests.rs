@@ -316,3 +316,19 @@ fn other_experts_bytes_may_be_garbage_but_their_tensors_must_be_there() {
     assert!(matches!(extra, Err(WeightsError::Unexpected { tensor, .. })
         if tensor == "mlp.experts.6.up_proj.weight"));
 }
+
+#[test]
+fn the_memory_estimate_per_rank_is_the_largest_shard_and_the_layer_is_all_of_them() {
+    // f32: a shard's host bytes are its device bytes.
+    let c = MoeConfig { world: 4, experts: 10, dtype: DType::F32, ..full() };
+    let c = MoeConfig { routing: Routing::deepseek_v3(Some((5, 2)), 2.5), ..c };
+    let m = c.memory_estimate().unwrap();
+    let shards: Vec<u64> = (0..4)
+        .map(|r| ShardWeights::generate(&c, 1, &ShardWeights::rank_experts(&c, r).unwrap()))
+        .map(|s| s.unwrap().host_bytes())
+        .collect();
+    assert_eq!(shards.iter().max(), Some(&m.weights));
+    assert_eq!(ShardWeights::generate(&c, 1, &[]).unwrap().host_bytes(), m.replicated_weights);
+    let all: u64 = shards.iter().map(|s| s - m.replicated_weights).sum();
+    assert_eq!(all + m.replicated_weights, m.layer_weights);
+}
