@@ -70,6 +70,16 @@
 //!
 //! BF16, F16 and F32 tensors are accepted and rounded to the config's dtype; files are written
 //! in the config's dtype (F32 for both f32 dtypes).
+//!
+//! ## One rank's experts
+//!
+//! A [`super::ShardWeights`] loads through the same code ([`Checkpoint::load_experts`]): the
+//! same names and strict rules (every expert's tensors must be present with their shapes and a
+//! loadable element type, as the headers say; other experts' tensors are expected, not
+//! unexpected), but of the routed experts' tensors only the listed experts' bytes are read:
+//! their rows of a stacked tensor (`[E, ...]`, consecutive experts in one read), their own
+//! tensors of a per-expert naming. Reads are at most [`READ_CHUNK`] bytes (or one row) at a
+//! time, whole layer or shard.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
