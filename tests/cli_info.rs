@@ -24,6 +24,46 @@ fn info_lists_presets_and_backends() {
 }
 
 #[test]
+fn info_gives_each_presets_weights_per_rank_and_of_the_whole_layer() {
+    let o = flashdmoe(&["info"]);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = stdout(&o);
+    assert!(out.contains("each rank holds the router and its own experts"), "{out}");
+    // Mixtral 8x7B on its preset's world: each rank holds 1 of the 8 experts of 3 x 4096 x
+    // 14336 bf16 (336 MiB) and the 64 KiB router.
+    let lines: Vec<&str> = out.lines().collect();
+    let at = lines.iter().position(|l| l.starts_with("  mixtral-8x7b ")).expect(&out);
+    let weights = lines[at + 1].trim();
+    assert!(weights.starts_with("weights per rank: "), "{weights}");
+    assert!(weights.contains(" of 8 experts); whole layer: 2.6 GiB"), "{weights}");
+    assert!(out.contains("(router and shared experts "), "{out}");
+}
+
+#[test]
+fn info_with_layer_flags_gives_its_memory() {
+    let o = flashdmoe(&["info", "--preset", "mixtral-8x7b", "--world", "8"]);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = stdout(&o);
+    let layer = &out[out.find("layer (from the flags):").expect(&out)..];
+    assert!(layer.contains("config: world 8 x "), "{layer}");
+    assert!(
+        layer.contains(
+            "weights per rank: 336.1 MiB (router 64.0 KiB + 1 of 8 experts); whole layer: 2.6 GiB"
+        ),
+        "{layer}"
+    );
+    assert!(layer.contains(" for all 8 ranks in one process"), "{layer}");
+    // The same layer on 2 ranks holds 4 experts per rank.
+    let o = flashdmoe(&["info", "--preset", "mixtral-8x7b", "--world", "2"]);
+    assert!(stdout(&o).contains("(router 64.0 KiB + 4 of 8 experts)"));
+    // A layer described wrongly is a usage error, before anything is printed.
+    let o = flashdmoe(&["info", "--hidden", "100"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stdout(&o).is_empty());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("hidden"));
+}
+
+#[test]
 fn help_documents_commands_flags_and_exit_codes() {
     let o = flashdmoe(&["--help"]);
     assert_eq!(o.status.code(), Some(0));

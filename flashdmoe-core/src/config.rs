@@ -369,23 +369,42 @@ impl ExpertMap {
 }
 
 /// Memory a config needs, in bytes (see [`MoeConfig::memory_estimate`]): per-rank device
-/// memory (`heap`, `weights`, `activations`) and the host memory of the whole layer (`host`).
+/// memory (`heap`, `weights`, `activations`), the layer's weights on one device for comparison
+/// (`layer_weights`), and host memory, of the whole layer in one process (`host`) or of one
+/// rank's share in its own process (`host_per_rank`).
+///
+/// Experts are sharded: each rank holds the router and the shared experts whole
+/// (`replicated_weights`) and its own experts only, so `weights` is about `(layer_weights -
+/// replicated_weights) / P + replicated_weights` (exactly that when `P` divides the experts).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MemoryEstimate {
     /// The symmetric heap at [`NOMINAL_TILE`].
     pub heap: u64,
-    /// The router (with its biases), the shared experts and the rank's expert slots
-    /// (`local_experts` full experts, with biases).
+    /// Device weights per rank, in the dtype: the router (with its biases), the shared experts
+    /// and the rank's expert slots (`local_experts` full experts, with biases): a
+    /// [`crate::ShardWeights`] of the most loaded rank.
     pub weights: u64,
+    /// The part of `weights` every rank holds whole: the router with its biases and the shared
+    /// experts, in the dtype.
+    pub replicated_weights: u64,
+    /// The whole layer's weights in the dtype (router, shared experts and every expert, with
+    /// biases): what one device would hold without sharding, and the sum over ranks of their
+    /// routed experts plus one copy of `replicated_weights`.
+    pub layer_weights: u64,
     /// One rank's input and output rows plus its `[T][E]` f32 router probabilities.
     pub activations: u64,
-    /// Host memory, all ranks together: the layer's weights as [`crate::LayerWeights`] holds
-    /// them (host `f32`, router, shared experts and every expert, with biases), every rank's
-    /// input and one output (`f32`), the routing of every rank as the oracle computes it
-    /// (`[T][E]` f32 scores, and choice scores where they differ, per-expert token lists, the
-    /// chosen pairs) and every rank's shared-expert intermediate rows. What a backend or a
-    /// caller holds besides (a backend's copy of the weights, more outputs) comes on top.
+    /// Host memory, all ranks together in one process (the simulator, the CLI's check): the
+    /// layer's weights as [`crate::LayerWeights`] holds them (host `f32`, router, shared
+    /// experts and every expert, with biases), every rank's input and one output (`f32`), the
+    /// routing of every rank as the oracle computes it (`[T][E]` f32 scores, and choice scores
+    /// where they differ, per-expert token lists, the chosen pairs) and every rank's
+    /// shared-expert intermediate rows. What a backend or a caller holds besides (a backend's
+    /// copy of the weights, more outputs) comes on top.
     pub host: u64,
+    /// Host memory of one rank in a process of its own (one process per GPU): the terms of
+    /// `host` for that rank alone, with the weights of its share only (a
+    /// [`crate::ShardWeights`] in `f32`: router, shared experts and `local_experts` experts).
+    pub host_per_rank: u64,
 }
 
 impl MemoryEstimate {
@@ -547,9 +566,10 @@ impl MoeConfig {
     }
 
     /// Per-rank device memory: the heap from the proto layout at [`NOMINAL_TILE`], the router
-    /// plus `local_experts` experts' weights, and one rank's activations; and the host memory
-    /// of the whole layer ([`MemoryEstimate::host`]). Errors for a config whose shapes or
-    /// placement are malformed or whose sizes overflow `u64`.
+    /// plus `local_experts` experts' weights, and one rank's activations; the whole layer's
+    /// weights; and the host memory of the whole layer ([`MemoryEstimate::host`]) and of one
+    /// rank ([`MemoryEstimate::host_per_rank`]). Errors for a config whose shapes or placement
+    /// are malformed or whose sizes overflow `u64`.
     pub fn memory_estimate(&self) -> Result<MemoryEstimate, ConfigError> {
         let g = self.geometry_unchecked(NOMINAL_TILE)?;
         let heap = HeapLayout::new(g)?.total_bytes();
@@ -577,28 +597,45 @@ impl MoeConfig {
         let s = self.shared.map_or(0, |s| s.total_inter() as u64);
         let gate_row = self.shared.map_or(0, |s| h * (s.gate == SharedGate::Sigmoid) as u64);
         let shared = mul(&[3, h, s])?.checked_add(gate_row).ok_or_else(overflow)?;
+        let replicated = router.checked_add(shared).ok_or_else(overflow)?;
+        let replicated_weights = mul(&[replicated, eb])?;
         let weights = mul(&[g.local_experts as u64, per_expert, eb])?
-            .checked_add(mul(&[router.checked_add(shared).ok_or_else(overflow)?, eb])?)
+            .checked_add(replicated_weights)
             .ok_or_else(overflow)?;
+        let layer_weights =
+            mul(&[e, per_expert, eb])?.checked_add(replicated_weights).ok_or_else(overflow)?;
         let activations =
             mul(&[2, t, h, eb])?.checked_add(mul(&[t, e, 4])?).ok_or_else(overflow)?;
         let (p, k) = (self.world as u64, self.top_k as u64);
         // The router keeps the choice scores apart from the scores when they differ.
         let score_arrays = if r.selection_bias || r.groups.is_some() { 2 } else { 1 };
-        let host = [
-            mul(&[e, per_expert, 4])?,         // experts, f32
-            mul(&[router, 4])?,                // router and its biases, f32
-            mul(&[shared, 4])?,                // shared experts, f32
-            mul(&[2, p, t, h, 4])?,            // inputs and one output, f32
-            mul(&[score_arrays, p, t, e, 4])?, // router scores, f32
-            mul(&[p, t, s, 4])?,               // shared experts' intermediate rows, f32
-            mul(&[p, e, 24])?,                 // per-expert token lists (a Vec each)
-            mul(&[p, t, k, 12])?,              // chosen (expert, weight, row) pairs
-        ]
-        .into_iter()
-        .try_fold(0u64, u64::checked_add)
-        .ok_or_else(overflow)?;
-        Ok(MemoryEstimate { heap, weights, activations, host })
+        // Host memory of `p` ranks holding `experts` experts' weights.
+        let host_of = |p: u64, experts: u64| {
+            [
+                mul(&[experts, per_expert, 4])?,   // experts, f32
+                mul(&[router, 4])?,                // router and its biases, f32
+                mul(&[shared, 4])?,                // shared experts, f32
+                mul(&[2, p, t, h, 4])?,            // inputs and one output, f32
+                mul(&[score_arrays, p, t, e, 4])?, // router scores, f32
+                mul(&[p, t, s, 4])?,               // shared experts' intermediate rows, f32
+                mul(&[p, e, 24])?,                 // per-expert token lists (a Vec each)
+                mul(&[p, t, k, 12])?,              // chosen (expert, weight, row) pairs
+            ]
+            .into_iter()
+            .try_fold(0u64, u64::checked_add)
+            .ok_or_else(overflow)
+        };
+        let host = host_of(p, e)?;
+        let host_per_rank = host_of(1, g.local_experts as u64)?;
+        Ok(MemoryEstimate {
+            heap,
+            weights,
+            replicated_weights,
+            layer_weights,
+            activations,
+            host,
+            host_per_rank,
+        })
     }
 }
 
@@ -851,11 +888,39 @@ mod tests {
         assert_eq!(m.weights, 2 * (2 * 256 * 512 + 768) * 2 + 8 * 256 * 2);
         assert_eq!(m.activations, 2 * 64 * 256 * 2 + 64 * 8 * 4);
         assert!(m.heap > 0 && m.total() == m.heap + m.weights + m.activations);
+        // The router alone is replicated; the layer's weights are 4 ranks' experts and it.
+        assert_eq!(m.replicated_weights, 8 * 256 * 2);
+        assert_eq!(m.layer_weights, 8 * (2 * 256 * 512 + 768) * 2 + 8 * 256 * 2);
+        assert_eq!(m.layer_weights - m.replicated_weights, 4 * (m.weights - m.replicated_weights));
         // Host: all 8 experts and the router in f32, 4 ranks' inputs and outputs, routing.
         let experts = 8 * (2 * 256 * 512 + 768) * 4 + 8 * 256 * 4;
         let rows = 2 * 4 * 64 * 256 * 4;
         let routing = 4 * 64 * 8 * 4 + 4 * 8 * 24 + 4 * 64 * 2 * 12;
         assert_eq!(m.host, experts + rows + routing);
+        // One rank's process: its 2 experts and the router, its own rows and routing.
+        let experts = 2 * (2 * 256 * 512 + 768) * 4 + 8 * 256 * 4;
+        let (rows, routing) = (rows / 4, 64 * 8 * 4 + 8 * 24 + 64 * 2 * 12);
+        assert_eq!(m.host_per_rank, experts + rows + routing);
+    }
+
+    #[test]
+    fn shared_experts_and_router_biases_are_replicated_on_every_rank() {
+        let c = MoeConfig {
+            world: 4,
+            experts: 10,
+            shared: Some(SharedExperts { count: 2, inter: 128, gate: SharedGate::Sigmoid }),
+            routing: Routing { router_bias: true, selection_bias: true, ..Routing::SOFTMAX },
+            ..MoeConfig::default()
+        };
+        let m = c.memory_estimate().unwrap();
+        // Router [10][256] and two [10] biases; shared SwiGLU of 256 plus its gate row.
+        let replicated = (10 * 256 + 2 * 10 + 3 * 256 * 256 + 256) * 2;
+        assert_eq!(m.replicated_weights, replicated);
+        // Ranks hold 3, 3, 3 and 1 experts: the estimate is the most loaded rank's.
+        let expert = 2 * 256 * 512 * 2;
+        assert_eq!(m.weights, 3 * expert + replicated);
+        assert_eq!(m.layer_weights, 10 * expert + replicated);
+        assert!(m.host_per_rank < m.host / 2, "{m:?}");
     }
 
     #[test]

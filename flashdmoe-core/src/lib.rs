@@ -7,7 +7,8 @@
 //!   (per-expert token lists in token order, capacity drops).
 //! * [`oracle`]: the CPU reference forward in f64 accumulation (routed and shared experts),
 //!   sampled-row verification and the comparison report.
-//! * [`weights`]: seeded input/weight generators and safetensors load/save.
+//! * [`weights`]: seeded input/weight generators and safetensors load/save, of a whole layer
+//!   ([`LayerWeights`]) or of one rank's share of its experts ([`ShardWeights`]).
 //! * [`dtype`]: element types, rounding to them, verification tolerances.
 //! * [`rng`]: the splitmix64 streams behind the seeded generators (shared with the PyTorch
 //!   baselines).
@@ -60,4 +61,4 @@ pub use config::{
 pub use oracle::{VerifyOptions, VerifyReport, verify};
 pub use routing::{RankRouting, Router, RoutingError, route};
 pub use trace::TraceEvent;
-pub use weights::{LayerWeights, WeightsError, generate_input};
+pub use weights::{LayerWeights, ShardWeights, WeightsError, generate_input};

@@ -83,7 +83,14 @@ pub fn tensor(seed: u64, id: u64, len: usize, scale: f32, dtype: DType) -> Vec<f
 /// Fills `out` with the first `out.len()` elements of [`tensor`] (for buffers the caller
 /// allocated, e.g. fallibly).
 pub fn fill(out: &mut [f32], seed: u64, id: u64, scale: f32, dtype: DType) {
-    let start = tensor_start(seed, id);
+    fill_at(out, seed, id, 0, scale, dtype);
+}
+
+/// Fills `out` with elements `offset .. offset + out.len()` of [`tensor`], without computing
+/// the ones before (module doc: any element can be computed directly). One expert's rows of a
+/// stacked tensor are generated this way, bitwise equal to the same rows of the whole tensor.
+pub fn fill_at(out: &mut [f32], seed: u64, id: u64, offset: u64, scale: f32, dtype: DType) {
+    let start = tensor_start(seed, id).wrapping_add(offset.wrapping_mul(GAMMA));
     fill_rows(out, 1, 1, |first, block| {
         let mut state = start.wrapping_add((first as u64).wrapping_mul(GAMMA));
         for v in block.iter_mut() {
@@ -162,6 +169,16 @@ mod tests {
         let t = tensor(7, 1000, len, 1.0, DType::F32);
         let mut r = SplitMix64::for_tensor(7, 1000);
         assert!(t.iter().all(|&v| v == 2.0 * r.next_unit() - 1.0));
+    }
+
+    #[test]
+    fn a_slice_generated_at_an_offset_equals_that_slice_of_the_tensor() {
+        let whole = tensor(5, 2, 10_000, 0.125, DType::Bf16);
+        for (offset, len) in [(0, 10_000), (1, 17), (4_096, 4_096), (9_999, 1), (123, 0)] {
+            let mut part = vec![0.0; len];
+            fill_at(&mut part, 5, 2, offset as u64, 0.125, DType::Bf16);
+            assert_eq!(part, whole[offset..][..len], "offset {offset}");
+        }
     }
 
     #[test]

@@ -37,7 +37,7 @@ use thiserror::Error;
 
 use crate::config::{ConfigError, GroupScore, Groups, MoeConfig, Routing, Scoring};
 use crate::parallel::fill_rows;
-use crate::weights::LayerWeights;
+use crate::weights::{LayerWeights, ShardWeights};
 
 /// Marks a `(token, slot)` pair dropped for capacity in [`RankRouting::rows`].
 pub const DROPPED: u32 = u32::MAX;
@@ -117,7 +117,8 @@ pub(crate) fn check_len(
 }
 
 /// The router's tensors: its weight `[E][H]` and the biases the config's [`Routing`] reads.
-/// Built from a [`LayerWeights`], or from a bare weight for the paper's router.
+/// Built from a [`LayerWeights`] or a [`ShardWeights`], or from a bare weight for the paper's
+/// router.
 #[derive(Clone, Copy, Debug)]
 pub struct Router<'a> {
     /// `[experts][hidden]`.
@@ -153,6 +154,13 @@ impl<'a> From<&'a LayerWeights> for Router<'a> {
             bias: w.router_bias.as_deref(),
             selection_bias: w.selection_bias.as_deref(),
         }
+    }
+}
+
+impl<'a> From<&'a ShardWeights> for Router<'a> {
+    /// A shard's router: every shard holds the whole router.
+    fn from(w: &'a ShardWeights) -> Self {
+        Router { weight: w.router(), bias: w.router_bias(), selection_bias: w.selection_bias() }
     }
 }
 

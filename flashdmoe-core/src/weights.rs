@@ -5,6 +5,12 @@
 //! on load), and the same loader over tensors held in memory (`weights/memory.rs`: a PyTorch
 //! state dict).
 //!
+//! A [`ShardWeights`] (`weights/shard.rs`) is one rank's share of a layer when experts are
+//! sharded over ranks: the router (with its biases) and the shared experts in full, the routed
+//! experts' tensors of only the experts it lists. It is sliced from a [`LayerWeights`],
+//! generated directly (the same numbers, without the rest of the layer), or loaded from a
+//! checkpoint reading only its experts' bytes.
+//!
 //! Invariant: a [`LayerWeights`] accepted by [`LayerWeights::check`] for a config has exactly
 //! the tensors that config needs (gate only for gated experts, biases only with `bias`, router
 //! biases only when the routing reads them, shared experts only with `shared`), each of the
@@ -23,8 +29,10 @@ use crate::rng;
 
 mod checkpoint;
 mod memory;
+mod shard;
 
 pub use memory::{TensorBytes, WeightTensor};
+pub use shard::ShardWeights;
 
 /// Tensor ids of the seeded generator.
 pub mod ids {
@@ -190,6 +198,17 @@ pub enum WeightsError {
         /// What is wrong.
         message: String,
     },
+    /// The expert list of a [`ShardWeights`] is not strictly ascending ids of the config's
+    /// experts.
+    #[error("shard experts[{index}] = {expert}: {reason}")]
+    Experts {
+        /// The position in the list.
+        index: usize,
+        /// The expert id there.
+        expert: u32,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A file cannot be read or written.
     #[error("{path}: {message}")]
     Io {
@@ -243,6 +262,23 @@ fn specs(config: &MoeConfig) -> Vec<Spec> {
         if shared.gate == SharedGate::Sigmoid {
             out.push(spec("shared_gate_row", ids::SHARED_GATE_ROW, vec![h], sh));
         }
+    }
+    out
+}
+
+/// Whether tensor `name` (a [`specs`] name) is stacked over the routed experts, first
+/// dimension `[experts]`: what a [`ShardWeights`] holds of its own experts only. The router's
+/// `[experts]` rows and biases are not: every rank holds the whole router.
+fn is_routed(name: &str) -> bool {
+    matches!(name, "up" | "gate" | "down" | "up_bias" | "gate_bias" | "down_bias")
+}
+
+/// [`specs`] of a shard of `experts` routed experts: the routed tensors' first dimension is
+/// `experts`, the other tensors are whole.
+fn shard_specs(config: &MoeConfig, experts: usize) -> Vec<Spec> {
+    let mut out = specs(config);
+    for s in out.iter_mut().filter(|s| is_routed(s.name)) {
+        s.shape[0] = experts;
     }
     out
 }
@@ -383,7 +419,11 @@ impl LayerWeights {
     /// (values not inspected).
     pub fn check_shapes(&self, config: &MoeConfig) -> Result<(), WeightsError> {
         config.validate()?;
-        let needed = specs(config);
+        self.check_tensors(config, specs(config))
+    }
+
+    /// The tensors of `needed` are present with their shapes, and no other optional one.
+    fn check_tensors(&self, config: &MoeConfig, needed: Vec<Spec>) -> Result<(), WeightsError> {
         for name in OPTIONAL {
             if self.tensor(name).is_some() && !needed.iter().any(|s| s.name == name) {
                 let reason = why_absent(name, config);

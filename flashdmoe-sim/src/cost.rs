@@ -23,9 +23,9 @@ pub struct SimCost {
     pub forward_seconds: f64,
     /// Bytes of every rank's simulated heap.
     pub heap_bytes: u64,
-    /// Bytes of the layer's own copy of the weights (host `f32`, as a
-    /// [`LayerWeights`](flashdmoe_core::LayerWeights) holds them: router and its biases, every
-    /// expert, biases, shared experts).
+    /// Bytes of the layer's own copy of the weights (host `f32`): every rank's
+    /// [`ShardWeights`](flashdmoe_core::ShardWeights), so every expert (with its biases) once
+    /// and the router (with its biases) and the shared experts once per rank.
     pub weight_bytes: u64,
 }
 
@@ -50,10 +50,11 @@ impl SimBackend {
         let flops = per_rank * config.world as f64;
         let processors = config.world as u64 * self.options().processors_per_rank as u64;
         let threads = processors.clamp(1, cores.max(1) as u64) as u32;
-        let biases = if config.bias { e * (i * (matrices - 1.0) + h) } else { 0.0 };
-        let router_biases =
-            e * (config.routing.router_bias as u8 + config.routing.selection_bias as u8) as f64;
-        let weights = (e * matrices * h * i + e * h + biases + router_biases + shared) * 4.0;
+        // Core's estimate in the dtype: the layer once, the replicated part once per rank.
+        let m = config.memory_estimate()?;
+        let eb = config.dtype.elem_bytes() as f64;
+        let replicated = m.replicated_weights as f64 * (config.world as f64 - 1.0);
+        let weights = (m.layer_weights as f64 + replicated) / eb * 4.0;
         Ok(SimCost {
             flops,
             threads,
@@ -67,7 +68,7 @@ impl SimBackend {
 #[cfg(test)]
 mod tests {
     use flashdmoe_core::config::presets;
-    use flashdmoe_core::{Activation, CapacityPolicy};
+    use flashdmoe_core::{Activation, Backend, CapacityPolicy, ShardWeights, SharedExperts};
 
     use super::*;
     use crate::SimOptions;
@@ -87,14 +88,27 @@ mod tests {
     }
 
     #[test]
-    fn weight_bytes_are_those_of_the_generated_weights() {
-        for (activation, bias) in [(Activation::Relu, false), (Activation::SiluGated, true)] {
-            let c = MoeConfig { activation, bias, ..MoeConfig::default() };
+    fn weight_bytes_are_those_of_the_built_layers_shards() {
+        let qwen = presets::preset("qwen1.5-moe-a2.7b").unwrap();
+        let qwen = MoeConfig { hidden: 64, inter: 64, tokens_per_rank: 4, ..qwen };
+        let qwen =
+            MoeConfig { shared: qwen.shared.map(|s| SharedExperts { inter: 64, ..s }), ..qwen };
+        let configs = [
+            MoeConfig::default(),
+            MoeConfig {
+                activation: Activation::SiluGated,
+                bias: true,
+                world: 3,
+                ..MoeConfig::default()
+            },
+            qwen,
+        ];
+        for c in configs {
             let w = flashdmoe_core::LayerWeights::generate(&c, 1).unwrap();
-            let names = ["router", "up", "gate", "down", "up_bias", "gate_bias", "down_bias"];
-            let elements: usize = names.iter().filter_map(|n| w.tensor(n)).map(<[f32]>::len).sum();
+            let layer = SimBackend::default().build(&c, &w).unwrap();
+            let held: u64 = layer.shards.iter().map(ShardWeights::host_bytes).sum();
             let cost = SimBackend::default().cost(&c, 1).unwrap();
-            assert_eq!(cost.weight_bytes, elements as u64 * 4, "{activation:?} bias {bias}");
+            assert_eq!(cost.weight_bytes, held, "{c:?}");
         }
     }
 
@@ -117,8 +131,10 @@ mod tests {
         // 4096 tokens x top-2 x 2 x 3 x 4096 x 14336 = 2.9 TFLOP of expert GEMMs.
         assert!((2.8e12..3.0e12).contains(&cost.flops), "{cost:?}");
         assert!(cost.forward_seconds > 500.0, "{cost:?}");
-        // The layer's f32 copy of 8 experts x 3 x 4096 x 14336 weights and the router.
-        assert_eq!(cost.weight_bytes, (8 * 3 * 4096 * 14336 + 8 * 4096) * 4);
+        // The layer's f32 copy of 8 experts x 3 x 4096 x 14336 weights, and the router on each
+        // rank.
+        let routers = c.world as u64 * 8 * 4096;
+        assert_eq!(cost.weight_bytes, (8 * 3 * 4096 * 14336 + routers) * 4);
     }
 
     #[test]

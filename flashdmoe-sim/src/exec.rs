@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64 as StatCounter, Ordering as StatOrdering};
 use flashdmoe_core::routing::{DROPPED, sigmoid};
 use flashdmoe_core::runtime::{RuntimeError, SymmetricHeap, TileExecutor};
 use flashdmoe_core::sync::{Heartbeat, SharedBytes};
-use flashdmoe_core::{Activation, DType, ExpertMap, LayerWeights, MoeConfig, RankRouting};
+use flashdmoe_core::{Activation, DType, ExpertMap, MoeConfig, RankRouting, ShardWeights};
 use flashdmoe_proto::{HeapLayout, Stage, TaskDescriptor, TaskKind};
 
 /// Independent partial sums of a dot product (hidden and inter sizes are multiples of 64).
@@ -63,7 +63,9 @@ pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
 pub(crate) struct SimExecutor<'a, H> {
     pub(crate) rank: u32,
     pub(crate) config: &'a MoeConfig,
-    pub(crate) weights: &'a LayerWeights,
+    /// This rank's share of the weights: its experts, in local order, and the router and
+    /// shared experts.
+    pub(crate) weights: &'a ShardWeights,
     pub(crate) map: &'a ExpertMap,
     pub(crate) layout: &'a HeapLayout,
     pub(crate) heap: &'a H,
@@ -98,13 +100,20 @@ impl<H: SymmetricHeap> SimExecutor<'_, H> {
         }
     }
 
+    /// The task's expert's index in this rank's shard: its local index, which holds the
+    /// global expert the map places there.
     fn expert(&self, task: &TaskDescriptor) -> Result<usize, RuntimeError> {
-        self.map.global(self.rank, task.local_expert).map(|e| e as usize).ok_or_else(|| {
-            RuntimeError::Executor(format!(
-                "rank {} has no local expert {}",
-                self.rank, task.local_expert
-            ))
-        })
+        let local = task.local_expert as usize;
+        let held = self.weights.experts().get(local).copied();
+        match self.map.global(self.rank, task.local_expert) {
+            Some(global) if held == Some(global) => Ok(local),
+            _ => Err(RuntimeError::Executor(format!(
+                "rank {} has no local expert {} (its shard holds experts {:?})",
+                self.rank,
+                task.local_expert,
+                self.weights.experts()
+            ))),
+        }
     }
 
     /// Encodes one output row segment and puts it at `offset` of `rank`'s heap.
@@ -122,7 +131,7 @@ impl<H: SymmetricHeap> SimExecutor<'_, H> {
         let bn = self.layout.geometry().tile.bn as usize;
         let e = self.expert(task)?;
         let w = self.weights;
-        let bias = |b: &Option<Vec<f32>>, row: usize| b.as_ref().map_or(0.0, |b| b[row]);
+        let bias = |b: Option<&[f32]>, row: usize| b.map_or(0.0, |b| b[row]);
         let mut x = Vec::new();
         self.read_rows(task.input_offset, task.valid_rows, h, &mut x);
         let (mut tile, mut bytes) = (Vec::with_capacity(bn), Vec::new());
@@ -130,9 +139,9 @@ impl<H: SymmetricHeap> SimExecutor<'_, H> {
             tile.clear();
             for col in task.col_tile as usize * bn..(task.col_tile as usize + 1) * bn {
                 let row = e * i + col;
-                let up = dot(x, &w.up[row * h..][..h]) + bias(&w.up_bias, row);
-                let gate = match &w.gate {
-                    Some(gate) => dot(x, &gate[row * h..][..h]) + bias(&w.gate_bias, row),
+                let up = dot(x, &w.up()[row * h..][..h]) + bias(w.up_bias(), row);
+                let gate = match w.gate() {
+                    Some(gate) => dot(x, &gate[row * h..][..h]) + bias(w.gate_bias(), row),
                     None => 0.0,
                 };
                 tile.push(self.config.activation.eval(up as f64, gate as f64) as f32);
@@ -155,8 +164,8 @@ impl<H: SymmetricHeap> SimExecutor<'_, H> {
             tile.clear();
             for col in task.col_tile as usize * bn..(task.col_tile as usize + 1) * bn {
                 let row = e * h + col;
-                let bias = w.down_bias.as_ref().map_or(0.0, |b| b[row]);
-                tile.push(dot(hrow, &w.down[row * i..][..i]) + bias);
+                let bias = w.down_bias().map_or(0.0, |b| b[row]);
+                tile.push(dot(hrow, &w.down()[row * i..][..i]) + bias);
             }
             let offset = task.output_offset + (r * h * self.codec().width()) as u64;
             self.put_row(task.source_rank, offset, &tile, &mut bytes);
@@ -243,13 +252,13 @@ impl SharedRows {
     /// experts. Beats `heartbeat` after every token: the rank's peers may be waiting for it.
     pub(crate) fn compute(
         config: &MoeConfig,
-        weights: &LayerWeights,
+        weights: &ShardWeights,
         input: &[f32],
         heartbeat: &Heartbeat,
     ) -> Option<SharedRows> {
         let inter = config.shared?.total_inter() as usize;
         let h = config.hidden as usize;
-        let (up, gate) = (weights.shared_up.as_deref()?, weights.shared_gate.as_deref()?);
+        let (up, gate) = (weights.shared_up()?, weights.shared_gate()?);
         let tokens = input.len() / h;
         let mut rows = SharedRows { inter, h: Vec::with_capacity(tokens * inter), scale: vec![] };
         for x in input.chunks_exact(h) {
@@ -259,7 +268,7 @@ impl SharedRows {
                 let v = Activation::SiluGated.eval(u as f64, g as f64) as f32;
                 rows.h.push(config.dtype.round(v));
             }
-            let gs = weights.shared_gate_row.as_deref().map_or(1.0, |row| sigmoid(dot(x, row)));
+            let gs = weights.shared_gate_row().map_or(1.0, |row| sigmoid(dot(x, row)));
             rows.scale.push(gs);
             heartbeat.beat();
         }
@@ -271,12 +280,12 @@ impl SharedRows {
     pub(crate) fn add_tile(
         &self,
         config: &MoeConfig,
-        weights: &LayerWeights,
+        weights: &ShardWeights,
         token: usize,
         first_col: usize,
         acc: &mut [f32],
     ) {
-        let Some(down) = weights.shared_down.as_deref() else { return };
+        let Some(down) = weights.shared_down() else { return };
         let s = self.inter;
         let h = &self.h[token * s..][..s];
         let gs = self.scale[token];

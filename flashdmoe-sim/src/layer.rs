@@ -10,8 +10,8 @@ use flashdmoe_core::runtime::{
 };
 use flashdmoe_core::sync::{Heartbeat, Mutex, Ordering, SharedBytes};
 use flashdmoe_core::{
-    BackendError, ExpertMap, ForwardOptions, Layer, LayerWeights, MoeConfig, RankOutput,
-    RankRouting, RankStats, TraceEvent,
+    BackendError, ExpertMap, ForwardOptions, Layer, MoeConfig, RankOutput, RankRouting, RankStats,
+    ShardWeights, TraceEvent,
 };
 use flashdmoe_proto::{Epoch, HeapLayout, RoutingPlan, TaskCounts};
 
@@ -19,12 +19,15 @@ use crate::exec::{Codec, SharedRows, SimExecutor};
 use crate::fault::{Courier, FaultPlan};
 use crate::heap::{HeapView, World};
 
-/// A layer built by [`crate::SimBackend`]: the config, the weights, and one simulated heap per
-/// rank. Each rank's forward ([`Layer::forward_rank`]) runs its own scheduler, subscribers and
-/// processors on threads of its own and talks to the other ranks only through the heaps.
+/// A layer built by [`crate::SimBackend`]: the config, each rank's share of the weights, and
+/// one simulated heap per rank. Each rank's forward ([`Layer::forward_rank`]) runs its own
+/// scheduler, subscribers and processors on threads of its own, reads only its own share of
+/// the weights (router, shared experts and its own experts, as a GPU would hold them) and
+/// talks to the other ranks only through the heaps.
 pub struct SimLayer {
     pub(crate) config: MoeConfig,
-    pub(crate) weights: LayerWeights,
+    /// Rank `r`'s [`ShardWeights`]: the experts the map places on it, in local order.
+    pub(crate) shards: Vec<ShardWeights>,
     pub(crate) map: ExpertMap,
     pub(crate) world: World,
     pub(crate) processors: u32,
@@ -110,7 +113,7 @@ impl SimLayer {
         let executor = SimExecutor {
             rank,
             config: &self.config,
-            weights: &self.weights,
+            weights: &self.shards[rank as usize],
             map: &self.map,
             layout,
             heap: &view,
@@ -128,7 +131,8 @@ impl SimLayer {
             .map(|i| Processor::new(ctx, i, &executor, origin))
             .collect::<Result<Vec<_>, _>>()?;
         let sent = dispatch(&view, layout, epoch, rank, plan, input)?;
-        if let Some(s) = SharedRows::compute(&self.config, &self.weights, rows, &self.heartbeat) {
+        let weights = &self.shards[rank as usize];
+        if let Some(s) = SharedRows::compute(&self.config, weights, rows, &self.heartbeat) {
             let _ = shared.set(s);
         }
         let mut roles: Vec<&mut (dyn Role + Send)> = Vec::new();
@@ -280,7 +284,7 @@ impl SimLayer {
         let start = Instant::now();
         let routing = match given {
             Some(routing) => routing.clone(),
-            None => route(c, input, &self.weights)?,
+            None => route(c, input, &self.shards[rank as usize])?,
         };
         let plan = routing.source_plan(c, self.layout())?;
         let codec = Codec(c.dtype);
@@ -331,5 +335,47 @@ impl SimLayer {
         };
         let trace = options.trace.then_some(outcome.trace);
         Ok(RankOutput { output: values, routing, stats, trace })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use flashdmoe_core::config::presets;
+    use flashdmoe_core::{
+        Backend, LayerWeights, Placement, SharedExperts, VerifyOptions, generate_input, verify,
+    };
+
+    use super::*;
+    use crate::SimBackend;
+
+    #[test]
+    fn each_rank_holds_and_reads_only_its_own_experts() {
+        // Qwen's layer shrunk, on 3 ranks holding 1, 2 and 4 experts (a placement table).
+        let qwen = presets::preset("qwen1.5-moe-a2.7b").unwrap();
+        let shared = qwen.shared.map(|s| SharedExperts { inter: 64, ..s });
+        let c = MoeConfig {
+            world: 3,
+            tokens_per_rank: 16,
+            hidden: 64,
+            inter: 64,
+            experts: 7,
+            top_k: 2,
+            shared,
+            placement: Placement::Table(vec![2, 1, 2, 0, 1, 2, 2]),
+            ..qwen
+        };
+        let w = LayerWeights::generate(&c, 3).unwrap();
+        let layer = SimBackend::default().build(&c, &w).unwrap();
+        let held: Vec<&[u32]> = layer.shards.iter().map(ShardWeights::experts).collect();
+        assert_eq!(held, [&[3][..], &[1, 4], &[0, 2, 5, 6]]);
+        for (r, shard) in layer.shards.iter().enumerate() {
+            assert_eq!(shard, &w.rank_shard(&c, r as u32).unwrap());
+            assert_eq!(shard.up().len(), held[r].len() * 64 * 64);
+        }
+        // The forward on the shards is the layer's.
+        let inputs: Vec<Vec<f32>> = (0..3).map(|r| generate_input(&c, r, 3).unwrap()).collect();
+        let out = layer.forward(&inputs, &ForwardOptions::default()).unwrap();
+        let report = verify(&c, &w, &inputs, &out.ranks, &VerifyOptions::default()).unwrap();
+        assert!(report.passed(), "{report}");
     }
 }

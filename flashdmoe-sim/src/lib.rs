@@ -199,10 +199,15 @@ impl Backend for SimBackend {
                 MEMORY_LIMIT >> 30
             )));
         }
+        // Each rank gets its own share of the weights: it can read no other expert's.
+        let map = config.expert_map()?;
+        let shards = (0..config.world)
+            .map(|r| weights.shard(config, map.experts_of(r)))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(SimLayer {
             config: config.clone(),
-            weights: weights.clone(),
-            map: config.expert_map()?,
+            shards,
+            map,
             world: World::new(layout),
             processors,
             subscribers,

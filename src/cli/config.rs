@@ -5,6 +5,22 @@ use flashdmoe::core::{Activation, CapacityPolicy, DType, MoeConfig, Placement};
 
 use super::{ActivationArg, CliError, ConfigArgs, DTypeArg};
 
+/// Whether any flag describes a layer (a base or an override).
+pub(super) fn given(args: &ConfigArgs) -> bool {
+    let sizes = [args.world, args.tokens, args.hidden, args.inter, args.experts, args.top_k];
+    args.preset.is_some()
+        || args.config.is_some()
+        || sizes.iter().any(Option::is_some)
+        || args.activation.is_some()
+        || args.bias
+        || args.no_bias
+        || args.dtype.is_some()
+        || args.capacity_factor.is_some()
+        || args.dropless
+        || args.no_renormalize
+        || args.placement.is_some()
+}
+
 /// The config the flags describe, validated.
 pub(super) fn build(args: &ConfigArgs) -> Result<MoeConfig, CliError> {
     let mut c = base(args)?;

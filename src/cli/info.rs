@@ -1,17 +1,28 @@
-//! `flashdmoe info`: presets, backends, and what this machine can run.
+//! `flashdmoe info`: presets and their weight memory, backends, and what this machine can run;
+//! with layer flags, that layer's memory.
 
 use flashdmoe::core::config::presets;
 
-use super::{CliError, run_summary};
+use super::{CliError, ConfigArgs, config, run_summary};
 
-/// Prints the presets and the backends' availability. Never fails: an unavailable backend is
+/// Prints the presets (each with its weight memory per rank and of the whole layer over its
+/// world), the backends' availability, and, when `args` describe a layer, its config and
+/// memory. Fails only for a layer that the flags describe wrongly: an unavailable backend is
 /// information, not an error.
-pub(super) fn info() -> Result<(), CliError> {
+pub(super) fn info(args: &ConfigArgs) -> Result<(), CliError> {
+    // A layer described wrongly is reported before anything is printed.
+    let layer = config::given(args).then(|| config::build(args)).transpose()?;
     println!("flashdmoe {}", env!("CARGO_PKG_VERSION"));
-    println!("\npresets (flashdmoe run --preset NAME):");
+    println!(
+        "\npresets (flashdmoe run --preset NAME; experts sharded over the world: each rank holds \
+         the router and its own experts):"
+    );
     for name in presets::names() {
         if let Ok(c) = presets::preset(&name) {
             println!("  {name:<24} {}", run_summary::shape(&c));
+            if let Ok(w) = run_summary::weights(&c) {
+                println!("  {:<24} {w}", "");
+            }
         }
     }
     println!(
@@ -37,5 +48,11 @@ pub(super) fn info() -> Result<(), CliError> {
         Err(e) => format!("NVRTC not usable: {e}"),
     };
     println!("        {nvrtc}");
+    if let Some(c) = layer {
+        println!("\nlayer (from the flags):");
+        println!("{}", run_summary::config(&c));
+        println!("{}", run_summary::weights(&c)?);
+        println!("{}", run_summary::host_memory(&c)?);
+    }
     Ok(())
 }

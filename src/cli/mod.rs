@@ -2,7 +2,8 @@
 //!
 //! * `run`: build a layer config (defaults, a preset or a file, then flag overrides), run one or
 //!   more forwards on a backend and verify the output against the CPU oracle ([`run`]).
-//! * `info`: presets, backends, CUDA/NVRTC availability ([`info`]).
+//! * `info`: presets and their weight memory, backends, CUDA/NVRTC availability, and the memory
+//!   of a layer given by the `run` config flags ([`info`]).
 //! * `bench` and `report`: the benchmark harness and its plots ([`bench`](mod@bench)).
 //!
 //! Exit codes are part of the interface (see [`ExitStatus`]). Every error is a [`CliError`]
@@ -48,8 +49,14 @@ enum Command {
     /// flag then overrides it. Weights and inputs are generated from --seed (the same
     /// generator the PyTorch baselines use).
     Run(Box<RunArgs>),
-    /// Show presets, backends, and whether CUDA and NVRTC are usable on this machine.
-    Info,
+    /// Show presets (with their weight memory per rank and of the whole layer), backends, and
+    /// whether CUDA and NVRTC are usable on this machine.
+    ///
+    /// Experts are sharded: each rank (GPU) holds the router and the shared experts whole and
+    /// its own experts only. Given a layer (--preset, --config and the shape flags of `run`),
+    /// also shows that layer's weight memory per rank and of the whole layer, and its host
+    /// memory.
+    Info(InfoArgs),
     /// Benchmark a grid of layers on a backend, verified in the same run, optionally with the
     /// PyTorch baselines; writes results.jsonl and results.csv and prints the comparison.
     ///
@@ -68,6 +75,13 @@ enum Command {
     /// never its times. The GPU check's untimed checks and CPU baselines are tabled, not
     /// plotted. Prints each figure written or why it was not drawn.
     Report(bench::ReportArgs),
+}
+
+/// Arguments of `flashdmoe info`.
+#[derive(Debug, Args)]
+struct InfoArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
 }
 
 /// Where the layer config comes from, and what to override.
@@ -324,7 +338,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => run::run(&args),
-        Command::Info => info::info(),
+        Command::Info(args) => info::info(&args.config),
         Command::Bench(args) => bench::bench(&args),
         Command::Report(args) => bench::report(&args),
     };

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use flashdmoe::core::routing::DROPPED;
 use flashdmoe::core::{
-    CapacityPolicy, GroupScore, MoeConfig, Placement, RankOutput, Routing, SharedGate,
+    CapacityPolicy, ConfigError, GroupScore, MoeConfig, Placement, RankOutput, Routing, SharedGate,
 };
 use flashdmoe::proto::TaskCounts;
 
@@ -89,6 +89,38 @@ pub(super) fn config(c: &MoeConfig) -> String {
         if c.renormalize { "renormalized weights" } else { "raw router weights" },
         placement,
     )
+}
+
+/// The device weight memory of a layer with its experts sharded over the config's world: per
+/// rank (what every rank holds whole, plus the most loaded rank's experts) and of the whole
+/// layer, e.g. `weights per rank: 336.1 MiB (router 64.0 KiB + 1 of 8 experts); whole layer:
+/// 2.6 GiB`.
+pub(super) fn weights(c: &MoeConfig) -> Result<String, ConfigError> {
+    let m = c.memory_estimate()?;
+    let local = c.expert_map()?.local_experts();
+    let replicated = if c.shared.is_some() { "router and shared experts" } else { "router" };
+    Ok(format!(
+        "weights per rank: {} ({replicated} {} + {local} of {} experts); whole layer: {}",
+        bytes(m.weights),
+        bytes(m.replicated_weights),
+        c.experts,
+        bytes(m.layer_weights)
+    ))
+}
+
+/// Host memory of a layer ([`flashdmoe::core::MemoryEstimate`]): one rank's process holding
+/// its share, and all ranks in one process (what `flashdmoe run` generates and checks; a
+/// backend's own copies come on top).
+pub(super) fn host_memory(c: &MoeConfig) -> Result<String, ConfigError> {
+    let m = c.memory_estimate()?;
+    Ok(format!(
+        "host memory: {} per rank in a process of its own (its share of the weights); {} for \
+         all {} ranks in one process (the whole layer, as `flashdmoe run` generates and checks \
+         it)",
+        bytes(m.host_per_rank),
+        bytes(m.host),
+        c.world
+    ))
 }
 
 /// Rows per expert over all ranks: kept rows (with a bar) and dropped `(token, slot)` pairs.
@@ -232,6 +264,29 @@ mod tests {
         assert!(s.contains("dropless (64 rows/packet)"), "{s}");
         assert!(s.contains("placement contiguous"), "{s}");
         assert_eq!(model(&c), "");
+    }
+
+    #[test]
+    fn weights_per_rank_and_of_the_layer() {
+        // 8 experts of 2 * 256 * 512 bf16 (512 KiB), router 8 * 256 bf16 (4 KiB), 4 ranks.
+        let c = MoeConfig { world: 4, ..MoeConfig::default() };
+        assert_eq!(
+            weights(&c).unwrap(),
+            "weights per rank: 1.0 MiB (router 4.0 KiB + 2 of 8 experts); whole layer: 4.0 MiB"
+        );
+        let one = MoeConfig { world: 1, ..c.clone() };
+        assert!(
+            weights(&one).unwrap().starts_with("weights per rank: 4.0 MiB (router 4.0 KiB + 8")
+        );
+        let q = flashdmoe::core::config::presets::preset("qwen1.5-moe-a2.7b").unwrap();
+        assert!(
+            weights(&q).unwrap().contains("(router and shared experts "),
+            "{}",
+            weights(&q).unwrap()
+        );
+        let h = host_memory(&c).unwrap();
+        assert!(h.starts_with("host memory: ") && h.contains(" for all 4 ranks in one process"));
+        assert!(weights(&MoeConfig { hidden: 3, ..c }).is_err());
     }
 
     #[test]

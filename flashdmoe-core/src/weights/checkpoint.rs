@@ -70,6 +70,16 @@
 //!
 //! BF16, F16 and F32 tensors are accepted and rounded to the config's dtype; files are written
 //! in the config's dtype (F32 for both f32 dtypes).
+//!
+//! ## One rank's experts
+//!
+//! A [`super::ShardWeights`] loads through the same code ([`Checkpoint::load_experts`]): the
+//! same names and strict rules (every expert's tensors must be present with their shapes and a
+//! loadable element type, as the headers say; other experts' tensors are expected, not
+//! unexpected), but of the routed experts' tensors only the listed experts' bytes are read:
+//! their rows of a stacked tensor (`[E, ...]`, consecutive experts in one read), their own
+//! tensors of a per-expert naming. Reads are at most [`READ_CHUNK`] bytes (or one row) at a
+//! time, whole layer or shard.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -82,7 +92,7 @@ use safetensors::tensor::{Metadata, TensorInfo};
 use safetensors::{Dtype, View};
 use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
 
-use super::{LayerWeights, WeightsError, specs};
+use super::{LayerWeights, WeightsError, is_routed, specs};
 use crate::config::{Activation, MoeConfig, Routing, SharedGate};
 use crate::dtype::DType;
 
@@ -131,7 +141,7 @@ fn hf_layer_name(n: &PerExpert, field: &str, config: &MoeConfig) -> Option<Strin
 }
 
 /// A per-expert naming scheme of a Hugging Face checkpoint.
-struct PerExpert {
+pub(super) struct PerExpert {
     /// The MoE block, under which every tensor of the layer's MoE lives.
     block: &'static str,
     router: &'static str,
@@ -141,7 +151,7 @@ struct PerExpert {
     down: &'static str,
 }
 
-const MIXTRAL: PerExpert = PerExpert {
+pub(super) const MIXTRAL: PerExpert = PerExpert {
     block: "block_sparse_moe.",
     router: "block_sparse_moe.gate.weight",
     experts: "block_sparse_moe.experts.",
@@ -150,7 +160,7 @@ const MIXTRAL: PerExpert = PerExpert {
     down: "w2",
 };
 
-const HF_MLP: PerExpert = PerExpert {
+pub(super) const HF_MLP: PerExpert = PerExpert {
     block: "mlp.",
     router: "mlp.gate.weight",
     experts: "mlp.experts.",
@@ -194,6 +204,11 @@ impl Naming {
             Naming::PerExpert(n) => format!("{prefix}{}", n.block),
             Naming::GptOss => format!("{prefix}mlp."),
         }
+    }
+
+    /// Whether tensor `field` (a [`specs`] name) is one tensor per expert in this naming.
+    fn is_per_expert(&self, field: &str) -> bool {
+        matches!(self, Naming::PerExpert(_)) && is_routed(field)
     }
 
     /// The checkpoint names of tensor `field` (a [`specs`] name) of `config`: one stacked
@@ -271,7 +286,7 @@ pub(super) struct Shard<R> {
 }
 
 impl<R: Read + Seek> Shard<R> {
-    fn open(label: String, mut reader: R) -> Result<Shard<R>, WeightsError> {
+    pub(super) fn open(label: String, mut reader: R) -> Result<Shard<R>, WeightsError> {
         let format = |message: String| WeightsError::Format { file: label.clone(), message };
         let io = |e: std::io::Error| format(format!("read failed: {e}"));
         let len = reader.seek(SeekFrom::End(0)).map_err(io)?;
@@ -340,7 +355,7 @@ pub(super) struct Checkpoint<R> {
 
 impl<R: Read + Seek> Checkpoint<R> {
     /// The shards of one checkpoint: no tensor name in two of them.
-    fn new(shards: Vec<Shard<R>>) -> Result<Checkpoint<R>, WeightsError> {
+    pub(super) fn new(shards: Vec<Shard<R>>) -> Result<Checkpoint<R>, WeightsError> {
         let mut owner: HashMap<String, usize> = HashMap::new();
         for (i, shard) in shards.iter().enumerate() {
             for name in shard.meta.tensors().into_keys() {
@@ -362,14 +377,14 @@ impl<R: Read + Seek> Checkpoint<R> {
         self.shards.iter().enumerate().find_map(|(i, s)| s.meta.info(name).map(|t| (i, t.clone())))
     }
 
-    /// Reads tensor `name`, which must have `shape`, into `out` as `dtype`-rounded `f32`.
-    fn read_into(
-        &mut self,
+    /// Where tensor `name` is (its shard and header entry) and its element size, after
+    /// checking from the header alone that it is present with `shape` and a loadable element
+    /// type.
+    fn locate(
+        &self,
         name: &str,
         shape: &[usize],
-        dtype: DType,
-        out: &mut [f32],
-    ) -> Result<(), WeightsError> {
+    ) -> Result<(usize, TensorInfo, usize), WeightsError> {
         let (i, info) =
             self.find(name).ok_or_else(|| WeightsError::Missing { tensor: name.to_owned() })?;
         if info.shape != shape {
@@ -389,36 +404,75 @@ impl<R: Read + Seek> Checkpoint<R> {
                 });
             }
         };
-        debug_assert_eq!(out.len(), shape.iter().product::<usize>());
-        let shard = &mut self.shards[i];
         let (start, end) = info.data_offsets;
-        let mut bytes = vec![0u8; end - start];
+        if shape.iter().try_fold(elem, |a: usize, &d| a.checked_mul(d)) != end.checked_sub(start) {
+            let message = format!("{name}: its data offsets do not match its shape");
+            return Err(WeightsError::Format { file: self.shards[i].label.clone(), message });
+        }
+        Ok((i, info, elem))
+    }
+
+    /// Reads tensor `name`, which must have `shape`, into `out` as `dtype`-rounded `f32`:
+    /// all of it, or with `rows` only those indices of its first dimension (ascending, each
+    /// below `shape[0]`), one after the other. Only those rows' bytes are read: consecutive
+    /// rows in one read, at most [`READ_CHUNK`] bytes (or one row) at a time.
+    fn read_into(
+        &mut self,
+        name: &str,
+        shape: &[usize],
+        dtype: DType,
+        rows: Option<&[u32]>,
+        out: &mut [f32],
+    ) -> Result<(), WeightsError> {
+        let (i, info, elem) = self.locate(name, shape)?;
+        let (count, row_len) = match shape.split_first() {
+            Some((&n, rest)) => (n, rest.iter().product::<usize>()),
+            None => (1, 1),
+        };
+        let runs = runs(rows, count);
+        debug_assert_eq!(out.len(), runs.iter().map(|r| r.1).sum::<usize>() * row_len);
+        let shard = &mut self.shards[i];
         let io = |e: std::io::Error| WeightsError::Format {
             file: shard.label.clone(),
             message: format!("reading {name}: {e}"),
         };
-        shard.reader.seek(SeekFrom::Start(shard.data_start + start as u64)).map_err(io)?;
-        shard.reader.read_exact(&mut bytes).map_err(io)?;
-        for (v, b) in out.iter_mut().zip(bytes.chunks_exact(elem)) {
-            let raw = match info.dtype {
-                Dtype::BF16 => bf16::from_le_bytes([b[0], b[1]]).to_f32(),
-                Dtype::F16 => f16::from_le_bytes([b[0], b[1]]).to_f32(),
-                _ => f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
-            };
-            *v = dtype.round(raw);
+        let row_bytes = (row_len * elem) as u64;
+        let per_read = (READ_CHUNK / row_bytes.max(1)).max(1) as usize;
+        let base = shard.data_start + info.data_offsets.0 as u64;
+        let mut bytes = Vec::new();
+        let mut out = out.iter_mut();
+        for (first, n) in runs {
+            for at in (first..first + n).step_by(per_read) {
+                let take = per_read.min(first + n - at);
+                bytes.resize(take * row_len * elem, 0);
+                shard.reader.seek(SeekFrom::Start(base + at as u64 * row_bytes)).map_err(io)?;
+                shard.reader.read_exact(&mut bytes).map_err(io)?;
+                // Bytes first: `zip` takes from its first iterator first.
+                for (b, v) in bytes.chunks_exact(elem).zip(out.by_ref()) {
+                    let raw = match info.dtype {
+                        Dtype::BF16 => bf16::from_le_bytes([b[0], b[1]]).to_f32(),
+                        Dtype::F16 => f16::from_le_bytes([b[0], b[1]]).to_f32(),
+                        _ => f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+                    };
+                    *v = dtype.round(raw);
+                }
+            }
         }
         Ok(())
     }
 
-    /// Reads tensor `name` of `shape`.
+    /// Reads tensor `name` of `shape`, or with `rows` those rows of it ([`Self::read_into`]).
     fn read(
         &mut self,
         name: &str,
         shape: &[usize],
         dtype: DType,
+        rows: Option<&[u32]>,
     ) -> Result<Vec<f32>, WeightsError> {
-        let mut out = vec![0.0; shape.iter().product()];
-        self.read_into(name, shape, dtype, &mut out)?;
+        let per_row: usize = shape.iter().skip(1).product();
+        let count = rows.map_or(shape.first().map_or(1, |&n| n), <[u32]>::len);
+        let mut out = vec![0.0; count * per_row];
+        self.read_into(name, shape, dtype, rows, &mut out)?;
         Ok(out)
     }
 
@@ -518,65 +572,114 @@ impl<R: Read + Seek> Checkpoint<R> {
         }
     }
 
+    /// The layer (module doc), checked against `config`.
     pub(super) fn load(
         &mut self,
         config: &MoeConfig,
         prefix: Option<&str>,
+    ) -> Result<LayerWeights, WeightsError> {
+        let w = self.load_experts(config, prefix, None)?;
+        w.check(config)?;
+        Ok(w)
+    }
+
+    /// The layer's tensors with, given `experts` (strictly ascending ids below
+    /// `config.experts`, which the caller checked), the routed experts' tensors of only those
+    /// experts, stacked in that order: the tensors of a [`super::ShardWeights`], not checked
+    /// yet. The strict rules are the whole layer's: every tensor of the layer's scope is one
+    /// the config reads, and every tensor of every expert is present with its shape and a
+    /// loadable element type, but only the listed experts' bytes are read.
+    pub(super) fn load_experts(
+        &mut self,
+        config: &MoeConfig,
+        prefix: Option<&str>,
+        experts: Option<&[u32]>,
     ) -> Result<LayerWeights, WeightsError> {
         config.validate()?;
         let (prefix, naming) = self.resolve(prefix)?;
         self.check_unexpected(config, naming, &prefix)?;
         let dtype = config.dtype;
         if let Naming::GptOss = naming {
-            let w = self.load_gpt_oss(config, &prefix)?;
-            w.check(config)?;
-            return Ok(w);
+            return self.load_gpt_oss(config, &prefix, experts);
         }
+        let selected = |e: usize| experts.is_none_or(|x| x.binary_search(&(e as u32)).is_ok());
         let mut w = LayerWeights::empty();
         for s in specs(config) {
             let names = naming.names(&prefix, s.name, config);
-            let values = if let [name] = &names[..] {
+            let values = if naming.is_per_expert(s.name) {
+                let per_expert = &s.shape[1..];
+                let len: usize = per_expert.iter().product();
+                let mut values = vec![0.0; experts.map_or(s.shape[0], <[u32]>::len) * len];
+                let mut chunks = values.chunks_exact_mut(len.max(1));
+                for (e, name) in names.iter().enumerate() {
+                    if !selected(e) {
+                        self.locate(name, per_expert)?;
+                    } else if let Some(chunk) = chunks.next() {
+                        self.read_into(name, per_expert, dtype, None, chunk)?;
+                    }
+                }
+                values
+            } else {
+                // One name for a tensor of the layer, or of all experts stacked.
+                let name = names
+                    .first()
+                    .ok_or_else(|| WeightsError::Missing { tensor: s.name.to_owned() })?;
                 // Hugging Face's shared_expert_gate is a Linear(H, 1): [1, H].
                 let shape = match (naming, s.name) {
                     (Naming::PerExpert(_), "shared_gate_row") => vec![1, s.shape[0]],
                     _ => s.shape.clone(),
                 };
-                self.read(name, &shape, dtype)?
-            } else {
-                let per_expert = &s.shape[1..];
-                let len: usize = per_expert.iter().product();
-                let mut values = vec![0.0; s.shape[0] * len];
-                for (name, chunk) in names.iter().zip(values.chunks_exact_mut(len.max(1))) {
-                    self.read_into(name, per_expert, dtype, chunk)?;
-                }
-                values
+                let rows = experts.filter(|_| is_routed(s.name));
+                self.read(name, &shape, dtype, rows)?
             };
             w.set(s.name, values);
         }
-        w.check(config)?;
         Ok(w)
     }
+}
+
+/// Most bytes [`Checkpoint::read_into`] reads at once (unless one row is larger); small in
+/// tests, so that they read large tensors in several pieces.
+const READ_CHUNK: u64 = if cfg!(test) { 4096 } else { 16 << 20 };
+
+/// The runs `(first row, rows)` of consecutive indices of `rows` (ascending), or one run of
+/// all `count` rows.
+fn runs(rows: Option<&[u32]>, count: usize) -> Vec<(usize, usize)> {
+    let Some(rows) = rows else { return vec![(0, count)] };
+    let mut out: Vec<(usize, usize)> = Vec::new();
+    for &r in rows {
+        debug_assert!((r as usize) < count, "row {r} of {count}");
+        match out.last_mut() {
+            Some((first, n)) if *first + *n == r as usize => *n += 1,
+            _ => out.push((r as usize, 1)),
+        }
+    }
+    out
 }
 
 impl<R: Read + Seek> Checkpoint<R> {
     /// A layer in gpt-oss's bf16 layout (module doc): `gate_up_proj` `[E, H, 2I]` holds gate
     /// (even columns) and up (odd columns) transposed, its bias `[E, 2I]` likewise interleaved,
-    /// `down_proj` `[E, I, H]` transposed.
+    /// `down_proj` `[E, I, H]` transposed. With `experts`, the experts' tensors of those only
+    /// ([`Checkpoint::load_experts`]).
     fn load_gpt_oss(
         &mut self,
         config: &MoeConfig,
         prefix: &str,
+        experts: Option<&[u32]>,
     ) -> Result<LayerWeights, WeightsError> {
         let (h, i, e) = (config.hidden as usize, config.inter as usize, config.experts as usize);
         let dtype = config.dtype;
         let name = |field| format!("{prefix}{}", gpt_oss_name(field));
+        // The experts read: `n` of them, in `experts`' order.
+        let n = experts.map_or(e, <[u32]>::len);
         let mut w = LayerWeights::empty();
         for s in specs(config) {
             let values = match s.name {
                 "up" | "gate" => {
-                    let fused = self.read(&name(s.name), &[e, h, 2 * i], dtype)?;
+                    let fused = self.read(&name(s.name), &[e, h, 2 * i], dtype, experts)?;
                     let odd = usize::from(s.name == "up");
-                    let mut v = vec![0.0; e * i * h];
+                    let mut v = vec![0.0; n * i * h];
                     for (x, row) in v.iter_mut().enumerate() {
                         let (ex, n, col) = (x / (i * h), x / h % i, x % h);
                         *row = fused[(ex * h + col) * 2 * i + 2 * n + odd];
@@ -584,20 +687,23 @@ impl<R: Read + Seek> Checkpoint<R> {
                     v
                 }
                 "up_bias" | "gate_bias" => {
-                    let fused = self.read(&name(s.name), &[e, 2 * i], dtype)?;
+                    let fused = self.read(&name(s.name), &[e, 2 * i], dtype, experts)?;
                     let odd = usize::from(s.name == "up_bias");
                     fused.iter().skip(odd).step_by(2).copied().collect()
                 }
                 "down" => {
-                    let t = self.read(&name("down"), &[e, i, h], dtype)?;
-                    let mut v = vec![0.0; e * h * i];
+                    let t = self.read(&name("down"), &[e, i, h], dtype, experts)?;
+                    let mut v = vec![0.0; n * h * i];
                     for (x, out) in v.iter_mut().enumerate() {
                         let (ex, o, n) = (x / (h * i), x / i % h, x % i);
                         *out = t[(ex * i + n) * h + o];
                     }
                     v
                 }
-                field => self.read(&name(field), &s.shape, dtype)?,
+                field => {
+                    let rows = experts.filter(|_| is_routed(field));
+                    self.read(&name(field), &s.shape, dtype, rows)?
+                }
             };
             w.set(s.name, values);
         }
@@ -646,10 +752,10 @@ fn why_unexpected(name: &str, field: Option<&str>, config: &MoeConfig) -> (u8, S
 }
 
 /// A tensor to write: safetensors dtype, shape, little-endian bytes.
-struct Bytes {
-    dtype: Dtype,
-    shape: Vec<usize>,
-    data: Vec<u8>,
+pub(super) struct Bytes {
+    pub(super) dtype: Dtype,
+    pub(super) shape: Vec<usize>,
+    pub(super) data: Vec<u8>,
 }
 
 impl View for &Bytes {
@@ -667,6 +773,29 @@ impl View for &Bytes {
     }
 }
 
+impl<'a> Checkpoint<Cursor<&'a [u8]>> {
+    /// A safetensors file held in memory; its header is parsed and checked.
+    pub(super) fn from_bytes(bytes: &'a [u8]) -> Result<Self, WeightsError> {
+        Checkpoint::new(vec![Shard::open("<memory>".to_owned(), Cursor::new(bytes))?])
+    }
+}
+
+impl Checkpoint<File> {
+    /// The files of a checkpoint, opened; their headers are parsed and checked, nothing else
+    /// is read yet.
+    pub(super) fn open(paths: &[impl AsRef<Path>]) -> Result<Self, WeightsError> {
+        let shards = paths
+            .iter()
+            .map(|p| {
+                let p = p.as_ref();
+                let file = File::open(p).map_err(|e| io_error(p, e))?;
+                Shard::open(p.display().to_string(), file)
+            })
+            .collect::<Result<_, _>>()?;
+        Checkpoint::new(shards)
+    }
+}
+
 impl LayerWeights {
     /// The layer in a safetensors file held in memory (`bytes`), see the module doc for names
     /// and `prefix`.
@@ -675,8 +804,7 @@ impl LayerWeights {
         bytes: &[u8],
         prefix: Option<&str>,
     ) -> Result<LayerWeights, WeightsError> {
-        let shard = Shard::open("<memory>".to_owned(), Cursor::new(bytes))?;
-        Checkpoint::new(vec![shard])?.load(config, prefix)
+        Checkpoint::from_bytes(bytes)?.load(config, prefix)
     }
 
     /// The layer in one or more safetensors files (the shards of a checkpoint), see the module
@@ -686,15 +814,7 @@ impl LayerWeights {
         paths: &[impl AsRef<Path>],
         prefix: Option<&str>,
     ) -> Result<LayerWeights, WeightsError> {
-        let shards = paths
-            .iter()
-            .map(|p| {
-                let p = p.as_ref();
-                let file = File::open(p).map_err(|e| io_error(p, e))?;
-                Shard::open(p.display().to_string(), file)
-            })
-            .collect::<Result<_, _>>()?;
-        Checkpoint::new(shards)?.load(config, prefix)
+        Checkpoint::open(paths)?.load(config, prefix)
     }
 
     fn to_bytes(&self, config: &MoeConfig) -> Result<Vec<(&'static str, Bytes)>, WeightsError> {
@@ -742,10 +862,10 @@ impl LayerWeights {
 }
 
 #[cfg(test)]
-mod tests_support {
+pub(super) mod tests_support {
     use super::*;
 
-    pub(super) fn cfg(dtype: DType, activation: Activation, bias: bool) -> MoeConfig {
+    pub(in crate::weights) fn cfg(dtype: DType, activation: Activation, bias: bool) -> MoeConfig {
         MoeConfig {
             hidden: 64,
             inter: 128,
@@ -757,27 +877,64 @@ mod tests_support {
         }
     }
 
-    pub(super) fn f32_bytes(values: &[f32]) -> Vec<u8> {
+    pub(in crate::weights) fn f32_bytes(values: &[f32]) -> Vec<u8> {
         values.iter().flat_map(|v| v.to_le_bytes()).collect()
     }
 
     /// An F32 tensor.
-    pub(super) fn f32_tensor(shape: Vec<usize>, values: &[f32]) -> Bytes {
+    pub(in crate::weights) fn f32_tensor(shape: Vec<usize>, values: &[f32]) -> Bytes {
         Bytes { dtype: Dtype::F32, shape, data: f32_bytes(values) }
     }
 
     impl Bytes {
-        pub(super) fn copy(&self) -> Bytes {
+        pub(in crate::weights) fn copy(&self) -> Bytes {
             Bytes { dtype: self.dtype, shape: self.shape.clone(), data: self.data.clone() }
         }
     }
 
-    pub(super) fn serialize(tensors: Vec<(String, Bytes)>) -> Vec<u8> {
+    pub(in crate::weights) fn serialize(tensors: Vec<(String, Bytes)>) -> Vec<u8> {
         safetensors::serialize(tensors.iter().map(|(n, b)| (n.as_str(), b)), None).unwrap()
     }
 
+    /// `w` of gpt-oss config `c` in gpt-oss's bf16 layout under `prefix`, as F32.
+    pub(in crate::weights) fn gpt_oss_layout(
+        c: &MoeConfig,
+        w: &LayerWeights,
+        prefix: &str,
+    ) -> Vec<(String, Bytes)> {
+        let (h, i, e) = (c.hidden as usize, c.inter as usize, c.experts as usize);
+        let (gate, gb, up_b) =
+            (w.gate.as_ref().unwrap(), w.gate_bias.as_ref().unwrap(), w.up_bias.as_ref().unwrap());
+        let mut gate_up = vec![0.0; e * h * 2 * i];
+        let mut gate_up_bias = vec![0.0; e * 2 * i];
+        let mut down = vec![0.0; e * i * h];
+        for ex in 0..e {
+            for n in 0..i {
+                for col in 0..h {
+                    let at = (ex * h + col) * 2 * i + 2 * n;
+                    gate_up[at] = gate[(ex * i + n) * h + col];
+                    gate_up[at + 1] = w.up[(ex * i + n) * h + col];
+                    down[(ex * i + n) * h + col] = w.down[(ex * h + col) * i + n];
+                }
+                gate_up_bias[ex * 2 * i + 2 * n] = gb[ex * i + n];
+                gate_up_bias[ex * 2 * i + 2 * n + 1] = up_b[ex * i + n];
+            }
+        }
+        let t = |name: &str, shape: Vec<usize>, v: &[f32]| {
+            (format!("{prefix}{name}"), f32_tensor(shape, v))
+        };
+        vec![
+            t("mlp.router.weight", vec![e, h], &w.router),
+            t("mlp.router.bias", vec![e], w.router_bias.as_ref().unwrap()),
+            t("mlp.experts.gate_up_proj", vec![e, h, 2 * i], &gate_up),
+            t("mlp.experts.gate_up_proj_bias", vec![e, 2 * i], &gate_up_bias),
+            t("mlp.experts.down_proj", vec![e, i, h], &down),
+            t("mlp.experts.down_proj_bias", vec![e, h], w.down_bias.as_ref().unwrap()),
+        ]
+    }
+
     /// `w` (generated for `c`) written with a per-expert naming under `prefix`, as F32.
-    pub(super) fn per_expert(
+    pub(in crate::weights) fn per_expert(
         c: &MoeConfig,
         w: &LayerWeights,
         n: &PerExpert,
@@ -843,6 +1000,27 @@ mod tests {
                 assert_eq!(up.dtype().bitsize(), 8 * dtype.elem_bytes() as usize);
             }
         }
+    }
+
+    #[test]
+    fn tensors_larger_than_a_read_and_a_one_expert_layer_load() {
+        // The router and biases of 64 experts span several reads (READ_CHUNK is 4 KiB in tests).
+        let c = MoeConfig {
+            hidden: 64,
+            inter: 64,
+            experts: 64,
+            bias: true,
+            ..cfg(DType::F32, Activation::SiluGated, true)
+        };
+        let w = LayerWeights::generate(&c, 2).unwrap();
+        assert!(w.router.len() * 4 > 2 * READ_CHUNK as usize);
+        assert_eq!(LayerWeights::from_safetensors(&c, &w.to_safetensors(&c).unwrap(), None), Ok(w));
+        // One expert in per-expert names: one tensor per expert is still one per expert.
+        let one =
+            MoeConfig { experts: 1, top_k: 1, ..cfg(DType::F32, Activation::SiluGated, false) };
+        let w = LayerWeights::generate(&one, 2).unwrap();
+        let bytes = serialize(per_expert(&one, &w, &MIXTRAL, ""));
+        assert_eq!(LayerWeights::from_safetensors(&one, &bytes, None), Ok(w));
     }
 
     #[test]
@@ -1159,39 +1337,6 @@ mod strict {
                 other => panic!("{other:?}"),
             }
         }
-    }
-
-    /// `w` of gpt-oss config `c` in gpt-oss's bf16 layout under `prefix`, as F32.
-    fn gpt_oss_layout(c: &MoeConfig, w: &LayerWeights, prefix: &str) -> Vec<(String, Bytes)> {
-        let (h, i, e) = (c.hidden as usize, c.inter as usize, c.experts as usize);
-        let (gate, gb, up_b) =
-            (w.gate.as_ref().unwrap(), w.gate_bias.as_ref().unwrap(), w.up_bias.as_ref().unwrap());
-        let mut gate_up = vec![0.0; e * h * 2 * i];
-        let mut gate_up_bias = vec![0.0; e * 2 * i];
-        let mut down = vec![0.0; e * i * h];
-        for ex in 0..e {
-            for n in 0..i {
-                for col in 0..h {
-                    let at = (ex * h + col) * 2 * i + 2 * n;
-                    gate_up[at] = gate[(ex * i + n) * h + col];
-                    gate_up[at + 1] = w.up[(ex * i + n) * h + col];
-                    down[(ex * i + n) * h + col] = w.down[(ex * h + col) * i + n];
-                }
-                gate_up_bias[ex * 2 * i + 2 * n] = gb[ex * i + n];
-                gate_up_bias[ex * 2 * i + 2 * n + 1] = up_b[ex * i + n];
-            }
-        }
-        let t = |name: &str, shape: Vec<usize>, v: &[f32]| {
-            (format!("{prefix}{name}"), f32_tensor(shape, v))
-        };
-        vec![
-            t("mlp.router.weight", vec![e, h], &w.router),
-            t("mlp.router.bias", vec![e], w.router_bias.as_ref().unwrap()),
-            t("mlp.experts.gate_up_proj", vec![e, h, 2 * i], &gate_up),
-            t("mlp.experts.gate_up_proj_bias", vec![e, 2 * i], &gate_up_bias),
-            t("mlp.experts.down_proj", vec![e, i, h], &down),
-            t("mlp.experts.down_proj_bias", vec![e, h], w.down_bias.as_ref().unwrap()),
-        ]
     }
 
     #[test]

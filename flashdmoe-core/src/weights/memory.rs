@@ -63,34 +63,41 @@ impl LayerWeights {
         tensors: &[TensorBytes<'_>],
         prefix: Option<&str>,
     ) -> Result<LayerWeights, WeightsError> {
-        let format = |message: String| WeightsError::Format { file: "<memory>".into(), message };
-        let mut infos = Vec::with_capacity(tensors.len());
-        let mut parts = Vec::with_capacity(tensors.len());
-        let mut end = 0usize;
-        for t in tensors {
-            let quoted = serde_json::Value::String(t.dtype.to_owned());
-            let dtype: Dtype = serde_json::from_value(quoted).map_err(|_| WeightsError::DType {
-                tensor: t.name.to_owned(),
-                dtype: t.dtype.to_owned(),
-            })?;
-            let start = end;
-            end = start
-                .checked_add(t.data.len())
-                .ok_or_else(|| format("the tensors' sizes overflow".into()))?;
-            let info = TensorInfo { dtype, shape: t.shape.clone(), data_offsets: (start, end) };
-            infos.push((t.name.to_owned(), info));
-            parts.push(t.data);
-        }
-        // Metadata::new checks that each tensor's bytes match its shape and element type.
-        let meta = Metadata::new(None, infos).map_err(|e| format(e.to_string()))?;
-        let shard =
-            Shard { label: "<memory>".into(), reader: Slices::new(parts), data_start: 0, meta };
-        Checkpoint { shards: vec![shard] }.load(config, prefix)
+        checkpoint(tensors)?.load(config, prefix)
     }
 }
 
+/// `tensors` as a checkpoint of one file: a header built from their names and shapes over
+/// their bytes laid end to end (module doc).
+pub(super) fn checkpoint<'a>(
+    tensors: &[TensorBytes<'a>],
+) -> Result<Checkpoint<Slices<'a>>, WeightsError> {
+    let format = |message: String| WeightsError::Format { file: "<memory>".into(), message };
+    let mut infos = Vec::with_capacity(tensors.len());
+    let mut parts = Vec::with_capacity(tensors.len());
+    let mut end = 0usize;
+    for t in tensors {
+        let quoted = serde_json::Value::String(t.dtype.to_owned());
+        let dtype: Dtype = serde_json::from_value(quoted).map_err(|_| WeightsError::DType {
+            tensor: t.name.to_owned(),
+            dtype: t.dtype.to_owned(),
+        })?;
+        let start = end;
+        end = start
+            .checked_add(t.data.len())
+            .ok_or_else(|| format("the tensors' sizes overflow".into()))?;
+        let info = TensorInfo { dtype, shape: t.shape.clone(), data_offsets: (start, end) };
+        infos.push((t.name.to_owned(), info));
+        parts.push(t.data);
+    }
+    // Metadata::new checks that each tensor's bytes match its shape and element type.
+    let meta = Metadata::new(None, infos).map_err(|e| format(e.to_string()))?;
+    let shard = Shard { label: "<memory>".into(), reader: Slices::new(parts), data_start: 0, meta };
+    Ok(Checkpoint { shards: vec![shard] })
+}
+
 /// Byte slices read as one stream, end to end.
-struct Slices<'a> {
+pub(super) struct Slices<'a> {
     parts: Vec<&'a [u8]>,
     /// Where each part starts in the stream.
     starts: Vec<u64>,
