@@ -19,7 +19,7 @@ use flashdmoe_bench::gpu_check::{Outcome, Timing};
 use flashdmoe_bench::record::{IMPL_CUDA, IMPL_CUDA_VIRTUAL, timestamp};
 use flashdmoe_bench::results::to_jsonl;
 use flashdmoe_bench::runner::protocol_stats;
-use flashdmoe_core::config::{Feature, Routing, presets};
+use flashdmoe_core::config::{Feature, Placement, Routing, presets};
 use flashdmoe_core::oracle::{Sample, VerifyOptions, verify};
 use flashdmoe_core::perf::{self, TimeSummary};
 use flashdmoe_core::weights::generate_input;
@@ -404,6 +404,16 @@ fn cases(quick: bool) -> Vec<Case> {
             ..case(format!("{label} P={world} capacity-1.0"), c)
         });
     }
+    // A placement table that scatters the experts unevenly over four virtual ranks (3, 5, 2
+    // and 6 experts): each GPU's weight slots (layer.rs `weight_slots`) then differ from the
+    // global expert order, and some slots are empty.
+    let scattered: Vec<u32> =
+        (0..16u32).map(|e| [0, 1, 1, 3, 2, 3, 1, 0, 3, 1, 3, 0, 2, 3, 1, 3][e as usize]).collect();
+    let mut c = small(DType::Bf16, Activation::SiluGated, true);
+    c.world = 4;
+    c.experts = 16;
+    c.placement = Placement::Table(scattered);
+    out.push(Case { ranks_per_gpu: Some(4), ..case("virtual P=4 scattered placement".into(), c) });
     // Forced timeouts: one rank, then every multi-rank arrangement above.
     let timeouts = std::iter::once((1, 1, "single")).chain(multi);
     for (world, ranks_per_gpu, label) in timeouts {
