@@ -342,6 +342,37 @@ mod tests {
         assert_eq!(g[0].config.routing, g[7].config.routing);
     }
 
+    /// `bench/baselines/testdata/models_t4096.json`: `models-t4096`'s layers as records'
+    /// `config` objects, one `{"name", "config"}` per line, which `test_common.py` holds the
+    /// Python grid to.
+    fn models_fixture() -> String {
+        let lines: Vec<String> = builtin("models-t4096")
+            .unwrap()
+            .iter()
+            .map(|c| {
+                let config = serde_json::to_string(&LayerKey::of(&c.config)).unwrap();
+                format!("  {{\"name\": {:?}, \"config\": {config}}}", c.name)
+            })
+            .collect();
+        format!("[\n{}\n]\n", lines.join(",\n"))
+    }
+
+    #[test]
+    fn the_python_baselines_fixture_holds_the_models_grid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../bench/baselines/testdata/models_t4096.json");
+        let expected = models_fixture();
+        if std::env::var_os("FLASHDMOE_BLESS").is_some() {
+            std::fs::write(&path, &expected).unwrap();
+        }
+        let found = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            found == expected,
+            "{} is stale: rerun this test with FLASHDMOE_BLESS=1 to rewrite it",
+            path.display()
+        );
+    }
+
     #[test]
     fn paper_grid_has_the_40_configs_in_the_baselines_order() {
         let g = builtin("paper").unwrap();
