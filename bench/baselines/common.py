@@ -41,9 +41,9 @@ Invariants:
 * Shared experts (Qwen2-MoE, DeepSeek) are one SwiGLU of ``count * inter`` every token visits,
   scaled by ``sigmoid(x . gate_row)`` with Qwen's gate, added after the routed sum; gpt-oss's
   experts are ``(clamp(up, -l, l) + 1) * g * sigmoid(1.702 g)``, ``g = min(gate, l)``. These
-  model features (:attr:`MoeConfig.features`) are set programmatically (the tests, the Rust
-  fixture); the command line and the result records describe the paper's layer only, as the
-  bench's records do.
+  model features (:attr:`MoeConfig.features`) come from the model presets, the
+  ``models-t4096`` grid or ``--layer`` (a record's ``config`` object), and the result records
+  describe them with the bench's fields and omission rule (:meth:`MoeConfig.to_json`).
 * Nothing in :func:`route`, :func:`plan_dispatch`, :func:`grouped_ffn` or :func:`combine`
   synchronises the host with the device or has a data-dependent shape, so the single-GPU
   grouped forward can be captured in a CUDA graph and replayed for any routing.
@@ -83,6 +83,8 @@ DTYPES = {
 }
 ACTIVATIONS = ("relu", "gelu", "swiglu", "swiglu-oss")
 SCORINGS = ("softmax", "sigmoid", "topk-softmax")
+#: Group scores: ours (:attr:`MoeConfig.groups`) -> the records' and flashdmoe-core's names.
+GROUP_SCORES = {"top2": "top2-sum", "max": "max"}
 
 #: Verification tolerance per dtype: the largest accepted ``|out - ref|`` relative to the largest
 #: ``|ref|`` of the same output row (flashdmoe-core ``DType::tolerance``).
@@ -199,10 +201,11 @@ class MoeConfig:
         return min(rows, self.tokens)
 
     def to_json(self) -> dict:
-        """The ``config`` object of the result schema (the paper's layer only: module doc)."""
-        if self.features:
-            raise ConfigError("config", "result records describe the paper's layer only (issue 16)")
-        return {
+        """The ``config`` object of the result schema: the paper's fields, then the model fields
+        (``renormalize``, ``routing``, ``shared``, ``swiglu_alpha``, ``swiglu_limit``) only where
+        the layer differs from the paper's, exactly as flashdmoe-bench's ``record.rs`` writes
+        them (:data:`GROUP_SCORES`' JSON names), so a paper record is unchanged."""
+        out = {
             "tokens_per_rank": self.tokens,
             "hidden": self.hidden,
             "inter": self.inter,
@@ -213,13 +216,105 @@ class MoeConfig:
             "capacity": "dropless" if self.capacity is None else self.capacity,
             "bias": self.bias,
         }
+        if not self.renormalize:
+            out["renormalize"] = False
+        if (self.scoring, self.router_bias, self.selection_bias, self.groups, self.scaling) != \
+                ("softmax", False, False, None, 1.0):
+            routing = {"scoring": self.scoring, "router_bias": self.router_bias,
+                       "selection_bias": self.selection_bias}
+            if self.groups is not None:
+                count, keep, score = self.groups
+                routing["groups"] = {"count": count, "keep": keep, "score": GROUP_SCORES[score]}
+            routing["scaling"] = float(self.scaling)
+            out["routing"] = routing
+        if self.shared is not None:
+            count, inter, gate = self.shared
+            out["shared"] = {"count": count, "inter": inter, "gate": gate}
+        if self.activation == "swiglu-oss" and (self.swiglu_alpha, self.swiglu_limit) != (1.702, 7.0):
+            out["swiglu_alpha"] = float(self.swiglu_alpha)
+            out["swiglu_limit"] = float(self.swiglu_limit)
+        return out
 
     @staticmethod
     def from_json(c: dict) -> MoeConfig:
-        """The inverse of :meth:`to_json`."""
-        cap = c["capacity"]
-        return MoeConfig(c["tokens_per_rank"], c["hidden"], c["inter"], c["experts"], c["top_k"],
-                         c["activation"], c["dtype"], None if cap == "dropless" else float(cap), c["bias"])
+        """The inverse of :meth:`to_json`, validated: absent model fields are the paper's layer's
+        (a record written before they existed reads as the layer it measured). Raises
+        :class:`ConfigError` naming the field by its path (``config.routing.groups.keep``)."""
+        def need(obj: dict, key: str, path: str, kinds: tuple[type, ...]):
+            if key not in obj or obj[key] is None:
+                raise ConfigError(f"config.{path}{key}", "missing")
+            return typed(obj, key, path, kinds)
+
+        def typed(obj: dict, key: str, path: str, kinds: tuple[type, ...], default=None):
+            v = obj.get(key)
+            if v is None:
+                return default
+            if not isinstance(v, kinds) or (isinstance(v, bool) and bool not in kinds):
+                raise ConfigError(f"config.{path}{key}", f"{v!r} is not a {' or '.join(k.__name__ for k in kinds)}")
+            return v
+
+        def strict(obj, path: str, known: tuple[str, ...]) -> dict:
+            if not isinstance(obj, dict):
+                raise ConfigError(f"config.{path.rstrip('.')}", f"{obj!r} is not an object")
+            for key in obj:
+                if key not in known:
+                    raise ConfigError(f"config.{path}{key}", f"unknown field (expected {', '.join(known)})")
+            return obj
+
+        if not isinstance(c, dict):
+            raise ConfigError("config", f"{c!r} is not an object")
+        cap = need(c, "capacity", "", (int, float, str))
+        if isinstance(cap, str) and cap != "dropless":
+            raise ConfigError("config.capacity", f"{cap!r} is neither a factor nor 'dropless'")
+        ints = {k: need(c, k, "", (int,)) for k in ("tokens_per_rank", "hidden", "inter", "experts", "top_k")}
+        fields = {
+            "activation": need(c, "activation", "", (str,)),
+            "dtype": need(c, "dtype", "", (str,)),
+            "capacity": None if cap == "dropless" else float(cap),
+            "bias": need(c, "bias", "", (bool,)),
+            "renormalize": typed(c, "renormalize", "", (bool,), True),
+        }
+        routing = c.get("routing")
+        if routing is not None:
+            r = strict(routing, "routing.", ("scoring", "router_bias", "selection_bias", "groups", "scaling"))
+            fields["scoring"] = typed(r, "scoring", "routing.", (str,), "softmax")
+            fields["router_bias"] = typed(r, "router_bias", "routing.", (bool,), False)
+            fields["selection_bias"] = typed(r, "selection_bias", "routing.", (bool,), False)
+            fields["scaling"] = float(typed(r, "scaling", "routing.", (int, float), 1.0))
+            if r.get("groups") is not None:
+                g = strict(r["groups"], "routing.groups.", ("count", "keep", "score"))
+                count, keep = need(g, "count", "routing.groups.", (int,)), need(g, "keep", "routing.groups.", (int,))
+                score = typed(g, "score", "routing.groups.", (str,), "top2-sum")
+                names = {v: k for k, v in GROUP_SCORES.items()}
+                if score not in names:
+                    raise ConfigError("config.routing.groups.score", f"{score!r} is not top2-sum or max")
+                if count < 1:
+                    raise ConfigError("config.routing.groups.count", "must be >= 1")
+                if not 1 <= keep <= count:
+                    raise ConfigError("config.routing.groups.keep", f"{keep} must be 1 to count ({count})")
+                fields["groups"] = (count, keep, names[score])
+        shared = c.get("shared")
+        if shared is not None:
+            sh = strict(shared, "shared.", ("count", "inter", "gate"))
+            count, inter = need(sh, "count", "shared.", (int,)), need(sh, "inter", "shared.", (int,))
+            gate = typed(sh, "gate", "shared.", (str,), "none")
+            for key, v in (("count", count), ("inter", inter)):
+                if v < 1:
+                    raise ConfigError(f"config.shared.{key}", "must be >= 1")
+            if gate not in ("none", "sigmoid"):
+                raise ConfigError("config.shared.gate", f"{gate!r} is not none or sigmoid")
+            fields["shared"] = (count, inter, gate)
+        for key in ("swiglu_alpha", "swiglu_limit"):
+            v = typed(c, key, "", (int, float))
+            if v is not None:
+                if fields["activation"] != "swiglu-oss":
+                    raise ConfigError(f"config.{key}", "set, but the activation is not swiglu-oss")
+                fields[key] = float(v)
+        try:
+            return MoeConfig(ints["tokens_per_rank"], ints["hidden"], ints["inter"], ints["experts"],
+                             ints["top_k"], **fields).validate()
+        except ConfigError as e:
+            raise ConfigError(f"config.{e.field}", str(e).split(": ", 2)[-1]) from None
 
     @staticmethod
     def from_fixture(c: dict) -> MoeConfig:
@@ -233,12 +328,31 @@ class MoeConfig:
         return MoeConfig(tokens, **c).validate()
 
     def label(self) -> str:
+        """flashdmoe-bench's ``LayerKey::label``: the paper's fields, then what a real model's
+        layer changes (``LayerKey::model_suffix``: `` norenorm``, `` sigmoid+sb``, `` g8/4t2``,
+        `` x2.5``, `` shared1x2048`` / ``+gate``)."""
         cap = "dropless" if self.capacity is None else f"cf{self.capacity:g}"
         bias = "+bias" if self.bias else ""
-        return (
+        act = self.activation
+        if act == "swiglu-oss" and (self.swiglu_alpha, self.swiglu_limit) != (1.702, 7.0):
+            act = f"swiglu-oss(alpha {self.swiglu_alpha:g}, limit {self.swiglu_limit:g})"
+        label = (
             f"T{self.tokens} H{self.hidden} I{self.inter} E{self.experts} k{self.top_k} "
-            f"{self.activation}{bias} {self.dtype} {cap}"
+            f"{act}{bias} {self.dtype} {cap}"
         )
+        if not self.renormalize:
+            label += " norenorm"
+        if self.scoring != "softmax" or self.router_bias or self.selection_bias:
+            label += " " + self.scoring + ("+rb" if self.router_bias else "") + ("+sb" if self.selection_bias else "")
+        if self.groups is not None:
+            count, keep, score = self.groups
+            label += f" g{count}/{keep}{'t2' if score == 'top2' else 'max'}"
+        if self.scaling != 1.0:
+            label += f" x{self.scaling:g}"
+        if self.shared is not None:
+            count, inter, gate = self.shared
+            label += f" shared{count}x{inter}" + ("+gate" if gate == "sigmoid" else "")
+        return label
 
 
 def _paper(tokens: int, experts: int, capacity: float | None) -> MoeConfig:
@@ -259,17 +373,54 @@ def _paper_name(c: MoeConfig) -> str:
     return f"paper-t{c.tokens}-e{c.experts}-" + ("dropless" if c.capacity is None else "cf1")
 
 
-#: Model presets (dropless, bf16) at 4096 tokens per rank, like flashdmoe-core's presets
-#: (`MODEL_TOKENS`, same names: ``-routed`` is a model's routed experts without its shared
-#: experts, ``-shape`` gpt-oss's expert shapes with the standard SwiGLU and router); CLI flags
-#: override any field.
+def _deepseek_v3(experts: int, groups: tuple[int, int, str] | None, scaling: float) -> MoeConfig:
+    return MoeConfig(4096, 7168, 2048, experts, 8, "swiglu", scoring="sigmoid", selection_bias=True,
+                     groups=groups, scaling=scaling, shared=(1, 2048, "none"))
+
+
+def _gpt_oss(experts: int) -> MoeConfig:
+    return MoeConfig(4096, 2880, 2880, experts, 4, "swiglu-oss", bias=True, scoring="topk-softmax",
+                     router_bias=True)
+
+
+#: Model presets (dropless, bf16) at 4096 tokens per rank, flashdmoe-core's presets (`MODELS`,
+#: `MODEL_TOKENS`, same names and layers: ``-routed`` is a model's routed experts without its
+#: shared experts, ``-shape`` gpt-oss's expert shapes with the standard SwiGLU and router); CLI
+#: flags override any field.
 MODEL_PRESETS = {
     "mixtral-8x7b": MoeConfig(4096, 4096, 14336, 8, 2, "swiglu"),
-    "qwen1.5-moe-a2.7b-routed": MoeConfig(4096, 2048, 1408, 60, 4, "swiglu"),
-    "deepseek-v2-lite-routed": MoeConfig(4096, 2048, 1408, 64, 6, "swiglu"),
-    "olmoe-1b-7b": MoeConfig(4096, 2048, 1024, 64, 8, "swiglu"),
+    "qwen1.5-moe-a2.7b": MoeConfig(4096, 2048, 1408, 60, 4, "swiglu", renormalize=False,
+                                   shared=(1, 5632, "sigmoid")),
+    "qwen1.5-moe-a2.7b-routed": MoeConfig(4096, 2048, 1408, 60, 4, "swiglu", renormalize=False),
+    "qwen2-57b-a14b": MoeConfig(4096, 3584, 2560, 64, 8, "swiglu", renormalize=False,
+                                shared=(1, 20480, "sigmoid")),
+    "qwen3-30b-a3b": MoeConfig(4096, 2048, 768, 128, 8, "swiglu"),
+    "deepseek-v2-lite": MoeConfig(4096, 2048, 1408, 64, 6, "swiglu", renormalize=False,
+                                  shared=(2, 1408, "none")),
+    "deepseek-v2-lite-routed": MoeConfig(4096, 2048, 1408, 64, 6, "swiglu", renormalize=False),
+    "deepseek-v3": _deepseek_v3(256, (8, 4, "top2"), 2.5),
+    "kimi-k2": _deepseek_v3(384, None, 2.827),
+    "olmoe-1b-7b": MoeConfig(4096, 2048, 1024, 64, 8, "swiglu", renormalize=False),
+    "gpt-oss-20b": _gpt_oss(32),
+    "gpt-oss-120b": _gpt_oss(128),
     "gpt-oss-20b-shape": MoeConfig(4096, 2880, 2880, 32, 4, "swiglu", bias=True),
 }
+
+#: The built-in grid ``models-t4096`` (flashdmoe-bench ``grid::MODELS_T4096``, same names and
+#: order): the model presets the CUDA kernel computes -- DeepSeek-V3's and Kimi-K2's routed
+#: experts (``-routed``: without their shared expert), Qwen3-30B-A3B, Mixtral-8x7B, OLMoE,
+#: gpt-oss-20b and -120b -- then the whole DeepSeek-V3 layer (the simulator and
+#: ``torch_single.py`` compute it). ``testdata/models_t4096.json`` holds the layers as the Rust
+#: side writes them; a test on each side holds its grid to the file.
+MODELS_T4096 = {
+    "deepseek-v3-routed": dataclasses.replace(MODEL_PRESETS["deepseek-v3"], shared=None),
+    "kimi-k2-routed": dataclasses.replace(MODEL_PRESETS["kimi-k2"], shared=None),
+    **{n: MODEL_PRESETS[n] for n in ("qwen3-30b-a3b", "mixtral-8x7b", "olmoe-1b-7b", "gpt-oss-20b",
+                                     "gpt-oss-120b", "deepseek-v3")},
+}
+
+#: The built-in grids of ``--grid``.
+GRIDS = {"paper": paper_grid, "models-t4096": lambda: list(MODELS_T4096.values())}
 
 #: Every preset: the paper grid entries (``paper-t16384-e32-cf1`` ...) and the model presets.
 PRESETS = {**{_paper_name(c): c for c in paper_grid()}, **MODEL_PRESETS}
@@ -286,13 +437,24 @@ def _capacity_arg(text: str) -> float | None:
         raise argparse.ArgumentTypeError(f"{text!r} is neither a capacity factor nor 'dropless'") from None
 
 
+def _layer_arg(text: str) -> MoeConfig:
+    try:
+        return MoeConfig.from_json(json.loads(text))
+    except (json.JSONDecodeError, ConfigError) as e:
+        raise argparse.ArgumentTypeError(f"--layer: {e}") from None
+
+
 def add_config_args(p: argparse.ArgumentParser) -> None:
     """The shared CLI: layer shape, preset/grid, seed, timing, verification, output."""
     g = p.add_argument_group("layer (flags override --preset; default: paper T4096 E8 dropless)")
     g.add_argument("--preset", nargs="+", choices=sorted(PRESETS), metavar="NAME",
                    help="presets run in turn: paper grid entries paper-t{128,4096,8192,16384}-"
                         "e{8,16,32,64,128}-{cf1,dropless}, or models: " + ", ".join(MODEL_PRESETS))
-    g.add_argument("--grid", choices=["paper"], help="run the whole paper grid (40 configs)")
+    g.add_argument("--grid", choices=sorted(GRIDS),
+                   help="a built-in grid: paper (40 configs) or models-t4096 (real models' layers)")
+    g.add_argument("--layer", type=_layer_arg, metavar="JSON",
+                   help="the layer as a result record's config object (flashdmoe bench passes a real "
+                        "model's layer so, its router and shared experts included)")
     g.add_argument("--tokens", type=int, help="tokens per rank T")
     g.add_argument("--hidden", type=int, help="hidden size H")
     g.add_argument("--inter", type=int, help="expert intermediate size I")
@@ -330,13 +492,15 @@ def parse_variants_and_configs(parser, args, variants):
 def configs_from_args(args: argparse.Namespace) -> list[MoeConfig]:
     """The configs a command line asks for: ``--grid``, else ``--preset`` or the default, with
     each given flag overriding the field. Raises :class:`ConfigError`."""
-    if args.grid and args.preset:
-        raise ConfigError("grid", "--grid and --preset exclude each other")
+    layer = getattr(args, "layer", None)
+    if sum(x is not None and x != [] for x in (args.grid, args.preset, layer)) > 1:
+        raise ConfigError("grid", "--grid, --preset and --layer exclude each other")
     if not 0 <= args.seed < 1 << 64:
         raise ConfigError("seed", f"{args.seed} is not a u64")
     if args.iters <= 0 or args.warmup < 0 or args.verify_rows < 0:
         raise ConfigError("iters", "--iters must be > 0, --warmup and --verify-rows >= 0")
-    bases = paper_grid() if args.grid else [PRESETS[n] for n in args.preset] if args.preset else [DEFAULT]
+    bases = GRIDS[args.grid]() if args.grid else [PRESETS[n] for n in args.preset] if args.preset \
+        else [layer] if layer is not None else [DEFAULT]
     overrides = {
         f: getattr(args, f)
         for f in ("tokens", "hidden", "inter", "experts", "top_k", "activation", "dtype", "bias")

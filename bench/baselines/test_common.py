@@ -289,7 +289,7 @@ def test_model_routers_by_hand():
     assert torch.allclose(act, torch.tensor([[3 * sig, -42 / (1 + math.exp(-1.702 * 7))]], dtype=torch.float64))
 
 
-def test_model_configs_are_validated_and_kept_out_of_records():
+def test_model_configs_are_validated_and_described_by_records():
     base = C.MoeConfig(16, 64, 64, 8, 2, "swiglu")
     _assert_refused(base, (({"groups": (3, 1, "max")}, "groups"), ({"groups": (8, 2, "top2")}, "groups"),
                            ({"scoring": "topk-softmax", "renormalize": False}, "renormalize"),
@@ -297,14 +297,101 @@ def test_model_configs_are_validated_and_kept_out_of_records():
                            ({"scoring": "tanh"}, "scoring")))
     shared = dataclass_replace(base, shared=(2, 64, "sigmoid")).validate()
     assert shared.features and not base.features
-    try:
-        shared.to_json()
-    except C.ConfigError:
-        pass
-    else:
-        raise AssertionError("records describe the paper's layer only")
+    assert shared.to_json()["shared"] == {"count": 2, "inter": 64, "gate": "sigmoid"}
+    assert C.MoeConfig.from_json(shared.to_json()) == shared
     # The floor counts the shared experts (flashdmoe-core's perf::layer_flops).
     assert C.flops(shared) - C.flops(base) == 2 * 16 * (3 * 64 * 128 + 64)
+
+
+#: A DeepSeek-V3 record's ``config`` exactly as flashdmoe-bench writes it (``record.rs``,
+#: ``DEEPSEEK_V3_CONFIG``: compact, Rust's field order).
+RUST_DEEPSEEK_CONFIG = (
+    '{"tokens_per_rank":4096,"hidden":7168,"inter":2048,"experts":256,"top_k":8,"activation":"swiglu",'
+    '"dtype":"bf16","capacity":"dropless","bias":false,"routing":{"scoring":"sigmoid","router_bias":false,'
+    '"selection_bias":true,"groups":{"count":8,"keep":4,"score":"top2-sum"},"scaling":2.5},'
+    '"shared":{"count":1,"inter":2048,"gate":"none"}}'
+)
+
+
+def test_model_records_round_trip_and_read_rusts():
+    v3, oss = C.PRESETS["deepseek-v3"], C.PRESETS["gpt-oss-20b"]
+    for cfg in (v3, oss, C.PRESETS["olmoe-1b-7b"], C.PRESETS["qwen2-57b-a14b"],
+                dataclass_replace(oss, swiglu_limit=5.0)):
+        rec = C.make_record("torch-grouped-eager", CPU, 1, cfg, [2.0, 1.0, 3.0], True, 1e-3, 0, 8)
+        back = json.loads(json.dumps(rec))
+        assert C.MoeConfig.from_json(back["config"]) == cfg, cfg.label()
+        assert list(rec) == list(C.RECORD_FIELDS)
+    # Rust's record of the same layer: equal fields in the same order, the same layer and label.
+    rust = json.loads(RUST_DEEPSEEK_CONFIG)
+    assert list(v3.to_json().items()) == list(rust.items())
+    assert C.MoeConfig.from_json(rust) == v3
+    assert v3.label() == "T4096 H7168 I2048 E256 k8 swiglu bf16 dropless sigmoid+sb g8/4t2 x2.5 shared1x2048"
+    assert oss.to_json()["routing"] == {"scoring": "topk-softmax", "router_bias": True,
+                                        "selection_bias": False, "scaling": 1.0}
+    assert "swiglu_limit" not in oss.to_json()
+    assert dataclass_replace(oss, swiglu_limit=5.0).to_json()["swiglu_limit"] == 5.0
+    assert oss.label() == "T4096 H2880 I2880 E32 k4 swiglu-oss+bias bf16 dropless topk-softmax+rb"
+    assert C.PRESETS["olmoe-1b-7b"].to_json()["renormalize"] is False
+    # A paper layer's config is what it always was: no model field.
+    assert list(C.PRESETS["paper-t4096-e8-cf1"].to_json()) == [
+        "tokens_per_rank", "hidden", "inter", "experts", "top_k", "activation", "dtype", "capacity", "bias"]
+
+
+def test_malformed_model_fields_name_their_path():
+    for old, new, field in (
+        ('"keep":4', '"keep":9', "config.routing.groups.keep"),
+        ('"keep":4', '"keep":"4"', "config.routing.groups.keep"),
+        ('"top2-sum"', '"top3"', "config.routing.groups.score"),
+        ('"scaling":2.5', '"scalling":2.5', "config.routing.scalling"),
+        ('"gate":"none"', '"gate":"relu"', "config.shared.gate"),
+        ('"inter":2048,"gate"', '"inter":0,"gate"', "config.shared.inter"),
+        ('"bias":false', '"bias":false,"renormalize":1', "config.renormalize"),
+        ('"sigmoid"', '"tanh"', "config.scoring"),
+    ):
+        bad = json.loads(RUST_DEEPSEEK_CONFIG.replace(old, new, 1))
+        try:
+            C.MoeConfig.from_json(bad)
+        except C.ConfigError as e:
+            assert e.field == field, (new, e.field, str(e))
+        else:
+            raise AssertionError(f"{new} must be refused")
+
+
+def test_models_grid_equals_rusts():
+    fixture = json.loads((HERE / "testdata" / "models_t4096.json").read_text())
+    assert [m["name"] for m in fixture] == list(C.MODELS_T4096)
+    for m in fixture:
+        cfg = C.MODELS_T4096[m["name"]]
+        assert C.MoeConfig.from_json(m["config"]) == cfg, m["name"]
+        assert list(cfg.to_json().items()) == list(m["config"].items()), m["name"]
+    grid = C.configs_from_args(_parse(["--grid", "models-t4096"]))
+    assert grid == list(C.MODELS_T4096.values())
+    assert [c.shared is None for c in grid] == [True] * 7 + [False]
+
+
+def test_every_committed_record_still_reads():
+    root = HERE.parent.parent
+    files = [p for d in ("bench/baselines/results", "bench/results", "docs/dev/gpu-runs", "tests/data/bench")
+             for p in sorted((root / d).glob("*.jsonl"))]
+    assert len(files) >= 20
+    for path in files:
+        for line in path.read_text().splitlines():
+            rec = json.loads(line) if line.strip() else {}
+            if rec.get("schema") == C.SCHEMA:
+                # Written back exactly as read: no record there is of a real model's layer.
+                assert C.MoeConfig.from_json(rec["config"]).to_json() == rec["config"], path
+
+
+def test_layer_flag_takes_a_records_config():
+    [c] = C.configs_from_args(_parse(["--layer", RUST_DEEPSEEK_CONFIG, "--tokens", "128"]))
+    assert c == dataclass_replace(C.PRESETS["deepseek-v3"], tokens=128)
+    for bad in (["--layer", RUST_DEEPSEEK_CONFIG, "--grid", "paper"],):
+        try:
+            C.configs_from_args(_parse(bad))
+        except C.ConfigError:
+            pass
+        else:
+            raise AssertionError(f"{bad} must be refused")
 
 
 # --- router ---------------------------------------------------------------------------------

@@ -1,20 +1,23 @@
 //! The PyTorch baselines (`bench/baselines/`) as subprocesses, on the configs we run.
 //!
 //! Each baseline runs once per case, with the case's layer passed as explicit flags (never a
-//! preset name, so both sides run the same layer whatever the presets' defaults) and the same
+//! preset name, so both sides run the same layer whatever the presets' defaults; a real model's
+//! layer also as `--layer`, the record's `config` object, which carries its router, shared
+//! experts and activation parameters) and the same
 //! seed, iterations and warm-up as ours, and writes its records (schema `flashdmoe-bench/1`) to
 //! a JSONL file this module reads back. The scripts exit 0 when every result verified, 1 when
 //! some did not (their records say which), 2 for bad input.
 //!
 //! Invariant: a baseline runs only where it computes the same layer as ours
-//! ([`Baseline::applies_to`]): the scripts always renormalise the top-k weights and place
-//! experts contiguously, and `torch_single.py` is one GPU (world 1).
+//! ([`Baseline::applies_to`]): the scripts place experts contiguously, `torch_single.py` is one
+//! GPU (world 1), and `torch_ep.py` computes the paper's layer only (no model features, top-k
+//! weights renormalised).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::error::BenchError;
-use crate::record::{Record, parse_jsonl};
+use crate::record::{LayerKey, Record, parse_jsonl};
 use flashdmoe_core::{CapacityPolicy, MoeConfig, Placement};
 
 /// A baseline script.
@@ -77,8 +80,12 @@ impl Baseline {
 
     /// `Ok` if the script computes `config`'s layer, else why not.
     pub fn applies_to(self, config: &MoeConfig) -> Result<(), String> {
-        if !config.renormalize {
-            return Err("the baselines always renormalise the top-k weights".into());
+        if self == Baseline::TorchEp && (!config.renormalize || !config.features().is_empty()) {
+            return Err(format!(
+                "{} computes the paper's layer only (renormalised, softmax router, no shared \
+                 experts); torch-single computes this one",
+                self.name()
+            ));
         }
         if config.placement != Placement::Contiguous {
             return Err("the baselines place experts contiguously".into());
@@ -120,6 +127,11 @@ impl Baseline {
             cmd.arg(flag).arg(value);
         }
         cmd.arg(if config.bias { "--bias" } else { "--no-bias" });
+        if !config.renormalize || !config.features().is_empty() {
+            let layer = serde_json::to_string(&LayerKey::of(config))
+                .expect("a layer key always serialises");
+            cmd.arg("--layer").arg(layer);
+        }
         if self == Baseline::TorchEp {
             cmd.arg("--world").arg(config.world.to_string());
         }
@@ -206,6 +218,13 @@ mod tests {
         for part in ["--activation swiglu", "--capacity dropless", "--bias", "--world 2"] {
             assert!(a.contains(part), "{a}");
         }
+        assert!(!a.contains("--layer"), "{a}");
+        // A real model's layer also goes as its record's config object.
+        let v3 = presets::preset("deepseek-v3").unwrap();
+        let a = args(&Baseline::TorchSingle.command(&v3, &options(), Path::new("o")));
+        let at = a.iter().position(|x| x == "--layer").unwrap();
+        let key: LayerKey = serde_json::from_str(&a[at + 1]).unwrap();
+        assert_eq!(key.config(1), v3);
     }
 
     #[test]
@@ -218,6 +237,12 @@ mod tests {
         c.renormalize = false;
         assert!(Baseline::TorchEp.applies_to(&c).is_err());
         c.renormalize = true;
+        // Real models' layers: the single-GPU script computes them, the EP one does not.
+        let v3 = presets::preset("deepseek-v3").unwrap();
+        assert!(Baseline::TorchSingle.applies_to(&v3).is_ok());
+        assert!(Baseline::TorchEp.applies_to(&v3).unwrap_err().contains("paper's layer only"));
+        let olmoe = presets::preset("olmoe-1b-7b").unwrap(); // not renormalised
+        assert!(Baseline::TorchSingle.applies_to(&olmoe).is_ok());
         c.placement = Placement::Table(vec![1, 0, 1, 0, 1, 0, 1, 0]);
         assert!(Baseline::TorchEp.applies_to(&c).is_err());
     }

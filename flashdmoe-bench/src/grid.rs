@@ -5,7 +5,9 @@
 //! * [`builtin`] grids: `paper` (docs/performance.md's 40 configs: H = I = 2048, top-2, ReLU, bf16,
 //!   T in {128, 4096, 8192, 16384} x E in {8, 16, 32, 64, 128} x {capacity factor 1,
 //!   dropless}, one rank, named like the baselines' presets `paper-t<T>-e<E>-{cf1,dropless}`)
-//!   and `small` (layers the CPU simulator runs in milliseconds, for protocol regressions).
+//!   `small` (layers the CPU simulator runs in milliseconds, for protocol regressions) and
+//!   `models-t4096` ([`models`]: real models' layers at T = 4096 per rank, one rank, bf16,
+//!   dropless; the PyTorch baselines' `--grid models-t4096`).
 //! * [`presets`]: core's preset names, optionally suffixed `-dropless` or `-cf<F>` to set the
 //!   capacity (so the baselines' names such as `paper-t16384-e8-dropless` work too).
 //! * [`from_file`] / [`from_str`]: a grid file, TOML or JSON:
@@ -47,13 +49,14 @@ pub struct Case {
 }
 
 /// Names of the built-in grids.
-pub const BUILTIN: [&str; 2] = ["paper", "small"];
+pub const BUILTIN: [&str; 3] = ["paper", "small", "models-t4096"];
 
 /// A built-in grid by name (see the module doc).
 pub fn builtin(name: &str) -> Result<Vec<Case>, BenchError> {
     match name.to_ascii_lowercase().as_str() {
         "paper" => Ok(paper()),
         "small" => Ok(small()),
+        "models-t4096" => Ok(models()),
         _ => Err(BenchError::Grid(format!(
             "unknown grid {name:?} (built-in grids: {})",
             BUILTIN.join(", ")
@@ -98,6 +101,47 @@ fn small() -> Vec<Case> {
     };
     cases.push(Case { name: "small-t128-e8-p2-swiglu-dropless".into(), config: swiglu });
     cases
+}
+
+/// The presets of `models-t4096`, in order (`bench/baselines/common.py` `MODELS_T4096` holds
+/// the same names).
+pub const MODELS_T4096: [&str; 8] = [
+    "deepseek-v3-routed",
+    "kimi-k2-routed",
+    "qwen3-30b-a3b",
+    "mixtral-8x7b",
+    "olmoe-1b-7b",
+    "gpt-oss-20b",
+    "gpt-oss-120b",
+    "deepseek-v3",
+];
+
+/// `models-t4096`: real models' MoE layers at core's preset run parameters (T = 4096 per rank,
+/// one rank, bf16, dropless), those the CUDA kernel computes: DeepSeek-V3's and Kimi-K2's routed
+/// experts (`-routed`: their grouped sigmoid routers without the shared expert the kernel does
+/// not compute yet), Qwen3-30B-A3B, Mixtral-8x7B, OLMoE, gpt-oss-20b and -120b (their router and
+/// clamped SwiGLU); then the whole DeepSeek-V3 layer with its shared expert, which the
+/// simulator and the PyTorch baseline run and `--backend cuda` refuses (the case is reported
+/// as not run, its baselines still run).
+fn models() -> Vec<Case> {
+    MODELS_T4096
+        .iter()
+        .map(|&name| {
+            let config = match name.strip_suffix("-routed") {
+                Some(model) => MoeConfig { shared: None, ..preset_config(model) },
+                None => preset_config(name),
+            };
+            Case { name: name.to_owned(), config }
+        })
+        .collect()
+}
+
+/// A preset [`models`] names (a test holds every name to core's presets).
+fn preset_config(name: &str) -> MoeConfig {
+    core_presets::MODELS
+        .iter()
+        .find(|m| m.name == name)
+        .map_or_else(MoeConfig::default, |m| m.config())
 }
 
 /// Cases for preset names: core's presets, each optionally suffixed `-dropless` or `-cf<F>`.
@@ -245,18 +289,6 @@ fn check_unique(cases: Vec<Case>) -> Result<Vec<Case>, BenchError> {
     let mut names = BTreeSet::new();
     let mut layers = BTreeSet::new();
     for c in &cases {
-        // A record's layer key holds the paper's layer only: shared experts, another router or
-        // gpt-oss's experts would be recorded as a different layer (issue 16).
-        let features = c.config.features();
-        if !features.is_empty() {
-            let fields: Vec<String> = features.iter().map(|u| u.field.clone()).collect();
-            return Err(BenchError::Grid(format!(
-                "case {:?}: its layer sets {}, which bench records do not describe yet (issue \
-                 16); `flashdmoe run` computes and verifies it on the sim backend",
-                c.name,
-                fields.join(", ")
-            )));
-        }
         if !names.insert(c.name.as_str()) {
             return Err(BenchError::Grid(format!("case {:?} appears twice", c.name)));
         }
@@ -277,11 +309,68 @@ mod tests {
     use flashdmoe_core::DType;
 
     #[test]
-    fn layers_the_records_cannot_describe_are_refused_naming_their_features() {
-        let err = presets(&["deepseek-v3".to_owned()]).unwrap_err().to_string();
-        assert!(err.contains("shared, routing.scoring"), "{err}");
-        assert!(err.contains("(issue 16)"), "{err}");
-        assert!(presets(&["deepseek-v2-lite-routed".to_owned()]).is_ok());
+    fn real_models_layers_are_cases_their_records_describe() {
+        let g = presets(&["deepseek-v3".to_owned(), "gpt-oss-20b".to_owned()]).unwrap();
+        let key = LayerKey::of(&g[0].config);
+        assert_eq!(key.config(1), g[0].config);
+        assert!(label(&g[0].config).ends_with("sigmoid+sb g8/4t2 x2.5 shared1x2048"));
+        assert!(label(&g[1].config).ends_with("topk-softmax+rb"));
+        // The same shape with another router is another layer, not a repeat.
+        let both = ["qwen1.5-moe-a2.7b".to_owned(), "qwen1.5-moe-a2.7b-routed".to_owned()];
+        assert_eq!(presets(&both).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn models_grid_is_the_real_models_at_t4096() {
+        let g = builtin("models-t4096").unwrap();
+        let names: Vec<&str> = g.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, MODELS_T4096);
+        for c in &g {
+            let k = &c.config;
+            assert!(c.config.validate().is_ok(), "{}", c.name);
+            assert_eq!((k.world, k.tokens_per_rank), (1, 4096), "{}", c.name);
+            assert_eq!((k.dtype, k.capacity), (DType::Bf16, CapacityPolicy::Dropless));
+            // Every name is core's preset, or its routed part.
+            let model = c.name.strip_suffix("-routed").unwrap_or(&c.name);
+            let preset = core_presets::preset(model).unwrap();
+            assert_eq!(*k, MoeConfig { shared: k.shared, ..preset.clone() }, "{}", c.name);
+            assert_eq!(k.shared.is_none(), c.name.ends_with("-routed") || preset.shared.is_none());
+            // All but the whole DeepSeek-V3 are computed by the CUDA kernel.
+            let cuda = flashdmoe_cuda::spec::computes(k);
+            assert_eq!(cuda, c.name != "deepseek-v3", "{}", c.name);
+        }
+        assert_eq!(g[0].config.routing, g[7].config.routing);
+    }
+
+    /// `bench/baselines/testdata/models_t4096.json`: `models-t4096`'s layers as records'
+    /// `config` objects, one `{"name", "config"}` per line, which `test_common.py` holds the
+    /// Python grid to.
+    fn models_fixture() -> String {
+        let lines: Vec<String> = builtin("models-t4096")
+            .unwrap()
+            .iter()
+            .map(|c| {
+                let config = serde_json::to_string(&LayerKey::of(&c.config)).unwrap();
+                format!("  {{\"name\": {:?}, \"config\": {config}}}", c.name)
+            })
+            .collect();
+        format!("[\n{}\n]\n", lines.join(",\n"))
+    }
+
+    #[test]
+    fn the_python_baselines_fixture_holds_the_models_grid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../bench/baselines/testdata/models_t4096.json");
+        let expected = models_fixture();
+        if std::env::var_os("FLASHDMOE_BLESS").is_some() {
+            std::fs::write(&path, &expected).unwrap();
+        }
+        let found = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            found == expected,
+            "{} is stale: rerun this test with FLASHDMOE_BLESS=1 to rewrite it",
+            path.display()
+        );
     }
 
     #[test]
@@ -305,7 +394,9 @@ mod tests {
         assert_eq!(g.len(), 9);
         assert!(g.iter().all(|c| c.config.validate().is_ok()));
         assert!(g.iter().all(|c| c.config.tokens_per_rank <= 256 && c.config.hidden == 256));
-        assert!(matches!(builtin("huge"), Err(BenchError::Grid(m)) if m.contains("paper, small")));
+        assert!(
+            matches!(builtin("huge"), Err(BenchError::Grid(m)) if m.contains("paper, small, models-t4096"))
+        );
     }
 
     #[test]

@@ -3,9 +3,32 @@
 //! The schema is the PyTorch baselines' (`bench/baselines/common.py`, `RECORD_FIELDS`):
 //!
 //! `schema, impl, backend, device, world, config {tokens_per_rank, hidden, inter, experts,
-//! top_k, activation, dtype, capacity (a factor or "dropless"), bias}, iterations, median_ms,
-//! p10_ms, p90_ms, min_ms, max_ms, verified, max_rel_err (null if not finite), flops, tflops,
-//! timestamp, seed, floor_ms, notes`
+//! top_k, activation, dtype, capacity (a factor or "dropless"), bias, [renormalize], [routing],
+//! [shared], [swiglu_alpha], [swiglu_limit]}, iterations, median_ms, p10_ms, p90_ms, min_ms,
+//! max_ms, verified, max_rel_err (null if not finite), flops, tflops, timestamp, seed,
+//! floor_ms, notes`
+//!
+//! The bracketed `config` fields describe a real model's layer (issue 16; core's
+//! `MoeConfig::renormalize`, `Routing`, `SharedExperts`, `SwigluOss`). Each is written only
+//! where the layer differs from the paper's, and an absent one means the paper's, so a paper
+//! layer's record is byte for byte what it was before they existed and every older record
+//! reads as the layer it measured:
+//!
+//! * `renormalize`: `false` when the top-k weights are not renormalised (absent: `true`);
+//! * `routing`: `{scoring: "softmax" | "sigmoid" | "topk-softmax", router_bias,
+//!   selection_bias, groups: {count, keep, score: "top2-sum" | "max"} (absent: none),
+//!   scaling}` when the router is not the paper's (softmax, no biases, no groups, scaling 1);
+//!   every field is written, and on reading an absent one is the paper router's;
+//! * `shared`: `{count, inter, gate: "none" | "sigmoid"}` for shared experts (absent: none);
+//! * `swiglu_alpha`, `swiglu_limit`: for `activation: "swiglu-oss"` with other than gpt-oss's
+//!   1.702 and 7 (absent: those).
+//!
+//! DeepSeek-V3: `"routing": {"scoring": "sigmoid", "router_bias": false, "selection_bias":
+//! true, "groups": {"count": 8, "keep": 4, "score": "top2-sum"}, "scaling": 2.5}, "shared":
+//! {"count": 1, "inter": 2048, "gate": "none"}`. A malformed `config` is a
+//! [`LayerKeyError`] naming the field (`config.routing.groups.keep`); unknown keys inside
+//! `routing`, `groups` and `shared` are errors (a misspelt key must not read as the paper's
+//! default), elsewhere ignored like every unknown field.
 //!
 //! Ours add two optional fields after them: `name` (the case name) and `protocol`
 //! ([`ProtocolStats`]: tasks, rows, bytes and utilisation of the forward, the simulator's
@@ -21,9 +44,13 @@ use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 
 use crate::error::BenchError;
-use flashdmoe_core::{Activation, CapacityPolicy, DType, MoeConfig};
+use flashdmoe_core::config::{Scoring, SharedGate, SwigluOss};
+use flashdmoe_core::{
+    Activation, CapacityPolicy, DType, GroupScore, Groups, MoeConfig, Routing, SharedExperts,
+};
 
 /// The schema tag of every record.
 pub const SCHEMA: &str = "flashdmoe-bench/1";
@@ -40,11 +67,11 @@ pub const IMPL_CUDA_VIRTUAL: &str = "flashdmoe-cuda-virtual";
 /// percent of the layer's floor; its time is compared as a ceiling.
 pub const IMPL_DENSE_CEILING: &str = "cublas-dense";
 
-/// The `config` object of a record: the layer shape and policies a comparison must agree on.
-/// The world size is the record's `world`; renormalisation and placement are not part of the
-/// schema (the baselines always renormalise and place contiguously).
+/// The `config` object of a record: the layer a comparison must agree on, the paper's fields
+/// and the real models' (module doc). The world size is the record's `world`; placement is not
+/// part of the schema (the baselines place experts contiguously).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(try_from = "RawLayer", into = "RawLayer")]
+#[serde(try_from = "Value", into = "RawLayer")]
 pub struct LayerKey {
     /// Tokens per rank T.
     pub tokens_per_rank: u32,
@@ -56,7 +83,7 @@ pub struct LayerKey {
     pub experts: u32,
     /// Experts per token k.
     pub top_k: u32,
-    /// Expert activation.
+    /// Expert activation (gpt-oss's with its alpha and limit).
     pub activation: Activation,
     /// Element type.
     pub dtype: DType,
@@ -64,6 +91,12 @@ pub struct LayerKey {
     pub capacity: CapacityPolicy,
     /// Biases on the expert projections.
     pub bias: bool,
+    /// Whether the top-k weights are renormalised (absent in JSON: true).
+    pub renormalize: bool,
+    /// The router (absent in JSON: the paper's, [`Routing::SOFTMAX`]).
+    pub routing: Routing,
+    /// Shared experts (absent in JSON: none).
+    pub shared: Option<SharedExperts>,
 }
 
 impl LayerKey {
@@ -79,11 +112,14 @@ impl LayerKey {
             dtype: config.dtype,
             capacity: config.capacity,
             bias: config.bias,
+            renormalize: config.renormalize,
+            routing: config.routing,
+            shared: config.shared,
         }
     }
 
     /// The layer on `world` ranks with core's defaults for what the key does not hold
-    /// (renormalised weights, contiguous placement).
+    /// (contiguous placement, the default memory limit).
     pub fn config(&self, world: u32) -> MoeConfig {
         MoeConfig {
             world,
@@ -96,19 +132,23 @@ impl LayerKey {
             bias: self.bias,
             dtype: self.dtype,
             capacity: self.capacity,
+            renormalize: self.renormalize,
+            routing: self.routing,
+            shared: self.shared,
             ..MoeConfig::default()
         }
     }
 
     /// `T16384 H2048 I2048 E8 k2 relu bf16 cf1`: the baselines' label of the same layer, so the
-    /// label identifies a layer in joins and tables.
+    /// label identifies a layer in joins and tables. A real model's layer appends what differs
+    /// from the paper's ([`LayerKey::model_suffix`]).
     pub fn label(&self) -> String {
         let cap = match self.capacity {
             CapacityPolicy::Dropless => "dropless".to_owned(),
             CapacityPolicy::Factor(f) => format!("cf{f}"),
         };
         format!(
-            "T{} H{} I{} E{} k{} {}{} {} {cap}",
+            "T{} H{} I{} E{} k{} {}{} {} {cap}{}",
             self.tokens_per_rank,
             self.hidden,
             self.inter,
@@ -116,8 +156,50 @@ impl LayerKey {
             self.top_k,
             self.activation,
             if self.bias { "+bias" } else { "" },
-            self.dtype
+            self.dtype,
+            self.model_suffix()
         )
+    }
+
+    /// What the label appends for a real model's layer, each part led by a space, in this
+    /// order (empty for the paper's layer): ` norenorm` (top-k weights not renormalised); the
+    /// scoring when not softmax or with a bias, `+rb` for the router bias, `+sb` for the
+    /// selection bias (` sigmoid+sb`); ` g<count>/<keep>` and `t2` or `max` for grouped top-k;
+    /// ` x<scaling>`; ` shared<count>x<inter>`, `+gate` for Qwen's sigmoid gate. DeepSeek-V3:
+    /// ` sigmoid+sb g8/4t2 x2.5 shared1x2048`.
+    pub fn model_suffix(&self) -> String {
+        let mut out = String::new();
+        if !self.renormalize {
+            out.push_str(" norenorm");
+        }
+        let r = &self.routing;
+        if r.scoring != Scoring::Softmax || r.router_bias || r.selection_bias {
+            out.push(' ');
+            out.push_str(r.scoring.name());
+            if r.router_bias {
+                out.push_str("+rb");
+            }
+            if r.selection_bias {
+                out.push_str("+sb");
+            }
+        }
+        if let Some(g) = r.groups {
+            let score = match g.score {
+                GroupScore::Top2Sum => "t2",
+                GroupScore::Max => "max",
+            };
+            out.push_str(&format!(" g{}/{}{score}", g.count, g.keep));
+        }
+        if r.scaling != 1.0 {
+            out.push_str(&format!(" x{}", r.scaling));
+        }
+        if let Some(s) = self.shared {
+            out.push_str(&format!(" shared{}x{}", s.count, s.inter));
+            if s.gate == SharedGate::Sigmoid {
+                out.push_str("+gate");
+            }
+        }
+        out
     }
 }
 
@@ -127,9 +209,25 @@ impl fmt::Display for LayerKey {
     }
 }
 
-/// The JSON form of [`LayerKey`] (names for the enums, `"dropless"` or a number for the
-/// capacity).
-#[derive(Serialize, Deserialize)]
+/// A malformed `config` object: the field, by its path in the record (`config.routing.groups.keep`),
+/// and what is wrong with it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct LayerKeyError {
+    /// The field's path, e.g. `config.shared.inter`.
+    pub field: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+fn bad(field: &str, reason: impl Into<String>) -> LayerKeyError {
+    LayerKeyError { field: format!("config.{field}"), reason: reason.into() }
+}
+
+/// The JSON form of [`LayerKey`] as written: names for the enums, `"dropless"` or a number for
+/// the capacity, and the model fields only where they differ from the paper's layer (so a
+/// paper record is what it was before they existed).
+#[derive(Serialize)]
 struct RawLayer {
     tokens_per_rank: u32,
     hidden: u32,
@@ -140,43 +238,70 @@ struct RawLayer {
     dtype: String,
     capacity: RawCapacity,
     bias: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    renormalize: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    routing: Option<RawRouting>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shared: Option<RawShared>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    swiglu_alpha: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    swiglu_limit: Option<f64>,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize)]
 #[serde(untagged)]
 enum RawCapacity {
     Factor(f64),
     Name(String),
 }
 
-impl TryFrom<RawLayer> for LayerKey {
-    type Error = String;
+#[derive(Serialize)]
+struct RawRouting {
+    scoring: &'static str,
+    router_bias: bool,
+    selection_bias: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    groups: Option<RawGroups>,
+    scaling: f64,
+}
 
-    fn try_from(r: RawLayer) -> Result<LayerKey, String> {
-        let capacity = match r.capacity {
-            RawCapacity::Factor(f) if f.is_finite() && f > 0.0 => CapacityPolicy::Factor(f),
-            RawCapacity::Factor(f) => return Err(format!("capacity {f} must be > 0")),
-            RawCapacity::Name(n) if n == "dropless" => CapacityPolicy::Dropless,
-            RawCapacity::Name(n) => {
-                return Err(format!("capacity {n:?} is neither a factor nor \"dropless\""));
-            }
-        };
-        Ok(LayerKey {
-            tokens_per_rank: r.tokens_per_rank,
-            hidden: r.hidden,
-            inter: r.inter,
-            experts: r.experts,
-            top_k: r.top_k,
-            activation: r.activation.parse().map_err(|e| format!("{e}"))?,
-            dtype: r.dtype.parse().map_err(|e| format!("{e}"))?,
-            capacity,
-            bias: r.bias,
-        })
+#[derive(Serialize)]
+struct RawGroups {
+    count: u32,
+    keep: u32,
+    score: &'static str,
+}
+
+#[derive(Serialize)]
+struct RawShared {
+    count: u32,
+    inter: u32,
+    gate: &'static str,
+}
+
+const fn group_score_name(score: GroupScore) -> &'static str {
+    match score {
+        GroupScore::Top2Sum => "top2-sum",
+        GroupScore::Max => "max",
+    }
+}
+
+const fn shared_gate_name(gate: SharedGate) -> &'static str {
+    match gate {
+        SharedGate::None => "none",
+        SharedGate::Sigmoid => "sigmoid",
     }
 }
 
 impl From<LayerKey> for RawLayer {
     fn from(k: LayerKey) -> RawLayer {
+        let r = k.routing;
+        let oss = match k.activation {
+            Activation::SwigluOss(p) if p != SwigluOss::GPT_OSS => Some(p),
+            _ => None,
+        };
         RawLayer {
             tokens_per_rank: k.tokens_per_rank,
             hidden: k.hidden,
@@ -190,8 +315,225 @@ impl From<LayerKey> for RawLayer {
                 CapacityPolicy::Factor(f) => RawCapacity::Factor(f),
             },
             bias: k.bias,
+            renormalize: (!k.renormalize).then_some(false),
+            routing: (r != Routing::SOFTMAX).then(|| RawRouting {
+                scoring: r.scoring.name(),
+                router_bias: r.router_bias,
+                selection_bias: r.selection_bias,
+                groups: r.groups.map(|g| RawGroups {
+                    count: g.count,
+                    keep: g.keep,
+                    score: group_score_name(g.score),
+                }),
+                scaling: r.scaling,
+            }),
+            shared: k.shared.map(|s| RawShared {
+                count: s.count,
+                inter: s.inter,
+                gate: shared_gate_name(s.gate),
+            }),
+            swiglu_alpha: oss.map(|p| p.alpha),
+            swiglu_limit: oss.map(|p| p.limit),
         }
     }
+}
+
+/// Reads a JSON object's fields by name, reporting errors under `path` (`routing.groups`).
+struct Fields<'a> {
+    map: &'a Map<String, Value>,
+    path: &'a str,
+}
+
+impl<'a> Fields<'a> {
+    fn of(value: &'a Value, path: &'a str) -> Result<Fields<'a>, LayerKeyError> {
+        match value {
+            Value::Object(map) => Ok(Fields { map, path }),
+            other => Err(LayerKeyError {
+                field: if path.is_empty() { "config".into() } else { format!("config.{path}") },
+                reason: format!("{other} is not an object"),
+            }),
+        }
+    }
+
+    fn name(&self, key: &str) -> String {
+        if self.path.is_empty() { key.to_owned() } else { format!("{}.{key}", self.path) }
+    }
+
+    fn error(&self, key: &str, reason: impl Into<String>) -> LayerKeyError {
+        bad(&self.name(key), reason)
+    }
+
+    /// The field, `None` when absent or `null`.
+    fn get(&self, key: &str) -> Option<&'a Value> {
+        self.map.get(key).filter(|v| !v.is_null())
+    }
+
+    fn required(&self, key: &str) -> Result<&'a Value, LayerKeyError> {
+        self.get(key).ok_or_else(|| self.error(key, "missing"))
+    }
+
+    fn u32(&self, key: &str) -> Result<u32, LayerKeyError> {
+        let v = self.required(key)?;
+        v.as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .ok_or_else(|| self.error(key, format!("{v} is not an integer from 0 to 2^32 - 1")))
+    }
+
+    fn opt_bool(&self, key: &str) -> Result<Option<bool>, LayerKeyError> {
+        self.get(key)
+            .map(|v| v.as_bool().ok_or_else(|| self.error(key, format!("{v} is not a boolean"))))
+            .transpose()
+    }
+
+    fn opt_f64(&self, key: &str) -> Result<Option<f64>, LayerKeyError> {
+        self.get(key)
+            .map(|v| v.as_f64().ok_or_else(|| self.error(key, format!("{v} is not a number"))))
+            .transpose()
+    }
+
+    fn opt_str(&self, key: &str) -> Result<Option<&'a str>, LayerKeyError> {
+        self.get(key)
+            .map(|v| v.as_str().ok_or_else(|| self.error(key, format!("{v} is not a string"))))
+            .transpose()
+    }
+
+    fn str(&self, key: &str) -> Result<&'a str, LayerKeyError> {
+        self.opt_str(key)?.ok_or_else(|| self.error(key, "missing"))
+    }
+
+    /// Errors on a key not in `known` (the model objects are strict: a misspelt field must not
+    /// read as the paper's default).
+    fn only(&self, known: &[&str]) -> Result<(), LayerKeyError> {
+        match self.map.keys().find(|k| !known.contains(&k.as_str())) {
+            Some(k) => Err(self.error(k, format!("unknown field (expected {})", known.join(", ")))),
+            None => Ok(()),
+        }
+    }
+}
+
+impl TryFrom<Value> for LayerKey {
+    type Error = LayerKeyError;
+
+    /// Reads a `config` object; absent model fields are the paper's layer's (module doc).
+    fn try_from(value: Value) -> Result<LayerKey, LayerKeyError> {
+        let f = Fields::of(&value, "")?;
+        let capacity = match f.required("capacity")? {
+            Value::Number(n) => match n.as_f64() {
+                Some(x) if x.is_finite() && x > 0.0 => CapacityPolicy::Factor(x),
+                _ => return Err(bad("capacity", format!("{n} must be > 0"))),
+            },
+            Value::String(s) if s == "dropless" => CapacityPolicy::Dropless,
+            other => {
+                return Err(bad(
+                    "capacity",
+                    format!("{other} is neither a factor nor \"dropless\""),
+                ));
+            }
+        };
+        let mut activation: Activation =
+            f.str("activation")?.parse().map_err(|e| bad("activation", format!("{e}")))?;
+        let (alpha, limit) = (f.opt_f64("swiglu_alpha")?, f.opt_f64("swiglu_limit")?);
+        match &mut activation {
+            Activation::SwigluOss(p) => {
+                p.alpha = alpha.unwrap_or(p.alpha);
+                p.limit = limit.unwrap_or(p.limit);
+                if !(p.alpha.is_finite() && p.limit.is_finite() && p.limit > 0.0) {
+                    return Err(bad(
+                        "swiglu_limit",
+                        format!(
+                            "alpha {} and limit {} must be finite, limit > 0",
+                            p.alpha, p.limit
+                        ),
+                    ));
+                }
+            }
+            _ if alpha.is_some() || limit.is_some() => {
+                let key = if alpha.is_some() { "swiglu_alpha" } else { "swiglu_limit" };
+                return Err(bad(key, "set, but the activation is not swiglu-oss"));
+            }
+            _ => {}
+        }
+        Ok(LayerKey {
+            tokens_per_rank: f.u32("tokens_per_rank")?,
+            hidden: f.u32("hidden")?,
+            inter: f.u32("inter")?,
+            experts: f.u32("experts")?,
+            top_k: f.u32("top_k")?,
+            activation,
+            dtype: f.str("dtype")?.parse().map_err(|e| bad("dtype", format!("{e}")))?,
+            capacity,
+            bias: f.opt_bool("bias")?.ok_or_else(|| bad("bias", "missing"))?,
+            renormalize: f.opt_bool("renormalize")?.unwrap_or(true),
+            routing: match f.get("routing") {
+                None => Routing::SOFTMAX,
+                Some(v) => routing(&Fields::of(v, "routing")?)?,
+            },
+            shared: f.get("shared").map(|v| shared(&Fields::of(v, "shared")?)).transpose()?,
+        })
+    }
+}
+
+/// A `routing` object: every field optional, the paper's router's when absent.
+fn routing(f: &Fields<'_>) -> Result<Routing, LayerKeyError> {
+    f.only(&["scoring", "router_bias", "selection_bias", "groups", "scaling"])?;
+    let p = Routing::SOFTMAX;
+    let scoring = match f.opt_str("scoring")? {
+        None => p.scoring,
+        Some(s) => [Scoring::Softmax, Scoring::Sigmoid, Scoring::TopKSoftmax]
+            .into_iter()
+            .find(|x| x.name() == s)
+            .ok_or_else(|| {
+                f.error("scoring", format!("{s:?} is not softmax, sigmoid or topk-softmax"))
+            })?,
+    };
+    let groups = match f.get("groups") {
+        None => None,
+        Some(v) => {
+            let g = Fields::of(v, "routing.groups")?;
+            g.only(&["count", "keep", "score"])?;
+            let (count, keep) = (g.u32("count")?, g.u32("keep")?);
+            if count == 0 {
+                return Err(g.error("count", "must be >= 1"));
+            }
+            if keep == 0 || keep > count {
+                return Err(g.error("keep", format!("{keep} must be 1 to count ({count})")));
+            }
+            let score = match g.opt_str("score")? {
+                None | Some("top2-sum") => GroupScore::Top2Sum,
+                Some("max") => GroupScore::Max,
+                Some(s) => return Err(g.error("score", format!("{s:?} is not top2-sum or max"))),
+            };
+            Some(Groups { count, keep, score })
+        }
+    };
+    let scaling = f.opt_f64("scaling")?.unwrap_or(p.scaling);
+    if !(scaling.is_finite() && scaling > 0.0) {
+        return Err(f.error("scaling", format!("{scaling} must be finite and > 0")));
+    }
+    Ok(Routing {
+        scoring,
+        router_bias: f.opt_bool("router_bias")?.unwrap_or(p.router_bias),
+        selection_bias: f.opt_bool("selection_bias")?.unwrap_or(p.selection_bias),
+        groups,
+        scaling,
+    })
+}
+
+/// A `shared` object: `count` and `inter` (both >= 1), `gate` (default `none`).
+fn shared(f: &Fields<'_>) -> Result<SharedExperts, LayerKeyError> {
+    f.only(&["count", "inter", "gate"])?;
+    let (count, inter) = (f.u32("count")?, f.u32("inter")?);
+    for (key, v) in [("count", count), ("inter", inter)] {
+        if v == 0 {
+            return Err(f.error(key, "must be >= 1"));
+        }
+    }
+    let gate = match f.opt_str("gate")? {
+        None | Some("none") => SharedGate::None,
+        Some("sigmoid") => SharedGate::Sigmoid,
+        Some(s) => return Err(f.error("gate", format!("{s:?} is not none or sigmoid"))),
+    };
+    Ok(SharedExperts { count, inter, gate })
 }
 
 /// What one forward did, summed over the ranks (ours only): the protocol's figures, which
@@ -548,6 +890,114 @@ pub(crate) mod tests {
                 }
                 other => panic!("{other:?}"),
             }
+        }
+    }
+
+    /// A DeepSeek-V3 record's `config` as `flashdmoe bench` writes it (the fixture the Python
+    /// tests parse too: `bench/baselines/test_common.py`, `RUST_DEEPSEEK_CONFIG`).
+    pub(crate) const DEEPSEEK_V3_CONFIG: &str = r#"{"tokens_per_rank":4096,"hidden":7168,"inter":2048,"experts":256,"top_k":8,"activation":"swiglu","dtype":"bf16","capacity":"dropless","bias":false,"routing":{"scoring":"sigmoid","router_bias":false,"selection_bias":true,"groups":{"count":8,"keep":4,"score":"top2-sum"},"scaling":2.5},"shared":{"count":1,"inter":2048,"gate":"none"}}"#;
+
+    fn round_trip(config: &MoeConfig) -> LayerKey {
+        let key = LayerKey::of(config);
+        let json = serde_json::to_string(&key).unwrap();
+        let back: LayerKey = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, key, "{json}");
+        assert_eq!(back.config(config.world), *config, "{json}");
+        key
+    }
+
+    #[test]
+    fn every_preset_and_small_model_kind_round_trips_through_json() {
+        let mut labels = std::collections::BTreeSet::new();
+        for m in presets::MODELS {
+            let key = round_trip(&m.config());
+            assert!(labels.insert(key.label()), "{}: {} twice", m.name, key.label());
+        }
+        for dtype in [flashdmoe_core::DType::Bf16, flashdmoe_core::DType::F32Exact] {
+            for (kind, config) in presets::small_model_kinds(dtype) {
+                let key = round_trip(&config);
+                assert!(labels.insert(key.label()), "{kind}: {} twice", key.label());
+            }
+        }
+        for (_, config) in presets::paper_grid() {
+            round_trip(&config);
+        }
+        // gpt-oss's SwiGLU with another clamp keeps it.
+        let mut oss = presets::preset("gpt-oss-20b").unwrap();
+        oss.activation = Activation::SwigluOss(SwigluOss { alpha: 1.702, limit: 5.0 });
+        let key = round_trip(&oss);
+        assert!(serde_json::to_string(&key).unwrap().contains(r#""swiglu_limit":5.0"#));
+    }
+
+    #[test]
+    fn model_fields_are_written_only_where_the_layer_is_not_the_papers() {
+        // The paper's layer: exactly the fields of before (run 5's baseline line, re-serialised).
+        let paper = serde_json::to_string(&LayerKey::of(&presets::paper(16384, 8))).unwrap();
+        assert_eq!(
+            paper,
+            r#"{"tokens_per_rank":16384,"hidden":2048,"inter":2048,"experts":8,"top_k":2,"activation":"relu","dtype":"bf16","capacity":1.0,"bias":false}"#
+        );
+        let v3 = presets::preset("deepseek-v3").unwrap();
+        assert_eq!(serde_json::to_string(&LayerKey::of(&v3)).unwrap(), DEEPSEEK_V3_CONFIG);
+        let parsed: LayerKey = serde_json::from_str(DEEPSEEK_V3_CONFIG).unwrap();
+        assert_eq!(parsed.config(1), v3);
+        assert_eq!(
+            parsed.label(),
+            "T4096 H7168 I2048 E256 k8 swiglu bf16 dropless sigmoid+sb g8/4t2 x2.5 shared1x2048"
+        );
+        let json = |name| serde_json::to_string(&LayerKey::of(&presets::preset(name).unwrap()));
+        // OLMoE: only `renormalize`; gpt-oss: only its router (the activation is by name).
+        assert!(json("olmoe-1b-7b").unwrap().ends_with(r#""bias":false,"renormalize":false}"#));
+        let oss = json("gpt-oss-120b").unwrap();
+        assert!(oss.contains(r#""activation":"swiglu-oss""#) && !oss.contains("swiglu_limit"));
+        assert!(oss.ends_with(r#""routing":{"scoring":"topk-softmax","router_bias":true,"selection_bias":false,"scaling":1.0}}"#), "{oss}");
+        let labels = |name| LayerKey::of(&presets::preset(name).unwrap()).label();
+        assert_eq!(
+            labels("gpt-oss-20b"),
+            "T4096 H2880 I2880 E32 k4 swiglu-oss+bias bf16 dropless topk-softmax+rb"
+        );
+        assert_eq!(
+            labels("qwen2-57b-a14b"),
+            "T4096 H3584 I2560 E64 k8 swiglu bf16 dropless norenorm shared1x20480+gate"
+        );
+        assert_eq!(labels("mixtral-8x7b"), "T4096 H4096 I14336 E8 k2 swiglu bf16 dropless");
+        // Absent model fields are the paper's; a partial routing object takes the rest from it.
+        let partial = r#"{"tokens_per_rank":16,"hidden":64,"inter":64,"experts":8,"top_k":2,"activation":"swiglu","dtype":"bf16","capacity":"dropless","bias":false,"routing":{"groups":{"count":4,"keep":2,"score":"max"},"scaling":16}}"#;
+        let k: LayerKey = serde_json::from_str(partial).unwrap();
+        assert_eq!(k.routing.scoring, Scoring::Softmax);
+        assert_eq!(k.routing.groups, Some(Groups { count: 4, keep: 2, score: GroupScore::Max }));
+        assert_eq!((k.routing.scaling, k.renormalize, k.shared), (16.0, true, None));
+    }
+
+    #[test]
+    fn malformed_model_fields_name_their_path() {
+        let cases = [
+            (r#""keep":4"#, r#""keep":9"#, "config.routing.groups.keep"),
+            (r#""keep":4"#, r#""keep":"4""#, "config.routing.groups.keep"),
+            (r#""count":8"#, r#""count":0"#, "config.routing.groups.count"),
+            (r#""top2-sum""#, r#""top3""#, "config.routing.groups.score"),
+            (r#""sigmoid""#, r#""tanh""#, "config.routing.scoring"),
+            (r#""scaling":2.5"#, r#""scaling":-1"#, "config.routing.scaling"),
+            (r#""scaling":2.5"#, r#""scalling":2.5"#, "config.routing.scalling"),
+            (r#""inter":2048,"gate""#, r#""inter":0,"gate""#, "config.shared.inter"),
+            (r#""gate":"none""#, r#""gate":"relu""#, "config.shared.gate"),
+            (r#""gate":"none""#, r#""gate":"none","x":1"#, "config.shared.x"),
+            (r#""bias":false"#, r#""bias":false,"renormalize":1"#, "config.renormalize"),
+            (r#""bias":false"#, r#""bias":false,"swiglu_limit":5"#, "config.swiglu_limit"),
+            (r#""hidden":7168"#, r#""hidden":-1"#, "config.hidden"),
+            (r#""shared":{"#, r#""shared":3,"s":{"#, "config.shared"),
+        ];
+        for (from, to, field) in cases {
+            let json = DEEPSEEK_V3_CONFIG.replacen(from, to, 1);
+            assert_ne!(json, DEEPSEEK_V3_CONFIG, "{from}");
+            let err = serde_json::from_str::<LayerKey>(&json).unwrap_err().to_string();
+            assert!(err.starts_with(&format!("{field}:")), "{to}: {err}");
+            let line = TORCH_LINE.replace(
+                r#""config": {"tokens_per_rank": 16384, "hidden": 2048, "inter": 2048, "experts": 8, "top_k": 2, "activation": "relu", "dtype": "bf16", "capacity": 1.0, "bias": false}"#,
+                &format!(r#""config": {json}"#),
+            );
+            let err = parse_jsonl(&line, "f.jsonl").unwrap_err().to_string();
+            assert!(err.contains(field), "{err}");
         }
     }
 

@@ -159,4 +159,43 @@ mod tests {
             }
         }
     }
+
+    /// Every results file committed to the repository (baselines', ours, the recorded GPU runs)
+    /// still reads, and each record's `config` writes back as it was read (the model fields
+    /// added since are written only for real models' layers, which none of them is).
+    #[test]
+    fn every_committed_results_file_still_reads() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut files = Vec::new();
+        for dir in
+            ["bench/baselines/results", "bench/results", "docs/dev/gpu-runs", "tests/data/bench"]
+        {
+            for entry in std::fs::read_dir(root.join(dir)).unwrap() {
+                let path = entry.unwrap().path();
+                if path.extension().is_some_and(|e| e == "jsonl") {
+                    files.push(path);
+                }
+            }
+        }
+        assert!(files.len() >= 20, "{files:?}");
+        let mut measurements = 0;
+        for path in &files {
+            // Some recorded runs' files also hold other tools' lines (no schema tag): skipped.
+            let text = std::fs::read_to_string(path).unwrap();
+            for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                let Ok(value) = serde_json::from_str::<Value>(line) else { continue };
+                if value.get("schema").is_none() {
+                    continue;
+                }
+                let parsed = parse_line(line);
+                let parsed = parsed.unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                if let Line::Measurement(r) = parsed {
+                    let written = serde_json::to_value(&r.config).unwrap();
+                    assert_eq!(written, value["config"], "{}", path.display());
+                    measurements += 1;
+                }
+            }
+        }
+        assert!(measurements > 0);
+    }
 }

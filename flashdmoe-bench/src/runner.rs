@@ -29,7 +29,8 @@ use flashdmoe_core::oracle::{self, Sample, VerifyOptions, VerifyReport};
 use flashdmoe_core::perf::{self, TimeSummary};
 use flashdmoe_core::trace::{self, TraceEvent};
 use flashdmoe_core::{
-    Backend, ForwardOptions, ForwardOutput, Layer, LayerWeights, MoeConfig, generate_input,
+    Backend, BackendError, ForwardOptions, ForwardOutput, Layer, LayerWeights, MoeConfig,
+    generate_input,
 };
 use flashdmoe_cuda::{CudaBackend, CudaLayer};
 use flashdmoe_sim::{SimBackend, SimLayer};
@@ -75,6 +76,12 @@ pub trait BenchBackend: Backend {
     fn device(&self) -> String;
     /// Processors per rank of `layer`, for the utilisation figure.
     fn processors_per_rank(layer: &Self::Layer) -> u32;
+    /// `Ok` if this backend computes `config`'s layer, else its refusal
+    /// ([`BackendError::NotSupported`] naming the fields): checked by [`run_case`] before
+    /// generating any weights (a whole DeepSeek-V3 layer's are gigabytes).
+    fn check_layer(&self, _config: &MoeConfig) -> Result<(), BackendError> {
+        Ok(())
+    }
 }
 
 impl BenchBackend for SimBackend {
@@ -111,6 +118,11 @@ impl BenchBackend for CudaBackend {
     fn processors_per_rank(layer: &CudaLayer) -> u32 {
         layer.blocks_per_rank().saturating_sub(1)
     }
+
+    /// The kernel's features (`spec::check_computed`: shared experts are refused).
+    fn check_layer(&self, config: &MoeConfig) -> Result<(), BackendError> {
+        flashdmoe_cuda::spec::check_computed(config)
+    }
 }
 
 /// Runs `case` on `backend` (module doc); `progress` hears about each step.
@@ -124,6 +136,7 @@ pub fn run_case<B: BenchBackend>(
     if options.iterations == 0 {
         return Err(BenchError::Options("iterations must be >= 1".into()));
     }
+    backend.check_layer(config)?;
     progress(Progress::Build);
     let weights = LayerWeights::generate(config, options.seed)?;
     let inputs = (0..config.world)
@@ -340,6 +353,37 @@ mod tests {
         case.config.hidden = 65;
         let err = run_case(&backend, &case, &options(1), &mut |_| {}).unwrap_err();
         assert!(matches!(err, BenchError::Config(_)), "{err}");
+    }
+
+    #[test]
+    fn a_real_models_layer_runs_on_the_sim_and_its_record_describes_it() {
+        let backend = SimBackend::new(SimOptions::default());
+        let (_, config) =
+            flashdmoe_core::config::presets::small_model_kinds(flashdmoe_core::DType::Bf16)
+                .into_iter()
+                .find(|(kind, _)| *kind == "deepseek-v3")
+                .unwrap();
+        let case = Case { name: "small-deepseek-v3".into(), config: config.clone() };
+        let r = run_case(&backend, &case, &options(1), &mut |_| {}).unwrap();
+        assert!(r.verified, "{}", r.notes);
+        assert_eq!(r.config.config(1), config);
+        let back = crate::record::parse_record(&r.to_json_line()).unwrap();
+        assert_eq!(back, r);
+        assert!(r.config.label().ends_with("sigmoid+sb g4/2t2 x2.5 shared1x64"));
+    }
+
+    #[test]
+    fn the_cuda_backend_refuses_shared_experts_before_any_work() {
+        // No GPU needed: the refusal comes before weights are generated or a device is used.
+        let backend = CudaBackend::new(flashdmoe_cuda::CudaOptions::default());
+        let config = flashdmoe_core::config::presets::preset("deepseek-v3").unwrap();
+        let case = Case { name: "deepseek-v3".into(), config };
+        let mut events = Vec::new();
+        let err = run_case(&backend, &case, &options(1), &mut |p| events.push(p)).unwrap_err();
+        assert!(matches!(err, BenchError::Backend(BackendError::NotSupported { .. })), "{err}");
+        let message = err.to_string();
+        assert!(message.contains("shared = 1 x 2048") && message.contains("CUDA"), "{message}");
+        assert!(events.is_empty());
     }
 
     #[test]

@@ -210,13 +210,22 @@ struct Summary {
     unverified: Vec<String>,
     /// Cases this machine has too few GPUs for.
     skipped: Vec<String>,
+    /// Cases whose layer the backend does not compute (the CUDA kernel and shared experts),
+    /// refused before any work; their baselines still ran.
+    unsupported: Vec<String>,
 }
 
 impl Summary {
-    /// Exit status: any failure, or nothing run because every case was skipped -> 1, else any
-    /// unverified result -> 3, else success (skipped cases alone do not fail a sweep).
+    /// Exit status: nothing run because every case was refused by the backend -> 2 (usage),
+    /// any failure, or nothing run because every case was skipped -> 1, else any unverified
+    /// result -> 3, else success (skipped or refused cases alone do not fail a sweep).
     fn status(self) -> Result<(), CliError> {
-        if self.ran == 0 && self.failed.is_empty() && !self.skipped.is_empty() {
+        if self.ran == 0 && self.failed.is_empty() && !self.unsupported.is_empty() {
+            Err(CliError::Usage(format!(
+                "no case could run: this backend does not compute {} (--backend sim does)",
+                self.unsupported.join(", ")
+            )))
+        } else if self.ran == 0 && self.failed.is_empty() && !self.skipped.is_empty() {
             Err(CliError::Failed(format!(
                 "no case could run on this machine (too few GPUs): {}",
                 self.skipped.join(", ")
@@ -271,6 +280,13 @@ impl Sweep<'_> {
                     summary.skipped.push(case.name.clone());
                     continue;
                 }
+                Err(BenchError::Backend(e @ BackendError::NotSupported { .. })) => {
+                    // Refused before any work: not a failure of the sweep (a grid may hold a
+                    // layer for the simulator and the baselines), said on its line and at the
+                    // end; the baselines still run it.
+                    bar.suspend(|| println!("{tag}: not run on this backend: {e}"));
+                    summary.unsupported.push(case.name.clone());
+                }
                 Err(e) => {
                     bar.suspend(|| println!("{tag}: FAILED: {e}"));
                     summary.failed.push(format!("{}: {e}", case.name));
@@ -306,6 +322,12 @@ impl Sweep<'_> {
         println!("wrote {} and {}", jsonl.display(), csv_path.display());
         if !summary.skipped.is_empty() {
             println!("skipped (too few GPUs on this machine): {}", summary.skipped.join(", "));
+        }
+        if !summary.unsupported.is_empty() {
+            println!(
+                "not run (this backend does not compute their layer; --backend sim does): {}",
+                summary.unsupported.join(", ")
+            );
         }
         summary.ran = records.len();
         Ok(summary)
@@ -404,5 +426,18 @@ mod tests {
         assert!(matches!(err, CliError::Failed(ref m) if m.contains("too few GPUs")), "{err:?}");
         let failed = Summary { ran: 3, failed: vec!["x: boom".into()], ..Summary::default() };
         assert!(matches!(failed.status(), Err(CliError::Failed(_))));
+    }
+
+    #[test]
+    fn cases_the_backend_refuses_fail_a_sweep_only_when_nothing_ran() {
+        let refused =
+            |ran| Summary { ran, unsupported: vec!["deepseek-v3".into()], ..Summary::default() };
+        // The grid's other cases, or the refused case's baselines, ran.
+        assert!(refused(7).status().is_ok());
+        let err = refused(0).status().unwrap_err();
+        assert!(
+            matches!(err, CliError::Usage(ref m) if m.contains("deepseek-v3") && m.contains("sim")),
+            "{err:?}"
+        );
     }
 }

@@ -19,7 +19,7 @@ use flashdmoe_bench::gpu_check::{Outcome, Timing};
 use flashdmoe_bench::record::{IMPL_CUDA, IMPL_CUDA_VIRTUAL, timestamp};
 use flashdmoe_bench::results::to_jsonl;
 use flashdmoe_bench::runner::protocol_stats;
-use flashdmoe_core::config::{Feature, Placement, Routing, presets};
+use flashdmoe_core::config::{Placement, Routing, presets};
 use flashdmoe_core::oracle::{Sample, VerifyOptions, verify};
 use flashdmoe_core::perf::{self, TimeSummary};
 use flashdmoe_core::weights::generate_input;
@@ -435,7 +435,7 @@ fn cases(quick: bool) -> Vec<Case> {
         let name = model.name;
         out.push(Case {
             sample: Some(32),
-            timed: describable(&model.config()),
+            timed: true,
             ..case(format!("preset {name}"), model.config())
         });
     }
@@ -445,7 +445,7 @@ fn cases(quick: bool) -> Vec<Case> {
         let c = MoeConfig { shared: None, ..model.config() };
         if flashdmoe_cuda::spec::computes(&c) && c.routing != Routing::SOFTMAX {
             let name = format!("preset {} routed part", model.name);
-            out.push(Case { sample: Some(32), timed: describable(&c), ..case(name, c) });
+            out.push(Case { sample: Some(32), timed: true, ..case(name, c) });
         }
     }
     // Paper grid (bf16 relu, capacity 1.0), timed; and dropless at T=16384.
@@ -518,7 +518,7 @@ fn cases(quick: bool) -> Vec<Case> {
         out.push(Case {
             ranks_per_gpu: Some(1),
             sample: Some(16),
-            timed: describable(&c),
+            timed: true,
             ..case(format!("multi-GPU P=8 preset {}", model.name), c)
         });
     }
@@ -536,15 +536,6 @@ fn cases(quick: bool) -> Vec<Case> {
         }
     }
     out
-}
-
-/// Whether a bench record can describe `config`'s layer: its key has no router or shared
-/// experts yet (issue 16), so a layer with either is verified but not timed into records.
-fn describable(config: &MoeConfig) -> bool {
-    config
-        .features()
-        .iter()
-        .all(|u| matches!(u.feature, Feature::GptOssSwiglu | Feature::SwigluClamp))
 }
 
 /// The model presets the kernel computes; the others (shared experts: issue 16) are refused by
