@@ -385,13 +385,7 @@ def test_every_committed_record_still_reads():
 def test_layer_flag_takes_a_records_config():
     [c] = C.configs_from_args(_parse(["--layer", RUST_DEEPSEEK_CONFIG, "--tokens", "128"]))
     assert c == dataclass_replace(C.PRESETS["deepseek-v3"], tokens=128)
-    for bad in (["--layer", RUST_DEEPSEEK_CONFIG, "--grid", "paper"],):
-        try:
-            C.configs_from_args(_parse(bad))
-        except C.ConfigError:
-            pass
-        else:
-            raise AssertionError(f"{bad} must be refused")
+    _refused(["--layer", RUST_DEEPSEEK_CONFIG, "--grid", "paper"])
 
 
 # --- router ---------------------------------------------------------------------------------
@@ -554,6 +548,16 @@ def _assert_refused(base: C.MoeConfig, cases) -> None:
             raise AssertionError(f"{change} must be refused")
 
 
+def _refused(argv: list[str]) -> None:
+    """The command line ``argv`` is refused with a ``ConfigError``."""
+    try:
+        C.configs_from_args(_parse(argv))
+    except C.ConfigError:
+        pass
+    else:
+        raise AssertionError(f"{argv} must be refused")
+
+
 def _parse(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser()
     C.add_config_args(p)
@@ -581,12 +585,7 @@ def test_presets_grid_and_overrides():
     grid = C.configs_from_args(_parse(["--grid", "paper", "--dtype", "f16"]))
     assert len(grid) == 40 and all(c.dtype == "f16" for c in grid)
     for bad in (["--grid", "paper", "--preset", "mixtral-8x7b"], ["--hidden", "100"], ["--iters", "0"]):
-        try:
-            C.configs_from_args(_parse(bad))
-        except C.ConfigError:
-            pass
-        else:
-            raise AssertionError(f"{bad} must be refused")
+        _refused(bad)
 
 
 # --- floors, timing, results ----------------------------------------------------------------
