@@ -35,29 +35,6 @@
 #ifndef FDM_FRAG_PIPE
 #define FDM_FRAG_PIPE 1
 #endif
-// The router's math beyond the paper's softmax (spec.rs sets all of them; these defaults are
-// the paper's router).
-#ifndef FDM_SCORING
-#define FDM_SCORING 0
-#endif
-#ifndef FDM_ROUTER_BIAS
-#define FDM_ROUTER_BIAS 0
-#endif
-#ifndef FDM_SEL_BIAS
-#define FDM_SEL_BIAS 0
-#endif
-#ifndef FDM_GROUPS
-#define FDM_GROUPS 0
-#endif
-#ifndef FDM_GROUP_KEEP
-#define FDM_GROUP_KEEP 0
-#endif
-#ifndef FDM_GROUP_SCORE
-#define FDM_GROUP_SCORE 0
-#endif
-#ifndef FDM_SCALING_BITS
-#define FDM_SCALING_BITS 0x3f800000u
-#endif
 #ifndef FDM_OSS_ALPHA_BITS
 #define FDM_OSS_ALPHA_BITS 0u
 #endif
@@ -71,6 +48,7 @@
 
 #include "fdm_proto.h"
 #include "fdm_params.h"
+#include "router_math.h"
 #include "tile_gemm.cuh"
 #include "tile_wgmma.cuh"
 
@@ -93,23 +71,13 @@ constexpr unsigned kDropped = 0xFFFFFFFFu;
 static_assert(kH % kBN == 0 && kI % kBN == 0, "the JIT only specialises shapes the tiles cover");
 static_assert(kTopK >= 1 && kTopK <= kE, "1 <= top_k <= experts");
 
-// The router (route.cuh; core's routing module doc, steps 1-5).
-enum class Scoring : int { Softmax = 0, Sigmoid = 1, TopKSoftmax = 2 };
-constexpr Scoring kScoring = static_cast<Scoring>(FDM_SCORING);
-static_assert(FDM_SCORING >= 0 && FDM_SCORING <= 2, "FDM_SCORING: 0 softmax, 1 sigmoid, 2 top-k softmax");
-constexpr bool kRouterBias = FDM_ROUTER_BIAS != 0;
-constexpr bool kSelBias = FDM_SEL_BIAS != 0;
-constexpr int kGroups = FDM_GROUPS;
-constexpr int kGroupKeep = FDM_GROUP_KEEP;
-constexpr bool kGroupTop2 = FDM_GROUP_SCORE == 1;
-constexpr int kPerGroup = kGroups > 0 ? kE / kGroups : kE;  // experts a group
-static_assert(kGroups == 0 || (kGroups <= 64 && kE % kGroups == 0 && kGroupKeep >= 1 && kGroupKeep <= kGroups),
-              "grouped top-k: at most 64 groups dividing the experts, 1 <= keep <= groups");
-static_assert(!kGroupTop2 || kGroups == 0 || kPerGroup >= 2, "a top-2 group score needs 2 experts a group");
-constexpr bool kScaled = FDM_SCALING_BITS != 0x3f800000u;
+// The router's per-token math (route.cuh A2), shared with its host test: SpecRouter is the
+// specialisation the FDM_SCORING, FDM_ROUTER_BIAS, FDM_SEL_BIAS, FDM_GROUPS, FDM_GROUP_KEEP,
+// FDM_GROUP_SCORE, FDM_RENORM and FDM_SCALING_BITS defines select.
 /// The paper's router (softmax, no biases, groups or scaling): route.cuh keeps its one-pass
 /// form for it.
-constexpr bool kPaperRouter = kScoring == Scoring::Softmax && !kRouterBias && !kSelBias && kGroups == 0 && !kScaled;
+constexpr bool kPaperRouter = FDM_SCORING == 0 && !FDM_ROUTER_BIAS && !FDM_SEL_BIAS && FDM_GROUPS == 0 &&
+                              FDM_SCALING_BITS == 0x3f800000u;
 
 /// The gated experts' activation of one element from its gate and up projections (biases
 /// included): SwiGLU silu(gate) * up, or gpt-oss's (min(gate, limit) sigmoid(alpha min(gate,

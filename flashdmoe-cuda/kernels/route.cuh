@@ -55,133 +55,18 @@ __device__ void router_gemm(const fdm_params* p, char* smem) {
   }
 }
 
-// ─── the router's math beyond the paper's softmax (core's routing module doc, steps 2-5) ───
-
-/// Step 1's bias and step 2 on one token's logits row, in place: the row becomes the scores
-/// s (softmax probabilities, sigmoids, or the biased logits themselves for top-k softmax).
-__device__ void score_row(float* row, const Elem* router_bias) {
-  if constexpr (kRouterBias) {
-    for (int e = 0; e < kE; ++e) row[e] += to_f32(router_bias[e]);
-  }
-  if constexpr (kScoring == Scoring::Softmax) {
-    float m = -__int_as_float(0x7f800000);  // -inf
-    for (int e = 0; e < kE; ++e) m = fmaxf(m, row[e]);
-    float sum = 0.f;
-    for (int e = 0; e < kE; ++e) sum += expf(row[e] - m);
-    for (int e = 0; e < kE; ++e) row[e] = expf(row[e] - m) / sum;
-  } else if constexpr (kScoring == Scoring::Sigmoid) {
-    for (int e = 0; e < kE; ++e) row[e] = 1.f / (1.f + expf(-row[e]));
-  }
-}
-
-/// Choice score c of expert e before the group mask: s (+ the selection bias).
-__device__ __forceinline__ float biased(const float* row, const Elem* sel_bias, int e) {
-  if constexpr (kSelBias) return row[e] + to_f32(sel_bias[e]);
-  else return row[e];
-}
-
-/// Group g's score: its best choice score, or its two best added (the best found first, ties
-/// to the lower expert, then the best of the others).
-__device__ float group_score(const float* row, const Elem* sel_bias, int g) {
-  int best = -1;
-  float b1 = 0.f;
-  for (int e = g * kPerGroup; e < (g + 1) * kPerGroup; ++e) {
-    const float c = biased(row, sel_bias, e);
-    if (best < 0 || c > b1) { best = e; b1 = c; }
-  }
-  if constexpr (!kGroupTop2) return b1;
-  bool have = false;
-  float b2 = 0.f;
-  for (int e = g * kPerGroup; e < (g + 1) * kPerGroup; ++e) {
-    const float c = biased(row, sel_bias, e);
-    if (e != best && (!have || c > b2)) { have = true; b2 = c; }
-  }
-  return b1 + b2;
-}
-
-/// The kept groups as a bit mask: the kGroupKeep best group scores, ties to the lower group,
-/// each pick the best group strictly after the previous one in that order (O(1) registers).
-__device__ unsigned long long kept_groups(const float* row, const Elem* sel_bias) {
-  unsigned long long kept = 0ull;
-  int prev_g = -1;
-  float prev_v = 0.f;
-#pragma unroll 1
-  for (int j = 0; j < kGroupKeep; ++j) {
-    int best = -1;
-    float best_v = 0.f;
-#pragma unroll 1
-    for (int g = 0; g < (kGroups > 0 ? kGroups : 1); ++g) {
-      const float v = group_score(row, sel_bias, g);
-      const bool after = j == 0 || v < prev_v || (v == prev_v && g > prev_g);
-      if (after && (best < 0 || v > best_v)) { best = g; best_v = v; }
-    }
-    kept |= 1ull << best;
-    prev_g = best;
-    prev_v = best_v;
-  }
-  return kept;
-}
-
-/// Choice score c of expert e (step 3): biased, and 0.0 outside the kept groups (zero, as the
-/// references mask them).
-__device__ __forceinline__ float choice(const float* row, const Elem* sel_bias, unsigned long long kept, int e) {
-  if constexpr (kGroups > 0) {
-    if (!((kept >> (e / kPerGroup)) & 1ull)) return 0.f;
-  }
-  return biased(row, sel_bias, e);
-}
-
-/// Steps 2-5 for token t of rank r (one thread): scores in place of its logits, top-k by
-/// descending choice score (ties to the lower expert), combine weights from the unbiased
-/// scores. Writes topk_expert / topk_weight and the chunk's shared list (s_topk_row).
+/// Steps 1-5 of the router for token t of rank r (one thread; router_math.h): its logits
+/// become its scores, topk_expert / topk_weight and the chunk's shared list (s_topk_row) its
+/// slots.
 __device__ void route_token(const Rank& r, unsigned t, unsigned* s_topk_row) {
-  float* row = r.logits() + (unsigned long long)t * kE;
-  const Elem* sel_bias = reinterpret_cast<const Elem*>(r.p->selection_bias);
-  score_row(row, reinterpret_cast<const Elem*>(r.p->router_bias));
-  unsigned long long kept = ~0ull;
-  if constexpr (kGroups > 0) kept = kept_groups(row, sel_bias);
+  const Elem* rb = reinterpret_cast<const Elem*>(r.p->router_bias);
+  const Elem* sb = reinterpret_cast<const Elem*>(r.p->selection_bias);
   unsigned* experts = r.topk_expert() + (unsigned long long)t * kTopK;
-  float* weights = r.topk_weight() + (unsigned long long)t * kTopK;
-  unsigned prev_e = 0;
-  float prev_v = 0.f, chosen_sum = 0.f, chosen_max = 0.f;
+  SpecRouter::route(r.logits() + (unsigned long long)t * kE, [rb](int e) { return to_f32(rb[e]); },
+                    [sb](int e) { return to_f32(sb[e]); }, __uint_as_float(FDM_SCALING_BITS), experts,
+                    r.topk_weight() + (unsigned long long)t * kTopK);
 #pragma unroll 1
-  for (int j = 0; j < kTopK; ++j) {
-    int best = -1;
-    float best_v = 0.f;
-    for (int e = 0; e < kE; ++e) {
-      const float v = choice(row, sel_bias, kept, e);
-      const bool after = j == 0 || v < prev_v || (v == prev_v && (unsigned)e > prev_e);
-      if (after && (best < 0 || v > best_v)) { best = e; best_v = v; }
-    }
-    prev_e = (unsigned)best;
-    prev_v = best_v;
-    const float p = row[best];
-    chosen_sum += p;
-    chosen_max = j == 0 ? p : fmaxf(chosen_max, p);
-    experts[j] = prev_e;
-    weights[j] = p;
-    s_topk_row[j] = prev_e;
-  }
-  // Step 5: softmax over the chosen (top-k softmax), or renormalised (+1e-20 for sigmoid
-  // scores, as DeepSeek-V3's reference adds), then the routed scaling; sums in slot order.
-  const float scale = __uint_as_float(FDM_SCALING_BITS);
-  if constexpr (kScoring == Scoring::TopKSoftmax) {
-    float sum = 0.f;
-#pragma unroll 1
-    for (int j = 0; j < kTopK; ++j) sum += expf(weights[j] - chosen_max);
-#pragma unroll 1
-    for (int j = 0; j < kTopK; ++j) {
-      const float w = expf(weights[j] - chosen_max) / sum;
-      weights[j] = kScaled ? w * scale : w;
-    }
-  } else {
-    if constexpr (kScoring == Scoring::Sigmoid) chosen_sum += 1e-20f;
-#pragma unroll 1
-    for (int j = 0; j < kTopK; ++j) {
-      const float w = FDM_RENORM ? weights[j] / chosen_sum : weights[j];
-      weights[j] = kScaled ? w * scale : w;
-    }
-  }
+  for (int j = 0; j < kTopK; ++j) s_topk_row[j] = experts[j];
 }
 
 /// A2: top-k per token and within-chunk positions per expert.

@@ -70,6 +70,11 @@ pub const PARAMS_HEADER: Header =
 pub const WGMMA_OPS_HEADER: Header =
     Header { name: "fdm_wgmma_ops.h", text: include_str!("../kernels/fdm_wgmma_ops.h") };
 
+/// The router's per-token math, plain C++ shared by the kernel (route.cuh) and its host test
+/// (`tests/router_math.rs`).
+pub const ROUTER_MATH_HEADER: Header =
+    Header { name: "router_math.h", text: include_str!("../kernels/router_math.h") };
+
 /// Every project header, in the order given to NVRTC.
 pub const HEADERS: &[Header] = &[
     PROTO_HEADER,
@@ -78,6 +83,7 @@ pub const HEADERS: &[Header] = &[
     Header { name: "hopper.cuh", text: include_str!("../kernels/hopper.cuh") },
     WGMMA_OPS_HEADER,
     Header { name: "tile_wgmma.cuh", text: include_str!("../kernels/tile_wgmma.cuh") },
+    ROUTER_MATH_HEADER,
     // The MoE kernel's roles (kernels/moe.cu lists them).
     Header { name: "config.cuh", text: include_str!("../kernels/config.cuh") },
     Header { name: "sync.cuh", text: include_str!("../kernels/sync.cuh") },

@@ -1,0 +1,179 @@
+//! The kernel's router math (`kernels/router_math.h`, what route.cuh runs in A2) compiled with
+//! the host C++ compiler under each layer's `FDM_*` defines (`MoeSpec::defines`) and run on the
+//! same f32 logits the router GEMM would give; its expert choice and combine weights are held
+//! to core's oracle: the routing check a GPU forward must pass (`oracle::check_routing`), and
+//! stricter, no near tie at all and weights within 1e-6 of the CPU router's. No GPU needed;
+//! passes with a `skipped:` line without a C++ compiler.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use flashdmoe_core::config::{GroupScore, Groups, Routing, presets};
+use flashdmoe_core::oracle::check_routing;
+use flashdmoe_core::routing::{RankRouting, route};
+use flashdmoe_core::weights::generate_input;
+use flashdmoe_core::{DType, LayerWeights, MoeConfig};
+use flashdmoe_cuda::kernels::ROUTER_MATH_HEADER;
+use flashdmoe_cuda::spec::{H200_PROCESSORS, MoeSpec};
+
+fn cxx() -> Option<&'static str> {
+    ["c++", "g++", "clang++"]
+        .into_iter()
+        .find(|cc| Command::new(cc).arg("--version").output().is_ok_and(|o| o.status.success()))
+}
+
+/// Every router kind of the real models, at a small shape with enough tokens to exercise the
+/// groups: core's small model kinds, a Kimi-K2-like sigmoid router without groups, and a wider
+/// grouped one (E 64 in 8 groups, 3 kept, top-6).
+fn cases() -> Vec<(String, MoeConfig)> {
+    let mut out: Vec<(String, MoeConfig)> = presets::small_model_kinds(DType::Bf16)
+        .into_iter()
+        .map(|(name, c)| (name.to_owned(), MoeConfig { tokens_per_rank: 96, ..c }))
+        .collect();
+    let base = out[0].1.clone();
+    out.push((
+        "kimi-k2-like".into(),
+        MoeConfig { routing: Routing::deepseek_v3(None, 2.827), ..base.clone() },
+    ));
+    let groups = Groups { count: 8, keep: 3, score: GroupScore::Top2Sum };
+    out.push((
+        "wide grouped".into(),
+        MoeConfig {
+            experts: 64,
+            top_k: 6,
+            routing: Routing { groups: Some(groups), ..Routing::deepseek_v3(None, 1.5) },
+            ..base
+        },
+    ));
+    out
+}
+
+/// Oracle step 1 without the router bias (the kernel adds it in f32 after the GEMM): the f32
+/// logits of every token.
+fn logits(config: &MoeConfig, weights: &LayerWeights, input: &[f32]) -> Vec<f32> {
+    let h = config.hidden as usize;
+    input
+        .chunks_exact(h)
+        .flat_map(|x| {
+            weights
+                .router
+                .chunks_exact(h)
+                .map(|w| x.iter().zip(w).map(|(&a, &b)| a as f64 * b as f64).sum::<f64>() as f32)
+        })
+        .collect()
+}
+
+fn bits(values: &[f32]) -> String {
+    let mut s = String::new();
+    for v in values {
+        let _ = write!(s, "0x{:08x}u,", v.to_bits());
+    }
+    if s.is_empty() { "0u".into() } else { s }
+}
+
+/// Compiles and runs the router on `logits` under `config`'s defines: `(experts, weights)`.
+fn run_router(
+    cc: &str,
+    dir: &Path,
+    config: &MoeConfig,
+    weights: &LayerWeights,
+    logits: &[f32],
+) -> (Vec<u32>, Vec<f32>) {
+    let spec = MoeSpec::for_config(config, H200_PROCESSORS);
+    let program = format!(
+        "#include \"router_math.h\"\n#include <cstdio>\n#include <cstring>\n\
+         static const unsigned kLogits[] = {{{}}};\n\
+         static const unsigned kRouterBias[] = {{{}}};\n\
+         static const unsigned kSelBias[] = {{{}}};\n\
+         static float f(unsigned b) {{ float x; std::memcpy(&x, &b, 4); return x; }}\n\
+         static unsigned u(float x) {{ unsigned b; std::memcpy(&b, &x, 4); return b; }}\n\
+         int main() {{\n\
+           for (int t = 0; t < {tokens}; ++t) {{\n\
+             float row[FDM_E];\n\
+             for (int e = 0; e < FDM_E; ++e) row[e] = f(kLogits[t * FDM_E + e]);\n\
+             unsigned ex[FDM_TOPK];\n\
+             float w[FDM_TOPK];\n\
+             SpecRouter::route(row, [](int e) {{ return f(kRouterBias[e]); }},\n\
+                               [](int e) {{ return f(kSelBias[e]); }}, f(FDM_SCALING_BITS), ex, w);\n\
+             for (int j = 0; j < FDM_TOPK; ++j) std::printf(\"%u %08x\\n\", ex[j], u(w[j]));\n\
+           }}\n\
+           return 0;\n\
+         }}\n",
+        bits(logits),
+        bits(weights.router_bias.as_deref().unwrap_or_default()),
+        bits(weights.selection_bias.as_deref().unwrap_or_default()),
+        tokens = config.tokens_per_rank,
+    );
+    std::fs::write(dir.join("router_math.h"), ROUTER_MATH_HEADER.text).unwrap();
+    std::fs::write(dir.join("main.cpp"), program).unwrap();
+    let exe = dir.join("router_check");
+    let mut cmd = Command::new(cc);
+    cmd.args(["-std=c++17", "-O1", "-Wall", "-Wextra", "-Werror", "-o"])
+        .arg(&exe)
+        .arg(dir.join("main.cpp"));
+    for (name, value) in spec.defines().iter() {
+        cmd.arg(match value {
+            Some(v) => format!("-D{name}={v}"),
+            None => format!("-D{name}"),
+        });
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "router_math.h does not compile on the host:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = Command::new(&exe).output().unwrap();
+    assert!(run.status.success());
+    let text = String::from_utf8(run.stdout).unwrap();
+    text.lines()
+        .map(|l| {
+            let (e, w) = l.split_once(' ').expect("two fields");
+            (e.parse::<u32>().unwrap(), f32::from_bits(u32::from_str_radix(w, 16).unwrap()))
+        })
+        .unzip()
+}
+
+fn scratch_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "flashdmoe-router-math-{}-{}",
+        std::process::id(),
+        name.replace(' ', "-")
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn the_kernels_router_math_matches_the_oracle_for_every_router() {
+    let Some(cc) = cxx() else {
+        println!("skipped: no C++ compiler");
+        return;
+    };
+    for (name, config) in cases() {
+        let weights = LayerWeights::generate(&config, 5).unwrap();
+        let input = generate_input(&config, 0, 5).unwrap();
+        let dir = scratch_dir(&name);
+        let (experts, got) =
+            run_router(cc, &dir, &config, &weights, &logits(&config, &weights, &input));
+        let _ = std::fs::remove_dir_all(&dir);
+        let routing = RankRouting::from_choices(&config, experts, got.clone())
+            .unwrap_or_else(|e| panic!("{name}: the router's choice is malformed: {e}"));
+        let checked = check_routing(&config, &weights, &input, &routing)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(checked.near_ties, 0, "{name}: no near tie expected on these data");
+        let cpu = route(&config, &input, &weights).unwrap();
+        assert_eq!(routing.experts, cpu.experts, "{name}");
+        for (i, (g, c)) in got.iter().zip(&cpu.weights).enumerate() {
+            assert!(
+                (g - c).abs() <= 1e-6 * c.abs().max(1.0),
+                "{name} slot {i}: weight {g} vs the CPU's {c}"
+            );
+        }
+        println!(
+            "ok  {name}: {} tokens x top-{} as the oracle",
+            config.tokens_per_rank, config.top_k
+        );
+    }
+}
