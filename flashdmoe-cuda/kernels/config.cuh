@@ -35,12 +35,6 @@
 #ifndef FDM_FRAG_PIPE
 #define FDM_FRAG_PIPE 1
 #endif
-#ifndef FDM_OSS_ALPHA_BITS
-#define FDM_OSS_ALPHA_BITS 0u
-#endif
-#ifndef FDM_OSS_LIMIT_BITS
-#define FDM_OSS_LIMIT_BITS 0u
-#endif
 #if FDM_ENGINE == 1
 // The mma.sync tiles (router) run on the first 256 threads of the 384-thread block.
 #define FDM_TILE_BARRIER_ID 2
@@ -49,6 +43,7 @@
 #include "fdm_proto.h"
 #include "fdm_params.h"
 #include "router_math.h"
+#include "activation_math.h"
 #include "tile_gemm.cuh"
 #include "tile_wgmma.cuh"
 
@@ -79,19 +74,9 @@ static_assert(kTopK >= 1 && kTopK <= kE, "1 <= top_k <= experts");
 constexpr bool kPaperRouter = FDM_SCORING == 0 && !FDM_ROUTER_BIAS && !FDM_SEL_BIAS && FDM_GROUPS == 0 &&
                               FDM_SCALING_BITS == 0x3f800000u;
 
-/// The gated experts' activation of one element from its gate and up projections (biases
-/// included): SwiGLU silu(gate) * up, or gpt-oss's (min(gate, limit) sigmoid(alpha min(gate,
-/// limit)) (clamp(up, -limit, limit) + 1)) -- core's Activation::eval. Both engines' GEMM0
-/// epilogues call it.
-__device__ __forceinline__ float gated_act(float gate, float up) {
-  if constexpr (FDM_ACT == 3) {
-    const float alpha = __uint_as_float(FDM_OSS_ALPHA_BITS), limit = __uint_as_float(FDM_OSS_LIMIT_BITS);
-    const float g = fminf(gate, limit), u = fminf(fmaxf(up, -limit), limit);
-    return (u + 1.f) * g / (1.f + expf(-alpha * g));
-  } else {
-    return flashdmoe::tile::silu_f(gate) * up;
-  }
-}
+// gated_act(gate, up): the gated experts' activation (activation_math.h, shared with its host
+// test), called by both engines' GEMM0 epilogues.
+
 #if FDM_ENGINE == 1 && !FDM_HOPPER
 #error "FDM_ENGINE=1 (wgmma) needs sm_90a"
 #endif

@@ -75,6 +75,11 @@ pub const WGMMA_OPS_HEADER: Header =
 pub const ROUTER_MATH_HEADER: Header =
     Header { name: "router_math.h", text: include_str!("../kernels/router_math.h") };
 
+/// The gated experts' activation, plain C++ shared by both engines' epilogues and its host test
+/// (`tests/activation_math.rs`).
+pub const ACTIVATION_MATH_HEADER: Header =
+    Header { name: "activation_math.h", text: include_str!("../kernels/activation_math.h") };
+
 /// Every project header, in the order given to NVRTC.
 pub const HEADERS: &[Header] = &[
     PROTO_HEADER,
@@ -84,6 +89,7 @@ pub const HEADERS: &[Header] = &[
     WGMMA_OPS_HEADER,
     Header { name: "tile_wgmma.cuh", text: include_str!("../kernels/tile_wgmma.cuh") },
     ROUTER_MATH_HEADER,
+    ACTIVATION_MATH_HEADER,
     // The MoE kernel's roles (kernels/moe.cu lists them).
     Header { name: "config.cuh", text: include_str!("../kernels/config.cuh") },
     Header { name: "sync.cuh", text: include_str!("../kernels/sync.cuh") },

@@ -6,8 +6,6 @@
 //! passes with a `skipped:` line without a C++ compiler.
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use flashdmoe_core::config::{GroupScore, Groups, Routing, presets};
 use flashdmoe_core::oracle::check_routing;
@@ -17,11 +15,8 @@ use flashdmoe_core::{DType, LayerWeights, MoeConfig};
 use flashdmoe_cuda::kernels::ROUTER_MATH_HEADER;
 use flashdmoe_cuda::spec::{H200_PROCESSORS, MoeSpec};
 
-fn cxx() -> Option<&'static str> {
-    ["c++", "g++", "clang++"]
-        .into_iter()
-        .find(|cc| Command::new(cc).arg("--version").output().is_ok_and(|o| o.status.success()))
-}
+mod support;
+use support::host_cxx;
 
 /// Every router kind of the real models, at a small shape with enough tokens to exercise the
 /// groups: core's small model kinds, a Kimi-K2-like sigmoid router without groups, and a wider
@@ -75,7 +70,7 @@ fn bits(values: &[f32]) -> String {
 /// Compiles and runs the router on `logits` under `config`'s defines: `(experts, weights)`.
 fn run_router(
     cc: &str,
-    dir: &Path,
+    name: &str,
     config: &MoeConfig,
     weights: &LayerWeights,
     logits: &[f32],
@@ -105,28 +100,7 @@ fn run_router(
         bits(weights.selection_bias.as_deref().unwrap_or_default()),
         tokens = config.tokens_per_rank,
     );
-    std::fs::write(dir.join("router_math.h"), ROUTER_MATH_HEADER.text).unwrap();
-    std::fs::write(dir.join("main.cpp"), program).unwrap();
-    let exe = dir.join("router_check");
-    let mut cmd = Command::new(cc);
-    cmd.args(["-std=c++17", "-O1", "-Wall", "-Wextra", "-Werror", "-o"])
-        .arg(&exe)
-        .arg(dir.join("main.cpp"));
-    for (name, value) in spec.defines().iter() {
-        cmd.arg(match value {
-            Some(v) => format!("-D{name}={v}"),
-            None => format!("-D{name}"),
-        });
-    }
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "router_math.h does not compile on the host:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let run = Command::new(&exe).output().unwrap();
-    assert!(run.status.success());
-    let text = String::from_utf8(run.stdout).unwrap();
+    let text = host_cxx::run(cc, name, &ROUTER_MATH_HEADER, &spec, &program);
     text.lines()
         .map(|l| {
             let (e, w) = l.split_once(' ').expect("two fields");
@@ -135,29 +109,17 @@ fn run_router(
         .unzip()
 }
 
-fn scratch_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "flashdmoe-router-math-{}-{}",
-        std::process::id(),
-        name.replace(' ', "-")
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 #[test]
 fn the_kernels_router_math_matches_the_oracle_for_every_router() {
-    let Some(cc) = cxx() else {
+    let Some(cc) = host_cxx::cxx() else {
         println!("skipped: no C++ compiler");
         return;
     };
     for (name, config) in cases() {
         let weights = LayerWeights::generate(&config, 5).unwrap();
         let input = generate_input(&config, 0, 5).unwrap();
-        let dir = scratch_dir(&name);
         let (experts, got) =
-            run_router(cc, &dir, &config, &weights, &logits(&config, &weights, &input));
-        let _ = std::fs::remove_dir_all(&dir);
+            run_router(cc, &name, &config, &weights, &logits(&config, &weights, &input));
         let routing = RankRouting::from_choices(&config, experts, got.clone())
             .unwrap_or_else(|e| panic!("{name}: the router's choice is malformed: {e}"));
         let checked = check_routing(&config, &weights, &input, &routing)
