@@ -14,12 +14,12 @@ use flashdmoe::bench::report;
 use flashdmoe::bench::results::Results;
 use flashdmoe::bench::runner::{self, BenchBackend, Progress, RunOptions};
 use flashdmoe::bench::{BenchError, csv, table};
-use flashdmoe::core::BackendError;
+use flashdmoe::core::{BackendError, MoeConfig};
 use flashdmoe::cuda::{CudaBackend, CudaOptions};
 use flashdmoe::sim::SimBackend;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::{BackendArg, CliError, SimThreads};
+use super::{BackendArg, CliError, SimThreads, estimate};
 
 /// Arguments of `flashdmoe bench`.
 #[derive(Debug, Args)]
@@ -154,7 +154,8 @@ pub(super) fn bench(args: &BenchArgs) -> Result<(), CliError> {
                  threads per rank; times are CPU times, never GPU times)",
                 sim.processors_per_rank, sim.subscribers_per_rank
             );
-            sweep.run(&SimBackend::new(sim), &args.out)?
+            let sim = SimBackend::new(sim);
+            sweep.run(&sim, &args.out, &|c| estimate::bench_case_fits(c, Some(&sim)))?
         }
         BackendArg::Cuda => {
             args.sim.reject_for_cuda()?;
@@ -166,7 +167,7 @@ pub(super) fn bench(args: &BenchArgs) -> Result<(), CliError> {
             let ranks_per_gpu = Some(args.ranks_per_gpu.unwrap_or(1));
             let cuda = CudaBackend::new(CudaOptions { ranks_per_gpu, ..CudaOptions::default() });
             println!("backend: cuda on {} (device-event times)", cuda.device());
-            sweep.run(&cuda, &args.out)?
+            sweep.run(&cuda, &args.out, &|c| estimate::bench_case_fits(c, None))?
         }
     };
     summary.status()
@@ -208,7 +209,7 @@ struct Summary {
     failed: Vec<String>,
     /// Results that did not verify.
     unverified: Vec<String>,
-    /// Cases this machine has too few GPUs for.
+    /// Cases this machine has too few GPUs or too little host memory for.
     skipped: Vec<String>,
     /// Cases whose layer the backend does not compute (the CUDA kernel and shared experts),
     /// refused before any work; their baselines still ran.
@@ -227,7 +228,7 @@ impl Summary {
             )))
         } else if self.ran == 0 && self.failed.is_empty() && !self.skipped.is_empty() {
             Err(CliError::Failed(format!(
-                "no case could run on this machine (too few GPUs): {}",
+                "no case could run on this machine (too few GPUs or too little host memory): {}",
                 self.skipped.join(", ")
             )))
         } else if !self.failed.is_empty() {
@@ -246,8 +247,14 @@ impl Summary {
 
 impl Sweep<'_> {
     /// Runs every case (ours, then each applicable baseline), writes the results into `out`
-    /// and prints the table.
-    fn run<B: BenchBackend>(&self, backend: &B, out: &Path) -> Result<Summary, CliError> {
+    /// and prints the table. A case whose host memory does not fit this machine (`fits`) is
+    /// skipped with its baselines, said on its line, before anything is generated.
+    fn run<B: BenchBackend>(
+        &self,
+        backend: &B,
+        out: &Path,
+        fits: &dyn Fn(&MoeConfig) -> Result<(), String>,
+    ) -> Result<Summary, CliError> {
         let per_case = (self.options.warmup + self.options.iterations) as u64;
         let bar = ProgressBar::new(per_case * self.cases.len() as u64).with_style(
             ProgressStyle::with_template("{spinner} [{bar:32}] {pos}/{len} forwards  {msg}")
@@ -260,6 +267,11 @@ impl Sweep<'_> {
         let scratch = out.join(".baseline.jsonl");
         for (i, case) in self.cases.iter().enumerate() {
             let tag = format!("[{}/{}] {}", i + 1, self.cases.len(), case.name);
+            if let Err(why) = fits(&case.config) {
+                bar.suspend(|| println!("{tag}: skipped: {why}"));
+                summary.skipped.push(case.name.clone());
+                continue;
+            }
             let result = runner::run_case(backend, case, self.options, &mut |p| match p {
                 Progress::Forward => bar.inc(1),
                 Progress::Build => bar.set_message(format!("{tag}: build")),
@@ -321,7 +333,10 @@ impl Sweep<'_> {
         println!("\n{}", table::render(&records));
         println!("wrote {} and {}", jsonl.display(), csv_path.display());
         if !summary.skipped.is_empty() {
-            println!("skipped (too few GPUs on this machine): {}", summary.skipped.join(", "));
+            println!(
+                "skipped (too few GPUs or too little host memory on this machine): {}",
+                summary.skipped.join(", ")
+            );
         }
         if !summary.unsupported.is_empty() {
             println!(

@@ -116,6 +116,37 @@ pub(super) fn check_gpu_host(config: &MoeConfig, available: Option<u64>) -> Resu
     }
 }
 
+/// Whether one `flashdmoe bench` case's host memory fits this machine: on the simulator (`sim`)
+/// the whole run's estimate ([`Estimate`]), on a GPU the host part ([`check_gpu_host`]). `Err`
+/// says how much it needs and how much there is: the sweep skips the case instead of being
+/// killed for memory.
+pub(super) fn bench_case_fits(config: &MoeConfig, sim: Option<&SimBackend>) -> Result<(), String> {
+    let available = available_memory();
+    let Some(backend) = sim else {
+        return check_gpu_host(config, available).map_err(|e| match e {
+            CliError::Refused(Refusal::HostMemory { needed, available }) => {
+                too_big(needed, available, "its f32 weights, inputs and routing on the host")
+            }
+            other => other.to_string(),
+        });
+    };
+    let estimate = Estimate::new(config, backend, 1, &Sample::All, 1).map_err(|e| e.to_string())?;
+    match available {
+        Some(available) if estimate.host_bytes > available => {
+            Err(too_big(estimate.host_bytes, available, "the simulator's estimate"))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn too_big(needed: u64, available: u64, what: &str) -> String {
+    format!(
+        "needs about {} of host memory ({what}), more than the {} available here",
+        bytes(needed),
+        bytes(available)
+    )
+}
+
 impl Estimate {
     /// The estimate of `forwards` forwards of `config` on `backend`, verified with `sample`,
     /// with `cores` cores.
@@ -260,6 +291,30 @@ mod tests {
     use flashdmoe::sim::SimOptions;
 
     use super::*;
+
+    #[test]
+    fn a_bench_case_larger_than_host_memory_is_refused_with_what_it_needs() {
+        // About 700 GiB of f32 experts: more than any machine this runs on.
+        let huge = MoeConfig {
+            world: 1,
+            tokens_per_rank: 64,
+            hidden: 7168,
+            inter: 2048,
+            experts: 4096,
+            memory_limit: u64::MAX,
+            ..MoeConfig::default()
+        };
+        let sim = SimBackend::new(SimOptions::default());
+        assert_eq!(bench_case_fits(&MoeConfig::default(), Some(&sim)), Ok(()));
+        if available_memory().is_none() {
+            println!("skipped: this system does not say how much memory is available");
+            return;
+        }
+        for sim in [Some(&sim), None] {
+            let why = bench_case_fits(&huge, sim).unwrap_err();
+            assert!(why.starts_with("needs about ") && why.contains("available here"), "{why}");
+        }
+    }
 
     fn estimate(config: &MoeConfig, forwards: u32, cores: u32) -> Estimate {
         let backend = SimBackend::new(SimOptions::default());
