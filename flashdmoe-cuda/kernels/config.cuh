@@ -66,13 +66,9 @@ constexpr unsigned kDropped = 0xFFFFFFFFu;
 static_assert(kH % kBN == 0 && kI % kBN == 0, "the JIT only specialises shapes the tiles cover");
 static_assert(kTopK >= 1 && kTopK <= kE, "1 <= top_k <= experts");
 
-// The router's per-token math (route.cuh A2), shared with its host test: SpecRouter is the
-// specialisation the FDM_SCORING, FDM_ROUTER_BIAS, FDM_SEL_BIAS, FDM_GROUPS, FDM_GROUP_KEEP,
-// FDM_GROUP_SCORE, FDM_RENORM and FDM_SCALING_BITS defines select.
-/// The paper's router (softmax, no biases, groups or scaling): route.cuh keeps its one-pass
-/// form for it.
-constexpr bool kPaperRouter = FDM_SCORING == 0 && !FDM_ROUTER_BIAS && !FDM_SEL_BIAS && FDM_GROUPS == 0 &&
-                              FDM_SCALING_BITS == 0x3f800000u;
+// The router's per-token math (route.cuh A2, router_math.h, shared with its host test):
+// SpecRouter is the specialisation the FDM_SCORING, FDM_ROUTER_BIAS, FDM_SEL_BIAS, FDM_GROUPS,
+// FDM_GROUP_KEEP, FDM_GROUP_SCORE, FDM_RENORM and FDM_SCALING_BITS defines select.
 
 // gated_act(gate, up): the gated experts' activation (activation_math.h, shared with its host
 // test), called by both engines' GEMM0 epilogues.

@@ -77,46 +77,7 @@ __device__ void route_chunks(const fdm_params* p, unsigned* s_topk) {
     Rank r = make_rank(p, job / chunks);
     const unsigned chunk = job % chunks;
     const unsigned t = chunk * kChunk + threadIdx.x;
-    if (!kPaperRouter && threadIdx.x < (unsigned)kChunk && t < T) {
-      route_token(r, t, s_topk + threadIdx.x * kTopK);
-    } else if (kPaperRouter && threadIdx.x < (unsigned)kChunk && t < T) {
-      // The paper's router in one pass: softmax probabilities computed for the picks only.
-      const float* lg = r.logits() + (unsigned long long)t * kE;
-      float m = -__int_as_float(0x7f800000);  // -inf
-      for (int e = 0; e < kE; ++e) m = fmaxf(m, lg[e]);
-      float sum = 0.f;
-      for (int e = 0; e < kE; ++e) sum += expf(lg[e] - m);
-      // The k best in (logit descending, expert ascending) order, each pick the best expert
-      // strictly after the previous one in that order: O(1) registers whatever k is (arrays
-      // of k picks made the whole kernel spill at k = 6).
-      unsigned prev_e = 0;
-      float prev_v = 0.f, chosen_sum = 0.f;
-#pragma unroll 1
-      for (int j = 0; j < kTopK; ++j) {
-        int best = -1;
-        float best_v = 0.f;
-        for (int e = 0; e < kE; ++e) {
-          const float v = lg[e];
-          const bool after = j == 0 || v < prev_v || (v == prev_v && (unsigned)e > prev_e);
-          // Strict '>' keeps the lower expert index on ties (experts visited in order).
-          if (after && (best < 0 || v > best_v)) {
-            best = e;
-            best_v = v;
-          }
-        }
-        prev_e = (unsigned)best;
-        prev_v = best_v;
-        const float prob = expf(best_v - m) / sum;
-        chosen_sum += prob;
-        r.topk_expert()[t * kTopK + j] = prev_e;
-        r.topk_weight()[t * kTopK + j] = prob;
-        s_topk[threadIdx.x * kTopK + j] = prev_e;
-      }
-      if (FDM_RENORM) {
-#pragma unroll 1
-        for (int j = 0; j < kTopK; ++j) r.topk_weight()[t * kTopK + j] /= chosen_sum;
-      }
-    }
+    if (threadIdx.x < (unsigned)kChunk && t < T) route_token(r, t, s_topk + threadIdx.x * kTopK);
     __syncthreads();
     // One thread per expert walks the chunk's (token, slot) pairs in token order.
     const unsigned n = min((unsigned)kChunk, T - chunk * kChunk);
