@@ -656,3 +656,32 @@ fn main() -> ExitCode {
     println!("{} passed, {} failed", rows.len() - failed, failed);
     if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the GPU machine will run is checked here first: every case is a valid layer the
+    /// kernel computes (a bad placement table or router would otherwise surface only there),
+    /// and names are unique (results are keyed by them).
+    #[test]
+    fn every_case_is_a_valid_layer_the_kernel_computes() {
+        for quick in [true, false] {
+            let cases = cases(quick);
+            let mut names: Vec<&str> = cases.iter().map(|c| c.name.as_str()).collect();
+            for case in &cases {
+                case.config.validate().unwrap_or_else(|e| panic!("{}: {e}", case.name));
+                assert!(flashdmoe_cuda::spec::computes(&case.config), "{}", case.name);
+            }
+            names.sort_unstable();
+            let n = names.len();
+            names.dedup();
+            assert_eq!(names.len(), n, "case names repeat");
+        }
+        let quick: Vec<String> = cases(true).into_iter().map(|c| c.name).collect();
+        for needle in ["deepseek-v3 router and experts", "gpt-oss router and experts", "scattered"]
+        {
+            assert!(quick.iter().any(|n| n.contains(needle)), "{needle} not in the quick check");
+        }
+    }
+}
