@@ -322,17 +322,7 @@ impl LayerWeights {
     /// never an aborted process.
     pub fn generate(config: &MoeConfig, seed: u64) -> Result<LayerWeights, ConfigError> {
         config.validate()?;
-        let specs = specs(config);
-        let buffers = specs
-            .iter()
-            .map(|s| try_zeroed(s.shape.iter().product(), describe(s.name)))
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut w = LayerWeights::empty();
-        for (s, mut values) in specs.into_iter().zip(buffers) {
-            rng::fill(&mut values, seed, s.id, s.scale, config.dtype);
-            w.set(s.name, values);
-        }
-        Ok(w)
+        filled(specs(config), |s, values| rng::fill(values, seed, s.id, s.scale, config.dtype))
     }
 
     /// Every tensor `config` needs, all zeros (tests build layers by hand from it).
@@ -462,6 +452,24 @@ fn check_values(name: &str, values: &[f32], config: &MoeConfig) -> Result<(), We
 
 /// A zeroed `f32` buffer of `len` elements, or [`ConfigError::HostMemory`] naming `what` and
 /// the size when the allocator refuses it.
+/// The tensors of `specs`, each allocated (fallibly, all before any is filled) and then filled
+/// by `fill`: what the seeded generators of a layer and of a shard share.
+fn filled(
+    specs: Vec<Spec>,
+    mut fill: impl FnMut(&Spec, &mut [f32]),
+) -> Result<LayerWeights, ConfigError> {
+    let buffers = specs
+        .iter()
+        .map(|s| try_zeroed(s.shape.iter().product(), describe(s.name)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut w = LayerWeights::empty();
+    for (s, mut values) in specs.into_iter().zip(buffers) {
+        fill(&s, &mut values);
+        w.set(s.name, values);
+    }
+    Ok(w)
+}
+
 fn try_zeroed(len: usize, what: &'static str) -> Result<Vec<f32>, ConfigError> {
     let bytes = (len as u64).saturating_mul(4);
     let mut v = Vec::new();

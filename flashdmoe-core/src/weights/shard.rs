@@ -33,8 +33,8 @@ use std::path::Path;
 use super::checkpoint::Checkpoint;
 use super::memory::{TensorBytes, checkpoint};
 use super::{
-    LayerWeights, OPTIONAL, WeightsError, check_values, describe, is_routed, shard_specs, specs,
-    try_zeroed,
+    LayerWeights, OPTIONAL, WeightsError, check_values, describe, filled, is_routed, shard_specs,
+    specs, try_zeroed,
 };
 use crate::config::{ConfigError, MoeConfig};
 use crate::rng;
@@ -140,13 +140,7 @@ impl ShardWeights {
     ) -> Result<ShardWeights, WeightsError> {
         config.validate()?;
         check_experts(config, experts)?;
-        let specs = shard_specs(config, experts.len());
-        let buffers = specs
-            .iter()
-            .map(|s| try_zeroed(s.shape.iter().product(), describe(s.name)))
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut w = LayerWeights::empty();
-        for (s, mut values) in specs.into_iter().zip(buffers) {
+        let w = filled(shard_specs(config, experts.len()), |s, values| {
             if is_routed(s.name) {
                 let len: usize = s.shape[1..].iter().product();
                 for (chunk, &e) in values.chunks_exact_mut(len.max(1)).zip(experts) {
@@ -154,10 +148,9 @@ impl ShardWeights {
                     rng::fill_at(chunk, seed, s.id, offset, s.scale, config.dtype);
                 }
             } else {
-                rng::fill(&mut values, seed, s.id, s.scale, config.dtype);
+                rng::fill(values, seed, s.id, s.scale, config.dtype);
             }
-            w.set(s.name, values);
-        }
+        })?;
         Ok(ShardWeights { experts: experts.to_vec(), w })
     }
 
