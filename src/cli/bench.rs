@@ -155,7 +155,8 @@ pub(super) fn bench(args: &BenchArgs) -> Result<(), CliError> {
                 sim.processors_per_rank, sim.subscribers_per_rank
             );
             let sim = SimBackend::new(sim);
-            sweep.run(&sim, &args.out, &|c| estimate::bench_case_fits(c, Some(&sim)))?
+            let forwards = args.warmup.saturating_add(args.iters);
+            sweep.run(&sim, &args.out, &|c| estimate::bench_case_fits(c, Some((&sim, forwards))))?
         }
         BackendArg::Cuda => {
             args.sim.reject_for_cuda()?;
@@ -248,12 +249,13 @@ impl Summary {
 impl Sweep<'_> {
     /// Runs every case (ours, then each applicable baseline), writes the results into `out`
     /// and prints the table. A case whose host memory does not fit this machine (`fits`) is
-    /// skipped with its baselines, said on its line, before anything is generated.
+    /// skipped with its baselines, said on its line, before anything is generated; otherwise
+    /// the estimate `fits` gives (the simulator's) is printed first.
     fn run<B: BenchBackend>(
         &self,
         backend: &B,
         out: &Path,
-        fits: &dyn Fn(&MoeConfig) -> Result<(), String>,
+        fits: &dyn Fn(&MoeConfig) -> Result<Option<String>, String>,
     ) -> Result<Summary, CliError> {
         let per_case = (self.options.warmup + self.options.iterations) as u64;
         let bar = ProgressBar::new(per_case * self.cases.len() as u64).with_style(
@@ -267,10 +269,17 @@ impl Sweep<'_> {
         let scratch = out.join(".baseline.jsonl");
         for (i, case) in self.cases.iter().enumerate() {
             let tag = format!("[{}/{}] {}", i + 1, self.cases.len(), case.name);
-            if let Err(why) = fits(&case.config) {
-                bar.suspend(|| println!("{tag}: skipped: {why}"));
-                summary.skipped.push(case.name.clone());
-                continue;
+            match fits(&case.config) {
+                Ok(estimate) => {
+                    if let Some(line) = estimate {
+                        bar.suspend(|| println!("{tag}: {line}"));
+                    }
+                }
+                Err(why) => {
+                    bar.suspend(|| println!("{tag}: skipped: {why}"));
+                    summary.skipped.push(case.name.clone());
+                    continue;
+                }
             }
             let result = runner::run_case(backend, case, self.options, &mut |p| match p {
                 Progress::Forward => bar.inc(1),

@@ -116,26 +116,32 @@ pub(super) fn check_gpu_host(config: &MoeConfig, available: Option<u64>) -> Resu
     }
 }
 
-/// Whether one `flashdmoe bench` case's host memory fits this machine: on the simulator (`sim`)
-/// the whole run's estimate ([`Estimate`]), on a GPU the host part ([`check_gpu_host`]). `Err`
-/// says how much it needs and how much there is: the sweep skips the case instead of being
-/// killed for memory.
-pub(super) fn bench_case_fits(config: &MoeConfig, sim: Option<&SimBackend>) -> Result<(), String> {
+/// Whether one `flashdmoe bench` case's host memory fits this machine: on the simulator (`sim`,
+/// with `forwards` forwards) the whole run's estimate ([`Estimate`]), on a GPU the host part
+/// ([`check_gpu_host`]). `Err` says how much it needs and how much there is: the sweep skips
+/// the case instead of being killed for memory. `Ok` carries the simulator's estimate line, for
+/// the sweep to print before a long case.
+pub(super) fn bench_case_fits(
+    config: &MoeConfig,
+    sim: Option<(&SimBackend, u32)>,
+) -> Result<Option<String>, String> {
     let available = available_memory();
-    let Some(backend) = sim else {
-        return check_gpu_host(config, available).map_err(|e| match e {
+    let Some((backend, forwards)) = sim else {
+        return check_gpu_host(config, available).map(|()| None).map_err(|e| match e {
             CliError::Refused(Refusal::HostMemory { needed, available }) => {
                 too_big(needed, available, "its f32 weights, inputs and routing on the host")
             }
             other => other.to_string(),
         });
     };
-    let estimate = Estimate::new(config, backend, 1, &Sample::All, 1).map_err(|e| e.to_string())?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+    let estimate =
+        Estimate::new(config, backend, forwards, &Sample::All, cores).map_err(|e| e.to_string())?;
     match available {
         Some(available) if estimate.host_bytes > available => {
             Err(too_big(estimate.host_bytes, available, "the simulator's estimate"))
         }
-        _ => Ok(()),
+        _ => Ok(Some(estimate.to_string())),
     }
 }
 
@@ -305,12 +311,13 @@ mod tests {
             ..MoeConfig::default()
         };
         let sim = SimBackend::new(SimOptions::default());
-        assert_eq!(bench_case_fits(&MoeConfig::default(), Some(&sim)), Ok(()));
+        let line = bench_case_fits(&MoeConfig::default(), Some((&sim, 3))).unwrap().unwrap();
+        assert!(line.starts_with("estimate: about ") && line.contains("3 forwards"), "{line}");
         if available_memory().is_none() {
             println!("skipped: this system does not say how much memory is available");
             return;
         }
-        for sim in [Some(&sim), None] {
+        for sim in [Some((&sim, 1)), None] {
             let why = bench_case_fits(&huge, sim).unwrap_err();
             assert!(why.starts_with("needs about ") && why.contains("available here"), "{why}");
         }
