@@ -47,6 +47,8 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include "activation_math.h"
+
 namespace flashdmoe {
 namespace tile {
 
@@ -97,8 +99,9 @@ enum class Act : int { None = 0, Relu = 1, Gelu = 2 };
 __device__ __forceinline__ float relu_f(float x) { return fmaxf(x, 0.f); }
 /// Exact (erf) GELU, matching the CPU oracle: 0.5 x (1 + erf(x / sqrt 2)).
 __device__ __forceinline__ float gelu_f(float x) { return 0.5f * x * (1.f + erff(x * 0.70710678118654752440f)); }
-/// SiLU x * sigmoid(x) = x / (1 + exp(-x)).
-__device__ __forceinline__ float silu_f(float x) { return x / (1.f + expf(-x)); }
+/// SiLU x * sigmoid(x) = x / (1 + exp(-x)) (activation_math.h's, which the MoE kernel's
+/// epilogues and their host test use).
+__device__ __forceinline__ float silu_f(float x) { return ::flashdmoe::act::silu(x); }
 
 template <Act ACT> __device__ __forceinline__ float activate(float x) {
   if constexpr (ACT == Act::Relu) return relu_f(x);
