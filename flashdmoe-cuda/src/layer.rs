@@ -27,6 +27,7 @@
 //!   shared experts (issue 16) is refused at build with [`BackendError::NotSupported`] naming
 //!   each field, before any device is touched.
 
+use std::borrow::Cow;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -366,17 +367,17 @@ fn upload(
     // The router and its biases whole; of the experts' tensors only this GPU's ranks' experts,
     // in weight-slot order (`weight_slots`).
     let slots = weight_slots(plan, first_rank);
-    let experts = |v: &Vec<f32>| gather(v, cfg.experts as usize, &slots);
+    let experts = |v: &Vec<f32>| Cow::Owned(gather(v, cfg.experts as usize, &slots));
     let tensors = [
-        Some(weights.router.clone()),
+        Some(Cow::Borrowed(&weights.router[..])),
         Some(experts(&weights.up)),
         weights.gate.as_ref().map(experts),
         Some(experts(&weights.down)),
         weights.up_bias.as_ref().map(experts),
         weights.gate_bias.as_ref().map(experts),
         weights.down_bias.as_ref().map(experts),
-        weights.router_bias.clone(),
-        weights.selection_bias.clone(),
+        weights.router_bias.as_deref().map(Cow::Borrowed),
+        weights.selection_bias.as_deref().map(Cow::Borrowed),
     ];
     let weights = tensors
         .into_iter()
