@@ -4,8 +4,8 @@
 //!
 //! 1. generate the seeded weights and inputs (the generator the baselines share) and build the
 //!    layer;
-//! 2. one forward, verified against core's oracle: every row up to [`FULL_CHECK_ROWS`] output
-//!    rows, else a fresh sample of `verify_rows` rows per rank;
+//! 2. one forward, verified against core's oracle: every row of a small layer, else a fresh
+//!    sample of `verify_rows` rows per rank ([`Sample::sized_for`]);
 //! 3. `warmup` untimed forwards, then `iterations` timed ones; the time of a forward is the
 //!    slowest rank's: device time (CUDA events around the launch) on the GPU, the rank's wall
 //!    time in the simulator;
@@ -34,9 +34,6 @@ use flashdmoe_core::{
 };
 use flashdmoe_cuda::{CudaBackend, CudaLayer};
 use flashdmoe_sim::{SimBackend, SimLayer};
-
-/// Above this many output rows (all ranks) the oracle checks a sample instead of every row.
-pub const FULL_CHECK_ROWS: u64 = 8192;
 
 /// How a case is run.
 #[derive(Clone, Debug, PartialEq)]
@@ -225,15 +222,9 @@ pub fn run_case<B: BenchBackend>(
     })
 }
 
-/// Every row for small outputs, else a fresh sample per rank.
+/// Every row of a small layer, else a fresh sample per rank ([`Sample::sized_for`]).
 fn verify_options(config: &MoeConfig, options: &RunOptions) -> VerifyOptions {
-    let rows = config.world as u64 * config.tokens_per_rank as u64;
-    let sample = if rows <= FULL_CHECK_ROWS {
-        Sample::All
-    } else {
-        Sample::Rows { per_rank: options.verify_rows, seed: None }
-    };
-    VerifyOptions { sample, tolerance: None }
+    VerifyOptions { sample: Sample::sized_for(config, options.verify_rows), tolerance: None }
 }
 
 /// The forward's time: its slowest rank's, in milliseconds.

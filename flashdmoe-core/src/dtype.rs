@@ -10,6 +10,8 @@ use std::str::FromStr;
 
 use half::{bf16, f16};
 
+use crate::parallel::fill_rows;
+
 /// Element type of activations and weights.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum DType {
@@ -71,6 +73,30 @@ impl DType {
                 values.iter().for_each(|&v| out.extend(v.to_le_bytes()))
             }
         }
+    }
+
+    /// Writes the little-endian storage bytes of `values` into `out`, the bytes
+    /// [`DType::encode_into`] appends, on several threads for large tensors (a host upload of
+    /// a model's weights encodes gigabytes). Encodes `min(values.len(), out.len() / elem_bytes)`
+    /// values; the rest of `out` is left as it was.
+    pub fn encode_to(self, values: &[f32], out: &mut [u8]) {
+        let eb = self.elem_bytes() as usize;
+        let n = values.len().min(out.len() / eb);
+        fill_rows(&mut out[..n * eb], eb, 4, |first, block| {
+            let values = &values[first..];
+            let elems = block.chunks_exact_mut(eb).zip(values);
+            match self {
+                DType::Bf16 => {
+                    elems.for_each(|(b, &v)| b.copy_from_slice(&bf16::from_f32(v).to_le_bytes()))
+                }
+                DType::F16 => {
+                    elems.for_each(|(b, &v)| b.copy_from_slice(&f16::from_f32(v).to_le_bytes()))
+                }
+                DType::F32 | DType::F32Exact => {
+                    elems.for_each(|(b, &v)| b.copy_from_slice(&v.to_le_bytes()))
+                }
+            }
+        });
     }
 
     /// Appends the `f32` values of little-endian storage bytes to `out` (a trailing partial
@@ -146,6 +172,25 @@ impl FromStr for DType {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn encode_to_writes_encode_into_s_bytes_on_threads() {
+        // 1.5 M values: above the parallel threshold, blocks split mid-tensor.
+        let values: Vec<f32> = (0..1_500_001).map(|i| (i as f32 * 0.37).sin() * 3.0).collect();
+        for dtype in DType::ALL {
+            let mut want = Vec::new();
+            dtype.encode_into(&values, &mut want);
+            let mut got = vec![0xAB; want.len() + 3];
+            dtype.encode_to(&values, &mut got);
+            assert_eq!(&got[..want.len()], &want[..], "{dtype:?}");
+            assert_eq!(got[want.len()..], [0xAB; 3], "{dtype:?}: the tail is left as it was");
+            // A short output takes the values that fit.
+            let mut short = vec![0u8; 5];
+            dtype.encode_to(&values, &mut short);
+            let fit = 5 / dtype.elem_bytes() as usize * dtype.elem_bytes() as usize;
+            assert_eq!(&short[..fit], &want[..fit], "{dtype:?}");
+        }
+    }
 
     #[test]
     fn encode_decode_round_trip_and_byte_layout() {

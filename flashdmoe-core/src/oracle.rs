@@ -52,6 +52,7 @@ use crate::backend::RankOutput;
 use crate::config::{Activation, ConfigError, Groups, MoeConfig, Scoring};
 use crate::dtype::DType;
 use crate::parallel::fill_rows;
+use crate::perf;
 use crate::rng::{SplitMix64, mix};
 use crate::routing::{
     DROPPED, RankRouting, Router, RoutingError, check_len, combine_weights, group_scores,
@@ -293,6 +294,29 @@ pub enum Sample {
         /// Seed of the draw.
         seed: Option<u64>,
     },
+}
+
+/// Above this many output rows (all ranks), [`Sample::sized_for`] samples.
+pub const FULL_CHECK_ROWS: u64 = 8192;
+
+/// Above this many multiply-adds for checking every row (all ranks), [`Sample::sized_for`]
+/// samples: 2^37, about the paper layer at T = 4096 (seconds of f64 on a 16-core host), where
+/// a real model's layer at the same T is 10x more (DeepSeek-V3's routed experts: 1.4 x 10^12).
+pub const FULL_CHECK_MACS: f64 = (1u64 << 37) as f64;
+
+impl Sample {
+    /// Every row when the layer's output is small enough to check whole on a host (at most
+    /// [`FULL_CHECK_ROWS`] rows and [`FULL_CHECK_MACS`] multiply-adds), else a fresh sample
+    /// of `per_rank` rows per rank. The one rule of every checking harness.
+    pub fn sized_for(config: &MoeConfig, per_rank: u32) -> Sample {
+        let rows = u64::from(config.world) * u64::from(config.tokens_per_rank);
+        let macs = f64::from(config.world) * perf::layer_flops(config) / 2.0;
+        if rows <= FULL_CHECK_ROWS && macs <= FULL_CHECK_MACS {
+            Sample::All
+        } else {
+            Sample::Rows { per_rank, seed: None }
+        }
+    }
 }
 
 /// Options of [`verify`].
@@ -700,6 +724,39 @@ mod tests {
     };
     use crate::routing::route;
     use crate::weights::generate_input;
+
+    #[test]
+    fn every_row_is_checked_only_when_the_rows_and_the_work_are_small() {
+        let paper = |t: u32, world: u32| MoeConfig {
+            world,
+            tokens_per_rank: t,
+            hidden: 2048,
+            inter: 2048,
+            experts: 8,
+            top_k: 2,
+            activation: Activation::Relu,
+            ..MoeConfig::default()
+        };
+        assert_eq!(Sample::sized_for(&paper(4096, 1), 64), Sample::All);
+        // Too many rows.
+        let small = MoeConfig { tokens_per_rank: 8192, world: 2, ..MoeConfig::default() };
+        assert_eq!(Sample::sized_for(&small, 8), Sample::Rows { per_rank: 8, seed: None });
+        // Too much work: the paper layer at T = 8192 on one rank (2^38 multiply-adds).
+        assert_eq!(
+            Sample::sized_for(&paper(8192, 1), 64),
+            Sample::Rows { per_rank: 64, seed: None }
+        );
+        // A real model's layer at T = 4096: DeepSeek-V3's routed experts.
+        let v3 = MoeConfig {
+            hidden: 7168,
+            inter: 2048,
+            experts: 256,
+            top_k: 8,
+            activation: Activation::SiluGated,
+            ..paper(4096, 1)
+        };
+        assert!(matches!(Sample::sized_for(&v3, 64), Sample::Rows { .. }));
+    }
 
     fn tiny(experts: u32, top_k: u32, activation: Activation, bias: bool) -> MoeConfig {
         MoeConfig {

@@ -4,7 +4,7 @@
 //! module parses, drives the progress bar, and writes files.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
 use flashdmoe::bench::baseline::{Baseline, BaselineOptions};
@@ -281,11 +281,17 @@ impl Sweep<'_> {
                     continue;
                 }
             }
+            let started = Instant::now();
             let result = runner::run_case(backend, case, self.options, &mut |p| match p {
                 Progress::Forward => bar.inc(1),
-                Progress::Build => bar.set_message(format!("{tag}: build")),
-                Progress::Verify => bar.set_message(format!("{tag}: verify")),
-                Progress::Finish => bar.set_message(format!("{tag}: verify again, trace")),
+                Progress::Build => step(&bar, format!("{tag}: build (weights, inputs, layer)")),
+                Progress::Verify => step(
+                    &bar,
+                    format!("{tag}: first forward and its check ({:.1}s)", secs(started)),
+                ),
+                Progress::Finish => {
+                    step(&bar, format!("{tag}: check again, trace ({:.1}s)", secs(started)))
+                }
             });
             bar.set_position(per_case * (i as u64 + 1));
             match result {
@@ -318,7 +324,7 @@ impl Sweep<'_> {
                     bar.suspend(|| println!("{tag}: {} skipped: {why}", b.name()));
                     continue;
                 }
-                bar.set_message(format!("{tag}: {}", b.name()));
+                step(&bar, format!("{tag}: {}", b.name()));
                 match b.run(&case.config, &self.baseline_options, &scratch) {
                     Ok(rs) => {
                         for r in rs {
@@ -436,6 +442,21 @@ pub(super) fn report(args: &ReportArgs) -> Result<(), CliError> {
         c.replaced
     );
     Ok(())
+}
+
+/// A step of a case: the bar's message on a terminal, else a line (a log shows where a long
+/// case spends its time).
+fn step(bar: &ProgressBar, message: String) {
+    if bar.is_hidden() {
+        println!("{message}");
+    } else {
+        bar.set_message(message);
+    }
+}
+
+/// Seconds since `start`.
+fn secs(start: Instant) -> f64 {
+    start.elapsed().as_secs_f64()
 }
 
 #[cfg(test)]

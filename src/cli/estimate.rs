@@ -356,8 +356,10 @@ mod tests {
     fn the_mixtral_preset_is_refused_naming_the_flags() {
         let c = presets::preset("mixtral-8x7b").unwrap();
         let e = estimate(&c, 1, 2);
-        // 2.9 TFLOP of expert GEMMs in the forward and again (f64) in the full check.
-        assert!(e.total_seconds() > 1800.0, "{e}");
+        // 2.9 TFLOP of expert GEMMs in the forward; the check samples rows (checking all
+        // 4096 would be the same work again in f64: `Sample::sized_for`).
+        assert!(e.total_seconds() > 600.0, "{e}");
+        assert!(e.verify_seconds < e.forward_seconds / 10.0, "{e}");
         assert!(e.host_bytes > 11_000_000_000, "{e}");
         let err = e.check(DEFAULT_MAX_SECONDS, None).unwrap_err();
         assert!(matches!(err, Refusal::Time { limit: 300.0, .. }), "{err:?}");

@@ -15,10 +15,7 @@ use super::estimate::{self, Estimate};
 use super::phases::Phases;
 use super::{BackendArg, CliError, RunArgs, config, run_summary};
 
-/// Above this many output rows (all ranks), `run` checks a fresh random sample of
-/// [`SAMPLED_ROWS_PER_RANK`] rows per rank against the oracle instead of every row.
-const FULL_CHECK_ROWS: u64 = 8192;
-/// Rows per rank checked when sampling.
+/// Rows per rank checked when a layer is too large to check whole ([`Sample::sized_for`]).
 const SAMPLED_ROWS_PER_RANK: u32 = 64;
 
 /// Runs the command; `Err` carries the exit status.
@@ -164,15 +161,10 @@ fn check_estimate(
     Ok(())
 }
 
-/// The rows `run` checks against the oracle: all of them up to [`FULL_CHECK_ROWS`] output rows,
-/// else a fresh sample of [`SAMPLED_ROWS_PER_RANK`] per rank.
+/// The rows `run` checks against the oracle: all of a small layer's, else a fresh sample of
+/// [`SAMPLED_ROWS_PER_RANK`] per rank ([`Sample::sized_for`]).
 pub(super) fn sample(config: &MoeConfig) -> Sample {
-    let rows = config.world as u64 * config.tokens_per_rank as u64;
-    if rows <= FULL_CHECK_ROWS {
-        Sample::All
-    } else {
-        Sample::Rows { per_rank: SAMPLED_ROWS_PER_RANK, seed: None }
-    }
+    Sample::sized_for(config, SAMPLED_ROWS_PER_RANK)
 }
 
 /// A backend timeout as the CLI reports it: whose deadline it was and the flag that sets it.
