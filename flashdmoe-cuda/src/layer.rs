@@ -27,7 +27,6 @@
 //!   shared experts (issue 16) is refused at build with [`BackendError::NotSupported`] naming
 //!   each field, before any device is touched.
 
-use std::borrow::Cow;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -90,13 +89,6 @@ impl From<CudaError> for BackendError {
 
 fn invalid(what: &'static str, reason: String) -> BackendError {
     BackendError::InvalidInput { what, reason }
-}
-
-/// The device element bytes of host values (already representable in `dtype`).
-fn encode(dtype: DType, values: &[f32]) -> Vec<u8> {
-    let mut out = Vec::new();
-    dtype.encode_into(values, &mut out);
-    out
 }
 
 fn u32s(bytes: &[u8]) -> Vec<u32> {
@@ -367,21 +359,21 @@ fn upload(
     // The router and its biases whole; of the experts' tensors only this GPU's ranks' experts,
     // in weight-slot order (`weight_slots`).
     let slots = weight_slots(plan, first_rank);
-    let experts = |v: &Vec<f32>| Cow::Owned(gather(v, cfg.experts as usize, &slots));
+    let e = cfg.experts as usize;
     let tensors = [
-        Some(Cow::Borrowed(&weights.router[..])),
-        Some(experts(&weights.up)),
-        weights.gate.as_ref().map(experts),
-        Some(experts(&weights.down)),
-        weights.up_bias.as_ref().map(experts),
-        weights.gate_bias.as_ref().map(experts),
-        weights.down_bias.as_ref().map(experts),
-        weights.router_bias.as_deref().map(Cow::Borrowed),
-        weights.selection_bias.as_deref().map(Cow::Borrowed),
+        Some(vec![Some(&weights.router[..])]),
+        Some(gather(&weights.up, e, &slots)),
+        weights.gate.as_deref().map(|v| gather(v, e, &slots)),
+        Some(gather(&weights.down, e, &slots)),
+        weights.up_bias.as_deref().map(|v| gather(v, e, &slots)),
+        weights.gate_bias.as_deref().map(|v| gather(v, e, &slots)),
+        weights.down_bias.as_deref().map(|v| gather(v, e, &slots)),
+        weights.router_bias.as_deref().map(|v| vec![Some(v)]),
+        weights.selection_bias.as_deref().map(|v| vec![Some(v)]),
     ];
     let weights = tensors
         .into_iter()
-        .map(|t| t.map(|v| stream.clone_htod(&encode(cfg.dtype, &v)).map_err(d)).transpose())
+        .map(|t| t.map(|parts| upload_parts(&stream, cfg.dtype, &parts)).transpose())
         .collect::<Result<Vec<_>, _>>()?;
     let map = &plan.map;
     let owners: Vec<u32> = (0..cfg.experts).map(|e| map.owner(e).0).collect();
@@ -451,18 +443,43 @@ fn slots_of(map: &ExpertMap, first_rank: u32, ranks: u32) -> Vec<Option<u32>> {
         .collect()
 }
 
-/// The experts of `slots` from a `[experts][...]` tensor, slot after slot (zeros for an empty
-/// slot).
-fn gather(values: &[f32], experts: usize, slots: &[Option<u32>]) -> Vec<f32> {
+/// The experts of `slots` from a `[experts][...]` tensor, slot after slot (`None`, zeros on the
+/// device, for an empty slot): views, nothing copied.
+fn gather<'a>(values: &'a [f32], experts: usize, slots: &[Option<u32>]) -> Vec<Option<&'a [f32]>> {
     let per = values.len() / experts.max(1);
-    let mut out = Vec::with_capacity(per * slots.len());
-    for slot in slots {
-        match slot {
-            Some(e) => out.extend_from_slice(&values[*e as usize * per..][..per]),
-            None => out.resize(out.len() + per, 0.0),
+    slots.iter().map(|slot| slot.map(|e| &values[e as usize * per..][..per])).collect()
+}
+
+/// Bytes of host memory one upload step encodes into before copying them to the device.
+const STAGING_BYTES: usize = 64 << 20;
+
+/// One device tensor from equal-sized `parts` (one per weight slot; `None` stays zero), each
+/// encoded to `dtype` on the host's threads through a staging buffer of at most
+/// [`STAGING_BYTES`]: no host copy of the tensor (a DeepSeek-V3 layer's experts are 45 GB of
+/// `f32`; gathering and encoding them whole on one thread took 160 s).
+fn upload_parts(
+    stream: &Arc<CudaStream>,
+    dtype: DType,
+    parts: &[Option<&[f32]>],
+) -> Result<CudaSlice<u8>, BackendError> {
+    let d = |e: cudarc::driver::DriverError| BackendError::Device(e.to_string());
+    let eb = dtype.elem_bytes() as usize;
+    let per = parts.iter().flatten().map(|p| p.len()).max().unwrap_or(0);
+    let mut dst = stream.alloc_zeros::<u8>((parts.len() * per * eb).max(1)).map_err(d)?;
+    let chunk = (STAGING_BYTES / eb).max(1);
+    let mut staging = vec![0u8; chunk.min(per) * eb];
+    for (i, part) in parts.iter().enumerate() {
+        let Some(values) = part else { continue };
+        for (c, piece) in values.chunks(chunk).enumerate() {
+            let bytes = &mut staging[..piece.len() * eb];
+            dtype.encode_to(piece, bytes);
+            let at = (i * per + c * chunk) * eb;
+            // A copy from pageable memory returns once the bytes are staged by the driver, so
+            // the buffer may be refilled at once.
+            stream.memcpy_htod(&*bytes, &mut dst.slice_mut(at..at + bytes.len())).map_err(d)?;
         }
     }
-    out
+    Ok(dst)
 }
 
 /// What one GPU's launch left behind, before it is read back.
@@ -881,12 +898,12 @@ mod tests {
         assert_eq!(slots_of(&map, 0, 3), [Some(1), Some(3), Some(2), None, Some(0), None]);
         // Two GPUs of virtual ranks: the second holds rank 2's expert only.
         assert_eq!(slots_of(&map, 2, 1), [Some(0), None]);
-        // Expert e's values are [e * 10, e * 10 + 1]: slot order, zeros for empty slots.
+        // Expert e's values are [e * 10, e * 10 + 1]: slot order, `None` for empty slots.
         let values: Vec<f32> =
             (0..4).flat_map(|e| [e as f32 * 10.0, e as f32 * 10.0 + 1.0]).collect();
         assert_eq!(
             gather(&values, 4, &slots_of(&map, 1, 2)),
-            [20.0, 21.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0]
+            [Some(&[20.0, 21.0][..]), None, Some(&[0.0, 1.0][..]), None]
         );
     }
 
@@ -970,8 +987,12 @@ mod tests {
     }
 
     #[test]
-    fn encode_is_the_dtype_layout() {
-        assert_eq!(encode(DType::Bf16, &[1.0, -2.0]), [0x80, 0x3F, 0x00, 0xC0]);
-        assert_eq!(encode(DType::F32, &[1.0]), 1.0f32.to_le_bytes());
+    fn uploads_encode_the_kernel_s_element_layout() {
+        // The kernel reads bf16 as its upper 16 bits of the f32, little-endian.
+        let mut bytes = [0u8; 4];
+        DType::Bf16.encode_to(&[1.0, -2.0], &mut bytes);
+        assert_eq!(bytes, [0x80, 0x3F, 0x00, 0xC0]);
+        DType::F32.encode_to(&[1.0], &mut bytes);
+        assert_eq!(bytes, 1.0f32.to_le_bytes());
     }
 }
