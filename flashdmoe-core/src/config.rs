@@ -516,7 +516,13 @@ impl MoeConfig {
     /// `ceil(f * (T * k) / E)` evaluated in `f64` in that order, clamped to `T`; `Dropless`
     /// gives `T`.
     pub fn capacity_rows(&self) -> u32 {
-        let t = self.tokens_per_rank;
+        self.capacity_rows_for(self.tokens_per_rank)
+    }
+
+    /// [`Self::capacity_rows`] of a forward of `t` tokens a rank (a layer built for
+    /// `tokens_per_rank` may run fewer: the device-resident forward). Never more than
+    /// [`Self::capacity_rows`] for `t <= tokens_per_rank`.
+    pub fn capacity_rows_for(&self, t: u32) -> u32 {
         match self.capacity {
             CapacityPolicy::Dropless => t,
             CapacityPolicy::Factor(f) => {
@@ -851,6 +857,14 @@ mod tests {
         assert_eq!(c(0, 2, 8, 1.0).capacity_rows(), 0);
         let d = MoeConfig { capacity: CapacityPolicy::Dropless, ..c(37, 2, 8, 1.0) };
         assert_eq!(d.capacity_rows(), 37);
+        // A forward of fewer tokens: the capacity of a config of that many, never above the
+        // layer's.
+        let big = c(64, 2, 8, 1.25);
+        for t in 0..=64 {
+            assert_eq!(big.capacity_rows_for(t), c(t, 2, 8, 1.25).capacity_rows());
+            assert!(big.capacity_rows_for(t) <= big.capacity_rows());
+        }
+        assert_eq!(d.capacity_rows_for(5), 5);
     }
 
     #[test]

@@ -181,14 +181,17 @@ impl TaskCounts {
         }
     }
 
-    /// The tasks of a rank that received `row_tiles` row tiles in all: every row tile's GEMM0
-    /// and GEMM1 tasks plus the rank's combine tasks (`fdm_task_bound` in the C header). With
-    /// [`Self::for_rank`]'s row tiles it is the exact termination bound; with an upper bound
-    /// on the row tiles, the size of a task queue that cannot overflow.
-    pub fn bound(layout: &HeapLayout, row_tiles: u64) -> u64 {
+    /// The tasks of a rank that received `row_tiles` row tiles in all and holds `tokens`
+    /// tokens this forward: every row tile's GEMM0 and GEMM1 tasks plus the rank's combine
+    /// tasks, `ceil(tokens / bm)` token tiles per output column (`fdm_task_bound` in the C
+    /// header). A forward may carry fewer tokens than the layout's [`Geometry::tokens`] (its
+    /// rows keep the layout's strides), so the combine count is the forward's, not the
+    /// layout's. With [`Self::for_rank`]'s row tiles and the layout's tokens it is the exact
+    /// termination bound; with upper bounds, the size of a task queue that cannot overflow.
+    pub fn bound(layout: &HeapLayout, row_tiles: u64, tokens: u32) -> u64 {
         let g = layout.geometry();
         row_tiles * (g.col_tiles_inter() as u64 + g.col_tiles_hidden() as u64)
-            + g.token_tiles() as u64 * g.col_tiles_hidden() as u64
+            + div_ceil(tokens, g.tile.bm) as u64 * g.col_tiles_hidden() as u64
     }
 
     /// Adds one task of `kind`.
@@ -414,8 +417,11 @@ mod tests {
         assert_eq!((c0.gemm0, c0.gemm1, c0.combine), (2, 1, 2));
         // Rank 1: (1 + 2) row tiles * 3 + 2 = 11.
         assert_eq!(TaskCounts::for_rank(&l, plan.received_rows(1)).total(), 11);
-        assert_eq!(TaskCounts::bound(&l, 3), 11);
-        assert_eq!(TaskCounts::bound(&l, 1), c0.total());
+        assert_eq!(TaskCounts::bound(&l, 3, l.geometry().tokens), 11);
+        assert_eq!(TaskCounts::bound(&l, 1, l.geometry().tokens), c0.total());
+        // A forward of 4 of the layout's 6 tokens: one token tile of combine per column.
+        assert_eq!(TaskCounts::bound(&l, 1, 4), c0.total() - 1);
+        assert_eq!(TaskCounts::bound(&l, 0, 0), 0);
 
         let tasks: Vec<_> = graph_tasks(&l, &plan, Epoch::FIRST).collect::<Result<_>>().unwrap();
         assert_eq!(tasks.len(), 16);

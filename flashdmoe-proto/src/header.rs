@@ -213,10 +213,11 @@ FDM_FN unsigned long long fdm_counters_bytes(const fdm_layout* l) {
 }
 
 // ---- the task graph ----
-// Tasks of a rank that received `row_tiles` row tiles in all: TaskCounts::bound.
-FDM_FN unsigned long long fdm_task_bound(const fdm_layout* l, unsigned long long row_tiles) {
+// Tasks of a rank that received `row_tiles` row tiles in all and holds `tokens` tokens this
+// forward: TaskCounts::bound.
+FDM_FN unsigned long long fdm_task_bound(const fdm_layout* l, unsigned long long row_tiles, unsigned int tokens) {
     return row_tiles * (fdm_col_tiles_inter(l) + fdm_col_tiles_hidden(l))
-        + (unsigned long long)l->token_tiles * fdm_col_tiles_hidden(l);
+        + (unsigned long long)fdm_div_ceil(tokens, l->bm) * fdm_col_tiles_hidden(l);
 }
 // The descriptor TaskDescriptor::new builds, for arguments it accepts (the kernel forms them
 // from validated counts; the Rust constructor is the one that checks them).
@@ -442,10 +443,12 @@ mod tests {
             q.push(&alloc::format!("fdm_counters_start({lp})"), start);
             q.push(&alloc::format!("fdm_counters_bytes({lp})"), bytes);
             for row_tiles in [0u64, 1, 7, 1 << 20] {
-                q.push(
-                    &alloc::format!("fdm_task_bound({lp}, {row_tiles}ull)"),
-                    TaskCounts::bound(&l, row_tiles),
-                );
+                for tokens in [0, 1, g.tokens / 2, g.tokens] {
+                    q.push(
+                        &alloc::format!("fdm_task_bound({lp}, {row_tiles}ull, {tokens}u)"),
+                        TaskCounts::bound(&l, row_tiles, tokens),
+                    );
+                }
             }
             // Every field of fdm_task_init against TaskDescriptor::new, per kind, at both
             // ends of the ranges.
