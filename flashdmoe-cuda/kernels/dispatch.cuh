@@ -21,7 +21,7 @@ __device__ void raise_dispatch_signal(const Rank& r, unsigned e, unsigned rows) 
   unsigned long long* sig =
       reinterpret_cast<unsigned long long*>(r.heap_of(owner) + fdm_dispatch_signal(&l, r.global, le));
   fence_for(r.p, owner);
-  signal_to(r.p, owner, sig, fdm_signal(r.p->epoch, rows));
+  signal_to(r.p, owner, sig, fdm_signal(r.epoch, rows));
   atomicMax(&r.control()[kDispatchedNs], (unsigned)min(now_ns() - kernel_start(r), 0xFFFFFFFFull));
 }
 
@@ -64,7 +64,7 @@ __device__ void dispatch_packets(const fdm_params* p) {
   const CopyGroup g = copy_group(p);
   if (g.count == 0) return;
   const unsigned lane = threadIdx.x % 32;
-  const unsigned items_per_packet = fdm_div_ceil(l.capacity, kDispatchRows);
+  const unsigned items_per_packet = fdm_div_ceil(p->capacity, kDispatchRows);
   const unsigned long long items = (unsigned long long)p->local_ranks * kE * items_per_packet;
   constexpr unsigned kVecs = kH * sizeof(Elem) / 16;
   for (unsigned long long w = (unsigned long long)g.index * kWarps + threadIdx.x / 32; w < items;

@@ -167,10 +167,11 @@ FDM_FN unsigned long long fdm_counters_bytes(const fdm_layout* l) {
 }
 
 // ---- the task graph ----
-// Tasks of a rank that received `row_tiles` row tiles in all: TaskCounts::bound.
-FDM_FN unsigned long long fdm_task_bound(const fdm_layout* l, unsigned long long row_tiles) {
+// Tasks of a rank that received `row_tiles` row tiles in all and holds `tokens` tokens this
+// forward: TaskCounts::bound.
+FDM_FN unsigned long long fdm_task_bound(const fdm_layout* l, unsigned long long row_tiles, unsigned int tokens) {
     return row_tiles * (fdm_col_tiles_inter(l) + fdm_col_tiles_hidden(l))
-        + (unsigned long long)l->token_tiles * fdm_col_tiles_hidden(l);
+        + (unsigned long long)fdm_div_ceil(tokens, l->bm) * fdm_col_tiles_hidden(l);
 }
 // The descriptor TaskDescriptor::new builds, for arguments it accepts (the kernel forms them
 // from validated counts; the Rust constructor is the one that checks them).

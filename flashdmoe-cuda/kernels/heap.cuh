@@ -7,6 +7,20 @@
 
 #include "sync.cuh"
 
+// Control words in scratch (reset at the start of every forward).
+// Phase marks are nanoseconds since the kernel start (CudaLayer::phase_times reads them):
+// A1 (router) done, A2 (top-k) done, A3 (placement) done, last dispatch signal raised.
+enum Control : unsigned {
+  kTaskTail = 0,
+  kKernelStartLo = 1,
+  kKernelStartHi = 2,
+  kRoutedNs = 3,
+  kChosenNs = 4,
+  kPlacedNs = 5,
+  kDispatchedNs = 6,
+  kEpoch = 7,  // this forward's epoch, from block 0 at the kernel start (moe.cu)
+};
+
 /// Everything one rank's code needs, derived from the launch parameters.
 struct Rank {
   const fdm_params* p;
@@ -15,6 +29,7 @@ struct Rank {
   char* heap;       // this rank's heap
   char* scratch;    // this rank's scratch
   unsigned nproc;   // processors of this rank
+  unsigned epoch;   // this forward's (Control::kEpoch): valid after phase A's first grid barrier
 
   __device__ char* heap_of(unsigned rank) const { return reinterpret_cast<char*>(p->heaps[rank]); }
   template <class T> __device__ T* at(unsigned long long offset) const {
@@ -36,10 +51,10 @@ struct Rank {
   __device__ unsigned* completed() const { return at<unsigned>(p->scratch_layout.completed); }
   __device__ unsigned* control() const { return at<unsigned>(p->scratch_layout.control); }
   __device__ const Elem* x() const {
-    return reinterpret_cast<const Elem*>(p->x) + (unsigned long long)local * p->layout.tokens * kH;
+    return reinterpret_cast<const Elem*>(p->x) + (unsigned long long)local * p->tokens * kH;
   }
   __device__ Elem* y() const {
-    return reinterpret_cast<Elem*>(p->y) + (unsigned long long)local * p->layout.tokens * kH;
+    return reinterpret_cast<Elem*>(p->y) + (unsigned long long)local * p->tokens * kH;
   }
   /// Global expert of this rank's local expert `le` of owner `owner`.
   __device__ unsigned expert_of(unsigned owner, unsigned le) const {
@@ -61,21 +76,9 @@ __device__ __forceinline__ Rank make_rank(const fdm_params* p, unsigned local) {
   r.heap = reinterpret_cast<char*>(p->heaps[r.global]);
   r.scratch = reinterpret_cast<char*>(p->scratch) + (unsigned long long)local * p->scratch_bytes;
   r.nproc = p->blocks_per_rank - 1;
+  r.epoch = ld_volatile(reinterpret_cast<const unsigned*>(r.scratch + p->scratch_layout.control) + kEpoch);
   return r;
 }
-
-// Control words in scratch (reset at the start of every forward).
-// Phase marks are nanoseconds since the kernel start (CudaLayer::phase_times reads them):
-// A1 (router) done, A2 (top-k) done, A3 (placement) done, last dispatch signal raised.
-enum Control : unsigned {
-  kTaskTail = 0,
-  kKernelStartLo = 1,
-  kKernelStartHi = 2,
-  kRoutedNs = 3,
-  kChosenNs = 4,
-  kPlacedNs = 5,
-  kDispatchedNs = 6,
-};
 
 __device__ __forceinline__ unsigned long long kernel_start(const Rank& r) {
   return (unsigned long long)r.control()[kKernelStartLo] | (unsigned long long)r.control()[kKernelStartHi] << 32;
@@ -95,7 +98,7 @@ __device__ void report_timeout(const Rank& r, unsigned role, unsigned what, unsi
     d->role = role;
     d->what = what;
     d->index = index;
-    d->expected_epoch = r.p->epoch;
+    d->expected_epoch = r.epoch;
     d->seen = seen;
     __threadfence_system();
   }

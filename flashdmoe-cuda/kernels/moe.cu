@@ -44,12 +44,20 @@ extern "C" __global__ void __launch_bounds__(kThreads, 1) fdm_moe_forward(const 
   const fdm_params* p = &params;
   cg::grid_group grid = cg::this_grid();
 
+  // Block 0 takes this forward's epoch, the one after the device's last (params.rs,
+  // epoch_word), stores it back for the next launch (stream order makes it visible there; no
+  // host step, so a replayed CUDA graph advances too) and hands it to every block through the
+  // control word that make_rank reads: valid from the first grid barrier on, which every use
+  // of Rank::epoch follows.
   if (blockIdx.x == 0 && threadIdx.x == 0) {
     const unsigned long long t0 = now_ns();
+    const unsigned epoch = fdm_epoch_next(ld_volatile(p->epoch_word));
+    *p->epoch_word = epoch;
     for (unsigned local = 0; local < p->local_ranks; ++local) {
       Rank r = make_rank(p, local);
       r.control()[kKernelStartLo] = (unsigned)t0;
       r.control()[kKernelStartHi] = (unsigned)(t0 >> 32);
+      r.control()[kEpoch] = epoch;
     }
   }
   // Block 0 marks the phases for CudaLayer::phase_times (ns since the kernel start).

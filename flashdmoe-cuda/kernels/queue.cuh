@@ -11,7 +11,7 @@
 __device__ __forceinline__ fdm_task make_task(const Rank& r, unsigned kind, unsigned source, unsigned owner,
                                               unsigned le, unsigned row_tile, unsigned col_tile,
                                               unsigned valid_rows) {
-  return fdm_task_init(&r.p->layout, kind, r.p->epoch, source, owner, le, row_tile, col_tile, valid_rows);
+  return fdm_task_init(&r.p->layout, kind, r.epoch, source, owner, le, row_tile, col_tile, valid_rows);
 }
 
 /// Claims `count` slots of the log (one atomicAdd, by the caller's leader thread).
@@ -28,6 +28,6 @@ __device__ void publish(const Rank& r, unsigned base, unsigned count, unsigned l
   unsigned* ready = r.task_ready();
   for (unsigned i = lane; i < count; i += lanes) {
     tasks[base + i] = make(i);
-    st_release_gpu(&ready[base + i], r.p->epoch);
+    st_release_gpu(&ready[base + i], r.epoch);
   }
 }

@@ -37,7 +37,7 @@ __device__ void router_gemm(const fdm_params* p, char* smem) {
   // The tile runs on the block's first Router::kThreads threads (its barrier is named when
   // the block is larger: config.cuh).
   if (threadIdx.x >= (unsigned)Router::kThreads) return;
-  const unsigned T = p->layout.tokens;
+  const unsigned T = p->tokens;  // this forward's (<= the layout's, the row stride)
   const unsigned row_tiles = fdm_div_ceil(T, Router::BM);
   const unsigned col_tiles = fdm_div_ceil(kE, Router::BN);
   const unsigned per_rank = row_tiles * col_tiles;
@@ -71,7 +71,7 @@ __device__ void route_token(const Rank& r, unsigned t, unsigned* s_topk_row) {
 
 /// A2: top-k per token and within-chunk positions per expert.
 __device__ void route_chunks(const fdm_params* p, unsigned* s_topk) {
-  const unsigned T = p->layout.tokens;
+  const unsigned T = p->tokens;  // this forward's (<= the layout's, the row stride)
   const unsigned chunks = fdm_div_ceil(T, kChunk);
   for (unsigned job = blockIdx.x; job < chunks * p->local_ranks; job += gridDim.x) {
     Rank r = make_rank(p, job / chunks);
@@ -96,7 +96,7 @@ __device__ void route_chunks(const fdm_params* p, unsigned* s_topk) {
 /// drops (kept iff position < capacity: the lowest token indices win).
 __device__ void place_chunks(const fdm_params* p, unsigned* s_offset) {
   const fdm_layout& l = p->layout;
-  const unsigned T = l.tokens;
+  const unsigned T = p->tokens;
   const unsigned chunks = fdm_div_ceil(T, kChunk);
   for (unsigned job = blockIdx.x; job < chunks * p->local_ranks; job += gridDim.x) {
     Rank r = make_rank(p, job / chunks);
@@ -112,7 +112,7 @@ __device__ void place_chunks(const fdm_params* p, unsigned* s_offset) {
       const unsigned slot = chunk * kChunk * kTopK + i;
       const unsigned e = r.topk_expert()[slot];
       const unsigned pos = s_offset[e] + r.slot_row()[slot];
-      const bool kept = pos < l.capacity;
+      const bool kept = pos < p->capacity;  // this forward's; l.capacity is the stride
       r.slot_row()[slot] = kept ? pos : kDropped;
       if (kept) r.expert_tokens()[(unsigned long long)e * l.capacity + pos] = slot / kTopK;
     }
@@ -120,7 +120,7 @@ __device__ void place_chunks(const fdm_params* p, unsigned* s_offset) {
     // block work from.
     if (chunk + 1 == chunks) {
       for (unsigned e = threadIdx.x; e < (unsigned)kE; e += kThreads) {
-        r.packet_rows()[e] = min(s_offset[e] + r.chunk_counts()[chunk * kE + e], l.capacity);
+        r.packet_rows()[e] = min(s_offset[e] + r.chunk_counts()[chunk * kE + e], p->capacity);
       }
     }
     __syncthreads();

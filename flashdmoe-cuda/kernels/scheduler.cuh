@@ -10,7 +10,7 @@
 /// processor finds its next task the moment it finishes one); stops everyone at the bound.
 __device__ void scheduler(const Rank& r, OsShared& s) {
   const unsigned lane = threadIdx.x % 32;
-  const unsigned epoch = r.p->epoch;
+  const unsigned epoch = r.epoch;
   const unsigned nproc = r.nproc;
   const unsigned* completed = r.completed();
   const unsigned* ready = r.task_ready();

@@ -39,7 +39,7 @@ __device__ void dispatch_subscriber(const Rank& r, OsShared& s) {
   const unsigned lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const unsigned nle = r.p->local_experts_of[r.global];
   const unsigned slots = l.world * nle;
-  const unsigned epoch = r.p->epoch;
+  const unsigned epoch = r.epoch;
   unsigned long long row_tiles = 0;
   unsigned remaining = slots;
   Deadline deadline(r.p->timeout_ns);
@@ -82,7 +82,9 @@ __device__ void dispatch_subscriber(const Rank& r, OsShared& s) {
       mask &= mask - 1;
       const unsigned pslot = base + src_lane;
       const unsigned prows = __shfl_sync(0xFFFFFFFFu, rows, src_lane);
-      if (prows > l.capacity) {  // corrupt signal: typed error, never an out-of-bounds task
+      // Corrupt signal: typed error, never an out-of-bounds task (the layout's capacity: a peer
+      // GPU of more tokens this forward may send more rows than this GPU's p->capacity).
+      if (prows > l.capacity) {
         if (lane == 0) report_timeout(r, FDM_ROLE_DISPATCH_SUBSCRIBER, FDM_WAIT_CORRUPT_SIGNAL, pslot, prows);
         return;
       }
@@ -103,7 +105,7 @@ __device__ void dispatch_subscriber(const Rank& r, OsShared& s) {
       --remaining;
     }
   }
-  if (lane == 0) *reinterpret_cast<volatile unsigned*>(&s.bound) = (unsigned)fdm_task_bound(&l, row_tiles);
+  if (lane == 0) *reinterpret_cast<volatile unsigned*>(&s.bound) = (unsigned)fdm_task_bound(&l, row_tiles, r.p->tokens);
 }
 
 /// Warps 2..: watch the return signals of every tile this rank is owed; count them per
@@ -112,17 +114,18 @@ __device__ void dispatch_subscriber(const Rank& r, OsShared& s) {
 __device__ void return_subscriber(const Rank& r, OsShared& s, unsigned sub, unsigned nsub) {
   const fdm_layout& l = r.p->layout;
   const unsigned lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  const unsigned epoch = r.p->epoch;
+  const unsigned epoch = r.epoch;
   const unsigned cth = fdm_col_tiles_hidden(&l);
+  const unsigned token_tiles = fdm_div_ceil(r.p->tokens, kBM);  // this forward's
   // Flattened enumeration of owed tiles: (expert e ascending, row tile, column).
   unsigned long long expected = 0;
   for (int e = 0; e < kE; ++e) expected += fdm_div_ceil(s.packet_rows[e], kBM);
   const unsigned long long total = expected * cth;
   auto enqueue_column = [&](unsigned c) {
-    if (lane == 0) s.enqueue_base[warp] = claim(r, l.token_tiles);
+    if (lane == 0) s.enqueue_base[warp] = claim(r, token_tiles);
     __syncwarp();
-    publish(r, s.enqueue_base[warp], l.token_tiles, lane, 32, [&](unsigned tt) {
-      return make_task(r, FDM_TASK_COMBINE, r.global, r.global, 0, tt, c, fdm_tile_rows(l.tokens, tt, kBM));
+    publish(r, s.enqueue_base[warp], token_tiles, lane, 32, [&](unsigned tt) {
+      return make_task(r, FDM_TASK_COMBINE, r.global, r.global, 0, tt, c, fdm_tile_rows(r.p->tokens, tt, kBM));
     });
     __syncwarp();
   };

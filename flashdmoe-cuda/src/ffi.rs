@@ -158,6 +158,39 @@ impl DriverApi {
         .result()
     }
 
+    /// The context of `stream` (`cuStreamGetCtx`): a caller's stream is checked against the
+    /// kernel's device before a launch on it.
+    ///
+    /// # Safety
+    ///
+    /// `stream` is a live stream handle (or null: the current context's legacy stream).
+    pub(crate) unsafe fn stream_context(
+        self,
+        stream: cu::CUstream,
+    ) -> Result<cu::CUcontext, DriverError> {
+        let mut ctx = std::ptr::null_mut();
+        // SAFETY: `stream` is live (the caller's contract); `ctx` is a valid out-pointer.
+        unsafe { cu::cuStreamGetCtx(stream, &mut ctx) }.result()?;
+        Ok(ctx)
+    }
+
+    /// `cuMemsetD8Async`: `bytes` zero bytes at `dst`, in `stream`'s order (captured into a
+    /// CUDA graph as a memset node while the stream captures).
+    ///
+    /// # Safety
+    ///
+    /// `dst .. dst + bytes` is device memory of `stream`'s context, not in use by other work
+    /// until the memset is ordered before it; `stream` is live and its context current.
+    pub(crate) unsafe fn memset_zero_async(
+        self,
+        dst: cu::CUdeviceptr,
+        bytes: usize,
+        stream: cu::CUstream,
+    ) -> Result<(), DriverError> {
+        // SAFETY: the caller upholds the contract above.
+        unsafe { cu::cuMemsetD8Async(dst, 0, bytes, stream) }.result()
+    }
+
     /// `cuLaunchCooperativeKernel` with a single by-value kernel parameter.
     ///
     /// # Safety

@@ -238,11 +238,37 @@ impl Kernel {
         shape: LaunchShape,
         params: &P,
     ) -> Result<()> {
-        let _range = nvtx::LocalRange::new(c"flashdmoe::Kernel::launch_cooperative");
         if stream.context().cu_ctx() != self.ctx.cu_ctx() {
             return Err(self.invalid(format!(
                 "the stream belongs to device {}, the kernel to device {}",
                 stream.context().ordinal(),
+                self.ordinal
+            )));
+        }
+        // SAFETY: `stream` is a live cudarc stream of this kernel's context (checked); the
+        // parameter contract is the caller's.
+        unsafe { self.launch_cooperative_raw(stream.cu_stream(), shape, params) }
+    }
+
+    /// [`Kernel::launch_cooperative`] on a caller's raw stream handle (a PyTorch stream, a
+    /// stream being captured into a CUDA graph), checked to belong to this kernel's context.
+    ///
+    /// # Safety
+    ///
+    /// As [`Kernel::launch_cooperative`], and `stream` is a live stream handle.
+    pub unsafe fn launch_cooperative_raw<P: bytemuck::Pod>(
+        &self,
+        stream: cudarc::driver::sys::CUstream,
+        shape: LaunchShape,
+        params: &P,
+    ) -> Result<()> {
+        let _range = nvtx::LocalRange::new(c"flashdmoe::Kernel::launch_cooperative");
+        self.ctx.bind_to_thread().map_err(driver("cuCtxSetCurrent"))?;
+        // SAFETY: `stream` is live (the caller's contract).
+        let ctx = unsafe { self.api.stream_context(stream) }.map_err(driver("cuStreamGetCtx"))?;
+        if ctx != self.ctx.cu_ctx() {
+            return Err(self.invalid(format!(
+                "the stream belongs to another context than device {}'s",
                 self.ordinal
             )));
         }
@@ -261,7 +287,6 @@ impl Kernel {
                 shape.grid, shape.block
             )));
         }
-        self.ctx.bind_to_thread().map_err(driver("cuCtxSetCurrent"))?;
         // SAFETY: the function is live (its module is held by `self.function`) and its context
         // is current; `stream` belongs to that context (checked); the kernel takes exactly one
         // parameter of `size_of::<P>()` bytes (checked), and `P: Pod` has no padding, so the
@@ -273,10 +298,28 @@ impl Kernel {
                 shape.grid,
                 shape.block,
                 self.dynamic_smem,
-                stream.cu_stream(),
+                stream,
                 (params as *const P).cast::<c_void>(),
             )
         }
         .map_err(driver("cuLaunchCooperativeKernel"))
+    }
+
+    /// Zeroes `bytes` at `dst` on a caller's raw `stream` (in its order; a memset node when
+    /// the stream captures a graph).
+    ///
+    /// # Safety
+    ///
+    /// `dst .. dst + bytes` is device memory of this kernel's context that no other work uses
+    /// until the memset is ordered before it; `stream` is a live stream of that context.
+    pub unsafe fn memset_zero_raw(
+        &self,
+        dst: u64,
+        bytes: usize,
+        stream: cudarc::driver::sys::CUstream,
+    ) -> Result<()> {
+        self.ctx.bind_to_thread().map_err(driver("cuCtxSetCurrent"))?;
+        // SAFETY: the caller upholds the contract; the context is current.
+        unsafe { self.api.memset_zero_async(dst, bytes, stream) }.map_err(driver("cuMemsetD8Async"))
     }
 }

@@ -52,6 +52,9 @@ use crate::params::{Diag, KernelParams, MAX_RANKS, ROLES, ScratchLayout, TraceRe
 use crate::spec::{self, EngineChoice, MoeSpec, ROUTING_CHUNK, TileEngine};
 use crate::tma::TensorMap;
 
+mod resident;
+pub use resident::DeviceIo;
+
 /// Options of the CUDA backend.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CudaOptions {
@@ -184,7 +187,8 @@ struct Gpu {
     tables: [CudaSlice<u32>; 4],
     /// TMA maps of the up, gate and down projections (Hopper engine; zero otherwise).
     tmaps: [TensorMap; 3],
-    epoch: Epoch,
+    /// `u32`: the epoch of this GPU's last forward, advanced by the kernel (params.rs).
+    epoch_word: CudaSlice<u32>,
 }
 
 /// A layer built by [`CudaBackend`].
@@ -302,7 +306,7 @@ impl Backend for CudaBackend {
         let row_tiles = (world as u64 * config.tokens_per_rank as u64 * config.top_k as u64)
             .div_ceil(g.tile.bm as u64)
             + world as u64 * g.local_experts as u64;
-        let max_tasks = TaskCounts::bound(&layout, row_tiles);
+        let max_tasks = TaskCounts::bound(&layout, row_tiles, g.tokens);
         let max_tasks = u32::try_from(max_tasks).map_err(|_| {
             invalid("config", format!("{max_tasks} tasks per rank exceed the u32 task index"))
         })?;
@@ -324,6 +328,9 @@ impl Backend for CudaBackend {
         for (d, (device, (kernel, shape))) in devices.drain(..).zip(kernels).enumerate() {
             let gpu = upload(&plan, device, kernel, shape, d as u32 * ranks_per_gpu, weights)?;
             let stream = gpu.device.stream().clone();
+            // The uploads are done before `build` returns: a device-resident forward runs on
+            // the caller's stream, which is not ordered after this one.
+            stream.synchronize().map_err(|e| BackendError::Device(e.to_string()))?;
             let base = device_ptr(&gpu.heaps, &stream);
             for r in 0..ranks_per_gpu {
                 heap_table[(gpu.first_rank + r) as usize] =
@@ -425,7 +432,7 @@ fn upload(
         weights,
         tables,
         tmaps,
-        epoch: Epoch::FIRST.prev(),
+        epoch_word: stream.alloc_zeros::<u32>(1).map_err(d)?,
     })
 }
 
@@ -486,7 +493,6 @@ fn upload_parts(
 struct Launched {
     start: cudarc::driver::CudaEvent,
     end: cudarc::driver::CudaEvent,
-    epoch: Epoch,
 }
 
 impl CudaLayer {
@@ -516,7 +522,7 @@ impl CudaLayer {
     }
 
     /// Uploads the inputs of GPU `gpu`'s ranks and readies its next forward (diagnostics
-    /// cleared, epoch advanced): all the host work, so that [`Self::launch`] only launches.
+    /// cleared; the kernel advances the epoch): all the host work, so that [`Self::launch`] only launches.
     /// Every GPU of a forward is staged before any is launched: the kernels meet through
     /// their signals, so one GPU's staging must not delay another's start.
     fn stage(&self, gpu: &mut Gpu, inputs: &[&[f32]]) -> Result<(), BackendError> {
@@ -529,26 +535,24 @@ impl CudaLayer {
         }
         stream.memcpy_htod(&host, &mut gpu.x.slice_mut(..host.len())).map_err(d)?;
         stream.memset_zeros(&mut gpu.diag).map_err(d)?;
-        gpu.epoch = gpu.epoch.next();
         Ok(())
     }
 
-    /// Launches GPU `gpu`'s kernel for the forward [`Self::stage`] readied.
-    fn launch(&self, gpu: &mut Gpu, options: &ForwardOptions) -> Result<Launched, BackendError> {
-        let _range = nvtx::LocalRange::new(c"flashdmoe::cuda::launch");
+    /// The kernel's parameters for a forward of GPU `gpu` on `tokens` tokens a rank (at most
+    /// the layer's), reading `x` and writing `y` (`[ranks_per_gpu][tokens][hidden]` elements).
+    fn params(&self, gpu: &Gpu, io: (u64, u64), tokens: u32, timeout: Duration) -> KernelParams {
         let plan = &self.plan;
         let stream = gpu.device.stream().clone();
-        let d = |e: cudarc::driver::DriverError| BackendError::Device(e.to_string());
         let w = |i: usize| gpu.weights[i].as_ref().map_or(0, |s| device_ptr(s, &stream));
-        let params = KernelParams {
+        KernelParams {
             tmap_up: gpu.tmaps[0],
             tmap_gate: gpu.tmaps[1],
             tmap_down: gpu.tmaps[2],
             layout: plan.layout.params(),
             scratch_layout: plan.scratch,
             heaps: self.heap_table,
-            x: device_ptr(&gpu.x, &stream),
-            y: device_ptr(&gpu.y, &stream),
+            x: io.0,
+            y: io.1,
             router: w(0),
             w_up: w(1),
             w_gate: w(2),
@@ -565,21 +569,39 @@ impl CudaLayer {
             scratch: device_ptr(&gpu.scratch, &stream),
             scratch_bytes: plan.scratch_bytes,
             diag: device_ptr(&gpu.diag, &stream),
-            timeout_ns: options.timeout.as_nanos().min(u64::MAX as u128) as u64,
-            epoch: gpu.epoch.get(),
+            epoch_word: device_ptr(&gpu.epoch_word, &stream),
+            timeout_ns: timeout.as_nanos().min(u64::MAX as u128) as u64,
+            tokens,
             first_rank: gpu.first_rank,
             local_ranks: plan.ranks_per_gpu,
             blocks_per_rank: plan.blocks_per_rank,
+            trace: 0,
+            capacity: plan.config.capacity_rows_for(tokens),
+            tail: [0; 24],
+        }
+    }
+
+    /// The launch shape of every forward of this layer.
+    fn shape(&self) -> LaunchShape {
+        LaunchShape {
+            grid: self.plan.blocks_per_rank * self.plan.ranks_per_gpu,
+            block: self.plan.spec.block_threads(),
+        }
+    }
+
+    /// Launches GPU `gpu`'s kernel for the forward [`Self::stage`] readied.
+    fn launch(&self, gpu: &mut Gpu, options: &ForwardOptions) -> Result<Launched, BackendError> {
+        let _range = nvtx::LocalRange::new(c"flashdmoe::cuda::launch");
+        let stream = gpu.device.stream().clone();
+        let d = |e: cudarc::driver::DriverError| BackendError::Device(e.to_string());
+        let io = (device_ptr(&gpu.x, &stream), device_ptr(&gpu.y, &stream));
+        let params = KernelParams {
             trace: u32::from(options.trace),
-            pad: 0,
-            tail: [0; 26],
+            ..self.params(gpu, io, self.plan.config.tokens_per_rank, options.timeout)
         };
         let flags = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
         let start = stream.record_event(flags).map_err(d)?;
-        let shape = LaunchShape {
-            grid: plan.blocks_per_rank * plan.ranks_per_gpu,
-            block: plan.spec.block_threads(),
-        };
+        let shape = self.shape();
         debug_assert!(shape.grid <= gpu.shape.grid);
         // SAFETY: every address in `params` names a live allocation of this layer on this
         // GPU or, for `heaps`, a rank's heap of `layout.total_bytes()` bytes on this or a
@@ -587,7 +609,17 @@ impl CudaLayer {
         // and the kernel was compiled for this config's shapes (MoeSpec::defines).
         unsafe { gpu.kernel.launch_cooperative(&stream, shape, &params)? };
         let end = stream.record_event(flags).map_err(d)?;
-        Ok(Launched { start, end, epoch: gpu.epoch })
+        Ok(Launched { start, end })
+    }
+
+    /// The epoch of GPU `gpu`'s last forward, from the device (the kernel advances it).
+    fn device_epoch(&self, gpu: &Gpu) -> Result<Epoch, BackendError> {
+        let stream = gpu.device.stream().clone();
+        let word =
+            stream.clone_dtoh(&gpu.epoch_word).map_err(|e| BackendError::Device(e.to_string()))?;
+        Epoch::new(word[0]).ok_or_else(|| {
+            BackendError::Device("the kernel did not take an epoch (its epoch word is 0)".into())
+        })
     }
 
     /// Waits for GPU `gpu`'s forward and reads its ranks' results.
@@ -611,7 +643,8 @@ impl CudaLayer {
         if diag.status != 0 {
             return Err(BackendError::Timeout(timeout_report(&diag, plan)));
         }
-        let (t, k, e) = (cfg.tokens_per_rank as usize, cfg.top_k as usize, cfg.experts as usize);
+        let epoch = self.device_epoch(gpu)?;
+        let t = cfg.tokens_per_rank as usize;
         let eb = cfg.dtype.elem_bytes() as u64;
         let row_bytes = cfg.hidden as u64 * eb;
         let mut outs = Vec::with_capacity(plan.ranks_per_gpu as usize);
@@ -622,27 +655,8 @@ impl CudaLayer {
                     let view = slice.slice(offset as usize..(offset + len) as usize);
                     stream.clone_dtoh(&view).map_err(d)
                 };
-            let s0 = local as u64 * plan.scratch_bytes;
-            let sl = &plan.scratch;
             let y = read(&gpu.y, local as u64 * t as u64 * row_bytes, t as u64 * row_bytes)?;
-            let experts = u32s(&read(&gpu.scratch, s0 + sl.topk_expert, (t * k * 4) as u64)?);
-            let weights = u32s(&read(&gpu.scratch, s0 + sl.topk_weight, (t * k * 4) as u64)?)
-                .into_iter()
-                .map(f32::from_bits)
-                .collect();
-            let rows = u32s(&read(&gpu.scratch, s0 + sl.slot_row, (t * k * 4) as u64)?);
-            let packet_rows = u32s(&read(&gpu.scratch, s0 + sl.packet_rows, (e * 4) as u64)?);
-            let tokens = u32s(&read(
-                &gpu.scratch,
-                s0 + sl.expert_tokens,
-                (e as u64) * g.capacity as u64 * 4,
-            )?);
-            let expert_tokens = packet_rows
-                .iter()
-                .enumerate()
-                .map(|(ex, &n)| tokens[ex * g.capacity as usize..][..n as usize].to_vec())
-                .collect();
-            let routing = RankRouting { top_k: cfg.top_k, experts, weights, rows, expert_tokens };
+            let routing = self.routing_of(gpu, local, cfg.tokens_per_rank)?;
             // Rows received, from this rank's own dispatch signals (what its bound came from).
             let h0 = local as u64 * plan.layout.total_bytes();
             let nle = plan.map.experts_of(rank).len() as u32;
@@ -656,7 +670,7 @@ impl CudaLayer {
                 for le in 0..nle {
                     let i = (src * g.local_experts + le) as usize * 8;
                     let word = u64::from_le_bytes(signals[i..i + 8].try_into().expect("8 bytes"));
-                    match signal::decode_dispatch(word, launched.epoch, g.capacity)? {
+                    match signal::decode_dispatch(word, epoch, g.capacity)? {
                         signal::SignalState::Ready(n) => received.push(n),
                         signal::SignalState::Pending { seen_epoch } => {
                             return Err(BackendError::Device(format!(
@@ -667,9 +681,10 @@ impl CudaLayer {
                 }
             }
             let dropped = routing.rows.iter().filter(|&&r| r == DROPPED).count() as u64;
+            let sent: Vec<u32> = routing.expert_tokens.iter().map(|t| t.len() as u32).collect();
             let stats = RankStats {
                 elapsed,
-                ..RankStats::from_packets(cfg, &plan.layout, rank, packet_rows, received, dropped)?
+                ..RankStats::from_packets(cfg, &plan.layout, rank, sent, received, dropped)?
             };
             let trace = if options.trace {
                 Some(self.read_trace(gpu, &stream, local, stats.tasks.total())?)
@@ -681,6 +696,34 @@ impl CudaLayer {
             outs.push(RankOutput { output, routing, stats, trace });
         }
         Ok(outs)
+    }
+
+    /// The routing local rank `local` of GPU `gpu` computed in its last forward, of `tokens`
+    /// tokens (that forward's), from the kernel's scratch.
+    fn routing_of(&self, gpu: &Gpu, local: u32, tokens: u32) -> Result<RankRouting, BackendError> {
+        let plan = &self.plan;
+        let (cfg, g) = (&plan.config, plan.layout.geometry());
+        let stream = gpu.device.stream().clone();
+        let d = |e: cudarc::driver::DriverError| BackendError::Device(e.to_string());
+        let (t, k, e) = (tokens as usize, cfg.top_k as usize, cfg.experts as usize);
+        let read = |offset: u64, len: u64| -> Result<Vec<u32>, BackendError> {
+            let at = local as u64 * plan.scratch_bytes + offset;
+            let view = gpu.scratch.slice(at as usize..(at + len) as usize);
+            Ok(u32s(&stream.clone_dtoh(&view).map_err(d)?))
+        };
+        let sl = &plan.scratch;
+        let experts = read(sl.topk_expert, (t * k * 4) as u64)?;
+        let weights =
+            read(sl.topk_weight, (t * k * 4) as u64)?.into_iter().map(f32::from_bits).collect();
+        let rows = read(sl.slot_row, (t * k * 4) as u64)?;
+        let packet_rows = read(sl.packet_rows, (e * 4) as u64)?;
+        let tokens = read(sl.expert_tokens, (e as u64) * g.capacity as u64 * 4)?;
+        let expert_tokens = packet_rows
+            .iter()
+            .enumerate()
+            .map(|(ex, &n)| tokens[ex * g.capacity as usize..][..n as usize].to_vec())
+            .collect();
+        Ok(RankRouting { top_k: cfg.top_k, experts, weights, rows, expert_tokens })
     }
 
     /// Control words of local rank `local` of GPU `gpu` after its last forward.

@@ -164,10 +164,16 @@ pub struct KernelParams {
     pub scratch_bytes: u64,
     /// `fdm_diag` of this device.
     pub diag: u64,
+    /// `u32` on this device: the epoch of its last forward (0 before the first). A launch's
+    /// epoch is the next one (`Epoch::next`), which its block 0 stores back at its start, so
+    /// forwards advance their epoch on the device without the host: a captured CUDA graph
+    /// replays correctly.
+    pub epoch_word: u64,
     /// Deadline of every spin-wait, ns without progress.
     pub timeout_ns: u64,
-    /// Epoch of this forward.
-    pub epoch: u32,
+    /// Tokens of every local rank this forward, at most the layout's `tokens` (whose value
+    /// stays the row stride of every per-token array but `x` and `y`).
+    pub tokens: u32,
     /// Global rank of this device's first rank.
     pub first_rank: u32,
     /// Ranks on this device (virtual ranks).
@@ -176,10 +182,11 @@ pub struct KernelParams {
     pub blocks_per_rank: u32,
     /// Record per-task trace records.
     pub trace: u32,
-    /// Padding.
-    pub pad: u32,
+    /// Rows an expert keeps from a rank this forward (capacity drops above it), at most the
+    /// layout's `capacity` (the row stride of packets).
+    pub capacity: u32,
     /// Padding to the 128-byte alignment the tensor maps give the struct.
-    pub tail: [u32; 26],
+    pub tail: [u32; 24],
 }
 
 // SAFETY: every field is a plain integer (or an array / `#[repr(C)]` struct of them), so
@@ -194,7 +201,7 @@ unsafe impl bytemuck::Pod for KernelParams {}
 
 const _: () = assert!(size_of::<KernelParams>() == 1408);
 const _: () = assert!(offset_of!(KernelParams, layout) == 384);
-const _: () = assert!(offset_of!(KernelParams, tail) == 384 + 920);
+const _: () = assert!(offset_of!(KernelParams, tail) == 384 + 928);
 
 macro_rules! fields {
     ($ty:ty: $($field:ident: $cty:expr),* $(,)?) => {
@@ -226,9 +233,9 @@ const PARAM_FIELDS: &[CField] = fields!(KernelParams:
     router_bias: "const void*", selection_bias: "const void*", expert_owner: "const unsigned int*", expert_local: "const unsigned int*",
     local_to_global: "const unsigned int*", local_experts_of: "const unsigned int*",
     scratch: "char*", scratch_bytes: "unsigned long long", diag: "fdm_diag*",
-    timeout_ns: "unsigned long long", epoch: "unsigned int", first_rank: "unsigned int",
+    epoch_word: "unsigned int*", timeout_ns: "unsigned long long", tokens: "unsigned int", first_rank: "unsigned int",
     local_ranks: "unsigned int", blocks_per_rank: "unsigned int", trace: "unsigned int",
-    pad: "unsigned int", tail: "unsigned int@[26]");
+    capacity: "unsigned int", tail: "unsigned int@[24]");
 
 /// The text of `fdm_params.h` (needs `fdm_proto.h` included first).
 pub fn params_header() -> String {
