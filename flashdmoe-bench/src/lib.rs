@@ -27,6 +27,8 @@
 //!   the first, one traced forward for the protocol statistics.
 //! * [`gpu_check`]: what a check of the GPU check found, as a results line.
 //! * [`report`]: the SVG figures and the markdown page of recorded results.
+//! * [`resident`]: the GPU check of the device-resident forward (caller stream, fewer
+//!   tokens, CUDA graph replays, host time a call).
 //!
 //! Invariants:
 //!
@@ -51,6 +53,7 @@ pub mod gpu_check;
 pub mod grid;
 pub mod record;
 pub mod report;
+pub mod resident;
 pub mod results;
 pub mod runner;
 pub mod table;

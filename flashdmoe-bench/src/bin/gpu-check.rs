@@ -87,6 +87,8 @@ struct Case {
     timed: bool,
     /// A forced-timeout check instead of a forward check.
     timeout: bool,
+    /// The device-resident forward's check (`flashdmoe_bench::resident`) instead.
+    resident: bool,
 }
 
 /// Every rank's generated input.
@@ -279,6 +281,16 @@ fn timeout_case(case: &Case, _iters: usize, device: &str) -> Result<Outcome, Str
     Ok(Outcome { max_rel_err: Some(v.max_rel), ..outcome(case, device, 1, passed, detail) })
 }
 
+/// The device-resident forward's checks (`flashdmoe_bench::resident`).
+fn resident_case(case: &Case, _iters: usize, device: &str) -> Result<Outcome, String> {
+    let c = &case.config;
+    let weights = LayerWeights::generate(c, 7).map_err(|e| e.to_string())?;
+    let layer = build(case, &weights)?;
+    let report = flashdmoe_bench::resident::check(&layer, c, &weights, 10)?;
+    let detail = format!("[{}] {}", layer.spec().label(), report.detail);
+    Ok(outcome(case, device, 7, report.passed, detail))
+}
+
 /// Where a traced forward's time went: routing/dispatch before the first task, the task
 /// phase by kind, and processor utilisation over the whole launch (rank 0 in detail, then the
 /// utilisation of every rank).
@@ -330,6 +342,7 @@ fn cases(quick: bool) -> Vec<Case> {
         skew: false,
         timed: false,
         timeout: false,
+        resident: false,
     };
     // Every dtype x activation, biases on the gated ones.
     for dtype in [DType::Bf16, DType::F16, DType::F32, DType::F32Exact] {
@@ -424,6 +437,19 @@ fn cases(quick: bool) -> Vec<Case> {
             ranks_per_gpu: Some(ranks_per_gpu),
             timeout: true,
             ..case(format!("forced timeout + recovery {label} P={world}"), c)
+        });
+    }
+    // The device-resident forward (caller stream, fewer tokens, a CUDA graph replayed 10
+    // times, host time a call), on one rank and on two virtual ranks.
+    for (world, label) in [(1, "single P=1"), (2, "virtual P=2")] {
+        let mut c = small(DType::Bf16, Activation::SiluGated, true);
+        c.world = world;
+        c.experts = 16;
+        c.capacity = CapacityPolicy::Factor(1.25);
+        out.push(Case {
+            ranks_per_gpu: Some(world),
+            resident: true,
+            ..case(format!("device-resident {label}"), c)
         });
     }
     if quick {
@@ -601,7 +627,13 @@ fn main() -> ExitCode {
             continue;
         }
         let t0 = std::time::Instant::now();
-        let run = if case.timeout { timeout_case } else { run_case };
+        let run = if case.timeout {
+            timeout_case
+        } else if case.resident {
+            resident_case
+        } else {
+            run_case
+        };
         let row = run(&case, args.iters, &device)
             .unwrap_or_else(|e| outcome(&case, &device, 7, false, e));
         println!(
