@@ -8,6 +8,29 @@
 //! What the host does per call: checks, then per GPU one memset of the diagnostics record and
 //! one cooperative launch on the caller's stream. A timeout is read after the caller's stream
 //! has finished, with [`CudaLayer::device_status`].
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use cudarc::driver::{CudaContext, DevicePtr};
+//! use flashdmoe_core::{Backend, LayerWeights, MoeConfig};
+//! use flashdmoe_cuda::{CudaBackend, CudaOptions, DeviceIo};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = MoeConfig { tokens_per_rank: 4096, ..MoeConfig::default() }; // one GPU
+//! let weights = LayerWeights::generate(&config, 0)?;
+//! let layer = CudaBackend::new(CudaOptions::default()).build(&config, &weights)?;
+//! // The caller's stream and buffers ([tokens][hidden] bf16), e.g. a model's activations.
+//! let stream = CudaContext::new(0)?.new_stream()?;
+//! let bytes = 1000 * config.hidden as usize * 2;
+//! let (x, y) = (stream.alloc_zeros::<u8>(bytes)?, stream.alloc_zeros::<u8>(bytes)?);
+//! let io = DeviceIo { x: x.device_ptr(&stream).0, y: y.device_ptr(&stream).0, stream: stream.cu_stream() };
+//! // SAFETY: x and y hold 1000 rows of GPU 0 and are used in `stream`'s order only.
+//! unsafe { layer.forward_device(1000, &[io], Duration::from_secs(5))? };
+//! stream.synchronize()?;
+//! layer.device_status()?; // a typed timeout report if a wait gave up
+//! # Ok(())
+//! # }
+//! ```
 
 use std::time::Duration;
 
