@@ -62,6 +62,9 @@ pub struct CudaOptions {
     pub ranks_per_gpu: Option<u32>,
     /// The tile engines the layer may use (default: the Hopper engine where it runs).
     pub engine: EngineChoice,
+    /// The layer's first GPU (its GPUs are `first_gpu..first_gpu + world / ranks_per_gpu`):
+    /// a process driving one GPU of several (PyTorch's `cuda:N`) builds on GPU `N`.
+    pub first_gpu: u32,
 }
 
 /// The CUDA backend.
@@ -240,16 +243,18 @@ impl Backend for CudaBackend {
                 .unwrap_or(world),
         };
         let ngpus = (world / ranks_per_gpu) as usize;
-        if ngpus > available.len() {
+        let first = self.options.first_gpu as usize;
+        if first + ngpus > available.len() {
             return Err(BackendError::TooFewDevices {
                 ranks: world,
                 per_device: ranks_per_gpu,
-                needed: ngpus as u32,
+                needed: (first + ngpus) as u32,
                 found: available.len() as u32,
             });
         }
         let jit = Jit::from_env()?;
-        let mut devices = (0..ngpus).map(Device::open).collect::<Result<Vec<_>, _>>()?;
+        let mut devices =
+            (first..first + ngpus).map(Device::open).collect::<Result<Vec<_>, _>>()?;
         // One block per SM (the tile configs' shared memory); one OS block per rank.
         let sms = devices.iter().map(|d| d.gpu().sm_count).min().unwrap_or(0);
         let processors = (sms / ranks_per_gpu).saturating_sub(1).max(1);

@@ -3,8 +3,8 @@
 //! The module owns the weights as torch tensors; the engine keeps core's copy of them
 //! ([`Engine::set_weights`], called again whenever the module's tensors change) and runs the
 //! forward on the backend the input's device selects: a CPU tensor runs on the simulator
-//! (`flashdmoe-sim`) through core's [`Layer`] API, a CUDA tensor is refused until issue 14's
-//! device-resident forward is wired in here (the same call, with the current stream).
+//! (`flashdmoe-sim`) through core's [`Layer`] API, a CUDA tensor runs the CUDA kernel's
+//! device-resident forward on the caller's current stream ([`crate::device`]).
 //!
 //! Simulator layers are built per token count (their symmetric heaps are sized by it), on first
 //! use, and the last [`LAYER_CACHE`] are kept; each holds its own copy of the weights.
@@ -19,6 +19,7 @@ use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
+use crate::device::{self, DeviceLayer};
 use crate::errors;
 use crate::spec::{LayerSpec, SpecArgs};
 use crate::tensor::{BindError, HostTensor, TorchDType};
@@ -39,6 +40,8 @@ struct State {
     weights: Option<LayerWeights>,
     /// Most recently used last.
     layers: Vec<SimLayer>,
+    /// The CUDA layer (one GPU, built for `max_tokens`), once a CUDA tensor was seen.
+    device: Option<DeviceLayer>,
 }
 
 impl State {
@@ -128,6 +131,48 @@ impl Engine {
         weights.view().check_dtype(&accepted)?;
         weights.view().check_shape(&shape, "[tokens, top_k]")?;
         Ok(Some((ids.to_indices(c.experts)?, weights.to_f32()?)))
+    }
+
+    /// The CUDA forward ([`crate::device`]): checks, the layer built on x's GPU on first use,
+    /// one launch on `stream`. `x` and `out` are held by the caller's Python frame for the
+    /// call; PyTorch's allocator keeps their memory for the stream's pending work.
+    fn forward_cuda(
+        &self,
+        py: Python<'_>,
+        x: &crate::tensor::TensorView,
+        out: &crate::tensor::TensorView,
+        stream: usize,
+    ) -> PyResult<()> {
+        let c = self.spec.base();
+        let (gpu, tokens) = device::check_io(
+            x,
+            out,
+            &self.torch_dtype(),
+            c.hidden as usize,
+            self.spec.max_tokens(),
+        )?;
+        if tokens == 0 {
+            return Ok(());
+        }
+        let mut state = self.state();
+        if state.device.as_ref().is_some_and(|d| d.gpu != gpu) {
+            state.device = None; // the module moved to another GPU
+        }
+        if state.device.is_none() {
+            let weights = state
+                .weights
+                .as_ref()
+                .ok_or_else(|| PyRuntimeError::new_err("the layer has no weights (set_weights)"))?;
+            let config = self.spec.config(self.spec.max_tokens());
+            let built =
+                py.detach(|| DeviceLayer::build(&config, weights, gpu)).map_err(errors::backend)?;
+            state.device = Some(built);
+        }
+        let layer = state.device.as_ref().expect("built above");
+        // SAFETY: x and out passed check_io for this GPU and `tokens` rows, the caller holds
+        // both tensors for the call and PyTorch keeps their memory for `stream`'s pending
+        // work, and `stream` is PyTorch's current stream of that GPU (the op passes it).
+        unsafe { layer.forward(tokens, x, out, stream) }.map_err(errors::backend)
     }
 
     /// Writes `w` into `out` (stacked name -> CPU tensor of the layer's dtype and shape).
@@ -281,6 +326,7 @@ impl Engine {
         let weights = self.load(tensors, None, true)?;
         let mut state = self.state();
         state.layers.clear();
+        state.device = None;
         state.weights = Some(weights);
         Ok(())
     }
@@ -317,6 +363,15 @@ impl Engine {
         self.write_weights(&w, out)
     }
 
+    /// Raises the typed timeout of the last CUDA forward, if a wait inside it gave up; call it
+    /// once the stream has finished (e.g. after `torch.cuda.synchronize()`).
+    fn status(&self) -> PyResult<()> {
+        match &self.state().device {
+            Some(d) => d.status().map_err(errors::backend),
+            None => Ok(()),
+        }
+    }
+
     /// Saves core's copy of the weights as a safetensors file with the stacked names.
     fn save_safetensors(&self, path: std::path::PathBuf) -> PyResult<()> {
         let state = self.state();
@@ -327,8 +382,10 @@ impl Engine {
     }
 
     /// The forward of `x` (`[tokens, hidden]`) into `out` (the same shape and dtype), routed
-    /// by the layer's router or by `topk_ids` / `topk_weights` (`[tokens, top_k]`).
-    #[pyo3(signature = (x, out, topk_ids=None, topk_weights=None))]
+    /// by the layer's router or by `topk_ids` / `topk_weights` (`[tokens, top_k]`). CUDA
+    /// tensors run on `stream` (the raw `cudaStream_t` of PyTorch's current stream, as an
+    /// integer; 0 for the legacy default stream).
+    #[pyo3(signature = (x, out, topk_ids=None, topk_weights=None, stream=0))]
     fn forward(
         &self,
         py: Python<'_>,
@@ -336,7 +393,20 @@ impl Engine {
         out: &Bound<'_, PyAny>,
         topk_ids: Option<&Bound<'_, PyAny>>,
         topk_weights: Option<&Bound<'_, PyAny>>,
+        stream: usize,
     ) -> PyResult<()> {
+        let xv = crate::tensor::view("x", x)?;
+        if xv.device.split(':').next() == Some("cuda") {
+            if topk_ids.is_some() || topk_weights.is_some() {
+                let reason = "routing given by the caller runs on CPU tensors only for now: \
+                              the CUDA kernel's entry point without its router is not built yet \
+                              (issue 14 item 2)"
+                    .to_owned();
+                return Err(BindError::Value { what: "topk_ids".into(), reason }.into());
+            }
+            let outv = crate::tensor::view("out", out)?;
+            return self.forward_cuda(py, &xv, &outv, stream);
+        }
         let hidden = self.spec.base().hidden as usize;
         let x = HostTensor::new("x", x)?;
         x.view().check_dtype(&[self.torch_dtype()])?;

@@ -4,8 +4,7 @@
 //! | error | exception |
 //! |---|---|
 //! | [`BindError`]: not a tensor, wrong dtype | `TypeError` |
-//! | [`BindError`]: wrong device, shape, layout, too many tokens, bad values | `ValueError` |
-//! | [`BindError::CudaNotWired`] | `NotImplementedError` (a `RuntimeError`) |
+//! | [`BindError`]: wrong device (a CUDA tensor where host memory is needed too), shape, layout, too many tokens, bad values | `ValueError` |
 //! | [`ConfigError`], [`WeightsError`] (but I/O), [`BackendError::InvalidInput`] | `ValueError` |
 //! | [`WeightsError::Io`] | `OSError` |
 //! | [`BackendError::Timeout`] | `TimeoutError` |
@@ -13,9 +12,7 @@
 
 use flashdmoe_core::{BackendError, ConfigError, WeightsError};
 use pyo3::PyErr;
-use pyo3::exceptions::{
-    PyNotImplementedError, PyOSError, PyRuntimeError, PyTimeoutError, PyTypeError, PyValueError,
-};
+use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTimeoutError, PyTypeError, PyValueError};
 
 use crate::tensor::BindError;
 
@@ -24,8 +21,8 @@ impl From<BindError> for PyErr {
         let text = e.to_string();
         match e {
             BindError::NotATensor { .. } | BindError::DType { .. } => PyTypeError::new_err(text),
-            BindError::CudaNotWired { .. } => PyNotImplementedError::new_err(text),
             BindError::Device { .. }
+            | BindError::NotOnHost { .. }
             | BindError::Shape { .. }
             | BindError::NotContiguous { .. }
             | BindError::TooManyTokens { .. }

@@ -11,9 +11,12 @@
 //!   the checks that name the offending argument, and the reads and writes of host memory;
 //! * [`spec`]: the `flashdmoe.MoE` arguments as core's `MoeConfig`;
 //! * [`errors`]: Rust errors as Python exceptions;
+//! * [`device`]: the CUDA layer of an engine: the device-resident forward on the caller's
+//!   stream, and the checks of CUDA tensors;
 //! * [`engine`]: the `Engine` class: weights, and the forward on the backend the input's
-//!   device selects (CPU: the simulator; CUDA: issue 14).
+//!   device selects (CPU: the simulator; CUDA: [`device`]).
 
+pub mod device;
 pub mod engine;
 pub mod errors;
 pub mod spec;

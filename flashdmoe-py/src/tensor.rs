@@ -4,10 +4,10 @@
 //! A tensor crosses the boundary as its metadata and its data pointer ([`TensorView`], read
 //! through PyO3 by [`view`]), never as a Python-side copy. Host tensors are read and written in
 //! place: the bytes are decoded to the `f32` values the simulator takes (core's host tensor
-//! type) and the output is encoded straight into the tensor the caller allocated. A CUDA tensor
-//! is refused with [`BindError::CudaNotWired`] until the device-resident forward (issue 14)
-//! gives this crate a device path; it will take the same view (pointer, shape, dtype) plus the
-//! current stream.
+//! type) and the output is encoded straight into the tensor the caller allocated. CUDA
+//! tensors take the same view (pointer, shape, dtype) to the device path ([`crate::device`]);
+//! where host memory is needed (a CPU call's arguments, weights handed to core), a CUDA tensor
+//! is [`BindError::NotOnHost`].
 //!
 //! Invariant: the memory of a [`HostTensor`] is only touched after [`TensorView::check_host`]
 //! passed (a CPU, contiguous tensor whose byte length is its shape times its element size), and
@@ -120,8 +120,8 @@ pub enum BindError {
     NotATensor { what: String, found: String },
     /// On a device this call cannot use (a `ValueError`).
     Device { what: String, found: String, expected: String },
-    /// A CUDA tensor while no CUDA backend is wired in (a `NotImplementedError`).
-    CudaNotWired { what: String, found: String },
+    /// A CUDA tensor where host memory is needed (a `ValueError`).
+    NotOnHost { what: String, found: String },
     /// The wrong element type (a `TypeError`).
     DType { what: String, found: String, expected: String },
     /// The wrong shape (a `ValueError`).
@@ -143,11 +143,10 @@ impl fmt::Display for BindError {
             BindError::Device { what, found, expected } => {
                 write!(f, "{what} is on device {found}, expected {expected}")
             }
-            BindError::CudaNotWired { what, found } => write!(
+            BindError::NotOnHost { what, found } => write!(
                 f,
-                "{what} is on {found}, but the CUDA backend is not wired into the Python package \
-                 yet (it comes with the device-resident forward, issue 14); CPU tensors run on \
-                 the simulator"
+                "{what} is on {found}, expected cpu (a call on CPU tensors runs on the \
+                 simulator: every tensor of it must be on the CPU)"
             ),
             BindError::DType { what, found, expected } => {
                 write!(f, "{what} has dtype {found}, expected {expected}")
@@ -192,11 +191,11 @@ impl TensorView {
     }
 
     /// Checks that the tensor's memory can be read and written here: on the CPU (a CUDA tensor
-    /// is [`BindError::CudaNotWired`]), contiguous, of a type whose size is known.
+    /// is [`BindError::NotOnHost`]), contiguous, of a type whose size is known.
     pub fn check_host(&self) -> Result<(), BindError> {
         let what = self.what.clone();
         if self.device.split(':').next() == Some("cuda") {
-            return Err(BindError::CudaNotWired { what, found: self.device.clone() });
+            return Err(BindError::NotOnHost { what, found: self.device.clone() });
         }
         if self.device != "cpu" {
             let (found, expected) = (self.device.clone(), "cpu".to_owned());
@@ -248,6 +247,22 @@ impl TensorView {
                 expected: format!("{described} = [*, {cols}]"),
             }),
         }
+    }
+
+    /// The index `N` of a tensor on `cuda:N` (`cuda` alone is device 0), else
+    /// [`BindError::Device`].
+    pub fn cuda_index(&self) -> Result<u32, BindError> {
+        let mut parts = self.device.splitn(2, ':');
+        let index = match (parts.next(), parts.next()) {
+            (Some("cuda"), None) => Some(0),
+            (Some("cuda"), Some(n)) => n.parse().ok(),
+            _ => None,
+        };
+        index.ok_or_else(|| BindError::Device {
+            what: self.what.clone(),
+            found: self.device.clone(),
+            expected: "a CUDA device".into(),
+        })
     }
 
     fn nbytes(&self) -> usize {
@@ -410,8 +425,11 @@ mod tests {
         assert_eq!(cpu(TorchDType::BF16, &[2, 64]).check_host(), Ok(()));
         let cuda = TensorView { device: "cuda:1".into(), ..cpu(TorchDType::BF16, &[2]) };
         let e = cuda.check_host().unwrap_err();
-        assert!(matches!(&e, BindError::CudaNotWired { .. }));
-        assert!(e.to_string().contains("issue 14") && e.to_string().starts_with("x is on cuda:1"));
+        assert!(matches!(&e, BindError::NotOnHost { .. }));
+        assert!(e.to_string().starts_with("x is on cuda:1, expected cpu"), "{e}");
+        assert_eq!(cuda.cuda_index(), Ok(1));
+        assert_eq!(TensorView { device: "cuda".into(), ..cuda.clone() }.cuda_index(), Ok(0));
+        assert!(cpu(TorchDType::BF16, &[2]).cuda_index().is_err());
         let meta = TensorView { device: "meta".into(), ..cpu(TorchDType::BF16, &[2]) };
         assert_eq!(meta.check_host().unwrap_err().to_string(), "x is on device meta, expected cpu");
         let strided = TensorView { contiguous: false, ..cpu(TorchDType::BF16, &[2]) };

@@ -39,10 +39,13 @@ class Binding:
         self.key: Optional[tuple] = None
 
     def sync(self, weights: list[torch.Tensor]) -> None:
-        """Hands the weights to the engine when they changed since the last call."""
+        """Hands the weights to the engine when they changed since the last call (a CUDA
+        module's are copied to the host for that, and the engine uploads them to its GPU
+        layer again: a weight update costs a rebuild, a forward does not)."""
         key = _weights_key(weights)
         if key is None or key != self.key:
-            self.engine.set_weights(dict(zip(self.names, weights)))
+            host = [w.detach().to("cpu").contiguous() for w in weights]
+            self.engine.set_weights(dict(zip(self.names, host)))
             self.key = key
 
 
@@ -80,11 +83,12 @@ def moe_forward(
 ) -> torch.Tensor:
     """One MoE forward of ``x`` ([tokens, hidden]) by the layer ``handle`` names."""
     b = binding(handle)
-    if x.device.type == "cpu":
-        # The simulator runs on core's host copy of the weights.
-        b.sync(weights)
+    # Both backends build from core's host copy of the weights.
+    b.sync(weights)
     out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
-    b.engine.forward(x, out, topk_ids, topk_weights)
+    # A CUDA forward runs on PyTorch's current stream of x's device, asynchronously.
+    stream = torch.cuda.current_stream(x.device).cuda_stream if x.device.type == "cuda" else 0
+    b.engine.forward(x, out, topk_ids, topk_weights, stream)
     return out
 
 

@@ -181,6 +181,12 @@ class MoE(torch.nn.Module):
             )
         return torch.ops.flashdmoe.moe_forward(x, weights, topk_ids, topk_weights, self._handle)
 
+    def status(self) -> None:
+        """Raises ``TimeoutError`` with the kernel's report if a wait inside the last CUDA
+        forward gave up (a CUDA forward is asynchronous: call this once its stream finished,
+        e.g. after ``torch.cuda.synchronize()``). Nothing to report on the CPU."""
+        self._engine.status()
+
     def extra_repr(self) -> str:
         return (
             f"hidden={self.hidden}, inter={self.inter}, experts={self.num_experts}, "

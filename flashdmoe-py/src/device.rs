@@ -1,0 +1,156 @@
+//! The CUDA half of the [`Engine`](crate::engine::Engine): a CUDA tensor runs the
+//! device-resident forward of `flashdmoe-cuda` (`CudaLayer::forward_device`) on the caller's
+//! current stream, reading `x` and writing `out` in place: no copy, no host synchronisation.
+//!
+//! The layer is built on the input's GPU for the module's `max_tokens` on first use (and again
+//! after the weights change); a call may carry any `1..=max_tokens` tokens. A timeout inside a
+//! forward is only known once the stream has finished: `Engine.status()` reports it then.
+//! What the kernel does not do yet is refused by name: routing given by the caller (the
+//! kernel's entry point without the router is issue 14 item 2) and shared experts.
+
+use std::time::Duration;
+
+use flashdmoe_core::{Backend, BackendError, LayerWeights, MoeConfig};
+use flashdmoe_cuda::{CudaBackend, CudaLayer, CudaOptions, DeviceIo};
+
+use crate::tensor::{BindError, TensorView, TorchDType};
+
+/// Deadline of every wait inside a CUDA forward.
+pub const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A layer built on one GPU, for the weights it was built from.
+#[derive(Debug)]
+pub struct DeviceLayer {
+    /// The GPU (`cuda:N`).
+    pub gpu: u32,
+    layer: CudaLayer,
+}
+
+impl DeviceLayer {
+    /// Builds the layer of `config` (its `tokens_per_rank` = the module's `max_tokens`) on GPU
+    /// `gpu`: compiles or loads the kernel and uploads the weights.
+    pub fn build(
+        config: &MoeConfig,
+        weights: &LayerWeights,
+        gpu: u32,
+    ) -> Result<DeviceLayer, BackendError> {
+        let options = CudaOptions { ranks_per_gpu: Some(1), first_gpu: gpu, ..Default::default() };
+        let layer = CudaBackend::new(options).build(config, weights)?;
+        Ok(DeviceLayer { gpu, layer })
+    }
+
+    /// Queues the forward of `tokens` rows of `x` into `out` on `stream`.
+    ///
+    /// # Safety
+    ///
+    /// `x` and `out` passed [`check_io`] for this layer's GPU and `tokens` rows, their memory
+    /// stays allocated until the forward has run in `stream`'s order (PyTorch's caching
+    /// allocator keeps a tensor's memory for its stream), and `stream` is a live stream of the
+    /// GPU (PyTorch's current stream of that device).
+    pub unsafe fn forward(
+        &self,
+        tokens: u32,
+        x: &TensorView,
+        out: &TensorView,
+        stream: usize,
+    ) -> Result<(), BackendError> {
+        let io = DeviceIo { x: x.ptr as u64, y: out.ptr as u64, stream: stream as _ };
+        // SAFETY: the caller's contract covers the addresses, sizes and stream.
+        unsafe { self.layer.forward_device(tokens, &[io], TIMEOUT) }
+    }
+
+    /// The typed timeout of the last forward, once its stream has finished.
+    pub fn status(&self) -> Result<(), BackendError> {
+        self.layer.device_status()
+    }
+}
+
+/// Checks a CUDA call's `x` and `out` against a layer of `dtype`, `hidden` and `max` tokens:
+/// both on one GPU, contiguous, the layer's dtype, `[tokens, hidden]` with the same shape.
+/// Returns the GPU and the tokens.
+pub fn check_io(
+    x: &TensorView,
+    out: &TensorView,
+    dtype: &TorchDType,
+    hidden: usize,
+    max: u32,
+) -> Result<(u32, u32), BindError> {
+    let gpu = x.cuda_index()?;
+    for t in [x, out] {
+        if t.cuda_index().ok() != Some(gpu) {
+            return Err(BindError::Device {
+                what: t.what.clone(),
+                found: t.device.clone(),
+                expected: format!("cuda:{gpu} (x's device)"),
+            });
+        }
+        if !t.contiguous {
+            return Err(BindError::NotContiguous { what: t.what.clone() });
+        }
+        t.check_dtype(std::slice::from_ref(dtype))?;
+    }
+    let tokens = x.check_rows(hidden, "[tokens, hidden]")?;
+    out.check_shape(&x.shape, "x's shape")?;
+    let tokens = u32::try_from(tokens)
+        .ok()
+        .filter(|&t| t <= max)
+        .ok_or(BindError::TooManyTokens { tokens, max })?;
+    Ok((gpu, tokens))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(
+        what: &str,
+        device: &str,
+        dtype: TorchDType,
+        shape: &[usize],
+        contiguous: bool,
+    ) -> TensorView {
+        TensorView {
+            what: what.into(),
+            device: device.into(),
+            dtype,
+            shape: shape.to_vec(),
+            contiguous,
+            ptr: 0x1000,
+        }
+    }
+
+    #[test]
+    fn cuda_io_is_checked_naming_the_argument() {
+        let bf = TorchDType::BF16;
+        let x = t("x", "cuda:1", bf.clone(), &[7, 64], true);
+        let out = t("out", "cuda:1", bf.clone(), &[7, 64], true);
+        assert_eq!(check_io(&x, &out, &bf, 64, 16), Ok((1, 7)));
+        // Another GPU, not contiguous, the wrong dtype, shape or too many tokens.
+        let other = t("out", "cuda:0", bf.clone(), &[7, 64], true);
+        assert!(
+            matches!(check_io(&x, &other, &bf, 64, 16), Err(BindError::Device { what, .. }) if what == "out")
+        );
+        let strided = t("out", "cuda:1", bf.clone(), &[7, 64], false);
+        assert!(
+            matches!(check_io(&x, &strided, &bf, 64, 16), Err(BindError::NotContiguous { what }) if what == "out")
+        );
+        let half = t("x", "cuda:1", TorchDType::F16, &[7, 64], true);
+        assert!(
+            matches!(check_io(&half, &out, &bf, 64, 16), Err(BindError::DType { what, .. }) if what == "x")
+        );
+        assert!(matches!(check_io(&x, &out, &bf, 32, 16), Err(BindError::Shape { .. })));
+        let short = t("out", "cuda:1", bf.clone(), &[6, 64], true);
+        assert!(
+            matches!(check_io(&x, &short, &bf, 64, 16), Err(BindError::Shape { what, .. }) if what == "out")
+        );
+        assert_eq!(
+            check_io(&x, &out, &bf, 64, 6),
+            Err(BindError::TooManyTokens { tokens: 7, max: 6 })
+        );
+        // A CPU tensor is no CUDA tensor.
+        let cpu = t("x", "cpu", bf.clone(), &[7, 64], true);
+        assert!(
+            matches!(check_io(&cpu, &out, &bf, 64, 16), Err(BindError::Device { what, .. }) if what == "x")
+        );
+    }
+}
