@@ -124,9 +124,13 @@ fn outcome(case: &Case, device: &str, seed: u64, passed: bool, detail: String) -
 /// The case's layer on the CUDA backend.
 fn build(case: &Case, weights: &LayerWeights) -> Result<CudaLayer, String> {
     let engine = ENGINE.get().copied().unwrap_or_default();
-    CudaBackend::new(CudaOptions { ranks_per_gpu: case.ranks_per_gpu, engine })
-        .build(&case.config, weights)
-        .map_err(|e| format!("build: {e}"))
+    CudaBackend::new(CudaOptions {
+        ranks_per_gpu: case.ranks_per_gpu,
+        engine,
+        ..Default::default()
+    })
+    .build(&case.config, weights)
+    .map_err(|e| format!("build: {e}"))
 }
 
 fn run_case(case: &Case, iters: usize, device: &str) -> Result<Outcome, String> {
