@@ -30,6 +30,11 @@
 
 pub use flashdmoe_bench as bench;
 
+/// The README's Rust blocks, compiled as doctests (the device-resident example).
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 pub use flashdmoe_core as core;
 pub use flashdmoe_cuda as cuda;
 pub use flashdmoe_proto as proto;

@@ -76,6 +76,9 @@ pub mod variants;
 pub mod wgmma;
 
 pub use arch::{Arch, ComputeCapability};
+/// The cudarc this crate is built with: streams and device memory for
+/// [`CudaLayer::forward_device`] of the same version.
+pub use cudarc;
 pub use device::{
     CudaVersion, Device, Gpu, cuda_available, driver_version, enable_peer_access, gpus,
     nvrtc_version,
