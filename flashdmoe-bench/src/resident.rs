@@ -7,12 +7,16 @@
 
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use cudarc::driver::sys::CUstreamCaptureMode;
 use cudarc::driver::{CudaContext, CudaSlice, CudaStream, DevicePtr, sys};
-use flashdmoe_core::oracle::{VerifyOptions, verify};
-use flashdmoe_core::{ForwardOptions, Layer, LayerWeights, MoeConfig, RankOutput, generate_input};
-use flashdmoe_cuda::{CudaLayer, DeviceIo};
-use std::sync::Arc;
+use flashdmoe_core::oracle::{VerifyOptions, reference_rank, verify};
+use flashdmoe_core::routing::RankRouting;
+use flashdmoe_core::{
+    BackendError, ForwardOptions, Layer, LayerWeights, MoeConfig, RankOutput, generate_input,
+};
+use flashdmoe_cuda::{CudaLayer, DeviceIo, DeviceRouting};
 
 /// What [`check`] found.
 #[derive(Clone, Debug)]
@@ -65,8 +69,12 @@ pub fn check(
     }
 
     // 1. The full batch on the caller's stream: bitwise the host path's output.
-    let io =
-        DeviceIo { x: ptr(&ios[0].x, &stream), y: ptr(&ios[0].y, &stream), stream: raw(&stream) };
+    let io = DeviceIo {
+        x: ptr(&ios[0].x, &stream),
+        y: ptr(&ios[0].y, &stream),
+        stream: raw(&stream),
+        routing: None,
+    };
     // SAFETY: x and y are this GPU's allocations of [ranks][t][hidden] elements, written /
     // read only in `stream`'s order; the stream is a live stream of GPU 0's primary context.
     unsafe { layer.forward_device(t, &[io], timeout) }
@@ -87,7 +95,12 @@ pub fn check(
     let inputs_s: Vec<Vec<f32>> =
         refs[1].0.iter().map(|x| x[..small as usize * config.hidden as usize].to_vec()).collect();
     let io_s = upload(&stream, config, &inputs_s, small)?;
-    let io = DeviceIo { x: ptr(&io_s.x, &stream), y: ptr(&io_s.y, &stream), stream: raw(&stream) };
+    let io = DeviceIo {
+        x: ptr(&io_s.x, &stream),
+        y: ptr(&io_s.y, &stream),
+        stream: raw(&stream),
+        routing: None,
+    };
     // SAFETY: as above, for `small` tokens a rank.
     unsafe { layer.forward_device(small, &[io], timeout) }
         .map_err(|e| format!("forward_device: {e}"))?;
@@ -116,7 +129,12 @@ pub fn check(
         .begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED)
         .map_err(|e| format!("begin capture: {e}"))?;
     for io in &ios {
-        let io = DeviceIo { x: ptr(&io.x, &stream), y: ptr(&io.y, &stream), stream: raw(&stream) };
+        let io = DeviceIo {
+            x: ptr(&io.x, &stream),
+            y: ptr(&io.y, &stream),
+            stream: raw(&stream),
+            routing: None,
+        };
         // SAFETY: as above; the launches are recorded into the graph, not run.
         unsafe { layer.forward_device(t, &[io], timeout) }.map_err(|e| format!("capture: {e}"))?;
     }
@@ -150,9 +168,91 @@ pub fn check(
         }
     ));
 
-    // 4. Host time of one call (no synchronisation), against the kernel's device time.
-    let io =
-        DeviceIo { x: ptr(&ios[0].x, &stream), y: ptr(&ios[0].y, &stream), stream: raw(&stream) };
+    // 4. A routing given in device memory (the router skipped): every rank against the
+    // oracle's rows for that routing; then an expert out of range fails the forward naming
+    // the token, and the next forward is right again.
+    let given: Vec<RankRouting> = (0..config.world).map(|r| skewed(config, r)).collect();
+    let mut experts = Vec::new();
+    let mut gweights = Vec::new();
+    for g in &given {
+        experts.extend(g.experts.iter().flat_map(|e| e.to_le_bytes()));
+        gweights.extend(g.weights.iter().flat_map(|w| w.to_le_bytes()));
+    }
+    let dexperts = stream.clone_htod(&experts).map_err(|e| e.to_string())?;
+    let dweights = stream.clone_htod(&gweights).map_err(|e| e.to_string())?;
+    let routing =
+        DeviceRouting { experts: ptr(&dexperts, &stream), weights: ptr(&dweights, &stream) };
+    let io = DeviceIo {
+        x: ptr(&ios[0].x, &stream),
+        y: ptr(&ios[0].y, &stream),
+        stream: raw(&stream),
+        routing: Some(routing),
+    };
+    // SAFETY: as in part 1; the routing arrays hold [ranks][t][k] u32 / f32 on this GPU.
+    unsafe { layer.forward_device(t, &[io], timeout) }.map_err(|e| format!("routed: {e}"))?;
+    stream.synchronize().map_err(|e| e.to_string())?;
+    layer.device_status().map_err(|e| format!("routed forward: {e}"))?;
+    let got = outputs(&stream, config, &ios[0].y, t)?;
+    let mut worst = 0.0f64;
+    for ((input, rows), g) in refs[0].0.iter().zip(&got).zip(&given) {
+        let want = reference_rank(config, weights, input, g).map_err(|e| e.to_string())?;
+        worst = worst.max(row_error(rows, &want, config.hidden as usize));
+    }
+    let mut ok = worst <= config.dtype.tolerance();
+    if config.world == 1 {
+        // The host path's routed forward (`Layer::forward_rank_routed`): the same kernel, so
+        // the same bits, and the routing it reports back is the one given.
+        let opts = ForwardOptions { trace: false, timeout };
+        let host = layer
+            .forward_rank_routed(0, &refs[0].0[0], &given[0], &opts)
+            .map_err(|e| format!("forward_rank_routed: {e}"))?;
+        let same = host.routing == given[0]
+            && host.output.iter().map(|v| v.to_bits()).collect::<Vec<_>>() == got[0];
+        ok &= same;
+        parts.push(format!(
+            "forward_rank_routed: {}",
+            if same { "its routing and bits = the device path's" } else { "DIFFERS" }
+        ));
+    }
+    passed &= ok;
+    parts.push(format!(
+        "routing given on the device: worst row error {worst:.3e} (tolerance {:.3e}){}",
+        config.dtype.tolerance(),
+        if ok { "" } else { " FAILED" }
+    ));
+    let mut bad = experts.clone();
+    bad[4..8].copy_from_slice(&config.experts.to_le_bytes()); // token 0, slot 1
+    let dbad = stream.clone_htod(&bad).map_err(|e| e.to_string())?;
+    let io_bad =
+        DeviceIo { routing: Some(DeviceRouting { experts: ptr(&dbad, &stream), ..routing }), ..io };
+    // SAFETY: as above.
+    unsafe { layer.forward_device(t, &[io_bad], timeout) }
+        .map_err(|e| format!("bad routing: {e}"))?;
+    stream.synchronize().map_err(|e| e.to_string())?;
+    let refused = match layer.device_status() {
+        Err(BackendError::Timeout(report)) => {
+            let text = report.to_string();
+            let named = text.contains("given routing");
+            passed &= named;
+            format!("an expert out of range: {text}{}", if named { "" } else { " (NOT NAMED)" })
+        }
+        other => {
+            passed = false;
+            format!("an expert out of range was NOT refused: {other:?}")
+        }
+    };
+    let io = DeviceIo { routing: None, ..io };
+    // SAFETY: as in part 1.
+    unsafe { layer.forward_device(t, &[io], timeout) }
+        .map_err(|e| format!("after the bad routing: {e}"))?;
+    stream.synchronize().map_err(|e| e.to_string())?;
+    layer.device_status().map_err(|e| format!("after the bad routing: {e}"))?;
+    let again = outputs(&stream, config, &ios[0].y, t)? == bits(&refs[0].1);
+    passed &= again;
+    parts
+        .push(format!("{refused}; next forward {}", if again { "bitwise right" } else { "WRONG" }));
+
+    // 5. Host time of one call (no synchronisation), against the kernel's device time.
     let mut host_us = Vec::new();
     let begin = stream.record_event(None).map_err(|e| e.to_string())?;
     let calls = 50;
@@ -211,6 +311,36 @@ fn outputs(
             v.into_iter().map(f32::to_bits).collect()
         })
         .collect())
+}
+
+/// A routing no router would make: token t to experts (t + shift + 2j) % E for its slots j,
+/// with weights that do not sum to one (the given weights must reach the combine as given).
+fn skewed(config: &MoeConfig, shift: u32) -> RankRouting {
+    let (e, k) = (config.experts, config.top_k);
+    let experts = (0..config.tokens_per_rank)
+        .flat_map(|t| (0..k).map(move |j| (t + shift + 2 * j) % e))
+        .collect();
+    let weights = (0..config.tokens_per_rank)
+        .flat_map(|t| {
+            (0..k).map(move |j| if j == 0 { 0.25 + (t % 64) as f32 / 64.0 } else { -0.5 })
+        })
+        .collect();
+    RankRouting::from_choices(config, experts, weights).expect("distinct experts in range")
+}
+
+/// The largest error of `rows` (f32 bits) against `want`, relative to each row's largest
+/// reference value (the oracle's rule).
+fn row_error(rows: &[u32], want: &[f32], hidden: usize) -> f64 {
+    rows.chunks(hidden)
+        .zip(want.chunks(hidden))
+        .map(|(got, want)| {
+            let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs() as f64)).max(1e-30);
+            got.iter()
+                .zip(want)
+                .map(|(g, w)| (f32::from_bits(*g) as f64 - *w as f64).abs() / scale)
+                .fold(0.0, f64::max)
+        })
+        .fold(0.0, f64::max)
 }
 
 /// The ranks' outputs as f32 bits.

@@ -6,6 +6,7 @@
 #define FDM_ROLE_DISPATCH_SUBSCRIBER 1u
 #define FDM_ROLE_RETURN_SUBSCRIBER 2u
 #define FDM_ROLE_PROCESSOR 3u
+#define FDM_ROLE_ROUTER 4u
 #define FDM_WAIT_DISPATCH_SIGNAL 0u
 #define FDM_WAIT_RETURN_SIGNAL 1u
 #define FDM_WAIT_TASK_READY 2u
@@ -13,6 +14,7 @@
 #define FDM_WAIT_COMPLETION 4u
 #define FDM_WAIT_MAILBOX 5u
 #define FDM_WAIT_CORRUPT_SIGNAL 6u
+#define FDM_WAIT_INVALID_ROUTING 7u
 
 typedef struct alignas(128) fdm_tensor_map {
     unsigned long long opaque[16];
@@ -117,6 +119,8 @@ typedef struct fdm_params {
     unsigned long long scratch_bytes;
     fdm_diag* diag;
     unsigned int* epoch_word;
+    const unsigned int* given_experts;
+    const float* given_weights;
     unsigned long long timeout_ns;
     unsigned int tokens;
     unsigned int first_rank;
@@ -124,7 +128,7 @@ typedef struct fdm_params {
     unsigned int blocks_per_rank;
     unsigned int trace;
     unsigned int capacity;
-    unsigned int tail[24];
+    unsigned int tail[20];
 } fdm_params;
 static_assert(sizeof(fdm_params) == 1408, "fdm_params size drifted from Rust");
 static_assert(alignof(fdm_params) == 128, "fdm_params alignment drifted from Rust");
@@ -153,12 +157,14 @@ FDM_ASSERT_OFFSET(fdm_params, scratch, 1248);
 FDM_ASSERT_OFFSET(fdm_params, scratch_bytes, 1256);
 FDM_ASSERT_OFFSET(fdm_params, diag, 1264);
 FDM_ASSERT_OFFSET(fdm_params, epoch_word, 1272);
-FDM_ASSERT_OFFSET(fdm_params, timeout_ns, 1280);
-FDM_ASSERT_OFFSET(fdm_params, tokens, 1288);
-FDM_ASSERT_OFFSET(fdm_params, first_rank, 1292);
-FDM_ASSERT_OFFSET(fdm_params, local_ranks, 1296);
-FDM_ASSERT_OFFSET(fdm_params, blocks_per_rank, 1300);
-FDM_ASSERT_OFFSET(fdm_params, trace, 1304);
-FDM_ASSERT_OFFSET(fdm_params, capacity, 1308);
-FDM_ASSERT_OFFSET(fdm_params, tail, 1312);
+FDM_ASSERT_OFFSET(fdm_params, given_experts, 1280);
+FDM_ASSERT_OFFSET(fdm_params, given_weights, 1288);
+FDM_ASSERT_OFFSET(fdm_params, timeout_ns, 1296);
+FDM_ASSERT_OFFSET(fdm_params, tokens, 1304);
+FDM_ASSERT_OFFSET(fdm_params, first_rank, 1308);
+FDM_ASSERT_OFFSET(fdm_params, local_ranks, 1312);
+FDM_ASSERT_OFFSET(fdm_params, blocks_per_rank, 1316);
+FDM_ASSERT_OFFSET(fdm_params, trace, 1320);
+FDM_ASSERT_OFFSET(fdm_params, capacity, 1324);
+FDM_ASSERT_OFFSET(fdm_params, tail, 1328);
 

@@ -34,6 +34,7 @@ __device__ void reset_counters(const fdm_params* p) {
 
 /// A1: logits[t][e] = x[t] . router[e] in f32, on tensor cores.
 __device__ void router_gemm(const fdm_params* p, char* smem) {
+  if (p->given_experts != 0ull) return;  // routing given: no logits
   // The tile runs on the block's first Router::kThreads threads (its barrier is named when
   // the block is larger: config.cuh).
   if (threadIdx.x >= (unsigned)Router::kThreads) return;
@@ -69,6 +70,31 @@ __device__ void route_token(const Rank& r, unsigned t, unsigned* s_topk_row) {
   for (int j = 0; j < kTopK; ++j) s_topk_row[j] = experts[j];
 }
 
+/// Steps 1-5 replaced by the caller's choice (routing given): token t's experts and weights
+/// copied from the given arrays (`[local ranks][tokens][k]`). An expert out of range or chosen
+/// twice is reported (the forward fails with the token named); its slot then names expert 0
+/// with weight 0, so nothing indexes out of bounds before every role has seen the abort.
+__device__ void given_token(const Rank& r, unsigned t, unsigned* s_topk_row) {
+  const unsigned long long base = ((unsigned long long)r.local * r.p->tokens + t) * kTopK;
+  const unsigned* ids = r.p->given_experts + base;
+  const float* ws = r.p->given_weights + base;
+  unsigned* experts = r.topk_expert() + (unsigned long long)t * kTopK;
+  float* weights = r.topk_weight() + (unsigned long long)t * kTopK;
+#pragma unroll 1
+  for (int j = 0; j < kTopK; ++j) {
+    unsigned e = ids[j];
+    bool bad = e >= (unsigned)kE;
+    for (int i = 0; i < j; ++i) bad |= ids[i] == e;
+    if (bad) {
+      report_timeout(r, FDM_ROLE_ROUTER, FDM_WAIT_INVALID_ROUTING, t, e);
+      e = 0u;
+    }
+    experts[j] = e;
+    weights[j] = bad ? 0.0f : ws[j];
+    s_topk_row[j] = e;
+  }
+}
+
 /// A2: top-k per token and within-chunk positions per expert.
 __device__ void route_chunks(const fdm_params* p, unsigned* s_topk) {
   const unsigned T = p->tokens;  // this forward's (<= the layout's, the row stride)
@@ -77,7 +103,10 @@ __device__ void route_chunks(const fdm_params* p, unsigned* s_topk) {
     Rank r = make_rank(p, job / chunks);
     const unsigned chunk = job % chunks;
     const unsigned t = chunk * kChunk + threadIdx.x;
-    if (threadIdx.x < (unsigned)kChunk && t < T) route_token(r, t, s_topk + threadIdx.x * kTopK);
+    if (threadIdx.x < (unsigned)kChunk && t < T) {
+      if (p->given_experts != 0ull) given_token(r, t, s_topk + threadIdx.x * kTopK);
+      else route_token(r, t, s_topk + threadIdx.x * kTopK);
+    }
     __syncthreads();
     // One thread per expert walks the chunk's (token, slot) pairs in token order.
     const unsigned n = min((unsigned)kChunk, T - chunk * kChunk);

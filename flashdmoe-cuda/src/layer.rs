@@ -53,7 +53,7 @@ use crate::spec::{self, EngineChoice, MoeSpec, ROUTING_CHUNK, TileEngine};
 use crate::tma::TensorMap;
 
 mod resident;
-pub use resident::DeviceIo;
+pub use resident::{DeviceIo, DeviceRouting};
 
 /// Options of the CUDA backend.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -192,6 +192,9 @@ struct Gpu {
     tmaps: [TensorMap; 3],
     /// `u32`: the epoch of this GPU's last forward, advanced by the kernel (params.rs).
     epoch_word: CudaSlice<u32>,
+    /// A given routing of the host path (`forward_rank_routed`): `u32 [ranks][T][k]` experts
+    /// then `f32 [ranks][T][k]` weights.
+    given: CudaSlice<u8>,
 }
 
 /// A layer built by [`CudaBackend`].
@@ -438,6 +441,9 @@ fn upload(
         tables,
         tmaps,
         epoch_word: stream.alloc_zeros::<u32>(1).map_err(d)?,
+        given: stream
+            .alloc_zeros::<u8>(r * cfg.tokens_per_rank as usize * cfg.top_k as usize * 8)
+            .map_err(d)?,
     })
 }
 
@@ -543,6 +549,22 @@ impl CudaLayer {
         Ok(())
     }
 
+    /// Uploads a checked given routing of GPU `gpu`'s one rank (`forward_rank_routed`).
+    fn stage_routing(&self, gpu: &mut Gpu, routing: &RankRouting) -> Result<(), BackendError> {
+        let stream = gpu.device.stream().clone();
+        let d = |e: cudarc::driver::DriverError| BackendError::Device(e.to_string());
+        let mut bytes = Vec::with_capacity(gpu.given.len());
+        bytes.extend(routing.experts.iter().flat_map(|e| e.to_le_bytes()));
+        bytes.extend(routing.weights.iter().flat_map(|w| w.to_le_bytes()));
+        if bytes.len() != gpu.given.len() {
+            return Err(invalid(
+                "routing",
+                format!("{} bytes of routing for a {}-byte buffer", bytes.len(), gpu.given.len()),
+            ));
+        }
+        stream.memcpy_htod(&bytes, &mut gpu.given).map_err(d)
+    }
+
     /// The kernel's parameters for a forward of GPU `gpu` on `tokens` tokens a rank (at most
     /// the layer's), reading `x` and writing `y` (`[ranks_per_gpu][tokens][hidden]` elements).
     fn params(&self, gpu: &Gpu, io: (u64, u64), tokens: u32, timeout: Duration) -> KernelParams {
@@ -575,6 +597,8 @@ impl CudaLayer {
             scratch_bytes: plan.scratch_bytes,
             diag: device_ptr(&gpu.diag, &stream),
             epoch_word: device_ptr(&gpu.epoch_word, &stream),
+            given_experts: 0,
+            given_weights: 0,
             timeout_ns: timeout.as_nanos().min(u64::MAX as u128) as u64,
             tokens,
             first_rank: gpu.first_rank,
@@ -582,7 +606,7 @@ impl CudaLayer {
             blocks_per_rank: plan.blocks_per_rank,
             trace: 0,
             capacity: plan.config.capacity_rows_for(tokens),
-            tail: [0; 24],
+            tail: [0; 20],
         }
     }
 
@@ -595,15 +619,27 @@ impl CudaLayer {
     }
 
     /// Launches GPU `gpu`'s kernel for the forward [`Self::stage`] readied.
-    fn launch(&self, gpu: &mut Gpu, options: &ForwardOptions) -> Result<Launched, BackendError> {
+    /// With `given`, the kernel skips its router and takes the routing [`Self::stage_routing`]
+    /// uploaded.
+    fn launch(
+        &self,
+        gpu: &mut Gpu,
+        options: &ForwardOptions,
+        given: bool,
+    ) -> Result<Launched, BackendError> {
         let _range = nvtx::LocalRange::new(c"flashdmoe::cuda::launch");
         let stream = gpu.device.stream().clone();
         let d = |e: cudarc::driver::DriverError| BackendError::Device(e.to_string());
         let io = (device_ptr(&gpu.x, &stream), device_ptr(&gpu.y, &stream));
-        let params = KernelParams {
+        let mut params = KernelParams {
             trace: u32::from(options.trace),
             ..self.params(gpu, io, self.plan.config.tokens_per_rank, options.timeout)
         };
+        if given {
+            let base = device_ptr(&gpu.given, &stream);
+            params.given_experts = base;
+            params.given_weights = base + gpu.given.len() as u64 / 2;
+        }
         let flags = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
         let start = stream.record_event(flags).map_err(d)?;
         let shape = self.shape();
@@ -883,7 +919,34 @@ impl Layer for CudaLayer {
         check_rank_input(&self.plan.config, rank, input)?;
         let mut gpu = self.gpus[rank as usize].lock().unwrap_or_else(PoisonError::into_inner);
         self.stage(&mut gpu, &[input])?;
-        let launched = self.launch(&mut gpu, options)?;
+        let launched = self.launch(&mut gpu, options, false)?;
+        Ok(self.collect(&gpu, launched, options)?.remove(0))
+    }
+
+    /// The forward of one rank routed by the caller (the kernel skips its router): one rank
+    /// per GPU, like [`Layer::forward_rank`]; the routing is checked on the host first.
+    fn forward_rank_routed(
+        &self,
+        rank: u32,
+        input: &[f32],
+        routing: &RankRouting,
+        options: &ForwardOptions,
+    ) -> Result<RankOutput, BackendError> {
+        if self.plan.ranks_per_gpu != 1 {
+            return Err(invalid(
+                "rank",
+                format!(
+                    "forward_rank_routed needs one rank per GPU; this layer runs {} ranks per GPU",
+                    self.plan.ranks_per_gpu
+                ),
+            ));
+        }
+        check_rank_input(&self.plan.config, rank, input)?;
+        routing.check(&self.plan.config)?;
+        let mut gpu = self.gpus[rank as usize].lock().unwrap_or_else(PoisonError::into_inner);
+        self.stage(&mut gpu, &[input])?;
+        self.stage_routing(&mut gpu, routing)?;
+        let launched = self.launch(&mut gpu, options, true)?;
         Ok(self.collect(&gpu, launched, options)?.remove(0))
     }
 
@@ -915,7 +978,7 @@ impl Layer for CudaLayer {
         }
         let mut launched = Vec::with_capacity(guards.len());
         for gpu in guards.iter_mut() {
-            launched.push(self.launch(gpu, options)?);
+            launched.push(self.launch(gpu, options, false)?);
         }
         let mut ranks = Vec::with_capacity(world);
         // Each GPU's trace times count from its own launch on its own clock

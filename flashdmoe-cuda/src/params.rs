@@ -16,15 +16,16 @@ use crate::tma::TensorMap;
 pub const MAX_RANKS: usize = 64;
 
 /// Roles named in the kernel's diagnostics (`fdm_diag::role`).
-pub const ROLES: [(&str, &str); 4] = [
+pub const ROLES: [(&str, &str); 5] = [
     ("FDM_ROLE_SCHEDULER", "scheduler"),
     ("FDM_ROLE_DISPATCH_SUBSCRIBER", "dispatch subscriber"),
     ("FDM_ROLE_RETURN_SUBSCRIBER", "return subscriber"),
     ("FDM_ROLE_PROCESSOR", "processor"),
+    ("FDM_ROLE_ROUTER", "router"),
 ];
 
 /// What a role waited for (`fdm_diag::what`).
-pub const WAITS: [(&str, &str); 7] = [
+pub const WAITS: [(&str, &str); 8] = [
     ("FDM_WAIT_DISPATCH_SIGNAL", "dispatch signal"),
     ("FDM_WAIT_RETURN_SIGNAL", "return signal"),
     ("FDM_WAIT_TASK_READY", "task ready flag"),
@@ -32,6 +33,10 @@ pub const WAITS: [(&str, &str); 7] = [
     ("FDM_WAIT_COMPLETION", "task completions"),
     ("FDM_WAIT_MAILBOX", "a task or the stop in mailbox"),
     ("FDM_WAIT_CORRUPT_SIGNAL", "a valid signal (corrupt payload seen)"),
+    (
+        "FDM_WAIT_INVALID_ROUTING",
+        "a valid given routing (an expert out of range or chosen twice) in token",
+    ),
 ];
 
 /// Index of `FDM_WAIT_CORRUPT_SIGNAL` in [`WAITS`].
@@ -169,6 +174,11 @@ pub struct KernelParams {
     /// forwards advance their epoch on the device without the host: a captured CUDA graph
     /// replays correctly.
     pub epoch_word: u64,
+    /// `u32 [local ranks][tokens][k]` experts chosen by the caller (routing given: the
+    /// router is skipped), or 0: the layer's router chooses.
+    pub given_experts: u64,
+    /// `f32 [local ranks][tokens][k]` the caller's combine weights, with `given_experts`.
+    pub given_weights: u64,
     /// Deadline of every spin-wait, ns without progress.
     pub timeout_ns: u64,
     /// Tokens of every local rank this forward, at most the layout's `tokens` (whose value
@@ -186,7 +196,7 @@ pub struct KernelParams {
     /// layout's `capacity` (the row stride of packets).
     pub capacity: u32,
     /// Padding to the 128-byte alignment the tensor maps give the struct.
-    pub tail: [u32; 24],
+    pub tail: [u32; 20],
 }
 
 // SAFETY: every field is a plain integer (or an array / `#[repr(C)]` struct of them), so
@@ -201,7 +211,7 @@ unsafe impl bytemuck::Pod for KernelParams {}
 
 const _: () = assert!(size_of::<KernelParams>() == 1408);
 const _: () = assert!(offset_of!(KernelParams, layout) == 384);
-const _: () = assert!(offset_of!(KernelParams, tail) == 384 + 928);
+const _: () = assert!(offset_of!(KernelParams, tail) == 384 + 944);
 
 macro_rules! fields {
     ($ty:ty: $($field:ident: $cty:expr),* $(,)?) => {
@@ -233,9 +243,9 @@ const PARAM_FIELDS: &[CField] = fields!(KernelParams:
     router_bias: "const void*", selection_bias: "const void*", expert_owner: "const unsigned int*", expert_local: "const unsigned int*",
     local_to_global: "const unsigned int*", local_experts_of: "const unsigned int*",
     scratch: "char*", scratch_bytes: "unsigned long long", diag: "fdm_diag*",
-    epoch_word: "unsigned int*", timeout_ns: "unsigned long long", tokens: "unsigned int", first_rank: "unsigned int",
+    epoch_word: "unsigned int*", given_experts: "const unsigned int*", given_weights: "const float*", timeout_ns: "unsigned long long", tokens: "unsigned int", first_rank: "unsigned int",
     local_ranks: "unsigned int", blocks_per_rank: "unsigned int", trace: "unsigned int",
-    capacity: "unsigned int", tail: "unsigned int@[24]");
+    capacity: "unsigned int", tail: "unsigned int@[20]");
 
 /// The text of `fdm_params.h` (needs `fdm_proto.h` included first).
 pub fn params_header() -> String {

@@ -5,13 +5,14 @@
 //! The layer is built on the input's GPU for the module's `max_tokens` on first use (and again
 //! after the weights change); a call may carry any `1..=max_tokens` tokens. A timeout inside a
 //! forward is only known once the stream has finished: `Engine.status()` reports it then.
-//! What the kernel does not do yet is refused by name: routing given by the caller (the
-//! kernel's entry point without the router is issue 14 item 2) and shared experts.
+//! A routing given by the caller (`topk_ids` as int32, `topk_weights` as float32, both
+//! `[tokens, top_k]` on the same GPU; the op converts them) skips the kernel's router; an
+//! expert out of range or chosen twice fails that forward, reported by `Engine.status()`.
 
 use std::time::Duration;
 
 use flashdmoe_core::{Backend, BackendError, LayerWeights, MoeConfig};
-use flashdmoe_cuda::{CudaBackend, CudaLayer, CudaOptions, DeviceIo};
+use flashdmoe_cuda::{CudaBackend, CudaLayer, CudaOptions, DeviceIo, DeviceRouting};
 
 use crate::tensor::{BindError, TensorView, TorchDType};
 
@@ -43,7 +44,8 @@ impl DeviceLayer {
     ///
     /// # Safety
     ///
-    /// `x` and `out` passed [`check_io`] for this layer's GPU and `tokens` rows, their memory
+    /// `x` and `out` passed [`check_io`] (and a routing [`check_routing`]) for this layer's GPU
+    /// and `tokens` rows, their memory
     /// stays allocated until the forward has run in `stream`'s order (PyTorch's caching
     /// allocator keeps a tensor's memory for its stream), and `stream` is a live stream of the
     /// GPU (PyTorch's current stream of that device).
@@ -52,9 +54,12 @@ impl DeviceLayer {
         tokens: u32,
         x: &TensorView,
         out: &TensorView,
+        routing: Option<(&TensorView, &TensorView)>,
         stream: usize,
     ) -> Result<(), BackendError> {
-        let io = DeviceIo { x: x.ptr as u64, y: out.ptr as u64, stream: stream as _ };
+        let routing = routing
+            .map(|(ids, w)| DeviceRouting { experts: ids.ptr as u64, weights: w.ptr as u64 });
+        let io = DeviceIo { x: x.ptr as u64, y: out.ptr as u64, stream: stream as _, routing };
         // SAFETY: the caller's contract covers the addresses, sizes and stream.
         unsafe { self.layer.forward_device(tokens, &[io], TIMEOUT) }
     }
@@ -96,6 +101,32 @@ pub fn check_io(
         .filter(|&t| t <= max)
         .ok_or(BindError::TooManyTokens { tokens, max })?;
     Ok((gpu, tokens))
+}
+
+/// Checks a CUDA call's given routing: `topk_ids` int32 and `topk_weights` float32, both
+/// `[tokens, top_k]`, contiguous, on GPU `gpu`.
+pub fn check_routing(
+    ids: &TensorView,
+    weights: &TensorView,
+    gpu: u32,
+    tokens: usize,
+    top_k: usize,
+) -> Result<(), BindError> {
+    for (t, dtype) in [(ids, TorchDType::I32), (weights, TorchDType::F32)] {
+        if t.cuda_index().ok() != Some(gpu) {
+            return Err(BindError::Device {
+                what: t.what.clone(),
+                found: t.device.clone(),
+                expected: format!("cuda:{gpu} (x's device)"),
+            });
+        }
+        t.check_dtype(&[dtype])?;
+        t.check_shape(&[tokens, top_k], "[tokens, top_k]")?;
+        if !t.contiguous {
+            return Err(BindError::NotContiguous { what: t.what.clone() });
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -147,6 +178,19 @@ mod tests {
             check_io(&x, &out, &bf, 64, 6),
             Err(BindError::TooManyTokens { tokens: 7, max: 6 })
         );
+        // A given routing: int32 ids and float32 weights on x's GPU, [tokens, top_k].
+        let ids = t("topk_ids", "cuda:1", TorchDType::I32, &[7, 2], true);
+        let w = t("topk_weights", "cuda:1", TorchDType::F32, &[7, 2], true);
+        assert_eq!(check_routing(&ids, &w, 1, 7, 2), Ok(()));
+        let long = t("topk_ids", "cuda:1", TorchDType::I64, &[7, 2], true);
+        assert!(
+            matches!(check_routing(&long, &w, 1, 7, 2), Err(BindError::DType { what, .. }) if what == "topk_ids")
+        );
+        let host = t("topk_weights", "cpu", TorchDType::F32, &[7, 2], true);
+        assert!(
+            matches!(check_routing(&ids, &host, 1, 7, 2), Err(BindError::Device { what, .. }) if what == "topk_weights")
+        );
+        assert!(matches!(check_routing(&ids, &w, 1, 7, 3), Err(BindError::Shape { .. })));
         // A CPU tensor is no CUDA tensor.
         let cpu = t("x", "cpu", bf.clone(), &[7, 64], true);
         assert!(

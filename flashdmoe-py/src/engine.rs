@@ -134,13 +134,14 @@ impl Engine {
     }
 
     /// The CUDA forward ([`crate::device`]): checks, the layer built on x's GPU on first use,
-    /// one launch on `stream`. `x` and `out` are held by the caller's Python frame for the
+    /// one launch on `stream`, routed by the layer's router or by `routing` (ids, weights). `x` and `out` are held by the caller's Python frame for the
     /// call; PyTorch's allocator keeps their memory for the stream's pending work.
     fn forward_cuda(
         &self,
         py: Python<'_>,
         x: &crate::tensor::TensorView,
         out: &crate::tensor::TensorView,
+        routing: Option<&(crate::tensor::TensorView, crate::tensor::TensorView)>,
         stream: usize,
     ) -> PyResult<()> {
         let c = self.spec.base();
@@ -151,6 +152,9 @@ impl Engine {
             c.hidden as usize,
             self.spec.max_tokens(),
         )?;
+        if let Some((ids, w)) = routing {
+            device::check_routing(ids, w, gpu, tokens as usize, c.top_k as usize)?;
+        }
         if tokens == 0 {
             return Ok(());
         }
@@ -169,10 +173,12 @@ impl Engine {
             state.device = Some(built);
         }
         let layer = state.device.as_ref().expect("built above");
-        // SAFETY: x and out passed check_io for this GPU and `tokens` rows, the caller holds
-        // both tensors for the call and PyTorch keeps their memory for `stream`'s pending
-        // work, and `stream` is PyTorch's current stream of that GPU (the op passes it).
-        unsafe { layer.forward(tokens, x, out, stream) }.map_err(errors::backend)
+        let routing = routing.map(|(i, w)| (i, w));
+        // SAFETY: x and out passed check_io (a routing check_routing) for this GPU and
+        // `tokens` rows, the caller holds the tensors for the call and PyTorch keeps their
+        // memory for `stream`'s pending work, and `stream` is PyTorch's current stream of that
+        // GPU (the op passes it).
+        unsafe { layer.forward(tokens, x, out, routing, stream) }.map_err(errors::backend)
     }
 
     /// Writes `w` into `out` (stacked name -> CPU tensor of the layer's dtype and shape).
@@ -397,15 +403,19 @@ impl Engine {
     ) -> PyResult<()> {
         let xv = crate::tensor::view("x", x)?;
         if xv.device.split(':').next() == Some("cuda") {
-            if topk_ids.is_some() || topk_weights.is_some() {
-                let reason = "routing given by the caller runs on CPU tensors only for now: \
-                              the CUDA kernel's entry point without its router is not built yet \
-                              (issue 14 item 2)"
-                    .to_owned();
-                return Err(BindError::Value { what: "topk_ids".into(), reason }.into());
-            }
             let outv = crate::tensor::view("out", out)?;
-            return self.forward_cuda(py, &xv, &outv, stream);
+            let routing = match (topk_ids, topk_weights) {
+                (None, None) => None,
+                (Some(i), Some(w)) => Some((
+                    crate::tensor::view("topk_ids", i)?,
+                    crate::tensor::view("topk_weights", w)?,
+                )),
+                _ => {
+                    let reason = "give both topk_ids and topk_weights, or neither".to_owned();
+                    return Err(BindError::Value { what: "routing".into(), reason }.into());
+                }
+            };
+            return self.forward_cuda(py, &xv, &outv, routing.as_ref(), stream);
         }
         let hidden = self.spec.base().hidden as usize;
         let x = HostTensor::new("x", x)?;

@@ -74,3 +74,24 @@ def test_torch_compile_runs_the_kernel(small):
         y = compiled(on_gpu(x))
     torch.cuda.synchronize()
     assert_rows_close(y.cpu(), moe(x, w, top_k=2, activation="gelu"), layer.tolerance)
+
+
+def test_a_routing_given_on_the_gpu_skips_the_router(small):
+    layer = flashdmoe.MoE(**small, activation="swiglu", bias=True, seed=8).cuda()
+    w = weights_of(layer.cpu())
+    layer.cuda()
+    x = inputs(30, small["hidden"], torch.bfloat16, seed=5)
+    ids = torch.stack([torch.arange(30) % 4, (torch.arange(30) + 1) % 4], dim=1)  # int64
+    weights = torch.full((30, 2), 0.75)
+    y = layer(on_gpu(x), topk_ids=on_gpu(ids), topk_weights=on_gpu(weights))
+    torch.cuda.synchronize()
+    layer.status()
+    ref = moe(x, w, top_k=2, activation="swiglu", routing=(ids, weights))
+    assert_rows_close(y.cpu(), ref, layer.tolerance)
+    # An expert out of range is only seen on the GPU: status() raises, naming the token.
+    bad = ids.clone()
+    bad[3, 1] = 4
+    layer(on_gpu(x), topk_ids=on_gpu(bad), topk_weights=on_gpu(weights))
+    torch.cuda.synchronize()
+    with pytest.raises(TimeoutError, match="given routing"):
+        layer.status()

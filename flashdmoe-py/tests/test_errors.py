@@ -31,17 +31,18 @@ def test_wrong_device(layer):
 
 
 def test_a_cuda_input_is_checked_before_any_device_work(layer):
-    # A CUDA x takes the CUDA path; its output must be on the same GPU, and a routing given
-    # by the caller is refused there by name (the kernel has no entry point without its
-    # router yet). Both are refused before a GPU is touched, so a CPU tensor posing as a
-    # CUDA one is safe here.
+    # A CUDA x takes the CUDA path; its output and a given routing must be on the same GPU,
+    # the routing as int32 / float32 (the op converts them). These are refused before a GPU is
+    # touched, so a CPU tensor posing as a CUDA one is safe here.
     cpu = inputs(4, 64, torch.bfloat16)
     x = torch.Tensor._make_subclass(FakeCuda, cpu)
     with pytest.raises(ValueError, match=r"out is on device cpu, expected cuda:0 \(x's device\)"):
         layer._engine.forward(x, torch.empty_like(cpu))
-    ids = torch.zeros(4, 2, dtype=torch.int64)
-    with pytest.raises(ValueError, match=r"topk_ids: routing given .*CPU tensors only.*issue 14 item 2"):
+    ids = torch.zeros(4, 2, dtype=torch.int32)
+    with pytest.raises(ValueError, match=r"topk_ids is on device cpu, expected cuda:0 \(x's device\)"):
         layer._engine.forward(x, x, ids, torch.ones(4, 2))
+    with pytest.raises(ValueError, match="give both topk_ids and topk_weights, or neither"):
+        layer._engine.forward(x, x, ids)
 
 
 def test_dtype_mismatch(layer):

@@ -23,7 +23,7 @@
 //! let stream = CudaContext::new(0)?.new_stream()?;
 //! let bytes = 1000 * config.hidden as usize * 2;
 //! let (x, y) = (stream.alloc_zeros::<u8>(bytes)?, stream.alloc_zeros::<u8>(bytes)?);
-//! let io = DeviceIo { x: x.device_ptr(&stream).0, y: y.device_ptr(&stream).0, stream: stream.cu_stream() };
+//! let io = DeviceIo { x: x.device_ptr(&stream).0, y: y.device_ptr(&stream).0, stream: stream.cu_stream(), routing: None };
 //! // SAFETY: x and y hold 1000 rows of GPU 0 and are used in `stream`'s order only.
 //! unsafe { layer.forward_device(1000, &[io], Duration::from_secs(5))? };
 //! stream.synchronize()?;
@@ -51,6 +51,21 @@ pub struct DeviceIo {
     /// The stream the forward runs on, of this GPU's primary context (a PyTorch stream, a
     /// stream capturing a graph), or null for that context's legacy default stream.
     pub stream: CUstream,
+    /// The routing chosen by the caller (the kernel skips its router), or `None`: the layer's
+    /// router chooses.
+    pub routing: Option<DeviceRouting>,
+}
+
+/// A routing given in device memory on the GPU of its [`DeviceIo`]: each token's `top_k`
+/// experts and combine weights, slot order, as the router would have written them (weights
+/// are used as they are: no renormalisation or scaling). An expert out of range or chosen
+/// twice by a token fails the forward, naming the token ([`CudaLayer::device_status`]).
+#[derive(Clone, Copy, Debug)]
+pub struct DeviceRouting {
+    /// `u32 [ranks_per_gpu][tokens][top_k]` chosen experts.
+    pub experts: u64,
+    /// `f32 [ranks_per_gpu][tokens][top_k]` their combine weights.
+    pub weights: u64,
 }
 
 impl CudaLayer {
@@ -62,15 +77,16 @@ impl CudaLayer {
     /// streams (stream order serialises the forwards) or after they finished.
     ///
     /// Errors before anything is queued: `io` not one entry per GPU, `tokens` outside
-    /// `1..=tokens_per_rank`, a null `x` or `y`, a stream of another device.
+    /// `1..=tokens_per_rank`, a null `x`, `y` or routing address, a stream of another device.
     ///
     /// # Safety
     ///
     /// For every GPU `d`: `io[d].x` and `io[d].y` point to device memory of GPU `d` of at
-    /// least `ranks_per_gpu * tokens * hidden * elem_bytes` bytes each, not overlapping; the
-    /// input is written before this forward in `io[d].stream`'s order and the output not
-    /// touched by other work until the forward has finished in that order; `io[d].stream` is
-    /// a live stream of GPU `d`'s primary context (or null).
+    /// least `ranks_per_gpu * tokens * hidden * elem_bytes` bytes each, not overlapping (and
+    /// a given routing's arrays `ranks_per_gpu * tokens * top_k * 4` bytes each); the inputs
+    /// are written before this forward in `io[d].stream`'s order and the output not touched
+    /// by other work until the forward has finished in that order; `io[d].stream` is a live
+    /// stream of GPU `d`'s primary context (or null).
     pub unsafe fn forward_device(
         &self,
         tokens: u32,
@@ -95,10 +111,19 @@ impl CudaLayer {
         if let Some(d) = io.iter().position(|io| io.x == 0 || io.y == 0) {
             return Err(invalid("io", format!("GPU {d}: a null input or output address")));
         }
+        let null_routing =
+            |r: &Option<DeviceRouting>| r.is_some_and(|r| r.experts == 0 || r.weights == 0);
+        if let Some(d) = io.iter().position(|io| null_routing(&io.routing)) {
+            return Err(invalid("io", format!("GPU {d}: a null routing address")));
+        }
         let shape = self.shape();
         for (gpu, io) in self.gpus.iter().zip(io) {
             let gpu = gpu.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            let params = self.params(&gpu, (io.x, io.y), tokens, timeout);
+            let mut params = self.params(&gpu, (io.x, io.y), tokens, timeout);
+            if let Some(r) = io.routing {
+                params.given_experts = r.experts;
+                params.given_weights = r.weights;
+            }
             // SAFETY: the diagnostics record is this layer's allocation on this GPU, of
             // `size_of::<Diag>()` bytes; the launch after it on the same stream is its only
             // other user. The kernel launch: every address in `params` names a live allocation

@@ -86,8 +86,15 @@ def moe_forward(
     # Both backends build from core's host copy of the weights.
     b.sync(weights)
     out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
-    # A CUDA forward runs on PyTorch's current stream of x's device, asynchronously.
-    stream = torch.cuda.current_stream(x.device).cuda_stream if x.device.type == "cuda" else 0
+    # A CUDA forward runs on PyTorch's current stream of x's device, asynchronously; a given
+    # routing goes to the kernel as int32 ids and float32 weights (device-side conversions).
+    stream = 0
+    if x.device.type == "cuda":
+        stream = torch.cuda.current_stream(x.device).cuda_stream
+        if topk_ids is not None:
+            topk_ids = topk_ids.to(torch.int32).contiguous()
+        if topk_weights is not None:
+            topk_weights = topk_weights.to(torch.float32).contiguous()
     b.engine.forward(x, out, topk_ids, topk_weights, stream)
     return out
 
