@@ -22,6 +22,7 @@
 
 use std::ffi::c_void;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use cudarc::driver::sys::CUfunction_attribute;
 use cudarc::driver::{CudaContext, CudaFunction, CudaStream};
@@ -61,6 +62,9 @@ pub struct Kernel {
     static_smem: u32,
     dynamic_smem: u32,
     param_bytes: usize,
+    /// The last occupancy answer, `block << 32 | blocks per SM` (0: none yet): a launch asks
+    /// for the same block size every time, and the driver's occupancy query costs host time.
+    occupancy: AtomicU64,
 }
 
 impl Kernel {
@@ -154,6 +158,7 @@ impl Kernel {
             static_smem,
             dynamic_smem,
             param_bytes,
+            occupancy: AtomicU64::new(0),
         })
     }
 
@@ -279,7 +284,16 @@ impl Kernel {
                 self.param_bytes
             )));
         }
-        let capacity = self.sm_count * self.blocks_per_sm(shape.block)?;
+        let cached = self.occupancy.load(Ordering::Relaxed);
+        let per_sm = if cached != 0 && (cached >> 32) as u32 == shape.block {
+            cached as u32
+        } else {
+            let per_sm = self.blocks_per_sm(shape.block)?;
+            self.occupancy
+                .store(u64::from(shape.block) << 32 | u64::from(per_sm), Ordering::Relaxed);
+            per_sm
+        };
+        let capacity = self.sm_count * per_sm;
         if shape.grid == 0 || shape.grid > capacity {
             return Err(self.invalid(format!(
                 "cooperative grid of {} blocks; 1..={capacity} blocks of {} threads can be \

@@ -195,6 +195,8 @@ struct Gpu {
     /// A given routing of the host path (`forward_rank_routed`): `u32 [ranks][T][k]` experts
     /// then `f32 [ranks][T][k]` weights.
     given: CudaSlice<u8>,
+    /// The kernel parameters no call changes (`CudaLayer::fixed_params`).
+    params: KernelParams,
 }
 
 /// A layer built by [`CudaBackend`].
@@ -346,7 +348,12 @@ impl Backend for CudaBackend {
             }
             built.push(Mutex::new(gpu));
         }
-        Ok(CudaLayer { plan, gpus: built, heap_table })
+        let layer = CudaLayer { plan, gpus: built, heap_table };
+        for gpu in &layer.gpus {
+            let mut gpu = gpu.lock().unwrap_or_else(PoisonError::into_inner);
+            gpu.params = layer.fixed_params(&gpu);
+        }
+        Ok(layer)
     }
 }
 
@@ -444,6 +451,7 @@ fn upload(
         given: stream
             .alloc_zeros::<u8>(r * cfg.tokens_per_rank as usize * cfg.top_k as usize * 8)
             .map_err(d)?,
+        params: KernelParams::zeroed(),
     })
 }
 
@@ -566,8 +574,23 @@ impl CudaLayer {
     }
 
     /// The kernel's parameters for a forward of GPU `gpu` on `tokens` tokens a rank (at most
-    /// the layer's), reading `x` and writing `y` (`[ranks_per_gpu][tokens][hidden]` elements).
+    /// the layer's), reading `x` and writing `y` (`[ranks_per_gpu][tokens][hidden]` elements):
+    /// the GPU's fixed parameters ([`Self::fixed_params`], computed once at build: no device
+    /// pointer lookups per call) with this call's fields.
     fn params(&self, gpu: &Gpu, io: (u64, u64), tokens: u32, timeout: Duration) -> KernelParams {
+        KernelParams {
+            x: io.0,
+            y: io.1,
+            timeout_ns: timeout.as_nanos().min(u64::MAX as u128) as u64,
+            tokens,
+            capacity: self.plan.config.capacity_rows_for(tokens),
+            ..gpu.params
+        }
+    }
+
+    /// Everything of GPU `gpu`'s kernel parameters that no call changes: its buffers, tables,
+    /// tensor maps, layouts and the peer table (complete once every GPU is built).
+    fn fixed_params(&self, gpu: &Gpu) -> KernelParams {
         let plan = &self.plan;
         let stream = gpu.device.stream().clone();
         let w = |i: usize| gpu.weights[i].as_ref().map_or(0, |s| device_ptr(s, &stream));
@@ -578,8 +601,8 @@ impl CudaLayer {
             layout: plan.layout.params(),
             scratch_layout: plan.scratch,
             heaps: self.heap_table,
-            x: io.0,
-            y: io.1,
+            x: 0,
+            y: 0,
             router: w(0),
             w_up: w(1),
             w_gate: w(2),
@@ -599,13 +622,13 @@ impl CudaLayer {
             epoch_word: device_ptr(&gpu.epoch_word, &stream),
             given_experts: 0,
             given_weights: 0,
-            timeout_ns: timeout.as_nanos().min(u64::MAX as u128) as u64,
-            tokens,
+            timeout_ns: 0,
+            tokens: plan.config.tokens_per_rank,
             first_rank: gpu.first_rank,
             local_ranks: plan.ranks_per_gpu,
             blocks_per_rank: plan.blocks_per_rank,
             trace: 0,
-            capacity: plan.config.capacity_rows_for(tokens),
+            capacity: plan.layout.geometry().capacity,
             tail: [0; 20],
         }
     }
