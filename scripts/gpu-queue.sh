@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Runs docs/dev/gpu-queue.md's checks in one device call, each phase under its own share of a
+# time budget (BUDGET seconds, default 540), logs packed into $OUT/gpu-queue.tgz and a short
+# table last. Build here first (no Rust on the GPU machine):
+#   cargo build --release -p flashdmoe-bench --bin gpu-check && mkdir -p .carry && cp target/release/gpu-check .carry/
+#   python3 -m maturin build -m flashdmoe-py/Cargo.toml --profile wheel -o .carry/whl   # optional: the PyTorch package
+# then, with `.carry` carried: `bash scripts/gpu-queue.sh`. ONLY=a,b runs the phases whose names
+# contain a or b (quick, resident, python, paper).
+set -u -o pipefail
+out=${OUT:-gpu-queue-out}; w=$(mktemp -d); mkdir -p "$out"
+export LD_LIBRARY_PATH=/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+export FLASHDMOE_CUDA_HOME=${FLASHDMOE_CUDA_HOME:-/usr/local/cuda} FLASHDMOE_CACHE_DIR=${FLASHDMOE_CACHE_DIR:-/tmp/fdm-cache}
+export NCCL_NVLS_ENABLE=0 NVSHMEM_DISABLE_NVLS=1
+start=$(date +%s); budget=${BUDGET:-540}
+left() { echo $(( budget - ($(date +%s) - start) )); }
+pack() { tar czf "$out/gpu-queue.tgz" -C "$w" . ; }
+trap pack EXIT
+wanted() { [ -z "${ONLY:-}" ] && return 0; local IFS=,; for o in $ONLY; do [[ $1 == *"$o"* ]] && return 0; done; return 1; }
+phase() { # name need_s cmd...
+  local name=$1 need=$2; shift 2
+  wanted "$name" || return 0
+  if [ "$(left)" -lt "$need" ]; then echo "$name: SKIPPED ($(left) s left, needs $need)" >> "$w/summary.txt"; return; fi
+  local t0=$(date +%s)
+  timeout "$(( $(left) - 5 ))" "$@" > "$w/$name.log" 2>&1; local rc=$?
+  local ok fail; ok=$(grep -c '^\[ok\]' "$w/$name.log"); fail=$(grep -c '^\[FAIL\]' "$w/$name.log")
+  echo "$name: rc=$rc $(( $(date +%s) - t0 )) s, $ok ok, $fail FAIL" >> "$w/summary.txt"
+}
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu --format=csv > "$w/gpu.txt" 2>&1
+# The device-resident forward, routing given on the GPU and the kernel-side epoch first: the
+# newest unverified kernel changes; then every quick check (the host path reads the epoch back).
+phase resident 40 .carry/gpu-check --quick --only device-resident --json "$w/resident.jsonl"
+phase quick 150 .carry/gpu-check --quick --json "$w/quick.jsonl"
+if ls .carry/whl/*.whl >/dev/null 2>&1; then
+  phase python 90 bash -c 'python3 -m pip install -q --no-deps --force-reinstall .carry/whl/*.whl && python3 -m pytest -q -rs -p no:cacheprovider flashdmoe-py/tests/test_cuda.py'
+fi
+phase paper 60 .carry/gpu-check --only paper-t128-e8,paper-t4096-e8,paper-t16384-e8 --json "$w/paper.jsonl"
+cp "$w/summary.txt" "$out/" 2>/dev/null
+for f in "$w"/*.log; do grep -E '^\[FAIL\]|FAILED|panicked' "$f" | head -5 | cut -c1-600; done
+grep -h -E '^\[ok\] device-resident' "$w"/resident.log 2>/dev/null | cut -c1-1500
+cat "$w/summary.txt"
