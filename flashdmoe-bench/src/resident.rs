@@ -77,10 +77,8 @@ pub fn check(
     };
     // SAFETY: x and y are this GPU's allocations of [ranks][t][hidden] elements, written /
     // read only in `stream`'s order; the stream is a live stream of GPU 0's primary context.
-    unsafe { layer.forward_device(t, &[io], timeout) }
-        .map_err(|e| format!("forward_device: {e}"))?;
-    stream.synchronize().map_err(|e| e.to_string())?;
-    layer.device_status().map_err(|e| format!("device forward: {e}"))?;
+    unsafe { run_once(layer, t, io, &stream, timeout) }?
+        .map_err(|e| format!("device forward: {e}"))?;
     let same = outputs(&stream, config, &ios[0].y, t)? == bits(&refs[0].1);
     passed &= same;
     parts.push(format!(
@@ -102,10 +100,8 @@ pub fn check(
         routing: None,
     };
     // SAFETY: as above, for `small` tokens a rank.
-    unsafe { layer.forward_device(small, &[io], timeout) }
-        .map_err(|e| format!("forward_device: {e}"))?;
-    stream.synchronize().map_err(|e| e.to_string())?;
-    layer.device_status().map_err(|e| format!("device forward of {small} tokens: {e}"))?;
+    unsafe { run_once(layer, small, io, &stream, timeout) }?
+        .map_err(|e| format!("device forward of {small} tokens: {e}"))?;
     let routing = layer.last_routing(small).map_err(|e| e.to_string())?;
     let rows = outputs(&stream, config, &io_s.y, small)?;
     let ranks: Vec<RankOutput> = routing
@@ -189,9 +185,8 @@ pub fn check(
         routing: Some(routing),
     };
     // SAFETY: as in part 1; the routing arrays hold [ranks][t][k] u32 / f32 on this GPU.
-    unsafe { layer.forward_device(t, &[io], timeout) }.map_err(|e| format!("routed: {e}"))?;
-    stream.synchronize().map_err(|e| e.to_string())?;
-    layer.device_status().map_err(|e| format!("routed forward: {e}"))?;
+    unsafe { run_once(layer, t, io, &stream, timeout) }?
+        .map_err(|e| format!("routed forward: {e}"))?;
     let got = outputs(&stream, config, &ios[0].y, t)?;
     let mut worst = 0.0f64;
     for ((input, rows), g) in refs[0].0.iter().zip(&got).zip(&given) {
@@ -226,10 +221,7 @@ pub fn check(
     let io_bad =
         DeviceIo { routing: Some(DeviceRouting { experts: ptr(&dbad, &stream), ..routing }), ..io };
     // SAFETY: as above.
-    unsafe { layer.forward_device(t, &[io_bad], timeout) }
-        .map_err(|e| format!("bad routing: {e}"))?;
-    stream.synchronize().map_err(|e| e.to_string())?;
-    let refused = match layer.device_status() {
+    let refused = match unsafe { run_once(layer, t, io_bad, &stream, timeout) }? {
         Err(BackendError::Timeout(report)) => {
             let text = report.to_string();
             let named = text.contains("given routing");
@@ -243,10 +235,8 @@ pub fn check(
     };
     let io = DeviceIo { routing: None, ..io };
     // SAFETY: as in part 1.
-    unsafe { layer.forward_device(t, &[io], timeout) }
+    unsafe { run_once(layer, t, io, &stream, timeout) }?
         .map_err(|e| format!("after the bad routing: {e}"))?;
-    stream.synchronize().map_err(|e| e.to_string())?;
-    layer.device_status().map_err(|e| format!("after the bad routing: {e}"))?;
     let again = outputs(&stream, config, &ios[0].y, t)? == bits(&refs[0].1);
     passed &= again;
     parts
@@ -274,6 +264,26 @@ pub fn check(
         device_ms
     ));
     Ok(ResidentReport { passed, detail: parts.join("; ") })
+}
+
+/// Queues one forward of `tokens` tokens on `io`, waits for its stream and returns the layer's
+/// status (`Err` of the outer result: the call or the wait failed).
+///
+/// # Safety
+///
+/// As [`CudaLayer::forward_device`] for `io` and `tokens`, with `stream` being `io.stream`.
+unsafe fn run_once(
+    layer: &CudaLayer,
+    tokens: u32,
+    io: DeviceIo,
+    stream: &CudaStream,
+    timeout: Duration,
+) -> Result<Result<(), BackendError>, String> {
+    // SAFETY: the caller's contract.
+    unsafe { layer.forward_device(tokens, &[io], timeout) }
+        .map_err(|e| format!("forward_device: {e}"))?;
+    stream.synchronize().map_err(|e| e.to_string())?;
+    Ok(layer.device_status())
 }
 
 /// Every rank's `tokens` rows of `inputs`, encoded, in one device buffer, and a zeroed output

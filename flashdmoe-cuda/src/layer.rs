@@ -557,6 +557,38 @@ impl CudaLayer {
         Ok(())
     }
 
+    /// One rank's forward on its own GPU (`entry` names the caller's entry point in the
+    /// error of a layer of virtual ranks), routed by the kernel or by a given routing.
+    fn forward_one_rank(
+        &self,
+        entry: &str,
+        rank: u32,
+        input: &[f32],
+        given: Option<&RankRouting>,
+        options: &ForwardOptions,
+    ) -> Result<RankOutput, BackendError> {
+        if self.plan.ranks_per_gpu != 1 {
+            return Err(invalid(
+                "rank",
+                format!(
+                    "{entry} needs one rank per GPU; this layer runs {} ranks per GPU (use forward)",
+                    self.plan.ranks_per_gpu
+                ),
+            ));
+        }
+        check_rank_input(&self.plan.config, rank, input)?;
+        if let Some(routing) = given {
+            routing.check(&self.plan.config)?;
+        }
+        let mut gpu = self.gpus[rank as usize].lock().unwrap_or_else(PoisonError::into_inner);
+        self.stage(&mut gpu, &[input])?;
+        if let Some(routing) = given {
+            self.stage_routing(&mut gpu, routing)?;
+        }
+        let launched = self.launch(&mut gpu, options, given.is_some())?;
+        Ok(self.collect(&gpu, launched, options)?.remove(0))
+    }
+
     /// Uploads a checked given routing of GPU `gpu`'s one rank (`forward_rank_routed`).
     fn stage_routing(&self, gpu: &mut Gpu, routing: &RankRouting) -> Result<(), BackendError> {
         let stream = gpu.device.stream().clone();
@@ -930,20 +962,7 @@ impl Layer for CudaLayer {
         input: &[f32],
         options: &ForwardOptions,
     ) -> Result<RankOutput, BackendError> {
-        if self.plan.ranks_per_gpu != 1 {
-            return Err(invalid(
-                "rank",
-                format!(
-                    "forward_rank needs one rank per GPU; this layer runs {} ranks per GPU (use forward)",
-                    self.plan.ranks_per_gpu
-                ),
-            ));
-        }
-        check_rank_input(&self.plan.config, rank, input)?;
-        let mut gpu = self.gpus[rank as usize].lock().unwrap_or_else(PoisonError::into_inner);
-        self.stage(&mut gpu, &[input])?;
-        let launched = self.launch(&mut gpu, options, false)?;
-        Ok(self.collect(&gpu, launched, options)?.remove(0))
+        self.forward_one_rank("forward_rank", rank, input, None, options)
     }
 
     /// The forward of one rank routed by the caller (the kernel skips its router): one rank
@@ -955,22 +974,7 @@ impl Layer for CudaLayer {
         routing: &RankRouting,
         options: &ForwardOptions,
     ) -> Result<RankOutput, BackendError> {
-        if self.plan.ranks_per_gpu != 1 {
-            return Err(invalid(
-                "rank",
-                format!(
-                    "forward_rank_routed needs one rank per GPU; this layer runs {} ranks per GPU",
-                    self.plan.ranks_per_gpu
-                ),
-            ));
-        }
-        check_rank_input(&self.plan.config, rank, input)?;
-        routing.check(&self.plan.config)?;
-        let mut gpu = self.gpus[rank as usize].lock().unwrap_or_else(PoisonError::into_inner);
-        self.stage(&mut gpu, &[input])?;
-        self.stage_routing(&mut gpu, routing)?;
-        let launched = self.launch(&mut gpu, options, true)?;
-        Ok(self.collect(&gpu, launched, options)?.remove(0))
+        self.forward_one_rank("forward_rank_routed", rank, input, Some(routing), options)
     }
 
     fn forward(
