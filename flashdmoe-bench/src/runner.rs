@@ -53,8 +53,11 @@ pub struct RunOptions {
 /// What [`run_case`] reports as it goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Progress {
-    /// Generating weights and inputs, building the layer.
+    /// Generating weights and inputs.
     Build,
+    /// Weights and inputs generated; building the layer (a GPU backend compiles or loads its
+    /// kernel and uploads the weights).
+    Layer,
     /// The first forward and its verification.
     Verify,
     /// One more forward done (warm-up or timed).
@@ -139,6 +142,7 @@ pub fn run_case<B: BenchBackend>(
     let inputs = (0..config.world)
         .map(|rank| generate_input(config, rank, options.seed))
         .collect::<Result<Vec<_>, _>>()?;
+    progress(Progress::Layer);
     let layer = backend.build(config, &weights)?;
     let forward = ForwardOptions { trace: false, timeout: options.timeout };
 
@@ -324,7 +328,7 @@ mod tests {
         assert!(p.utilisation.is_some_and(|u| u > 0.0 && u <= 1.0));
         let forwards = events.iter().filter(|&&e| e == Progress::Forward).count();
         assert_eq!(forwards, 2 + 5);
-        assert_eq!(events.first(), Some(&Progress::Build));
+        assert_eq!(events[..3], [Progress::Build, Progress::Layer, Progress::Verify]);
         assert_eq!(events.last(), Some(&Progress::Finish));
     }
 

@@ -284,7 +284,10 @@ impl Sweep<'_> {
             let started = Instant::now();
             let result = runner::run_case(backend, case, self.options, &mut |p| match p {
                 Progress::Forward => bar.inc(1),
-                Progress::Build => step(&bar, format!("{tag}: build (weights, inputs, layer)")),
+                Progress::Build => step(&bar, format!("{tag}: generate weights and inputs")),
+                Progress::Layer => {
+                    step(&bar, format!("{tag}: build the layer ({:.1}s)", secs(started)))
+                }
                 Progress::Verify => step(
                     &bar,
                     format!("{tag}: first forward and its check ({:.1}s)", secs(started)),
