@@ -1125,6 +1125,50 @@ mod tests {
     }
 
     #[test]
+    fn timeout_reports_name_the_role_and_what_it_waited_for() {
+        let config = MoeConfig { world: 2, experts: 8, ..MoeConfig::default() };
+        let spec = MoeSpec::for_config(&config, 64);
+        let layout = HeapLayout::new(config.geometry(spec.tile).unwrap()).unwrap();
+        let (scratch, scratch_bytes) = scratch_layout(&config, 64, 1024, 63).unwrap();
+        let plan = Plan {
+            map: config.expert_map().unwrap(),
+            config,
+            spec,
+            layout,
+            scratch,
+            scratch_bytes,
+            ranks_per_gpu: 1,
+            blocks_per_rank: 64,
+        };
+        let diag = |role, what, index, seen| Diag {
+            status: 1,
+            abort: 1,
+            rank: 1,
+            role,
+            what,
+            index,
+            expected_epoch: 7,
+            pad: 0,
+            seen,
+        };
+        // A given routing's bad expert: the router role, the token, the expert seen.
+        assert_eq!(
+            timeout_report(&diag(4, 7, 3, 9), &plan).to_string(),
+            "rank 1 router timed out waiting for a valid given routing (an expert out of range \
+             or chosen twice) in token #3 (expected epoch 7, last seen 0x9)"
+        );
+        // A dispatch signal names its source rank and local expert (4 local experts a rank).
+        assert_eq!(
+            timeout_report(&diag(1, 0, 6, 0), &plan).awaited,
+            "dispatch signal from rank 1 for local expert 2"
+        );
+        // Every role and wait the kernel can name has a name here.
+        assert_eq!(ROLES[4].0, "FDM_ROLE_ROUTER");
+        assert_eq!(WAITS[7].0, "FDM_WAIT_INVALID_ROUTING");
+        assert_eq!(timeout_report(&diag(9, 9, 0, 0), &plan).role, "unknown role");
+    }
+
+    #[test]
     fn uploads_encode_the_kernel_s_element_layout() {
         // The kernel reads bf16 as its upper 16 bits of the f32, little-endian.
         let mut bytes = [0u8; 4];
