@@ -230,10 +230,10 @@ fn shared_mlp<'a>(config: &MoeConfig, w: &'a LayerWeights) -> Option<Mlp<'a>> {
     })
 }
 
-/// The scale `gs` of the shared experts' output for row `x` (step 3 of the module doc): 1, or
-/// `sigmoid(x . gate_row)` with [`crate::config::SharedGate::Sigmoid`].
-fn shared_scale(w: &LayerWeights, x: &[f32]) -> f32 {
-    match &w.shared_gate_row {
+/// The scale `gs` of the shared experts' output for input row `x`: 1, or
+/// `sigmoid(x . gate_row)` with Qwen2-MoE's sigmoid gate (the oracle's step 3).
+pub fn shared_scale(weights: &LayerWeights, x: &[f32]) -> f32 {
+    match &weights.shared_gate_row {
         Some(row) => {
             sigmoid(x.iter().zip(row).map(|(&a, &b)| a as f64 * b as f64).sum::<f64>() as f32)
         }

@@ -30,9 +30,11 @@ use crate::rng;
 mod checkpoint;
 mod memory;
 mod shard;
+mod shared_parts;
 
 pub use memory::{TensorBytes, WeightTensor};
 pub use shard::ShardWeights;
+pub use shared_parts::{SharedParts, parts as shared_parts_of};
 
 /// Tensor ids of the seeded generator.
 pub mod ids {
