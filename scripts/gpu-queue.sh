@@ -5,7 +5,7 @@
 #   cargo build --release -p flashdmoe-bench --bin gpu-check && mkdir -p .carry && cp target/release/gpu-check .carry/
 #   python3 -m maturin build -m flashdmoe-py/Cargo.toml --profile wheel -o .carry/whl   # optional: the PyTorch package
 # then, with `.carry` carried: `bash scripts/gpu-queue.sh`. ONLY=a,b runs the phases whose names
-# contain a or b (quick, resident, python, paper).
+# contain a or b (resident, quick, python, binding, paper).
 set -u -o pipefail
 out=${OUT:-gpu-queue-out}; w=$(mktemp -d); mkdir -p "$out"
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
@@ -32,9 +32,11 @@ phase resident 40 .carry/gpu-check --quick --only device-resident --json "$w/res
 phase quick 150 .carry/gpu-check --quick --json "$w/quick.jsonl"
 if ls .carry/whl/*.whl >/dev/null 2>&1; then
   phase python 90 bash -c 'python3 -m pip install -q --no-deps --force-reinstall .carry/whl/*.whl && python3 -m pytest -q -rs -p no:cacheprovider flashdmoe-py/tests/test_cuda.py'
+  phase binding 60 python3 flashdmoe-py/benchmarks/binding.py --tokens 4096 --out "$w/binding.json"
 fi
 phase paper 60 .carry/gpu-check --only paper-t128-e8,paper-t4096-e8,paper-t16384-e8 --json "$w/paper.jsonl"
 cp "$w/summary.txt" "$out/" 2>/dev/null
 for f in "$w"/*.log; do grep -E '^\[FAIL\]|FAILED|panicked' "$f" | head -5 | cut -c1-600; done
 grep -h -E '^\[ok\] device-resident' "$w"/resident.log 2>/dev/null | cut -c1-1500
+tail -n 2 "$w"/binding.log 2>/dev/null
 cat "$w/summary.txt"
