@@ -596,8 +596,27 @@ proptest! {
                 })
                 .collect();
             prop_assert_eq!(TaskCounts::for_rank(&layout, received.iter().copied()), produced);
+            let row_tiles: u64 = received.iter().map(|&n| div_ceil(n, g.tile.bm) as u64).sum();
+            prop_assert_eq!(TaskCounts::bound(&layout, row_tiles, g.tokens), produced.total());
             prop_assert_eq!(TaskCounts::for_rank(&layout, received.into_iter().rev()), produced);
         }
+    }
+
+    /// A forward may carry fewer tokens than its layout (the device-resident forward): its
+    /// bound is that of a layout built for that many tokens, and never more than the full one.
+    #[test]
+    fn a_forward_of_fewer_tokens_is_bounded_like_a_layer_of_that_many(
+        g in small_geometry(),
+        tokens in 0u32..=40,
+        row_tiles in 0u64..64,
+    ) {
+        let t = tokens.min(g.tokens);
+        let layout = HeapLayout::new(g).unwrap();
+        let fewer = TaskCounts::bound(&layout, row_tiles, t);
+        if let Ok(smaller) = HeapLayout::new(Geometry { tokens: t, ..g }) {
+            prop_assert_eq!(fewer, TaskCounts::bound(&smaller, row_tiles, t));
+        }
+        prop_assert!(fewer <= TaskCounts::bound(&layout, row_tiles, g.tokens));
     }
 
     #[test]
