@@ -585,7 +585,7 @@ impl CudaLayer {
         if let Some(routing) = given {
             self.stage_routing(&mut gpu, routing)?;
         }
-        let launched = self.launch(&mut gpu, options, given.is_some())?;
+        let launched = self.launch(&gpu, options, given.is_some())?;
         Ok(self.collect(&gpu, launched, options)?.remove(0))
     }
 
@@ -621,7 +621,8 @@ impl CudaLayer {
     }
 
     /// Everything of GPU `gpu`'s kernel parameters that no call changes: its buffers, tables,
-    /// tensor maps, layouts and the peer table (complete once every GPU is built).
+    /// tensor maps, layouts and the peer table (complete once every GPU is built); `x` and `y`
+    /// are the layer's own input and output buffers (the host path's).
     fn fixed_params(&self, gpu: &Gpu) -> KernelParams {
         let plan = &self.plan;
         let stream = gpu.device.stream().clone();
@@ -633,8 +634,8 @@ impl CudaLayer {
             layout: plan.layout.params(),
             scratch_layout: plan.scratch,
             heaps: self.heap_table,
-            x: 0,
-            y: 0,
+            x: device_ptr(&gpu.x, &stream),
+            y: device_ptr(&gpu.y, &stream),
             router: w(0),
             w_up: w(1),
             w_gate: w(2),
@@ -678,14 +679,14 @@ impl CudaLayer {
     /// uploaded.
     fn launch(
         &self,
-        gpu: &mut Gpu,
+        gpu: &Gpu,
         options: &ForwardOptions,
         given: bool,
     ) -> Result<Launched, BackendError> {
         let _range = nvtx::LocalRange::new(c"flashdmoe::cuda::launch");
         let stream = gpu.device.stream().clone();
         let d = |e: cudarc::driver::DriverError| BackendError::Device(e.to_string());
-        let io = (device_ptr(&gpu.x, &stream), device_ptr(&gpu.y, &stream));
+        let io = (gpu.params.x, gpu.params.y);
         let mut params = KernelParams {
             trace: u32::from(options.trace),
             ..self.params(gpu, io, self.plan.config.tokens_per_rank, options.timeout)
@@ -706,6 +707,21 @@ impl CudaLayer {
         unsafe { gpu.kernel.launch_cooperative(&stream, shape, &params)? };
         let end = stream.record_event(flags).map_err(d)?;
         Ok(Launched { start, end })
+    }
+
+    /// GPU `gpu`'s last forward's diagnostics record: `Err(BackendError::Timeout)` with the
+    /// kernel's report if a wait gave up (read once that forward has finished).
+    fn diag_status(&self, gpu: &Gpu) -> Result<(), BackendError> {
+        let bytes = gpu
+            .device
+            .stream()
+            .clone_dtoh(&gpu.diag)
+            .map_err(|e| BackendError::Device(e.to_string()))?;
+        let diag = bytemuck_diag(&bytes);
+        if diag.status != 0 {
+            return Err(BackendError::Timeout(timeout_report(&diag, &self.plan)));
+        }
+        Ok(())
     }
 
     /// The epoch of GPU `gpu`'s last forward, from the device (the kernel advances it).
@@ -734,11 +750,7 @@ impl CudaLayer {
         let elapsed = Duration::from_secs_f64(
             launched.start.elapsed_ms(&launched.end).map_err(d)? as f64 / 1e3,
         );
-        let diag_bytes = stream.clone_dtoh(&gpu.diag).map_err(d)?;
-        let diag = bytemuck_diag(&diag_bytes);
-        if diag.status != 0 {
-            return Err(BackendError::Timeout(timeout_report(&diag, plan)));
-        }
+        self.diag_status(gpu)?;
         let epoch = self.device_epoch(gpu)?;
         let t = cfg.tokens_per_rank as usize;
         let eb = cfg.dtype.elem_bytes() as u64;
@@ -1004,7 +1016,7 @@ impl Layer for CudaLayer {
             self.stage(gpu, &mine)?;
         }
         let mut launched = Vec::with_capacity(guards.len());
-        for gpu in guards.iter_mut() {
+        for gpu in &guards {
             launched.push(self.launch(gpu, options, false)?);
         }
         let mut ranks = Vec::with_capacity(world);

@@ -37,7 +37,7 @@ use std::time::Duration;
 use cudarc::driver::sys::CUstream;
 use flashdmoe_core::{BackendError, RankRouting};
 
-use super::{CudaLayer, bytemuck_diag, invalid, timeout_report};
+use super::{CudaLayer, invalid};
 use crate::params::Diag;
 
 /// One GPU's part of a device-resident forward.
@@ -144,16 +144,7 @@ impl CudaLayer {
     /// them); the next forward clears the record.
     pub fn device_status(&self) -> Result<(), BackendError> {
         for gpu in &self.gpus {
-            let gpu = gpu.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            let bytes = gpu
-                .device
-                .stream()
-                .clone_dtoh(&gpu.diag)
-                .map_err(|e| BackendError::Device(e.to_string()))?;
-            let diag = bytemuck_diag(&bytes);
-            if diag.status != 0 {
-                return Err(BackendError::Timeout(timeout_report(&diag, &self.plan)));
-            }
+            self.diag_status(&gpu.lock().unwrap_or_else(std::sync::PoisonError::into_inner))?;
         }
         Ok(())
     }
