@@ -14,7 +14,7 @@ use std::time::Duration;
 use flashdmoe_core::{Backend, BackendError, LayerWeights, MoeConfig};
 use flashdmoe_cuda::{CudaBackend, CudaLayer, CudaOptions, DeviceIo, DeviceRouting};
 
-use crate::tensor::{BindError, TensorView, TorchDType};
+use crate::tensor::{BindError, TensorView, TorchDType, check_tokens};
 
 /// Deadline of every wait inside a CUDA forward.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
@@ -82,25 +82,11 @@ pub fn check_io(
 ) -> Result<(u32, u32), BindError> {
     let gpu = x.cuda_index()?;
     for t in [x, out] {
-        if t.cuda_index().ok() != Some(gpu) {
-            return Err(BindError::Device {
-                what: t.what.clone(),
-                found: t.device.clone(),
-                expected: format!("cuda:{gpu} (x's device)"),
-            });
-        }
-        if !t.contiguous {
-            return Err(BindError::NotContiguous { what: t.what.clone() });
-        }
-        t.check_dtype(std::slice::from_ref(dtype))?;
+        on_gpu(t, gpu, dtype)?;
     }
     let tokens = x.check_rows(hidden, "[tokens, hidden]")?;
     out.check_shape(&x.shape, "x's shape")?;
-    let tokens = u32::try_from(tokens)
-        .ok()
-        .filter(|&t| t <= max)
-        .ok_or(BindError::TooManyTokens { tokens, max })?;
-    Ok((gpu, tokens))
+    Ok((gpu, check_tokens(tokens, max)?))
 }
 
 /// Checks a CUDA call's given routing: `topk_ids` int32 and `topk_weights` float32, both
@@ -113,20 +99,25 @@ pub fn check_routing(
     top_k: usize,
 ) -> Result<(), BindError> {
     for (t, dtype) in [(ids, TorchDType::I32), (weights, TorchDType::F32)] {
-        if t.cuda_index().ok() != Some(gpu) {
-            return Err(BindError::Device {
-                what: t.what.clone(),
-                found: t.device.clone(),
-                expected: format!("cuda:{gpu} (x's device)"),
-            });
-        }
-        t.check_dtype(&[dtype])?;
+        on_gpu(t, gpu, &dtype)?;
         t.check_shape(&[tokens, top_k], "[tokens, top_k]")?;
-        if !t.contiguous {
-            return Err(BindError::NotContiguous { what: t.what.clone() });
-        }
     }
     Ok(())
+}
+
+/// Checks that `t` is a contiguous tensor of `dtype` on GPU `gpu` (x's).
+fn on_gpu(t: &TensorView, gpu: u32, dtype: &TorchDType) -> Result<(), BindError> {
+    if t.cuda_index().ok() != Some(gpu) {
+        return Err(BindError::Device {
+            what: t.what.clone(),
+            found: t.device.clone(),
+            expected: format!("cuda:{gpu} (x's device)"),
+        });
+    }
+    if !t.contiguous {
+        return Err(BindError::NotContiguous { what: t.what.clone() });
+    }
+    t.check_dtype(std::slice::from_ref(dtype))
 }
 
 #[cfg(test)]

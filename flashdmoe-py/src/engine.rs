@@ -422,10 +422,7 @@ impl Engine {
         x.view().check_dtype(&[self.torch_dtype()])?;
         let tokens = x.view().check_rows(hidden, "[tokens, hidden]")?;
         let max = self.spec.max_tokens();
-        let tokens = u32::try_from(tokens)
-            .ok()
-            .filter(|&t| t <= max)
-            .ok_or(BindError::TooManyTokens { tokens, max })?;
+        let tokens = crate::tensor::check_tokens(tokens, max)?;
         let out = HostTensor::new("out", out)?;
         out.view().check_dtype(&[self.torch_dtype()])?;
         out.view().check_shape(&x.view().shape, "x's shape")?;

@@ -270,6 +270,12 @@ impl TensorView {
     }
 }
 
+/// `tokens` as the `u32` the layer takes, if at most the layer's `max` (else
+/// [`BindError::TooManyTokens`]).
+pub fn check_tokens(tokens: usize, max: u32) -> Result<u32, BindError> {
+    u32::try_from(tokens).ok().filter(|&t| t <= max).ok_or(BindError::TooManyTokens { tokens, max })
+}
+
 /// Whether `obj` is a `torch.Tensor`.
 pub fn is_tensor(obj: &Bound<'_, PyAny>) -> PyResult<bool> {
     obj.is_instance(&obj.py().import("torch")?.getattr("Tensor")?)
