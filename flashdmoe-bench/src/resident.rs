@@ -33,6 +33,18 @@ struct Io {
     y: CudaSlice<u8>,
 }
 
+impl Io {
+    /// The forward's [`DeviceIo`] on `stream`, routed by the layer's router.
+    fn device(&self, stream: &CudaStream) -> DeviceIo {
+        DeviceIo {
+            x: ptr(&self.x, stream),
+            y: ptr(&self.y, stream),
+            stream: stream.cu_stream(),
+            routing: None,
+        }
+    }
+}
+
 /// Runs the device-resident checks on `layer` (one GPU; `ranks_per_gpu` ranks on it) built
 /// from `config` and `weights`: full batch bitwise against `forward`, a smaller batch against
 /// the oracle, a graph of three forwards replayed `replays` times, and the host time of a call.
@@ -69,12 +81,7 @@ pub fn check(
     }
 
     // 1. The full batch on the caller's stream: bitwise the host path's output.
-    let io = DeviceIo {
-        x: ptr(&ios[0].x, &stream),
-        y: ptr(&ios[0].y, &stream),
-        stream: raw(&stream),
-        routing: None,
-    };
+    let io = ios[0].device(&stream);
     // SAFETY: x and y are this GPU's allocations of [ranks][t][hidden] elements, written /
     // read only in `stream`'s order; the stream is a live stream of GPU 0's primary context.
     unsafe { run_once(layer, t, io, &stream, timeout) }?
@@ -93,12 +100,7 @@ pub fn check(
     let inputs_s: Vec<Vec<f32>> =
         refs[1].0.iter().map(|x| x[..small as usize * config.hidden as usize].to_vec()).collect();
     let io_s = upload(&stream, config, &inputs_s, small)?;
-    let io = DeviceIo {
-        x: ptr(&io_s.x, &stream),
-        y: ptr(&io_s.y, &stream),
-        stream: raw(&stream),
-        routing: None,
-    };
+    let io = io_s.device(&stream);
     // SAFETY: as above, for `small` tokens a rank.
     unsafe { run_once(layer, small, io, &stream, timeout) }?
         .map_err(|e| format!("device forward of {small} tokens: {e}"))?;
@@ -125,12 +127,7 @@ pub fn check(
         .begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED)
         .map_err(|e| format!("begin capture: {e}"))?;
     for io in &ios {
-        let io = DeviceIo {
-            x: ptr(&io.x, &stream),
-            y: ptr(&io.y, &stream),
-            stream: raw(&stream),
-            routing: None,
-        };
+        let io = io.device(&stream);
         // SAFETY: as above; the launches are recorded into the graph, not run.
         unsafe { layer.forward_device(t, &[io], timeout) }.map_err(|e| format!("capture: {e}"))?;
     }
@@ -178,12 +175,7 @@ pub fn check(
     let dweights = stream.clone_htod(&gweights).map_err(|e| e.to_string())?;
     let routing =
         DeviceRouting { experts: ptr(&dexperts, &stream), weights: ptr(&dweights, &stream) };
-    let io = DeviceIo {
-        x: ptr(&ios[0].x, &stream),
-        y: ptr(&ios[0].y, &stream),
-        stream: raw(&stream),
-        routing: Some(routing),
-    };
+    let io = DeviceIo { routing: Some(routing), ..ios[0].device(&stream) };
     // SAFETY: as in part 1; the routing arrays hold [ranks][t][k] u32 / f32 on this GPU.
     unsafe { run_once(layer, t, io, &stream, timeout) }?
         .map_err(|e| format!("routed forward: {e}"))?;
@@ -361,8 +353,4 @@ fn bits(ranks: &[RankOutput]) -> Vec<Vec<u32>> {
 fn ptr(slice: &CudaSlice<u8>, stream: &CudaStream) -> u64 {
     let (p, _sync) = slice.device_ptr(stream);
     p
-}
-
-fn raw(stream: &CudaStream) -> sys::CUstream {
-    stream.cu_stream()
 }
