@@ -68,7 +68,7 @@ pub fn check(
         let inputs = (0..config.world)
             .map(|r| generate_input(config, r, seed))
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| e.to_string())?;
+            .map_err(at("stream"))?;
         let opts = ForwardOptions { trace: false, timeout };
         let out = layer.forward(&inputs, &opts).map_err(|e| format!("forward: {e}"))?;
         let report = verify(config, weights, &inputs, &out.ranks, &VerifyOptions::default())
@@ -104,7 +104,7 @@ pub fn check(
     // SAFETY: as above, for `small` tokens a rank.
     unsafe { run_once(layer, small, io, &stream, timeout) }?
         .map_err(|e| format!("device forward of {small} tokens: {e}"))?;
-    let routing = layer.last_routing(small).map_err(|e| e.to_string())?;
+    let routing = layer.last_routing(small).map_err(at("routing of the small batch"))?;
     let rows = outputs(&stream, config, &io_s.y, small)?;
     let ranks: Vec<RankOutput> = routing
         .into_iter()
@@ -122,12 +122,14 @@ pub fn check(
     parts.push(format!("{small} of {t} tokens: {report}"));
 
     // 3. Three forwards captured into a graph and replayed: epochs advance on the device.
-    stream.synchronize().map_err(|e| e.to_string())?;
+    // The buffers' addresses are taken before the capture: cudarc's `device_ptr` waits on
+    // the buffer's last write event, recorded outside the capture, which would invalidate it.
+    let captured: Vec<DeviceIo> = ios.iter().map(|io| io.device(&stream)).collect();
+    stream.synchronize().map_err(at("synchronize before the capture"))?;
     stream
         .begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED)
         .map_err(|e| format!("begin capture: {e}"))?;
-    for io in &ios {
-        let io = io.device(&stream);
+    for &io in &captured {
         // SAFETY: as above; the launches are recorded into the graph, not run.
         unsafe { layer.forward_device(t, &[io], timeout) }.map_err(|e| format!("capture: {e}"))?;
     }
@@ -139,10 +141,10 @@ pub fn check(
     let start = Instant::now();
     for _ in 0..replays {
         for io in &mut ios {
-            stream.memset_zeros(&mut io.y).map_err(|e| e.to_string())?;
+            stream.memset_zeros(&mut io.y).map_err(at("replay: zero the outputs"))?;
         }
         graph.launch().map_err(|e| format!("replay: {e}"))?;
-        stream.synchronize().map_err(|e| e.to_string())?;
+        stream.synchronize().map_err(at("replay: synchronize"))?;
         layer.device_status().map_err(|e| format!("replay: {e}"))?;
         for (io, (_, want)) in ios.iter().zip(&refs) {
             if outputs(&stream, config, &io.y, t)? != bits(want) {
@@ -171,8 +173,8 @@ pub fn check(
         experts.extend(g.experts.iter().flat_map(|e| e.to_le_bytes()));
         gweights.extend(g.weights.iter().flat_map(|w| w.to_le_bytes()));
     }
-    let dexperts = stream.clone_htod(&experts).map_err(|e| e.to_string())?;
-    let dweights = stream.clone_htod(&gweights).map_err(|e| e.to_string())?;
+    let dexperts = stream.clone_htod(&experts).map_err(at("upload given experts"))?;
+    let dweights = stream.clone_htod(&gweights).map_err(at("upload given weights"))?;
     let routing =
         DeviceRouting { experts: ptr(&dexperts, &stream), weights: ptr(&dweights, &stream) };
     let io = DeviceIo { routing: Some(routing), ..ios[0].device(&stream) };
@@ -182,7 +184,8 @@ pub fn check(
     let got = outputs(&stream, config, &ios[0].y, t)?;
     let mut worst = 0.0f64;
     for ((input, rows), g) in refs[0].0.iter().zip(&got).zip(&given) {
-        let want = reference_rank(config, weights, input, g).map_err(|e| e.to_string())?;
+        let want = reference_rank(config, weights, input, g)
+            .map_err(at("reference of a given routing"))?;
         worst = worst.max(row_error(rows, &want, config.hidden as usize));
     }
     let mut ok = worst <= config.dtype.tolerance();
@@ -209,7 +212,7 @@ pub fn check(
     ));
     let mut bad = experts.clone();
     bad[4..8].copy_from_slice(&config.experts.to_le_bytes()); // token 0, slot 1
-    let dbad = stream.clone_htod(&bad).map_err(|e| e.to_string())?;
+    let dbad = stream.clone_htod(&bad).map_err(at("upload a bad routing"))?;
     let io_bad =
         DeviceIo { routing: Some(DeviceRouting { experts: ptr(&dbad, &stream), ..routing }), ..io };
     // SAFETY: as above.
@@ -236,7 +239,9 @@ pub fn check(
 
     // 5. Host time of one call (no synchronisation), against the kernel's device time.
     let mut host_us = Vec::new();
-    let begin = stream.record_event(None).map_err(|e| e.to_string())?;
+    // Timing events: cudarc's default flags (`None`) disable timing.
+    let timing = Some(sys::CUevent_flags::CU_EVENT_DEFAULT);
+    let begin = stream.record_event(timing).map_err(at("host timing: start event"))?;
     let calls = 50;
     for _ in 0..calls {
         let t0 = Instant::now();
@@ -244,10 +249,11 @@ pub fn check(
         unsafe { layer.forward_device(t, &[io], timeout) }.map_err(|e| format!("timed: {e}"))?;
         host_us.push(t0.elapsed().as_secs_f64() * 1e6);
     }
-    let end = stream.record_event(None).map_err(|e| e.to_string())?;
-    end.synchronize().map_err(|e| e.to_string())?;
+    let end = stream.record_event(timing).map_err(at("host timing: end event"))?;
+    end.synchronize().map_err(at("host timing: synchronize"))?;
     layer.device_status().map_err(|e| format!("timed: {e}"))?;
-    let device_ms = begin.elapsed_ms(&end).map_err(|e| e.to_string())? as f64 / calls as f64;
+    let device_ms =
+        begin.elapsed_ms(&end).map_err(at("host timing: elapsed"))? as f64 / calls as f64;
     host_us.sort_by(f64::total_cmp);
     parts.push(format!(
         "host time a call: median {:.1} us (max {:.1}); device time a forward {:.3} ms back to back",
@@ -274,7 +280,7 @@ unsafe fn run_once(
     // SAFETY: the caller's contract.
     unsafe { layer.forward_device(tokens, &[io], timeout) }
         .map_err(|e| format!("forward_device: {e}"))?;
-    stream.synchronize().map_err(|e| e.to_string())?;
+    stream.synchronize().map_err(at("synchronize"))?;
     Ok(layer.device_status())
 }
 
@@ -353,4 +359,10 @@ fn bits(ranks: &[RankOutput]) -> Vec<Vec<u32>> {
 fn ptr(slice: &CudaSlice<u8>, stream: &CudaStream) -> u64 {
     let (p, _sync) = slice.device_ptr(stream);
     p
+}
+
+/// An error's message prefixed with the step that failed (a driver error alone does not say
+/// which call it came from).
+fn at<E: std::fmt::Display>(step: &'static str) -> impl Fn(E) -> String {
+    move |e| format!("{step}: {e}")
 }

@@ -49,7 +49,10 @@ pub struct DeviceIo {
     /// Device address of the output on this GPU, the input's shape; written by the forward.
     pub y: u64,
     /// The stream the forward runs on, of this GPU's primary context (a PyTorch stream, a
-    /// stream capturing a graph), or null for that context's legacy default stream.
+    /// stream capturing a graph), or null for that context's legacy default stream. To
+    /// capture, take `x`'s and `y`'s addresses before `begin_capture`: cudarc's
+    /// `device_ptr` waits on the buffer's last write event, and waiting on an event recorded
+    /// outside a capture invalidates it (`CUDA_ERROR_STREAM_CAPTURE_INVALIDATED`).
     pub stream: CUstream,
     /// The routing chosen by the caller (the kernel skips its router), or `None`: the layer's
     /// router chooses.
