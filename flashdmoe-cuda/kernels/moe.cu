@@ -49,6 +49,11 @@ extern "C" __global__ void __launch_bounds__(kThreads, 1) fdm_moe_forward(const 
   // host step, so a replayed CUDA graph advances too) and hands it to every block through the
   // control word that make_rank reads: valid from the first grid barrier on, which every use
   // of Rank::epoch follows.
+  if (threadIdx.x == 0) {
+    unsigned long long* last_start =
+        reinterpret_cast<unsigned long long*>(make_rank(p, 0).control() + kLastBlockStart);
+    atomicMax(last_start, now_ns());
+  }
   if (blockIdx.x == 0 && threadIdx.x == 0) {
     const unsigned long long t0 = now_ns();
     const unsigned epoch = fdm_epoch_next(ld_volatile(p->epoch_word));
@@ -71,7 +76,7 @@ extern "C" __global__ void __launch_bounds__(kThreads, 1) fdm_moe_forward(const 
   router_gemm(p, smem);
   grid.sync();
   mark(kRoutedNs);
-  route_chunks(p, reinterpret_cast<unsigned*>(smem));
+  route_chunks(p, smem);
   grid.sync();
   mark(kChosenNs);
   place_chunks(p, reinterpret_cast<unsigned*>(smem));
@@ -93,4 +98,8 @@ extern "C" __global__ void __launch_bounds__(kThreads, 1) fdm_moe_forward(const 
   } else {
     processor(r, role - 1, smem);
   }
+  // Each warp's end: the last one tells how long the kernel ran on after its last task. The
+  // rank is derived again from the block index: keeping `r` (or `local`) live across the
+  // processor's main loop made the mma.sync 128x256 images spill.
+  if (threadIdx.x % 32 == 0) mark_latest(make_rank(p, blockIdx.x / p->blocks_per_rank), kExitNs);
 }

@@ -28,6 +28,8 @@ __device__ void reset_counters(const fdm_params* p) {
     if (gtid == 0) {
       r.control()[kTaskTail] = 0u;
       r.control()[kDispatchedNs] = 0u;
+      r.control()[kStoppedNs] = 0u;
+      r.control()[kExitNs] = 0u;
     }
   }
 }
@@ -57,15 +59,15 @@ __device__ void router_gemm(const fdm_params* p, char* smem) {
 }
 
 /// Steps 1-5 of the router for token t of rank r (one thread; router_math.h): its logits
-/// become its scores, topk_expert / topk_weight and the chunk's shared list (s_topk_row) its
-/// slots.
-__device__ void route_token(const Rank& r, unsigned t, unsigned* s_topk_row) {
+/// `row` (staged in shared memory by route_chunks when they fit, else in place in global
+/// memory) become its scores, topk_expert / topk_weight and the chunk's shared list
+/// (s_topk_row) its slots.
+__device__ void route_token(const Rank& r, unsigned t, float* row, unsigned* s_topk_row) {
   const Elem* rb = reinterpret_cast<const Elem*>(r.p->router_bias);
   const Elem* sb = reinterpret_cast<const Elem*>(r.p->selection_bias);
   unsigned* experts = r.topk_expert() + (unsigned long long)t * kTopK;
-  SpecRouter::route(r.logits() + (unsigned long long)t * kE, [rb](int e) { return to_f32(rb[e]); },
-                    [sb](int e) { return to_f32(sb[e]); }, __uint_as_float(FDM_SCALING_BITS), experts,
-                    r.topk_weight() + (unsigned long long)t * kTopK);
+  SpecRouter::route(row, [rb](int e) { return to_f32(rb[e]); }, [sb](int e) { return to_f32(sb[e]); },
+                    __uint_as_float(FDM_SCALING_BITS), experts, r.topk_weight() + (unsigned long long)t * kTopK);
 #pragma unroll 1
   for (int j = 0; j < kTopK; ++j) s_topk_row[j] = experts[j];
 }
@@ -95,28 +97,81 @@ __device__ void given_token(const Rank& r, unsigned t, unsigned* s_topk_row) {
   }
 }
 
-/// A2: top-k per token and within-chunk positions per expert.
-__device__ void route_chunks(const fdm_params* p, unsigned* s_topk) {
+/// A2's shared memory: the chunk's slots, a running count per expert, and (when they fit
+/// in the block's dynamic shared memory) the chunk's logits. The router math reads each
+/// token's row many times (max, sum, k passes over E): from shared memory that costs ~30
+/// cycles a read, from global memory an L2 round trip each (A2 took 16-17 us at every T before).
+struct RouteSmem {
+  static constexpr int kSlotsBytes = kChunk * kTopK * 4;
+  static constexpr int kCountsBytes = (kE * 4 + 15) / 16 * 16;
+  static constexpr int kLogitsBytes = kChunk * kE * 4;
+  static constexpr bool kStagesLogits = kSlotsBytes + kCountsBytes + kLogitsBytes <= kSmemBytes;
+  unsigned* slots;  // [kChunk][kTopK]: each (token, slot)'s expert
+  unsigned* counts; // [kE]: pairs of the chunk placed so far per expert
+  float* logits;    // [kChunk][kE], or null (not staged)
+  __device__ explicit RouteSmem(char* smem)
+      : slots(reinterpret_cast<unsigned*>(smem)),
+        counts(reinterpret_cast<unsigned*>(smem + kSlotsBytes)),
+        logits(kStagesLogits ? reinterpret_cast<float*>(smem + kSlotsBytes + kCountsBytes) : nullptr) {}
+};
+static_assert(RouteSmem::kSlotsBytes + RouteSmem::kCountsBytes <= kSmemBytes, "A2's slots fit the block");
+
+/// Within-chunk positions, by warp 0: the chunk's `pairs` (token, slot) pairs in order, 32 at a
+/// time; lanes naming the same expert rank among themselves (match.any), on top of that
+/// expert's running count. Position = how many earlier pairs of the chunk chose the same
+/// expert, as core's `routing` counts.
+__device__ void chunk_positions(const Rank& r, unsigned chunk, unsigned pairs, const RouteSmem& sm) {
+  const unsigned lane = threadIdx.x % 32;
+  unsigned* slot_row = r.slot_row() + (unsigned long long)chunk * kChunk * kTopK;
+  for (unsigned base = 0; base < pairs; base += 32) {
+    const unsigned i = base + lane;
+    const bool valid = i < pairs;
+    const unsigned e = valid ? sm.slots[i] : 0xFFFFFFFFu;
+    const unsigned peers = __match_any_sync(0xFFFFFFFFu, e);
+    const unsigned before = __popc(peers & ((1u << lane) - 1u));
+    const unsigned count = valid ? sm.counts[e] : 0u;
+    __syncwarp();  // every lane read its expert's count before the leaders advance them
+    if (valid) {
+      slot_row[i] = count + before;
+      if (lane == 31u - __clz(peers)) sm.counts[e] = count + __popc(peers);
+    }
+    __syncwarp();
+  }
+}
+
+/// A2: top-k per token and within-chunk positions per expert. Not inlined: its register
+/// allocation then stays apart from the processors' (inlined, the SwiGLU 128x128 images
+/// spilled 20 bytes).
+__device__ __noinline__ void route_chunks(const fdm_params* p, char* smem) {
+  const RouteSmem sm(smem);
   const unsigned T = p->tokens;  // this forward's (<= the layout's, the row stride)
   const unsigned chunks = fdm_div_ceil(T, kChunk);
+  const bool given = p->given_experts != 0ull;
   for (unsigned job = blockIdx.x; job < chunks * p->local_ranks; job += gridDim.x) {
     Rank r = make_rank(p, job / chunks);
     const unsigned chunk = job % chunks;
-    const unsigned t = chunk * kChunk + threadIdx.x;
-    if (threadIdx.x < (unsigned)kChunk && t < T) {
-      if (p->given_experts != 0ull) given_token(r, t, s_topk + threadIdx.x * kTopK);
-      else route_token(r, t, s_topk + threadIdx.x * kTopK);
+    const unsigned n = min((unsigned)kChunk, T - chunk * kChunk);
+    for (unsigned e = threadIdx.x; e < (unsigned)kE; e += kThreads) sm.counts[e] = 0u;
+    const float* logits = r.logits() + (unsigned long long)chunk * kChunk * kE;
+    if (RouteSmem::kStagesLogits && !given) {
+      for (unsigned i = threadIdx.x; i < n * kE; i += kThreads) sm.logits[i] = logits[i];
     }
     __syncthreads();
-    // One thread per expert walks the chunk's (token, slot) pairs in token order.
-    const unsigned n = min((unsigned)kChunk, T - chunk * kChunk);
-    for (unsigned e = threadIdx.x; e < (unsigned)kE; e += kThreads) {
-      unsigned count = 0;
-      for (unsigned i = 0; i < n * kTopK; ++i) {
-        if (s_topk[i] == e) r.slot_row()[(chunk * kChunk) * kTopK + i] = count++;
+    const unsigned t = chunk * kChunk + threadIdx.x;
+    if (threadIdx.x < n) {
+      unsigned* s_topk_row = sm.slots + threadIdx.x * kTopK;
+      if (given) {
+        given_token(r, t, s_topk_row);
+      } else {
+        float* row = RouteSmem::kStagesLogits ? sm.logits + threadIdx.x * kE
+                                              : r.logits() + (unsigned long long)t * kE;
+        route_token(r, t, row, s_topk_row);
       }
-      r.chunk_counts()[chunk * kE + e] = count;
     }
+    __syncthreads();
+    if (threadIdx.x < 32) chunk_positions(r, chunk, n * kTopK, sm);
+    __syncthreads();
+    for (unsigned e = threadIdx.x; e < (unsigned)kE; e += kThreads) r.chunk_counts()[chunk * kE + e] = sm.counts[e];
     __syncthreads();
   }
 }
