@@ -49,6 +49,17 @@ __device__ void run_combine(const Rank& r, const fdm_task& t, unsigned lane, Com
   if constexpr (kStaged) {
     for (unsigned i = lane; i < t.valid_rows * kTopK; i += kLanes) slots[i] = combine_slot(r, t, i);
     sync();
+    // Every returned row segment of the tile asked into L2 at once (no registers held): the
+    // loads below then wait on L2, not HBM. A register-held load keeps kIlp x k 16-byte
+    // vectors a thread in flight, ~32 KiB an SM, and a combine task took 6.6 us at T 16384
+    // (docs/dev/perf-notes.md, v10).
+    constexpr unsigned kLines = kBN * sizeof(Elem) / 128;  // 128-byte lines of a row segment
+    static_assert(kBN * sizeof(Elem) % 128 == 0, "whole lines a row segment");
+    const unsigned long long segment = (unsigned long long)t.col_tile * kBN * sizeof(Elem);
+    for (unsigned i = lane; i < t.valid_rows * kTopK * kLines; i += kLanes) {
+      const CombineSlot s = slots[i / kLines];
+      if (s.offset != kNoSlot) prefetch_l2(r.heap + s.offset + segment + (i % kLines) * 128);
+    }
   }
   const unsigned col = t.col_tile * kBN + (lane % kThreadsPerRow) * kVec;
   const unsigned long long col_bytes = (unsigned long long)col * sizeof(Elem);

@@ -71,3 +71,8 @@ struct Deadline {
   __device__ void progress() { last = now_ns(); }
   __device__ bool expired() const { return now_ns() - last > limit; }
 };
+
+/// Asks the 128-byte line holding `p` into L2 (a hint: nothing waits for it).
+__device__ __forceinline__ void prefetch_l2(const void* p) {
+  asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
+}
