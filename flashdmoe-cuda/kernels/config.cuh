@@ -80,11 +80,6 @@ static_assert(kTopK >= 1 && kTopK <= kE, "1 <= top_k <= experts");
 // The router runs in exact f32 when the experts run on TF32: routing decisions and combine
 // weights must not depend on TF32's 10-bit mantissa (its FLOPs are a small share).
 constexpr Mode kRouterMode = kMode == Mode::TF32 ? Mode::F32Exact : kMode;
-// On the Hopper engine the router runs without register-pipelined fragments: with them, ptxas
-// spills in the processors' register-reallocated regions (their allocation interacts).
-using Router = TileGemm<kRouterMode, 64, 64, ModeTraits<kRouterMode>::kBK, 4, 2, 4, 1,
-                        !kHopper && (kRouterMode == Mode::BF16 || kRouterMode == Mode::F16)>;
-static_assert(Router::kThreads == 256, "the router tile runs on 256 threads");
 
 constexpr int cmax(int a, int b) { return a > b ? a : b; }
 
@@ -105,6 +100,14 @@ using Gemm1 = TileGemm<kMode, kBM, kBN, ModeTraits<kMode>::kBK, 4, 2, 4, 1>;
 static_assert(Gemm0::kThreads == kThreads && Gemm1::kThreads == kThreads, "every tile config uses the block's threads");
 constexpr int kTileSmemBytes = cmax(Gemm0::kSmemBytes, Gemm1::kSmemBytes);
 #endif
+
+// The router tile (A1). On the Hopper engine the router runs without register-pipelined
+// fragments: with them, ptxas spills in the processors' register-reallocated regions (their
+// allocation interacts). Eight pipeline stages instead of four did not change A1's time (run
+// 19, docs/dev/perf-notes.md v10): a 64-row job is not bound by the bytes it keeps in flight.
+using Router = TileGemm<kRouterMode, 64, 64, ModeTraits<kRouterMode>::kBK, 4, 2, 4, 1,
+                        !kHopper && (kRouterMode == Mode::BF16 || kRouterMode == Mode::F16)>;
+static_assert(Router::kThreads == 256, "the router tile runs on 256 threads");
 
 /// Dynamic shared memory every block gets (the largest tile config's need).
 constexpr int kSmemBytes = cmax(kTileSmemBytes, Router::kSmemBytes);

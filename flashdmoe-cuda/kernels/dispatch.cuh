@@ -22,7 +22,7 @@ __device__ void raise_dispatch_signal(const Rank& r, unsigned e, unsigned rows) 
       reinterpret_cast<unsigned long long*>(r.heap_of(owner) + fdm_dispatch_signal(&l, r.global, le));
   fence_for(r.p, owner);
   signal_to(r.p, owner, sig, fdm_signal(r.epoch, rows));
-  atomicMax(&r.control()[kDispatchedNs], (unsigned)min(now_ns() - kernel_start(r), 0xFFFFFFFFull));
+  mark_latest(r, kDispatchedNs);
 }
 
 /// Rows one warp copies before it publishes them (one fence, one counter update).

@@ -9,7 +9,8 @@
 
 // Control words in scratch (reset at the start of every forward).
 // Phase marks are nanoseconds since the kernel start (CudaLayer::phase_times reads them):
-// A1 (router) done, A2 (top-k) done, A3 (placement) done, last dispatch signal raised.
+// A1 (router) done, A2 (top-k) done, A3 (placement) done, last dispatch signal raised, every
+// task completed (the scheduler saw the bound), the last warp of the rank's blocks ended.
 enum Control : unsigned {
   kTaskTail = 0,
   kKernelStartLo = 1,
@@ -19,6 +20,12 @@ enum Control : unsigned {
   kPlacedNs = 5,
   kDispatchedNs = 6,
   kEpoch = 7,  // this forward's epoch, from block 0 at the kernel start (moe.cu)
+  kStoppedNs = 8,
+  kExitNs = 9,
+  // Words 10-11: the raw %globaltimer of the latest block start of the launch (a 64-bit
+  // atomicMax; never reset: a later launch's starts are later). Against kKernelStart it says
+  // how long the grid took to start (phase A's first barrier waits for the last block).
+  kLastBlockStart = 10,
 };
 
 /// Everything one rank's code needs, derived from the launch parameters.
@@ -82,6 +89,12 @@ __device__ __forceinline__ Rank make_rank(const fdm_params* p, unsigned local) {
 
 __device__ __forceinline__ unsigned long long kernel_start(const Rank& r) {
   return (unsigned long long)r.control()[kKernelStartLo] | (unsigned long long)r.control()[kKernelStartHi] << 32;
+}
+
+/// Raises control word `word` of rank r to now (ns since the kernel start): the phase marks
+/// that several threads may reach (the latest wins).
+__device__ __forceinline__ void mark_latest(const Rank& r, Control word) {
+  atomicMax(&r.control()[word], (unsigned)min(now_ns() - kernel_start(r), 0xFFFFFFFFull));
 }
 
 // ─── diagnostics ──────────────────────────────────────────────────────────────────────

@@ -81,5 +81,6 @@ __device__ void scheduler(const Rank& r, OsShared& s) {
       return;
     }
   }
+  if (lane == 0) mark_latest(r, kStoppedNs);
   for (unsigned q = lane; q < nproc; q += 32) mailbox_give(r, q, s.assigned[q], kStop);
 }

@@ -160,8 +160,8 @@ fn scratch_layout(
     Ok((layout, cursor.max(256)))
 }
 
-/// Phase A of one rank's forward, in nanoseconds since its GPU's kernel started: marks the
-/// kernel records as it goes (`kernels/heap.cuh`, `Control`).
+/// Where one rank's forward spent its time, in nanoseconds since its GPU's kernel started:
+/// marks the kernel records as it goes (`kernels/heap.cuh`, `Control`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PhaseTimes {
     /// Router GEMM done (A1, after the grid barrier).
@@ -172,6 +172,14 @@ pub struct PhaseTimes {
     pub placed_ns: u32,
     /// The last of this rank's dispatch signals raised (A4 done for this rank's packets).
     pub dispatched_ns: u32,
+    /// Every task of the rank completed: the scheduler hands out the stop words.
+    pub stopped_ns: u32,
+    /// The last warp of the rank's blocks ended (what the kernel ran on after its tasks:
+    /// `exited_ns - stopped_ns`; the rest of a launch's time is the launch itself).
+    pub exited_ns: u32,
+    /// The last block of the launch started (nanoseconds after block 0 did; rank 0's word,
+    /// the same for every rank of the GPU).
+    pub last_block_ns: u64,
 }
 
 /// Device buffers and the loaded kernel of one GPU.
@@ -855,6 +863,9 @@ impl CudaLayer {
         let mut out = Vec::with_capacity(self.plan.config.world as usize);
         for gpu in &self.gpus {
             let gpu = gpu.lock().unwrap_or_else(PoisonError::into_inner);
+            let start = self.kernel_start(&gpu)?;
+            let first = self.control(&gpu, 0)?;
+            let last_block = (first[10] as u64 | (first[11] as u64) << 32).saturating_sub(start);
             for local in 0..self.plan.ranks_per_gpu {
                 let c = self.control(&gpu, local)?;
                 out.push(PhaseTimes {
@@ -862,6 +873,9 @@ impl CudaLayer {
                     chosen_ns: c[4],
                     placed_ns: c[5],
                     dispatched_ns: c[6],
+                    stopped_ns: c[8],
+                    exited_ns: c[9],
+                    last_block_ns: last_block,
                 });
             }
         }
