@@ -26,7 +26,17 @@ enum Control : unsigned {
   // atomicMax; never reset: a later launch's starts are later). Against kKernelStart it says
   // how long the grid took to start (phase A's first barrier waits for the last block).
   kLastBlockStart = 10,
+  // Words 12-13 and 14-15, the same way: the latest block done with its share of the counter
+  // reset, and with its router GEMM jobs (A1 before its grid barrier).
+  kLastResetDone = 12,
+  kLastRouterDone = 14,
 };
+
+/// Raises the 64-bit raw %globaltimer word pair at `word` of rank r's control words to now
+/// (atomicMax: the latest caller wins; no reset needed, a later launch's times are later).
+__device__ __forceinline__ void mark_raw_latest(char* control, unsigned word) {
+  atomicMax(reinterpret_cast<unsigned long long*>(control) + word / 2, now_ns());
+}
 
 /// Everything one rank's code needs, derived from the launch parameters.
 struct Rank {

@@ -49,11 +49,8 @@ extern "C" __global__ void __launch_bounds__(kThreads, 1) fdm_moe_forward(const 
   // host step, so a replayed CUDA graph advances too) and hands it to every block through the
   // control word that make_rank reads: valid from the first grid barrier on, which every use
   // of Rank::epoch follows.
-  if (threadIdx.x == 0) {
-    unsigned long long* last_start =
-        reinterpret_cast<unsigned long long*>(make_rank(p, 0).control() + kLastBlockStart);
-    atomicMax(last_start, now_ns());
-  }
+  char* control0 = reinterpret_cast<char*>(make_rank(p, 0).control());
+  if (threadIdx.x == 0) mark_raw_latest(control0, kLastBlockStart);
   if (blockIdx.x == 0 && threadIdx.x == 0) {
     const unsigned long long t0 = now_ns();
     const unsigned epoch = fdm_epoch_next(ld_volatile(p->epoch_word));
@@ -73,7 +70,9 @@ extern "C" __global__ void __launch_bounds__(kThreads, 1) fdm_moe_forward(const 
     }
   };
   reset_counters(p);
+  if (threadIdx.x == 0) mark_raw_latest(control0, kLastResetDone);
   router_gemm(p, smem);
+  if (threadIdx.x == 0) mark_raw_latest(control0, kLastRouterDone);
   grid.sync();
   mark(kRoutedNs);
   route_chunks(p, smem);

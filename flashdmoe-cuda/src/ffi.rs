@@ -227,6 +227,40 @@ impl DriverApi {
         }
         .result()
     }
+
+    /// `cuLaunchKernel`: a plain launch of one block-shaped grid (no co-residency promise).
+    ///
+    /// # Safety
+    ///
+    /// As [`DriverApi::launch_cooperative`].
+    pub(crate) unsafe fn launch_plain(
+        self,
+        func: cu::CUfunction,
+        grid: u32,
+        block: u32,
+        dynamic_smem: u32,
+        stream: cu::CUstream,
+        param: *const c_void,
+    ) -> Result<(), DriverError> {
+        let mut params = [param.cast_mut()];
+        // SAFETY: as in `launch_cooperative`.
+        unsafe {
+            cu::cuLaunchKernel(
+                func,
+                grid,
+                1,
+                1,
+                block,
+                1,
+                1,
+                dynamic_smem,
+                stream,
+                params.as_mut_ptr(),
+                std::ptr::null_mut(),
+            )
+        }
+        .result()
+    }
 }
 
 /// Proof that the NVRTC library was found (cudarc's NVRTC bindings will not panic).

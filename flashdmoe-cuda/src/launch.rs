@@ -319,6 +319,41 @@ impl Kernel {
         .map_err(driver("cuLaunchCooperativeKernel"))
     }
 
+    /// A plain (not cooperative) launch of `shape` on `stream`, with the same checks of the
+    /// parameter and the grid as [`Kernel::launch_cooperative`]: for [`crate::launch_cost`],
+    /// which times what the cooperative launch itself costs. Nothing else launches plainly.
+    ///
+    /// # Safety
+    ///
+    /// As [`Kernel::launch_cooperative`]; and the kernel must not wait on other blocks (a
+    /// plain launch does not promise that the grid is co-resident).
+    pub(crate) unsafe fn launch_plain<P: bytemuck::Pod>(
+        &self,
+        stream: &CudaStream,
+        shape: LaunchShape,
+        params: &P,
+    ) -> Result<()> {
+        if stream.context().cu_ctx() != self.ctx.cu_ctx() || size_of::<P>() != self.param_bytes {
+            return Err(self.invalid(
+                "a plain launch on another device's stream or with another parameter size".into(),
+            ));
+        }
+        self.ctx.bind_to_thread().map_err(driver("cuCtxSetCurrent"))?;
+        // SAFETY: the function is live, its context current, the stream of that context and
+        // the parameter of the kernel's size (checked); the rest is the caller's contract.
+        unsafe {
+            self.api.launch_plain(
+                self.function.cu_function(),
+                shape.grid,
+                shape.block,
+                self.dynamic_smem,
+                stream.cu_stream(),
+                (params as *const P).cast::<c_void>(),
+            )
+        }
+        .map_err(driver("cuLaunchKernel"))
+    }
+
     /// Zeroes `bytes` at `dst` on a caller's raw `stream` (in its order; a memset node when
     /// the stream captures a graph).
     ///

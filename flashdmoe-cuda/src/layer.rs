@@ -180,6 +180,10 @@ pub struct PhaseTimes {
     /// The last block of the launch started (nanoseconds after block 0 did; rank 0's word,
     /// the same for every rank of the GPU).
     pub last_block_ns: u64,
+    /// The last block done with its share of the counter reset (the same way).
+    pub reset_ns: u64,
+    /// The last block done with its router GEMM jobs, before A1's grid barrier (the same way).
+    pub router_jobs_ns: u64,
 }
 
 /// Device buffers and the loaded kernel of one GPU.
@@ -865,7 +869,9 @@ impl CudaLayer {
             let gpu = gpu.lock().unwrap_or_else(PoisonError::into_inner);
             let start = self.kernel_start(&gpu)?;
             let first = self.control(&gpu, 0)?;
-            let last_block = (first[10] as u64 | (first[11] as u64) << 32).saturating_sub(start);
+            let raw =
+                |w: usize| (first[w] as u64 | (first[w + 1] as u64) << 32).saturating_sub(start);
+            let (last_block, reset, router_jobs) = (raw(10), raw(12), raw(14));
             for local in 0..self.plan.ranks_per_gpu {
                 let c = self.control(&gpu, local)?;
                 out.push(PhaseTimes {
@@ -876,6 +882,8 @@ impl CudaLayer {
                     stopped_ns: c[8],
                     exited_ns: c[9],
                     last_block_ns: last_block,
+                    reset_ns: reset,
+                    router_jobs_ns: router_jobs,
                 });
             }
         }

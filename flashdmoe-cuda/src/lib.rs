@@ -65,6 +65,7 @@ mod ffi;
 pub mod jit;
 pub mod kernels;
 pub mod launch;
+pub mod launch_cost;
 pub mod layer;
 pub mod params;
 mod ptxas;

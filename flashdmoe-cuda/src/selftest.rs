@@ -35,12 +35,23 @@ const HOST_EPOCH: Epoch = Epoch::FIRST.prev();
 
 /// The self-test's compile variant.
 pub(crate) fn variant() -> KernelVariant {
+    variant_with_threads(SELFTEST_THREADS)
+}
+
+/// The self-test kernel compiled for blocks of `threads` threads (`launch_cost` times it at
+/// the MoE kernel's block size).
+pub(crate) fn variant_with_threads(threads: u32) -> KernelVariant {
+    let label = if threads == SELFTEST_THREADS {
+        "selftest".to_string()
+    } else {
+        format!("selftest-{threads}")
+    };
     KernelVariant {
         fallback: None,
         targets: Targets::Portable,
-        label: "selftest".into(),
+        label,
         source: SELFTEST,
-        defines: Defines::new().set("FDM_SELFTEST_THREADS", SELFTEST_THREADS),
+        defines: Defines::new().set("FDM_SELFTEST_THREADS", threads),
     }
 }
 
@@ -48,12 +59,20 @@ pub(crate) fn variant() -> KernelVariant {
 /// same size and offsets).
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
 #[repr(C)]
-struct SelftestParams {
+pub(crate) struct SelftestParams {
     out: u64,
     arrivals: u64,
     timeout_ns: u64,
     smem_words: u32,
     epoch: u32,
+}
+
+impl SelftestParams {
+    /// A launch with nothing to do: no shared memory filled and a zero timeout, so each
+    /// block's thread 0 counts its arrival, looks once, and ends (no block waits for another).
+    pub(crate) fn idle(out: u64, arrivals: u64) -> SelftestParams {
+        SelftestParams { out, arrivals, timeout_ns: 0, smem_words: 0, epoch: HOST_EPOCH.get() }
+    }
 }
 
 const _: () = assert!(size_of::<SelftestParams>() == 32);
