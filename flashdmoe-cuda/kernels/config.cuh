@@ -108,6 +108,12 @@ constexpr int kTileSmemBytes = cmax(Gemm0::kSmemBytes, Gemm1::kSmemBytes);
 using Router = TileGemm<kRouterMode, 64, 64, ModeTraits<kRouterMode>::kBK, 4, 2, 4, 1,
                         !kHopper && (kRouterMode == Mode::BF16 || kRouterMode == Mode::F16)>;
 static_assert(Router::kThreads == 256, "the router tile runs on 256 threads");
+// K parts of a router job (MoeSpec::router_split): partial logits, summed in order in A2.
+#ifndef FDM_ROUTER_SPLIT
+#define FDM_ROUTER_SPLIT 1
+#endif
+constexpr int kRouterSplit = FDM_ROUTER_SPLIT;
+static_assert(kRouterSplit >= 1 && kH % (kRouterSplit * Router::BK) == 0, "whole k-tiles in each router K part");
 
 /// Dynamic shared memory every block gets (the largest tile config's need).
 constexpr int kSmemBytes = cmax(kTileSmemBytes, Router::kSmemBytes);

@@ -34,28 +34,46 @@ __device__ void reset_counters(const fdm_params* p) {
   }
 }
 
-/// A1: logits[t][e] = x[t] . router[e] in f32, on tensor cores.
+/// A1: logits[t][e] = x[t] . router[e] in f32, on tensor cores: with kRouterSplit > 1,
+/// job (row tile, column tile, part) writes partial logits over its K part into array `part`
+/// (A2 sums the parts in order, so the result does not depend on which job ran when).
 __device__ void router_gemm(const fdm_params* p, char* smem) {
   if (p->given_experts != 0ull) return;  // routing given: no logits
   // The tile runs on the block's first Router::kThreads threads (its barrier is named when
   // the block is larger: config.cuh).
   if (threadIdx.x >= (unsigned)Router::kThreads) return;
+  constexpr int kPartK = kH / kRouterSplit;
   const unsigned T = p->tokens;  // this forward's (<= the layout's, the row stride)
   const unsigned row_tiles = fdm_div_ceil(T, Router::BM);
   const unsigned col_tiles = fdm_div_ceil(kE, Router::BN);
-  const unsigned per_rank = row_tiles * col_tiles;
+  const unsigned per_rank = row_tiles * col_tiles * kRouterSplit;
+  const unsigned long long part_stride = (unsigned long long)p->layout.tokens * kE;
   const Elem* router = reinterpret_cast<const Elem*>(p->router);
   for (unsigned job = blockIdx.x; job < per_rank * p->local_ranks; job += gridDim.x) {
     Rank r = make_rank(p, job / per_rank);
-    const unsigned rt = (job % per_rank) / col_tiles, ct = job % col_tiles;
+    const unsigned within = job % per_rank, part = within % kRouterSplit, tile = within / kRouterSplit;
+    const unsigned rt = tile / col_tiles, ct = tile % col_tiles;
     const int rows = (int)fdm_tile_rows(T, rt, Router::BM);
     const int cols = (int)min((unsigned)Router::BN, kE - ct * Router::BN);
     typename Router::Accum acc;
-    Router::gemm(acc, r.x() + (unsigned long long)rt * Router::BM * kH, kH, rows,
-                 router + (unsigned long long)ct * Router::BN * kH, kH, cols, kH, smem);
-    Router::store<float>(acc, r.logits() + (unsigned long long)rt * Router::BM * kE + ct * Router::BN, kE, rows,
-                         cols, smem);
+    Router::gemm(acc, r.x() + (unsigned long long)rt * Router::BM * kH + part * kPartK, kH, rows,
+                 router + (unsigned long long)ct * Router::BN * kH + part * kPartK, kH, cols, kPartK, smem);
+    Router::store<float>(acc, r.logits() + part * part_stride + (unsigned long long)rt * Router::BM * kE + ct * Router::BN,
+                         kE, rows, cols, smem);
   }
+}
+
+/// Token t's logit of expert e: the router jobs' K parts summed in order (one part: as stored).
+__device__ __forceinline__ float summed_logit(const float* logits, unsigned long long part_stride,
+                                              unsigned long long i) {
+  // Every part's load issued before the first add (one L2 round trip, not kRouterSplit).
+  float parts[kRouterSplit];
+#pragma unroll
+  for (int part = 0; part < kRouterSplit; ++part) parts[part] = logits[part * part_stride + i];
+  float v = parts[0];
+#pragma unroll
+  for (int part = 1; part < kRouterSplit; ++part) v += parts[part];
+  return v;
 }
 
 /// Steps 1-5 of the router for token t of rank r (one thread; router_math.h): its logits
@@ -152,9 +170,13 @@ __device__ __noinline__ void route_chunks(const fdm_params* p, char* smem) {
     const unsigned chunk = job % chunks;
     const unsigned n = min((unsigned)kChunk, T - chunk * kChunk);
     for (unsigned e = threadIdx.x; e < (unsigned)kE; e += kThreads) sm.counts[e] = 0u;
-    const float* logits = r.logits() + (unsigned long long)chunk * kChunk * kE;
-    if (RouteSmem::kStagesLogits && !given) {
-      for (unsigned i = threadIdx.x; i < n * kE; i += kThreads) sm.logits[i] = logits[i];
+    float* logits = r.logits() + (unsigned long long)chunk * kChunk * kE;
+    const unsigned long long part_stride = (unsigned long long)p->layout.tokens * kE;
+    if (!given && (RouteSmem::kStagesLogits || kRouterSplit > 1)) {
+      // Staged: the chunk's logits into shared memory; not staged but split: the parts'
+      // sum into part 0 in place, which route_token then reads.
+      float* to = RouteSmem::kStagesLogits ? sm.logits : logits;
+      for (unsigned i = threadIdx.x; i < n * kE; i += kThreads) to[i] = summed_logit(logits, part_stride, i);
     }
     __syncthreads();
     const unsigned t = chunk * kChunk + threadIdx.x;

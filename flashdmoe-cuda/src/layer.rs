@@ -121,6 +121,7 @@ fn scratch_layout(
     capacity: u32,
     max_tasks: u32,
     processors: u32,
+    router_split: u32,
 ) -> Result<(ScratchLayout, u64), BackendError> {
     let (t, e, k) = (config.tokens_per_rank as u64, config.experts as u64, config.top_k as u64);
     let chunks = div_ceil(config.tokens_per_rank, ROUTING_CHUNK) as u64;
@@ -141,7 +142,8 @@ fn scratch_layout(
     };
     let trace_bytes = std::mem::size_of::<TraceRecord>() as u64;
     let layout = ScratchLayout {
-        logits: next("logits", &[t, e, 4])?,
+        // One array of partial logits per K part of the router jobs (MoeSpec::router_split).
+        logits: next("logits", &[router_split as u64, t, e, 4])?,
         topk_expert: next("topk_expert", &[t, k, 4])?,
         topk_weight: next("topk_weight", &[t, k, 4])?,
         slot_row: next("slot_row", &[t, k, 4])?,
@@ -333,7 +335,7 @@ impl Backend for CudaBackend {
             invalid("config", format!("{max_tasks} tasks per rank exceed the u32 task index"))
         })?;
         let (scratch, scratch_bytes) =
-            scratch_layout(config, g.capacity, max_tasks, blocks_per_rank - 1)?;
+            scratch_layout(config, g.capacity, max_tasks, blocks_per_rank - 1, spec.router_split)?;
         let plan = Plan {
             config: config.clone(),
             spec,
@@ -1123,7 +1125,7 @@ mod tests {
             top_k: 3,
             ..MoeConfig::default()
         };
-        let err = scratch_layout(&config, 300, 1000, 131).unwrap_err();
+        let err = scratch_layout(&config, 300, 1000, 131, 1).unwrap_err();
         assert!(err.to_string().contains("logits"), "{err}");
     }
 
@@ -1131,7 +1133,7 @@ mod tests {
     fn scratch_arrays_are_aligned_disjoint_and_in_order() {
         let config =
             MoeConfig { tokens_per_rank: 300, experts: 10, top_k: 3, ..MoeConfig::default() };
-        let (l, total) = scratch_layout(&config, 300, 1000, 131).unwrap();
+        let (l, total) = scratch_layout(&config, 300, 1000, 131, 1).unwrap();
         let starts = [
             l.logits,
             l.topk_expert,
@@ -1163,7 +1165,7 @@ mod tests {
         let config = MoeConfig { world: 2, experts: 8, ..MoeConfig::default() };
         let spec = MoeSpec::for_config(&config, 64);
         let layout = HeapLayout::new(config.geometry(spec.tile).unwrap()).unwrap();
-        let (scratch, scratch_bytes) = scratch_layout(&config, 64, 1024, 63).unwrap();
+        let (scratch, scratch_bytes) = scratch_layout(&config, 64, 1024, 63, 1).unwrap();
         let plan = Plan {
             map: config.expert_map().unwrap(),
             config,

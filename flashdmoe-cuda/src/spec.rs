@@ -217,6 +217,32 @@ pub struct MoeSpec {
     pub tile: TileShape,
     /// The engine that runs the tiles.
     pub engine: TileEngine,
+    /// K parts of a router job (`FDM_ROUTER_SPLIT`, a power of two, 1 = none): A1 runs
+    /// `row tiles x column tiles x router_split` jobs into as many partial logit arrays,
+    /// which A2 sums in a fixed order ([`router_split`]).
+    pub router_split: u32,
+}
+
+/// Rows of a router job (the router tile's BM, config.cuh).
+pub const ROUTER_ROWS: u32 = 64;
+
+/// The K split of a layer's router jobs: a 64x64 router job over K = 2048 takes ~14 µs
+/// whatever T is (docs/dev/perf-notes.md v10), so when a layer's row tiles leave most
+/// processors idle, each job's K is split in two as long as the jobs still fit one wave of
+/// `processors` and each part keeps at least 4 k-steps of `bk`; at most 8 parts. Fixed per
+/// layer (from its `tokens_per_rank`, not a call's tokens), so a token's logits, summed in
+/// the same order, do not depend on how many tokens a call carries.
+pub fn router_split(tokens: u32, experts: u32, hidden: u32, bk: u32, processors: u32) -> u32 {
+    let jobs = u64::from(tokens.div_ceil(ROUTER_ROWS)) * u64::from(experts.div_ceil(64));
+    let mut split = 1u32;
+    while split < 8
+        && jobs * u64::from(split) * 2 <= u64::from(processors)
+        && hidden.is_multiple_of(bk * split * 2)
+        && hidden / (split * 2) >= 4 * bk
+    {
+        split *= 2;
+    }
+    split
 }
 
 /// The widest output tile dividing H and I: 256 (the tile library's fastest, 128x256) unless
@@ -267,6 +293,13 @@ impl MoeSpec {
             top_k: config.top_k,
             tile: TileShape { bm, bn, bk: bk(config.dtype) },
             engine: TileEngine::MmaSync,
+            router_split: router_split(
+                config.tokens_per_rank,
+                config.experts,
+                config.hidden,
+                bk(config.dtype),
+                processors,
+            ),
         }
     }
 
@@ -392,7 +425,8 @@ impl MoeSpec {
             .set("FDM_BM", self.tile.bm)
             .set("FDM_BN", self.tile.bn)
             .set("FDM_SMEM_BYTES", self.smem_bytes())
-            .set("FDM_CHUNK", ROUTING_CHUNK);
+            .set("FDM_CHUNK", ROUTING_CHUNK)
+            .set("FDM_ROUTER_SPLIT", self.router_split);
         match self.engine {
             TileEngine::Wgmma(engine) => engine.defines(defines.set("FDM_ENGINE", 1)),
             TileEngine::MmaSync => defines.set("FDM_ENGINE", 0),
@@ -417,8 +451,12 @@ impl MoeSpec {
             TileEngine::Wgmma(t) => format!("-wgmma-s{}", t.stages),
             TileEngine::MmaSync => String::new(),
         };
+        let split = match self.router_split {
+            1 => String::new(),
+            n => format!("-rs{n}"),
+        };
         format!(
-            "{dtype}-{act}{}{}-H{}-I{}-E{}-k{}-{}x{}{engine}",
+            "{dtype}-{act}{}{}-H{}-I{}-E{}-k{}-{}x{}{engine}{split}",
             if self.bias { "-bias" } else { "" },
             self.router.label(),
             self.hidden,
@@ -499,6 +537,7 @@ pub fn variants() -> Vec<KernelVariant> {
                 top_k,
                 tile: TileShape { bm, bn, bk: bk(dtype) },
                 engine: TileEngine::MmaSync,
+                router_split: 1,
             }
         };
     for dtype in [DType::Bf16, DType::F16, DType::F32, DType::F32Exact] {
@@ -511,6 +550,13 @@ pub fn variants() -> Vec<KernelVariant> {
             }
         }
     }
+    // A small batch's router split into 8 K parts (T = 128 on an H200), both engines.
+    let small = MoeSpec {
+        router_split: 8,
+        ..base(DType::Bf16, Activation::Relu, false, 64, (2048, 2048, 8, 2))
+    };
+    out.push(small.variant());
+    out.extend(small.on_hopper().map(|s| s.variant()));
     // Every real model's router (and gpt-oss's experts) on the paper-grid shape, both
     // engines (core's small model kinds, without their shared experts).
     for (_, model) in presets::small_model_kinds(DType::Bf16) {
@@ -557,6 +603,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn router_jobs_split_k_while_they_fill_less_than_a_wave() {
+        let h200 = H200_PROCESSORS;
+        // The paper layer (H 2048, bf16: k-steps of 64): T128 E8 has 2 jobs, T4096 64,
+        // T16384 256.
+        assert_eq!(router_split(128, 8, 2048, 64, h200), 8);
+        assert_eq!(router_split(4096, 8, 2048, 64, h200), 2);
+        assert_eq!(router_split(16384, 8, 2048, 64, h200), 1);
+        // E 128 doubles the column tiles: T4096 has 128 jobs already.
+        assert_eq!(router_split(4096, 128, 2048, 64, h200), 1);
+        // Each part keeps at least 4 k-steps and divides H: H 512 stops at 2, H 2880 (45
+        // k-steps) is not split.
+        assert_eq!(router_split(128, 8, 512, 64, h200), 2);
+        assert_eq!(router_split(128, 8, 2880, 64, h200), 1);
+        // The label names a split.
+        let config =
+            MoeConfig { tokens_per_rank: 128, hidden: 2048, inter: 2048, ..MoeConfig::default() };
+        let spec = MoeSpec::for_config(&config, h200);
+        assert_eq!(spec.router_split, 8);
+        assert!(spec.label().ends_with("-rs8"), "{}", spec.label());
+    }
+
+    #[test]
     fn smem_fits_an_h200_block_for_every_variant_tile() {
         for dtype in [DType::Bf16, DType::F32] {
             let spec = MoeSpec {
@@ -571,6 +639,7 @@ mod tests {
                 top_k: 2,
                 tile: TileShape { bm: 128, bn: 128, bk: bk(dtype) },
                 engine: TileEngine::MmaSync,
+                router_split: 1,
             };
             // 4 stages x (128 + 2 x 128) rows x 128 B = 192 KiB, within the 227 KiB opt-in.
             assert_eq!(spec.smem_bytes(), 196_608);
