@@ -191,16 +191,19 @@ impl DriverApi {
         unsafe { cu::cuMemsetD8Async(dst, 0, bytes, stream) }.result()
     }
 
-    /// `cuLaunchCooperativeKernel` with a single by-value kernel parameter.
+    /// `cuLaunchCooperativeKernel` (`cooperative`: the grid is co-resident, the driver refuses
+    /// one that cannot be) or `cuLaunchKernel` (a plain launch, no such promise) of a 1-D grid.
     ///
     /// # Safety
     ///
     /// `func` is a live function of a loaded module whose context is current; `stream` belongs
     /// to that context; the kernel takes exactly one parameter whose type has the size and
     /// layout of `*param`, and everything that parameter points to is valid for the kernel's
-    /// whole run.
-    pub(crate) unsafe fn launch_cooperative(
+    /// whole run; a plain launch's kernel does not wait on other blocks.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) unsafe fn launch(
         self,
+        cooperative: bool,
         func: cu::CUfunction,
         grid: u32,
         block: u32,
@@ -209,55 +212,27 @@ impl DriverApi {
         param: *const c_void,
     ) -> Result<(), DriverError> {
         let mut params = [param.cast_mut()];
+        let args = params.as_mut_ptr();
         // SAFETY: the caller upholds this function's contract; `params` holds one pointer to
         // the parameter value, which the driver copies before returning.
         unsafe {
-            cu::cuLaunchCooperativeKernel(
-                func,
-                grid,
-                1,
-                1,
-                block,
-                1,
-                1,
-                dynamic_smem,
-                stream,
-                params.as_mut_ptr(),
-            )
-        }
-        .result()
-    }
-
-    /// `cuLaunchKernel`: a plain launch of one block-shaped grid (no co-residency promise).
-    ///
-    /// # Safety
-    ///
-    /// As [`DriverApi::launch_cooperative`].
-    pub(crate) unsafe fn launch_plain(
-        self,
-        func: cu::CUfunction,
-        grid: u32,
-        block: u32,
-        dynamic_smem: u32,
-        stream: cu::CUstream,
-        param: *const c_void,
-    ) -> Result<(), DriverError> {
-        let mut params = [param.cast_mut()];
-        // SAFETY: as in `launch_cooperative`.
-        unsafe {
-            cu::cuLaunchKernel(
-                func,
-                grid,
-                1,
-                1,
-                block,
-                1,
-                1,
-                dynamic_smem,
-                stream,
-                params.as_mut_ptr(),
-                std::ptr::null_mut(),
-            )
+            if cooperative {
+                cu::cuLaunchCooperativeKernel(
+                    func,
+                    grid,
+                    1,
+                    1,
+                    block,
+                    1,
+                    1,
+                    dynamic_smem,
+                    stream,
+                    args,
+                )
+            } else {
+                let extra = std::ptr::null_mut();
+                cu::cuLaunchKernel(func, grid, 1, 1, block, 1, 1, dynamic_smem, stream, args, extra)
+            }
         }
         .result()
     }

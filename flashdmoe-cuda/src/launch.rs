@@ -307,7 +307,8 @@ impl Kernel {
         // driver reads initialised bytes; the validity of what `params` points to is the
         // caller's contract.
         unsafe {
-            self.api.launch_cooperative(
+            self.api.launch(
+                true,
                 self.function.cu_function(),
                 shape.grid,
                 shape.block,
@@ -342,7 +343,8 @@ impl Kernel {
         // SAFETY: the function is live, its context current, the stream of that context and
         // the parameter of the kernel's size (checked); the rest is the caller's contract.
         unsafe {
-            self.api.launch_plain(
+            self.api.launch(
+                false,
                 self.function.cu_function(),
                 shape.grid,
                 shape.block,
