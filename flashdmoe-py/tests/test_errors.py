@@ -126,3 +126,24 @@ def test_a_group_of_several_ranks_names_issue_14(small, monkeypatch):
         flashdmoe.MoE(**small, group=object())
     monkeypatch.setattr(torch.distributed, "get_world_size", lambda group: 1)
     assert flashdmoe.MoE(**small, group=object())(inputs(2, 64, torch.bfloat16)).shape == (2, 64)
+
+
+def test_a_weight_removed_from_the_module_is_named(layer):
+    name = layer._names[-1]
+    *path, leaf = name.split(".")
+    owner = layer.get_submodule(".".join(path)) if path else layer
+    delattr(owner, leaf)
+    with pytest.raises(AttributeError, match=f"the weight {name} is missing"):
+        layer(inputs(2, 64, torch.bfloat16))
+
+
+def test_a_weight_replaced_by_a_new_parameter_is_the_one_used(layer):
+    x = inputs(3, 64, torch.bfloat16)
+    before = layer(x)
+    name = layer._names[-1]
+    *path, leaf = name.split(".")
+    owner = layer.get_submodule(".".join(path)) if path else layer
+    old = getattr(owner, leaf)
+    setattr(owner, leaf, torch.nn.Parameter(torch.zeros_like(old), requires_grad=False))
+    assert layer._weights()[-1] is getattr(owner, leaf)
+    assert not torch.equal(layer(x), before)
