@@ -6,11 +6,14 @@
 //!
 //! On GPU 0, times empty launches over the whole GPU at 256 and 384 threads a block and
 //! 0 / 64 / 128 / 200 KiB of dynamic shared memory a block (the MoE kernel's Hopper images
-//! use 384 threads and ~190-200 KiB), cooperative and plain, and prints a table of medians.
+//! use 384 threads and ~190-200 KiB), cooperative and plain, and prints a table of medians;
+//! then, at 384 threads and 200 KiB, launches whose grid stores 0-256 MiB as its last act:
+//! the events around each launch against the grid's own span (first block start to last block
+//! end) say whether a launch's end waits for the stores it leaves in flight.
 
 use std::process::ExitCode;
 
-use flashdmoe_cuda::launch_cost::launch_cost;
+use flashdmoe_cuda::launch_cost::{launch_cost, store_drain};
 use flashdmoe_cuda::{Device, Jit};
 
 fn main() -> ExitCode {
@@ -57,6 +60,19 @@ fn main() -> ExitCode {
                     println!("{block:>7} {kib:>9} failed: {e}");
                 }
             }
+        }
+    }
+    println!("\n{:>8} {:>10} {:>10} {:>10}", "MiB", "event us", "span us", "gap us");
+    match store_drain(&jit, &device, 384, 200 * 1024, &[0, 16, 64, 256], launches) {
+        Ok(rows) => {
+            for r in rows {
+                let gap = r.event_us - r.span_us;
+                println!("{:>8} {:>10.1} {:>10.1} {:>10.1}", r.mib, r.event_us, r.span_us, gap);
+            }
+        }
+        Err(e) => {
+            failed = true;
+            println!("store drain failed: {e}");
         }
     }
     if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS }

@@ -27,11 +27,18 @@ struct fdm_selftest_params {
     unsigned long long timeout_ns;  // how long a block waits for the others
     unsigned int smem_words;        // u32 words of dynamic shared memory each block checks
     unsigned int epoch;             // the host's epoch; blocks stamp the next one
+    unsigned long long fill;        // device address of u64[fill_words] the grid writes last (or 0)
+    unsigned long long fill_words;  // (launch_cost: does the end of a launch wait on its stores?)
+    unsigned long long span;        // device address of u64[2]: the earliest block start and the
+                                    // latest block end (%globaltimer; atomicMin/Max), or 0
 };
-static_assert(sizeof(fdm_selftest_params) == 32, "fdm_selftest_params size drifted from Rust");
+static_assert(sizeof(fdm_selftest_params) == 56, "fdm_selftest_params size drifted from Rust");
 FDM_ASSERT_OFFSET(fdm_selftest_params, timeout_ns, 16);
 FDM_ASSERT_OFFSET(fdm_selftest_params, smem_words, 24);
 FDM_ASSERT_OFFSET(fdm_selftest_params, epoch, 28);
+FDM_ASSERT_OFFSET(fdm_selftest_params, fill, 32);
+FDM_ASSERT_OFFSET(fdm_selftest_params, fill_words, 40);
+FDM_ASSERT_OFFSET(fdm_selftest_params, span, 48);
 
 __device__ __forceinline__ unsigned long long fdm_selftest_now() {
     unsigned long long t;
@@ -45,6 +52,8 @@ fdm_selftest(const fdm_selftest_params p) {
     __shared__ unsigned long long block_sum;
     unsigned long long* out = reinterpret_cast<unsigned long long*>(p.out);
     unsigned int* arrivals = reinterpret_cast<unsigned int*>(p.arrivals);
+    unsigned long long* span = reinterpret_cast<unsigned long long*>(p.span);
+    if (span != nullptr && threadIdx.x == 0) atomicMin(&span[0], fdm_selftest_now());
 
     if (threadIdx.x == 0) block_sum = 0;
     for (unsigned int i = threadIdx.x; i < p.smem_words; i += blockDim.x) words[i] = i ^ blockIdx.x;
@@ -67,5 +76,15 @@ fdm_selftest(const fdm_selftest_params p) {
             seen = atomicAdd(arrivals, 0u);
         }
         out[2u * blockIdx.x] = fdm_signal(fdm_epoch_next(p.epoch), seen);
+    }
+    // The grid's last act: fill_words stores, coalesced over all threads.
+    unsigned long long* fill = reinterpret_cast<unsigned long long*>(p.fill);
+    const unsigned long long gthreads = (unsigned long long)gridDim.x * blockDim.x;
+    for (unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x; i < p.fill_words; i += gthreads) {
+        fill[i] = i;
+    }
+    if (span != nullptr) {
+        __syncthreads();
+        if (threadIdx.x == 0) atomicMax(&span[1], fdm_selftest_now());
     }
 }

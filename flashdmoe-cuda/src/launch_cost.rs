@@ -8,7 +8,7 @@
 //! docs/dev/perf-notes.md, v10). This says how much of that any launch of that shape pays.
 
 use cudarc::driver::sys::CUevent_flags;
-use cudarc::driver::{CudaStream, DevicePtrMut};
+use cudarc::driver::{CudaStream, DevicePtr, DevicePtrMut};
 
 use crate::arch::Arch;
 use crate::device::Device;
@@ -46,16 +46,8 @@ pub fn launch_cost(
     smem: u32,
     launches: usize,
 ) -> Result<LaunchCost> {
-    if launches == 0 {
-        return Err(CudaError::InvalidLaunch {
-            entry: "fdm_selftest".into(),
-            reason: "launches: at least one launch to time".into(),
-        });
-    }
-    let arch = Arch::for_device(device.gpu().cc);
-    let compiled = jit.compile_variant(&variant_with_threads(block), arch)?;
-    let kernel = Kernel::load(device, &compiled.cubin, smem)?;
-    let shape = kernel.cooperative_shape(block)?;
+    check_launches(launches)?;
+    let (kernel, shape) = load(jit, device, block, smem)?;
     let stream = device.stream();
     let mut out =
         stream.alloc_zeros::<u64>(2 * shape.grid as usize).map_err(driver("cuMemAllocAsync"))?;
@@ -108,4 +100,100 @@ pub fn launch_cost(
         plain_us,
         plain_back_to_back_us,
     })
+}
+
+/// What the end of a launch costs when its grid's last act is `mib` MiB of stores: the events
+/// around the launch against the grid's own span (first block start to last block end, after
+/// its stores were issued), medians over the launches.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StoreDrain {
+    /// MiB the grid stores last.
+    pub mib: u64,
+    /// Events around one cooperative launch (µs).
+    pub event_us: f64,
+    /// First block start to last block end, `%globaltimer` (µs).
+    pub span_us: f64,
+}
+
+/// Times `launches` cooperative launches of the empty kernel (as [`launch_cost`]) that end by
+/// storing each of `mib` MiB, against the grid's own span: whether the time between a grid's
+/// last instruction and the end of its launch grows with the stores it leaves in flight.
+pub fn store_drain(
+    jit: &Jit,
+    device: &Device,
+    block: u32,
+    smem: u32,
+    mib: &[u64],
+    launches: usize,
+) -> Result<Vec<StoreDrain>> {
+    check_launches(launches)?;
+    let (kernel, shape) = load(jit, device, block, smem)?;
+    let stream = device.stream();
+    let largest = mib.iter().copied().max().unwrap_or(0) << 17; // u64 words
+    let mut fill =
+        stream.alloc_zeros::<u64>(largest.max(1) as usize).map_err(driver("cuMemAllocAsync"))?;
+    let mut out =
+        stream.alloc_zeros::<u64>(2 * shape.grid as usize).map_err(driver("cuMemAllocAsync"))?;
+    let mut arrivals = stream.alloc_zeros::<u32>(1).map_err(driver("cuMemAllocAsync"))?;
+    let mut span = stream.alloc_zeros::<u64>(2).map_err(driver("cuMemAllocAsync"))?;
+    let timing = Some(CUevent_flags::CU_EVENT_DEFAULT);
+    let mut rows = Vec::with_capacity(mib.len());
+    for &m in mib {
+        let (mut events, mut spans) = (Vec::with_capacity(launches), Vec::with_capacity(launches));
+        for i in 0..launches + 3 {
+            stream.memcpy_htod(&[u64::MAX, 0], &mut span).map_err(driver("cuMemcpyHtoDAsync"))?;
+            let start = stream.record_event(timing).map_err(driver("cuEventRecord"))?;
+            {
+                let (out_ptr, _o) = out.device_ptr_mut(stream);
+                let (arrivals_ptr, _a) = arrivals.device_ptr_mut(stream);
+                let (fill_ptr, _f) = fill.device_ptr_mut(stream);
+                let (span_ptr, _s) = span.device_ptr(stream);
+                let params = SelftestParams::idle(out_ptr, arrivals_ptr).storing(
+                    fill_ptr,
+                    m << 17,
+                    span_ptr,
+                );
+                // SAFETY: as in `launch_cost`; `fill` holds at least `m << 17` words and `span`
+                // two, all live until the synchronisation below.
+                unsafe { kernel.launch_cooperative(stream, shape, &params) }?;
+            }
+            let end = stream.record_event(timing).map_err(driver("cuEventRecord"))?;
+            end.synchronize().map_err(driver("cuEventSynchronize"))?;
+            let s = stream.clone_dtoh(&span).map_err(driver("cuMemcpyDtoHAsync"))?;
+            if i >= 3 {
+                events.push(
+                    f64::from(start.elapsed_ms(&end).map_err(driver("cuEventElapsedTime"))?) * 1e3,
+                );
+                spans.push(s[1].saturating_sub(s[0]) as f64 / 1e3);
+            }
+        }
+        events.sort_by(f64::total_cmp);
+        spans.sort_by(f64::total_cmp);
+        rows.push(StoreDrain {
+            mib: m,
+            event_us: events[launches / 2],
+            span_us: spans[launches / 2],
+        });
+    }
+    Ok(rows)
+}
+
+fn check_launches(launches: usize) -> Result<()> {
+    if launches == 0 {
+        return Err(CudaError::InvalidLaunch {
+            entry: "fdm_selftest".into(),
+            reason: "launches: at least one launch to time".into(),
+        });
+    }
+    Ok(())
+}
+
+/// The self-test kernel for `block` threads, loaded with `smem` bytes of dynamic shared memory,
+/// and its whole-GPU cooperative grid.
+fn load(jit: &Jit, device: &Device, block: u32, smem: u32) -> Result<(Kernel, LaunchShape)> {
+    let arch = Arch::for_device(device.gpu().cc);
+    let compiled = jit.compile_variant(&variant_with_threads(block), arch)?;
+    let kernel = Kernel::load(device, &compiled.cubin, smem)?;
+    let shape = kernel.cooperative_shape(block)?;
+    Ok((kernel, shape))
 }

@@ -65,17 +65,35 @@ pub(crate) struct SelftestParams {
     timeout_ns: u64,
     smem_words: u32,
     epoch: u32,
+    fill: u64,
+    fill_words: u64,
+    span: u64,
 }
 
 impl SelftestParams {
     /// A launch with nothing to do: no shared memory filled and a zero timeout, so each
     /// block's thread 0 counts its arrival, looks once, and ends (no block waits for another).
     pub(crate) fn idle(out: u64, arrivals: u64) -> SelftestParams {
-        SelftestParams { out, arrivals, timeout_ns: 0, smem_words: 0, epoch: HOST_EPOCH.get() }
+        SelftestParams {
+            out,
+            arrivals,
+            timeout_ns: 0,
+            smem_words: 0,
+            epoch: HOST_EPOCH.get(),
+            fill: 0,
+            fill_words: 0,
+            span: 0,
+        }
+    }
+
+    /// The same, writing `words` u64 words at `fill` as its last act, and recording its first
+    /// block start and last block end at `span` (two u64: set to u64::MAX and 0 before).
+    pub(crate) fn storing(self, fill: u64, words: u64, span: u64) -> SelftestParams {
+        SelftestParams { fill, fill_words: words, span, ..self }
     }
 }
 
-const _: () = assert!(size_of::<SelftestParams>() == 32);
+const _: () = assert!(size_of::<SelftestParams>() == 56);
 
 /// What a passing self-test ran.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -115,6 +133,9 @@ pub fn run_selftest(jit: &Jit, device: &Device) -> Result<SelftestReport> {
             timeout_ns: TIMEOUT_NS,
             smem_words: SELFTEST_SMEM_BYTES / 4,
             epoch: HOST_EPOCH.get(),
+            fill: 0,
+            fill_words: 0,
+            span: 0,
         };
         // SAFETY: `SelftestParams` mirrors `fdm_selftest_params` (pinned by static_asserts on
         // both sides); `out` holds the 2 * grid words and `arrivals` the one counter the kernel
