@@ -243,6 +243,22 @@ impl Kernel {
         shape: LaunchShape,
         params: &P,
     ) -> Result<()> {
+        // SAFETY: the caller's contract is this function's.
+        unsafe { self.launch_on(true, stream, shape, params) }
+    }
+
+    /// [`Kernel::launch_checked`] on a cudarc stream, checked to be of this kernel's device.
+    ///
+    /// # Safety
+    ///
+    /// As [`Kernel::launch_checked`].
+    unsafe fn launch_on<P: bytemuck::Pod>(
+        &self,
+        cooperative: bool,
+        stream: &CudaStream,
+        shape: LaunchShape,
+        params: &P,
+    ) -> Result<()> {
         if stream.context().cu_ctx() != self.ctx.cu_ctx() {
             return Err(self.invalid(format!(
                 "the stream belongs to device {}, the kernel to device {}",
@@ -252,7 +268,7 @@ impl Kernel {
         }
         // SAFETY: `stream` is a live cudarc stream of this kernel's context (checked); the
         // parameter contract is the caller's.
-        unsafe { self.launch_cooperative_raw(stream.cu_stream(), shape, params) }
+        unsafe { self.launch_checked(cooperative, stream.cu_stream(), shape, params) }
     }
 
     /// [`Kernel::launch_cooperative`] on a caller's raw stream handle (a PyTorch stream, a
@@ -263,6 +279,24 @@ impl Kernel {
     /// As [`Kernel::launch_cooperative`], and `stream` is a live stream handle.
     pub unsafe fn launch_cooperative_raw<P: bytemuck::Pod>(
         &self,
+        stream: cudarc::driver::sys::CUstream,
+        shape: LaunchShape,
+        params: &P,
+    ) -> Result<()> {
+        // SAFETY: the caller's contract is this function's.
+        unsafe { self.launch_checked(true, stream, shape, params) }
+    }
+
+    /// The checks and the driver call of [`Kernel::launch_cooperative_raw`] and
+    /// [`Kernel::launch_plain`].
+    ///
+    /// # Safety
+    ///
+    /// As [`Kernel::launch_cooperative_raw`]; a plain launch's kernel does not wait on other
+    /// blocks.
+    unsafe fn launch_checked<P: bytemuck::Pod>(
+        &self,
+        cooperative: bool,
         stream: cudarc::driver::sys::CUstream,
         shape: LaunchShape,
         params: &P,
@@ -308,7 +342,7 @@ impl Kernel {
         // caller's contract.
         unsafe {
             self.api.launch(
-                true,
+                cooperative,
                 self.function.cu_function(),
                 shape.grid,
                 shape.block,
@@ -317,11 +351,15 @@ impl Kernel {
                 (params as *const P).cast::<c_void>(),
             )
         }
-        .map_err(driver("cuLaunchCooperativeKernel"))
+        .map_err(driver(if cooperative {
+            "cuLaunchCooperativeKernel"
+        } else {
+            "cuLaunchKernel"
+        }))
     }
 
-    /// A plain (not cooperative) launch of `shape` on `stream`, with the same checks of the
-    /// parameter and the grid as [`Kernel::launch_cooperative`]: for [`crate::launch_cost`],
+    /// A plain (not cooperative) launch of `shape` on `stream`, with the checks of
+    /// [`Kernel::launch_cooperative`] (the grid within the co-resident maximum): for [`crate::launch_cost`],
     /// which times what the cooperative launch itself costs. Nothing else launches plainly.
     ///
     /// # Safety
@@ -334,26 +372,8 @@ impl Kernel {
         shape: LaunchShape,
         params: &P,
     ) -> Result<()> {
-        if stream.context().cu_ctx() != self.ctx.cu_ctx() || size_of::<P>() != self.param_bytes {
-            return Err(self.invalid(
-                "a plain launch on another device's stream or with another parameter size".into(),
-            ));
-        }
-        self.ctx.bind_to_thread().map_err(driver("cuCtxSetCurrent"))?;
-        // SAFETY: the function is live, its context current, the stream of that context and
-        // the parameter of the kernel's size (checked); the rest is the caller's contract.
-        unsafe {
-            self.api.launch(
-                false,
-                self.function.cu_function(),
-                shape.grid,
-                shape.block,
-                self.dynamic_smem,
-                stream.cu_stream(),
-                (params as *const P).cast::<c_void>(),
-            )
-        }
-        .map_err(driver("cuLaunchKernel"))
+        // SAFETY: the caller's contract is this function's.
+        unsafe { self.launch_on(false, stream, shape, params) }
     }
 
     /// Zeroes `bytes` at `dst` on a caller's raw `stream` (in its order; a memset node when
