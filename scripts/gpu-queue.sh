@@ -5,7 +5,7 @@
 #   cargo build --release -p flashdmoe-bench --bin gpu-check && mkdir -p .carry && cp target/release/gpu-check .carry/
 #   python3 -m maturin build -m flashdmoe-py/Cargo.toml --profile wheel -o .carry/whl   # optional: the PyTorch package
 # then, with `.carry` carried: `bash scripts/gpu-queue.sh`. ONLY=a,b runs the phases whose names
-# contain a or b (resident, quick, python, binding, paper).
+# contain a or b (resident, quick, python, binding, paper, launch).
 set -u -o pipefail
 out=${OUT:-gpu-queue-out}; w=$(mktemp -d); mkdir -p "$out"
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
@@ -35,6 +35,9 @@ if ls .carry/whl/*.whl >/dev/null 2>&1; then
   phase binding 60 python3 flashdmoe-py/benchmarks/binding.py --tokens 4096 --out "$w/binding.json"
 fi
 phase paper 60 .carry/gpu-check --only paper-t128-e8,paper-t4096-e8,paper-t16384-e8 --json "$w/paper.jsonl"
+# What a launch costs by itself (perf-notes v10), when built: cargo build --release -p
+# flashdmoe-cuda --example launch-cost && cp target/release/examples/launch-cost .carry/
+if [ -x .carry/launch-cost ]; then phase launch 30 .carry/launch-cost --launches 30; fi
 cp "$w/summary.txt" "$out/" 2>/dev/null
 for f in "$w"/*.log; do grep -E '^\[FAIL\]|FAILED|panicked' "$f" | head -5 | cut -c1-600; done
 grep -h -E '^\[ok\] device-resident' "$w"/resident.log 2>/dev/null | cut -c1-1500

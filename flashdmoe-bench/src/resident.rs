@@ -264,6 +264,46 @@ pub fn check(
     Ok(ResidentReport { passed, detail: parts.join("; ") })
 }
 
+/// What a model's back-to-back calls see: the device time of one full-batch forward when
+/// `calls` device-resident forwards queue on one stream with no host work between them (the
+/// host path's timings include the gaps its uploads leave: docs/dev/perf-notes.md v10), and
+/// whether the last one's output is bitwise `host`'s (the host path's forward of the same
+/// inputs). `None` when the layer spans several GPUs.
+pub fn back_to_back(
+    layer: &CudaLayer,
+    config: &MoeConfig,
+    inputs: &[Vec<f32>],
+    host: &[RankOutput],
+    calls: usize,
+) -> Result<Option<(f64, bool)>, String> {
+    if config.world != layer.ranks_per_gpu() || calls == 0 {
+        return Ok(None);
+    }
+    let ctx = CudaContext::new(0).map_err(at("context"))?;
+    let stream = ctx.new_stream().map_err(at("stream"))?;
+    let t = config.tokens_per_rank;
+    let timeout = Duration::from_secs(5);
+    let io = upload(&stream, config, inputs, t)?;
+    let dio = io.device(&stream);
+    let timing = Some(sys::CUevent_flags::CU_EVENT_DEFAULT);
+    for _ in 0..3 {
+        // SAFETY: `io` holds every local rank's `t` rows on GPU 0 in the layer's dtype, used
+        // only on `stream`, and lives until the synchronisation below.
+        unsafe { layer.forward_device(t, &[dio], timeout) }.map_err(at("back to back: warm-up"))?;
+    }
+    let begin = stream.record_event(timing).map_err(at("back to back: start event"))?;
+    for _ in 0..calls {
+        // SAFETY: as above.
+        unsafe { layer.forward_device(t, &[dio], timeout) }.map_err(at("back to back"))?;
+    }
+    let end = stream.record_event(timing).map_err(at("back to back: end event"))?;
+    end.synchronize().map_err(at("back to back: synchronize"))?;
+    layer.device_status().map_err(at("back to back"))?;
+    let ms = begin.elapsed_ms(&end).map_err(at("back to back: elapsed"))? as f64 / calls as f64;
+    let same = outputs(&stream, config, &io.y, t)? == bits(host);
+    Ok(Some((ms, same)))
+}
+
 /// Queues one forward of `tokens` tokens on `io`, waits for its stream and returns the layer's
 /// status (`Err` of the outer result: the call or the wait failed).
 ///

@@ -241,6 +241,19 @@ fn run_case(case: &Case, iters: usize, device: &str) -> Result<Outcome, String> 
             ok = false;
             detail.push_str(&format!("; after timing: {again}"));
         }
+        // The same layer's forwards queued back to back on the device, as a model runs them.
+        match flashdmoe_bench::resident::back_to_back(&layer, c, &inputs, &last.ranks, iters)? {
+            Some((ms, true)) => detail.push_str(&format!(
+                "; device-resident back to back {ms:.3} ms a forward (output bitwise = host path)"
+            )),
+            Some((ms, false)) => {
+                ok = false;
+                detail.push_str(&format!(
+                    "; device-resident back to back {ms:.3} ms a forward: output DIFFERS from the host path"
+                ));
+            }
+            None => {}
+        }
         // Median and spread as the benchmark harness and the baselines compute them; the
         // floor from the experts this forward touched (docs/performance.md, core's `perf`).
         let summary = TimeSummary::of(&times).ok_or("no valid timed forwards")?;
