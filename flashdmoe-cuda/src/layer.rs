@@ -1161,6 +1161,21 @@ mod tests {
     }
 
     #[test]
+    fn the_logits_hold_one_array_per_router_k_part() {
+        // The kernel's A1 writes part `s` at `s * tokens_per_rank * E` floats (route.cuh), so
+        // the scratch must hold `router_split` whole arrays before the next one starts.
+        let config =
+            MoeConfig { tokens_per_rank: 300, experts: 10, top_k: 3, ..MoeConfig::default() };
+        for split in [1u32, 2, 8] {
+            let (l, _) = scratch_layout(&config, 300, 1000, 131, split).unwrap();
+            assert!(l.topk_expert - l.logits >= u64::from(split) * 300 * 10 * 4, "split {split}");
+        }
+        let (one, total_one) = scratch_layout(&config, 300, 1000, 131, 1).unwrap();
+        let (eight, total_eight) = scratch_layout(&config, 300, 1000, 131, 8).unwrap();
+        assert_eq!(eight.topk_expert - one.topk_expert, total_eight - total_one);
+    }
+
+    #[test]
     fn timeout_reports_name_the_role_and_what_it_waited_for() {
         let config = MoeConfig { world: 2, experts: 8, ..MoeConfig::default() };
         let spec = MoeSpec::for_config(&config, 64);
