@@ -46,6 +46,33 @@ pub enum CudaError {
         minor: u32,
     },
 
+    /// No NCCL library could be loaded (one process per GPU needs it; one process does not).
+    #[error(
+        "NCCL (libnccl.so) was not found: the loader looks for libnccl.so, while the pip wheel \
+         ships only libnccl.so.2; run `eval \"$(scripts/install-nccl.sh)\"`, which links it into \
+         a directory and puts that on LD_LIBRARY_PATH"
+    )]
+    NcclMissing,
+
+    /// The loaded NCCL is older than the first release whose windows give peer pointers.
+    #[error(
+        "NCCL {found} is too old: NCCL 2.28 or newer is required (its symmetric memory windows; \
+         2.28.9 is what the GPU machines' PyTorch ships)"
+    )]
+    NcclTooOld {
+        /// The loaded version, `major.minor.patch`.
+        found: String,
+    },
+
+    /// An NCCL call failed.
+    #[error("NCCL call {op} failed: {message}")]
+    Nccl {
+        /// The NCCL operation (e.g. `"ncclGetVersion"`).
+        op: &'static str,
+        /// NCCL's result code.
+        message: String,
+    },
+
     /// The CUDA headers NVRTC needs (`cuda_fp16.h`, `cuda_bf16.h`, ...) were not found.
     #[error(
         "CUDA headers not found: {path} is not a directory; set FLASHDMOE_CUDA_HOME to a \

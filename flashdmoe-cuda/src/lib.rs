@@ -67,6 +67,7 @@ pub mod kernels;
 pub mod launch;
 pub mod launch_cost;
 pub mod layer;
+pub mod nccl;
 pub mod params;
 mod ptxas;
 pub mod selftest;

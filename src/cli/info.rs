@@ -48,6 +48,12 @@ pub(super) fn info(args: &ConfigArgs) -> Result<(), CliError> {
         Err(e) => format!("NVRTC not usable: {e}"),
     };
     println!("        {nvrtc}");
+    // One process per GPU (issue 14) will bootstrap its heap through NCCL; not built yet.
+    let nccl = match flashdmoe::cuda::nccl::nccl_version() {
+        Ok(v) => format!("NCCL {v} found (for one process per GPU, not yet built: issue 14)"),
+        Err(e) => format!("NCCL not usable (only one process per GPU needs it): {e}"),
+    };
+    println!("        {nccl}");
     if let Some(c) = layer {
         println!("\nlayer (from the flags):");
         println!("{}", run_summary::config(&c));
