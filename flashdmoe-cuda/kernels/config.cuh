@@ -108,6 +108,9 @@ constexpr int kTileSmemBytes = cmax(Gemm0::kSmemBytes, Gemm1::kSmemBytes);
 using Router = TileGemm<kRouterMode, 64, 64, ModeTraits<kRouterMode>::kBK, 4, 2, 4, 1,
                         !kHopper && (kRouterMode == Mode::BF16 || kRouterMode == Mode::F16)>;
 static_assert(Router::kThreads == 256, "the router tile runs on 256 threads");
+#ifdef FDM_ROUTER_ROWS
+static_assert(Router::BM == FDM_ROUTER_ROWS, "spec.rs ROUTER_ROWS: the rows of a router job");
+#endif
 // K parts of a router job (MoeSpec::router_split): partial logits, summed in order in A2.
 #ifndef FDM_ROUTER_SPLIT
 #define FDM_ROUTER_SPLIT 1

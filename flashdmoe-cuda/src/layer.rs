@@ -97,6 +97,11 @@ fn invalid(what: &'static str, reason: String) -> BackendError {
     BackendError::InvalidInput { what, reason }
 }
 
+/// The 64-bit value of control words `i` (low) and `i + 1` (high) (`kernels/heap.cuh`).
+fn word_pair(control: &[u32], i: usize) -> u64 {
+    control[i] as u64 | (control[i + 1] as u64) << 32
+}
+
 fn u32s(bytes: &[u8]) -> Vec<u32> {
     bytes.chunks_exact(4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
 }
@@ -860,8 +865,7 @@ impl CudaLayer {
 
     /// `%globaltimer` at the launch of GPU `gpu`'s last forward.
     fn kernel_start(&self, gpu: &Gpu) -> Result<u64, BackendError> {
-        let control = self.control(gpu, 0)?;
-        Ok(control[1] as u64 | (control[2] as u64) << 32)
+        Ok(word_pair(&self.control(gpu, 0)?, 1))
     }
 
     /// Where the last forward's phase A time went, per rank (see [`PhaseTimes`]).
@@ -869,11 +873,11 @@ impl CudaLayer {
         let mut out = Vec::with_capacity(self.plan.config.world as usize);
         for gpu in &self.gpus {
             let gpu = gpu.lock().unwrap_or_else(PoisonError::into_inner);
-            let start = self.kernel_start(&gpu)?;
+            // Rank 0's words hold the GPU's kernel start and the raw-timer maxima.
             let first = self.control(&gpu, 0)?;
-            let raw =
-                |w: usize| (first[w] as u64 | (first[w + 1] as u64) << 32).saturating_sub(start);
-            let (last_block, reset, router_jobs) = (raw(10), raw(12), raw(14));
+            let since_start = |w: usize| word_pair(&first, w).saturating_sub(word_pair(&first, 1));
+            let (last_block, reset, router_jobs) =
+                (since_start(10), since_start(12), since_start(14));
             for local in 0..self.plan.ranks_per_gpu {
                 let c = self.control(&gpu, local)?;
                 out.push(PhaseTimes {

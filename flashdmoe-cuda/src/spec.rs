@@ -223,7 +223,8 @@ pub struct MoeSpec {
     pub router_split: u32,
 }
 
-/// Rows of a router job (the router tile's BM, config.cuh).
+/// Rows of a router job: the router tile's BM (`FDM_ROUTER_ROWS`; config.cuh asserts its
+/// tile has them).
 pub const ROUTER_ROWS: u32 = 64;
 
 /// The K split of a layer's router jobs: a 64x64 router job over K = 2048 takes ~14 µs
@@ -381,7 +382,7 @@ impl MoeSpec {
         };
         let gated = if self.activation.is_gated() { 2 } else { 1 };
         let (bm, bn) = (self.tile.bm, self.tile.bn);
-        let router = tile(64, 64, 1);
+        let router = tile(ROUTER_ROWS, 64, 1);
         // A combine task on the Hopper engine stages its slots (16 bytes per row and expert of
         // the token tile; combine.cuh).
         let slots = bm * self.top_k * 16;
@@ -426,7 +427,8 @@ impl MoeSpec {
             .set("FDM_BN", self.tile.bn)
             .set("FDM_SMEM_BYTES", self.smem_bytes())
             .set("FDM_CHUNK", ROUTING_CHUNK)
-            .set("FDM_ROUTER_SPLIT", self.router_split);
+            .set("FDM_ROUTER_SPLIT", self.router_split)
+            .set("FDM_ROUTER_ROWS", ROUTER_ROWS);
         match self.engine {
             TileEngine::Wgmma(engine) => engine.defines(defines.set("FDM_ENGINE", 1)),
             TileEngine::MmaSync => defines.set("FDM_ENGINE", 0),
