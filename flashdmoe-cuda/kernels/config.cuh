@@ -103,8 +103,8 @@ constexpr int kTileSmemBytes = cmax(Gemm0::kSmemBytes, Gemm1::kSmemBytes);
 
 // The router tile (A1). On the Hopper engine the router runs without register-pipelined
 // fragments: with them, ptxas spills in the processors' register-reallocated regions (their
-// allocation interacts). Eight pipeline stages instead of four did not change A1's time (run
-// 19, docs/dev/perf-notes.md v10): a 64-row job is not bound by the bytes it keeps in flight.
+// allocation interacts). Eight pipeline stages instead of four did not change A1's time (runs
+// 18-19, docs/dev/perf-notes.md v10): a 64-row job is not bound by the bytes it keeps in flight.
 using Router = TileGemm<kRouterMode, 64, 64, ModeTraits<kRouterMode>::kBK, 4, 2, 4, 1,
                         !kHopper && (kRouterMode == Mode::BF16 || kRouterMode == Mode::F16)>;
 static_assert(Router::kThreads == 256, "the router tile runs on 256 threads");
