@@ -5,7 +5,7 @@
 #   cargo build --release -p flashdmoe-bench --bin gpu-check && mkdir -p .carry && cp target/release/gpu-check .carry/
 #   python3 -m maturin build -m flashdmoe-py/Cargo.toml --profile wheel -o .carry/whl   # optional: the PyTorch package
 # then, with `.carry` carried: `bash scripts/gpu-queue.sh`. ONLY=a,b runs the phases whose names
-# contain a or b (resident, quick, python, binding, paper, launch).
+# contain a or b (resident, quick, python, binding, paper, launch, nccl).
 set -u -o pipefail
 out=${OUT:-gpu-queue-out}; w=$(mktemp -d); mkdir -p "$out"
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
@@ -38,8 +38,12 @@ phase paper 60 .carry/gpu-check --only paper-t128-e8,paper-t4096-e8,paper-t16384
 # What a launch costs by itself (perf-notes v10), when built: cargo build --release -p
 # flashdmoe-cuda --example launch-cost && cp target/release/examples/launch-cost .carry/
 if [ -x .carry/launch-cost ]; then phase launch 30 .carry/launch-cost --launches 30; fi
+# NCCL found through PyTorch's wheel (docs/dev/process-model.md), when the CLI is carried.
+if [ -x .carry/flashdmoe ]; then phase nccl 10 bash -c 'eval "$(scripts/install-nccl.sh)" && .carry/flashdmoe info'; fi
 cp "$w/summary.txt" "$out/" 2>/dev/null
 for f in "$w"/*.log; do grep -E '^\[FAIL\]|FAILED|panicked' "$f" | head -5 | cut -c1-600; done
 grep -h -E '^\[ok\] device-resident' "$w"/resident.log 2>/dev/null | cut -c1-1500
 tail -n 2 "$w"/binding.log 2>/dev/null
+grep -h -i -E "nccl|error" "$w"/nccl.log 2>/dev/null | head -5
+grep -h -E "^\[ok\] paper" "$w"/paper.log 2>/dev/null | cut -c1-400
 cat "$w/summary.txt"
