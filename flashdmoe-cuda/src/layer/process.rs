@@ -69,13 +69,15 @@ fn cuda(e: CudaError) -> BackendError {
 pub struct ProcessGroup {
     env: Env,
     api: NcclApi,
-    device: usize,
     nonce: u64,
     timeout: Duration,
     // Field order is drop order: the store first, then the mesh (goodbyes), then NCCL.
     store: std::sync::Mutex<Store>,
     liveness: Liveness,
     comm: Arc<Comm>,
+    /// Holds the device's primary context (NCCL's communicator lives in it) for the group's
+    /// life: dropped last.
+    dev: Device,
 }
 
 impl ProcessGroup {
@@ -144,12 +146,12 @@ impl ProcessGroup {
         Ok(ProcessGroup {
             env,
             api,
-            device,
             nonce,
             timeout: options.timeout,
             store: std::sync::Mutex::new(store),
             liveness,
             comm: Arc::new(comm),
+            dev,
         })
     }
 
@@ -165,7 +167,7 @@ impl ProcessGroup {
 
     /// The GPU this process owns.
     pub fn device(&self) -> usize {
-        self.device
+        self.dev.ordinal()
     }
 
     /// `Err(PeerGone)` once a peer process is gone.
