@@ -31,6 +31,11 @@ pub(super) struct LaunchArgs {
     /// (sets FLASHDMOE_TEST_DIE in the children; the CUDA backend honours it).
     #[arg(long, value_name = "rank=R,forward=F")]
     die: Option<String>,
+    /// Give each process only its own GPU (CUDA_VISIBLE_DEVICES=LOCAL_RANK, and
+    /// FLASHDMOE_DEVICE=0): for a CUDA runtime (inside NCCL) that does not follow the
+    /// driver context made current.
+    #[arg(long)]
+    visible_devices: bool,
     /// What every process runs: `run ...` or `bench ...` with their usual flags.
     #[arg(
         trailing_var_arg = true,
@@ -159,6 +164,11 @@ pub(super) fn launch(args: &LaunchArgs) -> Result<(), CliError> {
         cmd.args(&args.command)
             .env_remove("FLASHDMOE_MASTER_PORT")
             .envs(child_env(rank, args.nproc, port, args.die.as_deref()))
+            .envs(if args.visible_devices {
+                vec![("CUDA_VISIBLE_DEVICES", rank.to_string()), ("FLASHDMOE_DEVICE", "0".into())]
+            } else {
+                Vec::new()
+            })
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());

@@ -38,6 +38,14 @@ pub(super) fn run(
         phases.run(c"build", |_| CudaBackend::new(cuda).build_process(config, &weights, &group))?;
     let ranks = layer.local_ranks();
     println!("ranks {ranks:?} of {} in this process", config.world);
+    for (gpu, weights, used) in layer.memory_per_gpu()? {
+        println!(
+            "memory: GPU {gpu}: weights {} ({weights} B); device memory in use {} (every process \
+             on this GPU)",
+            run_summary::bytes(weights),
+            run_summary::bytes(used)
+        );
+    }
     let inputs = phases.run(c"inputs", |_| {
         ranks.clone().map(|r| generate_input(config, r, args.seed)).collect::<Result<Vec<_>, _>>()
     })?;

@@ -422,6 +422,24 @@ impl super::CudaLayer {
         ((rank - self.local_ranks().start) / self.plan.ranks_per_gpu) as usize
     }
 
+    /// Bytes of weights on each of this process's GPUs (router, biases and its ranks'
+    /// expert slots), and the device memory in use on each as the driver reports it.
+    pub fn memory_per_gpu(&self) -> Result<Vec<(usize, u64, u64)>, BackendError> {
+        let mut out = Vec::with_capacity(self.gpus.len());
+        for gpu in &self.gpus {
+            let gpu = gpu.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let weights = gpu.weights.iter().flatten().map(|w| w.len() as u64).sum();
+            gpu.device
+                .context()
+                .bind_to_thread()
+                .map_err(|e| BackendError::Device(e.to_string()))?;
+            let (free, total) = cudarc::driver::result::mem_get_info()
+                .map_err(|e| BackendError::Device(e.to_string()))?;
+            out.push((gpu.device.ordinal(), weights, (total - free) as u64));
+        }
+        Ok(out)
+    }
+
     /// One forward of this process's ranks ([`Self::local_ranks`], `inputs` in that order):
     /// what a process of a world of processes runs, each process with its own inputs at the
     /// same time. Every GPU of the process is staged, then launched, then collected.
