@@ -40,13 +40,15 @@ pub const DEVICE_VAR: &str = "FLASHDMOE_DEVICE";
 /// How long the group's bootstrap steps may take.
 #[derive(Clone, Debug)]
 pub struct GroupOptions {
-    /// Each rendezvous operation, the mesh set-up and each NCCL collective (default 60 s).
+    /// Each rendezvous operation, the mesh set-up and each NCCL collective (default 120 s:
+    /// the processes meet again after building their kernels, and a first NVRTC compile of
+    /// a large layer can take a minute).
     pub timeout: Duration,
 }
 
 impl Default for GroupOptions {
     fn default() -> Self {
-        GroupOptions { timeout: Duration::from_secs(60) }
+        GroupOptions { timeout: Duration::from_secs(120) }
     }
 }
 

@@ -145,6 +145,20 @@ pub struct SymmetricHeap {
     bytes: u64,
     win: sys::ncclWindow_t,
     peers: Vec<u64>,
+    state: State,
+}
+
+/// How far the heap got: what its drop may undo.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// Allocated, not registered: free it.
+    Allocated,
+    /// Registration started and did not finish (timeout, dead peer, error): NCCL may still be
+    /// mapping it, so neither deregister nor free (the process is expected to exit; the
+    /// communicator's abort reclaims what it can).
+    Registering,
+    /// Registered: deregister (local), then free.
+    Registered,
 }
 
 // SAFETY: the window handle is only passed back to NCCL through `comm`'s lock (deregister, in
@@ -192,6 +206,7 @@ impl SymmetricHeap {
             bytes,
             win: std::ptr::null_mut(),
             peers: Vec::new(),
+            state: State::Allocated,
         };
         let rank = heap.comm.rank();
         // SAFETY: `ptr` is a live allocation of `bytes` bytes on the current context.
@@ -208,10 +223,12 @@ impl SymmetricHeap {
             sys::ncclCommWindowRegister(c, raw, bytes as usize, &mut win, NCCL_WIN_DEFAULT)
         });
         heap.win = win;
+        heap.state = State::Registering;
         if status != sys::ncclResult_t::ncclInProgress {
             heap.comm.fail("ncclCommWindowRegister", status)?;
         }
         heap.comm.wait("ncclCommWindowRegister", deadline, cancel)?;
+        heap.state = State::Registered;
         if heap.win.is_null() {
             return Err(CudaError::Bootstrap {
                 step: "ncclCommWindowRegister",
@@ -322,12 +339,28 @@ impl Drop for SymmetricHeap {
         // are ignored: a destructor has nothing left to do about them.
         let _ = self.ctx.bind_to_thread();
         let _ = self.ctx.synchronize();
-        if !self.win.is_null() {
-            let win = self.win;
-            // SAFETY: the window is registered on this communicator; deregistration is local.
-            let _ = self.comm.with_raw(|c| unsafe { sys::ncclCommWindowDeregister(c, win) });
+        match self.state {
+            State::Registering => return,
+            State::Registered if !self.win.is_null() => {
+                let win = self.win;
+                // SAFETY: the window is registered on this communicator; deregistration is
+                // local (it waits for no peer).
+                let status =
+                    self.comm.with_raw(|c| unsafe { sys::ncclCommWindowDeregister(c, win) });
+                if status == sys::ncclResult_t::ncclInProgress {
+                    // A nonblocking communicator may finish it in the background: wait (bounded)
+                    // before the memory goes.
+                    let never = || None;
+                    let deadline = Instant::now() + std::time::Duration::from_secs(10);
+                    if self.comm.wait("ncclCommWindowDeregister", deadline, &never).is_err() {
+                        return;
+                    }
+                }
+            }
+            _ => {}
         }
-        // SAFETY: `ptr` came from `ncclMemAlloc` and nothing of ours uses it any more.
+        // SAFETY: `ptr` came from `ncclMemAlloc`, is no longer registered, and nothing of ours
+        // uses it any more (the context is idle).
         let _ = unsafe { sys::ncclMemFree(self.ptr as *mut c_void) };
     }
 }
