@@ -128,6 +128,13 @@ row "   rank 0 next call" "" "${fast:-no fail-fast line}"
 step p1 90 "$bin" launch --nproc 1 run --backend cuda "${paper[@]}" --world 1 --iterations 5 --timeout 10
 row "5 weights P=1 (1 process)" "$([ $? = 0 ] && echo ok || echo FAIL)" "$(grep -h 'memory:' "$out/p1.log" | sed 's/.*memory: //' | cut -c1-80)"
 row "5 weights P=2 (per process)" "" "$(grep -h 'memory:' "$out/paper2.log" | sed 's/.*memory: //' | cut -c1-80 | paste -sd'|' -)"
+# The library-level tests of the same paths, when their binary was carried
+# (cargo test --release -p flashdmoe-cuda --test gpu_multiproc --no-run; copy the binary it
+# names to .carry/tests/gpu_multiproc).
+if [ -x .carry/tests/gpu_multiproc ]; then
+  step libtests 90 .carry/tests/gpu_multiproc --test-threads=1
+  row "6 gpu_multiproc tests" "$([ $? = 0 ] && echo ok || echo FAIL)" "$(grep -h 'test result' "$out/libtests.log" | head -1)"
+fi
 echo
 echo "== summary ($(($(date +%s) - start)) s)"
 cat "$summary"
