@@ -1,7 +1,7 @@
 //! NCCL, loaded at run time: the engine one process per GPU will build its symmetric heap on
 //! (issue 14 item 5; `docs/dev/process-model.md`, section 2, "Loading NCCL"). This module finds
 //! the library and checks its version; [`comm`] is the communicator (nonblocking, deadlines,
-//! abort), [`heap`] the symmetric heap (window, peer bases, stamps), [`env`] the NCCL variables
+//! abort), [`heap`] the symmetric heap (window, peer bases, stamps), [`env`](mod@env) the NCCL variables
 //! refused up front.
 //!
 //! cudarc loads NCCL by the names `libnccl.so`, `libnccl.so.<N>`, ... but not `libnccl.so.2`,
