@@ -172,6 +172,7 @@ pub(super) fn launch(args: &LaunchArgs) -> Result<(), CliError> {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        die_with_parent(&mut cmd);
         let mut child = match cmd.spawn() {
             Ok(child) => child,
             Err(e) => {
@@ -242,6 +243,30 @@ fn supervise(children: &mut [(u32, Child)], grace: Duration) -> Result<(), CliEr
         }),
     }
 }
+
+/// The child gets SIGKILL when the launcher dies (killed by `timeout`, Ctrl-C): a rank is
+/// never left spinning on a GPU without its launcher.
+#[cfg(target_os = "linux")]
+fn die_with_parent(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the forked child before exec and calls only prctl(2),
+    // getppid(2) and _exit(2), all async-signal-safe; it allocates nothing.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The launcher may have died before the prctl: then the parent is init.
+            if libc::getppid() == 1 {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn die_with_parent(_cmd: &mut Command) {}
 
 fn kill_all(children: &mut [(u32, Child)]) {
     for (_, child) in children.iter_mut() {

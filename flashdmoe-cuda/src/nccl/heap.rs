@@ -288,10 +288,21 @@ impl SymmetricHeap {
     /// The window's device record, copied to the host.
     pub fn record(&self) -> Result<WindowRecord> {
         let mut bytes = [0u8; WindowRecord::BYTES];
-        // SAFETY: a registered `ncclWindow_t` is a device pointer to a `ncclWindow_vidmem`
-        // whose first 32 bytes are the fields of `WindowRecord` (NCCL 2.28-2.30).
-        unsafe { cu::memcpy_dtoh_sync(&mut bytes[..], self.win as u64) }
-            .map_err(|e| CudaError::Bootstrap { step: "window record", reason: e.to_string() })?;
+        let fail = |e: String| CudaError::Bootstrap { step: "window record", reason: e };
+        self.ctx.bind_to_thread().map_err(|e| fail(e.to_string()))?;
+        // SAFETY: a registered `ncclWindow_t` points to a `ncclWindow_vidmem` whose first 32
+        // bytes are the fields of `WindowRecord` (NCCL 2.28-2.30); `cuMemcpy` infers from the
+        // unified address space whether it lies in device or host memory, so a release that
+        // keeps the record on the host is read correctly too. `bytes` outlives the call.
+        unsafe {
+            cudarc::driver::sys::cuMemcpy(
+                bytes.as_mut_ptr() as u64,
+                self.win as u64,
+                WindowRecord::BYTES,
+            )
+        }
+        .result()
+        .map_err(|e| fail(e.to_string()))?;
         Ok(WindowRecord::parse(&bytes))
     }
 
