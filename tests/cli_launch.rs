@@ -56,3 +56,20 @@ fn without_a_gpu_every_cuda_process_is_unavailable_and_named() {
     let err = stderr(&o);
     assert!(err.contains("error: rank ") && err.contains("(exit status 4)"), "{err}");
 }
+
+#[test]
+fn without_nccl_on_the_loader_path_info_says_how_to_get_it() {
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_flashdmoe"))
+        .arg("info")
+        .env("LD_LIBRARY_PATH", "")
+        .output()
+        .unwrap();
+    assert_exit(&o, 0);
+    let out = stdout(&o);
+    if out.contains("NCCL 2.") {
+        println!("skipped: NCCL is on the default loader path here");
+        return;
+    }
+    assert!(out.contains("NCCL not usable"), "{out}");
+    assert!(out.contains("scripts/install-nccl.sh"), "{out}");
+}

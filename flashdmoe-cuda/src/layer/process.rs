@@ -364,13 +364,17 @@ impl ProcessLink {
         }
     }
 
-    /// A kernel timeout seen while a peer is gone is that peer's death.
+    /// A forward's failure while a peer is gone is that peer's death: a kernel timeout
+    /// becomes `PeerGone` with its report, a device error `PeerGone` naming it (should the
+    /// dead peer's memory have faulted our context); other errors stay as they are.
     pub(crate) fn explain(&self, e: BackendError) -> BackendError {
         match (e, self.watch.check()) {
             (BackendError::Timeout(report), Err(g)) => peer_gone(g, Some(report)),
-            (BackendError::PeerGone { rank, how, report: None }, _) => {
-                BackendError::PeerGone { rank, how, report: None }
-            }
+            (BackendError::Device(message), Err(g)) => BackendError::PeerGone {
+                rank: g.rank as u32,
+                how: format!("{}; the forward then failed: device error: {message}", g.how),
+                report: None,
+            },
             (e, _) => e,
         }
     }
@@ -591,6 +595,22 @@ mod tests {
         assert!(parse_die("rank=1,forward=0").is_err());
         assert!(parse_die("rank=x,forward=1").unwrap_err().contains("not a number"));
         assert!(parse_die("pid=1").unwrap_err().contains("unknown key"));
+    }
+
+    #[test]
+    fn a_missing_or_old_nccl_is_unavailable_and_bootstrap_failures_name_their_step() {
+        assert!(matches!(cuda(CudaError::NcclMissing), BackendError::Unavailable(_)));
+        let old = cuda(CudaError::NcclTooOld { found: "2.27.3".into() });
+        assert!(old.to_string().contains("2.28 or newer"), "{old}");
+        let refused = cuda(CudaError::NcclEnv {
+            var: "NCCL_P2P_DISABLE",
+            value: "1".into(),
+            reason: "no peer mappings",
+        });
+        assert!(matches!(refused, BackendError::Bootstrap(_)));
+        assert!(refused.to_string().contains("NCCL_P2P_DISABLE=1 is set"), "{refused}");
+        let stamp = cuda(CudaError::Bootstrap { step: "peer stamp", reason: "rank 1".into() });
+        assert!(stamp.to_string().contains("bootstrap failed at peer stamp: rank 1"), "{stamp}");
     }
 
     #[test]
