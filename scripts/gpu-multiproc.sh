@@ -133,7 +133,7 @@ row "5 weights P=2 (per process)" "" "$(grep -h 'memory:' "$out/paper2.log" | se
 # names to .carry/tests/gpu_multiproc).
 if [ -x .carry/tests/gpu_multiproc ]; then
   step libtests 90 .carry/tests/gpu_multiproc --test-threads=1
-  row "6 gpu_multiproc tests" "$([ $? = 0 ] && echo ok || echo FAIL)" "$(grep -h 'test result' "$out/libtests.log" | head -1)"
+  row "6 gpu_multiproc tests" "$([ $? = 0 ] && echo ok || echo FAIL)" "$(grep -h 'test result' "$out/libtests.log" | head -1 | cut -c1-60); $(grep -c '^skipped' "$out/libtests.log") skipped"
 fi
 echo
 echo "== summary ($(($(date +%s) - start)) s)"
