@@ -216,18 +216,26 @@ impl SymmetricHeap {
         unsafe { cu::memcpy_htod_sync(heap.stamp_ptr(), &mine[..]) }
             .map_err(cuda("cuMemcpyHtoD (stamp)"))?;
         heap.ctx.synchronize().map_err(cuda("cuCtxSynchronize"))?;
-        let mut win: sys::ncclWindow_t = std::ptr::null_mut();
+        // The window handle's slot lives on the heap, not this stack frame: a nonblocking
+        // communicator may fill it when the registration completes in NCCL's thread, so it
+        // is read only after `wait`, and leaked if the registration never finishes.
+        let slot: *mut sys::ncclWindow_t = Box::into_raw(Box::new(std::ptr::null_mut()));
         // SAFETY: the buffer is an `ncclMemAlloc` allocation of `bytes` bytes (as registration
-        // requires), the communicator is alive, and `win` outlives the call.
+        // requires), the communicator is alive, and `slot` stays valid until read below (or
+        // forever, leaked, if the registration does not finish).
         let status = heap.comm.with_raw(|c| unsafe {
-            sys::ncclCommWindowRegister(c, raw, bytes as usize, &mut win, NCCL_WIN_DEFAULT)
+            sys::ncclCommWindowRegister(c, raw, bytes as usize, slot, NCCL_WIN_DEFAULT)
         });
-        heap.win = win;
         heap.state = State::Registering;
         if status != sys::ncclResult_t::ncclInProgress {
             heap.comm.fail("ncclCommWindowRegister", status)?;
         }
         heap.comm.wait("ncclCommWindowRegister", deadline, cancel)?;
+        // SAFETY: the registration completed (`wait`), so NCCL no longer writes the slot; it
+        // came from `Box::into_raw` above and is freed exactly once, here.
+        heap.win = unsafe { std::ptr::read_volatile(slot) };
+        // SAFETY: as above: the slot's only owner, freed once.
+        drop(unsafe { Box::from_raw(slot) });
         heap.state = State::Registered;
         if heap.win.is_null() {
             return Err(CudaError::Bootstrap {
