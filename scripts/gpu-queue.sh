@@ -5,7 +5,7 @@
 #   cargo build --release -p flashdmoe-bench --bin gpu-check && mkdir -p .carry && cp target/release/gpu-check .carry/
 #   python3 -m maturin build -m flashdmoe-py/Cargo.toml --profile wheel -o .carry/whl   # optional: the PyTorch package
 # then, with `.carry` carried: `bash scripts/gpu-queue.sh`. ONLY=a,b runs the phases whose names
-# contain a or b (resident, quick, python, binding, paper, launch, nccl).
+# contain a or b (resident, quick, python, binding, paper, grid, torch, launch, nccl).
 set -u -o pipefail
 out=${OUT:-gpu-queue-out}; w=$(mktemp -d); mkdir -p "$out"
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
@@ -35,6 +35,10 @@ if ls .carry/whl/*.whl >/dev/null 2>&1; then
   phase binding 60 python3 flashdmoe-py/benchmarks/binding.py --tokens 4096 --out "$w/binding.json"
 fi
 phase paper 60 .carry/gpu-check --only paper-t128-e8,paper-t4096-e8,paper-t16384-e8 --json "$w/paper.jsonl"
+# The whole paper grid and PyTorch's on the same machine, same call (docs/benchmarks.md).
+phase grid 150 .carry/gpu-check --only paper-t --json "$w/grid.jsonl"
+phase torch 150 python3 bench/baselines/torch_single.py --variants grouped,graph,dense --iters 20 --warmup 5 \
+  --preset paper-t128-e8-cf1 paper-t128-e32-cf1 paper-t128-e128-cf1 paper-t4096-e8-cf1 paper-t4096-e32-cf1 paper-t4096-e128-cf1 paper-t16384-e8-cf1 paper-t16384-e32-cf1 paper-t16384-e128-cf1 --out "$w/torch-single.jsonl"
 # What a launch costs by itself (perf-notes v10), when built: cargo build --release -p
 # flashdmoe-cuda --example launch-cost && cp target/release/examples/launch-cost .carry/
 if [ -x .carry/launch-cost ]; then phase launch 30 .carry/launch-cost --launches 30; fi
@@ -46,4 +50,6 @@ grep -h -E '^\[ok\] device-resident' "$w"/resident.log 2>/dev/null | cut -c1-150
 tail -n 2 "$w"/binding.log 2>/dev/null
 grep -h -i -E "nccl|error" "$w"/nccl.log 2>/dev/null | head -5
 grep -h -E "^\[ok\] paper" "$w"/paper.log 2>/dev/null | cut -c1-400
+sed -n '/median ms/,$p' "$w"/grid.log 2>/dev/null | head -14
+grep -h -E "graph|cublas-dense" "$w"/torch.log 2>/dev/null | cut -c1-110 | head -20
 cat "$w/summary.txt"

@@ -61,6 +61,14 @@ static_assert(FDM_ACT >= 0 && FDM_ACT <= 3, "FDM_ACT: 0 relu, 1 gelu, 2 SwiGLU, 
 constexpr bool kBias = FDM_BIAS != 0;
 constexpr int kChunk = FDM_CHUNK;  // tokens per routing chunk (one token per thread in A2)
 static_assert(kChunk <= kThreads, "one thread per token of a chunk");
+// The OS block's subscribers (subscriber.cuh) are not inlined on the mma.sync engine
+// (inlined, its SwiGLU 128x128 sm_90 images spilled 8 bytes) and inlined on the Hopper engine
+// (any call there serialised the consumers' wgmma: ptxas C7512, 2026-11-30).
+#if FDM_ENGINE == 1
+#define FDM_OS_ROLE __device__ __forceinline__
+#else
+#define FDM_OS_ROLE __device__ __noinline__
+#endif
 constexpr unsigned kStop = 0xFFFFFFFFu;
 constexpr unsigned kDropped = 0xFFFFFFFFu;
 static_assert(kH % kBN == 0 && kI % kBN == 0, "the JIT only specialises shapes the tiles cover");

@@ -21,6 +21,7 @@ static_assert(offsetof(type, field) == (offset), #type "." #field " offset drift
 #define FDM_ALIGN 256ull
 #define FDM_SIGNAL_BYTES 8ull
 #define FDM_COUNTER_BYTES 4ull
+#define FDM_MAX_COMBINE_GROUPS 1024u
 #define FDM_TASK_BYTES 64
 #define FDM_NO_OFFSET 0xFFFFFFFFFFFFFFFFull
 #define FDM_STAGE_DISPATCH 0
@@ -142,8 +143,12 @@ FDM_FN unsigned long long fdm_row_tile_counter(const fdm_layout* l, unsigned int
                                                unsigned int row_tile) {
     return l->row_tile_counters + (fdm_packet_index(l, source, le) * l->row_tiles + row_tile) * FDM_COUNTER_BYTES;
 }
-FDM_FN unsigned long long fdm_combine_counter(const fdm_layout* l, unsigned int col_tile) {
-    return l->combine_counters + (unsigned long long)col_tile * FDM_COUNTER_BYTES;
+FDM_FN unsigned int fdm_combine_groups_max(const fdm_layout* l) {
+    return l->token_tiles < FDM_MAX_COMBINE_GROUPS ? l->token_tiles : FDM_MAX_COMBINE_GROUPS;
+}
+FDM_FN unsigned long long fdm_combine_counter(const fdm_layout* l, unsigned int group, unsigned int col_tile) {
+    return l->combine_counters
+        + ((unsigned long long)group * fdm_col_tiles_hidden(l) + col_tile) * FDM_COUNTER_BYTES;
 }
 FDM_FN unsigned long long fdm_element(const fdm_layout* l, unsigned long long base, unsigned int peer,
                                       unsigned int le, unsigned int row, unsigned int col, unsigned int width) {
@@ -163,7 +168,9 @@ FDM_FN unsigned long long fdm_intermediate_row(const fdm_layout* l, unsigned int
 // HeapLayout::counters.
 FDM_FN unsigned long long fdm_counters_start(const fdm_layout* l) { return l->row_tile_counters; }
 FDM_FN unsigned long long fdm_counters_bytes(const fdm_layout* l) {
-    return l->combine_counters + (unsigned long long)fdm_col_tiles_hidden(l) * FDM_COUNTER_BYTES - l->row_tile_counters;
+    return l->combine_counters
+        + (unsigned long long)fdm_combine_groups_max(l) * fdm_col_tiles_hidden(l) * FDM_COUNTER_BYTES
+        - l->row_tile_counters;
 }
 
 // ---- the task graph ----
@@ -172,6 +179,21 @@ FDM_FN unsigned long long fdm_counters_bytes(const fdm_layout* l) {
 FDM_FN unsigned long long fdm_task_bound(const fdm_layout* l, unsigned long long row_tiles, unsigned int tokens) {
     return row_tiles * (fdm_col_tiles_inter(l) + fdm_col_tiles_hidden(l))
         + (unsigned long long)fdm_div_ceil(tokens, l->bm) * fdm_col_tiles_hidden(l);
+}
+// Token tiles per combine readiness group: graph::combine_group_tiles.
+FDM_FN unsigned int fdm_combine_group_tiles(unsigned int token_tiles, unsigned int packets,
+                                            unsigned long long row_tiles) {
+    unsigned long long span = row_tiles == 0ull ? 1ull : (unsigned long long)packets * token_tiles / row_tiles;
+    if (span == 0ull) span = 1ull;
+    unsigned int group = 1u;
+    while (group < 0x80000000u && (unsigned long long)group * 2ull <= span) group *= 2u;
+    while (fdm_div_ceil(token_tiles, group) > FDM_MAX_COMBINE_GROUPS) group *= 2u;
+    return group;
+}
+// The task log: combine tasks in slots [0, fdm_gemm_log_base), GEMM tasks from there:
+// graph::combine_log_slots.
+FDM_FN unsigned long long fdm_gemm_log_base(const fdm_layout* l) {
+    return (unsigned long long)l->token_tiles * fdm_col_tiles_hidden(l);
 }
 // The descriptor TaskDescriptor::new builds, for arguments it accepts (the kernel forms them
 // from validated counts; the Rust constructor is the one that checks them).

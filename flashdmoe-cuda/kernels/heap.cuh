@@ -30,7 +30,10 @@ enum Control : unsigned {
   // reset, and with its router GEMM jobs (A1 before its grid barrier).
   kLastResetDone = 12,
   kLastRouterDone = 14,
+  kCombineTail = 16,  // the combine log's tail (queue.cuh); kTaskTail is the GEMM log's
+  kControlEnd,
 };
+static_assert(kControlEnd <= FDM_CONTROL_WORDS, "params.rs: CONTROL_WORDS");
 
 /// Raises the 64-bit raw %globaltimer word pair at `word` of rank r's control words to now
 /// (atomicMax: the latest caller wins; no reset needed, a later launch's times are later).

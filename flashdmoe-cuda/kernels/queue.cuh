@@ -1,7 +1,9 @@
 // queue.cuh -- the rank's task log (core's `runtime::Log` / `queue.rs`): an append-only array
-// sized for the whole forward; a producer claims `count` slots with one atomicAdd on the task
-// tail and publishes each descriptor by a release store of its ready flag = epoch. The
-// scheduler hands out the ready prefix in order (scheduler.cuh).
+// sized for the whole forward, in two parts: the combine log (slots [0, fdm_gemm_log_base))
+// and the GEMM log after it. A producer claims `count` slots of one part with one atomicAdd
+// on that part's tail and publishes each descriptor by a release store of its ready flag =
+// epoch. The scheduler hands out the ready prefix of each part in order, combines first
+// (scheduler.cuh; core's single log hands them out in arrival order: docs/kernel.md).
 #pragma once
 
 #include "heap.cuh"
@@ -14,9 +16,14 @@ __device__ __forceinline__ fdm_task make_task(const Rank& r, unsigned kind, unsi
   return fdm_task_init(&r.p->layout, kind, r.epoch, source, owner, le, row_tile, col_tile, valid_rows);
 }
 
-/// Claims `count` slots of the log (one atomicAdd, by the caller's leader thread).
+/// Claims `count` slots of the GEMM log (one atomicAdd, by the caller's leader thread).
 __device__ __forceinline__ unsigned claim(const Rank& r, unsigned count) {
-  return atomicAdd(&r.control()[kTaskTail], count);
+  return (unsigned)fdm_gemm_log_base(&r.p->layout) + atomicAdd(&r.control()[kTaskTail], count);
+}
+
+/// Claims `count` slots of the combine log.
+__device__ __forceinline__ unsigned claim_combine(const Rank& r, unsigned count) {
+  return atomicAdd(&r.control()[kCombineTail], count);
 }
 
 /// Writes and publishes tasks base..base+count, task i = make(i), cooperatively by the

@@ -27,6 +27,7 @@ __device__ void reset_counters(const fdm_params* p) {
     for (unsigned long long i = gtid; i < (unsigned long long)kE; i += gthreads) r.packet_copied()[i] = 0u;
     if (gtid == 0) {
       r.control()[kTaskTail] = 0u;
+      r.control()[kCombineTail] = 0u;
       r.control()[kDispatchedNs] = 0u;
       r.control()[kStoppedNs] = 0u;
       r.control()[kExitNs] = 0u;

@@ -1,6 +1,8 @@
 // scheduler.cuh -- the OS block's scheduler warp (core's `runtime::Scheduler`): hands the
-// ready prefix of the task log to processors with a free mailbox slot, round-robin, and once
-// the subscribers' bound of tasks has completed, gives every processor the stop word.
+// ready prefixes of the task log's two parts to processors with a free mailbox slot,
+// round-robin, ready combines before GEMM tasks (a combine becomes ready long after the GEMM1
+// tasks queued ahead of it: docs/dev/combine-overlap.md), and once the subscribers' bound of
+// tasks has completed, gives every processor the stop word.
 #pragma once
 
 #include "mailbox.cuh"
@@ -16,22 +18,31 @@ __device__ void scheduler(const Rank& r, OsShared& s) {
   const unsigned* ready = r.task_ready();
   for (unsigned q = lane; q < nproc; q += 32) s.assigned[q] = 0;
   __syncwarp();
-  unsigned head = 0;
+  // The combine log is [0, ncomb) this forward; the GEMM log starts at gbase and ends at the
+  // bound less the combines, once the dispatch subscriber knows it.
+  const unsigned ncomb = fdm_div_ceil(r.p->tokens, kBM) * fdm_col_tiles_hidden(&r.p->layout);
+  const unsigned gbase = (unsigned)fdm_gemm_log_base(&r.p->layout);
+  unsigned chead = 0, head = gbase;
   // Processors are scanned round-robin from `cursor` so load spreads evenly.
   unsigned cursor = 0;
   Deadline deadline(r.p->timeout_ns + r.p->timeout_ns / 4);
   for (;;) {
     const unsigned bound = *reinterpret_cast<volatile unsigned*>(&s.bound);
-    if (head == bound) break;
-    // Ready tasks are a prefix of the queue from `head` (published in order of their flags).
-    const unsigned idx = head + lane;
-    const bool ok = idx < bound && ld_acquire_gpu(&ready[idx]) == epoch;
-    const unsigned okmask = __ballot_sync(0xFFFFFFFFu, ok);
-    const unsigned nready = okmask == 0xFFFFFFFFu ? 32u : __ffs(~okmask) - 1u;
+    const unsigned gend = bound == kStop ? kStop : gbase + (bound - ncomb);
+    if (head == gend && chead == ncomb) break;
+    // Ready tasks are a prefix of each log from its head (claimed in order; flags raised soon
+    // after): up to 32 combines, then up to 32 GEMM tasks.
+    const unsigned cidx = chead + lane, idx = head + lane;
+    const bool cok = cidx < ncomb && ld_acquire_gpu(&ready[cidx]) == epoch;
+    const bool ok = idx < gend && ld_acquire_gpu(&ready[idx]) == epoch;
+    const unsigned cmask = __ballot_sync(0xFFFFFFFFu, cok), okmask = __ballot_sync(0xFFFFFFFFu, ok);
+    const unsigned ncready = cmask == 0xFFFFFFFFu ? 32u : __ffs(~cmask) - 1u;
+    const unsigned nready = ncready + (okmask == 0xFFFFFFFFu ? 32u : __ffs(~okmask) - 1u);
     if (nready == 0) {
       if (aborted(r.p)) return;
       if (deadline.expired()) {
-        if (lane == 0) report_timeout(r, FDM_ROLE_SCHEDULER, FDM_WAIT_TASK_READY, head, ld_acquire_gpu(&ready[head]));
+        const unsigned at = head < gend ? head : chead;  // the GEMM log first, else the combines
+        if (lane == 0) report_timeout(r, FDM_ROLE_SCHEDULER, FDM_WAIT_TASK_READY, at, ld_acquire_gpu(&ready[at]));
         return;
       }
       continue;
@@ -49,7 +60,8 @@ __device__ void scheduler(const Rank& r, OsShared& s) {
         const unsigned wmask = __ballot_sync(0xFFFFFFFFu, wants);
         const unsigned rank_in = __popc(wmask & ((1u << lane) - 1u));
         if (wants && given + rank_in < nready) {
-          const unsigned task = head + given + rank_in;
+          const unsigned j = given + rank_in;
+          const unsigned task = j < ncready ? chead + j : head + (j - ncready);
           mailbox_give(r, q, s.assigned[q], task);
           s.assigned[q] += 1;
         }
@@ -58,7 +70,9 @@ __device__ void scheduler(const Rank& r, OsShared& s) {
     }
     __syncwarp();
     if (given) {
-      head += given;
+      const unsigned from_combine = min(given, ncready);
+      chead += from_combine;
+      head += given - from_combine;
       cursor = (cursor + given) % nproc;
       deadline.progress();
     } else if (deadline.expired()) {

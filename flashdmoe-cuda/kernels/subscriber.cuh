@@ -2,11 +2,20 @@
 // every dispatch signal of its rank and turns each arrived packet into its GEMM0 tasks, then
 // publishes the exact task bound (in core the scheduler computes it from the same counts:
 // docs/kernel.md, "core name -> kernel name"); warps 2.. watch the return signals of the tiles
-// the rank is owed and turn each completed output column into its combine tasks.
+// the rank is owed and turn each complete (readiness group, output column) into its combine
+// tasks (flashdmoe_proto::graph, "CombineReadiness"; docs/dev/combine-overlap.md).
+//
+// Both publish in token order, so the first token tiles can combine while later row tiles are
+// still in GEMM1: the dispatch subscriber publishes the GEMM0 tasks of the packets that
+// arrived together interleaved by row tile (row tile 0 of every packet, then row tile 1, ...),
+// and the return subscriber's lanes poll owed tiles in that same order.
 #pragma once
 
 #include "dispatch.cuh"
 #include "queue.cuh"
+
+/// Packets the dispatch subscriber gathers before publishing their GEMM0 tasks interleaved.
+constexpr unsigned kPendingPackets = 256;
 
 struct OsShared {
   unsigned packet_rows[kE];      // rows this rank sent to each expert
@@ -14,6 +23,15 @@ struct OsShared {
   unsigned enqueue_base[kWarps]; // per-warp base of the log slots claim() took
   unsigned assigned[1024];       // scheduler's copy of each processor's mailbox `assigned` count
   unsigned handled[(FDM_MAX_RANKS * kE + 31) / 32];  // dispatch slots already turned into tasks
+  // The dispatch subscriber's arrived packets (slot, rows), and one row tile level of them.
+  unsigned pending_slot[kPendingPackets], pending_rows[kPendingPackets];
+  unsigned level_slot[32], level_rows[32];
+  // The return subscribers' view of what the rank is owed: experts by row tiles descending
+  // (ties by expert), and the combine readiness (token tiles per group; returned tiles of one
+  // column each group waits for).
+  unsigned owed_expert[kE], owed_row_tiles[kE];
+  unsigned group_tiles;
+  unsigned group_expected[FDM_MAX_COMBINE_GROUPS];
 };
 static_assert(sizeof(OsShared) <= FDM_SMEM_BYTES, "the OS block's state lives in dynamic shared memory");
 
@@ -32,129 +50,253 @@ __device__ void raise_dispatch_signals(const Rank& r, OsShared& s) {
   __syncthreads();
 }
 
-/// Warp 1: watch every (source, local expert) dispatch signal of this rank; enqueue each
-/// arrived packet's GEMM0 tasks; publish the exact task bound once all have arrived.
-__device__ void dispatch_subscriber(const Rank& r, OsShared& s) {
+/// Publishes the GEMM0 tasks of the `n` packets in s.pending_* interleaved by row tile: every
+/// packet's row tile 0, then every row tile 1, ... (one log claim per level and 32 packets),
+/// by the whole warp. Returns the row tiles published.
+__device__ unsigned long long publish_pending(const Rank& r, OsShared& s, unsigned n) {
   const fdm_layout& l = r.p->layout;
   const unsigned lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const unsigned nle = r.p->local_experts_of[r.global];
+  const unsigned cti = fdm_col_tiles_inter(&l);
+  unsigned levels = 0;
+  unsigned long long row_tiles = 0;
+  for (unsigned j = lane; j < n; j += 32) {
+    const unsigned rts = fdm_div_ceil(s.pending_rows[j], kBM);
+    levels = max(levels, rts);
+    row_tiles += rts;
+  }
+  for (int o = 16; o > 0; o /= 2) {
+    levels = max(levels, __shfl_xor_sync(0xFFFFFFFFu, levels, o));
+    row_tiles += __shfl_xor_sync(0xFFFFFFFFu, row_tiles, o);
+  }
+  for (unsigned rt = 0; rt < levels; ++rt) {
+    for (unsigned chunk = 0; chunk < n; chunk += 32) {
+      const unsigned j = chunk + lane;
+      const unsigned rows = j < n ? s.pending_rows[j] : 0u;
+      const bool active = fdm_div_ceil(rows, kBM) > rt;
+      const unsigned am = __ballot_sync(0xFFFFFFFFu, active);
+      if (am == 0) continue;
+      if (active) {
+        const unsigned k = __popc(am & ((1u << lane) - 1u));
+        s.level_slot[k] = s.pending_slot[j];
+        s.level_rows[k] = rows;
+      }
+      const unsigned count = __popc(am) * cti;
+      if (lane == 0) s.enqueue_base[warp] = claim(r, count);
+      __syncwarp();
+      publish(r, s.enqueue_base[warp], count, lane, 32, [&](unsigned i) {
+        const unsigned m = i / cti, c = i % cti;
+        const unsigned slot = s.level_slot[m];
+        return make_task(r, FDM_TASK_GEMM0, slot / nle, r.global, slot % nle, rt, c,
+                         fdm_tile_rows(s.level_rows[m], rt, kBM));
+      });
+      __syncwarp();
+    }
+  }
+  return row_tiles;
+}
+
+/// Warp 1: watch every (source, local expert) dispatch signal of this rank; each round over
+/// them gathers the packets that arrived and publishes their GEMM0 tasks interleaved by row
+/// tile; publishes the exact task bound once all have arrived.
+// Rank by value: a reference would put it on the stack when the call is not inlined.
+FDM_OS_ROLE void dispatch_subscriber(const Rank r, OsShared& s) {
+  const fdm_layout& l = r.p->layout;
+  const unsigned lane = threadIdx.x % 32;
   const unsigned nle = r.p->local_experts_of[r.global];
   const unsigned slots = l.world * nle;
   const unsigned epoch = r.epoch;
   unsigned long long row_tiles = 0;
   unsigned remaining = slots;
   Deadline deadline(r.p->timeout_ns);
-  // Arrival bitmap: bit i of done[i / 32] marks slot i (the warp sweeps 32 slots a step).
-  for (unsigned base = 0; remaining > 0; base = base + 32 >= slots ? 0 : base + 32) {
-    const unsigned slot = base + lane;
-    unsigned rows = 0;
-    bool arrived = false;
-    unsigned long long seen = 0;
-    if (slot < slots) {
-      const unsigned source = slot / nle, le = slot % nle;
-      const unsigned long long* sig =
-          reinterpret_cast<const unsigned long long*>(r.heap + fdm_dispatch_signal(&l, source, le));
-      seen = ld_acquire_sys(sig);
-      arrived = fdm_signal_epoch(seen) == epoch;
-      rows = fdm_signal_payload(seen);
-    }
-    // Slots already turned into tasks (one bit each; this warp is the only writer).
-    unsigned* handled = &s.handled[base / 32];
-    const unsigned already = *reinterpret_cast<volatile unsigned*>(handled);
-    const bool fresh = arrived && !((already >> lane) & 1u);
-    unsigned mask = __ballot_sync(0xFFFFFFFFu, fresh);
-    if (mask == 0) {
-      if (deadline.expired() || aborted(r.p)) {
-        if (!aborted(r.p)) {
-          // Name the first slot still pending in this sweep (or the sweep start).
-          const unsigned pend = __ballot_sync(0xFFFFFFFFu, slot < slots && !arrived);
-          const unsigned who = pend ? base + __ffs(pend) - 1 : base;
-          const unsigned long long who_seen = __shfl_sync(0xFFFFFFFFu, seen, pend ? __ffs(pend) - 1 : 0);
-          if (lane == 0) report_timeout(r, FDM_ROLE_DISPATCH_SUBSCRIBER, FDM_WAIT_DISPATCH_SIGNAL, who, who_seen);
-        }
+  while (remaining > 0) {
+    unsigned pending = 0;      // packets gathered, not yet published (warp-uniform)
+    bool fresh_any = false;
+    unsigned who = kStop;      // the round's first slot still missing, for a timeout report
+    unsigned long long who_seen = 0;
+    for (unsigned base = 0; base < slots; base += 32) {
+      const unsigned slot = base + lane;
+      unsigned rows = 0;
+      bool arrived = false;
+      unsigned long long seen = 0;
+      if (slot < slots) {
+        const unsigned source = slot / nle, le = slot % nle;
+        const unsigned long long* sig =
+            reinterpret_cast<const unsigned long long*>(r.heap + fdm_dispatch_signal(&l, source, le));
+        seen = ld_acquire_sys(sig);
+        arrived = fdm_signal_epoch(seen) == epoch;
+        rows = fdm_signal_payload(seen);
+      }
+      const unsigned miss = __ballot_sync(0xFFFFFFFFu, slot < slots && !arrived);
+      if (who == kStop && miss) {
+        who = base + __ffs(miss) - 1;
+        who_seen = __shfl_sync(0xFFFFFFFFu, seen, __ffs(miss) - 1);
+      }
+      // Slots already turned into tasks (one bit each; this warp is the only writer).
+      unsigned* handled = &s.handled[base / 32];
+      const unsigned already = *reinterpret_cast<volatile unsigned*>(handled);
+      const bool fresh = arrived && !((already >> lane) & 1u);
+      const unsigned mask = __ballot_sync(0xFFFFFFFFu, fresh);
+      if (mask == 0) continue;
+      // Corrupt signal: typed error, never an out-of-bounds task (the layout's capacity: a
+      // peer GPU of more tokens this forward may send more rows than this GPU's p->capacity).
+      const unsigned bad = __ballot_sync(0xFFFFFFFFu, fresh && rows > l.capacity);
+      if (bad) {
+        const unsigned bl = __ffs(bad) - 1;
+        const unsigned bad_rows = __shfl_sync(0xFFFFFFFFu, rows, bl);
+        if (lane == 0) report_timeout(r, FDM_ROLE_DISPATCH_SUBSCRIBER, FDM_WAIT_CORRUPT_SIGNAL, base + bl, bad_rows);
         return;
       }
-      continue;
+      fresh_any = true;
+      if (lane == 0) *handled = already | mask;
+      if (pending + __popc(mask) > kPendingPackets) {
+        row_tiles += publish_pending(r, s, pending);
+        remaining -= pending;
+        pending = 0;
+      }
+      if (fresh) {
+        const unsigned at = pending + __popc(mask & ((1u << lane) - 1u));
+        s.pending_slot[at] = slot;
+        s.pending_rows[at] = rows;
+      }
+      pending += __popc(mask);
+      __syncwarp();
     }
-    deadline.progress();
-    if (lane == 0) *handled = already | mask;
-    while (mask) {
-      const unsigned src_lane = __ffs(mask) - 1;
-      mask &= mask - 1;
-      const unsigned pslot = base + src_lane;
-      const unsigned prows = __shfl_sync(0xFFFFFFFFu, rows, src_lane);
-      // Corrupt signal: typed error, never an out-of-bounds task (the layout's capacity: a peer
-      // GPU of more tokens this forward may send more rows than this GPU's p->capacity).
-      if (prows > l.capacity) {
-        if (lane == 0) report_timeout(r, FDM_ROLE_DISPATCH_SUBSCRIBER, FDM_WAIT_CORRUPT_SIGNAL, pslot, prows);
-        return;
+    if (pending) {
+      row_tiles += publish_pending(r, s, pending);
+      remaining -= pending;
+    }
+    if (fresh_any) {
+      deadline.progress();
+    } else if (deadline.expired() || aborted(r.p)) {
+      if (!aborted(r.p) && lane == 0) {
+        report_timeout(r, FDM_ROLE_DISPATCH_SUBSCRIBER, FDM_WAIT_DISPATCH_SIGNAL, who == kStop ? 0u : who, who_seen);
       }
-      const unsigned source = pslot / nle, le = pslot % nle;
-      const unsigned rts = fdm_div_ceil(prows, kBM);
-      row_tiles += rts;
-      const unsigned cti = fdm_col_tiles_inter(&l);
-      const unsigned count = rts * cti;
-      if (lane == 0 && count) s.enqueue_base[warp] = claim(r, count);
-      __syncwarp();
-      if (count) {
-        publish(r, s.enqueue_base[warp], count, lane, 32, [&](unsigned i) {
-          const unsigned rt = i / cti, c = i % cti;
-          return make_task(r, FDM_TASK_GEMM0, source, r.global, le, rt, c, fdm_tile_rows(prows, rt, kBM));
-        });
-      }
-      __syncwarp();
-      --remaining;
+      return;
     }
   }
   if (lane == 0) *reinterpret_cast<volatile unsigned*>(&s.bound) = (unsigned)fdm_task_bound(&l, row_tiles, r.p->tokens);
 }
 
-/// Warps 2..: watch the return signals of every tile this rank is owed; count them per
-/// output column; when a column is complete, enqueue the combine tasks of all token tiles of
-/// that column.
-__device__ void return_subscriber(const Rank& r, OsShared& s, unsigned sub, unsigned nsub) {
+/// The tiles a rank is owed, flattened in the order GEMM1 completes them: row tile 0 of
+/// every expert it sent rows to (by row tiles descending, as s.owed_*), then row tile 1 of
+/// those that have one, ...; `width` entries per (row tile, expert) (the output columns, or 1).
+/// A cursor moves forward only (`seek` with increasing indices).
+struct OwedCursor {
+  unsigned row_tile;        // the level: this row tile of every expert that has it
+  unsigned experts;         // experts with more than `row_tile` row tiles (a prefix of s.owed_*)
+  unsigned long long base;  // flattened index of the level's first entry
+
+  __device__ explicit OwedCursor(const OsShared& s) : row_tile(0), experts(kE), base(0) {
+    while (experts > 0 && s.owed_row_tiles[experts - 1] == 0) --experts;
+  }
+  /// Moves to the level holding entry `i`; false past the last entry.
+  __device__ bool seek(const OsShared& s, unsigned long long i, unsigned width) {
+    while (experts > 0 && i >= base + (unsigned long long)experts * width) {
+      base += (unsigned long long)experts * width;
+      ++row_tile;
+      while (experts > 0 && s.owed_row_tiles[experts - 1] <= row_tile) --experts;
+    }
+    return experts > 0;
+  }
+  /// Entry `i` (after a successful seek): its expert and column.
+  __device__ unsigned expert(const OsShared& s, unsigned long long i, unsigned width) const {
+    return s.owed_expert[(unsigned)((i - base) / width)];
+  }
+};
+
+/// Named barrier 1 among the return subscribers' `count` threads (the OS block's other warps
+/// never wait on it).
+__device__ __forceinline__ void return_subscribers_sync(unsigned count) {
+  asm volatile("bar.sync 1, %0;" ::"r"(count) : "memory");
+}
+
+/// The return subscribers' set-up (all their threads, `tid` of `count`): the owed experts by
+/// row tiles, the group size, and per group the returned tiles of one column it waits for:
+/// SourcePlan::combine_readiness over this forward's routing.
+__device__ void owed_readiness(const Rank& r, OsShared& s, unsigned tid, unsigned count, unsigned token_tiles) {
+  const fdm_layout& l = r.p->layout;
+  for (unsigned g = tid; g < fdm_combine_groups_max(&l); g += count) s.group_expected[g] = 0u;
+  for (unsigned e = tid; e < (unsigned)kE; e += count) {
+    const unsigned rts = fdm_div_ceil(s.packet_rows[e], kBM);
+    unsigned rank = 0;
+    for (unsigned f = 0; f < (unsigned)kE; ++f) {
+      const unsigned other = fdm_div_ceil(s.packet_rows[f], kBM);
+      rank += other > rts || (other == rts && f < e);
+    }
+    s.owed_expert[rank] = e;
+    s.owed_row_tiles[rank] = rts;
+  }
+  if (tid < 32) {
+    unsigned packets = 0;
+    unsigned long long row_tiles = 0;
+    for (unsigned e = tid; e < (unsigned)kE; e += 32) {
+      packets += s.packet_rows[e] != 0u;
+      row_tiles += fdm_div_ceil(s.packet_rows[e], kBM);
+    }
+    for (int o = 16; o > 0; o /= 2) {
+      packets += __shfl_xor_sync(0xFFFFFFFFu, packets, o);
+      row_tiles += __shfl_xor_sync(0xFFFFFFFFu, row_tiles, o);
+    }
+    if (tid == 0) s.group_tiles = fdm_combine_group_tiles(token_tiles, packets, row_tiles);
+  }
+  return_subscribers_sync(count);
+  // Each owed row tile counts once in every group from its first token's to its last's.
+  const unsigned gt = s.group_tiles;
+  OwedCursor cur(s);
+  for (unsigned long long i = tid; cur.seek(s, i, 1); i += count) {
+    const unsigned e = cur.expert(s, i, 1);
+    const unsigned row0 = cur.row_tile * kBM;
+    const unsigned rows = fdm_tile_rows(s.packet_rows[e], cur.row_tile, kBM);
+    const unsigned* tokens = r.expert_tokens() + (unsigned long long)e * l.capacity;
+    const unsigned g0 = tokens[row0] / kBM / gt, g1 = tokens[row0 + rows - 1] / kBM / gt;
+    for (unsigned g = g0; g <= g1; ++g) atomicAdd(&s.group_expected[g], 1u);
+  }
+  return_subscribers_sync(count);
+}
+
+/// Warps 2..: watch the return signals of every tile this rank is owed; count each arrival
+/// in the (group, column) counters of the groups its row tile spans; when one is complete,
+/// enqueue the combine tasks of the group's token tiles in that column (the combine log).
+FDM_OS_ROLE void return_subscriber(const Rank r, OsShared& s, unsigned sub, unsigned nsub) {
   const fdm_layout& l = r.p->layout;
   const unsigned lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const unsigned epoch = r.epoch;
   const unsigned cth = fdm_col_tiles_hidden(&l);
   const unsigned token_tiles = fdm_div_ceil(r.p->tokens, kBM);  // this forward's
-  // Flattened enumeration of owed tiles: (expert e ascending, row tile, column).
-  unsigned long long expected = 0;
-  for (int e = 0; e < kE; ++e) expected += fdm_div_ceil(s.packet_rows[e], kBM);
-  const unsigned long long total = expected * cth;
-  auto enqueue_column = [&](unsigned c) {
-    if (lane == 0) s.enqueue_base[warp] = claim(r, token_tiles);
+  // Groups follow the layout's token tiles (as SourcePlan::combine_readiness does), so a
+  // forward of fewer tokens groups like a full one; its missing tiles have no tasks.
+  owed_readiness(r, s, sub * 32 + lane, nsub * 32, l.token_tiles);
+  const unsigned gt = s.group_tiles;
+  const unsigned groups = fdm_div_ceil(token_tiles, gt);
+  auto enqueue_group = [&](unsigned g, unsigned c) {
+    const unsigned first = g * gt, n = min(gt, token_tiles - first);  // first < token_tiles
+    if (lane == 0) s.enqueue_base[warp] = claim_combine(r, n);
     __syncwarp();
-    publish(r, s.enqueue_base[warp], token_tiles, lane, 32, [&](unsigned tt) {
+    publish(r, s.enqueue_base[warp], n, lane, 32, [&](unsigned i) {
+      const unsigned tt = first + i;
       return make_task(r, FDM_TASK_COMBINE, r.global, r.global, 0, tt, c, fdm_tile_rows(r.p->tokens, tt, kBM));
     });
     __syncwarp();
   };
-  if (expected == 0) {  // nothing owed: every column is complete at once
-    for (unsigned c = sub; c < cth; c += nsub) enqueue_column(c);
-    return;
+  // Groups no row tile spans (every token of theirs dropped): ready at once.
+  for (unsigned i = sub; i < groups * cth; i += nsub) {
+    if (s.group_expected[i / cth] == 0u) enqueue_group(i / cth, i % cth);
   }
   Deadline deadline(r.p->timeout_ns);
-  // Lane-private cursor over its share of tiles (i = sub*32 + lane, stepping nsub*32),
+  // Lane-private cursor over its share of owed tiles (i = sub*32 + lane, stepping nsub*32),
   // processed in order: a lane polls only its next owed tile.
+  OwedCursor cur(s);
   unsigned long long i = (unsigned long long)sub * 32 + lane;
-  unsigned e = 0, e_first = 0;  // expert of tile i and the flattened index of its first tile
-  auto locate = [&](unsigned long long idx) {
-    while (e < (unsigned)kE && idx >= (e_first + (unsigned long long)fdm_div_ceil(s.packet_rows[e], kBM) * cth)) {
-      e_first += fdm_div_ceil(s.packet_rows[e], kBM) * cth;
-      ++e;
-    }
-  };
   const unsigned long long step = (unsigned long long)nsub * 32;
   for (;;) {
-    bool mine = i < total;
-    bool complete_col = false;
-    unsigned col = 0;
+    const bool mine = cur.seek(s, i, cth);
+    unsigned g = 0, g_end = 0, col = 0;
     unsigned long long seen = 0;
     if (mine) {
-      locate(i);
-      const unsigned within = (unsigned)(i - e_first);
-      const unsigned rt = within / cth;
-      col = within % cth;
+      const unsigned e = cur.expert(s, i, cth);
+      const unsigned rt = cur.row_tile;
+      col = (unsigned)((i - cur.base) % cth);
       const unsigned owner = r.p->expert_owner[e], le = r.p->expert_local[e];
       const unsigned long long* sig =
           reinterpret_cast<const unsigned long long*>(r.heap + fdm_return_signal(&l, owner, le, rt, col));
@@ -164,24 +306,35 @@ __device__ void return_subscriber(const Rank& r, OsShared& s, unsigned sub, unsi
           report_timeout(r, FDM_ROLE_RETURN_SUBSCRIBER, FDM_WAIT_CORRUPT_SIGNAL, (unsigned)i, seen);
         }
         __threadfence();
-        unsigned* counter = reinterpret_cast<unsigned*>(r.heap + fdm_combine_counter(&l, col));
-        complete_col = atomicAdd(counter, 1u) + 1u == expected;
-        if (complete_col) __threadfence();  // every counted arrival before the combine tasks
+        const unsigned* tokens = r.expert_tokens() + (unsigned long long)e * l.capacity;
+        const unsigned row0 = rt * kBM, rows = fdm_tile_rows(s.packet_rows[e], rt, kBM);
+        g = tokens[row0] / kBM / gt;
+        g_end = tokens[row0 + rows - 1] / kBM / gt + 1;
         i += step;
         deadline.progress();
       }
     }
-    const unsigned any_left = __ballot_sync(0xFFFFFFFFu, i < total);
-    unsigned done_cols = __ballot_sync(0xFFFFFFFFu, complete_col);
-    while (done_cols) {
-      const unsigned src_lane = __ffs(done_cols) - 1;
-      done_cols &= done_cols - 1;
-      enqueue_column(__shfl_sync(0xFFFFFFFFu, col, src_lane));
+    // Count the arrival in each group it spans; the warp enqueues every group it completed.
+    while (__any_sync(0xFFFFFFFFu, g < g_end)) {
+      bool complete = false;
+      if (g < g_end) {
+        unsigned* counter = reinterpret_cast<unsigned*>(r.heap + fdm_combine_counter(&l, g, col));
+        complete = atomicAdd(counter, 1u) + 1u == s.group_expected[g];
+        if (complete) __threadfence();  // every counted arrival before the combine tasks
+      }
+      unsigned done = __ballot_sync(0xFFFFFFFFu, complete);
+      while (done) {
+        const unsigned src_lane = __ffs(done) - 1;
+        done &= done - 1;
+        enqueue_group(__shfl_sync(0xFFFFFFFFu, g, src_lane), __shfl_sync(0xFFFFFFFFu, col, src_lane));
+      }
+      if (g < g_end) ++g;
     }
+    const unsigned any_left = __ballot_sync(0xFFFFFFFFu, cur.seek(s, i, cth));
     if (!any_left) return;
     if (aborted(r.p)) return;
     if (deadline.expired()) {
-      const unsigned pend = __ballot_sync(0xFFFFFFFFu, i < total);
+      const unsigned pend = any_left;
       const unsigned who_lane = __ffs(pend) - 1;
       const unsigned long long who = __shfl_sync(0xFFFFFFFFu, i, who_lane);
       const unsigned long long who_seen = __shfl_sync(0xFFFFFFFFu, seen, who_lane);

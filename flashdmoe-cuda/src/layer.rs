@@ -165,7 +165,7 @@ fn scratch_layout(
         mailbox: next("mailbox", &[processors, 2, 4])?,
         assigned: next("assigned", &[processors, 4])?,
         completed: next("completed", &[processors, 4])?,
-        control: next("control", &[16, 4])?,
+        control: next("control", &[crate::params::CONTROL_WORDS, 4])?,
     };
     Ok((layout, cursor.max(256)))
 }
@@ -907,7 +907,7 @@ impl CudaLayer {
                 ..RankStats::from_packets(cfg, &plan.layout, rank, sent, received, dropped)?
             };
             let trace = if options.trace {
-                Some(self.read_trace(gpu, &stream, local, stats.tasks.total())?)
+                Some(self.read_trace(gpu, &stream, local, stats.tasks)?)
             } else {
                 None
             };
@@ -994,7 +994,7 @@ impl CudaLayer {
         gpu: &Gpu,
         stream: &Arc<CudaStream>,
         local: u32,
-        count: u64,
+        counts: TaskCounts,
     ) -> Result<Vec<TraceEvent>, BackendError> {
         let plan = &self.plan;
         let d = |e: cudarc::driver::DriverError| BackendError::Device(e.to_string());
@@ -1009,9 +1009,17 @@ impl CudaLayer {
         // Times count from the launch of this GPU's kernel on this GPU's `%globaltimer`, a
         // clock of its own (`trace_clocks`): conformance aligns the GPUs' clocks.
         let origin = self.kernel_start(gpu)?;
-        let tasks = read(plan.scratch.tasks, count * 64)?;
-        let records = read(plan.scratch.trace, count * std::mem::size_of::<TraceRecord>() as u64)?;
+        // The task log's two parts (`kernels/queue.cuh`): this forward's combines from slot 0,
+        // its GEMM tasks from the combine log's end.
+        let record_bytes = std::mem::size_of::<TraceRecord>() as u64;
+        let gemm_base = flashdmoe_proto::graph::combine_log_slots(&plan.layout);
+        let gemms = counts.gemm0 + counts.gemm1;
+        let mut tasks = read(plan.scratch.tasks, counts.combine * 64)?;
+        tasks.extend(read(plan.scratch.tasks + gemm_base * 64, gemms * 64)?);
+        let mut records = read(plan.scratch.trace, counts.combine * record_bytes)?;
+        records.extend(read(plan.scratch.trace + gemm_base * record_bytes, gemms * record_bytes)?);
         let rank = gpu.first_rank + local;
+        let count = counts.total();
         let mut events = Vec::with_capacity(count as usize);
         for i in 0..count as usize {
             let t = flashdmoe_proto::TaskDescriptor::decode(&tasks[i * 64..][..64], &plan.layout)?;
@@ -1262,7 +1270,7 @@ mod tests {
         assert_eq!(l.topk_expert, 12_032);
         assert_eq!(l.task_ready - l.tasks, 64_000);
         assert!(starts.windows(2).all(|w| w[0] <= w[1]));
-        assert!(total >= l.control + 64 && total % 256 == 0);
+        assert!(total >= l.control + 4 * crate::params::CONTROL_WORDS && total % 256 == 0);
     }
 
     #[test]

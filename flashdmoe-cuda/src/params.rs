@@ -113,7 +113,8 @@ pub struct ScratchLayout {
     pub assigned: u64,
     /// `u32 [processors]` tasks completed per processor.
     pub completed: u64,
-    /// `u32 [16]` control words (task tail, kernel start time, phase marks).
+    /// `u32 [CONTROL_WORDS]` control words (the task log's tails, kernel start time, phase
+    /// marks; `Control` in `kernels/heap.cuh`).
     pub control: u64,
 }
 
@@ -247,6 +248,10 @@ const PARAM_FIELDS: &[CField] = fields!(KernelParams:
     local_ranks: "unsigned int", blocks_per_rank: "unsigned int", trace: "unsigned int",
     capacity: "unsigned int", tail: "unsigned int@[20]");
 
+/// Control words of a rank's scratch (`FDM_CONTROL_WORDS`; `Control` in `kernels/heap.cuh`
+/// names them).
+pub const CONTROL_WORDS: u64 = 32;
+
 /// The text of `fdm_params.h` (needs `fdm_proto.h` included first).
 pub fn params_header() -> String {
     let mut out = String::from(
@@ -254,6 +259,7 @@ pub fn params_header() -> String {
          #pragma once\n\n",
     );
     let _ = writeln!(out, "#define FDM_MAX_RANKS {MAX_RANKS}");
+    let _ = writeln!(out, "#define FDM_CONTROL_WORDS {CONTROL_WORDS}u");
     for (i, (name, _)) in ROLES.iter().enumerate() {
         let _ = writeln!(out, "#define {name} {i}u");
     }

@@ -8,16 +8,20 @@
 //! * each GEMM1 task writes its output tile into `s`'s return region and raises one return
 //!   signal there;
 //! * on `s`, each `(token tile, column tile)` of the output is one **Combine** task. The
-//!   combine counts arrivals per **column tile**: column `c` is complete when all returned tiles
-//!   of column `c` have arrived, i.e. [`SourcePlan::combine_expected`] = the total row tiles `s`
-//!   sent; then every token tile's combine task of column `c` is ready.
+//!   combine counts arrivals per **(readiness group, column tile)**: a group is a run of
+//!   consecutive token tiles ([`CombineReadiness`]). A packet lists its tokens in ascending
+//!   order, so packet row tile `prt` holds tokens from `packet[prt * bm]` to its last row's, and
+//!   spans the groups of those two tokens' tiles and every group between. The combine tasks of
+//!   group `g`, column `c` are ready once every returned tile of column `c` whose row tile spans
+//!   `g` has arrived ([`CombineReadiness::expected`]); a group no row tile spans is ready at
+//!   once. So the first token tiles combine while later row tiles are still in GEMM1.
 //!
-//! Why per column and not per `(token tile, column)`: with any realistic routing, a returned
-//! row tile holds tokens of most token tiles (a 128-row tile of an expert picks tokens from all
-//! over the batch), so exact per-token-tile readiness would cost one counter update per
-//! (returned tile, distinct token tile) -- hundreds of thousands of atomics per forward -- to
-//! release combines only marginally earlier. Per-column readiness costs one update per
-//! returned tile, and still lets column tiles finish and combine independently.
+//! Why groups and not single token tiles: a row tile of one of `E` experts spans about `E / k`
+//! token tiles, so per-token-tile counting would cost that many counter updates per returned
+//! tile (over 10^5 atomics a forward at E = 128). A group is sized to that span
+//! ([`combine_group_tiles`]), so a returned tile updates one or two counters, and no readiness
+//! is lost: a token tile cannot be complete before the row tiles spanning it, which span its
+//! neighbours too.
 //!
 //! The exact number of tasks a rank executes ([`TaskCounts::for_rank`]) follows from the row
 //! counts carried by the dispatch signals it receives plus its own token count, so a rank knows
@@ -27,8 +31,9 @@ use alloc::vec::Vec;
 
 use crate::epoch::Epoch;
 use crate::error::{ProtoError, Result, check_range};
-use crate::layout::{HeapLayout, div_ceil};
+use crate::layout::{HeapLayout, MAX_COMBINE_GROUPS, div_ceil};
 use crate::task::{TaskDescriptor, TaskKind};
+use core::ops::{Range, RangeInclusive};
 
 /// Valid rows of row tile `row_tile` of a packet holding `rows` rows (0 past the end).
 pub fn tile_rows(rows: u32, row_tile: u32, bm: u32) -> u32 {
@@ -84,13 +89,137 @@ impl SourcePlan {
         self.packet(owner, local_expert).len() as u32
     }
 
-    /// Returned tiles each column tile of this source's output waits for: the row tiles of all
-    /// its packets, `sum(ceil(rows / bm))`. Once a column's combine counter reaches this, the
-    /// combine tasks of every token tile in that column are ready (immediately when it is 0).
-    /// `bm` is the layout's `tile.bm` (never 0 in a valid layout).
-    pub fn combine_expected(&self, bm: u32) -> u32 {
-        self.packets.iter().map(|p| div_ceil(p.len() as u32, bm)).sum()
+    /// Token tiles of this source's output: `ceil(tokens / bm)`.
+    pub fn token_tiles(&self, bm: u32) -> u32 {
+        div_ceil(self.tokens, bm)
     }
+
+    /// The token tiles row tile `row_tile` of packet `(owner, local_expert)` holds tokens of,
+    /// from its first row's to its last row's (`None` past the packet's end; panics like
+    /// [`SourcePlan::packet`]).
+    pub fn row_tile_token_tiles(
+        &self,
+        owner: u32,
+        local_expert: u32,
+        row_tile: u32,
+        bm: u32,
+    ) -> Option<RangeInclusive<u32>> {
+        let packet = self.packet(owner, local_expert);
+        let rows = tile_rows(packet.len() as u32, row_tile, bm);
+        if rows == 0 {
+            return None;
+        }
+        let first = (row_tile * bm) as usize;
+        Some(packet[first] / bm..=packet[first + rows as usize - 1] / bm)
+    }
+
+    /// When this source's combine tasks are ready: its readiness groups and the returned tiles
+    /// each group waits for, per column (`bm` is the layout's `tile.bm`, never 0).
+    pub fn combine_readiness(&self, bm: u32) -> CombineReadiness {
+        let token_tiles = self.token_tiles(bm);
+        let nonempty = self.packets.iter().filter(|p| !p.is_empty()).count() as u32;
+        let row_tiles: u64 = self.packets.iter().map(|p| div_ceil(p.len() as u32, bm) as u64).sum();
+        let group_tiles = combine_group_tiles(token_tiles, nonempty, row_tiles);
+        let mut readiness = CombineReadiness {
+            group_tiles,
+            token_tiles,
+            expected: alloc::vec![0; div_ceil(token_tiles, group_tiles) as usize],
+        };
+        for (i, p) in self.packets.iter().enumerate() {
+            let (owner, le) =
+                ((i / self.local_experts as usize) as u32, i as u32 % self.local_experts);
+            for prt in 0..div_ceil(p.len() as u32, bm) {
+                for group in readiness.row_tile_groups(self, owner, le, prt, bm) {
+                    readiness.expected[group as usize] += 1;
+                }
+            }
+        }
+        readiness
+    }
+}
+
+/// Token tiles per combine readiness group, for a source holding `token_tiles` token tiles that
+/// sent `row_tiles` row tiles over `packets` non-empty packets (`fdm_combine_group_tiles` in the
+/// C header: the kernel's subscribers compute the same from the same counts).
+///
+/// A row tile of a packet spans about `packets * token_tiles / row_tiles` token tiles (every
+/// packet's row tiles together span the whole batch); the group is that span rounded down to a
+/// power of two (at least 1), then doubled until at most [`MAX_COMBINE_GROUPS`] groups remain.
+pub fn combine_group_tiles(token_tiles: u32, packets: u32, row_tiles: u64) -> u32 {
+    let span = (packets as u64 * token_tiles as u64).checked_div(row_tiles).unwrap_or(1).max(1);
+    let mut group = 1u32;
+    while group < 1 << 31 && group as u64 * 2 <= span {
+        group *= 2;
+    }
+    while div_ceil(token_tiles, group) > MAX_COMBINE_GROUPS {
+        group *= 2;
+    }
+    group
+}
+
+/// A source's combine readiness ([`SourcePlan::combine_readiness`]): its token tiles counted in
+/// groups of [`CombineReadiness::group_tiles`] consecutive tiles, and per group the returned
+/// tiles of each column it waits for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CombineReadiness {
+    group_tiles: u32,
+    token_tiles: u32,
+    expected: Vec<u32>,
+}
+
+impl CombineReadiness {
+    /// Consecutive token tiles per group (a power of two).
+    pub fn group_tiles(&self) -> u32 {
+        self.group_tiles
+    }
+
+    /// Number of groups: `ceil(token_tiles / group_tiles)`, at most [`MAX_COMBINE_GROUPS`].
+    pub fn groups(&self) -> u32 {
+        self.expected.len() as u32
+    }
+
+    /// Returned tiles of one column that group `group` waits for (0: ready at once). Panics if
+    /// `group` is not a group, like a slice index.
+    pub fn expected(&self, group: u32) -> u32 {
+        self.expected[group as usize]
+    }
+
+    /// The group of token tile `token_tile`.
+    pub fn group_of(&self, token_tile: u32) -> u32 {
+        token_tile / self.group_tiles
+    }
+
+    /// The token tiles of group `group`.
+    pub fn token_tiles_of(&self, group: u32) -> Range<u32> {
+        let start = group.saturating_mul(self.group_tiles).min(self.token_tiles);
+        start..start.saturating_add(self.group_tiles).min(self.token_tiles)
+    }
+
+    /// The groups whose combines wait for row tile `row_tile` of `plan`'s packet
+    /// `(owner, local_expert)` (empty past the packet's end; panics like
+    /// [`SourcePlan::packet`]).
+    pub fn row_tile_groups(
+        &self,
+        plan: &SourcePlan,
+        owner: u32,
+        local_expert: u32,
+        row_tile: u32,
+        bm: u32,
+    ) -> RangeInclusive<u32> {
+        match plan.row_tile_token_tiles(owner, local_expert, row_tile, bm) {
+            Some(tiles) => self.group_of(*tiles.start())..=self.group_of(*tiles.end()),
+            #[allow(clippy::reversed_empty_ranges)]
+            None => 1..=0,
+        }
+    }
+}
+
+/// Slots of the task log kept for combine tasks: the combine log is slots `[0, this)`, the
+/// GEMM tasks' log starts here (`fdm_gemm_log_base` in the C header). The scheduler hands out
+/// ready combines before queued GEMM tasks, so a combine never waits behind GEMM1 tasks
+/// published long before it was ready.
+pub fn combine_log_slots(layout: &HeapLayout) -> u64 {
+    layout.token_tiles() as u64 * layout.geometry().col_tiles_hidden() as u64
 }
 
 /// The routing of every rank: `sources[s]` is rank `s`'s plan.
@@ -326,11 +455,16 @@ pub fn prerequisites(
         }
         TaskKind::Combine => {
             let src = plan.source(s);
+            let bm = g.tile.bm;
+            let readiness = src.combine_readiness(bm);
+            let group = readiness.group_of(rt);
             let mut keys = Vec::new();
             for owner in 0..g.world {
                 for le in 0..g.local_experts {
-                    for prt in 0..div_ceil(src.rows(owner, le), g.tile.bm) {
-                        keys.push((TaskKind::Gemm1, s, owner, le, prt, c));
+                    for prt in 0..div_ceil(src.rows(owner, le), bm) {
+                        if readiness.row_tile_groups(src, owner, le, prt, bm).contains(&group) {
+                            keys.push((TaskKind::Gemm1, s, owner, le, prt, c));
+                        }
                     }
                 }
             }
@@ -404,10 +538,18 @@ mod tests {
         // rank 0 and 0..=5 to (1,0).
         let p0 = SourcePlan::new(&l, vec![vec![0, 1, 2, 5], vec![1, 3]]).unwrap();
         let p1 = SourcePlan::new(&l, vec![vec![], vec![0, 1, 2, 3, 4, 5]]).unwrap();
-        // Rank 0 sent one row tile to (0,0) and one to (1,0): each column waits for 2 tiles.
-        assert_eq!(p0.combine_expected(4), 2);
-        // Rank 1 sent two row tiles to (1,0).
-        assert_eq!(p1.combine_expected(4), 2);
+        // Rank 0 sent one row tile to (0,0) (tokens 0..=5: token tiles 0..=1) and one to (1,0)
+        // (tokens 1, 3: tile 0). Two token tiles, span 2 * 2 / 2 = 2: one group of both tiles,
+        // waiting for both row tiles.
+        let r0 = p0.combine_readiness(4);
+        assert_eq!((r0.group_tiles(), r0.groups(), r0.expected(0)), (2, 1, 2));
+        assert_eq!(r0.token_tiles_of(0), 0..2);
+        assert_eq!(p0.row_tile_token_tiles(1, 0, 0, 4), Some(0..=0));
+        assert_eq!(p0.row_tile_token_tiles(1, 0, 1, 4), None);
+        // Rank 1 sent two row tiles to (1,0): tokens 0..=3 (tile 0) and 4..=5 (tile 1); span
+        // 1 * 2 / 2 = 1: a group per token tile, each waiting for one row tile.
+        let r1 = p1.combine_readiness(4);
+        assert_eq!((r1.group_tiles(), r1.groups(), r1.expected(0), r1.expected(1)), (1, 2, 1, 1));
 
         let plan = RoutingPlan::new(&l, vec![p0, p1]).unwrap();
         assert_eq!(plan.received_rows(0), vec![4, 0]);
@@ -439,6 +581,24 @@ mod tests {
             prerequisites(&l, &plan, combine).unwrap(),
             vec![(TaskKind::Gemm1, 0, 0, 0, 0, 0), (TaskKind::Gemm1, 0, 1, 0, 0, 0)]
         );
+    }
+
+    #[test]
+    fn group_tiles_follow_the_span_and_the_group_limit() {
+        // No row tiles: one tile a group.
+        assert_eq!(combine_group_tiles(128, 0, 0), 1);
+        // T16384 E8 k2 at bm 128: 128 token tiles, ~264 row tiles over 8 packets: span 3 -> 2.
+        assert_eq!(combine_group_tiles(128, 8, 264), 2);
+        // E128: span 128 * 128 / 384 = 42 -> 32.
+        assert_eq!(combine_group_tiles(128, 128, 384), 32);
+        // Never more than MAX_COMBINE_GROUPS groups, never past 2^31.
+        assert_eq!(combine_group_tiles(4096, 1, 4096), 4);
+        assert_eq!(combine_group_tiles(u32::MAX, 1, u64::MAX), 1 << 22);
+        assert_eq!(combine_group_tiles(u32::MAX, u32::MAX, 1), 1 << 31);
+        for (tiles, packets, rows) in [(1u32, 1u32, 1u64), (7, 3, 5), (1000, 64, 1), (9999, 2, 7)] {
+            let g = combine_group_tiles(tiles, packets, rows);
+            assert!(g.is_power_of_two() && div_ceil(tiles, g) <= MAX_COMBINE_GROUPS);
+        }
     }
 
     #[test]

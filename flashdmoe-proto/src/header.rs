@@ -10,7 +10,7 @@ use alloc::string::String;
 use core::fmt::Write;
 use core::mem::{align_of, offset_of, size_of};
 
-use crate::layout::{ALIGN, COUNTER_BYTES, LayoutParams, SIGNAL_BYTES};
+use crate::layout::{ALIGN, COUNTER_BYTES, LayoutParams, MAX_COMBINE_GROUPS, SIGNAL_BYTES};
 use crate::task::{NO_OFFSET, TASK_BYTES, TaskDescriptor, TaskKind};
 
 /// Field names and C types of [`TaskDescriptor`], in declaration order.
@@ -117,6 +117,7 @@ pub fn c_header() -> String {
         ("FDM_ALIGN", format!("{ALIGN}ull")),
         ("FDM_SIGNAL_BYTES", format!("{SIGNAL_BYTES}ull")),
         ("FDM_COUNTER_BYTES", format!("{COUNTER_BYTES}ull")),
+        ("FDM_MAX_COMBINE_GROUPS", format!("{MAX_COMBINE_GROUPS}u")),
         ("FDM_TASK_BYTES", format!("{TASK_BYTES}")),
         ("FDM_NO_OFFSET", format!("0x{NO_OFFSET:X}ull")),
         ("FDM_STAGE_DISPATCH", "0".into()),
@@ -188,8 +189,12 @@ FDM_FN unsigned long long fdm_row_tile_counter(const fdm_layout* l, unsigned int
                                                unsigned int row_tile) {
     return l->row_tile_counters + (fdm_packet_index(l, source, le) * l->row_tiles + row_tile) * FDM_COUNTER_BYTES;
 }
-FDM_FN unsigned long long fdm_combine_counter(const fdm_layout* l, unsigned int col_tile) {
-    return l->combine_counters + (unsigned long long)col_tile * FDM_COUNTER_BYTES;
+FDM_FN unsigned int fdm_combine_groups_max(const fdm_layout* l) {
+    return l->token_tiles < FDM_MAX_COMBINE_GROUPS ? l->token_tiles : FDM_MAX_COMBINE_GROUPS;
+}
+FDM_FN unsigned long long fdm_combine_counter(const fdm_layout* l, unsigned int group, unsigned int col_tile) {
+    return l->combine_counters
+        + ((unsigned long long)group * fdm_col_tiles_hidden(l) + col_tile) * FDM_COUNTER_BYTES;
 }
 FDM_FN unsigned long long fdm_element(const fdm_layout* l, unsigned long long base, unsigned int peer,
                                       unsigned int le, unsigned int row, unsigned int col, unsigned int width) {
@@ -209,7 +214,9 @@ FDM_FN unsigned long long fdm_intermediate_row(const fdm_layout* l, unsigned int
 // HeapLayout::counters.
 FDM_FN unsigned long long fdm_counters_start(const fdm_layout* l) { return l->row_tile_counters; }
 FDM_FN unsigned long long fdm_counters_bytes(const fdm_layout* l) {
-    return l->combine_counters + (unsigned long long)fdm_col_tiles_hidden(l) * FDM_COUNTER_BYTES - l->row_tile_counters;
+    return l->combine_counters
+        + (unsigned long long)fdm_combine_groups_max(l) * fdm_col_tiles_hidden(l) * FDM_COUNTER_BYTES
+        - l->row_tile_counters;
 }
 
 // ---- the task graph ----
@@ -218,6 +225,21 @@ FDM_FN unsigned long long fdm_counters_bytes(const fdm_layout* l) {
 FDM_FN unsigned long long fdm_task_bound(const fdm_layout* l, unsigned long long row_tiles, unsigned int tokens) {
     return row_tiles * (fdm_col_tiles_inter(l) + fdm_col_tiles_hidden(l))
         + (unsigned long long)fdm_div_ceil(tokens, l->bm) * fdm_col_tiles_hidden(l);
+}
+// Token tiles per combine readiness group: graph::combine_group_tiles.
+FDM_FN unsigned int fdm_combine_group_tiles(unsigned int token_tiles, unsigned int packets,
+                                            unsigned long long row_tiles) {
+    unsigned long long span = row_tiles == 0ull ? 1ull : (unsigned long long)packets * token_tiles / row_tiles;
+    if (span == 0ull) span = 1ull;
+    unsigned int group = 1u;
+    while (group < 0x80000000u && (unsigned long long)group * 2ull <= span) group *= 2u;
+    while (fdm_div_ceil(token_tiles, group) > FDM_MAX_COMBINE_GROUPS) group *= 2u;
+    return group;
+}
+// The task log: combine tasks in slots [0, fdm_gemm_log_base), GEMM tasks from there:
+// graph::combine_log_slots.
+FDM_FN unsigned long long fdm_gemm_log_base(const fdm_layout* l) {
+    return (unsigned long long)l->token_tiles * fdm_col_tiles_hidden(l);
 }
 // The descriptor TaskDescriptor::new builds, for arguments it accepts (the kernel forms them
 // from validated counts; the Rust constructor is the one that checks them).
@@ -269,7 +291,7 @@ mod tests {
     use std::process::Command;
 
     use super::c_header;
-    use crate::graph::{TaskCounts, tile_rows};
+    use crate::graph::{TaskCounts, combine_group_tiles, combine_log_slots, tile_rows};
     use crate::layout::{Geometry, HeapLayout, LayoutParams, Stage, TileShape, div_ceil};
     use crate::task::{TaskDescriptor, TaskKind};
     use crate::{Epoch, signal};
@@ -373,6 +395,20 @@ mod tests {
                 tile_rows(rows, rt, bm).into(),
             );
         }
+        for (tiles, packets, rows) in [
+            (0u32, 0u32, 0u64),
+            (128, 8, 264),
+            (128, 128, 384),
+            (4096, 1, 4096),
+            (u32::MAX, 1, u64::MAX),
+            (u32::MAX, u32::MAX, 1),
+            (3, 5, 2),
+        ] {
+            q.push(
+                &alloc::format!("fdm_combine_group_tiles({tiles}u, {packets}u, {rows}ull)"),
+                combine_group_tiles(tiles, packets, rows).into(),
+            );
+        }
         for (i, geometry) in geometries().into_iter().enumerate() {
             let l = HeapLayout::new(geometry).unwrap();
             let g = *l.geometry();
@@ -433,12 +469,16 @@ mod tests {
                     }
                 }
             }
-            for ct in probes(g.col_tiles_hidden()) {
-                q.push(
-                    &alloc::format!("fdm_combine_counter({lp}, {ct}u)"),
-                    l.combine_counter(ct).unwrap(),
-                );
+            q.push(&alloc::format!("fdm_combine_groups_max({lp})"), g.combine_groups().into());
+            for group in probes(g.combine_groups()) {
+                for ct in probes(g.col_tiles_hidden()) {
+                    q.push(
+                        &alloc::format!("fdm_combine_counter({lp}, {group}u, {ct}u)"),
+                        l.combine_counter(group, ct).unwrap(),
+                    );
+                }
             }
+            q.push(&alloc::format!("fdm_gemm_log_base({lp})"), combine_log_slots(&l));
             let (start, bytes) = l.counters();
             q.push(&alloc::format!("fdm_counters_start({lp})"), start);
             q.push(&alloc::format!("fdm_counters_bytes({lp})"), bytes);

@@ -14,7 +14,7 @@
 //! | dispatch signals | `[world][local_experts]` | `u64` | source ranks (remote) |
 //! | return signals | `[world][local_experts][row_tiles][col_tiles_h]` | `u64` | owner ranks (remote) |
 //! | row-tile counters | `[world][local_experts][row_tiles]` | `u32` | this rank |
-//! | combine counters | `[col_tiles_h]` | `u32` | this rank |
+//! | combine counters | `[combine_groups][col_tiles_h]` | `u32` | this rank |
 //! | dispatch rows | `[world][local_experts][capacity][hidden]` | element | source ranks (remote) |
 //! | return rows | `[world][local_experts][capacity][hidden]` | element | owner ranks (remote) |
 //! | intermediate rows | `[world][local_experts][capacity][inter]` | element | this rank |
@@ -27,6 +27,10 @@ pub const ALIGN: u64 = 256;
 pub const SIGNAL_BYTES: u64 = 8;
 /// Bytes of one counter word.
 pub const COUNTER_BYTES: u64 = 4;
+/// The most readiness groups a rank's combine has: its token tiles are counted in at most this
+/// many groups of consecutive tiles ([`crate::graph::combine_group_tiles`]), which bounds the
+/// combine counters and the kernel's per-group state in shared memory.
+pub const MAX_COMBINE_GROUPS: u32 = 1024;
 
 /// The GEMM tile shape: `bm` rows (tokens) by `bn` output columns, stepping `bk` along K.
 ///
@@ -230,6 +234,12 @@ impl Geometry {
     pub fn token_tiles(&self) -> u32 {
         div_ceil(self.tokens, self.tile.bm)
     }
+
+    /// Readiness groups of the combine a forward can have: `min(token_tiles,
+    /// MAX_COMBINE_GROUPS)` (one group per token tile at the finest grouping).
+    pub fn combine_groups(&self) -> u32 {
+        self.token_tiles().min(MAX_COMBINE_GROUPS)
+    }
 }
 
 impl HeapLayout {
@@ -241,12 +251,13 @@ impl HeapLayout {
         let row_tiles = g.max_row_tiles();
         let token_tiles = g.token_tiles();
         let (rt, cth) = (row_tiles as u64, g.col_tiles_hidden() as u64);
+        let groups = g.combine_groups() as u64;
         let eb = g.elem_bytes as u64;
         let sizes: [(&'static str, u64); 7] = [
             ("dispatch signals", mul("dispatch signals", &[p, le, SIGNAL_BYTES])?),
             ("return signals", mul("return signals", &[p, le, rt, cth, SIGNAL_BYTES])?),
             ("row-tile counters", mul("row-tile counters", &[p, le, rt, COUNTER_BYTES])?),
-            ("combine counters", mul("combine counters", &[cth, COUNTER_BYTES])?),
+            ("combine counters", mul("combine counters", &[groups, cth, COUNTER_BYTES])?),
             (
                 "dispatch rows",
                 mul("dispatch rows", &[p, le, g.capacity as u64, g.hidden as u64, eb])?,
@@ -309,7 +320,9 @@ impl HeapLayout {
     /// The counters a forward resets: the row-tile counters and the combine counters, as
     /// `(start, bytes)` (one contiguous run of `u32`s; `fdm_counters` in the C header).
     pub fn counters(&self) -> (u64, u64) {
-        let end = self.combine_counters + self.geometry.col_tiles_hidden() as u64 * COUNTER_BYTES;
+        let g = &self.geometry;
+        let end = self.combine_counters
+            + g.combine_groups() as u64 * g.col_tiles_hidden() as u64 * COUNTER_BYTES;
         (self.row_tile_counters, end - self.row_tile_counters)
     }
 
@@ -358,11 +371,14 @@ impl HeapLayout {
         Ok(self.row_tile_counters + idx * COUNTER_BYTES)
     }
 
-    /// Offset of the arrival counter of output column tile `col_tile` (counts the returned
-    /// tiles of that column; see [`crate::graph`]).
-    pub fn combine_counter(&self, col_tile: u32) -> Result<u64> {
-        check_range("column tile", col_tile, self.geometry.col_tiles_hidden())?;
-        Ok(self.combine_counters + col_tile as u64 * COUNTER_BYTES)
+    /// Offset of the arrival counter of readiness group `group`, output column tile `col_tile`
+    /// (counts the returned tiles of that column whose rows fall in the group's token tiles;
+    /// see [`crate::graph::CombineReadiness`]).
+    pub fn combine_counter(&self, group: u32, col_tile: u32) -> Result<u64> {
+        check_range("combine group", group, self.geometry.combine_groups())?;
+        let cth = self.geometry.col_tiles_hidden();
+        check_range("column tile", col_tile, cth)?;
+        Ok(self.combine_counters + (group as u64 * cth as u64 + col_tile as u64) * COUNTER_BYTES)
     }
 
     /// Offset of element `col` of row `row` of the `stage` region of `(peer, local_expert)`.
@@ -454,7 +470,11 @@ impl HeapLayout {
                 self.row_tile_counters,
                 p * le * self.row_tiles as u64 * COUNTER_BYTES,
             ),
-            ("combine_counters", self.combine_counters, cth * COUNTER_BYTES),
+            (
+                "combine_counters",
+                self.combine_counters,
+                g.combine_groups() as u64 * cth * COUNTER_BYTES,
+            ),
             ("dispatch_rows", self.dispatch_rows, rows * g.hidden as u64 * eb),
             ("return_rows", self.return_rows, rows * g.hidden as u64 * eb),
             ("intermediate_rows", self.intermediate_rows, rows * g.inter as u64 * eb),
@@ -494,8 +514,10 @@ mod tests {
         assert_eq!(l.return_signal(1, 2, 1, 1).unwrap(), 256 + 192 - 8);
         // row-tile counters: 2*3*2*4 = 48 B at 512.
         assert_eq!(l.row_tile_counter(1, 0, 1).unwrap(), 512 + (3 * 2 + 1) * 4);
-        // combine counters: 2*4 = 8 B at 768.
-        assert_eq!(l.combine_counter(1).unwrap(), 768 + 4);
+        // combine counters: 3 groups (one per token tile) * 2 columns * 4 = 24 B at 768.
+        assert_eq!(l.geometry().combine_groups(), 3);
+        assert_eq!(l.combine_counter(0, 1).unwrap(), 768 + 4);
+        assert_eq!(l.combine_counter(2, 1).unwrap(), 768 + (2 * 2 + 1) * 4);
         // dispatch rows: 2*3*5*16*2 = 960 B at 1024; return rows at 1024 + 1024 = 2048.
         assert_eq!(l.row(Stage::Dispatch, 0, 0, 0, 0).unwrap(), 1024);
         assert_eq!(l.row(Stage::Dispatch, 1, 1, 2, 3).unwrap(), 1024 + ((4 * 5 + 2) * 16 + 3) * 2);
@@ -508,7 +530,7 @@ mod tests {
         assert_eq!(start, l.params().row_tile_counters);
         assert_eq!(
             start + bytes,
-            l.params().combine_counters + 4 * l.geometry().col_tiles_hidden() as u64
+            l.params().combine_counters + 4 * 3 * l.geometry().col_tiles_hidden() as u64
         );
     }
 
@@ -523,7 +545,8 @@ mod tests {
         assert!(l.return_signal(0, 0, 2, 0).is_err());
         assert!(l.row(Stage::Return, 0, 0, 5, 0).is_err());
         assert!(l.row(Stage::Return, 0, 0, 0, 16).is_err());
-        assert!(l.combine_counter(2).is_err());
+        assert!(l.combine_counter(0, 2).is_err());
+        assert!(l.combine_counter(3, 0).is_err());
     }
 
     #[test]

@@ -23,10 +23,10 @@ mod task;
 
 pub use epoch::Epoch;
 pub use error::{ProtoError, Result};
-pub use graph::{RoutingPlan, SourcePlan, TaskCounts, TaskKey};
+pub use graph::{CombineReadiness, RoutingPlan, SourcePlan, TaskCounts, TaskKey};
 pub use header::{CField, c_header, c_struct};
 pub use layout::{
-    ALIGN, COUNTER_BYTES, Geometry, HeapLayout, LayoutParams, SIGNAL_BYTES, Stage, TileShape,
-    div_ceil,
+    ALIGN, COUNTER_BYTES, Geometry, HeapLayout, LayoutParams, MAX_COMBINE_GROUPS, SIGNAL_BYTES,
+    Stage, TileShape, div_ceil,
 };
 pub use task::{NO_OFFSET, TASK_BYTES, TaskDescriptor, TaskKind};

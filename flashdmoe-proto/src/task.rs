@@ -160,8 +160,7 @@ impl TaskDescriptor {
                     });
                 }
                 check_range("token tile", row_tile, layout.token_tiles())?;
-                // Also range-checks the column tile.
-                layout.combine_counter(col_tile)?;
+                check_range("column tile", col_tile, g.col_tiles_hidden())?;
                 let elem = first_row as u64 * g.hidden as u64 + (col_tile * g.tile.bn) as u64;
                 (NO_OFFSET, elem * g.elem_bytes as u64, NO_OFFSET, NO_OFFSET)
             }

@@ -108,7 +108,7 @@ fn model_sections(g: &Geometry) -> Option<[(u128, u128); 7]> {
         p * le * 8,
         p * le * rt * cth * 8,
         p * le * rt * 4,
-        cth * 4,
+        (g.tokens as u128).div_ceil(t.bm as u128).min(1024) * cth * 4,
         p * le * cap * h * eb,
         p * le * cap * h * eb,
         p * le * cap * i * eb,
@@ -199,8 +199,11 @@ proptest! {
             assert_inside("row-tile counter", l.row_tile_counter(peer, le, rt).unwrap(),
                 COUNTER_BYTES, s[2]);
         }
-        if let Some(ct) = index(picks[3], ct_n) {
-            assert_inside("combine counter", l.combine_counter(ct).unwrap(), COUNTER_BYTES, s[3]);
+        let groups = g.combine_groups();
+        if let (Some(group), Some(ct)) = (index(picks[2], groups), index(picks[3], ct_n)) {
+            assert_inside("combine counter", l.combine_counter(group, ct).unwrap(),
+                COUNTER_BYTES, s[3]);
+            assert_out_of_range("combine group", l.combine_counter(groups, ct));
         }
         if let Some(row) = index(picks[4], g.capacity) {
             let col = picks[5] % g.hidden;
@@ -216,7 +219,9 @@ proptest! {
         assert_out_of_range("row tile", l.return_signal(peer, le, rt_n, 0));
         assert_out_of_range("row tile", l.row_tile_counter(peer, le, rt_n));
         assert_out_of_range("column tile", l.return_tile_id(0, ct_n));
-        assert_out_of_range("column tile", l.combine_counter(ct_n));
+        if groups > 0 {
+            assert_out_of_range("column tile", l.combine_counter(0, ct_n));
+        }
         assert_out_of_range("row", l.row(Stage::Return, peer, le, g.capacity, 0));
         assert_out_of_range("column", l.row(Stage::Dispatch, peer, le, 0, g.hidden));
         assert_out_of_range("column", l.intermediate_row(peer, le, 0, g.inter));
@@ -546,10 +551,27 @@ proptest! {
                 TaskKind::Gemm1 => {
                     prop_assert_eq!(pre.len() as u32, graph::gemm0_per_row_tile(&layout))
                 }
-                TaskKind::Combine => prop_assert_eq!(
-                    pre.len() as u32,
-                    plan.source(t.source_rank).combine_expected(g.tile.bm)
-                ),
+                TaskKind::Combine => {
+                    // As many as its group's counter waits for, and every returned row the
+                    // combine reads among them: a token of this tile routed to a packet needs
+                    // the row tile holding it.
+                    let src = plan.source(t.source_rank);
+                    let readiness = src.combine_readiness(g.tile.bm);
+                    let group = readiness.group_of(t.row_tile);
+                    prop_assert_eq!(pre.len() as u32, readiness.expected(group));
+                    for o in 0..g.world {
+                        for e in 0..g.local_experts {
+                            for (row, &token) in src.packet(o, e).iter().enumerate() {
+                                if token / g.tile.bm == t.row_tile {
+                                    let prt = row as u32 / g.tile.bm;
+                                    let need = (TaskKind::Gemm1, t.source_rank, o, e, prt, t.col_tile);
+                                    prop_assert!(pre.contains(&need),
+                                        "combine {:?} does not wait for {:?}", key, need);
+                                }
+                            }
+                        }
+                    }
+                }
             }
         }
 
@@ -673,8 +695,14 @@ fn hot_expert_and_empty_rank_hand_computed() {
     // Rank 0 receives nothing: only its combine.
     let c0 = TaskCounts::for_rank(&layout, plan.received_rows(0));
     assert_eq!((c0.gemm0, c0.gemm1, c0.combine), (0, 0, 6));
-    assert_eq!(plan.source(0).combine_expected(2), 3);
-    assert_eq!(plan.source(1).combine_expected(2), 0);
+    // Rank 0: 3 token tiles, 3 row tiles over 1 packet: each row tile spans one token tile, a
+    // group is one tile, and each group waits for the one row tile holding its tokens.
+    let r0 = plan.source(0).combine_readiness(2);
+    assert_eq!((r0.group_tiles(), r0.groups()), (1, 3));
+    assert_eq!((0..3).map(|g| r0.expected(g)).collect::<Vec<_>>(), vec![1, 1, 1]);
+    // Rank 1 sent nothing: span 1, and no group waits for anything.
+    let r1 = plan.source(1).combine_readiness(2);
+    assert_eq!((r1.groups(), r1.expected(0), r1.expected(2)), (3, 0, 0));
     let tasks: Vec<_> =
         graph::graph_tasks(&layout, &plan, Epoch::FIRST).collect::<Result<_, _>>().unwrap();
     assert_eq!(tasks.len(), 21);

@@ -2,7 +2,7 @@
 
 use flashdmoe_proto::graph::{combine_task, gemm0_tasks};
 use flashdmoe_proto::signal::{self, SignalState};
-use flashdmoe_proto::{ProtoError, SourcePlan, div_ceil};
+use flashdmoe_proto::{CombineReadiness, ProtoError, SourcePlan, div_ceil};
 
 use super::{Awaiting, Poll, RankContext, Role, RuntimeError, SymmetricHeap};
 use crate::sync::Ordering;
@@ -22,6 +22,8 @@ struct ReturnWatch {
     row_tile: u32,
     col_tile: u32,
     tile_id: u32,
+    /// The combine readiness groups this tile counts for (first, last).
+    groups: (u32, u32),
     offset: u64,
     seen: u64,
 }
@@ -35,10 +37,12 @@ struct ReturnWatch {
 ///
 /// * A dispatch signal of the current epoch announcing `n` rows: queue the packet's GEMM0 tasks,
 ///   then report `n` to the scheduler (row count, then a release increment of the packets seen).
-/// * A return signal of the current epoch for column tile `c`: increment `c`'s combine counter;
-///   the arrival that brings it to [`SourcePlan::combine_expected`] queues the Combine task of
-///   every token tile of column `c`. Columns expecting no arrival at all (this rank sent no
-///   rows) are queued at the first poll by the subscriber the column index deals them to.
+/// * A return signal of the current epoch for column tile `c` of a row tile: increment the
+///   combine counter `(group, c)` of every readiness group the row tile spans
+///   ([`CombineReadiness`]); the arrival that brings one to [`CombineReadiness::expected`]
+///   queues the Combine tasks of the group's token tiles in column `c`. Groups expecting no
+///   arrival at all are queued at the first poll by the subscriber `group * col_tiles + c`
+///   deals them to.
 ///
 /// Done once every watched signal has arrived.
 #[derive(Debug)]
@@ -48,7 +52,7 @@ pub struct Subscriber<'a, H> {
     count: u32,
     dispatches: Vec<DispatchWatch>,
     returns: Vec<ReturnWatch>,
-    expected: u32,
+    readiness: CombineReadiness,
     started: bool,
 }
 
@@ -81,6 +85,7 @@ impl<'a, H: SymmetricHeap> Subscriber<'a, H> {
                 }
             }
         }
+        let readiness = plan.combine_readiness(g.tile.bm);
         let mut returns = Vec::new();
         let mut j = 0usize;
         for owner in 0..g.world {
@@ -88,12 +93,20 @@ impl<'a, H: SymmetricHeap> Subscriber<'a, H> {
                 for row_tile in 0..div_ceil(plan.rows(owner, local_expert), g.tile.bm) {
                     for col_tile in 0..g.col_tiles_hidden() {
                         if mine(j) {
+                            let groups = readiness.row_tile_groups(
+                                plan,
+                                owner,
+                                local_expert,
+                                row_tile,
+                                g.tile.bm,
+                            );
                             returns.push(ReturnWatch {
                                 owner,
                                 local_expert,
                                 row_tile,
                                 col_tile,
                                 tile_id: layout.return_tile_id(row_tile, col_tile)?,
+                                groups: (*groups.start(), *groups.end()),
                                 offset: layout.return_signal(
                                     owner,
                                     local_expert,
@@ -108,20 +121,13 @@ impl<'a, H: SymmetricHeap> Subscriber<'a, H> {
                 }
             }
         }
-        Ok(Subscriber {
-            ctx,
-            index,
-            count,
-            dispatches,
-            returns,
-            expected: plan.combine_expected(g.tile.bm),
-            started: false,
-        })
+        Ok(Subscriber { ctx, index, count, dispatches, returns, readiness, started: false })
     }
 
-    fn queue_combines(&self, col_tile: u32) -> Result<(), RuntimeError> {
+    /// Queues the combine tasks of readiness group `group`, column `col_tile`.
+    fn queue_combines(&self, group: u32, col_tile: u32) -> Result<(), RuntimeError> {
         let ctx = &self.ctx;
-        for token_tile in 0..ctx.layout.token_tiles() {
+        for token_tile in self.readiness.token_tiles_of(group) {
             ctx.state
                 .push_task(combine_task(ctx.layout, ctx.epoch, ctx.rank, token_tile, col_tile)?)?;
         }
@@ -171,17 +177,20 @@ impl<'a, H: SymmetricHeap> Subscriber<'a, H> {
                 }
                 SignalState::Ready(_) => {
                     let col_tile = w.col_tile;
-                    let counter = ctx.layout.combine_counter(col_tile)?;
-                    let arrived = ctx.heap.add_counter(ctx.rank, counter);
-                    if arrived == self.expected {
-                        self.queue_combines(col_tile)?;
-                    } else if arrived > self.expected {
-                        return Err(ProtoError::Inconsistent {
-                            field: "combine counter",
-                            expected: self.expected as u64,
-                            found: arrived as u64,
+                    for group in w.groups.0..=w.groups.1 {
+                        let counter = ctx.layout.combine_counter(group, col_tile)?;
+                        let arrived = ctx.heap.add_counter(ctx.rank, counter);
+                        let expected = self.readiness.expected(group);
+                        if arrived == expected {
+                            self.queue_combines(group, col_tile)?;
+                        } else if arrived > expected {
+                            return Err(ProtoError::Inconsistent {
+                                field: "combine counter",
+                                expected: expected as u64,
+                                found: arrived as u64,
+                            }
+                            .into());
                         }
-                        .into());
                     }
                     progress = true;
                 }
@@ -202,10 +211,15 @@ impl<H: SymmetricHeap> Role for Subscriber<'_, H> {
         if !self.started {
             self.started = true;
             progress = true;
-            if self.expected == 0 {
-                let columns = self.ctx.layout.geometry().col_tiles_hidden();
-                for col_tile in (self.index..columns).step_by(self.count as usize) {
-                    self.queue_combines(col_tile)?;
+            let columns = self.ctx.layout.geometry().col_tiles_hidden();
+            for group in 0..self.readiness.groups() {
+                if self.readiness.expected(group) != 0 {
+                    continue;
+                }
+                for col_tile in 0..columns {
+                    if (group * columns + col_tile) % self.count == self.index {
+                        self.queue_combines(group, col_tile)?;
+                    }
                 }
             }
         }
