@@ -333,6 +333,25 @@ pub enum BackendError {
     /// A device call failed.
     #[error("device error: {0}")]
     Device(String),
+    /// A peer process of a one-process-per-GPU world died (killed, crashed): the forward in
+    /// flight was aborted, and every later call fails with this at once, before any GPU work.
+    #[error(
+        "peer rank {rank} is gone ({how}){}; this layer cannot run again: rebuild it with every \
+         rank",
+        report.as_ref().map_or(String::new(), |r| format!("; the forward in flight ended: {r}"))
+    )]
+    PeerGone {
+        /// The (lowest) process rank that is gone.
+        rank: u32,
+        /// How its death was noticed (e.g. "its connection closed without a goodbye").
+        how: String,
+        /// The kernel's timeout report of the forward in flight, if a wait gave up first.
+        report: Option<TimeoutReport>,
+    },
+    /// Joining a one-process-per-GPU world failed (rendezvous, NCCL communicator, symmetric
+    /// heap): the message names the step and, where one is to blame, the rank.
+    #[error("process group: {0}")]
+    Bootstrap(String),
     /// A rank's worker thread panicked (a bug; reported rather than propagated).
     #[error("a rank's worker thread panicked")]
     RankPanicked,

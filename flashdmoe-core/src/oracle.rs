@@ -469,12 +469,34 @@ pub fn verify(
     outputs: &[RankOutput],
     options: &VerifyOptions,
 ) -> Result<VerifyReport, OracleError> {
-    weights.check_shapes(config)?;
     let world = config.world as usize;
     for (what, n) in [("inputs", inputs.len()), ("outputs", outputs.len())] {
         if n != world {
             return Err(RoutingError::Shape { what, expected: world, actual: n }.into());
         }
+    }
+    verify_ranks(config, weights, 0, inputs, outputs, options)
+}
+
+/// [`verify`] of the consecutive ranks `first..first + inputs.len()` only (one process of a
+/// world of processes holds its own ranks' outputs): `inputs[i]` and `outputs[i]` are rank
+/// `first + i`'s. The rows sampled for a rank are those [`verify`] would check.
+pub fn verify_ranks(
+    config: &MoeConfig,
+    weights: &LayerWeights,
+    first: u32,
+    inputs: &[Vec<f32>],
+    outputs: &[RankOutput],
+    options: &VerifyOptions,
+) -> Result<VerifyReport, OracleError> {
+    weights.check_shapes(config)?;
+    if inputs.len() != outputs.len() || first as usize + inputs.len() > config.world as usize {
+        return Err(RoutingError::Shape {
+            what: "outputs",
+            expected: inputs.len(),
+            actual: outputs.len(),
+        }
+        .into());
     }
     let (t, h) = (config.tokens_per_rank, config.hidden as usize);
     let sample_seed = match options.sample {
@@ -486,7 +508,7 @@ pub fn verify(
         tolerance: options.tolerance.unwrap_or(config.dtype.tolerance()),
         sample_seed,
         rows_checked: 0,
-        rows_total: config.world as u64 * t as u64,
+        rows_total: inputs.len() as u64 * t as u64,
         max_abs: 0.0,
         max_rel: 0.0,
         worst: None,
@@ -495,7 +517,7 @@ pub fn verify(
         failures: Vec::new(),
     };
     for (rank, (input, output)) in inputs.iter().zip(outputs).enumerate() {
-        let rank = rank as u32;
+        let rank = first + rank as u32;
         check_len("input", input, t as usize * h)?;
         let routing = match check_routing(config, weights, input, &output.routing) {
             Ok(checked) => {

@@ -73,6 +73,28 @@ pub enum CudaError {
         message: String,
     },
 
+    /// An environment variable would make NCCL hand out windows without peer pointers (or
+    /// none at all): refused before NCCL is touched.
+    #[error("{var}={value} is set: {reason}; unset it to run one process per GPU")]
+    NcclEnv {
+        /// The variable.
+        var: &'static str,
+        /// Its value.
+        value: String,
+        /// What it would break.
+        reason: &'static str,
+    },
+
+    /// Building the symmetric heap across processes failed at `step` (communicator, window,
+    /// peer pointers, stamp check): nothing is guessed, the layer is not built.
+    #[error("one-process-per-GPU bootstrap failed at {step}: {reason}")]
+    Bootstrap {
+        /// The step (e.g. `"ncclCommInitRankConfig"`, `"peer stamp"`).
+        step: &'static str,
+        /// What went wrong, naming the rank where one is to blame.
+        reason: String,
+    },
+
     /// The CUDA headers NVRTC needs (`cuda_fp16.h`, `cuda_bf16.h`, ...) were not found.
     #[error(
         "CUDA headers not found: {path} is not a directory; set FLASHDMOE_CUDA_HOME to a \

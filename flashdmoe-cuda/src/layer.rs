@@ -52,7 +52,10 @@ use crate::params::{Diag, KernelParams, MAX_RANKS, ROLES, ScratchLayout, TraceRe
 use crate::spec::{self, EngineChoice, MoeSpec, ROUTING_CHUNK, TileEngine};
 use crate::tma::TensorMap;
 
+mod process;
 mod resident;
+pub use process::{DEVICE_VAR, GroupOptions, ProcessGroup, TEST_DIE, parse_die};
+use process::{Heaps, PeerHeaps};
 pub use resident::{DeviceIo, DeviceRouting};
 
 /// Options of the CUDA backend.
@@ -200,7 +203,7 @@ struct Gpu {
     kernel: Kernel,
     shape: LaunchShape,
     first_rank: u32,
-    heaps: CudaSlice<u8>,
+    heaps: Heaps,
     scratch: CudaSlice<u8>,
     x: CudaSlice<u8>,
     y: CudaSlice<u8>,
@@ -222,8 +225,10 @@ struct Gpu {
 #[derive(Debug)]
 pub struct CudaLayer {
     plan: Plan,
+    // Dropped before `peers`: a GPU's symmetric heap waits for its kernel before unmapping.
     gpus: Vec<Mutex<Gpu>>,
     heap_table: [u64; MAX_RANKS],
+    peers: PeerHeaps,
 }
 
 fn device_ptr<T>(slice: &CudaSlice<T>, stream: &CudaStream) -> u64 {
@@ -239,6 +244,32 @@ impl Backend for CudaBackend {
     }
 
     fn build(&self, config: &MoeConfig, weights: &LayerWeights) -> Result<CudaLayer, BackendError> {
+        self.build_with(config, weights, None)
+    }
+}
+
+impl CudaBackend {
+    /// Builds this process's part of a layer of a world of processes, one GPU each
+    /// (`group`): ranks `group.rank() * R .. + R` of the config's world (`R` = world /
+    /// processes), on GPU `group.device()`, holding their experts only; the peers' heaps are
+    /// reached through NCCL windows. Every process of the group must call it with the same
+    /// config and weights (checked by fingerprint). Run it with [`CudaLayer::forward_local`]
+    /// (or [`Layer::forward_rank`] at one rank per GPU).
+    pub fn build_process(
+        &self,
+        config: &MoeConfig,
+        weights: &LayerWeights,
+        group: &ProcessGroup,
+    ) -> Result<CudaLayer, BackendError> {
+        self.build_with(config, weights, Some(group))
+    }
+
+    fn build_with(
+        &self,
+        config: &MoeConfig,
+        weights: &LayerWeights,
+        group: Option<&ProcessGroup>,
+    ) -> Result<CudaLayer, BackendError> {
         let _range = nvtx::LocalRange::new(c"flashdmoe::cuda::build");
         config.validate()?;
         // Shared experts are not in the kernel yet (issue 16): refused, never run as another
@@ -253,21 +284,44 @@ impl Backend for CudaBackend {
             ));
         }
         let available = gpus()?;
-        let ranks_per_gpu = match self.options.ranks_per_gpu {
-            Some(r) if r == 0 || !world.is_multiple_of(r) => {
-                return Err(invalid(
-                    "ranks_per_gpu",
-                    format!("{r} must be > 0 and divide the world size {world}"),
-                ));
+        let ranks_per_gpu = match (group, self.options.ranks_per_gpu) {
+            // One GPU per process: the world is spread evenly over the processes.
+            (Some(g), r) => {
+                let per = world as usize / g.world().max(1);
+                if per == 0
+                    || per * g.world() != world as usize
+                    || r.is_some_and(|r| r as usize != per)
+                {
+                    return Err(invalid(
+                        "ranks_per_gpu",
+                        format!(
+                            "a world of {world} ranks over {} processes (one GPU each) needs \
+                             {world} to be a multiple of {} (ranks per GPU asked: {r:?})",
+                            g.world(),
+                            g.world()
+                        ),
+                    ));
+                }
+                per as u32
             }
-            Some(r) => r,
-            // As many GPUs as divide the world evenly.
-            None => (1..=world)
-                .find(|&r| world.is_multiple_of(r) && (world / r) as usize <= available.len())
-                .unwrap_or(world),
+            (None, r) => match r {
+                Some(r) if r == 0 || !world.is_multiple_of(r) => {
+                    return Err(invalid(
+                        "ranks_per_gpu",
+                        format!("{r} must be > 0 and divide the world size {world}"),
+                    ));
+                }
+                Some(r) => r,
+                // As many GPUs as divide the world evenly.
+                None => (1..=world)
+                    .find(|&r| world.is_multiple_of(r) && (world / r) as usize <= available.len())
+                    .unwrap_or(world),
+            },
         };
-        let ngpus = (world / ranks_per_gpu) as usize;
-        let first = self.options.first_gpu as usize;
+        let (ngpus, first) = match group {
+            Some(g) => (1, g.device()),
+            None => ((world / ranks_per_gpu) as usize, self.options.first_gpu as usize),
+        };
         if first + ngpus > available.len() {
             return Err(BackendError::TooFewDevices {
                 ranks: world,
@@ -302,7 +356,7 @@ impl Backend for CudaBackend {
         };
         let layout = HeapLayout::new(config.geometry(spec.tile)?)?;
         let map = config.expert_map()?;
-        if ngpus > 1 {
+        if ngpus > 1 && group.is_none() {
             enable_peer_access(&devices)?;
         }
         let mut kernels = Vec::with_capacity(ngpus);
@@ -354,23 +408,46 @@ impl Backend for CudaBackend {
 
         let mut built = Vec::with_capacity(ngpus);
         let mut heap_table = [0u64; MAX_RANKS];
+        let kernel_heap_bytes = ranks_per_gpu as u64 * plan.layout.total_bytes();
+        let (first_rank, nccl_heap, peers) = match group {
+            Some(g) => {
+                // Every process must have chosen the same kernel and layout.
+                g.agree(&process::fingerprint(&plan, g.world()))?;
+                let ctx = devices[0].context().clone();
+                let heap = g.heap(&ctx, kernel_heap_bytes)?;
+                for (p, &base) in heap.peers().iter().enumerate() {
+                    for r in 0..ranks_per_gpu {
+                        heap_table[p * ranks_per_gpu as usize + r as usize] =
+                            base + r as u64 * plan.layout.total_bytes();
+                    }
+                }
+                (g.rank() as u32 * ranks_per_gpu, Some(heap), PeerHeaps::Nccl(g.link(&ctx)?))
+            }
+            None => (0, None, PeerHeaps::Local),
+        };
+        let mut nccl_heap = nccl_heap;
         for (d, (device, (kernel, shape))) in devices.drain(..).zip(kernels).enumerate() {
-            let gpu = upload(&plan, device, kernel, shape, d as u32 * ranks_per_gpu, weights)?;
+            let first_rank = first_rank + d as u32 * ranks_per_gpu;
+            let gpu = upload(&plan, device, kernel, shape, first_rank, weights, nccl_heap.take())?;
             let stream = gpu.device.stream().clone();
             // The uploads are done before `build` returns: a device-resident forward runs on
             // the caller's stream, which is not ordered after this one.
             stream.synchronize().map_err(|e| BackendError::Device(e.to_string()))?;
-            let base = device_ptr(&gpu.heaps, &stream);
+            let base = gpu.heaps.ptr(&stream);
             for r in 0..ranks_per_gpu {
                 heap_table[(gpu.first_rank + r) as usize] =
                     base + r as u64 * plan.layout.total_bytes();
             }
             built.push(Mutex::new(gpu));
         }
-        let layer = CudaLayer { plan, gpus: built, heap_table };
+        let layer = CudaLayer { plan, gpus: built, heap_table, peers };
         for gpu in &layer.gpus {
             let mut gpu = gpu.lock().unwrap_or_else(PoisonError::into_inner);
             gpu.params = layer.fixed_params(&gpu);
+        }
+        if let Some(g) = group {
+            // Every process's heap is zeroed, stamped and mapped before any kernel runs.
+            g.barrier()?;
         }
         Ok(layer)
     }
@@ -384,6 +461,7 @@ fn upload(
     shape: LaunchShape,
     first_rank: u32,
     weights: &LayerWeights,
+    nccl_heap: Option<crate::nccl::SymmetricHeap>,
 ) -> Result<Gpu, BackendError> {
     let _range = nvtx::LocalRange::new(c"flashdmoe::cuda::upload");
     let stream = device.stream().clone();
@@ -392,7 +470,13 @@ fn upload(
     let d = |e: cudarc::driver::DriverError| BackendError::Device(e.to_string());
     let rows =
         r * cfg.tokens_per_rank as usize * cfg.hidden as usize * cfg.dtype.elem_bytes() as usize;
-    let heaps = stream.alloc_zeros::<u8>(r * plan.layout.total_bytes() as usize).map_err(d)?;
+    let heaps = match nccl_heap {
+        // Zeroed by `SymmetricHeap::new`.
+        Some(heap) => Heaps::Nccl(heap),
+        None => Heaps::Local(
+            stream.alloc_zeros::<u8>(r * plan.layout.total_bytes() as usize).map_err(d)?,
+        ),
+    };
     let scratch = stream.alloc_zeros::<u8>(r * plan.scratch_bytes as usize).map_err(d)?;
     let x = stream.alloc_zeros::<u8>(rows.max(16)).map_err(d)?;
     let y = stream.alloc_zeros::<u8>(rows.max(16)).map_err(d)?;
@@ -599,13 +683,22 @@ impl CudaLayer {
         if let Some(routing) = given {
             routing.check(&self.plan.config)?;
         }
-        let mut gpu = self.gpus[rank as usize].lock().unwrap_or_else(PoisonError::into_inner);
+        self.check_peers()?;
+        // By index, not by locking every GPU: the other ranks' threads hold theirs.
+        let gpu = self.local_ranks().contains(&rank).then(|| &self.gpus[self.gpu_index(rank)]);
+        let Some(gpu) = gpu else {
+            return Err(invalid("rank", format!("rank {rank} does not run in this process")));
+        };
+        let mut gpu = gpu.lock().unwrap_or_else(PoisonError::into_inner);
         self.stage(&mut gpu, &[input])?;
         if let Some(routing) = given {
             self.stage_routing(&mut gpu, routing)?;
         }
         let launched = self.launch(&gpu, options, given.is_some())?;
-        Ok(self.collect(&gpu, launched, options)?.remove(0))
+        self.launched();
+        self.collect(&gpu, launched, options)
+            .map(|mut outs| outs.remove(0))
+            .map_err(|e| self.explain(e))
     }
 
     /// Uploads a checked given routing of GPU `gpu`'s one rank (`forward_rank_routed`).
@@ -765,7 +858,7 @@ impl CudaLayer {
         let (cfg, g) = (&plan.config, plan.layout.geometry());
         let stream = gpu.device.stream().clone();
         let d = |e: cudarc::driver::DriverError| BackendError::Device(e.to_string());
-        launched.end.synchronize().map_err(d)?;
+        self.wait(gpu, &launched)?;
         let elapsed = Duration::from_secs_f64(
             launched.start.elapsed_ms(&launched.end).map_err(d)? as f64 / 1e3,
         );
@@ -787,8 +880,8 @@ impl CudaLayer {
             // Rows received, from this rank's own dispatch signals (what its bound came from).
             let h0 = local as u64 * plan.layout.total_bytes();
             let nle = plan.map.experts_of(rank).len() as u32;
-            let signals = read(
-                &gpu.heaps,
+            let signals = gpu.heaps.read(
+                &stream,
                 h0 + plan.layout.dispatch_signal(0, 0)?,
                 g.world as u64 * g.local_experts as u64 * 8,
             )?;
@@ -1031,6 +1124,14 @@ impl Layer for CudaLayer {
         options: &ForwardOptions,
     ) -> Result<ForwardOutput, BackendError> {
         let _range = nvtx::LocalRange::new(c"flashdmoe::cuda::forward");
+        if let PeerHeaps::Nccl(_) = self.peers {
+            return Err(invalid(
+                "inputs",
+                "this layer is one process's part of a world of processes: run its own ranks \
+                 with CudaLayer::forward_local"
+                    .into(),
+            ));
+        }
         let world = self.plan.config.world as usize;
         if inputs.len() != world {
             return Err(invalid(

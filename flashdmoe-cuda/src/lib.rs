@@ -89,7 +89,10 @@ pub use error::{CudaError, Result};
 pub use jit::{Compiled, Cubin, Jit, JitConfig, Origin};
 pub use kernels::{Defines, KernelSource, KernelVariant, Targets};
 pub use launch::{Kernel, LaunchShape};
-pub use layer::{CudaBackend, CudaLayer, CudaOptions, DeviceIo, DeviceRouting, PhaseTimes};
+pub use layer::{
+    CudaBackend, CudaLayer, CudaOptions, DeviceIo, DeviceRouting, GroupOptions, PhaseTimes,
+    ProcessGroup,
+};
 pub use ptxas::{CompileReport, FunctionReport};
 pub use selftest::{SelftestReport, run_selftest};
 pub use spec::{EngineChoice, MoeSpec, TileEngine};

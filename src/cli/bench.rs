@@ -117,6 +117,14 @@ impl From<BenchError> for CliError {
 
 /// Runs `flashdmoe bench`.
 pub(super) fn bench(args: &BenchArgs) -> Result<(), CliError> {
+    if super::process::is_process_rank() {
+        return Err(CliError::Usage(
+            "bench does not run as one process per GPU yet (RANK is set): time a layer with \
+             `flashdmoe launch --nproc N run --backend cuda --iterations K`, which prints the \
+             median forward time of every process"
+                .into(),
+        ));
+    }
     let cases = cases(args)?;
     if !(args.timeout.is_finite() && args.timeout > 0.0) {
         return Err(CliError::Usage(format!("--timeout {} must be > 0 seconds", args.timeout)));

@@ -48,9 +48,11 @@ pub(super) fn info(args: &ConfigArgs) -> Result<(), CliError> {
         Err(e) => format!("NVRTC not usable: {e}"),
     };
     println!("        {nvrtc}");
-    // One process per GPU (issue 14) will bootstrap its heap through NCCL; not built yet.
+    // One process per GPU (`flashdmoe launch`, torchrun) builds its heap through NCCL.
     let nccl = match flashdmoe::cuda::nccl::nccl_version() {
-        Ok(v) => format!("NCCL {v} found (for one process per GPU, not yet built: issue 14)"),
+        Ok(v) => {
+            format!("NCCL {v} found (one process per GPU: flashdmoe launch --nproc N run ...)")
+        }
         Err(e) => format!("NCCL not usable (only one process per GPU needs it): {e}"),
     };
     println!("        {nccl}");

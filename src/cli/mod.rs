@@ -13,7 +13,9 @@ mod bench;
 mod config;
 mod estimate;
 mod info;
+mod launch;
 mod phases;
+mod process;
 mod run;
 mod run_summary;
 
@@ -75,6 +77,15 @@ enum Command {
     /// never its times. The GPU check's untimed checks and CPU baselines are tabled, not
     /// plotted. Prints each figure written or why it was not drawn.
     Report(bench::ReportArgs),
+    /// Run `run ...` or `bench ...` as one process per GPU on this machine.
+    ///
+    /// Starts N processes of this program with the variables torchrun sets (RANK, WORLD_SIZE,
+    /// LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT; NCCL_NVLS_ENABLE=0); each owns
+    /// GPU LOCAL_RANK and builds its part of the layer's symmetric heap over NCCL (NCCL 2.28+
+    /// on LD_LIBRARY_PATH: `eval "$(scripts/install-nccl.sh)"`). Output lines carry their rank.
+    /// If one process fails the others get --grace seconds, then are killed; the exit status
+    /// is the failing rank's. Under torchrun, run `flashdmoe run ...` directly (RANK set).
+    Launch(launch::LaunchArgs),
 }
 
 /// Arguments of `flashdmoe info`.
@@ -302,6 +313,16 @@ pub enum CliError {
     /// Something other than a backend failed (a baseline, writing results).
     #[error("{0}")]
     Failed(String),
+    /// A process of `flashdmoe launch` failed; the others were stopped.
+    #[error("rank {rank} failed ({how}); the other ranks were let finish or stopped")]
+    RankFailed {
+        /// The first process rank that failed.
+        rank: u32,
+        /// How it ended.
+        how: String,
+        /// Its exit code (the CLI's statuses), if it exited.
+        code: Option<u8>,
+    },
 }
 
 impl CliError {
@@ -320,6 +341,12 @@ impl CliError {
             | CliError::Oracle(_)
             | CliError::Failed(_) => ExitStatus::Failed,
             CliError::Mismatch(_) => ExitStatus::Mismatch,
+            CliError::RankFailed { code, .. } => match code {
+                Some(2) => ExitStatus::Usage,
+                Some(3) => ExitStatus::Mismatch,
+                Some(4) => ExitStatus::Unavailable,
+                _ => ExitStatus::Failed,
+            },
         }
     }
 }
@@ -341,6 +368,7 @@ pub fn main() -> ExitCode {
         Command::Info(args) => info::info(&args.config),
         Command::Bench(args) => bench::bench(&args),
         Command::Report(args) => bench::report(&args),
+        Command::Launch(args) => launch::launch(&args),
     };
     match result {
         Ok(()) => ExitCode::from(ExitStatus::Success as u8),

@@ -41,6 +41,12 @@ pub(super) fn run(args: &RunArgs) -> Result<(), CliError> {
                 "backend: sim ({} processor and {} subscriber threads per rank)",
                 sim.processors_per_rank, sim.subscribers_per_rank
             );
+            if super::process::is_process_rank() {
+                println!(
+                    "note: RANK is set, but the simulator runs the whole world in this process \
+                     (--backend cuda runs one process per GPU)"
+                );
+            }
             let backend = SimBackend::new(sim);
             check_estimate(&config, &backend, args)?;
             run_on(&backend, &config, &options, args, &mut phases)
@@ -58,6 +64,12 @@ pub(super) fn run(args: &RunArgs) -> Result<(), CliError> {
             flashdmoe::cuda::cuda_available()
                 .map_err(|e| CliError::Backend(BackendError::Unavailable(e.to_string())))?;
             estimate::check_gpu_host(&config, estimate::available_memory())?;
+            if super::process::is_process_rank() {
+                // One rank of a world of processes (`flashdmoe launch`, torchrun).
+                let result = super::process::run(&config, &options, args, &mut phases);
+                println!("{}", phases.line());
+                return result;
+            }
             let cuda = CudaOptions { ranks_per_gpu: args.ranks_per_gpu, ..CudaOptions::default() };
             match cuda.ranks_per_gpu {
                 Some(r) => println!("backend: cuda ({r} ranks per GPU)"),
@@ -168,7 +180,7 @@ pub(super) fn sample(config: &MoeConfig) -> Sample {
 }
 
 /// A backend timeout as the CLI reports it: whose deadline it was and the flag that sets it.
-fn timeout_named(e: BackendError, backend: &str, timeout: f64) -> CliError {
+pub(super) fn timeout_named(e: BackendError, backend: &str, timeout: f64) -> CliError {
     match e {
         BackendError::Timeout(report) => {
             CliError::Timeout { backend: backend.to_string(), timeout, report }

@@ -96,6 +96,9 @@ impl CudaLayer {
         io: &[DeviceIo],
         timeout: Duration,
     ) -> Result<(), BackendError> {
+        // Across processes: a dead peer fails the call at once (the asynchronous path has no
+        // host wait to raise the kernel's abort from; the kernel's deadline bounds it).
+        self.check_peers()?;
         let max = self.plan.config.tokens_per_rank;
         if io.len() != self.gpus.len() {
             return Err(invalid(

@@ -1,6 +1,8 @@
 //! NCCL, loaded at run time: the engine one process per GPU will build its symmetric heap on
 //! (issue 14 item 5; `docs/dev/process-model.md`, section 2, "Loading NCCL"). This module finds
-//! the library and checks its version; the communicator and the heap windows come next.
+//! the library and checks its version; [`comm`] is the communicator (nonblocking, deadlines,
+//! abort), [`heap`] the symmetric heap (window, peer bases, stamps), [`env`](mod@env) the NCCL variables
+//! refused up front.
 //!
 //! cudarc loads NCCL by the names `libnccl.so`, `libnccl.so.<N>`, ... but not `libnccl.so.2`,
 //! the only name the `nvidia-nccl-cu13` wheel (and so PyTorch) ships: `scripts/install-nccl.sh`
@@ -14,12 +16,19 @@
 //! * A version below [`MIN_NCCL`] is refused: symmetric memory windows, which expose the peers'
 //!   heap addresses, arrived in 2.28.
 
+pub mod comm;
+pub mod env;
+pub mod heap;
+
 use std::fmt;
 use std::sync::OnceLock;
 
 use cudarc::nccl::sys;
 
 use crate::error::{CudaError, Result};
+
+pub use comm::{Comm, UniqueId};
+pub use heap::{SymmetricHeap, WindowRecord};
 
 /// An NCCL release.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
