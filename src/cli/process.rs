@@ -93,10 +93,18 @@ pub(super) fn run(
         )
     })?;
     println!("verify: ranks {ranks:?}: {verdict}");
-    if verdict.passed() {
-        Ok(())
-    } else {
-        Err(CliError::Mismatch(format!("{} failures against the oracle", verdict.failure_count)))
+    if !verdict.passed() {
+        return Err(CliError::Mismatch(format!(
+            "{} failures against the oracle",
+            verdict.failure_count
+        )));
+    }
+    match args.back_to_back {
+        // Only verified work is timed back to back (its last output is compared with these).
+        Some(k) => {
+            super::back_to_back::process(&layer, &group, config, &inputs, &outs, k, options.timeout)
+        }
+        None => Ok(()),
     }
 }
 
