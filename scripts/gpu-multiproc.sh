@@ -79,7 +79,13 @@ step() {
 }
 verdict() { grep -h "verify:" "$out/$1.log" | sed 's/.*verify: //' | cut -c1-60 | paste -sd'|' -; }
 # The back-to-back line (rank 0's when launched: every process prints the group's).
-b2b() { grep -h "back to back: " "$out/$1.log" | grep -v '^\[rank [1-9]' | head -1 | sed -E 's/.*back to back: //; s/ device-resident forwards queued.*per GPU/ fwd; per GPU/; s/\); last output bitwise = the host path.s \(verified\)/), = host path/' | cut -c1-110; }
+# The last error line of a step's log, a rank's own first (what a FAIL row shows).
+why() { { grep -h '\] error:' "$out/$1.log" || grep -h "error:" "$out/$1.log"; } | tail -1 | cut -c1-110; }
+b2b() {
+  local l
+  l=$(grep -h "back to back: " "$out/$1.log" | grep -v '^\[rank [1-9]' | head -1 | sed -E 's/.*back to back: //; s/ device-resident forwards queued.*per GPU/ fwd; per GPU/; s/\); last output bitwise = the host path.s \(verified\)/), = host path/' | cut -c1-110)
+  echo "${l:-$(why "$1")}"
+}
 
 nvidia-smi -L | tee "$out/gpus.log"
 nvidia-smi topo -m >>"$out/gpus.log" 2>&1
@@ -107,11 +113,11 @@ mode=()
 step small 90 "$bin" launch --nproc 2 --grace 20 run --backend cuda --world 2 --tokens 128 --iterations 2 --timeout 10
 rc=$?
 if [ $rc != 0 ]; then
-  row "2 launch small" "FAIL" "exit $rc; retrying with --visible-devices"
+  row "2 launch small" "FAIL" "exit $rc; retrying with --visible-devices; $(why small)"
   mode=(--visible-devices)
   step small-visible 60 "$bin" launch --nproc 2 "${mode[@]}" --grace 20 run --backend cuda --world 2 --tokens 128 --iterations 2 --timeout 10
   rc=$?
-  row "2 launch small --visible-devices" "$([ $rc = 0 ] && echo ok || echo FAIL)" "$(verdict small-visible)"
+  row "2 launch small --visible-devices" "$([ $rc = 0 ] && echo ok || echo FAIL)" "$(verdict small-visible) $(why small-visible)"
   [ $rc != 0 ] && mode=()
 else
   row "2 launch run small (T128 E8)" "ok" "$(verdict small)"
@@ -120,7 +126,8 @@ fi
 step bench2 90 "$bin" launch --nproc 2 "${mode[@]}" --grace 20 bench --backend cuda "${paper[@]}" --iters 200 --warmup 10 --timeout 10 --out "$out/bench-p2"
 rc=$?
 cp "$out/bench-p2/results.jsonl" "$final/bench-p2.jsonl" 2>/dev/null
-row "3 launch bench paper P=2" "$([ $rc = 0 ] && echo ok || echo FAIL)" "$(grep -h '^\[rank 0\] paper-t4096-e32: ' "$out/bench2.log" | sed 's/.*e32: //' | cut -c1-100)"
+line=$(grep -h '^\[rank 0\] paper-t4096-e32: ' "$out/bench2.log" | sed 's/.*e32: //' | cut -c1-100)
+row "3 launch bench paper P=2" "$([ $rc = 0 ] && echo ok || echo FAIL)" "${line:-$(why bench2)}"
 row "   record" "" "$(grep -o '"processes":[0-9]*,"ranks_per_process":[0-9]*' "$out/bench-p2/results.jsonl" 2>/dev/null || echo 'no results.jsonl')"
 
 step b2b-multi2 75 "$bin" launch --nproc 2 "${mode[@]}" --grace 20 run --backend cuda "${paper[@]}" --world 2 --iterations 3 --back-to-back 200 --timeout 10
