@@ -73,3 +73,58 @@ fn without_nccl_on_the_loader_path_info_says_how_to_get_it() {
     assert!(out.contains("NCCL not usable"), "{out}");
     assert!(out.contains("scripts/install-nccl.sh"), "{out}");
 }
+
+#[test]
+fn bench_as_process_ranks_runs_one_cuda_case_and_refuses_the_rest_by_name() {
+    for (args, needle) in [
+        (&["bench", "--backend", "sim", "--preset", "paper-t4096-e32"][..], "--backend cuda only"),
+        (&["bench", "--backend", "cuda", "--grid", "small"][..], "runs one case"),
+        (
+            &["bench", "--backend", "cuda", "--preset", "paper-t4096-e32", "paper-t4096-e8"][..],
+            "one case, not 2",
+        ),
+    ] {
+        let mut line = vec!["launch", "--nproc", "2", "--grace", "5"];
+        line.extend(args);
+        let o = flashdmoe(&line);
+        assert_exit(&o, 2);
+        let err = stderr(&o);
+        for rank in 0..2 {
+            assert!(err.contains(&format!("[rank {rank}] error: ")), "{args:?}: {err}");
+        }
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn without_a_gpu_a_bench_process_is_unavailable_before_joining() {
+    if flashdmoe::cuda::cuda_available().is_ok() {
+        println!("skipped: a GPU is present (this checks the no-GPU path)");
+        return;
+    }
+    let o = flashdmoe(&[
+        "launch",
+        "--nproc",
+        "2",
+        "--grace",
+        "5",
+        "bench",
+        "--backend",
+        "cuda",
+        "--preset",
+        "paper-t4096-e32",
+    ]);
+    assert_exit(&o, 4);
+    assert!(stderr(&o).contains("(exit status 4)"), "{}", stderr(&o));
+}
+
+#[test]
+fn back_to_back_is_a_cuda_flag() {
+    let mut args = vec!["run", "--backend", "sim", "--back-to-back", "5"];
+    args.extend(SMALL);
+    let o = flashdmoe(&args);
+    assert_exit(&o, 2);
+    assert!(stderr(&o).contains("--back-to-back applies to --backend cuda only"), "{}", stderr(&o));
+    let o = flashdmoe(&["run", "--backend", "cuda", "--back-to-back", "0"]);
+    assert_exit(&o, 2);
+}

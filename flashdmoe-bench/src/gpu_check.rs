@@ -84,6 +84,8 @@ impl Outcome {
                     notes: self.detail,
                     name: Some(self.name),
                     protocol: self.protocol,
+                    processes: None,
+                    ranks_per_process: None,
                 };
                 record.check().map_err(|e| format!("{}: {e}", record_name(&record)))?;
                 Line::Measurement(record)

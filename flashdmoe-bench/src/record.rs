@@ -30,9 +30,10 @@
 //! `routing`, `groups` and `shared` are errors (a misspelt key must not read as the paper's
 //! default), elsewhere ignored like every unknown field.
 //!
-//! Ours add two optional fields after them: `name` (the case name) and `protocol`
+//! Ours add optional fields after them: `name` (the case name), `protocol`
 //! ([`ProtocolStats`]: tasks, rows, bytes and utilisation of the forward, the simulator's
-//! figures of merit). Our `impl` is `flashdmoe-cuda` or `flashdmoe-sim`, `backend` `cuda` or
+//! figures of merit), and for a layer run as one process per GPU (`flashdmoe launch --nproc N
+//! bench`) `processes` and `ranks_per_process` (absent: one process ran every rank). Our `impl` is `flashdmoe-cuda` or `flashdmoe-sim`, `backend` `cuda` or
 //! `sim`; a simulator record has `floor_ms: null` (a floor is a GPU's). Readers ignore fields
 //! they do not know.
 //!
@@ -608,6 +609,13 @@ pub struct Record {
     /// What the forward did (ours).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protocol: Option<ProtocolStats>,
+    /// Ours run as one process per GPU (`flashdmoe launch --nproc N bench`): the processes
+    /// (absent: one process ran every rank).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub processes: Option<u32>,
+    /// With `processes`: the ranks each process ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ranks_per_process: Option<u32>,
 }
 
 impl Record {
@@ -776,6 +784,8 @@ pub(crate) mod tests {
             notes: String::new(),
             name: Some("paper-t16384-e8-cf1".into()),
             protocol: Some(ProtocolStats { gemm0_tasks: 4, ..ProtocolStats::default() }),
+            processes: None,
+            ranks_per_process: None,
         }
     }
 
@@ -837,6 +847,21 @@ pub(crate) mod tests {
         assert!(line.contains(r#""activation":"swiglu""#));
         assert_eq!(parse_jsonl(&line, "x").unwrap()[0], dropless);
         assert_eq!(dropless.percent_of_floor(), None);
+    }
+
+    #[test]
+    fn a_multi_process_record_says_so_and_a_single_process_one_is_unchanged() {
+        let single = ours(0.45, "cuda").to_json_line();
+        assert!(!single.contains("processes"), "{single}");
+        let mut r = ours(0.45, "cuda");
+        r.world = 2;
+        (r.processes, r.ranks_per_process) = (Some(2), Some(1));
+        let line = r.to_json_line();
+        assert!(line.ends_with(r#""processes":2,"ranks_per_process":1}"#), "{line}");
+        assert_eq!(parse_jsonl(&line, "x").unwrap()[0], r);
+        // Older records (and the baselines') read as one process.
+        let old = parse_jsonl(&single, "x").unwrap().remove(0);
+        assert_eq!((old.processes, old.ranks_per_process), (None, None));
     }
 
     #[test]

@@ -304,6 +304,118 @@ pub fn back_to_back(
     Ok(Some((ms, same)))
 }
 
+/// How [`back_to_back_all`] runs.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BackToBackOptions {
+    /// Forwards timed (>= 1).
+    pub calls: usize,
+    /// Untimed device-resident forwards before them.
+    pub warmup: usize,
+    /// Deadline of every wait inside a forward.
+    pub timeout: Duration,
+}
+
+/// What [`back_to_back_all`] measured on each GPU of a layer (the layer's GPU order).
+#[derive(Clone, Debug, PartialEq)]
+pub struct BackToBack {
+    /// Forwards timed.
+    pub calls: usize,
+    /// Per GPU: device time a forward, (end event - start event) / `calls`.
+    pub per_gpu_ms: Vec<f64>,
+    /// Per GPU: each forward's time, between consecutive events on its stream (ms).
+    pub forwards_ms: Vec<Vec<f64>>,
+    /// Whether the last forward's output is bitwise the host path's of the same inputs on
+    /// every GPU.
+    pub same: bool,
+}
+
+/// What a model sees, on every GPU of `layer` (one process's part of a world of processes,
+/// or one process driving every GPU): the inputs of the layer's local ranks (`inputs`, in
+/// [`CudaLayer::local_ranks`] order) uploaded once per GPU, `warmup` device-resident forwards,
+/// then `before()` (a group barrier across processes: every process queues its forwards
+/// together), then `calls` forwards queued back to back on each GPU's own stream with an
+/// event after each, and no host work between them. The last output is compared bitwise with
+/// `host` (the host path's forward of the same inputs, verified against the oracle by the
+/// caller): a time is never of unverified work.
+pub fn back_to_back_all(
+    layer: &CudaLayer,
+    config: &MoeConfig,
+    inputs: &[Vec<f32>],
+    host: &[RankOutput],
+    options: BackToBackOptions,
+    before: &mut dyn FnMut() -> Result<(), String>,
+) -> Result<BackToBack, String> {
+    let BackToBackOptions { calls, warmup, timeout } = options;
+    let ordinals = layer.gpu_ordinals();
+    let r = layer.ranks_per_gpu() as usize;
+    if calls == 0 {
+        return Err("back to back: at least one forward".into());
+    }
+    if inputs.len() != ordinals.len() * r || host.len() != inputs.len() {
+        return Err(format!(
+            "back to back: {} inputs and {} host outputs for {} GPUs of {r} ranks",
+            inputs.len(),
+            host.len(),
+            ordinals.len()
+        ));
+    }
+    let t = config.tokens_per_rank;
+    let mut streams = Vec::with_capacity(ordinals.len());
+    let mut ios = Vec::with_capacity(ordinals.len());
+    for (d, &ordinal) in ordinals.iter().enumerate() {
+        let ctx = CudaContext::new(ordinal).map_err(at("back to back: context"))?;
+        let stream = ctx.new_stream().map_err(at("back to back: stream"))?;
+        ios.push(upload(&stream, config, &inputs[d * r..(d + 1) * r], t)?);
+        streams.push(stream);
+    }
+    let dios: Vec<DeviceIo> = ios.iter().zip(&streams).map(|(io, s)| io.device(s)).collect();
+    let sync = |step: &'static str| -> Result<(), String> {
+        for s in &streams {
+            s.synchronize().map_err(at(step))?;
+        }
+        Ok(())
+    };
+    for _ in 0..warmup {
+        // SAFETY: `ios[d]` holds GPU `d`'s local ranks' `t` rows in the layer's dtype on that
+        // GPU, used only on `streams[d]` (a stream of its primary context), and lives until
+        // the synchronisations below.
+        unsafe { layer.forward_device(t, &dios, timeout) }.map_err(at("back to back: warm-up"))?;
+    }
+    sync("back to back: warm-up")?;
+    layer.device_status().map_err(at("back to back: warm-up"))?;
+    before()?;
+    let timing = Some(sys::CUevent_flags::CU_EVENT_DEFAULT);
+    let mut events: Vec<Vec<cudarc::driver::CudaEvent>> = Vec::with_capacity(streams.len());
+    for s in &streams {
+        events.push(vec![s.record_event(timing).map_err(at("back to back: start event"))?]);
+    }
+    for _ in 0..calls {
+        // SAFETY: as above.
+        unsafe { layer.forward_device(t, &dios, timeout) }.map_err(at("back to back"))?;
+        for (s, e) in streams.iter().zip(&mut events) {
+            e.push(s.record_event(timing).map_err(at("back to back: event"))?);
+        }
+    }
+    sync("back to back: synchronize")?;
+    layer.device_status().map_err(at("back to back"))?;
+    let mut per_gpu_ms = Vec::with_capacity(streams.len());
+    let mut forwards_ms = Vec::with_capacity(streams.len());
+    for e in &events {
+        let mut each = Vec::with_capacity(calls);
+        for w in e.windows(2) {
+            each.push(w[0].elapsed_ms(&w[1]).map_err(at("back to back: elapsed"))? as f64);
+        }
+        let total = e[0].elapsed_ms(&e[calls]).map_err(at("back to back: elapsed"))? as f64;
+        per_gpu_ms.push(total / calls as f64);
+        forwards_ms.push(each);
+    }
+    let mut same = true;
+    for (d, (io, s)) in ios.iter().zip(&streams).enumerate() {
+        same &= outputs(s, config, &io.y, t)? == bits(&host[d * r..(d + 1) * r]);
+    }
+    Ok(BackToBack { calls, per_gpu_ms, forwards_ms, same })
+}
+
 /// Queues one forward of `tokens` tokens on `io`, waits for its stream and returns the layer's
 /// status (`Err` of the outer result: the call or the wait failed).
 ///

@@ -223,6 +223,8 @@ pub fn run_case<B: BenchBackend>(
         notes: notes.join("; "),
         name: Some(case.name.clone()),
         protocol: Some(protocol),
+        processes: None,
+        ranks_per_process: None,
     })
 }
 

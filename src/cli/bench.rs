@@ -21,6 +21,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::{BackendArg, CliError, SimThreads, estimate};
 
+mod process;
+
 /// Arguments of `flashdmoe bench`.
 #[derive(Debug, Args)]
 pub(super) struct BenchArgs {
@@ -118,12 +120,8 @@ impl From<BenchError> for CliError {
 /// Runs `flashdmoe bench`.
 pub(super) fn bench(args: &BenchArgs) -> Result<(), CliError> {
     if super::process::is_process_rank() {
-        return Err(CliError::Usage(
-            "bench does not run as one process per GPU yet (RANK is set): time a layer with \
-             `flashdmoe launch --nproc N run --backend cuda --iterations K`, which prints the \
-             median forward time of every process"
-                .into(),
-        ));
+        // One process per GPU (`flashdmoe launch --nproc N bench ...`): one case (process.rs).
+        return process::bench(args);
     }
     let cases = cases(args)?;
     if !(args.timeout.is_finite() && args.timeout > 0.0) {

@@ -9,6 +9,7 @@
 //! Exit codes are part of the interface (see [`ExitStatus`]). Every error is a [`CliError`]
 //! printed as one `error: ...` line; nothing here panics on bad input.
 
+mod back_to_back;
 mod bench;
 mod config;
 mod estimate;
@@ -219,6 +220,12 @@ struct RunArgs {
     /// world is spread over as many GPUs as divide it evenly.
     #[arg(long, value_name = "R", value_parser = clap::value_parser!(u32).range(1..))]
     ranks_per_gpu: Option<u32>,
+    /// CUDA: after the verified forwards, time K device-resident forwards queued back to back
+    /// on each GPU's stream after a group barrier (what a model sees; the same measurement in
+    /// one process and in one process per GPU) and print the slowest GPU's time a forward;
+    /// the last output must be bitwise the host path's.
+    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u32).range(1..))]
+    back_to_back: Option<u32>,
     /// Print the layer config and exit without running.
     #[arg(long)]
     dry_run: bool,

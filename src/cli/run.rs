@@ -6,9 +6,9 @@ use flashdmoe::core::conformance;
 use flashdmoe::core::oracle::{self, Sample, VerifyOptions};
 use flashdmoe::core::{
     Backend, BackendError, ForwardOptions, ForwardOutput, Layer, LayerWeights, MoeConfig,
-    generate_input, trace,
+    RankOutput, generate_input, trace,
 };
-use flashdmoe::cuda::{CudaBackend, CudaOptions};
+use flashdmoe::cuda::{CudaBackend, CudaLayer, CudaOptions};
 use flashdmoe::sim::SimBackend;
 
 use super::estimate::{self, Estimate};
@@ -47,9 +47,14 @@ pub(super) fn run(args: &RunArgs) -> Result<(), CliError> {
                      (--backend cuda runs one process per GPU)"
                 );
             }
+            if args.back_to_back.is_some() {
+                return Err(CliError::Usage(
+                    "--back-to-back applies to --backend cuda only".into(),
+                ));
+            }
             let backend = SimBackend::new(sim);
             check_estimate(&config, &backend, args)?;
-            run_on(&backend, &config, &options, args, &mut phases)
+            run_on(&backend, &config, &options, args, &mut phases, &|_, _, _| Ok(()))
         }
         BackendArg::Cuda => {
             args.sim.reject_for_cuda()?;
@@ -75,7 +80,21 @@ pub(super) fn run(args: &RunArgs) -> Result<(), CliError> {
                 Some(r) => println!("backend: cuda ({r} ranks per GPU)"),
                 None => println!("backend: cuda (ranks spread over the GPUs)"),
             }
-            run_on(&CudaBackend::new(cuda), &config, &options, args, &mut phases)
+            let back_to_back =
+                |layer: &CudaLayer, inputs: &[Vec<f32>], host: &[RankOutput]| match args
+                    .back_to_back
+                {
+                    Some(k) => super::back_to_back::single(
+                        layer,
+                        &config,
+                        inputs,
+                        host,
+                        k,
+                        options.timeout,
+                    ),
+                    None => Ok(()),
+                };
+            run_on(&CudaBackend::new(cuda), &config, &options, args, &mut phases, &back_to_back)
         }
     };
     println!("{}", phases.line());
@@ -85,12 +104,17 @@ pub(super) fn run(args: &RunArgs) -> Result<(), CliError> {
 /// Generates the weights and inputs, builds the layer on `backend`, runs `args.iterations`
 /// forwards (and a traced one with `--trace`), prints the report of the last one and verifies
 /// every one, each step a phase of `phases`.
+/// What runs after a verified run: the layer, every rank's inputs and the verified outputs
+/// (`--back-to-back`).
+type After<'a, L> = dyn Fn(&L, &[Vec<f32>], &[RankOutput]) -> Result<(), CliError> + 'a;
+
 fn run_on<B: Backend>(
     backend: &B,
     config: &MoeConfig,
     options: &ForwardOptions,
     args: &RunArgs,
     phases: &mut Phases,
+    after: &After<'_, B::Layer>,
 ) -> Result<(), CliError> {
     let iterations = args.iterations;
     let weights = phases.run(c"weights", |_| LayerWeights::generate(config, args.seed))?;
@@ -146,7 +170,8 @@ fn run_on<B: Backend>(
     })?;
     println!("verify: {verdict}");
     if verdict.passed() {
-        Ok(())
+        // Only verified work is timed back to back (its last output is compared with these).
+        after(&layer, &inputs, &out.ranks)
     } else {
         Err(CliError::Mismatch(format!("{} failures against the oracle", verdict.failure_count)))
     }

@@ -185,10 +185,18 @@ impl ProcessGroup {
         Ok(())
     }
 
-    /// A store barrier (every process reached this point).
-    pub(crate) fn barrier(&self) -> Result<(), BackendError> {
+    /// A store barrier (every process reached this point), with the group's timeout: what a
+    /// timing starts after, so that every process's forwards are queued together.
+    pub fn barrier(&self) -> Result<(), BackendError> {
         let mut store = self.store.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         store.barrier().map_err(rdv)
+    }
+
+    /// Every process's `blob`, in rank order (through the rendezvous store, with the group's
+    /// timeout): how a process's measurements reach the others.
+    pub fn all_gather(&self, blob: &[u8]) -> Result<Vec<Vec<u8>>, BackendError> {
+        let mut store = self.store.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        store.all_gather(blob).map_err(rdv)
     }
 
     /// The symmetric heap of `kernel_bytes` (collective), on `ctx`'s device.
@@ -421,6 +429,15 @@ impl super::CudaLayer {
             PeerHeaps::Nccl(link) => link.rank as u32 * self.plan.ranks_per_gpu,
         };
         first..first + self.gpus.len() as u32 * self.plan.ranks_per_gpu
+    }
+
+    /// The device ordinals of this process's GPUs, in the layer's order (the order
+    /// [`Self::forward_device`]'s `io` follows).
+    pub fn gpu_ordinals(&self) -> Vec<usize> {
+        self.gpus
+            .iter()
+            .map(|g| g.lock().unwrap_or_else(std::sync::PoisonError::into_inner).device.ordinal())
+            .collect()
     }
 
     /// The index in `gpus` of the GPU running `rank` (one of [`Self::local_ranks`]).
