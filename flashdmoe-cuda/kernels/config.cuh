@@ -113,12 +113,14 @@ constexpr int kTileSmemBytes = cmax(Gemm0::kSmemBytes, Gemm1::kSmemBytes);
 // fragments: with them, ptxas spills in the processors' register-reallocated regions (their
 // allocation interacts). Eight pipeline stages instead of four did not change A1's time (runs
 // 18-19, docs/dev/perf-notes.md v10): a 64-row job is not bound by the bytes it keeps in flight.
-using Router = TileGemm<kRouterMode, 64, 64, ModeTraits<kRouterMode>::kBK, 4, 2, 4, 1,
+// Its rows per job: 64, or 128 when 64-row jobs would take two waves (spec.rs router_rows).
+#ifndef FDM_ROUTER_ROWS
+#define FDM_ROUTER_ROWS 64
+#endif
+using Router = TileGemm<kRouterMode, FDM_ROUTER_ROWS, 64, ModeTraits<kRouterMode>::kBK, 4, 2, 4, 1,
                         !kHopper && (kRouterMode == Mode::BF16 || kRouterMode == Mode::F16)>;
 static_assert(Router::kThreads == 256, "the router tile runs on 256 threads");
-#ifdef FDM_ROUTER_ROWS
-static_assert(Router::BM == FDM_ROUTER_ROWS, "spec.rs ROUTER_ROWS: the rows of a router job");
-#endif
+static_assert(FDM_ROUTER_ROWS == 64 || FDM_ROUTER_ROWS == 128, "spec.rs router_rows: 64 or 128 rows a router job");
 // K parts of a router job (MoeSpec::router_split): partial logits, summed in order in A2.
 #ifndef FDM_ROUTER_SPLIT
 #define FDM_ROUTER_SPLIT 1

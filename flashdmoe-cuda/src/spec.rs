@@ -221,11 +221,21 @@ pub struct MoeSpec {
     /// `row tiles x column tiles x router_split` jobs into as many partial logit arrays,
     /// which A2 sums in a fixed order ([`router_split`]).
     pub router_split: u32,
+    /// Rows of a router job: the router tile's BM (`FDM_ROUTER_ROWS`, 64 or 128;
+    /// [`router_rows`]).
+    pub router_rows: u32,
 }
 
-/// Rows of a router job: the router tile's BM (`FDM_ROUTER_ROWS`; config.cuh asserts its
-/// tile has them).
-pub const ROUTER_ROWS: u32 = 64;
+/// Rows of a layer's router jobs: 64, or 128 when 64-row jobs would take more than one wave of
+/// `processors` and the router runs on 2-byte tensor cores. A router job's time is not
+/// proportional to its rows (a 64-row job over K = 2048 takes ~14 µs whatever T is,
+/// docs/dev/perf-notes.md v10), so T16384's 256 jobs in two waves (33 µs of A1) become 128 in
+/// one. The f32 routers (TF32 and exact f32 layers) keep 64 rows: their tile is twice as
+/// heavy in registers.
+pub fn router_rows(tokens: u32, experts: u32, dtype: DType, processors: u32) -> u32 {
+    let jobs = u64::from(tokens.div_ceil(64)) * u64::from(experts.div_ceil(64));
+    if dtype.elem_bytes() == 2 && jobs > u64::from(processors) { 128 } else { 64 }
+}
 
 /// The K split of a layer's router jobs: a 64x64 router job over K = 2048 takes ~14 µs
 /// whatever T is (docs/dev/perf-notes.md v10), so when a layer's row tiles leave most
@@ -233,8 +243,15 @@ pub const ROUTER_ROWS: u32 = 64;
 /// `processors` and each part keeps at least 4 k-steps of `bk`; at most 8 parts. Fixed per
 /// layer (from its `tokens_per_rank`, not a call's tokens), so a token's logits, summed in
 /// the same order, do not depend on how many tokens a call carries.
-pub fn router_split(tokens: u32, experts: u32, hidden: u32, bk: u32, processors: u32) -> u32 {
-    let jobs = u64::from(tokens.div_ceil(ROUTER_ROWS)) * u64::from(experts.div_ceil(64));
+pub fn router_split(
+    tokens: u32,
+    experts: u32,
+    hidden: u32,
+    bk: u32,
+    processors: u32,
+    rows: u32,
+) -> u32 {
+    let jobs = u64::from(tokens.div_ceil(rows)) * u64::from(experts.div_ceil(64));
     let mut split = 1u32;
     while split < 8
         && jobs * u64::from(split) * 2 <= u64::from(processors)
@@ -282,6 +299,8 @@ impl MoeSpec {
         while bn > 64 && row_tiles * u64::from(config.inter / bn) < 2 * u64::from(processors) {
             bn /= 2;
         }
+        let router_rows =
+            router_rows(config.tokens_per_rank, config.experts, config.dtype, processors);
         MoeSpec {
             dtype: config.dtype,
             activation: config.activation,
@@ -300,7 +319,9 @@ impl MoeSpec {
                 config.hidden,
                 bk(config.dtype),
                 processors,
+                router_rows,
             ),
+            router_rows,
         }
     }
 
@@ -382,7 +403,7 @@ impl MoeSpec {
         };
         let gated = if self.activation.is_gated() { 2 } else { 1 };
         let (bm, bn) = (self.tile.bm, self.tile.bn);
-        let router = tile(ROUTER_ROWS, 64, 1);
+        let router = tile(self.router_rows, 64, 1);
         // A combine task on the Hopper engine stages its slots (16 bytes per row and expert of
         // the token tile; combine.cuh).
         let slots = bm * self.top_k * 16;
@@ -428,7 +449,7 @@ impl MoeSpec {
             .set("FDM_SMEM_BYTES", self.smem_bytes())
             .set("FDM_CHUNK", ROUTING_CHUNK)
             .set("FDM_ROUTER_SPLIT", self.router_split)
-            .set("FDM_ROUTER_ROWS", ROUTER_ROWS);
+            .set("FDM_ROUTER_ROWS", self.router_rows);
         match self.engine {
             TileEngine::Wgmma(engine) => engine.defines(defines.set("FDM_ENGINE", 1)),
             TileEngine::MmaSync => defines.set("FDM_ENGINE", 0),
@@ -457,8 +478,12 @@ impl MoeSpec {
             1 => String::new(),
             n => format!("-rs{n}"),
         };
+        let rows = match self.router_rows {
+            64 => String::new(),
+            n => format!("-rr{n}"),
+        };
         format!(
-            "{dtype}-{act}{}{}-H{}-I{}-E{}-k{}-{}x{}{engine}{split}",
+            "{dtype}-{act}{}{}-H{}-I{}-E{}-k{}-{}x{}{engine}{split}{rows}",
             if self.bias { "-bias" } else { "" },
             self.router.label(),
             self.hidden,
@@ -540,6 +565,7 @@ pub fn variants() -> Vec<KernelVariant> {
                 tile: TileShape { bm, bn, bk: bk(dtype) },
                 engine: TileEngine::MmaSync,
                 router_split: 1,
+                router_rows: 64,
             }
         };
     for dtype in [DType::Bf16, DType::F16, DType::F32, DType::F32Exact] {
@@ -559,6 +585,15 @@ pub fn variants() -> Vec<KernelVariant> {
     };
     out.push(small.variant());
     out.extend(small.on_hopper().map(|s| s.variant()));
+    // A large batch's 128-row router jobs (T = 16384 on an H200), both engines, ReLU and SwiGLU.
+    for activation in [Activation::Relu, Activation::SiluGated] {
+        let large = MoeSpec {
+            router_rows: 128,
+            ..base(DType::Bf16, activation, false, 128, (2048, 2048, 8, 2))
+        };
+        out.push(large.variant());
+        out.extend(large.on_hopper().map(|s| s.variant()));
+    }
     // Every real model's router (and gpt-oss's experts) on the paper-grid shape, both
     // engines (core's small model kinds, without their shared experts).
     for (_, model) in presets::small_model_kinds(DType::Bf16) {
@@ -609,21 +644,41 @@ mod tests {
         let h200 = H200_PROCESSORS;
         // The paper layer (H 2048, bf16: k-steps of 64): T128 E8 has 2 jobs, T4096 64,
         // T16384 256.
-        assert_eq!(router_split(128, 8, 2048, 64, h200), 8);
-        assert_eq!(router_split(4096, 8, 2048, 64, h200), 2);
-        assert_eq!(router_split(16384, 8, 2048, 64, h200), 1);
+        assert_eq!(router_split(128, 8, 2048, 64, h200, 64), 8);
+        assert_eq!(router_split(4096, 8, 2048, 64, h200, 64), 2);
+        assert_eq!(router_split(16384, 8, 2048, 64, h200, 128), 1);
         // E 128 doubles the column tiles: T4096 has 128 jobs already.
-        assert_eq!(router_split(4096, 128, 2048, 64, h200), 1);
+        assert_eq!(router_split(4096, 128, 2048, 64, h200, 64), 1);
         // Each part keeps at least 4 k-steps and divides H: H 512 stops at 2, H 2880 (45
         // k-steps) is not split.
-        assert_eq!(router_split(128, 8, 512, 64, h200), 2);
-        assert_eq!(router_split(128, 8, 2880, 64, h200), 1);
+        assert_eq!(router_split(128, 8, 512, 64, h200, 64), 2);
+        assert_eq!(router_split(128, 8, 2880, 64, h200, 64), 1);
         // The label names a split.
         let config =
             MoeConfig { tokens_per_rank: 128, hidden: 2048, inter: 2048, ..MoeConfig::default() };
         let spec = MoeSpec::for_config(&config, h200);
         assert_eq!(spec.router_split, 8);
         assert!(spec.label().ends_with("-rs8"), "{}", spec.label());
+    }
+
+    #[test]
+    fn router_jobs_take_128_rows_when_64_would_need_two_waves() {
+        let h200 = H200_PROCESSORS;
+        assert_eq!(router_rows(128, 8, DType::Bf16, h200), 64);
+        // T8192 E8: 128 jobs of 64 rows, one wave of 131 processors.
+        assert_eq!(router_rows(8192, 8, DType::Bf16, h200), 64);
+        assert_eq!(router_rows(16384, 8, DType::Bf16, h200), 128);
+        assert_eq!(router_rows(16384, 8, DType::F16, h200), 128);
+        // T4096 E128: two column tiles, 128 jobs; E256: 256.
+        assert_eq!(router_rows(4096, 128, DType::Bf16, h200), 64);
+        assert_eq!(router_rows(4096, 256, DType::Bf16, h200), 128);
+        // The f32 routers keep 64 rows.
+        assert_eq!(router_rows(16384, 8, DType::F32, h200), 64);
+        assert_eq!(router_rows(16384, 8, DType::F32Exact, h200), 64);
+        let config = presets::preset("paper-t16384-e8").unwrap();
+        let spec = MoeSpec::for_config(&config, h200);
+        assert_eq!((spec.router_rows, spec.router_split), (128, 1));
+        assert!(spec.label().ends_with("-rr128"), "{}", spec.label());
     }
 
     #[test]
@@ -642,6 +697,7 @@ mod tests {
                 tile: TileShape { bm: 128, bn: 128, bk: bk(dtype) },
                 engine: TileEngine::MmaSync,
                 router_split: 1,
+                router_rows: 64,
             };
             // 4 stages x (128 + 2 x 128) rows x 128 B = 192 KiB, within the 227 KiB opt-in.
             assert_eq!(spec.smem_bytes(), 196_608);
