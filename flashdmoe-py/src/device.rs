@@ -12,7 +12,7 @@
 use std::time::Duration;
 
 use flashdmoe_core::{Backend, BackendError, LayerWeights, MoeConfig};
-use flashdmoe_cuda::{CudaBackend, CudaLayer, CudaOptions, DeviceIo, DeviceRouting};
+use flashdmoe_cuda::{CudaBackend, CudaLayer, CudaOptions, DeviceIo, DeviceRouting, ProcessGroup};
 
 use crate::tensor::{BindError, TensorView, TorchDType, check_tokens};
 
@@ -38,6 +38,21 @@ impl DeviceLayer {
         let options = CudaOptions { ranks_per_gpu: Some(1), first_gpu: gpu, ..Default::default() };
         let layer = CudaBackend::new(options).build(config, weights)?;
         Ok(DeviceLayer { gpu, layer })
+    }
+
+    /// Builds this process's part of the layer of `config` over `group` (collective: every
+    /// process of the group calls it with the same config and weights): rank `group.rank()` of
+    /// a world of `group.world()` ranks, one per process, on the group's GPU, holding only its
+    /// own experts (`weights` is the whole layer; the upload takes this rank's expert slots).
+    pub fn build_process(
+        config: &MoeConfig,
+        weights: &LayerWeights,
+        group: &ProcessGroup,
+    ) -> Result<DeviceLayer, BackendError> {
+        let config = MoeConfig { world: group.world() as u32, ..config.clone() };
+        let options = CudaOptions { ranks_per_gpu: Some(1), ..Default::default() };
+        let layer = CudaBackend::new(options).build_process(&config, weights, group)?;
+        Ok(DeviceLayer { gpu: group.device() as u32, layer })
     }
 
     /// Queues the forward of `tokens` rows of `x` into `out` on `stream`.

@@ -42,6 +42,9 @@ struct State {
     layers: Vec<SimLayer>,
     /// The CUDA layer (one GPU, built for `max_tokens`), once a CUDA tensor was seen.
     device: Option<DeviceLayer>,
+    /// The process group of a module with `group=` of several ranks ([`crate::group`]):
+    /// the CUDA layer is then this process's part of the group's layer.
+    group: Option<std::sync::Arc<flashdmoe_cuda::ProcessGroup>>,
 }
 
 impl State {
@@ -159,6 +162,15 @@ impl Engine {
             return Ok(());
         }
         let mut state = self.state();
+        if let Some(g) = &state.group
+            && g.device() as u32 != gpu
+        {
+            return Err(PyValueError::new_err(format!(
+                "x is on cuda:{gpu} but this rank joined its group on cuda:{} (a group's layer \
+                 stays on the GPU it joined on)",
+                g.device()
+            )));
+        }
         if state.device.as_ref().is_some_and(|d| d.gpu != gpu) {
             state.device = None; // the module moved to another GPU
         }
@@ -168,8 +180,11 @@ impl Engine {
                 .as_ref()
                 .ok_or_else(|| PyRuntimeError::new_err("the layer has no weights (set_weights)"))?;
             let config = self.spec.config(self.spec.max_tokens());
-            let built =
-                py.detach(|| DeviceLayer::build(&config, weights, gpu)).map_err(errors::backend)?;
+            let built = match &state.group {
+                Some(g) => py.detach(|| DeviceLayer::build_process(&config, weights, g)),
+                None => py.detach(|| DeviceLayer::build(&config, weights, gpu)),
+            }
+            .map_err(errors::backend)?;
             state.device = Some(built);
         }
         let layer = state.device.as_ref().expect("built above");
@@ -337,6 +352,24 @@ impl Engine {
         Ok(())
     }
 
+    /// Makes this engine one process's part of `group`'s layer ([`crate::group`]): its CUDA
+    /// layer is then rebuilt over the group, holding this rank's experts only, and CPU tensors
+    /// are refused.
+    fn set_group(&self, group: &crate::group::Group) -> PyResult<()> {
+        let world = group.inner.world() as u32;
+        let config = flashdmoe_core::MoeConfig { world, ..self.spec.base().clone() };
+        config.validate().map_err(errors::config)?;
+        let mut state = self.state();
+        state.device = None;
+        state.group = Some(std::sync::Arc::clone(&group.inner));
+        Ok(())
+    }
+
+    /// The group's (rank, world, GPU), or `None` for a module of one rank.
+    fn group_info(&self) -> Option<(usize, usize, usize)> {
+        self.state().group.as_ref().map(|g| (g.rank(), g.world(), g.device()))
+    }
+
     /// Core's seeded weights for `seed`, written into `out` (stacked name -> tensor).
     fn generate_weights(&self, seed: u64, out: &Bound<'_, PyDict>) -> PyResult<()> {
         let w = LayerWeights::generate(self.spec.base(), seed).map_err(errors::config)?;
@@ -416,6 +449,15 @@ impl Engine {
                 }
             };
             return self.forward_cuda(py, &xv, &outv, routing.as_ref(), stream);
+        }
+        if let Some(g) = &self.state().group {
+            return Err(PyValueError::new_err(format!(
+                "x is on {}: a flashdmoe.MoE with a group of {} ranks runs on CUDA only (one \
+                 GPU per process); move the module and x to this rank's GPU, or use group=None \
+                 for the CPU simulator",
+                xv.device,
+                g.world()
+            )));
         }
         let hidden = self.spec.base().hidden as usize;
         let x = HostTensor::new("x", x)?;

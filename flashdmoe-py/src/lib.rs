@@ -13,12 +13,15 @@
 //! * [`errors`]: Rust errors as Python exceptions;
 //! * [`device`]: the CUDA layer of an engine: the device-resident forward on the caller's
 //!   stream, and the checks of CUDA tensors;
+//! * [`group`]: the bootstrap of a group of processes, one GPU each (`group=`), through the
+//!   caller's `torch.distributed` group;
 //! * [`engine`]: the `Engine` class: weights, and the forward on the backend the input's
 //!   device selects (CPU: the simulator; CUDA: [`device`]).
 
 pub mod device;
 pub mod engine;
 pub mod errors;
+pub mod group;
 pub mod spec;
 pub mod tensor;
 
@@ -27,6 +30,8 @@ pub mod tensor;
 mod _native {
     #[pymodule_export]
     use super::engine::Engine;
+    #[pymodule_export]
+    use super::group::{Group, StoreHost, probe};
 
     use pyo3::prelude::*;
 

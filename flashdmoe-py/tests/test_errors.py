@@ -120,10 +120,11 @@ def test_bad_layer_arguments(small, change, error, match):
         flashdmoe.MoE(**{**small, **change})
 
 
-def test_a_group_of_several_ranks_names_issue_14(small, monkeypatch):
+def test_a_group_of_several_ranks_refuses_cpu_tensors(small, monkeypatch):
     monkeypatch.setattr(torch.distributed, "get_world_size", lambda group: 2)
-    with pytest.raises(NotImplementedError, match=r"group has 2 ranks.*issue 14"):
-        flashdmoe.MoE(**small, group=object())
+    layer = flashdmoe.MoE(**small, group=object())
+    with pytest.raises(ValueError, match=r"group of 2 ranks runs on CUDA only"):
+        layer(inputs(2, 64, torch.bfloat16))
     monkeypatch.setattr(torch.distributed, "get_world_size", lambda group: 1)
     assert flashdmoe.MoE(**small, group=object())(inputs(2, 64, torch.bfloat16)).shape == (2, 64)
 

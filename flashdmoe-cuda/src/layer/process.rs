@@ -94,6 +94,27 @@ impl ProcessGroup {
     /// liveness mesh connected, then the NCCL communicator (nonblocking, aborted on the
     /// deadline or a dead peer) on GPU `LOCAL_RANK` (or `FLASHDMOE_DEVICE`).
     pub fn join(env: Env, options: &GroupOptions) -> Result<ProcessGroup, BackendError> {
+        let device = match std::env::var(DEVICE_VAR) {
+            Ok(v) => v.trim().parse::<usize>().map_err(|_| BackendError::InvalidInput {
+                what: "FLASHDMOE_DEVICE",
+                reason: format!("{v:?} is not a device ordinal"),
+            })?,
+            Err(_) => env.local_rank,
+        };
+        ProcessGroup::join_on(env, device, None, options)
+    }
+
+    /// Joins the world `env` describes on GPU `device`, whatever `LOCAL_RANK` says. Rank 0
+    /// hosts the store on `listener` when given (bound beforehand, e.g. to port 0, so its
+    /// address can be handed to the others by another channel: the Python binding's
+    /// `torch.distributed` group); otherwise it binds `env`'s address as [`Store::connect`]
+    /// does. The other ranks ignore `listener` and connect to `env`'s address.
+    pub fn join_on(
+        env: Env,
+        device: usize,
+        listener: Option<std::net::TcpListener>,
+        options: &GroupOptions,
+    ) -> Result<ProcessGroup, BackendError> {
         let _range = nvtx::LocalRange::new(c"flashdmoe::ProcessGroup::join");
         nccl::env::check_env().map_err(cuda)?;
         if !nccl::env::nvls_disabled() {
@@ -103,16 +124,13 @@ impl ProcessGroup {
             );
         }
         let api = NcclApi::load().map_err(cuda)?;
-        let device = match std::env::var(DEVICE_VAR) {
-            Ok(v) => v.trim().parse::<usize>().map_err(|_| BackendError::InvalidInput {
-                what: "FLASHDMOE_DEVICE",
-                reason: format!("{v:?} is not a device ordinal"),
-            })?,
-            Err(_) => env.local_rank,
-        };
         let dev = Device::open(device)?;
-        let mut store =
-            Store::connect(&env, &StoreOptions { timeout: options.timeout }).map_err(rdv)?;
+        let store_options = StoreOptions { timeout: options.timeout };
+        let mut store = match listener {
+            Some(l) if env.rank == 0 && env.world_size > 1 => Store::host(l, &env, &store_options),
+            _ => Store::connect(&env, &store_options),
+        }
+        .map_err(rdv)?;
         let liveness = Liveness::start(
             &mut store,
             &LivenessOptions { setup_timeout: options.timeout, ..LivenessOptions::default() },

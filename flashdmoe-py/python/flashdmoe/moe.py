@@ -27,16 +27,11 @@ def _dtype_name(dtype: Union[torch.dtype, str]) -> str:
     )
 
 
-def _check_group(group) -> None:
-    """``group=None`` is one rank; a process group of more ranks needs issue 14."""
+def _group_size(group) -> int:
+    """Ranks of ``group`` (``None``: one)."""
     if group is None:
-        return
-    size = torch.distributed.get_world_size(group)
-    if size != 1:
-        raise NotImplementedError(
-            f"group has {size} ranks: expert parallelism over a torch.distributed group needs "
-            "the one-process-per-GPU operator (issue 14); use group=None (one rank) for now"
-        )
+        return 1
+    return torch.distributed.get_world_size(group)
 
 
 class MoE(torch.nn.Module):
@@ -59,6 +54,14 @@ class MoE(torch.nn.Module):
     ``dtype`` is ``torch.bfloat16``, ``torch.float16``, ``torch.float32`` or ``"f32-exact"``
     (float32 tensors; on GPU, no tensor cores). ``group=None`` is one rank. Calls take at most
     ``max_tokens`` tokens. Forward only: the op has no backward.
+
+    ``group`` (a ``torch.distributed`` process group of ``W`` ranks, one process per GPU)
+    makes the module one rank of a layer of ``W`` ranks: each rank's GPU holds the router and
+    its own ``experts / W`` experts (the module's parameters stay the whole layer on every rank;
+    the upload slices them), and ``moe(x)`` runs that rank's tokens. Every rank of the group
+    must build the module with the same arguments and weights and call it the same number of
+    times with the same token count (a call is collective). The first CUDA call bootstraps
+    through the group (``group_timeout`` seconds at most a step); CPU tensors are refused.
     """
 
     def __init__(
@@ -77,10 +80,14 @@ class MoE(torch.nn.Module):
         bias: bool = False,
         seed: int = 0,
         device: Optional[Union[torch.device, str]] = None,
+        group_timeout: float = 120.0,
     ):
         super().__init__()
-        _check_group(group)
         self.group = group
+        self.group_size = _group_size(group)
+        self.group_timeout = group_timeout
+        # A group of one rank is group=None; a larger one is joined by the first CUDA call.
+        self._joined = self.group_size == 1
         self._engine = _native.Engine(
             hidden, inter, experts, top_k, activation, _dtype_name(dtype),
             capacity_factor, renormalize, bias, max_tokens,
@@ -189,6 +196,8 @@ class MoE(torch.nn.Module):
         topk_ids: Optional[torch.Tensor] = None,
         topk_weights: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
+        if not self._joined:
+            self._join(x)
         weights = self._weights()
         if isinstance(x, torch.Tensor) and x.device != weights[0].device:
             raise ValueError(
@@ -197,6 +206,30 @@ class MoE(torch.nn.Module):
         # The op's overload itself (resolving it through the packet costs a few us a call).
         op = torch.ops.flashdmoe.moe_forward.default
         return op(x, weights, topk_ids, topk_weights, self._handle)
+
+    def _join(self, x) -> None:
+        """The first call of a module with a group of several ranks: joins the group on x's
+        GPU (collective; ``flashdmoe._group``). A CPU ``x`` is refused before any collective."""
+        if not (isinstance(x, torch.Tensor) and x.device.type == "cuda"):
+            where = x.device if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(
+                f"x is on {where}: a flashdmoe.MoE with a group of {self.group_size} ranks "
+                "runs on CUDA only (one GPU per process: move the module and x to this rank's "
+                "GPU); use group=None for the CPU simulator"
+            )
+        from . import _group
+
+        device = x.device.index if x.device.index is not None else torch.cuda.current_device()
+        self._engine.set_group(_group.join(self.group, device, self.group_timeout))
+        self._joined = True
+
+    @property
+    def group_rank(self) -> int:
+        """This process's rank in the layer's group (0 for ``group=None``)."""
+        info = self._engine.group_info()
+        if info is not None:
+            return info[0]
+        return 0 if self.group is None else torch.distributed.get_rank(self.group)
 
     def status(self) -> None:
         """Raises ``TimeoutError`` with the kernel's report if a wait inside the last CUDA
@@ -210,4 +243,5 @@ class MoE(torch.nn.Module):
             f"top_k={self.top_k}, activation={self.activation!r}, "
             f"capacity_factor={self.capacity_factor}, renormalize={self.renormalize}, "
             f"dtype={self.layer_dtype}, bias={self.bias}, max_tokens={self.max_tokens}"
+            + (f", group_size={self.group_size}" if self.group_size > 1 else "")
         )
