@@ -54,8 +54,8 @@ bin=${FLASHDMOE_BIN:-.carry/flashdmoe}
 paper=(--preset paper-t4096-e32)
 
 row() { printf '%-34s %-6s %s\n' "$1" "$2" "$3" | tee -a "$summary"; }
-# Seconds left of the whole call's budget (290 s: the call must stay under 5 minutes).
-left() { echo $((290 - ($(date +%s) - start))); }
+# Seconds left of the whole call's budget (BUDGET, default 290 s: the call must stay under 5 minutes).
+left() { echo $((${BUDGET:-290} - ($(date +%s) - start))); }
 # step NAME LIMIT CMD...: runs CMD under `timeout` (at most the budget left), logs to NAME.log.
 step() {
   local name=$1 limit=$2

@@ -36,8 +36,8 @@ export FLASHDMOE_NCCL_DIR=${FLASHDMOE_NCCL_DIR:-/tmp/flashdmoe-nccl}
 export NCCL_NVLS_ENABLE=0 NVSHMEM_DISABLE_NVLS=1 PYTHONUNBUFFERED=1
 
 row() { printf '%-26s %-6s %s\n' "$1" "$2" "$3" | tee -a "$summary"; }
-# Seconds left of the call's 175 s budget.
-left() { echo $((175 - ($(date +%s) - start))); }
+# Seconds left of the call's budget (BUDGET, default 175 s).
+left() { echo $((${BUDGET:-175} - ($(date +%s) - start))); }
 # step NAME LIMIT CMD...: CMD under `timeout` (at most the budget left), logged to NAME.log.
 step() {
   local name=$1 limit=$2 l rc t0
