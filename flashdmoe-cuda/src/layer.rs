@@ -786,6 +786,23 @@ impl CudaLayer {
         }
     }
 
+    /// Stages every GPU of `guards` with its ranks' `inputs` (`ranks_per_gpu` of them each, in
+    /// GPU order), then launches every GPU before waiting on any: their kernels meet through
+    /// signals, so they should start together.
+    fn stage_and_launch(
+        &self,
+        guards: &mut [std::sync::MutexGuard<'_, Gpu>],
+        inputs: &[Vec<f32>],
+        options: &ForwardOptions,
+    ) -> Result<Vec<Launched>, BackendError> {
+        let r = self.plan.ranks_per_gpu as usize;
+        for (d, gpu) in guards.iter_mut().enumerate() {
+            let mine: Vec<&[f32]> = inputs[d * r..(d + 1) * r].iter().map(Vec::as_slice).collect();
+            self.stage(gpu, &mine)?;
+        }
+        guards.iter().map(|gpu| self.launch(gpu, options, false)).collect()
+    }
+
     /// Launches GPU `gpu`'s kernel for the forward [`Self::stage`] readied.
     /// With `given`, the kernel skips its router and takes the routing [`Self::stage_routing`]
     /// uploaded.
@@ -1143,19 +1160,9 @@ impl Layer for CudaLayer {
             check_rank_input(&self.plan.config, rank as u32, input)?;
         }
         let start = std::time::Instant::now();
-        let r = self.plan.ranks_per_gpu as usize;
         let mut guards: Vec<_> =
             self.gpus.iter().map(|g| g.lock().unwrap_or_else(PoisonError::into_inner)).collect();
-        // Stage every GPU, then launch every GPU before waiting on any: their kernels meet
-        // through signals, so they should start together.
-        for (d, gpu) in guards.iter_mut().enumerate() {
-            let mine: Vec<&[f32]> = inputs[d * r..(d + 1) * r].iter().map(Vec::as_slice).collect();
-            self.stage(gpu, &mine)?;
-        }
-        let mut launched = Vec::with_capacity(guards.len());
-        for gpu in &guards {
-            launched.push(self.launch(gpu, options, false)?);
-        }
+        let launched = self.stage_and_launch(&mut guards, inputs, options)?;
         let mut ranks = Vec::with_capacity(world);
         // Each GPU's trace times count from its own launch on its own clock
         // (`trace_clocks`): conformance aligns them.

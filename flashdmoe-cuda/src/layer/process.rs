@@ -506,20 +506,12 @@ impl super::CudaLayer {
         for (rank, input) in ranks.clone().zip(inputs) {
             flashdmoe_core::backend::check_rank_input(&self.plan.config, rank, input)?;
         }
-        let r = self.plan.ranks_per_gpu as usize;
         let mut guards: Vec<_> = self
             .gpus
             .iter()
             .map(|g| g.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
             .collect();
-        for (d, gpu) in guards.iter_mut().enumerate() {
-            let mine: Vec<&[f32]> = inputs[d * r..(d + 1) * r].iter().map(Vec::as_slice).collect();
-            self.stage(gpu, &mine)?;
-        }
-        let mut launched = Vec::with_capacity(guards.len());
-        for gpu in &guards {
-            launched.push(self.launch(gpu, options, false)?);
-        }
+        let launched = self.stage_and_launch(&mut guards, inputs, options)?;
         self.launched();
         let mut outs = Vec::with_capacity(inputs.len());
         for (gpu, l) in guards.iter().zip(launched) {
