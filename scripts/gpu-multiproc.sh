@@ -137,6 +137,14 @@ row "4 P=2 one process, both GPUs" "$([ $? = 0 ] && echo ok || echo FAIL)" "$(b2
 step p1 60 "$bin" launch --nproc 1 run --backend cuda "${paper[@]}" --world 1 --iterations 3 --back-to-back 200 --timeout 10
 row "4 P=1 (one process, 1 GPU)" "$([ $? = 0 ] && echo ok || echo FAIL)" "$(b2b p1)"
 
+# P = 4 when the machine has 4 GPUs (issue 14 item 7: weights and latency at P = 4).
+if [ "$ngpu" -ge 4 ]; then
+  step b2b-multi4 90 "$bin" launch --nproc 4 "${mode[@]}" --grace 20 run --backend cuda "${paper[@]}" --world 4 --iterations 3 --back-to-back 200 --timeout 10
+  row "4 P=4 one process per GPU" "$([ $? = 0 ] && echo ok || echo FAIL)" "$(b2b b2b-multi4)"
+  step b2b-single4 75 "$bin" run --backend cuda "${paper[@]}" --world 4 --iterations 3 --back-to-back 200 --timeout 10
+  row "4 P=4 one process, 4 GPUs" "$([ $? = 0 ] && echo ok || echo FAIL)" "$(b2b b2b-single4)"
+fi
+
 step die 60 "$bin" launch --nproc 2 "${mode[@]}" --die rank=1,forward=3 --grace 30 run --backend cuda "${paper[@]}" --world 2 --iterations 5 --timeout 5
 rc=$?
 gone=$(grep -h "\[rank 0\] forward .* failed after" "$out/die.log" | sed 's/.*\] //' | cut -c1-100)
@@ -150,6 +158,9 @@ row "   rank 0 next call" "" "${fast:-no fail-fast line}"
 
 row "6 weights P=1 (1 process)" "" "$(grep -h 'memory:' "$out/p1.log" | sed 's/.*memory: //' | cut -c1-80)"
 row "6 weights P=2 (per process)" "" "$(grep -h 'memory:' "$out/b2b-multi2.log" | sed 's/.*memory: //' | cut -c1-40 | paste -sd'|' -)"
+if [ "$ngpu" -ge 4 ]; then
+  row "6 weights P=4 (per process)" "" "$(grep -h 'memory:' "$out/b2b-multi4.log" | sed 's/.*memory: //' | cut -c1-30 | paste -sd'|' -)"
+fi
 if [ -x .carry/tests/gpu_multiproc ]; then
   step libtests 60 .carry/tests/gpu_multiproc --test-threads=1
   row "7 gpu_multiproc tests" "$([ $? = 0 ] && echo ok || echo FAIL)" "$(grep -h 'test result' "$out/libtests.log" | head -1 | cut -c1-60); $(grep -c '^skipped' "$out/libtests.log") skipped"

@@ -94,6 +94,15 @@ rc=$?
 row "torchrun small+paper" "$([ $rc -eq 0 ] && echo ok || echo "FAIL($rc)")" \
   "$(grep -h '^verdict:' "$out/check.log" | head -1)"
 grep -h '^\[rank' "$out/check.log" | sed -E 's/ I=[0-9]+ bf16//' | cut -c1-200 | tee -a "$summary"
+# Four ranks when the machine has 4 GPUs (issue 15 item 5: torchrun --nproc-per-node 4).
+if [ "$ngpu" -ge 4 ]; then
+  step check4 150 python3 -m torch.distributed.run --standalone --nproc-per-node 4 flashdmoe-py/tests/torchrun_check.py
+  rc=$?
+  [ $rc -eq 0 ] || status=1
+  row "torchrun 4 ranks" "$([ $rc -eq 0 ] && echo ok || echo "FAIL($rc)")" \
+    "$(grep -h '^verdict:' "$out/check4.log" | head -1)"
+  grep -h '^\[rank' "$out/check4.log" | sed -E 's/ I=[0-9]+ bf16//' | cut -c1-200 | tee -a "$summary"
+fi
 echo "== summary ($(($(date +%s) - start)) s)"
 cat "$summary"
 exit $status
