@@ -33,6 +33,9 @@ phase quick 150 .carry/gpu-check --quick --json "$w/quick.jsonl"
 if ls .carry/whl/*.whl >/dev/null 2>&1; then
   phase python 90 bash -c 'python3 -m pip install -q --no-deps --force-reinstall .carry/whl/*.whl && python3 -m pytest -q -rs -p no:cacheprovider flashdmoe-py/tests/test_cuda.py'
   phase binding 60 python3 flashdmoe-py/benchmarks/binding.py --tokens 4096 --out "$w/binding.json"
+  # PyTorch's layer of the same shape in the same call (issue 15 item 5): binding.py's layer is
+  # torch_single.py's default, the paper layer at T4096 E8, dropless.
+  phase binding-torch 60 python3 bench/baselines/torch_single.py --variants grouped,graph --iters 20 --warmup 5 --out "$w/binding-torch.jsonl"
 fi
 phase paper 60 .carry/gpu-check --only paper-t128-e8,paper-t4096-e8,paper-t16384-e8 --json "$w/paper.jsonl"
 # The whole paper grid and PyTorch's on the same machine, same call (docs/benchmarks.md).
@@ -48,6 +51,7 @@ cp "$w/summary.txt" "$out/" 2>/dev/null
 for f in "$w"/*.log; do grep -E '^\[FAIL\]|FAILED|panicked' "$f" | head -5 | cut -c1-600; done
 grep -h -E '^\[ok\] device-resident' "$w"/resident.log 2>/dev/null | cut -c1-1500
 tail -n 2 "$w"/binding.log 2>/dev/null
+grep -h -E "graph|eager" "$w"/binding-torch.log 2>/dev/null | cut -c1-110 | head -3
 grep -h -i -E "nccl|error" "$w"/nccl.log 2>/dev/null | head -5
 grep -h -E "^\[ok\] paper" "$w"/paper.log 2>/dev/null | cut -c1-400
 sed -n '/median ms/,$p' "$w"/grid.log 2>/dev/null | head -14

@@ -94,6 +94,11 @@ rc=$?
 row "torchrun small+paper" "$([ $rc -eq 0 ] && echo ok || echo "FAIL($rc)")" \
   "$(grep -h '^verdict:' "$out/check.log" | head -1)"
 grep -h '^\[rank' "$out/check.log" | sed -E 's/ I=[0-9]+ bf16//' | cut -c1-200 | tee -a "$summary"
+# PyTorch's expert-parallel layer of the same shape in the same call (issue 15 item 5):
+# torch_ep.py's default layer is the paper one at T4096 per rank, dropless; E = 32 as the check's.
+step torch-ep 90 python3 bench/baselines/torch_ep.py --world 2 --experts 32 --iters 50 --warmup 5
+row "torch_ep.py P=2 (same shape)" "$([ $? -eq 0 ] && echo ok || echo FAIL)" \
+  "$(grep -h -E 'torch-ep-a2a-(eager|graph)' "$out/torch-ep.log" | tr -s ' ' | cut -c1-120 | head -2 | paste -sd'|' -)"
 # Four ranks when the machine has 4 GPUs (issue 15 item 5: torchrun --nproc-per-node 4).
 if [ "$ngpu" -ge 4 ]; then
   step check4 150 python3 -m torch.distributed.run --standalone --nproc-per-node 4 flashdmoe-py/tests/torchrun_check.py
