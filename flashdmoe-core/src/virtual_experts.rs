@@ -19,7 +19,7 @@ use flashdmoe_proto::{HeapLayout, SourcePlan};
 
 use crate::config::{CapacityPolicy, ConfigError, MoeConfig, Placement, Routing};
 use crate::routing::{RankRouting, RoutingError};
-use crate::weights::shared_parts_of;
+use crate::weights::{LayerWeights, shared_parts_of};
 
 /// The shared experts of a layer as `m` virtual experts per rank (module doc).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -156,6 +156,46 @@ impl VirtualExperts {
         }
     }
 
+    /// The weights of the layer the protocol runs ([`Self::protocol_config`]) from `config`'s
+    /// `weights`: the routed experts, then every rank's `m` parts of the shared experts (the
+    /// same parts on every rank, [`crate::weights::SharedParts`]) as experts; the router's rows
+    /// of the virtual experts are zero (the protocol never routes: a backend runs it with the
+    /// routing given, [`Self::protocol_routing`]). For tests and tools: a backend uploads the
+    /// parts without this whole copy.
+    pub fn protocol_weights(
+        &self,
+        config: &MoeConfig,
+        weights: &LayerWeights,
+    ) -> Result<LayerWeights, ConfigError> {
+        let invalid =
+            |reason: &str| ConfigError::Invalid { field: "shared", reason: reason.into() };
+        let parts = weights.shared_parts(config)?.ok_or_else(|| invalid("no shared experts"))?;
+        let copies = self.world as usize;
+        let extend = |routed: &[f32], parts: &[f32]| {
+            let mut out = routed.to_vec();
+            (0..copies).for_each(|_| out.extend_from_slice(parts));
+            out
+        };
+        let mut router = weights.router.clone();
+        router.resize((self.experts() * config.hidden) as usize, 0.0);
+        let gate = weights.gate.as_deref().ok_or_else(|| invalid("no routed gate projection"))?;
+        Ok(LayerWeights {
+            router,
+            up: extend(&weights.up, &parts.up),
+            gate: Some(extend(gate, &parts.gate)),
+            down: extend(&weights.down, &parts.down),
+            up_bias: None,
+            gate_bias: None,
+            down_bias: None,
+            router_bias: None,
+            selection_bias: None,
+            shared_up: None,
+            shared_gate: None,
+            shared_down: None,
+            shared_gate_row: None,
+        })
+    }
+
     /// Rank `rank`'s packets as the protocol sees them (`layout`: the protocol config's),
     /// from the router's `routing` of `config`: its routed packets and its parts' (every token).
     pub fn source_plan(
@@ -176,8 +216,9 @@ mod tests {
 
     use super::*;
     use crate::config::{Activation, SharedExperts, SharedGate};
+    use crate::oracle::{reference_rank, shared_scale};
     use crate::routing::route;
-    use crate::weights::{LayerWeights, generate_input};
+    use crate::weights::generate_input;
 
     /// Two ranks, 4 experts placed 1 | 3, top-2, shared experts of 2 x 64 (m = 2).
     fn config() -> MoeConfig {
@@ -241,6 +282,46 @@ mod tests {
         assert_eq!((plan.rows(1, 3), plan.rows(1, 4), plan.rows(0, 1)), (5, 5, 0));
         let routed: u32 = (0..3).map(|le| plan.rows(1, le)).sum::<u32>() + plan.rows(0, 0);
         assert_eq!(routed, 10);
+    }
+
+    #[test]
+    fn the_protocol_layer_with_the_protocol_routing_is_the_layer_with_shared_experts() {
+        // f32 exact, so the only difference is where the shared MLP's output is rounded
+        // (once in the layer, once per part in the protocol's) and the order of the sums.
+        for gate in [SharedGate::None, SharedGate::Sigmoid] {
+            let c = MoeConfig {
+                dtype: crate::DType::F32Exact,
+                shared: Some(SharedExperts { count: 2, inter: 64, gate }),
+                ..config()
+            };
+            let v = VirtualExperts::of(&c).unwrap().unwrap();
+            let w = LayerWeights::generate(&c, 8).unwrap();
+            let p = v.protocol_config(&c).unwrap();
+            let pw = v.protocol_weights(&c, &w).unwrap();
+            pw.check(&p).unwrap();
+            for rank in 0..c.world {
+                let x = generate_input(&c, rank, 8).unwrap();
+                let routing = route(&c, &x, &w).unwrap();
+                let want = reference_rank(&c, &w, &x, &routing).unwrap();
+                let h = c.hidden as usize;
+                let gs = |t: u32| shared_scale(&w, &x[t as usize * h..][..h]);
+                let full = v.protocol_routing(&p, rank, &routing, gs).unwrap();
+                let got = reference_rank(&p, &pw, &x, &full).unwrap();
+                for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                    assert!((a - b).abs() <= 1e-5 * b.abs().max(1e-3), "{gate:?} {i}: {a} {b}");
+                }
+            }
+        }
+        assert!(
+            VirtualExperts::of(&config())
+                .unwrap()
+                .unwrap()
+                .protocol_weights(
+                    &MoeConfig { shared: None, ..config() },
+                    &LayerWeights::generate(&MoeConfig { shared: None, ..config() }, 1).unwrap()
+                )
+                .is_err()
+        );
     }
 
     #[test]
