@@ -679,12 +679,11 @@ pub fn variants() -> Vec<KernelVariant> {
         out.extend(candidates.first().map(MoeSpec::variant));
         out.extend(candidates.last().map(MoeSpec::variant));
     }
-    // Shared experts as virtual experts, at the GPU check's small shape (H 512, I 1024, T 192,
-    // 8 experts a rank, [`shared_kinds`]): DeepSeek-V2's kind (m = 2, grouped softmax router) and Qwen2-MoE's
-    // (m = 4, sigmoid gate), on one rank (first and last-resort specialisations) and on four
-    // (the first).
+    // Shared experts as virtual experts, at the GPU check's small shape ([`shared_kinds`]):
+    // DeepSeek-V2's kind (m = 2, grouped softmax router) and Qwen2-MoE's (m = 4, sigmoid gate),
+    // on one rank (first and last-resort specialisations) and on four (the first).
     for (world, last) in [(1, true), (4, false)] {
-        for config in shared_kinds(world) {
+        for (_, config) in shared_kinds(world) {
             let candidates = MoeSpec::candidates(&config, H200_PROCESSORS, Arch::SM90);
             out.extend(candidates.first().map(MoeSpec::variant));
             out.extend(candidates.last().filter(|_| last).map(MoeSpec::variant));
@@ -709,8 +708,9 @@ pub fn variants() -> Vec<KernelVariant> {
 /// experts a rank, top-2, bf16, dropless) with T 192 (its Hopper tile, 64x64, is the small
 /// layers' that compiles without spills; at T 384 the parts' rows ask for 128-row tiles, whose
 /// 128x64 Hopper image spills at this shape with or without shared experts) on `world` ranks:
-/// what `gpu-check` verifies against the oracle and CI compile-checks ([`variants`]).
-pub fn shared_kinds(world: u32) -> Vec<MoeConfig> {
+/// what `gpu-check` verifies against the oracle and CI compile-checks ([`variants`]). Each
+/// with a name: the kind, `m` and the gate (`qwen2-moe m4 gated`).
+pub fn shared_kinds(world: u32) -> Vec<(String, MoeConfig)> {
     presets::small_model_kinds(DType::Bf16)
         .into_iter()
         .filter_map(|(kind, model)| {
@@ -721,7 +721,8 @@ pub fn shared_kinds(world: u32) -> Vec<MoeConfig> {
                 _ => return None,
             };
             let inter = 1024;
-            Some(MoeConfig {
+            let gated = if shared.gate == SharedGate::Sigmoid { " gated" } else { "" };
+            let config = MoeConfig {
                 world,
                 tokens_per_rank: 192,
                 hidden: 512,
@@ -732,7 +733,8 @@ pub fn shared_kinds(world: u32) -> Vec<MoeConfig> {
                     ..shared
                 }),
                 ..model
-            })
+            };
+            Some((format!("{kind} m{parts}{gated}"), config))
         })
         .collect()
 }
@@ -951,7 +953,7 @@ mod tests {
         // The GPU check's shared kinds: m = 2 (grouped softmax) and m = 4 (sigmoid gate).
         let kinds: Vec<(u32, bool)> = shared_kinds(4)
             .iter()
-            .map(|c| {
+            .map(|(_, c)| {
                 let s = MoeSpec::for_config(c, H200_PROCESSORS);
                 (s.slots - s.top_k, s.shared_gate)
             })

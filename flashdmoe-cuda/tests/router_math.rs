@@ -157,7 +157,7 @@ fn the_kernels_shared_slots_are_core_s_virtual_experts() {
         return;
     };
     // DeepSeek-V2's kind (m = 2, no gate) and Qwen2-MoE's (m = 4, sigmoid gate), on 4 ranks.
-    for config in shared_kinds(4) {
+    for (_, config) in shared_kinds(4) {
         let v = VirtualExperts::of(&config).unwrap().unwrap();
         let weights = LayerWeights::generate(&config, 5).unwrap();
         let spec = MoeSpec::for_config(&config, H200_PROCESSORS);
