@@ -28,7 +28,7 @@
 //!   ([`spec::check_computed`]), naming each field, before any device is touched.
 //! * Shared experts run as `m` virtual experts a rank (core's `virtual_experts`): the heap
 //!   layout, expert tables, weight slots, scratch and statistics are the protocol config's
-//!   (`E'` experts, `k + m` slots; [`Plan::protocol`]); the routing a forward reports, and what
+//!   (`E'` experts, `k + m` slots; `Plan::protocol`); the routing a forward reports, and what
 //!   the oracle checks, is the router's (`k` slots over `E`).
 
 use std::sync::{Arc, Mutex, PoisonError};
