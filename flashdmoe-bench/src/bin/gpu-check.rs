@@ -497,6 +497,15 @@ fn cases(quick: bool) -> Vec<Case> {
             ..case(format!("device-resident {label}"), c)
         });
     }
+    // The device-resident forward of the shared kinds (fewer tokens, a graph replayed, a
+    // routing given: the parts follow every token's given slots) on one rank.
+    for (kind, c) in flashdmoe_cuda::spec::shared_kinds(1) {
+        out.push(Case {
+            ranks_per_gpu: Some(1),
+            resident: true,
+            ..case(format!("device-resident single P=1 {kind} shared experts"), c)
+        });
+    }
     if quick {
         return out;
     }
