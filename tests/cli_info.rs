@@ -18,7 +18,7 @@ fn info_lists_presets_and_backends() {
             && out.contains("swiglu-oss + bias, topk-softmax router + bias, bf16"),
         "{out}"
     );
-    assert!(out.contains("the cuda backend refuses them until its kernel has them"), "{out}");
+    assert!(out.contains("shared experts run on both backends"), "{out}");
     assert!(out.contains("sim   available"), "{out}");
     assert!(out.contains("cuda  "), "{out}");
 }

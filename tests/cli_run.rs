@@ -221,16 +221,6 @@ fn models_needing_unimplemented_features_are_refused_naming_them() {
         ),
         (vec!["--config", "gpt-oss-20b"], "quantization_config = {quant_method: \"mxfp4\"}"),
         (vec!["--config", "llama-4-scout-17b-16e"], "text_config.model_type = \"llama4_text\""),
-        // The CUDA kernel lacks shared experts: refused before anything is generated (and
-        // before looking for a GPU), naming only what it lacks (DeepSeek-V3's router it has).
-        (
-            vec!["--preset", "deepseek-v3", "--backend", "cuda"],
-            "cuda: shared = 1 x 2048: shared experts are not in the CUDA kernel yet (issue 16)",
-        ),
-        (
-            vec!["--preset", "qwen1.5-moe-a2.7b", "--backend", "cuda"],
-            "shared.gate = sigmoid: the sigmoid shared_expert_gate is not in the CUDA kernel yet",
-        ),
     ];
     for (args, needle) in cases {
         let argv = run_argv(&args, &[]);
@@ -240,6 +230,28 @@ fn models_needing_unimplemented_features_are_refused_naming_them() {
         let err = stderr(&o);
         assert!(err.starts_with("error: ") && err.contains(needle), "{argv:?}: {err}");
         assert!(err.contains("(issue 16)"), "{err}");
+        assert!(!stdout(&o).contains("verify:"), "nothing may run: {}", stdout(&o));
+    }
+    // Shared experts the CUDA kernel cannot run as routed experts: refused before anything
+    // is generated (and before looking for a GPU), naming the field, exit status 2.
+    for (args, needle) in [
+        (
+            vec!["--preset", "deepseek-v3", "--backend", "cuda", "--capacity-factor", "1.25"],
+            "cuda: invalid input capacity: factor 1.25 with shared experts",
+        ),
+        (
+            vec!["--preset", "qwen1.5-moe-a2.7b", "--backend", "cuda", "--inter", "1472"],
+            "cuda: invalid input shared: the shared experts' 5632 intermediate rows are not a \
+             multiple of the routed experts' 1472",
+        ),
+    ] {
+        let argv = run_argv(&args, &[]);
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        let o = flashdmoe(&argv);
+        assert_exit(&o, 2);
+        let err = stderr(&o);
+        assert!(err.starts_with("error: ") && err.contains(needle), "{argv:?}: {err}");
+        assert!(err.contains("--backend sim computes this layer"), "{err}");
         assert!(!stdout(&o).contains("verify:"), "nothing may run: {}", stdout(&o));
     }
     // DBRX's nested ffn_config is read (and runs, shrunk by flags); the routed part of a model

@@ -117,12 +117,11 @@ pub const MODELS_T4096: [&str; 8] = [
 ];
 
 /// `models-t4096`: real models' MoE layers at core's preset run parameters (T = 4096 per rank,
-/// one rank, bf16, dropless), those the CUDA kernel computes: DeepSeek-V3's and Kimi-K2's routed
-/// experts (`-routed`: their grouped sigmoid routers without the shared expert the kernel does
-/// not compute yet), Qwen3-30B-A3B, Mixtral-8x7B, OLMoE, gpt-oss-20b and -120b (their router and
-/// clamped SwiGLU); then the whole DeepSeek-V3 layer with its shared expert, which the
-/// simulator and the PyTorch baseline run and `--backend cuda` refuses (the case is reported
-/// as not run, its baselines still run).
+/// one rank, bf16, dropless), each computed by the CUDA kernel: DeepSeek-V3's and Kimi-K2's
+/// routed experts (`-routed`: their grouped sigmoid routers without the shared expert),
+/// Qwen3-30B-A3B, Mixtral-8x7B, OLMoE, gpt-oss-20b and -120b (their router and clamped SwiGLU);
+/// then the whole DeepSeek-V3 layer with its shared expert (in the kernel as a virtual expert
+/// of each rank: core's `virtual_experts`).
 fn models() -> Vec<Case> {
     MODELS_T4096
         .iter()
@@ -335,9 +334,9 @@ mod tests {
             let preset = core_presets::preset(model).unwrap();
             assert_eq!(*k, MoeConfig { shared: k.shared, ..preset.clone() }, "{}", c.name);
             assert_eq!(k.shared.is_none(), c.name.ends_with("-routed") || preset.shared.is_none());
-            // All but the whole DeepSeek-V3 are computed by the CUDA kernel.
-            let cuda = flashdmoe_cuda::spec::computes(k);
-            assert_eq!(cuda, c.name != "deepseek-v3", "{}", c.name);
+            // Every layer is computed by the CUDA kernel, the whole DeepSeek-V3 with its
+            // shared expert included.
+            assert!(flashdmoe_cuda::spec::computes(k), "{}", c.name);
         }
         assert_eq!(g[0].config.routing, g[7].config.routing);
     }

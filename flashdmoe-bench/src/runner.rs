@@ -119,7 +119,8 @@ impl BenchBackend for CudaBackend {
         layer.blocks_per_rank().saturating_sub(1)
     }
 
-    /// The kernel's features (`spec::check_computed`: shared experts are refused).
+    /// The layers the kernel computes (`spec::check_computed`: e.g. shared experts with a
+    /// capacity factor are refused).
     fn check_layer(&self, config: &MoeConfig) -> Result<(), BackendError> {
         flashdmoe_cuda::spec::check_computed(config)
     }
@@ -370,16 +371,22 @@ mod tests {
     }
 
     #[test]
-    fn the_cuda_backend_refuses_shared_experts_before_any_work() {
+    fn the_cuda_backend_refuses_a_layer_it_does_not_compute_before_any_work() {
         // No GPU needed: the refusal comes before weights are generated or a device is used.
+        // Shared experts run as routed experts every token visits: a capacity would drop them.
         let backend = CudaBackend::new(flashdmoe_cuda::CudaOptions::default());
-        let config = flashdmoe_core::config::presets::preset("deepseek-v3").unwrap();
-        let case = Case { name: "deepseek-v3".into(), config };
+        let config = MoeConfig {
+            capacity: flashdmoe_core::CapacityPolicy::Factor(1.25),
+            ..flashdmoe_core::config::presets::preset("deepseek-v3").unwrap()
+        };
+        let case = Case { name: "deepseek-v3-cf1.25".into(), config };
         let mut events = Vec::new();
         let err = run_case(&backend, &case, &options(1), &mut |p| events.push(p)).unwrap_err();
-        assert!(matches!(err, BenchError::Backend(BackendError::NotSupported { .. })), "{err}");
-        let message = err.to_string();
-        assert!(message.contains("shared = 1 x 2048") && message.contains("CUDA"), "{message}");
+        assert!(
+            matches!(err, BenchError::Backend(BackendError::InvalidInput { what: "capacity", .. })),
+            "{err}"
+        );
+        assert!(err.to_string().contains("shared experts"), "{err}");
         assert!(events.is_empty());
     }
 

@@ -15,7 +15,7 @@
 
 use std::time::Duration;
 
-use flashdmoe_proto::{HeapLayout, ProtoError, TaskCounts};
+use flashdmoe_proto::{HeapLayout, ProtoError, SourcePlan, TaskCounts};
 use thiserror::Error;
 
 use crate::config::{ConfigError, Feature, MoeConfig, Unsupported};
@@ -63,6 +63,16 @@ pub trait Layer: Send + Sync {
     /// The symmetric-heap layout (and so the task tile) every rank of this layer uses: what a
     /// trace of it is checked against (`conformance`).
     fn layout(&self) -> &HeapLayout;
+
+    /// Rank `rank`'s packets as this layer's protocol ran them, from the routing its forward
+    /// reported: what its trace is checked against (`conformance`). By default the routing's
+    /// own ([`RankRouting::source_plan`]); a backend that runs more than the routed experts
+    /// through the protocol adds those packets (the CUDA kernel: the shared experts as virtual
+    /// experts, `virtual_experts`).
+    fn source_plan(&self, rank: u32, routing: &RankRouting) -> Result<SourcePlan, RoutingError> {
+        let _ = rank;
+        routing.source_plan(self.config(), self.layout())
+    }
 
     /// Which clock each rank's trace times come from (see `conformance`): by
     /// default one clock for every rank; a backend whose ranks time themselves on different

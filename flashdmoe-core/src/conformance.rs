@@ -187,20 +187,20 @@ fn key(e: &TraceEvent) -> TaskKey {
 }
 
 /// Checks a traced forward of `layer`: the task graph comes from the routing each rank
-/// reported, the clocks from [`Layer::trace_clocks`]. Returns every rank's events on one time
+/// reported (as [`Layer::source_plan`] turns it into packets), the clocks from [`Layer::trace_clocks`]. Returns every rank's events on one time
 /// base (aligned with the offsets [`check`] found, the earliest start at 0), ready for
 /// [`crate::trace::chrome_json`] and [`crate::trace::utilisation`].
 pub fn check_forward<L: Layer + ?Sized>(
     layer: &L,
     out: &ForwardOutput,
 ) -> Result<Vec<TraceEvent>, ConformanceError> {
-    let (config, layout) = (layer.config(), layer.layout());
+    let layout = layer.layout();
     let mut events = Vec::new();
     let mut sources = Vec::with_capacity(out.ranks.len());
     for (rank, r) in out.ranks.iter().enumerate() {
         let trace = r.trace.as_ref().ok_or(ConformanceError::NoTrace { rank: rank as u32 })?;
         events.extend_from_slice(trace);
-        sources.push(r.routing.source_plan(config, layout)?);
+        sources.push(layer.source_plan(rank as u32, &r.routing)?);
     }
     let plan = RoutingPlan::new(layout, sources)?;
     check(layout, &plan, &events, &layer.trace_clocks())?.apply(&mut events);

@@ -47,6 +47,7 @@ pub mod routing;
 pub mod runtime;
 pub mod sync;
 pub mod trace;
+pub mod virtual_experts;
 pub mod weights;
 
 pub use backend::{

@@ -1,6 +1,7 @@
 // combine.cuh -- the combine task (core's `TaskKind::Combine` in the tile executor): a token
 // tile's output columns as the weighted sum of its returned rows, in slot order
-// (deterministic: no float atomics).
+// (deterministic: no float atomics). A token's kSlots slots are the router's kTopK, then its
+// shared experts' parts (route.cuh): the output is the routed sum plus the shared experts'.
 #pragma once
 
 #include "heap.cuh"
@@ -14,10 +15,10 @@ struct CombineSlot {
 };
 constexpr unsigned long long kNoSlot = ~0ull;
 
-/// Slot `i` of token tile t (row i / k, slot i % k of the tile), looked up in the rank's
+/// Slot `i` of token tile t (row i / kSlots, slot i % kSlots of the tile), looked up in the rank's
 /// routing: three dependent loads (the slot's packet row, its expert, the expert's owner).
 __device__ __forceinline__ CombineSlot combine_slot(const Rank& r, const fdm_task& t, unsigned i) {
-  const unsigned slot = t.row_tile * kBM * kTopK + i;
+  const unsigned slot = t.row_tile * kBM * kSlots + i;
   const unsigned pos = r.slot_row()[slot];
   if (pos == kDropped) return CombineSlot{kNoSlot, 0.f, 0u};
   const unsigned e = r.topk_expert()[slot];
@@ -26,7 +27,22 @@ __device__ __forceinline__ CombineSlot combine_slot(const Rank& r, const fdm_tas
   return CombineSlot{offset, r.topk_weight()[slot], 0u};
 }
 
-static_assert(sizeof(CombineSlot) * kBM * kTopK == kCombineSlotBytes, "config.cuh's kCombineSlotBytes");
+static_assert(sizeof(CombineSlot) * kBM * kSlots == kCombineSlotBytes, "config.cuh's kCombineSlotBytes");
+
+/// Most slots of one row a combine thread loads at once: more (Qwen2-57B's 8 routed + 8 shared)
+/// would hold 16 vectors of 16 bytes in registers and spill.
+constexpr int kSlotsInFlight = 8;
+
+/// Stores token row `row` of task t's output columns from `col`: `acc` rounded to the dtype.
+__device__ __forceinline__ void store_combined(const Rank& r, const fdm_task& t, unsigned row, unsigned col,
+                                              const float* acc) {
+  constexpr int kVec = 16 / sizeof(Elem);
+  uint4 packed;
+  Elem* out = reinterpret_cast<Elem*>(&packed);
+#pragma unroll
+  for (int v = 0; v < kVec; ++v) out[v] = from_f32<Elem>(acc[v]);
+  *reinterpret_cast<uint4*>(r.y() + (unsigned long long)(t.row_tile * kBM + row) * kH + col) = packed;
+}
 
 /// out[t][cols] = sum over the token's kept slots, in slot order, of weight * returned row.
 /// Run by `kLanes` threads (lane = 0..kLanes-1) that `sync()` synchronises. Memory-bound:
@@ -44,10 +60,10 @@ __device__ void run_combine(const Rank& r, const fdm_task& t, unsigned lane, Com
   constexpr int kVec = 16 / sizeof(Elem);
   constexpr int kThreadsPerRow = kBN / kVec;
   constexpr int kRowsPerPass = kLanes / kThreadsPerRow;
-  constexpr int kIlp = kTopK >= 8 ? 1 : 8 / kTopK;  // rows per thread in flight
+  constexpr int kIlp = kSlots >= 8 ? 1 : 8 / kSlots;  // rows per thread in flight
   static_assert(kLanes % kThreadsPerRow == 0, "combine thread mapping");
   if constexpr (kStaged) {
-    for (unsigned i = lane; i < t.valid_rows * kTopK; i += kLanes) slots[i] = combine_slot(r, t, i);
+    for (unsigned i = lane; i < t.valid_rows * kSlots; i += kLanes) slots[i] = combine_slot(r, t, i);
     sync();
     // Every returned row segment of the tile asked into L2 at once (no registers held): the
     // loads below then wait on L2, not HBM. A register-held load keeps kIlp x k 16-byte
@@ -56,48 +72,77 @@ __device__ void run_combine(const Rank& r, const fdm_task& t, unsigned lane, Com
     constexpr unsigned kLines = kBN * sizeof(Elem) / 128;  // 128-byte lines of a row segment
     static_assert(kBN * sizeof(Elem) % 128 == 0, "whole lines a row segment");
     const unsigned long long segment = (unsigned long long)t.col_tile * kBN * sizeof(Elem);
-    for (unsigned i = lane; i < t.valid_rows * kTopK * kLines; i += kLanes) {
+    for (unsigned i = lane; i < t.valid_rows * kSlots * kLines; i += kLanes) {
       const CombineSlot s = slots[i / kLines];
       if (s.offset != kNoSlot) prefetch_l2(r.heap + s.offset + segment + (i % kLines) * 128);
     }
   }
   const unsigned col = t.col_tile * kBN + (lane % kThreadsPerRow) * kVec;
   const unsigned long long col_bytes = (unsigned long long)col * sizeof(Elem);
-  for (unsigned row0 = lane / kThreadsPerRow; row0 < t.valid_rows; row0 += kIlp * kRowsPerPass) {
-    uint4 raw[kIlp][kTopK];
-    float w[kIlp][kTopK];
-#pragma unroll
-    for (int q = 0; q < kIlp; ++q) {
-      const unsigned row = row0 + q * kRowsPerPass;
-#pragma unroll
-      for (int j = 0; j < kTopK; ++j) {
-        w[q][j] = 0.f;
-        raw[q][j] = make_uint4(0u, 0u, 0u, 0u);
-        if (row >= t.valid_rows) continue;
-        const CombineSlot s = kStaged ? slots[row * kTopK + j] : combine_slot(r, t, row * kTopK + j);
-        if (s.offset == kNoSlot) continue;
-        w[q][j] = s.weight;
-        raw[q][j] = *reinterpret_cast<const uint4*>(r.heap + s.offset + col_bytes);
-      }
-    }
-#pragma unroll
-    for (int q = 0; q < kIlp; ++q) {
-      const unsigned row = row0 + q * kRowsPerPass;
-      if (row >= t.valid_rows) continue;
+  if constexpr (kSlots > kSlotsInFlight) {
+    // Many slots: a row at a time, its slots loaded kSlotsInFlight at a time and added in slot
+    // order into one sum (the same sum as below).
+    for (unsigned row = lane / kThreadsPerRow; row < t.valid_rows; row += kRowsPerPass) {
       float acc[kVec];
 #pragma unroll
       for (int v = 0; v < kVec; ++v) acc[v] = 0.f;
+#pragma unroll 1
+      for (int j0 = 0; j0 < kSlots; j0 += kSlotsInFlight) {
+        uint4 raw[kSlotsInFlight];
+        float w[kSlotsInFlight];
 #pragma unroll
-      for (int j = 0; j < kTopK; ++j) {  // slot order: deterministic
-        const Elem* vals = reinterpret_cast<const Elem*>(&raw[q][j]);
+        for (int i = 0; i < kSlotsInFlight; ++i) {
+          const int j = j0 + i;
+          w[i] = 0.f;
+          raw[i] = make_uint4(0u, 0u, 0u, 0u);
+          if (j >= kSlots) continue;
+          const CombineSlot s = kStaged ? slots[row * kSlots + j] : combine_slot(r, t, row * kSlots + j);
+          if (s.offset == kNoSlot) continue;
+          w[i] = s.weight;
+          raw[i] = *reinterpret_cast<const uint4*>(r.heap + s.offset + col_bytes);
+        }
 #pragma unroll
-        for (int v = 0; v < kVec; ++v) acc[v] += w[q][j] * to_f32(vals[v]);
+        for (int i = 0; i < kSlotsInFlight; ++i) {  // slot order: deterministic
+          const Elem* vals = reinterpret_cast<const Elem*>(&raw[i]);
+#pragma unroll
+          for (int v = 0; v < kVec; ++v) acc[v] += w[i] * to_f32(vals[v]);
+        }
       }
-      uint4 packed;
-      Elem* out = reinterpret_cast<Elem*>(&packed);
+      store_combined(r, t, row, col, acc);
+    }
+  } else {
+    for (unsigned row0 = lane / kThreadsPerRow; row0 < t.valid_rows; row0 += kIlp * kRowsPerPass) {
+      uint4 raw[kIlp][kSlots];
+      float w[kIlp][kSlots];
 #pragma unroll
-      for (int v = 0; v < kVec; ++v) out[v] = from_f32<Elem>(acc[v]);
-      *reinterpret_cast<uint4*>(r.y() + (unsigned long long)(t.row_tile * kBM + row) * kH + col) = packed;
+      for (int q = 0; q < kIlp; ++q) {
+        const unsigned row = row0 + q * kRowsPerPass;
+#pragma unroll
+        for (int j = 0; j < kSlots; ++j) {
+          w[q][j] = 0.f;
+          raw[q][j] = make_uint4(0u, 0u, 0u, 0u);
+          if (row >= t.valid_rows) continue;
+          const CombineSlot s = kStaged ? slots[row * kSlots + j] : combine_slot(r, t, row * kSlots + j);
+          if (s.offset == kNoSlot) continue;
+          w[q][j] = s.weight;
+          raw[q][j] = *reinterpret_cast<const uint4*>(r.heap + s.offset + col_bytes);
+        }
+      }
+#pragma unroll
+      for (int q = 0; q < kIlp; ++q) {
+        const unsigned row = row0 + q * kRowsPerPass;
+        if (row >= t.valid_rows) continue;
+        float acc[kVec];
+#pragma unroll
+        for (int v = 0; v < kVec; ++v) acc[v] = 0.f;
+#pragma unroll
+        for (int j = 0; j < kSlots; ++j) {  // slot order: deterministic
+          const Elem* vals = reinterpret_cast<const Elem*>(&raw[q][j]);
+#pragma unroll
+          for (int v = 0; v < kVec; ++v) acc[v] += w[q][j] * to_f32(vals[v]);
+        }
+        store_combined(r, t, row, col, acc);
+      }
     }
   }
 }

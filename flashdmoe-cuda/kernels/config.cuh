@@ -7,6 +7,12 @@
 //                clamped SwiGLU (FDM_OSS_ALPHA_BITS, FDM_OSS_LIMIT_BITS: f32 bit patterns)
 //   FDM_BIAS     0 | 1
 //   FDM_H, FDM_I, FDM_E, FDM_TOPK   hidden, intermediate, experts, experts per token
+//   FDM_ROUTER_E                    experts the router scores (default FDM_E)
+//   FDM_SHARED   0 | m: the shared experts as m virtual experts a rank (core's virtual_experts):
+//                FDM_E = FDM_ROUTER_E + world * m (packets, tables, placement), rank r's part j
+//                is expert FDM_ROUTER_E + r * m + j, and every token takes FDM_SLOTS =
+//                FDM_TOPK + m slots (the router's, then its rank's parts, route.cuh)
+//   FDM_SHARED_GATE  0 | 1          the parts' weight: 1, or Qwen's sigmoid(x . gate_row)
 //   FDM_BM, FDM_BN                  task tile (rows x output columns); BK is the mode's
 //   FDM_RENORM   0 | 1              renormalise the combine weights over the chosen k
 //   FDM_SCORING  0 softmax | 1 sigmoid | 2 top-k softmax (core's routing::Scoring)
@@ -51,7 +57,25 @@ using namespace flashdmoe::tile;
 
 constexpr Mode kMode = static_cast<Mode>(FDM_MODE);
 using Elem = typename ModeTraits<kMode>::Elem;
+#ifndef FDM_ROUTER_E
+#define FDM_ROUTER_E FDM_E
+#endif
+#ifndef FDM_SHARED
+#define FDM_SHARED 0
+#endif
+#ifndef FDM_SLOTS
+#define FDM_SLOTS FDM_TOPK
+#endif
+#ifndef FDM_SHARED_GATE
+#define FDM_SHARED_GATE 0
+#endif
 constexpr int kH = FDM_H, kI = FDM_I, kE = FDM_E, kTopK = FDM_TOPK;
+// The router's experts, the shared experts' parts a rank, and a token's slots (router's + parts).
+constexpr int kRouterE = FDM_ROUTER_E, kShared = FDM_SHARED, kSlots = FDM_SLOTS;
+constexpr bool kSharedGate = FDM_SHARED_GATE != 0;
+static_assert(kSlots == kTopK + kShared && kRouterE <= kE && (kShared > 0 || kRouterE == kE),
+              "spec.rs: FDM_SLOTS = FDM_TOPK + FDM_SHARED, FDM_E = FDM_ROUTER_E + world * FDM_SHARED");
+static_assert(!kSharedGate || kShared > 0, "a shared gate needs shared experts");
 constexpr int kBM = FDM_BM, kBN = FDM_BN;
 constexpr bool kHopper = FDM_ENGINE == 1;
 constexpr int kThreads = kHopper ? 384 : 256;
@@ -72,7 +96,7 @@ static_assert(kChunk <= kThreads, "one thread per token of a chunk");
 constexpr unsigned kStop = 0xFFFFFFFFu;
 constexpr unsigned kDropped = 0xFFFFFFFFu;
 static_assert(kH % kBN == 0 && kI % kBN == 0, "the JIT only specialises shapes the tiles cover");
-static_assert(kTopK >= 1 && kTopK <= kE, "1 <= top_k <= experts");
+static_assert(kTopK >= 1 && kTopK <= kRouterE, "1 <= top_k <= experts");
 
 // The router's per-token math (route.cuh A2, router_math.h, shared with its host test):
 // SpecRouter is the specialisation the FDM_SCORING, FDM_ROUTER_BIAS, FDM_SEL_BIAS, FDM_GROUPS,
@@ -92,7 +116,7 @@ constexpr Mode kRouterMode = kMode == Mode::TF32 ? Mode::F32Exact : kMode;
 constexpr int cmax(int a, int b) { return a > b ? a : b; }
 
 /// Bytes of the slots a combine task stages (combine.cuh: CombineSlot is 16 bytes).
-constexpr int kCombineSlotBytes = kBM * kTopK * 16;
+constexpr int kCombineSlotBytes = kBM * kSlots * 16;
 
 #if FDM_ENGINE == 1
 using Engine = flashdmoe::hopper::Engine<kMode, kBM, kBN, kGated ? 2 : 1, FDM_STAGES>;

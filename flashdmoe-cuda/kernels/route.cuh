@@ -3,7 +3,11 @@
 // token (the paper's softmax, or sigmoid / top-k softmax scores with router and selection
 // biases, grouped top-k and routed scaling, as config.cuh's FDM_* select), and the
 // deterministic placement of each routed (token, slot) in its expert's packet with capacity
-// drops (lowest token index wins). The per-forward counter reset runs first.
+// drops (lowest token index wins). With shared experts (FDM_SHARED = m > 0, config.cuh) every
+// token takes m more slots after the router's k: its rank's m parts of the shared experts
+// (SpecShared, router_math.h), placed like any slot (they never drop: dropless only). The
+// router scores kRouterE experts; packets, counts and placement cover all kE. The per-forward
+// counter reset runs first.
 #pragma once
 
 #include "heap.cuh"
@@ -35,7 +39,7 @@ __device__ void reset_counters(const fdm_params* p) {
   }
 }
 
-/// A1: logits[t][e] = x[t] . router[e] in f32, on tensor cores: with kRouterSplit > 1,
+/// A1: logits[t][e] = x[t] . router[e] in f32 (e < kRouterE), on tensor cores: with kRouterSplit > 1,
 /// job (row tile, column tile, part) writes partial logits over its K part into array `part`
 /// (A2 sums the parts in order, so the result does not depend on which job ran when).
 __device__ void router_gemm(const fdm_params* p, char* smem) {
@@ -46,21 +50,21 @@ __device__ void router_gemm(const fdm_params* p, char* smem) {
   constexpr int kPartK = kH / kRouterSplit;
   const unsigned T = p->tokens;  // this forward's (<= the layout's, the row stride)
   const unsigned row_tiles = fdm_div_ceil(T, Router::BM);
-  const unsigned col_tiles = fdm_div_ceil(kE, Router::BN);
+  const unsigned col_tiles = fdm_div_ceil(kRouterE, Router::BN);
   const unsigned per_rank = row_tiles * col_tiles * kRouterSplit;
-  const unsigned long long part_stride = (unsigned long long)p->layout.tokens * kE;
+  const unsigned long long part_stride = (unsigned long long)p->layout.tokens * kRouterE;
   const Elem* router = reinterpret_cast<const Elem*>(p->router);
   for (unsigned job = blockIdx.x; job < per_rank * p->local_ranks; job += gridDim.x) {
     Rank r = make_rank(p, job / per_rank);
     const unsigned within = job % per_rank, part = within % kRouterSplit, tile = within / kRouterSplit;
     const unsigned rt = tile / col_tiles, ct = tile % col_tiles;
     const int rows = (int)fdm_tile_rows(T, rt, Router::BM);
-    const int cols = (int)min((unsigned)Router::BN, kE - ct * Router::BN);
+    const int cols = (int)min((unsigned)Router::BN, kRouterE - ct * Router::BN);
     typename Router::Accum acc;
     Router::gemm(acc, r.x() + (unsigned long long)rt * Router::BM * kH + part * kPartK, kH, rows,
                  router + (unsigned long long)ct * Router::BN * kH + part * kPartK, kH, cols, kPartK, smem);
-    Router::store<float>(acc, r.logits() + part * part_stride + (unsigned long long)rt * Router::BM * kE + ct * Router::BN,
-                         kE, rows, cols, smem);
+    Router::store<float>(acc, r.logits() + part * part_stride + (unsigned long long)rt * Router::BM * kRouterE + ct * Router::BN,
+                         kRouterE, rows, cols, smem);
   }
 }
 
@@ -80,31 +84,32 @@ __device__ __forceinline__ float summed_logit(const float* logits, unsigned long
 /// Steps 1-5 of the router for token t of rank r (one thread; router_math.h): its logits
 /// `row` (staged in shared memory by route_chunks when they fit, else in place in global
 /// memory) become its scores, topk_expert / topk_weight and the chunk's shared list
-/// (s_topk_row) its slots.
+/// (s_topk_row) its first kTopK slots.
 __device__ void route_token(const Rank& r, unsigned t, float* row, unsigned* s_topk_row) {
   const Elem* rb = reinterpret_cast<const Elem*>(r.p->router_bias);
   const Elem* sb = reinterpret_cast<const Elem*>(r.p->selection_bias);
-  unsigned* experts = r.topk_expert() + (unsigned long long)t * kTopK;
+  unsigned* experts = r.topk_expert() + (unsigned long long)t * kSlots;
   SpecRouter::route(row, [rb](int e) { return to_f32(rb[e]); }, [sb](int e) { return to_f32(sb[e]); },
-                    __uint_as_float(FDM_SCALING_BITS), experts, r.topk_weight() + (unsigned long long)t * kTopK);
+                    __uint_as_float(FDM_SCALING_BITS), experts, r.topk_weight() + (unsigned long long)t * kSlots);
 #pragma unroll 1
   for (int j = 0; j < kTopK; ++j) s_topk_row[j] = experts[j];
 }
 
 /// Steps 1-5 replaced by the caller's choice (routing given): token t's experts and weights
-/// copied from the given arrays (`[local ranks][tokens][k]`). An expert out of range or chosen
-/// twice is reported (the forward fails with the token named); its slot then names expert 0
-/// with weight 0, so nothing indexes out of bounds before every role has seen the abort.
+/// copied from the given arrays (`[local ranks][tokens][k]`) into its first kTopK slots. An
+/// expert out of range or chosen twice is reported (the forward fails with the token named);
+/// its slot then names expert 0 with weight 0, so nothing indexes out of bounds before every
+/// role has seen the abort.
 __device__ void given_token(const Rank& r, unsigned t, unsigned* s_topk_row) {
   const unsigned long long base = ((unsigned long long)r.local * r.p->tokens + t) * kTopK;
   const unsigned* ids = r.p->given_experts + base;
   const float* ws = r.p->given_weights + base;
-  unsigned* experts = r.topk_expert() + (unsigned long long)t * kTopK;
-  float* weights = r.topk_weight() + (unsigned long long)t * kTopK;
+  unsigned* experts = r.topk_expert() + (unsigned long long)t * kSlots;
+  float* weights = r.topk_weight() + (unsigned long long)t * kSlots;
 #pragma unroll 1
   for (int j = 0; j < kTopK; ++j) {
     unsigned e = ids[j];
-    bool bad = e >= (unsigned)kE;
+    bool bad = e >= (unsigned)kRouterE;
     for (int i = 0; i < j; ++i) bad |= ids[i] == e;
     if (bad) {
       report_timeout(r, FDM_ROLE_ROUTER, FDM_WAIT_INVALID_ROUTING, t, e);
@@ -116,24 +121,65 @@ __device__ void given_token(const Rank& r, unsigned t, unsigned* s_topk_row) {
   }
 }
 
-/// A2's shared memory: the chunk's slots, a running count per expert, and (when they fit
-/// in the block's dynamic shared memory) the chunk's logits. The router math reads each
-/// token's row many times (max, sum, k passes over E): from shared memory that costs ~30
-/// cycles a read, from global memory an L2 round trip each (A2 took 16-17 us at every T before).
+/// A2's shared memory: the chunk's slots, a running count per expert, with the shared gate
+/// each token's dot product with the gate row, and (when they fit in the block's dynamic
+/// shared memory) the chunk's logits. The router math reads each token's row many times (max,
+/// sum, k passes over E): from shared memory that costs ~30 cycles a read, from global memory
+/// an L2 round trip each (A2 took 16-17 us at every T before).
 struct RouteSmem {
-  static constexpr int kSlotsBytes = kChunk * kTopK * 4;
+  static constexpr int kSlotsBytes = kChunk * kSlots * 4;
   static constexpr int kCountsBytes = (kE * 4 + 15) / 16 * 16;
-  static constexpr int kLogitsBytes = kChunk * kE * 4;
-  static constexpr bool kStagesLogits = kSlotsBytes + kCountsBytes + kLogitsBytes <= kSmemBytes;
-  unsigned* slots;  // [kChunk][kTopK]: each (token, slot)'s expert
+  static constexpr int kGateBytes = kSharedGate ? kChunk * 4 : 0;
+  static constexpr int kFixedBytes = kSlotsBytes + kCountsBytes + kGateBytes;
+  static constexpr int kLogitsBytes = kChunk * kRouterE * 4;
+  static constexpr bool kStagesLogits = kFixedBytes + kLogitsBytes <= kSmemBytes;
+  unsigned* slots;  // [kChunk][kSlots]: each (token, slot)'s expert
   unsigned* counts; // [kE]: pairs of the chunk placed so far per expert
-  float* logits;    // [kChunk][kE], or null (not staged)
+  float* gate;      // [kChunk]: x . gate_row of each token (kSharedGate), else null
+  float* logits;    // [kChunk][kRouterE], or null (not staged)
   __device__ explicit RouteSmem(char* smem)
       : slots(reinterpret_cast<unsigned*>(smem)),
         counts(reinterpret_cast<unsigned*>(smem + kSlotsBytes)),
-        logits(kStagesLogits ? reinterpret_cast<float*>(smem + kSlotsBytes + kCountsBytes) : nullptr) {}
+        gate(kSharedGate ? reinterpret_cast<float*>(smem + kSlotsBytes + kCountsBytes) : nullptr),
+        logits(kStagesLogits ? reinterpret_cast<float*>(smem + kFixedBytes) : nullptr) {}
 };
-static_assert(RouteSmem::kSlotsBytes + RouteSmem::kCountsBytes <= kSmemBytes, "A2's slots fit the block");
+static_assert(RouteSmem::kFixedBytes <= kSmemBytes, "A2's slots fit the block");
+
+/// Token t's row dotted with the shared experts' gate row (`shared_gate`), by one warp: the
+/// row's 16-byte vectors dealt to the lanes in order, each lane's products summed in f32, then
+/// a butterfly of the 32 partial sums (every lane gets the same value; the order is fixed, so
+/// the result is deterministic).
+__device__ float shared_gate_dot(const Rank& r, unsigned t, unsigned lane) {
+  constexpr int kVec = 16 / sizeof(Elem);
+  constexpr unsigned kVecs = kH / kVec;
+  const uint4* x = reinterpret_cast<const uint4*>(r.x() + (unsigned long long)t * kH);
+  const uint4* g = reinterpret_cast<const uint4*>(r.p->shared_gate);
+  float acc = 0.f;
+#pragma unroll 1
+  for (unsigned v = lane; v < kVecs; v += 32) {
+    const uint4 a = x[v], b = g[v];
+    const Elem* ea = reinterpret_cast<const Elem*>(&a);
+    const Elem* eb = reinterpret_cast<const Elem*>(&b);
+#pragma unroll
+    for (int i = 0; i < kVec; ++i) acc += to_f32(ea[i]) * to_f32(eb[i]);
+  }
+#pragma unroll
+  for (int o = 16; o > 0; o /= 2) acc += __shfl_xor_sync(0xFFFFFFFFu, acc, o);
+  return acc;
+}
+
+/// Token t's shared-expert slots after its router's (SpecShared): its rank's kShared parts,
+/// each with the weight gs (1, or the sigmoid of `gate_dot`), into its slot arrays and the
+/// chunk's list (`s_topk_row` = the token's kSlots entries).
+__device__ void shared_slots(const Rank& r, unsigned t, float gate_dot, unsigned* s_topk_row) {
+  if constexpr (kShared > 0) {
+    const float gs = kSharedGate ? SpecShared::gate(gate_dot) : 1.f;
+    SpecShared::append(r.global, gs, r.topk_expert() + (unsigned long long)t * kSlots + kTopK,
+                       r.topk_weight() + (unsigned long long)t * kSlots + kTopK);
+#pragma unroll 1
+    for (int j = 0; j < kShared; ++j) s_topk_row[kTopK + j] = SpecShared::expert(r.global, j);
+  }
+}
 
 /// Within-chunk positions, by warp 0: the chunk's `pairs` (token, slot) pairs in order, 32 at a
 /// time; lanes naming the same expert rank among themselves (match.any), on top of that
@@ -141,7 +187,7 @@ static_assert(RouteSmem::kSlotsBytes + RouteSmem::kCountsBytes <= kSmemBytes, "A
 /// expert, as core's `routing` counts.
 __device__ void chunk_positions(const Rank& r, unsigned chunk, unsigned pairs, const RouteSmem& sm) {
   const unsigned lane = threadIdx.x % 32;
-  unsigned* slot_row = r.slot_row() + (unsigned long long)chunk * kChunk * kTopK;
+  unsigned* slot_row = r.slot_row() + (unsigned long long)chunk * kChunk * kSlots;
   for (unsigned base = 0; base < pairs; base += 32) {
     const unsigned i = base + lane;
     const bool valid = i < pairs;
@@ -171,28 +217,36 @@ __device__ __noinline__ void route_chunks(const fdm_params* p, char* smem) {
     const unsigned chunk = job % chunks;
     const unsigned n = min((unsigned)kChunk, T - chunk * kChunk);
     for (unsigned e = threadIdx.x; e < (unsigned)kE; e += kThreads) sm.counts[e] = 0u;
-    float* logits = r.logits() + (unsigned long long)chunk * kChunk * kE;
-    const unsigned long long part_stride = (unsigned long long)p->layout.tokens * kE;
+    float* logits = r.logits() + (unsigned long long)chunk * kChunk * kRouterE;
+    const unsigned long long part_stride = (unsigned long long)p->layout.tokens * kRouterE;
     if (!given && (RouteSmem::kStagesLogits || kRouterSplit > 1)) {
       // Staged: the chunk's logits into shared memory; not staged but split: the parts'
       // sum into part 0 in place, which route_token then reads.
       float* to = RouteSmem::kStagesLogits ? sm.logits : logits;
-      for (unsigned i = threadIdx.x; i < n * kE; i += kThreads) to[i] = summed_logit(logits, part_stride, i);
+      for (unsigned i = threadIdx.x; i < n * kRouterE; i += kThreads) to[i] = summed_logit(logits, part_stride, i);
+    }
+    if constexpr (kSharedGate) {
+      // One warp a token: its row against the shared gate row.
+      for (unsigned i = threadIdx.x / 32; i < n; i += kWarps) {
+        const float dot = shared_gate_dot(r, chunk * kChunk + i, threadIdx.x % 32);
+        if (threadIdx.x % 32 == 0) sm.gate[i] = dot;
+      }
     }
     __syncthreads();
     const unsigned t = chunk * kChunk + threadIdx.x;
     if (threadIdx.x < n) {
-      unsigned* s_topk_row = sm.slots + threadIdx.x * kTopK;
+      unsigned* s_topk_row = sm.slots + threadIdx.x * kSlots;
       if (given) {
         given_token(r, t, s_topk_row);
       } else {
-        float* row = RouteSmem::kStagesLogits ? sm.logits + threadIdx.x * kE
-                                              : r.logits() + (unsigned long long)t * kE;
+        float* row = RouteSmem::kStagesLogits ? sm.logits + threadIdx.x * kRouterE
+                                              : r.logits() + (unsigned long long)t * kRouterE;
         route_token(r, t, row, s_topk_row);
       }
+      shared_slots(r, t, kSharedGate ? sm.gate[threadIdx.x] : 0.f, s_topk_row);
     }
     __syncthreads();
-    if (threadIdx.x < 32) chunk_positions(r, chunk, n * kTopK, sm);
+    if (threadIdx.x < 32) chunk_positions(r, chunk, n * kSlots, sm);
     __syncthreads();
     for (unsigned e = threadIdx.x; e < (unsigned)kE; e += kThreads) r.chunk_counts()[chunk * kE + e] = sm.counts[e];
     __syncthreads();
@@ -215,13 +269,13 @@ __device__ void place_chunks(const fdm_params* p, unsigned* s_offset) {
     }
     __syncthreads();
     const unsigned n = min((unsigned)kChunk, T - chunk * kChunk);
-    for (unsigned i = threadIdx.x; i < n * kTopK; i += kThreads) {
-      const unsigned slot = chunk * kChunk * kTopK + i;
+    for (unsigned i = threadIdx.x; i < n * kSlots; i += kThreads) {
+      const unsigned slot = chunk * kChunk * kSlots + i;
       const unsigned e = r.topk_expert()[slot];
       const unsigned pos = s_offset[e] + r.slot_row()[slot];
       const bool kept = pos < p->capacity;  // this forward's; l.capacity is the stride
       r.slot_row()[slot] = kept ? pos : kDropped;
-      if (kept) r.expert_tokens()[(unsigned long long)e * l.capacity + pos] = slot / kTopK;
+      if (kept) r.expert_tokens()[(unsigned long long)e * l.capacity + pos] = slot / kSlots;
     }
     // The last chunk's block knows every expert's total: the packet sizes A4 and the OS
     // block work from.

@@ -181,12 +181,41 @@ struct Router {
   }
 };
 
+/// core's `virtual_experts`: the shared experts as M virtual experts of each rank, the parts of
+/// their intermediate rows. A token of global rank `rank` takes, after the router's K slots, one
+/// slot per part j: expert E + rank * M + j (E: the router's experts) with the weight gs, which
+/// is 1 or, with Qwen's sigmoid gate, `gate` of the token's dot product with the gate row.
+template <int E, int M>
+struct SharedSlots {
+  /// Part j of rank `rank`.
+  static FDM_HD unsigned expert(unsigned rank, int j) { return (unsigned)E + rank * (unsigned)M + (unsigned)j; }
+
+  /// The M slots after the router's: `experts[j]`, `weights[j]` of part j.
+  static FDM_HD void append(unsigned rank, float gs, unsigned* experts, float* weights) {
+    FDM_NO_UNROLL
+    for (int j = 0; j < M; ++j) {
+      experts[j] = expert(rank, j);
+      weights[j] = gs;
+    }
+  }
+
+  /// gs of a token whose row's dot product with the gate row is `dot` (core's
+  /// `oracle::shared_scale`: the sigmoid in f32).
+  static FDM_HD float gate(float dot) { return 1.f / (1.f + expf(-dot)); }
+};
+
 }  // namespace router
 }  // namespace flashdmoe
 
 #ifdef FDM_E
 // The specialisation the FDM_* defines select (flashdmoe-cuda/src/spec.rs, MoeSpec::defines;
-// the defaults are the paper's router).
+// the defaults are the paper's router, scoring all FDM_E experts, without shared experts).
+#ifndef FDM_ROUTER_E
+#define FDM_ROUTER_E FDM_E
+#endif
+#ifndef FDM_SHARED
+#define FDM_SHARED 0
+#endif
 #ifndef FDM_SCORING
 #define FDM_SCORING 0
 #endif
@@ -209,7 +238,8 @@ struct Router {
 #define FDM_SCALING_BITS 0x3f800000u
 #endif
 static_assert(FDM_SCORING >= 0 && FDM_SCORING <= 2, "FDM_SCORING: 0 softmax, 1 sigmoid, 2 top-k softmax");
-using SpecRouter = flashdmoe::router::Router<FDM_E, FDM_TOPK, static_cast<flashdmoe::router::Scoring>(FDM_SCORING),
+using SpecShared = flashdmoe::router::SharedSlots<FDM_ROUTER_E, FDM_SHARED>;
+using SpecRouter = flashdmoe::router::Router<FDM_ROUTER_E, FDM_TOPK, static_cast<flashdmoe::router::Scoring>(FDM_SCORING),
                                              FDM_ROUTER_BIAS != 0, FDM_SEL_BIAS != 0, FDM_GROUPS, FDM_GROUP_KEEP,
                                              FDM_GROUP_SCORE == 1, FDM_RENORM != 0, FDM_SCALING_BITS != 0x3f800000u>;
 #endif

@@ -22,26 +22,30 @@
 //!   empty slots where a placement table gives ranks unequal expert counts).
 //! * A kernel timeout is reported as [`BackendError::Timeout`] with who waited for what.
 //! * The kernel computes every router of core's `routing` (softmax, sigmoid and top-k softmax
-//!   scores, router and selection biases, grouped top-k, routed scaling) and relu / gelu /
-//!   SwiGLU / gpt-oss's clamped SwiGLU experts ([`spec::COMPUTED_FEATURES`]); a config with
-//!   shared experts (issue 16) is refused at build with [`BackendError::NotSupported`] naming
-//!   each field, before any device is touched.
+//!   scores, router and selection biases, grouped top-k, routed scaling), relu / gelu /
+//!   SwiGLU / gpt-oss's clamped SwiGLU experts and shared experts with Qwen's sigmoid gate
+//!   ([`spec::COMPUTED_FEATURES`]); a layer it does not compute is refused at build
+//!   ([`spec::check_computed`]), naming each field, before any device is touched.
+//! * Shared experts run as `m` virtual experts a rank (core's `virtual_experts`): the heap
+//!   layout, expert tables, weight slots, scratch and statistics are the protocol config's
+//!   (`E'` experts, `k + m` slots; `Plan::protocol`); the routing a forward reports, and what
+//!   the oracle checks, is the router's (`k` slots over `E`).
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use bytemuck::Zeroable;
 use cudarc::driver::{CudaSlice, CudaStream, DevicePtr};
 use flashdmoe_core::backend::{RankStats, check_rank_input};
 use flashdmoe_core::config::ExpertMap;
 use flashdmoe_core::conformance;
 use flashdmoe_core::routing::{DROPPED, RankRouting};
 use flashdmoe_core::trace::Clocks;
+use flashdmoe_core::virtual_experts::VirtualExperts;
 use flashdmoe_core::{
-    Backend, BackendError, DType, ForwardOptions, ForwardOutput, Layer, LayerWeights, MoeConfig,
-    RankOutput, TimeoutReport, TraceEvent,
+    Backend, BackendError, ForwardOptions, ForwardOutput, Layer, LayerWeights, MoeConfig,
+    RankOutput, RoutingError, TimeoutReport, TraceEvent,
 };
-use flashdmoe_proto::{Epoch, HeapLayout, TaskCounts, div_ceil, signal};
+use flashdmoe_proto::{Epoch, HeapLayout, SourcePlan, TaskCounts, div_ceil, signal};
 
 use crate::arch::Arch;
 use crate::device::{Device, enable_peer_access, gpus};
@@ -49,14 +53,16 @@ use crate::error::CudaError;
 use crate::jit::Jit;
 use crate::launch::{Kernel, LaunchShape};
 use crate::params::{Diag, KernelParams, MAX_RANKS, ROLES, ScratchLayout, TraceRecord, WAITS};
-use crate::spec::{self, EngineChoice, MoeSpec, ROUTING_CHUNK, TileEngine};
+use crate::spec::{self, EngineChoice, MoeSpec, ROUTING_CHUNK};
 use crate::tma::TensorMap;
 
 mod process;
 mod resident;
+mod upload;
 pub use process::{DEVICE_VAR, GroupOptions, ProcessGroup, TEST_DIE, parse_die};
 use process::{Heaps, PeerHeaps};
 pub use resident::{DeviceIo, DeviceRouting};
+use upload::upload;
 
 /// Options of the CUDA backend.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -112,7 +118,14 @@ fn u32s(bytes: &[u8]) -> Vec<u32> {
 /// Host-side plan shared by every GPU of a layer.
 #[derive(Debug)]
 struct Plan {
+    /// The layer as built (the router's `E` experts and `k` slots, shared experts).
     config: MoeConfig,
+    /// The layer the protocol runs: `config` itself, or with shared experts its
+    /// [`VirtualExperts::protocol_config`] (`E'` experts, `k + m` slots), which the layout,
+    /// `map`, the scratch and the statistics follow.
+    protocol: MoeConfig,
+    /// The shared experts as virtual experts, if the layer has them.
+    virtual_experts: Option<VirtualExperts>,
     spec: MoeSpec,
     layout: HeapLayout,
     map: ExpertMap,
@@ -124,14 +137,18 @@ struct Plan {
 
 /// Lays the per-rank scratch arrays out back to back, 256-byte aligned, with checked
 /// arithmetic like the heap layout's: a size that overflows is an error naming the array.
+/// `config` is the protocol's (its experts `E'` size the packet arrays, its `top_k` the
+/// slots a token), the router scores `router_experts` of them (the logits).
 fn scratch_layout(
     config: &MoeConfig,
+    router_experts: u32,
     capacity: u32,
     max_tasks: u32,
     processors: u32,
     router_split: u32,
 ) -> Result<(ScratchLayout, u64), BackendError> {
     let (t, e, k) = (config.tokens_per_rank as u64, config.experts as u64, config.top_k as u64);
+    let router_e = router_experts as u64;
     let chunks = div_ceil(config.tokens_per_rank, ROUTING_CHUNK) as u64;
     let (tasks, processors) = (max_tasks as u64, processors as u64);
     let mut cursor = 0u64;
@@ -151,7 +168,7 @@ fn scratch_layout(
     let trace_bytes = std::mem::size_of::<TraceRecord>() as u64;
     let layout = ScratchLayout {
         // One array of partial logits per K part of the router jobs (MoeSpec::router_split).
-        logits: next("logits", &[router_split as u64, t, e, 4])?,
+        logits: next("logits", &[router_split as u64, t, router_e, 4])?,
         topk_expert: next("topk_expert", &[t, k, 4])?,
         topk_weight: next("topk_weight", &[t, k, 4])?,
         slot_row: next("slot_row", &[t, k, 4])?,
@@ -272,10 +289,16 @@ impl CudaBackend {
     ) -> Result<CudaLayer, BackendError> {
         let _range = nvtx::LocalRange::new(c"flashdmoe::cuda::build");
         config.validate()?;
-        // Shared experts are not in the kernel yet (issue 16): refused, never run as another
-        // layer.
+        // What the kernel does not compute is refused, never run as another layer.
         spec::check_computed(config)?;
         weights.check(config).map_err(|e| invalid("weights", e.to_string()))?;
+        let virtual_experts = VirtualExperts::of(config)?;
+        let protocol = match virtual_experts {
+            Some(v) => v.protocol_config(config)?,
+            None => config.clone(),
+        };
+        // The shared experts split into the routed experts' shape, uploaded as experts.
+        let shared_parts = weights.shared_parts(config)?;
         let world = config.world;
         if world as usize > MAX_RANKS {
             return Err(invalid(
@@ -354,8 +377,8 @@ impl CudaBackend {
             }
             spec::compile_first(&jit, arch0, &candidates)?
         };
-        let layout = HeapLayout::new(config.geometry(spec.tile)?)?;
-        let map = config.expert_map()?;
+        let layout = HeapLayout::new(protocol.geometry(spec.tile)?)?;
+        let map = protocol.expert_map()?;
         if ngpus > 1 && group.is_none() {
             enable_peer_access(&devices)?;
         }
@@ -384,19 +407,19 @@ impl CudaBackend {
             ));
         }
         let g = layout.geometry();
-        // Row tiles a rank can receive: every source sends at most T*k rows over its packets,
-        // each packet's last tile possibly partial.
-        let row_tiles = (world as u64 * config.tokens_per_rank as u64 * config.top_k as u64)
-            .div_ceil(g.tile.bm as u64)
-            + world as u64 * g.local_experts as u64;
-        let max_tasks = TaskCounts::bound(&layout, row_tiles, g.tokens);
-        let max_tasks = u32::try_from(max_tasks).map_err(|_| {
-            invalid("config", format!("{max_tasks} tasks per rank exceed the u32 task index"))
-        })?;
-        let (scratch, scratch_bytes) =
-            scratch_layout(config, g.capacity, max_tasks, blocks_per_rank - 1, spec.router_split)?;
+        let max_tasks = max_tasks(&protocol, &layout)?;
+        let (scratch, scratch_bytes) = scratch_layout(
+            &protocol,
+            config.experts,
+            g.capacity,
+            max_tasks,
+            blocks_per_rank - 1,
+            spec.router_split,
+        )?;
         let plan = Plan {
             config: config.clone(),
+            protocol,
+            virtual_experts,
             spec,
             layout,
             map,
@@ -428,7 +451,14 @@ impl CudaBackend {
         let mut nccl_heap = nccl_heap;
         for (d, (device, (kernel, shape))) in devices.drain(..).zip(kernels).enumerate() {
             let first_rank = first_rank + d as u32 * ranks_per_gpu;
-            let gpu = upload(&plan, device, kernel, shape, first_rank, weights, nccl_heap.take())?;
+            let gpu = upload(
+                &plan,
+                device,
+                (kernel, shape),
+                first_rank,
+                (weights, shared_parts.as_ref()),
+                nccl_heap.take(),
+            )?;
             let stream = gpu.device.stream().clone();
             // The uploads are done before `build` returns: a device-resident forward runs on
             // the caller's stream, which is not ordered after this one.
@@ -453,162 +483,18 @@ impl CudaBackend {
     }
 }
 
-/// Allocates one GPU's buffers and uploads the weights and tables.
-fn upload(
-    plan: &Plan,
-    device: Device,
-    kernel: Kernel,
-    shape: LaunchShape,
-    first_rank: u32,
-    weights: &LayerWeights,
-    nccl_heap: Option<crate::nccl::SymmetricHeap>,
-) -> Result<Gpu, BackendError> {
-    let _range = nvtx::LocalRange::new(c"flashdmoe::cuda::upload");
-    let stream = device.stream().clone();
-    let cfg = &plan.config;
-    let r = plan.ranks_per_gpu as usize;
-    let d = |e: cudarc::driver::DriverError| BackendError::Device(e.to_string());
-    let rows =
-        r * cfg.tokens_per_rank as usize * cfg.hidden as usize * cfg.dtype.elem_bytes() as usize;
-    let heaps = match nccl_heap {
-        // Zeroed by `SymmetricHeap::new`.
-        Some(heap) => Heaps::Nccl(heap),
-        None => Heaps::Local(
-            stream.alloc_zeros::<u8>(r * plan.layout.total_bytes() as usize).map_err(d)?,
-        ),
-    };
-    let scratch = stream.alloc_zeros::<u8>(r * plan.scratch_bytes as usize).map_err(d)?;
-    let x = stream.alloc_zeros::<u8>(rows.max(16)).map_err(d)?;
-    let y = stream.alloc_zeros::<u8>(rows.max(16)).map_err(d)?;
-    let diag = stream.alloc_zeros::<u8>(std::mem::size_of::<Diag>()).map_err(d)?;
-    // The router and its biases whole; of the experts' tensors only this GPU's ranks' experts,
-    // in weight-slot order (`weight_slots`).
-    let slots = weight_slots(plan, first_rank);
-    let e = cfg.experts as usize;
-    let tensors = [
-        Some(vec![Some(&weights.router[..])]),
-        Some(gather(&weights.up, e, &slots)),
-        weights.gate.as_deref().map(|v| gather(v, e, &slots)),
-        Some(gather(&weights.down, e, &slots)),
-        weights.up_bias.as_deref().map(|v| gather(v, e, &slots)),
-        weights.gate_bias.as_deref().map(|v| gather(v, e, &slots)),
-        weights.down_bias.as_deref().map(|v| gather(v, e, &slots)),
-        weights.router_bias.as_deref().map(|v| vec![Some(v)]),
-        weights.selection_bias.as_deref().map(|v| vec![Some(v)]),
-    ];
-    let weights = tensors
-        .into_iter()
-        .map(|t| t.map(|parts| upload_parts(&stream, cfg.dtype, &parts)).transpose())
-        .collect::<Result<Vec<_>, _>>()?;
-    let map = &plan.map;
-    let owners: Vec<u32> = (0..cfg.experts).map(|e| map.owner(e).0).collect();
-    let locals: Vec<u32> = (0..cfg.experts).map(|e| map.owner(e).1).collect();
-    let le = plan.layout.geometry().local_experts;
-    let l2g: Vec<u32> = (0..cfg.world)
-        .flat_map(|r| (0..le).map(move |l| map.global(r, l).unwrap_or(u32::MAX)))
-        .collect();
-    let counts: Vec<u32> = (0..cfg.world).map(|r| map.experts_of(r).len() as u32).collect();
-    let tables = [
-        stream.clone_htod(&owners).map_err(d)?,
-        stream.clone_htod(&locals).map_err(d)?,
-        stream.clone_htod(&l2g).map_err(d)?,
-        stream.clone_htod(&counts).map_err(d)?,
-    ];
-    // The Hopper engine reads each expert matrix in boxes of bn rows x 128 bytes of K:
-    // up and gate as [slots * I][H], down as [slots * H][I].
-    let mut tmaps = [TensorMap::zeroed(); 3];
-    if let TileEngine::Wgmma(_) = plan.spec.engine {
-        let (e, h, i) = (slots.len() as u64, cfg.hidden as u64, cfg.inter as u64);
-        let eb = cfg.dtype.elem_bytes() as u64;
-        let bn = plan.spec.tile.bn;
-        let map = |slot: usize, rows: u64, cols: u64| -> Result<TensorMap, BackendError> {
-            match &weights[slot] {
-                Some(w) => Ok(TensorMap::tiled_2d(
-                    &device,
-                    cfg.dtype,
-                    device_ptr(w, &stream),
-                    rows,
-                    cols,
-                    cols * eb,
-                    bn,
-                )?),
-                None => Ok(TensorMap::zeroed()),
-            }
-        };
-        tmaps = [map(1, e * i, h)?, map(2, e * i, h)?, map(3, e * h, i)?];
-    }
-    Ok(Gpu {
-        device,
-        kernel,
-        shape,
-        first_rank,
-        heaps,
-        scratch,
-        x,
-        y,
-        diag,
-        weights,
-        tables,
-        tmaps,
-        epoch_word: stream.alloc_zeros::<u32>(1).map_err(d)?,
-        given: stream
-            .alloc_zeros::<u8>(r * cfg.tokens_per_rank as usize * cfg.top_k as usize * 8)
-            .map_err(d)?,
-        params: KernelParams::zeroed(),
+/// The most tasks one rank of a layer whose protocol runs `protocol` over `layout` can run in
+/// a forward (the task queue's size): every source sends a rank at most `T * k` rows (`k` the
+/// protocol's slots: with shared experts the router's plus their parts, whose `T` rows a rank
+/// sends itself), each packet's last row tile possibly partial.
+fn max_tasks(protocol: &MoeConfig, layout: &HeapLayout) -> Result<u32, BackendError> {
+    let g = layout.geometry();
+    let rows = g.world as u64 * protocol.tokens_per_rank as u64 * protocol.top_k as u64;
+    let row_tiles = rows.div_ceil(g.tile.bm as u64) + g.world as u64 * g.local_experts as u64;
+    let max_tasks = TaskCounts::bound(layout, row_tiles, g.tokens);
+    u32::try_from(max_tasks).map_err(|_| {
+        invalid("config", format!("{max_tasks} tasks per rank exceed the u32 task index"))
     })
-}
-
-/// The global expert in each weight slot of the GPU whose first rank is `first_rank`: its
-/// ranks' experts, rank-major, [`ExpertMap::local_experts`] slots a rank (`None` past the
-/// experts a rank owns). The kernel finds an expert's weights at `heap.cuh`'s `weight_slot`.
-fn weight_slots(plan: &Plan, first_rank: u32) -> Vec<Option<u32>> {
-    slots_of(&plan.map, first_rank, plan.ranks_per_gpu)
-}
-
-fn slots_of(map: &ExpertMap, first_rank: u32, ranks: u32) -> Vec<Option<u32>> {
-    let le = map.local_experts();
-    (first_rank..first_rank + ranks)
-        .flat_map(|rank| (0..le).map(move |l| map.global(rank, l)))
-        .collect()
-}
-
-/// The experts of `slots` from a `[experts][...]` tensor, slot after slot (`None`, zeros on the
-/// device, for an empty slot): views, nothing copied.
-fn gather<'a>(values: &'a [f32], experts: usize, slots: &[Option<u32>]) -> Vec<Option<&'a [f32]>> {
-    let per = values.len() / experts.max(1);
-    slots.iter().map(|slot| slot.map(|e| &values[e as usize * per..][..per])).collect()
-}
-
-/// Bytes of host memory one upload step encodes into before copying them to the device.
-const STAGING_BYTES: usize = 64 << 20;
-
-/// One device tensor from equal-sized `parts` (one per weight slot; `None` stays zero), each
-/// encoded to `dtype` on the host's threads through a staging buffer of at most
-/// [`STAGING_BYTES`]: no host copy of the tensor (a DeepSeek-V3 layer's experts are 45 GB of
-/// `f32`; gathering and encoding them whole on one thread took 160 s).
-fn upload_parts(
-    stream: &Arc<CudaStream>,
-    dtype: DType,
-    parts: &[Option<&[f32]>],
-) -> Result<CudaSlice<u8>, BackendError> {
-    let d = |e: cudarc::driver::DriverError| BackendError::Device(e.to_string());
-    let eb = dtype.elem_bytes() as usize;
-    let per = parts.iter().flatten().map(|p| p.len()).max().unwrap_or(0);
-    let mut dst = stream.alloc_zeros::<u8>((parts.len() * per * eb).max(1)).map_err(d)?;
-    let chunk = (STAGING_BYTES / eb).max(1);
-    let mut staging = vec![0u8; chunk.min(per) * eb];
-    for (i, part) in parts.iter().enumerate() {
-        let Some(values) = part else { continue };
-        for (c, piece) in values.chunks(chunk).enumerate() {
-            let bytes = &mut staging[..piece.len() * eb];
-            dtype.encode_to(piece, bytes);
-            let at = (i * per + c * chunk) * eb;
-            // A copy from pageable memory returns once the bytes are staged by the driver, so
-            // the buffer may be refilled at once.
-            stream.memcpy_htod(&*bytes, &mut dst.slice_mut(at..at + bytes.len())).map_err(d)?;
-        }
-    }
-    Ok(dst)
 }
 
 /// What one GPU's launch left behind, before it is read back.
@@ -757,6 +643,7 @@ impl CudaLayer {
             b_down: w(6),
             router_bias: w(7),
             selection_bias: w(8),
+            shared_gate: w(9),
             expert_owner: device_ptr(&gpu.tables[0], &stream),
             expert_local: device_ptr(&gpu.tables[1], &stream),
             local_to_global: device_ptr(&gpu.tables[2], &stream),
@@ -774,7 +661,7 @@ impl CudaLayer {
             blocks_per_rank: plan.blocks_per_rank,
             trace: 0,
             capacity: plan.layout.geometry().capacity,
-            tail: [0; 20],
+            tail: [0; 18],
         }
     }
 
@@ -893,7 +780,10 @@ impl CudaLayer {
                     stream.clone_dtoh(&view).map_err(d)
                 };
             let y = read(&gpu.y, local as u64 * t as u64 * row_bytes, t as u64 * row_bytes)?;
-            let routing = self.routing_of(gpu, local, cfg.tokens_per_rank)?;
+            // The protocol's routing (with shared experts: their parts' slots and packets too)
+            // for the statistics; the router's for the caller and the oracle.
+            let protocol_routing = self.protocol_routing_of(gpu, local, cfg.tokens_per_rank)?;
+            let routing = self.router_routing(&protocol_routing);
             // Rows received, from this rank's own dispatch signals (what its bound came from).
             let h0 = local as u64 * plan.layout.total_bytes();
             let nle = plan.map.experts_of(rank).len() as u32;
@@ -918,10 +808,18 @@ impl CudaLayer {
                 }
             }
             let dropped = routing.rows.iter().filter(|&&r| r == DROPPED).count() as u64;
-            let sent: Vec<u32> = routing.expert_tokens.iter().map(|t| t.len() as u32).collect();
+            let sent: Vec<u32> =
+                protocol_routing.expert_tokens.iter().map(|t| t.len() as u32).collect();
             let stats = RankStats {
                 elapsed,
-                ..RankStats::from_packets(cfg, &plan.layout, rank, sent, received, dropped)?
+                ..RankStats::from_packets(
+                    &plan.protocol,
+                    &plan.layout,
+                    rank,
+                    sent,
+                    received,
+                    dropped,
+                )?
             };
             let trace = if options.trace {
                 Some(self.read_trace(gpu, &stream, local, stats.tasks)?)
@@ -935,11 +833,32 @@ impl CudaLayer {
         Ok(outs)
     }
 
-    /// The routing local rank `local` of GPU `gpu` computed in its last forward, of `tokens`
-    /// tokens (that forward's), from the kernel's scratch.
+    /// The router's routing local rank `local` of GPU `gpu` computed in its last forward, of
+    /// `tokens` tokens (that forward's), from the kernel's scratch.
     fn routing_of(&self, gpu: &Gpu, local: u32, tokens: u32) -> Result<RankRouting, BackendError> {
+        Ok(self.router_routing(&self.protocol_routing_of(gpu, local, tokens)?))
+    }
+
+    /// The router's routing in a protocol routing ([`VirtualExperts::router_routing`]; the
+    /// routing itself without shared experts).
+    fn router_routing(&self, protocol: &RankRouting) -> RankRouting {
+        match &self.plan.virtual_experts {
+            Some(v) => v.router_routing(protocol),
+            None => protocol.clone(),
+        }
+    }
+
+    /// The protocol's routing ([`Plan::protocol`]: with shared experts every token's `k + m`
+    /// slots and the `E'` experts' token lists) local rank `local` of GPU `gpu` computed in its
+    /// last forward, of `tokens` tokens (that forward's), from the kernel's scratch.
+    fn protocol_routing_of(
+        &self,
+        gpu: &Gpu,
+        local: u32,
+        tokens: u32,
+    ) -> Result<RankRouting, BackendError> {
         let plan = &self.plan;
-        let (cfg, g) = (&plan.config, plan.layout.geometry());
+        let (cfg, g) = (&plan.protocol, plan.layout.geometry());
         let stream = gpu.device.stream().clone();
         let d = |e: cudarc::driver::DriverError| BackendError::Device(e.to_string());
         let (t, k, e) = (tokens as usize, cfg.top_k as usize, cfg.experts as usize);
@@ -1105,6 +1024,15 @@ impl Layer for CudaLayer {
         &self.plan.layout
     }
 
+    /// With shared experts, the routed packets plus the rank's parts of the shared experts
+    /// (every token: [`VirtualExperts::source_plan`]).
+    fn source_plan(&self, rank: u32, routing: &RankRouting) -> Result<SourcePlan, RoutingError> {
+        match &self.plan.virtual_experts {
+            Some(v) => v.source_plan(&self.plan.config, rank, routing, &self.plan.layout),
+            None => routing.source_plan(&self.plan.config, &self.plan.layout),
+        }
+    }
+
     /// Each GPU's `%globaltimer` is its own clock (measured 0.7 ms apart on two H200s of one
     /// node): the ranks of one GPU share it.
     fn trace_clocks(&self) -> Clocks {
@@ -1178,61 +1106,73 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_gpu_holds_the_experts_of_its_ranks_in_slot_order() {
-        use flashdmoe_core::config::Placement;
-        // 3 ranks with 2, 1 and 1 experts (a table); 2 slots a rank.
+    fn the_task_queue_holds_every_task_of_the_shared_experts_parts_too() {
+        use flashdmoe_core::config::{Activation, SharedExperts, SharedGate};
+        use flashdmoe_proto::TileShape;
+        // The worst routing: every token of every rank to rank 0's experts, plus the rank's
+        // own parts of the shared experts (m = 4), on a tile whose packets end in partial tiles.
         let c = MoeConfig {
             world: 3,
-            experts: 4,
-            top_k: 1,
-            placement: Placement::Table(vec![2, 0, 1, 0]),
+            tokens_per_rank: 1000,
+            hidden: 64,
+            inter: 64,
+            experts: 6,
+            top_k: 2,
+            activation: Activation::SiluGated,
+            capacity: flashdmoe_core::CapacityPolicy::Dropless,
+            shared: Some(SharedExperts { count: 1, inter: 256, gate: SharedGate::Sigmoid }),
             ..MoeConfig::default()
         };
-        let map = c.expert_map().unwrap();
-        assert_eq!(slots_of(&map, 0, 3), [Some(1), Some(3), Some(2), None, Some(0), None]);
-        // Two GPUs of virtual ranks: the second holds rank 2's expert only.
-        assert_eq!(slots_of(&map, 2, 1), [Some(0), None]);
-        // Expert e's values are [e * 10, e * 10 + 1]: slot order, `None` for empty slots.
-        let values: Vec<f32> =
-            (0..4).flat_map(|e| [e as f32 * 10.0, e as f32 * 10.0 + 1.0]).collect();
-        assert_eq!(
-            gather(&values, 4, &slots_of(&map, 1, 2)),
-            [Some(&[20.0, 21.0][..]), None, Some(&[0.0, 1.0][..]), None]
-        );
+        let v = VirtualExperts::of(&c).unwrap().unwrap();
+        let protocol = v.protocol_config(&c).unwrap();
+        let layout =
+            HeapLayout::new(protocol.geometry(TileShape { bm: 64, bn: 64, bk: 64 }).unwrap())
+                .unwrap();
+        let g = layout.geometry();
+        // Rank 0 receives 1000 rows for each of its 2 routed experts from every rank, and its
+        // own 4 parts' 1000 rows each.
+        let mut received = vec![0u32; (g.world * g.local_experts) as usize];
+        for src in 0..3 {
+            for le in 0..2 {
+                received[(src * g.local_experts + le) as usize] = 1000;
+            }
+        }
+        for le in 2..6 {
+            received[le as usize] = 1000;
+        }
+        let exact = TaskCounts::for_rank(&layout, received.iter().copied()).total();
+        let bound = max_tasks(&protocol, &layout).unwrap() as u64;
+        assert!(exact <= bound, "{exact} tasks, queue of {bound}");
+        // Without the parts' rows the queue would be too small for this forward.
+        let routed_only = MoeConfig { top_k: 2, ..protocol.clone() };
+        assert!(exact > max_tasks(&routed_only, &layout).unwrap() as u64);
     }
 
     #[test]
-    fn model_features_the_kernel_lacks_are_refused_naming_them_before_any_device() {
+    fn shared_experts_the_kernel_cannot_run_are_refused_naming_the_field_before_any_device() {
         use flashdmoe_core::config::presets::preset;
+        let qwen = MoeConfig { tokens_per_rank: 8, ..preset("qwen1.5-moe-a2.7b").unwrap() };
         // No GPU is needed: the refusal comes first.
-        for (name, needles) in [
+        for (what, c) in [
+            ("shared", MoeConfig { inter: 1472, ..qwen.clone() }),
+            ("shared", MoeConfig { activation: flashdmoe_core::Activation::Gelu, ..qwen.clone() }),
             (
-                "deepseek-v3",
-                &["shared = 1 x 2048: shared experts are not in the CUDA kernel yet"][..],
-            ),
-            (
-                "qwen1.5-moe-a2.7b",
-                &[
-                    "shared = 1 x 5632: shared experts are not in the CUDA kernel yet",
-                    "shared.gate = sigmoid: the sigmoid shared_expert_gate is not in the CUDA \
-                     kernel yet",
-                ][..],
+                "capacity",
+                MoeConfig { capacity: flashdmoe_core::CapacityPolicy::Factor(2.0), ..qwen.clone() },
             ),
         ] {
-            let c = MoeConfig { tokens_per_rank: 8, ..preset(name).unwrap() };
             // The weights do not matter (nor fit): the config is refused first.
             let w = LayerWeights::generate(&MoeConfig::default(), 1).unwrap();
             let err = CudaBackend::new(CudaOptions::default()).build(&c, &w).unwrap_err();
-            assert!(matches!(&err, BackendError::NotSupported { backend: "cuda", .. }), "{err}");
-            let msg = err.to_string();
-            assert!(msg.starts_with("cuda: ") && msg.contains("(issue 16)"), "{msg}");
-            for needle in needles {
-                assert!(msg.contains(needle), "{name}: {needle:?} not in {msg}");
-            }
+            assert!(
+                matches!(&err, BackendError::InvalidInput { what: w, .. } if *w == what),
+                "{what}: {err}"
+            );
+            assert!(err.to_string().contains("--backend sim computes this layer"), "{err}");
         }
-        // The routers and experts the kernel computes are not refused, nor named in a refusal.
-        for name in ["gpt-oss-20b", "gpt-oss-120b", "deepseek-v3", "kimi-k2"] {
-            let c = MoeConfig { tokens_per_rank: 8, shared: None, ..preset(name).unwrap() };
+        // The routers, experts and shared experts the kernel computes are not refused.
+        for name in ["gpt-oss-20b", "gpt-oss-120b", "deepseek-v3", "kimi-k2", "qwen2-57b-a14b"] {
+            let c = MoeConfig { tokens_per_rank: 8, ..preset(name).unwrap() };
             assert!(spec::check_computed(&c).is_ok(), "{name}");
         }
     }
@@ -1245,7 +1185,7 @@ mod tests {
             top_k: 3,
             ..MoeConfig::default()
         };
-        let err = scratch_layout(&config, 300, 1000, 131, 1).unwrap_err();
+        let err = scratch_layout(&config, config.experts, 300, 1000, 131, 1).unwrap_err();
         assert!(err.to_string().contains("logits"), "{err}");
     }
 
@@ -1253,7 +1193,7 @@ mod tests {
     fn scratch_arrays_are_aligned_disjoint_and_in_order() {
         let config =
             MoeConfig { tokens_per_rank: 300, experts: 10, top_k: 3, ..MoeConfig::default() };
-        let (l, total) = scratch_layout(&config, 300, 1000, 131, 1).unwrap();
+        let (l, total) = scratch_layout(&config, config.experts, 300, 1000, 131, 1).unwrap();
         let starts = [
             l.logits,
             l.topk_expert,
@@ -1287,11 +1227,12 @@ mod tests {
         let config =
             MoeConfig { tokens_per_rank: 300, experts: 10, top_k: 3, ..MoeConfig::default() };
         for split in [1u32, 2, 8] {
-            let (l, _) = scratch_layout(&config, 300, 1000, 131, split).unwrap();
+            let (l, _) = scratch_layout(&config, config.experts, 300, 1000, 131, split).unwrap();
             assert!(l.topk_expert - l.logits >= u64::from(split) * 300 * 10 * 4, "split {split}");
         }
-        let (one, total_one) = scratch_layout(&config, 300, 1000, 131, 1).unwrap();
-        let (eight, total_eight) = scratch_layout(&config, 300, 1000, 131, 8).unwrap();
+        let (one, total_one) = scratch_layout(&config, config.experts, 300, 1000, 131, 1).unwrap();
+        let (eight, total_eight) =
+            scratch_layout(&config, config.experts, 300, 1000, 131, 8).unwrap();
         assert_eq!(eight.topk_expert - one.topk_expert, total_eight - total_one);
     }
 
@@ -1300,9 +1241,12 @@ mod tests {
         let config = MoeConfig { world: 2, experts: 8, ..MoeConfig::default() };
         let spec = MoeSpec::for_config(&config, 64);
         let layout = HeapLayout::new(config.geometry(spec.tile).unwrap()).unwrap();
-        let (scratch, scratch_bytes) = scratch_layout(&config, 64, 1024, 63, 1).unwrap();
+        let (scratch, scratch_bytes) =
+            scratch_layout(&config, config.experts, 64, 1024, 63, 1).unwrap();
         let plan = Plan {
             map: config.expert_map().unwrap(),
+            protocol: config.clone(),
+            virtual_experts: None,
             config,
             spec,
             layout,
@@ -1337,15 +1281,5 @@ mod tests {
         assert_eq!(ROLES[4].0, "FDM_ROLE_ROUTER");
         assert_eq!(WAITS[7].0, "FDM_WAIT_INVALID_ROUTING");
         assert_eq!(timeout_report(&diag(9, 9, 0, 0), &plan).role, "unknown role");
-    }
-
-    #[test]
-    fn uploads_encode_the_kernel_s_element_layout() {
-        // The kernel reads bf16 as its upper 16 bits of the f32, little-endian.
-        let mut bytes = [0u8; 4];
-        DType::Bf16.encode_to(&[1.0, -2.0], &mut bytes);
-        assert_eq!(bytes, [0x80, 0x3F, 0x00, 0xC0]);
-        DType::F32.encode_to(&[1.0], &mut bytes);
-        assert_eq!(bytes, 1.0f32.to_le_bytes());
     }
 }

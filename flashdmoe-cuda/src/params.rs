@@ -140,7 +140,8 @@ pub struct KernelParams {
     pub y: u64,
     /// `[E][H]` router.
     pub router: u64,
-    /// `[E][I][H]` up projections.
+    /// `[weight slots][I][H]` up projections: this GPU's ranks' experts, rank-major
+    /// (`layer.rs` `weight_slots`), a rank's shared-expert parts after its routed experts.
     pub w_up: u64,
     /// `[E][I][H]` gate projections (SwiGLU) or 0.
     pub w_gate: u64,
@@ -156,6 +157,8 @@ pub struct KernelParams {
     pub router_bias: u64,
     /// `[E]` selection bias added to the scores for the choice only (`FDM_SEL_BIAS`) or 0.
     pub selection_bias: u64,
+    /// `[H]` the shared experts' gate row (`FDM_SHARED_GATE`: Qwen's `shared_expert_gate`) or 0.
+    pub shared_gate: u64,
     /// `u32 [E]` owner rank of each expert.
     pub expert_owner: u64,
     /// `u32 [E]` local index of each expert on its owner.
@@ -197,7 +200,7 @@ pub struct KernelParams {
     /// layout's `capacity` (the row stride of packets).
     pub capacity: u32,
     /// Padding to the 128-byte alignment the tensor maps give the struct.
-    pub tail: [u32; 20],
+    pub tail: [u32; 18],
 }
 
 // SAFETY: every field is a plain integer (or an array / `#[repr(C)]` struct of them), so
@@ -212,7 +215,7 @@ unsafe impl bytemuck::Pod for KernelParams {}
 
 const _: () = assert!(size_of::<KernelParams>() == 1408);
 const _: () = assert!(offset_of!(KernelParams, layout) == 384);
-const _: () = assert!(offset_of!(KernelParams, tail) == 384 + 944);
+const _: () = assert!(offset_of!(KernelParams, tail) == 384 + 952);
 
 macro_rules! fields {
     ($ty:ty: $($field:ident: $cty:expr),* $(,)?) => {
@@ -241,12 +244,12 @@ const PARAM_FIELDS: &[CField] = fields!(KernelParams:
     layout: "fdm_layout", scratch_layout: "fdm_scratch_layout", heaps: "unsigned long long@[FDM_MAX_RANKS]",
     x: "const void*", y: "void*", router: "const void*", w_up: "const void*", w_gate: "const void*",
     w_down: "const void*", b_up: "const void*", b_gate: "const void*", b_down: "const void*",
-    router_bias: "const void*", selection_bias: "const void*", expert_owner: "const unsigned int*", expert_local: "const unsigned int*",
+    router_bias: "const void*", selection_bias: "const void*", shared_gate: "const void*", expert_owner: "const unsigned int*", expert_local: "const unsigned int*",
     local_to_global: "const unsigned int*", local_experts_of: "const unsigned int*",
     scratch: "char*", scratch_bytes: "unsigned long long", diag: "fdm_diag*",
     epoch_word: "unsigned int*", given_experts: "const unsigned int*", given_weights: "const float*", timeout_ns: "unsigned long long", tokens: "unsigned int", first_rank: "unsigned int",
     local_ranks: "unsigned int", blocks_per_rank: "unsigned int", trace: "unsigned int",
-    capacity: "unsigned int", tail: "unsigned int@[20]");
+    capacity: "unsigned int", tail: "unsigned int@[18]");
 
 /// Control words of a rank's scratch (`FDM_CONTROL_WORDS`; `Control` in `kernels/heap.cuh`
 /// names them).

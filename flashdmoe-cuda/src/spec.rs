@@ -9,13 +9,17 @@
 //! Invariants:
 //! * Shapes (H, I, E, k), dtype, activation, bias, renormalisation and the task tile are
 //!   compile-time in the kernel (`FDM_*` defines); tokens per rank, capacity, world size and
-//!   placement stay run-time, so one compilation serves every batch size of a model.
+//!   placement stay run-time, so one compilation serves every batch size of a model. A layer
+//!   with shared experts runs them as `m` virtual experts a rank (core's `virtual_experts`):
+//!   its protocol's `E' = E + P m` experts and `k + m` slots are compile-time too, so its
+//!   kernel is specialised for its world size as well.
 //! * [`MoeSpec::smem_bytes`] is the dynamic shared memory the kernel needs; the kernel
 //!   `static_assert`s that `FDM_SMEM_BYTES` (passed from here) covers its tile configs, so the
 //!   host and device cannot disagree.
 
 use flashdmoe_core::config::{Feature, GroupScore, Groups, Routing, Scoring, presets};
-use flashdmoe_core::{Activation, BackendError, DType, MoeConfig};
+use flashdmoe_core::virtual_experts::VirtualExperts;
+use flashdmoe_core::{Activation, BackendError, DType, MoeConfig, SharedGate};
 use flashdmoe_proto::TileShape;
 
 use crate::arch::Arch;
@@ -81,8 +85,11 @@ impl EngineChoice {
 
 /// The features beyond the paper's layer ([`MoeConfig::features`]) the kernel computes: every
 /// router of core's `routing` (DeepSeek-V3 / Kimi-K2 / gpt-oss scores, biases, groups,
-/// scaling) and gpt-oss's clamped SwiGLU. Shared experts are not in the kernel yet (issue 16).
+/// scaling), gpt-oss's clamped SwiGLU, and shared experts with Qwen's sigmoid gate (as virtual
+/// routed experts: core's `virtual_experts`, which [`check_computed`] holds them to).
 pub const COMPUTED_FEATURES: &[Feature] = &[
+    Feature::SharedExperts,
+    Feature::SharedExpertGate,
     Feature::RouterScoring,
     Feature::RouterBias,
     Feature::SelectionBias,
@@ -96,15 +103,33 @@ pub const COMPUTED_FEATURES: &[Feature] = &[
 pub const MAX_GROUPS: u32 = 64;
 
 /// Refuses a layer the kernel does not compute, before any device work: a feature it lacks
-/// ([`BackendError::NotSupported`], naming each) or more than [`MAX_GROUPS`] expert groups.
+/// ([`BackendError::NotSupported`], naming each), more than [`MAX_GROUPS`] expert groups, or
+/// shared experts that do not run as virtual routed experts ([`BackendError::InvalidInput`]
+/// naming the field: `shared` when their intermediate size is not a multiple of the routed
+/// experts' or the routed experts are not SiLU SwiGLU without biases, `capacity` for a
+/// capacity factor: shared experts are dropless).
 pub fn check_computed(config: &MoeConfig) -> Result<(), BackendError> {
     BackendError::check_features(config, "cuda", "the CUDA kernel", COMPUTED_FEATURES)?;
-    match config.routing.groups {
-        Some(g) if g.count > MAX_GROUPS => Err(BackendError::InvalidInput {
+    if let Some(g) = config.routing.groups
+        && g.count > MAX_GROUPS
+    {
+        return Err(BackendError::InvalidInput {
             what: "routing.groups",
             reason: format!("{} groups: the CUDA kernel takes at most {MAX_GROUPS}", g.count),
-        }),
-        _ => Ok(()),
+        });
+    }
+    match VirtualExperts::of(config) {
+        Ok(_) => Ok(()),
+        Err(flashdmoe_core::ConfigError::Invalid { field, reason }) => {
+            Err(BackendError::InvalidInput {
+                what: field,
+                reason: format!(
+                    "{reason}; the CUDA kernel runs shared experts as routed experts \
+                     (--backend sim computes this layer)"
+                ),
+            })
+        }
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -209,10 +234,18 @@ pub struct MoeSpec {
     pub hidden: u32,
     /// Intermediate size I.
     pub inter: u32,
-    /// Experts E.
+    /// Experts of the protocol `E'` (`FDM_E`: packets, tables, placement): the router's `E`,
+    /// plus the shared experts' `P m` virtual experts (core's `virtual_experts`).
     pub experts: u32,
-    /// Experts per token k.
+    /// Experts the router scores `E` (`FDM_ROUTER_E`: the router GEMM and its math).
+    pub router_experts: u32,
+    /// Experts per token k the router chooses (`FDM_TOPK`).
     pub top_k: u32,
+    /// Slots a token `k + m` (`FDM_SLOTS`): the router's, then the `m` parts of the shared
+    /// experts (`FDM_SHARED = m`).
+    pub slots: u32,
+    /// The shared experts' sigmoid gate (`FDM_SHARED_GATE`, Qwen's `shared_expert_gate`).
+    pub shared_gate: bool,
     /// Task tile.
     pub tile: TileShape,
     /// The engine that runs the tiles.
@@ -288,14 +321,20 @@ impl MoeSpec {
     /// when the average packet is under 128 rows (small batches waste less of a tile), else
     /// 128; `bn` the widest that divides H and I (multiples of 64 by config validation), halved
     /// while the GEMM0 tasks would not fill two waves of processors.
+    ///
+    /// Shared experts count as their virtual experts when they split into them
+    /// ([`VirtualExperts::of`]); a layer whose shared experts do not is refused by
+    /// [`check_computed`] before any spec is chosen.
     pub fn for_config(config: &MoeConfig, processors: u32) -> MoeSpec {
-        let avg_rows =
-            config.tokens_per_rank as u64 * config.top_k as u64 / config.experts.max(1) as u64;
+        let virtual_experts = VirtualExperts::of(config).ok().flatten();
+        let (experts, slots) =
+            virtual_experts.map_or((config.experts, config.top_k), |v| (v.experts(), v.slots()));
+        let avg_rows = config.tokens_per_rank as u64 * slots as u64 / experts.max(1) as u64;
         let bm = if avg_rows < 128 { 64 } else { 128 };
         // Small batches are weight-bandwidth bound: more, narrower tasks read the weights with
         // more SMs at once.
         let mut bn = widest_bn(config.activation, config.dtype, config.hidden, config.inter);
-        let row_tiles = config.experts as u64 * avg_rows.div_ceil(bm as u64).max(1);
+        let row_tiles = experts as u64 * avg_rows.div_ceil(bm as u64).max(1);
         while bn > 64 && row_tiles * u64::from(config.inter / bn) < 2 * u64::from(processors) {
             bn /= 2;
         }
@@ -309,8 +348,12 @@ impl MoeSpec {
             router: RouterSpec::of(&config.routing),
             hidden: config.hidden,
             inter: config.inter,
-            experts: config.experts,
+            experts,
+            router_experts: config.experts,
             top_k: config.top_k,
+            slots,
+            shared_gate: virtual_experts.is_some()
+                && config.shared.is_some_and(|s| s.gate == SharedGate::Sigmoid),
             tile: TileShape { bm, bn, bk: bk(config.dtype) },
             engine: TileEngine::MmaSync,
             router_split: router_split(
@@ -343,7 +386,7 @@ impl MoeSpec {
         if spec.smem_bytes() <= SMEM_LIMIT {
             return Some(spec);
         }
-        with(SMEM_LIMIT.checked_sub(bm * self.top_k * 16)?).filter(|s| s.smem_bytes() <= SMEM_LIMIT)
+        with(SMEM_LIMIT.checked_sub(bm * self.slots * 16)?).filter(|s| s.smem_bytes() <= SMEM_LIMIT)
     }
 
     /// The specialisations to try for `config` on a GPU of architecture `arch` with
@@ -404,9 +447,9 @@ impl MoeSpec {
         let gated = if self.activation.is_gated() { 2 } else { 1 };
         let (bm, bn) = (self.tile.bm, self.tile.bn);
         let router = tile(self.router_rows, 64, 1);
-        // A combine task on the Hopper engine stages its slots (16 bytes per row and expert of
+        // A combine task on the Hopper engine stages its slots (16 bytes per row and slot of
         // the token tile; combine.cuh).
-        let slots = bm * self.top_k * 16;
+        let slots = bm * self.slots * 16;
         match self.engine {
             // In the epilogue's staging buffer when they fit, else past the engine's memory.
             TileEngine::Wgmma(engine) => {
@@ -443,7 +486,11 @@ impl MoeSpec {
             .set("FDM_H", self.hidden)
             .set("FDM_I", self.inter)
             .set("FDM_E", self.experts)
+            .set("FDM_ROUTER_E", self.router_experts)
             .set("FDM_TOPK", self.top_k)
+            .set("FDM_SLOTS", self.slots)
+            .set("FDM_SHARED", self.slots - self.top_k)
+            .set("FDM_SHARED_GATE", u32::from(self.shared_gate))
             .set("FDM_BM", self.tile.bm)
             .set("FDM_BN", self.tile.bn)
             .set("FDM_SMEM_BYTES", self.smem_bytes())
@@ -482,13 +529,22 @@ impl MoeSpec {
             64 => String::new(),
             n => format!("-rr{n}"),
         };
+        // Shared experts: `-sh<m>p<P>` (m parts on each of P ranks), `g` with the sigmoid gate.
+        let shared = match self.slots - self.top_k {
+            0 => String::new(),
+            m => format!(
+                "-sh{m}p{}{}",
+                (self.experts - self.router_experts) / m,
+                if self.shared_gate { "g" } else { "" }
+            ),
+        };
         format!(
-            "{dtype}-{act}{}{}-H{}-I{}-E{}-k{}-{}x{}{engine}{split}{rows}",
+            "{dtype}-{act}{}{}-H{}-I{}-E{}-k{}{shared}-{}x{}{engine}{split}{rows}",
             if self.bias { "-bias" } else { "" },
             self.router.label(),
             self.hidden,
             self.inter,
-            self.experts,
+            self.router_experts,
             self.top_k,
             self.tile.bm,
             self.tile.bn
@@ -561,7 +617,10 @@ pub fn variants() -> Vec<KernelVariant> {
                 hidden,
                 inter,
                 experts,
+                router_experts: experts,
                 top_k,
+                slots: top_k,
+                shared_gate: false,
                 tile: TileShape { bm, bn, bk: bk(dtype) },
                 engine: TileEngine::MmaSync,
                 router_split: 1,
@@ -620,11 +679,19 @@ pub fn variants() -> Vec<KernelVariant> {
         out.extend(candidates.first().map(MoeSpec::variant));
         out.extend(candidates.last().map(MoeSpec::variant));
     }
+    // Shared experts as virtual experts, at the GPU check's small shape ([`shared_kinds`]):
+    // DeepSeek-V2's kind (m = 2, grouped softmax router) and Qwen2-MoE's (m = 4, sigmoid gate),
+    // on one rank (first and last-resort specialisations) and on four (the first).
+    for (world, last) in [(1, true), (4, false)] {
+        for (_, config) in shared_kinds(world) {
+            let candidates = MoeSpec::candidates(&config, H200_PROCESSORS, Arch::SM90);
+            out.extend(candidates.first().map(MoeSpec::variant));
+            out.extend(candidates.last().filter(|_| last).map(MoeSpec::variant));
+        }
+    }
     // The model presets' first and last-resort specialisations on an H200 (131 processors):
     // they must compile (`tests/nvrtc_compile.rs` also runs each preset's whole candidate
-    // list).
-    // Presets with features the kernel lacks (shared experts, issue 16) are refused, never
-    // compiled.
+    // list). Presets the kernel does not compute are refused, never compiled.
     for model in presets::MODELS.iter().filter(|m| computes(&m.config())) {
         let candidates = MoeSpec::candidates(&model.config(), H200_PROCESSORS, Arch::SM90);
         out.extend(
@@ -633,6 +700,43 @@ pub fn variants() -> Vec<KernelVariant> {
         out.extend(candidates.last().map(MoeSpec::variant));
     }
     out
+}
+
+/// Layers with shared experts of DeepSeek-V2's kind (two shared experts of the routed size:
+/// m = 2, its grouped softmax router with scaling) and Qwen2-MoE's (one of four times the
+/// routed size: m = 4, its sigmoid gate) at the GPU check's small shape (H 512, I 1024, 8
+/// experts a rank, top-2, bf16, dropless) with T 192 (its Hopper tile, 64x64, is the small
+/// layers' that compiles without spills; at T 384 the parts' rows ask for 128-row tiles, whose
+/// 128x64 Hopper image spills at this shape with or without shared experts) on `world` ranks:
+/// what `gpu-check` verifies against the oracle and CI compile-checks ([`variants`]). Each
+/// with a name: the kind, `m` and the gate (`qwen2-moe m4 gated`).
+pub fn shared_kinds(world: u32) -> Vec<(String, MoeConfig)> {
+    presets::small_model_kinds(DType::Bf16)
+        .into_iter()
+        .filter_map(|(kind, model)| {
+            let shared = model.shared?;
+            let parts = match kind {
+                "deepseek-v2" => 2,
+                "qwen2-moe" => 4,
+                _ => return None,
+            };
+            let inter = 1024;
+            let gated = if shared.gate == SharedGate::Sigmoid { " gated" } else { "" };
+            let config = MoeConfig {
+                world,
+                tokens_per_rank: 192,
+                hidden: 512,
+                inter,
+                experts: 8 * world,
+                shared: Some(flashdmoe_core::SharedExperts {
+                    inter: parts * inter / shared.count,
+                    ..shared
+                }),
+                ..model
+            };
+            Some((format!("{kind} m{parts}{gated}"), config))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -693,7 +797,10 @@ mod tests {
                 hidden: 2048,
                 inter: 2048,
                 experts: 8,
+                router_experts: 8,
                 top_k: 2,
+                slots: 2,
+                shared_gate: false,
                 tile: TileShape { bm: 128, bn: 128, bk: bk(dtype) },
                 engine: TileEngine::MmaSync,
                 router_split: 1,
@@ -769,18 +876,89 @@ mod tests {
     #[test]
     fn layers_the_kernel_lacks_are_refused_before_any_device() {
         let v3 = presets::preset("deepseek-v3").unwrap();
-        let err = check_computed(&v3).unwrap_err().to_string();
-        assert!(err.contains("shared = 1 x 2048") && !err.contains("routing."), "{err}");
-        assert!(computes(&MoeConfig { shared: None, ..v3.clone() }));
-        assert!(computes(&presets::preset("gpt-oss-120b").unwrap()));
         let groups = Groups { count: 128, keep: 4, score: GroupScore::Max };
-        let many = MoeConfig {
-            shared: None,
-            routing: Routing { groups: Some(groups), ..v3.routing },
-            ..v3
-        };
+        let many = MoeConfig { routing: Routing { groups: Some(groups), ..v3.routing }, ..v3 };
         let err = check_computed(&many).unwrap_err().to_string();
         assert!(err.contains("routing.groups") && err.contains("at most 64"), "{err}");
+    }
+
+    #[test]
+    fn shared_experts_compute_unless_they_cannot_run_as_routed_experts() {
+        // Every preset computes now, shared experts (and Qwen's gate) included.
+        for model in presets::MODELS.iter() {
+            assert!(computes(&model.config()), "{}", model.name);
+        }
+        let qwen = presets::preset("qwen1.5-moe-a2.7b").unwrap();
+        let refused = |c: &MoeConfig, what: &str, needle: &str| {
+            let err = check_computed(c).unwrap_err();
+            assert!(
+                matches!(&err, BackendError::InvalidInput { what: w, .. } if *w == what),
+                "{err:?}"
+            );
+            let msg = err.to_string();
+            assert!(msg.contains(needle) && msg.contains("--backend sim"), "{msg}");
+        };
+        // 5632 shared rows are 4 x 1408; 5632 over I = 1472 is not a whole number of experts.
+        let odd = MoeConfig { inter: 1472, ..qwen.clone() };
+        refused(&odd, "shared", "not a multiple");
+        // Routed experts that are not the shared experts' SiLU SwiGLU without biases.
+        let relu = MoeConfig { activation: Activation::Relu, ..qwen.clone() };
+        refused(&relu, "shared", "SwiGLU");
+        let biased = MoeConfig { bias: true, ..qwen.clone() };
+        refused(&biased, "shared", "SwiGLU");
+        let oss = MoeConfig {
+            activation: presets::preset("gpt-oss-20b").unwrap().activation,
+            ..qwen.clone()
+        };
+        refused(&oss, "shared", "SwiGLU");
+        // A capacity factor would drop shared rows.
+        let factor =
+            MoeConfig { capacity: flashdmoe_core::CapacityPolicy::Factor(1.25), ..qwen.clone() };
+        refused(&factor, "capacity", "1.25");
+        // Without shared experts the same layers compute.
+        for c in [odd, relu, biased, oss, factor] {
+            assert!(computes(&MoeConfig { shared: None, ..c }));
+        }
+    }
+
+    #[test]
+    fn shared_experts_compile_to_virtual_experts_and_slots() {
+        let define = |spec: &MoeSpec, name: &str| {
+            spec.defines().iter().find(|(n, _)| *n == name).and_then(|(_, v)| v.map(str::to_owned))
+        };
+        // Qwen1.5-MoE on 4 ranks: 60 routed experts, 5632 / 1408 = 4 parts a rank, top-4.
+        let qwen = MoeConfig { world: 4, ..presets::preset("qwen1.5-moe-a2.7b").unwrap() };
+        let spec = MoeSpec::for_config(&qwen, H200_PROCESSORS);
+        for (name, value) in [
+            ("FDM_E", "76"),
+            ("FDM_ROUTER_E", "60"),
+            ("FDM_TOPK", "4"),
+            ("FDM_SLOTS", "8"),
+            ("FDM_SHARED", "4"),
+            ("FDM_SHARED_GATE", "1"),
+        ] {
+            assert_eq!(define(&spec, name).as_deref(), Some(value), "{name}");
+        }
+        assert!(spec.label().contains("-E60-k4-sh4p4g-"), "{}", spec.label());
+        // DeepSeek-V3 on one rank: one part, no gate.
+        let v3 = MoeSpec::for_config(&presets::preset("deepseek-v3").unwrap(), H200_PROCESSORS);
+        assert_eq!((v3.experts, v3.router_experts, v3.slots, v3.shared_gate), (257, 256, 9, false));
+        assert!(v3.label().contains("-E256-k8-sh1p1-"), "{}", v3.label());
+        // Without shared experts: E' = E, k + m = k, and no label part.
+        let routed = MoeConfig { shared: None, ..qwen };
+        let plain = MoeSpec::for_config(&routed, H200_PROCESSORS);
+        assert_eq!((plain.experts, plain.slots, plain.shared_gate), (60, 4, false));
+        assert_eq!(define(&plain, "FDM_SHARED").as_deref(), Some("0"));
+        assert!(!plain.label().contains("-sh"), "{}", plain.label());
+        // The GPU check's shared kinds: m = 2 (grouped softmax) and m = 4 (sigmoid gate).
+        let kinds: Vec<(u32, bool)> = shared_kinds(4)
+            .iter()
+            .map(|(_, c)| {
+                let s = MoeSpec::for_config(c, H200_PROCESSORS);
+                (s.slots - s.top_k, s.shared_gate)
+            })
+            .collect();
+        assert_eq!(kinds, [(4, true), (2, false)]);
     }
 
     #[test]

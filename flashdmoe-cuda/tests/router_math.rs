@@ -2,18 +2,21 @@
 //! the host C++ compiler under each layer's `FDM_*` defines (`MoeSpec::defines`) and run on the
 //! same f32 logits the router GEMM would give; its expert choice and combine weights are held
 //! to core's oracle: the routing check a GPU forward must pass (`oracle::check_routing`), and
-//! stricter, no near tie at all and weights within 1e-6 of the CPU router's. No GPU needed;
-//! passes with a `skipped:` line without a C++ compiler.
+//! stricter, no near tie at all and weights within 1e-6 of the CPU router's. The shared
+//! experts' slots after the router's (`SharedSlots`: experts and the sigmoid gate) are held to
+//! core's `virtual_experts` and `oracle::shared_scale` the same way. No GPU needed; passes with
+//! a `skipped:` line without a C++ compiler.
 
 use std::fmt::Write as _;
 
 use flashdmoe_core::config::{GroupScore, Groups, Routing, presets};
-use flashdmoe_core::oracle::check_routing;
+use flashdmoe_core::oracle::{check_routing, shared_scale};
 use flashdmoe_core::routing::{RankRouting, route};
+use flashdmoe_core::virtual_experts::VirtualExperts;
 use flashdmoe_core::weights::generate_input;
 use flashdmoe_core::{DType, LayerWeights, MoeConfig};
 use flashdmoe_cuda::kernels::ROUTER_MATH_HEADER;
-use flashdmoe_cuda::spec::{H200_PROCESSORS, MoeSpec};
+use flashdmoe_cuda::spec::{H200_PROCESSORS, MoeSpec, shared_kinds};
 
 mod support;
 use support::host_cxx;
@@ -85,8 +88,8 @@ fn run_router(
          static unsigned u(float x) {{ unsigned b; std::memcpy(&b, &x, 4); return b; }}\n\
          int main() {{\n\
            for (int t = 0; t < {tokens}; ++t) {{\n\
-             float row[FDM_E];\n\
-             for (int e = 0; e < FDM_E; ++e) row[e] = f(kLogits[t * FDM_E + e]);\n\
+             float row[FDM_ROUTER_E];\n\
+             for (int e = 0; e < FDM_ROUTER_E; ++e) row[e] = f(kLogits[t * FDM_ROUTER_E + e]);\n\
              unsigned ex[FDM_TOPK];\n\
              float w[FDM_TOPK];\n\
              SpecRouter::route(row, [](int e) {{ return f(kRouterBias[e]); }},\n\
@@ -137,5 +140,71 @@ fn the_kernels_router_math_matches_the_oracle_for_every_router() {
             "ok  {name}: {} tokens x top-{} as the oracle",
             config.tokens_per_rank, config.top_k
         );
+    }
+}
+
+/// Token `t`'s dot product with the shared gate row as the oracle takes it (f64, then f32).
+fn gate_dot(config: &MoeConfig, weights: &LayerWeights, input: &[f32], t: usize) -> f32 {
+    let h = config.hidden as usize;
+    let row = weights.shared_gate_row.as_deref().unwrap_or_default();
+    input[t * h..][..h].iter().zip(row).map(|(&a, &b)| a as f64 * b as f64).sum::<f64>() as f32
+}
+
+#[test]
+fn the_kernels_shared_slots_are_core_s_virtual_experts() {
+    let Some(cc) = host_cxx::cxx() else {
+        println!("skipped: no C++ compiler");
+        return;
+    };
+    // DeepSeek-V2's kind (m = 2, no gate) and Qwen2-MoE's (m = 4, sigmoid gate), on 4 ranks.
+    for (_, config) in shared_kinds(4) {
+        let v = VirtualExperts::of(&config).unwrap().unwrap();
+        let weights = LayerWeights::generate(&config, 5).unwrap();
+        let spec = MoeSpec::for_config(&config, H200_PROCESSORS);
+        let name = spec.label();
+        let h = config.hidden as usize;
+        for rank in 0..config.world {
+            let input = generate_input(&config, rank, 5).unwrap();
+            let tokens = 8;
+            let dots: Vec<f32> =
+                (0..tokens).map(|t| gate_dot(&config, &weights, &input, t)).collect();
+            let program = format!(
+                "#include \"router_math.h\"\n#include <cstdio>\n#include <cstring>\n\
+                 static const unsigned kDots[] = {{{}}};\n\
+                 static float f(unsigned b) {{ float x; std::memcpy(&x, &b, 4); return x; }}\n\
+                 static unsigned u(float x) {{ unsigned b; std::memcpy(&b, &x, 4); return b; }}\n\
+                 int main() {{\n\
+                   for (int t = 0; t < {tokens}; ++t) {{\n\
+                     unsigned ex[FDM_SLOTS];\n\
+                     float w[FDM_SLOTS];\n\
+                     const float gs = FDM_SHARED_GATE ? SpecShared::gate(f(kDots[t])) : 1.f;\n\
+                     SpecShared::append({rank}u, gs, ex + FDM_TOPK, w + FDM_TOPK);\n\
+                     for (int j = FDM_TOPK; j < FDM_SLOTS; ++j)\n\
+                       std::printf(\"%u %08x\\n\", ex[j], u(w[j]));\n\
+                   }}\n\
+                   return 0;\n\
+                 }}\n",
+                bits(&dots),
+            );
+            let text = host_cxx::run(cc, &name, &ROUTER_MATH_HEADER, &spec, &program);
+            let got: Vec<(u32, f32)> = text
+                .lines()
+                .map(|l| {
+                    let (e, w) = l.split_once(' ').expect("two fields");
+                    (e.parse().unwrap(), f32::from_bits(u32::from_str_radix(w, 16).unwrap()))
+                })
+                .collect();
+            assert_eq!(got.len(), tokens * v.parts as usize, "{name}");
+            for (i, &(expert, weight)) in got.iter().enumerate() {
+                let (t, j) = (i / v.parts as usize, i as u32 % v.parts);
+                assert_eq!(expert, v.expert(rank, j), "{name} rank {rank} token {t} part {j}");
+                let want = shared_scale(&weights, &input[t * h..][..h]);
+                assert!(
+                    (weight - want).abs() <= 1e-6 * want,
+                    "{name} rank {rank} token {t}: gs {weight} vs the oracle's {want}"
+                );
+            }
+        }
+        println!("ok  {name}: the {} parts of every rank's shared experts as core's", v.parts);
     }
 }

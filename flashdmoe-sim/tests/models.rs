@@ -2,14 +2,22 @@
 //! experts with and without Qwen's sigmoid gate, DeepSeek-V2's grouped softmax router,
 //! DeepSeek-V3's sigmoid router with its selection bias, groups and scaling, gpt-oss's router
 //! and clamped SwiGLU; every dtype, several ranks, capacity drops, the presets themselves
-//! shrunk; and a layer without its shared experts or selection bias is caught.
+//! shrunk; and a layer without its shared experts or selection bias is caught. The shared
+//! experts as the CUDA kernel runs them (core's `virtual_experts`: m parts a rank routed like
+//! experts) run through the simulator's protocol too and match the oracle.
 
 mod common;
 
 use common::{check, data, run, traced};
 use flashdmoe_core::config::presets::{preset, small_model_kinds};
-use flashdmoe_core::oracle::{VerifyOptions, verify};
-use flashdmoe_core::{Backend, CapacityPolicy, DType, Layer, MoeConfig, Routing, SharedExperts};
+use flashdmoe_core::oracle::{VerifyOptions, shared_scale, verify};
+use flashdmoe_core::routing::route;
+use flashdmoe_core::virtual_experts::VirtualExperts;
+use flashdmoe_core::{
+    Backend, CapacityPolicy, DType, Layer, MoeConfig, RankOutput, RankStats, Routing,
+    SharedExperts, conformance,
+};
+use flashdmoe_proto::TaskCounts;
 use flashdmoe_sim::{SimBackend, SimOptions};
 
 /// core's small layers of each kind (the Mixtral one aside) on 3 ranks of 20 tokens, and
@@ -110,5 +118,79 @@ fn a_forward_that_drops_the_shared_experts_or_the_selection_bias_fails_verificat
         let report =
             verify(&config, &r.weights, &r.inputs, &out.ranks, &VerifyOptions::default()).unwrap();
         assert!(!report.passed(), "{name}: {report}");
+    }
+}
+
+#[test]
+fn shared_experts_as_virtual_experts_run_through_the_protocol_as_the_oracle_says() {
+    // The CUDA kernel's way (core's `virtual_experts`), on the simulator: the protocol's layer
+    // (E + P m experts, k + m slots, the parts of the shared experts as experts) run with each
+    // rank's router routing plus its parts, against the oracle of the layer with shared
+    // experts. Qwen2-MoE's kind (m = 2, gated), DeepSeek-V2's (m = 2), DeepSeek-V3's (m = 1)
+    // and a Qwen of m = 4, each in bf16 (the parts' outputs rounded apart) and f32.
+    let mut cases: Vec<(&str, MoeConfig)> =
+        kinds().into_iter().filter(|(_, c)| c.shared.is_some()).collect();
+    let qwen = cases[0].1.clone();
+    let shared = qwen.shared.map(|s| SharedExperts { inter: 4 * qwen.inter, ..s });
+    cases.push(("qwen m = 4", MoeConfig { shared, ..qwen }));
+    for (name, c) in cases {
+        for dtype in [DType::Bf16, DType::F32] {
+            let config = MoeConfig { dtype, capacity: CapacityPolicy::Dropless, ..c.clone() };
+            let v = VirtualExperts::of(&config).unwrap().unwrap();
+            let (weights, inputs) = data(&config, 12);
+            let protocol = v.protocol_config(&config).unwrap();
+            let layer = SimBackend::default()
+                .build(&protocol, &v.protocol_weights(&config, &weights).unwrap())
+                .unwrap();
+            let h = config.hidden as usize;
+            let routings: Vec<_> = (0..config.world)
+                .map(|r| {
+                    let x = &inputs[r as usize];
+                    let routing = route(&config, x, &weights).unwrap();
+                    let gs = |t: u32| shared_scale(&weights, &x[t as usize * h..][..h]);
+                    v.protocol_routing(&protocol, r, &routing, gs).unwrap()
+                })
+                .collect();
+            let ranks: Vec<RankOutput> = std::thread::scope(|s| {
+                let handles: Vec<_> = (0..config.world as usize)
+                    .map(|r| {
+                        let (layer, input, routing) = (&layer, &inputs[r], &routings[r]);
+                        s.spawn(move || {
+                            layer.forward_rank_routed(r as u32, input, routing, &traced())
+                        })
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap().unwrap()).collect()
+            });
+            let out = flashdmoe_core::ForwardOutput { ranks, elapsed: Default::default() };
+            conformance::check_forward(&layer, &out).expect("trace conformance");
+            let plan = layer.routing_plan(&out.ranks).unwrap();
+            let g = layer.layout().geometry();
+            let mut reported = Vec::new();
+            for (rank, r) in out.ranks.iter().enumerate() {
+                let rank = rank as u32;
+                // The statistics the CUDA backend computes for the layer with shared experts.
+                let source = plan.source(rank);
+                let sent = (0..g.world).flat_map(|o| (0..g.local_experts).map(move |le| (o, le)));
+                let expected = RankStats::from_packets(
+                    &protocol,
+                    layer.layout(),
+                    rank,
+                    sent.map(|(owner, le)| source.rows(owner, le)),
+                    plan.received_rows(rank),
+                    0,
+                )
+                .unwrap();
+                assert_eq!(RankStats { elapsed: Default::default(), ..r.stats.clone() }, expected);
+                let routed = TaskCounts::for_rank(layer.layout(), plan.received_rows(rank));
+                assert_eq!(r.stats.tasks, routed);
+                // What a backend reports: the router's routing.
+                reported.push(RankOutput { routing: v.router_routing(&r.routing), ..r.clone() });
+            }
+            let report =
+                verify(&config, &weights, &inputs, &reported, &VerifyOptions::default()).unwrap();
+            assert!(report.passed(), "{name} {dtype}: {report}");
+            println!("{name} {dtype}: {report}");
+        }
     }
 }

@@ -26,8 +26,8 @@ pub(super) fn info(args: &ConfigArgs) -> Result<(), CliError> {
         }
     }
     println!(
-        "\n(shared experts run on the sim backend; the cuda backend refuses them until its \
-         kernel has them, issue 16)"
+        "\n(shared experts run on both backends; the cuda kernel runs them as routed experts, \
+         so it needs their size to be a multiple of the routed experts' and no capacity factor)"
     );
     println!("\nbackends (flashdmoe run --backend NAME):");
     println!("  sim   available: the CPU simulator (default)");

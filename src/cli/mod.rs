@@ -333,6 +333,16 @@ pub enum CliError {
 }
 
 impl CliError {
+    /// The CUDA kernel's refusal of a layer before anything runs
+    /// (`flashdmoe::cuda::spec::check_computed`): exit status 2, like a bad config, whether it
+    /// lacks a feature (`NotSupported`) or cannot run the layer's shared experts (a field).
+    pub fn kernel_refusal(e: BackendError) -> CliError {
+        match e {
+            e @ BackendError::NotSupported { .. } => CliError::Backend(e),
+            other => CliError::Usage(format!("cuda: {other}")),
+        }
+    }
+
     /// The exit status this error maps to.
     pub fn status(&self) -> ExitStatus {
         match self {

@@ -65,7 +65,7 @@ pub(super) fn run(args: &RunArgs) -> Result<(), CliError> {
             }
             // Before generating anything: a layer the kernel does not compute yet, or no GPU,
             // leaves nothing to run, and the host must hold what is generated and checked there.
-            flashdmoe::cuda::spec::check_computed(&config)?;
+            flashdmoe::cuda::spec::check_computed(&config).map_err(CliError::kernel_refusal)?;
             flashdmoe::cuda::cuda_available()
                 .map_err(|e| CliError::Backend(BackendError::Unavailable(e.to_string())))?;
             estimate::check_gpu_host(&config, estimate::available_memory())?;

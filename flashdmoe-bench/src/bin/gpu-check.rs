@@ -3,10 +3,12 @@
 //! timings of the paper grid, all in one process (run by `scripts/gpu-check.sh` on the GPU
 //! machine). Every timed configuration is verified in the same run.
 //!
-//! Usage: `gpu-check [--quick] [--json PATH] [--only SUBSTRING[,SUBSTRING...]] [--iters N]
-//! [--engine auto|mma-sync|wgmma]`
+//! Usage: `gpu-check [--quick] [--list] [--json PATH] [--only SUBSTRING[,SUBSTRING...]]
+//! [--iters N] [--engine auto|mma-sync|wgmma]`
 //!
 //! Prints one line per check and a summary table last; exits non-zero if any check failed.
+//! `--list` prints the names of the checks it would run (with `--quick` and `--only`) and
+//! exits, without a GPU.
 //! `--json PATH` writes one results line per check, as the harness writes them
 //! ([`flashdmoe_bench::gpu_check`]): a `flashdmoe-bench/1` measurement record per timed check,
 //! a `flashdmoe-check/1` check record per other check; `flashdmoe report` reads the file.
@@ -31,6 +33,7 @@ use flashdmoe_cuda::{CudaBackend, CudaLayer, CudaOptions, EngineChoice, cuda_ava
 
 struct Args {
     quick: bool,
+    list: bool,
     json: Option<String>,
     only: Option<String>,
     iters: usize,
@@ -38,12 +41,19 @@ struct Args {
 }
 
 fn parse_args() -> Result<Args, String> {
-    let mut args =
-        Args { quick: false, json: None, only: None, iters: 20, engine: EngineChoice::Auto };
+    let mut args = Args {
+        quick: false,
+        list: false,
+        json: None,
+        only: None,
+        iters: 20,
+        engine: EngineChoice::Auto,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
             "--quick" => args.quick = true,
+            "--list" => args.list = true,
             "--json" => args.json = Some(it.next().ok_or("--json needs a path")?),
             "--only" => args.only = Some(it.next().ok_or("--only needs a substring")?),
             "--iters" => {
@@ -401,6 +411,18 @@ fn cases(quick: bool) -> Vec<Case> {
             ..case(format!("virtual P=4 {kind} router and experts"), multi)
         });
     }
+    // Shared experts in the kernel (as m virtual experts a rank: core's `virtual_experts`):
+    // DeepSeek-V2's kind (m = 2, grouped softmax router) and Qwen2-MoE's (m = 4, sigmoid
+    // gate), on one rank and on four virtual ranks, against the oracle.
+    for (kind, c) in flashdmoe_cuda::spec::shared_kinds(1) {
+        out.push(case(format!("small {kind} shared experts"), c));
+    }
+    for (kind, c) in flashdmoe_cuda::spec::shared_kinds(4) {
+        out.push(Case {
+            ranks_per_gpu: Some(4),
+            ..case(format!("virtual P=4 {kind} shared experts"), c)
+        });
+    }
     // Capacity mode with drops, and the hottest routing in both modes.
     let mut cap = small(DType::Bf16, Activation::Relu, false);
     cap.capacity = CapacityPolicy::Factor(1.0);
@@ -475,11 +497,20 @@ fn cases(quick: bool) -> Vec<Case> {
             ..case(format!("device-resident {label}"), c)
         });
     }
+    // The device-resident forward of the shared kinds (fewer tokens, a graph replayed, a
+    // routing given: the parts follow every token's given slots) on one rank.
+    for (kind, c) in flashdmoe_cuda::spec::shared_kinds(1) {
+        out.push(Case {
+            ranks_per_gpu: Some(1),
+            resident: true,
+            ..case(format!("device-resident single P=1 {kind} shared experts"), c)
+        });
+    }
     if quick {
         return out;
     }
     // Model presets at their preset token counts, sampled rows (those the kernel computes:
-    // main reports the others' refusal).
+    // main reports the others' refusal), the shared experts of Qwen's and DeepSeek's included.
     for model in kernel_presets() {
         let name = model.name;
         out.push(Case {
@@ -488,8 +519,9 @@ fn cases(quick: bool) -> Vec<Case> {
             ..case(format!("preset {name}"), model.config())
         });
     }
-    // The routed parts of the presets with shared experts (the kernel refuses shared experts:
-    // issue 16): DeepSeek-V3's and Kimi-K2's grouped sigmoid routers at full size.
+    // The routed parts of the presets with shared experts whose routers are not the paper's
+    // (DeepSeek-V3's and Kimi-K2's grouped sigmoid routers) at full size: `models-t4096`'s
+    // `-routed` layers, timed beside the whole layers above.
     for model in presets::MODELS.iter().filter(|m| m.shared.is_some()) {
         let c = MoeConfig { shared: None, ..model.config() };
         if flashdmoe_cuda::spec::computes(&c) && c.routing != Routing::SOFTMAX {
@@ -587,8 +619,8 @@ fn cases(quick: bool) -> Vec<Case> {
     out
 }
 
-/// The model presets the kernel computes; the others (shared experts: issue 16) are refused by
-/// the backend before any device work.
+/// The model presets the kernel computes (all of them today: shared experts included); any
+/// other is refused by the backend before any device work.
 fn kernel_presets() -> impl Iterator<Item = &'static presets::ModelShape> {
     presets::MODELS.iter().filter(|m| flashdmoe_cuda::spec::computes(&m.config()))
 }
@@ -601,6 +633,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if args.list {
+        for case in cases(args.quick) {
+            if args.only.as_ref().is_none_or(|s| s.split(',').any(|p| case.name.contains(p))) {
+                println!("{}", case.name);
+            }
+        }
+        return ExitCode::SUCCESS;
+    }
     if let Err(e) = cuda_available() {
         println!("skipped: no GPU ({e})");
         return ExitCode::SUCCESS;
@@ -734,9 +774,21 @@ mod tests {
             assert_eq!(names.len(), n, "case names repeat");
         }
         let quick: Vec<String> = cases(true).into_iter().map(|c| c.name).collect();
-        for needle in ["deepseek-v3 router and experts", "gpt-oss router and experts", "scattered"]
-        {
+        for needle in [
+            "deepseek-v3 router and experts",
+            "gpt-oss router and experts",
+            "scattered",
+            "small deepseek-v2 m2 shared experts",
+            "small qwen2-moe m4 gated shared experts",
+            "virtual P=4 deepseek-v2 m2 shared experts",
+            "virtual P=4 qwen2-moe m4 gated shared experts",
+        ] {
             assert!(quick.iter().any(|n| n.contains(needle)), "{needle} not in the quick check");
+        }
+        // The whole presets with shared experts are checked (and timed) in the full run.
+        let full: Vec<String> = cases(false).into_iter().map(|c| c.name).collect();
+        for preset in ["deepseek-v3", "qwen1.5-moe-a2.7b", "qwen2-57b-a14b", "deepseek-v2-lite"] {
+            assert!(full.contains(&format!("preset {preset}")), "preset {preset}");
         }
     }
 }

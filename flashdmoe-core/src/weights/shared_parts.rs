@@ -9,7 +9,7 @@
 //! routed path: no new task kind, signal or role. [`SharedParts`] holds the parts in the
 //! routed experts' layouts (`[m][I][H]` up and gate, `[m][H][I]` down).
 
-use crate::config::{ConfigError, MoeConfig};
+use crate::config::{Activation, ConfigError, MoeConfig};
 
 use super::LayerWeights;
 
@@ -39,7 +39,8 @@ pub fn parts(config: &MoeConfig) -> Result<Option<u32>, ConfigError> {
              experts' {i}: they cannot run as routed experts"
         )));
     }
-    if !config.activation.is_gated() || config.bias {
+    // A part is a routed expert: SiLU-gated (not gpt-oss's clamped SwiGLU), without biases.
+    if config.activation != Activation::SiluGated || config.bias {
         return Err(invalid(format!(
             "shared experts are a SwiGLU without biases; routed experts of {} {} biases \
              cannot stand in for them",
@@ -172,6 +173,14 @@ mod tests {
             if reason.contains("192") && reason.contains("128")));
         let relu = MoeConfig { activation: Activation::Relu, ..config(1, 64, SharedGate::None) };
         assert!(matches!(parts(&relu), Err(ConfigError::Invalid { field: "shared", .. })));
+        // gpt-oss's clamped SwiGLU is gated but not the shared experts' SiLU SwiGLU.
+        let oss = MoeConfig {
+            activation: Activation::SwigluOss(crate::config::SwigluOss::GPT_OSS),
+            ..config(1, 64, SharedGate::None)
+        };
+        assert!(matches!(parts(&oss), Err(ConfigError::Invalid { field: "shared", .. })));
+        let biased = MoeConfig { bias: true, ..config(1, 64, SharedGate::None) };
+        assert!(matches!(parts(&biased), Err(ConfigError::Invalid { field: "shared", .. })));
         // A missing tensor is named.
         let c = config(1, 64, SharedGate::None);
         let mut w = LayerWeights::generate(&c, 1).unwrap();

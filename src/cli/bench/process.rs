@@ -222,7 +222,7 @@ pub(super) fn bench(args: &BenchArgs) -> Result<(), CliError> {
     }
     let timeout = Duration::try_from_secs_f64(args.timeout)
         .map_err(|e| CliError::Usage(format!("--timeout {}: {e}", args.timeout)))?;
-    flashdmoe::cuda::spec::check_computed(&config)?;
+    flashdmoe::cuda::spec::check_computed(&config).map_err(CliError::kernel_refusal)?;
     flashdmoe::cuda::cuda_available()
         .map_err(|e| CliError::Backend(BackendError::Unavailable(e.to_string())))?;
     super::estimate::check_gpu_host(&config, super::estimate::available_memory())?;
