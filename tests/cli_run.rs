@@ -210,6 +210,19 @@ fn run_argv(args: &[&str], more: &[&str]) -> Vec<String> {
     argv
 }
 
+/// `run` with `args` (as [`run_argv`]) fails with exit status 2 before anything runs, its
+/// error naming `needle` and saying `also`.
+fn assert_refused(args: &[&str], needle: &str, also: &str) {
+    let argv = run_argv(args, &[]);
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let o = flashdmoe(&argv);
+    assert_exit(&o, 2);
+    let err = stderr(&o);
+    assert!(err.starts_with("error: ") && err.contains(needle), "{argv:?}: {err}");
+    assert!(err.contains(also), "{err}");
+    assert!(!stdout(&o).contains("verify:"), "nothing may run: {}", stdout(&o));
+}
+
 #[test]
 fn models_needing_unimplemented_features_are_refused_naming_them() {
     let data = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/hf");
@@ -223,14 +236,7 @@ fn models_needing_unimplemented_features_are_refused_naming_them() {
         (vec!["--config", "llama-4-scout-17b-16e"], "text_config.model_type = \"llama4_text\""),
     ];
     for (args, needle) in cases {
-        let argv = run_argv(&args, &[]);
-        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
-        let o = flashdmoe(&argv);
-        assert_exit(&o, 2);
-        let err = stderr(&o);
-        assert!(err.starts_with("error: ") && err.contains(needle), "{argv:?}: {err}");
-        assert!(err.contains("(issue 16)"), "{err}");
-        assert!(!stdout(&o).contains("verify:"), "nothing may run: {}", stdout(&o));
+        assert_refused(&args, needle, "(issue 16)");
     }
     // Shared experts the CUDA kernel cannot run as routed experts: refused before anything
     // is generated (and before looking for a GPU), naming the field, exit status 2.
@@ -245,14 +251,7 @@ fn models_needing_unimplemented_features_are_refused_naming_them() {
              multiple of the routed experts' 1472",
         ),
     ] {
-        let argv = run_argv(&args, &[]);
-        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
-        let o = flashdmoe(&argv);
-        assert_exit(&o, 2);
-        let err = stderr(&o);
-        assert!(err.starts_with("error: ") && err.contains(needle), "{argv:?}: {err}");
-        assert!(err.contains("--backend sim computes this layer"), "{err}");
-        assert!(!stdout(&o).contains("verify:"), "nothing may run: {}", stdout(&o));
+        assert_refused(&args, needle, "--backend sim computes this layer");
     }
     // DBRX's nested ffn_config is read (and runs, shrunk by flags); the routed part of a model
     // runs under its own name.

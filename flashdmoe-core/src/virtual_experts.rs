@@ -184,15 +184,7 @@ impl VirtualExperts {
             up: extend(&weights.up, &parts.up),
             gate: Some(extend(gate, &parts.gate)),
             down: extend(&weights.down, &parts.down),
-            up_bias: None,
-            gate_bias: None,
-            down_bias: None,
-            router_bias: None,
-            selection_bias: None,
-            shared_up: None,
-            shared_gate: None,
-            shared_down: None,
-            shared_gate_row: None,
+            ..LayerWeights::empty()
         })
     }
 

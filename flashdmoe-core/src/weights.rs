@@ -338,7 +338,7 @@ impl LayerWeights {
     }
 
     /// No tensors (to be filled by [`LayerWeights::set`]).
-    fn empty() -> LayerWeights {
+    pub(crate) fn empty() -> LayerWeights {
         LayerWeights {
             router: Vec::new(),
             up: Vec::new(),

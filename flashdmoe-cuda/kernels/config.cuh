@@ -57,12 +57,7 @@ using namespace flashdmoe::tile;
 
 constexpr Mode kMode = static_cast<Mode>(FDM_MODE);
 using Elem = typename ModeTraits<kMode>::Elem;
-#ifndef FDM_ROUTER_E
-#define FDM_ROUTER_E FDM_E
-#endif
-#ifndef FDM_SHARED
-#define FDM_SHARED 0
-#endif
+// FDM_ROUTER_E and FDM_SHARED default in router_math.h (included above).
 #ifndef FDM_SLOTS
 #define FDM_SLOTS FDM_TOPK
 #endif
