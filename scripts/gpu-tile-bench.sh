@@ -25,6 +25,8 @@ while IFS= read -r label; do
   rc=${PIPESTATUS[0]}
   [ "$rc" = 0 ] || { echo "FAIL $label: exit $rc (124 = timed out)" | tee -a "$out/tile-bench.log"; status=1; }
 done < "$out/labels.txt"
+# cuBLAS on the plain shapes, same call (bench/baselines/torch_mm.py): the engine's ceiling.
+python3 bench/baselines/torch_mm.py --shape 16384 2048 2048 --shape 16384 8192 4096 2>&1 | tee -a "$out/tile-bench.log"
 echo
-grep -E '^(ok|FAIL) ' "$out/tile-bench.log"
+grep -E '^(ok|FAIL) |^torch.mm' "$out/tile-bench.log"
 exit $status

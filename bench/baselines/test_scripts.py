@@ -7,6 +7,8 @@ expert-parallel script). Run with pytest or ``python3 test_scripts.py``.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import pathlib
 import tempfile
@@ -16,6 +18,7 @@ import torch.distributed as dist
 
 import common as C
 import torch_ep as EP
+import torch_mm as MM
 import torch_single as S
 
 SMALL = ["--device", "cpu", "--tokens", "96", "--hidden", "64", "--inter", "128", "--experts", "8",
@@ -49,6 +52,31 @@ def test_dense_ceiling_pair_and_cpu_skip(tmp_path: pathlib.Path):
     out = tmp_path / "dense.jsonl"
     assert S.main(SMALL + ["--variants", "dense", "--out", str(out)]) == 0
     assert not out.exists() or out.read_text() == ""
+
+
+def test_mm_ceiling_checks_and_prints_each_shape():
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert MM.main(["--device", "cpu", "--dtype", "f32", "--shape", "33", "16", "24", "--shape", "8", "8", "8",
+                        "--iters", "2", "--warmup", "0"]) == 0
+    lines = printed.getvalue().splitlines()
+    assert [line.split(":")[0] for line in lines] == ["torch.mm m33 n16 k24 f32", "torch.mm m8 n8 k8 f32"]
+    assert all("TFLOP/s" in line for line in lines)
+    # The check that guards the timing fails on a wrong product.
+    a, b = torch.ones(4, 8), torch.ones(3, 8)
+    try:
+        MM.checked(a, b, torch.zeros(4, 3))
+    except RuntimeError as e:
+        assert "differs" in str(e)
+    else:
+        raise AssertionError("a wrong product passed the check")
+    for bad in (["--shape", "0", "8", "8"], ["--shape", "8", "8", "8", "--iters", "0"]):
+        try:
+            MM.main(["--device", "cpu"] + bad)
+        except SystemExit as e:
+            assert e.code == 2, bad
+        else:
+            raise AssertionError(f"{bad} was accepted")
 
 
 def test_single_cli_refuses_bad_input():
