@@ -13,9 +13,7 @@
 # BUDGET seconds (default 540). Logs under $OUT (default ./gpu-ab-out); a table last.
 set -u -o pipefail
 out=${OUT:-gpu-ab-out}; mkdir -p "$out"
-export LD_LIBRARY_PATH=/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-export FLASHDMOE_CUDA_HOME=${FLASHDMOE_CUDA_HOME:-/usr/local/cuda} FLASHDMOE_CACHE_DIR=${FLASHDMOE_CACHE_DIR:-/tmp/fdm-cache}
-export NCCL_NVLS_ENABLE=0 NVSHMEM_DISABLE_NVLS=1
+source "$(dirname "${BASH_SOURCE[0]}")/gpu-env.sh"
 cases=${CASES:-paper-t128-e8,paper-t4096-e8,paper-t16384-e8}
 tiles=${TILES:-bf16 128x256 s3 e512 m16384,bf16 128x256 gather s4 m16347}
 start=$(date +%s); budget=${BUDGET:-540}

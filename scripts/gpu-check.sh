@@ -14,9 +14,7 @@ out=$(mktemp -d)
 mkdir -p "$final"
 pack() { tar czf "$final/gpu-check-logs.tgz" -C "$out" . && cp "$out/gpu-check.log" "$final/" 2>/dev/null; }
 trap pack EXIT
-export LD_LIBRARY_PATH=/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-export FLASHDMOE_CUDA_HOME=${FLASHDMOE_CUDA_HOME:-/usr/local/cuda}
-export FLASHDMOE_CACHE_DIR=${FLASHDMOE_CACHE_DIR:-/tmp/flashdmoe-cache}
+source "$(dirname "${BASH_SOURCE[0]}")/gpu-env.sh"
 bin=${GPU_CHECK_BIN:-.carry/gpu-check}
 nvidia-smi --query-gpu=index,name,driver_version,clocks.sm,clocks.mem,temperature.gpu --format=csv | tee "$out/gpu.txt"
 status=0

@@ -44,12 +44,7 @@ pack() {
 }
 trap pack EXIT
 
-export LD_LIBRARY_PATH=/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-export FLASHDMOE_CUDA_HOME=${FLASHDMOE_CUDA_HOME:-/usr/local/cuda}
-export FLASHDMOE_CACHE_DIR=${FLASHDMOE_CACHE_DIR:-/tmp/flashdmoe-cache}
-export FLASHDMOE_NCCL_DIR=${FLASHDMOE_NCCL_DIR:-/tmp/flashdmoe-nccl}
-# No NVLink multicast on these machines (KINDS.md); our windows never need it.
-export NCCL_NVLS_ENABLE=0 NVSHMEM_DISABLE_NVLS=1
+source "$(dirname "${BASH_SOURCE[0]}")/gpu-env.sh"
 bin=${FLASHDMOE_BIN:-.carry/flashdmoe}
 paper=(--preset paper-t4096-e32)
 

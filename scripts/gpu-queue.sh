@@ -8,9 +8,7 @@
 # contain a or b (resident, quick, python, binding, paper, grid, torch, launch, nccl).
 set -u -o pipefail
 out=${OUT:-gpu-queue-out}; w=$(mktemp -d); mkdir -p "$out"
-export LD_LIBRARY_PATH=/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-export FLASHDMOE_CUDA_HOME=${FLASHDMOE_CUDA_HOME:-/usr/local/cuda} FLASHDMOE_CACHE_DIR=${FLASHDMOE_CACHE_DIR:-/tmp/fdm-cache}
-export NCCL_NVLS_ENABLE=0 NVSHMEM_DISABLE_NVLS=1
+source "$(dirname "${BASH_SOURCE[0]}")/gpu-env.sh"
 start=$(date +%s); budget=${BUDGET:-540}
 left() { echo $(( budget - ($(date +%s) - start) )); }
 pack() { tar czf "$out/gpu-queue.tgz" -C "$w" . ; }

@@ -9,9 +9,7 @@
 set -u -o pipefail
 out=${OUT:-gpu-tile-bench-out}
 mkdir -p "$out"
-export LD_LIBRARY_PATH=/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-export FLASHDMOE_CUDA_HOME=${FLASHDMOE_CUDA_HOME:-/usr/local/cuda}
-export FLASHDMOE_CACHE_DIR=${FLASHDMOE_CACHE_DIR:-/tmp/flashdmoe-cache}
+source "$(dirname "${BASH_SOURCE[0]}")/gpu-env.sh"
 bin=${TILE_BENCH_BIN:-.carry/tile-bench}
 status=0
 for f in .carry/cubins/*.cubin; do
