@@ -8,13 +8,56 @@
 #include "mailbox.cuh"
 #include "subscriber.cuh"
 
+/// The scheduler's view of every processor at the start of a round: tasks outstanding at q in
+/// s.busy[q]. The completion counts are loaded relaxed, kBatch a lane at once so their
+/// latencies overlap, and one fence makes them acquire (a round used to wait for ~12 acquire
+/// loads one after another: ~10 µs, longer than a short task; perf-notes v16).
+__device__ void load_outstanding(const Rank& r, OsShared& s, unsigned nproc, unsigned lane) {
+  constexpr unsigned kBatch = 8;
+  const unsigned* completed = r.completed();
+  for (unsigned q0 = 0; q0 < nproc; q0 += 32 * kBatch) {
+    unsigned v[kBatch];
+#pragma unroll
+    for (unsigned j = 0; j < kBatch; ++j) {
+      const unsigned q = q0 + 32 * j + lane;
+      v[j] = q < nproc ? ld_relaxed_gpu(&completed[q]) : 0u;
+    }
+#pragma unroll
+    for (unsigned j = 0; j < kBatch; ++j) {
+      const unsigned q = q0 + 32 * j + lane;
+      if (q < nproc) s.busy[q] = (unsigned char)(s.assigned[q] - v[j]);
+    }
+  }
+  fence_acq_rel_gpu();
+  __syncwarp();
+}
+
+/// Ready flags a scheduler round reads past each log's head.
+constexpr unsigned kWindow = 64;
+static_assert(kWindow % 32 == 0 && 2 * kWindow <= sizeof(OsShared::given_q) / sizeof(unsigned), "one slot a handout");
+
+/// The length of the ready prefix from `head` (window entry 32 j + lane holds flag[j] of
+/// slot head + 32 j + lane; slots at or past `end` are never ready).
+__device__ __forceinline__ unsigned ready_prefix(const unsigned (&flag)[kWindow / 32], unsigned head, unsigned end,
+                                                 unsigned epoch, unsigned lane) {
+  unsigned n = 0;
+#pragma unroll
+  for (unsigned j = 0; j < kWindow / 32; ++j) {
+    const bool ok = head + 32 * j + lane < end && flag[j] == epoch;
+    const unsigned mask = __ballot_sync(0xFFFFFFFFu, ok);
+    if (n == 32 * j) n += mask == 0xFFFFFFFFu ? 32u : __ffs(~mask) - 1u;
+  }
+  return n;
+}
+
 /// Warp 0: hands ready tasks to processors with a free mailbox slot (two slots each, so a
 /// processor finds its next task the moment it finishes one); stops everyone at the bound.
+/// A round: one batch of loads (ready flags, completion counts) and one fence, the handout in
+/// shared memory, the round's slots, one fence and the assigned counts.
 __device__ void scheduler(const Rank& r, OsShared& s) {
   const unsigned lane = threadIdx.x % 32;
   const unsigned epoch = r.epoch;
   const unsigned nproc = r.nproc;
-  const unsigned* completed = r.completed();
   const unsigned* ready = r.task_ready();
   for (unsigned q = lane; q < nproc; q += 32) s.assigned[q] = 0;
   __syncwarp();
@@ -23,6 +66,9 @@ __device__ void scheduler(const Rank& r, OsShared& s) {
   const unsigned ncomb = fdm_div_ceil(r.p->tokens, kBM) * fdm_col_tiles_hidden(&r.p->layout);
   const unsigned gbase = (unsigned)fdm_gemm_log_base(&r.p->layout);
   unsigned chead = 0, head = gbase;
+  // While the bound is unknown the window may reach past the log: never past the flags'
+  // array (its padding up to the next array is zero from allocation: never an epoch).
+  const unsigned flags_end = (unsigned)((r.p->scratch_layout.trace - r.p->scratch_layout.task_ready) / 4);
   // Processors are scanned round-robin from `cursor` so load spreads evenly.
   unsigned cursor = 0;
   Deadline deadline(r.p->timeout_ns + r.p->timeout_ns / 4);
@@ -31,13 +77,19 @@ __device__ void scheduler(const Rank& r, OsShared& s) {
     const unsigned gend = bound == kStop ? kStop : gbase + (bound - ncomb);
     if (head == gend && chead == ncomb) break;
     // Ready tasks are a prefix of each log from its head (claimed in order; flags raised soon
-    // after): up to 32 combines, then up to 32 GEMM tasks.
-    const unsigned cidx = chead + lane, idx = head + lane;
-    const bool cok = cidx < ncomb && ld_acquire_gpu(&ready[cidx]) == epoch;
-    const bool ok = idx < gend && ld_acquire_gpu(&ready[idx]) == epoch;
-    const unsigned cmask = __ballot_sync(0xFFFFFFFFu, cok), okmask = __ballot_sync(0xFFFFFFFFu, ok);
-    const unsigned ncready = cmask == 0xFFFFFFFFu ? 32u : __ffs(~cmask) - 1u;
-    const unsigned nready = ncready + (okmask == 0xFFFFFFFFu ? 32u : __ffs(~okmask) - 1u);
+    // after): up to kWindow combines, then up to kWindow GEMM tasks (a row tile's GEMM1s
+    // arrive 8-32 at once, and short tasks need ~10 handouts a µs). Their flags load with the
+    // completion counts, under load_outstanding's fence.
+    unsigned cflag[kWindow / 32], flag[kWindow / 32];
+#pragma unroll
+    for (unsigned j = 0; j < kWindow / 32; ++j) {
+      const unsigned cidx = chead + 32 * j + lane, idx = head + 32 * j + lane;
+      cflag[j] = cidx < ncomb ? ld_relaxed_gpu(&ready[cidx]) : 0u;
+      flag[j] = idx < min(gend, flags_end) ? ld_relaxed_gpu(&ready[idx]) : 0u;
+    }
+    load_outstanding(r, s, nproc, lane);
+    const unsigned ncready = ready_prefix(cflag, chead, ncomb, epoch, lane);
+    const unsigned nready = ncready + ready_prefix(flag, head, gend, epoch, lane);
     if (nready == 0) {
       if (aborted(r.p)) return;
       if (deadline.expired()) {
@@ -53,23 +105,23 @@ __device__ void scheduler(const Rank& r, OsShared& s) {
     for (unsigned pass = 0; pass < 2 && given < nready; ++pass) {
       for (unsigned base = 0; base < nproc && given < nready; base += 32) {
         const unsigned q = (cursor + base + lane) % nproc;
-        const bool valid = base + lane < nproc;
-        unsigned outstanding = 2;
-        if (valid) outstanding = mailbox_outstanding(r, q, s.assigned[q]);
-        const bool wants = valid && outstanding <= pass;
+        const bool wants = base + lane < nproc && s.busy[q] <= pass;
         const unsigned wmask = __ballot_sync(0xFFFFFFFFu, wants);
         const unsigned rank_in = __popc(wmask & ((1u << lane) - 1u));
         if (wants && given + rank_in < nready) {
           const unsigned j = given + rank_in;
           const unsigned task = j < ncready ? chead + j : head + (j - ncready);
-          mailbox_give(r, q, s.assigned[q], task);
+          mailbox_stage(r, q, s.assigned[q], task);
           s.assigned[q] += 1;
+          s.busy[q] += 1;
+          s.given_q[j] = q;
         }
         given = min(nready, given + __popc(wmask));
+        __syncwarp();  // this chunk's shared-memory updates before the next chunk reads them
       }
     }
-    __syncwarp();
     if (given) {
+      mailbox_publish(r, s.given_q, s.assigned, given, lane);
       const unsigned from_combine = min(given, ncready);
       chead += from_combine;
       head += given - from_combine;
@@ -82,19 +134,26 @@ __device__ void scheduler(const Rank& r, OsShared& s) {
       return;
     }
   }
-  // All tasks handed out: wait for their completion, then give every processor the stop word.
+  // All tasks handed out: wait for their completion, then give every processor the stop word
+  // (every slot first, then one fence and the counts, as in a round).
   const unsigned bound = s.bound;
   for (;;) {
-    unsigned done = 0;
-    for (unsigned q = lane; q < nproc; q += 32) done += ld_acquire_gpu(&completed[q]);
-    for (int o = 16; o > 0; o /= 2) done += __shfl_xor_sync(0xFFFFFFFFu, done, o);
-    if (done == bound) break;
+    load_outstanding(r, s, nproc, lane);
+    bool busy = false;
+    for (unsigned q = lane; q < nproc; q += 32) busy |= s.busy[q] != 0;
+    if (!__any_sync(0xFFFFFFFFu, busy)) break;
     if (aborted(r.p)) return;
     if (deadline.expired()) {
+      unsigned done = 0;
+      for (unsigned q = lane; q < nproc; q += 32) done += s.assigned[q] - s.busy[q];
+      for (int o = 16; o > 0; o /= 2) done += __shfl_xor_sync(0xFFFFFFFFu, done, o);
       if (lane == 0) report_timeout(r, FDM_ROLE_SCHEDULER, FDM_WAIT_COMPLETION, bound, done);
       return;
     }
   }
   if (lane == 0) mark_latest(r, kStoppedNs);
-  for (unsigned q = lane; q < nproc; q += 32) mailbox_give(r, q, s.assigned[q], kStop);
+  for (unsigned q = lane; q < nproc; q += 32) mailbox_stage(r, q, s.assigned[q], kStop);
+  __syncwarp();
+  fence_acq_rel_gpu();
+  for (unsigned q = lane; q < nproc; q += 32) st_relaxed_gpu(&r.assigned()[q], s.assigned[q] + 1);
 }

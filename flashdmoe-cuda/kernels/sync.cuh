@@ -7,8 +7,10 @@
 //     when the receiver is on another GPU and at GPU scope when it is on this one
 //     (fence_for, signal_to); receivers ld.acquire.sys the signal before reading data;
 //   * task descriptors: written, then the task's ready flag st.release.gpu = epoch;
-//   * mailboxes: the scheduler writes the slot then st.release.gpu the assigned count;
-//     processors ld.acquire.gpu it; completion counts likewise in the other direction;
+//   * mailboxes: the scheduler writes the slots of a round, fences (fence.acq_rel.gpu) and
+//     stores the assigned counts relaxed (a release pattern); processors ld.acquire.gpu them;
+//     processors st.release.gpu their completion counts, which the scheduler loads relaxed,
+//     a round's loads at once, then fences (an acquire pattern);
 //   * row-tile and combine counters: __threadfence() then atomicAdd; the thread that
 //     completes a counter fences again before publishing the follow-up tasks.
 #pragma once
@@ -34,6 +36,19 @@ __device__ __forceinline__ unsigned ld_acquire_gpu(const unsigned* p) {
 __device__ __forceinline__ void st_release_gpu(unsigned* p, unsigned v) {
   asm volatile("st.release.gpu.global.u32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
 }
+/// Relaxed loads and stores, for a batch ordered by one fence (fence_acq_rel_gpu) instead of
+/// one acquire or release each: loads issued back to back overlap their latencies.
+__device__ __forceinline__ unsigned ld_relaxed_gpu(const unsigned* p) {
+  unsigned v;
+  asm volatile("ld.relaxed.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+  return v;
+}
+__device__ __forceinline__ void st_relaxed_gpu(unsigned* p, unsigned v) {
+  asm volatile("st.relaxed.gpu.global.u32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
+}
+/// After relaxed loads: they acquire (later accesses see what their writers released); before
+/// relaxed stores: they release (earlier accesses are visible to whoever sees them).
+__device__ __forceinline__ void fence_acq_rel_gpu() { asm volatile("fence.acq_rel.gpu;" ::: "memory"); }
 __device__ __forceinline__ unsigned ld_volatile(const unsigned* p) {
   return *reinterpret_cast<const volatile unsigned*>(p);
 }
