@@ -475,8 +475,7 @@ mod tests {
     #[test]
     fn from_packets_by_hand() {
         let config = uneven();
-        let layout =
-            HeapLayout::new(config.geometry(TileShape { bm: 2, bn: 32, bk: 32 }).unwrap()).unwrap();
+        let layout = HeapLayout::new(config.geometry(TileShape::new(2, 32, 32)).unwrap()).unwrap();
         // Rank 1 sent 3 + 0 + 2 rows and received 1 row from each rank for its one expert (its
         // phantom second slot carries nothing).
         let stats =

@@ -37,7 +37,7 @@ pub const DEFAULT_MEMORY_LIMIT: u64 = 120 << 30;
 
 /// The tile used by [`MoeConfig::memory_estimate`]: `bm` 128 as on the GPU, `bn` = `bk` = 64,
 /// which divides every valid config (and over-counts signals compared to `bn` 128).
-pub const NOMINAL_TILE: TileShape = TileShape { bm: 128, bn: 64, bk: 64 };
+pub const NOMINAL_TILE: TileShape = TileShape::new(128, 64, 64);
 
 /// Expert activation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -870,7 +870,7 @@ mod tests {
     #[test]
     fn geometry_follows_the_config() {
         let c = MoeConfig { world: 3, experts: 8, ..MoeConfig::default() };
-        let tile = TileShape { bm: 16, bn: 32, bk: 32 };
+        let tile = TileShape::new(16, 32, 32);
         let g = c.geometry(tile).unwrap();
         assert_eq!(
             g,
@@ -885,7 +885,7 @@ mod tests {
                 tile
             }
         );
-        let bad = c.geometry(TileShape { bm: 16, bn: 48, bk: 32 });
+        let bad = c.geometry(TileShape::new(16, 48, 32));
         assert!(matches!(bad, Err(ConfigError::Invalid { field: "tile.bn", .. })));
         let invalid_config = MoeConfig { top_k: 0, ..c };
         assert!(matches!(

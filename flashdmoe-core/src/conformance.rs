@@ -426,7 +426,7 @@ mod tests {
             hidden: 8,
             inter: 8,
             elem_bytes: 4,
-            tile: TileShape { bm: 2, bn: 8, bk: 8 },
+            tile: TileShape::new(2, 8, 8),
         })
         .unwrap();
         // Rank 0 sends tokens 0, 1 to rank 1; rank 1 sends nothing.
@@ -608,7 +608,7 @@ mod tests {
             hidden: 8,
             inter: 8,
             elem_bytes: 4,
-            tile: TileShape { bm: 2, bn: 8, bk: 8 },
+            tile: TileShape::new(2, 8, 8),
         })
         .unwrap();
         let to = |next: usize| {

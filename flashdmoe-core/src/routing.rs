@@ -611,8 +611,7 @@ mod tests {
             ..cfg(3, 3, 1, CapacityPolicy::Dropless)
         };
         let r = RankRouting::from_choices(&c, vec![2, 1, 2], vec![1.0; 3]).unwrap();
-        let layout =
-            HeapLayout::new(c.geometry(TileShape { bm: 16, bn: 32, bk: 32 }).unwrap()).unwrap();
+        let layout = HeapLayout::new(c.geometry(TileShape::new(16, 32, 32)).unwrap()).unwrap();
         let plan = r.source_plan(&c, &layout).unwrap();
         assert_eq!(plan.packet(0, 0), &[1]);
         assert_eq!(plan.packet(0, 1), &[] as &[u32]);
@@ -621,7 +620,7 @@ mod tests {
         // A layout of another config is rejected.
         let other = MoeConfig { tokens_per_rank: 4, ..c.clone() };
         let other_layout =
-            HeapLayout::new(other.geometry(TileShape { bm: 16, bn: 32, bk: 32 }).unwrap()).unwrap();
+            HeapLayout::new(other.geometry(TileShape::new(16, 32, 32)).unwrap()).unwrap();
         assert!(matches!(r.source_plan(&c, &other_layout), Err(RoutingError::Proto(_))));
     }
 

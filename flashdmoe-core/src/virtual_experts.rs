@@ -268,8 +268,7 @@ mod tests {
         assert!(full.expert_tokens[4].is_empty());
         assert_eq!(v.router_routing(&full), routing);
         // The plan has rank 1's parts as packets (1, 3) and (1, 4): 5 rows each.
-        let layout =
-            HeapLayout::new(p.geometry(TileShape { bm: 16, bn: 64, bk: 64 }).unwrap()).unwrap();
+        let layout = HeapLayout::new(p.geometry(TileShape::new(16, 64, 64)).unwrap()).unwrap();
         let plan = v.source_plan(&c, 1, &routing, &layout).unwrap();
         assert_eq!((plan.rows(1, 3), plan.rows(1, 4), plan.rows(0, 1)), (5, 5, 0));
         let routed: u32 = (0..3).map(|le| plan.rows(1, le)).sum::<u32>() + plan.rows(0, 0);

@@ -58,7 +58,7 @@ __device__ __forceinline__ void store_combined(const Rank& r, const fdm_task& t,
 template <int kLanes, bool kStaged, class Sync>
 __device__ void run_combine(const Rank& r, const fdm_task& t, unsigned lane, CombineSlot* slots, Sync sync) {
   constexpr int kVec = 16 / sizeof(Elem);
-  constexpr int kThreadsPerRow = kBN / kVec;
+  constexpr int kThreadsPerRow = kBNH / kVec;
   constexpr int kRowsPerPass = kLanes / kThreadsPerRow;
   constexpr int kIlp = kSlots >= 8 ? 1 : 8 / kSlots;  // rows per thread in flight
   static_assert(kLanes % kThreadsPerRow == 0, "combine thread mapping");
@@ -69,15 +69,15 @@ __device__ void run_combine(const Rank& r, const fdm_task& t, unsigned lane, Com
     // loads below then wait on L2, not HBM. A register-held load keeps kIlp x k 16-byte
     // vectors a thread in flight, ~32 KiB an SM, and a combine task took 6.6 us at T 16384
     // (docs/dev/perf-notes.md, v10).
-    constexpr unsigned kLines = kBN * sizeof(Elem) / 128;  // 128-byte lines of a row segment
-    static_assert(kBN * sizeof(Elem) % 128 == 0, "whole lines a row segment");
-    const unsigned long long segment = (unsigned long long)t.col_tile * kBN * sizeof(Elem);
+    constexpr unsigned kLines = kBNH * sizeof(Elem) / 128;  // 128-byte lines of a row segment
+    static_assert(kBNH * sizeof(Elem) % 128 == 0, "whole lines a row segment");
+    const unsigned long long segment = (unsigned long long)t.col_tile * kBNH * sizeof(Elem);
     for (unsigned i = lane; i < t.valid_rows * kSlots * kLines; i += kLanes) {
       const CombineSlot s = slots[i / kLines];
       if (s.offset != kNoSlot) prefetch_l2(r.heap + s.offset + segment + (i % kLines) * 128);
     }
   }
-  const unsigned col = t.col_tile * kBN + (lane % kThreadsPerRow) * kVec;
+  const unsigned col = t.col_tile * kBNH + (lane % kThreadsPerRow) * kVec;
   const unsigned long long col_bytes = (unsigned long long)col * sizeof(Elem);
   if constexpr (kSlots > kSlotsInFlight) {
     // Many slots: a row at a time, its slots loaded kSlotsInFlight at a time and added in slot

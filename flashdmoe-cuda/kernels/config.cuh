@@ -71,8 +71,15 @@ constexpr bool kSharedGate = FDM_SHARED_GATE != 0;
 static_assert(kSlots == kTopK + kShared && kRouterE <= kE && (kShared > 0 || kRouterE == kE),
               "spec.rs: FDM_SLOTS = FDM_TOPK + FDM_SHARED, FDM_E = FDM_ROUTER_E + world * FDM_SHARED");
 static_assert(!kSharedGate || kShared > 0, "a shared gate needs shared experts");
-constexpr int kBM = FDM_BM, kBN = FDM_BN;
+#ifndef FDM_BNH
+#define FDM_BNH FDM_BN
+#endif
+// GEMM0 tiles are kBM x kBN; GEMM1 and combine tiles kBM x kBNH (TileShape::bn_hidden): kBN,
+// or on the Hopper engine for gated layers 2 kBN, a GEMM1 tile that reads its two kBN-row
+// halves of the down weights as the dual-B operands a gated GEMM0 reads gate and up.
+constexpr int kBM = FDM_BM, kBN = FDM_BN, kBNH = FDM_BNH;
 constexpr bool kHopper = FDM_ENGINE == 1;
+constexpr bool kWideGemm1 = kBNH != kBN;
 constexpr int kThreads = kHopper ? 384 : 256;
 constexpr int kWarps = kThreads / 32;
 constexpr bool kGated = FDM_ACT >= 2;
@@ -91,6 +98,8 @@ static_assert(kChunk <= kThreads, "one thread per token of a chunk");
 constexpr unsigned kStop = 0xFFFFFFFFu;
 constexpr unsigned kDropped = 0xFFFFFFFFu;
 static_assert(kH % kBN == 0 && kI % kBN == 0, "the JIT only specialises shapes the tiles cover");
+static_assert(kH % kBNH == 0 && (!kWideGemm1 || (kBNH == 2 * kBN && kGated && kHopper)),
+              "spec.rs: FDM_BNH is FDM_BN, or twice it for a gated layer on the Hopper engine");
 static_assert(kTopK >= 1 && kTopK <= kRouterE, "1 <= top_k <= experts");
 
 // The router's per-token math (route.cuh A2, router_math.h, shared with its host test):

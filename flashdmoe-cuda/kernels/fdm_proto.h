@@ -72,6 +72,8 @@ typedef struct fdm_layout {
     unsigned int bk;
     unsigned int row_tiles;
     unsigned int token_tiles;
+    unsigned int bn_hidden;
+    unsigned int reserved;
     unsigned long long dispatch_signals;
     unsigned long long return_signals;
     unsigned long long row_tile_counters;
@@ -81,7 +83,7 @@ typedef struct fdm_layout {
     unsigned long long intermediate_rows;
     unsigned long long total;
 } fdm_layout;
-static_assert(sizeof(fdm_layout) == 112, "fdm_layout size drifted from Rust");
+static_assert(sizeof(fdm_layout) == 120, "fdm_layout size drifted from Rust");
 static_assert(alignof(fdm_layout) == 8, "fdm_layout alignment drifted from Rust");
 FDM_ASSERT_OFFSET(fdm_layout, world, 0);
 FDM_ASSERT_OFFSET(fdm_layout, local_experts, 4);
@@ -95,14 +97,16 @@ FDM_ASSERT_OFFSET(fdm_layout, bn, 32);
 FDM_ASSERT_OFFSET(fdm_layout, bk, 36);
 FDM_ASSERT_OFFSET(fdm_layout, row_tiles, 40);
 FDM_ASSERT_OFFSET(fdm_layout, token_tiles, 44);
-FDM_ASSERT_OFFSET(fdm_layout, dispatch_signals, 48);
-FDM_ASSERT_OFFSET(fdm_layout, return_signals, 56);
-FDM_ASSERT_OFFSET(fdm_layout, row_tile_counters, 64);
-FDM_ASSERT_OFFSET(fdm_layout, combine_counters, 72);
-FDM_ASSERT_OFFSET(fdm_layout, dispatch_rows, 80);
-FDM_ASSERT_OFFSET(fdm_layout, return_rows, 88);
-FDM_ASSERT_OFFSET(fdm_layout, intermediate_rows, 96);
-FDM_ASSERT_OFFSET(fdm_layout, total, 104);
+FDM_ASSERT_OFFSET(fdm_layout, bn_hidden, 48);
+FDM_ASSERT_OFFSET(fdm_layout, reserved, 52);
+FDM_ASSERT_OFFSET(fdm_layout, dispatch_signals, 56);
+FDM_ASSERT_OFFSET(fdm_layout, return_signals, 64);
+FDM_ASSERT_OFFSET(fdm_layout, row_tile_counters, 72);
+FDM_ASSERT_OFFSET(fdm_layout, combine_counters, 80);
+FDM_ASSERT_OFFSET(fdm_layout, dispatch_rows, 88);
+FDM_ASSERT_OFFSET(fdm_layout, return_rows, 96);
+FDM_ASSERT_OFFSET(fdm_layout, intermediate_rows, 104);
+FDM_ASSERT_OFFSET(fdm_layout, total, 112);
 
 // ---- signal words: epoch in bits 63..32, payload in bits 31..0 ----
 FDM_FN unsigned long long fdm_signal(unsigned int epoch, unsigned int payload) {
@@ -120,7 +124,7 @@ FDM_FN unsigned int fdm_tile_rows(unsigned int rows, unsigned int row_tile, unsi
     unsigned int left = rows - (unsigned int)start;
     return left < bm ? left : bm;
 }
-FDM_FN unsigned int fdm_col_tiles_hidden(const fdm_layout* l) { return l->hidden / l->bn; }
+FDM_FN unsigned int fdm_col_tiles_hidden(const fdm_layout* l) { return l->hidden / l->bn_hidden; }
 FDM_FN unsigned int fdm_col_tiles_inter(const fdm_layout* l) { return l->inter / l->bn; }
 
 // ---- heap offsets (bytes from the heap base) ----
@@ -220,10 +224,10 @@ FDM_FN fdm_task fdm_task_init(const fdm_layout* l, unsigned int kind, unsigned i
         t.counter_offset = fdm_row_tile_counter(l, source, le, row_tile);
     } else if (kind == FDM_TASK_GEMM1) {
         t.input_offset = fdm_intermediate_row(l, source, le, row, 0u);
-        t.output_offset = fdm_row(l, FDM_STAGE_RETURN, owner, le, row, col_tile * l->bn);
+        t.output_offset = fdm_row(l, FDM_STAGE_RETURN, owner, le, row, col_tile * l->bn_hidden);
         t.signal_offset = fdm_return_signal(l, owner, le, row_tile, col_tile);
     } else {
-        t.output_offset = ((unsigned long long)row * l->hidden + (unsigned long long)col_tile * l->bn) * l->elem_bytes;
+        t.output_offset = ((unsigned long long)row * l->hidden + (unsigned long long)col_tile * l->bn_hidden) * l->elem_bytes;
     }
     return t;
 }

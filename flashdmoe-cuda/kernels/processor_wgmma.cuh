@@ -19,7 +19,8 @@
 #if FDM_ENGINE == 1
 namespace hw = flashdmoe::hopper;
 
-constexpr int kNB0 = kGated ? 2 : 1;  // B operands of GEMM0 (gate, up) or (up)
+constexpr int kNB0 = kGated ? 2 : 1;      // B operands of GEMM0: (gate, up) or (up)
+constexpr int kNB1 = kWideGemm1 ? 2 : 1;  // of GEMM1: the down weights' two kBN-row halves, or one
 
 /// The A rows of GEMM task t (expert e) for producer thread pt: a GEMM0 packet from this GPU
 /// is read in place from the source's own input through its token list (kReadsInPlace:
@@ -74,10 +75,11 @@ __device__ void wgmma_producer(const Rank& r, unsigned pid, const Engine::Smem& 
     const unsigned e = r.expert_of(t.owner_rank, t.local_expert);
     const Engine::ARows rows = task_rows(r, t, e, pt);
     const void* b0 = !gemm0 ? &p->tmap_down : kGated ? &p->tmap_gate : &p->tmap_up;
+    const void* b1 = gemm0 ? &p->tmap_up : &p->tmap_down;
     const unsigned slot = r.weight_slot(t.owner_rank, t.local_expert);  // weights of this GPU
-    const int b_row = (int)(slot * (gemm0 ? kI : kH) + t.col_tile * kBN);
-    Engine::produce(s, pipe, pt, rows, (gemm0 ? kH : kI) / Engine::kBK, b0, &p->tmap_up, b_row,
-                    gemm0 ? kNB0 : 1);
+    const int b_row = (int)(slot * (gemm0 ? kI : kH) + t.col_tile * (gemm0 ? kBN : kBNH));
+    Engine::produce(s, pipe, pt, rows, (gemm0 ? kH : kI) / Engine::kBK, b0, b1, b_row, gemm0 ? kNB0 : kNB1,
+                    gemm0 ? b_row : b_row + kBN);
   }
 }
 
@@ -111,18 +113,25 @@ __device__ __forceinline__ unsigned long long gemm_consume(const Rank& r, const 
   const fdm_params* p = r.p;
   const unsigned e = r.weight_slot(t.owner_rank, t.local_expert);  // weights of this GPU
   Engine::Accum acc;
-  Engine::consume(s, pipe, acc, cw, (gemm0 ? kH : kI) / Engine::kBK, gemm0 ? kNB0 : 1);
-  const unsigned long long b0 = (unsigned long long)e * (gemm0 ? kI : kH) + t.col_tile * kBN;
+  Engine::consume(s, pipe, acc, cw, (gemm0 ? kH : kI) / Engine::kBK, gemm0 ? kNB0 : kNB1);
+  const unsigned long long b0 = (unsigned long long)e * (gemm0 ? kI : kH) + t.col_tile * (gemm0 ? kBN : kBNH);
   Elem* out = reinterpret_cast<Elem*>((gemm0 ? r.heap : r.heap_of(t.source_rank)) + t.output_offset);
-  Engine::store(s, acc, cw, ct, c, t.valid_rows, out, gemm0 ? kI : kH, [&](unsigned, unsigned col, float v0, float v1) {
-    if (!gemm0) return v0 + bias_of(p->b_down, b0 + col);
-    if constexpr (kGated) {
-      return gated_act(v0 + bias_of(p->b_gate, b0 + col), v1 + bias_of(p->b_up, b0 + col));
-    } else {
-      constexpr Act act = FDM_ACT == 1 ? Act::Gelu : Act::Relu;
-      return activate<act>(v0 + bias_of(p->b_up, b0 + col));
-    }
-  });
+  // A wide GEMM1 tile leaves as two kBN-column halves, one accumulator each, through one store
+  // site (a second inlined copy of the epilogue would cost registers).
+  const unsigned halves = gemm0 ? 1u : (unsigned)kNB1;
+#pragma unroll 1
+  for (unsigned half = 0; half < halves; ++half) {
+    Engine::store(s, acc, cw, ct, c, t.valid_rows, out + half * kBN, gemm0 ? kI : kH,
+                  [&](unsigned, unsigned col, float v0, float v1) {
+                    if (!gemm0) return (half == 0 ? v0 : v1) + bias_of(p->b_down, b0 + half * kBN + col);
+                    if constexpr (kGated) {
+                      return gated_act(v0 + bias_of(p->b_gate, b0 + col), v1 + bias_of(p->b_up, b0 + col));
+                    } else {
+                      constexpr Act act = FDM_ACT == 1 ? Act::Gelu : Act::Relu;
+                      return activate<act>(v0 + bias_of(p->b_up, b0 + col));
+                    }
+                  });
+  }
   fence_for(p, gemm0 ? r.global : t.source_rank);  // results before what announces them
   hw::consumer_sync();
   return now_ns();

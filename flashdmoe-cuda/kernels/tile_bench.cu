@@ -90,7 +90,7 @@ extern "C" __global__ void __launch_bounds__(hopper::kEngineThreads, 1)
                                                   if (row >= p.m) return Engine::kNoRow;
                                                   return p.a_index ? p.a_index[row] : row;
                                                 });
-      Engine::produce(s, pipe, pt, rows, ktiles, &p.b0, &p.b1, (int)(nt * FDM_BN));
+      Engine::produce(s, pipe, pt, rows, ktiles, &p.b0, &p.b1, (int)(nt * FDM_BN), FDM_NB, (int)(nt * FDM_BN));
     }
   } else {
     hopper::regs_increase<hopper::kConsumerRegs>();

@@ -246,11 +246,13 @@ template <Mode M, int BM, int BN, int NB, int STAGES> struct Engine {
 
   /// Producer thread `pt` (0..127) loads `ktiles` k-tiles of one task: its A chunks (`rows`,
   /// from a_rows) with cp.async, and thread 0 the B tiles with TMA: rows [b_row, b_row + BN)
-  /// of the tensor maps `b0` (and `b1` when the task uses nbu == 2 of the layout's NB B
-  /// operands). The task's shape is run-time data, so a kernel calls this from one site for
-  /// every kind of task (two inlined copies of the engine's loops make ptxas spill).
+  /// of the tensor map `b0` (and rows [b1_row, b1_row + BN) of `b1` when the task uses nbu == 2
+  /// of the layout's NB B operands: a gated layer's gate and up at the same rows, or two
+  /// halves of one weight for a tile twice as wide). The task's shape is run-time data, so a
+  /// kernel calls this from one site for every kind of task (two inlined copies of the
+  /// engine's loops make ptxas spill).
   __device__ static void produce(const Smem& s, Ring<STAGES>& ps, unsigned pt, const ARows& rows, int ktiles,
-                                 const void* b0, const void* b1, int b_row, int nbu = NB) {
+                                 const void* b0, const void* b1, int b_row, int nbu, int b1_row) {
     const unsigned chunk = pt % 8;
     const unsigned swizzled = (chunk ^ ((pt / 8) & 7u)) * 16;  // rows pt/8 + 16i share r % 8
     for (int kt = 0; kt < ktiles; ++kt) {
@@ -258,7 +260,7 @@ template <Mode M, int BM, int BN, int NB, int STAGES> struct Engine {
       if (pt == 0) {
         mbar_arrive_expect_tx(s.full(ps.slot), nbu * kBBytes);
         tma_load_2d(s.b(ps.slot, 0), b0, kt * kBK, b_row, s.full(ps.slot));
-        if (NB == 2 && nbu == 2) tma_load_2d(s.b(ps.slot, 1), b1, kt * kBK, b_row, s.full(ps.slot));
+        if (NB == 2 && nbu == 2) tma_load_2d(s.b(ps.slot, 1), b1, kt * kBK, b1_row, s.full(ps.slot));
       }
       const unsigned a = s.a(ps.slot);
 #pragma unroll

@@ -661,7 +661,7 @@ impl CudaLayer {
             blocks_per_rank: plan.blocks_per_rank,
             trace: 0,
             capacity: plan.layout.geometry().capacity,
-            tail: [0; 18],
+            tail: [0; 16],
         }
     }
 
@@ -1126,8 +1126,7 @@ mod tests {
         let v = VirtualExperts::of(&c).unwrap().unwrap();
         let protocol = v.protocol_config(&c).unwrap();
         let layout =
-            HeapLayout::new(protocol.geometry(TileShape { bm: 64, bn: 64, bk: 64 }).unwrap())
-                .unwrap();
+            HeapLayout::new(protocol.geometry(TileShape::new(64, 64, 64)).unwrap()).unwrap();
         let g = layout.geometry();
         // Rank 0 receives 1000 rows for each of its 2 routed experts from every rank, and its
         // own 4 parts' 1000 rows each.

@@ -200,7 +200,7 @@ pub struct KernelParams {
     /// layout's `capacity` (the row stride of packets).
     pub capacity: u32,
     /// Padding to the 128-byte alignment the tensor maps give the struct.
-    pub tail: [u32; 18],
+    pub tail: [u32; 16],
 }
 
 // SAFETY: every field is a plain integer (or an array / `#[repr(C)]` struct of them), so
@@ -209,13 +209,13 @@ unsafe impl bytemuck::Zeroable for KernelParams {}
 // SAFETY: `#[repr(C)]`, `Copy`, no references, and no padding: the three 128-byte tensor maps
 // come first (each 128-aligned), then every field is 8-byte sized and aligned except the six
 // `u32`s (24 bytes, ending on an 8-byte boundary) and the explicit `tail` that ends the struct
-// on its 128-byte alignment; the nested `LayoutParams` (12 u32 then 8 u64) and `ScratchLayout`
+// on its 128-byte alignment; the nested `LayoutParams` (14 u32 then 8 u64) and `ScratchLayout`
 // (15 u64) have none either; the size and offset assertions below pin it.
 unsafe impl bytemuck::Pod for KernelParams {}
 
 const _: () = assert!(size_of::<KernelParams>() == 1408);
 const _: () = assert!(offset_of!(KernelParams, layout) == 384);
-const _: () = assert!(offset_of!(KernelParams, tail) == 384 + 952);
+const _: () = assert!(offset_of!(KernelParams, tail) == 384 + 960);
 
 macro_rules! fields {
     ($ty:ty: $($field:ident: $cty:expr),* $(,)?) => {
@@ -249,7 +249,7 @@ const PARAM_FIELDS: &[CField] = fields!(KernelParams:
     scratch: "char*", scratch_bytes: "unsigned long long", diag: "fdm_diag*",
     epoch_word: "unsigned int*", given_experts: "const unsigned int*", given_weights: "const float*", timeout_ns: "unsigned long long", tokens: "unsigned int", first_rank: "unsigned int",
     local_ranks: "unsigned int", blocks_per_rank: "unsigned int", trace: "unsigned int",
-    capacity: "unsigned int", tail: "unsigned int@[18]");
+    capacity: "unsigned int", tail: "unsigned int@[16]");
 
 /// Control words of a rank's scratch (`FDM_CONTROL_WORDS`; `Control` in `kernels/heap.cuh`
 /// names them).

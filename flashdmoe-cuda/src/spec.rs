@@ -354,7 +354,7 @@ impl MoeSpec {
             slots,
             shared_gate: virtual_experts.is_some()
                 && config.shared.is_some_and(|s| s.gate == SharedGate::Sigmoid),
-            tile: TileShape { bm, bn, bk: bk(config.dtype) },
+            tile: TileShape::new(bm, bn, bk(config.dtype)),
             engine: TileEngine::MmaSync,
             router_split: router_split(
                 config.tokens_per_rank,
@@ -369,16 +369,29 @@ impl MoeSpec {
     }
 
     /// The same tile on the Hopper engine, with the deepest pipeline that fits; `None` for
-    /// exact f32 (no tensor cores) or a tile the engine does not support.
+    /// exact f32 (no tensor cores) or a tile the engine does not support. A gated layer's
+    /// GEMM1 (and combine) tiles are twice as wide as its GEMM0 tiles where that divides H
+    /// ([`TileShape::bn_hidden`]): a gated GEMM0 tile reads two weight tiles of `bn` rows a
+    /// stage, so a GEMM1 tile reading the two `bn`-row halves of `2 bn` down-weight rows takes
+    /// the same shared memory and registers, and halves the GEMM1 and combine tasks
+    /// (perf-notes v18). Not for gpt-oss's experts: with their clamped SwiGLU and biases the
+    /// wide image spills (20 bytes at H 2048), and their H (2880) is no multiple of 256 anyway.
     pub fn on_hopper(&self) -> Option<MoeSpec> {
         if self.dtype == DType::F32Exact {
             return None;
         }
         let nb = if self.activation.is_gated() { 2 } else { 1 };
         let (eb, bm, bn) = (self.dtype.elem_bytes(), self.tile.bm, self.tile.bn);
+        let oss = matches!(self.activation, Activation::SwigluOss(_));
+        let wide = nb == 2 && !oss && self.hidden.is_multiple_of(2 * bn);
+        let bn_hidden = if wide { 2 * bn } else { bn };
         let with = |limit| {
             let tile = WgmmaTile::deepest(eb, bm, bn, nb, limit)?;
-            Some(MoeSpec { engine: TileEngine::Wgmma(tile), ..*self })
+            Some(MoeSpec {
+                engine: TileEngine::Wgmma(tile),
+                tile: self.tile.with_bn_hidden(bn_hidden),
+                ..*self
+            })
         };
         // A large top-k's combine slots may not fit in the staging buffer and need room of
         // their own: then a shallower pipeline.
@@ -493,6 +506,7 @@ impl MoeSpec {
             .set("FDM_SHARED_GATE", u32::from(self.shared_gate))
             .set("FDM_BM", self.tile.bm)
             .set("FDM_BN", self.tile.bn)
+            .set("FDM_BNH", self.tile.bn_hidden)
             .set("FDM_SMEM_BYTES", self.smem_bytes())
             .set("FDM_CHUNK", ROUTING_CHUNK)
             .set("FDM_ROUTER_SPLIT", self.router_split)
@@ -538,8 +552,13 @@ impl MoeSpec {
                 if self.shared_gate { "g" } else { "" }
             ),
         };
+        // GEMM1 tiles wider than GEMM0's: `-w<bn_hidden>`.
+        let wide = match self.tile.bn_hidden {
+            w if w == self.tile.bn => String::new(),
+            w => format!("-w{w}"),
+        };
         format!(
-            "{dtype}-{act}{}{}-H{}-I{}-E{}-k{}{shared}-{}x{}{engine}{split}{rows}",
+            "{dtype}-{act}{}{}-H{}-I{}-E{}-k{}{shared}-{}x{}{wide}{engine}{split}{rows}",
             if self.bias { "-bias" } else { "" },
             self.router.label(),
             self.hidden,
@@ -621,7 +640,7 @@ pub fn variants() -> Vec<KernelVariant> {
                 top_k,
                 slots: top_k,
                 shared_gate: false,
-                tile: TileShape { bm, bn, bk: bk(dtype) },
+                tile: TileShape::new(bm, bn, bk(dtype)),
                 engine: TileEngine::MmaSync,
                 router_split: 1,
                 router_rows: 64,
@@ -801,7 +820,7 @@ mod tests {
                 top_k: 2,
                 slots: 2,
                 shared_gate: false,
-                tile: TileShape { bm: 128, bn: 128, bk: bk(dtype) },
+                tile: TileShape::new(128, 128, bk(dtype)),
                 engine: TileEngine::MmaSync,
                 router_split: 1,
                 router_rows: 64,
@@ -831,6 +850,38 @@ mod tests {
                 .iter()
                 .all(|s| s.engine == TileEngine::MmaSync)
         );
+    }
+
+    #[test]
+    fn gated_layers_run_gemm1_twice_as_wide_on_hopper_only() {
+        let widths = |name: &str, arch: Arch| -> Vec<(u32, u32, TileEngine)> {
+            let config = presets::preset(name).unwrap();
+            MoeSpec::candidates(&config, H200_PROCESSORS, arch)
+                .iter()
+                .map(|s| (s.tile.bn, s.tile.bn_hidden, s.engine))
+                .collect()
+        };
+        // Qwen3-30B-A3B (SwiGLU, H 2048): 128-column GEMM0 tiles, 256-column GEMM1 tiles on the
+        // Hopper engine; the mma.sync fallbacks keep one width.
+        let qwen = widths("qwen3-30b-a3b", Arch::SM90);
+        assert!(matches!(qwen[0], (128, 256, TileEngine::Wgmma(_))), "{qwen:?}");
+        assert!(
+            qwen[1..].iter().all(|&(bn, w, e)| w == bn && e == TileEngine::MmaSync),
+            "{qwen:?}"
+        );
+        assert!(widths("qwen3-30b-a3b", Arch::SM80).iter().all(|&(bn, w, _)| w == bn));
+        // ReLU experts (one B tile of 256) and gpt-oss's (H 2880 and its clamped SwiGLU) do not.
+        assert!(widths("paper-t16384-e8", Arch::SM90).iter().all(|&(bn, w, _)| w == bn));
+        assert!(widths("gpt-oss-20b", Arch::SM90).iter().all(|&(bn, w, _)| w == bn));
+        let spec =
+            MoeSpec::candidates(&presets::preset("qwen3-30b-a3b").unwrap(), 131, Arch::SM90)[0];
+        let bnh = spec
+            .defines()
+            .iter()
+            .find(|(n, _)| *n == "FDM_BNH")
+            .and_then(|(_, v)| v.map(str::to_owned));
+        assert_eq!(bnh.as_deref(), Some("256"));
+        assert!(spec.label().contains("-128x128-w256-"), "{}", spec.label());
     }
 
     #[test]

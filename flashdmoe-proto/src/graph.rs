@@ -526,7 +526,7 @@ mod tests {
             hidden: 8,
             inter: 16,
             elem_bytes: 2,
-            tile: TileShape { bm: 4, bn: 8, bk: 8 },
+            tile: TileShape::new(4, 8, 8),
         })
         .unwrap()
     }

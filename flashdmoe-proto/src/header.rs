@@ -30,7 +30,7 @@ const TASK_FIELDS: [(&str, &str, usize); 12] = [
 ];
 
 /// Field names and C types of [`LayoutParams`], in declaration order.
-const LAYOUT_FIELDS: [(&str, &str, usize); 20] = [
+const LAYOUT_FIELDS: [(&str, &str, usize); 22] = [
     ("world", "unsigned int", offset_of!(LayoutParams, world)),
     ("local_experts", "unsigned int", offset_of!(LayoutParams, local_experts)),
     ("tokens", "unsigned int", offset_of!(LayoutParams, tokens)),
@@ -43,6 +43,8 @@ const LAYOUT_FIELDS: [(&str, &str, usize); 20] = [
     ("bk", "unsigned int", offset_of!(LayoutParams, bk)),
     ("row_tiles", "unsigned int", offset_of!(LayoutParams, row_tiles)),
     ("token_tiles", "unsigned int", offset_of!(LayoutParams, token_tiles)),
+    ("bn_hidden", "unsigned int", offset_of!(LayoutParams, bn_hidden)),
+    ("reserved", "unsigned int", offset_of!(LayoutParams, reserved)),
     ("dispatch_signals", "unsigned long long", offset_of!(LayoutParams, dispatch_signals)),
     ("return_signals", "unsigned long long", offset_of!(LayoutParams, return_signals)),
     ("row_tile_counters", "unsigned long long", offset_of!(LayoutParams, row_tile_counters)),
@@ -166,7 +168,7 @@ FDM_FN unsigned int fdm_tile_rows(unsigned int rows, unsigned int row_tile, unsi
     unsigned int left = rows - (unsigned int)start;
     return left < bm ? left : bm;
 }
-FDM_FN unsigned int fdm_col_tiles_hidden(const fdm_layout* l) { return l->hidden / l->bn; }
+FDM_FN unsigned int fdm_col_tiles_hidden(const fdm_layout* l) { return l->hidden / l->bn_hidden; }
 FDM_FN unsigned int fdm_col_tiles_inter(const fdm_layout* l) { return l->inter / l->bn; }
 
 // ---- heap offsets (bytes from the heap base) ----
@@ -266,10 +268,10 @@ FDM_FN fdm_task fdm_task_init(const fdm_layout* l, unsigned int kind, unsigned i
         t.counter_offset = fdm_row_tile_counter(l, source, le, row_tile);
     } else if (kind == FDM_TASK_GEMM1) {
         t.input_offset = fdm_intermediate_row(l, source, le, row, 0u);
-        t.output_offset = fdm_row(l, FDM_STAGE_RETURN, owner, le, row, col_tile * l->bn);
+        t.output_offset = fdm_row(l, FDM_STAGE_RETURN, owner, le, row, col_tile * l->bn_hidden);
         t.signal_offset = fdm_return_signal(l, owner, le, row_tile, col_tile);
     } else {
-        t.output_offset = ((unsigned long long)row * l->hidden + (unsigned long long)col_tile * l->bn) * l->elem_bytes;
+        t.output_offset = ((unsigned long long)row * l->hidden + (unsigned long long)col_tile * l->bn_hidden) * l->elem_bytes;
     }
     return t;
 }
@@ -306,13 +308,17 @@ mod tests {
                 hidden,
                 inter,
                 elem_bytes,
-                tile: TileShape { bm, bn, bk },
+                tile: TileShape::new(bm, bn, bk),
             }
         };
         [
             g(2, 3, 10, 5, 16, 32, 2, 4, 8, 8),
             g(1, 1, 1, 1, 64, 64, 4, 16, 32, 32),
-            g(8, 8, 4096, 1280, 4096, 14336, 2, 128, 128, 64),
+            // GEMM1 and combine tiles twice GEMM0's (a gated layer on the Hopper engine).
+            Geometry {
+                tile: TileShape::new(128, 128, 64).with_bn_hidden(256),
+                ..g(8, 8, 4096, 1280, 4096, 14336, 2, 128, 128, 64)
+            },
             // Large enough that 32-bit intermediate products would overflow.
             g(64, 32, 65536, 65536, 8192, 28672, 4, 128, 64, 32),
         ]
@@ -333,6 +339,8 @@ mod tests {
             p.bk,
             p.row_tiles,
             p.token_tiles,
+            p.bn_hidden,
+            p.reserved,
         ];
         let u64s = [
             p.dispatch_signals,
@@ -600,7 +608,7 @@ mod tests {
         assert_eq!(h, c_header());
         // One offset assertion per field of both structs, plus size and alignment of each.
         assert_eq!(h.matches("FDM_ASSERT_OFFSET(fdm_task,").count(), 12);
-        assert_eq!(h.matches("FDM_ASSERT_OFFSET(fdm_layout,").count(), 20);
+        assert_eq!(h.matches("FDM_ASSERT_OFFSET(fdm_layout,").count(), 22);
         assert_eq!(h.matches("static_assert(sizeof(").count(), 2);
         assert!(h.contains("#define FDM_TASK_GEMM0 0"));
         assert!(h.contains("#define FDM_TASK_COMBINE 2"));

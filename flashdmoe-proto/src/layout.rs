@@ -35,16 +35,34 @@ pub const MAX_COMBINE_GROUPS: u32 = 1024;
 /// The GEMM tile shape: `bm` rows (tokens) by `bn` output columns, stepping `bk` along K.
 ///
 /// Row tiles of packets and token tiles of the combine both use `bm` rows; output column tiles
-/// of both GEMMs and of the combine use `bn` columns.
+/// of GEMM0 use `bn` columns, those of the hidden-wide outputs (GEMM1 and the combine)
+/// `bn_hidden`, a multiple of `bn` (`bn` itself unless a backend asks for wider GEMM1 tiles:
+/// a gated GEMM0 tile of `bn` columns reads two weight tiles, so a GEMM1 tile twice as wide
+/// costs the same shared memory).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(C)]
 pub struct TileShape {
     /// Rows per tile.
     pub bm: u32,
-    /// Output columns per tile.
+    /// Output columns per GEMM0 tile.
     pub bn: u32,
     /// K step of the GEMM main loop.
     pub bk: u32,
+    /// Output columns per GEMM1 and combine tile.
+    pub bn_hidden: u32,
+}
+
+impl TileShape {
+    /// `bm` x `bn` tiles stepping `bk`, hidden-wide outputs in tiles of `bn` columns too.
+    pub const fn new(bm: u32, bn: u32, bk: u32) -> TileShape {
+        TileShape { bm, bn, bk, bn_hidden: bn }
+    }
+
+    /// The same tiles with hidden-wide outputs (GEMM1, the combine) in tiles of `bn_hidden`
+    /// columns.
+    pub const fn with_bn_hidden(self, bn_hidden: u32) -> TileShape {
+        TileShape { bn_hidden, ..self }
+    }
 }
 
 /// The stage of a data region.
@@ -108,6 +126,10 @@ pub struct LayoutParams {
     pub row_tiles: u32,
     /// [`HeapLayout::token_tiles`].
     pub token_tiles: u32,
+    /// [`TileShape::bn_hidden`].
+    pub bn_hidden: u32,
+    /// Zero (keeps the offsets below 8-byte aligned).
+    pub reserved: u32,
     /// Start of the dispatch signals.
     pub dispatch_signals: u64,
     /// Start of the return signals.
@@ -126,7 +148,7 @@ pub struct LayoutParams {
     pub total: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<LayoutParams>() == 112);
+const _: () = assert!(core::mem::size_of::<LayoutParams>() == 120);
 const _: () = assert!(core::mem::align_of::<LayoutParams>() == 8);
 
 /// Byte offsets of every section of the heap, computed once from a [`Geometry`].
@@ -170,7 +192,7 @@ impl Geometry {
     /// Checks the ranges the layout relies on.
     pub fn validate(&self) -> Result<()> {
         let t = &self.tile;
-        let nonzero: [(&'static str, u32); 8] = [
+        let nonzero: [(&'static str, u32); 9] = [
             ("world", self.world),
             ("local_experts", self.local_experts),
             ("hidden", self.hidden),
@@ -179,6 +201,7 @@ impl Geometry {
             ("tile.bm", t.bm),
             ("tile.bn", t.bn),
             ("tile.bk", t.bk),
+            ("tile.bn_hidden", t.bn_hidden),
         ];
         for (field, v) in nonzero {
             if v == 0 {
@@ -193,6 +216,9 @@ impl Geometry {
         }
         if !self.hidden.is_multiple_of(t.bn) || !self.inter.is_multiple_of(t.bn) {
             return Err(invalid("tile.bn", "must divide hidden and inter"));
+        }
+        if !t.bn_hidden.is_multiple_of(t.bn) || !self.hidden.is_multiple_of(t.bn_hidden) {
+            return Err(invalid("tile.bn_hidden", "must be a multiple of tile.bn dividing hidden"));
         }
         if !self.hidden.is_multiple_of(t.bk) || !self.inter.is_multiple_of(t.bk) {
             return Err(invalid("tile.bk", "must divide hidden and inter"));
@@ -220,9 +246,9 @@ impl Geometry {
         div_ceil(self.capacity, self.tile.bm)
     }
 
-    /// Column tiles of a hidden-wide output (GEMM1, combine): `hidden / bn`.
+    /// Column tiles of a hidden-wide output (GEMM1, combine): `hidden / bn_hidden`.
     pub fn col_tiles_hidden(&self) -> u32 {
-        self.hidden / self.tile.bn
+        self.hidden / self.tile.bn_hidden
     }
 
     /// Column tiles of an intermediate-wide output (GEMM0): `inter / bn`.
@@ -440,6 +466,8 @@ impl HeapLayout {
             bk: g.tile.bk,
             row_tiles: self.row_tiles,
             token_tiles: self.token_tiles,
+            bn_hidden: g.tile.bn_hidden,
+            reserved: 0,
             dispatch_signals: self.dispatch_signals,
             return_signals: self.return_signals,
             row_tile_counters: self.row_tile_counters,
@@ -495,7 +523,7 @@ mod tests {
             hidden: 16,
             inter: 32,
             elem_bytes: 2,
-            tile: TileShape { bm: 4, bn: 8, bk: 8 },
+            tile: TileShape::new(4, 8, 8),
         }
     }
 

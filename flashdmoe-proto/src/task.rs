@@ -145,7 +145,7 @@ impl TaskDescriptor {
                         owner,
                         local_expert,
                         first_row,
-                        col_tile * g.tile.bn,
+                        col_tile * g.tile.bn_hidden,
                     )?,
                     layout.return_signal(owner, local_expert, row_tile, col_tile)?,
                     NO_OFFSET,
@@ -161,7 +161,8 @@ impl TaskDescriptor {
                 }
                 check_range("token tile", row_tile, layout.token_tiles())?;
                 check_range("column tile", col_tile, g.col_tiles_hidden())?;
-                let elem = first_row as u64 * g.hidden as u64 + (col_tile * g.tile.bn) as u64;
+                let elem =
+                    first_row as u64 * g.hidden as u64 + (col_tile * g.tile.bn_hidden) as u64;
                 (NO_OFFSET, elem * g.elem_bytes as u64, NO_OFFSET, NO_OFFSET)
             }
         };
@@ -280,7 +281,7 @@ mod tests {
             hidden: 16,
             inter: 32,
             elem_bytes: 2,
-            tile: TileShape { bm: 4, bn: 8, bk: 8 },
+            tile: TileShape::new(4, 8, 8),
         })
         .unwrap()
     }

@@ -54,10 +54,8 @@ fn edgy_u32(small: u32) -> impl Strategy<Value = u32> {
 
 /// Geometries of every kind: valid small ones, valid huge ones, invalid and overflowing ones.
 fn any_geometry() -> impl Strategy<Value = Geometry> {
-    let tile = (0u32..9, 0u32..9, 0u32..9, edgy_u32(256)).prop_map(|(n, k, m, bm)| TileShape {
-        bm,
-        bn: 1 << n,
-        bk: 1 << k.min(n + m % 2),
+    let tile = (0u32..9, 0u32..9, 0u32..9, edgy_u32(256)).prop_map(|(n, k, m, bm)| {
+        TileShape::new(bm, 1 << n, 1 << k.min(n + m % 2)).with_bn_hidden((1 << n) << (m % 3))
     });
     (
         edgy_u32(8),
@@ -85,7 +83,8 @@ fn any_geometry() -> impl Strategy<Value = Geometry> {
 /// must fail.
 fn model_sections(g: &Geometry) -> Option<[(u128, u128); 7]> {
     let t = g.tile;
-    let nonzero = [g.world, g.local_experts, g.hidden, g.inter, g.elem_bytes, t.bm, t.bn, t.bk];
+    let nonzero =
+        [g.world, g.local_experts, g.hidden, g.inter, g.elem_bytes, t.bm, t.bn, t.bk, t.bn_hidden];
     if nonzero.contains(&0) || !matches!(g.elem_bytes, 2 | 4) || g.world > 65535 {
         return None;
     }
@@ -93,10 +92,14 @@ fn model_sections(g: &Geometry) -> Option<[(u128, u128); 7]> {
     if !divides(t.bn) || !divides(t.bk) {
         return None;
     }
+    // GEMM1 and combine tiles: a multiple of bn dividing hidden.
+    if !t.bn_hidden.is_multiple_of(t.bn) || !g.hidden.is_multiple_of(t.bn_hidden) {
+        return None;
+    }
     let (p, le, cap) = (g.world as u128, g.local_experts as u128, g.capacity as u128);
     let (h, i, eb) = (g.hidden as u128, g.inter as u128, g.elem_bytes as u128);
     let rt = cap.div_ceil(t.bm as u128);
-    let cth = h / t.bn as u128;
+    let cth = h / t.bn_hidden as u128;
     if rt * cth > u32::MAX as u128 || !(h * eb).is_multiple_of(16) || !(i * eb).is_multiple_of(16) {
         return None;
     }
@@ -347,7 +350,9 @@ fn small_geometry() -> impl Strategy<Value = Geometry> {
                 hidden: bn * hm,
                 inter: bn * im,
                 elem_bytes,
-                tile: TileShape { bm, bn, bk: if half { bn / 2 } else { bn } },
+                // Wider GEMM1 tiles where they divide hidden (a gated layer's on Hopper).
+                tile: TileShape::new(bm, bn, if half { bn / 2 } else { bn })
+                    .with_bn_hidden(if hm % 2 == 0 { 2 * bn } else { bn }),
             }
         })
 }
@@ -681,7 +686,7 @@ fn hot_expert_and_empty_rank_hand_computed() {
         hidden: 16,
         inter: 8,
         elem_bytes: 2,
-        tile: TileShape { bm: 2, bn: 8, bk: 8 },
+        tile: TileShape::new(2, 8, 8),
     };
     let layout = HeapLayout::new(g).unwrap();
     // Rank 0 sends all 5 tokens to expert (owner 1, local 0); rank 1 sends nothing.

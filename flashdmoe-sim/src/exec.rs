@@ -154,7 +154,7 @@ impl<H: SymmetricHeap> SimExecutor<'_, H> {
 
     fn gemm1(&self, task: &TaskDescriptor) -> Result<(), RuntimeError> {
         let (h, i) = (self.config.hidden as usize, self.config.inter as usize);
-        let bn = self.layout.geometry().tile.bn as usize;
+        let bn = self.layout.geometry().tile.bn_hidden as usize;
         let e = self.expert(task)?;
         let w = self.weights;
         let mut hid = Vec::new();
@@ -178,9 +178,9 @@ impl<H: SymmetricHeap> SimExecutor<'_, H> {
     fn combine(&self, task: &TaskDescriptor) -> Result<(), RuntimeError> {
         let (h, k) = (self.config.hidden as usize, self.config.top_k as usize);
         let g = self.layout.geometry();
-        let bn = g.tile.bn as usize;
+        let bn = g.tile.bn_hidden as usize;
         let width = self.codec().width();
-        let first_col = task.col_tile * g.tile.bn;
+        let first_col = task.col_tile * g.tile.bn_hidden;
         let (mut acc, mut y, mut bytes) = (vec![0.0f32; bn], Vec::new(), vec![0u8; bn * width]);
         for r in 0..task.valid_rows as usize {
             let token = (task.row_tile * g.tile.bm) as usize + r;

@@ -229,7 +229,7 @@ mod tests {
             hidden: 64,
             inter: 64,
             elem_bytes: 2,
-            tile: TileShape { bm: 4, bn: 32, bk: 32 },
+            tile: TileShape::new(4, 32, 32),
         })
         .unwrap();
         let off = layout.dispatch_signal(1, 1).unwrap();

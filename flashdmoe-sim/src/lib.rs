@@ -104,7 +104,7 @@ pub struct SimBackend {
 impl SimBackend {
     /// The default tile: small, so even small shapes give many tasks (`bn`, `bk` divide every
     /// valid hidden and intermediate size, which are multiples of 64).
-    pub const DEFAULT_TILE: TileShape = TileShape { bm: 16, bn: 32, bk: 32 };
+    pub const DEFAULT_TILE: TileShape = TileShape::new(16, 32, 32);
 
     /// A simulator with `options` and [`SimBackend::DEFAULT_TILE`].
     pub fn new(options: SimOptions) -> Self {

@@ -55,7 +55,7 @@ fn explore(backend: SimBackend, config: MoeConfig, preemptions: usize) -> usize 
 fn backend() -> SimBackend {
     let options =
         SimOptions { processors_per_rank: 1, subscribers_per_rank: 1, ..SimOptions::default() };
-    SimBackend::new(options).with_tile(TileShape { bm: 1, bn: 64, bk: 64 })
+    SimBackend::new(options).with_tile(TileShape::new(1, 64, 64))
 }
 
 /// One expert on rank 0: rank 0 computes both packets, rank 1 only combines.

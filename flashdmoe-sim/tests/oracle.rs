@@ -47,6 +47,24 @@ fn every_dtype_activation_and_capacity_matches_the_oracle() {
 }
 
 #[test]
+fn wide_hidden_tiles_match_the_oracle() {
+    // GEMM1 and the combine in tiles of 2 bn columns (what the Hopper engine runs for gated
+    // layers): a different task graph, the same output.
+    let tile = SimBackend::DEFAULT_TILE.with_bn_hidden(2 * SimBackend::DEFAULT_TILE.bn);
+    for (i, activation) in [Activation::Relu, Activation::SiluGated].into_iter().enumerate() {
+        for capacity in [CapacityPolicy::Factor(1.0), CapacityPolicy::Dropless] {
+            let config = MoeConfig { activation, capacity, bias: i == 1, ..small() };
+            let (weights, inputs) = data(&config, 7 + i as u64);
+            let layer =
+                SimBackend::default().with_tile(tile).build(&config, &weights).expect("build");
+            assert_eq!(layer.layout().geometry().tile.bn_hidden, 2 * tile.bn);
+            let out = layer.forward(&inputs, &traced()).expect("forward");
+            check(&layer, &weights, &inputs, &out);
+        }
+    }
+}
+
+#[test]
 fn bitwise_deterministic_across_runs_and_thread_counts() {
     let config = MoeConfig { activation: Activation::SiluGated, bias: true, ..small() };
     let (weights, inputs) = data(&config, 11);

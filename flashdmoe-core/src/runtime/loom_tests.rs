@@ -85,7 +85,7 @@ fn layout(world: u32, inter_tiles: u32) -> HeapLayout {
         hidden: 4,
         inter: 4 * inter_tiles,
         elem_bytes: 4,
-        tile: TileShape { bm: 1, bn: 4, bk: 4 },
+        tile: TileShape::new(1, 4, 4),
     })
     .unwrap()
 }

@@ -412,7 +412,7 @@ mod tests {
             hidden: 8,
             inter: 8,
             elem_bytes: 4,
-            tile: TileShape { bm: 2, bn: 8, bk: 8 },
+            tile: TileShape::new(2, 8, 8),
         })
         .unwrap();
         RankState::new(&layout, 1).unwrap()
