@@ -6,28 +6,14 @@
 // completed <= 1), so an unread slot is never overwritten. The stop word kStop, written the
 // same way once every task of the rank completed, ends the processor's loop.
 //
-// Ordering: slot store, then a release of assigned (st.release.gpu for one handoff; for a
-// scheduler round, every slot store of the round, one fence, then relaxed stores of the
-// assigned counts); the processor's ld.acquire.gpu of assigned > taken makes the slot
-// visible. Completion: st.release.gpu of completed after the task's results are published;
-// the scheduler reads a round's completion counts relaxed, all at once, then fences. loom
-// checks this protocol in flashdmoe-core (runtime/mailbox.rs).
+// Ordering: the scheduler works in rounds: every slot store of a round, one fence, then
+// relaxed stores of the assigned counts (a release pattern); the processor's ld.acquire.gpu of
+// assigned > taken makes the slot visible. Completion: st.release.gpu of completed after the
+// task's results are published; the scheduler reads a round's completion counts relaxed, all
+// at once, then fences. loom checks this protocol in flashdmoe-core (runtime/mailbox.rs).
 #pragma once
 
 #include "heap.cuh"
-
-/// Scheduler side: tasks outstanding at processor q, given the scheduler's own count of
-/// tasks it assigned there.
-__device__ __forceinline__ unsigned mailbox_outstanding(const Rank& r, unsigned q, unsigned assigned) {
-  return assigned - ld_acquire_gpu(&r.completed()[q]);
-}
-
-/// Scheduler side: puts `task` (or kStop) in processor q's next slot; `assigned` is the
-/// scheduler's count for q before this one.
-__device__ __forceinline__ void mailbox_give(const Rank& r, unsigned q, unsigned assigned, unsigned task) {
-  r.mailbox()[2 * q + (assigned & 1u)] = task;
-  st_release_gpu(&r.assigned()[q], assigned + 1);
-}
 
 /// Scheduler side, one round: writes `task` in processor q's next slot without publishing it;
 /// mailbox_publish publishes the round's slots.
@@ -37,13 +23,14 @@ __device__ __forceinline__ void mailbox_stage(const Rank& r, unsigned q, unsigne
 
 /// Scheduler side, after a round's mailbox_stage calls by any lanes of the warp (all lanes
 /// call this): the warp barrier orders every lane's slots before each lane's fence, which
-/// orders them before its relaxed stores of the assigned counts (count[q[j]] for processor
-/// q[j], j < n; a processor listed twice gets the same count twice).
-__device__ __forceinline__ void mailbox_publish(const Rank& r, const unsigned* q, const unsigned* count, unsigned n,
+/// orders them before its relaxed stores of the assigned counts (count[q_of(j)] for processor
+/// q_of(j), j < n; a processor listed twice gets the same count twice).
+template <class QOf>
+__device__ __forceinline__ void mailbox_publish(const Rank& r, QOf q_of, const unsigned* count, unsigned n,
                                                 unsigned lane) {
   __syncwarp();
   fence_acq_rel_gpu();
-  for (unsigned j = lane; j < n; j += 32) st_relaxed_gpu(&r.assigned()[q[j]], count[q[j]]);
+  for (unsigned j = lane; j < n; j += 32) st_relaxed_gpu(&r.assigned()[q_of(j)], count[q_of(j)]);
 }
 
 /// Processor side: whether task number `taken` (0-based) has been given to processor q.

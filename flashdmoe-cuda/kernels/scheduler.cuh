@@ -121,7 +121,7 @@ __device__ void scheduler(const Rank& r, OsShared& s) {
       }
     }
     if (given) {
-      mailbox_publish(r, s.given_q, s.assigned, given, lane);
+      mailbox_publish(r, [&](unsigned j) { return s.given_q[j]; }, s.assigned, given, lane);
       const unsigned from_combine = min(given, ncready);
       chead += from_combine;
       head += given - from_combine;
@@ -152,8 +152,6 @@ __device__ void scheduler(const Rank& r, OsShared& s) {
     }
   }
   if (lane == 0) mark_latest(r, kStoppedNs);
-  for (unsigned q = lane; q < nproc; q += 32) mailbox_stage(r, q, s.assigned[q], kStop);
-  __syncwarp();
-  fence_acq_rel_gpu();
-  for (unsigned q = lane; q < nproc; q += 32) st_relaxed_gpu(&r.assigned()[q], s.assigned[q] + 1);
+  for (unsigned q = lane; q < nproc; q += 32) mailbox_stage(r, q, s.assigned[q]++, kStop);
+  mailbox_publish(r, [](unsigned q) { return q; }, s.assigned, nproc, lane);
 }
