@@ -78,6 +78,17 @@ __device__ __forceinline__ void tma_load_2d(unsigned dst, const void* map, int c
       : "memory");
 }
 
+// ─── stmatrix ────────────────────────────────────────────────────────────────────────────
+/// Stores four 8x8 matrices of 16-bit elements from the warp's registers: lane l's r[i] holds
+/// elements (l / 4, 2 (l % 4) .. +1) of matrix i, and lane l gives the address of row l % 8 of
+/// matrix l / 8 (16 bytes, 16-byte aligned). One instruction for what takes four 4-byte stores a
+/// lane, in the layout of a wgmma accumulator's 8-column blocks.
+__device__ __forceinline__ void stmatrix_x4(unsigned addr, const unsigned (&r)[4]) {
+  asm volatile("stmatrix.sync.aligned.m8n8.x4.shared.b16 [%0], {%1, %2, %3, %4};" ::"r"(addr), "r"(r[0]), "r"(r[1]),
+               "r"(r[2]), "r"(r[3])
+               : "memory");
+}
+
 // ─── wgmma ───────────────────────────────────────────────────────────────────────────────
 /// Orders this warpgroup's register and shared-memory accesses before the wgmmas that follow.
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;" ::: "memory"); }

@@ -37,8 +37,9 @@
 //   one task ahead: it loads task n+1 while the consumers finish task n's epilogue.
 //
 // EPILOGUE: store() converts the accumulators through an op, column chunk by column chunk,
-//   into a staging buffer in shared memory (16-byte chunks swizzled: conflict-free) and
-//   copies the valid rows out with 16-byte stores by all 256 consumers.
+//   into a staging buffer in shared memory (stmatrix for 16-bit elements; 16-byte chunks
+//   swizzled: conflict-free) and copies the valid rows out with 16-byte stores by all 256
+//   consumers.
 // ─────────────────────────────────────────────────────────────────────────────────────────
 #pragma once
 
@@ -344,6 +345,59 @@ template <Mode M, int BM, int BN, int NB, int STAGES> struct Engine {
     return row * kStagingStride + (((offset / 16) ^ (row & 7u)) * 16) + offset % 16;
   }
 
+  /// op's value for accumulator pair (i, i + 1) at (row, col) and (row, col + 1), as two Elem.
+  template <class Op>
+  __device__ static void pair_of(const Accum& acc, int i, unsigned row, unsigned col, Op& op, Elem (&v)[2]) {
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      const float v1 = NB == 2 ? acc.v[NB - 1][i + e] : 0.f;
+      v[e] = tile::from_f32<Elem>(op(row, col + e, acc.v[0][i + e], v1));
+    }
+  }
+
+  /// Consumer thread `ct` of warpgroup `cw`: op of its accumulators in the kChunkCols columns
+  /// from `col_lo`, as Elem, into one chunk of staging (swizzled rows). 16-bit elements leave
+  /// by stmatrix, two 8-column blocks (16 bytes a lane) an instruction; 4-byte ones in pairs.
+  template <class Op>
+  __device__ static void stage_chunk(char* staging, const Accum& acc, unsigned cw, unsigned ct, unsigned col_lo,
+                                     Op& op) {
+    struct alignas(2 * sizeof(Elem)) Pair {
+      Elem x, y;
+    };
+    if constexpr (kElemBytes == 2) {
+      static_assert(kN % 16 == 0 && kChunkCols % 16 == 0, "8-column blocks in pairs, never split by a chunk");
+      const unsigned w = ct / 32, lane = ct % 32;
+      const unsigned row0 = (cw % kWgM) * 64 + 16 * w;  // the warp's 16 rows
+      const unsigned group_col = (cw / kWgM) * kN;
+      // The row this lane addresses: row lane % 8 of matrix lane / 8, where matrix q holds rows
+      // 8 (q % 2) .. of block j + q / 2 (the accumulator's registers 4 (j + q / 2) + 2 (q % 2) ..).
+      const unsigned q = lane / 8, addr_row = row0 + 8 * (q % 2) + lane % 8;
+      const unsigned base = smem_u32(staging);
+#pragma unroll
+      for (int j = 0; j < kN / 8; j += 2) {
+        const unsigned col_j = group_col + 8 * j;
+        if (col_j < col_lo || col_j >= col_lo + kChunkCols) continue;  // resolved at compile time per chunk
+        unsigned packed[4];
+#pragma unroll
+        for (int m = 0; m < 4; ++m) {
+          Elem v[2];
+          pair_of(acc, 4 * (j + m / 2) + 2 * (m % 2), row0 + lane / 4 + 8 * (m % 2), col_j + 8 * (m / 2) + 2 * (lane % 4),
+                  op, v);
+          const Pair pr{v[0], v[1]};
+          packed[m] = *reinterpret_cast<const unsigned*>(&pr);
+        }
+        stmatrix_x4(base + staged(addr_row, (col_j + 8 * (q / 2) - col_lo) * kElemBytes), packed);
+      }
+    } else {
+      for_each_pair(cw, ct, col_lo, [&](int i, unsigned row, unsigned col) {
+        Elem v[2];
+        pair_of(acc, i, row, col, op, v);
+        // One 2-element store (col is even, rows are 16-byte aligned).
+        *reinterpret_cast<Pair*>(staging + staged(row, (col - col_lo) * kElemBytes)) = Pair{v[0], v[1]};
+      });
+    }
+  }
+
   /// The epilogue of a task, by all 256 consumer threads (`cw`, `ct` as in consume; `c` =
   /// 0..255): out[r][col] = op(r, col, acc0, acc1 (NB == 2) or 0) as Elem for rows r < valid_rows,
   /// row r at out + r * ldo elements. Column chunks of kChunkCols go through the staging
@@ -359,19 +413,7 @@ template <Mode M, int BM, int BN, int NB, int STAGES> struct Engine {
     for (int chunk = 0; chunk < BN / kChunkCols; ++chunk) {
       const unsigned col_lo = chunk * kChunkCols;
       consumer_sync();  // the previous chunk (or task) has left the staging buffer
-      for_each_pair(cw, ct, col_lo, [&](int i, unsigned row, unsigned col) {
-        Elem v[2];
-#pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          const float v1 = NB == 2 ? acc.v[NB - 1][i + e] : 0.f;
-          v[e] = tile::from_f32<Elem>(op(row, col + e, acc.v[0][i + e], v1));
-        }
-        // One 2-element store (col is even, rows are 16-byte aligned).
-        struct alignas(2 * sizeof(Elem)) Pair {
-          Elem x, y;
-        };
-        *reinterpret_cast<Pair*>(staging + staged(row, (col - col_lo) * kElemBytes)) = Pair{v[0], v[1]};
-      });
+      stage_chunk(staging, acc, cw, ct, col_lo, op);
       consumer_sync();
       for (unsigned v = c; v < valid_rows * kVecs; v += kConsumerThreads) {
         const unsigned r = v / kVecs, q = v % kVecs;
