@@ -321,6 +321,11 @@ template <Mode M, int BM, int BN, int NB, int STAGES> struct Engine {
   }
 
   // ─── epilogue ─────────────────────────────────────────────────────────────────────────
+  /// The first of the 16 tile rows that consumer thread `ct`'s warp owns in warpgroup `cw`'s
+  /// part of the tile, and the part's first column (the fragment layout below).
+  __device__ static unsigned warp_row0(unsigned cw, unsigned ct) { return (cw % kWgM) * 64 + 16 * (ct / 32); }
+  __device__ static unsigned group_col0(unsigned cw) { return (cw / kWgM) * kN; }
+
   /// Calls f(i, row, col) for the accumulator pair (i, i + 1) of consumer thread `ct`
   /// (0..127) of warpgroup `cw` whose columns lie in [col_lo, col_lo + kChunkCols):
   /// registers i and i + 1 hold (row, col) and (row, col + 1) of the tile. Fragment layout of
@@ -328,9 +333,9 @@ template <Mode M, int BM, int BN, int NB, int STAGES> struct Engine {
   /// 8-column block j, columns 8j + 2t (+1) of rows g and g + 8 (registers 4j, 4j+1 and
   /// 4j+2, 4j+3).
   template <class F> __device__ static void for_each_pair(unsigned cw, unsigned ct, unsigned col_lo, F f) {
-    const unsigned w = ct / 32, lane = ct % 32;
-    const unsigned row0 = (cw % kWgM) * 64 + 16 * w + lane / 4;
-    const unsigned group_col = (cw / kWgM) * kN;
+    const unsigned lane = ct % 32;
+    const unsigned row0 = warp_row0(cw, ct) + lane / 4;
+    const unsigned group_col = group_col0(cw);
 #pragma unroll
     for (int j = 0; j < kN / 8; ++j) {
       const unsigned col = group_col + 8 * j + 2 * (lane % 4);
@@ -366,9 +371,9 @@ template <Mode M, int BM, int BN, int NB, int STAGES> struct Engine {
     };
     if constexpr (kElemBytes == 2) {
       static_assert(kN % 16 == 0 && kChunkCols % 16 == 0, "8-column blocks in pairs, never split by a chunk");
-      const unsigned w = ct / 32, lane = ct % 32;
-      const unsigned row0 = (cw % kWgM) * 64 + 16 * w;  // the warp's 16 rows
-      const unsigned group_col = (cw / kWgM) * kN;
+      const unsigned lane = ct % 32;
+      const unsigned row0 = warp_row0(cw, ct);  // the warp's 16 rows
+      const unsigned group_col = group_col0(cw);
       // The row this lane addresses: row lane % 8 of matrix lane / 8, where matrix q holds rows
       // 8 (q % 2) .. of block j + q / 2 (the accumulator's registers 4 (j + q / 2) + 2 (q % 2) ..).
       const unsigned q = lane / 8, addr_row = row0 + 8 * (q % 2) + lane % 8;
