@@ -10,9 +10,13 @@ use crate::kernels::Defines;
 /// Threads of an engine block: one producer and two consumer warpgroups.
 pub const ENGINE_THREADS: u32 = 384;
 
-/// Dynamic shared memory a block may use on an H100/H200 (227 KiB opt-in), less 1 KiB for the
-/// kernels' static shared variables.
-pub const SMEM_LIMIT: u32 = 232_448 - 1024;
+/// Static shared memory the kernels may declare beside their dynamic shared memory (every
+/// variant declares at most 128 bytes; `tests/nvrtc_compile.rs` holds them to this).
+pub const STATIC_SMEM_RESERVE: u32 = 1024;
+
+/// Dynamic shared memory a block may use on an H100/H200 (227 KiB opt-in), less the kernels'
+/// static shared variables.
+pub const SMEM_LIMIT: u32 = 232_448 - STATIC_SMEM_RESERVE;
 
 /// Bytes of one task-ring slot (`Engine::kRingPayload`).
 const RING_PAYLOAD: u32 = 128;
@@ -79,12 +83,14 @@ impl WgmmaTile {
     }
 
     /// The deepest pipeline with the widest staged epilogue that fits in `limit` bytes:
-    /// staged bytes 512, 256, 128 (as wide as a tile row allows) first, then 4, 3, 2 stages.
-    /// On an H200 a 128x256 bf16 tile gets 3 stages and whole-row staging, which the tile
-    /// bench measured faster than 4 stages with 128-byte staging (docs/dev/perf-notes.md).
+    /// staged bytes 512, 256, 128 (as wide as a tile row allows) first, then 8 down to 2
+    /// stages. On an H200 a 128x256 bf16 tile gets 3 stages and whole-row staging, which the
+    /// tile bench measured faster than 4 stages with 128-byte staging; a small tile (64x64 at
+    /// T = 128) gets 8, because its tasks stream weights and the bytes in flight bound their
+    /// rate (perf-notes v23).
     pub fn deepest(elem_bytes: u32, bm: u32, bn: u32, nb: u32, limit: u32) -> Option<WgmmaTile> {
         for stage_bytes in [512, 256, 128] {
-            for stages in [4, 3, 2] {
+            for stages in (2..=8).rev() {
                 let t = WgmmaTile { elem_bytes, bm, bn, nb, stages, stage_bytes };
                 if t.unsupported().is_none() && t.smem_bytes() <= limit {
                     return Some(t);
@@ -110,6 +116,9 @@ mod tests {
         assert_eq!((t.stages, t.stage_bytes), (3, 512));
         let swiglu = WgmmaTile::deepest(2, 128, 128, 2, SMEM_LIMIT).unwrap();
         assert_eq!((swiglu.stages, swiglu.stage_bytes), (4, 256));
+        // Small tiles stream weights: as many stages as the engine takes.
+        let small = WgmmaTile::deepest(2, 64, 64, 1, SMEM_LIMIT).unwrap();
+        assert_eq!((small.stages, small.stage_bytes), (8, 128));
         for (eb, bm, bn, nb) in
             [(2, 64, 64, 1), (2, 64, 256, 2), (4, 128, 256, 1), (4, 128, 128, 2)]
         {

@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 
 use flashdmoe_core::config::presets;
+use flashdmoe_cuda::engine::STATIC_SMEM_RESERVE;
 use flashdmoe_cuda::jit::CacheMode;
 use flashdmoe_cuda::spec::{self, MoeSpec};
 use flashdmoe_cuda::{
@@ -83,7 +84,10 @@ fn every_kernel_variant_compiles_without_spills() {
 }
 
 /// Each model preset compiles the way a layer build compiles it on an H200: the first of its
-/// candidate specialisations (with their fallbacks) that does not spill.
+/// candidate specialisations (with their fallbacks) that does not spill. On Hopper that must be
+/// the first candidate, the Hopper engine's: a preset that spills there would run on the
+/// mma.sync engine, correct and without a word, at two thirds of the speed (run 52 in
+/// docs/dev/perf-notes.md v23).
 #[test]
 fn every_model_preset_compiles_through_its_candidates() {
     let Some(jit) = jit() else { return };
@@ -93,6 +97,14 @@ fn every_model_preset_compiles_through_its_candidates() {
             let candidates = MoeSpec::candidates(&model.config(), spec::H200_PROCESSORS, arch);
             let (spec, compiled) = spec::compile_first(&jit, arch, &candidates)
                 .unwrap_or_else(|e| panic!("{arch} {}: {e}", model.name));
+            if arch.major == 9 {
+                assert_eq!(
+                    spec.label(),
+                    candidates[0].label(),
+                    "{arch} {}: the Hopper engine's specialisation did not compile without spills",
+                    model.name
+                );
+            }
             let report = compiled.cubin.report();
             let entry = report.entry("fdm_moe_forward").expect("checked by the JIT");
             let registers = entry.registers.unwrap_or(0);
@@ -112,6 +124,14 @@ fn check(jit: &Jit, arch: Arch, variant: &KernelVariant) -> Result<String, Strin
         return Err(format!("{arch} {}: wgmma serialised: {line}", variant.label));
     }
     let entry = report.entry(variant.source.entry).expect("checked by the JIT");
+    // The host sizes dynamic shared memory up to SMEM_LIMIT, assuming at most this much static.
+    if entry.smem_bytes > STATIC_SMEM_RESERVE {
+        return Err(format!(
+            "{arch} {}: {} bytes of static shared memory, more than the {STATIC_SMEM_RESERVE} \
+             engine.rs reserves for it",
+            variant.label, entry.smem_bytes
+        ));
+    }
     Ok(format!(
         "ok  {arch} {:<44} {:>3} registers, {:>6} B smem, {:>4} B stack",
         variant.label,
