@@ -60,6 +60,12 @@ pub trait Layer: Send + Sync {
     /// The configuration the layer was built for.
     fn config(&self) -> &MoeConfig;
 
+    /// What the backend chose to run this layer with, for reports (the CUDA kernel's
+    /// specialisation, and any it fell back from); `None` when there is nothing to say.
+    fn describe(&self) -> Option<String> {
+        None
+    }
+
     /// The symmetric-heap layout (and so the task tile) every rank of this layer uses: what a
     /// trace of it is checked against (`conformance`).
     fn layout(&self) -> &HeapLayout;

@@ -133,6 +133,26 @@ struct Plan {
     scratch_bytes: u64,
     ranks_per_gpu: u32,
     blocks_per_rank: u32,
+    /// Specialisations preferred to `spec` that spilled (`spec::Chosen::skipped`'s labels).
+    skipped: Vec<String>,
+}
+
+impl Plan {
+    /// The kernel specialisation and any it fell back from ([`Layer::describe`]).
+    fn describe(&self) -> String {
+        let mut line = format!(
+            "kernel: {} ({} processor blocks a rank)",
+            self.spec.label(),
+            self.blocks_per_rank - 1
+        );
+        if !self.skipped.is_empty() {
+            line += &format!(
+                "; fell back from {} (register spills: correct, slower)",
+                self.skipped.join(", ")
+            );
+        }
+        line
+    }
 }
 
 /// Lays the per-rank scratch arrays out back to back, 256-byte aligned, with checked
@@ -362,7 +382,7 @@ impl CudaBackend {
         // The first specialisation that compiles without spills, on the first GPU's
         // architecture; the others compile that one (all GPUs of a node are normally alike).
         let arch0 = Arch::for_device(devices[0].gpu().cc);
-        let (spec, compiled0) = {
+        let spec::Chosen { spec, compiled: compiled0, skipped } = {
             let candidates =
                 self.options.engine.filter(MoeSpec::candidates(config, processors, arch0));
             if candidates.is_empty() {
@@ -427,6 +447,7 @@ impl CudaBackend {
             scratch_bytes,
             ranks_per_gpu,
             blocks_per_rank,
+            skipped: skipped.into_iter().map(|(label, _)| label).collect(),
         };
 
         let mut built = Vec::with_capacity(ngpus);
@@ -1020,6 +1041,10 @@ impl Layer for CudaLayer {
         &self.plan.config
     }
 
+    fn describe(&self) -> Option<String> {
+        Some(self.plan.describe())
+    }
+
     fn layout(&self) -> &HeapLayout {
         &self.plan.layout
     }
@@ -1235,14 +1260,14 @@ mod tests {
         assert_eq!(eight.topk_expert - one.topk_expert, total_eight - total_one);
     }
 
-    #[test]
-    fn timeout_reports_name_the_role_and_what_it_waited_for() {
+    /// A two-rank paper layer's plan at 64 blocks a rank, no GPU needed.
+    fn test_plan() -> Plan {
         let config = MoeConfig { world: 2, experts: 8, ..MoeConfig::default() };
         let spec = MoeSpec::for_config(&config, 64);
         let layout = HeapLayout::new(config.geometry(spec.tile).unwrap()).unwrap();
         let (scratch, scratch_bytes) =
             scratch_layout(&config, config.experts, 64, 1024, 63, 1).unwrap();
-        let plan = Plan {
+        Plan {
             map: config.expert_map().unwrap(),
             protocol: config.clone(),
             virtual_experts: None,
@@ -1253,7 +1278,24 @@ mod tests {
             scratch_bytes,
             ranks_per_gpu: 1,
             blocks_per_rank: 64,
-        };
+            skipped: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_description_names_the_kernel_and_any_fallback() {
+        let plan = test_plan();
+        let label = plan.spec.label();
+        assert_eq!(plan.describe(), format!("kernel: {label} (63 processor blocks a rank)"));
+        let plan = Plan { skipped: vec!["hopper-image".into()], ..test_plan() };
+        let line = plan.describe();
+        assert!(line.starts_with(&format!("kernel: {label} ")), "{line}");
+        assert!(line.contains("fell back from hopper-image (register spills"), "{line}");
+    }
+
+    #[test]
+    fn timeout_reports_name_the_role_and_what_it_waited_for() {
+        let plan = test_plan();
         let diag = |role, what, index, seen| Diag {
             status: 1,
             abort: 1,

@@ -593,24 +593,33 @@ impl MoeSpec {
     }
 }
 
+/// The specialisation [`compile_first`] chose, its image, and the candidates before it that
+/// spilled (label and ptxas's account), which a report should name: a fallback runs correctly
+/// but slower.
+#[derive(Debug)]
+pub struct Chosen {
+    /// The specialisation that compiled.
+    pub spec: MoeSpec,
+    /// Its image.
+    pub compiled: Compiled,
+    /// The candidates before it that spilled: label, and the spill error.
+    pub skipped: Vec<(String, CudaError)>,
+}
+
 /// Compiles the first of `candidates` (each through [`Jit::compile_variant`], so with its
 /// fallback defines) that compiles without register spills, for a device of architecture
 /// `arch` (each candidate for [`MoeSpec::arch_for`] it); any other error stops the search.
 /// Errors with the last spill when every candidate spills.
-pub fn compile_first(
-    jit: &Jit,
-    arch: Arch,
-    candidates: &[MoeSpec],
-) -> Result<(MoeSpec, Compiled), CudaError> {
-    let mut last = None;
+pub fn compile_first(jit: &Jit, arch: Arch, candidates: &[MoeSpec]) -> Result<Chosen, CudaError> {
+    let mut skipped = Vec::new();
     for spec in candidates {
         match jit.compile_variant(&spec.variant(), spec.arch_for(arch)) {
-            Ok(compiled) => return Ok((*spec, compiled)),
-            Err(e @ CudaError::Spills { .. }) => last = Some(e),
+            Ok(compiled) => return Ok(Chosen { spec: *spec, compiled, skipped }),
+            Err(e @ CudaError::Spills { .. }) => skipped.push((spec.label(), e)),
             Err(e) => return Err(e),
         }
     }
-    Err(last.unwrap_or_else(|| CudaError::InvalidDefine {
+    Err(skipped.pop().map(|(_, e)| e).unwrap_or_else(|| CudaError::InvalidDefine {
         name: "candidates".into(),
         reason: "no kernel specialisation to compile",
     }))

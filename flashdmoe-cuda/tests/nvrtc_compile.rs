@@ -95,13 +95,13 @@ fn every_model_preset_compiles_through_its_candidates() {
         // Presets the kernel does not compute are refused by the layer (today: none).
         for model in presets::MODELS.iter().filter(|m| spec::computes(&m.config())) {
             let candidates = MoeSpec::candidates(&model.config(), spec::H200_PROCESSORS, arch);
-            let (spec, compiled) = spec::compile_first(&jit, arch, &candidates)
-                .unwrap_or_else(|e| panic!("{arch} {}: {e}", model.name));
+            let spec::Chosen { spec, compiled, skipped } =
+                spec::compile_first(&jit, arch, &candidates)
+                    .unwrap_or_else(|e| panic!("{arch} {}: {e}", model.name));
             if arch.major == 9 {
-                assert_eq!(
-                    spec.label(),
-                    candidates[0].label(),
-                    "{arch} {}: the Hopper engine's specialisation did not compile without spills",
+                assert!(
+                    skipped.is_empty(),
+                    "{arch} {}: the Hopper engine's specialisation did not compile: {skipped:?}",
                     model.name
                 );
             }

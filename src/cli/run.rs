@@ -124,6 +124,9 @@ fn run_on<B: Backend>(
             .collect::<Result<Vec<_>, _>>()
     })?;
     let layer = phases.run(c"build", |_| backend.build(config, &weights))?;
+    if let Some(line) = layer.describe() {
+        println!("{line}");
+    }
     let forward = |options: &ForwardOptions| {
         layer.forward(&inputs, options).map_err(|e| timeout_named(e, backend.name(), args.timeout))
     };
