@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the PyTorch baselines' CPU tests (bench/baselines) and the Python package's tests
-# (flashdmoe-py, both run by scripts/test.sh) need -- a pinned torch, pytest, numpy and maturin
-# (which builds the package's wheel) from PyPI -- into a virtual environment, then prints the
-# export that makes scripts/test.sh use it:
+# (flashdmoe-py, both run by scripts/test.sh) need -- a pinned torch, pytest, numpy, maturin
+# (which builds the package's wheel) and transformers (whose MoE blocks the oracle is compared
+# with, bench/baselines/test_transformers.py) from PyPI -- into a virtual environment, then
+# prints the export that makes scripts/test.sh use it:
 #
 #     eval "$(scripts/install-torch.sh)"
 #
@@ -19,12 +20,12 @@
 set -euo pipefail
 
 dir="${FLASHDMOE_TORCH_DIR:-/opt/flashdmoe-torch}"
-pins=(torch==2.11.0 numpy==2.4.6 pytest==9.2.0 maturin==1.15.0)
+pins=(torch==2.11.0 numpy==2.4.6 pytest==9.2.0 maturin==1.15.0 transformers==5.23.0)
 stamp="$dir/flashdmoe-pins.txt"
 
 installed() {
     [[ -x "$dir/bin/python" && -f "$stamp" && "$(cat "$stamp")" == "${pins[*]}" ]] &&
-        "$dir/bin/python" -c 'import torch, numpy, pytest, maturin' 2>/dev/null
+        "$dir/bin/python" -c 'import torch, numpy, pytest, maturin, transformers' 2>/dev/null
 }
 
 if installed; then

@@ -13,8 +13,9 @@ match, and their output match the Rust oracle's: within one bf16 rounding of the
 for bf16 layers (the oracle rounds h and y to bf16, transformers in float64 does not), within
 1e-5 of it for f32-exact ones.
 
-Needs ``transformers`` (not in the baselines' environment): without it every test here is
-skipped, and the run's summary says so on a line of its own (``conftest.py``).
+Needs ``transformers`` (pinned by ``scripts/install-torch.sh``, 5.23.0; CI requires it): without
+it every test here is skipped, and the run's summary says so on a line of its own
+(``conftest.py``).
 """
 
 from __future__ import annotations
