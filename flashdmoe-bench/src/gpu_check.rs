@@ -86,6 +86,7 @@ impl Outcome {
                     protocol: self.protocol,
                     processes: None,
                     ranks_per_process: None,
+                    kernel: None,
                 };
                 record.check().map_err(|e| format!("{}: {e}", record_name(&record)))?;
                 Line::Measurement(record)

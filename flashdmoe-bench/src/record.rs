@@ -616,6 +616,10 @@ pub struct Record {
     /// With `processes`: the ranks each process ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ranks_per_process: Option<u32>,
+    /// What ran the layer, as the layer describes itself (`Layer::describe`: the CUDA
+    /// kernel's specialisation and any it fell back from); absent where not recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<String>,
 }
 
 impl Record {
@@ -786,6 +790,7 @@ pub(crate) mod tests {
             protocol: Some(ProtocolStats { gemm0_tasks: 4, ..ProtocolStats::default() }),
             processes: None,
             ranks_per_process: None,
+            kernel: None,
         }
     }
 
@@ -847,6 +852,16 @@ pub(crate) mod tests {
         assert!(line.contains(r#""activation":"swiglu""#));
         assert_eq!(parse_jsonl(&line, "x").unwrap()[0], dropless);
         assert_eq!(dropless.percent_of_floor(), None);
+        // The kernel the layer ran, when recorded, travels with the record; absent, no field.
+        assert!(!line_has_kernel(&ours(1.0, "cuda")));
+        let kernel =
+            Record { kernel: Some("kernel: bf16-relu-wgmma-s3".into()), ..ours(1.0, "cuda") };
+        assert!(line_has_kernel(&kernel));
+        assert_eq!(parse_jsonl(&kernel.to_json_line(), "x").unwrap()[0], kernel);
+    }
+
+    fn line_has_kernel(r: &Record) -> bool {
+        r.to_json_line().contains(r#""kernel":"#)
     }
 
     #[test]

@@ -226,6 +226,7 @@ pub fn run_case<B: BenchBackend>(
         protocol: Some(protocol),
         processes: None,
         ranks_per_process: None,
+        kernel: layer.describe(),
     })
 }
 

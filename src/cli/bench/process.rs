@@ -197,6 +197,7 @@ pub(super) fn record(
         protocol: None,
         processes: Some(parts.len() as u32),
         ranks_per_process: Some(ranks_per_process),
+        kernel: None,
     };
     r.check().map_err(|e| CliError::Failed(format!("the record is malformed: {e}")))?;
     Ok(r)
