@@ -2,10 +2,11 @@
 # Runs docs/dev/gpu-queue.md's checks in one device call, each phase under its own share of a
 # time budget (BUDGET seconds, default 540), logs packed into $OUT/gpu-queue.tgz and a short
 # table last. Build here first (no Rust on the GPU machine):
-#   cargo build --release -p flashdmoe-bench --bin gpu-check && mkdir -p .carry && cp target/release/gpu-check .carry/
+#   cargo build --release -p flashdmoe-bench --bin gpu-check -p flashdmoe --bin flashdmoe && mkdir -p .carry \
+#     && cp target/release/gpu-check target/release/flashdmoe .carry/   # flashdmoe: the preset and nccl phases
 #   python3 -m maturin build -m flashdmoe-py/Cargo.toml --profile wheel -o .carry/whl   # optional: the PyTorch package
 # then, with `.carry` carried: `bash scripts/gpu-queue.sh`. ONLY=a,b runs the phases whose names
-# contain a or b (resident, quick, python, binding, paper, grid, torch, launch, nccl).
+# contain a or b (resident, quick, preset, python, binding, paper, grid, torch, launch, nccl).
 set -u -o pipefail
 out=${OUT:-gpu-queue-out}; w=$(mktemp -d); mkdir -p "$out"
 source "$(dirname "${BASH_SOURCE[0]}")/gpu-env.sh"
@@ -28,6 +29,10 @@ nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu 
 # newest unverified kernel changes; then every quick check (the host path reads the epoch back).
 phase resident 40 .carry/gpu-check --quick --only device-resident --json "$w/resident.jsonl"
 phase quick 150 .carry/gpu-check --quick --json "$w/quick.jsonl"
+# A gated preset through the CLI: its `kernel:` line must name a wgmma image (no fallback).
+if [ -x .carry/flashdmoe ]; then
+  phase preset 40 .carry/flashdmoe run --preset qwen3-30b-a3b --world 1 --dropless --backend cuda --back-to-back 20
+fi
 if ls .carry/whl/*.whl >/dev/null 2>&1; then
   phase python 90 bash -c 'python3 -m pip install -q --no-deps --force-reinstall .carry/whl/*.whl && python3 -m pytest -q -rs -p no:cacheprovider flashdmoe-py/tests/test_cuda.py'
   phase binding 60 python3 flashdmoe-py/benchmarks/binding.py --tokens 4096 --out "$w/binding.json"
@@ -51,6 +56,7 @@ grep -h -E '^\[ok\] device-resident' "$w"/resident.log 2>/dev/null | cut -c1-150
 tail -n 2 "$w"/binding.log 2>/dev/null
 grep -h -E "graph|eager" "$w"/binding-torch.log 2>/dev/null | cut -c1-110 | head -3
 grep -h -i -E "nccl|error" "$w"/nccl.log 2>/dev/null | head -5
+grep -h -E "^kernel:|^verify:|^back to back:" "$w"/preset.log 2>/dev/null | cut -c1-300
 grep -h -E "^\[ok\] paper" "$w"/paper.log 2>/dev/null | cut -c1-400
 sed -n '/median ms/,$p' "$w"/grid.log 2>/dev/null | head -14
 grep -h -E "graph|cublas-dense" "$w"/torch.log 2>/dev/null | cut -c1-110 | head -20
