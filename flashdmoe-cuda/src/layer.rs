@@ -143,7 +143,7 @@ impl Plan {
         let mut line = format!(
             "kernel: {} ({} processor blocks a rank)",
             self.spec.label(),
-            self.blocks_per_rank - 1
+            self.blocks_per_rank.saturating_sub(1)
         );
         if !self.skipped.is_empty() {
             line += &format!(
