@@ -6,14 +6,16 @@
 //! 1. GEMM0: `u_i = x . up[e][i] (+ ub[e][i])` and, for SwiGLU, `g_i = x . gate[e][i]
 //!    (+ gb[e][i])`, accumulated in `f64`; `h_i = act(u_i, g_i)`
 //!    ([`crate::config::Activation::eval`]) is rounded to the dtype (the intermediate rows);
-//! 2. GEMM1: `y_o = h . down[e][o] (+ db[e][o])` in `f64`, rounded to the dtype (the return
-//!    rows);
+//! 2. GEMM1: `y_o = w * (h . down[e][o] (+ db[e][o]))` in `f64`, with `w` the slot's routing
+//!    weight (the owner's GEMM1 epilogue applies it: the weight travels with the dispatched
+//!    row), rounded to the dtype (the return rows);
 //! 3. shared experts (when the config has them): steps 1-2 for the token with the shared
 //!    SwiGLU (silu, no biases, intermediate size `S = count * inter`), `ys_o` rounded to the
 //!    dtype; its scale `gs` is 1, or with Qwen's gate `gs = sigmoid(x . gate_row)`, the dot in
 //!    `f64` rounded to `f32`, the sigmoid in `f32`;
-//! 4. combine: `out_o = sum_j w_j * y_j,o (+ gs * ys_o)` over the token's kept slots in slot
-//!    order, then the shared term, in `f64`, rounded to the dtype. Dropped slots contribute
+//! 4. combine: `out_o = sum_j y_j,o (+ gs * ys_o)` over the token's kept slots in slot order
+//!    (a plain sum: the weights are in the rows), then the shared term, in `f64`, rounded to
+//!    the dtype. Dropped slots contribute
 //!    nothing; a token whose slots are all dropped outputs its shared term alone (zeros
 //!    without shared experts).
 //!
@@ -128,13 +130,12 @@ pub fn reference_rows(
                     continue;
                 }
                 let mlp = expert_mlp(config, weights, routing.experts[slot] as usize);
-                let y = scratch.forward(config, &mlp, x);
-                let w = routing.weights[slot] as f64;
-                acc.iter_mut().zip(y).for_each(|(a, &v)| *a += w * v as f64);
+                let y = scratch.forward(config, &mlp, x, routing.weights[slot] as f64);
+                acc.iter_mut().zip(y).for_each(|(a, &v)| *a += v as f64);
             }
             if let Some(mlp) = &shared {
                 let gs = shared_scale(weights, x) as f64;
-                let y = scratch.forward(config, mlp, x);
+                let y = scratch.forward(config, mlp, x, 1.0);
                 acc.iter_mut().zip(y).for_each(|(a, &v)| *a += gs * v as f64);
             }
             for (o, &a) in out_row.iter_mut().zip(&acc) {
@@ -256,8 +257,9 @@ impl ExpertScratch {
         }
     }
 
-    /// `y` (dtype-rounded, `[hidden]`) of `mlp` on row `x`: steps 1-2 of the module doc.
-    fn forward(&mut self, config: &MoeConfig, mlp: &Mlp, x: &[f32]) -> &[f32] {
+    /// `y` (dtype-rounded, `[hidden]`) of `mlp` on row `x`, scaled by `w` before the rounding:
+    /// steps 1-2 of the module doc.
+    fn forward(&mut self, config: &MoeConfig, mlp: &Mlp, x: &[f32], w: f64) -> &[f32] {
         let (hd, id) = (config.hidden as usize, mlp.inter);
         let dot = |a: &[f32], b: &[f32]| -> f64 {
             a.iter().zip(b).map(|(&p, &q)| p as f64 * q as f64).sum()
@@ -273,7 +275,7 @@ impl ExpertScratch {
         }
         for (o, y) in self.y.iter_mut().enumerate() {
             let v = dot(&self.h[..id], &mlp.down[o * id..][..id]) + bias(mlp.down_bias, o);
-            *y = config.dtype.round(v as f32);
+            *y = config.dtype.round((w * v) as f32);
         }
         &self.y
     }

@@ -468,14 +468,35 @@ impl RankRouting {
                 actual: self.expert_tokens.len(),
             });
         }
-        let packets = (0..g.world)
-            .flat_map(|owner| (0..g.local_experts).map(move |local| (owner, local)))
-            .map(|(owner, local)| match map.global(owner, local) {
-                Some(e) => self.expert_tokens[e as usize].clone(),
-                None => Vec::new(),
-            })
-            .collect();
-        Ok(SourcePlan::new(layout, packets)?)
+        // Each kept (token, slot)'s weight at its row of its expert's packet.
+        let mut expert_weights: Vec<Vec<f32>> =
+            self.expert_tokens.iter().map(|t| vec![0.0; t.len()]).collect();
+        for (slot, &row) in self.rows.iter().enumerate() {
+            if row == DROPPED {
+                continue;
+            }
+            let e = self.experts[slot] as usize;
+            match expert_weights.get_mut(e).and_then(|w| w.get_mut(row as usize)) {
+                Some(w) => *w = self.weights[slot],
+                None => return Err(RoutingError::Inconsistent { what: "rows" }),
+            }
+        }
+        let (mut packets, mut weights) = (Vec::new(), Vec::new());
+        for owner in 0..g.world {
+            for local in 0..g.local_experts {
+                match map.global(owner, local) {
+                    Some(e) => {
+                        packets.push(self.expert_tokens[e as usize].clone());
+                        weights.push(expert_weights[e as usize].clone());
+                    }
+                    None => {
+                        packets.push(Vec::new());
+                        weights.push(Vec::new());
+                    }
+                }
+            }
+        }
+        Ok(SourcePlan::new(layout, packets)?.with_weights(weights)?)
     }
 }
 

@@ -41,13 +41,16 @@ pub fn tile_rows(rows: u32, row_tile: u32, bm: u32) -> u32 {
 }
 
 /// The routing of one source rank as the protocol sees it: for each destination slot
-/// `(owner rank, local expert)`, the source's token indices routed there in ascending order.
-/// Row `i` of a packet carries its `i`-th token.
+/// `(owner rank, local expert)`, the source's token indices routed there in ascending order,
+/// and each row's routing weight. Row `i` of a packet carries its `i`-th token; the owner's
+/// GEMM1 scales the row's output by its weight, so the source's combine is a plain sum.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SourcePlan {
     tokens: u32,
     local_experts: u32,
     packets: Vec<Vec<u32>>,
+    /// `f32` bits, the packets' shape (bits keep the plan `Eq`).
+    weights: Vec<Vec<u32>>,
 }
 
 impl SourcePlan {
@@ -72,7 +75,32 @@ impl SourcePlan {
                 return Err(ProtoError::BadPlan { reason: "token index out of range" });
             }
         }
-        Ok(SourcePlan { tokens: g.tokens, local_experts: g.local_experts, packets })
+        let weights = packets.iter().map(|p| alloc::vec![1.0f32.to_bits(); p.len()]).collect();
+        Ok(SourcePlan { tokens: g.tokens, local_experts: g.local_experts, packets, weights })
+    }
+
+    /// The plan with each row's routing weight (`weights` shaped like the packets; every
+    /// weight finite). [`SourcePlan::new`] gives every row weight 1.
+    pub fn with_weights(mut self, weights: Vec<Vec<f32>>) -> Result<SourcePlan> {
+        if weights.len() != self.packets.len()
+            || weights.iter().zip(&self.packets).any(|(w, p)| w.len() != p.len())
+        {
+            return Err(ProtoError::BadPlan { reason: "weights not shaped like the packets" });
+        }
+        if weights.iter().flatten().any(|w| !w.is_finite()) {
+            return Err(ProtoError::BadPlan { reason: "a routing weight is not finite" });
+        }
+        self.weights = weights.iter().map(|w| w.iter().map(|x| x.to_bits()).collect()).collect();
+        Ok(self)
+    }
+
+    /// Routing weights of the packet for `(owner, local_expert)`'s rows, in row order (panics
+    /// like [`SourcePlan::packet`]).
+    pub fn weights(&self, owner: u32, local_expert: u32) -> impl Iterator<Item = f32> + '_ {
+        assert!(local_expert < self.local_experts, "local expert out of range");
+        self.weights[owner as usize * self.local_experts as usize + local_expert as usize]
+            .iter()
+            .map(|&b| f32::from_bits(b))
     }
 
     /// Tokens of the packet for `(owner, local_expert)`, ascending.
@@ -529,6 +557,21 @@ mod tests {
             tile: TileShape::new(4, 8, 8),
         })
         .unwrap()
+    }
+
+    #[test]
+    fn plan_weights_default_to_one_and_must_match_the_packets() {
+        let plan =
+            SourcePlan::new(&layout(), alloc::vec![alloc::vec![0, 3], alloc::vec![1]]).unwrap();
+        assert!(plan.weights(0, 0).eq([1.0, 1.0]) && plan.weights(1, 0).eq([1.0]));
+        let weighted =
+            |a: f32| plan.clone().with_weights(alloc::vec![alloc::vec![0.25, a], alloc::vec![0.5]]);
+        let ok = weighted(0.75).unwrap();
+        assert!(ok.weights(0, 0).eq([0.25, 0.75]) && ok.weights(1, 0).eq([0.5]));
+        assert!(weighted(f32::NAN).is_err());
+        assert!(
+            plan.clone().with_weights(alloc::vec![alloc::vec![1.0], alloc::vec![0.5]]).is_err()
+        );
     }
 
     #[test]

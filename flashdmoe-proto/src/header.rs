@@ -10,7 +10,9 @@ use alloc::string::String;
 use core::fmt::Write;
 use core::mem::{align_of, offset_of, size_of};
 
-use crate::layout::{ALIGN, COUNTER_BYTES, LayoutParams, MAX_COMBINE_GROUPS, SIGNAL_BYTES};
+use crate::layout::{
+    ALIGN, COUNTER_BYTES, LayoutParams, MAX_COMBINE_GROUPS, SIGNAL_BYTES, WEIGHT_BYTES,
+};
 use crate::task::{NO_OFFSET, TASK_BYTES, TaskDescriptor, TaskKind};
 
 /// Field names and C types of [`TaskDescriptor`], in declaration order.
@@ -30,7 +32,7 @@ const TASK_FIELDS: [(&str, &str, usize); 12] = [
 ];
 
 /// Field names and C types of [`LayoutParams`], in declaration order.
-const LAYOUT_FIELDS: [(&str, &str, usize); 22] = [
+const LAYOUT_FIELDS: [(&str, &str, usize); 23] = [
     ("world", "unsigned int", offset_of!(LayoutParams, world)),
     ("local_experts", "unsigned int", offset_of!(LayoutParams, local_experts)),
     ("tokens", "unsigned int", offset_of!(LayoutParams, tokens)),
@@ -52,6 +54,7 @@ const LAYOUT_FIELDS: [(&str, &str, usize); 22] = [
     ("dispatch_rows", "unsigned long long", offset_of!(LayoutParams, dispatch_rows)),
     ("return_rows", "unsigned long long", offset_of!(LayoutParams, return_rows)),
     ("intermediate_rows", "unsigned long long", offset_of!(LayoutParams, intermediate_rows)),
+    ("dispatch_weights", "unsigned long long", offset_of!(LayoutParams, dispatch_weights)),
     ("total", "unsigned long long", offset_of!(LayoutParams, total)),
 ];
 
@@ -119,6 +122,7 @@ pub fn c_header() -> String {
         ("FDM_ALIGN", format!("{ALIGN}ull")),
         ("FDM_SIGNAL_BYTES", format!("{SIGNAL_BYTES}ull")),
         ("FDM_COUNTER_BYTES", format!("{COUNTER_BYTES}ull")),
+        ("FDM_WEIGHT_BYTES", format!("{WEIGHT_BYTES}ull")),
         ("FDM_MAX_COMBINE_GROUPS", format!("{MAX_COMBINE_GROUPS}u")),
         ("FDM_TASK_BYTES", format!("{TASK_BYTES}")),
         ("FDM_NO_OFFSET", format!("0x{NO_OFFSET:X}ull")),
@@ -211,6 +215,11 @@ FDM_FN unsigned long long fdm_row(const fdm_layout* l, unsigned int stage, unsig
 FDM_FN unsigned long long fdm_intermediate_row(const fdm_layout* l, unsigned int source, unsigned int le,
                                                unsigned int row, unsigned int col) {
     return fdm_element(l, l->intermediate_rows, source, le, row, col, l->inter);
+}
+// The routing weight (f32) of row `row` of packet (source, le): HeapLayout::dispatch_weight.
+FDM_FN unsigned long long fdm_dispatch_weight(const fdm_layout* l, unsigned int source, unsigned int le,
+                                              unsigned int row) {
+    return l->dispatch_weights + (fdm_packet_index(l, source, le) * l->capacity + row) * FDM_WEIGHT_BYTES;
 }
 // The counters a forward resets (row-tile then combine counters, contiguous u32s):
 // HeapLayout::counters.
@@ -350,6 +359,7 @@ mod tests {
             p.dispatch_rows,
             p.return_rows,
             p.intermediate_rows,
+            p.dispatch_weights,
             p.total,
         ];
         let mut fields: Vec<String> = u32s.iter().map(|v| alloc::format!("{v}u")).collect();
@@ -474,6 +484,10 @@ mod tests {
                                 l.intermediate_row(peer, le, row, col).unwrap(),
                             );
                         }
+                        q.push(
+                            &alloc::format!("fdm_dispatch_weight({lp}, {peer}u, {le}u, {row}u)"),
+                            l.dispatch_weight(peer, le, row).unwrap(),
+                        );
                     }
                 }
             }
@@ -608,7 +622,7 @@ mod tests {
         assert_eq!(h, c_header());
         // One offset assertion per field of both structs, plus size and alignment of each.
         assert_eq!(h.matches("FDM_ASSERT_OFFSET(fdm_task,").count(), 12);
-        assert_eq!(h.matches("FDM_ASSERT_OFFSET(fdm_layout,").count(), 22);
+        assert_eq!(h.matches("FDM_ASSERT_OFFSET(fdm_layout,").count(), 23);
         assert_eq!(h.matches("static_assert(sizeof(").count(), 2);
         assert!(h.contains("#define FDM_TASK_GEMM0 0"));
         assert!(h.contains("#define FDM_TASK_COMBINE 2"));

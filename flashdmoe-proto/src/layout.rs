@@ -18,6 +18,11 @@
 //! | dispatch rows | `[world][local_experts][capacity][hidden]` | element | source ranks (remote) |
 //! | return rows | `[world][local_experts][capacity][hidden]` | element | owner ranks (remote) |
 //! | intermediate rows | `[world][local_experts][capacity][inter]` | element | this rank |
+//! | dispatch weights | `[world][local_experts][capacity]` | `f32` | source ranks (remote) |
+//!
+//! A dispatched row's weight (the router's combine weight of that token for that expert)
+//! travels with it; the owner's GEMM1 scales the row's output by it, so a source's combine is
+//! a plain ordered sum of its returned rows.
 
 use crate::error::{ProtoError, Result, check_range};
 
@@ -27,6 +32,8 @@ pub const ALIGN: u64 = 256;
 pub const SIGNAL_BYTES: u64 = 8;
 /// Bytes of one counter word.
 pub const COUNTER_BYTES: u64 = 4;
+/// Bytes of one dispatch weight (`f32`).
+pub const WEIGHT_BYTES: u64 = 4;
 /// The most readiness groups a rank's combine has: its token tiles are counted in at most this
 /// many groups of consecutive tiles ([`crate::graph::combine_group_tiles`]), which bounds the
 /// combine counters and the kernel's per-group state in shared memory.
@@ -144,11 +151,13 @@ pub struct LayoutParams {
     pub return_rows: u64,
     /// Start of the intermediate rows.
     pub intermediate_rows: u64,
+    /// Start of the dispatch weights.
+    pub dispatch_weights: u64,
     /// Total heap bytes.
     pub total: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<LayoutParams>() == 120);
+const _: () = assert!(core::mem::size_of::<LayoutParams>() == 128);
 const _: () = assert!(core::mem::align_of::<LayoutParams>() == 8);
 
 /// Byte offsets of every section of the heap, computed once from a [`Geometry`].
@@ -164,6 +173,7 @@ pub struct HeapLayout {
     dispatch_rows: u64,
     return_rows: u64,
     intermediate_rows: u64,
+    dispatch_weights: u64,
     total: u64,
 }
 
@@ -279,7 +289,7 @@ impl HeapLayout {
         let (rt, cth) = (row_tiles as u64, g.col_tiles_hidden() as u64);
         let groups = g.combine_groups() as u64;
         let eb = g.elem_bytes as u64;
-        let sizes: [(&'static str, u64); 7] = [
+        let sizes: [(&'static str, u64); 8] = [
             ("dispatch signals", mul("dispatch signals", &[p, le, SIGNAL_BYTES])?),
             ("return signals", mul("return signals", &[p, le, rt, cth, SIGNAL_BYTES])?),
             ("row-tile counters", mul("row-tile counters", &[p, le, rt, COUNTER_BYTES])?),
@@ -293,10 +303,14 @@ impl HeapLayout {
                 "intermediate rows",
                 mul("intermediate rows", &[p, le, g.capacity as u64, g.inter as u64, eb])?,
             ),
+            (
+                "dispatch weights",
+                mul("dispatch weights", &[p, le, g.capacity as u64, WEIGHT_BYTES])?,
+            ),
         ];
         // Combine tasks address the `[tokens][hidden]` output tensor by byte offset.
         mul("output tensor", &[g.tokens as u64, g.hidden as u64, eb])?;
-        let mut starts = [0u64; 7];
+        let mut starts = [0u64; 8];
         let mut cursor = 0u64;
         for (i, (what, size)) in sizes.iter().enumerate() {
             starts[i] = cursor;
@@ -313,6 +327,7 @@ impl HeapLayout {
             dispatch_rows: starts[4],
             return_rows: starts[5],
             intermediate_rows: starts[6],
+            dispatch_weights: starts[7],
             total: cursor,
         })
     }
@@ -441,6 +456,16 @@ impl HeapLayout {
             + self.element_index(source, local_expert, row, col, self.geometry.inter))
     }
 
+    /// Offset of the routing weight (`f32`) of row `row` of the packet `(source, local_expert)`
+    /// dispatched to this rank.
+    pub fn dispatch_weight(&self, source: u32, local_expert: u32, row: u32) -> Result<u64> {
+        self.check_peer_expert(source, local_expert)?;
+        check_range("row", row, self.geometry.capacity)?;
+        let index =
+            self.packet_index(source, local_expert) * self.geometry.capacity as u64 + row as u64;
+        Ok(self.dispatch_weights + index * WEIGHT_BYTES)
+    }
+
     /// Byte offset of an element within a `[world][local_experts][capacity][width]` section.
     /// Callers have range-checked every index, so this cannot overflow (`new` bounded the
     /// section's size).
@@ -475,12 +500,13 @@ impl HeapLayout {
             dispatch_rows: self.dispatch_rows,
             return_rows: self.return_rows,
             intermediate_rows: self.intermediate_rows,
+            dispatch_weights: self.dispatch_weights,
             total: self.total,
         }
     }
 
     /// Named sections as `(name, start, length)`, in heap order: for docs, tests and headers.
-    pub fn sections(&self) -> [(&'static str, u64, u64); 7] {
+    pub fn sections(&self) -> [(&'static str, u64, u64); 8] {
         let g = &self.geometry;
         let (p, le) = (g.world as u64, g.local_experts as u64);
         let rows = p * le * g.capacity as u64;
@@ -506,6 +532,7 @@ impl HeapLayout {
             ("dispatch_rows", self.dispatch_rows, rows * g.hidden as u64 * eb),
             ("return_rows", self.return_rows, rows * g.hidden as u64 * eb),
             ("intermediate_rows", self.intermediate_rows, rows * g.inter as u64 * eb),
+            ("dispatch_weights", self.dispatch_weights, rows * WEIGHT_BYTES),
         ]
     }
 }
@@ -550,9 +577,12 @@ mod tests {
         assert_eq!(l.row(Stage::Dispatch, 0, 0, 0, 0).unwrap(), 1024);
         assert_eq!(l.row(Stage::Dispatch, 1, 1, 2, 3).unwrap(), 1024 + ((4 * 5 + 2) * 16 + 3) * 2);
         assert_eq!(l.row(Stage::Return, 0, 0, 0, 0).unwrap(), 2048);
-        // intermediate: at 2048 + 1024 = 3072, 2*3*5*32*2 = 1920 B -> total 3072 + 2048 = 5120.
+        // intermediate: at 2048 + 1024 = 3072, 2*3*5*32*2 = 1920 B, up to 3072 + 2048 = 5120.
         assert_eq!(l.intermediate_row(0, 1, 1, 31).unwrap(), 3072 + ((5 + 1) * 32 + 31) * 2);
-        assert_eq!(l.total_bytes(), 5120);
+        // dispatch weights: 2*3*5*4 = 120 B at 5120 -> total 5376.
+        assert_eq!(l.dispatch_weight(0, 0, 0).unwrap(), 5120);
+        assert_eq!(l.dispatch_weight(1, 2, 4).unwrap(), 5120 + (5 * 5 + 4) * 4);
+        assert_eq!(l.total_bytes(), 5376);
         assert_eq!(l.control_bytes(), 1024);
         let (start, bytes) = l.counters();
         assert_eq!(start, l.params().row_tile_counters);
@@ -575,6 +605,8 @@ mod tests {
         assert!(l.row(Stage::Return, 0, 0, 0, 16).is_err());
         assert!(l.combine_counter(0, 2).is_err());
         assert!(l.combine_counter(3, 0).is_err());
+        assert!(l.dispatch_weight(0, 0, 5).is_err());
+        assert!(l.dispatch_weight(2, 0, 0).is_err());
     }
 
     #[test]

@@ -81,7 +81,7 @@ fn any_geometry() -> impl Strategy<Value = Geometry> {
 
 /// What the layout must be, computed independently in `u128`: `None` when `HeapLayout::new`
 /// must fail.
-fn model_sections(g: &Geometry) -> Option<[(u128, u128); 7]> {
+fn model_sections(g: &Geometry) -> Option<[(u128, u128); 8]> {
     let t = g.tile;
     let nonzero =
         [g.world, g.local_experts, g.hidden, g.inter, g.elem_bytes, t.bm, t.bn, t.bk, t.bn_hidden];
@@ -115,8 +115,9 @@ fn model_sections(g: &Geometry) -> Option<[(u128, u128); 7]> {
         p * le * cap * h * eb,
         p * le * cap * h * eb,
         p * le * cap * i * eb,
+        p * le * cap * 4,
     ];
-    let mut out = [(0u128, 0u128); 7];
+    let mut out = [(0u128, 0u128); 8];
     let mut cursor = 0u128;
     for (slot, size) in out.iter_mut().zip(sizes) {
         if !fits(size) || !fits(cursor + size + ALIGN as u128 - 1) {
@@ -175,7 +176,7 @@ proptest! {
         let p = l.params();
         prop_assert_eq!(
             [p.dispatch_signals, p.return_signals, p.row_tile_counters, p.combine_counters,
-             p.dispatch_rows, p.return_rows, p.intermediate_rows],
+             p.dispatch_rows, p.return_rows, p.intermediate_rows, p.dispatch_weights],
             sections.map(|s| s.1)
         );
         prop_assert_eq!((p.row_tiles, p.token_tiles, p.total),

@@ -161,11 +161,20 @@ impl<H: SymmetricHeap> SimExecutor<'_, H> {
         self.read_rows(task.input_offset, task.valid_rows, i, &mut hid);
         let (mut tile, mut bytes) = (Vec::with_capacity(bn), Vec::new());
         for (r, hrow) in hid.chunks_exact(i).enumerate() {
+            // The row's routing weight, dispatched with it: the output leaves scaled.
+            let packet_row = task.row_tile * self.layout.geometry().tile.bm + r as u32;
+            let at =
+                self.layout.dispatch_weight(task.source_rank, task.local_expert, packet_row)?;
+            let mut wb = [0u8; 4];
+            // SAFETY: the weight was put with its row before the dispatch signal this task's
+            // GEMM0 acquired; nobody writes it again this forward.
+            unsafe { self.heap.get(self.rank, at, &mut wb) };
+            let weight = f32::from_le_bytes(wb);
             tile.clear();
             for col in task.col_tile as usize * bn..(task.col_tile as usize + 1) * bn {
                 let row = e * h + col;
                 let bias = w.down_bias().map_or(0.0, |b| b[row]);
-                tile.push(dot(hrow, &w.down()[row * i..][..i]) + bias);
+                tile.push(weight * (dot(hrow, &w.down()[row * i..][..i]) + bias));
             }
             let offset = task.output_offset + (r * h * self.codec().width()) as u64;
             self.put_row(task.source_rank, offset, &tile, &mut bytes);
@@ -196,8 +205,8 @@ impl<H: SymmetricHeap> SimExecutor<'_, H> {
                 // before this task was queued; nobody writes it during this forward again.
                 unsafe { self.heap.get(self.rank, offset, &mut bytes) };
                 self.codec().decode(&bytes, &mut y);
-                let weight = self.routing.weights[slot];
-                acc.iter_mut().zip(&y).for_each(|(a, &v)| *a += weight * v);
+                // A plain sum: the owner's GEMM1 scaled the row by its routing weight.
+                acc.iter_mut().zip(&y).for_each(|(a, &v)| *a += v);
             }
             if let Some(shared) = self.shared.get() {
                 shared.add_tile(self.config, self.weights, token, first_col as usize, &mut acc);

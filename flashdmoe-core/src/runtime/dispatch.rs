@@ -14,9 +14,10 @@ pub struct DispatchStats {
 }
 
 /// Starts `rank`'s forward at `epoch`: zeroes the rank's counters, then, for every
-/// `(owner, local expert)` in order, puts the packet's routed rows (and only those) into the
-/// owner's dispatch region and release-stores the epoch-stamped dispatch signal carrying the
-/// row count -- zero-row packets included, so every owner can close its task bound.
+/// `(owner, local expert)` in order, puts the packet's routed rows (and only those) and their
+/// routing weights (`f32`, little-endian) into the owner's dispatch regions and release-stores
+/// the epoch-stamped dispatch signal carrying the row count -- zero-row packets included, so
+/// every owner can close its task bound.
 ///
 /// `input` holds the rank's tokens as `[tokens][hidden]` elements in the heap's element format
 /// (`elem_bytes` each); row `i` of a packet is the plan's `i`-th token of that packet.
@@ -49,12 +50,15 @@ pub fn dispatch<H: SymmetricHeap>(
     for owner in 0..g.world {
         for le in 0..g.local_experts {
             let packet = plan.packet(owner, le);
-            for (row, &token) in packet.iter().enumerate() {
+            for ((row, &token), weight) in packet.iter().enumerate().zip(plan.weights(owner, le)) {
                 let offset = layout.row(Stage::Dispatch, rank, le, row as u32, 0)?;
                 let start = token as usize * row_bytes;
                 // SAFETY: see the function docs: no reader of this region is active until the
                 // owner acquires the signal stored below.
                 unsafe { heap.put(owner, offset, &input[start..start + row_bytes]) };
+                let at = layout.dispatch_weight(rank, le, row as u32)?;
+                // SAFETY: as the row's: the weight is read by the row's GEMM1, after the signal.
+                unsafe { heap.put(owner, at, &weight.to_le_bytes()) };
             }
             let word = signal::encode_dispatch(epoch, packet.len() as u32);
             heap.store_signal(owner, layout.dispatch_signal(rank, le)?, word);
