@@ -24,7 +24,8 @@ __device__ __forceinline__ CombineSlot combine_slot(const Rank& r, const fdm_tas
   const unsigned e = r.topk_expert()[slot];
   const unsigned long long offset =
       fdm_row(&r.p->layout, FDM_STAGE_RETURN, r.p->expert_owner[e], r.p->expert_local[e], pos, 0);
-  return CombineSlot{offset, r.topk_weight()[slot], 0u};
+  // Weight 1: the owner's GEMM1 scaled the returned row by the routing weight.
+  return CombineSlot{offset, 1.f, 0u};
 }
 
 static_assert(sizeof(CombineSlot) * kBM * kSlots == kCombineSlotBytes, "config.cuh's kCombineSlotBytes");

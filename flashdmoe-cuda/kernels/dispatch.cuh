@@ -86,6 +86,11 @@ __device__ void dispatch_packets(const fdm_params* p) {
       uint4* dst = reinterpret_cast<uint4*>(r.heap_of(owner) + fdm_row(&l, FDM_STAGE_DISPATCH, r.global, le, pos, 0));
 #pragma unroll 4
       for (unsigned v = lane; v < kVecs; v += 32) dst[v] = src[v];
+      // The row's routing weight, for the owner's GEMM1 epilogue (the same fence and signal).
+      if (lane == 0) {
+        *reinterpret_cast<float*>(r.heap_of(owner) + fdm_dispatch_weight(&l, r.global, le, pos)) =
+            r.expert_weights()[(unsigned long long)e * l.capacity + pos];
+      }
     }
     fence_for(p, owner);  // this lane's stores of the item, before the count
     __syncwarp();

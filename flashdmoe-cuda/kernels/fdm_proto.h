@@ -21,6 +21,7 @@ static_assert(offsetof(type, field) == (offset), #type "." #field " offset drift
 #define FDM_ALIGN 256ull
 #define FDM_SIGNAL_BYTES 8ull
 #define FDM_COUNTER_BYTES 4ull
+#define FDM_WEIGHT_BYTES 4ull
 #define FDM_MAX_COMBINE_GROUPS 1024u
 #define FDM_TASK_BYTES 64
 #define FDM_NO_OFFSET 0xFFFFFFFFFFFFFFFFull
@@ -81,9 +82,10 @@ typedef struct fdm_layout {
     unsigned long long dispatch_rows;
     unsigned long long return_rows;
     unsigned long long intermediate_rows;
+    unsigned long long dispatch_weights;
     unsigned long long total;
 } fdm_layout;
-static_assert(sizeof(fdm_layout) == 120, "fdm_layout size drifted from Rust");
+static_assert(sizeof(fdm_layout) == 128, "fdm_layout size drifted from Rust");
 static_assert(alignof(fdm_layout) == 8, "fdm_layout alignment drifted from Rust");
 FDM_ASSERT_OFFSET(fdm_layout, world, 0);
 FDM_ASSERT_OFFSET(fdm_layout, local_experts, 4);
@@ -106,7 +108,8 @@ FDM_ASSERT_OFFSET(fdm_layout, combine_counters, 80);
 FDM_ASSERT_OFFSET(fdm_layout, dispatch_rows, 88);
 FDM_ASSERT_OFFSET(fdm_layout, return_rows, 96);
 FDM_ASSERT_OFFSET(fdm_layout, intermediate_rows, 104);
-FDM_ASSERT_OFFSET(fdm_layout, total, 112);
+FDM_ASSERT_OFFSET(fdm_layout, dispatch_weights, 112);
+FDM_ASSERT_OFFSET(fdm_layout, total, 120);
 
 // ---- signal words: epoch in bits 63..32, payload in bits 31..0 ----
 FDM_FN unsigned long long fdm_signal(unsigned int epoch, unsigned int payload) {
@@ -167,6 +170,11 @@ FDM_FN unsigned long long fdm_row(const fdm_layout* l, unsigned int stage, unsig
 FDM_FN unsigned long long fdm_intermediate_row(const fdm_layout* l, unsigned int source, unsigned int le,
                                                unsigned int row, unsigned int col) {
     return fdm_element(l, l->intermediate_rows, source, le, row, col, l->inter);
+}
+// The routing weight (f32) of row `row` of packet (source, le): HeapLayout::dispatch_weight.
+FDM_FN unsigned long long fdm_dispatch_weight(const fdm_layout* l, unsigned int source, unsigned int le,
+                                              unsigned int row) {
+    return l->dispatch_weights + (fdm_packet_index(l, source, le) * l->capacity + row) * FDM_WEIGHT_BYTES;
 }
 // The counters a forward resets (row-tile then combine counters, contiguous u32s):
 // HeapLayout::counters.

@@ -61,6 +61,7 @@ struct Rank {
   __device__ unsigned* slot_row() const { return at<unsigned>(p->scratch_layout.slot_row); }
   __device__ unsigned* chunk_counts() const { return at<unsigned>(p->scratch_layout.chunk_counts); }
   __device__ unsigned* expert_tokens() const { return at<unsigned>(p->scratch_layout.expert_tokens); }
+  __device__ float* expert_weights() const { return at<float>(p->scratch_layout.expert_weights); }
   __device__ unsigned* packet_rows() const { return at<unsigned>(p->scratch_layout.packet_rows); }
   __device__ unsigned* packet_copied() const { return at<unsigned>(p->scratch_layout.packet_copied); }
   __device__ fdm_task* tasks() const { return at<fdm_task>(p->scratch_layout.tasks); }

@@ -49,7 +49,11 @@ __device__ void run_gemm1(const Rank& r, const fdm_task& t, char* smem) {
   typename Gemm1::Accum acc;
   Gemm1::gemm(acc, A, kI, (int)t.valid_rows, down, kI, kBN, kI, smem);
   const Elem* bias = kBias ? reinterpret_cast<const Elem*>(r.p->b_down) + (unsigned long long)e * kH + col0 : nullptr;
-  Gemm1::store<Elem>(acc, out, kH, (int)t.valid_rows, kBN, smem, nullptr, EpilogueOp<Act::None, Elem>{bias, nullptr});
+  // The rows' routing weights, dispatched with them (the heap's section has a row tile of
+  // slack past its end, so a whole tile's read stays inside): the combine is a plain sum.
+  const float* weight = reinterpret_cast<const float*>(
+      r.heap + fdm_dispatch_weight(&r.p->layout, t.source_rank, t.local_expert, t.row_tile * kBM));
+  Gemm1::store<Elem>(acc, out, kH, (int)t.valid_rows, kBN, smem, nullptr, EpilogueOp<Act::None, Elem>{bias, weight});
 }
 
 /// Processor `pid` of rank r: runs the tasks its mailbox gives it until the stop word.

@@ -40,6 +40,21 @@ __device__ __forceinline__ Engine::ARows task_rows(const Rank& r, const fdm_task
                         [&](unsigned i) { return i < valid ? i : Engine::kNoRow; });
 }
 
+/// The routing weight of row `i` of GEMM1 task t's row tile (0 past its valid rows: never
+/// stored), which GEMM1's epilogue applies so that the combine is a plain sum: the weight was
+/// dispatched with the row (this rank's heap), or for a packet read in place it is in the
+/// source's own list.
+__device__ __forceinline__ float row_weight(const Rank& r, const fdm_task& t, unsigned i) {
+  if (i >= t.valid_rows) return 0.f;
+  const unsigned row = t.row_tile * kBM + i;
+  if (kReadsInPlace && on_this_gpu(r.p, t.source_rank)) {
+    const Rank src = make_rank(r.p, t.source_rank - r.p->first_rank);
+    const unsigned e = r.expert_of(t.owner_rank, t.local_expert);
+    return src.expert_weights()[(unsigned long long)e * r.p->layout.capacity + row];
+  }
+  return *reinterpret_cast<const float*>(r.heap + fdm_dispatch_weight(&r.p->layout, t.source_rank, t.local_expert, row));
+}
+
 /// What the producer hands the consumers for each task: the descriptor and its log index
 /// (kStop: stop). Consumers read the fields from shared memory when they need them, so
 /// nothing of the task lives in registers across the main loop (the accumulators need them).
@@ -112,6 +127,10 @@ __device__ __forceinline__ unsigned long long gemm_consume(const Rank& r, const 
   const bool gemm0 = t.kind == FDM_TASK_GEMM0;
   const fdm_params* p = r.p;
   const unsigned e = r.weight_slot(t.owner_rank, t.local_expert);  // weights of this GPU
+  // GEMM1: the routing weights of this thread's two accumulator rows (r_lo, r_lo + 8), loaded
+  // before the main loop so their latency hides under it.
+  const unsigned r_lo = (cw % Engine::kWgM) * 64 + 16 * (ct / 32) + (ct % 32) / 4;
+  const float w_lo = gemm0 ? 1.f : row_weight(r, t, r_lo), w_hi = gemm0 ? 1.f : row_weight(r, t, r_lo + 8);
   Engine::Accum acc;
   Engine::consume(s, pipe, acc, cw, (gemm0 ? kH : kI) / Engine::kBK, gemm0 ? kNB0 : kNB1);
   const unsigned long long b0 = (unsigned long long)e * (gemm0 ? kI : kH) + t.col_tile * (gemm0 ? kBN : kBNH);
@@ -122,8 +141,11 @@ __device__ __forceinline__ unsigned long long gemm_consume(const Rank& r, const 
 #pragma unroll 1
   for (unsigned half = 0; half < halves; ++half) {
     Engine::store(s, acc, cw, ct, c, t.valid_rows, out + half * kBN, gemm0 ? kI : kH,
-                  [&](unsigned, unsigned col, float v0, float v1) {
-                    if (!gemm0) return (half == 0 ? v0 : v1) + bias_of(p->b_down, b0 + half * kBN + col);
+                  [&](unsigned row, unsigned col, float v0, float v1) {
+                    if (!gemm0) {
+                      const float w = row == r_lo ? w_lo : w_hi;
+                      return ((half == 0 ? v0 : v1) + bias_of(p->b_down, b0 + half * kBN + col)) * w;
+                    }
                     if constexpr (kGated) {
                       return gated_act(v0 + bias_of(p->b_gate, b0 + col), v1 + bias_of(p->b_up, b0 + col));
                     } else {

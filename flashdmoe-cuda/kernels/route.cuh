@@ -275,7 +275,10 @@ __device__ void place_chunks(const fdm_params* p, unsigned* s_offset) {
       const unsigned pos = s_offset[e] + r.slot_row()[slot];
       const bool kept = pos < p->capacity;  // this forward's; l.capacity is the stride
       r.slot_row()[slot] = kept ? pos : kDropped;
-      if (kept) r.expert_tokens()[(unsigned long long)e * l.capacity + pos] = slot / kSlots;
+      if (kept) {
+        r.expert_tokens()[(unsigned long long)e * l.capacity + pos] = slot / kSlots;
+        r.expert_weights()[(unsigned long long)e * l.capacity + pos] = r.topk_weight()[slot];  // travels with the row
+      }
     }
     // The last chunk's block knows every expert's total: the packet sizes A4 and the OS
     // block work from.

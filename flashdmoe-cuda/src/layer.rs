@@ -194,6 +194,7 @@ fn scratch_layout(
         slot_row: next("slot_row", &[t, k, 4])?,
         chunk_counts: next("chunk_counts", &[chunks, e, 4])?,
         expert_tokens: next("expert_tokens", &[e, capacity as u64, 4])?,
+        expert_weights: next("expert_weights", &[e, capacity as u64, 4])?,
         packet_rows: next("packet_rows", &[e, 4])?,
         packet_copied: next("packet_copied", &[e, 4])?,
         tasks: next("tasks", &[tasks, 64])?,
@@ -682,7 +683,7 @@ impl CudaLayer {
             blocks_per_rank: plan.blocks_per_rank,
             trace: 0,
             capacity: plan.layout.geometry().capacity,
-            tail: [0; 16],
+            tail: [0; 12],
         }
     }
 

@@ -96,6 +96,9 @@ pub struct ScratchLayout {
     pub chunk_counts: u64,
     /// `u32 [E][capacity]` kept tokens per expert, ascending.
     pub expert_tokens: u64,
+    /// `f32 [E][capacity]` the routing weight of each kept row (dispatched with it: the
+    /// owner's GEMM1 scales the row's output by it).
+    pub expert_weights: u64,
     /// `u32 [E]` rows sent to each expert.
     pub packet_rows: u64,
     /// `u32 [E]` rows of each packet copied so far (reset every forward; the copy that
@@ -200,7 +203,7 @@ pub struct KernelParams {
     /// layout's `capacity` (the row stride of packets).
     pub capacity: u32,
     /// Padding to the 128-byte alignment the tensor maps give the struct.
-    pub tail: [u32; 16],
+    pub tail: [u32; 12],
 }
 
 // SAFETY: every field is a plain integer (or an array / `#[repr(C)]` struct of them), so
@@ -209,13 +212,13 @@ unsafe impl bytemuck::Zeroable for KernelParams {}
 // SAFETY: `#[repr(C)]`, `Copy`, no references, and no padding: the three 128-byte tensor maps
 // come first (each 128-aligned), then every field is 8-byte sized and aligned except the six
 // `u32`s (24 bytes, ending on an 8-byte boundary) and the explicit `tail` that ends the struct
-// on its 128-byte alignment; the nested `LayoutParams` (14 u32 then 8 u64) and `ScratchLayout`
-// (15 u64) have none either; the size and offset assertions below pin it.
+// on its 128-byte alignment; the nested `LayoutParams` (14 u32 then 9 u64) and `ScratchLayout`
+// (16 u64) have none either; the size and offset assertions below pin it.
 unsafe impl bytemuck::Pod for KernelParams {}
 
 const _: () = assert!(size_of::<KernelParams>() == 1408);
 const _: () = assert!(offset_of!(KernelParams, layout) == 384);
-const _: () = assert!(offset_of!(KernelParams, tail) == 384 + 960);
+const _: () = assert!(offset_of!(KernelParams, tail) == 384 + 976);
 
 macro_rules! fields {
     ($ty:ty: $($field:ident: $cty:expr),* $(,)?) => {
@@ -235,6 +238,7 @@ const TRACE_FIELDS: &[CField] = fields!(TraceRecord:
 const SCRATCH_FIELDS: &[CField] = fields!(ScratchLayout:
     logits: "unsigned long long", topk_expert: "unsigned long long", topk_weight: "unsigned long long",
     slot_row: "unsigned long long", chunk_counts: "unsigned long long", expert_tokens: "unsigned long long",
+    expert_weights: "unsigned long long",
     packet_rows: "unsigned long long", packet_copied: "unsigned long long", tasks: "unsigned long long", task_ready: "unsigned long long",
     trace: "unsigned long long", mailbox: "unsigned long long", assigned: "unsigned long long",
     completed: "unsigned long long", control: "unsigned long long");
@@ -249,7 +253,7 @@ const PARAM_FIELDS: &[CField] = fields!(KernelParams:
     scratch: "char*", scratch_bytes: "unsigned long long", diag: "fdm_diag*",
     epoch_word: "unsigned int*", given_experts: "const unsigned int*", given_weights: "const float*", timeout_ns: "unsigned long long", tokens: "unsigned int", first_rank: "unsigned int",
     local_ranks: "unsigned int", blocks_per_rank: "unsigned int", trace: "unsigned int",
-    capacity: "unsigned int", tail: "unsigned int@[16]");
+    capacity: "unsigned int", tail: "unsigned int@[12]");
 
 /// Control words of a rank's scratch (`FDM_CONTROL_WORDS`; `Control` in `kernels/heap.cuh`
 /// names them).

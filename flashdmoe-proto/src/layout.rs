@@ -18,7 +18,7 @@
 //! | dispatch rows | `[world][local_experts][capacity][hidden]` | element | source ranks (remote) |
 //! | return rows | `[world][local_experts][capacity][hidden]` | element | owner ranks (remote) |
 //! | intermediate rows | `[world][local_experts][capacity][inter]` | element | this rank |
-//! | dispatch weights | `[world][local_experts][capacity]` | `f32` | source ranks (remote) |
+//! | dispatch weights | `[world][local_experts][capacity]` (+ `bm` of slack) | `f32` | source ranks (remote) |
 //!
 //! A dispatched row's weight (the router's combine weight of that token for that expert)
 //! travels with it; the owner's GEMM1 scales the row's output by it, so a source's combine is
@@ -305,7 +305,11 @@ impl HeapLayout {
             ),
             (
                 "dispatch weights",
-                mul("dispatch weights", &[p, le, g.capacity as u64, WEIGHT_BYTES])?,
+                // One row tile of slack: a tile's epilogue may read a whole tile's weights.
+                mul(
+                    "dispatch weights",
+                    &[p * le * g.capacity as u64 + g.tile.bm as u64, WEIGHT_BYTES],
+                )?,
             ),
         ];
         // Combine tasks address the `[tokens][hidden]` output tensor by byte offset.
@@ -532,7 +536,7 @@ impl HeapLayout {
             ("dispatch_rows", self.dispatch_rows, rows * g.hidden as u64 * eb),
             ("return_rows", self.return_rows, rows * g.hidden as u64 * eb),
             ("intermediate_rows", self.intermediate_rows, rows * g.inter as u64 * eb),
-            ("dispatch_weights", self.dispatch_weights, rows * WEIGHT_BYTES),
+            ("dispatch_weights", self.dispatch_weights, (rows + g.tile.bm as u64) * WEIGHT_BYTES),
         ]
     }
 }
@@ -579,7 +583,7 @@ mod tests {
         assert_eq!(l.row(Stage::Return, 0, 0, 0, 0).unwrap(), 2048);
         // intermediate: at 2048 + 1024 = 3072, 2*3*5*32*2 = 1920 B, up to 3072 + 2048 = 5120.
         assert_eq!(l.intermediate_row(0, 1, 1, 31).unwrap(), 3072 + ((5 + 1) * 32 + 31) * 2);
-        // dispatch weights: 2*3*5*4 = 120 B at 5120 -> total 5376.
+        // dispatch weights: (2*3*5 + 4)*4 = 136 B at 5120 -> total 5376.
         assert_eq!(l.dispatch_weight(0, 0, 0).unwrap(), 5120);
         assert_eq!(l.dispatch_weight(1, 2, 4).unwrap(), 5120 + (5 * 5 + 4) * 4);
         assert_eq!(l.total_bytes(), 5376);

@@ -115,7 +115,7 @@ fn model_sections(g: &Geometry) -> Option<[(u128, u128); 8]> {
         p * le * cap * h * eb,
         p * le * cap * h * eb,
         p * le * cap * i * eb,
-        p * le * cap * 4,
+        (p * le * cap + t.bm as u128) * 4,
     ];
     let mut out = [(0u128, 0u128); 8];
     let mut cursor = 0u128;
