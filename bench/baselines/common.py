@@ -1018,7 +1018,7 @@ def check_rows(cfg: MoeConfig, x_rows: torch.Tensor, router: torch.Tensor, exper
     ``experts``/``keep`` ``[R][k]`` are the baseline's routing of those rows: the routing is
     checked first (every chosen expert within :data:`_ROUTER_SLACK` of the f64 top-k), then the
     reference follows the baseline's choice (so a legitimate near-tie flip is not an error) with
-    f64 router weights, h and y rounded to the dtype as ours are, and the shared experts' term
+    f64 router weights, h and ``w * y`` rounded to the dtype as ours are, and the shared experts' term
     after the routed sum. ``expert_weights(e)`` returns a :class:`LayerWeights` whose range
     starts at expert ``e``; ``extras`` holds the layer-level tensors of the model features
     (router biases, shared experts; module doc). Returns ``(verified, max_rel_err, message)``
@@ -1049,7 +1049,8 @@ def check_rows(cfg: MoeConfig, x_rows: torch.Tensor, router: torch.Tensor, exper
         y = _to_dtype64(h, dt) @ lw.down[0].double().t()
         if lw.down_bias is not None:
             y = y + lw.down_bias[0].double()
-        acc.index_add_(0, tok, w[tok, slot, None] * _to_dtype64(y, dt))
+        # The routing weight scales y before it is rounded (our GEMM1 epilogue applies it).
+        acc.index_add_(0, tok, _to_dtype64(w[tok, slot, None] * y, dt))
     if cfg.shared is not None:
         if extras is None or extras.shared_up is None:
             raise ValueError("a layer with shared experts needs their weights (extras)")
