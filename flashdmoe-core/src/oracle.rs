@@ -15,9 +15,8 @@
 //!    `f64` rounded to `f32`, the sigmoid in `f32`;
 //! 4. combine: `out_o = sum_j y_j,o (+ gs * ys_o)` over the token's kept slots in slot order
 //!    (a plain sum: the weights are in the rows), then the shared term, in `f64`, rounded to
-//!    the dtype. Dropped slots contribute
-//!    nothing; a token whose slots are all dropped outputs its shared term alone (zeros
-//!    without shared experts).
+//!    the dtype. Dropped slots contribute nothing; a token whose slots are all dropped outputs
+//!    its shared term alone (zeros without shared experts).
 //!
 //! (Rounding from `f64` goes through `f32`, as a stored `f32` accumulator would.)
 //!
