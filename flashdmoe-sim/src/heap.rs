@@ -50,8 +50,10 @@ impl World {
         let p = layout.params();
         let g = layout.geometry();
         // Loom tracks data in chunks; a column tile of a row is the unit concurrent tasks
-        // write, and every section starts on an `ALIGN` boundary, so use their common divisor.
-        let chunk = gcd(g.tile.bn as u64 * g.elem_bytes as u64, flashdmoe_proto::ALIGN) as usize;
+        // write, a dispatch weight (4 bytes) the unit sources write side by side, and every
+        // section starts on an `ALIGN` boundary, so use their common divisor.
+        let unit = gcd(g.tile.bn as u64 * g.elem_bytes as u64, flashdmoe_proto::WEIGHT_BYTES);
+        let chunk = gcd(unit, flashdmoe_proto::ALIGN) as usize;
         let heaps = (0..g.world)
             .map(|_| RankHeap {
                 signals: (0..p.row_tile_counters / 8).map(|_| AtomicU64::new(0)).collect(),
