@@ -79,6 +79,11 @@ static_assert(!kSharedGate || kShared > 0, "a shared gate needs shared experts")
 // halves of the down weights as the dual-B operands a gated GEMM0 reads gate and up.
 constexpr int kBM = FDM_BM, kBN = FDM_BN, kBNH = FDM_BNH;
 constexpr bool kHopper = FDM_ENGINE == 1;
+/// Whether GEMM0 reads the rows of packets from this GPU's own ranks in place (gathered from
+/// the source's input through its token list) instead of from a dispatched copy: the Hopper
+/// engine's producer loads A rows by pointer, so it can; the mma.sync tiles read a strided
+/// matrix and need the copy (dispatch.cuh; their routing weights: route.cuh's placement).
+constexpr bool kReadsInPlace = kHopper;
 constexpr bool kWideGemm1 = kBNH != kBN;
 constexpr int kThreads = kHopper ? 384 : 256;
 constexpr int kWarps = kThreads / 32;

@@ -7,12 +7,6 @@
 
 #include "heap.cuh"
 
-/// Whether GEMM0 reads the rows of packets from this GPU's own ranks in place (gathered from
-/// the source's input through its token list) instead of from a dispatched copy: the Hopper
-/// engine's producer loads A rows by pointer, so it can; the mma.sync tiles read a strided
-/// matrix and need the copy.
-constexpr bool kReadsInPlace = kHopper;
-
 /// Raises a dispatch signal: the packet's rows are in the owner's heap (the caller fenced
 /// them), stamped with this forward's epoch; and marks the time of the latest one raised.
 __device__ void raise_dispatch_signal(const Rank& r, unsigned e, unsigned rows) {

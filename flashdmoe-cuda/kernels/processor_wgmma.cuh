@@ -41,17 +41,13 @@ __device__ __forceinline__ Engine::ARows task_rows(const Rank& r, const fdm_task
 }
 
 /// The routing weight of row `i` of GEMM1 task t's row tile (0 past its valid rows: never
-/// stored), which GEMM1's epilogue applies so that the combine is a plain sum: the weight was
-/// dispatched with the row (this rank's heap), or for a packet read in place it is in the
-/// source's own list.
+/// stored), which GEMM1's epilogue applies so that the combine is a plain sum: every row's is
+/// in this rank's dispatch weights, sent with the row (dispatch.cuh) or, for a row GEMM0 read
+/// in place, written there by placement (route.cuh). Its address is arithmetic on the layout,
+/// so the load hides under the main loop.
 __device__ __forceinline__ float row_weight(const Rank& r, const fdm_task& t, unsigned i) {
   if (i >= t.valid_rows) return 0.f;
   const unsigned row = t.row_tile * kBM + i;
-  if (kReadsInPlace && on_this_gpu(r.p, t.source_rank)) {
-    const Rank src = make_rank(r.p, t.source_rank - r.p->first_rank);
-    const unsigned e = r.expert_of(t.owner_rank, t.local_expert);
-    return src.expert_weights()[(unsigned long long)e * r.p->layout.capacity + row];
-  }
   return *reinterpret_cast<const float*>(r.heap + fdm_dispatch_weight(&r.p->layout, t.source_rank, t.local_expert, row));
 }
 

@@ -277,7 +277,15 @@ __device__ void place_chunks(const fdm_params* p, unsigned* s_offset) {
       r.slot_row()[slot] = kept ? pos : kDropped;
       if (kept) {
         r.expert_tokens()[(unsigned long long)e * l.capacity + pos] = slot / kSlots;
-        r.expert_weights()[(unsigned long long)e * l.capacity + pos] = r.topk_weight()[slot];  // travels with the row
+        const float w = r.topk_weight()[slot];
+        r.expert_weights()[(unsigned long long)e * l.capacity + pos] = w;  // travels with the row (A4)
+        // A row GEMM0 reads in place never travels, but its weight goes where GEMM1 looks for
+        // every row's: the owner's dispatch weights (published with expert_tokens, which GEMM0
+        // already depends on).
+        const unsigned owner = p->expert_owner[e];
+        if (kReadsInPlace && on_this_gpu(p, owner)) {
+          *reinterpret_cast<float*>(r.heap_of(owner) + fdm_dispatch_weight(&l, r.global, p->expert_local[e], pos)) = w;
+        }
       }
     }
     // The last chunk's block knows every expert's total: the packet sizes A4 and the OS
