@@ -33,7 +33,7 @@ __device__ void load_outstanding(const Rank& r, OsShared& s, unsigned nproc, uns
 }
 
 /// Ready flags a scheduler round reads past each log's head.
-constexpr unsigned kWindow = 64;
+constexpr unsigned kWindow = 128;
 static_assert(kWindow % 32 == 0 && 2 * kWindow <= sizeof(OsShared::given_q) / sizeof(unsigned), "one slot a handout");
 
 /// The length of the ready prefix from `head` (window entry 32 j + lane holds flag[j] of

@@ -21,7 +21,7 @@ struct OsShared {
   unsigned enqueue_base[kWarps]; // per-warp base of the log slots claim() took
   unsigned assigned[1024];       // scheduler's copy of each processor's mailbox `assigned` count
   unsigned char busy[1024];      // scheduler: tasks outstanding at each processor (this round)
-  unsigned given_q[128];         // scheduler: the processors of this round's handouts, in order
+  unsigned given_q[256];         // scheduler: the processors of this round's handouts, in order
   unsigned handled[(FDM_MAX_RANKS * kE + 31) / 32];  // dispatch slots already turned into tasks
   // The combine readiness (return subscribers): token tiles per group, and the returned tiles
   // of one column each group waits for.
