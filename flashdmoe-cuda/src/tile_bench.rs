@@ -446,6 +446,9 @@ pub fn suite() -> Vec<BenchConfig> {
         // and the last wave's tail weigh ~3% instead of the ~25% of the 2048^2 shapes above
         // (perf-notes v15: the kernel's tiles run ~25 µs, the bench's shapes ~33 µs a tile).
         BenchConfig { n: 8192, k: 4096, ..staged(512, 3) },
+        // The same with a fourth stage and the tile staged in two 256-byte halves (what fits
+        // beside four stages: v16 measured 4 stages with 128-byte chunks, not these).
+        BenchConfig { n: 8192, k: 4096, ..staged(256, 4) },
         // The gated layers' GEMM0 at the steady state (2048 tiles of K 4096, A gathered).
         BenchConfig { n: 4096, k: 4096, ..c(DType::Bf16, 128, 128, 4, SwiGlu, true, 16384) },
     ]
