@@ -49,6 +49,9 @@ pub struct Timing {
     pub times: TimeSummary,
     /// The floor of the experts the forward touched (ms, core's `perf`).
     pub floor_ms: f64,
+    /// The host path's median (ms) when `times` are of device-resident forwards
+    /// ([`Record::host_path_median_ms`]).
+    pub host_path_median_ms: Option<f64>,
 }
 
 impl Outcome {
@@ -87,6 +90,7 @@ impl Outcome {
                     processes: None,
                     ranks_per_process: None,
                     kernel: None,
+                    host_path_median_ms: timing.host_path_median_ms,
                 };
                 record.check().map_err(|e| format!("{}: {e}", record_name(&record)))?;
                 Line::Measurement(record)
@@ -151,7 +155,7 @@ mod tests {
             min_ms: 1.948,
             max_ms: 1.97,
         };
-        Timing { iterations: 15, times, floor_ms: 0.6965730187341772 }
+        Timing { iterations: 15, times, floor_ms: 0.6965730187341772, host_path_median_ms: None }
     }
 
     #[test]

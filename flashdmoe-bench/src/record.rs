@@ -620,6 +620,11 @@ pub struct Record {
     /// kernel's specialisation and any it fell back from); absent where not recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kernel: Option<String>,
+    /// Ours on a GPU, single process: the median of the host path's forwards (host f32 in and
+    /// out, CUDA events around each launch), where the record's times are of device-resident
+    /// forwards queued back to back (`runner` module doc); absent where those are the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_path_median_ms: Option<f64>,
 }
 
 impl Record {
@@ -791,6 +796,7 @@ pub(crate) mod tests {
             processes: None,
             ranks_per_process: None,
             kernel: None,
+            host_path_median_ms: None,
         }
     }
 
@@ -858,6 +864,15 @@ pub(crate) mod tests {
             Record { kernel: Some("kernel: bf16-relu-wgmma-s3".into()), ..ours(1.0, "cuda") };
         assert!(line_has_kernel(&kernel));
         assert_eq!(parse_jsonl(&kernel.to_json_line(), "x").unwrap()[0], kernel);
+    }
+
+    #[test]
+    fn the_host_path_median_is_written_only_when_the_times_are_device_resident() {
+        let plain = ours(1.0, "cuda");
+        assert!(!plain.to_json_line().contains("host_path_median_ms"));
+        let resident = Record { host_path_median_ms: Some(1.04), ..plain };
+        assert!(resident.to_json_line().contains(r#""host_path_median_ms":1.04"#));
+        assert_eq!(parse_jsonl(&resident.to_json_line(), "x").unwrap()[0], resident);
     }
 
     fn line_has_kernel(r: &Record) -> bool {

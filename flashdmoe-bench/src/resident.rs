@@ -264,46 +264,6 @@ pub fn check(
     Ok(ResidentReport { passed, detail: parts.join("; ") })
 }
 
-/// What a model's back-to-back calls see: the device time of one full-batch forward when
-/// `calls` device-resident forwards queue on one stream with no host work between them (the
-/// host path's timings include the gaps its uploads leave: docs/dev/perf-notes.md v10), and
-/// whether the last one's output is bitwise `host`'s (the host path's forward of the same
-/// inputs). `None` when the layer spans several GPUs.
-pub fn back_to_back(
-    layer: &CudaLayer,
-    config: &MoeConfig,
-    inputs: &[Vec<f32>],
-    host: &[RankOutput],
-    calls: usize,
-) -> Result<Option<(f64, bool)>, String> {
-    if config.world != layer.ranks_per_gpu() || calls == 0 {
-        return Ok(None);
-    }
-    let ctx = CudaContext::new(0).map_err(at("context"))?;
-    let stream = ctx.new_stream().map_err(at("stream"))?;
-    let t = config.tokens_per_rank;
-    let timeout = Duration::from_secs(5);
-    let io = upload(&stream, config, inputs, t)?;
-    let dio = io.device(&stream);
-    let timing = Some(sys::CUevent_flags::CU_EVENT_DEFAULT);
-    for _ in 0..3 {
-        // SAFETY: `io` holds every local rank's `t` rows on GPU 0 in the layer's dtype, used
-        // only on `stream`, and lives until the synchronisation below.
-        unsafe { layer.forward_device(t, &[dio], timeout) }.map_err(at("back to back: warm-up"))?;
-    }
-    let begin = stream.record_event(timing).map_err(at("back to back: start event"))?;
-    for _ in 0..calls {
-        // SAFETY: as above.
-        unsafe { layer.forward_device(t, &[dio], timeout) }.map_err(at("back to back"))?;
-    }
-    let end = stream.record_event(timing).map_err(at("back to back: end event"))?;
-    end.synchronize().map_err(at("back to back: synchronize"))?;
-    layer.device_status().map_err(at("back to back"))?;
-    let ms = begin.elapsed_ms(&end).map_err(at("back to back: elapsed"))? as f64 / calls as f64;
-    let same = outputs(&stream, config, &io.y, t)? == bits(host);
-    Ok(Some((ms, same)))
-}
-
 /// How [`back_to_back_all`] runs.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct BackToBackOptions {
@@ -327,6 +287,14 @@ pub struct BackToBack {
     /// Whether the last forward's output is bitwise the host path's of the same inputs on
     /// every GPU.
     pub same: bool,
+}
+
+impl BackToBack {
+    /// Each forward's time on the slowest GPU (ms): the time a forward of the whole layer
+    /// takes when every GPU must finish it.
+    pub fn slowest_per_forward(&self) -> Vec<f64> {
+        (0..self.calls).map(|i| self.forwards_ms.iter().map(|f| f[i]).fold(0.0, f64::max)).collect()
+    }
 }
 
 /// What a model sees, on every GPU of `layer` (one process's part of a world of processes,
@@ -517,4 +485,20 @@ fn ptr(slice: &CudaSlice<u8>, stream: &CudaStream) -> u64 {
 /// which call it came from).
 fn at<E: std::fmt::Display>(step: &'static str) -> impl Fn(E) -> String {
     move |e| format!("{step}: {e}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_forward_takes_its_slowest_gpus_time() {
+        let b2b = BackToBack {
+            calls: 3,
+            per_gpu_ms: vec![2.0, 2.1],
+            forwards_ms: vec![vec![0.5, 0.9, 0.6], vec![0.7, 0.8, 0.6]],
+            same: true,
+        };
+        assert_eq!(b2b.slowest_per_forward(), vec![0.7, 0.9, 0.6]);
+    }
 }

@@ -6,12 +6,18 @@
 //!    layer;
 //! 2. one forward, verified against core's oracle: every row of a small layer, else a fresh
 //!    sample of `verify_rows` rows per rank ([`Sample::sized_for`]);
-//! 3. `warmup` untimed forwards, then `iterations` timed ones; the time of a forward is the
-//!    slowest rank's: device time (CUDA events around the launch) on the GPU, the rank's wall
-//!    time in the simulator;
+//! 3. `warmup` untimed forwards, then `iterations` timed ones through the host path (host f32
+//!    in and out); the time of a forward is the slowest rank's: device time (CUDA events around
+//!    the launch) on the GPU, the rank's wall time in the simulator;
 //! 4. the last timed output verified again (a fresh sample) and compared bitwise with the first
 //!    (outputs are deterministic);
-//! 5. one traced forward (untimed) for the protocol statistics: tasks, rows, bytes against a
+//! 5. on a GPU, `warmup` and then `iterations` device-resident forwards (inputs and outputs in
+//!    device memory: what a model's calls cost, like the baselines' CUDA-graph replays) queued
+//!    back to back, each timed between consecutive events on its GPU's stream, the slowest
+//!    GPU's per forward; their last output must be bitwise the verified first one's. These are
+//!    the record's times; the host path's median stays in `host_path_median_ms` (its events
+//!    include the GPU's idle wait for each call's uploads: docs/dev/perf-notes.md v10);
+//! 6. one traced forward (untimed) for the protocol statistics: tasks, rows, bytes against a
 //!    capacity-padded protocol, drops, and processor utilisation.
 //!
 //! A mismatch is a result (`verified: false` with the reason in `notes`), not an error; an
@@ -82,6 +88,19 @@ pub trait BenchBackend: Backend {
     fn check_layer(&self, _config: &MoeConfig) -> Result<(), BackendError> {
         Ok(())
     }
+    /// Step 5 of the module doc: the per-forward times (ms) of `options.iterations`
+    /// device-resident forwards of `layer` queued back to back after `options.warmup` untimed
+    /// ones (the slowest GPU's each), and whether the last output is bitwise `host`'s; `None`
+    /// where the backend has no device-resident path (the simulator).
+    fn resident_times(
+        _layer: &Self::Layer,
+        _config: &MoeConfig,
+        _inputs: &[Vec<f32>],
+        _host: &ForwardOutput,
+        _options: &RunOptions,
+    ) -> Result<Option<(Vec<f64>, bool)>, BenchError> {
+        Ok(None)
+    }
 }
 
 impl BenchBackend for SimBackend {
@@ -123,6 +142,29 @@ impl BenchBackend for CudaBackend {
     /// capacity factor are refused).
     fn check_layer(&self, config: &MoeConfig) -> Result<(), BackendError> {
         flashdmoe_cuda::spec::check_computed(config)
+    }
+
+    fn resident_times(
+        layer: &CudaLayer,
+        config: &MoeConfig,
+        inputs: &[Vec<f32>],
+        host: &ForwardOutput,
+        options: &RunOptions,
+    ) -> Result<Option<(Vec<f64>, bool)>, BenchError> {
+        let b2b = crate::resident::back_to_back_all(
+            layer,
+            config,
+            inputs,
+            &host.ranks,
+            crate::resident::BackToBackOptions {
+                calls: options.iterations as usize,
+                warmup: options.warmup as usize,
+                timeout: options.timeout,
+            },
+            &mut || Ok(()),
+        )
+        .map_err(|e| BenchError::Backend(BackendError::Device(e)))?;
+        Ok(Some((b2b.slowest_per_forward(), b2b.same)))
     }
 }
 
@@ -166,9 +208,9 @@ pub fn run_case<B: BenchBackend>(
         last = Some(out);
         progress(Progress::Forward);
     }
-    let summary = TimeSummary::of(&times).ok_or_else(|| {
-        BenchError::Options(format!("{}: the backend reported invalid times", case.name))
-    })?;
+    let invalid =
+        || BenchError::Options(format!("{}: the backend reported invalid times", case.name));
+    let host_summary = TimeSummary::of(&times).ok_or_else(invalid)?;
 
     progress(Progress::Finish);
     let mut notes = Vec::new();
@@ -186,6 +228,18 @@ pub fn run_case<B: BenchBackend>(
             notes.push(format!("rank {rank}'s output changed between forwards"));
         }
     }
+    let (summary, host_path_median_ms) =
+        match B::resident_times(&layer, config, &inputs, &first, options)? {
+            Some((resident, same)) => {
+                if !same {
+                    notes.push(
+                        "the device-resident forwards' output differs from the host path's".into(),
+                    );
+                }
+                (TimeSummary::of(&resident).ok_or_else(invalid)?, Some(host_summary.median_ms))
+            }
+            None => (host_summary, None),
+        };
     let traced = layer.forward(&inputs, &ForwardOptions { trace: true, ..forward })?;
     let events = conformance::check_forward(&layer, &traced).unwrap_or_else(|e| {
         notes.push(format!("the trace does not conform to the task graph: {e}"));
@@ -227,6 +281,7 @@ pub fn run_case<B: BenchBackend>(
         processes: None,
         ranks_per_process: None,
         kernel: layer.describe(),
+        host_path_median_ms,
     })
 }
 
@@ -323,6 +378,8 @@ mod tests {
         assert!(r.verified, "{}", r.notes);
         assert_eq!(r.floor_ms, None);
         assert!(!r.on_gpu() && r.percent_of_floor().is_none());
+        // The simulator has no device-resident path: its times are the host path's own.
+        assert_eq!(r.host_path_median_ms, None);
         assert_eq!(r.name.as_deref(), Some("tiny-p2"));
         // Dropless: every (token, slot) pair travels, nothing dropped; tasks from the graph.
         let p = r.protocol.unwrap();

@@ -198,6 +198,7 @@ pub(super) fn record(
         processes: Some(parts.len() as u32),
         ranks_per_process: Some(ranks_per_process),
         kernel: None,
+        host_path_median_ms: None,
     };
     r.check().map_err(|e| CliError::Failed(format!("the record is malformed: {e}")))?;
     Ok(r)
