@@ -74,7 +74,7 @@ typedef struct fdm_layout {
     unsigned int row_tiles;
     unsigned int token_tiles;
     unsigned int bn_hidden;
-    unsigned int reserved;
+    unsigned int gemm0_group;
     unsigned long long dispatch_signals;
     unsigned long long return_signals;
     unsigned long long row_tile_counters;
@@ -100,7 +100,7 @@ FDM_ASSERT_OFFSET(fdm_layout, bk, 36);
 FDM_ASSERT_OFFSET(fdm_layout, row_tiles, 40);
 FDM_ASSERT_OFFSET(fdm_layout, token_tiles, 44);
 FDM_ASSERT_OFFSET(fdm_layout, bn_hidden, 48);
-FDM_ASSERT_OFFSET(fdm_layout, reserved, 52);
+FDM_ASSERT_OFFSET(fdm_layout, gemm0_group, 52);
 FDM_ASSERT_OFFSET(fdm_layout, dispatch_signals, 56);
 FDM_ASSERT_OFFSET(fdm_layout, return_signals, 64);
 FDM_ASSERT_OFFSET(fdm_layout, row_tile_counters, 72);
@@ -191,6 +191,26 @@ FDM_FN unsigned long long fdm_counters_bytes(const fdm_layout* l) {
 FDM_FN unsigned long long fdm_task_bound(const fdm_layout* l, unsigned long long row_tiles, unsigned int tokens) {
     return row_tiles * (fdm_col_tiles_inter(l) + fdm_col_tiles_hidden(l))
         + (unsigned long long)fdm_div_ceil(tokens, l->bm) * fdm_col_tiles_hidden(l);
+}
+// Task i of a packet's GEMM0 tasks in publication order: its row tile and column tile,
+// graph::gemm0_tile (column tiles in groups of `group`, each group row tile by row tile).
+FDM_FN unsigned int fdm_gemm0_width(unsigned int i, unsigned int row_tiles, unsigned int col_tiles,
+                                    unsigned int group, unsigned int* first) {
+    if (group == 0u || group > col_tiles) group = col_tiles;
+    *first = (unsigned int)(i / ((unsigned long long)row_tiles * group)) * group;
+    return col_tiles - *first < group ? col_tiles - *first : group;
+}
+FDM_FN unsigned int fdm_gemm0_row_tile(unsigned int i, unsigned int row_tiles, unsigned int col_tiles,
+                                       unsigned int group) {
+    unsigned int first;
+    unsigned int width = fdm_gemm0_width(i, row_tiles, col_tiles, group, &first);
+    return (unsigned int)((i - (unsigned long long)first * row_tiles) / width);
+}
+FDM_FN unsigned int fdm_gemm0_col_tile(unsigned int i, unsigned int row_tiles, unsigned int col_tiles,
+                                       unsigned int group) {
+    unsigned int first;
+    unsigned int width = fdm_gemm0_width(i, row_tiles, col_tiles, group, &first);
+    return first + (unsigned int)((i - (unsigned long long)first * row_tiles) % width);
 }
 // Token tiles per combine readiness group: graph::combine_group_tiles.
 FDM_FN unsigned int fdm_combine_group_tiles(unsigned int token_tiles, unsigned int packets,

@@ -110,8 +110,11 @@ FDM_OS_ROLE void dispatch_subscriber(const Rank r, OsShared& s) {
       if (lane == 0 && count) s.enqueue_base[warp] = claim(r, count);
       __syncwarp();
       if (count) {
+        // Column tiles in groups (the layout's gemm0_group), each group row tile by row tile:
+        // graph::gemm0_tile, the weights of a group read while they are still in L2.
         publish(r, s.enqueue_base[warp], count, lane, 32, [&](unsigned i) {
-          const unsigned rt = i / cti, c = i % cti;
+          const unsigned rt = fdm_gemm0_row_tile(i, rts, cti, l.gemm0_group);
+          const unsigned c = fdm_gemm0_col_tile(i, rts, cti, l.gemm0_group);
           return make_task(r, FDM_TASK_GEMM0, source, r.global, le, rt, c, fdm_tile_rows(prows, rt, kBM));
         });
       }
@@ -123,7 +126,8 @@ FDM_OS_ROLE void dispatch_subscriber(const Rank r, OsShared& s) {
 }
 
 /// The tiles a rank is owed, flattened in the order GEMM1 completes them on one GPU: expert by
-/// expert (the dispatch subscriber publishes a packet's GEMM0 tasks row tile by row tile),
+/// expert (the dispatch subscriber publishes a packet's GEMM0 tasks row tile by row tile, or in
+/// column groups, which complete its row tiles about together),
 /// `width` entries per row tile (the output columns, or 1). A cursor moves forward only
 /// (`seek` with increasing indices).
 struct OwedCursor {

@@ -217,6 +217,27 @@ impl RouterSpec {
     }
 }
 
+/// Weight bytes a group of GEMM0 column tiles may read ([`gemm0_group`]): about a quarter of
+/// an H200's L2 (50-60 MB; an A100's is 40), leaving the rest to the group's A rows, the other
+/// tasks' operands and the outputs.
+pub const GEMM0_GROUP_BYTES: u64 = 12 << 20;
+
+/// How many GEMM0 column tiles of `bn` columns a group holds ([`TileShape::gemm0_group`]): 0
+/// (row tile by row tile, every column at once) where an expert's whole GEMM0 weights fit in
+/// [`GEMM0_GROUP_BYTES`], else as many as fit (at least one). Published row tile by row tile,
+/// a packet of R row tiles reads its expert's weights R times, and weights that do not fit in
+/// L2 come from memory each time: Mixtral-8x7B's gate and up (224 MiB an expert, 8 row tiles
+/// at T = 4096) ran its GEMM0 tiles at ~520 TFLOP/s while its GEMM1 (whose row tiles share
+/// each weight tile while it is cached) ran at ~670 (perf-notes v24).
+pub fn gemm0_group(config: &MoeConfig, bn: u32) -> u32 {
+    let operands: u64 = if config.activation.is_gated() { 2 } else { 1 };
+    let tile_bytes =
+        operands * u64::from(bn) * u64::from(config.hidden) * u64::from(config.dtype.elem_bytes());
+    let columns = config.inter / bn.max(1);
+    let group = (GEMM0_GROUP_BYTES / tile_bytes.max(1)).max(1);
+    if group >= u64::from(columns) { 0 } else { group as u32 }
+}
+
 /// One specialisation of the MoE kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct MoeSpec {
@@ -354,7 +375,8 @@ impl MoeSpec {
             slots,
             shared_gate: virtual_experts.is_some()
                 && config.shared.is_some_and(|s| s.gate == SharedGate::Sigmoid),
-            tile: TileShape::new(bm, bn, bk(config.dtype)),
+            tile: TileShape::new(bm, bn, bk(config.dtype))
+                .with_gemm0_group(gemm0_group(config, bn)),
             engine: TileEngine::MmaSync,
             router_split: router_split(
                 config.tokens_per_rank,
@@ -552,10 +574,15 @@ impl MoeSpec {
                 if self.shared_gate { "g" } else { "" }
             ),
         };
-        // GEMM1 tiles wider than GEMM0's: `-w<bn_hidden>`.
+        // GEMM1 tiles wider than GEMM0's: `-w<bn_hidden>`; GEMM0 tasks in column groups:
+        // `-cg<columns>`.
         let wide = match self.tile.bn_hidden {
             w if w == self.tile.bn => String::new(),
             w => format!("-w{w}"),
+        };
+        let wide = match self.tile.gemm0_group {
+            0 => wide,
+            g => format!("{wide}-cg{g}"),
         };
         format!(
             "{dtype}-{act}{}{}-H{}-I{}-E{}-k{}{shared}-{}x{}{wide}{engine}{split}{rows}",
@@ -891,6 +918,30 @@ mod tests {
             .and_then(|(_, v)| v.map(str::to_owned));
         assert_eq!(bnh.as_deref(), Some("256"));
         assert!(spec.label().contains("-128x128-w256-"), "{}", spec.label());
+    }
+
+    #[test]
+    fn gemm0_tasks_go_in_column_groups_only_where_an_experts_weights_overflow_l2() {
+        let group = |name: &str| {
+            let spec = MoeSpec::candidates(&presets::preset(name).unwrap(), 131, Arch::SM90)[0];
+            (spec.tile.gemm0_group, spec.label())
+        };
+        // The paper layer (8 MiB of up weights an expert) and Qwen3 (6 MiB of gate and up) fit:
+        // row tile by row tile, as before, and their labels do not change.
+        for name in ["paper-t16384-e8", "paper-t4096-e128", "qwen3-30b-a3b", "olmoe-1b-7b"] {
+            let (g, label) = group(name);
+            assert_eq!(g, 0, "{name}: {label}");
+            assert!(!label.contains("-cg"), "{label}");
+        }
+        // Mixtral: 2 MiB of gate and up a 128-column tile, 112 tiles: groups of 6.
+        let (g, label) = group("mixtral-8x7b");
+        assert_eq!(g, 6, "{label}");
+        assert!(label.contains("-128x128-w256-cg6-wgmma"), "{label}");
+        // The rule itself: as many column tiles as fit in the budget, at least one.
+        let paper = presets::preset("paper-t4096-e8").unwrap();
+        assert_eq!(gemm0_group(&paper, 256), 0);
+        let huge = MoeConfig { hidden: 1 << 16, inter: 1 << 16, ..paper };
+        assert_eq!(gemm0_group(&huge, 256), 1);
     }
 
     #[test]

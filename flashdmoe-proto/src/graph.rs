@@ -361,8 +361,23 @@ impl TaskCounts {
     }
 }
 
+/// Task `i` of a packet's `row_tiles x col_tiles` GEMM0 tasks in publication order: (row
+/// tile, column tile). The columns go in groups of `group` column tiles (0, or `group >=
+/// col_tiles`: one group), and each group row tile by row tile, so the tasks of a group read
+/// its column tiles' weights as many times as the packet has row tiles while those weights
+/// are still in the GPU's cache (the order of [`gemm0_tasks`]; `fdm_gemm0_tile` in the
+/// generated header). `i < row_tiles * col_tiles`.
+pub fn gemm0_tile(i: u32, row_tiles: u32, col_tiles: u32, group: u32) -> (u32, u32) {
+    let group = if group == 0 || group > col_tiles { col_tiles } else { group };
+    let per_group = row_tiles as u64 * group as u64;
+    let first = (i as u64 / per_group) as u32 * group;
+    let width = group.min(col_tiles - first);
+    let j = (i as u64 % per_group) as u32;
+    (j / width, first + j % width)
+}
+
 /// The GEMM0 tasks a packet of `rows` rows creates on its owner when its dispatch signal
-/// arrives (none for a zero-row packet).
+/// arrives (none for a zero-row packet), in [`gemm0_tile`]'s order.
 pub fn gemm0_tasks(
     layout: &HeapLayout,
     epoch: Epoch,
@@ -372,22 +387,21 @@ pub fn gemm0_tasks(
     rows: u32,
 ) -> impl Iterator<Item = Result<TaskDescriptor>> + '_ {
     let g = layout.geometry();
-    let (bm, cols) = (g.tile.bm, g.col_tiles_inter());
-    (0..div_ceil(rows, bm)).flat_map(move |rt| {
-        (0..cols).map(move |c| {
-            let valid = tile_rows(rows, rt, bm);
-            TaskDescriptor::new(
-                layout,
-                TaskKind::Gemm0,
-                epoch,
-                source,
-                owner,
-                local_expert,
-                rt,
-                c,
-                valid,
-            )
-        })
+    let (bm, cols, group) = (g.tile.bm, g.col_tiles_inter(), g.tile.gemm0_group);
+    let row_tiles = div_ceil(rows, bm);
+    (0..row_tiles * cols).map(move |i| {
+        let (rt, c) = gemm0_tile(i, row_tiles, cols, group);
+        TaskDescriptor::new(
+            layout,
+            TaskKind::Gemm0,
+            epoch,
+            source,
+            owner,
+            local_expert,
+            rt,
+            c,
+            tile_rows(rows, rt, bm),
+        )
     })
 }
 
@@ -542,6 +556,39 @@ pub fn graph_tasks<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gemm0_order_visits_every_tile_once_in_column_groups() {
+        for (rts, cts) in [(1u32, 1u32), (8, 112), (3, 7), (32, 8), (1, 16), (5, 4)] {
+            for group in [0u32, 1, 2, 3, 6, cts, cts + 5] {
+                let order: Vec<(u32, u32)> =
+                    (0..rts * cts).map(|i| gemm0_tile(i, rts, cts, group)).collect();
+                let mut seen = order.clone();
+                seen.sort_unstable();
+                seen.dedup();
+                assert_eq!(seen.len() as u32, rts * cts, "{rts}x{cts} group {group}: a tile twice");
+                assert!(order.iter().all(|&(rt, c)| rt < rts && c < cts));
+                // Groups in order, and inside a group row tile by row tile.
+                let g = if group == 0 || group > cts { cts } else { group };
+                for w in order.windows(2) {
+                    let ((r0, c0), (r1, c1)) = (w[0], w[1]);
+                    if c0 / g == c1 / g {
+                        assert!((r1, c1) > (r0, c0), "{rts}x{cts} group {group}: {w:?}");
+                    } else {
+                        assert_eq!(c1 / g, c0 / g + 1, "{rts}x{cts} group {group}: {w:?}");
+                    }
+                }
+            }
+        }
+        // No group: row tile by row tile; groups of one: column tile by column tile.
+        assert_eq!(gemm0_tile(5, 2, 4, 0), (1, 1));
+        assert_eq!(gemm0_tile(5, 2, 4, 1), (1, 2));
+        // Mixtral's packets (8 row tiles of 112 columns) in groups of 6: the 49th task starts
+        // the second group; the last group is 4 columns wide.
+        assert_eq!(gemm0_tile(48, 8, 112, 6), (0, 6));
+        assert_eq!(gemm0_tile(8 * 108, 8, 112, 6), (0, 108));
+        assert_eq!(gemm0_tile(8 * 112 - 1, 8, 112, 6), (7, 111));
+    }
     use crate::layout::{Geometry, TileShape};
     use alloc::vec;
 

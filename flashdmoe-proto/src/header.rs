@@ -46,7 +46,7 @@ const LAYOUT_FIELDS: [(&str, &str, usize); 23] = [
     ("row_tiles", "unsigned int", offset_of!(LayoutParams, row_tiles)),
     ("token_tiles", "unsigned int", offset_of!(LayoutParams, token_tiles)),
     ("bn_hidden", "unsigned int", offset_of!(LayoutParams, bn_hidden)),
-    ("reserved", "unsigned int", offset_of!(LayoutParams, reserved)),
+    ("gemm0_group", "unsigned int", offset_of!(LayoutParams, gemm0_group)),
     ("dispatch_signals", "unsigned long long", offset_of!(LayoutParams, dispatch_signals)),
     ("return_signals", "unsigned long long", offset_of!(LayoutParams, return_signals)),
     ("row_tile_counters", "unsigned long long", offset_of!(LayoutParams, row_tile_counters)),
@@ -237,6 +237,26 @@ FDM_FN unsigned long long fdm_task_bound(const fdm_layout* l, unsigned long long
     return row_tiles * (fdm_col_tiles_inter(l) + fdm_col_tiles_hidden(l))
         + (unsigned long long)fdm_div_ceil(tokens, l->bm) * fdm_col_tiles_hidden(l);
 }
+// Task i of a packet's GEMM0 tasks in publication order: its row tile and column tile,
+// graph::gemm0_tile (column tiles in groups of `group`, each group row tile by row tile).
+FDM_FN unsigned int fdm_gemm0_width(unsigned int i, unsigned int row_tiles, unsigned int col_tiles,
+                                    unsigned int group, unsigned int* first) {
+    if (group == 0u || group > col_tiles) group = col_tiles;
+    *first = (unsigned int)(i / ((unsigned long long)row_tiles * group)) * group;
+    return col_tiles - *first < group ? col_tiles - *first : group;
+}
+FDM_FN unsigned int fdm_gemm0_row_tile(unsigned int i, unsigned int row_tiles, unsigned int col_tiles,
+                                       unsigned int group) {
+    unsigned int first;
+    unsigned int width = fdm_gemm0_width(i, row_tiles, col_tiles, group, &first);
+    return (unsigned int)((i - (unsigned long long)first * row_tiles) / width);
+}
+FDM_FN unsigned int fdm_gemm0_col_tile(unsigned int i, unsigned int row_tiles, unsigned int col_tiles,
+                                       unsigned int group) {
+    unsigned int first;
+    unsigned int width = fdm_gemm0_width(i, row_tiles, col_tiles, group, &first);
+    return first + (unsigned int)((i - (unsigned long long)first * row_tiles) % width);
+}
 // Token tiles per combine readiness group: graph::combine_group_tiles.
 FDM_FN unsigned int fdm_combine_group_tiles(unsigned int token_tiles, unsigned int packets,
                                             unsigned long long row_tiles) {
@@ -302,7 +322,7 @@ mod tests {
     use std::process::Command;
 
     use super::c_header;
-    use crate::graph::{TaskCounts, combine_group_tiles, combine_log_slots, tile_rows};
+    use crate::graph::{self, TaskCounts, combine_group_tiles, combine_log_slots, tile_rows};
     use crate::layout::{Geometry, HeapLayout, LayoutParams, Stage, TileShape, div_ceil};
     use crate::task::{TaskDescriptor, TaskKind};
     use crate::{Epoch, signal};
@@ -349,7 +369,7 @@ mod tests {
             p.row_tiles,
             p.token_tiles,
             p.bn_hidden,
-            p.reserved,
+            p.gemm0_group,
         ];
         let u64s = [
             p.dispatch_signals,
@@ -412,6 +432,22 @@ mod tests {
                 &alloc::format!("fdm_tile_rows({rows}u, {rt}u, {bm}u)"),
                 tile_rows(rows, rt, bm).into(),
             );
+        }
+        for (rts, cts, group) in [
+            (1u32, 1u32, 0u32),
+            (8, 112, 6),
+            (8, 112, 0),
+            (3, 7, 2),
+            (5, 4, 1),
+            (4, 45, 17),
+            (2, 6, 99),
+        ] {
+            for i in [0, 1, rts * cts / 2, rts * cts - 1].into_iter().filter(|&i| i < rts * cts) {
+                let (rt, c) = graph::gemm0_tile(i, rts, cts, group);
+                let args = alloc::format!("{i}u, {rts}u, {cts}u, {group}u");
+                q.push(&alloc::format!("fdm_gemm0_row_tile({args})"), rt.into());
+                q.push(&alloc::format!("fdm_gemm0_col_tile({args})"), c.into());
+            }
         }
         for (tiles, packets, rows) in [
             (0u32, 0u32, 0u64),

@@ -57,18 +57,30 @@ pub struct TileShape {
     pub bk: u32,
     /// Output columns per GEMM1 and combine tile.
     pub bn_hidden: u32,
+    /// GEMM0 tasks of a packet are published in groups of this many column tiles, each group
+    /// row tile by row tile ([`crate::graph::gemm0_tile`]); 0: one group of every column
+    /// (row tile by row tile). A policy for the GPU's cache (an expert's weights read once a
+    /// group instead of once a row tile); the task set and the results do not depend on it.
+    pub gemm0_group: u32,
 }
 
 impl TileShape {
-    /// `bm` x `bn` tiles stepping `bk`, hidden-wide outputs in tiles of `bn` columns too.
+    /// `bm` x `bn` tiles stepping `bk`, hidden-wide outputs in tiles of `bn` columns too,
+    /// GEMM0 tasks row tile by row tile.
     pub const fn new(bm: u32, bn: u32, bk: u32) -> TileShape {
-        TileShape { bm, bn, bk, bn_hidden: bn }
+        TileShape { bm, bn, bk, bn_hidden: bn, gemm0_group: 0 }
     }
 
     /// The same tiles with hidden-wide outputs (GEMM1, the combine) in tiles of `bn_hidden`
     /// columns.
     pub const fn with_bn_hidden(self, bn_hidden: u32) -> TileShape {
         TileShape { bn_hidden, ..self }
+    }
+
+    /// The same tiles with GEMM0 tasks published in groups of `columns` column tiles
+    /// ([`TileShape::gemm0_group`]).
+    pub const fn with_gemm0_group(self, columns: u32) -> TileShape {
+        TileShape { gemm0_group: columns, ..self }
     }
 }
 
@@ -135,8 +147,8 @@ pub struct LayoutParams {
     pub token_tiles: u32,
     /// [`TileShape::bn_hidden`].
     pub bn_hidden: u32,
-    /// Zero (keeps the offsets below 8-byte aligned).
-    pub reserved: u32,
+    /// [`TileShape::gemm0_group`].
+    pub gemm0_group: u32,
     /// Start of the dispatch signals.
     pub dispatch_signals: u64,
     /// Start of the return signals.
@@ -496,7 +508,7 @@ impl HeapLayout {
             row_tiles: self.row_tiles,
             token_tiles: self.token_tiles,
             bn_hidden: g.tile.bn_hidden,
-            reserved: 0,
+            gemm0_group: g.tile.gemm0_group,
             dispatch_signals: self.dispatch_signals,
             return_signals: self.return_signals,
             row_tile_counters: self.row_tile_counters,
