@@ -6,8 +6,8 @@
 #     && cp target/release/gpu-check target/release/flashdmoe .carry/   # flashdmoe: the preset and nccl phases
 #   python3 -m maturin build -m flashdmoe-py/Cargo.toml --profile wheel -o .carry/whl   # optional: the PyTorch package
 # then, with `.carry` carried: `bash scripts/gpu-queue.sh`. ONLY=a,b runs the phases whose names
-# contain a or b (resident, quick, preset, models, python, binding, paper, grid, torch, launch,
-# nccl).
+# contain a or b (resident, quick, preset, models, mixtral-trace, python, binding, paper, grid,
+# torch, launch, nccl).
 set -u -o pipefail
 out=${OUT:-gpu-queue-out}; w=$(mktemp -d); mkdir -p "$out"
 source "$(dirname "${BASH_SOURCE[0]}")/gpu-env.sh"
@@ -38,6 +38,8 @@ fi
 # against PyTorch's grouped layer in one command, both back to back.
 if [ -x .carry/flashdmoe ]; then
   phase models 150 .carry/flashdmoe bench --backend cuda --preset mixtral-8x7b qwen3-30b-a3b --baselines torch-single --iters 10 --warmup 3 --out "$w/models"
+  # Its GEMM0 tasks' durations (v24: 67.6 us a task before the groups).
+  phase mixtral-trace 60 .carry/flashdmoe run --preset mixtral-8x7b --world 1 --dropless --backend cuda --trace "$w/mixtral.json"
 fi
 if ls .carry/whl/*.whl >/dev/null 2>&1; then
   phase python 90 bash -c 'python3 -m pip install -q --no-deps --force-reinstall .carry/whl/*.whl && python3 -m pytest -q -rs -p no:cacheprovider flashdmoe-py/tests/test_cuda.py'
@@ -65,6 +67,7 @@ grep -h -i -E "nccl|error" "$w"/nccl.log 2>/dev/null | head -5
 grep -h -E "^kernel:|^verify:|^back to back:" "$w"/preset.log 2>/dev/null | cut -c1-300
 grep -h -E "^\[ok\] paper" "$w"/paper.log 2>/dev/null | cut -c1-400
 grep -h -E "^(mixtral|qwen3)|flashdmoe-cuda|graph" "$w"/models.log 2>/dev/null | grep -v "^\[" | cut -c1-150
+grep -h -E "^(kernel|task times|back to back):" "$w"/mixtral-trace.log 2>/dev/null | cut -c1-400
 sed -n '/median ms/,$p' "$w"/grid.log 2>/dev/null | head -14
 grep -h -E "graph|cublas-dense" "$w"/torch.log 2>/dev/null | cut -c1-110 | head -20
 cat "$w/summary.txt"

@@ -484,6 +484,12 @@ fn trace_is_written_as_chrome_json_and_conforms() {
     let out = stdout(&o);
     assert!(out.contains("task events written to"), "{out}");
     assert!(out.contains("conforms to the task graph"), "{out}");
+    // Where the time went: each kind's count and durations, and the gaps between tasks.
+    let times = out.lines().find(|l| l.starts_with("task times: ")).expect("a task times line");
+    for part in ["gemm0 256 x median ", "gemm1 128 x median ", "combine 64 x median "] {
+        assert!(times.contains(part), "{times}");
+    }
+    assert!(times.contains("median gap between a processor's tasks: "), "{times}");
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&path).expect("trace file")).expect("JSON");
     let events = json["traceEvents"].as_array().expect("traceEvents array");

@@ -166,6 +166,64 @@ pub fn utilisation(events: &[TraceEvent], world: u32, processors_per_rank: u32) 
     Utilisation { wall_ns, processors, overall }
 }
 
+/// How long the tasks of one kind took in a trace.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct KindTimes {
+    /// The kind.
+    pub kind: TaskKind,
+    /// Tasks of that kind.
+    pub tasks: usize,
+    /// Mean duration (ns).
+    pub mean_ns: f64,
+    /// Median duration (ns): the middle task's, the upper one of an even count.
+    pub median_ns: u64,
+    /// 90th percentile duration (ns).
+    pub p90_ns: u64,
+    /// The earliest start and the latest end of a task of that kind (ns, the events' clock).
+    pub span_ns: (u64, u64),
+}
+
+/// The duration statistics of each task kind in `events` (GEMM0, GEMM1, combine), leaving out
+/// kinds with no task.
+pub fn kind_times(events: &[TraceEvent]) -> Vec<KindTimes> {
+    [TaskKind::Gemm0, TaskKind::Gemm1, TaskKind::Combine]
+        .into_iter()
+        .filter_map(|kind| {
+            let of_kind: Vec<&TraceEvent> = events.iter().filter(|e| e.kind == kind).collect();
+            let mut durations: Vec<u64> =
+                of_kind.iter().map(|e| e.end_ns.saturating_sub(e.start_ns)).collect();
+            durations.sort_unstable();
+            let n = durations.len();
+            (n > 0).then(|| KindTimes {
+                kind,
+                tasks: n,
+                mean_ns: durations.iter().sum::<u64>() as f64 / n as f64,
+                median_ns: durations[n / 2],
+                p90_ns: durations[(n * 9 / 10).min(n - 1)],
+                span_ns: (
+                    of_kind.iter().map(|e| e.start_ns).min().unwrap_or(0),
+                    of_kind.iter().map(|e| e.end_ns).max().unwrap_or(0),
+                ),
+            })
+        })
+        .collect()
+}
+
+/// The median idle time between one task's end and the next task's start on the same processor
+/// (ns; the upper one of an even count), over every processor of every rank; `None` when no
+/// processor ran two tasks.
+pub fn median_gap_ns(events: &[TraceEvent]) -> Option<u64> {
+    let mut by_processor: Vec<&TraceEvent> = events.iter().collect();
+    by_processor.sort_unstable_by_key(|e| (e.rank, e.processor, e.start_ns));
+    let mut gaps: Vec<u64> = by_processor
+        .windows(2)
+        .filter(|w| (w[0].rank, w[0].processor) == (w[1].rank, w[1].processor))
+        .map(|w| w[1].start_ns.saturating_sub(w[0].end_ns))
+        .collect();
+    gaps.sort_unstable();
+    gaps.get(gaps.len() / 2).copied()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -197,6 +255,24 @@ mod tests {
         assert_eq!(u.processors[1].utilisation, 0.0);
         assert_eq!(u.overall, 1500.0 / 4000.0);
         assert_eq!(utilisation(&[], 1, 1).overall, 0.0);
+    }
+
+    #[test]
+    fn kind_times_and_gaps_by_hand() {
+        let mut combine = ev(0, 1, 4000, 4500);
+        combine.kind = TaskKind::Combine;
+        // Processor 0: GEMM1s of 1000, 3000 and 2000 ns with gaps of 500 and 1500; processor 1
+        // one combine (no gap).
+        let events = [ev(0, 0, 0, 1000), ev(0, 0, 1500, 4500), ev(0, 0, 6000, 8000), combine];
+        let times = kind_times(&events);
+        assert_eq!(times.len(), 2, "no GEMM0 task: left out");
+        let g1 = times[0];
+        assert_eq!((g1.kind, g1.tasks, g1.median_ns, g1.p90_ns), (TaskKind::Gemm1, 3, 2000, 3000));
+        assert_eq!((g1.mean_ns, g1.span_ns), (2000.0, (0, 8000)));
+        assert_eq!((times[1].kind, times[1].median_ns), (TaskKind::Combine, 500));
+        assert_eq!(median_gap_ns(&events), Some(1500));
+        assert_eq!(median_gap_ns(&events[3..]), None);
+        assert!(kind_times(&[]).is_empty());
     }
 
     #[test]

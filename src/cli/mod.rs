@@ -197,8 +197,9 @@ struct RunArgs {
     iterations: u32,
     /// Run one more forward with a per-task trace: write it to PATH as Chrome/Perfetto JSON
     /// (open it in ui.perfetto.dev or chrome://tracing), print the processors' utilisation,
-    /// and check the trace against the task graph (every task exactly once, after its
-    /// prerequisites).
+    /// each task kind's count, median and p90 duration and span, and the median gap between a
+    /// processor's tasks, and check the trace against the task graph (every task exactly once,
+    /// after its prerequisites).
     #[arg(long, value_name = "PATH")]
     trace: Option<std::path::PathBuf>,
     /// Seconds a forward may go without progress (no task finished and no signal arrived on

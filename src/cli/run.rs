@@ -233,13 +233,40 @@ fn write_trace<L: Layer>(
     // Processors that ran at least one task; the wall is the task phase (first start to last end).
     let u = trace::utilisation(&events, config.world, 0);
     Ok(format!(
-        "trace: {} task events written to {} (conforms to the task graph); {} processors busy {:.1}% of the {:.3} ms task phase",
+        "trace: {} task events written to {} (conforms to the task graph); {} processors busy {:.1}% of the {:.3} ms task phase\n{}",
         events.len(),
         path.display(),
         u.processors.len(),
         u.overall * 100.0,
-        u.wall_ns as f64 / 1e6
+        u.wall_ns as f64 / 1e6,
+        task_times_line(&events)
     ))
+}
+
+/// One line of how long each kind of task took and when it ran (from the task phase's start),
+/// and the median idle time between a processor's tasks: where a forward's time goes.
+fn task_times_line(events: &[trace::TraceEvent]) -> String {
+    let origin = events.iter().map(|e| e.start_ns).min().unwrap_or(0);
+    let ms = |ns: u64| ns.saturating_sub(origin) as f64 / 1e6;
+    let kinds: Vec<String> = trace::kind_times(events)
+        .iter()
+        .map(|k| {
+            format!(
+                "{} {} x median {:.1} us (p90 {:.1}) from {:.3} to {:.3} ms",
+                k.kind.name(),
+                k.tasks,
+                k.median_ns as f64 / 1e3,
+                k.p90_ns as f64 / 1e3,
+                ms(k.span_ns.0),
+                ms(k.span_ns.1)
+            )
+        })
+        .collect();
+    let gap = trace::median_gap_ns(events).map_or_else(
+        || "no processor ran two tasks".into(),
+        |g| format!("{:.2} us", g as f64 / 1e3),
+    );
+    format!("task times: {}; median gap between a processor's tasks: {gap}", kinds.join("; "))
 }
 
 /// Every forward of the same inputs must give bitwise the same output.

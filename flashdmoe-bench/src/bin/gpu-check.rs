@@ -341,7 +341,6 @@ fn resident_case(case: &Case, _iters: usize, device: &str) -> Result<Outcome, St
 /// phase by kind, and processor utilisation over the whole launch (rank 0 in detail, then the
 /// utilisation of every rank).
 fn trace_summary(out: &flashdmoe_core::ForwardOutput, processors: u32) -> String {
-    use flashdmoe_proto::TaskKind;
     let mut text = String::new();
     let mut busy_by_rank = Vec::new();
     for r in &out.ranks {
@@ -355,14 +354,19 @@ fn trace_summary(out: &flashdmoe_core::ForwardOutput, processors: u32) -> String
         }
         let first = events.iter().map(|e| e.start_ns).min().unwrap_or(0);
         let last = events.iter().map(|e| e.end_ns).max().unwrap_or(0);
-        let kinds = [TaskKind::Gemm0, TaskKind::Gemm1, TaskKind::Combine].map(|k| {
-            let ev: Vec<_> = events.iter().filter(|e| e.kind == k).collect();
-            let n = ev.len().max(1) as f64;
-            let mean = ev.iter().map(|e| (e.end_ns - e.start_ns) as f64).sum::<f64>() / n / 1e3;
-            let lo = ev.iter().map(|e| e.start_ns).min().unwrap_or(0) as f64 / 1e3;
-            let hi = ev.iter().map(|e| e.end_ns).max().unwrap_or(0) as f64 / 1e3;
-            format!("{} n={} mean {mean:.1}us span {lo:.0}-{hi:.0}us", k.name(), ev.len())
-        });
+        let kinds: Vec<String> = flashdmoe_core::trace::kind_times(events)
+            .iter()
+            .map(|k| {
+                format!(
+                    "{} n={} mean {:.1}us span {:.0}-{:.0}us",
+                    k.kind.name(),
+                    k.tasks,
+                    k.mean_ns / 1e3,
+                    k.span_ns.0 as f64 / 1e3,
+                    k.span_ns.1 as f64 / 1e3
+                )
+            })
+            .collect();
         text.push_str(&format!(
             "; rank {}: kernel {:.0}us, first task at {:.0}us, last end {:.0}us, busy {busy_pct:.0}% of launch x {processors} processors; {}",
             events.first().map_or(0, |e| e.rank),
