@@ -6,8 +6,8 @@
 #     && cp target/release/gpu-check target/release/flashdmoe .carry/   # flashdmoe: the preset and nccl phases
 #   python3 -m maturin build -m flashdmoe-py/Cargo.toml --profile wheel -o .carry/whl   # optional: the PyTorch package
 # then, with `.carry` carried: `bash scripts/gpu-queue.sh`. ONLY=a,b runs the phases whose names
-# contain a or b (resident, quick, preset, models, mixtral-trace, python, binding, paper, grid,
-# torch, launch, nccl).
+# contain a or b (resident, quick, preset, models, mixtral-trace, copiers, python, binding,
+# paper, grid, torch, launch, nccl).
 set -u -o pipefail
 out=${OUT:-gpu-queue-out}; w=$(mktemp -d); mkdir -p "$out"
 source "$(dirname "${BASH_SOURCE[0]}")/gpu-env.sh"
@@ -41,6 +41,14 @@ if [ -x .carry/flashdmoe ]; then
   # Its GEMM0 tasks' durations (v24: 67.6 us a task before the groups).
   phase mixtral-trace 60 .carry/flashdmoe run --preset mixtral-8x7b --world 1 --dropless --backend cuda --trace "$w/mixtral.json"
 fi
+# NVLink egress (issue 13 item 4, perf-notes v24): weak scaling at P = 2 with a quarter (the
+# default), half and three quarters of each rank's processors copying the rows bound for the
+# other GPU first. Two GPUs or more only (nvidia-h200-x2).
+if [ -x .carry/flashdmoe ] && [ "$(nvidia-smi -L 2>/dev/null | wc -l)" -ge 2 ]; then
+  for n in 32 65 98; do
+    phase copiers-$n 40 .carry/flashdmoe run --preset paper-t8192-e32 --world 2 --backend cuda --remote-copiers $n --back-to-back 20 --trace "$w/copiers-$n.json"
+  done
+fi
 if ls .carry/whl/*.whl >/dev/null 2>&1; then
   phase python 90 bash -c 'python3 -m pip install -q --no-deps --force-reinstall .carry/whl/*.whl && python3 -m pytest -q -rs -p no:cacheprovider flashdmoe-py/tests/test_cuda.py'
   phase binding 60 python3 flashdmoe-py/benchmarks/binding.py --tokens 4096 --out "$w/binding.json"
@@ -68,6 +76,7 @@ grep -h -E "^kernel:|^verify:|^back to back:" "$w"/preset.log 2>/dev/null | cut 
 grep -h -E "^\[ok\] paper" "$w"/paper.log 2>/dev/null | cut -c1-400
 grep -h -E "^(mixtral|qwen3)|flashdmoe-cuda|graph" "$w"/models.log 2>/dev/null | grep -v "^\[" | cut -c1-150
 grep -h -E "^(kernel|task times|back to back):" "$w"/mixtral-trace.log 2>/dev/null | cut -c1-400
+for f in "$w"/copiers-*.log; do [ -f "$f" ] && echo "$(basename "$f" .log): $(grep -h -o -E '^(verify: [A-Z]+|back to back: [0-9.]+ ms)' "$f" | tr '\n' ' ')"; done
 sed -n '/median ms/,$p' "$w"/grid.log 2>/dev/null | head -14
 grep -h -E "graph|cublas-dense" "$w"/torch.log 2>/dev/null | cut -c1-110 | head -20
 cat "$w/summary.txt"

@@ -129,6 +129,18 @@ fn bad_flags_are_usage_errors() {
     assert_exit(&o, 2);
     assert!(stderr(&o).contains("--backend cuda only"), "{}", stderr(&o));
 
+    let o = flashdmoe(&["run", "--remote-copiers", "8"]);
+    assert_exit(&o, 2);
+    assert!(
+        stderr(&o).contains("--remote-copiers applies to --backend cuda only"),
+        "{}",
+        stderr(&o)
+    );
+
+    let o = flashdmoe(&["run", "--backend", "cuda", "--remote-copiers", "0"]);
+    assert_exit(&o, 2);
+    assert!(stderr(&o).contains("--remote-copiers"), "{}", stderr(&o));
+
     let o = flashdmoe(&["run", "--backend", "cuda", "--processors", "2"]);
     assert_exit(&o, 2);
     assert!(stderr(&o).contains("--backend sim only"), "{}", stderr(&o));

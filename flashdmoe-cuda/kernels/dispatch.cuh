@@ -23,10 +23,11 @@ __device__ void raise_dispatch_signal(const Rank& r, unsigned e, unsigned rows) 
 constexpr unsigned kDispatchRows = 8;
 
 /// Which copies a block makes in A4. Rows bound for another GPU cross NVLink at a fraction
-/// of local bandwidth, so when there are such rows (`split`) a quarter of each rank's
-/// processors (the highest roles, which the scheduler reaches last) copies only those, while
-/// the other processors and the leftover blocks copy the rows that stay on this GPU and then
-/// start computing on them. OS blocks copy nothing. `index` numbers the block within its
+/// of local bandwidth, so when there are such rows (`split`) `p->remote_copiers` of each
+/// rank's processors (0: a quarter; the highest roles, which the scheduler reaches last) copy
+/// only those, while the other processors and the leftover blocks copy the rows that stay on
+/// this GPU and then start computing on them (every processor copying leaves no one to split
+/// with: then all copy both). OS blocks copy nothing. `index` numbers the block within its
 /// group of `count` blocks; `count` 0 means the block copies nothing.
 struct CopyGroup {
   bool split, remote;
@@ -36,7 +37,8 @@ struct CopyGroup {
 __device__ CopyGroup copy_group(const fdm_params* p) {
   const unsigned bpr = p->blocks_per_rank, ranks = p->local_ranks;
   const unsigned used = bpr * ranks, leftover = gridDim.x - used;
-  unsigned remote = p->layout.world > ranks ? max(1u, (bpr - 1) / 4) : 0u;
+  const unsigned copiers = p->remote_copiers != 0 ? min(p->remote_copiers, bpr - 1) : max(1u, (bpr - 1) / 4);
+  unsigned remote = p->layout.world > ranks ? copiers : 0u;
   if (remote != 0 && bpr - 1 - remote == 0 && leftover == 0) remote = 0;  // too few blocks to split
   const bool split = remote != 0;
   const unsigned local_per_rank = bpr - 1 - remote, local_count = ranks * local_per_rank + leftover;

@@ -132,7 +132,8 @@ typedef struct fdm_params {
     unsigned int blocks_per_rank;
     unsigned int trace;
     unsigned int capacity;
-    unsigned int tail[12];
+    unsigned int remote_copiers;
+    unsigned int tail[11];
 } fdm_params;
 static_assert(sizeof(fdm_params) == 1408, "fdm_params size drifted from Rust");
 static_assert(alignof(fdm_params) == 128, "fdm_params alignment drifted from Rust");
@@ -171,5 +172,6 @@ FDM_ASSERT_OFFSET(fdm_params, local_ranks, 1344);
 FDM_ASSERT_OFFSET(fdm_params, blocks_per_rank, 1348);
 FDM_ASSERT_OFFSET(fdm_params, trace, 1352);
 FDM_ASSERT_OFFSET(fdm_params, capacity, 1356);
-FDM_ASSERT_OFFSET(fdm_params, tail, 1360);
+FDM_ASSERT_OFFSET(fdm_params, remote_copiers, 1360);
+FDM_ASSERT_OFFSET(fdm_params, tail, 1364);
 

@@ -74,6 +74,11 @@ pub struct CudaOptions {
     /// The layer's first GPU (its GPUs are `first_gpu..first_gpu + world / ranks_per_gpu`):
     /// a process driving one GPU of several (PyTorch's `cuda:N`) builds on GPU `N`.
     pub first_gpu: u32,
+    /// Processor blocks per rank that copy only the rows bound for other GPUs when a layer
+    /// spans GPUs (dispatch, phase A4; `kernels/dispatch.cuh` `copy_group`), 1 up to the
+    /// rank's processors; `None`: a quarter of them. The others start computing on the rows
+    /// that stay on their GPU at once. A tuning knob for NVLink egress (issue 13 item 4).
+    pub remote_copiers: Option<u32>,
 }
 
 /// The CUDA backend.
@@ -133,6 +138,8 @@ struct Plan {
     scratch_bytes: u64,
     ranks_per_gpu: u32,
     blocks_per_rank: u32,
+    /// [`CudaOptions::remote_copiers`], validated (0: the kernel's default).
+    remote_copiers: u32,
     /// Specialisations preferred to `spec` that spilled (`spec::Chosen::skipped`'s labels).
     skipped: Vec<String>,
 }
@@ -427,6 +434,19 @@ impl CudaBackend {
                 ),
             ));
         }
+        let processors = blocks_per_rank - 1;
+        let remote_copiers = match self.options.remote_copiers {
+            None => 0,
+            Some(n) if (1..=processors).contains(&n) => n,
+            Some(n) => {
+                return Err(invalid(
+                    "remote_copiers",
+                    format!(
+                        "{n} copying blocks of a rank's {processors} processors (1..={processors})"
+                    ),
+                ));
+            }
+        };
         let g = layout.geometry();
         let max_tasks = max_tasks(&protocol, &layout)?;
         let (scratch, scratch_bytes) = scratch_layout(
@@ -448,6 +468,7 @@ impl CudaBackend {
             scratch_bytes,
             ranks_per_gpu,
             blocks_per_rank,
+            remote_copiers,
             skipped: skipped.into_iter().map(|(label, _)| label).collect(),
         };
 
@@ -683,7 +704,8 @@ impl CudaLayer {
             blocks_per_rank: plan.blocks_per_rank,
             trace: 0,
             capacity: plan.layout.geometry().capacity,
-            tail: [0; 12],
+            remote_copiers: plan.remote_copiers,
+            tail: [0; 11],
         }
     }
 
@@ -1279,6 +1301,7 @@ mod tests {
             scratch_bytes,
             ranks_per_gpu: 1,
             blocks_per_rank: 64,
+            remote_copiers: 0,
             skipped: Vec::new(),
         }
     }

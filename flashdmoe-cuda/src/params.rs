@@ -202,23 +202,26 @@ pub struct KernelParams {
     /// Rows an expert keeps from a rank this forward (capacity drops above it), at most the
     /// layout's `capacity` (the row stride of packets).
     pub capacity: u32,
+    /// Processors per rank that copy only the rows bound for other GPUs in A4 (0: a quarter;
+    /// `CudaOptions::remote_copiers`).
+    pub remote_copiers: u32,
     /// Padding to the 128-byte alignment the tensor maps give the struct.
-    pub tail: [u32; 12],
+    pub tail: [u32; 11],
 }
 
 // SAFETY: every field is a plain integer (or an array / `#[repr(C)]` struct of them), so
 // all-zero bytes are a valid value.
 unsafe impl bytemuck::Zeroable for KernelParams {}
 // SAFETY: `#[repr(C)]`, `Copy`, no references, and no padding: the three 128-byte tensor maps
-// come first (each 128-aligned), then every field is 8-byte sized and aligned except the six
-// `u32`s (24 bytes, ending on an 8-byte boundary) and the explicit `tail` that ends the struct
+// come first (each 128-aligned), then every field is 8-byte sized and aligned except the seven
+// `u32`s (28 bytes) and the explicit `tail` (44 bytes) that ends the struct
 // on its 128-byte alignment; the nested `LayoutParams` (14 u32 then 9 u64) and `ScratchLayout`
 // (16 u64) have none either; the size and offset assertions below pin it.
 unsafe impl bytemuck::Pod for KernelParams {}
 
 const _: () = assert!(size_of::<KernelParams>() == 1408);
 const _: () = assert!(offset_of!(KernelParams, layout) == 384);
-const _: () = assert!(offset_of!(KernelParams, tail) == 384 + 976);
+const _: () = assert!(offset_of!(KernelParams, tail) == 384 + 980);
 
 macro_rules! fields {
     ($ty:ty: $($field:ident: $cty:expr),* $(,)?) => {
@@ -253,7 +256,7 @@ const PARAM_FIELDS: &[CField] = fields!(KernelParams:
     scratch: "char*", scratch_bytes: "unsigned long long", diag: "fdm_diag*",
     epoch_word: "unsigned int*", given_experts: "const unsigned int*", given_weights: "const float*", timeout_ns: "unsigned long long", tokens: "unsigned int", first_rank: "unsigned int",
     local_ranks: "unsigned int", blocks_per_rank: "unsigned int", trace: "unsigned int",
-    capacity: "unsigned int", tail: "unsigned int@[12]");
+    capacity: "unsigned int", remote_copiers: "unsigned int", tail: "unsigned int@[11]");
 
 /// Control words of a rank's scratch (`FDM_CONTROL_WORDS`; `Control` in `kernels/heap.cuh`
 /// names them).

@@ -81,6 +81,11 @@ pub(super) struct BenchArgs {
     /// `flashdmoe-cuda-virtual`, never compared with a baseline.
     #[arg(long, value_name = "R", value_parser = clap::value_parser!(u32).range(1..))]
     ranks_per_gpu: Option<u32>,
+    /// CUDA, a layer over several GPUs: processor blocks per rank that copy only the rows
+    /// bound for other GPUs before computing (1 up to the rank's processors; default a
+    /// quarter). A tuning knob for NVLink egress.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    remote_copiers: Option<u32>,
 }
 
 /// Where the baselines run.
@@ -154,6 +159,11 @@ pub(super) fn bench(args: &BenchArgs) -> Result<(), CliError> {
     let sweep = Sweep { cases: &cases, options: &options, baselines: &baselines, baseline_options };
     let summary = match args.backend {
         BackendArg::Sim => {
+            if args.remote_copiers.is_some() {
+                return Err(CliError::Usage(
+                    "--remote-copiers applies to --backend cuda only".into(),
+                ));
+            }
             let sim = args.sim.sim_options(args.ranks_per_gpu)?;
             println!(
                 "backend: sim (SIMULATION: the CPU simulator, {} processor and {} subscriber \
@@ -172,7 +182,11 @@ pub(super) fn bench(args: &BenchArgs) -> Result<(), CliError> {
             // One rank per GPU unless asked otherwise: a layer of more ranks than GPUs is
             // skipped rather than silently run as virtual ranks.
             let ranks_per_gpu = Some(args.ranks_per_gpu.unwrap_or(1));
-            let cuda = CudaBackend::new(CudaOptions { ranks_per_gpu, ..CudaOptions::default() });
+            let cuda = CudaBackend::new(CudaOptions {
+                ranks_per_gpu,
+                remote_copiers: args.remote_copiers,
+                ..CudaOptions::default()
+            });
             println!("backend: cuda on {} (device-event times)", cuda.device());
             sweep.run(&cuda, &args.out, &|c| estimate::bench_case_fits(c, None))?
         }

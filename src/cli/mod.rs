@@ -221,6 +221,11 @@ struct RunArgs {
     /// world is spread over as many GPUs as divide it evenly.
     #[arg(long, value_name = "R", value_parser = clap::value_parser!(u32).range(1..))]
     ranks_per_gpu: Option<u32>,
+    /// CUDA, a layer over several GPUs: processor blocks per rank that copy only the rows
+    /// bound for other GPUs before computing (1 up to the rank's processors; default a
+    /// quarter). A tuning knob for NVLink egress.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    remote_copiers: Option<u32>,
     /// CUDA: after the verified forwards, time K device-resident forwards queued back to back
     /// on each GPU's stream after a group barrier (what a model sees; the same measurement in
     /// one process and in one process per GPU) and print the slowest GPU's time a forward;

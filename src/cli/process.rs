@@ -33,7 +33,11 @@ pub(super) fn run(
         group.device()
     );
     let weights = phases.run(c"weights", |_| LayerWeights::generate(config, args.seed))?;
-    let cuda = CudaOptions { ranks_per_gpu: args.ranks_per_gpu, ..CudaOptions::default() };
+    let cuda = CudaOptions {
+        ranks_per_gpu: args.ranks_per_gpu,
+        remote_copiers: args.remote_copiers,
+        ..CudaOptions::default()
+    };
     let layer =
         phases.run(c"build", |_| CudaBackend::new(cuda).build_process(config, &weights, &group))?;
     let ranks = layer.local_ranks();

@@ -36,6 +36,11 @@ pub(super) fn run(args: &RunArgs) -> Result<(), CliError> {
     let mut phases = Phases::start();
     let result = match args.backend {
         BackendArg::Sim => {
+            if args.remote_copiers.is_some() {
+                return Err(CliError::Usage(
+                    "--remote-copiers applies to --backend cuda only".into(),
+                ));
+            }
             let sim = args.sim.sim_options(args.ranks_per_gpu)?;
             println!(
                 "backend: sim ({} processor and {} subscriber threads per rank)",
@@ -75,7 +80,11 @@ pub(super) fn run(args: &RunArgs) -> Result<(), CliError> {
                 println!("{}", phases.line());
                 return result;
             }
-            let cuda = CudaOptions { ranks_per_gpu: args.ranks_per_gpu, ..CudaOptions::default() };
+            let cuda = CudaOptions {
+                ranks_per_gpu: args.ranks_per_gpu,
+                remote_copiers: args.remote_copiers,
+                ..CudaOptions::default()
+            };
             match cuda.ranks_per_gpu {
                 Some(r) => println!("backend: cuda ({r} ranks per GPU)"),
                 None => println!("backend: cuda (ranks spread over the GPUs)"),

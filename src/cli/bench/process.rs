@@ -238,7 +238,11 @@ pub(super) fn bench(args: &BenchArgs) -> Result<(), CliError> {
         group.device()
     );
     let weights = LayerWeights::generate(&config, args.seed)?;
-    let cuda = CudaBackend::new(CudaOptions { ranks_per_gpu: Some(rpg), ..CudaOptions::default() });
+    let cuda = CudaBackend::new(CudaOptions {
+        ranks_per_gpu: Some(rpg),
+        remote_copiers: args.remote_copiers,
+        ..CudaOptions::default()
+    });
     let layer = cuda.build_process(&config, &weights, &group)?;
     let ranks = layer.local_ranks();
     let inputs = ranks
