@@ -33,7 +33,9 @@
 //! Ours add optional fields after them: `name` (the case name), `protocol`
 //! ([`ProtocolStats`]: tasks, rows, bytes and utilisation of the forward, the simulator's
 //! figures of merit), and for a layer run as one process per GPU (`flashdmoe launch --nproc N
-//! bench`) `processes` and `ranks_per_process` (absent: one process ran every rank). Our `impl` is `flashdmoe-cuda` or `flashdmoe-sim`, `backend` `cuda` or
+//! bench`) `processes` and `ranks_per_process` (absent: one process ran every rank), `kernel`
+//! (the specialisation that ran) and `host_path_median_ms` (ours on a GPU: the host path's
+//! median beside the record's device-resident times). Our `impl` is `flashdmoe-cuda` or `flashdmoe-sim`, `backend` `cuda` or
 //! `sim`; a simulator record has `floor_ms: null` (a floor is a GPU's). Readers ignore fields
 //! they do not know.
 //!
