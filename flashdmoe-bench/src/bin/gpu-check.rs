@@ -88,6 +88,21 @@ fn small(dtype: DType, activation: Activation, bias: bool) -> MoeConfig {
     }
 }
 
+/// A gated layer whose experts' GEMM0 weights (2 x 4096 x 2048 bf16, 32 MiB) pass
+/// `spec::GEMM0_GROUP_BYTES`, so its GEMM0 tasks go in column groups; 4 experts over `world`
+/// ranks of 512 x `world` tokens, so every packet has 2 or more row tiles (one kernel image
+/// for every `world`).
+fn column_groups(world: u32) -> MoeConfig {
+    MoeConfig {
+        world,
+        tokens_per_rank: 512 * world,
+        hidden: 2048,
+        inter: 4096,
+        experts: 4,
+        ..small(DType::Bf16, Activation::SiluGated, false)
+    }
+}
+
 struct Case {
     name: String,
     config: MoeConfig,
@@ -449,6 +464,15 @@ fn cases(quick: bool) -> Vec<Case> {
         skew: true,
         ..case("skewed dropless".into(), small(DType::Bf16, Activation::Relu, false))
     });
+    // GEMM0 tasks in column groups (`spec::gemm0_group`: an expert's gate and up weights past
+    // `GEMM0_GROUP_BYTES`, 32 MiB here): 32 column tiles in groups of 12, 2 or more row tiles
+    // a packet; on one rank and on two virtual ranks.
+    out.push(Case { sample: Some(64), ..case("small column groups".into(), column_groups(1)) });
+    out.push(Case {
+        ranks_per_gpu: Some(2),
+        sample: Some(64),
+        ..case("virtual P=2 column groups".into(), column_groups(2))
+    });
     // The multi-rank protocol: virtual ranks on one GPU (P up to 8), and one rank per GPU
     // where the machine has the GPUs (skipped otherwise). Skewed routing sends every token to
     // rank 0's experts, so the other ranks' experts are empty.
@@ -776,6 +800,19 @@ mod tests {
     /// What the GPU machine will run is checked here first: every case is a valid layer the
     /// kernel computes (a bad placement table or router would otherwise surface only there),
     /// and names are unique (results are keyed by them).
+    #[test]
+    fn the_column_groups_cases_have_groups() {
+        for world in [1, 2] {
+            let config = column_groups(world);
+            let spec =
+                flashdmoe_cuda::spec::MoeSpec::candidates(&config, 131, flashdmoe_cuda::Arch::SM90)
+                    [0];
+            assert!(spec.tile.gemm0_group > 0, "{}", spec.label());
+            assert!(spec.tile.gemm0_group < config.inter / spec.tile.bn, "{}", spec.label());
+        }
+        assert!(cases(true).iter().any(|c| c.name == "small column groups"));
+    }
+
     #[test]
     fn every_case_is_a_valid_layer_the_kernel_computes() {
         for quick in [true, false] {
