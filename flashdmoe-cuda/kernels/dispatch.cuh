@@ -24,10 +24,10 @@ constexpr unsigned kDispatchRows = 8;
 
 /// Which copies a block makes in A4. Rows bound for another GPU cross NVLink at a fraction
 /// of local bandwidth, so when there are such rows (`split`) `p->remote_copiers` of each
-/// rank's processors (0: a quarter; the highest roles, which the scheduler reaches last) copy
-/// only those, while the other processors and the leftover blocks copy the rows that stay on
-/// this GPU and then start computing on them (every processor copying leaves no one to split
-/// with: then all copy both). OS blocks copy nothing. `index` numbers the block within its
+/// rank's processors (the host's choice, a quarter by default; the highest roles, which the
+/// scheduler reaches last) copy only those, while the other processors and the leftover
+/// blocks copy the rows that stay on this GPU and then start computing on them (every
+/// processor copying leaves no one to split with: then all copy both). OS blocks copy nothing. `index` numbers the block within its
 /// group of `count` blocks; `count` 0 means the block copies nothing.
 struct CopyGroup {
   bool split, remote;
@@ -37,8 +37,7 @@ struct CopyGroup {
 __device__ CopyGroup copy_group(const fdm_params* p) {
   const unsigned bpr = p->blocks_per_rank, ranks = p->local_ranks;
   const unsigned used = bpr * ranks, leftover = gridDim.x - used;
-  const unsigned copiers = p->remote_copiers != 0 ? min(p->remote_copiers, bpr - 1) : max(1u, (bpr - 1) / 4);
-  unsigned remote = p->layout.world > ranks ? copiers : 0u;
+  unsigned remote = p->layout.world > ranks ? p->remote_copiers : 0u;  // 1..=bpr - 1 (host-checked)
   if (remote != 0 && bpr - 1 - remote == 0 && leftover == 0) remote = 0;  // too few blocks to split
   const bool split = remote != 0;
   const unsigned local_per_rank = bpr - 1 - remote, local_count = ranks * local_per_rank + leftover;

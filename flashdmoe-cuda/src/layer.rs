@@ -138,7 +138,7 @@ struct Plan {
     scratch_bytes: u64,
     ranks_per_gpu: u32,
     blocks_per_rank: u32,
-    /// [`CudaOptions::remote_copiers`], validated (0: the kernel's default).
+    /// [`CudaOptions::remote_copiers`], validated, or its default (a quarter of the processors).
     remote_copiers: u32,
     /// Specialisations preferred to `spec` that spilled (`spec::Chosen::skipped`'s labels).
     skipped: Vec<String>,
@@ -436,7 +436,7 @@ impl CudaBackend {
         }
         let processors = blocks_per_rank - 1;
         let remote_copiers = match self.options.remote_copiers {
-            None => 0,
+            None => (processors / 4).max(1),
             Some(n) if (1..=processors).contains(&n) => n,
             Some(n) => {
                 return Err(invalid(
@@ -1301,7 +1301,7 @@ mod tests {
             scratch_bytes,
             ranks_per_gpu: 1,
             blocks_per_rank: 64,
-            remote_copiers: 0,
+            remote_copiers: 15,
             skipped: Vec::new(),
         }
     }

@@ -202,8 +202,8 @@ pub struct KernelParams {
     /// Rows an expert keeps from a rank this forward (capacity drops above it), at most the
     /// layout's `capacity` (the row stride of packets).
     pub capacity: u32,
-    /// Processors per rank that copy only the rows bound for other GPUs in A4 (0: a quarter;
-    /// `CudaOptions::remote_copiers`).
+    /// Processors per rank that copy only the rows bound for other GPUs in A4 (1 up to the
+    /// rank's processors: `CudaOptions::remote_copiers`, a quarter by default).
     pub remote_copiers: u32,
     /// Padding to the 128-byte alignment the tensor maps give the struct.
     pub tail: [u32; 11],

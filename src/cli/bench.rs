@@ -159,12 +159,7 @@ pub(super) fn bench(args: &BenchArgs) -> Result<(), CliError> {
     let sweep = Sweep { cases: &cases, options: &options, baselines: &baselines, baseline_options };
     let summary = match args.backend {
         BackendArg::Sim => {
-            if args.remote_copiers.is_some() {
-                return Err(CliError::Usage(
-                    "--remote-copiers applies to --backend cuda only".into(),
-                ));
-            }
-            let sim = args.sim.sim_options(args.ranks_per_gpu)?;
+            let sim = args.sim.sim_options(args.ranks_per_gpu, args.remote_copiers)?;
             println!(
                 "backend: sim (SIMULATION: the CPU simulator, {} processor and {} subscriber \
                  threads per rank; times are CPU times, never GPU times)",

@@ -26,6 +26,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use flashdmoe::core::oracle::OracleError;
 use flashdmoe::core::{BackendError, ConfigError, TimeoutReport};
+use flashdmoe::cuda::CudaOptions;
 use flashdmoe::sim::SimOptions;
 
 /// Distributed Mixture-of-Experts forward as one persistent kernel per GPU, with a CPU
@@ -248,12 +249,32 @@ struct SimThreads {
     subscribers: Option<usize>,
 }
 
+impl RunArgs {
+    /// The CUDA backend's options these flags ask for.
+    fn cuda_options(&self) -> CudaOptions {
+        CudaOptions {
+            ranks_per_gpu: self.ranks_per_gpu,
+            remote_copiers: self.remote_copiers,
+            ..CudaOptions::default()
+        }
+    }
+}
+
 impl SimThreads {
-    /// The simulator's options with these counts, after checking that the CUDA-only
-    /// `ranks_per_gpu` was not given.
-    fn sim_options(&self, ranks_per_gpu: Option<u32>) -> Result<SimOptions, CliError> {
-        if ranks_per_gpu.is_some() {
-            return Err(CliError::Usage("--ranks-per-gpu applies to --backend cuda only".into()));
+    /// The simulator's options with these counts, after checking that no CUDA-only flag
+    /// (`--ranks-per-gpu`, `--remote-copiers`) was given.
+    fn sim_options(
+        &self,
+        ranks_per_gpu: Option<u32>,
+        remote_copiers: Option<u32>,
+    ) -> Result<SimOptions, CliError> {
+        for (flag, given) in [
+            ("--ranks-per-gpu", ranks_per_gpu.is_some()),
+            ("--remote-copiers", remote_copiers.is_some()),
+        ] {
+            if given {
+                return Err(CliError::Usage(format!("{flag} applies to --backend cuda only")));
+            }
         }
         let mut sim = SimOptions::default();
         sim.processors_per_rank = self.processors.unwrap_or(sim.processors_per_rank);

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use flashdmoe::core::oracle::{self, VerifyOptions};
 use flashdmoe::core::rendezvous::RANK;
 use flashdmoe::core::{BackendError, ForwardOptions, LayerWeights, MoeConfig, generate_input};
-use flashdmoe::cuda::{CudaBackend, CudaOptions, GroupOptions, ProcessGroup};
+use flashdmoe::cuda::{CudaBackend, GroupOptions, ProcessGroup};
 
 use super::phases::Phases;
 use super::{CliError, RunArgs, run, run_summary};
@@ -33,11 +33,7 @@ pub(super) fn run(
         group.device()
     );
     let weights = phases.run(c"weights", |_| LayerWeights::generate(config, args.seed))?;
-    let cuda = CudaOptions {
-        ranks_per_gpu: args.ranks_per_gpu,
-        remote_copiers: args.remote_copiers,
-        ..CudaOptions::default()
-    };
+    let cuda = args.cuda_options();
     let layer =
         phases.run(c"build", |_| CudaBackend::new(cuda).build_process(config, &weights, &group))?;
     let ranks = layer.local_ranks();

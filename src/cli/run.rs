@@ -8,7 +8,7 @@ use flashdmoe::core::{
     Backend, BackendError, ForwardOptions, ForwardOutput, Layer, LayerWeights, MoeConfig,
     RankOutput, generate_input, trace,
 };
-use flashdmoe::cuda::{CudaBackend, CudaLayer, CudaOptions};
+use flashdmoe::cuda::{CudaBackend, CudaLayer};
 use flashdmoe::sim::SimBackend;
 
 use super::estimate::{self, Estimate};
@@ -36,12 +36,7 @@ pub(super) fn run(args: &RunArgs) -> Result<(), CliError> {
     let mut phases = Phases::start();
     let result = match args.backend {
         BackendArg::Sim => {
-            if args.remote_copiers.is_some() {
-                return Err(CliError::Usage(
-                    "--remote-copiers applies to --backend cuda only".into(),
-                ));
-            }
-            let sim = args.sim.sim_options(args.ranks_per_gpu)?;
+            let sim = args.sim.sim_options(args.ranks_per_gpu, args.remote_copiers)?;
             println!(
                 "backend: sim ({} processor and {} subscriber threads per rank)",
                 sim.processors_per_rank, sim.subscribers_per_rank
@@ -80,11 +75,7 @@ pub(super) fn run(args: &RunArgs) -> Result<(), CliError> {
                 println!("{}", phases.line());
                 return result;
             }
-            let cuda = CudaOptions {
-                ranks_per_gpu: args.ranks_per_gpu,
-                remote_copiers: args.remote_copiers,
-                ..CudaOptions::default()
-            };
+            let cuda = args.cuda_options();
             match cuda.ranks_per_gpu {
                 Some(r) => println!("backend: cuda ({r} ranks per GPU)"),
                 None => println!("backend: cuda (ranks spread over the GPUs)"),

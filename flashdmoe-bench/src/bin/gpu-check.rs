@@ -279,9 +279,9 @@ fn run_case(case: &Case, iters: usize, device: &str) -> Result<Outcome, String> 
             BackToBackOptions { calls: iters, warmup: 3, timeout: options.timeout },
             &mut || Ok(()),
         )?;
-        let mean: f64 = b2b.per_gpu_ms.iter().copied().fold(0.0, f64::max);
+        let slowest_gpu_ms: f64 = b2b.per_gpu_ms.iter().copied().fold(0.0, f64::max);
         detail.push_str(&format!(
-            "; device-resident back to back {mean:.3} ms a forward ({}), host path median {:.3} ms",
+            "; device-resident back to back {slowest_gpu_ms:.3} ms a forward ({}), host path median {:.3} ms",
             if b2b.same {
                 "output bitwise = host path"
             } else {
