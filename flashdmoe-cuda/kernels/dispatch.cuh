@@ -48,6 +48,31 @@ __device__ CopyGroup copy_group(const fdm_params* p) {
   return {split, false, rank * local_per_rank + role - 1, local_count};
 }
 
+/// One row of kH elements from `src` to `dst` by a warp: each lane loads up to kRowChunk of
+/// its 16-byte vectors into registers, then stores them. (A `dst[v] = src[v]` loop keeps one
+/// load in flight a lane: the compiler cannot move a load above a store that may alias it, so
+/// every vector waited a full memory round trip; under the GEMMs' traffic that was ~9.5 us a
+/// 4 KiB row and held A4's copies to the peer at ~150 GB/s, run 63.)
+constexpr unsigned kRowChunk = 8;
+__device__ __forceinline__ void copy_row(const uint4* __restrict__ src, uint4* __restrict__ dst, unsigned lane) {
+  constexpr unsigned kVecs = kH * sizeof(Elem) / 16;
+  constexpr unsigned kPerLane = (kVecs + 31) / 32;
+#pragma unroll 1
+  for (unsigned c0 = 0; c0 < kPerLane; c0 += kRowChunk) {
+    uint4 buf[kRowChunk];
+#pragma unroll
+    for (unsigned j = 0; j < kRowChunk; ++j) {
+      const unsigned v = lane + 32 * (c0 + j);
+      if (v < kVecs) buf[j] = __ldg(src + v);
+    }
+#pragma unroll
+    for (unsigned j = 0; j < kRowChunk; ++j) {
+      const unsigned v = lane + 32 * (c0 + j);
+      if (v < kVecs) dst[v] = buf[j];
+    }
+  }
+}
+
 /// A4: copy only the kept rows, each straight into its owner's heap dispatch region (proto
 /// offsets), in items of kDispatchRows rows of one packet taken in packet order; the warp
 /// completing a packet raises its signal, so owners start on early packets while later
@@ -61,7 +86,6 @@ __device__ void dispatch_packets(const fdm_params* p) {
   const unsigned lane = threadIdx.x % 32;
   const unsigned items_per_packet = fdm_div_ceil(p->capacity, kDispatchRows);
   const unsigned long long items = (unsigned long long)p->local_ranks * kE * items_per_packet;
-  constexpr unsigned kVecs = kH * sizeof(Elem) / 16;
   for (unsigned long long w = (unsigned long long)g.index * kWarps + threadIdx.x / 32; w < items;
        w += (unsigned long long)g.count * kWarps) {
     const unsigned local = (unsigned)(w / ((unsigned long long)kE * items_per_packet));
@@ -75,17 +99,20 @@ __device__ void dispatch_packets(const fdm_params* p) {
     if (kReadsInPlace && !remote) continue;  // read in place; the OS block signals it
     if (g.split && remote != g.remote) continue;
     const unsigned n = min(kDispatchRows, rows - first);
-    for (unsigned pos = first; pos < first + n; ++pos) {
-      const unsigned token = r.expert_tokens()[(unsigned long long)e * l.capacity + pos];
-      const uint4* src = reinterpret_cast<const uint4*>(r.x() + (unsigned long long)token * kH);
-      uint4* dst = reinterpret_cast<uint4*>(r.heap_of(owner) + fdm_row(&l, FDM_STAGE_DISPATCH, r.global, le, pos, 0));
-#pragma unroll 4
-      for (unsigned v = lane; v < kVecs; v += 32) dst[v] = src[v];
+    // The item's token indices and routing weights, lane i < n loading row i's: one round trip
+    // for the item instead of one a row.
+    const unsigned long long list = (unsigned long long)e * l.capacity + first;
+    const unsigned my_token = lane < n ? r.expert_tokens()[list + lane] : 0u;
+    if (lane < n) {
       // The row's routing weight, for the owner's GEMM1 epilogue (the same fence and signal).
-      if (lane == 0) {
-        *reinterpret_cast<float*>(r.heap_of(owner) + fdm_dispatch_weight(&l, r.global, le, pos)) =
-            r.expert_weights()[(unsigned long long)e * l.capacity + pos];
-      }
+      *reinterpret_cast<float*>(r.heap_of(owner) + fdm_dispatch_weight(&l, r.global, le, first + lane)) =
+          r.expert_weights()[list + lane];
+    }
+    for (unsigned i = 0; i < n; ++i) {
+      const unsigned token = __shfl_sync(0xFFFFFFFFu, my_token, i);
+      copy_row(reinterpret_cast<const uint4*>(r.x() + (unsigned long long)token * kH),
+               reinterpret_cast<uint4*>(r.heap_of(owner) + fdm_row(&l, FDM_STAGE_DISPATCH, r.global, le, first + i, 0)),
+               lane);
     }
     fence_for(p, owner);  // this lane's stores of the item, before the count
     __syncwarp();
