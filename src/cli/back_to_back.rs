@@ -61,6 +61,20 @@ pub(super) fn line(per_gpu_ms: &[f64], calls: usize, mode: &str, same: bool) -> 
     )
 }
 
+/// The second line of the one-process mode: the spread of the forwards on the slowest GPU,
+/// e.g. `per forward: median 4.36 ms, first 4.35, last 5.20, max 5.31`. The first line's mean
+/// hides drift (a GPU that slows as it heats over a long run) and outliers; this shows them.
+pub(super) fn spread_line(forwards_ms: &[f64]) -> Option<String> {
+    let (&first, &last) = (forwards_ms.first()?, forwards_ms.last()?);
+    let mut sorted = forwards_ms.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let median = sorted[sorted.len() / 2];
+    let max = sorted[sorted.len() - 1];
+    Some(format!(
+        "per forward: median {median:.3} ms, first {first:.3}, last {last:.3}, max {max:.3}"
+    ))
+}
+
 fn failed(e: String) -> CliError {
     CliError::Failed(e)
 }
@@ -90,6 +104,9 @@ pub(super) fn single(
         back_to_back_all(layer, config, inputs, host, options, &mut || Ok(())).map_err(failed)?;
     let mode = if m.per_gpu_ms.len() == 1 { "one process" } else { "one process for all" };
     println!("{}", line(&m.per_gpu_ms, m.calls, mode, m.same));
+    if let Some(spread) = spread_line(&m.slowest_per_forward()) {
+        println!("{spread}");
+    }
     verdict(m.same)
 }
 
@@ -137,6 +154,13 @@ mod tests {
         assert!(decode(b"2 1.0").is_err());
         assert!(decode(b"1").is_err());
         assert!(decode(b"1 x").is_err());
+    }
+
+    #[test]
+    fn the_spread_line_shows_drift_the_mean_hides() {
+        let l = spread_line(&[4.35, 4.36, 4.37, 5.2, 5.3]).unwrap();
+        assert_eq!(l, "per forward: median 4.370 ms, first 4.350, last 5.300, max 5.300");
+        assert_eq!(spread_line(&[]), None);
     }
 
     #[test]
