@@ -27,8 +27,9 @@ constexpr unsigned kDispatchRows = 8;
 /// rank's processors (the host's choice, a quarter by default; the highest roles, which the
 /// scheduler reaches last) copy only those, while the other processors and the leftover
 /// blocks copy the rows that stay on this GPU and then start computing on them (every
-/// processor copying leaves no one to split with: then all copy both). OS blocks copy nothing. `index` numbers the block within its
-/// group of `count` blocks; `count` 0 means the block copies nothing.
+/// processor copying leaves no one to split with: then all copy both). OS blocks copy
+/// nothing. `index` numbers the block within its group of `count` blocks; `count` 0 means the
+/// block copies nothing.
 struct CopyGroup {
   bool split, remote;
   unsigned index, count;

@@ -557,6 +557,9 @@ pub fn graph_tasks<'a>(
 mod tests {
     use super::*;
 
+    use crate::layout::{Geometry, TileShape};
+    use alloc::vec;
+
     #[test]
     fn gemm0_order_visits_every_tile_once_in_column_groups() {
         for (rts, cts) in [(1u32, 1u32), (8, 112), (3, 7), (32, 8), (1, 16), (5, 4)] {
@@ -589,8 +592,6 @@ mod tests {
         assert_eq!(gemm0_tile(8 * 108, 8, 112, 6), (0, 108));
         assert_eq!(gemm0_tile(8 * 112 - 1, 8, 112, 6), (7, 111));
     }
-    use crate::layout::{Geometry, TileShape};
-    use alloc::vec;
 
     fn layout() -> HeapLayout {
         HeapLayout::new(Geometry {
