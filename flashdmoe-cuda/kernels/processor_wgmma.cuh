@@ -112,13 +112,34 @@ __device__ __forceinline__ float bias_of(const void* bias, unsigned long long i)
   return kBias ? to_f32(reinterpret_cast<const Elem*>(bias)[i]) : 0.f;
 }
 
+/// A GEMM1 tile stored into a peer's return rows whose system-scope fence and return signal
+/// wait until the consumers' next pause: the fence waits for every 16-byte store to be
+/// acknowledged across NVLink (runs 64 and 67: a remote GEMM1 task took 34-46 us against 25
+/// for a local one), and after the next task's main loop those stores have long drained. The
+/// pause comes at the latest when no task is waiting in the ring, so the signal is late by at
+/// most one task and never waits on work that waits on it. `held` is the same in every
+/// consumer thread (their control flow is uniform); the task is kept in shared memory by
+/// consumer 0, which raises the signal.
+struct PendingReturn {
+  bool held = false;
+  /// Consumer thread c, at a pause: fences its stores of the held tile at system scope; once
+  /// every consumer has, consumer 0 raises the tile's return signal.
+  __device__ void publish(const Rank& r, const fdm_task& t, unsigned c) {
+    if (!held) return;
+    __threadfence_system();
+    hw::consumer_sync();
+    if (c == 0) raise_return_signal(r, t);
+    held = false;
+  }
+};
+
 /// The consumers' part of a GEMM task: the main loop, then the epilogue into the
 /// intermediate rows (GEMM0: bias, activation or SwiGLU) or the source's return rows (GEMM1:
 /// bias), stored and fenced for their observers. Returns the end time for the trace. One
 /// consume() and one store() site for both kinds, like the producer's.
 __device__ __forceinline__ unsigned long long gemm_consume(const Rank& r, const Engine::Smem& s,
                                                            hw::Ring<FDM_STAGES>& pipe, const fdm_task& t,
-                                                           unsigned c) {
+                                                           unsigned c, PendingReturn& pending, const fdm_task& held) {
   const unsigned cw = c / 128, ct = c % 128;
   const bool gemm0 = t.kind == FDM_TASK_GEMM0;
   const fdm_params* p = r.p;
@@ -129,6 +150,7 @@ __device__ __forceinline__ unsigned long long gemm_consume(const Rank& r, const 
   const float w_lo = gemm0 ? 1.f : row_weight(r, t, r_lo), w_hi = gemm0 ? 1.f : row_weight(r, t, r_lo + 8);
   Engine::Accum acc;
   Engine::consume(s, pipe, acc, cw, (gemm0 ? kH : kI) / Engine::kBK, gemm0 ? kNB0 : kNB1);
+  pending.publish(r, held, c);  // the previous task's remote tile has drained under the main loop
   const unsigned long long b0 = (unsigned long long)e * (gemm0 ? kI : kH) + t.col_tile * (gemm0 ? kBN : kBNH);
   Elem* out = reinterpret_cast<Elem*>((gemm0 ? r.heap : r.heap_of(t.source_rank)) + t.output_offset);
   // A wide GEMM1 tile leaves as two kBN-column halves, one accumulator each, through one store
@@ -150,39 +172,58 @@ __device__ __forceinline__ unsigned long long gemm_consume(const Rank& r, const 
                     }
                   });
   }
-  fence_for(p, gemm0 ? r.global : t.source_rank);  // results before what announces them
+  // Results before what announces them; a tile in a peer's return rows is fenced later
+  // (PendingReturn), under the next task's main loop.
+  if (gemm0 || on_this_gpu(p, t.source_rank)) fence_for(p, gemm0 ? r.global : t.source_rank);
   hw::consumer_sync();
   return now_ns();
 }
 
 __device__ void wgmma_consumer(const Rank& r, unsigned pid, const Engine::Smem& s, hw::Ring<2>& ring,
                                hw::Ring<FDM_STAGES>& pipe) {
-  __shared__ unsigned s_base;
+  __shared__ unsigned s_base, s_ready;
+  __shared__ fdm_task s_held;  // PendingReturn's task (consumer 0's)
   const unsigned c = threadIdx.x - hw::kProducerThreads;  // 0..255
   unsigned done = 0;
+  PendingReturn pending;
   for (;;) {
+    if (pending.held) {
+      // Publish the held tile now unless the next task is already waiting (consumer 0
+      // decides for all: the slot may become ready between two threads' looks).
+      if (c == 0) s_ready = Engine::ring_ready(s, ring);
+      hw::consumer_sync();
+      if (!s_ready) pending.publish(r, s_held, c);
+    }
     // The task stays in its ring slot (read in place) until the consumers release it at the
     // end of the task.
     const RingTask* task = Engine::ring_wait<RingTask>(s, ring);
     const unsigned index = task->index;
-    if (index == kStop) return;
+    if (index == kStop) {
+      pending.publish(r, s_held, c);
+      return;
+    }
     const unsigned long long start = now_ns();
-    // The trace's end time is taken once the tile's results are stored and fenced but before
-    // anything that depends on them is published (trace conformance).
+    // The trace's end time is taken once the tile's results are stored (and, but for a tile
+    // held in `pending`, fenced) but before anything that depends on them is published
+    // (trace conformance).
     unsigned long long end;
     if (task->t.kind == FDM_TASK_COMBINE) {
+      pending.publish(r, s_held, c);  // a combine's wait must never hold back a signal
       run_combine<hw::kConsumerThreads, kStagedCombine>(r, task->t, c, combine_slots(s), [] { hw::consumer_sync(); });
       hw::consumer_sync();
       end = now_ns();
     } else {
-      end = gemm_consume(r, s, pipe, task->t, c);
+      end = gemm_consume(r, s, pipe, task->t, c, pending, s_held);
       if (task->t.kind == FDM_TASK_GEMM0) {
         // Row-tile counter: the GEMM0 completing it publishes the row tile's GEMM1 tasks.
         if (c == 0) s_base = complete_row_tile(r, task->t);
         hw::consumer_sync();
         if (s_base != kStop) publish_gemm1(r, task->t, s_base, c, hw::kConsumerThreads);
-      } else if (c == 0) {
-        raise_return_signal(r, task->t);
+      } else if (on_this_gpu(r.p, task->t.source_rank)) {
+        if (c == 0) raise_return_signal(r, task->t);
+      } else {
+        if (c == 0) s_held = task->t;
+        pending.held = true;
       }
     }
     hw::consumer_sync();

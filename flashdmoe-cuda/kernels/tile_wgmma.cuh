@@ -214,6 +214,8 @@ template <Mode M, int BM, int BN, int NB, int STAGES> struct Engine {
     mbar_wait(s.ring_full(r.slot), r.phase);
     return s.template ring_payload<T>(r.slot);
   }
+  /// Any thread: whether the next slot's payload is already published (never waits).
+  __device__ static bool ring_ready(const Smem& s, const Ring<2>& r) { return mbar_try_wait(s.ring_full(r.slot), r.phase); }
   /// Consumer threads, after ring_get: lane 0 of each warp releases the slot.
   __device__ static void ring_release(const Smem& s, const Ring<2>& r) {
     __syncwarp();
