@@ -885,8 +885,10 @@ mod tests {
                 tile
             }
         );
-        let bad = c.geometry(TileShape::new(16, 48, 32));
-        assert!(matches!(bad, Err(ConfigError::Invalid { field: "tile.bn", .. })));
+        // Column tiles may be ragged (256 = 5 x 48 + 16); K steps must divide.
+        assert_eq!(c.geometry(TileShape::new(16, 48, 32)).unwrap().col_tiles_hidden(), 6);
+        let bad = c.geometry(TileShape::new(16, 32, 48));
+        assert!(matches!(bad, Err(ConfigError::Invalid { field: "tile.bk", .. })));
         let invalid_config = MoeConfig { top_k: 0, ..c };
         assert!(matches!(
             invalid_config.geometry(tile),

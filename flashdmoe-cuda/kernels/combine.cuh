@@ -73,17 +73,21 @@ __device__ void run_combine(const Rank& r, const fdm_task& t, unsigned lane, Com
     constexpr unsigned kLines = kBNH * sizeof(Elem) / 128;  // 128-byte lines of a row segment
     static_assert(kBNH * sizeof(Elem) % 128 == 0, "whole lines a row segment");
     const unsigned long long segment = (unsigned long long)t.col_tile * kBNH * sizeof(Elem);
+    // A ragged last column tile (kH % kBNH != 0) has fewer lines.
+    const unsigned lines = fdm_div_ceil(fdm_tile_cols(kH, kBNH, t.col_tile) * sizeof(Elem), 128u);
     for (unsigned i = lane; i < t.valid_rows * kSlots * kLines; i += kLanes) {
       const CombineSlot s = slots[i / kLines];
-      if (s.offset != kNoSlot) prefetch_l2(r.heap + s.offset + segment + (i % kLines) * 128);
+      if (s.offset != kNoSlot && i % kLines < lines) prefetch_l2(r.heap + s.offset + segment + (i % kLines) * 128);
     }
   }
   const unsigned col = t.col_tile * kBNH + (lane % kThreadsPerRow) * kVec;
   const unsigned long long col_bytes = (unsigned long long)col * sizeof(Elem);
+  // Lanes whose columns lie past H (a ragged last column tile) take no rows.
+  const unsigned first_row = kH % kBNH == 0 || col < kH ? lane / kThreadsPerRow : t.valid_rows;
   if constexpr (kSlots > kSlotsInFlight) {
     // Many slots: a row at a time, its slots loaded kSlotsInFlight at a time and added in slot
     // order into one sum (the same sum as below).
-    for (unsigned row = lane / kThreadsPerRow; row < t.valid_rows; row += kRowsPerPass) {
+    for (unsigned row = first_row; row < t.valid_rows; row += kRowsPerPass) {
       float acc[kVec];
 #pragma unroll
       for (int v = 0; v < kVec; ++v) acc[v] = 0.f;
@@ -112,7 +116,7 @@ __device__ void run_combine(const Rank& r, const fdm_task& t, unsigned lane, Com
       store_combined(r, t, row, col, acc);
     }
   } else {
-    for (unsigned row0 = lane / kThreadsPerRow; row0 < t.valid_rows; row0 += kIlp * kRowsPerPass) {
+    for (unsigned row0 = first_row; row0 < t.valid_rows; row0 += kIlp * kRowsPerPass) {
       uint4 raw[kIlp][kSlots];
       float w[kIlp][kSlots];
 #pragma unroll

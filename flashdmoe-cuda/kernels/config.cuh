@@ -102,8 +102,12 @@ static_assert(kChunk <= kThreads, "one thread per token of a chunk");
 #endif
 constexpr unsigned kStop = 0xFFFFFFFFu;
 constexpr unsigned kDropped = 0xFFFFFFFFu;
-static_assert(kH % kBN == 0 && kI % kBN == 0, "the JIT only specialises shapes the tiles cover");
-static_assert(kH % kBNH == 0 && (!kWideGemm1 || (kBNH == 2 * kBN && kGated && kHopper)),
+// The Hopper engine masks a ragged last column tile (H or I no multiple of the tile: gpt-oss's
+// 2880 in 128-column tiles; proto's tile_cols); spec.rs gives the mma.sync tiles dividing ones.
+static_assert(kHopper || (kH % kBN == 0 && kI % kBN == 0 && kH % kBNH == 0),
+              "the mma.sync engine's tiles cover their outputs exactly");
+static_assert(kBN * sizeof(Elem) % 16 == 0, "tiles start on 16-byte columns");
+static_assert(!kWideGemm1 || (kBNH == 2 * kBN && kGated && kHopper),
               "spec.rs: FDM_BNH is FDM_BN, or twice it for a gated layer on the Hopper engine");
 static_assert(kTopK >= 1 && kTopK <= kRouterE, "1 <= top_k <= experts");
 

@@ -127,8 +127,15 @@ FDM_FN unsigned int fdm_tile_rows(unsigned int rows, unsigned int row_tile, unsi
     unsigned int left = rows - (unsigned int)start;
     return left < bm ? left : bm;
 }
-FDM_FN unsigned int fdm_col_tiles_hidden(const fdm_layout* l) { return l->hidden / l->bn_hidden; }
-FDM_FN unsigned int fdm_col_tiles_inter(const fdm_layout* l) { return l->inter / l->bn; }
+FDM_FN unsigned int fdm_col_tiles_hidden(const fdm_layout* l) { return fdm_div_ceil(l->hidden, l->bn_hidden); }
+FDM_FN unsigned int fdm_col_tiles_inter(const fdm_layout* l) { return fdm_div_ceil(l->inter, l->bn); }
+// Columns of column tile `col_tile` of an output `n` wide in tiles of `bn` (a ragged last tile
+// has fewer; 0 past it): layout::tile_cols.
+FDM_FN unsigned int fdm_tile_cols(unsigned int n, unsigned int bn, unsigned int col_tile) {
+    unsigned long long start = (unsigned long long)col_tile * bn;
+    if (start >= n) return 0u;
+    return n - start < bn ? (unsigned int)(n - start) : bn;
+}
 
 // ---- heap offsets (bytes from the heap base) ----
 FDM_FN unsigned long long fdm_packet_index(const fdm_layout* l, unsigned int peer, unsigned int le) {

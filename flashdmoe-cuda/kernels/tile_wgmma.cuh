@@ -406,24 +406,30 @@ template <Mode M, int BM, int BN, int NB, int STAGES> struct Engine {
   }
 
   /// The epilogue of a task, by all 256 consumer threads (`cw`, `ct` as in consume; `c` =
-  /// 0..255): out[r][col] = op(r, col, acc0, acc1 (NB == 2) or 0) as Elem for rows r < valid_rows,
-  /// row r at out + r * ldo elements. Column chunks of kChunkCols go through the staging
+  /// 0..255): out[r][col] = op(r, col, acc0, acc1 (NB == 2) or 0) as Elem for rows r < valid_rows
+  /// and columns col < valid_cols (fewer than BN in a ragged last column tile, a multiple of 16
+  /// bytes; op still sees every column), row r at out + r * ldo elements. Column chunks of kChunkCols go through the staging
   /// buffer (swizzled: conflict-free) and leave it in 16-byte stores,
   /// whole rows of a chunk by consecutive threads. Starts and ends with a consumer barrier,
   /// so back-to-back tasks never race on the staging buffer.
   template <class Op>
   __device__ static void store(const Smem& s, const Accum& acc, unsigned cw, unsigned ct, unsigned c,
-                               unsigned valid_rows, Elem* out, unsigned long long ldo, Op op) {
+                               unsigned valid_rows, Elem* out, unsigned long long ldo, Op op,
+                               unsigned valid_cols = BN) {
     char* staging = s.staging();
     constexpr unsigned kVecs = kChunkCols * kElemBytes / 16;  // 16-byte vectors per chunk row
 #pragma unroll
     for (int chunk = 0; chunk < BN / kChunkCols; ++chunk) {
       const unsigned col_lo = chunk * kChunkCols;
+      if (col_lo >= valid_cols) break;  // the same in every thread: a ragged tile's last chunks
+      // Vectors of the chunk's rows to store (kVecs but in a ragged tile's last chunk).
+      const unsigned vecs = min(kVecs, (valid_cols - col_lo) * kElemBytes / 16);
       consumer_sync();  // the previous chunk (or task) has left the staging buffer
       stage_chunk(staging, acc, cw, ct, col_lo, op);
       consumer_sync();
       for (unsigned v = c; v < valid_rows * kVecs; v += kConsumerThreads) {
         const unsigned r = v / kVecs, q = v % kVecs;
+        if (q >= vecs) continue;
         const uint4 val = *reinterpret_cast<const uint4*>(staging + staged(r, q * 16));
         *reinterpret_cast<uint4*>(reinterpret_cast<char*>(out + r * ldo + col_lo) + q * 16) = val;
       }

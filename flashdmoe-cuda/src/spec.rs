@@ -233,7 +233,7 @@ pub fn gemm0_group(config: &MoeConfig, bn: u32) -> u32 {
     let operands: u64 = if config.activation.is_gated() { 2 } else { 1 };
     let tile_bytes =
         operands * u64::from(bn) * u64::from(config.hidden) * u64::from(config.dtype.elem_bytes());
-    let columns = config.inter / bn.max(1);
+    let columns = config.inter.div_ceil(bn.max(1));
     let group = (GEMM0_GROUP_BYTES / tile_bytes.max(1)).max(1);
     if group >= u64::from(columns) { 0 } else { group as u32 }
 }
@@ -321,8 +321,12 @@ pub fn router_split(
 /// the experts are gated (two B tiles of 256 would not fit in shared memory), else 128, else
 /// 64. Gated f32 experts stop at 64: their dual 128x128 accumulators need more than the 255
 /// registers a thread has (ptxas spills).
-fn widest_bn(activation: Activation, dtype: DType, hidden: u32, inter: u32) -> u32 {
-    let fits = |bn: u32| hidden.is_multiple_of(bn) && inter.is_multiple_of(bn);
+fn widest_bn(activation: Activation, dtype: DType, hidden: u32, inter: u32, ragged: bool) -> u32 {
+    // A ragged last column tile computes at most 1/16 of an output in vain.
+    let covers = |n: u32, bn: u32| {
+        n.is_multiple_of(bn) || (ragged && u64::from(n.div_ceil(bn) * bn - n) * 16 <= u64::from(n))
+    };
+    let fits = |bn: u32| covers(hidden, bn) && covers(inter, bn);
     let gated = activation.is_gated();
     let widest = match (gated, dtype.elem_bytes()) {
         (false, _) => 256,
@@ -347,6 +351,14 @@ impl MoeSpec {
     /// ([`VirtualExperts::of`]); a layer whose shared experts do not is refused by
     /// [`check_computed`] before any spec is chosen.
     pub fn for_config(config: &MoeConfig, processors: u32) -> MoeSpec {
+        Self::sized(config, processors, false)
+    }
+
+    /// [`Self::for_config`], with `ragged` column tiles allowed: where H or I is no multiple
+    /// of the widest tile, a wider tile whose last column tile is ragged and wastes at most
+    /// 1/16 of the output (the Hopper engine masks it; gpt-oss's 2880 then takes 128-column
+    /// tiles, 22.5 of them, instead of 64).
+    fn sized(config: &MoeConfig, processors: u32, ragged: bool) -> MoeSpec {
         let virtual_experts = VirtualExperts::of(config).ok().flatten();
         let (experts, slots) =
             virtual_experts.map_or((config.experts, config.top_k), |v| (v.experts(), v.slots()));
@@ -354,9 +366,12 @@ impl MoeSpec {
         let bm = if avg_rows < 128 { 64 } else { 128 };
         // Small batches are weight-bandwidth bound: more, narrower tasks read the weights with
         // more SMs at once.
-        let mut bn = widest_bn(config.activation, config.dtype, config.hidden, config.inter);
+        let mut bn =
+            widest_bn(config.activation, config.dtype, config.hidden, config.inter, ragged);
         let row_tiles = experts as u64 * avg_rows.div_ceil(bm as u64).max(1);
-        while bn > 64 && row_tiles * u64::from(config.inter / bn) < 2 * u64::from(processors) {
+        while bn > 64
+            && row_tiles * u64::from(config.inter.div_ceil(bn)) < 2 * u64::from(processors)
+        {
             bn /= 2;
         }
         let router_rows =
@@ -433,7 +448,7 @@ impl MoeSpec {
         let first = MoeSpec::for_config(config, processors);
         let mut out = Vec::new();
         if arch.major == 9 {
-            out.extend(first.on_hopper());
+            out.extend(MoeSpec::sized(config, processors, true).on_hopper());
         }
         out.push(first);
         if first.tile.bm == 128 {
@@ -662,7 +677,7 @@ pub fn variants() -> Vec<KernelVariant> {
     let mut out = Vec::new();
     let base =
         |dtype, activation, bias, bm, (hidden, inter, experts, top_k): (u32, u32, u32, u32)| {
-            let bn = widest_bn(activation, dtype, hidden, inter);
+            let bn = widest_bn(activation, dtype, hidden, inter, false);
             MoeSpec {
                 dtype,
                 activation,
@@ -975,8 +990,20 @@ mod tests {
         ] {
             assert_eq!(define(&oss, name).as_deref(), Some(value), "{name}");
         }
-        // gpt-oss's experts are gated: two B tiles, so at most 128 columns of bf16.
-        assert!(oss.tile.bn <= 128, "{:?}", oss.tile);
+        // gpt-oss's experts are gated: two B tiles, so at most 128 columns of bf16. Its 2880 is
+        // no multiple of 128: the mma.sync tiles take 64 columns, the Hopper engine 128 with a
+        // ragged last column tile (22.5 of them: 1/45 computed in vain).
+        assert_eq!(oss.tile.bn, 64, "{:?}", oss.tile);
+        let oss_config = presets::preset("gpt-oss-20b").unwrap();
+        let hopper = MoeSpec::candidates(&oss_config, H200_PROCESSORS, Arch::SM90)[0];
+        assert!(matches!(hopper.engine, TileEngine::Wgmma(_)), "{hopper:?}");
+        assert_eq!((hopper.tile.bn, hopper.tile.bn_hidden), (128, 128), "{:?}", hopper.tile);
+        assert!(widest_bn(Activation::Relu, DType::Bf16, 2880, 2880, true) == 128);
+        assert!(widest_bn(Activation::Relu, DType::Bf16, 2880, 2880, false) == 64);
+        // More than 1/16 of an output in vain is not worth a wider tile: 2112 in 256s wastes
+        // 192 (in 128s 64), 576 in 128s 64.
+        assert_eq!(widest_bn(Activation::Relu, DType::Bf16, 2112, 2112, true), 128);
+        assert_eq!(widest_bn(Activation::Relu, DType::Bf16, 576, 576, true), 64);
         // The paper's router sets the defaults config.cuh assumes without them.
         let paper = MoeSpec::for_config(&presets::paper(128, 8), H200_PROCESSORS);
         assert_eq!(paper.router, RouterSpec::PAPER);

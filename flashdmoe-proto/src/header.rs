@@ -172,8 +172,15 @@ FDM_FN unsigned int fdm_tile_rows(unsigned int rows, unsigned int row_tile, unsi
     unsigned int left = rows - (unsigned int)start;
     return left < bm ? left : bm;
 }
-FDM_FN unsigned int fdm_col_tiles_hidden(const fdm_layout* l) { return l->hidden / l->bn_hidden; }
-FDM_FN unsigned int fdm_col_tiles_inter(const fdm_layout* l) { return l->inter / l->bn; }
+FDM_FN unsigned int fdm_col_tiles_hidden(const fdm_layout* l) { return fdm_div_ceil(l->hidden, l->bn_hidden); }
+FDM_FN unsigned int fdm_col_tiles_inter(const fdm_layout* l) { return fdm_div_ceil(l->inter, l->bn); }
+// Columns of column tile `col_tile` of an output `n` wide in tiles of `bn` (a ragged last tile
+// has fewer; 0 past it): layout::tile_cols.
+FDM_FN unsigned int fdm_tile_cols(unsigned int n, unsigned int bn, unsigned int col_tile) {
+    unsigned long long start = (unsigned long long)col_tile * bn;
+    if (start >= n) return 0u;
+    return n - start < bn ? (unsigned int)(n - start) : bn;
+}
 
 // ---- heap offsets (bytes from the heap base) ----
 FDM_FN unsigned long long fdm_packet_index(const fdm_layout* l, unsigned int peer, unsigned int le) {
@@ -323,11 +330,13 @@ mod tests {
 
     use super::c_header;
     use crate::graph::{self, TaskCounts, combine_group_tiles, combine_log_slots, tile_rows};
-    use crate::layout::{Geometry, HeapLayout, LayoutParams, Stage, TileShape, div_ceil};
+    use crate::layout::{
+        Geometry, HeapLayout, LayoutParams, Stage, TileShape, div_ceil, tile_cols,
+    };
     use crate::task::{TaskDescriptor, TaskKind};
     use crate::{Epoch, signal};
 
-    fn geometries() -> [Geometry; 4] {
+    fn geometries() -> [Geometry; 5] {
         let g = |world, local_experts, tokens, capacity, hidden, inter, elem_bytes, bm, bn, bk| {
             Geometry {
                 world,
@@ -350,6 +359,8 @@ mod tests {
             },
             // Large enough that 32-bit intermediate products would overflow.
             g(64, 32, 65536, 65536, 8192, 28672, 4, 128, 64, 32),
+            // Ragged last column tiles (gpt-oss: 2880 = 22.5 x 128).
+            g(4, 8, 4096, 512, 2880, 2880, 2, 128, 128, 64),
         ]
     }
 
@@ -424,6 +435,18 @@ mod tests {
         }
         for (n, d) in [(0u32, 1u32), (5, 4), (8, 4), (u32::MAX, 128), (u32::MAX - 1, u32::MAX)] {
             q.push(&alloc::format!("fdm_div_ceil({n}u, {d}u)"), div_ceil(n, d).into());
+        }
+        for (n, bn, ct) in [
+            (2880u32, 128u32, 21u32),
+            (2880, 128, 22),
+            (2880, 128, 23),
+            (64, 64, 0),
+            (u32::MAX, u32::MAX, u32::MAX),
+        ] {
+            q.push(
+                &alloc::format!("fdm_tile_cols({n}u, {bn}u, {ct}u)"),
+                tile_cols(n, bn, ct).into(),
+            );
         }
         for (rows, rt, bm) in
             [(0u32, 0u32, 4u32), (5, 1, 4), (8, 1, 4), (9, 3, 4), (u32::MAX, 1, 128)]

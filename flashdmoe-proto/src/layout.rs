@@ -210,6 +210,19 @@ pub const fn div_ceil(n: u32, d: u32) -> u32 {
     n.div_ceil(d)
 }
 
+/// Columns of column tile `col_tile` of an output `n` columns wide in tiles of `bn`: `bn`,
+/// what is left in a ragged last tile, 0 past it (the generated header's `fdm_tile_cols`).
+pub const fn tile_cols(n: u32, bn: u32, col_tile: u32) -> u32 {
+    let start = col_tile as u64 * bn as u64;
+    if start >= n as u64 {
+        0
+    } else if n as u64 - start < bn as u64 {
+        (n as u64 - start) as u32
+    } else {
+        bn
+    }
+}
+
 impl Geometry {
     /// Checks the ranges the layout relies on.
     pub fn validate(&self) -> Result<()> {
@@ -236,11 +249,10 @@ impl Geometry {
         if self.world > u16::MAX as u32 {
             return Err(invalid("world", "must be at most 65535"));
         }
-        if !self.hidden.is_multiple_of(t.bn) || !self.inter.is_multiple_of(t.bn) {
-            return Err(invalid("tile.bn", "must divide hidden and inter"));
-        }
-        if !t.bn_hidden.is_multiple_of(t.bn) || !self.hidden.is_multiple_of(t.bn_hidden) {
-            return Err(invalid("tile.bn_hidden", "must be a multiple of tile.bn dividing hidden"));
+        // Column tiles need not divide their output: the last one is ragged (`inter_cols`,
+        // `hidden_cols`), and a backend masks its columns past the edge.
+        if !t.bn_hidden.is_multiple_of(t.bn) {
+            return Err(invalid("tile.bn_hidden", "must be a multiple of tile.bn"));
         }
         if !self.hidden.is_multiple_of(t.bk) || !self.inter.is_multiple_of(t.bk) {
             return Err(invalid("tile.bk", "must divide hidden and inter"));
@@ -268,14 +280,26 @@ impl Geometry {
         div_ceil(self.capacity, self.tile.bm)
     }
 
-    /// Column tiles of a hidden-wide output (GEMM1, combine): `hidden / bn_hidden`.
+    /// Column tiles of a hidden-wide output (GEMM1, combine): `ceil(hidden / bn_hidden)`.
     pub fn col_tiles_hidden(&self) -> u32 {
-        self.hidden / self.tile.bn_hidden
+        div_ceil(self.hidden, self.tile.bn_hidden)
     }
 
-    /// Column tiles of an intermediate-wide output (GEMM0): `inter / bn`.
+    /// Column tiles of an intermediate-wide output (GEMM0): `ceil(inter / bn)`.
     pub fn col_tiles_inter(&self) -> u32 {
-        self.inter / self.tile.bn
+        div_ceil(self.inter, self.tile.bn)
+    }
+
+    /// Columns of hidden-wide column tile `col_tile` (`bn_hidden`, fewer in a ragged last
+    /// tile; 0 past the last).
+    pub fn hidden_cols(&self, col_tile: u32) -> u32 {
+        tile_cols(self.hidden, self.tile.bn_hidden, col_tile)
+    }
+
+    /// Columns of intermediate-wide column tile `col_tile` (`bn`, fewer in a ragged last tile;
+    /// 0 past the last).
+    pub fn inter_cols(&self, col_tile: u32) -> u32 {
+        tile_cols(self.inter, self.tile.bn, col_tile)
     }
 
     /// Token tiles of the combine: `ceil(tokens / bm)`.
@@ -626,10 +650,32 @@ mod tests {
     }
 
     #[test]
-    fn invalid_geometries_name_the_field() {
+    fn ragged_column_tiles_cover_their_output_once() {
         let mut g = small();
         g.tile.bn = 12;
-        assert_eq!(HeapLayout::new(g), Err(invalid("tile.bn", "must divide hidden and inter")));
+        g.tile.bn_hidden = 12;
+        let l = HeapLayout::new(g).unwrap();
+        let g = l.geometry();
+        let (h, i) = (g.hidden, g.inter);
+        assert_eq!(g.col_tiles_hidden(), h.div_ceil(12));
+        assert_eq!(g.col_tiles_inter(), i.div_ceil(12));
+        let sum = |n: u32, cols: &dyn Fn(u32) -> u32| (0..n).map(cols).sum::<u32>();
+        assert_eq!(sum(g.col_tiles_hidden(), &|c| g.hidden_cols(c)), h);
+        assert_eq!(sum(g.col_tiles_inter(), &|c| g.inter_cols(c)), i);
+        assert_eq!(g.hidden_cols(g.col_tiles_hidden()), 0);
+        assert_eq!((tile_cols(2880, 128, 21), tile_cols(2880, 128, 22)), (128, 64));
+        assert_eq!(tile_cols(2880, 128, 23), 0);
+        assert_eq!(tile_cols(u32::MAX, u32::MAX, u32::MAX), 0);
+    }
+
+    #[test]
+    fn invalid_geometries_name_the_field() {
+        let mut g = small();
+        g.tile.bn_hidden = g.tile.bn + 1;
+        assert_eq!(
+            HeapLayout::new(g),
+            Err(invalid("tile.bn_hidden", "must be a multiple of tile.bn"))
+        );
         let mut g = small();
         g.world = 0;
         assert!(matches!(

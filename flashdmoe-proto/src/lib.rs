@@ -27,6 +27,6 @@ pub use graph::{CombineReadiness, RoutingPlan, SourcePlan, TaskCounts, TaskKey};
 pub use header::{CField, c_header, c_struct};
 pub use layout::{
     ALIGN, COUNTER_BYTES, Geometry, HeapLayout, LayoutParams, MAX_COMBINE_GROUPS, SIGNAL_BYTES,
-    Stage, TileShape, WEIGHT_BYTES, div_ceil,
+    Stage, TileShape, WEIGHT_BYTES, div_ceil, tile_cols,
 };
 pub use task::{NO_OFFSET, TASK_BYTES, TaskDescriptor, TaskKind};

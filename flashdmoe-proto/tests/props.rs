@@ -89,17 +89,17 @@ fn model_sections(g: &Geometry) -> Option<[(u128, u128); 8]> {
         return None;
     }
     let divides = |d: u32| g.hidden.is_multiple_of(d) && g.inter.is_multiple_of(d);
-    if !divides(t.bn) || !divides(t.bk) {
+    if !divides(t.bk) {
         return None;
     }
-    // GEMM1 and combine tiles: a multiple of bn dividing hidden.
-    if !t.bn_hidden.is_multiple_of(t.bn) || !g.hidden.is_multiple_of(t.bn_hidden) {
+    // GEMM1 and combine tiles: a multiple of bn (column tiles may be ragged).
+    if !t.bn_hidden.is_multiple_of(t.bn) {
         return None;
     }
     let (p, le, cap) = (g.world as u128, g.local_experts as u128, g.capacity as u128);
     let (h, i, eb) = (g.hidden as u128, g.inter as u128, g.elem_bytes as u128);
     let rt = cap.div_ceil(t.bm as u128);
-    let cth = h / t.bn_hidden as u128;
+    let cth = h.div_ceil(t.bn_hidden as u128);
     if rt * cth > u32::MAX as u128 || !(h * eb).is_multiple_of(16) || !(i * eb).is_multiple_of(16) {
         return None;
     }

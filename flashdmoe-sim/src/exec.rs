@@ -135,9 +135,12 @@ impl<H: SymmetricHeap> SimExecutor<'_, H> {
         let mut x = Vec::new();
         self.read_rows(task.input_offset, task.valid_rows, h, &mut x);
         let (mut tile, mut bytes) = (Vec::with_capacity(bn), Vec::new());
+        // A ragged last column tile has fewer columns.
+        let first = task.col_tile as usize * bn;
+        let cols = self.layout.geometry().inter_cols(task.col_tile) as usize;
         for (r, x) in x.chunks_exact(h).enumerate() {
             tile.clear();
-            for col in task.col_tile as usize * bn..(task.col_tile as usize + 1) * bn {
+            for col in first..first + cols {
                 let row = e * i + col;
                 let up = dot(x, &w.up()[row * h..][..h]) + bias(w.up_bias(), row);
                 let gate = match w.gate() {
@@ -160,6 +163,8 @@ impl<H: SymmetricHeap> SimExecutor<'_, H> {
         let mut hid = Vec::new();
         self.read_rows(task.input_offset, task.valid_rows, i, &mut hid);
         let (mut tile, mut bytes) = (Vec::with_capacity(bn), Vec::new());
+        let first = task.col_tile as usize * bn;
+        let cols = self.layout.geometry().hidden_cols(task.col_tile) as usize;
         for (r, hrow) in hid.chunks_exact(i).enumerate() {
             // The row's routing weight, dispatched with it: the output leaves scaled.
             let packet_row = task.row_tile * self.layout.geometry().tile.bm + r as u32;
@@ -171,7 +176,7 @@ impl<H: SymmetricHeap> SimExecutor<'_, H> {
             unsafe { self.heap.get(self.rank, at, &mut wb) };
             let weight = f32::from_le_bytes(wb);
             tile.clear();
-            for col in task.col_tile as usize * bn..(task.col_tile as usize + 1) * bn {
+            for col in first..first + cols {
                 let row = e * h + col;
                 let bias = w.down_bias().map_or(0.0, |b| b[row]);
                 tile.push(weight * (dot(hrow, &w.down()[row * i..][..i]) + bias));
@@ -179,7 +184,7 @@ impl<H: SymmetricHeap> SimExecutor<'_, H> {
             let offset = task.output_offset + (r * h * self.codec().width()) as u64;
             self.put_row(task.source_rank, offset, &tile, &mut bytes);
         }
-        let put = task.valid_rows as u64 * bn as u64 * self.codec().width() as u64;
+        let put = task.valid_rows as u64 * cols as u64 * self.codec().width() as u64;
         self.returned_bytes.fetch_add(put, StatOrdering::Relaxed);
         Ok(())
     }
@@ -187,7 +192,7 @@ impl<H: SymmetricHeap> SimExecutor<'_, H> {
     fn combine(&self, task: &TaskDescriptor) -> Result<(), RuntimeError> {
         let (h, k) = (self.config.hidden as usize, self.config.top_k as usize);
         let g = self.layout.geometry();
-        let bn = g.tile.bn_hidden as usize;
+        let bn = g.hidden_cols(task.col_tile) as usize; // fewer in a ragged last tile
         let width = self.codec().width();
         let first_col = task.col_tile * g.tile.bn_hidden;
         let (mut acc, mut y, mut bytes) = (vec![0.0f32; bn], Vec::new(), vec![0u8; bn * width]);

@@ -65,6 +65,27 @@ fn wide_hidden_tiles_match_the_oracle() {
 }
 
 #[test]
+fn ragged_column_tiles_match_the_oracle() {
+    // Column tiles that do not divide H (64) or I (128): 48-column GEMM0 tiles (128 = 2 x 48 +
+    // 32) and 96-column GEMM1 and combine tiles (64 = 0 x 96 + 64), as the Hopper engine runs
+    // gpt-oss's 2880 in 128-column tiles: the last tile of every output is ragged.
+    for (i, (bn, bn_hidden)) in [(48, 48), (48, 96), (24, 72)].into_iter().enumerate() {
+        let tile = SimBackend::DEFAULT_TILE.with_bn_hidden(bn_hidden);
+        let tile = flashdmoe_proto::TileShape { bn, ..tile.with_gemm0_group(i as u32) };
+        for activation in [Activation::Relu, Activation::SiluGated] {
+            let config = MoeConfig { activation, bias: true, ..small() };
+            let (weights, inputs) = data(&config, 31 + i as u64);
+            let layer =
+                SimBackend::default().with_tile(tile).build(&config, &weights).expect("build");
+            let g = layer.layout().geometry();
+            assert!(g.inter % bn != 0 || g.hidden % bn_hidden != 0, "{tile:?}");
+            let out = layer.forward(&inputs, &traced()).expect("forward");
+            check(&layer, &weights, &inputs, &out);
+        }
+    }
+}
+
+#[test]
 fn bitwise_deterministic_across_runs_and_thread_counts() {
     let config = MoeConfig { activation: Activation::SiluGated, bias: true, ..small() };
     let (weights, inputs) = data(&config, 11);
