@@ -158,25 +158,24 @@ __device__ __forceinline__ unsigned long long gemm_consume(const Rank& r, const 
   const unsigned halves = gemm0 ? 1u : (unsigned)kNB1;
   // Columns of the tile to store: fewer in a ragged last column tile (proto's tile_cols), whose
   // weight rows past the expert's edge were read (the next expert's, or TMA's zeros past the
-  // tensor) but whose results are never stored, nor their biases read.
+  // tensor) and whose results are never stored; their biases are read from the next expert's or
+  // the tile of zeroed slack the host puts after every tensor (layer/upload.rs).
   const unsigned cols = gemm0 ? fdm_tile_cols(kI, kBN, t.col_tile) : fdm_tile_cols(kH, kBNH, t.col_tile);
 #pragma unroll 1
   for (unsigned half = 0; half < halves; ++half) {
     const unsigned half_cols = cols > half * kBN ? min(cols - half * kBN, (unsigned)kBN) : 0u;
-    // The column a bias is read for: in the tile's stored columns.
-    const auto bcol = [&](unsigned col) { return col < half_cols ? col : 0u; };
     Engine::store(
         s, acc, cw, ct, c, t.valid_rows, out + half * kBN, gemm0 ? kI : kH,
         [&](unsigned row, unsigned col, float v0, float v1) {
           if (!gemm0) {
             const float w = row == r_lo ? w_lo : w_hi;
-            return ((half == 0 ? v0 : v1) + bias_of(p->b_down, b0 + half * kBN + bcol(col))) * w;
+            return ((half == 0 ? v0 : v1) + bias_of(p->b_down, b0 + half * kBN + col)) * w;
           }
           if constexpr (kGated) {
-            return gated_act(v0 + bias_of(p->b_gate, b0 + bcol(col)), v1 + bias_of(p->b_up, b0 + bcol(col)));
+            return gated_act(v0 + bias_of(p->b_gate, b0 + col), v1 + bias_of(p->b_up, b0 + col));
           } else {
             constexpr Act act = FDM_ACT == 1 ? Act::Gelu : Act::Relu;
-            return activate<act>(v0 + bias_of(p->b_up, b0 + bcol(col)));
+            return activate<act>(v0 + bias_of(p->b_up, b0 + col));
           }
         },
         half_cols);

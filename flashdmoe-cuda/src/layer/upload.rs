@@ -68,9 +68,13 @@ pub(super) fn upload(
         weights.selection_bias.as_deref().map(|v| vec![Some(v)]),
         weights.shared_gate_row.as_deref().map(|v| vec![Some(v)]),
     ];
+    // A tile of zeroed slack after each tensor: the epilogue of a ragged last column tile
+    // reads the biases of its masked columns (never stored) past the last expert's end
+    // (`processor_wgmma.cuh` gemm_consume), in bounds.
+    let slack = plan.spec.tile.bn_hidden.max(plan.spec.tile.bn) as usize;
     let weights = tensors
         .into_iter()
-        .map(|t| t.map(|parts| upload_parts(&stream, cfg.dtype, &parts)).transpose())
+        .map(|t| t.map(|parts| upload_parts(&stream, cfg.dtype, &parts, slack)).transpose())
         .collect::<Result<Vec<_>, _>>()?;
     // Tables over the protocol's experts (the shared experts' parts included).
     let map = &plan.map;
@@ -183,11 +187,12 @@ fn upload_parts(
     stream: &Arc<CudaStream>,
     dtype: DType,
     parts: &[Option<&[f32]>],
+    slack: usize,
 ) -> Result<CudaSlice<u8>, BackendError> {
     let d = |e: cudarc::driver::DriverError| BackendError::Device(e.to_string());
     let eb = dtype.elem_bytes() as usize;
     let per = parts.iter().flatten().map(|p| p.len()).max().unwrap_or(0);
-    let mut dst = stream.alloc_zeros::<u8>((parts.len() * per * eb).max(1)).map_err(d)?;
+    let mut dst = stream.alloc_zeros::<u8>(((parts.len() * per + slack) * eb).max(1)).map_err(d)?;
     let chunk = (STAGING_BYTES / eb).max(1);
     let mut staging = vec![0u8; chunk.min(per) * eb];
     for (i, part) in parts.iter().enumerate() {
