@@ -19,6 +19,7 @@
 #if FDM_ENGINE == 1
 namespace hw = flashdmoe::hopper;
 
+static_assert(Engine::kSlabs == 1, "the MoE kernel's row weights assume one 64-row slab a warpgroup");
 constexpr int kNB0 = kGated ? 2 : 1;      // B operands of GEMM0: (gate, up) or (up)
 constexpr int kNB1 = kWideGemm1 ? 2 : 1;  // of GEMM1: the down weights' two kBN-row halves, or one
 
@@ -26,17 +27,18 @@ constexpr int kNB1 = kWideGemm1 ? 2 : 1;  // of GEMM1: the down weights' two kBN
 /// is read in place from the source's own input through its token list (kReadsInPlace:
 /// dispatch.cuh never copied it); any other packet from its dispatched rows; a GEMM1's from
 /// the intermediate rows.
-__device__ __forceinline__ Engine::ARows task_rows(const Rank& r, const fdm_task& t, unsigned e, unsigned pt) {
+__device__ __forceinline__ Engine::ARows task_rows(const Rank& r, const Engine::Smem& s, const fdm_task& t, unsigned e,
+                                                  unsigned pt) {
   const bool gemm0 = t.kind == FDM_TASK_GEMM0;
   if (gemm0 && kReadsInPlace && on_this_gpu(r.p, t.source_rank)) {
     const Rank src = make_rank(r.p, t.source_rank - r.p->first_rank);
     const unsigned* tokens = src.expert_tokens() + (unsigned long long)e * r.p->layout.capacity + t.row_tile * kBM;
     const unsigned valid = t.valid_rows;
-    return Engine::a_rows(pt, reinterpret_cast<const char*>(src.x()), kH * sizeof(Elem),
+    return Engine::a_rows(s, pt, reinterpret_cast<const char*>(src.x()), kH * sizeof(Elem),
                           [&](unsigned i) { return i < valid ? tokens[i] : Engine::kNoRow; });
   }
   const unsigned valid = t.valid_rows;
-  return Engine::a_rows(pt, r.heap + t.input_offset, (gemm0 ? kH : kI) * sizeof(Elem),
+  return Engine::a_rows(s, pt, r.heap + t.input_offset, (gemm0 ? kH : kI) * sizeof(Elem),
                         [&](unsigned i) { return i < valid ? i : Engine::kNoRow; });
 }
 
@@ -84,7 +86,7 @@ __device__ void wgmma_producer(const Rank& r, unsigned pid, const Engine::Smem& 
     // the engine's loop make ptxas spill).
     const bool gemm0 = t.kind == FDM_TASK_GEMM0;
     const unsigned e = r.expert_of(t.owner_rank, t.local_expert);
-    const Engine::ARows rows = task_rows(r, t, e, pt);
+    const Engine::ARows rows = task_rows(r, s, t, e, pt);
     const void* b0 = !gemm0 ? &p->tmap_down : kGated ? &p->tmap_gate : &p->tmap_up;
     const void* b1 = gemm0 ? &p->tmap_up : &p->tmap_down;
     const unsigned slot = r.weight_slot(t.owner_rank, t.local_expert);  // weights of this GPU

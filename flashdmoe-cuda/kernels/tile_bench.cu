@@ -5,7 +5,7 @@
 // gathered A rows (an optional row index), B through TMA, fused epilogue, staged stores.
 //
 // Defines (set by the host): FDM_MODE (0 bf16, 1 f16, 2 tf32), FDM_BM, FDM_BN, FDM_NB (2 =
-// SwiGLU dual-B), FDM_STAGES.
+// SwiGLU dual-B), FDM_STAGES, FDM_EPILOGUE (the epilogue below, as params.epilogue).
 //
 // Epilogues (params.epilogue): 0 plain; 1 relu(acc + bias[col]); 2 silu(acc0) * acc1 (NB = 2).
 #include "fdm_proto.h"
@@ -84,7 +84,7 @@ extern "C" __global__ void __launch_bounds__(hopper::kEngineThreads, 1)
       if (t == kStop) break;
       unsigned mt, nt;
       raster(t, tiles_m, tiles_n, p.group_m, mt, nt);
-      const Engine::ARows rows = Engine::a_rows(pt, reinterpret_cast<const char*>(p.a),
+      const Engine::ARows rows = Engine::a_rows(s, pt, reinterpret_cast<const char*>(p.a),
                                                 (unsigned)(p.lda * sizeof(Elem)), [&](unsigned r) {
                                                   const unsigned row = mt * FDM_BM + r;
                                                   if (row >= p.m) return Engine::kNoRow;
@@ -110,9 +110,11 @@ extern "C" __global__ void __launch_bounds__(hopper::kEngineThreads, 1)
       const unsigned rows = min((unsigned)FDM_BM, p.m - mt * FDM_BM);
       Elem* out = reinterpret_cast<Elem*>(p.c) + (unsigned long long)mt * FDM_BM * p.ldc + col0;
       Engine::store(s, acc, cw, ct, c, rows, out, p.ldc, [&](unsigned, unsigned col, float v0, float v1) {
-        if (p.epilogue == 1) return tile::relu_f(v0 + tile::to_f32(bias[col0 + col]));
-        if (p.epilogue == 2) return tile::silu_f(v0) * v1;
-        return v0;
+        // The variant's own epilogue only (FDM_EPILOGUE, = params.epilogue): a run-time choice
+        // kept all three ops' values live at once, which spilled the 256x192 images.
+        if constexpr (FDM_EPILOGUE == 1) return tile::relu_f(v0 + tile::to_f32(bias[col0 + col]));
+        else if constexpr (FDM_EPILOGUE == 2) return tile::silu_f(v0) * v1;
+        else return v0;
       });
     }
   }

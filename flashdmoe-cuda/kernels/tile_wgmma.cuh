@@ -17,8 +17,9 @@
 //   Block = 384 threads: warpgroup 0 = producer (128 threads, setmaxnreg.dec to kProducerRegs),
 //   warpgroups 1-2 = consumers (256 threads, setmaxnreg.inc to kConsumerRegs). The kernel must
 //   be compiled with __launch_bounds__(384, 1) (a register cap at entry, which setmaxnreg needs).
-//   Consumer warpgroup cw owns a 64 x kN quarter/half of the tile: rows (cw % kWgM) * 64,
-//   columns (cw / kWgM) * kN, where kWgM = BM / 64 and kN = BN * kWgM / 2.
+//   Consumer warpgroup cw owns kSlabs 64-row slabs x kN columns of the tile: rows
+//   ((cw % kWgM) * kSlabs + slab) * 64, columns (cw / kWgM) * kN, where kSlabs = 2 for 256-row
+//   tiles (1 otherwise), kWgM = BM / (64 kSlabs) and kN = BN * kWgM / 2.
 //
 // PIPELINE (STAGES deep; one stage = one BK slice of A and of every B)
 //   full[s]  expected arrivals: 128 producer threads (cp.async .noinc) + 1 (TMA expect_tx)
@@ -60,8 +61,9 @@ __device__ __forceinline__ void wgmma(float (&d)[N / 2], unsigned long long da, 
   if constexpr (N == 32) fdm_wgmma_##TYPE##_n32(d, da, db, acc);        \
   else if constexpr (N == 64) fdm_wgmma_##TYPE##_n64(d, da, db, acc);   \
   else if constexpr (N == 128) fdm_wgmma_##TYPE##_n128(d, da, db, acc); \
+  else if constexpr (N == 192) fdm_wgmma_##TYPE##_n192(d, da, db, acc); \
   else fdm_wgmma_##TYPE##_n256(d, da, db, acc);
-  static_assert(N == 32 || N == 64 || N == 128 || N == 256, "generated wgmma shapes");
+  static_assert(N == 32 || N == 64 || N == 128 || N == 192 || N == 256, "generated wgmma shapes");
   if constexpr (M == Mode::BF16) {
     FDM_WGMMA_CASE(bf16)
   } else if constexpr (M == Mode::F16) {
@@ -92,8 +94,18 @@ constexpr int kConsumerWarps = kConsumerThreads / 32;
 /// of a __launch_bounds__(384, 1) kernel. The MoE kernel's producer (task rows, mailbox) needs
 /// more than a plain GEMM's 56, and 216 leave the consumers' 128 accumulators room: with
 /// 56/224 (and 72/216 once H != I) ptxas spilled in the producer region.
-constexpr int kProducerRegs = 88;
-constexpr int kConsumerRegs = 208;
+/// A kernel whose producer needs fewer (the tile bench with 256-row tiles, whose 192
+/// accumulators a consumer thread need 232) sets FDM_PRODUCER_REGS / FDM_CONSUMER_REGS; their
+/// sum over the block must stay 64512.
+#ifndef FDM_PRODUCER_REGS
+#define FDM_PRODUCER_REGS 88
+#endif
+#ifndef FDM_CONSUMER_REGS
+#define FDM_CONSUMER_REGS 208
+#endif
+constexpr int kProducerRegs = FDM_PRODUCER_REGS;
+constexpr int kConsumerRegs = FDM_CONSUMER_REGS;
+static_assert(kProducerThreads * kProducerRegs + kConsumerThreads * kConsumerRegs <= 65536, "the block's registers");
 /// Named barrier of the 256 consumer threads (0 is __syncthreads).
 constexpr unsigned kConsumerBarrier = 1;
 
@@ -106,10 +118,11 @@ template <Mode M, int BM, int BN, int NB, int STAGES> struct Engine {
   static constexpr int kElemBytes = sizeof(Elem);
   static constexpr int kBK = 128 / kElemBytes;          // K elements per stage: one 128-byte row
   static constexpr int kInstK = M == Mode::TF32 ? 8 : 16;  // K per wgmma
-  static constexpr int kWgM = BM / 64;                   // consumer warpgroups along M
+  static constexpr int kSlabs = BM == 256 ? 2 : 1;      // 64-row slabs a consumer warpgroup owns
+  static constexpr int kWgM = BM / (64 * kSlabs);        // consumer warpgroups along M
   static constexpr int kN = BN * kWgM / 2;               // columns per consumer warpgroup
-  static constexpr int kAcc = kN / 2;                    // f32 registers per thread per B
-  static_assert(BM == 64 || BM == 128, "one or two 64-row warpgroup tiles");
+  static constexpr int kAcc = kN / 2;                    // f32 registers per thread per B and slab
+  static_assert(BM == 64 || BM == 128 || BM == 256, "one or two 64-row slabs a warpgroup");
   static_assert(NB == 1 || NB == 2, "plain or dual-B (SwiGLU)");
   static_assert(STAGES >= 2, "at least double buffering");
 
@@ -134,12 +147,18 @@ template <Mode M, int BM, int BN, int NB, int STAGES> struct Engine {
   static constexpr int kRingOffset = round_up(kBarrierOffset + 8 * kBarriers, 64);
   static constexpr int kRingPayload = 128;
   /// Bytes the engine uses from its aligned base; a kernel may put its own data there.
-  static constexpr int kUsedBytes = kRingOffset + 2 * kRingPayload;
+  /// A tile of more than 128 rows keeps its producer threads' row indices in shared memory
+  /// (16 a thread for 256 rows: too many for a 40-register producer), one private column of
+  /// kRowsPerThread words a thread (`Smem::row_index`), so no producer thread reads another's.
+  static constexpr bool kRowsInSmem = BM > 128;
+  static constexpr int kRowTableOffset = kRingOffset + 2 * kRingPayload;
+  static constexpr int kRowTableBytes = kRowsInSmem ? (BM / 16) * 128 * 4 : 0;
+  static constexpr int kUsedBytes = kRowTableOffset + kRowTableBytes;
   /// Dynamic shared memory a block needs (1024 bytes of slack for the alignment).
   static constexpr int kSmemBytes = kUsedBytes + 1024;
 
   struct Accum {
-    float v[NB][kAcc];
+    float v[NB][kSlabs][kAcc];
   };
 
   struct Smem {
@@ -152,6 +171,10 @@ template <Mode M, int BM, int BN, int NB, int STAGES> struct Engine {
     __device__ unsigned empty(unsigned s) const { return base + kBarrierOffset + 8 * (STAGES + s); }
     __device__ unsigned ring_full(unsigned i) const { return base + kBarrierOffset + 8 * (2 * STAGES + i); }
     __device__ unsigned ring_empty(unsigned i) const { return base + kBarrierOffset + 8 * (2 * STAGES + 2 + i); }
+    /// Row index i of producer thread pt (kRowsInSmem).
+    __device__ unsigned* row_index(unsigned i, unsigned pt) const {
+      return reinterpret_cast<unsigned*>(ptr + kRowTableOffset) + i * 128 + pt;
+    }
     template <class T> __device__ T* ring_payload(unsigned i) const {
       static_assert(sizeof(T) <= kRingPayload, "ring payload");
       return reinterpret_cast<T*>(ptr + kRingOffset + i * kRingPayload);
@@ -188,7 +211,10 @@ template <Mode M, int BM, int BN, int NB, int STAGES> struct Engine {
 #pragma unroll
     for (int b = 0; b < NB; ++b) {
 #pragma unroll
-      for (int i = 0; i < kAcc; ++i) fence_operand(acc.v[b][i]);
+      for (int m = 0; m < kSlabs; ++m) {
+#pragma unroll
+        for (int i = 0; i < kAcc; ++i) fence_operand(acc.v[b][m][i]);
+      }
     }
   }
   /// Lane 0 of each consumer warp releases stage `slot` to the producer.
@@ -233,17 +259,27 @@ template <Mode M, int BM, int BN, int NB, int STAGES> struct Engine {
   static constexpr unsigned kNoRow = 0xFFFFFFFFu;
   struct ARows {
     const char* base;
-    unsigned stride;                // bytes between index steps
-    unsigned idx[kRowsPerThread];   // kNoRow: not loaded (past the task's valid rows)
+    unsigned stride;  // bytes between index steps
+    // kNoRow: not loaded (past the task's valid rows). In shared memory when kRowsInSmem.
+    unsigned idx[kRowsInSmem ? 1 : kRowsPerThread];
   };
-  /// The rows of producer thread `pt`: index(r) (or kNoRow) for each of its tile rows r.
+  /// The rows of producer thread `pt`: index(r) (or kNoRow) for each of its tile rows r (in
+  /// registers, or in the thread's own column of shared memory: the thread reads them back in
+  /// produce(), in program order, so no barrier is needed).
   template <class Index>
-  __device__ static ARows a_rows(unsigned pt, const char* base, unsigned stride, Index index) {
+  __device__ static ARows a_rows(const Smem& s, unsigned pt, const char* base, unsigned stride, Index index) {
     ARows rows;
     rows.base = base;
     rows.stride = stride;
 #pragma unroll
-    for (int i = 0; i < kRowsPerThread; ++i) rows.idx[i] = index(pt / 8 + 16 * i);
+    for (int i = 0; i < kRowsPerThread; ++i) {
+      const unsigned v = index(pt / 8 + 16 * i);
+      if constexpr (kRowsInSmem) {
+        *s.row_index(i, pt) = v;
+      } else {
+        rows.idx[i] = v;
+      }
+    }
     return rows;
   }
 
@@ -268,9 +304,10 @@ template <Mode M, int BM, int BN, int NB, int STAGES> struct Engine {
       const unsigned a = s.a(ps.slot);
 #pragma unroll
       for (int i = 0; i < kRowsPerThread; ++i) {
-        if (rows.idx[i] != kNoRow) {
+        const unsigned idx = kRowsInSmem ? *s.row_index(i, pt) : rows.idx[kRowsInSmem ? 0 : i];
+        if (idx != kNoRow) {
           const unsigned r = pt / 8 + 16 * i;
-          const char* src = rows.base + (unsigned long long)rows.idx[i] * rows.stride + kt * 128 + chunk * 16;
+          const char* src = rows.base + (unsigned long long)idx * rows.stride + kt * 128 + chunk * 16;
           cp_async_16(a + r * 128 + swizzled, src);
         }
       }
@@ -287,7 +324,7 @@ template <Mode M, int BM, int BN, int NB, int STAGES> struct Engine {
   /// produce(), meant to be called from one site for every kind of task.
   __device__ static void consume(const Smem& s, Ring<STAGES>& ps, Accum& acc, unsigned cw, int ktiles,
                                  int nbu = NB) {
-    const unsigned a_off = (cw % kWgM) * 64 * 128;
+    const unsigned a_off = (cw % kWgM) * kSlabs * 64 * 128;
     const unsigned b_off = (cw / kWgM) * kN * 128;
     unsigned pending = 0;  // the stage whose wgmmas may still be running
     for (int kt = 0; kt < ktiles; ++kt) {
@@ -298,12 +335,16 @@ template <Mode M, int BM, int BN, int NB, int STAGES> struct Engine {
 #pragma unroll
       for (int k = 0; k < kBK / kInstK; ++k) {
         // One instruction's K slice is 32 bytes further along the swizzled row: +2 in the
-        // descriptor's address field (the hardware applies the swizzle to the address).
+        // descriptor's address field (the hardware applies the swizzle to the address); the
+        // next 64-row slab 8 KiB further: +512.
 #pragma unroll
         for (int b = 0; b < NB; ++b) {
           if (b > 0 && nbu < 2) break;
           const unsigned long long db = smem_desc(s.b(ps.slot, b) + b_off);
-          wgmma<M, kN>(acc.v[b], da + 2 * k, db + 2 * k, (kt | k) != 0);
+#pragma unroll
+          for (int m = 0; m < kSlabs; ++m) {
+            wgmma<M, kN>(acc.v[b][m], da + 512 * m + 2 * k, db + 2 * k, (kt | k) != 0);
+          }
         }
       }
       wgmma_commit();
@@ -323,27 +364,32 @@ template <Mode M, int BM, int BN, int NB, int STAGES> struct Engine {
   }
 
   // ─── epilogue ─────────────────────────────────────────────────────────────────────────
-  /// The first of the 16 tile rows that consumer thread `ct`'s warp owns in warpgroup `cw`'s
-  /// part of the tile, and the part's first column (the fragment layout below).
-  __device__ static unsigned warp_row0(unsigned cw, unsigned ct) { return (cw % kWgM) * 64 + 16 * (ct / 32); }
+  /// The first of the 16 tile rows that consumer thread `ct`'s warp owns in slab `m` of
+  /// warpgroup `cw`'s part of the tile, and the part's first column (the fragment layout below).
+  __device__ static unsigned warp_row0(unsigned cw, unsigned ct, int m = 0) {
+    return ((cw % kWgM) * kSlabs + m) * 64 + 16 * (ct / 32);
+  }
   __device__ static unsigned group_col0(unsigned cw) { return (cw / kWgM) * kN; }
 
-  /// Calls f(i, row, col) for the accumulator pair (i, i + 1) of consumer thread `ct`
-  /// (0..127) of warpgroup `cw` whose columns lie in [col_lo, col_lo + kChunkCols):
-  /// registers i and i + 1 hold (row, col) and (row, col + 1) of the tile. Fragment layout of
+  /// Calls f(m, i, row, col) for the accumulator pair (i, i + 1) of slab m of consumer thread
+  /// `ct` (0..127) of warpgroup `cw` whose columns lie in [col_lo, col_lo + kChunkCols):
+  /// registers i and i + 1 of the slab hold (row, col) and (row, col + 1) of the tile. Fragment layout of
   /// wgmma m64nN: warp w of the group owns rows 16w..16w+15; lane l = 4g + t holds, for each
   /// 8-column block j, columns 8j + 2t (+1) of rows g and g + 8 (registers 4j, 4j+1 and
   /// 4j+2, 4j+3).
   template <class F> __device__ static void for_each_pair(unsigned cw, unsigned ct, unsigned col_lo, F f) {
     const unsigned lane = ct % 32;
-    const unsigned row0 = warp_row0(cw, ct) + lane / 4;
     const unsigned group_col = group_col0(cw);
 #pragma unroll
-    for (int j = 0; j < kN / 8; ++j) {
-      const unsigned col = group_col + 8 * j + 2 * (lane % 4);
-      if (col < col_lo || col >= col_lo + kChunkCols) continue;  // resolved at compile time per chunk
+    for (int m = 0; m < kSlabs; ++m) {
+      const unsigned row0 = warp_row0(cw, ct, m) + lane / 4;
 #pragma unroll
-      for (int h = 0; h < 2; ++h) f(4 * j + 2 * h, row0 + 8 * h, col);
+      for (int j = 0; j < kN / 8; ++j) {
+        const unsigned col = group_col + 8 * j + 2 * (lane % 4);
+        if (col < col_lo || col >= col_lo + kChunkCols) continue;  // resolved at compile time per chunk
+#pragma unroll
+        for (int h = 0; h < 2; ++h) f(m, 4 * j + 2 * h, row0 + 8 * h, col);
+      }
     }
   }
 
@@ -352,13 +398,15 @@ template <Mode M, int BM, int BN, int NB, int STAGES> struct Engine {
     return row * kStagingStride + (((offset / 16) ^ (row & 7u)) * 16) + offset % 16;
   }
 
-  /// op's value for accumulator pair (i, i + 1) at (row, col) and (row, col + 1), as two Elem.
+  /// op's value for accumulator pair (i, i + 1) of slab m at (row, col) and (row, col + 1), as
+  /// two Elem.
   template <class Op>
-  __device__ static void pair_of(const Accum& acc, int i, unsigned row, unsigned col, Op& op, Elem (&v)[2]) {
+  __device__ static void pair_of(const Accum& acc, int m, int i, unsigned row, unsigned col, Op& op,
+                                 Elem (&v)[2]) {
 #pragma unroll
     for (int e = 0; e < 2; ++e) {
-      const float v1 = NB == 2 ? acc.v[NB - 1][i + e] : 0.f;
-      v[e] = tile::from_f32<Elem>(op(row, col + e, acc.v[0][i + e], v1));
+      const float v1 = NB == 2 ? acc.v[NB - 1][m][i + e] : 0.f;
+      v[e] = tile::from_f32<Elem>(op(row, col + e, acc.v[0][m][i + e], v1));
     }
   }
 
@@ -374,31 +422,35 @@ template <Mode M, int BM, int BN, int NB, int STAGES> struct Engine {
     if constexpr (kElemBytes == 2) {
       static_assert(kN % 16 == 0 && kChunkCols % 16 == 0, "8-column blocks in pairs, never split by a chunk");
       const unsigned lane = ct % 32;
-      const unsigned row0 = warp_row0(cw, ct);  // the warp's 16 rows
       const unsigned group_col = group_col0(cw);
-      // The row this lane addresses: row lane % 8 of matrix lane / 8, where matrix q holds rows
-      // 8 (q % 2) .. of block j + q / 2 (the accumulator's registers 4 (j + q / 2) + 2 (q % 2) ..).
-      const unsigned q = lane / 8, addr_row = row0 + 8 * (q % 2) + lane % 8;
       const unsigned base = smem_u32(staging);
 #pragma unroll
-      for (int j = 0; j < kN / 8; j += 2) {
-        const unsigned col_j = group_col + 8 * j;
-        if (col_j < col_lo || col_j >= col_lo + kChunkCols) continue;  // resolved at compile time per chunk
-        unsigned packed[4];
+      for (int slab = 0; slab < kSlabs; ++slab) {
+        const unsigned row0 = warp_row0(cw, ct, slab);  // the warp's 16 rows of the slab
+        // The row this lane addresses: row lane % 8 of matrix lane / 8, where matrix q holds
+        // rows 8 (q % 2) .. of block j + q / 2 (the accumulator's registers 4 (j + q / 2) +
+        // 2 (q % 2) ..).
+        const unsigned q = lane / 8, addr_row = row0 + 8 * (q % 2) + lane % 8;
 #pragma unroll
-        for (int m = 0; m < 4; ++m) {
-          Elem v[2];
-          pair_of(acc, 4 * (j + m / 2) + 2 * (m % 2), row0 + lane / 4 + 8 * (m % 2), col_j + 8 * (m / 2) + 2 * (lane % 4),
-                  op, v);
-          const Pair pr{v[0], v[1]};
-          packed[m] = *reinterpret_cast<const unsigned*>(&pr);
+        for (int j = 0; j < kN / 8; j += 2) {
+          const unsigned col_j = group_col + 8 * j;
+          if (col_j < col_lo || col_j >= col_lo + kChunkCols) continue;  // resolved at compile time per chunk
+          unsigned packed[4];
+#pragma unroll
+          for (int m = 0; m < 4; ++m) {
+            Elem v[2];
+            pair_of(acc, slab, 4 * (j + m / 2) + 2 * (m % 2), row0 + lane / 4 + 8 * (m % 2),
+                    col_j + 8 * (m / 2) + 2 * (lane % 4), op, v);
+            const Pair pr{v[0], v[1]};
+            packed[m] = *reinterpret_cast<const unsigned*>(&pr);
+          }
+          stmatrix_x4(base + staged(addr_row, (col_j + 8 * (q / 2) - col_lo) * kElemBytes), packed);
         }
-        stmatrix_x4(base + staged(addr_row, (col_j + 8 * (q / 2) - col_lo) * kElemBytes), packed);
       }
     } else {
-      for_each_pair(cw, ct, col_lo, [&](int i, unsigned row, unsigned col) {
+      for_each_pair(cw, ct, col_lo, [&](int slab, int i, unsigned row, unsigned col) {
         Elem v[2];
-        pair_of(acc, i, row, col, op, v);
+        pair_of(acc, slab, i, row, col, op, v);
         // One 2-element store (col is even, rows are 16-byte aligned).
         *reinterpret_cast<Pair*>(staging + staged(row, (col - col_lo) * kElemBytes)) = Pair{v[0], v[1]};
       });

@@ -44,21 +44,29 @@ impl WgmmaTile {
         if !matches!(self.elem_bytes, 2 | 4) {
             return Some(format!("{}-byte elements (2 or 4)", self.elem_bytes));
         }
-        if !matches!(self.bm, 64 | 128) {
-            return Some(format!("bm {} (64 or 128)", self.bm));
+        if !matches!(self.bm, 64 | 128 | 256) {
+            return Some(format!("bm {} (64, 128 or 256)", self.bm));
         }
         if !matches!(self.nb, 1 | 2) {
             return Some(format!("{} B operands (1 or 2)", self.nb));
         }
-        let per_group = self.bn * self.bm / 128;
-        if ![32, 64, 128, 256].contains(&per_group) {
+        let per_group = self.group_cols();
+        if ![32, 64, 128, 192, 256].contains(&per_group) {
             return Some(format!(
-                "bn {} gives {per_group} columns per warpgroup (32..256)",
+                "bn {} gives {per_group} columns per warpgroup (32, 64, 128, 192 or 256)",
                 self.bn
             ));
         }
+        // A consumer thread holds slabs x columns / 2 accumulators a B operand; past 192 the
+        // consumers' registers (at most 232 with a 40-register producer) cannot hold them.
+        let accumulators = self.slabs() * per_group / 2 * self.nb;
+        if accumulators > 192 {
+            return Some(format!("{accumulators} accumulators a consumer thread (at most 192)"));
+        }
+        let chunk_cols = self.bn.min(self.stage_bytes / self.elem_bytes);
         if !matches!(self.stage_bytes, 128 | 256 | 512)
             || self.bn * self.elem_bytes < self.stage_bytes
+            || !self.bn.is_multiple_of(chunk_cols)
         {
             return Some(format!(
                 "stage_bytes {} (128, 256 or 512, at most a tile row)",
@@ -71,6 +79,18 @@ impl WgmmaTile {
         None
     }
 
+    /// 64-row slabs a consumer warpgroup owns (`Engine::kSlabs`): 2 for 256-row tiles.
+    pub fn slabs(&self) -> u32 {
+        if self.bm == 256 { 2 } else { 1 }
+    }
+
+    /// Columns a consumer warpgroup owns (`Engine::kN`): the tile's, or half of them when a
+    /// 64-row tile splits its columns between the two warpgroups.
+    pub fn group_cols(&self) -> u32 {
+        let wg_m = self.bm / (64 * self.slabs());
+        self.bn * wg_m / 2
+    }
+
     /// Dynamic shared memory of a block (mirrors `Engine::kSmemBytes`).
     pub fn smem_bytes(&self) -> u32 {
         let round = |x: u32, a: u32| x.div_ceil(a) * a;
@@ -79,7 +99,10 @@ impl WgmmaTile {
         let staging = self.bm * chunk_cols * self.elem_bytes;
         let barriers = round(self.stages * stage + staging, 16);
         let ring = round(barriers + 8 * (2 * self.stages + 4), 64);
-        ring + 2 * RING_PAYLOAD + 1024
+        // Tiles of more than 128 rows keep the producer's row indices in shared memory
+        // (`Engine::kRowTableBytes`: a word a row and producer thread chunk).
+        let row_table = if self.bm > 128 { self.bm / 16 * 128 * 4 } else { 0 };
+        ring + 2 * RING_PAYLOAD + row_table + 1024
     }
 
     /// The deepest pipeline with the widest staged epilogue that fits in `limit` bytes:
@@ -100,9 +123,18 @@ impl WgmmaTile {
         None
     }
 
-    /// The engine's `-D` defines of this tile (the caller sets the shape's own).
+    /// The engine's `-D` defines of this tile (the caller sets the shape's own). Two slabs a
+    /// warpgroup (192 accumulators a consumer thread) take CUTLASS's split of the registers,
+    /// 40 for the producer and 232 for the consumers: only a producer that keeps few values
+    /// (the tile bench's; the MoE kernel's needs 88, `kProducerRegs`) fits in 40.
     pub fn defines(&self, defines: Defines) -> Defines {
-        defines.set("FDM_STAGES", self.stages).set("FDM_STAGE_COLS", self.stage_bytes)
+        let defines =
+            defines.set("FDM_STAGES", self.stages).set("FDM_STAGE_COLS", self.stage_bytes);
+        if self.slabs() == 2 {
+            defines.set("FDM_PRODUCER_REGS", 40).set("FDM_CONSUMER_REGS", 232)
+        } else {
+            defines
+        }
     }
 }
 
@@ -132,6 +164,14 @@ mod tests {
         let ok = WgmmaTile { elem_bytes: 2, bm: 128, bn: 256, nb: 1, stages: 3, stage_bytes: 512 };
         assert_eq!(ok.unsupported(), None);
         assert!(WgmmaTile { bm: 96, ..ok }.unsupported().unwrap().contains("bm 96"));
+        // 256-row tiles: two slabs a warpgroup, so at most 192 columns (192 accumulators).
+        let big = WgmmaTile { bm: 256, bn: 192, stage_bytes: 128, ..ok };
+        assert_eq!(big.unsupported(), None);
+        assert_eq!((big.slabs(), big.group_cols()), (2, 192));
+        assert!(WgmmaTile { bn: 256, ..big }.unsupported().unwrap().contains("256 accumulators"));
+        // Staged chunks must divide the tile's columns (192 is no multiple of 128).
+        assert!(WgmmaTile { stage_bytes: 256, ..big }.unsupported().is_some());
+        assert!(WgmmaTile::deepest(2, 256, 192, 1, SMEM_LIMIT).unwrap().stages >= 3);
         assert!(WgmmaTile { bn: 96, ..ok }.unsupported().unwrap().contains("bn 96"));
         assert!(WgmmaTile { bn: 32, stage_bytes: 128, ..ok }.unsupported().is_some());
         assert!(WgmmaTile { stages: 1, ..ok }.unsupported().is_some());

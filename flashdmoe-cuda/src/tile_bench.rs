@@ -43,7 +43,7 @@ pub enum Epilogue {
 pub struct BenchConfig {
     /// Bf16, F16, or F32 (tf32 tensor cores).
     pub dtype: DType,
-    /// Tile rows (64 or 128).
+    /// Tile rows (64, 128 or 256).
     pub bm: u32,
     /// Tile columns per B operand.
     pub bn: u32,
@@ -124,6 +124,7 @@ impl BenchConfig {
             .set("FDM_BM", self.bm)
             .set("FDM_BN", self.bn)
             .set("FDM_NB", self.nb())
+            .set("FDM_EPILOGUE", self.epilogue as u32)
             .set("FDM_WGMMA_IN_FLIGHT", self.in_flight);
         KernelVariant {
             label: format!("tile-bench-{}", self.label().replace(' ', "-")),
@@ -451,6 +452,12 @@ pub fn suite() -> Vec<BenchConfig> {
         BenchConfig { n: 8192, k: 4096, ..staged(256, 4) },
         // The gated layers' GEMM0 at the steady state (2048 tiles of K 4096, A gathered).
         BenchConfig { n: 4096, k: 4096, ..c(DType::Bf16, 128, 128, 4, SwiGlu, true, 16384) },
+        // 256x192 tiles (two 64-row slabs a consumer warpgroup; 0.0089 B/FLOP against
+        // 0.0117: docs/dev/tile-bytes-per-flop.md) at the steady state, beside the 128x256
+        // tile on the same shape (N 7680: a multiple of both 192 and 256).
+        BenchConfig { n: 7680, k: 4096, ..c(DType::Bf16, 256, 192, 3, Plain, false, 16384) },
+        BenchConfig { n: 7680, k: 4096, ..staged(512, 3) },
+        BenchConfig { n: 7680, k: 4096, ..c(DType::Bf16, 256, 192, 3, BiasRelu, true, 16384 - 37) },
     ]
 }
 

@@ -20,7 +20,7 @@ pub const TYPES: [(&str, &str, u32); 3] =
     [("bf16", "bf16", 16), ("f16", "f16", 16), ("tf32", "tf32", 8)];
 
 /// The N of every generated instruction shape (per warpgroup, per B operand).
-pub const SHAPES: [u32; 4] = [32, 64, 128, 256];
+pub const SHAPES: [u32; 5] = [32, 64, 128, 192, 256];
 
 fn wrapper(out: &mut String, name: &str, ptx_type: &str, k: u32, n: u32) {
     let regs = n / 2;
