@@ -88,11 +88,10 @@ __device__ __forceinline__ unsigned dispatch_packet_expert(const fdm_params* p, 
 }
 
 /// A4: copy only the kept rows, each straight into its owner's heap dispatch region (proto
-/// offsets), in items of kDispatchRows rows of one packet taken in the order of
-/// dispatch_packet_expert; the warp
-/// completing a packet raises its signal, so owners start on early packets while later
-/// ones are still in flight (no grid barrier follows). Zero-row packets are signalled by
-/// the OS block.
+/// offsets), in items of kDispatchRows rows of one packet, packets in the order of
+/// dispatch_packet_expert; the warp completing a packet raises its signal, so owners start
+/// on early packets while later ones are still in flight (no grid barrier follows). Zero-row
+/// packets are signalled by the OS block.
 __device__ void dispatch_packets(const fdm_params* p) {
   const fdm_layout& l = p->layout;
   if (kReadsInPlace && p->layout.world == p->local_ranks) return;  // every packet stays on this GPU

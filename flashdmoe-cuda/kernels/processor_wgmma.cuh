@@ -120,17 +120,23 @@ __device__ __forceinline__ float bias_of(const void* bias, unsigned long long i)
 /// for a local one), and after the next task's main loop those stores have long drained. The
 /// pause comes at the latest when no task is waiting in the ring, so the signal is late by at
 /// most one task and never waits on work that waits on it. `held` is the same in every
-/// consumer thread (their control flow is uniform); the task is kept in shared memory by
-/// consumer 0, which raises the signal.
+/// consumer thread (their control flow is uniform); the task is kept in shared memory
+/// (`task`) by consumer 0, which raises the signal.
 struct PendingReturn {
+  fdm_task& task;  // shared memory; consumer 0's copy of the held tile's task
   bool held = false;
+  /// Consumer thread c, after storing remote GEMM1 task t's tile: holds it.
+  __device__ void hold(const fdm_task& t, unsigned c) {
+    if (c == 0) task = t;
+    held = true;
+  }
   /// Consumer thread c, at a pause: fences its stores of the held tile at system scope; once
   /// every consumer has, consumer 0 raises the tile's return signal.
-  __device__ void publish(const Rank& r, const fdm_task& t, unsigned c) {
+  __device__ void publish(const Rank& r, unsigned c) {
     if (!held) return;
     __threadfence_system();
     hw::consumer_sync();
-    if (c == 0) raise_return_signal(r, t);
+    if (c == 0) raise_return_signal(r, task);
     held = false;
   }
 };
@@ -141,7 +147,7 @@ struct PendingReturn {
 /// consume() and one store() site for both kinds, like the producer's.
 __device__ __forceinline__ unsigned long long gemm_consume(const Rank& r, const Engine::Smem& s,
                                                            hw::Ring<FDM_STAGES>& pipe, const fdm_task& t,
-                                                           unsigned c, PendingReturn& pending, const fdm_task& held) {
+                                                           unsigned c, PendingReturn& pending) {
   const unsigned cw = c / 128, ct = c % 128;
   const bool gemm0 = t.kind == FDM_TASK_GEMM0;
   const fdm_params* p = r.p;
@@ -152,7 +158,7 @@ __device__ __forceinline__ unsigned long long gemm_consume(const Rank& r, const 
   const float w_lo = gemm0 ? 1.f : row_weight(r, t, r_lo), w_hi = gemm0 ? 1.f : row_weight(r, t, r_lo + 8);
   Engine::Accum acc;
   Engine::consume(s, pipe, acc, cw, (gemm0 ? kH : kI) / Engine::kBK, gemm0 ? kNB0 : kNB1);
-  pending.publish(r, held, c);  // the previous task's remote tile has drained under the main loop
+  pending.publish(r, c);  // the previous task's remote tile has drained under the main loop
   const unsigned long long b0 = (unsigned long long)e * (gemm0 ? kI : kH) + t.col_tile * (gemm0 ? kBN : kBNH);
   Elem* out = reinterpret_cast<Elem*>((gemm0 ? r.heap : r.heap_of(t.source_rank)) + t.output_offset);
   // A wide GEMM1 tile leaves as two kBN-column halves, one accumulator each, through one store
@@ -192,24 +198,24 @@ __device__ __forceinline__ unsigned long long gemm_consume(const Rank& r, const 
 __device__ void wgmma_consumer(const Rank& r, unsigned pid, const Engine::Smem& s, hw::Ring<2>& ring,
                                hw::Ring<FDM_STAGES>& pipe) {
   __shared__ unsigned s_base, s_ready;
-  __shared__ fdm_task s_held;  // PendingReturn's task (consumer 0's)
+  __shared__ fdm_task s_held;
   const unsigned c = threadIdx.x - hw::kProducerThreads;  // 0..255
   unsigned done = 0;
-  PendingReturn pending;
+  PendingReturn pending{s_held};
   for (;;) {
     if (pending.held) {
       // Publish the held tile now unless the next task is already waiting (consumer 0
       // decides for all: the slot may become ready between two threads' looks).
       if (c == 0) s_ready = Engine::ring_ready(s, ring);
       hw::consumer_sync();
-      if (!s_ready) pending.publish(r, s_held, c);
+      if (!s_ready) pending.publish(r, c);
     }
     // The task stays in its ring slot (read in place) until the consumers release it at the
     // end of the task.
     const RingTask* task = Engine::ring_wait<RingTask>(s, ring);
     const unsigned index = task->index;
     if (index == kStop) {
-      pending.publish(r, s_held, c);
+      pending.publish(r, c);
       return;
     }
     const unsigned long long start = now_ns();
@@ -218,12 +224,12 @@ __device__ void wgmma_consumer(const Rank& r, unsigned pid, const Engine::Smem& 
     // (trace conformance).
     unsigned long long end;
     if (task->t.kind == FDM_TASK_COMBINE) {
-      pending.publish(r, s_held, c);  // a combine's wait must never hold back a signal
+      pending.publish(r, c);  // a combine's wait must never hold back a signal
       run_combine<hw::kConsumerThreads, kStagedCombine>(r, task->t, c, combine_slots(s), [] { hw::consumer_sync(); });
       hw::consumer_sync();
       end = now_ns();
     } else {
-      end = gemm_consume(r, s, pipe, task->t, c, pending, s_held);
+      end = gemm_consume(r, s, pipe, task->t, c, pending);
       if (task->t.kind == FDM_TASK_GEMM0) {
         // Row-tile counter: the GEMM0 completing it publishes the row tile's GEMM1 tasks.
         if (c == 0) s_base = complete_row_tile(r, task->t);
@@ -232,8 +238,7 @@ __device__ void wgmma_consumer(const Rank& r, unsigned pid, const Engine::Smem& 
       } else if (on_this_gpu(r.p, task->t.source_rank)) {
         if (c == 0) raise_return_signal(r, task->t);
       } else {
-        if (c == 0) s_held = task->t;
-        pending.held = true;
+        pending.hold(task->t, c);
       }
     }
     hw::consumer_sync();

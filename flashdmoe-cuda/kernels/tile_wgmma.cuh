@@ -304,7 +304,12 @@ template <Mode M, int BM, int BN, int NB, int STAGES> struct Engine {
       const unsigned a = s.a(ps.slot);
 #pragma unroll
       for (int i = 0; i < kRowsPerThread; ++i) {
-        const unsigned idx = kRowsInSmem ? *s.row_index(i, pt) : rows.idx[kRowsInSmem ? 0 : i];
+        unsigned idx;
+        if constexpr (kRowsInSmem) {
+          idx = *s.row_index(i, pt);
+        } else {
+          idx = rows.idx[i];
+        }
         if (idx != kNoRow) {
           const unsigned r = pt / 8 + 16 * i;
           const char* src = rows.base + (unsigned long long)idx * rows.stride + kt * 128 + chunk * 16;
