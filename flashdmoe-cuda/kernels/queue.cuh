@@ -38,3 +38,17 @@ __device__ void publish(const Rank& r, unsigned base, unsigned count, unsigned l
     st_release_gpu(&ready[base + i], r.epoch);
   }
 }
+
+/// Writes and publishes tasks base..base+count, task i = make(i), by the calling thread alone:
+/// every descriptor first, then one fence and the ready flags (relaxed stores after the fence:
+/// a release pattern). One round trip for all of them, where publish()'s release store a task
+/// waits for each in turn.
+template <class Make>
+__device__ void publish_own(const Rank& r, unsigned base, unsigned count, Make make) {
+  if (count == 0) return;
+  fdm_task* tasks = r.tasks();
+  unsigned* ready = r.task_ready();
+  for (unsigned i = 0; i < count; ++i) tasks[base + i] = make(i);
+  fence_acq_rel_gpu();
+  for (unsigned i = 0; i < count; ++i) st_relaxed_gpu(&ready[base + i], r.epoch);
+}

@@ -193,7 +193,7 @@ __device__ void owed_readiness(const Rank& r, OsShared& s, unsigned tid, unsigne
 /// enqueue the combine tasks of the group's token tiles in that column (the combine log).
 FDM_OS_ROLE void return_subscriber(const Rank r, OsShared& s, unsigned sub, unsigned nsub) {
   const fdm_layout& l = r.p->layout;
-  const unsigned lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const unsigned lane = threadIdx.x % 32;
   const unsigned epoch = r.epoch;
   const unsigned cth = fdm_col_tiles_hidden(&l);
   const unsigned token_tiles = fdm_div_ceil(r.p->tokens, kBM);  // this forward's
@@ -202,19 +202,35 @@ FDM_OS_ROLE void return_subscriber(const Rank r, OsShared& s, unsigned sub, unsi
   owed_readiness(r, s, sub * 32 + lane, nsub * 32, l.token_tiles);
   const unsigned gt = s.group_tiles;
   const unsigned groups = fdm_div_ceil(token_tiles, gt);
-  auto enqueue_group = [&](unsigned g, unsigned c) {
-    const unsigned first = g * gt, n = min(gt, token_tiles - first);  // first < token_tiles
-    if (lane == 0) s.enqueue_base[warp] = claim_combine(r, n);
-    __syncwarp();
-    publish(r, s.enqueue_base[warp], n, lane, 32, [&](unsigned i) {
+  // Enqueues, by the whole warp, the combine tasks of every (group g, column c) a lane has
+  // completed (`complete`): one claim for all of them (their slots in lane order, as one group
+  // at a time would take them), then each completing lane writes its group's tasks and raises
+  // their flags after one fence. One group at a time cost a claim's and a release's round trip
+  // each: the warp that completes every column at once (the last expert's) started T128 E8's 64
+  // combines over 25 µs (run 81, docs/dev/perf-notes.md v28).
+  auto enqueue_completed = [&](bool complete, unsigned g, unsigned c) {
+    const unsigned first = g * gt;
+    const unsigned n = complete ? min(gt, token_tiles - first) : 0u;  // first < token_tiles
+    unsigned end = n;  // inclusive prefix sum over the lanes
+#pragma unroll
+    for (unsigned o = 1; o < 32; o *= 2) {
+      const unsigned v = __shfl_up_sync(0xFFFFFFFFu, end, o);
+      if (lane >= o) end += v;
+    }
+    const unsigned total = __shfl_sync(0xFFFFFFFFu, end, 31);
+    if (total == 0) return;
+    unsigned base = 0;
+    if (lane == 0) base = claim_combine(r, total);
+    base = __shfl_sync(0xFFFFFFFFu, base, 0) + (end - n);
+    publish_own(r, base, n, [&](unsigned i) {
       const unsigned tt = first + i;
       return make_task(r, FDM_TASK_COMBINE, r.global, r.global, 0, tt, c, fdm_tile_rows(r.p->tokens, tt, kBM));
     });
-    __syncwarp();
   };
   // Groups no row tile spans (every token of theirs dropped): ready at once.
-  for (unsigned i = sub; i < groups * cth; i += nsub) {
-    if (s.group_expected[i / cth] == 0u) enqueue_group(i / cth, i % cth);
+  for (unsigned i0 = sub * 32; i0 < groups * cth; i0 += nsub * 32) {
+    const unsigned i = i0 + lane;
+    enqueue_completed(i < groups * cth && s.group_expected[i / cth] == 0u, i / cth, i % cth);
   }
   Deadline deadline(r.p->timeout_ns);
   // Lane-private cursor over its share of owed tiles (i = sub*32 + lane, stepping nsub*32),
@@ -254,12 +270,7 @@ FDM_OS_ROLE void return_subscriber(const Rank r, OsShared& s, unsigned sub, unsi
         complete = atomicAdd(counter, 1u) + 1u == s.group_expected[g];
         if (complete) __threadfence();  // every counted arrival before the combine tasks
       }
-      unsigned done = __ballot_sync(0xFFFFFFFFu, complete);
-      while (done) {
-        const unsigned src_lane = __ffs(done) - 1;
-        done &= done - 1;
-        enqueue_group(__shfl_sync(0xFFFFFFFFu, g, src_lane), __shfl_sync(0xFFFFFFFFu, col, src_lane));
-      }
+      enqueue_completed(complete, g, col);
       if (g < g_end) ++g;
     }
     const unsigned any_left = __ballot_sync(0xFFFFFFFFu, cur.seek(s, i, cth));
