@@ -1,0 +1,48 @@
+//! Writes the MoE kernel image a preset compiles to on an H200 (sm_90a, 131 processors), for
+//! reading its SASS without a GPU (NVRTC is enough), e.g. to check that a change leaves a
+//! kernel untouched:
+//!
+//! ```text
+//! dump-moe PRESET OUT.cubin      # prints the chosen specialisation's label
+//! nvdisasm -c OUT.cubin > OUT.sass
+//! ```
+//!
+//! Run 80 (docs/dev/perf-notes.md v28) compared two builds' paper-layer images this way.
+
+use std::process::ExitCode;
+
+use flashdmoe_core::config::presets;
+use flashdmoe_cuda::jit::CacheMode;
+use flashdmoe_cuda::spec::{MoeSpec, compile_first};
+use flashdmoe_cuda::{Arch, Jit, JitConfig};
+
+/// An H200's processors (132 SMs less the OS block).
+const PROCESSORS: u32 = 131;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [preset, out] = args.as_slice() else {
+        eprintln!("usage: dump-moe PRESET OUT.cubin");
+        return ExitCode::from(2);
+    };
+    match dump(preset, out) {
+        Ok(label) => {
+            println!("{label}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("dump-moe: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dump(preset: &str, out: &str) -> Result<String, String> {
+    let config = presets::preset(preset).map_err(|e| e.to_string())?;
+    let jit = Jit::new(JitConfig { cache: CacheMode::MemoryOnly, ..JitConfig::from_env() })
+        .map_err(|e| e.to_string())?;
+    let candidates = MoeSpec::candidates(&config, PROCESSORS, Arch::SM90A);
+    let chosen = compile_first(&jit, Arch::SM90A, &candidates).map_err(|e| e.to_string())?;
+    std::fs::write(out, chosen.compiled.cubin.image()).map_err(|e| format!("{out}: {e}"))?;
+    Ok(chosen.spec.label())
+}
