@@ -131,12 +131,19 @@ struct RouteSmem {
   static constexpr int kCountsBytes = (kE * 4 + 15) / 16 * 16;
   static constexpr int kGateBytes = kSharedGate ? kChunk * 4 : 0;
   static constexpr int kFixedBytes = kSlotsBytes + kCountsBytes + kGateBytes;
-  static constexpr int kLogitsBytes = kChunk * kRouterE * 4;
+  // A staged row's stride, odd where it fits: the router math reads token t's row in thread t,
+  // so with a stride of E floats (a multiple of 32 from E = 32 up) a warp's 32 reads of one
+  // expert all fell in one bank and ran one after another (8-way at E = 8); A2 took ~5 / ~14 /
+  // ~44 µs at E = 8 / 32 / 128 (run 57's marks, perf-notes v28 (h)). An odd stride gives the 32
+  // lanes 32 banks.
+  static constexpr int kPadded = kRouterE | 1;
+  static constexpr int kRowStride = kFixedBytes + kChunk * kPadded * 4 <= kSmemBytes ? kPadded : kRouterE;
+  static constexpr int kLogitsBytes = kChunk * kRowStride * 4;
   static constexpr bool kStagesLogits = kFixedBytes + kLogitsBytes <= kSmemBytes;
   unsigned* slots;  // [kChunk][kSlots]: each (token, slot)'s expert
   unsigned* counts; // [kE]: pairs of the chunk placed so far per expert
   float* gate;      // [kChunk]: x . gate_row of each token (kSharedGate), else null
-  float* logits;    // [kChunk][kRouterE], or null (not staged)
+  float* logits;    // [kChunk][kRowStride], or null (not staged)
   __device__ explicit RouteSmem(char* smem)
       : slots(reinterpret_cast<unsigned*>(smem)),
         counts(reinterpret_cast<unsigned*>(smem + kSlotsBytes)),
@@ -220,10 +227,16 @@ __device__ __noinline__ void route_chunks(const fdm_params* p, char* smem) {
     float* logits = r.logits() + (unsigned long long)chunk * kChunk * kRouterE;
     const unsigned long long part_stride = (unsigned long long)p->layout.tokens * kRouterE;
     if (!given && (RouteSmem::kStagesLogits || kRouterSplit > 1)) {
-      // Staged: the chunk's logits into shared memory; not staged but split: the parts'
-      // sum into part 0 in place, which route_token then reads.
-      float* to = RouteSmem::kStagesLogits ? sm.logits : logits;
-      for (unsigned i = threadIdx.x; i < n * kRouterE; i += kThreads) to[i] = summed_logit(logits, part_stride, i);
+      // Staged: the chunk's logits into shared memory (rows kRowStride apart); not staged but
+      // split: the parts' sum into part 0 in place, which route_token then reads.
+      for (unsigned i = threadIdx.x; i < n * kRouterE; i += kThreads) {
+        const float v = summed_logit(logits, part_stride, i);
+        if constexpr (RouteSmem::kStagesLogits) {
+          sm.logits[i / kRouterE * RouteSmem::kRowStride + i % kRouterE] = v;
+        } else {
+          logits[i] = v;
+        }
+      }
     }
     if constexpr (kSharedGate) {
       // One warp a token: its row against the shared gate row.
@@ -239,7 +252,7 @@ __device__ __noinline__ void route_chunks(const fdm_params* p, char* smem) {
       if (given) {
         given_token(r, t, s_topk_row);
       } else {
-        float* row = RouteSmem::kStagesLogits ? sm.logits + threadIdx.x * kRouterE
+        float* row = RouteSmem::kStagesLogits ? sm.logits + threadIdx.x * RouteSmem::kRowStride
                                               : r.logits() + (unsigned long long)t * kRouterE;
         route_token(r, t, row, s_topk_row);
       }
