@@ -291,6 +291,15 @@ pub fn router_rows(tokens: u32, experts: u32, dtype: DType, processors: u32) -> 
     if dtype.elem_bytes() == 2 && jobs > u64::from(processors) { 128 } else { 64 }
 }
 
+/// Columns of the router tile (`FDM_ROUTER_COLS`): 32 for a router of at most 32 experts,
+/// else 64. The router's columns are its experts, so at E = 8 a 64-column tile spends seven
+/// eighths of its mma work on padding (~9 µs of a T16384 job's ~24: docs/dev/perf-notes.md
+/// lever 6a); 32 columns halve that with the same jobs (one column tile either way up to 32
+/// experts). Wider routers keep 64: 32 would double their jobs' reads of x.
+pub fn router_cols(router_experts: u32) -> u32 {
+    if router_experts <= 32 { 32 } else { 64 }
+}
+
 /// The K split of a layer's router jobs: a 64x64 router job over K = 2048 takes ~14 µs
 /// whatever T is (docs/dev/perf-notes.md v10), so when a layer's row tiles leave most
 /// processors idle, each job's K is split in two as long as the jobs still fit one wave of
@@ -483,8 +492,8 @@ impl MoeSpec {
         }
     }
 
-    /// Dynamic shared memory per block: the largest of the kernel's tile configs (the 64x64
-    /// router tile; on mma.sync GEMM0, dual for SwiGLU, and GEMM1, each `max(pipeline, f32
+    /// Dynamic shared memory per block: the largest of the kernel's tile configs (the router
+    /// tile, [`router_rows`] x [`router_cols`]; on mma.sync GEMM0, dual for SwiGLU, and GEMM1, each `max(pipeline, f32
     /// store staging)`; on the Hopper engine its whole block), and at least the OS block's
     /// state.
     pub fn smem_bytes(&self) -> u32 {
@@ -496,7 +505,7 @@ impl MoeSpec {
         };
         let gated = if self.activation.is_gated() { 2 } else { 1 };
         let (bm, bn) = (self.tile.bm, self.tile.bn);
-        let router = tile(self.router_rows, 64, 1);
+        let router = tile(self.router_rows, router_cols(self.router_experts), 1);
         // A combine task on the Hopper engine stages its slots (16 bytes per row and slot of
         // the token tile; combine.cuh).
         let slots = bm * self.slots * 16;
@@ -547,7 +556,8 @@ impl MoeSpec {
             .set("FDM_SMEM_BYTES", self.smem_bytes())
             .set("FDM_CHUNK", ROUTING_CHUNK)
             .set("FDM_ROUTER_SPLIT", self.router_split)
-            .set("FDM_ROUTER_ROWS", self.router_rows);
+            .set("FDM_ROUTER_ROWS", self.router_rows)
+            .set("FDM_ROUTER_COLS", router_cols(self.router_experts));
         match self.engine {
             TileEngine::Wgmma(engine) => engine.defines(defines.set("FDM_ENGINE", 1)),
             TileEngine::MmaSync => defines.set("FDM_ENGINE", 0),
@@ -1106,5 +1116,13 @@ mod tests {
         labels.sort();
         labels.dedup();
         assert_eq!(labels.len(), v.len());
+    }
+
+    #[test]
+    fn router_tile_is_32_columns_up_to_32_experts() {
+        assert_eq!(router_cols(8), 32);
+        assert_eq!(router_cols(32), 32);
+        assert_eq!(router_cols(33), 64);
+        assert_eq!(router_cols(256), 64);
     }
 }
