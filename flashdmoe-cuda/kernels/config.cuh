@@ -154,11 +154,13 @@ constexpr int kTileSmemBytes = cmax(Gemm0::kSmemBytes, Gemm1::kSmemBytes);
 #ifndef FDM_ROUTER_ROWS
 #define FDM_ROUTER_ROWS 64
 #endif
-// Its columns: 32 up to 32 experts (warps 4 x 2), else 64 (warps 2 x 4): spec.rs router_cols.
+// Its columns: 32 up to 32 experts (warps 4 x 2), 64 up to 64 and 128 above (warps 2 x 4):
+// spec.rs router_cols.
 #ifndef FDM_ROUTER_COLS
 #define FDM_ROUTER_COLS 64
 #endif
-static_assert(FDM_ROUTER_COLS == 32 || FDM_ROUTER_COLS == 64, "spec.rs router_cols: 32 or 64 router columns");
+static_assert(FDM_ROUTER_COLS == 32 || FDM_ROUTER_COLS == 64 || FDM_ROUTER_COLS == 128,
+              "spec.rs router_cols: 32, 64 or 128 router columns");
 using Router = TileGemm<kRouterMode, FDM_ROUTER_ROWS, FDM_ROUTER_COLS, ModeTraits<kRouterMode>::kBK, 4,
                         FDM_ROUTER_COLS == 32 ? 4 : 2, FDM_ROUTER_COLS == 32 ? 2 : 4, 1,
                         !kHopper && (kRouterMode == Mode::BF16 || kRouterMode == Mode::F16)>;

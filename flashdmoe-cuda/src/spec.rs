@@ -287,17 +287,22 @@ pub struct MoeSpec {
 /// one. The f32 routers (TF32 and exact f32 layers) keep 64 rows: their tile is twice as
 /// heavy in registers.
 pub fn router_rows(tokens: u32, experts: u32, dtype: DType, processors: u32) -> u32 {
-    let jobs = u64::from(tokens.div_ceil(64)) * u64::from(experts.div_ceil(64));
+    let jobs = u64::from(tokens.div_ceil(64)) * u64::from(experts.div_ceil(router_cols(experts)));
     if dtype.elem_bytes() == 2 && jobs > u64::from(processors) { 128 } else { 64 }
 }
 
-/// Columns of the router tile (`FDM_ROUTER_COLS`): 32 for a router of at most 32 experts,
-/// else 64. The router's columns are its experts, so at E = 8 a 64-column tile spends seven
-/// eighths of its mma work on padding (~9 µs of a T16384 job's ~24: docs/dev/perf-notes.md
-/// lever 6a); 32 columns halve that with the same jobs (one column tile either way up to 32
-/// experts). Wider routers keep 64: 32 would double their jobs' reads of x.
+/// Columns of the router tile (`FDM_ROUTER_COLS`): 32 for a router of at most 32 experts, 64
+/// up to 64, else 128. The router's columns are its experts: at E = 8 a 64-column tile spent
+/// seven eighths of its mma work on padding (~9 µs of a T16384 job's ~24:
+/// docs/dev/perf-notes.md lever 6a), and above 64 experts every column tile is a job that reads
+/// its rows of x again (T16384 E128's A1 took 46 µs against E8's 26, run 57): 128 columns read
+/// x half as often as 64 (DeepSeek-V3's 256 experts: twice instead of four times).
 pub fn router_cols(router_experts: u32) -> u32 {
-    if router_experts <= 32 { 32 } else { 64 }
+    match router_experts {
+        0..=32 => 32,
+        33..=64 => 64,
+        _ => 128,
+    }
 }
 
 /// The K split of a layer's router jobs: a 64x64 router job over K = 2048 takes ~14 µs
@@ -314,7 +319,7 @@ pub fn router_split(
     processors: u32,
     rows: u32,
 ) -> u32 {
-    let jobs = u64::from(tokens.div_ceil(rows)) * u64::from(experts.div_ceil(64));
+    let jobs = u64::from(tokens.div_ceil(rows)) * u64::from(experts.div_ceil(router_cols(experts)));
     let mut split = 1u32;
     while split < 8
         && jobs * u64::from(split) * 2 <= u64::from(processors)
@@ -831,8 +836,10 @@ mod tests {
         assert_eq!(router_split(128, 8, 2048, 64, h200, 64), 8);
         assert_eq!(router_split(4096, 8, 2048, 64, h200, 64), 2);
         assert_eq!(router_split(16384, 8, 2048, 64, h200, 128), 1);
-        // E 128 doubles the column tiles: T4096 has 128 jobs already.
-        assert_eq!(router_split(4096, 128, 2048, 64, h200, 64), 1);
+        // E 128 is one 128-column tile (router_cols): T4096 has 64 jobs, split in two like E8;
+        // E 256 is two: 128 jobs already.
+        assert_eq!(router_split(4096, 128, 2048, 64, h200, 64), 2);
+        assert_eq!(router_split(4096, 256, 2048, 64, h200, 64), 1);
         // Each part keeps at least 4 k-steps and divides H: H 512 stops at 2, H 2880 (45
         // k-steps) is not split.
         assert_eq!(router_split(128, 8, 512, 64, h200, 64), 2);
@@ -853,9 +860,11 @@ mod tests {
         assert_eq!(router_rows(8192, 8, DType::Bf16, h200), 64);
         assert_eq!(router_rows(16384, 8, DType::Bf16, h200), 128);
         assert_eq!(router_rows(16384, 8, DType::F16, h200), 128);
-        // T4096 E128: two column tiles, 128 jobs; E256: 256.
+        // T4096 E128: one 128-column tile (router_cols), 64 jobs; E256: two, 128 jobs (one
+        // wave); E384: three, 192 jobs of 64 rows (two waves), so 128 rows.
         assert_eq!(router_rows(4096, 128, DType::Bf16, h200), 64);
-        assert_eq!(router_rows(4096, 256, DType::Bf16, h200), 128);
+        assert_eq!(router_rows(4096, 256, DType::Bf16, h200), 64);
+        assert_eq!(router_rows(4096, 384, DType::Bf16, h200), 128);
         // The f32 routers keep 64 rows.
         assert_eq!(router_rows(16384, 8, DType::F32, h200), 64);
         assert_eq!(router_rows(16384, 8, DType::F32Exact, h200), 64);
@@ -1119,10 +1128,12 @@ mod tests {
     }
 
     #[test]
-    fn router_tile_is_32_columns_up_to_32_experts() {
+    fn router_tile_is_32_columns_up_to_32_experts_64_up_to_64_else_128() {
         assert_eq!(router_cols(8), 32);
         assert_eq!(router_cols(32), 32);
         assert_eq!(router_cols(33), 64);
-        assert_eq!(router_cols(256), 64);
+        assert_eq!(router_cols(64), 64);
+        assert_eq!(router_cols(128), 128);
+        assert_eq!(router_cols(384), 128);
     }
 }
