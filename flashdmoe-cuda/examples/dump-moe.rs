@@ -13,11 +13,8 @@ use std::process::ExitCode;
 
 use flashdmoe_core::config::presets;
 use flashdmoe_cuda::jit::CacheMode;
-use flashdmoe_cuda::spec::{MoeSpec, compile_first};
+use flashdmoe_cuda::spec::{H200_PROCESSORS, MoeSpec, compile_first};
 use flashdmoe_cuda::{Arch, Jit, JitConfig};
-
-/// An H200's processors (132 SMs less the OS block).
-const PROCESSORS: u32 = 131;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -41,7 +38,7 @@ fn dump(preset: &str, out: &str) -> Result<String, String> {
     let config = presets::preset(preset).map_err(|e| e.to_string())?;
     let jit = Jit::new(JitConfig { cache: CacheMode::MemoryOnly, ..JitConfig::from_env() })
         .map_err(|e| e.to_string())?;
-    let candidates = MoeSpec::candidates(&config, PROCESSORS, Arch::SM90A);
+    let candidates = MoeSpec::candidates(&config, H200_PROCESSORS, Arch::SM90A);
     let chosen = compile_first(&jit, Arch::SM90A, &candidates).map_err(|e| e.to_string())?;
     std::fs::write(out, chosen.compiled.cubin.image()).map_err(|e| format!("{out}: {e}"))?;
     Ok(chosen.spec.label())

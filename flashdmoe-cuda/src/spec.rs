@@ -287,7 +287,7 @@ pub struct MoeSpec {
 /// one. The f32 routers (TF32 and exact f32 layers) keep 64 rows: their tile is twice as
 /// heavy in registers.
 pub fn router_rows(tokens: u32, experts: u32, dtype: DType, processors: u32) -> u32 {
-    let jobs = u64::from(tokens.div_ceil(64)) * u64::from(experts.div_ceil(router_cols(experts)));
+    let jobs = u64::from(tokens.div_ceil(64)) * u64::from(router_col_tiles(experts));
     if dtype.elem_bytes() == 2 && jobs > u64::from(processors) { 128 } else { 64 }
 }
 
@@ -305,6 +305,11 @@ pub fn router_cols(router_experts: u32) -> u32 {
     }
 }
 
+/// Column tiles of a router of `router_experts` experts: the jobs a row tile of tokens makes.
+fn router_col_tiles(router_experts: u32) -> u32 {
+    router_experts.div_ceil(router_cols(router_experts))
+}
+
 /// The K split of a layer's router jobs: a 64x64 router job over K = 2048 takes ~14 µs
 /// whatever T is (docs/dev/perf-notes.md v10), so when a layer's row tiles leave most
 /// processors idle, each job's K is split in two as long as the jobs still fit one wave of
@@ -319,7 +324,7 @@ pub fn router_split(
     processors: u32,
     rows: u32,
 ) -> u32 {
-    let jobs = u64::from(tokens.div_ceil(rows)) * u64::from(experts.div_ceil(router_cols(experts)));
+    let jobs = u64::from(tokens.div_ceil(rows)) * u64::from(router_col_tiles(experts));
     let mut split = 1u32;
     while split < 8
         && jobs * u64::from(split) * 2 <= u64::from(processors)
