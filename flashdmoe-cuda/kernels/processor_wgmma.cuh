@@ -157,7 +157,7 @@ __device__ __forceinline__ unsigned long long gemm_consume(const Rank& r, const 
   const unsigned r_lo = (cw % Engine::kWgM) * 64 + 16 * (ct / 32) + (ct % 32) / 4;
   const float w_lo = gemm0 ? 1.f : row_weight(r, t, r_lo), w_hi = gemm0 ? 1.f : row_weight(r, t, r_lo + 8);
   Engine::Accum acc;
-  Engine::consume(s, pipe, acc, cw, (gemm0 ? kH : kI) / Engine::kBK, gemm0 ? kNB0 : kNB1);
+  Engine::consume(s, pipe, acc, cw, (gemm0 ? kH : kI) / Engine::kBK, gemm0 ? kNB0 : kNB1, t.valid_rows);
   pending.publish(r, c);  // the previous task's remote tile has drained under the main loop
   const unsigned long long b0 = (unsigned long long)e * (gemm0 ? kI : kH) + t.col_tile * (gemm0 ? kBN : kBNH);
   Elem* out = reinterpret_cast<Elem*>((gemm0 ? r.heap : r.heap_of(t.source_rank)) + t.output_offset);

@@ -104,10 +104,10 @@ extern "C" __global__ void __launch_bounds__(hopper::kEngineThreads, 1)
       unsigned mt, nt;
       raster(t, tiles_m, tiles_n, p.group_m, mt, nt);
       Engine::Accum acc;
-      Engine::consume(s, pipe, acc, cw, ktiles);
+      const unsigned rows = min((unsigned)FDM_BM, p.m - mt * FDM_BM);
+      Engine::consume(s, pipe, acc, cw, ktiles, FDM_NB, rows);
       const Elem* bias = reinterpret_cast<const Elem*>(p.bias);
       const unsigned col0 = nt * FDM_BN;
-      const unsigned rows = min((unsigned)FDM_BM, p.m - mt * FDM_BM);
       Elem* out = reinterpret_cast<Elem*>(p.c) + (unsigned long long)mt * FDM_BM * p.ldc + col0;
       Engine::store(s, acc, cw, ct, c, rows, out, p.ldc, [&](unsigned, unsigned col, float v0, float v1) {
         // The variant's own epilogue only (FDM_EPILOGUE, = params.epilogue): a run-time choice

@@ -327,10 +327,23 @@ template <Mode M, int BM, int BN, int NB, int STAGES> struct Engine {
   /// operands). One k-tile's wgmmas stay in flight while the next k-tile's are issued
   /// (kInFlight = 1); a stage is released as soon as the wgmmas reading it retired. Like
   /// produce(), meant to be called from one site for every kind of task.
+  ///
+  /// A warpgroup whose rows all lie at or past `valid_rows` (the second 64 rows of a 128-row
+  /// tile holding at most 64 rows: an expert's last row tile) issues no wgmma: it releases each
+  /// stage as soon as it is full, and its accumulators hold nothing the epilogue stores (it
+  /// stores rows below valid_rows only). The other warpgroup then has the tensor cores alone.
   __device__ static void consume(const Smem& s, Ring<STAGES>& ps, Accum& acc, unsigned cw, int ktiles,
-                                 int nbu = NB) {
+                                 int nbu = NB, unsigned valid_rows = BM) {
     const unsigned a_off = (cw % kWgM) * kSlabs * 64 * 128;
     const unsigned b_off = (cw / kWgM) * kN * 128;
+    if ((cw % kWgM) * kSlabs * 64 >= valid_rows) {
+      for (int kt = 0; kt < ktiles; ++kt) {
+        mbar_wait(s.full(ps.slot), ps.phase);
+        release(s, ps.slot);
+        ps.advance();
+      }
+      return;
+    }
     unsigned pending = 0;  // the stage whose wgmmas may still be running
     for (int kt = 0; kt < ktiles; ++kt) {
       mbar_wait(s.full(ps.slot), ps.phase);
