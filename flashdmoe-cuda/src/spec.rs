@@ -373,16 +373,23 @@ impl MoeSpec {
         Self::sized(config, processors, false)
     }
 
-    /// [`Self::for_config`], with `ragged` column tiles allowed: where H or I is no multiple
-    /// of the widest tile, a wider tile whose last column tile is ragged and wastes at most
-    /// 1/16 of the output (the Hopper engine masks it; gpt-oss's 2880 then takes 128-column
-    /// tiles, 22.5 of them, instead of 64).
-    fn sized(config: &MoeConfig, processors: u32, ragged: bool) -> MoeSpec {
+    /// [`Self::for_config`], or with `hopper` the Hopper engine's tile shape, which differs
+    /// twice:
+    /// - Ragged column tiles: where H or I is no multiple of the widest tile, a wider tile
+    ///   whose last column tile is ragged and wastes at most 1/16 of the output (the Hopper
+    ///   engine masks it; gpt-oss's 2880 then takes 128-column tiles, 22.5 of them, instead
+    ///   of 64).
+    /// - 64-row tiles only where the average packet fits one (mma.sync: under 128 rows). A
+    ///   128-row tile whose second 64 rows are empty does not multiply them (`tile_wgmma.cuh`
+    ///   `consume`), while an expert spread over two 64-row tiles reads its weights twice:
+    ///   Kimi-K2 (~95 rows an expert at T 4096) is bound by those reads (perf-notes v29).
+    fn sized(config: &MoeConfig, processors: u32, hopper: bool) -> MoeSpec {
+        let ragged = hopper;
         let virtual_experts = VirtualExperts::of(config).ok().flatten();
         let (experts, slots) =
             virtual_experts.map_or((config.experts, config.top_k), |v| (v.experts(), v.slots()));
         let avg_rows = config.tokens_per_rank as u64 * slots as u64 / experts.max(1) as u64;
-        let bm = if avg_rows < 128 { 64 } else { 128 };
+        let bm = if avg_rows < if hopper { 65 } else { 128 } { 64 } else { 128 };
         // Small batches are weight-bandwidth bound: more, narrower tasks read the weights with
         // more SMs at once.
         let mut bn =
@@ -925,6 +932,24 @@ mod tests {
                 .iter()
                 .all(|s| s.engine == TileEngine::MmaSync)
         );
+    }
+
+    #[test]
+    fn hopper_takes_64_row_tiles_only_where_the_average_packet_fits_one() {
+        let bm = |name: &str, arch: Arch| {
+            MoeSpec::candidates(&presets::preset(name).unwrap(), H200_PROCESSORS, arch)[0].tile.bm
+        };
+        // Kimi-K2 at T 4096: ~95 rows an expert (384 + 1 virtual experts, 9 slots).
+        assert_eq!(bm("kimi-k2", Arch::SM90), 128);
+        assert_eq!(bm("kimi-k2", Arch::SM80), 64);
+        // 64 rows an expert or fewer: one 64-row tile holds the packet on either engine.
+        for name in ["paper-t4096-e128", "paper-t128-e8", "paper-t128-e128"] {
+            assert_eq!(bm(name, Arch::SM90), 64, "{name}");
+            assert_eq!(bm(name, Arch::SM80), 64, "{name}");
+        }
+        for name in ["deepseek-v3", "qwen3-30b-a3b", "paper-t4096-e64"] {
+            assert_eq!(bm(name, Arch::SM90), 128, "{name}");
+        }
     }
 
     #[test]
