@@ -8,14 +8,14 @@
 #   mkdir -p .carry/base && cp target/release/gpu-check target/release/examples/tile-bench .carry/base/
 #   git stash pop; (the same build) && cp target/release/gpu-check target/release/examples/tile-bench .carry/
 # Knobs: CASES (gpu-check --only, default the paper layer at T 128/4096/16384, E 8), TILES
-# (tile-bench --only substrings, comma-separated), ROUNDS (default 2), QUICK=0 skips --quick, TORCH=0
+# (tile-bench --only substrings, comma-separated; TILES= runs none), ROUNDS (default 2), QUICK=0 skips --quick, TORCH=0
 # skips the PyTorch rows,
 # BUDGET seconds (default 540). Logs under $OUT (default ./gpu-ab-out); a table last.
 set -u -o pipefail
 out=${OUT:-gpu-ab-out}; mkdir -p "$out"
 source "$(dirname "${BASH_SOURCE[0]}")/gpu-env.sh"
 cases=${CASES:-paper-t128-e8,paper-t4096-e8,paper-t16384-e8}
-tiles=${TILES:-bf16 128x256 s3 e512 m16384,bf16 128x256 gather s4 m16347}
+tiles=${TILES-bf16 128x256 s3 e512 m16384,bf16 128x256 gather s4 m16347}
 start=$(date +%s); budget=${BUDGET:-540}
 left() { echo $((budget - ($(date +%s) - start))); }
 run() { # label seconds cmd...: logged to $out/label.log, skipped when the budget is spent
@@ -29,7 +29,7 @@ for round in $(seq "${ROUNDS:-2}"); do
   for side in base new; do
     dir=.carry; [ "$side" = base ] && dir=.carry/base
     run "check-$side" 120 "$dir/gpu-check" --only "$cases" --json "$out/check-$side-$round.jsonl"
-    IFS=, read -r -a tl <<<"$tiles"
+    tl=(); [ -n "$tiles" ] && IFS=, read -r -a tl <<<"$tiles"
     for t in "${tl[@]}"; do run "tile-$side" 60 "$dir/tile-bench" --only "$t" --iters 20; done
   done
 done

@@ -30,8 +30,13 @@ __device__ __forceinline__ CombineSlot combine_slot(const Rank& r, const fdm_tas
 
 static_assert(sizeof(CombineSlot) * kBM * kSlots == kCombineSlotBytes, "config.cuh's kCombineSlotBytes");
 
-/// Most slots of one row a combine thread loads at once: more (Qwen2-57B's 8 routed + 8 shared)
-/// would hold 16 vectors of 16 bytes in registers and spill.
+/// Most slots a token may have for its row's loads to go in one round: Qwen2-57B's 8 routed + 8
+/// shared would hold 16 vectors of 16 bytes in registers and spill, so more slots than this go
+/// in rounds of kSlotsInFlight. 12, not 8: DeepSeek-V3's and Kimi-K2's 8 + 1 load in one round
+/// instead of two dependent ones (their combine tasks took ~36 µs, a ~0.28 ms tail: perf-notes
+/// v29 (d), (g)).
+constexpr int kOneRoundSlots = 12;
+/// Slots loaded at once in each round of a row with more than kOneRoundSlots.
 constexpr int kSlotsInFlight = 8;
 
 /// Stores token row `row` of task t's output columns from `col`: `acc` rounded to the dtype.
@@ -84,7 +89,7 @@ __device__ void run_combine(const Rank& r, const fdm_task& t, unsigned lane, Com
   const unsigned long long col_bytes = (unsigned long long)col * sizeof(Elem);
   // Lanes whose columns lie past H (a ragged last column tile) take no rows.
   const unsigned first_row = kH % kBNH == 0 || col < kH ? lane / kThreadsPerRow : t.valid_rows;
-  if constexpr (kSlots > kSlotsInFlight) {
+  if constexpr (kSlots > kOneRoundSlots) {
     // Many slots: a row at a time, its slots loaded kSlotsInFlight at a time and added in slot
     // order into one sum (the same sum as below).
     for (unsigned row = first_row; row < t.valid_rows; row += kRowsPerPass) {

@@ -228,13 +228,27 @@ __device__ __noinline__ void route_chunks(const fdm_params* p, char* smem) {
     const unsigned long long part_stride = (unsigned long long)p->layout.tokens * kRouterE;
     if (!given && (RouteSmem::kStagesLogits || kRouterSplit > 1)) {
       // Staged: the chunk's logits into shared memory (rows kRowStride apart); not staged but
-      // split: the parts' sum into part 0 in place, which route_token then reads.
-      for (unsigned i = threadIdx.x; i < n * kRouterE; i += kThreads) {
-        const float v = summed_logit(logits, part_stride, i);
-        if constexpr (RouteSmem::kStagesLogits) {
-          sm.logits[i / kRouterE * RouteSmem::kRowStride + i % kRouterE] = v;
-        } else {
-          logits[i] = v;
+      // split: the parts' sum into part 0 in place, which route_token then reads. Each thread
+      // loads kStageBatch elements (every part of each) before it stores any: one element a
+      // thread at a time waited an L2 round trip per element, 11-128 of them a thread, most of
+      // A2's ~13 / ~32 µs at E 32 / 128 (perf-notes v29 (a)). The same sums, in the same order.
+      constexpr unsigned kStageBatch = kRouterSplit >= 4 ? 4 : 8;
+      const unsigned total = n * kRouterE;
+      for (unsigned i0 = threadIdx.x; i0 < total; i0 += kStageBatch * kThreads) {
+        float v[kStageBatch];
+        // Past the end a thread re-reads the last element (never stored): no branch between the
+        // loads, so they are all issued before the first add waits.
+#pragma unroll
+        for (unsigned b = 0; b < kStageBatch; ++b) v[b] = summed_logit(logits, part_stride, min(i0 + b * kThreads, total - 1));
+#pragma unroll
+        for (unsigned b = 0; b < kStageBatch; ++b) {
+          const unsigned i = i0 + b * kThreads;
+          if (i >= total) break;
+          if constexpr (RouteSmem::kStagesLogits) {
+            sm.logits[i / kRouterE * RouteSmem::kRowStride + i % kRouterE] = v[b];
+          } else {
+            logits[i] = v[b];
+          }
         }
       }
     }
@@ -276,7 +290,10 @@ __device__ void place_chunks(const fdm_params* p, unsigned* s_offset) {
     Rank r = make_rank(p, job / chunks);
     const unsigned chunk = job % chunks;
     for (unsigned e = threadIdx.x; e < (unsigned)kE; e += kThreads) {
+      // The earlier chunks' counts, 8 loads in flight (one at a time, the last of T16384's 43
+      // chunks waited 42 L2 round trips).
       unsigned off = 0;
+#pragma unroll 8
       for (unsigned c = 0; c < chunk; ++c) off += r.chunk_counts()[c * kE + e];
       s_offset[e] = off;
     }
