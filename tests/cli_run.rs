@@ -141,6 +141,14 @@ fn bad_flags_are_usage_errors() {
     assert_exit(&o, 2);
     assert!(stderr(&o).contains("--remote-copiers"), "{}", stderr(&o));
 
+    let o = flashdmoe(&["run", "--tile", "256x64"]);
+    assert_exit(&o, 2);
+    assert!(stderr(&o).contains("--tile applies to --backend cuda only"), "{}", stderr(&o));
+
+    let o = flashdmoe(&["run", "--backend", "cuda", "--tile", "256"]);
+    assert_exit(&o, 2);
+    assert!(stderr(&o).contains("is not a tile: BMxBN"), "{}", stderr(&o));
+
     let o = flashdmoe(&["run", "--backend", "cuda", "--processors", "2"]);
     assert_exit(&o, 2);
     assert!(stderr(&o).contains("--backend sim only"), "{}", stderr(&o));

@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! dump-moe PRESET OUT.cubin      # prints the chosen specialisation's label
+//! dump-moe PRESET OUT.cubin 256x64   # the same layer in a chosen tile (`--tile`)
 //! nvdisasm -c OUT.cubin > OUT.sass
 //! ```
 //!
@@ -13,16 +14,26 @@ use std::process::ExitCode;
 
 use flashdmoe_core::config::presets;
 use flashdmoe_cuda::jit::CacheMode;
-use flashdmoe_cuda::spec::{H200_PROCESSORS, MoeSpec, compile_first};
+use flashdmoe_cuda::spec::{H200_PROCESSORS, MoeSpec, TileChoice, compile_first};
 use flashdmoe_cuda::{Arch, Jit, JitConfig};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [preset, out] = args.as_slice() else {
-        eprintln!("usage: dump-moe PRESET OUT.cubin");
-        return ExitCode::from(2);
+    let (preset, out, tile) = match args.as_slice() {
+        [preset, out] => (preset, out, None),
+        [preset, out, tile] => match TileChoice::parse(tile) {
+            Some(tile) => (preset, out, Some(tile)),
+            None => {
+                eprintln!("dump-moe: `{tile}` is not a tile: BMxBN, e.g. 256x64");
+                return ExitCode::from(2);
+            }
+        },
+        _ => {
+            eprintln!("usage: dump-moe PRESET OUT.cubin [BMxBN]");
+            return ExitCode::from(2);
+        }
     };
-    match dump(preset, out) {
+    match dump(preset, out, tile) {
         Ok(label) => {
             println!("{label}");
             ExitCode::SUCCESS
@@ -34,11 +45,14 @@ fn main() -> ExitCode {
     }
 }
 
-fn dump(preset: &str, out: &str) -> Result<String, String> {
+fn dump(preset: &str, out: &str, tile: Option<TileChoice>) -> Result<String, String> {
     let config = presets::preset(preset).map_err(|e| e.to_string())?;
     let jit = Jit::new(JitConfig { cache: CacheMode::MemoryOnly, ..JitConfig::from_env() })
         .map_err(|e| e.to_string())?;
-    let candidates = MoeSpec::candidates(&config, H200_PROCESSORS, Arch::SM90A);
+    let candidates = match tile {
+        Some(tile) => vec![MoeSpec::with_tile(&config, H200_PROCESSORS, Arch::SM90A, tile)?],
+        None => MoeSpec::candidates(&config, H200_PROCESSORS, Arch::SM90A),
+    };
     let chosen = compile_first(&jit, Arch::SM90A, &candidates).map_err(|e| e.to_string())?;
     std::fs::write(out, chosen.compiled.cubin.image()).map_err(|e| format!("{out}: {e}"))?;
     Ok(chosen.spec.label())

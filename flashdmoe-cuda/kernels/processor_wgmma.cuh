@@ -19,7 +19,6 @@
 #if FDM_ENGINE == 1
 namespace hw = flashdmoe::hopper;
 
-static_assert(Engine::kSlabs == 1, "the MoE kernel's row weights assume one 64-row slab a warpgroup");
 constexpr int kNB0 = kGated ? 2 : 1;      // B operands of GEMM0: (gate, up) or (up)
 constexpr int kNB1 = kWideGemm1 ? 2 : 1;  // of GEMM1: the down weights' two kBN-row halves, or one
 
@@ -152,10 +151,12 @@ __device__ __forceinline__ unsigned long long gemm_consume(const Rank& r, const 
   const bool gemm0 = t.kind == FDM_TASK_GEMM0;
   const fdm_params* p = r.p;
   const unsigned e = r.weight_slot(t.owner_rank, t.local_expert);  // weights of this GPU
-  // GEMM1: the routing weights of this thread's two accumulator rows (r_lo, r_lo + 8), loaded
-  // before the main loop so their latency hides under it.
-  const unsigned r_lo = (cw % Engine::kWgM) * 64 + 16 * (ct / 32) + (ct % 32) / 4;
+  // GEMM1: the routing weights of this thread's accumulator rows (r_lo, r_lo + 8, and with two
+  // slabs r_lo + 64, r_lo + 72), loaded before the main loop so their latency hides under it.
+  const unsigned r_lo = Engine::warp_row0(cw, ct) + (ct % 32) / 4;
   const float w_lo = gemm0 ? 1.f : row_weight(r, t, r_lo), w_hi = gemm0 ? 1.f : row_weight(r, t, r_lo + 8);
+  const bool slab2 = !gemm0 && Engine::kSlabs == 2;
+  const float w2_lo = slab2 ? row_weight(r, t, r_lo + 64) : 1.f, w2_hi = slab2 ? row_weight(r, t, r_lo + 72) : 1.f;
   Engine::Accum acc;
   Engine::consume(s, pipe, acc, cw, (gemm0 ? kH : kI) / Engine::kBK, gemm0 ? kNB0 : kNB1, t.valid_rows);
   pending.publish(r, c);  // the previous task's remote tile has drained under the main loop
@@ -176,7 +177,8 @@ __device__ __forceinline__ unsigned long long gemm_consume(const Rank& r, const 
         s, acc, cw, ct, c, t.valid_rows, out + half * kBN, gemm0 ? kI : kH,
         [&](unsigned row, unsigned col, float v0, float v1) {
           if (!gemm0) {
-            const float w = row == r_lo ? w_lo : w_hi;
+            const unsigned d = row - r_lo;  // 0 or 8 (slab 0), 64 or 72 (slab 1)
+            const float w = d >= 64 ? (d == 64 ? w2_lo : w2_hi) : (d == 0 ? w_lo : w_hi);
             return ((half == 0 ? v0 : v1) + bias_of(p->b_down, b0 + half * kBN + col)) * w;
           }
           if constexpr (kGated) {

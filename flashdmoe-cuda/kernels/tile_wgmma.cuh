@@ -332,10 +332,12 @@ template <Mode M, int BM, int BN, int NB, int STAGES> struct Engine {
   /// tile holding at most 64 rows: an expert's last row tile) issues no wgmma: it releases each
   /// stage as soon as it is full, and its accumulators hold nothing the epilogue stores (it
   /// stores rows below valid_rows only). The other warpgroup then has the tensor cores alone.
+  /// Likewise a warpgroup's second slab (256-row tiles) when its rows are all past valid_rows.
   __device__ static void consume(const Smem& s, Ring<STAGES>& ps, Accum& acc, unsigned cw, int ktiles,
                                  int nbu = NB, unsigned valid_rows = BM) {
     const unsigned a_off = (cw % kWgM) * kSlabs * 64 * 128;
     const unsigned b_off = (cw / kWgM) * kN * 128;
+    const int slabs = kSlabs == 1 || ((cw % kWgM) * kSlabs + 1) * 64 < valid_rows ? kSlabs : 1;
     if ((cw % kWgM) * kSlabs * 64 >= valid_rows) {
       for (int kt = 0; kt < ktiles; ++kt) {
         mbar_wait(s.full(ps.slot), ps.phase);
@@ -361,7 +363,7 @@ template <Mode M, int BM, int BN, int NB, int STAGES> struct Engine {
           const unsigned long long db = smem_desc(s.b(ps.slot, b) + b_off);
 #pragma unroll
           for (int m = 0; m < kSlabs; ++m) {
-            wgmma<M, kN>(acc.v[b][m], da + 512 * m + 2 * k, db + 2 * k, (kt | k) != 0);
+            if (m < slabs) wgmma<M, kN>(acc.v[b][m], da + 512 * m + 2 * k, db + 2 * k, (kt | k) != 0);
           }
         }
       }

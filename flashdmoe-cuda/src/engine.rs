@@ -26,7 +26,7 @@ const RING_PAYLOAD: u32 = 128;
 pub struct WgmmaTile {
     /// Element bytes (2: bf16/f16; 4: f32 on tf32 tensor cores).
     pub elem_bytes: u32,
-    /// Tile rows: 64 or 128.
+    /// Tile rows: 64, 128 or 256.
     pub bm: u32,
     /// Tile columns per B operand.
     pub bn: u32,
@@ -59,7 +59,7 @@ impl WgmmaTile {
         }
         // A consumer thread holds slabs x columns / 2 accumulators a B operand; past 192 the
         // consumers' registers (at most 232 with a 40-register producer) cannot hold them.
-        let accumulators = self.slabs() * per_group / 2 * self.nb;
+        let accumulators = self.accumulators();
         if accumulators > 192 {
             return Some(format!("{accumulators} accumulators a consumer thread (at most 192)"));
         }
@@ -77,6 +77,11 @@ impl WgmmaTile {
             return Some(format!("{} stages (2..=8)", self.stages));
         }
         None
+    }
+
+    /// f32 accumulators a consumer thread holds: slabs x its columns / 2, a B operand each.
+    pub fn accumulators(&self) -> u32 {
+        self.slabs() * self.group_cols() / 2 * self.nb
     }
 
     /// 64-row slabs a consumer warpgroup owns (`Engine::kSlabs`): 2 for 256-row tiles.
@@ -123,14 +128,15 @@ impl WgmmaTile {
         None
     }
 
-    /// The engine's `-D` defines of this tile (the caller sets the shape's own). Two slabs a
-    /// warpgroup (192 accumulators a consumer thread) take CUTLASS's split of the registers,
-    /// 40 for the producer and 232 for the consumers: only a producer that keeps few values
-    /// (the tile bench's; the MoE kernel's needs 88, `kProducerRegs`) fits in 40.
+    /// The engine's `-D` defines of this tile (the caller sets the shape's own). More than
+    /// 128 accumulators a consumer thread (256x192: 192) take CUTLASS's split of the
+    /// registers, 40 for the producer and 232 for the consumers: only a producer that keeps
+    /// few values (the tile bench's; the MoE kernel's needs 88, `kProducerRegs`) fits in 40.
+    /// Two slabs of 32 columns and two B operands (256x64 SwiGLU: 128) keep the default split.
     pub fn defines(&self, defines: Defines) -> Defines {
         let defines =
             defines.set("FDM_STAGES", self.stages).set("FDM_STAGE_COLS", self.stage_bytes);
-        if self.slabs() == 2 {
+        if self.accumulators() > 128 {
             defines.set("FDM_PRODUCER_REGS", 40).set("FDM_CONSUMER_REGS", 232)
         } else {
             defines

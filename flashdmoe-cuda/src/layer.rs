@@ -53,7 +53,7 @@ use crate::error::CudaError;
 use crate::jit::Jit;
 use crate::launch::{Kernel, LaunchShape};
 use crate::params::{Diag, KernelParams, MAX_RANKS, ROLES, ScratchLayout, TraceRecord, WAITS};
-use crate::spec::{self, EngineChoice, MoeSpec, ROUTING_CHUNK};
+use crate::spec::{self, EngineChoice, MoeSpec, ROUTING_CHUNK, TileChoice};
 use crate::tma::TensorMap;
 
 mod process;
@@ -79,6 +79,10 @@ pub struct CudaOptions {
     /// rank's processors; `None`: a quarter of them. The others start computing on the rows
     /// that stay on their GPU at once. A tuning knob for NVLink egress (issue 13 item 4).
     pub remote_copiers: Option<u32>,
+    /// A tile to run instead of the one the backend would choose (Hopper engine only;
+    /// [`MoeSpec::with_tile`] says what it may be): for measuring a layer in several tiles.
+    /// A tile the engine cannot run, or that spills, fails the build naming `tile`.
+    pub tile: Option<TileChoice>,
 }
 
 /// The CUDA backend.
@@ -391,8 +395,20 @@ impl CudaBackend {
         // architecture; the others compile that one (all GPUs of a node are normally alike).
         let arch0 = Arch::for_device(devices[0].gpu().cc);
         let spec::Chosen { spec, compiled: compiled0, skipped } = {
-            let candidates =
-                self.options.engine.filter(MoeSpec::candidates(config, processors, arch0));
+            let candidates = match self.options.tile {
+                Some(_) if self.options.engine == EngineChoice::MmaSync => {
+                    return Err(invalid(
+                        "tile",
+                        "a chosen tile runs on the Hopper engine, and the mma.sync engine was asked for"
+                            .into(),
+                    ));
+                }
+                Some(tile) => vec![
+                    MoeSpec::with_tile(config, processors, arch0, tile)
+                        .map_err(|why| invalid("tile", why))?,
+                ],
+                None => self.options.engine.filter(MoeSpec::candidates(config, processors, arch0)),
+            };
             if candidates.is_empty() {
                 return Err(invalid(
                     "engine",

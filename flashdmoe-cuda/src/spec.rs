@@ -230,12 +230,19 @@ pub const GEMM0_GROUP_BYTES: u64 = 12 << 20;
 /// at T = 4096) ran its GEMM0 tiles at ~520 TFLOP/s while its GEMM1 (whose row tiles share
 /// each weight tile while it is cached) ran at ~670 (perf-notes v24).
 pub fn gemm0_group(config: &MoeConfig, bn: u32) -> u32 {
-    let operands: u64 = if config.activation.is_gated() { 2 } else { 1 };
-    let tile_bytes =
-        operands * u64::from(bn) * u64::from(config.hidden) * u64::from(config.dtype.elem_bytes());
+    let tile_bytes = gemm0_weight_bytes(config) / u64::from(config.inter.max(1)) * u64::from(bn);
     let columns = config.inter.div_ceil(bn.max(1));
     let group = (GEMM0_GROUP_BYTES / tile_bytes.max(1)).max(1);
     if group >= u64::from(columns) { 0 } else { group as u32 }
+}
+
+/// Bytes of one expert's GEMM0 weights (gate and up for gated experts, else up).
+fn gemm0_weight_bytes(config: &MoeConfig) -> u64 {
+    let operands: u64 = if config.activation.is_gated() { 2 } else { 1 };
+    operands
+        * u64::from(config.inter)
+        * u64::from(config.hidden)
+        * u64::from(config.dtype.elem_bytes())
 }
 
 /// One specialisation of the MoE kernel.
@@ -341,11 +348,7 @@ pub fn router_split(
 /// 64. Gated f32 experts stop at 64: their dual 128x128 accumulators need more than the 255
 /// registers a thread has (ptxas spills).
 fn widest_bn(activation: Activation, dtype: DType, hidden: u32, inter: u32, ragged: bool) -> u32 {
-    // A ragged last column tile computes at most 1/16 of an output in vain.
-    let covers = |n: u32, bn: u32| {
-        n.is_multiple_of(bn) || (ragged && u64::from(n.div_ceil(bn) * bn - n) * 16 <= u64::from(n))
-    };
-    let fits = |bn: u32| covers(hidden, bn) && covers(inter, bn);
+    let fits = |bn: u32| covers(hidden, bn, ragged) && covers(inter, bn, ragged);
     let gated = activation.is_gated();
     let widest = match (gated, dtype.elem_bytes()) {
         (false, _) => 256,
@@ -353,6 +356,38 @@ fn widest_bn(activation: Activation, dtype: DType, hidden: u32, inter: u32, ragg
         (true, _) => 64,
     };
     [256, 128].into_iter().find(|&bn| bn <= widest && fits(bn)).unwrap_or(64)
+}
+
+/// Whether column tiles of `bn` cover an output of `n` columns: exactly, or with a `ragged`
+/// last tile that computes at most 1/16 of the output in vain.
+fn covers(n: u32, bn: u32, ragged: bool) -> bool {
+    n.is_multiple_of(bn) || (ragged && u64::from(n.div_ceil(bn) * bn - n) * 16 <= u64::from(n))
+}
+
+/// A tile the caller chose instead of the one [`MoeSpec::candidates`] would
+/// (`CudaOptions::tile`, `flashdmoe run --tile 256x64`): `bm` rows by `bn` columns a B operand,
+/// on the Hopper engine. For measuring one layer in several tiles; see
+/// [`MoeSpec::with_tile`] for what it may be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TileChoice {
+    /// Rows: 64, 128 or 256.
+    pub bm: u32,
+    /// Columns a B operand: a multiple of 64 up to 256.
+    pub bn: u32,
+}
+
+impl TileChoice {
+    /// Parses `BMxBN`, e.g. `256x64`; `None` when it is not two numbers around an `x`.
+    pub fn parse(s: &str) -> Option<TileChoice> {
+        let (bm, bn) = s.split_once('x')?;
+        Some(TileChoice { bm: bm.parse().ok()?, bn: bn.parse().ok()? })
+    }
+}
+
+impl std::fmt::Display for TileChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}x{}", self.bm, self.bn)
+    }
 }
 
 /// K step of the tile library for a dtype: one 128-byte shared-memory row.
@@ -379,17 +414,23 @@ impl MoeSpec {
     ///   whose last column tile is ragged and wastes at most 1/16 of the output (the Hopper
     ///   engine masks it; gpt-oss's 2880 then takes 128-column tiles, 22.5 of them, instead
     ///   of 64).
-    /// - 64-row tiles only where the average packet fits one (mma.sync: under 128 rows). A
-    ///   128-row tile whose second 64 rows are empty does not multiply them (`tile_wgmma.cuh`
-    ///   `consume`), while an expert spread over two 64-row tiles reads its weights twice:
-    ///   Kimi-K2 (~95 rows an expert at T 4096) is bound by those reads (perf-notes v29).
+    /// - Experts whose GEMM0 weights overflow their share of the L2 ([`GEMM0_GROUP_BYTES`])
+    ///   take 64-row tiles only where the average packet fits one (elsewhere: under 128 rows).
+    ///   A 128-row tile whose second 64 rows are empty does not multiply them
+    ///   (`tile_wgmma.cuh` `consume`), while an expert spread over two 64-row tiles reads its
+    ///   weights twice, from memory when they do not stay in L2: Kimi-K2 (~95 rows an expert
+    ///   at T 4096, 56 MiB of GEMM0 weights) is bound by those reads (perf-notes v29 (g)).
+    ///   Small experts keep 64-row tiles (the 128x64 image of the GPU check's small shared
+    ///   layers spills: [`shared_kinds`]).
     fn sized(config: &MoeConfig, processors: u32, hopper: bool) -> MoeSpec {
         let ragged = hopper;
         let virtual_experts = VirtualExperts::of(config).ok().flatten();
         let (experts, slots) =
             virtual_experts.map_or((config.experts, config.top_k), |v| (v.experts(), v.slots()));
         let avg_rows = config.tokens_per_rank as u64 * slots as u64 / experts.max(1) as u64;
-        let bm = if avg_rows < if hopper { 65 } else { 128 } { 64 } else { 128 };
+        let one_tile =
+            if hopper && gemm0_weight_bytes(config) > GEMM0_GROUP_BYTES { 65 } else { 128 };
+        let bm = if avg_rows < one_tile { 64 } else { 128 };
         // Small batches are weight-bandwidth bound: more, narrower tasks read the weights with
         // more SMs at once.
         let mut bn =
@@ -463,6 +504,52 @@ impl MoeSpec {
             return Some(spec);
         }
         with(SMEM_LIMIT.checked_sub(bm * self.slots * 16)?).filter(|s| s.smem_bytes() <= SMEM_LIMIT)
+    }
+
+    /// The Hopper engine's specialisation of `config` with the caller's tile in place of the
+    /// chosen one (everything else as [`Self::candidates`] would choose it), or why there is
+    /// none: a GPU other than sm_90, exact f32 (no tensor cores), `bm` not 64, 128 or 256,
+    /// `bn` not a multiple of 64 up to 256 or not covering H and I (a ragged last column tile
+    /// may waste at most 1/16), or a tile the engine cannot hold in shared memory and
+    /// registers. Whether it compiles without spills is [`compile_first`]'s to say.
+    pub fn with_tile(
+        config: &MoeConfig,
+        processors: u32,
+        arch: Arch,
+        choice: TileChoice,
+    ) -> Result<MoeSpec, String> {
+        let TileChoice { bm, bn } = choice;
+        if arch.major != 9 {
+            return Err(format!(
+                "a chosen tile runs on the Hopper engine, which needs sm_90, not {arch}"
+            ));
+        }
+        if !matches!(bm, 64 | 128 | 256) {
+            return Err(format!("{choice}: rows must be 64, 128 or 256"));
+        }
+        if bn == 0 || !bn.is_multiple_of(64) || bn > 256 {
+            return Err(format!("{choice}: columns must be 64, 128, 192 or 256"));
+        }
+        for (name, n) in [("hidden", config.hidden), ("inter", config.inter)] {
+            if !covers(n, bn, true) {
+                return Err(format!(
+                    "{choice}: {bn}-column tiles do not cover {name} = {n} (a ragged last tile may waste at most 1/16)"
+                ));
+            }
+        }
+        let base = MoeSpec::sized(config, processors, true);
+        let tile =
+            TileShape::new(bm, bn, bk(config.dtype)).with_gemm0_group(gemm0_group(config, bn));
+        MoeSpec { tile, ..base }.on_hopper().ok_or_else(|| {
+            format!(
+                "{choice}: the Hopper engine has no such tile for a {} {} layer of top-{} ({} slots) \
+                 within {SMEM_LIMIT} bytes of shared memory and its registers",
+                config.dtype.name(),
+                config.activation.name(),
+                config.top_k,
+                base.slots
+            )
+        })
     }
 
     /// The specialisations to try for `config` on a GPU of architecture `arch` with
@@ -786,6 +873,21 @@ pub fn variants() -> Vec<KernelVariant> {
             out.extend(candidates.last().filter(|_| last).map(MoeSpec::variant));
         }
     }
+    // Chosen 256-row tiles (`--tile 256x64`: two 64-row slabs a consumer warpgroup;
+    // docs/dev/whole-expert-tiles.md), which no preset chooses yet: DeepSeek-V3's layer and
+    // gpt-oss-120b's (clamped SwiGLU with biases, a ragged-free 2880 in 64-column tiles).
+    let tile = TileChoice { bm: 256, bn: 64 };
+    let models =
+        ["deepseek-v3", "gpt-oss-120b"].into_iter().filter_map(|n| presets::preset(n).ok());
+    // The two-rank kind compiles to the one-rank kind's image.
+    let kinds = chosen_tile_kinds()
+        .into_iter()
+        .filter(|(_, _, config)| config.world == 1)
+        .map(|(_, tile, config)| (tile, config));
+    for (tile, config) in models.map(|config| (tile, config)).chain(kinds) {
+        let spec = MoeSpec::with_tile(&config, H200_PROCESSORS, Arch::SM90, tile);
+        out.extend(spec.ok().map(|s| s.variant()));
+    }
     // The model presets' first and last-resort specialisations on an H200 (131 processors):
     // they must compile (`tests/nvrtc_compile.rs` also runs each preset's whole candidate
     // list). Presets the kernel does not compute are refused, never compiled.
@@ -797,6 +899,37 @@ pub fn variants() -> Vec<KernelVariant> {
         out.extend(candidates.last().map(MoeSpec::variant));
     }
     out
+}
+
+/// The GPU check's layers in chosen 256-row tiles (`--tile`; docs/dev/whole-expert-tiles.md),
+/// each with its name and tile: SwiGLU in 256x64 (with and without biases, and over two
+/// ranks) and ReLU in 256x128, at H 512, I 1024, 8 experts, top-2, bf16, dropless, 1536 tokens
+/// a rank (~384 rows an expert: a full and a partial row tile, whose empty slabs are skipped).
+/// `gpu-check` verifies them against the oracle and CI compile-checks them ([`variants`]).
+pub fn chosen_tile_kinds() -> Vec<(String, TileChoice, MoeConfig)> {
+    let layer = |activation, bias, world| MoeConfig {
+        world,
+        tokens_per_rank: 1536,
+        hidden: 512,
+        inter: 1024,
+        experts: 8,
+        top_k: 2,
+        activation,
+        bias,
+        dtype: DType::Bf16,
+        capacity: flashdmoe_core::CapacityPolicy::Dropless,
+        ..MoeConfig::default()
+    };
+    let (gated, relu) = (TileChoice { bm: 256, bn: 64 }, TileChoice { bm: 256, bn: 128 });
+    [
+        ("swiglu", gated, layer(Activation::SiluGated, false, 1)),
+        ("swiglu bias", gated, layer(Activation::SiluGated, true, 1)),
+        ("relu", relu, layer(Activation::Relu, false, 1)),
+        ("swiglu virtual P=2", gated, layer(Activation::SiluGated, false, 2)),
+    ]
+    .into_iter()
+    .map(|(name, tile, config)| (format!("{tile} {name}"), tile, config))
+    .collect()
 }
 
 /// Layers with shared experts of DeepSeek-V2's kind (two shared experts of the routed size:
@@ -949,6 +1082,46 @@ mod tests {
         }
         for name in ["deepseek-v3", "qwen3-30b-a3b", "paper-t4096-e64"] {
             assert_eq!(bm(name, Arch::SM90), 128, "{name}");
+        }
+    }
+
+    #[test]
+    fn a_chosen_tile_replaces_the_chosen_one_or_says_why_not() {
+        let v3 = presets::preset("deepseek-v3").unwrap();
+        let tile = |s: &str| TileChoice::parse(s).unwrap();
+        let spec = MoeSpec::with_tile(&v3, H200_PROCESSORS, Arch::SM90, tile("256x64")).unwrap();
+        assert_eq!((spec.tile.bm, spec.tile.bn, spec.tile.bn_hidden), (256, 64, 128));
+        assert!(
+            matches!(spec.engine, TileEngine::Wgmma(t) if t.slabs() == 2 && t.accumulators() == 128)
+        );
+        assert!(spec.smem_bytes() <= SMEM_LIMIT, "{}", spec.smem_bytes());
+        assert!(spec.label().contains("-256x64-w128-"), "{}", spec.label());
+        // The rest as the candidates choose it.
+        let first = MoeSpec::candidates(&v3, H200_PROCESSORS, Arch::SM90)[0];
+        assert_eq!(MoeSpec { tile: first.tile, engine: first.engine, ..spec }, first);
+        let paper = presets::preset("paper-t4096-e8").unwrap();
+        let err = |config: &MoeConfig, arch, s: &str| {
+            MoeSpec::with_tile(config, H200_PROCESSORS, arch, tile(s)).unwrap_err()
+        };
+        assert!(err(&v3, Arch::SM80, "256x64").contains("sm_90"));
+        assert!(err(&v3, Arch::SM90, "512x64").contains("rows"));
+        assert!(err(&v3, Arch::SM90, "128x96").contains("columns"));
+        assert!(
+            err(&presets::preset("gpt-oss-20b").unwrap(), Arch::SM90, "128x256")
+                .contains("do not cover hidden = 2880")
+        );
+        let exact = MoeConfig { dtype: DType::F32Exact, ..paper.clone() };
+        assert!(err(&exact, Arch::SM90, "128x256").contains("no such tile"));
+        // 256 x 256 plain: 256 accumulators a consumer thread.
+        assert!(err(&paper, Arch::SM90, "256x256").contains("no such tile"));
+        assert_eq!(TileChoice::parse("256x64"), Some(TileChoice { bm: 256, bn: 64 }));
+        // CI compile-checks them: two presets' and the GPU check's (its two-rank layer has
+        // the one-rank layer's image).
+        let v = variants();
+        let chosen = v.iter().filter(|v| v.label.contains("-256x")).count();
+        assert_eq!(chosen, 2 + chosen_tile_kinds().len() - 1);
+        for bad in ["256", "x64", "256x", "256*64", "ax64"] {
+            assert_eq!(TileChoice::parse(bad), None, "{bad}");
         }
     }
 

@@ -473,6 +473,14 @@ pub fn suite() -> Vec<BenchConfig> {
         // tile) and the plain 128x256 one; both reuse images above (M, N, K are run-time).
         BenchConfig { n: 32768, k: 7168, ..c(DType::Bf16, 128, 128, 4, SwiGlu, true, 128) },
         BenchConfig { n: 65536, k: 7168, m: 128, ..staged(512, 3) },
+        // An expert of 129-256 rows (DeepSeek-V3: 97 of its 243 routed experts at T 4096,
+        // perf-notes v29 (d)) as two 128-row tiles that each read the weights, against one
+        // 256x64 tile (two 64-row slabs a warpgroup, B read once; an empty slab skipped): 256
+        // and 150 rows.
+        BenchConfig { n: 32768, k: 7168, ..c(DType::Bf16, 128, 128, 4, SwiGlu, true, 256) },
+        BenchConfig { n: 32768, k: 7168, ..c(DType::Bf16, 128, 128, 4, SwiGlu, true, 150) },
+        BenchConfig { n: 32768, k: 7168, ..c(DType::Bf16, 256, 64, 3, SwiGlu, true, 256) },
+        BenchConfig { n: 32768, k: 7168, ..c(DType::Bf16, 256, 64, 3, SwiGlu, true, 150) },
     ]
 }
 

@@ -159,7 +159,10 @@ pub(super) fn bench(args: &BenchArgs) -> Result<(), CliError> {
     let sweep = Sweep { cases: &cases, options: &options, baselines: &baselines, baseline_options };
     let summary = match args.backend {
         BackendArg::Sim => {
-            let sim = args.sim.sim_options(args.ranks_per_gpu, args.remote_copiers)?;
+            let sim = args.sim.sim_options(&[
+                ("--ranks-per-gpu", args.ranks_per_gpu.is_some()),
+                ("--remote-copiers", args.remote_copiers.is_some()),
+            ])?;
             println!(
                 "backend: sim (SIMULATION: the CPU simulator, {} processor and {} subscriber \
                  threads per rank; times are CPU times, never GPU times)",

@@ -26,7 +26,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use flashdmoe::core::oracle::OracleError;
 use flashdmoe::core::{BackendError, ConfigError, TimeoutReport};
-use flashdmoe::cuda::CudaOptions;
+use flashdmoe::cuda::{CudaOptions, TileChoice};
 use flashdmoe::sim::SimOptions;
 
 /// Distributed Mixture-of-Experts forward as one persistent kernel per GPU, with a CPU
@@ -227,6 +227,11 @@ struct RunArgs {
     /// quarter). A tuning knob for NVLink egress.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     remote_copiers: Option<u32>,
+    /// CUDA: run this tile (`BMxBN`: rows 64, 128 or 256 by columns 64-256 a weight operand)
+    /// on the Hopper engine instead of the one the backend chooses, e.g. to measure a layer in
+    /// several tiles; a tile the engine cannot run for the layer is an error naming why.
+    #[arg(long, value_name = "BMxBN", value_parser = parse_tile)]
+    tile: Option<TileChoice>,
     /// CUDA: after the verified forwards, time K device-resident forwards queued back to back
     /// on each GPU's stream after a group barrier (what a model sees; the same measurement in
     /// one process and in one process per GPU) and print the slowest GPU's time a forward;
@@ -255,23 +260,22 @@ impl RunArgs {
         CudaOptions {
             ranks_per_gpu: self.ranks_per_gpu,
             remote_copiers: self.remote_copiers,
+            tile: self.tile,
             ..CudaOptions::default()
         }
     }
 }
 
+/// `--tile`'s value: `BMxBN`.
+fn parse_tile(s: &str) -> Result<TileChoice, String> {
+    TileChoice::parse(s).ok_or_else(|| format!("`{s}` is not a tile: BMxBN, e.g. 256x64"))
+}
+
 impl SimThreads {
-    /// The simulator's options with these counts, after checking that no CUDA-only flag
-    /// (`--ranks-per-gpu`, `--remote-copiers`) was given.
-    fn sim_options(
-        &self,
-        ranks_per_gpu: Option<u32>,
-        remote_copiers: Option<u32>,
-    ) -> Result<SimOptions, CliError> {
-        for (flag, given) in [
-            ("--ranks-per-gpu", ranks_per_gpu.is_some()),
-            ("--remote-copiers", remote_copiers.is_some()),
-        ] {
+    /// The simulator's options with these counts, after checking that none of the CUDA-only
+    /// flags (`--ranks-per-gpu`, `--remote-copiers`, `--tile`: name and whether given) was.
+    fn sim_options(&self, cuda_only: &[(&str, bool)]) -> Result<SimOptions, CliError> {
+        for &(flag, given) in cuda_only {
             if given {
                 return Err(CliError::Usage(format!("{flag} applies to --backend cuda only")));
             }

@@ -36,7 +36,11 @@ pub(super) fn run(args: &RunArgs) -> Result<(), CliError> {
     let mut phases = Phases::start();
     let result = match args.backend {
         BackendArg::Sim => {
-            let sim = args.sim.sim_options(args.ranks_per_gpu, args.remote_copiers)?;
+            let sim = args.sim.sim_options(&[
+                ("--ranks-per-gpu", args.ranks_per_gpu.is_some()),
+                ("--remote-copiers", args.remote_copiers.is_some()),
+                ("--tile", args.tile.is_some()),
+            ])?;
             println!(
                 "backend: sim ({} processor and {} subscriber threads per rank)",
                 sim.processors_per_rank, sim.subscribers_per_rank

@@ -30,7 +30,9 @@ use flashdmoe_core::{
     Activation, Backend, BackendError, CapacityPolicy, DType, ForwardOptions, Layer, LayerWeights,
     MoeConfig,
 };
-use flashdmoe_cuda::{CudaBackend, CudaLayer, CudaOptions, EngineChoice, cuda_available};
+use flashdmoe_cuda::{
+    CudaBackend, CudaLayer, CudaOptions, EngineChoice, TileChoice, cuda_available,
+};
 
 struct Args {
     quick: bool,
@@ -115,6 +117,8 @@ struct Case {
     timeout: bool,
     /// The device-resident forward's check (`flashdmoe_bench::resident`) instead.
     resident: bool,
+    /// A tile instead of the backend's choice (`CudaOptions::tile`).
+    tile: Option<TileChoice>,
 }
 
 /// Every rank's generated input.
@@ -153,6 +157,7 @@ fn build(case: &Case, weights: &LayerWeights) -> Result<CudaLayer, String> {
     CudaBackend::new(CudaOptions {
         ranks_per_gpu: case.ranks_per_gpu,
         engine,
+        tile: case.tile,
         ..Default::default()
     })
     .build(&case.config, weights)
@@ -408,6 +413,7 @@ fn cases(quick: bool) -> Vec<Case> {
         timed: false,
         timeout: false,
         resident: false,
+        tile: None,
     };
     // Every dtype x activation, biases on the gated ones.
     for dtype in [DType::Bf16, DType::F16, DType::F32, DType::F32Exact] {
@@ -545,6 +551,16 @@ fn cases(quick: bool) -> Vec<Case> {
             ranks_per_gpu: Some(1),
             resident: true,
             ..case(format!("device-resident single P=1 {kind} shared experts"), c)
+        });
+    }
+    // 256-row tiles (`--tile`; docs/dev/whole-expert-tiles.md): two 64-row slabs a consumer
+    // warpgroup, an empty slab skipped, GEMM1's routing weights for four rows a thread. 1536
+    // tokens, dropless: ~384 rows an expert, so packets of one full and one partial row tile.
+    for (name, tile, c) in flashdmoe_cuda::spec::chosen_tile_kinds() {
+        out.push(Case {
+            tile: Some(tile),
+            ranks_per_gpu: (c.world > 1).then_some(c.world),
+            ..case(format!("tile {name}"), c)
         });
     }
     if quick {
@@ -823,6 +839,7 @@ mod tests {
             "small qwen2-moe m4 gated shared experts",
             "virtual P=4 deepseek-v2 m2 shared experts",
             "virtual P=4 qwen2-moe m4 gated shared experts",
+            "tile 256x64 swiglu virtual P=2",
         ] {
             assert!(quick.iter().any(|n| n.contains(needle)), "{needle} not in the quick check");
         }
@@ -830,6 +847,24 @@ mod tests {
         let full: Vec<String> = cases(false).into_iter().map(|c| c.name).collect();
         for preset in ["deepseek-v3", "qwen1.5-moe-a2.7b", "qwen2-57b-a14b", "deepseek-v2-lite"] {
             assert!(full.contains(&format!("preset {preset}")), "preset {preset}");
+        }
+    }
+
+    #[test]
+    fn the_tile_cases_ask_for_tiles_the_engine_has() {
+        let tiled: Vec<Case> = cases(true).into_iter().filter(|c| c.tile.is_some()).collect();
+        assert_eq!(tiled.len(), 4);
+        for case in &tiled {
+            let tile = case.tile.unwrap();
+            assert!(case.name.contains(&tile.to_string()), "{}", case.name);
+            let spec = flashdmoe_cuda::spec::MoeSpec::with_tile(
+                &case.config,
+                131,
+                flashdmoe_cuda::Arch::SM90,
+                tile,
+            )
+            .unwrap_or_else(|e| panic!("{}: {e}", case.name));
+            assert_eq!(spec.tile.bm, 256, "{}", case.name);
         }
     }
 
