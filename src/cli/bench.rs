@@ -15,7 +15,7 @@ use flashdmoe::bench::results::Results;
 use flashdmoe::bench::runner::{self, BenchBackend, Progress, RunOptions};
 use flashdmoe::bench::{BenchError, csv, table};
 use flashdmoe::core::{BackendError, MoeConfig};
-use flashdmoe::cuda::{CudaBackend, CudaOptions};
+use flashdmoe::cuda::{CudaBackend, CudaOptions, TileChoice};
 use flashdmoe::sim::SimBackend;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -86,6 +86,11 @@ pub(super) struct BenchArgs {
     /// quarter). A tuning knob for NVLink egress.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     remote_copiers: Option<u32>,
+    /// CUDA: run every case in this tile (`BMxBN`) on the Hopper engine instead of the one the
+    /// backend chooses (the record's `kernel` names it); a case the engine cannot run in it
+    /// fails naming why.
+    #[arg(long, value_name = "BMxBN", value_parser = super::parse_tile)]
+    tile: Option<TileChoice>,
 }
 
 /// Where the baselines run.
@@ -162,6 +167,7 @@ pub(super) fn bench(args: &BenchArgs) -> Result<(), CliError> {
             let sim = args.sim.sim_options(&[
                 ("--ranks-per-gpu", args.ranks_per_gpu.is_some()),
                 ("--remote-copiers", args.remote_copiers.is_some()),
+                ("--tile", args.tile.is_some()),
             ])?;
             println!(
                 "backend: sim (SIMULATION: the CPU simulator, {} processor and {} subscriber \
@@ -183,6 +189,7 @@ pub(super) fn bench(args: &BenchArgs) -> Result<(), CliError> {
             let cuda = CudaBackend::new(CudaOptions {
                 ranks_per_gpu,
                 remote_copiers: args.remote_copiers,
+                tile: args.tile,
                 ..CudaOptions::default()
             });
             println!("backend: cuda on {} (device-event times)", cuda.device());

@@ -241,6 +241,7 @@ pub(super) fn bench(args: &BenchArgs) -> Result<(), CliError> {
     let cuda = CudaBackend::new(CudaOptions {
         ranks_per_gpu: Some(rpg),
         remote_copiers: args.remote_copiers,
+        tile: args.tile,
         ..CudaOptions::default()
     });
     let layer = cuda.build_process(&config, &weights, &group)?;
