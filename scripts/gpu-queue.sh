@@ -5,9 +5,10 @@
 #   cargo build --release -p flashdmoe-bench --bin gpu-check -p flashdmoe --bin flashdmoe && mkdir -p .carry \
 #     && cp target/release/gpu-check target/release/flashdmoe .carry/   # flashdmoe: the preset and nccl phases
 #   python3 -m maturin build -m flashdmoe-py/Cargo.toml --profile wheel -o .carry/whl   # optional: the PyTorch package
+#   cargo build --release -p flashdmoe-cuda --example tile-bench && cp target/release/examples/tile-bench .carry/   # the tiles phases
 # then, with `.carry` carried: `bash scripts/gpu-queue.sh`. ONLY=a,b runs the phases whose names
-# contain a or b (resident, quick, preset, models, mixtral-trace, copiers, python, binding,
-# paper, grid, torch, launch, nccl).
+# contain a or b (tile-check, tile-bench, ds-tile, resident, quick, preset, models,
+# mixtral-trace, copiers, python, binding, paper, grid, torch, launch, nccl).
 set -u -o pipefail
 out=${OUT:-gpu-queue-out}; w=$(mktemp -d); mkdir -p "$out"
 source "$(dirname "${BASH_SOURCE[0]}")/gpu-env.sh"
@@ -26,6 +27,19 @@ phase() { # name need_s cmd...
   echo "$name: rc=$rc $(( $(date +%s) - t0 )) s, $ok ok, $fail FAIL" >> "$w/summary.txt"
 }
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu --format=csv > "$w/gpu.txt" 2>&1
+# 256-row tiles behind a chosen tile (docs/dev/whole-expert-tiles.md), the newest kernel change:
+# the GPU check's four tile cases against the oracle, the tile bench's one-expert shapes (128x128
+# against 256x64 at 150 and 256 rows, K 7168), then DeepSeek-V3 back to back with the backend's
+# tile and with 256x64, alternated, the first 256x64 run traced (each run verified).
+phase tile-check 40 .carry/gpu-check --quick --only tile --json "$w/tile-check.jsonl"
+[ -x .carry/tile-bench ] && phase tile-bench 60 .carry/tile-bench --only "k7168 swiglu" --iters 20
+if [ -x .carry/flashdmoe ]; then
+  for r in 1 2; do
+    tr=(); [ "$r" = 1 ] && tr=(--trace "$w/ds-tile.json")
+    phase ds-tile-base-$r 90 .carry/flashdmoe run --preset deepseek-v3 --backend cuda --back-to-back 10
+    phase ds-tile-256-$r 90 .carry/flashdmoe run --preset deepseek-v3 --backend cuda --back-to-back 10 --tile 256x64 "${tr[@]}"
+  done
+fi
 # The device-resident forward, routing given on the GPU and the kernel-side epoch first: the
 # newest unverified kernel changes; then every quick check (the host path reads the epoch back).
 phase resident 40 .carry/gpu-check --quick --only device-resident --json "$w/resident.jsonl"
@@ -68,6 +82,10 @@ if [ -x .carry/launch-cost ]; then phase launch 30 .carry/launch-cost --launches
 if [ -x .carry/flashdmoe ]; then phase nccl 10 bash -c 'eval "$(scripts/install-nccl.sh)" && .carry/flashdmoe info'; fi
 cp "$w/summary.txt" "$out/" 2>/dev/null
 for f in "$w"/*.log; do grep -E '^\[FAIL\]|FAILED|panicked' "$f" | head -5 | cut -c1-600; done
+grep -h -E '^\[(ok|FAIL)\] tile' "$w"/tile-check.log 2>/dev/null | cut -c1-300
+grep -h -E '^(ok|FAIL)' "$w"/tile-bench.log 2>/dev/null | cut -c1-150
+for f in "$w"/ds-tile-*.log; do [ -f "$f" ] && echo "$(basename "$f" .log): $(grep -h -o -E '^(kernel: [^ ]+|verify: [A-Z]+|back to back: [0-9.]+ ms)' "$f" | tr '\n' ' ')"; done
+grep -h -E '^task times' "$w"/ds-tile-256-1.log 2>/dev/null | cut -c1-300
 grep -h -E '^\[ok\] device-resident' "$w"/resident.log 2>/dev/null | cut -c1-1500
 tail -n 2 "$w"/binding.log 2>/dev/null
 grep -h -E "graph|eager" "$w"/binding-torch.log 2>/dev/null | cut -c1-110 | head -3
