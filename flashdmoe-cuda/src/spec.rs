@@ -901,6 +901,24 @@ pub fn variants() -> Vec<KernelVariant> {
     out
 }
 
+/// The GPU check's small layer (`gpu-check`'s `small` cases): one rank of 384 tokens, H 512,
+/// I 1024, 8 experts, top-2, dropless, in `dtype` with `activation` and `bias`.
+pub fn check_layer(dtype: DType, activation: Activation, bias: bool) -> MoeConfig {
+    MoeConfig {
+        world: 1,
+        tokens_per_rank: 384,
+        hidden: 512,
+        inter: 1024,
+        experts: 8,
+        top_k: 2,
+        activation,
+        bias,
+        dtype,
+        capacity: flashdmoe_core::CapacityPolicy::Dropless,
+        ..MoeConfig::default()
+    }
+}
+
 /// The GPU check's layers in chosen 256-row tiles (`--tile`; docs/dev/whole-expert-tiles.md),
 /// each with its name and tile: SwiGLU in 256x64 (with and without biases, and over two
 /// ranks) and ReLU in 256x128, at H 512, I 1024, 8 experts, top-2, bf16, dropless, 1536 tokens
@@ -910,15 +928,7 @@ pub fn chosen_tile_kinds() -> Vec<(String, TileChoice, MoeConfig)> {
     let layer = |activation, bias, world| MoeConfig {
         world,
         tokens_per_rank: 1536,
-        hidden: 512,
-        inter: 1024,
-        experts: 8,
-        top_k: 2,
-        activation,
-        bias,
-        dtype: DType::Bf16,
-        capacity: flashdmoe_core::CapacityPolicy::Dropless,
-        ..MoeConfig::default()
+        ..check_layer(DType::Bf16, activation, bias)
     };
     let (gated, relu) = (TileChoice { bm: 256, bn: 64 }, TileChoice { bm: 256, bn: 128 });
     [

@@ -75,19 +75,7 @@ fn parse_args() -> Result<Args, String> {
 }
 
 fn small(dtype: DType, activation: Activation, bias: bool) -> MoeConfig {
-    MoeConfig {
-        world: 1,
-        tokens_per_rank: 384,
-        hidden: 512,
-        inter: 1024,
-        experts: 8,
-        top_k: 2,
-        activation,
-        bias,
-        dtype,
-        capacity: CapacityPolicy::Dropless,
-        ..MoeConfig::default()
-    }
+    flashdmoe_cuda::spec::check_layer(dtype, activation, bias)
 }
 
 /// A gated layer whose experts' GEMM0 weights (2 x 4096 x 2048 bf16, 32 MiB) pass
