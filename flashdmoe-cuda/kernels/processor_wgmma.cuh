@@ -155,8 +155,13 @@ __device__ __forceinline__ unsigned long long gemm_consume(const Rank& r, const 
   // slabs r_lo + 64, r_lo + 72), loaded before the main loop so their latency hides under it.
   const unsigned r_lo = Engine::warp_row0(cw, ct) + (ct % 32) / 4;
   const float w_lo = gemm0 ? 1.f : row_weight(r, t, r_lo), w_hi = gemm0 ? 1.f : row_weight(r, t, r_lo + 8);
-  const bool slab2 = !gemm0 && Engine::kSlabs == 2;
-  const float w2_lo = slab2 ? row_weight(r, t, r_lo + 64) : 1.f, w2_hi = slab2 ? row_weight(r, t, r_lo + 72) : 1.f;
+  float w2_lo = 1.f, w2_hi = 1.f;
+  if constexpr (Engine::kSlabs == 2) {
+    if (!gemm0) {
+      w2_lo = row_weight(r, t, r_lo + 64);
+      w2_hi = row_weight(r, t, r_lo + 72);
+    }
+  }
   Engine::Accum acc;
   Engine::consume(s, pipe, acc, cw, (gemm0 ? kH : kI) / Engine::kBK, gemm0 ? kNB0 : kNB1, t.valid_rows);
   pending.publish(r, c);  // the previous task's remote tile has drained under the main loop
@@ -177,8 +182,11 @@ __device__ __forceinline__ unsigned long long gemm_consume(const Rank& r, const 
         s, acc, cw, ct, c, t.valid_rows, out + half * kBN, gemm0 ? kI : kH,
         [&](unsigned row, unsigned col, float v0, float v1) {
           if (!gemm0) {
-            const unsigned d = row - r_lo;  // 0 or 8 (slab 0), 64 or 72 (slab 1)
-            const float w = d >= 64 ? (d == 64 ? w2_lo : w2_hi) : (d == 0 ? w_lo : w_hi);
+            float w = row == r_lo ? w_lo : w_hi;
+            if constexpr (Engine::kSlabs == 2) {
+              const unsigned d = row - r_lo;  // 0 or 8 (slab 0), 64 or 72 (slab 1)
+              if (d >= 64) w = d == 64 ? w2_lo : w2_hi;
+            }
             return ((half == 0 ? v0 : v1) + bias_of(p->b_down, b0 + half * kBN + col)) * w;
           }
           if constexpr (kGated) {
