@@ -61,6 +61,26 @@ pub(super) fn info(args: &ConfigArgs) -> Result<(), CliError> {
         println!("{}", run_summary::config(&c));
         println!("{}", run_summary::weights(&c)?);
         println!("{}", run_summary::host_memory(&c)?);
+        println!("{}", kernel_line(&c));
     }
     Ok(())
+}
+
+/// The specialisation the CUDA backend would try first for one rank of `c` on an H200 (sm_90,
+/// 131 processor blocks), or why the kernel does not compute the layer: what `flashdmoe run
+/// --backend cuda` compiles there (its `kernel:` line), and what `--tile` replaces.
+fn kernel_line(c: &flashdmoe::core::MoeConfig) -> String {
+    use flashdmoe::cuda::spec::{self, H200_PROCESSORS, MoeSpec};
+    match spec::check_computed(c) {
+        Err(e) => format!("kernel: the CUDA kernel does not compute this layer: {e}"),
+        Ok(()) => {
+            match MoeSpec::candidates(c, H200_PROCESSORS, flashdmoe::cuda::Arch::SM90).first() {
+                Some(s) => format!(
+                    "kernel on an H200: {} (tried first: one that spills gives way to the next; --tile BMxBN runs another)",
+                    s.label()
+                ),
+                None => "kernel: no specialisation for this layer".into(),
+            }
+        }
+    }
 }
