@@ -7,7 +7,7 @@
 #   python3 -m maturin build -m flashdmoe-py/Cargo.toml --profile wheel -o .carry/whl   # optional: the PyTorch package
 #   cargo build --release -p flashdmoe-cuda --example tile-bench && cp target/release/examples/tile-bench .carry/   # the tiles phases
 # then, with `.carry` carried: `bash scripts/gpu-queue.sh`. ONLY=a,b runs the phases whose names
-# contain a or b (tile-check, tile-bench, ds-tile, qwen3-tile, resident, quick, preset, models,
+# contain a or b (tile-check, tile-bench, ds-tile, qwen3-tile, oss-tile, resident, quick, preset, models,
 # mixtral-trace, copiers, python, binding, paper, grid, torch, launch, nccl).
 set -u -o pipefail
 out=${OUT:-gpu-queue-out}; w=$(mktemp -d); mkdir -p "$out"
@@ -43,6 +43,9 @@ if [ -x .carry/flashdmoe ]; then
   # either tile: where its task time goes (no trace of it since run 40).
   phase qwen3-tile-base 30 .carry/flashdmoe run --preset qwen3-30b-a3b --backend cuda --back-to-back 20 --trace "$w/qwen3.json"
   phase qwen3-tile-256 30 .carry/flashdmoe run --preset qwen3-30b-a3b --backend cuda --back-to-back 20 --tile 256x64 --trace "$w/qwen3-256.json"
+  # gpt-oss-20b: ~512 rows an expert of 50 MB in four 128-row tiles, two 256-row ones.
+  phase oss-tile-base 30 .carry/flashdmoe run --preset gpt-oss-20b --backend cuda --back-to-back 40
+  phase oss-tile-256 30 .carry/flashdmoe run --preset gpt-oss-20b --backend cuda --back-to-back 40 --tile 256x64
 fi
 # The device-resident forward, routing given on the GPU and the kernel-side epoch first: the
 # newest unverified kernel changes; then every quick check (the host path reads the epoch back).
@@ -89,7 +92,7 @@ for f in "$w"/*.log; do grep -E '^\[FAIL\]|FAILED|panicked' "$f" | head -5 | cut
 grep -h -E '^\[(ok|FAIL)\] tile' "$w"/tile-check.log 2>/dev/null | cut -c1-300
 grep -h -E '^(ok|FAIL)' "$w"/tile-bench.log 2>/dev/null | cut -c1-150
 for f in "$w"/ds-tile-*.log; do [ -f "$f" ] && echo "$(basename "$f" .log): $(grep -h -o -E '^(kernel: [^ ]+|verify: [A-Z]+|back to back: [0-9.]+ ms)' "$f" | tr '\n' ' ')"; done
-for f in "$w"/qwen3-tile-*.log; do [ -f "$f" ] && echo "$(basename "$f" .log): $(grep -h -o -E '^(kernel: [^ ]+|verify: [A-Z]+|back to back: [0-9.]+ ms)' "$f" | tr '\n' ' ')"; done
+for f in "$w"/qwen3-tile-*.log "$w"/oss-tile-*.log; do [ -f "$f" ] && echo "$(basename "$f" .log): $(grep -h -o -E '^(kernel: [^ ]+|verify: [A-Z]+|back to back: [0-9.]+ ms)' "$f" | tr '\n' ' ')"; done
 grep -h -E '^(trace|task times)' "$w"/ds-tile-256-1.log "$w"/qwen3-tile-*.log 2>/dev/null | cut -c1-300
 grep -h -E '^\[ok\] device-resident' "$w"/resident.log 2>/dev/null | cut -c1-1500
 tail -n 2 "$w"/binding.log 2>/dev/null
