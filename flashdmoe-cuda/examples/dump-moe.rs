@@ -21,10 +21,10 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (preset, out, tile) = match args.as_slice() {
         [preset, out] => (preset, out, None),
-        [preset, out, tile] => match TileChoice::parse(tile) {
-            Some(tile) => (preset, out, Some(tile)),
-            None => {
-                eprintln!("dump-moe: `{tile}` is not a tile: BMxBN, e.g. 256x64");
+        [preset, out, tile] => match tile.parse::<TileChoice>() {
+            Ok(tile) => (preset, out, Some(tile)),
+            Err(e) => {
+                eprintln!("dump-moe: {e}");
                 return ExitCode::from(2);
             }
         },

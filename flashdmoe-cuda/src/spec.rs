@@ -384,6 +384,14 @@ impl TileChoice {
     }
 }
 
+/// `BMxBN`, with the error the command lines print (`flashdmoe run --tile`, `dump-moe`).
+impl std::str::FromStr for TileChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<TileChoice, String> {
+        TileChoice::parse(s).ok_or_else(|| format!("`{s}` is not a tile: BMxBN, e.g. 256x64"))
+    }
+}
+
 impl std::fmt::Display for TileChoice {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}x{}", self.bm, self.bn)
@@ -423,7 +431,6 @@ impl MoeSpec {
     ///   Small experts keep 64-row tiles (the 128x64 image of the GPU check's small shared
     ///   layers spills: [`shared_kinds`]).
     fn sized(config: &MoeConfig, processors: u32, hopper: bool) -> MoeSpec {
-        let ragged = hopper;
         let virtual_experts = VirtualExperts::of(config).ok().flatten();
         let (experts, slots) =
             virtual_experts.map_or((config.experts, config.top_k), |v| (v.experts(), v.slots()));
@@ -434,7 +441,7 @@ impl MoeSpec {
         // Small batches are weight-bandwidth bound: more, narrower tasks read the weights with
         // more SMs at once.
         let mut bn =
-            widest_bn(config.activation, config.dtype, config.hidden, config.inter, ragged);
+            widest_bn(config.activation, config.dtype, config.hidden, config.inter, hopper);
         let row_tiles = experts as u64 * avg_rows.div_ceil(bm as u64).max(1);
         while bn > 64
             && row_tiles * u64::from(config.inter.div_ceil(bn)) < 2 * u64::from(processors)

@@ -89,7 +89,7 @@ pub(super) struct BenchArgs {
     /// CUDA: run every case in this tile (`BMxBN`) on the Hopper engine instead of the one the
     /// backend chooses (the record's `kernel` names it); a case the engine cannot run in it
     /// fails naming why.
-    #[arg(long, value_name = "BMxBN", value_parser = super::parse_tile)]
+    #[arg(long, value_name = "BMxBN", value_parser = str::parse::<TileChoice>)]
     tile: Option<TileChoice>,
 }
 

@@ -230,7 +230,7 @@ struct RunArgs {
     /// CUDA: run this tile (`BMxBN`: rows 64, 128 or 256 by columns 64-256 a weight operand)
     /// on the Hopper engine instead of the one the backend chooses, e.g. to measure a layer in
     /// several tiles; a tile the engine cannot run for the layer is an error naming why.
-    #[arg(long, value_name = "BMxBN", value_parser = parse_tile)]
+    #[arg(long, value_name = "BMxBN", value_parser = str::parse::<TileChoice>)]
     tile: Option<TileChoice>,
     /// CUDA: after the verified forwards, time K device-resident forwards queued back to back
     /// on each GPU's stream after a group barrier (what a model sees; the same measurement in
@@ -264,11 +264,6 @@ impl RunArgs {
             ..CudaOptions::default()
         }
     }
-}
-
-/// `--tile`'s value: `BMxBN`.
-fn parse_tile(s: &str) -> Result<TileChoice, String> {
-    TileChoice::parse(s).ok_or_else(|| format!("`{s}` is not a tile: BMxBN, e.g. 256x64"))
 }
 
 impl SimThreads {
