@@ -57,6 +57,9 @@ using namespace flashdmoe::tile;
 
 constexpr Mode kMode = static_cast<Mode>(FDM_MODE);
 using Elem = typename ModeTraits<kMode>::Elem;
+/// The gated activation's fast division (activation_math.h `div_`) where the GEMM0
+/// result is rounded to a 16-bit element; the f32 modes keep the exact forms.
+constexpr bool kFastAct = sizeof(Elem) == 2;
 // FDM_ROUTER_E and FDM_SHARED default in router_math.h (included above).
 #ifndef FDM_SLOTS
 #define FDM_SLOTS FDM_TOPK

@@ -29,7 +29,7 @@ __device__ void run_gemm0(const Rank& r, const fdm_task& t, char* smem) {
       Gemm0::add_bias(acc, reinterpret_cast<const Elem*>(r.p->b_gate) + (unsigned long long)e * kI + col0, kBN);
       Gemm0::add_bias(acc_up, reinterpret_cast<const Elem*>(r.p->b_up) + (unsigned long long)e * kI + col0, kBN);
     }
-    Gemm0::gated(acc, acc_up, [](float g, float u) { return gated_act(g, u); });
+    Gemm0::gated(acc, acc_up, [](float g, float u) { return gated_act<kFastAct>(g, u); });
     Gemm0::template store<Elem>(acc, out, kI, (int)t.valid_rows, kBN, smem);
   } else {
     Gemm0::gemm(acc, A, kH, (int)t.valid_rows, up, kH, kBN, kH, smem);

@@ -190,7 +190,7 @@ __device__ __forceinline__ unsigned long long gemm_consume(const Rank& r, const 
             return ((half == 0 ? v0 : v1) + bias_of(p->b_down, b0 + half * kBN + col)) * w;
           }
           if constexpr (kGated) {
-            return gated_act(v0 + bias_of(p->b_gate, b0 + col), v1 + bias_of(p->b_up, b0 + col));
+            return gated_act<kFastAct>(v0 + bias_of(p->b_gate, b0 + col), v1 + bias_of(p->b_up, b0 + col));
           } else {
             constexpr Act act = FDM_ACT == 1 ? Act::Gelu : Act::Relu;
             return activate<act>(v0 + bias_of(p->b_up, b0 + col));

@@ -113,7 +113,7 @@ extern "C" __global__ void __launch_bounds__(hopper::kEngineThreads, 1)
         // The variant's own epilogue only (FDM_EPILOGUE, = params.epilogue): a run-time choice
         // kept all three ops' values live at once, which spilled the 256x192 images.
         if constexpr (FDM_EPILOGUE == 1) return tile::relu_f(v0 + tile::to_f32(bias[col0 + col]));
-        else if constexpr (FDM_EPILOGUE == 2) return tile::silu_f(v0) * v1;
+        else if constexpr (FDM_EPILOGUE == 2) return ::flashdmoe::act::silu<sizeof(Elem) == 2>(v0) * v1;  // as the MoE kernel's kFastAct
         else return v0;
       });
     }
