@@ -93,8 +93,7 @@ constexpr int kWarps = kThreads / 32;
 constexpr bool kGated = FDM_ACT >= 2;
 static_assert(FDM_ACT >= 0 && FDM_ACT <= 3, "FDM_ACT: 0 relu, 1 gelu, 2 SwiGLU, 3 gpt-oss's SwiGLU");
 constexpr bool kBias = FDM_BIAS != 0;
-constexpr int kChunk = FDM_CHUNK;  // tokens per routing chunk (one token per thread in A2)
-static_assert(kChunk <= kThreads, "one thread per token of a chunk");
+constexpr int kChunk = FDM_CHUNK;  // tokens per routing chunk (A2's positions, A3's prefix: a block a chunk)
 // The OS block's subscribers (subscriber.cuh) are not inlined on the mma.sync engine
 // (inlined, its SwiGLU 128x128 sm_90 images spilled 8 bytes) and inlined on the Hopper engine
 // (any call there serialised the consumers' wgmma: ptxas C7512, 2026-11-30).

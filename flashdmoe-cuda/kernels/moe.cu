@@ -17,9 +17,10 @@
 //   combine.cuh, completion.cuh   the combine task; what a finished task publishes
 //
 // Structure:
-//   Phase A (all blocks of the device, three grid-wide barriers; nothing here waits on
-//   another device, so the barriers are local): reset counters + A1 router GEMM; A2 top-k and
-//   within-chunk positions; A3 global positions and capacity drops; A4 (no barrier after it)
+//   Phase A (all blocks of the device, four grid-wide barriers; nothing here waits on
+//   another device, so the barriers are local): reset counters + A1 router GEMM; A2 top-k (a
+//   warp a token), then within-chunk positions (a block a chunk); A3 global positions and
+//   capacity drops; A4 (no barrier after it)
 //   copies of the kept rows and per-packet dispatch signals.
 //   Phase B (per rank: a partition of blocks_per_rank blocks): block 0 = the OS block (it
 //   first raises the signals nobody copies for, then warp 0 = scheduler, warp 1 = dispatch
@@ -75,7 +76,7 @@ extern "C" __global__ void __launch_bounds__(kThreads, 1) fdm_moe_forward(const 
   if (threadIdx.x == 0) mark_raw_latest(control0, kLastRouterDone);
   grid.sync();
   mark(kRoutedNs);
-  route_chunks(p, smem);
+  route(p, smem);
   grid.sync();
   mark(kChosenNs);
   place_chunks(p, reinterpret_cast<unsigned*>(smem));

@@ -10,6 +10,8 @@
 // counter reset runs first.
 #pragma once
 
+#include <cooperative_groups.h>
+
 #include "heap.cuh"
 
 /// Resets this forward's local counters: the row-tile and combine counters of every local
@@ -81,18 +83,188 @@ __device__ __forceinline__ float summed_logit(const float* logits, unsigned long
   return v;
 }
 
-/// Steps 1-5 of the router for token t of rank r (one thread; router_math.h): its logits
-/// `row` (staged in shared memory by route_chunks when they fit, else in place in global
-/// memory) become its scores, topk_expert / topk_weight and the chunk's shared list
-/// (s_topk_row) its first kTopK slots.
-__device__ void route_token(const Rank& r, unsigned t, float* row, unsigned* s_topk_row) {
+/// A warp's best candidate: (value, index) with the larger value, equal values to the lower
+/// index (the serial router's order: descending score, ascending index); index -1 is no
+/// candidate. Every lane ends with lane 0's result (one answer for the warp whatever the
+/// values, NaN included).
+__device__ __forceinline__ void warp_best(float& v, int& idx) {
+#pragma unroll
+  for (int o = 16; o > 0; o /= 2) {
+    const float ov = __shfl_xor_sync(0xFFFFFFFFu, v, o);
+    const int oi = __shfl_xor_sync(0xFFFFFFFFu, idx, o);
+    if (oi >= 0 && (idx < 0 || ov > v || (ov == v && oi < idx))) {
+      v = ov;
+      idx = oi;
+    }
+  }
+  v = __shfl_sync(0xFFFFFFFFu, v, 0);
+  idx = __shfl_sync(0xFFFFFFFFu, idx, 0);
+}
+
+/// A2, steps 1-5 of the router for token t of rank r by one warp (lane = 0..31): the same
+/// results, bit for bit, as SpecRouter::route (router_math.h, which its host test holds to
+/// core's oracle) for finite logits. Lane l holds experts l, l + 32, ... in registers; the
+/// maxima and the picks are warp reductions, exact in any order with the serial form's tie
+/// rule (`warp_best`); the softmax sum is the one order-dependent step and lane 0 adds the
+/// terms in expert order, as the serial form does, from `row` (kRouterE floats of the warp's
+/// shared memory). One thread a token took ~30 / ~50 / ~150 µs at E 128 k 2 / E 128 k 8 /
+/// DeepSeek-V3's E 256 (its chain of ~E (k + 3) dependent reads; run 93's phase marks,
+/// perf-notes v30 (e)). Writes the token's first kTopK slots (topk_expert, topk_weight).
+__device__ void route_token_warp(const Rank& r, unsigned t, float* row, unsigned lane) {
+  using R = SpecRouter;
+  constexpr int E = R::kExperts;
+  constexpr int kPer = (E + 31) / 32;
+  static_assert(E == kRouterE && R::kTopK == kTopK, "SpecRouter is config.cuh's router");
   const Elem* rb = reinterpret_cast<const Elem*>(r.p->router_bias);
   const Elem* sb = reinterpret_cast<const Elem*>(r.p->selection_bias);
-  unsigned* experts = r.topk_expert() + (unsigned long long)t * kSlots;
-  SpecRouter::route(row, [rb](int e) { return to_f32(rb[e]); }, [sb](int e) { return to_f32(sb[e]); },
-                    __uint_as_float(FDM_SCALING_BITS), experts, r.topk_weight() + (unsigned long long)t * kSlots);
+  const unsigned long long part_stride = (unsigned long long)r.p->layout.tokens * kRouterE;
+  const unsigned long long first = (unsigned long long)t * kRouterE;
+  // Step 1: the logits (the router jobs' parts summed in order) + the router bias.
+  float v[kPer];
+#pragma unroll
+  for (int i = 0; i < kPer; ++i) {
+    const int e = (int)lane + 32 * i;
+    v[i] = e < E ? summed_logit(r.logits(), part_stride, first + e) : 0.f;
+    if constexpr (R::kRouterBias) {
+      if (e < E) v[i] += to_f32(rb[e]);
+    }
+  }
+  // Step 2: the scores.
+  if constexpr (R::kScoring == flashdmoe::router::Scoring::Softmax) {
+    float m = (int)lane < E ? v[0] : __int_as_float(0xff800000);  // a lane past E (E < 32) holds no expert
+#pragma unroll
+    for (int i = 1; i < kPer; ++i) {
+      if ((int)lane + 32 * i < E) m = fmaxf(m, v[i]);
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o /= 2) m = fmaxf(m, __shfl_xor_sync(0xFFFFFFFFu, m, o));
+#pragma unroll
+    for (int i = 0; i < kPer; ++i) {
+      const int e = (int)lane + 32 * i;
+      if (e < E) row[e] = expf(v[i] - m);
+    }
+    __syncwarp();
+    float sum = 0.f;
+    if (lane == 0) {
+#pragma unroll 8
+      for (int e = 0; e < E; ++e) sum += row[e];
+    }
+    sum = __shfl_sync(0xFFFFFFFFu, sum, 0);
+#pragma unroll
+    for (int i = 0; i < kPer; ++i) {
+      const int e = (int)lane + 32 * i;
+      if (e < E) v[i] = row[e] / sum;
+    }
+    __syncwarp();  // lane 0's reads of row before any lane overwrites it below
+  } else if constexpr (R::kScoring == flashdmoe::router::Scoring::Sigmoid) {
+#pragma unroll
+    for (int i = 0; i < kPer; ++i) v[i] = 1.f / (1.f + expf(-v[i]));
+  }
+  // The unbiased scores, which the picks' weights are, for lane 0 to read back.
+#pragma unroll
+  for (int i = 0; i < kPer; ++i) {
+    const int e = (int)lane + 32 * i;
+    if (e < E) row[e] = v[i];
+  }
+  // Step 3: choice scores (+ the selection bias), then the group mask.
+  float c[kPer];
+#pragma unroll
+  for (int i = 0; i < kPer; ++i) {
+    const int e = (int)lane + 32 * i;
+    c[i] = v[i];
+    if constexpr (R::kSelBias) {
+      if (e < E) c[i] += to_f32(sb[e]);
+    }
+  }
+  if constexpr (R::kGroups > 0) {
+    constexpr int kPerGroup = R::kPerGroup;
+    // Group g's score on lane g % 32 (g < 32: gs_lo, else gs_hi; at most 64 groups).
+    float gs_lo = 0.f, gs_hi = 0.f;
 #pragma unroll 1
-  for (int j = 0; j < kTopK; ++j) s_topk_row[j] = experts[j];
+    for (int g = 0; g < R::kGroups; ++g) {
+      float b1 = 0.f;
+      int best = -1;
+#pragma unroll
+      for (int i = 0; i < kPer; ++i) {
+        const int e = (int)lane + 32 * i;
+        if (e < E && e / kPerGroup == g && (best < 0 || c[i] > b1)) {
+          b1 = c[i];
+          best = e;
+        }
+      }
+      warp_best(b1, best);
+      float score = b1;
+      if constexpr (R::kTop2) {
+        float b2 = 0.f;
+        int second = -1;
+#pragma unroll
+        for (int i = 0; i < kPer; ++i) {
+          const int e = (int)lane + 32 * i;
+          if (e < E && e / kPerGroup == g && e != best && (second < 0 || c[i] > b2)) {
+            b2 = c[i];
+            second = e;
+          }
+        }
+        warp_best(b2, second);
+        score = b1 + b2;
+      }
+      if ((int)lane == g % 32) (g < 32 ? gs_lo : gs_hi) = score;
+    }
+    unsigned long long kept = 0ull;
+#pragma unroll 1
+    for (int j = 0; j < R::kKeep; ++j) {
+      float bv = 0.f;
+      int bg = -1;
+      const int g_lo = (int)lane, g_hi = (int)lane + 32;
+      if (g_lo < R::kGroups && !((kept >> g_lo) & 1ull)) {
+        bv = gs_lo;
+        bg = g_lo;
+      }
+      if (g_hi < R::kGroups && !((kept >> g_hi) & 1ull) && (bg < 0 || gs_hi > bv)) {
+        bv = gs_hi;
+        bg = g_hi;
+      }
+      warp_best(bv, bg);
+      kept |= 1ull << bg;
+    }
+    // Outside the kept groups an expert's choice score is 0 (the references' mask).
+#pragma unroll
+    for (int i = 0; i < kPer; ++i) {
+      const int e = (int)lane + 32 * i;
+      if (e < E && !((kept >> (e / kPerGroup)) & 1ull)) c[i] = 0.f;
+    }
+  }
+  // Step 4: the K picks, best first; a pick leaves the candidates (bit i of `taken`: expert
+  // lane + 32 i).
+  __syncwarp();  // the scores in row before lane 0 reads them
+  unsigned taken = 0u;
+  unsigned* experts = r.topk_expert() + (unsigned long long)t * kSlots;
+  float* weights = r.topk_weight() + (unsigned long long)t * kSlots;
+  float chosen_sum = 0.f, chosen_max = 0.f;
+#pragma unroll 1
+  for (int j = 0; j < kTopK; ++j) {
+    float bv = 0.f;
+    int be = -1;
+#pragma unroll
+    for (int i = 0; i < kPer; ++i) {
+      const int e = (int)lane + 32 * i;
+      if (e < E && !((taken >> i) & 1u) && (be < 0 || c[i] > bv)) {
+        bv = c[i];
+        be = e;
+      }
+    }
+    warp_best(bv, be);
+    if ((int)lane == be % 32) taken |= 1u << (be / 32);
+    if (lane == 0) {
+      const float p = row[be];
+      chosen_sum += p;
+      chosen_max = j == 0 ? p : fmaxf(chosen_max, p);
+      experts[j] = (unsigned)be;
+      weights[j] = p;
+    }
+  }
+  // Step 5.
+  if (lane == 0) R::finish(weights, chosen_sum, chosen_max, __uint_as_float(FDM_SCALING_BITS));
 }
 
 /// Steps 1-5 replaced by the caller's choice (routing given): token t's experts and weights
@@ -100,7 +272,7 @@ __device__ void route_token(const Rank& r, unsigned t, float* row, unsigned* s_t
 /// expert out of range or chosen twice is reported (the forward fails with the token named);
 /// its slot then names expert 0 with weight 0, so nothing indexes out of bounds before every
 /// role has seen the abort.
-__device__ void given_token(const Rank& r, unsigned t, unsigned* s_topk_row) {
+__device__ void given_token(const Rank& r, unsigned t) {
   const unsigned long long base = ((unsigned long long)r.local * r.p->tokens + t) * kTopK;
   const unsigned* ids = r.p->given_experts + base;
   const float* ws = r.p->given_weights + base;
@@ -117,40 +289,8 @@ __device__ void given_token(const Rank& r, unsigned t, unsigned* s_topk_row) {
     }
     experts[j] = e;
     weights[j] = bad ? 0.0f : ws[j];
-    s_topk_row[j] = e;
   }
 }
-
-/// A2's shared memory: the chunk's slots, a running count per expert, with the shared gate
-/// each token's dot product with the gate row, and (when they fit in the block's dynamic
-/// shared memory) the chunk's logits. The router math reads each token's row many times (max,
-/// sum, k passes over E): from shared memory that costs ~30 cycles a read, from global memory
-/// an L2 round trip each (A2 took 16-17 us at every T before).
-struct RouteSmem {
-  static constexpr int kSlotsBytes = kChunk * kSlots * 4;
-  static constexpr int kCountsBytes = (kE * 4 + 15) / 16 * 16;
-  static constexpr int kGateBytes = kSharedGate ? kChunk * 4 : 0;
-  static constexpr int kFixedBytes = kSlotsBytes + kCountsBytes + kGateBytes;
-  // A staged row's stride, odd where it fits: the router math reads token t's row in thread t,
-  // so with a stride of E floats (a multiple of 32 from E = 32 up) a warp's 32 reads of one
-  // expert all fell in one bank and ran one after another (8-way at E = 8); A2 took ~5 / ~14 /
-  // ~44 µs at E = 8 / 32 / 128 (run 57's marks, perf-notes v28 (h)). An odd stride gives the 32
-  // lanes 32 banks.
-  static constexpr int kPadded = kRouterE | 1;
-  static constexpr int kRowStride = kFixedBytes + kChunk * kPadded * 4 <= kSmemBytes ? kPadded : kRouterE;
-  static constexpr int kLogitsBytes = kChunk * kRowStride * 4;
-  static constexpr bool kStagesLogits = kFixedBytes + kLogitsBytes <= kSmemBytes;
-  unsigned* slots;  // [kChunk][kSlots]: each (token, slot)'s expert
-  unsigned* counts; // [kE]: pairs of the chunk placed so far per expert
-  float* gate;      // [kChunk]: x . gate_row of each token (kSharedGate), else null
-  float* logits;    // [kChunk][kRowStride], or null (not staged)
-  __device__ explicit RouteSmem(char* smem)
-      : slots(reinterpret_cast<unsigned*>(smem)),
-        counts(reinterpret_cast<unsigned*>(smem + kSlotsBytes)),
-        gate(kSharedGate ? reinterpret_cast<float*>(smem + kSlotsBytes + kCountsBytes) : nullptr),
-        logits(kStagesLogits ? reinterpret_cast<float*>(smem + kFixedBytes) : nullptr) {}
-};
-static_assert(RouteSmem::kFixedBytes <= kSmemBytes, "A2's slots fit the block");
 
 /// Token t's row dotted with the shared experts' gate row (`shared_gate`), by one warp: the
 /// row's 16-byte vectors dealt to the lanes in order, each lane's products summed in f32, then
@@ -176,17 +316,48 @@ __device__ float shared_gate_dot(const Rank& r, unsigned t, unsigned lane) {
 }
 
 /// Token t's shared-expert slots after its router's (SpecShared): its rank's kShared parts,
-/// each with the weight gs (1, or the sigmoid of `gate_dot`), into its slot arrays and the
-/// chunk's list (`s_topk_row` = the token's kSlots entries).
-__device__ void shared_slots(const Rank& r, unsigned t, float gate_dot, unsigned* s_topk_row) {
+/// each with the weight gs (1, or the sigmoid of `gate_dot`).
+__device__ void shared_slots(const Rank& r, unsigned t, float gate_dot) {
   if constexpr (kShared > 0) {
     const float gs = kSharedGate ? SpecShared::gate(gate_dot) : 1.f;
     SpecShared::append(r.global, gs, r.topk_expert() + (unsigned long long)t * kSlots + kTopK,
                        r.topk_weight() + (unsigned long long)t * kSlots + kTopK);
-#pragma unroll 1
-    for (int j = 0; j < kShared; ++j) s_topk_row[kTopK + j] = SpecShared::expert(r.global, j);
   }
 }
+
+/// A2, first half: every token's kSlots slots (its router's picks, or the given ones, then its
+/// shared experts'), a warp a token, the tokens of every local rank dealt over all the
+/// device's warps. Each warp's kRouterE floats of shared memory (`smem`) hold its token's
+/// scores.
+__device__ void route_tokens(const fdm_params* p, char* smem) {
+  static_assert(kWarps * kRouterE * 4 <= kSmemBytes, "A2's score rows fit the block");
+  const unsigned lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  float* row = reinterpret_cast<float*>(smem) + warp * kRouterE;
+  const unsigned T = p->tokens;  // this forward's (<= the layout's, the row stride)
+  const bool given = p->given_experts != 0ull;
+  for (unsigned job = blockIdx.x * kWarps + warp; job < T * p->local_ranks; job += gridDim.x * kWarps) {
+    const Rank r = make_rank(p, job / T);
+    const unsigned t = job % T;
+    if (given) {
+      if (lane == 0) given_token(r, t);
+    } else {
+      route_token_warp(r, t, row, lane);
+    }
+    const float dot = kSharedGate ? shared_gate_dot(r, t, lane) : 0.f;
+    if (lane == 0) shared_slots(r, t, dot);
+  }
+}
+
+/// A2's shared memory for a chunk: its slots' experts and a running count per expert.
+struct RouteSmem {
+  static constexpr int kSlotsBytes = kChunk * kSlots * 4;
+  static constexpr int kCountsBytes = (kE * 4 + 15) / 16 * 16;
+  unsigned* slots;  // [kChunk][kSlots]: each (token, slot)'s expert
+  unsigned* counts; // [kE]: pairs of the chunk placed so far per expert
+  __device__ explicit RouteSmem(char* smem)
+      : slots(reinterpret_cast<unsigned*>(smem)), counts(reinterpret_cast<unsigned*>(smem + kSlotsBytes)) {}
+};
+static_assert(RouteSmem::kSlotsBytes + RouteSmem::kCountsBytes <= kSmemBytes, "A2's slots fit the block");
 
 /// Within-chunk positions, by warp 0: the chunk's `pairs` (token, slot) pairs in order, 32 at a
 /// time; lanes naming the same expert rank among themselves (match.any), on top of that
@@ -211,73 +382,34 @@ __device__ void chunk_positions(const Rank& r, unsigned chunk, unsigned pairs, c
   }
 }
 
-/// A2: top-k per token and within-chunk positions per expert. Not inlined: its register
-/// allocation then stays apart from the processors' (inlined, the SwiGLU 128x128 images
-/// spilled 20 bytes).
-__device__ __noinline__ void route_chunks(const fdm_params* p, char* smem) {
+/// A2, second half (after a grid barrier): each chunk's within-chunk positions per expert and
+/// its per-expert counts (for A3), a block a chunk.
+__device__ void route_chunks(const fdm_params* p, char* smem) {
   const RouteSmem sm(smem);
-  const unsigned T = p->tokens;  // this forward's (<= the layout's, the row stride)
+  const unsigned T = p->tokens;
   const unsigned chunks = fdm_div_ceil(T, kChunk);
-  const bool given = p->given_experts != 0ull;
   for (unsigned job = blockIdx.x; job < chunks * p->local_ranks; job += gridDim.x) {
     Rank r = make_rank(p, job / chunks);
     const unsigned chunk = job % chunks;
     const unsigned n = min((unsigned)kChunk, T - chunk * kChunk);
     for (unsigned e = threadIdx.x; e < (unsigned)kE; e += kThreads) sm.counts[e] = 0u;
-    float* logits = r.logits() + (unsigned long long)chunk * kChunk * kRouterE;
-    const unsigned long long part_stride = (unsigned long long)p->layout.tokens * kRouterE;
-    if (!given && (RouteSmem::kStagesLogits || kRouterSplit > 1)) {
-      // Staged: the chunk's logits into shared memory (rows kRowStride apart); not staged but
-      // split: the parts' sum into part 0 in place, which route_token then reads. Each thread
-      // loads kStageBatch elements (every part of each) before it stores any: one element a
-      // thread at a time waited an L2 round trip per element, 11-128 of them a thread, most of
-      // A2's ~13 / ~32 µs at E 32 / 128 (perf-notes v29 (a)). The same sums, in the same order.
-      constexpr unsigned kStageBatch = kRouterSplit >= 4 ? 4 : 8;
-      const unsigned total = n * kRouterE;
-      for (unsigned i0 = threadIdx.x; i0 < total; i0 += kStageBatch * kThreads) {
-        float v[kStageBatch];
-        // Past the end a thread re-reads the last element (never stored): no branch between the
-        // loads, so they are all issued before the first add waits.
-#pragma unroll
-        for (unsigned b = 0; b < kStageBatch; ++b) v[b] = summed_logit(logits, part_stride, min(i0 + b * kThreads, total - 1));
-#pragma unroll
-        for (unsigned b = 0; b < kStageBatch; ++b) {
-          const unsigned i = i0 + b * kThreads;
-          if (i >= total) break;
-          if constexpr (RouteSmem::kStagesLogits) {
-            sm.logits[i / kRouterE * RouteSmem::kRowStride + i % kRouterE] = v[b];
-          } else {
-            logits[i] = v[b];
-          }
-        }
-      }
-    }
-    if constexpr (kSharedGate) {
-      // One warp a token: its row against the shared gate row.
-      for (unsigned i = threadIdx.x / 32; i < n; i += kWarps) {
-        const float dot = shared_gate_dot(r, chunk * kChunk + i, threadIdx.x % 32);
-        if (threadIdx.x % 32 == 0) sm.gate[i] = dot;
-      }
-    }
-    __syncthreads();
-    const unsigned t = chunk * kChunk + threadIdx.x;
-    if (threadIdx.x < n) {
-      unsigned* s_topk_row = sm.slots + threadIdx.x * kSlots;
-      if (given) {
-        given_token(r, t, s_topk_row);
-      } else {
-        float* row = RouteSmem::kStagesLogits ? sm.logits + threadIdx.x * RouteSmem::kRowStride
-                                              : r.logits() + (unsigned long long)t * kRouterE;
-        route_token(r, t, row, s_topk_row);
-      }
-      shared_slots(r, t, kSharedGate ? sm.gate[threadIdx.x] : 0.f, s_topk_row);
-    }
+    const unsigned* experts = r.topk_expert() + (unsigned long long)chunk * kChunk * kSlots;
+    for (unsigned i = threadIdx.x; i < n * kSlots; i += kThreads) sm.slots[i] = experts[i];
     __syncthreads();
     if (threadIdx.x < 32) chunk_positions(r, chunk, n * kSlots, sm);
     __syncthreads();
     for (unsigned e = threadIdx.x; e < (unsigned)kE; e += kThreads) r.chunk_counts()[chunk * kE + e] = sm.counts[e];
     __syncthreads();
   }
+}
+
+/// A2: both halves, a grid barrier between. Not inlined: its register allocation then stays
+/// apart from the processors' (inlined, the SwiGLU 128x128 images spilled 20 bytes; two calls,
+/// one a half, made ptxas serialise the processors' wgmmas).
+__device__ __noinline__ void route(const fdm_params* p, char* smem) {
+  route_tokens(p, smem);
+  cooperative_groups::this_grid().sync();
+  route_chunks(p, smem);
 }
 
 /// A3: global positions (prefix over earlier chunks + within-chunk position) and capacity

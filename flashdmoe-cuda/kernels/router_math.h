@@ -7,7 +7,10 @@
 //
 // Everything is O(1) registers per token whatever E and k are (arrays of k picks made the
 // whole kernel spill at k = 6): each pick is the best candidate strictly after the previous one
-// in (score descending, index ascending) order, and scores are re-read, not kept.
+// in (score descending, index ascending) order, and scores are re-read, not kept. This serial
+// form is the specification: the kernel runs a warp a token (route.cuh `route_token_warp`),
+// which must give the same bits (its steps are exact in any order but the softmax sum, which
+// it adds in this form's order); `finish` (step 5) is shared by both.
 #pragma once
 
 #if defined(__CUDACC__) || defined(__CUDACC_RTC__)
@@ -35,6 +38,10 @@ struct Router {
   static_assert(Groups == 0 || (Groups <= 64 && E % Groups == 0 && Keep >= 1 && Keep <= Groups),
                 "grouped top-k: at most 64 groups dividing the experts, 1 <= keep <= groups");
   static constexpr int kPerGroup = Groups > 0 ? E / Groups : E;
+  // The parameters, for the kernel's warp form of route() (route.cuh `route_token_warp`).
+  static constexpr int kExperts = E, kTopK = K, kGroups = Groups, kKeep = Keep;
+  static constexpr Scoring kScoring = S;
+  static constexpr bool kRouterBias = RouterBias, kSelBias = SelBias, kTop2 = Top2;
   static_assert(!Top2 || Groups == 0 || kPerGroup >= 2, "a top-2 group score needs 2 experts a group");
 
   /// Steps 1-2 in place on one token's logits: + router bias, then the scores (softmax
@@ -161,6 +168,13 @@ struct Router {
       experts[j] = prev_e;
       weights[j] = p;
     }
+    finish(weights, chosen_sum, chosen_max, scale);
+  }
+
+  /// Step 5 on the K picks: `weights[j]` holds slot j's unbiased score on entry and its combine
+  /// weight on return; `chosen_sum` and `chosen_max` are those scores' sum (in slot order) and
+  /// maximum.
+  static FDM_HD void finish(float* weights, float chosen_sum, float chosen_max, float scale) {
     if constexpr (S == Scoring::TopKSoftmax) {
       float sum = 0.f;
       FDM_NO_UNROLL
