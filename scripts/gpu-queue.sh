@@ -27,7 +27,8 @@ phase() { # name need_s cmd...
   echo "$name: rc=$rc $(( $(date +%s) - t0 )) s, $ok ok, $fail FAIL" >> "$w/summary.txt"
 }
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu --format=csv > "$w/gpu.txt" 2>&1
-# 256-row tiles behind a chosen tile (docs/dev/whole-expert-tiles.md), the newest kernel change:
+# 256-row tiles behind a chosen tile (docs/dev/whole-expert-tiles.md; run 91 measured them 1.5-1.7x
+# slower, perf-notes v30 (a): kept to re-run after a change to the producer's A loads):
 # the GPU check's four tile cases against the oracle, the tile bench's one-expert shapes (128x128
 # against 256x64 at 150 and 256 rows, K 7168), then DeepSeek-V3 back to back with the backend's
 # tile and with 256x64, alternated, the first 256x64 run traced (each run verified).
