@@ -9,8 +9,10 @@
 
 // Control words in scratch (reset at the start of every forward).
 // Phase marks are nanoseconds since the kernel start (CudaLayer::phase_times reads them):
-// A1 (router) done, A2 (top-k) done, A3 (placement) done, last dispatch signal raised, every
-// task completed (the scheduler saw the bound), the last warp of the rank's blocks ended.
+// A1 (router) done, A2 (top-k) done (kTokensNs: its first half, a warp a token), A3
+// (placement) done, last dispatch signal raised, every task completed (the scheduler saw the
+// bound), the last warp of the rank's blocks ended. The indices are mirrored in params.rs
+// (`control`), whose test holds the two together.
 enum Control : unsigned {
   kTaskTail = 0,
   kKernelStartLo = 1,
@@ -31,6 +33,7 @@ enum Control : unsigned {
   kLastResetDone = 12,
   kLastRouterDone = 14,
   kCombineTail = 16,  // the combine log's tail (queue.cuh); kTaskTail is the GEMM log's
+  kTokensNs = 17,
   kControlEnd,
 };
 static_assert(kControlEnd <= FDM_CONTROL_WORDS, "params.rs: CONTROL_WORDS");
@@ -103,6 +106,15 @@ __device__ __forceinline__ Rank make_rank(const fdm_params* p, unsigned local) {
 
 __device__ __forceinline__ unsigned long long kernel_start(const Rank& r) {
   return (unsigned long long)r.control()[kKernelStartLo] | (unsigned long long)r.control()[kKernelStartHi] << 32;
+}
+
+/// Control word `word` of every local rank = now (ns since the kernel start), by block 0's
+/// thread 0: the phase marks right after a grid barrier (one writer).
+__device__ __forceinline__ void mark_phase(const fdm_params* p, Control word) {
+  if (blockIdx.x == 0 && threadIdx.x == 0) {
+    const unsigned ns = (unsigned)min(now_ns() - kernel_start(make_rank(p, 0)), 0xFFFFFFFFull);
+    for (unsigned local = 0; local < p->local_ranks; ++local) make_rank(p, local).control()[word] = ns;
+  }
 }
 
 /// Raises control word `word` of rank r to now (ns since the kernel start): the phase marks

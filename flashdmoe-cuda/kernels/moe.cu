@@ -64,12 +64,7 @@ extern "C" __global__ void __launch_bounds__(kThreads, 1) fdm_moe_forward(const 
     }
   }
   // Block 0 marks the phases for CudaLayer::phase_times (ns since the kernel start).
-  const auto mark = [&](Control word) {
-    if (blockIdx.x == 0 && threadIdx.x == 0) {
-      const unsigned ns = (unsigned)min(now_ns() - kernel_start(make_rank(p, 0)), 0xFFFFFFFFull);
-      for (unsigned local = 0; local < p->local_ranks; ++local) make_rank(p, local).control()[word] = ns;
-    }
-  };
+  const auto mark = [&](Control word) { mark_phase(p, word); };
   reset_counters(p);
   if (threadIdx.x == 0) mark_raw_latest(control0, kLastResetDone);
   router_gemm(p, smem);

@@ -109,8 +109,10 @@ __device__ __forceinline__ void warp_best(float& v, int& idx) {
 /// terms in expert order, as the serial form does, from `row` (kRouterE floats of the warp's
 /// shared memory). One thread a token took ~30 / ~50 / ~150 µs at E 128 k 2 / E 128 k 8 /
 /// DeepSeek-V3's E 256 (its chain of ~E (k + 3) dependent reads; run 93's phase marks,
-/// perf-notes v30 (e)). Writes the token's first kTopK slots (topk_expert, topk_weight).
-__device__ void route_token_warp(const Rank& r, unsigned t, float* row, unsigned lane) {
+/// perf-notes v30 (e)). Writes the token's first kTopK slots (topk_expert, topk_weight); `picks`
+/// (kTopK floats of the warp's shared memory) holds the weights while step 5 works on them, so
+/// it reads shared memory and not the global stores it just made (an L2 round trip each).
+__device__ void route_token_warp(const Rank& r, unsigned t, float* row, float* picks, unsigned lane) {
   using R = SpecRouter;
   constexpr int E = R::kExperts;
   constexpr int kPer = (E + 31) / 32;
@@ -260,11 +262,14 @@ __device__ void route_token_warp(const Rank& r, unsigned t, float* row, unsigned
       chosen_sum += p;
       chosen_max = j == 0 ? p : fmaxf(chosen_max, p);
       experts[j] = (unsigned)be;
-      weights[j] = p;
+      picks[j] = p;
     }
   }
-  // Step 5.
-  if (lane == 0) R::finish(weights, chosen_sum, chosen_max, __uint_as_float(FDM_SCALING_BITS));
+  // Step 5, then the weights out.
+  if (lane == 0) R::finish(picks, chosen_sum, chosen_max, __uint_as_float(FDM_SCALING_BITS));
+  __syncwarp();
+  for (unsigned j = lane; j < (unsigned)kTopK; j += 32) weights[j] = picks[j];
+  __syncwarp();  // every lane's read of picks before the warp's next token overwrites them
 }
 
 /// Steps 1-5 replaced by the caller's choice (routing given): token t's experts and weights
@@ -327,12 +332,13 @@ __device__ void shared_slots(const Rank& r, unsigned t, float gate_dot) {
 
 /// A2, first half: every token's kSlots slots (its router's picks, or the given ones, then its
 /// shared experts'), a warp a token, the tokens of every local rank dealt over all the
-/// device's warps. Each warp's kRouterE floats of shared memory (`smem`) hold its token's
-/// scores.
+/// device's warps. Each warp's kRouterE + kTopK floats of shared memory (`smem`) hold its
+/// token's scores and picks.
 __device__ void route_tokens(const fdm_params* p, char* smem) {
-  static_assert(kWarps * kRouterE * 4 <= kSmemBytes, "A2's score rows fit the block");
+  constexpr int kWarpFloats = kRouterE + kTopK;
+  static_assert(kWarps * kWarpFloats * 4 <= kSmemBytes, "A2's score rows fit the block");
   const unsigned lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  float* row = reinterpret_cast<float*>(smem) + warp * kRouterE;
+  float* row = reinterpret_cast<float*>(smem) + warp * kWarpFloats;
   const unsigned T = p->tokens;  // this forward's (<= the layout's, the row stride)
   const bool given = p->given_experts != 0ull;
   for (unsigned job = blockIdx.x * kWarps + warp; job < T * p->local_ranks; job += gridDim.x * kWarps) {
@@ -341,7 +347,7 @@ __device__ void route_tokens(const fdm_params* p, char* smem) {
     if (given) {
       if (lane == 0) given_token(r, t);
     } else {
-      route_token_warp(r, t, row, lane);
+      route_token_warp(r, t, row, row + kRouterE, lane);
     }
     const float dot = kSharedGate ? shared_gate_dot(r, t, lane) : 0.f;
     if (lane == 0) shared_slots(r, t, dot);
@@ -409,6 +415,7 @@ __device__ void route_chunks(const fdm_params* p, char* smem) {
 __device__ __noinline__ void route(const fdm_params* p, char* smem) {
   route_tokens(p, smem);
   cooperative_groups::this_grid().sync();
+  mark_phase(p, kTokensNs);
   route_chunks(p, smem);
 }
 

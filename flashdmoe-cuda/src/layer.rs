@@ -52,7 +52,9 @@ use crate::device::{Device, enable_peer_access, gpus};
 use crate::error::CudaError;
 use crate::jit::Jit;
 use crate::launch::{Kernel, LaunchShape};
-use crate::params::{Diag, KernelParams, MAX_RANKS, ROLES, ScratchLayout, TraceRecord, WAITS};
+use crate::params::{
+    Diag, KernelParams, MAX_RANKS, ROLES, ScratchLayout, TraceRecord, WAITS, control,
+};
 use crate::spec::{self, EngineChoice, MoeSpec, ROUTING_CHUNK, TileChoice};
 use crate::tma::TensorMap;
 
@@ -225,6 +227,8 @@ fn scratch_layout(
 pub struct PhaseTimes {
     /// Router GEMM done (A1, after the grid barrier).
     pub routed_ns: u32,
+    /// A2's first half done: every token's slots, a warp a token (after its grid barrier).
+    pub tokens_ns: u32,
     /// Top-k and within-chunk positions done (A2).
     pub chosen_ns: u32,
     /// Placement and capacity drops done (A3).
@@ -954,7 +958,7 @@ impl CudaLayer {
 
     /// `%globaltimer` at the launch of GPU `gpu`'s last forward.
     fn kernel_start(&self, gpu: &Gpu) -> Result<u64, BackendError> {
-        Ok(word_pair(&self.control(gpu, 0)?, 1))
+        Ok(word_pair(&self.control(gpu, 0)?, control::KERNEL_START))
     }
 
     /// Where the last forward's phase A time went, per rank (see [`PhaseTimes`]).
@@ -964,18 +968,24 @@ impl CudaLayer {
             let gpu = gpu.lock().unwrap_or_else(PoisonError::into_inner);
             // Rank 0's words hold the GPU's kernel start and the raw-timer maxima.
             let first = self.control(&gpu, 0)?;
-            let since_start = |w: usize| word_pair(&first, w).saturating_sub(word_pair(&first, 1));
-            let (last_block, reset, router_jobs) =
-                (since_start(10), since_start(12), since_start(14));
+            let since_start = |w: usize| {
+                word_pair(&first, w).saturating_sub(word_pair(&first, control::KERNEL_START))
+            };
+            let (last_block, reset, router_jobs) = (
+                since_start(control::LAST_BLOCK_START),
+                since_start(control::LAST_RESET_DONE),
+                since_start(control::LAST_ROUTER_DONE),
+            );
             for local in 0..self.plan.ranks_per_gpu {
                 let c = self.control(&gpu, local)?;
                 out.push(PhaseTimes {
-                    routed_ns: c[3],
-                    chosen_ns: c[4],
-                    placed_ns: c[5],
-                    dispatched_ns: c[6],
-                    stopped_ns: c[8],
-                    exited_ns: c[9],
+                    routed_ns: c[control::ROUTED_NS],
+                    tokens_ns: c[control::TOKENS_NS],
+                    chosen_ns: c[control::CHOSEN_NS],
+                    placed_ns: c[control::PLACED_NS],
+                    dispatched_ns: c[control::DISPATCHED_NS],
+                    stopped_ns: c[control::STOPPED_NS],
+                    exited_ns: c[control::EXIT_NS],
                     last_block_ns: last_block,
                     reset_ns: reset,
                     router_jobs_ns: router_jobs,

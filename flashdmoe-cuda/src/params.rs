@@ -262,6 +262,34 @@ const PARAM_FIELDS: &[CField] = fields!(KernelParams:
 /// names them).
 pub const CONTROL_WORDS: u64 = 32;
 
+/// The control words the host reads, by index: a mirror of `Control` in `kernels/heap.cuh`
+/// (the test `control_words_match_the_kernels_enum` holds the two together). The `*_NS` words
+/// are phase marks (ns since the kernel start); the others are the low halves of u64 pairs.
+pub mod control {
+    /// `%globaltimer` at the kernel's start (`kKernelStartLo`, with the next word).
+    pub const KERNEL_START: usize = 1;
+    /// A1 done (`kRoutedNs`).
+    pub const ROUTED_NS: usize = 3;
+    /// A2 done (`kChosenNs`).
+    pub const CHOSEN_NS: usize = 4;
+    /// A3 done (`kPlacedNs`).
+    pub const PLACED_NS: usize = 5;
+    /// The rank's last dispatch signal raised (`kDispatchedNs`).
+    pub const DISPATCHED_NS: usize = 6;
+    /// Every task completed (`kStoppedNs`).
+    pub const STOPPED_NS: usize = 8;
+    /// The rank's last warp ended (`kExitNs`).
+    pub const EXIT_NS: usize = 9;
+    /// The latest block start of the launch (`kLastBlockStart`, raw timer pair).
+    pub const LAST_BLOCK_START: usize = 10;
+    /// The latest block done with the counter reset (`kLastResetDone`, raw timer pair).
+    pub const LAST_RESET_DONE: usize = 12;
+    /// The latest block done with its router jobs (`kLastRouterDone`, raw timer pair).
+    pub const LAST_ROUTER_DONE: usize = 14;
+    /// A2's first half (a warp a token) done (`kTokensNs`).
+    pub const TOKENS_NS: usize = 17;
+}
+
 /// The text of `fdm_params.h` (needs `fdm_proto.h` included first).
 pub fn params_header() -> String {
     let mut out = String::from(
@@ -314,6 +342,34 @@ pub fn params_header() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_words_match_the_kernels_enum() {
+        let heap = crate::kernels::HEADERS.iter().find(|h| h.name == "heap.cuh").unwrap().text;
+        let body = heap.split("enum Control : unsigned {").nth(1).unwrap();
+        let body = body.split("};").next().unwrap();
+        let value = |name: &str| -> usize {
+            let at = body.find(&format!("{name} = ")).unwrap_or_else(|| panic!("{name} missing"));
+            let rest = &body[at + name.len() + 3..];
+            rest[..rest.find(',').unwrap()].trim().parse().unwrap()
+        };
+        for (name, index) in [
+            ("kKernelStartLo", control::KERNEL_START),
+            ("kRoutedNs", control::ROUTED_NS),
+            ("kChosenNs", control::CHOSEN_NS),
+            ("kPlacedNs", control::PLACED_NS),
+            ("kDispatchedNs", control::DISPATCHED_NS),
+            ("kStoppedNs", control::STOPPED_NS),
+            ("kExitNs", control::EXIT_NS),
+            ("kLastBlockStart", control::LAST_BLOCK_START),
+            ("kLastResetDone", control::LAST_RESET_DONE),
+            ("kLastRouterDone", control::LAST_ROUTER_DONE),
+            ("kTokensNs", control::TOKENS_NS),
+        ] {
+            assert_eq!(value(name), index, "{name}");
+            assert!((index as u64) < CONTROL_WORDS, "{name}");
+        }
+    }
 
     #[test]
     fn header_declares_every_field_in_order() {

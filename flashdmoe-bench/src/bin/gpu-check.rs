@@ -223,12 +223,13 @@ fn run_case(case: &Case, iters: usize, device: &str) -> Result<Outcome, String> 
         let us = |ns: u32| ns as f64 / 1e3;
         for (rank, t) in phases.iter().enumerate() {
             detail.push_str(&format!(
-                "; rank {rank} phase A: last block started {:.0}us, reset {:.0}us, router jobs {:.0}us, routed {:.0}us, top-k {:.0}us, placed {:.0}us, dispatched {:.0}us; \
+                "; rank {rank} phase A: last block started {:.0}us, reset {:.0}us, router jobs {:.0}us, routed {:.0}us, tokens {:.0}us, top-k {:.0}us, placed {:.0}us, dispatched {:.0}us; \
                  all tasks done {:.0}us, last warp ended {:.0}us",
                 t.last_block_ns as f64 / 1e3,
                 t.reset_ns as f64 / 1e3,
                 t.router_jobs_ns as f64 / 1e3,
                 us(t.routed_ns),
+                us(t.tokens_ns),
                 us(t.chosen_ns),
                 us(t.placed_ns),
                 us(t.dispatched_ns),
