@@ -5,7 +5,8 @@
 // gathered A rows (an optional row index), B through TMA, fused epilogue, staged stores.
 //
 // Defines (set by the host): FDM_MODE (0 bf16, 1 f16, 2 tf32), FDM_BM, FDM_BN, FDM_NB (2 =
-// SwiGLU dual-B), FDM_STAGES, FDM_EPILOGUE (the epilogue below, as params.epilogue).
+// SwiGLU dual-B), FDM_STAGES, FDM_EPILOGUE (the epilogue below, as params.epilogue), FDM_TMA_A
+// (1: A's rows contiguous, each k-tile one TMA box of params.a_map; else gathered by cp.async).
 //
 // Epilogues (params.epilogue): 0 plain; 1 relu(acc + bias[col]); 2 silu(acc0) * acc1 (NB = 2).
 #include "fdm_proto.h"
@@ -28,6 +29,7 @@ constexpr unsigned kStop = 0xFFFFFFFFu;
 struct fdm_tile_bench_params {
   fdm_tensor_map b0;
   fdm_tensor_map b1;
+  fdm_tensor_map a_map;  // FDM_TMA_A: A [m, k], boxes of FDM_BM rows
   const void* a;
   const unsigned* a_index;
   void* c;
@@ -40,10 +42,13 @@ struct fdm_tile_bench_params {
   unsigned group_m;
   unsigned pad[13];
 };
-static_assert(sizeof(fdm_tile_bench_params) == 384, "BenchParams size");
-FDM_ASSERT_OFFSET(fdm_tile_bench_params, a, 256);
-FDM_ASSERT_OFFSET(fdm_tile_bench_params, tile_counter, 304);
-FDM_ASSERT_OFFSET(fdm_tile_bench_params, group_m, 328);
+static_assert(sizeof(fdm_tile_bench_params) == 512, "BenchParams size");
+FDM_ASSERT_OFFSET(fdm_tile_bench_params, a, 384);
+FDM_ASSERT_OFFSET(fdm_tile_bench_params, tile_counter, 432);
+FDM_ASSERT_OFFSET(fdm_tile_bench_params, group_m, 456);
+#ifndef FDM_TMA_A
+#define FDM_TMA_A 0
+#endif
 
 /// Tile t of a grid walked in groups of `group_m` row tiles (all column tiles of a group
 /// before the next group), so the tiles in flight share their A rows and B columns in L2.
@@ -64,6 +69,7 @@ extern "C" __global__ void __launch_bounds__(hopper::kEngineThreads, 1)
     Engine::init(s);
     hopper::prefetch_tensormap(&p.b0);
     if (FDM_NB == 2) hopper::prefetch_tensormap(&p.b1);
+    if (FDM_TMA_A) hopper::prefetch_tensormap(&p.a_map);
   }
   __syncthreads();
   const unsigned tiles_m = fdm_div_ceil(p.m, FDM_BM), tiles_n = p.n / FDM_BN;
@@ -84,6 +90,11 @@ extern "C" __global__ void __launch_bounds__(hopper::kEngineThreads, 1)
       if (t == kStop) break;
       unsigned mt, nt;
       raster(t, tiles_m, tiles_n, p.group_m, mt, nt);
+      if constexpr (FDM_TMA_A) {
+        Engine::produce<true>(s, pipe, pt, Engine::ARows{}, ktiles, &p.b0, &p.b1, (int)(nt * FDM_BN), FDM_NB,
+                              (int)(nt * FDM_BN), &p.a_map, (int)(mt * FDM_BM));
+        continue;
+      }
       const Engine::ARows rows = Engine::a_rows(s, pt, reinterpret_cast<const char*>(p.a),
                                                 (unsigned)(p.lda * sizeof(Elem)), [&](unsigned r) {
                                                   const unsigned row = mt * FDM_BM + r;

@@ -290,16 +290,31 @@ template <Mode M, int BM, int BN, int NB, int STAGES> struct Engine {
   /// halves of one weight for a tile twice as wide). The task's shape is run-time data, so a
   /// kernel calls this from one site for every kind of task (two inlined copies of the
   /// engine's loops make ptxas spill).
+  ///
+  /// With `kTmaA` the task's A rows are contiguous: thread 0 loads each k-tile's A as one TMA
+  /// box (rows [a_row, a_row + BM) of the tensor map `a_map`, whose 128-byte swizzle is the
+  /// layout the `cp.async` path writes; rows past the tensor read as zeros) and `rows` is
+  /// unused; every producer thread still arrives on the stage (the barrier's count is the
+  /// same). Only the tile bench takes it so far (perf-notes v30 (a): a 256-row stage's 4096
+  /// `cp.async` bound the 256x64 tile).
+  template <bool kTmaA = false>
   __device__ static void produce(const Smem& s, Ring<STAGES>& ps, unsigned pt, const ARows& rows, int ktiles,
-                                 const void* b0, const void* b1, int b_row, int nbu, int b1_row) {
+                                 const void* b0, const void* b1, int b_row, int nbu, int b1_row,
+                                 const void* a_map = nullptr, int a_row = 0) {
     const unsigned chunk = pt % 8;
     const unsigned swizzled = (chunk ^ ((pt / 8) & 7u)) * 16;  // rows pt/8 + 16i share r % 8
     for (int kt = 0; kt < ktiles; ++kt) {
       mbar_wait(s.empty(ps.slot), ps.phase ^ 1u);
       if (pt == 0) {
-        mbar_arrive_expect_tx(s.full(ps.slot), nbu * kBBytes);
+        mbar_arrive_expect_tx(s.full(ps.slot), nbu * kBBytes + (kTmaA ? kABytes : 0));
+        if constexpr (kTmaA) tma_load_2d(s.a(ps.slot), a_map, kt * kBK, a_row, s.full(ps.slot));
         tma_load_2d(s.b(ps.slot, 0), b0, kt * kBK, b_row, s.full(ps.slot));
         if (NB == 2 && nbu == 2) tma_load_2d(s.b(ps.slot, 1), b1, kt * kBK, b1_row, s.full(ps.slot));
+      }
+      if constexpr (kTmaA) {
+        cp_async_arrive_noinc(s.full(ps.slot));
+        ps.advance();
+        continue;
       }
       const unsigned a = s.a(ps.slot);
 #pragma unroll

@@ -60,6 +60,10 @@ pub struct BenchConfig {
     pub epilogue: Epilogue,
     /// A rows gathered through a random permutation (the MoE's no-self-copy path).
     pub gather: bool,
+    /// A's rows contiguous and each k-tile of them one TMA box (`FDM_TMA_A`), not 16-byte
+    /// `cp.async` copies a row (what an expert's rows copied together would allow; not with
+    /// `gather`).
+    pub tma_a: bool,
     /// wgmma k-tiles a consumer keeps in flight while issuing the next (0 or 1).
     pub in_flight: u32,
     /// Bytes of a row the epilogue stages at a time (`FDM_STAGE_COLS`: 128 = one
@@ -89,10 +93,11 @@ impl BenchConfig {
         };
         let dtype = if self.dtype == DType::F32 { "tf32" } else { self.dtype.name() };
         format!(
-            "{dtype} {}x{}{} s{}{} m{} n{} k{} {epi}",
+            "{dtype} {}x{}{}{} s{}{} m{} n{} k{} {epi}",
             self.bm,
             self.bn,
             if self.gather { " gather" } else { "" },
+            if self.tma_a { " tma-a" } else { "" },
             self.stages,
             if self.in_flight == 0 { " w0".to_string() } else { String::new() }
                 + &if self.stage_bytes == 128 {
@@ -126,7 +131,8 @@ impl BenchConfig {
             .set("FDM_BN", self.bn)
             .set("FDM_NB", self.nb())
             .set("FDM_EPILOGUE", self.epilogue as u32)
-            .set("FDM_WGMMA_IN_FLIGHT", self.in_flight);
+            .set("FDM_WGMMA_IN_FLIGHT", self.in_flight)
+            .set("FDM_TMA_A", u32::from(self.tma_a));
         KernelVariant {
             label: format!("tile-bench-{}", self.label().replace(' ', "-")),
             source: TILE_BENCH,
@@ -161,6 +167,9 @@ impl BenchConfig {
         if self.in_flight > 1 {
             return bad(format!("in_flight {} (0 or 1)", self.in_flight));
         }
+        if self.tma_a && self.gather {
+            return bad("tma_a loads contiguous rows: it cannot gather".into());
+        }
         Ok(())
     }
 }
@@ -171,6 +180,7 @@ impl BenchConfig {
 struct BenchParams {
     b0: TensorMap,
     b1: TensorMap,
+    a_map: TensorMap,
     a: u64,
     a_index: u64,
     c: u64,
@@ -192,10 +202,10 @@ unsafe impl Zeroable for BenchParams {}
 // SAFETY: as above.
 unsafe impl Pod for BenchParams {}
 
-const _: () = assert!(size_of::<BenchParams>() == 384);
-const _: () = assert!(std::mem::offset_of!(BenchParams, a) == 256);
-const _: () = assert!(std::mem::offset_of!(BenchParams, tile_counter) == 304);
-const _: () = assert!(std::mem::offset_of!(BenchParams, group_m) == 328);
+const _: () = assert!(size_of::<BenchParams>() == 512);
+const _: () = assert!(std::mem::offset_of!(BenchParams, a) == 384);
+const _: () = assert!(std::mem::offset_of!(BenchParams, tile_counter) == 432);
+const _: () = assert!(std::mem::offset_of!(BenchParams, group_m) == 456);
 
 /// What a bench run measured.
 #[derive(Clone, Debug)]
@@ -289,10 +299,25 @@ pub fn run(
     };
     let b0 = map(&b_dev[0])?;
     let b1 = if config.nb() == 2 { map(&b_dev[1])? } else { b0 };
+    // A [m, k] in boxes of bm rows (rows past m read as zeros); unused without tma_a.
+    let a_map = if config.tma_a {
+        TensorMap::tiled_2d(
+            device,
+            dtype,
+            ptr(&a_dev),
+            m as u64,
+            k as u64,
+            (k * elem) as u64,
+            config.bm,
+        )?
+    } else {
+        b0
+    };
     let counter_base = counter_dev.device_ptr_mut(stream).0;
     let params = |i: usize| BenchParams {
         b0,
         b1,
+        a_map,
         a: ptr(&a_dev),
         a_index: if config.gather { index_dev.device_ptr(stream).0 } else { 0 },
         c: ptr(&c_dev),
@@ -431,6 +456,7 @@ pub fn suite() -> Vec<BenchConfig> {
         k: 2048,
         epilogue,
         gather,
+        tma_a: false,
         in_flight: 1,
         stage_bytes: 128,
     };
@@ -481,6 +507,29 @@ pub fn suite() -> Vec<BenchConfig> {
         BenchConfig { n: 32768, k: 7168, ..c(DType::Bf16, 128, 128, 4, SwiGlu, true, 150) },
         BenchConfig { n: 32768, k: 7168, ..c(DType::Bf16, 256, 64, 3, SwiGlu, true, 256) },
         BenchConfig { n: 32768, k: 7168, ..c(DType::Bf16, 256, 64, 3, SwiGlu, true, 150) },
+        // The same expert with its rows contiguous (copied together, as a packet's are) and A
+        // as one TMA box a k-tile: run 91 put the 256x64 tile's loss on its 4096 `cp.async` a
+        // stage (perf-notes v30 (a)). Beside it the contiguous rows by `cp.async` (is it the
+        // gather or the copies?) and 128x128 with TMA A (the reference tile, same loads).
+        BenchConfig {
+            n: 32768,
+            k: 7168,
+            tma_a: true,
+            ..c(DType::Bf16, 256, 64, 3, SwiGlu, false, 256)
+        },
+        BenchConfig {
+            n: 32768,
+            k: 7168,
+            tma_a: true,
+            ..c(DType::Bf16, 256, 64, 3, SwiGlu, false, 150)
+        },
+        BenchConfig { n: 32768, k: 7168, ..c(DType::Bf16, 256, 64, 3, SwiGlu, false, 256) },
+        BenchConfig {
+            n: 32768,
+            k: 7168,
+            tma_a: true,
+            ..c(DType::Bf16, 128, 128, 4, SwiGlu, false, 256)
+        },
     ]
 }
 
