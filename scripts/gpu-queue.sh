@@ -7,7 +7,7 @@
 #   python3 -m maturin build -m flashdmoe-py/Cargo.toml --profile wheel -o .carry/whl   # optional: the PyTorch package
 #   cargo build --release -p flashdmoe-cuda --example tile-bench && cp target/release/examples/tile-bench .carry/   # the tiles phases
 # then, with `.carry` carried: `bash scripts/gpu-queue.sh`. ONLY=a,b runs the phases whose names
-# contain a or b (tile-check, tile-bench, ds-tile, qwen3-tile, oss-tile, resident, quick, preset, models,
+# contain a or b (a2-marks, tile-check, tile-bench, ds-tile, qwen3-tile, oss-tile, resident, quick, preset, models,
 # mixtral-trace, copiers, python, binding, paper, grid, torch, launch, nccl).
 set -u -o pipefail
 out=${OUT:-gpu-queue-out}; w=$(mktemp -d); mkdir -p "$out"
@@ -27,6 +27,10 @@ phase() { # name need_s cmd...
   echo "$name: rc=$rc $(( $(date +%s) - t0 )) s, $ok ok, $fail FAIL" >> "$w/summary.txt"
 }
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu --format=csv > "$w/gpu.txt" 2>&1
+# A2's step 5 in shared memory and the mark between its halves (b687743, perf-notes v30 (f)):
+# the E 128 / 64 / 256 layers timed and verified, their detail lines' "tokens" mark splits A2
+# into the warps' half ("tokens" - "routed") and the chunks' ("top-k" - "tokens").
+phase a2-marks 150 .carry/gpu-check --only "paper-t128-e128,paper-t4096-e128,preset qwen3-30b-a3b,preset olmoe-1b-7b,preset deepseek-v3 routed part" --json "$w/a2-marks.jsonl"
 # 256-row tiles behind a chosen tile (docs/dev/whole-expert-tiles.md; run 91 measured them 1.5-1.7x
 # slower, perf-notes v30 (a): kept to re-run after a change to the producer's A loads):
 # the GPU check's four tile cases against the oracle, the tile bench's one-expert shapes (128x128
