@@ -64,19 +64,18 @@ extern "C" __global__ void __launch_bounds__(kThreads, 1) fdm_moe_forward(const 
     }
   }
   // Block 0 marks the phases for CudaLayer::phase_times (ns since the kernel start).
-  const auto mark = [&](Control word) { mark_phase(p, word); };
   reset_counters(p);
   if (threadIdx.x == 0) mark_raw_latest(control0, kLastResetDone);
   router_gemm(p, smem);
   if (threadIdx.x == 0) mark_raw_latest(control0, kLastRouterDone);
   grid.sync();
-  mark(kRoutedNs);
+  mark_phase(p, kRoutedNs);
   route(p, smem);
   grid.sync();
-  mark(kChosenNs);
+  mark_phase(p, kChosenNs);
   place_chunks(p, reinterpret_cast<unsigned*>(smem));
   grid.sync();
-  mark(kPlacedNs);
+  mark_phase(p, kPlacedNs);
   dispatch_packets(p);
 
   const unsigned local = blockIdx.x / p->blocks_per_rank;

@@ -101,6 +101,25 @@ __device__ __forceinline__ void warp_best(float& v, int& idx) {
   idx = __shfl_sync(0xFFFFFFFFu, idx, 0);
 }
 
+/// The warp's best of the experts its lanes hold (lane l: expert e = l + 32 i, i < kPer, e < E)
+/// that `admit(i, e)` lets in, by value `c[i]` in warp_best's order: its index (-1: none), and
+/// its value in `v`.
+template <int E, int kPer, class Admit>
+__device__ __forceinline__ int warp_best_expert(const float (&c)[kPer], unsigned lane, Admit admit, float& v) {
+  v = 0.f;
+  int best = -1;
+#pragma unroll
+  for (int i = 0; i < kPer; ++i) {
+    const int e = (int)lane + 32 * i;
+    if (e < E && admit(i, e) && (best < 0 || c[i] > v)) {
+      v = c[i];
+      best = e;
+    }
+  }
+  warp_best(v, best);
+  return best;
+}
+
 /// A2, steps 1-5 of the router for token t of rank r by one warp (lane = 0..31): the same
 /// results, bit for bit, as SpecRouter::route (router_math.h, which its host test holds to
 /// core's oracle) for finite logits. Lane l holds experts l, l + 32, ... in registers; the
@@ -184,30 +203,12 @@ __device__ void route_token_warp(const Rank& r, unsigned t, float* row, float* p
     float gs_lo = 0.f, gs_hi = 0.f;
 #pragma unroll 1
     for (int g = 0; g < R::kGroups; ++g) {
-      float b1 = 0.f;
-      int best = -1;
-#pragma unroll
-      for (int i = 0; i < kPer; ++i) {
-        const int e = (int)lane + 32 * i;
-        if (e < E && e / kPerGroup == g && (best < 0 || c[i] > b1)) {
-          b1 = c[i];
-          best = e;
-        }
-      }
-      warp_best(b1, best);
+      float b1;
+      const int best = warp_best_expert<E>(c, lane, [&](int, int e) { return e / kPerGroup == g; }, b1);
       float score = b1;
       if constexpr (R::kTop2) {
-        float b2 = 0.f;
-        int second = -1;
-#pragma unroll
-        for (int i = 0; i < kPer; ++i) {
-          const int e = (int)lane + 32 * i;
-          if (e < E && e / kPerGroup == g && e != best && (second < 0 || c[i] > b2)) {
-            b2 = c[i];
-            second = e;
-          }
-        }
-        warp_best(b2, second);
+        float b2;
+        warp_best_expert<E>(c, lane, [&](int, int e) { return e / kPerGroup == g && e != best; }, b2);
         score = b1 + b2;
       }
       if ((int)lane == g % 32) (g < 32 ? gs_lo : gs_hi) = score;
@@ -245,17 +246,8 @@ __device__ void route_token_warp(const Rank& r, unsigned t, float* row, float* p
   float chosen_sum = 0.f, chosen_max = 0.f;
 #pragma unroll 1
   for (int j = 0; j < kTopK; ++j) {
-    float bv = 0.f;
-    int be = -1;
-#pragma unroll
-    for (int i = 0; i < kPer; ++i) {
-      const int e = (int)lane + 32 * i;
-      if (e < E && !((taken >> i) & 1u) && (be < 0 || c[i] > bv)) {
-        bv = c[i];
-        be = e;
-      }
-    }
-    warp_best(bv, be);
+    float bv;
+    const int be = warp_best_expert<E>(c, lane, [&](int i, int) { return !((taken >> i) & 1u); }, bv);
     if ((int)lane == be % 32) taken |= 1u << (be / 32);
     if (lane == 0) {
       const float p = row[be];
