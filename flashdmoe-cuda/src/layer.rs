@@ -951,7 +951,7 @@ impl CudaLayer {
         let stream = gpu.device.stream().clone();
         let at = (local as u64 * self.plan.scratch_bytes + self.plan.scratch.control) as usize;
         let bytes = stream
-            .clone_dtoh(&gpu.scratch.slice(at..at + 64))
+            .clone_dtoh(&gpu.scratch.slice(at..at + 4 * crate::params::CONTROL_WORDS as usize))
             .map_err(|e| BackendError::Device(e.to_string()))?;
         Ok(u32s(&bytes))
     }
