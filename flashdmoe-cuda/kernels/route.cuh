@@ -346,38 +346,69 @@ __device__ void route_tokens(const fdm_params* p, char* smem) {
   }
 }
 
-/// A2's shared memory for a chunk: its slots' experts and a running count per expert.
+/// A2's shared memory for a chunk: its slots' experts, each warp's running count per expert
+/// and the chunk's totals.
 struct RouteSmem {
   static constexpr int kSlotsBytes = kChunk * kSlots * 4;
   static constexpr int kCountsBytes = (kE * 4 + 15) / 16 * 16;
-  unsigned* slots;  // [kChunk][kSlots]: each (token, slot)'s expert
-  unsigned* counts; // [kE]: pairs of the chunk placed so far per expert
+  unsigned* slots;   // [kChunk][kSlots]: each (token, slot)'s expert
+  unsigned* counts;  // [kE]: the chunk's pairs per expert
+  unsigned* warp_counts;  // [kWarps][kE]: a warp's segment's pairs per expert, then its prefix
   __device__ explicit RouteSmem(char* smem)
-      : slots(reinterpret_cast<unsigned*>(smem)), counts(reinterpret_cast<unsigned*>(smem + kSlotsBytes)) {}
+      : slots(reinterpret_cast<unsigned*>(smem)),
+        counts(reinterpret_cast<unsigned*>(smem + kSlotsBytes)),
+        warp_counts(reinterpret_cast<unsigned*>(smem + kSlotsBytes + kCountsBytes)) {}
 };
-static_assert(RouteSmem::kSlotsBytes + RouteSmem::kCountsBytes <= kSmemBytes, "A2's slots fit the block");
+static_assert(RouteSmem::kSlotsBytes + RouteSmem::kCountsBytes + kWarps * kE * 4 <= kSmemBytes,
+              "A2's slots and counts fit the block");
 
-/// Within-chunk positions, by warp 0: the chunk's `pairs` (token, slot) pairs in order, 32 at a
-/// time; lanes naming the same expert rank among themselves (match.any), on top of that
-/// expert's running count. Position = how many earlier pairs of the chunk chose the same
-/// expert, as core's `routing` counts.
-__device__ void chunk_positions(const Rank& r, unsigned chunk, unsigned pairs, const RouteSmem& sm) {
+/// One warp's pass over its segment [first, end) of the chunk's pairs, 32 at a time: lanes
+/// naming the same expert rank among themselves (match.any) on top of the warp's running count
+/// `count[e]`, which the group's last lane advances. With `slot_row` the positions are stored.
+__device__ void count_segment(const RouteSmem& sm, unsigned* count, unsigned first, unsigned end, unsigned* slot_row) {
   const unsigned lane = threadIdx.x % 32;
-  unsigned* slot_row = r.slot_row() + (unsigned long long)chunk * kChunk * kSlots;
-  for (unsigned base = 0; base < pairs; base += 32) {
+  for (unsigned base = first; base < end; base += 32) {
     const unsigned i = base + lane;
-    const bool valid = i < pairs;
+    const bool valid = i < end;
     const unsigned e = valid ? sm.slots[i] : 0xFFFFFFFFu;
     const unsigned peers = __match_any_sync(0xFFFFFFFFu, e);
     const unsigned before = __popc(peers & ((1u << lane) - 1u));
-    const unsigned count = valid ? sm.counts[e] : 0u;
+    const unsigned c = valid ? count[e] : 0u;
     __syncwarp();  // every lane read its expert's count before the leaders advance them
     if (valid) {
-      slot_row[i] = count + before;
-      if (lane == 31u - __clz(peers)) sm.counts[e] = count + __popc(peers);
+      if (slot_row) slot_row[i] = c + before;
+      if (lane == 31u - __clz(peers)) count[e] = c + __popc(peers);
     }
     __syncwarp();
   }
+}
+
+/// Within-chunk positions, by every warp of the block: position = how many earlier pairs of
+/// the chunk chose the same expert, as core's `routing` counts. Warp w takes a segment of the
+/// `pairs` in order; it counts its segment's pairs per expert, the warps' counts become
+/// exclusive prefixes (a thread an expert, warps in order: the chunk's totals in `counts`),
+/// and each warp walks its segment again from its prefix. The same positions as one warp
+/// walking all pairs (warp 0 alone took pairs / 32 steps: 32 at k 8).
+__device__ void chunk_positions(const Rank& r, unsigned chunk, unsigned pairs, const RouteSmem& sm) {
+  const unsigned warp = threadIdx.x / 32;
+  const unsigned segment = fdm_div_ceil(fdm_div_ceil(pairs, kWarps), 32u) * 32u;
+  const unsigned first = min(pairs, warp * segment), end = min(pairs, first + segment);
+  unsigned* mine = sm.warp_counts + warp * kE;
+  for (unsigned e = threadIdx.x % 32; e < (unsigned)kE; e += 32) mine[e] = 0u;
+  __syncwarp();
+  count_segment(sm, mine, first, end, nullptr);
+  __syncthreads();
+  for (unsigned e = threadIdx.x; e < (unsigned)kE; e += kThreads) {
+    unsigned running = 0u;
+    for (int w = 0; w < kWarps; ++w) {
+      const unsigned c = sm.warp_counts[w * kE + e];
+      sm.warp_counts[w * kE + e] = running;
+      running += c;
+    }
+    sm.counts[e] = running;
+  }
+  __syncthreads();
+  count_segment(sm, mine, first, end, r.slot_row() + (unsigned long long)chunk * kChunk * kSlots);
 }
 
 /// A2, second half (after a grid barrier): each chunk's within-chunk positions per expert and
@@ -390,11 +421,10 @@ __device__ void route_chunks(const fdm_params* p, char* smem) {
     Rank r = make_rank(p, job / chunks);
     const unsigned chunk = job % chunks;
     const unsigned n = min((unsigned)kChunk, T - chunk * kChunk);
-    for (unsigned e = threadIdx.x; e < (unsigned)kE; e += kThreads) sm.counts[e] = 0u;
     const unsigned* experts = r.topk_expert() + (unsigned long long)chunk * kChunk * kSlots;
     for (unsigned i = threadIdx.x; i < n * kSlots; i += kThreads) sm.slots[i] = experts[i];
     __syncthreads();
-    if (threadIdx.x < 32) chunk_positions(r, chunk, n * kSlots, sm);
+    chunk_positions(r, chunk, n * kSlots, sm);
     __syncthreads();
     for (unsigned e = threadIdx.x; e < (unsigned)kE; e += kThreads) r.chunk_counts()[chunk * kE + e] = sm.counts[e];
     __syncthreads();
