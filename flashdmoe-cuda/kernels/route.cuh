@@ -70,35 +70,63 @@ __device__ void router_gemm(const fdm_params* p, char* smem) {
   }
 }
 
-/// Token t's logit of expert e: the router jobs' K parts summed in order (one part: as stored).
-__device__ __forceinline__ float summed_logit(const float* logits, unsigned long long part_stride,
-                                              unsigned long long i) {
-  // Every part's load issued before the first add (one L2 round trip, not kRouterSplit).
-  float parts[kRouterSplit];
+/// Step 1's reads for one token: lane l's experts' logits (expert l + 32 i in `part[i]`), each
+/// as the router jobs' K parts, every load issued before any is used. A warp issues its next
+/// token's loads before it works on the current one (route_tokens), so the L2 round trip of
+/// the logits, which the router jobs stored just before A2's grid barrier, overlaps a token's
+/// reductions instead of starting each.
+struct TokenLogits {
+  static constexpr int kPer = (kRouterE + 31) / 32;
+  float part[kPer][kRouterSplit];
+
+  __device__ void load(const Rank& r, unsigned t, unsigned lane) {
+    const unsigned long long part_stride = (unsigned long long)r.p->layout.tokens * kRouterE;
+    const float* row = r.logits() + (unsigned long long)t * kRouterE;
 #pragma unroll
-  for (int part = 0; part < kRouterSplit; ++part) parts[part] = logits[part * part_stride + i];
-  float v = parts[0];
+    for (int i = 0; i < kPer; ++i) {
+      const int e = (int)lane + 32 * i;
 #pragma unroll
-  for (int part = 1; part < kRouterSplit; ++part) v += parts[part];
-  return v;
+      for (int k = 0; k < kRouterSplit; ++k) part[i][k] = e < kRouterE ? row[k * part_stride + e] : 0.f;
+    }
+  }
+
+  /// Expert lane + 32 i's logit: the parts summed in order (one part: as stored).
+  __device__ float logit(int i) const {
+    float v = part[i][0];
+#pragma unroll
+    for (int k = 1; k < kRouterSplit; ++k) v += part[i][k];
+    return v;
+  }
+};
+
+/// The order key of a float for the warp's integer reductions: a larger value has a larger key
+/// and equal values (+0 and -0 included) equal keys, for every value but NaN (which gets some
+/// key: one answer for the warp still).
+__device__ __forceinline__ unsigned order_key(float f) {
+  const unsigned u = f == 0.f ? 0u : __float_as_uint(f);
+  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
+/// The value of an order key (a zero comes back as +0).
+__device__ __forceinline__ float key_value(unsigned key) {
+  return __uint_as_float((key & 0x80000000u) ? (key & 0x7FFFFFFFu) : ~key);
 }
 
 /// A warp's best candidate: (value, index) with the larger value, equal values to the lower
 /// index (the serial router's order: descending score, ascending index); index -1 is no
-/// candidate. Every lane ends with lane 0's result (one answer for the warp whatever the
-/// values, NaN included).
+/// candidate, and the indices of the lanes' candidates differ. Every lane ends with the
+/// winner's value (its bits, -0 included) and index, or lane 0's value and -1 where no lane
+/// has one: one answer for the warp whatever the values, NaN included. Two `redux.sync`
+/// (the best key, then the lowest index holding it), a ballot and a shuffle: a fixed path of
+/// ~5 warp instructions where a butterfly took 5 dependent rounds of two shuffles each.
 __device__ __forceinline__ void warp_best(float& v, int& idx) {
-#pragma unroll
-  for (int o = 16; o > 0; o /= 2) {
-    const float ov = __shfl_xor_sync(0xFFFFFFFFu, v, o);
-    const int oi = __shfl_xor_sync(0xFFFFFFFFu, idx, o);
-    if (oi >= 0 && (idx < 0 || ov > v || (ov == v && oi < idx))) {
-      v = ov;
-      idx = oi;
-    }
-  }
-  v = __shfl_sync(0xFFFFFFFFu, v, 0);
-  idx = __shfl_sync(0xFFFFFFFFu, idx, 0);
+  const bool has = idx >= 0;
+  const unsigned key = has ? order_key(v) : 0u;
+  const unsigned best_key = __reduce_max_sync(0xFFFFFFFFu, key);
+  const int best = __reduce_min_sync(0xFFFFFFFFu, has && key == best_key ? idx : 0x7FFFFFFF);
+  const unsigned from = __ballot_sync(0xFFFFFFFFu, has && idx == best);
+  v = __shfl_sync(0xFFFFFFFFu, v, from ? __ffs(from) - 1 : 0);
+  idx = from ? best : -1;
 }
 
 /// The warp's best of the experts its lanes hold (lane l: expert e = l + 32 i, i < kPer, e < E)
@@ -131,34 +159,35 @@ __device__ __forceinline__ int warp_best_expert(const float (&c)[kPer], unsigned
 /// perf-notes v30 (e)). Writes the token's first kTopK slots (topk_expert, topk_weight); `picks`
 /// (kTopK floats of the warp's shared memory) holds the weights while step 5 works on them, so
 /// it reads shared memory and not the global stores it just made (an L2 round trip each).
-__device__ void route_token_warp(const Rank& r, unsigned t, float* row, float* picks, unsigned lane) {
+__device__ void route_token_warp(const Rank& r, unsigned t, const TokenLogits& logits, float* row, float* picks,
+                                 unsigned lane) {
   using R = SpecRouter;
   constexpr int E = R::kExperts;
   constexpr int kPer = (E + 31) / 32;
   static_assert(E == kRouterE && R::kTopK == kTopK, "SpecRouter is config.cuh's router");
   const Elem* rb = reinterpret_cast<const Elem*>(r.p->router_bias);
   const Elem* sb = reinterpret_cast<const Elem*>(r.p->selection_bias);
-  const unsigned long long part_stride = (unsigned long long)r.p->layout.tokens * kRouterE;
-  const unsigned long long first = (unsigned long long)t * kRouterE;
+  static_assert(kPer == TokenLogits::kPer, "a lane's experts");
   // Step 1: the logits (the router jobs' parts summed in order) + the router bias.
   float v[kPer];
 #pragma unroll
   for (int i = 0; i < kPer; ++i) {
     const int e = (int)lane + 32 * i;
-    v[i] = e < E ? summed_logit(r.logits(), part_stride, first + e) : 0.f;
+    v[i] = logits.logit(i);
     if constexpr (R::kRouterBias) {
       if (e < E) v[i] += to_f32(rb[e]);
     }
   }
   // Step 2: the scores.
   if constexpr (R::kScoring == flashdmoe::router::Scoring::Softmax) {
-    float m = (int)lane < E ? v[0] : __int_as_float(0xff800000);  // a lane past E (E < 32) holds no expert
+    // The maximum by its order key (key 0: a lane past E, E < 32, holds no expert): the value
+    // the serial form's fmaxf finds, but for the sign of a zero maximum, which no v - m sees.
+    unsigned mk = 0u;
 #pragma unroll
-    for (int i = 1; i < kPer; ++i) {
-      if ((int)lane + 32 * i < E) m = fmaxf(m, v[i]);
+    for (int i = 0; i < kPer; ++i) {
+      if ((int)lane + 32 * i < E) mk = max(mk, order_key(v[i]));
     }
-#pragma unroll
-    for (int o = 16; o > 0; o /= 2) m = fmaxf(m, __shfl_xor_sync(0xFFFFFFFFu, m, o));
+    const float m = key_value(__reduce_max_sync(0xFFFFFFFFu, mk));
 #pragma unroll
     for (int i = 0; i < kPer; ++i) {
       const int e = (int)lane + 32 * i;
@@ -299,7 +328,7 @@ __device__ float shared_gate_dot(const Rank& r, unsigned t, unsigned lane) {
   const uint4* x = reinterpret_cast<const uint4*>(r.x() + (unsigned long long)t * kH);
   const uint4* g = reinterpret_cast<const uint4*>(r.p->shared_gate);
   float acc = 0.f;
-#pragma unroll 1
+#pragma unroll 4  // four vectors of each row in flight a lane, not one L2 round trip a step
   for (unsigned v = lane; v < kVecs; v += 32) {
     const uint4 a = x[v], b = g[v];
     const Elem* ea = reinterpret_cast<const Elem*>(&a);
@@ -333,13 +362,19 @@ __device__ void route_tokens(const fdm_params* p, char* smem) {
   float* row = reinterpret_cast<float*>(smem) + warp * kWarpFloats;
   const unsigned T = p->tokens;  // this forward's (<= the layout's, the row stride)
   const bool given = p->given_experts != 0ull;
-  for (unsigned job = blockIdx.x * kWarps + warp; job < T * p->local_ranks; job += gridDim.x * kWarps) {
+  const unsigned jobs = T * p->local_ranks, stride = gridDim.x * kWarps;
+  unsigned job = blockIdx.x * kWarps + warp;
+  TokenLogits next;  // the logits of the warp's next token, in flight while it routes this one
+  if (!given && job < jobs) next.load(make_rank(p, job / T), job % T, lane);
+  for (; job < jobs; job += stride) {
     const Rank r = make_rank(p, job / T);
     const unsigned t = job % T;
     if (given) {
       if (lane == 0) given_token(r, t);
     } else {
-      route_token_warp(r, t, row, row + kRouterE, lane);
+      const TokenLogits logits = next;
+      if (job + stride < jobs) next.load(make_rank(p, (job + stride) / T), (job + stride) % T, lane);
+      route_token_warp(r, t, logits, row, row + kRouterE, lane);
     }
     const float dot = kSharedGate ? shared_gate_dot(r, t, lane) : 0.f;
     if (lane == 0) shared_slots(r, t, dot);
