@@ -27,9 +27,9 @@ phase() { # name need_s cmd...
   echo "$name: rc=$rc $(( $(date +%s) - t0 )) s, $ok ok, $fail FAIL" >> "$w/summary.txt"
 }
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu --format=csv > "$w/gpu.txt" 2>&1
-# A2's step 5 in shared memory and the mark between its halves (b687743, perf-notes v30 (f)):
-# the E 128 / 64 / 256 layers timed and verified, their detail lines' "tokens" mark splits A2
-# into the warps' half ("tokens" - "routed") and the chunks' ("top-k" - "tokens").
+# Phase A on the E 128 / 64 / 256 layers, timed and verified: the detail lines' "tokens" mark
+# splits A2 into the warps' half ("tokens" - "routed") and the chunks' ("top-k" - "tokens")
+# (perf-notes v31 (b)-(f); runs 97-99).
 phase a2-marks 150 .carry/gpu-check --only "paper-t128-e128,paper-t4096-e128,preset qwen3-30b-a3b,preset olmoe-1b-7b,preset deepseek-v3 routed part" --json "$w/a2-marks.jsonl"
 # 256-row tiles behind a chosen tile (docs/dev/whole-expert-tiles.md; run 91 measured them 1.5-1.7x
 # slower, perf-notes v30 (a): kept to re-run after a change to the producer's A loads):
