@@ -482,35 +482,59 @@ __device__ void place_chunks(const fdm_params* p, unsigned* s_offset) {
   const fdm_layout& l = p->layout;
   const unsigned T = p->tokens;
   const unsigned chunks = fdm_div_ceil(T, kChunk);
+  // The earlier chunks' counts are summed by every thread of the block: thread i adds expert
+  // i % kE's counts of chunks i / kE, + kParts, ... and the parts meet in shared memory
+  // (integers: exact in any order). A thread an expert left all but E threads idle and the last
+  // of T16384's 128 chunks at E 8 waiting on 16 rounds of 8 loads (perf-notes v31 (g)).
+  constexpr unsigned kParts = kThreads >= kE ? (unsigned)(kThreads / kE) : 1u;
+  // Pairs a thread loads before it stores any (its stores may alias the next pairs' loads as
+  // far as the compiler knows, so the batch is explicit).
+  constexpr unsigned kBatch = 4;
   for (unsigned job = blockIdx.x; job < chunks * p->local_ranks; job += gridDim.x) {
     Rank r = make_rank(p, job / chunks);
     const unsigned chunk = job % chunks;
-    for (unsigned e = threadIdx.x; e < (unsigned)kE; e += kThreads) {
-      // The earlier chunks' counts, 8 loads in flight (one at a time, the last of T16384's 43
-      // chunks waited 42 L2 round trips).
+    for (unsigned e = threadIdx.x; e < (unsigned)kE; e += kThreads) s_offset[e] = 0u;
+    __syncthreads();
+    for (unsigned i = threadIdx.x; i < kParts * kE; i += kThreads) {
+      const unsigned e = i % kE;
       unsigned off = 0;
 #pragma unroll 8
-      for (unsigned c = 0; c < chunk; ++c) off += r.chunk_counts()[c * kE + e];
-      s_offset[e] = off;
+      for (unsigned c = i / kE; c < chunk; c += kParts) off += r.chunk_counts()[c * kE + e];
+      if (off != 0u) atomicAdd(&s_offset[e], off);
     }
     __syncthreads();
     const unsigned n = min((unsigned)kChunk, T - chunk * kChunk);
-    for (unsigned i = threadIdx.x; i < n * kSlots; i += kThreads) {
-      const unsigned slot = chunk * kChunk * kSlots + i;
-      const unsigned e = r.topk_expert()[slot];
-      const unsigned pos = s_offset[e] + r.slot_row()[slot];
-      const bool kept = pos < p->capacity;  // this forward's; l.capacity is the stride
-      r.slot_row()[slot] = kept ? pos : kDropped;
-      if (kept) {
-        r.expert_tokens()[(unsigned long long)e * l.capacity + pos] = slot / kSlots;
-        const float w = r.topk_weight()[slot];
-        r.expert_weights()[(unsigned long long)e * l.capacity + pos] = w;  // travels with the row (A4)
-        // A row GEMM0 reads in place never travels, but its weight goes where GEMM1 looks for
-        // every row's: the owner's dispatch weights (published with expert_tokens, which GEMM0
-        // already depends on).
-        const unsigned owner = p->expert_owner[e];
-        if (kReadsInPlace && on_this_gpu(p, owner)) {
-          *reinterpret_cast<float*>(r.heap_of(owner) + fdm_dispatch_weight(&l, r.global, p->expert_local[e], pos)) = w;
+    const unsigned first = chunk * kChunk * kSlots;
+    for (unsigned i0 = threadIdx.x; i0 < n * kSlots; i0 += kBatch * kThreads) {
+      unsigned expert[kBatch], within[kBatch];
+      float weight[kBatch];
+#pragma unroll
+      for (unsigned b = 0; b < kBatch; ++b) {
+        const unsigned i = i0 + b * kThreads;
+        if (i >= n * kSlots) continue;
+        expert[b] = r.topk_expert()[first + i];
+        within[b] = r.slot_row()[first + i];
+        weight[b] = r.topk_weight()[first + i];
+      }
+#pragma unroll
+      for (unsigned b = 0; b < kBatch; ++b) {
+        const unsigned i = i0 + b * kThreads;
+        if (i >= n * kSlots) continue;
+        const unsigned slot = first + i, e = expert[b];
+        const unsigned pos = s_offset[e] + within[b];
+        const bool kept = pos < p->capacity;  // this forward's; l.capacity is the stride
+        r.slot_row()[slot] = kept ? pos : kDropped;
+        if (kept) {
+          r.expert_tokens()[(unsigned long long)e * l.capacity + pos] = slot / kSlots;
+          r.expert_weights()[(unsigned long long)e * l.capacity + pos] = weight[b];  // travels with the row (A4)
+          // A row GEMM0 reads in place never travels, but its weight goes where GEMM1 looks for
+          // every row's: the owner's dispatch weights (published with expert_tokens, which GEMM0
+          // already depends on).
+          const unsigned owner = p->expert_owner[e];
+          if (kReadsInPlace && on_this_gpu(p, owner)) {
+            *reinterpret_cast<float*>(r.heap_of(owner) + fdm_dispatch_weight(&l, r.global, p->expert_local[e], pos)) =
+                weight[b];
+          }
         }
       }
     }
