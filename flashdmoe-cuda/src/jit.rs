@@ -331,8 +331,24 @@ impl Jit {
         CacheKey::of(parts)
     }
 
+    /// Runs NVRTC on a thread of its own with [`NVRTC_STACK_BYTES`] of stack (the caller may be
+    /// any thread: a test's worker, an async runtime's, Python's).
     fn run_nvrtc(&self, source: &KernelSource, arch: Arch, options: &[String]) -> Result<Entry> {
         let _range = nvtx::LocalRange::new(c"flashdmoe::jit::nvrtc");
+        std::thread::scope(|scope| {
+            let worker = std::thread::Builder::new()
+                .name("flashdmoe-nvrtc".into())
+                .stack_size(NVRTC_STACK_BYTES)
+                .spawn_scoped(scope, || self.run_nvrtc_here(source, arch, options))
+                .map_err(|e| CudaError::Nvrtc {
+                    op: "spawning the compile thread",
+                    message: e.to_string(),
+                })?;
+            worker.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
+    }
+
+    fn run_nvrtc_here(&self, source: &KernelSource, arch: Arch, options: &[String]) -> Result<Entry> {
         let nvrtc_error = |op, status: NvrtcStatus, detail: &str| CudaError::Nvrtc {
             op,
             message: format!("{}{detail}", status.describe(self.api)),
@@ -368,6 +384,12 @@ impl Jit {
         Ok(Entry { log, image })
     }
 }
+
+/// The stack of the thread NVRTC compiles on. Its front end recurses deeply on the kernel's
+/// templates: the fused combine's kernel crashed the process (SIGSEGV, a stack overflow) when
+/// compiled on a 2 MiB thread, Rust's default for spawned threads, and compiled on a 256 MiB
+/// one (docs/dev/fused-combine.md). Only the pages it touches are committed.
+const NVRTC_STACK_BYTES: usize = 256 << 20;
 
 /// The first NVRTC with its own compilation cache (on when a driver is present), which must be
 /// turned off: a cache hit skips ptxas and so the resource report.
