@@ -348,7 +348,12 @@ impl Jit {
         })
     }
 
-    fn run_nvrtc_here(&self, source: &KernelSource, arch: Arch, options: &[String]) -> Result<Entry> {
+    fn run_nvrtc_here(
+        &self,
+        source: &KernelSource,
+        arch: Arch,
+        options: &[String],
+    ) -> Result<Entry> {
         let nvrtc_error = |op, status: NvrtcStatus, detail: &str| CudaError::Nvrtc {
             op,
             message: format!("{}{detail}", status.describe(self.api)),
