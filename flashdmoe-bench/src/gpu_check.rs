@@ -13,6 +13,24 @@ use crate::check::{CHECK_SCHEMA, CheckRecord};
 use crate::record::{LayerKey, ProtocolStats, Record, SCHEMA, tflops};
 use crate::results::Line;
 
+/// A digest of a forward's outputs (every rank's, in rank order): FNV-1a over each element's
+/// f32 bits. The check's inputs and weights come from fixed seeds, so two builds of the kernel
+/// that print the same digest for a case wrote the same output bits, to the last bit (the
+/// oracle's tolerance cannot say that: perf-notes v32 compares builds this way).
+pub fn output_digest<'a>(outputs: impl IntoIterator<Item = &'a [f32]>) -> u64 {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let mut h = OFFSET;
+    for out in outputs {
+        for x in out {
+            for byte in x.to_bits().to_le_bytes() {
+                h = (h ^ u64::from(byte)).wrapping_mul(PRIME);
+            }
+        }
+    }
+    h
+}
+
 /// What one check found.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Outcome {
@@ -125,6 +143,21 @@ fn record_name(r: &Record) -> &str {
 
 #[cfg(test)]
 mod tests {
+
+    use super::output_digest;
+
+    #[test]
+    fn the_output_digest_tells_one_bit_apart_and_is_stable() {
+        let a = [1.0f32, -0.0, 3.5];
+        let b = [1.0f32, 0.0, 3.5]; // -0 and +0: equal values, other bits
+        assert_ne!(output_digest([&a[..]]), output_digest([&b[..]]));
+        assert_eq!(output_digest([&a[..]]), output_digest([&a[..]]));
+        // The ranks' order counts, and the digest is FNV-1a's (pinned: a later build must
+        // print the same digest for the same bits).
+        assert_ne!(output_digest([&a[..], &b[..]]), output_digest([&b[..], &a[..]]));
+        assert_eq!(output_digest(std::iter::empty::<&[f32]>()), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(output_digest([&[0.0f32][..]]), 0x4d25_767f_9dce_13f5);
+    }
     use super::*;
     use crate::record::{IMPL_CUDA, IMPL_CUDA_VIRTUAL};
     use crate::results::{Results, to_jsonl};

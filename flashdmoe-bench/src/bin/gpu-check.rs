@@ -7,6 +7,9 @@
 //! [--iters N] [--engine auto|mma-sync|wgmma]`
 //!
 //! Prints one line per check and a summary table last; exits non-zero if any check failed.
+//! A forward check's line carries its output digest (`output digest 0123...`,
+//! [`flashdmoe_bench::gpu_check::output_digest`]): inputs and weights come from fixed seeds, so
+//! two builds that print the same digest for a case wrote the same bits.
 //! `--list` prints the names of the checks it would run (with `--quick` and `--only`) and
 //! exits, without a GPU.
 //! `--json PATH` writes one results line per check, as the harness writes them
@@ -17,7 +20,7 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
-use flashdmoe_bench::gpu_check::{Outcome, Timing};
+use flashdmoe_bench::gpu_check::{Outcome, Timing, output_digest};
 use flashdmoe_bench::record::{IMPL_CUDA, IMPL_CUDA_VIRTUAL, timestamp};
 use flashdmoe_bench::resident::BackToBackOptions;
 use flashdmoe_bench::results::to_jsonl;
@@ -177,7 +180,8 @@ fn run_case(case: &Case, iters: usize, device: &str) -> Result<Outcome, String> 
     };
     let report = verify(c, &weights, &inputs, &first.ranks, &verify_options)
         .map_err(|e| format!("verify: {e}"))?;
-    let mut detail = format!("[{}] {report}", layer.spec().label());
+    let digest = output_digest(first.ranks.iter().map(|r| r.output.as_slice()));
+    let mut detail = format!("[{}] {report}; output digest {digest:016x}", layer.spec().label());
     let mut ok = report.passed();
     let mut max_rel = report.max_rel;
     // Determinism: a second forward (next epoch, no clearing) must be bitwise identical.
