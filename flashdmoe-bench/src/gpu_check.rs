@@ -143,21 +143,6 @@ fn record_name(r: &Record) -> &str {
 
 #[cfg(test)]
 mod tests {
-
-    use super::output_digest;
-
-    #[test]
-    fn the_output_digest_tells_one_bit_apart_and_is_stable() {
-        let a = [1.0f32, -0.0, 3.5];
-        let b = [1.0f32, 0.0, 3.5]; // -0 and +0: equal values, other bits
-        assert_ne!(output_digest([&a[..]]), output_digest([&b[..]]));
-        assert_eq!(output_digest([&a[..]]), output_digest([&a[..]]));
-        // The ranks' order counts, and the digest is FNV-1a's (pinned: a later build must
-        // print the same digest for the same bits).
-        assert_ne!(output_digest([&a[..], &b[..]]), output_digest([&b[..], &a[..]]));
-        assert_eq!(output_digest(std::iter::empty::<&[f32]>()), 0xcbf2_9ce4_8422_2325);
-        assert_eq!(output_digest([&[0.0f32][..]]), 0x4d25_767f_9dce_13f5);
-    }
     use super::*;
     use crate::record::{IMPL_CUDA, IMPL_CUDA_VIRTUAL};
     use crate::results::{Results, to_jsonl};
@@ -253,5 +238,18 @@ mod tests {
         timing.floor_ms = f64::INFINITY;
         let err = outcome("floor", Some(timing)).into_line().unwrap_err();
         assert!(err.contains("floor_ms"), "{err}");
+    }
+
+    #[test]
+    fn the_output_digest_tells_one_bit_apart_and_is_stable() {
+        let a = [1.0f32, -0.0, 3.5];
+        let b = [1.0f32, 0.0, 3.5]; // -0 and +0: equal values, other bits
+        assert_ne!(output_digest([&a[..]]), output_digest([&b[..]]));
+        assert_eq!(output_digest([&a[..]]), output_digest([&a[..]]));
+        // The ranks' order counts, and the digest is FNV-1a's (pinned: a later build must
+        // print the same digest for the same bits).
+        assert_ne!(output_digest([&a[..], &b[..]]), output_digest([&b[..], &a[..]]));
+        assert_eq!(output_digest(std::iter::empty::<&[f32]>()), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(output_digest([&[0.0f32][..]]), 0x4d25_767f_9dce_13f5);
     }
 }
