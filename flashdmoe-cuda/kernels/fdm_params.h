@@ -2,6 +2,7 @@
 #pragma once
 
 #define FDM_MAX_RANKS 64
+#define FDM_INTER_MAPS 8
 #define FDM_CONTROL_WORDS 32u
 #define FDM_ROLE_SCHEDULER 0u
 #define FDM_ROLE_DISPATCH_SUBSCRIBER 1u
@@ -100,6 +101,7 @@ typedef struct fdm_params {
     fdm_tensor_map tmap_up;
     fdm_tensor_map tmap_gate;
     fdm_tensor_map tmap_down;
+    fdm_tensor_map tmap_inter[FDM_INTER_MAPS];
     fdm_layout layout;
     fdm_scratch_layout scratch_layout;
     unsigned long long heaps[FDM_MAX_RANKS];
@@ -133,45 +135,48 @@ typedef struct fdm_params {
     unsigned int trace;
     unsigned int capacity;
     unsigned int remote_copiers;
-    unsigned int tail[11];
+    unsigned int inter_maps;
+    unsigned int tail[10];
 } fdm_params;
-static_assert(sizeof(fdm_params) == 1408, "fdm_params size drifted from Rust");
+static_assert(sizeof(fdm_params) == 2432, "fdm_params size drifted from Rust");
 static_assert(alignof(fdm_params) == 128, "fdm_params alignment drifted from Rust");
 FDM_ASSERT_OFFSET(fdm_params, tmap_up, 0);
 FDM_ASSERT_OFFSET(fdm_params, tmap_gate, 128);
 FDM_ASSERT_OFFSET(fdm_params, tmap_down, 256);
-FDM_ASSERT_OFFSET(fdm_params, layout, 384);
-FDM_ASSERT_OFFSET(fdm_params, scratch_layout, 512);
-FDM_ASSERT_OFFSET(fdm_params, heaps, 640);
-FDM_ASSERT_OFFSET(fdm_params, x, 1152);
-FDM_ASSERT_OFFSET(fdm_params, y, 1160);
-FDM_ASSERT_OFFSET(fdm_params, router, 1168);
-FDM_ASSERT_OFFSET(fdm_params, w_up, 1176);
-FDM_ASSERT_OFFSET(fdm_params, w_gate, 1184);
-FDM_ASSERT_OFFSET(fdm_params, w_down, 1192);
-FDM_ASSERT_OFFSET(fdm_params, b_up, 1200);
-FDM_ASSERT_OFFSET(fdm_params, b_gate, 1208);
-FDM_ASSERT_OFFSET(fdm_params, b_down, 1216);
-FDM_ASSERT_OFFSET(fdm_params, router_bias, 1224);
-FDM_ASSERT_OFFSET(fdm_params, selection_bias, 1232);
-FDM_ASSERT_OFFSET(fdm_params, shared_gate, 1240);
-FDM_ASSERT_OFFSET(fdm_params, expert_owner, 1248);
-FDM_ASSERT_OFFSET(fdm_params, expert_local, 1256);
-FDM_ASSERT_OFFSET(fdm_params, local_to_global, 1264);
-FDM_ASSERT_OFFSET(fdm_params, local_experts_of, 1272);
-FDM_ASSERT_OFFSET(fdm_params, scratch, 1280);
-FDM_ASSERT_OFFSET(fdm_params, scratch_bytes, 1288);
-FDM_ASSERT_OFFSET(fdm_params, diag, 1296);
-FDM_ASSERT_OFFSET(fdm_params, epoch_word, 1304);
-FDM_ASSERT_OFFSET(fdm_params, given_experts, 1312);
-FDM_ASSERT_OFFSET(fdm_params, given_weights, 1320);
-FDM_ASSERT_OFFSET(fdm_params, timeout_ns, 1328);
-FDM_ASSERT_OFFSET(fdm_params, tokens, 1336);
-FDM_ASSERT_OFFSET(fdm_params, first_rank, 1340);
-FDM_ASSERT_OFFSET(fdm_params, local_ranks, 1344);
-FDM_ASSERT_OFFSET(fdm_params, blocks_per_rank, 1348);
-FDM_ASSERT_OFFSET(fdm_params, trace, 1352);
-FDM_ASSERT_OFFSET(fdm_params, capacity, 1356);
-FDM_ASSERT_OFFSET(fdm_params, remote_copiers, 1360);
-FDM_ASSERT_OFFSET(fdm_params, tail, 1364);
+FDM_ASSERT_OFFSET(fdm_params, tmap_inter, 384);
+FDM_ASSERT_OFFSET(fdm_params, layout, 1408);
+FDM_ASSERT_OFFSET(fdm_params, scratch_layout, 1536);
+FDM_ASSERT_OFFSET(fdm_params, heaps, 1664);
+FDM_ASSERT_OFFSET(fdm_params, x, 2176);
+FDM_ASSERT_OFFSET(fdm_params, y, 2184);
+FDM_ASSERT_OFFSET(fdm_params, router, 2192);
+FDM_ASSERT_OFFSET(fdm_params, w_up, 2200);
+FDM_ASSERT_OFFSET(fdm_params, w_gate, 2208);
+FDM_ASSERT_OFFSET(fdm_params, w_down, 2216);
+FDM_ASSERT_OFFSET(fdm_params, b_up, 2224);
+FDM_ASSERT_OFFSET(fdm_params, b_gate, 2232);
+FDM_ASSERT_OFFSET(fdm_params, b_down, 2240);
+FDM_ASSERT_OFFSET(fdm_params, router_bias, 2248);
+FDM_ASSERT_OFFSET(fdm_params, selection_bias, 2256);
+FDM_ASSERT_OFFSET(fdm_params, shared_gate, 2264);
+FDM_ASSERT_OFFSET(fdm_params, expert_owner, 2272);
+FDM_ASSERT_OFFSET(fdm_params, expert_local, 2280);
+FDM_ASSERT_OFFSET(fdm_params, local_to_global, 2288);
+FDM_ASSERT_OFFSET(fdm_params, local_experts_of, 2296);
+FDM_ASSERT_OFFSET(fdm_params, scratch, 2304);
+FDM_ASSERT_OFFSET(fdm_params, scratch_bytes, 2312);
+FDM_ASSERT_OFFSET(fdm_params, diag, 2320);
+FDM_ASSERT_OFFSET(fdm_params, epoch_word, 2328);
+FDM_ASSERT_OFFSET(fdm_params, given_experts, 2336);
+FDM_ASSERT_OFFSET(fdm_params, given_weights, 2344);
+FDM_ASSERT_OFFSET(fdm_params, timeout_ns, 2352);
+FDM_ASSERT_OFFSET(fdm_params, tokens, 2360);
+FDM_ASSERT_OFFSET(fdm_params, first_rank, 2364);
+FDM_ASSERT_OFFSET(fdm_params, local_ranks, 2368);
+FDM_ASSERT_OFFSET(fdm_params, blocks_per_rank, 2372);
+FDM_ASSERT_OFFSET(fdm_params, trace, 2376);
+FDM_ASSERT_OFFSET(fdm_params, capacity, 2380);
+FDM_ASSERT_OFFSET(fdm_params, remote_copiers, 2384);
+FDM_ASSERT_OFFSET(fdm_params, inter_maps, 2388);
+FDM_ASSERT_OFFSET(fdm_params, tail, 2392);
 

@@ -65,6 +65,11 @@ __device__ __forceinline__ void cp_async_arrive_noinc(unsigned bar) {
 }
 
 // ─── TMA ─────────────────────────────────────────────────────────────────────────────────
+/// Orders this thread's generic-proxy accesses of global memory with its async-proxy ones
+/// (TMA) on either side: a GEMM0 tile's rows, stored by the consumers, are read by a later
+/// GEMM1's TMA loads (the writers fence after their stores, the loading thread before it
+/// issues the loads, with the usual release / acquire chain between them).
+__device__ __forceinline__ void fence_proxy_async_global() { asm volatile("fence.proxy.async.global;" ::: "memory"); }
 __device__ __forceinline__ void prefetch_tensormap(const void* map) {
   asm volatile("prefetch.tensormap [%0];" ::"l"(map) : "memory");
 }

@@ -85,11 +85,18 @@ __device__ void wgmma_producer(const Rank& r, unsigned pid, const Engine::Smem& 
     // the engine's loop make ptxas spill).
     const bool gemm0 = t.kind == FDM_TASK_GEMM0;
     const unsigned e = r.expert_of(t.owner_rank, t.local_expert);
-    const Engine::ARows rows = task_rows(r, s, t, e, pt);
     const void* b0 = !gemm0 ? &p->tmap_down : kGated ? &p->tmap_gate : &p->tmap_up;
     const void* b1 = gemm0 ? &p->tmap_up : &p->tmap_down;
     const unsigned slot = r.weight_slot(t.owner_rank, t.local_expert);  // weights of this GPU
     const int b_row = (int)(slot * (gemm0 ? kI : kH) + t.col_tile * (gemm0 ? kBN : kBNH));
+    // A GEMM1's A rows are one row tile of this rank's intermediate rows: one TMA box a
+    // k-tile where the host could map them (`tmap_inter`; upload.rs `intermediate_maps`).
+    const bool tma_a = !gemm0 && r.local < p->inter_maps;
+    if (tma_a && pt == 0) hw::fence_proxy_async_global();  // the GEMM0 rows the mailbox acquired
+    const Engine::ARows rows =
+        tma_a ? Engine::tma_rows(&p->tmap_inter[r.local],
+                                 (unsigned)((t.input_offset - p->layout.intermediate_rows) / (kI * sizeof(Elem))))
+              : task_rows(r, s, t, e, pt);
     Engine::produce(s, pipe, pt, rows, (gemm0 ? kH : kI) / Engine::kBK, b0, b1, b_row, gemm0 ? kNB0 : kNB1,
                     gemm0 ? b_row : b_row + kBN);
   }
@@ -200,6 +207,9 @@ __device__ __forceinline__ unsigned long long gemm_consume(const Rank& r, const 
   }
   // Results before what announces them; a tile in a peer's return rows is fenced later
   // (PendingReturn), under the next task's main loop.
+  // A GEMM0 tile's rows are read by the TMA (the async proxy) of a GEMM1 that loads its A
+  // through `tmap_inter`.
+  if (gemm0 && r.local < p->inter_maps) hw::fence_proxy_async_global();
   if (gemm0 || on_this_gpu(p, t.source_rank)) fence_for(p, gemm0 ? r.global : t.source_rank);
   hw::consumer_sync();
   return now_ns();
@@ -268,6 +278,7 @@ __device__ Engine::Smem processor_init(const Rank& r, char* smem) {
     Engine::init(s);
     hw::prefetch_tensormap(&r.p->tmap_up);
     hw::prefetch_tensormap(&r.p->tmap_down);
+    if (r.local < r.p->inter_maps) hw::prefetch_tensormap(&r.p->tmap_inter[r.local]);
     if (kGated) hw::prefetch_tensormap(&r.p->tmap_gate);
   }
   __syncthreads();

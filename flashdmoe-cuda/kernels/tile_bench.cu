@@ -91,8 +91,8 @@ extern "C" __global__ void __launch_bounds__(hopper::kEngineThreads, 1)
       unsigned mt, nt;
       raster(t, tiles_m, tiles_n, p.group_m, mt, nt);
       if constexpr (FDM_TMA_A) {
-        Engine::produce<true>(s, pipe, pt, Engine::ARows{}, ktiles, &p.b0, &p.b1, (int)(nt * FDM_BN), FDM_NB,
-                              (int)(nt * FDM_BN), &p.a_map, (int)(mt * FDM_BM));
+        Engine::produce(s, pipe, pt, Engine::tma_rows(&p.a_map, mt * FDM_BM), ktiles, &p.b0, &p.b1,
+                        (int)(nt * FDM_BN), FDM_NB, (int)(nt * FDM_BN));
         continue;
       }
       const Engine::ARows rows = Engine::a_rows(s, pt, reinterpret_cast<const char*>(p.a),

@@ -257,12 +257,25 @@ template <Mode M, int BM, int BN, int NB, int STAGES> struct Engine {
   /// consecutive. Indices, not pointers, keep the producer inside its few registers.
   static constexpr int kRowsPerThread = BM / 16;
   static constexpr unsigned kNoRow = 0xFFFFFFFFu;
+  /// idx[0] of the rows a TMA box loads (`tma_rows`): base is the tensor map, stride the box's
+  /// first row. The fields are reused so that the producer's live values are the same in
+  /// both modes (a separate map pointer and row spilled 20 bytes of the 88-register producer).
+  static constexpr unsigned kTmaRows = 0xFFFFFFFEu;
   struct ARows {
     const char* base;
     unsigned stride;  // bytes between index steps
-    // kNoRow: not loaded (past the task's valid rows). In shared memory when kRowsInSmem.
+    // kNoRow: not loaded (past the task's valid rows). In shared memory when kRowsInSmem
+    // (idx[0] is then 0, or kTmaRows).
     unsigned idx[kRowsInSmem ? 1 : kRowsPerThread];
   };
+  /// Rows [row, row + BM) of the 2-D tensor map `map`, loaded as one TMA box a k-tile.
+  __device__ static ARows tma_rows(const void* map, unsigned row) {
+    ARows rows;
+    rows.base = reinterpret_cast<const char*>(map);
+    rows.stride = row;
+    rows.idx[0] = kTmaRows;
+    return rows;
+  }
   /// The rows of producer thread `pt`: index(r) (or kNoRow) for each of its tile rows r (in
   /// registers, or in the thread's own column of shared memory: the thread reads them back in
   /// produce(), in program order, so no barrier is needed).
@@ -271,6 +284,7 @@ template <Mode M, int BM, int BN, int NB, int STAGES> struct Engine {
     ARows rows;
     rows.base = base;
     rows.stride = stride;
+    if constexpr (kRowsInSmem) rows.idx[0] = 0u;
 #pragma unroll
     for (int i = 0; i < kRowsPerThread; ++i) {
       const unsigned v = index(pt / 8 + 16 * i);
@@ -291,30 +305,39 @@ template <Mode M, int BM, int BN, int NB, int STAGES> struct Engine {
   /// kernel calls this from one site for every kind of task (two inlined copies of the
   /// engine's loops make ptxas spill).
   ///
-  /// With `kTmaA` the task's A rows are contiguous: thread 0 loads each k-tile's A as one TMA
-  /// box (rows [a_row, a_row + BM) of the tensor map `a_map`, whose 128-byte swizzle is the
-  /// layout the `cp.async` path writes; rows past the tensor read as zeros) and `rows` is
-  /// unused; every producer thread still arrives on the stage (the barrier's count is the
-  /// same). Only the tile bench takes it so far (perf-notes v30 (a): a 256-row stage's 4096
-  /// `cp.async` bound the 256x64 tile).
-  template <bool kTmaA = false>
+  /// With rows from `tma_rows` the task's A rows are contiguous: thread 0 loads each k-tile's
+  /// A as one TMA box (rows [row, row + BM) of the map, whose 128-byte swizzle is the layout
+  /// the `cp.async` path writes; rows past the tensor read as zeros); every producer thread
+  /// still arrives on the stage (the barrier's count is the same). The MoE kernel's GEMM1 takes it (its A is a row tile of the
+  /// intermediate rows: run 105, one warp's `cp.async` of a 128-row A made a 128x256 GEMM1
+  /// 28 -> 47 us), as does the tile bench (perf-notes v30 (a): a 256-row stage's 4096
+  /// `cp.async` bound the 256x64 tile). A run-time choice, so one call site serves both GEMMs.
   __device__ static void produce(const Smem& s, Ring<STAGES>& ps, unsigned pt, const ARows& rows, int ktiles,
-                                 const void* b0, const void* b1, int b_row, int nbu, int b1_row,
-                                 const void* a_map = nullptr, int a_row = 0) {
+                                 const void* b0, const void* b1, int b_row, int nbu, int b1_row) {
     const unsigned chunk = pt % 8;
     const unsigned swizzled = (chunk ^ ((pt / 8) & 7u)) * 16;  // rows pt/8 + 16i share r % 8
+    if (rows.idx[0] == kTmaRows) {
+      // A loop of its own: a branch inside the cp.async loop below cost the producer five
+      // registers (spills at 88).
+      for (int kt = 0; kt < ktiles; ++kt) {
+        mbar_wait(s.empty(ps.slot), ps.phase ^ 1u);
+        if (pt == 0) {
+          mbar_arrive_expect_tx(s.full(ps.slot), nbu * kBBytes + kABytes);
+          tma_load_2d(s.a(ps.slot), rows.base, kt * kBK, (int)rows.stride, s.full(ps.slot));
+          tma_load_2d(s.b(ps.slot, 0), b0, kt * kBK, b_row, s.full(ps.slot));
+          if (NB == 2 && nbu == 2) tma_load_2d(s.b(ps.slot, 1), b1, kt * kBK, b1_row, s.full(ps.slot));
+        }
+        cp_async_arrive_noinc(s.full(ps.slot));
+        ps.advance();
+      }
+      return;
+    }
     for (int kt = 0; kt < ktiles; ++kt) {
       mbar_wait(s.empty(ps.slot), ps.phase ^ 1u);
       if (pt == 0) {
-        mbar_arrive_expect_tx(s.full(ps.slot), nbu * kBBytes + (kTmaA ? kABytes : 0));
-        if constexpr (kTmaA) tma_load_2d(s.a(ps.slot), a_map, kt * kBK, a_row, s.full(ps.slot));
+        mbar_arrive_expect_tx(s.full(ps.slot), nbu * kBBytes);
         tma_load_2d(s.b(ps.slot, 0), b0, kt * kBK, b_row, s.full(ps.slot));
         if (NB == 2 && nbu == 2) tma_load_2d(s.b(ps.slot, 1), b1, kt * kBK, b1_row, s.full(ps.slot));
-      }
-      if constexpr (kTmaA) {
-        cp_async_arrive_noinc(s.full(ps.slot));
-        ps.advance();
-        continue;
       }
       const unsigned a = s.a(ps.slot);
 #pragma unroll

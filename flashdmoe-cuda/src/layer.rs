@@ -53,7 +53,7 @@ use crate::error::CudaError;
 use crate::jit::Jit;
 use crate::launch::{Kernel, LaunchShape};
 use crate::params::{
-    Diag, KernelParams, MAX_RANKS, ROLES, ScratchLayout, TraceRecord, WAITS, control,
+    Diag, INTER_MAPS, KernelParams, MAX_RANKS, ROLES, ScratchLayout, TraceRecord, WAITS, control,
 };
 use crate::spec::{self, EngineChoice, MoeSpec, ROUTING_CHUNK, TileChoice};
 use crate::tma::TensorMap;
@@ -265,6 +265,9 @@ struct Gpu {
     tables: [CudaSlice<u32>; 4],
     /// TMA maps of the up, gate and down projections (Hopper engine; zero otherwise).
     tmaps: [TensorMap; 3],
+    /// TMA maps of the local ranks' intermediate rows (GEMM1's A) and how many are valid
+    /// (`upload::intermediate_maps`).
+    inter_maps: ([TensorMap; INTER_MAPS], u32),
     /// `u32`: the epoch of this GPU's last forward, advanced by the kernel (params.rs).
     epoch_word: CudaSlice<u32>,
     /// A given routing of the host path (`forward_rank_routed`): `u32 [ranks][T][k]` experts
@@ -692,6 +695,7 @@ impl CudaLayer {
             tmap_up: gpu.tmaps[0],
             tmap_gate: gpu.tmaps[1],
             tmap_down: gpu.tmaps[2],
+            tmap_inter: gpu.inter_maps.0,
             layout: plan.layout.params(),
             scratch_layout: plan.scratch,
             heaps: self.heap_table,
@@ -725,7 +729,8 @@ impl CudaLayer {
             trace: 0,
             capacity: plan.layout.geometry().capacity,
             remote_copiers: plan.remote_copiers,
-            tail: [0; 11],
+            inter_maps: gpu.inter_maps.1,
+            tail: [0; 10],
         }
     }
 

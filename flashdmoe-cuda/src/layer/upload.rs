@@ -14,7 +14,7 @@ use flashdmoe_core::{BackendError, DType, LayerWeights};
 use super::{Gpu, Heaps, Plan, device_ptr};
 use crate::device::Device;
 use crate::launch::{Kernel, LaunchShape};
-use crate::params::{Diag, KernelParams};
+use crate::params::{Diag, INTER_MAPS, KernelParams};
 use crate::spec::TileEngine;
 use crate::tma::TensorMap;
 
@@ -114,6 +114,7 @@ pub(super) fn upload(
         };
         tmaps = [map(1, e * i, h)?, map(2, e * i, h)?, map(3, e * h, i)?];
     }
+    let inter_maps = intermediate_maps(plan, &device, heaps.ptr(&stream));
     Ok(Gpu {
         device,
         kernel,
@@ -127,12 +128,48 @@ pub(super) fn upload(
         weights,
         tables,
         tmaps,
+        inter_maps,
         epoch_word: stream.alloc_zeros::<u32>(1).map_err(d)?,
         given: stream
             .alloc_zeros::<u8>(r * cfg.tokens_per_rank as usize * cfg.top_k as usize * 8)
             .map_err(d)?,
         params: KernelParams::zeroed(),
     })
+}
+
+/// GEMM1's A through the TMA (Hopper engine): a map over each local rank's intermediate rows
+/// (`[world * local_experts * capacity][I]` at the rank's heap, `heaps` bytes of the first
+/// rank's), in boxes of a tile's rows, for the first [`INTER_MAPS`] local ranks. The count
+/// of valid maps is 0 (every GEMM1 copies its A with `cp.async`, as before) when the rows do
+/// not meet the TMA's rules (a row of I elements not a multiple of 16 bytes, or a misaligned
+/// region): a slower path, never a wrong one.
+fn intermediate_maps(plan: &Plan, device: &Device, heaps: u64) -> ([TensorMap; INTER_MAPS], u32) {
+    let mut maps = [TensorMap::zeroed(); INTER_MAPS];
+    if !matches!(plan.spec.engine, TileEngine::Wgmma(_)) {
+        return (maps, 0);
+    }
+    let cfg = &plan.config;
+    let g = plan.layout.geometry();
+    let rows = u64::from(cfg.world) * u64::from(g.local_experts) * u64::from(g.capacity);
+    let (inter, eb) = (u64::from(cfg.inter), u64::from(cfg.dtype.elem_bytes()));
+    let ranks = (plan.ranks_per_gpu as usize).min(INTER_MAPS);
+    for (r, map) in maps.iter_mut().enumerate().take(ranks) {
+        let address =
+            heaps + r as u64 * plan.layout.total_bytes() + plan.layout.params().intermediate_rows;
+        match TensorMap::tiled_2d(
+            device,
+            cfg.dtype,
+            address,
+            rows,
+            inter,
+            inter * eb,
+            plan.spec.tile.bm,
+        ) {
+            Ok(m) => *map = m,
+            Err(_) => return ([TensorMap::zeroed(); INTER_MAPS], 0),
+        }
+    }
+    (maps, ranks as u32)
 }
 
 /// The global expert in each weight slot of the GPU whose first rank is `first_rank`: its
