@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# run 103 (nvidia-h200; written in session 18, NOT YET RUN): the fused combine's sums by the
+# run 103 (nvidia-h200; written in session 18, run in session 19 as run 103 with fch 4d6d20c,
+# which faulted, and as run 104 with fch e56cd73; logs 2026-12-01-run10[34]-logs.txt): the fused combine's sums by the
 # producer warpgroup's idle warps. Carry: .carry/gpu-check = main (9a36cd6 or later: it prints
 # output digests); .carry/fch = branch fused-combine-helpers (4d6d20c: it also counts the GEMM1 tiles summed inline); .carry/fc4 = branch
 # fused-combine-arrive (40b8f0a: the consumers sum inline). Build each with

@@ -10,6 +10,7 @@ use cudarc::driver::{CudaSlice, CudaStream};
 use flashdmoe_core::config::ExpertMap;
 use flashdmoe_core::weights::SharedParts;
 use flashdmoe_core::{BackendError, DType, LayerWeights};
+use flashdmoe_proto::HeapLayout;
 
 use super::{Gpu, Heaps, Plan, device_ptr};
 use crate::device::Device;
@@ -148,28 +149,28 @@ fn intermediate_maps(plan: &Plan, device: &Device, heaps: u64) -> ([TensorMap; I
     if !matches!(plan.spec.engine, TileEngine::Wgmma(_)) {
         return (maps, 0);
     }
-    let cfg = &plan.config;
-    let g = plan.layout.geometry();
-    let rows = u64::from(cfg.world) * u64::from(g.local_experts) * u64::from(g.capacity);
-    let (inter, eb) = (u64::from(cfg.inter), u64::from(cfg.dtype.elem_bytes()));
+    let (start, rows, cols, stride) = intermediate_tensor(&plan.layout);
     let ranks = (plan.ranks_per_gpu as usize).min(INTER_MAPS);
     for (r, map) in maps.iter_mut().enumerate().take(ranks) {
-        let address =
-            heaps + r as u64 * plan.layout.total_bytes() + plan.layout.params().intermediate_rows;
-        match TensorMap::tiled_2d(
-            device,
-            cfg.dtype,
-            address,
-            rows,
-            inter,
-            inter * eb,
-            plan.spec.tile.bm,
-        ) {
+        let address = heaps + r as u64 * plan.layout.total_bytes() + start;
+        let dtype = plan.config.dtype;
+        match TensorMap::tiled_2d(device, dtype, address, rows, cols, stride, plan.spec.tile.bm) {
             Ok(m) => *map = m,
             Err(_) => return ([TensorMap::zeroed(); INTER_MAPS], 0),
         }
     }
     (maps, ranks as u32)
+}
+
+/// A rank's intermediate rows as the 2-D tensor GEMM1's A map covers: (offset in the heap,
+/// rows, columns, row stride in bytes). Row `(source * local_experts + local_expert) *
+/// capacity + row` is the layout's `intermediate_row(source, local_expert, row, 0)`, the row
+/// the kernel derives from a GEMM1 task's `input_offset` (`processor_wgmma.cuh`).
+fn intermediate_tensor(layout: &HeapLayout) -> (u64, u64, u64, u64) {
+    let g = layout.geometry();
+    let rows = u64::from(g.world) * u64::from(g.local_experts) * u64::from(g.capacity);
+    let cols = u64::from(g.inter);
+    (layout.params().intermediate_rows, rows, cols, cols * u64::from(g.elem_bytes))
 }
 
 /// The global expert in each weight slot of the GPU whose first rank is `first_rank`: its
@@ -250,6 +251,7 @@ fn upload_parts(
 mod tests {
     use flashdmoe_core::MoeConfig;
     use flashdmoe_core::virtual_experts::VirtualExperts;
+    use flashdmoe_proto::{Geometry, TileShape};
 
     use super::*;
 
@@ -338,5 +340,37 @@ mod tests {
         assert_eq!(bytes, [0x80, 0x3F, 0x00, 0xC0]);
         DType::F32.encode_to(&[1.0], &mut bytes);
         assert_eq!(bytes, 1.0f32.to_le_bytes());
+    }
+
+    #[test]
+    fn the_intermediate_map_numbers_rows_as_the_layout_and_the_kernel_do() {
+        let g = Geometry {
+            world: 3,
+            local_experts: 2,
+            tokens: 40,
+            capacity: 9,
+            hidden: 64,
+            inter: 96,
+            elem_bytes: 2,
+            tile: TileShape::new(4, 8, 8),
+        };
+        let layout = HeapLayout::new(g).unwrap();
+        let (start, rows, cols, stride) = intermediate_tensor(&layout);
+        assert_eq!((cols, stride, rows), (96, 192, 3 * 2 * 9));
+        for source in 0..3 {
+            for le in 0..2 {
+                for row in 0..9 {
+                    let offset = layout.intermediate_row(source, le, row, 0).unwrap();
+                    // The kernel's box row: (input_offset - intermediate_rows) / (I * elem).
+                    assert_eq!((offset - start) % stride, 0);
+                    let a_row = (offset - start) / stride;
+                    assert_eq!(a_row, u64::from((source * 2 + le) * 9 + row));
+                    // Column c is c elements on: the box's inner coordinate.
+                    assert_eq!(layout.intermediate_row(source, le, row, 5).unwrap(), offset + 10);
+                }
+            }
+        }
+        // The tensor ends inside the rank's heap.
+        assert!(start + rows * stride <= layout.total_bytes());
     }
 }
