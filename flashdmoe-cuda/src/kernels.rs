@@ -252,6 +252,40 @@ mod tests {
         );
     }
 
+    /// A volatile access of a field of the `__grid_constant__` parameter block (through `p`,
+    /// `r.p` or `params`) compiles to a generic load from address 0 plus the field's offset:
+    /// run 103's helpers build read `&p->blocks_per_rank` so and faulted in every processor
+    /// (perf-notes v33 (a)). A field reached through a pointer the block holds
+    /// (`&p->diag->abort`) is global memory and fine.
+    #[test]
+    fn no_source_reads_the_parameter_block_through_a_volatile_pointer() {
+        let sources = HEADERS
+            .iter()
+            .map(|h| (h.name, h.text))
+            .chain([MOE, TILE_BENCH, SELFTEST].iter().map(|k| (k.file, k.text)));
+        for (name, text) in sources {
+            for (n, line) in text.lines().enumerate() {
+                if !line.contains("volatile") {
+                    continue;
+                }
+                for base in ["&p->", "&r.p->", "&params.", "&p."] {
+                    for (at, _) in line.match_indices(base) {
+                        let rest = &line[at + base.len()..];
+                        let field: String =
+                            rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+                        let after = &rest[field.len()..];
+                        assert!(
+                            field.is_empty() || after.starts_with("->"),
+                            "{name}:{}: a volatile access of the parameter block's field `{field}`: \
+                             {line}",
+                            n + 1
+                        );
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn header_names_are_unique() {
         for (i, a) in HEADERS.iter().enumerate() {
