@@ -308,10 +308,11 @@ template <Mode M, int BM, int BN, int NB, int STAGES> struct Engine {
   /// With rows from `tma_rows` the task's A rows are contiguous: thread 0 loads each k-tile's
   /// A as one TMA box (rows [row, row + BM) of the map, whose 128-byte swizzle is the layout
   /// the `cp.async` path writes; rows past the tensor read as zeros); every producer thread
-  /// still arrives on the stage (the barrier's count is the same). The MoE kernel's GEMM1 takes it (its A is a row tile of the
-  /// intermediate rows: run 105, one warp's `cp.async` of a 128-row A made a 128x256 GEMM1
-  /// 28 -> 47 us), as does the tile bench (perf-notes v30 (a): a 256-row stage's 4096
-  /// `cp.async` bound the 256x64 tile). A run-time choice, so one call site serves both GEMMs.
+  /// still arrives on the stage (the barrier's count is the same). The MoE kernel's GEMM1
+  /// takes it (its A is a row tile of the intermediate rows; run 105: one warp's `cp.async`
+  /// of a 128-row A made a 128x256 GEMM1 28 -> 47 us, and run 106: TMA against 128 threads'
+  /// copies 24.0 -> 23.0 us), as does the tile bench (perf-notes v30 (a): a 256-row stage's
+  /// 4096 `cp.async` bound the 256x64 tile). A run-time choice: one call site, both GEMMs.
   __device__ static void produce(const Smem& s, Ring<STAGES>& ps, unsigned pt, const ARows& rows, int ktiles,
                                  const void* b0, const void* b1, int b_row, int nbu, int b1_row) {
     const unsigned chunk = pt % 8;
