@@ -55,6 +55,9 @@ struct Rank {
   unsigned epoch;   // this forward's (Control::kEpoch): valid after phase A's first grid barrier
 
   __device__ char* heap_of(unsigned rank) const { return reinterpret_cast<char*>(p->heaps[rank]); }
+  /// Whether the host mapped this rank's intermediate rows for the TMA (`tmap_inter`): its
+  /// GEMM1s then load their A as boxes, and its GEMM0s' stores are fenced for that proxy.
+  __device__ bool maps_intermediate() const { return local < p->inter_maps; }
   template <class T> __device__ T* at(unsigned long long offset) const {
     return reinterpret_cast<T*>(scratch + offset);
   }

@@ -91,7 +91,7 @@ __device__ void wgmma_producer(const Rank& r, unsigned pid, const Engine::Smem& 
     const int b_row = (int)(slot * (gemm0 ? kI : kH) + t.col_tile * (gemm0 ? kBN : kBNH));
     // A GEMM1's A rows are one row tile of this rank's intermediate rows: one TMA box a
     // k-tile where the host could map them (`tmap_inter`; upload.rs `intermediate_maps`).
-    const bool tma_a = !gemm0 && r.local < p->inter_maps;
+    const bool tma_a = !gemm0 && r.maps_intermediate();
     if (tma_a && pt == 0) hw::fence_proxy_async_global();  // the GEMM0 rows the mailbox acquired
     const Engine::ARows rows =
         tma_a ? Engine::tma_rows(&p->tmap_inter[r.local],
@@ -209,7 +209,7 @@ __device__ __forceinline__ unsigned long long gemm_consume(const Rank& r, const 
   // (PendingReturn), under the next task's main loop.
   // A GEMM0 tile's rows are read by the TMA (the async proxy) of a GEMM1 that loads its A
   // through `tmap_inter`.
-  if (gemm0 && r.local < p->inter_maps) hw::fence_proxy_async_global();
+  if (gemm0 && r.maps_intermediate()) hw::fence_proxy_async_global();
   if (gemm0 || on_this_gpu(p, t.source_rank)) fence_for(p, gemm0 ? r.global : t.source_rank);
   hw::consumer_sync();
   return now_ns();
@@ -278,7 +278,7 @@ __device__ Engine::Smem processor_init(const Rank& r, char* smem) {
     Engine::init(s);
     hw::prefetch_tensormap(&r.p->tmap_up);
     hw::prefetch_tensormap(&r.p->tmap_down);
-    if (r.local < r.p->inter_maps) hw::prefetch_tensormap(&r.p->tmap_inter[r.local]);
+    if (r.maps_intermediate()) hw::prefetch_tensormap(&r.p->tmap_inter[r.local]);
     if (kGated) hw::prefetch_tensormap(&r.p->tmap_gate);
   }
   __syncthreads();

@@ -529,10 +529,9 @@ impl CudaBackend {
             // The uploads are done before `build` returns: a device-resident forward runs on
             // the caller's stream, which is not ordered after this one.
             stream.synchronize().map_err(|e| BackendError::Device(e.to_string()))?;
-            let base = gpu.heaps.ptr(&stream);
             for r in 0..ranks_per_gpu {
                 heap_table[(gpu.first_rank + r) as usize] =
-                    base + r as u64 * plan.layout.total_bytes();
+                    gpu.heaps.rank_ptr(&stream, plan.layout.total_bytes(), r);
             }
             built.push(Mutex::new(gpu));
         }

@@ -592,6 +592,12 @@ impl Heaps {
         }
     }
 
+    /// Device address of local rank `rank`'s heap: the ranks' heaps lie `rank_bytes` apart
+    /// (`HeapLayout::total_bytes`), the first at [`Self::ptr`].
+    pub(crate) fn rank_ptr(&self, stream: &Arc<CudaStream>, rank_bytes: u64, rank: u32) -> u64 {
+        self.ptr(stream) + u64::from(rank) * rank_bytes
+    }
+
     /// `len` bytes at `offset`, after the stream's work.
     pub(crate) fn read(
         &self,

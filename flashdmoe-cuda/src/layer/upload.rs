@@ -115,7 +115,8 @@ pub(super) fn upload(
         };
         tmaps = [map(1, e * i, h)?, map(2, e * i, h)?, map(3, e * h, i)?];
     }
-    let inter_maps = intermediate_maps(plan, &device, heaps.ptr(&stream));
+    let inter_maps =
+        intermediate_maps(plan, &device, |r| heaps.rank_ptr(&stream, plan.layout.total_bytes(), r));
     Ok(Gpu {
         device,
         kernel,
@@ -139,22 +140,26 @@ pub(super) fn upload(
 }
 
 /// GEMM1's A through the TMA (Hopper engine): a map over each local rank's intermediate rows
-/// (`[world * local_experts * capacity][I]` at the rank's heap, `heaps` bytes of the first
-/// rank's), in boxes of a tile's rows, for the first [`INTER_MAPS`] local ranks. The count
+/// (`[world * local_experts * capacity][I]` in the heap at `rank_heap(rank)`), in boxes of a
+/// tile's rows, for the first [`INTER_MAPS`] local ranks. The count
 /// of valid maps is 0 (every GEMM1 copies its A with `cp.async`, as before) when the rows do
 /// not meet the TMA's rules (a row of I elements not a multiple of 16 bytes, or a misaligned
 /// region): a slower path, never a wrong one.
-fn intermediate_maps(plan: &Plan, device: &Device, heaps: u64) -> ([TensorMap; INTER_MAPS], u32) {
+fn intermediate_maps(
+    plan: &Plan,
+    device: &Device,
+    rank_heap: impl Fn(u32) -> u64,
+) -> ([TensorMap; INTER_MAPS], u32) {
     let mut maps = [TensorMap::zeroed(); INTER_MAPS];
     if !matches!(plan.spec.engine, TileEngine::Wgmma(_)) {
         return (maps, 0);
     }
     let (start, rows, cols, stride) = intermediate_tensor(&plan.layout);
+    let (dtype, box_rows) = (plan.config.dtype, plan.spec.tile.bm);
     let ranks = (plan.ranks_per_gpu as usize).min(INTER_MAPS);
     for (r, map) in maps.iter_mut().enumerate().take(ranks) {
-        let address = heaps + r as u64 * plan.layout.total_bytes() + start;
-        let dtype = plan.config.dtype;
-        match TensorMap::tiled_2d(device, dtype, address, rows, cols, stride, plan.spec.tile.bm) {
+        let address = rank_heap(r as u32) + start;
+        match TensorMap::tiled_2d(device, dtype, address, rows, cols, stride, box_rows) {
             Ok(m) => *map = m,
             Err(_) => return ([TensorMap::zeroed(); INTER_MAPS], 0),
         }
