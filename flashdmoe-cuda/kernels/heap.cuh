@@ -9,7 +9,7 @@
 
 // Control words in scratch (reset at the start of every forward).
 // Phase marks are nanoseconds since the kernel start (CudaLayer::phase_times reads them):
-// A1 (router) done, A2 (top-k) done (kTokensNs: its first half, a warp a token), A3
+// A1 (router) done, A2 (top-k) done (kTokensNs: every token's slots chosen), A3
 // (placement) done, last dispatch signal raised, every task completed (the scheduler saw the
 // bound), the last warp of the rank's blocks ended. The indices are mirrored in params.rs
 // (`control`), whose test holds the two together.

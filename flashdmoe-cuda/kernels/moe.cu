@@ -17,10 +17,11 @@
 //   combine.cuh, completion.cuh   the combine task; what a finished task publishes
 //
 // Structure:
-//   Phase A (all blocks of the device, four grid-wide barriers; nothing here waits on
+//   Phase A (all blocks of the device, three or four grid-wide barriers; nothing here waits on
 //   another device, so the barriers are local): reset counters + A1 router GEMM; A2 top-k (a
-//   warp a token), then within-chunk positions (a block a chunk); A3 global positions and
-//   capacity drops; A4 (no barrier after it)
+//   warp a token, then a barrier and within-chunk positions, a block a chunk; for routers of
+//   at most 32 experts a block a chunk, a thread a token, no barrier between); A3 global
+//   positions and capacity drops; A4 (no barrier after it)
 //   copies of the kept rows and per-packet dispatch signals.
 //   Phase B (per rank: a partition of blocks_per_rank blocks): block 0 = the OS block (it
 //   first raises the signals nobody copies for, then warp 0 = scheduler, warp 1 = dispatch

@@ -37,6 +37,7 @@ __device__ void reset_counters(const fdm_params* p) {
       r.control()[kDispatchedNs] = 0u;
       r.control()[kStoppedNs] = 0u;
       r.control()[kExitNs] = 0u;
+      r.control()[kTokensNs] = 0u;  // route_chunks_by_threads raises it (the latest block)
     }
   }
 }
@@ -294,16 +295,15 @@ __device__ void route_token_warp(const Rank& r, unsigned t, const TokenLogits& l
 }
 
 /// Steps 1-5 replaced by the caller's choice (routing given): token t's experts and weights
-/// copied from the given arrays (`[local ranks][tokens][k]`) into its first kTopK slots. An
+/// copied from the given arrays (`[local ranks][tokens][k]`) into its first kTopK slots
+/// (`experts`, `weights`: the token's slots in scratch, or a thread's registers). An
 /// expert out of range or chosen twice is reported (the forward fails with the token named);
 /// its slot then names expert 0 with weight 0, so nothing indexes out of bounds before every
 /// role has seen the abort.
-__device__ void given_token(const Rank& r, unsigned t) {
+__device__ __forceinline__ void given_token(const Rank& r, unsigned t, unsigned* experts, float* weights) {
   const unsigned long long base = ((unsigned long long)r.local * r.p->tokens + t) * kTopK;
   const unsigned* ids = r.p->given_experts + base;
   const float* ws = r.p->given_weights + base;
-  unsigned* experts = r.topk_expert() + (unsigned long long)t * kSlots;
-  float* weights = r.topk_weight() + (unsigned long long)t * kSlots;
 #pragma unroll 1
   for (int j = 0; j < kTopK; ++j) {
     unsigned e = ids[j];
@@ -370,7 +370,10 @@ __device__ void route_tokens(const fdm_params* p, char* smem) {
     const Rank r = make_rank(p, job / T);
     const unsigned t = job % T;
     if (given) {
-      if (lane == 0) given_token(r, t);
+      if (lane == 0) {
+        given_token(r, t, r.topk_expert() + (unsigned long long)t * kSlots,
+                    r.topk_weight() + (unsigned long long)t * kSlots);
+      }
     } else {
       const TokenLogits logits = next;
       if (job + stride < jobs) next.load(make_rank(p, (job + stride) / T), (job + stride) % T, lane);
@@ -466,14 +469,93 @@ __device__ void route_chunks(const fdm_params* p, char* smem) {
   }
 }
 
-/// A2: both halves, a grid barrier between. Not inlined: its register allocation then stays
-/// apart from the processors' (inlined, the SwiGLU 128x128 images spilled 20 bytes; two calls,
-/// one a half, made ptxas serialise the processors' wgmmas).
+/// Whether A2 routes a token a thread, in the block that then counts the token's chunk
+/// (`route_chunks_by_threads`): routers of at most 32 experts without expert groups or a shared
+/// gate, whose serial form (router_math.h `Router::route`, the specification itself) keeps a
+/// token's scores in registers. A warp a token took ~1.5 µs a token, ten tokens one after
+/// another a warp at T16384 (A2's first half 16 µs at T16384 E8, 7 at T4096: run 106's marks);
+/// a thread a token routes a chunk in one pass, and no grid barrier separates the halves.
+constexpr bool kLaneRouter = kRouterE <= 32 && SpecRouter::kGroups == 0 && !kSharedGate;
+
+/// Token t's kRouterE logits (the router jobs' K parts summed in order, as TokenLogits sums
+/// them) routed by one thread: its kSlots slots in `experts`, `weights` (the router's, then the
+/// shared experts', whose gate is 1 in this form).
+__device__ __forceinline__ void route_token_thread(const Rank& r, unsigned t, unsigned (&experts)[kSlots],
+                                                   float (&weights)[kSlots]) {
+  using R = SpecRouter;
+  const unsigned long long part_stride = (unsigned long long)r.p->layout.tokens * kRouterE;
+  const float* src = r.logits() + (unsigned long long)t * kRouterE;
+  float row[kRouterE];
+#pragma unroll
+  for (int e = 0; e < kRouterE; ++e) row[e] = src[e];
+#pragma unroll
+  for (int k = 1; k < kRouterSplit; ++k) {
+#pragma unroll
+    for (int e = 0; e < kRouterE; ++e) row[e] += src[k * part_stride + e];
+  }
+  const Elem* rb = reinterpret_cast<const Elem*>(r.p->router_bias);
+  const Elem* sb = reinterpret_cast<const Elem*>(r.p->selection_bias);
+  R::route(
+      row, [&](int e) { return to_f32(rb[e]); }, [&](int e) { return to_f32(sb[e]); },
+      __uint_as_float(FDM_SCALING_BITS), experts, weights);
+  if constexpr (kShared > 0) SpecShared::append(r.global, 1.f, experts + kTopK, weights + kTopK);
+}
+
+/// A2 with kLaneRouter, a block a chunk: thread i routes the chunk's token i (or copies its
+/// given routing), stores its slots and puts their experts in shared memory; then the block
+/// counts the chunk's within-chunk positions and per-expert counts as route_chunks does. The
+/// latest block done routing marks kTokensNs.
+__device__ void route_chunks_by_threads(const fdm_params* p, char* smem) {
+  static_assert(kChunk <= kThreads, "a thread a token of the chunk");
+  const RouteSmem sm(smem);
+  const unsigned T = p->tokens;
+  const unsigned chunks = fdm_div_ceil(T, kChunk);
+  const bool given = p->given_experts != 0ull;
+  for (unsigned job = blockIdx.x; job < chunks * p->local_ranks; job += gridDim.x) {
+    Rank r = make_rank(p, job / chunks);
+    const unsigned chunk = job % chunks;
+    const unsigned n = min((unsigned)kChunk, T - chunk * kChunk);
+    if (threadIdx.x < n) {
+      const unsigned t = chunk * kChunk + threadIdx.x;
+      unsigned experts[kSlots];
+      float weights[kSlots];
+      if (given) {
+        given_token(r, t, experts, weights);
+        if constexpr (kShared > 0) SpecShared::append(r.global, 1.f, experts + kTopK, weights + kTopK);
+      } else {
+        route_token_thread(r, t, experts, weights);
+      }
+      unsigned* out_e = r.topk_expert() + (unsigned long long)t * kSlots;
+      float* out_w = r.topk_weight() + (unsigned long long)t * kSlots;
+#pragma unroll
+      for (int j = 0; j < kSlots; ++j) {
+        out_e[j] = experts[j];
+        out_w[j] = weights[j];
+        sm.slots[threadIdx.x * kSlots + j] = experts[j];
+      }
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) mark_latest(r, kTokensNs);
+    chunk_positions(r, chunk, n * kSlots, sm);
+    __syncthreads();
+    for (unsigned e = threadIdx.x; e < (unsigned)kE; e += kThreads) r.chunk_counts()[chunk * kE + e] = sm.counts[e];
+    __syncthreads();
+  }
+}
+
+/// A2: with kLaneRouter a block a chunk (route_chunks_by_threads); otherwise both halves, a
+/// grid barrier between. Not inlined: its register allocation then stays apart from the
+/// processors' (inlined, the SwiGLU 128x128 images spilled 20 bytes; two calls, one a half,
+/// made ptxas serialise the processors' wgmmas).
 __device__ __noinline__ void route(const fdm_params* p, char* smem) {
-  route_tokens(p, smem);
-  cooperative_groups::this_grid().sync();
-  mark_phase(p, kTokensNs);
-  route_chunks(p, smem);
+  if constexpr (kLaneRouter) {
+    route_chunks_by_threads(p, smem);
+  } else {
+    route_tokens(p, smem);
+    cooperative_groups::this_grid().sync();
+    mark_phase(p, kTokensNs);
+    route_chunks(p, smem);
+  }
 }
 
 /// A3: global positions (prefix over earlier chunks + within-chunk position) and capacity

@@ -8,18 +8,22 @@
 // Everything is O(1) registers per token whatever E and k are (arrays of k picks made the
 // whole kernel spill at k = 6): each pick is the best candidate strictly after the previous one
 // in (score descending, index ascending) order, and scores are re-read, not kept. This serial
-// form is the specification: the kernel runs a warp a token (route.cuh `route_token_warp`),
-// which must give the same bits (its steps are exact in any order but the softmax sum, which
-// it adds in this form's order); `finish` (step 5) is shared by both.
+// form is the specification. The kernel runs it a thread a token where the router is small
+// (route.cuh `kLaneRouter`: its loops over E unroll, so a token's scores stay in registers), and
+// otherwise a warp a token (`route_token_warp`), which must give the same bits (its steps are
+// exact in any order but the softmax sum, which it adds in this form's order); `finish` (step
+// 5) is shared by both.
 #pragma once
 
 #if defined(__CUDACC__) || defined(__CUDACC_RTC__)
 #define FDM_HD __host__ __device__ __forceinline__
 #define FDM_NO_UNROLL _Pragma("unroll 1")
+#define FDM_UNROLL _Pragma("unroll")
 #else
 #include <math.h>
 #define FDM_HD inline
 #define FDM_NO_UNROLL
+#define FDM_UNROLL
 #endif
 
 namespace flashdmoe {
@@ -49,15 +53,20 @@ struct Router {
   template <class Bias>
   static FDM_HD void score(float* row, Bias router_bias) {
     if constexpr (RouterBias) {
+      FDM_UNROLL
       for (int e = 0; e < E; ++e) row[e] += router_bias(e);
     }
     if constexpr (S == Scoring::Softmax) {
       float m = row[0];
+      FDM_UNROLL
       for (int e = 1; e < E; ++e) m = fmaxf(m, row[e]);
       float sum = 0.f;
+      FDM_UNROLL
       for (int e = 0; e < E; ++e) sum += expf(row[e] - m);
+      FDM_UNROLL
       for (int e = 0; e < E; ++e) row[e] = expf(row[e] - m) / sum;
     } else if constexpr (S == Scoring::Sigmoid) {
+      FDM_UNROLL
       for (int e = 0; e < E; ++e) row[e] = 1.f / (1.f + expf(-row[e]));
     }
   }
@@ -151,18 +160,21 @@ struct Router {
     FDM_NO_UNROLL
     for (int j = 0; j < K; ++j) {
       int best = -1;
-      float best_v = 0.f;
+      // The pick's unbiased score taken as it is found: no read of row at a run-time index,
+      // which would put a thread's row in local memory.
+      float best_v = 0.f, p = 0.f;
+      FDM_UNROLL
       for (int e = 0; e < E; ++e) {
         const float v = choice(row, sel_bias, kept, e);
         const bool after = j == 0 || v < prev_v || (v == prev_v && (unsigned)e > prev_e);
         if (after && (best < 0 || v > best_v)) {
           best = e;
           best_v = v;
+          p = row[e];
         }
       }
       prev_e = (unsigned)best;
       prev_v = best_v;
-      const float p = row[best];
       chosen_sum += p;
       chosen_max = j == 0 ? p : fmaxf(chosen_max, p);
       experts[j] = prev_e;

@@ -227,7 +227,9 @@ fn scratch_layout(
 pub struct PhaseTimes {
     /// Router GEMM done (A1, after the grid barrier).
     pub routed_ns: u32,
-    /// A2's first half done: every token's slots, a warp a token (after its grid barrier).
+    /// Every token's slots chosen: A2's first half, a warp a token, after its grid barrier; or,
+    /// for routers of at most 32 experts (route.cuh `kLaneRouter`), the latest block to route its
+    /// chunk a thread a token (no barrier follows; its chunk counts follow in the same block).
     pub tokens_ns: u32,
     /// Top-k and within-chunk positions done (A2).
     pub chosen_ns: u32,

@@ -299,7 +299,8 @@ pub mod control {
     pub const LAST_RESET_DONE: usize = 12;
     /// The latest block done with its router jobs (`kLastRouterDone`, raw timer pair).
     pub const LAST_ROUTER_DONE: usize = 14;
-    /// A2's first half (a warp a token) done (`kTokensNs`).
+    /// Every token's slots chosen (`kTokensNs`: A2's first half, or the latest block of the
+    /// thread-a-token form, route.cuh `kLaneRouter`).
     pub const TOKENS_NS: usize = 17;
 }
 
