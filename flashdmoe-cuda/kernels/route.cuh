@@ -389,6 +389,7 @@ __device__ void route_tokens(const fdm_params* p, char* smem) {
 struct RouteSmem {
   static constexpr int kSlotsBytes = kChunk * kSlots * 4;
   static constexpr int kCountsBytes = (kE * 4 + 15) / 16 * 16;
+  static constexpr int kBytes = kSlotsBytes + kCountsBytes + kWarps * kE * 4;  // a multiple of 4
   unsigned* slots;   // [kChunk][kSlots]: each (token, slot)'s expert
   unsigned* counts;  // [kE]: the chunk's pairs per expert
   unsigned* warp_counts;  // [kWarps][kE]: a warp's segment's pairs per expert, then its prefix
@@ -397,8 +398,7 @@ struct RouteSmem {
         counts(reinterpret_cast<unsigned*>(smem + kSlotsBytes)),
         warp_counts(reinterpret_cast<unsigned*>(smem + kSlotsBytes + kCountsBytes)) {}
 };
-static_assert(RouteSmem::kSlotsBytes + RouteSmem::kCountsBytes + kWarps * kE * 4 <= kSmemBytes,
-              "A2's slots and counts fit the block");
+static_assert(RouteSmem::kBytes <= kSmemBytes, "A2's slots and counts fit the block");
 
 /// One warp's pass over its segment [first, end) of the chunk's pairs, 32 at a time: lanes
 /// naming the same expert rank among themselves (match.any) on top of the warp's running count
@@ -477,22 +477,47 @@ __device__ void route_chunks(const fdm_params* p, char* smem) {
 /// a thread a token routes a chunk in one pass, and no grid barrier separates the halves.
 constexpr bool kLaneRouter = kRouterE <= 32 && SpecRouter::kGroups == 0 && !kSharedGate;
 
-/// Token t's kRouterE logits (the router jobs' K parts summed in order, as TokenLogits sums
-/// them) routed by one thread: its kSlots slots in `experts`, `weights` (the router's, then the
-/// shared experts', whose gate is 1 in this form).
-__device__ __forceinline__ void route_token_thread(const Rank& r, unsigned t, unsigned (&experts)[kSlots],
+/// Floats a row of the chunk's logits takes in shared memory (route_chunks_by_threads): one
+/// more than E, so the threads reading their tokens' rows at once hit distinct banks.
+constexpr int kLogitStride = kRouterE + 1;
+
+/// The chunk's logits into shared memory `rows` ([n][kLogitStride]), by every thread of the
+/// block: the router jobs' K parts summed in order (as TokenLogits sums them), in order of the
+/// chunk's contiguous floats, so a warp's loads are 128 contiguous bytes. (Each thread loading
+/// its own token's row touched a sector a lane and a load: 29 µs for T128 E32's one chunk, run
+/// 109.)
+__device__ __forceinline__ void stage_chunk_logits(const Rank& r, unsigned first_token, unsigned n, float* rows) {
+  const unsigned long long part_stride = (unsigned long long)r.p->layout.tokens * kRouterE;
+  const float* src = r.logits() + (unsigned long long)first_token * kRouterE;
+  constexpr int kBatch = 4;  // floats a thread loads (each with every part) before it stores any
+  for (unsigned i0 = threadIdx.x; i0 < n * kRouterE; i0 += kBatch * kThreads) {
+    float v[kBatch];
+#pragma unroll
+    for (int b = 0; b < kBatch; ++b) {
+      const unsigned i = i0 + b * kThreads;
+      v[b] = i < n * kRouterE ? src[i] : 0.f;
+#pragma unroll
+      for (int k = 1; k < kRouterSplit; ++k) {
+        if (i < n * kRouterE) v[b] += src[k * part_stride + i];
+      }
+    }
+#pragma unroll
+    for (int b = 0; b < kBatch; ++b) {
+      const unsigned i = i0 + b * kThreads;
+      if (i < n * kRouterE) rows[(i / kRouterE) * kLogitStride + i % kRouterE] = v[b];
+    }
+  }
+}
+
+/// A token routed by one thread from its logits `logits` (kRouterE floats of shared memory):
+/// its kSlots slots in `experts`, `weights` (the router's, then the shared experts', whose
+/// gate is 1 in this form).
+__device__ __forceinline__ void route_token_thread(const Rank& r, const float* logits, unsigned (&experts)[kSlots],
                                                    float (&weights)[kSlots]) {
   using R = SpecRouter;
-  const unsigned long long part_stride = (unsigned long long)r.p->layout.tokens * kRouterE;
-  const float* src = r.logits() + (unsigned long long)t * kRouterE;
   float row[kRouterE];
 #pragma unroll
-  for (int e = 0; e < kRouterE; ++e) row[e] = src[e];
-#pragma unroll
-  for (int k = 1; k < kRouterSplit; ++k) {
-#pragma unroll
-    for (int e = 0; e < kRouterE; ++e) row[e] += src[k * part_stride + e];
-  }
+  for (int e = 0; e < kRouterE; ++e) row[e] = logits[e];
   const Elem* rb = reinterpret_cast<const Elem*>(r.p->router_bias);
   const Elem* sb = reinterpret_cast<const Elem*>(r.p->selection_bias);
   R::route(
@@ -501,13 +526,16 @@ __device__ __forceinline__ void route_token_thread(const Rank& r, unsigned t, un
   if constexpr (kShared > 0) SpecShared::append(r.global, 1.f, experts + kTopK, weights + kTopK);
 }
 
-/// A2 with kLaneRouter, a block a chunk: thread i routes the chunk's token i (or copies its
-/// given routing), stores its slots and puts their experts in shared memory; then the block
-/// counts the chunk's within-chunk positions and per-expert counts as route_chunks does. The
-/// latest block done routing marks kTokensNs.
+/// A2 with kLaneRouter, a block a chunk: the block stages the chunk's logits in shared memory,
+/// thread i routes the chunk's token i (or copies its given routing), stores its slots and
+/// puts their experts in shared memory; then the block counts the chunk's within-chunk
+/// positions and per-expert counts as route_chunks does. The latest block done routing marks
+/// kTokensNs.
 __device__ void route_chunks_by_threads(const fdm_params* p, char* smem) {
   static_assert(kChunk <= kThreads, "a thread a token of the chunk");
   const RouteSmem sm(smem);
+  float* logits = reinterpret_cast<float*>(smem + RouteSmem::kBytes);
+  static_assert(RouteSmem::kBytes + kChunk * kLogitStride * 4 <= kSmemBytes, "A2's logits fit the block");
   const unsigned T = p->tokens;
   const unsigned chunks = fdm_div_ceil(T, kChunk);
   const bool given = p->given_experts != 0ull;
@@ -515,6 +543,10 @@ __device__ void route_chunks_by_threads(const fdm_params* p, char* smem) {
     Rank r = make_rank(p, job / chunks);
     const unsigned chunk = job % chunks;
     const unsigned n = min((unsigned)kChunk, T - chunk * kChunk);
+    if (!given) {
+      stage_chunk_logits(r, chunk * kChunk, n, logits);
+      __syncthreads();
+    }
     if (threadIdx.x < n) {
       const unsigned t = chunk * kChunk + threadIdx.x;
       unsigned experts[kSlots];
@@ -523,7 +555,7 @@ __device__ void route_chunks_by_threads(const fdm_params* p, char* smem) {
         given_token(r, t, experts, weights);
         if constexpr (kShared > 0) SpecShared::append(r.global, 1.f, experts + kTopK, weights + kTopK);
       } else {
-        route_token_thread(r, t, experts, weights);
+        route_token_thread(r, logits + threadIdx.x * kLogitStride, experts, weights);
       }
       unsigned* out_e = r.topk_expert() + (unsigned long long)t * kSlots;
       float* out_w = r.topk_weight() + (unsigned long long)t * kSlots;
