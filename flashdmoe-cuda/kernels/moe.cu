@@ -19,8 +19,8 @@
 // Structure:
 //   Phase A (all blocks of the device, three or four grid-wide barriers; nothing here waits on
 //   another device, so the barriers are local): reset counters + A1 router GEMM; A2 top-k (a
-//   warp a token, then a barrier and within-chunk positions, a block a chunk; for routers of
-//   at most 32 experts a block a chunk, a thread a token, no barrier between); A3 global
+//   warp a token, then a barrier and within-chunk positions, a block a chunk; for small routers
+//   at large T a block a chunk, a thread a token, no barrier between); A3 global
 //   positions and capacity drops; A4 (no barrier after it)
 //   copies of the kept rows and per-packet dispatch signals.
 //   Phase B (per rank: a partition of blocks_per_rank blocks): block 0 = the OS block (it

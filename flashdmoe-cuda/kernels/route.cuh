@@ -469,13 +469,27 @@ __device__ void route_chunks(const fdm_params* p, char* smem) {
   }
 }
 
-/// Whether A2 routes a token a thread, in the block that then counts the token's chunk
+/// Whether A2 may route a token a thread, in the block that then counts the token's chunk
 /// (`route_chunks_by_threads`): routers of at most 32 experts without expert groups or a shared
 /// gate, whose serial form (router_math.h `Router::route`, the specification itself) keeps a
-/// token's scores in registers. A warp a token took ~1.5 µs a token, ten tokens one after
-/// another a warp at T16384 (A2's first half 16 µs at T16384 E8, 7 at T4096: run 106's marks);
-/// a thread a token routes a chunk in one pass, and no grid barrier separates the halves.
+/// token's scores in registers. `lanes_route` says when it does.
 constexpr bool kLaneRouter = kRouterE <= 32 && SpecRouter::kGroups == 0 && !kSharedGate;
+
+/// Whether this forward routes a token a thread (kLaneRouter): when a warp a token would leave
+/// each warp at least E / 4 tokens to route one after another. A warp routes a token in ~1.5
+/// µs, so its form costs ~1.5 µs a token a warp and a grid barrier; a thread's serial form
+/// costs ~0.3-0.4 µs an expert whatever T is (run 110, a thread a token against a warp a
+/// token: T16384 E8 16 -> 3 µs, T4096 E8 6 -> 5, T128 E8 5 -> 5; T16384 E32 16 -> 12, but
+/// T4096 E32 8 -> 12 and T128 E32 5 -> 15).
+__device__ __forceinline__ bool lanes_route(const fdm_params* p) {
+  if constexpr (!kLaneRouter) {
+    return false;
+  } else {
+    const unsigned warps = gridDim.x * kWarps;
+    const unsigned per_warp = fdm_div_ceil(p->tokens * p->local_ranks, warps);
+    return 4u * per_warp >= (unsigned)kRouterE;
+  }
+}
 
 /// Floats a row of the chunk's logits takes in shared memory (route_chunks_by_threads): one
 /// more than E, so the threads reading their tokens' rows at once hit distinct banks.
@@ -535,7 +549,8 @@ __device__ void route_chunks_by_threads(const fdm_params* p, char* smem) {
   static_assert(kChunk <= kThreads, "a thread a token of the chunk");
   const RouteSmem sm(smem);
   float* logits = reinterpret_cast<float*>(smem + RouteSmem::kBytes);
-  static_assert(RouteSmem::kBytes + kChunk * kLogitStride * 4 <= kSmemBytes, "A2's logits fit the block");
+  static_assert(!kLaneRouter || RouteSmem::kBytes + kChunk * kLogitStride * 4 <= kSmemBytes,
+                "A2's logits fit the block");
   const unsigned T = p->tokens;
   const unsigned chunks = fdm_div_ceil(T, kChunk);
   const bool given = p->given_experts != 0ull;
@@ -575,12 +590,16 @@ __device__ void route_chunks_by_threads(const fdm_params* p, char* smem) {
   }
 }
 
-/// A2: with kLaneRouter a block a chunk (route_chunks_by_threads); otherwise both halves, a
-/// grid barrier between. Not inlined: its register allocation then stays apart from the
-/// processors' (inlined, the SwiGLU 128x128 images spilled 20 bytes; two calls, one a half,
-/// made ptxas serialise the processors' wgmmas).
+/// A2: a block a chunk, a thread a token (route_chunks_by_threads) where `lanes_route`;
+/// otherwise both halves, a grid barrier between. Not inlined: its register allocation then
+/// stays apart from the processors' (inlined, the SwiGLU 128x128 images spilled 20 bytes; two
+/// calls, one a half, made ptxas serialise the processors' wgmmas).
 __device__ __noinline__ void route(const fdm_params* p, char* smem) {
-  if constexpr (kLaneRouter) {
+  const bool threads = lanes_route(p);
+  if (blockIdx.x == 0 && threadIdx.x == 0) {
+    for (unsigned local = 0; local < p->local_ranks; ++local) make_rank(p, local).control()[kRouteThreads] = threads;
+  }
+  if (threads) {
     route_chunks_by_threads(p, smem);
   } else {
     route_tokens(p, smem);

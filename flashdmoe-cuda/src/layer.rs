@@ -228,8 +228,9 @@ pub struct PhaseTimes {
     /// Router GEMM done (A1, after the grid barrier).
     pub routed_ns: u32,
     /// Every token's slots chosen: A2's first half, a warp a token, after its grid barrier; or,
-    /// for routers of at most 32 experts (route.cuh `kLaneRouter`), the latest block to route its
-    /// chunk a thread a token (no barrier follows; its chunk counts follow in the same block).
+    /// where a thread routes a token (small routers at large T: route.cuh `lanes_route`), the
+    /// latest block to route its chunk (no barrier follows; its chunk counts follow in the same
+    /// block).
     pub tokens_ns: u32,
     /// Top-k and within-chunk positions done (A2).
     pub chosen_ns: u32,
@@ -249,6 +250,9 @@ pub struct PhaseTimes {
     pub reset_ns: u64,
     /// The last block done with its router GEMM jobs, before A1's grid barrier (the same way).
     pub router_jobs_ns: u64,
+    /// Whether A2 routed a token a thread (small routers at large T: route.cuh `lanes_route`)
+    /// rather than a warp a token.
+    pub tokens_by_threads: bool,
 }
 
 /// Device buffers and the loaded kernel of one GPU.
@@ -995,6 +999,7 @@ impl CudaLayer {
                     last_block_ns: last_block,
                     reset_ns: reset,
                     router_jobs_ns: router_jobs,
+                    tokens_by_threads: c[control::ROUTE_THREADS] != 0,
                 });
             }
         }

@@ -300,8 +300,11 @@ pub mod control {
     /// The latest block done with its router jobs (`kLastRouterDone`, raw timer pair).
     pub const LAST_ROUTER_DONE: usize = 14;
     /// Every token's slots chosen (`kTokensNs`: A2's first half, or the latest block of the
-    /// thread-a-token form, route.cuh `kLaneRouter`).
+    /// thread-a-token form, route.cuh `lanes_route`).
     pub const TOKENS_NS: usize = 17;
+    /// 1 where the forward's A2 routed a token a thread, 0 a warp a token (`kRouteThreads`;
+    /// route.cuh `lanes_route`).
+    pub const ROUTE_THREADS: usize = 18;
 }
 
 /// The text of `fdm_params.h` (needs `fdm_proto.h` included first).
@@ -380,6 +383,7 @@ mod tests {
             ("kLastResetDone", control::LAST_RESET_DONE),
             ("kLastRouterDone", control::LAST_ROUTER_DONE),
             ("kTokensNs", control::TOKENS_NS),
+            ("kRouteThreads", control::ROUTE_THREADS),
         ] {
             assert_eq!(value(name), index, "{name}");
             assert!((index as u64) < CONTROL_WORDS, "{name}");

@@ -227,13 +227,14 @@ fn run_case(case: &Case, iters: usize, device: &str) -> Result<Outcome, String> 
         let us = |ns: u32| ns as f64 / 1e3;
         for (rank, t) in phases.iter().enumerate() {
             detail.push_str(&format!(
-                "; rank {rank} phase A: last block started {:.0}us, reset {:.0}us, router jobs {:.0}us, routed {:.0}us, tokens {:.0}us, top-k {:.0}us, placed {:.0}us, dispatched {:.0}us; \
+                "; rank {rank} phase A: last block started {:.0}us, reset {:.0}us, router jobs {:.0}us, routed {:.0}us, tokens {:.0}us ({}), top-k {:.0}us, placed {:.0}us, dispatched {:.0}us; \
                  all tasks done {:.0}us, last warp ended {:.0}us",
                 t.last_block_ns as f64 / 1e3,
                 t.reset_ns as f64 / 1e3,
                 t.router_jobs_ns as f64 / 1e3,
                 us(t.routed_ns),
                 us(t.tokens_ns),
+                if t.tokens_by_threads { "a thread a token" } else { "a warp a token" },
                 us(t.chosen_ns),
                 us(t.placed_ns),
                 us(t.dispatched_ns),
@@ -346,8 +347,18 @@ fn resident_case(case: &Case, _iters: usize, device: &str) -> Result<Outcome, St
     let weights = LayerWeights::generate(c, 7).map_err(|e| e.to_string())?;
     let layer = build(case, &weights)?;
     let report = flashdmoe_bench::resident::check(&layer, c, &weights, 10)?;
-    let detail = format!("[{}] {}", layer.spec().label(), report.detail);
-    Ok(outcome(case, device, 7, report.passed, detail))
+    // The form A2 took in the last forward (a "thread router" case exists to check that form).
+    let phases = layer.phase_times().map_err(|e| format!("phase times: {e}"))?;
+    let threads = phases.iter().all(|t| t.tokens_by_threads);
+    let form_ok = threads || !case.name.contains("thread router");
+    let detail = format!(
+        "[{}] {}; A2 {}{}",
+        layer.spec().label(),
+        report.detail,
+        if threads { "a thread a token" } else { "a warp a token" },
+        if form_ok { "" } else { " (NOT the form this case checks)" }
+    );
+    Ok(outcome(case, device, 7, report.passed && form_ok, detail))
 }
 
 /// Where a traced forward's time went: routing/dispatch before the first task, the task
@@ -535,6 +546,19 @@ fn cases(quick: bool) -> Vec<Case> {
             ranks_per_gpu: Some(world),
             resident: true,
             ..case(format!("device-resident {label}"), c)
+        });
+    }
+    // The same at 4096 tokens of 8 experts a GPU: enough that A2 routes a token a thread
+    // (route.cuh `lanes_route`), so its routing given, its bad routing refused and its graph
+    // replays are checked in that form too (the cases above route a warp a token).
+    for (world, label) in [(1, "single P=1"), (2, "virtual P=2")] {
+        let mut c = small(DType::Bf16, Activation::SiluGated, true);
+        c.world = world;
+        c.tokens_per_rank = 4096 / world;
+        out.push(Case {
+            ranks_per_gpu: Some(world),
+            resident: true,
+            ..case(format!("device-resident {label} thread router"), c)
         });
     }
     // The device-resident forward of the shared kinds (fewer tokens, a graph replayed, a
