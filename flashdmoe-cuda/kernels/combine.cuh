@@ -1,7 +1,7 @@
 // combine.cuh -- the combine task (core's `TaskKind::Combine` in the tile executor): a token
 // tile's output columns as the weighted sum of its returned rows, in slot order
 // (deterministic: no float atomics). A token's kSlots slots are the router's kTopK, then its
-// shared experts' parts (route.cuh): the output is the routed sum plus the shared experts'.
+// shared experts' parts (topk.cuh): the output is the routed sum plus the shared experts'.
 #pragma once
 
 #include "heap.cuh"

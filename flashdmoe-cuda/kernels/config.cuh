@@ -11,7 +11,7 @@
 //   FDM_SHARED   0 | m: the shared experts as m virtual experts a rank (core's virtual_experts):
 //                FDM_E = FDM_ROUTER_E + world * m (packets, tables, placement), rank r's part j
 //                is expert FDM_ROUTER_E + r * m + j, and every token takes FDM_SLOTS =
-//                FDM_TOPK + m slots (the router's, then its rank's parts, route.cuh)
+//                FDM_TOPK + m slots (the router's, then its rank's parts, topk.cuh)
 //   FDM_SHARED_GATE  0 | 1          the parts' weight: 1, or Qwen's sigmoid(x . gate_row)
 //   FDM_BM, FDM_BN                  task tile (rows x output columns); BK is the mode's
 //   FDM_RENORM   0 | 1              renormalise the combine weights over the chosen k
@@ -113,7 +113,7 @@ static_assert(!kWideGemm1 || (kBNH == 2 * kBN && kGated && kHopper),
               "spec.rs: FDM_BNH is FDM_BN, or twice it for a gated layer on the Hopper engine");
 static_assert(kTopK >= 1 && kTopK <= kRouterE, "1 <= top_k <= experts");
 
-// The router's per-token math (route.cuh A2, router_math.h, shared with its host test):
+// The router's per-token math (topk.cuh A2, router_math.h, shared with its host test):
 // SpecRouter is the specialisation the FDM_SCORING, FDM_ROUTER_BIAS, FDM_SEL_BIAS, FDM_GROUPS,
 // FDM_GROUP_KEEP, FDM_GROUP_SCORE, FDM_RENORM and FDM_SCALING_BITS defines select.
 

@@ -34,7 +34,7 @@ enum Control : unsigned {
   kLastRouterDone = 14,
   kCombineTail = 16,  // the combine log's tail (queue.cuh); kTaskTail is the GEMM log's
   kTokensNs = 17,
-  kRouteThreads = 18,  // 1 where this forward's A2 routed a token a thread (route.cuh lanes_route)
+  kRouteThreads = 18,  // 1 where this forward's A2 routed a token a thread (topk.cuh lanes_route)
   kControlEnd,
 };
 static_assert(kControlEnd <= FDM_CONTROL_WORDS, "params.rs: CONTROL_WORDS");

@@ -6,7 +6,7 @@
 //   config.cuh      the specialisation (FDM_* defines) and the tile engine it selects
 //   sync.cuh        acquire/release, fences, clock, deadlines          (core: sync)
 //   heap.cuh        a rank's heap, scratch, control words, diagnostics  (core: runtime::heap)
-//   route.cuh       A1-A3: router GEMM, top-k, placement               (core: routing)
+//   route.cuh       A1, A3: router GEMM, placement; topk.cuh A2: top-k (core: routing)
 //   dispatch.cuh    A4: rows to their owners, dispatch signals         (core: runtime::dispatch)
 //   queue.cuh       the task log                                       (core: runtime::queue)
 //   mailbox.cuh     scheduler -> processor handoff                     (core: runtime::mailbox)

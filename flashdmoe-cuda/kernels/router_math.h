@@ -1,7 +1,7 @@
 // router_math.h -- the router's math for one token beyond the logits' GEMM (core's `routing`
 // module doc, steps 1-5): router bias, scores, choice scores with the selection bias and the
 // expert-group mask, top-k, combine weights. Plain C++17 for the host and the GPU alike: the
-// kernel's A2 (route.cuh, through NVRTC) runs it, and flashdmoe-cuda/tests/router_math.rs
+// kernel's A2 (topk.cuh, through NVRTC) runs it, and flashdmoe-cuda/tests/router_math.rs
 // compiles it with the host C++ compiler under the same FDM_* defines (MoeSpec::defines) and
 // holds its output to core's oracle, so the code the GPU runs is checked without a GPU.
 //
@@ -9,7 +9,7 @@
 // whole kernel spill at k = 6): each pick is the best candidate strictly after the previous one
 // in (score descending, index ascending) order, and scores are re-read, not kept. This serial
 // form is the specification. The kernel runs it a thread a token where the router is small
-// (route.cuh `kLaneRouter`: its loops over E unroll, so a token's scores stay in registers), and
+// (topk.cuh `kLaneRouter`: its loops over E unroll, so a token's scores stay in registers), and
 // otherwise a warp a token (`route_token_warp`), which must give the same bits (its steps are
 // exact in any order but the softmax sum, which it adds in this form's order); `finish` (step
 // 5) is shared by both.
@@ -42,7 +42,7 @@ struct Router {
   static_assert(Groups == 0 || (Groups <= 64 && E % Groups == 0 && Keep >= 1 && Keep <= Groups),
                 "grouped top-k: at most 64 groups dividing the experts, 1 <= keep <= groups");
   static constexpr int kPerGroup = Groups > 0 ? E / Groups : E;
-  // The parameters, for the kernel's warp form of route() (route.cuh `route_token_warp`).
+  // The parameters, for the kernel's warp form of route() (topk.cuh `route_token_warp`).
   static constexpr int kExperts = E, kTopK = K, kGroups = Groups, kKeep = Keep;
   static constexpr Scoring kScoring = S;
   static constexpr bool kRouterBias = RouterBias, kSelBias = SelBias, kTop2 = Top2;

@@ -70,7 +70,7 @@ pub const PARAMS_HEADER: Header =
 pub const WGMMA_OPS_HEADER: Header =
     Header { name: "fdm_wgmma_ops.h", text: include_str!("../kernels/fdm_wgmma_ops.h") };
 
-/// The router's per-token math, plain C++ shared by the kernel (route.cuh) and its host test
+/// The router's per-token math, plain C++ shared by the kernel (topk.cuh) and its host test
 /// (`tests/router_math.rs`).
 pub const ROUTER_MATH_HEADER: Header =
     Header { name: "router_math.h", text: include_str!("../kernels/router_math.h") };
@@ -94,6 +94,7 @@ pub const HEADERS: &[Header] = &[
     Header { name: "config.cuh", text: include_str!("../kernels/config.cuh") },
     Header { name: "sync.cuh", text: include_str!("../kernels/sync.cuh") },
     Header { name: "heap.cuh", text: include_str!("../kernels/heap.cuh") },
+    Header { name: "topk.cuh", text: include_str!("../kernels/topk.cuh") },
     Header { name: "route.cuh", text: include_str!("../kernels/route.cuh") },
     Header { name: "dispatch.cuh", text: include_str!("../kernels/dispatch.cuh") },
     Header { name: "queue.cuh", text: include_str!("../kernels/queue.cuh") },

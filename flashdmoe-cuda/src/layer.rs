@@ -228,7 +228,7 @@ pub struct PhaseTimes {
     /// Router GEMM done (A1, after the grid barrier).
     pub routed_ns: u32,
     /// Every token's slots chosen: A2's first half, a warp a token, after its grid barrier; or,
-    /// where a thread routes a token (small routers at large T: route.cuh `lanes_route`), the
+    /// where a thread routes a token (small routers at large T: topk.cuh `lanes_route`), the
     /// latest block to route its chunk (no barrier follows; its chunk counts follow in the same
     /// block).
     pub tokens_ns: u32,
@@ -250,7 +250,7 @@ pub struct PhaseTimes {
     pub reset_ns: u64,
     /// The last block done with its router GEMM jobs, before A1's grid barrier (the same way).
     pub router_jobs_ns: u64,
-    /// Whether A2 routed a token a thread (small routers at large T: route.cuh `lanes_route`)
+    /// Whether A2 routed a token a thread (small routers at large T: topk.cuh `lanes_route`)
     /// rather than a warp a token.
     pub tokens_by_threads: bool,
 }

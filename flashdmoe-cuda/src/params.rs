@@ -300,10 +300,10 @@ pub mod control {
     /// The latest block done with its router jobs (`kLastRouterDone`, raw timer pair).
     pub const LAST_ROUTER_DONE: usize = 14;
     /// Every token's slots chosen (`kTokensNs`: A2's first half, or the latest block of the
-    /// thread-a-token form, route.cuh `lanes_route`).
+    /// thread-a-token form, topk.cuh `lanes_route`).
     pub const TOKENS_NS: usize = 17;
     /// 1 where the forward's A2 routed a token a thread, 0 a warp a token (`kRouteThreads`;
-    /// route.cuh `lanes_route`).
+    /// topk.cuh `lanes_route`).
     pub const ROUTE_THREADS: usize = 18;
 }
 

@@ -1,4 +1,4 @@
-//! The kernel's router math (`kernels/router_math.h`, what route.cuh runs in A2) compiled with
+//! The kernel's router math (`kernels/router_math.h`, what topk.cuh runs in A2) compiled with
 //! the host C++ compiler under each layer's `FDM_*` defines (`MoeSpec::defines`) and run on the
 //! same f32 logits the router GEMM would give; its expert choice and combine weights are held
 //! to core's oracle: the routing check a GPU forward must pass (`oracle::check_routing`), and

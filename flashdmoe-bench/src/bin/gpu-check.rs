@@ -549,7 +549,7 @@ fn cases(quick: bool) -> Vec<Case> {
         });
     }
     // The same at 4096 tokens of 8 experts a GPU: enough that A2 routes a token a thread
-    // (route.cuh `lanes_route`), so its routing given, its bad routing refused and its graph
+    // (topk.cuh `lanes_route`), so its routing given, its bad routing refused and its graph
     // replays are checked in that form too (the cases above route a warp a token).
     for (world, label) in [(1, "single P=1"), (2, "virtual P=2")] {
         let mut c = small(DType::Bf16, Activation::SiluGated, true);
