@@ -391,6 +391,15 @@ __device__ void chunk_positions(const Rank& r, unsigned chunk, unsigned pairs, c
 
 /// A2, second half (after a grid barrier): each chunk's within-chunk positions per expert and
 /// its per-expert counts (for A3), a block a chunk.
+/// A chunk's within-chunk positions and per-expert counts (for A3), by the whole block, once the
+/// experts of its n tokens' slots are in `sm.slots` (and a __syncthreads made them visible).
+__device__ void count_chunk(const Rank& r, unsigned chunk, unsigned n, const RouteSmem& sm) {
+  chunk_positions(r, chunk, n * kSlots, sm);
+  __syncthreads();
+  for (unsigned e = threadIdx.x; e < (unsigned)kE; e += kThreads) r.chunk_counts()[chunk * kE + e] = sm.counts[e];
+  __syncthreads();
+}
+
 __device__ void route_chunks(const fdm_params* p, char* smem) {
   const RouteSmem sm(smem);
   const unsigned T = p->tokens;
@@ -402,10 +411,7 @@ __device__ void route_chunks(const fdm_params* p, char* smem) {
     const unsigned* experts = r.topk_expert() + (unsigned long long)chunk * kChunk * kSlots;
     for (unsigned i = threadIdx.x; i < n * kSlots; i += kThreads) sm.slots[i] = experts[i];
     __syncthreads();
-    chunk_positions(r, chunk, n * kSlots, sm);
-    __syncthreads();
-    for (unsigned e = threadIdx.x; e < (unsigned)kE; e += kThreads) r.chunk_counts()[chunk * kE + e] = sm.counts[e];
-    __syncthreads();
+    count_chunk(r, chunk, n, sm);
   }
 }
 
@@ -464,8 +470,7 @@ __device__ __forceinline__ void stage_chunk_logits(const Rank& r, unsigned first
 }
 
 /// A token routed by one thread from its logits `logits` (kRouterE floats of shared memory):
-/// its kSlots slots in `experts`, `weights` (the router's, then the shared experts', whose
-/// gate is 1 in this form).
+/// the router's kTopK slots in `experts`, `weights` (the caller appends the shared experts').
 __device__ __forceinline__ void route_token_thread(const Rank& r, const float* logits, unsigned (&experts)[kSlots],
                                                    float (&weights)[kSlots]) {
   using R = SpecRouter;
@@ -477,7 +482,6 @@ __device__ __forceinline__ void route_token_thread(const Rank& r, const float* l
   R::route(
       row, [&](int e) { return to_f32(rb[e]); }, [&](int e) { return to_f32(sb[e]); },
       __uint_as_float(FDM_SCALING_BITS), experts, weights);
-  if constexpr (kShared > 0) SpecShared::append(r.global, 1.f, experts + kTopK, weights + kTopK);
 }
 
 /// A2 with kLaneRouter, a block a chunk: the block stages the chunk's logits in shared memory,
@@ -508,10 +512,11 @@ __device__ void route_chunks_by_threads(const fdm_params* p, char* smem) {
       float weights[kSlots];
       if (given) {
         given_token(r, t, experts, weights);
-        if constexpr (kShared > 0) SpecShared::append(r.global, 1.f, experts + kTopK, weights + kTopK);
       } else {
         route_token_thread(r, logits + threadIdx.x * kLogitStride, experts, weights);
       }
+      // The shared experts' slots (this form has no shared gate: weight 1), as shared_slots.
+      if constexpr (kShared > 0) SpecShared::append(r.global, 1.f, experts + kTopK, weights + kTopK);
       unsigned* out_e = r.topk_expert() + (unsigned long long)t * kSlots;
       float* out_w = r.topk_weight() + (unsigned long long)t * kSlots;
 #pragma unroll
@@ -523,10 +528,7 @@ __device__ void route_chunks_by_threads(const fdm_params* p, char* smem) {
     }
     __syncthreads();
     if (threadIdx.x == 0) mark_latest(r, kTokensNs);
-    chunk_positions(r, chunk, n * kSlots, sm);
-    __syncthreads();
-    for (unsigned e = threadIdx.x; e < (unsigned)kE; e += kThreads) r.chunk_counts()[chunk * kE + e] = sm.counts[e];
-    __syncthreads();
+    count_chunk(r, chunk, n, sm);
   }
 }
 
