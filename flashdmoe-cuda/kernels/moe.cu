@@ -24,8 +24,10 @@
 //   positions and capacity drops; A4 (no barrier after it)
 //   copies of the kept rows and per-packet dispatch signals.
 //   Phase B (per rank: a partition of blocks_per_rank blocks): block 0 = the OS block (it
-//   first raises the signals nobody copies for, then warp 0 = scheduler, warp 1 = dispatch
-//   subscriber, warps 2.. = return subscribers); blocks 1.. = processors.
+//   first enqueues the GEMM0 tasks of the packets read in place and hands the first wave of
+//   them to the processors itself, raises the signals nobody copies for, then warp 0 =
+//   scheduler, warp 1 = dispatch subscriber, warps 2.. = return subscribers); blocks 1.. =
+//   processors.
 // Every spin-wait has a deadline (globaltimer) and an abort flag; the first role to time out
 // records who waited for what in the diagnostics record and raises the abort flag.
 #include <cooperative_groups.h>
@@ -85,6 +87,7 @@ extern "C" __global__ void __launch_bounds__(kThreads, 1) fdm_moe_forward(const 
   const unsigned role = blockIdx.x % p->blocks_per_rank;
   if (role == 0) {
     OsShared& s = *reinterpret_cast<OsShared*>(smem);
+    enqueue_in_place(r, s);
     raise_dispatch_signals(r, s);
     const unsigned warp = threadIdx.x / 32;
     if (warp == 0) scheduler(r, s);

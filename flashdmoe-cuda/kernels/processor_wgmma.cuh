@@ -60,7 +60,17 @@ struct RingTask {
   unsigned index;
 };
 
-__device__ void wgmma_producer(const Rank& r, unsigned pid, const Engine::Smem& s, hw::Ring<2>& ring,
+/// This block's processor index within its rank, derived again where it is used: `blockIdx.x`
+/// read by a volatile `mov` (which the compiler cannot merge with the kernel's own division)
+/// so no register holds it across the roles' loops: held there, it and `nproc` spilled 20
+/// bytes once the OS block's first wave was added (perf-notes v35).
+__device__ __forceinline__ unsigned processor_index(const fdm_params* p) {
+  unsigned block;
+  asm volatile("mov.u32 %0, %%ctaid.x;" : "=r"(block));
+  return block % p->blocks_per_rank - 1u;
+}
+
+__device__ void wgmma_producer(const Rank& r, const Engine::Smem& s, hw::Ring<2>& ring,
                                hw::Ring<FDM_STAGES>& pipe) {
   const unsigned pt = threadIdx.x;
   const fdm_params* p = r.p;
@@ -71,7 +81,7 @@ __device__ void wgmma_producer(const Rank& r, unsigned pid, const Engine::Smem& 
     // and hands the task on.
     if (pt == 0) {
       RingTask next;
-      next.index = mailbox_wait(r, pid, taken, deadline);
+      next.index = mailbox_wait(r, processor_index(p), taken, deadline);
       if (next.index != kStop) next.t = r.tasks()[next.index];
       Engine::ring_put(s, ring, next);
     }
@@ -215,7 +225,7 @@ __device__ __forceinline__ unsigned long long gemm_consume(const Rank& r, const 
   return now_ns();
 }
 
-__device__ void wgmma_consumer(const Rank& r, unsigned pid, const Engine::Smem& s, hw::Ring<2>& ring,
+__device__ void wgmma_consumer(const Rank& r, const Engine::Smem& s, hw::Ring<2>& ring,
                                hw::Ring<FDM_STAGES>& pipe) {
   __shared__ unsigned s_base, s_ready;
   __shared__ fdm_task s_held;
@@ -263,6 +273,7 @@ __device__ void wgmma_consumer(const Rank& r, unsigned pid, const Engine::Smem& 
     }
     hw::consumer_sync();
     if (c == 0) {
+      const unsigned pid = processor_index(r.p);
       record_trace(r, pid, index, start, end);
       mailbox_complete(r, pid, ++done);
     }
@@ -287,17 +298,18 @@ __device__ Engine::Smem processor_init(const Rank& r, char* smem) {
 
 /// Processor `pid` of rank r: initialises the engine, splits into producer and consumers
 /// (each warpgroup's role one branch of a single if/else, which setmaxnreg needs), and runs
-/// the tasks its mailbox gives it until the stop word.
+/// the tasks its mailbox gives it until the stop word. The roles derive `pid` again where
+/// they use it (processor_index), so nothing holds it across their loops.
 __device__ void processor(const Rank& r, unsigned pid, char* smem) {
   const Engine::Smem s = processor_init(r, smem);
   hw::Ring<2> ring;
   hw::Ring<FDM_STAGES> pipe;
   if (threadIdx.x < hw::kProducerThreads) {
     hw::regs_decrease<hw::kProducerRegs>();
-    wgmma_producer(r, pid, s, ring, pipe);
+    wgmma_producer(r, s, ring, pipe);
   } else {
     hw::regs_increase<hw::kConsumerRegs>();
-    wgmma_consumer(r, pid, s, ring, pipe);
+    wgmma_consumer(r, s, ring, pipe);
   }
 }
 #endif  // FDM_ENGINE == 1

@@ -35,6 +35,7 @@ __device__ void reset_counters(const fdm_params* p) {
       r.control()[kStoppedNs] = 0u;
       r.control()[kExitNs] = 0u;
       r.control()[kTokensNs] = 0u;  // route_chunks_by_threads raises it (the latest block)
+      r.control()[kFirstWave] = 0u;  // the OS block writes it (enqueue_in_place)
     }
   }
 }

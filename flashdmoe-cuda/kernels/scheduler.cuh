@@ -59,18 +59,21 @@ __device__ void scheduler(const Rank& r, OsShared& s) {
   const unsigned epoch = r.epoch;
   const unsigned nproc = r.nproc;
   const unsigned* ready = r.task_ready();
-  for (unsigned q = lane; q < nproc; q += 32) s.assigned[q] = 0;
+  // The first wave (enqueue_in_place): the OS block posted GEMM log task gbase + q as
+  // processor q's task number 0, for q < first_wave.
+  const unsigned first_wave = s.first_wave;
+  for (unsigned q = lane; q < nproc; q += 32) s.assigned[q] = q < first_wave ? 1u : 0u;
   __syncwarp();
   // The combine log is [0, ncomb) this forward; the GEMM log starts at gbase and ends at the
   // bound less the combines, once the dispatch subscriber knows it.
   const unsigned ncomb = fdm_div_ceil(r.p->tokens, kBM) * fdm_col_tiles_hidden(&r.p->layout);
   const unsigned gbase = (unsigned)fdm_gemm_log_base(&r.p->layout);
-  unsigned chead = 0, head = gbase;
+  unsigned chead = 0, head = gbase + first_wave;
   // While the bound is unknown the window may reach past the log: never past the flags'
   // array (its padding up to the next array is zero from allocation: never an epoch).
   const unsigned flags_end = (unsigned)((r.p->scratch_layout.trace - r.p->scratch_layout.task_ready) / 4);
   // Processors are scanned round-robin from `cursor` so load spreads evenly.
-  unsigned cursor = 0;
+  unsigned cursor = first_wave % nproc;
   Deadline deadline(r.p->timeout_ns + r.p->timeout_ns / 4);
   for (;;) {
     const unsigned bound = *reinterpret_cast<volatile unsigned*>(&s.bound);

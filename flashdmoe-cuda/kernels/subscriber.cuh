@@ -1,7 +1,9 @@
-// subscriber.cuh -- the OS block's subscribers (core's `runtime::Subscriber`): warp 1 watches
-// every dispatch signal of its rank and turns each arrived packet into its GEMM0 tasks, then
-// publishes the exact task bound (in core the scheduler computes it from the same counts:
-// docs/kernel.md, "core name -> kernel name"); warps 2.. watch the return signals of the tiles
+// subscriber.cuh -- the OS block's subscribers (core's `runtime::Subscriber`): before the roles
+// split, the whole OS block turns the packets read in place into their GEMM0 tasks and posts
+// the first wave (enqueue_in_place); then warp 1 watches the rank's other dispatch signals,
+// turns each arrived packet into its GEMM0 tasks and publishes the exact task bound (in core
+// the scheduler computes it from the same counts: docs/kernel.md, "core name -> kernel
+// name"); warps 2.. watch the return signals of the tiles
 // the rank is owed and turn each complete (readiness group, output column) into its combine
 // tasks (flashdmoe_proto::graph, "CombineReadiness"; docs/dev/combine-overlap.md).
 //
@@ -13,6 +15,7 @@
 #pragma once
 
 #include "dispatch.cuh"
+#include "mailbox.cuh"
 #include "queue.cuh"
 
 struct OsShared {
@@ -23,6 +26,14 @@ struct OsShared {
   unsigned char busy[1024];      // scheduler: tasks outstanding at each processor (this round)
   unsigned given_q[256];         // scheduler: the processors of this round's handouts, in order
   unsigned handled[(FDM_MAX_RANKS * kE + 31) / 32];  // dispatch slots already turned into tasks
+  // The packets read in place, enqueued by the whole OS block at once (enqueue_in_place): how
+  // many dispatch slots and row tiles they hold, and the first wave: GEMM log tasks
+  // base .. base + first_wave - 1, posted to processors 0 .. first_wave - 1 by the OS block.
+  unsigned in_place_slots;
+  unsigned in_place_row_tiles;
+  unsigned first_wave;
+  unsigned slot_end[kThreads];   // enqueue_in_place: inclusive prefix of a chunk's task counts
+  unsigned slot_rows[kThreads];  // enqueue_in_place: a chunk's packet rows
   // The combine readiness (return subscribers): token tiles per group, and the returned tiles
   // of one column each group waits for.
   unsigned group_tiles;
@@ -30,18 +41,129 @@ struct OsShared {
 };
 static_assert(sizeof(OsShared) <= FDM_SMEM_BYTES, "the OS block's state lives in dynamic shared memory");
 
-/// The OS block's first act: raise this rank's dispatch signals for the packets nobody
-/// copies (zero-row packets, and with kReadsInPlace every packet for an expert on this GPU: its
-/// rows are the rank's input, complete since A3's grid barrier; A4's copiers raise the others as
-/// their packets complete) and remember the packet sizes.
+/// The OS block's second act (after enqueue_in_place): raise this rank's dispatch signals for
+/// the packets nobody copies (zero-row packets, and with kReadsInPlace every packet for an
+/// expert on this GPU: its rows are the rank's input, complete since A3's grid barrier; A4's
+/// copiers raise the others as their packets complete) and remember the packet sizes. The
+/// owners of packets read in place enqueued them already and never wait for these signals;
+/// they are raised all the same, so every packet of a forward is signalled.
 __device__ void raise_dispatch_signals(const Rank& r, OsShared& s) {
   for (unsigned e = threadIdx.x; e < (unsigned)kE; e += kThreads) {
     const unsigned rows = r.packet_rows()[e];
     s.packet_rows[e] = rows;
     if (rows == 0 || (kReadsInPlace && on_this_gpu(r.p, r.p->expert_owner[e]))) raise_dispatch_signal(r, e, rows);
   }
+  __syncthreads();
+}
+
+/// Task i of the GEMM0 tasks of a packet of `rows` rows from `source` for local expert `le`:
+/// column tiles in groups (the layout's gemm0_group), each group row tile by row tile:
+/// graph::gemm0_tile, the weights of a group read while they are still in L2.
+__device__ __forceinline__ fdm_task gemm0_task(const Rank& r, unsigned source, unsigned le, unsigned rows,
+                                               unsigned i) {
+  const fdm_layout& l = r.p->layout;
+  const unsigned rts = fdm_div_ceil(rows, kBM), cti = fdm_col_tiles_inter(&l);
+  const unsigned rt = fdm_gemm0_row_tile(i, rts, cti, l.gemm0_group);
+  const unsigned c = fdm_gemm0_col_tile(i, rts, cti, l.gemm0_group);
+  return make_task(r, FDM_TASK_GEMM0, source, r.global, le, rt, c, fdm_tile_rows(rows, rt, kBM));
+}
+
+/// Whether the engine takes packets from this GPU's sources in place: then they are complete
+/// at A3's grid barrier, and the OS block enqueues their GEMM0 tasks itself (enqueue_in_place).
+constexpr bool kEnqueuesInPlace = kReadsInPlace;
+
+/// The OS block's first act, by all its threads, before the roles split: the GEMM0 tasks of
+/// every packet read in place (sources on this GPU; their sizes in the sources' packet_rows
+/// since A3's grid barrier) go into the GEMM log at once, in (source, local expert) order, and
+/// the first of them, one a processor, are posted in the processors' mailboxes as their task
+/// number 0 by the same threads (the first wave: processor q < first_wave runs GEMM log task
+/// base + q; the scheduler starts past them). The dispatch subscriber's hop for these packets
+/// (a signal, a claim and a release a packet) and the scheduler's first round took 7-10 µs
+/// between placement and the first task (docs/dev/perf-notes.md v35).
+__device__ void enqueue_in_place(const Rank& r, OsShared& s) {
+  const fdm_layout& l = r.p->layout;
   for (unsigned w = threadIdx.x; w < (FDM_MAX_RANKS * kE + 31) / 32; w += kThreads) s.handled[w] = 0u;
-  if (threadIdx.x == 0) s.bound = kStop;
+  if (threadIdx.x == 0) {
+    s.bound = kStop;
+    s.in_place_row_tiles = 0;
+  }
+  __syncthreads();
+  const unsigned nle = r.p->local_experts_of[r.global];
+  const unsigned nslots = kEnqueuesInPlace ? r.p->local_ranks * nle : 0u;
+  const unsigned cti = fdm_col_tiles_inter(&l);
+  const unsigned lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  __shared__ unsigned warp_sums[kWarps];
+  __shared__ unsigned s_base;
+  unsigned total = 0;  // tasks enqueued so far (the same in every thread)
+  for (unsigned c0 = 0; c0 < nslots; c0 += kThreads) {
+    // In-place slot k: source first_rank + k / nle (the local rank k / nle), local expert k % nle.
+    const unsigned k = c0 + threadIdx.x;
+    unsigned rows = 0;
+    if (k < nslots) {
+      rows = make_rank(r.p, k / nle).packet_rows()[r.expert_of(r.global, k % nle)];
+      const unsigned slot = (r.p->first_rank + k / nle) * nle + k % nle;  // the subscriber's index
+      atomicOr(&s.handled[slot / 32], 1u << (slot % 32));
+    }
+    const unsigned rts = fdm_div_ceil(rows, kBM);
+    // Block-wide inclusive prefix of the slots' task counts: a warp scan, then the warps' totals.
+    unsigned end = rts * cti, tiles = rts;
+#pragma unroll
+    for (unsigned o = 1; o < 32; o *= 2) {
+      const unsigned v = __shfl_up_sync(0xFFFFFFFFu, end, o);
+      if (lane >= o) end += v;
+    }
+    for (int o = 16; o > 0; o /= 2) tiles += __shfl_xor_sync(0xFFFFFFFFu, tiles, o);
+    if (lane == 31) warp_sums[warp] = end;
+    if (lane == 0) atomicAdd(&s.in_place_row_tiles, tiles);
+    __syncthreads();
+    unsigned chunk = 0;
+    for (unsigned w = 0; w < (unsigned)kWarps; ++w) {
+      if (w < warp) end += warp_sums[w];
+      chunk += warp_sums[w];
+    }
+    s.slot_end[threadIdx.x] = end;
+    s.slot_rows[threadIdx.x] = rows;
+    if (threadIdx.x == 0 && chunk != 0) s_base = claim(r, chunk);
+    __syncthreads();
+    // Task j of the chunk belongs to the first slot whose prefix passes j (a binary search
+    // over the chunk's prefix); every thread writes a share. The first wave first (the
+    // forward's in-place tasks g < nproc, processor g's task number 0): its descriptors and
+    // mailbox slots, one fence, its ready flags and `assigned` counts (the mailbox's release
+    // pattern, mailbox.cuh); then the rest, one fence and their flags. Descriptors take ~1-2
+    // µs a thread each (their offsets' arithmetic): run 113 wrote all 2048 of T16384 E8's
+    // before the first wave and its first task came 10 µs later than the subscriber's.
+    const unsigned base = s_base;
+    auto write = [&](unsigned j) {
+      unsigned lo = 0, hi = kThreads - 1;
+      while (lo < hi) {
+        const unsigned mid = (lo + hi) / 2;
+        if (s.slot_end[mid] > j) hi = mid;
+        else lo = mid + 1;
+      }
+      const unsigned kk = c0 + lo, first = lo == 0 ? 0u : s.slot_end[lo - 1];
+      r.tasks()[base + j] = gemm0_task(r, r.p->first_rank + kk / nle, kk % nle, s.slot_rows[lo], j - first);
+    };
+    const unsigned wave = total < r.nproc ? min(chunk, r.nproc - total) : 0u;
+    for (unsigned j = threadIdx.x; j < wave; j += kThreads) {
+      write(j);
+      mailbox_stage(r, total + j, 0u, base + j);
+    }
+    fence_acq_rel_gpu();
+    for (unsigned j = threadIdx.x; j < wave; j += kThreads) {
+      st_relaxed_gpu(&r.task_ready()[base + j], r.epoch);
+      st_relaxed_gpu(&r.assigned()[total + j], 1u);
+    }
+    for (unsigned j = wave + threadIdx.x; j < chunk; j += kThreads) write(j);
+    fence_acq_rel_gpu();
+    for (unsigned j = wave + threadIdx.x; j < chunk; j += kThreads) st_relaxed_gpu(&r.task_ready()[base + j], r.epoch);
+    total += chunk;
+    __syncthreads();  // slot_end, slot_rows, warp_sums and s_base are the next chunk's
+  }
+  if (threadIdx.x == 0) {
+    s.in_place_slots = nslots;
+    s.first_wave = min(total, r.nproc);
+    r.control()[kFirstWave] = s.first_wave;  // for the host (PhaseTimes::first_wave)
+  }
   __syncthreads();
 }
 
@@ -54,8 +176,9 @@ FDM_OS_ROLE void dispatch_subscriber(const Rank r, OsShared& s) {
   const unsigned nle = r.p->local_experts_of[r.global];
   const unsigned slots = l.world * nle;
   const unsigned epoch = r.epoch;
-  unsigned long long row_tiles = 0;
-  unsigned remaining = slots;
+  // The packets read in place are enqueued already (enqueue_in_place; marked handled).
+  unsigned long long row_tiles = s.in_place_row_tiles;
+  unsigned remaining = slots - s.in_place_slots;
   Deadline deadline(r.p->timeout_ns);
   // Arrival bitmap: bit i of done[i / 32] marks slot i (the warp sweeps 32 slots a step).
   for (unsigned base = 0; remaining > 0; base = base + 32 >= slots ? 0 : base + 32) {
@@ -105,18 +228,12 @@ FDM_OS_ROLE void dispatch_subscriber(const Rank r, OsShared& s) {
       const unsigned source = pslot / nle, le = pslot % nle;
       const unsigned rts = fdm_div_ceil(prows, kBM);
       row_tiles += rts;
-      const unsigned cti = fdm_col_tiles_inter(&l);
-      const unsigned count = rts * cti;
+      const unsigned count = rts * fdm_col_tiles_inter(&l);
       if (lane == 0 && count) s.enqueue_base[warp] = claim(r, count);
       __syncwarp();
       if (count) {
-        // Column tiles in groups (the layout's gemm0_group), each group row tile by row tile:
-        // graph::gemm0_tile, the weights of a group read while they are still in L2.
-        publish(r, s.enqueue_base[warp], count, lane, 32, [&](unsigned i) {
-          const unsigned rt = fdm_gemm0_row_tile(i, rts, cti, l.gemm0_group);
-          const unsigned c = fdm_gemm0_col_tile(i, rts, cti, l.gemm0_group);
-          return make_task(r, FDM_TASK_GEMM0, source, r.global, le, rt, c, fdm_tile_rows(prows, rt, kBM));
-        });
+        publish(r, s.enqueue_base[warp], count, lane, 32,
+                [&](unsigned i) { return gemm0_task(r, source, le, prows, i); });
       }
       __syncwarp();
       --remaining;

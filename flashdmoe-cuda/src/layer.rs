@@ -236,7 +236,9 @@ pub struct PhaseTimes {
     pub chosen_ns: u32,
     /// Placement and capacity drops done (A3).
     pub placed_ns: u32,
-    /// The last of this rank's dispatch signals raised (A4 done for this rank's packets).
+    /// The last of this rank's dispatch signals raised (A4 done for this rank's packets; on the
+    /// Hopper engine the OS block raises the signals of the packets read in place after it
+    /// enqueued the rank's own: then this mark follows the first wave's tasks).
     pub dispatched_ns: u32,
     /// Every task of the rank completed: the scheduler hands out the stop words.
     pub stopped_ns: u32,
@@ -253,6 +255,11 @@ pub struct PhaseTimes {
     /// Whether A2 routed a token a thread (small routers at large T: topk.cuh `lanes_route`)
     /// rather than a warp a token.
     pub tokens_by_threads: bool,
+    /// The first wave: GEMM0 tasks of the packets read in place that the OS block posted in
+    /// processors' mailboxes itself, one each, before the scheduler's first round
+    /// (subscriber.cuh `enqueue_in_place`; 0 where no packet is read in place: the mma.sync
+    /// engine, or a rank with no such rows).
+    pub first_wave: u32,
 }
 
 /// Device buffers and the loaded kernel of one GPU.
@@ -1000,6 +1007,7 @@ impl CudaLayer {
                     reset_ns: reset,
                     router_jobs_ns: router_jobs,
                     tokens_by_threads: c[control::ROUTE_THREADS] != 0,
+                    first_wave: c[control::FIRST_WAVE],
                 });
             }
         }

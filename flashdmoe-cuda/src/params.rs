@@ -305,6 +305,9 @@ pub mod control {
     /// 1 where the forward's A2 routed a token a thread, 0 a warp a token (`kRouteThreads`;
     /// topk.cuh `lanes_route`).
     pub const ROUTE_THREADS: usize = 18;
+    /// The first wave: the GEMM0 tasks of the packets read in place that the OS block posted to
+    /// processors itself, one each (`kFirstWave`; subscriber.cuh `enqueue_in_place`).
+    pub const FIRST_WAVE: usize = 19;
 }
 
 /// The text of `fdm_params.h` (needs `fdm_proto.h` included first).
@@ -384,6 +387,7 @@ mod tests {
             ("kLastRouterDone", control::LAST_ROUTER_DONE),
             ("kTokensNs", control::TOKENS_NS),
             ("kRouteThreads", control::ROUTE_THREADS),
+            ("kFirstWave", control::FIRST_WAVE),
         ] {
             assert_eq!(value(name), index, "{name}");
             assert!((index as u64) < CONTROL_WORDS, "{name}");

@@ -227,7 +227,7 @@ fn run_case(case: &Case, iters: usize, device: &str) -> Result<Outcome, String> 
         let us = |ns: u32| ns as f64 / 1e3;
         for (rank, t) in phases.iter().enumerate() {
             detail.push_str(&format!(
-                "; rank {rank} phase A: last block started {:.0}us, reset {:.0}us, router jobs {:.0}us, routed {:.0}us, tokens {:.0}us ({}), top-k {:.0}us, placed {:.0}us, dispatched {:.0}us; \
+                "; rank {rank} phase A: last block started {:.0}us, reset {:.0}us, router jobs {:.0}us, routed {:.0}us, tokens {:.0}us ({}), top-k {:.0}us, placed {:.0}us, dispatched {:.0}us, first wave {} tasks; \
                  all tasks done {:.0}us, last warp ended {:.0}us",
                 t.last_block_ns as f64 / 1e3,
                 t.reset_ns as f64 / 1e3,
@@ -238,6 +238,7 @@ fn run_case(case: &Case, iters: usize, device: &str) -> Result<Outcome, String> 
                 us(t.chosen_ns),
                 us(t.placed_ns),
                 us(t.dispatched_ns),
+                t.first_wave,
                 us(t.stopped_ns),
                 us(t.exited_ns)
             ));
@@ -351,14 +352,21 @@ fn resident_case(case: &Case, _iters: usize, device: &str) -> Result<Outcome, St
     let phases = layer.phase_times().map_err(|e| format!("phase times: {e}"))?;
     let threads = phases.iter().all(|t| t.tokens_by_threads);
     let form_ok = threads || !case.name.contains("thread router");
+    // On the Hopper engine every rank's packets from this GPU are read in place, so the OS block
+    // hands each rank's first wave out itself (subscriber.cuh `enqueue_in_place`): one task a
+    // processor, or every task where there are fewer.
+    let waves: Vec<u32> = phases.iter().map(|t| t.first_wave).collect();
+    let hopper = matches!(layer.spec().engine, flashdmoe_cuda::spec::TileEngine::Wgmma(_));
+    let wave_ok = !hopper || waves.iter().all(|&n| n > 0);
     let detail = format!(
-        "[{}] {}; A2 {}{}",
+        "[{}] {}; A2 {}{}; first wave {waves:?}{}",
         layer.spec().label(),
         report.detail,
         if threads { "a thread a token" } else { "a warp a token" },
-        if form_ok { "" } else { " (NOT the form this case checks)" }
+        if form_ok { "" } else { " (NOT the form this case checks)" },
+        if wave_ok { "" } else { " (NONE on the Hopper engine)" }
     );
-    Ok(outcome(case, device, 7, report.passed && form_ok, detail))
+    Ok(outcome(case, device, 7, report.passed && form_ok && wave_ok, detail))
 }
 
 /// Where a traced forward's time went: routing/dispatch before the first task, the task
