@@ -12,6 +12,7 @@
 #pragma once
 
 #include "combine.cuh"
+#include "combine_stream.cuh"
 #include "completion.cuh"
 #include "dispatch.cuh"
 #include "mailbox.cuh"
@@ -52,6 +53,20 @@ __device__ __forceinline__ float row_weight(const Rank& r, const fdm_task& t, un
   return *reinterpret_cast<const float*>(r.heap + fdm_dispatch_weight(&r.p->layout, t.source_rank, t.local_expert, row));
 }
 
+/// Whether a combine task stages its slots (combine.cuh): 2-byte elements only (with 4-byte
+/// elements the TF32 64x256 images spill).
+constexpr bool kStagedCombine = sizeof(Elem) == 2;
+
+/// Where the consumers stage a combine task's slots: the epilogue's staging buffer (free
+/// during a combine) when they fit, else the region config.cuh reserves after the engine's.
+__device__ __forceinline__ CombineSlot* combine_slots(const Engine::Smem& s) {
+  if constexpr (kCombineSlotBytes <= kBM * Engine::kStagingStride) {
+    return reinterpret_cast<CombineSlot*>(s.staging());
+  } else {
+    return reinterpret_cast<CombineSlot*>(s.ptr + Engine::kUsedBytes);
+  }
+}
+
 /// What the producer hands the consumers for each task: the descriptor and its log index
 /// (kStop: stop). Consumers read the fields from shared memory when they need them, so
 /// nothing of the task lives in registers across the main loop (the accumulators need them).
@@ -90,7 +105,11 @@ __device__ void wgmma_producer(const Rank& r, const Engine::Smem& s, hw::Ring<2>
     if (task->index == kStop) return;
     ++taken;
     const fdm_task& t = task->t;  // read in place (shared memory), not copied to registers
-    if (t.kind == FDM_TASK_COMBINE) continue;
+    if (t.kind == FDM_TASK_COMBINE) {
+      // Streamed: the slots' row segments through the stages (combine_stream.cuh).
+      if constexpr (combine_stream::kEnabled) combine_stream::produce(r, s, pipe, pt, t, combine_slots(s));
+      continue;
+    }
     // One produce() site for both GEMMs: their differences are data (two inlined copies of
     // the engine's loop make ptxas spill).
     const bool gemm0 = t.kind == FDM_TASK_GEMM0;
@@ -109,20 +128,6 @@ __device__ void wgmma_producer(const Rank& r, const Engine::Smem& s, hw::Ring<2>
               : task_rows(r, s, t, e, pt);
     Engine::produce(s, pipe, pt, rows, (gemm0 ? kH : kI) / Engine::kBK, b0, b1, b_row, gemm0 ? kNB0 : kNB1,
                     gemm0 ? b_row : b_row + kBN);
-  }
-}
-
-/// Whether a combine task stages its slots (combine.cuh): 2-byte elements only (with 4-byte
-/// elements the TF32 64x256 images spill).
-constexpr bool kStagedCombine = sizeof(Elem) == 2;
-
-/// Where the consumers stage a combine task's slots: the epilogue's staging buffer (free
-/// during a combine) when they fit, else the region config.cuh reserves after the engine's.
-__device__ __forceinline__ CombineSlot* combine_slots(const Engine::Smem& s) {
-  if constexpr (kCombineSlotBytes <= kBM * Engine::kStagingStride) {
-    return reinterpret_cast<CombineSlot*>(s.staging());
-  } else {
-    return reinterpret_cast<CombineSlot*>(s.ptr + Engine::kUsedBytes);
   }
 }
 
@@ -255,7 +260,12 @@ __device__ void wgmma_consumer(const Rank& r, const Engine::Smem& s, hw::Ring<2>
     unsigned long long end;
     if (task->t.kind == FDM_TASK_COMBINE) {
       pending.publish(r, c);  // a combine's wait must never hold back a signal
-      run_combine<hw::kConsumerThreads, kStagedCombine>(r, task->t, c, combine_slots(s), [] { hw::consumer_sync(); });
+      if constexpr (combine_stream::kEnabled) {
+        combine_stream::consume(r, s, pipe, c, task->t, combine_slots(s));
+      } else {
+        run_combine<hw::kConsumerThreads, kStagedCombine>(r, task->t, c, combine_slots(s),
+                                                          [] { hw::consumer_sync(); });
+      }
       hw::consumer_sync();
       end = now_ns();
     } else {

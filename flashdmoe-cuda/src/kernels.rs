@@ -102,6 +102,7 @@ pub const HEADERS: &[Header] = &[
     Header { name: "subscriber.cuh", text: include_str!("../kernels/subscriber.cuh") },
     Header { name: "scheduler.cuh", text: include_str!("../kernels/scheduler.cuh") },
     Header { name: "combine.cuh", text: include_str!("../kernels/combine.cuh") },
+    Header { name: "combine_stream.cuh", text: include_str!("../kernels/combine_stream.cuh") },
     Header { name: "completion.cuh", text: include_str!("../kernels/completion.cuh") },
     Header { name: "processor.cuh", text: include_str!("../kernels/processor.cuh") },
     Header { name: "processor_wgmma.cuh", text: include_str!("../kernels/processor_wgmma.cuh") },

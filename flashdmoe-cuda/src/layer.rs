@@ -55,7 +55,7 @@ use crate::launch::{Kernel, LaunchShape};
 use crate::params::{
     Diag, INTER_MAPS, KernelParams, MAX_RANKS, ROLES, ScratchLayout, TraceRecord, WAITS, control,
 };
-use crate::spec::{self, EngineChoice, MoeSpec, ROUTING_CHUNK, TileChoice};
+use crate::spec::{self, CombineForm, EngineChoice, MoeSpec, ROUTING_CHUNK, TileChoice};
 use crate::tma::TensorMap;
 
 mod process;
@@ -85,6 +85,9 @@ pub struct CudaOptions {
     /// [`MoeSpec::with_tile`] says what it may be): for measuring a layer in several tiles.
     /// A tile the engine cannot run, or that spills, fails the build naming `tile`.
     pub tile: Option<TileChoice>,
+    /// How combine tasks read the returned rows ([`CombineForm`]; `Streamed` applies where
+    /// [`MoeSpec::with_combine`] says, the registers' form elsewhere).
+    pub combine: CombineForm,
 }
 
 /// The CUDA backend.
@@ -429,6 +432,7 @@ impl CudaBackend {
                 ],
                 None => self.options.engine.filter(MoeSpec::candidates(config, processors, arch0)),
             };
+            let candidates = spec::with_combine(candidates, self.options.combine);
             if candidates.is_empty() {
                 return Err(invalid(
                     "engine",

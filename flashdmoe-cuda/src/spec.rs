@@ -46,6 +46,21 @@ pub enum TileEngine {
     Wgmma(WgmmaTile),
 }
 
+/// How a combine task reads the rows its tokens' slots returned (`kernels/combine.cuh`,
+/// `kernels/combine_stream.cuh`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum CombineForm {
+    /// Loads into the threads' registers, summed in slot order: every engine and layer.
+    #[default]
+    Registers,
+    /// Streamed through the Hopper engine's pipeline stages by the producer's bulk copies and
+    /// summed from shared memory in the same order (the same bits), where it applies: the
+    /// Hopper engine, 2-byte elements, 4+ slots a token (`FDM_COMBINE_STREAM`). Elsewhere the
+    /// registers' form. Built to take the combine tail of many-slot layers to the HBM's rate
+    /// (perf-notes "Next levers" 1); not yet the default: its first GPU run is queued.
+    Streamed,
+}
+
 /// Which tile engine a layer may use.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum EngineChoice {
@@ -285,6 +300,9 @@ pub struct MoeSpec {
     /// Rows of a router job: the router tile's BM (`FDM_ROUTER_ROWS`, 64 or 128;
     /// [`router_rows`]).
     pub router_rows: u32,
+    /// How combine tasks read the returned rows ([`Self::with_combine`] keeps `Streamed` only
+    /// where it applies).
+    pub combine: CombineForm,
 }
 
 /// Rows of a layer's router jobs: 64, or 128 when 64-row jobs would take more than one wave of
@@ -476,7 +494,25 @@ impl MoeSpec {
                 router_rows,
             ),
             router_rows,
+            combine: CombineForm::Registers,
         }
+    }
+
+    /// This specialisation with combine tasks in `form`, where it applies: `Streamed` needs the
+    /// Hopper engine, 2-byte elements, 4+ slots a token and a token's slot segments within one
+    /// pipeline stage (`kernels/combine_stream.cuh`, whose static_assert checks the same);
+    /// elsewhere the registers' form.
+    pub fn with_combine(self, form: CombineForm) -> MoeSpec {
+        let streams = match (form, self.engine) {
+            (CombineForm::Streamed, TileEngine::Wgmma(t)) => {
+                let stage = t.bm * 128 + t.nb * t.bn * 128;
+                let segment = self.tile.bn_hidden * self.dtype.elem_bytes();
+                self.dtype.elem_bytes() == 2 && self.slots >= 4 && self.slots * segment <= stage
+            }
+            _ => false,
+        };
+        let combine = if streams { CombineForm::Streamed } else { CombineForm::Registers };
+        MoeSpec { combine, ..self }
     }
 
     /// The same tile on the Hopper engine, with the deepest pipeline that fits; `None` for
@@ -669,6 +705,11 @@ impl MoeSpec {
             .set("FDM_ROUTER_SPLIT", self.router_split)
             .set("FDM_ROUTER_ROWS", self.router_rows)
             .set("FDM_ROUTER_COLS", router_cols(self.router_experts));
+        // Only where streamed, so the other specialisations' defines (and cache keys) stay.
+        let defines = match self.combine {
+            CombineForm::Streamed => defines.set("FDM_COMBINE_STREAM", 1),
+            CombineForm::Registers => defines,
+        };
         match self.engine {
             TileEngine::Wgmma(engine) => engine.defines(defines.set("FDM_ENGINE", 1)),
             TileEngine::MmaSync => defines.set("FDM_ENGINE", 0),
@@ -721,7 +762,7 @@ impl MoeSpec {
             g => format!("{wide}-cg{g}"),
         };
         format!(
-            "{dtype}-{act}{}{}-H{}-I{}-E{}-k{}{shared}-{}x{}{wide}{engine}{split}{rows}",
+            "{dtype}-{act}{}{}-H{}-I{}-E{}-k{}{shared}-{}x{}{wide}{engine}{split}{rows}{}",
             if self.bias { "-bias" } else { "" },
             self.router.label(),
             self.hidden,
@@ -729,7 +770,8 @@ impl MoeSpec {
             self.router_experts,
             self.top_k,
             self.tile.bm,
-            self.tile.bn
+            self.tile.bn,
+            if self.combine == CombineForm::Streamed { "-cs" } else { "" }
         )
     }
 
@@ -754,6 +796,19 @@ impl MoeSpec {
             },
         }
     }
+}
+
+/// `candidates` (in order of preference) with combine tasks in `form` where it applies, each
+/// followed by its twin in the registers' form: a streamed image that spills (Kimi-K2's: 16
+/// bytes) makes [`compile_first`] fall back to the same tile, not to the next tile or engine.
+pub fn with_combine(candidates: Vec<MoeSpec>, form: CombineForm) -> Vec<MoeSpec> {
+    candidates
+        .into_iter()
+        .flat_map(|s| {
+            let chosen = s.with_combine(form);
+            [Some(chosen), (chosen != s).then_some(s)].into_iter().flatten()
+        })
+        .collect()
 }
 
 /// The specialisation [`compile_first`] chose, its image, and the candidates before it that
@@ -816,6 +871,7 @@ pub fn variants() -> Vec<KernelVariant> {
                 engine: TileEngine::MmaSync,
                 router_split: 1,
                 router_rows: 64,
+                combine: CombineForm::Registers,
             }
         };
     for dtype in [DType::Bf16, DType::F16, DType::F32, DType::F32Exact] {
@@ -904,6 +960,29 @@ pub fn variants() -> Vec<KernelVariant> {
             candidates.first().filter(|s| s.engine != TileEngine::MmaSync).map(MoeSpec::variant),
         );
         out.extend(candidates.last().map(MoeSpec::variant));
+        // Their Hopper specialisation with combine tasks streamed, where that applies (4+
+        // slots a token: Qwen3, OLMoE, DeepSeek, Qwen2, gpt-oss's ragged 2880 tiles). Not
+        // Kimi-K2's: ptxas spills 16 bytes there (threadIdx.x, from the kernel's start), and
+        // the build falls back to the registers' form of the same tile (layer.rs).
+        out.extend(
+            candidates
+                .first()
+                .filter(|_| model.name != "kimi-k2")
+                .map(|s| s.with_combine(CombineForm::Streamed))
+                .filter(|s| s.combine == CombineForm::Streamed)
+                .map(|s| s.variant()),
+        );
+    }
+    // The shared kinds at the GPU check's small shape, streamed (6 and 4 slots a token).
+    for (_, config) in shared_kinds(1) {
+        let candidates = MoeSpec::candidates(&config, H200_PROCESSORS, Arch::SM90);
+        out.extend(
+            candidates
+                .first()
+                .map(|s| s.with_combine(CombineForm::Streamed))
+                .filter(|s| s.combine == CombineForm::Streamed)
+                .map(|s| s.variant()),
+        );
     }
     out
 }
@@ -991,6 +1070,36 @@ mod tests {
     use super::*;
 
     #[test]
+    fn combine_streams_only_where_the_kernel_can_and_keeps_a_registers_twin() {
+        let h200 = H200_PROCESSORS;
+        let qwen3 = presets::preset("qwen3-30b-a3b").unwrap();
+        let paper = presets::preset("paper-t4096-e8").unwrap();
+        // Qwen3 (k 8, bf16) on the Hopper engine streams: the label says so, the define is
+        // set, and its registers' twin follows it; the mma.sync candidates stay as they were.
+        let candidates = MoeSpec::candidates(&qwen3, h200, Arch::SM90);
+        let chosen = with_combine(candidates.clone(), CombineForm::Streamed);
+        assert_eq!(chosen.len(), candidates.len() + 1);
+        assert_eq!(chosen[0].combine, CombineForm::Streamed);
+        assert!(chosen[0].label().ends_with("-cs"), "{}", chosen[0].label());
+        let streams =
+            |s: &MoeSpec| s.defines().iter().any(|(name, _)| name == "FDM_COMBINE_STREAM");
+        assert!(streams(&chosen[0]));
+        assert_eq!(chosen[1], candidates[0]);
+        assert!(!streams(&chosen[1]));
+        assert_eq!(&chosen[2..], &candidates[1..]);
+        // The registers' form asked: nothing changes.
+        assert_eq!(with_combine(candidates.clone(), CombineForm::Registers), candidates);
+        // The paper layer (k 2), exact f32 and the mma.sync engine keep the registers' form.
+        let k2 = MoeSpec::candidates(&paper, h200, Arch::SM90);
+        assert_eq!(with_combine(k2.clone(), CombineForm::Streamed), k2);
+        let exact = MoeConfig { dtype: DType::F32Exact, ..qwen3.clone() };
+        let exact = MoeSpec::candidates(&exact, h200, Arch::SM90);
+        assert_eq!(with_combine(exact.clone(), CombineForm::Streamed), exact);
+        let ampere = MoeSpec::candidates(&qwen3, h200, Arch::SM80);
+        assert_eq!(with_combine(ampere.clone(), CombineForm::Streamed), ampere);
+    }
+
+    #[test]
     fn router_jobs_split_k_while_they_fill_less_than_a_wave() {
         let h200 = H200_PROCESSORS;
         // The paper layer (H 2048, bf16: k-steps of 64): T128 E8 has 2 jobs, T4096 64,
@@ -1056,6 +1165,7 @@ mod tests {
                 engine: TileEngine::MmaSync,
                 router_split: 1,
                 router_rows: 64,
+                combine: CombineForm::Registers,
             };
             // 4 stages x (128 + 2 x 128) rows x 128 B = 192 KiB, within the 227 KiB opt-in.
             assert_eq!(spec.smem_bytes(), 196_608);

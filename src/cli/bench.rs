@@ -15,7 +15,7 @@ use flashdmoe::bench::results::Results;
 use flashdmoe::bench::runner::{self, BenchBackend, Progress, RunOptions};
 use flashdmoe::bench::{BenchError, csv, table};
 use flashdmoe::core::{BackendError, MoeConfig};
-use flashdmoe::cuda::{CudaBackend, CudaOptions, TileChoice};
+use flashdmoe::cuda::{CombineForm, CudaBackend, CudaOptions, TileChoice};
 use flashdmoe::sim::SimBackend;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -91,6 +91,12 @@ pub(super) struct BenchArgs {
     /// fails naming why.
     #[arg(long, value_name = "BMxBN", value_parser = str::parse::<TileChoice>)]
     tile: Option<TileChoice>,
+    /// CUDA: combine tasks streamed through the Hopper engine's pipeline stages by bulk copies
+    /// (4+ slots a token, bf16 or f16; the kernel label ends in `-cs`; the same output bits as
+    /// the default form). Not yet the default: its first GPU timing is queued
+    /// (docs/dev/gpu-queue.md).
+    #[arg(long)]
+    combine_stream: bool,
 }
 
 /// Where the baselines run.
@@ -168,6 +174,7 @@ pub(super) fn bench(args: &BenchArgs) -> Result<(), CliError> {
                 ("--ranks-per-gpu", args.ranks_per_gpu.is_some()),
                 ("--remote-copiers", args.remote_copiers.is_some()),
                 ("--tile", args.tile.is_some()),
+                ("--combine-stream", args.combine_stream),
             ])?;
             println!(
                 "backend: sim (SIMULATION: the CPU simulator, {} processor and {} subscriber \
@@ -190,6 +197,11 @@ pub(super) fn bench(args: &BenchArgs) -> Result<(), CliError> {
                 ranks_per_gpu,
                 remote_copiers: args.remote_copiers,
                 tile: args.tile,
+                combine: if args.combine_stream {
+                    CombineForm::Streamed
+                } else {
+                    CombineForm::Registers
+                },
                 ..CudaOptions::default()
             });
             println!("backend: cuda on {} (device-event times)", cuda.device());

@@ -26,7 +26,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use flashdmoe::core::oracle::OracleError;
 use flashdmoe::core::{BackendError, ConfigError, TimeoutReport};
-use flashdmoe::cuda::{CudaOptions, TileChoice};
+use flashdmoe::cuda::{CombineForm, CudaOptions, TileChoice};
 use flashdmoe::sim::SimOptions;
 
 /// Distributed Mixture-of-Experts forward as one persistent kernel per GPU, with a CPU
@@ -234,6 +234,12 @@ struct RunArgs {
     /// gpt-oss-20b (their row gathers: docs/dev/perf-notes.md v30 (a)).
     #[arg(long, value_name = "BMxBN", value_parser = str::parse::<TileChoice>)]
     tile: Option<TileChoice>,
+    /// CUDA: combine tasks streamed through the Hopper engine's pipeline stages by bulk copies
+    /// (4+ slots a token, bf16 or f16; the kernel label ends in `-cs`; the same output bits as
+    /// the default form). Not yet the default: its first GPU timing is queued
+    /// (docs/dev/gpu-queue.md).
+    #[arg(long)]
+    combine_stream: bool,
     /// CUDA: after the verified forwards, time K device-resident forwards queued back to back
     /// on each GPU's stream after a group barrier (what a model sees; the same measurement in
     /// one process and in one process per GPU) and print the slowest GPU's time a forward;
@@ -263,6 +269,11 @@ impl RunArgs {
             ranks_per_gpu: self.ranks_per_gpu,
             remote_copiers: self.remote_copiers,
             tile: self.tile,
+            combine: if self.combine_stream {
+                CombineForm::Streamed
+            } else {
+                CombineForm::Registers
+            },
             ..CudaOptions::default()
         }
     }

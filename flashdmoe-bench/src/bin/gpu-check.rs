@@ -4,12 +4,15 @@
 //! machine). Every timed configuration is verified in the same run.
 //!
 //! Usage: `gpu-check [--quick] [--list] [--json PATH] [--only SUBSTRING[,SUBSTRING...]]
-//! [--iters N] [--engine auto|mma-sync|wgmma]`
+//! [--iters N] [--engine auto|mma-sync|wgmma] [--combine registers|stream]`
 //!
 //! Prints one line per check and a summary table last; exits non-zero if any check failed.
 //! A forward check's line carries its output digest (`output digest 0123...`,
 //! [`flashdmoe_bench::gpu_check::output_digest`]): inputs and weights come from fixed seeds, so
 //! two builds that print the same digest for a case wrote the same bits.
+//! `--combine stream` builds every layer with combine tasks streamed through the Hopper engine's
+//! stages where that applies (`CombineForm::Streamed`; its label ends in `-cs`); the output
+//! digests then say whether it wrote the same bits as the default form.
 //! `--list` prints the names of the checks it would run (with `--quick` and `--only`) and
 //! exits, without a GPU.
 //! `--json PATH` writes one results line per check, as the harness writes them
@@ -34,7 +37,7 @@ use flashdmoe_core::{
     MoeConfig,
 };
 use flashdmoe_cuda::{
-    CudaBackend, CudaLayer, CudaOptions, EngineChoice, TileChoice, cuda_available,
+    CombineForm, CudaBackend, CudaLayer, CudaOptions, EngineChoice, TileChoice, cuda_available,
 };
 
 struct Args {
@@ -44,6 +47,7 @@ struct Args {
     only: Option<String>,
     iters: usize,
     engine: EngineChoice,
+    combine: CombineForm,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -54,6 +58,7 @@ fn parse_args() -> Result<Args, String> {
         only: None,
         iters: 20,
         engine: EngineChoice::Auto,
+        combine: CombineForm::Registers,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -70,6 +75,13 @@ fn parse_args() -> Result<Args, String> {
                 let v = it.next().ok_or("--engine needs auto, mma-sync or wgmma")?;
                 args.engine = EngineChoice::parse(&v)
                     .ok_or(format!("--engine {v:?}: expected auto, mma-sync or wgmma"))?;
+            }
+            "--combine" => {
+                args.combine = match it.next().as_deref() {
+                    Some("registers") => CombineForm::Registers,
+                    Some("stream") => CombineForm::Streamed,
+                    v => return Err(format!("--combine {v:?}: expected registers or stream")),
+                }
             }
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -110,6 +122,8 @@ struct Case {
     resident: bool,
     /// A tile instead of the backend's choice (`CudaOptions::tile`).
     tile: Option<TileChoice>,
+    /// A combine form instead of `--combine`'s (`CudaOptions::combine`).
+    combine: Option<CombineForm>,
 }
 
 /// Every rank's generated input.
@@ -122,6 +136,8 @@ fn inputs(c: &MoeConfig, seed: u64) -> Result<Vec<Vec<f32>>, String> {
 
 /// The `--engine` flag, set once by `main` (every case's layer uses it).
 static ENGINE: std::sync::OnceLock<EngineChoice> = std::sync::OnceLock::new();
+/// The `--combine` flag, the same way.
+static COMBINE: std::sync::OnceLock<CombineForm> = std::sync::OnceLock::new();
 
 /// What a check of `case` found: `passed`, `detail`, and nothing measured yet; `seed` is the
 /// weights' (the inputs are drawn from seed 11, or 1 in the timeout checks).
@@ -149,6 +165,7 @@ fn build(case: &Case, weights: &LayerWeights) -> Result<CudaLayer, String> {
         ranks_per_gpu: case.ranks_per_gpu,
         engine,
         tile: case.tile,
+        combine: case.combine.or(COMBINE.get().copied()).unwrap_or_default(),
         ..Default::default()
     })
     .build(&case.config, weights)
@@ -183,6 +200,11 @@ fn run_case(case: &Case, iters: usize, device: &str) -> Result<Outcome, String> 
     let digest = output_digest(first.ranks.iter().map(|r| r.output.as_slice()));
     let mut detail = format!("[{}] {report}; output digest {digest:016x}", layer.spec().label());
     let mut ok = report.passed();
+    if case.combine == Some(CombineForm::Streamed) && layer.spec().combine != CombineForm::Streamed
+    {
+        ok = false;
+        detail.push_str("; NOT the streamed combine this case checks (the build fell back)");
+    }
     let mut max_rel = report.max_rel;
     // Determinism: a second forward (next epoch, no clearing) must be bitwise identical.
     let second = layer.forward(&inputs, &options).map_err(|e| format!("second forward: {e}"))?;
@@ -426,6 +448,7 @@ fn cases(quick: bool) -> Vec<Case> {
         timeout: false,
         resident: false,
         tile: None,
+        combine: None,
     };
     // Every dtype x activation, biases on the gated ones.
     for dtype in [DType::Bf16, DType::F16, DType::F32, DType::F32Exact] {
@@ -588,6 +611,30 @@ fn cases(quick: bool) -> Vec<Case> {
             ..case(format!("tile {name}"), c)
         });
     }
+    // Combine tasks streamed through the Hopper engine's stages (`CombineForm::Streamed`,
+    // kernels/combine_stream.cuh: 4+ slots a token): a top-8 layer (a stage holds 4 of its
+    // tokens at H 512), the shared kinds (6 and 4 slots: a dropped slot's zeros, Qwen's gate),
+    // on one rank and two virtual ranks; their labels end in `-cs` (else the build fell back).
+    let mut top8 = small(DType::Bf16, Activation::SiluGated, false);
+    top8.top_k = 8;
+    let streamed = [
+        ("small top-8", 1, top8.clone()),
+        ("virtual P=2 top-8", 2, MoeConfig { world: 2, experts: 16, ..top8 }),
+    ]
+    .into_iter()
+    .map(|(name, world, c)| (name.to_owned(), world, c))
+    .chain(
+        flashdmoe_cuda::spec::shared_kinds(1)
+            .into_iter()
+            .map(|(kind, c)| (format!("small {kind}"), 1, c)),
+    );
+    for (name, world, c) in streamed {
+        out.push(Case {
+            combine: Some(CombineForm::Streamed),
+            ranks_per_gpu: (world > 1).then_some(world),
+            ..case(format!("combine stream {name}"), c)
+        });
+    }
     if quick {
         return out;
     }
@@ -728,6 +775,7 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let _ = ENGINE.set(args.engine);
+    let _ = COMBINE.set(args.combine);
     let (available, device) = match flashdmoe_cuda::gpus() {
         Ok(g) => {
             (g.len() as u32, g.first().map_or_else(|| "unknown GPU".into(), |g| g.name.clone()))
@@ -865,6 +913,8 @@ mod tests {
             "virtual P=4 deepseek-v2 m2 shared experts",
             "virtual P=4 qwen2-moe m4 gated shared experts",
             "tile 256x64 swiglu virtual P=2",
+            "combine stream small top-8",
+            "combine stream virtual P=2 top-8",
         ] {
             assert!(quick.iter().any(|n| n.contains(needle)), "{needle} not in the quick check");
         }

@@ -1,0 +1,131 @@
+// combine_stream.cuh -- the combine task streamed through the Hopper engine's pipeline (core's
+// `TaskKind::Combine`; the plain form is combine.cuh's run_combine). Where a token has many
+// slots (FDM_COMBINE_STREAM, 2-byte elements, 4+ slots) a combine task reads ~0.5 MiB of
+// returned rows, and the consumers' registers hold 32 KiB of them in flight: ~19 GB/s an SM,
+// Qwen3's combine tail ~70 µs (perf-notes "Next levers" 1). Here the producer copies the
+// slots' row segments into the pipeline's stages with `cp.async.bulk` (one issue a segment,
+// 3-4 stages of ~48 KiB in flight) while the consumers sum the previous stage from shared
+// memory, in slot order: run_combine's sum, the same bits.
+//
+// The handover, per combine task (the producer and the consumers each meet it in task order):
+//   consumers: look every slot of the tile up (combine_slot) into the slot table
+//     (combine_slots: the staging buffer or the region after the engine's), then named barrier
+//     kCombineBarrier with the producer (384 threads): the table is written;
+//   producer: after that barrier, fill by fill (kFillRows token rows, all their slots, a
+//     stage): waits for the stage to be empty, each thread bulk-copies its segments (kNoSlot:
+//     none) with one arrive.expect_tx of their bytes (no copy: a plain arrival), thread 0 one
+//     more arrival (the stage barrier counts 129, as for a GEMM k-tile);
+//   consumers: fill by fill, wait for the stage, sum each (row, 16-byte chunk) over its slots
+//     from the stage, store the output, release the stage.
+// The pipeline's ring advances once a fill on both sides, as for a GEMM k-tile, so the tasks
+// around a combine keep their stages in order. The producer reads the table only before its
+// arrivals on the stages the consumers wait for, so the consumers' next writes of the table
+// (the next combine) or of the staging buffer (the next GEMM's epilogue) come after its reads.
+#pragma once
+
+#include "combine.cuh"
+
+#if FDM_ENGINE == 1
+#ifndef FDM_COMBINE_STREAM
+#define FDM_COMBINE_STREAM 0
+#endif
+
+namespace combine_stream {
+namespace hw = flashdmoe::hopper;
+
+/// Bytes of one slot's returned row segment in a combine tile (a ragged last column tile copies
+/// fewer; its segments keep this stride in the stage).
+constexpr unsigned kSegBytes = kBNH * sizeof(Elem);
+/// Token rows of a tile one stage holds, every slot of each.
+constexpr unsigned kFillRows = Engine::kStageBytes / (kSlots * kSegBytes);
+/// Whether combine tasks stream (spec.rs `CombineForm::Streamed` sets FDM_COMBINE_STREAM only
+/// where the conditions below hold: the static_assert keeps the two in step).
+constexpr bool kEnabled = FDM_COMBINE_STREAM != 0;
+static_assert(!kEnabled || (sizeof(Elem) == 2 && kSlots >= 4 && kFillRows >= 1),
+              "spec.rs CombineForm::Streamed: 2-byte elements, 4+ slots a token, a token's segments in a stage");
+static_assert(kSegBytes % 16 == 0, "bulk copies move whole 16-byte units");
+/// Named barrier of the table's handover (1: the consumers' own; 2: the router tile's).
+constexpr unsigned kCombineBarrier = 3;
+
+__device__ __forceinline__ void bulk_load(unsigned dst, const void* src, unsigned bytes, unsigned bar) {
+  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(dst),
+               "l"(src), "r"(bytes), "r"(bar)
+               : "memory");
+}
+
+/// Producer thread pt (0..127), at combine task t: streams the tile's slot segments into the
+/// stages (see the file comment), after the consumers wrote the slot table `slots`.
+__device__ void produce(const Rank& r, const Engine::Smem& s, hw::Ring<FDM_STAGES>& pipe, unsigned pt,
+                        const fdm_task& t, const CombineSlot* slots) {
+  hw::named_sync(kCombineBarrier, hw::kEngineThreads);
+  const unsigned rows = t.valid_rows;
+  const unsigned long long col_bytes = (unsigned long long)t.col_tile * kSegBytes;
+  const unsigned seg = fdm_tile_cols(kH, kBNH, t.col_tile) * sizeof(Elem);
+  for (unsigned row0 = 0; row0 < rows; row0 += kFillRows) {
+    const unsigned n = min(kFillRows, rows - row0) * kSlots;  // the fill's segments
+    const CombineSlot* fill = slots + row0 * kSlots;
+    hw::mbar_wait(s.empty(pipe.slot), pipe.phase ^ 1u);
+    const unsigned full = s.full(pipe.slot), stage = s.a(pipe.slot);
+    unsigned copies = 0;
+    for (unsigned i = pt; i < n; i += hw::kProducerThreads) copies += fill[i].offset != kNoSlot;
+    if (copies != 0) {
+      hw::mbar_arrive_expect_tx(full, copies * seg);
+    } else {
+      hw::mbar_arrive(full);
+    }
+    for (unsigned i = pt; i < n; i += hw::kProducerThreads) {
+      const unsigned long long offset = fill[i].offset;
+      if (offset != kNoSlot) bulk_load(stage + i * kSegBytes, r.heap + offset + col_bytes, seg, full);
+    }
+    if (pt == 0) hw::mbar_arrive(full);
+    pipe.advance();
+  }
+}
+
+/// Consumer thread c (0..255), at combine task t: writes the slot table, hands it to the
+/// producer, then sums the stages it fills into the tile's output rows.
+__device__ void consume(const Rank& r, const Engine::Smem& s, hw::Ring<FDM_STAGES>& pipe, unsigned c,
+                        const fdm_task& t, CombineSlot* slots) {
+  constexpr unsigned kVec = 16 / sizeof(Elem);
+  constexpr unsigned kThreadsPerRow = kBNH / kVec;
+  constexpr unsigned kRowsAtOnce = hw::kConsumerThreads / kThreadsPerRow;
+  static_assert(hw::kConsumerThreads % kThreadsPerRow == 0, "whole rows a pass");
+  const unsigned rows = t.valid_rows;
+  for (unsigned i = c; i < rows * kSlots; i += hw::kConsumerThreads) slots[i] = combine_slot(r, t, i);
+  hw::named_sync(kCombineBarrier, hw::kEngineThreads);
+  const unsigned chunk = c % kThreadsPerRow;
+  const unsigned col = t.col_tile * kBNH + chunk * kVec;
+  // Lanes whose columns lie past H (a ragged last column tile) take no rows.
+  const bool cols = kH % kBNH == 0 || col < kH;
+  for (unsigned row0 = 0; row0 < rows; row0 += kFillRows) {
+    const unsigned n = min(kFillRows, rows - row0);
+    hw::mbar_wait(s.full(pipe.slot), pipe.phase);
+    const char* stage = s.ptr + (s.a(pipe.slot) - s.base);
+    for (unsigned q = c / kThreadsPerRow; cols && q < n; q += kRowsAtOnce) {
+      float acc[kVec];
+#pragma unroll
+      for (unsigned v = 0; v < kVec; ++v) acc[v] = 0.f;
+#pragma unroll 1
+      for (unsigned j = 0; j < (unsigned)kSlots; ++j) {  // slot order: deterministic
+        const unsigned i = q * kSlots + j;
+        const CombineSlot sl = slots[row0 * kSlots + i];
+        // As run_combine: a dropped slot adds 0 x 0.
+        float w = 0.f;
+        uint4 raw = make_uint4(0u, 0u, 0u, 0u);
+        if (sl.offset != kNoSlot) {
+          w = sl.weight;
+          raw = *reinterpret_cast<const uint4*>(stage + i * kSegBytes + chunk * 16);
+        }
+        const Elem* vals = reinterpret_cast<const Elem*>(&raw);
+#pragma unroll
+        for (unsigned v = 0; v < kVec; ++v) acc[v] += w * to_f32(vals[v]);
+      }
+      store_combined(r, t, row0 + q, col, acc);
+    }
+    Engine::release(s, pipe.slot);
+    pipe.advance();
+  }
+}
+
+}  // namespace combine_stream
+#endif  // FDM_ENGINE == 1
