@@ -5,6 +5,7 @@
 #   ph LABEL NEED CMD...   runs CMD into $w/LABEL.log if NEED seconds are left (else records
 #                          it as skipped), with a timeout of the time left; one line a phase
 #                          (exit status, seconds left) goes to $w/summary.txt.
+#   ab_lines LABEL...      the compared fields of each phase's cases, a line a case.
 # Scripts up to run 85 carry their own copy of these lines (they are records of what ran).
 phases_start=$(date +%s)
 phases_budget=${BUDGET:-420}
@@ -18,4 +19,17 @@ ph() {
   fi
   timeout $(($(left) - 5)) "$@" > "$w/$label.log" 2>&1
   echo "$label rc=$? left $(left)" >> "$w/summary.txt"
+}
+# ab_lines LABEL...: for each phase's log, one line a case: its verdict and name, the fields an
+# A/B run compares (first task, phase marks, the first wave, the combine tasks, a streamed
+# combine's kernel label, back-to-back time) and its output digest (equal = the same bits).
+ab_lines() {
+  local b
+  for b in "$@"; do
+    [ -f "$w/$b.log" ] || continue
+    echo "== $b"
+    grep -E "^\[(ok|FAIL)\]" "$w/$b.log" |
+      grep -o -E "^\[[a-zA-Z]+\] [^(]*|\[[a-z0-9.-]*-cs\]|first task at [0-9]+us|placed [0-9]+us|first wave [0-9]+ tasks|combine n=[^;]*|back to back [0-9.]+ ms|output digest [0-9a-f]+" |
+      paste -s -d' ' | sed 's/\[ok\]/\n[ok]/g;s/\[FAIL\]/\n[FAIL]/g' | cut -c1-300
+  done
 }

@@ -23,11 +23,7 @@ ph cs 80 .carry/gpu-check --only "$cases" --combine stream --json $w/cs.jsonl
 ph reg2 80 .carry/gpu-check --only "$cases" --json $w/reg2.jsonl
 ph cs2 80 .carry/gpu-check --only "$cases" --combine stream --json $w/cs2.jsonl
 tar czf $OUT/run117.tgz -C $w .
-for b in reg cs reg2 cs2; do
-  [ -f $w/$b.log ] || continue
-  echo "== $b"
-  grep -E "^\[(ok|FAIL)\]" $w/$b.log | grep -o -E "^\[[a-zA-Z]+\] [^(]*|\[[a-z0-9-]*-cs\]|combine n=[^;]*|back to back [0-9.]+ ms|output digest [0-9a-f]+" | paste -s -d' ' | sed 's/\[ok\]/\n[ok]/g;s/\[FAIL\]/\n[FAIL]/g' | cut -c1-300
-done
+ab_lines reg cs reg2 cs2
 echo "quick: $(grep -c '^\[ok\]' $w/quick.log) ok, $(grep -c '^\[FAIL\]' $w/quick.log) FAIL"; grep '^\[FAIL\]' $w/quick.log | cut -c1-600
 grep "^\[[a-zA-Z]*\] combine stream" $w/quick.log | cut -c1-200
 cat $w/summary.txt
