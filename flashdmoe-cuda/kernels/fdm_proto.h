@@ -201,23 +201,29 @@ FDM_FN unsigned long long fdm_task_bound(const fdm_layout* l, unsigned long long
 }
 // Task i of a packet's GEMM0 tasks in publication order: its row tile and column tile,
 // graph::gemm0_tile (column tiles in groups of `group`, each group row tile by row tile).
+// In 32 bits: a GPU divides 64-bit integers in software, and a task descriptor took ~2 us a
+// thread with four such divisions (docs/dev/perf-notes.md v35). A group of more than
+// 2^32 - 1 tasks is past every u32 i, so its quotient is 0 without dividing.
+// fdm_gemm0_width: the width of i's column group; *first its first column tile, *j i's index in it.
 FDM_FN unsigned int fdm_gemm0_width(unsigned int i, unsigned int row_tiles, unsigned int col_tiles,
-                                    unsigned int group, unsigned int* first) {
+                                    unsigned int group, unsigned int* first, unsigned int* j) {
     if (group == 0u || group > col_tiles) group = col_tiles;
-    *first = (unsigned int)(i / ((unsigned long long)row_tiles * group)) * group;
+    const unsigned int q = row_tiles > 0xFFFFFFFFu / group ? 0u : i / (row_tiles * group);
+    *first = q * group;
+    *j = q == 0u ? i : i - q * (row_tiles * group);
     return col_tiles - *first < group ? col_tiles - *first : group;
 }
 FDM_FN unsigned int fdm_gemm0_row_tile(unsigned int i, unsigned int row_tiles, unsigned int col_tiles,
                                        unsigned int group) {
-    unsigned int first;
-    unsigned int width = fdm_gemm0_width(i, row_tiles, col_tiles, group, &first);
-    return (unsigned int)((i - (unsigned long long)first * row_tiles) / width);
+    unsigned int first, j;
+    unsigned int width = fdm_gemm0_width(i, row_tiles, col_tiles, group, &first, &j);
+    return j / width;
 }
 FDM_FN unsigned int fdm_gemm0_col_tile(unsigned int i, unsigned int row_tiles, unsigned int col_tiles,
                                        unsigned int group) {
-    unsigned int first;
-    unsigned int width = fdm_gemm0_width(i, row_tiles, col_tiles, group, &first);
-    return first + (unsigned int)((i - (unsigned long long)first * row_tiles) % width);
+    unsigned int first, j;
+    unsigned int width = fdm_gemm0_width(i, row_tiles, col_tiles, group, &first, &j);
+    return first + j % width;
 }
 // Token tiles per combine readiness group: graph::combine_group_tiles.
 FDM_FN unsigned int fdm_combine_group_tiles(unsigned int token_tiles, unsigned int packets,
