@@ -58,6 +58,12 @@ __device__ __forceinline__ void bulk_load(unsigned dst, const void* src, unsigne
 __device__ void produce(const Rank& r, const Engine::Smem& s, hw::Ring<FDM_STAGES>& pipe, unsigned pt,
                         const fdm_task& t, const CombineSlot* slots) {
   hw::named_sync(kCombineBarrier, hw::kEngineThreads);
+  // The returned rows were stored by GEMM1 consumers (the generic proxy) and acquired through
+  // the return signals, the combine's enqueue and the mailbox (thread 0's acquire, then the
+  // ring and this barrier); the bulk copies read them through the async proxy: each copying
+  // thread's proxy fence orders what it acquired before its copies (the reading side's half of
+  // the GEMM0 -> GEMM1 TMA pattern in processor_wgmma.cuh).
+  hw::fence_proxy_async_global();
   const unsigned rows = t.valid_rows;
   const unsigned long long col_bytes = (unsigned long long)t.col_tile * kSegBytes;
   const unsigned seg = fdm_tile_cols(kH, kBNH, t.col_tile) * sizeof(Elem);

@@ -223,7 +223,9 @@ __device__ __forceinline__ unsigned long long gemm_consume(const Rank& r, const 
   // Results before what announces them; a tile in a peer's return rows is fenced later
   // (PendingReturn), under the next task's main loop.
   // A GEMM0 tile's rows are read by the TMA (the async proxy) of a GEMM1 that loads its A
-  // through `tmap_inter`.
+  // through `tmap_inter`. (A GEMM1 tile's rows, read by a streamed combine's bulk copies, are
+  // fenced on the reading side only: combine_stream.cuh; a fence here made gpt-oss's streamed
+  // images spill 8 bytes.)
   if (gemm0 && r.maps_intermediate()) hw::fence_proxy_async_global();
   if (gemm0 || on_this_gpu(p, t.source_rank)) fence_for(p, gemm0 ? r.global : t.source_rank);
   hw::consumer_sync();
