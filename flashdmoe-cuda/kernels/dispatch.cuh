@@ -35,11 +35,20 @@ struct CopyGroup {
   unsigned index, count;
 };
 
+/// The processors of each rank that copy only rows bound for other GPUs in A4 (its highest
+/// roles: processors nproc - remote .. nproc - 1), 0 when the copies are not split.
+__device__ __forceinline__ unsigned remote_copiers(const fdm_params* p) {
+  const unsigned bpr = p->blocks_per_rank, ranks = p->local_ranks;
+  const unsigned leftover = gridDim.x - bpr * ranks;
+  unsigned remote = p->layout.world > ranks ? p->remote_copiers : 0u;  // 1..=bpr - 1 (host-checked)
+  if (remote != 0 && bpr - 1 - remote == 0 && leftover == 0) remote = 0;  // too few blocks to split
+  return remote;
+}
+
 __device__ CopyGroup copy_group(const fdm_params* p) {
   const unsigned bpr = p->blocks_per_rank, ranks = p->local_ranks;
   const unsigned used = bpr * ranks, leftover = gridDim.x - used;
-  unsigned remote = p->layout.world > ranks ? p->remote_copiers : 0u;  // 1..=bpr - 1 (host-checked)
-  if (remote != 0 && bpr - 1 - remote == 0 && leftover == 0) remote = 0;  // too few blocks to split
+  const unsigned remote = remote_copiers(p);
   const bool split = remote != 0;
   const unsigned local_per_rank = bpr - 1 - remote, local_count = ranks * local_per_rank + leftover;
   if (blockIdx.x >= used) return {split, false, ranks * local_per_rank + blockIdx.x - used, local_count};

@@ -77,7 +77,7 @@ constexpr bool kEnqueuesInPlace = kReadsInPlace;
 /// since A3's grid barrier) go into the GEMM log at once, in (source, local expert) order, and
 /// the first of them, one a processor, are posted in the processors' mailboxes as their task
 /// number 0 by the same threads (the first wave: processor q < first_wave runs GEMM log task
-/// base + q; the scheduler starts past them). The dispatch subscriber's hop for these packets
+/// base + q; the scheduler starts past them; A4's remote copiers get none). The dispatch subscriber's hop for these packets
 /// (a signal, a claim and a release a packet) and the scheduler's first round took 7-10 µs
 /// between placement and the first task (docs/dev/perf-notes.md v35).
 __device__ void enqueue_in_place(const Rank& r, OsShared& s) {
@@ -94,6 +94,9 @@ __device__ void enqueue_in_place(const Rank& r, OsShared& s) {
   const unsigned lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   __shared__ unsigned warp_sums[kWarps];
   __shared__ unsigned s_base;
+  // Processors that take a first-wave task: not the ones copying rows to other GPUs in A4
+  // (dispatch.cuh remote_copiers), which come to their mailbox late; the scheduler feeds them.
+  const unsigned wave_procs = r.nproc - remote_copiers(r.p);
   unsigned total = 0;  // tasks enqueued so far (the same in every thread)
   for (unsigned c0 = 0; c0 < nslots; c0 += kThreads) {
     // In-place slot k: source first_rank + k / nle (the local rank k / nle), local expert k % nle.
@@ -127,7 +130,7 @@ __device__ void enqueue_in_place(const Rank& r, OsShared& s) {
     __syncthreads();
     // Task j of the chunk belongs to the first slot whose prefix passes j (a binary search
     // over the chunk's prefix); every thread writes a share. The first wave first (the
-    // forward's in-place tasks g < nproc, processor g's task number 0): its descriptors and
+    // forward's in-place tasks g < wave_procs, processor g's task number 0): its descriptors and
     // mailbox slots, one fence, its ready flags and `assigned` counts (the mailbox's release
     // pattern, mailbox.cuh); then the rest, one fence and their flags. Descriptors take ~1-2
     // µs a thread each (their offsets' arithmetic): run 113 wrote all 2048 of T16384 E8's
@@ -143,7 +146,7 @@ __device__ void enqueue_in_place(const Rank& r, OsShared& s) {
       const unsigned kk = c0 + lo, first = lo == 0 ? 0u : s.slot_end[lo - 1];
       r.tasks()[base + j] = gemm0_task(r, r.p->first_rank + kk / nle, kk % nle, s.slot_rows[lo], j - first);
     };
-    const unsigned wave = total < r.nproc ? min(chunk, r.nproc - total) : 0u;
+    const unsigned wave = total < wave_procs ? min(chunk, wave_procs - total) : 0u;
     for (unsigned j = threadIdx.x; j < wave; j += kThreads) {
       write(j);
       mailbox_stage(r, total + j, 0u, base + j);
@@ -161,7 +164,7 @@ __device__ void enqueue_in_place(const Rank& r, OsShared& s) {
   }
   if (threadIdx.x == 0) {
     s.in_place_slots = nslots;
-    s.first_wave = min(total, r.nproc);
+    s.first_wave = min(total, wave_procs);
     r.control()[kFirstWave] = s.first_wave;  // for the host (PhaseTimes::first_wave)
   }
   __syncthreads();
