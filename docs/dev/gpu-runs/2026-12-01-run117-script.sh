@@ -13,6 +13,11 @@
 # Prediction (perf-notes "Next levers" 1, v35): Qwen3's combine tasks 28.4 -> ~15-18 µs, its
 # tail (716-787 µs in run 114) ~70 -> ~45 µs: 0.798 -> ~0.775 ms (-3%); OLMoE -1 to -2%; the
 # paper layer level; the same digests.
+# Digests to expect in every phase (run 114, the first wave on 8c8ab6b; the 32-bit descriptors
+# (1c91e79) and the remote copiers' wave (b776fd1) since must not change them): qwen3-30b-a3b
+# aa59fd8070a5586f, olmoe-1b-7b 085f46a51ea4e7e1, paper-t16384-e8 3e3fffeb851ccdc2 (dropless
+# b44e9876f6d3945b). The default phases' first task at T16384 E8 against run 114's 42 µs is
+# the 32-bit descriptors' hint (another machine start: not a ratio).
 set -u -o pipefail
 source scripts/gpu-env.sh
 w=$(mktemp -d); BUDGET=${BUDGET:-540}; source scripts/gpu-phases.sh
