@@ -33,6 +33,13 @@ __device__ __forceinline__ void mailbox_publish(const Rank& r, QOf q_of, const u
   for (unsigned j = lane; j < n; j += 32) st_relaxed_gpu(&r.assigned()[q_of(j)], count[q_of(j)]);
 }
 
+/// One thread's half of the same pattern (the OS block's first wave, subscriber.cuh): after
+/// its mailbox_stage of processor q's slot and a fence of its own, the relaxed store of q's
+/// assigned count.
+__device__ __forceinline__ void mailbox_publish_own(const Rank& r, unsigned q, unsigned count) {
+  st_relaxed_gpu(&r.assigned()[q], count);
+}
+
 /// Processor side: whether task number `taken` (0-based) has been given to processor q.
 __device__ __forceinline__ bool mailbox_ready(const Rank& r, unsigned q, unsigned taken) {
   return ld_acquire_gpu(&r.assigned()[q]) > taken;

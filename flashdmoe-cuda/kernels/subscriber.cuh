@@ -68,10 +68,6 @@ __device__ __forceinline__ fdm_task gemm0_task(const Rank& r, unsigned source, u
   return make_task(r, FDM_TASK_GEMM0, source, r.global, le, rt, c, fdm_tile_rows(rows, rt, kBM));
 }
 
-/// Whether the engine takes packets from this GPU's sources in place: then they are complete
-/// at A3's grid barrier, and the OS block enqueues their GEMM0 tasks itself (enqueue_in_place).
-constexpr bool kEnqueuesInPlace = kReadsInPlace;
-
 /// The OS block's first act, by all its threads, before the roles split: the GEMM0 tasks of
 /// every packet read in place (sources on this GPU; their sizes in the sources' packet_rows
 /// since A3's grid barrier) go into the GEMM log at once, in (source, local expert) order, and
@@ -89,7 +85,9 @@ __device__ void enqueue_in_place(const Rank& r, OsShared& s) {
   }
   __syncthreads();
   const unsigned nle = r.p->local_experts_of[r.global];
-  const unsigned nslots = kEnqueuesInPlace ? r.p->local_ranks * nle : 0u;
+  // Packets from this GPU's sources are complete at A3's grid barrier where the engine reads
+  // them in place (config.cuh kReadsInPlace); otherwise A4 copies them and they are signalled.
+  const unsigned nslots = kReadsInPlace ? r.p->local_ranks * nle : 0u;
   const unsigned cti = fdm_col_tiles_inter(&l);
   const unsigned lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   __shared__ unsigned warp_sums[kWarps];
@@ -154,7 +152,7 @@ __device__ void enqueue_in_place(const Rank& r, OsShared& s) {
     fence_acq_rel_gpu();
     for (unsigned j = threadIdx.x; j < wave; j += kThreads) {
       st_relaxed_gpu(&r.task_ready()[base + j], r.epoch);
-      st_relaxed_gpu(&r.assigned()[total + j], 1u);
+      mailbox_publish_own(r, total + j, 1u);
     }
     for (unsigned j = wave + threadIdx.x; j < chunk; j += kThreads) write(j);
     fence_acq_rel_gpu();

@@ -432,7 +432,7 @@ impl CudaBackend {
                 ],
                 None => self.options.engine.filter(MoeSpec::candidates(config, processors, arch0)),
             };
-            let candidates = spec::with_combine(candidates, self.options.combine);
+            let candidates = spec::combine_candidates(candidates, self.options.combine);
             if candidates.is_empty() {
                 return Err(invalid(
                     "engine",

@@ -61,6 +61,22 @@ pub enum CombineForm {
     Streamed,
 }
 
+impl CombineForm {
+    /// `Streamed` when `stream` (a command line's flag), else `Registers`.
+    pub fn streamed_if(stream: bool) -> CombineForm {
+        if stream { CombineForm::Streamed } else { CombineForm::Registers }
+    }
+
+    /// `registers` or `stream` (the GPU check's `--combine`).
+    pub fn parse(s: &str) -> Option<CombineForm> {
+        match s {
+            "registers" => Some(CombineForm::Registers),
+            "stream" => Some(CombineForm::Streamed),
+            _ => None,
+        }
+    }
+}
+
 /// Which tile engine a layer may use.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum EngineChoice {
@@ -801,7 +817,7 @@ impl MoeSpec {
 /// `candidates` (in order of preference) with combine tasks in `form` where it applies, each
 /// followed by its twin in the registers' form: a streamed image that spills (Kimi-K2's: 16
 /// bytes) makes [`compile_first`] fall back to the same tile, not to the next tile or engine.
-pub fn with_combine(candidates: Vec<MoeSpec>, form: CombineForm) -> Vec<MoeSpec> {
+pub fn combine_candidates(candidates: Vec<MoeSpec>, form: CombineForm) -> Vec<MoeSpec> {
     candidates
         .into_iter()
         .flat_map(|s| {
@@ -951,6 +967,12 @@ pub fn variants() -> Vec<KernelVariant> {
         let spec = MoeSpec::with_tile(&config, H200_PROCESSORS, Arch::SM90, tile);
         out.extend(spec.ok().map(|s| s.variant()));
     }
+    // A specialisation with combine tasks streamed, where that applies.
+    let streamed = |s: &MoeSpec| {
+        Some(s.with_combine(CombineForm::Streamed))
+            .filter(|s| s.combine == CombineForm::Streamed)
+            .map(|s| s.variant())
+    };
     // The model presets' first and last-resort specialisations on an H200 (131 processors):
     // they must compile (`tests/nvrtc_compile.rs` also runs each preset's whole candidate
     // list). Presets the kernel does not compute are refused, never compiled.
@@ -963,25 +985,13 @@ pub fn variants() -> Vec<KernelVariant> {
         // Their Hopper specialisation with combine tasks streamed, where that applies (4+
         // slots a token: Qwen3, OLMoE, DeepSeek, Qwen2, gpt-oss's ragged 2880 tiles). Not
         // Kimi-K2's: ptxas spills 16 bytes there (threadIdx.x, from the kernel's start), and
-        // the build falls back to the registers' form of the same tile (layer.rs).
-        out.extend(
-            candidates
-                .first()
-                .filter(|_| model.name != "kimi-k2")
-                .map(|s| s.with_combine(CombineForm::Streamed))
-                .filter(|s| s.combine == CombineForm::Streamed)
-                .map(|s| s.variant()),
-        );
+        // the build falls back to the registers' form of the same tile (`combine_candidates`).
+        out.extend(candidates.first().filter(|_| model.name != "kimi-k2").and_then(streamed));
     }
     // The shared kinds at the GPU check's small shape, streamed (6 and 4 slots a token).
     for (_, config) in shared_kinds(1) {
-        let candidates = MoeSpec::candidates(&config, H200_PROCESSORS, Arch::SM90);
         out.extend(
-            candidates
-                .first()
-                .map(|s| s.with_combine(CombineForm::Streamed))
-                .filter(|s| s.combine == CombineForm::Streamed)
-                .map(|s| s.variant()),
+            MoeSpec::candidates(&config, H200_PROCESSORS, Arch::SM90).first().and_then(streamed),
         );
     }
     out
@@ -1077,7 +1087,7 @@ mod tests {
         // Qwen3 (k 8, bf16) on the Hopper engine streams: the label says so, the define is
         // set, and its registers' twin follows it; the mma.sync candidates stay as they were.
         let candidates = MoeSpec::candidates(&qwen3, h200, Arch::SM90);
-        let chosen = with_combine(candidates.clone(), CombineForm::Streamed);
+        let chosen = combine_candidates(candidates.clone(), CombineForm::Streamed);
         assert_eq!(chosen.len(), candidates.len() + 1);
         assert_eq!(chosen[0].combine, CombineForm::Streamed);
         assert!(chosen[0].label().ends_with("-cs"), "{}", chosen[0].label());
@@ -1088,15 +1098,15 @@ mod tests {
         assert!(!streams(&chosen[1]));
         assert_eq!(&chosen[2..], &candidates[1..]);
         // The registers' form asked: nothing changes.
-        assert_eq!(with_combine(candidates.clone(), CombineForm::Registers), candidates);
+        assert_eq!(combine_candidates(candidates.clone(), CombineForm::Registers), candidates);
         // The paper layer (k 2), exact f32 and the mma.sync engine keep the registers' form.
         let k2 = MoeSpec::candidates(&paper, h200, Arch::SM90);
-        assert_eq!(with_combine(k2.clone(), CombineForm::Streamed), k2);
+        assert_eq!(combine_candidates(k2.clone(), CombineForm::Streamed), k2);
         let exact = MoeConfig { dtype: DType::F32Exact, ..qwen3.clone() };
         let exact = MoeSpec::candidates(&exact, h200, Arch::SM90);
-        assert_eq!(with_combine(exact.clone(), CombineForm::Streamed), exact);
+        assert_eq!(combine_candidates(exact.clone(), CombineForm::Streamed), exact);
         let ampere = MoeSpec::candidates(&qwen3, h200, Arch::SM80);
-        assert_eq!(with_combine(ampere.clone(), CombineForm::Streamed), ampere);
+        assert_eq!(combine_candidates(ampere.clone(), CombineForm::Streamed), ampere);
     }
 
     #[test]

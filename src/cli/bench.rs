@@ -197,11 +197,7 @@ pub(super) fn bench(args: &BenchArgs) -> Result<(), CliError> {
                 ranks_per_gpu,
                 remote_copiers: args.remote_copiers,
                 tile: args.tile,
-                combine: if args.combine_stream {
-                    CombineForm::Streamed
-                } else {
-                    CombineForm::Registers
-                },
+                combine: CombineForm::streamed_if(args.combine_stream),
                 ..CudaOptions::default()
             });
             println!("backend: cuda on {} (device-event times)", cuda.device());

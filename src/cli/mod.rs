@@ -269,11 +269,7 @@ impl RunArgs {
             ranks_per_gpu: self.ranks_per_gpu,
             remote_copiers: self.remote_copiers,
             tile: self.tile,
-            combine: if self.combine_stream {
-                CombineForm::Streamed
-            } else {
-                CombineForm::Registers
-            },
+            combine: CombineForm::streamed_if(self.combine_stream),
             ..CudaOptions::default()
         }
     }

@@ -77,11 +77,9 @@ fn parse_args() -> Result<Args, String> {
                     .ok_or(format!("--engine {v:?}: expected auto, mma-sync or wgmma"))?;
             }
             "--combine" => {
-                args.combine = match it.next().as_deref() {
-                    Some("registers") => CombineForm::Registers,
-                    Some("stream") => CombineForm::Streamed,
-                    v => return Err(format!("--combine {v:?}: expected registers or stream")),
-                }
+                let v = it.next().ok_or("--combine needs registers or stream")?;
+                args.combine = CombineForm::parse(&v)
+                    .ok_or(format!("--combine {v:?}: expected registers or stream"))?;
             }
             other => return Err(format!("unknown argument {other:?}")),
         }
