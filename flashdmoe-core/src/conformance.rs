@@ -182,10 +182,6 @@ impl ClockAlignment {
     }
 }
 
-fn key(e: &TraceEvent) -> TaskKey {
-    (e.kind, e.source, e.owner, e.local_expert, e.row_tile, e.col_tile)
-}
-
 /// Checks a traced forward of `layer`: the task graph comes from the routing each rank
 /// reported (as [`Layer::source_plan`] turns it into packets), the clocks from [`Layer::trace_clocks`]. Returns every rank's events on one time
 /// base (aligned with the offsets [`check`] found, the earliest start at 0), ready for
@@ -194,17 +190,40 @@ pub fn check_forward<L: Layer + ?Sized>(
     layer: &L,
     out: &ForwardOutput,
 ) -> Result<Vec<TraceEvent>, ConformanceError> {
-    let layout = layer.layout();
     let mut events = Vec::new();
-    let mut sources = Vec::with_capacity(out.ranks.len());
     for (rank, r) in out.ranks.iter().enumerate() {
         let trace = r.trace.as_ref().ok_or(ConformanceError::NoTrace { rank: rank as u32 })?;
         events.extend_from_slice(trace);
-        sources.push(layer.source_plan(rank as u32, &r.routing)?);
     }
-    let plan = RoutingPlan::new(layout, sources)?;
-    check(layout, &plan, &events, &layer.trace_clocks())?.apply(&mut events);
+    let plan = forward_plan(layer, out)?;
+    check(layer.layout(), &plan, &events, &layer.trace_clocks())?.apply(&mut events);
     Ok(events)
+}
+
+/// The valid rows of every task of the forward `out` of `layer` (the task graph of the
+/// routing each rank reported), by task identity: for [`crate::trace::fill_times`].
+pub fn task_rows<L: Layer + ?Sized>(
+    layer: &L,
+    out: &ForwardOutput,
+) -> Result<HashMap<TaskKey, u32>, ConformanceError> {
+    let plan = forward_plan(layer, out)?;
+    let mut rows = HashMap::new();
+    for task in graph_tasks(layer.layout(), &plan, Epoch::FIRST) {
+        let task = task?;
+        rows.insert(task.key()?, task.valid_rows);
+    }
+    Ok(rows)
+}
+
+/// The routing plan of the forward `out`: each rank's reported routing as packets.
+fn forward_plan<L: Layer + ?Sized>(
+    layer: &L,
+    out: &ForwardOutput,
+) -> Result<RoutingPlan, ConformanceError> {
+    let sources = (0..out.ranks.len())
+        .map(|rank| layer.source_plan(rank as u32, &out.ranks[rank].routing))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(RoutingPlan::new(layer.layout(), sources)?)
 }
 
 /// Checks that `events` (all ranks' trace of one forward, each rank's times on its clock in
@@ -226,17 +245,17 @@ pub fn check(
     for e in events {
         if e.end_ns < e.start_ns {
             return Err(ConformanceError::BadInterval {
-                task: Task(key(e)),
+                task: Task(e.key()),
                 start_ns: e.start_ns,
                 end_ns: e.end_ns,
             });
         }
-        ran.entry(key(e)).or_insert((0, e)).0 += 1;
+        ran.entry(e.key()).or_insert((0, e)).0 += 1;
     }
     for e in events {
-        let count = ran[&key(e)].0;
+        let count = ran[&e.key()].0;
         if count > 1 {
-            return Err(ConformanceError::Repeated { task: Task(key(e)), count });
+            return Err(ConformanceError::Repeated { task: Task(e.key()), count });
         }
     }
     let tasks = graph_tasks(layout, plan, Epoch::FIRST).collect::<Result<Vec<_>, _>>()?;
@@ -254,7 +273,7 @@ pub fn check(
     if ran.len() != tasks.len() {
         let graph: std::collections::HashSet<TaskKey> =
             tasks.iter().map(|t| t.key()).collect::<Result<_, _>>()?;
-        let extra = events.iter().map(key).find(|k| !graph.contains(k));
+        let extra = events.iter().map(TraceEvent::key).find(|k| !graph.contains(k));
         return Err(ConformanceError::Unexpected(Task(extra.expect("an event outside the graph"))));
     }
     let mut cross = CrossConstraints::new(clocks);

@@ -13,7 +13,9 @@
 //! * The JSON is the Chrome trace-event format (`"X"` complete events, microseconds), which
 //!   both `chrome://tracing` and Perfetto open: one process per rank, one thread per processor.
 
-use flashdmoe_proto::TaskKind;
+use std::collections::HashMap;
+
+use flashdmoe_proto::{TaskKey, TaskKind};
 use serde_json::{Value, json};
 
 /// Which clock each rank's trace times come from. Ranks of one clock share a time base; the
@@ -62,6 +64,13 @@ pub struct TraceEvent {
     pub start_ns: u64,
     /// End, nanoseconds from the same origin.
     pub end_ns: u64,
+}
+
+impl TraceEvent {
+    /// The task's identity in the protocol's task graph (`flashdmoe_proto::graph`).
+    pub fn key(&self) -> TaskKey {
+        (self.kind, self.source, self.owner, self.local_expert, self.row_tile, self.col_tile)
+    }
 }
 
 /// The events as a Chrome/Perfetto trace (JSON text): a `"X"` event per task named after its
@@ -209,6 +218,53 @@ pub fn kind_times(events: &[TraceEvent]) -> Vec<KindTimes> {
         .collect()
 }
 
+/// How long the GEMM tasks of one kind took by how full their row tile was: `full` row tiles
+/// (all `bm` rows), `over_half` (more than `bm / 2`, fewer than `bm`) and `at_most_half`
+/// (1 to `bm / 2` rows: on the Hopper engine one consumer warpgroup's wgmmas, the other idle).
+/// Each bucket is `(tasks, mean ns)`, `(0, 0.0)` when empty.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct FillTimes {
+    /// GEMM0 or GEMM1.
+    pub kind: TaskKind,
+    /// Tasks of full row tiles.
+    pub full: (usize, f64),
+    /// Tasks of row tiles more than half full.
+    pub over_half: (usize, f64),
+    /// Tasks of row tiles at most half full.
+    pub at_most_half: (usize, f64),
+}
+
+/// [`FillTimes`] of the GEMM kinds in `events`, each task's valid rows looked up in `rows` (by
+/// [`TraceEvent::key`]; tasks missing there are left out), row tiles of `bm` rows.
+pub fn fill_times(events: &[TraceEvent], rows: &HashMap<TaskKey, u32>, bm: u32) -> Vec<FillTimes> {
+    [TaskKind::Gemm0, TaskKind::Gemm1]
+        .into_iter()
+        .filter_map(|kind| {
+            let mut buckets = [(0usize, 0u64); 3];
+            for e in events.iter().filter(|e| e.kind == kind) {
+                let Some(&r) = rows.get(&e.key()) else { continue };
+                let b = if r >= bm {
+                    0
+                } else if 2 * r > bm {
+                    1
+                } else {
+                    2
+                };
+                buckets[b].0 += 1;
+                buckets[b].1 += e.end_ns.saturating_sub(e.start_ns);
+            }
+            let mean =
+                |(n, sum): (usize, u64)| (n, if n == 0 { 0.0 } else { sum as f64 / n as f64 });
+            (buckets.iter().any(|b| b.0 > 0)).then(|| FillTimes {
+                kind,
+                full: mean(buckets[0]),
+                over_half: mean(buckets[1]),
+                at_most_half: mean(buckets[2]),
+            })
+        })
+        .collect()
+}
+
 /// The median idle time between one task's end and the next task's start on the same processor
 /// (ns; the upper one of an even count), over every processor of every rank; `None` when no
 /// processor ran two tasks.
@@ -273,6 +329,43 @@ mod tests {
         assert_eq!(median_gap_ns(&events), Some(1500));
         assert_eq!(median_gap_ns(&events[3..]), None);
         assert!(kind_times(&[]).is_empty());
+    }
+
+    #[test]
+    fn fill_times_by_hand() {
+        // GEMM1 row tiles 0, 1, 2 of 128, 100 and 64 rows (bm 128); a GEMM0 task of 1 row; a
+        // task missing from the table is left out; a combine is never counted.
+        let tile =
+            |row_tile, start_ns, end_ns| TraceEvent { row_tile, ..ev(0, 0, start_ns, end_ns) };
+        let mut g0 = tile(0, 0, 700);
+        g0.kind = TaskKind::Gemm0;
+        let mut combine = tile(0, 0, 9000);
+        combine.kind = TaskKind::Combine;
+        let events = [
+            tile(0, 0, 1000),
+            tile(0, 2000, 4000),
+            tile(1, 0, 900),
+            tile(2, 0, 600),
+            tile(3, 0, 5),
+            g0,
+            combine,
+        ];
+        let mut rows = HashMap::new();
+        for (row_tile, r) in [(0, 128), (1, 100), (2, 64)] {
+            rows.insert(tile(row_tile, 0, 0).key(), r);
+        }
+        rows.insert(g0.key(), 1);
+        rows.insert(combine.key(), 128);
+        let times = fill_times(&events, &rows, 128);
+        assert_eq!(times.len(), 2);
+        assert_eq!(
+            (times[0].kind, times[0].full, times[0].at_most_half),
+            (TaskKind::Gemm0, (0, 0.0), (1, 700.0))
+        );
+        let g1 = times[1];
+        assert_eq!(g1.kind, TaskKind::Gemm1);
+        assert_eq!((g1.full, g1.over_half, g1.at_most_half), ((2, 1500.0), (1, 900.0), (1, 600.0)));
+        assert!(fill_times(&events, &HashMap::new(), 128).is_empty());
     }
 
     #[test]

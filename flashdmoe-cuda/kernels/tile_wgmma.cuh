@@ -95,7 +95,8 @@ constexpr int kConsumerWarps = kConsumerThreads / 32;
 /// more than a plain GEMM's 56, and 216 leave the consumers' 128 accumulators room: with
 /// 56/224 (and 72/216 once H != I) ptxas spilled in the producer region.
 /// A kernel whose producer needs fewer (the tile bench with 256-row tiles, whose 192
-/// accumulators a consumer thread need 232) sets FDM_PRODUCER_REGS / FDM_CONSUMER_REGS; their
+/// accumulators a consumer thread need 232) or more (a streamed combine's at 64 accumulators:
+/// 96 / 200, spec.rs `MoeSpec::defines`) sets FDM_PRODUCER_REGS / FDM_CONSUMER_REGS; their
 /// sum over the block must stay 64512.
 #ifndef FDM_PRODUCER_REGS
 #define FDM_PRODUCER_REGS 88

@@ -51,22 +51,18 @@ pub enum TileEngine {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum CombineForm {
     /// Loads into the threads' registers, summed in slot order: every engine and layer.
-    #[default]
     Registers,
     /// Streamed through the Hopper engine's pipeline stages by the producer's bulk copies and
     /// summed from shared memory in the same order (the same bits), where it applies: the
     /// Hopper engine, 2-byte elements, 4+ slots a token (`FDM_COMBINE_STREAM`). Elsewhere the
-    /// registers' form. Built to take the combine tail of many-slot layers to the HBM's rate
-    /// (perf-notes "Next levers" 1); not yet the default: its first GPU run is queued.
+    /// registers' form. The default: run 117 measured Qwen3 0.802 -> 0.790 ms and OLMoE
+    /// 0.883 -> 0.867 (its combine tasks 30 -> 23 µs), the paper layer (2 slots) level
+    /// (perf-notes v36).
+    #[default]
     Streamed,
 }
 
 impl CombineForm {
-    /// `Streamed` when `stream` (a command line's flag), else `Registers`.
-    pub fn streamed_if(stream: bool) -> CombineForm {
-        if stream { CombineForm::Streamed } else { CombineForm::Registers }
-    }
-
     /// `registers` or `stream` (the GPU check's `--combine`).
     pub fn parse(s: &str) -> Option<CombineForm> {
         match s {
@@ -727,7 +723,18 @@ impl MoeSpec {
             CombineForm::Registers => defines,
         };
         match self.engine {
-            TileEngine::Wgmma(engine) => engine.defines(defines.set("FDM_ENGINE", 1)),
+            TileEngine::Wgmma(engine) => {
+                let defines = engine.defines(defines.set("FDM_ENGINE", 1));
+                // A streamed combine's producer walks the slot table beside the GEMM loads:
+                // with 88 registers it spilled 16 bytes at 64 accumulators a consumer thread
+                // (the GPU check's top-8 layer, 128x64 SwiGLU), with 96 none; consumers of 64
+                // accumulators keep room at 200.
+                if self.combine == CombineForm::Streamed && engine.accumulators() <= 64 {
+                    defines.set("FDM_PRODUCER_REGS", 96).set("FDM_CONSUMER_REGS", 200)
+                } else {
+                    defines
+                }
+            }
             TileEngine::MmaSync => defines.set("FDM_ENGINE", 0),
         }
     }
@@ -988,8 +995,10 @@ pub fn variants() -> Vec<KernelVariant> {
         // the build falls back to the registers' form of the same tile (`combine_candidates`).
         out.extend(candidates.first().filter(|_| model.name != "kimi-k2").and_then(streamed));
     }
-    // The shared kinds at the GPU check's small shape, streamed (6 and 4 slots a token).
-    for (_, config) in shared_kinds(1) {
+    // The shared kinds at the GPU check's small shape, streamed (6 and 4 slots a token), and
+    // its top-8 layer (64 accumulators a consumer thread: the producer's 96 registers).
+    let top8 = MoeConfig { top_k: 8, ..check_layer(DType::Bf16, Activation::SiluGated, false) };
+    for config in shared_kinds(1).into_iter().map(|(_, c)| c).chain([top8]) {
         out.extend(
             MoeSpec::candidates(&config, H200_PROCESSORS, Arch::SM90).first().and_then(streamed),
         );

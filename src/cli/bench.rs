@@ -91,12 +91,10 @@ pub(super) struct BenchArgs {
     /// fails naming why.
     #[arg(long, value_name = "BMxBN", value_parser = str::parse::<TileChoice>)]
     tile: Option<TileChoice>,
-    /// CUDA: combine tasks streamed through the Hopper engine's pipeline stages by bulk copies
-    /// (4+ slots a token, bf16 or f16; the kernel label ends in `-cs`; the same output bits as
-    /// the default form). Not yet the default: its first GPU timing is queued
-    /// (docs/dev/gpu-queue.md).
-    #[arg(long)]
-    combine_stream: bool,
+    /// CUDA: how combine tasks read the returned rows, `stream` (the default, where it applies)
+    /// or `registers` (as `flashdmoe run --combine`).
+    #[arg(long, value_name = "FORM", value_parser = super::parse_combine)]
+    combine: Option<CombineForm>,
 }
 
 /// Where the baselines run.
@@ -174,7 +172,7 @@ pub(super) fn bench(args: &BenchArgs) -> Result<(), CliError> {
                 ("--ranks-per-gpu", args.ranks_per_gpu.is_some()),
                 ("--remote-copiers", args.remote_copiers.is_some()),
                 ("--tile", args.tile.is_some()),
-                ("--combine-stream", args.combine_stream),
+                ("--combine", args.combine.is_some()),
             ])?;
             println!(
                 "backend: sim (SIMULATION: the CPU simulator, {} processor and {} subscriber \
@@ -197,7 +195,7 @@ pub(super) fn bench(args: &BenchArgs) -> Result<(), CliError> {
                 ranks_per_gpu,
                 remote_copiers: args.remote_copiers,
                 tile: args.tile,
-                combine: CombineForm::streamed_if(args.combine_stream),
+                combine: args.combine.unwrap_or_default(),
                 ..CudaOptions::default()
             });
             println!("backend: cuda on {} (device-event times)", cuda.device());

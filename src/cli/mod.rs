@@ -234,12 +234,13 @@ struct RunArgs {
     /// gpt-oss-20b (their row gathers: docs/dev/perf-notes.md v30 (a)).
     #[arg(long, value_name = "BMxBN", value_parser = str::parse::<TileChoice>)]
     tile: Option<TileChoice>,
-    /// CUDA: combine tasks streamed through the Hopper engine's pipeline stages by bulk copies
-    /// (4+ slots a token, bf16 or f16; the kernel label ends in `-cs`; the same output bits as
-    /// the default form). Not yet the default: its first GPU timing is queued
-    /// (docs/dev/gpu-queue.md).
-    #[arg(long)]
-    combine_stream: bool,
+    /// CUDA: how combine tasks read the returned rows: `stream` (the default) copies them
+    /// through the Hopper engine's pipeline stages with bulk copies where that applies (4+
+    /// slots a token, bf16 or f16; the kernel label ends in `-cs`), `registers` loads them into
+    /// the threads' registers. The same output bits either way; `stream` measured 1.5-2% faster
+    /// on Qwen3 and OLMoE (docs/dev/perf-notes.md v36).
+    #[arg(long, value_name = "FORM", value_parser = parse_combine)]
+    combine: Option<CombineForm>,
     /// CUDA: after the verified forwards, time K device-resident forwards queued back to back
     /// on each GPU's stream after a group barrier (what a model sees; the same measurement in
     /// one process and in one process per GPU) and print the slowest GPU's time a forward;
@@ -262,6 +263,11 @@ struct SimThreads {
     subscribers: Option<usize>,
 }
 
+/// `--combine`'s value.
+fn parse_combine(s: &str) -> Result<CombineForm, String> {
+    CombineForm::parse(s).ok_or_else(|| format!("{s:?}: expected registers or stream"))
+}
+
 impl RunArgs {
     /// The CUDA backend's options these flags ask for.
     fn cuda_options(&self) -> CudaOptions {
@@ -269,7 +275,7 @@ impl RunArgs {
             ranks_per_gpu: self.ranks_per_gpu,
             remote_copiers: self.remote_copiers,
             tile: self.tile,
-            combine: CombineForm::streamed_if(self.combine_stream),
+            combine: self.combine.unwrap_or_default(),
             ..CudaOptions::default()
         }
     }

@@ -40,7 +40,7 @@ pub(super) fn run(args: &RunArgs) -> Result<(), CliError> {
                 ("--ranks-per-gpu", args.ranks_per_gpu.is_some()),
                 ("--remote-copiers", args.remote_copiers.is_some()),
                 ("--tile", args.tile.is_some()),
-                ("--combine-stream", args.combine_stream),
+                ("--combine", args.combine.is_some()),
             ])?;
             println!(
                 "backend: sim ({} processor and {} subscriber threads per rank)",

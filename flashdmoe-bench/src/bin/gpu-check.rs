@@ -10,9 +10,10 @@
 //! A forward check's line carries its output digest (`output digest 0123...`,
 //! [`flashdmoe_bench::gpu_check::output_digest`]): inputs and weights come from fixed seeds, so
 //! two builds that print the same digest for a case wrote the same bits.
-//! `--combine stream` builds every layer with combine tasks streamed through the Hopper engine's
-//! stages where that applies (`CombineForm::Streamed`; its label ends in `-cs`); the output
-//! digests then say whether it wrote the same bits as the default form.
+//! `--combine registers` builds every layer with combine tasks read into registers instead of
+//! streamed through the Hopper engine's stages (`CombineForm`, default `stream` where that
+//! applies; a streamed image's label ends in `-cs`); the output digests then say whether the two
+//! forms wrote the same bits.
 //! `--list` prints the names of the checks it would run (with `--quick` and `--only`) and
 //! exits, without a GPU.
 //! `--json PATH` writes one results line per check, as the harness writes them
@@ -58,7 +59,7 @@ fn parse_args() -> Result<Args, String> {
         only: None,
         iters: 20,
         engine: EngineChoice::Auto,
-        combine: CombineForm::Registers,
+        combine: CombineForm::default(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -243,6 +244,7 @@ fn run_case(case: &Case, iters: usize, device: &str) -> Result<Outcome, String> 
     let protocol = protocol_stats(c, &traced, &events, layer.blocks_per_rank() - 1);
     if case.timed {
         detail.push_str(&trace_summary(&traced, layer.blocks_per_rank() - 1));
+        detail.push_str(&fill_summary(&layer, &traced, &events));
         let phases = layer.phase_times().map_err(|e| format!("phase times: {e}"))?;
         let us = |ns: u32| ns as f64 / 1e3;
         for (rank, t) in phases.iter().enumerate() {
@@ -387,6 +389,40 @@ fn resident_case(case: &Case, _iters: usize, device: &str) -> Result<Outcome, St
         if wave_ok { "" } else { " (NONE on the Hopper engine)" }
     );
     Ok(outcome(case, device, 7, report.passed && form_ok && wave_ok, detail))
+}
+
+/// The GEMM tasks' mean times by how full their row tile was (`trace::fill_times`): what an
+/// expert's last, part-empty row tile costs against a full one (perf-notes lever 6c).
+fn fill_summary(
+    layer: &CudaLayer,
+    out: &flashdmoe_core::ForwardOutput,
+    events: &[flashdmoe_core::trace::TraceEvent],
+) -> String {
+    let rows = match flashdmoe_core::conformance::task_rows(layer, out) {
+        Ok(rows) => rows,
+        Err(e) => return format!("; row fill: {e}"),
+    };
+    let bm = layer.spec().tile.bm;
+    let bucket = |name: &str, (n, mean): (usize, f64)| {
+        if n == 0 {
+            format!("{name} n=0")
+        } else {
+            format!("{name} n={n} mean {:.1}us", mean / 1e3)
+        }
+    };
+    let kinds: Vec<String> = flashdmoe_core::trace::fill_times(events, &rows, bm)
+        .iter()
+        .map(|f| {
+            format!(
+                "{} {}, {}, {}",
+                f.kind.name(),
+                bucket("full", f.full),
+                bucket(">half", f.over_half),
+                bucket("<=half", f.at_most_half)
+            )
+        })
+        .collect();
+    format!("; row fill (bm {bm}): {}", kinds.join("; "))
 }
 
 /// Where a traced forward's time went: routing/dispatch before the first task, the task
@@ -615,6 +651,7 @@ fn cases(quick: bool) -> Vec<Case> {
     // on one rank and two virtual ranks; their labels end in `-cs` (else the build fell back).
     let mut top8 = small(DType::Bf16, Activation::SiluGated, false);
     top8.top_k = 8;
+    let top8_registers = top8.clone();
     let streamed = [
         ("small top-8", 1, top8.clone()),
         ("virtual P=2 top-8", 2, MoeConfig { world: 2, experts: 16, ..top8 }),
@@ -633,6 +670,11 @@ fn cases(quick: bool) -> Vec<Case> {
             ..case(format!("combine stream {name}"), c)
         });
     }
+    // The registers' form where the default streams (`--combine registers` everywhere).
+    out.push(Case {
+        combine: Some(CombineForm::Registers),
+        ..case("combine registers small top-8".to_owned(), top8_registers)
+    });
     if quick {
         return out;
     }
@@ -913,6 +955,7 @@ mod tests {
             "tile 256x64 swiglu virtual P=2",
             "combine stream small top-8",
             "combine stream virtual P=2 top-8",
+            "combine registers small top-8",
         ] {
             assert!(quick.iter().any(|n| n.contains(needle)), "{needle} not in the quick check");
         }
