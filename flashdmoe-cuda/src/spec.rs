@@ -616,7 +616,24 @@ impl MoeSpec {
         let first = MoeSpec::for_config(config, processors);
         let mut out = Vec::new();
         if arch.major == 9 {
-            out.extend(MoeSpec::sized(config, processors, true).on_hopper());
+            let hopper = MoeSpec::sized(config, processors, true).on_hopper();
+            out.extend(hopper);
+            // 128-row router jobs of 128 columns (E > 64 at large T) leave the kernel's
+            // phase A at the edge of its 168 registers: the paper layer's T16384 E128 image
+            // spilled 8 bytes (the thread index) and ran on mma.sync, 1.71 ms against ~1.2
+            // (run 118). The same tile with 64-row router jobs (A1 in two waves) comes next.
+            out.extend(hopper.filter(|h| h.router_rows == 128).map(|h| MoeSpec {
+                router_rows: 64,
+                router_split: router_split(
+                    config.tokens_per_rank,
+                    config.experts,
+                    config.hidden,
+                    bk(config.dtype),
+                    processors,
+                    64,
+                ),
+                ..h
+            }));
         }
         out.push(first);
         if first.tile.bm == 128 {

@@ -120,6 +120,44 @@ fn every_model_preset_compiles_through_its_candidates() {
     }
 }
 
+/// Every layer of the paper grid (`presets::paper_grid`, T 128-16384 x E 8-128) compiles the way
+/// a layer build compiles it on an H200 and lands on the Hopper engine. Its first candidate may
+/// give way only to its own twin of 64-row router jobs (`MoeSpec::candidates`): in run 118 the
+/// T16384 E128 image spilled 8 bytes and ran on mma.sync, 1.71 ms against ~1.2, unnoticed because
+/// no test compiled it.
+#[test]
+fn every_paper_layer_compiles_on_the_hopper_engine() {
+    let Some(jit) = jit() else { return };
+    let arch = Arch::SM90;
+    for (name, config) in presets::paper_grid() {
+        let candidates = spec::combine_candidates(
+            MoeSpec::candidates(&config, spec::H200_PROCESSORS, arch),
+            CombineForm::default(),
+        );
+        let spec::Chosen { spec, skipped, .. } = spec::compile_first(&jit, arch, &candidates)
+            .unwrap_or_else(|e| panic!("{arch} {name}: {e}"));
+        let first = [candidates[0].label()];
+        let twin = skipped.len() == 1
+            && skipped.iter().all(|(label, _)| first.contains(label))
+            && spec == candidates[1]
+            && spec.router_rows == 64;
+        assert!(
+            matches!(spec.engine, spec::TileEngine::Wgmma(_)) && (skipped.is_empty() || twin),
+            "{arch} {name}: chose {} after {skipped:?}",
+            spec.label()
+        );
+        println!(
+            "ok  {arch} {name}: {}{}",
+            spec.label(),
+            if skipped.is_empty() {
+                ""
+            } else {
+                " (64-row router jobs: the 128-row image spilled)"
+            }
+        );
+    }
+}
+
 /// Compiles one variant: its summary line, or why it failed.
 fn check(jit: &Jit, arch: Arch, variant: &KernelVariant) -> Result<String, String> {
     let result =
