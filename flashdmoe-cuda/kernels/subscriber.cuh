@@ -34,7 +34,6 @@ struct OsShared {
   unsigned first_wave;
   unsigned slot_end[kThreads];   // enqueue_in_place: inclusive prefix of a chunk's task counts
   unsigned slot_rows[kThreads];  // enqueue_in_place: a chunk's packet rows
-  unsigned slot_first[kThreads]; // enqueue_in_place: a chunk's first task within its packet (rounds)
   // The combine readiness (return subscribers): token tiles per group, and the returned tiles
   // of one column each group waits for.
   unsigned group_tiles;
@@ -69,18 +68,6 @@ __device__ __forceinline__ fdm_task gemm0_task(const Rank& r, unsigned source, u
   return make_task(r, FDM_TASK_GEMM0, source, r.global, le, rt, c, fdm_tile_rows(rows, rt, kBM));
 }
 
-#ifndef FDM_GEMM0_ROUND
-#define FDM_GEMM0_ROUND 0
-#endif
-/// Row tiles of each packet a round of enqueue_in_place takes (spec.rs `MoeSpec::gemm0_round`;
-/// 0: every packet's tasks at once, packet after packet). In rounds, the log holds round 0's
-/// row tiles of every packet, then round 1's, ...: GEMM1 tasks follow their GEMM0 row tiles,
-/// so the combines of the first token tiles are ready while the later rounds' GEMM1 tasks still
-/// run (scheduler.cuh hands ready combines out first), not after the last packet's. A round
-/// of kGemm0Round row tiles keeps few packets' weights in flight at once (one row tile of every
-/// packet at a time ran every task 20-50% slower, run 27). Only with one column group.
-constexpr unsigned kGemm0Round = FDM_GEMM0_ROUND;
-
 /// The OS block's first act, by all its threads, before the roles split: the GEMM0 tasks of
 /// every packet read in place (sources on this GPU; their sizes in the sources' packet_rows
 /// since A3's grid barrier) go into the GEMM log at once, in (source, local expert) order, and
@@ -105,40 +92,20 @@ __device__ void enqueue_in_place(const Rank& r, OsShared& s) {
   const unsigned lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   __shared__ unsigned warp_sums[kWarps];
   __shared__ unsigned s_base;
-  // In-place slot k: source first_rank + k / nle (the local rank k / nle), local expert k % nle.
-  auto slot_rows = [&](unsigned k) { return make_rank(r.p, k / nle).packet_rows()[r.expert_of(r.global, k % nle)]; };
-  // Rounds (kGemm0Round): as many as the largest packet's row tiles need. Virtual slot
-  // v = round * nslots + k holds slot k's row tiles of that round (none past its last).
-  unsigned rounds = 1;
-  if (kGemm0Round != 0 && (l.gemm0_group == 0 || l.gemm0_group >= cti)) {
-    __shared__ unsigned s_row_tiles;
-    if (threadIdx.x == 0) s_row_tiles = 0;
-    __syncthreads();
-    for (unsigned k = threadIdx.x; k < nslots; k += kThreads) atomicMax(&s_row_tiles, fdm_div_ceil(slot_rows(k), kBM));
-    __syncthreads();
-    rounds = max(1u, fdm_div_ceil(s_row_tiles, kGemm0Round));
-  }
-  const unsigned nvirt = nslots * rounds;
   // Processors that take a first-wave task: not the ones copying rows to other GPUs in A4
   // (dispatch.cuh remote_copiers), which come to their mailbox late; the scheduler feeds them.
   const unsigned wave_procs = r.nproc - remote_copiers(r.p);
   unsigned total = 0;  // tasks enqueued so far (the same in every thread)
-  for (unsigned c0 = 0; c0 < nvirt; c0 += kThreads) {
-    const unsigned v = c0 + threadIdx.x, k = v % nslots;
-    unsigned rows = 0, rts = 0, first_rt = 0;  // the slot's rows; this round's row tiles, the first
-    if (v < nvirt) {
-      rows = slot_rows(k);
-      const unsigned all = fdm_div_ceil(rows, kBM);
-      rts = all;
-      if (rounds > 1) {
-        first_rt = min(all, v / nslots * kGemm0Round);
-        rts = min(all, first_rt + kGemm0Round) - first_rt;
-      }
-      if (v < nslots) {
-        const unsigned slot = (r.p->first_rank + k / nle) * nle + k % nle;  // the subscriber's index
-        atomicOr(&s.handled[slot / 32], 1u << (slot % 32));
-      }
+  for (unsigned c0 = 0; c0 < nslots; c0 += kThreads) {
+    // In-place slot k: source first_rank + k / nle (the local rank k / nle), local expert k % nle.
+    const unsigned k = c0 + threadIdx.x;
+    unsigned rows = 0;
+    if (k < nslots) {
+      rows = make_rank(r.p, k / nle).packet_rows()[r.expert_of(r.global, k % nle)];
+      const unsigned slot = (r.p->first_rank + k / nle) * nle + k % nle;  // the subscriber's index
+      atomicOr(&s.handled[slot / 32], 1u << (slot % 32));
     }
+    const unsigned rts = fdm_div_ceil(rows, kBM);
     // Block-wide inclusive prefix of the slots' task counts: a warp scan, then the warps' totals.
     unsigned end = rts * cti, tiles = rts;
 #pragma unroll
@@ -157,7 +124,6 @@ __device__ void enqueue_in_place(const Rank& r, OsShared& s) {
     }
     s.slot_end[threadIdx.x] = end;
     s.slot_rows[threadIdx.x] = rows;
-    s.slot_first[threadIdx.x] = first_rt * cti;
     if (threadIdx.x == 0 && chunk != 0) s_base = claim(r, chunk);
     __syncthreads();
     // Task j of the chunk belongs to the first slot whose prefix passes j (a binary search
@@ -175,9 +141,8 @@ __device__ void enqueue_in_place(const Rank& r, OsShared& s) {
         if (s.slot_end[mid] > j) hi = mid;
         else lo = mid + 1;
       }
-      const unsigned kk = (c0 + lo) % nslots, first = lo == 0 ? 0u : s.slot_end[lo - 1];
-      r.tasks()[base + j] =
-          gemm0_task(r, r.p->first_rank + kk / nle, kk % nle, s.slot_rows[lo], s.slot_first[lo] + j - first);
+      const unsigned kk = c0 + lo, first = lo == 0 ? 0u : s.slot_end[lo - 1];
+      r.tasks()[base + j] = gemm0_task(r, r.p->first_rank + kk / nle, kk % nle, s.slot_rows[lo], j - first);
     };
     const unsigned wave = total < wave_procs ? min(chunk, wave_procs - total) : 0u;
     for (unsigned j = threadIdx.x; j < wave; j += kThreads) {

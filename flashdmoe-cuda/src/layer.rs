@@ -88,9 +88,6 @@ pub struct CudaOptions {
     /// How combine tasks read the returned rows ([`CombineForm`]; `Streamed` applies where
     /// [`MoeSpec::with_combine`] says, the registers' form elsewhere).
     pub combine: CombineForm,
-    /// Enqueue the GEMM0 tasks read in place in rounds of this many row tiles of every packet
-    /// ([`MoeSpec::with_gemm0_round`]; `None`: packet after packet). An experiment's knob.
-    pub gemm0_round: Option<u32>,
 }
 
 /// The CUDA backend.
@@ -436,10 +433,6 @@ impl CudaBackend {
                 None => self.options.engine.filter(MoeSpec::candidates(config, processors, arch0)),
             };
             let candidates = spec::combine_candidates(candidates, self.options.combine);
-            let candidates: Vec<MoeSpec> = match self.options.gemm0_round {
-                Some(rows) => candidates.into_iter().map(|s| s.with_gemm0_round(rows)).collect(),
-                None => candidates,
-            };
             if candidates.is_empty() {
                 return Err(invalid(
                     "engine",

@@ -315,10 +315,6 @@ pub struct MoeSpec {
     /// How combine tasks read the returned rows ([`Self::with_combine`] keeps `Streamed` only
     /// where it applies).
     pub combine: CombineForm,
-    /// Row tiles of each packet a round of the in-place enqueue takes (`FDM_GEMM0_ROUND`,
-    /// `kernels/subscriber.cuh` `kGemm0Round`; 0: packet after packet, every packet whole;
-    /// [`Self::with_gemm0_round`]).
-    pub gemm0_round: u32,
 }
 
 /// Rows of a layer's router jobs: 64, or 128 when 64-row jobs would take more than one wave of
@@ -511,7 +507,6 @@ impl MoeSpec {
             ),
             router_rows,
             combine: CombineForm::Registers,
-            gemm0_round: 0,
         }
     }
 
@@ -530,16 +525,6 @@ impl MoeSpec {
         };
         let combine = if streams { CombineForm::Streamed } else { CombineForm::Registers };
         MoeSpec { combine, ..self }
-    }
-
-    /// This specialisation with the in-place GEMM0 tasks enqueued in rounds of `row_tiles` row
-    /// tiles of every packet (0: packet after packet), where that applies: the Hopper engine
-    /// (the OS block's in-place enqueue) and one GEMM0 column group; elsewhere 0.
-    pub fn with_gemm0_round(self, row_tiles: u32) -> MoeSpec {
-        let applies = matches!(self.engine, TileEngine::Wgmma(_))
-            && (self.tile.gemm0_group == 0
-                || self.tile.gemm0_group >= self.inter.div_ceil(self.tile.bn));
-        MoeSpec { gemm0_round: if applies { row_tiles } else { 0 }, ..self }
     }
 
     /// The same tile on the Hopper engine, with the deepest pipeline that fits; `None` for
@@ -754,10 +739,6 @@ impl MoeSpec {
             CombineForm::Streamed => defines.set("FDM_COMBINE_STREAM", 1),
             CombineForm::Registers => defines,
         };
-        let defines = match self.gemm0_round {
-            0 => defines,
-            rounds => defines.set("FDM_GEMM0_ROUND", rounds),
-        };
         match self.engine {
             TileEngine::Wgmma(engine) => {
                 let defines = engine.defines(defines.set("FDM_ENGINE", 1));
@@ -831,10 +812,7 @@ impl MoeSpec {
             self.tile.bm,
             self.tile.bn,
             if self.combine == CombineForm::Streamed { "-cs" } else { "" }
-        ) + &match self.gemm0_round {
-            0 => String::new(),
-            r => format!("-gr{r}"),
-        }
+        )
     }
 
     /// This specialisation as a compile-checkable variant.
@@ -934,7 +912,6 @@ pub fn variants() -> Vec<KernelVariant> {
                 router_split: 1,
                 router_rows: 64,
                 combine: CombineForm::Registers,
-                gemm0_round: 0,
             }
         };
     for dtype in [DType::Bf16, DType::F16, DType::F32, DType::F32Exact] {
@@ -1013,12 +990,6 @@ pub fn variants() -> Vec<KernelVariant> {
     for (tile, config) in models.map(|config| (tile, config)).chain(kinds) {
         let spec = MoeSpec::with_tile(&config, H200_PROCESSORS, Arch::SM90, tile);
         out.extend(spec.ok().map(|s| s.variant()));
-    }
-    // The in-place GEMM0 tasks in rounds of row tiles (`gemm0_round`, an experiment's knob):
-    // the paper layer T16384 E8 in rounds of 8.
-    if let Ok(config) = presets::preset("paper-t16384-e8") {
-        let hopper = MoeSpec::candidates(&config, H200_PROCESSORS, Arch::SM90).into_iter().next();
-        out.extend(hopper.map(|s| s.with_gemm0_round(8).variant()));
     }
     // A specialisation with combine tasks streamed, where that applies.
     let streamed = |s: &MoeSpec| {
@@ -1231,7 +1202,6 @@ mod tests {
                 router_split: 1,
                 router_rows: 64,
                 combine: CombineForm::Registers,
-                gemm0_round: 0,
             };
             // 4 stages x (128 + 2 x 128) rows x 128 B = 192 KiB, within the 227 KiB opt-in.
             assert_eq!(spec.smem_bytes(), 196_608);

@@ -1,4 +1,6 @@
 #!/usr/bin/env bash
+# NOTE: the knob this script runs (`--gemm0-round`) was removed after this run (it lost 6-7%:
+# perf-notes v36); the commit that had it is named in the run 120 logs.
 # run 120 (session 22): the in-place GEMM0 tasks in rounds of row tiles (`--gemm0-round N`,
 # kernels/subscriber.cuh kGemm0Round, label suffix -grN; opt-in). With packet after packet the
 # paper layer's combines at T16384 E8 all wait for the last expert's GEMM1 row tiles (run 118:

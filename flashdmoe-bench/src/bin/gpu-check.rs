@@ -4,7 +4,7 @@
 //! machine). Every timed configuration is verified in the same run.
 //!
 //! Usage: `gpu-check [--quick] [--list] [--json PATH] [--only SUBSTRING[,SUBSTRING...]]
-//! [--iters N] [--engine auto|mma-sync|wgmma] [--combine registers|stream] [--gemm0-round N]`
+//! [--iters N] [--engine auto|mma-sync|wgmma] [--combine registers|stream]`
 //!
 //! Prints one line per check and a summary table last; exits non-zero if any check failed.
 //! A forward check's line carries its output digest (`output digest 0123...`,
@@ -14,8 +14,6 @@
 //! streamed through the Hopper engine's stages (`CombineForm`, default `stream` where that
 //! applies; a streamed image's label ends in `-cs`); the output digests then say whether the two
 //! forms wrote the same bits.
-//! `--gemm0-round N` enqueues the in-place GEMM0 tasks in rounds of N row tiles of every packet
-//! (`CudaOptions::gemm0_round`, label suffix `-grN`; an experiment's knob).
 //! `--list` prints the names of the checks it would run (with `--quick` and `--only`) and
 //! exits, without a GPU.
 //! `--json PATH` writes one results line per check, as the harness writes them
@@ -51,7 +49,6 @@ struct Args {
     iters: usize,
     engine: EngineChoice,
     combine: CombineForm,
-    gemm0_round: Option<u32>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -63,7 +60,6 @@ fn parse_args() -> Result<Args, String> {
         iters: 20,
         engine: EngineChoice::Auto,
         combine: CombineForm::default(),
-        gemm0_round: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -85,11 +81,6 @@ fn parse_args() -> Result<Args, String> {
                 let v = it.next().ok_or("--combine needs registers or stream")?;
                 args.combine = CombineForm::parse(&v)
                     .ok_or(format!("--combine {v:?}: expected registers or stream"))?;
-            }
-            "--gemm0-round" => {
-                args.gemm0_round = Some(
-                    it.next().and_then(|v| v.parse().ok()).ok_or("--gemm0-round needs a number")?,
-                )
             }
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -146,8 +137,6 @@ fn inputs(c: &MoeConfig, seed: u64) -> Result<Vec<Vec<f32>>, String> {
 static ENGINE: std::sync::OnceLock<EngineChoice> = std::sync::OnceLock::new();
 /// The `--combine` flag, the same way.
 static COMBINE: std::sync::OnceLock<CombineForm> = std::sync::OnceLock::new();
-/// The `--gemm0-round` flag, the same way.
-static GEMM0_ROUND: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
 
 /// What a check of `case` found: `passed`, `detail`, and nothing measured yet; `seed` is the
 /// weights' (the inputs are drawn from seed 11, or 1 in the timeout checks).
@@ -176,7 +165,6 @@ fn build(case: &Case, weights: &LayerWeights) -> Result<CudaLayer, String> {
         engine,
         tile: case.tile,
         combine: case.combine.or(COMBINE.get().copied()).unwrap_or_default(),
-        gemm0_round: GEMM0_ROUND.get().copied().flatten(),
         ..Default::default()
     })
     .build(&case.config, weights)
@@ -828,7 +816,6 @@ fn main() -> ExitCode {
     }
     let _ = ENGINE.set(args.engine);
     let _ = COMBINE.set(args.combine);
-    let _ = GEMM0_ROUND.set(args.gemm0_round);
     let (available, device) = match flashdmoe_cuda::gpus() {
         Ok(g) => {
             (g.len() as u32, g.first().map_or_else(|| "unknown GPU".into(), |g| g.name.clone()))
