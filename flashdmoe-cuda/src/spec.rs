@@ -1160,6 +1160,23 @@ mod tests {
     }
 
     #[test]
+    fn a_hopper_spec_of_128_row_router_jobs_has_a_64_row_twin_next() {
+        let h200 = H200_PROCESSORS;
+        let config = presets::preset("paper-t16384-e128").unwrap();
+        let c = MoeSpec::candidates(&config, h200, Arch::SM90);
+        assert_eq!(c[0].router_rows, 128);
+        assert_eq!(c[1], MoeSpec { router_rows: 64, router_split: c[1].router_split, ..c[0] });
+        assert!(matches!(c[1].engine, TileEngine::Wgmma(_)) && !c[1].label().contains("-rr128"));
+        assert_eq!(c[2].engine, TileEngine::MmaSync);
+        // 64-row router jobs already: no twin; on sm_80 no Hopper spec at all.
+        let t4096 =
+            MoeSpec::candidates(&presets::preset("paper-t4096-e128").unwrap(), h200, Arch::SM90);
+        assert_eq!(t4096[1].engine, TileEngine::MmaSync);
+        let ampere = MoeSpec::candidates(&config, h200, Arch::SM80);
+        assert!(ampere.iter().all(|s| s.engine == TileEngine::MmaSync));
+    }
+
+    #[test]
     fn router_jobs_take_128_rows_when_64_would_need_two_waves() {
         let h200 = H200_PROCESSORS;
         assert_eq!(router_rows(128, 8, DType::Bf16, h200), 64);
@@ -1219,7 +1236,9 @@ mod tests {
         let config = presets::preset("paper-t16384-e8").unwrap();
         let on_h200 = MoeSpec::candidates(&config, H200_PROCESSORS, Arch::SM90);
         assert!(matches!(on_h200[0].engine, TileEngine::Wgmma(_)));
-        assert!(on_h200[1..].iter().all(|s| s.engine == TileEngine::MmaSync));
+        // Then its twin of 64-row router jobs (T16384's are 128 rows), then mma.sync.
+        assert!(matches!(on_h200[1].engine, TileEngine::Wgmma(_)) && on_h200[1].router_rows == 64);
+        assert!(on_h200[2..].iter().all(|s| s.engine == TileEngine::MmaSync));
         let on_a100 = MoeSpec::candidates(&config, 107, Arch::SM80);
         assert!(on_a100.iter().all(|s| s.engine == TileEngine::MmaSync));
         let exact = MoeConfig { dtype: DType::F32Exact, ..config };
