@@ -373,6 +373,18 @@ pub fn router_split(
     split
 }
 
+/// [`router_split`] of `config`'s layer with router jobs of `rows` rows.
+fn layer_router_split(config: &MoeConfig, processors: u32, rows: u32) -> u32 {
+    router_split(
+        config.tokens_per_rank,
+        config.experts,
+        config.hidden,
+        bk(config.dtype),
+        processors,
+        rows,
+    )
+}
+
 /// The widest output tile dividing H and I: 256 (the tile library's fastest, 128x256) unless
 /// the experts are gated (two B tiles of 256 would not fit in shared memory), else 128, else
 /// 64. Gated f32 experts stop at 64: their dual 128x128 accumulators need more than the 255
@@ -497,14 +509,7 @@ impl MoeSpec {
             tile: TileShape::new(bm, bn, bk(config.dtype))
                 .with_gemm0_group(gemm0_group(config, bn)),
             engine: TileEngine::MmaSync,
-            router_split: router_split(
-                config.tokens_per_rank,
-                config.experts,
-                config.hidden,
-                bk(config.dtype),
-                processors,
-                router_rows,
-            ),
+            router_split: layer_router_split(config, processors, router_rows),
             router_rows,
             combine: CombineForm::Registers,
         }
@@ -624,14 +629,7 @@ impl MoeSpec {
             // (run 118). The same tile with 64-row router jobs (A1 in two waves) comes next.
             out.extend(hopper.filter(|h| h.router_rows == 128).map(|h| MoeSpec {
                 router_rows: 64,
-                router_split: router_split(
-                    config.tokens_per_rank,
-                    config.experts,
-                    config.hidden,
-                    bk(config.dtype),
-                    processors,
-                    64,
-                ),
+                router_split: layer_router_split(config, processors, 64),
                 ..h
             }));
         }
