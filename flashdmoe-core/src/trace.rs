@@ -234,6 +234,18 @@ pub struct FillTimes {
     pub at_most_half: (usize, f64),
 }
 
+/// The [`FillTimes`] bucket of a row tile of `rows` of `bm` rows: 0 full, 1 more than half
+/// full, 2 at most half full.
+pub fn fill_bucket(rows: u32, bm: u32) -> usize {
+    if rows >= bm {
+        0
+    } else if 2 * rows > bm {
+        1
+    } else {
+        2
+    }
+}
+
 /// [`FillTimes`] of the GEMM kinds in `events`, each task's valid rows looked up in `rows` (by
 /// [`TraceEvent::key`]; tasks missing there are left out), row tiles of `bm` rows.
 pub fn fill_times(events: &[TraceEvent], rows: &HashMap<TaskKey, u32>, bm: u32) -> Vec<FillTimes> {
@@ -243,13 +255,7 @@ pub fn fill_times(events: &[TraceEvent], rows: &HashMap<TaskKey, u32>, bm: u32) 
             let mut buckets = [(0usize, 0u64); 3];
             for e in events.iter().filter(|e| e.kind == kind) {
                 let Some(&r) = rows.get(&e.key()) else { continue };
-                let b = if r >= bm {
-                    0
-                } else if 2 * r > bm {
-                    1
-                } else {
-                    2
-                };
+                let b = fill_bucket(r, bm);
                 buckets[b].0 += 1;
                 buckets[b].1 += e.end_ns.saturating_sub(e.start_ns);
             }

@@ -32,14 +32,17 @@ __device__ void raise_return_signal(const Rank& r, const fdm_task& t) {
             fdm_signal(t.epoch, fdm_return_tile_id(&r.p->layout, t.row_tile, t.col_tile)));
 }
 
-/// The task's trace record (when the forward is traced), by one thread.
+/// The task's trace record (when the forward is traced), by one thread; a GEMM task on the
+/// Hopper engine also marks its main loop's end and its results' store, ns after `start`.
 __device__ __forceinline__ void record_trace(const Rank& r, unsigned pid, unsigned ti, unsigned long long start,
-                                             unsigned long long end) {
+                                             unsigned long long end, unsigned loop_ns = 0, unsigned stored_ns = 0) {
   if (!r.p->trace) return;
   fdm_trace_record rec;
   rec.start_ns = start;
   rec.end_ns = end;
   rec.processor = pid;
   rec.task = ti;
+  rec.loop_ns = loop_ns;
+  rec.stored_ns = stored_ns;
   r.trace()[ti] = rec;
 }

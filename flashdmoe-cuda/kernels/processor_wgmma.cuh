@@ -168,7 +168,8 @@ struct PendingReturn {
 /// consume() and one store() site for both kinds, like the producer's.
 __device__ __forceinline__ unsigned long long gemm_consume(const Rank& r, const Engine::Smem& s,
                                                            hw::Ring<FDM_STAGES>& pipe, const fdm_task& t,
-                                                           unsigned c, PendingReturn& pending) {
+                                                           unsigned c, PendingReturn& pending,
+                                                           unsigned long long* marks) {
   const unsigned cw = c / 128, ct = c % 128;
   const bool gemm0 = t.kind == FDM_TASK_GEMM0;
   const fdm_params* p = r.p;
@@ -186,6 +187,9 @@ __device__ __forceinline__ unsigned long long gemm_consume(const Rank& r, const 
   }
   Engine::Accum acc;
   Engine::consume(s, pipe, acc, cw, (gemm0 ? kH : kI) / Engine::kBK, gemm0 ? kNB0 : kNB1, t.valid_rows);
+  // The trace's in-task marks (consumer 0, straight into shared memory: no register held
+  // across the epilogue): its warpgroup's main loop done, then its stores done.
+  if (c == 0 && p->trace) marks[0] = now_ns();
   pending.publish(r, c);  // the previous task's remote tile has drained under the main loop
   const unsigned long long b0 = (unsigned long long)e * (gemm0 ? kI : kH) + t.col_tile * (gemm0 ? kBN : kBNH);
   Elem* out = reinterpret_cast<Elem*>((gemm0 ? r.heap : r.heap_of(t.source_rank)) + t.output_offset);
@@ -220,6 +224,7 @@ __device__ __forceinline__ unsigned long long gemm_consume(const Rank& r, const 
         },
         half_cols);
   }
+  if (c == 0 && p->trace) marks[1] = now_ns();
   // Results before what announces them; a tile in a peer's return rows is fenced later
   // (PendingReturn), under the next task's main loop.
   // A GEMM0 tile's rows are read by the TMA (the async proxy) of a GEMM1 that loads its A
@@ -236,6 +241,7 @@ __device__ void wgmma_consumer(const Rank& r, const Engine::Smem& s, hw::Ring<2>
                                hw::Ring<FDM_STAGES>& pipe) {
   __shared__ unsigned s_base, s_ready;
   __shared__ fdm_task s_held;
+  __shared__ unsigned long long s_marks[2];  // a GEMM task's in-task marks (gemm_consume)
   const unsigned c = threadIdx.x - hw::kProducerThreads;  // 0..255
   unsigned done = 0;
   PendingReturn pending{s_held};
@@ -271,7 +277,7 @@ __device__ void wgmma_consumer(const Rank& r, const Engine::Smem& s, hw::Ring<2>
       hw::consumer_sync();
       end = now_ns();
     } else {
-      end = gemm_consume(r, s, pipe, task->t, c, pending);
+      end = gemm_consume(r, s, pipe, task->t, c, pending, s_marks);
       if (task->t.kind == FDM_TASK_GEMM0) {
         // Row-tile counter: the GEMM0 completing it publishes the row tile's GEMM1 tasks.
         if (c == 0) s_base = complete_row_tile(r, task->t);
@@ -286,7 +292,9 @@ __device__ void wgmma_consumer(const Rank& r, const Engine::Smem& s, hw::Ring<2>
     hw::consumer_sync();
     if (c == 0) {
       const unsigned pid = processor_index(r.p);
-      record_trace(r, pid, index, start, end);
+      const bool gemm = task->t.kind != FDM_TASK_COMBINE;
+      record_trace(r, pid, index, start, end, gemm ? (unsigned)(s_marks[0] - start) : 0u,
+                   gemm ? (unsigned)(s_marks[1] - start) : 0u);
       mailbox_complete(r, pid, ++done);
     }
     Engine::ring_release(s, ring);

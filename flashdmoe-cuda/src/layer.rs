@@ -301,6 +301,25 @@ pub struct CudaLayer {
     gpus: Vec<Mutex<Gpu>>,
     heap_table: [u64; MAX_RANKS],
     peers: PeerHeaps,
+    /// Each rank's in-task marks of its last traced forward ([`CudaLayer::task_marks`]).
+    marks: Mutex<Vec<Vec<TaskMarks>>>,
+}
+
+/// Where the time of one GEMM task of a traced forward went, from the kernel's trace record
+/// ([`CudaLayer::task_marks`]; Hopper engine only: the mma.sync engine and combine tasks mark
+/// nothing).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TaskMarks {
+    /// The executing rank.
+    pub rank: u32,
+    /// The task ([`TraceEvent::key`]).
+    pub key: flashdmoe_proto::TaskKey,
+    /// Its start to its end (ns): its trace event's duration.
+    pub duration_ns: u64,
+    /// Its start to the end of its main loop, as consumer warpgroup 0 saw it (ns).
+    pub loop_ns: u32,
+    /// Its start to its results stored, before their fences and publication (ns).
+    pub stored_ns: u32,
 }
 
 fn device_ptr<T>(slice: &CudaSlice<T>, stream: &CudaStream) -> u64 {
@@ -552,7 +571,8 @@ impl CudaBackend {
             }
             built.push(Mutex::new(gpu));
         }
-        let layer = CudaLayer { plan, gpus: built, heap_table, peers };
+        let marks = Mutex::new(vec![Vec::new(); plan.config.world as usize]);
+        let layer = CudaLayer { plan, gpus: built, heap_table, peers, marks };
         for gpu in &layer.gpus {
             let mut gpu = gpu.lock().unwrap_or_else(PoisonError::into_inner);
             gpu.params = layer.fixed_params(&gpu);
@@ -1050,12 +1070,14 @@ impl CudaLayer {
         let rank = gpu.first_rank + local;
         let count = counts.total();
         let mut events = Vec::with_capacity(count as usize);
+        let mut marks = Vec::new();
         for i in 0..count as usize {
             let t = flashdmoe_proto::TaskDescriptor::decode(&tasks[i * 64..][..64], &plan.layout)?;
-            let rec = &records[i * 24..][..24];
+            let rec = &records[i * record_bytes as usize..][..record_bytes as usize];
             let word = |o: usize| u64::from_le_bytes(rec[o..o + 8].try_into().expect("8 bytes"));
-            let processor = u32::from_le_bytes(rec[16..20].try_into().expect("4 bytes"));
-            events.push(TraceEvent {
+            let half = |o: usize| u32::from_le_bytes(rec[o..o + 4].try_into().expect("4 bytes"));
+            let processor = half(16);
+            let event = TraceEvent {
                 rank,
                 processor,
                 kind: t.task_kind()?,
@@ -1066,9 +1088,30 @@ impl CudaLayer {
                 col_tile: t.col_tile,
                 start_ns: word(0).saturating_sub(origin),
                 end_ns: word(8).saturating_sub(origin),
-            });
+            };
+            let (loop_ns, stored_ns) = (half(24), half(28));
+            if stored_ns != 0 {
+                marks.push(TaskMarks {
+                    rank,
+                    key: event.key(),
+                    duration_ns: event.end_ns.saturating_sub(event.start_ns),
+                    loop_ns,
+                    stored_ns,
+                });
+            }
+            events.push(event);
+        }
+        let mut all = self.marks.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(slot) = all.get_mut(rank as usize) {
+            *slot = marks;
         }
         Ok(events)
+    }
+
+    /// The in-task marks of every GEMM task of each rank's last traced forward (Hopper
+    /// engine; empty before any traced forward, or on the mma.sync engine).
+    pub fn task_marks(&self) -> Vec<TaskMarks> {
+        self.marks.lock().unwrap_or_else(PoisonError::into_inner).concat()
     }
 }
 

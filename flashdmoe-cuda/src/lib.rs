@@ -91,7 +91,7 @@ pub use kernels::{Defines, KernelSource, KernelVariant, Targets};
 pub use launch::{Kernel, LaunchShape};
 pub use layer::{
     CudaBackend, CudaLayer, CudaOptions, DeviceIo, DeviceRouting, GroupOptions, PhaseTimes,
-    ProcessGroup,
+    ProcessGroup, TaskMarks,
 };
 pub use ptxas::{CompileReport, FunctionReport};
 pub use selftest::{SelftestReport, run_selftest};

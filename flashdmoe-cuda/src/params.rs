@@ -83,6 +83,11 @@ pub struct TraceRecord {
     pub processor: u32,
     /// Task slot.
     pub task: u32,
+    /// A GEMM task's main loop end, ns after `start_ns` (0: not marked: combines, mma.sync).
+    pub loop_ns: u32,
+    /// A GEMM task's results stored (before their fences and publication), ns after
+    /// `start_ns` (0: not marked).
+    pub stored_ns: u32,
 }
 
 /// Byte offsets of the per-rank scratch arrays (`fdm_scratch_layout`).
@@ -248,7 +253,7 @@ const DIAG_FIELDS: &[CField] = fields!(Diag:
 
 const TRACE_FIELDS: &[CField] = fields!(TraceRecord:
     start_ns: "unsigned long long", end_ns: "unsigned long long", processor: "unsigned int",
-    task: "unsigned int");
+    task: "unsigned int", loop_ns: "unsigned int", stored_ns: "unsigned int");
 
 const SCRATCH_FIELDS: &[CField] = fields!(ScratchLayout:
     logits: "unsigned long long", topk_expert: "unsigned long long", topk_weight: "unsigned long long",
@@ -409,6 +414,6 @@ mod tests {
         }
         assert!(h.contains("unsigned long long heaps[FDM_MAX_RANKS];"));
         assert_eq!(size_of::<Diag>(), 40);
-        assert_eq!(size_of::<TraceRecord>(), 24);
+        assert_eq!(size_of::<TraceRecord>(), 32);
     }
 }

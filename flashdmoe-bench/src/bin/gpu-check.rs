@@ -422,7 +422,48 @@ fn fill_summary(
             )
         })
         .collect();
-    format!("; row fill (bm {bm}): {}", kinds.join("; "))
+    let marks = layer.task_marks();
+    let mut text = format!("; row fill (bm {bm}): {}", kinds.join("; "));
+    if !marks.is_empty() {
+        text.push_str(&marks_summary(&marks, &rows, bm));
+    }
+    text
+}
+
+/// The GEMM tasks' in-task marks (`CudaLayer::task_marks`) as mean µs of the main loop, the
+/// epilogue (to the results stored) and the rest (fences, publication), for full and at most
+/// half full row tiles.
+fn marks_summary(
+    marks: &[flashdmoe_cuda::TaskMarks],
+    rows: &std::collections::HashMap<flashdmoe_proto::TaskKey, u32>,
+    bm: u32,
+) -> String {
+    use flashdmoe_core::trace::fill_bucket;
+    use flashdmoe_proto::TaskKind;
+    let mut parts = Vec::new();
+    for kind in [TaskKind::Gemm0, TaskKind::Gemm1] {
+        for (bucket, name) in [(0, "full"), (2, "<=half")] {
+            let of: Vec<_> = marks
+                .iter()
+                .filter(|m| m.key.0 == kind)
+                .filter(|m| rows.get(&m.key).is_some_and(|&r| fill_bucket(r, bm) == bucket))
+                .collect();
+            if of.is_empty() {
+                continue;
+            }
+            let mean = |f: &dyn Fn(&flashdmoe_cuda::TaskMarks) -> u64| {
+                of.iter().map(|m| f(m)).sum::<u64>() as f64 / of.len() as f64 / 1e3
+            };
+            parts.push(format!(
+                "{} {name} {:.1}/{:.1}/{:.1}",
+                kind.name(),
+                mean(&|m| u64::from(m.loop_ns)),
+                mean(&|m| u64::from(m.stored_ns.saturating_sub(m.loop_ns))),
+                mean(&|m| m.duration_ns.saturating_sub(u64::from(m.stored_ns)))
+            ));
+        }
+    }
+    format!("; in-task µs (main loop/epilogue/fences+publication): {}", parts.join(", "))
 }
 
 /// Where a traced forward's time went: routing/dispatch before the first task, the task
