@@ -237,7 +237,7 @@ struct RunArgs {
     /// CUDA: how combine tasks read the returned rows: `stream` (the default) copies them
     /// through the Hopper engine's pipeline stages with bulk copies where that applies (4+
     /// slots a token, bf16 or f16; the kernel label ends in `-cs`), `registers` loads them into
-    /// the threads' registers. The same output bits either way; `stream` measured 1.5-2% faster
+    /// the threads' registers. The same output bits either way; `stream` measured 1.3-1.8% faster
     /// on Qwen3 and OLMoE (docs/dev/perf-notes.md v36).
     #[arg(long, value_name = "FORM", value_parser = parse_combine)]
     combine: Option<CombineForm>,

@@ -4,7 +4,8 @@
 # `in-task µs (main loop/epilogue/fences+publication)` for full and <= half full row tiles).
 # Carry: .carry/gpu-check = `cargo build --release -p flashdmoe-bench --bin gpu-check` of main
 # at the commit that added `TaskMarks` or later, stripped.
-# Phases: --quick (the record grew 24 -> 32 bytes: every traced case's conformance and the
+# Phases: --quick (the record grew 24 -> 32 bytes: every Hopper case now fails unless each GEMM
+# task of its traced forward carries ordered marks; every traced case's conformance and the
 # device-resident cases check it), then one pass of Qwen3, OLMoE, the paper layer T16384 E8 and
 # T128 E8 with the marks.
 # Expected digests (runs 117-118): qwen3-30b-a3b aa59fd8070a5586f, olmoe-1b-7b 085f46a51ea4e7e1,

@@ -241,6 +241,23 @@ fn run_case(case: &Case, iters: usize, device: &str) -> Result<Outcome, String> 
             Vec::new()
         }
     };
+    // On the Hopper engine every GEMM task of a traced forward marks its main loop's end and
+    // its results' store, in that order, within the task (`CudaLayer::task_marks`).
+    if matches!(layer.spec().engine, flashdmoe_cuda::spec::TileEngine::Wgmma(_)) {
+        let marks = layer.task_marks();
+        let gemms =
+            traced.ranks.iter().map(|r| r.stats.tasks.gemm0 + r.stats.tasks.gemm1).sum::<u64>();
+        let bad = marks.iter().find(|m| {
+            m.loop_ns == 0 || m.loop_ns > m.stored_ns || u64::from(m.stored_ns) > m.duration_ns
+        });
+        if marks.len() as u64 != gemms || bad.is_some() {
+            ok = false;
+            detail.push_str(&format!(
+                "; in-task marks: {} for {gemms} GEMM tasks, first out of order: {bad:?}",
+                marks.len()
+            ));
+        }
+    }
     let protocol = protocol_stats(c, &traced, &events, layer.blocks_per_rank() - 1);
     if case.timed {
         detail.push_str(&trace_summary(&traced, layer.blocks_per_rank() - 1));
