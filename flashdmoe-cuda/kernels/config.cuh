@@ -48,6 +48,27 @@
 
 #include "fdm_proto.h"
 #include "fdm_params.h"
+
+#ifdef FDM_FRESH_TID
+// The Hopper images' spill fallback (spec.rs `MoeSpec::variant`): every `threadIdx.x` of the
+// kernel's own files reads %tid.x afresh (a volatile asm, which neither the compiler nor ptxas
+// merges), so no copy of it stays live from the kernel's start. Where phase A's 128x128 router
+// tile leaves ~165 registers live (paper T16384 E128, Kimi-K2's streamed image), ptxas spilled
+// exactly that copy (8-16 bytes, reloaded ~20 times). Included before every kernel file; the
+// CUDA headers included earlier keep the builtin.
+struct FdmFreshTid {
+  __device__ __forceinline__ operator unsigned() const {
+    unsigned t;
+    asm volatile("mov.u32 %0, %%tid.x;" : "=r"(t));
+    return t;
+  }
+};
+struct FdmFreshThreadIdx {
+  FdmFreshTid x;
+};
+#define threadIdx (FdmFreshThreadIdx{})
+#endif
+
 #include "router_math.h"
 #include "activation_math.h"
 #include "tile_gemm.cuh"

@@ -816,11 +816,13 @@ impl MoeSpec {
     /// This specialisation as a compile-checkable variant.
     pub fn variant(&self) -> KernelVariant {
         match self.engine {
+            // Where ptxas spills, the thread index read afresh at every use (config.cuh
+            // FDM_FRESH_TID: the spilled value was its copy held from the kernel's start).
             TileEngine::Wgmma(_) => KernelVariant {
                 label: self.label(),
                 source: MOE,
                 defines: self.defines(),
-                fallback: None,
+                fallback: Some(self.defines().flag("FDM_FRESH_TID")),
                 targets: Targets::Hopper,
             },
             // Without register-pipelined GEMM0 fragments, the fallback for specs whose widest
@@ -1005,10 +1007,9 @@ pub fn variants() -> Vec<KernelVariant> {
         );
         out.extend(candidates.last().map(MoeSpec::variant));
         // Their Hopper specialisation with combine tasks streamed, where that applies (4+
-        // slots a token: Qwen3, OLMoE, DeepSeek, Qwen2, gpt-oss's ragged 2880 tiles). Not
-        // Kimi-K2's: ptxas spills 16 bytes there (threadIdx.x, from the kernel's start), and
-        // the build falls back to the registers' form of the same tile (`combine_candidates`).
-        out.extend(candidates.first().filter(|_| model.name != "kimi-k2").and_then(streamed));
+        // slots a token: Qwen3, OLMoE, DeepSeek, Kimi-K2 (through its FDM_FRESH_TID fallback),
+        // Qwen2, gpt-oss's ragged 2880 tiles).
+        out.extend(candidates.first().and_then(streamed));
     }
     // The shared kinds at the GPU check's small shape, streamed (6 and 4 slots a token), and
     // its top-8 layer (64 accumulators a consumer thread: the producer's 96 registers).

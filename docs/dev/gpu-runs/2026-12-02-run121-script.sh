@@ -7,7 +7,9 @@
 # Phases: --quick (the record grew 24 -> 32 bytes: every Hopper case now fails unless each GEMM
 # task of its traced forward carries ordered marks; every traced case's conformance and the
 # device-resident cases check it), then one pass of Qwen3, OLMoE, the paper layer T16384 E8 and
-# T128 E8 with the marks.
+# T128 E8 with the marks, and T16384 E128, whose 128-row-router image now compiles through the
+# thread index read afresh (config.cuh FDM_FRESH_TID; run 119 timed its 64-row twin: 1.169 ms;
+# prediction: level, 1.15-1.19 ms).
 # Expected digests (runs 117-118): qwen3-30b-a3b aa59fd8070a5586f, olmoe-1b-7b 085f46a51ea4e7e1,
 # paper-t16384-e8 3e3fffeb851ccdc2 (dropless b44e9876f6d3945b). Times level with run 118
 # (the marks are taken only in traced forwards).
@@ -20,7 +22,7 @@ set -u -o pipefail
 source scripts/gpu-env.sh
 w=$(mktemp -d); BUDGET=${BUDGET:-480}; source scripts/gpu-phases.sh
 ph quick 200 .carry/gpu-check --quick --json $w/quick.jsonl
-ph marks 120 .carry/gpu-check --only "preset qwen3-30b-a3b,preset olmoe-1b-7b,paper-t16384-e8,paper-t128-e8" --json $w/marks.jsonl
+ph marks 150 .carry/gpu-check --only "preset qwen3-30b-a3b,preset olmoe-1b-7b,paper-t16384-e8,paper-t16384-e128,paper-t128-e8" --json $w/marks.jsonl
 tar czf $OUT/run121.tgz -C $w .
 ab_lines marks
 echo "quick: $(grep -c '^\[ok\]' $w/quick.log) ok, $(grep -c '^\[FAIL\]' $w/quick.log) FAIL"; grep '^\[FAIL\]' $w/quick.log | cut -c1-600
