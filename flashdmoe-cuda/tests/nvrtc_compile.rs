@@ -157,6 +157,37 @@ fn every_paper_layer_compiles_on_the_hopper_engine() {
     }
 }
 
+/// The Hopper variants' spill fallback (config.cuh `FDM_FRESH_TID`: the thread index read
+/// afresh at every use) compiles without spills on its own, not only where a variant spilled
+/// first: a fallback that failed to compile would fail the layer's build. A relu layer, a
+/// streamed SwiGLU one and a TF32 one.
+#[test]
+fn the_hopper_spill_fallback_compiles() {
+    let Some(jit) = jit() else { return };
+    let tf32 = flashdmoe_core::config::MoeConfig {
+        dtype: flashdmoe_core::config::DType::F32,
+        ..presets::preset("paper-t4096-e32").unwrap()
+    };
+    let configs = [
+        presets::preset("paper-t128-e8").unwrap(),
+        presets::preset("qwen3-30b-a3b").unwrap(),
+        tf32,
+    ];
+    for config in configs {
+        let candidates = spec::combine_candidates(
+            MoeSpec::candidates(&config, spec::H200_PROCESSORS, Arch::SM90),
+            CombineForm::default(),
+        );
+        let first = candidates[0];
+        assert!(matches!(first.engine, spec::TileEngine::Wgmma(_)), "{}", first.label());
+        let variant = first.variant();
+        let fallback = variant.fallback.clone().expect("a Hopper variant has a spill fallback");
+        assert!(fallback.iter().any(|(name, _)| name == "FDM_FRESH_TID"));
+        let fresh = KernelVariant { defines: fallback, fallback: None, ..variant };
+        println!("{}", check(&jit, Arch::SM90A, &fresh).unwrap_or_else(|e| panic!("{e}")));
+    }
+}
+
 /// Compiles one variant: its summary line, or why it failed.
 fn check(jit: &Jit, arch: Arch, variant: &KernelVariant) -> Result<String, String> {
     let result =
