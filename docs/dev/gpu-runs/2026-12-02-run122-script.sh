@@ -12,8 +12,8 @@
 set -u -o pipefail
 source scripts/gpu-env.sh
 w=$(mktemp -d); BUDGET=${BUDGET:-560}; source scripts/gpu-phases.sh
-ph cs 260 .carry/gpu-check --only "preset kimi-k2" --json $w/cs.jsonl
-ph reg 260 .carry/gpu-check --only "preset kimi-k2" --combine registers --json $w/reg.jsonl
+ph cs 260 .carry/gpu-check --only "=preset kimi-k2" --json $w/cs.jsonl
+ph reg 260 .carry/gpu-check --only "=preset kimi-k2" --combine registers --json $w/reg.jsonl
 tar czf $OUT/run122.tgz -C $w .
 ab_lines cs reg
 grep -hE "^preset" $w/*.log | cut -c1-120

@@ -3,7 +3,7 @@
 //! timings of the paper grid, all in one process (run by `scripts/gpu-check.sh` on the GPU
 //! machine). Every timed configuration is verified in the same run.
 //!
-//! Usage: `gpu-check [--quick] [--list] [--json PATH] [--only SUBSTRING[,SUBSTRING...]]
+//! Usage: `gpu-check [--quick] [--list] [--json PATH] [--only PATTERN[,PATTERN...]]
 //! [--iters N] [--engine auto|mma-sync|wgmma] [--combine registers|stream]`
 //!
 //! Prints one line per check and a summary table last; exits non-zero if any check failed.
@@ -14,6 +14,8 @@
 //! streamed through the Hopper engine's stages (`CombineForm`, default `stream` where that
 //! applies; a streamed image's label ends in `-cs`); the output digests then say whether the two
 //! forms wrote the same bits.
+//! `--only` keeps the checks whose names contain one of its comma-separated patterns, or equal
+//! one written `=NAME` (e.g. `=preset kimi-k2` without `preset kimi-k2 routed part`).
 //! `--list` prints the names of the checks it would run (with `--quick` and `--only`) and
 //! exits, without a GPU.
 //! `--json PATH` writes one results line per check, as the harness writes them
@@ -67,7 +69,7 @@ fn parse_args() -> Result<Args, String> {
             "--quick" => args.quick = true,
             "--list" => args.list = true,
             "--json" => args.json = Some(it.next().ok_or("--json needs a path")?),
-            "--only" => args.only = Some(it.next().ok_or("--only needs a substring")?),
+            "--only" => args.only = Some(it.next().ok_or("--only needs a pattern")?),
             "--iters" => {
                 args.iters =
                     it.next().and_then(|v| v.parse().ok()).ok_or("--iters needs a number")?
@@ -86,6 +88,12 @@ fn parse_args() -> Result<Args, String> {
         }
     }
     Ok(args)
+}
+
+/// Whether `--only`'s comma-separated patterns keep the check `name`: a pattern keeps the names
+/// that contain it, or with a leading `=` only the name equal to the rest.
+fn only_matches(only: &str, name: &str) -> bool {
+    only.split(',').any(|p| p.strip_prefix('=').map_or(name.contains(p), |exact| name == exact))
 }
 
 fn small(dtype: DType, activation: Activation, bias: bool) -> MoeConfig {
@@ -862,7 +870,7 @@ fn main() -> ExitCode {
     };
     if args.list {
         for case in cases(args.quick) {
-            if args.only.as_ref().is_none_or(|s| s.split(',').any(|p| case.name.contains(p))) {
+            if args.only.as_ref().is_none_or(|s| only_matches(s, &case.name)) {
                 println!("{}", case.name);
             }
         }
@@ -885,9 +893,7 @@ fn main() -> ExitCode {
     };
     let mut rows = Vec::new();
     for model in presets::MODELS.iter().filter(|m| !flashdmoe_cuda::spec::computes(&m.config())) {
-        if args.quick
-            || args.only.as_ref().is_some_and(|s| !s.split(',').any(|p| model.name.contains(p)))
-        {
+        if args.quick || args.only.as_ref().is_some_and(|s| !only_matches(s, model.name)) {
             continue;
         }
         let build = CudaBackend::new(CudaOptions::default()).build(
@@ -909,7 +915,7 @@ fn main() -> ExitCode {
         }
     }
     for case in cases(args.quick) {
-        if args.only.as_ref().is_some_and(|s| !s.split(',').any(|p| case.name.contains(p))) {
+        if args.only.as_ref().is_some_and(|s| !only_matches(s, &case.name)) {
             continue;
         }
         let needed = case.config.world / case.ranks_per_gpu.unwrap_or(case.config.world);
@@ -987,6 +993,15 @@ mod tests {
     /// What the GPU machine will run is checked here first: every case is a valid layer the
     /// kernel computes (a bad placement table or router would otherwise surface only there),
     /// and names are unique (results are keyed by them).
+    #[test]
+    fn only_keeps_substrings_or_exact_names() {
+        assert!(only_matches("kimi", "preset kimi-k2 routed part"));
+        assert!(only_matches("=preset kimi-k2", "preset kimi-k2"));
+        assert!(!only_matches("=preset kimi-k2", "preset kimi-k2 routed part"));
+        assert!(only_matches("x,=preset kimi-k2", "preset kimi-k2"));
+        assert!(!only_matches("x,y", "preset kimi-k2"));
+    }
+
     #[test]
     fn every_case_is_a_valid_layer_the_kernel_computes() {
         for quick in [true, false] {
