@@ -234,15 +234,27 @@ pub struct FillTimes {
     pub at_most_half: (usize, f64),
 }
 
-/// The [`FillTimes`] bucket of a row tile of `rows` of `bm` rows: 0 full, 1 more than half
-/// full, 2 at most half full.
-pub fn fill_bucket(rows: u32, bm: u32) -> usize {
-    if rows >= bm {
-        0
-    } else if 2 * rows > bm {
-        1
-    } else {
-        2
+/// How full a row tile is: the buckets of [`FillTimes`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FillBucket {
+    /// All `bm` rows.
+    Full,
+    /// More than `bm / 2` rows, fewer than `bm`.
+    OverHalf,
+    /// 1 to `bm / 2` rows.
+    AtMostHalf,
+}
+
+impl FillBucket {
+    /// The bucket of a row tile of `rows` of `bm` rows.
+    pub fn of(rows: u32, bm: u32) -> FillBucket {
+        if rows >= bm {
+            FillBucket::Full
+        } else if 2 * rows > bm {
+            FillBucket::OverHalf
+        } else {
+            FillBucket::AtMostHalf
+        }
     }
 }
 
@@ -255,7 +267,7 @@ pub fn fill_times(events: &[TraceEvent], rows: &HashMap<TaskKey, u32>, bm: u32) 
             let mut buckets = [(0usize, 0u64); 3];
             for e in events.iter().filter(|e| e.kind == kind) {
                 let Some(&r) = rows.get(&e.key()) else { continue };
-                let b = fill_bucket(r, bm);
+                let b = FillBucket::of(r, bm) as usize;
                 buckets[b].0 += 1;
                 buckets[b].1 += e.end_ns.saturating_sub(e.start_ns);
             }

@@ -626,7 +626,9 @@ impl MoeSpec {
             // 128-row router jobs of 128 columns (E > 64 at large T) leave the kernel's
             // phase A at the edge of its 168 registers: the paper layer's T16384 E128 image
             // spilled 8 bytes (the thread index) and ran on mma.sync, 1.71 ms against ~1.2
-            // (run 118). The same tile with 64-row router jobs (A1 in two waves) comes next.
+            // (run 118). The variant's own fallback (`variant`, FDM_FRESH_TID) now compiles it;
+            // should that spill too, the same tile with 64-row router jobs (A1 in two waves,
+            // run 119: 1.169 ms) comes next, before mma.sync.
             out.extend(hopper.filter(|h| h.router_rows == 128).map(|h| MoeSpec {
                 router_rows: 64,
                 router_split: layer_router_split(config, processors, 64),
@@ -839,8 +841,9 @@ impl MoeSpec {
 }
 
 /// `candidates` (in order of preference) with combine tasks in `form` where it applies, each
-/// followed by its twin in the registers' form: a streamed image that spills (Kimi-K2's: 16
-/// bytes) makes [`compile_first`] fall back to the same tile, not to the next tile or engine.
+/// followed by its twin in the registers' form: a streamed image that spills even through its
+/// variant's fallback makes [`compile_first`] fall back to the same tile, not to the next tile
+/// or engine.
 pub fn combine_candidates(candidates: Vec<MoeSpec>, form: CombineForm) -> Vec<MoeSpec> {
     candidates
         .into_iter()

@@ -463,15 +463,15 @@ fn marks_summary(
     rows: &std::collections::HashMap<flashdmoe_proto::TaskKey, u32>,
     bm: u32,
 ) -> String {
-    use flashdmoe_core::trace::fill_bucket;
+    use flashdmoe_core::trace::FillBucket;
     use flashdmoe_proto::TaskKind;
     let mut parts = Vec::new();
     for kind in [TaskKind::Gemm0, TaskKind::Gemm1] {
-        for (bucket, name) in [(0, "full"), (2, "<=half")] {
+        for (bucket, name) in [(FillBucket::Full, "full"), (FillBucket::AtMostHalf, "<=half")] {
             let of: Vec<_> = marks
                 .iter()
                 .filter(|m| m.key.0 == kind)
-                .filter(|m| rows.get(&m.key).is_some_and(|&r| fill_bucket(r, bm) == bucket))
+                .filter(|m| rows.get(&m.key).is_some_and(|&r| FillBucket::of(r, bm) == bucket))
                 .collect();
             if of.is_empty() {
                 continue;
@@ -717,7 +717,11 @@ fn cases(quick: bool) -> Vec<Case> {
     // on one rank and two virtual ranks; their labels end in `-cs` (else the build fell back).
     let mut top8 = small(DType::Bf16, Activation::SiluGated, false);
     top8.top_k = 8;
-    let top8_registers = top8.clone();
+    // The registers' form where the default streams (`--combine registers` everywhere).
+    let registers = Case {
+        combine: Some(CombineForm::Registers),
+        ..case("combine registers small top-8".to_owned(), top8.clone())
+    };
     let streamed = [
         ("small top-8", 1, top8.clone()),
         ("virtual P=2 top-8", 2, MoeConfig { world: 2, experts: 16, ..top8 }),
@@ -736,11 +740,7 @@ fn cases(quick: bool) -> Vec<Case> {
             ..case(format!("combine stream {name}"), c)
         });
     }
-    // The registers' form where the default streams (`--combine registers` everywhere).
-    out.push(Case {
-        combine: Some(CombineForm::Registers),
-        ..case("combine registers small top-8".to_owned(), top8_registers)
-    });
+    out.push(registers);
     if quick {
         return out;
     }
@@ -990,9 +990,6 @@ fn main() -> ExitCode {
 mod tests {
     use super::*;
 
-    /// What the GPU machine will run is checked here first: every case is a valid layer the
-    /// kernel computes (a bad placement table or router would otherwise surface only there),
-    /// and names are unique (results are keyed by them).
     #[test]
     fn only_keeps_substrings_or_exact_names() {
         assert!(only_matches("kimi", "preset kimi-k2 routed part"));
@@ -1002,6 +999,9 @@ mod tests {
         assert!(!only_matches("x,y", "preset kimi-k2"));
     }
 
+    /// What the GPU machine will run is checked here first: every case is a valid layer the
+    /// kernel computes (a bad placement table or router would otherwise surface only there),
+    /// and names are unique (results are keyed by them).
     #[test]
     fn every_case_is_a_valid_layer_the_kernel_computes() {
         for quick in [true, false] {
