@@ -27,30 +27,45 @@ FDM_ACT_HD float from_bits(unsigned bits) {
 #endif
 }
 
-/// a / b. `Fast` on the GPU: `__fdividef` (a reciprocal approximation and a product, 2 ulp)
-/// instead of IEEE division (~15 instructions and a slow-path branch an element), which with
-/// `expf` made the SwiGLU epilogue ~12% of the Qwen3-30B-A3B kernel's warp samples
-/// (docs/dev/perf-notes.md v30 (d)). The engines ask for it only where the result is rounded to
-/// a 16-bit element (2^-9 relative, far above 2 ulp). `expf` stays exact: `__expf` as well made
-/// ptxas interleave more elements of the epilogue and spill (596 bytes in the Qwen3 image).
+/// a / (1 + exp(-x)), the sigmoid's quotient both SwiGLUs share. `Fast` on the GPU: the
+/// hardware's approximations, `ex2.approx` of -x log2(e) and `rcp.approx` of the sum (two MUFU
+/// instructions and three others an element), for epilogues whose result is rounded to a
+/// 16-bit element (2^-9 relative, far above their ~2^-22). The exact form (`expf`, a rounded
+/// division) cost ~14 instructions an element: perf-notes v30 (d) found the SwiGLU epilogue
+/// at 12% of the Qwen3-30B-A3B kernel's warp samples, v37 measured its replacement. At x below
+/// ~-88 the sum overflows to +inf and the quotient is 0 (exact: a value below 2^-126 |a|).
 /// On the host, and without `Fast`, the exact form.
 template <bool Fast>
-FDM_ACT_HD float div_(float a, float b) {
+FDM_ACT_HD float over_one_plus_exp_neg(float a, float x) {
 #if defined(__CUDA_ARCH__)
   if constexpr (Fast) {
-    return __fdividef(a, b);
+    // One volatile block an element: the compiler keeps the elements in program order
+    // (ptxas still interleaves neighbours). With the product and the sum outside it, the
+    // compiler hoisted all 64 products -x log2(e) of a tile's gates ahead of the first
+    // exponential and spilled (72 bytes in the Qwen3 image).
+    float q;
+    asm volatile(
+        "{\n\t.reg .f32 t;\n\t"
+        "mul.ftz.f32 t, %1, 0fBFB8AA3B;\n\t"  // -log2(e) x
+        "ex2.approx.ftz.f32 t, t;\n\t"
+        "add.ftz.f32 t, t, 0f3F800000;\n\t"  // + 1
+        "rcp.approx.ftz.f32 t, t;\n\t"
+        "mul.f32 %0, %2, t;\n\t}"
+        : "=f"(q)
+        : "f"(x), "f"(a));
+    return q;
   } else {
-    return a / b;
+    return a / (1.f + expf(-x));
   }
 #else
-  return a / b;
+  return a / (1.f + expf(-x));
 #endif
 }
 
 /// SiLU x * sigmoid(x) = x / (1 + exp(-x)).
 template <bool Fast = false>
 FDM_ACT_HD float silu(float x) {
-  return div_<Fast>(x, 1.f + expf(-x));
+  return over_one_plus_exp_neg<Fast>(x, x);
 }
 
 /// gpt-oss's SwiGLU: (clamp(up, -limit, limit) + 1) * g * sigmoid(alpha g), g = min(gate,
@@ -58,7 +73,7 @@ FDM_ACT_HD float silu(float x) {
 template <bool Fast = false>
 FDM_ACT_HD float swiglu_oss(float gate, float up, float alpha, float limit) {
   const float g = fminf(gate, limit), u = fminf(fmaxf(up, -limit), limit);
-  return div_<Fast>((u + 1.f) * g, 1.f + expf(-alpha * g));
+  return over_one_plus_exp_neg<Fast>((u + 1.f) * g, alpha * g);
 }
 
 }  // namespace act

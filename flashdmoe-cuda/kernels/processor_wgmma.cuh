@@ -131,8 +131,15 @@ __device__ void wgmma_producer(const Rank& r, const Engine::Smem& s, hw::Ring<2>
   }
 }
 
-__device__ __forceinline__ float bias_of(const void* bias, unsigned long long i) {
-  return kBias ? to_f32(reinterpret_cast<const Elem*>(bias)[i]) : 0.f;
+/// v plus element i of a bias vector, or v itself in a layer without biases (`v + 0.f` is not
+/// v for v = -0, so the compiler keeps an add an element: 128 copies of the accumulators that
+/// made ptxas spill the SwiGLU epilogue).
+__device__ __forceinline__ float plus_bias(float v, const void* bias, unsigned long long i) {
+  if constexpr (kBias) {
+    return v + to_f32(reinterpret_cast<const Elem*>(bias)[i]);
+  } else {
+    return v;
+  }
 }
 
 /// A GEMM1 tile stored into a peer's return rows whose system-scope fence and return signal
@@ -204,25 +211,25 @@ __device__ __forceinline__ unsigned long long gemm_consume(const Rank& r, const 
 #pragma unroll 1
   for (unsigned half = 0; half < halves; ++half) {
     const unsigned half_cols = cols > half * kBN ? min(cols - half * kBN, (unsigned)kBN) : 0u;
-    Engine::store(
-        s, acc, cw, ct, c, t.valid_rows, out + half * kBN, gemm0 ? kI : kH,
-        [&](unsigned row, unsigned col, float v0, float v1) {
-          if (!gemm0) {
-            float w = row == r_lo ? w_lo : w_hi;
-            if constexpr (Engine::kSlabs == 2) {
-              const unsigned d = row - r_lo;  // 0 or 8 (slab 0), 64 or 72 (slab 1)
-              if (d >= 64) w = d == 64 ? w2_lo : w2_hi;
-            }
-            return ((half == 0 ? v0 : v1) + bias_of(p->b_down, b0 + half * kBN + col)) * w;
-          }
-          if constexpr (kGated) {
-            return gated_act<kFastAct>(v0 + bias_of(p->b_gate, b0 + col), v1 + bias_of(p->b_up, b0 + col));
-          } else {
-            constexpr Act act = FDM_ACT == 1 ? Act::Gelu : Act::Relu;
-            return activate<act>(v0 + bias_of(p->b_up, b0 + col));
-          }
-        },
-        half_cols);
+    // The kind is chosen once a chunk (store_either), not once an element inside one op.
+    const auto gemm0_op = [&](unsigned, unsigned col, float v0, float v1) {
+      if constexpr (kGated) {
+        return gated_act<kFastAct>(plus_bias(v0, p->b_gate, b0 + col), plus_bias(v1, p->b_up, b0 + col));
+      } else {
+        constexpr Act act = FDM_ACT == 1 ? Act::Gelu : Act::Relu;
+        return activate<act>(plus_bias(v0, p->b_up, b0 + col));
+      }
+    };
+    const auto gemm1_op = [&](unsigned row, unsigned col, float v0, float v1) {
+      float w = row == r_lo ? w_lo : w_hi;
+      if constexpr (Engine::kSlabs == 2) {
+        const unsigned d = row - r_lo;  // 0 or 8 (slab 0), 64 or 72 (slab 1)
+        if (d >= 64) w = d == 64 ? w2_lo : w2_hi;
+      }
+      return plus_bias(half == 0 ? v0 : v1, p->b_down, b0 + half * kBN + col) * w;
+    };
+    Engine::store_either(s, acc, cw, ct, c, t.valid_rows, out + half * kBN, gemm0 ? kI : kH, gemm0, gemm0_op,
+                         gemm1_op, half_cols);
   }
   if (c == 0 && p->trace) marks[1] = now_ns();
   // Results before what announces them; a tile in a peer's return rows is fenced later

@@ -528,6 +528,19 @@ template <Mode M, int BM, int BN, int NB, int STAGES> struct Engine {
   __device__ static void store(const Smem& s, const Accum& acc, unsigned cw, unsigned ct, unsigned c,
                                unsigned valid_rows, Elem* out, unsigned long long ldo, Op op,
                                unsigned valid_cols = BN) {
+    store_either(s, acc, cw, ct, c, valid_rows, out, ldo, true, op, op, valid_cols);
+  }
+
+  /// store() through `first ? op_a : op_b`, `first` the same in every consumer thread: one
+  /// store site for two kinds of task (the MoE kernel's GEMM0 and GEMM1) whose choice is one
+  /// uniform branch a chunk around the staging, not one an element inside the op. Chosen
+  /// inside the op, ptxas put a branch around every element's activation, which serialised
+  /// the elements' dependent chains (exp, reciprocal): the SwiGLU layers' epilogues took twice
+  /// the plain layer's (perf-notes v37).
+  template <class OpA, class OpB>
+  __device__ static void store_either(const Smem& s, const Accum& acc, unsigned cw, unsigned ct, unsigned c,
+                                      unsigned valid_rows, Elem* out, unsigned long long ldo, bool first,
+                                      OpA op_a, OpB op_b, unsigned valid_cols = BN) {
     char* staging = s.staging();
     constexpr unsigned kVecs = kChunkCols * kElemBytes / 16;  // 16-byte vectors per chunk row
 #pragma unroll
@@ -537,7 +550,11 @@ template <Mode M, int BM, int BN, int NB, int STAGES> struct Engine {
       // Vectors of the chunk's rows to store (kVecs but in a ragged tile's last chunk).
       const unsigned vecs = min(kVecs, (valid_cols - col_lo) * kElemBytes / 16);
       consumer_sync();  // the previous chunk (or task) has left the staging buffer
-      stage_chunk(staging, acc, cw, ct, col_lo, op);
+      if (first) {
+        stage_chunk(staging, acc, cw, ct, col_lo, op_a);
+      } else {
+        stage_chunk(staging, acc, cw, ct, col_lo, op_b);
+      }
       consumer_sync();
       for (unsigned v = c; v < valid_rows * kVecs; v += kConsumerThreads) {
         const unsigned r = v / kVecs, q = v % kVecs;
