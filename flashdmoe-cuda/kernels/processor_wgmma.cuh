@@ -20,6 +20,11 @@
 #if FDM_ENGINE == 1
 namespace hw = flashdmoe::hopper;
 
+#ifdef FDM_LEADER_FENCE
+constexpr bool kLeaderFence = true;
+#else
+constexpr bool kLeaderFence = false;
+#endif
 constexpr int kNB0 = kGated ? 2 : 1;      // B operands of GEMM0: (gate, up) or (up)
 constexpr int kNB1 = kWideGemm1 ? 2 : 1;  // of GEMM1: the down weights' two kBN-row halves, or one
 
@@ -239,7 +244,10 @@ __device__ __forceinline__ unsigned long long gemm_consume(const Rank& r, const 
   // fenced on the reading side only: combine_stream.cuh; a fence here made gpt-oss's streamed
   // images spill 8 bytes.)
   if (gemm0 && r.maps_intermediate()) hw::fence_proxy_async_global();
-  if (gemm0 || on_this_gpu(p, t.source_rank)) fence_for(p, gemm0 ? r.global : t.source_rank);
+  // Experiment FDM_LEADER_FENCE (docs/dev/gpu-queue.md): no fence a thread; after the barrier
+  // consumer 0 alone orders the tile before what announces it (a fence, or the return
+  // signal's release store), CUTLASS's semaphore pattern (PTX fences are cumulative).
+  if (!kLeaderFence && (gemm0 || on_this_gpu(p, t.source_rank))) fence_for(p, gemm0 ? r.global : t.source_rank);
   hw::consumer_sync();
   return now_ns();
 }
@@ -287,7 +295,10 @@ __device__ void wgmma_consumer(const Rank& r, const Engine::Smem& s, hw::Ring<2>
       end = gemm_consume(r, s, pipe, task->t, c, pending, s_marks);
       if (task->t.kind == FDM_TASK_GEMM0) {
         // Row-tile counter: the GEMM0 completing it publishes the row tile's GEMM1 tasks.
-        if (c == 0) s_base = complete_row_tile(r, task->t);
+        if (c == 0) {
+          if constexpr (kLeaderFence) fence_for(r.p, r.global);  // the whole tile's stores
+          s_base = complete_row_tile(r, task->t);
+        }
         hw::consumer_sync();
         if (s_base != kStop) publish_gemm1(r, task->t, s_base, c, hw::kConsumerThreads);
       } else if (on_this_gpu(r.p, task->t.source_rank)) {

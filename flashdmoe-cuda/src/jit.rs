@@ -58,17 +58,24 @@ pub struct JitConfig {
     pub cuda_home: PathBuf,
     /// The disk cache.
     pub cache: CacheMode,
+    /// Defines added to every compile (they win over a kernel's own): a kernel experiment
+    /// behind a `#ifdef` run against the default in one binary and one call,
+    /// `FLASHDMOE_EXTRA_DEFINES=FDM_LEADER_FENCE gpu-check ...` (docs/dev/gpu-queue.md). Part
+    /// of every cache key, like all options.
+    pub extra_defines: Defines,
 }
 
 impl JitConfig {
-    /// From the environment: `FLASHDMOE_CUDA_HOME` (default `/usr/local/cuda`), and the disk
-    /// cache at [`default_cache_dir`] (memory only if no directory can be derived).
+    /// From the environment: `FLASHDMOE_CUDA_HOME` (default `/usr/local/cuda`), the disk
+    /// cache at [`default_cache_dir`] (memory only if no directory can be derived), and
+    /// `FLASHDMOE_EXTRA_DEFINES` ([`Defines::parse_list`]; unset or empty: none).
     pub fn from_env() -> JitConfig {
         let var = |name: &str| std::env::var_os(name);
         JitConfig {
             cuda_home: non_empty(var("FLASHDMOE_CUDA_HOME"))
                 .map_or_else(|| PathBuf::from("/usr/local/cuda"), PathBuf::from),
             cache: cache_dir_from(var).map_or(CacheMode::MemoryOnly, CacheMode::Disk),
+            extra_defines: extra_defines_from(var),
         }
     }
 }
@@ -89,6 +96,13 @@ fn cache_dir_from(var: impl Fn(&str) -> Option<OsString>) -> Option<PathBuf> {
         PathBuf::from(non_empty(var("HOME"))?).join(".cache").join("flashdmoe")
     };
     Some(root.join("jit"))
+}
+
+/// `FLASHDMOE_EXTRA_DEFINES` parsed ([`Defines::parse_list`]), lossily if not UTF-8 (a mangled
+/// name is then refused by [`Defines::validate`], named, at the first compile).
+fn extra_defines_from(var: impl Fn(&str) -> Option<OsString>) -> Defines {
+    var("FLASHDMOE_EXTRA_DEFINES")
+        .map_or_else(Defines::new, |list| Defines::parse_list(&list.to_string_lossy()))
 }
 
 fn non_empty(value: Option<OsString>) -> Option<OsString> {
@@ -212,6 +226,7 @@ pub struct Jit {
     include_dirs: Vec<PathBuf>,
     disk: Option<DiskCache>,
     memory: Mutex<HashMap<CacheKey, Arc<Cubin>>>,
+    extra_defines: Defines,
 }
 
 impl Jit {
@@ -235,7 +250,14 @@ impl Jit {
             CacheMode::Disk(dir) => Some(DiskCache::open(dir)?),
             CacheMode::MemoryOnly => None,
         };
-        Ok(Jit { api, nvrtc, include_dirs, disk, memory: Mutex::default() })
+        Ok(Jit {
+            api,
+            nvrtc,
+            include_dirs,
+            disk,
+            memory: Mutex::default(),
+            extra_defines: config.extra_defines,
+        })
     }
 
     /// The loaded NVRTC's version.
@@ -246,6 +268,11 @@ impl Jit {
     /// The disk cache directory, if any.
     pub fn cache_dir(&self) -> Option<&Path> {
         self.disk.as_ref().map(DiskCache::dir)
+    }
+
+    /// The defines added to every compile ([`JitConfig::extra_defines`]).
+    pub fn extra_defines(&self) -> &Defines {
+        &self.extra_defines
     }
 
     /// The CUDA include directories passed to NVRTC.
@@ -282,6 +309,7 @@ impl Jit {
     ) -> Result<Compiled> {
         let _range = nvtx::LocalRange::new(c"flashdmoe::jit::compile");
         source.validate()?;
+        let defines = &defines.clone().with(&self.extra_defines);
         defines.validate()?;
         let options = options(self.nvrtc, arch, &self.include_dirs, defines);
         let key = self.key(source, &options);
@@ -422,6 +450,19 @@ fn options(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn extra_defines_come_from_their_variable() {
+        let env = |list: &'static str| {
+            move |name: &str| (name == "FLASHDMOE_EXTRA_DEFINES").then(|| OsString::from(list))
+        };
+        assert_eq!(
+            extra_defines_from(env("FDM_LEADER_FENCE,FDM_STAGES=2")),
+            Defines::new().flag("FDM_LEADER_FENCE").set("FDM_STAGES", 2)
+        );
+        assert!(extra_defines_from(env("")).is_empty());
+        assert!(extra_defines_from(|_: &str| None).is_empty());
+    }
 
     #[test]
     fn options_fix_the_report_and_disable_nvrtcs_own_cache() {

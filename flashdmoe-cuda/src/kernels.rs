@@ -172,6 +172,30 @@ impl Defines {
         Ok(())
     }
 
+    /// Parses a comma-separated list of `NAME` or `NAME=VALUE` (the form of
+    /// `FLASHDMOE_EXTRA_DEFINES`; surrounding spaces and empty items are ignored). Names are
+    /// checked by [`Defines::validate`] when a kernel is compiled, which names a bad one.
+    pub fn parse_list(list: &str) -> Defines {
+        list.split(',').map(str::trim).filter(|item| !item.is_empty()).fold(
+            Defines::new(),
+            |defines, item| match item.split_once('=') {
+                Some((name, value)) => defines.set(name.trim(), value.trim()),
+                None => defines.flag(item),
+            },
+        )
+    }
+
+    /// These defines with `other`'s added (`other` wins a name both set).
+    pub fn with(mut self, other: &Defines) -> Defines {
+        self.0.extend(other.0.iter().map(|(name, value)| (name.clone(), value.clone())));
+        self
+    }
+
+    /// Whether no define is set.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     /// The NVRTC options: `-DNAME=VALUE` or `-DNAME`, in name order.
     pub(crate) fn options(&self) -> impl Iterator<Item = String> + '_ {
         self.iter().map(|(name, value)| match value {
@@ -309,6 +333,23 @@ mod tests {
                 Err(CudaError::InvalidDefine { name: n, .. }) => assert_eq!(n, name),
                 other => panic!("{name:?}={value:?} accepted: {other:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn extra_define_lists_parse_and_override() {
+        let extra = Defines::parse_list(" FDM_LEADER_FENCE , FDM_STAGES=2,, ");
+        assert_eq!(extra, Defines::new().flag("FDM_LEADER_FENCE").set("FDM_STAGES", 2));
+        assert!(Defines::parse_list("").is_empty());
+        let merged = Defines::new().set("FDM_STAGES", 4).set("FDM_BM", 128).with(&extra);
+        assert_eq!(
+            merged,
+            Defines::new().set("FDM_BM", 128).set("FDM_STAGES", 2).flag("FDM_LEADER_FENCE")
+        );
+        // A bad name parses and is refused, named, when a kernel would be compiled with it.
+        match Defines::parse_list("FDM_OK,2BAD=1").validate() {
+            Err(CudaError::InvalidDefine { name, .. }) => assert_eq!(name, "2BAD"),
+            other => panic!("accepted: {other:?}"),
         }
     }
 

@@ -127,7 +127,11 @@ fn malformed_requests_are_typed_errors() {
         jit.compile(&TINY, Arch::SM90, &Defines::new().set("9LIVES", 1)),
         Err(CudaError::InvalidDefine { .. })
     ));
-    let nowhere = JitConfig { cuda_home: "/nonexistent/cuda".into(), cache: CacheMode::MemoryOnly };
+    let nowhere = JitConfig {
+        cuda_home: "/nonexistent/cuda".into(),
+        cache: CacheMode::MemoryOnly,
+        extra_defines: Defines::new(),
+    };
     assert!(matches!(Jit::new(nowhere), Err(CudaError::CudaHeadersMissing { .. })));
 }
 
@@ -213,5 +217,43 @@ fn corrupt_disk_entries_are_recompiled_and_repaired() {
         assert_eq!(recompiled.cubin.image(), good.cubin.image());
         let reread = jit(disk()).compile(&TINY, Arch::SM90, &Defines::new()).unwrap();
         assert_eq!(reread.origin, Origin::Disk, "the entry was rewritten");
+    }
+}
+
+/// `JitConfig::extra_defines` (FLASHDMOE_EXTRA_DEFINES) reach every compile, win over a
+/// kernel's own defines, and are part of the key; a bad name is refused, named.
+#[test]
+fn extra_defines_join_every_compile() {
+    if !nvrtc_present() {
+        return;
+    }
+    let with_extra = |extra: Defines| {
+        Jit::new(JitConfig {
+            cache: CacheMode::MemoryOnly,
+            extra_defines: extra,
+            ..JitConfig::from_env()
+        })
+        .unwrap_or_else(|e| panic!("{e}"))
+    };
+    let plain = with_extra(Defines::new());
+    let scaled = with_extra(Defines::parse_list("FDM_TINY_SCALE=3"));
+    let image = |jit: &Jit, defines: &Defines| {
+        jit.compile(&TINY, Arch::SM90, defines)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .cubin
+            .image()
+            .to_vec()
+    };
+    let three = image(&plain, &Defines::new().set("FDM_TINY_SCALE", 3));
+    assert_eq!(image(&scaled, &Defines::new()), three);
+    assert_eq!(
+        image(&scaled, &Defines::new().set("FDM_TINY_SCALE", 5)),
+        three,
+        "the extra define wins"
+    );
+    assert_ne!(image(&plain, &Defines::new()), three);
+    match with_extra(Defines::parse_list("9LIVES")).compile(&TINY, Arch::SM90, &Defines::new()) {
+        Err(CudaError::InvalidDefine { name, .. }) => assert_eq!(name, "9LIVES"),
+        other => panic!("accepted: {other:?}"),
     }
 }

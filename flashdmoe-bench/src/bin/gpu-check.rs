@@ -882,6 +882,15 @@ fn main() -> ExitCode {
     }
     let _ = ENGINE.set(args.engine);
     let _ = COMBINE.set(args.combine);
+    // A kernel experiment run through FLASHDMOE_EXTRA_DEFINES says so in its log.
+    let extra = flashdmoe_cuda::jit::JitConfig::from_env().extra_defines;
+    if !extra.is_empty() {
+        let list: Vec<String> = extra
+            .iter()
+            .map(|(name, value)| value.map_or_else(|| name.to_owned(), |v| format!("{name}={v}")))
+            .collect();
+        println!("extra kernel defines (FLASHDMOE_EXTRA_DEFINES): {}", list.join(","));
+    }
     let (available, device) = match flashdmoe_cuda::gpus() {
         Ok(g) => {
             (g.len() as u32, g.first().map_or_else(|| "unknown GPU".into(), |g| g.name.clone()))
