@@ -40,7 +40,9 @@
 // EPILOGUE: store() converts the accumulators through an op, column chunk by column chunk,
 //   into a staging buffer in shared memory (stmatrix for 16-bit elements; 16-byte chunks
 //   swizzled: conflict-free) and copies the valid rows out with 16-byte stores by all 256
-//   consumers.
+//   consumers. store_either() takes two ops and a uniform choice between them (the MoE
+//   kernel's GEMM0 and GEMM1 share one site): chosen a chunk, not an element, so ptxas
+//   interleaves the elements' activation chains instead of branching around each.
 // ─────────────────────────────────────────────────────────────────────────────────────────
 #pragma once
 
