@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! dump-moe PRESET OUT.cubin      # prints the chosen specialisation's label
+//! FLASHDMOE_EXTRA_DEFINES=FDM_X dump-moe PRESET OUT.cubin   # an experiment's image
 //! dump-moe PRESET OUT.cubin 256x64   # the same layer in a chosen tile (`--tile`)
 //! nvdisasm -c OUT.cubin > OUT.sass
 //! ```
@@ -14,7 +15,9 @@ use std::process::ExitCode;
 
 use flashdmoe_core::config::presets;
 use flashdmoe_cuda::jit::CacheMode;
-use flashdmoe_cuda::spec::{H200_PROCESSORS, MoeSpec, TileChoice, compile_first};
+use flashdmoe_cuda::spec::{
+    CombineForm, H200_PROCESSORS, MoeSpec, TileChoice, combine_candidates, compile_first,
+};
 use flashdmoe_cuda::{Arch, Jit, JitConfig};
 
 fn main() -> ExitCode {
@@ -53,6 +56,8 @@ fn dump(preset: &str, out: &str, tile: Option<TileChoice>) -> Result<String, Str
         Some(tile) => vec![MoeSpec::with_tile(&config, H200_PROCESSORS, Arch::SM90A, tile)?],
         None => MoeSpec::candidates(&config, H200_PROCESSORS, Arch::SM90A),
     };
+    // In the combine's default form, as a layer build compiles it.
+    let candidates = combine_candidates(candidates, CombineForm::default());
     let chosen = compile_first(&jit, Arch::SM90A, &candidates).map_err(|e| e.to_string())?;
     std::fs::write(out, chosen.compiled.cubin.image()).map_err(|e| format!("{out}: {e}"))?;
     Ok(chosen.spec.label())

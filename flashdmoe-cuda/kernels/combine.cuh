@@ -15,17 +15,34 @@ struct CombineSlot {
 };
 constexpr unsigned long long kNoSlot = ~0ull;
 
-/// Slot `i` of token tile t (row i / kSlots, slot i % kSlots of the tile), looked up in the rank's
-/// routing: three dependent loads (the slot's packet row, its expert, the expert's owner).
+/// Where slot `i` of token tile t (row i / kSlots, slot i % kSlots of the tile) went in the
+/// rank's routing: its packet row (kDropped: dropped) and its expert, two loads.
+struct SlotRoute {
+  unsigned pos, expert;
+};
+__device__ __forceinline__ SlotRoute slot_route(const Rank& r, const fdm_task& t, unsigned i) {
+  const unsigned slot = t.row_tile * kBM * kSlots + i;
+  return SlotRoute{r.slot_row()[slot], r.topk_expert()[slot]};
+}
+
+/// The combine slot of a looked-up route: its returned row's offset (the expert's owner from
+/// the parameters) and weight.
+__device__ __forceinline__ CombineSlot combine_slot_of(const Rank& r, SlotRoute route) {
+  if (route.pos == kDropped) return CombineSlot{kNoSlot, 0.f, 0u};
+  const unsigned e = route.expert;
+  const unsigned long long offset =
+      fdm_row(&r.p->layout, FDM_STAGE_RETURN, r.p->expert_owner[e], r.p->expert_local[e], route.pos, 0);
+  // Weight 1: the owner's GEMM1 scaled the returned row by the routing weight.
+  return CombineSlot{offset, 1.f, 0u};
+}
+
+/// Slot `i` of token tile t, looked up in the rank's routing: three dependent loads (the
+/// slot's packet row, its expert, the expert's owner).
 __device__ __forceinline__ CombineSlot combine_slot(const Rank& r, const fdm_task& t, unsigned i) {
   const unsigned slot = t.row_tile * kBM * kSlots + i;
   const unsigned pos = r.slot_row()[slot];
   if (pos == kDropped) return CombineSlot{kNoSlot, 0.f, 0u};
-  const unsigned e = r.topk_expert()[slot];
-  const unsigned long long offset =
-      fdm_row(&r.p->layout, FDM_STAGE_RETURN, r.p->expert_owner[e], r.p->expert_local[e], pos, 0);
-  // Weight 1: the owner's GEMM1 scaled the returned row by the routing weight.
-  return CombineSlot{offset, 1.f, 0u};
+  return combine_slot_of(r, SlotRoute{pos, r.topk_expert()[slot]});
 }
 
 static_assert(sizeof(CombineSlot) * kBM * kSlots == kCombineSlotBytes, "config.cuh's kCombineSlotBytes");

@@ -89,16 +89,37 @@ __device__ void produce(const Rank& r, const Engine::Smem& s, hw::Ring<FDM_STAGE
 }
 
 /// Consumer thread c (0..255), at combine task t: writes the slot table, hands it to the
-/// producer, then sums the stages it fills into the tile's output rows.
+/// producer, then sums the stages it fills into the tile's output rows. In a traced forward
+/// consumer 0 marks the table's handover and the first fill's arrival (`marks`, shared memory;
+/// the trace record's mark1_ns / mark2_ns).
 __device__ void consume(const Rank& r, const Engine::Smem& s, hw::Ring<FDM_STAGES>& pipe, unsigned c,
-                        const fdm_task& t, CombineSlot* slots) {
+                        const fdm_task& t, CombineSlot* slots, unsigned long long* marks) {
   constexpr unsigned kVec = 16 / sizeof(Elem);
   constexpr unsigned kThreadsPerRow = kBNH / kVec;
   constexpr unsigned kRowsAtOnce = hw::kConsumerThreads / kThreadsPerRow;
   static_assert(hw::kConsumerThreads % kThreadsPerRow == 0, "whole rows a pass");
   const unsigned rows = t.valid_rows;
+#ifdef FDM_SLOT_LOOKUPS_AT_ONCE
+  // Experiment (docs/dev/gpu-queue.md): every lookup's two loads issued before any table
+  // write, one round trip a thread, where the loop below waits for each lookup in turn (the
+  // compiler cannot move a global load above a shared store through generic pointers).
+  constexpr unsigned kLookups = (kBM * kSlots + hw::kConsumerThreads - 1) / hw::kConsumerThreads;
+  SlotRoute routes[kLookups];
+#pragma unroll
+  for (unsigned k = 0; k < kLookups; ++k) {
+    const unsigned i = c + k * hw::kConsumerThreads;
+    if (i < rows * kSlots) routes[k] = slot_route(r, t, i);
+  }
+#pragma unroll
+  for (unsigned k = 0; k < kLookups; ++k) {
+    const unsigned i = c + k * hw::kConsumerThreads;
+    if (i < rows * kSlots) slots[i] = combine_slot_of(r, routes[k]);
+  }
+#else
   for (unsigned i = c; i < rows * kSlots; i += hw::kConsumerThreads) slots[i] = combine_slot(r, t, i);
+#endif
   hw::named_sync(kCombineBarrier, hw::kEngineThreads);
+  if (c == 0 && r.p->trace) marks[0] = marks[1] = now_ns();  // mark 2 again at the first fill
   const unsigned chunk = c % kThreadsPerRow;
   const unsigned col = t.col_tile * kBNH + chunk * kVec;
   // Lanes whose columns lie past H (a ragged last column tile) take no rows.
@@ -106,6 +127,7 @@ __device__ void consume(const Rank& r, const Engine::Smem& s, hw::Ring<FDM_STAGE
   for (unsigned row0 = 0; row0 < rows; row0 += kFillRows) {
     const unsigned n = min(kFillRows, rows - row0);
     hw::mbar_wait(s.full(pipe.slot), pipe.phase);
+    if (c == 0 && r.p->trace && row0 == 0) marks[1] = now_ns();
     const char* stage = s.ptr + (s.a(pipe.slot) - s.base);
     for (unsigned q = c / kThreadsPerRow; cols && q < n; q += kRowsAtOnce) {
       float acc[kVec];

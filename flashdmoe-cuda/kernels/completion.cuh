@@ -32,17 +32,18 @@ __device__ void raise_return_signal(const Rank& r, const fdm_task& t) {
             fdm_signal(t.epoch, fdm_return_tile_id(&r.p->layout, t.row_tile, t.col_tile)));
 }
 
-/// The task's trace record (when the forward is traced), by one thread; a GEMM task on the
-/// Hopper engine also marks its main loop's end and its results' store, ns after `start`.
+/// The task's trace record (when the forward is traced), by one thread; on the Hopper engine a
+/// task also carries two in-task marks, ns after `start` (layer.rs `TaskMarks`: a GEMM's main
+/// loop end and results stored, a streamed combine's table handover and first fill).
 __device__ __forceinline__ void record_trace(const Rank& r, unsigned pid, unsigned ti, unsigned long long start,
-                                             unsigned long long end, unsigned loop_ns = 0, unsigned stored_ns = 0) {
+                                             unsigned long long end, unsigned mark1_ns = 0, unsigned mark2_ns = 0) {
   if (!r.p->trace) return;
   fdm_trace_record rec;
   rec.start_ns = start;
   rec.end_ns = end;
   rec.processor = pid;
   rec.task = ti;
-  rec.loop_ns = loop_ns;
-  rec.stored_ns = stored_ns;
+  rec.mark1_ns = mark1_ns;
+  rec.mark2_ns = mark2_ns;
   r.trace()[ti] = rec;
 }

@@ -52,8 +52,8 @@ typedef struct fdm_trace_record {
     unsigned long long end_ns;
     unsigned int processor;
     unsigned int task;
-    unsigned int loop_ns;
-    unsigned int stored_ns;
+    unsigned int mark1_ns;
+    unsigned int mark2_ns;
 } fdm_trace_record;
 static_assert(sizeof(fdm_trace_record) == 32, "fdm_trace_record size drifted from Rust");
 static_assert(alignof(fdm_trace_record) == 8, "fdm_trace_record alignment drifted from Rust");
@@ -61,8 +61,8 @@ FDM_ASSERT_OFFSET(fdm_trace_record, start_ns, 0);
 FDM_ASSERT_OFFSET(fdm_trace_record, end_ns, 8);
 FDM_ASSERT_OFFSET(fdm_trace_record, processor, 16);
 FDM_ASSERT_OFFSET(fdm_trace_record, task, 20);
-FDM_ASSERT_OFFSET(fdm_trace_record, loop_ns, 24);
-FDM_ASSERT_OFFSET(fdm_trace_record, stored_ns, 28);
+FDM_ASSERT_OFFSET(fdm_trace_record, mark1_ns, 24);
+FDM_ASSERT_OFFSET(fdm_trace_record, mark2_ns, 28);
 
 typedef struct fdm_scratch_layout {
     unsigned long long logits;

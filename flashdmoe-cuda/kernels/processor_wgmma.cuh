@@ -256,7 +256,7 @@ __device__ void wgmma_consumer(const Rank& r, const Engine::Smem& s, hw::Ring<2>
                                hw::Ring<FDM_STAGES>& pipe) {
   __shared__ unsigned s_base, s_ready;
   __shared__ fdm_task s_held;
-  __shared__ unsigned long long s_marks[2];  // a GEMM task's in-task marks (gemm_consume)
+  __shared__ unsigned long long s_marks[2];  // a task's in-task marks (gemm_consume, combine_stream)
   const unsigned c = threadIdx.x - hw::kProducerThreads;  // 0..255
   unsigned done = 0;
   PendingReturn pending{s_held};
@@ -284,7 +284,7 @@ __device__ void wgmma_consumer(const Rank& r, const Engine::Smem& s, hw::Ring<2>
     if (task->t.kind == FDM_TASK_COMBINE) {
       pending.publish(r, c);  // a combine's wait must never hold back a signal
       if constexpr (combine_stream::kEnabled) {
-        combine_stream::consume(r, s, pipe, c, task->t, combine_slots(s));
+        combine_stream::consume(r, s, pipe, c, task->t, combine_slots(s), s_marks);
       } else {
         run_combine<hw::kConsumerThreads, kStagedCombine>(r, task->t, c, combine_slots(s),
                                                           [] { hw::consumer_sync(); });
@@ -310,9 +310,10 @@ __device__ void wgmma_consumer(const Rank& r, const Engine::Smem& s, hw::Ring<2>
     hw::consumer_sync();
     if (c == 0) {
       const unsigned pid = processor_index(r.p);
-      const bool gemm = task->t.kind != FDM_TASK_COMBINE;
-      record_trace(r, pid, index, start, end, gemm ? (unsigned)(s_marks[0] - start) : 0u,
-                   gemm ? (unsigned)(s_marks[1] - start) : 0u);
+      // In-task marks: every GEMM task's, a streamed combine's (combine_stream::consume).
+      const bool marked = task->t.kind != FDM_TASK_COMBINE || combine_stream::kEnabled;
+      record_trace(r, pid, index, start, end, marked ? (unsigned)(s_marks[0] - start) : 0u,
+                   marked ? (unsigned)(s_marks[1] - start) : 0u);
       mailbox_complete(r, pid, ++done);
     }
     Engine::ring_release(s, ring);

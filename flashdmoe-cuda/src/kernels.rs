@@ -130,6 +130,35 @@ pub const SELFTEST: KernelSource = KernelSource {
     entry: "fdm_selftest",
 };
 
+/// A kernel experiment: a define the kernel tests with `#ifdef`, off by default, that a GPU run
+/// measures against the default in one binary through [`crate::JitConfig::extra_defines`]
+/// (`FLASHDMOE_EXTRA_DEFINES`; docs/dev/gpu-queue.md). Listed so that CI compiles each: an
+/// experiment that stopped compiling fails here, not on a GPU. One is removed once measured
+/// (kept as the default, or dropped).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelExperiment {
+    /// The define.
+    pub define: &'static str,
+    /// What it changes, and where.
+    pub what: &'static str,
+}
+
+/// The kernel experiments waiting for a GPU run (run 127's script measures these).
+pub const EXPERIMENTS: &[KernelExperiment] = &[
+    KernelExperiment {
+        define: "FDM_FENCE_ACQ_REL",
+        what: "sync.cuh fence_for: fence.acq_rel.gpu instead of __threadfence's fence.sc.gpu on this GPU",
+    },
+    KernelExperiment {
+        define: "FDM_LEADER_FENCE",
+        what: "processor_wgmma.cuh: a GEMM tile's stores fenced once, by consumer 0 after the barrier",
+    },
+    KernelExperiment {
+        define: "FDM_SLOT_LOOKUPS_AT_ONCE",
+        what: "combine_stream.cuh: a streamed combine's slot-table loads issued before any table write",
+    },
+];
+
 /// Preprocessor defines (`-DNAME` / `-DNAME=VALUE`) specialising a kernel. Kept sorted by name
 /// so equal sets give equal options (and cache keys) whatever the insertion order.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]

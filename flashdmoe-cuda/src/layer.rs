@@ -305,9 +305,14 @@ pub struct CudaLayer {
     marks: Mutex<Vec<Vec<TaskMarks>>>,
 }
 
-/// Where the time of one GEMM task of a traced forward went, from the kernel's trace record
-/// ([`CudaLayer::task_marks`]; Hopper engine only: the mma.sync engine and combine tasks mark
-/// nothing).
+/// Where the time of one task of a traced forward went, from the kernel's trace record
+/// ([`CudaLayer::task_marks`]; Hopper engine only: the mma.sync engine and combines in
+/// registers mark nothing). Two marks after the task's start, in order, whose meaning is the
+/// task's kind (`key.0`):
+/// * a GEMM task: `mark1_ns` its main loop's end as consumer warpgroup 0 saw it, `mark2_ns`
+///   its results stored, before their fences and publication;
+/// * a streamed combine: `mark1_ns` its slot table looked up and handed to the producer,
+///   `mark2_ns` its first fill of returned rows landed in shared memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TaskMarks {
     /// The executing rank.
@@ -316,10 +321,10 @@ pub struct TaskMarks {
     pub key: flashdmoe_proto::TaskKey,
     /// Its start to its end (ns): its trace event's duration.
     pub duration_ns: u64,
-    /// Its start to the end of its main loop, as consumer warpgroup 0 saw it (ns).
-    pub loop_ns: u32,
-    /// Its start to its results stored, before their fences and publication (ns).
-    pub stored_ns: u32,
+    /// Its start to its first mark (ns).
+    pub mark1_ns: u32,
+    /// Its start to its second mark (ns).
+    pub mark2_ns: u32,
 }
 
 fn device_ptr<T>(slice: &CudaSlice<T>, stream: &CudaStream) -> u64 {
@@ -1089,14 +1094,14 @@ impl CudaLayer {
                 start_ns: word(0).saturating_sub(origin),
                 end_ns: word(8).saturating_sub(origin),
             };
-            let (loop_ns, stored_ns) = (half(24), half(28));
-            if stored_ns != 0 {
+            let (mark1_ns, mark2_ns) = (half(24), half(28));
+            if mark2_ns != 0 {
                 marks.push(TaskMarks {
                     rank,
                     key: event.key(),
                     duration_ns: event.end_ns.saturating_sub(event.start_ns),
-                    loop_ns,
-                    stored_ns,
+                    mark1_ns,
+                    mark2_ns,
                 });
             }
             events.push(event);
@@ -1108,8 +1113,8 @@ impl CudaLayer {
         Ok(events)
     }
 
-    /// The in-task marks of every GEMM task of each rank's last traced forward (Hopper
-    /// engine; empty before any traced forward, or on the mma.sync engine).
+    /// The in-task marks of every GEMM task and streamed combine of each rank's last traced
+    /// forward (Hopper engine; empty before any traced forward, or on the mma.sync engine).
     pub fn task_marks(&self) -> Vec<TaskMarks> {
         self.marks.lock().unwrap_or_else(PoisonError::into_inner).concat()
     }

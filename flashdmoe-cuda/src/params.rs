@@ -83,11 +83,13 @@ pub struct TraceRecord {
     pub processor: u32,
     /// Task slot.
     pub task: u32,
-    /// A GEMM task's main loop end, ns after `start_ns` (0: not marked: combines, mma.sync).
-    pub loop_ns: u32,
-    /// A GEMM task's results stored (before their fences and publication), ns after
-    /// `start_ns` (0: not marked).
-    pub stored_ns: u32,
+    /// The task's first in-task mark, ns after `start_ns` (0: not marked: the mma.sync engine,
+    /// a combine in registers): a GEMM task's main loop end; a streamed combine's slot table
+    /// looked up and handed to the producer.
+    pub mark1_ns: u32,
+    /// The second: a GEMM task's results stored (before their fences and publication); a
+    /// streamed combine's first fill of returned rows landed in shared memory (0: not marked).
+    pub mark2_ns: u32,
 }
 
 /// Byte offsets of the per-rank scratch arrays (`fdm_scratch_layout`).
@@ -253,7 +255,7 @@ const DIAG_FIELDS: &[CField] = fields!(Diag:
 
 const TRACE_FIELDS: &[CField] = fields!(TraceRecord:
     start_ns: "unsigned long long", end_ns: "unsigned long long", processor: "unsigned int",
-    task: "unsigned int", loop_ns: "unsigned int", stored_ns: "unsigned int");
+    task: "unsigned int", mark1_ns: "unsigned int", mark2_ns: "unsigned int");
 
 const SCRATCH_FIELDS: &[CField] = fields!(ScratchLayout:
     logits: "unsigned long long", topk_expert: "unsigned long long", topk_weight: "unsigned long long",

@@ -215,3 +215,41 @@ fn check(jit: &Jit, arch: Arch, variant: &KernelVariant) -> Result<String, Strin
         entry.stack_frame_bytes,
     ))
 }
+
+/// Every kernel experiment waiting for a GPU run (`kernels::EXPERIMENTS`, run through
+/// `FLASHDMOE_EXTRA_DEFINES`) compiles on the Hopper engine for a streamed SwiGLU layer and the
+/// paper layer, as the layer build would choose them, with no candidate skipped: an experiment
+/// that spills or no longer compiles fails here rather than on the GPU machine.
+#[test]
+fn every_kernel_experiment_compiles_on_the_hopper_engine() {
+    if jit().is_none() {
+        return;
+    }
+    let configs =
+        [presets::preset("qwen3-30b-a3b").unwrap(), presets::preset("paper-t16384-e8").unwrap()];
+    for experiment in flashdmoe_cuda::kernels::EXPERIMENTS {
+        let jit = Jit::new(JitConfig {
+            cache: CacheMode::MemoryOnly,
+            extra_defines: flashdmoe_cuda::Defines::new().flag(experiment.define),
+            ..JitConfig::from_env()
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+        for config in &configs {
+            let candidates = spec::combine_candidates(
+                MoeSpec::candidates(config, spec::H200_PROCESSORS, Arch::SM90),
+                CombineForm::default(),
+            );
+            let chosen = spec::compile_first(&jit, Arch::SM90, &candidates)
+                .unwrap_or_else(|e| panic!("{}: {e}", experiment.define));
+            assert!(
+                chosen.skipped.is_empty()
+                    && matches!(chosen.spec.engine, spec::TileEngine::Wgmma(_)),
+                "{} {}: skipped {:?}",
+                experiment.define,
+                chosen.spec.label(),
+                chosen.skipped
+            );
+            println!("ok  {} {}", experiment.define, chosen.spec.label());
+        }
+    }
+}

@@ -250,19 +250,28 @@ fn run_case(case: &Case, iters: usize, device: &str) -> Result<Outcome, String> 
         }
     };
     // On the Hopper engine every GEMM task of a traced forward marks its main loop's end and
-    // its results' store, in that order, within the task (`CudaLayer::task_marks`).
+    // its results' store, and every streamed combine its slot table's handover and its first
+    // fill, in that order, within the task (`CudaLayer::task_marks`).
     if matches!(layer.spec().engine, flashdmoe_cuda::spec::TileEngine::Wgmma(_)) {
         let marks = layer.task_marks();
-        let gemms =
-            traced.ranks.iter().map(|r| r.stats.tasks.gemm0 + r.stats.tasks.gemm1).sum::<u64>();
+        let tasks = |f: fn(&flashdmoe_proto::TaskCounts) -> u64| {
+            traced.ranks.iter().map(|r| f(&r.stats.tasks)).sum::<u64>()
+        };
+        let streamed = layer.spec().combine == flashdmoe_cuda::spec::CombineForm::Streamed;
+        let expected =
+            tasks(|t| t.gemm0 + t.gemm1) + if streamed { tasks(|t| t.combine) } else { 0 };
         let bad = marks.iter().find(|m| {
-            m.loop_ns == 0 || m.loop_ns > m.stored_ns || u64::from(m.stored_ns) > m.duration_ns
+            let gemm = m.key.0 != flashdmoe_proto::TaskKind::Combine;
+            (gemm && m.mark1_ns == 0)
+                || m.mark1_ns > m.mark2_ns
+                || u64::from(m.mark2_ns) > m.duration_ns
         });
-        if marks.len() as u64 != gemms || bad.is_some() {
+        if marks.len() as u64 != expected || bad.is_some() {
             ok = false;
             detail.push_str(&format!(
-                "; in-task marks: {} for {gemms} GEMM tasks, first out of order: {bad:?}",
-                marks.len()
+                "; in-task marks: {} for {expected} marked tasks (GEMMs{}), first out of order: {bad:?}",
+                marks.len(),
+                if streamed { " and streamed combines" } else { "" }
             ));
         }
     }
@@ -455,9 +464,10 @@ fn fill_summary(
     text
 }
 
-/// The GEMM tasks' in-task marks (`CudaLayer::task_marks`) as mean µs of the main loop, the
-/// epilogue (to the results stored) and the rest (fences, publication), for full and at most
-/// half full row tiles.
+/// The in-task marks (`CudaLayer::task_marks`): the GEMM tasks' as mean µs of the main loop,
+/// the epilogue (to the results stored) and the rest (fences, publication), for full and at
+/// most half full row tiles; the streamed combines' as the slot table's lookup, the wait for
+/// the first fill, and the rest (the sums and stores of every fill).
 fn marks_summary(
     marks: &[flashdmoe_cuda::TaskMarks],
     rows: &std::collections::HashMap<flashdmoe_proto::TaskKey, u32>,
@@ -482,13 +492,27 @@ fn marks_summary(
             parts.push(format!(
                 "{} {name} {:.1}/{:.1}/{:.1}",
                 kind.name(),
-                mean(&|m| u64::from(m.loop_ns)),
-                mean(&|m| u64::from(m.stored_ns.saturating_sub(m.loop_ns))),
-                mean(&|m| m.duration_ns.saturating_sub(u64::from(m.stored_ns)))
+                mean(&|m| u64::from(m.mark1_ns)),
+                mean(&|m| u64::from(m.mark2_ns.saturating_sub(m.mark1_ns))),
+                mean(&|m| m.duration_ns.saturating_sub(u64::from(m.mark2_ns)))
             ));
         }
     }
-    format!("; in-task µs (main loop/epilogue/fences+publication): {}", parts.join(", "))
+    let mut text =
+        format!("; in-task µs (main loop/epilogue/fences+publication): {}", parts.join(", "));
+    let combines: Vec<_> = marks.iter().filter(|m| m.key.0 == TaskKind::Combine).collect();
+    if !combines.is_empty() {
+        let mean = |f: &dyn Fn(&flashdmoe_cuda::TaskMarks) -> u64| {
+            combines.iter().map(|m| f(m)).sum::<u64>() as f64 / combines.len() as f64 / 1e3
+        };
+        text.push_str(&format!(
+            "; streamed combine µs (slot table/first fill/the rest): {:.1}/{:.1}/{:.1}",
+            mean(&|m| u64::from(m.mark1_ns)),
+            mean(&|m| u64::from(m.mark2_ns.saturating_sub(m.mark1_ns))),
+            mean(&|m| m.duration_ns.saturating_sub(u64::from(m.mark2_ns)))
+        ));
+    }
+    text
 }
 
 /// Where a traced forward's time went: routing/dispatch before the first task, the task
