@@ -133,6 +133,30 @@ __device__ void consume(const Rank& r, const Engine::Smem& s, hw::Ring<FDM_STAGE
       float acc[kVec];
 #pragma unroll
       for (unsigned v = 0; v < kVec; ++v) acc[v] = 0.f;
+#ifdef FDM_COMBINE_SUMS_UNROLLED
+      // Experiment (docs/dev/gpu-queue.md): every slot's table entry and 16 bytes read from
+      // shared memory first, then added in slot order (the same sum, the same bits), where the
+      // loop below waits for two reads a slot in turn.
+      float w[kSlots];
+      uint4 raw[kSlots];
+#pragma unroll
+      for (unsigned j = 0; j < (unsigned)kSlots; ++j) {
+        const unsigned i = q * kSlots + j;
+        const CombineSlot sl = slots[row0 * kSlots + i];
+        w[j] = 0.f;  // as run_combine: a dropped slot adds 0 x 0
+        raw[j] = make_uint4(0u, 0u, 0u, 0u);
+        if (sl.offset != kNoSlot) {
+          w[j] = sl.weight;
+          raw[j] = *reinterpret_cast<const uint4*>(stage + i * kSegBytes + chunk * 16);
+        }
+      }
+#pragma unroll
+      for (unsigned j = 0; j < (unsigned)kSlots; ++j) {  // slot order: deterministic
+        const Elem* vals = reinterpret_cast<const Elem*>(&raw[j]);
+#pragma unroll
+        for (unsigned v = 0; v < kVec; ++v) acc[v] += w[j] * to_f32(vals[v]);
+      }
+#else
 #pragma unroll 1
       for (unsigned j = 0; j < (unsigned)kSlots; ++j) {  // slot order: deterministic
         const unsigned i = q * kSlots + j;
@@ -148,6 +172,7 @@ __device__ void consume(const Rank& r, const Engine::Smem& s, hw::Ring<FDM_STAGE
 #pragma unroll
         for (unsigned v = 0; v < kVec; ++v) acc[v] += w * to_f32(vals[v]);
       }
+#endif
       store_combined(r, t, row0 + q, col, acc);
     }
     Engine::release(s, pipe.slot);

@@ -157,6 +157,10 @@ pub const EXPERIMENTS: &[KernelExperiment] = &[
         define: "FDM_SLOT_LOOKUPS_AT_ONCE",
         what: "combine_stream.cuh: a streamed combine's slot-table loads issued before any table write",
     },
+    KernelExperiment {
+        define: "FDM_COMBINE_SUMS_UNROLLED",
+        what: "combine_stream.cuh: a streamed combine row's slots read from shared memory at once, then summed in order",
+    },
 ];
 
 /// Preprocessor defines (`-DNAME` / `-DNAME=VALUE`) specialising a kernel. Kept sorted by name

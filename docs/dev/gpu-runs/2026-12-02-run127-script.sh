@@ -8,7 +8,11 @@
 #                      count (GEMM0) or releases the return signal (GEMM1): CUTLASS's semaphore;
 #   FDM_SLOT_LOOKUPS_AT_ONCE  combine_stream.cuh: a streamed combine's slot table built with
 #                      every lookup's loads issued first (one round trip a consumer thread
-#                      instead of ~4-5 in turn).
+#                      instead of ~4-5 in turn);
+#   FDM_COMBINE_SUMS_UNROLLED combine_stream.cuh: a row's slots read from the stage at once,
+#                      then summed in slot order (the same bits).
+# The two combine experiments run together ("combine" passes): the streamed combine's marks
+# separate them (the table's time, then the rest).
 # Carry: .carry/gpu-check = `cargo build --release -p flashdmoe-bench --bin gpu-check` of main at
 # the commit that added the streamed combines' marks (FDM_SLOT_LOOKUPS_AT_ONCE) or later, stripped.
 # Why (perf-notes v37 (c)): a GEMM task's fences take 1.1-1.4 µs since the epilogue got fast, and
@@ -18,29 +22,31 @@
 # Prediction: the fences+publication field 1.2-1.4 -> 0.3-0.6 µs with either; Qwen3 and OLMoE
 # -2 to -4% (4438 / 4640 tasks x ~0.8 µs over 131 processors), T16384 E8 -1%, T128 E8 level.
 # The streamed combines' new marks (slot table / first fill / the rest) say where their ~22 µs
-# go; prediction for the lookups: the table 3-5 -> ~1 µs, Qwen3 and OLMoE -0.5 to -1% (two waves
-# of combines in the tail), the paper layer (2 slots: never streams) unchanged.
+# go; prediction for the combine pair: the table 3-5 -> ~1 µs, the rest -10 to -30%, Qwen3 and
+# OLMoE -0.5 to -1.5% (two waves of combines in the tail), the paper layer (2 slots: never
+# streams) unchanged.
 # The same digests as run 126 (626998951465108a, 475c4d4a492461f3, 3e3fffeb851ccdc2,
-# 5666d09c14b187bb): fences and lookups move no value.
+# 5666d09c14b187bb): fences, lookups and the sums' order move no value.
 set -u -o pipefail
 source scripts/gpu-env.sh
 w=$(mktemp -d); BUDGET=${BUDGET:-570}; source scripts/gpu-phases.sh
-check="virtual P=2,virtual P=4,small Bf16 SiluGated bias,combine stream virtual P=2 top-8,device-resident virtual P=2,forced timeout + recovery virtual P=2,skewed dropless"
+check="virtual P=2,virtual P=4,small Bf16 SiluGated bias,combine stream,device-resident virtual P=2,forced timeout + recovery virtual P=2,skewed dropless"
 cases="=preset qwen3-30b-a3b,=preset olmoe-1b-7b,=paper-t16384-e8,=paper-t128-e8"
 both=FDM_LEADER_FENCE,FDM_FENCE_ACQ_REL
-FLASHDMOE_EXTRA_DEFINES=$both,FDM_SLOT_LOOKUPS_AT_ONCE ph check 100 .carry/gpu-check --only "$check" --json $w/check.jsonl
+combine=FDM_SLOT_LOOKUPS_AT_ONCE,FDM_COMBINE_SUMS_UNROLLED
+FLASHDMOE_EXTRA_DEFINES=$both,$combine ph check 100 .carry/gpu-check --only "$check" --json $w/check.jsonl
 ph base1 45 .carry/gpu-check --only "$cases" --json $w/base1.jsonl
 FLASHDMOE_EXTRA_DEFINES=FDM_FENCE_ACQ_REL ph acqrel1 45 .carry/gpu-check --only "$cases" --json $w/acqrel1.jsonl
 FLASHDMOE_EXTRA_DEFINES=FDM_LEADER_FENCE ph leader1 45 .carry/gpu-check --only "$cases" --json $w/leader1.jsonl
 FLASHDMOE_EXTRA_DEFINES=$both ph both1 45 .carry/gpu-check --only "$cases" --json $w/both1.jsonl
-FLASHDMOE_EXTRA_DEFINES=FDM_SLOT_LOOKUPS_AT_ONCE ph lookups1 45 .carry/gpu-check --only "$cases" --json $w/lookups1.jsonl
+FLASHDMOE_EXTRA_DEFINES=$combine ph combine1 45 .carry/gpu-check --only "$cases" --json $w/combine1.jsonl
 ph base2 45 .carry/gpu-check --only "$cases" --json $w/base2.jsonl
 FLASHDMOE_EXTRA_DEFINES=FDM_FENCE_ACQ_REL ph acqrel2 45 .carry/gpu-check --only "$cases" --json $w/acqrel2.jsonl
 FLASHDMOE_EXTRA_DEFINES=FDM_LEADER_FENCE ph leader2 45 .carry/gpu-check --only "$cases" --json $w/leader2.jsonl
 FLASHDMOE_EXTRA_DEFINES=$both ph both2 45 .carry/gpu-check --only "$cases" --json $w/both2.jsonl
-FLASHDMOE_EXTRA_DEFINES=FDM_SLOT_LOOKUPS_AT_ONCE ph lookups2 45 .carry/gpu-check --only "$cases" --json $w/lookups2.jsonl
+FLASHDMOE_EXTRA_DEFINES=$combine ph combine2 45 .carry/gpu-check --only "$cases" --json $w/combine2.jsonl
 tar czf $OUT/run127.tgz -C $w .
-ab_lines base1 acqrel1 leader1 both1 lookups1 base2 acqrel2 leader2 both2 lookups2
+ab_lines base1 acqrel1 leader1 both1 combine1 base2 acqrel2 leader2 both2 combine2
 echo "check: $(grep -c '^\[ok\]' $w/check.log) ok, $(grep -c '^\[FAIL\]' $w/check.log) FAIL"; grep '^\[FAIL\]\|^extra kernel' $w/check.log | cut -c1-600
-for b in base1 acqrel1 leader1 both1 lookups1 base2 acqrel2 leader2 both2 lookups2; do grep -hE "^(preset|paper)" $w/$b.log | sed "s/^/$b /" | cut -c1-100; done
+for b in base1 acqrel1 leader1 both1 combine1 base2 acqrel2 leader2 both2 combine2; do grep -hE "^(preset|paper)" $w/$b.log | sed "s/^/$b /" | cut -c1-100; done
 cat $w/summary.txt
