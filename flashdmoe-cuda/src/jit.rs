@@ -213,6 +213,9 @@ pub struct Compiled {
     pub cubin: Arc<Cubin>,
     /// Which cache level answered, if any.
     pub origin: Origin,
+    /// Whether [`Jit::compile_variant`] compiled the variant's fallback defines (its own
+    /// spilled): correct, perhaps slower; a report should say so.
+    pub fallback: bool,
 }
 
 /// The JIT compiler: NVRTC plus the CUDA include directories plus the caches.
@@ -287,9 +290,9 @@ impl Jit {
     /// so only the first process ever pays the failed compile.
     pub fn compile_variant(&self, variant: &KernelVariant, arch: Arch) -> Result<Compiled> {
         match (self.compile(&variant.source, arch, &variant.defines), &variant.fallback) {
-            (Err(CudaError::Spills { .. }), Some(fallback)) => {
-                self.compile(&variant.source, arch, fallback)
-            }
+            (Err(CudaError::Spills { .. }), Some(fallback)) => self
+                .compile(&variant.source, arch, fallback)
+                .map(|compiled| Compiled { fallback: true, ..compiled }),
             (result, _) => result,
         }
     }
@@ -319,7 +322,11 @@ impl Jit {
             Arc::clone(map.entry(key).or_insert_with(|| Arc::clone(cubin)))
         };
         if let Some(cubin) = self.memory.lock().unwrap_or_else(PoisonError::into_inner).get(&key) {
-            return Ok(Compiled { cubin: Arc::clone(cubin), origin: Origin::Memory });
+            return Ok(Compiled {
+                cubin: Arc::clone(cubin),
+                origin: Origin::Memory,
+                fallback: false,
+            });
         }
         if let Some(disk) = &self.disk {
             let cached = {
@@ -331,7 +338,11 @@ impl Jit {
             // acceptance check is treated like a corrupt one.
             match cached.map(|e| Cubin::accept(source, self.nvrtc, arch, e)) {
                 Some(Ok(cubin)) => {
-                    return Ok(Compiled { cubin: memory(&Arc::new(cubin)), origin: Origin::Disk });
+                    return Ok(Compiled {
+                        cubin: memory(&Arc::new(cubin)),
+                        origin: Origin::Disk,
+                        fallback: false,
+                    });
                 }
                 Some(Err(e @ CudaError::Spills { .. })) => return Err(e),
                 Some(Err(_)) | None => {}
@@ -343,7 +354,7 @@ impl Jit {
             disk.store(&key, &entry)?;
         }
         let cubin = Cubin::accept(source, self.nvrtc, arch, entry)?;
-        Ok(Compiled { cubin: memory(&Arc::new(cubin)), origin: Origin::Compiled })
+        Ok(Compiled { cubin: memory(&Arc::new(cubin)), origin: Origin::Compiled, fallback: false })
     }
 
     fn key(&self, source: &KernelSource, options: &[String]) -> CacheKey {

@@ -271,6 +271,19 @@ pub enum Targets {
 }
 
 impl KernelVariant {
+    /// The defines its fallback sets differently from its own, as `NAME` or `NAME=VALUE`
+    /// (empty without a fallback): what a report names when the fallback was compiled.
+    pub fn fallback_changes(&self) -> Vec<String> {
+        let Some(fallback) = &self.fallback else { return Vec::new() };
+        fallback
+            .iter()
+            .filter(|&(name, value)| {
+                self.defines.iter().find(|&(own, _)| own == name).map(|(_, v)| v) != Some(value)
+            })
+            .map(|(name, value)| value.map_or_else(|| name.to_owned(), |v| format!("{name}={v}")))
+            .collect()
+    }
+
     /// The architectures the CI compile check compiles this variant for.
     pub fn archs(&self) -> &'static [Arch] {
         match self.targets {
@@ -367,6 +380,21 @@ mod tests {
                 other => panic!("{name:?}={value:?} accepted: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn a_fallback_is_named_by_what_it_changes() {
+        let variant = KernelVariant {
+            label: "v".into(),
+            source: MOE,
+            defines: Defines::new().set("FDM_BM", 128).set("FDM_FRAG_PIPE", 1),
+            fallback: Some(
+                Defines::new().set("FDM_BM", 128).set("FDM_FRAG_PIPE", 0).flag("FDM_FRESH_TID"),
+            ),
+            targets: Targets::Hopper,
+        };
+        assert_eq!(variant.fallback_changes(), ["FDM_FRAG_PIPE=0", "FDM_FRESH_TID"]);
+        assert!(KernelVariant { fallback: None, ..variant }.fallback_changes().is_empty());
     }
 
     #[test]

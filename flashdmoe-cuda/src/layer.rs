@@ -151,6 +151,10 @@ struct Plan {
     remote_copiers: u32,
     /// Specialisations preferred to `spec` that spilled (`spec::Chosen::skipped`'s labels).
     skipped: Vec<String>,
+    /// What `spec`'s spill fallback changed, when its own defines spilled and the fallback was
+    /// compiled ([`KernelVariant::fallback_changes`](crate::KernelVariant::fallback_changes);
+    /// empty otherwise).
+    fallback: Vec<String>,
 }
 
 impl Plan {
@@ -161,6 +165,12 @@ impl Plan {
             self.spec.label(),
             self.blocks_per_rank.saturating_sub(1)
         );
+        if !self.fallback.is_empty() {
+            line += &format!(
+                "; compiled through its spill fallback ({}: correct, perhaps slower)",
+                self.fallback.join(", ")
+            );
+        }
         if !self.skipped.is_empty() {
             line += &format!(
                 "; fell back from {} (register spills: correct, slower)",
@@ -534,6 +544,11 @@ impl CudaBackend {
             blocks_per_rank,
             remote_copiers,
             skipped: skipped.into_iter().map(|(label, _)| label).collect(),
+            fallback: if compiled0.fallback {
+                spec.variant().fallback_changes()
+            } else {
+                Vec::new()
+            },
         };
 
         let mut built = Vec::with_capacity(ngpus);
@@ -624,6 +639,12 @@ impl CudaLayer {
     /// The task tile the kernel was specialised for.
     pub fn spec(&self) -> &MoeSpec {
         &self.plan.spec
+    }
+
+    /// What the spec's spill fallback changed when its own defines spilled and the fallback
+    /// was compiled (e.g. `FDM_FRESH_TID`); empty when the spec compiled as it is.
+    pub fn spill_fallback(&self) -> &[String] {
+        &self.plan.fallback
     }
 
     /// Trace conformance: replays a traced forward's GPU task trace against core's model of
@@ -1400,6 +1421,7 @@ mod tests {
             blocks_per_rank: 64,
             remote_copiers: 15,
             skipped: Vec::new(),
+            fallback: Vec::new(),
         }
     }
 
@@ -1412,6 +1434,9 @@ mod tests {
         let line = plan.describe();
         assert!(line.starts_with(&format!("kernel: {label} ")), "{line}");
         assert!(line.contains("fell back from hopper-image (register spills"), "{line}");
+        let plan = Plan { fallback: vec!["FDM_FRESH_TID".into()], ..test_plan() };
+        let line = plan.describe();
+        assert!(line.contains("compiled through its spill fallback (FDM_FRESH_TID"), "{line}");
     }
 
     #[test]

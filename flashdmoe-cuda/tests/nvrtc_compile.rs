@@ -113,7 +113,16 @@ fn every_model_preset_compiles_through_its_candidates() {
             let report = compiled.cubin.report();
             let entry = report.entry("fdm_moe_forward").expect("checked by the JIT");
             let registers = entry.registers.unwrap_or(0);
-            println!("ok  {arch} {}: {} ({registers} registers)", model.name, spec.label());
+            let fallback = if compiled.fallback {
+                format!(", spill fallback {}", spec.variant().fallback_changes().join(","))
+            } else {
+                String::new()
+            };
+            println!(
+                "ok  {arch} {}: {} ({registers} registers{fallback})",
+                model.name,
+                spec.label()
+            );
         }
     }
 }

@@ -206,6 +206,9 @@ fn run_case(case: &Case, iters: usize, device: &str) -> Result<Outcome, String> 
         .map_err(|e| format!("verify: {e}"))?;
     let digest = output_digest(first.ranks.iter().map(|r| r.output.as_slice()));
     let mut detail = format!("[{}] {report}; output digest {digest:016x}", layer.spec().label());
+    if !layer.spill_fallback().is_empty() {
+        detail.push_str(&format!("; spill fallback {}", layer.spill_fallback().join(",")));
+    }
     let mut ok = report.passed();
     if case.combine == Some(CombineForm::Streamed) && layer.spec().combine != CombineForm::Streamed
     {
