@@ -90,6 +90,16 @@ __device__ __forceinline__ unsigned processor_index(const fdm_params* p) {
   return block % p->blocks_per_rank - 1u;
 }
 
+/// This block's rank index on this GPU (`Rank::local`), derived again where it is used, like
+/// processor_index: the producer's `&p->tmap_inter[r.local]`, computed once before its loop
+/// and held there as a 64-bit pointer, spilled 8 bytes in the 88-register producer of every
+/// streamed gated image (each compiled through FDM_FRESH_TID instead; perf-notes v37 (d)).
+__device__ __forceinline__ unsigned local_rank_index(const fdm_params* p) {
+  unsigned block;
+  asm volatile("mov.u32 %0, %%ctaid.x;" : "=r"(block));
+  return block / p->blocks_per_rank;
+}
+
 __device__ void wgmma_producer(const Rank& r, const Engine::Smem& s, hw::Ring<2>& ring,
                                hw::Ring<FDM_STAGES>& pipe) {
   const unsigned pt = threadIdx.x;
@@ -128,7 +138,7 @@ __device__ void wgmma_producer(const Rank& r, const Engine::Smem& s, hw::Ring<2>
     const bool tma_a = !gemm0 && r.maps_intermediate();
     if (tma_a && pt == 0) hw::fence_proxy_async_global();  // the GEMM0 rows the mailbox acquired
     const Engine::ARows rows =
-        tma_a ? Engine::tma_rows(&p->tmap_inter[r.local],
+        tma_a ? Engine::tma_rows(&p->tmap_inter[local_rank_index(p)],
                                  (unsigned)((t.input_offset - p->layout.intermediate_rows) / (kI * sizeof(Elem))))
               : task_rows(r, s, t, e, pt);
     Engine::produce(s, pipe, pt, rows, (gemm0 ? kH : kI) / Engine::kBK, b0, b1, b_row, gemm0 ? kNB0 : kNB1,
