@@ -15,13 +15,19 @@ struct CombineSlot {
 };
 constexpr unsigned long long kNoSlot = ~0ull;
 
-/// Where slot `i` of token tile t (row i / kSlots, slot i % kSlots of the tile) went in the
-/// rank's routing: its packet row (kDropped: dropped) and its expert, two loads.
+/// The rank's slot index of slot `i` of token tile t (row i / kSlots, slot i % kSlots of the
+/// tile).
+__device__ __forceinline__ unsigned tile_slot(const fdm_task& t, unsigned i) {
+  return t.row_tile * kBM * kSlots + i;
+}
+
+/// Where slot `i` of token tile t went in the rank's routing: its packet row (kDropped:
+/// dropped) and its expert, two loads.
 struct SlotRoute {
   unsigned pos, expert;
 };
 __device__ __forceinline__ SlotRoute slot_route(const Rank& r, const fdm_task& t, unsigned i) {
-  const unsigned slot = t.row_tile * kBM * kSlots + i;
+  const unsigned slot = tile_slot(t, i);
   return SlotRoute{r.slot_row()[slot], r.topk_expert()[slot]};
 }
 
@@ -39,7 +45,7 @@ __device__ __forceinline__ CombineSlot combine_slot_of(const Rank& r, SlotRoute 
 /// Slot `i` of token tile t, looked up in the rank's routing: three dependent loads (the
 /// slot's packet row, its expert, the expert's owner).
 __device__ __forceinline__ CombineSlot combine_slot(const Rank& r, const fdm_task& t, unsigned i) {
-  const unsigned slot = t.row_tile * kBM * kSlots + i;
+  const unsigned slot = tile_slot(t, i);
   const unsigned pos = r.slot_row()[slot];
   if (pos == kDropped) return CombineSlot{kNoSlot, 0.f, 0u};
   return combine_slot_of(r, SlotRoute{pos, r.topk_expert()[slot]});

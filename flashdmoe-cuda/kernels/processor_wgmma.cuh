@@ -80,24 +80,28 @@ struct RingTask {
   unsigned index;
 };
 
-/// This block's processor index within its rank, derived again where it is used: `blockIdx.x`
-/// read by a volatile `mov` (which the compiler cannot merge with the kernel's own division)
-/// so no register holds it across the roles' loops: held there, it and `nproc` spilled 20
-/// bytes once the OS block's first wave was added (perf-notes v35).
-__device__ __forceinline__ unsigned processor_index(const fdm_params* p) {
+/// `blockIdx.x` read by a volatile `mov`, which the compiler cannot merge with the kernel's
+/// own reads or hoist out of a loop: what the roles derive from it is computed again where it
+/// is used, so no register holds it across their loops.
+__device__ __forceinline__ unsigned fresh_block_index() {
   unsigned block;
   asm volatile("mov.u32 %0, %%ctaid.x;" : "=r"(block));
-  return block % p->blocks_per_rank - 1u;
+  return block;
 }
 
-/// This block's rank index on this GPU (`Rank::local`), derived again where it is used, like
-/// processor_index: the producer's `&p->tmap_inter[r.local]`, computed once before its loop
-/// and held there as a 64-bit pointer, spilled 8 bytes in the 88-register producer of every
-/// streamed gated image (each compiled through FDM_FRESH_TID instead; perf-notes v37 (d)).
+/// This block's processor index within its rank (fresh_block_index): held across the roles'
+/// loops, it and `nproc` spilled 20 bytes once the OS block's first wave was added (perf-notes
+/// v35).
+__device__ __forceinline__ unsigned processor_index(const fdm_params* p) {
+  return fresh_block_index() % p->blocks_per_rank - 1u;
+}
+
+/// This block's rank index on this GPU (`Rank::local`; fresh_block_index): the producer's
+/// `&p->tmap_inter[r.local]`, computed once before its loop and held there as a 64-bit pointer,
+/// spilled 8 bytes in the 88-register producer of every streamed gated image (each compiled
+/// through FDM_FRESH_TID instead; perf-notes v37 (d)).
 __device__ __forceinline__ unsigned local_rank_index(const fdm_params* p) {
-  unsigned block;
-  asm volatile("mov.u32 %0, %%ctaid.x;" : "=r"(block));
-  return block / p->blocks_per_rank;
+  return fresh_block_index() / p->blocks_per_rank;
 }
 
 __device__ void wgmma_producer(const Rank& r, const Engine::Smem& s, hw::Ring<2>& ring,
