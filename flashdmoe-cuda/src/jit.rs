@@ -273,11 +273,6 @@ impl Jit {
         self.disk.as_ref().map(DiskCache::dir)
     }
 
-    /// The defines added to every compile ([`JitConfig::extra_defines`]).
-    pub fn extra_defines(&self) -> &Defines {
-        &self.extra_defines
-    }
-
     /// The CUDA include directories passed to NVRTC.
     pub fn include_dirs(&self) -> &[PathBuf] {
         &self.include_dirs

@@ -229,13 +229,21 @@ impl Defines {
         self.0.is_empty()
     }
 
+    /// Each define as `NAME=VALUE` or `NAME`, in name order: the items of
+    /// [`Defines::parse_list`]'s list, which `items().join(",")` writes back.
+    pub fn items(&self) -> impl Iterator<Item = String> + '_ {
+        self.iter().map(|(name, value)| item(name, value))
+    }
+
     /// The NVRTC options: `-DNAME=VALUE` or `-DNAME`, in name order.
     pub(crate) fn options(&self) -> impl Iterator<Item = String> + '_ {
-        self.iter().map(|(name, value)| match value {
-            Some(value) => format!("-D{name}={value}"),
-            None => format!("-D{name}"),
-        })
+        self.items().map(|item| format!("-D{item}"))
     }
+}
+
+/// One define as `NAME=VALUE`, or `NAME` without a value.
+fn item(name: &str, value: Option<&str>) -> String {
+    value.map_or_else(|| name.to_owned(), |v| format!("{name}={v}"))
 }
 
 fn is_identifier(s: &str) -> bool {
@@ -280,7 +288,7 @@ impl KernelVariant {
             .filter(|&(name, value)| {
                 self.defines.iter().find(|&(own, _)| own == name).map(|(_, v)| v) != Some(value)
             })
-            .map(|(name, value)| value.map_or_else(|| name.to_owned(), |v| format!("{name}={v}")))
+            .map(|(name, value)| item(name, value))
             .collect()
     }
 

@@ -489,33 +489,33 @@ fn marks_summary(
             if of.is_empty() {
                 continue;
             }
-            let mean = |f: &dyn Fn(&flashdmoe_cuda::TaskMarks) -> u64| {
-                of.iter().map(|m| f(m)).sum::<u64>() as f64 / of.len() as f64 / 1e3
-            };
-            parts.push(format!(
-                "{} {name} {:.1}/{:.1}/{:.1}",
-                kind.name(),
-                mean(&|m| u64::from(m.mark1_ns)),
-                mean(&|m| u64::from(m.mark2_ns.saturating_sub(m.mark1_ns))),
-                mean(&|m| m.duration_ns.saturating_sub(u64::from(m.mark2_ns)))
-            ));
+            parts.push(format!("{} {name} {}", kind.name(), mark_means(&of)));
         }
     }
     let mut text =
         format!("; in-task µs (main loop/epilogue/fences+publication): {}", parts.join(", "));
     let combines: Vec<_> = marks.iter().filter(|m| m.key.0 == TaskKind::Combine).collect();
     if !combines.is_empty() {
-        let mean = |f: &dyn Fn(&flashdmoe_cuda::TaskMarks) -> u64| {
-            combines.iter().map(|m| f(m)).sum::<u64>() as f64 / combines.len() as f64 / 1e3
-        };
         text.push_str(&format!(
-            "; streamed combine µs (slot table/first fill/the rest): {:.1}/{:.1}/{:.1}",
-            mean(&|m| u64::from(m.mark1_ns)),
-            mean(&|m| u64::from(m.mark2_ns.saturating_sub(m.mark1_ns))),
-            mean(&|m| m.duration_ns.saturating_sub(u64::from(m.mark2_ns)))
+            "; streamed combine µs (slot table/first fill/the rest): {}",
+            mark_means(&combines)
         ));
     }
     text
+}
+
+/// Mean µs of tasks' three parts, start → mark 1 → mark 2 → end, as `a/b/c` (`marks` not
+/// empty).
+fn mark_means(marks: &[&flashdmoe_cuda::TaskMarks]) -> String {
+    let mean = |f: &dyn Fn(&flashdmoe_cuda::TaskMarks) -> u64| {
+        marks.iter().map(|m| f(m)).sum::<u64>() as f64 / marks.len() as f64 / 1e3
+    };
+    format!(
+        "{:.1}/{:.1}/{:.1}",
+        mean(&|m| u64::from(m.mark1_ns)),
+        mean(&|m| u64::from(m.mark2_ns.saturating_sub(m.mark1_ns))),
+        mean(&|m| m.duration_ns.saturating_sub(u64::from(m.mark2_ns)))
+    )
 }
 
 /// Where a traced forward's time went: routing/dispatch before the first task, the task
@@ -912,10 +912,7 @@ fn main() -> ExitCode {
     // A kernel experiment run through FLASHDMOE_EXTRA_DEFINES says so in its log.
     let extra = flashdmoe_cuda::jit::JitConfig::from_env().extra_defines;
     if !extra.is_empty() {
-        let list: Vec<String> = extra
-            .iter()
-            .map(|(name, value)| value.map_or_else(|| name.to_owned(), |v| format!("{name}={v}")))
-            .collect();
+        let list: Vec<String> = extra.items().collect();
         println!("extra kernel defines (FLASHDMOE_EXTRA_DEFINES): {}", list.join(","));
     }
     let (available, device) = match flashdmoe_cuda::gpus() {
