@@ -298,6 +298,53 @@ pub fn median_gap_ns(events: &[TraceEvent]) -> Option<u64> {
     gaps.get(gaps.len() / 2).copied()
 }
 
+/// The idle time on a processor before tasks of one kind: every gap between one task's end
+/// and the next task's start on the same processor, counted against the kind of the task
+/// after it. A per-task cost (the handover, the scheduler's round trip) shows as a median
+/// close to the mean; waiting for ready work (the GEMM0 -> GEMM1 turn, combines waiting for
+/// the last expert) as a mean well above the median.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct GapTimes {
+    /// The kind of the task after the gaps.
+    pub kind: TaskKind,
+    /// Gaps counted.
+    pub gaps: usize,
+    /// Their sum (ns): idle processor time.
+    pub total_ns: u64,
+    /// Median gap (ns; the upper one of an even count).
+    pub median_ns: u64,
+    /// 90th percentile gap (ns).
+    pub p90_ns: u64,
+}
+
+/// [`GapTimes`] by the kind of the task after the gap (GEMM0, GEMM1, combine), leaving out
+/// kinds that never follow another task on a processor.
+pub fn gap_times(events: &[TraceEvent]) -> Vec<GapTimes> {
+    let mut by_processor: Vec<&TraceEvent> = events.iter().collect();
+    by_processor.sort_unstable_by_key(|e| (e.rank, e.processor, e.start_ns));
+    let pairs: Vec<(TaskKind, u64)> = by_processor
+        .windows(2)
+        .filter(|w| (w[0].rank, w[0].processor) == (w[1].rank, w[1].processor))
+        .map(|w| (w[1].kind, w[1].start_ns.saturating_sub(w[0].end_ns)))
+        .collect();
+    [TaskKind::Gemm0, TaskKind::Gemm1, TaskKind::Combine]
+        .into_iter()
+        .filter_map(|kind| {
+            let mut gaps: Vec<u64> =
+                pairs.iter().filter(|(k, _)| *k == kind).map(|&(_, g)| g).collect();
+            gaps.sort_unstable();
+            let n = gaps.len();
+            (n > 0).then(|| GapTimes {
+                kind,
+                gaps: n,
+                total_ns: gaps.iter().sum(),
+                median_ns: gaps[n / 2],
+                p90_ns: gaps[(n * 9 / 10).min(n - 1)],
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -315,6 +362,31 @@ mod tests {
             start_ns,
             end_ns,
         }
+    }
+
+    #[test]
+    fn gap_times_by_hand() {
+        // Processor 0: GEMM1 0..100, gap 20, GEMM1 120..200, gap 300, combine 500..600.
+        // Processor 1: one task (no gap); rank 1 processor 0: GEMM1 0..10, gap 40, GEMM1.
+        let mut events = vec![ev(0, 0, 120, 200), ev(0, 0, 0, 100), ev(0, 1, 0, 50)];
+        events.push(TraceEvent { kind: TaskKind::Combine, ..ev(0, 0, 500, 600) });
+        events.extend([ev(1, 0, 0, 10), ev(1, 0, 50, 60)]);
+        let gaps = gap_times(&events);
+        assert_eq!(gaps.len(), 2);
+        assert_eq!(
+            gaps[0],
+            GapTimes { kind: TaskKind::Gemm1, gaps: 2, total_ns: 60, median_ns: 40, p90_ns: 40 }
+        );
+        assert_eq!(
+            gaps[1],
+            GapTimes {
+                kind: TaskKind::Combine,
+                gaps: 1,
+                total_ns: 300,
+                median_ns: 300,
+                p90_ns: 300
+            }
+        );
     }
 
     #[test]

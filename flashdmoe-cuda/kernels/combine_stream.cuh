@@ -99,10 +99,9 @@ __device__ void consume(const Rank& r, const Engine::Smem& s, hw::Ring<FDM_STAGE
   constexpr unsigned kRowsAtOnce = hw::kConsumerThreads / kThreadsPerRow;
   static_assert(hw::kConsumerThreads % kThreadsPerRow == 0, "whole rows a pass");
   const unsigned rows = t.valid_rows;
-#ifdef FDM_SLOT_LOOKUPS_AT_ONCE
-  // Experiment (docs/dev/gpu-queue.md): every lookup's two loads issued before any table
-  // write, one round trip a thread, where the loop below waits for each lookup in turn (the
-  // compiler cannot move a global load above a shared store through generic pointers).
+  // Every lookup's two loads issued before any table write: one round trip a thread, where a
+  // loop of `combine_slot` waits for each lookup in turn (the compiler cannot move a global
+  // load above a shared store through generic pointers). Run 127: the table 3.3 -> 1.0 µs.
   constexpr unsigned kLookups = (kBM * kSlots + hw::kConsumerThreads - 1) / hw::kConsumerThreads;
   SlotRoute routes[kLookups];
 #pragma unroll
@@ -115,9 +114,6 @@ __device__ void consume(const Rank& r, const Engine::Smem& s, hw::Ring<FDM_STAGE
     const unsigned i = c + k * hw::kConsumerThreads;
     if (i < rows * kSlots) slots[i] = combine_slot_of(r, routes[k]);
   }
-#else
-  for (unsigned i = c; i < rows * kSlots; i += hw::kConsumerThreads) slots[i] = combine_slot(r, t, i);
-#endif
   hw::named_sync(kCombineBarrier, hw::kEngineThreads);
   if (c == 0 && r.p->trace) marks[0] = marks[1] = now_ns();  // mark 2 again at the first fill
   const unsigned chunk = c % kThreadsPerRow;
@@ -133,10 +129,8 @@ __device__ void consume(const Rank& r, const Engine::Smem& s, hw::Ring<FDM_STAGE
       float acc[kVec];
 #pragma unroll
       for (unsigned v = 0; v < kVec; ++v) acc[v] = 0.f;
-#ifdef FDM_COMBINE_SUMS_UNROLLED
-      // Experiment (docs/dev/gpu-queue.md): every slot's table entry and 16 bytes read from
-      // shared memory first, then added in slot order (the same sum, the same bits), where the
-      // loop below waits for two reads a slot in turn.
+      // Every slot's table entry and 16 bytes read from shared memory first, then added in slot
+      // order (the same sum, the same bits), not two dependent reads a slot in turn.
       float w[kSlots];
       uint4 raw[kSlots];
 #pragma unroll
@@ -156,23 +150,6 @@ __device__ void consume(const Rank& r, const Engine::Smem& s, hw::Ring<FDM_STAGE
 #pragma unroll
         for (unsigned v = 0; v < kVec; ++v) acc[v] += w[j] * to_f32(vals[v]);
       }
-#else
-#pragma unroll 1
-      for (unsigned j = 0; j < (unsigned)kSlots; ++j) {  // slot order: deterministic
-        const unsigned i = q * kSlots + j;
-        const CombineSlot sl = slots[row0 * kSlots + i];
-        // As run_combine: a dropped slot adds 0 x 0.
-        float w = 0.f;
-        uint4 raw = make_uint4(0u, 0u, 0u, 0u);
-        if (sl.offset != kNoSlot) {
-          w = sl.weight;
-          raw = *reinterpret_cast<const uint4*>(stage + i * kSegBytes + chunk * 16);
-        }
-        const Elem* vals = reinterpret_cast<const Elem*>(&raw);
-#pragma unroll
-        for (unsigned v = 0; v < kVec; ++v) acc[v] += w * to_f32(vals[v]);
-      }
-#endif
       store_combined(r, t, row0 + q, col, acc);
     }
     Engine::release(s, pipe.slot);

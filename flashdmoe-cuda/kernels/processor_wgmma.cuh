@@ -20,11 +20,6 @@
 #if FDM_ENGINE == 1
 namespace hw = flashdmoe::hopper;
 
-#ifdef FDM_LEADER_FENCE
-constexpr bool kLeaderFence = true;
-#else
-constexpr bool kLeaderFence = false;
-#endif
 constexpr int kNB0 = kGated ? 2 : 1;      // B operands of GEMM0: (gate, up) or (up)
 constexpr int kNB1 = kWideGemm1 ? 2 : 1;  // of GEMM1: the down weights' two kBN-row halves, or one
 
@@ -150,6 +145,33 @@ __device__ void wgmma_producer(const Rank& r, const Engine::Smem& s, hw::Ring<2>
   }
 }
 
+/// Experiment FDM_PREFETCH_WEIGHTS=MiB (docs/dev/gpu-queue.md): at the kernel's start, while
+/// phase A (router, top-k, placement: ~20 µs at T 128) leaves HBM idle, the first MiB of this
+/// GPU's GEMM0 weights in the order the first wave reads them (weight slot by slot: gate,
+/// then up) are asked into L2, 64 KiB pieces dealt over the blocks (warp 1's lane 0 of each:
+/// thread 0 of block 0 sets the epoch). At T 128 E 8 GEMM0 streams its 64 MiB of weights at
+/// ~2.5 TB/s after phase A (run 127: 23-49 µs).
+__device__ __forceinline__ void prefetch_gemm0_weights(const fdm_params* p) {
+#ifdef FDM_PREFETCH_WEIGHTS
+  if (threadIdx.x != 32) return;
+  constexpr unsigned long long kPiece = 64 << 10;
+  constexpr unsigned kMats = kGated ? 2 : 1;
+  const unsigned long long mat = (unsigned long long)kI * kH * sizeof(Elem);  // one expert's matrix
+  const unsigned long long slots = (unsigned long long)p->local_ranks * p->layout.local_experts;
+  const unsigned long long total = min(slots * kMats * mat, (unsigned long long)(FDM_PREFETCH_WEIGHTS) << 20);
+  for (unsigned long long off = blockIdx.x * kPiece; off < total; off += gridDim.x * kPiece) {
+    const unsigned long long slot = off / (kMats * mat), in_slot = off % (kMats * mat);
+    const unsigned which = (unsigned)(in_slot / mat);
+    const unsigned long long o = in_slot % mat;
+    const char* base = reinterpret_cast<const char*>(kGated && which == 0 ? p->w_gate : p->w_up);
+    const unsigned long long n = min(min(kPiece, mat - o), total - off);
+    hw::prefetch_l2_bulk(base + slot * mat + o, (unsigned)(n & ~15ull));
+  }
+#else
+  (void)p;
+#endif
+}
+
 /// v plus element i of a bias vector, or v itself in a layer without biases (`v + 0.f` is not
 /// v for v = -0, so the compiler keeps an add an element: 128 copies of the accumulators that
 /// made ptxas spill the SwiGLU epilogue).
@@ -258,10 +280,11 @@ __device__ __forceinline__ unsigned long long gemm_consume(const Rank& r, const 
   // fenced on the reading side only: combine_stream.cuh; a fence here made gpt-oss's streamed
   // images spill 8 bytes.)
   if (gemm0 && r.maps_intermediate()) hw::fence_proxy_async_global();
-  // Experiment FDM_LEADER_FENCE (docs/dev/gpu-queue.md): no fence a thread; after the barrier
-  // consumer 0 alone orders the tile before what announces it (a fence, or the return
-  // signal's release store), CUTLASS's semaphore pattern (PTX fences are cumulative).
-  if (!kLeaderFence && (gemm0 || on_this_gpu(p, t.source_rank))) fence_for(p, gemm0 ? r.global : t.source_rank);
+  // No fence a thread: after the barrier below consumer 0 alone orders the whole tile before
+  // what announces it (a fence before the row-tile count, or the return signal's release
+  // store), the semaphore pattern of CUTLASS and cooperative groups' grid sync (the barrier
+  // orders every consumer's stores before consumer 0's fence, which is cumulative). Run 127:
+  // a GEMM task's fences 1.0-1.4 -> 0.1 µs, Qwen3 -0.7%, T128 E8 -3% (perf-notes v38 (a)).
   hw::consumer_sync();
   return now_ns();
 }
@@ -310,7 +333,7 @@ __device__ void wgmma_consumer(const Rank& r, const Engine::Smem& s, hw::Ring<2>
       if (task->t.kind == FDM_TASK_GEMM0) {
         // Row-tile counter: the GEMM0 completing it publishes the row tile's GEMM1 tasks.
         if (c == 0) {
-          if constexpr (kLeaderFence) fence_for(r.p, r.global);  // the whole tile's stores
+          fence_for(r.p, r.global);  // the whole tile's stores (gemm_consume's note)
           s_base = complete_row_tile(r, task->t);
         }
         hw::consumer_sync();

@@ -60,16 +60,11 @@ __device__ __forceinline__ bool on_this_gpu(const fdm_params* p, unsigned rank) 
 /// Orders this thread's earlier stores before its later ones for an observer on rank `rank`'s
 /// GPU: a GPU-scope fence when that is this GPU (a system-scope fence costs more, and more
 /// still while NVLink traffic is in flight), else a system-scope one.
-/// Experiment FDM_FENCE_ACQ_REL (docs/dev/gpu-queue.md): the GPU-scope fence as
-/// `fence.acq_rel.gpu`, which the release patterns this orders need, instead of
-/// `__threadfence()`'s `fence.sc.gpu` (run 126: ~1.3 µs a GEMM task in these fences).
+/// (`fence.acq_rel.gpu` instead of `__threadfence()`'s `fence.sc.gpu`: level in run 127,
+/// perf-notes v38 (a).)
 __device__ __forceinline__ void fence_for(const fdm_params* p, unsigned rank) {
   if (on_this_gpu(p, rank)) {
-#ifdef FDM_FENCE_ACQ_REL
-    asm volatile("fence.acq_rel.gpu;" ::: "memory");
-#else
     __threadfence();
-#endif
   } else {
     __threadfence_system();
   }

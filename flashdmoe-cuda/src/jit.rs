@@ -60,7 +60,7 @@ pub struct JitConfig {
     pub cache: CacheMode,
     /// Defines added to every compile (they win over a kernel's own): a kernel experiment
     /// behind a `#ifdef` run against the default in one binary and one call,
-    /// `FLASHDMOE_EXTRA_DEFINES=FDM_LEADER_FENCE gpu-check ...` (docs/dev/gpu-queue.md). Part
+    /// `FLASHDMOE_EXTRA_DEFINES=FDM_FRESH_TID gpu-check ...` (docs/dev/gpu-queue.md). Part
     /// of every cache key, like all options.
     pub extra_defines: Defines,
 }

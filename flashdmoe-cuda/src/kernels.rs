@@ -137,31 +137,18 @@ pub const SELFTEST: KernelSource = KernelSource {
 /// (kept as the default, or dropped).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct KernelExperiment {
-    /// The define.
+    /// The define: `NAME` or `NAME=VALUE` (as `FLASHDMOE_EXTRA_DEFINES` takes it).
     pub define: &'static str,
     /// What it changes, and where.
     pub what: &'static str,
 }
 
-/// The kernel experiments waiting for a GPU run (run 127's script measures these).
-pub const EXPERIMENTS: &[KernelExperiment] = &[
-    KernelExperiment {
-        define: "FDM_FENCE_ACQ_REL",
-        what: "sync.cuh fence_for: fence.acq_rel.gpu instead of __threadfence's fence.sc.gpu on this GPU",
-    },
-    KernelExperiment {
-        define: "FDM_LEADER_FENCE",
-        what: "processor_wgmma.cuh: a GEMM tile's stores fenced once, by consumer 0 after the barrier",
-    },
-    KernelExperiment {
-        define: "FDM_SLOT_LOOKUPS_AT_ONCE",
-        what: "combine_stream.cuh: a streamed combine's slot-table loads issued before any table write",
-    },
-    KernelExperiment {
-        define: "FDM_COMBINE_SUMS_UNROLLED",
-        what: "combine_stream.cuh: a streamed combine row's slots read from shared memory at once, then summed in order",
-    },
-];
+/// The kernel experiments waiting for a GPU run (run 127 measured session 23's four:
+/// perf-notes v38 (a)).
+pub const EXPERIMENTS: &[KernelExperiment] = &[KernelExperiment {
+    define: "FDM_PREFETCH_WEIGHTS=24",
+    what: "processor_wgmma.cuh prefetch_gemm0_weights: the first MiB of the GEMM0 weights asked into L2 at the kernel's start",
+}];
 
 /// Preprocessor defines (`-DNAME` / `-DNAME=VALUE`) specialising a kernel. Kept sorted by name
 /// so equal sets give equal options (and cache keys) whatever the insertion order.
@@ -304,6 +291,20 @@ impl KernelVariant {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An experiment's define is one a kernel source tests: a renamed or removed `#ifdef`
+    /// would otherwise leave the GPU run measuring the default twice.
+    #[test]
+    fn every_experiment_is_tested_by_a_kernel_source() {
+        for experiment in EXPERIMENTS {
+            let name = experiment.define.split('=').next().unwrap_or_default();
+            let test = format!("#ifdef {name}");
+            assert!(
+                HEADERS.iter().any(|h| h.text.contains(&test)) || MOE.text.contains(&test),
+                "no kernel source has `{test}`"
+            );
+        }
+    }
 
     #[test]
     fn proto_header_is_current() {

@@ -239,7 +239,7 @@ fn every_kernel_experiment_compiles_on_the_hopper_engine() {
     for experiment in flashdmoe_cuda::kernels::EXPERIMENTS {
         let jit = Jit::new(JitConfig {
             cache: CacheMode::MemoryOnly,
-            extra_defines: flashdmoe_cuda::Defines::new().flag(experiment.define),
+            extra_defines: flashdmoe_cuda::Defines::parse_list(experiment.define),
             ..JitConfig::from_env()
         })
         .unwrap_or_else(|e| panic!("{e}"));

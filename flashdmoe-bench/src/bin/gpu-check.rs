@@ -548,13 +548,28 @@ fn trace_summary(out: &flashdmoe_core::ForwardOutput, processors: u32) -> String
                 )
             })
             .collect();
+        // Idle processor time before each kind, as µs of the forward (the sum over processors).
+        let gaps: Vec<String> = flashdmoe_core::trace::gap_times(events)
+            .iter()
+            .map(|g| {
+                format!(
+                    "{} n={} median {:.1}us p90 {:.1}us sum {:.0}us/processor",
+                    g.kind.name(),
+                    g.gaps,
+                    g.median_ns as f64 / 1e3,
+                    g.p90_ns as f64 / 1e3,
+                    g.total_ns as f64 / 1e3 / processors as f64
+                )
+            })
+            .collect();
         text.push_str(&format!(
-            "; rank {}: kernel {:.0}us, first task at {:.0}us, last end {:.0}us, busy {busy_pct:.0}% of launch x {processors} processors; {}",
+            "; rank {}: kernel {:.0}us, first task at {:.0}us, last end {:.0}us, busy {busy_pct:.0}% of launch x {processors} processors; {}; gaps before {}",
             events.first().map_or(0, |e| e.rank),
             kernel_ns / 1e3,
             first as f64 / 1e3,
             last as f64 / 1e3,
-            kinds.join(", ")
+            kinds.join(", "),
+            gaps.join(", ")
         ));
     }
     if busy_by_rank.len() > 1 {
