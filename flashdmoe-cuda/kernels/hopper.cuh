@@ -70,11 +70,6 @@ __device__ __forceinline__ void cp_async_arrive_noinc(unsigned bar) {
 /// GEMM1's TMA loads (the writers fence after their stores, the loading thread before it
 /// issues the loads, with the usual release / acquire chain between them).
 __device__ __forceinline__ void fence_proxy_async_global() { asm volatile("fence.proxy.async.global;" ::: "memory"); }
-/// Asks `bytes` (a multiple of 16, from a 16-byte aligned `src`) into L2 by the bulk-copy
-/// unit: one instruction, nothing waits for it.
-__device__ __forceinline__ void prefetch_l2_bulk(const void* src, unsigned bytes) {
-  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(src), "r"(bytes) : "memory");
-}
 __device__ __forceinline__ void prefetch_tensormap(const void* map) {
   asm volatile("prefetch.tensormap [%0];" ::"l"(map) : "memory");
 }

@@ -55,9 +55,6 @@ extern "C" __global__ void __launch_bounds__(kThreads, 1) fdm_moe_forward(const 
   // of Rank::epoch follows.
   char* control0 = reinterpret_cast<char*>(make_rank(p, 0).control());
   if (threadIdx.x == 0) mark_raw_latest(control0, kLastBlockStart);
-#if FDM_ENGINE == 1
-  prefetch_gemm0_weights(p);
-#endif
   if (blockIdx.x == 0 && threadIdx.x == 0) {
     const unsigned long long t0 = now_ns();
     const unsigned epoch = fdm_epoch_next(ld_volatile(p->epoch_word));

@@ -145,33 +145,6 @@ __device__ void wgmma_producer(const Rank& r, const Engine::Smem& s, hw::Ring<2>
   }
 }
 
-/// Experiment FDM_PREFETCH_WEIGHTS=MiB (docs/dev/gpu-queue.md): at the kernel's start, while
-/// phase A (router, top-k, placement: ~20 µs at T 128) leaves HBM idle, the first MiB of this
-/// GPU's GEMM0 weights in the order the first wave reads them (weight slot by slot: gate,
-/// then up) are asked into L2, 64 KiB pieces dealt over the blocks (warp 1's lane 0 of each:
-/// thread 0 of block 0 sets the epoch). At T 128 E 8 GEMM0 streams its 64 MiB of weights at
-/// ~2.5 TB/s after phase A (run 127: 23-49 µs).
-__device__ __forceinline__ void prefetch_gemm0_weights(const fdm_params* p) {
-#ifdef FDM_PREFETCH_WEIGHTS
-  if (threadIdx.x != 32) return;
-  constexpr unsigned long long kPiece = 64 << 10;
-  constexpr unsigned kMats = kGated ? 2 : 1;
-  const unsigned long long mat = (unsigned long long)kI * kH * sizeof(Elem);  // one expert's matrix
-  const unsigned long long slots = (unsigned long long)p->local_ranks * p->layout.local_experts;
-  const unsigned long long total = min(slots * kMats * mat, (unsigned long long)(FDM_PREFETCH_WEIGHTS) << 20);
-  for (unsigned long long off = blockIdx.x * kPiece; off < total; off += gridDim.x * kPiece) {
-    const unsigned long long slot = off / (kMats * mat), in_slot = off % (kMats * mat);
-    const unsigned which = (unsigned)(in_slot / mat);
-    const unsigned long long o = in_slot % mat;
-    const char* base = reinterpret_cast<const char*>(kGated && which == 0 ? p->w_gate : p->w_up);
-    const unsigned long long n = min(min(kPiece, mat - o), total - off);
-    hw::prefetch_l2_bulk(base + slot * mat + o, (unsigned)(n & ~15ull));
-  }
-#else
-  (void)p;
-#endif
-}
-
 /// v plus element i of a bias vector, or v itself in a layer without biases (`v + 0.f` is not
 /// v for v = -0, so the compiler keeps an add an element: 128 copies of the accumulators that
 /// made ptxas spill the SwiGLU epilogue).
@@ -330,6 +303,40 @@ __device__ void wgmma_consumer(const Rank& r, const Engine::Smem& s, hw::Ring<2>
       end = now_ns();
     } else {
       end = gemm_consume(r, s, pipe, task->t, c, pending, s_marks);
+#ifdef FDM_WARP0_PUBLISHES
+      // Experiment (docs/dev/gpu-queue.md): consumer warp 0 alone publishes a tile stored on
+      // this GPU (the fence, the row-tile count and the GEMM1 tasks, or the return signal)
+      // and reports the task; the other seven warps go on to the next task at once. Run 128:
+      // the gaps before a GEMM task took a median 1.4-2.5 µs, this chain run by all 256
+      // consumers in turn. gemm_consume's closing barrier ordered every consumer's stores
+      // before warp 0's fence (cumulative), as before; warp 0's lag reaches the next task's
+      // barriers (its epilogue, at the latest), which only wait on it.
+      if (task->t.kind == FDM_TASK_GEMM0 || on_this_gpu(r.p, task->t.source_rank)) {
+        if (c < 32) {
+          if (task->t.kind == FDM_TASK_GEMM0) {
+            unsigned base = kStop;
+            if (c == 0) {
+              fence_for(r.p, r.global);  // the whole tile's stores (gemm_consume's note)
+              base = complete_row_tile(r, task->t);
+            }
+            base = __shfl_sync(0xFFFFFFFFu, base, 0);
+            __syncwarp();  // lane 0's count and fence before every lane's release stores
+            if (base != kStop) publish_gemm1(r, task->t, base, c, 32);
+          } else if (c == 0) {
+            raise_return_signal(r, task->t);
+          }
+          __syncwarp();
+          if (c == 0) {
+            const unsigned pid = processor_index(r.p);
+            record_trace(r, pid, index, start, end, (unsigned)(s_marks[0] - start), (unsigned)(s_marks[1] - start));
+            mailbox_complete(r, pid, ++done);
+          }
+        }
+        Engine::ring_release(s, ring);
+        ring.advance();
+        continue;
+      }
+#endif
       if (task->t.kind == FDM_TASK_GEMM0) {
         // Row-tile counter: the GEMM0 completing it publishes the row tile's GEMM1 tasks.
         if (c == 0) {

@@ -143,11 +143,11 @@ pub struct KernelExperiment {
     pub what: &'static str,
 }
 
-/// The kernel experiments waiting for a GPU run (run 127 measured session 23's four:
-/// perf-notes v38 (a)).
+/// The kernel experiments waiting for a GPU run (run 127 measured session 23's four, run 128
+/// FDM_PREFETCH_WEIGHTS: perf-notes v38 (a), (b)).
 pub const EXPERIMENTS: &[KernelExperiment] = &[KernelExperiment {
-    define: "FDM_PREFETCH_WEIGHTS=24",
-    what: "processor_wgmma.cuh prefetch_gemm0_weights: the first MiB of the GEMM0 weights asked into L2 at the kernel's start",
+    define: "FDM_WARP0_PUBLISHES",
+    what: "processor_wgmma.cuh: consumer warp 0 alone publishes a GEMM tile stored on this GPU; the other warps go on",
 }];
 
 /// Preprocessor defines (`-DNAME` / `-DNAME=VALUE`) specialising a kernel. Kept sorted by name
