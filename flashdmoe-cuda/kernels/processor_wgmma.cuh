@@ -262,9 +262,44 @@ __device__ __forceinline__ unsigned long long gemm_consume(const Rank& r, const 
   return now_ns();
 }
 
+/// Consumer warp 0, after gemm_consume stored GEMM task t's tile on this GPU: publishes it
+/// while the other seven warps start the next task (run 128: the gaps before a GEMM task were
+/// a median 1.4-2.5 µs, this chain run while all 256 consumers waited). A GEMM0 tile: lane 0
+/// fences (gemm_consume's closing barrier ordered every consumer's stores before it: fences are
+/// cumulative, CUTLASS's semaphore pattern) and counts the row tile; the GEMM0 that completes
+/// it publishes the row tile's GEMM1 tasks over the warp. A GEMM1 tile: lane 0 raises the
+/// return signal (a release store). Warp 0's lag reaches the next task's barriers (its
+/// epilogue at the latest), which only wait for it: nothing it does waits on the others.
+__device__ __forceinline__ void publish_local_tile(const Rank& r, const fdm_task& t, unsigned lane) {
+  if (t.kind == FDM_TASK_GEMM0) {
+    unsigned base = kStop;
+    if (lane == 0) {
+      fence_for(r.p, r.global);  // the whole tile's stores (gemm_consume's note)
+      base = complete_row_tile(r, t);
+    }
+    base = __shfl_sync(0xFFFFFFFFu, base, 0);
+    __syncwarp();  // lane 0's count and fence before every lane's release stores
+    if (base != kStop) publish_gemm1(r, t, base, lane, 32);
+  } else if (lane == 0) {
+    raise_return_signal(r, t);
+  }
+  __syncwarp();  // every lane's stores before lane 0 reports the task
+}
+
+/// Consumer 0, once task `index` is published: its trace record (with the in-task `marks`
+/// where the task kind sets them: `marked`) and the processor's completion count.
+__device__ __forceinline__ void report_task(const Rank& r, unsigned index, unsigned long long start,
+                                            unsigned long long end, const unsigned long long* marks, bool marked,
+                                            unsigned done) {
+  const unsigned pid = processor_index(r.p);
+  record_trace(r, pid, index, start, end, marked ? (unsigned)(marks[0] - start) : 0u,
+               marked ? (unsigned)(marks[1] - start) : 0u);
+  mailbox_complete(r, pid, done);
+}
+
 __device__ void wgmma_consumer(const Rank& r, const Engine::Smem& s, hw::Ring<2>& ring,
                                hw::Ring<FDM_STAGES>& pipe) {
-  __shared__ unsigned s_base, s_ready;
+  __shared__ unsigned s_ready;
   __shared__ fdm_task s_held;
   __shared__ unsigned long long s_marks[2];  // a task's in-task marks (gemm_consume, combine_stream)
   const unsigned c = threadIdx.x - hw::kProducerThreads;  // 0..255
@@ -303,63 +338,24 @@ __device__ void wgmma_consumer(const Rank& r, const Engine::Smem& s, hw::Ring<2>
       end = now_ns();
     } else {
       end = gemm_consume(r, s, pipe, task->t, c, pending, s_marks);
-#ifdef FDM_WARP0_PUBLISHES
-      // Experiment (docs/dev/gpu-queue.md): consumer warp 0 alone publishes a tile stored on
-      // this GPU (the fence, the row-tile count and the GEMM1 tasks, or the return signal)
-      // and reports the task; the other seven warps go on to the next task at once. Run 128:
-      // the gaps before a GEMM task took a median 1.4-2.5 µs, this chain run by all 256
-      // consumers in turn. gemm_consume's closing barrier ordered every consumer's stores
-      // before warp 0's fence (cumulative), as before; warp 0's lag reaches the next task's
-      // barriers (its epilogue, at the latest), which only wait on it.
+      // A tile stored on this GPU: consumer warp 0 alone publishes it and reports the task;
+      // the other seven warps go on to the next task at once (run 129: Qwen3 and OLMoE -1.2%,
+      // T16384 E8 -0.6%; perf-notes v38 (c)).
       if (task->t.kind == FDM_TASK_GEMM0 || on_this_gpu(r.p, task->t.source_rank)) {
         if (c < 32) {
-          if (task->t.kind == FDM_TASK_GEMM0) {
-            unsigned base = kStop;
-            if (c == 0) {
-              fence_for(r.p, r.global);  // the whole tile's stores (gemm_consume's note)
-              base = complete_row_tile(r, task->t);
-            }
-            base = __shfl_sync(0xFFFFFFFFu, base, 0);
-            __syncwarp();  // lane 0's count and fence before every lane's release stores
-            if (base != kStop) publish_gemm1(r, task->t, base, c, 32);
-          } else if (c == 0) {
-            raise_return_signal(r, task->t);
-          }
-          __syncwarp();
-          if (c == 0) {
-            const unsigned pid = processor_index(r.p);
-            record_trace(r, pid, index, start, end, (unsigned)(s_marks[0] - start), (unsigned)(s_marks[1] - start));
-            mailbox_complete(r, pid, ++done);
-          }
+          publish_local_tile(r, task->t, c);
+          if (c == 0) report_task(r, index, start, end, s_marks, true, ++done);
         }
         Engine::ring_release(s, ring);
         ring.advance();
         continue;
       }
-#endif
-      if (task->t.kind == FDM_TASK_GEMM0) {
-        // Row-tile counter: the GEMM0 completing it publishes the row tile's GEMM1 tasks.
-        if (c == 0) {
-          fence_for(r.p, r.global);  // the whole tile's stores (gemm_consume's note)
-          s_base = complete_row_tile(r, task->t);
-        }
-        hw::consumer_sync();
-        if (s_base != kStop) publish_gemm1(r, task->t, s_base, c, hw::kConsumerThreads);
-      } else if (on_this_gpu(r.p, task->t.source_rank)) {
-        if (c == 0) raise_return_signal(r, task->t);
-      } else {
-        pending.hold(task->t, c);
-      }
+      pending.hold(task->t, c);  // a peer's return rows: fenced and signalled at a pause
     }
     hw::consumer_sync();
-    if (c == 0) {
-      const unsigned pid = processor_index(r.p);
-      // In-task marks: every GEMM task's, a streamed combine's (combine_stream::consume).
-      const bool marked = task->t.kind != FDM_TASK_COMBINE || combine_stream::kEnabled;
-      record_trace(r, pid, index, start, end, marked ? (unsigned)(s_marks[0] - start) : 0u,
-                   marked ? (unsigned)(s_marks[1] - start) : 0u);
-      mailbox_complete(r, pid, ++done);
-    }
+    // In-task marks: every GEMM task's, a streamed combine's (combine_stream::consume).
+    const bool marked = task->t.kind != FDM_TASK_COMBINE || combine_stream::kEnabled;
+    if (c == 0) report_task(r, index, start, end, s_marks, marked, ++done);
     Engine::ring_release(s, ring);
     ring.advance();
   }

@@ -143,12 +143,9 @@ pub struct KernelExperiment {
     pub what: &'static str,
 }
 
-/// The kernel experiments waiting for a GPU run (run 127 measured session 23's four, run 128
-/// FDM_PREFETCH_WEIGHTS: perf-notes v38 (a), (b)).
-pub const EXPERIMENTS: &[KernelExperiment] = &[KernelExperiment {
-    define: "FDM_WARP0_PUBLISHES",
-    what: "processor_wgmma.cuh: consumer warp 0 alone publishes a GEMM tile stored on this GPU; the other warps go on",
-}];
+/// The kernel experiments waiting for a GPU run (none: runs 127-129 measured session 23's four,
+/// FDM_PREFETCH_WEIGHTS and FDM_WARP0_PUBLISHES; perf-notes v38).
+pub const EXPERIMENTS: &[KernelExperiment] = &[];
 
 /// Preprocessor defines (`-DNAME` / `-DNAME=VALUE`) specialising a kernel. Kept sorted by name
 /// so equal sets give equal options (and cache keys) whatever the insertion order.
