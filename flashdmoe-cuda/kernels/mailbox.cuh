@@ -51,8 +51,18 @@ __device__ __forceinline__ unsigned mailbox_take(const Rank& r, unsigned q, unsi
 }
 
 /// Processor side: `done` tasks of processor q have completed (their results published).
+/// Experiment FDM_RELAXED_COMPLETION (docs/dev/gpu-queue.md): a relaxed store. Nothing a
+/// reader of the count acquires through it: the scheduler reads it only to refill the
+/// mailbox's slot that the processor's producer read before the task began, and to reach the
+/// bound, after which every result was published by its own release (a signal, a ready flag
+/// or a counter). The release store waits for the fence before it (~0.3-1 µs on the path of
+/// consumer warp 0, which the next task's warpgroup 0 waits for: perf-notes v38 (c)).
 __device__ __forceinline__ void mailbox_complete(const Rank& r, unsigned q, unsigned done) {
+#ifdef FDM_RELAXED_COMPLETION
+  st_relaxed_gpu(&r.completed()[q], done);
+#else
   st_release_gpu(&r.completed()[q], done);
+#endif
 }
 
 /// Processor side: waits for task number `taken` of processor q: its task index, or kStop
