@@ -6,7 +6,8 @@
 //
 // Defines (set by the host): FDM_MODE (0 bf16, 1 f16, 2 tf32), FDM_BM, FDM_BN, FDM_NB (2 =
 // SwiGLU dual-B), FDM_STAGES, FDM_EPILOGUE (the epilogue below, as params.epilogue), FDM_TMA_A
-// (1: A's rows contiguous, each k-tile one TMA box of params.a_map; else gathered by cp.async).
+// (1: A's rows contiguous, each k-tile one TMA box of params.a_map; else gathered by cp.async),
+// FDM_PINGPONG (1: each consumer warpgroup owns whole tiles, the two in turn; tile_wgmma.cuh).
 //
 // Epilogues (params.epilogue): 0 plain; 1 relu(acc + bias[col]); 2 silu(acc0) * acc1 (NB = 2).
 #include "fdm_proto.h"
@@ -87,7 +88,11 @@ extern "C" __global__ void __launch_bounds__(hopper::kEngineThreads, 1)
       }
       const unsigned t = Engine::ring_get<unsigned>(s, ring);
       ring.advance();
-      if (t == kStop) break;
+      if (t == kStop) {
+        // Ping-pong: each warpgroup reads its own ring slot, so each needs a stop word.
+        if (Engine::kPingPong && pt == 0) Engine::ring_put(s, ring, kStop);
+        break;
+      }
       unsigned mt, nt;
       raster(t, tiles_m, tiles_n, p.group_m, mt, nt);
       if constexpr (FDM_TMA_A) {
@@ -107,16 +112,27 @@ extern "C" __global__ void __launch_bounds__(hopper::kEngineThreads, 1)
     hopper::regs_increase<hopper::kConsumerRegs>();
     const unsigned c = threadIdx.x - hopper::kProducerThreads;  // 0..255
     const unsigned cw = c / 128, ct = c % 128;
+    // Ping-pong: warpgroup cw takes this block's tiles cw, cw + 2, ...: ring slot cw, and the
+    // pipeline's stages of its own tiles (the other warpgroup's ktiles stages skipped).
+    const auto skip_stages = [&](unsigned n) {
+      for (unsigned i = 0; i < n; ++i) pipe.advance();
+    };
+    if (Engine::kPingPong && cw == 1) {
+      ring.advance();
+      skip_stages((unsigned)ktiles);
+    }
     for (;;) {
       const unsigned t = Engine::ring_get<unsigned>(s, ring);
       Engine::ring_release(s, ring);
       ring.advance();
+      if (Engine::kPingPong) ring.advance();
       if (t == kStop) break;
       unsigned mt, nt;
       raster(t, tiles_m, tiles_n, p.group_m, mt, nt);
       Engine::Accum acc;
       const unsigned rows = min((unsigned)FDM_BM, p.m - mt * FDM_BM);
       Engine::consume(s, pipe, acc, cw, ktiles, FDM_NB, rows);
+      if (Engine::kPingPong) skip_stages((unsigned)ktiles);
       const Elem* bias = reinterpret_cast<const Elem*>(p.bias);
       const unsigned col0 = nt * FDM_BN;
       Elem* out = reinterpret_cast<Elem*>(p.c) + (unsigned long long)mt * FDM_BM * p.ldc + col0;

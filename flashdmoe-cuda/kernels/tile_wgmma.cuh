@@ -25,7 +25,8 @@
 //   full[s]  expected arrivals: 128 producer threads (cp.async .noinc) + 1 (TMA expect_tx)
 //            and the B bytes of the stage: complete when the stage's data has landed.
 //   empty[s] expected arrivals: 8 (lane 0 of every consumer warp, after its wgmmas on the
-//            stage retired): complete when the stage may be overwritten.
+//            stage retired; 4 with ping-pong, one warpgroup's): complete when the stage may
+//            be overwritten.
 //   The producer waits empty[s] with the opposite parity first (a fresh barrier counts as
 //   released), so the first STAGES loads never wait. Both sides advance one PipeState per
 //   k-tile, over every task in the same order, so they agree on stage and parity forever.
@@ -36,6 +37,14 @@
 //   arrives on ring_full[slot] (count 1); every thread of both sides waits on it and reads
 //   the payload; consumer warps release it on ring_empty[slot] (count 8). So the producer is
 //   one task ahead: it loads task n+1 while the consumers finish task n's epilogue.
+//
+// PING-PONG (FDM_PINGPONG=1; the tile bench only, so far: docs/dev/pingpong-gemm1.md): each
+//   consumer warpgroup owns whole tiles (BM = 128: both 64-row slabs, all BN columns), the
+//   two taking the producer's tiles in turn: warpgroup w reads ring slot w only and consumes
+//   the stages of its own tiles, skipping the other's (empty[s] and ring_empty count the 4
+//   warps of one warpgroup). The stages are filled in tile order, so one warpgroup's main
+//   loop starts as the other's ends, and each epilogue (its own staging buffer and named
+//   barrier) runs under the other warpgroup's main loop.
 //
 // EPILOGUE: store() converts the accumulators through an op, column chunk by column chunk,
 //   into a staging buffer in shared memory (stmatrix for 16-bit elements; 16-byte chunks
@@ -121,9 +130,17 @@ template <Mode M, int BM, int BN, int NB, int STAGES> struct Engine {
   static constexpr int kElemBytes = sizeof(Elem);
   static constexpr int kBK = 128 / kElemBytes;          // K elements per stage: one 128-byte row
   static constexpr int kInstK = M == Mode::TF32 ? 8 : 16;  // K per wgmma
-  static constexpr int kSlabs = BM == 256 ? 2 : 1;      // 64-row slabs a consumer warpgroup owns
-  static constexpr int kWgM = BM / (64 * kSlabs);        // consumer warpgroups along M
-  static constexpr int kN = BN * kWgM / 2;               // columns per consumer warpgroup
+#ifndef FDM_PINGPONG
+#define FDM_PINGPONG 0
+#endif
+  /// Each consumer warpgroup owns whole tiles, the two in turn (PING-PONG above).
+  static constexpr bool kPingPong = FDM_PINGPONG != 0;
+  static_assert(!kPingPong || BM == 128, "a ping-pong warpgroup owns both 64-row slabs of a 128-row tile");
+  static constexpr int kSlabs = BM == 256 || kPingPong ? 2 : 1;  // 64-row slabs a consumer warpgroup owns
+  static constexpr int kWgM = BM / (64 * kSlabs);        // consumer warpgroups along M (of a tile)
+  static constexpr int kN = kPingPong ? BN : BN * kWgM / 2;  // columns per consumer warpgroup
+  /// Consumer warps that share a tile: its stages' and ring slots' releases.
+  static constexpr unsigned kTileWarps = kPingPong ? kConsumerWarps / 2 : kConsumerWarps;
   static constexpr int kAcc = kN / 2;                    // f32 registers per thread per B and slab
   static_assert(BM == 64 || BM == 128 || BM == 256, "one or two 64-row slabs a warpgroup");
   static_assert(NB == 1 || NB == 2, "plain or dual-B (SwiGLU)");
@@ -145,7 +162,9 @@ template <Mode M, int BM, int BN, int NB, int STAGES> struct Engine {
   static constexpr int kStagingStride = kChunkCols * kElemBytes;
   static_assert(kStagingStride % 128 == 0, "whole 128-byte swizzle segments per staged row");
   static constexpr int kStagingOffset = STAGES * kStageBytes;
-  static constexpr int kBarrierOffset = round_up(kStagingOffset + BM * kStagingStride, 16);
+  /// One staging buffer, or one a warpgroup (ping-pong).
+  static constexpr int kStagingBytes = BM * kStagingStride;
+  static constexpr int kBarrierOffset = round_up(kStagingOffset + (kPingPong ? 2 : 1) * kStagingBytes, 16);
   static constexpr int kBarriers = 2 * STAGES + 4;  // full, empty, ring_full[2], ring_empty[2]
   static constexpr int kRingOffset = round_up(kBarrierOffset + 8 * kBarriers, 64);
   static constexpr int kRingPayload = 128;
@@ -194,11 +213,11 @@ template <Mode M, int BM, int BN, int NB, int STAGES> struct Engine {
   __device__ static void init(const Smem& s) {
     for (unsigned i = 0; i < STAGES; ++i) {
       mbar_init(s.full(i), kProducerThreads + 1);
-      mbar_init(s.empty(i), kConsumerWarps);
+      mbar_init(s.empty(i), kTileWarps);
     }
     for (unsigned i = 0; i < 2; ++i) {
       mbar_init(s.ring_full(i), 1);
-      mbar_init(s.ring_empty(i), kConsumerWarps);
+      mbar_init(s.ring_empty(i), kTileWarps);
     }
     mbar_fence_init();
   }
@@ -364,6 +383,18 @@ template <Mode M, int BM, int BN, int NB, int STAGES> struct Engine {
   }
 
   // ─── consumers ────────────────────────────────────────────────────────────────────────
+  /// Which part of a tile consumer warpgroup `cw` computes: its own (cw), or the whole tile
+  /// (0) when each warpgroup owns whole tiles (ping-pong).
+  __device__ static unsigned tile_part(unsigned cw) { return kPingPong ? 0u : cw; }
+  /// The barrier of the consumers that share a tile's epilogue: both warpgroups, or warpgroup
+  /// `cw` alone (ping-pong: named barrier 4 + cw).
+  __device__ static void epilogue_sync(unsigned cw) {
+    if constexpr (kPingPong) {
+      named_sync(4 + cw, kConsumerThreads / 2);
+    } else {
+      consumer_sync();
+    }
+  }
   /// Consumer warpgroup `cw` (0 or 1) accumulates `ktiles` k-tiles (ktiles >= 1) of the task
   /// the producer is loading, into acc.v[0] (and acc.v[1] when the task uses nbu == 2 B
   /// operands). One k-tile's wgmmas stay in flight while the next k-tile's are issued
@@ -377,10 +408,11 @@ template <Mode M, int BM, int BN, int NB, int STAGES> struct Engine {
   /// Likewise a warpgroup's second slab (256-row tiles) when its rows are all past valid_rows.
   __device__ static void consume(const Smem& s, Ring<STAGES>& ps, Accum& acc, unsigned cw, int ktiles,
                                  int nbu = NB, unsigned valid_rows = BM) {
-    const unsigned a_off = (cw % kWgM) * kSlabs * 64 * 128;
-    const unsigned b_off = (cw / kWgM) * kN * 128;
-    const int slabs = kSlabs == 1 || ((cw % kWgM) * kSlabs + 1) * 64 < valid_rows ? kSlabs : 1;
-    if ((cw % kWgM) * kSlabs * 64 >= valid_rows) {
+    const unsigned part = tile_part(cw);
+    const unsigned a_off = (part % kWgM) * kSlabs * 64 * 128;
+    const unsigned b_off = (part / kWgM) * kN * 128;
+    const int slabs = kSlabs == 1 || ((part % kWgM) * kSlabs + 1) * 64 < valid_rows ? kSlabs : 1;
+    if ((part % kWgM) * kSlabs * 64 >= valid_rows) {
       for (int kt = 0; kt < ktiles; ++kt) {
         mbar_wait(s.full(ps.slot), ps.phase);
         release(s, ps.slot);
@@ -429,9 +461,9 @@ template <Mode M, int BM, int BN, int NB, int STAGES> struct Engine {
   /// The first of the 16 tile rows that consumer thread `ct`'s warp owns in slab `m` of
   /// warpgroup `cw`'s part of the tile, and the part's first column (the fragment layout below).
   __device__ static unsigned warp_row0(unsigned cw, unsigned ct, int m = 0) {
-    return ((cw % kWgM) * kSlabs + m) * 64 + 16 * (ct / 32);
+    return ((tile_part(cw) % kWgM) * kSlabs + m) * 64 + 16 * (ct / 32);
   }
-  __device__ static unsigned group_col0(unsigned cw) { return (cw / kWgM) * kN; }
+  __device__ static unsigned group_col0(unsigned cw) { return (tile_part(cw) / kWgM) * kN; }
 
   /// Calls f(m, i, row, col) for the accumulator pair (i, i + 1) of slab m of consumer thread
   /// `ct` (0..127) of warpgroup `cw` whose columns lie in [col_lo, col_lo + kChunkCols):
@@ -543,7 +575,10 @@ template <Mode M, int BM, int BN, int NB, int STAGES> struct Engine {
   __device__ static void store_either(const Smem& s, const Accum& acc, unsigned cw, unsigned ct, unsigned c,
                                       unsigned valid_rows, Elem* out, unsigned long long ldo, bool first,
                                       OpA op_a, OpB op_b, unsigned valid_cols = BN) {
-    char* staging = s.staging();
+    // Ping-pong: warpgroup cw's own staging buffer, barrier and 128 threads.
+    char* staging = s.staging() + (kPingPong ? cw * kStagingBytes : 0);
+    const unsigned first_thread = kPingPong ? ct : c;
+    constexpr unsigned kThreads = kPingPong ? kConsumerThreads / 2 : kConsumerThreads;
     constexpr unsigned kVecs = kChunkCols * kElemBytes / 16;  // 16-byte vectors per chunk row
 #pragma unroll
     for (int chunk = 0; chunk < BN / kChunkCols; ++chunk) {
@@ -551,14 +586,14 @@ template <Mode M, int BM, int BN, int NB, int STAGES> struct Engine {
       if (col_lo >= valid_cols) break;  // the same in every thread: a ragged tile's last chunks
       // Vectors of the chunk's rows to store (kVecs but in a ragged tile's last chunk).
       const unsigned vecs = min(kVecs, (valid_cols - col_lo) * kElemBytes / 16);
-      consumer_sync();  // the previous chunk (or task) has left the staging buffer
+      epilogue_sync(cw);  // the previous chunk (or task) has left the staging buffer
       if (first) {
         stage_chunk(staging, acc, cw, ct, col_lo, op_a);
       } else {
         stage_chunk(staging, acc, cw, ct, col_lo, op_b);
       }
-      consumer_sync();
-      for (unsigned v = c; v < valid_rows * kVecs; v += kConsumerThreads) {
+      epilogue_sync(cw);
+      for (unsigned v = first_thread; v < valid_rows * kVecs; v += kThreads) {
         const unsigned r = v / kVecs, q = v % kVecs;
         if (q >= vecs) continue;
         const uint4 val = *reinterpret_cast<const uint4*>(staging + staged(r, q * 16));

@@ -36,6 +36,10 @@ pub struct WgmmaTile {
     pub stages: u32,
     /// Bytes of a row the epilogue stages at a time (128, 256 or 512; `FDM_STAGE_COLS`).
     pub stage_bytes: u32,
+    /// Each consumer warpgroup owns whole tiles, the two in turn (`FDM_PINGPONG`; 128-row
+    /// tiles; the tile bench only so far: docs/dev/pingpong-gemm1.md). `false`: both
+    /// warpgroups share every tile (the cooperative engine).
+    pub pingpong: bool,
 }
 
 impl WgmmaTile {
@@ -49,6 +53,12 @@ impl WgmmaTile {
         }
         if !matches!(self.nb, 1 | 2) {
             return Some(format!("{} B operands (1 or 2)", self.nb));
+        }
+        if self.pingpong && self.bm != 128 {
+            return Some(format!(
+                "bm {} with ping-pong warpgroups (128: both slabs a warpgroup)",
+                self.bm
+            ));
         }
         let per_group = self.group_cols();
         if ![32, 64, 128, 192, 256].contains(&per_group) {
@@ -84,14 +94,18 @@ impl WgmmaTile {
         self.slabs() * self.group_cols() / 2 * self.nb
     }
 
-    /// 64-row slabs a consumer warpgroup owns (`Engine::kSlabs`): 2 for 256-row tiles.
+    /// 64-row slabs a consumer warpgroup owns (`Engine::kSlabs`): 2 for 256-row tiles and
+    /// for a ping-pong warpgroup's whole 128-row tile.
     pub fn slabs(&self) -> u32 {
-        if self.bm == 256 { 2 } else { 1 }
+        if self.bm == 256 || self.pingpong { 2 } else { 1 }
     }
 
     /// Columns a consumer warpgroup owns (`Engine::kN`): the tile's, or half of them when a
-    /// 64-row tile splits its columns between the two warpgroups.
+    /// 64-row tile splits its columns between the two warpgroups; all of them (ping-pong).
     pub fn group_cols(&self) -> u32 {
+        if self.pingpong {
+            return self.bn;
+        }
         let wg_m = self.bm / (64 * self.slabs());
         self.bn * wg_m / 2
     }
@@ -101,7 +115,8 @@ impl WgmmaTile {
         let round = |x: u32, a: u32| x.div_ceil(a) * a;
         let stage = self.bm * 128 + self.nb * self.bn * 128;
         let chunk_cols = self.bn.min(self.stage_bytes / self.elem_bytes);
-        let staging = self.bm * chunk_cols * self.elem_bytes;
+        // One staging buffer, or one a warpgroup (ping-pong: `Engine::kStagingBytes`).
+        let staging = self.bm * chunk_cols * self.elem_bytes * if self.pingpong { 2 } else { 1 };
         let barriers = round(self.stages * stage + staging, 16);
         let ring = round(barriers + 8 * (2 * self.stages + 4), 64);
         // Tiles of more than 128 rows keep the producer's row indices in shared memory
@@ -119,7 +134,7 @@ impl WgmmaTile {
     pub fn deepest(elem_bytes: u32, bm: u32, bn: u32, nb: u32, limit: u32) -> Option<WgmmaTile> {
         for stage_bytes in [512, 256, 128] {
             for stages in (2..=8).rev() {
-                let t = WgmmaTile { elem_bytes, bm, bn, nb, stages, stage_bytes };
+                let t = WgmmaTile { elem_bytes, bm, bn, nb, stages, stage_bytes, pingpong: false };
                 if t.unsupported().is_none() && t.smem_bytes() <= limit {
                     return Some(t);
                 }
@@ -136,6 +151,7 @@ impl WgmmaTile {
     pub fn defines(&self, defines: Defines) -> Defines {
         let defines =
             defines.set("FDM_STAGES", self.stages).set("FDM_STAGE_COLS", self.stage_bytes);
+        let defines = if self.pingpong { defines.set("FDM_PINGPONG", 1) } else { defines };
         if self.accumulators() > 128 {
             defines.set("FDM_PRODUCER_REGS", 40).set("FDM_CONSUMER_REGS", 232)
         } else {
@@ -167,7 +183,15 @@ mod tests {
 
     #[test]
     fn unsupported_tiles_say_why() {
-        let ok = WgmmaTile { elem_bytes: 2, bm: 128, bn: 256, nb: 1, stages: 3, stage_bytes: 512 };
+        let ok = WgmmaTile {
+            elem_bytes: 2,
+            bm: 128,
+            bn: 256,
+            nb: 1,
+            stages: 3,
+            stage_bytes: 512,
+            pingpong: false,
+        };
         assert_eq!(ok.unsupported(), None);
         assert!(WgmmaTile { bm: 96, ..ok }.unsupported().unwrap().contains("bm 96"));
         // 256-row tiles: two slabs a warpgroup, so at most 192 columns (192 accumulators).
@@ -181,5 +205,21 @@ mod tests {
         assert!(WgmmaTile { bn: 96, ..ok }.unsupported().unwrap().contains("bn 96"));
         assert!(WgmmaTile { bn: 32, stage_bytes: 128, ..ok }.unsupported().is_some());
         assert!(WgmmaTile { stages: 1, ..ok }.unsupported().is_some());
+        // Ping-pong: a warpgroup owns a whole 128-row tile (two slabs, every column), so 128
+        // columns are 128 accumulators and 256 too many; other heights are refused.
+        let pp = WgmmaTile { bn: 128, stages: 6, stage_bytes: 256, pingpong: true, ..ok };
+        assert_eq!(pp.unsupported(), None);
+        assert_eq!((pp.slabs(), pp.group_cols(), pp.accumulators()), (2, 128, 128));
+        assert!(WgmmaTile { bn: 256, ..pp }.unsupported().unwrap().contains("256 accumulators"));
+        assert!(WgmmaTile { bm: 64, ..pp }.unsupported().unwrap().contains("ping-pong"));
+        // Two staging buffers: 6 stages of 32 KiB and 2 x 32 KiB of staging fit no H200 block,
+        // 6 stages with 128-byte staging do.
+        assert!(pp.smem_bytes() > SMEM_LIMIT);
+        assert!(WgmmaTile { stage_bytes: 128, ..pp }.smem_bytes() <= SMEM_LIMIT);
+        assert_eq!(
+            WgmmaTile { stage_bytes: 128, ..pp }.smem_bytes()
+                - WgmmaTile { stage_bytes: 128, pingpong: false, ..pp }.smem_bytes(),
+            128 * 128
+        );
     }
 }

@@ -69,6 +69,10 @@ pub struct BenchConfig {
     /// Bytes of a row the epilogue stages at a time (`FDM_STAGE_COLS`: 128 = one
     /// 128-byte chunk; the whole row of the tile leaves no room for a fourth stage).
     pub stage_bytes: u32,
+    /// Ping-pong consumers (`FDM_PINGPONG`): each warpgroup computes whole `bm` x `bn` tiles
+    /// (bm 128), the two in turn, one's epilogue under the other's main loop; the tile is a
+    /// warpgroup's, so a 128x128 ping-pong tile does the work of half a cooperative 128x256.
+    pub pingpong: bool,
 }
 
 impl BenchConfig {
@@ -104,7 +108,8 @@ impl BenchConfig {
                     String::new()
                 } else {
                     format!(" e{}", self.stage_bytes)
-                },
+                }
+                + if self.pingpong { " pp" } else { "" },
             self.m,
             self.n,
             self.k
@@ -120,6 +125,7 @@ impl BenchConfig {
             nb: self.nb(),
             stages: self.stages,
             stage_bytes: self.stage_bytes,
+            pingpong: self.pingpong,
         }
     }
 
@@ -459,6 +465,7 @@ pub fn suite() -> Vec<BenchConfig> {
         tma_a: false,
         in_flight: 1,
         stage_bytes: 128,
+        pingpong: false,
     };
     use Epilogue::*;
     let staged = |stage_bytes, stages| BenchConfig {
@@ -529,6 +536,39 @@ pub fn suite() -> Vec<BenchConfig> {
             k: 7168,
             tma_a: true,
             ..c(DType::Bf16, 128, 128, 4, SwiGlu, false, 256)
+        },
+        // Ping-pong consumers (docs/dev/pingpong-gemm1.md) against the cooperative 128x256 at
+        // a short K (Qwen3's GEMM1: K = I = 768, N = H = 2048; 4096 cooperative tiles, 31
+        // waves), whose epilogue is a third of a task in the MoE kernel, and at K 4096 (v21:
+        // ping-pong lost 5% there). A ping-pong tile is one warpgroup's 128x128.
+        BenchConfig { n: 2048, k: 768, m: 65536, ..staged(256, 4) },
+        BenchConfig {
+            n: 2048,
+            k: 768,
+            m: 65536,
+            pingpong: true,
+            ..c(DType::Bf16, 128, 128, 6, Plain, false, 0)
+        },
+        BenchConfig {
+            n: 2048,
+            k: 768,
+            m: 65536,
+            pingpong: true,
+            stage_bytes: 256,
+            ..c(DType::Bf16, 128, 128, 4, Plain, false, 0)
+        },
+        BenchConfig {
+            n: 2048,
+            k: 768,
+            m: 65536 - 37,
+            pingpong: true,
+            ..c(DType::Bf16, 128, 128, 6, BiasRelu, true, 0)
+        },
+        BenchConfig {
+            n: 8192,
+            k: 4096,
+            pingpong: true,
+            ..c(DType::Bf16, 128, 128, 6, Plain, false, 16384)
         },
     ]
 }
