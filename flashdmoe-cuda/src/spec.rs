@@ -532,6 +532,18 @@ impl MoeSpec {
         MoeSpec { combine, ..self }
     }
 
+    /// This Hopper specialisation with half its epilogue's staged bytes (at least 128), if it
+    /// has wider than 128 and the result fits (`None` on the mma.sync engine).
+    pub fn with_narrower_staging(&self) -> Option<MoeSpec> {
+        let TileEngine::Wgmma(t) = self.engine else { return None };
+        if t.stage_bytes < 256 {
+            return None;
+        }
+        let tile = WgmmaTile { stage_bytes: t.stage_bytes / 2, ..t };
+        let spec = MoeSpec { engine: TileEngine::Wgmma(tile), ..*self };
+        (tile.unsupported().is_none() && spec.smem_bytes() <= SMEM_LIMIT).then_some(spec)
+    }
+
     /// The same tile on the Hopper engine, with the deepest pipeline that fits; `None` for
     /// exact f32 (no tensor cores) or a tile the engine does not support. A gated layer's
     /// GEMM1 (and combine) tiles are twice as wide as its GEMM0 tiles where that divides H
@@ -634,6 +646,13 @@ impl MoeSpec {
                 router_split: layer_router_split(config, processors, 64),
                 ..h
             }));
+            // Then each of those with half the epilogue's staged bytes (fewer accumulators
+            // staged at once, 16 fewer copy-out stores in flight a thread): paper T4096 E64's
+            // image spilled 24 bytes, through its fallback too, once consumer warp 0 published
+            // alone (perf-notes v38 (d)), and compiles clean with 256-byte staging; mma.sync
+            // costs ~1.5x (run 118).
+            let hopper_specs = out.clone();
+            out.extend(hopper_specs.iter().filter_map(MoeSpec::with_narrower_staging));
         }
         out.push(first);
         if first.tile.bm == 128 {
@@ -771,6 +790,11 @@ impl MoeSpec {
             Activation::SwigluOss(_) => "swiglu-oss",
         };
         let engine = match self.engine {
+            // `-e<bytes>`: an epilogue staging narrower than a tile row (up to 512 bytes) allows:
+            // a spill's twin (`candidates`).
+            TileEngine::Wgmma(t) if t.stage_bytes < (t.bn * t.elem_bytes).min(512) => {
+                format!("-wgmma-s{}-e{}", t.stages, t.stage_bytes)
+            }
             TileEngine::Wgmma(t) => format!("-wgmma-s{}", t.stages),
             TileEngine::MmaSync => String::new(),
         };
@@ -1116,7 +1140,8 @@ mod tests {
         // set, and its registers' twin follows it; the mma.sync candidates stay as they were.
         let candidates = MoeSpec::candidates(&qwen3, h200, Arch::SM90);
         let chosen = combine_candidates(candidates.clone(), CombineForm::Streamed);
-        assert_eq!(chosen.len(), candidates.len() + 1);
+        // Its Hopper spec and that spec's narrower-staging twin both stream.
+        assert_eq!(chosen.len(), candidates.len() + 2);
         assert_eq!(chosen[0].combine, CombineForm::Streamed);
         assert!(chosen[0].label().ends_with("-cs"), "{}", chosen[0].label());
         let streams =
@@ -1124,7 +1149,9 @@ mod tests {
         assert!(streams(&chosen[0]));
         assert_eq!(chosen[1], candidates[0]);
         assert!(!streams(&chosen[1]));
-        assert_eq!(&chosen[2..], &candidates[1..]);
+        assert_eq!(chosen[2], candidates[1].with_combine(CombineForm::Streamed));
+        assert_eq!(chosen[3], candidates[1]);
+        assert_eq!(&chosen[4..], &candidates[2..]);
         // The registers' form asked: nothing changes.
         assert_eq!(combine_candidates(candidates.clone(), CombineForm::Registers), candidates);
         // The paper layer (k 2), exact f32 and the mma.sync engine keep the registers' form.
@@ -1169,11 +1196,17 @@ mod tests {
         assert_eq!(c[0].router_rows, 128);
         assert_eq!(c[1], MoeSpec { router_rows: 64, router_split: c[1].router_split, ..c[0] });
         assert!(matches!(c[1].engine, TileEngine::Wgmma(_)) && !c[1].label().contains("-rr128"));
-        assert_eq!(c[2].engine, TileEngine::MmaSync);
-        // 64-row router jobs already: no twin; on sm_80 no Hopper spec at all.
+        // Then the two with half the staged bytes (labelled `-e256`), then mma.sync.
+        assert_eq!(c[2], c[0].with_narrower_staging().unwrap());
+        assert!(c[2].label().contains("-wgmma-s3-e256"), "{}", c[2].label());
+        assert!(!c[0].label().contains("-e512"), "{}", c[0].label());
+        assert_eq!(c[3], c[1].with_narrower_staging().unwrap());
+        assert_eq!(c[4].engine, TileEngine::MmaSync);
+        // 64-row router jobs already: no router twin; on sm_80 no Hopper spec at all.
         let t4096 =
             MoeSpec::candidates(&presets::preset("paper-t4096-e128").unwrap(), h200, Arch::SM90);
-        assert_eq!(t4096[1].engine, TileEngine::MmaSync);
+        assert_eq!(t4096[1], t4096[0].with_narrower_staging().unwrap());
+        assert_eq!(t4096[2].engine, TileEngine::MmaSync);
         let ampere = MoeSpec::candidates(&config, h200, Arch::SM80);
         assert!(ampere.iter().all(|s| s.engine == TileEngine::MmaSync));
     }
@@ -1238,9 +1271,12 @@ mod tests {
         let config = presets::preset("paper-t16384-e8").unwrap();
         let on_h200 = MoeSpec::candidates(&config, H200_PROCESSORS, Arch::SM90);
         assert!(matches!(on_h200[0].engine, TileEngine::Wgmma(_)));
-        // Then its twin of 64-row router jobs (T16384's are 128 rows), then mma.sync.
+        // Then its twin of 64-row router jobs (T16384's are 128 rows), then both with half
+        // the staged bytes, then mma.sync.
         assert!(matches!(on_h200[1].engine, TileEngine::Wgmma(_)) && on_h200[1].router_rows == 64);
-        assert!(on_h200[2..].iter().all(|s| s.engine == TileEngine::MmaSync));
+        assert_eq!(on_h200[2], on_h200[0].with_narrower_staging().unwrap());
+        assert_eq!(on_h200[3], on_h200[1].with_narrower_staging().unwrap());
+        assert!(on_h200[4..].iter().all(|s| s.engine == TileEngine::MmaSync));
         let on_a100 = MoeSpec::candidates(&config, 107, Arch::SM80);
         assert!(on_a100.iter().all(|s| s.engine == TileEngine::MmaSync));
         let exact = MoeConfig { dtype: DType::F32Exact, ..config };
@@ -1322,8 +1358,9 @@ mod tests {
         // Hopper engine; the mma.sync fallbacks keep one width.
         let qwen = widths("qwen3-30b-a3b", Arch::SM90);
         assert!(matches!(qwen[0], (128, 256, TileEngine::Wgmma(_))), "{qwen:?}");
+        assert!(matches!(qwen[1], (128, 256, TileEngine::Wgmma(_))), "{qwen:?}");
         assert!(
-            qwen[1..].iter().all(|&(bn, w, e)| w == bn && e == TileEngine::MmaSync),
+            qwen[2..].iter().all(|&(bn, w, e)| w == bn && e == TileEngine::MmaSync),
             "{qwen:?}"
         );
         assert!(widths("qwen3-30b-a3b", Arch::SM80).iter().all(|&(bn, w, _)| w == bn));
