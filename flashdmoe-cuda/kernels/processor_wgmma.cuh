@@ -342,7 +342,11 @@ __device__ void wgmma_consumer(const Rank& r, const Engine::Smem& s, hw::Ring<2>
       // the other seven warps go on to the next task at once (run 129: Qwen3 and OLMoE -1.2%,
       // T16384 E8 -0.6%; perf-notes v38 (c)).
       if (task->t.kind == FDM_TASK_GEMM0 || on_this_gpu(r.p, task->t.source_rank)) {
-        if (c < 32) {
+        // Warp 0's test as a value every lane takes from lane 0: a branch ptxas can prove
+        // warp-uniform. Tested per thread (`c < 32`), the branch may diverge for all ptxas
+        // knows, and its reconvergence made the paper layers' images at E >= 64 spill 24
+        // bytes through their fallbacks (perf-notes v38 (d)).
+        if (__shfl_sync(0xFFFFFFFFu, c, 0) < 32) {
           publish_local_tile(r, task->t, c);
           if (c == 0) report_task(r, index, start, end, s_marks, true, ++done);
         }

@@ -647,10 +647,10 @@ impl MoeSpec {
                 ..h
             }));
             // Then each of those with half the epilogue's staged bytes (fewer accumulators
-            // staged at once, 16 fewer copy-out stores in flight a thread): paper T4096 E64's
-            // image spilled 24 bytes, through its fallback too, once consumer warp 0 published
-            // alone (perf-notes v38 (d)), and compiles clean with 256-byte staging; mma.sync
-            // costs ~1.5x (run 118).
+            // staged at once, fewer copy-out stores in flight a thread), before mma.sync (~1.5x
+            // slower, run 118): a safety net. While a branch in the consumers' hand-off was not
+            // provably warp-uniform, the paper layers' images at E >= 64 spilled 24 bytes
+            // through their fallbacks and compiled clean this way (perf-notes v38 (d)).
             let hopper_specs = out.clone();
             out.extend(hopper_specs.iter().filter_map(MoeSpec::with_narrower_staging));
         }

@@ -133,8 +133,9 @@ fn every_model_preset_compiles_through_its_candidates() {
 /// `MoeSpec::candidates`), never to mma.sync. In run 118 the T16384 E128 image spilled 8 bytes
 /// and ran on mma.sync, 1.71 ms against ~1.2, unnoticed because no test compiled it (that image
 /// now compiles through its variant's fallback, the thread index read afresh: config.cuh
-/// FDM_FRESH_TID); in session 24 T4096 E64's spilled 24 bytes, fallback and all, and takes
-/// 256-byte staging. A layer that leaves its first image is printed with what spilled.
+/// FDM_FRESH_TID); in session 24 T4096 E64's spilled 24 bytes, fallback and all, until a
+/// branch became provably warp-uniform. A layer that leaves its first image is printed with
+/// what spilled.
 #[test]
 fn every_paper_layer_compiles_on_the_hopper_engine() {
     let Some(jit) = jit() else { return };

@@ -13,16 +13,16 @@
 # (626998951465108a, 475c4d4a492461f3, 3e3fffeb851ccdc2, 5666d09c14b187bb).
 # (A release atomic for the row-tile count, `atom.release.gpu`, was not queued: ptxas lowers it
 # to the same MEMBAR.ALL.GPU + ATOM as the fence and the atomicAdd it would replace.)
-# The paper layers at E >= 64 that now build their narrower-staging twin (`-e256`; perf-notes
-# v38 (d)): T8192 E128 and T16384 E128 through gpu-check (T16384 E128 was 1.161 ms in run 121
-# on its 128-row-router FDM_FRESH_TID image, which spills since warp 0 publishes: it now takes
-# the 64-row-router `-e256` image), T4096 E64 through the CLI (gpu-check has no E64 case): their
-# first timings on these images. The presets' re-time: gpt-oss-20b (run 123: 1.639-1.643), Mixtral-8x7B, DeepSeek-V3's and
+# The default image changed after run 129 (consumer warp 0's test made provably warp-uniform:
+# the divergent form made the paper layers' fallback images at E >= 64 spill; perf-notes v38
+# (d)): the default passes time it (run 129's warp-0 passes: Qwen3 0.736-0.738, OLMoE
+# 0.808-0.809, T16384 E8 0.874-0.877, T128 E8 0.102-0.103 on another machine start), and the
+# `twins` phase re-times T8192 E128 and T16384 E128 (run 121: 1.161 ms).
+# The presets' re-time: gpt-oss-20b (run 123: 1.639-1.643), Mixtral-8x7B, DeepSeek-V3's and
 # Kimi-K2's routed parts (build time: ~55 and ~104 s each on a cold machine, gpu-queue.md):
 # once each with the defaults, last, as the budget allows.
-# Carry: .carry/gpu-check (`cargo build --release -p flashdmoe-bench --bin gpu-check`) and
-# .carry/flashdmoe (`cargo build --release --bin flashdmoe`: gpu-check has no E64 case), both
-# stripped, built at the commit that added the narrower-staging twin or later.
+# Carry: .carry/gpu-check (`cargo build --release -p flashdmoe-bench --bin gpu-check`,
+# stripped) built at the commit that made warp 0's test warp-uniform or later.
 set -u -o pipefail
 source scripts/gpu-env.sh
 w=$(mktemp -d); BUDGET=${BUDGET:-570}; source scripts/gpu-phases.sh
@@ -35,11 +35,9 @@ ph base2 35 .carry/gpu-check --only "$cases" --json $w/base2.jsonl
 FLASHDMOE_EXTRA_DEFINES=FDM_RELAXED_COMPLETION ph rc2 35 .carry/gpu-check --only "$cases" --json $w/rc2.jsonl
 ph twins 60 .carry/gpu-check --only "=paper-t8192-e128,=paper-t16384-e128" --json $w/twins.jsonl
 ph presets 120 .carry/gpu-check --only "=preset gpt-oss-20b,=preset mixtral-8x7b,=preset deepseek-v3 routed part" --json $w/presets.jsonl
-ph e64 40 .carry/flashdmoe run --backend cuda --preset paper-t4096-e64 --back-to-back 30
 ph kimi 150 .carry/gpu-check --only "=preset kimi-k2 routed part" --json $w/kimi.jsonl
 tar czf $OUT/run130.tgz -C $w .
 ab_lines base1 rc1 base2 rc2 twins presets kimi
-echo "== e64"; grep -E "kernel:|PASS|FAIL|back to back|error" $w/e64.log | cut -c1-300
 echo "check: $(grep -c '^\[ok\]' $w/check.log) ok, $(grep -c '^\[FAIL\]' $w/check.log) FAIL"; grep -h '^\[FAIL\]\|^extra kernel' $w/check.log | cut -c1-600
 for b in base1 rc1 base2 rc2 twins presets kimi; do grep -hE "^(preset|paper)" $w/$b.log 2>/dev/null | sed "s/^/$b /" | cut -c1-100; done
 cat $w/summary.txt
