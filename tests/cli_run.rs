@@ -510,6 +510,8 @@ fn trace_is_written_as_chrome_json_and_conforms() {
         assert!(times.contains(part), "{times}");
     }
     assert!(times.contains("median gap between a processor's tasks: "), "{times}");
+    // And by the kind of task after the gap (trace::gap_times): GEMM1 tasks follow others.
+    assert!(times.contains(" (before ") && times.contains("gemm1 n="), "{times}");
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&path).expect("trace file")).expect("JSON");
     let events = json["traceEvents"].as_array().expect("traceEvents array");

@@ -317,6 +317,22 @@ pub struct GapTimes {
     pub p90_ns: u64,
 }
 
+impl GapTimes {
+    /// One line for a report, e.g. `gemm1 n=2536 median 2.1us p90 3.3us sum 42us/processor`:
+    /// the sum spread over `processors` (the idle time it adds to a forward if every
+    /// processor waited alike).
+    pub fn describe(&self, processors: u32) -> String {
+        format!(
+            "{} n={} median {:.1}us p90 {:.1}us sum {:.0}us/processor",
+            self.kind.name(),
+            self.gaps,
+            self.median_ns as f64 / 1e3,
+            self.p90_ns as f64 / 1e3,
+            self.total_ns as f64 / 1e3 / f64::from(processors.max(1))
+        )
+    }
+}
+
 /// [`GapTimes`] by the kind of the task after the gap (GEMM0, GEMM1, combine), leaving out
 /// kinds that never follow another task on a processor.
 pub fn gap_times(events: &[TraceEvent]) -> Vec<GapTimes> {
@@ -387,6 +403,9 @@ mod tests {
                 p90_ns: 300
             }
         );
+        let line =
+            GapTimes { total_ns: 6_000, median_ns: 2_050, p90_ns: 3_300, ..gaps[0] }.describe(2);
+        assert_eq!(line, "gemm1 n=2 median 2.0us p90 3.3us sum 3us/processor");
     }
 
     #[test]

@@ -198,8 +198,9 @@ struct RunArgs {
     iterations: u32,
     /// Run one more forward with a per-task trace: write it to PATH as Chrome/Perfetto JSON
     /// (open it in ui.perfetto.dev or chrome://tracing), print the processors' utilisation,
-    /// each task kind's count, median and p90 duration and span, and the median gap between a
-    /// processor's tasks, and check the trace against the task graph (every task exactly once,
+    /// each task kind's count, median and p90 duration and span, the median gap between a
+    /// processor's tasks and the gaps by the kind of task after them, and check the trace
+    /// against the task graph (every task exactly once,
     /// after its prerequisites).
     #[arg(long, value_name = "PATH")]
     trace: Option<std::path::PathBuf>,

@@ -271,7 +271,23 @@ fn task_times_line(events: &[trace::TraceEvent]) -> String {
         || "no processor ran two tasks".into(),
         |g| format!("{:.2} us", g as f64 / 1e3),
     );
-    format!("task times: {}; median gap between a processor's tasks: {gap}", kinds.join("; "))
+    // The gaps by the kind of task after them, over the processors that ran a task.
+    let processors = events
+        .iter()
+        .map(|e| (e.rank, e.processor))
+        .collect::<std::collections::HashSet<_>>()
+        .len() as u32;
+    let by_kind: Vec<String> =
+        trace::gap_times(events).iter().map(|g| g.describe(processors)).collect();
+    let by_kind = if by_kind.is_empty() {
+        String::new()
+    } else {
+        format!(" (before {})", by_kind.join(", "))
+    };
+    format!(
+        "task times: {}; median gap between a processor's tasks: {gap}{by_kind}",
+        kinds.join("; ")
+    )
 }
 
 /// Every forward of the same inputs must give bitwise the same output.

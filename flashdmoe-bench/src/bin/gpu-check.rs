@@ -551,16 +551,7 @@ fn trace_summary(out: &flashdmoe_core::ForwardOutput, processors: u32) -> String
         // Idle processor time before each kind, as µs of the forward (the sum over processors).
         let gaps: Vec<String> = flashdmoe_core::trace::gap_times(events)
             .iter()
-            .map(|g| {
-                format!(
-                    "{} n={} median {:.1}us p90 {:.1}us sum {:.0}us/processor",
-                    g.kind.name(),
-                    g.gaps,
-                    g.median_ns as f64 / 1e3,
-                    g.p90_ns as f64 / 1e3,
-                    g.total_ns as f64 / 1e3 / processors as f64
-                )
-            })
+            .map(|g| g.describe(processors))
             .collect();
         text.push_str(&format!(
             "; rank {}: kernel {:.0}us, first task at {:.0}us, last end {:.0}us, busy {busy_pct:.0}% of launch x {processors} processors; {}; gaps before {}",
