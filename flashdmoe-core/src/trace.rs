@@ -203,12 +203,13 @@ pub fn kind_times(events: &[TraceEvent]) -> Vec<KindTimes> {
                 of_kind.iter().map(|e| e.end_ns.saturating_sub(e.start_ns)).collect();
             durations.sort_unstable();
             let n = durations.len();
-            (n > 0).then(|| KindTimes {
+            let (median_ns, p90_ns) = median_p90(&durations)?;
+            Some(KindTimes {
                 kind,
                 tasks: n,
                 mean_ns: durations.iter().sum::<u64>() as f64 / n as f64,
-                median_ns: durations[n / 2],
-                p90_ns: durations[(n * 9 / 10).min(n - 1)],
+                median_ns,
+                p90_ns,
                 span_ns: (
                     of_kind.iter().map(|e| e.start_ns).min().unwrap_or(0),
                     of_kind.iter().map(|e| e.end_ns).max().unwrap_or(0),
@@ -283,19 +284,32 @@ pub fn fill_times(events: &[TraceEvent], rows: &HashMap<TaskKey, u32>, bm: u32) 
         .collect()
 }
 
+/// The median and the 90th percentile of `sorted` (the upper one of an even count); `None`
+/// when it is empty.
+fn median_p90(sorted: &[u64]) -> Option<(u64, u64)> {
+    let n = sorted.len();
+    (n > 0).then(|| (sorted[n / 2], sorted[(n * 9 / 10).min(n - 1)]))
+}
+
+/// Every idle time between one task's end and the next task's start on the same processor
+/// (ns), over every processor of every rank, with the kind of the task after it.
+fn processor_gaps(events: &[TraceEvent]) -> Vec<(TaskKind, u64)> {
+    let mut by_processor: Vec<&TraceEvent> = events.iter().collect();
+    by_processor.sort_unstable_by_key(|e| (e.rank, e.processor, e.start_ns));
+    by_processor
+        .windows(2)
+        .filter(|w| (w[0].rank, w[0].processor) == (w[1].rank, w[1].processor))
+        .map(|w| (w[1].kind, w[1].start_ns.saturating_sub(w[0].end_ns)))
+        .collect()
+}
+
 /// The median idle time between one task's end and the next task's start on the same processor
 /// (ns; the upper one of an even count), over every processor of every rank; `None` when no
 /// processor ran two tasks.
 pub fn median_gap_ns(events: &[TraceEvent]) -> Option<u64> {
-    let mut by_processor: Vec<&TraceEvent> = events.iter().collect();
-    by_processor.sort_unstable_by_key(|e| (e.rank, e.processor, e.start_ns));
-    let mut gaps: Vec<u64> = by_processor
-        .windows(2)
-        .filter(|w| (w[0].rank, w[0].processor) == (w[1].rank, w[1].processor))
-        .map(|w| w[1].start_ns.saturating_sub(w[0].end_ns))
-        .collect();
+    let mut gaps: Vec<u64> = processor_gaps(events).into_iter().map(|(_, gap)| gap).collect();
     gaps.sort_unstable();
-    gaps.get(gaps.len() / 2).copied()
+    median_p90(&gaps).map(|(median, _)| median)
 }
 
 /// The idle time on a processor before tasks of one kind: every gap between one task's end
@@ -336,26 +350,20 @@ impl GapTimes {
 /// [`GapTimes`] by the kind of the task after the gap (GEMM0, GEMM1, combine), leaving out
 /// kinds that never follow another task on a processor.
 pub fn gap_times(events: &[TraceEvent]) -> Vec<GapTimes> {
-    let mut by_processor: Vec<&TraceEvent> = events.iter().collect();
-    by_processor.sort_unstable_by_key(|e| (e.rank, e.processor, e.start_ns));
-    let pairs: Vec<(TaskKind, u64)> = by_processor
-        .windows(2)
-        .filter(|w| (w[0].rank, w[0].processor) == (w[1].rank, w[1].processor))
-        .map(|w| (w[1].kind, w[1].start_ns.saturating_sub(w[0].end_ns)))
-        .collect();
+    let pairs = processor_gaps(events);
     [TaskKind::Gemm0, TaskKind::Gemm1, TaskKind::Combine]
         .into_iter()
         .filter_map(|kind| {
             let mut gaps: Vec<u64> =
                 pairs.iter().filter(|(k, _)| *k == kind).map(|&(_, g)| g).collect();
             gaps.sort_unstable();
-            let n = gaps.len();
-            (n > 0).then(|| GapTimes {
+            let (median_ns, p90_ns) = median_p90(&gaps)?;
+            Some(GapTimes {
                 kind,
-                gaps: n,
+                gaps: gaps.len(),
                 total_ns: gaps.iter().sum(),
-                median_ns: gaps[n / 2],
-                p90_ns: gaps[(n * 9 / 10).min(n - 1)],
+                median_ns,
+                p90_ns,
             })
         })
         .collect()

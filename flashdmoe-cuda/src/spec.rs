@@ -532,13 +532,10 @@ impl MoeSpec {
         MoeSpec { combine, ..self }
     }
 
-    /// This Hopper specialisation with half its epilogue's staged bytes (at least 128), if it
-    /// has wider than 128 and the result fits (`None` on the mma.sync engine).
+    /// This Hopper specialisation with half its epilogue's staged bytes, if the engine takes
+    /// that (at least 128) and it fits (`None` on the mma.sync engine).
     pub fn with_narrower_staging(&self) -> Option<MoeSpec> {
         let TileEngine::Wgmma(t) = self.engine else { return None };
-        if t.stage_bytes < 256 {
-            return None;
-        }
         let tile = WgmmaTile { stage_bytes: t.stage_bytes / 2, ..t };
         let spec = MoeSpec { engine: TileEngine::Wgmma(tile), ..*self };
         (tile.unsupported().is_none() && spec.smem_bytes() <= SMEM_LIMIT).then_some(spec)

@@ -472,6 +472,14 @@ pub fn suite() -> Vec<BenchConfig> {
         stage_bytes,
         ..c(DType::Bf16, 128, 256, stages, Plain, false, 16384)
     };
+    // A ping-pong 128x128 at Qwen3's GEMM1 shape (N 2048, K 768).
+    let pingpong = |stages, stage_bytes, epilogue, gather, m| BenchConfig {
+        n: 2048,
+        k: 768,
+        stage_bytes,
+        pingpong: true,
+        ..c(DType::Bf16, 128, 128, stages, epilogue, gather, m)
+    };
     vec![
         c(DType::Bf16, 128, 256, 4, Plain, false, 16384),
         staged(256, 4),
@@ -542,34 +550,10 @@ pub fn suite() -> Vec<BenchConfig> {
         // waves), whose epilogue is a third of a task in the MoE kernel, and at K 4096 (v21:
         // ping-pong lost 5% there). A ping-pong tile is one warpgroup's 128x128.
         BenchConfig { n: 2048, k: 768, m: 65536, ..staged(256, 4) },
-        BenchConfig {
-            n: 2048,
-            k: 768,
-            m: 65536,
-            pingpong: true,
-            ..c(DType::Bf16, 128, 128, 6, Plain, false, 0)
-        },
-        BenchConfig {
-            n: 2048,
-            k: 768,
-            m: 65536,
-            pingpong: true,
-            stage_bytes: 256,
-            ..c(DType::Bf16, 128, 128, 4, Plain, false, 0)
-        },
-        BenchConfig {
-            n: 2048,
-            k: 768,
-            m: 65536 - 37,
-            pingpong: true,
-            ..c(DType::Bf16, 128, 128, 6, BiasRelu, true, 0)
-        },
-        BenchConfig {
-            n: 8192,
-            k: 4096,
-            pingpong: true,
-            ..c(DType::Bf16, 128, 128, 6, Plain, false, 16384)
-        },
+        pingpong(6, 128, Plain, false, 65536),
+        pingpong(4, 256, Plain, false, 65536),
+        pingpong(6, 128, BiasRelu, true, 65536 - 37),
+        BenchConfig { n: 8192, k: 4096, ..pingpong(6, 128, Plain, false, 16384) },
     ]
 }
 
