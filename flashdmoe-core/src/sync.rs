@@ -17,14 +17,14 @@
 //!   which loom needs to schedule another thread.
 
 #[cfg(not(flashdmoe_loom))]
-pub use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+pub use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence};
 #[cfg(not(flashdmoe_loom))]
 pub use std::sync::{Arc, Mutex, MutexGuard};
 #[cfg(not(flashdmoe_loom))]
 pub use std::thread;
 
 #[cfg(flashdmoe_loom)]
-pub use loom::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+pub use loom::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence};
 #[cfg(flashdmoe_loom)]
 pub use loom::sync::{Arc, Mutex, MutexGuard};
 #[cfg(flashdmoe_loom)]

@@ -8,8 +8,9 @@
 //
 // Ordering: the scheduler works in rounds: every slot store of a round, one fence, then
 // relaxed stores of the assigned counts (a release pattern); the processor's ld.acquire.gpu of
-// assigned > taken makes the slot visible. Completion: st.release.gpu of completed after the
-// task's results are published; the scheduler reads a round's completion counts relaxed, all
+// assigned > taken makes the slot visible. Completion: a release of completed after the
+// task's results are published (mailbox_complete: a relaxed store after the task's own fence,
+// else st.release.gpu); the scheduler reads a round's completion counts relaxed, all
 // at once, then fences. loom checks this protocol in flashdmoe-core (runtime/mailbox.rs).
 #pragma once
 
@@ -51,18 +52,21 @@ __device__ __forceinline__ unsigned mailbox_take(const Rank& r, unsigned q, unsi
 }
 
 /// Processor side: `done` tasks of processor q have completed (their results published).
-/// Experiment FDM_RELAXED_COMPLETION (docs/dev/gpu-queue.md): a relaxed store. Nothing a
-/// reader of the count acquires through it: the scheduler reads it only to refill the
-/// mailbox's slot that the processor's producer read before the task began, and to reach the
-/// bound, after which every result was published by its own release (a signal, a ready flag
-/// or a counter). The release store waits for the fence before it (~0.3-1 µs on the path of
-/// consumer warp 0, which the next task's warpgroup 0 waits for: perf-notes v38 (c)).
-__device__ __forceinline__ void mailbox_complete(const Rank& r, unsigned q, unsigned done) {
-#ifdef FDM_RELAXED_COMPLETION
-  st_relaxed_gpu(&r.completed()[q], done);
-#else
-  st_release_gpu(&r.completed()[q], done);
-#endif
+/// The store releases the processor's read of the task's mailbox slot, which the scheduler
+/// overwrites once it sees the count (core's `Mailbox::complete`; the results themselves are
+/// published by their own releases: a signal, a ready flag or a counter). `fenced`: the calling
+/// thread ran a fence at GPU scope or wider after it took the task (acquired its ring slot, which
+/// the producer filled after reading the mailbox slot) -- fence_for before a row-tile count, or
+/// signal_to's fence. The count is then a relaxed store: with that fence it is a release
+/// pattern, and it does not wait on a second MEMBAR for the atomic or signal just issued
+/// (run 130: Qwen3, OLMoE and T16384 E8 -0.8%, perf-notes v39 (a)). Otherwise st.release.gpu.
+/// core's loom model checks both forms (runtime/mailbox.rs `loom_fenced_relaxed_completion`).
+__device__ __forceinline__ void mailbox_complete(const Rank& r, unsigned q, unsigned done, bool fenced) {
+  if (fenced) {
+    st_relaxed_gpu(&r.completed()[q], done);
+  } else {
+    st_release_gpu(&r.completed()[q], done);
+  }
 }
 
 /// Processor side: waits for task number `taken` of processor q: its task index, or kStop

@@ -96,7 +96,8 @@ __device__ void processor(const Rank& r, unsigned pid, char* smem) {
     __syncthreads();
     if (threadIdx.x == 0) {
       record_trace(r, pid, ti, start, end);
-      mailbox_complete(r, pid, ++consumed);
+      // A GEMM task's fences (every thread's, thread 0's included) came after it took the task.
+      mailbox_complete(r, pid, ++consumed, t.kind != FDM_TASK_COMBINE);
       deadline.progress();
     }
   }

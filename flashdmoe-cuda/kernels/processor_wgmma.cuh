@@ -268,7 +268,8 @@ __device__ __forceinline__ unsigned long long gemm_consume(const Rank& r, const 
 /// fences (gemm_consume's closing barrier ordered every consumer's stores before it: fences are
 /// cumulative, CUTLASS's semaphore pattern) and counts the row tile; the GEMM0 that completes
 /// it publishes the row tile's GEMM1 tasks over the warp. A GEMM1 tile: lane 0 raises the
-/// return signal (a release store). Warp 0's lag reaches the next task's barriers (its
+/// return signal (signal_to: a fence, then the store). Either way lane 0 has fenced, so its
+/// completion count may be relaxed (report_task's `fenced`). Warp 0's lag reaches the next task's barriers (its
 /// epilogue at the latest), which only wait for it: nothing it does waits on the others.
 __device__ __forceinline__ void publish_local_tile(const Rank& r, const fdm_task& t, unsigned lane) {
   if (t.kind == FDM_TASK_GEMM0) {
@@ -287,14 +288,15 @@ __device__ __forceinline__ void publish_local_tile(const Rank& r, const fdm_task
 }
 
 /// Consumer 0, once task `index` is published: its trace record (with the in-task `marks`
-/// where the task kind sets them: `marked`) and the processor's completion count.
+/// where the task kind sets them: `marked`) and the processor's completion count (`fenced`:
+/// consumer 0 fenced while publishing the task, mailbox_complete).
 __device__ __forceinline__ void report_task(const Rank& r, unsigned index, unsigned long long start,
                                             unsigned long long end, const unsigned long long* marks, bool marked,
-                                            unsigned done) {
+                                            unsigned done, bool fenced) {
   const unsigned pid = processor_index(r.p);
   record_trace(r, pid, index, start, end, marked ? (unsigned)(marks[0] - start) : 0u,
                marked ? (unsigned)(marks[1] - start) : 0u);
-  mailbox_complete(r, pid, done);
+  mailbox_complete(r, pid, done, fenced);
 }
 
 __device__ void wgmma_consumer(const Rank& r, const Engine::Smem& s, hw::Ring<2>& ring,
@@ -348,7 +350,8 @@ __device__ void wgmma_consumer(const Rank& r, const Engine::Smem& s, hw::Ring<2>
         // bytes through their fallbacks (perf-notes v38 (d)).
         if (__shfl_sync(0xFFFFFFFFu, c, 0) < 32) {
           publish_local_tile(r, task->t, c);
-          if (c == 0) report_task(r, index, start, end, s_marks, true, ++done);
+          // Lane 0 fenced in publish_local_tile (before the row-tile count, or signal_to's).
+          if (c == 0) report_task(r, index, start, end, s_marks, true, ++done, true);
         }
         Engine::ring_release(s, ring);
         ring.advance();
@@ -359,7 +362,7 @@ __device__ void wgmma_consumer(const Rank& r, const Engine::Smem& s, hw::Ring<2>
     hw::consumer_sync();
     // In-task marks: every GEMM task's, a streamed combine's (combine_stream::consume).
     const bool marked = task->t.kind != FDM_TASK_COMBINE || combine_stream::kEnabled;
-    if (c == 0) report_task(r, index, start, end, s_marks, marked, ++done);
+    if (c == 0) report_task(r, index, start, end, s_marks, marked, ++done, false);
     Engine::ring_release(s, ring);
     ring.advance();
   }

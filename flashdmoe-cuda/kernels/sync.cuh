@@ -9,8 +9,9 @@
 //   * task descriptors: written, then the task's ready flag st.release.gpu = epoch;
 //   * mailboxes: the scheduler writes the slots of a round, fences (fence.acq_rel.gpu) and
 //     stores the assigned counts relaxed (a release pattern); processors ld.acquire.gpu them;
-//     processors st.release.gpu their completion counts, which the scheduler loads relaxed,
-//     a round's loads at once, then fences (an acquire pattern);
+//     processors release their completion counts (a relaxed store after the task's own
+//     publication fence, else st.release.gpu: mailbox_complete), which the scheduler loads
+//     relaxed, a round's loads at once, then fences (an acquire pattern);
 //   * row-tile and combine counters: __threadfence() then atomicAdd; the thread that
 //     completes a counter fences again before publishing the follow-up tasks.
 #pragma once
@@ -49,6 +50,29 @@ __device__ __forceinline__ void st_relaxed_gpu(unsigned* p, unsigned v) {
 /// After relaxed loads: they acquire (later accesses see what their writers released); before
 /// relaxed stores: they release (earlier accesses are visible to whoever sees them).
 __device__ __forceinline__ void fence_acq_rel_gpu() { asm volatile("fence.acq_rel.gpu;" ::: "memory"); }
+/// Release-only fences (PTX 8.6, sm_90): what st.release lowers to (MEMBAR, no L1
+/// invalidation: fence.acq_rel adds a CCTL.IVALL for its acquire half); fence.acq_rel before
+/// sm_90.
+__device__ __forceinline__ void fence_release_gpu() {
+#if __CUDA_ARCH__ >= 900
+  asm volatile("fence.release.gpu;" ::: "memory");
+#else
+  fence_acq_rel_gpu();
+#endif
+}
+__device__ __forceinline__ void fence_release_sys() {
+#if __CUDA_ARCH__ >= 900
+  asm volatile("fence.release.sys;" ::: "memory");
+#else
+  asm volatile("fence.acq_rel.sys;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void st_relaxed_gpu(unsigned long long* p, unsigned long long v) {
+  asm volatile("st.relaxed.gpu.global.u64 [%0], %1;" ::"l"(p), "l"(v) : "memory");
+}
+__device__ __forceinline__ void st_relaxed_sys(unsigned long long* p, unsigned long long v) {
+  asm volatile("st.relaxed.sys.global.u64 [%0], %1;" ::"l"(p), "l"(v) : "memory");
+}
 __device__ __forceinline__ unsigned ld_volatile(const unsigned* p) {
   return *reinterpret_cast<const volatile unsigned*>(p);
 }
@@ -70,11 +94,20 @@ __device__ __forceinline__ void fence_for(const fdm_params* p, unsigned rank) {
   }
 }
 /// Publishes signal word `v` at `sig` in rank `rank`'s heap with release semantics at the
-/// narrowest scope that includes its readers (see fence_for).
+/// narrowest scope that includes its readers (see fence_for): a release fence, then a relaxed
+/// store, the release pattern that `st.release` names (the same SASS). Written as a
+/// fence because it is one: every later relaxed store of this thread is released by it too,
+/// which mailbox_complete's relaxed form relies on (a GEMM1 tile's completion count after
+/// its return signal).
 __device__ __forceinline__ void signal_to(const fdm_params* p, unsigned rank, unsigned long long* sig,
                                           unsigned long long v) {
-  if (on_this_gpu(p, rank)) st_release_gpu(sig, v);
-  else st_release_sys(sig, v);
+  if (on_this_gpu(p, rank)) {
+    fence_release_gpu();
+    st_relaxed_gpu(sig, v);
+  } else {
+    fence_release_sys();
+    st_relaxed_sys(sig, v);
+  }
 }
 
 __device__ __forceinline__ unsigned long long now_ns() {

@@ -143,12 +143,10 @@ pub struct KernelExperiment {
     pub what: &'static str,
 }
 
-/// The kernel experiments waiting for a GPU run (run 130's script measures these; runs 127-129
-/// measured session 23's four, FDM_PREFETCH_WEIGHTS and FDM_WARP0_PUBLISHES: perf-notes v38).
-pub const EXPERIMENTS: &[KernelExperiment] = &[KernelExperiment {
-    define: "FDM_RELAXED_COMPLETION",
-    what: "mailbox.cuh mailbox_complete: the processor's completion count as a relaxed store",
-}];
+/// The kernel experiments waiting for a GPU run (none now: run 130 measured
+/// FDM_RELAXED_COMPLETION, kept as the default after a fence; runs 127-129 measured session
+/// 23's four, FDM_PREFETCH_WEIGHTS and FDM_WARP0_PUBLISHES: perf-notes v38-v39).
+pub const EXPERIMENTS: &[KernelExperiment] = &[];
 
 /// Preprocessor defines (`-DNAME` / `-DNAME=VALUE`) specialising a kernel. Kept sorted by name
 /// so equal sets give equal options (and cache keys) whatever the insertion order.

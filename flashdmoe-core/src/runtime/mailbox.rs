@@ -12,7 +12,9 @@
 //!   task the moment it finishes one.
 //! * Processor, [`Mailbox::take`]: once `assigned` (acquire-loaded) exceeds the words it took,
 //!   `c`, read slot `c % 2`; after running the task, [`Mailbox::complete`] release-stores
-//!   `completed = c + 1`.
+//!   `completed = c + 1` -- or, where the processor fenced after taking the task,
+//!   [`Mailbox::complete_after_fence`] stores it relaxed: with the fence, a release pattern
+//!   (the kernel's GEMM tasks: their publication fence is the one; `mailbox_complete`).
 //! * The end: once every task of the rank's bound is complete, the scheduler posts [`STOP`] to
 //!   every mailbox, like a task; a processor that takes it is done.
 //!
@@ -31,7 +33,7 @@
 //! All of this is model-checked with loom below, and each ordering (and the depth) is shown to
 //! matter by a weakened variant that loom must catch.
 
-use crate::sync::{AtomicU32, Ordering, UnsafeCell};
+use crate::sync::{AtomicU32, Ordering, UnsafeCell, fence};
 
 /// The word that tells a processor to stop (the kernel's `kStop`).
 pub const STOP: u32 = u32::MAX;
@@ -152,6 +154,20 @@ impl Mailbox {
     pub unsafe fn complete(&self, taken: u32) {
         self.completed.store(taken, self.rules.complete);
     }
+
+    /// Processor: [`Mailbox::complete`] for a processor that publishes the task's results
+    /// behind a fence of its own: the fence (here a `Release` fence, standing for the kernel's
+    /// `fence_for` or `signal_to`, issued after the word was read) and a relaxed store of
+    /// `completed` form a release pattern, so the store itself need not be a release (on the
+    /// GPU: no second MEMBAR waiting for the publication just issued; run 130, -0.8%).
+    ///
+    /// # Safety
+    ///
+    /// As [`Mailbox::complete`].
+    pub unsafe fn complete_after_fence(&self, taken: u32) {
+        fence(Ordering::Release);
+        self.completed.store(taken, Ordering::Relaxed);
+    }
 }
 
 #[cfg(all(test, not(flashdmoe_loom)))]
@@ -233,6 +249,12 @@ mod loom_tests {
     /// completions, and then reads every result. Explored exhaustively (no preemption bound:
     /// about 35 s on two cores; the weakened variants fail within a second).
     fn handoff(rules: Rules) {
+        handoff_with(rules, false)
+    }
+
+    /// [`handoff`], the processor completing each task with [`Mailbox::complete_after_fence`]
+    /// when `fenced` (the kernel's GEMM tasks).
+    fn handoff_with(rules: Rules, fenced: bool) {
         loom::model(move || {
             let mailbox = Arc::new(Mailbox::with_rules(rules));
             let tasks = Arc::new(Log::with_capacity(TASKS as usize, NO_TASK));
@@ -256,7 +278,13 @@ mod loom_tests {
                                 unsafe { results.write(index as usize, &[task.row_tile as u8]) };
                                 taken += 1;
                                 // SAFETY: this is the mailbox's processor, done with the word.
-                                unsafe { mailbox.complete(taken) };
+                                unsafe {
+                                    if fenced {
+                                        mailbox.complete_after_fence(taken)
+                                    } else {
+                                        mailbox.complete(taken)
+                                    }
+                                };
                             }
                         }
                     }
@@ -287,6 +315,13 @@ mod loom_tests {
     #[test]
     fn loom_mailbox_handoff() {
         handoff(KERNEL);
+    }
+
+    /// A relaxed completion count after a release fence of the processor's (the kernel's GEMM
+    /// tasks, whose publication fence it is) keeps every guarantee of the release store.
+    #[test]
+    fn loom_fenced_relaxed_completion() {
+        handoff_with(KERNEL, true);
     }
 
     /// The model bites: with a `Relaxed` store of `assigned`, the processor's read of the slot
