@@ -554,6 +554,12 @@ pub fn suite() -> Vec<BenchConfig> {
         pingpong(4, 256, Plain, false, 65536),
         pingpong(6, 128, BiasRelu, true, 65536 - 37),
         BenchConfig { n: 8192, k: 4096, ..pingpong(6, 128, Plain, false, 16384) },
+        // Run 131: ping-pong 128x128 at 369 TFLOP/s against the cooperative 128x256's 663 at K
+        // 4096. Which half of the tile's change is it? The cooperative 128x128 (two 64x128
+        // warpgroups: the same bytes a FLOP as ping-pong's tile, no turn-taking), and ping-pong
+        // with A by one TMA box a k-tile (the producer's 128 threads' cp.async out of the way).
+        BenchConfig { n: 8192, k: 4096, ..c(DType::Bf16, 128, 128, 4, Plain, false, 16384) },
+        BenchConfig { n: 8192, k: 4096, tma_a: true, ..pingpong(6, 128, Plain, false, 16384) },
     ]
 }
 
