@@ -422,8 +422,9 @@ MODELS_T4096 = {
 #: The built-in grids of ``--grid``.
 GRIDS = {"paper": paper_grid, "models-t4096": lambda: list(MODELS_T4096.values())}
 
-#: Every preset: the paper grid entries (``paper-t16384-e32-cf1`` ...) and the model presets.
-PRESETS = {**{_paper_name(c): c for c in paper_grid()}, **MODEL_PRESETS}
+#: Every preset: the paper grid entries (``paper-t16384-e32-cf1`` ...), the model presets and
+#: the models-t4096 grid's layers (``deepseek-v3-routed``, ``kimi-k2-routed``).
+PRESETS = {**{_paper_name(c): c for c in paper_grid()}, **MODEL_PRESETS, **MODELS_T4096}
 
 DEFAULT = _paper(4096, 8, None)
 

@@ -578,6 +578,10 @@ def test_presets_grid_and_overrides():
     assert (c.tokens, c.capacity, c.hidden) == (128, 1.5, 4096)
     [c] = C.configs_from_args(_parse(["--preset", "paper-t128-e8-cf1", "--capacity", "dropless", "--no-bias"]))
     assert c.capacity is None and c.bias is False
+    # Every models-t4096 layer is a preset too (run 133 asked for `--preset deepseek-v3-routed`
+    # and was refused: the routed parts were names of the grid only).
+    routed = C.configs_from_args(_parse(["--preset", *C.MODELS_T4096]))
+    assert routed == list(C.MODELS_T4096.values())
     two = C.configs_from_args(_parse(["--preset", "olmoe-1b-7b", "paper-t128-e8-cf1", "--dtype", "f32"]))
     assert [(c.experts, c.dtype) for c in two] == [(64, "f32"), (8, "f32")]
     [c] = C.configs_from_args(_parse([]))
