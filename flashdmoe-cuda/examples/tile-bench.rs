@@ -95,6 +95,9 @@ fn main() -> ExitCode {
                         entry.and_then(|e| e.registers).unwrap_or(0),
                         c.smem_bytes()
                     );
+                    for line in report.log.lines().filter(|l| l.contains("wgmma")) {
+                        println!("     {line}");
+                    }
                 }
                 Err(e) => {
                     failed += 1;

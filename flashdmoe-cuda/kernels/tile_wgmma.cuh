@@ -86,6 +86,11 @@ __device__ __forceinline__ void wgmma(float (&d)[N / 2], unsigned long long da, 
 #undef FDM_WGMMA_CASE
 }
 
+/// A compile-time slab count (Engine::consume's wgmma sequences).
+template <int N> struct SlabCount {
+  static constexpr int value = N;
+};
+
 /// A position in a ring of `Slots` barrier-guarded slots: slot index and its phase parity.
 template <unsigned Slots> struct Ring {
   unsigned slot = 0, phase = 0;
@@ -420,35 +425,50 @@ template <Mode M, int BM, int BN, int NB, int STAGES> struct Engine {
       }
       return;
     }
+    // The main loop for `n` slabs, its wgmmas straight-line: a run-time test anywhere among
+    // them (`if (m < slabs)` before each, or one branch a k-tile around two sequences) makes
+    // ptxas serialise every wgmma of the image (a `WARPGROUP.DEPBAR.LE gsb0, 0x0` after each
+    // HGMMA). The two-slab images (256-row tiles, ping-pong) were built that way until session
+    // 25 and ran at ~40% of the tensor pipe (perf-notes v39 (b)). So the slab count is chosen
+    // once, around two whole loops (one when kSlabs is 1).
     unsigned pending = 0;  // the stage whose wgmmas may still be running
-    for (int kt = 0; kt < ktiles; ++kt) {
-      mbar_wait(s.full(ps.slot), ps.phase);
-      fence_accum(acc);
-      wgmma_fence();
-      const unsigned long long da = smem_desc(s.a(ps.slot) + a_off);
+    const auto main_loop = [&](auto n) {
+      for (int kt = 0; kt < ktiles; ++kt) {
+        mbar_wait(s.full(ps.slot), ps.phase);
+        fence_accum(acc);
+        wgmma_fence();
+        const unsigned long long da = smem_desc(s.a(ps.slot) + a_off);
 #pragma unroll
-      for (int k = 0; k < kBK / kInstK; ++k) {
-        // One instruction's K slice is 32 bytes further along the swizzled row: +2 in the
-        // descriptor's address field (the hardware applies the swizzle to the address); the
-        // next 64-row slab 8 KiB further: +512.
+        for (int k = 0; k < kBK / kInstK; ++k) {
+          // One instruction's K slice is 32 bytes further along the swizzled row: +2 in the
+          // descriptor's address field (the hardware applies the swizzle to the address); the
+          // next 64-row slab 8 KiB further: +512.
 #pragma unroll
-        for (int b = 0; b < NB; ++b) {
-          if (b > 0 && nbu < 2) break;
-          const unsigned long long db = smem_desc(s.b(ps.slot, b) + b_off);
+          for (int b = 0; b < NB; ++b) {
+            if (b > 0 && nbu < 2) break;
+            const unsigned long long db = smem_desc(s.b(ps.slot, b) + b_off);
 #pragma unroll
-          for (int m = 0; m < kSlabs; ++m) {
-            if (m < slabs) wgmma<M, kN>(acc.v[b][m], da + 512 * m + 2 * k, db + 2 * k, (kt | k) != 0);
+            for (int m = 0; m < decltype(n)::value; ++m) {
+              wgmma<M, kN>(acc.v[b][m], da + 512 * m + 2 * k, db + 2 * k, (kt | k) != 0);
+            }
           }
         }
+        wgmma_commit();
+        fence_accum(acc);
+        if (kInFlight == 0 || kt > 0) {
+          wgmma_wait<kInFlight>();  // the previous k-tile's group (this one's with kInFlight 0)
+          release(s, kInFlight == 0 ? ps.slot : pending);
+        }
+        pending = ps.slot;
+        ps.advance();
       }
-      wgmma_commit();
-      fence_accum(acc);
-      if (kInFlight == 0 || kt > 0) {
-        wgmma_wait<kInFlight>();  // the previous k-tile's group (this one's with kInFlight 0)
-        release(s, kInFlight == 0 ? ps.slot : pending);
-      }
-      pending = ps.slot;
-      ps.advance();
+    };
+    if constexpr (kSlabs == 1) {
+      main_loop(SlabCount<1>{});
+    } else if (slabs == kSlabs) {
+      main_loop(SlabCount<kSlabs>{});
+    } else {
+      main_loop(SlabCount<1>{});
     }
     if (kInFlight != 0) {
       wgmma_wait<0>();

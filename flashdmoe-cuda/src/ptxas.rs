@@ -110,6 +110,15 @@ impl CompileReport {
         self.functions.iter().find(|f| f.entry && f.name == name)
     }
 
+    /// ptxas's note that it serialised the image's wgmmas, if it made one: "Potential
+    /// Performance Loss: wgmma.mma_async instructions are serialized due to ..." (C7510-C7520:
+    /// a call, register pressure, or a run-time branch among the wgmmas, C7520). Each wgmma
+    /// then waits for the one before it to finish (a `WARPGROUP.DEPBAR` after every HGMMA): the
+    /// tile engine's two-slab images ran at ~40% of the tensor pipe that way (perf-notes v39).
+    pub fn wgmma_serialized(&self) -> Option<&str> {
+        self.log.lines().find(|l| l.contains("wgmma.mma_async instructions are serialized"))
+    }
+
     /// Every function that spills registers.
     pub fn spilling(&self) -> impl Iterator<Item = &FunctionReport> {
         self.functions.iter().filter(|f| f.spills())
@@ -239,6 +248,20 @@ ptxas         .     0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loa
                        12 bytes spill stores, 12 bytes spill loads\n";
         let report = CompileReport::parse(Arch::SM90, warning);
         assert_eq!(report.spill_summary(), "big: 12 bytes stores, 12 bytes loads");
+    }
+
+    #[test]
+    fn serialised_wgmma_is_found_in_the_log() {
+        let log = "ptxas info    : (C7520) Potential Performance Loss: wgmma.mma_async instructions are \
+                   serialized due to program dependence on compiler-inserted WG.AR in divergent path \
+                   in the function 'k'\nptxas info    : Used 168 registers";
+        let report = CompileReport::parse(Arch::SM90A, log);
+        assert!(report.wgmma_serialized().is_some_and(|l| l.contains("C7520")));
+        assert_eq!(
+            CompileReport::parse(Arch::SM90A, "ptxas info    : Used 168 registers")
+                .wgmma_serialized(),
+            None
+        );
     }
 
     #[test]
