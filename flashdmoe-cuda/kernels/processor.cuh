@@ -96,8 +96,8 @@ __device__ void processor(const Rank& r, unsigned pid, char* smem) {
     __syncthreads();
     if (threadIdx.x == 0) {
       record_trace(r, pid, ti, start, end);
-      // A GEMM task's fences (every thread's, thread 0's included) came after it took the task.
-      mailbox_complete(r, pid, ++consumed, t.kind != FDM_TASK_COMBINE);
+      // Release: the relaxed form (a GEMM task fenced after taking the task) made this image spill.
+      mailbox_complete(r, pid, ++consumed, false);
       deadline.progress();
     }
   }
