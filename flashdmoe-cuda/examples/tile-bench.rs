@@ -95,7 +95,7 @@ fn main() -> ExitCode {
                         entry.and_then(|e| e.registers).unwrap_or(0),
                         c.smem_bytes()
                     );
-                    for line in report.log.lines().filter(|l| l.contains("wgmma")) {
+                    if let Some(line) = report.wgmma_serialized() {
                         println!("     {line}");
                     }
                 }

@@ -269,8 +269,9 @@ __device__ __forceinline__ unsigned long long gemm_consume(const Rank& r, const 
 /// cumulative, CUTLASS's semaphore pattern) and counts the row tile; the GEMM0 that completes
 /// it publishes the row tile's GEMM1 tasks over the warp. A GEMM1 tile: lane 0 raises the
 /// return signal (signal_to: a fence, then the store). Either way lane 0 has fenced, so its
-/// completion count may be relaxed (report_task's `fenced`). Warp 0's lag reaches the next task's barriers (its
-/// epilogue at the latest), which only wait for it: nothing it does waits on the others.
+/// completion count may be relaxed (report_task's `fenced`). Warp 0's lag reaches the next
+/// task's barriers (its epilogue at the latest), which only wait for it: nothing it does waits
+/// on the others.
 __device__ __forceinline__ void publish_local_tile(const Rank& r, const fdm_task& t, unsigned lane) {
   if (t.kind == FDM_TASK_GEMM0) {
     unsigned base = kStop;
