@@ -143,9 +143,10 @@ pub struct KernelExperiment {
     pub what: &'static str,
 }
 
-/// The kernel experiments waiting for a GPU run (none now: run 130 measured
-/// FDM_RELAXED_COMPLETION, kept as the default after a fence; runs 127-129 measured session
-/// 23's four, FDM_PREFETCH_WEIGHTS and FDM_WARP0_PUBLISHES: perf-notes v38-v39).
+/// The kernel experiments waiting for a GPU run (none now: run 136 measured FDM_WG_EPILOGUE,
+/// per-warpgroup epilogues, level and dropped; run 130 FDM_RELAXED_COMPLETION, kept as the
+/// default after a fence; runs 127-129 session 23's four, FDM_PREFETCH_WEIGHTS and
+/// FDM_WARP0_PUBLISHES: perf-notes v38-v40).
 pub const EXPERIMENTS: &[KernelExperiment] = &[];
 
 /// Preprocessor defines (`-DNAME` / `-DNAME=VALUE`) specialising a kernel. Kept sorted by name
