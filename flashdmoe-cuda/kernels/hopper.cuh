@@ -83,6 +83,49 @@ __device__ __forceinline__ void tma_load_2d(unsigned dst, const void* map, int c
       : "memory");
 }
 
+// ─── 2-CTA clusters (the tile bench's FDM_CLUSTER) ───────────────────────────────────────
+/// This CTA's rank in its cluster, the cluster's index in the grid, and the grid's clusters.
+__device__ __forceinline__ unsigned cluster_ctarank() {
+  unsigned r;
+  asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(r));
+  return r;
+}
+__device__ __forceinline__ unsigned cluster_index() {
+  unsigned r;
+  asm volatile("mov.u32 %0, %%clusterid.x;" : "=r"(r));
+  return r;
+}
+__device__ __forceinline__ unsigned cluster_count() {
+  unsigned r;
+  asm volatile("mov.u32 %0, %%nclusterid.x;" : "=r"(r));
+  return r;
+}
+/// Arrives on the barrier at shared address `bar` of cluster CTA `rank` (the same offset as
+/// this CTA's `bar`), releasing at cluster scope what this thread did before.
+__device__ __forceinline__ void mbar_arrive_cluster(unsigned bar, unsigned rank) {
+  asm volatile(
+      "{\n.reg .b32 remote;\nmapa.shared::cluster.u32 remote, %0, %1;\n"
+      "mbarrier.arrive.release.cluster.shared::cluster.b64 _, [remote];\n}" ::"r"(bar),
+      "r"(rank)
+      : "memory");
+}
+/// Every thread of both CTAs of the cluster (aligned: whole warps): what each did before is
+/// visible to the other after (barrier initialisation; the end, so that no CTA exits while its
+/// peer may still write into its shared memory or arrive on its barriers).
+__device__ __forceinline__ void cluster_sync() {
+  asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;" ::: "memory");
+}
+/// tma_load_2d into shared address `dst` and barrier `bar` of every CTA in `mask` (bit r: rank
+/// r of the cluster), at the same offsets in each.
+__device__ __forceinline__ void tma_load_2d_multicast(unsigned dst, const void* map, int c0, int c1, unsigned bar,
+                                                      unsigned short mask) {
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes.multicast::cluster"
+      " [%0], [%1, {%3, %4}], [%2], %5;" ::"r"(dst),
+      "l"(map), "r"(bar), "r"(c0), "r"(c1), "h"(mask)
+      : "memory");
+}
+
 // ─── stmatrix ────────────────────────────────────────────────────────────────────────────
 /// Stores four 8x8 matrices of 16-bit elements from the warp's registers: lane l's r[i] holds
 /// elements (l / 4, 2 (l % 4) .. +1) of matrix i, and lane l gives the address of row l % 8 of

@@ -7,7 +7,9 @@
 // Defines (set by the host): FDM_MODE (0 bf16, 1 f16, 2 tf32), FDM_BM, FDM_BN, FDM_NB (2 =
 // SwiGLU dual-B), FDM_STAGES, FDM_EPILOGUE (the epilogue below, as params.epilogue), FDM_TMA_A
 // (1: A's rows contiguous, each k-tile one TMA box of params.a_map; else gathered by cp.async),
-// FDM_PINGPONG (1: each consumer warpgroup owns whole tiles, the two in turn; tile_wgmma.cuh).
+// FDM_PINGPONG (1: each consumer warpgroup owns whole tiles, the two in turn; tile_wgmma.cuh),
+// FDM_CLUSTER (2: 2-CTA clusters sharing every B tile, tile_wgmma.cuh "CLUSTERS"; the tiles
+// then go by a static schedule of row-tile pairs, not the counter).
 //
 // Epilogues (params.epilogue): 0 plain; 1 relu(acc + bias[col]); 2 silu(acc0) * acc1 (NB = 2).
 #include "fdm_proto.h"
@@ -62,7 +64,42 @@ __device__ void raster(unsigned t, unsigned tiles_m, unsigned tiles_n, unsigned 
   nt = r / size;
 }
 
-extern "C" __global__ void __launch_bounds__(hopper::kEngineThreads, 1)
+#if FDM_CLUSTER == 2
+#define FDM_CLUSTER_DIMS __cluster_dims__(2, 1, 1)
+#else
+#define FDM_CLUSTER_DIMS
+#endif
+
+/// The next tile of this block: from the grid-wide counter, or in a 2-CTA cluster the
+/// cluster's n-th pair of row tiles (2 pm, 2 pm + 1) of one column tile, walked in rasters of
+/// group_m / 2 pairs, the row tile of the pair this CTA's rank (tiles_m is even: the host
+/// checks). Producer thread 0 only.
+__device__ unsigned next_tile(const fdm_tile_bench_params& p, unsigned tiles_m, unsigned tiles_n, unsigned n) {
+  const unsigned tiles = tiles_m * tiles_n;
+  if constexpr (Engine::kCluster == 2) {
+    const unsigned pair = hopper::cluster_index() + n * hopper::cluster_count();
+    if (pair >= tiles / 2) return kStop;
+    unsigned pm, nt;
+    raster(pair, tiles_m / 2, tiles_n, max(p.group_m / 2, 1u), pm, nt);
+    return nt * tiles_m + 2 * pm + hopper::cluster_ctarank();  // a tile index as tile_of reads it
+  } else {
+    const unsigned t = atomicAdd(p.tile_counter, 1u);
+    return t < tiles ? t : kStop;
+  }
+}
+
+/// The row and column tile of tile index t (next_tile's).
+__device__ void tile_of(const fdm_tile_bench_params& p, unsigned t, unsigned tiles_m, unsigned tiles_n, unsigned& mt,
+                        unsigned& nt) {
+  if constexpr (Engine::kCluster == 2) {
+    mt = t % tiles_m;
+    nt = t / tiles_m;
+  } else {
+    raster(t, tiles_m, tiles_n, p.group_m, mt, nt);
+  }
+}
+
+extern "C" __global__ void FDM_CLUSTER_DIMS __launch_bounds__(hopper::kEngineThreads, 1)
     fdm_tile_bench(const __grid_constant__ fdm_tile_bench_params p) {
   extern __shared__ __align__(1024) char smem[];
   const Engine::Smem s = Engine::carve(smem);
@@ -73,19 +110,16 @@ extern "C" __global__ void __launch_bounds__(hopper::kEngineThreads, 1)
     if (FDM_TMA_A) hopper::prefetch_tensormap(&p.a_map);
   }
   __syncthreads();
+  if constexpr (Engine::kCluster == 2) hopper::cluster_sync();  // the peer's barriers are set up
   const unsigned tiles_m = fdm_div_ceil(p.m, FDM_BM), tiles_n = p.n / FDM_BN;
-  const unsigned tiles = tiles_m * tiles_n;
   const int ktiles = (int)(p.k / Engine::kBK);
   hopper::Ring<2> ring;
   hopper::Ring<FDM_STAGES> pipe;
   if (threadIdx.x < hopper::kProducerThreads) {
     hopper::regs_decrease<hopper::kProducerRegs>();
     const unsigned pt = threadIdx.x;
-    for (;;) {
-      if (pt == 0) {
-        const unsigned t = atomicAdd(p.tile_counter, 1u);
-        Engine::ring_put(s, ring, t < tiles ? t : kStop);
-      }
+    for (unsigned taken = 0;; ++taken) {
+      if (pt == 0) Engine::ring_put(s, ring, next_tile(p, tiles_m, tiles_n, taken));
       const unsigned t = Engine::ring_get<unsigned>(s, ring);
       ring.advance();
       if (t == kStop) {
@@ -94,7 +128,7 @@ extern "C" __global__ void __launch_bounds__(hopper::kEngineThreads, 1)
         break;
       }
       unsigned mt, nt;
-      raster(t, tiles_m, tiles_n, p.group_m, mt, nt);
+      tile_of(p, t, tiles_m, tiles_n, mt, nt);
       if constexpr (FDM_TMA_A) {
         Engine::produce(s, pipe, pt, Engine::tma_rows(&p.a_map, mt * FDM_BM), ktiles, &p.b0, &p.b1,
                         (int)(nt * FDM_BN), FDM_NB, (int)(nt * FDM_BN));
@@ -128,7 +162,7 @@ extern "C" __global__ void __launch_bounds__(hopper::kEngineThreads, 1)
       if (Engine::kPingPong) ring.advance();
       if (t == kStop) break;
       unsigned mt, nt;
-      raster(t, tiles_m, tiles_n, p.group_m, mt, nt);
+      tile_of(p, t, tiles_m, tiles_n, mt, nt);
       Engine::Accum acc;
       const unsigned rows = min((unsigned)FDM_BM, p.m - mt * FDM_BM);
       Engine::consume(s, pipe, acc, cw, ktiles, FDM_NB, rows);
@@ -145,4 +179,6 @@ extern "C" __global__ void __launch_bounds__(hopper::kEngineThreads, 1)
       });
     }
   }
+  // No CTA leaves while its peer may still multicast into it or arrive on its barriers.
+  if constexpr (Engine::kCluster == 2) hopper::cluster_sync();
 }

@@ -46,6 +46,14 @@
 //   loop starts as the other's ends, and each epilogue (its own staging buffer and named
 //   barrier) runs under the other warpgroup's main loop.
 //
+// CLUSTERS (FDM_CLUSTER=2; the tile bench only, docs/dev/tile-bytes-per-flop.md): the two CTAs
+//   of a cluster compute two row tiles of the same B columns, their stages in step. Each
+//   producer loads half of every B tile (BN / 2 rows, the host's B maps in boxes of BN / 2)
+//   and multicasts it to both CTAs; a stage's full barrier expects the whole tile's bytes (A
+//   and both halves), its empty barrier 16 arrivals (every consumer warp of both CTAs, each
+//   releasing to both). The kernel syncs the cluster after the barriers' set-up and before
+//   it exits, and gives both CTAs the same tiles' columns in the same order.
+//
 // EPILOGUE: store() converts the accumulators through an op, column chunk by column chunk,
 //   into a staging buffer in shared memory (stmatrix for 16-bit elements; 16-byte chunks
 //   swizzled: conflict-free) and copies the valid rows out with 16-byte stores by all 256
@@ -144,6 +152,14 @@ template <Mode M, int BM, int BN, int NB, int STAGES> struct Engine {
   static constexpr int kSlabs = BM == 256 || kPingPong ? 2 : 1;  // 64-row slabs a consumer warpgroup owns
   static constexpr int kWgM = BM / (64 * kSlabs);        // consumer warpgroups along M (of a tile)
   static constexpr int kN = kPingPong ? BN : BN * kWgM / 2;  // columns per consumer warpgroup
+  /// CTAs of a cluster that share every B tile (FDM_CLUSTER, the tile bench only: 1, or 2 for
+  /// a 2-CTA cluster whose CTAs compute two row tiles of the same columns; CLUSTERS above).
+#ifndef FDM_CLUSTER
+#define FDM_CLUSTER 1
+#endif
+  static constexpr unsigned kCluster = FDM_CLUSTER;
+  static_assert(kCluster == 1 || (kCluster == 2 && !kPingPong && BN % 16 == 0),
+                "FDM_CLUSTER: 1, or 2 with cooperative consumers and B tiles of whole 8-row atoms a half");
   /// Consumer warps that share a tile: its stages' and ring slots' releases.
   static constexpr unsigned kTileWarps = kPingPong ? kConsumerWarps / 2 : kConsumerWarps;
   static constexpr int kAcc = kN / 2;                    // f32 registers per thread per B and slab
@@ -218,7 +234,7 @@ template <Mode M, int BM, int BN, int NB, int STAGES> struct Engine {
   __device__ static void init(const Smem& s) {
     for (unsigned i = 0; i < STAGES; ++i) {
       mbar_init(s.full(i), kProducerThreads + 1);
-      mbar_init(s.empty(i), kTileWarps);
+      mbar_init(s.empty(i), kTileWarps * kCluster);  // both CTAs' consumers (clusters)
     }
     for (unsigned i = 0; i < 2; ++i) {
       mbar_init(s.ring_full(i), 1);
@@ -244,10 +260,27 @@ template <Mode M, int BM, int BN, int NB, int STAGES> struct Engine {
       }
     }
   }
-  /// Lane 0 of each consumer warp releases stage `slot` to the producer.
+  /// Lane 0 of each consumer warp releases stage `slot` to the producer (in a 2-CTA cluster
+  /// to both CTAs' producers: either one's multicast refills the stage in both).
   __device__ static void release(const Smem& s, unsigned slot) {
     __syncwarp();
-    if (threadIdx.x % 32 == 0) mbar_arrive(s.empty(slot));
+    if (threadIdx.x % 32 == 0) {
+      mbar_arrive(s.empty(slot));
+      if constexpr (kCluster == 2) mbar_arrive_cluster(s.empty(slot), cluster_ctarank() ^ 1u);
+    }
+  }
+  /// Producer thread 0: B operand `which`'s tile at k-tile column `c0`, rows [b_row, b_row +
+  /// BN), into stage `slot`. In a 2-CTA cluster this CTA loads its half of the rows and
+  /// multicasts it to both CTAs (the peer loads the other half): each stage's full barrier
+  /// expects the whole tile's bytes either way.
+  __device__ static void load_b(const Smem& s, unsigned slot, int which, const void* map, int c0, int b_row) {
+    if constexpr (kCluster == 2) {
+      const unsigned half = cluster_ctarank();
+      tma_load_2d_multicast(s.b(slot, which) + half * (kBBytes / 2), map, c0, b_row + (int)half * (BN / 2),
+                            s.full(slot), (unsigned short)0x3);
+    } else {
+      tma_load_2d(s.b(slot, which), map, c0, b_row, s.full(slot));
+    }
   }
 
   // ─── task ring ────────────────────────────────────────────────────────────────────────
@@ -352,8 +385,8 @@ template <Mode M, int BM, int BN, int NB, int STAGES> struct Engine {
         if (pt == 0) {
           mbar_arrive_expect_tx(s.full(ps.slot), nbu * kBBytes + kABytes);
           tma_load_2d(s.a(ps.slot), rows.base, kt * kBK, (int)rows.stride, s.full(ps.slot));
-          tma_load_2d(s.b(ps.slot, 0), b0, kt * kBK, b_row, s.full(ps.slot));
-          if (NB == 2 && nbu == 2) tma_load_2d(s.b(ps.slot, 1), b1, kt * kBK, b1_row, s.full(ps.slot));
+          load_b(s, ps.slot, 0, b0, kt * kBK, b_row);
+          if (NB == 2 && nbu == 2) load_b(s, ps.slot, 1, b1, kt * kBK, b1_row);
         }
         cp_async_arrive_noinc(s.full(ps.slot));
         ps.advance();
@@ -364,8 +397,8 @@ template <Mode M, int BM, int BN, int NB, int STAGES> struct Engine {
       mbar_wait(s.empty(ps.slot), ps.phase ^ 1u);
       if (pt == 0) {
         mbar_arrive_expect_tx(s.full(ps.slot), nbu * kBBytes);
-        tma_load_2d(s.b(ps.slot, 0), b0, kt * kBK, b_row, s.full(ps.slot));
-        if (NB == 2 && nbu == 2) tma_load_2d(s.b(ps.slot, 1), b1, kt * kBK, b1_row, s.full(ps.slot));
+        load_b(s, ps.slot, 0, b0, kt * kBK, b_row);
+        if (NB == 2 && nbu == 2) load_b(s, ps.slot, 1, b1, kt * kBK, b1_row);
       }
       const unsigned a = s.a(ps.slot);
 #pragma unroll

@@ -360,7 +360,9 @@ impl Kernel {
 
     /// A plain (not cooperative) launch of `shape` on `stream`, with the checks of
     /// [`Kernel::launch_cooperative`] (the grid within the co-resident maximum): for [`crate::launch_cost`],
-    /// which times what the cooperative launch itself costs. Nothing else launches plainly.
+    /// which times what the cooperative launch itself costs, and for the tile bench's 2-CTA
+    /// cluster images (a cluster's blocks wait on each other only, scheduled together by the
+    /// hardware). Nothing else launches plainly.
     ///
     /// # Safety
     ///

@@ -73,6 +73,12 @@ pub struct BenchConfig {
     /// (bm 128), the two in turn, one's epilogue under the other's main loop; the tile is a
     /// warpgroup's, so a 128x128 ping-pong tile does the work of half a cooperative 128x256.
     pub pingpong: bool,
+    /// 2-CTA clusters sharing every B tile (`FDM_CLUSTER=2`): the two CTAs of a cluster compute
+    /// two row tiles of the same columns, each loads half of every B tile and multicasts it to
+    /// both (cuBLAS's arrangement: 0.0078 bytes a FLOP out of L2 against 0.0117 for a 128x256
+    /// tile alone; docs/dev/tile-bytes-per-flop.md). Tiles go by a static schedule of row-tile
+    /// pairs; `m` must be a multiple of `2 bm`.
+    pub cluster: bool,
 }
 
 impl BenchConfig {
@@ -109,7 +115,8 @@ impl BenchConfig {
                 } else {
                     format!(" e{}", self.stage_bytes)
                 }
-                + if self.pingpong { " pp" } else { "" },
+                + if self.pingpong { " pp" } else { "" }
+                + if self.cluster { " c2" } else { "" },
             self.m,
             self.n,
             self.k
@@ -138,7 +145,8 @@ impl BenchConfig {
             .set("FDM_NB", self.nb())
             .set("FDM_EPILOGUE", self.epilogue as u32)
             .set("FDM_WGMMA_IN_FLIGHT", self.in_flight)
-            .set("FDM_TMA_A", u32::from(self.tma_a));
+            .set("FDM_TMA_A", u32::from(self.tma_a))
+            .set("FDM_CLUSTER", if self.cluster { 2 } else { 1 });
         KernelVariant {
             label: format!("tile-bench-{}", self.label().replace(' ', "-")),
             source: TILE_BENCH,
@@ -175,6 +183,14 @@ impl BenchConfig {
         }
         if self.tma_a && self.gather {
             return bad("tma_a loads contiguous rows: it cannot gather".into());
+        }
+        if self.cluster && (self.pingpong || !self.m.is_multiple_of(2 * self.bm)) {
+            return bad(format!(
+                "a 2-CTA cluster takes row tiles in pairs: m {} must be a multiple of 2 bm ({}), \
+                 and its consumers cooperative (not ping-pong)",
+                self.m,
+                2 * self.bm
+            ));
         }
         Ok(())
     }
@@ -300,8 +316,10 @@ pub fn run(
         stream.alloc_zeros(counters).map_err(driver("cuMemAllocAsync"))?;
 
     let ptr = |s: &CudaSlice<u8>| s.device_ptr(stream).0;
+    // B in boxes of bn rows, or of bn / 2 in a 2-CTA cluster (each CTA loads half a tile).
+    let b_box = if config.cluster { config.bn / 2 } else { config.bn };
     let map = |s: &CudaSlice<u8>| {
-        TensorMap::tiled_2d(device, dtype, ptr(s), n as u64, k as u64, (k * elem) as u64, config.bn)
+        TensorMap::tiled_2d(device, dtype, ptr(s), n as u64, k as u64, (k * elem) as u64, b_box)
     };
     let b0 = map(&b_dev[0])?;
     let b1 = if config.nb() == 2 { map(&b_dev[1])? } else { b0 };
@@ -338,17 +356,22 @@ pub fn run(
         group_m: 16,
         pad: [0; 13],
     };
+    // A clustered image (`__cluster_dims__`) launches plainly: its blocks wait only on their
+    // cluster's peer, which the hardware schedules with it; an even grid of whole clusters.
+    let grid = if config.cluster { shape.grid / 2 * 2 } else { shape.grid };
     let launch = |i: usize| {
+        let shape = LaunchShape { grid, block: ENGINE_THREADS };
         // SAFETY: `BenchParams` mirrors the kernel's parameter block (asserted on both
         // sides); every address names a live allocation of this function sized for the
         // config (A m x k, B n x k each, bias n, C (m + bm) x n, the counters), all alive
-        // until the stream is synchronised below.
+        // until the stream is synchronised below. A clustered kernel's blocks wait on their
+        // cluster's peer only (co-scheduled by the hardware), never on other clusters.
         unsafe {
-            kernel.launch_cooperative(
-                stream,
-                LaunchShape { grid: shape.grid, block: ENGINE_THREADS },
-                &params(i),
-            )
+            if config.cluster {
+                kernel.launch_plain(stream, shape, &params(i))
+            } else {
+                kernel.launch_cooperative(stream, shape, &params(i))
+            }
         }
     };
 
@@ -466,6 +489,7 @@ pub fn suite() -> Vec<BenchConfig> {
         in_flight: 1,
         stage_bytes: 128,
         pingpong: false,
+        cluster: false,
     };
     use Epilogue::*;
     let staged = |stage_bytes, stages| BenchConfig {
@@ -576,6 +600,14 @@ pub fn suite() -> Vec<BenchConfig> {
             ..c(DType::Bf16, 256, 192, 3, Plain, false, 16384)
         },
         BenchConfig { n: 7680, k: 4096, tma_a: true, ..staged(512, 3) },
+        // Under the power cap (run 137: our tile at 1425-1485 MHz, cuBLAS at 1560-1635) the
+        // bytes a FLOP are the lever: 2-CTA clusters multicasting B lost 18% on 3 stages with A
+        // by `cp.async` (v22, the pair in lockstep). Again with 4 stages (128-byte staging
+        // chunks) and with A by TMA, as cuBLAS loads both operands, beside the same tiles alone.
+        BenchConfig { n: 8192, k: 4096, cluster: true, ..staged(128, 4) },
+        BenchConfig { n: 8192, k: 4096, cluster: true, tma_a: true, ..staged(128, 4) },
+        BenchConfig { n: 8192, k: 4096, tma_a: true, ..staged(128, 4) },
+        BenchConfig { n: 8192, k: 4096, cluster: true, tma_a: true, ..staged(512, 3) },
     ]
 }
 
@@ -602,6 +634,14 @@ mod tests {
         assert!(c.check().is_err());
         c = suite()[0];
         c.bn = 96;
+        assert!(c.check().is_err());
+        // A 2-CTA cluster takes row tiles in pairs, with cooperative consumers.
+        c = BenchConfig { cluster: true, ..suite()[0] };
+        c.check().unwrap();
+        c.m = 3 * c.bm;
+        let err = c.check().unwrap_err().to_string();
+        assert!(err.contains("multiple of 2 bm"), "{err}");
+        c = BenchConfig { cluster: true, ..suite().into_iter().find(|c| c.pingpong).unwrap() };
         assert!(c.check().is_err());
     }
 }
