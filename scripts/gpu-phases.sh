@@ -6,7 +6,8 @@
 #                          it as skipped), with a timeout of the time left; one line a phase
 #                          (exit status, seconds left) goes to $w/summary.txt.
 #   ab_lines LABEL...      the compared fields of each phase's cases, a line a case.
-# Scripts up to run 85 carry their own copy of these lines (they are records of what ran).
+# Scripts up to run 85 carry their own copy of these lines, runs 137-138 their own clock
+# sampling (they are records of what ran).
 phases_start=$(date +%s)
 phases_budget=${BUDGET:-420}
 left() { echo $((phases_budget - ($(date +%s) - phases_start))); }
@@ -33,4 +34,27 @@ ab_lines() {
       grep -o -E "^\[[a-zA-Z]+\] [^(]*|\[[a-z0-9.-]*-cs\]|spill fallback [A-Z_,=0-9]*|first task at [0-9]+us|placed [0-9]+us|first wave [0-9]+ tasks|combine n=[^;]*|back to back [0-9.]+ ms|output digest [0-9a-f]+|row fill \(bm [0-9]+\): gemm0 [^;]*; gemm1 [^;]*|in-task µs \([^)]*\): [^;]*|streamed combine µs \([^)]*\): [^;]*|gaps before [^;]*" |
       paste -s -d' ' | sed 's/\[ok\]/\n[ok]/g;s/\[FAIL\]/\n[FAIL]/g' | cut -c1-900
   done
+}
+# Clocks and power beside the phases (run 137 on; scripts/gpu-clocks.py summarises them):
+#   clocks_start           samples SM clock, power, temperature and the clock-event reasons
+#                          every 50 ms into $w/smi.csv
+#   mph LABEL NEED CMD...  ph, between LABEL's start and end marks in $w/marks.txt
+#   clocks_stop            stops the sampling and prints a line a marked phase
+clocks_start() {
+  local reasons=clocks_event_reasons.active
+  nvidia-smi --query-gpu=$reasons --format=csv,noheader >/dev/null 2>&1 || reasons=clocks_throttle_reasons.active
+  nvidia-smi --query-gpu=timestamp,clocks.sm,power.draw,temperature.gpu,$reasons --format=csv,noheader,nounits \
+    -lms 50 > "$w/smi.csv" 2>&1 &
+  clocks_pid=$!
+}
+mark() { echo "$1 $2 $(date +%s.%N)" >> "$w/marks.txt"; }
+mph() {
+  local label=$1
+  mark "$label" start
+  ph "$@"
+  mark "$label" end
+}
+clocks_stop() {
+  kill "$clocks_pid" 2>/dev/null
+  python3 scripts/gpu-clocks.py "$w/smi.csv" "$w/marks.txt" 300
 }

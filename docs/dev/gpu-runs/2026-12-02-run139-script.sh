@@ -16,18 +16,13 @@
 set -u -o pipefail
 source scripts/gpu-env.sh
 w=$(mktemp -d); BUDGET=${BUDGET:-200}; source scripts/gpu-phases.sh
-reasons=clocks_event_reasons.active
-nvidia-smi --query-gpu=$reasons --format=csv,noheader >/dev/null 2>&1 || reasons=clocks_throttle_reasons.active
-nvidia-smi --query-gpu=timestamp,clocks.sm,power.draw,temperature.gpu,$reasons --format=csv,noheader,nounits -lms 50 > $w/smi.csv 2>&1 &
-smi=$!
-mark() { echo "$1 $2 $(date +%s.%N)" >> $w/marks.txt; }
-mph() { local l=$1; mark $l start; ph "$@"; mark $l end; }
+clocks_start
 mph short 60 timeout 90 .carry/tile-bench --iters 30 --only "n8192 k4096"
 for c in "128x256 tma-a s4 m16384" "128x256 tma-a s4 c2" "128x256 s4 c2" "128x256 tma-a s3 e512 c2"; do
   l=$(echo "$c" | tr ' ' '_'); mph "sus_$l" 20 timeout 40 .carry/tile-bench --iters 1000 --only "$c"
 done
-kill $smi
+clocks_stop > $w/clocks.txt
 tar czf $OUT/run139.tgz -C $w .
-python3 scripts/gpu-clocks.py $w/smi.csv $w/marks.txt 300
+cat $w/clocks.txt
 for f in $w/short.log $w/sus_*.log; do echo "== $(basename $f)"; grep -hE "^\||failed|FAIL|error" $f | cut -c1-130; done
 cat $w/summary.txt
