@@ -4,7 +4,7 @@
 //! machine). Every timed configuration is verified in the same run.
 //!
 //! Usage: `gpu-check [--quick] [--list] [--json PATH] [--only PATTERN[,PATTERN...]]
-//! [--iters N] [--engine auto|mma-sync|wgmma] [--combine registers|stream]`
+//! [--iters N] [--sustain N] [--engine auto|mma-sync|wgmma] [--combine registers|stream]`
 //!
 //! Prints one line per check and a summary table last; exits non-zero if any check failed.
 //! A forward check's line carries its output digest (`output digest 0123...`,
@@ -14,6 +14,10 @@
 //! streamed through the Hopper engine's stages (`CombineForm`, default `stream` where that
 //! applies; a streamed image's label ends in `-cs`); the output digests then say whether the two
 //! forms wrote the same bits.
+//! `--iters N` (20) times N host-path forwards and N device-resident forwards back to back a
+//! timed case; `--sustain N` times N of the latter instead (the host path keeps `--iters`):
+//! about two seconds of them (N 2000 at T16384) run the GPU into its power cap, where the
+//! default 20 run partly unthrottled (perf-notes v40 (d)).
 //! `--only` keeps the checks whose names contain one of its comma-separated patterns, or equal
 //! one written `=NAME` (e.g. `=preset kimi-k2` without `preset kimi-k2 routed part`).
 //! `--list` prints the names of the checks it would run (with `--quick` and `--only`) and
@@ -49,21 +53,27 @@ struct Args {
     json: Option<String>,
     only: Option<String>,
     iters: usize,
+    /// Device-resident forwards timed back to back (`--sustain`; `iters` when not given).
+    sustain: Option<usize>,
     engine: EngineChoice,
     combine: CombineForm,
 }
 
 fn parse_args() -> Result<Args, String> {
+    parse_args_from(std::env::args().skip(1))
+}
+
+fn parse_args_from(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
     let mut args = Args {
         quick: false,
         list: false,
         json: None,
         only: None,
         iters: 20,
+        sustain: None,
         engine: EngineChoice::Auto,
         combine: CombineForm::default(),
     };
-    let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
             "--quick" => args.quick = true,
@@ -73,6 +83,10 @@ fn parse_args() -> Result<Args, String> {
             "--iters" => {
                 args.iters =
                     it.next().and_then(|v| v.parse().ok()).ok_or("--iters needs a number")?
+            }
+            "--sustain" => {
+                let n = it.next().and_then(|v| v.parse::<usize>().ok()).filter(|&n| n > 0);
+                args.sustain = Some(n.ok_or("--sustain needs a positive number of forwards")?);
             }
             "--engine" => {
                 let v = it.next().ok_or("--engine needs auto, mma-sync or wgmma")?;
@@ -145,6 +159,8 @@ fn inputs(c: &MoeConfig, seed: u64) -> Result<Vec<Vec<f32>>, String> {
 static ENGINE: std::sync::OnceLock<EngineChoice> = std::sync::OnceLock::new();
 /// The `--combine` flag, the same way.
 static COMBINE: std::sync::OnceLock<CombineForm> = std::sync::OnceLock::new();
+/// The `--sustain` flag, the same way (unset: as many as `--iters`).
+static SUSTAIN: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
 
 /// What a check of `case` found: `passed`, `detail`, and nothing measured yet; `seed` is the
 /// weights' (the inputs are drawn from seed 11, or 1 in the timeout checks).
@@ -330,17 +346,20 @@ fn run_case(case: &Case, iters: usize, device: &str) -> Result<Outcome, String> 
         // (and as the baselines' graph replays): the times reported, each forward's between
         // consecutive events; the host path's median beside them.
         let host = TimeSummary::of(&times).ok_or("no valid timed forwards")?;
+        let calls = SUSTAIN.get().copied().unwrap_or(iters);
         let b2b = flashdmoe_bench::resident::back_to_back_all(
             &layer,
             c,
             &inputs,
             &last.ranks,
-            BackToBackOptions { calls: iters, warmup: 3, timeout: options.timeout },
+            BackToBackOptions { calls, warmup: 3, timeout: options.timeout },
             &mut || Ok(()),
         )?;
         let slowest_gpu_ms: f64 = b2b.per_gpu_ms.iter().copied().fold(0.0, f64::max);
+        // A sustained run names its count (the default 20 reads as before).
+        let over = if SUSTAIN.get().is_some() { format!(" over {calls}") } else { String::new() };
         detail.push_str(&format!(
-            "; device-resident back to back {slowest_gpu_ms:.3} ms a forward ({}), host path median {:.3} ms",
+            "; device-resident back to back {slowest_gpu_ms:.3} ms a forward{over} ({}), host path median {:.3} ms",
             if b2b.same {
                 "output bitwise = host path"
             } else {
@@ -356,7 +375,7 @@ fn run_case(case: &Case, iters: usize, device: &str) -> Result<Outcome, String> 
         let touched = perf::experts_touched(c, first.ranks.iter().map(|r| &r.routing))
             .map_err(|e| e.to_string())?;
         timing = Some(Timing {
-            iterations: u32::try_from(iters).map_err(|_| "--iters is too large")?,
+            iterations: u32::try_from(calls).map_err(|_| "--sustain or --iters is too large")?,
             times: summary,
             floor_ms: perf::floor_ms(c, touched),
             host_path_median_ms: Some(host.median_ms),
@@ -915,6 +934,9 @@ fn main() -> ExitCode {
     }
     let _ = ENGINE.set(args.engine);
     let _ = COMBINE.set(args.combine);
+    if let Some(n) = args.sustain {
+        let _ = SUSTAIN.set(n);
+    }
     // A kernel experiment run through FLASHDMOE_EXTRA_DEFINES says so in its log.
     let extra = flashdmoe_cuda::jit::JitConfig::from_env().extra_defines;
     if !extra.is_empty() {
@@ -1028,6 +1050,22 @@ fn main() -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn parse(args: &[&str]) -> Result<Args, String> {
+        parse_args_from(args.iter().map(|a| a.to_string()))
+    }
+
+    #[test]
+    fn sustain_takes_a_positive_count_and_leaves_iters_alone() {
+        let a = parse(&["--sustain", "2000"]).unwrap();
+        assert_eq!((a.sustain, a.iters), (Some(2000), 20));
+        assert_eq!(parse(&[]).unwrap().sustain, None);
+        for bad in [&["--sustain"][..], &["--sustain", "0"], &["--sustain", "many"]] {
+            let err = parse(bad).err().unwrap();
+            assert!(err.contains("--sustain"), "{err}");
+        }
+        assert!(parse(&["--bogus"]).is_err());
+    }
 
     #[test]
     fn only_keeps_substrings_or_exact_names() {
