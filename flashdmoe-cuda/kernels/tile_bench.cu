@@ -70,33 +70,25 @@ __device__ void raster(unsigned t, unsigned tiles_m, unsigned tiles_n, unsigned 
 #define FDM_CLUSTER_DIMS
 #endif
 
-/// The next tile of this block: from the grid-wide counter, or in a 2-CTA cluster the
-/// cluster's n-th pair of row tiles (2 pm, 2 pm + 1) of one column tile, walked in rasters of
-/// group_m / 2 pairs, the row tile of the pair this CTA's rank (tiles_m is even: the host
-/// checks). Producer thread 0 only.
+/// The next tile of this block as nt * tiles_m + mt (kStop past the last): the grid-wide
+/// counter's next, walked in rasters of group_m row tiles; or in a 2-CTA cluster the cluster's
+/// n-th pair of row tiles (2 pm, 2 pm + 1) of one column tile, walked in rasters of group_m / 2
+/// pairs, the row tile of the pair this CTA's rank (tiles_m is even: the host checks).
+/// Producer thread 0 only; the ring carries the index to every thread.
 __device__ unsigned next_tile(const fdm_tile_bench_params& p, unsigned tiles_m, unsigned tiles_n, unsigned n) {
   const unsigned tiles = tiles_m * tiles_n;
+  unsigned mt, nt;
   if constexpr (Engine::kCluster == 2) {
     const unsigned pair = hopper::cluster_index() + n * hopper::cluster_count();
     if (pair >= tiles / 2) return kStop;
-    unsigned pm, nt;
-    raster(pair, tiles_m / 2, tiles_n, max(p.group_m / 2, 1u), pm, nt);
-    return nt * tiles_m + 2 * pm + hopper::cluster_ctarank();  // a tile index as tile_of reads it
+    raster(pair, tiles_m / 2, tiles_n, max(p.group_m / 2, 1u), mt, nt);
+    mt = 2 * mt + hopper::cluster_ctarank();
   } else {
     const unsigned t = atomicAdd(p.tile_counter, 1u);
-    return t < tiles ? t : kStop;
-  }
-}
-
-/// The row and column tile of tile index t (next_tile's).
-__device__ void tile_of(const fdm_tile_bench_params& p, unsigned t, unsigned tiles_m, unsigned tiles_n, unsigned& mt,
-                        unsigned& nt) {
-  if constexpr (Engine::kCluster == 2) {
-    mt = t % tiles_m;
-    nt = t / tiles_m;
-  } else {
+    if (t >= tiles) return kStop;
     raster(t, tiles_m, tiles_n, p.group_m, mt, nt);
   }
+  return nt * tiles_m + mt;
 }
 
 extern "C" __global__ void FDM_CLUSTER_DIMS __launch_bounds__(hopper::kEngineThreads, 1)
@@ -127,8 +119,7 @@ extern "C" __global__ void FDM_CLUSTER_DIMS __launch_bounds__(hopper::kEngineThr
         if (Engine::kPingPong && pt == 0) Engine::ring_put(s, ring, kStop);
         break;
       }
-      unsigned mt, nt;
-      tile_of(p, t, tiles_m, tiles_n, mt, nt);
+      const unsigned mt = t % tiles_m, nt = t / tiles_m;  // next_tile's index
       if constexpr (FDM_TMA_A) {
         Engine::produce(s, pipe, pt, Engine::tma_rows(&p.a_map, mt * FDM_BM), ktiles, &p.b0, &p.b1,
                         (int)(nt * FDM_BN), FDM_NB, (int)(nt * FDM_BN));
@@ -161,8 +152,7 @@ extern "C" __global__ void FDM_CLUSTER_DIMS __launch_bounds__(hopper::kEngineThr
       ring.advance();
       if (Engine::kPingPong) ring.advance();
       if (t == kStop) break;
-      unsigned mt, nt;
-      tile_of(p, t, tiles_m, tiles_n, mt, nt);
+      const unsigned mt = t % tiles_m, nt = t / tiles_m;  // next_tile's index
       Engine::Accum acc;
       const unsigned rows = min((unsigned)FDM_BM, p.m - mt * FDM_BM);
       Engine::consume(s, pipe, acc, cw, ktiles, FDM_NB, rows);

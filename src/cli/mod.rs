@@ -231,9 +231,8 @@ struct RunArgs {
     /// CUDA: run this tile (`BMxBN`: rows 64, 128 or 256 by columns 64-256 a weight operand)
     /// on the Hopper engine instead of the one the backend chooses, e.g. to measure a layer in
     /// several tiles; a tile the engine cannot run for the layer is an error naming why. The
-    /// 256-row tiles measured 1.5-1.7x slower than the chosen ones on DeepSeek-V3, Qwen3 and
-    /// gpt-oss-20b while ptxas serialised their wgmmas (fixed since; not yet re-measured:
-    /// docs/dev/perf-notes.md v39 (b)).
+    /// 256-row tiles run slower than the chosen ones (DeepSeek-V3 1.47x in session 26: the
+    /// producer's row copies of a 256-row stage; docs/dev/perf-notes.md v40 (a)).
     #[arg(long, value_name = "BMxBN", value_parser = str::parse::<TileChoice>)]
     tile: Option<TileChoice>,
     /// CUDA: how combine tasks read the returned rows: `stream` (the default) copies them
