@@ -584,8 +584,8 @@ pub fn suite() -> Vec<BenchConfig> {
         // with A by one TMA box a k-tile (the producer's 128 threads' cp.async out of the way).
         BenchConfig { n: 8192, k: 4096, ..c(DType::Bf16, 128, 128, 4, Plain, false, 16384) },
         BenchConfig { n: 8192, k: 4096, tma_a: true, ..pingpong(6, 128, Plain, false, 16384) },
-        // Run 135: ping-pong 7% behind at K 768 and 6% at K 4096 with A by TMA (12% with
-        // cp.async). The MoE kernel's GEMM1 loads A by TMA (perf-notes v33): both forms so, at
+        // Run 135: ping-pong 7% behind at K 768 with A by cp.async, and at K 4096 12% (6% with
+        // A by TMA). The MoE kernel's GEMM1 loads A by TMA (perf-notes v33): both forms so, at
         // both K.
         BenchConfig { n: 2048, k: 768, m: 65536, tma_a: true, ..staged(256, 4) },
         BenchConfig { tma_a: true, ..pingpong(6, 128, Plain, false, 65536) },
