@@ -32,7 +32,7 @@ fn main() -> ExitCode {
             }
         },
         _ => {
-            eprintln!("usage: dump-moe PRESET OUT.cubin [BMxBN]");
+            eprintln!("usage: dump-moe PRESET OUT.cubin [BMxBN[sS]]");
             return ExitCode::from(2);
         }
     };

@@ -125,23 +125,30 @@ impl WgmmaTile {
         ring + 2 * RING_PAYLOAD + row_table + 1024
     }
 
-    /// The deepest pipeline with the widest staged epilogue that fits in `limit` bytes:
-    /// staged bytes 512, 256, 128 (as wide as a tile row allows) first, then 8 down to 2
-    /// stages. On an H200 a 128x256 bf16 tile gets 3 stages and whole-row staging, which the
-    /// tile bench measured faster than 4 stages with 128-byte staging; a small tile (64x64 at
-    /// T = 128) gets 8, because its tasks stream weights and the bytes in flight bound their
-    /// rate (perf-notes v23).
+    /// The pipeline and epilogue staging of a tile that fit in `limit` bytes: the widest
+    /// staged bytes (512, 256, 128, as wide as a tile row allows) that leave room for
+    /// [`Self::MIN_STAGES`] stages, at the most stages they leave room for; failing that, the
+    /// deepest pipeline that fits at all. On an H200 a 128x256 bf16 tile gets 4 stages and
+    /// 256-byte staging (whole-row staging leaves room for 3): level in the tile bench with B
+    /// in L2, faster in the MoE kernel where B streams from HBM (T4096 E32 -4.5%, T16384 E128
+    /// -2.5%; perf-notes v41 (c)); a 64x256 tile keeps whole-row staging at 4 stages (5 with
+    /// 256-byte staging measured level to 1% slower); a small tile (64x64 at T = 128) gets 8,
+    /// because its tasks stream weights and the bytes in flight bound their rate (perf-notes
+    /// v23).
     pub fn deepest(elem_bytes: u32, bm: u32, bn: u32, nb: u32, limit: u32) -> Option<WgmmaTile> {
-        for stage_bytes in [512, 256, 128] {
-            for stages in (2..=8).rev() {
-                let t = WgmmaTile { elem_bytes, bm, bn, nb, stages, stage_bytes, pingpong: false };
-                if t.unsupported().is_none() && t.smem_bytes() <= limit {
-                    return Some(t);
-                }
-            }
-        }
-        None
+        let at = |stages, stage_bytes| {
+            let t = WgmmaTile { elem_bytes, bm, bn, nb, stages, stage_bytes, pingpong: false };
+            (t.unsupported().is_none() && t.smem_bytes() <= limit).then_some(t)
+        };
+        let widths = [512, 256, 128];
+        let deepest_at = |stage_bytes| (2..=8).rev().find_map(|stages| at(stages, stage_bytes));
+        widths.into_iter().filter_map(deepest_at).find(|t| t.stages >= Self::MIN_STAGES).or_else(
+            || (2..=8).rev().find_map(|stages| widths.into_iter().find_map(|b| at(stages, b))),
+        )
     }
+
+    /// Stages [`Self::deepest`] gives up staging width for.
+    pub const MIN_STAGES: u32 = 4;
 
     /// The engine's `-D` defines of this tile (the caller sets the shape's own). More than
     /// 128 accumulators a consumer thread (256x192: 192) take CUTLASS's split of the
@@ -165,9 +172,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn deepest_tiles_fit_and_prefer_wide_staging() {
+    fn deepest_tiles_fit_and_prefer_stages_to_wide_staging() {
         let t = WgmmaTile::deepest(2, 128, 256, 1, SMEM_LIMIT).unwrap();
-        assert_eq!((t.stages, t.stage_bytes), (3, 512));
+        assert_eq!((t.stages, t.stage_bytes), (4, 256));
+        // The widest staging that fits beside the depth.
+        // A 64x256 tile keeps whole-row staging at 4 stages (5 would need 256-byte staging).
+        let t = WgmmaTile::deepest(2, 64, 256, 1, SMEM_LIMIT).unwrap();
+        assert_eq!((t.stages, t.stage_bytes), (4, 512));
+        // 200 000 bytes hold no 4 stages (192 KiB and at least 16 of staging), nor 3 with
+        // whole-row staging (144 + 64 KiB): 3 with 256-byte staging.
+        let t = WgmmaTile::deepest(2, 128, 256, 1, 200_000).unwrap();
+        assert_eq!((t.stages, t.stage_bytes), (3, 256));
         let swiglu = WgmmaTile::deepest(2, 128, 128, 2, SMEM_LIMIT).unwrap();
         assert_eq!((swiglu.stages, swiglu.stage_bytes), (4, 256));
         // Small tiles stream weights: as many stages as the engine takes.

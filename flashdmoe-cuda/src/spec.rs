@@ -408,35 +408,55 @@ fn covers(n: u32, bn: u32, ragged: bool) -> bool {
 
 /// A tile the caller chose instead of the one [`MoeSpec::candidates`] would
 /// (`CudaOptions::tile`, `flashdmoe run --tile 256x64`): `bm` rows by `bn` columns a B operand,
-/// on the Hopper engine. For measuring one layer in several tiles; see
-/// [`MoeSpec::with_tile`] for what it may be.
+/// on the Hopper engine, optionally with its pipeline depth (`128x256s4`). For measuring one
+/// layer in several tiles; see [`MoeSpec::with_tile`] for what it may be.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct TileChoice {
     /// Rows: 64, 128 or 256.
     pub bm: u32,
     /// Columns a B operand: a multiple of 64 up to 256.
     pub bn: u32,
+    /// Pipeline stages (2..=8), or `None` for the deepest that fits with the widest epilogue
+    /// staging ([`WgmmaTile::deepest`]). A given depth takes the widest staging that fits with
+    /// it.
+    pub stages: Option<u32>,
 }
 
 impl TileChoice {
-    /// Parses `BMxBN`, e.g. `256x64`; `None` when it is not two numbers around an `x`.
+    /// A tile of `bm` x `bn` at the engine's own depth.
+    pub const fn new(bm: u32, bn: u32) -> TileChoice {
+        TileChoice { bm, bn, stages: None }
+    }
+
+    /// Parses `BMxBN` or `BMxBNsS`, e.g. `256x64` or `128x256s4`; `None` when it is not two
+    /// numbers around an `x`, optionally followed by `s` and a number.
     pub fn parse(s: &str) -> Option<TileChoice> {
-        let (bm, bn) = s.split_once('x')?;
-        Some(TileChoice { bm: bm.parse().ok()?, bn: bn.parse().ok()? })
+        let (bm, rest) = s.split_once('x')?;
+        let (bn, stages) = match rest.split_once('s') {
+            Some((bn, stages)) => (bn, Some(stages.parse().ok()?)),
+            None => (rest, None),
+        };
+        Some(TileChoice { bm: bm.parse().ok()?, bn: bn.parse().ok()?, stages })
     }
 }
 
-/// `BMxBN`, with the error the command lines print (`flashdmoe run --tile`, `dump-moe`).
+/// `BMxBN[sS]`, with the error the command lines print (`flashdmoe run --tile`, `dump-moe`).
 impl std::str::FromStr for TileChoice {
     type Err = String;
     fn from_str(s: &str) -> Result<TileChoice, String> {
-        TileChoice::parse(s).ok_or_else(|| format!("`{s}` is not a tile: BMxBN, e.g. 256x64"))
+        TileChoice::parse(s).ok_or_else(|| {
+            format!("`{s}` is not a tile: BMxBN or BMxBNsSTAGES, e.g. 256x64 or 128x256s4")
+        })
     }
 }
 
 impl std::fmt::Display for TileChoice {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}x{}", self.bm, self.bn)
+        write!(f, "{}x{}", self.bm, self.bn)?;
+        match self.stages {
+            Some(stages) => write!(f, "s{stages}"),
+            None => Ok(()),
+        }
     }
 }
 
@@ -587,7 +607,7 @@ impl MoeSpec {
         arch: Arch,
         choice: TileChoice,
     ) -> Result<MoeSpec, String> {
-        let TileChoice { bm, bn } = choice;
+        let TileChoice { bm, bn, stages } = choice;
         if arch.major != 9 {
             return Err(format!(
                 "a chosen tile runs on the Hopper engine, which needs sm_90, not {arch}"
@@ -609,7 +629,7 @@ impl MoeSpec {
         let base = MoeSpec::sized(config, processors, true);
         let tile =
             TileShape::new(bm, bn, bk(config.dtype)).with_gemm0_group(gemm0_group(config, bn));
-        MoeSpec { tile, ..base }.on_hopper().ok_or_else(|| {
+        let spec = MoeSpec { tile, ..base }.on_hopper().ok_or_else(|| {
             format!(
                 "{choice}: the Hopper engine has no such tile for a {} {} layer of top-{} ({} slots) \
                  within {SMEM_LIMIT} bytes of shared memory and its registers",
@@ -618,7 +638,37 @@ impl MoeSpec {
                 config.top_k,
                 base.slots
             )
+        })?;
+        match stages {
+            None => Ok(spec),
+            Some(stages) => spec.with_stages(stages).ok_or_else(|| {
+                format!(
+                    "{choice}: {stages} stages do not fit this layer's tile in {SMEM_LIMIT} bytes of \
+                     shared memory with any epilogue staging (the engine takes 2..=8 stages; the \
+                     deepest that fits is {})",
+                    (2..=8).rev().find(|&n| spec.with_stages(n).is_some()).unwrap_or(spec.stages())
+                )
+            }),
+        }
+    }
+
+    /// This Hopper specialisation with `stages` pipeline stages and the widest epilogue
+    /// staging that fits beside them (`None` on the mma.sync engine, or when none fits).
+    pub fn with_stages(&self, stages: u32) -> Option<MoeSpec> {
+        let TileEngine::Wgmma(t) = self.engine else { return None };
+        [512, 256, 128].into_iter().find_map(|stage_bytes| {
+            let tile = WgmmaTile { stages, stage_bytes, ..t };
+            let spec = MoeSpec { engine: TileEngine::Wgmma(tile), ..*self };
+            (tile.unsupported().is_none() && spec.smem_bytes() <= SMEM_LIMIT).then_some(spec)
         })
+    }
+
+    /// Pipeline stages of this specialisation's engine (the mma.sync engine's fixed depth).
+    pub fn stages(&self) -> u32 {
+        match self.engine {
+            TileEngine::Wgmma(t) => t.stages,
+            TileEngine::MmaSync => STAGES,
+        }
     }
 
     /// The specialisations to try for `config` on a GPU of architecture `arch` with
@@ -1003,7 +1053,7 @@ pub fn variants() -> Vec<KernelVariant> {
     // Chosen 256-row tiles (`--tile 256x64`: two 64-row slabs a consumer warpgroup;
     // docs/dev/whole-expert-tiles.md), which no preset chooses yet: DeepSeek-V3's layer and
     // gpt-oss-120b's (clamped SwiGLU with biases, a ragged-free 2880 in 64-column tiles).
-    let tile = TileChoice { bm: 256, bn: 64 };
+    let tile = TileChoice::new(256, 64);
     let models =
         ["deepseek-v3", "gpt-oss-120b"].into_iter().filter_map(|n| presets::preset(n).ok());
     // The two-rank kind compiles to the one-rank kind's image.
@@ -1075,7 +1125,7 @@ pub fn chosen_tile_kinds() -> Vec<(String, TileChoice, MoeConfig)> {
         tokens_per_rank: 1536,
         ..check_layer(DType::Bf16, activation, bias)
     };
-    let (gated, relu) = (TileChoice { bm: 256, bn: 64 }, TileChoice { bm: 256, bn: 128 });
+    let (gated, relu) = (TileChoice::new(256, 64), TileChoice::new(256, 128));
     [
         ("swiglu", gated, layer(Activation::SiluGated, false, 1)),
         ("swiglu bias", gated, layer(Activation::SiluGated, true, 1)),
@@ -1195,8 +1245,8 @@ mod tests {
         assert!(matches!(c[1].engine, TileEngine::Wgmma(_)) && !c[1].label().contains("-rr128"));
         // Then the two with half the staged bytes (labelled `-e256`), then mma.sync.
         assert_eq!(c[2], c[0].with_narrower_staging().unwrap());
-        assert!(c[2].label().contains("-wgmma-s3-e256"), "{}", c[2].label());
-        assert!(!c[0].label().contains("-e512"), "{}", c[0].label());
+        assert!(c[2].label().contains("-wgmma-s4-e128"), "{}", c[2].label());
+        assert!(c[0].label().contains("-wgmma-s4-e256"), "{}", c[0].label());
         assert_eq!(c[3], c[1].with_narrower_staging().unwrap());
         assert_eq!(c[4].engine, TileEngine::MmaSync);
         // 64-row router jobs already: no router twin; on sm_80 no Hopper spec at all.
@@ -1331,13 +1381,27 @@ mod tests {
         assert!(err(&exact, Arch::SM90, "128x256").contains("no such tile"));
         // 256 x 256 plain: 256 accumulators a consumer thread.
         assert!(err(&paper, Arch::SM90, "256x256").contains("no such tile"));
-        assert_eq!(TileChoice::parse("256x64"), Some(TileChoice { bm: 256, bn: 64 }));
+        assert_eq!(TileChoice::parse("256x64"), Some(TileChoice::new(256, 64)));
+        let s4 = TileChoice::parse("128x256s4").unwrap();
+        assert_eq!(s4, TileChoice { stages: Some(4), ..TileChoice::new(128, 256) });
+        assert_eq!(s4.to_string(), "128x256s4");
+        // A chosen depth: the widest staging that fits beside it; past what fits, an error
+        // naming the deepest that does.
+        let chosen = |s: &str| MoeSpec::with_tile(&paper, H200_PROCESSORS, Arch::SM90, tile(s));
+        let (s3, s4) = (chosen("128x256s3").unwrap(), chosen("128x256s4").unwrap());
+        assert_eq!(chosen("128x256").unwrap(), s4);
+        assert!(matches!(s4.engine, TileEngine::Wgmma(t) if t.stages == 4 && t.stage_bytes == 256));
+        assert!(matches!(s3.engine, TileEngine::Wgmma(t) if t.stages == 3 && t.stage_bytes == 512));
+        assert!(s3.smem_bytes() <= SMEM_LIMIT && s3.label().contains("-wgmma-s3-"));
+        assert!(err(&paper, Arch::SM90, "128x256s6").contains("6 stages do not fit"));
+        assert!(err(&paper, Arch::SM90, "128x256s6").contains("the deepest that fits is 4"));
+        assert!(err(&paper, Arch::SM90, "128x256s1").contains("2..=8"));
         // CI compile-checks them: two presets' and the GPU check's (its two-rank layer has
         // the one-rank layer's image).
         let v = variants();
         let chosen = v.iter().filter(|v| v.label.contains("-256x")).count();
         assert_eq!(chosen, 2 + chosen_tile_kinds().len() - 1);
-        for bad in ["256", "x64", "256x", "256*64", "ax64"] {
+        for bad in ["256", "x64", "256x", "256*64", "ax64", "128x256s", "128x256sx", "128s4x256"] {
             assert_eq!(TileChoice::parse(bad), None, "{bad}");
         }
     }

@@ -86,10 +86,10 @@ pub(super) struct BenchArgs {
     /// quarter). A tuning knob for NVLink egress.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     remote_copiers: Option<u32>,
-    /// CUDA: run every case in this tile (`BMxBN`) on the Hopper engine instead of the one the
+    /// CUDA: run every case in this tile (`BMxBN`, or `BMxBNsS` with S pipeline stages) on the Hopper engine instead of the one the
     /// backend chooses (the record's `kernel` names it); a case the engine cannot run in it
     /// fails naming why.
-    #[arg(long, value_name = "BMxBN", value_parser = str::parse::<TileChoice>)]
+    #[arg(long, value_name = "BMxBN[sS]", value_parser = str::parse::<TileChoice>)]
     tile: Option<TileChoice>,
     /// CUDA: how combine tasks read the returned rows, `stream` (the default, where it applies)
     /// or `registers` (as `flashdmoe run --combine`).

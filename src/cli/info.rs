@@ -76,7 +76,7 @@ fn kernel_line(c: &flashdmoe::core::MoeConfig) -> String {
         Ok(()) => {
             match MoeSpec::candidates(c, H200_PROCESSORS, flashdmoe::cuda::Arch::SM90).first() {
                 Some(s) => format!(
-                    "kernel on an H200: {} (tried first: one that spills gives way to the next; --tile BMxBN runs another)",
+                    "kernel on an H200: {} (tried first: one that spills gives way to the next; --tile BMxBN[sS] runs another)",
                     s.label()
                 ),
                 None => "kernel: no specialisation for this layer".into(),
