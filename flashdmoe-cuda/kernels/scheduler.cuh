@@ -97,7 +97,32 @@ __device__ void scheduler(const Rank& r, OsShared& s) {
       if (aborted(r.p)) return;
       if (deadline.expired()) {
         const unsigned at = head < gend ? head : chead;  // the GEMM log first, else the combines
-        if (lane == 0) report_timeout(r, FDM_ROLE_SCHEDULER, FDM_WAIT_TASK_READY, at, ld_acquire_gpu(&ready[at]));
+        if (lane == 0) {
+          unsigned long long seen = ld_acquire_gpu(&ready[at]);
+#ifdef FDM_DEBUG_COMBINE_TIMEOUT
+          // A diagnostic (the mma.sync engine's open combine timeout, docs/dev/gpu-queue.md): a
+          // combine never published. `seen` then names the first (group, column) combine
+          // counter that differs from its expected count: bits 63..48 g * cth + col,
+          // 47..32 the counter, 31..16 the group's expected count (return subscribers' shared
+          // state), 15..0 the flag's low bits.
+          if (at == chead && head == gend) {
+            const fdm_layout& l = r.p->layout;
+            const unsigned cth = fdm_col_tiles_hidden(&l), gt = s.group_tiles;
+            const unsigned groups = fdm_div_ceil(fdm_div_ceil(r.p->tokens, kBM), gt);
+            for (unsigned i = 0; i < groups * cth; ++i) {
+              const unsigned c = ld_acquire_gpu(reinterpret_cast<const unsigned*>(
+                  r.heap + fdm_combine_counter(&l, i / cth, i % cth)));
+              const unsigned want = s.group_expected[i / cth];
+              if (c != want) {
+                seen = (unsigned long long)(i & 0xFFFFu) << 48 | (unsigned long long)(c & 0xFFFFu) << 32 |
+                       (unsigned long long)(want & 0xFFFFu) << 16 | (seen & 0xFFFFu);
+                break;
+              }
+            }
+          }
+#endif
+          report_timeout(r, FDM_ROLE_SCHEDULER, FDM_WAIT_TASK_READY, at, seen);
+        }
         return;
       }
       continue;

@@ -143,11 +143,17 @@ pub struct KernelExperiment {
     pub what: &'static str,
 }
 
-/// The kernel experiments waiting for a GPU run (none now: run 136 measured FDM_WG_EPILOGUE,
+/// The kernel experiments waiting for a GPU run (run 136 measured FDM_WG_EPILOGUE,
 /// per-warpgroup epilogues, level and dropped; run 130 FDM_RELAXED_COMPLETION, kept as the
 /// default after a fence; runs 127-129 session 23's four, FDM_PREFETCH_WEIGHTS and
-/// FDM_WARP0_PUBLISHES: perf-notes v38-v40).
-pub const EXPERIMENTS: &[KernelExperiment] = &[];
+/// FDM_WARP0_PUBLISHES: perf-notes v38-v40), and diagnostics a GPU run switches on.
+pub const EXPERIMENTS: &[KernelExperiment] = &[KernelExperiment {
+    define: "FDM_DEBUG_COMBINE_TIMEOUT",
+    what: "scheduler.cuh: a combine-slot timeout reports the first (group, column) combine \
+           counter off its expected count in the report's `seen` word (bits 63..48 g * cth + \
+           col, 47..32 the counter, 31..16 the expected count): the mma.sync engine's open \
+           combine timeout (docs/dev/gpu-queue.md)",
+}];
 
 /// Preprocessor defines (`-DNAME` / `-DNAME=VALUE`) specialising a kernel. Kept sorted by name
 /// so equal sets give equal options (and cache keys) whatever the insertion order.

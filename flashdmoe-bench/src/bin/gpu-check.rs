@@ -47,7 +47,23 @@ use flashdmoe_cuda::{
     CombineForm, CudaBackend, CudaLayer, CudaOptions, EngineChoice, TileChoice, cuda_available,
 };
 
+/// What `--help` prints (the module's usage line and options, in short).
+const USAGE: &str = "\
+usage: gpu-check [--quick] [--list] [--json PATH] [--only PATTERN[,PATTERN...]]
+                 [--iters N] [--sustain N] [--engine auto|mma-sync|wgmma]
+                 [--combine registers|stream]
+  --quick        the short list (about 3 minutes on an H200)
+  --list         print the checks' names and exit (no GPU needed)
+  --json PATH    one results line per check (flashdmoe-bench/1, flashdmoe-check/1)
+  --only P,...   checks whose names contain a pattern, or equal one written =NAME
+  --iters N      host-path and device-resident forwards a timed case (default 20)
+  --sustain N    N device-resident forwards back to back instead (the power cap's rate)
+  --engine E     the tile engine: auto (default), mma-sync or wgmma
+  --combine F    combine tasks read into registers, or streamed (default where it applies)
+Exits non-zero if any check failed; GPU checks need a CUDA GPU and NVRTC.";
+
 struct Args {
+    help: bool,
     quick: bool,
     list: bool,
     json: Option<String>,
@@ -65,6 +81,7 @@ fn parse_args() -> Result<Args, String> {
 
 fn parse_args_from(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
     let mut args = Args {
+        help: false,
         quick: false,
         list: false,
         json: None,
@@ -76,6 +93,7 @@ fn parse_args_from(mut it: impl Iterator<Item = String>) -> Result<Args, String>
     };
     while let Some(a) = it.next() {
         match a.as_str() {
+            "--help" | "-h" => args.help = true,
             "--quick" => args.quick = true,
             "--list" => args.list = true,
             "--json" => args.json = Some(it.next().ok_or("--json needs a path")?),
@@ -920,6 +938,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if args.help {
+        println!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
     if args.list {
         for case in cases(args.quick) {
             if args.only.as_ref().is_none_or(|s| only_matches(s, &case.name)) {
@@ -1065,6 +1087,7 @@ mod tests {
             assert!(err.contains("--sustain"), "{err}");
         }
         assert!(parse(&["--bogus"]).is_err());
+        assert!(parse(&["--help"]).unwrap().help && parse(&["-h"]).unwrap().help);
     }
 
     #[test]
