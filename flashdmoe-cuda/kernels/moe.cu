@@ -43,18 +43,7 @@
 
 namespace cg = cooperative_groups;
 
-// FDM_CLUSTER_PROBE (an experiment, kernels::EXPERIMENTS): the kernel in 2-CTA clusters,
-// launched cooperatively as always, to learn whether the driver co-schedules a cooperative
-// grid of clusters at this kernel's footprint (one block an SM, ~227 KiB of shared memory) and
-// what the pairing costs: paired GEMM tasks that multicast an expert's weight tile to two
-// processors (docs/dev/tile-bytes-per-flop.md) need both. Nothing else changes.
-#ifdef FDM_CLUSTER_PROBE
-#define FDM_MOE_CLUSTER_DIMS __cluster_dims__(2, 1, 1)
-#else
-#define FDM_MOE_CLUSTER_DIMS
-#endif
-
-extern "C" __global__ void FDM_MOE_CLUSTER_DIMS __launch_bounds__(kThreads, 1) fdm_moe_forward(const __grid_constant__ fdm_params params) {
+extern "C" __global__ void __launch_bounds__(kThreads, 1) fdm_moe_forward(const __grid_constant__ fdm_params params) {
   extern __shared__ __align__(128) char smem[];
   const fdm_params* p = &params;
   cg::grid_group grid = cg::this_grid();

@@ -94,8 +94,8 @@ __device__ void scheduler(const Rank& r, OsShared& s) {
     const unsigned ncready = ready_prefix(cflag, chead, ncomb, epoch, lane);
     const unsigned nready = ncready + ready_prefix(flag, head, gend, epoch, lane);
     if (nready == 0) {
-      if (aborted(r.p)) return;
-      if (deadline.expired()) {
+      if (warp_any(aborted(r.p))) return;
+      if (warp_any(deadline.expired())) {
         const unsigned at = head < gend ? head : chead;  // the GEMM log first, else the combines
         if (lane == 0) {
           unsigned long long seen = ld_acquire_gpu(&ready[at]);
@@ -155,10 +155,10 @@ __device__ void scheduler(const Rank& r, OsShared& s) {
       head += given - from_combine;
       cursor = (cursor + given) % nproc;
       deadline.progress();
-    } else if (deadline.expired()) {
+    } else if (warp_any(deadline.expired())) {
       if (lane == 0) report_timeout(r, FDM_ROLE_SCHEDULER, FDM_WAIT_PROCESSOR, head, 0);
       return;
-    } else if (aborted(r.p)) {
+    } else if (warp_any(aborted(r.p))) {
       return;
     }
   }
@@ -170,8 +170,8 @@ __device__ void scheduler(const Rank& r, OsShared& s) {
     bool busy = false;
     for (unsigned q = lane; q < nproc; q += 32) busy |= s.busy[q] != 0;
     if (!__any_sync(0xFFFFFFFFu, busy)) break;
-    if (aborted(r.p)) return;
-    if (deadline.expired()) {
+    if (warp_any(aborted(r.p))) return;
+    if (warp_any(deadline.expired())) {
       unsigned done = 0;
       for (unsigned q = lane; q < nproc; q += 32) done += s.assigned[q] - s.busy[q];
       for (int o = 16; o > 0; o /= 2) done += __shfl_xor_sync(0xFFFFFFFFu, done, o);

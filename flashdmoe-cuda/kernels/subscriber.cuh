@@ -201,8 +201,9 @@ FDM_OS_ROLE void dispatch_subscriber(const Rank r, OsShared& s) {
     const bool fresh = arrived && !((already >> lane) & 1u);
     unsigned mask = __ballot_sync(0xFFFFFFFFu, fresh);
     if (mask == 0) {
-      if (deadline.expired() || aborted(r.p)) {
-        if (!aborted(r.p)) {
+      const bool stop = warp_any(aborted(r.p));
+      if (stop || warp_any(deadline.expired())) {
+        if (!stop) {
           // Name the first slot still pending in this sweep (or the sweep start).
           const unsigned pend = __ballot_sync(0xFFFFFFFFu, slot < slots && !arrived);
           const unsigned who = pend ? base + __ffs(pend) - 1 : base;
@@ -360,6 +361,7 @@ FDM_OS_ROLE void return_subscriber(const Rank r, OsShared& s, unsigned sub, unsi
     const bool mine = cur.seek(s, i, cth);
     unsigned g = 0, g_end = 0, col = 0;
     unsigned long long seen = 0;
+    bool arrived = false;
     if (mine) {
       const unsigned e = cur.expert, rt = cur.row_tile(i, cth);
       col = (unsigned)((i - cur.base) % cth);
@@ -377,9 +379,11 @@ FDM_OS_ROLE void return_subscriber(const Rank r, OsShared& s, unsigned sub, unsi
         g = tokens[row0] / kBM / gt;
         g_end = tokens[row0 + rows - 1] / kBM / gt + 1;
         i += step;
-        deadline.progress();
+        arrived = true;
       }
     }
+    // One deadline for the warp: it expires once no lane has seen an arrival for the timeout.
+    if (warp_any(arrived)) deadline.progress();
     // Count the arrival in each group it spans; the warp enqueues every group it completed.
     while (__any_sync(0xFFFFFFFFu, g < g_end)) {
       bool complete = false;
@@ -393,8 +397,8 @@ FDM_OS_ROLE void return_subscriber(const Rank r, OsShared& s, unsigned sub, unsi
     }
     const unsigned any_left = __ballot_sync(0xFFFFFFFFu, cur.seek(s, i, cth));
     if (!any_left) return;
-    if (aborted(r.p)) return;
-    if (deadline.expired()) {
+    if (warp_any(aborted(r.p))) return;
+    if (warp_any(deadline.expired())) {
       const unsigned pend = any_left;
       const unsigned who_lane = __ffs(pend) - 1;
       const unsigned long long who = __shfl_sync(0xFFFFFFFFu, i, who_lane);

@@ -119,6 +119,12 @@ struct Deadline {
   __device__ bool expired() const { return now_ns() - last > limit; }
 };
 
+/// Whether any lane of the whole, converged warp has `cond`. A warp role (scheduler,
+/// subscribers) decides to leave on a timeout or an abort with this, never lane by lane: a
+/// lane's own clock, deadline or load of the abort flag can differ from its neighbours', and
+/// lanes left behind would wait forever in the full-mask collectives that follow.
+__device__ __forceinline__ bool warp_any(bool cond) { return __any_sync(0xFFFFFFFFu, cond); }
+
 /// Asks the 128-byte line holding `p` into L2 (a hint: nothing waits for it).
 __device__ __forceinline__ void prefetch_l2(const void* p) {
   asm volatile("prefetch.global.L2 [%0];" ::"l"(p));

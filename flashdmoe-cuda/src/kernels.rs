@@ -146,23 +146,16 @@ pub struct KernelExperiment {
 /// The kernel experiments waiting for a GPU run (run 136 measured FDM_WG_EPILOGUE,
 /// per-warpgroup epilogues, level and dropped; run 130 FDM_RELAXED_COMPLETION, kept as the
 /// default after a fence; runs 127-129 session 23's four, FDM_PREFETCH_WEIGHTS and
-/// FDM_WARP0_PUBLISHES: perf-notes v38-v40), and diagnostics a GPU run switches on.
-pub const EXPERIMENTS: &[KernelExperiment] = &[
-    KernelExperiment {
-        define: "FDM_DEBUG_COMBINE_TIMEOUT",
-        what: "scheduler.cuh: a combine-slot timeout reports the first (group, column) combine \
+/// FDM_WARP0_PUBLISHES: perf-notes v38-v40; run 145 FDM_CLUSTER_PROBE, the kernel in 2-CTA
+/// clusters, launched and verified, removed: perf-notes v41 (g)), and diagnostics a GPU run
+/// switches on.
+pub const EXPERIMENTS: &[KernelExperiment] = &[KernelExperiment {
+    define: "FDM_DEBUG_COMBINE_TIMEOUT",
+    what: "scheduler.cuh: a combine-slot timeout reports the first (group, column) combine \
            counter off its expected count in the report's `seen` word (bits 63..48 g * cth + \
            col, 47..32 the counter, 31..16 the expected count): the mma.sync engine's open \
            combine timeout (docs/dev/gpu-queue.md)",
-    },
-    KernelExperiment {
-        define: "FDM_CLUSTER_PROBE",
-        what: "moe.cu: the MoE kernel in 2-CTA clusters (`__cluster_dims__(2, 1, 1)`), launched \
-           cooperatively as always: whether the driver co-schedules it and what the pairing \
-           costs, before paired GEMM tasks multicast weight tiles \
-           (docs/dev/tile-bytes-per-flop.md); grids of an even block count only",
-    },
-];
+}];
 
 /// Preprocessor defines (`-DNAME` / `-DNAME=VALUE`) specialising a kernel. Kept sorted by name
 /// so equal sets give equal options (and cache keys) whatever the insertion order.
