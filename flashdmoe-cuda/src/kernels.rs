@@ -95,6 +95,7 @@ pub const HEADERS: &[Header] = &[
     Header { name: "sync.cuh", text: include_str!("../kernels/sync.cuh") },
     Header { name: "heap.cuh", text: include_str!("../kernels/heap.cuh") },
     Header { name: "topk.cuh", text: include_str!("../kernels/topk.cuh") },
+    Header { name: "topk_pairs.cuh", text: include_str!("../kernels/topk_pairs.cuh") },
     Header { name: "route.cuh", text: include_str!("../kernels/route.cuh") },
     Header { name: "dispatch.cuh", text: include_str!("../kernels/dispatch.cuh") },
     Header { name: "queue.cuh", text: include_str!("../kernels/queue.cuh") },
@@ -149,13 +150,21 @@ pub struct KernelExperiment {
 /// FDM_WARP0_PUBLISHES: perf-notes v38-v40; run 145 FDM_CLUSTER_PROBE, the kernel in 2-CTA
 /// clusters, launched and verified, removed: perf-notes v41 (g)), and diagnostics a GPU run
 /// switches on.
-pub const EXPERIMENTS: &[KernelExperiment] = &[KernelExperiment {
-    define: "FDM_DEBUG_COMBINE_TIMEOUT",
-    what: "scheduler.cuh: a combine-slot timeout reports the first (group, column) combine \
+pub const EXPERIMENTS: &[KernelExperiment] = &[
+    KernelExperiment {
+        define: "FDM_A2_PAIRS",
+        what: "topk.cuh, topk_pairs.cuh: A2 routes two tokens a warp at once (routers without \
+           grouped top-k), their dependent chains side by side; each token's bits unchanged \
+           (perf-notes v41 (i))",
+    },
+    KernelExperiment {
+        define: "FDM_DEBUG_COMBINE_TIMEOUT",
+        what: "scheduler.cuh: a combine-slot timeout reports the first (group, column) combine \
            counter off its expected count in the report's `seen` word (bits 63..48 g * cth + \
            col, 47..32 the counter, 31..16 the expected count): the mma.sync engine's open \
            combine timeout (docs/dev/gpu-queue.md)",
-}];
+    },
+];
 
 /// Preprocessor defines (`-DNAME` / `-DNAME=VALUE`) specialising a kernel. Kept sorted by name
 /// so equal sets give equal options (and cache keys) whatever the insertion order.
