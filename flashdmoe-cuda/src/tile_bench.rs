@@ -600,10 +600,9 @@ pub fn suite() -> Vec<BenchConfig> {
             ..c(DType::Bf16, 256, 192, 3, Plain, false, 16384)
         },
         BenchConfig { n: 7680, k: 4096, tma_a: true, ..staged(512, 3) },
-        // Under the power cap (run 137: our tile at 1425-1485 MHz, cuBLAS at 1560-1635) the
-        // bytes a FLOP are the lever: 2-CTA clusters multicasting B lost 18% on 3 stages with A
-        // by `cp.async` (v22, the pair in lockstep). Again with 4 stages (128-byte staging
-        // chunks) and with A by TMA, as cuBLAS loads both operands, beside the same tiles alone.
+        // 2-CTA clusters multicasting B, beside the same tiles alone: −16% while each remote
+        // release compiled to a GPU-scope fence (run 139), level without it, short and
+        // sustained (run 141; perf-notes v41 (a), (b)).
         BenchConfig { n: 8192, k: 4096, cluster: true, ..staged(128, 4) },
         BenchConfig { n: 8192, k: 4096, cluster: true, tma_a: true, ..staged(128, 4) },
         BenchConfig { n: 8192, k: 4096, tma_a: true, ..staged(128, 4) },
