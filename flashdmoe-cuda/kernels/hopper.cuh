@@ -33,6 +33,11 @@ __device__ __forceinline__ void mbar_fence_init() {
 __device__ __forceinline__ void mbar_arrive(unsigned bar) {
   asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(bar) : "memory");
 }
+/// Arrives `count` times at once (a 2-CTA cluster's tile of this CTA alone: its consumers
+/// stand in for the peer's, FDM_CLUSTER_MIXED).
+__device__ __forceinline__ void mbar_arrive_count(unsigned bar, unsigned count) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0], %1;" ::"r"(bar), "r"(count) : "memory");
+}
 /// Arrives and announces `bytes` more bytes the async proxy will deliver to this phase.
 __device__ __forceinline__ void mbar_arrive_expect_tx(unsigned bar, unsigned bytes) {
   asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(bar), "r"(bytes) : "memory");
@@ -112,6 +117,30 @@ __device__ __forceinline__ void mbar_arrive_cluster(unsigned bar, unsigned rank)
       "mbarrier.arrive.shared::cluster.b64 _, [remote];\n}" ::"r"(bar),
       "r"(rank)
       : "memory");
+}
+/// Arrives on the barrier `bar` of cluster CTA `rank` releasing at cluster scope: what this
+/// thread did before (a barrier re-initialisation, FDM_CLUSTER_MIXED) is visible to the peer
+/// once it has waited on that barrier with `mbar_wait_cluster`. One fence: for hand-offs, not
+/// a pipeline's every stage (mbar_arrive_cluster).
+__device__ __forceinline__ void mbar_signal_cluster(unsigned bar, unsigned rank) {
+  asm volatile(
+      "{\n.reg .b32 remote;\nmapa.shared::cluster.u32 remote, %0, %1;\n"
+      "mbarrier.arrive.release.cluster.shared::cluster.b64 _, [remote];\n}" ::"r"(bar),
+      "r"(rank)
+      : "memory");
+}
+/// Waits for phase `parity` of this CTA's barrier `bar`, acquiring at cluster scope what the
+/// peer released with `mbar_signal_cluster`.
+__device__ __forceinline__ void mbar_wait_cluster(unsigned bar, unsigned parity) {
+  unsigned ok = 0;
+  while (!ok) {
+    asm volatile(
+        "{\n.reg .pred p;\nmbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 p, [%1], %2;\n"
+        "selp.u32 %0, 1, 0, p;\n}"
+        : "=r"(ok)
+        : "r"(bar), "r"(parity)
+        : "memory");
+  }
 }
 /// Every thread of both CTAs of the cluster (aligned: whole warps): what each did before is
 /// visible to the other after (barrier initialisation; the end, so that no CTA exits while its

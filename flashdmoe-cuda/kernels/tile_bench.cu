@@ -9,7 +9,9 @@
 // (1: A's rows contiguous, each k-tile one TMA box of params.a_map; else gathered by cp.async),
 // FDM_PINGPONG (1: each consumer warpgroup owns whole tiles, the two in turn; tile_wgmma.cuh),
 // FDM_CLUSTER (2: 2-CTA clusters sharing every B tile, tile_wgmma.cuh "CLUSTERS"; the tiles
-// then go by a static schedule of row-tile pairs, not the counter).
+// then go by a static schedule of row-tile pairs, not the counter), FDM_CLUSTER_MIXED (1:
+// with it, tiles of one CTA alone among the pairs, the pipelines re-aligned before each pair:
+// docs/dev/paired-tasks.md, step 1).
 //
 // Epilogues (params.epilogue): 0 plain; 1 relu(acc + bias[col]); 2 silu(acc0) * acc1 (NB = 2).
 #include "fdm_proto.h"
@@ -70,33 +72,96 @@ __device__ void raster(unsigned t, unsigned tiles_m, unsigned tiles_n, unsigned 
 #define FDM_CLUSTER_DIMS
 #endif
 
-/// The next tile of this block as nt * tiles_m + mt (kStop past the last): the grid-wide
-/// counter's next, walked in rasters of group_m row tiles; or in a 2-CTA cluster the cluster's
-/// n-th pair of row tiles (2 pm, 2 pm + 1) of one column tile, walked in rasters of group_m / 2
-/// pairs, the row tile of the pair this CTA's rank (tiles_m is even: the host checks).
-/// Producer thread 0 only; the ring carries the index to every thread.
-__device__ unsigned next_tile(const fdm_tile_bench_params& p, unsigned tiles_m, unsigned tiles_n, unsigned n) {
+#ifndef FDM_CLUSTER_MIXED
+#define FDM_CLUSTER_MIXED 0
+#endif
+static_assert(!FDM_CLUSTER_MIXED || FDM_CLUSTER == 2, "FDM_CLUSTER_MIXED: 2-CTA clusters");
+
+/// What the task ring carries: the tile as nt * tiles_m + mt (kStop past the last) and flags.
+struct BenchTile {
+  unsigned tile;
+  unsigned flags;
+};
+/// The tile is the cluster's pair (B multicast to both CTAs); else this CTA's alone.
+constexpr unsigned kPaired = 1u;
+/// Every thread restarts its pipeline position at 0: the producer re-initialised the
+/// pipeline's barriers for this pair (FDM_CLUSTER_MIXED, `align_for_pair`).
+constexpr unsigned kReset = 2u;
+
+/// The next tile of this block (producer thread 0 only; the ring carries it to every thread).
+/// Without clusters: the grid-wide counter's next, walked in rasters of group_m row tiles. In
+/// a 2-CTA cluster: the cluster's item-th pair of row tiles (2 pm, 2 pm + 1) of one column tile,
+/// walked in rasters of group_m / 2 pairs (tiles_m is even: the host checks), the row tile of
+/// the pair this CTA's rank. FDM_CLUSTER_MIXED makes every fourth item of a cluster a split
+/// one: rank 1 computes both row tiles alone, one after the other (`sub` 0 and 1), and rank 0
+/// none, so the two CTAs' pipelines reach the next pair at different positions.
+__device__ BenchTile next_tile(const fdm_tile_bench_params& p, unsigned tiles_m, unsigned tiles_n, unsigned& item,
+                               unsigned& sub) {
   const unsigned tiles = tiles_m * tiles_n;
   unsigned mt, nt;
   if constexpr (Engine::kCluster == 2) {
-    const unsigned pair = hopper::cluster_index() + n * hopper::cluster_count();
-    if (pair >= tiles / 2) return kStop;
-    raster(pair, tiles_m / 2, tiles_n, max(p.group_m / 2, 1u), mt, nt);
-    mt = 2 * mt + hopper::cluster_ctarank();
+    const unsigned rank = hopper::cluster_ctarank();
+    for (;;) {
+      const unsigned pair = hopper::cluster_index() + item * hopper::cluster_count();
+      if (pair >= tiles / 2) return BenchTile{kStop, 0u};
+      raster(pair, tiles_m / 2, tiles_n, max(p.group_m / 2, 1u), mt, nt);
+      const bool split = FDM_CLUSTER_MIXED && item % 4 == 3;
+      if (!split) {
+        ++item;
+        return BenchTile{nt * tiles_m + 2 * mt + rank, kPaired | (FDM_CLUSTER_MIXED ? kReset : 0u)};
+      }
+      if (rank == 0) {
+        ++item;
+        continue;
+      }
+      const unsigned row = 2 * mt + sub;
+      if (++sub == 2) {
+        sub = 0;
+        ++item;
+      }
+      return BenchTile{nt * tiles_m + row, 0u};
+    }
   } else {
     const unsigned t = atomicAdd(p.tile_counter, 1u);
-    if (t >= tiles) return kStop;
+    if (t >= tiles) return BenchTile{kStop, 0u};
     raster(t, tiles_m, tiles_n, p.group_m, mt, nt);
+    return BenchTile{nt * tiles_m + mt, 0u};
   }
-  return nt * tiles_m + mt;
+}
+
+/// Producer thread 0, before handing out a pair (FDM_CLUSTER_MIXED): the two CTAs' pipelines
+/// brought to one position, since the pair's multicasts write the same stages of both. Waits
+/// until every stage of this CTA is empty (its consumers are then past their last main loop
+/// and wait on the task ring, not on the pipeline's barriers), re-initialises the pipeline's
+/// barriers, then tells the peer and waits for the peer's word on `ready` (both at cluster
+/// scope): no multicast or remote release reaches a barrier before its re-initialisation,
+/// since the peer issues either only after this word. The caller then restarts `pipe` at 0,
+/// and the kReset flag makes every other thread do the same. docs/dev/paired-tasks.md.
+__device__ void align_for_pair(const Engine::Smem& s, hopper::Ring<FDM_STAGES>& pipe, unsigned ready,
+                               unsigned& pairs) {
+  hopper::Ring<FDM_STAGES> q = pipe;
+  for (unsigned i = 0; i < FDM_STAGES; ++i) {
+    hopper::mbar_wait(s.empty(q.slot), q.phase ^ 1u);
+    q.advance();
+  }
+  Engine::init_pipeline(s);
+  hopper::mbar_signal_cluster(ready, hopper::cluster_ctarank() ^ 1u);
+  hopper::mbar_wait_cluster(ready, pairs & 1u);
+  ++pairs;
+  pipe = hopper::Ring<FDM_STAGES>{};
 }
 
 extern "C" __global__ void FDM_CLUSTER_DIMS __launch_bounds__(hopper::kEngineThreads, 1)
     fdm_tile_bench(const __grid_constant__ fdm_tile_bench_params p) {
   extern __shared__ __align__(1024) char smem[];
+  // The peers' hand-off before each pair (FDM_CLUSTER_MIXED, align_for_pair): one arrival, the
+  // peer's, a phase.
+  __shared__ __align__(8) unsigned long long ready_bar;
+  const unsigned ready = hopper::smem_u32(&ready_bar);
   const Engine::Smem s = Engine::carve(smem);
   if (threadIdx.x == 0) {
     Engine::init(s);
+    if (FDM_CLUSTER_MIXED) hopper::mbar_init(ready, 1);
     hopper::prefetch_tensormap(&p.b0);
     if (FDM_NB == 2) hopper::prefetch_tensormap(&p.b1);
     if (FDM_TMA_A) hopper::prefetch_tensormap(&p.a_map);
@@ -110,19 +175,27 @@ extern "C" __global__ void FDM_CLUSTER_DIMS __launch_bounds__(hopper::kEngineThr
   if (threadIdx.x < hopper::kProducerThreads) {
     hopper::regs_decrease<hopper::kProducerRegs>();
     const unsigned pt = threadIdx.x;
-    for (unsigned taken = 0;; ++taken) {
-      if (pt == 0) Engine::ring_put(s, ring, next_tile(p, tiles_m, tiles_n, taken));
-      const unsigned t = Engine::ring_get<unsigned>(s, ring);
+    unsigned item = 0, sub = 0, pairs = 0;  // producer thread 0's schedule (next_tile)
+    for (;;) {
+      if (pt == 0) {
+        const BenchTile next = next_tile(p, tiles_m, tiles_n, item, sub);
+        if (next.flags & kReset) align_for_pair(s, pipe, ready, pairs);
+        Engine::ring_put(s, ring, next);
+      }
+      const BenchTile bt = Engine::ring_get<BenchTile>(s, ring);
       ring.advance();
+      const unsigned t = bt.tile;
       if (t == kStop) {
         // Ping-pong: each warpgroup reads its own ring slot, so each needs a stop word.
-        if (Engine::kPingPong && pt == 0) Engine::ring_put(s, ring, kStop);
+        if (Engine::kPingPong && pt == 0) Engine::ring_put(s, ring, BenchTile{kStop, 0u});
         break;
       }
+      if (bt.flags & kReset) pipe = hopper::Ring<FDM_STAGES>{};  // thread 0's already is
+      const bool paired = (bt.flags & kPaired) != 0;
       const unsigned mt = t % tiles_m, nt = t / tiles_m;  // next_tile's index
       if constexpr (FDM_TMA_A) {
         Engine::produce(s, pipe, pt, Engine::tma_rows(&p.a_map, mt * FDM_BM), ktiles, &p.b0, &p.b1,
-                        (int)(nt * FDM_BN), FDM_NB, (int)(nt * FDM_BN));
+                        (int)(nt * FDM_BN), FDM_NB, (int)(nt * FDM_BN), paired);
         continue;
       }
       const Engine::ARows rows = Engine::a_rows(s, pt, reinterpret_cast<const char*>(p.a),
@@ -131,7 +204,8 @@ extern "C" __global__ void FDM_CLUSTER_DIMS __launch_bounds__(hopper::kEngineThr
                                                   if (row >= p.m) return Engine::kNoRow;
                                                   return p.a_index ? p.a_index[row] : row;
                                                 });
-      Engine::produce(s, pipe, pt, rows, ktiles, &p.b0, &p.b1, (int)(nt * FDM_BN), FDM_NB, (int)(nt * FDM_BN));
+      Engine::produce(s, pipe, pt, rows, ktiles, &p.b0, &p.b1, (int)(nt * FDM_BN), FDM_NB, (int)(nt * FDM_BN),
+                      paired);
     }
   } else {
     hopper::regs_increase<hopper::kConsumerRegs>();
@@ -147,15 +221,17 @@ extern "C" __global__ void FDM_CLUSTER_DIMS __launch_bounds__(hopper::kEngineThr
       skip_stages((unsigned)ktiles);
     }
     for (;;) {
-      const unsigned t = Engine::ring_get<unsigned>(s, ring);
+      const BenchTile bt = Engine::ring_get<BenchTile>(s, ring);
       Engine::ring_release(s, ring);
       ring.advance();
       if (Engine::kPingPong) ring.advance();
+      const unsigned t = bt.tile;
       if (t == kStop) break;
+      if (bt.flags & kReset) pipe = hopper::Ring<FDM_STAGES>{};
       const unsigned mt = t % tiles_m, nt = t / tiles_m;  // next_tile's index
       Engine::Accum acc;
       const unsigned rows = min((unsigned)FDM_BM, p.m - mt * FDM_BM);
-      Engine::consume(s, pipe, acc, cw, ktiles, FDM_NB, rows);
+      Engine::consume(s, pipe, acc, cw, ktiles, FDM_NB, rows, (bt.flags & kPaired) != 0);
       if (Engine::kPingPong) skip_stages((unsigned)ktiles);
       const Elem* bias = reinterpret_cast<const Elem*>(p.bias);
       const unsigned col0 = nt * FDM_BN;

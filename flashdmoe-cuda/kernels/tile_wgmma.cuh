@@ -52,7 +52,10 @@
 //   and multicasts it to both CTAs; a stage's full barrier expects the whole tile's bytes (A
 //   and both halves), its empty barrier 16 arrivals (every consumer warp of both CTAs, each
 //   releasing to both). The kernel syncs the cluster after the barriers' set-up and before
-//   it exits, and gives both CTAs the same tiles' columns in the same order.
+//   it exits, and gives both CTAs the same tiles' columns in the same order. A tile of one
+//   CTA alone among the pairs (`paired` false; the tile bench's FDM_CLUSTER_MIXED) loads both
+//   halves of B itself and counts each release twice on its own barrier, so the same barriers
+//   serve both kinds; the pipelines are re-aligned before each pair (docs/dev/paired-tasks.md).
 //
 // EPILOGUE: store() converts the accumulators through an op, column chunk by column chunk,
 //   into a staging buffer in shared memory (stmatrix for 16-bit elements; 16-byte chunks
@@ -232,15 +235,24 @@ template <Mode M, int BM, int BN, int NB, int STAGES> struct Engine {
 
   /// One thread initialises every barrier; the block syncs before anyone uses them.
   __device__ static void init(const Smem& s) {
-    for (unsigned i = 0; i < STAGES; ++i) {
-      mbar_init(s.full(i), kProducerThreads + 1);
-      mbar_init(s.empty(i), kTileWarps * kCluster);  // both CTAs' consumers (clusters)
-    }
+    init_stages(s);
     for (unsigned i = 0; i < 2; ++i) {
       mbar_init(s.ring_full(i), 1);
       mbar_init(s.ring_empty(i), kTileWarps);
     }
     mbar_fence_init();
+  }
+  /// One thread re-initialises the pipeline's barriers while no thread uses them (in a 2-CTA
+  /// cluster before a pair: tile_bench.cu `align_for_pair`).
+  __device__ static void init_pipeline(const Smem& s) {
+    init_stages(s);
+    mbar_fence_init();
+  }
+  __device__ static void init_stages(const Smem& s) {
+    for (unsigned i = 0; i < STAGES; ++i) {
+      mbar_init(s.full(i), kProducerThreads + 1);
+      mbar_init(s.empty(i), kTileWarps * kCluster);  // both CTAs' consumers (clusters)
+    }
   }
 
   /// wgmma groups (k-tiles) a consumer keeps in flight while issuing the next (0 or 1).
@@ -261,23 +273,40 @@ template <Mode M, int BM, int BN, int NB, int STAGES> struct Engine {
     }
   }
   /// Lane 0 of each consumer warp releases stage `slot` to the producer (in a 2-CTA cluster
-  /// to both CTAs' producers: either one's multicast refills the stage in both).
-  __device__ static void release(const Smem& s, unsigned slot) {
+  /// to both CTAs' producers: either one's multicast refills the stage in both). `paired`
+  /// (2-CTA clusters only): the tile is the cluster's pair; a tile of this CTA alone
+  /// (FDM_CLUSTER_MIXED) counts its release twice on this CTA's barrier, for the peer's too.
+  __device__ static void release(const Smem& s, unsigned slot, bool paired = true) {
     __syncwarp();
     if (threadIdx.x % 32 == 0) {
-      mbar_arrive(s.empty(slot));
-      if constexpr (kCluster == 2) mbar_arrive_cluster(s.empty(slot), cluster_ctarank() ^ 1u);
+      if constexpr (kCluster == 2) {
+        if (paired) {
+          mbar_arrive(s.empty(slot));
+          mbar_arrive_cluster(s.empty(slot), cluster_ctarank() ^ 1u);
+        } else {
+          mbar_arrive_count(s.empty(slot), 2u);
+        }
+      } else {
+        mbar_arrive(s.empty(slot));
+      }
     }
   }
   /// Producer thread 0: B operand `which`'s tile at k-tile column `c0`, rows [b_row, b_row +
   /// BN), into stage `slot`. In a 2-CTA cluster this CTA loads its half of the rows and
   /// multicasts it to both CTAs (the peer loads the other half): each stage's full barrier
-  /// expects the whole tile's bytes either way.
-  __device__ static void load_b(const Smem& s, unsigned slot, int which, const void* map, int c0, int b_row) {
+  /// expects the whole tile's bytes either way; a tile of this CTA alone (`paired` false,
+  /// FDM_CLUSTER_MIXED) loads both halves itself, through the same half-tile boxes.
+  __device__ static void load_b(const Smem& s, unsigned slot, int which, const void* map, int c0, int b_row,
+                                bool paired = true) {
     if constexpr (kCluster == 2) {
-      const unsigned half = cluster_ctarank();
-      tma_load_2d_multicast(s.b(slot, which) + half * (kBBytes / 2), map, c0, b_row + (int)half * (BN / 2),
-                            s.full(slot), (unsigned short)0x3);
+      if (paired) {
+        const unsigned half = cluster_ctarank();
+        tma_load_2d_multicast(s.b(slot, which) + half * (kBBytes / 2), map, c0, b_row + (int)half * (BN / 2),
+                              s.full(slot), (unsigned short)0x3);
+      } else {
+        tma_load_2d(s.b(slot, which), map, c0, b_row, s.full(slot));
+        tma_load_2d(s.b(slot, which) + kBBytes / 2, map, c0, b_row + BN / 2, s.full(slot));
+      }
     } else {
       tma_load_2d(s.b(slot, which), map, c0, b_row, s.full(slot));
     }
@@ -374,7 +403,8 @@ template <Mode M, int BM, int BN, int NB, int STAGES> struct Engine {
   /// copies 24.0 -> 23.0 us), as does the tile bench (perf-notes v30 (a): a 256-row stage's
   /// 4096 `cp.async` bound the 256x64 tile). A run-time choice: one call site, both GEMMs.
   __device__ static void produce(const Smem& s, Ring<STAGES>& ps, unsigned pt, const ARows& rows, int ktiles,
-                                 const void* b0, const void* b1, int b_row, int nbu, int b1_row) {
+                                 const void* b0, const void* b1, int b_row, int nbu, int b1_row,
+                                 bool paired = true) {
     const unsigned chunk = pt % 8;
     const unsigned swizzled = (chunk ^ ((pt / 8) & 7u)) * 16;  // rows pt/8 + 16i share r % 8
     if (rows.idx[0] == kTmaRows) {
@@ -385,8 +415,8 @@ template <Mode M, int BM, int BN, int NB, int STAGES> struct Engine {
         if (pt == 0) {
           mbar_arrive_expect_tx(s.full(ps.slot), nbu * kBBytes + kABytes);
           tma_load_2d(s.a(ps.slot), rows.base, kt * kBK, (int)rows.stride, s.full(ps.slot));
-          load_b(s, ps.slot, 0, b0, kt * kBK, b_row);
-          if (NB == 2 && nbu == 2) load_b(s, ps.slot, 1, b1, kt * kBK, b1_row);
+          load_b(s, ps.slot, 0, b0, kt * kBK, b_row, paired);
+          if (NB == 2 && nbu == 2) load_b(s, ps.slot, 1, b1, kt * kBK, b1_row, paired);
         }
         cp_async_arrive_noinc(s.full(ps.slot));
         ps.advance();
@@ -397,8 +427,8 @@ template <Mode M, int BM, int BN, int NB, int STAGES> struct Engine {
       mbar_wait(s.empty(ps.slot), ps.phase ^ 1u);
       if (pt == 0) {
         mbar_arrive_expect_tx(s.full(ps.slot), nbu * kBBytes);
-        load_b(s, ps.slot, 0, b0, kt * kBK, b_row);
-        if (NB == 2 && nbu == 2) load_b(s, ps.slot, 1, b1, kt * kBK, b1_row);
+        load_b(s, ps.slot, 0, b0, kt * kBK, b_row, paired);
+        if (NB == 2 && nbu == 2) load_b(s, ps.slot, 1, b1, kt * kBK, b1_row, paired);
       }
       const unsigned a = s.a(ps.slot);
 #pragma unroll
@@ -445,7 +475,7 @@ template <Mode M, int BM, int BN, int NB, int STAGES> struct Engine {
   /// stores rows below valid_rows only). The other warpgroup then has the tensor cores alone.
   /// Likewise a warpgroup's second slab (256-row tiles) when its rows are all past valid_rows.
   __device__ static void consume(const Smem& s, Ring<STAGES>& ps, Accum& acc, unsigned cw, int ktiles,
-                                 int nbu = NB, unsigned valid_rows = BM) {
+                                 int nbu = NB, unsigned valid_rows = BM, bool paired = true) {
     const unsigned part = tile_part(cw);
     const unsigned a_off = (part % kWgM) * kSlabs * 64 * 128;
     const unsigned b_off = (part / kWgM) * kN * 128;
@@ -453,7 +483,7 @@ template <Mode M, int BM, int BN, int NB, int STAGES> struct Engine {
     if ((part % kWgM) * kSlabs * 64 >= valid_rows) {
       for (int kt = 0; kt < ktiles; ++kt) {
         mbar_wait(s.full(ps.slot), ps.phase);
-        release(s, ps.slot);
+        release(s, ps.slot, paired);
         ps.advance();
       }
       return;
@@ -490,7 +520,7 @@ template <Mode M, int BM, int BN, int NB, int STAGES> struct Engine {
         fence_accum(acc);
         if (kInFlight == 0 || kt > 0) {
           wgmma_wait<kInFlight>();  // the previous k-tile's group (this one's with kInFlight 0)
-          release(s, kInFlight == 0 ? ps.slot : pending);
+          release(s, kInFlight == 0 ? ps.slot : pending, paired);
         }
         pending = ps.slot;
         ps.advance();
@@ -506,7 +536,7 @@ template <Mode M, int BM, int BN, int NB, int STAGES> struct Engine {
     if (kInFlight != 0) {
       wgmma_wait<0>();
       fence_accum(acc);
-      release(s, pending);
+      release(s, pending, paired);
     }
   }
 

@@ -79,6 +79,12 @@ pub struct BenchConfig {
     /// tile alone; docs/dev/tile-bytes-per-flop.md). Tiles go by a static schedule of row-tile
     /// pairs; `m` must be a multiple of `2 bm`.
     pub cluster: bool,
+    /// With `cluster`: every fourth pair of a cluster split, its CTA of rank 1 computing both
+    /// row tiles alone (B loaded whole, releases counted for both CTAs) while rank 0 computes
+    /// none, and the two CTAs' pipelines re-aligned before each pair (`FDM_CLUSTER_MIXED`;
+    /// the first step of docs/dev/paired-tasks.md: solo and paired tasks on one set of
+    /// barriers). Label ` c2m`.
+    pub cluster_mixed: bool,
 }
 
 impl BenchConfig {
@@ -116,7 +122,11 @@ impl BenchConfig {
                     format!(" e{}", self.stage_bytes)
                 }
                 + if self.pingpong { " pp" } else { "" }
-                + if self.cluster { " c2" } else { "" },
+                + match (self.cluster, self.cluster_mixed) {
+                    (true, true) => " c2m",
+                    (true, false) => " c2",
+                    _ => "",
+                },
             self.m,
             self.n,
             self.k
@@ -146,7 +156,8 @@ impl BenchConfig {
             .set("FDM_EPILOGUE", self.epilogue as u32)
             .set("FDM_WGMMA_IN_FLIGHT", self.in_flight)
             .set("FDM_TMA_A", u32::from(self.tma_a))
-            .set("FDM_CLUSTER", if self.cluster { 2 } else { 1 });
+            .set("FDM_CLUSTER", if self.cluster { 2 } else { 1 })
+            .set("FDM_CLUSTER_MIXED", u32::from(self.cluster_mixed));
         KernelVariant {
             label: format!("tile-bench-{}", self.label().replace(' ', "-")),
             source: TILE_BENCH,
@@ -183,6 +194,12 @@ impl BenchConfig {
         }
         if self.tma_a && self.gather {
             return bad("tma_a loads contiguous rows: it cannot gather".into());
+        }
+        if self.cluster_mixed && !self.cluster {
+            return bad(
+                "cluster_mixed mixes solo tiles among a 2-CTA cluster's pairs: it needs cluster"
+                    .into(),
+            );
         }
         if self.cluster && (self.pingpong || !self.m.is_multiple_of(2 * self.bm)) {
             return bad(format!(
@@ -490,6 +507,7 @@ pub fn suite() -> Vec<BenchConfig> {
         stage_bytes: 128,
         pingpong: false,
         cluster: false,
+        cluster_mixed: false,
     };
     use Epilogue::*;
     let staged = |stage_bytes, stages| BenchConfig {
@@ -607,6 +625,17 @@ pub fn suite() -> Vec<BenchConfig> {
         BenchConfig { n: 8192, k: 4096, cluster: true, tma_a: true, ..staged(128, 4) },
         BenchConfig { n: 8192, k: 4096, tma_a: true, ..staged(128, 4) },
         BenchConfig { n: 8192, k: 4096, cluster: true, tma_a: true, ..staged(512, 3) },
+        // Solo tiles among the pairs, the pipelines re-aligned before each pair (the first
+        // step of docs/dev/paired-tasks.md): correct first (the f64 check), then what the
+        // re-alignment and the split pairs' imbalance cost against the 4-stage c2 above.
+        BenchConfig {
+            n: 8192,
+            k: 4096,
+            cluster: true,
+            cluster_mixed: true,
+            tma_a: true,
+            ..staged(128, 4)
+        },
     ]
 }
 
@@ -642,5 +671,11 @@ mod tests {
         assert!(err.contains("multiple of 2 bm"), "{err}");
         c = BenchConfig { cluster: true, ..suite().into_iter().find(|c| c.pingpong).unwrap() };
         assert!(c.check().is_err());
+        // Solo tiles among the pairs only in a cluster; labelled apart.
+        c = BenchConfig { cluster_mixed: true, ..suite()[0] };
+        assert!(c.check().unwrap_err().to_string().contains("needs cluster"));
+        c.cluster = true;
+        c.check().unwrap();
+        assert!(c.label().contains(" c2m"), "{}", c.label());
     }
 }
