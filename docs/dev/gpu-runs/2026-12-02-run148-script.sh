@@ -5,9 +5,10 @@
 # fourth pair split (rank 1 computes both row tiles alone, rank 0 none), the pipelines
 # re-initialised and re-aligned before each pair (tile_bench.cu `align_for_pair`).
 # Prediction: correct (the f64 check of every tile; a barrier hazard would show as a wrong tile
-# or a hang, bounded by the phase's timeout); c2m 8-15% below the 4-stage c2 (661 TFLOP/s
-# sustained in run 141): a quarter of the items run on one CTA of the pair (~12% of the
-# machine idle in those), plus a drain before each pair (~1 µs of a ~28 µs pair at K 4096).
+# or a hang, bounded by the phase's timeout); c2m 20-25% below the 4-stage c2 (661 TFLOP/s
+# sustained in run 141): a split item takes two tile times on rank 1 while rank 0 waits at the
+# next pair (5 tile times per 4 items: -20%), plus a drain before each pair (~1 µs of a ~28
+# µs pair at K 4096). Measured beyond -25%, the re-alignment costs more than predicted.
 # Carry: .carry/tile-bench (`cargo build --release -p flashdmoe-cuda --example tile-bench`,
 # stripped). ~60 s.
 set -u -o pipefail
