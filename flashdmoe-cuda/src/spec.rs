@@ -556,7 +556,11 @@ impl MoeSpec {
     /// that (at least 128) and it fits (`None` on the mma.sync engine).
     pub fn with_narrower_staging(&self) -> Option<MoeSpec> {
         let TileEngine::Wgmma(t) = self.engine else { return None };
-        let tile = WgmmaTile { stage_bytes: t.stage_bytes / 2, ..t };
+        self.with_engine_tile(WgmmaTile { stage_bytes: t.stage_bytes / 2, ..t })
+    }
+
+    /// This specialisation on the Hopper engine's `tile`, if the engine takes it and it fits.
+    fn with_engine_tile(&self, tile: WgmmaTile) -> Option<MoeSpec> {
         let spec = MoeSpec { engine: TileEngine::Wgmma(tile), ..*self };
         (tile.unsupported().is_none() && spec.smem_bytes() <= SMEM_LIMIT).then_some(spec)
     }
@@ -656,11 +660,9 @@ impl MoeSpec {
     /// staging that fits beside them (`None` on the mma.sync engine, or when none fits).
     pub fn with_stages(&self, stages: u32) -> Option<MoeSpec> {
         let TileEngine::Wgmma(t) = self.engine else { return None };
-        [512, 256, 128].into_iter().find_map(|stage_bytes| {
-            let tile = WgmmaTile { stages, stage_bytes, ..t };
-            let spec = MoeSpec { engine: TileEngine::Wgmma(tile), ..*self };
-            (tile.unsupported().is_none() && spec.smem_bytes() <= SMEM_LIMIT).then_some(spec)
-        })
+        [512, 256, 128]
+            .into_iter()
+            .find_map(|stage_bytes| self.with_engine_tile(WgmmaTile { stages, stage_bytes, ..t }))
     }
 
     /// Pipeline stages of this specialisation's engine (the mma.sync engine's fixed depth).
