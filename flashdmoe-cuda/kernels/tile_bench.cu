@@ -84,9 +84,11 @@ struct BenchTile {
 };
 /// The tile is the cluster's pair (B multicast to both CTAs); else this CTA's alone.
 constexpr unsigned kPaired = 1u;
-/// Every thread restarts its pipeline position at 0: the producer re-initialised the
-/// pipeline's barriers for this pair (FDM_CLUSTER_MIXED, `align_for_pair`).
-constexpr unsigned kReset = 2u;
+/// Whether every pair starts on re-initialised pipelines (`align_for_pair`), each thread's
+/// position back at 0: where solo tiles mix among the pairs.
+constexpr bool kRealign = FDM_CLUSTER_MIXED;
+/// Whether tile `bt` restarts the pipelines.
+__device__ __forceinline__ bool realigns(const BenchTile& bt) { return kRealign && (bt.flags & kPaired); }
 
 /// The next tile of this block (producer thread 0 only; the ring carries it to every thread).
 /// Without clusters: the grid-wide counter's next, walked in rasters of group_m row tiles. In
@@ -108,7 +110,7 @@ __device__ BenchTile next_tile(const fdm_tile_bench_params& p, unsigned tiles_m,
       const bool split = FDM_CLUSTER_MIXED && item % 4 == 3;
       if (!split) {
         ++item;
-        return BenchTile{nt * tiles_m + 2 * mt + rank, kPaired | (FDM_CLUSTER_MIXED ? kReset : 0u)};
+        return BenchTile{nt * tiles_m + 2 * mt + rank, kPaired};
       }
       if (rank == 0) {
         ++item;
@@ -135,9 +137,9 @@ __device__ BenchTile next_tile(const fdm_tile_bench_params& p, unsigned tiles_m,
 /// and wait on the task ring, not on the pipeline's barriers), re-initialises the pipeline's
 /// barriers, then tells the peer and waits for the peer's word on `ready` (both at cluster
 /// scope): no multicast or remote release reaches a barrier before its re-initialisation,
-/// since the peer issues either only after this word. The caller then restarts `pipe` at 0,
-/// and the kReset flag makes every other thread do the same. docs/dev/paired-tasks.md.
-__device__ void align_for_pair(const Engine::Smem& s, hopper::Ring<FDM_STAGES>& pipe, unsigned ready,
+/// since the peer issues either only after this word. Every thread then restarts its
+/// pipeline position at 0 (`realigns`). docs/dev/paired-tasks.md.
+__device__ void align_for_pair(const Engine::Smem& s, const hopper::Ring<FDM_STAGES>& pipe, unsigned ready,
                                unsigned& pairs) {
   hopper::Ring<FDM_STAGES> q = pipe;
   for (unsigned i = 0; i < FDM_STAGES; ++i) {
@@ -148,7 +150,6 @@ __device__ void align_for_pair(const Engine::Smem& s, hopper::Ring<FDM_STAGES>& 
   hopper::mbar_signal_cluster(ready, hopper::cluster_ctarank() ^ 1u);
   hopper::mbar_wait_cluster(ready, pairs & 1u);
   ++pairs;
-  pipe = hopper::Ring<FDM_STAGES>{};
 }
 
 extern "C" __global__ void FDM_CLUSTER_DIMS __launch_bounds__(hopper::kEngineThreads, 1)
@@ -161,7 +162,7 @@ extern "C" __global__ void FDM_CLUSTER_DIMS __launch_bounds__(hopper::kEngineThr
   const Engine::Smem s = Engine::carve(smem);
   if (threadIdx.x == 0) {
     Engine::init(s);
-    if (FDM_CLUSTER_MIXED) hopper::mbar_init(ready, 1);
+    if (kRealign) hopper::mbar_init(ready, 1);
     hopper::prefetch_tensormap(&p.b0);
     if (FDM_NB == 2) hopper::prefetch_tensormap(&p.b1);
     if (FDM_TMA_A) hopper::prefetch_tensormap(&p.a_map);
@@ -179,7 +180,7 @@ extern "C" __global__ void FDM_CLUSTER_DIMS __launch_bounds__(hopper::kEngineThr
     for (;;) {
       if (pt == 0) {
         const BenchTile next = next_tile(p, tiles_m, tiles_n, item, sub);
-        if (next.flags & kReset) align_for_pair(s, pipe, ready, pairs);
+        if (realigns(next)) align_for_pair(s, pipe, ready, pairs);
         Engine::ring_put(s, ring, next);
       }
       const BenchTile bt = Engine::ring_get<BenchTile>(s, ring);
@@ -190,7 +191,7 @@ extern "C" __global__ void FDM_CLUSTER_DIMS __launch_bounds__(hopper::kEngineThr
         if (Engine::kPingPong && pt == 0) Engine::ring_put(s, ring, BenchTile{kStop, 0u});
         break;
       }
-      if (bt.flags & kReset) pipe = hopper::Ring<FDM_STAGES>{};  // thread 0's already is
+      if (realigns(bt)) pipe = hopper::Ring<FDM_STAGES>{};
       const bool paired = (bt.flags & kPaired) != 0;
       const unsigned mt = t % tiles_m, nt = t / tiles_m;  // next_tile's index
       if constexpr (FDM_TMA_A) {
@@ -227,7 +228,7 @@ extern "C" __global__ void FDM_CLUSTER_DIMS __launch_bounds__(hopper::kEngineThr
       if (Engine::kPingPong) ring.advance();
       const unsigned t = bt.tile;
       if (t == kStop) break;
-      if (bt.flags & kReset) pipe = hopper::Ring<FDM_STAGES>{};
+      if (realigns(bt)) pipe = hopper::Ring<FDM_STAGES>{};
       const unsigned mt = t % tiles_m, nt = t / tiles_m;  // next_tile's index
       Engine::Accum acc;
       const unsigned rows = min((unsigned)FDM_BM, p.m - mt * FDM_BM);
