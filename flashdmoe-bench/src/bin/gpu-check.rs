@@ -3,8 +3,7 @@
 //! timings of the paper grid, all in one process (run by `scripts/gpu-check.sh` on the GPU
 //! machine). Every timed configuration is verified in the same run.
 //!
-//! Usage: `gpu-check [--quick] [--list] [--json PATH] [--only PATTERN[,PATTERN...]]
-//! [--iters N] [--sustain N] [--engine auto|mma-sync|wgmma] [--combine registers|stream]`
+//! Usage: [`USAGE`] (`gpu-check --help` prints it); the options in more detail below.
 //!
 //! Prints one line per check and a summary table last; exits non-zero if any check failed.
 //! A forward check's line carries its output digest (`output digest 0123...`,
