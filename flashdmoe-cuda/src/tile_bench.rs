@@ -39,6 +39,9 @@ pub enum Epilogue {
     SwiGlu,
 }
 
+/// The raster group's row tiles unless a configuration says otherwise.
+pub const DEFAULT_GROUP_M: u32 = 16;
+
 /// One bench configuration.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BenchConfig {
@@ -85,6 +88,12 @@ pub struct BenchConfig {
     /// the first step of docs/dev/paired-tasks.md: solo and paired tasks on one set of
     /// barriers). Label ` c2m`.
     pub cluster_mixed: bool,
+    /// Row tiles a raster group walks before the next (16; label ` g<n>` otherwise): at 16
+    /// the row tiles of one column tile run at once on neighbouring SMs and share B through
+    /// L2; at 1 every column tile of row tile 0 comes first, so a second row tile reads B
+    /// again from HBM, as an expert's row tiles do in the MoE kernel (perf-notes v29 (d)). A
+    /// 2-CTA cluster's pairs walk `group_m / 2` pairs.
+    pub group_m: u32,
 }
 
 impl BenchConfig {
@@ -126,6 +135,11 @@ impl BenchConfig {
                     (true, true) => " c2m",
                     (true, false) => " c2",
                     _ => "",
+                }
+                + &if self.group_m == DEFAULT_GROUP_M {
+                    String::new()
+                } else {
+                    format!(" g{}", self.group_m)
                 },
             self.m,
             self.n,
@@ -201,13 +215,16 @@ impl BenchConfig {
                     .into(),
             );
         }
-        if self.cluster && (self.pingpong || !self.m.is_multiple_of(2 * self.bm)) {
+        if self.cluster && (self.pingpong || !self.m.div_ceil(self.bm).is_multiple_of(2)) {
             return bad(format!(
-                "a 2-CTA cluster takes row tiles in pairs: m {} must be a multiple of 2 bm ({}), \
-                 and its consumers cooperative (not ping-pong)",
-                self.m,
-                2 * self.bm
+                "a 2-CTA cluster takes row tiles in pairs: m {} must make an even number of \
+                 row tiles of bm {} (the last may be partial), and its consumers cooperative \
+                 (not ping-pong)",
+                self.m, self.bm
             ));
+        }
+        if self.group_m == 0 {
+            return bad("group_m must be at least 1".into());
         }
         Ok(())
     }
@@ -370,7 +387,7 @@ pub fn run(
         n: config.n,
         k: config.k,
         epilogue: config.epilogue as u32,
-        group_m: 16,
+        group_m: config.group_m,
         pad: [0; 13],
     };
     // A clustered image (`__cluster_dims__`) launches plainly: its blocks wait only on their
@@ -508,12 +525,15 @@ pub fn suite() -> Vec<BenchConfig> {
         pingpong: false,
         cluster: false,
         cluster_mixed: false,
+        group_m: DEFAULT_GROUP_M,
     };
     use Epilogue::*;
     let staged = |stage_bytes, stages| BenchConfig {
         stage_bytes,
         ..c(DType::Bf16, 128, 256, stages, Plain, false, 16384)
     };
+    // DeepSeek-V3's gated GEMM0 tile (K = H = 7168) over 128 column tiles of weights.
+    let dsv3 = |m| BenchConfig { n: 32768, k: 7168, ..c(DType::Bf16, 128, 128, 4, SwiGlu, true, m) };
     // A ping-pong 128x128 at Qwen3's GEMM1 shape (N 2048, K 768).
     let pingpong = |stages, stage_bytes, epilogue, gather, m| BenchConfig {
         n: 2048,
@@ -636,6 +656,15 @@ pub fn suite() -> Vec<BenchConfig> {
             tma_a: true,
             ..staged(128, 4)
         },
+        // The paired tasks' prize where it is claimed (docs/dev/paired-tasks.md): DeepSeek-V3's
+        // gated GEMM0 tile on an expert of two row tiles (256 rows, or 150: one full and one
+        // ragged), its row tiles a wave apart (g1: the second reads B from HBM again, as in
+        // the MoE kernel) against the two as a cluster's pair (B read once, multicast).
+        // Beside them: `m256` above at g16 (the row tiles side by side, sharing B in L2).
+        BenchConfig { group_m: 1, ..dsv3(256) },
+        BenchConfig { group_m: 1, cluster: true, ..dsv3(256) },
+        BenchConfig { group_m: 1, ..dsv3(150) },
+        BenchConfig { group_m: 1, cluster: true, ..dsv3(150) },
     ]
 }
 
@@ -668,7 +697,11 @@ mod tests {
         c.check().unwrap();
         c.m = 3 * c.bm;
         let err = c.check().unwrap_err().to_string();
-        assert!(err.contains("multiple of 2 bm"), "{err}");
+        assert!(err.contains("even number of row tiles"), "{err}");
+        c.m = 3 * c.bm + 1; // four row tiles, the last of one row
+        c.check().unwrap();
+        c.group_m = 0;
+        assert!(c.check().unwrap_err().to_string().contains("group_m"));
         c = BenchConfig { cluster: true, ..suite().into_iter().find(|c| c.pingpong).unwrap() };
         assert!(c.check().is_err());
         // Solo tiles among the pairs only in a cluster; labelled apart.
