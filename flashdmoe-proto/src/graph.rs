@@ -376,6 +376,28 @@ pub fn gemm0_tile(i: u32, row_tiles: u32, col_tiles: u32, group: u32) -> (u32, u
     (j / width, first + j % width)
 }
 
+/// Task `i` of a packet's GEMM0 tasks in the order of a layer run in 2-CTA cluster pairs
+/// (docs/dev/paired-tasks.md): the column groups of [`gemm0_tile`], and inside a group its row
+/// tiles two at a time, each column tile's two row tiles (2p, 2p + 1) side by side, then an odd
+/// last row tile alone. Returns (row tile, column tile, whether task `i` heads a pair: task
+/// `i + 1` is the same column tile's row tile 2p + 1, and the two run together on the two
+/// processors of one cluster, reading the column tile's weights once). `fdm_gemm0_paired` in
+/// the generated header. `i < row_tiles * col_tiles`.
+pub fn gemm0_tile_paired(i: u32, row_tiles: u32, col_tiles: u32, group: u32) -> (u32, u32, bool) {
+    let group = if group == 0 || group > col_tiles { col_tiles } else { group };
+    let per_group = row_tiles as u64 * group as u64;
+    let first = (i as u64 / per_group) as u32 * group;
+    let width = group.min(col_tiles - first) as u64;
+    let j = i as u64 % per_group;
+    let paired = (row_tiles & !1) as u64 * width;
+    if j < paired {
+        let (p, r) = (j / (2 * width), j % (2 * width));
+        ((2 * p + r % 2) as u32, first + (r / 2) as u32, r % 2 == 0)
+    } else {
+        (row_tiles - 1, first + (j - paired) as u32, false)
+    }
+}
+
 /// The GEMM0 tasks a packet of `rows` rows creates on its owner when its dispatch signal
 /// arrives (none for a zero-row packet), in [`gemm0_tile`]'s order.
 pub fn gemm0_tasks(
@@ -591,6 +613,42 @@ mod tests {
         assert_eq!(gemm0_tile(48, 8, 112, 6), (0, 6));
         assert_eq!(gemm0_tile(8 * 108, 8, 112, 6), (0, 108));
         assert_eq!(gemm0_tile(8 * 112 - 1, 8, 112, 6), (7, 111));
+    }
+
+    #[test]
+    fn paired_gemm0_order_visits_every_tile_once_with_pairs_side_by_side() {
+        for (rts, cts) in [(1u32, 1u32), (2, 1), (8, 112), (3, 7), (5, 4), (1, 16), (7, 16)] {
+            for group in [0u32, 1, 2, 3, 6, cts, cts + 5] {
+                let order: Vec<(u32, u32, bool)> =
+                    (0..rts * cts).map(|i| gemm0_tile_paired(i, rts, cts, group)).collect();
+                let mut seen: Vec<(u32, u32)> = order.iter().map(|&(r, c, _)| (r, c)).collect();
+                seen.sort_unstable();
+                seen.dedup();
+                assert_eq!(seen.len() as u32, rts * cts, "{rts}x{cts} group {group}: a tile twice");
+                // The same column groups as the unpaired order, in the same order.
+                let g = if group == 0 || group > cts { cts } else { group };
+                for (i, &(rt, c, head)) in order.iter().enumerate() {
+                    assert!(rt < rts && c < cts);
+                    assert_eq!(c / g, gemm0_tile(i as u32, rts, cts, group).1 / g);
+                    // A head is row tile 2p, followed by row tile 2p + 1 of its column tile;
+                    // every row tile but an odd last one is in a pair.
+                    if head {
+                        assert_eq!(rt % 2, 0);
+                        assert_eq!(order[i + 1], (rt + 1, c, false));
+                    } else if rt % 2 == 0 {
+                        assert_eq!(rt, rts - 1, "{rts}x{cts} group {group}: {i} alone");
+                    } else {
+                        assert_eq!(order[i - 1], (rt - 1, c, true));
+                    }
+                }
+            }
+        }
+        // Two row tiles, groups of two columns: (0,0) (1,0) (0,1) (1,1), then the next group.
+        assert_eq!(gemm0_tile_paired(1, 2, 4, 2), (1, 0, false));
+        assert_eq!(gemm0_tile_paired(2, 2, 4, 2), (0, 1, true));
+        assert_eq!(gemm0_tile_paired(4, 2, 4, 2), (0, 2, true));
+        // Three row tiles in one group of 3: pairs over row tiles 0-1, then row tile 2 alone.
+        assert_eq!(gemm0_tile_paired(6, 3, 3, 0), (2, 0, false));
     }
 
     fn layout() -> HeapLayout {
