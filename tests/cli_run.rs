@@ -145,6 +145,10 @@ fn bad_flags_are_usage_errors() {
     assert_exit(&o, 2);
     assert!(stderr(&o).contains("--tile applies to --backend cuda only"), "{}", stderr(&o));
 
+    let o = flashdmoe(&["run", "--pairs"]);
+    assert_exit(&o, 2);
+    assert!(stderr(&o).contains("--pairs applies to --backend cuda only"), "{}", stderr(&o));
+
     let o = flashdmoe(&["run", "--backend", "cuda", "--tile", "256"]);
     assert_exit(&o, 2);
     assert!(stderr(&o).contains("is not a tile: BMxBN"), "{}", stderr(&o));

@@ -27,6 +27,10 @@
 //   FDM_STAGES                      pipeline stages of the Hopper engine
 //   FDM_FRAG_PIPE   0 | 1 (default)   register-pipelined GEMM0 fragments of the mma.sync
 //                                     engine (0: the spill fallback)
+//   FDM_PAIRS    0 | 1   paired GEMM0 tasks (the Hopper engine with FDM_CLUSTER=2): the kernel
+//                runs in 2-CTA clusters and two processors of a cluster compute row tiles 2p
+//                and 2p + 1 of one column tile together, each loading half of every B tile
+//                and multicasting it (docs/dev/paired-tasks.md; MoeSpec::pairs)
 #pragma once
 
 #include <cuda_bf16.h>
@@ -125,6 +129,20 @@ constexpr int kChunk = FDM_CHUNK;  // tokens per routing chunk (A2's positions, 
 #endif
 constexpr unsigned kStop = 0xFFFFFFFFu;
 constexpr unsigned kDropped = 0xFFFFFFFFu;
+#ifndef FDM_PAIRS
+#define FDM_PAIRS 0
+#endif
+/// Paired GEMM0 tasks (FDM_PAIRS): the scheduler posts a pair's two tasks to the two
+/// processors of one 2-CTA cluster at once, each mailbox word marked with kPairBit (task
+/// indices stay below it; kStop has it too and is tested first), and the OS block marks the
+/// GEMM log slots that head a pair in its shared memory (OsShared::pair_head: kPairSlots slots
+/// from the GEMM log's base; the host refuses pairs for a longer log, MoeSpec::pairs).
+constexpr bool kPairs = FDM_PAIRS != 0;
+constexpr unsigned kPairBit = 0x80000000u;
+constexpr unsigned kPairSlots = kPairs ? 131072u : 32u;
+#if FDM_PAIRS && (FDM_ENGINE != 1 || !defined(FDM_CLUSTER) || FDM_CLUSTER != 2)
+#error "FDM_PAIRS: the Hopper engine in 2-CTA clusters (FDM_ENGINE=1, FDM_CLUSTER=2)"
+#endif
 // The Hopper engine masks a ragged last column tile (H or I no multiple of the tile: gpt-oss's
 // 2880 in 128-column tiles; proto's tile_cols); spec.rs gives the mma.sync tiles dividing ones.
 static_assert(kHopper || (kH % kBN == 0 && kI % kBN == 0 && kH % kBNH == 0),

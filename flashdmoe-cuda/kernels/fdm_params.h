@@ -17,6 +17,7 @@
 #define FDM_WAIT_MAILBOX 5u
 #define FDM_WAIT_CORRUPT_SIGNAL 6u
 #define FDM_WAIT_INVALID_ROUTING 7u
+#define FDM_WAIT_PAIR_PEER 8u
 
 typedef struct alignas(128) fdm_tensor_map {
     unsigned long long opaque[16];

@@ -225,6 +225,31 @@ FDM_FN unsigned int fdm_gemm0_col_tile(unsigned int i, unsigned int row_tiles, u
     unsigned int width = fdm_gemm0_width(i, row_tiles, col_tiles, group, &first, &j);
     return first + j % width;
 }
+// graph::gemm0_tile_paired: i's row and column tile in a layer run in cluster pairs, and
+// whether i heads a pair (1 or 0).
+typedef struct fdm_paired_tile {
+    unsigned int row_tile;
+    unsigned int col_tile;
+    unsigned int head;
+} fdm_paired_tile;
+FDM_FN fdm_paired_tile fdm_gemm0_paired(unsigned int i, unsigned int row_tiles, unsigned int col_tiles,
+                                        unsigned int group) {
+    unsigned int first, j;
+    const unsigned long long width = fdm_gemm0_width(i, row_tiles, col_tiles, group, &first, &j);
+    const unsigned long long paired = (unsigned long long)(row_tiles & ~1u) * width;
+    fdm_paired_tile t;
+    if (j < paired) {
+        const unsigned long long p = j / (2ull * width), r = j % (2ull * width);
+        t.row_tile = (unsigned int)(2ull * p + r % 2ull);
+        t.col_tile = first + (unsigned int)(r / 2ull);
+        t.head = r % 2ull == 0ull ? 1u : 0u;
+    } else {
+        t.row_tile = row_tiles - 1u;
+        t.col_tile = first + (unsigned int)(j - paired);
+        t.head = 0u;
+    }
+    return t;
+}
 // Token tiles per combine readiness group: graph::combine_group_tiles.
 FDM_FN unsigned int fdm_combine_group_tiles(unsigned int token_tiles, unsigned int packets,
                                             unsigned long long row_tiles) {

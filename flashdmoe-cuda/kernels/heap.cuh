@@ -38,6 +38,9 @@ enum Control : unsigned {
   // The first wave: the OS block posted GEMM log tasks base .. base + n - 1 to processors
   // 0 .. n - 1 itself (subscriber.cuh enqueue_in_place); for the host only.
   kFirstWave = 19,
+  // Tasks run as halves of a cluster's pair this forward (FDM_PAIRS: processor_wgmma.cuh
+  // align_for_pair, one count a task); for the host only.
+  kPairedTasks = 20,
   kControlEnd,
 };
 static_assert(kControlEnd <= FDM_CONTROL_WORDS, "params.rs: CONTROL_WORDS");

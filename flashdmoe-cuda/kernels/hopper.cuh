@@ -88,7 +88,7 @@ __device__ __forceinline__ void tma_load_2d(unsigned dst, const void* map, int c
       : "memory");
 }
 
-// ─── 2-CTA clusters (the tile bench's FDM_CLUSTER) ───────────────────────────────────────
+// ─── 2-CTA clusters (the tile bench's FDM_CLUSTER, the MoE kernel's FDM_PAIRS) ──────────────
 /// This CTA's rank in its cluster, the cluster's index in the grid, and the grid's clusters.
 __device__ __forceinline__ unsigned cluster_ctarank() {
   unsigned r;
@@ -129,17 +129,21 @@ __device__ __forceinline__ void mbar_signal_cluster(unsigned bar, unsigned rank)
       "r"(rank)
       : "memory");
 }
-/// Waits for phase `parity` of this CTA's barrier `bar`, acquiring at cluster scope what the
-/// peer released with `mbar_signal_cluster`.
+/// Whether phase `parity` of this CTA's barrier `bar` has completed, acquiring at cluster
+/// scope what the peer released with `mbar_signal_cluster` (one try: for waits with a deadline).
+__device__ __forceinline__ bool mbar_try_wait_cluster(unsigned bar, unsigned parity) {
+  unsigned ok;
+  asm volatile(
+      "{\n.reg .pred p;\nmbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 p, [%1], %2;\n"
+      "selp.u32 %0, 1, 0, p;\n}"
+      : "=r"(ok)
+      : "r"(bar), "r"(parity)
+      : "memory");
+  return ok != 0;
+}
+/// Waits for phase `parity` of this CTA's barrier `bar` (mbar_try_wait_cluster until it has).
 __device__ __forceinline__ void mbar_wait_cluster(unsigned bar, unsigned parity) {
-  unsigned ok = 0;
-  while (!ok) {
-    asm volatile(
-        "{\n.reg .pred p;\nmbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 p, [%1], %2;\n"
-        "selp.u32 %0, 1, 0, p;\n}"
-        : "=r"(ok)
-        : "r"(bar), "r"(parity)
-        : "memory");
+  while (!mbar_try_wait_cluster(bar, parity)) {
   }
 }
 /// Every thread of both CTAs of the cluster (aligned: whole warps): what each did before is

@@ -43,7 +43,17 @@
 
 namespace cg = cooperative_groups;
 
-extern "C" __global__ void __launch_bounds__(kThreads, 1) fdm_moe_forward(const __grid_constant__ fdm_params params) {
+// With paired GEMM0 tasks (FDM_PAIRS) the grid runs in 2-CTA clusters, blocks 2c and 2c + 1
+// (a rank's blocks per rank are even: MoeSpec::pairs), launched cooperatively as before (run
+// 145: co-resident at this footprint). Phase A and the OS block ignore the clusters.
+#if FDM_PAIRS
+#define FDM_MOE_CLUSTER_DIMS __cluster_dims__(2, 1, 1)
+#else
+#define FDM_MOE_CLUSTER_DIMS
+#endif
+
+extern "C" __global__ void FDM_MOE_CLUSTER_DIMS __launch_bounds__(kThreads, 1)
+    fdm_moe_forward(const __grid_constant__ fdm_params params) {
   extern __shared__ __align__(128) char smem[];
   const fdm_params* p = &params;
   cg::grid_group grid = cg::this_grid();

@@ -73,7 +73,9 @@ __device__ __forceinline__ CombineSlot* combine_slots(const Engine::Smem& s) {
 struct RingTask {
   fdm_task t;
   unsigned index;
+  unsigned paired;  // kPairs: the task is its cluster's pair (both pipelines restart at 0)
 };
+
 
 /// `blockIdx.x` read by a volatile `mov`, which the compiler cannot merge with the kernel's
 /// own reads or hoist out of a loop: what the roles derive from it is computed again where it
@@ -99,11 +101,51 @@ __device__ __forceinline__ unsigned local_rank_index(const fdm_params* p) {
   return fresh_block_index() / p->blocks_per_rank;
 }
 
+#if FDM_PAIRS
+/// Producer thread 0, before handing on a paired task (its mailbox word had kPairBit): brings
+/// this CTA's pipeline and its cluster peer's to one position, since the pair's multicasts
+/// write the same stages of both (docs/dev/paired-tasks.md, "The pipeline"; the tile bench's
+/// `align_for_pair`). Waits until every stage of this CTA is empty (its consumers are then past
+/// their last main loop, and the peer's releases of an earlier pair's stages are in), then
+/// re-initialises the stages' barriers, tells the peer on its `ready` barrier and waits for the
+/// peer's word on its own (both at cluster scope): no multicast or remote release reaches a
+/// barrier before its re-initialisation, since the peer issues either only after this word.
+/// Both peers meet their pairs in one order (the scheduler posts a pair to both mailboxes in
+/// one round), so `pairs` (this CTA's pairs so far) gives both the same phase. False when the
+/// launch aborted or the peer did not come in time (a timeout recorded: FDM_WAIT_PAIR_PEER).
+__device__ bool align_for_pair(const Rank& r, const Engine::Smem& s, const hw::Ring<FDM_STAGES>& pipe, unsigned ready,
+                               unsigned& pairs, Deadline& deadline) {
+  const auto gave_up = [&]() {
+    if (aborted(r.p)) return true;
+    if (!deadline.expired()) return false;
+    report_timeout(r, FDM_ROLE_PROCESSOR, FDM_WAIT_PAIR_PEER, processor_index(r.p), pairs);
+    return true;
+  };
+  hw::Ring<FDM_STAGES> q = pipe;
+  for (unsigned i = 0; i < FDM_STAGES; ++i) {
+    while (!hw::mbar_try_wait(s.empty(q.slot), q.phase ^ 1u)) {
+      if (gave_up()) return false;
+    }
+    q.advance();
+  }
+  Engine::init_pipeline(s);
+  hw::mbar_signal_cluster(ready, hw::cluster_ctarank() ^ 1u);
+  while (!hw::mbar_try_wait_cluster(ready, pairs & 1u)) {
+    if (gave_up()) return false;
+  }
+  ++pairs;
+  deadline.progress();
+  atomicAdd(&r.control()[kPairedTasks], 1u);  // for the host (PhaseTimes::paired_tasks)
+  return true;
+}
+#endif
+
 __device__ void wgmma_producer(const Rank& r, const Engine::Smem& s, hw::Ring<2>& ring,
-                               hw::Ring<FDM_STAGES>& pipe) {
+                               hw::Ring<FDM_STAGES>& pipe, unsigned pair_ready) {
   const unsigned pt = threadIdx.x;
   const fdm_params* p = r.p;
   unsigned taken = 0;
+  unsigned pairs = 0;  // thread 0: paired tasks begun (align_for_pair)
   Deadline deadline(p->timeout_ns + p->timeout_ns / 2);
   for (;;) {
     // Thread 0 waits for the mailbox (a timeout or abort yields kStop, which ends every role)
@@ -111,6 +153,17 @@ __device__ void wgmma_producer(const Rank& r, const Engine::Smem& s, hw::Ring<2>
     if (pt == 0) {
       RingTask next;
       next.index = mailbox_wait(r, processor_index(p), taken, deadline);
+      next.paired = 0;
+#if FDM_PAIRS
+      if (next.index != kStop && (next.index & kPairBit)) {
+        next.index &= ~kPairBit;
+        next.paired = 1;
+        if (!align_for_pair(r, s, pipe, pair_ready, pairs, deadline)) next.index = kStop;
+      }
+#else
+      (void)pair_ready;
+      (void)pairs;
+#endif
       if (next.index != kStop) next.t = r.tasks()[next.index];
       Engine::ring_put(s, ring, next);
     }
@@ -118,6 +171,8 @@ __device__ void wgmma_producer(const Rank& r, const Engine::Smem& s, hw::Ring<2>
     ring.advance();
     if (task->index == kStop) return;
     ++taken;
+    const bool paired = kPairs && task->paired;
+    if (paired) pipe = hw::Ring<FDM_STAGES>{};  // both CTAs' pipelines re-initialised
     const fdm_task& t = task->t;  // read in place (shared memory), not copied to registers
     if (t.kind == FDM_TASK_COMBINE) {
       // Streamed: the slots' row segments through the stages (combine_stream.cuh).
@@ -141,7 +196,7 @@ __device__ void wgmma_producer(const Rank& r, const Engine::Smem& s, hw::Ring<2>
                                  (unsigned)((t.input_offset - p->layout.intermediate_rows) / (kI * sizeof(Elem))))
               : task_rows(r, s, t, e, pt);
     Engine::produce(s, pipe, pt, rows, (gemm0 ? kH : kI) / Engine::kBK, b0, b1, b_row, gemm0 ? kNB0 : kNB1,
-                    gemm0 ? b_row : b_row + kBN);
+                    gemm0 ? b_row : b_row + kBN, paired);
   }
 }
 
@@ -190,7 +245,7 @@ struct PendingReturn {
 __device__ __forceinline__ unsigned long long gemm_consume(const Rank& r, const Engine::Smem& s,
                                                            hw::Ring<FDM_STAGES>& pipe, const fdm_task& t,
                                                            unsigned c, PendingReturn& pending,
-                                                           unsigned long long* marks) {
+                                                           unsigned long long* marks, bool paired) {
   const unsigned cw = c / 128, ct = c % 128;
   const bool gemm0 = t.kind == FDM_TASK_GEMM0;
   const fdm_params* p = r.p;
@@ -207,7 +262,7 @@ __device__ __forceinline__ unsigned long long gemm_consume(const Rank& r, const 
     }
   }
   Engine::Accum acc;
-  Engine::consume(s, pipe, acc, cw, (gemm0 ? kH : kI) / Engine::kBK, gemm0 ? kNB0 : kNB1, t.valid_rows);
+  Engine::consume(s, pipe, acc, cw, (gemm0 ? kH : kI) / Engine::kBK, gemm0 ? kNB0 : kNB1, t.valid_rows, paired);
   // The trace's in-task marks (consumer 0, straight into shared memory: no register held
   // across the epilogue): its warpgroup's main loop done, then its stores done.
   if (c == 0 && p->trace) marks[0] = now_ns();
@@ -340,7 +395,9 @@ __device__ void wgmma_consumer(const Rank& r, const Engine::Smem& s, hw::Ring<2>
       hw::consumer_sync();
       end = now_ns();
     } else {
-      end = gemm_consume(r, s, pipe, task->t, c, pending, s_marks);
+      const bool paired = kPairs && task->paired;
+      if (paired) pipe = hw::Ring<FDM_STAGES>{};  // the producer re-initialised the stages
+      end = gemm_consume(r, s, pipe, task->t, c, pending, s_marks, paired);
       // A tile stored on this GPU: consumer warp 0 alone publishes it and reports the task;
       // the other seven warps go on to the next task at once (run 129: Qwen3 and OLMoE -1.2%,
       // T16384 E8 -0.6%; perf-notes v38 (c)).
@@ -369,17 +426,30 @@ __device__ void wgmma_consumer(const Rank& r, const Engine::Smem& s, hw::Ring<2>
   }
 }
 
-/// Engine set-up of a processor block, by all its threads, before they split by role.
-__device__ Engine::Smem processor_init(const Rank& r, char* smem) {
+/// Whether this processor block has a cluster peer that is a processor too (FDM_PAIRS: blocks
+/// 2c and 2c + 1 form cluster c, and a rank's blocks per rank are even, so its processor 0's
+/// peer is the OS block; fresh_block_index).
+__device__ __forceinline__ bool in_pair_cluster(const fdm_params* p) {
+  return kPairs && fresh_block_index() % p->blocks_per_rank >= 2u;
+}
+
+/// Engine set-up of a processor block, by all its threads, before they split by role; with
+/// paired tasks also the `pair_ready` barrier (align_for_pair), set up in both CTAs of a
+/// cluster before either can signal the other's.
+__device__ Engine::Smem processor_init(const Rank& r, char* smem, unsigned pair_ready) {
   const Engine::Smem s = Engine::carve(smem);
   if (threadIdx.x == 0) {
     Engine::init(s);
+    if (kPairs) hw::mbar_init(pair_ready, 1);
     hw::prefetch_tensormap(&r.p->tmap_up);
     hw::prefetch_tensormap(&r.p->tmap_down);
     if (r.maps_intermediate()) hw::prefetch_tensormap(&r.p->tmap_inter[r.local]);
     if (kGated) hw::prefetch_tensormap(&r.p->tmap_gate);
   }
   __syncthreads();
+  if constexpr (kPairs) {
+    if (in_pair_cluster(r.p)) hw::cluster_sync();
+  }
   return s;
 }
 
@@ -388,15 +458,23 @@ __device__ Engine::Smem processor_init(const Rank& r, char* smem) {
 /// the tasks its mailbox gives it until the stop word. The roles derive `pid` again where
 /// they use it (processor_index), so nothing holds it across their loops.
 __device__ void processor(const Rank& r, unsigned pid, char* smem) {
-  const Engine::Smem s = processor_init(r, smem);
+  // The peers' hand-off before each paired task (align_for_pair): one arrival, the peer's, a
+  // phase.
+  __shared__ __align__(8) unsigned long long pair_ready_bar;
+  const unsigned pair_ready = hw::smem_u32(&pair_ready_bar);
+  const Engine::Smem s = processor_init(r, smem, pair_ready);
   hw::Ring<2> ring;
   hw::Ring<FDM_STAGES> pipe;
   if (threadIdx.x < hw::kProducerThreads) {
     hw::regs_decrease<hw::kProducerRegs>();
-    wgmma_producer(r, s, ring, pipe);
+    wgmma_producer(r, s, ring, pipe, pair_ready);
   } else {
     hw::regs_increase<hw::kConsumerRegs>();
     wgmma_consumer(r, s, ring, pipe);
+  }
+  // No CTA leaves while its peer may still multicast into it or arrive on its barriers.
+  if constexpr (kPairs) {
+    if (in_pair_cluster(r.p)) hw::cluster_sync();
   }
 }
 #endif  // FDM_ENGINE == 1

@@ -50,6 +50,128 @@ __device__ __forceinline__ unsigned ready_prefix(const unsigned (&flag)[kWindow 
   return n;
 }
 
+#if FDM_PAIRS
+/// Whether GEMM log slot `task` heads a pair (OsShared::pair_head, marked before the slot's
+/// ready flag was released; read after the round's fence).
+__device__ __forceinline__ bool is_pair_head(const OsShared& s, unsigned task, unsigned gbase) {
+  const unsigned i = task - gbase;
+  return i < kPairSlots && ((s.pair_head[i / 32] >> (i % 32)) & 1u);
+}
+
+/// One round's handout in a layer with paired GEMM0 tasks (kPairs; docs/dev/paired-tasks.md,
+/// core's runtime::Scheduler): the ready prefix (ncready combines, then GEMM tasks, nready in
+/// all) in order, in runs of one kind.
+///
+/// A solo run (up to 32 entries before the next pair's head) goes out as the unpaired handout
+/// does: processors with nothing outstanding first, then those with one, round robin from
+/// `cursor`, up to 32 a ballot.
+///
+/// A pair run (up to 32 pairs: a marked head and the slot after it, both in the prefix) goes
+/// to clusters the same way from `ccursor`, cluster u being processors 2u + 1 and 2u + 2
+/// (blocks 2c, 2c + 1: processor 0's peer is the OS block, so it runs solo tasks only), both
+/// halves of a pair in one round, each mailbox word marked with kPairBit, so each cluster's
+/// two mailboxes hold its pairs in one order (what keeps align_for_pair's waits from
+/// deadlocking). A cluster takes a pair when both its processors are idle, or when each has
+/// one task outstanding and that is the same pair (`s.in_step`: the last task each was given
+/// was a pair's half, so they end together): a pair given beside two unrelated tasks waits at
+/// align_for_pair for the slower of them (DeepSeek-V3 -3% instead of the bench's -21%, run
+/// 151). The pairs no cluster can take now go out as two solo tasks each (a pair's mark is an
+/// optimisation: either way every task runs once), so the log never waits on a cluster.
+///
+/// A run that does not go out whole ends the round: the log is handed out in order. (One unit
+/// at a time, with a warp reduction for each, took ~0.6 µs a task: T16384 E128's 5120 tasks
+/// ran 3.3 ms, run 150.) Returns the entries handed out (s.given_q holds their processors).
+__device__ unsigned handout_paired(const Rank& r, OsShared& s, unsigned nproc, unsigned chead, unsigned head,
+                                   unsigned gbase, unsigned ncready, unsigned nready, unsigned& cursor,
+                                   unsigned& ccursor, unsigned lane) {
+  const unsigned nclusters = (nproc - 1) / 2;
+  const auto entry = [&](unsigned j) { return j < ncready ? chead + j : head + (j - ncready); };
+  const auto heads = [&](unsigned j) { return j >= ncready && nclusters > 0 && is_pair_head(s, entry(j), gbase); };
+  // Hands out entries first .. first + count - 1 one a processor (solo; every lane passes the
+  // same arguments); returns how many went.
+  const auto place_solo = [&](unsigned first, unsigned count) {
+    unsigned placed = 0;
+    for (unsigned pass = 0; pass < 2 && placed < count; ++pass) {
+      for (unsigned base = 0; base < nproc && placed < count; base += 32) {
+        const unsigned q = (cursor + base + lane) % nproc;
+        const bool wants = base + lane < nproc && s.busy[q] <= pass;
+        const unsigned wmask = __ballot_sync(0xFFFFFFFFu, wants);
+        const unsigned rank_in = __popc(wmask & ((1u << lane) - 1u));
+        if (wants && placed + rank_in < count) {
+          const unsigned j = first + placed + rank_in;
+          mailbox_stage(r, q, s.assigned[q], entry(j));
+          s.assigned[q] += 1;
+          s.busy[q] += 1;
+          s.in_step[q] = 0;
+          s.given_q[j] = q;
+        }
+        placed = min(count, placed + __popc(wmask));
+        __syncwarp();  // this chunk's shared-memory updates before the next chunk reads them
+      }
+    }
+    cursor = (cursor + placed) % nproc;
+    return placed;
+  };
+  // Hands out the `count` pairs from entry `first` to clusters that can take them (both
+  // processors idle, then both one pair in step); returns how many pairs went.
+  const auto place_pairs = [&](unsigned first, unsigned count) {
+    unsigned placed = 0;
+    for (unsigned pass = 0; pass < 2 && placed < count; ++pass) {
+      for (unsigned base = 0; base < nclusters && placed < count; base += 32) {
+        const unsigned u = (ccursor + base + lane) % nclusters;
+        const unsigned q0 = 2 * u + 1, q1 = q0 + 1;
+        const bool wants = base + lane < nclusters && s.busy[q0] == pass && s.busy[q1] == pass &&
+                           (pass == 0 || (s.in_step[q0] && s.in_step[q1]));
+        const unsigned wmask = __ballot_sync(0xFFFFFFFFu, wants);
+        const unsigned rank_in = __popc(wmask & ((1u << lane) - 1u));
+        if (wants && placed + rank_in < count) {
+          const unsigned j = first + 2 * (placed + rank_in), task = entry(j);
+          for (unsigned h = 0; h < 2; ++h) {
+            const unsigned q = q0 + h;
+            mailbox_stage(r, q, s.assigned[q], (task + h) | kPairBit);
+            s.assigned[q] += 1;
+            s.busy[q] += 1;
+            s.in_step[q] = 1;
+            s.given_q[j + h] = q;
+          }
+        }
+        placed = min(count, placed + __popc(wmask));
+        __syncwarp();
+      }
+    }
+    ccursor = nclusters ? (ccursor + placed) % nclusters : 0u;
+    return placed;
+  };
+  unsigned given = 0;
+  while (given < nready) {
+    // The run from `given`: pairs while entries given + 2i head pairs whose seconds are in the
+    // prefix, else solo entries up to the next head.
+    const bool pairs = heads(given);
+    const unsigned at = given + (pairs ? 2 * lane : lane);
+    const bool same = pairs ? at + 1 < nready && heads(at) : at < nready && !heads(at);
+    const unsigned run_mask = __ballot_sync(0xFFFFFFFFu, same);
+    const unsigned run = run_mask == 0xFFFFFFFFu ? 32u : __ffs(~run_mask) - 1u;
+    if (run == 0) break;  // a pair whose second is not in the prefix yet
+    if (!pairs) {
+      const unsigned placed = place_solo(given, run);
+      given += placed;
+      if (placed < run) break;
+      continue;
+    }
+    const unsigned paired = place_pairs(given, run);
+    given += 2 * paired;
+    if (paired == run) continue;
+    // The rest of the run as solo tasks (both halves of a pair, or neither: a pair split
+    // between processors would still be in order, but keep it whole for the trace's reader).
+    const unsigned rest = 2 * (run - paired);
+    const unsigned placed = place_solo(given, rest);
+    given += placed;
+    if (placed < rest) break;
+  }
+  return given;
+}
+#endif
+
 /// Warp 0: hands ready tasks to processors with a free mailbox slot (two slots each, so a
 /// processor finds its next task the moment it finishes one); stops everyone at the bound.
 /// A round: one batch of loads (ready flags, completion counts) and one fence, the handout in
@@ -63,6 +185,9 @@ __device__ void scheduler(const Rank& r, OsShared& s) {
   // processor q's task number 0, for q < first_wave.
   const unsigned first_wave = s.first_wave;
   for (unsigned q = lane; q < nproc; q += 32) s.assigned[q] = q < first_wave ? 1u : 0u;
+  if (kPairs) {
+    for (unsigned q = lane; q < nproc; q += 32) s.in_step[q] = 0;
+  }
   __syncwarp();
   // The combine log is [0, ncomb) this forward; the GEMM log starts at gbase and ends at the
   // bound less the combines, once the dispatch subscriber knows it.
@@ -72,8 +197,11 @@ __device__ void scheduler(const Rank& r, OsShared& s) {
   // While the bound is unknown the window may reach past the log: never past the flags'
   // array (its padding up to the next array is zero from allocation: never an epoch).
   const unsigned flags_end = (unsigned)((r.p->scratch_layout.trace - r.p->scratch_layout.task_ready) / 4);
-  // Processors are scanned round-robin from `cursor` so load spreads evenly.
+  // Processors are scanned round-robin from `cursor` so load spreads evenly (with paired
+  // tasks, clusters from `ccursor`).
   unsigned cursor = first_wave % nproc;
+  unsigned ccursor = 0;
+  (void)ccursor;
   Deadline deadline(r.p->timeout_ns + r.p->timeout_ns / 4);
   for (;;) {
     const unsigned bound = *reinterpret_cast<volatile unsigned*>(&s.bound);
@@ -128,8 +256,11 @@ __device__ void scheduler(const Rank& r, OsShared& s) {
       continue;
     }
     // Hand out up to nready tasks: first pass gives idle processors (0 outstanding) one
-    // task each, second pass fills second slots.
+    // task each, second pass fills second slots (with paired tasks: handout_paired).
     unsigned given = 0;
+#if FDM_PAIRS
+    given = handout_paired(r, s, nproc, chead, head, gbase, ncready, nready, cursor, ccursor, lane);
+#else
     for (unsigned pass = 0; pass < 2 && given < nready; ++pass) {
       for (unsigned base = 0; base < nproc && given < nready; base += 32) {
         const unsigned q = (cursor + base + lane) % nproc;
@@ -148,12 +279,13 @@ __device__ void scheduler(const Rank& r, OsShared& s) {
         __syncwarp();  // this chunk's shared-memory updates before the next chunk reads them
       }
     }
+#endif
     if (given) {
       mailbox_publish(r, [&](unsigned j) { return s.given_q[j]; }, s.assigned, given, lane);
       const unsigned from_combine = min(given, ncready);
       chead += from_combine;
       head += given - from_combine;
-      cursor = (cursor + given) % nproc;
+      if (!kPairs) cursor = (cursor + given) % nproc;
       deadline.progress();
     } else if (warp_any(deadline.expired())) {
       if (lane == 0) report_timeout(r, FDM_ROLE_SCHEDULER, FDM_WAIT_PROCESSOR, head, 0);

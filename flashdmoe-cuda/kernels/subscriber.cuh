@@ -38,6 +38,13 @@ struct OsShared {
   // of one column each group waits for.
   unsigned group_tiles;
   unsigned group_expected[FDM_MAX_COMBINE_GROUPS];
+  // Paired GEMM0 tasks (kPairs): bit i marks GEMM log slot base + i as the head of a pair
+  // (mark_pair_head), set before the slot's ready flag is released; the scheduler reads it
+  // after the round's fence (scheduler.cuh handout_paired).
+  unsigned pair_head[kPairSlots / 32];
+  // kPairs, the scheduler's: whether the last task each processor was given is a pair's half
+  // (a cluster whose two processors each run their halves of one pair ends them together).
+  unsigned char in_step[kPairs ? 1024 : 4];
 };
 static_assert(sizeof(OsShared) <= FDM_SMEM_BYTES, "the OS block's state lives in dynamic shared memory");
 
@@ -58,14 +65,41 @@ __device__ void raise_dispatch_signals(const Rank& r, OsShared& s) {
 
 /// Task i of the GEMM0 tasks of a packet of `rows` rows from `source` for local expert `le`:
 /// column tiles in groups (the layout's gemm0_group), each group row tile by row tile:
-/// graph::gemm0_tile, the weights of a group read while they are still in L2.
+/// graph::gemm0_tile, the weights of a group read while they are still in L2. With paired
+/// tasks (kPairs) each column tile's row tiles 2p and 2p + 1 side by side
+/// (graph::gemm0_tile_paired), `head` telling whether task i heads such a pair.
 __device__ __forceinline__ fdm_task gemm0_task(const Rank& r, unsigned source, unsigned le, unsigned rows,
-                                               unsigned i) {
+                                               unsigned i, bool& head) {
   const fdm_layout& l = r.p->layout;
   const unsigned rts = fdm_div_ceil(rows, kBM), cti = fdm_col_tiles_inter(&l);
-  const unsigned rt = fdm_gemm0_row_tile(i, rts, cti, l.gemm0_group);
-  const unsigned c = fdm_gemm0_col_tile(i, rts, cti, l.gemm0_group);
+  unsigned rt, c;
+  if constexpr (kPairs) {
+    const fdm_paired_tile t = fdm_gemm0_paired(i, rts, cti, l.gemm0_group);
+    rt = t.row_tile;
+    c = t.col_tile;
+    head = t.head != 0u;
+  } else {
+    rt = fdm_gemm0_row_tile(i, rts, cti, l.gemm0_group);
+    c = fdm_gemm0_col_tile(i, rts, cti, l.gemm0_group);
+    head = false;
+  }
   return make_task(r, FDM_TASK_GEMM0, source, r.global, le, rt, c, fdm_tile_rows(rows, rt, kBM));
+}
+
+/// Marks GEMM log slot `slot` as a pair's head (kPairs; before its ready flag's release). A
+/// slot past the marks' reach stays unmarked: its pair then runs as two solo tasks.
+__device__ __forceinline__ void mark_pair_head(const Rank& r, OsShared& s, unsigned slot) {
+  const unsigned i = slot - (unsigned)fdm_gemm_log_base(&r.p->layout);
+  if (i < kPairSlots) atomicOr(&s.pair_head[i / 32], 1u << (i % 32));
+}
+
+/// Task i of a packet's GEMM0 tasks (gemm0_task) for GEMM log slot `slot`, its pair mark set.
+__device__ __forceinline__ fdm_task gemm0_task_at(const Rank& r, OsShared& s, unsigned slot, unsigned source,
+                                                  unsigned le, unsigned rows, unsigned i) {
+  bool head;
+  const fdm_task t = gemm0_task(r, source, le, rows, i, head);
+  if (kPairs && head) mark_pair_head(r, s, slot);
+  return t;
 }
 
 /// The OS block's first act, by all its threads, before the roles split: the GEMM0 tasks of
@@ -79,6 +113,9 @@ __device__ __forceinline__ fdm_task gemm0_task(const Rank& r, unsigned source, u
 __device__ void enqueue_in_place(const Rank& r, OsShared& s) {
   const fdm_layout& l = r.p->layout;
   for (unsigned w = threadIdx.x; w < (FDM_MAX_RANKS * kE + 31) / 32; w += kThreads) s.handled[w] = 0u;
+  if (kPairs) {
+    for (unsigned w = threadIdx.x; w < kPairSlots / 32; w += kThreads) s.pair_head[w] = 0u;
+  }
   if (threadIdx.x == 0) {
     s.bound = kStop;
     s.in_place_row_tiles = 0;
@@ -94,6 +131,9 @@ __device__ void enqueue_in_place(const Rank& r, OsShared& s) {
   __shared__ unsigned s_base;
   // Processors that take a first-wave task: not the ones copying rows to other GPUs in A4
   // (dispatch.cuh remote_copiers), which come to their mailbox late; the scheduler feeds them.
+  // With paired tasks the first wave runs solo (a pair's mark is an optimisation: a pair's
+  // halves in the first wave run as two solo tasks; the scheduler's first entry may then be a
+  // pair's second half, which it sees as solo; run 151: no first wave cost T4096 E128 16 µs).
   const unsigned wave_procs = r.nproc - remote_copiers(r.p);
   unsigned total = 0;  // tasks enqueued so far (the same in every thread)
   for (unsigned c0 = 0; c0 < nslots; c0 += kThreads) {
@@ -142,7 +182,7 @@ __device__ void enqueue_in_place(const Rank& r, OsShared& s) {
         else lo = mid + 1;
       }
       const unsigned kk = c0 + lo, first = lo == 0 ? 0u : s.slot_end[lo - 1];
-      r.tasks()[base + j] = gemm0_task(r, r.p->first_rank + kk / nle, kk % nle, s.slot_rows[lo], j - first);
+      r.tasks()[base + j] = gemm0_task_at(r, s, base + j, r.p->first_rank + kk / nle, kk % nle, s.slot_rows[lo], j - first);
     };
     const unsigned wave = total < wave_procs ? min(chunk, wave_procs - total) : 0u;
     for (unsigned j = threadIdx.x; j < wave; j += kThreads) {
@@ -234,8 +274,9 @@ FDM_OS_ROLE void dispatch_subscriber(const Rank r, OsShared& s) {
       if (lane == 0 && count) s.enqueue_base[warp] = claim(r, count);
       __syncwarp();
       if (count) {
-        publish(r, s.enqueue_base[warp], count, lane, 32,
-                [&](unsigned i) { return gemm0_task(r, source, le, prows, i); });
+        const unsigned first = s.enqueue_base[warp];
+        publish(r, first, count, lane, 32,
+                [&](unsigned i) { return gemm0_task_at(r, s, first + i, source, le, prows, i); });
       }
       __syncwarp();
       --remaining;

@@ -46,16 +46,18 @@
 //   loop starts as the other's ends, and each epilogue (its own staging buffer and named
 //   barrier) runs under the other warpgroup's main loop.
 //
-// CLUSTERS (FDM_CLUSTER=2; the tile bench only, docs/dev/tile-bytes-per-flop.md): the two CTAs
+// CLUSTERS (FDM_CLUSTER=2; the tile bench, and the MoE kernel's paired GEMM0 tasks, FDM_PAIRS;
+//   docs/dev/tile-bytes-per-flop.md, docs/dev/paired-tasks.md): the two CTAs
 //   of a cluster compute two row tiles of the same B columns, their stages in step. Each
 //   producer loads half of every B tile (BN / 2 rows, the host's B maps in boxes of BN / 2)
 //   and multicasts it to both CTAs; a stage's full barrier expects the whole tile's bytes (A
 //   and both halves), its empty barrier 16 arrivals (every consumer warp of both CTAs, each
 //   releasing to both). The kernel syncs the cluster after the barriers' set-up and before
 //   it exits, and gives both CTAs the same tiles' columns in the same order. A tile of one
-//   CTA alone among the pairs (`paired` false; the tile bench's FDM_CLUSTER_MIXED) loads both
-//   halves of B itself and counts each release twice on its own barrier, so the same barriers
-//   serve both kinds; the pipelines are re-aligned before each pair (docs/dev/paired-tasks.md).
+//   CTA alone among the pairs (`paired` false, the default of every call; the tile bench's
+//   FDM_CLUSTER_MIXED, every task but a pair in the MoE kernel) loads both halves of B itself
+//   and counts each release twice on its own barrier, so the same barriers serve both kinds;
+//   the pipelines are re-aligned before each pair (docs/dev/paired-tasks.md).
 //
 // EPILOGUE: store() converts the accumulators through an op, column chunk by column chunk,
 //   into a staging buffer in shared memory (stmatrix for 16-bit elements; 16-byte chunks
@@ -276,7 +278,7 @@ template <Mode M, int BM, int BN, int NB, int STAGES> struct Engine {
   /// to both CTAs' producers: either one's multicast refills the stage in both). `paired`
   /// (2-CTA clusters only): the tile is the cluster's pair; a tile of this CTA alone
   /// (FDM_CLUSTER_MIXED) counts its release twice on this CTA's barrier, for the peer's too.
-  __device__ static void release(const Smem& s, unsigned slot, bool paired = true) {
+  __device__ static void release(const Smem& s, unsigned slot, bool paired = false) {
     __syncwarp();
     if (threadIdx.x % 32 == 0) {
       if constexpr (kCluster == 2) {
@@ -297,7 +299,7 @@ template <Mode M, int BM, int BN, int NB, int STAGES> struct Engine {
   /// expects the whole tile's bytes either way; a tile of this CTA alone (`paired` false,
   /// FDM_CLUSTER_MIXED) loads both halves itself, through the same half-tile boxes.
   __device__ static void load_b(const Smem& s, unsigned slot, int which, const void* map, int c0, int b_row,
-                                bool paired = true) {
+                                bool paired = false) {
     if constexpr (kCluster == 2) {
       if (paired) {
         const unsigned half = cluster_ctarank();
@@ -404,7 +406,7 @@ template <Mode M, int BM, int BN, int NB, int STAGES> struct Engine {
   /// 4096 `cp.async` bound the 256x64 tile). A run-time choice: one call site, both GEMMs.
   __device__ static void produce(const Smem& s, Ring<STAGES>& ps, unsigned pt, const ARows& rows, int ktiles,
                                  const void* b0, const void* b1, int b_row, int nbu, int b1_row,
-                                 bool paired = true) {
+                                 bool paired = false) {
     const unsigned chunk = pt % 8;
     const unsigned swizzled = (chunk ^ ((pt / 8) & 7u)) * 16;  // rows pt/8 + 16i share r % 8
     if (rows.idx[0] == kTmaRows) {
@@ -475,7 +477,7 @@ template <Mode M, int BM, int BN, int NB, int STAGES> struct Engine {
   /// stores rows below valid_rows only). The other warpgroup then has the tensor cores alone.
   /// Likewise a warpgroup's second slab (256-row tiles) when its rows are all past valid_rows.
   __device__ static void consume(const Smem& s, Ring<STAGES>& ps, Accum& acc, unsigned cw, int ktiles,
-                                 int nbu = NB, unsigned valid_rows = BM, bool paired = true) {
+                                 int nbu = NB, unsigned valid_rows = BM, bool paired = false) {
     const unsigned part = tile_part(cw);
     const unsigned a_off = (part % kWgM) * kSlabs * 64 * 128;
     const unsigned b_off = (part / kWgM) * kN * 128;

@@ -88,6 +88,11 @@ pub struct CudaOptions {
     /// How combine tasks read the returned rows ([`CombineForm`]; `Streamed` applies where
     /// [`MoeSpec::with_combine`] says, the registers' form elsewhere).
     pub combine: CombineForm,
+    /// Paired GEMM0 tasks ([`MoeSpec::with_pairs`], docs/dev/paired-tasks.md): two processors
+    /// of a 2-CTA cluster compute an expert's row tiles 2p and 2p + 1 of one column tile
+    /// together and read its weights once. Off by default; a layer that cannot pair (the
+    /// mma.sync engine, an odd number of blocks per rank) fails the build naming `pairs`.
+    pub pairs: bool,
 }
 
 /// The CUDA backend.
@@ -273,6 +278,9 @@ pub struct PhaseTimes {
     /// (subscriber.cuh `enqueue_in_place`; 0 where no packet is read in place: the mma.sync
     /// engine, or a rank with no such rows).
     pub first_wave: u32,
+    /// Tasks run as halves of a 2-CTA cluster's pair (`CudaOptions::pairs`; twice the pairs
+    /// run: the scheduler gives a pair no cluster can take as two solo tasks); 0 unpaired.
+    pub paired_tasks: u32,
 }
 
 /// Device buffers and the loaded kernel of one GPU.
@@ -467,6 +475,20 @@ impl CudaBackend {
                 None => self.options.engine.filter(MoeSpec::candidates(config, processors, arch0)),
             };
             let candidates = spec::combine_candidates(candidates, self.options.combine);
+            let candidates = if self.options.pairs {
+                let paired: Vec<MoeSpec> =
+                    candidates.iter().filter_map(|c| c.with_pairs().ok()).collect();
+                if paired.is_empty() {
+                    let why = candidates.first().map(|c| c.with_pairs().unwrap_err());
+                    return Err(invalid(
+                        "pairs",
+                        why.unwrap_or_else(|| "no specialisation to pair".into()),
+                    ));
+                }
+                paired
+            } else {
+                candidates
+            };
             if candidates.is_empty() {
                 return Err(invalid(
                     "engine",
@@ -505,6 +527,16 @@ impl CudaBackend {
                 "ranks_per_gpu",
                 format!(
                     "{ranks_per_gpu} ranks on a {grid}-block grid leave {blocks_per_rank} blocks per rank (need 2..=1024)"
+                ),
+            ));
+        }
+        if spec.pairs && (blocks_per_rank % 2 != 0 || grid % 2 != 0) {
+            return Err(invalid(
+                "pairs",
+                format!(
+                    "paired tasks run in 2-CTA clusters that must not straddle ranks: {ranks_per_gpu} \
+                     ranks on a {grid}-block grid leave {blocks_per_rank} blocks per rank (need an \
+                     even number)"
                 ),
             ));
         }
@@ -1058,6 +1090,7 @@ impl CudaLayer {
                     router_jobs_ns: router_jobs,
                     tokens_by_threads: c[control::ROUTE_THREADS] != 0,
                     first_wave: c[control::FIRST_WAVE],
+                    paired_tasks: c[control::PAIRED_TASKS],
                 });
             }
         }

@@ -30,7 +30,7 @@ pub const ROLES: [(&str, &str); 5] = [
 ];
 
 /// What a role waited for (`fdm_diag::what`).
-pub const WAITS: [(&str, &str); 8] = [
+pub const WAITS: [(&str, &str); 9] = [
     ("FDM_WAIT_DISPATCH_SIGNAL", "dispatch signal"),
     ("FDM_WAIT_RETURN_SIGNAL", "return signal"),
     ("FDM_WAIT_TASK_READY", "task ready flag"),
@@ -42,6 +42,7 @@ pub const WAITS: [(&str, &str); 8] = [
         "FDM_WAIT_INVALID_ROUTING",
         "a valid given routing (an expert out of range or chosen twice) in token",
     ),
+    ("FDM_WAIT_PAIR_PEER", "its 2-CTA cluster peer at the start of a paired task, processor"),
 ];
 
 /// Index of `FDM_WAIT_CORRUPT_SIGNAL` in [`WAITS`].
@@ -315,6 +316,9 @@ pub mod control {
     /// The first wave: the GEMM0 tasks of the packets read in place that the OS block posted to
     /// processors itself, one each (`kFirstWave`; subscriber.cuh `enqueue_in_place`).
     pub const FIRST_WAVE: usize = 19;
+    /// Tasks run as halves of a cluster's pair (`kPairedTasks`; processor_wgmma.cuh
+    /// `align_for_pair`).
+    pub const PAIRED_TASKS: usize = 20;
 }
 
 /// The text of `fdm_params.h` (needs `fdm_proto.h` included first).
@@ -395,6 +399,7 @@ mod tests {
             ("kTokensNs", control::TOKENS_NS),
             ("kRouteThreads", control::ROUTE_THREADS),
             ("kFirstWave", control::FIRST_WAVE),
+            ("kPairedTasks", control::PAIRED_TASKS),
         ] {
             assert_eq!(value(name), index, "{name}");
             assert!((index as u64) < CONTROL_WORDS, "{name}");

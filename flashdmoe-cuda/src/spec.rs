@@ -315,6 +315,11 @@ pub struct MoeSpec {
     /// How combine tasks read the returned rows ([`Self::with_combine`] keeps `Streamed` only
     /// where it applies).
     pub combine: CombineForm,
+    /// Paired GEMM0 tasks (`FDM_PAIRS`, [`Self::with_pairs`]): the kernel runs in 2-CTA
+    /// clusters, and the two processors of a cluster compute row tiles 2p and 2p + 1 of one
+    /// column tile together, each loading half of every weight tile and multicasting it, so
+    /// an expert's weights are read once for two row tiles (docs/dev/paired-tasks.md).
+    pub pairs: bool,
 }
 
 /// Rows of a layer's router jobs: 64, or 128 when 64-row jobs would take more than one wave of
@@ -532,6 +537,7 @@ impl MoeSpec {
             router_split: layer_router_split(config, processors, router_rows),
             router_rows,
             combine: CombineForm::Registers,
+            pairs: false,
         }
     }
 
@@ -550,6 +556,34 @@ impl MoeSpec {
         };
         let combine = if streams { CombineForm::Streamed } else { CombineForm::Registers };
         MoeSpec { combine, ..self }
+    }
+
+    /// This specialisation with paired GEMM0 tasks (`pairs`), or why it cannot have them: the
+    /// Hopper engine's cooperative tile, whose B tiles split into two halves of whole 8-row
+    /// swizzle atoms (bn a multiple of 16). Whether a layer's blocks can pair (even blocks per
+    /// rank) is the launch's to check (`CudaBackend`).
+    pub fn with_pairs(self) -> Result<MoeSpec, String> {
+        match self.engine {
+            TileEngine::Wgmma(t) if !t.pingpong && t.bn % 16 == 0 => {
+                Ok(MoeSpec { pairs: true, ..self })
+            }
+            TileEngine::Wgmma(t) => Err(format!(
+                "paired tasks need the Hopper engine's cooperative tile with bn a multiple of 16 \
+                 (this layer's: {}x{}{})",
+                t.bm,
+                t.bn,
+                if t.pingpong { ", ping-pong" } else { "" }
+            )),
+            TileEngine::MmaSync => {
+                Err("paired tasks run on the Hopper engine (sm_90a), not mma.sync".into())
+            }
+        }
+    }
+
+    /// Rows of a weight tile's TMA box: the tile's columns, or half of them with paired tasks
+    /// (each CTA of a cluster loads one half of every B tile; a solo task loads both halves).
+    pub fn weight_box_rows(&self) -> u32 {
+        if self.pairs { self.tile.bn / 2 } else { self.tile.bn }
     }
 
     /// This Hopper specialisation with half its epilogue's staged bytes, if the engine takes
@@ -807,6 +841,8 @@ impl MoeSpec {
             CombineForm::Streamed => defines.set("FDM_COMBINE_STREAM", 1),
             CombineForm::Registers => defines,
         };
+        let defines =
+            if self.pairs { defines.set("FDM_PAIRS", 1).set("FDM_CLUSTER", 2) } else { defines };
         match self.engine {
             TileEngine::Wgmma(engine) => {
                 let defines = engine.defines(defines.set("FDM_ENGINE", 1));
@@ -885,7 +921,7 @@ impl MoeSpec {
             self.tile.bm,
             self.tile.bn,
             if self.combine == CombineForm::Streamed { "-cs" } else { "" }
-        )
+        ) + if self.pairs { "-pairs" } else { "" }
     }
 
     /// This specialisation as a compile-checkable variant.
@@ -988,6 +1024,7 @@ pub fn variants() -> Vec<KernelVariant> {
                 router_split: 1,
                 router_rows: 64,
                 combine: CombineForm::Registers,
+                pairs: false,
             }
         };
     for dtype in [DType::Bf16, DType::F16, DType::F32, DType::F32Exact] {
@@ -1086,6 +1123,14 @@ pub fn variants() -> Vec<KernelVariant> {
         // slots a token: Qwen3, OLMoE, DeepSeek, Kimi-K2 (through its FDM_FRESH_TID fallback),
         // Qwen2, gpt-oss's ragged 2880 tiles).
         out.extend(candidates.first().and_then(streamed));
+    }
+    // Paired GEMM0 tasks (docs/dev/paired-tasks.md), where a layer's weights stream from HBM:
+    // DeepSeek-V3's and Kimi-K2's first specialisations as the build chooses them (combine
+    // streamed), paired.
+    for config in ["deepseek-v3", "kimi-k2"].into_iter().filter_map(|n| presets::preset(n).ok()) {
+        let candidates = MoeSpec::candidates(&config, H200_PROCESSORS, Arch::SM90);
+        let first = candidates.first().map(|s| s.with_combine(CombineForm::Streamed));
+        out.extend(first.and_then(|s| s.with_pairs().ok()).map(|s| s.variant()));
     }
     // The shared kinds at the GPU check's small shape, streamed (6 and 4 slots a token), and
     // its top-8 layer (64 accumulators a consumer thread: the producer's 96 registers).
@@ -1303,6 +1348,7 @@ mod tests {
                 router_split: 1,
                 router_rows: 64,
                 combine: CombineForm::Registers,
+                pairs: false,
             };
             // 4 stages x (128 + 2 x 128) rows x 128 B = 192 KiB, within the 227 KiB opt-in.
             assert_eq!(spec.smem_bytes(), 196_608);
@@ -1622,5 +1668,28 @@ mod tests {
         assert_eq!(router_cols(64), 64);
         assert_eq!(router_cols(128), 128);
         assert_eq!(router_cols(384), 128);
+    }
+
+    #[test]
+    fn pairs_need_the_hopper_cooperative_tile_and_select_the_clustered_image() {
+        let config = presets::preset("deepseek-v3").unwrap();
+        let candidates = MoeSpec::candidates(&config, H200_PROCESSORS, Arch::SM90);
+        let hopper = candidates[0];
+        assert!(!hopper.pairs && hopper.weight_box_rows() == hopper.tile.bn);
+        let paired = hopper.with_pairs().unwrap();
+        assert!(paired.pairs && paired.label().ends_with("-pairs"), "{}", paired.label());
+        // Each CTA of a cluster loads half of every weight tile.
+        assert_eq!(paired.weight_box_rows(), hopper.tile.bn / 2);
+        let defines = format!("{:?}", paired.defines());
+        assert!(defines.contains("FDM_PAIRS") && defines.contains("FDM_CLUSTER"), "{defines}");
+        assert!(!format!("{:?}", hopper.defines()).contains("FDM_PAIRS"));
+        // The mma.sync engine cannot pair: an error naming the engine.
+        let mma = *candidates.iter().find(|s| s.engine == TileEngine::MmaSync).unwrap();
+        assert!(mma.with_pairs().unwrap_err().contains("mma.sync"));
+        // Nor a ping-pong tile.
+        let TileEngine::Wgmma(t) = hopper.engine else { unreachable!() };
+        let pingpong =
+            MoeSpec { engine: TileEngine::Wgmma(WgmmaTile { pingpong: true, ..t }), ..hopper };
+        assert!(pingpong.with_pairs().unwrap_err().contains("ping-pong"));
     }
 }

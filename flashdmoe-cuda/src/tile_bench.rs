@@ -533,7 +533,8 @@ pub fn suite() -> Vec<BenchConfig> {
         ..c(DType::Bf16, 128, 256, stages, Plain, false, 16384)
     };
     // DeepSeek-V3's gated GEMM0 tile (K = H = 7168) over 128 column tiles of weights.
-    let dsv3 = |m| BenchConfig { n: 32768, k: 7168, ..c(DType::Bf16, 128, 128, 4, SwiGlu, true, m) };
+    let dsv3 =
+        |m| BenchConfig { n: 32768, k: 7168, ..c(DType::Bf16, 128, 128, 4, SwiGlu, true, m) };
     // A ping-pong 128x128 at Qwen3's GEMM1 shape (N 2048, K 768).
     let pingpong = |stages, stage_bytes, epilogue, gather, m| BenchConfig {
         n: 2048,

@@ -95,6 +95,9 @@ pub(super) struct BenchArgs {
     /// or `registers` (as `flashdmoe run --combine`).
     #[arg(long, value_name = "FORM", value_parser = super::parse_combine)]
     combine: Option<CombineForm>,
+    /// CUDA: paired GEMM0 tasks in 2-CTA clusters (as `flashdmoe run --pairs`).
+    #[arg(long)]
+    pairs: bool,
 }
 
 /// Where the baselines run.
@@ -173,6 +176,7 @@ pub(super) fn bench(args: &BenchArgs) -> Result<(), CliError> {
                 ("--remote-copiers", args.remote_copiers.is_some()),
                 ("--tile", args.tile.is_some()),
                 ("--combine", args.combine.is_some()),
+                ("--pairs", args.pairs),
             ])?;
             println!(
                 "backend: sim (SIMULATION: the CPU simulator, {} processor and {} subscriber \
@@ -196,6 +200,7 @@ pub(super) fn bench(args: &BenchArgs) -> Result<(), CliError> {
                 remote_copiers: args.remote_copiers,
                 tile: args.tile,
                 combine: args.combine.unwrap_or_default(),
+                pairs: args.pairs,
                 ..CudaOptions::default()
             });
             println!("backend: cuda on {} (device-event times)", cuda.device());

@@ -243,6 +243,12 @@ struct RunArgs {
     /// on Qwen3 and OLMoE (docs/dev/perf-notes.md v36).
     #[arg(long, value_name = "FORM", value_parser = parse_combine)]
     combine: Option<CombineForm>,
+    /// CUDA: paired GEMM0 tasks: two processors of a 2-CTA cluster compute an expert's row
+    /// tiles 2p and 2p + 1 of one column tile together and read its weights once (the kernel
+    /// label ends in `-pairs`; docs/dev/paired-tasks.md). Off by default; a layer that cannot
+    /// pair is an error naming `pairs`.
+    #[arg(long)]
+    pairs: bool,
     /// CUDA: after the verified forwards, time K device-resident forwards queued back to back
     /// on each GPU's stream after a group barrier (what a model sees; the same measurement in
     /// one process and in one process per GPU) and print the slowest GPU's time a forward;
@@ -278,6 +284,7 @@ impl RunArgs {
             remote_copiers: self.remote_copiers,
             tile: self.tile,
             combine: self.combine.unwrap_or_default(),
+            pairs: self.pairs,
             ..CudaOptions::default()
         }
     }

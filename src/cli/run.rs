@@ -41,6 +41,7 @@ pub(super) fn run(args: &RunArgs) -> Result<(), CliError> {
                 ("--remote-copiers", args.remote_copiers.is_some()),
                 ("--tile", args.tile.is_some()),
                 ("--combine", args.combine.is_some()),
+                ("--pairs", args.pairs),
             ])?;
             println!(
                 "backend: sim ({} processor and {} subscriber threads per rank)",

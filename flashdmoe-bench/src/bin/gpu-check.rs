@@ -50,7 +50,7 @@ use flashdmoe_cuda::{
 const USAGE: &str = "\
 usage: gpu-check [--quick] [--list] [--json PATH] [--only PATTERN[,PATTERN...]]
                  [--iters N] [--sustain N] [--engine auto|mma-sync|wgmma]
-                 [--combine registers|stream]
+                 [--combine registers|stream] [--pairs]
   --quick        the short list (about 3 minutes on an H200)
   --list         print the checks' names and exit (no GPU needed)
   --json PATH    one results line per check (flashdmoe-bench/1, flashdmoe-check/1)
@@ -59,6 +59,8 @@ usage: gpu-check [--quick] [--list] [--json PATH] [--only PATTERN[,PATTERN...]]
   --sustain N    N device-resident forwards back to back instead (the power cap's rate)
   --engine E     the tile engine: auto (default), mma-sync or wgmma
   --combine F    combine tasks read into registers, or streamed (default where it applies)
+  --pairs        paired GEMM0 tasks in 2-CTA clusters (docs/dev/paired-tasks.md): every
+                 case's layer with them, or its build fails naming `pairs`
 Exits non-zero if any check failed; GPU checks need a CUDA GPU and NVRTC.";
 
 struct Args {
@@ -72,6 +74,8 @@ struct Args {
     sustain: Option<usize>,
     engine: EngineChoice,
     combine: CombineForm,
+    /// `--pairs`: every layer built with paired GEMM0 tasks (`CudaOptions::pairs`).
+    pairs: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -89,6 +93,7 @@ fn parse_args_from(mut it: impl Iterator<Item = String>) -> Result<Args, String>
         sustain: None,
         engine: EngineChoice::Auto,
         combine: CombineForm::default(),
+        pairs: false,
     };
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -115,6 +120,7 @@ fn parse_args_from(mut it: impl Iterator<Item = String>) -> Result<Args, String>
                 args.combine = CombineForm::parse(&v)
                     .ok_or(format!("--combine {v:?}: expected registers or stream"))?;
             }
+            "--pairs" => args.pairs = true,
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
@@ -176,6 +182,8 @@ fn inputs(c: &MoeConfig, seed: u64) -> Result<Vec<Vec<f32>>, String> {
 static ENGINE: std::sync::OnceLock<EngineChoice> = std::sync::OnceLock::new();
 /// The `--combine` flag, the same way.
 static COMBINE: std::sync::OnceLock<CombineForm> = std::sync::OnceLock::new();
+/// The `--pairs` flag, the same way.
+static PAIRS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
 /// The `--sustain` flag, the same way (unset: as many as `--iters`).
 static SUSTAIN: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
 
@@ -206,6 +214,7 @@ fn build(case: &Case, weights: &LayerWeights) -> Result<CudaLayer, String> {
         engine,
         tile: case.tile,
         combine: case.combine.or(COMBINE.get().copied()).unwrap_or_default(),
+        pairs: PAIRS.get().copied().unwrap_or(false),
         ..Default::default()
     })
     .build(&case.config, weights)
@@ -319,7 +328,7 @@ fn run_case(case: &Case, iters: usize, device: &str) -> Result<Outcome, String> 
         let us = |ns: u32| ns as f64 / 1e3;
         for (rank, t) in phases.iter().enumerate() {
             detail.push_str(&format!(
-                "; rank {rank} phase A: last block started {:.0}us, reset {:.0}us, router jobs {:.0}us, routed {:.0}us, tokens {:.0}us ({}), top-k {:.0}us, placed {:.0}us, dispatched {:.0}us, first wave {} tasks; \
+                "; rank {rank} phase A: last block started {:.0}us, reset {:.0}us, router jobs {:.0}us, routed {:.0}us, tokens {:.0}us ({}), top-k {:.0}us, placed {:.0}us, dispatched {:.0}us, first wave {} tasks, {} paired; \
                  all tasks done {:.0}us, last warp ended {:.0}us",
                 t.last_block_ns as f64 / 1e3,
                 t.reset_ns as f64 / 1e3,
@@ -331,6 +340,7 @@ fn run_case(case: &Case, iters: usize, device: &str) -> Result<Outcome, String> 
                 us(t.placed_ns),
                 us(t.dispatched_ns),
                 t.first_wave,
+                t.paired_tasks,
                 us(t.stopped_ns),
                 us(t.exited_ns)
             ));
@@ -449,7 +459,8 @@ fn resident_case(case: &Case, _iters: usize, device: &str) -> Result<Outcome, St
     let form_ok = threads || !case.name.contains("thread router");
     // On the Hopper engine every rank's packets from this GPU are read in place, so the OS block
     // hands each rank's first wave out itself (subscriber.cuh `enqueue_in_place`): one task a
-    // processor, or every task where there are fewer.
+    // processor, or every task where there are fewer (with paired tasks too: the first wave
+    // runs solo).
     let waves: Vec<u32> = phases.iter().map(|t| t.first_wave).collect();
     let hopper = matches!(layer.spec().engine, flashdmoe_cuda::spec::TileEngine::Wgmma(_));
     let wave_ok = !hopper || waves.iter().all(|&n| n > 0);
@@ -955,6 +966,7 @@ fn main() -> ExitCode {
     }
     let _ = ENGINE.set(args.engine);
     let _ = COMBINE.set(args.combine);
+    let _ = PAIRS.set(args.pairs);
     if let Some(n) = args.sustain {
         let _ = SUSTAIN.set(n);
     }
@@ -1087,6 +1099,13 @@ mod tests {
         }
         assert!(parse(&["--bogus"]).is_err());
         assert!(parse(&["--help"]).unwrap().help && parse(&["-h"]).unwrap().help);
+    }
+
+    #[test]
+    fn pairs_is_a_switch_off_by_default_and_in_the_usage() {
+        assert!(!parse(&[]).unwrap().pairs);
+        assert!(parse(&["--pairs", "--quick"]).unwrap().pairs);
+        assert!(USAGE.contains("--pairs"));
     }
 
     #[test]

@@ -92,13 +92,14 @@ pub(super) fn upload(
         stream.clone_htod(&l2g).map_err(d)?,
         stream.clone_htod(&counts).map_err(d)?,
     ];
-    // The Hopper engine reads each expert matrix in boxes of bn rows x 128 bytes of K:
-    // up and gate as [slots * I][H], down as [slots * H][I].
+    // The Hopper engine reads each expert matrix in boxes of bn rows x 128 bytes of K (bn / 2
+    // rows with paired tasks: MoeSpec::weight_box_rows): up and gate as [slots * I][H], down
+    // as [slots * H][I].
     let mut tmaps = [TensorMap::zeroed(); 3];
     if let TileEngine::Wgmma(_) = plan.spec.engine {
         let (e, h, i) = (slots.len() as u64, cfg.hidden as u64, cfg.inter as u64);
         let eb = cfg.dtype.elem_bytes() as u64;
-        let bn = plan.spec.tile.bn;
+        let bn = plan.spec.weight_box_rows();
         let map = |slot: usize, rows: u64, cols: u64| -> Result<TensorMap, BackendError> {
             match &weights[slot] {
                 Some(w) => Ok(TensorMap::tiled_2d(
