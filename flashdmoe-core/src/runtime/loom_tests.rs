@@ -77,11 +77,16 @@ impl SymmetricHeap for TestHeap {
 /// f32 elements, 4 per row of hidden, `4 * inter_tiles` per intermediate row: one 16-byte
 /// loom chunk per column tile.
 fn layout(world: u32, inter_tiles: u32) -> HeapLayout {
+    layout_tokens(world, inter_tiles, 1)
+}
+
+/// [`layout`] with `tokens` tokens per rank (and as many rows per packet), one per row tile.
+fn layout_tokens(world: u32, inter_tiles: u32, tokens: u32) -> HeapLayout {
     HeapLayout::new(Geometry {
         world,
         local_experts: 1,
-        tokens: 1,
-        capacity: 1,
+        tokens,
+        capacity: tokens,
         hidden: 4,
         inter: 4 * inter_tiles,
         elem_bytes: 4,
@@ -115,7 +120,7 @@ fn publish_observe(signal_store: Ordering) {
             thread::yield_now();
         }
         let task = (0..state.tasks_queued())
-            .filter_map(|i| state.tasks.get(i))
+            .filter_map(|i| state.tasks.get(i).map(|q| q.task))
             .find(|t| t.kind == TaskKind::Gemm0 as u32)
             .expect("the GEMM0 task of the packet from rank 0");
         assert_eq!((task.source_rank, task.valid_rows), (0, 1));
@@ -299,4 +304,91 @@ fn loom_split_packet_copy() {
 #[should_panic(expected = "Causality violation")]
 fn loom_relaxed_packet_counter_is_caught() {
     split_packet_copy(Ordering::Relaxed);
+}
+
+/// An executor that computes nothing (the paired model checks the handout and the rendezvous;
+/// the data hand-overs are the other models').
+struct NullExecutor;
+
+impl TileExecutor for NullExecutor {
+    fn execute(&self, _: &TaskDescriptor) -> Result<(), RuntimeError> {
+        Ok(())
+    }
+}
+
+/// A paired layer (docs/dev/paired-tasks.md): one rank routing its two tokens to its own
+/// expert, two GEMM0 column tiles, so the packet's GEMM0 tasks are two pairs (row tiles 0 and
+/// 1 of each column tile), followed by two solo GEMM1 and two solo Combine tasks. Three
+/// processors: 1 and 2 form the one cluster, 0 is solo only. Processor 1 has a thread of its
+/// own; dispatch, the subscriber, the scheduler, processor 0 and processor 2 share the main
+/// thread, so the pair rendezvous is across threads. (Not a thread per processor: loom's
+/// scheduler is not fair, and with three polling threads two of them can yield to each other
+/// forever while the third is never resumed, an endless execution that is no deadlock.) In
+/// every interleaving (up to `preemptions` preemptions): no deadlock, every task runs exactly
+/// once, the pairs run on the cluster only (row tile 0 on processor 1, row tile 1 on
+/// processor 2), and both peers start their pairs in the same order.
+fn paired_cluster(preemptions: usize) {
+    let mut model = loom::model::Builder::new();
+    model.preemption_bound = Some(preemptions);
+    model.check(|| {
+        let layout = layout_tokens(1, 2, 2);
+        let heap = Arc::new(TestHeap::new(layout, Ordering::Release, Ordering::AcqRel));
+        let state = Arc::new(RankState::new(&layout, 3).unwrap().with_pairs(true));
+        let epoch = Epoch::FIRST;
+        let plan = SourcePlan::new(&layout, vec![vec![0, 1]]).unwrap();
+        dispatch(&*heap, &layout, epoch, 0, &plan, &[5u8; 32]).unwrap();
+        let origin = std::time::Instant::now();
+        let peer = {
+            let (heap, state) = (heap.clone(), state.clone());
+            thread::spawn(move || {
+                let ctx =
+                    RankContext { rank: 0, epoch, layout: &layout, heap: &*heap, state: &state };
+                let mut processor = Processor::new(ctx, 1, &NullExecutor, Some(origin)).unwrap();
+                drive(0, &state, Duration::MAX, &mut [&mut processor]).unwrap();
+                (processor.pairs_reached(), processor.into_trace())
+            })
+        };
+        let ctx = RankContext { rank: 0, epoch, layout: &layout, heap: &*heap, state: &state };
+        let mut subscriber = Subscriber::new(ctx, &plan, 0, 1).unwrap();
+        let mut scheduler = Scheduler::new(&layout, &state, epoch.get());
+        let mut solo = Processor::new(ctx, 0, &NullExecutor, Some(origin)).unwrap();
+        let mut second = Processor::new(ctx, 2, &NullExecutor, Some(origin)).unwrap();
+        let mut roles: [&mut dyn Role; 4] =
+            [&mut subscriber, &mut scheduler, &mut solo, &mut second];
+        drive(0, &state, Duration::MAX, &mut roles).unwrap();
+        let counts = scheduler.completed();
+        assert_eq!((counts.gemm0, counts.gemm1, counts.combine), (4, 2, 2));
+        let (pairs1, trace1) = peer.join().unwrap();
+        assert_eq!((solo.pairs_reached(), pairs1, second.pairs_reached()), (0, 2, 2));
+        let (trace0, trace2) = (solo.into_trace(), second.into_trace());
+        // Every task exactly once.
+        let mut ran: Vec<_> = [&trace0, &trace1, &trace2]
+            .into_iter()
+            .flatten()
+            .map(|e| (e.kind as u32, e.row_tile, e.col_tile))
+            .collect();
+        ran.sort_unstable();
+        ran.dedup();
+        assert_eq!(ran.len(), 8, "{ran:?}");
+        assert_eq!(trace0.len() + trace1.len() + trace2.len(), 8, "a task ran twice");
+        // The pairs on the cluster, the heads on processor 1, in one order on both.
+        let gemm0 = |trace: &[crate::trace::TraceEvent]| -> Vec<(u32, u32)> {
+            trace
+                .iter()
+                .filter(|e| e.kind == TaskKind::Gemm0)
+                .map(|e| (e.row_tile, e.col_tile))
+                .collect()
+        };
+        assert!(gemm0(&trace0).is_empty(), "processor 0 took a pair");
+        let (first, second) = (gemm0(&trace1), gemm0(&trace2));
+        assert!(first.iter().all(|&(r, _)| r == 0) && second.iter().all(|&(r, _)| r == 1));
+        let columns = |pairs: &[(u32, u32)]| pairs.iter().map(|&(_, c)| c).collect::<Vec<_>>();
+        assert_eq!(first.len(), 2);
+        assert_eq!(columns(&first), columns(&second), "both peers' pairs in one order");
+    });
+}
+
+#[test]
+fn loom_paired_gemm0_cluster() {
+    paired_cluster(2);
 }

@@ -4,7 +4,9 @@
 //! A processor's mailbox is two word slots and two counts: `assigned`, the words the scheduler
 //! posted (it is the only writer), and `completed`, the tasks the processor finished (it is the
 //! only writer). Word number `a` (0, 1, 2, ...) goes into slot `a % 2`. A word is the index of
-//! a task in the rank's task queue, or [`STOP`].
+//! a task in the rank's task queue, or [`STOP`]; in a layer with paired GEMM0 tasks, a task
+//! index may carry [`PAIR_BIT`]: the task is one half of a pair (the kernel's `kPairBit`;
+//! docs/dev/paired-tasks.md).
 //!
 //! * Scheduler, [`Mailbox::post`]: only while fewer than [`Mailbox::DEPTH`] (2) words are
 //!   outstanding, `assigned - completed < 2` with `completed` acquire-loaded: write slot
@@ -38,11 +40,20 @@ use crate::sync::{AtomicU32, Ordering, UnsafeCell, fence};
 /// The word that tells a processor to stop (the kernel's `kStop`).
 pub const STOP: u32 = u32::MAX;
 
+/// Marks a mailbox word as one half of a paired GEMM0 task (the kernel's `kPairBit` in
+/// `config.cuh`; docs/dev/paired-tasks.md): the processor meets its cluster peer before running
+/// it. Task indices stay below it ([`RankState::new`](super::RankState::new) checks the queue's
+/// capacity); [`STOP`] has it too and is tested first.
+pub const PAIR_BIT: u32 = 0x8000_0000;
+
 /// What a processor finds in its mailbox.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mail {
     /// Run the task at this index of the rank's task queue.
     Task(u32),
+    /// Run the task at this index of the rank's task queue, one half of a pair: only once the
+    /// processor's cluster peer has reached the same pair (the word carried [`PAIR_BIT`]).
+    Pair(u32),
     /// The rank's forward is complete: stop.
     Stop,
 }
@@ -142,7 +153,13 @@ impl Mailbox {
         // SAFETY: the acquire load saw the release store that followed the slot's write, and the
         // scheduler does not write the slot again before this processor completes word `taken`.
         let word = self.slots[(taken % 2) as usize].with(|slot| unsafe { *slot });
-        Some(if word == STOP { Mail::Stop } else { Mail::Task(word) })
+        Some(if word == STOP {
+            Mail::Stop
+        } else if word & PAIR_BIT != 0 {
+            Mail::Pair(word & !PAIR_BIT)
+        } else {
+            Mail::Task(word)
+        })
     }
 
     /// Processor: reports the tasks of the first `taken` words complete.
@@ -198,6 +215,23 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_pair_word_is_taken_as_a_pair_half_and_the_stop_stays_the_stop() {
+        let mailbox = Mailbox::new();
+        // SAFETY: one thread plays both roles in turn.
+        unsafe {
+            assert!(mailbox.post(5 | PAIR_BIT));
+            assert!(mailbox.post(6));
+            assert_eq!(
+                (mailbox.take(0), mailbox.take(1)),
+                (Some(Mail::Pair(5)), Some(Mail::Task(6)))
+            );
+            mailbox.complete(2);
+            assert!(mailbox.post(STOP));
+            assert_eq!(mailbox.take(2), Some(Mail::Stop));
+        }
+    }
+
     /// A scheduler thread and a processor thread pass 10 000 words through one mailbox: every
     /// word arrives once, in order.
     #[test]
@@ -211,6 +245,7 @@ mod tests {
                     match mailbox.take(taken) {
                         None => std::hint::spin_loop(),
                         Some(Mail::Stop) => break,
+                        Some(Mail::Pair(word)) => panic!("word {word} came as a pair half"),
                         Some(Mail::Task(word)) => {
                             assert_eq!(word, taken, "word {taken} out of order");
                             taken += 1;
@@ -268,6 +303,7 @@ mod loom_tests {
                         match mailbox.take(taken) {
                             None => thread::yield_now(),
                             Some(Mail::Stop) => return ran,
+                            Some(Mail::Pair(index)) => panic!("task {index} came as a pair half"),
                             Some(Mail::Task(index)) => {
                                 // SAFETY: the scheduler acquired the task's publication before
                                 // posting its index, and this thread acquired the post.

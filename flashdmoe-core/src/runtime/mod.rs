@@ -20,6 +20,17 @@
 //!      tile's counter and the one completing the row tile queues its GEMM1 tasks; a GEMM1's
 //!      output is followed by a release-store of its return signal in the source's heap.
 //!
+//! ## Paired GEMM0 tasks
+//!
+//! A rank's state may run its layer *paired* ([`RankState::with_pairs`]; the kernel's
+//! `FDM_PAIRS`, docs/dev/paired-tasks.md): processors `2k + 1` and `2k + 2` form cluster `k`
+//! ([`pair_clusters`]; processor 0, whose 2-CTA partner is the OS block, and the last processor
+//! of an even count take solo tasks only). A packet's GEMM0 tasks are then queued adjacent, in
+//! [`gemm0_tile_paired`](flashdmoe_proto::graph::gemm0_tile_paired)'s order, each column
+//! tile's row tiles `2p` and `2p + 1` side by side as a *pair*; the [`Scheduler`] posts a pair
+//! to both processors of one cluster in one poll (or stops its handout there), and each
+//! [`Processor`] meets its cluster peer before running its half. Everything else is as above.
+//!
 //! Roles are non-blocking state machines ([`Role::poll`]); [`drive`] runs one or several of
 //! them on the calling thread with backoff and a deadline. The simulator gives each role its
 //! own thread; the loom tests fold several roles onto one thread to stay within loom's thread
@@ -61,6 +72,7 @@ mod heap;
 #[cfg(all(test, flashdmoe_loom))]
 mod loom_tests;
 mod mailbox;
+mod pairs;
 mod processor;
 mod queue;
 mod scheduler;
@@ -68,7 +80,8 @@ mod subscriber;
 
 pub use dispatch::{DispatchStats, dispatch};
 pub use heap::SymmetricHeap;
-pub use mailbox::{Mail, Mailbox, STOP};
+pub use mailbox::{Mail, Mailbox, PAIR_BIT, STOP};
+pub use pairs::{cluster_processors, pair_cluster, pair_clusters, pair_peer};
 pub use processor::{Processor, TileExecutor};
 pub use queue::Log;
 pub use scheduler::Scheduler;
@@ -177,13 +190,27 @@ pub(crate) const NO_TASK: TaskDescriptor = TaskDescriptor {
     counter_offset: NO_OFFSET,
 };
 
+/// An entry of the rank's task queue: the task, and whether it heads a pair (paired layers
+/// only: the entry after it is the pair's second half; the kernel's `OsShared::pair_head`
+/// bit, published here with the entry itself).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Queued {
+    pub(crate) task: TaskDescriptor,
+    pub(crate) pair_head: bool,
+}
+
 /// Per-rank, per-forward shared state of the roles: the task queue, the processors' mailboxes,
-/// the row counts learned from dispatch signals and the abort flag. Created fresh for every
-/// forward (nothing in it carries over).
+/// the row counts learned from dispatch signals, the pair rendezvous counts and the abort flag.
+/// Created fresh for every forward (nothing in it carries over).
 #[derive(Debug)]
 pub struct RankState {
-    tasks: Log<TaskDescriptor>,
+    tasks: Log<Queued>,
     mailboxes: Box<[Mailbox]>,
+    /// Whether the layer runs paired GEMM0 tasks ([`RankState::with_pairs`]).
+    paired: bool,
+    /// Per processor: the pairs it has reached (its half taken from the mailbox; the
+    /// rendezvous of [`Processor`] with its cluster peer).
+    pairs_reached: Box<[AtomicU32]>,
     received_rows: Box<[AtomicU32]>,
     packets_seen: AtomicU32,
     /// [`RUNNING`], [`ABORTED`] or [`EXPIRED`]: whether the rank's roles must stop.
@@ -203,7 +230,7 @@ impl RankState {
     /// heartbeat of its own (see [`RankState::with_heartbeat`]). The task queue is sized to the
     /// most tasks any forward can give one rank (full packets from every source), so a legal
     /// forward never overflows it; its indices, which the mailboxes carry, must fit below
-    /// [`STOP`].
+    /// [`PAIR_BIT`]. The layer runs unpaired ([`RankState::with_pairs`]).
     pub fn new(layout: &HeapLayout, processors: u32) -> Result<RankState, RuntimeError> {
         if processors == 0 {
             return Err(RuntimeError::Proto(ProtoError::InvalidGeometry {
@@ -216,11 +243,13 @@ impl RankState {
         let full = TaskCounts::for_rank(layout, (0..packets).map(|_| g.capacity)).total();
         let tasks = u32::try_from(full)
             .ok()
-            .filter(|&n| n < STOP)
+            .filter(|&n| n <= PAIR_BIT)
             .ok_or(ProtoError::Overflow { what: "task queue capacity" })?;
         Ok(RankState {
-            tasks: Log::with_capacity(tasks as usize, NO_TASK),
+            tasks: Log::with_capacity(tasks as usize, Queued { task: NO_TASK, pair_head: false }),
             mailboxes: (0..processors).map(|_| Mailbox::new()).collect(),
+            paired: false,
+            pairs_reached: (0..processors).map(|_| AtomicU32::new(0)).collect(),
             received_rows: (0..packets).map(|_| AtomicU32::new(0)).collect(),
             packets_seen: AtomicU32::new(0),
             stop: AtomicU32::new(RUNNING),
@@ -234,6 +263,23 @@ impl RankState {
     pub fn with_heartbeat(mut self, heartbeat: std::sync::Arc<Heartbeat>) -> RankState {
         self.heartbeat = heartbeat;
         self
+    }
+
+    /// The same state running the layer with paired GEMM0 tasks when `paired` (the kernel's
+    /// `FDM_PAIRS`, `MoeSpec::pairs`; docs/dev/paired-tasks.md): the subscribers queue each
+    /// packet's GEMM0 tasks adjacent in
+    /// [`gemm0_tile_paired`](flashdmoe_proto::graph::gemm0_tile_paired)'s order with its pairs
+    /// marked, the scheduler posts a pair to both processors of one cluster ([`pair_clusters`])
+    /// in one poll, and each processor meets its peer before its half. With fewer than 3
+    /// processors there is no cluster and pairs run as two solo tasks. Off by default.
+    pub fn with_pairs(mut self, paired: bool) -> RankState {
+        self.paired = paired;
+        self
+    }
+
+    /// Whether the layer runs paired GEMM0 tasks ([`RankState::with_pairs`]).
+    pub fn paired(&self) -> bool {
+        self.paired
     }
 
     /// Number of processors.
@@ -264,7 +310,16 @@ impl RankState {
 
     pub(crate) fn push_task(&self, task: TaskDescriptor) -> Result<(), RuntimeError> {
         self.tasks
-            .push(task)
+            .push(Queued { task, pair_head: false })
+            .map_err(|capacity| RuntimeError::QueueFull { queue: "task queue", capacity })
+    }
+
+    /// Queues `tasks` at adjacent indices (a packet's GEMM0 tasks in a paired layer, so that
+    /// each pair's halves sit side by side; the kernel's `claim` and `publish`).
+    pub(crate) fn push_tasks(&self, tasks: &[Queued]) -> Result<(), RuntimeError> {
+        self.tasks
+            .push_all(tasks)
+            .map(|_| ())
             .map_err(|capacity| RuntimeError::QueueFull { queue: "task queue", capacity })
     }
 }

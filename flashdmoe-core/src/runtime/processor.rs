@@ -5,7 +5,8 @@ use std::time::Instant;
 use flashdmoe_proto::graph::{gemm0_per_row_tile, gemm1_tasks};
 use flashdmoe_proto::{ProtoError, TaskDescriptor, TaskKind, signal};
 
-use super::{Awaiting, Mail, Poll, RankContext, Role, RuntimeError, SymmetricHeap};
+use super::{Awaiting, Mail, Poll, RankContext, Role, RuntimeError, SymmetricHeap, pair_peer};
+use crate::sync::Ordering;
 use crate::trace::TraceEvent;
 
 /// The math of one tile task, provided by the backend.
@@ -34,12 +35,28 @@ pub trait TileExecutor: Sync {
 /// and, if this completed the row tile ([`gemm0_per_row_tile`]), queue the row tile's GEMM1
 /// tasks; for GEMM1 release-store the return signal into the source's heap; then report the
 /// task complete. Done at the [`STOP`](super::STOP) word.
+///
+/// A pair half ([`Mail::Pair`], in a layer with paired GEMM0 tasks; docs/dev/paired-tasks.md)
+/// is run only once the processor's cluster peer ([`pair_peer`]) has reached the same pair: the
+/// processor counts the pairs it has reached in the rank's state (a release store), and waits,
+/// polling, until the peer's count (acquire-loaded) is at least its own. The scheduler posts
+/// both halves of a pair in one poll and each mailbox is FIFO, so the two meet their pairs in
+/// the same order and the wait ends once the peer has finished what was before the pair in its
+/// mailbox (at most one task). This is the rendezvous of the kernel's `align_for_pair`
+/// (`processor_wgmma.cuh`), where both CTAs' pipelines restart together; like every wait it is
+/// bounded by the forward's timeout (a [`TimeoutReport`](crate::backend::TimeoutReport) naming
+/// the peer), never a hang. Each half is then run, counted and published as a solo task.
 #[derive(Debug)]
 pub struct Processor<'a, H, E> {
     ctx: RankContext<'a, H>,
     index: u32,
     executor: &'a E,
     taken: u32,
+    /// Pairs reached so far (the last one maybe still waiting for the peer).
+    pairs: u32,
+    /// Whether the word now in the mailbox is a pair already counted in `pairs`, waiting for
+    /// the peer.
+    at_pair: bool,
     clock: Option<Instant>,
     trace: Vec<TraceEvent>,
 }
@@ -65,7 +82,22 @@ impl<'a, H: SymmetricHeap, E: TileExecutor> Processor<'a, H, E> {
             }
             .into());
         }
-        Ok(Processor { ctx, index, executor, taken: 0, clock: trace_origin, trace: Vec::new() })
+        Ok(Processor {
+            ctx,
+            index,
+            executor,
+            taken: 0,
+            pairs: 0,
+            at_pair: false,
+            clock: trace_origin,
+            trace: Vec::new(),
+        })
+    }
+
+    /// Pair halves this processor has reached so far (each waited for its peer, or is
+    /// waiting).
+    pub fn pairs_reached(&self) -> u32 {
+        self.pairs
     }
 
     /// The trace events recorded (empty without a clock).
@@ -137,34 +169,205 @@ impl<H: SymmetricHeap, E: TileExecutor> Role for Processor<'_, H, E> {
     fn poll(&mut self) -> Result<Poll, RuntimeError> {
         let state = self.ctx.state;
         let mailbox = &state.mailboxes[self.index as usize];
-        match mailbox.take(self.taken) {
-            None => Ok(Poll::Idle),
-            Some(Mail::Stop) => Ok(Poll::Done),
-            Some(Mail::Task(index)) => {
-                // SAFETY: the scheduler acquired the task's publication before posting its index,
-                // and `take` acquired the post.
-                let task = unsafe { state.tasks.read_handed(index as usize) }.ok_or(
-                    ProtoError::OutOfRange {
-                        what: "posted task index",
-                        value: index as u64,
-                        limit: state.tasks.capacity() as u64,
-                    },
-                )?;
-                self.run(&task)?;
-                self.taken += 1;
-                // SAFETY: this is the mailbox's processor, and it is done with the word.
-                unsafe { mailbox.complete(self.taken) };
-                Ok(Poll::Progress)
+        let index = match mailbox.take(self.taken) {
+            None => return Ok(Poll::Idle),
+            Some(Mail::Stop) => return Ok(Poll::Done),
+            Some(Mail::Task(index)) => index,
+            Some(Mail::Pair(index)) => {
+                let peer =
+                    pair_peer(self.index, state.processors()).ok_or(ProtoError::Inconsistent {
+                        field: "pairs posted to a processor outside every cluster",
+                        expected: 0,
+                        found: self.pairs as u64 + 1,
+                    })?;
+                let mut arrived = false;
+                if !self.at_pair {
+                    self.at_pair = true;
+                    self.pairs += 1;
+                    state.pairs_reached[self.index as usize].store(self.pairs, Ordering::Release);
+                    arrived = true;
+                }
+                if state.pairs_reached[peer as usize].load(Ordering::Acquire) < self.pairs {
+                    return Ok(if arrived { Poll::Progress } else { Poll::Idle });
+                }
+                self.at_pair = false;
+                index
             }
-        }
+        };
+        // SAFETY: the scheduler acquired the task's publication before posting its index, and
+        // `take` acquired the post.
+        let task = unsafe { state.tasks.read_handed(index as usize) }
+            .ok_or(ProtoError::OutOfRange {
+                what: "posted task index",
+                value: index as u64,
+                limit: state.tasks.capacity() as u64,
+            })?
+            .task;
+        self.run(&task)?;
+        self.taken += 1;
+        // SAFETY: this is the mailbox's processor, and it is done with the word.
+        unsafe { mailbox.complete(self.taken) };
+        Ok(Poll::Progress)
     }
 
-    /// The mailbox; `seen` is the number of words taken from it so far.
+    /// The mailbox; `seen` is the number of words taken from it so far. At a pair, its cluster
+    /// peer; `seen` is the number of pairs the peer has reached.
     fn awaiting(&self) -> Awaiting {
+        let state = self.ctx.state;
+        if let (true, Some(peer)) = (self.at_pair, pair_peer(self.index, state.processors())) {
+            return Awaiting {
+                awaited: format!(
+                    "its cluster peer, processor {peer}, at pair {} (pairs the peer reached in \
+                     `seen`)",
+                    self.pairs
+                ),
+                expected_epoch: self.ctx.epoch.get(),
+                seen: state.pairs_reached[peer as usize].load(Ordering::Relaxed) as u64,
+            };
+        }
         Awaiting {
             awaited: "a task or the stop in its mailbox".into(),
             expected_epoch: self.ctx.epoch.get(),
             seen: self.taken as u64,
         }
+    }
+}
+
+#[cfg(all(test, not(flashdmoe_loom)))]
+mod tests {
+    use std::sync::atomic::AtomicU32 as Count;
+    use std::time::Duration;
+
+    use flashdmoe_proto::{Epoch, Geometry, HeapLayout, TileShape};
+
+    use super::*;
+    use crate::runtime::{NO_TASK, PAIR_BIT, RankState, drive};
+
+    /// A heap no test task touches (combine tasks only).
+    struct NoHeap;
+
+    impl SymmetricHeap for NoHeap {
+        fn load_signal(&self, _: u32, _: u64) -> u64 {
+            unreachable!()
+        }
+        fn store_signal(&self, _: u32, _: u64, _: u64) {
+            unreachable!()
+        }
+        fn add_counter(&self, _: u32, _: u64) -> u32 {
+            unreachable!()
+        }
+        fn reset_counters(&self, _: u32) {
+            unreachable!()
+        }
+        unsafe fn put(&self, _: u32, _: u64, _: &[u8]) {
+            unreachable!()
+        }
+        unsafe fn get(&self, _: u32, _: u64, _: &mut [u8]) {
+            unreachable!()
+        }
+    }
+
+    /// Counts the tasks it runs.
+    struct Counting(Count);
+
+    impl TileExecutor for Counting {
+        fn execute(&self, _: &TaskDescriptor) -> Result<(), RuntimeError> {
+            self.0.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        }
+    }
+
+    fn layout() -> HeapLayout {
+        HeapLayout::new(Geometry {
+            world: 1,
+            local_experts: 1,
+            tokens: 4,
+            capacity: 4,
+            hidden: 8,
+            inter: 8,
+            elem_bytes: 4,
+            tile: TileShape::new(1, 8, 8),
+        })
+        .unwrap()
+    }
+
+    /// Queues two combine tasks and posts them as a pair to processors 1 and 2 of 3.
+    fn posted_pair(layout: &HeapLayout) -> RankState {
+        let state = RankState::new(layout, 3).unwrap().with_pairs(true);
+        let task = TaskDescriptor { kind: TaskKind::Combine as u32, ..NO_TASK };
+        state.push_task(task).unwrap();
+        state.push_task(task).unwrap();
+        // SAFETY: the test is the only poster.
+        unsafe {
+            assert!(state.mailboxes[1].post(PAIR_BIT));
+            assert!(state.mailboxes[2].post(1 | PAIR_BIT));
+        }
+        state
+    }
+
+    #[test]
+    fn a_pair_half_waits_for_its_peer_and_times_out_naming_it() {
+        let layout = layout();
+        let state = posted_pair(&layout);
+        let ctx = RankContext {
+            rank: 0,
+            epoch: Epoch::FIRST,
+            layout: &layout,
+            heap: &NoHeap,
+            state: &state,
+        };
+        let executor = Counting(Count::new(0));
+        let mut processor = Processor::new(ctx, 1, &executor, None).unwrap();
+        let result = drive(0, &state, Duration::from_millis(50), &mut [&mut processor]);
+        let Err(RuntimeError::Timeout(report)) = result else { panic!("{result:?}") };
+        assert_eq!(report.role, "processor 1");
+        assert!(report.awaited.contains("processor 2"), "{}", report.awaited);
+        assert_eq!(report.seen, 0, "the peer reached no pair");
+        assert_eq!(executor.0.load(Ordering::Relaxed), 0, "nothing ran before the peer came");
+        assert_eq!(processor.pairs_reached(), 1);
+    }
+
+    #[test]
+    fn cluster_peers_run_their_halves_once_both_reached_the_pair() {
+        let layout = layout();
+        let state = posted_pair(&layout);
+        let ctx = RankContext {
+            rank: 0,
+            epoch: Epoch::FIRST,
+            layout: &layout,
+            heap: &NoHeap,
+            state: &state,
+        };
+        let executors = [Counting(Count::new(0)), Counting(Count::new(0))];
+        let mut first = Processor::new(ctx, 1, &executors[0], None).unwrap();
+        let mut second = Processor::new(ctx, 2, &executors[1], None).unwrap();
+        // The first arrives and waits; the second arrives and runs its half; then the first.
+        assert_eq!(first.poll().unwrap(), Poll::Progress);
+        assert_eq!(first.poll().unwrap(), Poll::Idle);
+        assert_eq!(executors[0].0.load(Ordering::Relaxed), 0);
+        assert_eq!(second.poll().unwrap(), Poll::Progress);
+        assert_eq!(executors[1].0.load(Ordering::Relaxed), 1);
+        assert_eq!(first.poll().unwrap(), Poll::Progress);
+        assert_eq!(executors[0].0.load(Ordering::Relaxed), 1);
+        assert_eq!((state.mailboxes[1].completed(), state.mailboxes[2].completed()), (1, 1));
+    }
+
+    #[test]
+    fn a_pair_half_posted_to_processor_0_is_an_error() {
+        let layout = layout();
+        let state = RankState::new(&layout, 3).unwrap().with_pairs(true);
+        state.push_task(TaskDescriptor { kind: TaskKind::Combine as u32, ..NO_TASK }).unwrap();
+        // SAFETY: the test is the only poster.
+        unsafe { assert!(state.mailboxes[0].post(PAIR_BIT)) };
+        let ctx = RankContext {
+            rank: 0,
+            epoch: Epoch::FIRST,
+            layout: &layout,
+            heap: &NoHeap,
+            state: &state,
+        };
+        let executor = Counting(Count::new(0));
+        let mut processor = Processor::new(ctx, 0, &executor, None).unwrap();
+        assert!(matches!(processor.poll(), Err(RuntimeError::Proto(_))));
     }
 }

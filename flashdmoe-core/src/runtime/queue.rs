@@ -14,6 +14,9 @@
 //!   the index on with a release/acquire pair ([`Log::read_handed`]), so reads never race
 //!   writes (checked by loom).
 //! * A push beyond the capacity fails with the capacity and leaves every slot untouched.
+//! * [`Log::push_all`] claims its entries' indices with one `fetch_add`, so they are adjacent
+//!   in the log whatever other producers push meanwhile (a packet's GEMM0 tasks in a paired
+//!   layer, whose pairs must sit side by side: the kernel's `claim` of a packet's count).
 
 use crate::sync::{AtomicBool, AtomicUsize, Ordering, UnsafeCell};
 
@@ -83,6 +86,24 @@ impl<T: Copy> Log<T> {
         Ok(())
     }
 
+    /// Appends `values` at adjacent indices (one claim for all of them), publishing each in
+    /// order; the index of the first, or `Err(capacity)` (and nothing written) if they do not
+    /// all fit.
+    pub fn push_all(&self, values: &[T]) -> Result<usize, usize> {
+        let first = self.tail.fetch_add(values.len(), Ordering::Relaxed);
+        let slots = first
+            .checked_add(values.len())
+            .and_then(|end| self.slots.get(first..end))
+            .ok_or(self.slots.len())?;
+        for (slot, &value) in slots.iter().zip(values) {
+            // SAFETY: the indices `first..first + values.len()` were claimed by this call alone
+            // (one atomic fetch_add), and nobody reads a slot before its flag is raised.
+            slot.value.with_mut(|p| unsafe { p.write(value) });
+            slot.ready.store(true, Ordering::Release);
+        }
+        Ok(first)
+    }
+
     /// Entry `index`, once it has been published.
     pub fn get(&self, index: usize) -> Option<T> {
         let slot = self.slots.get(index)?;
@@ -124,6 +145,38 @@ mod tests {
         assert_eq!(log.push(9), Err(2));
         assert_eq!((log.get(0), log.get(1), log.get(2)), (Some(7), Some(8), None));
         assert_eq!(log.len(), 2);
+    }
+
+    #[test]
+    fn push_all_claims_adjacent_entries_or_nothing() {
+        let log = Log::<u32>::with_capacity(5, 0);
+        log.push(1).unwrap();
+        assert_eq!(log.push_all(&[2, 3]), Ok(1));
+        assert_eq!(log.push_all(&[4, 5, 6]), Err(5));
+        assert_eq!(
+            (0..5).map(|i| log.get(i)).collect::<Vec<_>>(),
+            [Some(1), Some(2), Some(3), None, None]
+        );
+    }
+
+    #[test]
+    fn concurrent_run_producers_keep_their_runs_adjacent() {
+        let log = Log::<u32>::with_capacity(4000, 0);
+        std::thread::scope(|s| {
+            for t in 0..4 {
+                let log = &log;
+                s.spawn(move || {
+                    (0..500).for_each(|i| {
+                        let v = t * 1000 + 2 * i;
+                        log.push_all(&[v, v + 1]).unwrap();
+                    })
+                });
+            }
+        });
+        for i in (0..4000).step_by(2) {
+            let (a, b) = (log.get(i).unwrap(), log.get(i + 1).unwrap());
+            assert_eq!((a % 2, b), (0, a + 1), "entries {i} and {}", i + 1);
+        }
     }
 
     #[test]

@@ -2,7 +2,10 @@
 
 use flashdmoe_proto::{HeapLayout, ProtoError, TaskCounts, TaskKind};
 
-use super::{Awaiting, Mailbox, Poll, RankState, Role, RuntimeError, STOP};
+use super::{
+    Awaiting, Mailbox, PAIR_BIT, Poll, RankState, Role, RuntimeError, STOP, cluster_processors,
+    pair_clusters,
+};
 use crate::sync::Ordering;
 
 /// What the scheduler remembers of one processor: the completions it has counted, and the kind
@@ -22,6 +25,27 @@ struct Track {
 /// with room -- the kernel's two passes: first processors with nothing outstanding, then those
 /// with one task outstanding, each pass round-robin from where the last poll's handing-out
 /// ended.
+///
+/// ## Paired layers
+///
+/// In a layer with paired GEMM0 tasks ([`RankState::with_pairs`]) the handout is the kernel's
+/// `handout_paired` (`scheduler.cuh`; docs/dev/paired-tasks.md): the queue, in order, a unit
+/// at a time, where a unit is a solo task or a *pair* (an entry marked as a pair's head and the
+/// entry after it, row tiles `2p` and `2p + 1` of one packet's column tile).
+/// * A solo task goes to the processor with the fewest words outstanding (at most one: room in
+///   its mailbox), nearest the cursor, which then moves past it: idle processors first, round
+///   robin, as the two passes do.
+/// * A pair goes out only once both its entries are queued, and only to the two processors of
+///   one cluster ([`pair_clusters`]; never processor 0), both with room, in the same poll: the
+///   head to processor `2k + 1`, the second half to `2k + 2`, each word marked with
+///   [`PAIR_BIT`]. Clusters whose busier processor has nothing outstanding come first, then
+///   those with at most one, each round robin from a cursor of their own.
+/// * A unit that cannot go (no room, or a pair whose second half is not queued yet) ends the
+///   poll's handout: nothing queued after it is posted before it, so the queue is handed out
+///   in order. Since a pair reaches both mailboxes in one poll and each mailbox is FIFO, a
+///   cluster's two processors meet its pairs in the same order (their rendezvous in
+///   [`Processor`](super::Processor) cannot deadlock).
+/// * With no cluster (fewer than 3 processors) pairs are handed out as two solo tasks.
 #[derive(Debug)]
 pub struct Scheduler<'a> {
     layout: &'a HeapLayout,
@@ -31,6 +55,8 @@ pub struct Scheduler<'a> {
     completed: TaskCounts,
     next_task: usize,
     cursor: usize,
+    /// Paired layers: where the next search for a cluster starts.
+    cluster_cursor: usize,
     tracks: Vec<Track>,
 }
 
@@ -45,6 +71,7 @@ impl<'a> Scheduler<'a> {
             completed: TaskCounts::default(),
             next_task: 0,
             cursor: 0,
+            cluster_cursor: 0,
             tracks: vec![Track::default(); state.processors() as usize],
         }
     }
@@ -84,6 +111,9 @@ impl<'a> Scheduler<'a> {
 
     /// Posts queued tasks to processors with room; whether any was posted.
     fn hand_out(&mut self) -> Result<bool, RuntimeError> {
+        if self.state.paired() {
+            return self.hand_out_paired();
+        }
         let processors = self.tracks.len();
         let mut given = 0;
         'passes: for pass in 0..Mailbox::DEPTH {
@@ -94,8 +124,8 @@ impl<'a> Scheduler<'a> {
                 if mailbox.assigned() - track.completed > pass {
                     continue;
                 }
-                let Some(task) = self.state.tasks.get(self.next_task) else { break 'passes };
-                let kind = task.task_kind()?;
+                let Some(entry) = self.state.tasks.get(self.next_task) else { break 'passes };
+                let kind = entry.task.task_kind()?;
                 let word = mailbox.assigned();
                 // SAFETY: this scheduler is the rank's only one, so the only poster.
                 if !unsafe { mailbox.post(self.next_task as u32) } {
@@ -114,6 +144,93 @@ impl<'a> Scheduler<'a> {
         }
         self.cursor = (self.cursor + given) % processors;
         Ok(given > 0)
+    }
+}
+
+impl Scheduler<'_> {
+    /// Words outstanding in processor `q`'s mailbox, as far as this scheduler has counted.
+    fn outstanding(&self, q: usize) -> u32 {
+        self.state.mailboxes[q].assigned() - self.tracks[q].completed
+    }
+
+    /// Of `0..n`, scanned from `from`: the candidate whose `busy` is lowest and below
+    /// [`Mailbox::DEPTH`] (room), the nearest to `from` among equals.
+    fn least_busy(n: usize, from: usize, busy: impl Fn(usize) -> u32) -> Option<usize> {
+        (0..n)
+            .map(|i| (from + i) % n)
+            .filter(|&u| busy(u) < Mailbox::DEPTH)
+            .min_by_key(|&u| (busy(u), (u + n - from) % n))
+    }
+
+    /// Posts `word` (a task index, maybe with [`PAIR_BIT`]) for a task of `kind` to processor
+    /// `q`, which has room.
+    fn post(&mut self, q: usize, word: u32, kind: TaskKind) -> Result<(), RuntimeError> {
+        let mailbox = &self.state.mailboxes[q];
+        let track = &mut self.tracks[q];
+        let a = mailbox.assigned();
+        // SAFETY: this scheduler is the rank's only one, so the only poster.
+        if !unsafe { mailbox.post(word) } {
+            // Only counted completions make room, so a mailbox with room has room.
+            return Err(ProtoError::Inconsistent {
+                field: "mailbox room",
+                expected: (a - track.completed) as u64,
+                found: (a - mailbox.completed()) as u64,
+            }
+            .into());
+        }
+        track.kinds[(a % 2) as usize] = Some(kind);
+        Ok(())
+    }
+
+    /// The handout of a paired layer (see [`Scheduler`]'s "Paired layers"); whether anything
+    /// was posted.
+    fn hand_out_paired(&mut self) -> Result<bool, RuntimeError> {
+        let processors = self.tracks.len();
+        let clusters = pair_clusters(processors as u32) as usize;
+        let mut given = false;
+        while let Some(entry) = self.state.tasks.get(self.next_task) {
+            let index = self.next_task as u32;
+            let kind = entry.task.task_kind()?;
+            if entry.pair_head && clusters > 0 {
+                let Some(second) = self.state.tasks.get(self.next_task + 1) else { break };
+                let (head, second) = (entry.task, second.task);
+                let same = |a: u32, b: u32| if a == b { Ok(()) } else { Err((a, b)) };
+                same(kind as u32, second.kind)
+                    .and(same(TaskKind::Gemm0 as u32, kind as u32))
+                    .and(same(head.row_tile % 2, 0))
+                    .and(same(head.row_tile + 1, second.row_tile))
+                    .and(same(head.col_tile, second.col_tile))
+                    .and(same(head.source_rank, second.source_rank))
+                    .and(same(head.local_expert, second.local_expert))
+                    .map_err(|(expected, found)| ProtoError::Inconsistent {
+                        field: "the two halves of a pair",
+                        expected: expected as u64,
+                        found: found as u64,
+                    })?;
+                let busier = |k: usize| {
+                    let (a, b) = cluster_processors(k as u32);
+                    self.outstanding(a as usize).max(self.outstanding(b as usize))
+                };
+                let Some(k) = Self::least_busy(clusters, self.cluster_cursor, busier) else {
+                    break;
+                };
+                let (a, b) = cluster_processors(k as u32);
+                self.post(a as usize, index | PAIR_BIT, kind)?;
+                self.post(b as usize, (index + 1) | PAIR_BIT, kind)?;
+                self.next_task += 2;
+                self.cluster_cursor = (k + 1) % clusters;
+            } else {
+                let Some(q) = Self::least_busy(processors, self.cursor, |q| self.outstanding(q))
+                else {
+                    break;
+                };
+                self.post(q, index, kind)?;
+                self.next_task += 1;
+                self.cursor = (q + 1) % processors;
+            }
+            given = true;
+        }
+        Ok(given)
     }
 }
 
@@ -170,6 +287,263 @@ impl Role for Scheduler<'_> {
                 expected_epoch: self.epoch,
                 seen: self.completed.total(),
             },
+        }
+    }
+}
+
+#[cfg(all(test, not(flashdmoe_loom)))]
+mod tests {
+    use flashdmoe_proto::{Geometry, TaskDescriptor, TileShape};
+
+    use super::*;
+    use crate::runtime::{Mail, NO_TASK, Queued, pair_cluster};
+
+    fn layout() -> HeapLayout {
+        HeapLayout::new(Geometry {
+            world: 1,
+            local_experts: 1,
+            tokens: 64,
+            capacity: 64,
+            hidden: 8,
+            inter: 8,
+            elem_bytes: 4,
+            tile: TileShape::new(1, 8, 8),
+        })
+        .unwrap()
+    }
+
+    fn gemm0(row_tile: u32, col_tile: u32, pair_head: bool) -> Queued {
+        let task = TaskDescriptor { kind: TaskKind::Gemm0 as u32, row_tile, col_tile, ..NO_TASK };
+        Queued { task, pair_head }
+    }
+
+    fn solo(row_tile: u32) -> Queued {
+        Queued {
+            task: TaskDescriptor { kind: TaskKind::Gemm1 as u32, row_tile, ..NO_TASK },
+            pair_head: false,
+        }
+    }
+
+    /// Queues a pair: row tiles `2p` and `2p + 1` of column tile `c`, adjacent.
+    fn push_pair(state: &RankState, p: u32, c: u32) {
+        state.push_tasks(&[gemm0(2 * p, c, true), gemm0(2 * p + 1, c, false)]).unwrap();
+    }
+
+    fn push_solo(state: &RankState, n: u32) {
+        for i in 0..n {
+            state.push_tasks(&[solo(i)]).unwrap();
+        }
+    }
+
+    /// The words posted to processor `q` so far that it has not taken (`taken` words taken).
+    fn words(state: &RankState, q: usize, taken: u32) -> Vec<Mail> {
+        let mailbox = &state.mailboxes[q];
+        (taken..mailbox.assigned()).map(|w| mailbox.take(w).unwrap()).collect()
+    }
+
+    fn outstanding(state: &RankState) -> Vec<u32> {
+        state.mailboxes.iter().map(|m| m.assigned() - m.completed()).collect()
+    }
+
+    #[test]
+    fn a_pair_goes_to_one_clusters_two_processors_in_one_poll() {
+        let layout = layout();
+        let state = RankState::new(&layout, 5).unwrap().with_pairs(true);
+        let mut scheduler = Scheduler::new(&layout, &state, 1);
+        push_pair(&state, 0, 0);
+        assert!(scheduler.hand_out().unwrap());
+        assert_eq!(outstanding(&state), [0, 1, 1, 0, 0]);
+        assert_eq!(words(&state, 1, 0), [Mail::Pair(0)]);
+        assert_eq!(words(&state, 2, 0), [Mail::Pair(1)]);
+        // Three more pairs: the idle cluster 1 first, then clusters 0 and 1 again (one
+        // outstanding each), round robin; the heads always to processor 2k + 1.
+        for p in 1..4 {
+            push_pair(&state, p, 0);
+        }
+        assert!(scheduler.hand_out().unwrap());
+        assert_eq!(outstanding(&state), [0, 2, 2, 2, 2]);
+        assert_eq!(words(&state, 1, 0), [Mail::Pair(0), Mail::Pair(4)]);
+        assert_eq!(words(&state, 2, 0), [Mail::Pair(1), Mail::Pair(5)]);
+        assert_eq!(words(&state, 3, 0), [Mail::Pair(2), Mail::Pair(6)]);
+        assert_eq!(words(&state, 4, 0), [Mail::Pair(3), Mail::Pair(7)]);
+    }
+
+    #[test]
+    fn no_cluster_with_room_stops_the_handout_at_the_pair_keeping_queue_order() {
+        let layout = layout();
+        let state = RankState::new(&layout, 3).unwrap().with_pairs(true);
+        let mut scheduler = Scheduler::new(&layout, &state, 1);
+        // Five solo tasks: idle processors first, round robin, then second slots.
+        push_solo(&state, 5);
+        push_pair(&state, 0, 0);
+        push_solo(&state, 1);
+        assert!(scheduler.hand_out().unwrap());
+        assert_eq!(outstanding(&state), [2, 2, 1]);
+        assert_eq!(scheduler.next_task, 5, "the handout stops at the pair");
+        // Processor 2 has room, but the solo task after the pair is not handed out before it.
+        assert!(!scheduler.hand_out().unwrap());
+        assert_eq!(outstanding(&state), [2, 2, 1]);
+        // Processor 0 finishing makes no room for the pair (it never takes pairs).
+        // SAFETY: the test plays processor 0, done with its first word.
+        unsafe { state.mailboxes[0].complete(1) };
+        scheduler.count_completions().unwrap();
+        assert!(!scheduler.hand_out().unwrap());
+        assert_eq!(outstanding(&state), [1, 2, 1]);
+        // Processor 1 finishing does: the pair goes to both, then the solo task to processor 0.
+        // SAFETY: as above, for processor 1.
+        unsafe { state.mailboxes[1].complete(1) };
+        scheduler.count_completions().unwrap();
+        assert!(scheduler.hand_out().unwrap());
+        assert_eq!(outstanding(&state), [2, 2, 2]);
+        assert_eq!(words(&state, 1, 1).last(), Some(&Mail::Pair(5)));
+        assert_eq!(words(&state, 2, 0).last(), Some(&Mail::Pair(6)));
+        assert_eq!(words(&state, 0, 1).last(), Some(&Mail::Task(7)));
+        assert_eq!(scheduler.next_task, 8);
+    }
+
+    #[test]
+    fn a_pair_waits_until_its_second_half_is_queued() {
+        let layout = layout();
+        let state = RankState::new(&layout, 3).unwrap().with_pairs(true);
+        let mut scheduler = Scheduler::new(&layout, &state, 1);
+        state.push_tasks(&[gemm0(0, 0, true)]).unwrap();
+        assert!(!scheduler.hand_out().unwrap());
+        assert_eq!(outstanding(&state), [0, 0, 0]);
+        state.push_tasks(&[gemm0(1, 0, false)]).unwrap();
+        assert!(scheduler.hand_out().unwrap());
+        assert_eq!(outstanding(&state), [0, 1, 1]);
+    }
+
+    #[test]
+    fn a_pair_whose_halves_disagree_is_an_error() {
+        let layout = layout();
+        let state = RankState::new(&layout, 3).unwrap().with_pairs(true);
+        let mut scheduler = Scheduler::new(&layout, &state, 1);
+        state.push_tasks(&[gemm0(0, 0, true), gemm0(1, 1, false)]).unwrap();
+        assert!(matches!(scheduler.hand_out(), Err(RuntimeError::Proto(_))));
+    }
+
+    #[test]
+    fn without_a_cluster_pairs_run_as_solo_tasks() {
+        let layout = layout();
+        for processors in [1, 2] {
+            let state = RankState::new(&layout, processors).unwrap().with_pairs(true);
+            let mut scheduler = Scheduler::new(&layout, &state, 1);
+            push_pair(&state, 0, 0);
+            assert!(scheduler.hand_out().unwrap());
+            let all: Vec<Mail> =
+                (0..processors as usize).flat_map(|q| words(&state, q, 0)).collect();
+            assert_eq!(all, [Mail::Task(0), Mail::Task(1)]);
+        }
+    }
+
+    /// With every processor idle and only pairs queued, one poll hands out two pairs per
+    /// cluster: `(n - 1) / 2` clusters for `n` processors, odd or even.
+    #[test]
+    fn odd_and_even_processor_counts_give_their_cluster_counts() {
+        let layout = layout();
+        for (processors, clusters) in [(3, 1), (4, 1), (5, 2), (6, 2), (7, 3), (8, 3)] {
+            let state = RankState::new(&layout, processors).unwrap().with_pairs(true);
+            let mut scheduler = Scheduler::new(&layout, &state, 1);
+            for p in 0..8 {
+                push_pair(&state, p, 0);
+            }
+            scheduler.hand_out().unwrap();
+            let busy = outstanding(&state);
+            assert_eq!(scheduler.next_task, 4 * clusters, "{processors} processors");
+            assert_eq!(busy[0], 0, "processor 0 never takes a pair");
+            if processors % 2 == 0 {
+                assert_eq!(busy[processors as usize - 1], 0, "the last of an even count");
+            }
+            assert!(busy[1..=2 * clusters].iter().all(|&b| b == 2), "{busy:?}");
+        }
+    }
+
+    /// Random mixes of pairs and solo tasks, random completions, 3 to 8 processors: every task
+    /// is posted once; a pair's halves go to one cluster's processors `2k + 1` and `2k + 2` in
+    /// one poll (head first); processor 0, and the last of an even count, get solo tasks only;
+    /// each cluster's two mailboxes hold its pairs in one order.
+    #[test]
+    fn pairs_go_whole_to_one_cluster_and_processor_0_never_gets_one() {
+        let layout = layout();
+        for processors in 3u32..=8 {
+            for seed in 0..20u64 {
+                let mut rng = seed ^ (processors as u64) << 32;
+                let mut next = || {
+                    rng = crate::rng::mix(rng);
+                    rng
+                };
+                let state = RankState::new(&layout, processors).unwrap().with_pairs(true);
+                let mut scheduler = Scheduler::new(&layout, &state, 1);
+                let mut queued = 0u32;
+                let mut taken = vec![0u32; processors as usize];
+                let mut posted = vec![0u32; 64];
+                let mut pairs_of: Vec<Vec<u32>> = vec![Vec::new(); processors as usize];
+                for _ in 0..200 {
+                    // Queue a few units.
+                    while queued < 60 && next() % 3 != 0 {
+                        if next() % 2 == 0 {
+                            push_pair(&state, queued / 2, 0);
+                            queued += 2;
+                        } else {
+                            push_solo(&state, 1);
+                            queued += 1;
+                        }
+                    }
+                    let before: Vec<u32> = state.mailboxes.iter().map(|m| m.assigned()).collect();
+                    scheduler.hand_out().unwrap();
+                    // This poll's words, per processor.
+                    let new: Vec<Vec<Mail>> =
+                        (0..processors as usize).map(|q| words(&state, q, before[q])).collect();
+                    for (q, mails) in new.iter().enumerate() {
+                        for &mail in mails {
+                            let (index, pair) = match mail {
+                                Mail::Task(i) => (i, false),
+                                Mail::Pair(i) => (i, true),
+                                Mail::Stop => unreachable!(),
+                            };
+                            posted[index as usize] += 1;
+                            let entry = state.tasks.get(index as usize).unwrap();
+                            if !pair {
+                                assert!(!entry.pair_head, "a head posted as a solo task");
+                                continue;
+                            }
+                            let cluster = pair_cluster(q as u32, processors)
+                                .expect("a pair half to a processor outside every cluster");
+                            let (first, second) = cluster_processors(cluster);
+                            let (mine, other) = if entry.pair_head {
+                                assert_eq!(q as u32, first, "the head to processor 2k + 1");
+                                (index, index + 1)
+                            } else {
+                                assert_eq!(q as u32, second, "the second half to 2k + 2");
+                                (index, index - 1)
+                            };
+                            let peer = if q as u32 == first { second } else { first };
+                            assert!(
+                                new[peer as usize].contains(&Mail::Pair(other)),
+                                "pair {mine}/{other}: both halves in one poll"
+                            );
+                            pairs_of[q].push(mine.min(other));
+                        }
+                    }
+                    // Random completions.
+                    for (mailbox, taken) in state.mailboxes.iter().zip(&mut taken) {
+                        if *taken < mailbox.assigned() && next() % 2 == 0 {
+                            *taken += 1;
+                            // SAFETY: the test plays the processor, done with the word.
+                            unsafe { mailbox.complete(*taken) };
+                        }
+                    }
+                    scheduler.count_completions().unwrap();
+                }
+                assert!(posted[..queued as usize].iter().all(|&n| n <= 1), "posted twice");
+                assert!(posted[queued as usize..].iter().all(|&n| n == 0));
+                for k in 0..pair_clusters(processors) {
+                    let (a, b) = cluster_processors(k);
+                    assert_eq!(pairs_of[a as usize], pairs_of[b as usize], "cluster {k}'s order");
+                }
+                assert!(pairs_of[0].is_empty());
+            }
         }
     }
 }

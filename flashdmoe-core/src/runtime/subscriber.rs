@@ -1,10 +1,12 @@
 //! [`Subscriber`]: turns arrived signals into tasks.
 
-use flashdmoe_proto::graph::{combine_task, gemm0_tasks};
+use flashdmoe_proto::graph::{combine_task, gemm0_tasks, gemm0_tile_paired, tile_rows};
 use flashdmoe_proto::signal::{self, SignalState};
-use flashdmoe_proto::{CombineReadiness, ProtoError, SourcePlan, div_ceil};
+use flashdmoe_proto::{
+    CombineReadiness, Epoch, HeapLayout, ProtoError, SourcePlan, TaskDescriptor, TaskKind, div_ceil,
+};
 
-use super::{Awaiting, Poll, RankContext, Role, RuntimeError, SymmetricHeap};
+use super::{Awaiting, Poll, Queued, RankContext, Role, RuntimeError, SymmetricHeap};
 use crate::sync::Ordering;
 
 #[derive(Clone, Copy, Debug)]
@@ -28,6 +30,38 @@ struct ReturnWatch {
     seen: u64,
 }
 
+/// The GEMM0 tasks a packet of `rows` rows creates on its owner in a paired layer, in
+/// [`gemm0_tile_paired`]'s order (docs/dev/paired-tasks.md): the same tasks as
+/// [`gemm0_tasks`], each column tile's row tiles `2p` and `2p + 1` side by side, the first
+/// marked as the head of the pair the two form; an odd last row tile is solo.
+pub(crate) fn paired_gemm0_tasks(
+    layout: &HeapLayout,
+    epoch: Epoch,
+    source: u32,
+    owner: u32,
+    local_expert: u32,
+    rows: u32,
+) -> impl Iterator<Item = Result<Queued, ProtoError>> + '_ {
+    let g = layout.geometry();
+    let (bm, cols, group) = (g.tile.bm, g.col_tiles_inter(), g.tile.gemm0_group);
+    let row_tiles = div_ceil(rows, bm);
+    (0..row_tiles * cols).map(move |i| {
+        let (rt, c, pair_head) = gemm0_tile_paired(i, row_tiles, cols, group);
+        let task = TaskDescriptor::new(
+            layout,
+            TaskKind::Gemm0,
+            epoch,
+            source,
+            owner,
+            local_expert,
+            rt,
+            c,
+            tile_rows(rows, rt, bm),
+        )?;
+        Ok(Queued { task, pair_head })
+    })
+}
+
 /// One of a rank's subscribers for one forward (a warp on the GPU).
 ///
 /// The rank's signals are dealt round-robin over its `count` subscribers (this is number
@@ -37,6 +71,9 @@ struct ReturnWatch {
 ///
 /// * A dispatch signal of the current epoch announcing `n` rows: queue the packet's GEMM0 tasks,
 ///   then report `n` to the scheduler (row count, then a release increment of the packets seen).
+///   In a paired layer ([`RankState::with_pairs`](super::RankState::with_pairs)) the packet's
+///   GEMM0 tasks are queued adjacent, in [`gemm0_tile_paired`]'s order with their pair heads
+///   marked (the kernel's `gemm0_task_at` and `mark_pair_head` in `subscriber.cuh`).
 /// * A return signal of the current epoch for column tile `c` of a row tile: increment the
 ///   combine counter `(group, c)` of every readiness group the row tile spans
 ///   ([`CombineReadiness`]); the arrival that brings one to [`CombineReadiness::expected`]
@@ -149,8 +186,15 @@ impl<'a, H: SymmetricHeap> Subscriber<'a, H> {
                 }
                 SignalState::Ready(rows) => {
                     let (source, le) = (w.source, w.local_expert);
-                    for task in gemm0_tasks(ctx.layout, ctx.epoch, source, ctx.rank, le, rows) {
-                        ctx.state.push_task(task?)?;
+                    if ctx.state.paired() {
+                        let tasks =
+                            paired_gemm0_tasks(ctx.layout, ctx.epoch, source, ctx.rank, le, rows)
+                                .collect::<Result<Vec<_>, _>>()?;
+                        ctx.state.push_tasks(&tasks)?;
+                    } else {
+                        for task in gemm0_tasks(ctx.layout, ctx.epoch, source, ctx.rank, le, rows) {
+                            ctx.state.push_task(task?)?;
+                        }
                     }
                     let packet = source as usize * g.local_experts as usize + le as usize;
                     ctx.state.received_rows[packet].store(rows, Ordering::Relaxed);
