@@ -32,6 +32,8 @@ pub struct SimLayer {
     pub(crate) world: World,
     pub(crate) processors: u32,
     pub(crate) subscribers: u32,
+    /// Whether the layer runs paired GEMM0 tasks ([`crate::SimOptions::pairs`]).
+    pub(crate) pairs: bool,
     pub(crate) faults: FaultPlan,
     /// Per rank: the epoch of its last forward (`None` before the first), locked while the
     /// rank's forward runs.
@@ -51,6 +53,7 @@ impl std::fmt::Debug for SimLayer {
             .field("tile", &self.layout().geometry().tile)
             .field("processors", &self.processors)
             .field("subscribers", &self.subscribers)
+            .field("pairs", &self.pairs)
             .field("faults", &self.faults)
             .finish_non_exhaustive()
     }
@@ -68,6 +71,11 @@ impl SimLayer {
     /// Processors per rank.
     pub fn processors_per_rank(&self) -> u32 {
         self.processors
+    }
+
+    /// Whether the layer runs paired GEMM0 tasks ([`crate::SimOptions::pairs`]).
+    pub fn pairs(&self) -> bool {
+        self.pairs
     }
 
     /// The protocol's routing plan of a forward, from every rank's output (`ranks[r]` is rank
@@ -107,7 +115,9 @@ impl SimLayer {
             signal_order: self.signal_order,
         };
         // Everything that can fail is set up before this rank publishes anything.
-        let state = RankState::new(layout, self.processors)?.with_heartbeat(self.heartbeat.clone());
+        let state = RankState::new(layout, self.processors)?
+            .with_heartbeat(self.heartbeat.clone())
+            .with_pairs(self.pairs);
         let ctx = RankContext { rank, epoch, layout, heap: &view, state: &state };
         let shared = std::sync::OnceLock::new();
         let executor = SimExecutor {

@@ -75,6 +75,13 @@ pub struct SimOptions {
     pub subscribers_per_rank: usize,
     /// Faults to inject into signal deliveries.
     pub faults: FaultPlan,
+    /// Run the layer with paired GEMM0 tasks, as the CUDA kernel does in 2-CTA clusters
+    /// (`MoeSpec::pairs`; docs/dev/paired-tasks.md): each rank's state is
+    /// [`RankState::with_pairs`](flashdmoe_core::runtime::RankState::with_pairs), so the GEMM0
+    /// tasks are queued in pairs, a pair goes to both processors of one cluster (processors
+    /// `2k + 1`, `2k + 2`) and they meet before running it. The outputs are bitwise those of
+    /// the unpaired layer. Off by default.
+    pub pairs: bool,
 }
 
 impl SimOptions {
@@ -83,9 +90,14 @@ impl SimOptions {
 }
 
 impl Default for SimOptions {
-    /// 2 processors and 1 subscriber per rank, no faults.
+    /// 2 processors and 1 subscriber per rank, no faults, unpaired.
     fn default() -> Self {
-        SimOptions { processors_per_rank: 2, subscribers_per_rank: 1, faults: FaultPlan::none() }
+        SimOptions {
+            processors_per_rank: 2,
+            subscribers_per_rank: 1,
+            faults: FaultPlan::none(),
+            pairs: false,
+        }
     }
 }
 
@@ -211,6 +223,7 @@ impl Backend for SimBackend {
             world: World::new(layout),
             processors,
             subscribers,
+            pairs: self.options.pairs,
             faults: self.options.faults.clone(),
             epochs: (0..config.world).map(|_| Mutex::new(None)).collect(),
             origin: Instant::now(),

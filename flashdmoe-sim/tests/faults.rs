@@ -21,7 +21,7 @@ fn config() -> MoeConfig {
 }
 
 fn with_faults(faults: FaultPlan) -> SimOptions {
-    SimOptions { processors_per_rank: 2, subscribers_per_rank: 2, faults }
+    SimOptions { processors_per_rank: 2, subscribers_per_rank: 2, faults, ..SimOptions::default() }
 }
 
 #[test]
