@@ -291,20 +291,12 @@ __device__ void shared_slots(const Rank& r, unsigned t, float gate_dot) {
   }
 }
 
-#ifdef FDM_A2_PAIRS
-#include "topk_pairs.cuh"
-#endif
-
 /// A2, first half: every token's kSlots slots (its router's picks, or the given ones, then its
 /// shared experts'), a warp a token, the tokens of every local rank dealt over all the
 /// device's warps. Each warp's kRouterE + kTopK floats of shared memory (`smem`) hold its
 /// token's scores and picks.
 __device__ void route_tokens(const fdm_params* p, char* smem) {
-#ifdef FDM_A2_PAIRS
-  constexpr int kWarpFloats = 2 * (kRouterE + kTopK);  // two tokens' areas (topk_pairs.cuh)
-#else
   constexpr int kWarpFloats = kRouterE + kTopK;
-#endif
   static_assert(kWarps * kWarpFloats * 4 <= kSmemBytes, "A2's score rows fit the block");
   const unsigned lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   float* row = reinterpret_cast<float*>(smem) + warp * kWarpFloats;
@@ -312,14 +304,6 @@ __device__ void route_tokens(const fdm_params* p, char* smem) {
   const bool given = p->given_experts != 0ull;
   const unsigned jobs = T * p->local_ranks, stride = gridDim.x * kWarps;
   unsigned job = blockIdx.x * kWarps + warp;
-#ifdef FDM_A2_PAIRS
-  if constexpr (kPairRouter) {
-    if (!given) {
-      route_token_pairs(p, row, job, jobs, stride, lane);
-      return;
-    }
-  }
-#endif
   TokenLogits next;  // the logits of the warp's next token, in flight while it routes this one
   if (!given && job < jobs) next.load(make_rank(p, job / T), job % T, lane);
   for (; job < jobs; job += stride) {

@@ -95,7 +95,6 @@ pub const HEADERS: &[Header] = &[
     Header { name: "sync.cuh", text: include_str!("../kernels/sync.cuh") },
     Header { name: "heap.cuh", text: include_str!("../kernels/heap.cuh") },
     Header { name: "topk.cuh", text: include_str!("../kernels/topk.cuh") },
-    Header { name: "topk_pairs.cuh", text: include_str!("../kernels/topk_pairs.cuh") },
     Header { name: "route.cuh", text: include_str!("../kernels/route.cuh") },
     Header { name: "dispatch.cuh", text: include_str!("../kernels/dispatch.cuh") },
     Header { name: "queue.cuh", text: include_str!("../kernels/queue.cuh") },
@@ -148,15 +147,9 @@ pub struct KernelExperiment {
 /// per-warpgroup epilogues, level and dropped; run 130 FDM_RELAXED_COMPLETION, kept as the
 /// default after a fence; runs 127-129 session 23's four, FDM_PREFETCH_WEIGHTS and
 /// FDM_WARP0_PUBLISHES: perf-notes v38-v40; run 145 FDM_CLUSTER_PROBE, the kernel in 2-CTA
-/// clusters, launched and verified, removed: perf-notes v41 (g)), and diagnostics a GPU run
-/// switches on.
+/// clusters, launched and verified, removed: perf-notes v41 (g); run 146 FDM_A2_PAIRS, A2 two
+/// tokens a warp, level, removed: perf-notes v42 (a)), and diagnostics a GPU run switches on.
 pub const EXPERIMENTS: &[KernelExperiment] = &[
-    KernelExperiment {
-        define: "FDM_A2_PAIRS",
-        what: "topk.cuh, topk_pairs.cuh: A2 routes two tokens a warp at once (routers without \
-           grouped top-k), their dependent chains side by side; each token's bits unchanged \
-           (perf-notes v41 (i))",
-    },
     KernelExperiment {
         define: "FDM_DEBUG_COMBINE_TIMEOUT",
         what: "scheduler.cuh: a combine-slot timeout reports the first (group, column) combine \
