@@ -187,9 +187,8 @@ fn baselines_run_on_the_same_layers_and_are_never_compared_with_the_simulator() 
 #[test]
 fn bad_command_lines_exit_2_with_a_message() {
     let dir = scratch("usage");
-    let cases: [(&[&str], &str); 9] = [
+    let cases: [(&[&str], &str); 8] = [
         (&["bench", "--grid", "huge"], "unknown grid \"huge\""),
-        (&["bench", "--grid", "small", "--pairs"], "--pairs applies to --backend cuda only"),
         (
             &["bench", "--grid", "small", "--tile", "256x64"],
             "--tile applies to --backend cuda only",

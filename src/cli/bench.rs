@@ -95,7 +95,8 @@ pub(super) struct BenchArgs {
     /// or `registers` (as `flashdmoe run --combine`).
     #[arg(long, value_name = "FORM", value_parser = super::parse_combine)]
     combine: Option<CombineForm>,
-    /// CUDA: paired GEMM0 tasks in 2-CTA clusters (as `flashdmoe run --pairs`).
+    /// Paired GEMM0 tasks in 2-CTA clusters, on the simulator or CUDA (as `flashdmoe run
+    /// --pairs`).
     #[arg(long)]
     pairs: bool,
 }
@@ -171,17 +172,21 @@ pub(super) fn bench(args: &BenchArgs) -> Result<(), CliError> {
     let sweep = Sweep { cases: &cases, options: &options, baselines: &baselines, baseline_options };
     let summary = match args.backend {
         BackendArg::Sim => {
-            let sim = args.sim.sim_options(&[
-                ("--ranks-per-gpu", args.ranks_per_gpu.is_some()),
-                ("--remote-copiers", args.remote_copiers.is_some()),
-                ("--tile", args.tile.is_some()),
-                ("--combine", args.combine.is_some()),
-                ("--pairs", args.pairs),
-            ])?;
+            let sim = args.sim.sim_options(
+                &[
+                    ("--ranks-per-gpu", args.ranks_per_gpu.is_some()),
+                    ("--remote-copiers", args.remote_copiers.is_some()),
+                    ("--tile", args.tile.is_some()),
+                    ("--combine", args.combine.is_some()),
+                ],
+                args.pairs,
+            )?;
             println!(
                 "backend: sim (SIMULATION: the CPU simulator, {} processor and {} subscriber \
-                 threads per rank; times are CPU times, never GPU times)",
-                sim.processors_per_rank, sim.subscribers_per_rank
+                 threads per rank{}; times are CPU times, never GPU times)",
+                sim.processors_per_rank,
+                sim.subscribers_per_rank,
+                super::SimThreads::pairs_note(&sim)
             );
             let sim = SimBackend::new(sim);
             let forwards = args.warmup.saturating_add(args.iters);

@@ -243,10 +243,11 @@ struct RunArgs {
     /// on Qwen3 and OLMoE (docs/dev/perf-notes.md v36).
     #[arg(long, value_name = "FORM", value_parser = parse_combine)]
     combine: Option<CombineForm>,
-    /// CUDA: paired GEMM0 tasks: two processors of a 2-CTA cluster compute an expert's row
-    /// tiles 2p and 2p + 1 of one column tile together and read its weights once (the kernel
-    /// label ends in `-pairs`; docs/dev/paired-tasks.md). Off by default; a layer that cannot
-    /// pair is an error naming `pairs`.
+    /// Paired GEMM0 tasks: two processors of a 2-CTA cluster compute an expert's row tiles 2p
+    /// and 2p + 1 of one column tile together and read its weights once (CUDA: the kernel
+    /// label ends in `-pairs`, a layer that cannot pair is an error naming `pairs`; the
+    /// simulator runs the same schedule on its threads, with bitwise the same outputs;
+    /// docs/dev/paired-tasks.md). Off by default.
     #[arg(long)]
     pairs: bool,
     /// CUDA: after the verified forwards, time K device-resident forwards queued back to back
@@ -291,9 +292,10 @@ impl RunArgs {
 }
 
 impl SimThreads {
-    /// The simulator's options with these counts, after checking that none of the CUDA-only
-    /// flags (`--ranks-per-gpu`, `--remote-copiers`, `--tile`: name and whether given) was.
-    fn sim_options(&self, cuda_only: &[(&str, bool)]) -> Result<SimOptions, CliError> {
+    /// The simulator's options with these counts and `pairs` (`--pairs`), after checking that
+    /// none of the CUDA-only flags (`--ranks-per-gpu`, `--remote-copiers`, `--tile`: name and
+    /// whether given) was.
+    fn sim_options(&self, cuda_only: &[(&str, bool)], pairs: bool) -> Result<SimOptions, CliError> {
         for &(flag, given) in cuda_only {
             if given {
                 return Err(CliError::Usage(format!("{flag} applies to --backend cuda only")));
@@ -302,7 +304,25 @@ impl SimThreads {
         let mut sim = SimOptions::default();
         sim.processors_per_rank = self.processors.unwrap_or(sim.processors_per_rank);
         sim.subscribers_per_rank = self.subscribers.unwrap_or(sim.subscribers_per_rank);
+        sim.pairs = pairs;
         Ok(sim)
+    }
+
+    /// What `--pairs` means on the simulator with `sim`'s processors, for the backend line:
+    /// nothing without it; the clusters with it, or why there are none (fewer than three
+    /// processor threads: processor 0 never pairs).
+    fn pairs_note(sim: &SimOptions) -> String {
+        if !sim.pairs {
+            return String::new();
+        }
+        match flashdmoe::core::runtime::pair_clusters(sim.processors_per_rank as u32) {
+            0 => format!(
+                "; --pairs: no cluster with {} processor threads (processors 2k+1 and 2k+2 pair; \
+                 --processors 3 or more), so every pair runs as two solo tasks",
+                sim.processors_per_rank
+            ),
+            n => format!("; paired GEMM0 tasks on {n} clusters of 2 processors"),
+        }
     }
 
     /// A usage error when any count was given for the CUDA backend.

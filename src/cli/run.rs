@@ -36,16 +36,20 @@ pub(super) fn run(args: &RunArgs) -> Result<(), CliError> {
     let mut phases = Phases::start();
     let result = match args.backend {
         BackendArg::Sim => {
-            let sim = args.sim.sim_options(&[
-                ("--ranks-per-gpu", args.ranks_per_gpu.is_some()),
-                ("--remote-copiers", args.remote_copiers.is_some()),
-                ("--tile", args.tile.is_some()),
-                ("--combine", args.combine.is_some()),
-                ("--pairs", args.pairs),
-            ])?;
+            let sim = args.sim.sim_options(
+                &[
+                    ("--ranks-per-gpu", args.ranks_per_gpu.is_some()),
+                    ("--remote-copiers", args.remote_copiers.is_some()),
+                    ("--tile", args.tile.is_some()),
+                    ("--combine", args.combine.is_some()),
+                ],
+                args.pairs,
+            )?;
             println!(
-                "backend: sim ({} processor and {} subscriber threads per rank)",
-                sim.processors_per_rank, sim.subscribers_per_rank
+                "backend: sim ({} processor and {} subscriber threads per rank{})",
+                sim.processors_per_rank,
+                sim.subscribers_per_rank,
+                super::SimThreads::pairs_note(&sim)
             );
             if super::process::is_process_rank() {
                 println!(
