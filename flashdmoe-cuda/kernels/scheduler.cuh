@@ -2,7 +2,9 @@
 // ready prefixes of the task log's two parts to processors with a free mailbox slot,
 // round-robin, ready combines before GEMM tasks (a combine becomes ready long after the GEMM1
 // tasks queued ahead of it: docs/dev/combine-overlap.md), and once the subscribers' bound of
-// tasks has completed, gives every processor the stop word.
+// tasks has completed, gives every processor the stop word. With paired GEMM0 tasks
+// (FDM_PAIRS) a round hands out by `handout_paired`: a pair to both processors of one 2-CTA
+// cluster at once, or as two solo tasks (docs/dev/paired-tasks.md).
 #pragma once
 
 #include "mailbox.cuh"
