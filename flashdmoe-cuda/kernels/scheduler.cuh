@@ -52,6 +52,37 @@ __device__ __forceinline__ unsigned ready_prefix(const unsigned (&flag)[kWindow 
   return n;
 }
 
+/// Hands out ready entries first .. first + count - 1 of a round (entry j's task `entry(j)`),
+/// one a processor: processors with nothing outstanding first, then those with one, round
+/// robin from `cursor`, up to 32 a ballot (every lane passes the same arguments). `given(q)`
+/// runs in the lane that gives processor q an entry. Returns how many went (a prefix of them);
+/// s.given_q[j] holds entry j's processor.
+template <class Entry, class Given>
+__device__ __forceinline__ unsigned place_solo(const Rank& r, OsShared& s, unsigned nproc, unsigned cursor,
+                                               unsigned first, unsigned count, unsigned lane, Entry entry,
+                                               Given given) {
+  unsigned placed = 0;
+  for (unsigned pass = 0; pass < 2 && placed < count; ++pass) {
+    for (unsigned base = 0; base < nproc && placed < count; base += 32) {
+      const unsigned q = (cursor + base + lane) % nproc;
+      const bool wants = base + lane < nproc && s.busy[q] <= pass;
+      const unsigned wmask = __ballot_sync(0xFFFFFFFFu, wants);
+      const unsigned rank_in = __popc(wmask & ((1u << lane) - 1u));
+      if (wants && placed + rank_in < count) {
+        const unsigned j = first + placed + rank_in;
+        mailbox_stage(r, q, s.assigned[q], entry(j));
+        s.assigned[q] += 1;
+        s.busy[q] += 1;
+        given(q);
+        s.given_q[j] = q;
+      }
+      placed = min(count, placed + __popc(wmask));
+      __syncwarp();  // this chunk's shared-memory updates before the next chunk reads them
+    }
+  }
+  return placed;
+}
+
 #if FDM_PAIRS
 /// Whether GEMM log slot `task` heads a pair (OsShared::pair_head, marked before the slot's
 /// ready flag was released; read after the round's fence).
@@ -89,28 +120,10 @@ __device__ unsigned handout_paired(const Rank& r, OsShared& s, unsigned nproc, u
   const unsigned nclusters = (nproc - 1) / 2;
   const auto entry = [&](unsigned j) { return j < ncready ? chead + j : head + (j - ncready); };
   const auto heads = [&](unsigned j) { return j >= ncready && nclusters > 0 && is_pair_head(s, entry(j), gbase); };
-  // Hands out entries first .. first + count - 1 one a processor (solo; every lane passes the
-  // same arguments); returns how many went.
-  const auto place_solo = [&](unsigned first, unsigned count) {
-    unsigned placed = 0;
-    for (unsigned pass = 0; pass < 2 && placed < count; ++pass) {
-      for (unsigned base = 0; base < nproc && placed < count; base += 32) {
-        const unsigned q = (cursor + base + lane) % nproc;
-        const bool wants = base + lane < nproc && s.busy[q] <= pass;
-        const unsigned wmask = __ballot_sync(0xFFFFFFFFu, wants);
-        const unsigned rank_in = __popc(wmask & ((1u << lane) - 1u));
-        if (wants && placed + rank_in < count) {
-          const unsigned j = first + placed + rank_in;
-          mailbox_stage(r, q, s.assigned[q], entry(j));
-          s.assigned[q] += 1;
-          s.busy[q] += 1;
-          s.in_step[q] = 0;
-          s.given_q[j] = q;
-        }
-        placed = min(count, placed + __popc(wmask));
-        __syncwarp();  // this chunk's shared-memory updates before the next chunk reads them
-      }
-    }
+  // Solo entries: place_solo, each processor given one leaving step.
+  const auto solo = [&](unsigned first, unsigned count) {
+    const unsigned placed =
+        place_solo(r, s, nproc, cursor, first, count, lane, entry, [&](unsigned q) { s.in_step[q] = 0; });
     cursor = (cursor + placed) % nproc;
     return placed;
   };
@@ -155,7 +168,7 @@ __device__ unsigned handout_paired(const Rank& r, OsShared& s, unsigned nproc, u
     const unsigned run = run_mask == 0xFFFFFFFFu ? 32u : __ffs(~run_mask) - 1u;
     if (run == 0) break;  // a pair whose second is not in the prefix yet
     if (!pairs) {
-      const unsigned placed = place_solo(given, run);
+      const unsigned placed = solo(given, run);
       given += placed;
       if (placed < run) break;
       continue;
@@ -166,7 +179,7 @@ __device__ unsigned handout_paired(const Rank& r, OsShared& s, unsigned nproc, u
     // The rest of the run as solo tasks (both halves of a pair, or neither: a pair split
     // between processors would still be in order, but keep it whole for the trace's reader).
     const unsigned rest = 2 * (run - paired);
-    const unsigned placed = place_solo(given, rest);
+    const unsigned placed = solo(given, rest);
     given += placed;
     if (placed < rest) break;
   }
@@ -263,24 +276,9 @@ __device__ void scheduler(const Rank& r, OsShared& s) {
 #if FDM_PAIRS
     given = handout_paired(r, s, nproc, chead, head, gbase, ncready, nready, cursor, ccursor, lane);
 #else
-    for (unsigned pass = 0; pass < 2 && given < nready; ++pass) {
-      for (unsigned base = 0; base < nproc && given < nready; base += 32) {
-        const unsigned q = (cursor + base + lane) % nproc;
-        const bool wants = base + lane < nproc && s.busy[q] <= pass;
-        const unsigned wmask = __ballot_sync(0xFFFFFFFFu, wants);
-        const unsigned rank_in = __popc(wmask & ((1u << lane) - 1u));
-        if (wants && given + rank_in < nready) {
-          const unsigned j = given + rank_in;
-          const unsigned task = j < ncready ? chead + j : head + (j - ncready);
-          mailbox_stage(r, q, s.assigned[q], task);
-          s.assigned[q] += 1;
-          s.busy[q] += 1;
-          s.given_q[j] = q;
-        }
-        given = min(nready, given + __popc(wmask));
-        __syncwarp();  // this chunk's shared-memory updates before the next chunk reads them
-      }
-    }
+    given = place_solo(
+        r, s, nproc, cursor, 0, nready, lane,
+        [&](unsigned j) { return j < ncready ? chead + j : head + (j - ncready); }, [](unsigned) {});
 #endif
     if (given) {
       mailbox_publish(r, [&](unsigned j) { return s.given_q[j]; }, s.assigned, given, lane);
