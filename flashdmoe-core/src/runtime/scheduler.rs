@@ -8,12 +8,14 @@ use super::{
 };
 use crate::sync::Ordering;
 
-/// What the scheduler remembers of one processor: the completions it has counted, and the kind
-/// of each outstanding task by its word number modulo 2 (its mailbox slot).
+/// What the scheduler remembers of one processor: the completions it has counted, the kind
+/// of each outstanding task by its word number modulo 2 (its mailbox slot), and whether the
+/// last word it was given is a pair's half (`in_step`: the kernel's `OsShared::in_step`).
 #[derive(Clone, Copy, Debug, Default)]
 struct Track {
     completed: u32,
     kinds: [Option<TaskKind>; 2],
+    in_step: bool,
 }
 
 /// The scheduler of one rank for one forward (one per rank; a warp on the GPU).
@@ -35,11 +37,16 @@ struct Track {
 /// * A solo task goes to the processor with the fewest words outstanding (at most one: room in
 ///   its mailbox), nearest the cursor, which then moves past it: idle processors first, round
 ///   robin, as the two passes do.
-/// * A pair goes out only once both its entries are queued, and only to the two processors of
-///   one cluster ([`pair_clusters`]; never processor 0), both with room, in the same poll: the
-///   head to processor `2k + 1`, the second half to `2k + 2`, each word marked with
-///   [`PAIR_BIT`]. Clusters whose busier processor has nothing outstanding come first, then
-///   those with at most one, each round robin from a cursor of their own.
+/// * A pair goes out only once both its entries are queued, and to the two processors of one
+///   cluster ([`pair_clusters`]; never processor 0) in the same poll: the head to processor
+///   `2k + 1`, the second half to `2k + 2`, each word marked with [`PAIR_BIT`]. A cluster takes
+///   a pair when both its processors have nothing outstanding (first, round robin from a
+///   cursor of their own), or when each has one word outstanding and the last word each was
+///   given is a pair's half (`in_step`: both then run their halves of one pair and end
+///   together; a pair posted beside two unrelated tasks would wait for the slower of them at
+///   the rendezvous, perf-notes v42 (e)).
+/// * A pair no cluster can take now goes out as two solo tasks, the head now and the second
+///   half as the next unit (a pair's mark is an optimisation: either way each task runs once).
 /// * A unit that cannot go (no room, or a pair whose second half is not queued yet) ends the
 ///   poll's handout: nothing queued after it is posted before it, so the queue is handed out
 ///   in order. Since a pair reaches both mailboxes in one poll and each mailbox is FIFO, a
@@ -179,6 +186,7 @@ impl Scheduler<'_> {
             .into());
         }
         track.kinds[(a % 2) as usize] = Some(kind);
+        track.in_step = word & PAIR_BIT != 0;
         Ok(())
     }
 
@@ -207,27 +215,33 @@ impl Scheduler<'_> {
                         expected: expected as u64,
                         found: found as u64,
                     })?;
-                let busier = |k: usize| {
+                // Both idle (0), or both one word of one pair in step (1); else no room (DEPTH).
+                let room = |k: usize| {
                     let (a, b) = cluster_processors(k as u32);
-                    self.outstanding(a as usize).max(self.outstanding(b as usize))
+                    let (a, b) = (a as usize, b as usize);
+                    match (self.outstanding(a), self.outstanding(b)) {
+                        (0, 0) => 0,
+                        (1, 1) if self.tracks[a].in_step && self.tracks[b].in_step => 1,
+                        _ => Mailbox::DEPTH,
+                    }
                 };
-                let Some(k) = Self::least_busy(clusters, self.cluster_cursor, busier) else {
-                    break;
-                };
-                let (a, b) = cluster_processors(k as u32);
-                self.post(a as usize, index | PAIR_BIT, kind)?;
-                self.post(b as usize, (index + 1) | PAIR_BIT, kind)?;
-                self.next_task += 2;
-                self.cluster_cursor = (k + 1) % clusters;
-            } else {
-                let Some(q) = Self::least_busy(processors, self.cursor, |q| self.outstanding(q))
-                else {
-                    break;
-                };
-                self.post(q, index, kind)?;
-                self.next_task += 1;
-                self.cursor = (q + 1) % processors;
+                if let Some(k) = Self::least_busy(clusters, self.cluster_cursor, room) {
+                    let (a, b) = cluster_processors(k as u32);
+                    self.post(a as usize, index | PAIR_BIT, kind)?;
+                    self.post(b as usize, (index + 1) | PAIR_BIT, kind)?;
+                    self.next_task += 2;
+                    self.cluster_cursor = (k + 1) % clusters;
+                    given = true;
+                    continue;
+                }
+                // No cluster can take it: its head goes solo below, its second half next.
             }
+            let Some(q) = Self::least_busy(processors, self.cursor, |q| self.outstanding(q)) else {
+                break;
+            };
+            self.post(q, index, kind)?;
+            self.next_task += 1;
+            self.cursor = (q + 1) % processors;
             given = true;
         }
         Ok(given)
@@ -369,7 +383,7 @@ mod tests {
     }
 
     #[test]
-    fn no_cluster_with_room_stops_the_handout_at_the_pair_keeping_queue_order() {
+    fn a_pair_no_cluster_can_take_goes_out_as_two_solo_tasks_in_order() {
         let layout = layout();
         let state = RankState::new(&layout, 3).unwrap().with_pairs(true);
         let mut scheduler = Scheduler::new(&layout, &state, 1);
@@ -378,26 +392,46 @@ mod tests {
         push_pair(&state, 0, 0);
         push_solo(&state, 1);
         assert!(scheduler.hand_out().unwrap());
-        assert_eq!(outstanding(&state), [2, 2, 1]);
-        assert_eq!(scheduler.next_task, 5, "the handout stops at the pair");
-        // Processor 2 has room, but the solo task after the pair is not handed out before it.
-        assert!(!scheduler.hand_out().unwrap());
-        assert_eq!(outstanding(&state), [2, 2, 1]);
-        // Processor 0 finishing makes no room for the pair (it never takes pairs).
+        // Cluster 0 (processors 1, 2) runs unrelated tasks: the pair's head goes solo to the
+        // processor with room; its second half finds none, and the handout stops there.
+        assert_eq!(outstanding(&state), [2, 2, 2]);
+        assert_eq!(words(&state, 2, 0).last(), Some(&Mail::Task(5)));
+        assert_eq!(scheduler.next_task, 6);
+        // Processor 0 finishing makes room: the second half, solo, then the task after it
+        // waits for the next room.
         // SAFETY: the test plays processor 0, done with its first word.
         unsafe { state.mailboxes[0].complete(1) };
         scheduler.count_completions().unwrap();
-        assert!(!scheduler.hand_out().unwrap());
-        assert_eq!(outstanding(&state), [1, 2, 1]);
-        // Processor 1 finishing does: the pair goes to both, then the solo task to processor 0.
-        // SAFETY: as above, for processor 1.
-        unsafe { state.mailboxes[1].complete(1) };
-        scheduler.count_completions().unwrap();
         assert!(scheduler.hand_out().unwrap());
         assert_eq!(outstanding(&state), [2, 2, 2]);
-        assert_eq!(words(&state, 1, 1).last(), Some(&Mail::Pair(5)));
-        assert_eq!(words(&state, 2, 0).last(), Some(&Mail::Pair(6)));
-        assert_eq!(words(&state, 0, 1).last(), Some(&Mail::Task(7)));
+        assert_eq!(words(&state, 0, 1).last(), Some(&Mail::Task(6)));
+        assert_eq!(scheduler.next_task, 7);
+    }
+
+    #[test]
+    fn a_cluster_in_step_takes_the_next_pair_and_one_running_a_solo_task_does_not() {
+        let layout = layout();
+        let state = RankState::new(&layout, 5).unwrap().with_pairs(true);
+        let mut scheduler = Scheduler::new(&layout, &state, 1);
+        // A pair to idle cluster 0 (processors 1, 2), then a solo task to processor 0 and one
+        // to processor 3 (cluster 1's first).
+        push_pair(&state, 0, 0);
+        assert!(scheduler.hand_out().unwrap());
+        push_solo(&state, 2);
+        assert!(scheduler.hand_out().unwrap());
+        assert_eq!(outstanding(&state), [1, 1, 1, 1, 0]);
+        // The next pair: cluster 0 is in step (each runs its half of the first pair); cluster 1
+        // is not (processor 3 runs a solo task), so cluster 0 takes it.
+        push_pair(&state, 1, 0);
+        assert!(scheduler.hand_out().unwrap());
+        assert_eq!(words(&state, 1, 0), [Mail::Pair(0), Mail::Pair(4)]);
+        assert_eq!(words(&state, 2, 0), [Mail::Pair(1), Mail::Pair(5)]);
+        // A third pair: cluster 0 is full and cluster 1 not in step, so it goes as two solo
+        // tasks to processors with room, never marked.
+        push_pair(&state, 2, 0);
+        assert!(scheduler.hand_out().unwrap());
+        let solo: Vec<Mail> = [0, 3, 4].iter().flat_map(|&q| words(&state, q, 0)).collect();
+        assert!(solo.contains(&Mail::Task(6)) && solo.contains(&Mail::Task(7)), "{solo:?}");
         assert_eq!(scheduler.next_task, 8);
     }
 
@@ -438,7 +472,8 @@ mod tests {
     }
 
     /// With every processor idle and only pairs queued, one poll hands out two pairs per
-    /// cluster: `(n - 1) / 2` clusters for `n` processors, odd or even.
+    /// cluster (the second once each is in step): `(n - 1) / 2` clusters for `n` processors,
+    /// odd or even; the pairs after them go out as solo tasks to the processors with room.
     #[test]
     fn odd_and_even_processor_counts_give_their_cluster_counts() {
         let layout = layout();
@@ -449,13 +484,18 @@ mod tests {
                 push_pair(&state, p, 0);
             }
             scheduler.hand_out().unwrap();
-            let busy = outstanding(&state);
-            assert_eq!(scheduler.next_task, 4 * clusters, "{processors} processors");
-            assert_eq!(busy[0], 0, "processor 0 never takes a pair");
+            let mails: Vec<Vec<Mail>> =
+                (0..processors as usize).map(|q| words(&state, q, 0)).collect();
+            let paired = |q: usize| mails[q].iter().all(|m| matches!(m, Mail::Pair(_)));
+            let solo = |q: usize| mails[q].iter().all(|m| matches!(m, Mail::Task(_)));
+            assert!((1..=2 * clusters as usize).all(|q| mails[q].len() == 2 && paired(q)));
+            assert!(solo(0), "processor 0 never takes a pair: {:?}", mails[0]);
             if processors % 2 == 0 {
-                assert_eq!(busy[processors as usize - 1], 0, "the last of an even count");
+                assert!(solo(processors as usize - 1), "the last of an even count");
             }
-            assert!(busy[1..=2 * clusters].iter().all(|&b| b == 2), "{busy:?}");
+            // Every processor full: the clusters' two pairs each, the solo halves elsewhere.
+            let rest = 2 * (processors as usize - 2 * clusters);
+            assert_eq!(scheduler.next_task, 4 * clusters + rest, "{processors} processors");
         }
     }
 
@@ -505,7 +545,7 @@ mod tests {
                             posted[index as usize] += 1;
                             let entry = state.tasks.get(index as usize).unwrap();
                             if !pair {
-                                assert!(!entry.pair_head, "a head posted as a solo task");
+                                // A pair no cluster could take runs as two solo tasks.
                                 continue;
                             }
                             let cluster = pair_cluster(q as u32, processors)
