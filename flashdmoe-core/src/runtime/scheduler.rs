@@ -488,7 +488,7 @@ mod tests {
                 (0..processors as usize).map(|q| words(&state, q, 0)).collect();
             let paired = |q: usize| mails[q].iter().all(|m| matches!(m, Mail::Pair(_)));
             let solo = |q: usize| mails[q].iter().all(|m| matches!(m, Mail::Task(_)));
-            assert!((1..=2 * clusters as usize).all(|q| mails[q].len() == 2 && paired(q)));
+            assert!((1..=2 * clusters).all(|q| mails[q].len() == 2 && paired(q)));
             assert!(solo(0), "processor 0 never takes a pair: {:?}", mails[0]);
             if processors % 2 == 0 {
                 assert!(solo(processors as usize - 1), "the last of an even count");
