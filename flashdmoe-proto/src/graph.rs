@@ -408,12 +408,32 @@ pub fn gemm0_tasks(
     local_expert: u32,
     rows: u32,
 ) -> impl Iterator<Item = Result<TaskDescriptor>> + '_ {
+    gemm0_tasks_in(layout, epoch, source, owner, local_expert, rows, false)
+        .map(|t| t.map(|(t, _)| t))
+}
+
+/// The same tasks as [`gemm0_tasks`], in [`gemm0_tile_paired`]'s order where `paired` (a layer
+/// run in 2-CTA cluster pairs), each with whether it heads a pair (always false unpaired).
+pub fn gemm0_tasks_in(
+    layout: &HeapLayout,
+    epoch: Epoch,
+    source: u32,
+    owner: u32,
+    local_expert: u32,
+    rows: u32,
+    paired: bool,
+) -> impl Iterator<Item = Result<(TaskDescriptor, bool)>> + '_ {
     let g = layout.geometry();
     let (bm, cols, group) = (g.tile.bm, g.col_tiles_inter(), g.tile.gemm0_group);
     let row_tiles = div_ceil(rows, bm);
     (0..row_tiles * cols).map(move |i| {
-        let (rt, c) = gemm0_tile(i, row_tiles, cols, group);
-        TaskDescriptor::new(
+        let (rt, c, head) = if paired {
+            gemm0_tile_paired(i, row_tiles, cols, group)
+        } else {
+            let (rt, c) = gemm0_tile(i, row_tiles, cols, group);
+            (rt, c, false)
+        };
+        let task = TaskDescriptor::new(
             layout,
             TaskKind::Gemm0,
             epoch,
@@ -423,7 +443,8 @@ pub fn gemm0_tasks(
             rt,
             c,
             tile_rows(rows, rt, bm),
-        )
+        )?;
+        Ok((task, head))
     })
 }
 

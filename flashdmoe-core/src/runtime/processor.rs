@@ -291,6 +291,11 @@ mod tests {
         .unwrap()
     }
 
+    /// Rank 0's context at the first epoch, with no heap (the tests' tasks touch none).
+    fn context<'a>(layout: &'a HeapLayout, state: &'a RankState) -> RankContext<'a, NoHeap> {
+        RankContext { rank: 0, epoch: Epoch::FIRST, layout, heap: &NoHeap, state }
+    }
+
     /// Queues two combine tasks and posts them as a pair to processors 1 and 2 of 3.
     fn posted_pair(layout: &HeapLayout) -> RankState {
         let state = RankState::new(layout, 3).unwrap().with_pairs(true);
@@ -309,13 +314,7 @@ mod tests {
     fn a_pair_half_waits_for_its_peer_and_times_out_naming_it() {
         let layout = layout();
         let state = posted_pair(&layout);
-        let ctx = RankContext {
-            rank: 0,
-            epoch: Epoch::FIRST,
-            layout: &layout,
-            heap: &NoHeap,
-            state: &state,
-        };
+        let ctx = context(&layout, &state);
         let executor = Counting(Count::new(0));
         let mut processor = Processor::new(ctx, 1, &executor, None).unwrap();
         let result = drive(0, &state, Duration::from_millis(50), &mut [&mut processor]);
@@ -331,13 +330,7 @@ mod tests {
     fn cluster_peers_run_their_halves_once_both_reached_the_pair() {
         let layout = layout();
         let state = posted_pair(&layout);
-        let ctx = RankContext {
-            rank: 0,
-            epoch: Epoch::FIRST,
-            layout: &layout,
-            heap: &NoHeap,
-            state: &state,
-        };
+        let ctx = context(&layout, &state);
         let executors = [Counting(Count::new(0)), Counting(Count::new(0))];
         let mut first = Processor::new(ctx, 1, &executors[0], None).unwrap();
         let mut second = Processor::new(ctx, 2, &executors[1], None).unwrap();
@@ -359,13 +352,7 @@ mod tests {
         state.push_task(TaskDescriptor { kind: TaskKind::Combine as u32, ..NO_TASK }).unwrap();
         // SAFETY: the test is the only poster.
         unsafe { assert!(state.mailboxes[0].post(PAIR_BIT)) };
-        let ctx = RankContext {
-            rank: 0,
-            epoch: Epoch::FIRST,
-            layout: &layout,
-            heap: &NoHeap,
-            state: &state,
-        };
+        let ctx = context(&layout, &state);
         let executor = Counting(Count::new(0));
         let mut processor = Processor::new(ctx, 0, &executor, None).unwrap();
         assert!(matches!(processor.poll(), Err(RuntimeError::Proto(_))));

@@ -1,10 +1,8 @@
 //! [`Subscriber`]: turns arrived signals into tasks.
 
-use flashdmoe_proto::graph::{combine_task, gemm0_tasks, gemm0_tile_paired, tile_rows};
+use flashdmoe_proto::graph::{combine_task, gemm0_tasks, gemm0_tasks_in};
 use flashdmoe_proto::signal::{self, SignalState};
-use flashdmoe_proto::{
-    CombineReadiness, Epoch, HeapLayout, ProtoError, SourcePlan, TaskDescriptor, TaskKind, div_ceil,
-};
+use flashdmoe_proto::{CombineReadiness, Epoch, HeapLayout, ProtoError, SourcePlan, div_ceil};
 
 use super::{Awaiting, Poll, Queued, RankContext, Role, RuntimeError, SymmetricHeap};
 use crate::sync::Ordering;
@@ -31,7 +29,7 @@ struct ReturnWatch {
 }
 
 /// The GEMM0 tasks a packet of `rows` rows creates on its owner in a paired layer, in
-/// [`gemm0_tile_paired`]'s order (docs/dev/paired-tasks.md): the same tasks as
+/// [`gemm0_tile_paired`](flashdmoe_proto::graph::gemm0_tile_paired)'s order (docs/dev/paired-tasks.md): the same tasks as
 /// [`gemm0_tasks`], each column tile's row tiles `2p` and `2p + 1` side by side, the first
 /// marked as the head of the pair the two form; an odd last row tile is solo.
 pub(crate) fn paired_gemm0_tasks(
@@ -42,24 +40,8 @@ pub(crate) fn paired_gemm0_tasks(
     local_expert: u32,
     rows: u32,
 ) -> impl Iterator<Item = Result<Queued, ProtoError>> + '_ {
-    let g = layout.geometry();
-    let (bm, cols, group) = (g.tile.bm, g.col_tiles_inter(), g.tile.gemm0_group);
-    let row_tiles = div_ceil(rows, bm);
-    (0..row_tiles * cols).map(move |i| {
-        let (rt, c, pair_head) = gemm0_tile_paired(i, row_tiles, cols, group);
-        let task = TaskDescriptor::new(
-            layout,
-            TaskKind::Gemm0,
-            epoch,
-            source,
-            owner,
-            local_expert,
-            rt,
-            c,
-            tile_rows(rows, rt, bm),
-        )?;
-        Ok(Queued { task, pair_head })
-    })
+    gemm0_tasks_in(layout, epoch, source, owner, local_expert, rows, true)
+        .map(|t| t.map(|(task, pair_head)| Queued { task, pair_head }))
 }
 
 /// One of a rank's subscribers for one forward (a warp on the GPU).
@@ -72,7 +54,7 @@ pub(crate) fn paired_gemm0_tasks(
 /// * A dispatch signal of the current epoch announcing `n` rows: queue the packet's GEMM0 tasks,
 ///   then report `n` to the scheduler (row count, then a release increment of the packets seen).
 ///   In a paired layer ([`RankState::with_pairs`](super::RankState::with_pairs)) the packet's
-///   GEMM0 tasks are queued adjacent, in [`gemm0_tile_paired`]'s order with their pair heads
+///   GEMM0 tasks are queued adjacent, in [`gemm0_tile_paired`](flashdmoe_proto::graph::gemm0_tile_paired)'s order with their pair heads
 ///   marked (the kernel's `gemm0_task_at` and `mark_pair_head` in `subscriber.cuh`).
 /// * A return signal of the current epoch for column tile `c` of a row tile: increment the
 ///   combine counter `(group, c)` of every readiness group the row tile spans
