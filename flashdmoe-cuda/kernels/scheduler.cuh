@@ -135,8 +135,15 @@ __device__ unsigned handout_paired(const Rank& r, OsShared& s, unsigned nproc, u
       for (unsigned base = 0; base < nclusters && placed < count; base += 32) {
         const unsigned u = (ccursor + base + lane) % nclusters;
         const unsigned q0 = 2 * u + 1, q1 = q0 + 1;
+#ifdef FDM_PAIRS_ANY_ROOM
+        // An experiment (kernels::EXPERIMENTS): run 151's rule, any cluster whose processors
+        // each have room (DeepSeek-V3 -3.0% there against +0.5% in step, run 152; the two
+        // A/B'd with the paired-task count, run 153's script). Core models the in-step rule.
+        const bool wants = base + lane < nclusters && max(s.busy[q0], s.busy[q1]) <= pass;
+#else
         const bool wants = base + lane < nclusters && s.busy[q0] == pass && s.busy[q1] == pass &&
                            (pass == 0 || (s.in_step[q0] && s.in_step[q1]));
+#endif
         const unsigned wmask = __ballot_sync(0xFFFFFFFFu, wants);
         const unsigned rank_in = __popc(wmask & ((1u << lane) - 1u));
         if (wants && placed + rank_in < count) {

@@ -239,8 +239,9 @@ fn check(jit: &Jit, arch: Arch, variant: &KernelVariant) -> Result<String, Strin
 
 /// Every kernel experiment waiting for a GPU run (`kernels::EXPERIMENTS`, run through
 /// `FLASHDMOE_EXTRA_DEFINES`) compiles on the Hopper engine for a streamed SwiGLU layer and the
-/// paper layer, as the layer build would choose them, with no candidate skipped: an experiment
-/// that spills or no longer compiles fails here rather than on the GPU machine.
+/// paper layer, as the layer build would choose them, and the SwiGLU layer with paired tasks
+/// (`--pairs`), with no candidate skipped: an experiment that spills or no longer compiles
+/// fails here rather than on the GPU machine.
 #[test]
 fn every_kernel_experiment_compiles_on_the_hopper_engine() {
     if jit().is_none() {
@@ -248,6 +249,8 @@ fn every_kernel_experiment_compiles_on_the_hopper_engine() {
     }
     let configs =
         [presets::preset("qwen3-30b-a3b").unwrap(), presets::preset("paper-t16384-e8").unwrap()];
+    let paired =
+        |specs: Vec<MoeSpec>| specs.into_iter().filter_map(|s| s.with_pairs().ok()).collect();
     for experiment in flashdmoe_cuda::kernels::EXPERIMENTS {
         let jit = Jit::new(JitConfig {
             cache: CacheMode::MemoryOnly,
@@ -255,11 +258,12 @@ fn every_kernel_experiment_compiles_on_the_hopper_engine() {
             ..JitConfig::from_env()
         })
         .unwrap_or_else(|e| panic!("{e}"));
-        for config in &configs {
+        for (config, pairs) in [(&configs[0], false), (&configs[1], false), (&configs[0], true)] {
             let candidates = spec::combine_candidates(
                 MoeSpec::candidates(config, spec::H200_PROCESSORS, Arch::SM90),
                 CombineForm::default(),
             );
+            let candidates: Vec<MoeSpec> = if pairs { paired(candidates) } else { candidates };
             let chosen = spec::compile_first(&jit, Arch::SM90, &candidates)
                 .unwrap_or_else(|e| panic!("{}: {e}", experiment.define));
             assert!(
