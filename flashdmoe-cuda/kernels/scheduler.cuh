@@ -3,8 +3,9 @@
 // round-robin, ready combines before GEMM tasks (a combine becomes ready long after the GEMM1
 // tasks queued ahead of it: docs/dev/combine-overlap.md), and once the subscribers' bound of
 // tasks has completed, gives every processor the stop word. With paired GEMM0 tasks
-// (FDM_PAIRS) a round hands out by `handout_paired`: a pair to both processors of one 2-CTA
-// cluster at once, or as two solo tasks (docs/dev/paired-tasks.md).
+// (FDM_PAIRS) a round hands out by `handout_paired`: GEMM0 tasks two at a time to the two
+// processors of one 2-CTA cluster (a pair, or two solo tasks side by side), so each cluster
+// stays in step (docs/dev/paired-tasks.md).
 #pragma once
 
 #include "mailbox.cuh"
@@ -84,111 +85,110 @@ __device__ __forceinline__ unsigned place_solo(const Rank& r, OsShared& s, unsig
 }
 
 #if FDM_PAIRS
-/// Whether GEMM log slot `task` heads a pair (OsShared::pair_head, marked before the slot's
-/// ready flag was released; read after the round's fence).
-__device__ __forceinline__ bool is_pair_head(const OsShared& s, unsigned task, unsigned gbase) {
+/// Whether GEMM log slot `task` is marked in `bits` (OsShared::pair_head or gemm0, marked
+/// before the slot's ready flag was released; read after the round's fence).
+__device__ __forceinline__ bool marked(const unsigned* bits, unsigned task, unsigned gbase) {
   const unsigned i = task - gbase;
-  return i < kPairSlots && ((s.pair_head[i / 32] >> (i % 32)) & 1u);
+  return i < kPairSlots && ((bits[i / 32] >> (i % 32)) & 1u);
 }
 
 /// One round's handout in a layer with paired GEMM0 tasks (kPairs; docs/dev/paired-tasks.md,
-/// core's runtime::Scheduler): the ready prefix (ncready combines, then GEMM tasks, nready in
-/// all) in order, in runs of one kind.
+/// core's runtime::Scheduler::hand_out_paired): the ready prefix (ncready combines, then GEMM
+/// tasks, nready in all) in order, clusters kept in step by construction while they run GEMM0
+/// tasks (perf-notes v43).
 ///
-/// A solo run (up to 32 entries before the next pair's head) goes out as the unpaired handout
-/// does: processors with nothing outstanding first, then those with one, round robin from
-/// `cursor`, up to 32 a ballot.
+/// GEMM0 tasks go out in units of two entries: a pair (a marked head and its second, both
+/// mailbox words kPairBit: the halves align at align_for_pair and read their column tile's
+/// weights once), or two solo GEMM0 tasks side by side ("twins": adjacent tiles of one packet,
+/// which run about as long), or one where neither fits (a GEMM0 task before a pair's head or
+/// before a GEMM1 task). A cluster u (processors 2u + 1 and 2u + 2: blocks 2c, 2c + 1;
+/// processor 0's peer is the OS block) takes a unit only when both its processors have room
+/// (both idle in the first pass, both at most one outstanding in the second), so its two
+/// processors start each unit within a round of each other and a pair's halves seldom wait;
+/// the unpaired processors (0, and the last of an even count) take a unit when idle, both
+/// entries in their two slots (a pair as two solo tasks). Each cluster's two mailboxes thus
+/// hold its pairs in one order (what keeps align_for_pair's waits from deadlocking). Units in
+/// log order, up to 32 a ballot, places round robin from `ucursor`.
 ///
-/// A pair run (up to 32 pairs: a marked head and the slot after it, both in the prefix) goes
-/// to clusters the same way from `ccursor`, cluster u being processors 2u + 1 and 2u + 2
-/// (blocks 2c, 2c + 1: processor 0's peer is the OS block, so it runs solo tasks only), both
-/// halves of a pair in one round, each mailbox word marked with kPairBit, so each cluster's
-/// two mailboxes hold its pairs in one order (what keeps align_for_pair's waits from
-/// deadlocking). A cluster takes a pair when both its processors are idle, or when each has
-/// one task outstanding and that is the same pair (`s.in_step`: the last task each was given
-/// was a pair's half, so they end together): a pair given beside two unrelated tasks waits at
-/// align_for_pair for the slower of them (DeepSeek-V3 -3% instead of the bench's -21%, run
-/// 151). The pairs no cluster can take now go out as two solo tasks each (a pair's mark is an
-/// optimisation: either way every task runs once), so the log never waits on a cluster.
-///
-/// A run that does not go out whole ends the round: the log is handed out in order. (One unit
-/// at a time, with a warp reduction for each, took ~0.6 µs a task: T16384 E128's 5120 tasks
-/// ran 3.3 ms, run 150.) Returns the entries handed out (s.given_q holds their processors).
+/// Every other entry (combines, GEMM1 tasks) goes out as the unpaired handout does
+/// (place_solo from `cursor`). A run that does not go out whole ends the round: the log is
+/// handed out in order. Runs 151-153: pairs given to any cluster with room waited behind
+/// unrelated tasks (DeepSeek-V3 -1.8%), pairs only to clusters both idle or in step never ran
+/// (0 of 7232); run 154: every entry in units of two cost Qwen3's GEMM1 tasks 3x their gaps
+/// (+12.8%). Returns the entries handed out (s.given_q holds their processors).
 __device__ unsigned handout_paired(const Rank& r, OsShared& s, unsigned nproc, unsigned chead, unsigned head,
                                    unsigned gbase, unsigned ncready, unsigned nready, unsigned& cursor,
-                                   unsigned& ccursor, unsigned lane) {
+                                   unsigned& ucursor, unsigned lane) {
   const unsigned nclusters = (nproc - 1) / 2;
+  const unsigned nplaces = nclusters + 1 + ((nproc - 1) & 1u);  // clusters, processor 0, an even count's last
   const auto entry = [&](unsigned j) { return j < ncready ? chead + j : head + (j - ncready); };
-  const auto heads = [&](unsigned j) { return j >= ncready && nclusters > 0 && is_pair_head(s, entry(j), gbase); };
-  // Solo entries: place_solo, each processor given one leaving step.
-  const auto solo = [&](unsigned first, unsigned count) {
-    const unsigned placed =
-        place_solo(r, s, nproc, cursor, first, count, lane, entry, [&](unsigned q) { s.in_step[q] = 0; });
-    cursor = (cursor + placed) % nproc;
-    return placed;
-  };
-  // Hands out the `count` pairs from entry `first` to clusters that can take them (both
-  // processors idle, then both one pair in step); returns how many pairs went.
-  const auto place_pairs = [&](unsigned first, unsigned count) {
+  const auto heads = [&](unsigned j) { return j >= ncready && nclusters > 0 && marked(s.pair_head, entry(j), gbase); };
+  const auto twinned = [&](unsigned j) { return j >= ncready && nclusters > 0 && marked(s.gemm0, entry(j), gbase); };
+  unsigned given = 0;
+  while (given < nready) {
+    // The next 64 entries' marks (ballots), then the run from `given`.
+    const unsigned n = min(64u, nready - given);
+    const unsigned long long hm = (unsigned long long)__ballot_sync(0xFFFFFFFFu, 32 + lane < n && heads(given + 32 + lane)) << 32 |
+                                  __ballot_sync(0xFFFFFFFFu, lane < n && heads(given + lane));
+    const unsigned long long tm = (unsigned long long)__ballot_sync(0xFFFFFFFFu, 32 + lane < n && twinned(given + 32 + lane)) << 32 |
+                                  __ballot_sync(0xFFFFFFFFu, lane < n && twinned(given + lane));
+    if (!(tm & 1ull)) {
+      // Solo entries up to the next twinned one.
+      const unsigned len = tm ? min(n, (unsigned)__ffsll((long long)tm) - 1u) : n;
+      const unsigned placed = place_solo(r, s, nproc, cursor, given, len, lane, entry, [](unsigned) {});
+      cursor = (cursor + placed) % nproc;
+      given += placed;
+      if (placed < len) break;
+      continue;
+    }
+    // Units over the twinned entries from `given` (the same walk in every lane; lane k keeps
+    // unit k's first entry, size and kind).
+    unsigned units = 0, pos = 0, my_start = 0, my_size = 0;
+    bool my_pair = false;
+    while (units < 32 && pos < n && ((tm >> pos) & 1ull)) {
+      const bool pair = (hm >> pos) & 1ull;
+      if (pair && pos + 1 >= n) break;  // its second is not in the prefix yet
+      const bool twin = pos + 1 < n && ((tm >> (pos + 1)) & 1ull) && !((hm >> (pos + 1)) & 1ull);
+      const unsigned size = pair || twin ? 2u : 1u;
+      if (lane == units) {
+        my_start = pos;
+        my_size = size;
+        my_pair = pair;
+      }
+      pos += size;
+      ++units;
+    }
+    if (units == 0) break;
     unsigned placed = 0;
-    for (unsigned pass = 0; pass < 2 && placed < count; ++pass) {
-      for (unsigned base = 0; base < nclusters && placed < count; base += 32) {
-        const unsigned u = (ccursor + base + lane) % nclusters;
-        const unsigned q0 = 2 * u + 1, q1 = q0 + 1;
-#ifdef FDM_PAIRS_ANY_ROOM
-        // An experiment (kernels::EXPERIMENTS): run 151's rule, any cluster whose processors
-        // each have room (DeepSeek-V3 -3.0% there against +0.5% in step, run 152; the two
-        // A/B'd with the paired-task count, run 153's script). Core models the in-step rule.
-        const bool wants = base + lane < nclusters && max(s.busy[q0], s.busy[q1]) <= pass;
-#else
-        const bool wants = base + lane < nclusters && s.busy[q0] == pass && s.busy[q1] == pass &&
-                           (pass == 0 || (s.in_step[q0] && s.in_step[q1]));
-#endif
+    for (unsigned pass = 0; pass < 2 && placed < units; ++pass) {
+      for (unsigned base = 0; base < nplaces && placed < units; base += 32) {
+        const unsigned u = (ucursor + base + lane) % nplaces;
+        const bool cluster = u < nclusters;
+        const unsigned q0 = cluster ? 2 * u + 1 : u == nclusters ? 0u : nproc - 1, q1 = cluster ? q0 + 1 : q0;
+        const bool wants = base + lane < nplaces && (cluster ? max(s.busy[q0], s.busy[q1]) <= pass : s.busy[q0] == 0);
         const unsigned wmask = __ballot_sync(0xFFFFFFFFu, wants);
-        const unsigned rank_in = __popc(wmask & ((1u << lane) - 1u));
-        if (wants && placed + rank_in < count) {
-          const unsigned j = first + 2 * (placed + rank_in), task = entry(j);
-          for (unsigned h = 0; h < 2; ++h) {
-            const unsigned q = q0 + h;
-            mailbox_stage(r, q, s.assigned[q], (task + h) | kPairBit);
+        const unsigned k = placed + __popc(wmask & ((1u << lane) - 1u));
+        const unsigned start = __shfl_sync(0xFFFFFFFFu, my_start, k % 32);
+        const unsigned size = __shfl_sync(0xFFFFFFFFu, my_size, k % 32);
+        const bool pair = __shfl_sync(0xFFFFFFFFu, my_pair, k % 32) && cluster;
+        if (wants && k < units) {
+          for (unsigned h = 0; h < size; ++h) {
+            // Twins and a pair one entry a processor; one entry to the less busy; a solo place both.
+            const unsigned q = size == 1 ? (s.busy[q1] < s.busy[q0] ? q1 : q0) : h ? q1 : q0;
+            const unsigned j = given + start + h;
+            mailbox_stage(r, q, s.assigned[q], entry(j) | (pair ? kPairBit : 0u));
             s.assigned[q] += 1;
             s.busy[q] += 1;
-            s.in_step[q] = 1;
-            s.given_q[j + h] = q;
+            s.given_q[j] = q;
           }
         }
-        placed = min(count, placed + __popc(wmask));
+        placed = min(units, placed + __popc(wmask));
         __syncwarp();
       }
     }
-    ccursor = nclusters ? (ccursor + placed) % nclusters : 0u;
-    return placed;
-  };
-  unsigned given = 0;
-  while (given < nready) {
-    // The run from `given`: pairs while entries given + 2i head pairs whose seconds are in the
-    // prefix, else solo entries up to the next head.
-    const bool pairs = heads(given);
-    const unsigned at = given + (pairs ? 2 * lane : lane);
-    const bool same = pairs ? at + 1 < nready && heads(at) : at < nready && !heads(at);
-    const unsigned run_mask = __ballot_sync(0xFFFFFFFFu, same);
-    const unsigned run = run_mask == 0xFFFFFFFFu ? 32u : __ffs(~run_mask) - 1u;
-    if (run == 0) break;  // a pair whose second is not in the prefix yet
-    if (!pairs) {
-      const unsigned placed = solo(given, run);
-      given += placed;
-      if (placed < run) break;
-      continue;
-    }
-    const unsigned paired = place_pairs(given, run);
-    given += 2 * paired;
-    if (paired == run) continue;
-    // The rest of the run as solo tasks (both halves of a pair, or neither: a pair split
-    // between processors would still be in order, but keep it whole for the trace's reader).
-    const unsigned rest = 2 * (run - paired);
-    const unsigned placed = solo(given, rest);
-    given += placed;
-    if (placed < rest) break;
+    ucursor = (ucursor + placed) % nplaces;
+    given += placed == units ? pos : __shfl_sync(0xFFFFFFFFu, my_start, placed % 32);
+    if (placed < units) break;
   }
   return given;
 }
@@ -207,9 +207,6 @@ __device__ void scheduler(const Rank& r, OsShared& s) {
   // processor q's task number 0, for q < first_wave.
   const unsigned first_wave = s.first_wave;
   for (unsigned q = lane; q < nproc; q += 32) s.assigned[q] = q < first_wave ? 1u : 0u;
-  if (kPairs) {
-    for (unsigned q = lane; q < nproc; q += 32) s.in_step[q] = 0;
-  }
   __syncwarp();
   // The combine log is [0, ncomb) this forward; the GEMM log starts at gbase and ends at the
   // bound less the combines, once the dispatch subscriber knows it.
@@ -220,10 +217,10 @@ __device__ void scheduler(const Rank& r, OsShared& s) {
   // array (its padding up to the next array is zero from allocation: never an epoch).
   const unsigned flags_end = (unsigned)((r.p->scratch_layout.trace - r.p->scratch_layout.task_ready) / 4);
   // Processors are scanned round-robin from `cursor` so load spreads evenly (with paired
-  // tasks, clusters from `ccursor`).
+  // tasks, clusters and the unpaired processors from `ucursor`).
   unsigned cursor = first_wave % nproc;
-  unsigned ccursor = 0;
-  (void)ccursor;
+  unsigned ucursor = 0;
+  (void)ucursor;
   Deadline deadline(r.p->timeout_ns + r.p->timeout_ns / 4);
   for (;;) {
     const unsigned bound = *reinterpret_cast<volatile unsigned*>(&s.bound);
@@ -281,7 +278,7 @@ __device__ void scheduler(const Rank& r, OsShared& s) {
     // task each, second pass fills second slots (with paired tasks: handout_paired).
     unsigned given = 0;
 #if FDM_PAIRS
-    given = handout_paired(r, s, nproc, chead, head, gbase, ncready, nready, cursor, ccursor, lane);
+    given = handout_paired(r, s, nproc, chead, head, gbase, ncready, nready, cursor, ucursor, lane);
 #else
     given = place_solo(
         r, s, nproc, cursor, 0, nready, lane,

@@ -38,13 +38,12 @@ struct OsShared {
   // of one column each group waits for.
   unsigned group_tiles;
   unsigned group_expected[FDM_MAX_COMBINE_GROUPS];
-  // Paired GEMM0 tasks (kPairs): bit i marks GEMM log slot base + i as the head of a pair
-  // (mark_pair_head), set before the slot's ready flag is released; the scheduler reads it
-  // after the round's fence (scheduler.cuh handout_paired).
+  // Paired GEMM0 tasks (kPairs): bit i of pair_head marks GEMM log slot base + i as the head of
+  // a pair, bit i of gemm0 as a GEMM0 task (mark_gemm0), both set before the slot's ready flag
+  // is released; the scheduler reads them after the round's fence (scheduler.cuh
+  // handout_paired).
   unsigned pair_head[kPairSlots / 32];
-  // kPairs, the scheduler's: whether the last task each processor was given is a pair's half
-  // (a cluster whose two processors each run their halves of one pair ends them together).
-  unsigned char in_step[kPairs ? 1024 : 4];
+  unsigned gemm0[kPairSlots / 32];
 };
 static_assert(sizeof(OsShared) <= FDM_SMEM_BYTES, "the OS block's state lives in dynamic shared memory");
 
@@ -86,19 +85,23 @@ __device__ __forceinline__ fdm_task gemm0_task(const Rank& r, unsigned source, u
   return make_task(r, FDM_TASK_GEMM0, source, r.global, le, rt, c, fdm_tile_rows(rows, rt, kBM));
 }
 
-/// Marks GEMM log slot `slot` as a pair's head (kPairs; before its ready flag's release). A
-/// slot past the marks' reach stays unmarked: its pair then runs as two solo tasks.
-__device__ __forceinline__ void mark_pair_head(const Rank& r, OsShared& s, unsigned slot) {
+/// Marks GEMM log slot `slot` in `bits` (OsShared::pair_head or gemm0; kPairs; before its
+/// ready flag's release). A slot past the marks' reach stays unmarked: a pair there runs as two
+/// solo tasks, a GEMM0 task goes out as a GEMM1 task does.
+__device__ __forceinline__ void mark_slot(const Rank& r, unsigned* bits, unsigned slot) {
   const unsigned i = slot - (unsigned)fdm_gemm_log_base(&r.p->layout);
-  if (i < kPairSlots) atomicOr(&s.pair_head[i / 32], 1u << (i % 32));
+  if (i < kPairSlots) atomicOr(&bits[i / 32], 1u << (i % 32));
 }
 
-/// Task i of a packet's GEMM0 tasks (gemm0_task) for GEMM log slot `slot`, its pair mark set.
+/// Task i of a packet's GEMM0 tasks (gemm0_task) for GEMM log slot `slot`, its marks set.
 __device__ __forceinline__ fdm_task gemm0_task_at(const Rank& r, OsShared& s, unsigned slot, unsigned source,
                                                   unsigned le, unsigned rows, unsigned i) {
   bool head;
   const fdm_task t = gemm0_task(r, source, le, rows, i, head);
-  if (kPairs && head) mark_pair_head(r, s, slot);
+  if (kPairs) {
+    mark_slot(r, s.gemm0, slot);
+    if (head) mark_slot(r, s.pair_head, slot);
+  }
   return t;
 }
 
@@ -114,7 +117,7 @@ __device__ void enqueue_in_place(const Rank& r, OsShared& s) {
   const fdm_layout& l = r.p->layout;
   for (unsigned w = threadIdx.x; w < (FDM_MAX_RANKS * kE + 31) / 32; w += kThreads) s.handled[w] = 0u;
   if (kPairs) {
-    for (unsigned w = threadIdx.x; w < kPairSlots / 32; w += kThreads) s.pair_head[w] = 0u;
+    for (unsigned w = threadIdx.x; w < kPairSlots / 32; w += kThreads) s.pair_head[w] = s.gemm0[w] = 0u;
   }
   if (threadIdx.x == 0) {
     s.bound = kStop;

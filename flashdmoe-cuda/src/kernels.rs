@@ -149,21 +149,13 @@ pub struct KernelExperiment {
 /// FDM_WARP0_PUBLISHES: perf-notes v38-v40; run 145 FDM_CLUSTER_PROBE, the kernel in 2-CTA
 /// clusters, launched and verified, removed: perf-notes v41 (g); run 146 FDM_A2_PAIRS, A2 two
 /// tokens a warp, level, removed: perf-notes v42 (a)), and diagnostics a GPU run switches on.
-pub const EXPERIMENTS: &[KernelExperiment] = &[
-    KernelExperiment {
-        define: "FDM_PAIRS_ANY_ROOM",
-        what: "scheduler.cuh handout_paired: with paired tasks (--pairs), a pair to any cluster \
-           whose two processors each have room (run 151's rule) instead of both idle or in \
-           step (perf-notes v42 (e)); no effect without --pairs",
-    },
-    KernelExperiment {
-        define: "FDM_DEBUG_COMBINE_TIMEOUT",
-        what: "scheduler.cuh: a combine-slot timeout reports the first (group, column) combine \
+pub const EXPERIMENTS: &[KernelExperiment] = &[KernelExperiment {
+    define: "FDM_DEBUG_COMBINE_TIMEOUT",
+    what: "scheduler.cuh: a combine-slot timeout reports the first (group, column) combine \
            counter off its expected count in the report's `seen` word (bits 63..48 g * cth + \
            col, 47..32 the counter, 31..16 the expected count): the mma.sync engine's open \
            combine timeout (docs/dev/gpu-queue.md)",
-    },
-];
+}];
 
 /// Preprocessor defines (`-DNAME` / `-DNAME=VALUE`) specialising a kernel. Kept sorted by name
 /// so equal sets give equal options (and cache keys) whatever the insertion order.

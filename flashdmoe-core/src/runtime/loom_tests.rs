@@ -317,21 +317,23 @@ impl TileExecutor for NullExecutor {
 }
 
 /// A paired layer (docs/dev/paired-tasks.md): one rank routing its two tokens to its own
-/// expert, two GEMM0 column tiles, so the packet's GEMM0 tasks are two pairs (row tiles 0 and
-/// 1 of each column tile), followed by two solo GEMM1 and two solo Combine tasks. Three
-/// processors: 1 and 2 form the one cluster, 0 is solo only. Processor 1 has a thread of its
-/// own; dispatch, the subscriber, the scheduler, processor 0 and processor 2 share the main
-/// thread, so the pair rendezvous is across threads. (Not a thread per processor: loom's
-/// scheduler is not fair, and with three polling threads two of them can yield to each other
-/// forever while the third is never resumed, an endless execution that is no deadlock.) In
-/// every interleaving (up to `preemptions` preemptions): no deadlock, every task runs exactly
-/// once, the pairs run on the cluster only (row tile 0 on processor 1, row tile 1 on
-/// processor 2), and both peers start their pairs in the same order.
+/// expert, three GEMM0 column tiles, so the packet's GEMM0 tasks are three pairs (row tiles 0
+/// and 1 of each column tile), followed by two solo GEMM1 and two solo Combine tasks. Three
+/// processors: 1 and 2 form the one cluster, 0 is unpaired. The handout gives the first pair
+/// to the cluster, the second to idle processor 0 as two solo tasks, the third to the cluster
+/// (one outstanding each). Processor 1 has a thread of its own; dispatch, the subscriber, the
+/// scheduler, processor 0 and processor 2 share the main thread, so the pair rendezvous is
+/// across threads. (Not a thread per processor: loom's scheduler is not fair, and with three
+/// polling threads two of them can yield to each other forever while the third is never
+/// resumed, an endless execution that is no deadlock.) In every interleaving (up to
+/// `preemptions` preemptions): no deadlock, every task runs exactly once, the pairs run on the
+/// cluster only (row tile 0 on processor 1, row tile 1 on processor 2), and both peers start
+/// their pairs in the same order.
 fn paired_cluster(preemptions: usize) {
     let mut model = loom::model::Builder::new();
     model.preemption_bound = Some(preemptions);
     model.check(|| {
-        let layout = layout_tokens(1, 2, 2);
+        let layout = layout_tokens(1, 3, 2);
         let heap = Arc::new(TestHeap::new(layout, Ordering::Release, Ordering::AcqRel));
         let state = Arc::new(RankState::new(&layout, 3).unwrap().with_pairs(true));
         let epoch = Epoch::FIRST;
@@ -357,7 +359,7 @@ fn paired_cluster(preemptions: usize) {
             [&mut subscriber, &mut scheduler, &mut solo, &mut second];
         drive(0, &state, Duration::MAX, &mut roles).unwrap();
         let counts = scheduler.completed();
-        assert_eq!((counts.gemm0, counts.gemm1, counts.combine), (4, 2, 2));
+        assert_eq!((counts.gemm0, counts.gemm1, counts.combine), (6, 2, 2));
         let (pairs1, trace1) = peer.join().unwrap();
         assert_eq!((solo.pairs_reached(), pairs1, second.pairs_reached()), (0, 2, 2));
         let (trace0, trace2) = (solo.into_trace(), second.into_trace());
@@ -369,8 +371,8 @@ fn paired_cluster(preemptions: usize) {
             .collect();
         ran.sort_unstable();
         ran.dedup();
-        assert_eq!(ran.len(), 8, "{ran:?}");
-        assert_eq!(trace0.len() + trace1.len() + trace2.len(), 8, "a task ran twice");
+        assert_eq!(ran.len(), 10, "{ran:?}");
+        assert_eq!(trace0.len() + trace1.len() + trace2.len(), 10, "a task ran twice");
         // The pairs on the cluster, the heads on processor 1, in one order on both.
         let gemm0 = |trace: &[crate::trace::TraceEvent]| -> Vec<(u32, u32)> {
             trace
@@ -379,7 +381,9 @@ fn paired_cluster(preemptions: usize) {
                 .map(|e| (e.row_tile, e.col_tile))
                 .collect()
         };
-        assert!(gemm0(&trace0).is_empty(), "processor 0 took a pair");
+        // Processor 0 ran the second pair's halves as two solo tasks, one column tile.
+        let alone = gemm0(&trace0);
+        assert!(alone.len() == 2 && alone[0].1 == alone[1].1, "processor 0: {alone:?}");
         let (first, second) = (gemm0(&trace1), gemm0(&trace2));
         assert!(first.iter().all(|&(r, _)| r == 0) && second.iter().all(|&(r, _)| r == 1));
         let columns = |pairs: &[(u32, u32)]| pairs.iter().map(|&(_, c)| c).collect::<Vec<_>>();
