@@ -55,7 +55,9 @@ use crate::launch::{Kernel, LaunchShape};
 use crate::params::{
     Diag, INTER_MAPS, KernelParams, MAX_RANKS, ROLES, ScratchLayout, TraceRecord, WAITS, control,
 };
-use crate::spec::{self, CombineForm, EngineChoice, MoeSpec, ROUTING_CHUNK, TileChoice};
+use crate::spec::{
+    self, CombineForm, EngineChoice, MoeSpec, PairChoice, ROUTING_CHUNK, TileChoice,
+};
 use crate::tma::TensorMap;
 
 mod process;
@@ -90,9 +92,10 @@ pub struct CudaOptions {
     pub combine: CombineForm,
     /// Paired GEMM0 tasks ([`MoeSpec::with_pairs`], docs/dev/paired-tasks.md): two processors
     /// of a 2-CTA cluster compute an expert's row tiles 2p and 2p + 1 of one column tile
-    /// together and read its weights once. Off by default; a layer that cannot pair (the
-    /// mma.sync engine, an odd number of blocks per rank) fails the build naming `pairs`.
-    pub pairs: bool,
+    /// together and read its weights once. [`PairChoice::Auto`] (the default) pairs the layers
+    /// where that pays; `On` pairs or fails the build naming `pairs` (the mma.sync engine, an
+    /// odd number of blocks per rank); `Off` never pairs.
+    pub pairs: PairChoice,
 }
 
 /// The CUDA backend.
@@ -475,19 +478,24 @@ impl CudaBackend {
                 None => self.options.engine.filter(MoeSpec::candidates(config, processors, arch0)),
             };
             let candidates = spec::combine_candidates(candidates, self.options.combine);
-            let candidates = if self.options.pairs {
-                let paired: Vec<MoeSpec> =
-                    candidates.iter().filter_map(|c| c.with_pairs().ok()).collect();
-                if paired.is_empty() {
-                    let why = candidates.first().map(|c| c.with_pairs().unwrap_err());
-                    return Err(invalid(
-                        "pairs",
-                        why.unwrap_or_else(|| "no specialisation to pair".into()),
-                    ));
+            let candidates = match self.options.pairs {
+                PairChoice::On => {
+                    let paired: Vec<MoeSpec> =
+                        candidates.iter().filter_map(|c| c.with_pairs().ok()).collect();
+                    if paired.is_empty() {
+                        let why = candidates.first().map(|c| c.with_pairs().unwrap_err());
+                        return Err(invalid(
+                            "pairs",
+                            why.unwrap_or_else(|| "no specialisation to pair".into()),
+                        ));
+                    }
+                    paired
                 }
-                paired
-            } else {
-                candidates
+                // Only where the blocks of each rank can form clusters (one block an SM).
+                PairChoice::Auto if sms % ranks_per_gpu == 0 && (sms / ranks_per_gpu) % 2 == 0 => {
+                    candidates.into_iter().map(PairChoice::auto).collect()
+                }
+                PairChoice::Auto | PairChoice::Off => candidates,
             };
             if candidates.is_empty() {
                 return Err(invalid(
@@ -536,7 +544,7 @@ impl CudaBackend {
                 format!(
                     "paired tasks run in 2-CTA clusters that must not straddle ranks: {ranks_per_gpu} \
                      ranks on a {grid}-block grid leave {blocks_per_rank} blocks per rank (need an \
-                     even number)"
+                     even number; PairChoice::Off, the CLI's --no-pairs, runs unpaired)"
                 ),
             ));
         }

@@ -95,5 +95,5 @@ pub use layer::{
 };
 pub use ptxas::{CompileReport, FunctionReport};
 pub use selftest::{SelftestReport, run_selftest};
-pub use spec::{CombineForm, EngineChoice, MoeSpec, TileChoice, TileEngine};
+pub use spec::{CombineForm, EngineChoice, MoeSpec, PairChoice, TileChoice, TileEngine};
 pub use variants::kernel_variants;

@@ -73,6 +73,39 @@ impl CombineForm {
     }
 }
 
+/// Whether a layer runs paired GEMM0 tasks ([`MoeSpec::with_pairs`], docs/dev/paired-tasks.md).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum PairChoice {
+    /// Paired where it pays ([`PairChoice::pairs`]): layers whose GEMM0 weights go in column
+    /// groups because an expert's do not fit in L2 (run 156: Mixtral -7.4%, Kimi-K2 -6.1%,
+    /// DeepSeek-V3 -3.2 to -4.9%, gpt-oss-120b and Qwen2-57B level), when the specialisation
+    /// and the launch can pair; unpaired elsewhere (Qwen3 +3.3%, T4096 E128 +3.5%, run 155).
+    #[default]
+    Auto,
+    /// Paired, or the build fails naming `pairs`.
+    On,
+    /// Never paired.
+    Off,
+}
+
+impl PairChoice {
+    /// Parses `auto`, `on` or `off`.
+    pub fn parse(s: &str) -> Option<PairChoice> {
+        match s {
+            "auto" => Some(PairChoice::Auto),
+            "on" => Some(PairChoice::On),
+            "off" => Some(PairChoice::Off),
+            _ => None,
+        }
+    }
+
+    /// Auto's rule for one candidate: pair it when its GEMM0 goes in column groups
+    /// ([`gemm0_group`] non-zero) and it can pair; otherwise the candidate as it is.
+    pub fn auto(spec: MoeSpec) -> MoeSpec {
+        if spec.tile.gemm0_group != 0 { spec.with_pairs().unwrap_or(spec) } else { spec }
+    }
+}
+
 /// Which tile engine a layer may use.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum EngineChoice {
@@ -1691,5 +1724,36 @@ mod tests {
         let pingpong =
             MoeSpec { engine: TileEngine::Wgmma(WgmmaTile { pingpong: true, ..t }), ..hopper };
         assert!(pingpong.with_pairs().unwrap_err().contains("ping-pong"));
+    }
+
+    /// Auto pairs the layers whose GEMM0 weights go in column groups (measured faster: run
+    /// 156) and leaves the others (Qwen3, the paper layer: measured slower or level) and the
+    /// specialisations that cannot pair as they are.
+    #[test]
+    fn auto_pairs_only_column_grouped_layers_that_can_pair() {
+        let auto = |name: &str| {
+            let config = presets::preset(name).unwrap();
+            MoeSpec::candidates(&config, H200_PROCESSORS, Arch::SM90)
+                .into_iter()
+                .map(PairChoice::auto)
+                .collect::<Vec<_>>()
+        };
+        for name in ["deepseek-v3", "kimi-k2", "mixtral-8x7b", "gpt-oss-120b"] {
+            let specs = auto(name);
+            assert!(
+                specs[0].tile.gemm0_group != 0 && specs[0].pairs,
+                "{name}: {}",
+                specs[0].label()
+            );
+            assert!(specs.iter().all(|s| s.pairs || s.with_pairs().is_err()), "{name}");
+        }
+        for name in ["qwen3-30b-a3b", "paper-t16384-e8", "paper-t16384-e128"] {
+            assert!(auto(name).iter().all(|s| !s.pairs && s.tile.gemm0_group == 0), "{name}");
+        }
+        assert_eq!(PairChoice::default(), PairChoice::Auto);
+        assert_eq!(PairChoice::parse("off"), Some(PairChoice::Off));
+        assert_eq!(PairChoice::parse("on"), Some(PairChoice::On));
+        assert_eq!(PairChoice::parse("auto"), Some(PairChoice::Auto));
+        assert_eq!(PairChoice::parse("yes"), None);
     }
 }

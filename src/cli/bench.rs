@@ -96,9 +96,12 @@ pub(super) struct BenchArgs {
     #[arg(long, value_name = "FORM", value_parser = super::parse_combine)]
     combine: Option<CombineForm>,
     /// Paired GEMM0 tasks in 2-CTA clusters, on the simulator or CUDA (as `flashdmoe run
-    /// --pairs`).
-    #[arg(long)]
+    /// --pairs`; CUDA's default pairs where the GEMM0 weights go in column groups).
+    #[arg(long, conflicts_with = "no_pairs")]
     pairs: bool,
+    /// CUDA: never pair GEMM0 tasks.
+    #[arg(long)]
+    no_pairs: bool,
 }
 
 /// Where the baselines run.
@@ -205,7 +208,7 @@ pub(super) fn bench(args: &BenchArgs) -> Result<(), CliError> {
                 remote_copiers: args.remote_copiers,
                 tile: args.tile,
                 combine: args.combine.unwrap_or_default(),
-                pairs: args.pairs,
+                pairs: super::pair_choice(args.pairs, args.no_pairs),
                 ..CudaOptions::default()
             });
             println!("backend: cuda on {} (device-event times)", cuda.device());

@@ -26,7 +26,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use flashdmoe::core::oracle::OracleError;
 use flashdmoe::core::{BackendError, ConfigError, TimeoutReport};
-use flashdmoe::cuda::{CombineForm, CudaOptions, TileChoice};
+use flashdmoe::cuda::{CombineForm, CudaOptions, PairChoice, TileChoice};
 use flashdmoe::sim::SimOptions;
 
 /// Distributed Mixture-of-Experts forward as one persistent kernel per GPU, with a CPU
@@ -247,9 +247,14 @@ struct RunArgs {
     /// and 2p + 1 of one column tile together and read its weights once (CUDA: the kernel
     /// label ends in `-pairs`, a layer that cannot pair is an error naming `pairs`; the
     /// simulator runs the same schedule on its threads, with bitwise the same outputs;
-    /// docs/dev/paired-tasks.md). Off by default.
-    #[arg(long)]
+    /// docs/dev/paired-tasks.md). CUDA's default pairs the layers whose GEMM0 weights go in
+    /// column groups (they do not fit in L2: Mixtral, DeepSeek-V3, Kimi-K2, gpt-oss); the
+    /// simulator's is off.
+    #[arg(long, conflicts_with = "no_pairs")]
     pairs: bool,
+    /// CUDA: never pair GEMM0 tasks (see `--pairs`).
+    #[arg(long)]
+    no_pairs: bool,
     /// CUDA: after the verified forwards, time K device-resident forwards queued back to back
     /// on each GPU's stream after a group barrier (what a model sees; the same measurement in
     /// one process and in one process per GPU) and print the slowest GPU's time a forward;
@@ -272,6 +277,15 @@ struct SimThreads {
     subscribers: Option<usize>,
 }
 
+/// CUDA's pairing from `--pairs` and `--no-pairs` (clap keeps them apart).
+fn pair_choice(pairs: bool, no_pairs: bool) -> PairChoice {
+    match (pairs, no_pairs) {
+        (true, _) => PairChoice::On,
+        (false, true) => PairChoice::Off,
+        (false, false) => PairChoice::Auto,
+    }
+}
+
 /// `--combine`'s value.
 fn parse_combine(s: &str) -> Result<CombineForm, String> {
     CombineForm::parse(s).ok_or_else(|| format!("{s:?}: expected registers or stream"))
@@ -285,7 +299,7 @@ impl RunArgs {
             remote_copiers: self.remote_copiers,
             tile: self.tile,
             combine: self.combine.unwrap_or_default(),
-            pairs: self.pairs,
+            pairs: pair_choice(self.pairs, self.no_pairs),
             ..CudaOptions::default()
         }
     }

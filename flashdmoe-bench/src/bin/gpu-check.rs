@@ -43,14 +43,15 @@ use flashdmoe_core::{
     MoeConfig,
 };
 use flashdmoe_cuda::{
-    CombineForm, CudaBackend, CudaLayer, CudaOptions, EngineChoice, TileChoice, cuda_available,
+    CombineForm, CudaBackend, CudaLayer, CudaOptions, EngineChoice, PairChoice, TileChoice,
+    cuda_available,
 };
 
 /// What `--help` prints (the module's usage line and options, in short).
 const USAGE: &str = "\
 usage: gpu-check [--quick] [--list] [--json PATH] [--only PATTERN[,PATTERN...]]
                  [--iters N] [--sustain N] [--engine auto|mma-sync|wgmma]
-                 [--combine registers|stream] [--pairs]
+                 [--combine registers|stream] [--pairs | --no-pairs]
   --quick        the short list (about 3 minutes on an H200)
   --list         print the checks' names and exit (no GPU needed)
   --json PATH    one results line per check (flashdmoe-bench/1, flashdmoe-check/1)
@@ -61,6 +62,8 @@ usage: gpu-check [--quick] [--list] [--json PATH] [--only PATTERN[,PATTERN...]]
   --combine F    combine tasks read into registers, or streamed (default where it applies)
   --pairs        paired GEMM0 tasks in 2-CTA clusters (docs/dev/paired-tasks.md): every
                  case's layer with them, or its build fails naming `pairs`
+  --no-pairs     no layer paired (default: paired where the GEMM0 weights go in column
+                 groups, PairChoice::Auto)
 Exits non-zero if any check failed; GPU checks need a CUDA GPU and NVRTC.";
 
 struct Args {
@@ -74,8 +77,8 @@ struct Args {
     sustain: Option<usize>,
     engine: EngineChoice,
     combine: CombineForm,
-    /// `--pairs`: every layer built with paired GEMM0 tasks (`CudaOptions::pairs`).
-    pairs: bool,
+    /// `--pairs` (On), `--no-pairs` (Off), else Auto (`CudaOptions::pairs`).
+    pairs: PairChoice,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -93,7 +96,7 @@ fn parse_args_from(mut it: impl Iterator<Item = String>) -> Result<Args, String>
         sustain: None,
         engine: EngineChoice::Auto,
         combine: CombineForm::default(),
-        pairs: false,
+        pairs: PairChoice::Auto,
     };
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -120,7 +123,8 @@ fn parse_args_from(mut it: impl Iterator<Item = String>) -> Result<Args, String>
                 args.combine = CombineForm::parse(&v)
                     .ok_or(format!("--combine {v:?}: expected registers or stream"))?;
             }
-            "--pairs" => args.pairs = true,
+            "--pairs" => args.pairs = PairChoice::On,
+            "--no-pairs" => args.pairs = PairChoice::Off,
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
@@ -183,7 +187,7 @@ static ENGINE: std::sync::OnceLock<EngineChoice> = std::sync::OnceLock::new();
 /// The `--combine` flag, the same way.
 static COMBINE: std::sync::OnceLock<CombineForm> = std::sync::OnceLock::new();
 /// The `--pairs` flag, the same way.
-static PAIRS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+static PAIRS: std::sync::OnceLock<PairChoice> = std::sync::OnceLock::new();
 /// The `--sustain` flag, the same way (unset: as many as `--iters`).
 static SUSTAIN: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
 
@@ -214,7 +218,7 @@ fn build(case: &Case, weights: &LayerWeights) -> Result<CudaLayer, String> {
         engine,
         tile: case.tile,
         combine: case.combine.or(COMBINE.get().copied()).unwrap_or_default(),
-        pairs: PAIRS.get().copied().unwrap_or(false),
+        pairs: PAIRS.get().copied().unwrap_or_default(),
         ..Default::default()
     })
     .build(&case.config, weights)
@@ -1102,10 +1106,11 @@ mod tests {
     }
 
     #[test]
-    fn pairs_is_a_switch_off_by_default_and_in_the_usage() {
-        assert!(!parse(&[]).unwrap().pairs);
-        assert!(parse(&["--pairs", "--quick"]).unwrap().pairs);
-        assert!(USAGE.contains("--pairs"));
+    fn pairs_are_auto_by_default_on_or_off_by_flag_and_in_the_usage() {
+        assert_eq!(parse(&[]).unwrap().pairs, PairChoice::Auto);
+        assert_eq!(parse(&["--pairs", "--quick"]).unwrap().pairs, PairChoice::On);
+        assert_eq!(parse(&["--no-pairs"]).unwrap().pairs, PairChoice::Off);
+        assert!(USAGE.contains("--pairs") && USAGE.contains("--no-pairs"));
     }
 
     #[test]
