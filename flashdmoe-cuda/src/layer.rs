@@ -93,8 +93,9 @@ pub struct CudaOptions {
     /// Paired GEMM0 tasks ([`MoeSpec::with_pairs`], docs/dev/paired-tasks.md): two processors
     /// of a 2-CTA cluster compute an expert's row tiles 2p and 2p + 1 of one column tile
     /// together and read its weights once. [`PairChoice::Auto`] (the default) pairs the layers
-    /// where that pays; `On` pairs or fails the build naming `pairs` (the mma.sync engine, an
-    /// odd number of blocks per rank); `Off` never pairs.
+    /// where that pays and builds unpaired where the launch cannot pair; `On` pairs or fails the
+    /// build naming `pairs` (the mma.sync engine, an odd number of blocks per rank); `Off`
+    /// never pairs.
     pub pairs: PairChoice,
 }
 
@@ -381,11 +382,32 @@ impl CudaBackend {
         self.build_with(config, weights, Some(group))
     }
 
+    /// [`Self::build_once`] with the options' pairing; where [`PairChoice::Auto`] chose paired
+    /// images and the launch's blocks cannot form clusters within each rank (a grid smaller
+    /// than the SM count, an odd number of blocks per rank), the layer is built unpaired: the
+    /// default never fails where pairs were only an optimisation.
     fn build_with(
         &self,
         config: &MoeConfig,
         weights: &LayerWeights,
         group: Option<&ProcessGroup>,
+    ) -> Result<CudaLayer, BackendError> {
+        match self.build_once(config, weights, group, self.options.pairs) {
+            Err(BackendError::InvalidInput { what: "pairs", .. })
+                if self.options.pairs == PairChoice::Auto =>
+            {
+                self.build_once(config, weights, group, PairChoice::Off)
+            }
+            built => built,
+        }
+    }
+
+    fn build_once(
+        &self,
+        config: &MoeConfig,
+        weights: &LayerWeights,
+        group: Option<&ProcessGroup>,
+        pairs: PairChoice,
     ) -> Result<CudaLayer, BackendError> {
         let _range = nvtx::LocalRange::new(c"flashdmoe::cuda::build");
         config.validate()?;
@@ -478,7 +500,7 @@ impl CudaBackend {
                 None => self.options.engine.filter(MoeSpec::candidates(config, processors, arch0)),
             };
             let candidates = spec::combine_candidates(candidates, self.options.combine);
-            let candidates = match self.options.pairs {
+            let candidates = match pairs {
                 PairChoice::On => {
                     let paired: Vec<MoeSpec> =
                         candidates.iter().filter_map(|c| c.with_pairs().ok()).collect();
