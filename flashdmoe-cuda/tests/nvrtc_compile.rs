@@ -16,7 +16,7 @@ use std::thread;
 use flashdmoe_core::config::presets;
 use flashdmoe_cuda::engine::STATIC_SMEM_RESERVE;
 use flashdmoe_cuda::jit::CacheMode;
-use flashdmoe_cuda::spec::{self, CombineForm, MoeSpec};
+use flashdmoe_cuda::spec::{self, CombineForm, MoeSpec, PairChoice};
 use flashdmoe_cuda::{
     Arch, CudaError, Jit, JitConfig, KernelVariant, kernel_variants, nvrtc_version,
 };
@@ -89,43 +89,49 @@ fn every_kernel_variant_compiles_without_spills() {
 /// would run on the mma.sync engine, correct and without a word, 1.5-1.7x slower for the gated
 /// presets (run 52 in docs/dev/perf-notes.md v23), and the default (streamed) combine must
 /// compile too: nothing may be skipped. (Kimi-K2's streamed image compiles through its variant's
-/// fallback, the thread index read afresh: config.cuh FDM_FRESH_TID.)
+/// fallback, the thread index read afresh: config.cuh FDM_FRESH_TID.) Both the default build's
+/// images (paired where `PairChoice::Auto` pairs: the column-grouped presets) and, where they
+/// differ, the unpaired ones (`--no-pairs`).
 #[test]
 fn every_model_preset_compiles_through_its_candidates() {
     let Some(jit) = jit() else { return };
     for arch in Arch::SUPPORTED {
         // Presets the kernel does not compute are refused by the layer (today: none).
         for model in presets::MODELS.iter().filter(|m| spec::computes(&m.config())) {
-            let candidates = spec::combine_candidates(
+            let unpaired = spec::combine_candidates(
                 MoeSpec::candidates(&model.config(), spec::H200_PROCESSORS, arch),
                 CombineForm::default(),
             );
-            let spec::Chosen { spec, compiled, skipped } =
-                spec::compile_first(&jit, arch, &candidates)
-                    .unwrap_or_else(|e| panic!("{arch} {}: {e}", model.name));
-            if arch.major == 9 {
-                assert!(
-                    skipped.is_empty(),
-                    "{arch} {}: the Hopper engine's specialisation did not compile: {skipped:?}",
-                    model.name
+            let auto: Vec<MoeSpec> = unpaired.iter().copied().map(PairChoice::auto).collect();
+            let forms = if auto == unpaired { vec![auto] } else { vec![auto, unpaired] };
+            for candidates in forms {
+                let spec::Chosen { spec, compiled, skipped } =
+                    spec::compile_first(&jit, arch, &candidates)
+                        .unwrap_or_else(|e| panic!("{arch} {}: {e}", model.name));
+                if arch.major == 9 {
+                    assert!(
+                        skipped.is_empty(),
+                        "{arch} {}: the Hopper engine's specialisation did not compile: {skipped:?}",
+                        model.name
+                    );
+                }
+                let report = compiled.cubin.report();
+                if let Some(line) = report.wgmma_serialized() {
+                    panic!("{arch} {}: {}: wgmma serialised: {line}", model.name, spec.label());
+                }
+                let entry = report.entry("fdm_moe_forward").expect("checked by the JIT");
+                let registers = entry.registers.unwrap_or(0);
+                let fallback = if compiled.fallback {
+                    format!(", spill fallback {}", spec.variant().fallback_changes().join(","))
+                } else {
+                    String::new()
+                };
+                println!(
+                    "ok  {arch} {}: {} ({registers} registers{fallback})",
+                    model.name,
+                    spec.label()
                 );
             }
-            let report = compiled.cubin.report();
-            if let Some(line) = report.wgmma_serialized() {
-                panic!("{arch} {}: {}: wgmma serialised: {line}", model.name, spec.label());
-            }
-            let entry = report.entry("fdm_moe_forward").expect("checked by the JIT");
-            let registers = entry.registers.unwrap_or(0);
-            let fallback = if compiled.fallback {
-                format!(", spill fallback {}", spec.variant().fallback_changes().join(","))
-            } else {
-                String::new()
-            };
-            println!(
-                "ok  {arch} {}: {} ({registers} registers{fallback})",
-                model.name,
-                spec.label()
-            );
         }
     }
 }
