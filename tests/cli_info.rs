@@ -56,6 +56,12 @@ fn info_with_layer_flags_gives_its_memory() {
     // The kernel an H200 would run for one rank (the label `flashdmoe run` prints as `kernel:`).
     assert!(layer.contains("kernel on an H200: bf16-swiglu-H4096-I14336-E8-k2-"), "{layer}");
     assert!(layer.contains("--tile BMxBN[sS] runs another"), "{layer}");
+    // Its GEMM0 weights (224 MiB an expert) go in column groups: paired by default.
+    assert!(layer.contains("-pairs (tried first") && layer.contains("--no-pairs"), "{layer}");
+    // Qwen3's fit in L2: unpaired.
+    let o = flashdmoe(&["info", "--preset", "qwen3-30b-a3b"]);
+    let out = stdout(&o);
+    assert!(out.contains("kernel on an H200: ") && !out.contains("-pairs"), "{out}");
     // The same layer on 2 ranks holds 4 experts per rank.
     let o = flashdmoe(&["info", "--preset", "mixtral-8x7b", "--world", "2"]);
     assert!(stdout(&o).contains("(router 64.0 KiB + 4 of 8 experts)"));

@@ -81,6 +81,11 @@ fn paired_gemm0_tasks_run_on_the_simulator_and_verify() {
     let out = stdout(&o);
     assert!(out.contains("--pairs: no cluster with 2 processor threads"), "{out}");
     assert!(out.contains("verify: PASS"), "{out}");
+    // --pairs and --no-pairs together: a usage error naming both, before anything runs.
+    let o = flashdmoe(&["run", "--pairs", "--no-pairs"]);
+    assert_exit(&o, 2);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("--pairs") && err.contains("--no-pairs"), "{err}");
 }
 
 #[test]

@@ -67,18 +67,28 @@ pub(super) fn info(args: &ConfigArgs) -> Result<(), CliError> {
 }
 
 /// The specialisation the CUDA backend would try first for one rank of `c` on an H200 (sm_90,
-/// 131 processor blocks), or why the kernel does not compute the layer: what `flashdmoe run
-/// --backend cuda` compiles there (its `kernel:` line), and what `--tile` replaces.
+/// 131 processor blocks, one rank a GPU: paired where `PairChoice::Auto` pairs), or why the
+/// kernel does not compute the layer: what `flashdmoe run --backend cuda` compiles there (its
+/// `kernel:` line), and what `--tile` and `--no-pairs` replace.
 fn kernel_line(c: &flashdmoe::core::MoeConfig) -> String {
+    use flashdmoe::cuda::PairChoice;
     use flashdmoe::cuda::spec::{self, H200_PROCESSORS, MoeSpec};
     match spec::check_computed(c) {
         Err(e) => format!("kernel: the CUDA kernel does not compute this layer: {e}"),
         Ok(()) => {
             match MoeSpec::candidates(c, H200_PROCESSORS, flashdmoe::cuda::Arch::SM90).first() {
-                Some(s) => format!(
-                    "kernel on an H200: {} (tried first: one that spills gives way to the next; --tile BMxBN[sS] runs another)",
-                    s.label()
-                ),
+                Some(&s) => {
+                    let s = PairChoice::auto(s);
+                    let pairs = if s.pairs {
+                        "; paired GEMM0 tasks: an expert's GEMM0 weights stream from HBM, --no-pairs runs unpaired"
+                    } else {
+                        ""
+                    };
+                    format!(
+                        "kernel on an H200: {} (tried first: one that spills gives way to the next; --tile BMxBN[sS] runs another{pairs})",
+                        s.label()
+                    )
+                }
                 None => "kernel: no specialisation for this layer".into(),
             }
         }
