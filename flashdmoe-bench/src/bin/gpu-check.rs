@@ -123,6 +123,9 @@ fn parse_args_from(mut it: impl Iterator<Item = String>) -> Result<Args, String>
                 args.combine = CombineForm::parse(&v)
                     .ok_or(format!("--combine {v:?}: expected registers or stream"))?;
             }
+            "--pairs" | "--no-pairs" if args.pairs != PairChoice::Auto => {
+                return Err("--pairs and --no-pairs: give one of them".into());
+            }
             "--pairs" => args.pairs = PairChoice::On,
             "--no-pairs" => args.pairs = PairChoice::Off,
             other => return Err(format!("unknown argument {other:?}")),
@@ -1110,6 +1113,7 @@ mod tests {
         assert_eq!(parse(&[]).unwrap().pairs, PairChoice::Auto);
         assert_eq!(parse(&["--pairs", "--quick"]).unwrap().pairs, PairChoice::On);
         assert_eq!(parse(&["--no-pairs"]).unwrap().pairs, PairChoice::Off);
+        assert!(parse(&["--pairs", "--no-pairs"]).is_err());
         assert!(USAGE.contains("--pairs") && USAGE.contains("--no-pairs"));
     }
 
