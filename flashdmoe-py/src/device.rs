@@ -12,7 +12,9 @@
 use std::time::Duration;
 
 use flashdmoe_core::{Backend, BackendError, LayerWeights, MoeConfig};
-use flashdmoe_cuda::{CudaBackend, CudaLayer, CudaOptions, DeviceIo, DeviceRouting, ProcessGroup};
+use flashdmoe_cuda::{
+    CudaBackend, CudaLayer, CudaOptions, DeviceIo, DeviceRouting, PairChoice, ProcessGroup,
+};
 
 use crate::tensor::{BindError, TensorView, TorchDType, check_tokens};
 
@@ -29,13 +31,15 @@ pub struct DeviceLayer {
 
 impl DeviceLayer {
     /// Builds the layer of `config` (its `tokens_per_rank` = the module's `max_tokens`) on GPU
-    /// `gpu`: compiles or loads the kernel and uploads the weights.
+    /// `gpu`, paired as `pairs` says: compiles or loads the kernel and uploads the weights.
     pub fn build(
         config: &MoeConfig,
         weights: &LayerWeights,
         gpu: u32,
+        pairs: PairChoice,
     ) -> Result<DeviceLayer, BackendError> {
-        let options = CudaOptions { ranks_per_gpu: Some(1), first_gpu: gpu, ..Default::default() };
+        let options =
+            CudaOptions { ranks_per_gpu: Some(1), first_gpu: gpu, pairs, ..Default::default() };
         let layer = CudaBackend::new(options).build(config, weights)?;
         Ok(DeviceLayer { gpu, layer })
     }
@@ -48,9 +52,10 @@ impl DeviceLayer {
         config: &MoeConfig,
         weights: &LayerWeights,
         group: &ProcessGroup,
+        pairs: PairChoice,
     ) -> Result<DeviceLayer, BackendError> {
         let config = MoeConfig { world: group.world() as u32, ..config.clone() };
-        let options = CudaOptions { ranks_per_gpu: Some(1), ..Default::default() };
+        let options = CudaOptions { ranks_per_gpu: Some(1), pairs, ..Default::default() };
         let layer = CudaBackend::new(options).build_process(&config, weights, group)?;
         Ok(DeviceLayer { gpu: group.device() as u32, layer })
     }

@@ -14,7 +14,8 @@ use std::sync::{Mutex, PoisonError};
 use flashdmoe_core::routing::RankRouting;
 use flashdmoe_core::weights::TensorBytes;
 use flashdmoe_core::{Backend, BackendError, ForwardOptions, Layer, LayerWeights};
-use flashdmoe_sim::{SimBackend, SimLayer};
+use flashdmoe_cuda::PairChoice;
+use flashdmoe_sim::{SimBackend, SimLayer, SimOptions};
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -32,6 +33,9 @@ pub const LAYER_CACHE: usize = 4;
 #[derive(Debug)]
 pub struct Engine {
     spec: LayerSpec,
+    /// Paired GEMM0 tasks (`pairs=`: None Auto, True On, False Off; CUDA's
+    /// `CudaOptions::pairs`; the simulator runs the paired schedule under On).
+    pairs: PairChoice,
     state: Mutex<State>,
 }
 
@@ -49,7 +53,12 @@ struct State {
 
 impl State {
     /// The simulator layer for `tokens`, built on first use.
-    fn layer(&mut self, spec: &LayerSpec, tokens: u32) -> Result<&SimLayer, BackendError> {
+    fn layer(
+        &mut self,
+        spec: &LayerSpec,
+        pairs: PairChoice,
+        tokens: u32,
+    ) -> Result<&SimLayer, BackendError> {
         let cached = self.layers.iter().position(|l| l.config().tokens_per_rank == tokens);
         let layer = match cached {
             Some(i) => self.layers.remove(i),
@@ -60,7 +69,14 @@ impl State {
                 if self.layers.len() == LAYER_CACHE {
                     self.layers.remove(0);
                 }
-                SimBackend::default().build(&spec.config(tokens), weights)?
+                // Paired: three processor threads, so one cluster of two takes the pairs.
+                let options = match pairs {
+                    PairChoice::On => {
+                        SimOptions { pairs: true, processors_per_rank: 3, ..SimOptions::default() }
+                    }
+                    PairChoice::Auto | PairChoice::Off => SimOptions::default(),
+                };
+                SimBackend::new(options).build(&spec.config(tokens), weights)?
             }
         };
         self.layers.push(layer);
@@ -94,7 +110,7 @@ impl Engine {
         }
         let config = self.spec.config(tokens);
         let mut state = self.state();
-        let layer = state.layer(&self.spec, tokens)?;
+        let layer = state.layer(&self.spec, self.pairs, tokens)?;
         let options = ForwardOptions::default();
         let out = match given {
             None => layer.forward_rank(0, input, &options)?,
@@ -181,8 +197,10 @@ impl Engine {
                 .ok_or_else(|| PyRuntimeError::new_err("the layer has no weights (set_weights)"))?;
             let config = self.spec.config(self.spec.max_tokens());
             let built = match &state.group {
-                Some(g) => py.detach(|| DeviceLayer::build_process(&config, weights, g)),
-                None => py.detach(|| DeviceLayer::build(&config, weights, gpu)),
+                Some(g) => {
+                    py.detach(|| DeviceLayer::build_process(&config, weights, g, self.pairs))
+                }
+                None => py.detach(|| DeviceLayer::build(&config, weights, gpu, self.pairs)),
             }
             .map_err(errors::backend)?;
             state.device = Some(built);
@@ -264,7 +282,7 @@ impl Engine {
 impl Engine {
     #[new]
     #[pyo3(signature = (hidden, inter, experts, top_k, activation="relu", dtype="bf16",
-        capacity_factor=None, renormalize=true, bias=false, max_tokens=4096))]
+        capacity_factor=None, renormalize=true, bias=false, max_tokens=4096, pairs=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         hidden: u32,
@@ -277,6 +295,7 @@ impl Engine {
         renormalize: bool,
         bias: bool,
         max_tokens: u32,
+        pairs: Option<bool>,
     ) -> PyResult<Engine> {
         let args = SpecArgs {
             hidden,
@@ -291,7 +310,12 @@ impl Engine {
             max_tokens,
         };
         let spec = LayerSpec::new(&args).map_err(errors::config)?;
-        Ok(Engine { spec, state: Mutex::new(State::default()) })
+        let pairs = match pairs {
+            None => PairChoice::Auto,
+            Some(true) => PairChoice::On,
+            Some(false) => PairChoice::Off,
+        };
+        Ok(Engine { spec, pairs, state: Mutex::new(State::default()) })
     }
 
     /// Core's dtype name (`bf16`, `f16`, `f32`, `f32-exact`).
@@ -321,7 +345,7 @@ impl Engine {
         let c = self.spec.base();
         format!(
             "Engine(hidden={}, inter={}, experts={}, top_k={}, activation={}, dtype={}, \
-             capacity={}, renormalize={}, bias={}, max_tokens={})",
+             capacity={}, renormalize={}, bias={}, max_tokens={}, pairs={})",
             c.hidden,
             c.inter,
             c.experts,
@@ -331,8 +355,23 @@ impl Engine {
             c.capacity,
             c.renormalize,
             c.bias,
-            c.tokens_per_rank
+            c.tokens_per_rank,
+            match self.pairs {
+                PairChoice::Auto => "None",
+                PairChoice::On => "True",
+                PairChoice::Off => "False",
+            }
         )
+    }
+
+    /// `pairs=` as given: None (paired where it pays, on CUDA), True or False.
+    #[getter]
+    fn pairs(&self) -> Option<bool> {
+        match self.pairs {
+            PairChoice::Auto => None,
+            PairChoice::On => Some(true),
+            PairChoice::Off => Some(false),
+        }
     }
 
     /// The layer's tensors: `(field, stacked name, shape)` in field order.

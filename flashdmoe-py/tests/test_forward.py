@@ -82,3 +82,20 @@ def test_weights_changed_in_place_are_used(small):
     with torch.no_grad():
         layer.experts.down.weight.mul_(2)
     assert_rows_close(layer(x), 2 * before, layer.tolerance)
+
+
+@pytest.mark.parametrize("pairs", [None, True, False])
+def test_pairs_choice_gives_the_same_bits(small, pairs):
+    # The simulator's paired schedule (True) and the unpaired one give bitwise the same output;
+    # the choice is kept as given (CUDA pairs by default where an expert's weights stream).
+    base = flashdmoe.MoE(**small, activation="swiglu", dtype=torch.bfloat16, seed=5)
+    layer = flashdmoe.MoE(**small, activation="swiglu", dtype=torch.bfloat16, seed=5, pairs=pairs)
+    assert layer.pairs is pairs and layer._engine.pairs is pairs
+    assert f"pairs={pairs}" in repr(layer._engine)
+    x = inputs(33, small["hidden"], torch.bfloat16, seed=4)
+    assert torch.equal(layer(x), base(x))
+
+
+def test_pairs_must_be_a_bool_or_none(small):
+    with pytest.raises(TypeError, match="pairs"):
+        flashdmoe.MoE(**small, pairs="yes")

@@ -55,6 +55,14 @@ class MoE(torch.nn.Module):
     (float32 tensors; on GPU, no tensor cores). ``group=None`` is one rank. Calls take at most
     ``max_tokens`` tokens. Forward only: the op has no backward.
 
+    ``pairs`` chooses paired GEMM0 tasks on CUDA (two SMs of a 2-CTA cluster compute two row
+    tiles of an expert's column tile and read its weights once; docs/dev/paired-tasks.md):
+    ``None`` (the default) pairs where an expert's GEMM0 weights do not fit in L2 (measured
+    3-7% faster there, e.g. Mixtral-8x7B's shape), ``True`` pairs any layer that can (an
+    error naming ``pairs`` where it cannot), ``False`` never. The output is the same bits
+    either way; on CPU tensors ``True`` runs the simulator's paired schedule (three processor
+    threads, one cluster).
+
     ``group`` (a ``torch.distributed`` process group of ``W`` ranks, one process per GPU)
     makes the module one rank of a layer of ``W`` ranks: each rank's GPU holds the router and
     its own ``experts / W`` experts (the module's parameters stay the whole layer on every rank;
@@ -81,6 +89,7 @@ class MoE(torch.nn.Module):
         seed: int = 0,
         device: Optional[Union[torch.device, str]] = None,
         group_timeout: float = 120.0,
+        pairs: Optional[bool] = None,
     ):
         super().__init__()
         self.group = group
@@ -88,10 +97,13 @@ class MoE(torch.nn.Module):
         self.group_timeout = group_timeout
         # A group of one rank is group=None; a larger one is joined by the first CUDA call.
         self._joined = self.group_size == 1
+        if pairs is not None and not isinstance(pairs, bool):
+            raise TypeError(f"pairs must be None, True or False, not {pairs!r}")
         self._engine = _native.Engine(
             hidden, inter, experts, top_k, activation, _dtype_name(dtype),
-            capacity_factor, renormalize, bias, max_tokens,
+            capacity_factor, renormalize, bias, max_tokens, pairs=pairs,
         )
+        self.pairs = pairs
         self.hidden, self.inter, self.num_experts, self.top_k = hidden, inter, experts, top_k
         self.activation, self.capacity_factor = activation, capacity_factor
         self.renormalize, self.bias, self.max_tokens = renormalize, bias, max_tokens
