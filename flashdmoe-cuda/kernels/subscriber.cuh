@@ -39,7 +39,7 @@ struct OsShared {
   unsigned group_tiles;
   unsigned group_expected[FDM_MAX_COMBINE_GROUPS];
   // Paired GEMM0 tasks (kPairs): bit i of pair_head marks GEMM log slot base + i as the head of
-  // a pair, bit i of gemm0 as a GEMM0 task (mark_gemm0), both set before the slot's ready flag
+  // a pair, bit i of gemm0 as a GEMM0 task (mark_slot), both set before the slot's ready flag
   // is released; the scheduler reads them after the round's fence (scheduler.cuh
   // handout_paired).
   unsigned pair_head[kPairSlots / 32];

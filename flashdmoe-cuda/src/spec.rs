@@ -76,7 +76,7 @@ impl CombineForm {
 /// Whether a layer runs paired GEMM0 tasks ([`MoeSpec::with_pairs`], docs/dev/paired-tasks.md).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum PairChoice {
-    /// Paired where it pays ([`PairChoice::pairs`]): layers whose GEMM0 weights go in column
+    /// Paired where it pays ([`PairChoice::auto`]): layers whose GEMM0 weights go in column
     /// groups because an expert's do not fit in L2 (run 156: Mixtral -7.4%, Kimi-K2 -6.1%,
     /// DeepSeek-V3 -3.2 to -4.9%, gpt-oss-120b and Qwen2-57B level), when the specialisation
     /// and the launch can pair; unpaired elsewhere (Qwen3 +3.3%, T4096 E128 +3.5%, run 155).
@@ -89,13 +89,22 @@ pub enum PairChoice {
 }
 
 impl PairChoice {
-    /// Parses `auto`, `on` or `off`.
-    pub fn parse(s: &str) -> Option<PairChoice> {
-        match s {
-            "auto" => Some(PairChoice::Auto),
-            "on" => Some(PairChoice::On),
-            "off" => Some(PairChoice::Off),
-            _ => None,
+    /// The choice of a switch that may be left out: `None` Auto, `Some(true)` On,
+    /// `Some(false)` Off (the CLI's `--pairs` / `--no-pairs`, Python's `pairs=`).
+    pub fn forced(pairs: Option<bool>) -> PairChoice {
+        match pairs {
+            None => PairChoice::Auto,
+            Some(true) => PairChoice::On,
+            Some(false) => PairChoice::Off,
+        }
+    }
+
+    /// The inverse of [`Self::forced`].
+    pub fn as_forced(self) -> Option<bool> {
+        match self {
+            PairChoice::Auto => None,
+            PairChoice::On => Some(true),
+            PairChoice::Off => Some(false),
         }
     }
 
@@ -1751,9 +1760,9 @@ mod tests {
             assert!(auto(name).iter().all(|s| !s.pairs && s.tile.gemm0_group == 0), "{name}");
         }
         assert_eq!(PairChoice::default(), PairChoice::Auto);
-        assert_eq!(PairChoice::parse("off"), Some(PairChoice::Off));
-        assert_eq!(PairChoice::parse("on"), Some(PairChoice::On));
-        assert_eq!(PairChoice::parse("auto"), Some(PairChoice::Auto));
-        assert_eq!(PairChoice::parse("yes"), None);
+        for forced in [None, Some(true), Some(false)] {
+            assert_eq!(PairChoice::forced(forced).as_forced(), forced);
+        }
+        assert_eq!(PairChoice::forced(Some(false)), PairChoice::Off);
     }
 }

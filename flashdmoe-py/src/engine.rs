@@ -310,12 +310,7 @@ impl Engine {
             max_tokens,
         };
         let spec = LayerSpec::new(&args).map_err(errors::config)?;
-        let pairs = match pairs {
-            None => PairChoice::Auto,
-            Some(true) => PairChoice::On,
-            Some(false) => PairChoice::Off,
-        };
-        Ok(Engine { spec, pairs, state: Mutex::new(State::default()) })
+        Ok(Engine { spec, pairs: PairChoice::forced(pairs), state: Mutex::new(State::default()) })
     }
 
     /// Core's dtype name (`bf16`, `f16`, `f32`, `f32-exact`).
@@ -356,10 +351,10 @@ impl Engine {
             c.renormalize,
             c.bias,
             c.tokens_per_rank,
-            match self.pairs {
-                PairChoice::Auto => "None",
-                PairChoice::On => "True",
-                PairChoice::Off => "False",
+            match self.pairs() {
+                None => "None",
+                Some(true) => "True",
+                Some(false) => "False",
             }
         )
     }
@@ -367,11 +362,7 @@ impl Engine {
     /// `pairs=` as given: None (paired where it pays, on CUDA), True or False.
     #[getter]
     fn pairs(&self) -> Option<bool> {
-        match self.pairs {
-            PairChoice::Auto => None,
-            PairChoice::On => Some(true),
-            PairChoice::Off => Some(false),
-        }
+        self.pairs.as_forced()
     }
 
     /// The layer's tensors: `(field, stacked name, shape)` in field order.

@@ -279,11 +279,7 @@ struct SimThreads {
 
 /// CUDA's pairing from `--pairs` and `--no-pairs` (clap keeps them apart).
 fn pair_choice(pairs: bool, no_pairs: bool) -> PairChoice {
-    match (pairs, no_pairs) {
-        (true, _) => PairChoice::On,
-        (false, true) => PairChoice::Off,
-        (false, false) => PairChoice::Auto,
-    }
+    PairChoice::forced((pairs || no_pairs).then_some(pairs))
 }
 
 /// `--combine`'s value.
