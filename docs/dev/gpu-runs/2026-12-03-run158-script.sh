@@ -3,17 +3,18 @@
 # --no-pairs in the same call, clocks sampled. Runs 155-156 timed 20 back-to-back forwards;
 # every sustained phase runs at the board's 700 W cap (perf-notes v40), and a pair moves fewer
 # L2 -> SM bytes (its weight tile multicast), so it may hold a higher clock too. Prediction:
-# DeepSeek-V3 -3 to -6%, Kimi-K2 -4 to -7%, Mixtral -5 to -9% sustained (2000 forwards; the
+# DeepSeek-V3 -3 to -6%, Mixtral -5 to -9% sustained (1500 forwards; the
 # clocks of the paired phases equal or higher), every case verified.
-# Carry: .carry/gpu-check (release build, stripped). ~420 s (DeepSeek-V3 and Kimi-K2 take
-# 9-11 ms a forward: 2000 of them ~20 s each side, plus their builds, ~45-60 s each).
+# Carry: .carry/gpu-check (release build, stripped). ~250 s, run in the same call right after
+# run 157 (session 30 cut Kimi-K2, whose gain run 156 put with DeepSeek-V3's, and the count to
+# 1500 to fit both runs in one call: 1500 DeepSeek-V3 forwards ~13 s, its build ~50 s).
 set -u -o pipefail
 source scripts/gpu-env.sh
-w=$(mktemp -d); BUDGET=${BUDGET:-450}; source scripts/gpu-phases.sh
-cases="=preset mixtral-8x7b,=preset deepseek-v3,=preset kimi-k2"
+w=$(mktemp -d); BUDGET=${BUDGET:-300}; source scripts/gpu-phases.sh
+cases="=preset mixtral-8x7b,=preset deepseek-v3"
 clocks_start
-mph paired 200 .carry/gpu-check --sustain 2000 --only "$cases" --json $w/paired.jsonl
-mph unpaired 200 .carry/gpu-check --sustain 2000 --no-pairs --only "$cases" --json $w/unpaired.jsonl
+mph paired 140 .carry/gpu-check --sustain 1500 --only "$cases" --json $w/paired.jsonl
+mph unpaired 140 .carry/gpu-check --sustain 1500 --no-pairs --only "$cases" --json $w/unpaired.jsonl
 clocks_stop > $w/clocks.txt
 tar czf $OUT/run158.tgz -C $w .
 cat $w/clocks.txt
