@@ -148,7 +148,10 @@ pub struct KernelExperiment {
 /// default after a fence; runs 127-129 session 23's four, FDM_PREFETCH_WEIGHTS and
 /// FDM_WARP0_PUBLISHES: perf-notes v38-v40; run 145 FDM_CLUSTER_PROBE, the kernel in 2-CTA
 /// clusters, launched and verified, removed: perf-notes v41 (g); run 146 FDM_A2_PAIRS, A2 two
-/// tokens a warp, level, removed: perf-notes v42 (a)), and diagnostics a GPU run switches on.
+/// tokens a warp, level, removed: perf-notes v42 (a); run 159 FDM_NO_NARROW, narrow ≤ half
+/// tiles, level, and run 160 FDM_L2_WEIGHTS_FIRST (lost 4.5%) and FDM_L2_ROWS_LAST (level),
+/// removed, their patches beside the runs' scripts: perf-notes v44), and diagnostics a GPU run
+/// switches on.
 pub const EXPERIMENTS: &[KernelExperiment] = &[KernelExperiment {
     define: "FDM_DEBUG_COMBINE_TIMEOUT",
     what: "scheduler.cuh: a combine-slot timeout reports the first (group, column) combine \
