@@ -77,8 +77,9 @@ impl CombineForm {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum PairChoice {
     /// Paired where it pays ([`PairChoice::auto`]): layers whose GEMM0 weights go in column
-    /// groups because an expert's do not fit in L2 (run 156: Mixtral -7.4%, Kimi-K2 -6.1%,
-    /// DeepSeek-V3 -3.2 to -4.9%, gpt-oss-120b and Qwen2-57B level), when the specialisation
+    /// groups because an expert's do not fit in L2 (run 158, 1500 sustained forwards:
+    /// DeepSeek-V3 -3.4%, Mixtral -1.3%; run 156: Kimi-K2 -6.1%, gpt-oss-120b and Qwen2-57B
+    /// level), when the specialisation
     /// and the launch can pair; unpaired elsewhere (Qwen3 +3.3%, T4096 E128 +3.5%, run 155).
     #[default]
     Auto,
