@@ -152,13 +152,21 @@ pub struct KernelExperiment {
 /// tiles, level, and run 160 FDM_L2_WEIGHTS_FIRST (lost 4.5%) and FDM_L2_ROWS_LAST (level),
 /// removed, their patches beside the runs' scripts: perf-notes v44), and diagnostics a GPU run
 /// switches on.
-pub const EXPERIMENTS: &[KernelExperiment] = &[KernelExperiment {
-    define: "FDM_DEBUG_COMBINE_TIMEOUT",
-    what: "scheduler.cuh: a combine-slot timeout reports the first (group, column) combine \
-           counter off its expected count in the report's `seen` word (bits 63..48 g * cth + \
-           col, 47..32 the counter, 31..16 the expected count): the mma.sync engine's open \
-           combine timeout (docs/dev/gpu-queue.md)",
-}];
+pub const EXPERIMENTS: &[KernelExperiment] = &[
+    KernelExperiment {
+        define: "FDM_DEBUG_COMBINE_TIMEOUT",
+        what: "scheduler.cuh: a combine-slot timeout reports the first (group, column) combine \
+               counter off its expected count in the report's `seen` word (bits 63..48 g * cth + \
+               col, 47..32 the counter, 31..16 the expected count): the mma.sync engine's open \
+               combine timeout (docs/dev/gpu-queue.md)",
+    },
+    KernelExperiment {
+        define: "FDM_B_PREFETCH_AHEAD=8",
+        what: "tile_wgmma.cuh `prefetch_ahead`: the Hopper producer asks L2 for the weight boxes \
+               of k-tile kt + 8 as it loads k-tile kt (four k-tiles past its four stages), so that \
+               weight tiles streamed from DRAM wait less (run 161; =6 the nearer form)",
+    },
+];
 
 /// Preprocessor defines (`-DNAME` / `-DNAME=VALUE`) specialising a kernel. Kept sorted by name
 /// so equal sets give equal options (and cache keys) whatever the insertion order.
