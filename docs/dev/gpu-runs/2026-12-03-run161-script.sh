@@ -4,7 +4,7 @@
 # weight boxes of k-tile kt + D as it loads k-tile kt). Why (perf-notes v44): DeepSeek-V3's
 # GEMM0 tasks stream their weights from DRAM at rates in proportion to the bytes their four
 # stages hold in flight, as latency-bound streams would: a full task 5.5 MB in 81 µs (68 GB/s,
-# 48 KiB a stage), a solo <= half one 4.1 MB in 79 µs (52 GB/s, ~40 KiB a stage: only its
+# 48 KiB a stage), a <= half one 4.1 MB in 79 µs (52 GB/s, ~40 KiB a stage: only its
 # valid A rows load), both ~3 µs of latency; DeepSeek-V3 averages 3.35 TB/s from DRAM.
 # Prefetching 2 (D = 6) or 4 (D = 8) k-tiles past the stages puts more weight bytes in flight
 # without shared memory, so the stages' loads wait on L2, not DRAM. GEMM1's tasks load their
