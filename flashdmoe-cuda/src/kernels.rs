@@ -166,6 +166,13 @@ pub const EXPERIMENTS: &[KernelExperiment] = &[
                of k-tile kt + 8 as it loads k-tile kt (four k-tiles past its four stages), so that \
                weight tiles streamed from DRAM wait less (run 161; =6 the nearer form)",
     },
+    KernelExperiment {
+        define: "FDM_GEMM1_HALF_CPASYNC",
+        what: "processor_wgmma.cuh: a GEMM1 row tile of at most half its rows loads its A by \
+               cp.async, only the valid rows (~8 KiB a stage), instead of the TMA's whole \
+               128-row box (16 KiB): such tasks are bound by the bytes their SM receives \
+               (perf-notes v44; run 161)",
+    },
 ];
 
 /// Preprocessor defines (`-DNAME` / `-DNAME=VALUE`) specialising a kernel. Kept sorted by name
