@@ -78,12 +78,6 @@ __device__ __forceinline__ void fence_proxy_async_global() { asm volatile("fence
 __device__ __forceinline__ void prefetch_tensormap(const void* map) {
   asm volatile("prefetch.tensormap [%0];" ::"l"(map) : "memory");
 }
-/// Asks L2 for the box of tensor map `map` at {c0, c1} (no shared memory, no barrier: the
-/// experiment FDM_B_PREFETCH_AHEAD, kernels.rs `EXPERIMENTS`).
-__device__ __forceinline__ void tma_prefetch_2d(const void* map, int c0, int c1) {
-  asm volatile("cp.async.bulk.prefetch.tensor.2d.L2.global.tile [%0, {%1, %2}];" ::"l"(map), "r"(c0), "r"(c1)
-               : "memory");
-}
 /// Loads the box at (c0 innermost, c1) of the 2-D tensor `map` into shared memory at `dst`;
 /// its bytes complete the current phase of `bar`.
 __device__ __forceinline__ void tma_load_2d(unsigned dst, const void* map, int c0, int c1, unsigned bar) {

@@ -189,13 +189,7 @@ __device__ void wgmma_producer(const Rank& r, const Engine::Smem& s, hw::Ring<2>
     const int b_row = (int)(slot * (gemm0 ? kI : kH) + t.col_tile * (gemm0 ? kBN : kBNH));
     // A GEMM1's A rows are one row tile of this rank's intermediate rows: one TMA box a
     // k-tile where the host could map them (`tmap_inter`; upload.rs `intermediate_maps`).
-#ifdef FDM_GEMM1_HALF_CPASYNC
-    // Experiment (kernels.rs `EXPERIMENTS`): a GEMM1 row tile of at most half its rows copies
-    // only those rows (cp.async), instead of the TMA's whole 128-row box a k-tile.
-    const bool tma_a = !gemm0 && r.maps_intermediate() && t.valid_rows > kBM / 2;
-#else
     const bool tma_a = !gemm0 && r.maps_intermediate();
-#endif
     if (tma_a && pt == 0) hw::fence_proxy_async_global();  // the GEMM0 rows the mailbox acquired
     const Engine::ARows rows =
         tma_a ? Engine::tma_rows(&p->tmap_inter[local_rank_index(p)],

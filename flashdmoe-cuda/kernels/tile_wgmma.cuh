@@ -314,43 +314,6 @@ template <Mode M, int BM, int BN, int NB, int STAGES> struct Engine {
     }
   }
 
-  /// The experiment FDM_B_PREFETCH_AHEAD=D (kernels.rs `EXPERIMENTS`): producer thread 0 asks
-  /// L2 for every B box of k-tile kt + D as it loads k-tile kt (a task's first D k-tiles are
-  /// not prefetched), so that the stages' loads find the weights in L2 rather than waiting on
-  /// DRAM: more bytes in flight an SM than the STAGES stages of shared memory hold (run 159: a
-  /// <= half tile moves ~52 GB/s where a full one moves ~66, as if bound by its bytes in flight).
-#ifdef FDM_B_PREFETCH_AHEAD
-  static constexpr int kPrefetchAhead = FDM_B_PREFETCH_AHEAD;
-#else
-  static constexpr int kPrefetchAhead = 0;
-#endif
-  /// Producer thread 0: the L2 prefetch of B operand boxes for k-tile `kt` (load_b's boxes).
-  __device__ static void prefetch_b(const void* map, int kt, int b_row, bool paired) {
-    const int c0 = kt * kBK;
-    if constexpr (kCluster == 2) {
-      if (paired) {
-        tma_prefetch_2d(map, c0, b_row + (int)cluster_ctarank() * (BN / 2));
-      } else {
-        tma_prefetch_2d(map, c0, b_row);
-        tma_prefetch_2d(map, c0, b_row + BN / 2);
-      }
-    } else {
-      tma_prefetch_2d(map, c0, b_row);
-    }
-  }
-  /// Producer thread 0, as it loads k-tile `kt` of `ktiles`: the prefetches ahead (none unless
-  /// kPrefetchAhead).
-  __device__ static void prefetch_ahead(int kt, int ktiles, const void* b0, const void* b1, int b_row, int nbu,
-                                        int b1_row, bool paired) {
-    if constexpr (kPrefetchAhead > 0) {
-      // One k-tile a step (a burst at a task's start cost the 88-register producer spills).
-      if (kt + kPrefetchAhead < ktiles) {
-        prefetch_b(b0, kt + kPrefetchAhead, b_row, paired);
-        if (NB == 2 && nbu == 2) prefetch_b(b1, kt + kPrefetchAhead, b1_row, paired);
-      }
-    }
-  }
-
   // ─── task ring ────────────────────────────────────────────────────────────────────────
   /// Producer thread 0: publishes `payload` in the next slot (waits until it is free).
   template <class T> __device__ static void ring_put(const Smem& s, Ring<2>& r, const T& payload) {
@@ -456,7 +419,6 @@ template <Mode M, int BM, int BN, int NB, int STAGES> struct Engine {
           tma_load_2d(s.a(ps.slot), rows.base, kt * kBK, (int)rows.stride, s.full(ps.slot));
           load_b(s, ps.slot, 0, b0, kt * kBK, b_row, paired);
           if (NB == 2 && nbu == 2) load_b(s, ps.slot, 1, b1, kt * kBK, b1_row, paired);
-          prefetch_ahead(kt, ktiles, b0, b1, b_row, nbu, b1_row, paired);
         }
         cp_async_arrive_noinc(s.full(ps.slot));
         ps.advance();
@@ -469,7 +431,6 @@ template <Mode M, int BM, int BN, int NB, int STAGES> struct Engine {
         mbar_arrive_expect_tx(s.full(ps.slot), nbu * kBBytes);
         load_b(s, ps.slot, 0, b0, kt * kBK, b_row, paired);
         if (NB == 2 && nbu == 2) load_b(s, ps.slot, 1, b1, kt * kBK, b1_row, paired);
-        prefetch_ahead(kt, ktiles, b0, b1, b_row, nbu, b1_row, paired);
       }
       const unsigned a = s.a(ps.slot);
 #pragma unroll

@@ -150,30 +150,16 @@ pub struct KernelExperiment {
 /// clusters, launched and verified, removed: perf-notes v41 (g); run 146 FDM_A2_PAIRS, A2 two
 /// tokens a warp, level, removed: perf-notes v42 (a); run 159 FDM_NO_NARROW, narrow ≤ half
 /// tiles, level, and run 160 FDM_L2_WEIGHTS_FIRST (lost 4.5%) and FDM_L2_ROWS_LAST (level),
-/// removed, their patches beside the runs' scripts: perf-notes v44), and diagnostics a GPU run
-/// switches on.
-pub const EXPERIMENTS: &[KernelExperiment] = &[
-    KernelExperiment {
-        define: "FDM_DEBUG_COMBINE_TIMEOUT",
-        what: "scheduler.cuh: a combine-slot timeout reports the first (group, column) combine \
-               counter off its expected count in the report's `seen` word (bits 63..48 g * cth + \
-               col, 47..32 the counter, 31..16 the expected count): the mma.sync engine's open \
-               combine timeout (docs/dev/gpu-queue.md)",
-    },
-    KernelExperiment {
-        define: "FDM_B_PREFETCH_AHEAD=8",
-        what: "tile_wgmma.cuh `prefetch_ahead`: the Hopper producer asks L2 for the weight boxes \
-               of k-tile kt + 8 as it loads k-tile kt (four k-tiles past its four stages), so that \
-               weight tiles streamed from DRAM wait less (run 161; =6 the nearer form)",
-    },
-    KernelExperiment {
-        define: "FDM_GEMM1_HALF_CPASYNC",
-        what: "processor_wgmma.cuh: a GEMM1 row tile of at most half its rows loads its A by \
-               cp.async, only the valid rows (~8 KiB a stage), instead of the TMA's whole \
-               128-row box (16 KiB): such tasks are bound by the bytes their SM receives \
-               (perf-notes v44; run 161)",
-    },
-];
+/// removed, their patches beside the runs' scripts: perf-notes v44; run 161
+/// FDM_B_PREFETCH_AHEAD=8 (lost 27%) and FDM_GEMM1_HALF_CPASYNC (level), removed, one patch
+/// beside run 161's script: perf-notes v44 (d), (e)), and diagnostics a GPU run switches on.
+pub const EXPERIMENTS: &[KernelExperiment] = &[KernelExperiment {
+    define: "FDM_DEBUG_COMBINE_TIMEOUT",
+    what: "scheduler.cuh: a combine-slot timeout reports the first (group, column) combine \
+           counter off its expected count in the report's `seen` word (bits 63..48 g * cth + \
+           col, 47..32 the counter, 31..16 the expected count): the mma.sync engine's open \
+           combine timeout (docs/dev/gpu-queue.md)",
+}];
 
 /// Preprocessor defines (`-DNAME` / `-DNAME=VALUE`) specialising a kernel. Kept sorted by name
 /// so equal sets give equal options (and cache keys) whatever the insertion order.
