@@ -51,7 +51,7 @@ use flashdmoe_cuda::{
 const USAGE: &str = "\
 usage: gpu-check [--quick] [--list] [--json PATH] [--only PATTERN[,PATTERN...]]
                  [--iters N] [--sustain N] [--engine auto|mma-sync|wgmma]
-                 [--combine registers|stream] [--pairs | --no-pairs]
+                 [--combine registers|stream] [--pairs | --no-pairs] [--tile BMxBN[sS]]
   --quick        the short list (about 3 minutes on an H200)
   --list         print the checks' names and exit (no GPU needed)
   --json PATH    one results line per check (flashdmoe-bench/1, flashdmoe-check/1)
@@ -64,6 +64,8 @@ usage: gpu-check [--quick] [--list] [--json PATH] [--only PATTERN[,PATTERN...]]
                  case's layer with them, or its build fails naming `pairs`
   --no-pairs     no layer paired (default: paired where the GEMM0 weights go in column
                  groups, PairChoice::Auto)
+  --tile T       every case's layer in this Hopper tile (e.g. 64x128s5) instead of the one
+                 the backend or the case chooses; a case the tile cannot run fails naming it
 Exits non-zero if any check failed; GPU checks need a CUDA GPU and NVRTC.";
 
 struct Args {
@@ -79,6 +81,8 @@ struct Args {
     combine: CombineForm,
     /// `--pairs` (On), `--no-pairs` (Off), else Auto (`CudaOptions::pairs`).
     pairs: PairChoice,
+    /// `--tile`: every case's tile (`CudaOptions::tile`), over the case's own.
+    tile: Option<TileChoice>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -97,6 +101,7 @@ fn parse_args_from(mut it: impl Iterator<Item = String>) -> Result<Args, String>
         engine: EngineChoice::Auto,
         combine: CombineForm::default(),
         pairs: PairChoice::Auto,
+        tile: None,
     };
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -125,6 +130,10 @@ fn parse_args_from(mut it: impl Iterator<Item = String>) -> Result<Args, String>
             }
             "--pairs" | "--no-pairs" if args.pairs != PairChoice::Auto => {
                 return Err("--pairs and --no-pairs: give one of them".into());
+            }
+            "--tile" => {
+                let v = it.next().ok_or("--tile needs a tile, e.g. 64x128s5")?;
+                args.tile = Some(v.parse().map_err(|e| format!("--tile {v:?}: {e}"))?);
             }
             "--pairs" => args.pairs = PairChoice::On,
             "--no-pairs" => args.pairs = PairChoice::Off,
@@ -191,6 +200,8 @@ static ENGINE: std::sync::OnceLock<EngineChoice> = std::sync::OnceLock::new();
 static COMBINE: std::sync::OnceLock<CombineForm> = std::sync::OnceLock::new();
 /// The `--pairs` flag, the same way.
 static PAIRS: std::sync::OnceLock<PairChoice> = std::sync::OnceLock::new();
+/// The `--tile` flag, the same way (unset: each case's own tile, or the backend's choice).
+static TILE: std::sync::OnceLock<TileChoice> = std::sync::OnceLock::new();
 /// The `--sustain` flag, the same way (unset: as many as `--iters`).
 static SUSTAIN: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
 
@@ -219,7 +230,7 @@ fn build(case: &Case, weights: &LayerWeights) -> Result<CudaLayer, String> {
     CudaBackend::new(CudaOptions {
         ranks_per_gpu: case.ranks_per_gpu,
         engine,
-        tile: case.tile,
+        tile: TILE.get().copied().or(case.tile),
         combine: case.combine.or(COMBINE.get().copied()).unwrap_or_default(),
         pairs: PAIRS.get().copied().unwrap_or_default(),
         ..Default::default()
@@ -974,6 +985,9 @@ fn main() -> ExitCode {
     let _ = ENGINE.set(args.engine);
     let _ = COMBINE.set(args.combine);
     let _ = PAIRS.set(args.pairs);
+    if let Some(t) = args.tile {
+        let _ = TILE.set(t);
+    }
     if let Some(n) = args.sustain {
         let _ = SUSTAIN.set(n);
     }
@@ -1115,6 +1129,18 @@ mod tests {
         assert_eq!(parse(&["--no-pairs"]).unwrap().pairs, PairChoice::Off);
         assert!(parse(&["--pairs", "--no-pairs"]).is_err());
         assert!(USAGE.contains("--pairs") && USAGE.contains("--no-pairs"));
+    }
+
+    #[test]
+    fn tile_parses_a_hopper_tile_and_names_itself_on_bad_input() {
+        assert_eq!(parse(&[]).unwrap().tile, None);
+        let t = parse(&["--tile", "64x128s5"]).unwrap().tile.unwrap();
+        assert_eq!(t.to_string(), "64x128s5");
+        for bad in [&["--tile"][..], &["--tile", "64by128"]] {
+            let err = parse(bad).err().unwrap();
+            assert!(err.contains("--tile"), "{err}");
+        }
+        assert!(USAGE.contains("--tile"));
     }
 
     #[test]
