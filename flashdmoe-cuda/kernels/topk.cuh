@@ -306,12 +306,6 @@ __device__ void route_tokens(const fdm_params* p, char* smem) {
   unsigned job = blockIdx.x * kWarps + warp;
   TokenLogits next;  // the logits of the warp's next token, in flight while it routes this one
   if (!given && job < jobs) next.load(make_rank(p, job / T), job % T, lane);
-#ifdef FDM_A2_AHEAD2
-  // Experiment: the logits of the token after the next in flight too (two tokens' loads ahead
-  // of the one routed), to test whether the logits' L2 round trip bounds A2's token half.
-  TokenLogits after;
-  if (!given && job + stride < jobs) after.load(make_rank(p, (job + stride) / T), (job + stride) % T, lane);
-#endif
   for (; job < jobs; job += stride) {
     const Rank r = make_rank(p, job / T);
     const unsigned t = job % T;
@@ -322,13 +316,7 @@ __device__ void route_tokens(const fdm_params* p, char* smem) {
       }
     } else {
       const TokenLogits logits = next;
-#ifdef FDM_A2_AHEAD2
-      next = after;
-      const unsigned ahead = job + 2 * stride;
-      if (ahead < jobs) after.load(make_rank(p, ahead / T), ahead % T, lane);
-#else
       if (job + stride < jobs) next.load(make_rank(p, (job + stride) / T), (job + stride) % T, lane);
-#endif
       route_token_warp(r, t, logits, row, row + kRouterE, lane);
     }
     const float dot = kSharedGate ? shared_gate_dot(r, t, lane) : 0.f;

@@ -152,22 +152,16 @@ pub struct KernelExperiment {
 /// tiles, level, and run 160 FDM_L2_WEIGHTS_FIRST (lost 4.5%) and FDM_L2_ROWS_LAST (level),
 /// removed, their patches beside the runs' scripts: perf-notes v44; run 161
 /// FDM_B_PREFETCH_AHEAD=8 (lost 27%) and FDM_GEMM1_HALF_CPASYNC (level), removed, one patch
-/// beside run 161's script: perf-notes v44 (d), (e)), and diagnostics a GPU run switches on.
-pub const EXPERIMENTS: &[KernelExperiment] = &[
-    KernelExperiment {
-        define: "FDM_A2_AHEAD2",
-        what: "topk.cuh `route_tokens`: a warp keeps two tokens' logits loads in flight ahead \
-               of the token it routes, not one (run 167: does the logits' L2 round trip bound \
-               A2's token half, 28 µs at T16384 E128? perf-notes v45)",
-    },
-    KernelExperiment {
-        define: "FDM_DEBUG_COMBINE_TIMEOUT",
-        what: "scheduler.cuh: a combine-slot timeout reports the first (group, column) combine \
-               counter off its expected count in the report's `seen` word (bits 63..48 g * cth + \
-               col, 47..32 the counter, 31..16 the expected count): the mma.sync engine's open \
-               combine timeout (docs/dev/gpu-queue.md)",
-    },
-];
+/// beside run 161's script: perf-notes v44 (d), (e); run 167 FDM_A2_AHEAD2, A2's logits two
+/// tokens ahead, level, removed, its patch beside run 167's script: perf-notes v45 (c)), and
+/// diagnostics a GPU run switches on.
+pub const EXPERIMENTS: &[KernelExperiment] = &[KernelExperiment {
+    define: "FDM_DEBUG_COMBINE_TIMEOUT",
+    what: "scheduler.cuh: a combine-slot timeout reports the first (group, column) combine \
+           counter off its expected count in the report's `seen` word (bits 63..48 g * cth + \
+           col, 47..32 the counter, 31..16 the expected count): the mma.sync engine's open \
+           combine timeout (docs/dev/gpu-queue.md)",
+}];
 
 /// Preprocessor defines (`-DNAME` / `-DNAME=VALUE`) specialising a kernel. Kept sorted by name
 /// so equal sets give equal options (and cache keys) whatever the insertion order.
