@@ -228,12 +228,12 @@ struct RunArgs {
     /// quarter). A tuning knob for NVLink egress.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     remote_copiers: Option<u32>,
-    /// CUDA: run this tile (`BMxBN`: rows 64, 128 or 256 by columns 64-256 a weight operand;
-    /// `BMxBNsS` also sets the pipeline depth, 2-8 stages) on the Hopper engine instead of the
-    /// one the backend chooses, e.g. to measure a layer in several tiles; a tile the engine
-    /// cannot run for the layer is an error naming why. The
-    /// 256-row tiles run slower than the chosen ones (DeepSeek-V3 1.47x in session 26: the
-    /// producer's row copies of a 256-row stage; docs/dev/perf-notes.md v40 (a)).
+    /// CUDA: run this tile (`BMxBN`: rows 64, 128 or 256 by columns 64, 128 or 256 a weight
+    /// operand; `BMxBNsS` also sets the pipeline depth, 2-8 stages) on the Hopper engine
+    /// instead of the one the backend chooses, e.g. to measure a layer in several tiles; a
+    /// tile the engine cannot run for the layer is an error naming why. The 256-row tiles run
+    /// slower than the chosen ones (DeepSeek-V3 1.47x in session 26: the producer's row copies
+    /// of a 256-row stage; docs/dev/perf-notes.md v40 (a)).
     #[arg(long, value_name = "BMxBN[sS]", value_parser = str::parse::<TileChoice>)]
     tile: Option<TileChoice>,
     /// CUDA: how combine tasks read the returned rows: `stream` (the default) copies them
