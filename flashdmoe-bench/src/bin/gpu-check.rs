@@ -239,8 +239,35 @@ fn build(case: &Case, weights: &LayerWeights) -> Result<CudaLayer, String> {
     .map_err(|e| format!("build: {e}"))
 }
 
+/// Where a check's host time goes, step by step (device time is the scarce resource, and a large
+/// preset's check takes ~75 s of it, most of it on the host).
+struct Laps {
+    last: std::time::Instant,
+    laps: Vec<(&'static str, f64)>,
+}
+
+impl Laps {
+    fn start() -> Laps {
+        Laps { last: std::time::Instant::now(), laps: Vec::new() }
+    }
+
+    /// Ends the step `name` now.
+    fn lap(&mut self, name: &'static str) {
+        let now = std::time::Instant::now();
+        self.laps.push((name, (now - self.last).as_secs_f64()));
+        self.last = now;
+    }
+
+    /// `; host seconds: name 1.2, ...`
+    fn describe(&self) -> String {
+        let parts: Vec<String> = self.laps.iter().map(|(n, t)| format!("{n} {t:.1}")).collect();
+        format!("; host seconds: {}", parts.join(", "))
+    }
+}
+
 fn run_case(case: &Case, iters: usize, device: &str) -> Result<Outcome, String> {
     let c = &case.config;
+    let mut laps = Laps::start();
     let mut weights = LayerWeights::generate(c, 7).map_err(|e| e.to_string())?;
     if case.skew {
         // Identical router rows: every token ties, so every token picks experts 0..k-1
@@ -252,9 +279,12 @@ fn run_case(case: &Case, iters: usize, device: &str) -> Result<Outcome, String> 
         }
     }
     let inputs = inputs(c, 11)?;
+    laps.lap("weights and inputs");
     let layer = build(case, &weights)?;
+    laps.lap("build (JIT, upload)");
     let options = ForwardOptions { trace: false, timeout: Duration::from_secs(5) };
     let first = layer.forward(&inputs, &options).map_err(|e| format!("forward: {e}"))?;
+    laps.lap("first forward");
     let verify_options = VerifyOptions {
         sample: match case.sample {
             None => Sample::All,
@@ -264,6 +294,7 @@ fn run_case(case: &Case, iters: usize, device: &str) -> Result<Outcome, String> 
     };
     let report = verify(c, &weights, &inputs, &first.ranks, &verify_options)
         .map_err(|e| format!("verify: {e}"))?;
+    laps.lap("oracle");
     let digest = output_digest(first.ranks.iter().map(|r| r.output.as_slice()));
     let mut detail = format!("[{}] {report}; output digest {digest:016x}", layer.spec().label());
     if !layer.spill_fallback().is_empty() {
@@ -339,6 +370,7 @@ fn run_case(case: &Case, iters: usize, device: &str) -> Result<Outcome, String> 
         }
     }
     let protocol = protocol_stats(c, &traced, &events, layer.blocks_per_rank() - 1);
+    laps.lap("second and traced forwards");
     if case.timed {
         detail.push_str(&trace_summary(&traced, layer.blocks_per_rank() - 1));
         detail.push_str(&fill_summary(&layer, &traced, &events));
@@ -425,7 +457,9 @@ fn run_case(case: &Case, iters: usize, device: &str) -> Result<Outcome, String> 
             floor_ms: perf::floor_ms(c, touched),
             host_path_median_ms: Some(host.median_ms),
         });
+        laps.lap("timed forwards and their check");
     }
+    detail.push_str(&laps.describe());
     Ok(Outcome {
         max_rel_err: Some(max_rel),
         protocol: Some(protocol),
@@ -1141,6 +1175,16 @@ mod tests {
             assert!(err.contains("--tile"), "{err}");
         }
         assert!(USAGE.contains("--tile"));
+    }
+
+    #[test]
+    fn laps_name_each_step_in_order() {
+        let mut laps = Laps::start();
+        laps.lap("one");
+        laps.lap("two");
+        let d = laps.describe();
+        assert!(d.starts_with("; host seconds: one "), "{d}");
+        assert!(d.find("one").unwrap() < d.find(", two ").unwrap(), "{d}");
     }
 
     #[test]
