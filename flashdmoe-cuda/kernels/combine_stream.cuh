@@ -47,12 +47,6 @@ static_assert(kSegBytes % 16 == 0, "bulk copies move whole 16-byte units");
 /// Named barrier of the table's handover (1: the consumers' own; 2: the router tile's).
 constexpr unsigned kCombineBarrier = 3;
 
-__device__ __forceinline__ void bulk_load(unsigned dst, const void* src, unsigned bytes, unsigned bar) {
-  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(dst),
-               "l"(src), "r"(bytes), "r"(bar)
-               : "memory");
-}
-
 /// Producer thread pt (0..127), at combine task t: streams the tile's slot segments into the
 /// stages (see the file comment), after the consumers wrote the slot table `slots`.
 __device__ void produce(const Rank& r, const Engine::Smem& s, hw::Ring<FDM_STAGES>& pipe, unsigned pt,
@@ -81,7 +75,7 @@ __device__ void produce(const Rank& r, const Engine::Smem& s, hw::Ring<FDM_STAGE
     }
     for (unsigned i = pt; i < n; i += hw::kProducerThreads) {
       const unsigned long long offset = fill[i].offset;
-      if (offset != kNoSlot) bulk_load(stage + i * kSegBytes, r.heap + offset + col_bytes, seg, full);
+      if (offset != kNoSlot) hw::bulk_load(stage + i * kSegBytes, r.heap + offset + col_bytes, seg, full);
     }
     if (pt == 0) hw::mbar_arrive(full);
     pipe.advance();

@@ -88,6 +88,14 @@ __device__ __forceinline__ void tma_load_2d(unsigned dst, const void* map, int c
       : "memory");
 }
 
+/// Copies `bytes` (a multiple of 16; `dst` and `src` 16-byte aligned) from global memory to
+/// shared memory at `dst` as one bulk copy; its bytes complete the current phase of `bar`.
+__device__ __forceinline__ void bulk_load(unsigned dst, const void* src, unsigned bytes, unsigned bar) {
+  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(dst),
+               "l"(src), "r"(bytes), "r"(bar)
+               : "memory");
+}
+
 // ─── 2-CTA clusters (the tile bench's FDM_CLUSTER, the MoE kernel's FDM_PAIRS) ──────────────
 /// This CTA's rank in its cluster, the cluster's index in the grid, and the grid's clusters.
 __device__ __forceinline__ unsigned cluster_ctarank() {

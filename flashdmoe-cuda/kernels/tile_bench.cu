@@ -45,12 +45,17 @@ struct fdm_tile_bench_params {
   unsigned m, n, k;
   unsigned epilogue;
   unsigned group_m;
-  unsigned pad[13];
+  unsigned b_ktiles;     // FDM_B_TILED: k-tiles a column tile's B holds (K / kBK)
+  const void* b_tiled0;  // FDM_B_TILED: B (and the gated layer's second B) as tiles
+  const void* b_tiled1;
+  unsigned pad[8];
 };
 static_assert(sizeof(fdm_tile_bench_params) == 512, "BenchParams size");
 FDM_ASSERT_OFFSET(fdm_tile_bench_params, a, 384);
 FDM_ASSERT_OFFSET(fdm_tile_bench_params, tile_counter, 432);
 FDM_ASSERT_OFFSET(fdm_tile_bench_params, group_m, 456);
+FDM_ASSERT_OFFSET(fdm_tile_bench_params, b_tiled0, 464);
+FDM_ASSERT_OFFSET(fdm_tile_bench_params, b_tiled1, 472);
 #ifndef FDM_TMA_A
 #define FDM_TMA_A 0
 #endif
@@ -194,9 +199,18 @@ extern "C" __global__ void FDM_CLUSTER_DIMS __launch_bounds__(hopper::kEngineThr
       if (realigns(bt)) pipe = hopper::Ring<FDM_STAGES>{};
       const bool paired = (bt.flags & kPaired) != 0;
       const unsigned mt = t % tiles_m, nt = t / tiles_m;  // next_tile's index
+#ifdef FDM_B_TILED
+      // Column tile nt's tiles (FDM_B_TILED in tile_wgmma.cuh load_b).
+      const unsigned long long b_at = (unsigned long long)nt * p.b_ktiles * Engine::kBBytes;
+      const void* b0 = static_cast<const char*>(p.b_tiled0) + b_at;
+      const void* b1 = FDM_NB == 2 ? static_cast<const char*>(p.b_tiled1) + b_at : nullptr;
+#else
+      const void* b0 = &p.b0;
+      const void* b1 = &p.b1;
+#endif
       if constexpr (FDM_TMA_A) {
-        Engine::produce(s, pipe, pt, Engine::tma_rows(&p.a_map, mt * FDM_BM), ktiles, &p.b0, &p.b1,
-                        (int)(nt * FDM_BN), FDM_NB, (int)(nt * FDM_BN), paired);
+        Engine::produce(s, pipe, pt, Engine::tma_rows(&p.a_map, mt * FDM_BM), ktiles, b0, b1, (int)(nt * FDM_BN),
+                        FDM_NB, (int)(nt * FDM_BN), paired);
         continue;
       }
       const Engine::ARows rows = Engine::a_rows(s, pt, reinterpret_cast<const char*>(p.a),
@@ -205,8 +219,7 @@ extern "C" __global__ void FDM_CLUSTER_DIMS __launch_bounds__(hopper::kEngineThr
                                                   if (row >= p.m) return Engine::kNoRow;
                                                   return p.a_index ? p.a_index[row] : row;
                                                 });
-      Engine::produce(s, pipe, pt, rows, ktiles, &p.b0, &p.b1, (int)(nt * FDM_BN), FDM_NB, (int)(nt * FDM_BN),
-                      paired);
+      Engine::produce(s, pipe, pt, rows, ktiles, b0, b1, (int)(nt * FDM_BN), FDM_NB, (int)(nt * FDM_BN), paired);
     }
   } else {
     hopper::regs_increase<hopper::kConsumerRegs>();

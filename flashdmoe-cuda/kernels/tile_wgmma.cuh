@@ -300,6 +300,19 @@ template <Mode M, int BM, int BN, int NB, int STAGES> struct Engine {
   /// FDM_CLUSTER_MIXED) loads both halves itself, through the same half-tile boxes.
   __device__ static void load_b(const Smem& s, unsigned slot, int which, const void* map, int c0, int b_row,
                                 bool paired = false) {
+#ifdef FDM_B_TILED
+    // Experiment (the tile bench only): B stored as tiles, each k-tile's BN rows x 128 bytes
+    // contiguous and already in the 128-byte swizzle's order, a column tile's k-tiles one
+    // after another; `map` is the column tile's first tile. One bulk copy a tile instead of a
+    // box of BN rows each 128 bytes of a different weight row (run 170: does the weights'
+    // DRAM locality set the rate at which a task streams them?).
+    static_assert(kCluster == 1, "FDM_B_TILED: one CTA loads its whole B tile");
+    (void)b_row;
+    (void)paired;
+    bulk_load(s.b(slot, which), static_cast<const char*>(map) + (unsigned long long)(c0 / kBK) * kBBytes, kBBytes,
+              s.full(slot));
+    return;
+#endif
     if constexpr (kCluster == 2) {
       if (paired) {
         const unsigned half = cluster_ctarank();

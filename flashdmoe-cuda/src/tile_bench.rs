@@ -94,6 +94,12 @@ pub struct BenchConfig {
     /// again from HBM, as an expert's row tiles do in the MoE kernel (perf-notes v29 (d)). A
     /// 2-CTA cluster's pairs walk `group_m / 2` pairs.
     pub group_m: u32,
+    /// B stored as tiles (`FDM_B_TILED`; label ` bt`): each k-tile of a column tile, `bn`
+    /// rows x 128 bytes, contiguous and already in the 128-byte swizzle's order
+    /// ([`tile_b`]), loaded by one bulk copy instead of a TMA box whose rows are 128 bytes of
+    /// `bn` different weight rows. Asks whether the weights' DRAM locality sets the rate at
+    /// which a tile streams them (perf-notes v45). Not with `cluster`.
+    pub b_tiled: bool,
 }
 
 impl BenchConfig {
@@ -140,7 +146,8 @@ impl BenchConfig {
                     String::new()
                 } else {
                     format!(" g{}", self.group_m)
-                },
+                }
+                + if self.b_tiled { " bt" } else { "" },
             self.m,
             self.n,
             self.k
@@ -172,6 +179,7 @@ impl BenchConfig {
             .set("FDM_TMA_A", u32::from(self.tma_a))
             .set("FDM_CLUSTER", if self.cluster { 2 } else { 1 })
             .set("FDM_CLUSTER_MIXED", u32::from(self.cluster_mixed));
+        let defines = if self.b_tiled { defines.set("FDM_B_TILED", 1) } else { defines };
         KernelVariant {
             label: format!("tile-bench-{}", self.label().replace(' ', "-")),
             source: TILE_BENCH,
@@ -226,6 +234,9 @@ impl BenchConfig {
         if self.group_m == 0 {
             return bad("group_m must be at least 1".into());
         }
+        if self.b_tiled && self.cluster {
+            return bad("b_tiled loads a whole B tile a CTA: not in a 2-CTA cluster".into());
+        }
         Ok(())
     }
 }
@@ -249,7 +260,10 @@ struct BenchParams {
     k: u32,
     epilogue: u32,
     group_m: u32,
-    pad: [u32; 13],
+    b_ktiles: u32,
+    b_tiled0: u64,
+    b_tiled1: u64,
+    pad: [u32; 8],
 }
 
 // SAFETY: integers and tensor maps only; the layout has no padding (asserted below: every
@@ -262,6 +276,33 @@ const _: () = assert!(size_of::<BenchParams>() == 512);
 const _: () = assert!(std::mem::offset_of!(BenchParams, a) == 384);
 const _: () = assert!(std::mem::offset_of!(BenchParams, tile_counter) == 432);
 const _: () = assert!(std::mem::offset_of!(BenchParams, group_m) == 456);
+const _: () = assert!(std::mem::offset_of!(BenchParams, b_tiled0) == 464);
+const _: () = assert!(std::mem::offset_of!(BenchParams, b_tiled1) == 472);
+
+/// B (`[n][k]` of `elem`-byte elements, row-major) as `FDM_B_TILED` reads it: for column tile
+/// `nt` and k-tile `kt`, the `bn` rows' 128 bytes of that k-tile contiguous at tile `nt *
+/// (k / kbk) + kt`, 16-byte chunk `c` of tile row `r` at chunk `c ^ (r % 8)` (the 128-byte
+/// swizzle a TMA box would apply in shared memory, whose base is 1024-aligned). `n` a
+/// multiple of `bn`, a row's bytes a multiple of 128.
+pub fn tile_b(b: &[u8], n: usize, k: usize, bn: usize, elem: usize) -> Vec<u8> {
+    let row_bytes = k * elem;
+    let ktiles = row_bytes / 128;
+    assert!(n % bn == 0 && row_bytes % 128 == 0 && b.len() == n * row_bytes, "tile_b's shape");
+    let mut out = vec![0u8; b.len()];
+    for nt in 0..n / bn {
+        for kt in 0..ktiles {
+            let tile = (nt * ktiles + kt) * bn * 128;
+            for r in 0..bn {
+                let src = (nt * bn + r) * row_bytes + kt * 128;
+                for c in 0..8 {
+                    let dst = tile + r * 128 + (c ^ (r % 8)) * 16;
+                    out[dst..dst + 16].copy_from_slice(&b[src + c * 16..src + c * 16 + 16]);
+                }
+            }
+        }
+    }
+    out
+}
 
 /// What a bench run measured.
 #[derive(Clone, Debug)]
@@ -338,6 +379,12 @@ pub fn run(
     let up = |bytes: &[u8]| stream.clone_htod(bytes).map_err(driver("cuMemcpyHtoDAsync"));
     let a_dev = up(&enc(&a))?;
     let b_dev = b.iter().map(|b| up(&enc(b))).collect::<Result<Vec<_>>>()?;
+    let bn = config.bn as usize;
+    let b_tiled_dev = if config.b_tiled {
+        b.iter().map(|b| up(&tile_b(&enc(b), n, k, bn, elem))).collect::<Result<Vec<_>>>()?
+    } else {
+        Vec::new()
+    };
     let bias_dev = up(&enc(&bias))?;
     let index_dev = stream.clone_htod(&index).map_err(driver("cuMemcpyHtoDAsync"))?;
     // Output with BM rows of slack after m, all poisoned.
@@ -388,7 +435,10 @@ pub fn run(
         k: config.k,
         epilogue: config.epilogue as u32,
         group_m: config.group_m,
-        pad: [0; 13],
+        b_ktiles: (k * elem / 128) as u32,
+        b_tiled0: b_tiled_dev.first().map_or(0, |d| ptr(d)),
+        b_tiled1: b_tiled_dev.get(1).map_or(0, |d| ptr(d)),
+        pad: [0; 8],
     };
     // A clustered image (`__cluster_dims__`) launches plainly: its blocks wait only on their
     // cluster's peer, which the hardware schedules with it; an even grid of whole clusters.
@@ -526,6 +576,7 @@ pub fn suite() -> Vec<BenchConfig> {
         cluster: false,
         cluster_mixed: false,
         group_m: DEFAULT_GROUP_M,
+        b_tiled: false,
     };
     use Epilogue::*;
     let staged = |stage_bytes, stages| BenchConfig {
@@ -666,6 +717,15 @@ pub fn suite() -> Vec<BenchConfig> {
         BenchConfig { group_m: 1, cluster: true, ..dsv3(256) },
         BenchConfig { group_m: 1, ..dsv3(150) },
         BenchConfig { group_m: 1, cluster: true, ..dsv3(150) },
+        // B as tiles, a k-tile's bn rows contiguous and pre-swizzled, one bulk copy each
+        // (`b_tiled`, perf-notes v45), beside the same shapes from row-major B by TMA boxes:
+        // DeepSeek-V3's GEMM0 streaming (the two weight-streaming configs above), and a
+        // short K streamed as T16384 E128's tasks stream it (K 2048, two row tiles sharing
+        // each weight tile, 128 MiB of B: more than L2).
+        BenchConfig { b_tiled: true, ..dsv3(128) },
+        BenchConfig { n: 65536, k: 7168, m: 128, b_tiled: true, ..staged(512, 3) },
+        BenchConfig { n: 32768, k: 2048, m: 256, ..staged(256, 4) },
+        BenchConfig { n: 32768, k: 2048, m: 256, b_tiled: true, ..staged(256, 4) },
     ]
 }
 
@@ -711,5 +771,40 @@ mod tests {
         c.cluster = true;
         c.check().unwrap();
         assert!(c.label().contains(" c2m"), "{}", c.label());
+        // Tiled B: one CTA's whole tiles, labelled apart.
+        c = BenchConfig { b_tiled: true, ..suite()[0] };
+        c.check().unwrap();
+        assert!(c.label().contains(" s4 bt m"), "{}", c.label());
+        c.cluster = true;
+        assert!(c.check().unwrap_err().to_string().contains("b_tiled"));
+    }
+
+    /// Every 16-byte chunk of B lands where the engine's shared memory expects it: row r of a
+    /// k-tile's tile at r * 128, its chunk c at c ^ (r % 8).
+    #[test]
+    fn tiled_b_puts_each_chunk_where_a_swizzled_box_would() {
+        let (n, k, bn, elem) = (32, 192, 16, 2); // 2 column tiles, 3 k-tiles of 64
+        // Each 16-byte chunk filled with its own (row, chunk-in-row) id.
+        let row_bytes = k * elem;
+        let mut b = vec![0u8; n * row_bytes];
+        for row in 0..n {
+            for chunk in 0..row_bytes / 16 {
+                b[row * row_bytes + chunk * 16..][..16].fill(0);
+                b[row * row_bytes + chunk * 16] = row as u8;
+                b[row * row_bytes + chunk * 16 + 1] = chunk as u8;
+            }
+        }
+        let t = tile_b(&b, n, k, bn, elem);
+        assert_eq!(t.len(), b.len());
+        for nt in 0..2 {
+            for kt in 0..3 {
+                for r in 0..bn {
+                    for c in 0..8 {
+                        let at = ((nt * 3 + kt) * bn + r) * 128 + (c ^ (r % 8)) * 16;
+                        assert_eq!((t[at], t[at + 1]), ((nt * bn + r) as u8, (kt * 8 + c) as u8));
+                    }
+                }
+            }
+        }
     }
 }
