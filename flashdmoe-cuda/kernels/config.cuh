@@ -129,6 +129,9 @@ constexpr int kChunk = FDM_CHUNK;  // tokens per routing chunk (A2's positions, 
 #endif
 constexpr unsigned kStop = 0xFFFFFFFFu;
 constexpr unsigned kDropped = 0xFFFFFFFFu;
+#ifndef FDM_W0_TILED
+#define FDM_W0_TILED 0  // GEMM0's weights stored as tiles (MoeSpec::weight_tiles)
+#endif
 #ifndef FDM_PAIRS
 #define FDM_PAIRS 0
 #endif

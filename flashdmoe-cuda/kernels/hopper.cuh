@@ -96,6 +96,17 @@ __device__ __forceinline__ void bulk_load(unsigned dst, const void* src, unsigne
                : "memory");
 }
 
+/// bulk_load into the shared memory at `dst` of every CTA of the cluster in `mask`, each CTA's
+/// `bar` completing with the bytes it receives.
+__device__ __forceinline__ void bulk_load_multicast(unsigned dst, const void* src, unsigned bytes, unsigned bar,
+                                                    unsigned short mask) {
+  asm volatile(
+      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes.multicast::cluster [%0], [%1], %2, [%3], "
+      "%4;" ::"r"(dst),
+      "l"(src), "r"(bytes), "r"(bar), "h"(mask)
+      : "memory");
+}
+
 // ─── 2-CTA clusters (the tile bench's FDM_CLUSTER, the MoE kernel's FDM_PAIRS) ──────────────
 /// This CTA's rank in its cluster, the cluster's index in the grid, and the grid's clusters.
 __device__ __forceinline__ unsigned cluster_ctarank() {

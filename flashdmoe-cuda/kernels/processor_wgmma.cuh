@@ -186,7 +186,18 @@ __device__ void wgmma_producer(const Rank& r, const Engine::Smem& s, hw::Ring<2>
     const void* b0 = !gemm0 ? &p->tmap_down : kGated ? &p->tmap_gate : &p->tmap_up;
     const void* b1 = gemm0 ? &p->tmap_up : &p->tmap_down;
     const unsigned slot = r.weight_slot(t.owner_rank, t.local_expert);  // weights of this GPU
-    const int b_row = (int)(slot * (gemm0 ? kI : kH) + t.col_tile * (gemm0 ? kBN : kBNH));
+    int b_row = (int)(slot * (gemm0 ? kI : kH) + t.col_tile * (gemm0 ? kBN : kBNH));
+#if FDM_W0_TILED
+    // GEMM0's weights stored as tiles (upload.rs; MoeSpec::weight_tiles): the column tile's
+    // tiles start where its rows would in the row-major tensor (a column tile's BN rows x H
+    // permuted within themselves), so b0 and b1 become those addresses.
+    if (gemm0) {
+      const unsigned long long at = (unsigned long long)b_row * kH * sizeof(Elem);
+      b0 = static_cast<const char*>(kGated ? p->w_gate : p->w_up) + at;
+      b1 = static_cast<const char*>(p->w_up) + at;
+      b_row = Engine::kTiledRows;
+    }
+#endif
     // A GEMM1's A rows are one row tile of this rank's intermediate rows: one TMA box a
     // k-tile where the host could map them (`tmap_inter`; upload.rs `intermediate_maps`).
     const bool tma_a = !gemm0 && r.maps_intermediate();

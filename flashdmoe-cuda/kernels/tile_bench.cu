@@ -204,13 +204,15 @@ extern "C" __global__ void FDM_CLUSTER_DIMS __launch_bounds__(hopper::kEngineThr
       const unsigned long long b_at = (unsigned long long)nt * p.b_ktiles * Engine::kBBytes;
       const void* b0 = static_cast<const char*>(p.b_tiled0) + b_at;
       const void* b1 = FDM_NB == 2 ? static_cast<const char*>(p.b_tiled1) + b_at : nullptr;
+      const int b_row = Engine::kTiledRows;
 #else
       const void* b0 = &p.b0;
       const void* b1 = &p.b1;
+      const int b_row = (int)(nt * FDM_BN);
 #endif
       if constexpr (FDM_TMA_A) {
-        Engine::produce(s, pipe, pt, Engine::tma_rows(&p.a_map, mt * FDM_BM), ktiles, b0, b1, (int)(nt * FDM_BN),
-                        FDM_NB, (int)(nt * FDM_BN), paired);
+        Engine::produce(s, pipe, pt, Engine::tma_rows(&p.a_map, mt * FDM_BM), ktiles, b0, b1, b_row, FDM_NB, b_row,
+                        paired);
         continue;
       }
       const Engine::ARows rows = Engine::a_rows(s, pt, reinterpret_cast<const char*>(p.a),
@@ -219,7 +221,7 @@ extern "C" __global__ void FDM_CLUSTER_DIMS __launch_bounds__(hopper::kEngineThr
                                                   if (row >= p.m) return Engine::kNoRow;
                                                   return p.a_index ? p.a_index[row] : row;
                                                 });
-      Engine::produce(s, pipe, pt, rows, ktiles, b0, b1, (int)(nt * FDM_BN), FDM_NB, (int)(nt * FDM_BN), paired);
+      Engine::produce(s, pipe, pt, rows, ktiles, b0, b1, b_row, FDM_NB, b_row, paired);
     }
   } else {
     hopper::regs_increase<hopper::kConsumerRegs>();

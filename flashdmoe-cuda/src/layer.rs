@@ -97,6 +97,10 @@ pub struct CudaOptions {
     /// build naming `pairs` (the mma.sync engine, an odd number of blocks per rank); `Off`
     /// never pairs.
     pub pairs: PairChoice,
+    /// GEMM0's weights stored as tiles, each loaded by one bulk copy ([`MoeSpec::with_weight_tiles`];
+    /// an experiment, off by default: docs/dev/perf-notes.md v45 (d)). A layer that cannot
+    /// have them fails the build naming `weight_tiles`.
+    pub weight_tiles: bool,
 }
 
 /// The CUDA backend.
@@ -518,6 +522,20 @@ impl CudaBackend {
                     candidates.into_iter().map(PairChoice::auto).collect()
                 }
                 PairChoice::Auto | PairChoice::Off => candidates,
+            };
+            let candidates = if self.options.weight_tiles {
+                let tiled: Vec<MoeSpec> =
+                    candidates.iter().filter_map(|c| c.with_weight_tiles().ok()).collect();
+                if tiled.is_empty() {
+                    let why = candidates.first().map(|c| c.with_weight_tiles().unwrap_err());
+                    return Err(invalid(
+                        "weight_tiles",
+                        why.unwrap_or_else(|| "no specialisation to store the weights of".into()),
+                    ));
+                }
+                tiled
+            } else {
+                candidates
             };
             if candidates.is_empty() {
                 return Err(invalid(

@@ -363,6 +363,11 @@ pub struct MoeSpec {
     /// column tile together, each loading half of every weight tile and multicasting it, so
     /// an expert's weights are read once for two row tiles (docs/dev/paired-tasks.md).
     pub pairs: bool,
+    /// GEMM0's weights (up, gate) stored as tiles and loaded by one bulk copy each
+    /// (`FDM_W0_TILED`, [`Self::with_weight_tiles`]; the upload lays them out with
+    /// [`crate::tma::swizzled_tiles`]). An experiment: run 170's tile bench streamed such
+    /// weights 4% faster at K 7168 (docs/dev/perf-notes.md v45 (d)).
+    pub weight_tiles: bool,
 }
 
 /// Rows of a layer's router jobs: 64, or 128 when 64-row jobs would take more than one wave of
@@ -581,6 +586,7 @@ impl MoeSpec {
             router_rows,
             combine: CombineForm::Registers,
             pairs: false,
+            weight_tiles: false,
         }
     }
 
@@ -619,6 +625,30 @@ impl MoeSpec {
             )),
             TileEngine::MmaSync => {
                 Err("paired tasks run on the Hopper engine (sm_90a), not mma.sync".into())
+            }
+        }
+    }
+
+    /// This specialisation with GEMM0's weights stored as tiles (`weight_tiles`), or why it
+    /// cannot have them: the Hopper engine's cooperative tile, and whole column tiles of the
+    /// weights (`inter` a multiple of `bn`: a tile never holds another expert's rows).
+    pub fn with_weight_tiles(self) -> Result<MoeSpec, String> {
+        match self.engine {
+            TileEngine::Wgmma(t) if !t.pingpong && self.inter.is_multiple_of(t.bn) => {
+                Ok(MoeSpec { weight_tiles: true, ..self })
+            }
+            TileEngine::Wgmma(t) => Err(format!(
+                "GEMM0's weights as tiles need the Hopper engine's cooperative tile and inter a \
+                 multiple of its {} columns (this layer's: inter {}, {}x{}{})",
+                t.bn,
+                self.inter,
+                t.bm,
+                t.bn,
+                if t.pingpong { ", ping-pong" } else { "" }
+            )),
+            TileEngine::MmaSync => {
+                Err("GEMM0's weights as tiles are the Hopper engine's (sm_90a), not mma.sync's"
+                    .into())
             }
         }
     }
@@ -892,6 +922,7 @@ impl MoeSpec {
         };
         let defines =
             if self.pairs { defines.set("FDM_PAIRS", 1).set("FDM_CLUSTER", 2) } else { defines };
+        let defines = if self.weight_tiles { defines.set("FDM_W0_TILED", 1) } else { defines };
         match self.engine {
             TileEngine::Wgmma(engine) => {
                 let defines = engine.defines(defines.set("FDM_ENGINE", 1));
@@ -971,6 +1002,7 @@ impl MoeSpec {
             self.tile.bn,
             if self.combine == CombineForm::Streamed { "-cs" } else { "" }
         ) + if self.pairs { "-pairs" } else { "" }
+            + if self.weight_tiles { "-wt" } else { "" }
     }
 
     /// This specialisation as a compile-checkable variant.
@@ -1074,6 +1106,7 @@ pub fn variants() -> Vec<KernelVariant> {
                 router_rows: 64,
                 combine: CombineForm::Registers,
                 pairs: false,
+                weight_tiles: false,
             }
         };
     for dtype in [DType::Bf16, DType::F16, DType::F32, DType::F32Exact] {
@@ -1180,6 +1213,10 @@ pub fn variants() -> Vec<KernelVariant> {
         let candidates = MoeSpec::candidates(&config, H200_PROCESSORS, Arch::SM90);
         let first = candidates.first().map(|s| s.with_combine(CombineForm::Streamed));
         out.extend(first.and_then(|s| s.with_pairs().ok()).map(|s| s.variant()));
+        // And with GEMM0's weights as tiles (`weight_tiles`, an experiment: perf-notes v45).
+        let tiled =
+            first.and_then(|s| s.with_pairs().ok()).and_then(|s| s.with_weight_tiles().ok());
+        out.extend(tiled.map(|s| s.variant()));
     }
     // The shared kinds at the GPU check's small shape, streamed (6 and 4 slots a token), and
     // its top-8 layer (64 accumulators a consumer thread: the producer's 96 registers).
@@ -1398,6 +1435,7 @@ mod tests {
                 router_rows: 64,
                 combine: CombineForm::Registers,
                 pairs: false,
+                weight_tiles: false,
             };
             // 4 stages x (128 + 2 x 128) rows x 128 B = 192 KiB, within the 227 KiB opt-in.
             assert_eq!(spec.smem_bytes(), 196_608);
@@ -1742,6 +1780,26 @@ mod tests {
         let pingpong =
             MoeSpec { engine: TileEngine::Wgmma(WgmmaTile { pingpong: true, ..t }), ..hopper };
         assert!(pingpong.with_pairs().unwrap_err().contains("ping-pong"));
+    }
+
+    #[test]
+    fn weight_tiles_need_whole_column_tiles_on_the_hopper_engine() {
+        let config = presets::preset("deepseek-v3").unwrap();
+        let candidates = MoeSpec::candidates(&config, H200_PROCESSORS, Arch::SM90);
+        let paired = candidates[0].with_pairs().unwrap();
+        assert!(
+            !paired.weight_tiles && !format!("{:?}", paired.defines()).contains("FDM_W0_TILED")
+        );
+        let tiled = paired.with_weight_tiles().unwrap();
+        assert!(tiled.label().ends_with("-pairs-wt"), "{}", tiled.label());
+        assert!(format!("{:?}", tiled.defines()).contains("FDM_W0_TILED"));
+        // CI compile-checks the tiled image (DeepSeek-V3's and Kimi-K2's, paired).
+        assert!(variants().iter().filter(|v| v.label.ends_with("-wt")).count() >= 2);
+        let mma = *candidates.iter().find(|s| s.engine == TileEngine::MmaSync).unwrap();
+        assert!(mma.with_weight_tiles().unwrap_err().contains("mma.sync"));
+        // A column tile that would run into the next expert's rows: refused, naming inter.
+        let ragged = MoeSpec { inter: paired.tile.bn * 3 / 2, ..paired };
+        assert!(ragged.with_weight_tiles().unwrap_err().contains("inter"));
     }
 
     /// Auto pairs the layers whose GEMM0 weights go in column groups (measured faster: run

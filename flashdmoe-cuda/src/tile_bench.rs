@@ -23,7 +23,7 @@ use crate::error::{CudaError, Result, driver};
 use crate::jit::Jit;
 use crate::kernels::{Defines, KernelVariant, TILE_BENCH, Targets};
 use crate::launch::{Kernel, LaunchShape};
-use crate::tma::TensorMap;
+use crate::tma::{TensorMap, swizzled_tiles};
 
 /// Minimum wall time of warm-up launches before timing.
 const WARMUP: Duration = Duration::from_millis(300);
@@ -96,7 +96,7 @@ pub struct BenchConfig {
     pub group_m: u32,
     /// B stored as tiles (`FDM_B_TILED`; label ` bt`): each k-tile of a column tile, `bn`
     /// rows x 128 bytes, contiguous and already in the 128-byte swizzle's order
-    /// ([`tile_b`]), loaded by one bulk copy instead of a TMA box whose rows are 128 bytes of
+    /// ([`swizzled_tiles`]), loaded by one bulk copy instead of a TMA box whose rows are 128 bytes of
     /// `bn` different weight rows. Asks whether the weights' DRAM locality sets the rate at
     /// which a tile streams them (perf-notes v45). Not with `cluster`.
     pub b_tiled: bool,
@@ -279,31 +279,6 @@ const _: () = assert!(std::mem::offset_of!(BenchParams, group_m) == 456);
 const _: () = assert!(std::mem::offset_of!(BenchParams, b_tiled0) == 464);
 const _: () = assert!(std::mem::offset_of!(BenchParams, b_tiled1) == 472);
 
-/// B (`[n][k]` of `elem`-byte elements, row-major) as `FDM_B_TILED` reads it: for column tile
-/// `nt` and k-tile `kt`, the `bn` rows' 128 bytes of that k-tile contiguous at tile `nt *
-/// (k / kbk) + kt`, 16-byte chunk `c` of tile row `r` at chunk `c ^ (r % 8)` (the 128-byte
-/// swizzle a TMA box would apply in shared memory, whose base is 1024-aligned). `n` a
-/// multiple of `bn`, a row's bytes a multiple of 128.
-pub fn tile_b(b: &[u8], n: usize, k: usize, bn: usize, elem: usize) -> Vec<u8> {
-    let row_bytes = k * elem;
-    let ktiles = row_bytes / 128;
-    assert!(n % bn == 0 && row_bytes % 128 == 0 && b.len() == n * row_bytes, "tile_b's shape");
-    let mut out = vec![0u8; b.len()];
-    for nt in 0..n / bn {
-        for kt in 0..ktiles {
-            let tile = (nt * ktiles + kt) * bn * 128;
-            for r in 0..bn {
-                let src = (nt * bn + r) * row_bytes + kt * 128;
-                for c in 0..8 {
-                    let dst = tile + r * 128 + (c ^ (r % 8)) * 16;
-                    out[dst..dst + 16].copy_from_slice(&b[src + c * 16..src + c * 16 + 16]);
-                }
-            }
-        }
-    }
-    out
-}
-
 /// What a bench run measured.
 #[derive(Clone, Debug)]
 pub struct BenchResult {
@@ -381,7 +356,7 @@ pub fn run(
     let b_dev = b.iter().map(|b| up(&enc(b))).collect::<Result<Vec<_>>>()?;
     let bn = config.bn as usize;
     let b_tiled_dev = if config.b_tiled {
-        b.iter().map(|b| up(&tile_b(&enc(b), n, k, bn, elem))).collect::<Result<Vec<_>>>()?
+        b.iter().map(|b| up(&swizzled_tiles(&enc(b), bn, k * elem))).collect::<Result<Vec<_>>>()?
     } else {
         Vec::new()
     };
@@ -436,8 +411,8 @@ pub fn run(
         epilogue: config.epilogue as u32,
         group_m: config.group_m,
         b_ktiles: (k * elem / 128) as u32,
-        b_tiled0: b_tiled_dev.first().map_or(0, |d| ptr(d)),
-        b_tiled1: b_tiled_dev.get(1).map_or(0, |d| ptr(d)),
+        b_tiled0: b_tiled_dev.first().map_or(0, &ptr),
+        b_tiled1: b_tiled_dev.get(1).map_or(0, &ptr),
         pad: [0; 8],
     };
     // A clustered image (`__cluster_dims__`) launches plainly: its blocks wait only on their
@@ -777,34 +752,5 @@ mod tests {
         assert!(c.label().contains(" s4 bt m"), "{}", c.label());
         c.cluster = true;
         assert!(c.check().unwrap_err().to_string().contains("b_tiled"));
-    }
-
-    /// Every 16-byte chunk of B lands where the engine's shared memory expects it: row r of a
-    /// k-tile's tile at r * 128, its chunk c at c ^ (r % 8).
-    #[test]
-    fn tiled_b_puts_each_chunk_where_a_swizzled_box_would() {
-        let (n, k, bn, elem) = (32, 192, 16, 2); // 2 column tiles, 3 k-tiles of 64
-        // Each 16-byte chunk filled with its own (row, chunk-in-row) id.
-        let row_bytes = k * elem;
-        let mut b = vec![0u8; n * row_bytes];
-        for row in 0..n {
-            for chunk in 0..row_bytes / 16 {
-                b[row * row_bytes + chunk * 16..][..16].fill(0);
-                b[row * row_bytes + chunk * 16] = row as u8;
-                b[row * row_bytes + chunk * 16 + 1] = chunk as u8;
-            }
-        }
-        let t = tile_b(&b, n, k, bn, elem);
-        assert_eq!(t.len(), b.len());
-        for nt in 0..2 {
-            for kt in 0..3 {
-                for r in 0..bn {
-                    for c in 0..8 {
-                        let at = ((nt * 3 + kt) * bn + r) * 128 + (c ^ (r % 8)) * 16;
-                        assert_eq!((t[at], t[at + 1]), ((nt * bn + r) as u8, (kt * 8 + c) as u8));
-                    }
-                }
-            }
-        }
     }
 }

@@ -95,3 +95,75 @@ impl TensorMap {
         Ok(map)
     }
 }
+
+/// A row-major tensor of `row_bytes`-byte rows (a multiple of 128) as the engine reads B stored
+/// as tiles (`tile_wgmma.cuh` `load_b` with `kTiledRows`): for each block of `rows` rows, its
+/// k-tiles (128 bytes of every row of the block) one after another, each `rows x 128` bytes
+/// contiguous and already in the 128-byte swizzle's order — 16-byte chunk `c` of the block's
+/// row `r` at chunk `c ^ (r % 8)`, where a TMA box with the 128-byte swizzle puts it in shared
+/// memory. A permutation within each block: block `b` keeps the bytes `[b * rows * row_bytes,
+/// (b + 1) * rows * row_bytes)` of the row-major tensor, so a block's tiles start where its
+/// rows did. `bytes.len()` must be a whole number of blocks.
+pub fn swizzled_tiles(bytes: &[u8], rows: usize, row_bytes: usize) -> Vec<u8> {
+    let mut out = vec![0u8; bytes.len()];
+    swizzle_tiles_into(bytes, rows, row_bytes, &mut out);
+    out
+}
+
+/// [`swizzled_tiles`] into `out` (as long as `bytes`).
+pub fn swizzle_tiles_into(bytes: &[u8], rows: usize, row_bytes: usize, out: &mut [u8]) {
+    assert!(
+        rows > 0
+            && row_bytes.is_multiple_of(128)
+            && bytes.len().is_multiple_of(rows * row_bytes)
+            && out.len() == bytes.len(),
+        "swizzled_tiles: {} bytes are not whole blocks of {rows} rows of {row_bytes} bytes",
+        bytes.len()
+    );
+    let block = rows * row_bytes;
+    for (src, dst) in bytes.chunks(block).zip(out.chunks_mut(block)) {
+        for kt in 0..row_bytes / 128 {
+            for r in 0..rows {
+                let from = r * row_bytes + kt * 128;
+                let to = (kt * rows + r) * 128;
+                for c in 0..8 {
+                    let at = to + (c ^ (r % 8)) * 16;
+                    dst[at..at + 16].copy_from_slice(&src[from + c * 16..from + c * 16 + 16]);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every 16-byte chunk lands where the engine's shared memory expects it: row r of a
+    /// k-tile's tile at r * 128, its chunk c at c ^ (r % 8), blocks where their rows were.
+    #[test]
+    fn swizzled_tiles_put_each_chunk_where_a_swizzled_box_would() {
+        let (n, row_bytes, rows) = (32, 384, 16); // 2 blocks, 3 k-tiles of 128 bytes
+        // Each 16-byte chunk holds its own (row, chunk-in-row) id.
+        let mut b = vec![0u8; n * row_bytes];
+        for row in 0..n {
+            for chunk in 0..row_bytes / 16 {
+                b[row * row_bytes + chunk * 16] = row as u8;
+                b[row * row_bytes + chunk * 16 + 1] = chunk as u8;
+            }
+        }
+        let t = swizzled_tiles(&b, rows, row_bytes);
+        assert_eq!(t.len(), b.len());
+        for block in 0..2 {
+            for kt in 0..3 {
+                for r in 0..rows {
+                    for c in 0..8 {
+                        let at = ((block * 3 + kt) * rows + r) * 128 + (c ^ (r % 8)) * 16;
+                        let want = ((block * rows + r) as u8, (kt * 8 + c) as u8);
+                        assert_eq!((t[at], t[at + 1]), want, "block {block} kt {kt} r {r} c {c}");
+                    }
+                }
+            }
+        }
+    }
+}

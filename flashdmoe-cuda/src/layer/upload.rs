@@ -73,9 +73,19 @@ pub(super) fn upload(
     // reads the biases of its masked columns (never stored) past the last expert's end
     // (`processor_wgmma.cuh` gemm_consume), in bounds.
     let slack = plan.spec.tile.bn_hidden.max(plan.spec.tile.bn) as usize;
+    // GEMM0's weights (up, gate: tensors 1 and 2) as tiles of a column tile's rows where the
+    // specialisation reads them so (`MoeSpec::weight_tiles`, `processor_wgmma.cuh`).
+    let row_bytes = cfg.hidden as usize * cfg.dtype.elem_bytes() as usize;
+    let tiles = |i: usize| {
+        (plan.spec.weight_tiles && matches!(i, 1 | 2))
+            .then_some((plan.spec.tile.bn as usize, row_bytes))
+    };
     let weights = tensors
         .into_iter()
-        .map(|t| t.map(|parts| upload_parts(&stream, cfg.dtype, &parts, slack)).transpose())
+        .enumerate()
+        .map(|(i, t)| {
+            t.map(|parts| upload_parts(&stream, cfg.dtype, &parts, slack, tiles(i))).transpose()
+        })
         .collect::<Result<Vec<_>, _>>()?;
     // Tables over the protocol's experts (the shared experts' parts included).
     let map = &plan.map;
@@ -226,24 +236,43 @@ const STAGING_BYTES: usize = 64 << 20;
 /// One device tensor from equal-sized `parts` (one per weight slot; `None` stays zero), each
 /// encoded to `dtype` on the host's threads through a staging buffer of at most
 /// [`STAGING_BYTES`]: no host copy of the tensor (a DeepSeek-V3 layer's experts are 45 GB of
-/// `f32`; gathering and encoding them whole on one thread took 160 s).
+/// `f32`; gathering and encoding them whole on one thread took 160 s). With `tiles` = (rows,
+/// row bytes), each block of that many rows is stored as the engine's swizzled tiles
+/// ([`crate::tma::swizzled_tiles`]; a part is a whole number of blocks).
 fn upload_parts(
     stream: &Arc<CudaStream>,
     dtype: DType,
     parts: &[Option<&[f32]>],
     slack: usize,
+    tiles: Option<(usize, usize)>,
 ) -> Result<CudaSlice<u8>, BackendError> {
     let d = |e: cudarc::driver::DriverError| BackendError::Device(e.to_string());
     let eb = dtype.elem_bytes() as usize;
     let per = parts.iter().flatten().map(|p| p.len()).max().unwrap_or(0);
     let mut dst = stream.alloc_zeros::<u8>(((parts.len() * per + slack) * eb).max(1)).map_err(d)?;
-    let chunk = (STAGING_BYTES / eb).max(1);
+    // A piece is a whole number of blocks when tiled (the staging may then hold one block more
+    // than STAGING_BYTES).
+    let block = tiles.map_or(1, |(rows, row_bytes)| rows * row_bytes / eb);
+    if !per.is_multiple_of(block) {
+        return Err(BackendError::Device(format!(
+            "weights as tiles: an expert's {per} values are not whole blocks of {block}"
+        )));
+    }
+    let chunk = (STAGING_BYTES / eb / block).max(1) * block;
     let mut staging = vec![0u8; chunk.min(per) * eb];
+    let mut encoded = if tiles.is_some() { staging.clone() } else { Vec::new() };
     for (i, part) in parts.iter().enumerate() {
         let Some(values) = part else { continue };
         for (c, piece) in values.chunks(chunk).enumerate() {
             let bytes = &mut staging[..piece.len() * eb];
-            dtype.encode_to(piece, bytes);
+            match tiles {
+                Some((rows, row_bytes)) => {
+                    let plain = &mut encoded[..piece.len() * eb];
+                    dtype.encode_to(piece, plain);
+                    crate::tma::swizzle_tiles_into(plain, rows, row_bytes, bytes);
+                }
+                None => dtype.encode_to(piece, bytes),
+            }
             let at = (i * per + c * chunk) * eb;
             // A copy from pageable memory returns once the bytes are staged by the driver, so
             // the buffer may be refilled at once.
