@@ -187,15 +187,19 @@ __device__ void wgmma_producer(const Rank& r, const Engine::Smem& s, hw::Ring<2>
     const void* b1 = gemm0 ? &p->tmap_up : &p->tmap_down;
     const unsigned slot = r.weight_slot(t.owner_rank, t.local_expert);  // weights of this GPU
     int b_row = (int)(slot * (gemm0 ? kI : kH) + t.col_tile * (gemm0 ? kBN : kBNH));
+    int b1_row = gemm0 ? b_row : b_row + kBN;
 #if FDM_W0_TILED
-    // GEMM0's weights stored as tiles (upload.rs; MoeSpec::weight_tiles): the column tile's
-    // tiles start where its rows would in the row-major tensor (a column tile's BN rows x H
-    // permuted within themselves), so b0 and b1 become those addresses.
-    if (gemm0) {
-      const unsigned long long at = (unsigned long long)b_row * kH * sizeof(Elem);
-      b0 = static_cast<const char*>(kGated ? p->w_gate : p->w_up) + at;
-      b1 = static_cast<const char*>(p->w_up) + at;
-      b_row = Engine::kTiledRows;
+    // The weights stored as tiles (upload.rs; MoeSpec::weight_tiles): a block of BN rows'
+    // tiles starts where its rows would in the row-major tensor (the rows permuted within the
+    // block), so b0 and b1 become those addresses: GEMM0's gate and up at the column tile's
+    // rows, GEMM1's down at its first BN rows and (a tile twice as wide) the next BN.
+    {
+      const unsigned long long row_bytes = (unsigned long long)(gemm0 ? kH : kI) * sizeof(Elem);
+      const char* w0 = static_cast<const char*>(gemm0 ? (kGated ? p->w_gate : p->w_up) : p->w_down);
+      const char* w1 = static_cast<const char*>(gemm0 ? p->w_up : p->w_down);
+      b0 = w0 + (unsigned long long)b_row * row_bytes;
+      b1 = w1 + (unsigned long long)b1_row * row_bytes;
+      b_row = b1_row = Engine::kTiledRows;
     }
 #endif
     // A GEMM1's A rows are one row tile of this rank's intermediate rows: one TMA box a
@@ -207,7 +211,7 @@ __device__ void wgmma_producer(const Rank& r, const Engine::Smem& s, hw::Ring<2>
                                  (unsigned)((t.input_offset - p->layout.intermediate_rows) / (kI * sizeof(Elem))))
               : task_rows(r, s, t, e, pt);
     Engine::produce(s, pipe, pt, rows, (gemm0 ? kH : kI) / Engine::kBK, b0, b1, b_row, gemm0 ? kNB0 : kNB1,
-                    gemm0 ? b_row : b_row + kBN, paired);
+                    b1_row, paired);
   }
 }
 

@@ -97,9 +97,9 @@ pub struct CudaOptions {
     /// build naming `pairs` (the mma.sync engine, an odd number of blocks per rank); `Off`
     /// never pairs.
     pub pairs: PairChoice,
-    /// GEMM0's weights stored as tiles, each loaded by one bulk copy ([`MoeSpec::with_weight_tiles`];
-    /// an experiment, off by default: docs/dev/perf-notes.md v45 (d)). A layer that cannot
-    /// have them fails the build naming `weight_tiles`.
+    /// The experts' weights stored as tiles, each loaded by one bulk copy
+    /// ([`MoeSpec::with_weight_tiles`]; an experiment, off by default: docs/dev/perf-notes.md
+    /// v45 (d)). A layer that cannot have them fails the build naming `weight_tiles`.
     pub weight_tiles: bool,
 }
 

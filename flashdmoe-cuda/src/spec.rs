@@ -363,8 +363,8 @@ pub struct MoeSpec {
     /// column tile together, each loading half of every weight tile and multicasting it, so
     /// an expert's weights are read once for two row tiles (docs/dev/paired-tasks.md).
     pub pairs: bool,
-    /// GEMM0's weights (up, gate) stored as tiles and loaded by one bulk copy each
-    /// (`FDM_W0_TILED`, [`Self::with_weight_tiles`]; the upload lays them out with
+    /// The experts' weights (up, gate and down) stored as tiles and loaded by one bulk copy
+    /// each (`FDM_W0_TILED`, [`Self::with_weight_tiles`]; the upload lays them out with
     /// [`crate::tma::swizzled_tiles`]). An experiment: run 170's tile bench streamed such
     /// weights 4% faster at K 7168 (docs/dev/perf-notes.md v45 (d)).
     pub weight_tiles: bool,
@@ -629,26 +629,32 @@ impl MoeSpec {
         }
     }
 
-    /// This specialisation with GEMM0's weights stored as tiles (`weight_tiles`), or why it
-    /// cannot have them: the Hopper engine's cooperative tile, and whole column tiles of the
-    /// weights (`inter` a multiple of `bn`: a tile never holds another expert's rows).
+    /// This specialisation with the experts' weights stored as tiles (`weight_tiles`), or why
+    /// it cannot have them: the Hopper engine's cooperative tile, and whole column tiles of
+    /// both GEMMs' weights (`inter` a multiple of `bn`, `hidden` of GEMM1's `bn_hidden`: a tile
+    /// never reads another expert's rows or past the tensor's end).
     pub fn with_weight_tiles(self) -> Result<MoeSpec, String> {
+        let whole = |t: WgmmaTile| {
+            self.inter.is_multiple_of(t.bn) && self.hidden.is_multiple_of(self.tile.bn_hidden)
+        };
         match self.engine {
-            TileEngine::Wgmma(t) if !t.pingpong && self.inter.is_multiple_of(t.bn) => {
+            TileEngine::Wgmma(t) if !t.pingpong && whole(t) => {
                 Ok(MoeSpec { weight_tiles: true, ..self })
             }
             TileEngine::Wgmma(t) => Err(format!(
-                "GEMM0's weights as tiles need the Hopper engine's cooperative tile and inter a \
-                 multiple of its {} columns (this layer's: inter {}, {}x{}{})",
+                "weights as tiles need the Hopper engine's cooperative tile, inter a multiple of \
+                 its {} columns and hidden of GEMM1's {} (this layer's: inter {}, hidden {}, \
+                 {}x{}{})",
                 t.bn,
+                self.tile.bn_hidden,
                 self.inter,
+                self.hidden,
                 t.bm,
                 t.bn,
                 if t.pingpong { ", ping-pong" } else { "" }
             )),
             TileEngine::MmaSync => {
-                Err("GEMM0's weights as tiles are the Hopper engine's (sm_90a), not mma.sync's"
-                    .into())
+                Err("weights as tiles are the Hopper engine's (sm_90a), not mma.sync's".into())
             }
         }
     }
@@ -1213,10 +1219,18 @@ pub fn variants() -> Vec<KernelVariant> {
         let candidates = MoeSpec::candidates(&config, H200_PROCESSORS, Arch::SM90);
         let first = candidates.first().map(|s| s.with_combine(CombineForm::Streamed));
         out.extend(first.and_then(|s| s.with_pairs().ok()).map(|s| s.variant()));
-        // And with GEMM0's weights as tiles (`weight_tiles`, an experiment: perf-notes v45).
+        // And with the weights as tiles (`weight_tiles`, an experiment: perf-notes v45).
         let tiled =
             first.and_then(|s| s.with_pairs().ok()).and_then(|s| s.with_weight_tiles().ok());
         out.extend(tiled.map(|s| s.variant()));
+    }
+    // The weights as tiles unpaired too: the paper layer (ReLU, a GEMM1 tile as wide as
+    // GEMM0's) and Qwen3 (gated, GEMM1 tiles twice as wide, combine streamed).
+    for name in ["paper-t16384-e8", "qwen3-30b-a3b"] {
+        let Ok(config) = presets::preset(name) else { continue };
+        let first = MoeSpec::candidates(&config, H200_PROCESSORS, Arch::SM90).first().copied();
+        let first = first.map(|s| s.with_combine(CombineForm::Streamed));
+        out.extend(first.and_then(|s| s.with_weight_tiles().ok()).map(|s| s.variant()));
     }
     // The shared kinds at the GPU check's small shape, streamed (6 and 4 slots a token), and
     // its top-8 layer (64 accumulators a consumer thread: the producer's 96 registers).
@@ -1793,13 +1807,17 @@ mod tests {
         let tiled = paired.with_weight_tiles().unwrap();
         assert!(tiled.label().ends_with("-pairs-wt"), "{}", tiled.label());
         assert!(format!("{:?}", tiled.defines()).contains("FDM_W0_TILED"));
-        // CI compile-checks the tiled image (DeepSeek-V3's and Kimi-K2's, paired).
-        assert!(variants().iter().filter(|v| v.label.ends_with("-wt")).count() >= 2);
+        // CI compile-checks the tiled images (DeepSeek-V3's and Kimi-K2's paired, the paper
+        // layer's and Qwen3's unpaired).
+        assert_eq!(variants().iter().filter(|v| v.label.ends_with("-wt")).count(), 4);
         let mma = *candidates.iter().find(|s| s.engine == TileEngine::MmaSync).unwrap();
         assert!(mma.with_weight_tiles().unwrap_err().contains("mma.sync"));
-        // A column tile that would run into the next expert's rows: refused, naming inter.
+        // A column tile that would run into the next expert's rows: refused, naming inter and
+        // hidden.
         let ragged = MoeSpec { inter: paired.tile.bn * 3 / 2, ..paired };
         assert!(ragged.with_weight_tiles().unwrap_err().contains("inter"));
+        let ragged = MoeSpec { hidden: paired.tile.bn_hidden * 3 / 2, ..paired };
+        assert!(ragged.with_weight_tiles().unwrap_err().contains("hidden"));
     }
 
     /// Auto pairs the layers whose GEMM0 weights go in column groups (measured faster: run

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# run 171 (written in session 32, NOT YET RUN): GEMM0's weights stored as tiles in the MoE
-# kernel (gpu-check --weight-tiles: CudaOptions::weight_tiles, FDM_W0_TILED; perf-notes v45
-# (d)): the upload swizzles each column tile's rows into the engine's tiles, the producer
-# loads each by one bulk copy (a paired task's half by a multicast bulk copy). First correct:
+# run 171 (written in session 32, NOT YET RUN): the experts' weights (GEMM0's up and gate,
+# GEMM1's down) stored as tiles in the MoE kernel (gpu-check --weight-tiles:
+# CudaOptions::weight_tiles, FDM_W0_TILED; perf-notes v45 (d)): the upload swizzles each block
+# of bn rows into the engine's tiles, the producer loads each tile by one bulk copy (a paired
+# task's half by a multicast bulk copy). First correct:
 # five checks with it, the default's digests on every timed layer (the same math, bit for
 # bit). Then alternated against the default in one call. Prediction (run 170's tile bench:
-# -3.6% on DeepSeek-V3's GEMM0 stream at K 7168): DeepSeek-V3's GEMM0 main loops -3 to -4%,
-# the forward -2 to -3%; Mixtral (K 4096) -1 to -2%; T16384 E8 (weights in L2) level.
-# Carry: .carry/gpu-check built from main (63f47ed or later). ~500 s.
+# -3.6% on DeepSeek-V3's GEMM0 stream at K 7168, level at K 2048): DeepSeek-V3's GEMM0 main
+# loops -3 to -4% and its GEMM1's level, the forward -2 to -3%; Mixtral (K 4096) -1 to -2%;
+# T16384 E8 (weights in L2) level. Carry: .carry/gpu-check built from main (the commit after
+# 63f47ed or later: GEMM1's weights joined in it). ~500 s.
 set -u -o pipefail
 source scripts/gpu-env.sh
 w=$(mktemp -d); BUDGET=${BUDGET:-560}; source scripts/gpu-phases.sh

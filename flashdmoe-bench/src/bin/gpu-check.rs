@@ -67,7 +67,7 @@ usage: gpu-check [--quick] [--list] [--json PATH] [--only PATTERN[,PATTERN...]]
                  groups, PairChoice::Auto)
   --tile T       every case's layer in this Hopper tile (e.g. 64x128s5) instead of the one
                  the backend or the case chooses; a case the tile cannot run fails naming it
-  --weight-tiles every case's GEMM0 weights stored as tiles (an experiment, perf-notes v45);
+  --weight-tiles every case's expert weights stored as tiles (an experiment, perf-notes v45);
                  a case that cannot have them fails naming weight_tiles
 Exits non-zero if any check failed; GPU checks need a CUDA GPU and NVRTC.";
 

@@ -73,12 +73,15 @@ pub(super) fn upload(
     // reads the biases of its masked columns (never stored) past the last expert's end
     // (`processor_wgmma.cuh` gemm_consume), in bounds.
     let slack = plan.spec.tile.bn_hidden.max(plan.spec.tile.bn) as usize;
-    // GEMM0's weights (up, gate: tensors 1 and 2) as tiles of a column tile's rows where the
-    // specialisation reads them so (`MoeSpec::weight_tiles`, `processor_wgmma.cuh`).
-    let row_bytes = cfg.hidden as usize * cfg.dtype.elem_bytes() as usize;
-    let tiles = |i: usize| {
-        (plan.spec.weight_tiles && matches!(i, 1 | 2))
-            .then_some((plan.spec.tile.bn as usize, row_bytes))
+    // The experts' weights (up, gate: tensors 1 and 2, rows of H; down: tensor 3, rows of I)
+    // as tiles of a column tile's bn rows where the specialisation reads them so
+    // (`MoeSpec::weight_tiles`, `processor_wgmma.cuh`).
+    let eb = cfg.dtype.elem_bytes() as usize;
+    let bn = plan.spec.tile.bn as usize;
+    let tiles = |i: usize| match i {
+        1 | 2 if plan.spec.weight_tiles => Some((bn, cfg.hidden as usize * eb)),
+        3 if plan.spec.weight_tiles => Some((bn, cfg.inter as usize * eb)),
+        _ => None,
     };
     let weights = tensors
         .into_iter()
