@@ -186,22 +186,7 @@ __device__ void wgmma_producer(const Rank& r, const Engine::Smem& s, hw::Ring<2>
     const void* b0 = !gemm0 ? &p->tmap_down : kGated ? &p->tmap_gate : &p->tmap_up;
     const void* b1 = gemm0 ? &p->tmap_up : &p->tmap_down;
     const unsigned slot = r.weight_slot(t.owner_rank, t.local_expert);  // weights of this GPU
-    int b_row = (int)(slot * (gemm0 ? kI : kH) + t.col_tile * (gemm0 ? kBN : kBNH));
-    int b1_row = gemm0 ? b_row : b_row + kBN;
-#if FDM_W0_TILED
-    // The weights stored as tiles (upload.rs; MoeSpec::weight_tiles): a block of BN rows'
-    // tiles starts where its rows would in the row-major tensor (the rows permuted within the
-    // block), so b0 and b1 become those addresses: GEMM0's gate and up at the column tile's
-    // rows, GEMM1's down at its first BN rows and (a tile twice as wide) the next BN.
-    {
-      const unsigned long long row_bytes = (unsigned long long)(gemm0 ? kH : kI) * sizeof(Elem);
-      const char* w0 = static_cast<const char*>(gemm0 ? (kGated ? p->w_gate : p->w_up) : p->w_down);
-      const char* w1 = static_cast<const char*>(gemm0 ? p->w_up : p->w_down);
-      b0 = w0 + (unsigned long long)b_row * row_bytes;
-      b1 = w1 + (unsigned long long)b1_row * row_bytes;
-      b_row = b1_row = Engine::kTiledRows;
-    }
-#endif
+    const int b_row = (int)(slot * (gemm0 ? kI : kH) + t.col_tile * (gemm0 ? kBN : kBNH));
     // A GEMM1's A rows are one row tile of this rank's intermediate rows: one TMA box a
     // k-tile where the host could map them (`tmap_inter`; upload.rs `intermediate_maps`).
     const bool tma_a = !gemm0 && r.maps_intermediate();
@@ -210,8 +195,22 @@ __device__ void wgmma_producer(const Rank& r, const Engine::Smem& s, hw::Ring<2>
         tma_a ? Engine::tma_rows(&p->tmap_inter[local_rank_index(p)],
                                  (unsigned)((t.input_offset - p->layout.intermediate_rows) / (kI * sizeof(Elem))))
               : task_rows(r, s, t, e, pt);
+#if FDM_W0_TILED
+    // The weights stored as tiles (upload.rs; MoeSpec::weight_tiles): a block of BN rows'
+    // tiles starts where its rows would in the row-major tensor (the rows permuted within the
+    // block), so b0 and b1 become those addresses: GEMM0's gate and up at the column tile's
+    // rows, GEMM1's down at its first BN rows and (a tile twice as wide) the next BN.
+    const unsigned long long row_bytes = (unsigned long long)(gemm0 ? kH : kI) * sizeof(Elem);
+    const char* w0 = static_cast<const char*>(gemm0 ? (kGated ? p->w_gate : p->w_up) : p->w_down);
+    const char* w1 = static_cast<const char*>(gemm0 ? p->w_up : p->w_down);
+    b0 = w0 + (unsigned long long)b_row * row_bytes;
+    b1 = w1 + (unsigned long long)(gemm0 ? b_row : b_row + kBN) * row_bytes;
+    Engine::produce(s, pipe, pt, rows, (gemm0 ? kH : kI) / Engine::kBK, b0, b1, Engine::kTiledRows,
+                    gemm0 ? kNB0 : kNB1, Engine::kTiledRows, paired);
+#else
     Engine::produce(s, pipe, pt, rows, (gemm0 ? kH : kI) / Engine::kBK, b0, b1, b_row, gemm0 ? kNB0 : kNB1,
-                    b1_row, paired);
+                    gemm0 ? b_row : b_row + kBN, paired);
+#endif
   }
 }
 
