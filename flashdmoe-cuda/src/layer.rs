@@ -133,6 +133,21 @@ fn invalid(what: &'static str, reason: String) -> BackendError {
     BackendError::InvalidInput { what, reason }
 }
 
+/// Every candidate that `with` turns into the form the option `what` asks for, or, where none
+/// can take it, an error naming the option with why the first cannot.
+fn every_with(
+    candidates: &[MoeSpec],
+    what: &'static str,
+    with: impl Fn(MoeSpec) -> Result<MoeSpec, String>,
+) -> Result<Vec<MoeSpec>, BackendError> {
+    let taken: Vec<MoeSpec> = candidates.iter().filter_map(|&c| with(c).ok()).collect();
+    if taken.is_empty() {
+        let why = candidates.first().and_then(|&c| with(c).err());
+        return Err(invalid(what, why.unwrap_or_else(|| "no specialisation to build".into())));
+    }
+    Ok(taken)
+}
+
 /// The 64-bit value of control words `i` (low) and `i + 1` (high) (`kernels/heap.cuh`).
 fn word_pair(control: &[u32], i: usize) -> u64 {
     control[i] as u64 | (control[i + 1] as u64) << 32
@@ -505,18 +520,7 @@ impl CudaBackend {
             };
             let candidates = spec::combine_candidates(candidates, self.options.combine);
             let candidates = match pairs {
-                PairChoice::On => {
-                    let paired: Vec<MoeSpec> =
-                        candidates.iter().filter_map(|c| c.with_pairs().ok()).collect();
-                    if paired.is_empty() {
-                        let why = candidates.first().map(|c| c.with_pairs().unwrap_err());
-                        return Err(invalid(
-                            "pairs",
-                            why.unwrap_or_else(|| "no specialisation to pair".into()),
-                        ));
-                    }
-                    paired
-                }
+                PairChoice::On => every_with(&candidates, "pairs", MoeSpec::with_pairs)?,
                 // Only where the blocks of each rank can form clusters (one block an SM).
                 PairChoice::Auto if sms % ranks_per_gpu == 0 && (sms / ranks_per_gpu) % 2 == 0 => {
                     candidates.into_iter().map(PairChoice::auto).collect()
@@ -524,16 +528,7 @@ impl CudaBackend {
                 PairChoice::Auto | PairChoice::Off => candidates,
             };
             let candidates = if self.options.weight_tiles {
-                let tiled: Vec<MoeSpec> =
-                    candidates.iter().filter_map(|c| c.with_weight_tiles().ok()).collect();
-                if tiled.is_empty() {
-                    let why = candidates.first().map(|c| c.with_weight_tiles().unwrap_err());
-                    return Err(invalid(
-                        "weight_tiles",
-                        why.unwrap_or_else(|| "no specialisation to store the weights of".into()),
-                    ));
-                }
-                tiled
+                every_with(&candidates, "weight_tiles", MoeSpec::with_weight_tiles)?
             } else {
                 candidates
             };
@@ -1351,6 +1346,25 @@ impl Layer for CudaLayer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An option every candidate refuses fails the build naming the option and why; one some
+    /// take keeps those.
+    #[test]
+    fn an_option_no_candidate_takes_is_an_error_naming_it() {
+        use flashdmoe_core::config::presets;
+        let config = presets::preset("deepseek-v3").unwrap();
+        let all = MoeSpec::candidates(&config, spec::H200_PROCESSORS, Arch::SM90A);
+        let mma: Vec<MoeSpec> =
+            all.iter().copied().filter(|s| s.engine == spec::TileEngine::MmaSync).collect();
+        let err = every_with(&mma, "weight_tiles", MoeSpec::with_weight_tiles).unwrap_err();
+        assert!(
+            matches!(&err, BackendError::InvalidInput { what: "weight_tiles", reason } if reason.contains("mma.sync")),
+            "{err:?}"
+        );
+        let tiled = every_with(&all, "weight_tiles", MoeSpec::with_weight_tiles).unwrap();
+        assert!(!tiled.is_empty() && tiled.iter().all(|s| s.weight_tiles));
+        assert!(every_with(&[], "pairs", MoeSpec::with_pairs).is_err());
+    }
 
     #[test]
     fn the_task_queue_holds_every_task_of_the_shared_experts_parts_too() {
