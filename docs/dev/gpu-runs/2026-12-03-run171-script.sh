@@ -3,10 +3,11 @@
 # GEMM1's down) stored as tiles in the MoE kernel (gpu-check --weight-tiles:
 # CudaOptions::weight_tiles, FDM_W0_TILED; perf-notes v45 (d)): the upload swizzles each block
 # of bn rows into the engine's tiles, the producer loads each tile by one bulk copy (a paired
-# task's half by a multicast bulk copy). First correct: four checks with it, the default's digests on every timed layer (the same math, bit for
-# bit). Then alternated against the default in one call. Prediction (run 170's tile bench:
+# task's half by a multicast bulk copy). First correct: four checks with it, the default's
+# digests on every timed layer (the same math, bit for bit). Then alternated against the
+# default in one call. Prediction (run 170's tile bench:
 # -3.6% on DeepSeek-V3's GEMM0 stream at K 7168, level at K 2048): DeepSeek-V3's GEMM0 main
-# loops -3 to -4% and its GEMM1's level, the forward -2 to -3%; Mixtral (K 4096) -1 to -2%;
+# loops -3 to -4% and its GEMM1's level, the forward -2 to -3%;
 # T16384 E8 (weights in L2) level. Mixtral, Kimi-K2, T128 E8 and T16384 E128: run 172.
 # Carry: .carry/gpu-check built from main (5dfab35 or later). ~470 s.
 set -u -o pipefail
