@@ -701,6 +701,11 @@ pub fn suite() -> Vec<BenchConfig> {
         BenchConfig { n: 65536, k: 7168, m: 128, b_tiled: true, ..staged(512, 3) },
         BenchConfig { n: 32768, k: 2048, m: 256, ..staged(256, 4) },
         BenchConfig { n: 32768, k: 2048, m: 256, b_tiled: true, ..staged(256, 4) },
+        // One row tile a weight tile at K 2048, every weight read once from HBM (64 MiB of B:
+        // T128 E8's GEMM0, the small-batch target), both forms: run 170's K 2048 case shared
+        // each weight tile between two row tiles through L2.
+        BenchConfig { n: 16384, k: 2048, m: 128, ..staged(256, 4) },
+        BenchConfig { n: 16384, k: 2048, m: 128, b_tiled: true, ..staged(256, 4) },
     ]
 }
 

@@ -7,11 +7,16 @@
 # (run 170's bench: -4% at K 7168, level at K 2048 with two row tiles sharing the weights):
 # Kimi-K2 -2 to -3%, Mixtral -1 to -2%, T128 E8 -2 to +2% (one row tile: no L2 sharing, so
 # the K 2048 result may not carry over), E128 level. The same digests with and without.
-# Carry: .carry/gpu-check built from main (5dfab35 or later). ~450 s.
+# First the tile bench's T128 E8 shape (one row tile a weight tile, K 2048, 64 MiB of B read
+# once) in both forms: does run 170's K 2048 result (level) hold without L2 sharing?
+# Carry: .carry/gpu-check built from main (5dfab35 or later) and .carry/tile-bench
+# (`cargo build --release -p flashdmoe-cuda --example tile-bench`, stripped). ~470 s.
 set -u -o pipefail
 source scripts/gpu-env.sh
 w=$(mktemp -d); BUDGET=${BUDGET:-520}; source scripts/gpu-phases.sh
 wt="--weight-tiles"
+ph bench-t128 10 .carry/tile-bench --iters 30 --only "s4 e256 m128 n16384 k2048"
+ph bench-t128-bt 10 .carry/tile-bench --iters 30 --only "s4 e256 bt m128 n16384 k2048"
 ph t128-wt 25 .carry/gpu-check $wt --only "=paper-t128-e8"
 ph t128-base 25 .carry/gpu-check --only "=paper-t128-e8"
 ph e128-wt 30 .carry/gpu-check $wt --only "=paper-t16384-e128"
@@ -21,6 +26,9 @@ ph mixtral-base 70 .carry/gpu-check --only "=preset mixtral-8x7b"
 ph kimi-base 120 .carry/gpu-check --only "=preset kimi-k2"
 ph kimi-wt 120 .carry/gpu-check $wt --only "=preset kimi-k2"
 tar czf $OUT/run172.tgz -C $w .
+for b in bench-t128 bench-t128-bt; do
+  [ -f $w/$b.log ] && { echo "== $b"; grep -hE "^\||failed|FAIL|rror" $w/$b.log | grep -v -- "---\|config" | cut -c1-140; }
+done
 ab_lines t128-wt t128-base e128-wt e128-base mixtral-wt mixtral-base kimi-base kimi-wt
 for f in t128-wt t128-base e128-wt e128-base mixtral-wt mixtral-base kimi-base kimi-wt; do
   [ -f $w/$f.log ] && { echo "== $f"; grep -h "^preset\|^paper\|host seconds" $w/$f.log | grep -o "^[a-z].*\|host seconds: .*" | cut -c1-200; }
