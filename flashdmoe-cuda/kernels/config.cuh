@@ -129,8 +129,8 @@ constexpr int kChunk = FDM_CHUNK;  // tokens per routing chunk (A2's positions, 
 #endif
 constexpr unsigned kStop = 0xFFFFFFFFu;
 constexpr unsigned kDropped = 0xFFFFFFFFu;
-#ifndef FDM_W0_TILED
-#define FDM_W0_TILED 0  // GEMM0's weights stored as tiles (MoeSpec::weight_tiles)
+#ifndef FDM_WEIGHT_TILES
+#define FDM_WEIGHT_TILES 0  // the experts' weights stored as tiles (MoeSpec::weight_tiles)
 #endif
 #ifndef FDM_PAIRS
 #define FDM_PAIRS 0

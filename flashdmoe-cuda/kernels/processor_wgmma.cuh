@@ -195,7 +195,7 @@ __device__ void wgmma_producer(const Rank& r, const Engine::Smem& s, hw::Ring<2>
         tma_a ? Engine::tma_rows(&p->tmap_inter[local_rank_index(p)],
                                  (unsigned)((t.input_offset - p->layout.intermediate_rows) / (kI * sizeof(Elem))))
               : task_rows(r, s, t, e, pt);
-#if FDM_W0_TILED
+#if FDM_WEIGHT_TILES
     // The weights stored as tiles (upload.rs; MoeSpec::weight_tiles): a block of BN rows'
     // tiles starts where its rows would in the row-major tensor (the rows permuted within the
     // block), so b0 and b1 become those addresses: GEMM0's gate and up at the column tile's

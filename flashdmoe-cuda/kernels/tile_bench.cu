@@ -45,7 +45,7 @@ struct fdm_tile_bench_params {
   unsigned m, n, k;
   unsigned epilogue;
   unsigned group_m;
-  unsigned b_ktiles;     // FDM_B_TILED: k-tiles a column tile's B holds (K / kBK)
+  unsigned pad0;
   const void* b_tiled0;  // FDM_B_TILED: B (and the gated layer's second B) as tiles
   const void* b_tiled1;
   unsigned pad[8];
@@ -201,7 +201,7 @@ extern "C" __global__ void FDM_CLUSTER_DIMS __launch_bounds__(hopper::kEngineThr
       const unsigned mt = t % tiles_m, nt = t / tiles_m;  // next_tile's index
 #ifdef FDM_B_TILED
       // Column tile nt's tiles (FDM_B_TILED in tile_wgmma.cuh load_b).
-      const unsigned long long b_at = (unsigned long long)nt * p.b_ktiles * Engine::kBBytes;
+      const unsigned long long b_at = (unsigned long long)nt * ktiles * Engine::kBBytes;
       const void* b0 = static_cast<const char*>(p.b_tiled0) + b_at;
       const void* b1 = FDM_NB == 2 ? static_cast<const char*>(p.b_tiled1) + b_at : nullptr;
       const int b_row = Engine::kTiledRows;

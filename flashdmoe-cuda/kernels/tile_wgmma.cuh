@@ -294,8 +294,8 @@ template <Mode M, int BM, int BN, int NB, int STAGES> struct Engine {
     }
   }
   /// Whether an image may take B as tiles (`kTiledB`, below): the tile bench's FDM_B_TILED, the
-  /// MoE kernel's FDM_W0_TILED (GEMM0's weights). Other images compile no such path.
-#if defined(FDM_B_TILED) || (defined(FDM_W0_TILED) && FDM_W0_TILED)
+  /// MoE kernel's FDM_WEIGHT_TILES (the experts' weights). Other images compile no such path.
+#if defined(FDM_B_TILED) || (defined(FDM_WEIGHT_TILES) && FDM_WEIGHT_TILES)
   static constexpr bool kTiledB = true;
 #else
   static constexpr bool kTiledB = false;

@@ -364,7 +364,7 @@ pub struct MoeSpec {
     /// an expert's weights are read once for two row tiles (docs/dev/paired-tasks.md).
     pub pairs: bool,
     /// The experts' weights (up, gate and down) stored as tiles and loaded by one bulk copy
-    /// each (`FDM_W0_TILED`, [`Self::with_weight_tiles`]; the upload lays them out with
+    /// each (`FDM_WEIGHT_TILES`, [`Self::with_weight_tiles`]; the upload lays them out with
     /// [`crate::tma::swizzled_tiles`]). An experiment: run 170's tile bench streamed such
     /// weights 4% faster at K 7168 (docs/dev/perf-notes.md v45 (d)).
     pub weight_tiles: bool,
@@ -928,7 +928,7 @@ impl MoeSpec {
         };
         let defines =
             if self.pairs { defines.set("FDM_PAIRS", 1).set("FDM_CLUSTER", 2) } else { defines };
-        let defines = if self.weight_tiles { defines.set("FDM_W0_TILED", 1) } else { defines };
+        let defines = if self.weight_tiles { defines.set("FDM_WEIGHT_TILES", 1) } else { defines };
         match self.engine {
             TileEngine::Wgmma(engine) => {
                 let defines = engine.defines(defines.set("FDM_ENGINE", 1));
@@ -1802,11 +1802,11 @@ mod tests {
         let candidates = MoeSpec::candidates(&config, H200_PROCESSORS, Arch::SM90);
         let paired = candidates[0].with_pairs().unwrap();
         assert!(
-            !paired.weight_tiles && !format!("{:?}", paired.defines()).contains("FDM_W0_TILED")
+            !paired.weight_tiles && !format!("{:?}", paired.defines()).contains("FDM_WEIGHT_TILES")
         );
         let tiled = paired.with_weight_tiles().unwrap();
         assert!(tiled.label().ends_with("-pairs-wt"), "{}", tiled.label());
-        assert!(format!("{:?}", tiled.defines()).contains("FDM_W0_TILED"));
+        assert!(format!("{:?}", tiled.defines()).contains("FDM_WEIGHT_TILES"));
         // CI compile-checks the tiled images (DeepSeek-V3's and Kimi-K2's paired, the paper
         // layer's and Qwen3's unpaired).
         assert_eq!(variants().iter().filter(|v| v.label.ends_with("-wt")).count(), 4);

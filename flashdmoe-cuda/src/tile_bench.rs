@@ -96,8 +96,8 @@ pub struct BenchConfig {
     pub group_m: u32,
     /// B stored as tiles (`FDM_B_TILED`; label ` bt`): each k-tile of a column tile, `bn`
     /// rows x 128 bytes, contiguous and already in the 128-byte swizzle's order
-    /// ([`swizzled_tiles`]), loaded by one bulk copy instead of a TMA box whose rows are 128 bytes of
-    /// `bn` different weight rows. Asks whether the weights' DRAM locality sets the rate at
+    /// ([`swizzled_tiles`]), loaded by one bulk copy instead of a TMA box whose rows are
+    /// 128 bytes of `bn` different weight rows. Asks whether the weights' DRAM locality sets the rate at
     /// which a tile streams them (perf-notes v45). Not with `cluster`.
     pub b_tiled: bool,
 }
@@ -260,7 +260,7 @@ struct BenchParams {
     k: u32,
     epilogue: u32,
     group_m: u32,
-    b_ktiles: u32,
+    pad0: u32,
     b_tiled0: u64,
     b_tiled1: u64,
     pad: [u32; 8],
@@ -410,7 +410,7 @@ pub fn run(
         k: config.k,
         epilogue: config.epilogue as u32,
         group_m: config.group_m,
-        b_ktiles: (k * elem / 128) as u32,
+        pad0: 0,
         b_tiled0: b_tiled_dev.first().map_or(0, &ptr),
         b_tiled1: b_tiled_dev.get(1).map_or(0, &ptr),
         pad: [0; 8],

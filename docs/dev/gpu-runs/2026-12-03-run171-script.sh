@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # run 171 (written in session 32, NOT YET RUN): the experts' weights (GEMM0's up and gate,
 # GEMM1's down) stored as tiles in the MoE kernel (gpu-check --weight-tiles:
-# CudaOptions::weight_tiles, FDM_W0_TILED; perf-notes v45 (d)): the upload swizzles each block
+# CudaOptions::weight_tiles, FDM_WEIGHT_TILES; perf-notes v45 (d)): the upload swizzles each block
 # of bn rows into the engine's tiles, the producer loads each tile by one bulk copy (a paired
 # task's half by a multicast bulk copy). First correct: four checks with it, the default's
 # digests on every timed layer (the same math, bit for bit). Then alternated against the
