@@ -73,6 +73,12 @@ struct FdmFreshThreadIdx {
 #define threadIdx (FdmFreshThreadIdx{})
 #endif
 
+#if defined(FDM_WEIGHT_TILES) && FDM_WEIGHT_TILES
+// The experts' weights stored as tiles (MoeSpec::weight_tiles) are read through maps of
+// 128-byte rows (tile_wgmma.cuh kTiledMap; upload.rs builds them with TensorMap::tiles).
+#define FDM_TILED_MAP 1
+#endif
+
 #include "router_math.h"
 #include "activation_math.h"
 #include "tile_gemm.cuh"

@@ -199,7 +199,12 @@ extern "C" __global__ void FDM_CLUSTER_DIMS __launch_bounds__(hopper::kEngineThr
       if (realigns(bt)) pipe = hopper::Ring<FDM_STAGES>{};
       const bool paired = (bt.flags & kPaired) != 0;
       const unsigned mt = t % tiles_m, nt = t / tiles_m;  // next_tile's index
-#ifdef FDM_B_TILED
+#if defined(FDM_TILED_MAP) && FDM_TILED_MAP
+      // Column tile nt's tiles through the maps of 128-byte rows (kTiledMap): its first row.
+      const void* b0 = &p.b0;
+      const void* b1 = &p.b1;
+      const int b_row = (int)(nt * ktiles * FDM_BN);
+#elif defined(FDM_B_TILED)
       // Column tile nt's tiles (FDM_B_TILED in tile_wgmma.cuh load_b).
       const unsigned long long b_at = (unsigned long long)nt * ktiles * Engine::kBBytes;
       const void* b0 = static_cast<const char*>(p.b_tiled0) + b_at;

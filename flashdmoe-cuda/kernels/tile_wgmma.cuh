@@ -300,6 +300,18 @@ template <Mode M, int BM, int BN, int NB, int STAGES> struct Engine {
 #else
   static constexpr bool kTiledB = false;
 #endif
+  /// Whether B stored as tiles comes through a tensor map instead (FDM_TILED_MAP: the tile
+  /// bench's `b_tiled_map`, the MoE kernel's weight tiles): `map` describes the tiles as a
+  /// tensor of 128-byte rows without swizzle (the bytes already are; tma.rs `TensorMap::tiles`)
+  /// and `b_row` is the row of the column tile's first tile, so k-tile c's rows start BN rows
+  /// further per k-tile. The loads are then the row-major path's boxes (paired: each CTA's
+  /// half multicast) over contiguous rows. Run 171: a paired task's multicast bulk copy made
+  /// DeepSeek-V3's paired GEMM0 main loop 8% slower while the unpaired bulk copies won 3-4%.
+#if defined(FDM_TILED_MAP) && FDM_TILED_MAP
+  static constexpr bool kTiledMap = true;
+#else
+  static constexpr bool kTiledMap = false;
+#endif
   /// `b_row` of a B stored as tiles: `map` is then the address of the column tile's first
   /// tile, each k-tile's BN rows x 128 bytes contiguous and already in the 128-byte swizzle's
   /// order (flashdmoe_cuda::tma::swizzled_tiles), the column tile's k-tiles one after another.
@@ -314,7 +326,10 @@ template <Mode M, int BM, int BN, int NB, int STAGES> struct Engine {
   /// faster than the boxes at K 7168, where each box row is 128 bytes of another weight row).
   __device__ static void load_b(const Smem& s, unsigned slot, int which, const void* map, int c0, int b_row,
                                 bool paired = false) {
-    if constexpr (kTiledB) {
+    if constexpr (kTiledMap) {
+      b_row += (c0 / kBK) * BN;  // k-tile c0 / kBK's rows (TensorMap::tiles)
+      c0 = 0;
+    } else if constexpr (kTiledB) {
       if (b_row == kTiledRows) {
         const char* tile = static_cast<const char*>(map) + (unsigned long long)(c0 / kBK) * kBBytes;
         if constexpr (kCluster == 2) {

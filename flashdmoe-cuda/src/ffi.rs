@@ -119,7 +119,8 @@ impl DriverApi {
 
     /// `cuTensorMapEncodeTiled` for a 2-D tensor: `dims` = (inner, outer) elements,
     /// `row_stride` bytes between outer indices, `boxes` = (inner, outer) box elements, no
-    /// interleave, 128-byte swizzle, 256-byte L2 promotion, out-of-bounds elements read as 0.
+    /// interleave, the 128-byte swizzle (or none: `swizzle` false), 256-byte L2 promotion,
+    /// out-of-bounds elements read as 0.
     ///
     /// # Safety
     ///
@@ -133,6 +134,7 @@ impl DriverApi {
         dims: [u64; 2],
         row_stride: u64,
         boxes: [u32; 2],
+        swizzle: bool,
     ) -> Result<(), DriverError> {
         let strides = [row_stride];
         let element_strides = [1u32, 1u32];
@@ -150,7 +152,11 @@ impl DriverApi {
                 boxes.as_ptr(),
                 element_strides.as_ptr(),
                 cu::CUtensorMapInterleave::CU_TENSOR_MAP_INTERLEAVE_NONE,
-                cu::CUtensorMapSwizzle::CU_TENSOR_MAP_SWIZZLE_128B,
+                if swizzle {
+                    cu::CUtensorMapSwizzle::CU_TENSOR_MAP_SWIZZLE_128B
+                } else {
+                    cu::CUtensorMapSwizzle::CU_TENSOR_MAP_SWIZZLE_NONE
+                },
                 cu::CUtensorMapL2promotion::CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
                 cu::CUtensorMapFloatOOBfill::CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE,
             )

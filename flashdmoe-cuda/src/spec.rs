@@ -363,10 +363,11 @@ pub struct MoeSpec {
     /// column tile together, each loading half of every weight tile and multicasting it, so
     /// an expert's weights are read once for two row tiles (docs/dev/paired-tasks.md).
     pub pairs: bool,
-    /// The experts' weights (up, gate and down) stored as tiles and loaded by one bulk copy
-    /// each (`FDM_WEIGHT_TILES`, [`Self::with_weight_tiles`]; the upload lays them out with
-    /// [`crate::tma::swizzled_tiles`]). An experiment: run 170's tile bench streamed such
-    /// weights 4% faster at K 7168 (docs/dev/perf-notes.md v45 (d)).
+    /// The experts' weights (up, gate and down) stored as tiles (`FDM_WEIGHT_TILES`,
+    /// [`Self::with_weight_tiles`]; the upload lays them out with
+    /// [`crate::tma::swizzled_tiles`]) and loaded through maps of their 128-byte rows
+    /// ([`crate::tma::TensorMap::tiles`]). An experiment: run 170's tile bench streamed such
+    /// weights 4% faster at K 7168 (docs/dev/perf-notes.md v45 (d), v46).
     pub weight_tiles: bool,
 }
 

@@ -94,12 +94,24 @@ pub struct BenchConfig {
     /// again from HBM, as an expert's row tiles do in the MoE kernel (perf-notes v29 (d)). A
     /// 2-CTA cluster's pairs walk `group_m / 2` pairs.
     pub group_m: u32,
-    /// B stored as tiles (`FDM_B_TILED`; label ` bt`): each k-tile of a column tile, `bn`
-    /// rows x 128 bytes, contiguous and already in the 128-byte swizzle's order
-    /// ([`swizzled_tiles`]), loaded by one bulk copy instead of a TMA box whose rows are
-    /// 128 bytes of `bn` different weight rows. Asks whether the weights' DRAM locality sets the rate at
-    /// which a tile streams them (perf-notes v45). Not with `cluster`.
-    pub b_tiled: bool,
+    /// How B is stored and loaded ([`BLayout`]; row-major by TMA boxes unless labelled).
+    pub b_layout: BLayout,
+}
+
+/// B's storage and load path in the tile bench (perf-notes v45, v46).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BLayout {
+    /// Row-major, loaded by TMA boxes whose rows are 128 bytes of `bn` different rows of B.
+    #[default]
+    RowMajor,
+    /// As tiles (`FDM_B_TILED`; label ` bt`): each k-tile of a column tile, `bn` rows x 128
+    /// bytes, contiguous and already in the 128-byte swizzle's order ([`swizzled_tiles`]),
+    /// loaded by one bulk copy (in a 2-CTA cluster each CTA's half by a multicast bulk copy).
+    TilesBulk,
+    /// The same tiles through a tensor map of 128-byte rows without swizzle
+    /// ([`TensorMap::tiles`]; `FDM_TILED_MAP`, label ` btm`): the row-major path's boxes and
+    /// multicast over contiguous rows.
+    TilesMap,
 }
 
 impl BenchConfig {
@@ -147,7 +159,11 @@ impl BenchConfig {
                 } else {
                     format!(" g{}", self.group_m)
                 }
-                + if self.b_tiled { " bt" } else { "" },
+                + match self.b_layout {
+                    BLayout::RowMajor => "",
+                    BLayout::TilesBulk => " bt",
+                    BLayout::TilesMap => " btm",
+                },
             self.m,
             self.n,
             self.k
@@ -179,7 +195,11 @@ impl BenchConfig {
             .set("FDM_TMA_A", u32::from(self.tma_a))
             .set("FDM_CLUSTER", if self.cluster { 2 } else { 1 })
             .set("FDM_CLUSTER_MIXED", u32::from(self.cluster_mixed));
-        let defines = if self.b_tiled { defines.set("FDM_B_TILED", 1) } else { defines };
+        let defines = match self.b_layout {
+            BLayout::RowMajor => defines,
+            BLayout::TilesBulk => defines.set("FDM_B_TILED", 1),
+            BLayout::TilesMap => defines.set("FDM_B_TILED", 1).set("FDM_TILED_MAP", 1),
+        };
         KernelVariant {
             label: format!("tile-bench-{}", self.label().replace(' ', "-")),
             source: TILE_BENCH,
@@ -233,9 +253,6 @@ impl BenchConfig {
         }
         if self.group_m == 0 {
             return bad("group_m must be at least 1".into());
-        }
-        if self.b_tiled && self.cluster {
-            return bad("b_tiled loads a whole B tile a CTA: not in a 2-CTA cluster".into());
         }
         Ok(())
     }
@@ -355,7 +372,7 @@ pub fn run(
     let a_dev = up(&enc(&a))?;
     let b_dev = b.iter().map(|b| up(&enc(b))).collect::<Result<Vec<_>>>()?;
     let bn = config.bn as usize;
-    let b_tiled_dev = if config.b_tiled {
+    let b_tiled_dev = if config.b_layout != BLayout::RowMajor {
         b.iter().map(|b| up(&swizzled_tiles(&enc(b), bn, k * elem))).collect::<Result<Vec<_>>>()?
     } else {
         Vec::new()
@@ -377,8 +394,15 @@ pub fn run(
     let map = |s: &CudaSlice<u8>| {
         TensorMap::tiled_2d(device, dtype, ptr(s), n as u64, k as u64, (k * elem) as u64, b_box)
     };
-    let b0 = map(&b_dev[0])?;
-    let b1 = if config.nb() == 2 { map(&b_dev[1])? } else { b0 };
+    let tiles_map =
+        |s: &CudaSlice<u8>| TensorMap::tiles(device, dtype, ptr(s), (n * k * elem) as u64, b_box);
+    let (b0, b1) = if config.b_layout == BLayout::TilesMap {
+        let b0 = tiles_map(&b_tiled_dev[0])?;
+        (b0, if config.nb() == 2 { tiles_map(&b_tiled_dev[1])? } else { b0 })
+    } else {
+        let b0 = map(&b_dev[0])?;
+        (b0, if config.nb() == 2 { map(&b_dev[1])? } else { b0 })
+    };
     // A [m, k] in boxes of bm rows (rows past m read as zeros); unused without tma_a.
     let a_map = if config.tma_a {
         TensorMap::tiled_2d(
@@ -551,8 +575,9 @@ pub fn suite() -> Vec<BenchConfig> {
         cluster: false,
         cluster_mixed: false,
         group_m: DEFAULT_GROUP_M,
-        b_tiled: false,
+        b_layout: BLayout::RowMajor,
     };
+    use BLayout::*;
     use Epilogue::*;
     let staged = |stage_bytes, stages| BenchConfig {
         stage_bytes,
@@ -697,15 +722,24 @@ pub fn suite() -> Vec<BenchConfig> {
         // DeepSeek-V3's GEMM0 streaming (the two weight-streaming configs above), and a
         // short K streamed as T16384 E128's tasks stream it (K 2048, two row tiles sharing
         // each weight tile, 128 MiB of B: more than L2).
-        BenchConfig { b_tiled: true, ..dsv3(128) },
-        BenchConfig { n: 65536, k: 7168, m: 128, b_tiled: true, ..staged(512, 3) },
+        BenchConfig { b_layout: TilesBulk, ..dsv3(128) },
+        BenchConfig { n: 65536, k: 7168, m: 128, b_layout: TilesBulk, ..staged(512, 3) },
         BenchConfig { n: 32768, k: 2048, m: 256, ..staged(256, 4) },
-        BenchConfig { n: 32768, k: 2048, m: 256, b_tiled: true, ..staged(256, 4) },
+        BenchConfig { n: 32768, k: 2048, m: 256, b_layout: TilesBulk, ..staged(256, 4) },
         // One row tile a weight tile at K 2048, every weight read once from HBM (64 MiB of B:
         // T128 E8's GEMM0, the small-batch target), both forms: run 170's K 2048 case shared
         // each weight tile between two row tiles through L2.
         BenchConfig { n: 16384, k: 2048, m: 128, ..staged(256, 4) },
-        BenchConfig { n: 16384, k: 2048, m: 128, b_tiled: true, ..staged(256, 4) },
+        BenchConfig { n: 16384, k: 2048, m: 128, b_layout: TilesBulk, ..staged(256, 4) },
+        // The tiles through a tensor map of 128-byte rows (`TilesMap`) against one bulk copy,
+        // alone and as a 2-CTA cluster's pair: run 171 made DeepSeek-V3's paired GEMM0 main
+        // loop 8% slower with each CTA's half by a multicast bulk copy, its unpaired ones 4%
+        // faster with bulk copies (perf-notes v46).
+        BenchConfig { b_layout: TilesMap, ..dsv3(128) },
+        BenchConfig { group_m: 1, cluster: true, b_layout: TilesBulk, ..dsv3(256) },
+        BenchConfig { group_m: 1, cluster: true, b_layout: TilesMap, ..dsv3(256) },
+        BenchConfig { n: 65536, k: 7168, m: 128, b_layout: TilesMap, ..staged(512, 3) },
+        BenchConfig { n: 16384, k: 2048, m: 128, b_layout: TilesMap, ..staged(256, 4) },
     ]
 }
 
@@ -752,10 +786,15 @@ mod tests {
         c.check().unwrap();
         assert!(c.label().contains(" c2m"), "{}", c.label());
         // Tiled B: one CTA's whole tiles, labelled apart.
-        c = BenchConfig { b_tiled: true, ..suite()[0] };
+        c = BenchConfig { b_layout: BLayout::TilesBulk, ..suite()[0] };
         c.check().unwrap();
         assert!(c.label().contains(" s4 bt m"), "{}", c.label());
+        c.b_layout = BLayout::TilesMap;
+        assert!(c.label().contains(" s4 btm m"), "{}", c.label());
+        assert!(format!("{:?}", c.variant().defines).contains("FDM_TILED_MAP"));
+        // Both tile forms take a 2-CTA cluster (each CTA loads and multicasts half a tile).
         c.cluster = true;
-        assert!(c.check().unwrap_err().to_string().contains("b_tiled"));
+        c.check().unwrap();
+        assert!(c.label().contains(" c2 btm m"), "{}", c.label());
     }
 }

@@ -77,23 +77,68 @@ impl TensorMap {
         if box_rows == 0 || box_rows > 256 {
             return Err(invalid(format!("box of {box_rows} rows (1..=256)")));
         }
-        let box_cols = (128 / elem) as u32;
-        let mut map = TensorMap::zeroed();
-        // SAFETY: `map` is a live, 128-byte aligned 128-byte value (`TensorMap`'s layout is
-        // the driver's `CUtensorMap`, checked above), written only by the call.
-        unsafe {
-            device.api().encode_tiled_2d(
-                (&mut map as *mut TensorMap).cast(),
-                data_type(dtype),
-                address,
-                [cols, rows],
-                row_stride,
-                [box_cols, box_rows],
-            )
-        }
-        .map_err(driver("cuTensorMapEncodeTiled"))?;
-        Ok(map)
+        encode(device, dtype, address, [cols, rows], row_stride, box_rows, true)
     }
+
+    /// A map over B stored as tiles ([`swizzled_tiles`]; `bytes` of them at device address
+    /// `address`), seen as a tensor of 128-byte rows, in boxes of `box_rows` rows and without
+    /// swizzle: the bytes already are in the swizzle's order, so a box lands in shared memory
+    /// as a swizzled box of row-major B would (`tile_wgmma.cuh` `kTiledMap`, which addresses a
+    /// tile by its first row). The rows are addressed by 32-bit signed coordinates: at most
+    /// 2^31 of them (256 GiB).
+    pub fn tiles(
+        device: &Device,
+        dtype: DType,
+        address: u64,
+        bytes: u64,
+        box_rows: u32,
+    ) -> Result<TensorMap> {
+        let invalid =
+            |reason: String| CudaError::InvalidLaunch { entry: "tensor map".into(), reason };
+        if !address.is_multiple_of(128) {
+            return Err(invalid(format!("tiles at {address:#x}: not 128-byte aligned")));
+        }
+        if bytes == 0 || !bytes.is_multiple_of(128) || bytes / 128 > 1 << 31 {
+            return Err(invalid(format!(
+                "{bytes} bytes of tiles are not 1..=2^31 rows of 128 bytes"
+            )));
+        }
+        if box_rows == 0 || box_rows > 256 {
+            return Err(invalid(format!("box of {box_rows} rows (1..=256)")));
+        }
+        let elem = u64::from(dtype.elem_bytes());
+        encode(device, dtype, address, [128 / elem, bytes / 128], 128, box_rows, false)
+    }
+}
+
+/// Encodes the map over `dims` = (columns, rows) of `dtype` at `address`, rows `row_stride`
+/// bytes apart, in boxes of one 128-byte row of columns by `box_rows` (checked by the callers).
+fn encode(
+    device: &Device,
+    dtype: DType,
+    address: u64,
+    dims: [u64; 2],
+    row_stride: u64,
+    box_rows: u32,
+    swizzle: bool,
+) -> Result<TensorMap> {
+    let box_cols = (128 / u64::from(dtype.elem_bytes())) as u32;
+    let mut map = TensorMap::zeroed();
+    // SAFETY: `map` is a live, 128-byte aligned 128-byte value (`TensorMap`'s layout is the
+    // driver's `CUtensorMap`, checked above), written only by the call.
+    unsafe {
+        device.api().encode_tiled_2d(
+            (&mut map as *mut TensorMap).cast(),
+            data_type(dtype),
+            address,
+            dims,
+            row_stride,
+            [box_cols, box_rows],
+            swizzle,
+        )
+    }
+    .map_err(driver("cuTensorMapEncodeTiled"))?;
+    Ok(map)
 }
 
 /// A row-major tensor of `row_bytes`-byte rows (a multiple of 128) as the engine reads B stored

@@ -107,25 +107,24 @@ pub(super) fn upload(
     ];
     // The Hopper engine reads each expert matrix in boxes of bn rows x 128 bytes of K (bn / 2
     // rows with paired tasks: MoeSpec::weight_box_rows): up and gate as [slots * I][H], down
-    // as [slots * H][I].
+    // as [slots * H][I]; stored as tiles, the same bytes as rows of 128 bytes.
     let mut tmaps = [TensorMap::zeroed(); 3];
     if let TileEngine::Wgmma(_) = plan.spec.engine {
         let (e, h, i) = (slots.len() as u64, cfg.hidden as u64, cfg.inter as u64);
         let eb = cfg.dtype.elem_bytes() as u64;
         let bn = plan.spec.weight_box_rows();
         let map = |slot: usize, rows: u64, cols: u64| -> Result<TensorMap, BackendError> {
-            match &weights[slot] {
-                Some(w) => Ok(TensorMap::tiled_2d(
-                    &device,
-                    cfg.dtype,
-                    device_ptr(w, &stream),
-                    rows,
-                    cols,
-                    cols * eb,
-                    bn,
-                )?),
-                None => Ok(TensorMap::zeroed()),
-            }
+            let address = |w| device_ptr(w, &stream);
+            Ok(match &weights[slot] {
+                // The tiles as 128-byte rows (`FDM_TILED_MAP`, `tile_wgmma.cuh` kTiledMap).
+                Some(w) if plan.spec.weight_tiles => {
+                    TensorMap::tiles(&device, cfg.dtype, address(w), rows * cols * eb, bn)?
+                }
+                Some(w) => {
+                    TensorMap::tiled_2d(&device, cfg.dtype, address(w), rows, cols, cols * eb, bn)?
+                }
+                None => TensorMap::zeroed(),
+            })
         };
         tmaps = [map(1, e * i, h)?, map(2, e * i, h)?, map(3, e * h, i)?];
     }
