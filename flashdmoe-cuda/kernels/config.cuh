@@ -73,12 +73,6 @@ struct FdmFreshThreadIdx {
 #define threadIdx (FdmFreshThreadIdx{})
 #endif
 
-#if defined(FDM_WEIGHT_TILES) && FDM_WEIGHT_TILES
-// The experts' weights stored as tiles (MoeSpec::weight_tiles) are read through maps of
-// 128-byte rows (tile_wgmma.cuh kTiledMap; upload.rs builds them with TensorMap::tiles).
-#define FDM_TILED_MAP 1
-#endif
-
 #include "router_math.h"
 #include "activation_math.h"
 #include "tile_gemm.cuh"
@@ -135,9 +129,6 @@ constexpr int kChunk = FDM_CHUNK;  // tokens per routing chunk (A2's positions, 
 #endif
 constexpr unsigned kStop = 0xFFFFFFFFu;
 constexpr unsigned kDropped = 0xFFFFFFFFu;
-#ifndef FDM_WEIGHT_TILES
-#define FDM_WEIGHT_TILES 0  // the experts' weights stored as tiles (MoeSpec::weight_tiles)
-#endif
 #ifndef FDM_PAIRS
 #define FDM_PAIRS 0
 #endif

@@ -195,20 +195,8 @@ __device__ void wgmma_producer(const Rank& r, const Engine::Smem& s, hw::Ring<2>
         tma_a ? Engine::tma_rows(&p->tmap_inter[local_rank_index(p)],
                                  (unsigned)((t.input_offset - p->layout.intermediate_rows) / (kI * sizeof(Elem))))
               : task_rows(r, s, t, e, pt);
-#if FDM_WEIGHT_TILES
-    // The weights stored as tiles (upload.rs; MoeSpec::weight_tiles), read through maps of
-    // 128-byte rows (tile_wgmma.cuh kTiledMap): a block of BN rows' tiles starts where its
-    // rows would in the row-major tensor (the rows permuted within the block), so a tile's
-    // first 128-byte row is its row-major row times the 128-byte rows a row has. GEMM0's gate
-    // and up at the column tile's rows, GEMM1's down at its first BN rows and (a tile twice as
-    // wide) the next BN.
-    const int ktiles = (int)((gemm0 ? kH : kI) / Engine::kBK);  // also a row's 128-byte rows
-    Engine::produce(s, pipe, pt, rows, ktiles, b0, b1, b_row * ktiles, gemm0 ? kNB0 : kNB1,
-                    (gemm0 ? b_row : b_row + (int)kBN) * ktiles, paired);
-#else
     Engine::produce(s, pipe, pt, rows, (gemm0 ? kH : kI) / Engine::kBK, b0, b1, b_row, gemm0 ? kNB0 : kNB1,
                     gemm0 ? b_row : b_row + kBN, paired);
-#endif
   }
 }
 

@@ -293,20 +293,20 @@ template <Mode M, int BM, int BN, int NB, int STAGES> struct Engine {
       }
     }
   }
-  /// Whether an image may take B as tiles (`kTiledB`, below): the tile bench's FDM_B_TILED, the
-  /// MoE kernel's FDM_WEIGHT_TILES (the experts' weights). Other images compile no such path.
-#if defined(FDM_B_TILED) || (defined(FDM_WEIGHT_TILES) && FDM_WEIGHT_TILES)
+  /// Whether an image may take B as tiles (`kTiledB`, below): the tile bench's FDM_B_TILED (its
+  /// `bt` and `btm` forms, BLayout in tile_bench.rs). Other images compile no such path.
+#if defined(FDM_B_TILED)
   static constexpr bool kTiledB = true;
 #else
   static constexpr bool kTiledB = false;
 #endif
   /// Whether B stored as tiles comes through a tensor map instead (FDM_TILED_MAP: the tile
-  /// bench's `b_tiled_map`, the MoE kernel's weight tiles): `map` describes the tiles as a
-  /// tensor of 128-byte rows without swizzle (the bytes already are; tma.rs `TensorMap::tiles`)
-  /// and `b_row` is the row of the column tile's first tile, so k-tile c's rows start BN rows
-  /// further per k-tile. The loads are then the row-major path's boxes (paired: each CTA's
-  /// half multicast) over contiguous rows. Run 171: a paired task's multicast bulk copy made
-  /// DeepSeek-V3's paired GEMM0 main loop 8% slower while the unpaired bulk copies won 3-4%.
+  /// bench's `btm` form, BLayout::TilesMap): `map` describes the tiles as a tensor of 128-byte
+  /// rows without swizzle (the bytes already are; tma.rs `TensorMap::tiles`) and `b_row` is
+  /// the row of the column tile's first tile, so k-tile c's rows start BN rows further per
+  /// k-tile. The loads are then the row-major path's boxes (paired: each CTA's half multicast)
+  /// over contiguous rows. Run 171: a paired task's multicast bulk copy made DeepSeek-V3's
+  /// paired GEMM0 main loop 8% slower while the unpaired bulk copies won 3-4%.
 #if defined(FDM_TILED_MAP) && FDM_TILED_MAP
   static constexpr bool kTiledMap = true;
 #else

@@ -97,10 +97,6 @@ pub struct CudaOptions {
     /// build naming `pairs` (the mma.sync engine, an odd number of blocks per rank); `Off`
     /// never pairs.
     pub pairs: PairChoice,
-    /// The experts' weights stored as tiles, each loaded by one bulk copy
-    /// ([`MoeSpec::with_weight_tiles`]; an experiment, off by default: docs/dev/perf-notes.md
-    /// v45 (d)). A layer that cannot have them fails the build naming `weight_tiles`.
-    pub weight_tiles: bool,
 }
 
 /// The CUDA backend.
@@ -526,11 +522,6 @@ impl CudaBackend {
                     candidates.into_iter().map(PairChoice::auto).collect()
                 }
                 PairChoice::Auto | PairChoice::Off => candidates,
-            };
-            let candidates = if self.options.weight_tiles {
-                every_with(&candidates, "weight_tiles", MoeSpec::with_weight_tiles)?
-            } else {
-                candidates
             };
             if candidates.is_empty() {
                 return Err(invalid(
@@ -1348,7 +1339,7 @@ mod tests {
     use super::*;
 
     /// An option every candidate refuses fails the build naming the option and why; one some
-    /// take keeps those.
+    /// take keeps those, in order (`pairs`: DeepSeek-V3's mma.sync candidates cannot pair).
     #[test]
     fn an_option_no_candidate_takes_is_an_error_naming_it() {
         use flashdmoe_core::config::presets;
@@ -1356,13 +1347,22 @@ mod tests {
         let all = MoeSpec::candidates(&config, spec::H200_PROCESSORS, Arch::SM90A);
         let mma: Vec<MoeSpec> =
             all.iter().copied().filter(|s| s.engine == spec::TileEngine::MmaSync).collect();
-        let err = every_with(&mma, "weight_tiles", MoeSpec::with_weight_tiles).unwrap_err();
+        assert!(!mma.is_empty());
+        let err = every_with(&mma, "pairs", MoeSpec::with_pairs).unwrap_err();
         assert!(
-            matches!(&err, BackendError::InvalidInput { what: "weight_tiles", reason } if reason.contains("mma.sync")),
+            matches!(&err, BackendError::InvalidInput { what: "pairs", reason } if reason.contains("mma.sync")),
             "{err:?}"
         );
-        let tiled = every_with(&all, "weight_tiles", MoeSpec::with_weight_tiles).unwrap();
-        assert!(!tiled.is_empty() && tiled.iter().all(|s| s.weight_tiles));
+        // The Hopper candidates with a cooperative tile of bn a multiple of 16, every one paired.
+        let can_pair: Vec<MoeSpec> = all
+            .iter()
+            .filter(
+                |s| matches!(s.engine, spec::TileEngine::Wgmma(t) if !t.pingpong && t.bn % 16 == 0),
+            )
+            .map(|&s| MoeSpec { pairs: true, ..s })
+            .collect();
+        assert!(!can_pair.is_empty() && can_pair.len() < all.len());
+        assert_eq!(every_with(&all, "pairs", MoeSpec::with_pairs).unwrap(), can_pair);
         assert!(every_with(&[], "pairs", MoeSpec::with_pairs).is_err());
     }
 

@@ -363,12 +363,6 @@ pub struct MoeSpec {
     /// column tile together, each loading half of every weight tile and multicasting it, so
     /// an expert's weights are read once for two row tiles (docs/dev/paired-tasks.md).
     pub pairs: bool,
-    /// The experts' weights (up, gate and down) stored as tiles (`FDM_WEIGHT_TILES`,
-    /// [`Self::with_weight_tiles`]; the upload lays them out with
-    /// [`crate::tma::swizzled_tiles`]) and loaded through maps of their 128-byte rows
-    /// ([`crate::tma::TensorMap::tiles`]). An experiment: run 170's tile bench streamed such
-    /// weights 4% faster at K 7168 (docs/dev/perf-notes.md v45 (d), v46).
-    pub weight_tiles: bool,
 }
 
 /// Rows of a layer's router jobs: 64, or 128 when 64-row jobs would take more than one wave of
@@ -587,7 +581,6 @@ impl MoeSpec {
             router_rows,
             combine: CombineForm::Registers,
             pairs: false,
-            weight_tiles: false,
         }
     }
 
@@ -626,36 +619,6 @@ impl MoeSpec {
             )),
             TileEngine::MmaSync => {
                 Err("paired tasks run on the Hopper engine (sm_90a), not mma.sync".into())
-            }
-        }
-    }
-
-    /// This specialisation with the experts' weights stored as tiles (`weight_tiles`), or why
-    /// it cannot have them: the Hopper engine's cooperative tile, and whole column tiles of
-    /// both GEMMs' weights (`inter` a multiple of `bn`, `hidden` of GEMM1's `bn_hidden`: a tile
-    /// never reads another expert's rows or past the tensor's end).
-    pub fn with_weight_tiles(self) -> Result<MoeSpec, String> {
-        let whole = |t: WgmmaTile| {
-            self.inter.is_multiple_of(t.bn) && self.hidden.is_multiple_of(self.tile.bn_hidden)
-        };
-        match self.engine {
-            TileEngine::Wgmma(t) if !t.pingpong && whole(t) => {
-                Ok(MoeSpec { weight_tiles: true, ..self })
-            }
-            TileEngine::Wgmma(t) => Err(format!(
-                "weights as tiles need the Hopper engine's cooperative tile, inter a multiple of \
-                 its {} columns and hidden of GEMM1's {} (this layer's: inter {}, hidden {}, \
-                 {}x{}{})",
-                t.bn,
-                self.tile.bn_hidden,
-                self.inter,
-                self.hidden,
-                t.bm,
-                t.bn,
-                if t.pingpong { ", ping-pong" } else { "" }
-            )),
-            TileEngine::MmaSync => {
-                Err("weights as tiles are the Hopper engine's (sm_90a), not mma.sync's".into())
             }
         }
     }
@@ -929,7 +892,6 @@ impl MoeSpec {
         };
         let defines =
             if self.pairs { defines.set("FDM_PAIRS", 1).set("FDM_CLUSTER", 2) } else { defines };
-        let defines = if self.weight_tiles { defines.set("FDM_WEIGHT_TILES", 1) } else { defines };
         match self.engine {
             TileEngine::Wgmma(engine) => {
                 let defines = engine.defines(defines.set("FDM_ENGINE", 1));
@@ -1009,7 +971,6 @@ impl MoeSpec {
             self.tile.bn,
             if self.combine == CombineForm::Streamed { "-cs" } else { "" }
         ) + if self.pairs { "-pairs" } else { "" }
-            + if self.weight_tiles { "-wt" } else { "" }
     }
 
     /// This specialisation as a compile-checkable variant.
@@ -1113,7 +1074,6 @@ pub fn variants() -> Vec<KernelVariant> {
                 router_rows: 64,
                 combine: CombineForm::Registers,
                 pairs: false,
-                weight_tiles: false,
             }
         };
     for dtype in [DType::Bf16, DType::F16, DType::F32, DType::F32Exact] {
@@ -1220,18 +1180,6 @@ pub fn variants() -> Vec<KernelVariant> {
         let candidates = MoeSpec::candidates(&config, H200_PROCESSORS, Arch::SM90);
         let first = candidates.first().map(|s| s.with_combine(CombineForm::Streamed));
         out.extend(first.and_then(|s| s.with_pairs().ok()).map(|s| s.variant()));
-        // And with the weights as tiles (`weight_tiles`, an experiment: perf-notes v45).
-        let tiled =
-            first.and_then(|s| s.with_pairs().ok()).and_then(|s| s.with_weight_tiles().ok());
-        out.extend(tiled.map(|s| s.variant()));
-    }
-    // The weights as tiles unpaired too: the paper layer (ReLU, a GEMM1 tile as wide as
-    // GEMM0's) and Qwen3 (gated, GEMM1 tiles twice as wide, combine streamed).
-    for name in ["paper-t16384-e8", "qwen3-30b-a3b"] {
-        let Ok(config) = presets::preset(name) else { continue };
-        let first = MoeSpec::candidates(&config, H200_PROCESSORS, Arch::SM90).first().copied();
-        let first = first.map(|s| s.with_combine(CombineForm::Streamed));
-        out.extend(first.and_then(|s| s.with_weight_tiles().ok()).map(|s| s.variant()));
     }
     // The shared kinds at the GPU check's small shape, streamed (6 and 4 slots a token), and
     // its top-8 layer (64 accumulators a consumer thread: the producer's 96 registers).
@@ -1450,7 +1398,6 @@ mod tests {
                 router_rows: 64,
                 combine: CombineForm::Registers,
                 pairs: false,
-                weight_tiles: false,
             };
             // 4 stages x (128 + 2 x 128) rows x 128 B = 192 KiB, within the 227 KiB opt-in.
             assert_eq!(spec.smem_bytes(), 196_608);
@@ -1795,30 +1742,6 @@ mod tests {
         let pingpong =
             MoeSpec { engine: TileEngine::Wgmma(WgmmaTile { pingpong: true, ..t }), ..hopper };
         assert!(pingpong.with_pairs().unwrap_err().contains("ping-pong"));
-    }
-
-    #[test]
-    fn weight_tiles_need_whole_column_tiles_on_the_hopper_engine() {
-        let config = presets::preset("deepseek-v3").unwrap();
-        let candidates = MoeSpec::candidates(&config, H200_PROCESSORS, Arch::SM90);
-        let paired = candidates[0].with_pairs().unwrap();
-        assert!(
-            !paired.weight_tiles && !format!("{:?}", paired.defines()).contains("FDM_WEIGHT_TILES")
-        );
-        let tiled = paired.with_weight_tiles().unwrap();
-        assert!(tiled.label().ends_with("-pairs-wt"), "{}", tiled.label());
-        assert!(format!("{:?}", tiled.defines()).contains("FDM_WEIGHT_TILES"));
-        // CI compile-checks the tiled images (DeepSeek-V3's and Kimi-K2's paired, the paper
-        // layer's and Qwen3's unpaired).
-        assert_eq!(variants().iter().filter(|v| v.label.ends_with("-wt")).count(), 4);
-        let mma = *candidates.iter().find(|s| s.engine == TileEngine::MmaSync).unwrap();
-        assert!(mma.with_weight_tiles().unwrap_err().contains("mma.sync"));
-        // A column tile that would run into the next expert's rows: refused, naming inter and
-        // hidden.
-        let ragged = MoeSpec { inter: paired.tile.bn * 3 / 2, ..paired };
-        assert!(ragged.with_weight_tiles().unwrap_err().contains("inter"));
-        let ragged = MoeSpec { hidden: paired.tile.bn_hidden * 3 / 2, ..paired };
-        assert!(ragged.with_weight_tiles().unwrap_err().contains("hidden"));
     }
 
     /// Auto pairs the layers whose GEMM0 weights go in column groups (measured faster: run

@@ -150,21 +150,12 @@ fn encode(
 /// (b + 1) * rows * row_bytes)` of the row-major tensor, so a block's tiles start where its
 /// rows did. `bytes.len()` must be a whole number of blocks.
 pub fn swizzled_tiles(bytes: &[u8], rows: usize, row_bytes: usize) -> Vec<u8> {
-    let mut out = vec![0u8; bytes.len()];
-    swizzle_tiles_into(bytes, rows, row_bytes, &mut out);
-    out
-}
-
-/// [`swizzled_tiles`] into `out` (as long as `bytes`).
-pub fn swizzle_tiles_into(bytes: &[u8], rows: usize, row_bytes: usize, out: &mut [u8]) {
     assert!(
-        rows > 0
-            && row_bytes.is_multiple_of(128)
-            && bytes.len().is_multiple_of(rows * row_bytes)
-            && out.len() == bytes.len(),
+        rows > 0 && row_bytes.is_multiple_of(128) && bytes.len().is_multiple_of(rows * row_bytes),
         "swizzled_tiles: {} bytes are not whole blocks of {rows} rows of {row_bytes} bytes",
         bytes.len()
     );
+    let mut out = vec![0u8; bytes.len()];
     let block = rows * row_bytes;
     for (src, dst) in bytes.chunks(block).zip(out.chunks_mut(block)) {
         for kt in 0..row_bytes / 128 {
@@ -178,6 +169,7 @@ pub fn swizzle_tiles_into(bytes: &[u8], rows: usize, row_bytes: usize, out: &mut
             }
         }
     }
+    out
 }
 
 #[cfg(test)]

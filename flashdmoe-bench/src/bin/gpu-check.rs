@@ -52,7 +52,6 @@ const USAGE: &str = "\
 usage: gpu-check [--quick] [--list] [--json PATH] [--only PATTERN[,PATTERN...]]
                  [--iters N] [--sustain N] [--engine auto|mma-sync|wgmma]
                  [--combine registers|stream] [--pairs | --no-pairs] [--tile BMxBN[sS]]
-                 [--weight-tiles]
   --quick        the short list (about 3 minutes on an H200)
   --list         print the checks' names and exit (no GPU needed)
   --json PATH    one results line per check (flashdmoe-bench/1, flashdmoe-check/1)
@@ -67,8 +66,6 @@ usage: gpu-check [--quick] [--list] [--json PATH] [--only PATTERN[,PATTERN...]]
                  groups, PairChoice::Auto)
   --tile T       every case's layer in this Hopper tile (e.g. 64x128s5) instead of the one
                  the backend or the case chooses; a case the tile cannot run fails naming it
-  --weight-tiles every case's expert weights stored as tiles (an experiment, perf-notes v45);
-                 a case that cannot have them fails naming weight_tiles
 Exits non-zero if any check failed; GPU checks need a CUDA GPU and NVRTC.";
 
 struct Args {
@@ -86,8 +83,6 @@ struct Args {
     pairs: PairChoice,
     /// `--tile`: every case's tile (`CudaOptions::tile`), over the case's own.
     tile: Option<TileChoice>,
-    /// `--weight-tiles` (`CudaOptions::weight_tiles`).
-    weight_tiles: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -107,7 +102,6 @@ fn parse_args_from(mut it: impl Iterator<Item = String>) -> Result<Args, String>
         combine: CombineForm::default(),
         pairs: PairChoice::Auto,
         tile: None,
-        weight_tiles: false,
     };
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -141,7 +135,6 @@ fn parse_args_from(mut it: impl Iterator<Item = String>) -> Result<Args, String>
                 let v = it.next().ok_or("--tile needs a tile, e.g. 64x128s5")?;
                 args.tile = Some(v.parse().map_err(|e| format!("--tile {v:?}: {e}"))?);
             }
-            "--weight-tiles" => args.weight_tiles = true,
             "--pairs" => args.pairs = PairChoice::On,
             "--no-pairs" => args.pairs = PairChoice::Off,
             other => return Err(format!("unknown argument {other:?}")),
@@ -207,8 +200,6 @@ static ENGINE: std::sync::OnceLock<EngineChoice> = std::sync::OnceLock::new();
 static COMBINE: std::sync::OnceLock<CombineForm> = std::sync::OnceLock::new();
 /// The `--pairs` flag, the same way.
 static PAIRS: std::sync::OnceLock<PairChoice> = std::sync::OnceLock::new();
-/// The `--weight-tiles` flag, the same way.
-static WEIGHT_TILES: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
 /// The `--tile` flag, the same way (unset: each case's own tile, or the backend's choice).
 static TILE: std::sync::OnceLock<TileChoice> = std::sync::OnceLock::new();
 /// The `--sustain` flag, the same way (unset: as many as `--iters`).
@@ -242,7 +233,6 @@ fn build(case: &Case, weights: &LayerWeights) -> Result<CudaLayer, String> {
         tile: TILE.get().copied().or(case.tile),
         combine: case.combine.or(COMBINE.get().copied()).unwrap_or_default(),
         pairs: PAIRS.get().copied().unwrap_or_default(),
-        weight_tiles: WEIGHT_TILES.get().copied().unwrap_or_default(),
         ..Default::default()
     })
     .build(&case.config, weights)
@@ -1032,7 +1022,6 @@ fn main() -> ExitCode {
     if let Some(t) = args.tile {
         let _ = TILE.set(t);
     }
-    let _ = WEIGHT_TILES.set(args.weight_tiles);
     if let Some(n) = args.sustain {
         let _ = SUSTAIN.set(n);
     }
@@ -1186,10 +1175,6 @@ mod tests {
             assert!(err.contains("--tile"), "{err}");
         }
         assert!(USAGE.contains("--tile"));
-        assert!(
-            !parse(&[]).unwrap().weight_tiles && parse(&["--weight-tiles"]).unwrap().weight_tiles
-        );
-        assert!(USAGE.contains("--weight-tiles"));
     }
 
     #[test]

@@ -73,22 +73,9 @@ pub(super) fn upload(
     // reads the biases of its masked columns (never stored) past the last expert's end
     // (`processor_wgmma.cuh` gemm_consume), in bounds.
     let slack = plan.spec.tile.bn_hidden.max(plan.spec.tile.bn) as usize;
-    // The experts' weights (up, gate: tensors 1 and 2, rows of H; down: tensor 3, rows of I)
-    // as tiles of a column tile's bn rows where the specialisation reads them so
-    // (`MoeSpec::weight_tiles`, `processor_wgmma.cuh`).
-    let eb = cfg.dtype.elem_bytes() as usize;
-    let bn = plan.spec.tile.bn as usize;
-    let tiles = |i: usize| match i {
-        1 | 2 if plan.spec.weight_tiles => Some((bn, cfg.hidden as usize * eb)),
-        3 if plan.spec.weight_tiles => Some((bn, cfg.inter as usize * eb)),
-        _ => None,
-    };
     let weights = tensors
         .into_iter()
-        .enumerate()
-        .map(|(i, t)| {
-            t.map(|parts| upload_parts(&stream, cfg.dtype, &parts, slack, tiles(i))).transpose()
-        })
+        .map(|t| t.map(|parts| upload_parts(&stream, cfg.dtype, &parts, slack)).transpose())
         .collect::<Result<Vec<_>, _>>()?;
     // Tables over the protocol's experts (the shared experts' parts included).
     let map = &plan.map;
@@ -107,24 +94,16 @@ pub(super) fn upload(
     ];
     // The Hopper engine reads each expert matrix in boxes of bn rows x 128 bytes of K (bn / 2
     // rows with paired tasks: MoeSpec::weight_box_rows): up and gate as [slots * I][H], down
-    // as [slots * H][I]; stored as tiles, the same bytes as rows of 128 bytes.
+    // as [slots * H][I].
     let mut tmaps = [TensorMap::zeroed(); 3];
     if let TileEngine::Wgmma(_) = plan.spec.engine {
         let (e, h, i) = (slots.len() as u64, cfg.hidden as u64, cfg.inter as u64);
         let eb = cfg.dtype.elem_bytes() as u64;
         let bn = plan.spec.weight_box_rows();
         let map = |slot: usize, rows: u64, cols: u64| -> Result<TensorMap, BackendError> {
-            let address = |w| device_ptr(w, &stream);
-            Ok(match &weights[slot] {
-                // The tiles as 128-byte rows (`FDM_TILED_MAP`, `tile_wgmma.cuh` kTiledMap).
-                Some(w) if plan.spec.weight_tiles => {
-                    TensorMap::tiles(&device, cfg.dtype, address(w), rows * cols * eb, bn)?
-                }
-                Some(w) => {
-                    TensorMap::tiled_2d(&device, cfg.dtype, address(w), rows, cols, cols * eb, bn)?
-                }
-                None => TensorMap::zeroed(),
-            })
+            let Some(w) = &weights[slot] else { return Ok(TensorMap::zeroed()) };
+            let address = device_ptr(w, &stream);
+            Ok(TensorMap::tiled_2d(&device, cfg.dtype, address, rows, cols, cols * eb, bn)?)
         };
         tmaps = [map(1, e * i, h)?, map(2, e * i, h)?, map(3, e * h, i)?];
     }
@@ -238,43 +217,24 @@ const STAGING_BYTES: usize = 64 << 20;
 /// One device tensor from equal-sized `parts` (one per weight slot; `None` stays zero), each
 /// encoded to `dtype` on the host's threads through a staging buffer of at most
 /// [`STAGING_BYTES`]: no host copy of the tensor (a DeepSeek-V3 layer's experts are 45 GB of
-/// `f32`; gathering and encoding them whole on one thread took 160 s). With `tiles` = (rows,
-/// row bytes), each block of that many rows is stored as the engine's swizzled tiles
-/// ([`crate::tma::swizzled_tiles`]; a part is a whole number of blocks).
+/// `f32`; gathering and encoding them whole on one thread took 160 s).
 fn upload_parts(
     stream: &Arc<CudaStream>,
     dtype: DType,
     parts: &[Option<&[f32]>],
     slack: usize,
-    tiles: Option<(usize, usize)>,
 ) -> Result<CudaSlice<u8>, BackendError> {
     let d = |e: cudarc::driver::DriverError| BackendError::Device(e.to_string());
     let eb = dtype.elem_bytes() as usize;
     let per = parts.iter().flatten().map(|p| p.len()).max().unwrap_or(0);
     let mut dst = stream.alloc_zeros::<u8>(((parts.len() * per + slack) * eb).max(1)).map_err(d)?;
-    // A piece is a whole number of blocks when tiled (the staging may then hold one block more
-    // than STAGING_BYTES).
-    let block = tiles.map_or(1, |(rows, row_bytes)| rows * row_bytes / eb);
-    if !per.is_multiple_of(block) {
-        return Err(BackendError::Device(format!(
-            "weights as tiles: an expert's {per} values are not whole blocks of {block}"
-        )));
-    }
-    let chunk = (STAGING_BYTES / eb / block).max(1) * block;
+    let chunk = (STAGING_BYTES / eb).max(1);
     let mut staging = vec![0u8; chunk.min(per) * eb];
-    let mut encoded = if tiles.is_some() { staging.clone() } else { Vec::new() };
     for (i, part) in parts.iter().enumerate() {
         let Some(values) = part else { continue };
         for (c, piece) in values.chunks(chunk).enumerate() {
             let bytes = &mut staging[..piece.len() * eb];
-            match tiles {
-                Some((rows, row_bytes)) => {
-                    let plain = &mut encoded[..piece.len() * eb];
-                    dtype.encode_to(piece, plain);
-                    crate::tma::swizzle_tiles_into(plain, rows, row_bytes, bytes);
-                }
-                None => dtype.encode_to(piece, bytes),
-            }
+            dtype.encode_to(piece, bytes);
             let at = (i * per + c * chunk) * eb;
             // A copy from pageable memory returns once the bytes are staged by the driver, so
             // the buffer may be refilled at once.
