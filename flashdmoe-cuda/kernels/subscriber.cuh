@@ -62,6 +62,19 @@ __device__ void raise_dispatch_signals(const Rank& r, OsShared& s) {
   __syncthreads();
 }
 
+#ifdef FDM_SCHED_EARLY
+/// raise_dispatch_signals by `count` threads of the block (`tid` of them; whole warps), which
+/// then meet at named barrier 2 (the scheduler warp, which reads no packet_rows, goes on).
+__device__ void raise_dispatch_signals_by(const Rank& r, OsShared& s, unsigned tid, unsigned count) {
+  for (unsigned e = tid; e < (unsigned)kE; e += count) {
+    const unsigned rows = r.packet_rows()[e];
+    s.packet_rows[e] = rows;
+    if (rows == 0 || (kReadsInPlace && on_this_gpu(r.p, r.p->expert_owner[e]))) raise_dispatch_signal(r, e, rows);
+  }
+  asm volatile("bar.sync 2, %0;" ::"r"(count) : "memory");
+}
+#endif
+
 /// Task i of the GEMM0 tasks of a packet of `rows` rows from `source` for local expert `le`:
 /// column tiles in groups (the layout's gemm0_group), each group row tile by row tile:
 /// graph::gemm0_tile, the weights of a group read while they are still in L2. With paired

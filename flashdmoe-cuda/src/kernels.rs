@@ -155,13 +155,21 @@ pub struct KernelExperiment {
 /// beside run 161's script: perf-notes v44 (d), (e); run 167 FDM_A2_AHEAD2, A2's logits two
 /// tokens ahead, level, removed, its patch beside run 167's script: perf-notes v45 (c)), and
 /// diagnostics a GPU run switches on.
-pub const EXPERIMENTS: &[KernelExperiment] = &[KernelExperiment {
-    define: "FDM_DEBUG_COMBINE_TIMEOUT",
-    what: "scheduler.cuh: a combine-slot timeout reports the first (group, column) combine \
-           counter off its expected count in the report's `seen` word (bits 63..48 g * cth + \
-           col, 47..32 the counter, 31..16 the expected count): the mma.sync engine's open \
-           combine timeout (docs/dev/gpu-queue.md)",
-}];
+pub const EXPERIMENTS: &[KernelExperiment] = &[
+    KernelExperiment {
+        define: "FDM_DEBUG_COMBINE_TIMEOUT",
+        what: "scheduler.cuh: a combine-slot timeout reports the first (group, column) combine \
+               counter off its expected count in the report's `seen` word (bits 63..48 g * cth \
+               + col, 47..32 the counter, 31..16 the expected count): the mma.sync engine's \
+               open combine timeout (docs/dev/gpu-queue.md)",
+    },
+    KernelExperiment {
+        define: "FDM_SCHED_EARLY",
+        what: "moe.cu: the OS block's scheduler warp starts its rounds right after the first \
+               wave, the other warps raising the in-place dispatch signals (perf-notes v46 \
+               (d): T128 E8's second-wave GEMM0 tasks waited 5.5 µs for their handout)",
+    },
+];
 
 /// Preprocessor defines (`-DNAME` / `-DNAME=VALUE`) specialising a kernel. Kept sorted by name
 /// so equal sets give equal options (and cache keys) whatever the insertion order.
