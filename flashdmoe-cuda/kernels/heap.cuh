@@ -41,6 +41,9 @@ enum Control : unsigned {
   // Tasks run as halves of a cluster's pair this forward (FDM_PAIRS: processor_wgmma.cuh
   // align_for_pair, one count a task); for the host only.
   kPairedTasks = 20,
+  // The scheduler's first round that handed out tasks (ns since the kernel start; scheduler.cuh):
+  // after the first wave, how late the processors' second tasks could reach their mailboxes.
+  kFirstHandoutNs = 21,
   kControlEnd,
 };
 static_assert(kControlEnd <= FDM_CONTROL_WORDS, "params.rs: CONTROL_WORDS");

@@ -36,6 +36,7 @@ __device__ void reset_counters(const fdm_params* p) {
       r.control()[kExitNs] = 0u;
       r.control()[kTokensNs] = 0u;  // route_chunks_by_threads raises it (the latest block)
       r.control()[kFirstWave] = 0u;  // the OS block writes it (enqueue_in_place)
+      r.control()[kFirstHandoutNs] = 0u;  // the scheduler's first handout raises it
       // The processors count their paired tasks (never written without them: zero from the
       // scratch's allocation).
       if (kPairs) r.control()[kPairedTasks] = 0u;

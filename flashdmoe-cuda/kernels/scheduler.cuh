@@ -222,6 +222,7 @@ __device__ void scheduler(const Rank& r, OsShared& s) {
   unsigned ucursor = 0;
   (void)ucursor;
   Deadline deadline(r.p->timeout_ns + r.p->timeout_ns / 4);
+  bool handed = false;  // a round has handed out tasks (kFirstHandoutNs marked)
   for (;;) {
     const unsigned bound = *reinterpret_cast<volatile unsigned*>(&s.bound);
     const unsigned gend = bound == kStop ? kStop : gbase + (bound - ncomb);
@@ -286,6 +287,8 @@ __device__ void scheduler(const Rank& r, OsShared& s) {
 #endif
     if (given) {
       mailbox_publish(r, [&](unsigned j) { return s.given_q[j]; }, s.assigned, given, lane);
+      if (lane == 0 && !handed) mark_latest(r, kFirstHandoutNs);
+      handed = true;
       const unsigned from_combine = min(given, ncready);
       chead += from_combine;
       head += given - from_combine;

@@ -277,6 +277,10 @@ pub struct PhaseTimes {
     /// Hopper engine the OS block raises the signals of the packets read in place after it
     /// enqueued the rank's own: then this mark follows the first wave's tasks).
     pub dispatched_ns: u32,
+    /// The scheduler's first round that handed out tasks (0 if none did: every task was in
+    /// the first wave). After the first wave, the earliest a processor's second task reached
+    /// its mailbox.
+    pub first_handout_ns: u32,
     /// Every task of the rank completed: the scheduler hands out the stop words.
     pub stopped_ns: u32,
     /// The last warp of the rank's blocks ended (what the kernel ran on after its tasks:
@@ -1117,6 +1121,7 @@ impl CudaLayer {
                     chosen_ns: c[control::CHOSEN_NS],
                     placed_ns: c[control::PLACED_NS],
                     dispatched_ns: c[control::DISPATCHED_NS],
+                    first_handout_ns: c[control::FIRST_HANDOUT_NS],
                     stopped_ns: c[control::STOPPED_NS],
                     exited_ns: c[control::EXIT_NS],
                     last_block_ns: last_block,

@@ -316,6 +316,8 @@ pub mod control {
     /// The first wave: the GEMM0 tasks of the packets read in place that the OS block posted to
     /// processors itself, one each (`kFirstWave`; subscriber.cuh `enqueue_in_place`).
     pub const FIRST_WAVE: usize = 19;
+    /// The scheduler's first round that handed out tasks (`kFirstHandoutNs`; scheduler.cuh).
+    pub const FIRST_HANDOUT_NS: usize = 21;
     /// Tasks run as halves of a cluster's pair (`kPairedTasks`; processor_wgmma.cuh
     /// `align_for_pair`).
     pub const PAIRED_TASKS: usize = 20;
@@ -400,6 +402,7 @@ mod tests {
             ("kRouteThreads", control::ROUTE_THREADS),
             ("kFirstWave", control::FIRST_WAVE),
             ("kPairedTasks", control::PAIRED_TASKS),
+            ("kFirstHandoutNs", control::FIRST_HANDOUT_NS),
         ] {
             assert_eq!(value(name), index, "{name}");
             assert!((index as u64) < CONTROL_WORDS, "{name}");

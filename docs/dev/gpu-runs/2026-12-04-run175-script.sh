@@ -6,12 +6,16 @@
 # after placement) before its scheduler warp ran a round. With it, warps 1.. raise them while
 # warp 0 schedules. Prediction: T128 E8's gaps before GEMM0 5.5 -> ~2 us and the forward
 # 0.103 -> ~0.100 ms (-3%); T128 E32 alike or less; T16384 E128 level (its first-wave tasks
-# run 25 us, longer than the delay); the same digests. First correct: seven checks with it
+# run 25 us, longer than the delay); the same digests. gpu-check's phase A line now ends with
+# the scheduler's first handout (kFirstHandoutNs): predicted ~32-38 us on main at T128 E8
+# (after the signals), ~19-22 us with the experiment. First correct: seven checks with it
 # (multi-rank signals, the forced timeout, device-resident, skewed dropless).
 # Carry: .carry/gpu-check built from main at this commit. ~300 s.
 set -u -o pipefail
 source scripts/gpu-env.sh
-w=$(mktemp -d); BUDGET=${BUDGET:-320}; source scripts/gpu-phases.sh
+# Logs straight under $OUT: a call cut at its limit still brings back the phases that ran
+# (session 33's first try of this script ran under a 110 s limit and returned nothing).
+w=$OUT/run175; mkdir -p $w; BUDGET=${BUDGET:-320}; source scripts/gpu-phases.sh
 x="env FLASHDMOE_EXTRA_DEFINES=FDM_SCHED_EARLY"
 checks="=small column groups,=virtual P=2 column groups,=virtual P=8 skewed,=forced timeout + recovery virtual P=2,=device-resident virtual P=2,=skewed dropless,=virtual P=4 deepseek-v3 router and experts"
 ph checks 60 $x .carry/gpu-check --quick --only "$checks"
@@ -23,7 +27,6 @@ ph t128e32-early 15 $x .carry/gpu-check --only "=paper-t128-e32"
 ph t128e32-base 15 .carry/gpu-check --only "=paper-t128-e32"
 ph e128-early 30 $x .carry/gpu-check --only "=paper-t16384-e128"
 ph e128-base 30 .carry/gpu-check --only "=paper-t16384-e128"
-tar czf $OUT/run175.tgz -C $w .
 echo "== checks"; grep -E "^\[|passed|failed" $w/checks.log | cut -c1-150
 ab_lines t128-base t128-early t128-early2 t128-base2 t128e32-early t128e32-base e128-early e128-base
 for f in t128-base t128-early t128-early2 t128-base2 t128e32-early t128e32-base e128-early e128-base; do
