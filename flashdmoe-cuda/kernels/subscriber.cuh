@@ -53,24 +53,27 @@ static_assert(sizeof(OsShared) <= FDM_SMEM_BYTES, "the OS block's state lives in
 /// copiers raise the others as their packets complete) and remember the packet sizes. The
 /// owners of packets read in place enqueued them already and never wait for these signals;
 /// they are raised all the same, so every packet of a forward is signalled.
-__device__ void raise_dispatch_signals(const Rank& r, OsShared& s) {
-  for (unsigned e = threadIdx.x; e < (unsigned)kE; e += kThreads) {
-    const unsigned rows = r.packet_rows()[e];
-    s.packet_rows[e] = rows;
-    if (rows == 0 || (kReadsInPlace && on_this_gpu(r.p, r.p->expert_owner[e]))) raise_dispatch_signal(r, e, rows);
-  }
-  __syncthreads();
-}
-
-#ifdef FDM_SCHED_EARLY
-/// raise_dispatch_signals by `count` threads of the block (`tid` of them; whole warps), which
-/// then meet at named barrier 2 (the scheduler warp, which reads no packet_rows, goes on).
-__device__ void raise_dispatch_signals_by(const Rank& r, OsShared& s, unsigned tid, unsigned count) {
+/// Threads `tid` of `count` take every count-th expert.
+__device__ __forceinline__ void raise_dispatch_signals_share(const Rank& r, OsShared& s, unsigned tid,
+                                                             unsigned count) {
   for (unsigned e = tid; e < (unsigned)kE; e += count) {
     const unsigned rows = r.packet_rows()[e];
     s.packet_rows[e] = rows;
     if (rows == 0 || (kReadsInPlace && on_this_gpu(r.p, r.p->expert_owner[e]))) raise_dispatch_signal(r, e, rows);
   }
+}
+
+/// All the block's threads, then a block barrier.
+__device__ void raise_dispatch_signals(const Rank& r, OsShared& s) {
+  raise_dispatch_signals_share(r, s, threadIdx.x, kThreads);
+  __syncthreads();
+}
+
+#ifdef FDM_SCHED_EARLY
+/// The same by `count` threads of the block (`tid` of them; whole warps), which then meet at
+/// named barrier 2 (the scheduler warp, which reads no packet_rows, goes on).
+__device__ void raise_dispatch_signals_by(const Rank& r, OsShared& s, unsigned tid, unsigned count) {
+  raise_dispatch_signals_share(r, s, tid, count);
   asm volatile("bar.sync 2, %0;" ::"r"(count) : "memory");
 }
 #endif
