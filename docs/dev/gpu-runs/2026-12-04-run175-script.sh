@@ -10,12 +10,12 @@
 # the scheduler's first handout (kFirstHandoutNs): predicted ~32-38 us on main at T128 E8
 # (after the signals), ~19-22 us with the experiment. First correct: seven checks with it
 # (multi-rank signals, the forced timeout, device-resident, skewed dropless).
-# Carry: .carry/gpu-check built from main at this commit. ~300 s.
+# Carry: .carry/gpu-check and .carry/tile-bench built from main at this commit. ~320 s.
 set -u -o pipefail
 source scripts/gpu-env.sh
 # Logs straight under $OUT: a call cut at its limit still brings back the phases that ran
 # (session 33's first try of this script ran under a 110 s limit and returned nothing).
-w=$OUT/run175; mkdir -p $w; BUDGET=${BUDGET:-320}; source scripts/gpu-phases.sh
+w=$OUT/run175; mkdir -p $w; BUDGET=${BUDGET:-340}; source scripts/gpu-phases.sh
 x="env FLASHDMOE_EXTRA_DEFINES=FDM_SCHED_EARLY"
 checks="=small column groups,=virtual P=2 column groups,=virtual P=8 skewed,=forced timeout + recovery virtual P=2,=device-resident virtual P=2,=skewed dropless,=virtual P=4 deepseek-v3 router and experts"
 ph checks 60 $x .carry/gpu-check --quick --only "$checks"
@@ -27,8 +27,17 @@ ph t128e32-early 15 $x .carry/gpu-check --only "=paper-t128-e32"
 ph t128e32-base 15 .carry/gpu-check --only "=paper-t128-e32"
 ph e128-early 30 $x .carry/gpu-check --only "=paper-t16384-e128"
 ph e128-base 30 .carry/gpu-check --only "=paper-t16384-e128"
+# perf-notes v46 (e)'s first step: an expert under 64 rows in a 128-row against a 64-row tile
+# (DeepSeek-V3's GEMM0 shape, 4 stages, weights from HBM). Prediction from run 165's MoE
+# main loops (79.4 against 70.4 us): the 64-row tile 8-12% faster; level would say the MoE
+# kernel's gap is elsewhere (its ragged rows' A gathers, the pairs).
+ph small-128 10 .carry/tile-bench --iters 30 --only "128x128 gather s4 m48 "
+ph small-64 10 .carry/tile-bench --iters 30 --only "64x128 gather s4 m48 "
 echo "== checks"; grep -E "^\[|passed|failed" $w/checks.log | cut -c1-150
 ab_lines t128-base t128-early t128-early2 t128-base2 t128e32-early t128e32-base e128-early e128-base
+for b in small-128 small-64; do
+  [ -f $w/$b.log ] && { echo "== $b"; grep -hE "^ok|^FAIL|failed [1-9]|rror" $w/$b.log | cut -c1-120; }
+done
 for f in t128-base t128-early t128-early2 t128-base2 t128e32-early t128e32-base e128-early e128-base; do
   [ -f $w/$f.log ] && { echo "== $f"; grep -h "phase A" $w/$f.log | grep -o "phase A: [^;]*" | cut -c1-200; grep -h "^paper" $w/$f.log; }
 done
