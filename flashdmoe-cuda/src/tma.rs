@@ -141,8 +141,9 @@ fn encode(
     Ok(map)
 }
 
-/// A row-major tensor of `row_bytes`-byte rows (a multiple of 128) as the engine reads B stored
-/// as tiles (`tile_wgmma.cuh` `load_b` with `kTiledRows`): for each block of `rows` rows, its
+/// A row-major tensor of `row_bytes`-byte rows (a multiple of 128) as the tile bench's engine
+/// reads B stored as tiles (`tile_wgmma.cuh` `load_b`: by bulk copies with `kTiledRows`, or
+/// through [`TensorMap::tiles`] with `kTiledMap`): for each block of `rows` rows, its
 /// k-tiles (128 bytes of every row of the block) one after another, each `rows x 128` bytes
 /// contiguous and already in the 128-byte swizzle's order — 16-byte chunk `c` of the block's
 /// row `r` at chunk `c ^ (r % 8)`, where a TMA box with the 128-byte swizzle puts it in shared
