@@ -31,7 +31,7 @@ ab_lines() {
     [ -f "$w/$b.log" ] || continue
     echo "== $b"
     grep -E "^\[(ok|FAIL)\]" "$w/$b.log" |
-      grep -o -E "^\[[a-zA-Z]+\] [^(]*|\[[a-z0-9.-]*-cs\]|spill fallback [A-Z_,=0-9]*|first task at [0-9]+us|placed [0-9]+us|first wave [0-9]+ tasks(, [0-9]+ paired)?|combine n=[^;]*|back to back [0-9.]+ ms|output digest [0-9a-f]+|row fill \(bm [0-9]+\): gemm0 [^;]*; gemm1 [^;]*|in-task µs \([^)]*\): [^;]*|streamed combine µs \([^)]*\): [^;]*|gaps before [^;]*" |
+      grep -o -E "^\[[a-zA-Z]+\] [^(]*|\[[a-z0-9.-]*-cs\]|spill fallback [A-Z_,=0-9]*|first task at [0-9]+us|placed [0-9]+us|first wave [0-9]+ tasks( \([^)]*\))?(, [0-9]+ paired)?|combine n=[^;]*|back to back [0-9.]+ ms|output digest [0-9a-f]+|row fill \(bm [0-9]+\): gemm0 [^;]*; gemm1 [^;]*|in-task µs \([^)]*\): [^;]*|streamed combine µs \([^)]*\): [^;]*|gaps before [^;]*" |
       paste -s -d' ' | sed 's/\[ok\]/\n[ok]/g;s/\[FAIL\]/\n[FAIL]/g' | cut -c1-900
   done
 }

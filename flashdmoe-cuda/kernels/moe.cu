@@ -99,10 +99,10 @@ extern "C" __global__ void FDM_MOE_CLUSTER_DIMS __launch_bounds__(kThreads, 1)
     OsShared& s = *reinterpret_cast<OsShared*>(smem);
     enqueue_in_place(r, s);
     const unsigned warp = threadIdx.x / 32;
-#ifdef FDM_SCHED_EARLY
-    // An experiment (perf-notes v46 (d)): the scheduler warp starts its rounds at once; the
-    // other warps raise the in-place dispatch signals (T128 E8: the last at 31 µs, 14 µs after
-    // placement, while the second-wave GEMM0 tasks waited 5.5 µs for their handout).
+    // The scheduler warp starts its rounds at once; the other warps raise the in-place
+    // dispatch signals, then take their roles (run 175, perf-notes v47 (a): T128 E8's
+    // second-wave GEMM0 tasks had waited 5.1 µs for the first round behind those signals,
+    // 2.7 µs since; the forward -3%).
     if (warp == 0) {
       scheduler(r, s);
     } else {
@@ -110,12 +110,6 @@ extern "C" __global__ void FDM_MOE_CLUSTER_DIMS __launch_bounds__(kThreads, 1)
       if (warp == 1) dispatch_subscriber(r, s);
       else return_subscriber(r, s, warp - 2, kWarps - 2);
     }
-#else
-    raise_dispatch_signals(r, s);
-    if (warp == 0) scheduler(r, s);
-    else if (warp == 1) dispatch_subscriber(r, s);
-    else return_subscriber(r, s, warp - 2, kWarps - 2);
-#endif
   } else {
     processor(r, role - 1, smem);
   }

@@ -153,7 +153,9 @@ pub struct KernelExperiment {
 /// removed, their patches beside the runs' scripts: perf-notes v44; run 161
 /// FDM_B_PREFETCH_AHEAD=8 (lost 27%) and FDM_GEMM1_HALF_CPASYNC (level), removed, one patch
 /// beside run 161's script: perf-notes v44 (d), (e); run 167 FDM_A2_AHEAD2, A2's logits two
-/// tokens ahead, level, removed, its patch beside run 167's script: perf-notes v45 (c)), and
+/// tokens ahead, level, removed, its patch beside run 167's script: perf-notes v45 (c); run 175
+/// FDM_SCHED_EARLY, the scheduler warp before the in-place dispatch signals, kept as the
+/// default: perf-notes v47 (a)), and
 /// diagnostics a GPU run switches on.
 pub const EXPERIMENTS: &[KernelExperiment] = &[
     KernelExperiment {
@@ -164,10 +166,11 @@ pub const EXPERIMENTS: &[KernelExperiment] = &[
                open combine timeout (docs/dev/gpu-queue.md)",
     },
     KernelExperiment {
-        define: "FDM_SCHED_EARLY",
-        what: "moe.cu: the OS block's scheduler warp starts its rounds right after the first \
-               wave, the other warps raising the in-place dispatch signals (perf-notes v46 \
-               (d): T128 E8's second-wave GEMM0 tasks waited 5.5 µs for their handout)",
+        define: "FDM_TWO_WAVES",
+        what: "subscriber.cuh enqueue_in_place: the OS block also posts the second wave of \
+               in-place GEMM0 tasks as the first-wave processors' task number 1 (unpaired \
+               layers; perf-notes v47 (b): T128 E8's first scheduler handout came 2-3 µs \
+               after the first wave's tasks ended)",
     },
 ];
 
