@@ -448,6 +448,37 @@ fn widest_bn(activation: Activation, dtype: DType, hidden: u32, inter: u32, ragg
     [256, 128].into_iter().find(|&bn| bn <= widest && fits(bn)).unwrap_or(64)
 }
 
+/// The Hopper engine's GEMM0 tile width: of `widest`, its halves down to 64, the one whose
+/// GEMM0 phase would take least by bytes an SM receives: waves of tasks (`row_tiles` x
+/// column tiles over `processors`) times a task's bytes per K row (`nb` weight tiles of `bn`
+/// columns and its `a_rows` rows of A, the average packet's up to a tile); the wider on a tie.
+/// A small batch's task is bound by what its SM receives (run 177: a T128 task ~38 GB/s, its
+/// rows re-read by every column tile), a large one's by its FLOPs, which the same count ranks
+/// alike (waves x bn). Run 177 at T128 against the rule before it (bn halved while the tasks
+/// filled under two waves): E8 64x128 against 64x64 −4%, E32 64x256 against 64x128 −2.6%.
+fn hopper_bn(
+    widest: u32,
+    nb: u32,
+    inter: u32,
+    row_tiles: u64,
+    a_rows: u64,
+    processors: u32,
+) -> u32 {
+    let cost = |bn: u32| {
+        let tasks = row_tiles * u64::from(inter.div_ceil(bn));
+        tasks.div_ceil(u64::from(processors.max(1))) * (u64::from(nb * bn) + a_rows)
+    };
+    let mut best = widest;
+    let mut bn = widest / 2;
+    while bn >= 64 {
+        if cost(bn) < cost(best) {
+            best = bn;
+        }
+        bn /= 2;
+    }
+    best
+}
+
 /// Whether column tiles of `bn` cover an output of `n` columns: exactly, or with a `ragged`
 /// last tile that computes at most 1/16 of the output in vain.
 fn covers(n: u32, bn: u32, ragged: bool) -> bool {
@@ -517,7 +548,8 @@ impl MoeSpec {
     /// The specialisation for `config` on a GPU with `processors` processor blocks: `bm` = 64
     /// when the average packet is under 128 rows (small batches waste less of a tile), else
     /// 128; `bn` the widest that divides H and I (multiples of 64 by config validation), halved
-    /// while the GEMM0 tasks would not fill two waves of processors.
+    /// while the GEMM0 tasks would not fill two waves of processors (on the Hopper engine: the
+    /// width whose waves of bytes are fewest, `hopper_bn`).
     ///
     /// Shared experts count as their virtual experts when they split into them
     /// ([`VirtualExperts::of`]); a layer whose shared experts do not is refused by
@@ -548,16 +580,23 @@ impl MoeSpec {
         let one_tile =
             if hopper && gemm0_weight_bytes(config) > GEMM0_GROUP_BYTES { 65 } else { 128 };
         let bm = if avg_rows < one_tile { 64 } else { 128 };
-        // Small batches are weight-bandwidth bound: more, narrower tasks read the weights with
-        // more SMs at once.
-        let mut bn =
+        let widest =
             widest_bn(config.activation, config.dtype, config.hidden, config.inter, hopper);
         let row_tiles = experts as u64 * avg_rows.div_ceil(bm as u64).max(1);
-        while bn > 64
-            && row_tiles * u64::from(config.inter.div_ceil(bn)) < 2 * u64::from(processors)
-        {
-            bn /= 2;
-        }
+        let bn = if hopper {
+            let nb = if config.activation.is_gated() { 2 } else { 1 };
+            hopper_bn(widest, nb, config.inter, row_tiles, avg_rows.min(bm as u64), processors)
+        } else {
+            // Small batches are weight-bandwidth bound: more, narrower tasks read the weights
+            // with more SMs at once.
+            let mut bn = widest;
+            while bn > 64
+                && row_tiles * u64::from(config.inter.div_ceil(bn)) < 2 * u64::from(processors)
+            {
+                bn /= 2;
+            }
+            bn
+        };
         let router_rows =
             router_rows(config.tokens_per_rank, config.experts, config.dtype, processors);
         MoeSpec {
@@ -1408,6 +1447,35 @@ mod tests {
             assert_eq!(hopper.block_threads(), 384);
             assert_eq!(hopper.arch_for(Arch::SM90), Arch::SM90A);
         }
+    }
+
+    #[test]
+    fn hopper_takes_the_gemm0_width_whose_waves_of_bytes_are_fewest() {
+        let bn = |name: &str| {
+            let config = presets::preset(name).unwrap();
+            MoeSpec::candidates(&config, H200_PROCESSORS, Arch::SM90)[0].tile.bn
+        };
+        // T128 (run 177): E8 one wave of 128 tasks of 128 columns, where 256 of 64 took two
+        // (-4%); E16 and E32 256 columns (E32 two waves instead of four, -2.6%); E64 and E128
+        // as before.
+        assert_eq!(
+            ["e8", "e16", "e32", "e64", "e128"].map(|e| bn(&format!("paper-t128-{e}"))),
+            [128, 256, 256, 256, 256]
+        );
+        // Large batches keep the widest tile: more waves of narrower tasks cost their FLOPs'
+        // worth.
+        assert_eq!(bn("paper-t16384-e8"), 256);
+        assert_eq!(bn("paper-t4096-e128"), 256);
+        // The rule itself, in K rows an SM receives: a wave of the widest (16 row tiles, 128
+        // tasks: 1 x 320) against two of half width (2 x 192); one row tile more, and three
+        // waves of half width (3 x 192) beat two of the widest (2 x 320); a packet of two
+        // rows spreads over every SM it can; gated layers count both weight tiles (a wave of
+        // 132 at 128 columns, 1 x 320, against two at 64, 2 x 192).
+        assert_eq!(hopper_bn(256, 1, 2048, 16, 64, 132), 256);
+        assert_eq!(hopper_bn(256, 1, 2048, 17, 64, 132), 128);
+        assert_eq!(hopper_bn(256, 1, 2048, 1, 2, 132), 64);
+        assert_eq!(hopper_bn(128, 2, 768, 22, 64, 132), 128);
+        assert_eq!(hopper_bn(128, 2, 768, 30, 64, 132), 64);
     }
 
     #[test]
