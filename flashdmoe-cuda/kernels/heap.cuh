@@ -44,12 +44,9 @@ enum Control : unsigned {
   // The scheduler's first round that handed out tasks (ns since the kernel start; scheduler.cuh):
   // after the first wave, how late the processors' second tasks could reach their mailboxes.
   kFirstHandoutNs = 21,
-  // The second wave (experiment FDM_TWO_WAVES): GEMM log tasks base + n .. base + n + m - 1
-  // posted by the OS block as processors 0 .. m - 1's task number 1; for the host only.
-  kSecondWave = 22,
   // When the OS block's first wave was in the processors' mailboxes (ns since the kernel
-  // start: the latest thread done publishing its share; subscriber.cuh enqueue_in_place).
-  kWavePostedNs = 23,
+  // start: the latest warp done publishing its share; subscriber.cuh enqueue_in_place).
+  kWavePostedNs = 22,
   kControlEnd,
 };
 static_assert(kControlEnd <= FDM_CONTROL_WORDS, "params.rs: CONTROL_WORDS");

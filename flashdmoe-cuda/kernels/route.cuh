@@ -37,8 +37,7 @@ __device__ void reset_counters(const fdm_params* p) {
       r.control()[kTokensNs] = 0u;  // route_chunks_by_threads raises it (the latest block)
       r.control()[kFirstWave] = 0u;  // the OS block writes it (enqueue_in_place)
       r.control()[kFirstHandoutNs] = 0u;  // the scheduler's first handout raises it
-      r.control()[kSecondWave] = 0u;      // the OS block writes them (enqueue_in_place)
-      r.control()[kWavePostedNs] = 0u;
+      r.control()[kWavePostedNs] = 0u;  // the OS block raises it (enqueue_in_place)
       // The processors count their paired tasks (never written without them: zero from the
       // scratch's allocation).
       if (kPairs) r.control()[kPairedTasks] = 0u;

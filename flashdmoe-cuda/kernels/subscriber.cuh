@@ -32,9 +32,6 @@ struct OsShared {
   unsigned in_place_slots;
   unsigned in_place_row_tiles;
   unsigned first_wave;
-  // The second wave (FDM_TWO_WAVES; 0 without): GEMM log tasks base + first_wave .. + n - 1,
-  // posted to processors 0 .. n - 1 as their task number 1.
-  unsigned second_wave;
   unsigned slot_end[kThreads];   // enqueue_in_place: inclusive prefix of a chunk's task counts
   unsigned slot_rows[kThreads];  // enqueue_in_place: a chunk's packet rows
   // The combine readiness (return subscribers): token tiles per group, and the returned tiles
@@ -210,31 +207,9 @@ __device__ void enqueue_in_place(const Rank& r, OsShared& s) {
       mailbox_publish_own(r, total + j, 1u);
     }
     if (threadIdx.x % 32 == 0 && threadIdx.x < wave) mark_latest(r, kWavePostedNs);  // a warp's first
-    // Chunk tasks [wave, after) are posted by now: the second wave's, if any, then none.
-    unsigned after = wave;
-#ifdef FDM_TWO_WAVES
-    // An experiment (perf-notes v47 (b)): the forward's in-place tasks wave_procs ..
-    // 2 wave_procs - 1 as task number 1 of processors 0 .. wave_procs - 1 (paired layers
-    // leave them to the scheduler's pairs), the same pattern again: a processor finds its
-    // second task waiting when its first ends, where the scheduler's first round came 2-3 µs
-    // after the first wave's tasks ended (run 175, T128 E8).
-    if (!kPairs && total + chunk > wave_procs && total < 2 * wave_procs) {
-      const unsigned lo = total < wave_procs ? wave_procs - total : 0u;
-      after = min(chunk, 2 * wave_procs - total);
-      for (unsigned j = lo + threadIdx.x; j < after; j += kThreads) {
-        write(j);
-        mailbox_stage(r, total + j - wave_procs, 1u, base + j);
-      }
-      fence_acq_rel_gpu();
-      for (unsigned j = lo + threadIdx.x; j < after; j += kThreads) {
-        st_relaxed_gpu(&r.task_ready()[base + j], r.epoch);
-        mailbox_publish_own(r, total + j - wave_procs, 2u);
-      }
-    }
-#endif
-    for (unsigned j = after + threadIdx.x; j < chunk; j += kThreads) write(j);
+    for (unsigned j = wave + threadIdx.x; j < chunk; j += kThreads) write(j);
     fence_acq_rel_gpu();
-    for (unsigned j = after + threadIdx.x; j < chunk; j += kThreads) st_relaxed_gpu(&r.task_ready()[base + j], r.epoch);
+    for (unsigned j = wave + threadIdx.x; j < chunk; j += kThreads) st_relaxed_gpu(&r.task_ready()[base + j], r.epoch);
     total += chunk;
     __syncthreads();  // slot_end, slot_rows, warp_sums and s_base are the next chunk's
   }
@@ -242,12 +217,6 @@ __device__ void enqueue_in_place(const Rank& r, OsShared& s) {
     s.in_place_slots = nslots;
     s.first_wave = min(total, wave_procs);
     r.control()[kFirstWave] = s.first_wave;  // for the host (PhaseTimes::first_wave)
-#ifdef FDM_TWO_WAVES
-    s.second_wave = kPairs || total <= wave_procs ? 0u : min(total - wave_procs, wave_procs);
-#else
-    s.second_wave = 0u;
-#endif
-    r.control()[kSecondWave] = s.second_wave;
   }
   __syncthreads();
 }

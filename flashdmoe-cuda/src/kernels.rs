@@ -155,24 +155,17 @@ pub struct KernelExperiment {
 /// beside run 161's script: perf-notes v44 (d), (e); run 167 FDM_A2_AHEAD2, A2's logits two
 /// tokens ahead, level, removed, its patch beside run 167's script: perf-notes v45 (c); run 175
 /// FDM_SCHED_EARLY, the scheduler warp before the in-place dispatch signals, kept as the
-/// default: perf-notes v47 (a)), and
+/// default: perf-notes v47 (a); run 177-178 FDM_TWO_WAVES, the OS block posting a second
+/// wave, level on the new T128 tiles, removed, its patch beside run 178's script: perf-notes
+/// v47 (b)), and
 /// diagnostics a GPU run switches on.
-pub const EXPERIMENTS: &[KernelExperiment] = &[
-    KernelExperiment {
-        define: "FDM_DEBUG_COMBINE_TIMEOUT",
-        what: "scheduler.cuh: a combine-slot timeout reports the first (group, column) combine \
+pub const EXPERIMENTS: &[KernelExperiment] = &[KernelExperiment {
+    define: "FDM_DEBUG_COMBINE_TIMEOUT",
+    what: "scheduler.cuh: a combine-slot timeout reports the first (group, column) combine \
                counter off its expected count in the report's `seen` word (bits 63..48 g * cth \
                + col, 47..32 the counter, 31..16 the expected count): the mma.sync engine's \
                open combine timeout (docs/dev/gpu-queue.md)",
-    },
-    KernelExperiment {
-        define: "FDM_TWO_WAVES",
-        what: "subscriber.cuh enqueue_in_place: the OS block also posts the second wave of \
-               in-place GEMM0 tasks as the first-wave processors' task number 1 (unpaired \
-               layers; perf-notes v47 (b): T128 E8's first scheduler handout came 2-3 µs \
-               after the first wave's tasks ended)",
-    },
-];
+}];
 
 /// Preprocessor defines (`-DNAME` / `-DNAME=VALUE`) specialising a kernel. Kept sorted by name
 /// so equal sets give equal options (and cache keys) whatever the insertion order.

@@ -304,9 +304,6 @@ pub struct PhaseTimes {
     /// When the first wave was in the processors' mailboxes (the latest posting thread; 0
     /// with no first wave).
     pub wave_posted_ns: u32,
-    /// The second wave (experiment `FDM_TWO_WAVES`): GEMM0 tasks the OS block posted as the
-    /// first-wave processors' second task, before the scheduler's first round; 0 without.
-    pub second_wave: u32,
     /// Tasks run as halves of a 2-CTA cluster's pair (`CudaOptions::pairs`; twice the pairs
     /// run: the scheduler gives a pair no cluster can take as two solo tasks); 0 unpaired.
     pub paired_tasks: u32,
@@ -1136,7 +1133,6 @@ impl CudaLayer {
                     tokens_by_threads: c[control::ROUTE_THREADS] != 0,
                     first_wave: c[control::FIRST_WAVE],
                     wave_posted_ns: c[control::WAVE_POSTED_NS],
-                    second_wave: c[control::SECOND_WAVE],
                     paired_tasks: c[control::PAIRED_TASKS],
                 });
             }

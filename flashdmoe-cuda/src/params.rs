@@ -318,11 +318,8 @@ pub mod control {
     pub const FIRST_WAVE: usize = 19;
     /// The scheduler's first round that handed out tasks (`kFirstHandoutNs`; scheduler.cuh).
     pub const FIRST_HANDOUT_NS: usize = 21;
-    /// The second wave: GEMM0 tasks the OS block posted as processors' task number 1
-    /// (`kSecondWave`; experiment `FDM_TWO_WAVES`, subscriber.cuh `enqueue_in_place`).
-    pub const SECOND_WAVE: usize = 22;
     /// When the first wave was in the processors' mailboxes (`kWavePostedNs`).
-    pub const WAVE_POSTED_NS: usize = 23;
+    pub const WAVE_POSTED_NS: usize = 22;
     /// Tasks run as halves of a cluster's pair (`kPairedTasks`; processor_wgmma.cuh
     /// `align_for_pair`).
     pub const PAIRED_TASKS: usize = 20;
@@ -408,7 +405,6 @@ mod tests {
             ("kFirstWave", control::FIRST_WAVE),
             ("kPairedTasks", control::PAIRED_TASKS),
             ("kFirstHandoutNs", control::FIRST_HANDOUT_NS),
-            ("kSecondWave", control::SECOND_WAVE),
             ("kWavePostedNs", control::WAVE_POSTED_NS),
         ] {
             assert_eq!(value(name), index, "{name}");
