@@ -6,6 +6,11 @@
 #                          it as skipped), with a timeout of the time left; one line a phase
 #                          (exit status, seconds left) goes to $w/summary.txt.
 #   ab_lines LABEL...      the compared fields of each phase's cases, a line a case.
+# A call brings back at most 8 files from $OUT (the device README's limits): with `keep` set
+# to a file under $OUT, each phase's log is appended there as it ends (a "===== LABEL" line
+# first), so one file holds every phase, and a call cut short still brings back those that
+# ran. Keep `w` outside $OUT then:  w=$(mktemp -d); keep=$OUT/run180.log; BUDGET=...; source ...
+# (session 34's runs 175-179 lost up to 14 phase logs to the count.)
 # Scripts up to run 85 carry their own copy of these lines, runs 137-138 their own clock
 # sampling (they are records of what ran).
 phases_start=$(date +%s)
@@ -16,10 +21,15 @@ ph() {
   shift 2
   if [ "$(left)" -lt "$need" ]; then
     echo "$label SKIPPED ($(left) s left)" >> "$w/summary.txt"
+    if [ -n "${keep:-}" ]; then echo "===== $label SKIPPED ($(left) s left)" >> "$keep"; fi
     return
   fi
   timeout $(($(left) - 5)) "$@" > "$w/$label.log" 2>&1
-  echo "$label rc=$? left $(left)" >> "$w/summary.txt"
+  local rc=$?
+  echo "$label rc=$rc left $(left)" >> "$w/summary.txt"
+  if [ -n "${keep:-}" ]; then
+    { echo "===== $label rc=$rc left $(left)"; cat "$w/$label.log"; } >> "$keep"
+  fi
 }
 # ab_lines LABEL...: for each phase's log, one line a case: its verdict and name, the fields an
 # A/B run compares (first task, phase marks, the first wave, the combine tasks, a streamed
