@@ -13,6 +13,9 @@ __device__ unsigned complete_row_tile(const Rank& r, const fdm_task& t) {
   const fdm_layout& l = r.p->layout;
   unsigned* counter = reinterpret_cast<unsigned*>(r.heap + t.counter_offset);
   const bool last = atomicAdd(counter, 1u) + 1u == fdm_col_tiles_inter(&l);
+#ifdef FDM_GEMM1_EARLY
+  if (t.signal_offset == kGemm1PostedEarly) return kStop;  // its GEMM1s wait on the count
+#endif
   if (!last) return kStop;
   __threadfence();  // every GEMM0 of the row tile counted before its GEMM1s are published
   return claim(r, fdm_col_tiles_hidden(&l));
@@ -25,6 +28,29 @@ __device__ void publish_gemm1(const Rank& r, const fdm_task& t, unsigned base, u
     return make_task(r, FDM_TASK_GEMM1, t.source_rank, t.owner_rank, t.local_expert, t.row_tile, c, t.valid_rows);
   });
 }
+
+#ifdef FDM_GEMM1_EARLY
+/// Producer thread 0 of processor `pid`, for a GEMM1 task posted before its row tile's GEMM0s
+/// (experiment FDM_GEMM1_EARLY; its row tile's counter at `offset`): waits until every GEMM0
+/// of the row tile is counted (acquire: their intermediate rows are visible from here on).
+/// False on an abort or a timeout (reported): the caller then stops, as on its mailbox's.
+__device__ bool row_tile_counted(const Rank& r, unsigned pid, unsigned long long offset, Deadline& deadline) {
+  const unsigned* counter = reinterpret_cast<const unsigned*>(r.heap + offset);
+  const unsigned want = fdm_col_tiles_inter(&r.p->layout);
+  for (;;) {
+    const unsigned seen = ld_acquire_gpu(counter);
+    if (seen >= want) {
+      deadline.progress();
+      return true;
+    }
+    if (aborted(r.p)) return false;
+    if (deadline.expired()) {
+      report_timeout(r, FDM_ROLE_PROCESSOR, FDM_WAIT_ROW_TILE, pid, seen);
+      return false;
+    }
+  }
+}
+#endif
 
 /// After a GEMM1 tile's rows are stored: the epoch-stamped return signal in the source's heap.
 __device__ void raise_return_signal(const Rank& r, const fdm_task& t) {

@@ -16,6 +16,15 @@ __device__ __forceinline__ fdm_task make_task(const Rank& r, unsigned kind, unsi
   return fdm_task_init(&r.p->layout, kind, r.epoch, source, owner, le, row_tile, col_tile, valid_rows);
 }
 
+#ifdef FDM_GEMM1_EARLY
+/// Experiment FDM_GEMM1_EARLY (perf-notes v47 (e)): a GEMM0 task whose row tile's GEMM1 tasks
+/// the OS block posted with the first wave carries this in its (otherwise unused)
+/// `signal_offset`, so its completion counts the row tile and claims nothing; such a GEMM1
+/// task carries its row tile's counter in `counter_offset` (unused by GEMM1 tasks otherwise)
+/// and its producer waits for the count before handing it on (processor_wgmma.cuh).
+constexpr unsigned long long kGemm1PostedEarly = 0ull;
+#endif
+
 /// Claims `count` slots of the GEMM log (one atomicAdd, by the caller's leader thread).
 __device__ __forceinline__ unsigned claim(const Rank& r, unsigned count) {
   return (unsigned)fdm_gemm_log_base(&r.p->layout) + atomicAdd(&r.control()[kTaskTail], count);

@@ -114,6 +114,61 @@ __device__ __forceinline__ fdm_task gemm0_task_at(const Rank& r, OsShared& s, un
   return t;
 }
 
+#ifdef FDM_GEMM1_EARLY
+/// Experiment FDM_GEMM1_EARLY (perf-notes v47 (e)), after enqueue_in_place's one chunk put
+/// every GEMM0 task of the layer into the first wave (`s.slot_rows[k]`: in-place slot k's
+/// rows): the GEMM1 tasks of all their row tiles go into the GEMM log now, right behind them,
+/// in (slot, row tile, column) order, each carrying its row tile's counter (queue.cuh
+/// kGemm1PostedEarly). The scheduler's first round hands them out as the processors' second
+/// tasks, and a producer hands one on to its consumers the moment the row tile's last GEMM0 is
+/// counted (completion.cuh row_tile_counted), where the completing processor's claim, its
+/// descriptors' release and a scheduler round took 5-7 µs (run 177, T128 E8). No deadlock:
+/// every GEMM0 such a task waits for is some processor's task number 0. All of the block's
+/// threads.
+__device__ void post_gemm1_early(const Rank& r, OsShared& s, unsigned nle, unsigned nslots) {
+  const fdm_layout& l = r.p->layout;
+  const unsigned cth = fdm_col_tiles_hidden(&l);
+  const unsigned lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  __shared__ unsigned sums[kWarps];
+  __shared__ unsigned s_base1;
+  const unsigned rows = threadIdx.x < nslots ? s.slot_rows[threadIdx.x] : 0u;
+  // Block-wide inclusive prefix of the slots' GEMM1 task counts.
+  unsigned end = fdm_div_ceil(rows, kBM) * cth;
+#pragma unroll
+  for (unsigned o = 1; o < 32; o *= 2) {
+    const unsigned v = __shfl_up_sync(0xFFFFFFFFu, end, o);
+    if (lane >= o) end += v;
+  }
+  if (lane == 31) sums[warp] = end;
+  __syncthreads();
+  unsigned n = 0;
+  for (unsigned w = 0; w < (unsigned)kWarps; ++w) {
+    if (w < warp) end += sums[w];
+    n += sums[w];
+  }
+  s.slot_end[threadIdx.x] = end;
+  if (threadIdx.x == 0 && n != 0) s_base1 = claim(r, n);
+  __syncthreads();
+  const unsigned base = s_base1;
+  for (unsigned j = threadIdx.x; j < n; j += kThreads) {
+    unsigned lo = 0, hi = kThreads - 1;
+    while (lo < hi) {
+      const unsigned mid = (lo + hi) / 2;
+      if (s.slot_end[mid] > j) hi = mid;
+      else lo = mid + 1;
+    }
+    const unsigned i = j - (lo == 0 ? 0u : s.slot_end[lo - 1]), rt = i / cth;
+    const unsigned source = r.p->first_rank + lo / nle, le = lo % nle;
+    fdm_task t = make_task(r, FDM_TASK_GEMM1, source, r.global, le, rt, i % cth, fdm_tile_rows(s.slot_rows[lo], rt, kBM));
+    t.counter_offset = fdm_row_tile_counter(&l, source, le, rt);
+    r.tasks()[base + j] = t;
+  }
+  fence_acq_rel_gpu();
+  for (unsigned j = threadIdx.x; j < n; j += kThreads) st_relaxed_gpu(&r.task_ready()[base + j], r.epoch);
+  __syncthreads();
+}
+#endif
+
 /// The OS block's first act, by all its threads, before the roles split: the GEMM0 tasks of
 /// every packet read in place (sources on this GPU; their sizes in the sources' packet_rows
 /// since A3's grid barrier) go into the GEMM log at once, in (source, local expert) order, and
@@ -148,6 +203,9 @@ __device__ void enqueue_in_place(const Rank& r, OsShared& s) {
   // pair's second half, which it sees as solo; run 151: no first wave cost T4096 E128 16 µs).
   const unsigned wave_procs = r.nproc - remote_copiers(r.p);
   unsigned total = 0;  // tasks enqueued so far (the same in every thread)
+#ifdef FDM_GEMM1_EARLY
+  bool early = false;  // every in-place GEMM0 task in the first wave: their GEMM1s go out now
+#endif
   for (unsigned c0 = 0; c0 < nslots; c0 += kThreads) {
     // In-place slot k: source first_rank + k / nle (the local rank k / nle), local expert k % nle.
     const unsigned k = c0 + threadIdx.x;
@@ -186,6 +244,13 @@ __device__ void enqueue_in_place(const Rank& r, OsShared& s) {
     // µs a thread each (their offsets' arithmetic): run 113 wrote all 2048 of T16384 E8's
     // before the first wave and its first task came 10 µs later than the subscriber's.
     const unsigned base = s_base;
+#ifdef FDM_GEMM1_EARLY
+    // One chunk holding every packet of the layer (all sources on this GPU), all of whose
+    // GEMM0 tasks are in the first wave: nothing a GEMM1 task waits for then sits behind it
+    // in any mailbox (post_gemm1_early).
+    early = kHopper && !kPairs && nslots <= (unsigned)kThreads && l.world == r.p->local_ranks && chunk != 0 &&
+            chunk <= wave_procs;
+#endif
     auto write = [&](unsigned j) {
       unsigned lo = 0, hi = kThreads - 1;
       while (lo < hi) {
@@ -194,7 +259,13 @@ __device__ void enqueue_in_place(const Rank& r, OsShared& s) {
         else lo = mid + 1;
       }
       const unsigned kk = c0 + lo, first = lo == 0 ? 0u : s.slot_end[lo - 1];
+#ifdef FDM_GEMM1_EARLY
+      fdm_task t = gemm0_task_at(r, s, base + j, r.p->first_rank + kk / nle, kk % nle, s.slot_rows[lo], j - first);
+      if (early) t.signal_offset = kGemm1PostedEarly;
+      r.tasks()[base + j] = t;
+#else
       r.tasks()[base + j] = gemm0_task_at(r, s, base + j, r.p->first_rank + kk / nle, kk % nle, s.slot_rows[lo], j - first);
+#endif
     };
     const unsigned wave = total < wave_procs ? min(chunk, wave_procs - total) : 0u;
     for (unsigned j = threadIdx.x; j < wave; j += kThreads) {
@@ -213,6 +284,9 @@ __device__ void enqueue_in_place(const Rank& r, OsShared& s) {
     total += chunk;
     __syncthreads();  // slot_end, slot_rows, warp_sums and s_base are the next chunk's
   }
+#ifdef FDM_GEMM1_EARLY
+  if (early) post_gemm1_early(r, s, nle, nslots);
+#endif
   if (threadIdx.x == 0) {
     s.in_place_slots = nslots;
     s.first_wave = min(total, wave_procs);

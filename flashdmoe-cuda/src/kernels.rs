@@ -159,13 +159,22 @@ pub struct KernelExperiment {
 /// wave, level on the new T128 tiles, removed, its patch beside run 178's script: perf-notes
 /// v47 (b)), and
 /// diagnostics a GPU run switches on.
-pub const EXPERIMENTS: &[KernelExperiment] = &[KernelExperiment {
-    define: "FDM_DEBUG_COMBINE_TIMEOUT",
-    what: "scheduler.cuh: a combine-slot timeout reports the first (group, column) combine \
+pub const EXPERIMENTS: &[KernelExperiment] = &[
+    KernelExperiment {
+        define: "FDM_DEBUG_COMBINE_TIMEOUT",
+        what: "scheduler.cuh: a combine-slot timeout reports the first (group, column) combine \
                counter off its expected count in the report's `seen` word (bits 63..48 g * cth \
                + col, 47..32 the counter, 31..16 the expected count): the mma.sync engine's \
                open combine timeout (docs/dev/gpu-queue.md)",
-}];
+    },
+    KernelExperiment {
+        define: "FDM_GEMM1_EARLY",
+        what: "subscriber.cuh post_gemm1_early: where every GEMM0 task of a one-GPU layer is in \
+               the first wave, the OS block posts all their GEMM1 tasks right behind them, each \
+               gated on its row tile's counter by its processor's producer (completion.cuh \
+               row_tile_counted): perf-notes v47 (e), T128 E8's GEMM0 -> GEMM1 hand-off of 5-7 µs",
+    },
+];
 
 /// Preprocessor defines (`-DNAME` / `-DNAME=VALUE`) specialising a kernel. Kept sorted by name
 /// so equal sets give equal options (and cache keys) whatever the insertion order.

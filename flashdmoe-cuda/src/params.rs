@@ -30,7 +30,7 @@ pub const ROLES: [(&str, &str); 5] = [
 ];
 
 /// What a role waited for (`fdm_diag::what`).
-pub const WAITS: [(&str, &str); 9] = [
+pub const WAITS: [(&str, &str); 10] = [
     ("FDM_WAIT_DISPATCH_SIGNAL", "dispatch signal"),
     ("FDM_WAIT_RETURN_SIGNAL", "return signal"),
     ("FDM_WAIT_TASK_READY", "task ready flag"),
@@ -43,6 +43,11 @@ pub const WAITS: [(&str, &str); 9] = [
         "a valid given routing (an expert out of range or chosen twice) in token",
     ),
     ("FDM_WAIT_PAIR_PEER", "its 2-CTA cluster peer at the start of a paired task, processor"),
+    (
+        "FDM_WAIT_ROW_TILE",
+        "the GEMM0 tiles of a GEMM1 task's row tile (posted before them: experiment \
+         FDM_GEMM1_EARLY), processor",
+    ),
 ];
 
 /// Index of `FDM_WAIT_CORRUPT_SIGNAL` in [`WAITS`].

@@ -245,7 +245,8 @@ fn check(jit: &Jit, arch: Arch, variant: &KernelVariant) -> Result<String, Strin
 
 /// Every kernel experiment waiting for a GPU run (`kernels::EXPERIMENTS`, run through
 /// `FLASHDMOE_EXTRA_DEFINES`) compiles on the Hopper engine for a streamed SwiGLU layer and the
-/// paper layer, as the layer build would choose them, and the SwiGLU layer with paired tasks
+/// paper layer at T 16384 and 128 (its 64-row tile), as the layer build would choose them, and
+/// the SwiGLU layer with paired tasks
 /// (`--pairs`), with no candidate skipped: an experiment that spills or no longer compiles
 /// fails here rather than on the GPU machine.
 #[test]
@@ -253,8 +254,11 @@ fn every_kernel_experiment_compiles_on_the_hopper_engine() {
     if jit().is_none() {
         return;
     }
-    let configs =
-        [presets::preset("qwen3-30b-a3b").unwrap(), presets::preset("paper-t16384-e8").unwrap()];
+    let configs = [
+        presets::preset("qwen3-30b-a3b").unwrap(),
+        presets::preset("paper-t16384-e8").unwrap(),
+        presets::preset("paper-t128-e8").unwrap(),
+    ];
     let paired =
         |specs: Vec<MoeSpec>| specs.into_iter().filter_map(|s| s.with_pairs().ok()).collect();
     for experiment in flashdmoe_cuda::kernels::EXPERIMENTS {
@@ -264,7 +268,9 @@ fn every_kernel_experiment_compiles_on_the_hopper_engine() {
             ..JitConfig::from_env()
         })
         .unwrap_or_else(|e| panic!("{e}"));
-        for (config, pairs) in [(&configs[0], false), (&configs[1], false), (&configs[0], true)] {
+        for (config, pairs) in
+            [(&configs[0], false), (&configs[1], false), (&configs[2], false), (&configs[0], true)]
+        {
             let candidates = spec::combine_candidates(
                 MoeSpec::candidates(config, spec::H200_PROCESSORS, Arch::SM90),
                 CombineForm::default(),
