@@ -454,8 +454,9 @@ fn widest_bn(activation: Activation, dtype: DType, hidden: u32, inter: u32, ragg
 /// columns and its `a_rows` rows of A, the average packet's up to a tile); the wider on a tie.
 /// A small batch's task is bound by what its SM receives (run 177: a T128 task ~38 GB/s, its
 /// rows re-read by every column tile), a large one's by its FLOPs, which the same count ranks
-/// alike (waves x bn). Run 177 at T128 against the rule before it (bn halved while the tasks
-/// filled under two waves): E8 64x128 against 64x64 −4%, E32 64x256 against 64x128 −2.6%.
+/// alike (waves x bn). Runs 178-179 at T128 against the rule before it (bn halved while the
+/// tasks filled under two waves), alternated: E8 64x128 against 64x64 −3%, E16 64x256 against
+/// 64x64 −6%, E32 64x256 against 64x128 −5% (perf-notes v47 (c)).
 fn hopper_bn(
     widest: u32,
     nb: u32,
@@ -1455,9 +1456,9 @@ mod tests {
             let config = presets::preset(name).unwrap();
             MoeSpec::candidates(&config, H200_PROCESSORS, Arch::SM90)[0].tile.bn
         };
-        // T128 (run 177): E8 one wave of 128 tasks of 128 columns, where 256 of 64 took two
-        // (-4%); E16 and E32 256 columns (E32 two waves instead of four, -2.6%); E64 and E128
-        // as before.
+        // T128 (runs 178-179): E8 one wave of 128 tasks of 128 columns, where 256 of 64 took
+        // two (-3%); E16 and E32 256 columns (E16 one wave instead of four, -6%; E32 two
+        // instead of four, -5%); E64 and E128 as before.
         assert_eq!(
             ["e8", "e16", "e32", "e64", "e128"].map(|e| bn(&format!("paper-t128-{e}"))),
             [128, 256, 256, 256, 256]
