@@ -174,6 +174,11 @@ pub const EXPERIMENTS: &[KernelExperiment] = &[
                gated on its row tile's counter by its processor's producer (completion.cuh \
                row_tile_counted): perf-notes v47 (e), T128 E8's GEMM0 -> GEMM1 hand-off of 5-7 µs",
     },
+    KernelExperiment {
+        define: "FDM_ONE_CHUNK_PLACE",
+        what: "moe.cu: where each rank's tokens are one routing chunk (T <= 128), the block that \
+               counted it places it at once (A3 without its grid barrier): perf-notes v47 (f)",
+    },
 ];
 
 /// Preprocessor defines (`-DNAME` / `-DNAME=VALUE`) specialising a kernel. Kept sorted by name
