@@ -114,6 +114,27 @@ __device__ __forceinline__ fdm_task gemm0_task_at(const Rank& r, OsShared& s, un
   return t;
 }
 
+/// The block's inclusive prefix sum of every thread's `v` (in thread order), and in `total`
+/// their sum: a warp scan, the warps' totals through `warp_sums` (kWarps words of shared
+/// memory), one block barrier. Every thread of the block calls it; `warp_sums` is free again
+/// only after the caller's next block barrier.
+__device__ __forceinline__ unsigned block_prefix(unsigned v, unsigned* warp_sums, unsigned& total) {
+  const unsigned lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+#pragma unroll
+  for (unsigned o = 1; o < 32; o *= 2) {
+    const unsigned u = __shfl_up_sync(0xFFFFFFFFu, v, o);
+    if (lane >= o) v += u;
+  }
+  if (lane == 31) warp_sums[warp] = v;
+  __syncthreads();
+  total = 0;
+  for (unsigned w = 0; w < (unsigned)kWarps; ++w) {
+    if (w < warp) v += warp_sums[w];
+    total += warp_sums[w];
+  }
+  return v;
+}
+
 #ifdef FDM_GEMM1_EARLY
 /// Experiment FDM_GEMM1_EARLY (perf-notes v47 (e)), after enqueue_in_place's one chunk put
 /// every GEMM0 task of the layer into the first wave (`s.slot_rows[k]`: in-place slot k's
@@ -128,25 +149,12 @@ __device__ __forceinline__ fdm_task gemm0_task_at(const Rank& r, OsShared& s, un
 __device__ void post_gemm1_early(const Rank& r, OsShared& s, unsigned nle, unsigned nslots) {
   const fdm_layout& l = r.p->layout;
   const unsigned cth = fdm_col_tiles_hidden(&l);
-  const unsigned lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   __shared__ unsigned sums[kWarps];
   __shared__ unsigned s_base1;
   const unsigned rows = threadIdx.x < nslots ? s.slot_rows[threadIdx.x] : 0u;
   // Block-wide inclusive prefix of the slots' GEMM1 task counts.
-  unsigned end = fdm_div_ceil(rows, kBM) * cth;
-#pragma unroll
-  for (unsigned o = 1; o < 32; o *= 2) {
-    const unsigned v = __shfl_up_sync(0xFFFFFFFFu, end, o);
-    if (lane >= o) end += v;
-  }
-  if (lane == 31) sums[warp] = end;
-  __syncthreads();
-  unsigned n = 0;
-  for (unsigned w = 0; w < (unsigned)kWarps; ++w) {
-    if (w < warp) end += sums[w];
-    n += sums[w];
-  }
-  s.slot_end[threadIdx.x] = end;
+  unsigned n;
+  s.slot_end[threadIdx.x] = block_prefix(fdm_div_ceil(rows, kBM) * cth, sums, n);
   if (threadIdx.x == 0 && n != 0) s_base1 = claim(r, n);
   __syncthreads();
   const unsigned base = s_base1;
@@ -193,7 +201,7 @@ __device__ void enqueue_in_place(const Rank& r, OsShared& s) {
   // them in place (config.cuh kReadsInPlace); otherwise A4 copies them and they are signalled.
   const unsigned nslots = kReadsInPlace ? r.p->local_ranks * nle : 0u;
   const unsigned cti = fdm_col_tiles_inter(&l);
-  const unsigned lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const unsigned lane = threadIdx.x % 32;
   __shared__ unsigned warp_sums[kWarps];
   __shared__ unsigned s_base;
   // Processors that take a first-wave task: not the ones copying rows to other GPUs in A4
@@ -216,23 +224,12 @@ __device__ void enqueue_in_place(const Rank& r, OsShared& s) {
       atomicOr(&s.handled[slot / 32], 1u << (slot % 32));
     }
     const unsigned rts = fdm_div_ceil(rows, kBM);
-    // Block-wide inclusive prefix of the slots' task counts: a warp scan, then the warps' totals.
-    unsigned end = rts * cti, tiles = rts;
-#pragma unroll
-    for (unsigned o = 1; o < 32; o *= 2) {
-      const unsigned v = __shfl_up_sync(0xFFFFFFFFu, end, o);
-      if (lane >= o) end += v;
-    }
+    unsigned tiles = rts;
     for (int o = 16; o > 0; o /= 2) tiles += __shfl_xor_sync(0xFFFFFFFFu, tiles, o);
-    if (lane == 31) warp_sums[warp] = end;
     if (lane == 0) atomicAdd(&s.in_place_row_tiles, tiles);
-    __syncthreads();
-    unsigned chunk = 0;
-    for (unsigned w = 0; w < (unsigned)kWarps; ++w) {
-      if (w < warp) end += warp_sums[w];
-      chunk += warp_sums[w];
-    }
-    s.slot_end[threadIdx.x] = end;
+    // Block-wide inclusive prefix of the slots' task counts.
+    unsigned chunk;
+    s.slot_end[threadIdx.x] = block_prefix(rts * cti, warp_sums, chunk);
     s.slot_rows[threadIdx.x] = rows;
     if (threadIdx.x == 0 && chunk != 0) s_base = claim(r, chunk);
     __syncthreads();
