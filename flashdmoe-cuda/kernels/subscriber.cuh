@@ -53,21 +53,15 @@ static_assert(sizeof(OsShared) <= FDM_SMEM_BYTES, "the OS block's state lives in
 /// copiers raise the others as their packets complete) and remember the packet sizes. The
 /// owners of packets read in place enqueued them already and never wait for these signals;
 /// they are raised all the same, so every packet of a forward is signalled.
-/// Threads `tid` of `count` take every count-th expert.
-__device__ __forceinline__ void raise_dispatch_signals_share(const Rank& r, OsShared& s, unsigned tid,
-                                                             unsigned count) {
+/// By `count` threads of the block (thread `tid` of them takes every count-th expert; whole
+/// warps: every warp but the scheduler's), which then meet at named barrier 2; the scheduler
+/// warp reads no packet_rows and goes on.
+__device__ void raise_dispatch_signals_by(const Rank& r, OsShared& s, unsigned tid, unsigned count) {
   for (unsigned e = tid; e < (unsigned)kE; e += count) {
     const unsigned rows = r.packet_rows()[e];
     s.packet_rows[e] = rows;
     if (rows == 0 || (kReadsInPlace && on_this_gpu(r.p, r.p->expert_owner[e]))) raise_dispatch_signal(r, e, rows);
   }
-}
-
-/// The signals by `count` threads of the block (`tid` of them; whole warps: every warp but the
-/// scheduler's), which then meet at named barrier 2; the scheduler warp reads no packet_rows
-/// and goes on.
-__device__ void raise_dispatch_signals_by(const Rank& r, OsShared& s, unsigned tid, unsigned count) {
-  raise_dispatch_signals_share(r, s, tid, count);
   asm volatile("bar.sync 2, %0;" ::"r"(count) : "memory");
 }
 
@@ -135,6 +129,18 @@ __device__ __forceinline__ unsigned block_prefix(unsigned v, unsigned* warp_sums
   return v;
 }
 
+/// The slot holding entry `j` of a chunk whose slots end at the inclusive prefix `ends`
+/// (kThreads entries, block_prefix's): the first slot whose prefix passes j (a binary search).
+__device__ __forceinline__ unsigned slot_of(const unsigned* ends, unsigned j) {
+  unsigned lo = 0, hi = kThreads - 1;
+  while (lo < hi) {
+    const unsigned mid = (lo + hi) / 2;
+    if (ends[mid] > j) hi = mid;
+    else lo = mid + 1;
+  }
+  return lo;
+}
+
 #ifdef FDM_GEMM1_EARLY
 /// Experiment FDM_GEMM1_EARLY (perf-notes v47 (e)), after enqueue_in_place's one chunk put
 /// every GEMM0 task of the layer into the first wave (`s.slot_rows[k]`: in-place slot k's
@@ -146,25 +152,19 @@ __device__ __forceinline__ unsigned block_prefix(unsigned v, unsigned* warp_sums
 /// descriptors' release and a scheduler round took 5-7 µs (run 177, T128 E8). No deadlock:
 /// every GEMM0 such a task waits for is some processor's task number 0. All of the block's
 /// threads.
-__device__ void post_gemm1_early(const Rank& r, OsShared& s, unsigned nle, unsigned nslots) {
+__device__ void post_gemm1_early(const Rank& r, OsShared& s, unsigned nle) {
   const fdm_layout& l = r.p->layout;
   const unsigned cth = fdm_col_tiles_hidden(&l);
   __shared__ unsigned sums[kWarps];
   __shared__ unsigned s_base1;
-  const unsigned rows = threadIdx.x < nslots ? s.slot_rows[threadIdx.x] : 0u;
-  // Block-wide inclusive prefix of the slots' GEMM1 task counts.
+  // Block-wide inclusive prefix of the slots' GEMM1 task counts (slot_rows: 0 past the slots).
   unsigned n;
-  s.slot_end[threadIdx.x] = block_prefix(fdm_div_ceil(rows, kBM) * cth, sums, n);
+  s.slot_end[threadIdx.x] = block_prefix(fdm_div_ceil(s.slot_rows[threadIdx.x], kBM) * cth, sums, n);
   if (threadIdx.x == 0 && n != 0) s_base1 = claim(r, n);
   __syncthreads();
   const unsigned base = s_base1;
   for (unsigned j = threadIdx.x; j < n; j += kThreads) {
-    unsigned lo = 0, hi = kThreads - 1;
-    while (lo < hi) {
-      const unsigned mid = (lo + hi) / 2;
-      if (s.slot_end[mid] > j) hi = mid;
-      else lo = mid + 1;
-    }
+    const unsigned lo = slot_of(s.slot_end, j);
     const unsigned i = j - (lo == 0 ? 0u : s.slot_end[lo - 1]), rt = i / cth;
     const unsigned source = r.p->first_rank + lo / nle, le = lo % nle;
     fdm_task t = make_task(r, FDM_TASK_GEMM1, source, r.global, le, rt, i % cth, fdm_tile_rows(s.slot_rows[lo], rt, kBM));
@@ -249,12 +249,7 @@ __device__ void enqueue_in_place(const Rank& r, OsShared& s) {
             chunk <= wave_procs;
 #endif
     auto write = [&](unsigned j) {
-      unsigned lo = 0, hi = kThreads - 1;
-      while (lo < hi) {
-        const unsigned mid = (lo + hi) / 2;
-        if (s.slot_end[mid] > j) hi = mid;
-        else lo = mid + 1;
-      }
+      const unsigned lo = slot_of(s.slot_end, j);
       const unsigned kk = c0 + lo, first = lo == 0 ? 0u : s.slot_end[lo - 1];
 #ifdef FDM_GEMM1_EARLY
       fdm_task t = gemm0_task_at(r, s, base + j, r.p->first_rank + kk / nle, kk % nle, s.slot_rows[lo], j - first);
@@ -282,7 +277,7 @@ __device__ void enqueue_in_place(const Rank& r, OsShared& s) {
     __syncthreads();  // slot_end, slot_rows, warp_sums and s_base are the next chunk's
   }
 #ifdef FDM_GEMM1_EARLY
-  if (early) post_gemm1_early(r, s, nle, nslots);
+  if (early) post_gemm1_early(r, s, nle);
 #endif
   if (threadIdx.x == 0) {
     s.in_place_slots = nslots;

@@ -301,8 +301,8 @@ pub struct PhaseTimes {
     /// (subscriber.cuh `enqueue_in_place`; 0 where no packet is read in place: the mma.sync
     /// engine, or a rank with no such rows).
     pub first_wave: u32,
-    /// When the first wave was in the processors' mailboxes (the latest posting thread; 0
-    /// with no first wave).
+    /// When the first wave was in the processors' mailboxes (the latest warp done posting its
+    /// share; 0 with no first wave).
     pub wave_posted_ns: u32,
     /// Tasks run as halves of a 2-CTA cluster's pair (`CudaOptions::pairs`; twice the pairs
     /// run: the scheduler gives a pair no cluster can take as two solo tasks); 0 unpaired.
