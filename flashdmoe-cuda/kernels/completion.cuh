@@ -14,7 +14,7 @@ __device__ unsigned complete_row_tile(const Rank& r, const fdm_task& t) {
   unsigned* counter = reinterpret_cast<unsigned*>(r.heap + t.counter_offset);
   const bool last = atomicAdd(counter, 1u) + 1u == fdm_col_tiles_inter(&l);
 #ifdef FDM_GEMM1_EARLY
-  if (t.signal_offset == kGemm1PostedEarly) return kStop;  // its GEMM1s wait on the count
+  if (gemm1_posted_early(r)) return kStop;  // its GEMM1s wait on the count
 #endif
   if (!last) return kStop;
   __threadfence();  // every GEMM0 of the row tile counted before its GEMM1s are published
@@ -31,11 +31,12 @@ __device__ void publish_gemm1(const Rank& r, const fdm_task& t, unsigned base, u
 
 #ifdef FDM_GEMM1_EARLY
 /// Producer thread 0 of processor `pid`, for a GEMM1 task posted before its row tile's GEMM0s
-/// (experiment FDM_GEMM1_EARLY; its row tile's counter at `offset`): waits until every GEMM0
-/// of the row tile is counted (acquire: their intermediate rows are visible from here on).
-/// False on an abort or a timeout (reported): the caller then stops, as on its mailbox's.
-__device__ bool row_tile_counted(const Rank& r, unsigned pid, unsigned long long offset, Deadline& deadline) {
-  const unsigned* counter = reinterpret_cast<const unsigned*>(r.heap + offset);
+/// (experiment FDM_GEMM1_EARLY): waits until every GEMM0 of task t's row tile is counted
+/// (acquire: their intermediate rows are visible from here on). False on an abort or a
+/// timeout (reported): the caller then stops, as on its mailbox's.
+__device__ bool row_tile_counted(const Rank& r, unsigned pid, const fdm_task& t, Deadline& deadline) {
+  const unsigned* counter = reinterpret_cast<const unsigned*>(
+      r.heap + fdm_row_tile_counter(&r.p->layout, t.source_rank, t.local_expert, t.row_tile));
   const unsigned want = fdm_col_tiles_inter(&r.p->layout);
   for (;;) {
     const unsigned seen = ld_acquire_gpu(counter);

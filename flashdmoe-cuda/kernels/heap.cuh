@@ -47,6 +47,11 @@ enum Control : unsigned {
   // When the OS block's first wave was in the processors' mailboxes (ns since the kernel
   // start: the latest warp done publishing its share; subscriber.cuh enqueue_in_place).
   kWavePostedNs = 22,
+#ifdef FDM_GEMM1_EARLY
+  // Experiment FDM_GEMM1_EARLY: this forward's epoch where the OS block posted every GEMM1
+  // task with the first wave (subscriber.cuh post_gemm1_early); kernel-only.
+  kGemm1Early = 23,
+#endif
   kControlEnd,
 };
 static_assert(kControlEnd <= FDM_CONTROL_WORDS, "params.rs: CONTROL_WORDS");

@@ -84,12 +84,11 @@ extern "C" __global__ void FDM_MOE_CLUSTER_DIMS __launch_bounds__(kThreads, 1)
   grid.sync();
   mark_phase(p, kRoutedNs);
   route(p, smem);
-#ifdef FDM_ONE_CHUNK_PLACE
-  // An experiment (perf-notes v47 (f)): where each rank's tokens are one routing chunk, the
-  // block that counted rank j's chunk (route's job j, as place_chunks' job j: both deal jobs
-  // by block index) places it at once, from what it wrote itself and A2's first half (before
-  // route's inner barrier): one grid barrier and A3's own round trips fewer (T128: top-k at
-  // 13 µs, placed at 16).
+  // Where each rank's tokens are one routing chunk (T <= kChunk), the block that counted rank
+  // j's chunk (route's job j, as place_chunks' job j: both deal jobs by block index) places it
+  // at once, from what it wrote itself and A2's first half (before route's inner barrier):
+  // one grid barrier and A3's own round trips fewer (run 180, T128 E8: 0.095 -> 0.093 ms;
+  // perf-notes v48 (a)). kChosenNs then marks placement too.
   const bool one_chunk = p->tokens <= (unsigned)kChunk;
   if (one_chunk) place_chunks(p, reinterpret_cast<unsigned*>(smem));
   grid.sync();
@@ -98,12 +97,6 @@ extern "C" __global__ void FDM_MOE_CLUSTER_DIMS __launch_bounds__(kThreads, 1)
     place_chunks(p, reinterpret_cast<unsigned*>(smem));
     grid.sync();
   }
-#else
-  grid.sync();
-  mark_phase(p, kChosenNs);
-  place_chunks(p, reinterpret_cast<unsigned*>(smem));
-  grid.sync();
-#endif
   mark_phase(p, kPlacedNs);
   dispatch_packets(p);
 

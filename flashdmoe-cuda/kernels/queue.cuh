@@ -17,12 +17,16 @@ __device__ __forceinline__ fdm_task make_task(const Rank& r, unsigned kind, unsi
 }
 
 #ifdef FDM_GEMM1_EARLY
-/// Experiment FDM_GEMM1_EARLY (perf-notes v47 (e)): a GEMM0 task whose row tile's GEMM1 tasks
-/// the OS block posted with the first wave carries this in its (otherwise unused)
-/// `signal_offset`, so its completion counts the row tile and claims nothing; such a GEMM1
-/// task carries its row tile's counter in `counter_offset` (unused by GEMM1 tasks otherwise)
-/// and its producer waits for the count before handing it on (processor_wgmma.cuh).
-constexpr unsigned long long kGemm1PostedEarly = 0ull;
+/// Experiment FDM_GEMM1_EARLY (perf-notes v47 (e)): true where the OS block posted every GEMM1
+/// task of this forward with the first wave (subscriber.cuh post_gemm1_early; the word holds
+/// the epoch of the forward that did, so no reset is needed). Then a GEMM0's completion counts
+/// its row tile and claims nothing, and a GEMM1's producer waits for the count before handing
+/// it on (processor_wgmma.cuh). The descriptors stay the canonical ones (the host's trace
+/// decodes them against the layout). Visible to a processor through its task's acquire: the
+/// OS block stores it before the first wave's fence.
+__device__ __forceinline__ bool gemm1_posted_early(const Rank& r) {
+  return ld_relaxed_gpu(&r.control()[kGemm1Early]) == r.epoch;
+}
 #endif
 
 /// Claims `count` slots of the GEMM log (one atomicAdd, by the caller's leader thread).

@@ -145,8 +145,8 @@ __device__ __forceinline__ unsigned slot_of(const unsigned* ends, unsigned j) {
 /// Experiment FDM_GEMM1_EARLY (perf-notes v47 (e)), after enqueue_in_place's one chunk put
 /// every GEMM0 task of the layer into the first wave (`s.slot_rows[k]`: in-place slot k's
 /// rows): the GEMM1 tasks of all their row tiles go into the GEMM log now, right behind them,
-/// in (slot, row tile, column) order, each carrying its row tile's counter (queue.cuh
-/// kGemm1PostedEarly). The scheduler's first round hands them out as the processors' second
+/// in (slot, row tile, column) order (the forward marked by queue.cuh gemm1_posted_early,
+/// stored before the first wave). The scheduler's first round hands them out as the processors' second
 /// tasks, and a producer hands one on to its consumers the moment the row tile's last GEMM0 is
 /// counted (completion.cuh row_tile_counted), where the completing processor's claim, its
 /// descriptors' release and a scheduler round took 5-7 µs (run 177, T128 E8). No deadlock:
@@ -167,9 +167,7 @@ __device__ void post_gemm1_early(const Rank& r, OsShared& s, unsigned nle) {
     const unsigned lo = slot_of(s.slot_end, j);
     const unsigned i = j - (lo == 0 ? 0u : s.slot_end[lo - 1]), rt = i / cth;
     const unsigned source = r.p->first_rank + lo / nle, le = lo % nle;
-    fdm_task t = make_task(r, FDM_TASK_GEMM1, source, r.global, le, rt, i % cth, fdm_tile_rows(s.slot_rows[lo], rt, kBM));
-    t.counter_offset = fdm_row_tile_counter(&l, source, le, rt);
-    r.tasks()[base + j] = t;
+    r.tasks()[base + j] = make_task(r, FDM_TASK_GEMM1, source, r.global, le, rt, i % cth, fdm_tile_rows(s.slot_rows[lo], rt, kBM));
   }
   fence_acq_rel_gpu();
   for (unsigned j = threadIdx.x; j < n; j += kThreads) st_relaxed_gpu(&r.task_ready()[base + j], r.epoch);
@@ -231,6 +229,15 @@ __device__ void enqueue_in_place(const Rank& r, OsShared& s) {
     unsigned chunk;
     s.slot_end[threadIdx.x] = block_prefix(rts * cti, warp_sums, chunk);
     s.slot_rows[threadIdx.x] = rows;
+#ifdef FDM_GEMM1_EARLY
+    // One chunk holding every packet of the layer (all sources on this GPU), all of whose
+    // GEMM0 tasks are in the first wave: nothing a GEMM1 task waits for then sits behind it
+    // in any mailbox (post_gemm1_early). Marked before the barrier, so before every thread's
+    // fence and the wave's release.
+    early = kHopper && !kPairs && nslots <= (unsigned)kThreads && l.world == r.p->local_ranks && chunk != 0 &&
+            chunk <= wave_procs;
+    if (threadIdx.x == 0 && early) st_relaxed_gpu(&r.control()[kGemm1Early], r.epoch);
+#endif
     if (threadIdx.x == 0 && chunk != 0) s_base = claim(r, chunk);
     __syncthreads();
     // Task j of the chunk belongs to the first slot whose prefix passes j (a binary search
@@ -241,23 +248,10 @@ __device__ void enqueue_in_place(const Rank& r, OsShared& s) {
     // µs a thread each (their offsets' arithmetic): run 113 wrote all 2048 of T16384 E8's
     // before the first wave and its first task came 10 µs later than the subscriber's.
     const unsigned base = s_base;
-#ifdef FDM_GEMM1_EARLY
-    // One chunk holding every packet of the layer (all sources on this GPU), all of whose
-    // GEMM0 tasks are in the first wave: nothing a GEMM1 task waits for then sits behind it
-    // in any mailbox (post_gemm1_early).
-    early = kHopper && !kPairs && nslots <= (unsigned)kThreads && l.world == r.p->local_ranks && chunk != 0 &&
-            chunk <= wave_procs;
-#endif
     auto write = [&](unsigned j) {
       const unsigned lo = slot_of(s.slot_end, j);
       const unsigned kk = c0 + lo, first = lo == 0 ? 0u : s.slot_end[lo - 1];
-#ifdef FDM_GEMM1_EARLY
-      fdm_task t = gemm0_task_at(r, s, base + j, r.p->first_rank + kk / nle, kk % nle, s.slot_rows[lo], j - first);
-      if (early) t.signal_offset = kGemm1PostedEarly;
-      r.tasks()[base + j] = t;
-#else
       r.tasks()[base + j] = gemm0_task_at(r, s, base + j, r.p->first_rank + kk / nle, kk % nle, s.slot_rows[lo], j - first);
-#endif
     };
     const unsigned wave = total < wave_procs ? min(chunk, wave_procs - total) : 0u;
     for (unsigned j = threadIdx.x; j < wave; j += kThreads) {

@@ -157,8 +157,8 @@ pub struct KernelExperiment {
 /// FDM_SCHED_EARLY, the scheduler warp before the in-place dispatch signals, kept as the
 /// default: perf-notes v47 (a); run 177-178 FDM_TWO_WAVES, the OS block posting a second
 /// wave, level on the new T128 tiles, removed, its patch beside run 178's script: perf-notes
-/// v47 (b)), and
-/// diagnostics a GPU run switches on.
+/// v47 (b); run 180 FDM_ONE_CHUNK_PLACE, A3 without its grid barrier at T <= 128, kept as the
+/// default: perf-notes v48 (a)), and diagnostics a GPU run switches on.
 pub const EXPERIMENTS: &[KernelExperiment] = &[
     KernelExperiment {
         define: "FDM_DEBUG_COMBINE_TIMEOUT",
@@ -173,11 +173,6 @@ pub const EXPERIMENTS: &[KernelExperiment] = &[
                the first wave, the OS block posts all their GEMM1 tasks right behind them, each \
                gated on its row tile's counter by its processor's producer (completion.cuh \
                row_tile_counted): perf-notes v47 (e), T128 E8's GEMM0 -> GEMM1 hand-off of 5-7 µs",
-    },
-    KernelExperiment {
-        define: "FDM_ONE_CHUNK_PLACE",
-        what: "moe.cu: where each rank's tokens are one routing chunk (T <= 128), the block that \
-               counted it places it at once (A3 without its grid barrier): perf-notes v47 (f)",
     },
 ];
 
