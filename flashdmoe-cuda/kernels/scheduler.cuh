@@ -205,14 +205,21 @@ __device__ void scheduler(const Rank& r, OsShared& s) {
   const unsigned* ready = r.task_ready();
   // The first wave (enqueue_in_place): the OS block posted GEMM log task gbase + q as
   // processor q's task number 0, for q < first_wave.
+#ifdef FDM_GEMM1_EARLY
+  // And GEMM log task gbase + first_wave + q as its task number 1, for q < second_wave
+  // (subscriber.cuh post_gemm1_early).
+  const unsigned second_wave = s.second_wave;
+#else
+  constexpr unsigned second_wave = 0;
+#endif
   const unsigned first_wave = s.first_wave;
-  for (unsigned q = lane; q < nproc; q += 32) s.assigned[q] = q < first_wave ? 1u : 0u;
+  for (unsigned q = lane; q < nproc; q += 32) s.assigned[q] = (q < first_wave ? 1u : 0u) + (q < second_wave ? 1u : 0u);
   __syncwarp();
   // The combine log is [0, ncomb) this forward; the GEMM log starts at gbase and ends at the
   // bound less the combines, once the dispatch subscriber knows it.
   const unsigned ncomb = fdm_div_ceil(r.p->tokens, kBM) * fdm_col_tiles_hidden(&r.p->layout);
   const unsigned gbase = (unsigned)fdm_gemm_log_base(&r.p->layout);
-  unsigned chead = 0, head = gbase + first_wave;
+  unsigned chead = 0, head = gbase + first_wave + second_wave;
   // While the bound is unknown the window may reach past the log: never past the flags'
   // array (its padding up to the next array is zero from allocation: never an epoch).
   const unsigned flags_end = (unsigned)((r.p->scratch_layout.trace - r.p->scratch_layout.task_ready) / 4);

@@ -32,6 +32,11 @@ struct OsShared {
   unsigned in_place_slots;
   unsigned in_place_row_tiles;
   unsigned first_wave;
+#ifdef FDM_GEMM1_EARLY
+  // GEMM log tasks base + first_wave .. + second_wave - 1: GEMM1 tasks posted to processors
+  // 0 .. second_wave - 1 as their task number 1 (post_gemm1_early); 0 otherwise.
+  unsigned second_wave;
+#endif
   unsigned slot_end[kThreads];   // enqueue_in_place: inclusive prefix of a chunk's task counts
   unsigned slot_rows[kThreads];  // enqueue_in_place: a chunk's packet rows
   // The combine readiness (return subscribers): token tiles per group, and the returned tiles
@@ -142,17 +147,22 @@ __device__ __forceinline__ unsigned slot_of(const unsigned* ends, unsigned j) {
 }
 
 #ifdef FDM_GEMM1_EARLY
-/// Experiment FDM_GEMM1_EARLY (perf-notes v47 (e)), after enqueue_in_place's one chunk put
-/// every GEMM0 task of the layer into the first wave (`s.slot_rows[k]`: in-place slot k's
-/// rows): the GEMM1 tasks of all their row tiles go into the GEMM log now, right behind them,
-/// in (slot, row tile, column) order (the forward marked by queue.cuh gemm1_posted_early,
-/// stored before the first wave). The scheduler's first round hands them out as the processors' second
-/// tasks, and a producer hands one on to its consumers the moment the row tile's last GEMM0 is
-/// counted (completion.cuh row_tile_counted), where the completing processor's claim, its
-/// descriptors' release and a scheduler round took 5-7 µs (run 177, T128 E8). No deadlock:
-/// every GEMM0 such a task waits for is some processor's task number 0. All of the block's
-/// threads.
-__device__ void post_gemm1_early(const Rank& r, OsShared& s, unsigned nle) {
+/// Experiment FDM_GEMM1_EARLY (perf-notes v47 (e), v48 (b)), after enqueue_in_place's one
+/// chunk put every GEMM0 task of the layer into the first wave (`s.slot_rows[k]`: in-place slot
+/// k's rows; `wave`: those tasks, processor q's task number 0 being GEMM log task base0 + q):
+/// the GEMM1 tasks of all their row tiles go into the GEMM log now, right behind them, in
+/// (slot, row tile, column) order (the forward marked by queue.cuh gemm1_posted_early, stored
+/// before the first wave), and the first `wave` of them are posted as task number 1 of the same
+/// processors: processor q gets GEMM1 task q, of its own GEMM0's row tile where both GEMMs
+/// have as many column tiles. A producer hands such a task on to its consumers the moment the
+/// row tile's last GEMM0 is counted (completion.cuh row_tile_counted), where the completing
+/// processor's claim, its descriptors' release, a scheduler round and the mailbox took 5-7 µs
+/// (run 177, T128 E8). Run 181 left their handout to the scheduler, whose first round gave
+/// some processors two of them and others none: GEMM1's span widened (E16 62-98 -> 57-104
+/// µs). No deadlock: every GEMM0 such a task waits for is some processor's task number 0, and
+/// a producer takes its next task only once it has issued its current task's loads. All of
+/// the block's threads.
+__device__ void post_gemm1_early(const Rank& r, OsShared& s, unsigned nle, unsigned wave) {
   const fdm_layout& l = r.p->layout;
   const unsigned cth = fdm_col_tiles_hidden(&l);
   __shared__ unsigned sums[kWarps];
@@ -168,9 +178,14 @@ __device__ void post_gemm1_early(const Rank& r, OsShared& s, unsigned nle) {
     const unsigned i = j - (lo == 0 ? 0u : s.slot_end[lo - 1]), rt = i / cth;
     const unsigned source = r.p->first_rank + lo / nle, le = lo % nle;
     r.tasks()[base + j] = make_task(r, FDM_TASK_GEMM1, source, r.global, le, rt, i % cth, fdm_tile_rows(s.slot_rows[lo], rt, kBM));
+    if (j < wave) mailbox_stage(r, j, 1u, base + j);
   }
   fence_acq_rel_gpu();
-  for (unsigned j = threadIdx.x; j < n; j += kThreads) st_relaxed_gpu(&r.task_ready()[base + j], r.epoch);
+  for (unsigned j = threadIdx.x; j < n; j += kThreads) {
+    st_relaxed_gpu(&r.task_ready()[base + j], r.epoch);
+    if (j < wave) mailbox_publish_own(r, j, 2u);
+  }
+  if (threadIdx.x == 0) s.second_wave = min(n, wave);
   __syncthreads();
 }
 #endif
@@ -271,7 +286,8 @@ __device__ void enqueue_in_place(const Rank& r, OsShared& s) {
     __syncthreads();  // slot_end, slot_rows, warp_sums and s_base are the next chunk's
   }
 #ifdef FDM_GEMM1_EARLY
-  if (early) post_gemm1_early(r, s, nle);
+  if (threadIdx.x == 0) s.second_wave = 0u;
+  if (early) post_gemm1_early(r, s, nle, total);  // one chunk: total is its wave
 #endif
   if (threadIdx.x == 0) {
     s.in_place_slots = nslots;

@@ -170,9 +170,10 @@ pub const EXPERIMENTS: &[KernelExperiment] = &[
     KernelExperiment {
         define: "FDM_GEMM1_EARLY",
         what: "subscriber.cuh post_gemm1_early: where every GEMM0 task of a one-GPU layer is in \
-               the first wave, the OS block posts all their GEMM1 tasks right behind them, each \
-               gated on its row tile's counter by its processor's producer (completion.cuh \
-               row_tile_counted): perf-notes v47 (e), T128 E8's GEMM0 -> GEMM1 hand-off of 5-7 µs",
+               the first wave, the OS block posts all their GEMM1 tasks right behind them, \
+               processor q's GEMM1 task q as its task number 1, each gated on its row tile's \
+               counter by its processor's producer (completion.cuh row_tile_counted): \
+               perf-notes v47 (e), v48 (b), T128 E8's GEMM0 -> GEMM1 hand-off of 5-7 µs",
     },
 ];
 
