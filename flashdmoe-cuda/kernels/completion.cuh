@@ -8,14 +8,13 @@
 
 /// After a GEMM0's intermediate rows are stored and fenced, by one thread: counts the tile on
 /// its row-tile counter; the GEMM0 completing the row tile claims the log slots of the row
-/// tile's GEMM1 tasks and returns the first (kStop otherwise).
+/// tile's GEMM1 tasks and returns the first (kStop otherwise, and always where the OS block
+/// posted the GEMM1 tasks itself: their producers wait on the count, row_tile_counted).
 __device__ unsigned complete_row_tile(const Rank& r, const fdm_task& t) {
   const fdm_layout& l = r.p->layout;
   unsigned* counter = reinterpret_cast<unsigned*>(r.heap + t.counter_offset);
   const bool last = atomicAdd(counter, 1u) + 1u == fdm_col_tiles_inter(&l);
-#ifdef FDM_GEMM1_EARLY
   if (gemm1_posted_early(r)) return kStop;  // its GEMM1s wait on the count
-#endif
   if (!last) return kStop;
   __threadfence();  // every GEMM0 of the row tile counted before its GEMM1s are published
   return claim(r, fdm_col_tiles_hidden(&l));
@@ -29,9 +28,8 @@ __device__ void publish_gemm1(const Rank& r, const fdm_task& t, unsigned base, u
   });
 }
 
-#ifdef FDM_GEMM1_EARLY
 /// Producer thread 0 of processor `pid`, for a GEMM1 task posted before its row tile's GEMM0s
-/// (experiment FDM_GEMM1_EARLY): waits until every GEMM0 of task t's row tile is counted
+/// (subscriber.cuh post_gemm1_early): waits until every GEMM0 of task t's row tile is counted
 /// (acquire: their intermediate rows are visible from here on). False on an abort or a
 /// timeout (reported): the caller then stops, as on its mailbox's.
 __device__ bool row_tile_counted(const Rank& r, unsigned pid, const fdm_task& t, Deadline& deadline) {
@@ -51,7 +49,6 @@ __device__ bool row_tile_counted(const Rank& r, unsigned pid, const fdm_task& t,
     }
   }
 }
-#endif
 
 /// After a GEMM1 tile's rows are stored: the epoch-stamped return signal in the source's heap.
 __device__ void raise_return_signal(const Rank& r, const fdm_task& t) {

@@ -47,11 +47,12 @@ enum Control : unsigned {
   // When the OS block's first wave was in the processors' mailboxes (ns since the kernel
   // start: the latest warp done publishing its share; subscriber.cuh enqueue_in_place).
   kWavePostedNs = 22,
-#ifdef FDM_GEMM1_EARLY
-  // Experiment FDM_GEMM1_EARLY: this forward's epoch where the OS block posted every GEMM1
-  // task with the first wave (subscriber.cuh post_gemm1_early); kernel-only.
-  kGemm1Early = 23,
-#endif
+  // The second wave: GEMM1 tasks the OS block posted as processors 0 .. n - 1's task number 1
+  // (subscriber.cuh post_gemm1_early); for the host only.
+  kSecondWave = 23,
+  // This forward's epoch where the OS block posted every GEMM1 task of the forward itself
+  // (queue.cuh gemm1_posted_early; an older epoch otherwise: never reset).
+  kGemm1Early = 24,
   kControlEnd,
 };
 static_assert(kControlEnd <= FDM_CONTROL_WORDS, "params.rs: CONTROL_WORDS");

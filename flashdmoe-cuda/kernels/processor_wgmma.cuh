@@ -165,13 +165,11 @@ __device__ void wgmma_producer(const Rank& r, const Engine::Smem& s, hw::Ring<2>
       (void)pairs;
 #endif
       if (next.index != kStop) next.t = r.tasks()[next.index];
-#ifdef FDM_GEMM1_EARLY
       // A GEMM1 task posted before its row tile's GEMM0s (subscriber.cuh post_gemm1_early)
       // reaches the consumers only once they are counted: the trace's start then follows them.
       if (next.index != kStop && next.t.kind == FDM_TASK_GEMM1 && gemm1_posted_early(r) &&
           !row_tile_counted(r, processor_index(p), next.t, deadline))
         next.index = kStop;
-#endif
       Engine::ring_put(s, ring, next);
     }
     const RingTask* task = Engine::ring_wait<RingTask>(s, ring);

@@ -16,18 +16,16 @@ __device__ __forceinline__ fdm_task make_task(const Rank& r, unsigned kind, unsi
   return fdm_task_init(&r.p->layout, kind, r.epoch, source, owner, le, row_tile, col_tile, valid_rows);
 }
 
-#ifdef FDM_GEMM1_EARLY
-/// Experiment FDM_GEMM1_EARLY (perf-notes v47 (e)): true where the OS block posted every GEMM1
-/// task of this forward with the first wave (subscriber.cuh post_gemm1_early; the word holds
-/// the epoch of the forward that did, so no reset is needed). Then a GEMM0's completion counts
-/// its row tile and claims nothing, and a GEMM1's producer waits for the count before handing
-/// it on (processor_wgmma.cuh). The descriptors stay the canonical ones (the host's trace
-/// decodes them against the layout). Visible to a processor through its task's acquire: the
-/// OS block stores it before the first wave's fence.
+/// True where the OS block posted every GEMM1 task of this forward with the first wave
+/// (subscriber.cuh post_gemm1_early; the word holds the epoch of the forward that did, so no
+/// reset is needed). Then a GEMM0's completion counts its row tile and claims nothing, and a
+/// GEMM1's producer waits for the count before handing it on (processor_wgmma.cuh). The
+/// descriptors are the canonical ones all the same (the host's trace decodes them against the
+/// layout). Visible to a processor through its task's acquire: the OS block stores it before
+/// the first wave's fence.
 __device__ __forceinline__ bool gemm1_posted_early(const Rank& r) {
   return ld_relaxed_gpu(&r.control()[kGemm1Early]) == r.epoch;
 }
-#endif
 
 /// Claims `count` slots of the GEMM log (one atomicAdd, by the caller's leader thread).
 __device__ __forceinline__ unsigned claim(const Rank& r, unsigned count) {

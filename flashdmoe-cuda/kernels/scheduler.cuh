@@ -204,14 +204,9 @@ __device__ void scheduler(const Rank& r, OsShared& s) {
   const unsigned nproc = r.nproc;
   const unsigned* ready = r.task_ready();
   // The first wave (enqueue_in_place): the OS block posted GEMM log task gbase + q as
-  // processor q's task number 0, for q < first_wave.
-#ifdef FDM_GEMM1_EARLY
-  // And GEMM log task gbase + first_wave + q as its task number 1, for q < second_wave
-  // (subscriber.cuh post_gemm1_early).
+  // processor q's task number 0, for q < first_wave; the second (post_gemm1_early), GEMM log
+  // task gbase + first_wave + q as its task number 1, for q < second_wave.
   const unsigned second_wave = s.second_wave;
-#else
-  constexpr unsigned second_wave = 0;
-#endif
   const unsigned first_wave = s.first_wave;
   for (unsigned q = lane; q < nproc; q += 32) s.assigned[q] = (q < first_wave ? 1u : 0u) + (q < second_wave ? 1u : 0u);
   __syncwarp();

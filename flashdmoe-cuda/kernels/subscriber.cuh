@@ -32,11 +32,9 @@ struct OsShared {
   unsigned in_place_slots;
   unsigned in_place_row_tiles;
   unsigned first_wave;
-#ifdef FDM_GEMM1_EARLY
-  // GEMM log tasks base + first_wave .. + second_wave - 1: GEMM1 tasks posted to processors
+  // The second wave: GEMM log tasks base + first_wave .. + second_wave - 1: GEMM1 tasks posted to processors
   // 0 .. second_wave - 1 as their task number 1 (post_gemm1_early); 0 otherwise.
   unsigned second_wave;
-#endif
   unsigned slot_end[kThreads];   // enqueue_in_place: inclusive prefix of a chunk's task counts
   unsigned slot_rows[kThreads];  // enqueue_in_place: a chunk's packet rows
   // The combine readiness (return subscribers): token tiles per group, and the returned tiles
@@ -146,9 +144,8 @@ __device__ __forceinline__ unsigned slot_of(const unsigned* ends, unsigned j) {
   return lo;
 }
 
-#ifdef FDM_GEMM1_EARLY
-/// Experiment FDM_GEMM1_EARLY (perf-notes v47 (e), v48 (b)), after enqueue_in_place's one
-/// chunk put every GEMM0 task of the layer into the first wave (`s.slot_rows[k]`: in-place slot
+/// The second wave (perf-notes v47 (e), v48 (b); run 182: T128 E8 -3%, E16 -4%), after
+/// enqueue_in_place's one chunk put every GEMM0 task of the layer into the first wave (`s.slot_rows[k]`: in-place slot
 /// k's rows; `wave`: those tasks, processor q's task number 0 being GEMM log task base0 + q):
 /// the GEMM1 tasks of all their row tiles go into the GEMM log now, right behind them, in
 /// (slot, row tile, column) order (the forward marked by queue.cuh gemm1_posted_early, stored
@@ -157,9 +154,8 @@ __device__ __forceinline__ unsigned slot_of(const unsigned* ends, unsigned j) {
 /// have as many column tiles. A producer hands such a task on to its consumers the moment the
 /// row tile's last GEMM0 is counted (completion.cuh row_tile_counted), where the completing
 /// processor's claim, its descriptors' release, a scheduler round and the mailbox took 5-7 µs
-/// (run 177, T128 E8). Run 181 left their handout to the scheduler, whose first round gave
-/// some processors two of them and others none: GEMM1's span widened (E16 62-98 -> 57-104
-/// µs). No deadlock: every GEMM0 such a task waits for is some processor's task number 0, and
+/// (run 177, T128 E8). Left to the scheduler (run 181), its first round gave some processors two
+/// of them and others none: GEMM1's span widened (E16 62-98 -> 57-104 µs). No deadlock: every GEMM0 such a task waits for is some processor's task number 0, and
 /// a producer takes its next task only once it has issued its current task's loads. All of
 /// the block's threads.
 __device__ void post_gemm1_early(const Rank& r, OsShared& s, unsigned nle, unsigned wave) {
@@ -185,10 +181,12 @@ __device__ void post_gemm1_early(const Rank& r, OsShared& s, unsigned nle, unsig
     st_relaxed_gpu(&r.task_ready()[base + j], r.epoch);
     if (j < wave) mailbox_publish_own(r, j, 2u);
   }
-  if (threadIdx.x == 0) s.second_wave = min(n, wave);
+  if (threadIdx.x == 0) {
+    s.second_wave = min(n, wave);
+    r.control()[kSecondWave] = s.second_wave;  // for the host (PhaseTimes::second_wave)
+  }
   __syncthreads();
 }
-#endif
 
 /// The OS block's first act, by all its threads, before the roles split: the GEMM0 tasks of
 /// every packet read in place (sources on this GPU; their sizes in the sources' packet_rows
@@ -224,9 +222,7 @@ __device__ void enqueue_in_place(const Rank& r, OsShared& s) {
   // pair's second half, which it sees as solo; run 151: no first wave cost T4096 E128 16 µs).
   const unsigned wave_procs = r.nproc - remote_copiers(r.p);
   unsigned total = 0;  // tasks enqueued so far (the same in every thread)
-#ifdef FDM_GEMM1_EARLY
-  bool early = false;  // every in-place GEMM0 task in the first wave: their GEMM1s go out now
-#endif
+  bool early = false;  // every in-place GEMM0 task in the first wave: the second wave follows
   for (unsigned c0 = 0; c0 < nslots; c0 += kThreads) {
     // In-place slot k: source first_rank + k / nle (the local rank k / nle), local expert k % nle.
     const unsigned k = c0 + threadIdx.x;
@@ -244,7 +240,6 @@ __device__ void enqueue_in_place(const Rank& r, OsShared& s) {
     unsigned chunk;
     s.slot_end[threadIdx.x] = block_prefix(rts * cti, warp_sums, chunk);
     s.slot_rows[threadIdx.x] = rows;
-#ifdef FDM_GEMM1_EARLY
     // One chunk holding every packet of the layer (all sources on this GPU), all of whose
     // GEMM0 tasks are in the first wave: nothing a GEMM1 task waits for then sits behind it
     // in any mailbox (post_gemm1_early). Marked before the barrier, so before every thread's
@@ -252,7 +247,6 @@ __device__ void enqueue_in_place(const Rank& r, OsShared& s) {
     early = kHopper && !kPairs && nslots <= (unsigned)kThreads && l.world == r.p->local_ranks && chunk != 0 &&
             chunk <= wave_procs;
     if (threadIdx.x == 0 && early) st_relaxed_gpu(&r.control()[kGemm1Early], r.epoch);
-#endif
     if (threadIdx.x == 0 && chunk != 0) s_base = claim(r, chunk);
     __syncthreads();
     // Task j of the chunk belongs to the first slot whose prefix passes j (a binary search
@@ -285,10 +279,8 @@ __device__ void enqueue_in_place(const Rank& r, OsShared& s) {
     total += chunk;
     __syncthreads();  // slot_end, slot_rows, warp_sums and s_base are the next chunk's
   }
-#ifdef FDM_GEMM1_EARLY
   if (threadIdx.x == 0) s.second_wave = 0u;
   if (early) post_gemm1_early(r, s, nle, total);  // one chunk: total is its wave
-#endif
   if (threadIdx.x == 0) {
     s.in_place_slots = nslots;
     s.first_wave = min(total, wave_procs);

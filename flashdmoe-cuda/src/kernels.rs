@@ -158,24 +158,15 @@ pub struct KernelExperiment {
 /// default: perf-notes v47 (a); run 177-178 FDM_TWO_WAVES, the OS block posting a second
 /// wave, level on the new T128 tiles, removed, its patch beside run 178's script: perf-notes
 /// v47 (b); run 180 FDM_ONE_CHUNK_PLACE, A3 without its grid barrier at T <= 128, kept as the
-/// default: perf-notes v48 (a)), and diagnostics a GPU run switches on.
-pub const EXPERIMENTS: &[KernelExperiment] = &[
-    KernelExperiment {
-        define: "FDM_DEBUG_COMBINE_TIMEOUT",
-        what: "scheduler.cuh: a combine-slot timeout reports the first (group, column) combine \
-               counter off its expected count in the report's `seen` word (bits 63..48 g * cth \
-               + col, 47..32 the counter, 31..16 the expected count): the mma.sync engine's \
-               open combine timeout (docs/dev/gpu-queue.md)",
-    },
-    KernelExperiment {
-        define: "FDM_GEMM1_EARLY",
-        what: "subscriber.cuh post_gemm1_early: where every GEMM0 task of a one-GPU layer is in \
-               the first wave, the OS block posts all their GEMM1 tasks right behind them, \
-               processor q's GEMM1 task q as its task number 1, each gated on its row tile's \
-               counter by its processor's producer (completion.cuh row_tile_counted): \
-               perf-notes v47 (e), v48 (b), T128 E8's GEMM0 -> GEMM1 hand-off of 5-7 µs",
-    },
-];
+/// default: perf-notes v48 (a); runs 180-182 FDM_GEMM1_EARLY, the second wave, kept as the
+/// default in its third form: perf-notes v48 (b)), and diagnostics a GPU run switches on.
+pub const EXPERIMENTS: &[KernelExperiment] = &[KernelExperiment {
+    define: "FDM_DEBUG_COMBINE_TIMEOUT",
+    what: "scheduler.cuh: a combine-slot timeout reports the first (group, column) combine \
+           counter off its expected count in the report's `seen` word (bits 63..48 g * cth \
+           + col, 47..32 the counter, 31..16 the expected count): the mma.sync engine's \
+           open combine timeout (docs/dev/gpu-queue.md)",
+}];
 
 /// Preprocessor defines (`-DNAME` / `-DNAME=VALUE`) specialising a kernel. Kept sorted by name
 /// so equal sets give equal options (and cache keys) whatever the insertion order.

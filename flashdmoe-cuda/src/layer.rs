@@ -304,6 +304,10 @@ pub struct PhaseTimes {
     /// When the first wave was in the processors' mailboxes (the latest warp done posting its
     /// share; 0 with no first wave).
     pub wave_posted_ns: u32,
+    /// The second wave: GEMM1 tasks the OS block posted as task number 1 of the first wave's
+    /// processors, where every GEMM0 task of a one-GPU layer was in the first wave
+    /// (subscriber.cuh `post_gemm1_early`; 0 otherwise).
+    pub second_wave: u32,
     /// Tasks run as halves of a 2-CTA cluster's pair (`CudaOptions::pairs`; twice the pairs
     /// run: the scheduler gives a pair no cluster can take as two solo tasks); 0 unpaired.
     pub paired_tasks: u32,
@@ -1133,6 +1137,7 @@ impl CudaLayer {
                     tokens_by_threads: c[control::ROUTE_THREADS] != 0,
                     first_wave: c[control::FIRST_WAVE],
                     wave_posted_ns: c[control::WAVE_POSTED_NS],
+                    second_wave: c[control::SECOND_WAVE],
                     paired_tasks: c[control::PAIRED_TASKS],
                 });
             }

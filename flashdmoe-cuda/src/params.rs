@@ -45,8 +45,8 @@ pub const WAITS: [(&str, &str); 10] = [
     ("FDM_WAIT_PAIR_PEER", "its 2-CTA cluster peer at the start of a paired task, processor"),
     (
         "FDM_WAIT_ROW_TILE",
-        "the GEMM0 tiles of a GEMM1 task's row tile (posted before them: experiment \
-         FDM_GEMM1_EARLY), processor",
+        "the GEMM0 tiles of a GEMM1 task's row tile (the second wave, posted before them), \
+         processor",
     ),
 ];
 
@@ -325,6 +325,9 @@ pub mod control {
     pub const FIRST_HANDOUT_NS: usize = 21;
     /// When the first wave was in the processors' mailboxes (`kWavePostedNs`).
     pub const WAVE_POSTED_NS: usize = 22;
+    /// The second wave: GEMM1 tasks the OS block posted as processors' task number 1
+    /// (`kSecondWave`; subscriber.cuh `post_gemm1_early`).
+    pub const SECOND_WAVE: usize = 23;
     /// Tasks run as halves of a cluster's pair (`kPairedTasks`; processor_wgmma.cuh
     /// `align_for_pair`).
     pub const PAIRED_TASKS: usize = 20;
@@ -411,6 +414,7 @@ mod tests {
             ("kPairedTasks", control::PAIRED_TASKS),
             ("kFirstHandoutNs", control::FIRST_HANDOUT_NS),
             ("kWavePostedNs", control::WAVE_POSTED_NS),
+            ("kSecondWave", control::SECOND_WAVE),
         ] {
             assert_eq!(value(name), index, "{name}");
             assert!((index as u64) < CONTROL_WORDS, "{name}");
