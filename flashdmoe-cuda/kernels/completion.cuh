@@ -50,6 +50,27 @@ __device__ bool row_tile_counted(const Rank& r, unsigned pid, const fdm_task& t,
   }
 }
 
+#ifdef FDM_THIRD_WAVE
+/// Producer thread 0 of processor `pid`, for combine log task `index` posted before it was
+/// ready (experiment FDM_THIRD_WAVE): waits for its ready flag (acquire: the descriptor and
+/// every GEMM1 tile the combine sums are visible from here on). False on an abort or a
+/// timeout (reported): the caller then stops, as on its mailbox's.
+__device__ bool combine_flagged(const Rank& r, unsigned pid, unsigned index, Deadline& deadline) {
+  for (;;) {
+    const unsigned seen = ld_acquire_gpu(&r.task_ready()[index]);
+    if (seen == r.epoch) {
+      deadline.progress();
+      return true;
+    }
+    if (aborted(r.p)) return false;
+    if (deadline.expired()) {
+      report_timeout(r, FDM_ROLE_PROCESSOR, FDM_WAIT_TASK_READY, index, seen);
+      return false;
+    }
+  }
+}
+#endif
+
 /// After a GEMM1 tile's rows are stored: the epoch-stamped return signal in the source's heap.
 __device__ void raise_return_signal(const Rank& r, const fdm_task& t) {
   signal_to(r.p, t.source_rank, reinterpret_cast<unsigned long long*>(r.heap_of(t.source_rank) + t.signal_offset),

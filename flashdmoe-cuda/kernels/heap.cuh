@@ -53,6 +53,18 @@ enum Control : unsigned {
   // This forward's epoch where the OS block posted every GEMM1 task of the forward itself
   // (queue.cuh gemm1_posted_early; an older epoch otherwise: never reset).
   kGemm1Early = 24,
+  // The combines' hand-off (ns since the kernel start; the latest wins): a return subscriber's
+  // last publication of combine tasks (subscriber.cuh return_subscriber), and the scheduler's
+  // last round that handed combines out (scheduler.cuh). With the trace's last GEMM1 end and
+  // last combine start they split the GEMM1 -> combine hand-off by role.
+  kCombinesQueuedNs = 25,
+  kCombinesHandedNs = 26,
+#ifdef FDM_THIRD_WAVE
+  // Experiment FDM_THIRD_WAVE: this forward's epoch where the OS block wrote every combine
+  // task at a fixed slot and processor q < ncomb posts combine q as its own task number 2
+  // (queue.cuh combines_posted); kernel-only.
+  kCombinesPosted = 27,
+#endif
   kControlEnd,
 };
 static_assert(kControlEnd <= FDM_CONTROL_WORDS, "params.rs: CONTROL_WORDS");

@@ -27,6 +27,26 @@ __device__ __forceinline__ bool gemm1_posted_early(const Rank& r) {
   return ld_relaxed_gpu(&r.control()[kGemm1Early]) == r.epoch;
 }
 
+#ifdef FDM_THIRD_WAVE
+/// Experiment FDM_THIRD_WAVE (perf-notes v48 (d)): true where the OS block wrote every combine
+/// task of this forward with the second wave, combine (token tile tt, column c) at combine log
+/// slot tt * cth + c (subscriber.cuh post_combines), without its ready flag. Then the return
+/// subscriber completing a (group, column) raises its tasks' flags (no claim, no
+/// descriptors), processor q < ncomb posts combine slot q as its own task number 2 when its
+/// task number 0 completes (processor_wgmma.cuh report_task), and a producer taking a combine
+/// waits for its flag before reading it. The scheduler starts past them (its `assigned` at 3
+/// for those processors, its combine head at ncomb). Stored before the first wave's release,
+/// like kGemm1Early.
+__device__ __forceinline__ bool combines_posted(const Rank& r) {
+  return ld_relaxed_gpu(&r.control()[kCombinesPosted]) == r.epoch;
+}
+
+/// This forward's combine tasks: token tiles x output column tiles (the scheduler's ncomb).
+__device__ __forceinline__ unsigned combine_count(const Rank& r) {
+  return fdm_div_ceil(r.p->tokens, kBM) * fdm_col_tiles_hidden(&r.p->layout);
+}
+#endif
+
 /// Claims `count` slots of the GEMM log (one atomicAdd, by the caller's leader thread).
 __device__ __forceinline__ unsigned claim(const Rank& r, unsigned count) {
   return (unsigned)fdm_gemm_log_base(&r.p->layout) + atomicAdd(&r.control()[kTaskTail], count);

@@ -39,6 +39,8 @@ __device__ void reset_counters(const fdm_params* p) {
       r.control()[kSecondWave] = 0u;  // the OS block writes it (post_gemm1_early)
       r.control()[kFirstHandoutNs] = 0u;  // the scheduler's first handout raises it
       r.control()[kWavePostedNs] = 0u;  // the OS block raises it (enqueue_in_place)
+      r.control()[kCombinesQueuedNs] = 0u;  // the return subscribers raise it
+      r.control()[kCombinesHandedNs] = 0u;  // the scheduler raises it
       // The processors count their paired tasks (never written without them: zero from the
       // scratch's allocation).
       if (kPairs) r.control()[kPairedTasks] = 0u;

@@ -208,13 +208,21 @@ __device__ void scheduler(const Rank& r, OsShared& s) {
   // task gbase + first_wave + q as its task number 1, for q < second_wave.
   const unsigned second_wave = s.second_wave;
   const unsigned first_wave = s.first_wave;
-  for (unsigned q = lane; q < nproc; q += 32) s.assigned[q] = (q < first_wave ? 1u : 0u) + (q < second_wave ? 1u : 0u);
+#ifdef FDM_THIRD_WAVE
+  // Experiment FDM_THIRD_WAVE: processor q < third_wave posts combine log slot q as its own
+  // task number 2 (post_combines); the combine log is theirs.
+  const unsigned third_wave = s.third_wave;
+#else
+  constexpr unsigned third_wave = 0;
+#endif
+  for (unsigned q = lane; q < nproc; q += 32)
+    s.assigned[q] = (q < first_wave ? 1u : 0u) + (q < second_wave ? 1u : 0u) + (q < third_wave ? 1u : 0u);
   __syncwarp();
   // The combine log is [0, ncomb) this forward; the GEMM log starts at gbase and ends at the
   // bound less the combines, once the dispatch subscriber knows it.
   const unsigned ncomb = fdm_div_ceil(r.p->tokens, kBM) * fdm_col_tiles_hidden(&r.p->layout);
   const unsigned gbase = (unsigned)fdm_gemm_log_base(&r.p->layout);
-  unsigned chead = 0, head = gbase + first_wave + second_wave;
+  unsigned chead = third_wave, head = gbase + first_wave + second_wave;
   // While the bound is unknown the window may reach past the log: never past the flags'
   // array (its padding up to the next array is zero from allocation: never an epoch).
   const unsigned flags_end = (unsigned)((r.p->scratch_layout.trace - r.p->scratch_layout.task_ready) / 4);
@@ -292,6 +300,7 @@ __device__ void scheduler(const Rank& r, OsShared& s) {
       if (lane == 0 && !handed) mark_latest(r, kFirstHandoutNs);
       handed = true;
       const unsigned from_combine = min(given, ncready);
+      if (lane == 0 && from_combine != 0) mark_latest(r, kCombinesHandedNs);
       chead += from_combine;
       head += given - from_combine;
       if (!kPairs) cursor = (cursor + given) % nproc;

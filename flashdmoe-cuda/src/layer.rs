@@ -308,6 +308,10 @@ pub struct PhaseTimes {
     /// processors, where every GEMM0 task of a one-GPU layer was in the first wave
     /// (subscriber.cuh `post_gemm1_early`; 0 otherwise).
     pub second_wave: u32,
+    /// A return subscriber's last publication of combine tasks (0 with no combine).
+    pub combines_queued_ns: u32,
+    /// The scheduler's last round that handed combine tasks out (0 with no combine).
+    pub combines_handed_ns: u32,
     /// Tasks run as halves of a 2-CTA cluster's pair (`CudaOptions::pairs`; twice the pairs
     /// run: the scheduler gives a pair no cluster can take as two solo tasks); 0 unpaired.
     pub paired_tasks: u32,
@@ -1138,6 +1142,8 @@ impl CudaLayer {
                     first_wave: c[control::FIRST_WAVE],
                     wave_posted_ns: c[control::WAVE_POSTED_NS],
                     second_wave: c[control::SECOND_WAVE],
+                    combines_queued_ns: c[control::COMBINES_QUEUED_NS],
+                    combines_handed_ns: c[control::COMBINES_HANDED_NS],
                     paired_tasks: c[control::PAIRED_TASKS],
                 });
             }

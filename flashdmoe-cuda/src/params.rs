@@ -328,6 +328,10 @@ pub mod control {
     /// The second wave: GEMM1 tasks the OS block posted as processors' task number 1
     /// (`kSecondWave`; subscriber.cuh `post_gemm1_early`).
     pub const SECOND_WAVE: usize = 23;
+    /// A return subscriber's last publication of combine tasks (`kCombinesQueuedNs`).
+    pub const COMBINES_QUEUED_NS: usize = 25;
+    /// The scheduler's last round that handed combines out (`kCombinesHandedNs`).
+    pub const COMBINES_HANDED_NS: usize = 26;
     /// Tasks run as halves of a cluster's pair (`kPairedTasks`; processor_wgmma.cuh
     /// `align_for_pair`).
     pub const PAIRED_TASKS: usize = 20;
@@ -415,6 +419,8 @@ mod tests {
             ("kFirstHandoutNs", control::FIRST_HANDOUT_NS),
             ("kWavePostedNs", control::WAVE_POSTED_NS),
             ("kSecondWave", control::SECOND_WAVE),
+            ("kCombinesQueuedNs", control::COMBINES_QUEUED_NS),
+            ("kCombinesHandedNs", control::COMBINES_HANDED_NS),
         ] {
             assert_eq!(value(name), index, "{name}");
             assert!((index as u64) < CONTROL_WORDS, "{name}");
