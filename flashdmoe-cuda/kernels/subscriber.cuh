@@ -32,8 +32,8 @@ struct OsShared {
   unsigned in_place_slots;
   unsigned in_place_row_tiles;
   unsigned first_wave;
-  // The second wave: GEMM log tasks base + first_wave .. + second_wave - 1: GEMM1 tasks posted to processors
-  // 0 .. second_wave - 1 as their task number 1 (post_gemm1_early); 0 otherwise.
+  // The second wave: GEMM log tasks base + first_wave .. + second_wave - 1, GEMM1 tasks posted
+  // to processors 0 .. second_wave - 1 as their task number 1 (post_gemm1_early); 0 otherwise.
   unsigned second_wave;
 #ifdef FDM_THIRD_WAVE
   // Experiment FDM_THIRD_WAVE: the combine tasks written at fixed slots with the second wave
@@ -150,19 +150,20 @@ __device__ __forceinline__ unsigned slot_of(const unsigned* ends, unsigned j) {
 }
 
 /// The second wave (perf-notes v47 (e), v48 (b); run 182: T128 E8 -3%, E16 -4%), after
-/// enqueue_in_place's one chunk put every GEMM0 task of the layer into the first wave (`s.slot_rows[k]`: in-place slot
-/// k's rows; `wave`: those tasks, processor q's task number 0 being GEMM log task base0 + q):
-/// the GEMM1 tasks of all their row tiles go into the GEMM log now, right behind them, in
-/// (slot, row tile, column) order (the forward marked by queue.cuh gemm1_posted_early, stored
-/// before the first wave), and the first `wave` of them are posted as task number 1 of the same
-/// processors: processor q gets GEMM1 task q, of its own GEMM0's row tile where both GEMMs
-/// have as many column tiles. A producer hands such a task on to its consumers the moment the
-/// row tile's last GEMM0 is counted (completion.cuh row_tile_counted), where the completing
-/// processor's claim, its descriptors' release, a scheduler round and the mailbox took 5-7 µs
-/// (run 177, T128 E8). Left to the scheduler (run 181), its first round gave some processors two
-/// of them and others none: GEMM1's span widened (E16 62-98 -> 57-104 µs). No deadlock: every GEMM0 such a task waits for is some processor's task number 0, and
-/// a producer takes its next task only once it has issued its current task's loads. All of
-/// the block's threads.
+/// enqueue_in_place's one chunk put every GEMM0 task of the layer into the first wave
+/// (`s.slot_rows[k]`: in-place slot k's rows; `wave`: those tasks, processor q's task number 0
+/// being GEMM log task base0 + q): the GEMM1 tasks of all their row tiles go into the GEMM log
+/// now, right behind them, in (slot, row tile, column) order (the forward marked by queue.cuh
+/// gemm1_posted_early, stored before the first wave), and the first `wave` of them are posted
+/// as task number 1 of the same processors: processor q gets GEMM1 task q, of its own GEMM0's
+/// row tile where both GEMMs have as many column tiles. A producer hands such a task on to its
+/// consumers the moment the row tile's last GEMM0 is counted (completion.cuh
+/// row_tile_counted), where the completing processor's claim, its descriptors' release, a
+/// scheduler round and the mailbox took 5-7 µs (run 177, T128 E8). Left to the scheduler (run
+/// 181), its first round gave some processors two of them and others none: GEMM1's span
+/// widened (E16 62-98 -> 57-104 µs). No deadlock: every GEMM0 such a task waits for is some
+/// processor's task number 0, and a producer takes its next task only once it has issued its
+/// current task's loads. All of the block's threads.
 __device__ void post_gemm1_early(const Rank& r, OsShared& s, unsigned nle, unsigned wave) {
   const fdm_layout& l = r.p->layout;
   const unsigned cth = fdm_col_tiles_hidden(&l);
