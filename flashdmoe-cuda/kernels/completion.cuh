@@ -28,46 +28,44 @@ __device__ void publish_gemm1(const Rank& r, const fdm_task& t, unsigned base, u
   });
 }
 
-/// Producer thread 0 of processor `pid`, for a GEMM1 task posted before its row tile's GEMM0s
-/// (subscriber.cuh post_gemm1_early): waits until every GEMM0 of task t's row tile is counted
-/// (acquire: their intermediate rows are visible from here on). False on an abort or a
-/// timeout (reported): the caller then stops, as on its mailbox's.
-__device__ bool row_tile_counted(const Rank& r, unsigned pid, const fdm_task& t, Deadline& deadline) {
-  const unsigned* counter = reinterpret_cast<const unsigned*>(
-      r.heap + fdm_row_tile_counter(&r.p->layout, t.source_rank, t.local_expert, t.row_tile));
-  const unsigned want = fdm_col_tiles_inter(&r.p->layout);
+/// Producer thread 0 of a processor, before it hands a task posted ahead of its inputs to its
+/// consumers: spins on `word` (acquire) until `ok(seen)`. False on an abort or a timeout
+/// (reported as the processor's wait for `what` number `index`): the caller then stops, as on
+/// its mailbox's.
+template <class Ok>
+__device__ bool producer_await(const Rank& r, const unsigned* word, Ok ok, unsigned what, unsigned index,
+                               Deadline& deadline) {
   for (;;) {
-    const unsigned seen = ld_acquire_gpu(counter);
-    if (seen >= want) {
+    const unsigned seen = ld_acquire_gpu(word);
+    if (ok(seen)) {
       deadline.progress();
       return true;
     }
     if (aborted(r.p)) return false;
     if (deadline.expired()) {
-      report_timeout(r, FDM_ROLE_PROCESSOR, FDM_WAIT_ROW_TILE, pid, seen);
+      report_timeout(r, FDM_ROLE_PROCESSOR, what, index, seen);
       return false;
     }
   }
 }
 
+/// Producer thread 0 of processor `pid`, for a GEMM1 task posted before its row tile's GEMM0s
+/// (subscriber.cuh post_gemm1_early): waits until every GEMM0 of task t's row tile is counted
+/// (acquire: their intermediate rows are visible from here on).
+__device__ bool row_tile_counted(const Rank& r, unsigned pid, const fdm_task& t, Deadline& deadline) {
+  const unsigned* counter = reinterpret_cast<const unsigned*>(
+      r.heap + fdm_row_tile_counter(&r.p->layout, t.source_rank, t.local_expert, t.row_tile));
+  const unsigned want = fdm_col_tiles_inter(&r.p->layout);
+  return producer_await(r, counter, [&](unsigned seen) { return seen >= want; }, FDM_WAIT_ROW_TILE, pid, deadline);
+}
+
 #ifdef FDM_THIRD_WAVE
-/// Producer thread 0 of processor `pid`, for combine log task `index` posted before it was
-/// ready (experiment FDM_THIRD_WAVE): waits for its ready flag (acquire: the descriptor and
-/// every GEMM1 tile the combine sums are visible from here on). False on an abort or a
-/// timeout (reported): the caller then stops, as on its mailbox's.
-__device__ bool combine_flagged(const Rank& r, unsigned pid, unsigned index, Deadline& deadline) {
-  for (;;) {
-    const unsigned seen = ld_acquire_gpu(&r.task_ready()[index]);
-    if (seen == r.epoch) {
-      deadline.progress();
-      return true;
-    }
-    if (aborted(r.p)) return false;
-    if (deadline.expired()) {
-      report_timeout(r, FDM_ROLE_PROCESSOR, FDM_WAIT_TASK_READY, index, seen);
-      return false;
-    }
-  }
+/// Producer thread 0, for combine log task `index` posted before it was ready (experiment
+/// FDM_THIRD_WAVE): waits for its ready flag (acquire: the descriptor and every GEMM1 tile the
+/// combine sums are visible from here on).
+__device__ bool combine_flagged(const Rank& r, unsigned index, Deadline& deadline) {
+  return producer_await(r, &r.task_ready()[index], [&](unsigned seen) { return seen == r.epoch; },
+                        FDM_WAIT_TASK_READY, index, deadline);
 }
 #endif
 

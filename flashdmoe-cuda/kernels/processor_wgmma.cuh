@@ -168,7 +168,7 @@ __device__ void wgmma_producer(const Rank& r, const Engine::Smem& s, hw::Ring<2>
       // A combine posted before it was ready (post_combines): its flag first, then its
       // descriptor (written before the flag's release by the OS block).
       if (next.index != kStop && next.index < (unsigned)fdm_gemm_log_base(&r.p->layout) && combines_posted(r) &&
-          !combine_flagged(r, processor_index(p), next.index, deadline))
+          !combine_flagged(r, next.index, deadline))
         next.index = kStop;
 #endif
       if (next.index != kStop) next.t = r.tasks()[next.index];
