@@ -151,8 +151,9 @@ __device__ __forceinline__ unsigned slot_of(const unsigned* ends, unsigned j) {
 
 /// The second wave (perf-notes v47 (e), v48 (b); run 182: T128 E8 -3%, E16 -4%), after
 /// enqueue_in_place's one chunk put every GEMM0 task of the layer into the first wave
-/// (`s.slot_rows[k]`: in-place slot k's rows; `wave`: those tasks, processor q's task number 0
-/// being GEMM log task base0 + q): the GEMM1 tasks of all their row tiles go into the GEMM log
+/// (`s.slot_rows[k]`: in-place slot k's rows; `s.slot_end`: the chunk's inclusive prefix of
+/// their GEMM0 task counts; `wave`: those tasks, processor q's task number 0 being GEMM log task
+/// base0 + q): the GEMM1 tasks of all their row tiles go into the GEMM log
 /// now, right behind them, in (slot, row tile, column) order (the forward marked by queue.cuh
 /// gemm1_posted_early, stored before the first wave), and the first `wave` of them are posted
 /// as task number 1 of the same processors: processor q gets GEMM1 task q, of its own GEMM0's
@@ -166,20 +167,20 @@ __device__ __forceinline__ unsigned slot_of(const unsigned* ends, unsigned j) {
 /// current task's loads. All of the block's threads.
 __device__ void post_gemm1_early(const Rank& r, OsShared& s, unsigned nle, unsigned wave) {
   const fdm_layout& l = r.p->layout;
-  const unsigned cth = fdm_col_tiles_hidden(&l);
-  __shared__ unsigned sums[kWarps];
+  const unsigned cti = fdm_col_tiles_inter(&l), cth = fdm_col_tiles_hidden(&l);
+  // A slot's GEMM0 tasks are its row tiles x cti, so the chunk's prefix of them (s.slot_end)
+  // is the row tiles' prefix x cti, and the GEMM1 tasks are the row tiles x cth.
+  const unsigned n = wave / cti * cth;
   __shared__ unsigned s_base1;
-  // Block-wide inclusive prefix of the slots' GEMM1 task counts (slot_rows: 0 past the slots).
-  unsigned n;
-  s.slot_end[threadIdx.x] = block_prefix(fdm_div_ceil(s.slot_rows[threadIdx.x], kBM) * cth, sums, n);
-  if (threadIdx.x == 0 && n != 0) s_base1 = claim(r, n);
+  if (threadIdx.x == 0) s_base1 = claim(r, n);
   __syncthreads();
   const unsigned base = s_base1;
   for (unsigned j = threadIdx.x; j < n; j += kThreads) {
-    const unsigned lo = slot_of(s.slot_end, j);
-    const unsigned i = j - (lo == 0 ? 0u : s.slot_end[lo - 1]), rt = i / cth;
+    const unsigned tile = j / cth;  // the layer's row tile, in slot order
+    const unsigned lo = slot_of(s.slot_end, tile * cti);
+    const unsigned rt = tile - (lo == 0 ? 0u : s.slot_end[lo - 1] / cti);
     const unsigned source = r.p->first_rank + lo / nle, le = lo % nle;
-    r.tasks()[base + j] = make_task(r, FDM_TASK_GEMM1, source, r.global, le, rt, i % cth, fdm_tile_rows(s.slot_rows[lo], rt, kBM));
+    r.tasks()[base + j] = make_task(r, FDM_TASK_GEMM1, source, r.global, le, rt, j % cth, fdm_tile_rows(s.slot_rows[lo], rt, kBM));
     if (j < wave) mailbox_stage(r, j, 1u, base + j);
   }
   fence_acq_rel_gpu();

@@ -246,9 +246,8 @@ fn check(jit: &Jit, arch: Arch, variant: &KernelVariant) -> Result<String, Strin
 /// Every kernel experiment waiting for a GPU run (`kernels::EXPERIMENTS`, run through
 /// `FLASHDMOE_EXTRA_DEFINES`) compiles on the Hopper engine for a streamed SwiGLU layer and the
 /// paper layer at T 16384 and 128 (its 64-row tile), as the layer build would choose them, and
-/// the SwiGLU layer with paired tasks
-/// (`--pairs`), with no candidate skipped: an experiment that spills or no longer compiles
-/// fails here rather than on the GPU machine.
+/// the SwiGLU layer with paired tasks (`--pairs`), with no candidate skipped: an experiment
+/// that spills or no longer compiles fails here rather than on the GPU machine.
 #[test]
 fn every_kernel_experiment_compiles_on_the_hopper_engine() {
     if jit().is_none() {
