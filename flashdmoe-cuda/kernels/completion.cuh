@@ -59,15 +59,13 @@ __device__ bool row_tile_counted(const Rank& r, unsigned pid, const fdm_task& t,
   return producer_await(r, counter, [&](unsigned seen) { return seen >= want; }, FDM_WAIT_ROW_TILE, pid, deadline);
 }
 
-#ifdef FDM_THIRD_WAVE
-/// Producer thread 0, for combine log task `index` posted before it was ready (experiment
-/// FDM_THIRD_WAVE): waits for its ready flag (acquire: the descriptor and every GEMM1 tile the
+/// Producer thread 0, for combine log task `index` posted before it was ready (the third
+/// wave, subscriber.cuh post_combines): waits for its ready flag (acquire: the descriptor and every GEMM1 tile the
 /// combine sums are visible from here on).
 __device__ bool combine_flagged(const Rank& r, unsigned index, Deadline& deadline) {
   return producer_await(r, &r.task_ready()[index], [&](unsigned seen) { return seen == r.epoch; },
                         FDM_WAIT_TASK_READY, index, deadline);
 }
-#endif
 
 /// After a GEMM1 tile's rows are stored: the epoch-stamped return signal in the source's heap.
 __device__ void raise_return_signal(const Rank& r, const fdm_task& t) {

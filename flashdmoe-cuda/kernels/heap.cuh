@@ -59,12 +59,12 @@ enum Control : unsigned {
   // last combine start they split the GEMM1 -> combine hand-off by role.
   kCombinesQueuedNs = 25,
   kCombinesHandedNs = 26,
-#ifdef FDM_THIRD_WAVE
-  // Experiment FDM_THIRD_WAVE: this forward's epoch where the OS block wrote every combine
-  // task at a fixed slot and processor q < ncomb posts combine q as its own task number 2
-  // (queue.cuh combines_posted); kernel-only.
+  // The third wave: this forward's epoch where the OS block wrote every combine task at a
+  // fixed slot and processor q < ncomb posts combine q as its own task number 2 (queue.cuh
+  // combines_posted; an older epoch otherwise: never reset), and how many combines it posted
+  // so (subscriber.cuh post_combines; for the host only).
   kCombinesPosted = 27,
-#endif
+  kThirdWave = 28,
   kControlEnd,
 };
 static_assert(kControlEnd <= FDM_CONTROL_WORDS, "params.rs: CONTROL_WORDS");

@@ -164,13 +164,11 @@ __device__ void wgmma_producer(const Rank& r, const Engine::Smem& s, hw::Ring<2>
       (void)pair_ready;
       (void)pairs;
 #endif
-#ifdef FDM_THIRD_WAVE
-      // A combine posted before it was ready (post_combines): its flag first, then its
-      // descriptor (written before the flag's release by the OS block).
+      // A combine posted before it was ready (subscriber.cuh post_combines): its flag first,
+      // then its descriptor (written before the flag's release by the OS block).
       if (next.index != kStop && next.index < (unsigned)fdm_gemm_log_base(&r.p->layout) && combines_posted(r) &&
           !combine_flagged(r, next.index, deadline))
         next.index = kStop;
-#endif
       if (next.index != kStop) next.t = r.tasks()[next.index];
       // A GEMM1 task posted before its row tile's GEMM0s (subscriber.cuh post_gemm1_early)
       // reaches the consumers only once they are counted: the trace's start then follows them.
@@ -365,15 +363,13 @@ __device__ __forceinline__ void report_task(const Rank& r, unsigned index, unsig
   record_trace(r, pid, index, start, end, marked ? (unsigned)(marks[0] - start) : 0u,
                marked ? (unsigned)(marks[1] - start) : 0u);
   mailbox_complete(r, pid, done, fenced);
-#ifdef FDM_THIRD_WAVE
-  // Experiment FDM_THIRD_WAVE: task number 0 done, its mailbox slot is free (the producer read
+  // The third wave: task number 0 done, its mailbox slot is free (the producer read
   // it long ago): combine log slot pid becomes this processor's task number 2 (queue.cuh
   // combines_posted; the scheduler counts it assigned from the start).
   if (done == 1 && combines_posted(r) && pid < combine_count(r)) {
     mailbox_stage(r, pid, 2u, pid);
     st_release_gpu(&r.assigned()[pid], 3u);
   }
-#endif
 }
 
 __device__ void wgmma_consumer(const Rank& r, const Engine::Smem& s, hw::Ring<2>& ring,

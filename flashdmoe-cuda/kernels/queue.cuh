@@ -27,8 +27,7 @@ __device__ __forceinline__ bool gemm1_posted_early(const Rank& r) {
   return ld_relaxed_gpu(&r.control()[kGemm1Early]) == r.epoch;
 }
 
-#ifdef FDM_THIRD_WAVE
-/// Experiment FDM_THIRD_WAVE (perf-notes v48 (d)): true where the OS block wrote every combine
+/// The third wave (perf-notes v48 (d), v49 (a)): true where the OS block wrote every combine
 /// task of this forward with the second wave, combine (token tile tt, column c) at combine log
 /// slot tt * cth + c (subscriber.cuh post_combines), without its ready flag. Then the return
 /// subscriber completing a (group, column) raises its tasks' flags (no claim, no
@@ -45,7 +44,6 @@ __device__ __forceinline__ bool combines_posted(const Rank& r) {
 __device__ __forceinline__ unsigned combine_count(const Rank& r) {
   return fdm_div_ceil(r.p->tokens, kBM) * fdm_col_tiles_hidden(&r.p->layout);
 }
-#endif
 
 /// Claims `count` slots of the GEMM log (one atomicAdd, by the caller's leader thread).
 __device__ __forceinline__ unsigned claim(const Rank& r, unsigned count) {

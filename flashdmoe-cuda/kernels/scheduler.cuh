@@ -208,13 +208,9 @@ __device__ void scheduler(const Rank& r, OsShared& s) {
   // task gbase + first_wave + q as its task number 1, for q < second_wave.
   const unsigned second_wave = s.second_wave;
   const unsigned first_wave = s.first_wave;
-#ifdef FDM_THIRD_WAVE
-  // Experiment FDM_THIRD_WAVE: processor q < third_wave posts combine log slot q as its own
-  // task number 2 (post_combines); the combine log is theirs.
+  // The third (post_combines): processor q < third_wave posts combine log slot q as its own
+  // task number 2; the combine log is theirs.
   const unsigned third_wave = s.third_wave;
-#else
-  constexpr unsigned third_wave = 0;
-#endif
   for (unsigned q = lane; q < nproc; q += 32)
     s.assigned[q] = (q < first_wave ? 1u : 0u) + (q < second_wave ? 1u : 0u) + (q < third_wave ? 1u : 0u);
   __syncwarp();

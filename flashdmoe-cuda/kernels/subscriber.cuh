@@ -35,11 +35,9 @@ struct OsShared {
   // The second wave: GEMM log tasks base + first_wave .. + second_wave - 1, GEMM1 tasks posted
   // to processors 0 .. second_wave - 1 as their task number 1 (post_gemm1_early); 0 otherwise.
   unsigned second_wave;
-#ifdef FDM_THIRD_WAVE
-  // Experiment FDM_THIRD_WAVE: the combine tasks written at fixed slots with the second wave
+  // The third wave: the combine tasks written at fixed slots with the second wave
   // (post_combines), processors 0 .. third_wave - 1's task number 2; 0 otherwise.
   unsigned third_wave;
-#endif
   unsigned slot_end[kThreads];   // enqueue_in_place: inclusive prefix of a chunk's task counts
   unsigned slot_rows[kThreads];  // enqueue_in_place: a chunk's packet rows
   // The combine readiness (return subscribers): token tiles per group, and the returned tiles
@@ -195,23 +193,26 @@ __device__ void post_gemm1_early(const Rank& r, OsShared& s, unsigned nle, unsig
   __syncthreads();
 }
 
-#ifdef FDM_THIRD_WAVE
-/// Experiment FDM_THIRD_WAVE (perf-notes v48 (d)), after post_gemm1_early where
-/// enqueue_in_place marked the forward (queue.cuh combines_posted): every combine task of the
-/// forward, (token tile tt, column c) at combine log slot tt * cth + c, without its ready flag
-/// (the return subscriber completing its (group, column) raises it). Processor q < ncomb posts
-/// slot q as its own task number 2 (processor_wgmma.cuh report_task): every such processor
-/// holds a first- and a second-wave task, so its mailbox has room for exactly that one. All
-/// of the block's threads.
+/// The third wave (perf-notes v48 (d), v49 (a); run 184: T128 E8 and E16 -4%), after
+/// post_gemm1_early where enqueue_in_place marked the forward (queue.cuh combines_posted):
+/// every combine task of the forward, (token tile tt, column c) at combine log slot
+/// tt * cth + c, without its ready flag (the return subscriber completing its (group, column)
+/// raises it). Processor q < ncomb posts slot q as its own task number 2 (processor_wgmma.cuh
+/// report_task): every such processor holds a first- and a second-wave task, so its mailbox
+/// has room for exactly that one. The combines' claim, descriptors, scheduler round and
+/// mailbox hop (run 184: 8 µs from the last GEMM1 to the last combine's start at E8) become
+/// a flag the producer polls (4 µs). All of the block's threads.
 __device__ void post_combines(const Rank& r, OsShared& s) {
   const unsigned cth = fdm_col_tiles_hidden(&r.p->layout), ncomb = combine_count(r);
   for (unsigned j = threadIdx.x; j < ncomb; j += kThreads) {
     const unsigned tt = j / cth;
     r.tasks()[j] = make_task(r, FDM_TASK_COMBINE, r.global, r.global, 0, tt, j % cth, fdm_tile_rows(r.p->tokens, tt, kBM));
   }
-  if (threadIdx.x == 0) s.third_wave = ncomb;
+  if (threadIdx.x == 0) {
+    s.third_wave = ncomb;
+    r.control()[kThirdWave] = ncomb;  // for the host (PhaseTimes::third_wave)
+  }
 }
-#endif
 
 /// The OS block's first act, by all its threads, before the roles split: the GEMM0 tasks of
 /// every packet read in place (sources on this GPU; their sizes in the sources' packet_rows
@@ -248,9 +249,7 @@ __device__ void enqueue_in_place(const Rank& r, OsShared& s) {
   const unsigned wave_procs = r.nproc - remote_copiers(r.p);
   unsigned total = 0;  // tasks enqueued so far (the same in every thread)
   bool early = false;  // every in-place GEMM0 task in the first wave: the second wave follows
-#ifdef FDM_THIRD_WAVE
   bool third = false;  // and a combine task for each of the first ncomb processors: the third
-#endif
   for (unsigned c0 = 0; c0 < nslots; c0 += kThreads) {
     // In-place slot k: source first_rank + k / nle (the local rank k / nle), local expert k % nle.
     const unsigned k = c0 + threadIdx.x;
@@ -275,12 +274,10 @@ __device__ void enqueue_in_place(const Rank& r, OsShared& s) {
     early = kHopper && !kPairs && nslots <= (unsigned)kThreads && l.world == r.p->local_ranks && chunk != 0 &&
             chunk <= wave_procs;
     if (threadIdx.x == 0 && early) st_relaxed_gpu(&r.control()[kGemm1Early], r.epoch);
-#ifdef FDM_THIRD_WAVE
     // Every processor that takes a combine holds a first- and a second-wave task: ncomb at
     // most the GEMM1 tasks (row tiles x cth; chunk / cti row tiles) and the first wave.
     third = early && combine_count(r) <= min(chunk / cti * fdm_col_tiles_hidden(&l), chunk);
     if (threadIdx.x == 0 && third) st_relaxed_gpu(&r.control()[kCombinesPosted], r.epoch);
-#endif
     if (threadIdx.x == 0 && chunk != 0) s_base = claim(r, chunk);
     __syncthreads();
     // Task j of the chunk belongs to the first slot whose prefix passes j (a binary search
@@ -315,10 +312,8 @@ __device__ void enqueue_in_place(const Rank& r, OsShared& s) {
   }
   if (threadIdx.x == 0) s.second_wave = 0u;
   if (early) post_gemm1_early(r, s, nle, total);  // one chunk: total is its wave
-#ifdef FDM_THIRD_WAVE
   if (threadIdx.x == 0) s.third_wave = 0u;
   if (third) post_combines(r, s);
-#endif
   if (threadIdx.x == 0) {
     s.in_place_slots = nslots;
     s.first_wave = min(total, wave_procs);
@@ -498,7 +493,6 @@ FDM_OS_ROLE void return_subscriber(const Rank r, OsShared& s, unsigned sub, unsi
     }
     const unsigned total = __shfl_sync(0xFFFFFFFFu, end, 31);
     if (total == 0) return;
-#ifdef FDM_THIRD_WAVE
     if (s.third_wave != 0u) {
       // The tasks are written (post_combines) and posted: their flags alone, each a release
       // (a completing lane fenced after its counted arrivals).
@@ -506,7 +500,6 @@ FDM_OS_ROLE void return_subscriber(const Rank r, OsShared& s, unsigned sub, unsi
       if (lane == 0) mark_latest(r, kCombinesQueuedNs);
       return;
     }
-#endif
     unsigned base = 0;
     if (lane == 0) base = claim_combine(r, total);
     base = __shfl_sync(0xFFFFFFFFu, base, 0) + (end - n);

@@ -159,26 +159,16 @@ pub struct KernelExperiment {
 /// wave, level on the new T128 tiles, removed, its patch beside run 178's script: perf-notes
 /// v47 (b); run 180 FDM_ONE_CHUNK_PLACE, A3 without its grid barrier at T <= 128, kept as the
 /// default: perf-notes v48 (a); runs 180-182 FDM_GEMM1_EARLY, the second wave, kept as the
-/// default in its third form: perf-notes v48 (b)), and diagnostics a GPU run switches on.
-/// Waiting: FDM_THIRD_WAVE (session 35, perf-notes v48 (d)).
-pub const EXPERIMENTS: &[KernelExperiment] = &[
-    KernelExperiment {
-        define: "FDM_DEBUG_COMBINE_TIMEOUT",
-        what: "scheduler.cuh: a combine-slot timeout reports the first (group, column) combine \
+/// default in its third form: perf-notes v48 (b); run 184 FDM_THIRD_WAVE, the combines posted
+/// with the second wave, kept as the default: perf-notes v49 (a)), and diagnostics a GPU run
+/// switches on.
+pub const EXPERIMENTS: &[KernelExperiment] = &[KernelExperiment {
+    define: "FDM_DEBUG_COMBINE_TIMEOUT",
+    what: "scheduler.cuh: a combine-slot timeout reports the first (group, column) combine \
                counter off its expected count in the report's `seen` word (bits 63..48 g * cth \
                + col, 47..32 the counter, 31..16 the expected count): the mma.sync engine's \
                open combine timeout (docs/dev/gpu-queue.md)",
-    },
-    KernelExperiment {
-        define: "FDM_THIRD_WAVE",
-        what: "subscriber.cuh post_combines: where the second wave holds a GEMM1 task for each \
-               of the forward's combines' processors, the OS block writes every combine task at \
-               a fixed slot, processor q posts combine q as its own task number 2 when its task \
-               number 0 completes, its producer waits for the flag the return subscriber raises \
-               (completion.cuh combine_flagged): perf-notes v48 (d), T128's GEMM1 -> combine \
-               hand-off of 8-10 µs",
-    },
-];
+}];
 
 /// Preprocessor defines (`-DNAME` / `-DNAME=VALUE`) specialising a kernel. Kept sorted by name
 /// so equal sets give equal options (and cache keys) whatever the insertion order.

@@ -308,6 +308,10 @@ pub struct PhaseTimes {
     /// processors, where every GEMM0 task of a one-GPU layer was in the first wave
     /// (subscriber.cuh `post_gemm1_early`; 0 otherwise).
     pub second_wave: u32,
+    /// The third wave: combine tasks the OS block wrote with the second wave, processor q
+    /// below their count taking combine q as its task number 2 once its first task is done,
+    /// where every combine has such a processor (subscriber.cuh `post_combines`; 0 otherwise).
+    pub third_wave: u32,
     /// A return subscriber's last publication of combine tasks (0 with no combine).
     pub combines_queued_ns: u32,
     /// The scheduler's last round that handed combine tasks out (0 with no combine).
@@ -1142,6 +1146,7 @@ impl CudaLayer {
                     first_wave: c[control::FIRST_WAVE],
                     wave_posted_ns: c[control::WAVE_POSTED_NS],
                     second_wave: c[control::SECOND_WAVE],
+                    third_wave: c[control::THIRD_WAVE],
                     combines_queued_ns: c[control::COMBINES_QUEUED_NS],
                     combines_handed_ns: c[control::COMBINES_HANDED_NS],
                     paired_tasks: c[control::PAIRED_TASKS],

@@ -328,6 +328,10 @@ pub mod control {
     /// The second wave: GEMM1 tasks the OS block posted as processors' task number 1
     /// (`kSecondWave`; subscriber.cuh `post_gemm1_early`).
     pub const SECOND_WAVE: usize = 23;
+    /// The third wave: combine tasks the OS block wrote at fixed slots, each processor q below
+    /// their count posting combine q as its own task number 2 (`kThirdWave`; subscriber.cuh
+    /// `post_combines`).
+    pub const THIRD_WAVE: usize = 28;
     /// A return subscriber's last publication of combine tasks (`kCombinesQueuedNs`).
     pub const COMBINES_QUEUED_NS: usize = 25;
     /// The scheduler's last round that handed combines out (`kCombinesHandedNs`).
@@ -419,6 +423,7 @@ mod tests {
             ("kFirstHandoutNs", control::FIRST_HANDOUT_NS),
             ("kWavePostedNs", control::WAVE_POSTED_NS),
             ("kSecondWave", control::SECOND_WAVE),
+            ("kThirdWave", control::THIRD_WAVE),
             ("kCombinesQueuedNs", control::COMBINES_QUEUED_NS),
             ("kCombinesHandedNs", control::COMBINES_HANDED_NS),
         ] {
