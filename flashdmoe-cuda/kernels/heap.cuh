@@ -65,11 +65,6 @@ enum Control : unsigned {
   // so (subscriber.cuh post_combines; for the host only).
   kCombinesPosted = 27,
   kThirdWave = 28,
-  // Experiment FDM_GEMM1_DEFER (perf-notes v49 (c)): this forward's epoch where the OS block
-  // wrote the second column group of every row tile's GEMM1 tasks at the GEMM log's end
-  // (queue.cuh gemm1_deferred; kernel-only), and how many it wrote (for the host).
-  kGemm1Deferred = 29,
-  kDeferredGemm1 = 30,
   kControlEnd,
 };
 static_assert(kControlEnd <= FDM_CONTROL_WORDS, "params.rs: CONTROL_WORDS");

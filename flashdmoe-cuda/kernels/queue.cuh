@@ -45,30 +45,6 @@ __device__ __forceinline__ unsigned combine_count(const Rank& r) {
   return fdm_div_ceil(r.p->tokens, kBM) * fdm_col_tiles_hidden(&r.p->layout);
 }
 
-/// Experiment FDM_GEMM1_DEFER (perf-notes v49 (c)): true where the OS block wrote the GEMM1
-/// tasks of every row tile's second column group (columns cth - cth / 2 .. cth - 1) at the
-/// GEMM log's end, behind every slot a GEMM0's completion claims (subscriber.cuh
-/// post_gemm1_deferred): a row tile's completing GEMM0 then claims and publishes its first
-/// group only (gemm1_columns_published). The scheduler hands the log out in order, so it
-/// reaches the second groups once every row tile's first group is handed out: the combines of
-/// the first group's columns become ready then and run beside the second groups' GEMM1s
-/// instead of after all of them. Stored before the first wave's release, like kGemm1Early.
-__device__ __forceinline__ bool gemm1_deferred(const Rank& r) {
-#ifdef FDM_GEMM1_DEFER
-  return ld_relaxed_gpu(&r.control()[kGemm1Deferred]) == r.epoch;
-#else
-  (void)r;
-  return false;
-#endif
-}
-
-/// The GEMM1 tasks (output column tiles 0 .. n - 1) a row tile's completing GEMM0 claims and
-/// publishes: all of them, or the first column group where the rest are deferred.
-__device__ __forceinline__ unsigned gemm1_columns_published(const Rank& r) {
-  const unsigned cth = fdm_col_tiles_hidden(&r.p->layout);
-  return gemm1_deferred(r) ? cth - cth / 2 : cth;
-}
-
 /// Claims `count` slots of the GEMM log (one atomicAdd, by the caller's leader thread).
 __device__ __forceinline__ unsigned claim(const Rank& r, unsigned count) {
   return (unsigned)fdm_gemm_log_base(&r.p->layout) + atomicAdd(&r.control()[kTaskTail], count);

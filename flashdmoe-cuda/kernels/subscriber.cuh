@@ -214,39 +214,6 @@ __device__ void post_combines(const Rank& r, OsShared& s) {
   }
 }
 
-#ifdef FDM_GEMM1_DEFER
-/// Experiment FDM_GEMM1_DEFER (perf-notes v49 (c); queue.cuh gemm1_deferred), after
-/// enqueue_in_place's one chunk put all `n0` GEMM0 tasks of a one-GPU layer into the GEMM log
-/// at its base (`s.slot_end`, `s.slot_rows` as for post_gemm1_early): the GEMM1 tasks of every
-/// row tile's second column group (columns cth - cth / 2 .. cth - 1), in (slot, row tile,
-/// column) order, at the log's end: behind the GEMM0s and the first groups' row tiles x
-/// (cth - cth / 2) slots that the completing GEMM0s claim. Published at once (descriptors, one
-/// fence, the flags): the scheduler hands the log out as a ready prefix in order, so it reaches
-/// them only once every first group is handed out, and each first group was published by its
-/// row tile's completing GEMM0 (that publication, the scheduler's acquire of it and its
-/// mailbox release order the row tile's intermediate rows before such a task's loads). All of
-/// the block's threads.
-__device__ void post_gemm1_deferred(const Rank& r, OsShared& s, unsigned nle, unsigned n0) {
-  const fdm_layout& l = r.p->layout;
-  const unsigned cti = fdm_col_tiles_inter(&l), cth = fdm_col_tiles_hidden(&l);
-  const unsigned first = cth - cth / 2, rest = cth / 2, tiles = n0 / cti;
-  const unsigned n = tiles * rest;
-  const unsigned base = (unsigned)fdm_gemm_log_base(&l) + n0 + tiles * first;
-  for (unsigned j = threadIdx.x; j < n; j += kThreads) {
-    const unsigned tile = j / rest;  // the layer's row tile, in slot order
-    const unsigned lo = slot_of(s.slot_end, tile * cti);
-    const unsigned rt = tile - (lo == 0 ? 0u : s.slot_end[lo - 1] / cti);
-    const unsigned source = r.p->first_rank + lo / nle, le = lo % nle;
-    r.tasks()[base + j] =
-        make_task(r, FDM_TASK_GEMM1, source, r.global, le, rt, first + j % rest, fdm_tile_rows(s.slot_rows[lo], rt, kBM));
-  }
-  fence_acq_rel_gpu();
-  for (unsigned j = threadIdx.x; j < n; j += kThreads) st_relaxed_gpu(&r.task_ready()[base + j], r.epoch);
-  if (threadIdx.x == 0) r.control()[kDeferredGemm1] = n;  // for the host (PhaseTimes::deferred_gemm1)
-  __syncthreads();
-}
-#endif
-
 /// The OS block's first act, by all its threads, before the roles split: the GEMM0 tasks of
 /// every packet read in place (sources on this GPU; their sizes in the sources' packet_rows
 /// since A3's grid barrier) go into the GEMM log at once, in (source, local expert) order, and
@@ -283,7 +250,6 @@ __device__ void enqueue_in_place(const Rank& r, OsShared& s) {
   unsigned total = 0;  // tasks enqueued so far (the same in every thread)
   bool early = false;  // every in-place GEMM0 task in the first wave: the second wave follows
   bool third = false;  // and a combine task for each of the first ncomb processors: the third
-  bool defer = false;  // experiment FDM_GEMM1_DEFER: the GEMM1s' second column groups at the log's end
   for (unsigned c0 = 0; c0 < nslots; c0 += kThreads) {
     // In-place slot k: source first_rank + k / nle (the local rank k / nle), local expert k % nle.
     const unsigned k = c0 + threadIdx.x;
@@ -312,13 +278,6 @@ __device__ void enqueue_in_place(const Rank& r, OsShared& s) {
     // most the GEMM1 tasks (row tiles x cth; chunk / cti row tiles) and the first wave.
     third = early && combine_count(r) <= min(chunk / cti * fdm_col_tiles_hidden(&l), chunk);
     if (threadIdx.x == 0 && third) st_relaxed_gpu(&r.control()[kCombinesPosted], r.epoch);
-#ifdef FDM_GEMM1_DEFER
-    // Every GEMM0 task of the layer in this one chunk (so the OS block's claim is the log's
-    // first and every row tile is known), two column groups, and no second wave.
-    defer = kHopper && !kPairs && nslots <= (unsigned)kThreads && l.world == r.p->local_ranks && chunk != 0 &&
-            !early && fdm_col_tiles_hidden(&l) >= 2;
-    if (threadIdx.x == 0 && defer) st_relaxed_gpu(&r.control()[kGemm1Deferred], r.epoch);
-#endif
     if (threadIdx.x == 0 && chunk != 0) s_base = claim(r, chunk);
     __syncthreads();
     // Task j of the chunk belongs to the first slot whose prefix passes j (a binary search
@@ -355,11 +314,6 @@ __device__ void enqueue_in_place(const Rank& r, OsShared& s) {
   if (early) post_gemm1_early(r, s, nle, total);  // one chunk: total is its wave
   if (threadIdx.x == 0) s.third_wave = 0u;
   if (third) post_combines(r, s);
-#ifdef FDM_GEMM1_DEFER
-  if (defer) post_gemm1_deferred(r, s, nle, total);  // one chunk: total is its GEMM0 tasks
-#else
-  (void)defer;
-#endif
   if (threadIdx.x == 0) {
     s.in_place_slots = nslots;
     s.first_wave = min(total, wave_procs);

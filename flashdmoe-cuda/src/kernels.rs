@@ -160,25 +160,17 @@ pub struct KernelExperiment {
 /// v47 (b); run 180 FDM_ONE_CHUNK_PLACE, A3 without its grid barrier at T <= 128, kept as the
 /// default: perf-notes v48 (a); runs 180-182 FDM_GEMM1_EARLY, the second wave, kept as the
 /// default in its third form: perf-notes v48 (b); run 184 FDM_THIRD_WAVE, the combines posted
-/// with the second wave, kept as the default: perf-notes v49 (a)), and diagnostics a GPU run
-/// switches on. Waiting: FDM_GEMM1_DEFER (session 36, perf-notes v49 (c)).
-pub const EXPERIMENTS: &[KernelExperiment] = &[
-    KernelExperiment {
-        define: "FDM_DEBUG_COMBINE_TIMEOUT",
-        what: "scheduler.cuh: a combine-slot timeout reports the first (group, column) combine \
+/// with the second wave, kept as the default: perf-notes v49 (a); run 186 FDM_GEMM1_DEFER,
+/// the GEMM1s' second column groups at the log's end, mixed (T4096 E8 / E32 -2.5%, T16384 E8
+/// +2%, T4096 E128 +3%), removed, its patch beside run 186's script: perf-notes v49 (c)), and
+/// diagnostics a GPU run switches on.
+pub const EXPERIMENTS: &[KernelExperiment] = &[KernelExperiment {
+    define: "FDM_DEBUG_COMBINE_TIMEOUT",
+    what: "scheduler.cuh: a combine-slot timeout reports the first (group, column) combine \
                counter off its expected count in the report's `seen` word (bits 63..48 g * cth \
                + col, 47..32 the counter, 31..16 the expected count): the mma.sync engine's \
                open combine timeout (docs/dev/gpu-queue.md)",
-    },
-    KernelExperiment {
-        define: "FDM_GEMM1_DEFER",
-        what: "subscriber.cuh post_gemm1_deferred: on a one-GPU layer whose GEMM0 tasks the OS \
-               block enqueues at once, every row tile's second column group of GEMM1 tasks goes \
-               to the GEMM log's end and the completing GEMM0 publishes the first group only \
-               (queue.cuh gemm1_deferred): the first group's combines run beside the second \
-               group's GEMM1s instead of after them (perf-notes v49 (c), the combine tail)",
-    },
-];
+}];
 
 /// Preprocessor defines (`-DNAME` / `-DNAME=VALUE`) specialising a kernel. Kept sorted by name
 /// so equal sets give equal options (and cache keys) whatever the insertion order.
