@@ -55,18 +55,6 @@ namespace cg = cooperative_groups;
 extern "C" __global__ void FDM_MOE_CLUSTER_DIMS __launch_bounds__(kThreads, 1)
     fdm_moe_forward(const __grid_constant__ fdm_params params) {
   extern __shared__ __align__(128) char smem[];
-#ifdef FDM_PDL
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  // Experiment FDM_PDL (perf-notes v49 (d)): the host launches this grid with programmatic
-  // stream serialization (Kernel::set_programmatic), so it may be scheduled while the stream's
-  // previous kernel still runs. Every thread waits for that grid's completion and its memory
-  // (the epoch word, the inputs, the heap) before its first access, then lets the stream's
-  // next kernel launch at once: its blocks take SMs only as this grid's exit, and it waits the
-  // same way.
-  asm volatile("griddepcontrol.wait;" ::: "memory");
-  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
-#endif
   const fdm_params* p = &params;
   cg::grid_group grid = cg::this_grid();
 

@@ -198,24 +198,18 @@ impl DriverApi {
     }
 
     /// `cuLaunchCooperativeKernel` (`cooperative`: the grid is co-resident, the driver refuses
-    /// one that cannot be) or `cuLaunchKernel` (a plain launch, no such promise) of a 1-D grid;
-    /// with `programmatic`, `cuLaunchKernelEx` with the same cooperative attribute and
-    /// programmatic stream serialization (the grid may be scheduled while the stream's previous
-    /// kernel still runs).
+    /// one that cannot be) or `cuLaunchKernel` (a plain launch, no such promise) of a 1-D grid.
     ///
     /// # Safety
     ///
     /// `func` is a live function of a loaded module whose context is current; `stream` belongs
     /// to that context; the kernel takes exactly one parameter whose type has the size and
     /// layout of `*param`, and everything that parameter points to is valid for the kernel's
-    /// whole run; a plain launch's kernel does not wait on other blocks; a `programmatic`
-    /// launch's kernel executes `griddepcontrol.wait` before it touches memory that earlier
-    /// work in the stream writes or reads.
+    /// whole run; a plain launch's kernel does not wait on other blocks.
     #[allow(clippy::too_many_arguments)]
     pub(crate) unsafe fn launch(
         self,
         cooperative: bool,
-        programmatic: bool,
         func: cu::CUfunction,
         grid: u32,
         block: u32,
@@ -228,39 +222,7 @@ impl DriverApi {
         // SAFETY: the caller upholds this function's contract; `params` holds one pointer to
         // the parameter value, which the driver copies before returning.
         unsafe {
-            if programmatic {
-                let value = |set: fn(&mut cu::CUlaunchAttributeValue)| {
-                    // SAFETY: the union is plain data; all zero is a valid value of each field.
-                    let mut v: cu::CUlaunchAttributeValue = std::mem::zeroed();
-                    set(&mut v);
-                    v
-                };
-                let mut attrs = [
-                    cu::CUlaunchAttribute {
-                        id: cu::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_COOPERATIVE,
-                        pad: [0; 4],
-                        value: value(if cooperative { |v| v.cooperative = 1 } else { |v| v.cooperative = 0 }),
-                    },
-                    cu::CUlaunchAttribute {
-                        id: cu::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION,
-                        pad: [0; 4],
-                        value: value(|v| v.programmaticStreamSerializationAllowed = 1),
-                    },
-                ];
-                let config = cu::CUlaunchConfig {
-                    gridDimX: grid,
-                    gridDimY: 1,
-                    gridDimZ: 1,
-                    blockDimX: block,
-                    blockDimY: 1,
-                    blockDimZ: 1,
-                    sharedMemBytes: dynamic_smem,
-                    hStream: stream,
-                    attrs: attrs.as_mut_ptr(),
-                    numAttrs: attrs.len() as u32,
-                };
-                cu::cuLaunchKernelEx(&config, func, args, std::ptr::null_mut())
-            } else if cooperative {
+            if cooperative {
                 cu::cuLaunchCooperativeKernel(
                     func,
                     grid,

@@ -263,11 +263,6 @@ impl Jit {
         })
     }
 
-    /// The defines added to every compile ([`JitConfig::extra_defines`]).
-    pub fn extra_defines(&self) -> &Defines {
-        &self.extra_defines
-    }
-
     /// The loaded NVRTC's version.
     pub fn nvrtc_version(&self) -> CudaVersion {
         self.nvrtc

@@ -162,25 +162,17 @@ pub struct KernelExperiment {
 /// default in its third form: perf-notes v48 (b); run 184 FDM_THIRD_WAVE, the combines posted
 /// with the second wave, kept as the default: perf-notes v49 (a); run 186 FDM_GEMM1_DEFER,
 /// the GEMM1s' second column groups at the log's end, mixed (T4096 E8 / E32 -2.5%, T16384 E8
-/// +2%, T4096 E128 +3%), removed, its patch beside run 186's script: perf-notes v49 (c)), and
-/// diagnostics a GPU run switches on. Waiting: FDM_PDL (session 36, perf-notes v49 (d)).
-pub const EXPERIMENTS: &[KernelExperiment] = &[
-    KernelExperiment {
-        define: "FDM_DEBUG_COMBINE_TIMEOUT",
-        what: "scheduler.cuh: a combine-slot timeout reports the first (group, column) combine \
+/// +2%, T4096 E128 +3%), removed, its patch beside run 186's script: perf-notes v49 (c); run
+/// 187 FDM_PDL, the kernel launched with programmatic stream serialization, level, removed,
+/// its patch beside run 187's script: perf-notes v49 (d)), and diagnostics a GPU run switches
+/// on.
+pub const EXPERIMENTS: &[KernelExperiment] = &[KernelExperiment {
+    define: "FDM_DEBUG_COMBINE_TIMEOUT",
+    what: "scheduler.cuh: a combine-slot timeout reports the first (group, column) combine \
                counter off its expected count in the report's `seen` word (bits 63..48 g * cth \
                + col, 47..32 the counter, 31..16 the expected count): the mma.sync engine's \
                open combine timeout (docs/dev/gpu-queue.md)",
-    },
-    KernelExperiment {
-        define: "FDM_PDL",
-        what: "moe.cu: every thread waits for the stream's previous grid (griddepcontrol.wait) \
-               before its first memory access and then lets the next kernel launch; the host \
-               launches the MoE kernel with programmatic stream serialization \
-               (Kernel::set_programmatic): the launch's ~8 µs overlap the previous forward's \
-               tail (perf-notes v49 (d))",
-    },
-];
+}];
 
 /// Preprocessor defines (`-DNAME` / `-DNAME=VALUE`) specialising a kernel. Kept sorted by name
 /// so equal sets give equal options (and cache keys) whatever the insertion order.
@@ -241,11 +233,6 @@ impl Defines {
     pub fn with(mut self, other: &Defines) -> Defines {
         self.0.extend(other.0.iter().map(|(name, value)| (name.clone(), value.clone())));
         self
-    }
-
-    /// Whether `name` is set (with or without a value).
-    pub fn contains(&self, name: &str) -> bool {
-        self.0.contains_key(name)
     }
 
     /// Whether no define is set.

@@ -58,8 +58,6 @@ pub struct Kernel {
     entry: String,
     ordinal: usize,
     sm_count: u32,
-    /// The device's compute capability major version.
-    cc_major: u32,
     max_block: u32,
     static_smem: u32,
     dynamic_smem: u32,
@@ -67,8 +65,6 @@ pub struct Kernel {
     /// The last occupancy answer, `block << 32 | blocks per SM` (0: none yet): a launch asks
     /// for the same block size every time, and the driver's occupancy query costs host time.
     occupancy: AtomicU64,
-    /// Launches allow programmatic stream serialization ([`Kernel::set_programmatic`]).
-    programmatic: bool,
 }
 
 impl Kernel {
@@ -158,37 +154,12 @@ impl Kernel {
             entry: cubin.entry().to_owned(),
             ordinal: gpu.ordinal,
             sm_count: gpu.sm_count,
-            cc_major: gpu.cc.major,
             max_block,
             static_smem,
             dynamic_smem,
             param_bytes,
             occupancy: AtomicU64::new(0),
-            programmatic: false,
         })
-    }
-
-    /// Launches this kernel from now on with programmatic stream serialization
-    /// (`cuLaunchKernelEx`, `CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION`): the grid
-    /// may be scheduled while the stream's previous kernel still runs, so the launch's own
-    /// latency overlaps that kernel's tail (experiment `FDM_PDL`, perf-notes v49 (d)).
-    ///
-    /// Errors: [`CudaError::InvalidLaunch`] on a device below compute capability 9.0 (no
-    /// `griddepcontrol`).
-    ///
-    /// # Safety
-    ///
-    /// The kernel executes `griddepcontrol.wait` before it touches any memory that earlier
-    /// work in the stream writes or reads (that instruction waits for the previous grid to
-    /// complete and its memory operations to be visible).
-    pub unsafe fn set_programmatic(&mut self, on: bool) -> Result<()> {
-        if on && self.cc_major < 9 {
-            return Err(
-                self.invalid("programmatic launches need compute capability 9.0 or newer".into())
-            );
-        }
-        self.programmatic = on;
-        Ok(())
     }
 
     /// The entry point's name.
@@ -372,7 +343,6 @@ impl Kernel {
         unsafe {
             self.api.launch(
                 cooperative,
-                self.programmatic,
                 self.function.cu_function(),
                 shape.grid,
                 shape.block,
@@ -381,9 +351,7 @@ impl Kernel {
                 (params as *const P).cast::<c_void>(),
             )
         }
-        .map_err(driver(if self.programmatic {
-            "cuLaunchKernelEx"
-        } else if cooperative {
+        .map_err(driver(if cooperative {
             "cuLaunchCooperativeKernel"
         } else {
             "cuLaunchKernel"

@@ -569,12 +569,7 @@ impl CudaBackend {
             } else {
                 jit.compile_variant(&spec.variant(), spec.arch_for(arch))?
             };
-            let mut kernel = Kernel::load(device, &compiled.cubin, spec.smem_bytes())?;
-            if jit.extra_defines().contains("FDM_PDL") {
-                // SAFETY: under the experiment FDM_PDL (perf-notes v49 (d)) every thread of
-                // moe.cu executes griddepcontrol.wait before its first memory access.
-                unsafe { kernel.set_programmatic(true) }?;
-            }
+            let kernel = Kernel::load(device, &compiled.cubin, spec.smem_bytes())?;
             let shape = kernel.cooperative_shape(spec.block_threads())?;
             kernels.push((kernel, shape));
         }
