@@ -60,8 +60,8 @@ __device__ bool row_tile_counted(const Rank& r, unsigned pid, const fdm_task& t,
 }
 
 /// Producer thread 0, for combine log task `index` posted before it was ready (the third
-/// wave, subscriber.cuh post_combines): waits for its ready flag (acquire: the descriptor and every GEMM1 tile the
-/// combine sums are visible from here on).
+/// wave, subscriber.cuh post_combines): waits for its ready flag (acquire: the descriptor and
+/// every GEMM1 tile the combine sums are visible from here on).
 __device__ bool combine_flagged(const Rank& r, unsigned index, Deadline& deadline) {
   return producer_await(r, &r.task_ready()[index], [&](unsigned seen) { return seen == r.epoch; },
                         FDM_WAIT_TASK_READY, index, deadline);

@@ -216,7 +216,7 @@ __device__ void scheduler(const Rank& r, OsShared& s) {
   __syncwarp();
   // The combine log is [0, ncomb) this forward; the GEMM log starts at gbase and ends at the
   // bound less the combines, once the dispatch subscriber knows it.
-  const unsigned ncomb = fdm_div_ceil(r.p->tokens, kBM) * fdm_col_tiles_hidden(&r.p->layout);
+  const unsigned ncomb = combine_count(r);
   const unsigned gbase = (unsigned)fdm_gemm_log_base(&r.p->layout);
   unsigned chead = third_wave, head = gbase + first_wave + second_wave;
   // While the bound is unknown the window may reach past the log: never past the flags'
