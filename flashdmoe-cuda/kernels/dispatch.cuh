@@ -83,6 +83,87 @@ __device__ __forceinline__ void copy_row(const uint4* __restrict__ src, uint4* _
   }
 }
 
+#ifdef FDM_BULK_DISPATCH
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+/// Experiment FDM_BULK_DISPATCH (perf-notes v49 (e)): A4's rows moved by bulk copies through
+/// shared memory, lane 0 of a warp issuing a row's load (global -> shared, completing on an
+/// mbarrier) and its store (shared -> the owner's heap, a peer GPU's or this one's) while up to
+/// kBufs rows a warp are in flight, where the register copies keep 4 KiB a warp in flight and
+/// need a warp's 32 lanes for it (run 184: 32 of 131 processors copy half the rows at P = 2).
+/// The smem is the block's dynamic shared memory, free between placement's grid barrier and the
+/// roles (the processors' pipelines initialise it afresh). Where a row is not a multiple of 16
+/// bytes or no buffer fits, the register copies stay.
+namespace bulk_dispatch {
+constexpr unsigned kRowBytes = kH * sizeof(Elem);
+constexpr unsigned kSlotBytes = (kRowBytes + 127) / 128 * 128;
+constexpr unsigned kWarpBytes = (unsigned)FDM_SMEM_BYTES / kWarps / 128 * 128;
+constexpr unsigned kFit = kWarpBytes > 128 ? (kWarpBytes - 128) / kSlotBytes : 0u;
+constexpr unsigned kBufs = kFit < 4u ? kFit : 4u;
+constexpr bool kOn = kRowBytes % 16 == 0 && kBufs >= 1;
+
+__device__ __forceinline__ unsigned smem_addr(const void* p) { return (unsigned)__cvta_generic_to_shared(p); }
+/// This warp's share: kBufs row buffers, then kBufs mbarriers.
+__device__ __forceinline__ char* warp_share(char* smem) { return smem + (threadIdx.x / 32) * kWarpBytes; }
+__device__ __forceinline__ unsigned bar(char* share, unsigned b) { return smem_addr(share + kBufs * kSlotBytes + 8 * b); }
+
+/// Lane 0: the warp's mbarriers, one arrival each, visible to the async proxy.
+__device__ void init(char* share) {
+  for (unsigned b = 0; b < kBufs; ++b) asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(bar(share, b)) : "memory");
+  asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+}
+/// Lane 0, when the warp is done: the barriers' memory back to plain shared memory.
+__device__ void inval(char* share) {
+  for (unsigned b = 0; b < kBufs; ++b) asm volatile("mbarrier.inval.shared::cta.b64 [%0];" ::"r"(bar(share, b)) : "memory");
+}
+__device__ __forceinline__ void load(char* share, unsigned b, const void* src) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(bar(share, b)), "r"(kRowBytes) : "memory");
+  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(
+                   smem_addr(share + b * kSlotBytes)),
+               "l"(src), "r"(kRowBytes), "r"(bar(share, b))
+               : "memory");
+}
+__device__ __forceinline__ void wait_loaded(char* share, unsigned b, unsigned parity) {
+  unsigned ok = 0;
+  while (!ok) {
+    asm volatile(
+        "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}"
+        : "=r"(ok)
+        : "r"(bar(share, b)), "r"(parity)
+        : "memory");
+  }
+}
+__device__ __forceinline__ void store(void* dst, char* share, unsigned b) {
+  asm volatile("cp.async.bulk.global.shared::cta.bulk_group [%0], [%1], %2;" ::"l"(dst),
+               "r"(smem_addr(share + b * kSlotBytes)), "r"(kRowBytes)
+               : "memory");
+  asm volatile("cp.async.bulk.commit_group;" ::: "memory");
+}
+
+/// Lane 0: rows 0 .. n - 1 (n <= kDispatchRows) from src(i) to dst(i), kBufs in flight; returns
+/// once every store is complete and ordered before the caller's generic-proxy fence and count.
+/// `parity`: the warp's barriers' phase bits (bit b: buffer b's next phase), kept by the caller.
+template <class Src, class Dst>
+__device__ void copy_rows(char* share, unsigned n, Src src, Dst dst, unsigned& parity) {
+  for (unsigned i = 0; i < n && i < kBufs; ++i) load(share, i, src(i));
+  for (unsigned i = 0; i < n; ++i) {
+    const unsigned b = i % kBufs;
+    wait_loaded(share, b, (parity >> b) & 1u);
+    parity ^= 1u << b;
+    store(dst(i), share, b);
+    if (i + kBufs < n) {
+      // The store just issued has read buffer b before its next row lands there.
+      asm volatile("cp.async.bulk.wait_group.read 0;" ::: "memory");
+      load(share, b, src(i + kBufs));
+    }
+  }
+  asm volatile("cp.async.bulk.wait_group 0;" ::: "memory");  // every store written
+  asm volatile("fence.proxy.async.global;" ::: "memory");    // ... and ordered with the generic proxy
+}
+}  // namespace bulk_dispatch
+#define FDM_BULK_COPY 1
+#endif
+#endif
+
 /// The expert of the j-th packet (j < world x local_experts) a source rank's copiers take:
 /// owners in turn, starting with the rank after the source, an owner's local experts in order.
 /// So every GPU receives from every source at once; in expert order every source fed rank 0's
@@ -101,12 +182,20 @@ __device__ __forceinline__ unsigned dispatch_packet_expert(const fdm_params* p, 
 /// dispatch_packet_expert; the warp completing a packet raises its signal, so owners start
 /// on early packets while later ones are still in flight (no grid barrier follows). Zero-row
 /// packets are signalled by the OS block.
-__device__ void dispatch_packets(const fdm_params* p) {
+__device__ void dispatch_packets(const fdm_params* p, char* smem) {
   const fdm_layout& l = p->layout;
   if (kReadsInPlace && p->layout.world == p->local_ranks) return;  // every packet stays on this GPU
   const CopyGroup g = copy_group(p);
   if (g.count == 0) return;
   const unsigned lane = threadIdx.x % 32;
+#ifdef FDM_BULK_COPY
+  char* share = bulk_dispatch::warp_share(smem);
+  unsigned parity = 0;  // lane 0's: each buffer's next mbarrier phase
+  if (bulk_dispatch::kOn && lane == 0) bulk_dispatch::init(share);
+  __syncwarp();
+#else
+  (void)smem;
+#endif
   const unsigned items_per_packet = fdm_div_ceil(p->capacity, kDispatchRows);
   const unsigned packets = l.world * l.local_experts;  // a source's, some of them empty slots
   const unsigned long long items = (unsigned long long)p->local_ranks * packets * items_per_packet;
@@ -133,14 +222,30 @@ __device__ void dispatch_packets(const fdm_params* p) {
       *reinterpret_cast<float*>(r.heap_of(owner) + fdm_dispatch_weight(&l, r.global, le, first + lane)) =
           r.expert_weights()[list + lane];
     }
-    for (unsigned i = 0; i < n; ++i) {
-      const unsigned token = __shfl_sync(0xFFFFFFFFu, my_token, i);
-      copy_row(reinterpret_cast<const uint4*>(r.x() + (unsigned long long)token * kH),
-               reinterpret_cast<uint4*>(r.heap_of(owner) + fdm_row(&l, FDM_STAGE_DISPATCH, r.global, le, first + i, 0)),
-               lane);
-    }
+    const auto src = [&](unsigned token) { return r.x() + (unsigned long long)token * kH; };
+    const auto dst = [&](unsigned i) { return r.heap_of(owner) + fdm_row(&l, FDM_STAGE_DISPATCH, r.global, le, first + i, 0); };
+#ifdef FDM_BULK_COPY
+    if (bulk_dispatch::kOn) {
+      unsigned tokens[kDispatchRows];
+#pragma unroll
+      for (unsigned i = 0; i < kDispatchRows; ++i) tokens[i] = __shfl_sync(0xFFFFFFFFu, my_token, i);
+      if (lane == 0) {
+        bulk_dispatch::copy_rows(
+            share, n, [&](unsigned i) { return (const void*)src(tokens[i]); }, [&](unsigned i) { return (void*)dst(i); },
+            parity);
+      }
+    } else
+#endif
+      for (unsigned i = 0; i < n; ++i) {
+        const unsigned token = __shfl_sync(0xFFFFFFFFu, my_token, i);
+        copy_row(reinterpret_cast<const uint4*>(src(token)), reinterpret_cast<uint4*>(dst(i)), lane);
+      }
     fence_for(p, owner);  // this lane's stores of the item, before the count
     __syncwarp();
     if (lane == 0 && atomicAdd(&r.packet_copied()[e], n) + n == rows) raise_dispatch_signal(r, e, rows);
   }
+#ifdef FDM_BULK_COPY
+  if (bulk_dispatch::kOn && lane == 0) bulk_dispatch::inval(share);
+  __syncwarp();
+#endif
 }

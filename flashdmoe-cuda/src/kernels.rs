@@ -165,14 +165,24 @@ pub struct KernelExperiment {
 /// +2%, T4096 E128 +3%), removed, its patch beside run 186's script: perf-notes v49 (c); run
 /// 187 FDM_PDL, the kernel launched with programmatic stream serialization, level, removed,
 /// its patch beside run 187's script: perf-notes v49 (d)), and diagnostics a GPU run switches
-/// on.
-pub const EXPERIMENTS: &[KernelExperiment] = &[KernelExperiment {
-    define: "FDM_DEBUG_COMBINE_TIMEOUT",
-    what: "scheduler.cuh: a combine-slot timeout reports the first (group, column) combine \
+/// on. Waiting: FDM_BULK_DISPATCH (session 36, perf-notes v49 (e)).
+pub const EXPERIMENTS: &[KernelExperiment] = &[
+    KernelExperiment {
+        define: "FDM_DEBUG_COMBINE_TIMEOUT",
+        what: "scheduler.cuh: a combine-slot timeout reports the first (group, column) combine \
                counter off its expected count in the report's `seen` word (bits 63..48 g * cth \
                + col, 47..32 the counter, 31..16 the expected count): the mma.sync engine's \
                open combine timeout (docs/dev/gpu-queue.md)",
-}];
+    },
+    KernelExperiment {
+        define: "FDM_BULK_DISPATCH",
+        what: "dispatch.cuh bulk_dispatch: A4's rows moved by bulk copies through shared memory \
+               (lane 0 of a warp issues each row's load and store, up to 4 rows a warp in \
+               flight) instead of register copies by the whole warp: fewer SMs a copied byte \
+               for the remote copiers (perf-notes v49 (e)); the mma.sync engine, which copies \
+               every row, checks it on one GPU",
+    },
+];
 
 /// Preprocessor defines (`-DNAME` / `-DNAME=VALUE`) specialising a kernel. Kept sorted by name
 /// so equal sets give equal options (and cache keys) whatever the insertion order.

@@ -246,8 +246,9 @@ fn check(jit: &Jit, arch: Arch, variant: &KernelVariant) -> Result<String, Strin
 /// Every kernel experiment waiting for a GPU run (`kernels::EXPERIMENTS`, run through
 /// `FLASHDMOE_EXTRA_DEFINES`) compiles on the Hopper engine for a streamed SwiGLU layer and the
 /// paper layer at T 16384 and 128 (its 64-row tile), as the layer build would choose them, and
-/// the SwiGLU layer with paired tasks (`--pairs`), with no candidate skipped: an experiment
-/// that spills or no longer compiles fails here rather than on the GPU machine.
+/// the SwiGLU layer with paired tasks (`--pairs`), with no candidate skipped, and on the
+/// mma.sync engine for the paper layer at T 16384: an experiment that spills or no longer
+/// compiles fails here rather than on the GPU machine.
 #[test]
 fn every_kernel_experiment_compiles_on_the_hopper_engine() {
     if jit().is_none() {
@@ -287,5 +288,19 @@ fn every_kernel_experiment_compiles_on_the_hopper_engine() {
             );
             println!("ok  {} {}", experiment.define, chosen.spec.label());
         }
+        // The mma.sync engine's image for an sm_90 device, which copies every row in A4 (it
+        // reads none in place): where an experiment changes the copies, this is the image a
+        // single GPU checks it on (`gpu-check --engine mma-sync`).
+        let mma = MoeSpec::for_config(&configs[1], spec::H200_PROCESSORS);
+        let chosen = spec::compile_first(&jit, Arch::SM90, &[mma])
+            .unwrap_or_else(|e| panic!("{} mma.sync: {e}", experiment.define));
+        assert!(
+            chosen.skipped.is_empty() && chosen.spec.engine == spec::TileEngine::MmaSync,
+            "{} {}: skipped {:?}",
+            experiment.define,
+            chosen.spec.label(),
+            chosen.skipped
+        );
+        println!("ok  {} {}", experiment.define, chosen.spec.label());
     }
 }
