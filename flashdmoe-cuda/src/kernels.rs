@@ -165,7 +165,7 @@ pub struct KernelExperiment {
 /// +2%, T4096 E128 +3%), removed, its patch beside run 186's script: perf-notes v49 (c); run
 /// 187 FDM_PDL, the kernel launched with programmatic stream serialization, level, removed,
 /// its patch beside run 187's script: perf-notes v49 (d)), and diagnostics a GPU run switches
-/// on. Waiting: FDM_BULK_DISPATCH (session 36, perf-notes v49 (e)).
+/// on. Waiting: FDM_BULK_DISPATCH and FDM_GEMM1_WINDOW (session 36, perf-notes v49 (e), (f)).
 pub const EXPERIMENTS: &[KernelExperiment] = &[
     KernelExperiment {
         define: "FDM_DEBUG_COMBINE_TIMEOUT",
@@ -181,6 +181,15 @@ pub const EXPERIMENTS: &[KernelExperiment] = &[
                flight) instead of register copies by the whole warp: fewer SMs a copied byte \
                for the remote copiers (perf-notes v49 (e)); the mma.sync engine, which copies \
                every row, checks it on one GPU",
+    },
+    KernelExperiment {
+        define: "FDM_GEMM1_WINDOW=32",
+        what: "subscriber.cuh window_poster: on a one-GPU layer whose GEMM0 tasks the OS block \
+               enqueues at once, a row tile's completing GEMM0 publishes its first column group \
+               of GEMM1 tasks and the OS block's warp 1 the second, once the completed prefix \
+               of row tiles passes it by the window (32 row tiles: their intermediate rows \
+               still in L2): the last window's second groups run beside the first groups' \
+               combines (perf-notes v49 (f), T16384's combine tail)",
     },
 ];
 

@@ -378,7 +378,7 @@ fn run_case(case: &Case, iters: usize, device: &str) -> Result<Outcome, String> 
         let us = |ns: u32| ns as f64 / 1e3;
         for (rank, t) in phases.iter().enumerate() {
             detail.push_str(&format!(
-                "; rank {rank} phase A: last block started {:.0}us, reset {:.0}us, router jobs {:.0}us, routed {:.0}us, tokens {:.0}us ({}), top-k {:.0}us, placed {:.0}us, dispatched {:.0}us, first wave {} tasks (posted {:.0}us), second wave {}, third wave {}, {} paired, first handout {}, last combines queued {:.0}us and handed out {:.0}us; \
+                "; rank {rank} phase A: last block started {:.0}us, reset {:.0}us, router jobs {:.0}us, routed {:.0}us, tokens {:.0}us ({}), top-k {:.0}us, placed {:.0}us, dispatched {:.0}us, first wave {} tasks (posted {:.0}us), second wave {}, third wave {}, windowed GEMM1 {}, {} paired, first handout {}, last combines queued {:.0}us and handed out {:.0}us; \
                  all tasks done {:.0}us, last warp ended {:.0}us",
                 t.last_block_ns as f64 / 1e3,
                 t.reset_ns as f64 / 1e3,
@@ -393,6 +393,7 @@ fn run_case(case: &Case, iters: usize, device: &str) -> Result<Outcome, String> 
                 us(t.wave_posted_ns),
                 t.second_wave,
                 t.third_wave,
+                t.windowed_gemm1,
                 t.paired_tasks,
                 match t.first_handout_ns {
                     0 => "none (every task in the first wave)".to_string(),
