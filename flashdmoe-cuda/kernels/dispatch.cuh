@@ -101,42 +101,26 @@ constexpr unsigned kFit = kWarpBytes > 128 ? (kWarpBytes - 128) / kSlotBytes : 0
 constexpr unsigned kBufs = kFit < 4u ? kFit : 4u;
 constexpr bool kOn = kRowBytes % 16 == 0 && kBufs >= 1;
 
-__device__ __forceinline__ unsigned smem_addr(const void* p) { return (unsigned)__cvta_generic_to_shared(p); }
+using namespace flashdmoe::hopper;
+
 /// This warp's share: kBufs row buffers, then kBufs mbarriers.
 __device__ __forceinline__ char* warp_share(char* smem) { return smem + (threadIdx.x / 32) * kWarpBytes; }
-__device__ __forceinline__ unsigned bar(char* share, unsigned b) { return smem_addr(share + kBufs * kSlotBytes + 8 * b); }
+__device__ __forceinline__ unsigned buf(char* share, unsigned b) { return smem_u32(share + b * kSlotBytes); }
+__device__ __forceinline__ unsigned bar(char* share, unsigned b) { return smem_u32(share + kBufs * kSlotBytes + 8 * b); }
 
 /// Lane 0: the warp's mbarriers, one arrival each, visible to the async proxy.
 __device__ void init(char* share) {
-  for (unsigned b = 0; b < kBufs; ++b) asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(bar(share, b)) : "memory");
-  asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+  for (unsigned b = 0; b < kBufs; ++b) mbar_init(bar(share, b), 1);
+  mbar_fence_init();
 }
 /// Lane 0, when the warp is done: the barriers' memory back to plain shared memory.
 __device__ void inval(char* share) {
-  for (unsigned b = 0; b < kBufs; ++b) asm volatile("mbarrier.inval.shared::cta.b64 [%0];" ::"r"(bar(share, b)) : "memory");
+  for (unsigned b = 0; b < kBufs; ++b) mbar_inval(bar(share, b));
 }
+/// Lane 0: row `src` into buffer b, completing the barrier's current phase.
 __device__ __forceinline__ void load(char* share, unsigned b, const void* src) {
-  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(bar(share, b)), "r"(kRowBytes) : "memory");
-  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(
-                   smem_addr(share + b * kSlotBytes)),
-               "l"(src), "r"(kRowBytes), "r"(bar(share, b))
-               : "memory");
-}
-__device__ __forceinline__ void wait_loaded(char* share, unsigned b, unsigned parity) {
-  unsigned ok = 0;
-  while (!ok) {
-    asm volatile(
-        "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}"
-        : "=r"(ok)
-        : "r"(bar(share, b)), "r"(parity)
-        : "memory");
-  }
-}
-__device__ __forceinline__ void store(void* dst, char* share, unsigned b) {
-  asm volatile("cp.async.bulk.global.shared::cta.bulk_group [%0], [%1], %2;" ::"l"(dst),
-               "r"(smem_addr(share + b * kSlotBytes)), "r"(kRowBytes)
-               : "memory");
-  asm volatile("cp.async.bulk.commit_group;" ::: "memory");
+  mbar_arrive_expect_tx(bar(share, b), kRowBytes);
+  bulk_load(buf(share, b), src, kRowBytes, bar(share, b));
 }
 
 /// Lane 0: rows 0 .. n - 1 (n <= kDispatchRows) from src(i) to dst(i), kBufs in flight; returns
@@ -147,17 +131,16 @@ __device__ void copy_rows(char* share, unsigned n, Src src, Dst dst, unsigned& p
   for (unsigned i = 0; i < n && i < kBufs; ++i) load(share, i, src(i));
   for (unsigned i = 0; i < n; ++i) {
     const unsigned b = i % kBufs;
-    wait_loaded(share, b, (parity >> b) & 1u);
+    mbar_wait(bar(share, b), (parity >> b) & 1u);
     parity ^= 1u << b;
-    store(dst(i), share, b);
+    bulk_store(dst(i), buf(share, b), kRowBytes);
     if (i + kBufs < n) {
-      // The store just issued has read buffer b before its next row lands there.
-      asm volatile("cp.async.bulk.wait_group.read 0;" ::: "memory");
+      bulk_wait_read();  // the store just issued has read buffer b before its next row lands
       load(share, b, src(i + kBufs));
     }
   }
-  asm volatile("cp.async.bulk.wait_group 0;" ::: "memory");  // every store written
-  asm volatile("fence.proxy.async.global;" ::: "memory");    // ... and ordered with the generic proxy
+  bulk_wait_written();         // every store written
+  fence_proxy_async_global();  // ... and ordered with the generic proxy
 }
 }  // namespace bulk_dispatch
 #define FDM_BULK_COPY 1

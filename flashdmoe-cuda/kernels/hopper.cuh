@@ -2,8 +2,8 @@
 // memory accelerator (TMA), cp.async completing on an mbarrier, wgmma fences and
 // descriptors, register reallocation and named barriers.
 //
-// Only compiled for sm_90a (`__CUDA_ARCH_FEAT_SM90_ALL`); kernels/tile_wgmma.cuh builds the
-// engine on these, and kernels/fdm_wgmma_ops.h (generated) holds the wgmma instructions.
+// Compiled for sm_90a (`__CUDA_ARCH_FEAT_SM90_ALL`), the mbarrier and bulk-copy wrappers for
+// any sm_90 image; kernels/tile_wgmma.cuh builds the engine on these, and kernels/fdm_wgmma_ops.h (generated) holds the wgmma instructions.
 // Every wrapper is one instruction; the ordering rules they rely on are written next to the
 // users in tile_wgmma.cuh.
 #pragma once
@@ -14,7 +14,15 @@
 #define FDM_HOPPER 0
 #endif
 
-#if FDM_HOPPER
+// The mbarrier and bulk-copy wrappers need sm_90 only, not its `a` features: the mma.sync
+// engine's sm_90 image uses them too (dispatch.cuh's experiment FDM_BULK_DISPATCH).
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+#define FDM_SM90 1
+#else
+#define FDM_SM90 0
+#endif
+
+#if FDM_SM90
 namespace flashdmoe {
 namespace hopper {
 
@@ -59,6 +67,47 @@ __device__ __forceinline__ void mbar_wait(unsigned bar, unsigned parity) {
   }
 }
 
+/// Returns a barrier's memory to plain shared memory (every phase it was used for complete).
+__device__ __forceinline__ void mbar_inval(unsigned bar) {
+  asm volatile("mbarrier.inval.shared::cta.b64 [%0];" ::"r"(bar) : "memory");
+}
+
+// ─── bulk copies ─────────────────────────────────────────────────────────────────────────
+/// Orders this thread's generic-proxy accesses of global memory with its async-proxy ones
+/// (TMA) on either side: a GEMM0 tile's rows, stored by the consumers, are read by a later
+/// GEMM1's TMA loads (the writers fence after their stores, the loading thread before it
+/// issues the loads, with the usual release / acquire chain between them).
+__device__ __forceinline__ void fence_proxy_async_global() { asm volatile("fence.proxy.async.global;" ::: "memory"); }
+/// Copies `bytes` (a multiple of 16; `dst` and `src` 16-byte aligned) from global memory to
+/// shared memory at `dst` as one bulk copy; its bytes complete the current phase of `bar`.
+__device__ __forceinline__ void bulk_load(unsigned dst, const void* src, unsigned bytes, unsigned bar) {
+  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(dst),
+               "l"(src), "r"(bytes), "r"(bar)
+               : "memory");
+}
+
+/// Copies `bytes` (a multiple of 16; both 16-byte aligned) from shared memory at `src` to
+/// global memory at `dst` (this GPU's or a peer's) as one bulk copy, committed as its own bulk
+/// group.
+__device__ __forceinline__ void bulk_store(void* dst, unsigned src, unsigned bytes) {
+  asm volatile("cp.async.bulk.global.shared::cta.bulk_group [%0], [%1], %2;" ::"l"(dst), "r"(src), "r"(bytes)
+               : "memory");
+  asm volatile("cp.async.bulk.commit_group;" ::: "memory");
+}
+/// Waits until this thread's bulk stores have read their shared memory (it may be reused).
+__device__ __forceinline__ void bulk_wait_read() { asm volatile("cp.async.bulk.wait_group.read 0;" ::: "memory"); }
+/// Waits until this thread's bulk stores are written (visible to this thread; a proxy fence
+/// then orders them with its generic-proxy accesses).
+__device__ __forceinline__ void bulk_wait_written() { asm volatile("cp.async.bulk.wait_group 0;" ::: "memory"); }
+
+}  // namespace hopper
+}  // namespace flashdmoe
+#endif  // FDM_SM90
+
+#if FDM_HOPPER
+namespace flashdmoe {
+namespace hopper {
+
 // ─── cp.async (16 bytes, L2 only) completing on an mbarrier ──────────────────────────────
 __device__ __forceinline__ void cp_async_16(unsigned dst, const void* src) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(dst), "l"(src) : "memory");
@@ -70,11 +119,6 @@ __device__ __forceinline__ void cp_async_arrive_noinc(unsigned bar) {
 }
 
 // ─── TMA ─────────────────────────────────────────────────────────────────────────────────
-/// Orders this thread's generic-proxy accesses of global memory with its async-proxy ones
-/// (TMA) on either side: a GEMM0 tile's rows, stored by the consumers, are read by a later
-/// GEMM1's TMA loads (the writers fence after their stores, the loading thread before it
-/// issues the loads, with the usual release / acquire chain between them).
-__device__ __forceinline__ void fence_proxy_async_global() { asm volatile("fence.proxy.async.global;" ::: "memory"); }
 __device__ __forceinline__ void prefetch_tensormap(const void* map) {
   asm volatile("prefetch.tensormap [%0];" ::"l"(map) : "memory");
 }
@@ -86,14 +130,6 @@ __device__ __forceinline__ void tma_load_2d(unsigned dst, const void* map, int c
           dst),
       "l"(map), "r"(bar), "r"(c0), "r"(c1)
       : "memory");
-}
-
-/// Copies `bytes` (a multiple of 16; `dst` and `src` 16-byte aligned) from global memory to
-/// shared memory at `dst` as one bulk copy; its bytes complete the current phase of `bar`.
-__device__ __forceinline__ void bulk_load(unsigned dst, const void* src, unsigned bytes, unsigned bar) {
-  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(dst),
-               "l"(src), "r"(bytes), "r"(bar)
-               : "memory");
 }
 
 /// bulk_load into the shared memory at `dst` of every CTA of the cluster in `mask`, each CTA's

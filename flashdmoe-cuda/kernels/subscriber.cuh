@@ -153,6 +153,17 @@ __device__ __forceinline__ unsigned slot_of(const unsigned* ends, unsigned j) {
   return lo;
 }
 
+/// GEMM1 task (row tile `tile` of the layer, column c) of enqueue_in_place's one chunk, whose
+/// in-place slots hold the layer's row tiles in slot order (`s.slot_end`: the inclusive prefix
+/// of their GEMM0 task counts, a slot's being its row tiles x cti; `s.slot_rows`: their rows).
+__device__ __forceinline__ fdm_task in_place_gemm1(const Rank& r, const OsShared& s, unsigned nle, unsigned cti,
+                                                   unsigned tile, unsigned c) {
+  const unsigned lo = slot_of(s.slot_end, tile * cti);
+  const unsigned rt = tile - (lo == 0 ? 0u : s.slot_end[lo - 1] / cti);
+  return make_task(r, FDM_TASK_GEMM1, r.p->first_rank + lo / nle, r.global, lo % nle, rt, c,
+                   fdm_tile_rows(s.slot_rows[lo], rt, kBM));
+}
+
 /// The second wave (perf-notes v47 (e), v48 (b); run 182: T128 E8 -3%, E16 -4%), after
 /// enqueue_in_place's one chunk put every GEMM0 task of the layer into the first wave
 /// (`s.slot_rows[k]`: in-place slot k's rows; `s.slot_end`: the chunk's inclusive prefix of
@@ -180,11 +191,7 @@ __device__ void post_gemm1_early(const Rank& r, OsShared& s, unsigned nle, unsig
   __syncthreads();
   const unsigned base = s_base1;
   for (unsigned j = threadIdx.x; j < n; j += kThreads) {
-    const unsigned tile = j / cth;  // the layer's row tile, in slot order
-    const unsigned lo = slot_of(s.slot_end, tile * cti);
-    const unsigned rt = tile - (lo == 0 ? 0u : s.slot_end[lo - 1] / cti);
-    const unsigned source = r.p->first_rank + lo / nle, le = lo % nle;
-    r.tasks()[base + j] = make_task(r, FDM_TASK_GEMM1, source, r.global, le, rt, j % cth, fdm_tile_rows(s.slot_rows[lo], rt, kBM));
+    r.tasks()[base + j] = in_place_gemm1(r, s, nle, cti, j / cth, j % cth);
     if (j < wave) mailbox_stage(r, j, 1u, base + j);
   }
   fence_acq_rel_gpu();
@@ -242,9 +249,6 @@ FDM_OS_ROLE void window_poster(const Rank r, OsShared& s) {
   const unsigned cti = fdm_col_tiles_inter(&l), cth = fdm_col_tiles_hidden(&l);
   const unsigned first = cth - cth / 2, rest = cth / 2;
   constexpr unsigned kWindow = FDM_GEMM1_WINDOW;
-  // Row tile j (slot order) -> its slot and its row tile within the slot.
-  const auto slot = [&](unsigned j) { return slot_of(s.slot_end, j * cti); };
-  const auto row_tile = [&](unsigned j, unsigned lo) { return j - (lo == 0 ? 0u : s.slot_end[lo - 1] / cti); };
   unsigned done = 0, next = 0, posted = 0;
   Deadline deadline(r.p->timeout_ns);
   while (next < tiles) {
@@ -253,9 +257,9 @@ FDM_OS_ROLE void window_poster(const Rank r, OsShared& s) {
       const unsigned j = done + lane;
       bool counted = false;
       if (j < tiles) {
-        const unsigned lo = slot(j);
+        const fdm_task t = in_place_gemm1(r, s, nle, cti, j, 0);  // its row tile
         const unsigned* counter = reinterpret_cast<const unsigned*>(
-            r.heap + fdm_row_tile_counter(&l, r.p->first_rank + lo / nle, lo % nle, row_tile(j, lo)));
+            r.heap + fdm_row_tile_counter(&l, t.source_rank, t.local_expert, t.row_tile));
         counted = ld_acquire_gpu(counter) >= cti;
       }
       const unsigned open = __ballot_sync(0xFFFFFFFFu, !counted);
@@ -269,11 +273,8 @@ FDM_OS_ROLE void window_poster(const Rank r, OsShared& s) {
       if (lane == 0) base = claim(r, n);
       base = __shfl_sync(0xFFFFFFFFu, base, 0);
       const unsigned from = next;
-      publish(r, base, n, lane, 32, [&](unsigned i) {
-        const unsigned j = from + i / rest, lo = slot(j), rt = row_tile(j, lo);
-        return make_task(r, FDM_TASK_GEMM1, r.p->first_rank + lo / nle, r.global, lo % nle, rt, first + i % rest,
-                         fdm_tile_rows(s.slot_rows[lo], rt, kBM));
-      });
+      publish(r, base, n, lane, 32,
+              [&](unsigned i) { return in_place_gemm1(r, s, nle, cti, from + i / rest, first + i % rest); });
       posted += n;
       next = limit;
       continue;
@@ -342,12 +343,12 @@ __device__ void enqueue_in_place(const Rank& r, OsShared& s) {
     unsigned chunk;
     s.slot_end[threadIdx.x] = block_prefix(rts * cti, warp_sums, chunk);
     s.slot_rows[threadIdx.x] = rows;
-    // One chunk holding every packet of the layer (all sources on this GPU), all of whose
-    // GEMM0 tasks are in the first wave: nothing a GEMM1 task waits for then sits behind it
-    // in any mailbox (post_gemm1_early). Marked before the barrier, so before every thread's
-    // fence and the wave's release.
-    early = kHopper && !kPairs && nslots <= (unsigned)kThreads && l.world == r.p->local_ranks && chunk != 0 &&
-            chunk <= wave_procs;
+    // `whole`: one chunk holds every packet of the layer (all sources on this GPU); `early`:
+    // and all its GEMM0 tasks are in the first wave, so nothing a GEMM1 task waits for sits
+    // behind it in any mailbox (post_gemm1_early). Marked before the barrier, so before every
+    // thread's fence and the wave's release.
+    const bool whole = kHopper && !kPairs && nslots <= (unsigned)kThreads && l.world == r.p->local_ranks && chunk != 0;
+    early = whole && chunk <= wave_procs;
     if (threadIdx.x == 0 && early) st_relaxed_gpu(&r.control()[kGemm1Early], r.epoch);
     // Every processor that takes a combine holds a first- and a second-wave task: ncomb at
     // most the GEMM1 tasks (row tiles x cth; chunk / cti row tiles) and the first wave.
@@ -356,8 +357,7 @@ __device__ void enqueue_in_place(const Rank& r, OsShared& s) {
 #ifdef FDM_GEMM1_WINDOW
     // Every GEMM0 task of the layer in this one chunk (every row tile known, in slot order),
     // two column groups, and no second wave.
-    window = kHopper && !kPairs && nslots <= (unsigned)kThreads && l.world == r.p->local_ranks && chunk != 0 &&
-             !early && fdm_col_tiles_hidden(&l) >= 2;
+    window = whole && !early && fdm_col_tiles_hidden(&l) >= 2;
     if (threadIdx.x == 0 && window) st_relaxed_gpu(&r.control()[kGemm1Window], r.epoch);
 #endif
     if (threadIdx.x == 0 && chunk != 0) s_base = claim(r, chunk);

@@ -8,13 +8,15 @@
 # Prediction: T16384 E8 / E32 -2 to -3% (the combine tail ~48 -> ~25 µs, the second groups'
 # intermediate rows from L2: 16 MiB at W 32), E128 level to -2%; T4096 E8 / E32 -2% (run
 # 186's form already won there: the rows fit L2); Qwen3 level. The same output digests.
-# Carry: .carry/gpu-check built from main at or after this script's commit. ~520 s + start.
+# Main's T128 E8 in every phase also verifies session 36's review mend (in_place_gemm1: the
+# second wave's descriptors; expect "second wave 128", digest 5666d09c14b187bb).
+# Carry: .carry/gpu-check built from main at or after this script's commit. ~530 s + start.
 set -u -o pipefail
 source scripts/gpu-env.sh
 w=$(mktemp -d); keep=$OUT/run189.log; BUDGET=${BUDGET:-560}; source scripts/gpu-phases.sh
 w32="env FLASHDMOE_EXTRA_DEFINES=FDM_GEMM1_WINDOW=32"
 w16="env FLASHDMOE_EXTRA_DEFINES=FDM_GEMM1_WINDOW=16"
-cases="=paper-t16384-e8,=paper-t16384-e32,=paper-t16384-e128,=paper-t4096-e8,=paper-t4096-e32,=paper-t4096-e128,=preset qwen3-30b-a3b"
+cases="=paper-t128-e8,=paper-t16384-e8,=paper-t16384-e32,=paper-t16384-e128,=paper-t4096-e8,=paper-t4096-e32,=paper-t4096-e128,=preset qwen3-30b-a3b"
 ph base 80 .carry/gpu-check --only "$cases"
 ph w32 80 $w32 .carry/gpu-check --only "$cases"
 ph w16 80 $w16 .carry/gpu-check --only "$cases"
