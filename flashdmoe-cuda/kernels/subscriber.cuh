@@ -281,7 +281,8 @@ FDM_OS_ROLE void window_poster(const Rank r, OsShared& s) {
     }
     if (warp_any(aborted(r.p))) return;
     if (warp_any(deadline.expired())) {
-      if (lane == 0) report_timeout(r, FDM_ROLE_DISPATCH_SUBSCRIBER, FDM_WAIT_ROW_TILE, done, next);
+      // Waiting for the GEMM0 completions of row tile `done` (the completed prefix's end).
+      if (lane == 0) report_timeout(r, FDM_ROLE_DISPATCH_SUBSCRIBER, FDM_WAIT_COMPLETION, done, next);
       return;
     }
   }
