@@ -17,13 +17,13 @@ __device__ unsigned complete_row_tile(const Rank& r, const fdm_task& t) {
   if (gemm1_posted_early(r)) return kStop;  // its GEMM1s wait on the count
   if (!last) return kStop;
   __threadfence();  // every GEMM0 of the row tile counted before its GEMM1s are published
-  return claim(r, gemm1_columns_published(r));
+  return claim(r, fdm_col_tiles_hidden(&l));
 }
 
 /// Publishes the GEMM1 tasks of GEMM0 task t's row tile at log slots base.. (from
 /// complete_row_tile), by `lanes` threads.
 __device__ void publish_gemm1(const Rank& r, const fdm_task& t, unsigned base, unsigned lane, unsigned lanes) {
-  publish(r, base, gemm1_columns_published(r), lane, lanes, [&](unsigned c) {
+  publish(r, base, fdm_col_tiles_hidden(&r.p->layout), lane, lanes, [&](unsigned c) {
     return make_task(r, FDM_TASK_GEMM1, t.source_rank, t.owner_rank, t.local_expert, t.row_tile, c, t.valid_rows);
   });
 }

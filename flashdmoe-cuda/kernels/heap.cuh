@@ -65,11 +65,6 @@ enum Control : unsigned {
   // so (subscriber.cuh post_combines; for the host only).
   kCombinesPosted = 27,
   kThirdWave = 28,
-  // Experiment FDM_GEMM1_WINDOW (perf-notes v49 (f)): this forward's epoch where every row
-  // tile's second column group of GEMM1 tasks is published by the window poster (queue.cuh
-  // gemm1_windowed; kernel-only), and how many it published (for the host).
-  kGemm1Window = 29,
-  kWindowedGemm1 = 30,
   kControlEnd,
 };
 static_assert(kControlEnd <= FDM_CONTROL_WORDS, "params.rs: CONTROL_WORDS");

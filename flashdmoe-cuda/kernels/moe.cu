@@ -116,14 +116,8 @@ extern "C" __global__ void FDM_MOE_CLUSTER_DIMS __launch_bounds__(kThreads, 1)
       scheduler(r, s);
     } else {
       raise_dispatch_signals_by(r, s, threadIdx.x - 32, kThreads - 32);
-      if (warp == 1) {
-        dispatch_subscriber(r, s);
-#ifdef FDM_GEMM1_WINDOW
-        window_poster(r, s);  // experiment FDM_GEMM1_WINDOW (perf-notes v49 (f))
-#endif
-      } else {
-        return_subscriber(r, s, warp - 2, kWarps - 2);
-      }
+      if (warp == 1) dispatch_subscriber(r, s);
+      else return_subscriber(r, s, warp - 2, kWarps - 2);
     }
   } else {
     processor(r, role - 1, smem);

@@ -45,27 +45,6 @@ __device__ __forceinline__ unsigned combine_count(const Rank& r) {
   return fdm_div_ceil(r.p->tokens, kBM) * fdm_col_tiles_hidden(&r.p->layout);
 }
 
-/// Experiment FDM_GEMM1_WINDOW=W (perf-notes v49 (f)): true where the OS block's warp 1
-/// publishes every row tile's second column group of GEMM1 tasks (columns cth - cth / 2 ..
-/// cth - 1) itself, W row tiles behind the completed prefix (subscriber.cuh window_poster): a
-/// row tile's completing GEMM0 then claims and publishes its first group only
-/// (gemm1_columns_published). Stored before the first wave's release, like kGemm1Early.
-__device__ __forceinline__ bool gemm1_windowed(const Rank& r) {
-#ifdef FDM_GEMM1_WINDOW
-  return ld_relaxed_gpu(&r.control()[kGemm1Window]) == r.epoch;
-#else
-  (void)r;
-  return false;
-#endif
-}
-
-/// The GEMM1 tasks (output column tiles 0 .. n - 1) a row tile's completing GEMM0 claims and
-/// publishes: all of them, or the first column group where the window poster publishes the rest.
-__device__ __forceinline__ unsigned gemm1_columns_published(const Rank& r) {
-  const unsigned cth = fdm_col_tiles_hidden(&r.p->layout);
-  return gemm1_windowed(r) ? cth - cth / 2 : cth;
-}
-
 /// Claims `count` slots of the GEMM log (one atomicAdd, by the caller's leader thread).
 __device__ __forceinline__ unsigned claim(const Rank& r, unsigned count) {
   return (unsigned)fdm_gemm_log_base(&r.p->layout) + atomicAdd(&r.control()[kTaskTail], count);

@@ -38,12 +38,6 @@ struct OsShared {
   // The third wave: the combine tasks written at fixed slots with the second wave
   // (post_combines), processors 0 .. third_wave - 1's task number 2; 0 otherwise.
   unsigned third_wave;
-#ifdef FDM_GEMM1_WINDOW
-  // Experiment FDM_GEMM1_WINDOW: the layer's row tiles whose second column groups the window
-  // poster publishes (the one chunk's, in slot order; slot_end and slot_rows locate them); 0
-  // otherwise.
-  unsigned window_tiles;
-#endif
   unsigned slot_end[kThreads];   // enqueue_in_place: inclusive prefix of a chunk's task counts
   unsigned slot_rows[kThreads];  // enqueue_in_place: a chunk's packet rows
   // The combine readiness (return subscribers): token tiles per group, and the returned tiles
@@ -227,69 +221,6 @@ __device__ void post_combines(const Rank& r, OsShared& s) {
   }
 }
 
-#ifdef FDM_GEMM1_WINDOW
-/// Experiment FDM_GEMM1_WINDOW=W (perf-notes v49 (f); queue.cuh gemm1_windowed), warp 1 of
-/// the OS block once the dispatch subscriber is done (on such a layer it has nothing to wait
-/// for: every packet was read in place). Row tile j of the layer (slot order, as
-/// enqueue_in_place's one chunk holds them) has its second column group's GEMM1 tasks
-/// (columns cth - cth / 2 .. cth - 1) published here once the completed prefix of row tiles
-/// (their row-tile counters at cti, acquired) passes j + W, and every remaining one once all
-/// row tiles are complete. So a row tile's second group runs about W row tiles after its
-/// first, its intermediate rows still in L2 (W x 128 rows x I x 2 bytes: 16 MiB at W 32, I
-/// 2048), and only the last W row tiles' second groups are left when every first group is
-/// done: they run beside the first groups' combines, which are ready then. The counters'
-/// acquire orders each row tile's intermediate rows before its published tasks. The run-186
-/// form (every second group at the log's end) read them from HBM again at T16384 (v49 (c)).
-FDM_OS_ROLE void window_poster(const Rank r, OsShared& s) {
-  const unsigned tiles = s.window_tiles;
-  if (tiles == 0) return;
-  const fdm_layout& l = r.p->layout;
-  const unsigned lane = threadIdx.x % 32;
-  const unsigned nle = r.p->local_experts_of[r.global];
-  const unsigned cti = fdm_col_tiles_inter(&l), cth = fdm_col_tiles_hidden(&l);
-  const unsigned first = cth - cth / 2, rest = cth / 2;
-  constexpr unsigned kWindow = FDM_GEMM1_WINDOW;
-  unsigned done = 0, next = 0, posted = 0;
-  Deadline deadline(r.p->timeout_ns);
-  while (next < tiles) {
-    if (done < tiles) {
-      // The completed prefix grows by the leading counted row tiles of the next 32.
-      const unsigned j = done + lane;
-      bool counted = false;
-      if (j < tiles) {
-        const fdm_task t = in_place_gemm1(r, s, nle, cti, j, 0);  // its row tile
-        const unsigned* counter = reinterpret_cast<const unsigned*>(
-            r.heap + fdm_row_tile_counter(&l, t.source_rank, t.local_expert, t.row_tile));
-        counted = ld_acquire_gpu(counter) >= cti;
-      }
-      const unsigned open = __ballot_sync(0xFFFFFFFFu, !counted);
-      done += open ? __ffs(open) - 1 : 32u;
-    }
-    const unsigned limit = done == tiles ? tiles : (done > kWindow ? done - kWindow : 0u);
-    if (limit > next) {
-      deadline.progress();
-      const unsigned n = (limit - next) * rest;
-      unsigned base = 0;
-      if (lane == 0) base = claim(r, n);
-      base = __shfl_sync(0xFFFFFFFFu, base, 0);
-      const unsigned from = next;
-      publish(r, base, n, lane, 32,
-              [&](unsigned i) { return in_place_gemm1(r, s, nle, cti, from + i / rest, first + i % rest); });
-      posted += n;
-      next = limit;
-      continue;
-    }
-    if (warp_any(aborted(r.p))) return;
-    if (warp_any(deadline.expired())) {
-      // Waiting for the GEMM0 completions of row tile `done` (the completed prefix's end).
-      if (lane == 0) report_timeout(r, FDM_ROLE_DISPATCH_SUBSCRIBER, FDM_WAIT_COMPLETION, done, next);
-      return;
-    }
-  }
-  if (lane == 0) r.control()[kWindowedGemm1] = posted;  // for the host (PhaseTimes::windowed_gemm1)
-}
-#endif
-
 /// The OS block's first act, by all its threads, before the roles split: the GEMM0 tasks of
 /// every packet read in place (sources on this GPU; their sizes in the sources' packet_rows
 /// since A3's grid barrier) go into the GEMM log at once, in (source, local expert) order, and
@@ -326,7 +257,6 @@ __device__ void enqueue_in_place(const Rank& r, OsShared& s) {
   unsigned total = 0;  // tasks enqueued so far (the same in every thread)
   bool early = false;  // every in-place GEMM0 task in the first wave: the second wave follows
   bool third = false;  // and a combine task for each of the first ncomb processors: the third
-  bool window = false;  // experiment FDM_GEMM1_WINDOW: the second column groups by the window poster
   for (unsigned c0 = 0; c0 < nslots; c0 += kThreads) {
     // In-place slot k: source first_rank + k / nle (the local rank k / nle), local expert k % nle.
     const unsigned k = c0 + threadIdx.x;
@@ -355,12 +285,6 @@ __device__ void enqueue_in_place(const Rank& r, OsShared& s) {
     // most the GEMM1 tasks (row tiles x cth; chunk / cti row tiles) and the first wave.
     third = early && combine_count(r) <= min(chunk / cti * fdm_col_tiles_hidden(&l), chunk);
     if (threadIdx.x == 0 && third) st_relaxed_gpu(&r.control()[kCombinesPosted], r.epoch);
-#ifdef FDM_GEMM1_WINDOW
-    // Every GEMM0 task of the layer in this one chunk (every row tile known, in slot order),
-    // two column groups, and no second wave.
-    window = whole && !early && fdm_col_tiles_hidden(&l) >= 2;
-    if (threadIdx.x == 0 && window) st_relaxed_gpu(&r.control()[kGemm1Window], r.epoch);
-#endif
     if (threadIdx.x == 0 && chunk != 0) s_base = claim(r, chunk);
     __syncthreads();
     // Task j of the chunk belongs to the first slot whose prefix passes j (a binary search
@@ -397,11 +321,6 @@ __device__ void enqueue_in_place(const Rank& r, OsShared& s) {
   if (early) post_gemm1_early(r, s, nle, total);  // one chunk: total is its wave
   if (threadIdx.x == 0) s.third_wave = 0u;
   if (third) post_combines(r, s);
-#ifdef FDM_GEMM1_WINDOW
-  if (threadIdx.x == 0) s.window_tiles = window ? total / cti : 0u;  // one chunk: total is its GEMM0 tasks
-#else
-  (void)window;
-#endif
   if (threadIdx.x == 0) {
     s.in_place_slots = nslots;
     s.first_wave = min(total, wave_procs);

@@ -164,8 +164,11 @@ pub struct KernelExperiment {
 /// the GEMM1s' second column groups at the log's end, mixed (T4096 E8 / E32 -2.5%, T16384 E8
 /// +2%, T4096 E128 +3%), removed, its patch beside run 186's script: perf-notes v49 (c); run
 /// 187 FDM_PDL, the kernel launched with programmatic stream serialization, level, removed,
-/// its patch beside run 187's script: perf-notes v49 (d)), and diagnostics a GPU run switches
-/// on. Waiting: FDM_BULK_DISPATCH and FDM_GEMM1_WINDOW (session 36, perf-notes v49 (e), (f)).
+/// its patch beside run 187's script: perf-notes v49 (d); run 189 FDM_GEMM1_WINDOW, the
+/// GEMM1s' second column groups a window of row tiles behind, mixed (T16384 E128 -3%, E8 +3%,
+/// T4096 E128 +2%), removed, its patch beside run 189's script: perf-notes v50 (a)), and
+/// diagnostics a GPU run switches on. Waiting for two GPUs: FDM_BULK_DISPATCH (correct on one
+/// GPU, run 188: perf-notes v49 (e), v50 (b)).
 pub const EXPERIMENTS: &[KernelExperiment] = &[
     KernelExperiment {
         define: "FDM_DEBUG_COMBINE_TIMEOUT",
@@ -181,15 +184,6 @@ pub const EXPERIMENTS: &[KernelExperiment] = &[
                flight) instead of register copies by the whole warp: fewer SMs a copied byte \
                for the remote copiers (perf-notes v49 (e)); the mma.sync engine, which copies \
                every row, checks it on one GPU",
-    },
-    KernelExperiment {
-        define: "FDM_GEMM1_WINDOW=32",
-        what: "subscriber.cuh window_poster: on a one-GPU layer whose GEMM0 tasks the OS block \
-               enqueues at once, a row tile's completing GEMM0 publishes its first column group \
-               of GEMM1 tasks and the OS block's warp 1 the second, once the completed prefix \
-               of row tiles passes it by the window (32 row tiles: their intermediate rows \
-               still in L2): the last window's second groups run beside the first groups' \
-               combines (perf-notes v49 (f), T16384's combine tail)",
     },
 ];
 

@@ -312,10 +312,6 @@ pub struct PhaseTimes {
     /// below their count taking combine q as its task number 2 once its first task is done,
     /// where every combine has such a processor (subscriber.cuh `post_combines`; 0 otherwise).
     pub third_wave: u32,
-    /// GEMM1 tasks of the row tiles' second column groups the OS block's window poster
-    /// published, each a window of row tiles behind the completed prefix (experiment
-    /// `FDM_GEMM1_WINDOW`; 0 otherwise).
-    pub windowed_gemm1: u32,
     /// A return subscriber's last publication of combine tasks (0 with no combine).
     pub combines_queued_ns: u32,
     /// The scheduler's last round that handed combine tasks out (0 with no combine).
@@ -1151,7 +1147,6 @@ impl CudaLayer {
                     wave_posted_ns: c[control::WAVE_POSTED_NS],
                     second_wave: c[control::SECOND_WAVE],
                     third_wave: c[control::THIRD_WAVE],
-                    windowed_gemm1: c[control::WINDOWED_GEMM1],
                     combines_queued_ns: c[control::COMBINES_QUEUED_NS],
                     combines_handed_ns: c[control::COMBINES_HANDED_NS],
                     paired_tasks: c[control::PAIRED_TASKS],

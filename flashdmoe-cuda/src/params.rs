@@ -332,10 +332,6 @@ pub mod control {
     /// their count posting combine q as its own task number 2 (`kThirdWave`; subscriber.cuh
     /// `post_combines`).
     pub const THIRD_WAVE: usize = 28;
-    /// GEMM1 tasks of the row tiles' second column groups the window poster published
-    /// (`kWindowedGemm1`; experiment `FDM_GEMM1_WINDOW`, subscriber.cuh `window_poster`; 0
-    /// otherwise).
-    pub const WINDOWED_GEMM1: usize = 30;
     /// A return subscriber's last publication of combine tasks (`kCombinesQueuedNs`).
     pub const COMBINES_QUEUED_NS: usize = 25;
     /// The scheduler's last round that handed combines out (`kCombinesHandedNs`).
@@ -428,7 +424,6 @@ mod tests {
             ("kWavePostedNs", control::WAVE_POSTED_NS),
             ("kSecondWave", control::SECOND_WAVE),
             ("kThirdWave", control::THIRD_WAVE),
-            ("kWindowedGemm1", control::WINDOWED_GEMM1),
             ("kCombinesQueuedNs", control::COMBINES_QUEUED_NS),
             ("kCombinesHandedNs", control::COMBINES_HANDED_NS),
         ] {
