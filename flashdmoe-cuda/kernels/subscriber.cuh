@@ -281,9 +281,13 @@ __device__ void enqueue_in_place(const Rank& r, OsShared& s) {
     const bool whole = kHopper && !kPairs && nslots <= (unsigned)kThreads && l.world == r.p->local_ranks && chunk != 0;
     early = whole && chunk <= wave_procs;
     if (threadIdx.x == 0 && early) st_relaxed_gpu(&r.control()[kGemm1Early], r.epoch);
-    // Every processor that takes a combine holds a first- and a second-wave task: ncomb at
-    // most the GEMM1 tasks (row tiles x cth; chunk / cti row tiles) and the first wave.
-    third = early && combine_count(r) <= min(chunk / cti * fdm_col_tiles_hidden(&l), chunk);
+    // Every GEMM1 task in the second wave (row tiles x cth <= the first wave's chunk), so the
+    // scheduler hands out nothing a gated combine waits for: it could otherwise post such a
+    // GEMM1 behind the combine in the same mailbox (a deadlock found by core's model of the
+    // waves: the simulator's proptest at H > I, perf-notes v50 (e)). And every processor that
+    // takes a combine holds a first- and a second-wave task: ncomb at most the GEMM1 tasks.
+    const unsigned gemm1 = chunk / cti * fdm_col_tiles_hidden(&l);
+    third = early && gemm1 <= chunk && combine_count(r) <= gemm1;
     if (threadIdx.x == 0 && third) st_relaxed_gpu(&r.control()[kCombinesPosted], r.epoch);
     if (threadIdx.x == 0 && chunk != 0) s_base = claim(r, chunk);
     __syncthreads();
