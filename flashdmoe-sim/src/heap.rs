@@ -133,6 +133,10 @@ impl SymmetricHeap for HeapView<'_> {
         self.world.counter(rank, offset).fetch_add(1, Ordering::AcqRel) + 1
     }
 
+    fn load_counter(&self, rank: u32, offset: u64) -> u32 {
+        self.world.counter(rank, offset).load(Ordering::Acquire)
+    }
+
     fn reset_counters(&self, rank: u32) {
         self.world.heaps[rank as usize].counters.iter().for_each(|c| c.store(0, Ordering::Relaxed));
     }

@@ -34,6 +34,8 @@ pub struct SimLayer {
     pub(crate) subscribers: u32,
     /// Whether the layer runs paired GEMM0 tasks ([`crate::SimOptions::pairs`]).
     pub(crate) pairs: bool,
+    /// Whether each forward posts the waves ([`crate::SimOptions::waves`]; a world of one).
+    pub(crate) waves: bool,
     pub(crate) faults: FaultPlan,
     /// Per rank: the epoch of its last forward (`None` before the first), locked while the
     /// rank's forward runs.
@@ -54,6 +56,7 @@ impl std::fmt::Debug for SimLayer {
             .field("processors", &self.processors)
             .field("subscribers", &self.subscribers)
             .field("pairs", &self.pairs)
+            .field("waves", &self.waves)
             .field("faults", &self.faults)
             .finish_non_exhaustive()
     }
@@ -76,6 +79,12 @@ impl SimLayer {
     /// Whether the layer runs paired GEMM0 tasks ([`crate::SimOptions::pairs`]).
     pub fn pairs(&self) -> bool {
         self.pairs
+    }
+
+    /// Whether each forward posts the waves ([`crate::SimOptions::waves`]: on, and a world of
+    /// one rank).
+    pub fn waves(&self) -> bool {
+        self.waves
     }
 
     /// The protocol's routing plan of a forward, from every rank's output (`ranks[r]` is rank
@@ -115,9 +124,14 @@ impl SimLayer {
             signal_order: self.signal_order,
         };
         // Everything that can fail is set up before this rank publishes anything.
-        let state = RankState::new(layout, self.processors)?
+        let mut state = RankState::new(layout, self.processors)?
             .with_heartbeat(self.heartbeat.clone())
             .with_pairs(self.pairs);
+        if self.waves {
+            let experts = layout.geometry().local_experts;
+            let rows: Vec<u32> = (0..experts).map(|e| plan.rows(rank, e)).collect();
+            state.post_waves(layout, epoch, &rows)?;
+        }
         let ctx = RankContext { rank, epoch, layout, heap: &view, state: &state };
         let shared = std::sync::OnceLock::new();
         let executor = SimExecutor {

@@ -82,6 +82,14 @@ pub struct SimOptions {
     /// `2k + 1`, `2k + 2`) and they meet before running it. The outputs are bitwise those of
     /// the unpaired layer. Off by default.
     pub pairs: bool,
+    /// On a world of one rank, post the waves as the CUDA kernel's OS block does on one GPU
+    /// ([`RankState::post_waves`](flashdmoe_core::runtime::RankState::post_waves),
+    /// [`Waves`](flashdmoe_core::runtime::Waves)): every GEMM0 task queued before the roles
+    /// run, the first wave (and where the layer is small enough the second and third)
+    /// posted into the mailboxes, their tasks gated on the row-tile counters and the
+    /// combines' ready flags. No effect on a larger world. On by default; the outputs are
+    /// bitwise those without.
+    pub waves: bool,
 }
 
 impl SimOptions {
@@ -90,13 +98,14 @@ impl SimOptions {
 }
 
 impl Default for SimOptions {
-    /// 2 processors and 1 subscriber per rank, no faults, unpaired.
+    /// 2 processors and 1 subscriber per rank, no faults, unpaired, the waves posted.
     fn default() -> Self {
         SimOptions {
             processors_per_rank: 2,
             subscribers_per_rank: 1,
             faults: FaultPlan::none(),
             pairs: false,
+            waves: true,
         }
     }
 }
@@ -224,6 +233,7 @@ impl Backend for SimBackend {
             processors,
             subscribers,
             pairs: self.options.pairs,
+            waves: self.options.waves && config.world == 1,
             faults: self.options.faults.clone(),
             epochs: (0..config.world).map(|_| Mutex::new(None)).collect(),
             origin: Instant::now(),

@@ -387,10 +387,18 @@ fn run_case(case: &Case, iters: usize, device: &str) -> Result<Outcome, String> 
     }
     let protocol = protocol_stats(c, &traced, &events, layer.blocks_per_rank() - 1);
     laps.lap("second and traced forwards");
+    let phases = layer.phase_times().map_err(|e| format!("phase times: {e}"))?;
+    match waves_against_core(c, &layer, &traced, &phases) {
+        None => {}
+        Some(Ok(w)) => detail.push_str(&format!("; waves {w} as core's model")),
+        Some(Err(e)) => {
+            ok = false;
+            detail.push_str(&format!("; waves NOT core's model: {e}"));
+        }
+    }
     if case.timed {
         detail.push_str(&trace_summary(&traced, layer.blocks_per_rank() - 1));
         detail.push_str(&fill_summary(&layer, &traced, &events));
-        let phases = layer.phase_times().map_err(|e| format!("phase times: {e}"))?;
         let us = |ns: u32| ns as f64 / 1e3;
         for (rank, t) in phases.iter().enumerate() {
             detail.push_str(&format!(
@@ -522,6 +530,40 @@ fn timeout_case(case: &Case, _iters: usize, device: &str) -> Result<Outcome, Str
         conforms.map_or_else(|e| e.to_string(), |_| "conforms".into())
     );
     Ok(Outcome { max_rel_err: Some(v.max_rel), ..outcome(case, device, 1, passed, detail) })
+}
+
+/// The waves the kernel's OS block posted in the traced forward (its control words) against
+/// core's model of them (`flashdmoe_core::runtime::Waves::choose`, which the simulator runs),
+/// where core models the layer: one rank, the Hopper engine, no shared experts, at most 384
+/// packets (the OS block's one chunk). `None` elsewhere; else the counts "(first, second,
+/// third)", or both sides where they differ.
+fn waves_against_core(
+    c: &MoeConfig,
+    layer: &CudaLayer,
+    traced: &flashdmoe_core::ForwardOutput,
+    phases: &[flashdmoe_cuda::PhaseTimes],
+) -> Option<Result<String, String>> {
+    let layout = layer.layout();
+    let hopper = matches!(layer.spec().engine, flashdmoe_cuda::spec::TileEngine::Wgmma(_));
+    let experts = layout.geometry().local_experts;
+    if c.world != 1 || !hopper || c.shared.is_some() || experts > 384 || phases.len() != 1 {
+        return None;
+    }
+    let plan = match traced.ranks[0].routing.source_plan(c, layout) {
+        Ok(plan) => plan,
+        Err(e) => return Some(Err(format!("the routing plan: {e}"))),
+    };
+    let rows: Vec<u32> = (0..experts).map(|e| plan.rows(0, e)).collect();
+    let processors = layer.blocks_per_rank() - 1;
+    let w = flashdmoe_core::runtime::Waves::choose(layout, processors, layer.spec().pairs, &rows);
+    let t = &phases[0];
+    let kernel = (t.first_wave, t.second_wave, t.third_wave);
+    let core = (w.first, w.second, w.third);
+    Some(if kernel == core {
+        Ok(format!("{core:?}"))
+    } else {
+        Err(format!("the kernel posted {kernel:?}, core's model {core:?}"))
+    })
 }
 
 /// The device-resident forward's checks (`flashdmoe_bench::resident`).
@@ -717,6 +759,25 @@ fn cases(quick: bool) -> Vec<Case> {
             ));
         }
     }
+    // A one-GPU layer whose GEMM0 tasks fit the processors (the second wave) with H = 8 I: eight
+    // times as many GEMM1 tasks as GEMM0 tasks, most of them left to the scheduler, so no third
+    // wave (a gated combine could wait for a GEMM1 posted behind it: perf-notes v50 (e)); the
+    // waves are compared with core's model.
+    out.push(case(
+        "waves with GEMM1 tasks left to the scheduler".into(),
+        MoeConfig {
+            world: 1,
+            tokens_per_rank: 64,
+            hidden: 2048,
+            inter: 256,
+            experts: 8,
+            top_k: 1,
+            dtype: DType::Bf16,
+            activation: Activation::Relu,
+            capacity: CapacityPolicy::Dropless,
+            ..MoeConfig::default()
+        },
+    ));
     // Every real model's router and experts the kernel computes (core's small model kinds
     // without their shared experts: DeepSeek-V2's grouped softmax with scaling, DeepSeek-V3's
     // grouped sigmoid with a selection bias, gpt-oss's biased top-k softmax and clamped

@@ -12,7 +12,9 @@
 ///   stores, `__threadfence_system()`, then the flag store), so the data put before it is
 ///   visible to whoever acquires the word;
 /// * [`load_signal`](SymmetricHeap::load_signal) is an **acquire** load;
-/// * [`add_counter`](SymmetricHeap::add_counter) is an **acquire-release** increment.
+/// * [`add_counter`](SymmetricHeap::add_counter) is an **acquire-release** increment;
+/// * [`load_counter`](SymmetricHeap::load_counter) is an **acquire** load (the second wave's
+///   gate: a GEMM1 task posted before its row tile's GEMM0s were counted, [`super::Waves`]).
 ///
 /// A backend may delay, reorder or duplicate signal deliveries (the simulator's fault
 /// injection does) as long as each delivered word is release-stored after its data.
@@ -26,6 +28,9 @@ pub trait SymmetricHeap: Sync {
     /// Increments the counter at `offset` of `rank`'s heap (acquire-release) and returns the
     /// new value.
     fn add_counter(&self, rank: u32, offset: u64) -> u32;
+
+    /// Acquire-loads the counter at `offset` of `rank`'s heap.
+    fn load_counter(&self, rank: u32, offset: u64) -> u32;
 
     /// Zeroes every counter of `rank`'s heap. Called only by `rank` itself at the start of a
     /// forward, while no task of it is running.

@@ -22,6 +22,9 @@ struct TestHeap {
     data: Vec<SharedBytes>,
     signal_store: Ordering,
     counter_add: Ordering,
+    /// The second wave's gate ([`SymmetricHeap::load_counter`]): `Acquire` unless a model
+    /// weakens it.
+    counter_load: Ordering,
 }
 
 impl TestHeap {
@@ -42,7 +45,13 @@ impl TestHeap {
                 .collect(),
             signal_store,
             counter_add,
+            counter_load: Ordering::Acquire,
         }
+    }
+
+    fn with_counter_load(mut self, counter_load: Ordering) -> Self {
+        self.counter_load = counter_load;
+        self
     }
 
     fn data_at(&self, offset: u64) -> usize {
@@ -60,6 +69,10 @@ impl SymmetricHeap for TestHeap {
     fn add_counter(&self, rank: u32, offset: u64) -> u32 {
         let index = ((offset - self.layout.params().row_tile_counters) / 4) as usize;
         self.counters[rank as usize][index].fetch_add(1, self.counter_add) + 1
+    }
+    fn load_counter(&self, rank: u32, offset: u64) -> u32 {
+        let index = ((offset - self.layout.params().row_tile_counters) / 4) as usize;
+        self.counters[rank as usize][index].load(self.counter_load)
     }
     fn reset_counters(&self, rank: u32) {
         self.counters[rank as usize].iter().for_each(|c| c.store(0, Ordering::Relaxed));
@@ -148,16 +161,23 @@ fn loom_relaxed_signal_store_is_caught() {
 
 /// Moves bytes instead of multiplying: GEMM0 copies the token row into its column tile of the
 /// intermediate row; GEMM1 reads the whole intermediate row (every GEMM0's tile) and returns
-/// its last column tile; Combine copies the returned row to the output. The output equals the
-/// input only if every hand-over was ordered.
+/// its last column tile; Combine copies token tile `t`'s returned row (`return_rows[t]`) to
+/// the output. The output equals the input only if every hand-over was ordered.
 struct CopyExecutor<'a> {
     rank: u32,
     layout: &'a HeapLayout,
     heap: &'a TestHeap,
     output: &'a SharedBytes,
+    return_rows: Vec<u64>,
 }
 
-impl CopyExecutor<'_> {
+impl<'a> CopyExecutor<'a> {
+    /// Rank 0's executor; its one token's returned row is row 0 of local expert 0's packet.
+    fn new(layout: &'a HeapLayout, heap: &'a TestHeap, output: &'a SharedBytes) -> Self {
+        let return_rows = vec![layout.row(Stage::Return, 0, 0, 0, 0).unwrap()];
+        CopyExecutor { rank: 0, layout, heap, output, return_rows }
+    }
+
     fn get(&self, offset: u64, out: &mut [u8]) {
         // SAFETY: the runtime orders every task's reads after the writes they depend on; loom
         // reports any access it did not order.
@@ -186,7 +206,7 @@ impl TileExecutor for CopyExecutor<'_> {
             }
             TaskKind::Combine => {
                 let mut row = [0u8; 16];
-                self.get(self.layout.row(Stage::Return, self.rank, 0, 0, 0)?, &mut row);
+                self.get(self.return_rows[task.row_tile as usize], &mut row);
                 // SAFETY: one Combine task writes the output, after its inputs arrived.
                 unsafe { self.output.write(task.output_offset as usize, &row) };
             }
@@ -218,14 +238,13 @@ fn one_rank_two_processors(counter_add: Ordering) {
             thread::spawn(move || {
                 let ctx =
                     RankContext { rank: 0, epoch, layout: &layout, heap: &*heap, state: &state };
-                let executor =
-                    CopyExecutor { rank: 0, layout: &layout, heap: &heap, output: &output };
+                let executor = CopyExecutor::new(&layout, &heap, &output);
                 let mut processor = Processor::new(ctx, 1, &executor, None).unwrap();
                 drive(0, &state, Duration::MAX, &mut [&mut processor]).unwrap();
             })
         };
         let ctx = RankContext { rank: 0, epoch, layout: &layout, heap: &*heap, state: &state };
-        let executor = CopyExecutor { rank: 0, layout: &layout, heap: &heap, output: &output };
+        let executor = CopyExecutor::new(&layout, &heap, &output);
         let mut subscriber = Subscriber::new(ctx, &plan, 0, 1).unwrap();
         let mut scheduler = Scheduler::new(&layout, &state, epoch.get());
         let mut processor = Processor::new(ctx, 0, &executor, None).unwrap();
@@ -252,6 +271,152 @@ fn loom_one_rank_two_processors() {
 #[should_panic(expected = "Causality violation")]
 fn loom_relaxed_row_tile_counter_is_caught() {
     one_rank_two_processors(Ordering::Relaxed);
+}
+
+/// [`one_rank_two_processors`] with the waves posted before the roles run
+/// ([`RankState::post_waves`], the kernel's OS block): both GEMM0s in the first wave
+/// (processor `q` runs column tile `q`), the GEMM1 in the second (processor 0's word 1, posted
+/// before the GEMM0s ran), the combine in the third (processor 0 posts it itself once its
+/// GEMM0 is done, gated on the ready flag the subscriber raises). The scheduler hands out
+/// nothing: it counts the three waves' completions and stops. Processor 0's GEMM1 reads
+/// processor 1's column of the intermediate row, so its gate, an acquire of the row-tile
+/// counter, is the only edge ordering that read across the threads.
+fn one_rank_waves(counter_load: Ordering) {
+    let mut model = loom::model::Builder::new();
+    model.preemption_bound = Some(3);
+    model.check(move || {
+        let layout = layout(1, 2);
+        let heap = Arc::new(
+            TestHeap::new(layout, Ordering::Release, Ordering::AcqRel)
+                .with_counter_load(counter_load),
+        );
+        let mut state = RankState::new(&layout, 2).unwrap();
+        let epoch = Epoch::FIRST;
+        let waves = state.post_waves(&layout, epoch, &[1]).unwrap();
+        assert_eq!((waves.first, waves.second, waves.third), (2, 1, 1));
+        let state = Arc::new(state);
+        let output = Arc::new(SharedBytes::zeroed(16, 16));
+        let plan = SourcePlan::new(&layout, vec![vec![0]]).unwrap();
+        dispatch(&*heap, &layout, epoch, 0, &plan, &[3u8; 16]).unwrap();
+        let peer = {
+            let (heap, state, output) = (heap.clone(), state.clone(), output.clone());
+            thread::spawn(move || {
+                let ctx =
+                    RankContext { rank: 0, epoch, layout: &layout, heap: &*heap, state: &state };
+                let executor = CopyExecutor::new(&layout, &heap, &output);
+                let mut processor = Processor::new(ctx, 1, &executor, None).unwrap();
+                drive(0, &state, Duration::MAX, &mut [&mut processor]).unwrap();
+            })
+        };
+        let ctx = RankContext { rank: 0, epoch, layout: &layout, heap: &*heap, state: &state };
+        let executor = CopyExecutor::new(&layout, &heap, &output);
+        let mut subscriber = Subscriber::new(ctx, &plan, 0, 1).unwrap();
+        let mut scheduler = Scheduler::new(&layout, &state, epoch.get());
+        let mut processor = Processor::new(ctx, 0, &executor, None).unwrap();
+        let mut roles: [&mut dyn Role; 3] = [&mut subscriber, &mut scheduler, &mut processor];
+        drive(0, &state, Duration::MAX, &mut roles).unwrap();
+        peer.join().unwrap();
+        let counts = scheduler.completed();
+        assert_eq!((counts.gemm0, counts.gemm1, counts.combine), (2, 1, 1));
+        let mut out = [0u8; 16];
+        // SAFETY: both processors are done.
+        unsafe { output.read(0, &mut out) };
+        assert_eq!(out, [3u8; 16]);
+    });
+}
+
+#[test]
+fn loom_one_rank_waves() {
+    one_rank_waves(Ordering::Acquire);
+}
+
+/// The model bites: with a `Relaxed` load of the row-tile counter, the second wave's GEMM1
+/// reads processor 1's GEMM0 output unordered.
+#[test]
+#[should_panic(expected = "Causality violation")]
+fn loom_relaxed_second_wave_gate_is_caught() {
+    one_rank_waves(Ordering::Relaxed);
+}
+
+/// The third wave across threads: one rank, two local experts, two tokens, token 0 routed to
+/// expert 1 and token 1 to expert 0 (one row each; one column tile everywhere), two
+/// processors. All three waves: processor 0 runs expert 0's GEMM0 and GEMM1 (token 1's row)
+/// and token 0's combine, processor 1 expert 1's (token 0's row) and token 1's combine. So
+/// each combine reads a row the other processor returned. Processor 1's combine (its own
+/// thread) reads a row written on the main thread, ordered before it only by the ready flag
+/// the return subscriber (main thread) raised once it acquired the return signal: the flag's
+/// release and the processor's acquire are the only edge.
+fn third_wave_across_threads(publish: Ordering) {
+    let mut model = loom::model::Builder::new();
+    model.preemption_bound = Some(2);
+    model.check(move || {
+        let layout = HeapLayout::new(Geometry {
+            world: 1,
+            local_experts: 2,
+            tokens: 2,
+            capacity: 2,
+            hidden: 4,
+            inter: 4,
+            elem_bytes: 4,
+            tile: TileShape::new(1, 4, 4),
+        })
+        .unwrap();
+        let heap = Arc::new(TestHeap::new(layout, Ordering::Release, Ordering::AcqRel));
+        let mut state = RankState::new(&layout, 2).unwrap();
+        state.tasks.weaken_publish(publish);
+        let epoch = Epoch::FIRST;
+        let waves = state.post_waves(&layout, epoch, &[1, 1]).unwrap();
+        assert_eq!((waves.first, waves.second, waves.third), (2, 2, 2));
+        let state = Arc::new(state);
+        let output = Arc::new(SharedBytes::zeroed(32, 16));
+        let plan = SourcePlan::new(&layout, vec![vec![1], vec![0]]).unwrap();
+        let input: Vec<u8> = [[5u8; 16], [6u8; 16]].concat();
+        dispatch(&*heap, &layout, epoch, 0, &plan, &input).unwrap();
+        // Token t's returned row: row 0 of the packet of the expert it went to.
+        let return_rows = vec![
+            layout.row(Stage::Return, 0, 1, 0, 0).unwrap(),
+            layout.row(Stage::Return, 0, 0, 0, 0).unwrap(),
+        ];
+        let peer = {
+            let (heap, state, output) = (heap.clone(), state.clone(), output.clone());
+            let return_rows = return_rows.clone();
+            thread::spawn(move || {
+                let ctx =
+                    RankContext { rank: 0, epoch, layout: &layout, heap: &*heap, state: &state };
+                let executor =
+                    CopyExecutor { return_rows, ..CopyExecutor::new(&layout, &heap, &output) };
+                let mut processor = Processor::new(ctx, 1, &executor, None).unwrap();
+                drive(0, &state, Duration::MAX, &mut [&mut processor]).unwrap();
+            })
+        };
+        let ctx = RankContext { rank: 0, epoch, layout: &layout, heap: &*heap, state: &state };
+        let executor = CopyExecutor { return_rows, ..CopyExecutor::new(&layout, &heap, &output) };
+        let mut subscriber = Subscriber::new(ctx, &plan, 0, 1).unwrap();
+        let mut scheduler = Scheduler::new(&layout, &state, epoch.get());
+        let mut processor = Processor::new(ctx, 0, &executor, None).unwrap();
+        let mut roles: [&mut dyn Role; 3] = [&mut subscriber, &mut scheduler, &mut processor];
+        drive(0, &state, Duration::MAX, &mut roles).unwrap();
+        peer.join().unwrap();
+        let counts = scheduler.completed();
+        assert_eq!((counts.gemm0, counts.gemm1, counts.combine), (2, 2, 2));
+        let mut out = [0u8; 32];
+        // SAFETY: both processors are done.
+        unsafe { output.read(0, &mut out) };
+        assert_eq!(out, *input, "each token's row back in its place");
+    });
+}
+
+#[test]
+fn loom_third_wave_across_threads() {
+    third_wave_across_threads(Ordering::Release);
+}
+
+/// The model bites: with a `Relaxed` ready flag, processor 1's combine reads the row
+/// processor 0 returned unordered.
+#[test]
+#[should_panic(expected = "Causality violation")]
+fn loom_relaxed_third_wave_flag_is_caught() {
+    third_wave_across_threads(Ordering::Relaxed);
 }
 
 /// The CUDA kernel's dispatch (A4, `dispatch_packets` in `kernels/moe.cu`): several copiers

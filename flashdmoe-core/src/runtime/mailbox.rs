@@ -20,6 +20,21 @@
 //! * The end: once every task of the rank's bound is complete, the scheduler posts [`STOP`] to
 //!   every mailbox, like a task; a processor that takes it is done.
 //!
+//! ## The waves: two more writers of `assigned`
+//!
+//! On a layer that posts waves ([`super::Waves`]; the kernel's OS block) `assigned` has three
+//! writers, in an order the protocol fixes:
+//! * [`Mailbox::prepost`], before any role runs (it takes `&mut`): the first and second waves'
+//!   words 0 and 1;
+//! * the processor's self-post, [`Mailbox::post_own`]: word 2 (the third wave's combine) once it
+//!   has completed word 0. Its slot, 0, is free: word 0 was read before it ran. It stores
+//!   `assigned = 3` before it completes word 1;
+//! * the scheduler, which counts the waves' words as posted from the start
+//!   ([`super::Scheduler`] keeps its own count and never reads `assigned` back) and posts word
+//!   3 only after acquiring `completed >= 2`, which the processor release-stored after its
+//!   self-post. So the three writes are totally ordered, and a slot is still never overwritten
+//!   while unread.
+//!
 //! ## Invariants
 //!
 //! * A slot is never overwritten while unread: slot `a % 2` last held word `a - 2`, and the
@@ -112,6 +127,40 @@ impl Mailbox {
         }
     }
 
+    /// Before any role runs: posts `word` as the next word, if fewer than [`Mailbox::DEPTH`]
+    /// are outstanding (`false`, nothing written, otherwise). The first and second waves.
+    pub fn prepost(&mut self, word: u32) -> bool {
+        let a = self.assigned.load(Ordering::Relaxed);
+        if a.wrapping_sub(self.completed.load(Ordering::Relaxed)) >= self.rules.depth {
+            return false;
+        }
+        // SAFETY: `&mut self`: no other thread reaches the mailbox.
+        self.slots[(a % 2) as usize].with_mut(|slot| unsafe { slot.write(word) });
+        self.assigned.store(a + 1, Ordering::Relaxed);
+        true
+    }
+
+    /// Processor: posts `word` to its own mailbox (the third wave: its combine as word 2, once
+    /// word 0 is complete), if fewer than [`Mailbox::DEPTH`] words are outstanding; `false`
+    /// (nothing written) otherwise.
+    ///
+    /// # Safety
+    ///
+    /// Only the mailbox's processor calls this, after it completed every word but the last
+    /// posted, and the scheduler counts this word as posted from the start, so it does not post
+    /// before the processor completes the next word (after this call, in program order).
+    pub unsafe fn post_own(&self, word: u32) -> bool {
+        let a = self.assigned.load(Ordering::Relaxed);
+        if a.wrapping_sub(self.completed.load(Ordering::Relaxed)) >= self.rules.depth {
+            return false;
+        }
+        // SAFETY: slot `a % 2` last held word `a - 2`, which this processor read and completed;
+        // the scheduler does not write the slot (this function's contract).
+        self.slots[(a % 2) as usize].with_mut(|slot| unsafe { slot.write(word) });
+        self.assigned.store(a + 1, self.rules.post);
+        true
+    }
+
     /// Scheduler: words posted so far.
     pub fn assigned(&self) -> u32 {
         // Relaxed: the scheduler is the only writer, so it reads its own last store.
@@ -129,10 +178,13 @@ impl Mailbox {
     ///
     /// # Safety
     ///
-    /// Only one thread, the rank's scheduler, posts to a mailbox.
+    /// Only one thread, the rank's scheduler, posts to a mailbox after the waves; on a layer
+    /// with a self-post ([`Mailbox::post_own`]), only once it has acquired the completion of
+    /// the word before the self-posted one (the scheduler's own count says so).
     pub unsafe fn post(&self, word: u32) -> bool {
-        let a = self.assigned.load(Ordering::Relaxed);
+        // The completions first: one that makes room was stored after any self-post.
         let done = self.completed.load(Ordering::Acquire);
+        let a = self.assigned.load(Ordering::Relaxed);
         if a.wrapping_sub(done) >= self.rules.depth {
             return false;
         }
@@ -212,6 +264,28 @@ mod tests {
             mailbox.complete(3);
             assert!(mailbox.post(STOP));
             assert_eq!(mailbox.take(3), Some(Mail::Stop));
+        }
+    }
+
+    #[test]
+    fn the_waves_prepost_two_words_and_the_processor_posts_the_third_itself() {
+        let mut mailbox = Mailbox::new();
+        assert!(mailbox.prepost(0));
+        assert!(mailbox.prepost(5));
+        assert!(!mailbox.prepost(9), "two words outstanding at most");
+        assert_eq!(mailbox.take(0), Some(Mail::Task(0)));
+        // SAFETY: one thread plays both roles in turn.
+        unsafe {
+            assert!(!mailbox.post_own(7), "no room before word 0 is complete");
+            mailbox.complete(1);
+            assert!(mailbox.post_own(7));
+            assert_eq!(
+                (mailbox.take(1), mailbox.take(2)),
+                (Some(Mail::Task(5)), Some(Mail::Task(7)))
+            );
+            mailbox.complete(2);
+            assert!(mailbox.post(8), "the scheduler's word 3 once word 1 is complete");
+            assert_eq!(mailbox.take(3), Some(Mail::Task(8)));
         }
     }
 
@@ -351,6 +425,71 @@ mod loom_tests {
     #[test]
     fn loom_mailbox_handoff() {
         handoff(KERNEL);
+    }
+
+    /// The waves' three writers of `assigned` (module docs, "The waves"): words 0 and 1
+    /// preposted, word 2 posted by the processor itself once word 0 is complete, word 3 by the
+    /// scheduler (this thread) once it has acquired `completed >= room_after` -- 2 in the
+    /// protocol, which counts the self-posted word from the start. The processor must take
+    /// 0, 1, 2, 3 in order, then the stop.
+    fn self_post(room_after: u32) {
+        loom::model(move || {
+            let mut mailbox = Mailbox::new();
+            assert!(mailbox.prepost(0) && mailbox.prepost(1));
+            let mailbox = Arc::new(mailbox);
+            let processor = {
+                let mailbox = mailbox.clone();
+                thread::spawn(move || {
+                    let mut words = Vec::new();
+                    loop {
+                        match mailbox.take(words.len() as u32) {
+                            None => thread::yield_now(),
+                            Some(Mail::Stop) => return words,
+                            Some(Mail::Pair(w)) => panic!("word {w} came as a pair half"),
+                            Some(Mail::Task(w)) => {
+                                words.push(w);
+                                // SAFETY: this is the mailbox's processor, done with the word;
+                                // the self-post follows word 0's completion and precedes word
+                                // 1's, and the scheduler counts it from the start.
+                                unsafe {
+                                    mailbox.complete(words.len() as u32);
+                                    if words.len() == 1 {
+                                        assert!(mailbox.post_own(2), "slot 0 is free");
+                                    }
+                                }
+                            }
+                        }
+                    }
+                })
+            };
+            while mailbox.completed() < room_after {
+                thread::yield_now();
+            }
+            // SAFETY: this thread is the only scheduler, and it posts where its count of the
+            // words (four, the waves' three among them) leaves room -- in the protocol.
+            while !unsafe { mailbox.post(3) } {
+                thread::yield_now();
+            }
+            while mailbox.completed() != 4 {
+                thread::yield_now();
+            }
+            // SAFETY: as above.
+            assert!(unsafe { mailbox.post(STOP) });
+            assert_eq!(processor.join().unwrap(), [0, 1, 2, 3], "each word once, in order");
+        });
+    }
+
+    #[test]
+    fn loom_waves_self_post() {
+        self_post(2);
+    }
+
+    /// The model bites: a scheduler that does not count the self-posted word (it posts once
+    /// word 0 is complete) races the processor for slot 0.
+    #[test]
+    #[should_panic(expected = "Causality violation")]
+    fn loom_uncounted_self_post_is_caught() {
+        self_post(1);
     }
 
     /// A relaxed completion count after a release fence of the processor's (the kernel's GEMM

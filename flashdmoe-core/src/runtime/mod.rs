@@ -20,6 +20,13 @@
 //!      tile's counter and the one completing the row tile queues its GEMM1 tasks; a GEMM1's
 //!      output is followed by a release-store of its return signal in the source's heap.
 //!
+//! ## The waves
+//!
+//! On a world of one rank, the rank may queue its packets' GEMM0 tasks before the roles run
+//! and post up to three waves of tasks into the mailboxes itself ([`RankState::post_waves`],
+//! [`Waves`]; the kernel's OS block): processors then take tasks whose inputs are not ready
+//! yet and wait for them (a row-tile counter, a combine's ready flag) before reading them.
+//!
 //! ## Paired GEMM0 tasks
 //!
 //! A rank's state may run its layer *paired* ([`RankState::with_pairs`]; the kernel's
@@ -77,6 +84,7 @@ mod processor;
 mod queue;
 mod scheduler;
 mod subscriber;
+mod waves;
 
 pub use dispatch::{DispatchStats, dispatch};
 pub use heap::SymmetricHeap;
@@ -86,6 +94,7 @@ pub use processor::{Processor, TileExecutor};
 pub use queue::Log;
 pub use scheduler::Scheduler;
 pub use subscriber::Subscriber;
+pub use waves::Waves;
 
 /// Why a role (and so the rank's forward) stopped.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -213,6 +222,10 @@ pub struct RankState {
     pairs_reached: Box<[AtomicU32]>,
     received_rows: Box<[AtomicU32]>,
     packets_seen: AtomicU32,
+    /// The waves posted before the roles ran ([`RankState::post_waves`]).
+    waves: Waves,
+    /// Whether every packet was queued before the roles ran ([`RankState::post_waves`]).
+    in_place: bool,
     /// [`RUNNING`], [`ABORTED`] or [`EXPIRED`]: whether the rank's roles must stop.
     stop: AtomicU32,
     heartbeat: std::sync::Arc<Heartbeat>,
@@ -252,6 +265,8 @@ impl RankState {
             pairs_reached: (0..processors).map(|_| AtomicU32::new(0)).collect(),
             received_rows: (0..packets).map(|_| AtomicU32::new(0)).collect(),
             packets_seen: AtomicU32::new(0),
+            waves: Waves::default(),
+            in_place: false,
             stop: AtomicU32::new(RUNNING),
             heartbeat: std::sync::Arc::new(Heartbeat::new()),
         })

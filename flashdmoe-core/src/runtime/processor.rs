@@ -59,6 +59,18 @@ pub struct Processor<'a, H, E> {
     at_pair: bool,
     clock: Option<Instant>,
     trace: Vec<TraceEvent>,
+    /// The gate the word now in the mailbox waits at (the waves), for [`Role::awaiting`].
+    gate: Option<Gate>,
+}
+
+/// What a task posted by the waves waits for before its inputs are read
+/// ([`Waves`](super::Waves)).
+#[derive(Clone, Copy, Debug)]
+enum Gate {
+    /// A second-wave GEMM1: its row tile's counter at `cti` (`seen`: the count last read).
+    RowTile { source: u32, local_expert: u32, row_tile: u32, seen: u32 },
+    /// A third-wave combine: the ready flag of this queue entry.
+    Flag { index: u32 },
 }
 
 impl<'a, H: SymmetricHeap, E: TileExecutor> Processor<'a, H, E> {
@@ -91,6 +103,7 @@ impl<'a, H: SymmetricHeap, E: TileExecutor> Processor<'a, H, E> {
             at_pair: false,
             clock: trace_origin,
             trace: Vec::new(),
+            gate: None,
         })
     }
 
@@ -105,6 +118,47 @@ impl<'a, H: SymmetricHeap, E: TileExecutor> Processor<'a, H, E> {
         self.trace
     }
 
+    /// The task at queue entry `index`, once the gates of the waves let it through (`None`: not
+    /// yet, the gate recorded for [`Role::awaiting`]). A third-wave combine: its entry's ready
+    /// flag, acquired (it was written before the roles ran); a GEMM1 under the second wave: its
+    /// row tile's counter at `cti`, acquired (every GEMM0 of the row tile wrote its rows first).
+    /// Any other task was handed on by the scheduler, which acquired its publication.
+    fn pass_gates(&mut self, index: u32) -> Result<Option<TaskDescriptor>, RuntimeError> {
+        let ctx = self.ctx;
+        let waves = ctx.state.waves();
+        let task = if (waves.combine_base..waves.combine_base + waves.third).contains(&index) {
+            match ctx.state.tasks.get(index as usize) {
+                Some(entry) => entry.task,
+                None => {
+                    self.gate = Some(Gate::Flag { index });
+                    return Ok(None);
+                }
+            }
+        } else {
+            // SAFETY: the scheduler acquired the task's publication before posting its index,
+            // and `take` acquired the post; the waves' entries were written before the roles ran.
+            unsafe { ctx.state.tasks.read_handed(index as usize) }
+                .ok_or(ProtoError::OutOfRange {
+                    what: "posted task index",
+                    value: index as u64,
+                    limit: ctx.state.tasks.capacity() as u64,
+                })?
+                .task
+        };
+        if waves.second > 0 && task.kind == TaskKind::Gemm1 as u32 {
+            let (source, local_expert, row_tile) =
+                (task.source_rank, task.local_expert, task.row_tile);
+            let counter = ctx.layout.row_tile_counter(source, local_expert, row_tile)?;
+            let seen = ctx.heap.load_counter(ctx.rank, counter);
+            if seen < gemm0_per_row_tile(ctx.layout) {
+                self.gate = Some(Gate::RowTile { source, local_expert, row_tile, seen });
+                return Ok(None);
+            }
+        }
+        self.gate = None;
+        Ok(Some(task))
+    }
+
     fn run(&mut self, task: &TaskDescriptor) -> Result<(), RuntimeError> {
         let ctx = self.ctx;
         let kind = task.task_kind()?;
@@ -115,7 +169,8 @@ impl<'a, H: SymmetricHeap, E: TileExecutor> Processor<'a, H, E> {
             TaskKind::Gemm0 => {
                 let done = ctx.heap.add_counter(ctx.rank, task.counter_offset);
                 let needed = gemm0_per_row_tile(ctx.layout);
-                if done == needed {
+                // Under the second wave the row tile's GEMM1 tasks are queued already.
+                if done == needed && ctx.state.waves().second == 0 {
                     for next in gemm1_tasks(
                         ctx.layout,
                         ctx.epoch,
@@ -194,19 +249,26 @@ impl<H: SymmetricHeap, E: TileExecutor> Role for Processor<'_, H, E> {
                 index
             }
         };
-        // SAFETY: the scheduler acquired the task's publication before posting its index, and
-        // `take` acquired the post.
-        let task = unsafe { state.tasks.read_handed(index as usize) }
-            .ok_or(ProtoError::OutOfRange {
-                what: "posted task index",
-                value: index as u64,
-                limit: state.tasks.capacity() as u64,
-            })?
-            .task;
+        let Some(task) = self.pass_gates(index)? else { return Ok(Poll::Idle) };
         self.run(&task)?;
         self.taken += 1;
         // SAFETY: this is the mailbox's processor, and it is done with the word.
         unsafe { mailbox.complete(self.taken) };
+        let waves = state.waves();
+        if self.taken == 1 && self.index < waves.third {
+            // The third wave: word 0 is complete, so slot 0 is free; the scheduler counted
+            // this word from the start (Mailbox, "The waves").
+            // SAFETY: this is the mailbox's processor, every word but the last is complete,
+            // and it completes the next only after this post.
+            if !unsafe { mailbox.post_own(waves.combine_base + self.index) } {
+                return Err(ProtoError::Inconsistent {
+                    field: "mailbox room for the third wave's self-post",
+                    expected: 1,
+                    found: (mailbox.assigned() - mailbox.completed()) as u64,
+                }
+                .into());
+            }
+        }
         Ok(Poll::Progress)
     }
 
@@ -224,6 +286,31 @@ impl<H: SymmetricHeap, E: TileExecutor> Role for Processor<'_, H, E> {
                 expected_epoch: self.ctx.epoch.get(),
                 seen: state.pairs_reached[peer as usize].load(Ordering::Relaxed) as u64,
             };
+        }
+        match self.gate {
+            Some(Gate::RowTile { source, local_expert, row_tile, seen }) => {
+                return Awaiting {
+                    awaited: format!(
+                        "the row-tile counter of source {source}, local expert {local_expert}, \
+                         row tile {row_tile} to reach {} (its second-wave GEMM1; the count in \
+                         `seen`)",
+                        gemm0_per_row_tile(self.ctx.layout)
+                    ),
+                    expected_epoch: self.ctx.epoch.get(),
+                    seen: seen as u64,
+                };
+            }
+            Some(Gate::Flag { index }) => {
+                return Awaiting {
+                    awaited: format!(
+                        "the ready flag of combine task {index} (its third-wave word; words \
+                         taken in `seen`)"
+                    ),
+                    expected_epoch: self.ctx.epoch.get(),
+                    seen: self.taken as u64,
+                };
+            }
+            None => {}
         }
         Awaiting {
             awaited: "a task or the stop in its mailbox".into(),
@@ -254,6 +341,9 @@ mod tests {
             unreachable!()
         }
         fn add_counter(&self, _: u32, _: u64) -> u32 {
+            unreachable!()
+        }
+        fn load_counter(&self, _: u32, _: u64) -> u32 {
             unreachable!()
         }
         fn reset_counters(&self, _: u32) {

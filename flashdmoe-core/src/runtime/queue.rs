@@ -17,6 +17,11 @@
 //! * [`Log::push_all`] claims its entries' indices with one `fetch_add`, so they are adjacent
 //!   in the log whatever other producers push meanwhile (a packet's GEMM0 tasks in a paired
 //!   layer, whose pairs must sit side by side: the kernel's `claim` of a packet's count).
+//! * [`Log::reserve_unpublished`] writes entries before the log is shared (it takes `&mut`),
+//!   without their flags; [`Log::publish`] raises a flag later, from any thread (the third
+//!   wave's combines: written by the OS block at the start, flagged by the return subscriber
+//!   once ready; [`super::Waves`]). The write happens-before every thread that shares the log,
+//!   so the flag's release-acquire pair orders only what the publisher did before it.
 
 use crate::sync::{AtomicBool, AtomicUsize, Ordering, UnsafeCell};
 
@@ -29,6 +34,9 @@ struct Slot<T> {
 pub struct Log<T> {
     slots: Box<[Slot<T>]>,
     tail: AtomicUsize,
+    /// The store of [`Log::publish`]: `Release`, weakened only by a loom model that shows it
+    /// matters (`loom_relaxed_third_wave_flag_is_caught`).
+    publish_order: Ordering,
 }
 
 impl<T> std::fmt::Debug for Log<T> {
@@ -57,7 +65,14 @@ impl<T: Copy> Log<T> {
                 })
                 .collect(),
             tail: AtomicUsize::new(0),
+            publish_order: Ordering::Release,
         }
+    }
+
+    /// A loom model's weakened [`Log::publish`].
+    #[cfg(all(test, flashdmoe_loom))]
+    pub(crate) fn weaken_publish(&mut self, order: Ordering) {
+        self.publish_order = order;
     }
 
     /// Capacity in entries.
@@ -104,6 +119,42 @@ impl<T: Copy> Log<T> {
         Ok(first)
     }
 
+    /// Writes `values` at adjacent indices without raising their flags, before the log is
+    /// shared: [`Log::publish`] raises them later. The index of the first, or `Err(capacity)`
+    /// (and nothing written) if they do not all fit.
+    pub fn reserve_unpublished(&mut self, values: &[T]) -> Result<usize, usize> {
+        let first = self.tail.fetch_add(values.len(), Ordering::Relaxed);
+        let Some(slots) =
+            first.checked_add(values.len()).and_then(|end| self.slots.get(first..end))
+        else {
+            self.tail.fetch_sub(values.len(), Ordering::Relaxed);
+            return Err(self.slots.len());
+        };
+        for (slot, &value) in slots.iter().zip(values) {
+            // SAFETY: `&mut self`: no other thread can reach the log, so nothing reads or
+            // writes the slot meanwhile.
+            slot.value.with_mut(|p| unsafe { p.write(value) });
+        }
+        Ok(first)
+    }
+
+    /// Raises the flag of entry `index`, written by [`Log::reserve_unpublished`]: readers that
+    /// acquire it ([`Log::get`]) see the entry and whatever this thread did before.
+    /// `Err(claimed)` if `index` was never claimed.
+    ///
+    /// # Safety
+    ///
+    /// Entry `index` was written by [`Log::reserve_unpublished`] (not claimed by a
+    /// [`Log::push`] that may still be writing it).
+    pub unsafe fn publish(&self, index: usize) -> Result<(), usize> {
+        let claimed = self.len();
+        if index >= claimed {
+            return Err(claimed);
+        }
+        self.slots[index].ready.store(true, self.publish_order);
+        Ok(())
+    }
+
     /// Entry `index`, once it has been published.
     pub fn get(&self, index: usize) -> Option<T> {
         let slot = self.slots.get(index)?;
@@ -145,6 +196,24 @@ mod tests {
         assert_eq!(log.push(9), Err(2));
         assert_eq!((log.get(0), log.get(1), log.get(2)), (Some(7), Some(8), None));
         assert_eq!(log.len(), 2);
+    }
+
+    #[test]
+    fn reserved_entries_are_read_only_once_published() {
+        let mut log = Log::with_capacity(4, 0u32);
+        log.push(1).unwrap();
+        assert_eq!(log.reserve_unpublished(&[7, 8]), Ok(1));
+        assert_eq!(log.reserve_unpublished(&[9, 9]), Err(4), "two more do not fit");
+        assert_eq!(log.len(), 3, "a refused reservation claims nothing");
+        assert_eq!((log.get(1), log.get(2)), (None, None));
+        log.push(2).unwrap();
+        assert_eq!(log.get(3), Some(2), "pushes after the reservation are published at once");
+        // SAFETY: entries 1 and 2 were reserved.
+        unsafe {
+            assert_eq!(log.publish(2), Ok(()));
+            assert_eq!(log.publish(4), Err(4));
+        }
+        assert_eq!((log.get(1), log.get(2)), (None, Some(8)));
     }
 
     #[test]

@@ -1,5 +1,8 @@
 //! [`Scheduler`]: hands queued tasks to processors and decides when the rank is done.
 
+use std::collections::VecDeque;
+use std::ops::Range;
+
 use flashdmoe_proto::{HeapLayout, ProtoError, TaskCounts, TaskKind};
 
 use super::{
@@ -8,12 +11,14 @@ use super::{
 };
 use crate::sync::Ordering;
 
-/// What the scheduler remembers of one processor: the completions it has counted and the kind
-/// of each outstanding task by its word number modulo 2 (its mailbox slot).
-#[derive(Clone, Copy, Debug, Default)]
+/// What the scheduler remembers of one processor: the words posted to it (by the waves too:
+/// the scheduler never reads `assigned` back, which the processor's self-post also writes),
+/// the completions it has counted, and the kind of each outstanding word, oldest first.
+#[derive(Clone, Debug, Default)]
 struct Track {
+    assigned: u32,
     completed: u32,
-    kinds: [Option<TaskKind>; 2],
+    kinds: VecDeque<TaskKind>,
 }
 
 /// The scheduler of one rank for one forward (one per rank; a warp on the GPU).
@@ -70,11 +75,30 @@ pub struct Scheduler<'a> {
     /// processor) starts.
     place_cursor: usize,
     tracks: Vec<Track>,
+    /// The queue entries the waves posted ([`Waves`](super::Waves)): never handed out.
+    preposted: [Range<usize>; 3],
 }
 
 impl<'a> Scheduler<'a> {
-    /// The scheduler of a rank whose forward runs at `epoch` (raw value, for reports).
+    /// The scheduler of a rank whose forward runs at `epoch` (raw value, for reports). It
+    /// starts with the waves' words counted as posted ([`RankState::post_waves`]): processor
+    /// `q`'s GEMM0, GEMM1 and combine where `q` is below each wave's count.
     pub fn new(layout: &'a HeapLayout, state: &'a RankState, epoch: u32) -> Self {
+        let waves = state.waves();
+        let tracks = (0..state.processors())
+            .map(|q| {
+                let kinds: VecDeque<TaskKind> = [
+                    (waves.first, TaskKind::Gemm0),
+                    (waves.second, TaskKind::Gemm1),
+                    (waves.third, TaskKind::Combine),
+                ]
+                .into_iter()
+                .filter(|&(n, _)| q < n)
+                .map(|(_, kind)| kind)
+                .collect();
+                Track { assigned: kinds.len() as u32, completed: 0, kinds }
+            })
+            .collect();
         Scheduler {
             layout,
             state,
@@ -84,7 +108,17 @@ impl<'a> Scheduler<'a> {
             next_task: 0,
             cursor: 0,
             place_cursor: 0,
-            tracks: vec![Track::default(); state.processors() as usize],
+            tracks,
+            preposted: waves.preposted(),
+        }
+    }
+
+    /// The next queue entry to hand out, past the waves' entries.
+    fn skip_preposted(&mut self) {
+        for r in &self.preposted {
+            if r.contains(&self.next_task) {
+                self.next_task = r.end;
+            }
         }
     }
 
@@ -107,10 +141,9 @@ impl<'a> Scheduler<'a> {
         for (mailbox, track) in self.state.mailboxes.iter().zip(&mut self.tracks) {
             let done = mailbox.completed();
             while track.completed != done {
-                let slot = (track.completed % 2) as usize;
-                let kind = track.kinds[slot].take().ok_or(ProtoError::Inconsistent {
+                let kind = track.kinds.pop_front().ok_or(ProtoError::Inconsistent {
                     field: "mailbox completions",
-                    expected: mailbox.assigned() as u64,
+                    expected: track.assigned as u64,
                     found: done as u64,
                 })?;
                 self.completed.add(kind);
@@ -131,25 +164,13 @@ impl<'a> Scheduler<'a> {
         'passes: for pass in 0..Mailbox::DEPTH {
             for i in 0..processors {
                 let q = (self.cursor + i) % processors;
-                let mailbox = &self.state.mailboxes[q];
-                let track = &mut self.tracks[q];
-                if mailbox.assigned() - track.completed > pass {
+                if self.outstanding(q) > pass {
                     continue;
                 }
+                self.skip_preposted();
                 let Some(entry) = self.state.tasks.get(self.next_task) else { break 'passes };
                 let kind = entry.task.task_kind()?;
-                let word = mailbox.assigned();
-                // SAFETY: this scheduler is the rank's only one, so the only poster.
-                if !unsafe { mailbox.post(self.next_task as u32) } {
-                    // Only counted completions make room, so a mailbox with room has room.
-                    return Err(ProtoError::Inconsistent {
-                        field: "mailbox room",
-                        expected: pass as u64,
-                        found: (word - mailbox.completed()) as u64,
-                    }
-                    .into());
-                }
-                track.kinds[(word % 2) as usize] = Some(kind);
+                self.post(q, self.next_task as u32, kind)?;
                 self.next_task += 1;
                 given += 1;
             }
@@ -162,7 +183,7 @@ impl<'a> Scheduler<'a> {
 impl Scheduler<'_> {
     /// Words outstanding in processor `q`'s mailbox, as far as this scheduler has counted.
     fn outstanding(&self, q: usize) -> u32 {
-        self.state.mailboxes[q].assigned() - self.tracks[q].completed
+        self.tracks[q].assigned - self.tracks[q].completed
     }
 
     /// Of `0..n`, scanned from `from`: the candidate whose `busy` is lowest and below
@@ -179,18 +200,20 @@ impl Scheduler<'_> {
     fn post(&mut self, q: usize, word: u32, kind: TaskKind) -> Result<(), RuntimeError> {
         let mailbox = &self.state.mailboxes[q];
         let track = &mut self.tracks[q];
-        let a = mailbox.assigned();
-        // SAFETY: this scheduler is the rank's only one, so the only poster.
+        // SAFETY: this scheduler is the rank's only poster but for the waves, whose words
+        // (a processor's self-post among them) it counted from the start: it posts only where
+        // its own count, built on acquired completions, leaves room.
         if !unsafe { mailbox.post(word) } {
             // Only counted completions make room, so a mailbox with room has room.
             return Err(ProtoError::Inconsistent {
                 field: "mailbox room",
-                expected: (a - track.completed) as u64,
-                found: (a - mailbox.completed()) as u64,
+                expected: (track.assigned - track.completed) as u64,
+                found: (mailbox.assigned() - mailbox.completed()) as u64,
             }
             .into());
         }
-        track.kinds[(a % 2) as usize] = Some(kind);
+        track.assigned += 1;
+        track.kinds.push_back(kind);
         Ok(())
     }
 
@@ -212,7 +235,9 @@ impl Scheduler<'_> {
             }
         };
         let mut given = false;
-        while let Some(entry) = self.state.tasks.get(self.next_task) {
+        loop {
+            self.skip_preposted();
+            let Some(entry) = self.state.tasks.get(self.next_task) else { break };
             let index = self.next_task as u32;
             let kind = entry.task.task_kind()?;
             if clusters == 0 || kind != TaskKind::Gemm0 {

@@ -96,7 +96,9 @@ impl<'a, H: SymmetricHeap> Subscriber<'a, H> {
         let g = layout.geometry();
         let mine = |i: usize| i % count as usize == index as usize;
         let mut dispatches = Vec::new();
-        for source in 0..g.world {
+        // Packets queued before the roles ran (the waves) are not watched.
+        let sources = if ctx.state.in_place() { 0 } else { g.world };
+        for source in 0..sources {
             for local_expert in 0..g.local_experts {
                 if mine(source as usize * g.local_experts as usize + local_expert as usize) {
                     let offset = layout.dispatch_signal(source, local_expert)?;
@@ -143,9 +145,38 @@ impl<'a, H: SymmetricHeap> Subscriber<'a, H> {
         Ok(Subscriber { ctx, index, count, dispatches, returns, readiness, started: false })
     }
 
-    /// Queues the combine tasks of readiness group `group`, column `col_tile`.
+    /// Queues the combine tasks of readiness group `group`, column `col_tile`; under the third
+    /// wave ([`Waves`](super::Waves)), raises their ready flags instead (entry `combine_base +
+    /// token tile x column tiles + column`, written before the roles ran).
     fn queue_combines(&self, group: u32, col_tile: u32) -> Result<(), RuntimeError> {
         let ctx = &self.ctx;
+        let waves = ctx.state.waves();
+        if waves.third > 0 {
+            let cth = ctx.layout.geometry().col_tiles_hidden();
+            for token_tile in self.readiness.token_tiles_of(group) {
+                let j = token_tile * cth + col_tile;
+                if j >= waves.third {
+                    return Err(ProtoError::OutOfRange {
+                        what: "third-wave combine",
+                        value: j as u64,
+                        limit: waves.third as u64,
+                    }
+                    .into());
+                }
+                let index = (waves.combine_base + j) as usize;
+                // SAFETY: the third wave's combine entries, `combine_base..combine_base +
+                // third`, were written by `reserve_unpublished` (RankState::post_waves), none by
+                // a push.
+                unsafe { ctx.state.tasks.publish(index) }.map_err(|claimed| {
+                    ProtoError::OutOfRange {
+                        what: "third-wave combine entry",
+                        value: index as u64,
+                        limit: claimed as u64,
+                    }
+                })?;
+            }
+            return Ok(());
+        }
         for token_tile in self.readiness.token_tiles_of(group) {
             ctx.state
                 .push_task(combine_task(ctx.layout, ctx.epoch, ctx.rank, token_tile, col_tile)?)?;
