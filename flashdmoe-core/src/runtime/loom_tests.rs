@@ -215,6 +215,48 @@ impl TileExecutor for CopyExecutor<'_> {
     }
 }
 
+/// Runs rank 0 of a one-rank world with two processors after `input` was dispatched by `plan`:
+/// processor 1 on a thread of its own; the subscriber, the scheduler and processor 0 share
+/// the calling thread (more spinning threads make loom's exploration explode). Combine tasks
+/// read token tile `t`'s returned row at `return_rows[t]`. Returns the completed task counts
+/// and the output's first `out.len()` bytes in `out`.
+fn run_two_processors(
+    layout: HeapLayout,
+    heap: Arc<TestHeap>,
+    state: Arc<RankState>,
+    plan: &SourcePlan,
+    input: &[u8],
+    return_rows: Vec<u64>,
+    out: &mut [u8],
+) -> (u64, u64, u64) {
+    let epoch = Epoch::FIRST;
+    let output = Arc::new(SharedBytes::zeroed(out.len(), 16));
+    dispatch(&*heap, &layout, epoch, 0, plan, input).unwrap();
+    let peer = {
+        let (heap, state, output) = (heap.clone(), state.clone(), output.clone());
+        let return_rows = return_rows.clone();
+        thread::spawn(move || {
+            let ctx = RankContext { rank: 0, epoch, layout: &layout, heap: &*heap, state: &state };
+            let executor =
+                CopyExecutor { return_rows, ..CopyExecutor::new(&layout, &heap, &output) };
+            let mut processor = Processor::new(ctx, 1, &executor, None).unwrap();
+            drive(0, &state, Duration::MAX, &mut [&mut processor]).unwrap();
+        })
+    };
+    let ctx = RankContext { rank: 0, epoch, layout: &layout, heap: &*heap, state: &state };
+    let executor = CopyExecutor { return_rows, ..CopyExecutor::new(&layout, &heap, &output) };
+    let mut subscriber = Subscriber::new(ctx, plan, 0, 1).unwrap();
+    let mut scheduler = Scheduler::new(&layout, &state, epoch.get());
+    let mut processor = Processor::new(ctx, 0, &executor, None).unwrap();
+    let mut roles: [&mut dyn Role; 3] = [&mut subscriber, &mut scheduler, &mut processor];
+    drive(0, &state, Duration::MAX, &mut roles).unwrap();
+    peer.join().unwrap();
+    // SAFETY: both processors are done.
+    unsafe { output.read(0, out) };
+    let counts = scheduler.completed();
+    (counts.gemm0, counts.gemm1, counts.combine)
+}
+
 /// One rank routing its token to its own expert, with two GEMM0 column tiles and two
 /// processors. Processor 1 has a thread of its own; dispatch, the subscriber, the scheduler and
 /// processor 0 share the main thread (more spinning threads make loom's exploration explode).
@@ -229,33 +271,11 @@ fn one_rank_two_processors(counter_add: Ordering) {
         let layout = layout(1, 2);
         let heap = Arc::new(TestHeap::new(layout, Ordering::Release, counter_add));
         let state = Arc::new(RankState::new(&layout, 2).unwrap());
-        let output = Arc::new(SharedBytes::zeroed(16, 16));
-        let epoch = Epoch::FIRST;
         let plan = SourcePlan::new(&layout, vec![vec![0]]).unwrap();
-        dispatch(&*heap, &layout, epoch, 0, &plan, &[3u8; 16]).unwrap();
-        let peer = {
-            let (heap, state, output) = (heap.clone(), state.clone(), output.clone());
-            thread::spawn(move || {
-                let ctx =
-                    RankContext { rank: 0, epoch, layout: &layout, heap: &*heap, state: &state };
-                let executor = CopyExecutor::new(&layout, &heap, &output);
-                let mut processor = Processor::new(ctx, 1, &executor, None).unwrap();
-                drive(0, &state, Duration::MAX, &mut [&mut processor]).unwrap();
-            })
-        };
-        let ctx = RankContext { rank: 0, epoch, layout: &layout, heap: &*heap, state: &state };
-        let executor = CopyExecutor::new(&layout, &heap, &output);
-        let mut subscriber = Subscriber::new(ctx, &plan, 0, 1).unwrap();
-        let mut scheduler = Scheduler::new(&layout, &state, epoch.get());
-        let mut processor = Processor::new(ctx, 0, &executor, None).unwrap();
-        let mut roles: [&mut dyn Role; 3] = [&mut subscriber, &mut scheduler, &mut processor];
-        drive(0, &state, Duration::MAX, &mut roles).unwrap();
-        peer.join().unwrap();
-        let counts = scheduler.completed();
-        assert_eq!((counts.gemm0, counts.gemm1, counts.combine), (2, 1, 1));
+        let returned = vec![layout.row(Stage::Return, 0, 0, 0, 0).unwrap()];
         let mut out = [0u8; 16];
-        // SAFETY: both processors are done.
-        unsafe { output.read(0, &mut out) };
+        let counts = run_two_processors(layout, heap, state, &plan, &[3; 16], returned, &mut out);
+        assert_eq!(counts, (2, 1, 1));
         assert_eq!(out, [3u8; 16]);
     });
 }
@@ -291,36 +311,14 @@ fn one_rank_waves(counter_load: Ordering) {
                 .with_counter_load(counter_load),
         );
         let mut state = RankState::new(&layout, 2).unwrap();
-        let epoch = Epoch::FIRST;
-        let waves = state.post_waves(&layout, epoch, &[1]).unwrap();
+        let waves = state.post_waves(&layout, Epoch::FIRST, &[1]).unwrap();
         assert_eq!((waves.first, waves.second, waves.third), (2, 1, 1));
-        let state = Arc::new(state);
-        let output = Arc::new(SharedBytes::zeroed(16, 16));
         let plan = SourcePlan::new(&layout, vec![vec![0]]).unwrap();
-        dispatch(&*heap, &layout, epoch, 0, &plan, &[3u8; 16]).unwrap();
-        let peer = {
-            let (heap, state, output) = (heap.clone(), state.clone(), output.clone());
-            thread::spawn(move || {
-                let ctx =
-                    RankContext { rank: 0, epoch, layout: &layout, heap: &*heap, state: &state };
-                let executor = CopyExecutor::new(&layout, &heap, &output);
-                let mut processor = Processor::new(ctx, 1, &executor, None).unwrap();
-                drive(0, &state, Duration::MAX, &mut [&mut processor]).unwrap();
-            })
-        };
-        let ctx = RankContext { rank: 0, epoch, layout: &layout, heap: &*heap, state: &state };
-        let executor = CopyExecutor::new(&layout, &heap, &output);
-        let mut subscriber = Subscriber::new(ctx, &plan, 0, 1).unwrap();
-        let mut scheduler = Scheduler::new(&layout, &state, epoch.get());
-        let mut processor = Processor::new(ctx, 0, &executor, None).unwrap();
-        let mut roles: [&mut dyn Role; 3] = [&mut subscriber, &mut scheduler, &mut processor];
-        drive(0, &state, Duration::MAX, &mut roles).unwrap();
-        peer.join().unwrap();
-        let counts = scheduler.completed();
-        assert_eq!((counts.gemm0, counts.gemm1, counts.combine), (2, 1, 1));
+        let returned = vec![layout.row(Stage::Return, 0, 0, 0, 0).unwrap()];
         let mut out = [0u8; 16];
-        // SAFETY: both processors are done.
-        unsafe { output.read(0, &mut out) };
+        let state = Arc::new(state);
+        let counts = run_two_processors(layout, heap, state, &plan, &[3; 16], returned, &mut out);
+        assert_eq!(counts, (2, 1, 1));
         assert_eq!(out, [3u8; 16]);
     });
 }
@@ -364,44 +362,19 @@ fn third_wave_across_threads(publish: Ordering) {
         let heap = Arc::new(TestHeap::new(layout, Ordering::Release, Ordering::AcqRel));
         let mut state = RankState::new(&layout, 2).unwrap();
         state.tasks.weaken_publish(publish);
-        let epoch = Epoch::FIRST;
-        let waves = state.post_waves(&layout, epoch, &[1, 1]).unwrap();
+        let waves = state.post_waves(&layout, Epoch::FIRST, &[1, 1]).unwrap();
         assert_eq!((waves.first, waves.second, waves.third), (2, 2, 2));
-        let state = Arc::new(state);
-        let output = Arc::new(SharedBytes::zeroed(32, 16));
         let plan = SourcePlan::new(&layout, vec![vec![1], vec![0]]).unwrap();
         let input: Vec<u8> = [[5u8; 16], [6u8; 16]].concat();
-        dispatch(&*heap, &layout, epoch, 0, &plan, &input).unwrap();
         // Token t's returned row: row 0 of the packet of the expert it went to.
-        let return_rows = vec![
+        let returned = vec![
             layout.row(Stage::Return, 0, 1, 0, 0).unwrap(),
             layout.row(Stage::Return, 0, 0, 0, 0).unwrap(),
         ];
-        let peer = {
-            let (heap, state, output) = (heap.clone(), state.clone(), output.clone());
-            let return_rows = return_rows.clone();
-            thread::spawn(move || {
-                let ctx =
-                    RankContext { rank: 0, epoch, layout: &layout, heap: &*heap, state: &state };
-                let executor =
-                    CopyExecutor { return_rows, ..CopyExecutor::new(&layout, &heap, &output) };
-                let mut processor = Processor::new(ctx, 1, &executor, None).unwrap();
-                drive(0, &state, Duration::MAX, &mut [&mut processor]).unwrap();
-            })
-        };
-        let ctx = RankContext { rank: 0, epoch, layout: &layout, heap: &*heap, state: &state };
-        let executor = CopyExecutor { return_rows, ..CopyExecutor::new(&layout, &heap, &output) };
-        let mut subscriber = Subscriber::new(ctx, &plan, 0, 1).unwrap();
-        let mut scheduler = Scheduler::new(&layout, &state, epoch.get());
-        let mut processor = Processor::new(ctx, 0, &executor, None).unwrap();
-        let mut roles: [&mut dyn Role; 3] = [&mut subscriber, &mut scheduler, &mut processor];
-        drive(0, &state, Duration::MAX, &mut roles).unwrap();
-        peer.join().unwrap();
-        let counts = scheduler.completed();
-        assert_eq!((counts.gemm0, counts.gemm1, counts.combine), (2, 2, 2));
         let mut out = [0u8; 32];
-        // SAFETY: both processors are done.
-        unsafe { output.read(0, &mut out) };
+        let state = Arc::new(state);
+        let counts = run_two_processors(layout, heap, state, &plan, &input, returned, &mut out);
+        assert_eq!(counts, (2, 2, 2));
         assert_eq!(out, *input, "each token's row back in its place");
     });
 }
