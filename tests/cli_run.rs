@@ -89,6 +89,28 @@ fn paired_gemm0_tasks_run_on_the_simulator_and_verify() {
 }
 
 #[test]
+fn the_simulator_posts_the_waves_on_one_rank_unless_told_not_to() {
+    // 16 tokens, 2 experts, top-1 at the default tile: a few GEMM0 tasks, fewer than 16
+    // processors, so all three waves where the rules allow.
+    let layer = ["run", "--world", "1", "--tokens", "16", "--experts", "2", "--top-k", "1"];
+    let with = flashdmoe(&[&layer[..], &["--processors", "16"]].concat());
+    assert_exit(&with, 0);
+    let out = stdout(&with);
+    assert!(out.contains("the kernel's waves posted (one rank"), "{out}");
+    assert!(out.contains("verify: PASS"), "{out}");
+    let without = flashdmoe(&[&layer[..], &["--processors", "16", "--no-waves"]].concat());
+    assert_exit(&without, 0);
+    let out = stdout(&without);
+    assert!(out.contains("no waves (--no-waves)"), "{out}");
+    assert!(out.contains("verify: PASS"), "{out}");
+    // A flag of the simulator's on the CUDA backend: a usage error naming it.
+    let o = flashdmoe(&["run", "--backend", "cuda", "--no-waves"]);
+    assert_exit(&o, 2);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("--no-waves"), "{err}");
+}
+
+#[test]
 fn capacity_drops_are_counted() {
     // 1 expert, top-1, capacity factor 0.5: half of each rank's 16 tokens are dropped.
     let o = flashdmoe(&[

@@ -275,6 +275,12 @@ struct SimThreads {
     /// Simulator: subscriber threads per rank.
     #[arg(long, value_name = "N")]
     subscribers: Option<usize>,
+    /// Simulator: do not post the waves on a world of one rank. By default the simulator does
+    /// what the kernel's OS block does on one GPU: every GEMM0 task queued before the roles
+    /// run, and up to three waves of tasks posted into the processors' mailboxes, gated on
+    /// their inputs (docs/dev/waves-in-core.md). The outputs are bitwise the same either way.
+    #[arg(long)]
+    no_waves: bool,
 }
 
 /// CUDA's pairing from `--pairs` and `--no-pairs` (clap keeps them apart).
@@ -315,7 +321,18 @@ impl SimThreads {
         sim.processors_per_rank = self.processors.unwrap_or(sim.processors_per_rank);
         sim.subscribers_per_rank = self.subscribers.unwrap_or(sim.subscribers_per_rank);
         sim.pairs = pairs;
+        sim.waves = !self.no_waves;
         Ok(sim)
+    }
+
+    /// What the waves mean on the simulator for a world of `world` ranks, for the backend
+    /// line: posted on a world of one rank unless `--no-waves`; nothing on a larger world.
+    fn waves_note(sim: &SimOptions, world: u32) -> &'static str {
+        match (world, sim.waves) {
+            (1, true) => "; the kernel's waves posted (one rank; --no-waves to leave them out)",
+            (1, false) => "; no waves (--no-waves)",
+            _ => "",
+        }
     }
 
     /// What `--pairs` means on the simulator with `sim`'s processors, for the backend line:
@@ -337,9 +354,9 @@ impl SimThreads {
 
     /// A usage error when any count was given for the CUDA backend.
     fn reject_for_cuda(&self) -> Result<(), CliError> {
-        if self.processors.is_some() || self.subscribers.is_some() {
+        if self.processors.is_some() || self.subscribers.is_some() || self.no_waves {
             return Err(CliError::Usage(
-                "--processors and --subscribers apply to --backend sim only".into(),
+                "--processors, --subscribers and --no-waves apply to --backend sim only".into(),
             ));
         }
         Ok(())

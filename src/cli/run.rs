@@ -46,10 +46,11 @@ pub(super) fn run(args: &RunArgs) -> Result<(), CliError> {
                 args.pairs,
             )?;
             println!(
-                "backend: sim ({} processor and {} subscriber threads per rank{})",
+                "backend: sim ({} processor and {} subscriber threads per rank{}{})",
                 sim.processors_per_rank,
                 sim.subscribers_per_rank,
-                super::SimThreads::pairs_note(&sim)
+                super::SimThreads::pairs_note(&sim),
+                super::SimThreads::waves_note(&sim, config.world)
             );
             if super::process::is_process_rank() {
                 println!(
