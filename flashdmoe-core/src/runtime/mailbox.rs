@@ -130,14 +130,8 @@ impl Mailbox {
     /// Before any role runs: posts `word` as the next word, if fewer than [`Mailbox::DEPTH`]
     /// are outstanding (`false`, nothing written, otherwise). The first and second waves.
     pub fn prepost(&mut self, word: u32) -> bool {
-        let a = self.assigned.load(Ordering::Relaxed);
-        if a.wrapping_sub(self.completed.load(Ordering::Relaxed)) >= self.rules.depth {
-            return false;
-        }
         // SAFETY: `&mut self`: no other thread reaches the mailbox.
-        self.slots[(a % 2) as usize].with_mut(|slot| unsafe { slot.write(word) });
-        self.assigned.store(a + 1, Ordering::Relaxed);
-        true
+        unsafe { self.put(self.completed.load(Ordering::Relaxed), word) }
     }
 
     /// Processor: posts `word` to its own mailbox (the third wave: its combine as word 2, once
@@ -150,15 +144,10 @@ impl Mailbox {
     /// posted, and the scheduler counts this word as posted from the start, so it does not post
     /// before the processor completes the next word (after this call, in program order).
     pub unsafe fn post_own(&self, word: u32) -> bool {
-        let a = self.assigned.load(Ordering::Relaxed);
-        if a.wrapping_sub(self.completed.load(Ordering::Relaxed)) >= self.rules.depth {
-            return false;
-        }
-        // SAFETY: slot `a % 2` last held word `a - 2`, which this processor read and completed;
-        // the scheduler does not write the slot (this function's contract).
-        self.slots[(a % 2) as usize].with_mut(|slot| unsafe { slot.write(word) });
-        self.assigned.store(a + 1, self.rules.post);
-        true
+        // SAFETY: the completions are this thread's own stores; the slot, which last held a
+        // word this processor read and completed, has no other writer (this function's
+        // contract).
+        unsafe { self.put(self.completed.load(Ordering::Relaxed), word) }
     }
 
     /// Scheduler: words posted so far.
@@ -183,15 +172,27 @@ impl Mailbox {
     /// the word before the self-posted one (the scheduler's own count says so).
     pub unsafe fn post(&self, word: u32) -> bool {
         // The completions first: one that makes room was stored after any self-post.
-        let done = self.completed.load(Ordering::Acquire);
+        // SAFETY: the slot `put` writes last held a word the processor read before completing
+        // it (`complete`'s contract), and that completion was acquired here; no other thread
+        // posts (this function's contract).
+        unsafe { self.put(self.completed.load(Ordering::Acquire), word) }
+    }
+
+    /// Posts `word` as word number `assigned` if fewer than the depth are outstanding against
+    /// `done` completions (`false`, nothing written, otherwise): writes its slot, then stores
+    /// `assigned + 1` with the post ordering.
+    ///
+    /// # Safety
+    ///
+    /// No other thread writes `assigned` or the slot meanwhile, and the slot's last word was
+    /// read by the processor before the completion `done` counts, which the caller has seen.
+    unsafe fn put(&self, done: u32, word: u32) -> bool {
         let a = self.assigned.load(Ordering::Relaxed);
         if a.wrapping_sub(done) >= self.rules.depth {
             return false;
         }
-        // SAFETY: slot `a % 2` last held word `a - 2`; the processor read it before completing
-        // it (`complete`'s contract), and that completion (`done >= a - 1`) was acquired above.
-        // The processor reads the slot again only after acquiring the store below, and no other
-        // thread posts (this function's contract).
+        // SAFETY: the caller's contract: the slot's last word was read, and nobody else
+        // writes it; the processor reads it again only after acquiring the store below.
         self.slots[(a % 2) as usize].with_mut(|slot| unsafe { slot.write(word) });
         self.assigned.store(a + 1, self.rules.post);
         true

@@ -37,8 +37,8 @@
 //! * Exactly once: the scheduler starts past the preposted entries and never hands them out;
 //!   it counts the waves' words as posted from the start ([`super::Mailbox`], "The waves").
 
-use flashdmoe_proto::graph::{combine_task, gemm0_tasks, gemm1_tasks};
-use flashdmoe_proto::{Epoch, HeapLayout, ProtoError, TaskCounts, div_ceil};
+use flashdmoe_proto::graph::{combine_task, gemm0_tasks, gemm1_tasks, tile_rows};
+use flashdmoe_proto::{Epoch, HeapLayout, ProtoError, div_ceil};
 
 use super::subscriber::paired_gemm0_tasks;
 use super::{Queued, RankState, RuntimeError};
@@ -137,7 +137,7 @@ impl RankState {
         if waves.second > 0 {
             for (le, &n) in (0u32..).zip(rows) {
                 for row_tile in 0..div_ceil(n, g.tile.bm) {
-                    let valid = (n - row_tile * g.tile.bm).min(g.tile.bm);
+                    let valid = tile_rows(n, row_tile, g.tile.bm);
                     for task in gemm1_tasks(layout, epoch, 0, 0, le, row_tile, valid) {
                         self.push_task(task?)?;
                     }
@@ -155,19 +155,6 @@ impl RankState {
             self.tasks
                 .reserve_unpublished(&combines)
                 .map_err(|capacity| RuntimeError::QueueFull { queue: "task queue", capacity })?;
-        }
-        let queued = self.tasks_queued() as u64;
-        let expected = TaskCounts::for_rank(layout, rows.iter().copied());
-        let upfront = expected.gemm0
-            + if waves.second > 0 { expected.gemm1 } else { 0 }
-            + if waves.third > 0 { expected.combine } else { 0 };
-        if queued != upfront {
-            return Err(ProtoError::Inconsistent {
-                field: "waves: tasks queued at the start",
-                expected: upfront,
-                found: queued,
-            }
-            .into());
         }
         for (q, mailbox) in (0u32..).zip(self.mailboxes.iter_mut()) {
             let first = q >= waves.first || mailbox.prepost(q);
