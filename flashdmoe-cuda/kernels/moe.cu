@@ -80,6 +80,17 @@ extern "C" __global__ void FDM_MOE_CLUSTER_DIMS __launch_bounds__(kThreads, 1)
   reset_counters(p);
   if (threadIdx.x == 0) mark_raw_latest(control0, kLastResetDone);
   router_gemm(p, smem);
+#if FDM_ENGINE == 1
+  if constexpr (kReduceReturn) {
+    // Experiment FDM_REDUCE_RETURN: the output rows zeroed before the barrier; GEMM1 adds into
+    // them (processor_wgmma.cuh gemm_consume).
+    const unsigned long long gtid = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x;
+    const unsigned long long gthreads = (unsigned long long)gridDim.x * blockDim.x;
+    uint4* y = reinterpret_cast<uint4*>(p->y);
+    const unsigned long long vecs = (unsigned long long)p->local_ranks * p->tokens * kH * sizeof(Elem) / 16;
+    for (unsigned long long i = gtid; i < vecs; i += gthreads) y[i] = make_uint4(0u, 0u, 0u, 0u);
+  }
+#endif
   if (threadIdx.x == 0) mark_raw_latest(control0, kLastRouterDone);
   grid.sync();
   mark_phase(p, kRoutedNs);

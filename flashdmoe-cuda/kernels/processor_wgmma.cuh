@@ -22,6 +22,14 @@ namespace hw = flashdmoe::hopper;
 
 constexpr int kNB0 = kGated ? 2 : 1;      // B operands of GEMM0: (gate, up) or (up)
 constexpr int kNB1 = kWideGemm1 ? 2 : 1;  // of GEMM1: the down weights' two kBN-row halves, or one
+/// Experiment FDM_REDUCE_RETURN: GEMM1's rows added into the output by reductions (moe.cu
+/// zeroes it), no combine; at most two slots a token (a two-term sum onto zero is the same
+/// whatever the order), every rank on this GPU.
+#ifdef FDM_REDUCE_RETURN
+constexpr bool kReduceReturn = kSlots <= 2;
+#else
+constexpr bool kReduceReturn = false;
+#endif
 
 /// The A rows of GEMM task t (expert e) for producer thread pt: a GEMM0 packet from this GPU
 /// is read in place from the source's own input through its token list (kReadsInPlace:
@@ -279,6 +287,17 @@ __device__ __forceinline__ unsigned long long gemm_consume(const Rank& r, const 
   pending.publish(r, c);  // the previous task's remote tile has drained under the main loop
   const unsigned long long b0 = (unsigned long long)e * (gemm0 ? kI : kH) + t.col_tile * (gemm0 ? kBN : kBNH);
   Elem* out = reinterpret_cast<Elem*>((gemm0 ? r.heap : r.heap_of(t.source_rank)) + t.output_offset);
+  // Experiment FDM_REDUCE_RETURN (every rank on this GPU, at most two slots a token): GEMM1's
+  // rows added into the source's output rows of their tokens, on zeroed rows (moe.cu); the
+  // combine tasks then do nothing.
+  const unsigned* reduce_rows = nullptr;
+  if constexpr (kReduceReturn) {
+    if (!gemm0) {
+      const Rank src = make_rank(p, t.source_rank - p->first_rank);
+      reduce_rows = src.expert_tokens() + (unsigned long long)e * p->layout.capacity + t.row_tile * kBM;
+      out = src.y();
+    }
+  }
   // A wide GEMM1 tile leaves as two kBN-column halves, one accumulator each, through one store
   // site (a second inlined copy of the epilogue would cost registers).
   const unsigned halves = gemm0 ? 1u : (unsigned)kNB1;
@@ -308,7 +327,7 @@ __device__ __forceinline__ unsigned long long gemm_consume(const Rank& r, const 
       return plus_bias(half == 0 ? v0 : v1, p->b_down, b0 + half * kBN + col) * w;
     };
     Engine::store_either(s, acc, cw, ct, c, t.valid_rows, out + half * kBN, gemm0 ? kI : kH, gemm0, gemm0_op,
-                         gemm1_op, half_cols);
+                         gemm1_op, half_cols, reduce_rows);
   }
   if (c == 0 && p->trace) marks[1] = now_ns();
   // Results before what announces them; a tile in a peer's return rows is fenced later
@@ -403,7 +422,9 @@ __device__ void wgmma_consumer(const Rank& r, const Engine::Smem& s, hw::Ring<2>
     unsigned long long end;
     if (task->t.kind == FDM_TASK_COMBINE) {
       pending.publish(r, c);  // a combine's wait must never hold back a signal
-      if constexpr (combine_stream::kEnabled) {
+      if constexpr (kReduceReturn) {
+        // GEMM1 added the rows into the output (experiment FDM_REDUCE_RETURN).
+      } else if constexpr (combine_stream::kEnabled) {
         combine_stream::consume(r, s, pipe, c, task->t, combine_slots(s), s_marks);
       } else {
         run_combine<hw::kConsumerThreads, kStagedCombine>(r, task->t, c, combine_slots(s),

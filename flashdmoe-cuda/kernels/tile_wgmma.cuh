@@ -699,10 +699,32 @@ template <Mode M, int BM, int BN, int NB, int STAGES> struct Engine {
   /// inside the op, ptxas put a branch around every element's activation, which serialised
   /// the elements' dependent chains (exp, reciprocal): the SwiGLU layers' epilogues took twice
   /// the plain layer's (perf-notes v37).
+  ///
+  /// With `reduce_rows` (experiment FDM_REDUCE_RETURN), row r's vectors are added into row
+  /// reduce_rows[r] of `out` by reductions (red.global.add, the element type's add rounded
+  /// once) instead of stored into row r.
+  /// 16 bytes of elements added into `dst` (global memory) by one vector reduction.
+  __device__ static void red_add(char* dst, uint4 v) {
+    if constexpr (M == Mode::BF16) {
+      asm volatile("red.global.add.noftz.v4.bf16x2 [%0], {%1, %2, %3, %4};" ::"l"(dst), "r"(v.x), "r"(v.y),
+                   "r"(v.z), "r"(v.w)
+                   : "memory");
+    } else if constexpr (M == Mode::F16) {
+      asm volatile("red.global.add.noftz.v4.f16x2 [%0], {%1, %2, %3, %4};" ::"l"(dst), "r"(v.x), "r"(v.y),
+                   "r"(v.z), "r"(v.w)
+                   : "memory");
+    } else {
+      asm volatile("red.global.add.v4.f32 [%0], {%1, %2, %3, %4};" ::"l"(dst), "f"(__uint_as_float(v.x)),
+                   "f"(__uint_as_float(v.y)), "f"(__uint_as_float(v.z)), "f"(__uint_as_float(v.w))
+                   : "memory");
+    }
+  }
+
   template <class OpA, class OpB>
   __device__ static void store_either(const Smem& s, const Accum& acc, unsigned cw, unsigned ct, unsigned c,
                                       unsigned valid_rows, Elem* out, unsigned long long ldo, bool first,
-                                      OpA op_a, OpB op_b, unsigned valid_cols = BN) {
+                                      OpA op_a, OpB op_b, unsigned valid_cols = BN,
+                                      const unsigned* reduce_rows = nullptr) {
     // Ping-pong: warpgroup cw's own staging buffer, barrier and 128 threads.
     char* staging = s.staging() + (kPingPong ? cw * kStagingBytes : 0);
     const unsigned first_thread = kPingPong ? ct : c;
@@ -725,6 +747,10 @@ template <Mode M, int BM, int BN, int NB, int STAGES> struct Engine {
         const unsigned r = v / kVecs, q = v % kVecs;
         if (q >= vecs) continue;
         const uint4 val = *reinterpret_cast<const uint4*>(staging + staged(r, q * 16));
+        if (reduce_rows != nullptr) {
+          red_add(reinterpret_cast<char*>(out + reduce_rows[r] * ldo + col_lo) + q * 16, val);
+          continue;
+        }
         *reinterpret_cast<uint4*>(reinterpret_cast<char*>(out + r * ldo + col_lo) + q * 16) = val;
       }
     }

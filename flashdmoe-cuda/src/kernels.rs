@@ -178,6 +178,14 @@ pub const EXPERIMENTS: &[KernelExperiment] = &[
                open combine timeout (docs/dev/gpu-queue.md)",
     },
     KernelExperiment {
+        define: "FDM_REDUCE_RETURN",
+        what: "processor_wgmma.cuh gemm_consume: GEMM1's rows added into their tokens' output \
+               rows by vector reductions (red.global.add) on rows moe.cu zeroes during A1, the \
+               combine tasks empty: the combine tail's bytes gone (perf-notes v51); at most two \
+               slots a token (a two-term sum onto zero is one rounding in either order: the \
+               combine's bits), every rank on one GPU",
+    },
+    KernelExperiment {
         define: "FDM_BULK_DISPATCH",
         what: "dispatch.cuh bulk_dispatch: A4's rows moved by bulk copies through shared memory \
                (lane 0 of a warp issues each row's load and store, up to 4 rows a warp in \
