@@ -295,7 +295,7 @@ __device__ __forceinline__ unsigned long long gemm_consume(const Rank& r, const 
     if (!gemm0) {
       const Rank src = make_rank(p, t.source_rank - p->first_rank);
       reduce_rows = src.expert_tokens() + (unsigned long long)e * p->layout.capacity + t.row_tile * kBM;
-      out = src.y();
+      out = src.y() + t.col_tile * kBNH;  // the task's columns (output_offset holds them too)
     }
   }
   // A wide GEMM1 tile leaves as two kBN-column halves, one accumulator each, through one store

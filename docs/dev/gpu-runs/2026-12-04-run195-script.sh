@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# run 195 (session 38, nvidia-h200): experiment FDM_REDUCE_RETURN (perf-notes v51 (b)): GEMM1's
+# run 195 (session 38, nvidia-h200; run again as run 197 after the fix below): experiment FDM_REDUCE_RETURN (perf-notes v51 (b)): GEMM1's
 # epilogue adds its rows into the tokens' output rows by vector reductions (red.global.add
 # .noftz.v4.bf16x2) on rows zeroed during A1; the combine tasks are left empty. At most two
 # slots a token (the paper layers, Mixtral): a two-term sum onto zero rounds once in either
