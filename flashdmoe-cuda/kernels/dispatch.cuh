@@ -83,70 +83,6 @@ __device__ __forceinline__ void copy_row(const uint4* __restrict__ src, uint4* _
   }
 }
 
-#ifdef FDM_BULK_DISPATCH
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-/// Experiment FDM_BULK_DISPATCH (perf-notes v49 (e)): A4's rows moved by bulk copies through
-/// shared memory, lane 0 of a warp issuing a row's load (global -> shared, completing on an
-/// mbarrier) and its store (shared -> the owner's heap, a peer GPU's or this one's) while up to
-/// kBufs rows a warp are in flight, where the register copies keep 4 KiB a warp in flight and
-/// need a warp's 32 lanes for it (run 184: 32 of 131 processors copy half the rows at P = 2).
-/// The smem is the block's dynamic shared memory, free between placement's grid barrier and the
-/// roles (the processors' pipelines initialise it afresh). Where a row is not a multiple of 16
-/// bytes or no buffer fits, the register copies stay.
-namespace bulk_dispatch {
-constexpr unsigned kRowBytes = kH * sizeof(Elem);
-constexpr unsigned kSlotBytes = (kRowBytes + 127) / 128 * 128;
-constexpr unsigned kWarpBytes = (unsigned)FDM_SMEM_BYTES / kWarps / 128 * 128;
-constexpr unsigned kFit = kWarpBytes > 128 ? (kWarpBytes - 128) / kSlotBytes : 0u;
-constexpr unsigned kBufs = kFit < 4u ? kFit : 4u;
-constexpr bool kOn = kRowBytes % 16 == 0 && kBufs >= 1;
-
-using namespace flashdmoe::hopper;
-
-/// This warp's share: kBufs row buffers, then kBufs mbarriers.
-__device__ __forceinline__ char* warp_share(char* smem) { return smem + (threadIdx.x / 32) * kWarpBytes; }
-__device__ __forceinline__ unsigned buf(char* share, unsigned b) { return smem_u32(share + b * kSlotBytes); }
-__device__ __forceinline__ unsigned bar(char* share, unsigned b) { return smem_u32(share + kBufs * kSlotBytes + 8 * b); }
-
-/// Lane 0: the warp's mbarriers, one arrival each, visible to the async proxy.
-__device__ void init(char* share) {
-  for (unsigned b = 0; b < kBufs; ++b) mbar_init(bar(share, b), 1);
-  mbar_fence_init();
-}
-/// Lane 0, when the warp is done: the barriers' memory back to plain shared memory.
-__device__ void inval(char* share) {
-  for (unsigned b = 0; b < kBufs; ++b) mbar_inval(bar(share, b));
-}
-/// Lane 0: row `src` into buffer b, completing the barrier's current phase.
-__device__ __forceinline__ void load(char* share, unsigned b, const void* src) {
-  mbar_arrive_expect_tx(bar(share, b), kRowBytes);
-  bulk_load(buf(share, b), src, kRowBytes, bar(share, b));
-}
-
-/// Lane 0: rows 0 .. n - 1 (n <= kDispatchRows) from src(i) to dst(i), kBufs in flight; returns
-/// once every store is complete and ordered before the caller's generic-proxy fence and count.
-/// `parity`: the warp's barriers' phase bits (bit b: buffer b's next phase), kept by the caller.
-template <class Src, class Dst>
-__device__ void copy_rows(char* share, unsigned n, Src src, Dst dst, unsigned& parity) {
-  for (unsigned i = 0; i < n && i < kBufs; ++i) load(share, i, src(i));
-  for (unsigned i = 0; i < n; ++i) {
-    const unsigned b = i % kBufs;
-    mbar_wait(bar(share, b), (parity >> b) & 1u);
-    parity ^= 1u << b;
-    bulk_store(dst(i), buf(share, b), kRowBytes);
-    if (i + kBufs < n) {
-      bulk_wait_read();  // the store just issued has read buffer b before its next row lands
-      load(share, b, src(i + kBufs));
-    }
-  }
-  bulk_wait_written();         // every store written
-  fence_proxy_async_global();  // ... and ordered with the generic proxy
-}
-}  // namespace bulk_dispatch
-#define FDM_BULK_COPY 1
-#endif
-#endif
-
 /// The expert of the j-th packet (j < world x local_experts) a source rank's copiers take:
 /// owners in turn, starting with the rank after the source, an owner's local experts in order.
 /// So every GPU receives from every source at once; in expert order every source fed rank 0's
@@ -165,20 +101,12 @@ __device__ __forceinline__ unsigned dispatch_packet_expert(const fdm_params* p, 
 /// dispatch_packet_expert; the warp completing a packet raises its signal, so owners start
 /// on early packets while later ones are still in flight (no grid barrier follows). Zero-row
 /// packets are signalled by the OS block.
-__device__ void dispatch_packets(const fdm_params* p, char* smem) {
+__device__ void dispatch_packets(const fdm_params* p) {
   const fdm_layout& l = p->layout;
   if (kReadsInPlace && p->layout.world == p->local_ranks) return;  // every packet stays on this GPU
   const CopyGroup g = copy_group(p);
   if (g.count == 0) return;
   const unsigned lane = threadIdx.x % 32;
-#ifdef FDM_BULK_COPY
-  char* share = bulk_dispatch::warp_share(smem);
-  unsigned parity = 0;  // lane 0's: each buffer's next mbarrier phase
-  if (bulk_dispatch::kOn && lane == 0) bulk_dispatch::init(share);
-  __syncwarp();
-#else
-  (void)smem;
-#endif
   const unsigned items_per_packet = fdm_div_ceil(p->capacity, kDispatchRows);
   const unsigned packets = l.world * l.local_experts;  // a source's, some of them empty slots
   const unsigned long long items = (unsigned long long)p->local_ranks * packets * items_per_packet;
@@ -207,28 +135,12 @@ __device__ void dispatch_packets(const fdm_params* p, char* smem) {
     }
     const auto src = [&](unsigned token) { return r.x() + (unsigned long long)token * kH; };
     const auto dst = [&](unsigned i) { return r.heap_of(owner) + fdm_row(&l, FDM_STAGE_DISPATCH, r.global, le, first + i, 0); };
-#ifdef FDM_BULK_COPY
-    if (bulk_dispatch::kOn) {
-      unsigned tokens[kDispatchRows];
-#pragma unroll
-      for (unsigned i = 0; i < kDispatchRows; ++i) tokens[i] = __shfl_sync(0xFFFFFFFFu, my_token, i);
-      if (lane == 0) {
-        bulk_dispatch::copy_rows(
-            share, n, [&](unsigned i) { return (const void*)src(tokens[i]); }, [&](unsigned i) { return (void*)dst(i); },
-            parity);
-      }
-    } else
-#endif
-      for (unsigned i = 0; i < n; ++i) {
-        const unsigned token = __shfl_sync(0xFFFFFFFFu, my_token, i);
-        copy_row(reinterpret_cast<const uint4*>(src(token)), reinterpret_cast<uint4*>(dst(i)), lane);
-      }
+    for (unsigned i = 0; i < n; ++i) {
+      const unsigned token = __shfl_sync(0xFFFFFFFFu, my_token, i);
+      copy_row(reinterpret_cast<const uint4*>(src(token)), reinterpret_cast<uint4*>(dst(i)), lane);
+    }
     fence_for(p, owner);  // this lane's stores of the item, before the count
     __syncwarp();
     if (lane == 0 && atomicAdd(&r.packet_copied()[e], n) + n == rows) raise_dispatch_signal(r, e, rows);
   }
-#ifdef FDM_BULK_COPY
-  if (bulk_dispatch::kOn && lane == 0) bulk_dispatch::inval(share);
-  __syncwarp();
-#endif
 }

@@ -15,7 +15,8 @@
 #endif
 
 // The mbarrier and bulk-copy wrappers need sm_90 only, not its `a` features: the mma.sync
-// engine's sm_90 image uses them too (dispatch.cuh's experiment FDM_BULK_DISPATCH).
+// engine's sm_90 image may use them too (the bulk dispatch did, an experiment removed after
+// run 193: its patch beside that run's script).
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
 #define FDM_SM90 1
 #else
@@ -94,6 +95,9 @@ __device__ __forceinline__ void bulk_store(void* dst, unsigned src, unsigned byt
                : "memory");
   asm volatile("cp.async.bulk.commit_group;" ::: "memory");
 }
+/// Orders this thread's generic-proxy writes of shared memory before the async proxy's reads
+/// of it (a bulk copy out of a buffer the thread just wrote).
+__device__ __forceinline__ void fence_proxy_async_shared() { asm volatile("fence.proxy.async.shared::cta;" ::: "memory"); }
 /// Waits until this thread's bulk stores have read their shared memory (it may be reused).
 __device__ __forceinline__ void bulk_wait_read() { asm volatile("cp.async.bulk.wait_group.read 0;" ::: "memory"); }
 /// Waits until this thread's bulk stores are written (visible to this thread; a proxy fence

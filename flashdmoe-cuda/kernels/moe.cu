@@ -109,7 +109,7 @@ extern "C" __global__ void FDM_MOE_CLUSTER_DIMS __launch_bounds__(kThreads, 1)
     grid.sync();
   }
   mark_phase(p, kPlacedNs);
-  dispatch_packets(p, smem);
+  dispatch_packets(p);
 
   const unsigned local = blockIdx.x / p->blocks_per_rank;
   if (local >= p->local_ranks) return;  // leftover blocks of an uneven partition

@@ -413,6 +413,9 @@ __device__ void wgmma_consumer(const Rank& r, const Engine::Smem& s, hw::Ring<2>
     const unsigned index = task->index;
     if (index == kStop) {
       pending.publish(r, c);
+#ifdef FDM_REDUCE_BULK
+      hw::bulk_wait_written();  // this thread's bulk reductions done before the block exits
+#endif
       return;
     }
     const unsigned long long start = now_ns();

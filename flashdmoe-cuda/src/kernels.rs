@@ -166,9 +166,11 @@ pub struct KernelExperiment {
 /// 187 FDM_PDL, the kernel launched with programmatic stream serialization, level, removed,
 /// its patch beside run 187's script: perf-notes v49 (d); run 189 FDM_GEMM1_WINDOW, the
 /// GEMM1s' second column groups a window of row tiles behind, mixed (T16384 E128 -3%, E8 +3%,
-/// T4096 E128 +2%), removed, its patch beside run 189's script: perf-notes v50 (a)), and
-/// diagnostics a GPU run switches on. Waiting for two GPUs: FDM_BULK_DISPATCH (correct on one
-/// GPU, run 188: perf-notes v49 (e), v50 (b)).
+/// T4096 E128 +2%), removed, its patch beside run 189's script: perf-notes v50 (a); runs 188, 192-193
+/// FDM_BULK_DISPATCH, A4's rows by bulk copies, level with the register copies at P = 2 at
+/// every copier count, removed, its patch beside run 193's script: perf-notes v51 (a)), and
+/// diagnostics a GPU run switches on. Waiting for a GPU: FDM_REDUCE_RETURN (measured in run
+/// 197: exact, T128 -3.5%, T16384 +1.5%: perf-notes v51 (c)) and its bulk form.
 pub const EXPERIMENTS: &[KernelExperiment] = &[
     KernelExperiment {
         define: "FDM_DEBUG_COMBINE_TIMEOUT",
@@ -186,12 +188,11 @@ pub const EXPERIMENTS: &[KernelExperiment] = &[
                combine's bits), every rank on one GPU",
     },
     KernelExperiment {
-        define: "FDM_BULK_DISPATCH",
-        what: "dispatch.cuh bulk_dispatch: A4's rows moved by bulk copies through shared memory \
-               (lane 0 of a warp issues each row's load and store, up to 4 rows a warp in \
-               flight) instead of register copies by the whole warp: fewer SMs a copied byte \
-               for the remote copiers (perf-notes v49 (e)); the mma.sync engine, which copies \
-               every row, checks it on one GPU",
+        define: "FDM_REDUCE_RETURN,FDM_REDUCE_BULK",
+        what: "tile_wgmma.cuh reduce_chunk_bulk: FDM_REDUCE_RETURN's reductions by the async \
+               proxy, a bulk reduction a staged row (the chunk first rewritten in row order), \
+               off the consumers' path: run 197's red.global form cost GEMM1's epilogue +3 µs \
+               a task (perf-notes v51 (c))",
     },
 ];
 
