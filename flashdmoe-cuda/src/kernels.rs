@@ -137,7 +137,8 @@ pub const SELFTEST: KernelSource = KernelSource {
 /// (kept as the default, or dropped).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct KernelExperiment {
-    /// The define: `NAME` or `NAME=VALUE` (as `FLASHDMOE_EXTRA_DEFINES` takes it).
+    /// The defines: `NAME`, `NAME=VALUE`, or a comma-separated list of them (as
+    /// `FLASHDMOE_EXTRA_DEFINES` takes it: an experiment built on another names both).
     pub define: &'static str,
     /// What it changes, and where.
     pub what: &'static str,
@@ -338,17 +339,19 @@ impl KernelVariant {
 mod tests {
     use super::*;
 
-    /// An experiment's define is one a kernel source tests: a renamed or removed `#ifdef`
-    /// would otherwise leave the GPU run measuring the default twice.
+    /// Every define of an experiment is one a kernel source tests: a renamed or removed
+    /// `#ifdef` would otherwise leave the GPU run measuring the default twice.
     #[test]
     fn every_experiment_is_tested_by_a_kernel_source() {
         for experiment in EXPERIMENTS {
-            let name = experiment.define.split('=').next().unwrap_or_default();
-            let test = format!("#ifdef {name}");
-            assert!(
-                HEADERS.iter().any(|h| h.text.contains(&test)) || MOE.text.contains(&test),
-                "no kernel source has `{test}`"
-            );
+            for (name, _) in Defines::parse_list(experiment.define).iter() {
+                let test = format!("#ifdef {name}");
+                assert!(
+                    HEADERS.iter().any(|h| h.text.contains(&test)) || MOE.text.contains(&test),
+                    "{}: no kernel source has `{test}`",
+                    experiment.define
+                );
+            }
         }
     }
 
