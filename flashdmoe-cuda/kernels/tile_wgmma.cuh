@@ -693,16 +693,6 @@ template <Mode M, int BM, int BN, int NB, int STAGES> struct Engine {
     store_either(s, acc, cw, ct, c, valid_rows, out, ldo, true, op, op, valid_cols);
   }
 
-  /// store() through `first ? op_a : op_b`, `first` the same in every consumer thread: one
-  /// store site for two kinds of task (the MoE kernel's GEMM0 and GEMM1) whose choice is one
-  /// uniform branch a chunk around the staging, not one an element inside the op. Chosen
-  /// inside the op, ptxas put a branch around every element's activation, which serialised
-  /// the elements' dependent chains (exp, reciprocal): the SwiGLU layers' epilogues took twice
-  /// the plain layer's (perf-notes v37).
-  ///
-  /// With `reduce_rows` (experiment FDM_REDUCE_RETURN), row r's vectors are added into row
-  /// reduce_rows[r] of `out` by reductions (red.global.add, the element type's add rounded
-  /// once) instead of stored into row r.
   /// 16 bytes of elements added into `dst` (global memory) by one vector reduction.
   __device__ static void red_add(char* dst, uint4 v) {
     if constexpr (M == Mode::BF16) {
@@ -771,6 +761,16 @@ template <Mode M, int BM, int BN, int NB, int STAGES> struct Engine {
     }
   }
 
+  /// store() through `first ? op_a : op_b`, `first` the same in every consumer thread: one
+  /// store site for two kinds of task (the MoE kernel's GEMM0 and GEMM1) whose choice is one
+  /// uniform branch a chunk around the staging, not one an element inside the op. Chosen
+  /// inside the op, ptxas put a branch around every element's activation, which serialised
+  /// the elements' dependent chains (exp, reciprocal): the SwiGLU layers' epilogues took twice
+  /// the plain layer's (perf-notes v37).
+  ///
+  /// With `reduce_rows` (experiment FDM_REDUCE_RETURN), row r's vectors are added into row
+  /// reduce_rows[r] of `out` by reductions (red.global.add, the element type's add rounded
+  /// once) instead of stored into row r.
   template <class OpA, class OpB>
   __device__ static void store_either(const Smem& s, const Accum& acc, unsigned cw, unsigned ct, unsigned c,
                                       unsigned valid_rows, Elem* out, unsigned long long ldo, bool first,
