@@ -81,7 +81,7 @@ extern "C" __global__ void FDM_MOE_CLUSTER_DIMS __launch_bounds__(kThreads, 1)
   if (threadIdx.x == 0) mark_raw_latest(control0, kLastResetDone);
   router_gemm(p, smem);
 #if FDM_ENGINE == 1
-  if constexpr (kReduceReturn) {
+  if (reduces_return(p)) {
     // Experiment FDM_REDUCE_RETURN: the output rows zeroed before the barrier; GEMM1 adds into
     // them (processor_wgmma.cuh gemm_consume).
     const unsigned long long gtid = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x;

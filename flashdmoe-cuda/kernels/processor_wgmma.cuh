@@ -30,6 +30,11 @@ constexpr bool kReduceReturn = kSlots <= 2;
 #else
 constexpr bool kReduceReturn = false;
 #endif
+/// Whether this forward reduces GEMM1's rows into the output: the experiment, where every rank
+/// lives on this GPU (a peer's output is not in the parameters; across GPUs the combines run).
+__device__ __forceinline__ bool reduces_return(const fdm_params* p) {
+  return kReduceReturn && p->layout.world == p->local_ranks;
+}
 
 /// The A rows of GEMM task t (expert e) for producer thread pt: a GEMM0 packet from this GPU
 /// is read in place from the source's own input through its token list (kReadsInPlace:
@@ -292,7 +297,7 @@ __device__ __forceinline__ unsigned long long gemm_consume(const Rank& r, const 
   // combine tasks then do nothing.
   const unsigned* reduce_rows = nullptr;
   if constexpr (kReduceReturn) {
-    if (!gemm0) {
+    if (!gemm0 && reduces_return(p)) {
       const Rank src = make_rank(p, t.source_rank - p->first_rank);
       reduce_rows = src.expert_tokens() + (unsigned long long)e * p->layout.capacity + t.row_tile * kBM;
       out = src.y() + t.col_tile * kBNH;  // the task's columns (output_offset holds them too)
@@ -425,7 +430,7 @@ __device__ void wgmma_consumer(const Rank& r, const Engine::Smem& s, hw::Ring<2>
     unsigned long long end;
     if (task->t.kind == FDM_TASK_COMBINE) {
       pending.publish(r, c);  // a combine's wait must never hold back a signal
-      if constexpr (kReduceReturn) {
+      if (reduces_return(r.p)) {
         // GEMM1 added the rows into the output (experiment FDM_REDUCE_RETURN).
       } else if constexpr (combine_stream::kEnabled) {
         combine_stream::consume(r, s, pipe, c, task->t, combine_slots(s), s_marks);

@@ -186,7 +186,7 @@ pub const EXPERIMENTS: &[KernelExperiment] = &[
                rows by vector reductions (red.global.add) on rows moe.cu zeroes during A1, the \
                combine tasks empty: the combine tail's bytes gone (perf-notes v51); at most two \
                slots a token (a two-term sum onto zero is one rounding in either order: the \
-               combine's bits), every rank on one GPU",
+               combine's bits), every rank on one GPU (across GPUs the combines run as before)",
     },
     KernelExperiment {
         define: "FDM_REDUCE_RETURN,FDM_REDUCE_BULK",
