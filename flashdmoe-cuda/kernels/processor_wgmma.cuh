@@ -36,6 +36,25 @@ __device__ __forceinline__ bool reduces_return(const fdm_params* p) {
   return kReduceReturn && p->layout.world == p->local_ranks;
 }
 
+/// Experiment FDM_REDUCE_ZERO_ASYNC (with FDM_REDUCE_RETURN): the output zeroed by bulk stores
+/// each block issues at A2's start and waits for after phase A (moe.cu zero_output_async),
+/// instead of stores under A1's barrier (run 197: the first task 42 -> 58 µs at T16384).
+#ifdef FDM_REDUCE_ZERO_ASYNC
+constexpr bool kZeroAsync = kReduceReturn;
+#else
+constexpr bool kZeroAsync = false;
+#endif
+
+/// Producer thread 0 of processor `pid`, before its first GEMM1 task that reduces into the
+/// output: waits until every block's share of the zeroing is written (acquire; the consumers'
+/// reductions follow through the task ring).
+__device__ bool output_zeroed(const Rank& r, unsigned pid, Deadline& deadline) {
+  const unsigned* counter = &make_rank(r.p, 0).control()[kZeroedBlocks];
+  // The wait reports as a row-tile wait (an experiment's; no wait kind of its own).
+  return producer_await(r, counter, [&](unsigned seen) { return seen >= gridDim.x; }, FDM_WAIT_ROW_TILE, pid,
+                        deadline);
+}
+
 /// The A rows of GEMM task t (expert e) for producer thread pt: a GEMM0 packet from this GPU
 /// is read in place from the source's own input through its token list (kReadsInPlace:
 /// dispatch.cuh never copied it); any other packet from its dispatched rows; a GEMM1's from
@@ -159,6 +178,7 @@ __device__ void wgmma_producer(const Rank& r, const Engine::Smem& s, hw::Ring<2>
   const fdm_params* p = r.p;
   unsigned taken = 0;
   unsigned pairs = 0;  // thread 0: paired tasks begun (align_for_pair)
+  bool zeroed = false;  // thread 0: the output's zeroing seen complete (FDM_REDUCE_ZERO_ASYNC)
   Deadline deadline(p->timeout_ns + p->timeout_ns / 2);
   for (;;) {
     // Thread 0 waits for the mailbox (a timeout or abort yields kStop, which ends every role)
@@ -188,6 +208,12 @@ __device__ void wgmma_producer(const Rank& r, const Engine::Smem& s, hw::Ring<2>
       if (next.index != kStop && next.t.kind == FDM_TASK_GEMM1 && gemm1_posted_early(r) &&
           !row_tile_counted(r, processor_index(p), next.t, deadline))
         next.index = kStop;
+      if constexpr (kZeroAsync) {
+        if (next.index != kStop && next.t.kind == FDM_TASK_GEMM1 && !zeroed && reduces_return(p)) {
+          zeroed = output_zeroed(r, processor_index(p), deadline);
+          if (!zeroed) next.index = kStop;
+        }
+      }
       Engine::ring_put(s, ring, next);
     }
     const RingTask* task = Engine::ring_wait<RingTask>(s, ring);

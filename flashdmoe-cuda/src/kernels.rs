@@ -189,6 +189,13 @@ pub const EXPERIMENTS: &[KernelExperiment] = &[
                combine's bits), every rank on one GPU (across GPUs the combines run as before)",
     },
     KernelExperiment {
+        define: "FDM_REDUCE_RETURN,FDM_REDUCE_BULK,FDM_REDUCE_ZERO_ASYNC",
+        what: "moe.cu zero_output_async: the reductions' output zeroed by bulk stores a block \
+               issues at A2's start and waits for after phase A (GEMM1's producers wait for \
+               every block: output_zeroed), instead of stores under A1's barrier, which moved \
+               T16384's first task 42 -> 58 µs in run 197 (perf-notes v51 (d))",
+    },
+    KernelExperiment {
         define: "FDM_REDUCE_RETURN,FDM_REDUCE_BULK",
         what: "tile_wgmma.cuh reduce_chunk_bulk: FDM_REDUCE_RETURN's reductions by the async \
                proxy, a bulk reduction a staged row (the chunk first rewritten in row order), \
