@@ -59,6 +59,11 @@ namespace cg = cooperative_groups;
 /// while A2 and A3 run. After phase A: thread 0 waits until its stores are written, fences and
 /// counts the block in local rank 0's kZeroedBlocks (GEMM1's producers wait for every block:
 /// output_zeroed); the block's roles start after it, so the shared memory is free again.
+/// Bytes of the output of every rank on this device (`y`: [local ranks][tokens][H]).
+__device__ __forceinline__ unsigned long long output_bytes(const fdm_params* p) {
+  return (unsigned long long)p->local_ranks * p->tokens * kH * sizeof(Elem);
+}
+
 /// Shared memory a block zeroes and copies out (its top, which A2 and A3 leave alone).
 constexpr unsigned kZeroSmemBytes = 8192;
 static_assert(!kZeroAsync || RouteSmem::kBytes + kZeroSmemBytes <= FDM_SMEM_BYTES,
@@ -71,7 +76,7 @@ __device__ void zero_output_async(const fdm_params* p, char* smem, bool issue) {
     hw::fence_proxy_async_shared();
     __syncthreads();
     if (threadIdx.x == 0) {
-      const unsigned long long total = (unsigned long long)p->local_ranks * p->tokens * kH * sizeof(Elem);
+      const unsigned long long total = output_bytes(p);
       const unsigned long long share = (total / 16 + gridDim.x - 1) / gridDim.x * 16;
       const unsigned long long lo = min(total, blockIdx.x * share), hi = min(total, lo + share);
       char* y = reinterpret_cast<char*>(p->y);
@@ -124,7 +129,7 @@ extern "C" __global__ void FDM_MOE_CLUSTER_DIMS __launch_bounds__(kThreads, 1)
     const unsigned long long gtid = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x;
     const unsigned long long gthreads = (unsigned long long)gridDim.x * blockDim.x;
     uint4* y = reinterpret_cast<uint4*>(p->y);
-    const unsigned long long vecs = (unsigned long long)p->local_ranks * p->tokens * kH * sizeof(Elem) / 16;
+    const unsigned long long vecs = output_bytes(p) / 16;
     for (unsigned long long i = gtid; i < vecs; i += gthreads) y[i] = make_uint4(0u, 0u, 0u, 0u);
   }
 #endif

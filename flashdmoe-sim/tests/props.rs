@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use common::{check, data};
 use flashdmoe_core::{
-    Activation, Backend, CapacityPolicy, DType, ForwardOptions, ForwardOutput, Layer, MoeConfig,
-    Placement,
+    Activation, Backend, CapacityPolicy, DType, ForwardOptions, ForwardOutput, Layer, LayerWeights,
+    MoeConfig, Placement,
 };
 use flashdmoe_sim::{SimBackend, SimOptions};
 use proptest::prelude::*;
@@ -84,6 +84,16 @@ fn case() -> impl Strategy<Value = (MoeConfig, bool, SimOptions)> {
     )
 }
 
+/// A case's weights and inputs; `hot`: every router weight zero, so every token ties and picks
+/// the first experts (the hottest routing there is).
+fn case_data(config: &MoeConfig, seed: u64, hot: bool) -> (LayerWeights, Vec<Vec<f32>>) {
+    let (mut weights, inputs) = data(config, seed);
+    if hot {
+        weights.router.iter_mut().for_each(|w| *w = 0.0);
+    }
+    (weights, inputs)
+}
+
 proptest! {
     #![proptest_config(ProptestConfig {
         cases: 64,
@@ -93,10 +103,7 @@ proptest! {
 
     #[test]
     fn random_forwards_match_the_oracle_and_the_graph((config, hot, options) in case(), seed in any::<u64>()) {
-        let (mut weights, inputs) = data(&config, seed);
-        if hot {
-            weights.router.iter_mut().for_each(|w| *w = 0.0);
-        }
+        let (weights, inputs) = case_data(&config, seed, hot);
         // GEMM1 and combine tiles twice GEMM0's where they divide hidden (as the Hopper engine
         // runs gated layers), in one case of two.
         let tile = SimBackend::DEFAULT_TILE;
@@ -236,10 +243,7 @@ proptest! {
     /// `loom_one_rank_waves` and `loom_waves_self_post` check the orderings.
     #[test]
     fn forwards_with_the_waves_are_bitwise_the_ones_without((config, options, hot) in waves_case(), seed in any::<u64>()) {
-        let (mut weights, inputs) = data(&config, seed);
-        if hot {
-            weights.router.iter_mut().for_each(|w| *w = 0.0);
-        }
+        let (weights, inputs) = case_data(&config, seed, hot);
         let opts = ForwardOptions { trace: true, timeout: Duration::from_secs(60) };
         let run = |waves: bool| {
             let options = SimOptions { waves, ..options.clone() };
