@@ -65,9 +65,6 @@ enum Control : unsigned {
   // so (subscriber.cuh post_combines; for the host only).
   kCombinesPosted = 27,
   kThirdWave = 28,
-  // Experiment FDM_REDUCE_ZERO_ASYNC (local rank 0's word only): blocks whose share of the
-  // output's zeroing is written (moe.cu); GEMM1's producers wait for all of them.
-  kZeroedBlocks = 29,
   kControlEnd,
 };
 static_assert(kControlEnd <= FDM_CONTROL_WORDS, "params.rs: CONTROL_WORDS");

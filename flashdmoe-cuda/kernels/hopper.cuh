@@ -95,9 +95,6 @@ __device__ __forceinline__ void bulk_store(void* dst, unsigned src, unsigned byt
                : "memory");
   asm volatile("cp.async.bulk.commit_group;" ::: "memory");
 }
-/// Orders this thread's generic-proxy writes of shared memory before the async proxy's reads
-/// of it (a bulk copy out of a buffer the thread just wrote).
-__device__ __forceinline__ void fence_proxy_async_shared() { asm volatile("fence.proxy.async.shared::cta;" ::: "memory"); }
 /// Waits until this thread's bulk stores have read their shared memory (it may be reused).
 __device__ __forceinline__ void bulk_wait_read() { asm volatile("cp.async.bulk.wait_group.read 0;" ::: "memory"); }
 /// Waits until this thread's bulk stores are written (visible to this thread; a proxy fence

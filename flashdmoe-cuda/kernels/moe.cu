@@ -52,48 +52,6 @@ namespace cg = cooperative_groups;
 #define FDM_MOE_CLUSTER_DIMS
 #endif
 
-#if FDM_ENGINE == 1
-/// Experiment FDM_REDUCE_ZERO_ASYNC: the output (every local rank's) zeroed by bulk stores, a
-/// share a block. `issue` (A2's start): the block zeroes the top kZeroSmemBytes of its shared
-/// memory, and thread 0 sends it over the block's share of the output, one bulk store a piece,
-/// while A2 and A3 run. After phase A: thread 0 waits until its stores are written, fences and
-/// counts the block in local rank 0's kZeroedBlocks (GEMM1's producers wait for every block:
-/// output_zeroed); the block's roles start after it, so the shared memory is free again.
-/// Bytes of the output of every rank on this device (`y`: [local ranks][tokens][H]).
-__device__ __forceinline__ unsigned long long output_bytes(const fdm_params* p) {
-  return (unsigned long long)p->local_ranks * p->tokens * kH * sizeof(Elem);
-}
-
-/// Shared memory a block zeroes and copies out (its top, which A2 and A3 leave alone).
-constexpr unsigned kZeroSmemBytes = 8192;
-static_assert(!kZeroAsync || RouteSmem::kBytes + kZeroSmemBytes <= FDM_SMEM_BYTES,
-              "A2's shared memory below the zeroing's source");
-__device__ void zero_output_async(const fdm_params* p, char* smem, bool issue) {
-  char* zeros = smem + FDM_SMEM_BYTES - kZeroSmemBytes;
-  if (issue) {
-    for (unsigned i = threadIdx.x; i < kZeroSmemBytes / 16; i += blockDim.x)
-      reinterpret_cast<uint4*>(zeros)[i] = make_uint4(0u, 0u, 0u, 0u);
-    hw::fence_proxy_async_shared();
-    __syncthreads();
-    if (threadIdx.x == 0) {
-      const unsigned long long total = output_bytes(p);
-      const unsigned long long share = (total / 16 + gridDim.x - 1) / gridDim.x * 16;
-      const unsigned long long lo = min(total, blockIdx.x * share), hi = min(total, lo + share);
-      char* y = reinterpret_cast<char*>(p->y);
-      for (unsigned long long at = lo; at < hi; at += kZeroSmemBytes)
-        hw::bulk_store(y + at, hw::smem_u32(zeros), (unsigned)min((unsigned long long)kZeroSmemBytes, hi - at));
-    }
-    return;
-  }
-  if (threadIdx.x == 0) {
-    hw::bulk_wait_written();
-    __threadfence();
-    atomicAdd(&make_rank(p, 0).control()[kZeroedBlocks], 1u);
-  }
-  __syncthreads();
-}
-#endif
-
 extern "C" __global__ void FDM_MOE_CLUSTER_DIMS __launch_bounds__(kThreads, 1)
     fdm_moe_forward(const __grid_constant__ fdm_params params) {
   extern __shared__ __align__(128) char smem[];
@@ -122,23 +80,9 @@ extern "C" __global__ void FDM_MOE_CLUSTER_DIMS __launch_bounds__(kThreads, 1)
   reset_counters(p);
   if (threadIdx.x == 0) mark_raw_latest(control0, kLastResetDone);
   router_gemm(p, smem);
-#if FDM_ENGINE == 1
-  if (reduces_return(p) && !kZeroAsync) {
-    // Experiment FDM_REDUCE_RETURN: the output rows zeroed before the barrier; GEMM1 adds into
-    // them (processor_wgmma.cuh gemm_consume).
-    const unsigned long long gtid = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x;
-    const unsigned long long gthreads = (unsigned long long)gridDim.x * blockDim.x;
-    uint4* y = reinterpret_cast<uint4*>(p->y);
-    const unsigned long long vecs = output_bytes(p) / 16;
-    for (unsigned long long i = gtid; i < vecs; i += gthreads) y[i] = make_uint4(0u, 0u, 0u, 0u);
-  }
-#endif
   if (threadIdx.x == 0) mark_raw_latest(control0, kLastRouterDone);
   grid.sync();
   mark_phase(p, kRoutedNs);
-#if FDM_ENGINE == 1
-  if (kZeroAsync && reduces_return(p)) zero_output_async(p, smem, true);
-#endif
   route(p, smem);
   // Where each rank's tokens are one routing chunk (T <= kChunk), the block that counted rank
   // j's chunk (route's job j, as place_chunks' job j: both deal jobs by block index) places it
@@ -155,9 +99,6 @@ extern "C" __global__ void FDM_MOE_CLUSTER_DIMS __launch_bounds__(kThreads, 1)
   }
   mark_phase(p, kPlacedNs);
   dispatch_packets(p);
-#if FDM_ENGINE == 1
-  if (kZeroAsync && reduces_return(p)) zero_output_async(p, smem, false);
-#endif
 
   const unsigned local = blockIdx.x / p->blocks_per_rank;
   if (local >= p->local_ranks) return;  // leftover blocks of an uneven partition

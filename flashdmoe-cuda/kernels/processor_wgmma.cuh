@@ -22,38 +22,6 @@ namespace hw = flashdmoe::hopper;
 
 constexpr int kNB0 = kGated ? 2 : 1;      // B operands of GEMM0: (gate, up) or (up)
 constexpr int kNB1 = kWideGemm1 ? 2 : 1;  // of GEMM1: the down weights' two kBN-row halves, or one
-/// Experiment FDM_REDUCE_RETURN: GEMM1's rows added into the output by reductions (moe.cu
-/// zeroes it), no combine; at most two slots a token (a two-term sum onto zero is the same
-/// whatever the order), every rank on this GPU.
-#ifdef FDM_REDUCE_RETURN
-constexpr bool kReduceReturn = kSlots <= 2;
-#else
-constexpr bool kReduceReturn = false;
-#endif
-/// Whether this forward reduces GEMM1's rows into the output: the experiment, where every rank
-/// lives on this GPU (a peer's output is not in the parameters; across GPUs the combines run).
-__device__ __forceinline__ bool reduces_return(const fdm_params* p) {
-  return kReduceReturn && p->layout.world == p->local_ranks;
-}
-
-/// Experiment FDM_REDUCE_ZERO_ASYNC (with FDM_REDUCE_RETURN): the output zeroed by bulk stores
-/// each block issues at A2's start and waits for after phase A (moe.cu zero_output_async),
-/// instead of stores under A1's barrier (run 197: the first task 42 -> 58 µs at T16384).
-#ifdef FDM_REDUCE_ZERO_ASYNC
-constexpr bool kZeroAsync = kReduceReturn;
-#else
-constexpr bool kZeroAsync = false;
-#endif
-
-/// Producer thread 0 of processor `pid`, before its first GEMM1 task that reduces into the
-/// output: waits until every block's share of the zeroing is written (acquire; the consumers'
-/// reductions follow through the task ring).
-__device__ bool output_zeroed(const Rank& r, unsigned pid, Deadline& deadline) {
-  const unsigned* counter = &make_rank(r.p, 0).control()[kZeroedBlocks];
-  // The wait reports as a row-tile wait (an experiment's; no wait kind of its own).
-  return producer_await(r, counter, [&](unsigned seen) { return seen >= gridDim.x; }, FDM_WAIT_ROW_TILE, pid,
-                        deadline);
-}
 
 /// The A rows of GEMM task t (expert e) for producer thread pt: a GEMM0 packet from this GPU
 /// is read in place from the source's own input through its token list (kReadsInPlace:
@@ -178,7 +146,6 @@ __device__ void wgmma_producer(const Rank& r, const Engine::Smem& s, hw::Ring<2>
   const fdm_params* p = r.p;
   unsigned taken = 0;
   unsigned pairs = 0;  // thread 0: paired tasks begun (align_for_pair)
-  bool zeroed = false;  // thread 0: the output's zeroing seen complete (FDM_REDUCE_ZERO_ASYNC)
   Deadline deadline(p->timeout_ns + p->timeout_ns / 2);
   for (;;) {
     // Thread 0 waits for the mailbox (a timeout or abort yields kStop, which ends every role)
@@ -208,12 +175,6 @@ __device__ void wgmma_producer(const Rank& r, const Engine::Smem& s, hw::Ring<2>
       if (next.index != kStop && next.t.kind == FDM_TASK_GEMM1 && gemm1_posted_early(r) &&
           !row_tile_counted(r, processor_index(p), next.t, deadline))
         next.index = kStop;
-      if constexpr (kZeroAsync) {
-        if (next.index != kStop && next.t.kind == FDM_TASK_GEMM1 && !zeroed && reduces_return(p)) {
-          zeroed = output_zeroed(r, processor_index(p), deadline);
-          if (!zeroed) next.index = kStop;
-        }
-      }
       Engine::ring_put(s, ring, next);
     }
     const RingTask* task = Engine::ring_wait<RingTask>(s, ring);
@@ -318,17 +279,6 @@ __device__ __forceinline__ unsigned long long gemm_consume(const Rank& r, const 
   pending.publish(r, c);  // the previous task's remote tile has drained under the main loop
   const unsigned long long b0 = (unsigned long long)e * (gemm0 ? kI : kH) + t.col_tile * (gemm0 ? kBN : kBNH);
   Elem* out = reinterpret_cast<Elem*>((gemm0 ? r.heap : r.heap_of(t.source_rank)) + t.output_offset);
-  // Experiment FDM_REDUCE_RETURN (every rank on this GPU, at most two slots a token): GEMM1's
-  // rows added into the source's output rows of their tokens, on zeroed rows (moe.cu); the
-  // combine tasks then do nothing.
-  const unsigned* reduce_rows = nullptr;
-  if constexpr (kReduceReturn) {
-    if (!gemm0 && reduces_return(p)) {
-      const Rank src = make_rank(p, t.source_rank - p->first_rank);
-      reduce_rows = src.expert_tokens() + (unsigned long long)e * p->layout.capacity + t.row_tile * kBM;
-      out = src.y() + t.col_tile * kBNH;  // the task's columns (output_offset holds them too)
-    }
-  }
   // A wide GEMM1 tile leaves as two kBN-column halves, one accumulator each, through one store
   // site (a second inlined copy of the epilogue would cost registers).
   const unsigned halves = gemm0 ? 1u : (unsigned)kNB1;
@@ -358,7 +308,7 @@ __device__ __forceinline__ unsigned long long gemm_consume(const Rank& r, const 
       return plus_bias(half == 0 ? v0 : v1, p->b_down, b0 + half * kBN + col) * w;
     };
     Engine::store_either(s, acc, cw, ct, c, t.valid_rows, out + half * kBN, gemm0 ? kI : kH, gemm0, gemm0_op,
-                         gemm1_op, half_cols, reduce_rows);
+                         gemm1_op, half_cols);
   }
   if (c == 0 && p->trace) marks[1] = now_ns();
   // Results before what announces them; a tile in a peer's return rows is fenced later
@@ -444,9 +394,6 @@ __device__ void wgmma_consumer(const Rank& r, const Engine::Smem& s, hw::Ring<2>
     const unsigned index = task->index;
     if (index == kStop) {
       pending.publish(r, c);
-#ifdef FDM_REDUCE_BULK
-      hw::bulk_wait_written();  // this thread's bulk reductions done before the block exits
-#endif
       return;
     }
     const unsigned long long start = now_ns();
@@ -456,9 +403,7 @@ __device__ void wgmma_consumer(const Rank& r, const Engine::Smem& s, hw::Ring<2>
     unsigned long long end;
     if (task->t.kind == FDM_TASK_COMBINE) {
       pending.publish(r, c);  // a combine's wait must never hold back a signal
-      if (reduces_return(r.p)) {
-        // GEMM1 added the rows into the output (experiment FDM_REDUCE_RETURN).
-      } else if constexpr (combine_stream::kEnabled) {
+      if constexpr (combine_stream::kEnabled) {
         combine_stream::consume(r, s, pipe, c, task->t, combine_slots(s), s_marks);
       } else {
         run_combine<hw::kConsumerThreads, kStagedCombine>(r, task->t, c, combine_slots(s),

@@ -38,7 +38,6 @@ __device__ void reset_counters(const fdm_params* p) {
       r.control()[kFirstWave] = 0u;  // the OS block writes it (enqueue_in_place)
       r.control()[kSecondWave] = 0u;  // the OS block writes it (post_gemm1_early)
       r.control()[kThirdWave] = 0u;  // the OS block writes it (post_combines)
-      r.control()[kZeroedBlocks] = 0u;  // experiment FDM_REDUCE_ZERO_ASYNC (moe.cu)
       r.control()[kFirstHandoutNs] = 0u;  // the scheduler's first handout raises it
       r.control()[kWavePostedNs] = 0u;  // the OS block raises it (enqueue_in_place)
       r.control()[kCombinesQueuedNs] = 0u;  // the return subscribers raise it

@@ -693,89 +693,16 @@ template <Mode M, int BM, int BN, int NB, int STAGES> struct Engine {
     store_either(s, acc, cw, ct, c, valid_rows, out, ldo, true, op, op, valid_cols);
   }
 
-  /// 16 bytes of elements added into `dst` (global memory) by one vector reduction.
-  __device__ static void red_add(char* dst, uint4 v) {
-    if constexpr (M == Mode::BF16) {
-      asm volatile("red.global.add.noftz.v4.bf16x2 [%0], {%1, %2, %3, %4};" ::"l"(dst), "r"(v.x), "r"(v.y),
-                   "r"(v.z), "r"(v.w)
-                   : "memory");
-    } else if constexpr (M == Mode::F16) {
-      asm volatile("red.global.add.noftz.v4.f16x2 [%0], {%1, %2, %3, %4};" ::"l"(dst), "r"(v.x), "r"(v.y),
-                   "r"(v.z), "r"(v.w)
-                   : "memory");
-    } else {
-      asm volatile("red.global.add.v4.f32 [%0], {%1, %2, %3, %4};" ::"l"(dst), "f"(__uint_as_float(v.x)),
-                   "f"(__uint_as_float(v.y)), "f"(__uint_as_float(v.z)), "f"(__uint_as_float(v.w))
-                   : "memory");
-    }
-  }
-
-  /// `bytes` of elements (a multiple of 16; both 16-byte aligned) at shared memory `src` added
-  /// into global memory at `dst` by one bulk reduction (the async proxy; committed as its own
-  /// bulk group).
-  __device__ static void bulk_red_add(char* dst, unsigned src, unsigned bytes) {
-    if constexpr (M == Mode::BF16) {
-      asm volatile("cp.reduce.async.bulk.global.shared::cta.bulk_group.add.noftz.bf16 [%0], [%1], %2;" ::"l"(dst),
-                   "r"(src), "r"(bytes)
-                   : "memory");
-    } else if constexpr (M == Mode::F16) {
-      asm volatile("cp.reduce.async.bulk.global.shared::cta.bulk_group.add.noftz.f16 [%0], [%1], %2;" ::"l"(dst),
-                   "r"(src), "r"(bytes)
-                   : "memory");
-    } else {
-      asm volatile("cp.reduce.async.bulk.global.shared::cta.bulk_group.add.f32 [%0], [%1], %2;" ::"l"(dst),
-                   "r"(src), "r"(bytes)
-                   : "memory");
-    }
-    asm volatile("cp.async.bulk.commit_group;" ::: "memory");
-  }
-
-  /// Experiment FDM_REDUCE_BULK (with FDM_REDUCE_RETURN): a staged chunk's rows leave by bulk
-  /// reductions, off the consumers' path. The staging's rows are swizzled (staged(): 16-byte
-  /// chunk c of row r at c ^ (r % 8), a permutation inside each 128-byte segment), so the
-  /// consumers first rewrite the chunk in place in row order: the 8 threads of a segment (a
-  /// warp covers whole segments: 32 consecutive vectors, kVecs a multiple of 8) each read their
-  /// vector, meet at __syncwarp and write it back unswizzled, one vector a thread at a time (the
-  /// accumulators stay live across chunks: four held vectors spilled). Then thread r sends row
-  /// r as one bulk reduction; the issuing threads wait for its reads of shared memory before
-  /// the staging is written again (store_either's next chunk or its end).
-  __device__ static void reduce_chunk_bulk(char* staging, unsigned first_thread, unsigned valid_rows, unsigned vecs,
-                                           Elem* out, unsigned long long ldo, unsigned col_lo,
-                                           const unsigned* reduce_rows, unsigned cw) {
-    constexpr unsigned kThreads = kPingPong ? kConsumerThreads / 2 : kConsumerThreads;
-    constexpr unsigned kVecs = kChunkCols * kElemBytes / 16;
-    static_assert(kVecs % 8 == 0 && kThreads % 32 == 0, "a warp's 32 vectors are whole 128-byte segments");
-#pragma unroll 1
-    for (unsigned v0 = first_thread - first_thread % 32; v0 < valid_rows * kVecs; v0 += kThreads) {
-      const unsigned v = v0 + first_thread % 32, r = v / kVecs, q = v % kVecs;
-      uint4 val = make_uint4(0u, 0u, 0u, 0u);
-      if (r < valid_rows) val = *reinterpret_cast<const uint4*>(staging + staged(r, q * 16));
-      __syncwarp();  // the segment's reads before its writes
-      if (r < valid_rows) *reinterpret_cast<uint4*>(staging + r * kStagingStride + q * 16) = val;
-    }
-    fence_proxy_async_shared();
-    epilogue_sync(cw);
-    for (unsigned r = first_thread; r < valid_rows; r += kThreads) {
-      bulk_red_add(reinterpret_cast<char*>(out + reduce_rows[r] * ldo + col_lo),
-                   (unsigned)__cvta_generic_to_shared(staging + r * kStagingStride), vecs * 16);
-    }
-  }
-
   /// store() through `first ? op_a : op_b`, `first` the same in every consumer thread: one
   /// store site for two kinds of task (the MoE kernel's GEMM0 and GEMM1) whose choice is one
   /// uniform branch a chunk around the staging, not one an element inside the op. Chosen
   /// inside the op, ptxas put a branch around every element's activation, which serialised
   /// the elements' dependent chains (exp, reciprocal): the SwiGLU layers' epilogues took twice
   /// the plain layer's (perf-notes v37).
-  ///
-  /// With `reduce_rows` (experiment FDM_REDUCE_RETURN), row r's vectors are added into row
-  /// reduce_rows[r] of `out` by reductions (red.global.add, the element type's add rounded
-  /// once) instead of stored into row r.
   template <class OpA, class OpB>
   __device__ static void store_either(const Smem& s, const Accum& acc, unsigned cw, unsigned ct, unsigned c,
                                       unsigned valid_rows, Elem* out, unsigned long long ldo, bool first,
-                                      OpA op_a, OpB op_b, unsigned valid_cols = BN,
-                                      const unsigned* reduce_rows = nullptr) {
+                                      OpA op_a, OpB op_b, unsigned valid_cols = BN) {
     // Ping-pong: warpgroup cw's own staging buffer, barrier and 128 threads.
     char* staging = s.staging() + (kPingPong ? cw * kStagingBytes : 0);
     const unsigned first_thread = kPingPong ? ct : c;
@@ -787,9 +714,6 @@ template <Mode M, int BM, int BN, int NB, int STAGES> struct Engine {
       if (col_lo >= valid_cols) break;  // the same in every thread: a ragged tile's last chunks
       // Vectors of the chunk's rows to store (kVecs but in a ragged tile's last chunk).
       const unsigned vecs = min(kVecs, (valid_cols - col_lo) * kElemBytes / 16);
-#ifdef FDM_REDUCE_BULK
-      bulk_wait_read();  // this thread's bulk reductions of the previous chunk read the staging
-#endif
       epilogue_sync(cw);  // the previous chunk (or task) has left the staging buffer
       if (first) {
         stage_chunk(staging, acc, cw, ct, col_lo, op_a);
@@ -797,26 +721,13 @@ template <Mode M, int BM, int BN, int NB, int STAGES> struct Engine {
         stage_chunk(staging, acc, cw, ct, col_lo, op_b);
       }
       epilogue_sync(cw);
-#ifdef FDM_REDUCE_BULK
-      if (reduce_rows != nullptr) {
-        reduce_chunk_bulk(staging, first_thread, valid_rows, vecs, out, ldo, col_lo, reduce_rows, cw);
-        continue;
-      }
-#endif
       for (unsigned v = first_thread; v < valid_rows * kVecs; v += kThreads) {
         const unsigned r = v / kVecs, q = v % kVecs;
         if (q >= vecs) continue;
         const uint4 val = *reinterpret_cast<const uint4*>(staging + staged(r, q * 16));
-        if (reduce_rows != nullptr) {
-          red_add(reinterpret_cast<char*>(out + reduce_rows[r] * ldo + col_lo) + q * 16, val);
-          continue;
-        }
         *reinterpret_cast<uint4*>(reinterpret_cast<char*>(out + r * ldo + col_lo) + q * 16) = val;
       }
     }
-#ifdef FDM_REDUCE_BULK
-    bulk_wait_read();  // the last chunk's reductions read the staging before anyone writes it
-#endif
   }
 };
 

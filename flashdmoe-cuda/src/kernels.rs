@@ -169,9 +169,10 @@ pub struct KernelExperiment {
 /// GEMM1s' second column groups a window of row tiles behind, mixed (T16384 E128 -3%, E8 +3%,
 /// T4096 E128 +2%), removed, its patch beside run 189's script: perf-notes v50 (a); runs 188, 192-193
 /// FDM_BULK_DISPATCH, A4's rows by bulk copies, level with the register copies at P = 2 at
-/// every copier count, removed, its patch beside run 193's script: perf-notes v51 (a)), and
-/// diagnostics a GPU run switches on. Waiting for a GPU: FDM_REDUCE_RETURN (measured in run
-/// 197: exact, T128 -3.5%, T16384 +1.5%: perf-notes v51 (c)) and its bulk form.
+/// every copier count, removed, its patch beside run 193's script: perf-notes v51 (a); runs
+/// 195-199 FDM_REDUCE_RETURN, GEMM1's rows reduced into the output, with FDM_REDUCE_BULK and
+/// FDM_REDUCE_ZERO_ASYNC, exact, T128 -3.5%, T16384 +1.5%, removed, their patch beside run
+/// 199's script: perf-notes v52 (a)), and diagnostics a GPU run switches on.
 pub const EXPERIMENTS: &[KernelExperiment] = &[
     KernelExperiment {
         define: "FDM_DEBUG_COMBINE_TIMEOUT",
@@ -179,28 +180,6 @@ pub const EXPERIMENTS: &[KernelExperiment] = &[
                counter off its expected count in the report's `seen` word (bits 63..48 g * cth \
                + col, 47..32 the counter, 31..16 the expected count): the mma.sync engine's \
                open combine timeout (docs/dev/gpu-queue.md)",
-    },
-    KernelExperiment {
-        define: "FDM_REDUCE_RETURN",
-        what: "processor_wgmma.cuh gemm_consume: GEMM1's rows added into their tokens' output \
-               rows by vector reductions (red.global.add) on rows moe.cu zeroes during A1, the \
-               combine tasks empty: the combine tail's bytes gone (perf-notes v51); at most two \
-               slots a token (a two-term sum onto zero is one rounding in either order: the \
-               combine's bits), every rank on one GPU (across GPUs the combines run as before)",
-    },
-    KernelExperiment {
-        define: "FDM_REDUCE_RETURN,FDM_REDUCE_BULK,FDM_REDUCE_ZERO_ASYNC",
-        what: "moe.cu zero_output_async: the reductions' output zeroed by bulk stores a block \
-               issues at A2's start and waits for after phase A (GEMM1's producers wait for \
-               every block: output_zeroed), instead of stores under A1's barrier, which moved \
-               T16384's first task 42 -> 58 µs in run 197 (perf-notes v51 (d))",
-    },
-    KernelExperiment {
-        define: "FDM_REDUCE_RETURN,FDM_REDUCE_BULK",
-        what: "tile_wgmma.cuh reduce_chunk_bulk: FDM_REDUCE_RETURN's reductions by the async \
-               proxy, a bulk reduction a staged row (the chunk first rewritten in row order), \
-               off the consumers' path: run 197's red.global form cost GEMM1's epilogue +3 µs \
-               a task (perf-notes v51 (c))",
     },
 ];
 
