@@ -34,7 +34,7 @@ enum Control : unsigned {
   kLastRouterDone = 14,
   kCombineTail = 16,  // the combine log's tail (queue.cuh); kTaskTail is the GEMM log's
   kTokensNs = 17,
-  kTokenLanes = 18,  // lanes a token in this forward's A2: 1 (a thread: topk.cuh lanes_route), or kRouteLanes
+  kRouteThreads = 18,  // 1 where this forward's A2 routed a token a thread (topk.cuh lanes_route)
   // The first wave: the OS block posted GEMM log tasks base .. base + n - 1 to processors
   // 0 .. n - 1 itself (subscriber.cuh enqueue_in_place); for the host only.
   kFirstWave = 19,

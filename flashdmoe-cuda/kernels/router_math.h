@@ -10,7 +10,7 @@
 // in (score descending, index ascending) order, and scores are re-read, not kept. This serial
 // form is the specification. The kernel runs it a thread a token where the router is small
 // (topk.cuh `kLaneRouter`: its loops over E unroll, so a token's scores stay in registers), and
-// otherwise a lane group a token (`route_token_group`), which must give the same bits (its steps are
+// otherwise a warp a token (`route_token_warp`), which must give the same bits (its steps are
 // exact in any order but the softmax sum, which it adds in this form's order); `finish` (step
 // 5) is shared by both.
 #pragma once

@@ -1,8 +1,7 @@
 // topk.cuh -- phase A2 of a forward (core's `routing`, steps 1-5, and its chunk counts): every
 // token's slots from its router logits (the paper's softmax, or sigmoid / top-k softmax scores
 // with router and selection biases, grouped top-k and routed scaling, as config.cuh's FDM_*
-// select; then its shared experts' parts), a lane group a token (a warp, or a quarter or half
-// warp for routers of 64 or more experts: kRouteLanes) or, for small routers at large T, a
+// select; then its shared experts' parts), a warp a token or, for small routers at large T, a
 // thread a token (`lanes_route`); then each 128-token chunk's within-chunk positions and
 // per-expert counts, which A3 (route.cuh) turns into placements. Every form gives the serial
 // specification's bits (router_math.h `Router::route`).
@@ -12,46 +11,13 @@
 
 #include "heap.cuh"
 
-/// Lanes a token in A2's first half (route_tokens): 32, a warp, where the router groups its
-/// experts or has a shared gate (those steps are written for a warp); otherwise the fewest of
-/// 8 / 16 / 32 lanes that hold a token's logits in at most 16 registers a lane (E / lanes x
-/// the router's K parts). A token's steps are mostly a lane's own experts' exps, divisions and
-/// compares plus lane 0's serial softmax sum, so a warp of four 8-lane groups routes four tokens
-/// with about the instructions one token took as a warp (perf-notes v52 (b): A2's token half
-/// at E 128 was bound by the warp's issue, ~1000 instructions a token).
-constexpr int route_lanes() {
-  if (SpecRouter::kGroups > 0 || kSharedGate || kRouterE < 64) return 32;
-  for (int w = 8; w < 32; w *= 2) {
-    if ((kRouterE + w - 1) / w * kRouterSplit <= 16) return w;
-  }
-  return 32;
-}
-constexpr int kRouteLanes = route_lanes();
-static_assert(32 % kRouteLanes == 0, "whole lane groups a warp");
-static_assert(kRouteLanes == 32 || !kSharedGate, "the shared gate's dot product is a warp's");
-
-/// A token's lane group within its warp: W lanes from `first`, its lane `lane` (0..W-1), the
-/// `mask` its collective operations name (a warp's groups may leave route_tokens' loop at
-/// different tokens, so nothing collective names a lane outside the group).
-template <int W>
-struct LaneGroup {
-  unsigned lane, first, mask;
-  __device__ explicit LaneGroup(unsigned warp_lane)
-      : lane(warp_lane % W),
-        first(warp_lane / W * W),
-        mask(W == 32 ? 0xFFFFFFFFu : ((1u << W) - 1u) << (warp_lane / W * W)) {}
-  __device__ bool leader() const { return lane == 0u; }
-  __device__ void sync() const { __syncwarp(mask); }
-};
-
-/// Step 1's reads for one token: lane l's experts' logits (expert l + W i in `part[i]`), each
-/// as the router jobs' K parts, every load issued before any is used. A group issues its next
+/// Step 1's reads for one token: lane l's experts' logits (expert l + 32 i in `part[i]`), each
+/// as the router jobs' K parts, every load issued before any is used. A warp issues its next
 /// token's loads before it works on the current one (route_tokens), so the L2 round trip of
 /// the logits, which the router jobs stored just before A2's grid barrier, overlaps a token's
 /// reductions instead of starting each.
-template <int W>
 struct TokenLogits {
-  static constexpr int kPer = (kRouterE + W - 1) / W;
+  static constexpr int kPer = (kRouterE + 31) / 32;
   float part[kPer][kRouterSplit];
 
   __device__ void load(const Rank& r, unsigned t, unsigned lane) {
@@ -59,13 +25,13 @@ struct TokenLogits {
     const float* row = r.logits() + (unsigned long long)t * kRouterE;
 #pragma unroll
     for (int i = 0; i < kPer; ++i) {
-      const int e = (int)lane + W * i;
+      const int e = (int)lane + 32 * i;
 #pragma unroll
       for (int k = 0; k < kRouterSplit; ++k) part[i][k] = e < kRouterE ? row[k * part_stride + e] : 0.f;
     }
   }
 
-  /// Expert lane + W i's logit: the parts summed in order (one part: as stored).
+  /// Expert lane + 32 i's logit: the parts summed in order (one part: as stored).
   __device__ float logit(int i) const {
     float v = part[i][0];
 #pragma unroll
@@ -87,75 +53,67 @@ __device__ __forceinline__ float key_value(unsigned key) {
   return __uint_as_float((key & 0x80000000u) ? (key & 0x7FFFFFFFu) : ~key);
 }
 
-/// A lane group's best candidate: (value, index) with the larger value, equal values to the
-/// lower index (the serial router's order: descending score, ascending index); index -1 is no
-/// candidate, and the indices of the lanes' candidates differ. Every lane of the group (`mask`,
-/// its first lane `first`) ends with the winner's value (its bits, -0 included) and index, or
-/// its first lane's value and -1 where no lane has one: one answer for the group whatever the
-/// values, NaN included. Two `redux.sync` (the best key, then the lowest index holding it), a
-/// ballot and a shuffle: a fixed path of ~5 warp instructions where a butterfly took 5
-/// dependent rounds of two shuffles each.
-__device__ __forceinline__ void group_best(unsigned mask, unsigned first, float& v, int& idx) {
+/// A warp's best candidate: (value, index) with the larger value, equal values to the lower
+/// index (the serial router's order: descending score, ascending index); index -1 is no
+/// candidate, and the indices of the lanes' candidates differ. Every lane ends with the
+/// winner's value (its bits, -0 included) and index, or lane 0's value and -1 where no lane
+/// has one: one answer for the warp whatever the values, NaN included. Two `redux.sync`
+/// (the best key, then the lowest index holding it), a ballot and a shuffle: a fixed path of
+/// ~5 warp instructions where a butterfly took 5 dependent rounds of two shuffles each.
+__device__ __forceinline__ void warp_best(float& v, int& idx) {
   const bool has = idx >= 0;
   const unsigned key = has ? order_key(v) : 0u;
-  const unsigned best_key = __reduce_max_sync(mask, key);
-  const int best = __reduce_min_sync(mask, has && key == best_key ? idx : 0x7FFFFFFF);
-  const unsigned from = __ballot_sync(mask, has && idx == best);
-  v = __shfl_sync(mask, v, from ? __ffs(from) - 1 : (int)first);
+  const unsigned best_key = __reduce_max_sync(0xFFFFFFFFu, key);
+  const int best = __reduce_min_sync(0xFFFFFFFFu, has && key == best_key ? idx : 0x7FFFFFFF);
+  const unsigned from = __ballot_sync(0xFFFFFFFFu, has && idx == best);
+  v = __shfl_sync(0xFFFFFFFFu, v, from ? __ffs(from) - 1 : 0);
   idx = from ? best : -1;
 }
 
-/// A warp's best candidate (group_best over the whole warp).
-__device__ __forceinline__ void warp_best(float& v, int& idx) { group_best(0xFFFFFFFFu, 0u, v, idx); }
-
-/// The group's best of the experts its lanes hold (lane l: expert e = l + W i, i < kPer, e < E)
-/// that `admit(i, e)` lets in, by value `c[i]` in group_best's order: its index (-1: none),
-/// and its value in `v`.
-template <int E, int W, int kPer, class Admit>
-__device__ __forceinline__ int group_best_expert(const float (&c)[kPer], const LaneGroup<W>& g, Admit admit,
-                                                 float& v) {
+/// The warp's best of the experts its lanes hold (lane l: expert e = l + 32 i, i < kPer, e < E)
+/// that `admit(i, e)` lets in, by value `c[i]` in warp_best's order: its index (-1: none), and
+/// its value in `v`.
+template <int E, int kPer, class Admit>
+__device__ __forceinline__ int warp_best_expert(const float (&c)[kPer], unsigned lane, Admit admit, float& v) {
   v = 0.f;
   int best = -1;
 #pragma unroll
   for (int i = 0; i < kPer; ++i) {
-    const int e = (int)g.lane + W * i;
+    const int e = (int)lane + 32 * i;
     if (e < E && admit(i, e) && (best < 0 || c[i] > v)) {
       v = c[i];
       best = e;
     }
   }
-  group_best(g.mask, g.first, v, best);
+  warp_best(v, best);
   return best;
 }
 
-/// A2, steps 1-5 of the router for token t of rank r by one lane group `g` (W lanes): the
-/// same results, bit for bit, as SpecRouter::route (router_math.h, which its host test holds
-/// to core's oracle) for finite logits. Lane l holds experts l, l + W, ... in registers; the
-/// maxima and the picks are group reductions, exact in any order with the serial form's tie
-/// rule (`group_best`); the softmax sum is the one order-dependent step and the group's lane 0
-/// adds the terms in expert order, as the serial form does, from `row` (kRouterE floats of the
-/// group's shared memory). One thread a token took ~30 / ~50 / ~150 µs at E 128 k 2 / E 128 k 8
-/// / DeepSeek-V3's E 256 (its chain of ~E (k + 3) dependent reads; run 93's phase marks,
-/// perf-notes v30 (e)). Writes the token's first kTopK slots (topk_expert, topk_weight);
-/// `picks` (kTopK floats of the group's shared memory) holds the weights while step 5 works on
-/// them, so it reads shared memory and not the global stores it just made (an L2 round trip
-/// each).
-template <int W>
-__device__ void route_token_group(const Rank& r, unsigned t, const TokenLogits<W>& logits, float* row, float* picks,
-                                  const LaneGroup<W>& g) {
+/// A2, steps 1-5 of the router for token t of rank r by one warp (lane = 0..31): the same
+/// results, bit for bit, as SpecRouter::route (router_math.h, which its host test holds to
+/// core's oracle) for finite logits. Lane l holds experts l, l + 32, ... in registers; the
+/// maxima and the picks are warp reductions, exact in any order with the serial form's tie
+/// rule (`warp_best`); the softmax sum is the one order-dependent step and lane 0 adds the
+/// terms in expert order, as the serial form does, from `row` (kRouterE floats of the warp's
+/// shared memory). One thread a token took ~30 / ~50 / ~150 µs at E 128 k 2 / E 128 k 8 /
+/// DeepSeek-V3's E 256 (its chain of ~E (k + 3) dependent reads; run 93's phase marks,
+/// perf-notes v30 (e)). Writes the token's first kTopK slots (topk_expert, topk_weight); `picks`
+/// (kTopK floats of the warp's shared memory) holds the weights while step 5 works on them, so
+/// it reads shared memory and not the global stores it just made (an L2 round trip each).
+__device__ void route_token_warp(const Rank& r, unsigned t, const TokenLogits& logits, float* row, float* picks,
+                                 unsigned lane) {
   using R = SpecRouter;
   constexpr int E = R::kExperts;
-  constexpr int kPer = TokenLogits<W>::kPer;
+  constexpr int kPer = (E + 31) / 32;
   static_assert(E == kRouterE && R::kTopK == kTopK, "SpecRouter is config.cuh's router");
-  static_assert(kPer <= 32, "a lane's experts fit `taken`'s bits");
-  const unsigned lane = g.lane;
   const Elem* rb = reinterpret_cast<const Elem*>(r.p->router_bias);
   const Elem* sb = reinterpret_cast<const Elem*>(r.p->selection_bias);
+  static_assert(kPer == TokenLogits::kPer, "a lane's experts");
   // Step 1: the logits (the router jobs' parts summed in order) + the router bias.
   float v[kPer];
 #pragma unroll
   for (int i = 0; i < kPer; ++i) {
-    const int e = (int)lane + W * i;
+    const int e = (int)lane + 32 * i;
     v[i] = logits.logit(i);
     if constexpr (R::kRouterBias) {
       if (e < E) v[i] += to_f32(rb[e]);
@@ -163,68 +121,67 @@ __device__ void route_token_group(const Rank& r, unsigned t, const TokenLogits<W
   }
   // Step 2: the scores.
   if constexpr (R::kScoring == flashdmoe::router::Scoring::Softmax) {
-    // The maximum by its order key (key 0: a lane past E holds no expert): the value the
-    // serial form's fmaxf finds, but for the sign of a zero maximum, which no v - m sees.
+    // The maximum by its order key (key 0: a lane past E, E < 32, holds no expert): the value
+    // the serial form's fmaxf finds, but for the sign of a zero maximum, which no v - m sees.
     unsigned mk = 0u;
 #pragma unroll
     for (int i = 0; i < kPer; ++i) {
-      if ((int)lane + W * i < E) mk = max(mk, order_key(v[i]));
+      if ((int)lane + 32 * i < E) mk = max(mk, order_key(v[i]));
     }
-    const float m = key_value(__reduce_max_sync(g.mask, mk));
+    const float m = key_value(__reduce_max_sync(0xFFFFFFFFu, mk));
 #pragma unroll
     for (int i = 0; i < kPer; ++i) {
-      const int e = (int)lane + W * i;
+      const int e = (int)lane + 32 * i;
       if (e < E) row[e] = expf(v[i] - m);
     }
-    g.sync();
+    __syncwarp();
     float sum = 0.f;
-    if (g.leader()) {
+    if (lane == 0) {
 #pragma unroll 8
       for (int e = 0; e < E; ++e) sum += row[e];
     }
-    sum = __shfl_sync(g.mask, sum, (int)g.first);
+    sum = __shfl_sync(0xFFFFFFFFu, sum, 0);
 #pragma unroll
     for (int i = 0; i < kPer; ++i) {
-      const int e = (int)lane + W * i;
+      const int e = (int)lane + 32 * i;
       if (e < E) v[i] = row[e] / sum;
     }
-    g.sync();  // the leader's reads of row before any lane overwrites it below
+    __syncwarp();  // lane 0's reads of row before any lane overwrites it below
   } else if constexpr (R::kScoring == flashdmoe::router::Scoring::Sigmoid) {
 #pragma unroll
     for (int i = 0; i < kPer; ++i) v[i] = 1.f / (1.f + expf(-v[i]));
   }
-  // The unbiased scores, which the picks' weights are, for the leader to read back.
+  // The unbiased scores, which the picks' weights are, for lane 0 to read back.
 #pragma unroll
   for (int i = 0; i < kPer; ++i) {
-    const int e = (int)lane + W * i;
+    const int e = (int)lane + 32 * i;
     if (e < E) row[e] = v[i];
   }
   // Step 3: choice scores (+ the selection bias), then the group mask.
   float c[kPer];
 #pragma unroll
   for (int i = 0; i < kPer; ++i) {
-    const int e = (int)lane + W * i;
+    const int e = (int)lane + 32 * i;
     c[i] = v[i];
     if constexpr (R::kSelBias) {
       if (e < E) c[i] += to_f32(sb[e]);
     }
   }
   if constexpr (R::kGroups > 0) {
-    static_assert(W == 32, "grouped top-k routes a token a warp (route_lanes)");
     constexpr int kPerGroup = R::kPerGroup;
-    // Group q's score on lane q % 32 (q < 32: gs_lo, else gs_hi; at most 64 groups).
+    // Group g's score on lane g % 32 (g < 32: gs_lo, else gs_hi; at most 64 groups).
     float gs_lo = 0.f, gs_hi = 0.f;
 #pragma unroll 1
-    for (int q = 0; q < R::kGroups; ++q) {
+    for (int g = 0; g < R::kGroups; ++g) {
       float b1;
-      const int best = group_best_expert<E>(c, g, [&](int, int e) { return e / kPerGroup == q; }, b1);
+      const int best = warp_best_expert<E>(c, lane, [&](int, int e) { return e / kPerGroup == g; }, b1);
       float score = b1;
       if constexpr (R::kTop2) {
         float b2;
-        group_best_expert<E>(c, g, [&](int, int e) { return e / kPerGroup == q && e != best; }, b2);
+        warp_best_expert<E>(c, lane, [&](int, int e) { return e / kPerGroup == g && e != best; }, b2);
         score = b1 + b2;
       }
-      if ((int)lane == q % 32) (q < 32 ? gs_lo : gs_hi) = score;
+      if ((int)lane == g % 32) (g < 32 ? gs_lo : gs_hi) = score;
     }
     unsigned long long kept = 0ull;
 #pragma unroll 1
@@ -251,8 +208,8 @@ __device__ void route_token_group(const Rank& r, unsigned t, const TokenLogits<W
     }
   }
   // Step 4: the K picks, best first; a pick leaves the candidates (bit i of `taken`: expert
-  // lane + W i).
-  g.sync();  // the scores in row before the leader reads them
+  // lane + 32 i).
+  __syncwarp();  // the scores in row before lane 0 reads them
   unsigned taken = 0u;
   unsigned* experts = r.topk_expert() + (unsigned long long)t * kSlots;
   float* weights = r.topk_weight() + (unsigned long long)t * kSlots;
@@ -260,9 +217,9 @@ __device__ void route_token_group(const Rank& r, unsigned t, const TokenLogits<W
 #pragma unroll 1
   for (int j = 0; j < kTopK; ++j) {
     float bv;
-    const int be = group_best_expert<E>(c, g, [&](int i, int) { return !((taken >> i) & 1u); }, bv);
-    if ((int)lane == be % W) taken |= 1u << (be / W);
-    if (g.leader()) {
+    const int be = warp_best_expert<E>(c, lane, [&](int i, int) { return !((taken >> i) & 1u); }, bv);
+    if ((int)lane == be % 32) taken |= 1u << (be / 32);
+    if (lane == 0) {
       const float p = row[be];
       chosen_sum += p;
       chosen_max = j == 0 ? p : fmaxf(chosen_max, p);
@@ -271,10 +228,10 @@ __device__ void route_token_group(const Rank& r, unsigned t, const TokenLogits<W
     }
   }
   // Step 5, then the weights out.
-  if (g.leader()) R::finish(picks, chosen_sum, chosen_max, __uint_as_float(FDM_SCALING_BITS));
-  g.sync();
-  for (unsigned j = lane; j < (unsigned)kTopK; j += W) weights[j] = picks[j];
-  g.sync();  // every lane's read of picks before the group's next token overwrites them
+  if (lane == 0) R::finish(picks, chosen_sum, chosen_max, __uint_as_float(FDM_SCALING_BITS));
+  __syncwarp();
+  for (unsigned j = lane; j < (unsigned)kTopK; j += 32) weights[j] = picks[j];
+  __syncwarp();  // every lane's read of picks before the warp's next token overwrites them
 }
 
 /// Steps 1-5 replaced by the caller's choice (routing given): token t's experts and weights
@@ -335,37 +292,35 @@ __device__ void shared_slots(const Rank& r, unsigned t, float gate_dot) {
 }
 
 /// A2, first half: every token's kSlots slots (its router's picks, or the given ones, then its
-/// shared experts'), a lane group a token (kRouteLanes lanes), the tokens of every local rank
-/// dealt over all the device's groups. Each group's kRouterE + kTopK floats of shared memory
-/// (`smem`) hold its token's scores and picks.
+/// shared experts'), a warp a token, the tokens of every local rank dealt over all the
+/// device's warps. Each warp's kRouterE + kTopK floats of shared memory (`smem`) hold its
+/// token's scores and picks.
 __device__ void route_tokens(const fdm_params* p, char* smem) {
-  constexpr int W = kRouteLanes, kGroupsAWarp = 32 / W;
-  constexpr int kGroupFloats = kRouterE + kTopK;
-  static_assert(kWarps * kGroupsAWarp * kGroupFloats * 4 <= kSmemBytes, "A2's score rows fit the block");
-  const LaneGroup<W> g(threadIdx.x % 32);
-  const unsigned group = threadIdx.x / W;  // the block's group index
-  float* row = reinterpret_cast<float*>(smem) + group * kGroupFloats;
+  constexpr int kWarpFloats = kRouterE + kTopK;
+  static_assert(kWarps * kWarpFloats * 4 <= kSmemBytes, "A2's score rows fit the block");
+  const unsigned lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  float* row = reinterpret_cast<float*>(smem) + warp * kWarpFloats;
   const unsigned T = p->tokens;  // this forward's (<= the layout's, the row stride)
   const bool given = p->given_experts != 0ull;
-  const unsigned jobs = T * p->local_ranks, stride = gridDim.x * kWarps * kGroupsAWarp;
-  unsigned job = blockIdx.x * kWarps * kGroupsAWarp + group;
-  TokenLogits<W> next;  // the logits of the group's next token, in flight while it routes this one
-  if (!given && job < jobs) next.load(make_rank(p, job / T), job % T, g.lane);
+  const unsigned jobs = T * p->local_ranks, stride = gridDim.x * kWarps;
+  unsigned job = blockIdx.x * kWarps + warp;
+  TokenLogits next;  // the logits of the warp's next token, in flight while it routes this one
+  if (!given && job < jobs) next.load(make_rank(p, job / T), job % T, lane);
   for (; job < jobs; job += stride) {
     const Rank r = make_rank(p, job / T);
     const unsigned t = job % T;
     if (given) {
-      if (g.leader()) {
+      if (lane == 0) {
         given_token(r, t, r.topk_expert() + (unsigned long long)t * kSlots,
                     r.topk_weight() + (unsigned long long)t * kSlots);
       }
     } else {
-      const TokenLogits<W> logits = next;
-      if (job + stride < jobs) next.load(make_rank(p, (job + stride) / T), (job + stride) % T, g.lane);
-      route_token_group<W>(r, t, logits, row, row + kRouterE, g);
+      const TokenLogits logits = next;
+      if (job + stride < jobs) next.load(make_rank(p, (job + stride) / T), (job + stride) % T, lane);
+      route_token_warp(r, t, logits, row, row + kRouterE, lane);
     }
-    const float dot = kSharedGate ? shared_gate_dot(r, t, g.lane) : 0.f;
-    if (g.leader()) shared_slots(r, t, dot);
+    const float dot = kSharedGate ? shared_gate_dot(r, t, lane) : 0.f;
+    if (lane == 0) shared_slots(r, t, dot);
   }
 }
 
@@ -584,8 +539,7 @@ __device__ void route_chunks_by_threads(const fdm_params* p, char* smem) {
 __device__ __noinline__ void route(const fdm_params* p, char* smem) {
   const bool threads = lanes_route(p);
   if (blockIdx.x == 0 && threadIdx.x == 0) {
-    const unsigned lanes = threads ? 1u : (unsigned)kRouteLanes;
-    for (unsigned local = 0; local < p->local_ranks; ++local) make_rank(p, local).control()[kTokenLanes] = lanes;
+    for (unsigned local = 0; local < p->local_ranks; ++local) make_rank(p, local).control()[kRouteThreads] = threads;
   }
   if (threads) {
     route_chunks_by_threads(p, smem);

@@ -264,7 +264,7 @@ fn scratch_layout(
 pub struct PhaseTimes {
     /// Router GEMM done (A1, after the grid barrier).
     pub routed_ns: u32,
-    /// Every token's slots chosen: A2's first half, a lane group a token, after its grid barrier; or,
+    /// Every token's slots chosen: A2's first half, a warp a token, after its grid barrier; or,
     /// where a thread routes a token (small routers at large T: topk.cuh `lanes_route`), the
     /// latest block to route its chunk (no barrier follows; its chunk counts follow in the same
     /// block).
@@ -293,10 +293,9 @@ pub struct PhaseTimes {
     pub reset_ns: u64,
     /// The last block done with its router GEMM jobs, before A1's grid barrier (the same way).
     pub router_jobs_ns: u64,
-    /// Lanes that routed a token in A2: 1 where a thread routed a token (small routers at
-    /// large T: topk.cuh `lanes_route`), else the lane group's width (topk.cuh `kRouteLanes`:
-    /// 32, a warp, or 8 / 16 for routers of 64 or more experts).
-    pub route_lanes: u32,
+    /// Whether A2 routed a token a thread (small routers at large T: topk.cuh `lanes_route`)
+    /// rather than a warp a token.
+    pub tokens_by_threads: bool,
     /// The first wave: GEMM0 tasks of the packets read in place that the OS block posted in
     /// processors' mailboxes itself, one each, before the scheduler's first round
     /// (subscriber.cuh `enqueue_in_place`; 0 where no packet is read in place: the mma.sync
@@ -320,18 +319,6 @@ pub struct PhaseTimes {
     /// Tasks run as halves of a 2-CTA cluster's pair (`CudaOptions::pairs`; twice the pairs
     /// run: the scheduler gives a pair no cluster can take as two solo tasks); 0 unpaired.
     pub paired_tasks: u32,
-}
-
-impl PhaseTimes {
-    /// How A2 routed a token, in words: "a thread a token", "a warp a token" or "8 lanes a
-    /// token" ([`Self::route_lanes`]).
-    pub fn route_form(&self) -> String {
-        match self.route_lanes {
-            1 => "a thread a token".to_owned(),
-            32 => "a warp a token".to_owned(),
-            n => format!("{n} lanes a token"),
-        }
-    }
 }
 
 /// Device buffers and the loaded kernel of one GPU.
@@ -1155,7 +1142,7 @@ impl CudaLayer {
                     last_block_ns: last_block,
                     reset_ns: reset,
                     router_jobs_ns: router_jobs,
-                    route_lanes: c[control::TOKEN_LANES],
+                    tokens_by_threads: c[control::ROUTE_THREADS] != 0,
                     first_wave: c[control::FIRST_WAVE],
                     wave_posted_ns: c[control::WAVE_POSTED_NS],
                     second_wave: c[control::SECOND_WAVE],

@@ -315,9 +315,9 @@ pub mod control {
     /// Every token's slots chosen (`kTokensNs`: A2's first half, or the latest block of the
     /// thread-a-token form, topk.cuh `lanes_route`).
     pub const TOKENS_NS: usize = 17;
-    /// Lanes that routed a token in the forward's A2: 1 where a thread routed a token, else
-    /// the lane group's width (`kTokenLanes`; topk.cuh `lanes_route`, `kRouteLanes`).
-    pub const TOKEN_LANES: usize = 18;
+    /// 1 where the forward's A2 routed a token a thread, 0 a warp a token (`kRouteThreads`;
+    /// topk.cuh `lanes_route`).
+    pub const ROUTE_THREADS: usize = 18;
     /// The first wave: the GEMM0 tasks of the packets read in place that the OS block posted to
     /// processors itself, one each (`kFirstWave`; subscriber.cuh `enqueue_in_place`).
     pub const FIRST_WAVE: usize = 19;
@@ -417,7 +417,7 @@ mod tests {
             ("kLastResetDone", control::LAST_RESET_DONE),
             ("kLastRouterDone", control::LAST_ROUTER_DONE),
             ("kTokensNs", control::TOKENS_NS),
-            ("kTokenLanes", control::TOKEN_LANES),
+            ("kRouteThreads", control::ROUTE_THREADS),
             ("kFirstWave", control::FIRST_WAVE),
             ("kPairedTasks", control::PAIRED_TASKS),
             ("kFirstHandoutNs", control::FIRST_HANDOUT_NS),

@@ -409,7 +409,7 @@ fn run_case(case: &Case, iters: usize, device: &str) -> Result<Outcome, String> 
                 t.router_jobs_ns as f64 / 1e3,
                 us(t.routed_ns),
                 us(t.tokens_ns),
-                t.route_form(),
+                if t.tokens_by_threads { "a thread a token" } else { "a warp a token" },
                 us(t.chosen_ns),
                 us(t.placed_ns),
                 us(t.dispatched_ns),
@@ -574,8 +574,7 @@ fn resident_case(case: &Case, _iters: usize, device: &str) -> Result<Outcome, St
     let report = flashdmoe_bench::resident::check(&layer, c, &weights, 10)?;
     // The form A2 took in the last forward (a "thread router" case exists to check that form).
     let phases = layer.phase_times().map_err(|e| format!("phase times: {e}"))?;
-    let threads = phases.iter().all(|t| t.route_lanes == 1);
-    let form = phases.first().map(|t| t.route_form()).unwrap_or_default();
+    let threads = phases.iter().all(|t| t.tokens_by_threads);
     let form_ok = threads || !case.name.contains("thread router");
     // On the Hopper engine every rank's packets from this GPU are read in place, so the OS block
     // hands each rank's first wave out itself (subscriber.cuh `enqueue_in_place`): one task a
@@ -588,7 +587,7 @@ fn resident_case(case: &Case, _iters: usize, device: &str) -> Result<Outcome, St
         "[{}] {}; A2 {}{}; first wave {waves:?}{}",
         layer.spec().label(),
         report.detail,
-        form,
+        if threads { "a thread a token" } else { "a warp a token" },
         if form_ok { "" } else { " (NOT the form this case checks)" },
         if wave_ok { "" } else { " (NONE on the Hopper engine)" }
     );
