@@ -133,6 +133,20 @@ __device__ __forceinline__ void tma_load_2d(unsigned dst, const void* map, int c
       : "memory");
 }
 
+/// Stores shared memory at `src` (laid out as the map's swizzle puts a box) as the box at (c0
+/// innermost, c1) of the 2-D tensor `map`, clipped at the tensor's edges, committed as its own
+/// bulk group (bulk_wait_read before `src` is written again, bulk_wait_written before the rows
+/// are announced).
+__device__ __forceinline__ void tma_store_2d(const void* map, unsigned src, int c0, int c1) {
+  asm volatile("cp.async.bulk.tensor.2d.global.shared::cta.bulk_group [%0, {%2, %3}], [%1];" ::"l"(map), "r"(src),
+               "r"(c0), "r"(c1)
+               : "memory");
+  asm volatile("cp.async.bulk.commit_group;" ::: "memory");
+}
+/// Orders this thread's generic-proxy writes of shared memory before the async proxy's reads
+/// of it (a bulk or tensor store of a buffer the thread just wrote).
+__device__ __forceinline__ void fence_proxy_async_shared() { asm volatile("fence.proxy.async.shared::cta;" ::: "memory"); }
+
 /// bulk_load into the shared memory at `dst` of every CTA of the cluster in `mask`, each CTA's
 /// `bar` completing with the bytes it receives.
 __device__ __forceinline__ void bulk_load_multicast(unsigned dst, const void* src, unsigned bytes, unsigned bar,

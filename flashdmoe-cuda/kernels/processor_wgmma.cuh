@@ -287,6 +287,18 @@ __device__ __forceinline__ unsigned long long gemm_consume(const Rank& r, const 
   // tensor) and whose results are never stored; their biases are read from the next expert's or
   // the tile of zeroed slack the host puts after every tensor (layer/upload.rs).
   const unsigned cols = gemm0 ? fdm_tile_cols(kI, kBN, t.col_tile) : fdm_tile_cols(kH, kBNH, t.col_tile);
+  // Experiment FDM_TMA_STORE: a GEMM0 tile leaves by tensor stores through the map of this
+  // rank's intermediate rows (GEMM1's A map, whose box is a staged chunk), where its whole row
+  // tile lies inside the packet's rows (the box writes every row; the rows past the valid ones
+  // are the packet's own unused rows, which nothing reads as data).
+  Engine::TmaOut tma_out{};
+  if constexpr (Engine::kTmaStore) {
+    if (gemm0 && r.maps_intermediate() && (t.row_tile + 1u) * (unsigned)kBM <= p->layout.capacity) {
+      const unsigned long long at = t.output_offset - p->layout.intermediate_rows;
+      constexpr unsigned long long kRowBytes = (unsigned long long)kI * sizeof(Elem);
+      tma_out = {&p->tmap_inter[r.local], (int)(at % kRowBytes / sizeof(Elem)), (int)(at / kRowBytes)};
+    }
+  }
 #pragma unroll 1
   for (unsigned half = 0; half < halves; ++half) {
     const unsigned half_cols = cols > half * kBN ? min(cols - half * kBN, (unsigned)kBN) : 0u;
@@ -308,7 +320,7 @@ __device__ __forceinline__ unsigned long long gemm_consume(const Rank& r, const 
       return plus_bias(half == 0 ? v0 : v1, p->b_down, b0 + half * kBN + col) * w;
     };
     Engine::store_either(s, acc, cw, ct, c, t.valid_rows, out + half * kBN, gemm0 ? kI : kH, gemm0, gemm0_op,
-                         gemm1_op, half_cols);
+                         gemm1_op, half_cols, tma_out);
   }
   if (c == 0 && p->trace) marks[1] = now_ns();
   // Results before what announces them; a tile in a peer's return rows is fenced later
@@ -424,6 +436,15 @@ __device__ void wgmma_consumer(const Rank& r, const Engine::Smem& s, hw::Ring<2>
         // knows, and its reconvergence made the paper layers' images at E >= 64 spill 24
         // bytes through their fallbacks (perf-notes v38 (d)).
         if (__shfl_sync(0xFFFFFFFFu, c, 0) < 32) {
+          if constexpr (Engine::kTmaStore) {
+            // Experiment FDM_TMA_STORE: the tile's tensor stores (consumer 0 issued them) written
+            // and ordered before the generic release that announces the rows (a no-op where the
+            // threads stored the tile: no bulk group is outstanding).
+            if (c == 0 && task->t.kind == FDM_TASK_GEMM0) {
+              hw::bulk_wait_written();
+              hw::fence_proxy_async_global();
+            }
+          }
           publish_local_tile(r, task->t, c);
           // Lane 0 fenced in publish_local_tile (before the row-tile count, or signal_to's).
           if (c == 0) report_task(r, index, start, end, s_marks, true, ++done, true);

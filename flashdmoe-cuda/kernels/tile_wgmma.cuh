@@ -616,8 +616,14 @@ template <Mode M, int BM, int BN, int NB, int STAGES> struct Engine {
   }
 
   /// Byte offset of byte `offset` of staged row `row` (16-byte chunks XOR-swizzled by row).
+  /// With kTmaStore a chunk's 128-byte segments lie one after another, each BM rows of 128
+  /// bytes: a segment is then a TMA box with the 128-byte swizzle (the same banks either way).
   __device__ static unsigned staged(unsigned row, unsigned offset) {
-    return row * kStagingStride + (((offset / 16) ^ (row & 7u)) * 16) + offset % 16;
+    if constexpr (kTmaStore) {
+      return offset / 128 * (BM * 128) + row * 128 + (((offset % 128 / 16) ^ (row & 7u)) * 16) + offset % 16;
+    } else {
+      return row * kStagingStride + (((offset / 16) ^ (row & 7u)) * 16) + offset % 16;
+    }
   }
 
   /// op's value for accumulator pair (i, i + 1) of slab m at (row, col) and (row, col + 1), as
@@ -679,6 +685,24 @@ template <Mode M, int BM, int BN, int NB, int STAGES> struct Engine {
     }
   }
 
+  /// Experiment FDM_TMA_STORE: a tile's staged chunks leave by tensor stores (one thread, the
+  /// TMA) instead of the threads' 16-byte copies, a store for each 128-byte segment of a
+  /// chunk's rows (`staged` lays the segments out as boxes of a 2-D map with the 128-byte
+  /// swizzle); both warpgroups on the tile.
+#ifdef FDM_TMA_STORE
+  static constexpr bool kTmaStore = kChunkCols * kElemBytes % 128 == 0 && !kPingPong;
+#else
+  static constexpr bool kTmaStore = false;
+#endif
+  /// Where store_either sends a tile by tensor stores (kTmaStore): `map` (nullptr: the threads
+  /// copy it out, as without the experiment), whose box is BM rows of 128 bytes, and the tile's
+  /// column 0 and row 0 in it. The caller waits for the stores (thread 0: bulk_wait_written)
+  /// before announcing the rows.
+  struct TmaOut {
+    const void* map = nullptr;
+    int col = 0, row = 0;
+  };
+
   /// The epilogue of a task, by all 256 consumer threads (`cw`, `ct` as in consume; `c` =
   /// 0..255): out[r][col] = op(r, col, acc0, acc1 (NB == 2) or 0) as Elem for rows r < valid_rows
   /// and columns col < valid_cols (fewer than BN in a ragged last column tile, a multiple of 16
@@ -702,7 +726,7 @@ template <Mode M, int BM, int BN, int NB, int STAGES> struct Engine {
   template <class OpA, class OpB>
   __device__ static void store_either(const Smem& s, const Accum& acc, unsigned cw, unsigned ct, unsigned c,
                                       unsigned valid_rows, Elem* out, unsigned long long ldo, bool first,
-                                      OpA op_a, OpB op_b, unsigned valid_cols = BN) {
+                                      OpA op_a, OpB op_b, unsigned valid_cols = BN, TmaOut tma = {}) {
     // Ping-pong: warpgroup cw's own staging buffer, barrier and 128 threads.
     char* staging = s.staging() + (kPingPong ? cw * kStagingBytes : 0);
     const unsigned first_thread = kPingPong ? ct : c;
@@ -719,6 +743,28 @@ template <Mode M, int BM, int BN, int NB, int STAGES> struct Engine {
         stage_chunk(staging, acc, cw, ct, col_lo, op_a);
       } else {
         stage_chunk(staging, acc, cw, ct, col_lo, op_b);
+      }
+      if constexpr (kTmaStore) {
+        if (tma.map != nullptr) {  // the same in every thread
+          // Each 128-byte segment of the staged chunk is a box of the map (the TMA clips a
+          // ragged tile's columns at the tensor's edge); thread 0 sends them once every
+          // thread's writes are visible to the async proxy, and waits for their reads before
+          // any thread stages the next chunk.
+          constexpr unsigned kSegCols = 128 / kElemBytes;
+          fence_proxy_async_shared();
+          epilogue_sync(cw);
+          if (first_thread == 0) {
+#pragma unroll
+            for (unsigned seg = 0; seg < kChunkCols / kSegCols; ++seg) {
+              if (col_lo + seg * kSegCols < valid_cols) {
+                tma_store_2d(tma.map, smem_u32(staging + seg * BM * 128), tma.col + (int)(col_lo + seg * kSegCols),
+                             tma.row);
+              }
+            }
+            bulk_wait_read();
+          }
+          continue;
+        }
       }
       epilogue_sync(cw);
       for (unsigned v = first_thread; v < valid_rows * kVecs; v += kThreads) {

@@ -172,14 +172,26 @@ pub struct KernelExperiment {
 /// every copier count, removed, its patch beside run 193's script: perf-notes v51 (a); runs
 /// 195-199 FDM_REDUCE_RETURN, GEMM1's rows reduced into the output, with FDM_REDUCE_BULK and
 /// FDM_REDUCE_ZERO_ASYNC, exact, T128 -3.5%, T16384 +1.5%, removed, their patch beside run
-/// 199's script: perf-notes v52 (a)), and diagnostics a GPU run switches on.
-pub const EXPERIMENTS: &[KernelExperiment] = &[KernelExperiment {
-    define: "FDM_DEBUG_COMBINE_TIMEOUT",
-    what: "scheduler.cuh: a combine-slot timeout reports the first (group, column) combine \
+/// 199's script: perf-notes v52 (a); run 200 A2's token half a lane group a token, level,
+/// removed, its patch beside run 200's script: perf-notes v52 (b)), and diagnostics a GPU run
+/// switches on. Waiting for a GPU: FDM_TMA_STORE (perf-notes v52 (e)).
+pub const EXPERIMENTS: &[KernelExperiment] = &[
+    KernelExperiment {
+        define: "FDM_DEBUG_COMBINE_TIMEOUT",
+        what: "scheduler.cuh: a combine-slot timeout reports the first (group, column) combine \
                counter off its expected count in the report's `seen` word (bits 63..48 g * cth \
                + col, 47..32 the counter, 31..16 the expected count): the mma.sync engine's \
                open combine timeout (docs/dev/gpu-queue.md)",
-}];
+    },
+    KernelExperiment {
+        define: "FDM_TMA_STORE",
+        what: "tile_wgmma.cuh store_either: a GEMM0 tile's staged chunks leave by tensor stores \
+               through GEMM1's A map of the intermediate rows (consumer 0 issues one a chunk and \
+               waits for its reads; warp 0 waits for the writes before it announces the tile) \
+               instead of the consumers' 16-byte copies, the copy-out's ~3% of a task (perf-notes \
+               v20, v52 (e))",
+    },
+];
 
 /// Preprocessor defines (`-DNAME` / `-DNAME=VALUE`) specialising a kernel. Kept sorted by name
 /// so equal sets give equal options (and cache keys) whatever the insertion order.
