@@ -22,6 +22,13 @@ namespace hw = flashdmoe::hopper;
 
 constexpr int kNB0 = kGated ? 2 : 1;      // B operands of GEMM0: (gate, up) or (up)
 constexpr int kNB1 = kWideGemm1 ? 2 : 1;  // of GEMM1: the down weights' two kBN-row halves, or one
+/// Experiment FDM_TMA_STORE_GEMM1 (with FDM_TMA_STORE): GEMM1's tiles for sources on this GPU
+/// leave by tensor stores too (gemm_consume).
+#ifdef FDM_TMA_STORE_GEMM1
+constexpr bool kTmaStoreGemm1 = Engine::kTmaStore;
+#else
+constexpr bool kTmaStoreGemm1 = false;
+#endif
 
 /// The A rows of GEMM task t (expert e) for producer thread pt: a GEMM0 packet from this GPU
 /// is read in place from the source's own input through its token list (kReadsInPlace:
@@ -290,13 +297,24 @@ __device__ __forceinline__ unsigned long long gemm_consume(const Rank& r, const 
   // Experiment FDM_TMA_STORE: a GEMM0 tile leaves by tensor stores through the map of this
   // rank's intermediate rows (GEMM1's A map, whose box is a staged chunk), where its whole row
   // tile lies inside the packet's rows (the box writes every row; the rows past the valid ones
-  // are the packet's own unused rows, which nothing reads as data).
+  // are the packet's own unused rows, which nothing reads as data). With FDM_TMA_STORE_GEMM1 a
+  // GEMM1 tile for a source on this GPU leaves the same way through the map of the source's
+  // return rows.
   Engine::TmaOut tma_out{};
   if constexpr (Engine::kTmaStore) {
-    if (gemm0 && r.maps_intermediate() && (t.row_tile + 1u) * (unsigned)kBM <= p->layout.capacity) {
+    const bool whole = (t.row_tile + 1u) * (unsigned)kBM <= p->layout.capacity;
+    if (gemm0 && r.maps_intermediate() && whole) {
       const unsigned long long at = t.output_offset - p->layout.intermediate_rows;
       constexpr unsigned long long kRowBytes = (unsigned long long)kI * sizeof(Elem);
       tma_out = {&p->tmap_inter[r.local], (int)(at % kRowBytes / sizeof(Elem)), (int)(at / kRowBytes)};
+    }
+    if constexpr (kTmaStoreGemm1) {
+      const unsigned src = t.source_rank - p->first_rank;  // past local_ranks: a peer GPU's
+      if (!gemm0 && src < p->return_maps && whole) {
+        const unsigned long long at = t.output_offset - p->layout.return_rows;
+        constexpr unsigned long long kRowBytes = (unsigned long long)kH * sizeof(Elem);
+        tma_out = {&p->tmap_return[src], (int)(at % kRowBytes / sizeof(Elem)), (int)(at / kRowBytes)};
+      }
     }
   }
 #pragma unroll 1
@@ -319,8 +337,10 @@ __device__ __forceinline__ unsigned long long gemm_consume(const Rank& r, const 
       }
       return plus_bias(half == 0 ? v0 : v1, p->b_down, b0 + half * kBN + col) * w;
     };
+    Engine::TmaOut half_out = tma_out;
+    half_out.col += (int)(half * kBN);
     Engine::store_either(s, acc, cw, ct, c, t.valid_rows, out + half * kBN, gemm0 ? kI : kH, gemm0, gemm0_op,
-                         gemm1_op, half_cols, tma_out);
+                         gemm1_op, half_cols, half_out);
   }
   if (c == 0 && p->trace) marks[1] = now_ns();
   // Results before what announces them; a tile in a peer's return rows is fenced later
@@ -440,7 +460,7 @@ __device__ void wgmma_consumer(const Rank& r, const Engine::Smem& s, hw::Ring<2>
             // Experiment FDM_TMA_STORE: the tile's tensor stores (consumer 0 issued them) written
             // and ordered before the generic release that announces the rows (a no-op where the
             // threads stored the tile: no bulk group is outstanding).
-            if (c == 0 && task->t.kind == FDM_TASK_GEMM0) {
+            if (c == 0 && (task->t.kind == FDM_TASK_GEMM0 || kTmaStoreGemm1)) {
               hw::bulk_wait_written();
               hw::fence_proxy_async_global();
             }

@@ -174,7 +174,8 @@ pub struct KernelExperiment {
 /// FDM_REDUCE_ZERO_ASYNC, exact, T128 -3.5%, T16384 +1.5%, removed, their patch beside run
 /// 199's script: perf-notes v52 (a); run 200 A2's token half a lane group a token, level,
 /// removed, its patch beside run 200's script: perf-notes v52 (b)), and diagnostics a GPU run
-/// switches on. Waiting for a GPU: FDM_TMA_STORE (perf-notes v52 (e)).
+/// switches on. Waiting for a GPU: FDM_TMA_STORE, alone and with FDM_TMA_STORE_GEMM1 (perf-notes
+/// v52 (e)).
 pub const EXPERIMENTS: &[KernelExperiment] = &[
     KernelExperiment {
         define: "FDM_DEBUG_COMBINE_TIMEOUT",
@@ -190,6 +191,12 @@ pub const EXPERIMENTS: &[KernelExperiment] = &[
                waits for its reads; warp 0 waits for the writes before it announces the tile) \
                instead of the consumers' 16-byte copies, the copy-out's ~3% of a task (perf-notes \
                v20, v52 (e))",
+    },
+    KernelExperiment {
+        define: "FDM_TMA_STORE,FDM_TMA_STORE_GEMM1",
+        what: "processor_wgmma.cuh gemm_consume: FDM_TMA_STORE's tensor stores for GEMM1's tiles \
+               too, where the tile's source is on this GPU (the source's return rows mapped as \
+               `tmap_return`, layer/upload.rs return_maps)",
     },
 ];
 

@@ -340,6 +340,9 @@ struct Gpu {
     /// TMA maps of the local ranks' intermediate rows (GEMM1's A) and how many are valid
     /// (`upload::intermediate_maps`).
     inter_maps: ([TensorMap; INTER_MAPS], u32),
+    /// TMA maps of the local ranks' return rows (the experiment `FDM_TMA_STORE_GEMM1`) and how
+    /// many are valid (`upload::return_maps`).
+    return_maps: ([TensorMap; INTER_MAPS], u32),
     /// `u32`: the epoch of this GPU's last forward, advanced by the kernel (params.rs).
     epoch_word: CudaSlice<u32>,
     /// A given routing of the host path (`forward_rank_routed`): `u32 [ranks][T][k]` experts
@@ -843,6 +846,7 @@ impl CudaLayer {
             tmap_gate: gpu.tmaps[1],
             tmap_down: gpu.tmaps[2],
             tmap_inter: gpu.inter_maps.0,
+            tmap_return: gpu.return_maps.0,
             layout: plan.layout.params(),
             scratch_layout: plan.scratch,
             heaps: self.heap_table,
@@ -877,7 +881,8 @@ impl CudaLayer {
             capacity: plan.layout.geometry().capacity,
             remote_copiers: plan.remote_copiers,
             inter_maps: gpu.inter_maps.1,
-            tail: [0; 10],
+            return_maps: gpu.return_maps.1,
+            tail: [0; 9],
         }
     }
 

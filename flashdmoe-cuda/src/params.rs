@@ -16,8 +16,9 @@ use crate::tma::TensorMap;
 pub const MAX_RANKS: usize = 64;
 
 /// Local ranks of a launch whose GEMM1 reads its A through a tensor map
-/// (`KernelParams::tmap_inter`): a kernel parameter block holds at most this many (4 KiB in
-/// all), and one GPU rarely runs more virtual ranks.
+/// (`KernelParams::tmap_inter`, and `tmap_return` for the experiment `FDM_TMA_STORE_GEMM1`):
+/// two arrays of this many maps keep the parameter block at 3.4 of the 4 KiB it may hold, and
+/// one GPU rarely runs more virtual ranks.
 pub const INTER_MAPS: usize = 8;
 
 /// Roles named in the kernel's diagnostics (`fdm_diag::role`).
@@ -153,6 +154,11 @@ pub struct KernelParams {
     /// in boxes of a tile's rows: GEMM1 loads its A through them (Hopper engine; the first
     /// `inter_maps` are valid, the rest zero).
     pub tmap_inter: [TensorMap; INTER_MAPS],
+    /// TMA maps of local rank i's return rows `[world * local_experts * capacity][H]` in boxes
+    /// of a tile's rows: the experiment `FDM_TMA_STORE_GEMM1` stores a GEMM1 tile for a source
+    /// on this GPU through them (Hopper engine; the first `return_maps` are valid, the rest
+    /// zero).
+    pub tmap_return: [TensorMap; INTER_MAPS],
     /// The symmetric heap layout.
     pub layout: LayoutParams,
     /// Per-rank scratch layout.
@@ -230,23 +236,25 @@ pub struct KernelParams {
     /// Local ranks whose GEMM1 loads its A through `tmap_inter` (0 up to [`INTER_MAPS`]; the
     /// others' producers copy the rows with `cp.async`).
     pub inter_maps: u32,
+    /// Local ranks whose return rows `tmap_return` maps (0 up to [`INTER_MAPS`]).
+    pub return_maps: u32,
     /// Padding to the 128-byte alignment the tensor maps give the struct.
-    pub tail: [u32; 10],
+    pub tail: [u32; 9],
 }
 
 // SAFETY: every field is a plain integer (or an array / `#[repr(C)]` struct of them), so
 // all-zero bytes are a valid value.
 unsafe impl bytemuck::Zeroable for KernelParams {}
-// SAFETY: `#[repr(C)]`, `Copy`, no references, and no padding: the eleven 128-byte tensor maps
-// come first (each 128-aligned), then every field is 8-byte sized and aligned except the eight
-// `u32`s (32 bytes) and the explicit `tail` (40 bytes) that ends the struct
+// SAFETY: `#[repr(C)]`, `Copy`, no references, and no padding: the nineteen 128-byte tensor maps
+// come first (each 128-aligned), then every field is 8-byte sized and aligned except the nine
+// `u32`s (36 bytes) and the explicit `tail` (36 bytes) that ends the struct
 // on its 128-byte alignment; the nested `LayoutParams` (14 u32 then 9 u64) and `ScratchLayout`
 // (16 u64) have none either; the size and offset assertions below pin it.
 unsafe impl bytemuck::Pod for KernelParams {}
 
-const _: () = assert!(size_of::<KernelParams>() == 2432);
-const _: () = assert!(offset_of!(KernelParams, layout) == 1408);
-const _: () = assert!(offset_of!(KernelParams, tail) == 1408 + 984);
+const _: () = assert!(size_of::<KernelParams>() == 3456);
+const _: () = assert!(offset_of!(KernelParams, layout) == 2432);
+const _: () = assert!(offset_of!(KernelParams, tail) == 2432 + 988);
 
 macro_rules! fields {
     ($ty:ty: $($field:ident: $cty:expr),* $(,)?) => {
@@ -273,7 +281,7 @@ const SCRATCH_FIELDS: &[CField] = fields!(ScratchLayout:
 
 const PARAM_FIELDS: &[CField] = fields!(KernelParams:
     tmap_up: "fdm_tensor_map", tmap_gate: "fdm_tensor_map", tmap_down: "fdm_tensor_map",
-    tmap_inter: "fdm_tensor_map@[FDM_INTER_MAPS]", layout: "fdm_layout", scratch_layout: "fdm_scratch_layout", heaps: "unsigned long long@[FDM_MAX_RANKS]",
+    tmap_inter: "fdm_tensor_map@[FDM_INTER_MAPS]", tmap_return: "fdm_tensor_map@[FDM_INTER_MAPS]", layout: "fdm_layout", scratch_layout: "fdm_scratch_layout", heaps: "unsigned long long@[FDM_MAX_RANKS]",
     x: "const void*", y: "void*", router: "const void*", w_up: "const void*", w_gate: "const void*",
     w_down: "const void*", b_up: "const void*", b_gate: "const void*", b_down: "const void*",
     router_bias: "const void*", selection_bias: "const void*", shared_gate: "const void*", expert_owner: "const unsigned int*", expert_local: "const unsigned int*",
@@ -282,7 +290,7 @@ const PARAM_FIELDS: &[CField] = fields!(KernelParams:
     epoch_word: "unsigned int*", given_experts: "const unsigned int*", given_weights: "const float*", timeout_ns: "unsigned long long", tokens: "unsigned int", first_rank: "unsigned int",
     local_ranks: "unsigned int", blocks_per_rank: "unsigned int", trace: "unsigned int",
     capacity: "unsigned int", remote_copiers: "unsigned int", inter_maps: "unsigned int",
-    tail: "unsigned int@[10]");
+    return_maps: "unsigned int", tail: "unsigned int@[9]");
 
 /// Control words of a rank's scratch (`FDM_CONTROL_WORDS`; `Control` in `kernels/heap.cuh`
 /// names them).

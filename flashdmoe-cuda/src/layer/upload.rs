@@ -107,8 +107,9 @@ pub(super) fn upload(
         };
         tmaps = [map(1, e * i, h)?, map(2, e * i, h)?, map(3, e * h, i)?];
     }
-    let inter_maps =
-        intermediate_maps(plan, &device, |r| heaps.rank_ptr(&stream, plan.layout.total_bytes(), r));
+    let rank_heap = |r| heaps.rank_ptr(&stream, plan.layout.total_bytes(), r);
+    let inter_maps = intermediate_maps(plan, &device, rank_heap);
+    let return_maps = return_maps(plan, &device, rank_heap);
     Ok(Gpu {
         device,
         kernel,
@@ -123,6 +124,7 @@ pub(super) fn upload(
         tables,
         tmaps,
         inter_maps,
+        return_maps,
         epoch_word: stream.alloc_zeros::<u32>(1).map_err(d)?,
         given: stream
             .alloc_zeros::<u8>(r * cfg.tokens_per_rank as usize * cfg.top_k as usize * 8)
@@ -142,11 +144,35 @@ fn intermediate_maps(
     device: &Device,
     rank_heap: impl Fn(u32) -> u64,
 ) -> ([TensorMap; INTER_MAPS], u32) {
+    row_maps(plan, device, rank_heap, intermediate_tensor(&plan.layout))
+}
+
+/// The experiment `FDM_TMA_STORE_GEMM1`'s maps: each local rank's return rows
+/// (`[world * local_experts * capacity][H]`), in boxes of a tile's rows, as
+/// [`intermediate_maps`] maps the intermediate rows (0 valid: GEMM1's tiles keep the threads'
+/// stores).
+fn return_maps(
+    plan: &Plan,
+    device: &Device,
+    rank_heap: impl Fn(u32) -> u64,
+) -> ([TensorMap; INTER_MAPS], u32) {
+    row_maps(plan, device, rank_heap, return_tensor(&plan.layout))
+}
+
+/// Maps of one region of rows of each of the first [`INTER_MAPS`] local ranks' heaps (`tensor`:
+/// offset, rows, columns, row stride in bytes), in boxes of a tile's rows and 128 bytes with the
+/// 128-byte swizzle, and how many are valid (all of them or, when one breaks the TMA's rules,
+/// none).
+fn row_maps(
+    plan: &Plan,
+    device: &Device,
+    rank_heap: impl Fn(u32) -> u64,
+    (start, rows, cols, stride): (u64, u64, u64, u64),
+) -> ([TensorMap; INTER_MAPS], u32) {
     let mut maps = [TensorMap::zeroed(); INTER_MAPS];
     if !matches!(plan.spec.engine, TileEngine::Wgmma(_)) {
         return (maps, 0);
     }
-    let (start, rows, cols, stride) = intermediate_tensor(&plan.layout);
     let (dtype, box_rows) = (plan.config.dtype, plan.spec.tile.bm);
     let ranks = (plan.ranks_per_gpu as usize).min(INTER_MAPS);
     for (r, map) in maps.iter_mut().enumerate().take(ranks) {
@@ -168,6 +194,16 @@ fn intermediate_tensor(layout: &HeapLayout) -> (u64, u64, u64, u64) {
     let rows = u64::from(g.world) * u64::from(g.local_experts) * u64::from(g.capacity);
     let cols = u64::from(g.inter);
     (layout.params().intermediate_rows, rows, cols, cols * u64::from(g.elem_bytes))
+}
+
+/// A rank's return rows as a 2-D tensor, as [`intermediate_tensor`]: row `(owner *
+/// local_experts + local_expert) * capacity + row` is the layout's `row(Stage::Return, owner,
+/// local_expert, row, 0)`, the row the kernel derives from a GEMM1 task's `output_offset`.
+fn return_tensor(layout: &HeapLayout) -> (u64, u64, u64, u64) {
+    let g = layout.geometry();
+    let rows = u64::from(g.world) * u64::from(g.local_experts) * u64::from(g.capacity);
+    let cols = u64::from(g.hidden);
+    (layout.params().return_rows, rows, cols, cols * u64::from(g.elem_bytes))
 }
 
 /// The global expert in each weight slot of the GPU whose first rank is `first_rank`: its
@@ -368,6 +404,40 @@ mod tests {
             }
         }
         // The tensor ends inside the rank's heap.
+        assert!(start + rows * stride <= layout.total_bytes());
+    }
+
+    /// The experiment FDM_TMA_STORE_GEMM1's map: a GEMM1 task's `output_offset` (the layout's
+    /// return row of (owner, local expert, row), column c) is row (output_offset - return_rows)
+    /// / (H * elem) and column c of the map's tensor, which ends inside the heap.
+    #[test]
+    fn the_return_map_numbers_rows_as_the_layout_and_the_kernel_do() {
+        let g = Geometry {
+            world: 3,
+            local_experts: 2,
+            tokens: 40,
+            capacity: 9,
+            hidden: 64,
+            inter: 96,
+            elem_bytes: 2,
+            tile: TileShape::new(4, 8, 8),
+        };
+        let layout = HeapLayout::new(g).unwrap();
+        let (start, rows, cols, stride) = return_tensor(&layout);
+        assert_eq!((cols, stride, rows), (64, 128, 3 * 2 * 9));
+        for owner in 0..3 {
+            for le in 0..2 {
+                for row in 0..9 {
+                    let offset =
+                        layout.row(flashdmoe_proto::Stage::Return, owner, le, row, 0).unwrap();
+                    assert_eq!((offset - start) % stride, 0);
+                    assert_eq!((offset - start) / stride, u64::from((owner * 2 + le) * 9 + row));
+                    let col5 =
+                        layout.row(flashdmoe_proto::Stage::Return, owner, le, row, 5).unwrap();
+                    assert_eq!(col5, offset + 10);
+                }
+            }
+        }
         assert!(start + rows * stride <= layout.total_bytes());
     }
 }
