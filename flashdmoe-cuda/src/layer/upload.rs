@@ -375,9 +375,9 @@ mod tests {
         assert_eq!(bytes, 1.0f32.to_le_bytes());
     }
 
-    #[test]
-    fn the_intermediate_map_numbers_rows_as_the_layout_and_the_kernel_do() {
-        let g = Geometry {
+    /// A layout of 3 ranks x 2 local experts x 9 rows a packet, H 64, I 96, bf16.
+    fn small_layout() -> HeapLayout {
+        HeapLayout::new(Geometry {
             world: 3,
             local_experts: 2,
             tokens: 40,
@@ -386,58 +386,52 @@ mod tests {
             inter: 96,
             elem_bytes: 2,
             tile: TileShape::new(4, 8, 8),
-        };
-        let layout = HeapLayout::new(g).unwrap();
-        let (start, rows, cols, stride) = intermediate_tensor(&layout);
-        assert_eq!((cols, stride, rows), (96, 192, 3 * 2 * 9));
-        for source in 0..3 {
+        })
+        .unwrap()
+    }
+
+    /// A row map's tensor (`tensor`: offset, rows, columns, row stride) numbers the rows of
+    /// `layout` as the kernel does: the layout's offset of (rank, local expert, row, column 0),
+    /// `row_at`, is the tensor's row `(rank * 2 + local expert) * 9 + row` (the kernel's `(offset
+    /// - start) / (width * elem)`), column c is c elements on (the box's inner coordinate), and
+    /// the tensor ends inside the rank's heap.
+    fn assert_numbering(
+        layout: &HeapLayout,
+        (start, rows, cols, stride): (u64, u64, u64, u64),
+        width: u64,
+        row_at: impl Fn(u32, u32, u32, u32) -> u64,
+    ) {
+        assert_eq!((cols, stride, rows), (width, width * 2, 3 * 2 * 9));
+        for rank in 0..3 {
             for le in 0..2 {
                 for row in 0..9 {
-                    let offset = layout.intermediate_row(source, le, row, 0).unwrap();
-                    // The kernel's box row: (input_offset - intermediate_rows) / (I * elem).
+                    let offset = row_at(rank, le, row, 0);
                     assert_eq!((offset - start) % stride, 0);
-                    let a_row = (offset - start) / stride;
-                    assert_eq!(a_row, u64::from((source * 2 + le) * 9 + row));
-                    // Column c is c elements on: the box's inner coordinate.
-                    assert_eq!(layout.intermediate_row(source, le, row, 5).unwrap(), offset + 10);
+                    assert_eq!((offset - start) / stride, u64::from((rank * 2 + le) * 9 + row));
+                    assert_eq!(row_at(rank, le, row, 5), offset + 10);
                 }
             }
         }
-        // The tensor ends inside the rank's heap.
         assert!(start + rows * stride <= layout.total_bytes());
     }
 
+    /// GEMM1's A map: a GEMM1 task's `input_offset` (the layout's intermediate row of (source,
+    /// local expert, row)) is the map's row the kernel derives.
+    #[test]
+    fn the_intermediate_map_numbers_rows_as_the_layout_and_the_kernel_do() {
+        let layout = small_layout();
+        assert_numbering(&layout, intermediate_tensor(&layout), 96, |source, le, row, col| {
+            layout.intermediate_row(source, le, row, col).unwrap()
+        });
+    }
+
     /// The experiment FDM_TMA_STORE_GEMM1's map: a GEMM1 task's `output_offset` (the layout's
-    /// return row of (owner, local expert, row), column c) is row (output_offset - return_rows)
-    /// / (H * elem) and column c of the map's tensor, which ends inside the heap.
+    /// return row of (owner, local expert, row)) is the map's row the kernel derives.
     #[test]
     fn the_return_map_numbers_rows_as_the_layout_and_the_kernel_do() {
-        let g = Geometry {
-            world: 3,
-            local_experts: 2,
-            tokens: 40,
-            capacity: 9,
-            hidden: 64,
-            inter: 96,
-            elem_bytes: 2,
-            tile: TileShape::new(4, 8, 8),
-        };
-        let layout = HeapLayout::new(g).unwrap();
-        let (start, rows, cols, stride) = return_tensor(&layout);
-        assert_eq!((cols, stride, rows), (64, 128, 3 * 2 * 9));
-        for owner in 0..3 {
-            for le in 0..2 {
-                for row in 0..9 {
-                    let offset =
-                        layout.row(flashdmoe_proto::Stage::Return, owner, le, row, 0).unwrap();
-                    assert_eq!((offset - start) % stride, 0);
-                    assert_eq!((offset - start) / stride, u64::from((owner * 2 + le) * 9 + row));
-                    let col5 =
-                        layout.row(flashdmoe_proto::Stage::Return, owner, le, row, 5).unwrap();
-                    assert_eq!(col5, offset + 10);
-                }
-            }
-        }
-        assert!(start + rows * stride <= layout.total_bytes());
+        let layout = small_layout();
+        assert_numbering(&layout, return_tensor(&layout), 64, |owner, le, row, col| {
+            layout.row(flashdmoe_proto::Stage::Return, owner, le, row, col).unwrap()
+        });
     }
 }
