@@ -392,9 +392,9 @@ mod tests {
 
     /// A row map's tensor (`tensor`: offset, rows, columns, row stride) numbers the rows of
     /// `layout` as the kernel does: the layout's offset of (rank, local expert, row, column 0),
-    /// `row_at`, is the tensor's row `(rank * 2 + local expert) * 9 + row` (the kernel's `(offset
-    /// - start) / (width * elem)`), column c is c elements on (the box's inner coordinate), and
-    /// the tensor ends inside the rank's heap.
+    /// `row_at`, is the tensor's row `(rank * 2 + local expert) * 9 + row` (the kernel divides
+    /// the offset past the tensor's start by a row's bytes), column c is c elements on (the
+    /// box's inner coordinate), and the tensor ends inside the rank's heap.
     fn assert_numbering(
         layout: &HeapLayout,
         (start, rows, cols, stride): (u64, u64, u64, u64),
