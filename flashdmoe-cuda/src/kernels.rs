@@ -196,7 +196,7 @@ pub const EXPERIMENTS: &[KernelExperiment] = &[
         define: "FDM_TMA_STORE,FDM_TMA_STORE_GEMM1",
         what: "processor_wgmma.cuh gemm_consume: FDM_TMA_STORE's tensor stores for GEMM1's tiles \
                too, where the tile's source is on this GPU (the source's return rows mapped as \
-               `tmap_return`, layer/upload.rs return_maps)",
+               `tmap_return`, layer/upload.rs row_maps)",
     },
 ];
 

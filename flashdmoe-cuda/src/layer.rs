@@ -338,10 +338,10 @@ struct Gpu {
     /// TMA maps of the up, gate and down projections (Hopper engine; zero otherwise).
     tmaps: [TensorMap; 3],
     /// TMA maps of the local ranks' intermediate rows (GEMM1's A) and how many are valid
-    /// (`upload::intermediate_maps`).
+    /// (`upload::row_maps`).
     inter_maps: ([TensorMap; INTER_MAPS], u32),
     /// TMA maps of the local ranks' return rows (the experiment `FDM_TMA_STORE_GEMM1`) and how
-    /// many are valid (`upload::return_maps`).
+    /// many are valid (`upload::row_maps`).
     return_maps: ([TensorMap; INTER_MAPS], u32),
     /// `u32`: the epoch of this GPU's last forward, advanced by the kernel (params.rs).
     epoch_word: CudaSlice<u32>,

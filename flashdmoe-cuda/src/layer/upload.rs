@@ -108,8 +108,8 @@ pub(super) fn upload(
         tmaps = [map(1, e * i, h)?, map(2, e * i, h)?, map(3, e * h, i)?];
     }
     let rank_heap = |r| heaps.rank_ptr(&stream, plan.layout.total_bytes(), r);
-    let inter_maps = intermediate_maps(plan, &device, rank_heap);
-    let return_maps = return_maps(plan, &device, rank_heap);
+    let inter_maps = row_maps(plan, &device, rank_heap, intermediate_tensor(&plan.layout));
+    let return_maps = row_maps(plan, &device, rank_heap, return_tensor(&plan.layout));
     Ok(Gpu {
         device,
         kernel,
@@ -133,36 +133,14 @@ pub(super) fn upload(
     })
 }
 
-/// GEMM1's A through the TMA (Hopper engine): a map over each local rank's intermediate rows
-/// (`[world * local_experts * capacity][I]` in the heap at `rank_heap(rank)`), in boxes of a
-/// tile's rows, for the first [`INTER_MAPS`] local ranks. The count
-/// of valid maps is 0 (every GEMM1 copies its A with `cp.async`, as before) when the rows do
-/// not meet the TMA's rules (a row of I elements not a multiple of 16 bytes, or a misaligned
-/// region): a slower path, never a wrong one.
-fn intermediate_maps(
-    plan: &Plan,
-    device: &Device,
-    rank_heap: impl Fn(u32) -> u64,
-) -> ([TensorMap; INTER_MAPS], u32) {
-    row_maps(plan, device, rank_heap, intermediate_tensor(&plan.layout))
-}
-
-/// The experiment `FDM_TMA_STORE_GEMM1`'s maps: each local rank's return rows
-/// (`[world * local_experts * capacity][H]`), in boxes of a tile's rows, as
-/// [`intermediate_maps`] maps the intermediate rows (0 valid: GEMM1's tiles keep the threads'
-/// stores).
-fn return_maps(
-    plan: &Plan,
-    device: &Device,
-    rank_heap: impl Fn(u32) -> u64,
-) -> ([TensorMap; INTER_MAPS], u32) {
-    row_maps(plan, device, rank_heap, return_tensor(&plan.layout))
-}
-
-/// Maps of one region of rows of each of the first [`INTER_MAPS`] local ranks' heaps (`tensor`:
-/// offset, rows, columns, row stride in bytes), in boxes of a tile's rows and 128 bytes with the
-/// 128-byte swizzle, and how many are valid (all of them or, when one breaks the TMA's rules,
-/// none).
+/// Maps of one region of rows of each of the first [`INTER_MAPS`] local ranks' heaps (at
+/// `rank_heap(rank)`; `tensor`: offset, rows, columns, row stride in bytes), in boxes of a
+/// tile's rows and 128 bytes with the 128-byte swizzle, and how many are valid: all of them or,
+/// when one breaks the TMA's rules (a row not a multiple of 16 bytes, a misaligned region),
+/// none, and the kernel takes its slower path, never a wrong one. Two regions are mapped: the
+/// intermediate rows (`intermediate_tensor`: GEMM1 loads its A through them; without them it
+/// copies its A with `cp.async`) and the return rows (`return_tensor`: the experiment
+/// `FDM_TMA_STORE_GEMM1` stores GEMM1's tiles through them; without them the threads store).
 fn row_maps(
     plan: &Plan,
     device: &Device,
