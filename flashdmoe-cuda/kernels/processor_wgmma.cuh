@@ -304,16 +304,12 @@ __device__ __forceinline__ unsigned long long gemm_consume(const Rank& r, const 
   if constexpr (Engine::kTmaStore) {
     const bool whole = (t.row_tile + 1u) * (unsigned)kBM <= p->layout.capacity;
     if (gemm0 && r.maps_intermediate() && whole) {
-      const unsigned long long at = t.output_offset - p->layout.intermediate_rows;
-      constexpr unsigned long long kRowBytes = (unsigned long long)kI * sizeof(Elem);
-      tma_out = {&p->tmap_inter[r.local], (int)(at % kRowBytes / sizeof(Elem)), (int)(at / kRowBytes)};
+      tma_out = Engine::TmaOut::at_byte(&p->tmap_inter[r.local], t.output_offset - p->layout.intermediate_rows, kI);
     }
     if constexpr (kTmaStoreGemm1) {
       const unsigned src = t.source_rank - p->first_rank;  // past local_ranks: a peer GPU's
       if (!gemm0 && src < p->return_maps && whole) {
-        const unsigned long long at = t.output_offset - p->layout.return_rows;
-        constexpr unsigned long long kRowBytes = (unsigned long long)kH * sizeof(Elem);
-        tma_out = {&p->tmap_return[src], (int)(at % kRowBytes / sizeof(Elem)), (int)(at / kRowBytes)};
+        tma_out = Engine::TmaOut::at_byte(&p->tmap_return[src], t.output_offset - p->layout.return_rows, kH);
       }
     }
   }

@@ -701,6 +701,11 @@ template <Mode M, int BM, int BN, int NB, int STAGES> struct Engine {
   struct TmaOut {
     const void* map = nullptr;
     int col = 0, row = 0;
+    /// The tile at byte `at` of `map`'s tensor, whose rows are `row_elems` elements.
+    __device__ static TmaOut at_byte(const void* map, unsigned long long at, unsigned row_elems) {
+      const unsigned long long row_bytes = (unsigned long long)row_elems * sizeof(Elem);
+      return {map, (int)(at % row_bytes / sizeof(Elem)), (int)(at / row_bytes)};
+    }
   };
 
   /// The epilogue of a task, by all 256 consumer threads (`cw`, `ct` as in consume; `c` =

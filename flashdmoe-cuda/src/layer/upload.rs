@@ -108,8 +108,19 @@ pub(super) fn upload(
         tmaps = [map(1, e * i, h)?, map(2, e * i, h)?, map(3, e * h, i)?];
     }
     let rank_heap = |r| heaps.rank_ptr(&stream, plan.layout.total_bytes(), r);
-    let inter_maps = row_maps(plan, &device, rank_heap, intermediate_tensor(&plan.layout));
-    let return_maps = row_maps(plan, &device, rank_heap, return_tensor(&plan.layout));
+    let (lp, g) = (plan.layout.params(), plan.layout.geometry());
+    let inter_maps = row_maps(
+        plan,
+        &device,
+        rank_heap,
+        packet_rows_tensor(&plan.layout, lp.intermediate_rows, g.inter),
+    );
+    let return_maps = row_maps(
+        plan,
+        &device,
+        rank_heap,
+        packet_rows_tensor(&plan.layout, lp.return_rows, g.hidden),
+    );
     Ok(Gpu {
         device,
         kernel,
@@ -137,10 +148,10 @@ pub(super) fn upload(
 /// `rank_heap(rank)`; `tensor`: offset, rows, columns, row stride in bytes), in boxes of a
 /// tile's rows and 128 bytes with the 128-byte swizzle, and how many are valid: all of them or,
 /// when one breaks the TMA's rules (a row not a multiple of 16 bytes, a misaligned region),
-/// none, and the kernel takes its slower path, never a wrong one. Two regions are mapped: the
-/// intermediate rows (`intermediate_tensor`: GEMM1 loads its A through them; without them it
-/// copies its A with `cp.async`) and the return rows (`return_tensor`: the experiment
-/// `FDM_TMA_STORE_GEMM1` stores GEMM1's tiles through them; without them the threads store).
+/// none, and the kernel takes its slower path, never a wrong one. Two regions are mapped
+/// (`packet_rows_tensor`): the intermediate rows (GEMM1 loads its A through them; without them
+/// it copies its A with `cp.async`) and the return rows (the experiment `FDM_TMA_STORE_GEMM1`
+/// stores GEMM1's tiles through them; without them the threads store).
 fn row_maps(
     plan: &Plan,
     device: &Device,
@@ -163,25 +174,18 @@ fn row_maps(
     (maps, ranks as u32)
 }
 
-/// A rank's intermediate rows as the 2-D tensor GEMM1's A map covers: (offset in the heap,
-/// rows, columns, row stride in bytes). Row `(source * local_experts + local_expert) *
-/// capacity + row` is the layout's `intermediate_row(source, local_expert, row, 0)`, the row
-/// the kernel derives from a GEMM1 task's `input_offset` (`processor_wgmma.cuh`).
-fn intermediate_tensor(layout: &HeapLayout) -> (u64, u64, u64, u64) {
+/// A region of a rank's packet rows as the 2-D tensor its row map covers: (offset in the heap,
+/// rows, columns, row stride in bytes) of the rows of `width` elements from heap offset
+/// `start`. Row `(rank * local_experts + local_expert) * capacity + row` is the layout's row of
+/// (rank, local expert, row): for the intermediate rows (`intermediate_rows`, I wide: GEMM1's A
+/// map) its `intermediate_row(source, ..)`, the row the kernel derives from a GEMM1 task's
+/// `input_offset`; for the return rows (`return_rows`, H wide) its `row(Stage::Return, owner,
+/// ..)`, the row it derives from a GEMM1 task's `output_offset` (`processor_wgmma.cuh`).
+fn packet_rows_tensor(layout: &HeapLayout, start: u64, width: u32) -> (u64, u64, u64, u64) {
     let g = layout.geometry();
     let rows = u64::from(g.world) * u64::from(g.local_experts) * u64::from(g.capacity);
-    let cols = u64::from(g.inter);
-    (layout.params().intermediate_rows, rows, cols, cols * u64::from(g.elem_bytes))
-}
-
-/// A rank's return rows as a 2-D tensor, as [`intermediate_tensor`]: row `(owner *
-/// local_experts + local_expert) * capacity + row` is the layout's `row(Stage::Return, owner,
-/// local_expert, row, 0)`, the row the kernel derives from a GEMM1 task's `output_offset`.
-fn return_tensor(layout: &HeapLayout) -> (u64, u64, u64, u64) {
-    let g = layout.geometry();
-    let rows = u64::from(g.world) * u64::from(g.local_experts) * u64::from(g.capacity);
-    let cols = u64::from(g.hidden);
-    (layout.params().return_rows, rows, cols, cols * u64::from(g.elem_bytes))
+    let cols = u64::from(width);
+    (start, rows, cols, cols * u64::from(g.elem_bytes))
 }
 
 /// The global expert in each weight slot of the GPU whose first rank is `first_rank`: its
@@ -398,9 +402,13 @@ mod tests {
     #[test]
     fn the_intermediate_map_numbers_rows_as_the_layout_and_the_kernel_do() {
         let layout = small_layout();
-        assert_numbering(&layout, intermediate_tensor(&layout), 96, |source, le, row, col| {
-            layout.intermediate_row(source, le, row, col).unwrap()
-        });
+        let start = layout.params().intermediate_rows;
+        assert_numbering(
+            &layout,
+            packet_rows_tensor(&layout, start, 96),
+            96,
+            |source, le, row, col| layout.intermediate_row(source, le, row, col).unwrap(),
+        );
     }
 
     /// The experiment FDM_TMA_STORE_GEMM1's map: a GEMM1 task's `output_offset` (the layout's
@@ -408,8 +416,14 @@ mod tests {
     #[test]
     fn the_return_map_numbers_rows_as_the_layout_and_the_kernel_do() {
         let layout = small_layout();
-        assert_numbering(&layout, return_tensor(&layout), 64, |owner, le, row, col| {
-            layout.row(flashdmoe_proto::Stage::Return, owner, le, row, col).unwrap()
-        });
+        let start = layout.params().return_rows;
+        assert_numbering(
+            &layout,
+            packet_rows_tensor(&layout, start, 64),
+            64,
+            |owner, le, row, col| {
+                layout.row(flashdmoe_proto::Stage::Return, owner, le, row, col).unwrap()
+            },
+        );
     }
 }
