@@ -19,6 +19,7 @@
 #define FDM_WAIT_INVALID_ROUTING 7u
 #define FDM_WAIT_PAIR_PEER 8u
 #define FDM_WAIT_ROW_TILE 9u
+#define FDM_WAIT_FIRST_WAVE 10u
 
 typedef struct alignas(128) fdm_tensor_map {
     unsigned long long opaque[16];

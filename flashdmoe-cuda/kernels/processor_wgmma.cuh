@@ -16,6 +16,7 @@
 #include "completion.cuh"
 #include "dispatch.cuh"
 #include "mailbox.cuh"
+#include "waves.cuh"
 
 #if FDM_ENGINE == 1
 namespace hw = flashdmoe::hopper;
@@ -147,8 +148,23 @@ __device__ bool align_for_pair(const Rank& r, const Engine::Smem& s, const hw::R
 }
 #endif
 
+/// Experiment FDM_SELF_WAVE, by the block's first warp before the roles split (the full
+/// register budget: inside the producer's reduced one the derivation spilled the SwiGLU
+/// 128x128 images): processor q's first-wave task, derived from the placement
+/// (waves.cuh own_first_task), goes into the task ring at once. True in lane 0 where it did:
+/// the producer's thread 0 then starts at its mailbox's task number 1; its consumers check
+/// the OS block's post of task number 0 before they publish it (wgmma_consumer).
+__device__ bool hand_own_first_task(const Rank& r, const Engine::Smem& s, hw::Ring<2>& ring) {
+  RingTask own;
+  own.index = own_first_task(r, processor_index(r.p), threadIdx.x, own.t);
+  own.paired = 0;
+  if (threadIdx.x != 0 || own.index == kStop) return false;
+  Engine::ring_put(s, ring, own);
+  return true;
+}
+
 __device__ void wgmma_producer(const Rank& r, const Engine::Smem& s, hw::Ring<2>& ring,
-                               hw::Ring<FDM_STAGES>& pipe, unsigned pair_ready) {
+                               hw::Ring<FDM_STAGES>& pipe, unsigned pair_ready, bool handed) {
   const unsigned pt = threadIdx.x;
   const fdm_params* p = r.p;
   unsigned taken = 0;
@@ -157,7 +173,8 @@ __device__ void wgmma_producer(const Rank& r, const Engine::Smem& s, hw::Ring<2>
   for (;;) {
     // Thread 0 waits for the mailbox (a timeout or abort yields kStop, which ends every role)
     // and hands the task on.
-    if (pt == 0) {
+    // `handed`: thread 0 put task number 0 in the ring already (hand_own_first_task).
+    if (pt == 0 && !handed) {
       RingTask next;
       next.index = mailbox_wait(r, processor_index(p), taken, deadline);
       next.paired = 0;
@@ -184,6 +201,7 @@ __device__ void wgmma_producer(const Rank& r, const Engine::Smem& s, hw::Ring<2>
         next.index = kStop;
       Engine::ring_put(s, ring, next);
     }
+    handed = false;
     const RingTask* task = Engine::ring_wait<RingTask>(s, ring);
     ring.advance();
     if (task->index == kStop) return;
@@ -452,6 +470,16 @@ __device__ void wgmma_consumer(const Rank& r, const Engine::Smem& s, hw::Ring<2>
         // knows, and its reconvergence made the paper layers' images at E >= 64 spill 24
         // bytes through their fallbacks (perf-notes v38 (d)).
         if (__shfl_sync(0xFFFFFFFFu, c, 0) < 32) {
+          // Experiment FDM_SELF_WAVE: task number 0 may have been derived, not posted: the OS
+          // block's post first (the words its wave's fence released), checked to be this task.
+          // A failure raised the abort flag, which ends every role at its next wait; the task
+          // is published all the same, as any task is once its wait has given up.
+          if constexpr (kSelfWave) {
+            if (c == 0 && done == 0) {
+              Deadline first_post(r.p->timeout_ns);
+              (void)first_task_posted(r, processor_index(r.p), index, first_post);
+            }
+          }
           if constexpr (Engine::kTmaStore) {
             // Experiment FDM_TMA_STORE: the tile's tensor stores (consumer 0 issued them) written
             // and ordered before the generic release that announces the rows (a no-op where the
@@ -519,9 +547,10 @@ __device__ void processor(const Rank& r, unsigned pid, char* smem) {
   const Engine::Smem s = processor_init(r, smem, pair_ready);
   hw::Ring<2> ring;
   hw::Ring<FDM_STAGES> pipe;
+  const bool handed = kSelfWave && threadIdx.x < 32 && hand_own_first_task(r, s, ring);
   if (threadIdx.x < hw::kProducerThreads) {
     hw::regs_decrease<hw::kProducerRegs>();
-    wgmma_producer(r, s, ring, pipe, pair_ready);
+    wgmma_producer(r, s, ring, pipe, pair_ready, handed);
   } else {
     hw::regs_increase<hw::kConsumerRegs>();
     wgmma_consumer(r, s, ring, pipe);

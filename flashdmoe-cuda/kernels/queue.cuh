@@ -16,6 +16,29 @@ __device__ __forceinline__ fdm_task make_task(const Rank& r, unsigned kind, unsi
   return fdm_task_init(&r.p->layout, kind, r.epoch, source, owner, le, row_tile, col_tile, valid_rows);
 }
 
+/// Task i of the GEMM0 tasks of a packet of `rows` rows from `source` for local expert `le`:
+/// column tiles in groups (the layout's gemm0_group), each group row tile by row tile:
+/// graph::gemm0_tile, the weights of a group read while they are still in L2. With paired
+/// tasks (kPairs) each column tile's row tiles 2p and 2p + 1 side by side
+/// (graph::gemm0_tile_paired), `head` telling whether task i heads such a pair.
+__device__ __forceinline__ fdm_task gemm0_task(const Rank& r, unsigned source, unsigned le, unsigned rows,
+                                               unsigned i, bool& head) {
+  const fdm_layout& l = r.p->layout;
+  const unsigned rts = fdm_div_ceil(rows, kBM), cti = fdm_col_tiles_inter(&l);
+  unsigned rt, c;
+  if constexpr (kPairs) {
+    const fdm_paired_tile t = fdm_gemm0_paired(i, rts, cti, l.gemm0_group);
+    rt = t.row_tile;
+    c = t.col_tile;
+    head = t.head != 0u;
+  } else {
+    rt = fdm_gemm0_row_tile(i, rts, cti, l.gemm0_group);
+    c = fdm_gemm0_col_tile(i, rts, cti, l.gemm0_group);
+    head = false;
+  }
+  return make_task(r, FDM_TASK_GEMM0, source, r.global, le, rt, c, fdm_tile_rows(rows, rt, kBM));
+}
+
 /// True where the OS block posted every GEMM1 task of this forward with the first wave
 /// (subscriber.cuh post_gemm1_early; the word holds the epoch of the forward that did, so no
 /// reset is needed). Then a GEMM0's completion counts its row tile and claims nothing, and a

@@ -78,6 +78,11 @@ __device__ void router_gemm(const fdm_params* p, char* smem) {
   }
 }
 
+#ifdef FDM_A3_DEEP
+/// Experiment FDM_A3_DEEP: the earlier chunks' counts a thread of place_chunks loads at once.
+constexpr unsigned kA3Depth = 16;
+#endif
+
 /// A3: global positions (prefix over earlier chunks + within-chunk position) and capacity
 /// drops (kept iff position < capacity: the lowest token indices win).
 __device__ void place_chunks(const fdm_params* p, unsigned* s_offset) {
@@ -100,8 +105,24 @@ __device__ void place_chunks(const fdm_params* p, unsigned* s_offset) {
     for (unsigned i = threadIdx.x; i < kParts * kE; i += kThreads) {
       const unsigned e = i % kE;
       unsigned off = 0;
+#ifdef FDM_A3_DEEP
+      // Experiment FDM_A3_DEEP: kA3Depth predicated loads in flight a thread, then their sum
+      // (an unrolled loop over a run-time count issues 8 at a time and the remainder one by
+      // one: the last chunk of T16384 E128, 42 counts a thread, waited ~7 round trips).
+      for (unsigned c0 = i / kE; c0 < chunk; c0 += kA3Depth * kParts) {
+        unsigned v[kA3Depth];
+#pragma unroll
+        for (unsigned j = 0; j < kA3Depth; ++j) {
+          const unsigned c = c0 + j * kParts;
+          v[j] = c < chunk ? r.chunk_counts()[c * kE + e] : 0u;
+        }
+#pragma unroll
+        for (unsigned j = 0; j < kA3Depth; ++j) off += v[j];
+      }
+#else
 #pragma unroll 8
       for (unsigned c = i / kE; c < chunk; c += kParts) off += r.chunk_counts()[c * kE + e];
+#endif
       if (off != 0u) atomicAdd(&s_offset[e], off);
     }
     __syncthreads();

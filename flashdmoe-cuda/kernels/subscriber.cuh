@@ -17,6 +17,7 @@
 #include "dispatch.cuh"
 #include "mailbox.cuh"
 #include "queue.cuh"
+#include "waves.cuh"
 
 struct OsShared {
   unsigned packet_rows[kE];      // rows this rank sent to each expert
@@ -69,29 +70,6 @@ __device__ void raise_dispatch_signals_by(const Rank& r, OsShared& s, unsigned t
     if (rows == 0 || (kReadsInPlace && on_this_gpu(r.p, r.p->expert_owner[e]))) raise_dispatch_signal(r, e, rows);
   }
   asm volatile("bar.sync 2, %0;" ::"r"(count) : "memory");
-}
-
-/// Task i of the GEMM0 tasks of a packet of `rows` rows from `source` for local expert `le`:
-/// column tiles in groups (the layout's gemm0_group), each group row tile by row tile:
-/// graph::gemm0_tile, the weights of a group read while they are still in L2. With paired
-/// tasks (kPairs) each column tile's row tiles 2p and 2p + 1 side by side
-/// (graph::gemm0_tile_paired), `head` telling whether task i heads such a pair.
-__device__ __forceinline__ fdm_task gemm0_task(const Rank& r, unsigned source, unsigned le, unsigned rows,
-                                               unsigned i, bool& head) {
-  const fdm_layout& l = r.p->layout;
-  const unsigned rts = fdm_div_ceil(rows, kBM), cti = fdm_col_tiles_inter(&l);
-  unsigned rt, c;
-  if constexpr (kPairs) {
-    const fdm_paired_tile t = fdm_gemm0_paired(i, rts, cti, l.gemm0_group);
-    rt = t.row_tile;
-    c = t.col_tile;
-    head = t.head != 0u;
-  } else {
-    rt = fdm_gemm0_row_tile(i, rts, cti, l.gemm0_group);
-    c = fdm_gemm0_col_tile(i, rts, cti, l.gemm0_group);
-    head = false;
-  }
-  return make_task(r, FDM_TASK_GEMM0, source, r.global, le, rt, c, fdm_tile_rows(rows, rt, kBM));
 }
 
 /// Marks GEMM log slot `slot` in `bits` (OsShared::pair_head or gemm0; kPairs; before its
@@ -228,7 +206,9 @@ __device__ void post_combines(const Rank& r, OsShared& s) {
 /// number 0 by the same threads (the first wave: processor q < first_wave runs GEMM log task
 /// base + q; the scheduler starts past them; A4's remote copiers get none). The dispatch subscriber's hop for these packets
 /// (a signal, a claim and a release a packet) and the scheduler's first round took 7-10 µs
-/// between placement and the first task (docs/dev/perf-notes.md v35).
+/// between placement and the first task (docs/dev/perf-notes.md v35). Under the experiment
+/// FDM_SELF_WAVE the wave's processors derive their tasks from the placement themselves and do
+/// not wait for this post; they check it before publishing (waves.cuh).
 __device__ void enqueue_in_place(const Rank& r, OsShared& s) {
   const fdm_layout& l = r.p->layout;
   for (unsigned w = threadIdx.x; w < (FDM_MAX_RANKS * kE + 31) / 32; w += kThreads) s.handled[w] = 0u;
@@ -262,7 +242,7 @@ __device__ void enqueue_in_place(const Rank& r, OsShared& s) {
     const unsigned k = c0 + threadIdx.x;
     unsigned rows = 0;
     if (k < nslots) {
-      rows = make_rank(r.p, k / nle).packet_rows()[r.expert_of(r.global, k % nle)];
+      rows = in_place_rows(r, k, nle);
       const unsigned slot = (r.p->first_rank + k / nle) * nle + k % nle;  // the subscriber's index
       atomicOr(&s.handled[slot / 32], 1u << (slot % 32));
     }

@@ -129,6 +129,29 @@ __device__ void route_token_warp(const Rank& r, unsigned t, const TokenLogits& l
       if ((int)lane + 32 * i < E) mk = max(mk, order_key(v[i]));
     }
     const float m = key_value(__reduce_max_sync(0xFFFFFFFFu, mk));
+#ifdef FDM_A2_TREE_SUM
+    // Experiment FDM_A2_TREE_SUM: the exps' sum as a tree (a lane's own in order, then a
+    // butterfly over the lanes: every lane gets the same bits, float addition commuting)
+    // instead of lane 0's serial sum over E, the specification's order: ~5 dependent adds
+    // instead of E (perf-notes v53 (c)). Weights then differ from the oracle's in the last
+    // bits (its serial sum): an A/B timing, not yet the specification.
+    float sum = 0.f;
+#pragma unroll
+    for (int i = 0; i < kPer; ++i) {
+      const int e = (int)lane + 32 * i;
+      if (e < E) {
+        v[i] = expf(v[i] - m);
+        sum += v[i];
+      }
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o /= 2) sum += __shfl_xor_sync(0xFFFFFFFFu, sum, o);
+#pragma unroll
+    for (int i = 0; i < kPer; ++i) {
+      const int e = (int)lane + 32 * i;
+      if (e < E) v[i] = v[i] / sum;
+    }
+#else
 #pragma unroll
     for (int i = 0; i < kPer; ++i) {
       const int e = (int)lane + 32 * i;
@@ -147,6 +170,7 @@ __device__ void route_token_warp(const Rank& r, unsigned t, const TokenLogits& l
       if (e < E) v[i] = row[e] / sum;
     }
     __syncwarp();  // lane 0's reads of row before any lane overwrites it below
+#endif
   } else if constexpr (R::kScoring == flashdmoe::router::Scoring::Sigmoid) {
 #pragma unroll
     for (int i = 0; i < kPer; ++i) v[i] = 1.f / (1.f + expf(-v[i]));

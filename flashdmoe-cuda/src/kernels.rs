@@ -99,6 +99,7 @@ pub const HEADERS: &[Header] = &[
     Header { name: "dispatch.cuh", text: include_str!("../kernels/dispatch.cuh") },
     Header { name: "queue.cuh", text: include_str!("../kernels/queue.cuh") },
     Header { name: "mailbox.cuh", text: include_str!("../kernels/mailbox.cuh") },
+    Header { name: "waves.cuh", text: include_str!("../kernels/waves.cuh") },
     Header { name: "subscriber.cuh", text: include_str!("../kernels/subscriber.cuh") },
     Header { name: "scheduler.cuh", text: include_str!("../kernels/scheduler.cuh") },
     Header { name: "combine.cuh", text: include_str!("../kernels/combine.cuh") },
@@ -197,6 +198,25 @@ pub const EXPERIMENTS: &[KernelExperiment] = &[
         what: "processor_wgmma.cuh gemm_consume: FDM_TMA_STORE's tensor stores for GEMM1's tiles \
                too, where the tile's source is on this GPU (the source's return rows mapped as \
                `tmap_return`, layer/upload.rs row_maps)",
+    },
+    KernelExperiment {
+        define: "FDM_SELF_WAVE",
+        what: "waves.cuh own_first_task: a first-wave processor derives its task number 0 from \
+               the placement and starts it at once instead of waiting ~7 µs for the OS block's \
+               post, which its consumers check before they publish the task (perf-notes v53 (a))",
+    },
+    KernelExperiment {
+        define: "FDM_A3_DEEP",
+        what: "route.cuh place_chunks: a thread's sum of the earlier chunks' counts loads 16 at \
+               once (predicated) instead of 8 at a time and the remainder one by one: T16384 \
+               E128's placement ~11 -> ~4 µs predicted (perf-notes v53 (b))",
+    },
+    KernelExperiment {
+        define: "FDM_A2_TREE_SUM",
+        what: "topk.cuh route_token_warp: the softmax's sum as a lane tree (a butterfly) instead \
+               of lane 0's serial sum over E (the specification's order, so the weights differ \
+               from the oracle's in the last bits: a timing A/B for a later specification \
+               change; perf-notes v53 (c))",
     },
 ];
 

@@ -31,7 +31,7 @@ pub const ROLES: [(&str, &str); 5] = [
 ];
 
 /// What a role waited for (`fdm_diag::what`).
-pub const WAITS: [(&str, &str); 10] = [
+pub const WAITS: [(&str, &str); 11] = [
     ("FDM_WAIT_DISPATCH_SIGNAL", "dispatch signal"),
     ("FDM_WAIT_RETURN_SIGNAL", "return signal"),
     ("FDM_WAIT_TASK_READY", "task ready flag"),
@@ -48,6 +48,11 @@ pub const WAITS: [(&str, &str); 10] = [
         "FDM_WAIT_ROW_TILE",
         "the GEMM0 tiles of a GEMM1 task's row tile (the second wave, posted before them), \
          processor",
+    ),
+    (
+        "FDM_WAIT_FIRST_WAVE",
+        "the OS block's post of the first-wave task it took from the placement (experiment \
+         FDM_SELF_WAVE; seen: the posted task, or kStop), processor",
     ),
 ];
 

@@ -23,6 +23,13 @@
 //! the simulator's proptest on a layer with H > I; the kernel had the same rule until
 //! session 37, perf-notes v50 (e)).
 //!
+//! Here the waves are in the mailboxes before any role runs, so a processor finds word 0 at
+//! once. In the kernel the OS block posts them after placement, while the processors wait
+//! (~7 µs, perf-notes v53 (a)); under the experiment `FDM_SELF_WAVE` (`waves.cuh`) a
+//! first-wave processor derives word 0 itself (entry `q` of the GEMM0 tasks of the packets in
+//! order, as [`Waves::choose`] counts them) and checks the OS block's post before it publishes
+//! the task, which brings the kernel to this model.
+//!
 //! What the kernel does and this model does not: the one-chunk limit of the OS block's threads
 //! (at most `kThreads` packets), the Hopper engine only (the mma.sync engine posts the first
 //! wave alone), A4's remote copiers (none in a world of one rank), and virtual ranks sharing a
