@@ -38,11 +38,11 @@ namespace hw = flashdmoe::hopper;
 constexpr unsigned kSegBytes = kBNH * sizeof(Elem);
 /// Token rows of a tile one stage holds, every slot of each.
 constexpr unsigned kFillRows = Engine::kStageBytes / (kSlots * kSegBytes);
-/// Whether combine tasks stream (spec.rs `CombineForm::Streamed` sets FDM_COMBINE_STREAM only
+/// Whether combine tasks stream (spec/choice.rs `CombineForm::Streamed` sets FDM_COMBINE_STREAM only
 /// where the conditions below hold: the static_assert keeps the two in step).
 constexpr bool kEnabled = FDM_COMBINE_STREAM != 0;
 static_assert(!kEnabled || (sizeof(Elem) == 2 && kSlots >= 4 && kFillRows >= 1),
-              "spec.rs CombineForm::Streamed: 2-byte elements, 4+ slots a token, a token's segments in a stage");
+              "spec/choice.rs CombineForm::Streamed: 2-byte elements, 4+ slots a token, a token's segments in a stage");
 static_assert(kSegBytes % 16 == 0, "bulk copies move whole 16-byte units");
 /// Named barrier of the table's handover (1: the consumers' own; 2: the router tile's).
 constexpr unsigned kCombineBarrier = 3;

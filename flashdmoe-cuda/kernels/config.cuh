@@ -191,22 +191,22 @@ constexpr int kTileSmemBytes = cmax(Gemm0::kSmemBytes, Gemm1::kSmemBytes);
 // fragments: with them, ptxas spills in the processors' register-reallocated regions (their
 // allocation interacts). Eight pipeline stages instead of four did not change A1's time (runs
 // 18-19, docs/dev/perf-notes.md v10): a 64-row job is not bound by the bytes it keeps in flight.
-// Its rows per job: 64, or 128 when 64-row jobs would take two waves (spec.rs router_rows).
+// Its rows per job: 64, or 128 when 64-row jobs would take two waves (spec/router.rs router_rows).
 #ifndef FDM_ROUTER_ROWS
 #define FDM_ROUTER_ROWS 64
 #endif
 // Its columns: 32 up to 32 experts (warps 4 x 2), 64 up to 64 and 128 above (warps 2 x 4):
-// spec.rs router_cols.
+// spec/router.rs router_cols.
 #ifndef FDM_ROUTER_COLS
 #define FDM_ROUTER_COLS 64
 #endif
 static_assert(FDM_ROUTER_COLS == 32 || FDM_ROUTER_COLS == 64 || FDM_ROUTER_COLS == 128,
-              "spec.rs router_cols: 32, 64 or 128 router columns");
+              "spec/router.rs router_cols: 32, 64 or 128 router columns");
 using Router = TileGemm<kRouterMode, FDM_ROUTER_ROWS, FDM_ROUTER_COLS, ModeTraits<kRouterMode>::kBK, 4,
                         FDM_ROUTER_COLS == 32 ? 4 : 2, FDM_ROUTER_COLS == 32 ? 2 : 4, 1,
                         !kHopper && (kRouterMode == Mode::BF16 || kRouterMode == Mode::F16)>;
 static_assert(Router::kThreads == 256, "the router tile runs on 256 threads");
-static_assert(FDM_ROUTER_ROWS == 64 || FDM_ROUTER_ROWS == 128, "spec.rs router_rows: 64 or 128 rows a router job");
+static_assert(FDM_ROUTER_ROWS == 64 || FDM_ROUTER_ROWS == 128, "spec/router.rs router_rows: 64 or 128 rows a router job");
 // K parts of a router job (MoeSpec::router_split): partial logits, summed in order in A2.
 #ifndef FDM_ROUTER_SPLIT
 #define FDM_ROUTER_SPLIT 1

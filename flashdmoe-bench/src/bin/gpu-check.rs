@@ -986,7 +986,7 @@ fn cases(quick: bool) -> Vec<Case> {
     for (name, c) in presets::paper_grid() {
         if (c.experts == 16 || c.experts == 64) && c.tokens_per_rank > 128 {
             // Keep the run inside the device budget: E in {8, 32, 128}, and every E at T128
-            // (a second each; the tile rule's width differs there by E: spec.rs hopper_bn).
+            // (a second each; the tile rule's width differs there by E: spec/tile.rs hopper_bn).
             continue;
         }
         out.push(Case { sample: Some(64), timed: true, ..case(name, c) });
