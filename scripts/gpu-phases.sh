@@ -32,7 +32,7 @@ ph() {
   fi
 }
 # ab_lines LABEL...: for each phase's log, one line a case: its verdict and name, the fields an
-# A/B run compares (first task, phase marks, the first wave, the combine tasks, a streamed
+# A/B run compares (first task, phase marks (top-k, placed), the first wave, the combine tasks, a streamed
 # combine's kernel label, back-to-back time, the GEMM tasks' times by row fill, their and the streamed combines' in-task marks) and its output
 # digest (equal = the same bits).
 ab_lines() {
@@ -41,7 +41,7 @@ ab_lines() {
     [ -f "$w/$b.log" ] || continue
     echo "== $b"
     grep -E "^\[(ok|FAIL)\]" "$w/$b.log" |
-      grep -o -E "^\[[a-zA-Z]+\] [^(]*|\[[a-z0-9.-]*-cs\]|spill fallback [A-Z_,=0-9]*|first task at [0-9]+us|placed [0-9]+us|first wave [0-9]+ tasks( \([^)]*\))?(, [0-9]+ paired)?|combine n=[^;]*|back to back [0-9.]+ ms|output digest [0-9a-f]+|row fill \(bm [0-9]+\): gemm0 [^;]*; gemm1 [^;]*|in-task µs \([^)]*\): [^;]*|streamed combine µs \([^)]*\): [^;]*|gaps before [^;]*" |
+      grep -o -E "^\[[a-zA-Z]+\] [^(]*|\[[a-z0-9.-]*-cs\]|spill fallback [A-Z_,=0-9]*|first task at [0-9]+us|top-k [0-9]+us|placed [0-9]+us|first wave [0-9]+ tasks( \([^)]*\))?(, [0-9]+ paired)?|combine n=[^;]*|back to back [0-9.]+ ms|output digest [0-9a-f]+|row fill \(bm [0-9]+\): gemm0 [^;]*; gemm1 [^;]*|in-task µs \([^)]*\): [^;]*|streamed combine µs \([^)]*\): [^;]*|gaps before [^;]*" |
       paste -s -d' ' | sed 's/\[ok\]/\n[ok]/g;s/\[FAIL\]/\n[FAIL]/g' | cut -c1-900
   done
 }
