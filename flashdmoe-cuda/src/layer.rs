@@ -24,14 +24,22 @@
 //! * The kernel computes every router of core's `routing` (softmax, sigmoid and top-k softmax
 //!   scores, router and selection biases, grouped top-k, routed scaling), relu / gelu /
 //!   SwiGLU / gpt-oss's clamped SwiGLU experts and shared experts with Qwen's sigmoid gate
-//!   ([`spec::COMPUTED_FEATURES`]); a layer it does not compute is refused at build
-//!   ([`spec::check_computed`]), naming each field, before any device is touched.
+//!   ([`crate::spec::COMPUTED_FEATURES`]); a layer it does not compute is refused at build
+//!   ([`crate::spec::check_computed`]), naming each field, before any device is touched.
 //! * Shared experts run as `m` virtual experts a rank (core's `virtual_experts`): the heap
 //!   layout, expert tables, weight slots, scratch and statistics are the protocol config's
 //!   (`E'` experts, `k + m` slots; `Plan::protocol`); the routing a forward reports, and what
 //!   the oracle checks, is the router's (`k` slots over `E`).
+//!
+//! ## The parts
+//!
+//! Here: the options, the plan, a GPU's buffers, and the forward (stage, launch, collect).
+//! `build` chooses and compiles the specialisation and sets up every GPU; `upload` a GPU's
+//! buffers, weight slots, tables and tensor maps; `readback` what a forward leaves behind
+//! (phase marks, trace, diagnostics); `process` one process per GPU; `resident` the
+//! device-resident forward.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use cudarc::driver::{CudaSlice, CudaStream, DevicePtr};
@@ -43,30 +51,27 @@ use flashdmoe_core::trace::Clocks;
 use flashdmoe_core::virtual_experts::VirtualExperts;
 use flashdmoe_core::{
     Backend, BackendError, ForwardOptions, ForwardOutput, Layer, LayerWeights, MoeConfig,
-    RankOutput, RoutingError, TimeoutReport, TraceEvent,
+    RankOutput, RoutingError, TraceEvent,
 };
-use flashdmoe_proto::{Epoch, HeapLayout, SourcePlan, TaskCounts, div_ceil, signal};
+use flashdmoe_proto::{Epoch, HeapLayout, SourcePlan, div_ceil, signal};
 
-use crate::arch::Arch;
-use crate::device::{Device, enable_peer_access, gpus};
+use crate::device::Device;
 use crate::error::CudaError;
-use crate::jit::Jit;
 use crate::launch::{Kernel, LaunchShape};
-use crate::params::{
-    Diag, INTER_MAPS, KernelParams, MAX_RANKS, ROLES, ScratchLayout, TraceRecord, WAITS, control,
-};
-use crate::spec::{
-    self, CombineForm, EngineChoice, MoeSpec, PairChoice, ROUTING_CHUNK, TileChoice,
-};
+use crate::params::{INTER_MAPS, KernelParams, MAX_RANKS, ScratchLayout, TraceRecord};
+use crate::spec::{CombineForm, EngineChoice, MoeSpec, PairChoice, ROUTING_CHUNK, TileChoice};
 use crate::tma::TensorMap;
 
+mod build;
 mod process;
+mod readback;
 mod resident;
 mod upload;
 pub use process::{DEVICE_VAR, GroupOptions, ProcessGroup, TEST_DIE, parse_die};
 use process::{Heaps, PeerHeaps};
+pub use readback::{PhaseTimes, TaskMarks};
+use readback::{bytemuck_diag, timeout_report};
 pub use resident::{DeviceIo, DeviceRouting};
-use upload::upload;
 
 /// Options of the CUDA backend.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -127,21 +132,6 @@ impl From<CudaError> for BackendError {
 
 fn invalid(what: &'static str, reason: String) -> BackendError {
     BackendError::InvalidInput { what, reason }
-}
-
-/// Every candidate that `with` turns into the form the option `what` asks for, or, where none
-/// can take it, an error naming the option with why the first cannot.
-fn every_with(
-    candidates: &[MoeSpec],
-    what: &'static str,
-    with: impl Fn(MoeSpec) -> Result<MoeSpec, String>,
-) -> Result<Vec<MoeSpec>, BackendError> {
-    let taken: Vec<MoeSpec> = candidates.iter().filter_map(|&c| with(c).ok()).collect();
-    if taken.is_empty() {
-        let why = candidates.first().and_then(|&c| with(c).err());
-        return Err(invalid(what, why.unwrap_or_else(|| "no specialisation to build".into())));
-    }
-    Ok(taken)
 }
 
 /// The 64-bit value of control words `i` (low) and `i + 1` (high) (`kernels/heap.cuh`).
@@ -258,69 +248,6 @@ fn scratch_layout(
     Ok((layout, cursor.max(256)))
 }
 
-/// Where one rank's forward spent its time, in nanoseconds since its GPU's kernel started:
-/// marks the kernel records as it goes (`kernels/heap.cuh`, `Control`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PhaseTimes {
-    /// Router GEMM done (A1, after the grid barrier).
-    pub routed_ns: u32,
-    /// Every token's slots chosen: A2's first half, a warp a token, after its grid barrier; or,
-    /// where a thread routes a token (small routers at large T: topk.cuh `lanes_route`), the
-    /// latest block to route its chunk (no barrier follows; its chunk counts follow in the same
-    /// block).
-    pub tokens_ns: u32,
-    /// Top-k and within-chunk positions done (A2).
-    pub chosen_ns: u32,
-    /// Placement and capacity drops done (A3).
-    pub placed_ns: u32,
-    /// The last of this rank's dispatch signals raised (A4 done for this rank's packets; on the
-    /// Hopper engine the OS block raises the signals of the packets read in place after it
-    /// enqueued the rank's own: then this mark follows the first wave's tasks).
-    pub dispatched_ns: u32,
-    /// The scheduler's first round that handed out tasks (0 if none did: every task was in
-    /// the first wave). After the first wave, the earliest a processor's second task reached
-    /// its mailbox.
-    pub first_handout_ns: u32,
-    /// Every task of the rank completed: the scheduler hands out the stop words.
-    pub stopped_ns: u32,
-    /// The last warp of the rank's blocks ended (what the kernel ran on after its tasks:
-    /// `exited_ns - stopped_ns`; the rest of a launch's time is the launch itself).
-    pub exited_ns: u32,
-    /// The last block of the launch started (nanoseconds after block 0 did; rank 0's word,
-    /// the same for every rank of the GPU).
-    pub last_block_ns: u64,
-    /// The last block done with its share of the counter reset (the same way).
-    pub reset_ns: u64,
-    /// The last block done with its router GEMM jobs, before A1's grid barrier (the same way).
-    pub router_jobs_ns: u64,
-    /// Whether A2 routed a token a thread (small routers at large T: topk.cuh `lanes_route`)
-    /// rather than a warp a token.
-    pub tokens_by_threads: bool,
-    /// The first wave: GEMM0 tasks of the packets read in place that the OS block posted in
-    /// processors' mailboxes itself, one each, before the scheduler's first round
-    /// (subscriber.cuh `enqueue_in_place`; 0 where no packet is read in place: the mma.sync
-    /// engine, or a rank with no such rows).
-    pub first_wave: u32,
-    /// When the first wave was in the processors' mailboxes (the latest warp done posting its
-    /// share; 0 with no first wave).
-    pub wave_posted_ns: u32,
-    /// The second wave: GEMM1 tasks the OS block posted as task number 1 of the first wave's
-    /// processors, where every GEMM0 task of a one-GPU layer was in the first wave
-    /// (subscriber.cuh `post_gemm1_early`; 0 otherwise).
-    pub second_wave: u32,
-    /// The third wave: combine tasks the OS block wrote with the second wave, processor q
-    /// below their count taking combine q as its task number 2 once its first task is done,
-    /// where every combine has such a processor (subscriber.cuh `post_combines`; 0 otherwise).
-    pub third_wave: u32,
-    /// A return subscriber's last publication of combine tasks (0 with no combine).
-    pub combines_queued_ns: u32,
-    /// The scheduler's last round that handed combine tasks out (0 with no combine).
-    pub combines_handed_ns: u32,
-    /// Tasks run as halves of a 2-CTA cluster's pair (`CudaOptions::pairs`; twice the pairs
-    /// run: the scheduler gives a pair no cluster can take as two solo tasks); 0 unpaired.
-    pub paired_tasks: u32,
-}
-
 /// Device buffers and the loaded kernel of one GPU.
 #[derive(Debug)]
 struct Gpu {
@@ -364,28 +291,6 @@ pub struct CudaLayer {
     marks: Mutex<Vec<Vec<TaskMarks>>>,
 }
 
-/// Where the time of one task of a traced forward went, from the kernel's trace record
-/// ([`CudaLayer::task_marks`]; Hopper engine only: the mma.sync engine and combines in
-/// registers mark nothing). Two marks after the task's start, in order, whose meaning is the
-/// task's kind (`key.0`):
-/// * a GEMM task: `mark1_ns` its main loop's end as consumer warpgroup 0 saw it, `mark2_ns`
-///   its results stored, before their fences and publication;
-/// * a streamed combine: `mark1_ns` its slot table looked up and handed to the producer,
-///   `mark2_ns` its first fill of returned rows landed in shared memory.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct TaskMarks {
-    /// The executing rank.
-    pub rank: u32,
-    /// The task ([`TraceEvent::key`]).
-    pub key: flashdmoe_proto::TaskKey,
-    /// Its start to its end (ns): its trace event's duration.
-    pub duration_ns: u64,
-    /// Its start to its first mark (ns).
-    pub mark1_ns: u32,
-    /// Its start to its second mark (ns).
-    pub mark2_ns: u32,
-}
-
 fn device_ptr<T>(slice: &CudaSlice<T>, stream: &CudaStream) -> u64 {
     let (ptr, _sync) = slice.device_ptr(stream);
     ptr
@@ -401,310 +306,6 @@ impl Backend for CudaBackend {
     fn build(&self, config: &MoeConfig, weights: &LayerWeights) -> Result<CudaLayer, BackendError> {
         self.build_with(config, weights, None)
     }
-}
-
-impl CudaBackend {
-    /// Builds this process's part of a layer of a world of processes, one GPU each
-    /// (`group`): ranks `group.rank() * R .. + R` of the config's world (`R` = world /
-    /// processes), on GPU `group.device()`, holding their experts only; the peers' heaps are
-    /// reached through NCCL windows. Every process of the group must call it with the same
-    /// config and weights (checked by fingerprint). Run it with [`CudaLayer::forward_local`]
-    /// (or [`Layer::forward_rank`] at one rank per GPU).
-    pub fn build_process(
-        &self,
-        config: &MoeConfig,
-        weights: &LayerWeights,
-        group: &ProcessGroup,
-    ) -> Result<CudaLayer, BackendError> {
-        self.build_with(config, weights, Some(group))
-    }
-
-    /// [`Self::build_once`] with the options' pairing; where [`PairChoice::Auto`] chose paired
-    /// images and the launch's blocks cannot form clusters within each rank (a grid smaller
-    /// than the SM count, an odd number of blocks per rank), the layer is built unpaired: the
-    /// default never fails where pairs were only an optimisation.
-    fn build_with(
-        &self,
-        config: &MoeConfig,
-        weights: &LayerWeights,
-        group: Option<&ProcessGroup>,
-    ) -> Result<CudaLayer, BackendError> {
-        match self.build_once(config, weights, group, self.options.pairs) {
-            Err(BackendError::InvalidInput { what: "pairs", .. })
-                if self.options.pairs == PairChoice::Auto =>
-            {
-                self.build_once(config, weights, group, PairChoice::Off)
-            }
-            built => built,
-        }
-    }
-
-    fn build_once(
-        &self,
-        config: &MoeConfig,
-        weights: &LayerWeights,
-        group: Option<&ProcessGroup>,
-        pairs: PairChoice,
-    ) -> Result<CudaLayer, BackendError> {
-        let _range = nvtx::LocalRange::new(c"flashdmoe::cuda::build");
-        config.validate()?;
-        // What the kernel does not compute is refused, never run as another layer.
-        spec::check_computed(config)?;
-        weights.check(config).map_err(|e| invalid("weights", e.to_string()))?;
-        let virtual_experts = VirtualExperts::of(config)?;
-        let protocol = match virtual_experts {
-            Some(v) => v.protocol_config(config)?,
-            None => config.clone(),
-        };
-        // The shared experts split into the routed experts' shape, uploaded as experts.
-        let shared_parts = weights.shared_parts(config)?;
-        let world = config.world;
-        if world as usize > MAX_RANKS {
-            return Err(invalid(
-                "config",
-                format!("world {world} exceeds the {MAX_RANKS} ranks the CUDA backend supports"),
-            ));
-        }
-        let available = gpus()?;
-        let ranks_per_gpu = match (group, self.options.ranks_per_gpu) {
-            // One GPU per process: the world is spread evenly over the processes.
-            (Some(g), r) => {
-                let per = world as usize / g.world().max(1);
-                if per == 0
-                    || per * g.world() != world as usize
-                    || r.is_some_and(|r| r as usize != per)
-                {
-                    return Err(invalid(
-                        "ranks_per_gpu",
-                        format!(
-                            "a world of {world} ranks over {} processes (one GPU each) needs \
-                             {world} to be a multiple of {} (ranks per GPU asked: {r:?})",
-                            g.world(),
-                            g.world()
-                        ),
-                    ));
-                }
-                per as u32
-            }
-            (None, r) => match r {
-                Some(r) if r == 0 || !world.is_multiple_of(r) => {
-                    return Err(invalid(
-                        "ranks_per_gpu",
-                        format!("{r} must be > 0 and divide the world size {world}"),
-                    ));
-                }
-                Some(r) => r,
-                // As many GPUs as divide the world evenly.
-                None => (1..=world)
-                    .find(|&r| world.is_multiple_of(r) && (world / r) as usize <= available.len())
-                    .unwrap_or(world),
-            },
-        };
-        let (ngpus, first) = match group {
-            Some(g) => (1, g.device()),
-            None => ((world / ranks_per_gpu) as usize, self.options.first_gpu as usize),
-        };
-        if first + ngpus > available.len() {
-            return Err(BackendError::TooFewDevices {
-                ranks: world,
-                per_device: ranks_per_gpu,
-                needed: (first + ngpus) as u32,
-                found: available.len() as u32,
-            });
-        }
-        let jit = Jit::from_env()?;
-        let mut devices =
-            (first..first + ngpus).map(Device::open).collect::<Result<Vec<_>, _>>()?;
-        // One block per SM (the tile configs' shared memory); one OS block per rank.
-        let sms = devices.iter().map(|d| d.gpu().sm_count).min().unwrap_or(0);
-        let processors = (sms / ranks_per_gpu).saturating_sub(1).max(1);
-        // The first specialisation that compiles without spills, on the first GPU's
-        // architecture; the others compile that one (all GPUs of a node are normally alike).
-        let arch0 = Arch::for_device(devices[0].gpu().cc);
-        let spec::Chosen { spec, compiled: compiled0, skipped } = {
-            let candidates = match self.options.tile {
-                Some(_) if self.options.engine == EngineChoice::MmaSync => {
-                    return Err(invalid(
-                        "tile",
-                        "a chosen tile runs on the Hopper engine, and the mma.sync engine was asked for"
-                            .into(),
-                    ));
-                }
-                Some(tile) => vec![
-                    MoeSpec::with_tile(config, processors, arch0, tile)
-                        .map_err(|why| invalid("tile", why))?,
-                ],
-                None => self.options.engine.filter(MoeSpec::candidates(config, processors, arch0)),
-            };
-            let candidates = spec::combine_candidates(candidates, self.options.combine);
-            let candidates = match pairs {
-                PairChoice::On => every_with(&candidates, "pairs", MoeSpec::with_pairs)?,
-                // Only where the blocks of each rank can form clusters (one block an SM).
-                PairChoice::Auto if sms % ranks_per_gpu == 0 && (sms / ranks_per_gpu) % 2 == 0 => {
-                    candidates.into_iter().map(PairChoice::auto).collect()
-                }
-                PairChoice::Auto | PairChoice::Off => candidates,
-            };
-            if candidates.is_empty() {
-                return Err(invalid(
-                    "engine",
-                    format!(
-                        "the Hopper (wgmma) engine cannot run a {} layer on {arch0}: it needs an \
-                         sm_90 GPU and bf16, f16 or f32 (tf32 tensor cores)",
-                        config.dtype.name()
-                    ),
-                ));
-            }
-            spec::compile_first(&jit, arch0, &candidates)?
-        };
-        let layout = HeapLayout::new(protocol.geometry(spec.tile)?)?;
-        let map = protocol.expert_map()?;
-        if ngpus > 1 && group.is_none() {
-            enable_peer_access(&devices)?;
-        }
-        let mut kernels = Vec::with_capacity(ngpus);
-        for device in &devices {
-            let arch = Arch::for_device(device.gpu().cc);
-            // The first architecture's image is already here (a spilling candidate is not
-            // compiled again); another architecture compiles the chosen spec.
-            let compiled = if arch == arch0 {
-                compiled0.clone()
-            } else {
-                jit.compile_variant(&spec.variant(), spec.arch_for(arch))?
-            };
-            let kernel = Kernel::load(device, &compiled.cubin, spec.smem_bytes())?;
-            let shape = kernel.cooperative_shape(spec.block_threads())?;
-            kernels.push((kernel, shape));
-        }
-        let grid = kernels.iter().map(|(_, s)| s.grid).min().unwrap_or(0);
-        let blocks_per_rank = grid / ranks_per_gpu;
-        if !(2..=1024).contains(&blocks_per_rank) {
-            return Err(invalid(
-                "ranks_per_gpu",
-                format!(
-                    "{ranks_per_gpu} ranks on a {grid}-block grid leave {blocks_per_rank} blocks per rank (need 2..=1024)"
-                ),
-            ));
-        }
-        if spec.pairs && (blocks_per_rank % 2 != 0 || grid % 2 != 0) {
-            return Err(invalid(
-                "pairs",
-                format!(
-                    "paired tasks run in 2-CTA clusters that must not straddle ranks: {ranks_per_gpu} \
-                     ranks on a {grid}-block grid leave {blocks_per_rank} blocks per rank (need an \
-                     even number; PairChoice::Off, the CLI's --no-pairs, runs unpaired)"
-                ),
-            ));
-        }
-        let processors = blocks_per_rank - 1;
-        let remote_copiers = match self.options.remote_copiers {
-            None => (processors / 4).max(1),
-            Some(n) if (1..=processors).contains(&n) => n,
-            Some(n) => {
-                return Err(invalid(
-                    "remote_copiers",
-                    format!(
-                        "{n} copying blocks of a rank's {processors} processors (1..={processors})"
-                    ),
-                ));
-            }
-        };
-        let g = layout.geometry();
-        let max_tasks = max_tasks(&protocol, &layout)?;
-        let (scratch, scratch_bytes) = scratch_layout(
-            &protocol,
-            config.experts,
-            g.capacity,
-            max_tasks,
-            blocks_per_rank - 1,
-            spec.router_split,
-        )?;
-        let plan = Plan {
-            config: config.clone(),
-            protocol,
-            virtual_experts,
-            spec,
-            layout,
-            map,
-            scratch,
-            scratch_bytes,
-            ranks_per_gpu,
-            blocks_per_rank,
-            remote_copiers,
-            skipped: skipped.into_iter().map(|(label, _)| label).collect(),
-            fallback: if compiled0.fallback {
-                spec.variant().fallback_changes()
-            } else {
-                Vec::new()
-            },
-        };
-
-        let mut built = Vec::with_capacity(ngpus);
-        let mut heap_table = [0u64; MAX_RANKS];
-        let kernel_heap_bytes = ranks_per_gpu as u64 * plan.layout.total_bytes();
-        let (first_rank, nccl_heap, peers) = match group {
-            Some(g) => {
-                // Every process must have chosen the same kernel and layout.
-                g.agree(&process::fingerprint(&plan, g.world()))?;
-                let ctx = devices[0].context().clone();
-                let heap = g.heap(&ctx, kernel_heap_bytes)?;
-                for (p, &base) in heap.peers().iter().enumerate() {
-                    for r in 0..ranks_per_gpu {
-                        heap_table[p * ranks_per_gpu as usize + r as usize] =
-                            base + r as u64 * plan.layout.total_bytes();
-                    }
-                }
-                (g.rank() as u32 * ranks_per_gpu, Some(heap), PeerHeaps::Nccl(g.link(&ctx)?))
-            }
-            None => (0, None, PeerHeaps::Local),
-        };
-        let mut nccl_heap = nccl_heap;
-        for (d, (device, (kernel, shape))) in devices.drain(..).zip(kernels).enumerate() {
-            let first_rank = first_rank + d as u32 * ranks_per_gpu;
-            let gpu = upload(
-                &plan,
-                device,
-                (kernel, shape),
-                first_rank,
-                (weights, shared_parts.as_ref()),
-                nccl_heap.take(),
-            )?;
-            let stream = gpu.device.stream().clone();
-            // The uploads are done before `build` returns: a device-resident forward runs on
-            // the caller's stream, which is not ordered after this one.
-            stream.synchronize().map_err(|e| BackendError::Device(e.to_string()))?;
-            for r in 0..ranks_per_gpu {
-                heap_table[(gpu.first_rank + r) as usize] =
-                    gpu.heaps.rank_ptr(&stream, plan.layout.total_bytes(), r);
-            }
-            built.push(Mutex::new(gpu));
-        }
-        let marks = Mutex::new(vec![Vec::new(); plan.config.world as usize]);
-        let layer = CudaLayer { plan, gpus: built, heap_table, peers, marks };
-        for gpu in &layer.gpus {
-            let mut gpu = gpu.lock().unwrap_or_else(PoisonError::into_inner);
-            gpu.params = layer.fixed_params(&gpu);
-        }
-        if let Some(g) = group {
-            // Every process's heap is zeroed, stamped and mapped before any kernel runs.
-            g.barrier()?;
-        }
-        Ok(layer)
-    }
-}
-
-/// The most tasks one rank of a layer whose protocol runs `protocol` over `layout` can run in
-/// a forward (the task queue's size): every source sends a rank at most `T * k` rows (`k` the
-/// protocol's slots: with shared experts the router's plus their parts, whose `T` rows a rank
-/// sends itself), each packet's last row tile possibly partial.
-fn max_tasks(protocol: &MoeConfig, layout: &HeapLayout) -> Result<u32, BackendError> {
-    let g = layout.geometry();
-    let rows = g.world as u64 * protocol.tokens_per_rank as u64 * protocol.top_k as u64;
-    let row_tiles = rows.div_ceil(g.tile.bm as u64) + g.world as u64 * g.local_experts as u64;
-    let max_tasks = TaskCounts::bound(layout, row_tiles, g.tokens);
-    u32::try_from(max_tasks).map_err(|_| {
-        invalid("config", format!("{max_tasks} tasks per rank exceed the u32 task index"))
-    })
 }
 
 /// What one GPU's launch left behind, before it is read back.
@@ -1102,176 +703,6 @@ impl CudaLayer {
             .collect();
         Ok(RankRouting { top_k: cfg.top_k, experts, weights, rows, expert_tokens })
     }
-
-    /// Control words of local rank `local` of GPU `gpu` after its last forward.
-    fn control(&self, gpu: &Gpu, local: u32) -> Result<Vec<u32>, BackendError> {
-        let stream = gpu.device.stream().clone();
-        let at = (local as u64 * self.plan.scratch_bytes + self.plan.scratch.control) as usize;
-        let bytes = stream
-            .clone_dtoh(&gpu.scratch.slice(at..at + 4 * crate::params::CONTROL_WORDS as usize))
-            .map_err(|e| BackendError::Device(e.to_string()))?;
-        Ok(u32s(&bytes))
-    }
-
-    /// `%globaltimer` at the launch of GPU `gpu`'s last forward.
-    fn kernel_start(&self, gpu: &Gpu) -> Result<u64, BackendError> {
-        Ok(word_pair(&self.control(gpu, 0)?, control::KERNEL_START))
-    }
-
-    /// Where the last forward's phase A time went, per rank (see [`PhaseTimes`]).
-    pub fn phase_times(&self) -> Result<Vec<PhaseTimes>, BackendError> {
-        let mut out = Vec::with_capacity(self.plan.config.world as usize);
-        for gpu in &self.gpus {
-            let gpu = gpu.lock().unwrap_or_else(PoisonError::into_inner);
-            // Rank 0's words hold the GPU's kernel start and the raw-timer maxima.
-            let first = self.control(&gpu, 0)?;
-            let since_start = |w: usize| {
-                word_pair(&first, w).saturating_sub(word_pair(&first, control::KERNEL_START))
-            };
-            let (last_block, reset, router_jobs) = (
-                since_start(control::LAST_BLOCK_START),
-                since_start(control::LAST_RESET_DONE),
-                since_start(control::LAST_ROUTER_DONE),
-            );
-            for local in 0..self.plan.ranks_per_gpu {
-                let c = self.control(&gpu, local)?;
-                out.push(PhaseTimes {
-                    routed_ns: c[control::ROUTED_NS],
-                    tokens_ns: c[control::TOKENS_NS],
-                    chosen_ns: c[control::CHOSEN_NS],
-                    placed_ns: c[control::PLACED_NS],
-                    dispatched_ns: c[control::DISPATCHED_NS],
-                    first_handout_ns: c[control::FIRST_HANDOUT_NS],
-                    stopped_ns: c[control::STOPPED_NS],
-                    exited_ns: c[control::EXIT_NS],
-                    last_block_ns: last_block,
-                    reset_ns: reset,
-                    router_jobs_ns: router_jobs,
-                    tokens_by_threads: c[control::ROUTE_THREADS] != 0,
-                    first_wave: c[control::FIRST_WAVE],
-                    wave_posted_ns: c[control::WAVE_POSTED_NS],
-                    second_wave: c[control::SECOND_WAVE],
-                    third_wave: c[control::THIRD_WAVE],
-                    combines_queued_ns: c[control::COMBINES_QUEUED_NS],
-                    combines_handed_ns: c[control::COMBINES_HANDED_NS],
-                    paired_tasks: c[control::PAIRED_TASKS],
-                });
-            }
-        }
-        Ok(out)
-    }
-
-    fn read_trace(
-        &self,
-        gpu: &Gpu,
-        stream: &Arc<CudaStream>,
-        local: u32,
-        counts: TaskCounts,
-    ) -> Result<Vec<TraceEvent>, BackendError> {
-        let plan = &self.plan;
-        let d = |e: cudarc::driver::DriverError| BackendError::Device(e.to_string());
-        let s0 = local as u64 * plan.scratch_bytes;
-        let read = |offset: u64, len: u64| -> Result<Vec<u8>, BackendError> {
-            stream
-                .clone_dtoh(
-                    &gpu.scratch.slice((s0 + offset) as usize..(s0 + offset + len) as usize),
-                )
-                .map_err(d)
-        };
-        // Times count from the launch of this GPU's kernel on this GPU's `%globaltimer`, a
-        // clock of its own (`trace_clocks`): conformance aligns the GPUs' clocks.
-        let origin = self.kernel_start(gpu)?;
-        // The task log's two parts (`kernels/queue.cuh`): this forward's combines from slot 0,
-        // its GEMM tasks from the combine log's end.
-        let record_bytes = std::mem::size_of::<TraceRecord>() as u64;
-        let gemm_base = flashdmoe_proto::graph::combine_log_slots(&plan.layout);
-        let gemms = counts.gemm0 + counts.gemm1;
-        let mut tasks = read(plan.scratch.tasks, counts.combine * 64)?;
-        tasks.extend(read(plan.scratch.tasks + gemm_base * 64, gemms * 64)?);
-        let mut records = read(plan.scratch.trace, counts.combine * record_bytes)?;
-        records.extend(read(plan.scratch.trace + gemm_base * record_bytes, gemms * record_bytes)?);
-        let rank = gpu.first_rank + local;
-        let count = counts.total();
-        let mut events = Vec::with_capacity(count as usize);
-        let mut marks = Vec::new();
-        for i in 0..count as usize {
-            let t = flashdmoe_proto::TaskDescriptor::decode(&tasks[i * 64..][..64], &plan.layout)?;
-            let rec = &records[i * record_bytes as usize..][..record_bytes as usize];
-            let word = |o: usize| u64::from_le_bytes(rec[o..o + 8].try_into().expect("8 bytes"));
-            let half = |o: usize| u32::from_le_bytes(rec[o..o + 4].try_into().expect("4 bytes"));
-            let processor = half(16);
-            let event = TraceEvent {
-                rank,
-                processor,
-                kind: t.task_kind()?,
-                source: t.source_rank,
-                owner: t.owner_rank,
-                local_expert: t.local_expert,
-                row_tile: t.row_tile,
-                col_tile: t.col_tile,
-                start_ns: word(0).saturating_sub(origin),
-                end_ns: word(8).saturating_sub(origin),
-            };
-            let (mark1_ns, mark2_ns) = (half(24), half(28));
-            if mark2_ns != 0 {
-                marks.push(TaskMarks {
-                    rank,
-                    key: event.key(),
-                    duration_ns: event.end_ns.saturating_sub(event.start_ns),
-                    mark1_ns,
-                    mark2_ns,
-                });
-            }
-            events.push(event);
-        }
-        let mut all = self.marks.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(slot) = all.get_mut(rank as usize) {
-            *slot = marks;
-        }
-        Ok(events)
-    }
-
-    /// The in-task marks of every GEMM task and streamed combine of each rank's last traced
-    /// forward (Hopper engine; empty before any traced forward, or on the mma.sync engine).
-    pub fn task_marks(&self) -> Vec<TaskMarks> {
-        self.marks.lock().unwrap_or_else(PoisonError::into_inner).concat()
-    }
-}
-
-fn bytemuck_diag(bytes: &[u8]) -> Diag {
-    let w = |i: usize| u32::from_le_bytes(bytes[i * 4..i * 4 + 4].try_into().expect("4 bytes"));
-    Diag {
-        status: w(0),
-        abort: w(1),
-        rank: w(2),
-        role: w(3),
-        what: w(4),
-        index: w(5),
-        expected_epoch: w(6),
-        pad: w(7),
-        seen: u64::from_le_bytes(bytes[32..40].try_into().expect("8 bytes")),
-    }
-}
-
-fn timeout_report(diag: &Diag, plan: &Plan) -> TimeoutReport {
-    let role = ROLES.get(diag.role as usize).map_or("unknown role", |r| r.1);
-    let what = WAITS.get(diag.what as usize).map_or("unknown condition", |w| w.1);
-    let g = plan.layout.geometry();
-    let detail = match diag.what {
-        0 => format!(
-            "{what} from rank {} for local expert {}",
-            diag.index / g.local_experts.max(1),
-            diag.index % g.local_experts.max(1)
-        ),
-        _ => format!("{what} #{}", diag.index),
-    };
-    TimeoutReport {
-        rank: diag.rank,
-        role: role.to_owned(),
-        awaited: detail,
-        expected_epoch: diag.expected_epoch,
-        seen: diag.seen,
-    }
 }
 
 impl Layer for CudaLayer {
@@ -1367,106 +798,7 @@ impl Layer for CudaLayer {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// An option every candidate refuses fails the build naming the option and why; one some
-    /// take keeps those, in order (`pairs`: DeepSeek-V3's mma.sync candidates cannot pair).
-    #[test]
-    fn an_option_no_candidate_takes_is_an_error_naming_it() {
-        use flashdmoe_core::config::presets;
-        let config = presets::preset("deepseek-v3").unwrap();
-        let all = MoeSpec::candidates(&config, spec::H200_PROCESSORS, Arch::SM90A);
-        let mma: Vec<MoeSpec> =
-            all.iter().copied().filter(|s| s.engine == spec::TileEngine::MmaSync).collect();
-        assert!(!mma.is_empty());
-        let err = every_with(&mma, "pairs", MoeSpec::with_pairs).unwrap_err();
-        assert!(
-            matches!(&err, BackendError::InvalidInput { what: "pairs", reason } if reason.contains("mma.sync")),
-            "{err:?}"
-        );
-        // The Hopper candidates with a cooperative tile of bn a multiple of 16, every one paired.
-        let can_pair: Vec<MoeSpec> = all
-            .iter()
-            .filter(
-                |s| matches!(s.engine, spec::TileEngine::Wgmma(t) if !t.pingpong && t.bn % 16 == 0),
-            )
-            .map(|&s| MoeSpec { pairs: true, ..s })
-            .collect();
-        assert!(!can_pair.is_empty() && can_pair.len() < all.len());
-        assert_eq!(every_with(&all, "pairs", MoeSpec::with_pairs).unwrap(), can_pair);
-        assert!(every_with(&[], "pairs", MoeSpec::with_pairs).is_err());
-    }
-
-    #[test]
-    fn the_task_queue_holds_every_task_of_the_shared_experts_parts_too() {
-        use flashdmoe_core::config::{Activation, SharedExperts, SharedGate};
-        use flashdmoe_proto::TileShape;
-        // The worst routing: every token of every rank to rank 0's experts, plus the rank's
-        // own parts of the shared experts (m = 4), on a tile whose packets end in partial tiles.
-        let c = MoeConfig {
-            world: 3,
-            tokens_per_rank: 1000,
-            hidden: 64,
-            inter: 64,
-            experts: 6,
-            top_k: 2,
-            activation: Activation::SiluGated,
-            capacity: flashdmoe_core::CapacityPolicy::Dropless,
-            shared: Some(SharedExperts { count: 1, inter: 256, gate: SharedGate::Sigmoid }),
-            ..MoeConfig::default()
-        };
-        let v = VirtualExperts::of(&c).unwrap().unwrap();
-        let protocol = v.protocol_config(&c).unwrap();
-        let layout =
-            HeapLayout::new(protocol.geometry(TileShape::new(64, 64, 64)).unwrap()).unwrap();
-        let g = layout.geometry();
-        // Rank 0 receives 1000 rows for each of its 2 routed experts from every rank, and its
-        // own 4 parts' 1000 rows each.
-        let mut received = vec![0u32; (g.world * g.local_experts) as usize];
-        for src in 0..3 {
-            for le in 0..2 {
-                received[(src * g.local_experts + le) as usize] = 1000;
-            }
-        }
-        for le in 2..6 {
-            received[le as usize] = 1000;
-        }
-        let exact = TaskCounts::for_rank(&layout, received.iter().copied()).total();
-        let bound = max_tasks(&protocol, &layout).unwrap() as u64;
-        assert!(exact <= bound, "{exact} tasks, queue of {bound}");
-        // Without the parts' rows the queue would be too small for this forward.
-        let routed_only = MoeConfig { top_k: 2, ..protocol.clone() };
-        assert!(exact > max_tasks(&routed_only, &layout).unwrap() as u64);
-    }
-
-    #[test]
-    fn shared_experts_the_kernel_cannot_run_are_refused_naming_the_field_before_any_device() {
-        use flashdmoe_core::config::presets::preset;
-        let qwen = MoeConfig { tokens_per_rank: 8, ..preset("qwen1.5-moe-a2.7b").unwrap() };
-        // No GPU is needed: the refusal comes first.
-        for (what, c) in [
-            ("shared", MoeConfig { inter: 1472, ..qwen.clone() }),
-            ("shared", MoeConfig { activation: flashdmoe_core::Activation::Gelu, ..qwen.clone() }),
-            (
-                "capacity",
-                MoeConfig { capacity: flashdmoe_core::CapacityPolicy::Factor(2.0), ..qwen.clone() },
-            ),
-        ] {
-            // The weights do not matter (nor fit): the config is refused first.
-            let w = LayerWeights::generate(&MoeConfig::default(), 1).unwrap();
-            let err = CudaBackend::new(CudaOptions::default()).build(&c, &w).unwrap_err();
-            assert!(
-                matches!(&err, BackendError::InvalidInput { what: w, .. } if *w == what),
-                "{what}: {err}"
-            );
-            assert!(err.to_string().contains("--backend sim computes this layer"), "{err}");
-        }
-        // The routers, experts and shared experts the kernel computes are not refused.
-        for name in ["gpt-oss-20b", "gpt-oss-120b", "deepseek-v3", "kimi-k2", "qwen2-57b-a14b"] {
-            let c = MoeConfig { tokens_per_rank: 8, ..preset(name).unwrap() };
-            assert!(spec::check_computed(&c).is_ok(), "{name}");
-        }
-    }
-
+    use crate::params::{Diag, ROLES, WAITS};
     #[test]
     fn scratch_sizes_that_overflow_are_errors_naming_the_array() {
         let config = MoeConfig {
@@ -1592,6 +924,7 @@ mod tests {
         // Every role and wait the kernel can name has a name here.
         assert_eq!(ROLES[4].0, "FDM_ROLE_ROUTER");
         assert_eq!(WAITS[7].0, "FDM_WAIT_INVALID_ROUTING");
+        assert_eq!(WAITS[10].0, "FDM_WAIT_FIRST_WAVE");
         assert_eq!(timeout_report(&diag(9, 9, 0, 0), &plan).role, "unknown role");
     }
 }
