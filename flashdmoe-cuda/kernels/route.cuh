@@ -9,6 +9,7 @@
 #pragma once
 
 #include "heap.cuh"
+#include "router_wgmma.cuh"
 #include "topk.cuh"
 
 /// Resets this forward's local counters: the row-tile and combine counters of every local
@@ -70,11 +71,19 @@ __device__ void router_gemm(const fdm_params* p, char* smem) {
     const unsigned rt = tile / col_tiles, ct = tile % col_tiles;
     const int rows = (int)fdm_tile_rows(T, rt, Router::BM);
     const int cols = (int)min((unsigned)Router::BN, kRouterE - ct * Router::BN);
+    const Elem* a = r.x() + (unsigned long long)rt * Router::BM * kH + part * kPartK;
+    const Elem* b = router + (unsigned long long)ct * Router::BN * kH + part * kPartK;
+    float* out = r.logits() + part * part_stride + (unsigned long long)rt * Router::BM * kRouterE + ct * Router::BN;
+#if FDM_ROUTER_WGMMA_ON
+    // Experiment FDM_ROUTER_WGMMA: the same tile on the warpgroups' wgmmas (router_wgmma.cuh).
+    router_wgmma::Accum acc;
+    router_wgmma::gemm(acc, a, kH, rows, b, kH, cols, kPartK, smem);
+    router_wgmma::store(acc, out, kRouterE, rows, cols);
+#else
     typename Router::Accum acc;
-    Router::gemm(acc, r.x() + (unsigned long long)rt * Router::BM * kH + part * kPartK, kH, rows,
-                 router + (unsigned long long)ct * Router::BN * kH + part * kPartK, kH, cols, kPartK, smem);
-    Router::store<float>(acc, r.logits() + part * part_stride + (unsigned long long)rt * Router::BM * kRouterE + ct * Router::BN,
-                         kRouterE, rows, cols, smem);
+    Router::gemm(acc, a, kH, rows, b, kH, cols, kPartK, smem);
+    Router::store<float>(acc, out, kRouterE, rows, cols, smem);
+#endif
   }
 }
 

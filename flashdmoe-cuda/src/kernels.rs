@@ -95,6 +95,7 @@ pub const HEADERS: &[Header] = &[
     Header { name: "sync.cuh", text: include_str!("../kernels/sync.cuh") },
     Header { name: "heap.cuh", text: include_str!("../kernels/heap.cuh") },
     Header { name: "topk.cuh", text: include_str!("../kernels/topk.cuh") },
+    Header { name: "router_wgmma.cuh", text: include_str!("../kernels/router_wgmma.cuh") },
     Header { name: "route.cuh", text: include_str!("../kernels/route.cuh") },
     Header { name: "dispatch.cuh", text: include_str!("../kernels/dispatch.cuh") },
     Header { name: "queue.cuh", text: include_str!("../kernels/queue.cuh") },
@@ -217,6 +218,13 @@ pub const EXPERIMENTS: &[KernelExperiment] = &[
                of lane 0's serial sum over E (the specification's order, so the weights differ \
                from the oracle's in the last bits: a timing A/B for a later specification \
                change; perf-notes v53 (c))",
+    },
+    KernelExperiment {
+        define: "FDM_ROUTER_WGMMA",
+        what: "router_wgmma.cuh: A1's router tile of 64 or 128 columns on the first two \
+               warpgroups' wgmmas from the mma.sync tile's own stages (the same loads; \
+               docs/dev/router-wgmma.md), T16384 E128's router jobs 32 -> ~23 µs predicted \
+               (perf-notes v53 (d))",
     },
 ];
 
