@@ -28,8 +28,9 @@ __device__ void publish_gemm1(const Rank& r, const fdm_task& t, unsigned base, u
   });
 }
 
-/// Producer thread 0 of a processor, before it hands a task posted ahead of its inputs to its
-/// consumers: spins on `word` (acquire) until `ok(seen)`. False on an abort or a timeout
+/// A processor's thread waiting on another role's word: producer thread 0 before it hands a
+/// task posted ahead of its inputs to its consumers, consumer 0 before it publishes a first task
+/// it derived (waves.cuh). Spins on `word` (acquire) until `ok(seen)`. False on an abort or a timeout
 /// (reported as the processor's wait for `what` number `index`): the caller then stops, as on
 /// its mailbox's.
 template <class Ok>

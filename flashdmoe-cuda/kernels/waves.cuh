@@ -12,6 +12,7 @@
 // trip, the wave's descriptors, a fence and the mailbox stores, while every processor waited.
 #pragma once
 
+#include "completion.cuh"
 #include "dispatch.cuh"
 #include "mailbox.cuh"
 #include "queue.cuh"
@@ -76,19 +77,13 @@ __device__ unsigned own_first_task(const Rank& r, unsigned q, unsigned lane, fdm
 /// the words the OS block stored before the wave's fence -- kGemm1Early, kCombinesPosted, the
 /// claim of the wave's slots -- are visible from here on, as they are to a processor that took
 /// the task from its mailbox) and checks that the post is the task the processor derived.
-/// False on an abort, a timeout or a mismatch (the last two recorded: FDM_WAIT_FIRST_WAVE).
+/// False on an abort, a timeout or a mismatch (the last two recorded: FDM_WAIT_FIRST_WAVE, `seen`
+/// the posted task on a mismatch, the mailbox's count on a timeout).
 __device__ bool first_task_posted(const Rank& r, unsigned q, unsigned index, Deadline& deadline) {
-  for (;;) {
-    if (mailbox_ready(r, q, 0u)) {
-      const unsigned posted = mailbox_take(r, q, 0u);
-      if (posted == index) return true;
-      report_timeout(r, FDM_ROLE_PROCESSOR, FDM_WAIT_FIRST_WAVE, q, posted);
-      return false;
-    }
-    if (aborted(r.p)) return false;
-    if (deadline.expired()) {
-      report_timeout(r, FDM_ROLE_PROCESSOR, FDM_WAIT_FIRST_WAVE, q, kStop);
-      return false;
-    }
-  }
+  const auto posted_any = [](unsigned assigned) { return assigned > 0u; };
+  if (!producer_await(r, &r.assigned()[q], posted_any, FDM_WAIT_FIRST_WAVE, q, deadline)) return false;
+  const unsigned posted = mailbox_take(r, q, 0u);
+  if (posted == index) return true;
+  report_timeout(r, FDM_ROLE_PROCESSOR, FDM_WAIT_FIRST_WAVE, q, posted);
+  return false;
 }

@@ -52,7 +52,7 @@ pub const WAITS: [(&str, &str); 11] = [
     (
         "FDM_WAIT_FIRST_WAVE",
         "the OS block's post of the first-wave task it took from the placement (experiment \
-         FDM_SELF_WAVE; seen: the posted task, or kStop), processor",
+         FDM_SELF_WAVE; seen: the posted task, or the mailbox count on a timeout), processor",
     ),
 ];
 
