@@ -1,4 +1,4 @@
-//! What the GPU check (`src/bin/gpu-check.rs`) finds, and the results line it writes for it.
+//! What the GPU check (`src/bin/gpu-check/main.rs`) finds, and the results line it writes for it.
 //!
 //! The GPU check runs its cases on the CUDA backend and describes each by an [`Outcome`];
 //! [`Outcome::into_line`] turns it into one line of a results file: a timed check becomes a

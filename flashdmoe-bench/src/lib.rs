@@ -1,5 +1,5 @@
 //! The benchmark harness behind `flashdmoe bench` and `flashdmoe report`, and the GPU check
-//! (`src/bin/gpu-check.rs`): one way to measure a layer and one way to record and report it.
+//! (`src/bin/gpu-check/main.rs`): one way to measure a layer and one way to record and report it.
 //!
 //! Entry points: [`runner::run_case`] (one case on a backend -> a [`record::Record`]),
 //! [`baseline::Baseline::run`] (a PyTorch baseline on the same layer), [`table::render`] (the
