@@ -707,4 +707,6 @@ fn gib(bytes: u64) -> String {
 }
 
 #[cfg(test)]
+mod props;
+#[cfg(test)]
 mod tests;
