@@ -304,3 +304,37 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 500, ..ProptestConfig::default() })]
+
+    /// Our own JSON schema (`tests/data/moe.json`, the fields `config/file.rs` documents) with
+    /// one or two fields replaced, removed or retyped: a config that validates, or a parse or
+    /// field error; never a panic.
+    #[test]
+    fn a_mutated_config_file_is_read_or_refused(
+        edits in prop::collection::vec((any::<prop::sample::Index>(), replacement()), 1..=2),
+    ) {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/data/moe.json");
+        let mut v: Value =
+            serde_json::from_str(&std::fs::read_to_string(path).expect("moe.json")).expect("JSON");
+        for (at, with) in edits {
+            let mut paths = Vec::new();
+            key_paths(&v, &mut Vec::new(), &mut paths);
+            if paths.is_empty() {
+                break;
+            }
+            let path = paths[at.index(paths.len())].clone();
+            replace(&mut v, &path, with);
+        }
+        match MoeConfig::from_json_str(&v.to_string()) {
+            Ok(c) => prop_assert_eq!(c.validate(), Ok(())),
+            Err(
+                ConfigError::Parse { .. }
+                | ConfigError::Invalid { .. }
+                | ConfigError::UnknownPreset { .. },
+            ) => {}
+            Err(other) => prop_assert!(false, "unexpected error kind {other:?}"),
+        }
+    }
+}
