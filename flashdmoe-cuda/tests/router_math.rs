@@ -1,6 +1,8 @@
 //! The kernel's router math (`kernels/router_math.h`, what topk.cuh runs in A2) compiled with
 //! the host C++ compiler under each layer's `FDM_*` defines (`MoeSpec::defines`) and run on the
-//! same f32 logits the router GEMM would give; its expert choice and combine weights are held
+//! same f32 logits the router GEMM would give, for every real model's router and for
+//! combinations of the router's features no model has (each scoring with each grouping, every
+//! flag both ways); its expert choice and combine weights are held
 //! to core's oracle: the routing check a GPU forward must pass (`oracle::check_routing`), and
 //! stricter, no near tie at all and weights within 1e-6 of the CPU router's. The shared
 //! experts' slots after the router's (`SharedSlots`: experts and the sigmoid gate) are held to
@@ -9,14 +11,14 @@
 
 use std::fmt::Write as _;
 
-use flashdmoe_core::config::{GroupScore, Groups, Routing, presets};
+use flashdmoe_core::config::{GroupScore, Groups, Routing, Scoring, presets};
 use flashdmoe_core::oracle::{check_routing, shared_scale};
 use flashdmoe_core::routing::{RankRouting, route};
 use flashdmoe_core::virtual_experts::VirtualExperts;
 use flashdmoe_core::weights::generate_input;
 use flashdmoe_core::{DType, LayerWeights, MoeConfig};
 use flashdmoe_cuda::kernels::ROUTER_MATH_HEADER;
-use flashdmoe_cuda::spec::{H200_PROCESSORS, MoeSpec, shared_kinds};
+use flashdmoe_cuda::spec::{H200_PROCESSORS, MoeSpec, computes, shared_kinds};
 
 mod support;
 use support::host_cxx;
@@ -44,6 +46,41 @@ fn cases() -> Vec<(String, MoeConfig)> {
             ..base
         },
     ));
+
+    // Combinations no model has but a config may ask for: each scoring with each grouping,
+    // and for each pair two opposite patterns of the router bias, the selection bias, the
+    // scaling and the renormalisation (every flag both ways), E 16, top-4.
+    let groupings = [
+        None,
+        Some(Groups { count: 2, keep: 1, score: GroupScore::Max }),
+        Some(Groups { count: 4, keep: 2, score: GroupScore::Top2Sum }),
+    ];
+    for (s, scoring) in
+        [Scoring::Softmax, Scoring::Sigmoid, Scoring::TopKSoftmax].into_iter().enumerate()
+    {
+        for (g, groups) in groupings.into_iter().enumerate() {
+            let first = flashdmoe_core::rng::mix((3 * s + g) as u64) as u32 & 15;
+            for flags in [first, !first & 15] {
+                let routing = Routing {
+                    scoring,
+                    router_bias: flags & 1 != 0,
+                    selection_bias: flags & 2 != 0,
+                    groups,
+                    scaling: if flags & 4 != 0 { 2.5 } else { 1.0 },
+                };
+                let config = MoeConfig {
+                    experts: 16,
+                    top_k: 4,
+                    routing,
+                    renormalize: flags & 8 != 0 || scoring == Scoring::TopKSoftmax,
+                    ..out[0].1.clone()
+                };
+                if config.validate().is_ok() && computes(&config) {
+                    out.push((format!("{} groups {g} flags {flags:04b}", scoring.name()), config));
+                }
+            }
+        }
+    }
     out
 }
 
