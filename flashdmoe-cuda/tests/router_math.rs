@@ -2,9 +2,9 @@
 //! the host C++ compiler under each layer's `FDM_*` defines (`MoeSpec::defines`) and run on the
 //! same f32 logits the router GEMM would give, for every real model's router and for
 //! combinations of the router's features no model has (each scoring with each grouping, every
-//! flag both ways); its expert choice and combine weights are held
-//! to core's oracle: the routing check a GPU forward must pass (`oracle::check_routing`), and
-//! stricter, no near tie at all and weights within 1e-6 of the CPU router's. The shared
+//! flag both ways); its expert choice and combine weights are held to core's oracle: the
+//! routing check a GPU forward must pass (`oracle::check_routing`), and stricter, no near tie
+//! at all and weights within 1e-6 of the CPU router's. The shared
 //! experts' slots after the router's (`SharedSlots`: experts and the sigmoid gate) are held to
 //! core's `virtual_experts` and `oracle::shared_scale` the same way. No GPU needed; passes with
 //! a `skipped:` line without a C++ compiler.
