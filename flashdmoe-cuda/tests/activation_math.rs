@@ -1,10 +1,10 @@
 //! The gated experts' activation the kernel's GEMM0 epilogues run (`kernels/activation_math.h`)
 //! compiled with the host C++ compiler under a layer's `FDM_*` defines (`MoeSpec::defines`):
-//! SwiGLU and gpt-oss's clamped SwiGLU, over gate and up values inside and beyond the clamp,
-//! held to core's f64 `Activation::eval`. No GPU needed; passes with a `skipped:` line without
-//! a C++ compiler.
+//! SwiGLU and gpt-oss's clamped SwiGLU (gpt-oss's alpha and clamp, and a config's own), over
+//! gate and up values inside and beyond the clamp, held to core's f64 `Activation::eval`. No
+//! GPU needed; passes with a `skipped:` line without a C++ compiler.
 
-use flashdmoe_core::config::presets;
+use flashdmoe_core::config::{SwigluOss, presets};
 use flashdmoe_core::{Activation, MoeConfig};
 use flashdmoe_cuda::kernels::ACTIVATION_MATH_HEADER;
 use flashdmoe_cuda::spec::{H200_PROCESSORS, MoeSpec};
@@ -40,7 +40,13 @@ fn the_kernels_gated_activations_match_core() {
            return 0;\n\
          }}\n"
     );
-    for (name, config) in [("gpt-oss", oss), ("swiglu", swiglu)] {
+    // A clamp and slope of a config's own (`[activation] swiglu_limit`, alpha): the values
+    // above cross its limit of 0.5 and its alpha is not gpt-oss's.
+    let own = MoeConfig {
+        activation: Activation::SwigluOss(SwigluOss { alpha: 1.25, limit: 0.5 }),
+        ..oss.clone()
+    };
+    for (name, config) in [("gpt-oss", oss), ("swiglu", swiglu), ("swiglu-oss 1.25/0.5", own)] {
         let spec = MoeSpec::for_config(&config, H200_PROCESSORS);
         let printed = host_cxx::run(cc, name, &ACTIVATION_MATH_HEADER, &spec, &program);
         let got: Vec<f64> = printed.lines().map(|l| l.parse().unwrap()).collect();
