@@ -23,6 +23,33 @@ use proptest::test_runner::{FileFailurePersistence, TestCaseError};
 const REGRESSIONS: &str =
     concat!(env!("CARGO_MANIFEST_DIR"), "/proptest-regressions/tests/props.txt");
 
+/// `cases` cases, failures persisted in [`REGRESSIONS`].
+fn persisted(cases: u32) -> ProptestConfig {
+    ProptestConfig {
+        cases,
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(REGRESSIONS))),
+        ..ProptestConfig::default()
+    }
+}
+
+/// With `table`, seeded random owners of the experts (some ranks may own nothing); else the
+/// contiguous placement.
+fn placement(table: bool, experts: u32, world: u32, seed: u64) -> Placement {
+    if !table {
+        return Placement::Contiguous;
+    }
+    Placement::Table(
+        (0..experts)
+            .map(|e| (flashdmoe_core::rng::mix(seed ^ e as u64) % world as u64) as u32)
+            .collect(),
+    )
+}
+
+/// `p` processors and `s` subscribers a rank.
+fn sim_threads(p: usize, s: usize) -> SimOptions {
+    SimOptions { processors_per_rank: p, subscribers_per_rank: s, ..SimOptions::default() }
+}
+
 /// A random case: the config, whether the router is zeroed (every token picks experts
 /// `0..k`: hot experts), and the thread counts.
 fn case() -> impl Strategy<Value = (MoeConfig, bool, SimOptions)> {
@@ -50,16 +77,7 @@ fn case() -> impl Strategy<Value = (MoeConfig, bool, SimOptions)> {
         )| {
             // Keep each case small enough for a 2-core machine: at most ~1.5k tokens in all.
             let tokens = tokens.min(1536 / world);
-            let placement = if table {
-                // Seeded random owners: some ranks may own nothing.
-                Placement::Table(
-                    (0..experts)
-                        .map(|e| (flashdmoe_core::rng::mix(seed ^ e as u64) % world as u64) as u32)
-                        .collect(),
-                )
-            } else {
-                Placement::Contiguous
-            };
+            let placement = placement(table, experts, world, seed);
             let config = MoeConfig {
                 world,
                 tokens_per_rank: tokens,
@@ -75,11 +93,7 @@ fn case() -> impl Strategy<Value = (MoeConfig, bool, SimOptions)> {
                 placement,
                 ..MoeConfig::default()
             };
-            let options = SimOptions {
-                processors_per_rank: p,
-                subscribers_per_rank: s,
-                ..SimOptions::default()
-            };
+            let options = sim_threads(p, s);
             (config, seed % 3 == 0, options)
         },
     )
@@ -96,11 +110,7 @@ fn case_data(config: &MoeConfig, seed: u64, hot: bool) -> (LayerWeights, Vec<Vec
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig {
-        cases: 64,
-        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(REGRESSIONS))),
-        ..ProptestConfig::default()
-    })]
+    #![proptest_config(persisted(64))]
 
     #[test]
     fn random_forwards_match_the_oracle_and_the_graph((config, hot, options) in case(), seed in any::<u64>()) {
@@ -146,21 +156,13 @@ fn paired_case() -> impl Strategy<Value = (MoeConfig, SimOptions, u32)> {
                 capacity: CapacityPolicy::Dropless,
                 ..MoeConfig::default()
             };
-            let options = SimOptions {
-                processors_per_rank: p,
-                subscribers_per_rank: s,
-                ..SimOptions::default()
-            };
+            let options = sim_threads(p, s);
             (config, options, group)
         })
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig {
-        cases: 32,
-        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(REGRESSIONS))),
-        ..ProptestConfig::default()
-    })]
+    #![proptest_config(persisted(32))]
 
     /// Paired GEMM0 tasks (docs/dev/paired-tasks.md, `SimOptions::pairs`) change who runs
     /// what and when, never the result: the paired forward's outputs are bitwise the unpaired
@@ -220,22 +222,14 @@ fn waves_case() -> impl Strategy<Value = (MoeConfig, SimOptions, bool)> {
                 capacity: CapacityPolicy::Dropless,
                 ..MoeConfig::default()
             };
-            let options = SimOptions {
-                processors_per_rank: p,
-                subscribers_per_rank: s,
-                ..SimOptions::default()
-            };
+            let options = sim_threads(p, s);
             (config, options, hot == 0)
         },
     )
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig {
-        cases: 32,
-        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(REGRESSIONS))),
-        ..ProptestConfig::default()
-    })]
+    #![proptest_config(persisted(32))]
 
     /// The waves (`SimOptions::waves`, the kernel's OS block on one GPU) change who runs what
     /// and when, never the result: a forward with them is bitwise the one without, and passes
@@ -322,15 +316,7 @@ fn model_case() -> impl Strategy<Value = (MoeConfig, SimOptions)> {
                 3 => Activation::SwigluOss(SwigluOss::GPT_OSS),
                 _ => Activation::SwigluOss(SwigluOss { alpha: 1.0, limit: 0.25 }),
             };
-            let placement = if table {
-                Placement::Table(
-                    (0..experts)
-                        .map(|e| (flashdmoe_core::rng::mix(seed ^ e as u64) % world as u64) as u32)
-                        .collect(),
-                )
-            } else {
-                Placement::Contiguous
-            };
+            let placement = placement(table, experts, world, seed);
             let config = MoeConfig {
                 world,
                 tokens_per_rank: tokens,
@@ -349,22 +335,14 @@ fn model_case() -> impl Strategy<Value = (MoeConfig, SimOptions)> {
                 placement,
                 ..MoeConfig::default()
             };
-            let options = SimOptions {
-                processors_per_rank: p,
-                subscribers_per_rank: s,
-                ..SimOptions::default()
-            };
+            let options = sim_threads(p, s);
             (config, options)
         },
     )
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig {
-        cases: 48,
-        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(REGRESSIONS))),
-        ..ProptestConfig::default()
-    })]
+    #![proptest_config(persisted(48))]
 
     /// Every combination of the real models' features the config accepts computes the oracle's
     /// layer through the simulator's protocol, with the same checks as the paper's layers

@@ -255,6 +255,20 @@ fn key_paths(v: &Value, prefix: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
     }
 }
 
+/// Applies `edits` one after the other: each replaces (or with `None` removes) the key its
+/// index picks among the keys `v` has by then.
+fn mutate(v: &mut Value, edits: Vec<(prop::sample::Index, Option<Value>)>) {
+    for (at, with) in edits {
+        let mut paths = Vec::new();
+        key_paths(v, &mut Vec::new(), &mut paths);
+        if paths.is_empty() {
+            break;
+        }
+        let path = paths[at.index(paths.len())].clone();
+        replace(v, &path, with);
+    }
+}
+
 fn replace(v: &mut Value, path: &[String], with: Option<Value>) {
     let Value::Object(map) = v else { return };
     let (last, rest) = path.split_last().expect("a non-empty path");
@@ -283,15 +297,7 @@ proptest! {
     ) {
         let samples = hf_samples();
         let (name, mut v) = samples[sample.index(samples.len())].clone();
-        for (at, with) in edits {
-            let mut paths = Vec::new();
-            key_paths(&v, &mut Vec::new(), &mut paths);
-            if paths.is_empty() {
-                break;
-            }
-            let path = paths[at.index(paths.len())].clone();
-            replace(&mut v, &path, with);
-        }
+        mutate(&mut v, edits);
         match MoeConfig::from_hf_config_str(&v.to_string()) {
             Ok(c) => prop_assert_eq!(c.validate(), Ok(()), "{}", name),
             Err(
@@ -318,15 +324,7 @@ proptest! {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/data/moe.json");
         let mut v: Value =
             serde_json::from_str(&std::fs::read_to_string(path).expect("moe.json")).expect("JSON");
-        for (at, with) in edits {
-            let mut paths = Vec::new();
-            key_paths(&v, &mut Vec::new(), &mut paths);
-            if paths.is_empty() {
-                break;
-            }
-            let path = paths[at.index(paths.len())].clone();
-            replace(&mut v, &path, with);
-        }
+        mutate(&mut v, edits);
         match MoeConfig::from_json_str(&v.to_string()) {
             Ok(c) => prop_assert_eq!(c.validate(), Ok(())),
             Err(
