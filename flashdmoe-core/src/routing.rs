@@ -6,8 +6,10 @@
 //! 1. logits `l[e] = sum_h x[h] * router[e][h] (+ bias[e])`, accumulated in `f64` in ascending
 //!    `h` (the router bias, gpt-oss's, added in `f64`), then rounded to `f32`;
 //! 2. scores `s[e]` ([`Scoring`]): softmax over the experts (`m = max_e l`, `z_e = exp(l_e -
-//!    m)`, `sum = z_0 + z_1 + ...` ascending `e`, `s_e = z_e / sum`); or `sigmoid(l_e) = 1 / (1 +
-//!    exp(-l_e))`; or, for top-k softmax (gpt-oss), the logits themselves;
+//!    m)`, `s_e = z_e / sum` with `sum` as a warp adds it ([`tree_sum`]: 32 lanes each add
+//!    `z_l, z_{l+32}, ...` in order, then the lanes halve, `p_l += p_{l+o}` for `o` = 16, 8,
+//!    4, 2, 1); or `sigmoid(l_e) = 1 / (1 + exp(-l_e))`; or, for top-k softmax (gpt-oss), the
+//!    logits themselves;
 //! 3. choice scores `c[e] = s[e] (+ selection_bias[e])` (DeepSeek-V3's
 //!    `e_score_correction_bias`: for the choice only); with grouped top-k ([`Groups`]), the
 //!    experts form `n` contiguous groups, each scored by its best `c` ([`GroupScore::Max`]) or
@@ -273,12 +275,38 @@ pub fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + (-x).exp())
 }
 
-/// Softmax of `logits` in place, in `f32`, in the exact order of the module doc.
+/// Softmax over the experts of one token's `logits`, in place, in `f32`: step 2 of the module
+/// doc, its sum a [`tree_sum`].
 fn softmax_in_place(logits: &mut [f32]) {
     let m = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     logits.iter_mut().for_each(|l| *l = (*l - m).exp());
-    let s: f32 = logits.iter().sum();
+    let s = tree_sum(logits);
     logits.iter_mut().for_each(|z| *z /= s);
+}
+
+/// The sum of a token's exponentials `z` (non-negative) as a warp of 32 lanes adds them, the
+/// specification's order (module doc, step 2), which the kernel's thread and warp forms
+/// follow bit for bit: lane `l` adds `z_l, z_{l+32}, z_{l+64}, ...` in order into `p_l`, then
+/// for `o` = 16, 8, 4, 2, 1 each lane `l < o` adds `p_{l+o}` to its own; the sum is `p_0`. A lane
+/// that holds no expert (`l >= z.len()`) adds nothing: its `+0.0` would change no bit of a
+/// non-negative partial, so skipping it gives the warp's bits. Its depth is about `E / 32 + 5`
+/// additions, where a serial sum's is `E`.
+pub fn tree_sum(z: &[f32]) -> f32 {
+    let mut p = [0.0f32; 32];
+    for (e, &v) in z.iter().enumerate() {
+        p[e % 32] += v;
+    }
+    let lanes = z.len().min(32);
+    let mut o = 16;
+    while o > 0 {
+        for l in 0..o {
+            if l + o < lanes {
+                p[l] += p[l + o];
+            }
+        }
+        o /= 2;
+    }
+    p[0]
 }
 
 /// Grouped top-k's mask (step 3 of the module doc) on one token's choice scores, in place:
@@ -324,9 +352,11 @@ pub fn combine_weights(config: &MoeConfig, scores: &[f32], chosen: &[u32]) -> Ve
     let r: &Routing = &config.routing;
     let p: Vec<f32> = chosen.iter().map(|&e| scores[e as usize]).collect();
     let mut w = if r.scoring == Scoring::TopKSoftmax {
-        let mut z = p;
-        softmax_in_place(&mut z);
-        z
+        // The softmax over the chosen k sums in slot order (step 5), not as a tree.
+        let m = p.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let z: Vec<f32> = p.iter().map(|&v| (v - m).exp()).collect();
+        let sum: f32 = z.iter().sum();
+        z.iter().map(|&v| v / sum).collect()
     } else if config.renormalize {
         let mut sum: f32 = p.iter().sum();
         if r.scoring == Scoring::Sigmoid {

@@ -11,8 +11,8 @@
 // form is the specification. The kernel runs it a thread a token where the router is small
 // (topk.cuh `kLaneRouter`: its loops over E unroll, so a token's scores stay in registers), and
 // otherwise a warp a token (`route_token_warp`), which must give the same bits (its steps are
-// exact in any order but the softmax sum, which it adds in this form's order); `finish` (step
-// 5) is shared by both.
+// exact in any order but the softmax sum, whose order is a warp's: `lane_sum`, core's
+// `tree_sum`); `finish` (step 5) is shared by both.
 #pragma once
 
 #if defined(__CUDACC__) || defined(__CUDACC_RTC__)
@@ -48,6 +48,26 @@ struct Router {
   static constexpr bool kRouterBias = RouterBias, kSelBias = SelBias, kTop2 = Top2;
   static_assert(!Top2 || Groups == 0 || kPerGroup >= 2, "a top-2 group score needs 2 experts a group");
 
+  /// The softmax's sum of a token's exponentials `z` in the specification's order (core's
+  /// `routing::tree_sum`, what a warp's lanes add): lane X's value once the lanes have halved
+  /// down to O, i.e. its own `z_X + z_{X+32} + ...` in order at O = 32, and below that its value
+  /// at 2O plus lane X + O's where that lane holds an expert (a lane without one adds +0.0,
+  /// which changes no bit of a non-negative sum). Unrolled at compile time: a few registers,
+  /// whatever E is.
+  template <int X, int O>
+  static FDM_HD float lane_sum(const float* z) {
+    if constexpr (O == 32) {
+      float s = 0.f;
+      FDM_UNROLL
+      for (int e = X; e < E; e += 32) s += z[e];
+      return s;
+    } else if constexpr (X + O < (E < 32 ? E : 32)) {
+      return lane_sum<X, 2 * O>(z) + lane_sum<X + O, 2 * O>(z);
+    } else {
+      return lane_sum<X, 2 * O>(z);
+    }
+  }
+
   /// Steps 1-2 in place on one token's logits: + router bias, then the scores (softmax
   /// probabilities, sigmoids, or the biased logits themselves for top-k softmax).
   template <class Bias>
@@ -60,11 +80,11 @@ struct Router {
       float m = row[0];
       FDM_UNROLL
       for (int e = 1; e < E; ++e) m = fmaxf(m, row[e]);
-      float sum = 0.f;
       FDM_UNROLL
-      for (int e = 0; e < E; ++e) sum += expf(row[e] - m);
+      for (int e = 0; e < E; ++e) row[e] = expf(row[e] - m);
+      const float sum = lane_sum<0, 1>(row);
       FDM_UNROLL
-      for (int e = 0; e < E; ++e) row[e] = expf(row[e] - m) / sum;
+      for (int e = 0; e < E; ++e) row[e] = row[e] / sum;
     } else if constexpr (S == Scoring::Sigmoid) {
       FDM_UNROLL
       for (int e = 0; e < E; ++e) row[e] = 1.f / (1.f + expf(-row[e]));

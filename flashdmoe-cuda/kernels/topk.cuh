@@ -93,11 +93,11 @@ __device__ __forceinline__ int warp_best_expert(const float (&c)[kPer], unsigned
 /// results, bit for bit, as SpecRouter::route (router_math.h, which its host test holds to
 /// core's oracle) for finite logits. Lane l holds experts l, l + 32, ... in registers; the
 /// maxima and the picks are warp reductions, exact in any order with the serial form's tie
-/// rule (`warp_best`); the softmax sum is the one order-dependent step and lane 0 adds the
-/// terms in expert order, as the serial form does, from `row` (kRouterE floats of the warp's
-/// shared memory). One thread a token took ~30 / ~50 / ~150 µs at E 128 k 2 / E 128 k 8 /
-/// DeepSeek-V3's E 256 (its chain of ~E (k + 3) dependent reads; run 93's phase marks,
-/// perf-notes v30 (e)). Writes the token's first kTopK slots (topk_expert, topk_weight); `picks`
+/// rule (`warp_best`); the softmax sum is the one order-dependent step, and its order is a
+/// warp's lanes' (router_math.h `lane_sum`), which this form adds as such. `row` (kRouterE
+/// floats of the warp's shared memory) holds the scores for lane 0 to read back. One thread a
+/// token took ~30 / ~50 / ~150 µs at E 128 k 2 / E 128 k 8 / DeepSeek-V3's E 256 (its chain of
+/// ~E (k + 3) dependent reads; run 93's phase marks, perf-notes v30 (e)). Writes the token's first kTopK slots (topk_expert, topk_weight); `picks`
 /// (kTopK floats of the warp's shared memory) holds the weights while step 5 works on them, so
 /// it reads shared memory and not the global stores it just made (an L2 round trip each).
 __device__ void route_token_warp(const Rank& r, unsigned t, const TokenLogits& logits, float* row, float* picks,
@@ -129,12 +129,10 @@ __device__ void route_token_warp(const Rank& r, unsigned t, const TokenLogits& l
       if ((int)lane + 32 * i < E) mk = max(mk, order_key(v[i]));
     }
     const float m = key_value(__reduce_max_sync(0xFFFFFFFFu, mk));
-#ifdef FDM_A2_TREE_SUM
-    // Experiment FDM_A2_TREE_SUM: the exps' sum as a tree (a lane's own in order, then a
-    // butterfly over the lanes: every lane gets the same bits, float addition commuting)
-    // instead of lane 0's serial sum over E, the specification's order: ~5 dependent adds
-    // instead of E (perf-notes v53 (c)). Weights then differ from the oracle's in the last
-    // bits (its serial sum): an A/B timing, not yet the specification.
+    // The exps' sum in the specification's order (router_math.h `lane_sum`, core's
+    // `tree_sum`): a lane's own in order, then a butterfly over the lanes, every lane getting
+    // the same bits (float addition commutes; a lane past E adds its +0.0, which changes no
+    // bit): ~E / 32 + 5 dependent adds where a serial sum took E (perf-notes v53 (c)).
     float sum = 0.f;
 #pragma unroll
     for (int i = 0; i < kPer; ++i) {
@@ -151,26 +149,6 @@ __device__ void route_token_warp(const Rank& r, unsigned t, const TokenLogits& l
       const int e = (int)lane + 32 * i;
       if (e < E) v[i] = v[i] / sum;
     }
-#else
-#pragma unroll
-    for (int i = 0; i < kPer; ++i) {
-      const int e = (int)lane + 32 * i;
-      if (e < E) row[e] = expf(v[i] - m);
-    }
-    __syncwarp();
-    float sum = 0.f;
-    if (lane == 0) {
-#pragma unroll 8
-      for (int e = 0; e < E; ++e) sum += row[e];
-    }
-    sum = __shfl_sync(0xFFFFFFFFu, sum, 0);
-#pragma unroll
-    for (int i = 0; i < kPer; ++i) {
-      const int e = (int)lane + 32 * i;
-      if (e < E) v[i] = row[e] / sum;
-    }
-    __syncwarp();  // lane 0's reads of row before any lane overwrites it below
-#endif
   } else if constexpr (R::kScoring == flashdmoe::router::Scoring::Sigmoid) {
 #pragma unroll
     for (int i = 0; i < kPer; ++i) v[i] = 1.f / (1.f + expf(-v[i]));

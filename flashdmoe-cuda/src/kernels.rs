@@ -213,13 +213,6 @@ pub const EXPERIMENTS: &[KernelExperiment] = &[
                E128's placement ~11 -> ~4 µs predicted (perf-notes v53 (b))",
     },
     KernelExperiment {
-        define: "FDM_A2_TREE_SUM",
-        what: "topk.cuh route_token_warp: the softmax's sum as a lane tree (a butterfly) instead \
-               of lane 0's serial sum over E (the specification's order, so the weights differ \
-               from the oracle's in the last bits: a timing A/B for a later specification \
-               change; perf-notes v53 (c))",
-    },
-    KernelExperiment {
         define: "FDM_ROUTER_WGMMA",
         what: "router_wgmma.cuh: A1's router tile of 64 or 128 columns on the first two \
                warpgroups' wgmmas from the mma.sync tile's own stages (the same loads; \

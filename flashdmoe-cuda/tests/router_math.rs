@@ -13,7 +13,7 @@ use std::fmt::Write as _;
 
 use flashdmoe_core::config::{GroupScore, Groups, Routing, Scoring, presets};
 use flashdmoe_core::oracle::{check_routing, shared_scale};
-use flashdmoe_core::routing::{RankRouting, route};
+use flashdmoe_core::routing::{RankRouting, route, tree_sum};
 use flashdmoe_core::virtual_experts::VirtualExperts;
 use flashdmoe_core::weights::generate_input;
 use flashdmoe_core::{DType, LayerWeights, MoeConfig};
@@ -177,6 +177,61 @@ fn the_kernels_router_math_matches_the_oracle_for_every_router() {
             "ok  {name}: {} tokens x top-{} as the oracle",
             config.tokens_per_rank, config.top_k
         );
+    }
+}
+
+#[test]
+fn the_kernels_softmax_sum_is_core_s_tree_bit_for_bit() {
+    let Some(cc) = host_cxx::cxx() else {
+        println!("skipped: no C++ compiler");
+        return;
+    };
+    // Every router width of the cases (8 to 64 experts), the paper's 32 and 128 and
+    // DeepSeek-V3's 256: the sum of values of an exp's range (zeros from underflow among them)
+    // in SpecRouter's order.
+    let mut configs: Vec<MoeConfig> = cases().into_iter().map(|(_, c)| c).collect();
+    configs.push(presets::preset("deepseek-v3").unwrap());
+    configs.extend([32, 128].map(|e| presets::paper(128, e)));
+    configs.sort_by_key(|c| c.experts);
+    configs.dedup_by_key(|c| c.experts);
+    for config in configs {
+        let spec = MoeSpec::for_config(&config, H200_PROCESSORS);
+        let e = spec.router_experts as usize;
+        let rows: Vec<Vec<f32>> = (0..16u64)
+            .map(|t| {
+                let mut rng = flashdmoe_core::rng::SplitMix64::new(t * 1000 + e as u64);
+                (0..e)
+                    .map(|_| {
+                        let u = rng.next_unit();
+                        if u < 0.05 { 0.0 } else { (-30.0 * u).exp() }
+                    })
+                    .collect()
+            })
+            .collect();
+        let all: Vec<f32> = rows.concat();
+        let program = format!(
+            "#include \"router_math.h\"\n#include <cstdio>\n#include <cstring>\n\
+             static const unsigned kZ[] = {{{}}};\n\
+             int main() {{\n\
+               for (int t = 0; t < 16; ++t) {{\n\
+                 float z[FDM_ROUTER_E];\n\
+                 for (int e = 0; e < FDM_ROUTER_E; ++e) std::memcpy(&z[e], &kZ[t * FDM_ROUTER_E + e], 4);\n\
+                 const float s = SpecRouter::lane_sum<0, 1>(z);\n\
+                 unsigned b;\n\
+                 std::memcpy(&b, &s, 4);\n\
+                 std::printf(\"%08x\\n\", b);\n\
+               }}\n\
+               return 0;\n\
+             }}\n",
+            bits(&all),
+        );
+        let name = format!("tree-sum-{e}");
+        let text = host_cxx::run(cc, &name, &ROUTER_MATH_HEADER, &spec, &program);
+        for (t, (line, row)) in text.lines().zip(&rows).enumerate() {
+            let got = u32::from_str_radix(line, 16).unwrap();
+            assert_eq!(got, tree_sum(row).to_bits(), "E {e} token {t}");
+        }
+        println!("ok  E {e}: lane_sum is tree_sum's bits on 16 tokens");
     }
 }
 

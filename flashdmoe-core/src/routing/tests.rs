@@ -339,3 +339,48 @@ proptest! {
         prop_assert_eq!(route(&c, &x, &w).unwrap(), r);
     }
 }
+
+/// What the kernel's warp form (topk.cuh `route_token_warp`) does, lane by lane: each of 32
+/// lanes adds its experts' values in order from 0.0, then a butterfly over `__shfl_xor` adds
+/// the lanes, a lane with no expert contributing its 0.0.
+fn warp_butterfly(z: &[f32]) -> [f32; 32] {
+    let mut s = [0.0f32; 32];
+    for (e, &v) in z.iter().enumerate() {
+        s[e % 32] += v;
+    }
+    let mut o = 16;
+    while o > 0 {
+        let before = s;
+        for (l, x) in s.iter_mut().enumerate() {
+            *x = before[l] + before[l ^ o];
+        }
+        o /= 2;
+    }
+    s
+}
+
+#[test]
+fn the_softmax_sum_is_a_warps_tree_bit_for_bit() {
+    // Eight experts: the lanes halve into ((z0 + z4) + (z2 + z6)) + ((z1 + z5) + (z3 + z7)).
+    let z: Vec<f32> = (0..8).map(|i| 1.0 + (i as f32) * 1e-3 + 1e-7 / (1 + i) as f32).collect();
+    let by_hand = ((z[0] + z[4]) + (z[2] + z[6])) + ((z[1] + z[5]) + (z[3] + z[7]));
+    assert_eq!(tree_sum(&z).to_bits(), by_hand.to_bits());
+    // Every expert count a router has, values of mixed magnitudes (an exp's range, zeros from
+    // underflow included): every lane of the butterfly ends with tree_sum's bits.
+    let mut rng = crate::rng::SplitMix64::new(7);
+    for e in 1..=300usize {
+        let z: Vec<f32> = (0..e)
+            .map(|_| {
+                let u = rng.next_unit();
+                if u < 0.05 { 0.0 } else { (-30.0 * u).exp() }
+            })
+            .collect();
+        let lanes = warp_butterfly(&z);
+        let want = tree_sum(&z).to_bits();
+        assert!(
+            lanes.iter().all(|l| l.to_bits() == want),
+            "E = {e}: {lanes:?} vs {}",
+            tree_sum(&z)
+        );
+    }
+}
