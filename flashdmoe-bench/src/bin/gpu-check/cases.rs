@@ -461,4 +461,60 @@ mod tests {
         }
         assert!(cases(true).iter().any(|c| c.name == "small column groups"));
     }
+
+    /// The `--only` patterns of the run scripts `docs/dev/gpu-queue.md` names (the queued
+    /// calls, and the examples it points to): `--only "..."` or a variable it expands, each
+    /// comma-separated pattern naming a check exactly (`=NAME`) or by a part of its name. A
+    /// pattern that keeps nothing would spend a GPU call's time on nothing, and a renamed case
+    /// would otherwise be found only there.
+    #[test]
+    fn the_queued_run_scripts_keep_checks_that_exist() {
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+        let queue = std::fs::read_to_string(format!("{root}/docs/dev/gpu-queue.md")).unwrap();
+        let mut scripts: Vec<&str> = queue
+            .match_indices("docs/dev/gpu-runs/")
+            .filter_map(|(at, _)| {
+                let end = queue[at..].find("-script.sh")? + at + "-script.sh".len();
+                let path = &queue[at..end];
+                (!path.contains(char::is_whitespace)).then_some(path)
+            })
+            .collect();
+        scripts.sort_unstable();
+        scripts.dedup();
+        assert!(scripts.len() >= 3, "{scripts:?}");
+        let names: Vec<String> =
+            cases(false).into_iter().chain(cases(true)).map(|c| c.name).collect();
+        let mut checked = 0;
+        for script in scripts {
+            let text = std::fs::read_to_string(format!("{root}/{script}")).unwrap();
+            // The first quoted string after `key`, e.g. `--only "` or `cases="`.
+            let quoted = |key: &str| -> Vec<String> {
+                text.match_indices(key)
+                    .filter_map(|(at, _)| {
+                        let from = at + key.len();
+                        text[from..].find('"').map(|end| text[from..from + end].to_owned())
+                    })
+                    .collect()
+            };
+            for only in quoted("--only \"") {
+                let list = match only.strip_prefix('$') {
+                    Some(var) => {
+                        quoted(&format!("{var}=\"")).into_iter().next().unwrap_or_else(|| {
+                            panic!("{script}: --only \"${var}\" without {var}=\"...\"")
+                        })
+                    }
+                    None => only,
+                };
+                for pattern in list.split(',') {
+                    let keeps = match pattern.strip_prefix('=') {
+                        Some(exact) => names.iter().any(|n| n == exact),
+                        None => names.iter().any(|n| n.contains(pattern)),
+                    };
+                    assert!(keeps, "{script}: --only pattern {pattern:?} keeps no check");
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked >= 10, "only {checked} patterns found");
+    }
 }
