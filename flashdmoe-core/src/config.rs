@@ -578,8 +578,17 @@ impl MoeConfig {
     /// are malformed or whose sizes overflow `u64`.
     pub fn memory_estimate(&self) -> Result<MemoryEstimate, ConfigError> {
         let g = self.geometry_unchecked(NOMINAL_TILE)?;
-        let heap = HeapLayout::new(g)?.total_bytes();
-        let overflow = || invalid("memory_limit", "the memory estimate overflows u64");
+        const SHRINK: &str = "shrink tokens_per_rank, experts, hidden or inter";
+        let heap = HeapLayout::new(g)
+            .map_err(|e| match e {
+                ProtoError::Overflow { what } => {
+                    invalid("memory_limit", format!("the heap's {what} overflow u64: {SHRINK}"))
+                }
+                other => other.into(),
+            })?
+            .total_bytes();
+        let overflow =
+            || invalid("memory_limit", format!("the memory estimate overflows u64: {SHRINK}"));
         let mul =
             |xs: &[u64]| xs.iter().try_fold(1u64, |a, &x| a.checked_mul(x)).ok_or_else(overflow);
         let (h, i, e, t) = (
