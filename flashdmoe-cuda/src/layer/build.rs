@@ -327,7 +327,7 @@ impl CudaBackend {
 /// a forward (the task queue's size): every source sends a rank at most `T * k` rows (`k` the
 /// protocol's slots: with shared experts the router's plus their parts, whose `T` rows a rank
 /// sends itself), each packet's last row tile possibly partial.
-fn max_tasks(protocol: &MoeConfig, layout: &HeapLayout) -> Result<u32, BackendError> {
+pub(super) fn max_tasks(protocol: &MoeConfig, layout: &HeapLayout) -> Result<u32, BackendError> {
     let g = layout.geometry();
     let rows = g.world as u64 * protocol.tokens_per_rank as u64 * protocol.top_k as u64;
     let row_tiles = rows.div_ceil(g.tile.bm as u64) + g.world as u64 * g.local_experts as u64;

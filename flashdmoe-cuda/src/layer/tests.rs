@@ -125,3 +125,113 @@ fn timeout_reports_name_the_role_and_what_it_waited_for() {
     assert_eq!(WAITS[10].0, "FDM_WAIT_FIRST_WAVE");
     assert_eq!(timeout_report(&diag(9, 9, 0, 0), &plan).role, "unknown role");
 }
+
+/// A random layer of every kind the kernel computes (seeded): shapes from one token to 64k, H
+/// and I among the multiples of 64 real models use (gpt-oss's ragged 2880 among them), 1 to 512
+/// experts, every activation and dtype, the routers' features, shared experts, 1 to 8 ranks.
+fn random_layer(rng: &mut flashdmoe_core::rng::SplitMix64) -> MoeConfig {
+    use flashdmoe_core::config::{
+        CapacityPolicy, GroupScore, Groups, Routing, Scoring, SharedExperts, SharedGate, SwigluOss,
+    };
+    use flashdmoe_core::{Activation, DType};
+    let mut pick = |n: u64| (rng.next() % n) as usize;
+    let sizes = [64u32, 128, 192, 704, 1024, 1408, 2048, 2880, 4096, 7168];
+    let experts = [1u32, 2, 4, 8, 16, 60, 64, 128, 256, 384, 512][pick(11)];
+    let top_k = [1u32, 2, 4, 6, 8][pick(5)].min(experts);
+    let scoring = [Scoring::Softmax, Scoring::Sigmoid, Scoring::TopKSoftmax][pick(3)];
+    let groups = [0u32, 1, 4, 8][pick(4)];
+    let groups = (groups > 0 && experts.is_multiple_of(groups)).then(|| {
+        let per = experts / groups;
+        Groups {
+            count: groups,
+            keep: top_k.div_ceil(per).max(1).min(groups),
+            score: if per >= 2 && pick(2) == 0 { GroupScore::Top2Sum } else { GroupScore::Max },
+        }
+    });
+    let shared = (pick(3) == 0).then(|| SharedExperts {
+        count: 1 + pick(2) as u32,
+        inter: sizes[pick(sizes.len() as u64)],
+        gate: if pick(2) == 0 { SharedGate::Sigmoid } else { SharedGate::None },
+    });
+    MoeConfig {
+        world: [1u32, 2, 4, 8][pick(4)],
+        tokens_per_rank: [1u32, 7, 64, 128, 500, 1000, 4096, 16384, 65536][pick(9)],
+        hidden: sizes[pick(sizes.len() as u64)],
+        inter: sizes[pick(sizes.len() as u64)],
+        experts,
+        top_k,
+        activation: [
+            Activation::Relu,
+            Activation::Gelu,
+            Activation::SiluGated,
+            Activation::SwigluOss(SwigluOss::GPT_OSS),
+        ][pick(4)],
+        bias: pick(2) == 0,
+        dtype: DType::ALL[pick(DType::ALL.len() as u64)],
+        capacity: if pick(2) == 0 { CapacityPolicy::Dropless } else { CapacityPolicy::Factor(1.0) },
+        renormalize: pick(2) == 0 || scoring == Scoring::TopKSoftmax,
+        routing: Routing {
+            scoring,
+            router_bias: pick(2) == 0,
+            selection_bias: pick(2) == 0,
+            groups,
+            scaling: if pick(2) == 0 { 2.5 } else { 1.0 },
+        },
+        shared,
+        ..MoeConfig::default()
+    }
+}
+
+/// What a build decides on the host before it touches a device holds for any layer the
+/// kernel computes, on an H200's 132 SMs and an A100's 108, whatever the ranks a GPU: every
+/// candidate specialisation (each engine, combine form and paired twin) fits its block's
+/// shared memory and lays out the protocol's heap, task bound and scratch, or the layer is
+/// refused by a typed error, never a panic. (Whether each candidate compiles without spills
+/// is NVRTC's to say: `tests/nvrtc_compile.rs`.)
+#[test]
+fn the_host_side_of_a_build_holds_for_random_layers() {
+    let mut rng = flashdmoe_core::rng::SplitMix64::new(41);
+    let (mut built, mut refused) = (0, 0);
+    for _ in 0..3000 {
+        let config = random_layer(&mut rng);
+        if config.validate().is_err() || !crate::spec::computes(&config) {
+            refused += 1;
+            continue;
+        }
+        let protocol = match VirtualExperts::of(&config).unwrap() {
+            Some(v) => v.protocol_config(&config).unwrap(),
+            None => config.clone(),
+        };
+        for (arch, sms) in [(crate::arch::Arch::SM90, 132u32), (crate::arch::Arch::SM80, 108)] {
+            for ranks_per_gpu in
+                [1u32, 2, 4, 8].into_iter().filter(|r| config.world.is_multiple_of(*r))
+            {
+                let processors = (sms / ranks_per_gpu).saturating_sub(1).max(1);
+                let candidates = MoeSpec::candidates(&config, processors, arch);
+                assert!(!candidates.is_empty(), "{config:?}");
+                let candidates = crate::spec::combine_candidates(candidates, CombineForm::Streamed);
+                let paired: Vec<MoeSpec> =
+                    candidates.iter().copied().map(crate::spec::PairChoice::auto).collect();
+                for spec in candidates.iter().chain(&paired) {
+                    let label = spec.label();
+                    assert!(spec.smem_bytes() <= crate::engine::SMEM_LIMIT, "{label}");
+                    let _ = spec.variant();
+                    let layout = HeapLayout::new(protocol.geometry(spec.tile).unwrap())
+                        .unwrap_or_else(|e| panic!("{label}: {e}"));
+                    let Ok(tasks) = build::max_tasks(&protocol, &layout) else { continue };
+                    let capacity = layout.geometry().capacity;
+                    let _ = scratch_layout(
+                        &protocol,
+                        spec.router_experts,
+                        capacity,
+                        tasks,
+                        processors,
+                        spec.router_split,
+                    );
+                }
+            }
+        }
+        built += 1;
+    }
+    assert!(built >= 500 && refused >= 100, "{built} built, {refused} refused");
+}
