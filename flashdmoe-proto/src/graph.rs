@@ -448,6 +448,34 @@ pub fn gemm0_tasks_in(
     })
 }
 
+/// The GEMM0 tasks of one row tile of a packet (its `valid_rows` rows), column tile by column
+/// tile: the tasks of [`gemm0_tasks`] with that row tile, for a packet whose rows arrive row
+/// tile by row tile (the streamed placement, `flashdmoe-core`'s `runtime::Placer`), where the
+/// packet's row count is not known when its first row tiles are complete.
+pub fn gemm0_row_tile_tasks(
+    layout: &HeapLayout,
+    epoch: Epoch,
+    source: u32,
+    owner: u32,
+    local_expert: u32,
+    row_tile: u32,
+    valid_rows: u32,
+) -> impl Iterator<Item = Result<TaskDescriptor>> + '_ {
+    (0..layout.geometry().col_tiles_inter()).map(move |c| {
+        TaskDescriptor::new(
+            layout,
+            TaskKind::Gemm0,
+            epoch,
+            source,
+            owner,
+            local_expert,
+            row_tile,
+            c,
+            valid_rows,
+        )
+    })
+}
+
 /// The GEMM1 tasks of one row tile, ready once its row-tile counter reaches
 /// [`gemm0_per_row_tile`].
 pub fn gemm1_tasks(
@@ -634,6 +662,47 @@ mod tests {
         assert_eq!(gemm0_tile(48, 8, 112, 6), (0, 6));
         assert_eq!(gemm0_tile(8 * 108, 8, 112, 6), (0, 108));
         assert_eq!(gemm0_tile(8 * 112 - 1, 8, 112, 6), (7, 111));
+    }
+
+    #[test]
+    fn a_packets_row_tiles_hold_its_gemm0_tasks() {
+        for (rows, bm, bn, group) in
+            [(1u32, 4u32, 8u32, 0u32), (9, 4, 8, 0), (12, 4, 4, 1), (0, 4, 8, 0)]
+        {
+            let layout = crate::HeapLayout::new(Geometry {
+                world: 1,
+                local_experts: 2,
+                tokens: 16,
+                capacity: 16,
+                hidden: 8,
+                inter: 16,
+                elem_bytes: 2,
+                tile: TileShape::new(bm, bn, 8).with_gemm0_group(group),
+            })
+            .unwrap();
+            let e = Epoch::FIRST;
+            let mut all: Vec<_> =
+                gemm0_tasks(&layout, e, 0, 0, 1, rows).map(|t| t.unwrap().key().unwrap()).collect();
+            let mut by_tile: Vec<_> = (0..div_ceil(rows, bm))
+                .flat_map(|rt| {
+                    let valid = tile_rows(rows, rt, bm);
+                    gemm0_row_tile_tasks(&layout, e, 0, 0, 1, rt, valid)
+                        .map(|t| t.unwrap().key().unwrap())
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            assert_eq!(by_tile.len(), all.len(), "{rows} rows in {bm}-row tiles");
+            all.sort_unstable();
+            by_tile.sort_unstable();
+            assert_eq!(by_tile, all);
+            // And the descriptors themselves, valid rows included.
+            for t in gemm0_tasks(&layout, e, 0, 0, 1, rows).map(|t| t.unwrap()) {
+                let valid = tile_rows(rows, t.row_tile, bm);
+                let mut tile = gemm0_row_tile_tasks(&layout, e, 0, 0, 1, t.row_tile, valid);
+                let found = tile.find(|u| u.as_ref().is_ok_and(|u| u.col_tile == t.col_tile));
+                assert_eq!(found.unwrap().unwrap(), t);
+            }
+        }
     }
 
     #[test]
