@@ -27,6 +27,16 @@
 //! [`Waves`]; the kernel's OS block): processors then take tasks whose inputs are not ready
 //! yet and wait for them (a row-tile counter, a combine's ready flag) before reading them.
 //!
+//! ## The streamed placement
+//!
+//! On a world of one rank the rank may instead place its rows as the forward runs
+//! ([`RankState::stream_placement`], [`Placer`]; docs/dev/streamed-placement.md): placers take
+//! chunks of tokens in order, find their rows' positions by looking back over the earlier
+//! chunks' counts, put the rows, and the placer that completes a row tile queues its GEMM0
+//! tasks; the last chunk publishes the packets' row counts (the task bound). The positions
+//! are [`dispatch()`]'s, so the output is bitwise the same; only when the first tasks can
+//! start changes.
+//!
 //! ## Paired GEMM0 tasks
 //!
 //! A rank's state may run its layer *paired* ([`RankState::with_pairs`]; the kernel's
@@ -80,6 +90,7 @@ mod heap;
 mod loom_tests;
 mod mailbox;
 mod pairs;
+mod placer;
 mod processor;
 mod queue;
 mod scheduler;
@@ -90,6 +101,7 @@ pub use dispatch::{DispatchStats, dispatch};
 pub use heap::SymmetricHeap;
 pub use mailbox::{Mail, Mailbox, PAIR_BIT, STOP};
 pub use pairs::{cluster_processors, pair_cluster, pair_clusters, pair_peer};
+pub use placer::{PADDED, Placement, Placer, Slots};
 pub use processor::{Processor, TileExecutor};
 pub use queue::Log;
 pub use scheduler::Scheduler;
@@ -224,8 +236,11 @@ pub struct RankState {
     packets_seen: AtomicU32,
     /// The waves posted before the roles ran ([`RankState::post_waves`]).
     waves: Waves,
-    /// Whether every packet was queued before the roles ran ([`RankState::post_waves`]).
+    /// Whether every packet was queued before the roles ran ([`RankState::post_waves`]), or
+    /// is placed by the rank's [`Placer`]s ([`RankState::stream_placement`]).
     in_place: bool,
+    /// The streamed placement's board ([`RankState::stream_placement`]).
+    placement: Option<Placement>,
     /// [`RUNNING`], [`ABORTED`] or [`EXPIRED`]: whether the rank's roles must stop.
     stop: AtomicU32,
     heartbeat: std::sync::Arc<Heartbeat>,
@@ -267,6 +282,7 @@ impl RankState {
             packets_seen: AtomicU32::new(0),
             waves: Waves::default(),
             in_place: false,
+            placement: None,
             stop: AtomicU32::new(RUNNING),
             heartbeat: std::sync::Arc::new(Heartbeat::new()),
         })
