@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 use flashdmoe_core::backend::check_rank_input;
 use flashdmoe_core::routing::route;
 use flashdmoe_core::runtime::{
-    Processor, RankContext, RankState, Role, Scheduler, Subscriber, dispatch, drive,
+    DispatchStats, Placer, Processor, RankContext, RankState, Role, Scheduler, Slots, Subscriber,
+    SymmetricHeap, dispatch, drive,
 };
 use flashdmoe_core::sync::{Heartbeat, Mutex, Ordering, SharedBytes};
 use flashdmoe_core::{
@@ -36,6 +37,9 @@ pub struct SimLayer {
     pub(crate) pairs: bool,
     /// Whether each forward posts the waves ([`crate::SimOptions::waves`]; a world of one).
     pub(crate) waves: bool,
+    /// Tokens a chunk of the streamed placement ([`crate::SimOptions::streamed`]; a world of
+    /// one).
+    pub(crate) streamed: Option<u32>,
     pub(crate) faults: FaultPlan,
     /// Per rank: the epoch of its last forward (`None` before the first), locked while the
     /// rank's forward runs.
@@ -57,6 +61,7 @@ impl std::fmt::Debug for SimLayer {
             .field("subscribers", &self.subscribers)
             .field("pairs", &self.pairs)
             .field("waves", &self.waves)
+            .field("streamed", &self.streamed)
             .field("faults", &self.faults)
             .finish_non_exhaustive()
     }
@@ -81,10 +86,16 @@ impl SimLayer {
         self.pairs
     }
 
-    /// Whether each forward posts the waves ([`crate::SimOptions::waves`]: on, and a world of
-    /// one rank).
+    /// Whether each forward posts the waves ([`crate::SimOptions::waves`]: on, a world of one
+    /// rank, and the placement not streamed).
     pub fn waves(&self) -> bool {
-        self.waves
+        self.waves && self.streamed.is_none()
+    }
+
+    /// Tokens a chunk where each forward streams its placement ([`crate::SimOptions::streamed`]:
+    /// set, and a world of one rank).
+    pub fn streamed(&self) -> Option<u32> {
+        self.streamed
     }
 
     /// The protocol's routing plan of a forward, from every rank's output (`ranks[r]` is rank
@@ -95,6 +106,25 @@ impl SimLayer {
             .map(|r| r.routing.source_plan(&self.config, self.layout()))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(RoutingPlan::new(self.layout(), sources)?)
+    }
+
+    /// Each routed slot's packet on a world of one rank: its expert's local index.
+    fn slot_packets(&self, rank: u32, routing: &RankRouting) -> Result<Vec<u32>, BackendError> {
+        let mut local = vec![u32::MAX; self.config.experts as usize];
+        for (i, &e) in (0u32..).zip(self.map.experts_of(rank)) {
+            local[e as usize] = i;
+        }
+        routing
+            .experts
+            .iter()
+            .map(|&e| match local.get(e as usize) {
+                Some(&l) if l != u32::MAX => Ok(l),
+                _ => Err(BackendError::InvalidInput {
+                    what: "routing.experts",
+                    reason: format!("expert {e} is not placed on rank {rank}"),
+                }),
+            })
+            .collect()
     }
 
     fn check_input(&self, rank: u32, input: &[f32]) -> Result<(), BackendError> {
@@ -127,7 +157,9 @@ impl SimLayer {
         let mut state = RankState::new(layout, self.processors)?
             .with_heartbeat(self.heartbeat.clone())
             .with_pairs(self.pairs);
-        if self.waves {
+        if let Some(chunk) = self.streamed {
+            state.stream_placement(layout, chunk)?;
+        } else if self.waves {
             let experts = layout.geometry().local_experts;
             let rows: Vec<u32> = (0..experts).map(|e| plan.rows(rank, e)).collect();
             state.post_waves(layout, epoch, &rows)?;
@@ -154,7 +186,28 @@ impl SimLayer {
         let mut processors = (0..self.processors)
             .map(|i| Processor::new(ctx, i, &executor, origin))
             .collect::<Result<Vec<_>, _>>()?;
-        let sent = dispatch(&view, layout, epoch, rank, plan, input)?;
+        // The streamed placement's slots: each routed slot's packet (its expert's local index).
+        let packets = match self.streamed {
+            Some(_) => self.slot_packets(rank, routing)?,
+            None => Vec::new(),
+        };
+        let slots =
+            Slots { top_k: routing.top_k, packets: &packets, weights: &routing.weights, input };
+        let mut placers = match self.streamed {
+            Some(chunk) => {
+                let chunks = flashdmoe_proto::div_ceil(self.config.tokens_per_rank, chunk);
+                (0..self.processors.min(chunks))
+                    .map(|i| Placer::new(ctx, i, slots))
+                    .collect::<Result<Vec<_>, _>>()?
+            }
+            None => Vec::new(),
+        };
+        let sent = if self.streamed.is_some() {
+            view.reset_counters(rank);
+            DispatchStats::default()
+        } else {
+            dispatch(&view, layout, epoch, rank, plan, input)?
+        };
         let weights = &self.shards[rank as usize];
         if let Some(s) = SharedRows::compute(&self.config, weights, rows, &self.heartbeat) {
             let _ = shared.set(s);
@@ -163,7 +216,12 @@ impl SimLayer {
         roles.extend(subscribers.iter_mut().map(|r| r as &mut (dyn Role + Send)));
         roles.push(&mut scheduler);
         roles.extend(processors.iter_mut().map(|r| r as &mut (dyn Role + Send)));
+        roles.extend(placers.iter_mut().map(|r| r as &mut (dyn Role + Send)));
         run_roles(rank, &state, options.timeout, roles)?;
+        let placed: u64 = placers.iter().map(|p| p.rows_placed()).sum();
+        let row_bytes = layout.geometry().hidden as u64 * layout.geometry().elem_bytes as u64;
+        let sent =
+            DispatchStats { rows: sent.rows + placed, bytes: sent.bytes + placed * row_bytes };
         let mut trace: Vec<TraceEvent> =
             processors.into_iter().flat_map(|p| p.into_trace()).collect();
         trace.sort_unstable_by_key(|e| (e.start_ns, e.processor));

@@ -90,6 +90,15 @@ pub struct SimOptions {
     /// combines' ready flags. No effect on a larger world. On by default; the outputs are
     /// bitwise those without.
     pub waves: bool,
+    /// On a world of one rank, place the routed rows in chunks of this many tokens as the
+    /// forward runs ([`RankState::stream_placement`](flashdmoe_core::runtime::RankState::stream_placement),
+    /// [`Placer`](flashdmoe_core::runtime::Placer); docs/dev/streamed-placement.md): placer
+    /// threads look back over the earlier chunks' counts for their rows' positions, and each
+    /// row tile's GEMM0 tasks are queued once its rows are in, instead of every row placed
+    /// before any task. Replaces the waves (which need every packet's rows first) and runs
+    /// unpaired; no effect on a larger world. `None` (the default): off. The outputs are
+    /// bitwise those without. A chunk of 0 tokens is refused when the layer is built.
+    pub streamed: Option<u32>,
 }
 
 impl SimOptions {
@@ -106,6 +115,7 @@ impl Default for SimOptions {
             faults: FaultPlan::none(),
             pairs: false,
             waves: true,
+            streamed: None,
         }
     }
 }
@@ -185,6 +195,16 @@ impl SimBackend {
             count("SimOptions::processors_per_rank", o.processors_per_rank)?,
             count("SimOptions::subscribers_per_rank", o.subscribers_per_rank)?,
         );
+        let refuse = |reason: &str| {
+            Err(BackendError::InvalidInput { what: "SimOptions::streamed", reason: reason.into() })
+        };
+        match o.streamed {
+            Some(0) => return refuse("a chunk must hold at least 1 token, got 0"),
+            Some(_) if o.pairs => {
+                return refuse("the streamed placement queues row tiles alone: turn pairs off");
+            }
+            _ => {}
+        }
         #[cfg(flashdmoe_loom)]
         if o.faults.needs_courier() {
             return Err(BackendError::Unavailable(
@@ -234,6 +254,7 @@ impl Backend for SimBackend {
             subscribers,
             pairs: self.options.pairs,
             waves: self.options.waves && config.world == 1,
+            streamed: self.options.streamed.filter(|_| config.world == 1),
             faults: self.options.faults.clone(),
             epochs: (0..config.world).map(|_| Mutex::new(None)).collect(),
             origin: Instant::now(),

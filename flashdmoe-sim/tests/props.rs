@@ -252,6 +252,48 @@ proptest! {
     }
 }
 
+/// A random one-rank layer for the streamed placement: [`waves_case`]'s shapes with capacity
+/// drops in one case of three, and a chunk of 1 to 80 tokens (one chunk, several, one a
+/// token).
+fn streamed_case() -> impl Strategy<Value = (MoeConfig, SimOptions, bool, u32)> {
+    let capacity = prop::sample::select(vec![
+        CapacityPolicy::Dropless,
+        CapacityPolicy::Factor(1.0),
+        CapacityPolicy::Factor(0.5),
+    ]);
+    (waves_case(), capacity, 1u32..=80).prop_map(|((config, options, hot), capacity, chunk)| {
+        (MoeConfig { capacity, ..config }, options, hot, chunk)
+    })
+}
+
+proptest! {
+    #![proptest_config(persisted(32))]
+
+    /// The streamed placement (`SimOptions::streamed`, docs/dev/streamed-placement.md: rows
+    /// placed chunk by chunk by placers looking back over the earlier chunks' counts, each row
+    /// tile's GEMM0 tasks queued once its rows are in) changes when tasks become ready, never
+    /// the result: a forward with it is bitwise the one with the whole-packet dispatch and
+    /// passes the same checks (oracle, every task exactly once in dependency order, the exact
+    /// task bound, the statistics: the rows placed are the rows dispatched). The loom tests
+    /// `loom_placers_across_threads` and `loom_relaxed_placed_counter_is_caught` check the
+    /// orderings.
+    #[test]
+    fn forwards_with_the_streamed_placement_are_bitwise_the_ones_without((config, options, hot, chunk) in streamed_case(), seed in any::<u64>()) {
+        let (weights, inputs) = case_data(&config, seed, hot);
+        let opts = ForwardOptions { trace: true, timeout: Duration::from_secs(60) };
+        let run = |streamed: Option<u32>| {
+            let options = SimOptions { streamed, ..options.clone() };
+            let layer = SimBackend::new(options).build(&config, &weights).expect("build");
+            let out = layer.forward(&inputs, &opts).expect("forward (a timeout here is a deadlock)");
+            check(&layer, &weights, &inputs, &out);
+            assert_eq!(layer.streamed(), streamed);
+            assert_eq!(layer.waves(), streamed.is_none());
+            out
+        };
+        same_forwards(&run(None), &run(Some(chunk)))?;
+    }
+}
+
 /// A random small layer with the real models' features (issue 16) in any combination the
 /// config accepts: the router's scoring (softmax, sigmoid, gpt-oss's softmax over the chosen
 /// k), its bias, DeepSeek-V3's selection bias, groups of either score (as many kept as top-k
