@@ -95,9 +95,10 @@ pub struct SimOptions {
     /// [`Placer`](flashdmoe_core::runtime::Placer); docs/dev/streamed-placement.md): placer
     /// threads look back over the earlier chunks' counts for their rows' positions, and each
     /// row tile's GEMM0 tasks are queued once its rows are in, instead of every row placed
-    /// before any task. Replaces the waves (which need every packet's rows first) and runs
-    /// unpaired; no effect on a larger world. `None` (the default): off. The outputs are
-    /// bitwise those without. A chunk of 0 tokens is refused when the layer is built.
+    /// before any task (with [`SimOptions::pairs`], pairs of row tiles). Replaces the waves
+    /// (which need every packet's rows first); no effect on a larger world. `None` (the
+    /// default): off. The outputs are bitwise those without. A chunk of 0 tokens is refused
+    /// when the layer is built.
     pub streamed: Option<u32>,
 }
 
@@ -198,12 +199,8 @@ impl SimBackend {
         let refuse = |reason: &str| {
             Err(BackendError::InvalidInput { what: "SimOptions::streamed", reason: reason.into() })
         };
-        match o.streamed {
-            Some(0) => return refuse("a chunk must hold at least 1 token, got 0"),
-            Some(_) if o.pairs => {
-                return refuse("the streamed placement queues row tiles alone: turn pairs off");
-            }
-            _ => {}
+        if o.streamed == Some(0) {
+            return refuse("a chunk must hold at least 1 token, got 0");
         }
         #[cfg(flashdmoe_loom)]
         if o.faults.needs_courier() {

@@ -253,17 +253,20 @@ proptest! {
 }
 
 /// A random one-rank layer for the streamed placement: [`waves_case`]'s shapes with capacity
-/// drops in one case of three, and a chunk of 1 to 80 tokens (one chunk, several, one a
-/// token).
+/// drops in one case of three, a chunk of 1 to 80 tokens (one chunk, several, one a token),
+/// and paired tasks in one case of two (pairs of row tiles, clusters of two of the 1 to 12
+/// processors).
 fn streamed_case() -> impl Strategy<Value = (MoeConfig, SimOptions, bool, u32)> {
     let capacity = prop::sample::select(vec![
         CapacityPolicy::Dropless,
         CapacityPolicy::Factor(1.0),
         CapacityPolicy::Factor(0.5),
     ]);
-    (waves_case(), capacity, 1u32..=80).prop_map(|((config, options, hot), capacity, chunk)| {
-        (MoeConfig { capacity, ..config }, options, hot, chunk)
-    })
+    (waves_case(), capacity, 1u32..=80, any::<bool>()).prop_map(
+        |((config, options, hot), capacity, chunk, pairs)| {
+            (MoeConfig { capacity, ..config }, SimOptions { pairs, ..options }, hot, chunk)
+        },
+    )
 }
 
 proptest! {

@@ -24,7 +24,10 @@
 //!    tasks. The packet's last row tile is usually partial: the placer of the last chunk,
 //!    which learns every packet's row count `n` from its look-back, publishes `n` (the
 //!    scheduler's task bound) and pads that tile's counter by the rows it will never get, with
-//!    [`PADDED`] set so the tile's completer knows to read `n` for its valid rows.
+//!    [`PADDED`] set so the tile's completer knows to read `n` for its valid rows. In a paired
+//!    layer ([`RankState::with_pairs`]) a counter covers a pair's two row tiles (`2 bm` rows),
+//!    and its completer queues the pair adjacent, head first, as the whole-packet forms do (a
+//!    packet's odd last row tile alone).
 //!
 //! The positions, and so the heap's bytes and the layer's output, are exactly those of
 //! [`super::dispatch`]: only when each row tile becomes ready changes.
@@ -33,7 +36,7 @@
 //! top-k of a chunk) come before step 1 on the same block and are pure functions of the
 //! chunk's tokens (here the caller's [`Slots`]); its rows read in place are token indices
 //! written where this puts the rows. A world of one rank only (a packet for another rank
-//! would need a dispatch signal a row tile: docs/dev/row-tile-dispatch.md), unpaired.
+//! would need a dispatch signal a row tile: docs/dev/row-tile-dispatch.md).
 //!
 //! ## Invariants
 //!
@@ -44,13 +47,13 @@
 //!   The look-back words are relaxed: what they carry is their own value (a count), and no
 //!   data is read on the strength of one (checked with loom, which also catches relaxed
 //!   placed counters).
-//! * Exactly once: a counter reaches `bm` once (additions are positive and sum to `bm`), so
-//!   each row tile is queued once; each chunk is claimed once.
+//! * Exactly once: a counter reaches its span once (additions are positive and sum to it), so
+//!   each row tile (or pair) is queued once; each chunk is claimed once.
 
 use flashdmoe_proto::graph::gemm0_row_tile_tasks;
 use flashdmoe_proto::{HeapLayout, ProtoError, Stage, div_ceil};
 
-use super::{Awaiting, Poll, RankContext, RankState, Role, RuntimeError, SymmetricHeap};
+use super::{Awaiting, Poll, Queued, RankContext, RankState, Role, RuntimeError, SymmetricHeap};
 use crate::sync::{AtomicU32, AtomicU64, Ordering};
 
 /// Set in a row tile's placed counter by the last chunk's padding: the tile is its packet's
@@ -73,7 +76,10 @@ pub struct Placement {
     chunk_tokens: u32,
     chunks: u32,
     packets: u32,
-    row_tiles: u32,
+    /// Row tiles a placed counter covers: 1, or 2 in a paired layer (a pair's two row tiles).
+    unit: u32,
+    /// Placed counters a packet.
+    units: u32,
     next: AtomicU32,
     lookback: Box<[AtomicU64]>,
     placed: Box<[AtomicU32]>,
@@ -102,8 +108,13 @@ impl Placement {
         &self.lookback[chunk as usize * self.packets as usize + packet as usize]
     }
 
-    fn placed(&self, packet: u32, row_tile: u32) -> &AtomicU32 {
-        &self.placed[packet as usize * self.row_tiles as usize + row_tile as usize]
+    /// Row tiles a placed counter covers: 1, or 2 in a paired layer.
+    pub fn unit(&self) -> u32 {
+        self.unit
+    }
+
+    fn placed(&self, packet: u32, unit: u32) -> &AtomicU32 {
+        &self.placed[packet as usize * self.units as usize + unit as usize]
     }
 }
 
@@ -111,8 +122,9 @@ impl RankState {
     /// Before any role runs, on a world of one rank: the rank's rows will be placed by
     /// [`Placer`]s in chunks of `chunk_tokens` tokens, each row tile's GEMM0 tasks queued when
     /// its rows are in (module docs). The subscribers then watch no dispatch signal, and the
-    /// task bound is known once the last chunk is placed. Errors for a larger world, a paired
-    /// layer, no tokens a chunk, or a state that already has tasks or waves.
+    /// task bound is known once the last chunk is placed; a paired state
+    /// ([`RankState::with_pairs`], set first) queues pairs of row tiles. Errors for a larger
+    /// world, no tokens a chunk, or a state that already has tasks or waves.
     pub fn stream_placement(
         &mut self,
         layout: &HeapLayout,
@@ -123,14 +135,12 @@ impl RankState {
         if g.world != 1 {
             return refuse("world", "the streamed placement runs on a world of one rank only");
         }
-        if self.paired {
-            return refuse("pairs", "the streamed placement queues row tiles alone, not pairs");
-        }
         if chunk_tokens == 0 {
             return refuse("chunk_tokens", "must be > 0");
         }
-        if g.tile.bm > PLACED_ROWS {
-            return refuse("tile.bm", "must be below 65536 for the placed counters");
+        let unit = if self.paired { 2 } else { 1 };
+        if g.tile.bm as u64 * unit as u64 > PLACED_ROWS as u64 {
+            return refuse("tile.bm", "a placed counter's rows must stay below 65536");
         }
         if self.tasks_queued() != 0 || self.in_place {
             return Err(ProtoError::Inconsistent {
@@ -142,14 +152,15 @@ impl RankState {
         }
         let chunks = div_ceil(g.tokens, chunk_tokens);
         let packets = g.local_experts;
-        let row_tiles = div_ceil(g.capacity, g.tile.bm);
+        let units = div_ceil(g.capacity, g.tile.bm * unit);
         let words = chunks as usize * packets as usize;
-        let counters = packets as usize * row_tiles as usize;
+        let counters = packets as usize * units as usize;
         self.placement = Some(Placement {
             chunk_tokens,
             chunks,
             packets,
-            row_tiles,
+            unit,
+            units,
             next: AtomicU32::new(0),
             lookback: (0..words).map(|_| AtomicU64::new(0)).collect(),
             placed: (0..counters).map(|_| AtomicU32::new(0)).collect(),
@@ -378,29 +389,28 @@ impl<'a, H: SymmetricHeap> Placer<'a, H> {
                 state.received_rows[p as usize].store(end.min(cap), Ordering::Relaxed);
             }
         }
+        // A placed counter covers `span` rows: one row tile, or a pair's two.
+        let span = bm * board.unit;
         for p in 0..board.packets {
             let (start, end) = (self.prefix[p as usize].min(cap), next[p as usize].min(cap));
             let n = end; // the packet's rows, where this is the last chunk
-            let pad_tile = (last && n % bm != 0).then_some(n / bm);
-            let tiles = if start < end { start / bm..div_ceil(end, bm) } else { 0..0 };
-            let touched = tiles.clone().chain(pad_tile.filter(|r| !tiles.contains(r)));
-            for r in touched {
-                let (lo, hi) = ((r * bm).max(start), ((r + 1) * bm).min(end));
+            let pad_unit = (last && n % span != 0).then_some(n / span);
+            let units = if start < end { start / span..div_ceil(end, span) } else { 0..0 };
+            let touched = units.clone().chain(pad_unit.filter(|u| !units.contains(u)));
+            for u in touched {
+                let (lo, hi) = ((u * span).max(start), ((u + 1) * span).min(end));
                 let mut add = hi.saturating_sub(lo);
-                if pad_tile == Some(r) {
-                    add += PADDED | ((r + 1) * bm - n);
+                if pad_unit == Some(u) {
+                    add += PADDED | ((u + 1) * span - n);
                 }
-                let now = board.placed(p, r).fetch_add(add, board.placed_order) + add;
-                if now & PLACED_ROWS == bm {
-                    let valid = if now & PADDED != 0 {
-                        state.received_rows[p as usize].load(Ordering::Relaxed) - r * bm
+                let now = board.placed(p, u).fetch_add(add, board.placed_order) + add;
+                if now & PLACED_ROWS == span {
+                    let rows = if now & PADDED != 0 {
+                        state.received_rows[p as usize].load(Ordering::Relaxed) - u * span
                     } else {
-                        bm
+                        span
                     };
-                    let epoch = self.ctx.epoch;
-                    for task in gemm0_row_tile_tasks(layout, epoch, 0, 0, p, r, valid) {
-                        state.push_task(task?)?;
-                    }
+                    self.queue(p, u * board.unit, rows)?;
                 }
             }
         }
@@ -408,6 +418,32 @@ impl<'a, H: SymmetricHeap> Placer<'a, H> {
             state.packets_seen.store(board.packets, Ordering::Release);
         }
         Ok(())
+    }
+}
+
+impl<H: SymmetricHeap> Placer<'_, H> {
+    /// Queues the GEMM0 tasks of packet `p`'s `rows` rows from row tile `first` on (one row
+    /// tile, or a pair's two): a pair in the paired order of
+    /// [`gemm0_tile_paired`](flashdmoe_proto::graph::gemm0_tile_paired) -- column by column,
+    /// row tile `first` marked as the head, `first + 1` behind it -- and a lone row tile (a
+    /// paired packet's odd last one included) column by column.
+    fn queue(&self, p: u32, first: u32, rows: u32) -> Result<(), RuntimeError> {
+        let (layout, state, epoch) = (self.ctx.layout, self.ctx.state, self.ctx.epoch);
+        let bm = layout.geometry().tile.bm;
+        if rows <= bm {
+            for task in gemm0_row_tile_tasks(layout, epoch, 0, 0, p, first, rows) {
+                state.push_task(task?)?;
+            }
+            return Ok(());
+        }
+        let heads = gemm0_row_tile_tasks(layout, epoch, 0, 0, p, first, bm);
+        let seconds = gemm0_row_tile_tasks(layout, epoch, 0, 0, p, first + 1, rows - bm);
+        let mut pairs = Vec::with_capacity(2 * layout.geometry().col_tiles_inter() as usize);
+        for (head, second) in heads.zip(seconds) {
+            pairs.push(Queued { task: head?, pair_head: true });
+            pairs.push(Queued { task: second?, pair_head: false });
+        }
+        state.push_tasks(&pairs)
     }
 }
 

@@ -2,14 +2,14 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use flashdmoe_proto::graph::{gemm0_tasks, tile_rows};
-use flashdmoe_proto::{Epoch, HeapLayout, TaskKey, TileShape};
+use flashdmoe_proto::graph::{gemm0_tasks_in, tile_rows};
+use flashdmoe_proto::{Epoch, HeapLayout, TaskDescriptor, TaskKey, TileShape};
 
 use super::*;
 use crate::config::{CapacityPolicy, MoeConfig};
 use crate::rng::SplitMix64;
 use crate::routing::RankRouting;
-use crate::runtime::{RankState, drive};
+use crate::runtime::{Queued, RankState, drive};
 
 /// A heap that records every put (placers write rows and weights, nothing else).
 #[derive(Default)]
@@ -122,14 +122,15 @@ impl Case {
         puts
     }
 
-    /// Every packet's GEMM0 tasks as the whole-packet forms queue them, keyed, with valid rows.
-    fn expected_tasks(&self) -> Vec<(TaskKey, u32)> {
+    /// Every packet's GEMM0 tasks as the whole-packet forms queue them (paired or not), keyed,
+    /// with valid rows and whether each heads a pair.
+    fn expected_tasks(&self, paired: bool) -> Vec<(TaskKey, u32, bool)> {
         let mut tasks: Vec<_> = (0..self.config.experts)
             .flat_map(|le| {
                 let n = self.routing.expert_tokens[le as usize].len() as u32;
-                gemm0_tasks(&self.layout, Epoch::FIRST, 0, 0, le, n)
+                gemm0_tasks_in(&self.layout, Epoch::FIRST, 0, 0, le, n, paired)
                     .map(|t| t.unwrap())
-                    .map(|t| (t.key().unwrap(), t.valid_rows))
+                    .map(|(t, head)| (t.key().unwrap(), t.valid_rows, head))
                     .collect::<Vec<_>>()
             })
             .collect();
@@ -140,9 +141,9 @@ impl Case {
     /// Streams the placement with `placers` placers in chunks of `chunk` tokens, on `threads`
     /// threads (1: every placer polled in turn on this one), and checks the heap's bytes, the
     /// queued tasks and the row counts against the whole-packet forms.
-    fn check(&self, chunk: u32, placers: u32, threads: bool) {
+    fn check(&self, chunk: u32, placers: u32, threads: bool, paired: bool) {
         let what = format!(
-            "T{} E{} k{} cap {} bm {} chunk {chunk}, {placers} placers",
+            "T{} E{} k{} cap {} bm {} chunk {chunk}, {placers} placers, paired {paired}",
             self.config.tokens_per_rank,
             self.config.experts,
             self.config.top_k,
@@ -150,7 +151,7 @@ impl Case {
             self.layout.geometry().tile.bm
         );
         let heap = Recording::default();
-        let mut state = RankState::new(&self.layout, 2).unwrap();
+        let mut state = RankState::new(&self.layout, 2).unwrap().with_pairs(paired);
         state.stream_placement(&self.layout, chunk).unwrap();
         let ctx = RankContext {
             rank: 0,
@@ -187,12 +188,20 @@ impl Case {
             assert!(all.iter_mut().all(|p| p.poll().unwrap() == Poll::Done), "{what}: not done");
         }
         assert_eq!(*heap.puts.lock().unwrap(), self.expected_puts(), "{what}: the heap's bytes");
-        let mut queued: Vec<_> = (0..state.tasks_queued())
-            .map(|i| state.tasks.get(i).unwrap().task)
-            .map(|t| (t.key().unwrap(), t.valid_rows))
-            .collect();
+        let queue: Vec<Queued> =
+            (0..state.tasks_queued()).map(|i| state.tasks.get(i).unwrap()).collect();
+        // A pair's second half right behind its head: the same column tile, the next row tile.
+        let key = |t: TaskDescriptor| (t.local_expert, t.row_tile, t.col_tile);
+        for (i, q) in queue.iter().enumerate().filter(|(_, q)| q.pair_head) {
+            let second = queue.get(i + 1).unwrap_or_else(|| panic!("{what}: a pair's head last"));
+            assert!(!second.pair_head, "{what}: two heads in a row at {i}");
+            let (e, r, c) = key(q.task);
+            assert_eq!(key(second.task), (e, r + 1, c), "{what}: the pair at {i}");
+        }
+        let mut queued: Vec<_> =
+            queue.iter().map(|q| (q.task.key().unwrap(), q.task.valid_rows, q.pair_head)).collect();
         queued.sort_unstable();
-        assert_eq!(queued, self.expected_tasks(), "{what}: the queued GEMM0 tasks");
+        assert_eq!(queued, self.expected_tasks(paired), "{what}: the queued GEMM0 tasks");
         let rows: Vec<u32> =
             state.received_rows.iter().map(|r| r.load(Ordering::Relaxed)).collect();
         let expected: Vec<u32> =
@@ -201,25 +210,25 @@ impl Case {
         assert_eq!(state.packets_seen.load(Ordering::Relaxed), self.config.experts);
         let placed: u64 = all.iter().map(|p| p.rows_placed()).sum();
         assert_eq!(placed, expected.iter().map(|&n| n as u64).sum::<u64>(), "{what}");
-        // Every placed counter is whole: bm where the tile exists, 0 past the packet's end.
+        // Every placed counter is whole: its span where it has rows, 0 past the packet's end.
         let board = state.placement().unwrap();
-        let bm = self.layout.geometry().tile.bm;
+        let span = self.layout.geometry().tile.bm * board.unit();
         for (p, &n) in (0u32..).zip(&rows) {
-            for r in 0..board.row_tiles {
-                let c = board.placed(p, r).load(Ordering::Relaxed);
-                let want = if r * bm < n {
-                    bm | if tile_rows(n, r, bm) < bm { PADDED } else { 0 }
+            for u in 0..board.units {
+                let c = board.placed(p, u).load(Ordering::Relaxed);
+                let want = if u * span < n {
+                    span | if tile_rows(n, u, span) < span { PADDED } else { 0 }
                 } else {
                     0
                 };
-                assert_eq!(c, want, "{what}: packet {p} row tile {r}");
+                assert_eq!(c, want, "{what}: packet {p} counter {u}");
             }
         }
     }
 }
 
 #[test]
-fn streamed_placement_puts_dispatch_s_bytes_and_queues_every_gemm0_task_once() {
+fn streamed_placement_puts_dispatch_s_bytes_and_queues_every_gemm0_task_once_paired_or_not() {
     let mut cases = 0;
     for seed in 0..6u64 {
         for &(tokens, experts, k) in
@@ -231,22 +240,24 @@ fn streamed_placement_puts_dispatch_s_bytes_and_queues_every_gemm0_task_once() {
                 for bm in [1u32, 4, 16] {
                     let case = Case::new(seed, tokens, experts, k, capacity, bm);
                     for (chunk, placers) in [(1u32, 1u32), (3, 2), (16, 3), (1000, 2)] {
-                        case.check(chunk, placers, false);
-                        cases += 1;
+                        for paired in [false, true] {
+                            case.check(chunk, placers, false, paired);
+                            cases += 1;
+                        }
                     }
                 }
             }
         }
     }
-    assert_eq!(cases, 6 * 6 * 3 * 3 * 4);
+    assert_eq!(cases, 6 * 6 * 3 * 3 * 4 * 2);
 }
 
 #[test]
 fn placers_on_threads_place_the_same_bytes() {
     for seed in 0..20u64 {
         let case = Case::new(seed, 257, 6, 2, CapacityPolicy::Factor(1.0), 8);
-        case.check(5, 4, true);
-        case.check(64, 3, true);
+        case.check(5, 4, true, seed % 2 == 0);
+        case.check(64, 3, true, seed % 2 == 1);
     }
 }
 
@@ -312,8 +323,6 @@ fn streaming_is_refused_where_it_cannot_run() {
     let two =
         HeapLayout::new(flashdmoe_proto::Geometry { world: 2, ..*layout.geometry() }).unwrap();
     assert_eq!(field(RankState::new(&two, 1).unwrap().stream_placement(&two, 2)), "world");
-    let mut paired = RankState::new(layout, 3).unwrap().with_pairs(true);
-    assert_eq!(field(paired.stream_placement(layout, 2)), "pairs");
     assert_eq!(
         field(RankState::new(layout, 1).unwrap().stream_placement(layout, 0)),
         "chunk_tokens"
