@@ -59,6 +59,11 @@ fn dump(preset: &str, out: &str, tile: Option<TileChoice>) -> Result<String, Str
     // In the combine's default form, as a layer build compiles it.
     let candidates = combine_candidates(candidates, CombineForm::default());
     let chosen = compile_first(&jit, Arch::SM90A, &candidates).map_err(|e| e.to_string())?;
+    // The candidates before it that did not compile cleanly (a spill, a serialised wgmma), so
+    // an image that fell back says why.
+    for (label, why) in &chosen.skipped {
+        eprintln!("dump-moe: skipped {label}: {why}");
+    }
     std::fs::write(out, chosen.compiled.cubin.image()).map_err(|e| format!("{out}: {e}"))?;
     Ok(chosen.spec.label())
 }

@@ -20,6 +20,8 @@
 #define FDM_WAIT_PAIR_PEER 8u
 #define FDM_WAIT_ROW_TILE 9u
 #define FDM_WAIT_FIRST_WAVE 10u
+#define FDM_WAIT_CHUNK_COUNTS 11u
+#define FDM_WAIT_PLACEMENT 12u
 
 typedef struct alignas(128) fdm_tensor_map {
     unsigned long long opaque[16];
@@ -83,9 +85,11 @@ typedef struct fdm_scratch_layout {
     unsigned long long mailbox;
     unsigned long long assigned;
     unsigned long long completed;
+    unsigned long long chunk_ready;
+    unsigned long long placed;
     unsigned long long control;
 } fdm_scratch_layout;
-static_assert(sizeof(fdm_scratch_layout) == 128, "fdm_scratch_layout size drifted from Rust");
+static_assert(sizeof(fdm_scratch_layout) == 144, "fdm_scratch_layout size drifted from Rust");
 static_assert(alignof(fdm_scratch_layout) == 8, "fdm_scratch_layout alignment drifted from Rust");
 FDM_ASSERT_OFFSET(fdm_scratch_layout, logits, 0);
 FDM_ASSERT_OFFSET(fdm_scratch_layout, topk_expert, 8);
@@ -102,7 +106,9 @@ FDM_ASSERT_OFFSET(fdm_scratch_layout, trace, 88);
 FDM_ASSERT_OFFSET(fdm_scratch_layout, mailbox, 96);
 FDM_ASSERT_OFFSET(fdm_scratch_layout, assigned, 104);
 FDM_ASSERT_OFFSET(fdm_scratch_layout, completed, 112);
-FDM_ASSERT_OFFSET(fdm_scratch_layout, control, 120);
+FDM_ASSERT_OFFSET(fdm_scratch_layout, chunk_ready, 120);
+FDM_ASSERT_OFFSET(fdm_scratch_layout, placed, 128);
+FDM_ASSERT_OFFSET(fdm_scratch_layout, control, 136);
 
 typedef struct fdm_params {
     fdm_tensor_map tmap_up;
@@ -145,7 +151,7 @@ typedef struct fdm_params {
     unsigned int remote_copiers;
     unsigned int inter_maps;
     unsigned int return_maps;
-    unsigned int tail[9];
+    unsigned int tail[5];
 } fdm_params;
 static_assert(sizeof(fdm_params) == 3456, "fdm_params size drifted from Rust");
 static_assert(alignof(fdm_params) == 128, "fdm_params alignment drifted from Rust");
@@ -156,38 +162,38 @@ FDM_ASSERT_OFFSET(fdm_params, tmap_inter, 384);
 FDM_ASSERT_OFFSET(fdm_params, tmap_return, 1408);
 FDM_ASSERT_OFFSET(fdm_params, layout, 2432);
 FDM_ASSERT_OFFSET(fdm_params, scratch_layout, 2560);
-FDM_ASSERT_OFFSET(fdm_params, heaps, 2688);
-FDM_ASSERT_OFFSET(fdm_params, x, 3200);
-FDM_ASSERT_OFFSET(fdm_params, y, 3208);
-FDM_ASSERT_OFFSET(fdm_params, router, 3216);
-FDM_ASSERT_OFFSET(fdm_params, w_up, 3224);
-FDM_ASSERT_OFFSET(fdm_params, w_gate, 3232);
-FDM_ASSERT_OFFSET(fdm_params, w_down, 3240);
-FDM_ASSERT_OFFSET(fdm_params, b_up, 3248);
-FDM_ASSERT_OFFSET(fdm_params, b_gate, 3256);
-FDM_ASSERT_OFFSET(fdm_params, b_down, 3264);
-FDM_ASSERT_OFFSET(fdm_params, router_bias, 3272);
-FDM_ASSERT_OFFSET(fdm_params, selection_bias, 3280);
-FDM_ASSERT_OFFSET(fdm_params, shared_gate, 3288);
-FDM_ASSERT_OFFSET(fdm_params, expert_owner, 3296);
-FDM_ASSERT_OFFSET(fdm_params, expert_local, 3304);
-FDM_ASSERT_OFFSET(fdm_params, local_to_global, 3312);
-FDM_ASSERT_OFFSET(fdm_params, local_experts_of, 3320);
-FDM_ASSERT_OFFSET(fdm_params, scratch, 3328);
-FDM_ASSERT_OFFSET(fdm_params, scratch_bytes, 3336);
-FDM_ASSERT_OFFSET(fdm_params, diag, 3344);
-FDM_ASSERT_OFFSET(fdm_params, epoch_word, 3352);
-FDM_ASSERT_OFFSET(fdm_params, given_experts, 3360);
-FDM_ASSERT_OFFSET(fdm_params, given_weights, 3368);
-FDM_ASSERT_OFFSET(fdm_params, timeout_ns, 3376);
-FDM_ASSERT_OFFSET(fdm_params, tokens, 3384);
-FDM_ASSERT_OFFSET(fdm_params, first_rank, 3388);
-FDM_ASSERT_OFFSET(fdm_params, local_ranks, 3392);
-FDM_ASSERT_OFFSET(fdm_params, blocks_per_rank, 3396);
-FDM_ASSERT_OFFSET(fdm_params, trace, 3400);
-FDM_ASSERT_OFFSET(fdm_params, capacity, 3404);
-FDM_ASSERT_OFFSET(fdm_params, remote_copiers, 3408);
-FDM_ASSERT_OFFSET(fdm_params, inter_maps, 3412);
-FDM_ASSERT_OFFSET(fdm_params, return_maps, 3416);
-FDM_ASSERT_OFFSET(fdm_params, tail, 3420);
+FDM_ASSERT_OFFSET(fdm_params, heaps, 2704);
+FDM_ASSERT_OFFSET(fdm_params, x, 3216);
+FDM_ASSERT_OFFSET(fdm_params, y, 3224);
+FDM_ASSERT_OFFSET(fdm_params, router, 3232);
+FDM_ASSERT_OFFSET(fdm_params, w_up, 3240);
+FDM_ASSERT_OFFSET(fdm_params, w_gate, 3248);
+FDM_ASSERT_OFFSET(fdm_params, w_down, 3256);
+FDM_ASSERT_OFFSET(fdm_params, b_up, 3264);
+FDM_ASSERT_OFFSET(fdm_params, b_gate, 3272);
+FDM_ASSERT_OFFSET(fdm_params, b_down, 3280);
+FDM_ASSERT_OFFSET(fdm_params, router_bias, 3288);
+FDM_ASSERT_OFFSET(fdm_params, selection_bias, 3296);
+FDM_ASSERT_OFFSET(fdm_params, shared_gate, 3304);
+FDM_ASSERT_OFFSET(fdm_params, expert_owner, 3312);
+FDM_ASSERT_OFFSET(fdm_params, expert_local, 3320);
+FDM_ASSERT_OFFSET(fdm_params, local_to_global, 3328);
+FDM_ASSERT_OFFSET(fdm_params, local_experts_of, 3336);
+FDM_ASSERT_OFFSET(fdm_params, scratch, 3344);
+FDM_ASSERT_OFFSET(fdm_params, scratch_bytes, 3352);
+FDM_ASSERT_OFFSET(fdm_params, diag, 3360);
+FDM_ASSERT_OFFSET(fdm_params, epoch_word, 3368);
+FDM_ASSERT_OFFSET(fdm_params, given_experts, 3376);
+FDM_ASSERT_OFFSET(fdm_params, given_weights, 3384);
+FDM_ASSERT_OFFSET(fdm_params, timeout_ns, 3392);
+FDM_ASSERT_OFFSET(fdm_params, tokens, 3400);
+FDM_ASSERT_OFFSET(fdm_params, first_rank, 3404);
+FDM_ASSERT_OFFSET(fdm_params, local_ranks, 3408);
+FDM_ASSERT_OFFSET(fdm_params, blocks_per_rank, 3412);
+FDM_ASSERT_OFFSET(fdm_params, trace, 3416);
+FDM_ASSERT_OFFSET(fdm_params, capacity, 3420);
+FDM_ASSERT_OFFSET(fdm_params, remote_copiers, 3424);
+FDM_ASSERT_OFFSET(fdm_params, inter_maps, 3428);
+FDM_ASSERT_OFFSET(fdm_params, return_maps, 3432);
+FDM_ASSERT_OFFSET(fdm_params, tail, 3436);
 

@@ -23,6 +23,7 @@ static_assert(offsetof(type, field) == (offset), #type "." #field " offset drift
 #define FDM_COUNTER_BYTES 4ull
 #define FDM_WEIGHT_BYTES 4ull
 #define FDM_MAX_COMBINE_GROUPS 1024u
+#define FDM_PLACED_PADDED 65536u
 #define FDM_TASK_BYTES 64
 #define FDM_NO_OFFSET 0xFFFFFFFFFFFFFFFFull
 #define FDM_STAGE_DISPATCH 0

@@ -65,6 +65,13 @@ enum Control : unsigned {
   // so (subscriber.cuh post_combines; for the host only).
   kCombinesPosted = 27,
   kThirdWave = 28,
+  // The streamed placement (experiment FDM_STREAM, placer.cuh): the next routing chunk to
+  // claim, the chunks placed so far, and when the first row tile's GEMM0 tasks were queued (ns
+  // since the kernel start: the first queue writes it over its reset 0); all reset every
+  // forward, so one that does not stream reads 0 chunks placed.
+  kChunkTicket = 29,
+  kChunksPlaced = 30,
+  kFirstTileNs = 31,
   kControlEnd,
 };
 static_assert(kControlEnd <= FDM_CONTROL_WORDS, "params.rs: CONTROL_WORDS");
@@ -108,6 +115,8 @@ struct Rank {
   __device__ unsigned* assigned() const { return at<unsigned>(p->scratch_layout.assigned); }
   __device__ unsigned* completed() const { return at<unsigned>(p->scratch_layout.completed); }
   __device__ unsigned* control() const { return at<unsigned>(p->scratch_layout.control); }
+  __device__ unsigned* chunk_ready() const { return at<unsigned>(p->scratch_layout.chunk_ready); }
+  __device__ unsigned* placed() const { return at<unsigned>(p->scratch_layout.placed); }
   __device__ const Elem* x() const {
     return reinterpret_cast<const Elem*>(p->x) + (unsigned long long)local * p->tokens * kH;
   }

@@ -7,6 +7,8 @@
 //   sync.cuh        acquire/release, fences, clock, deadlines          (core: sync)
 //   heap.cuh        a rank's heap, scratch, control words, diagnostics  (core: runtime::heap)
 //   route.cuh       A1, A3: router GEMM, placement; topk.cuh A2: top-k (core: routing)
+//   placer.cuh      experiment FDM_STREAM: A1-A3 chunk by chunk by the first processors,
+//                   each completed row tile's GEMM0 tasks queued at once (core: runtime::placer)
 //   dispatch.cuh    A4: rows to their owners, dispatch signals         (core: runtime::dispatch)
 //   queue.cuh       the task log                                       (core: runtime::queue)
 //   mailbox.cuh     scheduler -> processor handoff                     (core: runtime::mailbox)
@@ -33,6 +35,7 @@
 #include <cooperative_groups.h>
 
 #include "config.cuh"
+#include "placer.cuh"
 #include "route.cuh"
 #include "scheduler.cuh"
 #if FDM_ENGINE == 1
@@ -78,43 +81,59 @@ extern "C" __global__ void FDM_MOE_CLUSTER_DIMS __launch_bounds__(kThreads, 1)
   }
   // Block 0 marks the phases for CudaLayer::phase_times (ns since the kernel start).
   reset_counters(p);
+  // Experiment FDM_STREAM (placer.cuh): one GPU, a world of one rank, more than one chunk.
+  // Phase A is the reset and its barrier; the placers route and place after it.
+  const bool stream = streams(p);
+  if (stream) reset_stream(make_rank(p, 0));
   if (threadIdx.x == 0) mark_raw_latest(control0, kLastResetDone);
-  router_gemm(p, smem);
+  if (!stream) router_gemm(p, smem);
   if (threadIdx.x == 0) mark_raw_latest(control0, kLastRouterDone);
   grid.sync();
   mark_phase(p, kRoutedNs);
-  route(p, smem);
-  // Where each rank's tokens are one routing chunk (T <= kChunk), the block that counted rank
-  // j's chunk (route's job j, as place_chunks' job j: both deal jobs by block index) places it
-  // at once, from what it wrote itself and A2's first half (before route's inner barrier):
-  // one grid barrier and A3's own round trips fewer (run 180, T128 E8: 0.095 -> 0.093 ms;
-  // perf-notes v48 (a)). kChosenNs then marks placement too.
-  const bool one_chunk = p->tokens <= (unsigned)kChunk;
-  if (one_chunk) place_chunks(p, reinterpret_cast<unsigned*>(smem));
-  grid.sync();
-  mark_phase(p, kChosenNs);
-  if (!one_chunk) {
-    place_chunks(p, reinterpret_cast<unsigned*>(smem));
+  if (stream) {
+    mark_phase(p, kChosenNs);  // the placers mark kPlacedNs (the last chunk's)
+  } else {
+    route(p, smem);
+    // Where each rank's tokens are one routing chunk (T <= kChunk), the block that counted
+    // rank j's chunk (route's job j, as place_chunks' job j: both deal jobs by block index)
+    // places it at once, from what it wrote itself and A2's first half (before route's inner
+    // barrier): one grid barrier and A3's own round trips fewer (run 180, T128 E8: 0.095 ->
+    // 0.093 ms; perf-notes v48 (a)). kChosenNs then marks placement too.
+    const bool one_chunk = p->tokens <= (unsigned)kChunk;
+    if (one_chunk) place_chunks(p, reinterpret_cast<unsigned*>(smem));
     grid.sync();
+    mark_phase(p, kChosenNs);
+    if (!one_chunk) {
+      place_chunks(p, reinterpret_cast<unsigned*>(smem));
+      grid.sync();
+    }
+    mark_phase(p, kPlacedNs);
+    dispatch_packets(p);
   }
-  mark_phase(p, kPlacedNs);
-  dispatch_packets(p);
 
   const unsigned local = blockIdx.x / p->blocks_per_rank;
   if (local >= p->local_ranks) return;  // leftover blocks of an uneven partition
-  const Rank r = make_rank(p, local);
   const unsigned role = blockIdx.x % p->blocks_per_rank;
+  // Streamed, the first processors place the chunks before they take tasks (placer.cuh),
+  // before the rank is derived: nothing of it stays live across the placer's call (kept
+  // live, the 128-row-router images spilled 8 bytes).
+  if (stream && role != 0 && role - 1 < stream_placers(p)) place_streamed(p, role - 1, smem);
+  const Rank r = make_rank(p, local);
   if (role == 0) {
     OsShared& s = *reinterpret_cast<OsShared*>(smem);
-    enqueue_in_place(r, s);
+    // Streamed (placer.cuh): the placers queue the GEMM0 tasks; the OS block only sets up.
+    if (stream) stream_os_init(r, s);
+    else enqueue_in_place(r, s);
     const unsigned warp = threadIdx.x / 32;
     // The scheduler warp starts its rounds at once; the other warps raise the in-place
     // dispatch signals, then take their roles (run 175, perf-notes v47 (a): T128 E8's
     // second-wave GEMM0 tasks had waited 5.1 µs for the first round behind those signals,
-    // 2.7 µs since; the forward -3%).
+    // 2.7 µs since; the forward -3%). Streamed, they first wait for every chunk placed (the
+    // packet sizes and token lists they work from), while the scheduler hands out the row
+    // tiles the placers queue.
     if (warp == 0) {
       scheduler(r, s);
-    } else {
+    } else if (!stream || await_placement(r, s, threadIdx.x - 32, kThreads - 32)) {
       raise_dispatch_signals_by(r, s, threadIdx.x - 32, kThreads - 32);
       if (warp == 1) dispatch_subscriber(r, s);
       else return_subscriber(r, s, warp - 2, kWarps - 2);

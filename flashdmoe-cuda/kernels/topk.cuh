@@ -486,11 +486,41 @@ __device__ __forceinline__ void route_token_thread(const Rank& r, const float* l
       __uint_as_float(FDM_SCALING_BITS), experts, weights);
 }
 
-/// A2 with kLaneRouter, a block a chunk: the block stages the chunk's logits in shared memory,
-/// thread i routes the chunk's token i (or copies its given routing), stores its slots and
-/// puts their experts in shared memory; then the block counts the chunk's within-chunk
-/// positions and per-expert counts as route_chunks does. The latest block done routing marks
-/// kTokensNs.
+/// Chunk `chunk` (its n tokens) of rank r routed a thread a token (kLaneRouter), by the whole
+/// block: the block stages the chunk's logits in shared memory (`logits`), thread i routes the
+/// chunk's token i (or copies its given routing), stores its slots and puts their experts in
+/// `sm.slots`; the caller's next __syncthreads makes them visible.
+__device__ __forceinline__ void route_chunk_by_threads(const Rank& r, unsigned chunk, unsigned n, const RouteSmem& sm,
+                                                       float* logits, bool given) {
+  if (!given) {
+    stage_chunk_logits(r, chunk * kChunk, n, logits);
+    __syncthreads();
+  }
+  if (threadIdx.x < n) {
+    const unsigned t = chunk * kChunk + threadIdx.x;
+    unsigned experts[kSlots];
+    float weights[kSlots];
+    if (given) {
+      given_token(r, t, experts, weights);
+    } else {
+      route_token_thread(r, logits + threadIdx.x * kLogitStride, experts, weights);
+    }
+    // The shared experts' slots (this form has no shared gate: weight 1), as shared_slots.
+    if constexpr (kShared > 0) SpecShared::append(r.global, 1.f, experts + kTopK, weights + kTopK);
+    unsigned* out_e = r.topk_expert() + (unsigned long long)t * kSlots;
+    float* out_w = r.topk_weight() + (unsigned long long)t * kSlots;
+#pragma unroll
+    for (int j = 0; j < kSlots; ++j) {
+      out_e[j] = experts[j];
+      out_w[j] = weights[j];
+      sm.slots[threadIdx.x * kSlots + j] = experts[j];
+    }
+  }
+}
+
+/// A2 with kLaneRouter, a block a chunk (route_chunk_by_threads), then the block counts the
+/// chunk's within-chunk positions and per-expert counts as route_chunks does. The latest block
+/// done routing marks kTokensNs.
 __device__ void route_chunks_by_threads(const fdm_params* p, char* smem) {
   static_assert(kChunk <= kThreads, "a thread a token of the chunk");
   const RouteSmem sm(smem);
@@ -504,34 +534,43 @@ __device__ void route_chunks_by_threads(const fdm_params* p, char* smem) {
     Rank r = make_rank(p, job / chunks);
     const unsigned chunk = job % chunks;
     const unsigned n = min((unsigned)kChunk, T - chunk * kChunk);
-    if (!given) {
-      stage_chunk_logits(r, chunk * kChunk, n, logits);
-      __syncthreads();
-    }
-    if (threadIdx.x < n) {
-      const unsigned t = chunk * kChunk + threadIdx.x;
-      unsigned experts[kSlots];
-      float weights[kSlots];
-      if (given) {
-        given_token(r, t, experts, weights);
-      } else {
-        route_token_thread(r, logits + threadIdx.x * kLogitStride, experts, weights);
-      }
-      // The shared experts' slots (this form has no shared gate: weight 1), as shared_slots.
-      if constexpr (kShared > 0) SpecShared::append(r.global, 1.f, experts + kTopK, weights + kTopK);
-      unsigned* out_e = r.topk_expert() + (unsigned long long)t * kSlots;
-      float* out_w = r.topk_weight() + (unsigned long long)t * kSlots;
-#pragma unroll
-      for (int j = 0; j < kSlots; ++j) {
-        out_e[j] = experts[j];
-        out_w[j] = weights[j];
-        sm.slots[threadIdx.x * kSlots + j] = experts[j];
-      }
-    }
+    route_chunk_by_threads(r, chunk, n, sm, logits, given);
     __syncthreads();
     if (threadIdx.x == 0) mark_latest(r, kTokensNs);
     count_chunk(r, chunk, n, sm);
   }
+}
+
+/// Chunk `chunk` (its n tokens) of rank r routed a warp a token by the whole block (route_tokens'
+/// form over one chunk: warp w takes tokens w, w + kWarps, ..., each warp's kRouterE + kTopK
+/// floats of `smem` its scores and picks), then the chunk's experts staged in `sm.slots` (over
+/// the warps' rows, after a barrier); the caller's next __syncthreads makes them visible.
+__device__ __forceinline__ void route_chunk_by_warps(const Rank& r, unsigned chunk, unsigned n, const RouteSmem& sm,
+                                                     char* smem, bool given) {
+  constexpr int kWarpFloats = kRouterE + kTopK;
+  const unsigned lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  float* row = reinterpret_cast<float*>(smem) + warp * kWarpFloats;
+  const unsigned first = chunk * kChunk;
+  TokenLogits next;
+  if (!given && warp < n) next.load(r, first + warp, lane);
+  for (unsigned i = warp; i < n; i += kWarps) {
+    const unsigned t = first + i;
+    if (given) {
+      if (lane == 0) {
+        given_token(r, t, r.topk_expert() + (unsigned long long)t * kSlots,
+                    r.topk_weight() + (unsigned long long)t * kSlots);
+      }
+    } else {
+      const TokenLogits logits = next;
+      if (i + kWarps < n) next.load(r, t + kWarps, lane);
+      route_token_warp(r, t, logits, row, row + kRouterE, lane);
+    }
+    const float dot = kSharedGate ? shared_gate_dot(r, t, lane) : 0.f;
+    if (lane == 0) shared_slots(r, t, dot);
+  }
+  __syncthreads();  // every token's slots stored; the warps' rows free for sm.slots
+  const unsigned* experts = r.topk_expert() + (unsigned long long)first * kSlots;
+  for (unsigned i = threadIdx.x; i < n * kSlots; i += kThreads) sm.slots[i] = experts[i];
 }
 
 /// A2: a block a chunk, a thread a token (route_chunks_by_threads) where `lanes_route`;

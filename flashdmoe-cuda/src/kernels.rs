@@ -103,6 +103,7 @@ pub const HEADERS: &[Header] = &[
     Header { name: "waves.cuh", text: include_str!("../kernels/waves.cuh") },
     Header { name: "subscriber.cuh", text: include_str!("../kernels/subscriber.cuh") },
     Header { name: "scheduler.cuh", text: include_str!("../kernels/scheduler.cuh") },
+    Header { name: "placer.cuh", text: include_str!("../kernels/placer.cuh") },
     Header { name: "combine.cuh", text: include_str!("../kernels/combine.cuh") },
     Header { name: "combine_stream.cuh", text: include_str!("../kernels/combine_stream.cuh") },
     Header { name: "completion.cuh", text: include_str!("../kernels/completion.cuh") },
@@ -177,7 +178,7 @@ pub struct KernelExperiment {
 /// 199's script: perf-notes v52 (a); run 200 A2's token half a lane group a token, level,
 /// removed, its patch beside run 200's script: perf-notes v52 (b)), and diagnostics a GPU run
 /// switches on. Waiting for a GPU: FDM_TMA_STORE, alone and with FDM_TMA_STORE_GEMM1 (perf-notes
-/// v52 (e)).
+/// v52 (e)); FDM_SELF_WAVE, FDM_A3_DEEP, FDM_ROUTER_WGMMA (v53); FDM_STREAM (v55).
 pub const EXPERIMENTS: &[KernelExperiment] = &[
     KernelExperiment {
         define: "FDM_DEBUG_COMBINE_TIMEOUT",
@@ -211,6 +212,16 @@ pub const EXPERIMENTS: &[KernelExperiment] = &[
         what: "route.cuh place_chunks: a thread's sum of the earlier chunks' counts loads 16 at \
                once (predicated) instead of 8 at a time and the remainder one by one: T16384 \
                E128's placement ~11 -> ~4 µs predicted (perf-notes v53 (b))",
+    },
+    KernelExperiment {
+        define: "FDM_STREAM=32",
+        what: "placer.cuh: the streamed placement (core's runtime::Placer; \
+               docs/dev/streamed-placement.md): on one GPU holding a world of one rank and more \
+               than one routing chunk, phase A is the counter reset and one grid barrier; the \
+               first 32 processors route and place chunk by chunk, and each completed row \
+               tile's GEMM0 tasks are queued at once, so the others start before the last token \
+               is routed (T16384 E8 ~-3%, T4096 E8 ~-5% predicted; E128's row tiles need half \
+               the tokens each: level)",
     },
     KernelExperiment {
         define: "FDM_ROUTER_WGMMA",

@@ -243,6 +243,8 @@ fn scratch_layout(
         mailbox: next("mailbox", &[processors, 2, 4])?,
         assigned: next("assigned", &[processors, 4])?,
         completed: next("completed", &[processors, 4])?,
+        chunk_ready: next("chunk_ready", &[chunks, 4])?,
+        placed: next("placed", &[e, capacity as u64, 4])?,
         control: next("control", &[crate::params::CONTROL_WORDS, 4])?,
     };
     Ok((layout, cursor.max(256)))
@@ -483,7 +485,7 @@ impl CudaLayer {
             remote_copiers: plan.remote_copiers,
             inter_maps: gpu.inter_maps.1,
             return_maps: gpu.return_maps.1,
-            tail: [0; 9],
+            tail: [0; 5],
         }
     }
 

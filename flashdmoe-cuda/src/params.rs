@@ -31,7 +31,7 @@ pub const ROLES: [(&str, &str); 5] = [
 ];
 
 /// What a role waited for (`fdm_diag::what`).
-pub const WAITS: [(&str, &str); 11] = [
+pub const WAITS: [(&str, &str); 13] = [
     ("FDM_WAIT_DISPATCH_SIGNAL", "dispatch signal"),
     ("FDM_WAIT_RETURN_SIGNAL", "return signal"),
     ("FDM_WAIT_TASK_READY", "task ready flag"),
@@ -53,6 +53,16 @@ pub const WAITS: [(&str, &str); 11] = [
         "FDM_WAIT_FIRST_WAVE",
         "the OS block's post of the first-wave task it took from the placement (experiment \
          FDM_SELF_WAVE; seen: the posted task, or the mailbox count on a timeout), processor",
+    ),
+    (
+        "FDM_WAIT_CHUNK_COUNTS",
+        "an earlier routing chunk's counts (experiment FDM_STREAM, placer.cuh; seen: that \
+         chunk's flag), chunk",
+    ),
+    (
+        "FDM_WAIT_PLACEMENT",
+        "every routing chunk placed (experiment FDM_STREAM, placer.cuh; seen: the chunks \
+         placed), of chunks",
     ),
 ];
 
@@ -140,6 +150,13 @@ pub struct ScratchLayout {
     pub assigned: u64,
     /// `u32 [processors]` tasks completed per processor.
     pub completed: u64,
+    /// `u32 [chunks]` a routing chunk's counts are in `chunk_counts` when its flag holds the
+    /// epoch (experiment `FDM_STREAM`, placer.cuh; never reset).
+    pub chunk_ready: u64,
+    /// `u32 [E][capacity]` rows placed into each row tile of each packet, the first
+    /// `ceil(capacity / bm)` of each expert's (experiment `FDM_STREAM`: core's
+    /// `runtime::Placer` placed counters; reset every forward).
+    pub placed: u64,
     /// `u32 [CONTROL_WORDS]` control words (the task log's tails, kernel start time, phase
     /// marks; `Control` in `kernels/heap.cuh`).
     pub control: u64,
@@ -244,7 +261,7 @@ pub struct KernelParams {
     /// Local ranks whose return rows `tmap_return` maps (0 up to [`INTER_MAPS`]).
     pub return_maps: u32,
     /// Padding to the 128-byte alignment the tensor maps give the struct.
-    pub tail: [u32; 9],
+    pub tail: [u32; 5],
 }
 
 // SAFETY: every field is a plain integer (or an array / `#[repr(C)]` struct of them), so
@@ -252,14 +269,14 @@ pub struct KernelParams {
 unsafe impl bytemuck::Zeroable for KernelParams {}
 // SAFETY: `#[repr(C)]`, `Copy`, no references, and no padding: the nineteen 128-byte tensor maps
 // come first (each 128-aligned), then every field is 8-byte sized and aligned except the nine
-// `u32`s (36 bytes) and the explicit `tail` (36 bytes) that ends the struct
+// `u32`s (36 bytes) and the explicit `tail` (20 bytes) that ends the struct
 // on its 128-byte alignment; the nested `LayoutParams` (14 u32 then 9 u64) and `ScratchLayout`
-// (16 u64) have none either; the size and offset assertions below pin it.
+// (18 u64) have none either; the size and offset assertions below pin it.
 unsafe impl bytemuck::Pod for KernelParams {}
 
 const _: () = assert!(size_of::<KernelParams>() == 3456);
 const _: () = assert!(offset_of!(KernelParams, layout) == 2432);
-const _: () = assert!(offset_of!(KernelParams, tail) == 2432 + 988);
+const _: () = assert!(offset_of!(KernelParams, tail) == 2432 + 1004);
 
 macro_rules! fields {
     ($ty:ty: $($field:ident: $cty:expr),* $(,)?) => {
@@ -282,7 +299,8 @@ const SCRATCH_FIELDS: &[CField] = fields!(ScratchLayout:
     expert_weights: "unsigned long long",
     packet_rows: "unsigned long long", packet_copied: "unsigned long long", tasks: "unsigned long long", task_ready: "unsigned long long",
     trace: "unsigned long long", mailbox: "unsigned long long", assigned: "unsigned long long",
-    completed: "unsigned long long", control: "unsigned long long");
+    completed: "unsigned long long", chunk_ready: "unsigned long long", placed: "unsigned long long",
+    control: "unsigned long long");
 
 const PARAM_FIELDS: &[CField] = fields!(KernelParams:
     tmap_up: "fdm_tensor_map", tmap_gate: "fdm_tensor_map", tmap_down: "fdm_tensor_map",
@@ -295,7 +313,7 @@ const PARAM_FIELDS: &[CField] = fields!(KernelParams:
     epoch_word: "unsigned int*", given_experts: "const unsigned int*", given_weights: "const float*", timeout_ns: "unsigned long long", tokens: "unsigned int", first_rank: "unsigned int",
     local_ranks: "unsigned int", blocks_per_rank: "unsigned int", trace: "unsigned int",
     capacity: "unsigned int", remote_copiers: "unsigned int", inter_maps: "unsigned int",
-    return_maps: "unsigned int", tail: "unsigned int@[9]");
+    return_maps: "unsigned int", tail: "unsigned int@[5]");
 
 /// Control words of a rank's scratch (`FDM_CONTROL_WORDS`; `Control` in `kernels/heap.cuh`
 /// names them).
@@ -352,6 +370,11 @@ pub mod control {
     /// Tasks run as halves of a cluster's pair (`kPairedTasks`; processor_wgmma.cuh
     /// `align_for_pair`).
     pub const PAIRED_TASKS: usize = 20;
+    /// Routing chunks placed by the streamed placement (`kChunksPlaced`; experiment
+    /// `FDM_STREAM`, placer.cuh; 0 in a forward that does not stream).
+    pub const CHUNKS_PLACED: usize = 30;
+    /// The streamed placement's first row tile queued (`kFirstTileNs`).
+    pub const FIRST_TILE_NS: usize = 31;
 }
 
 /// The text of `fdm_params.h` (needs `fdm_proto.h` included first).
@@ -433,6 +456,8 @@ mod tests {
             ("kRouteThreads", control::ROUTE_THREADS),
             ("kFirstWave", control::FIRST_WAVE),
             ("kPairedTasks", control::PAIRED_TASKS),
+            ("kChunksPlaced", control::CHUNKS_PLACED),
+            ("kFirstTileNs", control::FIRST_TILE_NS),
             ("kFirstHandoutNs", control::FIRST_HANDOUT_NS),
             ("kWavePostedNs", control::WAVE_POSTED_NS),
             ("kSecondWave", control::SECOND_WAVE),

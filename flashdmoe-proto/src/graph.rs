@@ -448,6 +448,12 @@ pub fn gemm0_tasks_in(
     })
 }
 
+/// Set in a streamed placement's placed counter by the last chunk's padding
+/// (`flashdmoe-core`'s `runtime::Placer`, the kernel's `placer.cuh`): the counter's row tile
+/// (or pair) is its packet's partial last one, whose valid rows are the packet's row count
+/// less the rows before it. The counter's rows stay below it (`FDM_PLACED_PADDED`).
+pub const PLACED_PADDED: u32 = 1 << 16;
+
 /// The GEMM0 tasks of one row tile of a packet (its `valid_rows` rows), column tile by column
 /// tile: the tasks of [`gemm0_tasks`] with that row tile, for a packet whose rows arrive row
 /// tile by row tile (the streamed placement, `flashdmoe-core`'s `runtime::Placer`), where the

@@ -124,6 +124,7 @@ pub fn c_header() -> String {
         ("FDM_COUNTER_BYTES", format!("{COUNTER_BYTES}ull")),
         ("FDM_WEIGHT_BYTES", format!("{WEIGHT_BYTES}ull")),
         ("FDM_MAX_COMBINE_GROUPS", format!("{MAX_COMBINE_GROUPS}u")),
+        ("FDM_PLACED_PADDED", format!("{}u", crate::graph::PLACED_PADDED)),
         ("FDM_TASK_BYTES", format!("{TASK_BYTES}")),
         ("FDM_NO_OFFSET", format!("0x{NO_OFFSET:X}ull")),
         ("FDM_STAGE_DISPATCH", "0".into()),

@@ -56,9 +56,9 @@ use flashdmoe_proto::{HeapLayout, ProtoError, Stage, div_ceil};
 use super::{Awaiting, Poll, Queued, RankContext, RankState, Role, RuntimeError, SymmetricHeap};
 use crate::sync::{AtomicU32, AtomicU64, Ordering};
 
-/// Set in a row tile's placed counter by the last chunk's padding: the tile is its packet's
-/// partial last one, whose valid rows are the packet's row count less the rows before it.
-pub const PADDED: u32 = 1 << 16;
+/// Set in a placed counter by the last chunk's padding: the protocol's
+/// [`PLACED_PADDED`](flashdmoe_proto::graph::PLACED_PADDED), which the kernel shares.
+pub const PADDED: u32 = flashdmoe_proto::graph::PLACED_PADDED;
 /// The placed counter's row count (below [`PADDED`]).
 const PLACED_ROWS: u32 = PADDED - 1;
 

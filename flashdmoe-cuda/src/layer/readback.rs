@@ -72,6 +72,12 @@ pub struct PhaseTimes {
     /// Tasks run as halves of a 2-CTA cluster's pair (`CudaOptions::pairs`; twice the pairs
     /// run: the scheduler gives a pair no cluster can take as two solo tasks); 0 unpaired.
     pub paired_tasks: u32,
+    /// Routing chunks the streamed placement placed (experiment `FDM_STREAM`, placer.cuh: the
+    /// first processors route and place chunk by chunk, no waves); 0 where the forward did not
+    /// stream (the other phase marks then keep their meaning).
+    pub chunks_placed: u32,
+    /// The streamed placement's first row tile queued (0 where it did not stream).
+    pub first_tile_ns: u32,
 }
 
 /// Where the time of one task of a traced forward went, from the kernel's trace record
@@ -149,6 +155,8 @@ impl CudaLayer {
                     combines_queued_ns: c[control::COMBINES_QUEUED_NS],
                     combines_handed_ns: c[control::COMBINES_HANDED_NS],
                     paired_tasks: c[control::PAIRED_TASKS],
+                    chunks_placed: c[control::CHUNKS_PLACED],
+                    first_tile_ns: c[control::FIRST_TILE_NS],
                 });
             }
         }

@@ -31,6 +31,8 @@ fn scratch_arrays_are_aligned_disjoint_and_in_order() {
         l.mailbox,
         l.assigned,
         l.completed,
+        l.chunk_ready,
+        l.placed,
         l.control,
     ];
     assert_eq!(l.logits, 0);

@@ -240,7 +240,7 @@ pub(super) fn run_case(case: &Case, iters: usize, device: &str) -> Result<Outcom
         let us = |ns: u32| ns as f64 / 1e3;
         for (rank, t) in phases.iter().enumerate() {
             detail.push_str(&format!(
-                "; rank {rank} phase A: last block started {:.0}us, reset {:.0}us, router jobs {:.0}us, routed {:.0}us, tokens {:.0}us ({}), top-k {:.0}us, placed {:.0}us, dispatched {:.0}us, first wave {} tasks (posted {:.0}us), second wave {}, third wave {}, {} paired, first handout {}, last combines queued {:.0}us and handed out {:.0}us; \
+                "; rank {rank} phase A: last block started {:.0}us, reset {:.0}us, router jobs {:.0}us, routed {:.0}us, tokens {:.0}us ({}), top-k {:.0}us, placed {:.0}us, dispatched {:.0}us, first wave {} tasks (posted {:.0}us), second wave {}, third wave {}, {} paired, first handout {}, last combines queued {:.0}us and handed out {:.0}us{}; \
                  all tasks done {:.0}us, last warp ended {:.0}us",
                 t.last_block_ns as f64 / 1e3,
                 t.reset_ns as f64 / 1e3,
@@ -262,6 +262,13 @@ pub(super) fn run_case(case: &Case, iters: usize, device: &str) -> Result<Outcom
                 },
                 us(t.combines_queued_ns),
                 us(t.combines_handed_ns),
+                match t.chunks_placed {
+                    0 => String::new(),
+                    n => format!(
+                        ", streamed {n} chunks (first row tile queued {:.0}us)",
+                        us(t.first_tile_ns)
+                    ),
+                },
                 us(t.stopped_ns),
                 us(t.exited_ns)
             ));
@@ -396,6 +403,15 @@ fn waves_against_core(
     let w = flashdmoe_core::runtime::Waves::choose(layout, processors, layer.spec().pairs, &rows);
     let t = &phases[0];
     let kernel = (t.first_wave, t.second_wave, t.third_wave);
+    // The streamed placement (experiment FDM_STREAM) posts no wave: core's
+    // `RankState::stream_placement` neither.
+    if t.chunks_placed > 0 {
+        return Some(if kernel == (0, 0, 0) {
+            Ok(format!("(streamed: {} chunks, no wave)", t.chunks_placed))
+        } else {
+            Err(format!("the kernel streamed {} chunks and posted {kernel:?}", t.chunks_placed))
+        });
+    }
     let core = (w.first, w.second, w.third);
     Some(if kernel == core {
         Ok(format!("{core:?}"))
@@ -418,9 +434,11 @@ pub(super) fn resident_case(case: &Case, _iters: usize, device: &str) -> Result<
     // hands each rank's first wave out itself (subscriber.cuh `enqueue_in_place`): one task a
     // processor, or every task where there are fewer (with paired tasks too: the first wave
     // runs solo).
+    // The streamed placement (experiment FDM_STREAM) queues its row tiles instead.
     let waves: Vec<u32> = phases.iter().map(|t| t.first_wave).collect();
     let hopper = matches!(layer.spec().engine, flashdmoe_cuda::spec::TileEngine::Wgmma(_));
-    let wave_ok = !hopper || waves.iter().all(|&n| n > 0);
+    let streamed = phases.iter().all(|t| t.chunks_placed > 0);
+    let wave_ok = !hopper || streamed || waves.iter().all(|&n| n > 0);
     let detail = format!(
         "[{}] {}; A2 {}{}; first wave {waves:?}{}",
         layer.spec().label(),
