@@ -467,19 +467,18 @@ pub fn gemm0_row_tile_tasks(
     row_tile: u32,
     valid_rows: u32,
 ) -> impl Iterator<Item = Result<TaskDescriptor>> + '_ {
-    (0..layout.geometry().col_tiles_inter()).map(move |c| {
-        TaskDescriptor::new(
-            layout,
-            TaskKind::Gemm0,
-            epoch,
-            source,
-            owner,
-            local_expert,
-            row_tile,
-            c,
-            valid_rows,
-        )
-    })
+    let cols = layout.geometry().col_tiles_inter();
+    row_tile_tasks(
+        layout,
+        TaskKind::Gemm0,
+        cols,
+        epoch,
+        source,
+        owner,
+        local_expert,
+        row_tile,
+        valid_rows,
+    )
 }
 
 /// The GEMM1 tasks of one row tile, ready once its row-tile counter reaches
@@ -493,10 +492,37 @@ pub fn gemm1_tasks(
     row_tile: u32,
     valid_rows: u32,
 ) -> impl Iterator<Item = Result<TaskDescriptor>> + '_ {
-    (0..layout.geometry().col_tiles_hidden()).map(move |c| {
+    let cols = layout.geometry().col_tiles_hidden();
+    row_tile_tasks(
+        layout,
+        TaskKind::Gemm1,
+        cols,
+        epoch,
+        source,
+        owner,
+        local_expert,
+        row_tile,
+        valid_rows,
+    )
+}
+
+/// The `kind` tasks of one row tile, column tile 0 to `cols - 1`.
+#[allow(clippy::too_many_arguments)]
+fn row_tile_tasks(
+    layout: &HeapLayout,
+    kind: TaskKind,
+    cols: u32,
+    epoch: Epoch,
+    source: u32,
+    owner: u32,
+    local_expert: u32,
+    row_tile: u32,
+    valid_rows: u32,
+) -> impl Iterator<Item = Result<TaskDescriptor>> + '_ {
+    (0..cols).map(move |c| {
         TaskDescriptor::new(
             layout,
-            TaskKind::Gemm1,
+            kind,
             epoch,
             source,
             owner,
